@@ -1,0 +1,147 @@
+//! The summary cache: short-lived copies of critical summaries, kept in sled. Disposable by
+//! design (losing it costs an upstream call, never evidence), which is why sled's
+//! non-durable flush is acceptable here and not for the audit trail.
+//!
+//! For now this module owns the store's bootstrap: open, format version, health check,
+//! flush at shutdown. Encryption, expiry and purge come with the break-glass issue.
+
+use std::path::{Path, PathBuf};
+
+/// Version of the gateway's layout inside the sled database.
+pub const FORMAT_VERSION: u64 = 1;
+
+const FORMAT_KEY: &[u8] = b"samu-gateway:format_version";
+/// sled's default page cache is 1 GiB; the cache holds a few hours of summaries.
+const PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Why the cache store cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// Another process holds the database.
+    #[error("summary cache {path} is locked by another process (is another gateway running on this state directory?)")]
+    Locked {
+        /// The database directory.
+        path: PathBuf,
+    },
+    /// Written by another version of the gateway or of sled.
+    #[error("summary cache {path} has format version {found}; this build reads version {supported}: the cache is disposable, remove the directory to start afresh")]
+    UnknownFormat {
+        /// The database directory.
+        path: PathBuf,
+        /// What the store says.
+        found: String,
+        /// What this build reads.
+        supported: u64,
+    },
+    /// Not a readable sled database.
+    #[error("summary cache {path} cannot be opened: {reason}")]
+    Unreadable {
+        /// The database directory.
+        path: PathBuf,
+        /// The cause.
+        reason: String,
+    },
+    /// An operation failed on an open store.
+    #[error("summary cache operation failed: {0}")]
+    Storage(String),
+}
+
+/// The sled database holding cached summaries.
+#[derive(Debug)]
+pub struct SummaryCache {
+    db: sled::Db,
+}
+
+impl SummaryCache {
+    /// Opens (creating if absent) the cache directory and checks its format version.
+    pub fn open(path: &Path) -> Result<Self, CacheError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(PAGE_CACHE_BYTES)
+            .open()
+            .map_err(|e| open_error(path, e))?;
+        let cache = Self { db };
+        match cache.format_version()? {
+            Some(FORMAT_VERSION) => Ok(cache),
+            Some(found) => Err(CacheError::UnknownFormat {
+                path: path.to_owned(),
+                found: found.to_string(),
+                supported: FORMAT_VERSION,
+            }),
+            None => {
+                cache
+                    .db
+                    .insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+                    .map_err(storage)?;
+                Ok(cache)
+            }
+        }
+    }
+
+    /// Proves the store still answers a read (readiness, watchdog).
+    pub fn check(&self) -> Result<(), CacheError> {
+        self.format_version().map(drop)
+    }
+
+    /// Writes buffered pages out (best effort: see the module note on durability).
+    pub fn flush(&self) -> Result<(), CacheError> {
+        self.db.flush().map(drop).map_err(storage)
+    }
+
+    fn format_version(&self) -> Result<Option<u64>, CacheError> {
+        let Some(raw) = self.db.get(FORMAT_KEY).map_err(storage)? else {
+            return Ok(None);
+        };
+        let bytes: [u8; 8] = raw
+            .as_ref()
+            .try_into()
+            .map_err(|_| CacheError::Storage(format!("format marker has {} bytes, expected 8", raw.len())))?;
+        Ok(Some(u64::from_be_bytes(bytes)))
+    }
+}
+
+fn storage(e: sled::Error) -> CacheError {
+    CacheError::Storage(e.to_string())
+}
+
+fn open_error(path: &Path, e: sled::Error) -> CacheError {
+    let path = path.to_owned();
+    match e {
+        // sled reports its flock failure only as an Io error with this text.
+        sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+            CacheError::Locked { path }
+        }
+        sled::Error::Unsupported(reason) => CacheError::UnknownFormat {
+            path,
+            found: reason,
+            supported: FORMAT_VERSION,
+        },
+        other => CacheError::Unreadable {
+            path,
+            reason: other.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reopen_and_refuse_a_newer_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        {
+            let cache = SummaryCache::open(&path).unwrap();
+            cache.check().unwrap();
+            cache.flush().unwrap();
+        }
+        {
+            let cache = SummaryCache::open(&path).unwrap();
+            cache.db.insert(FORMAT_KEY, &7u64.to_be_bytes()).unwrap();
+            cache.flush().unwrap();
+        }
+        let err = SummaryCache::open(&path).unwrap_err();
+        assert!(matches!(err, CacheError::UnknownFormat { ref found, .. } if found == "7"), "{err}");
+    }
+}

@@ -1,0 +1,179 @@
+//! The command line. The only place that uses `anyhow` and decides exit codes:
+//! 0 ok, 64 bad usage or configuration (EX_USAGE), 1 runtime failure.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigError, DEFAULT_PATH};
+use crate::demo::{self, DemoSetup};
+use crate::http::probe::Probe;
+use crate::service::{self, Prepared};
+use crate::telemetry;
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_USAGE: u8 = 64;
+
+/// Break-glass gateway to critical patient summaries for a SAMU regulation centre.
+#[derive(Debug, Parser)]
+#[command(name = "samu-gateway", version, propagate_version = true)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "SAMU_GATEWAY_CONFIG", default_value = DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (under systemd: Type=notify).
+    Serve,
+    /// Run a self-contained demo: throwaway PKI, embedded configuration, loopback listener.
+    Demo {
+        /// Directory for the demo's files (default: a fresh temporary directory, kept).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Port on 127.0.0.1 (0 picks a free one; demo.json tells which).
+        #[arg(long, default_value_t = 8443)]
+        port: u16,
+    },
+    /// Check the configuration and every file it names; bind and open nothing.
+    Configtest,
+    /// Ask the running gateway for /healthz and /readyz; exit 0 only if both answer 200.
+    Healthcheck {
+        /// Seconds to wait for each answer.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
+    /// Print the version and build facts.
+    Version,
+}
+
+enum Failure {
+    Usage(Vec<String>),
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Runtime(e)
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Self::Usage(e.lines())
+    }
+}
+
+/// Parses the command line, runs the command, returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(Failure::Usage(lines)) => {
+            for line in lines {
+                eprintln!("configuration error: {line}");
+            }
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(Failure::Runtime(e)) => {
+            tracing::error!(error = format!("{e:#}"), "exiting on failure");
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::Serve => serve(Prepared::load(&cli.config)?),
+        Command::Demo { dir, port } => run_demo(dir, port),
+        Command::Configtest => configtest(&cli.config),
+        Command::Healthcheck { timeout_secs } => healthcheck(&cli.config, Duration::from_secs(timeout_secs)),
+        Command::Version => {
+            println!("samu-gateway {}", env!("CARGO_PKG_VERSION"));
+            println!("tls: rustls (ring provider), TLS 1.2 and 1.3");
+            println!("stores: redb {} (audit), sled (summary cache)", crate::audit::FORMAT_VERSION);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn serve(prepared: Prepared) -> Result<ExitCode, Failure> {
+    telemetry::init(&prepared.config.log).context("cannot start logging")?;
+    runtime()?
+        .block_on(service::run(prepared, |_| {}))
+        .context("gateway stopped on an error")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_demo(dir: Option<PathBuf>, port: u16) -> Result<ExitCode, Failure> {
+    let setup = demo::setup(dir.as_deref(), port).context("cannot set up the demo")?;
+    let prepared = Prepared::load(&setup.config)?;
+    telemetry::init(&prepared.config.log).context("cannot start logging")?;
+    let announce = |addr| announce_demo(&setup, addr);
+    runtime()?
+        .block_on(service::run(prepared, announce))
+        .context("demo stopped on an error")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn announce_demo(setup: &DemoSetup, addr: std::net::SocketAddr) {
+    match setup.write_manifest(addr) {
+        Ok(path) => tracing::info!(manifest = %path.display(), "demo manifest written"),
+        Err(e) => tracing::error!(error = %e, "cannot write demo.json"),
+    }
+    println!("{}", setup.banner(addr));
+}
+
+fn configtest(path: &std::path::Path) -> Result<ExitCode, Failure> {
+    let prepared = Prepared::load(path)?;
+    let config = &prepared.config;
+    println!(
+        "configuration OK: {} (centre {}, {} desk(s), listen {}, state {})",
+        path.display(),
+        config.centre.structure_id,
+        config.desks.len(),
+        config.server.listen,
+        config.storage.state_dir.display(),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn healthcheck(path: &std::path::Path, timeout: Duration) -> Result<ExitCode, Failure> {
+    let prepared = Prepared::load(path)?;
+    let addr = prepared.config.listen_addr()?;
+    let probe = Probe::new(addr, prepared.tls.leaf.clone(), timeout).context("cannot build the probe")?;
+    let mut healthy = true;
+    for endpoint in ["/healthz", "/readyz"] {
+        match runtime()?.block_on(probe.get(endpoint)) {
+            Ok((status, body)) => {
+                println!("{endpoint}: {status} {}", body.trim());
+                healthy &= status == 200;
+            }
+            Err(e) => {
+                println!("{endpoint}: {e}");
+                healthy = false;
+            }
+        }
+    }
+    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUNTIME) })
+}

@@ -1,0 +1,308 @@
+//! Configuration: `/etc/samu-gateway/gateway.toml` plus `SAMU_GATEWAY__SECTION__KEY`
+//! environment overrides, deserialized into typed structs that reject unknown keys, then
+//! validated as a whole so that every problem is reported at once, with its key path.
+//!
+//! Nothing here binds a socket or opens a store: `configtest` runs exactly this code.
+
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use validate::{SecretPath, check_key_file_mode, hex, parse_sha256};
+
+/// Where `serve` and the other subcommands look for the file unless told otherwise.
+pub const DEFAULT_PATH: &str = "/etc/samu-gateway/gateway.toml";
+/// Environment variables starting with this prefix and `__` override file keys,
+/// e.g. `SAMU_GATEWAY__SERVER__LISTEN=127.0.0.1:9443`.
+pub const ENV_PREFIX: &str = "SAMU_GATEWAY";
+
+/// The whole configuration of one gateway (one SAMU regulation centre).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The regulation centre this appliance serves.
+    pub centre: CentreConfig,
+    /// The HTTPS listener.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Certificates and keys of the listener and of the workstation CA.
+    pub tls: TlsConfig,
+    /// Where the stores live.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Log output.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The regulation desks, each with its card reader and workstation certificate.
+    #[serde(default)]
+    pub desks: Vec<DeskConfig>,
+}
+
+/// The centre's identity as the national record knows it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CentreConfig {
+    /// Structure identifier (VIHF `Identifiant_Structure`), e.g. `1` + FINESS number.
+    pub structure_id: String,
+    /// Human-readable name, shown on screens and in audit records.
+    pub name: String,
+}
+
+/// The HTTPS listener.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// `IP:PORT` to listen on.
+    pub listen: String,
+    /// How long in-flight requests may run after SIGTERM before they are cut.
+    pub shutdown_grace_secs: u64,
+    /// Bound on a TLS handshake and on reading a request head.
+    pub handshake_timeout_secs: u64,
+    /// Concurrent connections accepted; further ones wait in the kernel backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8443".into(),
+            shutdown_grace_secs: 10,
+            handshake_timeout_secs: 10,
+            max_connections: 512,
+        }
+    }
+}
+
+/// Certificate and key files. Keys may be systemd credentials (`credential:NAME`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM chain presented by the listener (leaf first).
+    pub server_cert: PathBuf,
+    /// PEM private key of the listener: mode 0600/0640 at most.
+    pub server_key: SecretPath,
+    /// PEM certificate(s) of the CA that issues workstation client certificates.
+    pub workstation_ca: PathBuf,
+}
+
+/// Where the embedded stores live.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// State directory holding the audit trail (redb) and the summary cache (sled).
+    pub state_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/samu-gateway"),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (for journald / log shippers).
+    #[default]
+    Json,
+    /// Human-readable lines (for a terminal).
+    Human,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` or `human`.
+    pub format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `info,samu_gateway::http=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+/// One regulation desk.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeskConfig {
+    /// Stable identifier used in audit records and URLs (`[a-z0-9_-]`).
+    pub id: String,
+    /// Name shown to people, e.g. "Régulation 1".
+    pub name: String,
+    /// PC/SC reader name wired to this desk, as `pcsc_scan` prints it.
+    pub reader: String,
+    /// Subject CN of the workstation certificate allowed to act for this desk.
+    pub workstation_cn: String,
+    /// Optional pin: SHA-256 of that certificate (hex, colons allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workstation_sha256: Option<String>,
+}
+
+/// One thing wrong with a configuration, attached to the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `tls.server_key` or `desks[1].reader`.
+    pub key: String,
+    /// Why the value is refused, in English, with what is expected.
+    pub reason: String,
+}
+
+impl Problem {
+    /// A problem with `key`.
+    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is missing or unreadable.
+    #[error("{path}: cannot read configuration file: {reason}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// The file is not TOML.
+    #[error("{path}: TOML syntax error at line {line}, column {column}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What the parser expected.
+        message: String,
+    },
+    /// The TOML or an environment override does not fit the schema (unknown key, wrong type,
+    /// missing section).
+    #[error("{0}")]
+    Schema(String),
+    /// Values parsed but are unacceptable; every problem found is listed.
+    #[error("{}", join_lines(.0))]
+    Invalid(Vec<Problem>),
+}
+
+impl ConfigError {
+    /// One line per problem, for `configtest` and start-up errors.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            Self::Invalid(problems) => problems.iter().map(ToString::to_string).collect(),
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+fn join_lines(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Reads `path`, applies `SAMU_GATEWAY__*` overrides from the process environment and
+    /// validates the result.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        check_toml_syntax(path, &text)?;
+        let env_source = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(env.into_iter().collect()));
+        let config: Config = config::Config::builder()
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .add_source(env_source)
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|e| ConfigError::Schema(describe_schema_error(path, &e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value, collecting all problems rather than stopping at the first.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = validate::problems(self);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The listen address; valid once [`Config::validate`] has passed.
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
+        validate::parse_listen(&self.server.listen)
+            .map_err(|reason| ConfigError::Invalid(vec![Problem::new("server.listen", reason)]))
+    }
+
+    /// The configuration as TOML, as `demo` writes it for later subcommands.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError::Schema(e.to_string()))
+    }
+}
+
+/// Parses the raw text first so that syntax errors name a line and column on one line
+/// (the `config` crate's own message spans several lines with a source excerpt).
+fn check_toml_syntax(path: &Path, text: &str) -> Result<(), ConfigError> {
+    let Err(err) = text.parse::<toml::Table>() else {
+        return Ok(());
+    };
+    let offset = err.span().map_or(0, |span| span.start);
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    Err(ConfigError::Syntax {
+        path: path.to_owned(),
+        line,
+        column,
+        message: err.message().trim().to_owned(),
+    })
+}
+
+fn describe_schema_error(path: &Path, err: &config::ConfigError) -> String {
+    let text = err.to_string();
+    let text = text.lines().next().unwrap_or_default();
+    format!("{}: {}", path.display(), text)
+}
+
+#[cfg(test)]
+mod tests;

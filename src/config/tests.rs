@@ -1,0 +1,217 @@
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use super::*;
+
+/// A directory with a syntactically complete configuration whose files exist.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, mode) in [("server.pem", 0o644), ("server.key", 0o600), ("ca.pem", 0o644)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "placeholder").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn toml(&self, desks: &str) -> String {
+        format!(
+            r#"
+[centre]
+structure_id = "1750000000"
+name = "SAMU 75"
+
+[tls]
+server_cert = "{}"
+server_key = "{}"
+workstation_ca = "{}"
+
+[storage]
+state_dir = "{}"
+{desks}
+"#,
+            self.path("server.pem"),
+            self.path("server.key"),
+            self.path("ca.pem"),
+            self.path("state"),
+        )
+    }
+
+    fn load(&self, text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let file = self.dir.path().join("gateway.toml");
+        std::fs::write(&file, text).unwrap();
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        Config::load_with_env(&file, env)
+    }
+}
+
+const TWO_DESKS: &str = r#"
+[[desks]]
+id = "regul-1"
+name = "Régulation 1"
+reader = "Desk0 00 00"
+workstation_cn = "poste-1"
+
+[[desks]]
+id = "regul-2"
+name = "Régulation 2"
+reader = "Desk1 00 00"
+workstation_cn = "poste-2"
+"#;
+
+fn problem_lines(err: ConfigError) -> Vec<String> {
+    err.lines()
+}
+
+#[test]
+fn valid_file_gets_defaults_for_omitted_sections() {
+    let f = Fixture::new();
+    let config = f.load(&f.toml(TWO_DESKS), &[]).unwrap();
+    assert_eq!(config.server.listen, "0.0.0.0:8443");
+    assert_eq!(config.server.shutdown_grace_secs, 10);
+    assert_eq!(config.log.format, LogFormat::Json);
+    assert_eq!(config.desks.len(), 2);
+}
+
+#[test]
+fn environment_overrides_file_values() {
+    let f = Fixture::new();
+    let env = [
+        ("SAMU_GATEWAY__SERVER__LISTEN", "127.0.0.1:9443"),
+        ("SAMU_GATEWAY__SERVER__SHUTDOWN_GRACE_SECS", "3"),
+        ("SAMU_GATEWAY__LOG__FORMAT", "human"),
+    ];
+    let config = f.load(&f.toml(TWO_DESKS), &env).unwrap();
+    assert_eq!(config.server.listen, "127.0.0.1:9443");
+    assert_eq!(config.server.shutdown_grace_secs, 3);
+    assert_eq!(config.log.format, LogFormat::Human);
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let f = Fixture::new();
+    let text = f.toml(TWO_DESKS).replace("[storage]", "[storage]\nstate_directory = \"/x\"");
+    let err = f.load(&text, &[]).unwrap_err();
+    assert!(matches!(err, ConfigError::Schema(_)), "{err}");
+    assert!(err.to_string().contains("state_directory"), "{err}");
+}
+
+#[test]
+fn unknown_environment_key_is_refused() {
+    let f = Fixture::new();
+    let err = f.load(&f.toml(TWO_DESKS), &[("SAMU_GATEWAY__SERVER__LISTN", "x")]).unwrap_err();
+    assert!(err.to_string().contains("listn"), "{err}");
+}
+
+#[test]
+fn syntax_error_names_line_and_column_on_one_line() {
+    let f = Fixture::new();
+    let err = f.load("[centre]\nstructure_id = \"17\"\nname = \n", &[]).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("line 3"), "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+}
+
+#[test]
+fn missing_file_is_unreadable() {
+    let err = Config::load_with_env(Path::new("/nonexistent/gateway.toml"), []).unwrap_err();
+    assert!(matches!(err, ConfigError::Unreadable { .. }), "{err}");
+    assert!(err.to_string().contains("/nonexistent/gateway.toml"));
+}
+
+#[test]
+fn world_readable_key_is_refused_with_mode_and_expectation() {
+    let f = Fixture::new();
+    let key = f.dir.path().join("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let lines = problem_lines(f.load(&f.toml(TWO_DESKS), &[]).unwrap_err());
+    let expected = format!(
+        "tls.server_key: file {} is world-readable (mode 0644); expected 0600 or 0640",
+        key.display()
+    );
+    assert_eq!(lines, vec![expected]);
+}
+
+#[test]
+fn group_readable_key_is_accepted() {
+    let f = Fixture::new();
+    let key = f.dir.path().join("server.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    f.load(&f.toml(TWO_DESKS), &[]).unwrap();
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let f = Fixture::new();
+    let desks = TWO_DESKS
+        .replace("regul-2", "regul-1")
+        .replace("Desk1 00 00", "Desk0 00 00")
+        .replace("poste-2", "poste-1");
+    let text = f
+        .toml(&desks)
+        .replace("[storage]", "[server]\nlisten = \"localhost:8443\"\n\n[storage]");
+    std::fs::remove_file(f.dir.path().join("ca.pem")).unwrap();
+    let lines = problem_lines(f.load(&text, &[]).unwrap_err());
+    let keys: Vec<&str> = lines.iter().map(|l| l.split(':').next().unwrap()).collect();
+    assert_eq!(
+        keys,
+        vec!["server.listen", "tls.workstation_ca", "desks[1].id", "desks[1].reader", "desks[1].workstation_cn"],
+        "{lines:#?}"
+    );
+    assert!(lines[4].contains("already mapped to desks[0]"), "{}", lines[4]);
+}
+
+#[test]
+fn no_desk_is_a_problem() {
+    let f = Fixture::new();
+    let lines = problem_lines(f.load(&f.toml(""), &[]).unwrap_err());
+    assert_eq!(lines, vec!["desks: no desk configured: add at least one [[desks]] table"]);
+}
+
+#[test]
+fn bad_pin_and_bad_id_are_explained() {
+    let f = Fixture::new();
+    let desks = TWO_DESKS
+        .replace("regul-1", "Regul 1")
+        .replace("poste-2\"", "poste-2\"\nworkstation_sha256 = \"zz\"");
+    let lines = problem_lines(f.load(&f.toml(&desks), &[]).unwrap_err());
+    assert!(lines[0].starts_with("desks[0].id: 'Regul 1' is not a desk id"), "{lines:?}");
+    assert!(lines[1].starts_with("desks[1].workstation_sha256: 'zz' is not a SHA-256"), "{lines:?}");
+}
+
+#[test]
+fn credential_path_needs_the_credentials_directory() {
+    let secret = SecretPath("credential:server.key".into());
+    if std::env::var_os("CREDENTIALS_DIRECTORY").is_none() {
+        assert!(secret.resolve().unwrap_err().contains("CREDENTIALS_DIRECTORY"));
+    }
+    assert!(SecretPath("credential:../x".into()).resolve().is_err());
+    assert_eq!(SecretPath("/k".into()).resolve().unwrap(), Path::new("/k"));
+}
+
+#[test]
+fn sha256_parser_never_panics_on_odd_input() {
+    for text in ["", "é".repeat(32).as_str(), &"a".repeat(63), &"ab:".repeat(32), &"g".repeat(64)] {
+        let _ = parse_sha256(text);
+    }
+    assert!(parse_sha256(&"AB:".repeat(31).add("AB")).is_ok());
+}
+
+trait Add {
+    fn add(self, s: &str) -> String;
+}
+impl Add for String {
+    fn add(mut self, s: &str) -> String {
+        self.push_str(s);
+        self
+    }
+}

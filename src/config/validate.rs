@@ -1,0 +1,241 @@
+//! Whole-configuration checks. Each check appends [`Problem`]s instead of returning early,
+//! so that an engineer fixing a file sees everything wrong with it in one `configtest`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Config, DeskConfig, Problem};
+
+/// Prefix of a key path that names a systemd credential (`LoadCredential=`).
+const CREDENTIAL_PREFIX: &str = "credential:";
+
+/// A path to a secret: a plain file path, or `credential:NAME` for a file under
+/// `$CREDENTIALS_DIRECTORY` as systemd's `LoadCredential=` provides it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct SecretPath(pub String);
+
+impl SecretPath {
+    /// The file to read.
+    pub fn resolve(&self) -> Result<PathBuf, String> {
+        let Some(name) = self.0.strip_prefix(CREDENTIAL_PREFIX) else {
+            return Ok(PathBuf::from(&self.0));
+        };
+        if name.is_empty() || name.contains('/') {
+            return Err(format!("invalid credential name '{name}'"));
+        }
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
+            format!("'{}' needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)", self.0)
+        })?;
+        Ok(Path::new(&dir).join(name))
+    }
+}
+
+impl From<PathBuf> for SecretPath {
+    fn from(path: PathBuf) -> Self {
+        Self(path.to_string_lossy().into_owned())
+    }
+}
+
+pub(super) fn problems(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    check_centre(config, &mut out);
+    check_server(config, &mut out);
+    check_tls(config, &mut out);
+    check_storage(config, &mut out);
+    check_log(config, &mut out);
+    check_desks(&config.desks, &mut out);
+    out
+}
+
+fn check_centre(config: &Config, out: &mut Vec<Problem>) {
+    let id = &config.centre.structure_id;
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        out.push(Problem::new(
+            "centre.structure_id",
+            format!("'{id}' is not a structure identifier: expected 1 to 64 ASCII letters or digits, e.g. 1 + FINESS"),
+        ));
+    }
+    if config.centre.name.trim().is_empty() {
+        out.push(Problem::new("centre.name", "must not be empty"));
+    }
+}
+
+/// Parses `IP:PORT`; host names are refused because resolving them at start would make
+/// the listener depend on DNS.
+pub(super) fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    value.parse::<SocketAddr>().map_err(|_| {
+        format!("invalid listen address '{value}': expected IP:PORT, e.g. 0.0.0.0:8443 or [::]:8443")
+    })
+}
+
+fn check_server(config: &Config, out: &mut Vec<Problem>) {
+    let server = &config.server;
+    if let Err(reason) = parse_listen(&server.listen) {
+        out.push(Problem::new("server.listen", reason));
+    }
+    check_range(out, "server.shutdown_grace_secs", server.shutdown_grace_secs, 1, 600);
+    check_range(out, "server.handshake_timeout_secs", server.handshake_timeout_secs, 1, 120);
+    check_range(out, "server.max_connections", server.max_connections as u64, 1, 100_000);
+}
+
+fn check_range(out: &mut Vec<Problem>, key: &str, value: u64, min: u64, max: u64) {
+    if !(min..=max).contains(&value) {
+        out.push(Problem::new(key, format!("{value} is out of range: expected {min} to {max}")));
+    }
+}
+
+fn check_tls(config: &Config, out: &mut Vec<Problem>) {
+    check_readable_file(out, "tls.server_cert", &config.tls.server_cert);
+    check_readable_file(out, "tls.workstation_ca", &config.tls.workstation_ca);
+    match config.tls.server_key.resolve() {
+        Err(reason) => out.push(Problem::new("tls.server_key", reason)),
+        Ok(path) => {
+            if check_readable_file(out, "tls.server_key", &path)
+                && let Err(reason) = check_key_file_mode(&path)
+            {
+                out.push(Problem::new("tls.server_key", reason));
+            }
+        }
+    }
+}
+
+/// Pushes a problem and returns false unless `path` is a readable regular file.
+fn check_readable_file(out: &mut Vec<Problem>, key: &str, path: &Path) -> bool {
+    let reason = match std::fs::metadata(path) {
+        Err(e) => format!("file {} cannot be read: {e}", path.display()),
+        Ok(meta) if !meta.is_file() => format!("{} is not a regular file", path.display()),
+        Ok(_) => match std::fs::File::open(path) {
+            Ok(_) => return true,
+            Err(e) => format!("file {} cannot be read: {e}", path.display()),
+        },
+    };
+    out.push(Problem::new(key, reason));
+    false
+}
+
+/// A private key must be readable by its owner and at most its group, and writable by
+/// nobody else: anyone who can read it can impersonate the gateway.
+pub fn check_key_file_mode(path: &Path) -> Result<(), String> {
+    let mode = std::fs::metadata(path)
+        .map_err(|e| format!("file {} cannot be read: {e}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
+    let what = if mode & 0o004 != 0 {
+        "world-readable"
+    } else if mode & 0o003 != 0 {
+        "accessible to other users"
+    } else if mode & 0o020 != 0 {
+        "group-writable"
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "file {} is {what} (mode {mode:04o}); expected 0600 or 0640",
+        path.display()
+    ))
+}
+
+fn check_storage(config: &Config, out: &mut Vec<Problem>) {
+    let dir = &config.storage.state_dir;
+    if !dir.is_absolute() {
+        out.push(Problem::new(
+            "storage.state_dir",
+            format!("'{}' must be an absolute path", dir.display()),
+        ));
+    } else if dir.exists() && !dir.is_dir() {
+        out.push(Problem::new(
+            "storage.state_dir",
+            format!("{} exists and is not a directory", dir.display()),
+        ));
+    }
+}
+
+fn check_log(config: &Config, out: &mut Vec<Problem>) {
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
+        out.push(Problem::new(
+            "log.level",
+            format!("'{}' is not a log filter: {e}", config.log.level),
+        ));
+    }
+}
+
+fn check_desks(desks: &[DeskConfig], out: &mut Vec<Problem>) {
+    if desks.is_empty() {
+        out.push(Problem::new("desks", "no desk configured: add at least one [[desks]] table"));
+    }
+    let mut ids = HashMap::new();
+    let mut readers = HashMap::new();
+    let mut cns = HashMap::new();
+    let mut pins = HashMap::new();
+    for (i, desk) in desks.iter().enumerate() {
+        let key = |field: &str| format!("desks[{i}].{field}");
+        if !is_desk_id(&desk.id) {
+            out.push(Problem::new(
+                key("id"),
+                format!("'{}' is not a desk id: expected 1 to 32 characters among a-z 0-9 _ -", desk.id),
+            ));
+        }
+        for (field, value) in [("name", &desk.name), ("reader", &desk.reader), ("workstation_cn", &desk.workstation_cn)] {
+            if value.trim().is_empty() {
+                out.push(Problem::new(key(field), "must not be empty"));
+            }
+        }
+        check_unique(out, &mut ids, &desk.id, i, "id", "desk id");
+        check_unique(out, &mut readers, &desk.reader, i, "reader", "reader");
+        check_unique(out, &mut cns, &desk.workstation_cn, i, "workstation_cn", "workstation certificate");
+        if let Some(pin) = &desk.workstation_sha256 {
+            match parse_sha256(pin) {
+                Ok(bytes) => check_unique(out, &mut pins, &hex(&bytes), i, "workstation_sha256", "workstation certificate"),
+                Err(reason) => out.push(Problem::new(key("workstation_sha256"), reason)),
+            }
+        }
+    }
+}
+
+fn check_unique(
+    out: &mut Vec<Problem>,
+    seen: &mut HashMap<String, usize>,
+    value: &str,
+    index: usize,
+    field: &str,
+    what: &str,
+) {
+    if let Some(first) = seen.insert(value.to_owned(), index) {
+        out.push(Problem::new(
+            format!("desks[{index}].{field}"),
+            format!("{what} '{value}' is already mapped to desks[{first}]; each may belong to one desk only"),
+        ));
+    }
+}
+
+fn is_desk_id(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Parses a SHA-256 fingerprint written as 64 hex digits, optionally separated by colons.
+pub fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+    let digits: String = text.chars().filter(|c| *c != ':').collect();
+    let bad = || format!("'{text}' is not a SHA-256 fingerprint: expected 64 hex digits");
+    if digits.len() != 64 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// Lower-case hex, as fingerprints are shown in logs and API answers.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,166 @@
+//! `samu-gateway demo`: the whole gateway on embedded defaults, with a throwaway PKI, so a
+//! newcomer (or a script) can see it work without writing any configuration.
+//!
+//! The demo writes into its directory: `pki/` (certificates and keys), `gateway.toml` (the
+//! effective configuration, state directory inside the demo directory) and, once the
+//! listener is bound, `demo.json` (URL, CA and each desk's client certificate). Later
+//! capabilities add their demo parts (virtual card, sample upstream, web page) here.
+
+pub mod pki;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::{CentreConfig, Config, DeskConfig, LogConfig, LogFormat, ServerConfig, StorageConfig, TlsConfig};
+use pki::{Authority, PkiError, write_file, write_pair};
+
+/// Why the demo could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The demo directory could not be created or written.
+    #[error("demo directory {path}: {source}")]
+    Directory {
+        /// The path concerned.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Certificate generation or writing failed.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// The configuration could not be written.
+    #[error("cannot serialize the demo configuration: {0}")]
+    Config(String),
+}
+
+/// A demo desk's files, as written into `demo.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoDesk {
+    /// Desk id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Client certificate (PEM) of the workstation mapped to the desk.
+    pub cert: PathBuf,
+    /// Its private key (PEM, mode 0600).
+    pub key: PathBuf,
+}
+
+/// What the demo set up.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoSetup {
+    /// The demo directory.
+    pub dir: PathBuf,
+    /// The effective configuration file.
+    pub config: PathBuf,
+    /// The CA that signed the server certificate (give it to curl as `--cacert`).
+    pub ca_cert: PathBuf,
+    /// The desks.
+    pub desks: Vec<DemoDesk>,
+}
+
+const DESKS: &[(&str, &str, &str)] = &[
+    ("regul-1", "Régulation 1", "Desk0 00 00"),
+    ("regul-2", "Régulation 2", "Desk1 00 00"),
+];
+
+/// Creates the PKI and the configuration in `dir` (a fresh kept temp dir if `None`).
+pub fn setup(dir: Option<&Path>, port: u16) -> Result<DemoSetup, DemoError> {
+    let dir = match dir {
+        Some(dir) => dir.to_owned(),
+        None => tempfile::Builder::new()
+            .prefix("samu-gateway-demo-")
+            .tempdir()
+            .map_err(|source| DemoError::Directory { path: std::env::temp_dir(), source })?
+            .keep(),
+    };
+    let dir = std::path::absolute(&dir).map_err(|source| DemoError::Directory { path: dir.clone(), source })?;
+    let pki_dir = dir.join("pki");
+    std::fs::create_dir_all(&pki_dir).map_err(|source| DemoError::Directory { path: pki_dir.clone(), source })?;
+
+    let server_ca = Authority::new("samu-gateway demo server CA")?;
+    let ca_cert = pki_dir.join("server-ca.pem");
+    write_file(&ca_cert, server_ca.cert_pem(), 0o644)?;
+    let (server_cert, server_key) = write_pair(&pki_dir, "server", &server_ca.issue_server(&["localhost", "127.0.0.1"])?)?;
+    let workstation_ca = Authority::new("samu-gateway demo workstation CA")?;
+    let workstation_ca_path = pki_dir.join("workstation-ca.pem");
+    write_file(&workstation_ca_path, workstation_ca.cert_pem(), 0o644)?;
+
+    let mut desks = Vec::new();
+    let mut desk_configs = Vec::new();
+    for (id, name, reader) in DESKS {
+        let cn = format!("poste-{id}");
+        let (cert, key) = write_pair(&pki_dir, &format!("desk-{id}"), &workstation_ca.issue_client(&cn)?)?;
+        desks.push(DemoDesk { id: (*id).into(), name: (*name).into(), cert, key });
+        desk_configs.push(DeskConfig {
+            id: (*id).into(),
+            name: (*name).into(),
+            reader: (*reader).into(),
+            workstation_cn: cn,
+            workstation_sha256: None,
+        });
+    }
+    let config = Config {
+        centre: CentreConfig { structure_id: "10000000000".into(), name: "SAMU de démonstration".into() },
+        server: ServerConfig { listen: format!("127.0.0.1:{port}"), ..ServerConfig::default() },
+        tls: TlsConfig { server_cert, server_key: server_key.into(), workstation_ca: workstation_ca_path },
+        storage: StorageConfig { state_dir: dir.join("state") },
+        log: LogConfig { format: LogFormat::Human, level: "info".into() },
+        desks: desk_configs,
+    };
+    let config_path = dir.join("gateway.toml");
+    let text = config.to_toml().map_err(|e| DemoError::Config(e.to_string()))?;
+    write_file(&config_path, &format!("# Written by `samu-gateway demo`.\n{text}"), 0o644)?;
+    Ok(DemoSetup { dir, config: config_path, ca_cert, desks })
+}
+
+#[derive(Serialize)]
+struct Manifest<'a> {
+    url: String,
+    #[serde(flatten)]
+    setup: &'a DemoSetup,
+}
+
+impl DemoSetup {
+    /// The base URL once bound.
+    pub fn url(addr: SocketAddr) -> String {
+        format!("https://{addr}")
+    }
+
+    /// Writes `demo.json` atomically (scripts poll for it).
+    pub fn write_manifest(&self, addr: SocketAddr) -> Result<PathBuf, DemoError> {
+        let manifest = Manifest { url: Self::url(addr), setup: self };
+        let text = serde_json::to_string_pretty(&manifest).map_err(|e| DemoError::Config(e.to_string()))?;
+        let path = self.dir.join("demo.json");
+        let tmp = self.dir.join(".demo.json.tmp");
+        write_file(&tmp, &text, 0o644)?;
+        std::fs::rename(&tmp, &path).map_err(|source| DemoError::Directory { path: path.clone(), source })?;
+        Ok(path)
+    }
+
+    /// What the demo prints for a newcomer.
+    pub fn banner(&self, addr: SocketAddr) -> String {
+        let url = Self::url(addr);
+        let desk = &self.desks[0];
+        format!(
+            "samu-gateway demo is running at {url}\n\
+             \n\
+             See the desk state as workstation '{id}' would:\n\
+             \n  curl --cacert {ca} --cert {cert} --key {key} {url}/api/v1/desk\n\
+             \n\
+             Without a client certificate the API refuses (liveness still answers):\n\
+             \n  curl --cacert {ca} {url}/api/v1/desk\n  curl --cacert {ca} {url}/healthz\n\
+             \n\
+             Files: {dir} (demo.json, gateway.toml, pki/). Stop with Ctrl-C; then e.g.\n  \
+             samu-gateway --config {config} configtest\n",
+            id = desk.id,
+            ca = self.ca_cert.display(),
+            cert = desk.cert.display(),
+            key = desk.key.display(),
+            dir = self.dir.display(),
+            config = self.config.display(),
+        )
+    }
+}

@@ -1,0 +1,143 @@
+//! A throwaway PKI made with rcgen: the demo's server and workstation certificates, and the
+//! test suite's (which adds expired and foreign certificates). Never used by `serve`.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::CertificateDer;
+use time::{Duration, OffsetDateTime};
+
+/// Why a certificate could not be made or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    /// rcgen refused the parameters or failed to sign.
+    #[error("certificate generation failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A certificate and its private key, as issued.
+pub struct Issued {
+    /// DER of the certificate.
+    pub der: CertificateDer<'static>,
+    /// PEM of the certificate.
+    pub cert_pem: String,
+    /// PEM (PKCS#8) of the private key.
+    pub key_pem: String,
+}
+
+/// A certificate authority that can issue server and client certificates.
+pub struct Authority {
+    issuer: Issuer<'static, KeyPair>,
+    cert_pem: String,
+}
+
+impl Authority {
+    /// A self-signed root CA valid from yesterday for ten years.
+    pub fn new(common_name: &str) -> Result<Self, PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.distinguished_name.push(DnType::OrganizationName, "samu-gateway demo");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        set_validity(&mut params, -1, 3650);
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// A TLS server certificate for the given DNS names and IP addresses.
+    pub fn issue_server(&self, names: &[&str]) -> Result<Issued, PkiError> {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut params = CertificateParams::new(names.clone())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        set_validity(&mut params, -1, 365);
+        self.sign(params)
+    }
+
+    /// A workstation (TLS client) certificate valid from yesterday for a year.
+    pub fn issue_client(&self, common_name: &str) -> Result<Issued, PkiError> {
+        self.issue_client_between(common_name, -1, 365)
+    }
+
+    /// A client certificate valid between `from_days` and `to_days` relative to today
+    /// (negative values are in the past: `(-30, -1)` is an expired certificate).
+    pub fn issue_client_between(
+        &self,
+        common_name: &str,
+        from_days: i64,
+        to_days: i64,
+    ) -> Result<Issued, PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        set_validity(&mut params, from_days, to_days);
+        self.sign(params)
+    }
+
+    fn sign(&self, params: CertificateParams) -> Result<Issued, PkiError> {
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Issued {
+            der: cert.der().clone(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+fn set_validity(params: &mut CertificateParams, from_days: i64, to_days: i64) {
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now + Duration::days(from_days);
+    params.not_after = now + Duration::days(to_days);
+}
+
+/// Writes `NAME.pem` and `NAME.key` (mode 0600) into `dir`; returns both paths.
+pub fn write_pair(dir: &Path, name: &str, issued: &Issued) -> Result<(PathBuf, PathBuf), PkiError> {
+    let cert = dir.join(format!("{name}.pem"));
+    let key = dir.join(format!("{name}.key"));
+    write_file(&cert, &issued.cert_pem, 0o644)?;
+    write_file(&key, &issued.key_pem, 0o600)?;
+    Ok((cert, key))
+}
+
+/// Writes a file created with `mode` (so a key is never briefly world-readable).
+pub fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
+    let err = |source| PkiError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let _ = fs::remove_file(path);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(err)?;
+    file.write_all(contents.as_bytes()).map_err(err)
+}

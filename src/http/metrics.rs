@@ -1,0 +1,113 @@
+//! Prometheus metrics of the HTTP layer. Labels are route templates, methods and statuses
+//! only: never a raw path, a query or a header value, so no patient identifier can become
+//! a label.
+
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of one request series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Matched route template (`/api/v1/desk`) or `unmatched`.
+    pub route: String,
+    /// HTTP method, or `other` for unusual ones.
+    pub method: &'static str,
+    /// Response status code.
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s: covers a cached answer up to a timed-out upstream.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The gateway's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    handshake_failures: Counter,
+    connections: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every series of the HTTP layer.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("samu_gateway");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let handshake_failures = Counter::default();
+        let connections = Gauge::<i64, AtomicI64>::default();
+        let build = Family::<BuildLabels, Gauge>::default();
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency by route, method and status", latency.clone());
+        registry.register("tls_handshake_failures", "TLS handshakes refused or timed out (untrusted, expired or missing certificates)", handshake_failures.clone());
+        registry.register("http_connections_open", "Open client connections", connections.clone());
+        registry.register("build_info", "Build version", build);
+        Self { registry, requests, latency, handshake_failures, connections }
+    }
+
+    /// Counts one finished request.
+    pub fn observe_request(&self, labels: RequestLabels, elapsed: Duration) {
+        self.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    /// Counts one refused or timed-out TLS handshake.
+    pub fn observe_handshake_failure(&self) {
+        self.handshake_failures.inc();
+    }
+
+    /// Tracks open connections (+1 when opened, -1 when closed).
+    pub fn add_connections(&self, delta: i64) {
+        self.connections.inc_by(delta);
+    }
+
+    /// The text exposition (OpenMetrics, which Prometheus scrapes natively).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail; an error would only come from a broken
+        // encoder, and an empty scrape is then the honest answer.
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_requests_by_route_and_status() {
+        let metrics = Metrics::new();
+        let labels = |status| RequestLabels { route: "/api/v1/desk".into(), method: "GET", status };
+        metrics.observe_request(labels(200), Duration::from_millis(3));
+        metrics.observe_request(labels(200), Duration::from_millis(5));
+        metrics.observe_request(labels(403), Duration::from_millis(1));
+        let text = metrics.render();
+        assert!(text.contains(r#"samu_gateway_http_requests_total{route="/api/v1/desk",method="GET",status="200"} 2"#), "{text}");
+        assert!(text.contains(r#"samu_gateway_http_requests_total{route="/api/v1/desk",method="GET",status="403"} 1"#), "{text}");
+        assert!(text.contains("samu_gateway_http_request_duration_seconds_bucket"), "{text}");
+    }
+}

@@ -1,0 +1,118 @@
+//! The HTTPS API: TLS with workstation client certificates, attribution of each request to
+//! one desk, the routes, metrics, and the accept loop with graceful drain.
+
+pub mod error;
+pub mod identity;
+mod metrics;
+mod middleware;
+pub mod probe;
+mod routes;
+pub mod server;
+#[cfg(feature = "test-hooks")]
+mod test_hooks;
+pub mod tls;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
+
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::config::CentreConfig;
+use crate::state::Stores;
+
+pub use error::ApiError;
+pub use identity::{Desk, DeskDirectory, Peer};
+pub use metrics::Metrics;
+pub use middleware::REQUEST_ID_HEADER;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+struct Shared {
+    centre: CentreConfig,
+    stores: Arc<Stores>,
+    metrics: Arc<Metrics>,
+    draining: AtomicBool,
+}
+
+impl AppState {
+    /// State for one server instance.
+    pub fn new(centre: CentreConfig, stores: Arc<Stores>, metrics: Arc<Metrics>) -> Self {
+        Self(Arc::new(Shared {
+            centre,
+            stores,
+            metrics,
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    /// The centre served.
+    pub fn centre(&self) -> &CentreConfig {
+        &self.0.centre
+    }
+
+    /// Both stores.
+    pub fn stores(&self) -> &Stores {
+        &self.0.stores
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// True once shutdown has begun: readiness then fails so balancers stop sending work.
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::Relaxed)
+    }
+
+    /// Marks the start of shutdown.
+    pub fn start_draining(&self) {
+        self.0.draining.store(true, Ordering::Relaxed);
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "samu-gateway",
+    description = "Break-glass access to critical patient summaries for a SAMU regulation centre. \
+        Workstations authenticate with client certificates mapped to desks."
+))]
+struct ApiDoc;
+
+/// Every documented route. Routes are added only here and only through `routes!`, so the
+/// OpenAPI document is generated from the same registrations that serve requests.
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::healthz))
+        .routes(routes!(routes::readyz))
+        .routes(routes!(routes::metrics))
+        .routes(routes!(routes::desk))
+        .routes(routes!(routes::openapi_json))
+}
+
+/// The OpenAPI 3.1 document, generated once.
+pub fn openapi_document() -> &'static String {
+    static DOC: LazyLock<String> = LazyLock::new(|| {
+        api_router()
+            .into_openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|e| format!("{{\"error\":\"openapi generation failed: {e}\"}}"))
+    });
+    &DOC
+}
+
+/// The application: routes, fallback and the observation middleware.
+pub fn router(state: AppState) -> Router {
+    let (router, _) = api_router().split_for_parts();
+    #[cfg(feature = "test-hooks")]
+    let router = router.merge(test_hooks::router());
+    router
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
+        .with_state(state)
+}

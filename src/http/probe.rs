@@ -1,0 +1,94 @@
+//! A minimal HTTPS client for the gateway's own listener, used by `healthcheck` and by the
+//! systemd watchdog to prove that requests are really being served.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::tls::pinned_client_config;
+
+/// Bodies larger than this are not health answers.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Why a probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// TLS client setup failed.
+    #[error("TLS client setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+    /// TCP connect, TLS handshake or HTTP exchange failed.
+    #[error("{step} with {addr} failed: {reason}")]
+    Exchange {
+        /// What was being done.
+        step: &'static str,
+        /// The address probed.
+        addr: SocketAddr,
+        /// The cause.
+        reason: String,
+    },
+    /// No answer within the deadline.
+    #[error("no answer from {0} within the deadline")]
+    Timeout(SocketAddr),
+}
+
+/// A client for the local listener, trusting exactly its configured certificate.
+#[derive(Clone)]
+pub struct Probe {
+    addr: SocketAddr,
+    connector: TlsConnector,
+    timeout: Duration,
+}
+
+impl Probe {
+    /// A probe for a listener bound to `listen` (a wildcard address is probed on loopback).
+    pub fn new(listen: SocketAddr, leaf: CertificateDer<'static>, timeout: Duration) -> Result<Self, ProbeError> {
+        let ip = match listen.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        Ok(Self {
+            addr: SocketAddr::new(ip, listen.port()),
+            connector: TlsConnector::from(Arc::new(pinned_client_config(leaf)?)),
+            timeout,
+        })
+    }
+
+    /// GETs `path`; returns the status and the body.
+    pub async fn get(&self, path: &str) -> Result<(u16, String), ProbeError> {
+        tokio::time::timeout(self.timeout, self.exchange(path))
+            .await
+            .map_err(|_| ProbeError::Timeout(self.addr))?
+    }
+
+    async fn exchange(&self, path: &str) -> Result<(u16, String), ProbeError> {
+        let fail = |step| move |e: &dyn std::fmt::Display| ProbeError::Exchange { step, addr: self.addr, reason: e.to_string() };
+        let tcp = TcpStream::connect(self.addr).await.map_err(|e| fail("connect")(&e))?;
+        let name = ServerName::IpAddress(self.addr.ip().into());
+        let tls = self.connector.connect(name, tcp).await.map_err(|e| fail("TLS handshake")(&e))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| fail("HTTP handshake")(&e))?;
+        let driver = tokio::spawn(connection);
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, self.addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| fail("request")(&e))?;
+        let response = sender.send_request(request).await.map_err(|e| fail("request")(&e))?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| fail("reading the answer")(&*e))?
+            .to_bytes();
+        driver.abort();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}

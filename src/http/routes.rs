@@ -1,0 +1,165 @@
+//! Handlers. Each is annotated with `#[utoipa::path]` and registered through
+//! `utoipa_axum::routes!`, which is what puts it into `/api/v1/openapi.json`.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::identity::{Desk, Peer, Workstation};
+
+/// The desk a request acts for; extracting it refuses anonymous and unmapped callers.
+pub struct CallingDesk {
+    /// The desk.
+    pub desk: std::sync::Arc<Desk>,
+    /// The workstation certificate that was presented.
+    pub workstation: Workstation,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CallingDesk {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        match parts.extensions.get::<Peer>() {
+            Some(Peer::Desk(desk, workstation)) => Ok(Self {
+                desk: desk.clone(),
+                workstation: workstation.clone(),
+            }),
+            Some(Peer::Unmapped(workstation)) => {
+                tracing::warn!(cn = ?workstation.cn, sha256 = %workstation.sha256, "workstation certificate not mapped to a desk");
+                Err(ApiError::workstation_not_mapped(workstation.cn.as_deref()))
+            }
+            Some(Peer::Anonymous) | None => Err(ApiError::certificate_required()),
+        }
+    }
+}
+
+/// Liveness answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Alive {
+    /// Always `alive`.
+    pub status: &'static str,
+}
+
+/// Liveness: the process answers HTTP. Needs no client certificate.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process is alive", body = Alive)))]
+pub async fn healthz() -> Json<Alive> {
+    Json(Alive { status: "alive" })
+}
+
+/// Readiness answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready`, `not_ready` or `shutting_down`.
+    pub status: &'static str,
+    /// Each check and its result (`ok` or `failed`).
+    pub checks: Vec<Check>,
+}
+
+/// One readiness check.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Check {
+    /// What was checked.
+    pub name: &'static str,
+    /// `ok` or `failed`.
+    pub status: &'static str,
+}
+
+/// Readiness: configuration loaded and both stores answering; 503 while shutting down.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready to serve", body = Readiness),
+              (status = 503, description = "Not ready, or shutting down", body = Readiness)))]
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let verdict = |ok: bool| if ok { "ok" } else { "failed" };
+    let audit = state.stores().audit.check().inspect_err(|e| tracing::error!(error = %e, "readiness: audit store check failed"));
+    let cache = state.stores().cache.check().inspect_err(|e| tracing::error!(error = %e, "readiness: cache store check failed"));
+    let checks = vec![
+        Check { name: "config", status: "ok" },
+        Check { name: "audit_store", status: verdict(audit.is_ok()) },
+        Check { name: "cache_store", status: verdict(cache.is_ok()) },
+    ];
+    let status = if state.is_draining() {
+        "shutting_down"
+    } else if audit.is_ok() && cache.is_ok() {
+        "ready"
+    } else {
+        "not_ready"
+    };
+    let code = if status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(Readiness { status, checks }))
+}
+
+/// Prometheus scrape endpoint. Carries no patient data; needs no client certificate.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text exposition", content_type = "application/openmetrics-text")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics().render(),
+    )
+        .into_response()
+}
+
+/// The calling desk and its state.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeskView {
+    /// The desk this workstation acts for.
+    pub desk: Desk,
+    /// The workstation certificate presented.
+    pub workstation: Workstation,
+    /// The centre.
+    pub centre: CentreView,
+    /// What the desk is doing: `no_session` until a physician logs in with a card.
+    pub state: DeskState,
+}
+
+/// The centre as shown to desks.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CentreView {
+    /// Structure identifier.
+    pub structure_id: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// Desk states. Card login adds the states with a card and a session.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeskState {
+    /// No physician session is open at this desk.
+    NoSession,
+}
+
+/// The calling desk's identity and state.
+#[utoipa::path(get, path = "/api/v1/desk", tag = "desk",
+    responses((status = 200, description = "The calling desk", body = DeskView),
+              (status = 403, description = "No client certificate, or one not mapped to a desk", body = ApiError)))]
+pub async fn desk(State(state): State<AppState>, caller: CallingDesk) -> Json<DeskView> {
+    let centre = state.centre();
+    Json(DeskView {
+        desk: caller.desk.as_ref().clone(),
+        workstation: caller.workstation,
+        centre: CentreView {
+            structure_id: centre.structure_id.clone(),
+            name: centre.name.clone(),
+        },
+        state: DeskState::NoSession,
+    })
+}
+
+/// This document: the OpenAPI 3.1 description of the API, generated from the handlers.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], super::openapi_document().as_str()).into_response()
+}
+
+/// Any path the API does not have.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found()
+}

@@ -1,0 +1,25 @@
+//! Routes that exist only in builds with the `test-hooks` feature (never in a package):
+//! the lifecycle tests need a request that stays in flight while SIGTERM arrives.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Query;
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::AppState;
+
+#[derive(Deserialize)]
+struct Delay {
+    ms: u64,
+}
+
+async fn slow(Query(delay): Query<Delay>) -> String {
+    tokio::time::sleep(Duration::from_millis(delay.ms.min(30_000))).await;
+    format!("slept {} ms", delay.ms)
+}
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/test-hooks/slow", get(slow))
+}

@@ -1,0 +1,34 @@
+//! # Layout
+//!
+//! samu-gateway gives a SAMU regulating physician a patient's critical summary during an
+//! emergency call, and records every such access where nobody can erase it. Modules, one
+//! per concept, each owning its data and its error type:
+//!
+//! | module      | owns |
+//! |-------------|------|
+//! | [`config`]  | `gateway.toml` + `SAMU_GATEWAY__*` overrides, typed and validated as a whole |
+//! | [`http`]    | the HTTPS API: TLS, client certificate → desk attribution, routes, metrics, OpenAPI, accept loop and drain |
+//! | [`audit`]   | the audit trail in redb (the only writer of audit records) |
+//! | [`cache`]   | the summary cache in sled (disposable) |
+//! | [`state`]   | the state directory: its exclusive lock and both stores |
+//! | [`service`] | lifecycle: prepare (= `configtest`), run, systemd notify and watchdog, signals |
+//! | [`telemetry`] | logging (JSON or human), with the no-patient-data rule |
+//! | [`demo`]    | the self-contained demo and its throwaway PKI |
+//! | [`cli`]     | subcommands and exit codes (the only user of `anyhow`) |
+//!
+//! Still to come, each in its own module: `card` (the only code speaking APDUs), `session`,
+//! `patient`, `summary`, `upstream` (the only code talking to the record service), `limit`.
+//! See ARCHITECTURE.md for the invariants.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod audit;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod service;
+pub mod state;
+pub mod telemetry;

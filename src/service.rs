@@ -1,0 +1,165 @@
+//! The service's life: prepare (load and check everything, bind nothing), run (open the
+//! stores, bind, tell systemd READY, serve, feed the watchdog), and stop on SIGTERM/SIGINT
+//! (stop accepting, drain, flush, exit 0).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::{Config, ConfigError};
+use crate::http::probe::Probe;
+use crate::http::server::{self, Connections, Drain, Limits};
+use crate::http::tls::ServerTls;
+use crate::http::{self as api, AppState, DeskDirectory, Metrics};
+use crate::state::{StateError, Stores};
+
+/// Why the service could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The state directory or a store refused to open.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// A configuration that passed every check, with its TLS material loaded.
+pub struct Prepared {
+    /// The configuration.
+    pub config: Config,
+    /// Listener TLS.
+    pub tls: ServerTls,
+    /// Desks by workstation identity.
+    pub desks: DeskDirectory,
+}
+
+impl Prepared {
+    /// Loads `path` and checks everything `serve` would use, binding and opening nothing.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_config(Config::load(path)?)
+    }
+
+    /// Checks an in-memory configuration the same way.
+    pub fn from_config(config: Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let tls = ServerTls::load(&config.tls).map_err(ConfigError::Invalid)?;
+        let desks = DeskDirectory::new(&config.desks);
+        Ok(Self { config, tls, desks })
+    }
+
+    fn limits(&self) -> Limits {
+        let server = &self.config.server;
+        Limits {
+            handshake_timeout: Duration::from_secs(server.handshake_timeout_secs),
+            max_connections: server.max_connections,
+            shutdown_grace: Duration::from_secs(server.shutdown_grace_secs),
+        }
+    }
+}
+
+/// Runs until SIGTERM or SIGINT. `on_bound` is called once the listener is bound and the
+/// stores are open (the demo writes its `demo.json` there).
+pub async fn run(prepared: Prepared, on_bound: impl FnOnce(SocketAddr)) -> Result<Drain, ServiceError> {
+    let limits = prepared.limits();
+    let addr = prepared.config.listen_addr().map_err(|e| ServiceError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let stores = Arc::new(Stores::open(&prepared.config.storage.state_dir)?);
+    tracing::info!(state_dir = %stores.dir().display(), "stores open");
+    let mut terminate = signal(SignalKind::terminate()).map_err(ServiceError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(ServiceError::Signals)?;
+    let listener = TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
+    let local = listener.local_addr().map_err(|source| ServiceError::Bind { addr, source })?;
+
+    let metrics = Arc::new(Metrics::new());
+    let state = AppState::new(prepared.config.centre.clone(), stores.clone(), metrics.clone());
+    let app = api::router(state.clone());
+    let connections = Connections::new(&prepared.tls, Arc::new(prepared.desks), app, metrics, &limits);
+    tracing::info!(addr = %local, desks = prepared.config.desks.len(), "listening");
+    on_bound(local);
+    notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
+    let watchdog = spawn_watchdog(local, &prepared.tls, stores.clone());
+
+    let stop = async {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutdown requested");
+        state.start_draining();
+        notify(&[NotifyState::Stopping, NotifyState::Status("draining")]);
+    };
+    let drain = server::serve(listener, connections, limits, stop).await;
+    if let Some(task) = watchdog {
+        task.abort();
+    }
+    match drain {
+        Drain::Complete => tracing::info!("all in-flight requests finished"),
+        Drain::TimedOut => tracing::warn!("grace period over: remaining connections dropped"),
+    }
+    if let Err(e) = stores.flush() {
+        tracing::error!(error = %e, "flushing stores at shutdown failed");
+    }
+    tracing::info!("stopped");
+    Ok(drain)
+}
+
+/// Tells systemd about a state change; outside systemd (no `$NOTIFY_SOCKET`) it does nothing.
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
+}
+
+/// With `WatchdogSec=` set, pings systemd at half the interval, but only after proving that
+/// the service works: an HTTPS request to its own listener answers and both stores read.
+/// A wedged runtime, listener or store therefore stops the pings and systemd restarts us.
+fn spawn_watchdog(addr: SocketAddr, tls: &ServerTls, stores: Arc<Stores>) -> Option<tokio::task::JoinHandle<()>> {
+    let interval = sd_notify::watchdog_enabled()?;
+    let period = interval / 2;
+    let probe = match Probe::new(addr, tls.leaf.clone(), period / 2) {
+        Ok(probe) => probe,
+        Err(e) => {
+            tracing::error!(error = %e, "watchdog disabled: cannot build the self-probe");
+            return None;
+        }
+    };
+    tracing::info!(interval_ms = interval.as_millis() as u64, "systemd watchdog enabled");
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            match self_check(&probe, &stores).await {
+                Ok(()) => notify(&[NotifyState::Watchdog]),
+                Err(reason) => tracing::error!(reason, "watchdog self-check failed; not pinging systemd"),
+            }
+        }
+    }))
+}
+
+async fn self_check(probe: &Probe, stores: &Arc<Stores>) -> Result<(), String> {
+    match probe.get("/healthz").await {
+        Ok((200, _)) => {}
+        Ok((status, _)) => return Err(format!("/healthz answered {status}")),
+        Err(e) => return Err(e.to_string()),
+    }
+    let stores = stores.clone();
+    tokio::task::spawn_blocking(move || stores.check())
+        .await
+        .map_err(|e| format!("store check task failed: {e}"))?
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,111 @@
+//! The state directory: an exclusive lock so that one gateway at a time owns it, and the two
+//! stores inside it (`audit.redb`, the evidence; `cache/`, disposable summaries).
+
+use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use crate::audit::{AuditError, AuditStore};
+use crate::cache::{CacheError, SummaryCache};
+
+const LOCK_FILE: &str = "gateway.lock";
+const AUDIT_FILE: &str = "audit.redb";
+const CACHE_DIR: &str = "cache";
+
+/// Why the state directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The directory or its lock file cannot be created or opened.
+    #[error("state directory {path}: {source}")]
+    Directory {
+        /// The path concerned.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// Another process owns the directory.
+    #[error("state directory {path} is in use by another process (another samu-gateway is running on it); stop it first")]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The audit store refused to open.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The cache store refused to open.
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+/// Both stores, open, with the directory lock held for as long as this value lives.
+#[derive(Debug)]
+pub struct Stores {
+    /// The audit trail.
+    pub audit: AuditStore,
+    /// The summary cache.
+    pub cache: SummaryCache,
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl Stores {
+    /// Creates the directory (mode 0700) if needed, takes its lock, opens both stores.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StateError::Directory { path, source }
+        };
+        DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(StateError::Locked { path: dir.to_owned() }),
+            Err(TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
+        Ok(Self {
+            audit: AuditStore::open(&dir.join(AUDIT_FILE))?,
+            cache: SummaryCache::open(&dir.join(CACHE_DIR))?,
+            dir: dir.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Both stores answer a read.
+    pub fn check(&self) -> Result<(), StateError> {
+        self.audit.check()?;
+        self.cache.check()?;
+        Ok(())
+    }
+
+    /// Flushes what is buffered (the audit store has nothing buffered: each commit is durable).
+    pub fn flush(&self) -> Result<(), StateError> {
+        self.cache.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_opener_is_refused_while_the_first_holds_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Stores::open(dir.path()).unwrap();
+        let err = Stores::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StateError::Locked { .. }), "{err}");
+        drop(first);
+        Stores::open(dir.path()).unwrap().check().unwrap();
+    }
+}
