@@ -76,7 +76,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match run(cli) {
@@ -100,11 +104,16 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Serve => serve(Prepared::load(&cli.config)?),
         Command::Demo { dir, port } => run_demo(dir, port),
         Command::Configtest => configtest(&cli.config),
-        Command::Healthcheck { timeout_secs } => healthcheck(&cli.config, Duration::from_secs(timeout_secs)),
+        Command::Healthcheck { timeout_secs } => {
+            healthcheck(&cli.config, Duration::from_secs(timeout_secs))
+        }
         Command::Version => {
             println!("samu-gateway {}", env!("CARGO_PKG_VERSION"));
             println!("tls: rustls (ring provider), TLS 1.2 and 1.3");
-            println!("stores: redb {} (audit), sled (summary cache)", crate::audit::FORMAT_VERSION);
+            println!(
+                "stores: redb {} (audit), sled (summary cache)",
+                crate::audit::FORMAT_VERSION
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -161,7 +170,8 @@ fn configtest(path: &std::path::Path) -> Result<ExitCode, Failure> {
 fn healthcheck(path: &std::path::Path, timeout: Duration) -> Result<ExitCode, Failure> {
     let prepared = Prepared::load(path)?;
     let addr = prepared.config.listen_addr()?;
-    let probe = Probe::new(addr, prepared.tls.leaf.clone(), timeout).context("cannot build the probe")?;
+    let probe =
+        Probe::new(addr, prepared.tls.leaf.clone(), timeout).context("cannot build the probe")?;
     let mut healthy = true;
     for endpoint in ["/healthz", "/readyz"] {
         match runtime()?.block_on(probe.get(endpoint)) {
@@ -175,5 +185,9 @@ fn healthcheck(path: &std::path::Path, timeout: Duration) -> Result<ExitCode, Fa
             }
         }
     }
-    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::from(EXIT_RUNTIME) })
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_RUNTIME)
+    })
 }

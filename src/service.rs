@@ -73,23 +73,43 @@ impl Prepared {
 
 /// Runs until SIGTERM or SIGINT. `on_bound` is called once the listener is bound and the
 /// stores are open (the demo writes its `demo.json` there).
-pub async fn run(prepared: Prepared, on_bound: impl FnOnce(SocketAddr)) -> Result<Drain, ServiceError> {
+pub async fn run(
+    prepared: Prepared,
+    on_bound: impl FnOnce(SocketAddr),
+) -> Result<Drain, ServiceError> {
     let limits = prepared.limits();
-    let addr = prepared.config.listen_addr().map_err(|e| ServiceError::Bind {
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let addr = prepared
+        .config
+        .listen_addr()
+        .map_err(|e| ServiceError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source: std::io::Error::other(e.to_string()),
+        })?;
     let stores = Arc::new(Stores::open(&prepared.config.storage.state_dir)?);
     tracing::info!(state_dir = %stores.dir().display(), "stores open");
     let mut terminate = signal(SignalKind::terminate()).map_err(ServiceError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ServiceError::Signals)?;
-    let listener = TcpListener::bind(addr).await.map_err(|source| ServiceError::Bind { addr, source })?;
-    let local = listener.local_addr().map_err(|source| ServiceError::Bind { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServiceError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServiceError::Bind { addr, source })?;
 
     let metrics = Arc::new(Metrics::new());
-    let state = AppState::new(prepared.config.centre.clone(), stores.clone(), metrics.clone());
+    let state = AppState::new(
+        prepared.config.centre.clone(),
+        stores.clone(),
+        metrics.clone(),
+    );
     let app = api::router(state.clone());
-    let connections = Connections::new(&prepared.tls, Arc::new(prepared.desks), app, metrics, &limits);
+    let connections = Connections::new(
+        &prepared.tls,
+        Arc::new(prepared.desks),
+        app,
+        metrics,
+        &limits,
+    );
     tracing::info!(addr = %local, desks = prepared.config.desks.len(), "listening");
     on_bound(local);
     notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
@@ -129,7 +149,11 @@ fn notify(states: &[NotifyState<'_>]) {
 /// With `WatchdogSec=` set, pings systemd at half the interval, but only after proving that
 /// the service works: an HTTPS request to its own listener answers and both stores read.
 /// A wedged runtime, listener or store therefore stops the pings and systemd restarts us.
-fn spawn_watchdog(addr: SocketAddr, tls: &ServerTls, stores: Arc<Stores>) -> Option<tokio::task::JoinHandle<()>> {
+fn spawn_watchdog(
+    addr: SocketAddr,
+    tls: &ServerTls,
+    stores: Arc<Stores>,
+) -> Option<tokio::task::JoinHandle<()>> {
     let interval = sd_notify::watchdog_enabled()?;
     let period = interval / 2;
     let probe = match Probe::new(addr, tls.leaf.clone(), period / 2) {
@@ -139,13 +163,18 @@ fn spawn_watchdog(addr: SocketAddr, tls: &ServerTls, stores: Arc<Stores>) -> Opt
             return None;
         }
     };
-    tracing::info!(interval_ms = interval.as_millis() as u64, "systemd watchdog enabled");
+    tracing::info!(
+        interval_ms = interval.as_millis() as u64,
+        "systemd watchdog enabled"
+    );
     Some(tokio::spawn(async move {
         loop {
             tokio::time::sleep(period).await;
             match self_check(&probe, &stores).await {
                 Ok(()) => notify(&[NotifyState::Watchdog]),
-                Err(reason) => tracing::error!(reason, "watchdog self-check failed; not pinging systemd"),
+                Err(reason) => {
+                    tracing::error!(reason, "watchdog self-check failed; not pinging systemd")
+                }
             }
         }
     }))

@@ -24,7 +24,9 @@ pub enum StateError {
         source: std::io::Error,
     },
     /// Another process owns the directory.
-    #[error("state directory {path} is in use by another process (another samu-gateway is running on it); stop it first")]
+    #[error(
+        "state directory {path} is in use by another process (another samu-gateway is running on it); stop it first"
+    )]
     Locked {
         /// The directory.
         path: PathBuf,
@@ -55,7 +57,11 @@ impl Stores {
             let path = path.to_owned();
             move |source| StateError::Directory { path, source }
         };
-        DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io(dir))?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io(dir))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
             .create(true)
@@ -65,7 +71,11 @@ impl Stores {
             .map_err(io(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(StateError::Locked { path: dir.to_owned() }),
+            Err(TryLockError::WouldBlock) => {
+                return Err(StateError::Locked {
+                    path: dir.to_owned(),
+                });
+            }
             Err(TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
         Ok(Self {

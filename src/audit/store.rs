@@ -15,13 +15,17 @@ const FORMAT_KEY: &str = "format_version";
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     /// Another process holds the database open.
-    #[error("audit store {path} is locked by another process (is another gateway running on this state directory?)")]
+    #[error(
+        "audit store {path} is locked by another process (is another gateway running on this state directory?)"
+    )]
     Locked {
         /// The database file.
         path: PathBuf,
     },
     /// The file was written by another version of the gateway, or of redb.
-    #[error("audit store {path} has format version {found}; this build reads version {supported}: upgrade the gateway or restore the matching version")]
+    #[error(
+        "audit store {path} has format version {found}; this build reads version {supported}: upgrade the gateway or restore the matching version"
+    )]
     UnknownFormat {
         /// The database file.
         path: PathBuf,
@@ -145,11 +149,17 @@ mod tests {
         {
             let db = Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
-            txn.open_table(META).unwrap().insert(FORMAT_KEY, 99).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(FORMAT_KEY, 99)
+                .unwrap();
             txn.commit().unwrap();
         }
         let err = AuditStore::open(&path).unwrap_err();
-        assert!(matches!(err, AuditError::UnknownFormat { ref found, .. } if found == "99"), "{err}");
+        assert!(
+            matches!(err, AuditError::UnknownFormat { ref found, .. } if found == "99"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -18,13 +18,17 @@ const PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// Another process holds the database.
-    #[error("summary cache {path} is locked by another process (is another gateway running on this state directory?)")]
+    #[error(
+        "summary cache {path} is locked by another process (is another gateway running on this state directory?)"
+    )]
     Locked {
         /// The database directory.
         path: PathBuf,
     },
     /// Written by another version of the gateway or of sled.
-    #[error("summary cache {path} has format version {found}; this build reads version {supported}: the cache is disposable, remove the directory to start afresh")]
+    #[error(
+        "summary cache {path} has format version {found}; this build reads version {supported}: the cache is disposable, remove the directory to start afresh"
+    )]
     UnknownFormat {
         /// The database directory.
         path: PathBuf,
@@ -92,10 +96,9 @@ impl SummaryCache {
         let Some(raw) = self.db.get(FORMAT_KEY).map_err(storage)? else {
             return Ok(None);
         };
-        let bytes: [u8; 8] = raw
-            .as_ref()
-            .try_into()
-            .map_err(|_| CacheError::Storage(format!("format marker has {} bytes, expected 8", raw.len())))?;
+        let bytes: [u8; 8] = raw.as_ref().try_into().map_err(|_| {
+            CacheError::Storage(format!("format marker has {} bytes, expected 8", raw.len()))
+        })?;
         Ok(Some(u64::from_be_bytes(bytes)))
     }
 }
@@ -142,6 +145,9 @@ mod tests {
             cache.flush().unwrap();
         }
         let err = SummaryCache::open(&path).unwrap_err();
-        assert!(matches!(err, CacheError::UnknownFormat { ref found, .. } if found == "7"), "{err}");
+        assert!(
+            matches!(err, CacheError::UnknownFormat { ref found, .. } if found == "7"),
+            "{err}"
+        );
     }
 }

@@ -11,7 +11,11 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        for (name, mode) in [("server.pem", 0o644), ("server.key", 0o600), ("ca.pem", 0o644)] {
+        for (name, mode) in [
+            ("server.pem", 0o644),
+            ("server.key", 0o600),
+            ("ca.pem", 0o644),
+        ] {
             let path = dir.path().join(name);
             std::fs::write(&path, "placeholder").unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -99,7 +103,9 @@ fn environment_overrides_file_values() {
 #[test]
 fn unknown_key_is_named() {
     let f = Fixture::new();
-    let text = f.toml(TWO_DESKS).replace("[storage]", "[storage]\nstate_directory = \"/x\"");
+    let text = f
+        .toml(TWO_DESKS)
+        .replace("[storage]", "[storage]\nstate_directory = \"/x\"");
     let err = f.load(&text, &[]).unwrap_err();
     assert!(matches!(err, ConfigError::Schema(_)), "{err}");
     assert!(err.to_string().contains("state_directory"), "{err}");
@@ -108,14 +114,18 @@ fn unknown_key_is_named() {
 #[test]
 fn unknown_environment_key_is_refused() {
     let f = Fixture::new();
-    let err = f.load(&f.toml(TWO_DESKS), &[("SAMU_GATEWAY__SERVER__LISTN", "x")]).unwrap_err();
+    let err = f
+        .load(&f.toml(TWO_DESKS), &[("SAMU_GATEWAY__SERVER__LISTN", "x")])
+        .unwrap_err();
     assert!(err.to_string().contains("listn"), "{err}");
 }
 
 #[test]
 fn syntax_error_names_line_and_column_on_one_line() {
     let f = Fixture::new();
-    let err = f.load("[centre]\nstructure_id = \"17\"\nname = \n", &[]).unwrap_err();
+    let err = f
+        .load("[centre]\nstructure_id = \"17\"\nname = \n", &[])
+        .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("line 3"), "{text}");
     assert_eq!(text.lines().count(), 1, "{text}");
@@ -156,25 +166,39 @@ fn every_problem_is_reported_at_once() {
         .replace("regul-2", "regul-1")
         .replace("Desk1 00 00", "Desk0 00 00")
         .replace("poste-2", "poste-1");
-    let text = f
-        .toml(&desks)
-        .replace("[storage]", "[server]\nlisten = \"localhost:8443\"\n\n[storage]");
+    let text = f.toml(&desks).replace(
+        "[storage]",
+        "[server]\nlisten = \"localhost:8443\"\n\n[storage]",
+    );
     std::fs::remove_file(f.dir.path().join("ca.pem")).unwrap();
     let lines = problem_lines(f.load(&text, &[]).unwrap_err());
     let keys: Vec<&str> = lines.iter().map(|l| l.split(':').next().unwrap()).collect();
     assert_eq!(
         keys,
-        vec!["server.listen", "tls.workstation_ca", "desks[1].id", "desks[1].reader", "desks[1].workstation_cn"],
+        vec![
+            "server.listen",
+            "tls.workstation_ca",
+            "desks[1].id",
+            "desks[1].reader",
+            "desks[1].workstation_cn"
+        ],
         "{lines:#?}"
     );
-    assert!(lines[4].contains("already mapped to desks[0]"), "{}", lines[4]);
+    assert!(
+        lines[4].contains("already mapped to desks[0]"),
+        "{}",
+        lines[4]
+    );
 }
 
 #[test]
 fn no_desk_is_a_problem() {
     let f = Fixture::new();
     let lines = problem_lines(f.load(&f.toml(""), &[]).unwrap_err());
-    assert_eq!(lines, vec!["desks: no desk configured: add at least one [[desks]] table"]);
+    assert_eq!(
+        lines,
+        vec!["desks: no desk configured: add at least one [[desks]] table"]
+    );
 }
 
 #[test]
@@ -184,15 +208,26 @@ fn bad_pin_and_bad_id_are_explained() {
         .replace("regul-1", "Regul 1")
         .replace("poste-2\"", "poste-2\"\nworkstation_sha256 = \"zz\"");
     let lines = problem_lines(f.load(&f.toml(&desks), &[]).unwrap_err());
-    assert!(lines[0].starts_with("desks[0].id: 'Regul 1' is not a desk id"), "{lines:?}");
-    assert!(lines[1].starts_with("desks[1].workstation_sha256: 'zz' is not a SHA-256"), "{lines:?}");
+    assert!(
+        lines[0].starts_with("desks[0].id: 'Regul 1' is not a desk id"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("desks[1].workstation_sha256: 'zz' is not a SHA-256"),
+        "{lines:?}"
+    );
 }
 
 #[test]
 fn credential_path_needs_the_credentials_directory() {
     let secret = SecretPath("credential:server.key".into());
     if std::env::var_os("CREDENTIALS_DIRECTORY").is_none() {
-        assert!(secret.resolve().unwrap_err().contains("CREDENTIALS_DIRECTORY"));
+        assert!(
+            secret
+                .resolve()
+                .unwrap_err()
+                .contains("CREDENTIALS_DIRECTORY")
+        );
     }
     assert!(SecretPath("credential:../x".into()).resolve().is_err());
     assert_eq!(SecretPath("/k".into()).resolve().unwrap(), Path::new("/k"));
@@ -200,7 +235,13 @@ fn credential_path_needs_the_credentials_directory() {
 
 #[test]
 fn sha256_parser_never_panics_on_odd_input() {
-    for text in ["", "é".repeat(32).as_str(), &"a".repeat(63), &"ab:".repeat(32), &"g".repeat(64)] {
+    for text in [
+        "",
+        "é".repeat(32).as_str(),
+        &"a".repeat(63),
+        &"ab:".repeat(32),
+        &"g".repeat(64),
+    ] {
         let _ = parse_sha256(text);
     }
     assert!(parse_sha256(&"AB:".repeat(31).add("AB")).is_ok());

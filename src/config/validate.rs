@@ -29,7 +29,10 @@ impl SecretPath {
             return Err(format!("invalid credential name '{name}'"));
         }
         let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
-            format!("'{}' needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)", self.0)
+            format!(
+                "'{}' needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)",
+                self.0
+            )
         })?;
         Ok(Path::new(&dir).join(name))
     }
@@ -69,7 +72,9 @@ fn check_centre(config: &Config, out: &mut Vec<Problem>) {
 /// the listener depend on DNS.
 pub(super) fn parse_listen(value: &str) -> Result<SocketAddr, String> {
     value.parse::<SocketAddr>().map_err(|_| {
-        format!("invalid listen address '{value}': expected IP:PORT, e.g. 0.0.0.0:8443 or [::]:8443")
+        format!(
+            "invalid listen address '{value}': expected IP:PORT, e.g. 0.0.0.0:8443 or [::]:8443"
+        )
     })
 }
 
@@ -78,14 +83,35 @@ fn check_server(config: &Config, out: &mut Vec<Problem>) {
     if let Err(reason) = parse_listen(&server.listen) {
         out.push(Problem::new("server.listen", reason));
     }
-    check_range(out, "server.shutdown_grace_secs", server.shutdown_grace_secs, 1, 600);
-    check_range(out, "server.handshake_timeout_secs", server.handshake_timeout_secs, 1, 120);
-    check_range(out, "server.max_connections", server.max_connections as u64, 1, 100_000);
+    check_range(
+        out,
+        "server.shutdown_grace_secs",
+        server.shutdown_grace_secs,
+        1,
+        600,
+    );
+    check_range(
+        out,
+        "server.handshake_timeout_secs",
+        server.handshake_timeout_secs,
+        1,
+        120,
+    );
+    check_range(
+        out,
+        "server.max_connections",
+        server.max_connections as u64,
+        1,
+        100_000,
+    );
 }
 
 fn check_range(out: &mut Vec<Problem>, key: &str, value: u64, min: u64, max: u64) {
     if !(min..=max).contains(&value) {
-        out.push(Problem::new(key, format!("{value} is out of range: expected {min} to {max}")));
+        out.push(Problem::new(
+            key,
+            format!("{value} is out of range: expected {min} to {max}"),
+        ));
     }
 }
 
@@ -167,7 +193,10 @@ fn check_log(config: &Config, out: &mut Vec<Problem>) {
 
 fn check_desks(desks: &[DeskConfig], out: &mut Vec<Problem>) {
     if desks.is_empty() {
-        out.push(Problem::new("desks", "no desk configured: add at least one [[desks]] table"));
+        out.push(Problem::new(
+            "desks",
+            "no desk configured: add at least one [[desks]] table",
+        ));
     }
     let mut ids = HashMap::new();
     let mut readers = HashMap::new();
@@ -178,20 +207,41 @@ fn check_desks(desks: &[DeskConfig], out: &mut Vec<Problem>) {
         if !is_desk_id(&desk.id) {
             out.push(Problem::new(
                 key("id"),
-                format!("'{}' is not a desk id: expected 1 to 32 characters among a-z 0-9 _ -", desk.id),
+                format!(
+                    "'{}' is not a desk id: expected 1 to 32 characters among a-z 0-9 _ -",
+                    desk.id
+                ),
             ));
         }
-        for (field, value) in [("name", &desk.name), ("reader", &desk.reader), ("workstation_cn", &desk.workstation_cn)] {
+        for (field, value) in [
+            ("name", &desk.name),
+            ("reader", &desk.reader),
+            ("workstation_cn", &desk.workstation_cn),
+        ] {
             if value.trim().is_empty() {
                 out.push(Problem::new(key(field), "must not be empty"));
             }
         }
         check_unique(out, &mut ids, &desk.id, i, "id", "desk id");
         check_unique(out, &mut readers, &desk.reader, i, "reader", "reader");
-        check_unique(out, &mut cns, &desk.workstation_cn, i, "workstation_cn", "workstation certificate");
+        check_unique(
+            out,
+            &mut cns,
+            &desk.workstation_cn,
+            i,
+            "workstation_cn",
+            "workstation certificate",
+        );
         if let Some(pin) = &desk.workstation_sha256 {
             match parse_sha256(pin) {
-                Ok(bytes) => check_unique(out, &mut pins, &hex(&bytes), i, "workstation_sha256", "workstation certificate"),
+                Ok(bytes) => check_unique(
+                    out,
+                    &mut pins,
+                    &hex(&bytes),
+                    i,
+                    "workstation_sha256",
+                    "workstation certificate",
+                ),
                 Err(reason) => out.push(Problem::new(key("workstation_sha256"), reason)),
             }
         }

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{CentreConfig, Config, DeskConfig, LogConfig, LogFormat, ServerConfig, StorageConfig, TlsConfig};
+use crate::config::{
+    CentreConfig, Config, DeskConfig, LogConfig, LogFormat, ServerConfig, StorageConfig, TlsConfig,
+};
 use pki::{Authority, PkiError, write_file, write_pair};
 
 /// Why the demo could not be set up.
@@ -73,17 +75,30 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<DemoSetup, DemoError> {
         None => tempfile::Builder::new()
             .prefix("samu-gateway-demo-")
             .tempdir()
-            .map_err(|source| DemoError::Directory { path: std::env::temp_dir(), source })?
+            .map_err(|source| DemoError::Directory {
+                path: std::env::temp_dir(),
+                source,
+            })?
             .keep(),
     };
-    let dir = std::path::absolute(&dir).map_err(|source| DemoError::Directory { path: dir.clone(), source })?;
+    let dir = std::path::absolute(&dir).map_err(|source| DemoError::Directory {
+        path: dir.clone(),
+        source,
+    })?;
     let pki_dir = dir.join("pki");
-    std::fs::create_dir_all(&pki_dir).map_err(|source| DemoError::Directory { path: pki_dir.clone(), source })?;
+    std::fs::create_dir_all(&pki_dir).map_err(|source| DemoError::Directory {
+        path: pki_dir.clone(),
+        source,
+    })?;
 
     let server_ca = Authority::new("samu-gateway demo server CA")?;
     let ca_cert = pki_dir.join("server-ca.pem");
     write_file(&ca_cert, server_ca.cert_pem(), 0o644)?;
-    let (server_cert, server_key) = write_pair(&pki_dir, "server", &server_ca.issue_server(&["localhost", "127.0.0.1"])?)?;
+    let (server_cert, server_key) = write_pair(
+        &pki_dir,
+        "server",
+        &server_ca.issue_server(&["localhost", "127.0.0.1"])?,
+    )?;
     let workstation_ca = Authority::new("samu-gateway demo workstation CA")?;
     let workstation_ca_path = pki_dir.join("workstation-ca.pem");
     write_file(&workstation_ca_path, workstation_ca.cert_pem(), 0o644)?;
@@ -92,8 +107,17 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<DemoSetup, DemoError> {
     let mut desk_configs = Vec::new();
     for (id, name, reader) in DESKS {
         let cn = format!("poste-{id}");
-        let (cert, key) = write_pair(&pki_dir, &format!("desk-{id}"), &workstation_ca.issue_client(&cn)?)?;
-        desks.push(DemoDesk { id: (*id).into(), name: (*name).into(), cert, key });
+        let (cert, key) = write_pair(
+            &pki_dir,
+            &format!("desk-{id}"),
+            &workstation_ca.issue_client(&cn)?,
+        )?;
+        desks.push(DemoDesk {
+            id: (*id).into(),
+            name: (*name).into(),
+            cert,
+            key,
+        });
         desk_configs.push(DeskConfig {
             id: (*id).into(),
             name: (*name).into(),
@@ -103,17 +127,43 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<DemoSetup, DemoError> {
         });
     }
     let config = Config {
-        centre: CentreConfig { structure_id: "10000000000".into(), name: "SAMU de démonstration".into() },
-        server: ServerConfig { listen: format!("127.0.0.1:{port}"), ..ServerConfig::default() },
-        tls: TlsConfig { server_cert, server_key: server_key.into(), workstation_ca: workstation_ca_path },
-        storage: StorageConfig { state_dir: dir.join("state") },
-        log: LogConfig { format: LogFormat::Human, level: "info".into() },
+        centre: CentreConfig {
+            structure_id: "10000000000".into(),
+            name: "SAMU de démonstration".into(),
+        },
+        server: ServerConfig {
+            listen: format!("127.0.0.1:{port}"),
+            ..ServerConfig::default()
+        },
+        tls: TlsConfig {
+            server_cert,
+            server_key: server_key.into(),
+            workstation_ca: workstation_ca_path,
+        },
+        storage: StorageConfig {
+            state_dir: dir.join("state"),
+        },
+        log: LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        },
         desks: desk_configs,
     };
     let config_path = dir.join("gateway.toml");
-    let text = config.to_toml().map_err(|e| DemoError::Config(e.to_string()))?;
-    write_file(&config_path, &format!("# Written by `samu-gateway demo`.\n{text}"), 0o644)?;
-    Ok(DemoSetup { dir, config: config_path, ca_cert, desks })
+    let text = config
+        .to_toml()
+        .map_err(|e| DemoError::Config(e.to_string()))?;
+    write_file(
+        &config_path,
+        &format!("# Written by `samu-gateway demo`.\n{text}"),
+        0o644,
+    )?;
+    Ok(DemoSetup {
+        dir,
+        config: config_path,
+        ca_cert,
+        desks,
+    })
 }
 
 #[derive(Serialize)]
@@ -131,12 +181,19 @@ impl DemoSetup {
 
     /// Writes `demo.json` atomically (scripts poll for it).
     pub fn write_manifest(&self, addr: SocketAddr) -> Result<PathBuf, DemoError> {
-        let manifest = Manifest { url: Self::url(addr), setup: self };
-        let text = serde_json::to_string_pretty(&manifest).map_err(|e| DemoError::Config(e.to_string()))?;
+        let manifest = Manifest {
+            url: Self::url(addr),
+            setup: self,
+        };
+        let text = serde_json::to_string_pretty(&manifest)
+            .map_err(|e| DemoError::Config(e.to_string()))?;
         let path = self.dir.join("demo.json");
         let tmp = self.dir.join(".demo.json.tmp");
         write_file(&tmp, &text, 0o644)?;
-        std::fs::rename(&tmp, &path).map_err(|source| DemoError::Directory { path: path.clone(), source })?;
+        std::fs::rename(&tmp, &path).map_err(|source| DemoError::Directory {
+            path: path.clone(),
+            source,
+        })?;
         Ok(path)
     }
 

@@ -21,7 +21,12 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with the given status, code and messages.
-    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>, message_fr: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        error: &'static str,
+        message: impl Into<String>,
+        message_fr: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             error,

@@ -67,11 +67,17 @@ impl DeskDirectory {
                     name: d.name.clone(),
                     reader: d.reader.clone(),
                     workstation_cn: d.workstation_cn.clone(),
-                    workstation_sha256: d.workstation_sha256.as_deref().and_then(|p| parse_sha256(p).ok()),
+                    workstation_sha256: d
+                        .workstation_sha256
+                        .as_deref()
+                        .and_then(|p| parse_sha256(p).ok()),
                 })
             })
             .collect();
-        let by_cn = desks.iter().map(|d| (d.workstation_cn.clone(), d.clone())).collect();
+        let by_cn = desks
+            .iter()
+            .map(|d| (d.workstation_cn.clone(), d.clone()))
+            .collect();
         Self { by_cn, desks }
     }
 
@@ -135,7 +141,9 @@ mod tests {
         assert!(matches!(dir.attribute(Some(&a.der)), Peer::Desk(d, _) if d.id == "a"));
         assert!(matches!(dir.attribute(Some(&b.der)), Peer::Desk(d, _) if d.id == "b"));
         let x = ca.issue_client("poste-x").unwrap();
-        assert!(matches!(dir.attribute(Some(&x.der)), Peer::Unmapped(w) if w.cn.as_deref() == Some("poste-x")));
+        assert!(
+            matches!(dir.attribute(Some(&x.der)), Peer::Unmapped(w) if w.cn.as_deref() == Some("poste-x"))
+        );
         assert!(matches!(dir.attribute(None), Peer::Anonymous));
     }
 
@@ -147,6 +155,9 @@ mod tests {
         let pin = hex(digest::digest(&digest::SHA256, genuine.der.as_ref()).as_ref());
         let dir = DeskDirectory::new(&[desk("a", "poste-a", Some(pin))]);
         assert!(matches!(dir.attribute(Some(&genuine.der)), Peer::Desk(..)));
-        assert!(matches!(dir.attribute(Some(&lookalike.der)), Peer::Unmapped(_)));
+        assert!(matches!(
+            dir.attribute(Some(&lookalike.der)),
+            Peer::Unmapped(_)
+        ));
     }
 }

@@ -53,22 +53,52 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("samu_gateway");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let latency = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
         let handshake_failures = Counter::default();
         let connections = Gauge::<i64, AtomicI64>::default();
         let build = Family::<BuildLabels, Gauge>::default();
-        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
-        registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency by route, method and status", latency.clone());
-        registry.register("tls_handshake_failures", "TLS handshakes refused or timed out (untrusted, expired or missing certificates)", handshake_failures.clone());
-        registry.register("http_connections_open", "Open client connections", connections.clone());
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route, method and status",
+            latency.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes refused or timed out (untrusted, expired or missing certificates)",
+            handshake_failures.clone(),
+        );
+        registry.register(
+            "http_connections_open",
+            "Open client connections",
+            connections.clone(),
+        );
         registry.register("build_info", "Build version", build);
-        Self { registry, requests, latency, handshake_failures, connections }
+        Self {
+            registry,
+            requests,
+            latency,
+            handshake_failures,
+            connections,
+        }
     }
 
     /// Counts one finished request.
     pub fn observe_request(&self, labels: RequestLabels, elapsed: Duration) {
-        self.latency.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
         self.requests.get_or_create(&labels).inc();
     }
 
@@ -101,13 +131,20 @@ mod tests {
     #[test]
     fn renders_requests_by_route_and_status() {
         let metrics = Metrics::new();
-        let labels = |status| RequestLabels { route: "/api/v1/desk".into(), method: "GET", status };
+        let labels = |status| RequestLabels {
+            route: "/api/v1/desk".into(),
+            method: "GET",
+            status,
+        };
         metrics.observe_request(labels(200), Duration::from_millis(3));
         metrics.observe_request(labels(200), Duration::from_millis(5));
         metrics.observe_request(labels(403), Duration::from_millis(1));
         let text = metrics.render();
         assert!(text.contains(r#"samu_gateway_http_requests_total{route="/api/v1/desk",method="GET",status="200"} 2"#), "{text}");
         assert!(text.contains(r#"samu_gateway_http_requests_total{route="/api/v1/desk",method="GET",status="403"} 1"#), "{text}");
-        assert!(text.contains("samu_gateway_http_request_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains("samu_gateway_http_request_duration_seconds_bucket"),
+            "{text}"
+        );
     }
 }

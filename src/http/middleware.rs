@@ -38,9 +38,20 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     span.in_scope(|| {
-        tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request served");
+        tracing::info!(
+            status,
+            latency_us = elapsed.as_micros() as u64,
+            "request served"
+        );
     });
-    state.metrics().observe_request(RequestLabels { route, method, status }, elapsed);
+    state.metrics().observe_request(
+        RequestLabels {
+            route,
+            method,
+            status,
+        },
+        elapsed,
+    );
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }

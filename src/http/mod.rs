@@ -113,6 +113,9 @@ pub fn router(state: AppState) -> Router {
     let router = router.merge(test_hooks::router());
     router
         .fallback(routes::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::observe,
+        ))
         .with_state(state)
 }

@@ -48,7 +48,11 @@ pub struct Probe {
 
 impl Probe {
     /// A probe for a listener bound to `listen` (a wildcard address is probed on loopback).
-    pub fn new(listen: SocketAddr, leaf: CertificateDer<'static>, timeout: Duration) -> Result<Self, ProbeError> {
+    pub fn new(
+        listen: SocketAddr,
+        leaf: CertificateDer<'static>,
+        timeout: Duration,
+    ) -> Result<Self, ProbeError> {
         let ip = match listen.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -69,10 +73,22 @@ impl Probe {
     }
 
     async fn exchange(&self, path: &str) -> Result<(u16, String), ProbeError> {
-        let fail = |step| move |e: &dyn std::fmt::Display| ProbeError::Exchange { step, addr: self.addr, reason: e.to_string() };
-        let tcp = TcpStream::connect(self.addr).await.map_err(|e| fail("connect")(&e))?;
+        let fail = |step| {
+            move |e: &dyn std::fmt::Display| ProbeError::Exchange {
+                step,
+                addr: self.addr,
+                reason: e.to_string(),
+            }
+        };
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| fail("connect")(&e))?;
         let name = ServerName::IpAddress(self.addr.ip().into());
-        let tls = self.connector.connect(name, tcp).await.map_err(|e| fail("TLS handshake")(&e))?;
+        let tls = self
+            .connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| fail("TLS handshake")(&e))?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| fail("HTTP handshake")(&e))?;
@@ -81,7 +97,10 @@ impl Probe {
             .header(hyper::header::HOST, self.addr.to_string())
             .body(Empty::<Bytes>::new())
             .map_err(|e| fail("request")(&e))?;
-        let response = sender.send_request(request).await.map_err(|e| fail("request")(&e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| fail("request")(&e))?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()

@@ -76,12 +76,29 @@ pub struct Check {
               (status = 503, description = "Not ready, or shutting down", body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let verdict = |ok: bool| if ok { "ok" } else { "failed" };
-    let audit = state.stores().audit.check().inspect_err(|e| tracing::error!(error = %e, "readiness: audit store check failed"));
-    let cache = state.stores().cache.check().inspect_err(|e| tracing::error!(error = %e, "readiness: cache store check failed"));
+    let audit = state
+        .stores()
+        .audit
+        .check()
+        .inspect_err(|e| tracing::error!(error = %e, "readiness: audit store check failed"));
+    let cache = state
+        .stores()
+        .cache
+        .check()
+        .inspect_err(|e| tracing::error!(error = %e, "readiness: cache store check failed"));
     let checks = vec![
-        Check { name: "config", status: "ok" },
-        Check { name: "audit_store", status: verdict(audit.is_ok()) },
-        Check { name: "cache_store", status: verdict(cache.is_ok()) },
+        Check {
+            name: "config",
+            status: "ok",
+        },
+        Check {
+            name: "audit_store",
+            status: verdict(audit.is_ok()),
+        },
+        Check {
+            name: "cache_store",
+            status: verdict(cache.is_ok()),
+        },
     ];
     let status = if state.is_draining() {
         "shutting_down"
@@ -90,7 +107,11 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     } else {
         "not_ready"
     };
-    let code = if status == "ready" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if status == "ready" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(Readiness { status, checks }))
 }
 
@@ -99,7 +120,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
     responses((status = 200, description = "OpenMetrics text exposition", content_type = "application/openmetrics-text")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics().render(),
     )
         .into_response()
@@ -156,7 +180,11 @@ pub async fn desk(State(state): State<AppState>, caller: CallingDesk) -> Json<De
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
 pub async fn openapi_json() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], super::openapi_document().as_str()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi_document().as_str(),
+    )
+        .into_response()
 }
 
 /// Any path the API does not have.

@@ -55,7 +55,13 @@ pub struct Connections {
 
 impl Connections {
     /// Prepares connection handling for `app`.
-    pub fn new(tls: &ServerTls, desks: Arc<DeskDirectory>, app: Router, metrics: Arc<Metrics>, limits: &Limits) -> Self {
+    pub fn new(
+        tls: &ServerTls,
+        desks: Arc<DeskDirectory>,
+        app: Router,
+        metrics: Arc<Metrics>,
+        limits: &Limits,
+    ) -> Self {
         let mut http = Builder::new(TokioExecutor::new());
         http.http1()
             .timer(TokioTimer::new())
@@ -72,26 +78,32 @@ impl Connections {
 
     async fn handle(self, tcp: TcpStream, remote: SocketAddr, watcher: Watcher) {
         let _ = tcp.set_nodelay(true);
-        let tls = match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                self.metrics.observe_handshake_failure();
-                tracing::info!(peer = %remote, error = %e, "TLS handshake refused");
-                return;
-            }
-            Err(_) => {
-                self.metrics.observe_handshake_failure();
-                tracing::info!(peer = %remote, "TLS handshake timed out");
-                return;
-            }
-        };
-        let peer = self
-            .desks
-            .attribute(tls.get_ref().1.peer_certificates().and_then(|chain| chain.first()));
+        let tls =
+            match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    self.metrics.observe_handshake_failure();
+                    tracing::info!(peer = %remote, error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    self.metrics.observe_handshake_failure();
+                    tracing::info!(peer = %remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+        let peer = self.desks.attribute(
+            tls.get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first()),
+        );
         let app = self.app.clone();
         let service = tower::service_fn(move |mut request: axum::http::Request<Incoming>| {
             request.extensions_mut().insert(peer.clone());
-            request.extensions_mut().insert(axum::extract::ConnectInfo(remote));
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(remote));
             app.clone().oneshot(request)
         });
         let connection = self
@@ -142,7 +154,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(grace_secs = limits.shutdown_grace.as_secs(), "listener closed; draining in-flight requests");
+    tracing::info!(
+        grace_secs = limits.shutdown_grace.as_secs(),
+        "listener closed; draining in-flight requests"
+    );
     match tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await {
         Ok(()) => Drain::Complete,
         Err(_) => Drain::TimedOut,

@@ -16,6 +16,7 @@ struct Delay {
 }
 
 async fn slow(Query(delay): Query<Delay>) -> String {
+    tracing::debug!(ms = delay.ms, "test hook: slow request started");
     tokio::time::sleep(Duration::from_millis(delay.ms.min(30_000))).await;
     format!("slept {} ms", delay.ms)
 }

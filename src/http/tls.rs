@@ -70,7 +70,12 @@ fn build_server_config(
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .allow_unauthenticated()
         .build()
-        .map_err(|e| Problem::new("tls.workstation_ca", format!("unusable as a client CA: {e}")))?;
+        .map_err(|e| {
+            Problem::new(
+                "tls.workstation_ca",
+                format!("unusable as a client CA: {e}"),
+            )
+        })?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .map_err(|e| Problem::new("tls", format!("TLS versions rejected by the provider: {e}")))?
@@ -87,7 +92,11 @@ fn build_server_config(
 }
 
 /// Reads every certificate of a PEM file; pushes a problem if there is none.
-pub fn load_certs(path: &Path, key: &str, problems: &mut Vec<Problem>) -> Vec<CertificateDer<'static>> {
+pub fn load_certs(
+    path: &Path,
+    key: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<CertificateDer<'static>> {
     let iter = match CertificateDer::pem_file_iter(path) {
         Ok(iter) => iter,
         Err(e) => {
@@ -97,12 +106,18 @@ pub fn load_certs(path: &Path, key: &str, problems: &mut Vec<Problem>) -> Vec<Ce
     };
     match iter.collect::<Result<Vec<_>, _>>() {
         Ok(certs) if certs.is_empty() => {
-            problems.push(Problem::new(key, format!("{}: no PEM certificate found", path.display())));
+            problems.push(Problem::new(
+                key,
+                format!("{}: no PEM certificate found", path.display()),
+            ));
             certs
         }
         Ok(certs) => certs,
         Err(e) => {
-            problems.push(Problem::new(key, format!("{}: not a PEM certificate file: {e}", path.display())));
+            problems.push(Problem::new(
+                key,
+                format!("{}: not a PEM certificate file: {e}", path.display()),
+            ));
             Vec::new()
         }
     }
@@ -156,8 +171,13 @@ fn check_validity(cert: &CertificateDer<'_>) -> Result<(), String> {
 ///
 /// Used by `healthcheck` and the watchdog to talk to their own listener: the certificate
 /// comes from the configuration, so no CA (and no host name) is needed to trust it.
-pub fn pinned_client_config(leaf: CertificateDer<'static>) -> Result<rustls::ClientConfig, rustls::Error> {
-    let verifier = Arc::new(PinnedServer { leaf, provider: provider() });
+pub fn pinned_client_config(
+    leaf: CertificateDer<'static>,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let verifier = Arc::new(PinnedServer {
+        leaf,
+        provider: provider(),
+    });
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)?
         .dangerous()
@@ -197,7 +217,12 @@ impl ServerCertVerifier for PinnedServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -206,10 +231,17 @@ impl ServerCertVerifier for PinnedServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -1,0 +1,250 @@
+//! `configtest` and `serve` refuse bad configurations with one specific line per problem,
+//! exit 64, and start nothing.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use support::{Pki, run, write_config};
+
+struct Case {
+    dir: tempfile::TempDir,
+    pki: Pki,
+}
+
+impl Case {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path());
+        Self { dir, pki }
+    }
+
+    fn config(&self, server: &str, extra: &str) -> std::path::PathBuf {
+        write_config(self.dir.path(), &self.pki, server, extra)
+    }
+
+    fn rewrite(&self, path: &Path, from: &str, to: &str) {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(text.contains(from), "{from} not in config");
+        std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+    }
+
+    /// Runs `configtest` and `serve`; both must refuse with exit 64 and the same message,
+    /// and `serve` must not have created the state directory.
+    fn refuses(&self, path: &Path, expected: &str) {
+        for command in ["configtest", "serve"] {
+            let (code, _, stderr) = run(path, &[command], &[]);
+            assert_eq!(code, 64, "{command}: {stderr}");
+            assert!(
+                stderr.contains(expected),
+                "{command}: expected {expected:?} in:\n{stderr}"
+            );
+            for line in stderr.lines() {
+                assert!(
+                    line.starts_with("configuration error: "),
+                    "{command}: unexpected line {line:?}"
+                );
+            }
+        }
+        assert!(
+            !self.dir.path().join("state").exists(),
+            "serve created its state before refusing"
+        );
+    }
+}
+
+#[test]
+fn valid_configuration_passes_and_says_what_it_checked() {
+    let case = Case::new();
+    let path = case.config("", "");
+    let (code, stdout, stderr) = run(&path, &["configtest"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("configuration OK:"), "{stdout}");
+    assert!(stdout.contains("2 desk(s)"), "{stdout}");
+    assert!(
+        !case.dir.path().join("state").exists(),
+        "configtest must open nothing"
+    );
+}
+
+#[test]
+fn malformed_toml() {
+    let case = Case::new();
+    let path = case.config("", "");
+    case.rewrite(&path, "name = \"SAMU de test\"", "name = \"SAMU de test");
+    case.refuses(&path, "TOML syntax error at line 3");
+}
+
+#[test]
+fn unknown_key() {
+    let case = Case::new();
+    let path = case.config("listen_backlog = 5", "");
+    case.refuses(&path, "unknown field `listen_backlog`");
+}
+
+#[test]
+fn missing_configuration_file() {
+    let case = Case::new();
+    case.refuses(
+        &case.dir.path().join("absent.toml"),
+        "cannot read configuration file",
+    );
+}
+
+#[test]
+fn missing_certificate_file() {
+    let case = Case::new();
+    let path = case.config("", "");
+    std::fs::remove_file(&case.pki.workstation_ca).unwrap();
+    case.refuses(&path, "tls.workstation_ca: file ");
+}
+
+#[test]
+fn world_readable_key() {
+    let case = Case::new();
+    let path = case.config("", "");
+    std::fs::set_permissions(&case.pki.server_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let expected = format!(
+        "tls.server_key: file {} is world-readable (mode 0644); expected 0600 or 0640",
+        case.pki.server_key.display()
+    );
+    case.refuses(&path, &expected);
+}
+
+#[test]
+fn key_that_is_not_a_key() {
+    let case = Case::new();
+    let path = case.config("", "");
+    std::fs::write(&case.pki.server_key, "not a key").unwrap();
+    case.refuses(&path, "tls.server_key:");
+}
+
+#[test]
+fn key_of_another_certificate() {
+    let case = Case::new();
+    let path = case.config("", "");
+    std::fs::copy(&case.pki.clients[support::DESK_A].key, &case.pki.server_key).unwrap();
+    case.refuses(&path, "tls.server_key: does not fit tls.server_cert");
+}
+
+#[test]
+fn certificate_file_with_garbage() {
+    let case = Case::new();
+    let path = case.config("", "");
+    std::fs::write(
+        &case.pki.server_cert,
+        "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    case.refuses(&path, "tls.server_cert:");
+}
+
+#[test]
+fn duplicate_desk_id() {
+    let case = Case::new();
+    let path = case.config("", "");
+    case.rewrite(&path, "id = \"desk-b\"", "id = \"desk-a\"");
+    case.refuses(
+        &path,
+        "desks[1].id: desk id 'desk-a' is already mapped to desks[0]",
+    );
+}
+
+#[test]
+fn duplicate_reader() {
+    let case = Case::new();
+    let path = case.config("", "");
+    case.rewrite(&path, "Desk1 00 00", "Desk0 00 00");
+    case.refuses(
+        &path,
+        "desks[1].reader: reader 'Desk0 00 00' is already mapped to desks[0]",
+    );
+}
+
+#[test]
+fn one_workstation_mapped_to_two_desks() {
+    let case = Case::new();
+    let path = case.config("", "");
+    case.rewrite(
+        &path,
+        "workstation_cn = \"poste-b\"",
+        "workstation_cn = \"poste-a\"",
+    );
+    case.refuses(
+        &path,
+        "desks[1].workstation_cn: workstation certificate 'poste-a' is already mapped to desks[0]",
+    );
+}
+
+#[test]
+fn invalid_listen_address() {
+    let case = Case::new();
+    let path = case.config("", "");
+    case.rewrite(
+        &path,
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:99999\"",
+    );
+    case.refuses(
+        &path,
+        "server.listen: invalid listen address '127.0.0.1:99999'",
+    );
+}
+
+#[test]
+fn invalid_environment_override() {
+    let case = Case::new();
+    let path = case.config("", "");
+    for command in ["configtest", "serve"] {
+        let (code, _, stderr) = run(
+            &path,
+            &[command],
+            &[("SAMU_GATEWAY__SERVER__LISTEN", "nowhere")],
+        );
+        assert_eq!(code, 64, "{stderr}");
+        assert!(
+            stderr.contains("server.listen: invalid listen address 'nowhere'"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn config_path_from_the_environment() {
+    let case = Case::new();
+    let path = case.config("", "");
+    let out = std::process::Command::new(support::BIN)
+        .arg("configtest")
+        .env("SAMU_GATEWAY_CONFIG", &path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn bad_usage_exits_64_and_help_exits_0() {
+    let case = Case::new();
+    let path = case.config("", "");
+    assert_eq!(run(&path, &["frobnicate"], &[]).0, 64);
+    assert_eq!(run(&path, &["serve", "--no-such-flag"], &[]).0, 64);
+    let (code, stdout, _) = run(&path, &["--help"], &[]);
+    assert_eq!(code, 0);
+    for command in ["serve", "demo", "configtest", "healthcheck", "version"] {
+        assert!(
+            stdout.contains(command),
+            "{command} missing from --help:\n{stdout}"
+        );
+    }
+    let (code, stdout, _) = run(&path, &["version"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.starts_with(&format!("samu-gateway {}", env!("CARGO_PKG_VERSION"))),
+        "{stdout}"
+    );
+}

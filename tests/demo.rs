@@ -1,0 +1,104 @@
+//! `samu-gateway demo` runs on embedded defaults, writes demo.json and gateway.toml, serves
+//! the desk state to the demo certificates, and leaves a configuration other subcommands use.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(support::BIN)
+        .args(["demo", "--port", "0", "--dir"])
+        .arg(dir.path())
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let manifest = dir.path().join("demo.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !manifest.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "demo exited early");
+        assert!(Instant::now() < deadline, "demo.json never appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let demo: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    let url = demo["url"].as_str().unwrap();
+    let ca = std::fs::read(demo["ca_cert"].as_str().unwrap()).unwrap();
+    assert_eq!(demo["desks"].as_array().unwrap().len(), 2);
+    for desk in demo["desks"].as_array().unwrap() {
+        let mut identity = std::fs::read(desk["cert"].as_str().unwrap()).unwrap();
+        identity.extend(std::fs::read(desk["key"].as_str().unwrap()).unwrap());
+        let client = client(&ca, Some(&identity));
+        let body: Value = client
+            .get(format!("{url}/api/v1/desk"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["desk"]["id"], desk["id"], "{body}");
+    }
+    let refused = client(&ca, None)
+        .get(format!("{url}/api/v1/desk"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+
+    support::signal(child.id(), "TERM");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "curl --cacert {}",
+            demo["ca_cert"].as_str().unwrap()
+        )),
+        "{stdout}"
+    );
+
+    // The effective configuration drives later subcommands on the demo's state.
+    let config = dir.path().join("gateway.toml");
+    let (code, stdout, stderr) = support::run(&config, &["configtest"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&dir.path().join("state").display().to_string()),
+        "{stdout}"
+    );
+    assert!(dir.path().join("state/audit.redb").exists());
+}
+
+/// The demo's certificates are plain PEM files, as curl would use them.
+fn client(ca: &[u8], identity: Option<&[u8]>) -> reqwest::Client {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca).unwrap())
+        .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let cert = CertificateDer::from_pem_slice(pem).unwrap();
+            let key = PrivateKeyDer::from_pem_slice(pem).unwrap();
+            builder.with_client_auth_cert(vec![cert], key).unwrap()
+        }
+    };
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .build()
+        .unwrap()
+}

@@ -1,0 +1,176 @@
+//! Start, readiness, systemd notification, shutdown: the gateway behaves like a well-kept
+//! Debian service.
+
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use support::{Gateway, Pki, run, spawn, wait_child, write_config};
+
+const EXIT: Duration = Duration::from_secs(20);
+
+#[cfg(feature = "test-hooks")]
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
+    let mut gateway = Gateway::start();
+    let client = gateway.client(Some(support::DESK_A));
+    let url = gateway.url("/test-hooks/slow?ms=1500");
+    let in_flight = tokio::spawn(async move { client.get(url).send().await?.text().await });
+    let started = gateway
+        .stderr
+        .wait_for(EXIT, |l| l.contains("test hook: slow request started"));
+    assert!(started.is_some(), "{}", gateway.stderr.all());
+
+    gateway.terminate();
+    let closed = gateway
+        .stderr
+        .wait_for(EXIT, |l| l.contains("listener closed"));
+    assert!(closed.is_some(), "{}", gateway.stderr.all());
+    // New connections are refused while the old request is still running.
+    let late = gateway
+        .client(None)
+        .get(gateway.url("/healthz"))
+        .send()
+        .await;
+    assert!(late.is_err(), "a new request was accepted during the drain");
+
+    let body = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request must complete");
+    assert_eq!(body, "slept 1500 ms");
+    assert_eq!(
+        gateway.wait(EXIT).code(),
+        Some(0),
+        "{}",
+        gateway.stderr.all()
+    );
+    let logs = gateway.stderr.all();
+    assert!(logs.contains("all in-flight requests finished"), "{logs}");
+    assert!(logs.contains(r#""message":"stopped""#), "{logs}");
+}
+
+#[cfg(feature = "test-hooks")]
+#[tokio::test(flavor = "multi_thread")]
+async fn grace_period_bounds_the_drain() {
+    let mut gateway = Gateway::start_with("shutdown_grace_secs = 1", |_| String::new());
+    let client = gateway.client(Some(support::DESK_A));
+    let url = gateway.url("/test-hooks/slow?ms=20000");
+    let in_flight = tokio::spawn(async move { client.get(url).send().await });
+    assert!(
+        gateway
+            .stderr
+            .wait_for(EXIT, |l| l.contains("test hook: slow request started"))
+            .is_some()
+    );
+    let stopping = Instant::now();
+    gateway.terminate();
+    assert_eq!(gateway.wait(EXIT).code(), Some(0));
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "drain was not bounded: {:?}",
+        stopping.elapsed()
+    );
+    assert!(gateway.stderr.all().contains("grace period over"));
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the cut request cannot have succeeded"
+    );
+}
+
+#[test]
+fn sigint_also_stops_cleanly() {
+    let mut gateway = Gateway::start();
+    support::signal(gateway.pid(), "INT");
+    assert_eq!(gateway.wait(EXIT).code(), Some(0));
+    assert!(gateway.stderr.all().contains(r#""signal":"SIGINT""#));
+}
+
+#[test]
+fn second_gateway_on_the_same_state_directory_is_refused() {
+    let gateway = Gateway::start();
+    let (code, _, stderr) = run(&gateway.config, &["serve"], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("is in use by another process"), "{stderr}");
+    // The first one is unaffected.
+    let (code, stdout, _) = run(
+        &gateway.config,
+        &["healthcheck"],
+        &[("SAMU_GATEWAY__SERVER__LISTEN", &gateway.addr.to_string())],
+    );
+    assert_eq!(code, 0, "{stdout}");
+}
+
+#[test]
+fn unreadable_audit_store_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let config = write_config(dir.path(), &pki, "", "");
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    std::fs::write(dir.path().join("state/audit.redb"), b"definitely not redb").unwrap();
+    let (code, _, stderr) = run(&config, &["serve"], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("audit store") && stderr.contains("audit.redb"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn healthcheck_follows_the_running_gateway() {
+    let mut gateway = Gateway::start();
+    let listen = gateway.addr.to_string();
+    let env = [("SAMU_GATEWAY__SERVER__LISTEN", listen.as_str())];
+    let (code, stdout, stderr) = run(&gateway.config, &["healthcheck"], &env);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("/healthz: 200"), "{stdout}");
+    assert!(stdout.contains("/readyz: 200"), "{stdout}");
+
+    gateway.terminate();
+    gateway.wait(EXIT);
+    let (code, stdout, _) = run(
+        &gateway.config,
+        &["healthcheck", "--timeout-secs", "2"],
+        &env,
+    );
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("connect"), "{stdout}");
+}
+
+/// The gateway speaks the sd_notify protocol to a real datagram socket, as systemd does.
+#[test]
+fn notifies_ready_feeds_the_watchdog_and_announces_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let pki = Pki::new(dir.path());
+    let config = write_config(dir.path(), &pki, "", "");
+    let env = [
+        ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "600000"),
+    ];
+    let (mut child, _, stderr) = spawn(&config, &["serve"], &env);
+
+    let mut received = Vec::new();
+    let mut buf = [0u8; 512];
+    while !received.iter().any(|m: &String| m.contains("WATCHDOG=1")) {
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("{e}; got {received:?}\n{}", stderr.all()));
+        received.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(received[0].contains("READY=1"), "{received:?}");
+    support::signal(child.id(), "TERM");
+    loop {
+        let n = socket.recv(&mut buf).unwrap();
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            break;
+        }
+    }
+    assert_eq!(wait_child(&mut child, EXIT).code(), Some(0));
+    assert!(stderr.all().contains("systemd watchdog enabled"));
+}

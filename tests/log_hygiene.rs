@@ -1,0 +1,76 @@
+//! Nothing that identifies a patient ever reaches a log line or a metric, whatever a client
+//! puts in a URL, a query, a header or a body. The requests below carry a real-format INS
+//! (NIR with a valid key), a birth name and a clinical phrase everywhere a client could put
+//! them; the gateway's captured output must contain none of them.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{DESK_A, Gateway};
+
+const INS: &str = "185057800608436";
+const NAME: &str = "DUPONTEL";
+const CLINICAL: &str = "allergie-penicilline";
+
+#[tokio::test]
+async fn patient_identifiers_never_reach_logs_or_metrics() {
+    let gateway = Gateway::start();
+    let client = gateway.client(Some(DESK_A));
+    let anonymous = gateway.client(None);
+    let urls = [
+        format!("/api/v1/patients/{INS}/summary"),
+        format!("/api/v1/desk?ins={INS}&nom={NAME}&note={CLINICAL}"),
+        format!("/{NAME}/{CLINICAL}"),
+    ];
+    for url in &urls {
+        for c in [&client, &anonymous] {
+            let response = c
+                .post(gateway.url(url))
+                .header("x-patient", format!("{NAME} {INS}"))
+                .header("user-agent", format!("regulation-software {INS}"))
+                .body(format!(
+                    r#"{{"ins":"{INS}","nom":"{NAME}","motif":"{CLINICAL}"}}"#
+                ))
+                .send()
+                .await
+                .unwrap();
+            assert!(
+                response.status().is_client_error(),
+                "{url}: {}",
+                response.status()
+            );
+            let body = response.text().await.unwrap();
+            assert!(
+                !body.contains(INS) && !body.contains(NAME),
+                "error body echoes the request: {body}"
+            );
+        }
+        client.get(gateway.url(url)).send().await.unwrap();
+    }
+    let metrics = client
+        .get(gateway.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // The requests were logged (so this test can fail), only without what they carried.
+    let logged = gateway
+        .stderr
+        .wait_for_count(Duration::from_secs(10), 10, |l| {
+            l.contains("request served")
+        });
+    assert!(logged, "{}", gateway.stderr.all());
+    let logs = format!("{}\n{}", gateway.stderr.all(), gateway.stdout.all());
+    assert!(logs.contains(r#""route":"unmatched""#), "{logs}");
+    for secret in [INS, NAME, CLINICAL, "nom=", "ins="] {
+        assert!(!logs.contains(secret), "log contains {secret:?}:\n{logs}");
+        assert!(
+            !metrics.contains(secret),
+            "metrics contain {secret:?}:\n{metrics}"
+        );
+    }
+}

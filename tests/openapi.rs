@@ -1,0 +1,89 @@
+//! The OpenAPI document is generated from the routes and cannot drift from them.
+
+mod support;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::{DESK_A, Gateway};
+
+#[tokio::test]
+async fn every_documented_operation_is_served() {
+    let gateway = Gateway::start();
+    let client = gateway.client(Some(DESK_A));
+    let doc: Value = client
+        .get(gateway.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented = Vec::new();
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+            let request = client.request(method.to_uppercase().parse().unwrap(), gateway.url(path));
+            let status = request.send().await.unwrap().status();
+            assert!(
+                status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is documented but answers {status}"
+            );
+        }
+    }
+    documented.sort();
+    assert_eq!(
+        documented,
+        [
+            "GET /api/v1/desk",
+            "GET /api/v1/openapi.json",
+            "GET /healthz",
+            "GET /metrics",
+            "GET /readyz",
+        ]
+    );
+    assert!(
+        doc["components"]["schemas"]["ApiError"].is_object(),
+        "refusals are documented"
+    );
+}
+
+/// Routes are registered only through `utoipa_axum::routes!` (which documents them), so an
+/// undocumented route can only appear by bypassing it: this test fails when that happens.
+#[test]
+fn routes_are_added_only_through_the_documenting_router() {
+    let mut offenders = Vec::new();
+    scan(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/src")),
+        &mut offenders,
+    );
+    assert!(
+        offenders.is_empty(),
+        "undocumented route registration in: {offenders:?}"
+    );
+}
+
+fn scan(dir: &std::path::Path, offenders: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            scan(&path, offenders);
+            continue;
+        }
+        // The test-hooks router exists only in test builds and is deliberately undocumented.
+        if path.ends_with("http/test_hooks.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for needle in [".route(", ".route_service(", ".nest(", ".nest_service("] {
+            if text.contains(needle) {
+                offenders.push(format!("{} uses {needle}", path.display()));
+            }
+        }
+    }
+}

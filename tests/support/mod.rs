@@ -1,0 +1,358 @@
+//! The one harness every integration test shares: a test PKI, a real `samu-gateway serve`
+//! process on 127.0.0.1 port 0 with its own temp dir, TLS clients holding the test
+//! identities, and the process's captured logs.
+#![allow(dead_code)] // each test crate uses part of the harness
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use samu_gateway::demo::pki::{Authority, Issued, write_file, write_pair};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_samu-gateway");
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The test identities: who holds which client certificate.
+pub const DESK_A: &str = "desk-a";
+pub const DESK_B: &str = "desk-b";
+/// Issued by the workstation CA but mapped to no desk.
+pub const UNMAPPED: &str = "unmapped";
+/// Desk A's CN, issued by the workstation CA, expired.
+pub const EXPIRED: &str = "expired";
+/// Desk B's CN, issued by another CA.
+pub const FOREIGN: &str = "foreign";
+
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub issued: Issued,
+}
+
+/// Server and workstation PKI for one test, written under `dir/pki`.
+pub struct Pki {
+    pub server_ca: PathBuf,
+    pub server_ca_der: CertificateDer<'static>,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub workstation_ca: PathBuf,
+    pub clients: HashMap<&'static str, ClientCert>,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Self {
+        let dir = dir.join("pki");
+        std::fs::create_dir_all(&dir).unwrap();
+        let server_ca = Authority::new("test server CA").unwrap();
+        let server_ca_path = dir.join("server-ca.pem");
+        write_file(&server_ca_path, server_ca.cert_pem(), 0o644).unwrap();
+        let (server_cert, server_key) = write_pair(
+            &dir,
+            "server",
+            &server_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap(),
+        )
+        .unwrap();
+        let workstations = Authority::new("test workstation CA").unwrap();
+        let workstation_ca = dir.join("workstation-ca.pem");
+        write_file(&workstation_ca, workstations.cert_pem(), 0o644).unwrap();
+        let other = Authority::new("some other CA").unwrap();
+        let issued = [
+            (DESK_A, workstations.issue_client("poste-a").unwrap()),
+            (DESK_B, workstations.issue_client("poste-b").unwrap()),
+            (UNMAPPED, workstations.issue_client("poste-x").unwrap()),
+            (
+                EXPIRED,
+                workstations
+                    .issue_client_between("poste-a", -30, -1)
+                    .unwrap(),
+            ),
+            (FOREIGN, other.issue_client("poste-b").unwrap()),
+        ];
+        let clients = issued
+            .into_iter()
+            .map(|(name, issued)| {
+                let (cert, key) = write_pair(&dir, name, &issued).unwrap();
+                (name, ClientCert { cert, key, issued })
+            })
+            .collect();
+        let server_ca_der = CertificateDer::from_pem_file(&server_ca_path).unwrap();
+        Self {
+            server_ca: server_ca_path,
+            server_ca_der,
+            server_cert,
+            server_key,
+            workstation_ca,
+            clients,
+        }
+    }
+
+    /// A client trusting the test server CA, presenting `identity`'s certificate if any.
+    /// SHA-256 of `identity`'s certificate, as `workstation_sha256` takes it.
+    pub fn fingerprint(&self, identity: &str) -> String {
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            self.clients[identity].issued.der.as_ref(),
+        );
+        samu_gateway::config::hex(digest.as_ref())
+    }
+
+    pub fn client(&self, identity: Option<&str>) -> reqwest::Client {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.server_ca_der.clone()).unwrap();
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let mut config = match identity {
+            None => builder.with_no_client_auth(),
+            Some(name) => {
+                let issued = &self.clients[name].issued;
+                let certs = vec![issued.der.clone()];
+                let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+                builder.with_client_auth_cert(certs, key).unwrap()
+            }
+        };
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    }
+}
+
+/// Writes a gateway.toml for the test PKI; `extra` is appended verbatim (more keys/desks).
+pub fn write_config(dir: &Path, pki: &Pki, server: &str, extra: &str) -> PathBuf {
+    let path = dir.join("gateway.toml");
+    let text = format!(
+        r#"[centre]
+structure_id = "1750000000"
+name = "SAMU de test"
+
+[server]
+listen = "127.0.0.1:0"
+{server}
+
+[tls]
+server_cert = "{}"
+server_key = "{}"
+workstation_ca = "{}"
+
+[storage]
+state_dir = "{}"
+
+[log]
+format = "json"
+level = "info,samu_gateway=debug"
+
+[[desks]]
+id = "desk-a"
+name = "Régulation A"
+reader = "Desk0 00 00"
+workstation_cn = "poste-a"
+
+[[desks]]
+id = "desk-b"
+name = "Régulation B"
+reader = "Desk1 00 00"
+workstation_cn = "poste-b"
+{extra}"#,
+        pki.server_cert.display(),
+        pki.server_key.display(),
+        pki.workstation_ca.display(),
+        dir.join("state").display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Lines a child process wrote, collected by a reader thread.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn follow(&self, stream: impl std::io::Read + Send + 'static) {
+        let lines = self.0.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+
+    pub fn all(&self) -> String {
+        self.0.lock().unwrap().join("\n")
+    }
+
+    /// Waits until there are at least `n` lines satisfying `pred`.
+    pub fn wait_for_count(&self, timeout: Duration, n: usize, pred: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.0.lock().unwrap().iter().filter(|l| pred(l)).count() >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Waits until a line satisfies `pred`, returning it.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(line) = self.0.lock().unwrap().iter().find(|l| pred(l)) {
+                return Some(line.clone());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// A running `samu-gateway serve`.
+pub struct Gateway {
+    pub dir: tempfile::TempDir,
+    pub pki: Pki,
+    pub config: PathBuf,
+    pub addr: SocketAddr,
+    pub stderr: Lines,
+    pub stdout: Lines,
+    child: Child,
+}
+
+impl Gateway {
+    /// Starts a gateway with the default test configuration.
+    pub fn start() -> Self {
+        Self::start_with("", |_| String::new())
+    }
+
+    /// Starts a gateway with extra `[server]` keys and extra TOML (made from the PKI) appended.
+    pub fn start_with(server: &str, extra: impl Fn(&Pki) -> String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path());
+        let config = write_config(dir.path(), &pki, server, &extra(&pki));
+        Self::launch(dir, pki, config, &[])
+    }
+
+    /// Starts `serve` on an existing configuration, with extra environment variables.
+    pub fn launch(dir: tempfile::TempDir, pki: Pki, config: PathBuf, env: &[(&str, &str)]) -> Self {
+        let (child, stdout, stderr) = spawn(&config, &["serve"], env);
+        let mut gateway = Self {
+            dir,
+            pki,
+            config,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            stderr,
+            stdout,
+            child,
+        };
+        let line = gateway
+            .stderr
+            .wait_for(START_TIMEOUT, |l| l.contains(r#""message":"listening""#));
+        let Some(line) = line else {
+            let status = gateway.child.try_wait().unwrap();
+            panic!(
+                "gateway did not start ({status:?}):\n{}",
+                gateway.stderr.all()
+            );
+        };
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        gateway.addr = json["addr"].as_str().unwrap().parse().unwrap();
+        gateway
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+
+    pub fn client(&self, identity: Option<&str>) -> reqwest::Client {
+        self.pki.client(identity)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        signal(self.child.id(), "TERM");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        wait_child(&mut self.child, timeout)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary with `--config` and `args`, capturing both output streams.
+pub fn spawn(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, Lines, Lines) {
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .envs(env.iter().copied())
+        .spawn()
+        .unwrap();
+    let (stdout, stderr) = (Lines::default(), Lines::default());
+    stdout.follow(child.stdout.take().unwrap());
+    stderr.follow(child.stderr.take().unwrap());
+    (child, stdout, stderr)
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub fn wait_child(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {} did not exit within {timeout:?}",
+            child.id()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs the binary to completion: (exit code, stdout, stderr).
+pub fn run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
