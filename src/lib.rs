@@ -22,6 +22,9 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// Input from the network, the card or the upstream must never panic: no unwrap/expect in
+// library code (tests are exempt through clippy.toml).
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod audit;
 pub mod cache;
