@@ -8,9 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::config::{ConfigError, DEFAULT_PATH};
+use crate::config::{Config, ConfigError, DEFAULT_PATH};
 use crate::demo::{self, DemoSetup};
 use crate::http::probe::Probe;
+use crate::http::tls::load_certs;
 use crate::service::{self, Prepared};
 use crate::telemetry;
 
@@ -168,10 +169,14 @@ fn configtest(path: &std::path::Path) -> Result<ExitCode, Failure> {
 }
 
 fn healthcheck(path: &std::path::Path, timeout: Duration) -> Result<ExitCode, Failure> {
-    let prepared = Prepared::load(path)?;
-    let addr = prepared.config.listen_addr()?;
-    let probe =
-        Probe::new(addr, prepared.tls.leaf.clone(), timeout).context("cannot build the probe")?;
+    let config = Config::read(path)?;
+    let addr = config.listen_addr()?;
+    let mut problems = Vec::new();
+    let leaf = load_certs(&config.tls.server_cert, "tls.server_cert", &mut problems)
+        .into_iter()
+        .next()
+        .ok_or(ConfigError::Invalid(problems))?;
+    let probe = Probe::new(addr, leaf, timeout).context("cannot build the probe")?;
     let mut healthy = true;
     for endpoint in ["/healthz", "/readyz"] {
         match runtime()?.block_on(probe.get(endpoint)) {

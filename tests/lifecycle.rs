@@ -127,6 +127,20 @@ fn healthcheck_follows_the_running_gateway() {
     assert!(stdout.contains("/healthz: 200"), "{stdout}");
     assert!(stdout.contains("/readyz: 200"), "{stdout}");
 
+    // As an operator runs it outside the unit: the key is a systemd credential it cannot
+    // resolve, which healthcheck does not need.
+    let text = std::fs::read_to_string(&gateway.config).unwrap();
+    let key = format!("server_key = \"{}\"", gateway.pki.server_key.display());
+    assert!(text.contains(&key));
+    let outside = gateway.dir.path().join("outside-the-unit.toml");
+    std::fs::write(
+        &outside,
+        text.replace(&key, "server_key = \"credential:server.key\""),
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&outside, &["healthcheck"], &env);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+
     gateway.terminate();
     gateway.wait(EXIT);
     let (code, stdout, _) = run(

@@ -238,6 +238,21 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let config = Self::read_with_env(path, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and deserializes without the whole-configuration checks: for tools that need
+    /// only a few keys (`healthcheck` runs outside the unit, without the key credential).
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        Self::read_with_env(path, std::env::vars())
+    }
+
+    fn read_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Unreadable {
             path: path.to_owned(),
             reason: e.to_string(),
@@ -254,7 +269,6 @@ impl Config {
             .build()
             .and_then(config::Config::try_deserialize)
             .map_err(|e| ConfigError::Schema(describe_schema_error(path, &e)))?;
-        config.validate()?;
         Ok(config)
     }
 
