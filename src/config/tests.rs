@@ -256,3 +256,65 @@ impl Add for String {
         self
     }
 }
+
+/// `config/gateway.toml` is the reference engineers copy: it must parse with the real
+/// schema, and every default it states must be the code's default.
+#[test]
+fn shipped_sample_matches_the_schema_and_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let sample: Config = toml::from_str(&text).unwrap();
+    let defaults_only: Config = toml::from_str(
+        &text
+            .split("\n[server]")
+            .next()
+            .map(|centre| format!("{centre}\n[tls]\nserver_cert = \"a\"\nserver_key = \"b\"\nworkstation_ca = \"c\"\n"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        toml::to_string(&sample.server).unwrap(),
+        toml::to_string(&defaults_only.server).unwrap()
+    );
+    assert_eq!(
+        toml::to_string(&sample.storage).unwrap(),
+        toml::to_string(&defaults_only.storage).unwrap()
+    );
+    assert_eq!(
+        toml::to_string(&sample.log).unwrap(),
+        toml::to_string(&defaults_only.log).unwrap()
+    );
+    assert!(sample.desks.len() >= 2);
+}
+
+/// The README's configuration table documents every key the reference file has.
+#[test]
+fn readme_documents_every_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let sample: toml::Table = std::fs::read_to_string(root.join("config/gateway.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut keys = Vec::new();
+    for (section, value) in &sample {
+        match value {
+            toml::Value::Table(table) => {
+                keys.extend(table.keys().map(|k| format!("{section}.{k}")))
+            }
+            toml::Value::Array(desks) => {
+                for desk in desks.iter().filter_map(toml::Value::as_table) {
+                    keys.extend(desk.keys().map(|k| format!("{section}[].{k}")));
+                }
+            }
+            _ => keys.push(section.clone()),
+        }
+    }
+    assert!(keys.len() > 10, "{keys:?}");
+    for key in keys {
+        assert!(
+            readme.contains(&format!("| `{key}` |")),
+            "README's configuration table lacks {key}"
+        );
+    }
+}
