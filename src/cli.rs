@@ -112,8 +112,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             println!("samu-gateway {}", env!("CARGO_PKG_VERSION"));
             println!("tls: rustls (ring provider), TLS 1.2 and 1.3");
             println!(
-                "stores: redb {} (audit), sled (summary cache)",
-                crate::audit::FORMAT_VERSION
+                "stores: audit trail in redb (format {}), summary cache in sled (format {})",
+                crate::audit::FORMAT_VERSION,
+                crate::cache::FORMAT_VERSION
             );
             Ok(ExitCode::SUCCESS)
         }

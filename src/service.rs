@@ -41,6 +41,8 @@ pub enum ServiceError {
 pub struct Prepared {
     /// The configuration.
     pub config: Config,
+    /// The parsed `server.listen`.
+    pub listen: SocketAddr,
     /// Listener TLS.
     pub tls: ServerTls,
     /// Desks by workstation identity.
@@ -56,9 +58,15 @@ impl Prepared {
     /// Checks an in-memory configuration the same way.
     pub fn from_config(config: Config) -> Result<Self, ConfigError> {
         config.validate()?;
+        let listen = config.listen_addr()?;
         let tls = ServerTls::load(&config.tls).map_err(ConfigError::Invalid)?;
         let desks = DeskDirectory::new(&config.desks);
-        Ok(Self { config, tls, desks })
+        Ok(Self {
+            config,
+            listen,
+            tls,
+            desks,
+        })
     }
 
     fn limits(&self) -> Limits {
@@ -78,13 +86,7 @@ pub async fn run(
     on_bound: impl FnOnce(SocketAddr),
 ) -> Result<Drain, ServiceError> {
     let limits = prepared.limits();
-    let addr = prepared
-        .config
-        .listen_addr()
-        .map_err(|e| ServiceError::Bind {
-            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+    let addr = prepared.listen;
     let stores = Arc::new(Stores::open(&prepared.config.storage.state_dir)?);
     tracing::info!(state_dir = %stores.dir().display(), "stores open");
     let mut terminate = signal(SignalKind::terminate()).map_err(ServiceError::Signals)?;

@@ -35,14 +35,7 @@ async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
         let mut identity = std::fs::read(desk["cert"].as_str().unwrap()).unwrap();
         identity.extend(std::fs::read(desk["key"].as_str().unwrap()).unwrap());
         let client = client(&ca, Some(&identity));
-        let body: Value = client
-            .get(format!("{url}/api/v1/desk"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (_, body) = support::get_json(&client, &format!("{url}/api/v1/desk")).await;
         assert_eq!(body["desk"]["id"], desk["id"], "{body}");
     }
     let refused = client(&ca, None)
@@ -79,26 +72,9 @@ async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
 fn client(ca: &[u8], identity: Option<&[u8]>) -> reqwest::Client {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca).unwrap())
-        .unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots);
-    let config = match identity {
-        None => builder.with_no_client_auth(),
-        Some(pem) => {
-            let cert = CertificateDer::from_pem_slice(pem).unwrap();
-            let key = PrivateKeyDer::from_pem_slice(pem).unwrap();
-            builder.with_client_auth_cert(vec![cert], key).unwrap()
-        }
-    };
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
-        .build()
-        .unwrap()
+    let identity = identity.map(|pem| {
+        let cert = CertificateDer::from_pem_slice(pem).unwrap();
+        (cert, PrivateKeyDer::from_pem_slice(pem).unwrap())
+    });
+    support::tls_client(CertificateDer::from_pem_slice(ca).unwrap(), identity)
 }

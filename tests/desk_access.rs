@@ -8,14 +8,11 @@ use serde_json::Value;
 use support::{DESK_A, DESK_B, EXPIRED, FOREIGN, Gateway, UNMAPPED};
 
 async fn desk_of(gateway: &Gateway, identity: &str) -> (StatusCode, Value) {
-    let response = gateway
-        .client(Some(identity))
-        .get(gateway.url("/api/v1/desk"))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap())
+    support::get_json(
+        &gateway.client(Some(identity)),
+        &gateway.url("/api/v1/desk"),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -101,15 +98,7 @@ async fn certificates_outside_the_workstation_pki_fail_the_handshake() {
             gateway.stderr.all()
         );
     }
-    let metrics = gateway
-        .client(None)
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = support::get_text(&gateway.client(None), &gateway.url("/metrics")).await;
     assert!(
         metrics.contains("samu_gateway_tls_handshake_failures_total 2"),
         "{metrics}"

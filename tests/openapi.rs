@@ -3,21 +3,13 @@
 mod support;
 
 use reqwest::StatusCode;
-use serde_json::Value;
 use support::{DESK_A, Gateway};
 
 #[tokio::test]
 async fn every_documented_operation_is_served() {
     let gateway = Gateway::start();
     let client = gateway.client(Some(DESK_A));
-    let doc: Value = client
-        .get(gateway.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, doc) = support::get_json(&client, &gateway.url("/api/v1/openapi.json")).await;
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3.1"),
         "{}",

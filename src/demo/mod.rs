@@ -200,7 +200,9 @@ impl DemoSetup {
     /// What the demo prints for a newcomer.
     pub fn banner(&self, addr: SocketAddr) -> String {
         let url = Self::url(addr);
-        let desk = &self.desks[0];
+        let Some(desk) = self.desks.first() else {
+            return format!("samu-gateway demo is running at {url} (no desk configured)\n");
+        };
         format!(
             "samu-gateway demo is running at {url}\n\
              \n\

@@ -102,29 +102,53 @@ impl Pki {
     }
 
     pub fn client(&self, identity: Option<&str>) -> reqwest::Client {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.server_ca_der.clone()).unwrap();
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-        let mut config = match identity {
-            None => builder.with_no_client_auth(),
-            Some(name) => {
-                let issued = &self.clients[name].issued;
-                let certs = vec![issued.der.clone()];
-                let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
-                builder.with_client_auth_cert(certs, key).unwrap()
-            }
-        };
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap()
+        let identity = identity.map(|name| {
+            let issued = &self.clients[name].issued;
+            let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+            (issued.der.clone(), key)
+        });
+        tls_client(self.server_ca_der.clone(), identity)
     }
+}
+
+/// An HTTPS client (ring provider, h2 and http/1.1) trusting `ca`, presenting `identity`.
+pub fn tls_client(
+    ca: CertificateDer<'static>,
+    identity: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
+) -> reqwest::Client {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder.with_client_auth_cert(vec![cert], key).unwrap(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// GET `url`, returning the status and the body as text.
+pub async fn get_text(client: &reqwest::Client, url: &str) -> (reqwest::StatusCode, String) {
+    let response = client.get(url).send().await.unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+/// GET `url`, returning the status and the body as JSON.
+pub async fn get_json(
+    client: &reqwest::Client,
+    url: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let (status, text) = get_text(client, url).await;
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: {e}: {text}"));
+    (status, json)
 }
 
 /// Writes a gateway.toml for the test PKI; `extra` is appended verbatim (more keys/desks).
