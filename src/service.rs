@@ -11,7 +11,8 @@ use sd_notify::NotifyState;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::{Config, ConfigError};
+use crate::audit::{AuditError, AuditLog, Event, EventKind, Outcome, Signer};
+use crate::config::{Config, ConfigError, Problem, hex};
 use crate::http::probe::Probe;
 use crate::http::server::{self, Connections, Drain, Limits};
 use crate::http::tls::ServerTls;
@@ -32,6 +33,9 @@ pub enum ServiceError {
         /// The operating system's reason.
         source: std::io::Error,
     },
+    /// The audit trail refused to start or to record the service's own events.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -47,6 +51,8 @@ pub struct Prepared {
     pub tls: ServerTls,
     /// Desks by workstation identity.
     pub desks: DeskDirectory,
+    /// The audit checkpoint signing key.
+    pub signer: Signer,
 }
 
 impl Prepared {
@@ -61,11 +67,13 @@ impl Prepared {
         let listen = config.listen_addr()?;
         let tls = ServerTls::load(&config.tls).map_err(ConfigError::Invalid)?;
         let desks = DeskDirectory::new(&config.desks);
+        let signer = load_signer(&config)?;
         Ok(Self {
             config,
             listen,
             tls,
             desks,
+            signer,
         })
     }
 
@@ -89,6 +97,18 @@ pub async fn run(
     let addr = prepared.listen;
     let stores = Arc::new(Stores::open(&prepared.config.storage.state_dir)?);
     tracing::info!(state_dir = %stores.dir().display(), "stores open");
+    let audit = AuditLog::start(
+        stores.audit.clone(),
+        prepared.signer,
+        prepared.config.audit.settings(),
+    )?;
+    let digest = prepared
+        .config
+        .to_toml()
+        .map(|t| hex(&crate::audit::chain::hash(t.as_bytes())));
+    let loaded = Event::new(EventKind::ConfigurationLoaded, Outcome::Success)
+        .with_detail(format!("sha256:{}", digest.unwrap_or_default()));
+    let _recorded = audit.append(loaded).await?;
     let mut terminate = signal(SignalKind::terminate()).map_err(ServiceError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ServiceError::Signals)?;
     let listener = TcpListener::bind(addr)
@@ -112,6 +132,11 @@ pub async fn run(
         metrics,
         &limits,
     );
+    let started = Event::new(EventKind::ServiceStarted, Outcome::Success).with_detail(format!(
+        "samu-gateway {} on {local}",
+        env!("CARGO_PKG_VERSION")
+    ));
+    let _recorded = audit.append(started).await?;
     tracing::info!(addr = %local, desks = prepared.config.desks.len(), "listening");
     on_bound(local);
     notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
@@ -134,11 +159,35 @@ pub async fn run(
         Drain::Complete => tracing::info!("all in-flight requests finished"),
         Drain::TimedOut => tracing::warn!("grace period over: remaining connections dropped"),
     }
+    let stopped =
+        Event::new(EventKind::ServiceStopped, Outcome::Success).with_detail(match drain {
+            Drain::Complete => "drained",
+            Drain::TimedOut => "grace period over",
+        });
+    if let Err(e) = audit.append(stopped).await {
+        tracing::error!(error = %e, "cannot record the service stop");
+    }
+    let closing = tokio::task::spawn_blocking(move || audit.close()).await;
+    if let Ok(Err(e)) | Err(e) = closing.map_err(|e| AuditError::Storage(e.to_string())) {
+        tracing::error!(error = %e, "closing the audit trail failed");
+    }
     if let Err(e) = stores.flush() {
         tracing::error!(error = %e, "flushing stores at shutdown failed");
     }
     tracing::info!("stopped");
     Ok(drain)
+}
+
+/// Loads the checkpoint signing key as a configuration step: a missing or unreadable key
+/// is a configuration problem (exit 64), found by `configtest`.
+fn load_signer(config: &Config) -> Result<Signer, ConfigError> {
+    let problem =
+        |reason: String| ConfigError::Invalid(vec![Problem::new("audit.signing_key", reason)]);
+    let path = config.audit.signing_key.resolve().map_err(problem)?;
+    Signer::load(&path).map_err(|e| match e {
+        AuditError::Key(reason) => problem(reason),
+        other => problem(other.to_string()),
+    })
 }
 
 /// Tells systemd about a state change; outside systemd (no `$NOTIFY_SOCKET`) it does nothing.

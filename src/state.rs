@@ -4,12 +4,14 @@
 use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::audit::{AuditError, AuditStore};
 use crate::cache::{CacheError, SummaryCache};
 
 const LOCK_FILE: &str = "gateway.lock";
-const AUDIT_FILE: &str = "audit.redb";
+/// The audit database's file name inside the state directory.
+pub const AUDIT_FILE: &str = "audit.redb";
 const CACHE_DIR: &str = "cache";
 
 /// Why the state directory cannot be used.
@@ -42,8 +44,8 @@ pub enum StateError {
 /// Both stores, open, with the directory lock held for as long as this value lives.
 #[derive(Debug)]
 pub struct Stores {
-    /// The audit trail.
-    pub audit: AuditStore,
+    /// The audit trail (shared with the audit writer thread).
+    pub audit: Arc<AuditStore>,
     /// The summary cache.
     pub cache: SummaryCache,
     dir: PathBuf,
@@ -79,7 +81,7 @@ impl Stores {
             Err(TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
         Ok(Self {
-            audit: AuditStore::open(&dir.join(AUDIT_FILE))?,
+            audit: Arc::new(AuditStore::open(&dir.join(AUDIT_FILE))?),
             cache: SummaryCache::open(&dir.join(CACHE_DIR))?,
             dir: dir.to_owned(),
             _lock: lock,

@@ -1,10 +1,84 @@
-//! The audit trail: legal evidence of every access, kept in redb because redb commits with
-//! fsync (sled does not: its flush is `sync_file_range`, sled issue #1452).
+//! The audit trail: legal evidence of every access, and the only writer of audit records.
 //!
-//! This module is the only writer of audit records. For now it owns the store's bootstrap:
-//! open, lock, format version, health check. Records, the hash chain and signatures come
-//! with the audit-core issue.
+//! - [`event`]: what is recorded (typed events, their DICOM codes) and the stored record.
+//! - [`log`]: the writer thread with group commit; [`Receipt`] is the proof of append that
+//!   any code releasing patient data must hold.
+//! - [`chain`]: hashes and Ed25519-signed checkpoints.
+//! - [`store`]: the redb tables and indexes; readable by other processes while `serve` writes.
+//! - [`verify`]: whole-trail verification naming each kind of tampering.
+//! - [`export`]: filtered listing and JSONL / CSV / FHIR exports.
+//!
+//! redb, not sled: redb commits with fsync, sled's flush is `sync_file_range` (sled #1452).
 
-mod store;
+pub mod chain;
+pub mod event;
+pub mod export;
+pub mod fhir;
+pub mod log;
+pub mod store;
+pub mod verify;
 
-pub use store::{AuditError, AuditStore, FORMAT_VERSION};
+use std::path::PathBuf;
+
+pub use chain::{Signer, TrustedKeys};
+pub use event::{
+    AccessMode, Actor, CallContext, DataSource, Event, EventKind, Outcome, PatientRef, Record,
+};
+pub use log::{AuditLog, PruneReport, Receipt, Settings};
+pub use store::{AuditReader, AuditStore, FORMAT_VERSION};
+
+/// Why an audit operation failed. Cloneable: one failed commit answers every appender of
+/// its batch.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuditError {
+    /// Another process holds the database open for writing.
+    #[error(
+        "audit store {path} is locked by another process (is another gateway running on this state directory?)"
+    )]
+    Locked {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The file was written by another version of the gateway, or of redb.
+    #[error(
+        "audit store {path} has format version {found}; this build reads version {supported}: upgrade the gateway or restore the matching version"
+    )]
+    UnknownFormat {
+        /// The database file.
+        path: PathBuf,
+        /// What the file says.
+        found: String,
+        /// What this build reads.
+        supported: u64,
+    },
+    /// The file is not a readable redb database.
+    #[error("audit store {path} cannot be opened: {reason}")]
+    Unreadable {
+        /// The database file.
+        path: PathBuf,
+        /// The cause, from redb or the operating system.
+        reason: String,
+    },
+    /// The stored chain is inconsistent; the writer refuses to continue it.
+    #[error(
+        "audit store {path} failed its integrity check: {what}; run `samu-gateway audit verify`"
+    )]
+    Integrity {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// A transaction failed (disk error, full disk): the records concerned are not written.
+    #[error("audit store transaction failed: {0}")]
+    Storage(String),
+    /// The record could not be serialized or exceeds the size limit: it is not written.
+    #[error("audit record refused: {0}")]
+    Serialize(String),
+    /// The checkpoint signing key is missing, unreadable or not private.
+    #[error("audit signing key: {0}")]
+    Key(String),
+    /// The audit log was closed; nothing more can be recorded.
+    #[error("the audit log is closed")]
+    Closed,
+}

@@ -1,68 +1,174 @@
-//! Opening the redb audit database and checking that this build understands it.
+//! The redb audit database: tables, the writer's batch commit, and read access for the
+//! running service and for other processes.
+//!
+//! The writer opens the file in redb's `SingleWriter` concurrency mode: no other process can
+//! write, but `audit verify`, `audit list` and `audit export` may open it read-only while
+//! `serve` runs and read consistent snapshots of its commits. That is how the live trail is
+//! verified without stopping the service.
 
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{
+    ConcurrencyMode, Database, MultimapTableDefinition, ReadOnlyDatabase, ReadTransaction,
+    ReadableDatabase, ReadableTable, StorageBackend, TableDefinition, TableError,
+};
+
+use super::AuditError;
 
 /// Version of the gateway's own layout inside the redb file. A file written by a newer
 /// gateway is refused rather than misread.
 pub const FORMAT_VERSION: u64 = 1;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const FORMAT_KEY: &str = "format_version";
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
+const BY_TIME: TableDefinition<(u64, u64), ()> = TableDefinition::new("index_time");
 
-/// Why the audit store cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    /// Another process holds the database open.
-    #[error(
-        "audit store {path} is locked by another process (is another gateway running on this state directory?)"
-    )]
-    Locked {
-        /// The database file.
-        path: PathBuf,
-    },
-    /// The file was written by another version of the gateway, or of redb.
-    #[error(
-        "audit store {path} has format version {found}; this build reads version {supported}: upgrade the gateway or restore the matching version"
-    )]
-    UnknownFormat {
-        /// The database file.
-        path: PathBuf,
-        /// What the file says.
-        found: String,
-        /// What this build reads.
-        supported: u64,
-    },
-    /// The file is not a readable redb database.
-    #[error("audit store {path} cannot be opened: {reason}")]
-    Unreadable {
-        /// The database file.
-        path: PathBuf,
-        /// The cause, from redb or the operating system.
-        reason: String,
-    },
-    /// A transaction failed on an open store.
-    #[error("audit store transaction failed: {0}")]
-    Storage(String),
+/// Secondary indexes, maintained in the same transaction as the records they point to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Index {
+    /// Patient INS.
+    Patient,
+    /// Professional idNat.
+    Professional,
+    /// Desk id.
+    Desk,
+    /// Emergency call id.
+    Call,
 }
 
-/// The redb database holding the audit trail.
+impl Index {
+    const ALL: [Index; 4] = [
+        Index::Patient,
+        Index::Professional,
+        Index::Desk,
+        Index::Call,
+    ];
+
+    fn table(self) -> MultimapTableDefinition<'static, &'static str, u64> {
+        match self {
+            Self::Patient => MultimapTableDefinition::new("index_patient"),
+            Self::Professional => MultimapTableDefinition::new("index_professional"),
+            Self::Desk => MultimapTableDefinition::new("index_desk"),
+            Self::Call => MultimapTableDefinition::new("index_call"),
+        }
+    }
+}
+
+/// Keys under which the meta table keeps counters.
+#[derive(Debug, Clone, Copy)]
+pub enum Meta {
+    /// Layout version.
+    FormatVersion,
+    /// Highest sequence number ever committed (survives record deletion: a truncated tail shows).
+    HeadSeq,
+    /// Records up to this sequence were confirmed shipped to every audit repository.
+    ShippedUpTo,
+    /// Records up to this sequence were pruned; the checkpoint at it anchors the chain.
+    PrunedThrough,
+}
+
+impl Meta {
+    fn key(self) -> &'static str {
+        match self {
+            Self::FormatVersion => "format_version",
+            Self::HeadSeq => "head_seq",
+            Self::ShippedUpTo => "shipped_up_to",
+            Self::PrunedThrough => "pruned_through",
+        }
+    }
+}
+
+/// One record ready to be committed.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The stored bytes.
+    pub bytes: Vec<u8>,
+    /// Unix milliseconds, for the time index.
+    pub time_ms: u64,
+    /// Index keys.
+    pub keys: Vec<(Index, String)>,
+}
+
+/// A record to delete when pruning, with what its index entries are.
+#[derive(Debug, Clone)]
+pub struct Pruned {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Unix ms (time index key).
+    pub time_ms: u64,
+    /// Index keys.
+    pub keys: Vec<(Index, String)>,
+}
+
+/// The writable audit database (held by one process: the service, or a maintenance command).
 #[derive(Debug)]
 pub struct AuditStore {
     db: Database,
     path: PathBuf,
 }
 
+/// A read-only view, usable while another process writes.
+pub struct AuditReader {
+    db: ReadOnlyDatabase,
+}
+
+impl std::fmt::Debug for AuditReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditReader").finish_non_exhaustive()
+    }
+}
+
+/// Read access shared by the writer and readers.
+pub trait ReadStore {
+    /// A consistent snapshot.
+    fn snapshot(&self) -> Result<ReadTransaction, AuditError>;
+}
+
+impl ReadStore for AuditStore {
+    fn snapshot(&self) -> Result<ReadTransaction, AuditError> {
+        self.db.begin_read().map_err(storage)
+    }
+}
+
+impl ReadStore for AuditReader {
+    fn snapshot(&self) -> Result<ReadTransaction, AuditError> {
+        self.db.begin_read().map_err(storage)
+    }
+}
+
 impl AuditStore {
     /// Opens (creating if absent) the database at `path` and checks its format version.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
-        let db = Database::create(path).map_err(|e| open_error(path, e))?;
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .create(path)
+            .map_err(|e| open_error(path, e))?;
+        Self::checked(db, path)
+    }
+
+    /// Opens a database on another storage backend (tests inject disk faults this way).
+    pub fn open_with_backend(
+        backend: impl StorageBackend,
+        label: &Path,
+    ) -> Result<Self, AuditError> {
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| open_error(label, e))?;
+        Self::checked(db, label)
+    }
+
+    fn checked(db: Database, path: &Path) -> Result<Self, AuditError> {
         let store = Self {
             db,
             path: path.to_owned(),
         };
-        match store.format_version()? {
+        let txn = store.snapshot()?;
+        match meta(&txn, Meta::FormatVersion)? {
             Some(FORMAT_VERSION) => Ok(store),
             Some(found) => Err(AuditError::UnknownFormat {
                 path: path.to_owned(),
@@ -70,7 +176,8 @@ impl AuditStore {
                 supported: FORMAT_VERSION,
             }),
             None => {
-                store.stamp_format_version()?;
+                drop(txn);
+                store.set_meta(Meta::FormatVersion, FORMAT_VERSION)?;
                 Ok(store)
             }
         }
@@ -83,30 +190,237 @@ impl AuditStore {
 
     /// Proves the store still answers a read transaction (readiness, watchdog).
     pub fn check(&self) -> Result<(), AuditError> {
-        self.format_version().map(drop)
+        meta(&self.snapshot()?, Meta::FormatVersion).map(drop)
     }
 
-    fn format_version(&self) -> Result<Option<u64>, AuditError> {
-        let txn = self.db.begin_read().map_err(storage)?;
-        let table = match txn.open_table(META) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(storage(e)),
-        };
-        Ok(table.get(FORMAT_KEY).map_err(storage)?.map(|v| v.value()))
-    }
-
-    fn stamp_format_version(&self) -> Result<(), AuditError> {
+    /// Sets a meta counter in its own durable transaction.
+    pub fn set_meta(&self, key: Meta, value: u64) -> Result<(), AuditError> {
         let txn = self.db.begin_write().map_err(storage)?;
         txn.open_table(META)
             .map_err(storage)?
-            .insert(FORMAT_KEY, FORMAT_VERSION)
+            .insert(key.key(), value)
             .map_err(storage)?;
+        txn.commit().map_err(storage)
+    }
+
+    /// Commits records (and a checkpoint) in one fsync'd transaction; all or nothing.
+    pub fn commit(
+        &self,
+        records: &[Prepared],
+        checkpoint: Option<(u64, Vec<u8>)>,
+    ) -> Result<(), AuditError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(storage)?;
+            let mut by_time = txn.open_table(BY_TIME).map_err(storage)?;
+            let mut indexes = Vec::new();
+            for index in Index::ALL {
+                indexes.push((
+                    index,
+                    txn.open_multimap_table(index.table()).map_err(storage)?,
+                ));
+            }
+            for record in records {
+                table
+                    .insert(record.seq, record.bytes.as_slice())
+                    .map_err(storage)?;
+                by_time
+                    .insert((record.time_ms, record.seq), ())
+                    .map_err(storage)?;
+                for (index, key) in &record.keys {
+                    if let Some((_, table)) = indexes.iter_mut().find(|(i, _)| i == index) {
+                        table.insert(key.as_str(), record.seq).map_err(storage)?;
+                    }
+                }
+            }
+            if let Some((seq, bytes)) = &checkpoint {
+                let mut checkpoints = txn.open_table(CHECKPOINTS).map_err(storage)?;
+                checkpoints
+                    .insert(*seq, bytes.as_slice())
+                    .map_err(storage)?;
+            }
+            if let Some(last) = records.last() {
+                let mut meta = txn.open_table(META).map_err(storage)?;
+                meta.insert(Meta::HeadSeq.key(), last.seq)
+                    .map_err(storage)?;
+            }
+        }
+        txn.commit().map_err(storage)
+    }
+
+    /// Deletes records up to and including `through` (with their index entries) and every
+    /// checkpoint before it, keeping the checkpoint at `through` as the chain's new anchor.
+    pub fn prune_through(&self, through: u64, doomed: &[Pruned]) -> Result<(), AuditError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut records = txn.open_table(RECORDS).map_err(storage)?;
+            let mut by_time = txn.open_table(BY_TIME).map_err(storage)?;
+            for record in doomed {
+                records.remove(record.seq).map_err(storage)?;
+                by_time
+                    .remove((record.time_ms, record.seq))
+                    .map_err(storage)?;
+                for (index, key) in &record.keys {
+                    let mut table = txn.open_multimap_table(index.table()).map_err(storage)?;
+                    table.remove(key.as_str(), record.seq).map_err(storage)?;
+                }
+            }
+            let mut checkpoints = txn.open_table(CHECKPOINTS).map_err(storage)?;
+            checkpoints
+                .retain(|seq, _| seq >= through)
+                .map_err(storage)?;
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            meta.insert(Meta::PrunedThrough.key(), through)
+                .map_err(storage)?;
+        }
+        txn.commit().map_err(storage)
+    }
+
+    /// Test support: raw access to rewrite stored records, as an attacker with the file would.
+    #[doc(hidden)]
+    pub fn tamper(
+        &self,
+        edit: impl FnOnce(&mut redb::Table<u64, &[u8]>, &mut redb::Table<u64, &[u8]>),
+    ) -> Result<(), AuditError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let mut records = txn.open_table(RECORDS).map_err(storage)?;
+            let mut checkpoints = txn.open_table(CHECKPOINTS).map_err(storage)?;
+            edit(&mut records, &mut checkpoints);
+        }
         txn.commit().map_err(storage)
     }
 }
 
-fn storage(e: impl std::fmt::Display) -> AuditError {
+impl AuditReader {
+    /// Opens the database read-only; works while the service has it open for writing.
+    pub fn open(path: &Path) -> Result<Self, AuditError> {
+        if !path.exists() {
+            return Err(AuditError::Unreadable {
+                path: path.to_owned(),
+                reason: "no such file".into(),
+            });
+        }
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+            .open_read_only(path)
+            .map_err(|e| open_error(path, e))?;
+        let reader = Self { db };
+        match meta(&reader.snapshot()?, Meta::FormatVersion)? {
+            Some(FORMAT_VERSION) | None => Ok(reader),
+            Some(found) => Err(AuditError::UnknownFormat {
+                path: path.to_owned(),
+                found: found.to_string(),
+                supported: FORMAT_VERSION,
+            }),
+        }
+    }
+}
+
+/// A meta counter.
+pub fn meta(txn: &ReadTransaction, key: Meta) -> Result<Option<u64>, AuditError> {
+    let table = match txn.open_table(META) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(storage(e)),
+    };
+    Ok(table.get(key.key()).map_err(storage)?.map(|v| v.value()))
+}
+
+/// The record with the highest sequence number.
+pub fn last_record(txn: &ReadTransaction) -> Result<Option<(u64, Vec<u8>)>, AuditError> {
+    let table = match txn.open_table(RECORDS) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(storage(e)),
+    };
+    Ok(table
+        .last()
+        .map_err(storage)?
+        .map(|(k, v)| (k.value(), v.value().to_vec())))
+}
+
+/// One record.
+pub fn record(txn: &ReadTransaction, seq: u64) -> Result<Option<Vec<u8>>, AuditError> {
+    let table = match txn.open_table(RECORDS) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(storage(e)),
+    };
+    Ok(table.get(seq).map_err(storage)?.map(|v| v.value().to_vec()))
+}
+
+/// Calls `visit` with every record from `from` on, in sequence order, until it breaks.
+pub fn for_each_record(
+    txn: &ReadTransaction,
+    from: u64,
+    mut visit: impl FnMut(u64, &[u8]) -> ControlFlow<()>,
+) -> Result<(), AuditError> {
+    let table = match txn.open_table(RECORDS) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(storage(e)),
+    };
+    for entry in table.range(from..).map_err(storage)? {
+        let (k, v) = entry.map_err(storage)?;
+        if visit(k.value(), v.value()).is_break() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Every checkpoint, by the sequence number it covers.
+pub fn checkpoints(txn: &ReadTransaction) -> Result<BTreeMap<u64, Vec<u8>>, AuditError> {
+    let table = match txn.open_table(CHECKPOINTS) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
+        Err(e) => return Err(storage(e)),
+    };
+    let mut out = BTreeMap::new();
+    for entry in table.iter().map_err(storage)? {
+        let (k, v) = entry.map_err(storage)?;
+        out.insert(k.value(), v.value().to_vec());
+    }
+    Ok(out)
+}
+
+/// Sequence numbers an index holds for `key`, ascending.
+pub fn index_lookup(
+    txn: &ReadTransaction,
+    index: Index,
+    key: &str,
+) -> Result<Vec<u64>, AuditError> {
+    let table = match txn.open_multimap_table(index.table()) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(storage(e)),
+    };
+    let mut out = Vec::new();
+    for value in table.get(key).map_err(storage)? {
+        out.push(value.map_err(storage)?.value());
+    }
+    Ok(out)
+}
+
+/// Sequence numbers of records whose time is within `[from_ms, to_ms]`, ascending by time.
+pub fn time_range(txn: &ReadTransaction, from_ms: u64, to_ms: u64) -> Result<Vec<u64>, AuditError> {
+    let table = match txn.open_table(BY_TIME) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(storage(e)),
+    };
+    let mut out = Vec::new();
+    for entry in table
+        .range((from_ms, 0)..=(to_ms, u64::MAX))
+        .map_err(storage)?
+    {
+        out.push(entry.map_err(storage)?.0.value().1);
+    }
+    Ok(out)
+}
+
+pub(super) fn storage(e: impl std::fmt::Display) -> AuditError {
     AuditError::Storage(e.to_string())
 }
 
@@ -138,7 +452,10 @@ mod tests {
         let path = dir.path().join("audit.redb");
         drop(AuditStore::open(&path).unwrap());
         let store = AuditStore::open(&path).unwrap();
-        assert_eq!(store.format_version().unwrap(), Some(FORMAT_VERSION));
+        assert_eq!(
+            meta(&store.snapshot().unwrap(), Meta::FormatVersion).unwrap(),
+            Some(FORMAT_VERSION)
+        );
         store.check().unwrap();
     }
 
@@ -146,20 +463,18 @@ mod tests {
     fn newer_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.redb");
-        {
-            let db = Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
-            txn.open_table(META)
-                .unwrap()
-                .insert(FORMAT_KEY, 99)
-                .unwrap();
-            txn.commit().unwrap();
-        }
+        AuditStore::open(&path)
+            .unwrap()
+            .set_meta(Meta::FormatVersion, 99)
+            .unwrap();
         let err = AuditStore::open(&path).unwrap_err();
         assert!(
             matches!(err, AuditError::UnknownFormat { ref found, .. } if found == "99"),
             "{err}"
         );
+        assert!(err.to_string().contains("format version 99"), "{err}");
+        let err = AuditReader::open(&path).unwrap_err();
+        assert!(matches!(err, AuditError::UnknownFormat { .. }), "{err}");
     }
 
     #[test]
@@ -170,5 +485,28 @@ mod tests {
         let err = AuditStore::open(&path).unwrap_err();
         assert!(err.to_string().contains("audit.redb"), "{err}");
         assert!(!matches!(err, AuditError::Locked { .. }));
+    }
+
+    #[test]
+    fn a_reader_follows_the_writers_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.redb");
+        let store = AuditStore::open(&path).unwrap();
+        let reader = AuditReader::open(&path).unwrap();
+        let record = |seq| Prepared {
+            seq,
+            bytes: vec![b'x'],
+            time_ms: seq,
+            keys: vec![(Index::Patient, "p".into())],
+        };
+        store.commit(&[record(1), record(2)], None).unwrap();
+        let txn = reader.snapshot().unwrap();
+        assert_eq!(last_record(&txn).unwrap().map(|r| r.0), Some(2));
+        assert_eq!(index_lookup(&txn, Index::Patient, "p").unwrap(), vec![1, 2]);
+        assert_eq!(time_range(&txn, 2, 10).unwrap(), vec![2]);
+        assert!(
+            AuditStore::open(&path).is_err(),
+            "a second writer must be refused"
+        );
     }
 }

@@ -33,6 +33,8 @@ pub struct Config {
     /// Where the stores live.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// The audit trail.
+    pub audit: AuditConfig,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
@@ -101,6 +103,88 @@ impl Default for StorageConfig {
         Self {
             state_dir: PathBuf::from("/var/lib/samu-gateway"),
         }
+    }
+}
+
+/// The audit trail: signing, batching, checkpoints, retention.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// PKCS#8 PEM Ed25519 key signing checkpoints (mode 0600/0640 at most), or
+    /// `credential:NAME`. Create one with `samu-gateway audit keygen`.
+    pub signing_key: SecretPath,
+    /// Node id written in every record; default: the host name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Group commit: a batch commits at this many records...
+    #[serde(default = "defaults::batch_max_records")]
+    pub batch_max_records: usize,
+    /// ...or this many milliseconds after its first record.
+    #[serde(default = "defaults::batch_max_wait_ms")]
+    pub batch_max_wait_ms: u64,
+    /// A signed checkpoint every this many records...
+    #[serde(default = "defaults::checkpoint_every_records")]
+    pub checkpoint_every_records: u64,
+    /// ...or every this many seconds when records were added.
+    #[serde(default = "defaults::checkpoint_every_secs")]
+    pub checkpoint_every_secs: u64,
+    /// Records older than this may be pruned, once shipped upstream.
+    #[serde(default = "defaults::retention_days")]
+    pub retention_days: u64,
+}
+
+impl AuditConfig {
+    /// Defaults with the given signing key.
+    pub fn with_key(signing_key: SecretPath) -> Self {
+        Self {
+            signing_key,
+            node_id: None,
+            batch_max_records: defaults::batch_max_records(),
+            batch_max_wait_ms: defaults::batch_max_wait_ms(),
+            checkpoint_every_records: defaults::checkpoint_every_records(),
+            checkpoint_every_secs: defaults::checkpoint_every_secs(),
+            retention_days: defaults::retention_days(),
+        }
+    }
+
+    /// The writer's batching and checkpoint settings.
+    pub fn settings(&self) -> crate::audit::Settings {
+        crate::audit::Settings {
+            node: self.node(),
+            batch_max_records: self.batch_max_records,
+            batch_max_wait: std::time::Duration::from_millis(self.batch_max_wait_ms),
+            checkpoint_every_records: self.checkpoint_every_records,
+            checkpoint_every: std::time::Duration::from_secs(self.checkpoint_every_secs),
+        }
+    }
+
+    /// The node id: configured, else the host name.
+    pub fn node(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "samu-gateway".into())
+        })
+    }
+}
+
+mod defaults {
+    pub fn batch_max_records() -> usize {
+        64
+    }
+    pub fn batch_max_wait_ms() -> u64 {
+        2
+    }
+    pub fn checkpoint_every_records() -> u64 {
+        1000
+    }
+    pub fn checkpoint_every_secs() -> u64 {
+        60
+    }
+    pub fn retention_days() -> u64 {
+        365
     }
 }
 

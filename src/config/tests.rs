@@ -15,6 +15,7 @@ impl Fixture {
             ("server.pem", 0o644),
             ("server.key", 0o600),
             ("ca.pem", 0o644),
+            ("audit.key", 0o600),
         ] {
             let path = dir.path().join(name);
             std::fs::write(&path, "placeholder").unwrap();
@@ -41,12 +42,16 @@ workstation_ca = "{}"
 
 [storage]
 state_dir = "{}"
+
+[audit]
+signing_key = "{}"
 {desks}
 "#,
             self.path("server.pem"),
             self.path("server.key"),
             self.path("ca.pem"),
             self.path("state"),
+            self.path("audit.key"),
         )
     }
 
@@ -268,7 +273,7 @@ fn shipped_sample_matches_the_schema_and_the_defaults() {
         &text
             .split("\n[server]")
             .next()
-            .map(|centre| format!("{centre}\n[tls]\nserver_cert = \"a\"\nserver_key = \"b\"\nworkstation_ca = \"c\"\n"))
+            .map(|centre| format!("{centre}\n[tls]\nserver_cert = \"a\"\nserver_key = \"b\"\nworkstation_ca = \"c\"\n[audit]\nsigning_key = \"k\"\n"))
             .unwrap(),
     )
     .unwrap();
@@ -279,6 +284,12 @@ fn shipped_sample_matches_the_schema_and_the_defaults() {
     assert_eq!(
         toml::to_string(&sample.storage).unwrap(),
         toml::to_string(&defaults_only.storage).unwrap()
+    );
+    let mut audit = sample.audit.clone();
+    audit.signing_key = defaults_only.audit.signing_key.clone();
+    assert_eq!(
+        toml::to_string(&audit).unwrap(),
+        toml::to_string(&defaults_only.audit).unwrap()
     );
     assert_eq!(
         toml::to_string(&sample.log).unwrap(),

@@ -50,6 +50,7 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     check_server(config, &mut out);
     check_tls(config, &mut out);
     check_storage(config, &mut out);
+    check_audit(config, &mut out);
     check_log(config, &mut out);
     check_desks(&config.desks, &mut out);
     out
@@ -118,16 +119,68 @@ fn check_range(out: &mut Vec<Problem>, key: &str, value: u64, min: u64, max: u64
 fn check_tls(config: &Config, out: &mut Vec<Problem>) {
     check_readable_file(out, "tls.server_cert", &config.tls.server_cert);
     check_readable_file(out, "tls.workstation_ca", &config.tls.workstation_ca);
-    match config.tls.server_key.resolve() {
-        Err(reason) => out.push(Problem::new("tls.server_key", reason)),
+    check_private_key(out, "tls.server_key", &config.tls.server_key);
+}
+
+fn check_private_key(out: &mut Vec<Problem>, key: &str, secret: &SecretPath) {
+    match secret.resolve() {
+        Err(reason) => out.push(Problem::new(key, reason)),
         Ok(path) => {
-            if check_readable_file(out, "tls.server_key", &path)
+            if check_readable_file(out, key, &path)
                 && let Err(reason) = check_key_file_mode(&path)
             {
-                out.push(Problem::new("tls.server_key", reason));
+                out.push(Problem::new(key, reason));
             }
         }
     }
+}
+
+fn check_audit(config: &Config, out: &mut Vec<Problem>) {
+    let audit = &config.audit;
+    check_private_key(out, "audit.signing_key", &audit.signing_key);
+    if let Some(node) = &audit.node_id
+        && (node.is_empty()
+            || node.len() > 64
+            || !node
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+    {
+        out.push(Problem::new(
+            "audit.node_id",
+            format!(
+                "'{node}' is not a node id: expected 1 to 64 characters among A-Z a-z 0-9 - _ ."
+            ),
+        ));
+    }
+    check_range(
+        out,
+        "audit.batch_max_records",
+        audit.batch_max_records as u64,
+        1,
+        10_000,
+    );
+    check_range(
+        out,
+        "audit.batch_max_wait_ms",
+        audit.batch_max_wait_ms,
+        0,
+        1_000,
+    );
+    check_range(
+        out,
+        "audit.checkpoint_every_records",
+        audit.checkpoint_every_records,
+        1,
+        1_000_000,
+    );
+    check_range(
+        out,
+        "audit.checkpoint_every_secs",
+        audit.checkpoint_every_secs,
+        1,
+        86_400,
+    );
+    check_range(out, "audit.retention_days", audit.retention_days, 1, 3_650);
 }
 
 /// Pushes a problem and returns false unless `path` is a readable regular file.

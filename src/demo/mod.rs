@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::audit::Signer;
 use crate::config::{
-    CentreConfig, Config, DeskConfig, LogConfig, LogFormat, ServerConfig, StorageConfig, TlsConfig,
+    AuditConfig, CentreConfig, Config, DeskConfig, LogConfig, LogFormat, ServerConfig,
+    StorageConfig, TlsConfig,
 };
 use pki::{Authority, PkiError, write_file, write_pair};
 
@@ -29,6 +31,9 @@ pub enum DemoError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The audit signing key could not be created.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     /// Certificate generation or writing failed.
     #[error(transparent)]
     Pki(#[from] PkiError),
@@ -126,6 +131,9 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<DemoSetup, DemoError> {
             workstation_sha256: None,
         });
     }
+    let signing_key = pki_dir.join("audit-signing.key");
+    let _ = std::fs::remove_file(&signing_key);
+    Signer::generate(&signing_key)?;
     let config = Config {
         centre: CentreConfig {
             structure_id: "10000000000".into(),
@@ -143,6 +151,7 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<DemoSetup, DemoError> {
         storage: StorageConfig {
             state_dir: dir.join("state"),
         },
+        audit: AuditConfig::with_key(signing_key.into()),
         log: LogConfig {
             format: LogFormat::Human,
             level: "info".into(),

@@ -36,6 +36,7 @@ pub struct ClientCert {
 
 /// Server and workstation PKI for one test, written under `dir/pki`.
 pub struct Pki {
+    pub audit_key: PathBuf,
     pub server_ca: PathBuf,
     pub server_ca_der: CertificateDer<'static>,
     pub server_cert: PathBuf,
@@ -81,7 +82,10 @@ impl Pki {
             })
             .collect();
         let server_ca_der = CertificateDer::from_pem_file(&server_ca_path).unwrap();
+        let audit_key = dir.join("audit-signing.key");
+        samu_gateway::audit::Signer::generate(&audit_key).unwrap();
         Self {
+            audit_key,
             server_ca: server_ca_path,
             server_ca_der,
             server_cert,
@@ -171,6 +175,10 @@ workstation_ca = "{}"
 [storage]
 state_dir = "{}"
 
+[audit]
+signing_key = "{}"
+node_id = "gateway-test"
+
 [log]
 format = "json"
 level = "info,samu_gateway=debug"
@@ -191,6 +199,7 @@ workstation_cn = "poste-b"
         pki.server_key.display(),
         pki.workstation_ca.display(),
         dir.join("state").display(),
+        pki.audit_key.display(),
     );
     std::fs::write(&path, text).unwrap();
     path

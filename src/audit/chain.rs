@@ -1,0 +1,321 @@
+//! The hash chain and its signed checkpoints.
+//!
+//! A record's hash is the SHA-256 of its stored bytes; each record names the previous hash.
+//! A checkpoint signs (Ed25519, ring) the head of the chain: whoever can rewrite the store
+//! can recompute hashes, but cannot sign without the key, so any rewrite before a
+//! checkpoint shows. The signing key is a PKCS#8 PEM file with checked permissions; its
+//! public half is what verifiers trust.
+
+use std::path::Path;
+
+use ring::rand::SystemRandom;
+use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use rustls::pki_types::PrivateKeyDer;
+use rustls::pki_types::pem::PemObject;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::AuditError;
+use crate::config::{check_key_file_mode, hex, parse_sha256};
+
+/// A SHA-256 value.
+pub type Hash = [u8; 32];
+
+/// The `prev` of the first record.
+pub const GENESIS: Hash = [0; 32];
+
+/// Version of the checkpoint form and of its signed message.
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// SHA-256 of a record's stored bytes.
+pub fn hash(bytes: &[u8]) -> Hash {
+    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = GENESIS;
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// Parses a hex hash as records and checkpoints carry it.
+pub fn parse_hash(text: &str) -> Option<Hash> {
+    parse_sha256(text).ok()
+}
+
+/// The current UTC time as RFC 3339 with milliseconds, and as Unix milliseconds.
+pub fn now() -> (String, u64) {
+    format_time(OffsetDateTime::now_utc())
+}
+
+/// Formats a time the way records carry it.
+pub fn format_time(t: OffsetDateTime) -> (String, u64) {
+    let ms = (t.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+    let text = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    );
+    (text, ms)
+}
+
+/// Parses an RFC 3339 time (CLI filters, stored records) into Unix milliseconds.
+pub fn parse_time(text: &str) -> Option<u64> {
+    let t = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// A signed statement that the chain of `node` had head `head` at sequence `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Checkpoint form version.
+    pub v: u32,
+    /// Sequence number of the record the checkpoint covers (the head then).
+    pub seq: u64,
+    /// Hash (hex) of that record.
+    pub head: String,
+    /// When it was signed.
+    pub time: String,
+    /// The node.
+    pub node: String,
+    /// First 16 hex digits of the SHA-256 of the public key.
+    pub key_id: String,
+    /// The Ed25519 public key (hex) that signed.
+    pub public_key: String,
+    /// Ed25519 signature (hex) of [`Checkpoint::message`].
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// The exact bytes signed: every field that matters, in a fixed text form.
+    pub fn message(&self) -> Vec<u8> {
+        format!(
+            "samu-gateway audit checkpoint v{}\nnode {}\nseq {}\nhead {}\ntime {}\n",
+            self.v, self.node, self.seq, self.head, self.time
+        )
+        .into_bytes()
+    }
+
+    /// Checks the signature with the checkpoint's key, which must be one of `trusted`.
+    pub fn verify(&self, trusted: &TrustedKeys) -> Result<(), SignatureProblem> {
+        let key = trusted
+            .find(&self.public_key)
+            .ok_or(SignatureProblem::UntrustedKey)?;
+        let signature = decode_hex(&self.signature).ok_or(SignatureProblem::BadSignature)?;
+        UnparsedPublicKey::new(&ED25519, key)
+            .verify(&self.message(), &signature)
+            .map_err(|_| SignatureProblem::BadSignature)
+    }
+}
+
+/// Why a checkpoint signature does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureProblem {
+    /// Signed by a key the verifier does not trust.
+    UntrustedKey,
+    /// The signature does not match the checkpoint's content.
+    BadSignature,
+}
+
+/// The public keys a verifier accepts checkpoints from.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys(Vec<Vec<u8>>);
+
+impl TrustedKeys {
+    /// Adds a public key given as hex (64 digits for Ed25519).
+    pub fn add_hex(&mut self, text: &str) -> Result<(), AuditError> {
+        let key = decode_hex(text.trim())
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| {
+                AuditError::Key(format!(
+                    "'{}' is not an Ed25519 public key (64 hex digits)",
+                    text.trim()
+                ))
+            })?;
+        self.0.push(key);
+        Ok(())
+    }
+
+    /// Whether no key is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn find(&self, public_hex: &str) -> Option<&[u8]> {
+        let wanted = decode_hex(public_hex)?;
+        self.0.iter().find(|k| **k == wanted).map(Vec::as_slice)
+    }
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// The checkpoint signing key.
+pub struct Signer {
+    key: Ed25519KeyPair,
+    public_hex: String,
+    key_id: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// Loads a PKCS#8 PEM Ed25519 key (from ring or `openssl genpkey -algorithm ed25519`),
+    /// refusing a file others can read.
+    pub fn load(path: &Path) -> Result<Self, AuditError> {
+        check_key_file_mode(path).map_err(AuditError::Key)?;
+        let der = PrivateKeyDer::from_pem_file(path).map_err(|e| {
+            AuditError::Key(format!("{}: not a PEM private key: {e}", path.display()))
+        })?;
+        let PrivateKeyDer::Pkcs8(pkcs8) = der else {
+            return Err(AuditError::Key(format!(
+                "{}: expected a PKCS#8 Ed25519 key",
+                path.display()
+            )));
+        };
+        let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8.secret_pkcs8_der())
+            .map_err(|e| AuditError::Key(format!("{}: not an Ed25519 key: {e}", path.display())))?;
+        Ok(Self::from_pair(key))
+    }
+
+    /// Creates a new key file (mode 0600; refuses to overwrite) and loads it.
+    pub fn generate(path: &Path) -> Result<Self, AuditError> {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+            .map_err(|_| AuditError::Key("the system random generator failed".into()))?;
+        let text = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec()));
+        write_new_private(path, &text)?;
+        Self::load(path)
+    }
+
+    fn from_pair(key: Ed25519KeyPair) -> Self {
+        let public = key.public_key().as_ref();
+        let public_hex = hex(public);
+        let key_id = hex(&hash(public)[..8]);
+        Self {
+            key,
+            public_hex,
+            key_id,
+        }
+    }
+
+    /// The public key, hex: what verifiers must be given out of band.
+    pub fn public_key_hex(&self) -> &str {
+        &self.public_hex
+    }
+
+    /// Short key identifier.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Signs the chain head `head` at `seq`.
+    pub fn checkpoint(&self, node: &str, seq: u64, head: &Hash) -> Checkpoint {
+        let mut checkpoint = Checkpoint {
+            v: CHECKPOINT_VERSION,
+            seq,
+            head: hex(head),
+            time: now().0,
+            node: node.to_owned(),
+            key_id: self.key_id.clone(),
+            public_key: self.public_hex.clone(),
+            signature: String::new(),
+        };
+        checkpoint.signature = hex(self.key.sign(&checkpoint.message()).as_ref());
+        checkpoint
+    }
+
+    /// This key as a trusted set of one.
+    pub fn trusted(&self) -> TrustedKeys {
+        TrustedKeys(vec![self.key.public_key().as_ref().to_vec()])
+    }
+}
+
+fn write_new_private(path: &Path, text: &str) -> Result<(), AuditError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| AuditError::Key(format!("cannot create {}: {e}", path.display())))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| AuditError::Key(format!("cannot write {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_signature_binds_every_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::generate(&dir.path().join("k.pem")).unwrap();
+        let trusted = signer.trusted();
+        let good = signer.checkpoint("node-a", 42, &hash(b"x"));
+        good.verify(&trusted).unwrap();
+        for tamper in [
+            |c: &mut Checkpoint| c.seq += 1,
+            |c: &mut Checkpoint| c.head = hex(&hash(b"y")),
+            |c: &mut Checkpoint| c.node = "node-b".into(),
+            |c: &mut Checkpoint| c.time = "2020-01-01T00:00:00.000Z".into(),
+            |c: &mut Checkpoint| c.signature = "zz".into(),
+        ] {
+            let mut bad = good.clone();
+            tamper(&mut bad);
+            assert_eq!(bad.verify(&trusted), Err(SignatureProblem::BadSignature));
+        }
+        let other = Signer::generate(&dir.path().join("other.pem")).unwrap();
+        assert_eq!(
+            good.verify(&other.trusted()),
+            Err(SignatureProblem::UntrustedKey)
+        );
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_never_overwritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        let signer = Signer::generate(&path).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert!(Signer::generate(&path).is_err());
+        assert_eq!(
+            Signer::load(&path).unwrap().public_key_hex(),
+            signer.public_key_hex()
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            Signer::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("world-readable")
+        );
+    }
+
+    #[test]
+    fn times_have_milliseconds_and_round_trip() {
+        let (text, ms) = now();
+        assert_eq!(text.len(), "2026-11-23T09:00:00.000Z".len(), "{text}");
+        assert_eq!(parse_time(&text), Some(ms));
+    }
+}

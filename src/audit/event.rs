@@ -1,0 +1,359 @@
+//! The audit event model: what callers record, and the stored record around it.
+//!
+//! The stored form is versioned JSON (`v`). Field order is fixed by these structs, but the
+//! chain never depends on re-serializing: a record's hash is the SHA-256 of the exact bytes
+//! stored, so a record stays verifiable whatever later versions of this code do.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the stored record form.
+pub const RECORD_VERSION: u32 = 1;
+
+/// What happened. Each kind maps onto DICOM audit codes ([`EventKind::dicom`]) and a FHIR
+/// AuditEvent (`audit::fhir`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The gateway started serving.
+    ServiceStarted,
+    /// The gateway stopped.
+    ServiceStopped,
+    /// A configuration was loaded (its digest in `detail`).
+    ConfigurationLoaded,
+    /// A professional authenticated with a card.
+    UserLogin,
+    /// A professional's session ended.
+    UserLogout,
+    /// A patient search by INS or identity traits.
+    PatientSearch,
+    /// Emergency (break-glass or Centre 15) access to a patient's record began.
+    BreakGlassStarted,
+    /// That access ended (grant expired, session ended).
+    BreakGlassStopped,
+    /// Patient data was read and released to a desk.
+    PatientRecordRead,
+}
+
+/// A coded value as DICOM audit messages carry it (`csd-code`, `originalText`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DicomCode {
+    /// The DCM code, e.g. `110113`.
+    pub code: &'static str,
+    /// Its display name.
+    pub display: &'static str,
+}
+
+const fn dcm(code: &'static str, display: &'static str) -> DicomCode {
+    DicomCode { code, display }
+}
+
+/// The DICOM identification of one event kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DicomEvent {
+    /// EventID.
+    pub event_id: DicomCode,
+    /// EventTypeCode, when the kind has one.
+    pub event_type: Option<DicomCode>,
+    /// EventActionCode: C create, R read, U update, D delete, E execute.
+    pub action: char,
+}
+
+impl EventKind {
+    /// Every kind, for documentation and exhaustive tests.
+    pub const ALL: [EventKind; 9] = [
+        Self::ServiceStarted,
+        Self::ServiceStopped,
+        Self::ConfigurationLoaded,
+        Self::UserLogin,
+        Self::UserLogout,
+        Self::PatientSearch,
+        Self::BreakGlassStarted,
+        Self::BreakGlassStopped,
+        Self::PatientRecordRead,
+    ];
+
+    /// The DICOM (PS3.15 A.5 / DCM) codes of this kind.
+    pub fn dicom(self) -> DicomEvent {
+        let application = dcm("110100", "Application Activity");
+        let authentication = dcm("110114", "User Authentication");
+        let alert = dcm("110113", "Security Alert");
+        let (event_id, event_type, action) = match self {
+            Self::ServiceStarted => (application, Some(dcm("110120", "Application Start")), 'E'),
+            Self::ServiceStopped => (application, Some(dcm("110121", "Application Stop")), 'E'),
+            Self::ConfigurationLoaded => (
+                application,
+                Some(dcm("110131", "Software Configuration")),
+                'E',
+            ),
+            Self::UserLogin => (authentication, Some(dcm("110122", "Login")), 'E'),
+            Self::UserLogout => (authentication, Some(dcm("110123", "Logout")), 'E'),
+            Self::PatientSearch => (dcm("110112", "Query"), None, 'E'),
+            Self::BreakGlassStarted => (
+                alert,
+                Some(dcm("110127", "Emergency Override Started")),
+                'E',
+            ),
+            Self::BreakGlassStopped => (
+                alert,
+                Some(dcm("110138", "Emergency Override Stopped")),
+                'E',
+            ),
+            Self::PatientRecordRead => (dcm("110110", "Patient Record"), None, 'R'),
+        };
+        DicomEvent {
+            event_id,
+            event_type,
+            action,
+        }
+    }
+
+    /// The serialized name (`break_glass_started`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ServiceStarted => "service_started",
+            Self::ServiceStopped => "service_stopped",
+            Self::ConfigurationLoaded => "configuration_loaded",
+            Self::UserLogin => "user_login",
+            Self::UserLogout => "user_logout",
+            Self::PatientSearch => "patient_search",
+            Self::BreakGlassStarted => "break_glass_started",
+            Self::BreakGlassStopped => "break_glass_stopped",
+            Self::PatientRecordRead => "patient_record_read",
+        }
+    }
+}
+
+/// How it ended. Reasons are short codes (`rate_limited`, `patient_opposed`), never free
+/// text from a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// It happened.
+    Success,
+    /// The gateway or the record service refused it.
+    Refused {
+        /// Why, as a code.
+        reason: String,
+    },
+    /// It was attempted and failed.
+    Failed {
+        /// Why, as a code.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// DICOM EventOutcomeIndicator / FHIR AuditEvent.outcome: 0 success, 4 minor failure
+    /// (refused), 8 serious failure.
+    pub fn indicator(&self) -> &'static str {
+        match self {
+            Self::Success => "0",
+            Self::Refused { .. } => "4",
+            Self::Failed { .. } => "8",
+        }
+    }
+
+    /// `success`, `refused` or `failed`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Refused { .. } => "refused",
+            Self::Failed { .. } => "failed",
+        }
+    }
+
+    /// The reason code, if any.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Success => None,
+            Self::Refused { reason } | Self::Failed { reason } => Some(reason),
+        }
+    }
+}
+
+/// Who acted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The professional's national identifier (idNat_PS, `8` + RPPS), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_nat: Option<String>,
+    /// Name as on the card certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Profession code (`10` = médecin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profession: Option<String>,
+    /// Specialty code (`SM59` = médecine d'urgence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub specialty: Option<String>,
+    /// Desk id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desk: Option<String>,
+    /// SHA-256 of the workstation certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workstation_sha256: Option<String>,
+}
+
+/// The patient concerned, by INS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientRef {
+    /// The INS (NIR or NIA).
+    pub ins: String,
+    /// Its OID (`1.2.250.1.213.1.4.8` for INS-NIR).
+    pub oid: String,
+}
+
+/// The emergency call an access serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallContext {
+    /// The regulation software's call id.
+    pub call_id: String,
+    /// Reason code from the configured list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<String>,
+    /// The physician's justification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+}
+
+/// Access mode (TRE_R248_ModeAcces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccessMode {
+    /// Access by a medical regulation centre.
+    #[serde(rename = "centre_15")]
+    Centre15,
+    /// Break-glass access.
+    #[serde(rename = "bris_de_glace")]
+    BrisDeGlace,
+}
+
+/// Where released data came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    /// Fetched from the record service for this access.
+    Upstream,
+    /// From the local cache, within its freshness bound.
+    Cache,
+    /// From the local cache, past its freshness bound (upstream unavailable).
+    StaleCache,
+}
+
+/// What a caller records. The writer adds sequence, time, node and chain fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Who acted (absent for the service's own events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
+    /// The patient concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<PatientRef>,
+    /// The emergency call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<CallContext>,
+    /// The access mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_mode: Option<AccessMode>,
+    /// Where released data came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<DataSource>,
+    /// Non-identifying context (version, configuration digest, grant id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Event {
+    /// An event with only kind and outcome; fill the rest with struct update syntax.
+    pub fn new(kind: EventKind, outcome: Outcome) -> Self {
+        Self {
+            kind,
+            outcome,
+            actor: None,
+            patient: None,
+            call: None,
+            access_mode: None,
+            source: None,
+            detail: None,
+        }
+    }
+
+    /// Sets `detail`.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+/// A stored record: the event plus what the writer adds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Record form version.
+    pub v: u32,
+    /// Gap-free sequence number on this node, from 1.
+    pub seq: u64,
+    /// The node (gateway) that wrote it.
+    pub node: String,
+    /// UTC wall-clock time, RFC 3339 with milliseconds.
+    pub time: String,
+    /// Id of the process run that wrote it (random per start).
+    pub run: String,
+    /// Nanoseconds since that run started, on a monotonic clock: orders records even when
+    /// the wall clock steps.
+    pub mono_ns: u64,
+    /// SHA-256 (hex) of the previous record's stored bytes; all zeros for the first record.
+    pub prev: String,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_distinct_dicom_identification() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in EventKind::ALL {
+            let d = kind.dicom();
+            assert!(d.event_id.code.starts_with("1101"), "{kind:?}");
+            assert!(
+                seen.insert((d.event_id.code, d.event_type.map(|t| t.code))),
+                "{kind:?} duplicates another kind"
+            );
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        }
+        let bg = EventKind::BreakGlassStarted.dicom();
+        assert_eq!(
+            (bg.event_id.code, bg.event_type.unwrap().code),
+            ("110113", "110127")
+        );
+        assert_eq!(
+            EventKind::BreakGlassStopped
+                .dicom()
+                .event_type
+                .unwrap()
+                .code,
+            "110138"
+        );
+        assert_eq!(EventKind::PatientRecordRead.dicom().action, 'R');
+    }
+
+    #[test]
+    fn access_mode_uses_the_national_codes() {
+        assert_eq!(
+            serde_json::to_string(&AccessMode::Centre15).unwrap(),
+            "\"centre_15\""
+        );
+        assert_eq!(
+            serde_json::to_string(&AccessMode::BrisDeGlace).unwrap(),
+            "\"bris_de_glace\""
+        );
+    }
+}

@@ -1,0 +1,459 @@
+//! Reading the trail back: filtered selection through the secondary indexes, exports, and
+//! verification of the store or of an exported file.
+//!
+//! The JSONL export is the verifiable form: a header line (`{"export":…}`: node, head,
+//! pruned anchor), the checkpoints (`{"checkpoint":…}`), every record as its exact stored
+//! bytes (so hashes recompute), and a closing line (`{"end":…}`). CSV and FHIR exports carry
+//! seq, prev and hash, to be matched against a verified JSONL export.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, Write};
+use std::ops::ControlFlow;
+
+use redb::ReadTransaction;
+use serde::{Deserialize, Serialize};
+
+use super::AuditError;
+use super::chain::{self, TrustedKeys};
+use super::event::{EventKind, Record};
+use super::fhir;
+use super::store::{self, Index, Meta, ReadStore};
+use super::verify::{Expect, Report, Verifier};
+use crate::config::hex;
+
+/// Which records to select. Every field narrows the selection.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// From this time (Unix ms), inclusive.
+    pub since_ms: Option<u64>,
+    /// Until this time (Unix ms), inclusive.
+    pub until_ms: Option<u64>,
+    /// Professional idNat.
+    pub professional: Option<String>,
+    /// Patient INS.
+    pub patient: Option<String>,
+    /// Desk id.
+    pub desk: Option<String>,
+    /// Emergency call id.
+    pub call: Option<String>,
+    /// Event kind.
+    pub kind: Option<EventKind>,
+    /// `success`, `refused` or `failed`.
+    pub outcome: Option<String>,
+}
+
+/// A selected record: its stored bytes, parsed form and hash.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    /// Exact stored bytes.
+    pub bytes: Vec<u8>,
+    /// Parsed record.
+    pub record: Record,
+    /// Hash (hex) of the bytes.
+    pub hash: String,
+}
+
+/// A selection and how many records were read to make it.
+#[derive(Debug, Default)]
+pub struct Selection {
+    /// Matching records in sequence order.
+    pub records: Vec<Selected>,
+    /// Records read: with an indexed filter, only the index's candidates.
+    pub examined: u64,
+}
+
+/// Selects records. Indexed filters (patient, professional, desk, call, time) narrow the
+/// candidates before any record is read, so a lookup by patient costs that patient's
+/// records, not the whole log.
+pub fn select(
+    txn: &ReadTransaction,
+    filter: &Filter,
+    limit: Option<usize>,
+) -> Result<Selection, AuditError> {
+    let mut selection = Selection::default();
+    let limit = limit.unwrap_or(usize::MAX);
+    let keep = |seq: u64, bytes: &[u8], selection: &mut Selection| -> ControlFlow<()> {
+        selection.examined += 1;
+        if let Ok(record) = serde_json::from_slice::<Record>(bytes)
+            && matches(filter, &record)
+        {
+            let hash = hex(&chain::hash(bytes));
+            selection.records.push(Selected {
+                bytes: bytes.to_vec(),
+                record,
+                hash,
+            });
+        }
+        let _ = seq;
+        if selection.records.len() >= limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    match candidates(txn, filter)? {
+        Some(seqs) => {
+            for seq in seqs {
+                if let Some(bytes) = store::record(txn, seq)?
+                    && keep(seq, &bytes, &mut selection).is_break()
+                {
+                    break;
+                }
+            }
+        }
+        None => store::for_each_record(txn, 0, |seq, bytes| keep(seq, bytes, &mut selection))?,
+    }
+    Ok(selection)
+}
+
+/// The intersection of what the indexed filters allow, or `None` when none applies.
+fn candidates(txn: &ReadTransaction, filter: &Filter) -> Result<Option<BTreeSet<u64>>, AuditError> {
+    let mut set: Option<BTreeSet<u64>> = None;
+    let mut narrow = |seqs: Vec<u64>| {
+        let seqs: BTreeSet<u64> = seqs.into_iter().collect();
+        set = Some(match set.take() {
+            None => seqs,
+            Some(current) => current.intersection(&seqs).copied().collect(),
+        });
+    };
+    for (index, key) in [
+        (Index::Patient, &filter.patient),
+        (Index::Professional, &filter.professional),
+        (Index::Desk, &filter.desk),
+        (Index::Call, &filter.call),
+    ] {
+        if let Some(key) = key {
+            narrow(store::index_lookup(txn, index, key)?);
+        }
+    }
+    if filter.since_ms.is_some() || filter.until_ms.is_some() {
+        narrow(store::time_range(
+            txn,
+            filter.since_ms.unwrap_or(0),
+            filter.until_ms.unwrap_or(u64::MAX),
+        )?);
+    }
+    Ok(set)
+}
+
+fn matches(filter: &Filter, record: &Record) -> bool {
+    let event = &record.event;
+    let actor = event.actor.as_ref();
+    let time = || chain::parse_time(&record.time).unwrap_or(0);
+    filter.kind.is_none_or(|k| event.kind == k)
+        && filter
+            .outcome
+            .as_deref()
+            .is_none_or(|o| event.outcome.status() == o)
+        && filter
+            .patient
+            .as_deref()
+            .is_none_or(|p| event.patient.as_ref().is_some_and(|x| x.ins == p))
+        && filter
+            .professional
+            .as_deref()
+            .is_none_or(|p| actor.and_then(|a| a.id_nat.as_deref()) == Some(p))
+        && filter
+            .desk
+            .as_deref()
+            .is_none_or(|d| actor.and_then(|a| a.desk.as_deref()) == Some(d))
+        && filter
+            .call
+            .as_deref()
+            .is_none_or(|c| event.call.as_ref().is_some_and(|x| x.call_id == c))
+        && filter.since_ms.is_none_or(|s| time() >= s)
+        && filter.until_ms.is_none_or(|u| time() <= u)
+}
+
+/// One human-readable line per record, for `audit list`.
+pub fn list_line(selected: &Selected) -> String {
+    let r = &selected.record;
+    let e = &r.event;
+    let actor = e.actor.clone().unwrap_or_default();
+    format!(
+        "{:>8}  {}  {:<22} {:<8} desk={} professional={} patient={} call={}{}",
+        r.seq,
+        r.time,
+        e.kind.as_str(),
+        e.outcome.status(),
+        actor.desk.as_deref().unwrap_or("-"),
+        actor.id_nat.as_deref().unwrap_or("-"),
+        e.patient.as_ref().map_or("-", |p| p.ins.as_str()),
+        e.call.as_ref().map_or("-", |c| c.call_id.as_str()),
+        e.outcome
+            .reason()
+            .map(|r| format!(" reason={r}"))
+            .unwrap_or_default(),
+    )
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Verifiable: header, checkpoints, exact record bytes, closing line.
+    Jsonl,
+    /// One row per record with the chain fields.
+    Csv,
+    /// A FHIR R4 Bundle of AuditEvent resources.
+    Fhir,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    v: u32,
+    node: Option<String>,
+    head_seq: u64,
+    pruned_through: u64,
+    exported_at: String,
+    filtered: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct End {
+    records: u64,
+}
+
+/// Writes an export of the selected records.
+pub fn export(
+    txn: &ReadTransaction,
+    filter: &Filter,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<u64, AuditError> {
+    let io = |e: std::io::Error| AuditError::Storage(format!("cannot write the export: {e}"));
+    let selection = select(txn, filter, None)?;
+    match format {
+        Format::Jsonl => write_jsonl(txn, filter, &selection, out).map_err(io)?,
+        Format::Csv => write_csv(&selection, out).map_err(io)?,
+        Format::Fhir => {
+            let entries: Vec<_> = selection
+                .records
+                .iter()
+                .map(|s| serde_json::json!({"resource": fhir::audit_event(&s.record, &s.hash)}))
+                .collect();
+            let bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection", "timestamp": chain::now().0, "entry": entries});
+            serde_json::to_writer_pretty(&mut *out, &bundle).map_err(|e| io(e.into()))?;
+            writeln!(out).map_err(io)?;
+        }
+    }
+    Ok(selection.records.len() as u64)
+}
+
+fn write_jsonl(
+    txn: &ReadTransaction,
+    filter: &Filter,
+    selection: &Selection,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let filtered = !is_unfiltered(filter);
+    let header = Header {
+        v: 1,
+        node: selection.records.first().map(|s| s.record.node.clone()),
+        head_seq: store::meta(txn, Meta::HeadSeq).ok().flatten().unwrap_or(0),
+        pruned_through: store::meta(txn, Meta::PrunedThrough)
+            .ok()
+            .flatten()
+            .unwrap_or(0),
+        exported_at: chain::now().0,
+        filtered,
+    };
+    writeln!(out, "{}", serde_json::json!({ "export": header }))?;
+    for bytes in store::checkpoints(txn)
+        .map_err(std::io::Error::other)?
+        .values()
+    {
+        out.write_all(b"{\"checkpoint\":")?;
+        out.write_all(bytes)?;
+        out.write_all(b"}\n")?;
+    }
+    for selected in &selection.records {
+        out.write_all(&selected.bytes)?;
+        out.write_all(b"\n")?;
+    }
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({ "end": End { records: selection.records.len() as u64 } })
+    )
+}
+
+fn is_unfiltered(filter: &Filter) -> bool {
+    matches!(
+        filter,
+        Filter {
+            since_ms: None,
+            until_ms: None,
+            professional: None,
+            patient: None,
+            desk: None,
+            call: None,
+            kind: None,
+            outcome: None
+        }
+    )
+}
+
+fn write_csv(selection: &Selection, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "seq,time,node,kind,outcome,reason,desk,professional,professional_name,patient_ins,patient_oid,call_id,reason_code,access_mode,source,prev,hash"
+    )?;
+    for s in &selection.records {
+        let r = &s.record;
+        let e = &r.event;
+        let actor = e.actor.clone().unwrap_or_default();
+        let mode = e.access_mode.map(code).unwrap_or_default();
+        let source = e.source.map(code).unwrap_or_default();
+        let fields = [
+            r.seq.to_string(),
+            r.time.clone(),
+            r.node.clone(),
+            e.kind.as_str().to_owned(),
+            e.outcome.status().to_owned(),
+            e.outcome.reason().unwrap_or_default().to_owned(),
+            actor.desk.unwrap_or_default(),
+            actor.id_nat.unwrap_or_default(),
+            actor.name.unwrap_or_default(),
+            e.patient
+                .as_ref()
+                .map(|p| p.ins.clone())
+                .unwrap_or_default(),
+            e.patient
+                .as_ref()
+                .map(|p| p.oid.clone())
+                .unwrap_or_default(),
+            e.call
+                .as_ref()
+                .map(|c| c.call_id.clone())
+                .unwrap_or_default(),
+            e.call
+                .as_ref()
+                .and_then(|c| c.reason_code.clone())
+                .unwrap_or_default(),
+            mode,
+            source,
+            r.prev.clone(),
+            s.hash.clone(),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        writeln!(out, "{}", line.join(","))?;
+    }
+    Ok(())
+}
+
+/// The serialized name of a unit enum value (`bris_de_glace`).
+fn code(value: impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// RFC 4180 quoting; a leading formula character is neutralised so a spreadsheet opening
+/// the export cannot be made to run a formula planted in a justification.
+fn csv_field(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '-', '@']) && value.parse::<f64>().is_err() {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
+    }
+}
+
+/// Verifies the whole trail held in a store (live or stopped).
+pub fn verify_store(store: &impl ReadStore, trusted: &TrustedKeys) -> Result<Report, AuditError> {
+    let txn = store.snapshot()?;
+    let expect = Expect {
+        head_seq: store::meta(&txn, Meta::HeadSeq)?,
+        pruned_through: store::meta(&txn, Meta::PrunedThrough)?.unwrap_or(0),
+    };
+    let mut verifier = Verifier::new(trusted, expect, store::checkpoints(&txn)?);
+    store::for_each_record(&txn, 0, |_, bytes| {
+        verifier.record(bytes);
+        ControlFlow::Continue(())
+    })?;
+    Ok(verifier.finish())
+}
+
+/// Verifies an unfiltered JSONL export (two passes: checkpoints, then records).
+pub fn verify_file(path: &std::path::Path, trusted: &TrustedKeys) -> Result<Report, AuditError> {
+    let open = || {
+        std::fs::File::open(path)
+            .map(std::io::BufReader::new)
+            .map_err(|e| AuditError::Unreadable {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })
+    };
+    let read_err = |e: std::io::Error| AuditError::Unreadable {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let mut expect = Expect::default();
+    let mut checkpoints = Vec::new();
+    let mut ended = false;
+    let mut header_seen = false;
+    for (n, line) in open()?.lines().enumerate() {
+        let line = line.map_err(read_err)?;
+        if line.starts_with("{\"export\":") {
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if let Ok(header) = serde_json::from_value::<Header>(value["export"].clone()) {
+                if header.filtered {
+                    return Err(AuditError::Unreadable { path: path.to_owned(), reason: "a filtered export cannot be verified as a whole trail; export without filters".into() });
+                }
+                expect = Expect {
+                    head_seq: Some(header.head_seq),
+                    pruned_through: header.pruned_through,
+                };
+                header_seen = true;
+            }
+        } else if let Some(rest) = line.strip_prefix("{\"checkpoint\":") {
+            checkpoints.push((
+                n as u64 + 1,
+                rest.strip_suffix('}').unwrap_or(rest).as_bytes().to_vec(),
+            ));
+        } else if line.starts_with("{\"end\":") {
+            ended = true;
+        }
+    }
+    if !header_seen {
+        return Err(AuditError::Unreadable {
+            path: path.to_owned(),
+            reason: "not a samu-gateway JSONL audit export (no header line)".into(),
+        });
+    }
+    let mut verifier = Verifier::new(trusted, expect, checkpoints);
+    for line in open()?.lines() {
+        let line = line.map_err(read_err)?;
+        if !(line.starts_with("{\"export\":")
+            || line.starts_with("{\"checkpoint\":")
+            || line.starts_with("{\"end\":")
+            || line.is_empty())
+        {
+            verifier.record(line.as_bytes());
+        }
+    }
+    let mut report = verifier.finish();
+    if !ended {
+        report.findings.push(super::verify::Finding::ExportCutShort);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_fields_are_quoted_and_formulas_neutralised() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("-12"), "-12");
+    }
+}

@@ -1,0 +1,556 @@
+//! The audit log: the one writer of audit records.
+//!
+//! Appenders hand events to a dedicated writer thread and wait. The thread gathers a batch
+//! (up to N records, or whatever arrives within T ms of the first), gives each record its
+//! sequence number, time and `prev` hash, adds a signed checkpoint when one is due, and
+//! commits the whole batch in one fsync'd redb transaction. Only then does each appender get
+//! its [`Receipt`]: the proof that its record is on disk. If the commit fails, every appender
+//! of the batch gets the error and the chain stays as it was (no sequence number is used).
+
+use std::ops::ControlFlow;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ring::rand::{SecureRandom, SystemRandom};
+use tokio::sync::oneshot;
+
+use super::AuditError;
+use super::chain::{self, Checkpoint, GENESIS, Hash, Signer};
+use super::event::{Event, RECORD_VERSION, Record};
+use super::store::{self, AuditStore, Index, Meta, Prepared, ReadStore};
+use crate::config::hex;
+
+/// Records larger than this are refused: an oversized justification must not bloat the
+/// evidence store (and the refusal exercises the "no record, no access" path).
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+
+/// How the writer batches and checkpoints.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Node id written into every record.
+    pub node: String,
+    /// A batch commits when it holds this many records...
+    pub batch_max_records: usize,
+    /// ...or this long after its first record arrived, whichever comes first.
+    pub batch_max_wait: Duration,
+    /// A checkpoint is signed after this many records...
+    pub checkpoint_every_records: u64,
+    /// ...or this long after the previous one if records were added since.
+    pub checkpoint_every: Duration,
+}
+
+/// Proof that a record is durable. Only the audit log makes these; code that releases
+/// patient data takes one, so it cannot run before the record of that release is on disk.
+#[must_use = "a receipt is the proof of append that releasing data requires"]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    seq: u64,
+    hash: Hash,
+}
+
+impl Receipt {
+    /// The record's sequence number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The record's hash, hex.
+    pub fn hash_hex(&self) -> String {
+        hex(&self.hash)
+    }
+}
+
+/// What pruning did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// The checkpoint now anchoring the chain, if anything was pruned.
+    pub through: Option<u64>,
+    /// Records deleted.
+    pub records: u64,
+}
+
+/// Appends answer on tokio channels (awaited by request handlers); control messages answer
+/// on std channels, which may be waited on from any thread, runtime or not.
+enum Msg {
+    Append(Box<Event>, oneshot::Sender<Result<Receipt, AuditError>>),
+    Shipped(u64, mpsc::Sender<Result<(), AuditError>>),
+    Prune(u64, mpsc::Sender<Result<PruneReport, AuditError>>),
+    Close(mpsc::Sender<Result<(), AuditError>>),
+}
+
+/// Handle to the writer thread. Cheap to share (`Arc`); closing it writes a final checkpoint.
+#[derive(Debug)]
+pub struct AuditLog {
+    tx: Mutex<Option<mpsc::Sender<Msg>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    public_key: String,
+}
+
+impl AuditLog {
+    /// Checks the tail of the chain and starts the writer thread.
+    pub fn start(
+        store: Arc<AuditStore>,
+        signer: Signer,
+        settings: Settings,
+    ) -> Result<Self, AuditError> {
+        let writer = Writer::resume(store, signer, settings)?;
+        let public_key = writer.signer.public_key_hex().to_owned();
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| AuditError::Storage(format!("cannot start the audit writer: {e}")))?;
+        Ok(Self {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            public_key,
+        })
+    }
+
+    /// The public key checkpoints are signed with (hex).
+    pub fn public_key_hex(&self) -> &str {
+        &self.public_key
+    }
+
+    /// Records `event` and returns once it is durable.
+    pub async fn append(&self, event: Event) -> Result<Receipt, AuditError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Append(Box::new(event), reply))?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// As [`AuditLog::append`], for synchronous callers outside an async runtime (CLI, tests).
+    pub fn append_blocking(&self, event: Event) -> Result<Receipt, AuditError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Msg::Append(Box::new(event), reply))?;
+        rx.blocking_recv().map_err(|_| AuditError::Closed)?
+    }
+
+    /// Records that everything up to `seq` reached every audit repository.
+    pub fn mark_shipped(&self, seq: u64) -> Result<(), AuditError> {
+        self.control(|reply| Msg::Shipped(seq, reply))
+    }
+
+    /// Prunes what is older than `cutoff_ms` (Unix ms), shipped, and before a checkpoint.
+    pub fn prune(&self, cutoff_ms: u64) -> Result<PruneReport, AuditError> {
+        self.control(|reply| Msg::Prune(cutoff_ms, reply))
+    }
+
+    /// Signs a final checkpoint and stops the writer; later appends fail with `Closed`.
+    pub fn close(&self) -> Result<(), AuditError> {
+        let result = self.control(Msg::Close);
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
+        result
+    }
+
+    fn control<T>(
+        &self,
+        msg: impl FnOnce(mpsc::Sender<Result<T, AuditError>>) -> Msg,
+    ) -> Result<T, AuditError> {
+        let (reply, rx) = mpsc::channel();
+        self.send(msg(reply))?;
+        rx.recv().map_err(|_| AuditError::Closed)?
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), AuditError> {
+        let guard = self.tx.lock().map_err(|_| AuditError::Closed)?;
+        let tx = guard.as_ref().ok_or(AuditError::Closed)?;
+        tx.send(msg).map_err(|_| AuditError::Closed)
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        if self.thread.lock().map(|t| t.is_some()).unwrap_or(false) {
+            let _ = self.close();
+        }
+    }
+}
+
+struct Writer {
+    store: Arc<AuditStore>,
+    signer: Signer,
+    settings: Settings,
+    head_seq: u64,
+    head_hash: Hash,
+    checkpointed_seq: u64,
+    checkpointed_at: Instant,
+    run: String,
+    started: Instant,
+}
+
+impl Writer {
+    /// Finds the chain head and checks the tail since the last checkpoint, so that a restart
+    /// continues the chain it left and never forks from a damaged or rolled-back store.
+    fn resume(
+        store: Arc<AuditStore>,
+        signer: Signer,
+        settings: Settings,
+    ) -> Result<Self, AuditError> {
+        let txn = store.snapshot()?;
+        let checkpoints = store::checkpoints(&txn)?;
+        let pruned = store::meta(&txn, Meta::PrunedThrough)?.unwrap_or(0);
+        let (head_seq, head_hash) = match store::last_record(&txn)? {
+            Some((seq, bytes)) => (seq, chain::hash(&bytes)),
+            None if pruned > 0 => (pruned, anchor_hash(&checkpoints, pruned)?),
+            None => (0, GENESIS),
+        };
+        let integrity = |what: String| AuditError::Integrity {
+            path: store.path().to_owned(),
+            what,
+        };
+        let marked = store::meta(&txn, Meta::HeadSeq)?.unwrap_or(0);
+        if marked > head_seq {
+            return Err(integrity(format!(
+                "the store recorded {marked} records but the last one present is {head_seq}: its tail was removed"
+            )));
+        }
+        let shipped = store::meta(&txn, Meta::ShippedUpTo)?.unwrap_or(0);
+        if shipped > head_seq {
+            return Err(integrity(format!(
+                "records up to {shipped} were shipped but the store ends at {head_seq}: it was rolled back, and continuing would fork the chain"
+            )));
+        }
+        let last_checkpoint = checkpoints.keys().next_back().copied().unwrap_or(0);
+        check_tail(&txn, &checkpoints, last_checkpoint, pruned).map_err(integrity)?;
+        let mut run = [0u8; 8];
+        SystemRandom::new()
+            .fill(&mut run)
+            .map_err(|_| AuditError::Storage("the system random generator failed".into()))?;
+        Ok(Self {
+            store,
+            signer,
+            settings,
+            head_seq,
+            head_hash,
+            checkpointed_seq: last_checkpoint.max(pruned),
+            checkpointed_at: Instant::now(),
+            run: hex(&run),
+            started: Instant::now(),
+        })
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        let mut pending: Option<Msg> = None;
+        loop {
+            let first = match pending.take() {
+                Some(msg) => msg,
+                None => match self.wait_first(&rx) {
+                    Some(msg) => msg,
+                    None => break,
+                },
+            };
+            let Msg::Append(event, reply) = first else {
+                if self.control(first) {
+                    break;
+                }
+                continue;
+            };
+            let mut batch = vec![(*event, reply)];
+            let deadline = Instant::now() + self.settings.batch_max_wait;
+            while batch.len() < self.settings.batch_max_records {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(wait) {
+                    Ok(Msg::Append(event, reply)) => batch.push((*event, reply)),
+                    Ok(other) => {
+                        pending = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(batch);
+        }
+        let _ = self.checkpoint_now();
+    }
+
+    /// Blocks for the next message; wakes on its own to sign a time-based checkpoint.
+    fn wait_first(&mut self, rx: &mpsc::Receiver<Msg>) -> Option<Msg> {
+        loop {
+            if self.head_seq == self.checkpointed_seq {
+                return rx.recv().ok();
+            }
+            let due = self
+                .settings
+                .checkpoint_every
+                .saturating_sub(self.checkpointed_at.elapsed());
+            match rx.recv_timeout(due) {
+                Ok(msg) => return Some(msg),
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Err(e) = self.checkpoint_now() {
+                        tracing::error!(error = %e, "audit checkpoint failed");
+                        self.checkpointed_at = Instant::now();
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Handles a non-append message; true when the writer must stop.
+    fn control(&mut self, msg: Msg) -> bool {
+        match msg {
+            Msg::Append(..) => false,
+            Msg::Shipped(seq, reply) => {
+                let result = if seq > self.head_seq {
+                    Err(AuditError::Storage(format!(
+                        "cannot mark {seq} shipped: the log ends at {}",
+                        self.head_seq
+                    )))
+                } else {
+                    self.store.set_meta(Meta::ShippedUpTo, seq)
+                };
+                let _ = reply.send(result);
+                false
+            }
+            Msg::Prune(cutoff_ms, reply) => {
+                let _ = reply.send(self.prune(cutoff_ms));
+                false
+            }
+            Msg::Close(reply) => {
+                let _ = reply.send(self.checkpoint_now());
+                true
+            }
+        }
+    }
+
+    fn commit_batch(&mut self, batch: Vec<(Event, oneshot::Sender<Result<Receipt, AuditError>>)>) {
+        let mut prepared = Vec::with_capacity(batch.len());
+        let mut receipts = Vec::with_capacity(batch.len());
+        let (mut seq, mut prev) = (self.head_seq, self.head_hash);
+        for (event, reply) in batch {
+            match self.prepare(seq + 1, &prev, event) {
+                Ok(record) => {
+                    seq += 1;
+                    prev = chain::hash(&record.bytes);
+                    receipts.push((reply, Receipt { seq, hash: prev }));
+                    prepared.push(record);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+        if prepared.is_empty() {
+            return;
+        }
+        let checkpoint = self
+            .checkpoint_due(seq)
+            .then(|| self.signer.checkpoint(&self.settings.node, seq, &prev));
+        let checkpoint_bytes = match checkpoint.as_ref().map(serde_json::to_vec).transpose() {
+            Ok(bytes) => bytes.map(|b| (seq, b)),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialize a checkpoint; committing without it");
+                None
+            }
+        };
+        let signed = checkpoint_bytes.is_some();
+        match self.store.commit(&prepared, checkpoint_bytes) {
+            Ok(()) => {
+                self.head_seq = seq;
+                self.head_hash = prev;
+                if signed {
+                    self.checkpointed_seq = seq;
+                    self.checkpointed_at = Instant::now();
+                }
+                for (reply, receipt) in receipts {
+                    let _ = reply.send(Ok(receipt));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = receipts.len(), "audit commit failed; the batch is refused");
+                for (reply, _) in receipts {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    fn prepare(&self, seq: u64, prev: &Hash, event: Event) -> Result<Prepared, AuditError> {
+        let (time, time_ms) = chain::now();
+        let keys = index_keys(&event);
+        let record = Record {
+            v: RECORD_VERSION,
+            seq,
+            node: self.settings.node.clone(),
+            time,
+            run: self.run.clone(),
+            mono_ns: u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            prev: hex(prev),
+            event,
+        };
+        let bytes =
+            serde_json::to_vec(&record).map_err(|e| AuditError::Serialize(e.to_string()))?;
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Err(AuditError::Serialize(format!(
+                "record of {} bytes exceeds the {MAX_RECORD_BYTES}-byte limit",
+                bytes.len()
+            )));
+        }
+        Ok(Prepared {
+            seq,
+            bytes,
+            time_ms,
+            keys,
+        })
+    }
+
+    fn checkpoint_due(&self, new_head: u64) -> bool {
+        new_head - self.checkpointed_seq >= self.settings.checkpoint_every_records
+            || self.checkpointed_at.elapsed() >= self.settings.checkpoint_every
+    }
+
+    fn checkpoint_now(&mut self) -> Result<(), AuditError> {
+        if self.head_seq == self.checkpointed_seq {
+            return Ok(());
+        }
+        let checkpoint =
+            self.signer
+                .checkpoint(&self.settings.node, self.head_seq, &self.head_hash);
+        let bytes =
+            serde_json::to_vec(&checkpoint).map_err(|e| AuditError::Serialize(e.to_string()))?;
+        self.store.commit(&[], Some((self.head_seq, bytes)))?;
+        self.checkpointed_seq = self.head_seq;
+        self.checkpointed_at = Instant::now();
+        Ok(())
+    }
+
+    /// Deletes whole segments before a checkpoint, only when shipped and older than the cutoff.
+    fn prune(&mut self, cutoff_ms: u64) -> Result<PruneReport, AuditError> {
+        let txn = self.store.snapshot()?;
+        let shipped = store::meta(&txn, Meta::ShippedUpTo)?.unwrap_or(0);
+        let pruned = store::meta(&txn, Meta::PrunedThrough)?.unwrap_or(0);
+        let checkpoints = store::checkpoints(&txn)?;
+        let mut doomed = Vec::new();
+        let mut through = None;
+        let mut segment = Vec::new();
+        let mut failure = None;
+        store::for_each_record(&txn, pruned + 1, |seq, bytes| {
+            let Ok(record) = serde_json::from_slice::<Record>(bytes) else {
+                failure = Some(format!(
+                    "record {seq} is unreadable; prune refused (run audit verify)"
+                ));
+                return ControlFlow::Break(());
+            };
+            let time_ms = chain::parse_time(&record.time).unwrap_or(u64::MAX);
+            if seq > shipped || time_ms > cutoff_ms {
+                return ControlFlow::Break(());
+            }
+            segment.push(store::Pruned {
+                seq,
+                time_ms,
+                keys: index_keys(&record.event),
+            });
+            if checkpoints.contains_key(&seq) {
+                doomed.append(&mut segment);
+                through = Some(seq);
+            }
+            ControlFlow::Continue(())
+        })?;
+        if let Some(what) = failure {
+            return Err(AuditError::Integrity {
+                path: self.store.path().to_owned(),
+                what,
+            });
+        }
+        drop(txn);
+        let Some(through) = through else {
+            return Ok(PruneReport::default());
+        };
+        self.store.prune_through(through, &doomed)?;
+        Ok(PruneReport {
+            through: Some(through),
+            records: doomed.len() as u64,
+        })
+    }
+}
+
+/// Checks that the records after the last checkpoint link up to it and that it is signed
+/// by the key it names (trust in that key is `audit verify`'s question, not start-up's).
+fn check_tail(
+    txn: &redb::ReadTransaction,
+    checkpoints: &std::collections::BTreeMap<u64, Vec<u8>>,
+    last_checkpoint: u64,
+    pruned: u64,
+) -> Result<(), String> {
+    let mut expected: Option<Hash> = None;
+    if let Some(bytes) = checkpoints.get(&last_checkpoint) {
+        let checkpoint: Checkpoint = serde_json::from_slice(bytes)
+            .map_err(|e| format!("checkpoint {last_checkpoint} is unreadable: {e}"))?;
+        let mut own = chain::TrustedKeys::default();
+        own.add_hex(&checkpoint.public_key)
+            .map_err(|e| e.to_string())?;
+        checkpoint
+            .verify(&own)
+            .map_err(|_| format!("checkpoint {last_checkpoint} has a bad signature"))?;
+        expected = chain::parse_hash(&checkpoint.head);
+    }
+    let from = if last_checkpoint > pruned {
+        last_checkpoint
+    } else {
+        pruned + 1
+    };
+    let mut problem = None;
+    store::for_each_record(txn, from, |seq, bytes| {
+        let hash = chain::hash(bytes);
+        let record = serde_json::from_slice::<Record>(bytes);
+        let ok = match (&record, expected) {
+            (Err(_), _) => false,
+            (Ok(r), Some(want)) if seq == last_checkpoint => hash == want && r.seq == seq,
+            (Ok(r), Some(want)) => chain::parse_hash(&r.prev) == Some(want) && r.seq == seq,
+            (Ok(r), None) => r.seq == seq,
+        };
+        if !ok {
+            problem = Some(format!(
+                "the chain is broken at record {seq} after the last checkpoint"
+            ));
+            return ControlFlow::Break(());
+        }
+        expected = Some(hash);
+        ControlFlow::Continue(())
+    })
+    .map_err(|e| e.to_string())?;
+    problem.map_or(Ok(()), Err)
+}
+
+fn anchor_hash(
+    checkpoints: &std::collections::BTreeMap<u64, Vec<u8>>,
+    seq: u64,
+) -> Result<Hash, AuditError> {
+    checkpoints
+        .get(&seq)
+        .and_then(|bytes| serde_json::from_slice::<Checkpoint>(bytes).ok())
+        .and_then(|c| chain::parse_hash(&c.head))
+        .ok_or_else(|| {
+            AuditError::Storage(format!(
+                "the anchor checkpoint {seq} of the pruned chain is missing"
+            ))
+        })
+}
+
+/// The index keys of an event.
+pub fn index_keys(event: &Event) -> Vec<(Index, String)> {
+    let mut keys = Vec::new();
+    if let Some(patient) = &event.patient {
+        keys.push((Index::Patient, patient.ins.clone()));
+    }
+    if let Some(actor) = &event.actor {
+        if let Some(id) = &actor.id_nat {
+            keys.push((Index::Professional, id.clone()));
+        }
+        if let Some(desk) = &actor.desk {
+            keys.push((Index::Desk, desk.clone()));
+        }
+    }
+    if let Some(call) = &event.call {
+        keys.push((Index::Call, call.call_id.clone()));
+    }
+    keys
+}

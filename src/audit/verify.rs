@@ -1,0 +1,372 @@
+//! Verification of a whole trail, from the live store or from an exported file.
+//!
+//! Records are checked by their own `seq` and `prev` fields, in the order they are stored,
+//! so that each kind of tampering gets its own name: a modified record breaks the link from
+//! its successor; a deleted one leaves a gap; a reordered one appears after a later one; an
+//! inserted one duplicates a sequence number; a truncated tail falls short of the head the
+//! store (or the export header) recorded, or of a checkpoint; a checkpoint must carry a good
+//! signature from a trusted key and match the record it covers.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use super::chain::{self, Checkpoint, GENESIS, Hash, SignatureProblem, TrustedKeys};
+use super::event::Record;
+
+/// How many recent records are remembered to check links across local reorderings.
+const WINDOW: usize = 4096;
+
+/// One thing wrong with a trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// An entry that is not a readable record.
+    Unreadable {
+        /// 1-based position among the records read.
+        position: u64,
+    },
+    /// A record's content changed after it was written.
+    Modified {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// Records are missing from the sequence.
+    Deleted {
+        /// First missing.
+        from: u64,
+        /// Last missing.
+        to: u64,
+    },
+    /// A record appears after a record with a higher sequence number.
+    Reordered {
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// Two records claim the same sequence number: one was inserted.
+    Inserted {
+        /// The duplicated sequence number.
+        seq: u64,
+    },
+    /// The records end before the recorded head or before a checkpoint.
+    TruncatedTail {
+        /// Last record present.
+        last: u64,
+        /// The head that should be there.
+        expected: u64,
+    },
+    /// A checkpoint's signature does not verify.
+    BadSignature {
+        /// The checkpoint's sequence number.
+        checkpoint: u64,
+    },
+    /// A checkpoint was signed by a key the verifier does not trust.
+    UntrustedKey {
+        /// The checkpoint's sequence number.
+        checkpoint: u64,
+        /// The key's id.
+        key_id: String,
+    },
+    /// The record at a checkpoint is not the one the checkpoint signed.
+    CheckpointMismatch {
+        /// The checkpoint's sequence number.
+        checkpoint: u64,
+    },
+    /// A checkpoint entry is not readable.
+    UnreadableCheckpoint {
+        /// Its key or position.
+        at: u64,
+    },
+    /// Records were pruned but the checkpoint anchoring what remains is missing.
+    MissingAnchor {
+        /// The pruned-through sequence number.
+        seq: u64,
+    },
+    /// An export file ends without its closing line: it was cut short.
+    ExportCutShort,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unreadable { position } => {
+                write!(f, "entry {position} is not a readable audit record")
+            }
+            Self::Modified { seq } => write!(
+                f,
+                "record {seq} was modified: its hash no longer matches the link stored in record {}",
+                seq + 1
+            ),
+            Self::Deleted { from, to } if from == to => {
+                write!(f, "record {from} was deleted: the sequence jumps over it")
+            }
+            Self::Deleted { from, to } => write!(
+                f,
+                "records {from} to {to} were deleted: the sequence jumps over them"
+            ),
+            Self::Reordered { seq } => write!(
+                f,
+                "record {seq} was reordered: it appears after a later record"
+            ),
+            Self::Inserted { seq } => write!(
+                f,
+                "a record was inserted: two records claim sequence number {seq}"
+            ),
+            Self::TruncatedTail { last, expected } => write!(
+                f,
+                "the tail was truncated: the trail ends at record {last} but reached record {expected}"
+            ),
+            Self::BadSignature { checkpoint } => {
+                write!(f, "checkpoint {checkpoint} has a bad signature")
+            }
+            Self::UntrustedKey { checkpoint, key_id } => write!(
+                f,
+                "checkpoint {checkpoint} is signed by key {key_id}, which is not trusted"
+            ),
+            Self::CheckpointMismatch { checkpoint } => write!(
+                f,
+                "record {checkpoint} is not the record checkpoint {checkpoint} signed: it was modified or replaced"
+            ),
+            Self::UnreadableCheckpoint { at } => write!(f, "checkpoint entry {at} is not readable"),
+            Self::MissingAnchor { seq } => write!(
+                f,
+                "records up to {seq} were pruned but checkpoint {seq}, which anchors the rest, is missing"
+            ),
+            Self::ExportCutShort => write!(
+                f,
+                "the export file was cut short: its closing line is missing"
+            ),
+        }
+    }
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Records read.
+    pub records: u64,
+    /// Checkpoints whose signature verified.
+    pub checkpoints_verified: u64,
+    /// Lowest and highest sequence numbers seen.
+    pub range: Option<(u64, u64)>,
+    /// The last checkpoint.
+    pub last_checkpoint: Option<u64>,
+    /// Everything wrong, in the order found.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// True when nothing is wrong.
+    pub fn is_intact(&self) -> bool {
+        self.findings.is_empty()
+    }
+}
+
+/// What the trail's container says about it (store meta or export header).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expect {
+    /// Highest sequence number ever written.
+    pub head_seq: Option<u64>,
+    /// Records up to this were pruned.
+    pub pruned_through: u64,
+}
+
+/// Streams records through the checks.
+pub struct Verifier<'a> {
+    trusted: &'a TrustedKeys,
+    checkpoints: BTreeMap<u64, Checkpoint>,
+    window: BTreeMap<u64, Vec<Hash>>,
+    pending_links: BTreeMap<u64, Vec<(u64, Hash)>>,
+    gaps: BTreeMap<u64, u64>,
+    next_expected: u64,
+    max_seen: u64,
+    matched_checkpoints: HashSet<u64>,
+    report: Report,
+    expect: Expect,
+}
+
+impl<'a> Verifier<'a> {
+    /// A verifier trusting `trusted`, given the container's expectations and checkpoints.
+    pub fn new(
+        trusted: &'a TrustedKeys,
+        expect: Expect,
+        raw_checkpoints: impl IntoIterator<Item = (u64, Vec<u8>)>,
+    ) -> Self {
+        let mut report = Report::default();
+        let mut checkpoints = BTreeMap::new();
+        for (at, bytes) in raw_checkpoints {
+            match serde_json::from_slice::<Checkpoint>(&bytes) {
+                Ok(c) => {
+                    match c.verify(trusted) {
+                        Ok(()) => report.checkpoints_verified += 1,
+                        Err(SignatureProblem::BadSignature) => report
+                            .findings
+                            .push(Finding::BadSignature { checkpoint: c.seq }),
+                        Err(SignatureProblem::UntrustedKey) => {
+                            report.findings.push(Finding::UntrustedKey {
+                                checkpoint: c.seq,
+                                key_id: c.key_id.clone(),
+                            })
+                        }
+                    }
+                    checkpoints.insert(c.seq, c);
+                }
+                Err(_) => report.findings.push(Finding::UnreadableCheckpoint { at }),
+            }
+        }
+        report.last_checkpoint = checkpoints.keys().next_back().copied();
+        let anchor = expect.pruned_through;
+        let mut window = BTreeMap::new();
+        if anchor == 0 {
+            window.insert(0, vec![GENESIS]);
+        } else if let Some(head) = checkpoints
+            .get(&anchor)
+            .and_then(|c| chain::parse_hash(&c.head))
+        {
+            window.insert(anchor, vec![head]);
+            checkpoints.remove(&anchor);
+        } else {
+            report.findings.push(Finding::MissingAnchor { seq: anchor });
+        }
+        Self {
+            trusted,
+            checkpoints,
+            window,
+            pending_links: BTreeMap::new(),
+            gaps: BTreeMap::new(),
+            next_expected: anchor + 1,
+            max_seen: anchor,
+            matched_checkpoints: HashSet::new(),
+            report,
+            expect,
+        }
+    }
+
+    /// Checks the next record in stored order.
+    pub fn record(&mut self, bytes: &[u8]) {
+        self.report.records += 1;
+        let Ok(record) = serde_json::from_slice::<Record>(bytes) else {
+            self.report.findings.push(Finding::Unreadable {
+                position: self.report.records,
+            });
+            return;
+        };
+        let (seq, hash) = (record.seq, chain::hash(bytes));
+        let link = chain::parse_hash(&record.prev).unwrap_or(GENESIS);
+        self.report.range = Some(match self.report.range {
+            None => (seq, seq),
+            Some((lo, hi)) => (lo.min(seq), hi.max(seq)),
+        });
+        self.place(seq);
+        self.check_link(seq, link);
+        self.resolve_pending(seq, hash);
+        if let Some(checkpoint) = self.checkpoints.get(&seq)
+            && chain::parse_hash(&checkpoint.head) == Some(hash)
+        {
+            self.matched_checkpoints.insert(seq);
+        }
+        self.window.entry(seq).or_default().push(hash);
+        while self.window.len() > WINDOW {
+            self.window.pop_first();
+        }
+    }
+
+    /// Sequence bookkeeping: gaps, reorderings, duplicates.
+    fn place(&mut self, seq: u64) {
+        if self.window.get(&seq).is_some_and(|h| !h.is_empty()) {
+            self.report.findings.push(Finding::Inserted { seq });
+        } else if seq < self.max_seen {
+            self.report.findings.push(Finding::Reordered { seq });
+            self.fill_gap(seq);
+        } else if seq > self.next_expected {
+            self.gaps.insert(self.next_expected, seq - 1);
+        }
+        self.max_seen = self.max_seen.max(seq);
+        self.next_expected = self.next_expected.max(seq + 1);
+    }
+
+    fn fill_gap(&mut self, seq: u64) {
+        let Some((&start, &end)) = self.gaps.range(..=seq).next_back() else {
+            return;
+        };
+        if seq > end {
+            return;
+        }
+        self.gaps.remove(&start);
+        if start < seq {
+            self.gaps.insert(start, seq - 1);
+        }
+        if seq < end {
+            self.gaps.insert(seq + 1, end);
+        }
+    }
+
+    fn check_link(&mut self, seq: u64, link: Hash) {
+        let Some(previous) = seq.checked_sub(1) else {
+            return;
+        };
+        match self.window.get(&previous) {
+            Some(hashes) if hashes.contains(&link) => {}
+            Some(_) => self
+                .report
+                .findings
+                .push(Finding::Modified { seq: previous }),
+            None if previous >= self.expect.pruned_through => {
+                self.pending_links
+                    .entry(previous)
+                    .or_default()
+                    .push((seq, link));
+            }
+            None => {}
+        }
+    }
+
+    /// A record whose successor arrived first: check the link the successor holds.
+    fn resolve_pending(&mut self, seq: u64, hash: Hash) {
+        if let Some(waiting) = self.pending_links.remove(&seq)
+            && waiting.iter().any(|(_, link)| *link != hash)
+        {
+            self.report.findings.push(Finding::Modified { seq });
+        }
+    }
+
+    /// Finishes: gaps become deletions, unmatched checkpoints and short tails are named.
+    pub fn finish(mut self) -> Report {
+        for (from, to) in std::mem::take(&mut self.gaps) {
+            self.report.findings.push(Finding::Deleted { from, to });
+        }
+        let last = self.max_seen;
+        for &seq in self.checkpoints.keys() {
+            if seq > last {
+                self.report.findings.push(Finding::TruncatedTail {
+                    last,
+                    expected: seq,
+                });
+            } else if !self.matched_checkpoints.contains(&seq) && !self.is_deleted(seq) {
+                self.report
+                    .findings
+                    .push(Finding::CheckpointMismatch { checkpoint: seq });
+            }
+        }
+        if let Some(head) = self.expect.head_seq
+            && head > last
+            && !self
+                .report
+                .findings
+                .iter()
+                .any(|f| matches!(f, Finding::TruncatedTail { .. }))
+        {
+            self.report.findings.push(Finding::TruncatedTail {
+                last,
+                expected: head,
+            });
+        }
+        let _ = self.trusted;
+        self.report
+    }
+
+    fn is_deleted(&self, seq: u64) -> bool {
+        self.report
+            .findings
+            .iter()
+            .any(|f| matches!(f, Finding::Deleted { from, to } if (*from..=*to).contains(&seq)))
+    }
+}
