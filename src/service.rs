@@ -97,11 +97,11 @@ pub async fn run(
     let addr = prepared.listen;
     let stores = Arc::new(Stores::open(&prepared.config.storage.state_dir)?);
     tracing::info!(state_dir = %stores.dir().display(), "stores open");
-    let audit = AuditLog::start(
+    let audit = Arc::new(AuditLog::start(
         stores.audit.clone(),
         prepared.signer,
         prepared.config.audit.settings(),
-    )?;
+    )?);
     let digest = prepared
         .config
         .to_toml()
@@ -122,6 +122,7 @@ pub async fn run(
     let state = AppState::new(
         prepared.config.centre.clone(),
         stores.clone(),
+        audit.clone(),
         metrics.clone(),
     );
     let app = api::router(state.clone());
@@ -140,7 +141,7 @@ pub async fn run(
     tracing::info!(addr = %local, desks = prepared.config.desks.len(), "listening");
     on_bound(local);
     notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
-    let watchdog = spawn_watchdog(local, &prepared.tls, stores.clone());
+    let watchdog = spawn_watchdog(local, &prepared.tls, stores.clone(), audit.clone());
 
     let stop = async {
         let name = tokio::select! {
@@ -204,6 +205,7 @@ fn spawn_watchdog(
     addr: SocketAddr,
     tls: &ServerTls,
     stores: Arc<Stores>,
+    audit: Arc<AuditLog>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let interval = sd_notify::watchdog_enabled()?;
     let period = interval / 2;
@@ -221,7 +223,7 @@ fn spawn_watchdog(
     Some(tokio::spawn(async move {
         loop {
             tokio::time::sleep(period).await;
-            match self_check(&probe, &stores).await {
+            match self_check(&probe, &stores, &audit).await {
                 Ok(()) => notify(&[NotifyState::Watchdog]),
                 Err(reason) => {
                     tracing::error!(reason, "watchdog self-check failed; not pinging systemd")
@@ -231,7 +233,10 @@ fn spawn_watchdog(
     }))
 }
 
-async fn self_check(probe: &Probe, stores: &Arc<Stores>) -> Result<(), String> {
+async fn self_check(probe: &Probe, stores: &Arc<Stores>, audit: &AuditLog) -> Result<(), String> {
+    if !audit.is_healthy() {
+        return Err("the audit writer failed on a storage error".into());
+    }
     match probe.get("/healthz").await {
         Ok((200, _)) => {}
         Ok((status, _)) => return Err(format!("/healthz answered {status}")),

@@ -49,8 +49,7 @@ async fn certificate_from_the_workstation_ca_but_unmapped_gets_nothing() {
     assert!(
         gateway
             .stderr
-            .all()
-            .contains("workstation certificate not mapped to a desk")
+            .has("workstation certificate not mapped to a desk")
     );
 }
 

@@ -84,7 +84,11 @@ fn sigint_also_stops_cleanly() {
     let mut gateway = Gateway::start();
     support::signal(gateway.pid(), "INT");
     assert_eq!(gateway.wait(EXIT).code(), Some(0));
-    assert!(gateway.stderr.all().contains(r#""signal":"SIGINT""#));
+    assert!(
+        gateway.stderr.all().contains(r#""signal":"SIGINT""#),
+        "{}",
+        gateway.stderr.all()
+    );
 }
 
 #[test]
@@ -186,5 +190,6 @@ fn notifies_ready_feeds_the_watchdog_and_announces_stopping() {
         }
     }
     assert_eq!(wait_child(&mut child, EXIT).code(), Some(0));
+    stderr.wait_closed(EXIT);
     assert!(stderr.all().contains("systemd watchdog enabled"));
 }

@@ -13,7 +13,9 @@ const INS: &str = "185057800608436";
 const NAME: &str = "DUPONTEL";
 const CLINICAL: &str = "allergie-penicilline";
 
-#[tokio::test]
+// Multi-threaded: the harness's polling waits block a thread, and the clients' HTTP/2
+// connections must still answer the gateway's shutdown PING meanwhile.
+#[tokio::test(flavor = "multi_thread")]
 async fn patient_identifiers_never_reach_logs_or_metrics() {
     let gateway = Gateway::start();
     let client = gateway.client(Some(DESK_A));
@@ -57,6 +59,15 @@ async fn patient_identifiers_never_reach_logs_or_metrics() {
             l.contains("request served")
         });
     assert!(logged, "{}", gateway.stderr.all());
+    // Stop the gateway so that every line it wrote is captured before looking for leaks.
+    let mut gateway = gateway;
+    gateway.terminate();
+    gateway.wait(Duration::from_secs(20));
+    assert!(
+        !gateway.stderr.all().contains("grace period over"),
+        "{}",
+        gateway.stderr.all()
+    );
     let logs = format!("{}\n{}", gateway.stderr.all(), gateway.stdout.all());
     assert!(logs.contains(r#""route":"unmatched""#), "{logs}");
     for secret in [INS, NAME, CLINICAL, "nom=", "ins="] {

@@ -8,6 +8,7 @@
 //! of the batch gets the error and the chain stays as it was (no sequence number is used).
 
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -86,6 +87,7 @@ pub struct AuditLog {
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     public_key: String,
+    failed: Arc<AtomicBool>,
 }
 
 impl AuditLog {
@@ -95,7 +97,8 @@ impl AuditLog {
         signer: Signer,
         settings: Settings,
     ) -> Result<Self, AuditError> {
-        let writer = Writer::resume(store, signer, settings)?;
+        let failed = Arc::new(AtomicBool::new(false));
+        let writer = Writer::resume(store, signer, settings, failed.clone())?;
         let public_key = writer.signer.public_key_hex().to_owned();
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -106,7 +109,15 @@ impl AuditLog {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             public_key,
+            failed,
         })
+    }
+
+    /// False once a commit failed on a storage error. redb then refuses every later write
+    /// until the database is reopened, so the service reports not ready, stops feeding the
+    /// systemd watchdog, and is restarted: appends fail (and accesses are refused) meanwhile.
+    pub fn is_healthy(&self) -> bool {
+        !self.failed.load(Ordering::SeqCst)
     }
 
     /// The public key checkpoints are signed with (hex).
@@ -184,6 +195,7 @@ struct Writer {
     checkpointed_at: Instant,
     run: String,
     started: Instant,
+    failed: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -193,6 +205,7 @@ impl Writer {
         store: Arc<AuditStore>,
         signer: Signer,
         settings: Settings,
+        failed: Arc<AtomicBool>,
     ) -> Result<Self, AuditError> {
         let txn = store.snapshot()?;
         let checkpoints = store::checkpoints(&txn)?;
@@ -234,6 +247,7 @@ impl Writer {
             checkpointed_at: Instant::now(),
             run: hex(&run),
             started: Instant::now(),
+            failed,
         })
     }
 
@@ -365,7 +379,8 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, records = receipts.len(), "audit commit failed; the batch is refused");
+                self.failed.store(true, Ordering::SeqCst);
+                tracing::error!(error = %e, records = receipts.len(), "audit commit failed; the batch is refused and the audit trail needs a restart");
                 for (reply, _) in receipts {
                     let _ = reply.send(Err(e.clone()));
                 }

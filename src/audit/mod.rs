@@ -59,6 +59,15 @@ pub enum AuditError {
         /// The cause, from redb or the operating system.
         reason: String,
     },
+    /// The file was not closed cleanly (crash, power loss) and only a writable open can
+    /// run redb's recovery.
+    #[error(
+        "audit store {path} was not closed cleanly and needs recovery: start the service, or run this command while it is stopped"
+    )]
+    NeedsRecovery {
+        /// The database file.
+        path: PathBuf,
+    },
     /// The stored chain is inconsistent; the writer refuses to continue it.
     #[error(
         "audit store {path} failed its integrity check: {what}; run `samu-gateway audit verify`"

@@ -275,24 +275,22 @@ impl AuditStore {
         }
         txn.commit().map_err(storage)
     }
-
-    /// Test support: raw access to rewrite stored records, as an attacker with the file would.
-    #[doc(hidden)]
-    pub fn tamper(
-        &self,
-        edit: impl FnOnce(&mut redb::Table<u64, &[u8]>, &mut redb::Table<u64, &[u8]>),
-    ) -> Result<(), AuditError> {
-        let txn = self.db.begin_write().map_err(storage)?;
-        {
-            let mut records = txn.open_table(RECORDS).map_err(storage)?;
-            let mut checkpoints = txn.open_table(CHECKPOINTS).map_err(storage)?;
-            edit(&mut records, &mut checkpoints);
-        }
-        txn.commit().map_err(storage)
-    }
 }
 
 impl AuditReader {
+    /// Opens read-only; if the file needs crash recovery and no other process holds it,
+    /// recovers it first through a brief writable open (redb's recovery rebuilds its own
+    /// allocation state; it does not change committed records).
+    pub fn open_recovering(path: &Path) -> Result<Self, AuditError> {
+        match Self::open(path) {
+            Err(AuditError::NeedsRecovery { .. }) => {
+                drop(AuditStore::open(path)?);
+                Self::open(path)
+            }
+            other => other,
+        }
+    }
+
     /// Opens the database read-only; works while the service has it open for writing.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
         if !path.exists() {
@@ -430,6 +428,7 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> AuditError {
         redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => {
             AuditError::Locked { path }
         }
+        redb::DatabaseError::RepairAborted => AuditError::NeedsRecovery { path },
         redb::DatabaseError::UpgradeRequired(v) => AuditError::UnknownFormat {
             path,
             found: format!("redb file format {v}"),

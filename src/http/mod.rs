@@ -20,6 +20,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::audit::AuditLog;
 use crate::config::CentreConfig;
 use crate::state::Stores;
 
@@ -35,16 +36,23 @@ pub struct AppState(Arc<Shared>);
 struct Shared {
     centre: CentreConfig,
     stores: Arc<Stores>,
+    audit: Arc<AuditLog>,
     metrics: Arc<Metrics>,
     draining: AtomicBool,
 }
 
 impl AppState {
     /// State for one server instance.
-    pub fn new(centre: CentreConfig, stores: Arc<Stores>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        centre: CentreConfig,
+        stores: Arc<Stores>,
+        audit: Arc<AuditLog>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self(Arc::new(Shared {
             centre,
             stores,
+            audit,
             metrics,
             draining: AtomicBool::new(false),
         }))
@@ -58,6 +66,11 @@ impl AppState {
     /// Both stores.
     pub fn stores(&self) -> &Stores {
         &self.0.stores
+    }
+
+    /// The audit log: the only way handlers record what they do.
+    pub fn audit(&self) -> &AuditLog {
+        &self.0.audit
     }
 
     /// The metrics registry.

@@ -76,11 +76,8 @@ pub struct Check {
               (status = 503, description = "Not ready, or shutting down", body = Readiness)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let verdict = |ok: bool| if ok { "ok" } else { "failed" };
-    let audit = state
-        .stores()
-        .audit
-        .check()
-        .inspect_err(|e| tracing::error!(error = %e, "readiness: audit store check failed"));
+    let audit = audit_health(&state)
+        .inspect_err(|e| tracing::error!(error = %e, "readiness: audit trail check failed"));
     let cache = state
         .stores()
         .cache
@@ -113,6 +110,18 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(Readiness { status, checks }))
+}
+
+/// The audit store answers a read and its writer has not failed.
+fn audit_health(state: &AppState) -> Result<(), crate::audit::AuditError> {
+    state.stores().audit.check()?;
+    if state.audit().is_healthy() {
+        Ok(())
+    } else {
+        Err(crate::audit::AuditError::Storage(
+            "the audit writer failed on a storage error; restart the service".into(),
+        ))
+    }
 }
 
 /// Prometheus scrape endpoint. Carries no patient data; needs no client certificate.

@@ -207,16 +207,36 @@ workstation_cn = "poste-b"
 
 /// Lines a child process wrote, collected by a reader thread.
 #[derive(Clone, Default)]
-pub struct Lines(Arc<Mutex<Vec<String>>>);
+pub struct Lines(Arc<Mutex<Vec<String>>>, Arc<std::sync::atomic::AtomicBool>);
 
 impl Lines {
     fn follow(&self, stream: impl std::io::Read + Send + 'static) {
-        let lines = self.0.clone();
+        let (lines, closed) = (self.0.clone(), self.1.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
                 lines.lock().unwrap().push(line);
             }
+            closed.store(true, std::sync::atomic::Ordering::SeqCst);
         });
+    }
+
+    /// Waits until the stream reached its end (the process closed it), so that `all()` is
+    /// complete.
+    pub fn wait_closed(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            assert!(
+                Instant::now() < deadline,
+                "output stream still open after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether a line containing `needle` arrives within a few seconds.
+    pub fn has(&self, needle: &str) -> bool {
+        self.wait_for(Duration::from_secs(10), |l| l.contains(needle))
+            .is_some()
     }
 
     pub fn all(&self) -> String {
@@ -317,9 +337,12 @@ impl Gateway {
         signal(self.child.id(), "TERM");
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit and for its output to be fully captured.
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        wait_child(&mut self.child, timeout)
+        let status = wait_child(&mut self.child, timeout);
+        self.stderr.wait_closed(timeout);
+        self.stdout.wait_closed(timeout);
+        status
     }
 }
 

@@ -15,7 +15,10 @@ use crate::http::tls::load_certs;
 use crate::service::{self, Prepared};
 use crate::telemetry;
 
-const EXIT_RUNTIME: u8 = 1;
+mod audit_cli;
+use audit_cli::AuditCommand;
+
+pub(crate) const EXIT_RUNTIME: u8 = 1;
 const EXIT_USAGE: u8 = 64;
 
 /// Break-glass gateway to critical patient summaries for a SAMU regulation centre.
@@ -52,9 +55,14 @@ enum Command {
     },
     /// Print the version and build facts.
     Version,
+    /// Audit trail tools: verify, list, export, keys, retention.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
 }
 
-enum Failure {
+pub(crate) enum Failure {
     Usage(Vec<String>),
     Runtime(anyhow::Error),
 }
@@ -102,6 +110,7 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
+        Command::Audit { command } => audit_cli::run(&cli.config, command),
         Command::Serve => serve(Prepared::load(&cli.config)?),
         Command::Demo { dir, port } => run_demo(dir, port),
         Command::Configtest => configtest(&cli.config),

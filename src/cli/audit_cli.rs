@@ -1,0 +1,302 @@
+//! `samu-gateway audit …`: the compliance team's and the operator's tools on the trail.
+//!
+//! Reading commands (`verify`, `list`, `export`) open the store read-only and work while the
+//! service runs. `prune` writes, so it needs the service stopped (the store says so if not).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use super::{EXIT_RUNTIME, Failure};
+use crate::audit::export::{self, Filter, Format};
+use crate::audit::store::ReadStore;
+use crate::audit::{AuditLog, AuditReader, AuditStore, EventKind, Signer, TrustedKeys, chain};
+use crate::config::{Config, ConfigError, Problem};
+use crate::state::AUDIT_FILE;
+
+#[derive(Debug, Subcommand)]
+pub(super) enum AuditCommand {
+    /// Check the whole chain and every checkpoint signature; exit 1 naming what is wrong.
+    Verify {
+        /// Verify this JSONL export instead of the configured store.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Trusted public key (hex, or a file holding it); repeatable. Default: the
+        /// configured signing key's.
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
+    },
+    /// List records matching the filters, oldest first.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// At most this many records.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Print the stored JSON records instead of one summary line each.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export records matching the filters (JSONL exports without filters verify offline).
+    Export {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: Format,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Create a checkpoint signing key (mode 0600; never overwrites).
+    Keygen {
+        /// Where to write the PKCS#8 PEM key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the public key of the configured signing key (give it to the compliance team).
+    PublicKey,
+    /// Delete records past `audit.retention_days` that were shipped, before a checkpoint.
+    /// Needs the service stopped.
+    Prune,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct FilterArgs {
+    /// From this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+    #[arg(long)]
+    since: Option<String>,
+    /// Until this time (RFC 3339).
+    #[arg(long)]
+    until: Option<String>,
+    /// Professional idNat.
+    #[arg(long)]
+    professional: Option<String>,
+    /// Patient INS.
+    #[arg(long)]
+    patient: Option<String>,
+    /// Desk id.
+    #[arg(long)]
+    desk: Option<String>,
+    /// Emergency call id.
+    #[arg(long)]
+    call: Option<String>,
+    /// Event kind.
+    #[arg(long, value_enum)]
+    kind: Option<EventKind>,
+    /// Outcome.
+    #[arg(long, value_parser = ["success", "refused", "failed"])]
+    outcome: Option<String>,
+}
+
+impl FilterArgs {
+    fn to_filter(&self) -> Result<Filter, Failure> {
+        let time = |flag: &str, value: &Option<String>| -> Result<Option<u64>, Failure> {
+            value
+                .as_deref()
+                .map(|v| {
+                    chain::parse_time(v).ok_or_else(|| {
+                        Failure::Usage(vec![format!("--{flag}: '{v}' is not an RFC 3339 time")])
+                    })
+                })
+                .transpose()
+        };
+        Ok(Filter {
+            since_ms: time("since", &self.since)?,
+            until_ms: time("until", &self.until)?,
+            professional: self.professional.clone(),
+            patient: self.patient.clone(),
+            desk: self.desk.clone(),
+            call: self.call.clone(),
+            kind: self.kind,
+            outcome: self.outcome.clone(),
+        })
+    }
+}
+
+pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode, Failure> {
+    match command {
+        AuditCommand::Keygen { out } => {
+            let signer = Signer::generate(&out).context("cannot create the key")?;
+            println!("created {} (key id {})", out.display(), signer.key_id());
+            println!("public key: {}", signer.public_key_hex());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::PublicKey => {
+            let signer = configured_signer(&Config::read(config_path)?)?;
+            println!("{}", signer.public_key_hex());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify { file, public_keys } => {
+            verify(config_path, file.as_deref(), &public_keys)
+        }
+        AuditCommand::List {
+            filter,
+            limit,
+            json,
+        } => {
+            let reader = reader(config_path)?;
+            let txn = reader.snapshot().context("cannot read the audit store")?;
+            let selection =
+                export::select(&txn, &filter.to_filter()?, limit).context("cannot list")?;
+            let mut out = std::io::stdout().lock();
+            for selected in &selection.records {
+                let line = if json {
+                    String::from_utf8_lossy(&selected.bytes).into_owned()
+                } else {
+                    export::list_line(selected)
+                };
+                writeln!(out, "{line}").context("cannot write")?;
+            }
+            eprintln!("{} record(s)", selection.records.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Export {
+            format,
+            filter,
+            output,
+        } => {
+            let reader = reader(config_path)?;
+            let txn = reader.snapshot().context("cannot read the audit store")?;
+            let filter = filter.to_filter()?;
+            let count = match &output {
+                Some(path) => {
+                    let mut file = std::io::BufWriter::new(
+                        std::fs::File::create(path)
+                            .with_context(|| format!("cannot create {}", path.display()))?,
+                    );
+                    let count = export::export(&txn, &filter, format, &mut file)
+                        .context("export failed")?;
+                    file.flush().context("cannot write the export")?;
+                    count
+                }
+                None => export::export(&txn, &filter, format, &mut std::io::stdout().lock())
+                    .context("export failed")?,
+            };
+            eprintln!("exported {count} record(s)");
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Prune => prune(config_path),
+    }
+}
+
+fn store_path(config_path: &Path) -> Result<PathBuf, Failure> {
+    Ok(Config::read(config_path)?
+        .storage
+        .state_dir
+        .join(AUDIT_FILE))
+}
+
+fn reader(config_path: &Path) -> Result<AuditReader, Failure> {
+    Ok(AuditReader::open_recovering(&store_path(config_path)?)
+        .context("cannot open the audit store")?)
+}
+
+fn configured_signer(config: &Config) -> Result<Signer, Failure> {
+    let problem = |reason: String| {
+        Failure::from(ConfigError::Invalid(vec![Problem::new(
+            "audit.signing_key",
+            reason,
+        )]))
+    };
+    let path = config.audit.signing_key.resolve().map_err(problem)?;
+    Signer::load(&path).map_err(|e| problem(e.to_string()))
+}
+
+fn trusted_keys(config_path: &Path, given: &[String]) -> Result<TrustedKeys, Failure> {
+    let mut trusted = TrustedKeys::default();
+    for key in given {
+        let text = if Path::new(key).is_file() {
+            std::fs::read_to_string(key).with_context(|| format!("cannot read {key}"))?
+        } else {
+            key.clone()
+        };
+        trusted
+            .add_hex(&text)
+            .map_err(|e| Failure::Usage(vec![format!("--public-key: {e}")]))?;
+    }
+    if trusted.is_empty() {
+        let signer = configured_signer(&Config::read(config_path)?)?;
+        trusted
+            .add_hex(signer.public_key_hex())
+            .context("configured key")?;
+    }
+    Ok(trusted)
+}
+
+fn verify(
+    config_path: &Path,
+    file: Option<&Path>,
+    public_keys: &[String],
+) -> Result<ExitCode, Failure> {
+    let trusted = trusted_keys(config_path, public_keys)?;
+    let (what, report) = match file {
+        Some(file) => (
+            file.display().to_string(),
+            export::verify_file(file, &trusted).context("cannot verify the file")?,
+        ),
+        None => {
+            let path = store_path(config_path)?;
+            let reader =
+                AuditReader::open_recovering(&path).context("cannot open the audit store")?;
+            (
+                path.display().to_string(),
+                export::verify_store(&reader, &trusted).context("cannot verify the store")?,
+            )
+        }
+    };
+    let range = report
+        .range
+        .map_or("none".to_owned(), |(a, b)| format!("{a} to {b}"));
+    let last = report
+        .last_checkpoint
+        .map_or("none".to_owned(), |c| c.to_string());
+    if report.is_intact() {
+        println!(
+            "audit trail intact: {what}: {} record(s) (seq {range}), {} checkpoint signature(s) verified, last checkpoint at {last}",
+            report.records, report.checkpoints_verified
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "audit trail NOT intact: {what}: {} problem(s)",
+        report.findings.len()
+    );
+    for finding in &report.findings {
+        println!("  - {finding}");
+    }
+    println!(
+        "({} record(s) read, seq {range}, last checkpoint at {last})",
+        report.records
+    );
+    Ok(ExitCode::from(EXIT_RUNTIME))
+}
+
+fn prune(config_path: &Path) -> Result<ExitCode, Failure> {
+    let config = Config::read(config_path)?;
+    let signer = configured_signer(&config)?;
+    let path = config.storage.state_dir.join(AUDIT_FILE);
+    let store = AuditStore::open(&path)
+        .context("cannot open the audit store for writing (stop the service first)")?;
+    let log = AuditLog::start(std::sync::Arc::new(store), signer, config.audit.settings())
+        .context("cannot start the audit writer")?;
+    let cutoff = chain::now()
+        .1
+        .saturating_sub(config.audit.retention_days * 86_400_000);
+    let report = log.prune(cutoff).context("prune failed")?;
+    log.close().context("cannot close the audit trail")?;
+    match report.through {
+        Some(through) => println!(
+            "pruned {} record(s); the trail now starts after checkpoint {through}",
+            report.records
+        ),
+        None => println!(
+            "nothing to prune: no checkpointed segment is both older than {} days and shipped",
+            config.audit.retention_days
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}

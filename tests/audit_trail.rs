@@ -1,0 +1,701 @@
+//! The audit trail: durable appends, a chain that survives restarts and refuses to fork,
+//! verification that names each kind of tampering, indexed queries, retention.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use samu_gateway::audit::export::{self, Filter};
+use samu_gateway::audit::store::{Meta, ReadStore};
+use samu_gateway::audit::verify::Finding;
+use samu_gateway::audit::{
+    Actor, AuditError, AuditLog, AuditReader, AuditStore, CallContext, Event, EventKind, Outcome,
+    PatientRef, Settings, Signer, TrustedKeys,
+};
+
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
+
+fn settings(checkpoint_every_records: u64) -> Settings {
+    Settings {
+        node: "gw-test".into(),
+        batch_max_records: 64,
+        // No extra wait: these tests append mostly from one thread at a time.
+        batch_max_wait: Duration::ZERO,
+        checkpoint_every_records,
+        checkpoint_every: Duration::from_secs(3600),
+    }
+}
+
+/// A break-glass read by one of 4 professionals at one of 2 desks, for one of `patients`.
+fn access(i: u64, patients: u64) -> Event {
+    Event {
+        actor: Some(Actor {
+            id_nat: Some(format!("81000000000{}", i % 4)),
+            name: Some("Dr Test".into()),
+            desk: Some(format!("regul-{}", i % 2)),
+            ..Actor::default()
+        }),
+        patient: Some(PatientRef {
+            ins: format!("1850578006{:05}", i % patients),
+            oid: "1.2.250.1.213.1.4.8".into(),
+        }),
+        call: Some(CallContext {
+            call_id: format!("call-{i}"),
+            reason_code: Some("inconscient".into()),
+            justification: None,
+        }),
+        ..Event::new(EventKind::PatientRecordRead, Outcome::Success)
+    }
+}
+
+struct Trail {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+    trusted: TrustedKeys,
+}
+
+impl Trail {
+    /// A closed trail of `n` records with a checkpoint every `every` records.
+    fn new(n: u64, every: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("signing.key");
+        let signer = Signer::generate(&key).unwrap();
+        let trusted = signer.trusted();
+        let trail = Self { dir, key, trusted };
+        let log = trail.open(every);
+        for i in 1..=n {
+            let _receipt = log.append_blocking(access(i, 10)).unwrap();
+        }
+        log.close().unwrap();
+        trail
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("audit.redb")
+    }
+
+    fn open(&self, every: u64) -> AuditLog {
+        let store = Arc::new(AuditStore::open(&self.path()).unwrap());
+        AuditLog::start(store, Signer::load(&self.key).unwrap(), settings(every)).unwrap()
+    }
+
+    /// A copy of the store, rewritten by `edit` as someone with the file could.
+    fn tampered(
+        &self,
+        edit: impl FnOnce(&mut BTreeMap<u64, Vec<u8>>, &mut BTreeMap<u64, Vec<u8>>),
+    ) -> PathBuf {
+        let copy = self.dir.path().join(format!("copy-{}.redb", rand_u64()));
+        std::fs::copy(self.path(), &copy).unwrap();
+        let db = redb::Database::create(&copy).unwrap();
+        let read = |table: TableDefinition<u64, &[u8]>| -> BTreeMap<u64, Vec<u8>> {
+            let txn = db.begin_read().unwrap();
+            let t = txn.open_table(table).unwrap();
+            t.iter()
+                .unwrap()
+                .map(|e| e.unwrap())
+                .map(|(k, v)| (k.value(), v.value().to_vec()))
+                .collect()
+        };
+        let (mut records, mut checkpoints) = (read(RECORDS), read(CHECKPOINTS));
+        edit(&mut records, &mut checkpoints);
+        let txn = db.begin_write().unwrap();
+        for (table, content) in [(RECORDS, &records), (CHECKPOINTS, &checkpoints)] {
+            let mut t = txn.open_table(table).unwrap();
+            t.retain(|_, _| false).unwrap();
+            for (k, v) in content {
+                t.insert(*k, v.as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        copy
+    }
+
+    fn verify(&self, path: &Path) -> Vec<Finding> {
+        export::verify_store(&AuditReader::open(path).unwrap(), &self.trusted)
+            .unwrap()
+            .findings
+    }
+}
+
+fn rand_u64() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    ring::rand::SystemRandom::new().fill(&mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+fn edit_record(bytes: &[u8], f: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+    f(&mut value);
+    // Same field order as the writer (serde_json keeps insertion order only with
+    // preserve_order; re-serialising is what a tamperer would do anyway).
+    serde_json::to_vec(&value).unwrap()
+}
+
+#[test]
+fn intact_trail_verifies_with_every_checkpoint() {
+    let trail = Trail::new(30, 10);
+    let report =
+        export::verify_store(&AuditReader::open(&trail.path()).unwrap(), &trail.trusted).unwrap();
+    assert!(report.is_intact(), "{:?}", report.findings);
+    assert_eq!(report.records, 30);
+    assert_eq!(report.range, Some((1, 30)));
+    assert_eq!(report.checkpoints_verified, 3);
+}
+
+#[test]
+fn modified_record_is_named() {
+    let trail = Trail::new(30, 10);
+    let copy = trail.tampered(|records, _| {
+        let edited = edit_record(&records[&15], |v| v["call"]["call_id"] = "call-999".into());
+        records.insert(15, edited);
+    });
+    assert_eq!(trail.verify(&copy), vec![Finding::Modified { seq: 15 }]);
+}
+
+#[test]
+fn modified_record_under_a_checkpoint_is_named_twice() {
+    let trail = Trail::new(30, 10);
+    let copy = trail.tampered(|records, _| {
+        let edited = edit_record(&records[&20], |v| {
+            v["actor"]["id_nat"] = "810000000009".into()
+        });
+        records.insert(20, edited);
+    });
+    let findings = trail.verify(&copy);
+    assert!(
+        findings.contains(&Finding::Modified { seq: 20 }),
+        "{findings:?}"
+    );
+    assert!(
+        findings.contains(&Finding::CheckpointMismatch { checkpoint: 20 }),
+        "{findings:?}"
+    );
+}
+
+#[test]
+fn deleted_record_is_named() {
+    let trail = Trail::new(30, 10);
+    let copy = trail.tampered(|records, _| {
+        records.remove(&7);
+    });
+    assert_eq!(
+        trail.verify(&copy),
+        vec![Finding::Deleted { from: 7, to: 7 }]
+    );
+}
+
+#[test]
+fn reordered_records_are_named() {
+    let trail = Trail::new(30, 10);
+    let copy = trail.tampered(|records, _| {
+        let (a, b) = (records[&12].clone(), records[&13].clone());
+        records.insert(12, b);
+        records.insert(13, a);
+    });
+    assert_eq!(trail.verify(&copy), vec![Finding::Reordered { seq: 12 }]);
+}
+
+#[test]
+fn inserted_record_is_named() {
+    let trail = Trail::new(30, 10);
+    let copy = trail.tampered(|records, _| {
+        // A forged record linked to record 4, slipped in as 5; what followed moves down one slot.
+        let forged = edit_record(&records[&5], |v| v["call"]["call_id"] = "forged".into());
+        let shifted: Vec<(u64, Vec<u8>)> = records
+            .range(5..)
+            .map(|(k, v)| (k + 1, v.clone()))
+            .collect();
+        records.retain(|k, _| *k < 5);
+        records.insert(5, forged);
+        records.extend(shifted);
+    });
+    assert_eq!(trail.verify(&copy), vec![Finding::Inserted { seq: 5 }]);
+}
+
+#[test]
+fn truncated_tail_after_the_last_checkpoint_is_named() {
+    let trail = Trail::new(25, 10);
+    let copy = trail.tampered(|records, _| {
+        records.retain(|k, _| *k <= 22);
+    });
+    assert_eq!(
+        trail.verify(&copy),
+        vec![Finding::TruncatedTail {
+            last: 22,
+            expected: 25
+        }]
+    );
+}
+
+#[test]
+fn truncation_past_a_checkpoint_is_named() {
+    let trail = Trail::new(25, 10);
+    let copy = trail.tampered(|records, _| {
+        records.retain(|k, _| *k <= 17);
+    });
+    let findings = trail.verify(&copy);
+    assert!(
+        findings.contains(&Finding::TruncatedTail {
+            last: 17,
+            expected: 20
+        }),
+        "{findings:?}"
+    );
+}
+
+#[test]
+fn bad_checkpoint_signature_is_named() {
+    let trail = Trail::new(30, 10);
+    let copy = trail.tampered(|_, checkpoints| {
+        let edited = edit_record(&checkpoints[&10], |v| {
+            let sig = v["signature"].as_str().unwrap().to_owned();
+            let flipped = if sig.starts_with('0') { "1" } else { "0" };
+            v["signature"] = format!("{flipped}{}", &sig[1..]).into();
+        });
+        checkpoints.insert(10, edited);
+    });
+    assert_eq!(
+        trail.verify(&copy),
+        vec![Finding::BadSignature { checkpoint: 10 }]
+    );
+}
+
+#[test]
+fn rewritten_and_relinked_trail_is_caught_by_its_checkpoint() {
+    // The strongest local attack: modify record 12 and recompute every later link. Only
+    // the signed checkpoint at 20 can tell, and it does.
+    let trail = Trail::new(30, 10);
+    let copy = trail.tampered(|records, _| {
+        let mut prev: Option<String> = None;
+        for seq in 12..=30 {
+            let edited = edit_record(&records[&seq], |v| {
+                if seq == 12 {
+                    v["actor"]["id_nat"] = "810000000009".into();
+                }
+                if let Some(p) = &prev {
+                    v["prev"] = p.clone().into();
+                }
+            });
+            prev = Some(samu_gateway::config::hex(
+                &samu_gateway::audit::chain::hash(&edited),
+            ));
+            records.insert(seq, edited);
+        }
+    });
+    let findings = trail.verify(&copy);
+    assert!(
+        findings.contains(&Finding::Modified { seq: 11 })
+            || findings.contains(&Finding::CheckpointMismatch { checkpoint: 20 }),
+        "{findings:?}"
+    );
+    assert!(
+        findings.contains(&Finding::CheckpointMismatch { checkpoint: 20 }),
+        "{findings:?}"
+    );
+}
+
+#[test]
+fn untrusted_signing_key_is_named() {
+    let trail = Trail::new(10, 5);
+    let other = Signer::generate(&trail.dir.path().join("other.key")).unwrap();
+    let report =
+        export::verify_store(&AuditReader::open(&trail.path()).unwrap(), &other.trusted()).unwrap();
+    assert!(
+        matches!(
+            report.findings[0],
+            Finding::UntrustedKey { checkpoint: 5, .. }
+        ),
+        "{:?}",
+        report.findings
+    );
+}
+
+/// The same tamperings, on an exported JSONL file.
+#[test]
+fn exported_file_verifies_and_its_tampering_is_named() {
+    let trail = Trail::new(30, 10);
+    let file = trail.dir.path().join("export.jsonl");
+    {
+        let reader = AuditReader::open(&trail.path()).unwrap();
+        let mut out = std::fs::File::create(&file).unwrap();
+        export::export(
+            &reader.snapshot().unwrap(),
+            &Filter::default(),
+            export::Format::Jsonl,
+            &mut out,
+        )
+        .unwrap();
+    }
+    let report = export::verify_file(&file, &trail.trusted).unwrap();
+    assert!(report.is_intact(), "{:?}", report.findings);
+    assert_eq!(report.records, 30);
+
+    let lines: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let record_line = |seq: u64| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(&format!("{{\"v\":1,\"seq\":{seq},")))
+            .unwrap()
+    };
+    let check = |edit: &dyn Fn(&mut Vec<String>), expected: Vec<Finding>| {
+        let mut copy = lines.clone();
+        edit(&mut copy);
+        let path = trail.dir.path().join("tampered.jsonl");
+        std::fs::write(&path, copy.join("\n") + "\n").unwrap();
+        assert_eq!(
+            export::verify_file(&path, &trail.trusted).unwrap().findings,
+            expected
+        );
+    };
+    check(
+        &|c| c[record_line(15)] = c[record_line(15)].replace("call-15", "call-51"),
+        vec![Finding::Modified { seq: 15 }],
+    );
+    check(
+        &|c| {
+            c.remove(record_line(7));
+        },
+        vec![Finding::Deleted { from: 7, to: 7 }],
+    );
+    check(
+        &|c| c.swap(record_line(12), record_line(13)),
+        vec![Finding::Reordered { seq: 12 }],
+    );
+    check(
+        &|c| {
+            let forged = c[record_line(5)].replace("call-5\"", "forged\"");
+            c.insert(record_line(5), forged);
+        },
+        vec![Finding::Inserted { seq: 5 }],
+    );
+    check(
+        &|c| c.truncate(c.len() - 3),
+        vec![
+            Finding::TruncatedTail {
+                last: 28,
+                expected: 30,
+            },
+            Finding::ExportCutShort,
+        ],
+    );
+}
+
+#[test]
+fn cli_verify_names_the_problem_and_exits_1() {
+    let trail = Trail::new(30, 10);
+    let copy = trail.tampered(|records, _| {
+        records.remove(&9);
+    });
+    let state = trail.dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::rename(&copy, state.join("audit.redb")).unwrap();
+    let pki = support::Pki::new(trail.dir.path());
+    let config = support::write_config(trail.dir.path(), &pki, "", "");
+    let public_key = Signer::load(&trail.key)
+        .unwrap()
+        .public_key_hex()
+        .to_owned();
+    let (code, stdout, stderr) = support::run(
+        &config,
+        &["audit", "verify", "--public-key", &public_key],
+        &[],
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(stdout.contains("record 9 was deleted"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appenders_get_gap_free_durable_receipts() {
+    let trail = Trail::new(0, 100);
+    let log = Arc::new(trail.open(100));
+    let tasks: Vec<_> = (0..64)
+        .map(|t| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                for i in 0..20 {
+                    seqs.push(log.append(access(t * 100 + i, 7)).await.unwrap().seq());
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=1280).collect::<Vec<u64>>());
+    tokio::task::spawn_blocking(move || log.close())
+        .await
+        .unwrap()
+        .unwrap();
+    let report =
+        export::verify_store(&AuditReader::open(&trail.path()).unwrap(), &trail.trusted).unwrap();
+    assert!(report.is_intact(), "{:?}", report.findings);
+    assert_eq!(report.records, 1280);
+}
+
+#[test]
+fn restart_continues_the_chain() {
+    let trail = Trail::new(12, 5);
+    let log = trail.open(5);
+    let receipt = log.append_blocking(access(13, 3)).unwrap();
+    assert_eq!(receipt.seq(), 13);
+    log.close().unwrap();
+    let report =
+        export::verify_store(&AuditReader::open(&trail.path()).unwrap(), &trail.trusted).unwrap();
+    assert!(report.is_intact(), "{:?}", report.findings);
+    assert_eq!(report.range, Some((1, 13)));
+}
+
+#[test]
+fn writer_refuses_to_continue_a_damaged_or_rolled_back_store() {
+    let trail = Trail::new(12, 5);
+    let signer = || Signer::load(&trail.key).unwrap();
+    let truncated = trail.tampered(|records, _| {
+        records.remove(&12);
+    });
+    let err = AuditLog::start(
+        Arc::new(AuditStore::open(&truncated).unwrap()),
+        signer(),
+        settings(5),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("tail was removed"), "{err}");
+
+    // Record 12 is covered by the checkpoint `close()` signed: start-up checks that tail.
+    let modified = trail.tampered(|records, _| {
+        let edited = edit_record(&records[&12], |v| v["call"]["call_id"] = "x".into());
+        records.insert(12, edited);
+    });
+    let err = AuditLog::start(
+        Arc::new(AuditStore::open(&modified).unwrap()),
+        signer(),
+        settings(5),
+    )
+    .unwrap_err();
+    assert!(matches!(err, AuditError::Integrity { .. }), "{err}");
+
+    let store = AuditStore::open(&trail.path()).unwrap();
+    store.set_meta(Meta::ShippedUpTo, 50).unwrap();
+    let err = AuditLog::start(Arc::new(store), signer(), settings(5)).unwrap_err();
+    assert!(err.to_string().contains("fork"), "{err}");
+}
+
+#[test]
+fn oversized_record_is_refused_and_uses_no_sequence_number() {
+    let trail = Trail::new(3, 100);
+    let log = trail.open(100);
+    let mut event = access(4, 3);
+    event.call.as_mut().unwrap().justification = Some("x".repeat(100_000));
+    let err = log.append_blocking(event).unwrap_err();
+    assert!(matches!(err, AuditError::Serialize(_)), "{err}");
+    assert_eq!(log.append_blocking(access(5, 3)).unwrap().seq(), 4);
+    log.close().unwrap();
+}
+
+/// A disk that fails on demand: the redb file layer below the audit store.
+#[derive(Debug)]
+struct FailingDisk {
+    inner: redb::backends::FileBackend,
+    failing: Arc<AtomicBool>,
+}
+
+impl FailingDisk {
+    fn open(path: &Path, failing: Arc<AtomicBool>) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .unwrap();
+        Self {
+            inner: redb::backends::FileBackend::new(file).unwrap(),
+            failing,
+        }
+    }
+
+    fn check(&self) -> std::io::Result<()> {
+        if self.failing.load(Ordering::SeqCst) {
+            Err(std::io::Error::other("injected I/O error"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl redb::StorageBackend for FailingDisk {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        self.inner.write(offset, data)
+    }
+    fn close(&self) -> std::io::Result<()> {
+        self.inner.close()
+    }
+}
+
+#[test]
+fn disk_error_fails_the_append_and_the_restarted_trail_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.redb");
+    let key = dir.path().join("k");
+    let trusted = Signer::generate(&key).unwrap().trusted();
+    let failing = Arc::new(AtomicBool::new(false));
+    let start = || {
+        let store = AuditStore::open_with_backend(FailingDisk::open(&path, failing.clone()), &path)
+            .unwrap();
+        AuditLog::start(Arc::new(store), Signer::load(&key).unwrap(), settings(1000)).unwrap()
+    };
+    let log = start();
+    assert_eq!(log.append_blocking(access(1, 3)).unwrap().seq(), 1);
+
+    failing.store(true, Ordering::SeqCst);
+    let err = log.append_blocking(access(2, 3)).unwrap_err();
+    assert!(matches!(err, AuditError::Storage(_)), "{err}");
+    // No receipt, so no data can be released; the log reports itself unhealthy, which
+    // fails readiness and stops the watchdog so that systemd restarts the service.
+    assert!(!log.is_healthy());
+    failing.store(false, Ordering::SeqCst);
+    drop(log);
+
+    let log = start();
+    assert!(log.is_healthy());
+    assert_eq!(
+        log.append_blocking(access(3, 3)).unwrap().seq(),
+        2,
+        "the failed record used no sequence number"
+    );
+    log.close().unwrap();
+    let report = export::verify_store(&AuditReader::open(&path).unwrap(), &trusted).unwrap();
+    assert!(report.is_intact(), "{:?}", report.findings);
+    assert_eq!(report.range, Some((1, 2)));
+}
+
+#[test]
+fn lookups_by_patient_and_professional_read_only_their_records() {
+    let trail = Trail::new(2000, 500);
+    let reader = AuditReader::open(&trail.path()).unwrap();
+    let txn = reader.snapshot().unwrap();
+    let by_patient = Filter {
+        patient: Some("185057800600003".into()),
+        ..Filter::default()
+    };
+    let selection = export::select(&txn, &by_patient, None).unwrap();
+    assert_eq!(selection.records.len(), 200);
+    assert_eq!(
+        selection.examined, 200,
+        "the index must spare reading other patients' records"
+    );
+    let both = Filter {
+        professional: Some("810000000001".into()),
+        desk: Some("regul-1".into()),
+        ..by_patient.clone()
+    };
+    let selection = export::select(&txn, &both, None).unwrap();
+    assert!(
+        selection
+            .records
+            .iter()
+            .all(|s| s.record.event.actor.as_ref().unwrap().id_nat.as_deref()
+                == Some("810000000001"))
+    );
+    assert_eq!(selection.examined, selection.records.len() as u64);
+    let by_call = Filter {
+        call: Some("call-1234".into()),
+        ..Filter::default()
+    };
+    assert_eq!(
+        export::select(&txn, &by_call, None).unwrap().records.len(),
+        1
+    );
+    let refused = Filter {
+        outcome: Some("refused".into()),
+        ..Filter::default()
+    };
+    assert_eq!(
+        export::select(&txn, &refused, None).unwrap().records.len(),
+        0
+    );
+}
+
+#[test]
+fn pruning_keeps_unshipped_records_and_leaves_a_verifiable_trail() {
+    let trail = Trail::new(35, 10);
+    let log = trail.open(10);
+    let far_future = u64::MAX / 2;
+    // Nothing shipped: nothing may go, however old.
+    assert_eq!(log.prune(far_future).unwrap().through, None);
+    log.mark_shipped(25).unwrap();
+    let report = log.prune(far_future).unwrap();
+    assert_eq!(
+        report.through,
+        Some(20),
+        "only whole segments before a checkpoint, within what was shipped"
+    );
+    assert_eq!(report.records, 20);
+    // Appending continues after pruning.
+    assert_eq!(log.append_blocking(access(36, 3)).unwrap().seq(), 36);
+    log.close().unwrap();
+    let verified =
+        export::verify_store(&AuditReader::open(&trail.path()).unwrap(), &trail.trusted).unwrap();
+    assert!(verified.is_intact(), "{:?}", verified.findings);
+    assert_eq!(verified.range, Some((21, 36)));
+    // And the pruned store reopens.
+    trail.open(10).close().unwrap();
+}
+
+#[test]
+fn live_trail_verifies_while_the_service_runs_and_records_its_lifecycle() {
+    let mut gateway = support::Gateway::start();
+    let (code, stdout, stderr) = support::run(&gateway.config, &["audit", "verify"], &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("audit trail intact"), "{stdout}");
+    let (code, stdout, _) = support::run(&gateway.config, &["audit", "list"], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("configuration_loaded") && stdout.contains("service_started"),
+        "{stdout}"
+    );
+
+    gateway.terminate();
+    assert_eq!(gateway.wait(Duration::from_secs(20)).code(), Some(0));
+    let (_, stdout, _) = support::run(
+        &gateway.config,
+        &["audit", "list", "--kind", "service_stopped"],
+        &[],
+    );
+    assert!(stdout.contains("service_stopped"), "{stdout}");
+    let (code, stdout, _) = support::run(&gateway.config, &["audit", "verify"], &[]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains("3 record(s)") && stdout.contains("1 checkpoint signature(s) verified"),
+        "{stdout}"
+    );
+}
