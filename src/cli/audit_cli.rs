@@ -51,7 +51,7 @@ pub(super) enum AuditCommand {
         #[arg(long)]
         output: Option<PathBuf>,
     },
-    /// Create a checkpoint signing key (mode 0600; never overwrites).
+    /// Create a checkpoint signing key (mode 0600; never overwrites) and PATH.pub beside it.
     Keygen {
         /// Where to write the PKCS#8 PEM key.
         #[arg(long)]
@@ -121,8 +121,19 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
     match command {
         AuditCommand::Keygen { out } => {
             let signer = Signer::generate(&out).context("cannot create the key")?;
+            let public = PathBuf::from(format!("{}.pub", out.display()));
+            std::fs::write(&public, format!("{}\n", signer.public_key_hex()))
+                .with_context(|| format!("cannot write {}", public.display()))?;
             println!("created {} (key id {})", out.display(), signer.key_id());
-            println!("public key: {}", signer.public_key_hex());
+            println!(
+                "public key: {} (also in {})",
+                signer.public_key_hex(),
+                public.display()
+            );
+            println!(
+                "give the public key to the compliance team: `audit verify --public-key {}`",
+                public.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::PublicKey => {
