@@ -11,7 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use samu_gateway::audit::export;
+use samu_gateway::audit::export::{self, Filter};
+use samu_gateway::audit::store::ReadStore;
 use samu_gateway::audit::{
     Actor, AuditLog, AuditReader, AuditStore, CallContext, Event, EventKind, Outcome, PatientRef,
     Settings, Signer,
@@ -210,4 +211,31 @@ fn main() {
         report.records as f64 / verified.as_secs_f64(),
         report.records as f64 / loaded.as_secs_f64(),
     );
+    let txn = reader.snapshot().expect("snapshot");
+    for (what, filter) in [
+        (
+            "patient",
+            Filter {
+                patient: Some(format!("18505780{:07}", 4242)),
+                ..Filter::default()
+            },
+        ),
+        (
+            "professional",
+            Filter {
+                professional: Some(format!("8100000{:05}", 42)),
+                ..Filter::default()
+            },
+        ),
+    ] {
+        let t = Instant::now();
+        let selection = export::select(&txn, &filter, None).expect("select");
+        println!(
+            "lookup by {what} over {} records: {} matching, {} read, in {}",
+            report.records,
+            selection.records.len(),
+            selection.examined,
+            ms(t.elapsed()),
+        );
+    }
 }
