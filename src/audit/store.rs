@@ -317,20 +317,16 @@ impl AuditReader {
 
 /// A meta counter.
 pub fn meta(txn: &ReadTransaction, key: Meta) -> Result<Option<u64>, AuditError> {
-    let table = match txn.open_table(META) {
-        Ok(table) => table,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(storage(e)),
+    let Some(table) = open_existing(txn, META)? else {
+        return Ok(None);
     };
     Ok(table.get(key.key()).map_err(storage)?.map(|v| v.value()))
 }
 
 /// The record with the highest sequence number.
 pub fn last_record(txn: &ReadTransaction) -> Result<Option<(u64, Vec<u8>)>, AuditError> {
-    let table = match txn.open_table(RECORDS) {
-        Ok(table) => table,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(storage(e)),
+    let Some(table) = open_existing(txn, RECORDS)? else {
+        return Ok(None);
     };
     Ok(table
         .last()
@@ -340,10 +336,8 @@ pub fn last_record(txn: &ReadTransaction) -> Result<Option<(u64, Vec<u8>)>, Audi
 
 /// One record.
 pub fn record(txn: &ReadTransaction, seq: u64) -> Result<Option<Vec<u8>>, AuditError> {
-    let table = match txn.open_table(RECORDS) {
-        Ok(table) => table,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(storage(e)),
+    let Some(table) = open_existing(txn, RECORDS)? else {
+        return Ok(None);
     };
     Ok(table.get(seq).map_err(storage)?.map(|v| v.value().to_vec()))
 }
@@ -354,10 +348,8 @@ pub fn for_each_record(
     from: u64,
     mut visit: impl FnMut(u64, &[u8]) -> ControlFlow<()>,
 ) -> Result<(), AuditError> {
-    let table = match txn.open_table(RECORDS) {
-        Ok(table) => table,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(()),
-        Err(e) => return Err(storage(e)),
+    let Some(table) = open_existing(txn, RECORDS)? else {
+        return Ok(());
     };
     for entry in table.range(from..).map_err(storage)? {
         let (k, v) = entry.map_err(storage)?;
@@ -370,10 +362,8 @@ pub fn for_each_record(
 
 /// Every checkpoint, by the sequence number it covers.
 pub fn checkpoints(txn: &ReadTransaction) -> Result<BTreeMap<u64, Vec<u8>>, AuditError> {
-    let table = match txn.open_table(CHECKPOINTS) {
-        Ok(table) => table,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(BTreeMap::new()),
-        Err(e) => return Err(storage(e)),
+    let Some(table) = open_existing(txn, CHECKPOINTS)? else {
+        return Ok(BTreeMap::new());
     };
     let mut out = BTreeMap::new();
     for entry in table.iter().map_err(storage)? {
@@ -403,10 +393,8 @@ pub fn index_lookup(
 
 /// Sequence numbers of records whose time is within `[from_ms, to_ms]`, ascending by time.
 pub fn time_range(txn: &ReadTransaction, from_ms: u64, to_ms: u64) -> Result<Vec<u64>, AuditError> {
-    let table = match txn.open_table(BY_TIME) {
-        Ok(table) => table,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(storage(e)),
+    let Some(table) = open_existing(txn, BY_TIME)? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for entry in table
@@ -416,6 +404,18 @@ pub fn time_range(txn: &ReadTransaction, from_ms: u64, to_ms: u64) -> Result<Vec
         out.push(entry.map_err(storage)?.0.value().1);
     }
     Ok(out)
+}
+
+/// Opens a table for reading; a table never written to does not exist yet, and reads as empty.
+fn open_existing<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    definition: TableDefinition<K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, AuditError> {
+    match txn.open_table(definition) {
+        Ok(table) => Ok(Some(table)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(storage(e)),
+    }
 }
 
 pub(super) fn storage(e: impl std::fmt::Display) -> AuditError {
