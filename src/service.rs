@@ -11,7 +11,7 @@ use sd_notify::NotifyState;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::audit::{AuditError, AuditLog, Event, EventKind, Outcome, Signer};
+use crate::audit::{AuditError, AuditLog, Event, EventKind, Outcome, Signer, chain};
 use crate::config::{Config, ConfigError, Problem, hex};
 use crate::http::probe::Probe;
 use crate::http::server::{self, Connections, Drain, Limits};
@@ -97,18 +97,7 @@ pub async fn run(
     let addr = prepared.listen;
     let stores = Arc::new(Stores::open(&prepared.config.storage.state_dir)?);
     tracing::info!(state_dir = %stores.dir().display(), "stores open");
-    let audit = Arc::new(AuditLog::start(
-        stores.audit.clone(),
-        prepared.signer,
-        prepared.config.audit.settings(),
-    )?);
-    let digest = prepared
-        .config
-        .to_toml()
-        .map(|t| hex(&crate::audit::chain::hash(t.as_bytes())));
-    let loaded = Event::new(EventKind::ConfigurationLoaded, Outcome::Success)
-        .with_detail(format!("sha256:{}", digest.unwrap_or_default()));
-    let _recorded = audit.append(loaded).await?;
+    let audit = start_audit(&stores, prepared.signer, &prepared.config).await?;
     let mut terminate = signal(SignalKind::terminate()).map_err(ServiceError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ServiceError::Signals)?;
     let listener = TcpListener::bind(addr)
@@ -133,10 +122,9 @@ pub async fn run(
         metrics,
         &limits,
     );
-    let started = Event::new(EventKind::ServiceStarted, Outcome::Success).with_detail(format!(
-        "samu-gateway {} on {local}",
-        env!("CARGO_PKG_VERSION")
-    ));
+    let version = env!("CARGO_PKG_VERSION");
+    let started = Event::new(EventKind::ServiceStarted, Outcome::Success)
+        .with_detail(format!("samu-gateway {version} on {local}"));
     let _recorded = audit.append(started).await?;
     tracing::info!(addr = %local, desks = prepared.config.desks.len(), "listening");
     on_bound(local);
@@ -156,27 +144,56 @@ pub async fn run(
     if let Some(task) = watchdog {
         task.abort();
     }
-    match drain {
-        Drain::Complete => tracing::info!("all in-flight requests finished"),
-        Drain::TimedOut => tracing::warn!("grace period over: remaining connections dropped"),
-    }
-    let stopped =
-        Event::new(EventKind::ServiceStopped, Outcome::Success).with_detail(match drain {
-            Drain::Complete => "drained",
-            Drain::TimedOut => "grace period over",
-        });
+    finish(drain, audit, &stores).await;
+    tracing::info!("stopped");
+    Ok(drain)
+}
+
+/// Starts the audit writer on the store and records the configuration it runs with.
+async fn start_audit(
+    stores: &Stores,
+    signer: Signer,
+    config: &Config,
+) -> Result<Arc<AuditLog>, ServiceError> {
+    let audit = Arc::new(AuditLog::start(
+        stores.audit.clone(),
+        signer,
+        config.audit.settings(),
+    )?);
+    let digest = config
+        .to_toml()
+        .map(|t| hex(&chain::hash(t.as_bytes())))
+        .unwrap_or_default();
+    let loaded = Event::new(EventKind::ConfigurationLoaded, Outcome::Success)
+        .with_detail(format!("sha256:{digest}"));
+    let _recorded = audit.append(loaded).await?;
+    Ok(audit)
+}
+
+/// After the drain: record the stop, close the trail (final checkpoint), flush the cache.
+async fn finish(drain: Drain, audit: Arc<AuditLog>, stores: &Stores) {
+    let how = match drain {
+        Drain::Complete => {
+            tracing::info!("all in-flight requests finished");
+            "drained"
+        }
+        Drain::TimedOut => {
+            tracing::warn!("grace period over: remaining connections dropped");
+            "grace period over"
+        }
+    };
+    let stopped = Event::new(EventKind::ServiceStopped, Outcome::Success).with_detail(how);
     if let Err(e) = audit.append(stopped).await {
         tracing::error!(error = %e, "cannot record the service stop");
     }
-    let closing = tokio::task::spawn_blocking(move || audit.close()).await;
-    if let Ok(Err(e)) | Err(e) = closing.map_err(|e| AuditError::Storage(e.to_string())) {
-        tracing::error!(error = %e, "closing the audit trail failed");
+    match tokio::task::spawn_blocking(move || audit.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "closing the audit trail failed"),
+        Err(e) => tracing::error!(error = %e, "closing the audit trail failed"),
     }
     if let Err(e) = stores.flush() {
         tracing::error!(error = %e, "flushing stores at shutdown failed");
     }
-    tracing::info!("stopped");
-    Ok(drain)
 }
 
 /// Loads the checkpoint signing key as a configuration step: a missing or unreadable key
