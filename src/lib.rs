@@ -8,6 +8,7 @@
 //! |-------------|------|
 //! | [`config`]  | `gateway.toml` + `SAMU_GATEWAY__*` overrides, typed and validated as a whole |
 //! | [`http`]    | the HTTPS API: TLS, client certificate → desk attribution, routes, metrics, OpenAPI, accept loop and drain |
+//! | [`card`]    | CPS cards: APDUs, the card profile and login sequence, the card emulator (the only code speaking APDUs) |
 //! | [`audit`]   | the audit trail in redb (the only writer of audit records) |
 //! | [`cache`]   | the summary cache in sled (disposable) |
 //! | [`state`]   | the state directory: its exclusive lock and both stores |
@@ -16,7 +17,7 @@
 //! | [`demo`]    | the self-contained demo and its throwaway PKI |
 //! | [`cli`]     | subcommands and exit codes (the only user of `anyhow`) |
 //!
-//! Still to come, each in its own module: `card` (the only code speaking APDUs), `session`,
+//! Still to come, each in its own module: `session`,
 //! `patient`, `summary`, `upstream` (the only code talking to the record service), `limit`.
 //! See ARCHITECTURE.md for the invariants.
 
@@ -28,6 +29,7 @@
 
 pub mod audit;
 pub mod cache;
+pub mod card;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -107,6 +107,38 @@ impl Authority {
         self.sign(params)
     }
 
+    /// A CPS-like card authentication certificate for `key` (the card's own key pair):
+    /// CN = the professional's idNat, given name and surname, digitalSignature usage.
+    pub fn issue_card(
+        &self,
+        id_nat: &str,
+        given_name: &str,
+        surname: &str,
+        key: &KeyPair,
+        validity_days: (i64, i64),
+    ) -> Result<Issued, PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, id_nat);
+        params
+            .distinguished_name
+            .push(DnType::CustomDnType(vec![2, 5, 4, 42]), given_name);
+        params
+            .distinguished_name
+            .push(DnType::CustomDnType(vec![2, 5, 4, 4]), surname);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "samu-gateway test CPS");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        set_validity(&mut params, validity_days.0, validity_days.1);
+        let cert = params.signed_by(key, &self.issuer)?;
+        Ok(Issued {
+            der: cert.der().clone(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
     fn sign(&self, params: CertificateParams) -> Result<Issued, PkiError> {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;

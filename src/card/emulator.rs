@@ -1,0 +1,401 @@
+//! The card side of the CPS profile: a virtual card for tests, the demo, and centre IT
+//! checking an install without a real card. It holds its own RSA key pair and certificate,
+//! a PIN with a tries counter that blocks at 0, and fault modes.
+//!
+//! This module runs the card in-process (as an [`apdu::Transport`](super::apdu::Transport));
+//! plugging it into a real pcscd through vsmartcard-vpcd comes with the PC/SC work.
+
+use rsa::pkcs8::EncodePrivateKey;
+use rsa::rand_core::OsRng;
+use rsa::{Pkcs1v15Sign, Pss, RsaPrivateKey};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::CardError;
+use super::apdu::{Command, Transport};
+use super::profile::{CardProfile, Pin, SHA256_DIGEST_INFO_PREFIX, SignatureScheme};
+use crate::demo::pki::Authority;
+
+/// PIN tries of a CPS card (DOMAIN.md §3).
+pub const PIN_TRIES: u8 = 3;
+
+const OK: [u8; 2] = [0x90, 0x00];
+
+/// The key pair and certificate a virtual card carries.
+#[derive(Clone)]
+pub struct CardIdentity {
+    /// The authentication certificate (DER).
+    pub certificate_der: Vec<u8>,
+    key: RsaPrivateKey,
+}
+
+impl CardIdentity {
+    /// A fresh RSA-2048 key pair with a certificate from `ca` for professional `id_nat`,
+    /// valid from `validity_days.0` to `validity_days.1` days relative to today.
+    pub fn generate(
+        ca: &Authority,
+        id_nat: &str,
+        given_name: &str,
+        surname: &str,
+        validity_days: (i64, i64),
+    ) -> Result<Self, CardError> {
+        let fail = |e: &dyn std::fmt::Display| {
+            CardError::Certificate(format!("cannot make the virtual card's identity: {e}"))
+        };
+        let key = RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| fail(&e))?;
+        let pkcs8 = key.to_pkcs8_der().map_err(|e| fail(&e))?;
+        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_bytes().to_vec());
+        let key_pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256)
+            .map_err(|e| fail(&e))?;
+        let issued = ca
+            .issue_card(id_nat, given_name, surname, &key_pair, validity_days)
+            .map_err(|e| fail(&e))?;
+        Ok(Self {
+            certificate_der: issued.der.to_vec(),
+            key,
+        })
+    }
+
+    /// A card whose certificate is `certificate_of`'s but whose key is `key_of`'s: its
+    /// signatures never match its certificate.
+    pub fn mismatched(certificate_of: &CardIdentity, key_of: &CardIdentity) -> Self {
+        Self {
+            certificate_der: certificate_of.certificate_der.clone(),
+            key: key_of.key.clone(),
+        }
+    }
+}
+
+/// Faults the card can be told to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fault {
+    /// Behaves.
+    #[default]
+    None,
+    /// Answers every command with bytes that are not a valid response.
+    Garbage,
+}
+
+/// A virtual CPS card.
+pub struct EmulatedCard {
+    profile: CardProfile,
+    identity: CardIdentity,
+    pin_block: Zeroizing<Vec<u8>>,
+    tries_left: u8,
+    app_selected: bool,
+    file_selected: bool,
+    pin_verified: bool,
+    key_selected: bool,
+    fault: Fault,
+}
+
+impl EmulatedCard {
+    /// A card following `profile`, with `identity` and PIN `pin`.
+    pub fn new(profile: CardProfile, identity: CardIdentity, pin: &str) -> Result<Self, CardError> {
+        let pin_block = profile.pin_block(&Pin::new(pin)?);
+        Ok(Self {
+            profile,
+            identity,
+            pin_block,
+            tries_left: PIN_TRIES,
+            app_selected: false,
+            file_selected: false,
+            pin_verified: false,
+            key_selected: false,
+            fault: Fault::None,
+        })
+    }
+
+    /// Sets a fault mode.
+    pub fn set_fault(&mut self, fault: Fault) {
+        self.fault = fault;
+    }
+
+    /// PIN tries left.
+    pub fn tries_left(&self) -> u8 {
+        self.tries_left
+    }
+
+    /// Power off and on, as a reader does: security state and selections are lost, the
+    /// tries counter (in card memory) is kept.
+    pub fn power_cycle(&mut self) {
+        self.app_selected = false;
+        self.file_selected = false;
+        self.pin_verified = false;
+        self.key_selected = false;
+    }
+
+    /// Answers one command APDU.
+    pub fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
+        if self.fault == Fault::Garbage {
+            return vec![0x42];
+        }
+        let Ok(command) = Command::decode(apdu) else {
+            return vec![0x67, 0x00];
+        };
+        let result = match (command.ins, command.p1, command.p2) {
+            (0xA4, 0x04, _) => self.select_application(&command),
+            (0xA4, 0x02, _) => self.select_file(&command),
+            (0xB0, _, _) => self.read_binary(&command),
+            (0x20, _, _) => self.verify(&command),
+            (0x22, 0x41, 0xA4) => self.manage_security_environment(&command),
+            (0x88, 0x00, 0x00) => self.sign(&command, SignatureScheme::Pkcs1Sha256),
+            (0x2A, 0x9E, 0x9A) => self.sign(&command, SignatureScheme::PssSha256),
+            _ => Err([0x6D, 0x00]),
+        };
+        result.unwrap_or_else(|sw| sw.to_vec())
+    }
+
+    fn select_application(&mut self, command: &Command) -> Result<Vec<u8>, [u8; 2]> {
+        self.power_cycle();
+        self.app_selected = self
+            .profile
+            .aid_bytes()
+            .is_ok_and(|aid| aid == command.data);
+        if self.app_selected {
+            Ok(OK.to_vec())
+        } else {
+            Err([0x6A, 0x82])
+        }
+    }
+
+    fn select_file(&mut self, command: &Command) -> Result<Vec<u8>, [u8; 2]> {
+        self.file_selected = self.app_selected
+            && self
+                .profile
+                .certificate_fid()
+                .is_ok_and(|fid| fid[..] == command.data[..]);
+        if self.file_selected {
+            Ok(OK.to_vec())
+        } else {
+            Err([0x6A, 0x82])
+        }
+    }
+
+    fn read_binary(&mut self, command: &Command) -> Result<Vec<u8>, [u8; 2]> {
+        if !self.file_selected {
+            return Err([0x69, 0x86]);
+        }
+        let file = &self.identity.certificate_der;
+        let offset = usize::from(u16::from_be_bytes([command.p1, command.p2]));
+        if offset > file.len() {
+            return Err([0x6B, 0x00]);
+        }
+        let end = (offset + command.le.unwrap_or(256)).min(file.len());
+        let mut out = file[offset..end].to_vec();
+        out.extend_from_slice(&OK);
+        Ok(out)
+    }
+
+    fn verify(&mut self, command: &Command) -> Result<Vec<u8>, [u8; 2]> {
+        if command.p2 != self.profile.pin_reference {
+            return Err([0x6A, 0x88]);
+        }
+        if self.tries_left == 0 {
+            return Err([0x69, 0x83]);
+        }
+        if command.data[..] == self.pin_block[..] {
+            self.tries_left = PIN_TRIES;
+            self.pin_verified = true;
+            return Ok(OK.to_vec());
+        }
+        self.tries_left -= 1;
+        self.pin_verified = false;
+        if self.tries_left == 0 {
+            Err([0x69, 0x83])
+        } else {
+            Err([0x63, 0xC0 | self.tries_left])
+        }
+    }
+
+    fn manage_security_environment(&mut self, command: &Command) -> Result<Vec<u8>, [u8; 2]> {
+        self.key_selected = command.data == [0x84, 0x01, self.profile.key_reference];
+        if self.key_selected {
+            Ok(OK.to_vec())
+        } else {
+            Err([0x6A, 0x88])
+        }
+    }
+
+    fn sign(&mut self, command: &Command, scheme: SignatureScheme) -> Result<Vec<u8>, [u8; 2]> {
+        if !self.pin_verified {
+            return Err([0x69, 0x82]);
+        }
+        if !self.key_selected || scheme != self.profile.signature {
+            return Err([0x69, 0x85]);
+        }
+        let signature = match scheme {
+            SignatureScheme::Pkcs1Sha256 => {
+                let hash = command
+                    .data
+                    .strip_prefix(&SHA256_DIGEST_INFO_PREFIX[..])
+                    .filter(|h| h.len() == 32)
+                    .ok_or([0x6A, 0x80])?;
+                self.identity.key.sign(Pkcs1v15Sign::new::<Sha256>(), hash)
+            }
+            SignatureScheme::PssSha256 => {
+                if command.data.len() != 32 {
+                    return Err([0x6A, 0x80]);
+                }
+                self.identity
+                    .key
+                    .sign_with_rng(&mut OsRng, Pss::new::<Sha256>(), &command.data)
+            }
+        };
+        let mut out = signature.map_err(|_| [0x6F, 0x00])?;
+        out.extend_from_slice(&OK);
+        Ok(out)
+    }
+}
+
+impl Transport for EmulatedCard {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, CardError> {
+        Ok(self.process(apdu))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::profile::{prove_possession, read_certificate, verify_pin};
+
+    /// One identity for the module's tests: RSA key generation is the slow part.
+    fn identity() -> CardIdentity {
+        static IDENTITY: std::sync::OnceLock<CardIdentity> = std::sync::OnceLock::new();
+        IDENTITY
+            .get_or_init(|| {
+                let ca = Authority::new("test CPS CA").unwrap();
+                CardIdentity::generate(&ca, "810002813839", "Jeanne", "Urgentiste", (-1, 365))
+                    .unwrap()
+            })
+            .clone()
+    }
+
+    fn card(profile: CardProfile) -> (EmulatedCard, Vec<u8>) {
+        let identity = identity();
+        let cert = identity.certificate_der.clone();
+        (EmulatedCard::new(profile, identity, "1234").unwrap(), cert)
+    }
+
+    #[test]
+    fn full_login_sequence_with_both_signature_schemes() {
+        for scheme in [SignatureScheme::Pkcs1Sha256, SignatureScheme::PssSha256] {
+            let profile = CardProfile {
+                signature: scheme,
+                ..CardProfile::default()
+            };
+            let (mut card, issued) = card(profile.clone());
+            let cert = read_certificate(&mut card, &profile).unwrap();
+            assert_eq!(cert, issued);
+            let (_, parsed) = x509_parser::parse_x509_certificate(&cert).unwrap();
+            assert_eq!(
+                parsed
+                    .subject()
+                    .iter_common_name()
+                    .next()
+                    .unwrap()
+                    .as_str()
+                    .unwrap(),
+                "810002813839"
+            );
+            verify_pin(&mut card, &profile, &Pin::new("1234").unwrap()).unwrap();
+            prove_possession(&mut card, &profile, &cert).unwrap();
+        }
+    }
+
+    #[test]
+    fn wrong_pins_count_down_then_block_and_the_right_pin_no_longer_helps() {
+        let profile = CardProfile::default();
+        let (mut card, _) = card(profile.clone());
+        let cert = read_certificate(&mut card, &profile).unwrap();
+        let wrong = Pin::new("0000").unwrap();
+        assert_eq!(
+            verify_pin(&mut card, &profile, &wrong),
+            Err(CardError::WrongPin { tries_left: 2 })
+        );
+        assert_eq!(
+            verify_pin(&mut card, &profile, &wrong),
+            Err(CardError::WrongPin { tries_left: 1 })
+        );
+        assert_eq!(
+            verify_pin(&mut card, &profile, &wrong),
+            Err(CardError::PinBlocked)
+        );
+        assert_eq!(
+            verify_pin(&mut card, &profile, &Pin::new("1234").unwrap()),
+            Err(CardError::PinBlocked)
+        );
+        assert_eq!(
+            prove_possession(&mut card, &profile, &cert),
+            Err(CardError::SecurityStatusNotSatisfied)
+        );
+        assert!(CardError::PinBlocked.message_fr().contains("Carte bloquée"));
+    }
+
+    #[test]
+    fn a_good_pin_resets_the_counter_and_power_loss_forgets_verification() {
+        let profile = CardProfile::default();
+        let (mut card, cert) = card(profile.clone());
+        read_certificate(&mut card, &profile).unwrap();
+        assert!(verify_pin(&mut card, &profile, &Pin::new("9999").unwrap()).is_err());
+        verify_pin(&mut card, &profile, &Pin::new("1234").unwrap()).unwrap();
+        assert_eq!(card.tries_left(), PIN_TRIES);
+        card.power_cycle();
+        read_certificate(&mut card, &profile).unwrap();
+        assert_eq!(
+            prove_possession(&mut card, &profile, &cert),
+            Err(CardError::SecurityStatusNotSatisfied)
+        );
+    }
+
+    #[test]
+    fn a_card_whose_key_does_not_match_its_certificate_is_caught() {
+        let ca = Authority::new("test CPS CA").unwrap();
+        let genuine = CardIdentity::generate(&ca, "810002813839", "A", "B", (-1, 365)).unwrap();
+        let other = CardIdentity::generate(&ca, "810002813840", "C", "D", (-1, 365)).unwrap();
+        let profile = CardProfile::default();
+        let mut card = EmulatedCard::new(
+            profile.clone(),
+            CardIdentity::mismatched(&genuine, &other),
+            "1234",
+        )
+        .unwrap();
+        let cert = read_certificate(&mut card, &profile).unwrap();
+        verify_pin(&mut card, &profile, &Pin::new("1234").unwrap()).unwrap();
+        assert_eq!(
+            prove_possession(&mut card, &profile, &cert),
+            Err(CardError::SignatureMismatch)
+        );
+    }
+
+    #[test]
+    fn garbage_answers_are_a_clear_error() {
+        let profile = CardProfile::default();
+        let (mut card, _) = card(profile.clone());
+        card.set_fault(Fault::Garbage);
+        assert!(matches!(
+            read_certificate(&mut card, &profile),
+            Err(CardError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn pins_are_validated_and_never_printed() {
+        assert!(Pin::new("12a4").is_err());
+        assert!(Pin::new("123").is_err());
+        assert_eq!(format!("{:?}", Pin::new("1234").unwrap()), "Pin(****)");
+        let err = Pin::new("98765432109").unwrap_err().to_string();
+        assert!(!err.contains("98765"), "{err}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn arbitrary_commands_never_panic_the_card(apdus in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 1..20)) {
+            let (mut card, _) = card(CardProfile::default());
+            for apdu in apdus {
+                proptest::prop_assert!(card.process(&apdu).len() >= 2);
+            }
+        }
+    }
+}

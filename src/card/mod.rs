@@ -1,0 +1,90 @@
+//! CPS smart cards: the only code that speaks APDUs.
+//!
+//! - [`apdu`]: ISO 7816-4 encoding, status words, T=0 GET RESPONSE / wrong-Le handling.
+//! - [`profile`]: the card profile (AID, files, PIN format, signature scheme) and the login
+//!   sequence the gateway runs against a card: select, read the certificate, verify the
+//!   PIN, have the card sign a fresh challenge, check that signature.
+//! - [`emulator`]: the card side of the same profile, for tests, the demo and install checks.
+//!
+//! PC/SC access (pcscd through the `pcsc` crate), the reader monitor and certificate trust
+//! come next (issue "Physician login by CPS smart card").
+
+pub mod apdu;
+pub mod emulator;
+pub mod profile;
+
+/// What went wrong talking to a card. Messages carry no PIN and no patient data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CardError {
+    /// The reader or the link to the card failed.
+    #[error("card transport failed: {0}")]
+    Transport(String),
+    /// A command could not be encoded within ISO 7816-4 limits.
+    #[error("cannot encode the command: {0}")]
+    Encoding(String),
+    /// The card answered something that is not a valid APDU response, or too much.
+    #[error("malformed card answer: {0}")]
+    Malformed(String),
+    /// `63Cx`: wrong PIN, `x` tries left.
+    #[error("wrong PIN ({tries_left} tries left)")]
+    WrongPin {
+        /// Tries left before the PIN blocks.
+        tries_left: u8,
+    },
+    /// `6983`: the PIN is blocked.
+    #[error("PIN blocked")]
+    PinBlocked,
+    /// `6982`: the operation needs a verified PIN.
+    #[error("security status not satisfied (PIN not verified)")]
+    SecurityStatusNotSatisfied,
+    /// `6A82`: file or application not found.
+    #[error("file or application not found on the card")]
+    FileNotFound,
+    /// `6A88`: referenced data (key, PIN reference) not found.
+    #[error("referenced data not found on the card")]
+    ReferencedDataNotFound,
+    /// `6985`: conditions of use not satisfied.
+    #[error("conditions of use not satisfied")]
+    ConditionsNotSatisfied,
+    /// `6984`: reference data not usable.
+    #[error("reference data not usable")]
+    ReferenceDataNotUsable,
+    /// `6700`: wrong length.
+    #[error("wrong length")]
+    WrongLength,
+    /// `6A80`, `6A86`, `6B00`: wrong data or parameters.
+    #[error("wrong data or parameters (SW {0:04X})")]
+    WrongParameters(u16),
+    /// `6D00`: instruction not supported.
+    #[error("instruction not supported by the card")]
+    InstructionNotSupported,
+    /// `6E00`: class not supported.
+    #[error("class not supported by the card")]
+    ClassNotSupported,
+    /// Any other status word.
+    #[error("card refused the command (SW {0:04X})")]
+    Status(u16),
+    /// The card's certificate could not be read or parsed.
+    #[error("card certificate unusable: {0}")]
+    Certificate(String),
+    /// The card's signature over the challenge does not verify with its certificate.
+    #[error("the card's signature does not match its certificate")]
+    SignatureMismatch,
+    /// The card profile in configuration is invalid.
+    #[error("card profile: {0}")]
+    Profile(String),
+}
+
+impl CardError {
+    /// The message for the physician's screen, in French.
+    pub fn message_fr(&self) -> String {
+        match self {
+            Self::WrongPin { tries_left: 1 } => "Code erroné. Attention : dernier essai avant blocage de la carte.".into(),
+            Self::WrongPin { tries_left } => format!("Code erroné. Il reste {tries_left} essais."),
+            Self::PinBlocked => "Carte bloquée : trop de codes erronés. Utilisez le code de déblocage ou une autre carte.".into(),
+            Self::SignatureMismatch | Self::Certificate(_) => "Carte non reconnue : son certificat n'est pas valide.".into(),
+            Self::Transport(_) => "Lecteur de carte injoignable. Vérifiez la carte et le lecteur.".into(),
+            _ => "La carte n'a pas répondu comme attendu. Retirez-la et réinsérez-la.".into(),
+        }
+    }
+}

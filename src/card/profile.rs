@@ -1,0 +1,261 @@
+//! The card profile and the login sequence the gateway runs against a CPS card.
+//!
+//! Sequence: SELECT the authentication application by AID; SELECT and READ BINARY the
+//! authentication certificate (before any PIN: the desk can show whose card it is); VERIFY
+//! the PIN; MSE SET the authentication key; have the card sign a fresh random challenge
+//! (INTERNAL AUTHENTICATE over a PKCS#1 v1.5 DigestInfo, or PSO COMPUTE DIGITAL SIGNATURE
+//! for RSA-PSS); verify that signature with ring against the certificate's public key.
+//!
+//! Card generations differ, so every identifier is configuration. Provenance of defaults:
+//! - `aid` `E828BD080F8025000001FF0010`: the CPS3 IAS application, as the open-source card
+//!   drivers select it (DOMAIN.md §3). Public source.
+//! - MSE SET `00 22 41 A4`, INTERNAL AUTHENTICATE `00 88 00 00`, PSO CDS `00 2A 9E 9A`:
+//!   from the same drivers (DOMAIN.md §3). Public source.
+//! - PIN tries 3: DOMAIN.md §3. Public source.
+//! - `certificate_file` `D002`, `pin_reference` `01`, `key_reference` `81`, PIN padded with
+//!   `FF` to 8 bytes: **assumptions** modelled on IAS-ECC conventions, to confirm against a
+//!   real CPS3/CPS4 card before production (`samu-gateway card probe` shows what a card
+//!   answers).
+
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::signature::{self, UnparsedPublicKey};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::CardError;
+use super::apdu::{Command, Transport, exchange};
+
+/// How the card proves possession of its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureScheme {
+    /// INTERNAL AUTHENTICATE over a SHA-256 DigestInfo; PKCS#1 v1.5 (CPS3).
+    Pkcs1Sha256,
+    /// PSO COMPUTE DIGITAL SIGNATURE over a SHA-256 hash; RSA-PSS (CPS4).
+    PssSha256,
+}
+
+/// Identifiers and formats of one card generation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CardProfile {
+    /// Authentication application AID (hex).
+    pub aid: String,
+    /// File id of the authentication certificate (hex, 2 bytes).
+    pub certificate_file: String,
+    /// PIN reference for VERIFY (P2).
+    pub pin_reference: u8,
+    /// PIN block length: the PIN's ASCII digits padded to this many bytes (0: no padding).
+    pub pin_block_length: usize,
+    /// Padding byte of the PIN block.
+    pub pin_padding: u8,
+    /// Key reference for MSE SET.
+    pub key_reference: u8,
+    /// Signature scheme of the authentication key.
+    pub signature: SignatureScheme,
+}
+
+impl Default for CardProfile {
+    fn default() -> Self {
+        Self {
+            aid: "E828BD080F8025000001FF0010".into(),
+            certificate_file: "D002".into(),
+            pin_reference: 0x01,
+            pin_block_length: 8,
+            pin_padding: 0xFF,
+            key_reference: 0x81,
+            signature: SignatureScheme::Pkcs1Sha256,
+        }
+    }
+}
+
+impl CardProfile {
+    /// The AID bytes.
+    pub fn aid_bytes(&self) -> Result<Vec<u8>, CardError> {
+        decode_hex(&self.aid)
+            .filter(|a| (5..=16).contains(&a.len()))
+            .ok_or_else(|| {
+                CardError::Profile(format!("aid '{}' is not 5 to 16 hex bytes", self.aid))
+            })
+    }
+
+    /// The certificate file id.
+    pub fn certificate_fid(&self) -> Result<[u8; 2], CardError> {
+        decode_hex(&self.certificate_file)
+            .and_then(|b| <[u8; 2]>::try_from(b).ok())
+            .ok_or_else(|| {
+                CardError::Profile(format!(
+                    "certificate_file '{}' is not 2 hex bytes",
+                    self.certificate_file
+                ))
+            })
+    }
+
+    /// The PIN block VERIFY sends.
+    pub fn pin_block(&self, pin: &Pin) -> Zeroizing<Vec<u8>> {
+        let mut block = Zeroizing::new(pin.0.to_vec());
+        while block.len() < self.pin_block_length {
+            block.push(self.pin_padding);
+        }
+        block
+    }
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// A PIN as typed: 4 to 8 ASCII digits, wiped from memory when dropped, never printed.
+pub struct Pin(Zeroizing<Vec<u8>>);
+
+impl Pin {
+    /// Checks the format; the error never repeats the input.
+    pub fn new(text: &str) -> Result<Self, CardError> {
+        if !(4..=8).contains(&text.len()) || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(CardError::Profile("a PIN is 4 to 8 digits".into()));
+        }
+        Ok(Self(Zeroizing::new(text.as_bytes().to_vec())))
+    }
+
+    /// The digits (for the emulator's comparison).
+    pub fn digits(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pin(****)")
+    }
+}
+
+/// SELECTs the application and reads the authentication certificate (DER), no PIN needed.
+pub fn read_certificate(
+    card: &mut dyn Transport,
+    profile: &CardProfile,
+) -> Result<Vec<u8>, CardError> {
+    exchange(
+        card,
+        &Command::new(0x00, 0xA4, 0x04, 0x0C).with_data(profile.aid_bytes()?),
+    )?
+    .into_data()?;
+    exchange(
+        card,
+        &Command::new(0x00, 0xA4, 0x02, 0x0C).with_data(profile.certificate_fid()?.to_vec()),
+    )?
+    .into_data()?;
+    let mut der = Vec::new();
+    loop {
+        let offset = u16::try_from(der.len())
+            .map_err(|_| CardError::Certificate("certificate larger than 64 KiB".into()))?;
+        let [hi, lo] = offset.to_be_bytes();
+        let chunk = exchange(card, &Command::new(0x00, 0xB0, hi, lo).with_le(256))?.into_data()?;
+        let done = chunk.len() < 256;
+        der.extend_from_slice(&chunk);
+        if let Some(total) = der_length(&der)
+            && der.len() >= total
+        {
+            der.truncate(total);
+            return Ok(der);
+        }
+        if done || chunk.is_empty() {
+            return Err(CardError::Certificate(format!(
+                "certificate file ends after {} bytes",
+                der.len()
+            )));
+        }
+    }
+}
+
+/// Total length of a DER SEQUENCE from its header (tag 30, definite length), once known.
+fn der_length(der: &[u8]) -> Option<usize> {
+    match der {
+        [0x30, len @ 0..=0x7F, ..] => Some(2 + usize::from(*len)),
+        [0x30, 0x81, len, ..] => Some(3 + usize::from(*len)),
+        [0x30, 0x82, hi, lo, ..] => Some(4 + usize::from(u16::from_be_bytes([*hi, *lo]))),
+        _ => None,
+    }
+}
+
+/// VERIFY: `Ok` once the PIN is accepted; `WrongPin { tries_left }` or `PinBlocked` else.
+pub fn verify_pin(
+    card: &mut dyn Transport,
+    profile: &CardProfile,
+    pin: &Pin,
+) -> Result<(), CardError> {
+    let block = profile.pin_block(pin);
+    exchange(
+        card,
+        &Command::new(0x00, 0x20, 0x00, profile.pin_reference).with_data(block.to_vec()),
+    )?
+    .into_data()
+    .map(drop)
+}
+
+/// Has the card sign a fresh random challenge and checks the signature against the
+/// certificate's public key: proves the card holds the certificate's private key.
+pub fn prove_possession(
+    card: &mut dyn Transport,
+    profile: &CardProfile,
+    certificate_der: &[u8],
+) -> Result<(), CardError> {
+    let mut challenge = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut challenge)
+        .map_err(|_| CardError::Transport("system random generator failed".into()))?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, &challenge);
+    exchange(
+        card,
+        &Command::new(0x00, 0x22, 0x41, 0xA4).with_data(vec![0x84, 0x01, profile.key_reference]),
+    )?
+    .into_data()?;
+    let (command, algorithm): (Command, &dyn signature::VerificationAlgorithm) =
+        match profile.signature {
+            SignatureScheme::Pkcs1Sha256 => {
+                let mut digest_info = SHA256_DIGEST_INFO_PREFIX.to_vec();
+                digest_info.extend_from_slice(digest.as_ref());
+                (
+                    Command::new(0x00, 0x88, 0x00, 0x00)
+                        .with_data(digest_info)
+                        .with_le(256),
+                    &signature::RSA_PKCS1_2048_8192_SHA256,
+                )
+            }
+            SignatureScheme::PssSha256 => (
+                Command::new(0x00, 0x2A, 0x9E, 0x9A)
+                    .with_data(digest.as_ref().to_vec())
+                    .with_le(256),
+                &signature::RSA_PSS_2048_8192_SHA256,
+            ),
+        };
+    let signature = exchange(card, &command)?.into_data()?;
+    let public_key = rsa_public_key(certificate_der)?;
+    UnparsedPublicKey::new(algorithm, public_key)
+        .verify(&challenge, &signature)
+        .map_err(|_| CardError::SignatureMismatch)
+}
+
+/// DER prefix of a SHA-256 DigestInfo (PKCS#1 v1.5, RFC 8017 §9.2 note 1).
+pub const SHA256_DIGEST_INFO_PREFIX: [u8; 19] = [
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
+
+/// The RSAPublicKey DER inside the certificate's SubjectPublicKeyInfo.
+fn rsa_public_key(certificate_der: &[u8]) -> Result<Vec<u8>, CardError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(certificate_der)
+        .map_err(|e| CardError::Certificate(e.to_string()))?;
+    let spki = &cert.tbs_certificate.subject_pki;
+    if spki.algorithm.algorithm != x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION {
+        return Err(CardError::Certificate(
+            "the authentication key is not RSA".into(),
+        ));
+    }
+    Ok(spki.subject_public_key.data.to_vec())
+}
