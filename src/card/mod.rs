@@ -4,14 +4,18 @@
 //! - [`profile`]: the card profile (AID, files, PIN format, signature scheme) and the login
 //!   sequence the gateway runs against a card: select, read the certificate, verify the
 //!   PIN, have the card sign a fresh challenge, check that signature.
-//! - [`emulator`]: the card side of the same profile, for tests, the demo and install checks.
+//! - [`emulator`]: the card side of the same profile, for tests, the demo and install checks;
+//!   [`vpcd`] plugs it into a real pcscd through vsmartcard-vpcd.
+//! - [`reader`]: PC/SC through pcscd and the `pcsc` crate.
 //!
-//! PC/SC access (pcscd through the `pcsc` crate), the reader monitor and certificate trust
-//! come next (issue "Physician login by CPS smart card").
+//! The reader monitor, certificate trust and sessions come next (issue "Physician login by
+//! CPS smart card").
 
 pub mod apdu;
 pub mod emulator;
 pub mod profile;
+pub mod reader;
+pub mod vpcd;
 
 /// What went wrong talking to a card. Messages carry no PIN and no patient data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -16,7 +16,9 @@ use crate::service::{self, Prepared};
 use crate::telemetry;
 
 mod audit_cli;
+mod card_cli;
 use audit_cli::AuditCommand;
+use card_cli::CardCommand;
 
 pub(crate) const EXIT_RUNTIME: u8 = 1;
 const EXIT_USAGE: u8 = 64;
@@ -55,6 +57,11 @@ enum Command {
     },
     /// Print the version and build facts.
     Version,
+    /// Card readers and cards: list readers, probe a card, run a virtual card.
+    Card {
+        #[command(subcommand)]
+        command: CardCommand,
+    },
     /// Audit trail tools: verify, list, export, keys, retention.
     Audit {
         #[command(subcommand)]
@@ -111,6 +118,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Audit { command } => audit_cli::run(&cli.config, command),
+        Command::Card { command } => card_cli::run(command),
         Command::Serve => serve(Prepared::load(&cli.config)?),
         Command::Demo { dir, port } => run_demo(dir, port),
         Command::Configtest => configtest(&cli.config),

@@ -1,0 +1,88 @@
+//! PC/SC access through pcscd and the `pcsc` crate: listing readers and talking to a card.
+//! PC/SC handles are not `Send`: callers keep them on one thread.
+
+use std::ffi::CString;
+
+use super::CardError;
+use super::apdu::Transport;
+
+/// A reader as pcscd reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReaderInfo {
+    /// The reader's name, as `[[desks]] reader` names it.
+    pub name: String,
+    /// Whether a card is present.
+    pub card_present: bool,
+    /// The card's ATR, when present.
+    pub atr: Option<Vec<u8>>,
+}
+
+fn pcsc_error(what: &str) -> impl Fn(pcsc::Error) -> CardError + '_ {
+    move |e| CardError::Transport(format!("{what}: {e}"))
+}
+
+/// Every reader pcscd knows, with card presence and ATR.
+pub fn list_readers() -> Result<Vec<ReaderInfo>, CardError> {
+    let context =
+        pcsc::Context::establish(pcsc::Scope::User).map_err(pcsc_error("cannot reach pcscd"))?;
+    let names = match context.list_readers_owned() {
+        Ok(names) => names,
+        Err(pcsc::Error::NoReadersAvailable) => return Ok(Vec::new()),
+        Err(e) => return Err(pcsc_error("cannot list readers")(e)),
+    };
+    let mut states: Vec<pcsc::ReaderState> = names
+        .iter()
+        .map(|n| pcsc::ReaderState::new(n.clone(), pcsc::State::UNAWARE))
+        .collect();
+    context
+        .get_status_change(std::time::Duration::ZERO, &mut states)
+        .map_err(pcsc_error("cannot read reader states"))?;
+    Ok(states
+        .iter()
+        .map(|state| {
+            let present = state.event_state().contains(pcsc::State::PRESENT);
+            ReaderInfo {
+                name: state.name().to_string_lossy().into_owned(),
+                card_present: present,
+                atr: present.then(|| state.atr().to_vec()),
+            }
+        })
+        .collect())
+}
+
+/// A connection to the card in one reader.
+pub struct PcscCard {
+    card: pcsc::Card,
+}
+
+impl PcscCard {
+    /// Connects (shared mode, T=0 or T=1) to the card in `reader`.
+    pub fn connect(reader: &str) -> Result<Self, CardError> {
+        let context = pcsc::Context::establish(pcsc::Scope::User)
+            .map_err(pcsc_error("cannot reach pcscd"))?;
+        let name = CString::new(reader)
+            .map_err(|_| CardError::Transport("reader name contains a NUL byte".into()))?;
+        let card = context
+            .connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
+            .map_err(|e| match e {
+                pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard => {
+                    CardError::Transport(format!("no card in reader '{reader}'"))
+                }
+                pcsc::Error::UnknownReader => {
+                    CardError::Transport(format!("no reader named '{reader}'"))
+                }
+                other => CardError::Transport(format!("cannot connect to '{reader}': {other}")),
+            })?;
+        Ok(Self { card })
+    }
+}
+
+impl Transport for PcscCard {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, CardError> {
+        let mut buffer = vec![0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
+        self.card
+            .transmit(apdu, &mut buffer)
+            .map(<[u8]>::to_vec)
+            .map_err(pcsc_error("card transmission failed"))
+    }
+}

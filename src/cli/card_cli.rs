@@ -1,0 +1,188 @@
+//! `samu-gateway card …`: what centre IT uses to check readers and cards, and the virtual
+//! card that lets them (and the tests) check an install without a real CPS card.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Subcommand, ValueEnum};
+
+use super::Failure;
+use crate::card::emulator::{CardIdentity, EmulatedCard, Fault};
+use crate::card::profile::{CardProfile, read_certificate};
+use crate::card::reader::{PcscCard, list_readers};
+use crate::card::vpcd;
+use crate::config::hex;
+use crate::demo::pki::{Authority, write_file};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum CardCommand {
+    /// List the PC/SC readers pcscd knows, whether a card is present, and its ATR.
+    List,
+    /// Read the authentication certificate of the card in a reader (no PIN) and show whose it is.
+    Probe {
+        /// Reader name, as `card list` prints it.
+        #[arg(long)]
+        reader: String,
+    },
+    /// Run a virtual CPS card inserted into a vsmartcard-vpcd reader of a real pcscd.
+    Emulate {
+        /// The vpcd reader's TCP port on 127.0.0.1 (see hardware/README.md).
+        #[arg(long)]
+        vpcd_port: u16,
+        /// Directory for the card's CA and certificate (card-ca.pem, card.pem).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The card's PIN.
+        #[arg(long, default_value = "1234")]
+        pin: String,
+        /// The professional's idNat (certificate CN).
+        #[arg(long, default_value = "810002813839")]
+        id_nat: String,
+        /// Given name.
+        #[arg(long, default_value = "Jeanne")]
+        given_name: String,
+        /// Surname.
+        #[arg(long, default_value = "URGENTISTE")]
+        surname: String,
+        /// Issue a certificate that expired yesterday.
+        #[arg(long)]
+        expired: bool,
+        /// Fault mode.
+        #[arg(long, value_enum, default_value = "none")]
+        fault: FaultArg,
+        /// Delay before each answer, in milliseconds (a slow card).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(super) enum FaultArg {
+    /// Behaves.
+    None,
+    /// Answers every command with garbage.
+    Garbage,
+}
+
+pub(super) fn run(command: CardCommand) -> Result<ExitCode, Failure> {
+    match command {
+        CardCommand::List => {
+            let readers = list_readers().context("cannot list readers")?;
+            if readers.is_empty() {
+                println!("no reader (is pcscd running, are the readers plugged in?)");
+            }
+            for reader in readers {
+                let card = reader.atr.as_deref().map_or_else(
+                    || "no card".to_owned(),
+                    |atr| format!("card present, ATR {}", hex(atr)),
+                );
+                println!("{}\t{card}", reader.name);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CardCommand::Probe { reader } => probe(&reader),
+        CardCommand::Emulate {
+            vpcd_port,
+            dir,
+            pin,
+            id_nat,
+            given_name,
+            surname,
+            expired,
+            fault,
+            delay_ms,
+        } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let ca =
+                Authority::new("samu-gateway virtual CPS CA").context("cannot create the CA")?;
+            write_file(&dir.join("card-ca.pem"), ca.cert_pem(), 0o644)
+                .context("cannot write the CA")?;
+            let validity = if expired { (-30, -1) } else { (-1, 365) };
+            let identity = CardIdentity::generate(&ca, &id_nat, &given_name, &surname, validity)
+                .context("cannot create the card")?;
+            let pem = pem::encode(&pem::Pem::new(
+                "CERTIFICATE",
+                identity.certificate_der.clone(),
+            ));
+            write_file(&dir.join("card.pem"), &pem, 0o644)
+                .context("cannot write the certificate")?;
+            let mut card = EmulatedCard::new(CardProfile::default(), identity, &pin)
+                .context("cannot create the card")?;
+            card.set_fault(match fault {
+                FaultArg::None => Fault::None,
+                FaultArg::Garbage => Fault::Garbage,
+            });
+            emulate(
+                &mut card,
+                vpcd_port,
+                Duration::from_millis(delay_ms),
+                &id_nat,
+            )
+        }
+    }
+}
+
+/// Serves the card to vpcd; reconnects with backoff when vpcd goes away (pcscd restart).
+fn emulate(
+    card: &mut EmulatedCard,
+    port: u16,
+    delay: Duration,
+    id_nat: &str,
+) -> Result<ExitCode, Failure> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        println!("virtual card of {id_nat}: inserting into vpcd port {port}");
+        match vpcd::serve(card, port, delay) {
+            Ok(()) => {
+                println!("vpcd closed the connection; reinserting");
+                backoff = Duration::from_millis(100);
+            }
+            Err(e) => {
+                eprintln!("{e}; retrying in {} ms", backoff.as_millis());
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+        std::thread::sleep(backoff);
+    }
+}
+
+fn probe(reader: &str) -> Result<ExitCode, Failure> {
+    let mut card = PcscCard::connect(reader).context("cannot reach the card")?;
+    let der = read_certificate(&mut card, &CardProfile::default())
+        .context("cannot read the card's certificate")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| anyhow::anyhow!("the card's certificate does not parse: {e}"))?;
+    let attribute = |oid: &x509_parser::der_parser::oid::Oid| {
+        cert.subject()
+            .iter_attributes()
+            .find(|a| a.attr_type() == oid)
+            .and_then(|a| a.as_str().ok())
+            .unwrap_or("-")
+            .to_owned()
+    };
+    use x509_parser::oid_registry::{OID_X509_COMMON_NAME, OID_X509_GIVEN_NAME, OID_X509_SURNAME};
+    let validity = cert.validity();
+    println!("reader:     {reader}");
+    println!("idNat (CN): {}", attribute(&OID_X509_COMMON_NAME));
+    println!(
+        "name:       {} {}",
+        attribute(&OID_X509_GIVEN_NAME),
+        attribute(&OID_X509_SURNAME)
+    );
+    println!("issuer:     {}", cert.issuer());
+    println!(
+        "valid:      {} to {} ({})",
+        validity.not_before,
+        validity.not_after,
+        if validity.is_valid() {
+            "valid now"
+        } else {
+            "NOT valid now"
+        }
+    );
+    println!("sha256:     {}", hex(&crate::audit::chain::hash(&der)));
+    Ok(ExitCode::SUCCESS)
+}

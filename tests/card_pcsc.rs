@@ -1,0 +1,161 @@
+//! Cards over the real PC/SC stack: a private pcscd, vsmartcard-vpcd readers, and the
+//! virtual CPS card (`samu-gateway card emulate`) plugged into them.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::pcsc::Pcscd;
+
+const READER: &str = "Desk0 00 00";
+
+fn card(pcscd: &Pcscd, args: &[&str]) -> (i32, String, String) {
+    let (key, value) = pcscd.env();
+    let out = Command::new(support::BIN)
+        .arg("card")
+        .args(args)
+        .env(key, value)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A virtual card process; removed from its reader when dropped.
+struct VirtualCard(Child);
+
+impl VirtualCard {
+    fn insert(pcscd: &Pcscd, desk: usize, extra: &[&str]) -> Self {
+        let (key, value) = pcscd.env();
+        let dir = pcscd.dir.path().join(format!("card{desk}"));
+        let child = Command::new(support::BIN)
+            .args([
+                "card",
+                "emulate",
+                "--vpcd-port",
+                &pcscd.ports[desk].to_string(),
+                "--dir",
+            ])
+            .arg(dir)
+            .args(extra)
+            .env(key, value)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self(child)
+    }
+}
+
+impl Drop for VirtualCard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `card list` until `reader` shows (or no longer shows) a card.
+fn wait_card(pcscd: &Pcscd, reader: &str, present: bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, stdout, stderr) = card(pcscd, &["list"]);
+        assert_eq!(code, 0, "{stderr}");
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(reader))
+            .unwrap_or_default()
+            .to_owned();
+        if line.contains("card present") == present {
+            return line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "card in {reader} never became present={present}:\n{stdout}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn readers_are_listed_and_insertion_and_removal_are_seen() {
+    let pcscd = Pcscd::start(2);
+    let (code, stdout, stderr) = card(&pcscd, &["list"]);
+    assert_eq!(code, 0, "{stderr}");
+    for reader in ["Desk0 00 00", "Desk0 00 01", "Desk1 00 00"] {
+        assert!(stdout.contains(&format!("{reader}\tno card")), "{stdout}");
+    }
+    let inserted = VirtualCard::insert(&pcscd, 1, &[]);
+    let line = wait_card(&pcscd, "Desk1 00 00", true);
+    assert!(
+        line.ends_with("ATR 3bac00402a001225006480000310009000"),
+        "{line}"
+    );
+    assert!(
+        wait_card(&pcscd, READER, false).contains("no card"),
+        "the card went into the wrong reader"
+    );
+    drop(inserted);
+    wait_card(&pcscd, "Desk1 00 00", false);
+}
+
+#[test]
+fn probe_reads_whose_card_it_is_without_a_pin() {
+    let pcscd = Pcscd::start(1);
+    let _card = VirtualCard::insert(
+        &pcscd,
+        0,
+        &[
+            "--id-nat",
+            "810001234567",
+            "--given-name",
+            "Paul",
+            "--surname",
+            "SAMU",
+        ],
+    );
+    wait_card(&pcscd, READER, true);
+    let (code, stdout, stderr) = card(&pcscd, &["probe", "--reader", READER]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("idNat (CN): 810001234567"), "{stdout}");
+    assert!(stdout.contains("name:       Paul SAMU"), "{stdout}");
+    assert!(stdout.contains("(valid now)"), "{stdout}");
+}
+
+#[test]
+fn probe_shows_an_expired_certificate() {
+    let pcscd = Pcscd::start(1);
+    let _card = VirtualCard::insert(&pcscd, 0, &["--expired"]);
+    wait_card(&pcscd, READER, true);
+    let (code, stdout, stderr) = card(&pcscd, &["probe", "--reader", READER]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("NOT valid now"), "{stdout}");
+}
+
+#[test]
+fn garbage_answers_are_a_clear_error_not_a_panic() {
+    let pcscd = Pcscd::start(1);
+    let _card = VirtualCard::insert(&pcscd, 0, &["--fault", "garbage"]);
+    wait_card(&pcscd, READER, true);
+    let (code, _, stderr) = card(&pcscd, &["probe", "--reader", READER]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("malformed card answer"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn probing_an_empty_or_unknown_reader_says_so() {
+    let pcscd = Pcscd::start(1);
+    let (code, _, stderr) = card(&pcscd, &["probe", "--reader", READER]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("no card in reader 'Desk0 00 00'"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = card(&pcscd, &["probe", "--reader", "Nowhere 00 00"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("Nowhere 00 00"), "{stderr}");
+}

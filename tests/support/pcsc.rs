@@ -1,0 +1,125 @@
+//! A private pcscd with vsmartcard-vpcd virtual readers, per test (REAL_PARTS.md §1): its
+//! own socket (handed over with the LISTEN_FDS protocol), its own reader configuration and
+//! ports, stopped when dropped. Clients reach it through PCSCLITE_CSOCK_NAME, which the
+//! harness sets on the child processes it starts (never on the test process itself).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so.0.8";
+
+pub struct Pcscd {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    /// vpcd port of each reader block `Desk{i}` (reader `Desk{i} 00 00`).
+    pub ports: Vec<u16>,
+    child: Child,
+}
+
+impl Pcscd {
+    /// Starts pcscd with `desks` vpcd reader blocks, named `Desk0`, `Desk1`, …
+    pub fn start(desks: usize) -> Self {
+        for needed in ["/usr/sbin/pcscd", DRIVER] {
+            assert!(
+                Path::new(needed).exists(),
+                "{needed} is missing: run `bash .ci/deps`"
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("pcsc")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let (conf, drv) = (dir.path().join("conf"), dir.path().join("drv"));
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::create_dir_all(&drv).unwrap();
+        let mut ports = Vec::new();
+        for i in 0..desks {
+            let port = free_port_pair(&ports);
+            let driver = drv.join(format!("vpcd{i}.so"));
+            // Each block needs its own copy of the driver, or their cards mix up.
+            std::fs::copy(DRIVER, &driver).unwrap();
+            let block = format!(
+                "FRIENDLYNAME \"Desk{i}\"\nDEVICENAME /dev/null:{port}\nLIBPATH {}\n",
+                driver.display()
+            );
+            std::fs::write(conf.join(format!("vpcd{i}")), block).unwrap();
+            ports.push(port);
+        }
+        let socket = dir.path().join("pcscd.comm");
+        let log = std::fs::File::create(dir.path().join("pcscd.log")).unwrap();
+        let child = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/tools/listen-fds-exec"
+        ))
+        .arg(&socket)
+        .args(["pcscd", "-f", "-c"])
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+        let pcscd = Self {
+            dir,
+            socket,
+            ports,
+            child,
+        };
+        for port in &pcscd.ports {
+            pcscd.wait_listening(*port);
+        }
+        pcscd
+    }
+
+    /// Environment for a child process that must use this pcscd.
+    pub fn env(&self) -> (&'static str, String) {
+        ("PCSCLITE_CSOCK_NAME", self.socket.display().to_string())
+    }
+
+    /// Waits (without connecting: for vpcd a connection is a card insertion) until pcscd's
+    /// vpcd driver listens on `port`.
+    fn wait_listening(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let out = Command::new("ss")
+                .args(["-Hltn", &format!("sport = :{port}")])
+                .output()
+                .unwrap();
+            if !out.stdout.is_empty() {
+                return;
+            }
+            let log =
+                std::fs::read_to_string(self.dir.path().join("pcscd.log")).unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "vpcd never listened on {port}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Pcscd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port p such that p and p+1 are free (a vpcd block opens both) and not already taken.
+fn free_port_pair(taken: &[u16]) -> u16 {
+    for _ in 0..200 {
+        let port = TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let clash = taken.iter().any(|t| port.abs_diff(*t) <= 1);
+        if !clash && port < u16::MAX && TcpListener::bind(("0.0.0.0", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port pair");
+}
