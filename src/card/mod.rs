@@ -15,6 +15,7 @@ pub mod apdu;
 pub mod emulator;
 pub mod profile;
 pub mod reader;
+pub mod trust;
 pub mod vpcd;
 
 /// What went wrong talking to a card. Messages carry no PIN and no patient data.

@@ -139,6 +139,34 @@ impl Authority {
         })
     }
 
+    /// A CRL (PEM) revoking the certificates with these serial numbers, issued
+    /// `issued_days_ago` days ago and due for renewal `next_update_days` days from today.
+    pub fn crl(
+        &self,
+        revoked_serials: &[Vec<u8>],
+        issued_days_ago: i64,
+        next_update_days: i64,
+    ) -> Result<String, PkiError> {
+        let now = OffsetDateTime::now_utc();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: now - Duration::days(issued_days_ago),
+            next_update: now + Duration::days(next_update_days),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked_serials
+                .iter()
+                .map(|serial| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(serial),
+                    revocation_time: now - Duration::hours(1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
+    }
+
     fn sign(&self, params: CertificateParams) -> Result<Issued, PkiError> {
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;

@@ -1,0 +1,424 @@
+//! Trust in a card's certificate: it must chain to a configured trust anchor (the IGC-Santé
+//! roots in production), be within its validity period, be usable for client
+//! authentication and digital signature, and not be revoked according to the configured
+//! CRLs. When the newest CRL is older than its allowed age, the configured policy decides:
+//! refuse, or accept and flag the access (the audit record says so).
+//!
+//! Chain building, validity and revocation are rustls-webpki's; CRL dates and identity
+//! fields are read with x509-parser. Nothing here parses DER by hand.
+
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime};
+use serde::{Deserialize, Serialize};
+use webpki::{
+    CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, OwnedCertRevocationList,
+    RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
+};
+use x509_parser::oid_registry::{
+    OID_X509_COMMON_NAME, OID_X509_GIVEN_NAME, OID_X509_SURNAME, OID_X509_TITLE,
+};
+
+use crate::config::hex;
+
+/// What to do when the newest CRL is older than allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StaleCrlPolicy {
+    /// Refuse the login: revocation cannot be vouched for.
+    Refuse,
+    /// Accept, and flag the login and every access of its session in the audit trail.
+    AcceptAndFlag,
+}
+
+/// Where trust comes from, and how fresh revocation data must be.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// PEM files of the trust anchors (e.g. `AC RACINE IGC-SANTE FORT`).
+    pub anchors: Vec<PathBuf>,
+    /// PEM files of intermediate CAs (e.g. `AC IGC-SANTE FORT PERSONNES`).
+    #[serde(default)]
+    pub intermediates: Vec<PathBuf>,
+    /// CRL files (DER or PEM), at least one per issuing CA; reloaded on schedule.
+    pub crls: Vec<PathBuf>,
+    /// A CRL issued longer ago than this is stale.
+    #[serde(default = "default_crl_max_age_hours")]
+    pub crl_max_age_hours: u64,
+    /// What a stale CRL means.
+    #[serde(default = "default_stale_policy")]
+    pub stale_crl: StaleCrlPolicy,
+    /// How often CRL files are reloaded.
+    #[serde(default = "default_crl_refresh_minutes")]
+    pub crl_refresh_minutes: u64,
+}
+
+fn default_crl_max_age_hours() -> u64 {
+    48
+}
+fn default_stale_policy() -> StaleCrlPolicy {
+    StaleCrlPolicy::Refuse
+}
+fn default_crl_refresh_minutes() -> u64 {
+    60
+}
+
+/// Why a card certificate is not trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrustError {
+    /// A configured file is missing or unusable.
+    #[error("{key}: {reason}")]
+    Config {
+        /// The configuration key.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The certificate does not parse.
+    #[error("card certificate unreadable: {0}")]
+    Unreadable(String),
+    /// It does not chain to a configured anchor.
+    #[error("card certificate not issued by a trusted authority")]
+    UnknownIssuer,
+    /// It expired.
+    #[error("card certificate expired")]
+    Expired,
+    /// It is not valid yet.
+    #[error("card certificate not yet valid")]
+    NotYetValid,
+    /// It is on a CRL.
+    #[error("card certificate revoked")]
+    Revoked,
+    /// Its key usages do not allow authentication.
+    #[error("card certificate not usable for authentication: {0}")]
+    Usage(String),
+    /// Revocation cannot be checked: no CRL covers its issuer.
+    #[error("no CRL covers the card certificate's issuer")]
+    RevocationUnknown,
+    /// The newest CRL is too old and the policy refuses.
+    #[error(
+        "the newest CRL is {age_hours} hours old (limit {limit_hours}): revocation cannot be vouched for"
+    )]
+    StaleCrl {
+        /// Its age.
+        age_hours: u64,
+        /// The configured limit.
+        limit_hours: u64,
+    },
+    /// Any other chain error from webpki.
+    #[error("card certificate rejected: {0}")]
+    Other(String),
+}
+
+impl TrustError {
+    /// The physician's screen message.
+    pub fn message_fr(&self) -> &'static str {
+        match self {
+            Self::Expired => "Carte expirée : utilisez une carte en cours de validité.",
+            Self::Revoked => "Carte révoquée : elle ne peut plus être utilisée.",
+            Self::UnknownIssuer => {
+                "Carte non reconnue : elle n'a pas été émise par une autorité de confiance."
+            }
+            Self::StaleCrl { .. } | Self::RevocationUnknown => {
+                "Vérification de la carte impossible (liste de révocation périmée). Contactez l'informatique du centre."
+            }
+            _ => "Carte non reconnue : son certificat n'est pas valide.",
+        }
+    }
+}
+
+/// The professional a trusted certificate names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Professional {
+    /// idNat_PS from the subject CN (`8` + RPPS or `0` + ADELI).
+    pub id_nat: String,
+    /// Whether an RPPS-based idNat passes its Luhn key (real cards often do not: warn only).
+    pub id_nat_key_ok: bool,
+    /// Given name.
+    pub given_name: Option<String>,
+    /// Surname.
+    pub surname: Option<String>,
+    /// Profession / specialty as carried in the subject `title` (assumption to confirm on
+    /// real CPS certificates, see `profile.rs`).
+    pub title: Option<String>,
+    /// SHA-256 of the certificate (hex): binds a session to this card.
+    pub certificate_sha256: String,
+}
+
+/// A certificate found trustworthy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Who it names.
+    pub professional: Professional,
+    /// Accepted with a stale CRL under `accept_and_flag`: the audit record must say so.
+    pub crl_stale: bool,
+}
+
+struct Crls {
+    lists: Vec<OwnedCertRevocationList>,
+    /// Unix seconds of the newest `thisUpdate`.
+    newest: u64,
+}
+
+/// The configured trust: anchors, intermediates, and the current CRLs.
+pub struct CardTrust {
+    config: TrustConfig,
+    anchor_ders: Vec<CertificateDer<'static>>,
+    intermediates: Vec<CertificateDer<'static>>,
+    crls: RwLock<Crls>,
+}
+
+impl CardTrust {
+    /// Loads every file; a missing or unusable one is a configuration error.
+    pub fn load(config: TrustConfig) -> Result<Self, TrustError> {
+        if config.anchors.is_empty() {
+            return Err(TrustError::Config {
+                key: "cards.trust.anchors",
+                reason: "at least one trust anchor is required".into(),
+            });
+        }
+        let anchor_ders = load_pem_certs(&config.anchors, "cards.trust.anchors")?;
+        for der in &anchor_ders {
+            webpki::anchor_from_trusted_cert(der).map_err(|e| TrustError::Config {
+                key: "cards.trust.anchors",
+                reason: format!("not a usable trust anchor: {e}"),
+            })?;
+        }
+        let intermediates = load_pem_certs(&config.intermediates, "cards.trust.intermediates")?;
+        let crls = load_crls(&config.crls)?;
+        Ok(Self {
+            config,
+            anchor_ders,
+            intermediates,
+            crls: RwLock::new(crls),
+        })
+    }
+
+    /// Reloads the CRL files (on schedule, or when an operator replaced them). On failure
+    /// the previous CRLs stay in force.
+    pub fn reload_crls(&self) -> Result<(), TrustError> {
+        let fresh = load_crls(&self.config.crls)?;
+        if let Ok(mut crls) = self.crls.write() {
+            *crls = fresh;
+        }
+        Ok(())
+    }
+
+    /// How often to call [`CardTrust::reload_crls`].
+    pub fn refresh_interval(&self) -> Duration {
+        Duration::from_secs(self.config.crl_refresh_minutes.max(1) * 60)
+    }
+
+    /// Decides whether `certificate` can log in at time `now`.
+    pub fn verify(&self, certificate: &[u8], now: SystemTime) -> Result<Verified, TrustError> {
+        let der = CertificateDer::from(certificate);
+        let end_entity =
+            EndEntityCert::try_from(&der).map_err(|e| TrustError::Unreadable(e.to_string()))?;
+        let anchors: Vec<TrustAnchor<'_>> = self
+            .anchor_ders
+            .iter()
+            .filter_map(|d| webpki::anchor_from_trusted_cert(d).ok())
+            .collect();
+        let crls = self
+            .crls
+            .read()
+            .map_err(|_| TrustError::Other("CRL state unavailable".into()))?;
+        let lists: Vec<CertRevocationList<'_>> = crls
+            .lists
+            .iter()
+            .cloned()
+            .map(CertRevocationList::from)
+            .collect();
+        let refs: Vec<&CertRevocationList<'_>> = lists.iter().collect();
+        let revocation = RevocationOptionsBuilder::new(&refs)
+            .map_err(|_| TrustError::RevocationUnknown)?
+            .with_depth(RevocationCheckDepth::Chain)
+            .with_status_policy(UnknownStatusPolicy::Deny)
+            // Freshness is our own policy below (refuse or flag), not a hard error here.
+            .with_expiration_policy(ExpirationPolicy::Ignore)
+            .build();
+        let seconds = now
+            .duration_since(UNIX_EPOCH)
+            .map_err(|_| TrustError::Other("clock before 1970".into()))?;
+        let algorithms = rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .all;
+        end_entity
+            .verify_for_usage(
+                algorithms,
+                &anchors,
+                &self.intermediates,
+                UnixTime::since_unix_epoch(seconds),
+                KeyUsage::client_auth(),
+                Some(revocation),
+                None,
+            )
+            .map_err(map_webpki)?;
+        let professional = identity(certificate)?;
+        let crl_stale = self.is_stale(crls.newest, seconds.as_secs())?;
+        Ok(Verified {
+            professional,
+            crl_stale,
+        })
+    }
+
+    fn is_stale(&self, newest: u64, now: u64) -> Result<bool, TrustError> {
+        let age_hours = now.saturating_sub(newest) / 3600;
+        if age_hours < self.config.crl_max_age_hours {
+            return Ok(false);
+        }
+        match self.config.stale_crl {
+            StaleCrlPolicy::AcceptAndFlag => Ok(true),
+            StaleCrlPolicy::Refuse => Err(TrustError::StaleCrl {
+                age_hours,
+                limit_hours: self.config.crl_max_age_hours,
+            }),
+        }
+    }
+}
+
+fn map_webpki(e: webpki::Error) -> TrustError {
+    match e {
+        // A certificate naming a trusted issuer without its signature is a forgery: for the
+        // physician, as for the audit, it was not issued by a trusted authority.
+        webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey => {
+            TrustError::UnknownIssuer
+        }
+        // A CRL claiming the issuer's name without its signature proves nothing.
+        webpki::Error::InvalidCrlSignatureForPublicKey => TrustError::RevocationUnknown,
+        webpki::Error::CertExpired { .. } => TrustError::Expired,
+        webpki::Error::CertNotValidYet { .. } => TrustError::NotYetValid,
+        webpki::Error::CertRevoked => TrustError::Revoked,
+        webpki::Error::UnknownRevocationStatus => TrustError::RevocationUnknown,
+        webpki::Error::RequiredEkuNotFoundContext(_) => {
+            TrustError::Usage("no client authentication usage".into())
+        }
+        other => TrustError::Other(other.to_string()),
+    }
+}
+
+fn load_pem_certs(
+    paths: &[PathBuf],
+    key: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    let mut out = Vec::new();
+    for path in paths {
+        let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| TrustError::Config {
+                key,
+                reason: format!("{}: {e}", path.display()),
+            })?
+            .collect();
+        let certs = certs.map_err(|e| TrustError::Config {
+            key,
+            reason: format!("{}: {e}", path.display()),
+        })?;
+        if certs.is_empty() {
+            return Err(TrustError::Config {
+                key,
+                reason: format!("{}: no PEM certificate found", path.display()),
+            });
+        }
+        out.extend(certs);
+    }
+    Ok(out)
+}
+
+fn load_crls(paths: &[PathBuf]) -> Result<Crls, TrustError> {
+    let key = "cards.trust.crls";
+    if paths.is_empty() {
+        return Err(TrustError::Config {
+            key,
+            reason: "at least one CRL is required: revocation must be checked".into(),
+        });
+    }
+    let mut lists = Vec::new();
+    let mut newest = 0;
+    for path in paths {
+        let der = read_crl(path).map_err(|reason| TrustError::Config { key, reason })?;
+        let (_, parsed) = x509_parser::parse_x509_crl(&der).map_err(|e| TrustError::Config {
+            key,
+            reason: format!("{}: not a CRL: {e}", path.display()),
+        })?;
+        newest = newest.max(u64::try_from(parsed.last_update().timestamp()).unwrap_or(0));
+        lists.push(
+            OwnedCertRevocationList::from_der(&der).map_err(|e| TrustError::Config {
+                key,
+                reason: format!("{}: {e}", path.display()),
+            })?,
+        );
+    }
+    Ok(Crls { lists, newest })
+}
+
+fn read_crl(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.starts_with(b"-----BEGIN") {
+        CertificateRevocationListDer::from_pem_slice(&bytes)
+            .map(|d| d.as_ref().to_vec())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    } else {
+        Ok(bytes)
+    }
+}
+
+/// The professional named by a certificate whose chain was already verified.
+fn identity(certificate: &[u8]) -> Result<Professional, TrustError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(certificate)
+        .map_err(|e| TrustError::Unreadable(e.to_string()))?;
+    if let Ok(Some(usage)) = cert.key_usage()
+        && !usage.value.digital_signature()
+    {
+        return Err(TrustError::Usage("key usage lacks digitalSignature".into()));
+    }
+    let attribute = |oid: &x509_parser::der_parser::oid::Oid<'static>| {
+        cert.subject()
+            .iter_attributes()
+            .find(|a| a.attr_type() == oid)
+            .and_then(|a| a.as_str().ok())
+            .map(str::to_owned)
+    };
+    let id_nat = attribute(&OID_X509_COMMON_NAME)
+        .ok_or_else(|| TrustError::Unreadable("no subject CN (idNat)".into()))?;
+    if !(id_nat.len() >= 2
+        && id_nat.bytes().all(|b| b.is_ascii_digit())
+        && (id_nat.starts_with('8') || id_nat.starts_with('0')))
+    {
+        return Err(TrustError::Unreadable(format!(
+            "subject CN '{id_nat}' is not an idNat (8 + RPPS or 0 + ADELI)"
+        )));
+    }
+    Ok(Professional {
+        id_nat_key_ok: !id_nat.starts_with('8') || luhn_ok(&id_nat[1..]),
+        id_nat,
+        given_name: attribute(&OID_X509_GIVEN_NAME),
+        surname: attribute(&OID_X509_SURNAME),
+        title: attribute(&OID_X509_TITLE),
+        certificate_sha256: hex(&crate::audit::chain::hash(certificate)),
+    })
+}
+
+/// Luhn check of an RPPS number (its last digit is the key).
+fn luhn_ok(digits: &str) -> bool {
+    let sum: u32 = digits
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 1 {
+                let doubled = d * 2;
+                if doubled > 9 { doubled - 9 } else { doubled }
+            } else {
+                d
+            }
+        })
+        .sum();
+    digits.len() == 11 && sum.is_multiple_of(10)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,175 @@
+use super::*;
+use crate::demo::pki::{Authority, write_file};
+
+struct Pki {
+    dir: tempfile::TempDir,
+    root: Authority,
+}
+
+impl Pki {
+    fn new() -> Self {
+        Self::named("IGC-Santé test root")
+    }
+
+    fn named(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Authority::new(name).unwrap();
+        write_file(&dir.path().join("root.pem"), root.cert_pem(), 0o644).unwrap();
+        Self { dir, root }
+    }
+
+    fn card(&self, validity: (i64, i64)) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        self.root
+            .issue_card("810002813839", "Jeanne", "URGENTISTE", &key, validity)
+            .unwrap()
+            .der
+            .to_vec()
+    }
+
+    fn crl(&self, name: &str, revoked: &[&[u8]], issued_days_ago: i64) -> PathBuf {
+        let serials: Vec<Vec<u8>> = revoked.iter().map(|c| serial(c)).collect();
+        let path = self.dir.path().join(name);
+        write_file(
+            &path,
+            &self.root.crl(&serials, issued_days_ago, 7).unwrap(),
+            0o644,
+        )
+        .unwrap();
+        path
+    }
+
+    fn trust(
+        &self,
+        crls: Vec<PathBuf>,
+        stale_crl: StaleCrlPolicy,
+    ) -> Result<CardTrust, TrustError> {
+        CardTrust::load(TrustConfig {
+            anchors: vec![self.dir.path().join("root.pem")],
+            intermediates: vec![],
+            crls,
+            crl_max_age_hours: 48,
+            stale_crl,
+            crl_refresh_minutes: 60,
+        })
+    }
+}
+
+fn serial(cert: &[u8]) -> Vec<u8> {
+    x509_parser::parse_x509_certificate(cert)
+        .unwrap()
+        .1
+        .raw_serial()
+        .to_vec()
+}
+
+#[test]
+fn good_card_is_trusted_and_names_its_professional() {
+    let pki = Pki::new();
+    let trust = pki
+        .trust(vec![pki.crl("crl.pem", &[], 0)], StaleCrlPolicy::Refuse)
+        .unwrap();
+    let verified = trust
+        .verify(&pki.card((-1, 365)), SystemTime::now())
+        .unwrap();
+    assert!(!verified.crl_stale);
+    let p = verified.professional;
+    assert_eq!(p.id_nat, "810002813839");
+    assert_eq!(
+        (p.given_name.as_deref(), p.surname.as_deref()),
+        (Some("Jeanne"), Some("URGENTISTE"))
+    );
+    assert_eq!(p.certificate_sha256.len(), 64);
+}
+
+#[test]
+fn expired_revoked_and_foreign_cards_are_refused_by_name() {
+    let pki = Pki::new();
+    let revoked = pki.card((-1, 365));
+    let trust = pki
+        .trust(
+            vec![pki.crl("crl.pem", &[&revoked], 0)],
+            StaleCrlPolicy::Refuse,
+        )
+        .unwrap();
+    assert_eq!(
+        trust.verify(&pki.card((-30, -1)), SystemTime::now()),
+        Err(TrustError::Expired)
+    );
+    assert_eq!(
+        trust.verify(&revoked, SystemTime::now()),
+        Err(TrustError::Revoked)
+    );
+    let foreign = Pki::new().card((-1, 365));
+    assert_eq!(
+        trust.verify(&foreign, SystemTime::now()),
+        Err(TrustError::UnknownIssuer)
+    );
+    assert!(TrustError::Revoked.message_fr().contains("révoquée"));
+}
+
+#[test]
+fn stale_crl_is_refused_or_flagged_as_configured() {
+    let pki = Pki::new();
+    let card = pki.card((-30, 365));
+    let old = pki.crl("old.pem", &[], 10);
+    let refuse = pki
+        .trust(vec![old.clone()], StaleCrlPolicy::Refuse)
+        .unwrap();
+    assert!(matches!(
+        refuse.verify(&card, SystemTime::now()),
+        Err(TrustError::StaleCrl {
+            limit_hours: 48,
+            ..
+        })
+    ));
+    let flag = pki.trust(vec![old], StaleCrlPolicy::AcceptAndFlag).unwrap();
+    assert!(flag.verify(&card, SystemTime::now()).unwrap().crl_stale);
+}
+
+#[test]
+fn revocation_must_be_checkable() {
+    let pki = Pki::new();
+    assert!(matches!(
+        pki.trust(vec![], StaleCrlPolicy::Refuse),
+        Err(TrustError::Config {
+            key: "cards.trust.crls",
+            ..
+        })
+    ));
+    // A CRL from another authority does not cover this card's issuer.
+    let other = Pki::new();
+    let trust = pki
+        .trust(vec![other.crl("other.pem", &[], 0)], StaleCrlPolicy::Refuse)
+        .unwrap();
+    assert_eq!(
+        trust.verify(&pki.card((-1, 365)), SystemTime::now()),
+        Err(TrustError::RevocationUnknown)
+    );
+}
+
+#[test]
+fn reloaded_crls_take_effect() {
+    let pki = Pki::new();
+    let card = pki.card((-1, 365));
+    let path = pki.crl("crl.pem", &[], 0);
+    let trust = pki
+        .trust(vec![path.clone()], StaleCrlPolicy::Refuse)
+        .unwrap();
+    trust.verify(&card, SystemTime::now()).unwrap();
+    let serials = vec![serial(&card)];
+    std::fs::remove_file(&path).unwrap();
+    write_file(&path, &pki.root.crl(&serials, 0, 7).unwrap(), 0o644).unwrap();
+    trust.reload_crls().unwrap();
+    assert_eq!(
+        trust.verify(&card, SystemTime::now()),
+        Err(TrustError::Revoked)
+    );
+}
+
+#[test]
+fn rpps_luhn_key() {
+    assert!(luhn_ok("79927398713"));
+    assert!(!luhn_ok("79927398710"));
+    assert!(!luhn_ok("123"));
+}
