@@ -9,6 +9,7 @@
 //! | [`config`]  | `gateway.toml` + `SAMU_GATEWAY__*` overrides, typed and validated as a whole |
 //! | [`http`]    | the HTTPS API: TLS, client certificate → desk attribution, routes, metrics, OpenAPI, accept loop and drain |
 //! | [`card`]    | CPS cards: APDUs, the card profile and login sequence, the card emulator (the only code speaking APDUs) |
+//! | [`session`] | physician sessions bound to desk and card; login attempts; card events → audit |
 //! | [`audit`]   | the audit trail in redb (the only writer of audit records) |
 //! | [`cache`]   | the summary cache in sled (disposable) |
 //! | [`state`]   | the state directory: its exclusive lock and both stores |
@@ -17,7 +18,7 @@
 //! | [`demo`]    | the self-contained demo and its throwaway PKI |
 //! | [`cli`]     | subcommands and exit codes (the only user of `anyhow`) |
 //!
-//! Still to come, each in its own module: `session`,
+//! Still to come, each in its own module:
 //! `patient`, `summary`, `upstream` (the only code talking to the record service), `limit`.
 //! See ARCHITECTURE.md for the invariants.
 
@@ -35,5 +36,6 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod service;
+pub mod session;
 pub mod state;
 pub mod telemetry;

@@ -12,11 +12,13 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::audit::{AuditError, AuditLog, Event, EventKind, Outcome, Signer, chain};
+use crate::card::trust::{CardTrust, TrustError};
 use crate::config::{Config, ConfigError, Problem, hex};
 use crate::http::probe::Probe;
 use crate::http::server::{self, Connections, Drain, Limits};
 use crate::http::tls::ServerTls;
 use crate::http::{self as api, AppState, DeskDirectory, Metrics};
+use crate::session::CardLogin;
 use crate::state::{StateError, Stores};
 
 /// Why the service could not run.
@@ -36,6 +38,9 @@ pub enum ServiceError {
     /// The audit trail refused to start or to record the service's own events.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The card worker thread could not start.
+    #[error("cannot start the card worker: {0}")]
+    CardWorker(std::io::Error),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -53,6 +58,8 @@ pub struct Prepared {
     pub desks: DeskDirectory,
     /// The audit checkpoint signing key.
     pub signer: Signer,
+    /// Card certificate trust, when `[cards]` is configured.
+    pub card_trust: Option<CardTrust>,
 }
 
 impl Prepared {
@@ -68,12 +75,24 @@ impl Prepared {
         let tls = ServerTls::load(&config.tls).map_err(ConfigError::Invalid)?;
         let desks = DeskDirectory::new(&config.desks);
         let signer = load_signer(&config)?;
+        let card_trust = config
+            .cards
+            .as_ref()
+            .map(|cards| CardTrust::load(cards.trust.clone()))
+            .transpose()
+            .map_err(|e| match e {
+                TrustError::Config { key, reason } => {
+                    ConfigError::Invalid(vec![Problem::new(key, reason)])
+                }
+                other => ConfigError::Invalid(vec![Problem::new("cards.trust", other.to_string())]),
+            })?;
         Ok(Self {
             config,
             listen,
             tls,
             desks,
             signer,
+            card_trust,
         })
     }
 
@@ -113,6 +132,7 @@ pub async fn run(
         stores.clone(),
         audit.clone(),
         metrics.clone(),
+        start_cards(prepared.card_trust, &prepared.config, &audit)?,
     );
     let app = api::router(state.clone());
     let connections = Connections::new(
@@ -194,6 +214,21 @@ async fn finish(drain: Drain, audit: Arc<AuditLog>, stores: &Stores) {
     if let Err(e) = stores.flush() {
         tracing::error!(error = %e, "flushing stores at shutdown failed");
     }
+}
+
+/// Starts card login (reader monitor, sessions) when `[cards]` is configured.
+fn start_cards(
+    trust: Option<CardTrust>,
+    config: &Config,
+    audit: &Arc<AuditLog>,
+) -> Result<Option<Arc<CardLogin>>, ServiceError> {
+    let (Some(trust), Some(cards)) = (trust, &config.cards) else {
+        tracing::warn!("no [cards] section: card login is disabled");
+        return Ok(None);
+    };
+    let login = CardLogin::start(cards, trust, &config.desks, audit.clone())
+        .map_err(ServiceError::CardWorker)?;
+    Ok(Some(Arc::new(login)))
 }
 
 /// Loads the checkpoint signing key as a configuration step: a missing or unreadable key

@@ -3,10 +3,10 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::pcsc::Pcscd;
+use support::pcsc::{Pcscd, VirtualCard};
 
 const READER: &str = "Desk0 00 00";
 
@@ -23,39 +23,6 @@ fn card(pcscd: &Pcscd, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// A virtual card process; removed from its reader when dropped.
-struct VirtualCard(Child);
-
-impl VirtualCard {
-    fn insert(pcscd: &Pcscd, desk: usize, extra: &[&str]) -> Self {
-        let (key, value) = pcscd.env();
-        let dir = pcscd.dir.path().join(format!("card{desk}"));
-        let child = Command::new(support::BIN)
-            .args([
-                "card",
-                "emulate",
-                "--vpcd-port",
-                &pcscd.ports[desk].to_string(),
-                "--dir",
-            ])
-            .arg(dir)
-            .args(extra)
-            .env(key, value)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self(child)
-    }
-}
-
-impl Drop for VirtualCard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Polls `card list` until `reader` shows (or no longer shows) a card.

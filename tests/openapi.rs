@@ -32,11 +32,14 @@ async fn every_documented_operation_is_served() {
     assert_eq!(
         documented,
         [
+            "DELETE /api/v1/session",
             "GET /api/v1/desk",
             "GET /api/v1/openapi.json",
+            "GET /api/v1/session",
             "GET /healthz",
             "GET /metrics",
             "GET /readyz",
+            "POST /api/v1/session",
         ]
     );
     assert!(

@@ -21,7 +21,11 @@ pub enum EventKind {
     ServiceStopped,
     /// A configuration was loaded (its digest in `detail`).
     ConfigurationLoaded,
-    /// A professional authenticated with a card.
+    /// A card was inserted in a desk's reader (its holder, if the certificate was read).
+    CardInserted,
+    /// The card left the reader.
+    CardRemoved,
+    /// A professional authenticated with a card (or was refused: see the outcome).
     UserLogin,
     /// A professional's session ended.
     UserLogout,
@@ -61,10 +65,12 @@ pub struct DicomEvent {
 
 impl EventKind {
     /// Every kind, for documentation and exhaustive tests.
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 11] = [
         Self::ServiceStarted,
         Self::ServiceStopped,
         Self::ConfigurationLoaded,
+        Self::CardInserted,
+        Self::CardRemoved,
         Self::UserLogin,
         Self::UserLogout,
         Self::PatientSearch,
@@ -86,6 +92,9 @@ impl EventKind {
                 Some(dcm("110131", "Software Configuration")),
                 'E',
             ),
+            // DICOM has no card codes: insertion and removal are steps of user authentication;
+            // the record's kind tells them apart.
+            Self::CardInserted | Self::CardRemoved => (authentication, None, 'E'),
             Self::UserLogin => (authentication, Some(dcm("110122", "Login")), 'E'),
             Self::UserLogout => (authentication, Some(dcm("110123", "Logout")), 'E'),
             Self::PatientSearch => (dcm("110112", "Query"), None, 'E'),
@@ -114,6 +123,8 @@ impl EventKind {
             Self::ServiceStarted => "service_started",
             Self::ServiceStopped => "service_stopped",
             Self::ConfigurationLoaded => "configuration_loaded",
+            Self::CardInserted => "card_inserted",
+            Self::CardRemoved => "card_removed",
             Self::UserLogin => "user_login",
             Self::UserLogout => "user_logout",
             Self::PatientSearch => "patient_search",
@@ -317,13 +328,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_kind_has_distinct_dicom_identification() {
+    fn every_kind_has_a_dicom_identification_and_a_stable_name() {
         let mut seen = std::collections::HashSet::new();
         for kind in EventKind::ALL {
             let d = kind.dicom();
             assert!(d.event_id.code.starts_with("1101"), "{kind:?}");
+            // Card insertion and removal share 110114 on purpose (DICOM has no card codes);
+            // every other kind has its own identification.
+            let shared = matches!(kind, EventKind::CardInserted | EventKind::CardRemoved);
             assert!(
-                seen.insert((d.event_id.code, d.event_type.map(|t| t.code))),
+                seen.insert((d.event_id.code, d.event_type.map(|t| t.code))) || shared,
                 "{kind:?} duplicates another kind"
             );
             let json = serde_json::to_string(&kind).unwrap();

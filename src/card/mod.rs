@@ -17,6 +17,7 @@ pub mod profile;
 pub mod reader;
 pub mod trust;
 pub mod vpcd;
+pub mod worker;
 
 /// What went wrong talking to a card. Messages carry no PIN and no patient data.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -27,35 +27,44 @@ pub(super) enum CardCommand {
         reader: String,
     },
     /// Run a virtual CPS card inserted into a vsmartcard-vpcd reader of a real pcscd.
-    Emulate {
-        /// The vpcd reader's TCP port on 127.0.0.1 (see hardware/README.md).
-        #[arg(long)]
-        vpcd_port: u16,
-        /// Directory for the card's CA and certificate (card-ca.pem, card.pem).
-        #[arg(long)]
-        dir: PathBuf,
-        /// The card's PIN.
-        #[arg(long, default_value = "1234")]
-        pin: String,
-        /// The professional's idNat (certificate CN).
-        #[arg(long, default_value = "810002813839")]
-        id_nat: String,
-        /// Given name.
-        #[arg(long, default_value = "Jeanne")]
-        given_name: String,
-        /// Surname.
-        #[arg(long, default_value = "URGENTISTE")]
-        surname: String,
-        /// Issue a certificate that expired yesterday.
-        #[arg(long)]
-        expired: bool,
-        /// Fault mode.
-        #[arg(long, value_enum, default_value = "none")]
-        fault: FaultArg,
-        /// Delay before each answer, in milliseconds (a slow card).
-        #[arg(long, default_value_t = 0)]
-        delay_ms: u64,
-    },
+    Emulate(EmulateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct EmulateArgs {
+    /// The vpcd reader's TCP port on 127.0.0.1 (see hardware/README.md).
+    #[arg(long)]
+    vpcd_port: u16,
+    /// Directory for the card's CA, certificate and CRL (card-ca.pem, card.pem, card-ca.crl).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The card's PIN.
+    #[arg(long, default_value = "1234")]
+    pin: String,
+    /// The professional's idNat (certificate CN).
+    #[arg(long, default_value = "810002813839")]
+    id_nat: String,
+    /// Given name.
+    #[arg(long, default_value = "Jeanne")]
+    given_name: String,
+    /// Surname.
+    #[arg(long, default_value = "URGENTISTE")]
+    surname: String,
+    /// Issue a certificate that expired yesterday.
+    #[arg(long)]
+    expired: bool,
+    /// Fault mode.
+    #[arg(long, value_enum, default_value = "none")]
+    fault: FaultArg,
+    /// Delay before each answer, in milliseconds (a slow card).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+    /// List the card's own certificate in the CRL written beside it.
+    #[arg(long)]
+    revoked: bool,
+    /// Date the CRL this many days back (a stale CRL).
+    #[arg(long, default_value_t = 0)]
+    crl_age_days: i64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -64,6 +73,8 @@ pub(super) enum FaultArg {
     None,
     /// Answers every command with garbage.
     Garbage,
+    /// Signs with a key that is not its certificate's.
+    WrongKey,
 }
 
 pub(super) fn run(command: CardCommand) -> Result<ExitCode, Failure> {
@@ -83,46 +94,58 @@ pub(super) fn run(command: CardCommand) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         CardCommand::Probe { reader } => probe(&reader),
-        CardCommand::Emulate {
-            vpcd_port,
-            dir,
-            pin,
-            id_nat,
-            given_name,
-            surname,
-            expired,
-            fault,
-            delay_ms,
-        } => {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-            let ca =
-                Authority::new("samu-gateway virtual CPS CA").context("cannot create the CA")?;
-            write_file(&dir.join("card-ca.pem"), ca.cert_pem(), 0o644)
-                .context("cannot write the CA")?;
-            let validity = if expired { (-30, -1) } else { (-1, 365) };
-            let identity = CardIdentity::generate(&ca, &id_nat, &given_name, &surname, validity)
-                .context("cannot create the card")?;
-            let pem = pem::encode(&pem::Pem::new(
-                "CERTIFICATE",
-                identity.certificate_der.clone(),
-            ));
-            write_file(&dir.join("card.pem"), &pem, 0o644)
-                .context("cannot write the certificate")?;
-            let mut card = EmulatedCard::new(CardProfile::default(), identity, &pin)
-                .context("cannot create the card")?;
-            card.set_fault(match fault {
-                FaultArg::None => Fault::None,
-                FaultArg::Garbage => Fault::Garbage,
-            });
-            emulate(
-                &mut card,
-                vpcd_port,
-                Duration::from_millis(delay_ms),
-                &id_nat,
-            )
-        }
+        CardCommand::Emulate(args) => emulate_card(args),
     }
+}
+
+/// Creates the virtual card (CA, certificate, CRL in `--dir`) and serves it.
+fn emulate_card(args: EmulateArgs) -> Result<ExitCode, Failure> {
+    let dir = &args.dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let ca = Authority::new("samu-gateway virtual CPS CA").context("cannot create the CA")?;
+    write_file(&dir.join("card-ca.pem"), ca.cert_pem(), 0o644).context("cannot write the CA")?;
+    let validity = if args.expired { (-30, -1) } else { (-1, 365) };
+    let make = || {
+        CardIdentity::generate(&ca, &args.id_nat, &args.given_name, &args.surname, validity)
+            .context("cannot create the card")
+    };
+    let mut identity = make()?;
+    let pem = pem::encode(&pem::Pem::new(
+        "CERTIFICATE",
+        identity.certificate_der.clone(),
+    ));
+    write_file(&dir.join("card.pem"), &pem, 0o644).context("cannot write the certificate")?;
+    let serials = if args.revoked {
+        vec![serial(&identity.certificate_der)?]
+    } else {
+        Vec::new()
+    };
+    let crl = ca
+        .crl(&serials, args.crl_age_days, 7)
+        .context("cannot issue the CRL")?;
+    // Written last: its presence tells scripts the card's files are complete.
+    write_file(&dir.join("card-ca.crl"), &crl, 0o644).context("cannot write the CRL")?;
+    if matches!(args.fault, FaultArg::WrongKey) {
+        identity = CardIdentity::mismatched(&identity, &make()?);
+    }
+    let mut card = EmulatedCard::new(CardProfile::default(), identity, &args.pin)
+        .context("cannot create the card")?;
+    card.set_fault(match args.fault {
+        FaultArg::None | FaultArg::WrongKey => Fault::None,
+        FaultArg::Garbage => Fault::Garbage,
+    });
+    emulate(
+        &mut card,
+        args.vpcd_port,
+        Duration::from_millis(args.delay_ms),
+        &args.id_nat,
+    )
+}
+
+fn serial(certificate: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(certificate).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(cert.raw_serial().to_vec())
 }
 
 /// Serves the card to vpcd; reconnects with backoff when vpcd goes away (pcscd restart).

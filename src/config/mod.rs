@@ -35,6 +35,9 @@ pub struct Config {
     pub storage: StorageConfig,
     /// The audit trail.
     pub audit: AuditConfig,
+    /// CPS card login: card profile and certificate trust. Without it, no one can log in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cards: Option<CardsConfig>,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
@@ -106,6 +109,21 @@ impl Default for StorageConfig {
     }
 }
 
+/// CPS card login.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardsConfig {
+    /// Identifiers and formats of the card generation in use (defaults: CPS3, see
+    /// `card::profile` for which values are public facts and which are assumptions).
+    #[serde(default)]
+    pub profile: crate::card::profile::CardProfile,
+    /// Trust anchors, intermediates, CRLs and the stale-CRL policy.
+    pub trust: crate::card::trust::TrustConfig,
+    /// PIN attempts allowed per desk per minute (beyond the card's own 3 tries).
+    #[serde(default = "defaults::pin_attempts_per_minute")]
+    pub pin_attempts_per_minute: u32,
+}
+
 /// The audit trail: signing, batching, checkpoints, retention.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -171,6 +189,9 @@ impl AuditConfig {
 }
 
 mod defaults {
+    pub fn pin_attempts_per_minute() -> u32 {
+        5
+    }
     pub fn batch_max_records() -> usize {
         64
     }

@@ -152,6 +152,7 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<DemoSetup, DemoError> {
             state_dir: dir.join("state"),
         },
         audit: AuditConfig::with_key(signing_key.into()),
+        cards: None,
         log: LogConfig {
             format: LogFormat::Human,
             level: "info".into(),

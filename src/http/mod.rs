@@ -8,6 +8,7 @@ mod middleware;
 pub mod probe;
 mod routes;
 pub mod server;
+mod session_routes;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 pub mod tls;
@@ -22,6 +23,7 @@ use utoipa_axum::routes;
 
 use crate::audit::AuditLog;
 use crate::config::CentreConfig;
+use crate::session::CardLogin;
 use crate::state::Stores;
 
 pub use error::ApiError;
@@ -38,6 +40,7 @@ struct Shared {
     stores: Arc<Stores>,
     audit: Arc<AuditLog>,
     metrics: Arc<Metrics>,
+    cards: Option<Arc<CardLogin>>,
     draining: AtomicBool,
 }
 
@@ -48,12 +51,14 @@ impl AppState {
         stores: Arc<Stores>,
         audit: Arc<AuditLog>,
         metrics: Arc<Metrics>,
+        cards: Option<Arc<CardLogin>>,
     ) -> Self {
         Self(Arc::new(Shared {
             centre,
             stores,
             audit,
             metrics,
+            cards,
             draining: AtomicBool::new(false),
         }))
     }
@@ -71,6 +76,11 @@ impl AppState {
     /// The audit log: the only way handlers record what they do.
     pub fn audit(&self) -> &AuditLog {
         &self.0.audit
+    }
+
+    /// Card login, when `[cards]` is configured.
+    pub fn cards(&self) -> Option<&CardLogin> {
+        self.0.cards.as_deref()
     }
 
     /// The metrics registry.
@@ -105,6 +115,11 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::readyz))
         .routes(routes!(routes::metrics))
         .routes(routes!(routes::desk))
+        .routes(routes!(
+            session_routes::open_session,
+            session_routes::current_session,
+            session_routes::close_session
+        ))
         .routes(routes!(routes::openapi_json))
 }
 

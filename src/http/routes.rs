@@ -147,8 +147,12 @@ pub struct DeskView {
     pub workstation: Workstation,
     /// The centre.
     pub centre: CentreView,
-    /// What the desk is doing: `no_session` until a physician logs in with a card.
+    /// What the desk is doing.
     pub state: DeskState,
+    /// The card in the desk's reader (absent when card login is not configured).
+    pub card: Option<crate::session::CardState>,
+    /// The open session, if any.
+    pub session: Option<crate::session::Session>,
 }
 
 /// The centre as shown to desks.
@@ -160,12 +164,14 @@ pub struct CentreView {
     pub name: String,
 }
 
-/// Desk states. Card login adds the states with a card and a session.
+/// Desk states.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeskState {
     /// No physician session is open at this desk.
     NoSession,
+    /// A physician is logged in.
+    SessionOpen,
 }
 
 /// The calling desk's identity and state.
@@ -174,6 +180,10 @@ pub enum DeskState {
               (status = 403, description = "No client certificate, or one not mapped to a desk", body = ApiError)))]
 pub async fn desk(State(state): State<AppState>, caller: CallingDesk) -> Json<DeskView> {
     let centre = state.centre();
+    let (card, session) = state
+        .cards()
+        .and_then(|cards| cards.sessions.view(&caller.desk.id))
+        .map_or((None, None), |(card, session)| (Some(card), session));
     Json(DeskView {
         desk: caller.desk.as_ref().clone(),
         workstation: caller.workstation,
@@ -181,7 +191,13 @@ pub async fn desk(State(state): State<AppState>, caller: CallingDesk) -> Json<De
             structure_id: centre.structure_id.clone(),
             name: centre.name.clone(),
         },
-        state: DeskState::NoSession,
+        state: if session.is_some() {
+            DeskState::SessionOpen
+        } else {
+            DeskState::NoSession
+        },
+        card,
+        session,
     })
 }
 

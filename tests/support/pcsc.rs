@@ -123,3 +123,58 @@ fn free_port_pair(taken: &[u16]) -> u16 {
     }
     panic!("no free port pair");
 }
+
+/// A virtual CPS card process (`samu-gateway card emulate`) in reader `Desk{desk} 00 00`;
+/// removed from its reader when dropped.
+pub struct VirtualCard {
+    child: Child,
+    /// Its CA (`card-ca.pem`), certificate and CRL (`card-ca.crl`).
+    pub dir: PathBuf,
+}
+
+impl VirtualCard {
+    pub fn insert(pcscd: &Pcscd, desk: usize, extra: &[&str]) -> Self {
+        let (key, value) = pcscd.env();
+        let dir = pcscd
+            .dir
+            .path()
+            .join(format!("card{desk}-{}", pcscd.ports[desk]));
+        let _ = std::fs::remove_dir_all(&dir);
+        let child = Command::new(super::BIN)
+            .args([
+                "card",
+                "emulate",
+                "--vpcd-port",
+                &pcscd.ports[desk].to_string(),
+                "--dir",
+            ])
+            .arg(&dir)
+            .args(extra)
+            .env(key, value)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !dir.join("card-ca.crl").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the virtual card never wrote its files"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, dir }
+    }
+
+    /// Pulls the card out of the reader.
+    pub fn remove(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for VirtualCard {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}

@@ -1,0 +1,257 @@
+//! The card worker: one dedicated thread owning every PC/SC handle (they must stay on one
+//! thread). It watches the desk readers with `get_status_change`, reads the certificate of
+//! each inserted card, runs login sequences on request, and survives pcscd restarts by
+//! re-establishing its context with backoff. Everything it learns goes out as [`CardEvent`]s.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+
+use super::CardError;
+use super::profile::{CardProfile, Pin, prove_possession, read_certificate, verify_pin};
+use super::reader::PcscCard;
+
+/// How long one wait on the readers lasts before looking at pending login requests.
+const POLL: Duration = Duration::from_millis(50);
+
+/// What the worker observes.
+#[derive(Debug)]
+pub enum CardEvent {
+    /// A card is in `reader`; its certificate, or why it could not be read.
+    Inserted {
+        /// The reader.
+        reader: String,
+        /// The authentication certificate (DER).
+        certificate: Result<Vec<u8>, CardError>,
+    },
+    /// The card left `reader`.
+    Removed {
+        /// The reader.
+        reader: String,
+    },
+    /// pcscd is unreachable (stopped or restarting); every reader state is unknown.
+    PcscUnavailable(String),
+    /// pcscd answers again.
+    PcscAvailable,
+}
+
+/// A login request for the card in a reader.
+pub struct LoginRequest {
+    /// The reader.
+    pub reader: String,
+    /// The PIN (zeroized when the request is dropped).
+    pub pin: Pin,
+    /// The certificate the card must still carry (a swapped card fails).
+    pub expected_certificate: Vec<u8>,
+    /// Where the outcome goes.
+    pub reply: oneshot::Sender<Result<(), CardError>>,
+}
+
+/// Handle for sending login requests to the worker.
+#[derive(Clone)]
+pub struct CardWorker {
+    requests: mpsc::Sender<LoginRequest>,
+}
+
+impl CardWorker {
+    /// Starts the worker for `readers`, reporting on `events`.
+    pub fn start(
+        readers: Vec<String>,
+        profile: CardProfile,
+        events: tokio_mpsc::UnboundedSender<CardEvent>,
+    ) -> std::io::Result<Self> {
+        let (requests, inbox) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("card-worker".into())
+            .spawn(move || {
+                Monitor {
+                    readers,
+                    profile,
+                    events,
+                    inbox,
+                    present: HashMap::new(),
+                }
+                .run()
+            })?;
+        Ok(Self { requests })
+    }
+
+    /// Runs the login sequence on the card in `reader`.
+    pub async fn login(
+        &self,
+        reader: String,
+        pin: Pin,
+        expected_certificate: Vec<u8>,
+    ) -> Result<(), CardError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(LoginRequest {
+                reader,
+                pin,
+                expected_certificate,
+                reply,
+            })
+            .map_err(|_| CardError::Transport("the card worker stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| CardError::Transport("the card worker stopped".into()))?
+    }
+}
+
+struct Monitor {
+    readers: Vec<String>,
+    profile: CardProfile,
+    events: tokio_mpsc::UnboundedSender<CardEvent>,
+    inbox: mpsc::Receiver<LoginRequest>,
+    present: HashMap<String, bool>,
+}
+
+impl Monitor {
+    fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match pcsc::Context::establish(pcsc::Scope::User) {
+                Ok(context) => {
+                    backoff = Duration::from_millis(100);
+                    let _ = self.events.send(CardEvent::PcscAvailable);
+                    let reason = self.watch(&context);
+                    if self.events.is_closed() {
+                        return;
+                    }
+                    self.forget_cards();
+                    let _ = self.events.send(CardEvent::PcscUnavailable(reason));
+                }
+                Err(e) => {
+                    let _ = self.events.send(CardEvent::PcscUnavailable(e.to_string()));
+                }
+            }
+            if self.events.is_closed() {
+                return;
+            }
+            self.refuse_pending("pcscd is unavailable");
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Watches until pcscd fails; returns why.
+    fn watch(&mut self, context: &pcsc::Context) -> String {
+        // The last state is pcscd's plug-and-play pseudo-reader: it changes when a reader
+        // is plugged in or out, and the watched set is rebuilt then.
+        let mut states = vec![pcsc::ReaderState::new(
+            pcsc::PNP_NOTIFICATION(),
+            pcsc::State::UNAWARE,
+        )];
+        self.rebuild(context, &mut states);
+        loop {
+            if self.events.is_closed() {
+                return "shutting down".into();
+            }
+            while let Ok(request) = self.inbox.try_recv() {
+                let outcome = self.login(context, &request);
+                let _ = request.reply.send(outcome);
+            }
+            match context.get_status_change(POLL, &mut states) {
+                Ok(()) => {
+                    if self.report(&mut states) {
+                        self.rebuild(context, &mut states);
+                    }
+                }
+                Err(pcsc::Error::Timeout) => {}
+                Err(e) => return e.to_string(),
+            }
+        }
+    }
+
+    /// Watches the configured readers that exist now (a configured reader that is not
+    /// plugged in must not stop the others from being watched), keeping known states.
+    fn rebuild(&mut self, context: &pcsc::Context, states: &mut Vec<pcsc::ReaderState>) {
+        let plugged = context.list_readers_owned().unwrap_or_default();
+        let Some(pnp) = states.pop() else { return };
+        let wanted: Vec<CString> = self
+            .readers
+            .iter()
+            .filter_map(|r| CString::new(r.as_str()).ok())
+            .filter(|r| plugged.contains(r))
+            .collect();
+        states.retain(|s| wanted.iter().any(|w| w.as_c_str() == s.name()));
+        for name in wanted {
+            if !states.iter().any(|s| s.name() == name.as_c_str()) {
+                states.push(pcsc::ReaderState::new(name, pcsc::State::UNAWARE));
+            }
+        }
+        for reader in &self.readers {
+            if !plugged.iter().any(|p| p.to_str() == Ok(reader.as_str())) {
+                tracing::warn!(reader, "configured card reader not plugged in");
+                if self.present.insert(reader.clone(), false) == Some(true) {
+                    let _ = self.events.send(CardEvent::Removed {
+                        reader: reader.clone(),
+                    });
+                }
+            }
+        }
+        states.push(pnp);
+    }
+
+    /// Turns state changes into events; true when the set of readers changed.
+    fn report(&mut self, states: &mut [pcsc::ReaderState]) -> bool {
+        let mut readers_changed = false;
+        for state in states.iter_mut() {
+            if !state.event_state().contains(pcsc::State::CHANGED) {
+                continue;
+            }
+            if state.name() == pcsc::PNP_NOTIFICATION() {
+                state.sync_current_state();
+                readers_changed = true;
+                continue;
+            }
+            let reader = state.name().to_string_lossy().into_owned();
+            let present = state.event_state().contains(pcsc::State::PRESENT)
+                && !state.event_state().contains(pcsc::State::UNKNOWN);
+            state.sync_current_state();
+            let was = self
+                .present
+                .insert(reader.clone(), present)
+                .unwrap_or(false);
+            if present && !was {
+                let certificate = PcscCard::connect(&reader)
+                    .and_then(|mut card| read_certificate(&mut card, &self.profile));
+                let _ = self.events.send(CardEvent::Inserted {
+                    reader,
+                    certificate,
+                });
+            } else if !present && was {
+                let _ = self.events.send(CardEvent::Removed { reader });
+            }
+        }
+        readers_changed
+    }
+
+    fn login(&self, _context: &pcsc::Context, request: &LoginRequest) -> Result<(), CardError> {
+        let mut card = PcscCard::connect(&request.reader)?;
+        if read_certificate(&mut card, &self.profile)? != request.expected_certificate {
+            return Err(CardError::Certificate(
+                "the card in the reader changed".into(),
+            ));
+        }
+        verify_pin(&mut card, &self.profile, &request.pin)?;
+        prove_possession(&mut card, &self.profile, &request.expected_certificate)
+    }
+
+    fn forget_cards(&mut self) {
+        for (reader, present) in self.present.drain() {
+            if present {
+                let _ = self.events.send(CardEvent::Removed { reader });
+            }
+        }
+    }
+
+    fn refuse_pending(&self, why: &str) {
+        while let Ok(request) = self.inbox.try_recv() {
+            let _ = request.reply.send(Err(CardError::Transport(why.into())));
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! `/api/v1/session`: a physician logs in at a desk with the PIN of the card in its reader,
+//! and logs out. The session token is returned as an `HttpOnly; Secure; SameSite=Strict`
+//! cookie (and in the body for non-browser callers); it is only valid from the desk that
+//! opened it.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::routes::CallingDesk;
+use crate::card::CardError;
+use crate::card::profile::Pin;
+use crate::session::{LoginError, Session};
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "samu_session";
+
+/// A login: the PIN typed at the desk.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct LoginBody {
+    /// The card's PIN (4 to 8 digits). Zeroized after use, never logged.
+    pub pin: String,
+}
+
+/// Opens a session for the holder of the card in this desk's reader.
+#[utoipa::path(post, path = "/api/v1/session", tag = "session", request_body = LoginBody,
+    responses((status = 201, description = "Session opened", body = Session),
+              (status = 401, description = "Wrong PIN (tries left in the message)", body = ApiError),
+              (status = 403, description = "Card not trusted, or workstation not a desk", body = ApiError),
+              (status = 409, description = "No usable card in the desk's reader", body = ApiError),
+              (status = 423, description = "Card blocked", body = ApiError),
+              (status = 429, description = "Too many attempts at this desk", body = ApiError),
+              (status = 503, description = "Card login unavailable", body = ApiError)))]
+pub async fn open_session(
+    State(state): State<AppState>,
+    caller: CallingDesk,
+    Json(body): Json<LoginBody>,
+) -> Response {
+    let Some(cards) = state.cards() else {
+        return unavailable().into_response();
+    };
+    let pin = match Pin::new(&body.pin) {
+        Ok(pin) => pin,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "pin_format",
+                "a PIN is 4 to 8 digits",
+                "Le code est composé de 4 à 8 chiffres.",
+            )
+            .into_response();
+        }
+    };
+    drop(body);
+    match cards.login(&caller.desk.id, pin).await {
+        Ok(session) => {
+            let cookie = format!(
+                "{SESSION_COOKIE}={}; HttpOnly; Secure; SameSite=Strict; Path=/",
+                session.token
+            );
+            let mut response =
+                (StatusCode::CREATED, Json(SessionAnswer::from(&session))).into_response();
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
+        Err(e) => login_error(e).into_response(),
+    }
+}
+
+/// The session as answered to its desk (token included once, at login).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct SessionAnswer {
+    token: String,
+    #[serde(flatten)]
+    session: Session,
+}
+
+impl From<&Session> for SessionAnswer {
+    fn from(session: &Session) -> Self {
+        Self {
+            token: session.token.clone(),
+            session: session.clone(),
+        }
+    }
+}
+
+/// The session this desk's token opens.
+#[utoipa::path(get, path = "/api/v1/session", tag = "session",
+    responses((status = 200, description = "The open session", body = Session),
+              (status = 401, description = "No session, or a token not from this desk", body = ApiError)))]
+pub async fn current_session(
+    State(state): State<AppState>,
+    caller: CallingDesk,
+    headers: HeaderMap,
+) -> Result<Json<Session>, ApiError> {
+    let cards = state.cards().ok_or_else(unavailable)?;
+    let token = token(&headers).ok_or_else(no_session)?;
+    cards
+        .sessions
+        .authenticate(&caller.desk.id, &token)
+        .map(Json)
+        .ok_or_else(no_session)
+}
+
+/// Logs out.
+#[utoipa::path(delete, path = "/api/v1/session", tag = "session",
+    responses((status = 204, description = "Session closed"),
+              (status = 401, description = "No session, or a token not from this desk", body = ApiError)))]
+pub async fn close_session(
+    State(state): State<AppState>,
+    caller: CallingDesk,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let cards = state.cards().ok_or_else(unavailable)?;
+    let token = token(&headers).ok_or_else(no_session)?;
+    cards
+        .sessions
+        .authenticate(&caller.desk.id, &token)
+        .ok_or_else(no_session)?;
+    cards
+        .sessions
+        .end(&caller.desk.id, "logout")
+        .await
+        .map_err(|_| audit_unavailable())?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The token from the session cookie or an `Authorization: Bearer` header.
+fn token(headers: &HeaderMap) -> Option<String> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    bearer.or_else(|| {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                pair.trim()
+                    .strip_prefix(&format!("{SESSION_COOKIE}="))
+                    .map(str::to_owned)
+            })
+    })
+}
+
+fn unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "card_login_unavailable",
+        "card login is not configured on this gateway",
+        "Connexion par carte indisponible sur cette passerelle.",
+    )
+}
+
+fn no_session() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "no_session",
+        "no open session for this desk and token",
+        "Aucune session ouverte : insérez votre carte et saisissez votre code.",
+    )
+}
+
+fn audit_unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "audit_unavailable",
+        "the access could not be recorded",
+        "L'accès n'a pas pu être tracé : opération refusée. Réessayez.",
+    )
+}
+
+fn login_error(e: LoginError) -> ApiError {
+    use crate::session::LoginRefusal;
+    match e {
+        LoginError::RateLimited(wait) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!(
+                "too many PIN attempts at this desk; retry in {} s",
+                wait.as_secs() + 1
+            ),
+            format!(
+                "Trop de tentatives sur ce poste. Réessayez dans {} secondes.",
+                wait.as_secs() + 1
+            ),
+        ),
+        LoginError::Refused(LoginRefusal::NoCard) => ApiError::new(
+            StatusCode::CONFLICT,
+            "no_card",
+            "no card in the desk's reader",
+            "Insérez votre carte CPS dans le lecteur du poste.",
+        ),
+        LoginError::Refused(LoginRefusal::ReaderUnavailable) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reader_unavailable",
+            "the card reader service is unavailable",
+            "Lecteur de carte indisponible. Contactez l'informatique du centre.",
+        ),
+        LoginError::Refused(LoginRefusal::CardRefused(code)) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "card_not_trusted",
+            format!("the card's certificate is not accepted ({code})"),
+            "Carte non reconnue : son certificat n'est pas valide.",
+        ),
+        LoginError::Refused(LoginRefusal::PinBlocked) | LoginError::Card(CardError::PinBlocked) => {
+            ApiError::new(
+                StatusCode::LOCKED,
+                "pin_blocked",
+                "the card's PIN is blocked",
+                CardError::PinBlocked.message_fr(),
+            )
+        }
+        LoginError::Card(e @ CardError::WrongPin { .. }) => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong_pin",
+            e.to_string(),
+            e.message_fr(),
+        ),
+        LoginError::Card(e @ CardError::SignatureMismatch) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "signature_mismatch",
+            e.to_string(),
+            e.message_fr(),
+        ),
+        LoginError::Card(e) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "card_error",
+            e.to_string(),
+            e.message_fr(),
+        ),
+        LoginError::Trust(e) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "card_not_trusted",
+            e.to_string(),
+            e.message_fr(),
+        ),
+        LoginError::Audit(_) => audit_unavailable(),
+    }
+}

@@ -1,0 +1,176 @@
+//! A login attempt at a desk: rate limit, card sequence (through the card worker), trust
+//! re-check, audit record, session. Every attempt is recorded, whatever its outcome.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::mpsc;
+
+use super::{LoginRefusal, Session, Sessions, actor};
+use crate::audit::{AuditError, AuditLog, Event, EventKind, Outcome};
+use crate::card::CardError;
+use crate::card::profile::Pin;
+use crate::card::trust::{CardTrust, TrustError};
+use crate::card::worker::CardWorker;
+use crate::config::{CardsConfig, DeskConfig};
+
+/// Why a login failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Too many attempts at this desk.
+    #[error("too many PIN attempts at this desk; retry in {0:?}")]
+    RateLimited(Duration),
+    /// No usable card.
+    #[error("login impossible: {0:?}")]
+    Refused(LoginRefusal),
+    /// The card refused (wrong PIN, blocked, signature mismatch, transport).
+    #[error(transparent)]
+    Card(#[from] CardError),
+    /// The certificate is no longer trusted.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    /// The attempt could not be recorded: no session without a record.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+/// Card login for the whole gateway.
+pub struct CardLogin {
+    /// Every desk's card and session.
+    pub sessions: Sessions,
+    worker: CardWorker,
+    trust: Arc<CardTrust>,
+    audit: Arc<AuditLog>,
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl CardLogin {
+    /// Starts the card worker on the desks' readers and the task applying its events.
+    pub fn start(
+        config: &CardsConfig,
+        trust: CardTrust,
+        desks: &[DeskConfig],
+        audit: Arc<AuditLog>,
+    ) -> std::io::Result<Self> {
+        let trust = Arc::new(trust);
+        let sessions = Sessions::new(desks, audit.clone());
+        let (events, inbox) = mpsc::unbounded_channel();
+        let readers = desks.iter().map(|d| d.reader.clone()).collect();
+        let worker = CardWorker::start(readers, config.profile.clone(), events)?;
+        tokio::spawn(super::run(sessions.clone(), trust.clone(), inbox));
+        tokio::spawn(reload_crls(trust.clone()));
+        let per_minute =
+            NonZeroU32::new(config.pin_attempts_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        let limiter = RateLimiter::keyed(Quota::per_minute(per_minute));
+        Ok(Self {
+            sessions,
+            worker,
+            trust,
+            audit,
+            limiter,
+        })
+    }
+
+    /// Tries to log in the holder of the card at `desk` with `pin`.
+    pub async fn login(&self, desk: &str, pin: Pin) -> Result<Session, LoginError> {
+        let desk = self
+            .sessions
+            .desk(desk)
+            .ok_or(LoginError::Refused(LoginRefusal::NoCard))?;
+        let desk = &desk;
+        if let Err(not_until) = self.limiter.check_key(&desk.id) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            return Err(LoginError::RateLimited(wait));
+        }
+        let (reader, certificate, holder) = self
+            .sessions
+            .login_target(&desk.id)
+            .map_err(LoginError::Refused)?;
+        let who = actor(&holder, desk);
+        let refused = |reason: &str, detail: Option<String>| Event {
+            actor: Some(who.clone()),
+            detail,
+            ..Event::new(
+                EventKind::UserLogin,
+                Outcome::Refused {
+                    reason: reason.into(),
+                },
+            )
+        };
+        match self.worker.login(reader, pin, certificate.clone()).await {
+            Ok(()) => {}
+            Err(e) => {
+                let event = match &e {
+                    CardError::WrongPin { tries_left } => {
+                        refused("wrong_pin", Some(format!("tries_left={tries_left}")))
+                    }
+                    CardError::PinBlocked => {
+                        self.sessions.mark_blocked(&desk.id);
+                        refused("pin_blocked", None)
+                    }
+                    CardError::SignatureMismatch => refused("signature_mismatch", None),
+                    other => Event {
+                        actor: Some(who.clone()),
+                        ..Event::new(
+                            EventKind::UserLogin,
+                            Outcome::Failed {
+                                reason: card_reason(other).into(),
+                            },
+                        )
+                    },
+                };
+                let _recorded = self.audit.append(event).await?;
+                return Err(e.into());
+            }
+        }
+        let verified = match self.trust.verify(&certificate, SystemTime::now()) {
+            Ok(verified) => verified,
+            Err(e) => {
+                let _recorded = self
+                    .audit
+                    .append(refused("certificate_not_trusted", Some(e.to_string())))
+                    .await?;
+                return Err(e.into());
+            }
+        };
+        let detail = verified.crl_stale.then(|| "crl_stale".to_owned());
+        let success = Event {
+            actor: Some(who),
+            detail,
+            ..Event::new(EventKind::UserLogin, Outcome::Success)
+        };
+        let recorded = self.audit.append(success).await?;
+        self.sessions
+            .open(
+                &desk.id,
+                verified.professional,
+                verified.crl_stale,
+                &recorded,
+            )
+            .ok_or(LoginError::Refused(LoginRefusal::NoCard))
+    }
+}
+
+fn card_reason(e: &CardError) -> &'static str {
+    match e {
+        CardError::Transport(_) => "reader_error",
+        CardError::Certificate(_) => "card_changed",
+        CardError::Malformed(_) => "malformed_answer",
+        _ => "card_error",
+    }
+}
+
+async fn reload_crls(trust: Arc<CardTrust>) {
+    let mut interval = tokio::time::interval(trust.refresh_interval());
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        if let Err(e) = trust.reload_crls() {
+            tracing::error!(error = %e, "CRL reload failed; the previous CRLs stay in force");
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Physician sessions: who is logged in at which desk, bound to the desk (its workstation
+//! certificate) and to the card (its certificate fingerprint).
+//!
+//! The card worker's events drive the desks' card state; a session opens after a successful
+//! login and ends when the card leaves the reader, on logout, or when the gateway stops
+//! (sessions live in memory only). Every insertion, removal, login attempt and session end
+//! is recorded through `audit` before the caller hears of it.
+
+mod login;
+
+pub use login::{CardLogin, LoginError};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::audit::{Actor, AuditError, AuditLog, Event, EventKind, Outcome, Receipt};
+use crate::card::trust::{CardTrust, Professional};
+use crate::card::worker::CardEvent;
+use crate::config::{DeskConfig, hex};
+
+/// The card in a desk's reader, as the desk screen shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum CardState {
+    /// pcscd is unreachable: the reader's state is unknown.
+    ReaderUnavailable,
+    /// No card.
+    NoCard,
+    /// A card whose certificate is trusted; it belongs to `holder`.
+    Present {
+        /// Whose card it is.
+        #[schema(value_type = Object)]
+        holder: Professional,
+        /// The PIN is blocked (no further VERIFY is sent to this card).
+        pin_blocked: bool,
+    },
+    /// A card that cannot be used, and why.
+    Refused {
+        /// Machine code (`expired`, `revoked`, `unknown_issuer`, `unreadable`, …).
+        code: String,
+        /// French message for the screen.
+        message_fr: String,
+    },
+}
+
+/// An open session.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Session {
+    /// Random bearer token, valid only from this desk's workstation.
+    #[serde(skip)]
+    pub token: String,
+    /// Who is logged in.
+    #[schema(value_type = Object)]
+    pub professional: Professional,
+    /// Since when (RFC 3339).
+    pub started: String,
+    /// Logged in while the newest CRL was stale (accept-and-flag policy).
+    pub crl_stale: bool,
+}
+
+struct DeskSlot {
+    desk: DeskConfig,
+    card: CardState,
+    certificate: Option<Vec<u8>>,
+    session: Option<Session>,
+}
+
+/// Every desk's card and session.
+#[derive(Clone)]
+pub struct Sessions {
+    slots: Arc<Mutex<HashMap<String, DeskSlot>>>,
+    audit: Arc<AuditLog>,
+}
+
+impl Sessions {
+    /// One slot per configured desk; card states unknown until the worker reports.
+    pub fn new(desks: &[DeskConfig], audit: Arc<AuditLog>) -> Self {
+        let slots = desks
+            .iter()
+            .map(|d| {
+                (
+                    d.id.clone(),
+                    DeskSlot {
+                        desk: d.clone(),
+                        card: CardState::ReaderUnavailable,
+                        certificate: None,
+                        session: None,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            slots: Arc::new(Mutex::new(slots)),
+            audit,
+        }
+    }
+
+    fn with_slot<T>(&self, desk: &str, f: impl FnOnce(&mut DeskSlot) -> T) -> Option<T> {
+        self.slots.lock().ok()?.get_mut(desk).map(f)
+    }
+
+    /// The configuration of `desk`.
+    pub fn desk(&self, desk: &str) -> Option<DeskConfig> {
+        self.with_slot(desk, |s| s.desk.clone())
+    }
+
+    /// The card state and session of `desk`.
+    pub fn view(&self, desk: &str) -> Option<(CardState, Option<Session>)> {
+        self.with_slot(desk, |s| (s.card.clone(), s.session.clone()))
+    }
+
+    /// The reader and the trusted certificate of the card at `desk`, if one can log in.
+    pub fn login_target(
+        &self,
+        desk: &str,
+    ) -> Result<(String, Vec<u8>, Professional), LoginRefusal> {
+        self.with_slot(desk, |s| match (&s.card, &s.certificate) {
+            (
+                CardState::Present {
+                    pin_blocked: true, ..
+                },
+                _,
+            ) => Err(LoginRefusal::PinBlocked),
+            (CardState::Present { holder, .. }, Some(cert)) => {
+                Ok((s.desk.reader.clone(), cert.clone(), holder.clone()))
+            }
+            (CardState::Refused { code, .. }, _) => Err(LoginRefusal::CardRefused(code.clone())),
+            (CardState::ReaderUnavailable, _) => Err(LoginRefusal::ReaderUnavailable),
+            _ => Err(LoginRefusal::NoCard),
+        })
+        .unwrap_or(Err(LoginRefusal::NoCard))
+    }
+
+    /// Marks the card at `desk` blocked, so no further VERIFY is sent to it.
+    pub fn mark_blocked(&self, desk: &str) {
+        self.with_slot(desk, |s| {
+            if let CardState::Present { pin_blocked, .. } = &mut s.card {
+                *pin_blocked = true;
+            }
+        });
+    }
+
+    /// Opens a session after a successful, recorded login (the receipt proves the record).
+    pub fn open(
+        &self,
+        desk: &str,
+        professional: Professional,
+        crl_stale: bool,
+        _recorded: &Receipt,
+    ) -> Option<Session> {
+        let session = Session {
+            token: random_token(),
+            professional,
+            started: crate::audit::chain::now().0,
+            crl_stale,
+        };
+        self.with_slot(desk, |s| {
+            s.session = Some(session.clone());
+        })?;
+        Some(session)
+    }
+
+    /// The session of `desk` if `token` is its token (a token from another desk is refused).
+    pub fn authenticate(&self, desk: &str, token: &str) -> Option<Session> {
+        self.with_slot(desk, |s| {
+            s.session
+                .clone()
+                .filter(|session| constant_time_eq(session.token.as_bytes(), token.as_bytes()))
+        })
+        .flatten()
+    }
+
+    /// Ends the session of `desk` (logout), recording why.
+    pub async fn end(&self, desk: &str, reason: &str) -> Result<bool, AuditError> {
+        let ended = self
+            .with_slot(desk, |s| {
+                s.session.take().map(|session| (session, s.desk.clone()))
+            })
+            .flatten();
+        let Some((session, desk_config)) = ended else {
+            return Ok(false);
+        };
+        let event = Event {
+            actor: Some(actor(&session.professional, &desk_config)),
+            ..Event::new(EventKind::UserLogout, Outcome::Success).with_detail(reason)
+        };
+        let _recorded = self.audit.append(event).await?;
+        Ok(true)
+    }
+
+    /// Applies one card worker event, recording it.
+    pub async fn apply(&self, event: CardEvent, trust: &CardTrust) {
+        let outcome = match event {
+            CardEvent::Inserted {
+                reader,
+                certificate,
+            } => self.inserted(&reader, certificate, trust).await,
+            CardEvent::Removed { reader } => self.removed(&reader).await,
+            CardEvent::PcscUnavailable(why) => {
+                tracing::warn!(reason = why, "pcscd unavailable: reader states unknown");
+                self.set_all(CardState::ReaderUnavailable);
+                Ok(())
+            }
+            CardEvent::PcscAvailable => {
+                tracing::info!("pcscd available");
+                self.set_all(CardState::NoCard);
+                Ok(())
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::error!(error = %e, "cannot record a card event");
+        }
+    }
+
+    fn set_all(&self, state: CardState) {
+        if let Ok(mut slots) = self.slots.lock() {
+            for slot in slots.values_mut() {
+                slot.card = state.clone();
+                slot.certificate = None;
+            }
+        }
+    }
+
+    fn desk_of(&self, reader: &str) -> Option<DeskConfig> {
+        self.slots
+            .lock()
+            .ok()?
+            .values()
+            .find(|s| s.desk.reader == reader)
+            .map(|s| s.desk.clone())
+    }
+
+    async fn inserted(
+        &self,
+        reader: &str,
+        certificate: Result<Vec<u8>, crate::card::CardError>,
+        trust: &CardTrust,
+    ) -> Result<(), AuditError> {
+        let Some(desk) = self.desk_of(reader) else {
+            return Ok(());
+        };
+        let verdict = certificate
+            .map_err(|e| ("unreadable".to_owned(), e.message_fr()))
+            .and_then(|der| {
+                trust
+                    .verify(&der, SystemTime::now())
+                    .map(|v| (der, v))
+                    .map_err(|e| (trust_code(&e).to_owned(), e.message_fr().to_owned()))
+            });
+        let (state, cert, event) = match verdict {
+            Ok((der, verified)) => (
+                CardState::Present {
+                    holder: verified.professional.clone(),
+                    pin_blocked: false,
+                },
+                Some(der),
+                Event {
+                    actor: Some(actor(&verified.professional, &desk)),
+                    ..Event::new(EventKind::CardInserted, Outcome::Success)
+                },
+            ),
+            Err((code, message_fr)) => (
+                CardState::Refused {
+                    code: code.clone(),
+                    message_fr,
+                },
+                None,
+                Event {
+                    actor: Some(Actor {
+                        desk: Some(desk.id.clone()),
+                        ..Actor::default()
+                    }),
+                    ..Event::new(EventKind::CardInserted, Outcome::Refused { reason: code })
+                },
+            ),
+        };
+        let _recorded = self.audit.append(event).await?;
+        self.with_slot(&desk.id, |s| {
+            s.card = state;
+            s.certificate = cert;
+        });
+        Ok(())
+    }
+
+    async fn removed(&self, reader: &str) -> Result<(), AuditError> {
+        let Some(desk) = self.desk_of(reader) else {
+            return Ok(());
+        };
+        // The session ends first: from this instant the desk can no longer act for anyone.
+        let ended = self.with_slot(&desk.id, |s| {
+            s.card = CardState::NoCard;
+            s.certificate = None;
+            s.session.take()
+        });
+        let holder = ended.flatten().map(|session| session.professional);
+        let removed = Event {
+            actor: Some(Actor {
+                desk: Some(desk.id.clone()),
+                ..Actor::default()
+            }),
+            ..Event::new(EventKind::CardRemoved, Outcome::Success)
+        };
+        let _recorded = self.audit.append(removed).await?;
+        if let Some(professional) = holder {
+            tracing::info!(desk = %desk.id, "session ended: card removed");
+            let logout = Event {
+                actor: Some(actor(&professional, &desk)),
+                ..Event::new(EventKind::UserLogout, Outcome::Success).with_detail("card_removed")
+            };
+            let _recorded = self.audit.append(logout).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a login cannot even be attempted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginRefusal {
+    /// No card in the desk's reader.
+    NoCard,
+    /// pcscd is unreachable.
+    ReaderUnavailable,
+    /// The card's certificate is not trusted (code).
+    CardRefused(String),
+    /// The card's PIN is blocked.
+    PinBlocked,
+}
+
+/// The audit actor for a professional at a desk.
+pub fn actor(professional: &Professional, desk: &DeskConfig) -> Actor {
+    let name = match (&professional.given_name, &professional.surname) {
+        (Some(g), Some(s)) => Some(format!("{g} {s}")),
+        (None, Some(s)) => Some(s.clone()),
+        _ => None,
+    };
+    Actor {
+        id_nat: Some(professional.id_nat.clone()),
+        name,
+        profession: professional.title.clone(),
+        specialty: None,
+        desk: Some(desk.id.clone()),
+        workstation_sha256: None,
+    }
+}
+
+fn trust_code(e: &crate::card::trust::TrustError) -> &'static str {
+    use crate::card::trust::TrustError::*;
+    match e {
+        Expired => "expired",
+        NotYetValid => "not_yet_valid",
+        Revoked => "revoked",
+        UnknownIssuer => "unknown_issuer",
+        StaleCrl { .. } => "stale_crl",
+        RevocationUnknown => "revocation_unknown",
+        Usage(_) => "wrong_usage",
+        Unreadable(_) => "unreadable",
+        Config { .. } | Other(_) => "rejected",
+    }
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    // If the kernel RNG failed, an all-zero token would be guessable: make it unusable instead.
+    if SystemRandom::new().fill(&mut bytes).is_err() {
+        return String::new();
+    }
+    hex(&bytes)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    !a.is_empty()
+        && a.len() == b.len()
+        && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Drives the sessions from the card worker's events until the worker stops.
+pub async fn run(
+    sessions: Sessions,
+    trust: Arc<CardTrust>,
+    mut events: mpsc::UnboundedReceiver<CardEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        sessions.apply(event, &trust).await;
+    }
+}

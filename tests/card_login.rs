@@ -1,0 +1,256 @@
+//! Physician login with a CPS card over real PC/SC: a private pcscd with vpcd readers, the
+//! virtual card, and the gateway watching the desk readers. Each scenario checks the API
+//! answer and the audit record.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::pcsc::{Pcscd, VirtualCard};
+use support::{DESK_A, DESK_B, Gateway, Pki, write_config};
+
+/// A gateway trusting `card`'s CA and CRL, on `pcscd`'s readers (desk-a: Desk0, desk-b: Desk1).
+fn gateway(pcscd: &Pcscd, card: &VirtualCard, extra_trust: &str) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let cards = format!(
+        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n{extra_trust}\n",
+        card.dir.join("card-ca.pem").display(),
+        card.dir.join("card-ca.crl").display()
+    );
+    let config = write_config(dir.path(), &pki, "", &cards);
+    let (key, value) = pcscd.env();
+    Gateway::launch(dir, pki, config, &[(key, value.as_str())])
+}
+
+async fn desk(gateway: &Gateway, who: &str) -> Value {
+    support::get_json(&gateway.client(Some(who)), &gateway.url("/api/v1/desk"))
+        .await
+        .1
+}
+
+/// Polls the desk until its card state is `state`.
+async fn wait_card_state(gateway: &Gateway, state: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = desk(gateway, DESK_A).await;
+        if view["card"]["state"] == state {
+            return view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "card state never became {state}: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn login(gateway: &Gateway, who: &str, pin: &str) -> (StatusCode, Value) {
+    let response = gateway
+        .client(Some(who))
+        .post(gateway.url("/api/v1/session"))
+        .json(&json!({ "pin": pin }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or_default())
+}
+
+fn audit(gateway: &Gateway, args: &[&str]) -> String {
+    let mut all = vec!["audit", "list"];
+    all.extend_from_slice(args);
+    support::run(&gateway.config, &all, &[]).1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn good_login_opens_a_session_bound_to_the_desk_and_removal_ends_it() {
+    let pcscd = Pcscd::start(2);
+    let mut card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    let gateway = gateway(&pcscd, &card, "");
+    let view = wait_card_state(&gateway, "present").await;
+    assert_eq!(view["card"]["holder"]["id_nat"], "810002813839", "{view}");
+    assert_eq!(view["state"], "no_session");
+
+    let (status, session) = login(&gateway, DESK_A, "1234").await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let token = session["token"].as_str().unwrap().to_owned();
+    assert_eq!(session["professional"]["surname"], "URGENTISTE");
+    assert_eq!(desk(&gateway, DESK_A).await["state"], "session_open");
+
+    let mine = gateway
+        .client(Some(DESK_A))
+        .get(gateway.url("/api/v1/session"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.status(), StatusCode::OK);
+    // The same token replayed from another desk's workstation is refused.
+    let replay = gateway
+        .client(Some(DESK_B))
+        .get(gateway.url("/api/v1/session"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), StatusCode::UNAUTHORIZED);
+
+    // Pull the card: the session must end promptly.
+    let pulled = Instant::now();
+    card.remove();
+    let deadline = pulled + Duration::from_secs(5);
+    while desk(&gateway, DESK_A).await["state"] != "no_session" {
+        assert!(Instant::now() < deadline, "the session outlived the card");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ended = pulled.elapsed();
+    eprintln!("card removal to session end: {} ms", ended.as_millis());
+    assert!(
+        ended < Duration::from_millis(1500),
+        "removal took {ended:?} (target 500 ms)"
+    );
+    let after = gateway
+        .client(Some(DESK_A))
+        .get(gateway.url("/api/v1/session"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+
+    let trail = audit(&gateway, &["--desk", "desk-a"]);
+    for expected in [
+        "card_inserted          success",
+        "user_login             success",
+        "card_removed",
+        "user_logout",
+    ] {
+        assert!(trail.contains(expected), "{expected} missing:\n{trail}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_pins_show_tries_left_then_block_the_card() {
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &[]);
+    let gateway = gateway(&pcscd, &card, "");
+    wait_card_state(&gateway, "present").await;
+    let (status, body) = login(&gateway, DESK_A, "0000").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "wrong_pin");
+    assert!(
+        body["message_fr"]
+            .as_str()
+            .unwrap()
+            .contains("Il reste 2 essais"),
+        "{body}"
+    );
+    let (_, body) = login(&gateway, DESK_A, "0000").await;
+    assert!(
+        body["message_fr"]
+            .as_str()
+            .unwrap()
+            .contains("dernier essai"),
+        "{body}"
+    );
+    let (status, body) = login(&gateway, DESK_A, "0000").await;
+    assert_eq!(status, StatusCode::LOCKED, "{body}");
+    assert!(
+        body["message_fr"]
+            .as_str()
+            .unwrap()
+            .contains("Carte bloquée"),
+        "{body}"
+    );
+    // Blocked: even the right PIN is refused without asking the card again.
+    let (status, _) = login(&gateway, DESK_A, "1234").await;
+    assert_eq!(status, StatusCode::LOCKED);
+    assert_eq!(desk(&gateway, DESK_A).await["card"]["pin_blocked"], true);
+    let trail = audit(&gateway, &["--kind", "user_login", "--outcome", "refused"]);
+    assert!(
+        trail.contains("reason=wrong_pin") && trail.contains("reason=pin_blocked"),
+        "{trail}"
+    );
+}
+
+/// A card the gateway must refuse at insertion, with the code the desk shows.
+async fn refused_card(emulate: &[&str], trust: &str, code: &str) {
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, emulate);
+    let gateway = gateway(&pcscd, &card, trust);
+    let view = wait_card_state(&gateway, "refused").await;
+    assert_eq!(view["card"]["code"], code, "{view}");
+    let (status, body) = login(&gateway, DESK_A, "1234").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let trail = audit(&gateway, &["--kind", "card_inserted"]);
+    assert!(trail.contains(&format!("reason={code}")), "{trail}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_certificate_is_refused() {
+    refused_card(&["--expired"], "", "expired").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_certificate_is_refused() {
+    refused_card(&["--revoked"], "", "revoked").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_crl_is_refused_under_the_refuse_policy() {
+    refused_card(
+        &["--crl-age-days", "5"],
+        "crl_max_age_hours = 48\nstale_crl = \"refuse\"",
+        "stale_crl",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_crl_is_accepted_and_flagged_under_the_flag_policy() {
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &["--crl-age-days", "5"]);
+    let gateway = gateway(
+        &pcscd,
+        &card,
+        "crl_max_age_hours = 48\nstale_crl = \"accept_and_flag\"",
+    );
+    wait_card_state(&gateway, "present").await;
+    let (status, session) = login(&gateway, DESK_A, "1234").await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    assert_eq!(session["crl_stale"], true);
+    let trail = support::run(
+        &gateway.config,
+        &["audit", "list", "--kind", "user_login", "--json"],
+        &[],
+    )
+    .1;
+    assert!(trail.contains("\"detail\":\"crl_stale\""), "{trail}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn card_from_an_unknown_authority_is_refused() {
+    let pcscd = Pcscd::start(2);
+    let card = VirtualCard::insert(&pcscd, 0, &[]);
+    // The gateway trusts another virtual card's CA, not this one's.
+    let other = VirtualCard::insert(&pcscd, 1, &[]);
+    let gateway = gateway(&pcscd, &other, "");
+    let view = wait_card_state(&gateway, "refused").await;
+    assert_eq!(view["card"]["code"], "unknown_issuer", "{view}");
+    drop(card);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn card_whose_signature_does_not_match_its_certificate_is_refused() {
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &["--fault", "wrong-key"]);
+    let gateway = gateway(&pcscd, &card, "");
+    wait_card_state(&gateway, "present").await;
+    let (status, body) = login(&gateway, DESK_A, "1234").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "signature_mismatch");
+    assert!(audit(&gateway, &["--kind", "user_login"]).contains("reason=signature_mismatch"));
+}
