@@ -121,14 +121,21 @@ async fn good_login_opens_a_session_bound_to_the_desk_and_removal_ends_it() {
         .unwrap();
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
 
-    let trail = audit(&gateway, &["--desk", "desk-a"]);
-    for expected in [
+    // The records of the removal follow the session's end closely.
+    let expected = [
         "card_inserted          success",
         "user_login             success",
         "card_removed",
         "user_logout",
-    ] {
-        assert!(trail.contains(expected), "{expected} missing:\n{trail}");
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let trail = audit(&gateway, &["--desk", "desk-a"]);
+        if expected.iter().all(|e| trail.contains(e)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "records missing:\n{trail}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -253,4 +260,57 @@ async fn card_whose_signature_does_not_match_its_certificate_is_refused() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"], "signature_mismatch");
     assert!(audit(&gateway, &["--kind", "user_login"]).contains("reason=signature_mismatch"));
+}
+
+async fn readiness(gateway: &Gateway) -> (StatusCode, Value) {
+    support::get_json(&gateway.client(None), &gateway.url("/readyz")).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pcscd_restart_ends_sessions_reports_unready_and_is_survived() {
+    let mut pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &[]);
+    let gateway = gateway(&pcscd, &card, "");
+    wait_card_state(&gateway, "present").await;
+    assert_eq!(login(&gateway, DESK_A, "1234").await.0, StatusCode::CREATED);
+    assert_eq!(readiness(&gateway).await.0, StatusCode::OK);
+
+    pcscd.stop();
+    wait_card_state(&gateway, "reader_unavailable").await;
+    assert_eq!(
+        desk(&gateway, DESK_A).await["state"],
+        "no_session",
+        "card presence can no longer be vouched for"
+    );
+    let (status, body) = readiness(&gateway).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "card_readers" && c["status"] == "failed"),
+        "{body}"
+    );
+
+    pcscd.restart();
+    // The gateway reconnects, and the virtual card reinserts itself into the new vpcd.
+    wait_card_state(&gateway, "present").await;
+    assert_eq!(readiness(&gateway).await.0, StatusCode::OK);
+    assert_eq!(login(&gateway, DESK_A, "1234").await.0, StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn swapping_cards_ends_the_old_session() {
+    let pcscd = Pcscd::start(1);
+    let mut first = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810000000001"]);
+    let gateway = gateway(&pcscd, &first, "");
+    wait_card_state(&gateway, "present").await;
+    assert_eq!(login(&gateway, DESK_A, "1234").await.0, StatusCode::CREATED);
+    first.remove();
+    // Another professional's card, from an authority this gateway does not trust.
+    let _second = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810000000002"]);
+    let view = wait_card_state(&gateway, "refused").await;
+    assert_eq!(view["state"], "no_session", "{view}");
+    assert!(view["session"].is_null());
 }

@@ -70,7 +70,8 @@ pub struct Check {
     pub status: &'static str,
 }
 
-/// Readiness: configuration loaded and both stores answering; 503 while shutting down.
+/// Readiness: configuration loaded, both stores answering, pcscd reachable (when card login
+/// is configured); 503 while shutting down.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready to serve", body = Readiness),
               (status = 503, description = "Not ready, or shutting down", body = Readiness)))]
@@ -83,7 +84,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         .cache
         .check()
         .inspect_err(|e| tracing::error!(error = %e, "readiness: cache store check failed"));
-    let checks = vec![
+    let readers = state
+        .cards()
+        .map(|cards| cards.sessions.readers_available());
+    let mut checks = vec![
         Check {
             name: "config",
             status: "ok",
@@ -97,9 +101,15 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
             status: verdict(cache.is_ok()),
         },
     ];
+    if let Some(up) = readers {
+        checks.push(Check {
+            name: "card_readers",
+            status: verdict(up),
+        });
+    }
     let status = if state.is_draining() {
         "shutting_down"
-    } else if audit.is_ok() && cache.is_ok() {
+    } else if audit.is_ok() && cache.is_ok() && readers != Some(false) {
         "ready"
     } else {
         "not_ready"

@@ -75,6 +75,7 @@ struct DeskSlot {
 pub struct Sessions {
     slots: Arc<Mutex<HashMap<String, DeskSlot>>>,
     audit: Arc<AuditLog>,
+    pcsc_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Sessions {
@@ -97,7 +98,13 @@ impl Sessions {
         Self {
             slots: Arc::new(Mutex::new(slots)),
             audit,
+            pcsc_up: Arc::default(),
         }
+    }
+
+    /// Whether pcscd answers (readiness).
+    pub fn readers_available(&self) -> bool {
+        self.pcsc_up.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn with_slot<T>(&self, desk: &str, f: impl FnOnce(&mut DeskSlot) -> T) -> Option<T> {
@@ -203,11 +210,15 @@ impl Sessions {
             CardEvent::Removed { reader } => self.removed(&reader).await,
             CardEvent::PcscUnavailable(why) => {
                 tracing::warn!(reason = why, "pcscd unavailable: reader states unknown");
+                self.pcsc_up
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
                 self.set_all(CardState::ReaderUnavailable);
                 Ok(())
             }
             CardEvent::PcscAvailable => {
                 tracing::info!("pcscd available");
+                self.pcsc_up
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 self.set_all(CardState::NoCard);
                 Ok(())
             }

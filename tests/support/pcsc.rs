@@ -48,19 +48,7 @@ impl Pcscd {
             ports.push(port);
         }
         let socket = dir.path().join("pcscd.comm");
-        let log = std::fs::File::create(dir.path().join("pcscd.log")).unwrap();
-        let child = Command::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/tools/listen-fds-exec"
-        ))
-        .arg(&socket)
-        .args(["pcscd", "-f", "-c"])
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+        let child = spawn_pcscd(dir.path(), &socket);
         let pcscd = Self {
             dir,
             socket,
@@ -71,6 +59,21 @@ impl Pcscd {
             pcscd.wait_listening(*port);
         }
         pcscd
+    }
+
+    /// Stops pcscd and starts it again on the same socket, configuration and ports.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn_pcscd(self.dir.path(), &self.socket);
+        for port in self.ports.clone() {
+            self.wait_listening(port);
+        }
+    }
+
+    /// Stops pcscd (SIGKILL, as a crash would).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Environment for a child process that must use this pcscd.
@@ -103,9 +106,28 @@ impl Pcscd {
 
 impl Drop for Pcscd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
+}
+
+fn spawn_pcscd(dir: &Path, socket: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("pcscd.log"))
+        .unwrap();
+    Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/tools/listen-fds-exec"
+    ))
+    .arg(socket)
+    .args(["pcscd", "-f", "-c"])
+    .arg(dir.join("conf"))
+    .stdin(Stdio::null())
+    .stdout(log.try_clone().unwrap())
+    .stderr(log)
+    .spawn()
+    .unwrap()
 }
 
 /// A port p such that p and p+1 are free (a vpcd block opens both) and not already taken.
