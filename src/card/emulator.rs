@@ -5,7 +5,7 @@
 //! This module runs the card in-process (as an [`apdu::Transport`](super::apdu::Transport));
 //! plugging it into a real pcscd through vsmartcard-vpcd comes with the PC/SC work.
 
-use rsa::pkcs8::EncodePrivateKey;
+use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use rsa::rand_core::OsRng;
 use rsa::{Pkcs1v15Sign, Pss, RsaPrivateKey};
 use sha2::Sha256;
@@ -52,6 +52,23 @@ impl CardIdentity {
             .map_err(|e| fail(&e))?;
         Ok(Self {
             certificate_der: issued.der.to_vec(),
+            key,
+        })
+    }
+
+    /// The private key as PKCS#8 PEM (to keep a virtual card's identity across runs).
+    pub fn key_pem(&self) -> Result<zeroize::Zeroizing<String>, CardError> {
+        self.key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| CardError::Certificate(format!("cannot encode the card key: {e}")))
+    }
+
+    /// An identity saved earlier: certificate (DER) and PKCS#8 PEM key.
+    pub fn from_parts(certificate_der: Vec<u8>, key_pem: &str) -> Result<Self, CardError> {
+        let key = RsaPrivateKey::from_pkcs8_pem(key_pem)
+            .map_err(|e| CardError::Certificate(format!("card key unreadable: {e}")))?;
+        Ok(Self {
+            certificate_der,
             key,
         })
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
+use rustls::pki_types::pem::PemObject;
 
 use super::Failure;
 use crate::card::emulator::{CardIdentity, EmulatedCard, Fault};
@@ -35,7 +36,8 @@ pub(super) struct EmulateArgs {
     /// The vpcd reader's TCP port on 127.0.0.1 (see hardware/README.md).
     #[arg(long)]
     vpcd_port: u16,
-    /// Directory for the card's CA, certificate and CRL (card-ca.pem, card.pem, card-ca.crl).
+    /// Directory for the card's CA, certificate, key and CRL (card-ca.pem, card.pem,
+    /// card.key, card-ca.crl); a card saved there by an earlier run is reused.
     #[arg(long)]
     dir: PathBuf,
     /// The card's PIN.
@@ -98,35 +100,26 @@ pub(super) fn run(command: CardCommand) -> Result<ExitCode, Failure> {
     }
 }
 
-/// Creates the virtual card (CA, certificate, CRL in `--dir`) and serves it.
+/// Creates the virtual card (CA, certificate, CRL in `--dir`), or reuses the card saved
+/// there by an earlier run, and serves it.
 fn emulate_card(args: EmulateArgs) -> Result<ExitCode, Failure> {
     let dir = &args.dir;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let ca = Authority::new("samu-gateway virtual CPS CA").context("cannot create the CA")?;
-    write_file(&dir.join("card-ca.pem"), ca.cert_pem(), 0o644).context("cannot write the CA")?;
-    let validity = if args.expired { (-30, -1) } else { (-1, 365) };
-    let make = || {
-        CardIdentity::generate(&ca, &args.id_nat, &args.given_name, &args.surname, validity)
-            .context("cannot create the card")
+    let mut identity = match saved_identity(dir)? {
+        Some(identity) => identity,
+        None => new_identity(&args)?,
     };
-    let mut identity = make()?;
-    let pem = pem::encode(&pem::Pem::new(
-        "CERTIFICATE",
-        identity.certificate_der.clone(),
-    ));
-    write_file(&dir.join("card.pem"), &pem, 0o644).context("cannot write the certificate")?;
-    let serials = if args.revoked {
-        vec![serial(&identity.certificate_der)?]
-    } else {
-        Vec::new()
-    };
-    let crl = ca
-        .crl(&serials, args.crl_age_days, 7)
-        .context("cannot issue the CRL")?;
-    // Written last: its presence tells scripts the card's files are complete.
-    write_file(&dir.join("card-ca.crl"), &crl, 0o644).context("cannot write the CRL")?;
     if matches!(args.fault, FaultArg::WrongKey) {
-        identity = CardIdentity::mismatched(&identity, &make()?);
+        let ca = Authority::new("unrelated key").context("cannot create a key")?;
+        let other = CardIdentity::generate(
+            &ca,
+            &args.id_nat,
+            &args.given_name,
+            &args.surname,
+            (-1, 365),
+        )
+        .context("cannot create the card")?;
+        identity = CardIdentity::mismatched(&identity, &other);
     }
     let mut card = EmulatedCard::new(CardProfile::default(), identity, &args.pin)
         .context("cannot create the card")?;
@@ -140,6 +133,53 @@ fn emulate_card(args: EmulateArgs) -> Result<ExitCode, Failure> {
         Duration::from_millis(args.delay_ms),
         &args.id_nat,
     )
+}
+
+fn saved_identity(dir: &std::path::Path) -> Result<Option<CardIdentity>, Failure> {
+    let (cert, key) = (dir.join("card.pem"), dir.join("card.key"));
+    if !(cert.exists() && key.exists() && dir.join("card-ca.crl").exists()) {
+        return Ok(None);
+    }
+    let der = rustls::pki_types::CertificateDer::from_pem_file(&cert)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
+    let key_pem = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&key).with_context(|| format!("cannot read {}", key.display()))?,
+    );
+    Ok(Some(
+        CardIdentity::from_parts(der.to_vec(), &key_pem).context("saved card unusable")?,
+    ))
+}
+
+fn new_identity(args: &EmulateArgs) -> Result<CardIdentity, Failure> {
+    let dir = &args.dir;
+    let ca = Authority::new("samu-gateway virtual CPS CA").context("cannot create the CA")?;
+    write_file(&dir.join("card-ca.pem"), ca.cert_pem(), 0o644).context("cannot write the CA")?;
+    let validity = if args.expired { (-30, -1) } else { (-1, 365) };
+    let identity =
+        CardIdentity::generate(&ca, &args.id_nat, &args.given_name, &args.surname, validity)
+            .context("cannot create the card")?;
+    let pem = pem::encode(&pem::Pem::new(
+        "CERTIFICATE",
+        identity.certificate_der.clone(),
+    ));
+    write_file(&dir.join("card.pem"), &pem, 0o644).context("cannot write the certificate")?;
+    write_file(
+        &dir.join("card.key"),
+        &identity.key_pem().context("cannot save the card key")?,
+        0o600,
+    )
+    .context("cannot write the card key")?;
+    let serials = if args.revoked {
+        vec![serial(&identity.certificate_der)?]
+    } else {
+        Vec::new()
+    };
+    let crl = ca
+        .crl(&serials, args.crl_age_days, 7)
+        .context("cannot issue the CRL")?;
+    // Written last: its presence tells scripts (and later runs) the card's files are complete.
+    write_file(&dir.join("card-ca.crl"), &crl, 0o644).context("cannot write the CRL")?;
+    Ok(identity)
 }
 
 fn serial(certificate: &[u8]) -> anyhow::Result<Vec<u8>> {

@@ -156,12 +156,17 @@ pub struct VirtualCard {
 
 impl VirtualCard {
     pub fn insert(pcscd: &Pcscd, desk: usize, extra: &[&str]) -> Self {
-        let (key, value) = pcscd.env();
         let dir = pcscd
             .dir
             .path()
             .join(format!("card{desk}-{}", pcscd.ports[desk]));
         let _ = std::fs::remove_dir_all(&dir);
+        Self::insert_from(pcscd, desk, &dir, extra)
+    }
+
+    /// Inserts the card saved in `dir` by an earlier insertion (same key and certificate).
+    pub fn insert_from(pcscd: &Pcscd, desk: usize, dir: &Path, extra: &[&str]) -> Self {
+        let (key, value) = pcscd.env();
         let child = Command::new(super::BIN)
             .args([
                 "card",
@@ -170,7 +175,7 @@ impl VirtualCard {
                 &pcscd.ports[desk].to_string(),
                 "--dir",
             ])
-            .arg(&dir)
+            .arg(dir)
             .args(extra)
             .env(key, value)
             .stdout(Stdio::null())
@@ -185,7 +190,10 @@ impl VirtualCard {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { child, dir }
+        Self {
+            child,
+            dir: dir.to_owned(),
+        }
     }
 
     /// Pulls the card out of the reader.
