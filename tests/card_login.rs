@@ -59,6 +59,15 @@ async fn login(gateway: &Gateway, who: &str, pin: &str) -> (StatusCode, Value) {
     (status, response.json().await.unwrap_or_default())
 }
 
+/// What `GET /api/v1/session` answers `who` presenting `token`.
+async fn session_status(gateway: &Gateway, who: &str, token: &str) -> StatusCode {
+    let request = gateway
+        .client(Some(who))
+        .get(gateway.url("/api/v1/session"))
+        .bearer_auth(token);
+    request.send().await.unwrap().status()
+}
+
 fn audit(gateway: &Gateway, args: &[&str]) -> String {
     let mut all = vec!["audit", "list"];
     all.extend_from_slice(args);
@@ -80,23 +89,15 @@ async fn good_login_opens_a_session_bound_to_the_desk_and_removal_ends_it() {
     assert_eq!(session["professional"]["surname"], "URGENTISTE");
     assert_eq!(desk(&gateway, DESK_A).await["state"], "session_open");
 
-    let mine = gateway
-        .client(Some(DESK_A))
-        .get(gateway.url("/api/v1/session"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(mine.status(), StatusCode::OK);
+    assert_eq!(
+        session_status(&gateway, DESK_A, &token).await,
+        StatusCode::OK
+    );
     // The same token replayed from another desk's workstation is refused.
-    let replay = gateway
-        .client(Some(DESK_B))
-        .get(gateway.url("/api/v1/session"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(replay.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        session_status(&gateway, DESK_B, &token).await,
+        StatusCode::UNAUTHORIZED
+    );
 
     // Pull the card: the session must end promptly.
     let pulled = Instant::now();
@@ -112,14 +113,10 @@ async fn good_login_opens_a_session_bound_to_the_desk_and_removal_ends_it() {
         ended < Duration::from_millis(1500),
         "removal took {ended:?} (target 500 ms)"
     );
-    let after = gateway
-        .client(Some(DESK_A))
-        .get(gateway.url("/api/v1/session"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        session_status(&gateway, DESK_A, &token).await,
+        StatusCode::UNAUTHORIZED
+    );
 
     // The records of the removal follow the session's end closely.
     let expected = [

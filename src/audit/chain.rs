@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::AuditError;
-use crate::config::{check_key_file_mode, hex, parse_sha256};
+use crate::config::{check_key_file_mode, decode_hex, hex, parse_sha256};
 
 /// A SHA-256 value.
 pub type Hash = [u8; 32];
@@ -147,16 +147,6 @@ impl TrustedKeys {
         let wanted = decode_hex(public_hex)?;
         self.0.iter().find(|k| **k == wanted).map(Vec::as_slice)
     }
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
 }
 
 /// The checkpoint signing key.

@@ -24,6 +24,7 @@ use zeroize::Zeroizing;
 
 use super::CardError;
 use super::apdu::{Command, Transport, exchange};
+use crate::config::decode_hex;
 
 /// How the card proves possession of its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -99,16 +100,6 @@ impl CardProfile {
         }
         block
     }
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
 }
 
 /// A PIN as typed: 4 to 8 ASCII digits, wiped from memory when dropped, never printed.

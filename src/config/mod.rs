@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use validate::{SecretPath, check_key_file_mode, hex, parse_sha256};
+pub use validate::{SecretPath, check_key_file_mode, decode_hex, hex, parse_sha256};
 
 /// Where `serve` and the other subcommands look for the file unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/samu-gateway/gateway.toml";

@@ -338,6 +338,17 @@ pub fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
     Ok(out)
 }
 
+/// Decodes hex digits (even count, no separators); `None` for anything else.
+pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
 /// Lower-case hex, as fingerprints are shown in logs and API answers.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -22,8 +22,9 @@ pub const SESSION_COOKIE: &str = "samu_session";
 /// A login: the PIN typed at the desk.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginBody {
-    /// The card's PIN (4 to 8 digits). Zeroized after use, never logged.
-    pub pin: String,
+    /// The card's PIN (4 to 8 digits). Wiped from memory after use, never logged.
+    #[schema(value_type = String)]
+    pub pin: zeroize::Zeroizing<String>,
 }
 
 /// Opens a session for the holder of the card in this desk's reader.
