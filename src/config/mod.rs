@@ -122,6 +122,22 @@ pub struct CardsConfig {
     /// PIN attempts allowed per desk per minute (beyond the card's own 3 tries).
     #[serde(default = "defaults::pin_attempts_per_minute")]
     pub pin_attempts_per_minute: u32,
+    /// A session ends after this many minutes without a request using it.
+    #[serde(default = "defaults::session_idle_minutes")]
+    pub session_idle_minutes: u64,
+    /// A session ends after this many hours in all (the longest shift).
+    #[serde(default = "defaults::session_max_hours")]
+    pub session_max_hours: u64,
+}
+
+impl CardsConfig {
+    /// When sessions end on their own.
+    pub fn expiry(&self) -> crate::session::Expiry {
+        crate::session::Expiry {
+            idle: std::time::Duration::from_secs(self.session_idle_minutes.max(1) * 60),
+            max: std::time::Duration::from_secs(self.session_max_hours.max(1) * 3600),
+        }
+    }
 }
 
 /// The audit trail: signing, batching, checkpoints, retention.
@@ -191,6 +207,12 @@ impl AuditConfig {
 mod defaults {
     pub fn pin_attempts_per_minute() -> u32 {
         5
+    }
+    pub fn session_idle_minutes() -> u64 {
+        30
+    }
+    pub fn session_max_hours() -> u64 {
+        14
     }
     pub fn batch_max_records() -> usize {
         64

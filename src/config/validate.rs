@@ -51,6 +51,29 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     check_tls(config, &mut out);
     check_storage(config, &mut out);
     check_audit(config, &mut out);
+    if let Some(cards) = &config.cards {
+        check_range(
+            &mut out,
+            "cards.pin_attempts_per_minute",
+            u64::from(cards.pin_attempts_per_minute),
+            1,
+            1_000,
+        );
+        check_range(
+            &mut out,
+            "cards.session_idle_minutes",
+            cards.session_idle_minutes,
+            1,
+            1_440,
+        );
+        check_range(
+            &mut out,
+            "cards.session_max_hours",
+            cards.session_max_hours,
+            1,
+            48,
+        );
+    }
     check_log(config, &mut out);
     check_desks(&config.desks, &mut out);
     out

@@ -61,6 +61,7 @@ impl CardLogin {
         let worker = CardWorker::start(readers, config.profile.clone(), events)?;
         tokio::spawn(super::run(sessions.clone(), trust.clone(), inbox));
         tokio::spawn(reload_crls(trust.clone()));
+        tokio::spawn(super::reap(sessions.clone(), config.expiry()));
         let per_minute =
             NonZeroU32::new(config.pin_attempts_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         let limiter = RateLimiter::keyed(Quota::per_minute(per_minute));

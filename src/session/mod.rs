@@ -7,6 +7,8 @@
 //! is recorded through `audit` before the caller hears of it.
 
 mod login;
+#[cfg(test)]
+mod tests;
 
 pub use login::{CardLogin, LoginError};
 
@@ -61,6 +63,19 @@ pub struct Session {
     pub started: String,
     /// Logged in while the newest CRL was stale (accept-and-flag policy).
     pub crl_stale: bool,
+    #[serde(skip)]
+    opened: tokio::time::Instant,
+    #[serde(skip)]
+    last_used: tokio::time::Instant,
+}
+
+/// When sessions end on their own.
+#[derive(Debug, Clone, Copy)]
+pub struct Expiry {
+    /// After this long without a request carrying the session's token.
+    pub idle: std::time::Duration,
+    /// After this long in all (the longest shift).
+    pub max: std::time::Duration,
 }
 
 struct DeskSlot {
@@ -165,6 +180,8 @@ impl Sessions {
             professional,
             started: crate::audit::chain::now().0,
             crl_stale,
+            opened: tokio::time::Instant::now(),
+            last_used: tokio::time::Instant::now(),
         };
         self.with_slot(desk, |s| {
             s.session = Some(session.clone());
@@ -173,13 +190,47 @@ impl Sessions {
     }
 
     /// The session of `desk` if `token` is its token (a token from another desk is refused).
+    /// The session of `desk` if `token` is its token (a token from another desk is refused);
+    /// counts as activity for the idle timeout.
     pub fn authenticate(&self, desk: &str, token: &str) -> Option<Session> {
         self.with_slot(desk, |s| {
-            s.session
-                .clone()
-                .filter(|session| constant_time_eq(session.token.as_bytes(), token.as_bytes()))
+            let session = s
+                .session
+                .as_mut()
+                .filter(|session| constant_time_eq(session.token.as_bytes(), token.as_bytes()))?;
+            session.last_used = tokio::time::Instant::now();
+            Some(session.clone())
         })
         .flatten()
+    }
+
+    /// Ends (and records) every session idle or open for too long; returns how many.
+    pub async fn expire(&self, expiry: Expiry) -> Result<usize, AuditError> {
+        let now = tokio::time::Instant::now();
+        let due: Vec<(String, &'static str)> = match self.slots.lock() {
+            Ok(slots) => slots
+                .iter()
+                .filter_map(|(desk, slot)| {
+                    let session = slot.session.as_ref()?;
+                    if now.duration_since(session.opened) >= expiry.max {
+                        Some((desk.clone(), "max_duration"))
+                    } else if now.duration_since(session.last_used) >= expiry.idle {
+                        Some((desk.clone(), "idle_timeout"))
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+            Err(_) => return Ok(0),
+        };
+        let mut ended = 0;
+        for (desk, reason) in due {
+            if self.end(&desk, reason).await? {
+                tracing::info!(desk = %desk, reason, "session expired");
+                ended += 1;
+            }
+        }
+        Ok(ended)
     }
 
     /// Ends the session of `desk` (logout), recording why.
@@ -387,6 +438,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     !a.is_empty()
         && a.len() == b.len()
         && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Ends expired sessions, checking a few times per idle period.
+pub async fn reap(sessions: Sessions, expiry: Expiry) {
+    let period = (expiry.idle / 10).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(10),
+    );
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sessions.expire(expiry).await {
+            tracing::error!(error = %e, "cannot record a session expiry");
+        }
+    }
 }
 
 /// Drives the sessions from the card worker's events until the worker stops.

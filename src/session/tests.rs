@@ -1,0 +1,120 @@
+use std::time::Duration;
+
+use super::*;
+use crate::audit::{AuditStore, Settings, Signer};
+
+fn desk() -> DeskConfig {
+    DeskConfig {
+        id: "regul-1".into(),
+        name: "Régulation 1".into(),
+        reader: "Desk0 00 00".into(),
+        workstation_cn: "poste-1".into(),
+        workstation_sha256: None,
+    }
+}
+
+fn professional() -> Professional {
+    Professional {
+        id_nat: "810002813839".into(),
+        id_nat_key_ok: false,
+        given_name: Some("Jeanne".into()),
+        surname: Some("URGENTISTE".into()),
+        title: None,
+        certificate_sha256: "ab".repeat(32),
+    }
+}
+
+fn audit(dir: &std::path::Path) -> Arc<AuditLog> {
+    let store = Arc::new(AuditStore::open(&dir.join("audit.redb")).unwrap());
+    let settings = Settings {
+        node: "test".into(),
+        batch_max_records: 16,
+        batch_max_wait: Duration::ZERO,
+        checkpoint_every_records: 100,
+        checkpoint_every: Duration::from_secs(3600),
+    };
+    Arc::new(AuditLog::start(store, Signer::generate(&dir.join("k")).unwrap(), settings).unwrap())
+}
+
+const EXPIRY: Expiry = Expiry {
+    idle: Duration::from_secs(30 * 60),
+    max: Duration::from_secs(14 * 3600),
+};
+
+async fn opened(sessions: &Sessions, audit: &AuditLog) -> Session {
+    let receipt = audit
+        .append(Event::new(EventKind::UserLogin, Outcome::Success))
+        .await
+        .unwrap();
+    sessions
+        .open("regul-1", professional(), false, &receipt)
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_session_ends_and_activity_keeps_it_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = audit(dir.path());
+    let sessions = Sessions::new(&[desk()], audit.clone());
+    let session = opened(&sessions, &audit).await;
+
+    tokio::time::advance(Duration::from_secs(29 * 60)).await;
+    assert_eq!(sessions.expire(EXPIRY).await.unwrap(), 0);
+    assert!(
+        sessions.authenticate("regul-1", &session.token).is_some(),
+        "activity"
+    );
+    tokio::time::advance(Duration::from_secs(29 * 60)).await;
+    assert_eq!(
+        sessions.expire(EXPIRY).await.unwrap(),
+        0,
+        "activity restarted the idle clock"
+    );
+    tokio::time::advance(Duration::from_secs(2 * 60)).await;
+    assert_eq!(sessions.expire(EXPIRY).await.unwrap(), 1);
+    assert!(sessions.authenticate("regul-1", &session.token).is_none());
+    assert!(sessions.view("regul-1").unwrap().1.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn even_an_active_session_ends_at_its_maximum_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = audit(dir.path());
+    let sessions = Sessions::new(&[desk()], audit.clone());
+    let session = opened(&sessions, &audit).await;
+    for _ in 0..(14 * 6 - 1) {
+        tokio::time::advance(Duration::from_secs(10 * 60)).await;
+        assert!(sessions.authenticate("regul-1", &session.token).is_some());
+        assert_eq!(sessions.expire(EXPIRY).await.unwrap(), 0);
+    }
+    tokio::time::advance(Duration::from_secs(10 * 60)).await;
+    assert_eq!(sessions.expire(EXPIRY).await.unwrap(), 1);
+    let reader = crate::audit::AuditReader::open(&dir.path().join("audit.redb")).unwrap();
+    let txn = crate::audit::store::ReadStore::snapshot(&reader).unwrap();
+    let logout = crate::audit::export::Filter {
+        kind: Some(EventKind::UserLogout),
+        ..Default::default()
+    };
+    let records = crate::audit::export::select(&txn, &logout, None)
+        .unwrap()
+        .records;
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        records[0].record.event.detail.as_deref(),
+        Some("max_duration")
+    );
+}
+
+#[tokio::test]
+async fn a_token_only_opens_its_own_desk() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = audit(dir.path());
+    let mut other = desk();
+    other.id = "regul-2".into();
+    other.reader = "Desk1 00 00".into();
+    let sessions = Sessions::new(&[desk(), other], audit.clone());
+    let session = opened(&sessions, &audit).await;
+    assert!(sessions.authenticate("regul-1", &session.token).is_some());
+    assert!(sessions.authenticate("regul-2", &session.token).is_none());
+    assert!(sessions.authenticate("regul-1", "").is_none());
+}
