@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::audit::{AuditError, AuditLog, Event, EventKind, Outcome, Signer, chain};
+use crate::card::emulator::EmulatedCard;
 use crate::card::trust::{CardTrust, TrustError};
 use crate::config::{Config, ConfigError, Problem, hex};
 use crate::http::probe::Probe;
@@ -60,6 +61,8 @@ pub struct Prepared {
     pub signer: Signer,
     /// Card certificate trust, when `[cards]` is configured.
     pub card_trust: Option<CardTrust>,
+    /// The demo's in-process virtual card (never set from configuration).
+    pub virtual_card: Option<EmulatedCard>,
 }
 
 impl Prepared {
@@ -93,6 +96,7 @@ impl Prepared {
             desks,
             signer,
             card_trust,
+            virtual_card: None,
         })
     }
 
@@ -132,7 +136,12 @@ pub async fn run(
         stores.clone(),
         audit.clone(),
         metrics.clone(),
-        start_cards(prepared.card_trust, &prepared.config, &audit)?,
+        start_cards(
+            prepared.card_trust,
+            prepared.virtual_card,
+            &prepared.config,
+            &audit,
+        )?,
     );
     let app = api::router(state.clone());
     let connections = Connections::new(
@@ -219,6 +228,7 @@ async fn finish(drain: Drain, audit: Arc<AuditLog>, stores: &Stores) {
 /// Starts card login (reader monitor, sessions) when `[cards]` is configured.
 fn start_cards(
     trust: Option<CardTrust>,
+    virtual_card: Option<EmulatedCard>,
     config: &Config,
     audit: &Arc<AuditLog>,
 ) -> Result<Option<Arc<CardLogin>>, ServiceError> {
@@ -226,7 +236,7 @@ fn start_cards(
         tracing::warn!("no [cards] section: card login is disabled");
         return Ok(None);
     };
-    let login = CardLogin::start(cards, trust, &config.desks, audit.clone())
+    let login = CardLogin::start(cards, trust, &config.desks, audit.clone(), virtual_card)
         .map_err(ServiceError::CardWorker)?;
     Ok(Some(Arc::new(login)))
 }

@@ -45,6 +45,42 @@ async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
         .unwrap();
     assert_eq!(refused.status(), 403);
 
+    // The virtual card at the first desk logs in with the PIN demo.json gives.
+    let at = demo["card"]["desk"].as_str().unwrap();
+    let desk = demo["desks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == at)
+        .unwrap();
+    let mut identity = std::fs::read(desk["cert"].as_str().unwrap()).unwrap();
+    identity.extend(std::fs::read(desk["key"].as_str().unwrap()).unwrap());
+    let physician = client(&ca, Some(&identity));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while support::get_json(&physician, &format!("{url}/api/v1/desk"))
+        .await
+        .1["card"]["state"]
+        != "present"
+    {
+        assert!(Instant::now() < deadline, "the demo card never showed up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let login = physician
+        .post(format!("{url}/api/v1/session"))
+        .json(&serde_json::json!({ "pin": demo["card"]["pin"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 201);
+    let view = support::get_json(&physician, &format!("{url}/api/v1/desk"))
+        .await
+        .1;
+    assert_eq!(view["state"], "session_open", "{view}");
+    assert_eq!(
+        view["session"]["professional"]["id_nat"],
+        demo["card"]["id_nat"]
+    );
+
     support::signal(child.id(), "TERM");
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
@@ -54,6 +90,10 @@ async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
             "curl --cacert {}",
             demo["ca_cert"].as_str().unwrap()
         )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/api/v1/session") && stdout.contains("PIN 1234"),
         "{stdout}"
     );
 

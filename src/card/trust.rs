@@ -56,6 +56,20 @@ pub struct TrustConfig {
     pub crl_refresh_minutes: u64,
 }
 
+impl TrustConfig {
+    /// Anchors and CRLs with every other setting at its default.
+    pub fn new(anchors: Vec<PathBuf>, crls: Vec<PathBuf>) -> Self {
+        Self {
+            anchors,
+            intermediates: Vec::new(),
+            crls,
+            crl_max_age_hours: default_crl_max_age_hours(),
+            stale_crl: default_stale_policy(),
+            crl_refresh_minutes: default_crl_refresh_minutes(),
+        }
+    }
+}
+
 fn default_crl_max_age_hours() -> u64 {
     48
 }

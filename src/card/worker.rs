@@ -79,6 +79,39 @@ impl CardWorker {
         Ok(Self { requests })
     }
 
+    /// A worker whose one reader holds an in-process virtual card (the demo's): the card is
+    /// reported inserted at once and stays in; logins run against it as against a real one.
+    pub fn start_virtual(
+        reader: String,
+        mut card: super::emulator::EmulatedCard,
+        profile: CardProfile,
+        events: tokio_mpsc::UnboundedSender<CardEvent>,
+    ) -> std::io::Result<Self> {
+        let (requests, inbox) = mpsc::channel::<LoginRequest>();
+        std::thread::Builder::new()
+            .name("virtual-card".into())
+            .spawn(move || {
+                let _ = events.send(CardEvent::PcscAvailable);
+                let certificate = read_certificate(&mut card, &profile);
+                let _ = events.send(CardEvent::Inserted {
+                    reader: reader.clone(),
+                    certificate,
+                });
+                for request in inbox {
+                    let outcome = if request.reader == reader {
+                        login_sequence(&mut card, &profile, &request)
+                    } else {
+                        Err(CardError::Transport(format!(
+                            "no card in reader '{}'",
+                            request.reader
+                        )))
+                    };
+                    let _ = request.reply.send(outcome);
+                }
+            })?;
+        Ok(Self { requests })
+    }
+
     /// Runs the login sequence on the card in `reader`.
     pub async fn login(
         &self,
@@ -99,6 +132,22 @@ impl CardWorker {
             .await
             .map_err(|_| CardError::Transport("the card worker stopped".into()))?
     }
+}
+
+/// The card must still be the one whose certificate was read at insertion; then PIN, then
+/// proof of possession.
+fn login_sequence(
+    card: &mut dyn super::apdu::Transport,
+    profile: &CardProfile,
+    request: &LoginRequest,
+) -> Result<(), CardError> {
+    if read_certificate(card, profile)? != request.expected_certificate {
+        return Err(CardError::Certificate(
+            "the card in the reader changed".into(),
+        ));
+    }
+    verify_pin(card, profile, &request.pin)?;
+    prove_possession(card, profile, &request.expected_certificate)
 }
 
 struct Monitor {

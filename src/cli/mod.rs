@@ -155,7 +155,9 @@ fn serve(prepared: Prepared) -> Result<ExitCode, Failure> {
 
 fn run_demo(dir: Option<PathBuf>, port: u16) -> Result<ExitCode, Failure> {
     let setup = demo::setup(dir.as_deref(), port).context("cannot set up the demo")?;
-    let prepared = Prepared::load(&setup.config)?;
+    let (setup, card) = setup;
+    let mut prepared = Prepared::load(&setup.config)?;
+    prepared.virtual_card = Some(card);
     telemetry::init(&prepared.config.log).context("cannot start logging")?;
     let announce = |addr| announce_demo(&setup, addr);
     runtime()?

@@ -131,6 +131,17 @@ pub struct CardsConfig {
 }
 
 impl CardsConfig {
+    /// Card login trusting `trust`, every other setting at its default.
+    pub fn new(trust: crate::card::trust::TrustConfig) -> Self {
+        Self {
+            profile: crate::card::profile::CardProfile::default(),
+            trust,
+            pin_attempts_per_minute: defaults::pin_attempts_per_minute(),
+            session_idle_minutes: defaults::session_idle_minutes(),
+            session_max_hours: defaults::session_max_hours(),
+        }
+    }
+
     /// When sessions end on their own.
     pub fn expiry(&self) -> crate::session::Expiry {
         crate::session::Expiry {

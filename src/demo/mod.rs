@@ -14,8 +14,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::audit::Signer;
+use crate::card::emulator::{CardIdentity, EmulatedCard};
+use crate::card::profile::CardProfile;
+use crate::card::trust::TrustConfig;
 use crate::config::{
-    AuditConfig, CentreConfig, Config, DeskConfig, LogConfig, LogFormat, ServerConfig,
+    AuditConfig, CardsConfig, CentreConfig, Config, DeskConfig, LogConfig, LogFormat, ServerConfig,
     StorageConfig, TlsConfig,
 };
 use pki::{Authority, PkiError, write_file, write_pair};
@@ -31,6 +34,9 @@ pub enum DemoError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The virtual card could not be created.
+    #[error(transparent)]
+    Card(#[from] crate::card::CardError),
     /// The audit signing key could not be created.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
@@ -55,6 +61,20 @@ pub struct DemoDesk {
     pub key: PathBuf,
 }
 
+/// The demo's virtual card.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoCard {
+    /// The desk whose reader holds it.
+    pub desk: String,
+    /// Its PIN.
+    pub pin: String,
+    /// Its holder's idNat.
+    pub id_nat: String,
+}
+
+/// The demo card's PIN (a demo value, printed on purpose).
+pub const DEMO_PIN: &str = "1234";
+
 /// What the demo set up.
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoSetup {
@@ -66,6 +86,8 @@ pub struct DemoSetup {
     pub ca_cert: PathBuf,
     /// The desks.
     pub desks: Vec<DemoDesk>,
+    /// The virtual card inserted at the first desk.
+    pub card: DemoCard,
 }
 
 const DESKS: &[(&str, &str, &str)] = &[
@@ -74,7 +96,8 @@ const DESKS: &[(&str, &str, &str)] = &[
 ];
 
 /// Creates the PKI and the configuration in `dir` (a fresh kept temp dir if `None`).
-pub fn setup(dir: Option<&Path>, port: u16) -> Result<DemoSetup, DemoError> {
+/// Returns what it wrote and the virtual card, which the caller hands to the service.
+pub fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, EmulatedCard), DemoError> {
     let dir = match dir {
         Some(dir) => dir.to_owned(),
         None => tempfile::Builder::new()
@@ -131,6 +154,7 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<DemoSetup, DemoError> {
             workstation_sha256: None,
         });
     }
+    let (card_ca, card_crl, card) = virtual_card(&pki_dir)?;
     let signing_key = pki_dir.join("audit-signing.key");
     let _ = std::fs::remove_file(&signing_key);
     Signer::generate(&signing_key)?;
@@ -152,7 +176,10 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<DemoSetup, DemoError> {
             state_dir: dir.join("state"),
         },
         audit: AuditConfig::with_key(signing_key.into()),
-        cards: None,
+        cards: Some(CardsConfig::new(TrustConfig::new(
+            vec![card_ca],
+            vec![card_crl],
+        ))),
         log: LogConfig {
             format: LogFormat::Human,
             level: "info".into(),
@@ -168,12 +195,36 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<DemoSetup, DemoError> {
         &format!("# Written by `samu-gateway demo`.\n{text}"),
         0o644,
     )?;
-    Ok(DemoSetup {
+    // The service puts the virtual card in the first desk's reader: regul-1's.
+    let card_at = DemoCard {
+        desk: "regul-1".into(),
+        pin: DEMO_PIN.into(),
+        id_nat: DEMO_ID_NAT.into(),
+    };
+    let setup = DemoSetup {
         dir,
         config: config_path,
         ca_cert,
         desks,
-    })
+        card: card_at,
+    };
+    Ok((setup, card))
+}
+
+const DEMO_ID_NAT: &str = "810002813839";
+
+/// A card CA, its (empty) CRL, and a virtual CPS card it issued, for the first desk.
+fn virtual_card(pki_dir: &Path) -> Result<(PathBuf, PathBuf, EmulatedCard), DemoError> {
+    let ca = Authority::new("samu-gateway demo CPS CA")?;
+    let (ca_path, crl_path) = (pki_dir.join("card-ca.pem"), pki_dir.join("card-ca.crl"));
+    write_file(&ca_path, ca.cert_pem(), 0o644)?;
+    write_file(&crl_path, &ca.crl(&[], 0, 7)?, 0o644)?;
+    let identity = CardIdentity::generate(&ca, DEMO_ID_NAT, "Jeanne", "URGENTISTE", (-1, 365))?;
+    Ok((
+        ca_path,
+        crl_path,
+        EmulatedCard::new(CardProfile::default(), identity, DEMO_PIN)?,
+    ))
 }
 
 #[derive(Serialize)]
@@ -219,6 +270,9 @@ impl DemoSetup {
              See the desk state as workstation '{id}' would:\n\
              \n  curl --cacert {ca} --cert {cert} --key {key} {url}/api/v1/desk\n\
              \n\
+             A virtual CPS card (PIN {pin}) is in that desk's reader; log in with it:\n\
+             \n  curl --cacert {ca} --cert {cert} --key {key} -H 'content-type: application/json' -d '{{\"pin\":\"{pin}\"}}' {url}/api/v1/session\n\
+             \n\
              Without a client certificate the API refuses (liveness still answers):\n\
              \n  curl --cacert {ca} {url}/api/v1/desk\n  curl --cacert {ca} {url}/healthz\n\
              \n\
@@ -230,6 +284,7 @@ impl DemoSetup {
             key = desk.key.display(),
             dir = self.dir.display(),
             config = self.config.display(),
+            pin = self.card.pin,
         )
     }
 }

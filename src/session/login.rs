@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::{LoginRefusal, Session, Sessions, actor};
 use crate::audit::{AuditError, AuditLog, Event, EventKind, Outcome};
 use crate::card::CardError;
+use crate::card::emulator::EmulatedCard;
 use crate::card::profile::Pin;
 use crate::card::trust::{CardTrust, TrustError};
 use crate::card::worker::CardWorker;
@@ -47,18 +48,29 @@ pub struct CardLogin {
 }
 
 impl CardLogin {
-    /// Starts the card worker on the desks' readers and the task applying its events.
+    /// Starts the card worker on the desks' readers (or, for the demo, on an in-process
+    /// virtual card in the first desk's reader) and the tasks applying its events.
     pub fn start(
         config: &CardsConfig,
         trust: CardTrust,
         desks: &[DeskConfig],
         audit: Arc<AuditLog>,
+        virtual_card: Option<EmulatedCard>,
     ) -> std::io::Result<Self> {
         let trust = Arc::new(trust);
         let sessions = Sessions::new(desks, audit.clone());
         let (events, inbox) = mpsc::unbounded_channel();
-        let readers = desks.iter().map(|d| d.reader.clone()).collect();
-        let worker = CardWorker::start(readers, config.profile.clone(), events)?;
+        let profile = config.profile.clone();
+        let worker = match (virtual_card, desks.first()) {
+            (Some(card), Some(desk)) => {
+                CardWorker::start_virtual(desk.reader.clone(), card, profile, events)?
+            }
+            _ => CardWorker::start(
+                desks.iter().map(|d| d.reader.clone()).collect(),
+                profile,
+                events,
+            )?,
+        };
         tokio::spawn(super::run(sessions.clone(), trust.clone(), inbox));
         tokio::spawn(reload_crls(trust.clone()));
         tokio::spawn(super::reap(sessions.clone(), config.expiry()));
