@@ -20,6 +20,7 @@ use crate::http::server::{self, Connections, Drain, Limits};
 use crate::http::tls::ServerTls;
 use crate::http::{self as api, AppState, DeskDirectory, Metrics};
 use crate::session::CardLogin;
+use crate::session::roster::Roster;
 use crate::state::{StateError, Stores};
 
 /// Why the service could not run.
@@ -39,6 +40,9 @@ pub enum ServiceError {
     /// The audit trail refused to start or to record the service's own events.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The saved roster is unreadable.
+    #[error("{0}")]
+    Roster(String),
     /// The card worker thread could not start.
     #[error("cannot start the card worker: {0}")]
     CardWorker(std::io::Error),
@@ -236,9 +240,28 @@ fn start_cards(
         tracing::warn!("no [cards] section: card login is disabled");
         return Ok(None);
     };
-    let login = CardLogin::start(cards, trust, &config.desks, audit.clone(), virtual_card)
-        .map_err(ServiceError::CardWorker)?;
+    let login = CardLogin::start(
+        cards,
+        trust,
+        &config.desks,
+        audit.clone(),
+        virtual_card,
+        roster(config)?,
+    )
+    .map_err(ServiceError::CardWorker)?;
     Ok(Some(Arc::new(login)))
+}
+
+/// The roster in the state directory, with who may replace it, when `[roster]` is set.
+fn roster(config: &Config) -> Result<Option<(Roster, String)>, ServiceError> {
+    let Some(roster) = &config.roster else {
+        tracing::warn!("no [roster] section: any professional with a trusted card may log in");
+        return Ok(None);
+    };
+    let path = config.storage.state_dir.join("roster.json");
+    let loaded = Roster::load(&path, roster.grace_minutes)
+        .map_err(|e| ServiceError::Roster(e.to_string()))?;
+    Ok(Some((loaded, roster.integration_cn.clone())))
 }
 
 /// Loads the checkpoint signing key as a configuration step: a missing or unreadable key

@@ -311,3 +311,65 @@ async fn swapping_cards_ends_the_old_session() {
     assert_eq!(view["state"], "no_session", "{view}");
     assert!(view["session"].is_null());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_professional_on_duty_may_log_in_and_only_the_integration_certificate_sets_the_roster()
+ {
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    // The unmapped workstation certificate (CN poste-x) plays the regulation software.
+    let gateway = gateway(
+        &pcscd,
+        &card,
+        "\n[roster]\nintegration_cn = \"poste-x\"\ngrace_minutes = 15\n",
+    );
+    wait_card_state(&gateway, "present").await;
+
+    let (status, body) = login(&gateway, DESK_A, "1234").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "not_on_duty");
+    assert!(
+        body["message_fr"]
+            .as_str()
+            .unwrap()
+            .contains("pas inscrit de garde"),
+        "{body}"
+    );
+    assert!(audit(&gateway, &["--kind", "user_login"]).contains("reason=not_on_duty"));
+
+    let now = time::OffsetDateTime::now_utc();
+    let format = &time::format_description::well_known::Rfc3339;
+    let shift = |from: i64, to: i64| {
+        json!({"shifts": [{
+            "id_nat": "810002813839",
+            "start": (now + time::Duration::hours(from)).format(format).unwrap(),
+            "end": (now + time::Duration::hours(to)).format(format).unwrap(),
+        }]})
+    };
+    let put = |who: &'static str, body: Value| {
+        let request = gateway
+            .client(Some(who))
+            .put(gateway.url("/api/v1/roster"))
+            .json(&body);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(
+        put(DESK_A, shift(-1, 8)).await,
+        StatusCode::FORBIDDEN,
+        "a desk may not set the roster"
+    );
+    assert_eq!(
+        put(
+            support::UNMAPPED,
+            json!({"shifts": [{"id_nat": "x", "start": "soon", "end": "later"}]})
+        )
+        .await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(put(support::UNMAPPED, shift(-1, 8)).await, StatusCode::OK);
+
+    // The refusal cost no PIN try: the right PIN now opens the session.
+    let (status, body) = login(&gateway, DESK_A, "1234").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(audit(&gateway, &["--kind", "configuration_loaded"]).contains("configuration_loaded"));
+}

@@ -40,6 +40,7 @@ async fn every_documented_operation_is_served() {
             "GET /metrics",
             "GET /readyz",
             "POST /api/v1/session",
+            "PUT /api/v1/roster",
         ]
     );
     assert!(

@@ -38,6 +38,9 @@ pub struct Config {
     /// CPS card login: card profile and certificate trust. Without it, no one can log in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cards: Option<CardsConfig>,
+    /// The on-duty roster. Without it, any professional with a trusted card may log in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roster: Option<RosterConfig>,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,
@@ -107,6 +110,19 @@ impl Default for StorageConfig {
             state_dir: PathBuf::from("/var/lib/samu-gateway"),
         }
     }
+}
+
+/// The on-duty roster and who may replace it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosterConfig {
+    /// Subject CN of the regulation software's integration certificate (issued by the
+    /// workstation CA, mapped to no desk): the only caller of `PUT /api/v1/roster`.
+    pub integration_cn: String,
+    /// Minutes before a shift starts and after it ends during which its professional may
+    /// still log in (and keeps the session).
+    #[serde(default = "defaults::roster_grace_minutes")]
+    pub grace_minutes: u64,
 }
 
 /// CPS card login.
@@ -216,6 +232,9 @@ impl AuditConfig {
 }
 
 mod defaults {
+    pub fn roster_grace_minutes() -> u64 {
+        15
+    }
     pub fn pin_attempts_per_minute() -> u32 {
         5
     }

@@ -329,3 +329,22 @@ fn readme_documents_every_key() {
         );
     }
 }
+
+#[test]
+fn roster_needs_its_own_certificate_and_card_login() {
+    let f = Fixture::new();
+    let text = f.toml(TWO_DESKS) + "\n[roster]\nintegration_cn = \"poste-1\"\n";
+    let lines = problem_lines(f.load(&text, &[]).unwrap_err());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("roster.integration_cn: 'poste-1' is desks[0]'s workstation")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "roster: a roster needs card login: add a [cards] section"),
+        "{lines:?}"
+    );
+}

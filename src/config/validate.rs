@@ -51,6 +51,33 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     check_tls(config, &mut out);
     check_storage(config, &mut out);
     check_audit(config, &mut out);
+    if let Some(roster) = &config.roster {
+        check_range(
+            &mut out,
+            "roster.grace_minutes",
+            roster.grace_minutes,
+            0,
+            240,
+        );
+        if roster.integration_cn.trim().is_empty() {
+            out.push(Problem::new("roster.integration_cn", "must not be empty"));
+        } else if let Some(i) = config
+            .desks
+            .iter()
+            .position(|d| d.workstation_cn == roster.integration_cn)
+        {
+            out.push(Problem::new(
+                "roster.integration_cn",
+                format!("'{}' is desks[{i}]'s workstation: the integration certificate must be a separate one", roster.integration_cn),
+            ));
+        }
+        if config.cards.is_none() {
+            out.push(Problem::new(
+                "roster",
+                "a roster needs card login: add a [cards] section",
+            ));
+        }
+    }
     if let Some(cards) = &config.cards {
         check_range(
             &mut out,

@@ -180,6 +180,7 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, EmulatedCard),
             vec![card_ca],
             vec![card_crl],
         ))),
+        roster: None,
         log: LogConfig {
             format: LogFormat::Human,
             level: "info".into(),

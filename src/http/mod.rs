@@ -120,6 +120,7 @@ fn api_router() -> OpenApiRouter<AppState> {
             session_routes::current_session,
             session_routes::close_session
         ))
+        .routes(routes!(session_routes::put_roster))
         .routes(routes!(routes::openapi_json))
 }
 

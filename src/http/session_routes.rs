@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
+use super::identity::Peer;
 use super::routes::CallingDesk;
 use crate::card::CardError;
 use crate::card::profile::Pin;
@@ -132,6 +133,65 @@ pub async fn close_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// How many shifts the roster now holds.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct RosterAnswer {
+    /// Shifts accepted.
+    pub shifts: usize,
+}
+
+/// Replaces the on-duty roster. Only the regulation software's integration certificate
+/// (`roster.integration_cn`) may call it.
+#[utoipa::path(put, path = "/api/v1/roster", tag = "roster", request_body = crate::session::roster::RosterDocument,
+    responses((status = 200, description = "Roster replaced", body = RosterAnswer),
+              (status = 400, description = "A shift is malformed; nothing changed", body = ApiError),
+              (status = 403, description = "Not the integration certificate", body = ApiError),
+              (status = 503, description = "No roster configured", body = ApiError)))]
+pub async fn put_roster(
+    State(state): State<AppState>,
+    axum::Extension(peer): axum::Extension<Peer>,
+    Json(document): Json<crate::session::roster::RosterDocument>,
+) -> Result<Json<RosterAnswer>, ApiError> {
+    let (roster, integration_cn) = state.cards().and_then(|c| c.roster()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "roster_unavailable",
+            "no roster is configured",
+            "Tableau de garde non configuré.",
+        )
+    })?;
+    let allowed = matches!(&peer, Peer::Unmapped(w) if w.cn.as_deref() == Some(integration_cn));
+    if !allowed {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "roster_forbidden",
+            "only the regulation software's integration certificate may replace the roster",
+            "Seul le logiciel de régulation peut modifier le tableau de garde.",
+        ));
+    }
+    let shifts = roster.replace(&document).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "roster_invalid",
+            e.to_string(),
+            "Tableau de garde refusé : un créneau est invalide.",
+        )
+    })?;
+    let event = crate::audit::Event::new(
+        crate::audit::EventKind::ConfigurationLoaded,
+        crate::audit::Outcome::Success,
+    )
+    .with_detail(format!(
+        "roster replaced: {shifts} shift(s) by {integration_cn}"
+    ));
+    let _recorded = state
+        .audit()
+        .append(event)
+        .await
+        .map_err(|_| audit_unavailable())?;
+    Ok(Json(RosterAnswer { shifts }))
+}
+
 /// The token from the session cookie or an `Authorization: Bearer` header.
 fn token(headers: &HeaderMap) -> Option<String> {
     let bearer = headers
@@ -244,6 +304,12 @@ fn login_error(e: LoginError) -> ApiError {
             "card_not_trusted",
             e.to_string(),
             e.message_fr(),
+        ),
+        LoginError::NotOnDuty => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "not_on_duty",
+            "the card holder is not on the duty roster now",
+            "Vous n'êtes pas inscrit de garde à cette heure : connexion refusée. Contactez le médecin responsable de la régulation.",
         ),
         LoginError::Audit(_) => audit_unavailable(),
     }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 
+use super::roster::Roster;
 use super::{LoginRefusal, Session, Sessions, actor};
 use crate::audit::{AuditError, AuditLog, Event, EventKind, Outcome};
 use crate::card::CardError;
@@ -29,6 +30,9 @@ pub enum LoginError {
     /// The card refused (wrong PIN, blocked, signature mismatch, transport).
     #[error(transparent)]
     Card(#[from] CardError),
+    /// The professional is not on duty now.
+    #[error("the professional is not on duty")]
+    NotOnDuty,
     /// The certificate is no longer trusted.
     #[error(transparent)]
     Trust(#[from] TrustError),
@@ -45,6 +49,8 @@ pub struct CardLogin {
     trust: Arc<CardTrust>,
     audit: Arc<AuditLog>,
     limiter: DefaultKeyedRateLimiter<String>,
+    roster: Option<Arc<Roster>>,
+    integration_cn: Option<String>,
 }
 
 impl CardLogin {
@@ -56,7 +62,12 @@ impl CardLogin {
         desks: &[DeskConfig],
         audit: Arc<AuditLog>,
         virtual_card: Option<EmulatedCard>,
+        roster: Option<(Roster, String)>,
     ) -> std::io::Result<Self> {
+        let (roster, integration_cn) = match roster {
+            Some((roster, cn)) => (Some(Arc::new(roster)), Some(cn)),
+            None => (None, None),
+        };
         let trust = Arc::new(trust);
         let sessions = Sessions::new(desks, audit.clone());
         let (events, inbox) = mpsc::unbounded_channel();
@@ -73,7 +84,11 @@ impl CardLogin {
         };
         tokio::spawn(super::run(sessions.clone(), trust.clone(), inbox));
         tokio::spawn(reload_crls(trust.clone()));
-        tokio::spawn(super::reap(sessions.clone(), config.expiry()));
+        tokio::spawn(super::reap(
+            sessions.clone(),
+            config.expiry(),
+            roster.clone(),
+        ));
         let per_minute =
             NonZeroU32::new(config.pin_attempts_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         let limiter = RateLimiter::keyed(Quota::per_minute(per_minute));
@@ -83,7 +98,14 @@ impl CardLogin {
             trust,
             audit,
             limiter,
+            roster,
+            integration_cn,
         })
+    }
+
+    /// The roster, and the CN of the certificate allowed to replace it.
+    pub fn roster(&self) -> Option<(&Roster, &str)> {
+        Some((self.roster.as_deref()?, self.integration_cn.as_deref()?))
     }
 
     /// Tries to log in the holder of the card at `desk` with `pin`.
@@ -114,6 +136,13 @@ impl CardLogin {
                 },
             )
         };
+        // Checked before the PIN reaches the card: a refusal costs the physician no try.
+        if let Some(roster) = &self.roster
+            && !roster.on_duty(&holder.id_nat, crate::audit::chain::now().1)
+        {
+            let _recorded = self.audit.append(refused("not_on_duty", None)).await?;
+            return Err(LoginError::NotOnDuty);
+        }
         match self.worker.login(reader, pin, certificate.clone()).await {
             Ok(()) => {}
             Err(e) => {

@@ -7,6 +7,7 @@
 //! is recorded through `audit` before the caller hears of it.
 
 mod login;
+pub mod roster;
 #[cfg(test)]
 mod tests;
 
@@ -204,9 +205,15 @@ impl Sessions {
         .flatten()
     }
 
-    /// Ends (and records) every session idle or open for too long; returns how many.
-    pub async fn expire(&self, expiry: Expiry) -> Result<usize, AuditError> {
+    /// Ends (and records) every session idle or open for too long, or whose shift (plus
+    /// grace) is over; returns how many.
+    pub async fn expire(
+        &self,
+        expiry: Expiry,
+        roster: Option<&roster::Roster>,
+    ) -> Result<usize, AuditError> {
         let now = tokio::time::Instant::now();
+        let wall_ms = crate::audit::chain::now().1;
         let due: Vec<(String, &'static str)> = match self.slots.lock() {
             Ok(slots) => slots
                 .iter()
@@ -214,6 +221,10 @@ impl Sessions {
                     let session = slot.session.as_ref()?;
                     if now.duration_since(session.opened) >= expiry.max {
                         Some((desk.clone(), "max_duration"))
+                    } else if roster
+                        .is_some_and(|r| !r.on_duty(&session.professional.id_nat, wall_ms))
+                    {
+                        Some((desk.clone(), "shift_end"))
                     } else if now.duration_since(session.last_used) >= expiry.idle {
                         Some((desk.clone(), "idle_timeout"))
                     } else {
@@ -441,7 +452,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Ends expired sessions, checking a few times per idle period.
-pub async fn reap(sessions: Sessions, expiry: Expiry) {
+pub async fn reap(sessions: Sessions, expiry: Expiry, roster: Option<Arc<roster::Roster>>) {
     let period = (expiry.idle / 10).clamp(
         std::time::Duration::from_millis(100),
         std::time::Duration::from_secs(10),
@@ -449,7 +460,7 @@ pub async fn reap(sessions: Sessions, expiry: Expiry) {
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
-        if let Err(e) = sessions.expire(expiry).await {
+        if let Err(e) = sessions.expire(expiry, roster.as_deref()).await {
             tracing::error!(error = %e, "cannot record a session expiry");
         }
     }

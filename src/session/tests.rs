@@ -59,19 +59,19 @@ async fn idle_session_ends_and_activity_keeps_it_alive() {
     let session = opened(&sessions, &audit).await;
 
     tokio::time::advance(Duration::from_secs(29 * 60)).await;
-    assert_eq!(sessions.expire(EXPIRY).await.unwrap(), 0);
+    assert_eq!(sessions.expire(EXPIRY, None).await.unwrap(), 0);
     assert!(
         sessions.authenticate("regul-1", &session.token).is_some(),
         "activity"
     );
     tokio::time::advance(Duration::from_secs(29 * 60)).await;
     assert_eq!(
-        sessions.expire(EXPIRY).await.unwrap(),
+        sessions.expire(EXPIRY, None).await.unwrap(),
         0,
         "activity restarted the idle clock"
     );
     tokio::time::advance(Duration::from_secs(2 * 60)).await;
-    assert_eq!(sessions.expire(EXPIRY).await.unwrap(), 1);
+    assert_eq!(sessions.expire(EXPIRY, None).await.unwrap(), 1);
     assert!(sessions.authenticate("regul-1", &session.token).is_none());
     assert!(sessions.view("regul-1").unwrap().1.is_none());
 }
@@ -85,10 +85,10 @@ async fn even_an_active_session_ends_at_its_maximum_duration() {
     for _ in 0..(14 * 6 - 1) {
         tokio::time::advance(Duration::from_secs(10 * 60)).await;
         assert!(sessions.authenticate("regul-1", &session.token).is_some());
-        assert_eq!(sessions.expire(EXPIRY).await.unwrap(), 0);
+        assert_eq!(sessions.expire(EXPIRY, None).await.unwrap(), 0);
     }
     tokio::time::advance(Duration::from_secs(10 * 60)).await;
-    assert_eq!(sessions.expire(EXPIRY).await.unwrap(), 1);
+    assert_eq!(sessions.expire(EXPIRY, None).await.unwrap(), 1);
     let reader = crate::audit::AuditReader::open(&dir.path().join("audit.redb")).unwrap();
     let txn = crate::audit::store::ReadStore::snapshot(&reader).unwrap();
     let logout = crate::audit::export::Filter {
