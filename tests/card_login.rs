@@ -25,6 +25,20 @@ fn gateway(pcscd: &Pcscd, card: &VirtualCard, extra_trust: &str) -> Gateway {
     Gateway::launch(dir, pki, config, &[(key, value.as_str())])
 }
 
+/// A desk (reader Desk0) holding a virtual card made with `emulate`, watched by a gateway
+/// configured with `extra`, once the card's state on the desk is `state`.
+async fn desk_with_card(
+    emulate: &[&str],
+    extra: &str,
+    state: &str,
+) -> (Pcscd, VirtualCard, Gateway) {
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, emulate);
+    let gateway = gateway(&pcscd, &card, extra);
+    wait_card_state(&gateway, state).await;
+    (pcscd, card, gateway)
+}
+
 async fn desk(gateway: &Gateway, who: &str) -> Value {
     support::get_json(&gateway.client(Some(who)), &gateway.url("/api/v1/desk"))
         .await
@@ -138,10 +152,7 @@ async fn good_login_opens_a_session_bound_to_the_desk_and_removal_ends_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_pins_show_tries_left_then_block_the_card() {
-    let pcscd = Pcscd::start(1);
-    let card = VirtualCard::insert(&pcscd, 0, &[]);
-    let gateway = gateway(&pcscd, &card, "");
-    wait_card_state(&gateway, "present").await;
+    let (_pcscd, _card, gateway) = desk_with_card(&[], "", "present").await;
     let (status, body) = login(&gateway, DESK_A, "0000").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["error"], "wrong_pin");
@@ -215,14 +226,12 @@ async fn stale_crl_is_refused_under_the_refuse_policy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stale_crl_is_accepted_and_flagged_under_the_flag_policy() {
-    let pcscd = Pcscd::start(1);
-    let card = VirtualCard::insert(&pcscd, 0, &["--crl-age-days", "5"]);
-    let gateway = gateway(
-        &pcscd,
-        &card,
+    let (_pcscd, _card, gateway) = desk_with_card(
+        &["--crl-age-days", "5"],
         "crl_max_age_hours = 48\nstale_crl = \"accept_and_flag\"",
-    );
-    wait_card_state(&gateway, "present").await;
+        "present",
+    )
+    .await;
     let (status, session) = login(&gateway, DESK_A, "1234").await;
     assert_eq!(status, StatusCode::CREATED, "{session}");
     assert_eq!(session["crl_stale"], true);
@@ -249,10 +258,7 @@ async fn card_from_an_unknown_authority_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn card_whose_signature_does_not_match_its_certificate_is_refused() {
-    let pcscd = Pcscd::start(1);
-    let card = VirtualCard::insert(&pcscd, 0, &["--fault", "wrong-key"]);
-    let gateway = gateway(&pcscd, &card, "");
-    wait_card_state(&gateway, "present").await;
+    let (_pcscd, _card, gateway) = desk_with_card(&["--fault", "wrong-key"], "", "present").await;
     let (status, body) = login(&gateway, DESK_A, "1234").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"], "signature_mismatch");
@@ -265,10 +271,7 @@ async fn readiness(gateway: &Gateway) -> (StatusCode, Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pcscd_restart_ends_sessions_reports_unready_and_is_survived() {
-    let mut pcscd = Pcscd::start(1);
-    let card = VirtualCard::insert(&pcscd, 0, &[]);
-    let gateway = gateway(&pcscd, &card, "");
-    wait_card_state(&gateway, "present").await;
+    let (mut pcscd, _card, gateway) = desk_with_card(&[], "", "present").await;
     assert_eq!(login(&gateway, DESK_A, "1234").await.0, StatusCode::CREATED);
     assert_eq!(readiness(&gateway).await.0, StatusCode::OK);
 
@@ -315,15 +318,13 @@ async fn swapping_cards_ends_the_old_session() {
 #[tokio::test(flavor = "multi_thread")]
 async fn only_a_professional_on_duty_may_log_in_and_only_the_integration_certificate_sets_the_roster()
  {
-    let pcscd = Pcscd::start(1);
-    let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
     // The unmapped workstation certificate (CN poste-x) plays the regulation software.
-    let gateway = gateway(
-        &pcscd,
-        &card,
+    let (_pcscd, _card, gateway) = desk_with_card(
+        &["--id-nat", "810002813839"],
         "\n[roster]\nintegration_cn = \"poste-x\"\ngrace_minutes = 15\n",
-    );
-    wait_card_state(&gateway, "present").await;
+        "present",
+    )
+    .await;
 
     let (status, body) = login(&gateway, DESK_A, "1234").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
