@@ -153,9 +153,12 @@ async fn good_login_opens_a_session_bound_to_the_desk_and_removal_ends_it() {
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_pins_show_tries_left_then_block_the_card() {
     let (_pcscd, _card, gateway) = desk_with_card(&[], "", "present").await;
+    // Asked at insertion without spending a try, shown before any attempt.
+    assert_eq!(desk(&gateway, DESK_A).await["card"]["pin_tries_left"], 3);
     let (status, body) = login(&gateway, DESK_A, "0000").await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["error"], "wrong_pin");
+    assert_eq!(desk(&gateway, DESK_A).await["card"]["pin_tries_left"], 2);
     assert!(
         body["message_fr"]
             .as_str()

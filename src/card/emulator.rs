@@ -211,6 +211,14 @@ impl EmulatedCard {
         if self.tries_left == 0 {
             return Err([0x69, 0x83]);
         }
+        // No data: a query of the tries left, which consumes none.
+        if command.data.is_empty() {
+            return if self.pin_verified {
+                Ok(OK.to_vec())
+            } else {
+                Err([0x63, 0xC0 | self.tries_left])
+            };
+        }
         if command.data[..] == self.pin_block[..] {
             self.tries_left = PIN_TRIES;
             self.pin_verified = true;
@@ -347,6 +355,21 @@ mod tests {
             Err(CardError::SecurityStatusNotSatisfied)
         );
         assert!(CardError::PinBlocked.message_fr().contains("Carte bloquée"));
+    }
+
+    #[test]
+    fn tries_left_can_be_asked_without_spending_one() {
+        use crate::card::profile::pin_tries_left;
+        let profile = CardProfile::default();
+        let (mut card, _) = card(profile.clone());
+        read_certificate(&mut card, &profile).unwrap();
+        assert_eq!(pin_tries_left(&mut card, &profile).unwrap(), Some(3));
+        assert_eq!(pin_tries_left(&mut card, &profile).unwrap(), Some(3));
+        let wrong = Pin::new("0000").unwrap();
+        for _ in 0..3 {
+            let _ = verify_pin(&mut card, &profile, &wrong);
+        }
+        assert_eq!(pin_tries_left(&mut card, &profile).unwrap(), Some(0));
     }
 
     #[test]

@@ -174,6 +174,21 @@ fn der_length(der: &[u8]) -> Option<usize> {
     }
 }
 
+/// PIN tries left, asked with a VERIFY without data (ISO 7816-4): never consumes a try.
+/// `Some(0)` for a blocked PIN; `None` when the card does not say (already verified, or no
+/// support for the query).
+pub fn pin_tries_left(
+    card: &mut dyn Transport,
+    profile: &CardProfile,
+) -> Result<Option<u8>, CardError> {
+    let answer = exchange(card, &Command::new(0x00, 0x20, 0x00, profile.pin_reference))?;
+    Ok(match super::apdu::check_status(answer.sw) {
+        Err(CardError::WrongPin { tries_left }) => Some(tries_left),
+        Err(CardError::PinBlocked) => Some(0),
+        _ => None,
+    })
+}
+
 /// VERIFY: `Ok` once the PIN is accepted; `WrongPin { tries_left }` or `PinBlocked` else.
 pub fn verify_pin(
     card: &mut dyn Transport,

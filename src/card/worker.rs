@@ -11,7 +11,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use super::CardError;
-use super::profile::{CardProfile, Pin, prove_possession, read_certificate, verify_pin};
+use super::profile::{
+    CardProfile, Pin, pin_tries_left, prove_possession, read_certificate, verify_pin,
+};
 use super::reader::PcscCard;
 
 /// How long one wait on the readers lasts before looking at pending login requests.
@@ -26,6 +28,8 @@ pub enum CardEvent {
         reader: String,
         /// The authentication certificate (DER).
         certificate: Result<Vec<u8>, CardError>,
+        /// PIN tries left, when the card says (0: blocked).
+        pin_tries_left: Option<u8>,
     },
     /// The card left `reader`.
     Removed {
@@ -92,10 +96,11 @@ impl CardWorker {
             .name("virtual-card".into())
             .spawn(move || {
                 let _ = events.send(CardEvent::PcscAvailable);
-                let certificate = read_certificate(&mut card, &profile);
+                let (certificate, pin_tries_left) = inspect(&mut card, &profile);
                 let _ = events.send(CardEvent::Inserted {
                     reader: reader.clone(),
                     certificate,
+                    pin_tries_left,
                 });
                 for request in inbox {
                     let outcome = if request.reader == reader {
@@ -132,6 +137,20 @@ impl CardWorker {
             .await
             .map_err(|_| CardError::Transport("the card worker stopped".into()))?
     }
+}
+
+/// What the gateway learns of a freshly inserted card, without a PIN: its certificate and
+/// its PIN tries left.
+fn inspect(
+    card: &mut dyn super::apdu::Transport,
+    profile: &CardProfile,
+) -> (Result<Vec<u8>, CardError>, Option<u8>) {
+    let certificate = read_certificate(card, profile);
+    let tries = certificate
+        .as_ref()
+        .ok()
+        .and_then(|_| pin_tries_left(card, profile).ok().flatten());
+    (certificate, tries)
 }
 
 /// The card must still be the one whose certificate was read at insertion; then PIN, then
@@ -266,11 +285,14 @@ impl Monitor {
                 .insert(reader.clone(), present)
                 .unwrap_or(false);
             if present && !was {
-                let certificate = PcscCard::connect(&reader)
-                    .and_then(|mut card| read_certificate(&mut card, &self.profile));
+                let (certificate, pin_tries_left) = match PcscCard::connect(&reader) {
+                    Ok(mut card) => inspect(&mut card, &self.profile),
+                    Err(e) => (Err(e), None),
+                };
                 let _ = self.events.send(CardEvent::Inserted {
                     reader,
                     certificate,
+                    pin_tries_left,
                 });
             } else if !present && was {
                 let _ = self.events.send(CardEvent::Removed { reader });

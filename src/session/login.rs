@@ -148,6 +148,7 @@ impl CardLogin {
             Err(e) => {
                 let event = match &e {
                     CardError::WrongPin { tries_left } => {
+                        self.sessions.record_tries(&desk.id, *tries_left);
                         refused("wrong_pin", Some(format!("tries_left={tries_left}")))
                     }
                     CardError::PinBlocked => {

@@ -41,6 +41,8 @@ pub enum CardState {
         holder: Professional,
         /// The PIN is blocked (no further VERIFY is sent to this card).
         pin_blocked: bool,
+        /// PIN tries left, when the card says.
+        pin_tries_left: Option<u8>,
     },
     /// A card that cannot be used, and why.
     Refused {
@@ -161,9 +163,20 @@ impl Sessions {
 
     /// Marks the card at `desk` blocked, so no further VERIFY is sent to it.
     pub fn mark_blocked(&self, desk: &str) {
+        self.record_tries(desk, 0);
+    }
+
+    /// Records the tries left the card reported after a wrong PIN (0 blocks it).
+    pub fn record_tries(&self, desk: &str, tries: u8) {
         self.with_slot(desk, |s| {
-            if let CardState::Present { pin_blocked, .. } = &mut s.card {
-                *pin_blocked = true;
+            if let CardState::Present {
+                pin_blocked,
+                pin_tries_left,
+                ..
+            } = &mut s.card
+            {
+                *pin_tries_left = Some(tries);
+                *pin_blocked = tries == 0;
             }
         });
     }
@@ -268,7 +281,11 @@ impl Sessions {
             CardEvent::Inserted {
                 reader,
                 certificate,
-            } => self.inserted(&reader, certificate, trust).await,
+                pin_tries_left,
+            } => {
+                self.inserted(&reader, certificate, pin_tries_left, trust)
+                    .await
+            }
             CardEvent::Removed { reader } => self.removed(&reader).await,
             CardEvent::PcscUnavailable(why) => {
                 tracing::warn!(reason = why, "pcscd unavailable: reader states unknown");
@@ -312,6 +329,7 @@ impl Sessions {
         &self,
         reader: &str,
         certificate: Result<Vec<u8>, crate::card::CardError>,
+        pin_tries_left: Option<u8>,
         trust: &CardTrust,
     ) -> Result<(), AuditError> {
         let Some(desk) = self.desk_of(reader) else {
@@ -329,7 +347,9 @@ impl Sessions {
             Ok((der, verified)) => (
                 CardState::Present {
                     holder: verified.professional.clone(),
-                    pin_blocked: false,
+                    // A card blocked elsewhere is known blocked here before any VERIFY.
+                    pin_blocked: pin_tries_left == Some(0),
+                    pin_tries_left,
                 },
                 Some(der),
                 Event {
