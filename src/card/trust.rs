@@ -172,7 +172,8 @@ pub struct Verified {
 }
 
 struct Crls {
-    lists: Vec<OwnedCertRevocationList>,
+    /// Parsed once at load; every verification borrows them.
+    lists: Vec<CertRevocationList<'static>>,
     /// Unix seconds of the newest `thisUpdate`.
     newest: u64,
 }
@@ -180,7 +181,7 @@ struct Crls {
 /// The configured trust: anchors, intermediates, and the current CRLs.
 pub struct CardTrust {
     config: TrustConfig,
-    anchor_ders: Vec<CertificateDer<'static>>,
+    anchors: Vec<TrustAnchor<'static>>,
     intermediates: Vec<CertificateDer<'static>>,
     crls: RwLock<Crls>,
 }
@@ -194,18 +195,22 @@ impl CardTrust {
                 reason: "at least one trust anchor is required".into(),
             });
         }
-        let anchor_ders = load_pem_certs(&config.anchors, "cards.trust.anchors")?;
-        for der in &anchor_ders {
-            webpki::anchor_from_trusted_cert(der).map_err(|e| TrustError::Config {
-                key: "cards.trust.anchors",
-                reason: format!("not a usable trust anchor: {e}"),
-            })?;
-        }
+        let anchors = load_pem_certs(&config.anchors, "cards.trust.anchors")?
+            .iter()
+            .map(|der| {
+                webpki::anchor_from_trusted_cert(der)
+                    .map(|anchor| anchor.to_owned())
+                    .map_err(|e| TrustError::Config {
+                        key: "cards.trust.anchors",
+                        reason: format!("not a usable trust anchor: {e}"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let intermediates = load_pem_certs(&config.intermediates, "cards.trust.intermediates")?;
         let crls = load_crls(&config.crls)?;
         Ok(Self {
             config,
-            anchor_ders,
+            anchors,
             intermediates,
             crls: RwLock::new(crls),
         })
@@ -231,22 +236,11 @@ impl CardTrust {
         let der = CertificateDer::from(certificate);
         let end_entity =
             EndEntityCert::try_from(&der).map_err(|e| TrustError::Unreadable(e.to_string()))?;
-        let anchors: Vec<TrustAnchor<'_>> = self
-            .anchor_ders
-            .iter()
-            .filter_map(|d| webpki::anchor_from_trusted_cert(d).ok())
-            .collect();
         let crls = self
             .crls
             .read()
             .map_err(|_| TrustError::Other("CRL state unavailable".into()))?;
-        let lists: Vec<CertRevocationList<'_>> = crls
-            .lists
-            .iter()
-            .cloned()
-            .map(CertRevocationList::from)
-            .collect();
-        let refs: Vec<&CertRevocationList<'_>> = lists.iter().collect();
+        let refs: Vec<&CertRevocationList<'_>> = crls.lists.iter().collect();
         let revocation = RevocationOptionsBuilder::new(&refs)
             .map_err(|_| TrustError::RevocationUnknown)?
             .with_depth(RevocationCheckDepth::Chain)
@@ -263,7 +257,7 @@ impl CardTrust {
         end_entity
             .verify_for_usage(
                 algorithms,
-                &anchors,
+                &self.anchors,
                 &self.intermediates,
                 UnixTime::since_unix_epoch(seconds),
                 KeyUsage::client_auth(),
@@ -358,12 +352,11 @@ fn load_crls(paths: &[PathBuf]) -> Result<Crls, TrustError> {
             reason: format!("{}: not a CRL: {e}", path.display()),
         })?;
         newest = newest.max(u64::try_from(parsed.last_update().timestamp()).unwrap_or(0));
-        lists.push(
-            OwnedCertRevocationList::from_der(&der).map_err(|e| TrustError::Config {
-                key,
-                reason: format!("{}: {e}", path.display()),
-            })?,
-        );
+        let owned = OwnedCertRevocationList::from_der(&der).map_err(|e| TrustError::Config {
+            key,
+            reason: format!("{}: {e}", path.display()),
+        })?;
+        lists.push(CertRevocationList::from(owned));
     }
     Ok(Crls { lists, newest })
 }
