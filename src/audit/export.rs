@@ -72,7 +72,7 @@ pub fn select(
 ) -> Result<Selection, AuditError> {
     let mut selection = Selection::default();
     let limit = limit.unwrap_or(usize::MAX);
-    let keep = |seq: u64, bytes: &[u8], selection: &mut Selection| -> ControlFlow<()> {
+    let keep = |bytes: &[u8], selection: &mut Selection| -> ControlFlow<()> {
         selection.examined += 1;
         if let Ok(record) = serde_json::from_slice::<Record>(bytes)
             && matches(filter, &record)
@@ -84,7 +84,6 @@ pub fn select(
                 hash,
             });
         }
-        let _ = seq;
         if selection.records.len() >= limit {
             ControlFlow::Break(())
         } else {
@@ -95,13 +94,13 @@ pub fn select(
         Some(seqs) => {
             for seq in seqs {
                 if let Some(bytes) = store::record(txn, seq)?
-                    && keep(seq, &bytes, &mut selection).is_break()
+                    && keep(&bytes, &mut selection).is_break()
                 {
                     break;
                 }
             }
         }
-        None => store::for_each_record(txn, 0, |seq, bytes| keep(seq, bytes, &mut selection))?,
+        None => store::for_each_record(txn, 0, |_, bytes| keep(bytes, &mut selection))?,
     }
     Ok(selection)
 }

@@ -219,7 +219,7 @@ impl Monitor {
                 return "shutting down".into();
             }
             while let Ok(request) = self.inbox.try_recv() {
-                let outcome = self.login(context, &request);
+                let outcome = self.login(&request);
                 let _ = request.reply.send(outcome);
             }
             match context.get_status_change(POLL, &mut states) {
@@ -301,7 +301,7 @@ impl Monitor {
         readers_changed
     }
 
-    fn login(&self, _context: &pcsc::Context, request: &LoginRequest) -> Result<(), CardError> {
+    fn login(&self, request: &LoginRequest) -> Result<(), CardError> {
         let mut card = PcscCard::connect(&request.reader)?;
         if read_certificate(&mut card, &self.profile)? != request.expected_certificate {
             return Err(CardError::Certificate(

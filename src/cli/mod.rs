@@ -197,9 +197,10 @@ fn healthcheck(path: &std::path::Path, timeout: Duration) -> Result<ExitCode, Fa
         .next()
         .ok_or(ConfigError::Invalid(problems))?;
     let probe = Probe::new(addr, leaf, timeout).context("cannot build the probe")?;
+    let runtime = runtime()?;
     let mut healthy = true;
     for endpoint in ["/healthz", "/readyz"] {
-        match runtime()?.block_on(probe.get(endpoint)) {
+        match runtime.block_on(probe.get(endpoint)) {
             Ok((status, body)) => {
                 println!("{endpoint}: {status} {}", body.trim());
                 healthy &= status == 200;

@@ -377,15 +377,9 @@ fn is_desk_id(id: &str) -> bool {
 /// Parses a SHA-256 fingerprint written as 64 hex digits, optionally separated by colons.
 pub fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
     let digits: String = text.chars().filter(|c| *c != ':').collect();
-    let bad = || format!("'{text}' is not a SHA-256 fingerprint: expected 64 hex digits");
-    if digits.len() != 64 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+    decode_hex(&digits)
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(|| format!("'{text}' is not a SHA-256 fingerprint: expected 64 hex digits"))
 }
 
 /// Decodes hex digits (even count, no separators); `None` for anything else.

@@ -90,8 +90,11 @@ pub struct DemoSetup {
     pub card: DemoCard,
 }
 
+/// The desk whose reader holds the virtual card: the first one, where the service puts it.
+const CARD_DESK: &str = "regul-1";
+
 const DESKS: &[(&str, &str, &str)] = &[
-    ("regul-1", "Régulation 1", "Desk0 00 00"),
+    (CARD_DESK, "Régulation 1", "Desk0 00 00"),
     ("regul-2", "Régulation 2", "Desk1 00 00"),
 ];
 
@@ -196,9 +199,8 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, EmulatedCard),
         &format!("# Written by `samu-gateway demo`.\n{text}"),
         0o644,
     )?;
-    // The service puts the virtual card in the first desk's reader: regul-1's.
     let card_at = DemoCard {
-        desk: "regul-1".into(),
+        desk: CARD_DESK.into(),
         pin: DEMO_PIN.into(),
         id_nat: DEMO_ID_NAT.into(),
     };
