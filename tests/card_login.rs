@@ -13,10 +13,20 @@ use support::{DESK_A, DESK_B, Gateway, Pki, write_config};
 
 /// A gateway trusting `card`'s CA and CRL, on `pcscd`'s readers (desk-a: Desk0, desk-b: Desk1).
 fn gateway(pcscd: &Pcscd, card: &VirtualCard, extra_trust: &str) -> Gateway {
+    gateway_with_desk_b(pcscd, card, "", extra_trust)
+}
+
+/// The same, with `desk_b` appended to desk-b's settings.
+fn gateway_with_desk_b(
+    pcscd: &Pcscd,
+    card: &VirtualCard,
+    desk_b: &str,
+    extra_trust: &str,
+) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let cards = format!(
-        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n{extra_trust}\n",
+        "{desk_b}\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n{extra_trust}\n",
         card.dir.join("card-ca.pem").display(),
         card.dir.join("card-ca.crl").display()
     );
@@ -45,11 +55,16 @@ async fn desk(gateway: &Gateway, who: &str) -> Value {
         .1
 }
 
-/// Polls the desk until its card state is `state`.
+/// Polls desk-a until its card state is `state`.
 async fn wait_card_state(gateway: &Gateway, state: &str) -> Value {
+    wait_card_state_at(gateway, DESK_A, state).await
+}
+
+/// Polls `who`'s desk until its card state is `state`.
+async fn wait_card_state_at(gateway: &Gateway, who: &str, state: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let view = desk(gateway, DESK_A).await;
+        let view = desk(gateway, who).await;
         if view["card"]["state"] == state {
             return view;
         }
@@ -376,4 +391,62 @@ async fn only_a_professional_on_duty_may_log_in_and_only_the_integration_certifi
     let (status, body) = login(&gateway, DESK_A, "1234").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert!(audit(&gateway, &["--kind", "configuration_loaded"]).contains("configuration_loaded"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_profession_not_allowed_is_refused_before_any_pin_try() {
+    // A nurse's card (profession code 60) at a gateway allowing physicians only.
+    let (_pcscd, _card, gateway) = desk_with_card(&["--profession", "60"], "", "present").await;
+    let (status, body) = login(&gateway, DESK_A, "1234").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"], "profession_not_allowed");
+    assert!(
+        body["message_fr"].as_str().unwrap().contains("profession"),
+        "{body}"
+    );
+    let trail = audit(&gateway, &["--kind", "user_login", "--json"]);
+    assert!(
+        trail.contains("profession_not_allowed") && trail.contains("\"detail\":\"profession=60\""),
+        "{trail}"
+    );
+    assert_eq!(
+        trail.lines().count(),
+        1,
+        "one attempt, no PIN sent: {trail}"
+    );
+    assert!(desk(&gateway, DESK_A).await["session"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pin_pad_desk_never_takes_a_typed_pin_and_says_when_its_reader_has_no_keypad() {
+    // desk-b is configured for PIN-pad entry; vpcd's readers have no keypad, so the real
+    // SCardControl feature query through pcscd finds no FEATURE_VERIFY_PIN_DIRECT.
+    let pcscd = Pcscd::start(2);
+    let card = VirtualCard::insert(&pcscd, 1, &[]);
+    let gateway = gateway_with_desk_b(&pcscd, &card, "pin_entry = \"pinpad\"", "");
+    let view = wait_card_state_at(&gateway, DESK_B, "present").await;
+    assert_eq!(view["desk"]["pin_entry"], "pinpad", "{view}");
+
+    let (status, body) = login(&gateway, DESK_B, "1234").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"], "pin_on_reader");
+
+    let response = gateway
+        .client(Some(DESK_B))
+        .post(gateway.url("/api/v1/session"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "pin_pad_unavailable", "{body}");
+    assert!(
+        body["message_fr"].as_str().unwrap().contains("clavier"),
+        "{body}"
+    );
+    assert!(audit(&gateway, &["--kind", "user_login"]).contains("reason=pin_pad_unavailable"));
+    // A keyboard desk still wants its PIN in the request.
+    let (status, body) = login(&gateway, DESK_A, "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }

@@ -196,6 +196,16 @@ pub fn check_status(sw: u16) -> Result<(), CardError> {
 pub trait Transport {
     /// Sends one command APDU, returns the raw response (data + SW).
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, CardError>;
+
+    /// Has the reader collect the PIN on its own keypad and send the VERIFY of
+    /// `verify_structure` (a `PIN_VERIFY_STRUCTURE`, see [`super::pinpad`]); returns the
+    /// reader's two-byte answer. Transports without a PIN pad refuse.
+    fn verify_pin_on_pad(&mut self, verify_structure: &[u8]) -> Result<Vec<u8>, CardError> {
+        let _ = verify_structure;
+        Err(CardError::PinPadUnavailable(
+            "this reader has no PIN pad".into(),
+        ))
+    }
 }
 
 /// Sends `command` and returns the card's full answer, following `61xx` with GET RESPONSE

@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use super::CardError;
 use super::apdu::{Command, Transport};
 use super::profile::{CardProfile, Pin, SHA256_DIGEST_INFO_PREFIX, SignatureScheme};
-use crate::demo::pki::Authority;
+use crate::demo::pki::{Authority, CardHolder};
 
 /// PIN tries of a CPS card (DOMAIN.md §3).
 pub const PIN_TRIES: u8 = 3;
@@ -30,13 +30,11 @@ pub struct CardIdentity {
 }
 
 impl CardIdentity {
-    /// A fresh RSA-2048 key pair with a certificate from `ca` for professional `id_nat`,
+    /// A fresh RSA-2048 key pair with a certificate from `ca` for `holder`,
     /// valid from `validity_days.0` to `validity_days.1` days relative to today.
     pub fn generate(
         ca: &Authority,
-        id_nat: &str,
-        given_name: &str,
-        surname: &str,
+        holder: &CardHolder,
         validity_days: (i64, i64),
     ) -> Result<Self, CardError> {
         let fail = |e: &dyn std::fmt::Display| {
@@ -48,7 +46,7 @@ impl CardIdentity {
         let key_pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256)
             .map_err(|e| fail(&e))?;
         let issued = ca
-            .issue_card(id_nat, given_name, surname, &key_pair, validity_days)
+            .issue_card(holder, &key_pair, validity_days)
             .map_err(|e| fail(&e))?;
         Ok(Self {
             certificate_der: issued.der.to_vec(),
@@ -104,6 +102,7 @@ pub struct EmulatedCard {
     pin_verified: bool,
     key_selected: bool,
     fault: Fault,
+    pin_pad: Option<Zeroizing<Vec<u8>>>,
 }
 
 impl EmulatedCard {
@@ -120,7 +119,14 @@ impl EmulatedCard {
             pin_verified: false,
             key_selected: false,
             fault: Fault::None,
+            pin_pad: None,
         })
+    }
+
+    /// Puts the card in an emulated PIN-pad reader on whose keypad `typed` is entered at
+    /// every secure PIN entry (`None`: a reader without keypad).
+    pub fn set_pin_pad(&mut self, typed: Option<&str>) {
+        self.pin_pad = typed.map(|t| Zeroizing::new(t.as_bytes().to_vec()));
     }
 
     /// Sets a fault mode.
@@ -277,6 +283,19 @@ impl Transport for EmulatedCard {
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, CardError> {
         Ok(self.process(apdu))
     }
+
+    /// The reader's side of `FEATURE_VERIFY_PIN_DIRECT`: read the template as a driver
+    /// does, insert the keypad entry, send the VERIFY; a wrong-length entry is cancelled.
+    fn verify_pin_on_pad(&mut self, verify_structure: &[u8]) -> Result<Vec<u8>, CardError> {
+        let typed = self.pin_pad.clone().ok_or_else(|| {
+            CardError::PinPadUnavailable("the emulated reader has no PIN pad".into())
+        })?;
+        let template = super::pinpad::VerifyTemplate::decode(verify_structure)?;
+        match template.complete(&typed) {
+            Some(apdu) => Ok(self.process(&Zeroizing::new(apdu))),
+            None => Ok(vec![0x64, 0x01]),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -290,8 +309,12 @@ mod tests {
         IDENTITY
             .get_or_init(|| {
                 let ca = Authority::new("test CPS CA").unwrap();
-                CardIdentity::generate(&ca, "810002813839", "Jeanne", "Urgentiste", (-1, 365))
-                    .unwrap()
+                CardIdentity::generate(
+                    &ca,
+                    &CardHolder::physician("810002813839", "Jeanne", "Urgentiste"),
+                    (-1, 365),
+                )
+                .unwrap()
             })
             .clone()
     }
@@ -389,10 +412,46 @@ mod tests {
     }
 
     #[test]
+    fn a_pin_typed_on_the_emulated_pin_pad_verifies_and_wrong_entries_count() {
+        use crate::card::profile::verify_pin_on_pad;
+        let profile = CardProfile::default();
+        let (mut card, cert) = card(profile.clone());
+        assert!(matches!(
+            verify_pin_on_pad(&mut card, &profile),
+            Err(CardError::PinPadUnavailable(_))
+        ));
+        read_certificate(&mut card, &profile).unwrap();
+        card.set_pin_pad(Some("9999"));
+        assert_eq!(
+            verify_pin_on_pad(&mut card, &profile),
+            Err(CardError::WrongPin { tries_left: 2 })
+        );
+        card.set_pin_pad(Some("12"));
+        assert_eq!(
+            verify_pin_on_pad(&mut card, &profile),
+            Err(CardError::PinPadCancelled)
+        );
+        card.set_pin_pad(Some("1234"));
+        verify_pin_on_pad(&mut card, &profile).unwrap();
+        prove_possession(&mut card, &profile, &cert).unwrap();
+        assert_eq!(card.tries_left(), PIN_TRIES);
+    }
+
+    #[test]
     fn a_card_whose_key_does_not_match_its_certificate_is_caught() {
         let ca = Authority::new("test CPS CA").unwrap();
-        let genuine = CardIdentity::generate(&ca, "810002813839", "A", "B", (-1, 365)).unwrap();
-        let other = CardIdentity::generate(&ca, "810002813840", "C", "D", (-1, 365)).unwrap();
+        let genuine = CardIdentity::generate(
+            &ca,
+            &CardHolder::physician("810002813839", "A", "B"),
+            (-1, 365),
+        )
+        .unwrap();
+        let other = CardIdentity::generate(
+            &ca,
+            &CardHolder::physician("810002813840", "C", "D"),
+            (-1, 365),
+        )
+        .unwrap();
         let profile = CardProfile::default();
         let mut card = EmulatedCard::new(
             profile.clone(),

@@ -6,6 +6,7 @@
 //!   PIN, have the card sign a fresh challenge, check that signature.
 //! - [`emulator`]: the card side of the same profile, for tests, the demo and install checks;
 //!   [`vpcd`] plugs it into a real pcscd through vsmartcard-vpcd.
+//! - [`pinpad`]: secure PIN entry on PIN-pad readers (`FEATURE_VERIFY_PIN_DIRECT`).
 //! - [`reader`]: PC/SC through pcscd and the `pcsc` crate.
 //!
 //! The reader monitor, certificate trust and sessions come next (issue "Physician login by
@@ -13,6 +14,7 @@
 
 pub mod apdu;
 pub mod emulator;
+pub mod pinpad;
 pub mod profile;
 pub mod reader;
 pub mod trust;
@@ -76,6 +78,15 @@ pub enum CardError {
     /// The card's signature over the challenge does not verify with its certificate.
     #[error("the card's signature does not match its certificate")]
     SignatureMismatch,
+    /// The desk is set for PIN-pad entry but its reader cannot collect a PIN.
+    #[error("secure PIN entry unavailable: {0}")]
+    PinPadUnavailable(String),
+    /// Nobody typed the PIN on the reader in time.
+    #[error("PIN entry on the reader timed out")]
+    PinPadTimeout,
+    /// The PIN entry was cancelled on the reader.
+    #[error("PIN entry cancelled on the reader")]
+    PinPadCancelled,
     /// The card profile in configuration is invalid.
     #[error("card profile: {0}")]
     Profile(String),
@@ -90,6 +101,9 @@ impl CardError {
             Self::PinBlocked => "Carte bloquée : trop de codes erronés. Utilisez le code de déblocage ou une autre carte.".into(),
             Self::SignatureMismatch | Self::Certificate(_) => "Carte non reconnue : son certificat n'est pas valide.".into(),
             Self::Transport(_) => "Lecteur de carte injoignable. Vérifiez la carte et le lecteur.".into(),
+            Self::PinPadUnavailable(_) => "Ce lecteur ne permet pas la saisie du code sur son clavier. Contactez l'informatique du centre.".into(),
+            Self::PinPadTimeout => "Délai dépassé : saisissez votre code sur le lecteur puis validez.".into(),
+            Self::PinPadCancelled => "Saisie du code annulée sur le lecteur.".into(),
             _ => "La carte n'a pas répondu comme attendu. Retirez-la et réinsérez-la.".into(),
         }
     }

@@ -204,6 +204,13 @@ pub fn verify_pin(
     .map(drop)
 }
 
+/// VERIFY with the PIN typed on the reader's own keypad: the PIN never reaches software.
+pub fn verify_pin_on_pad(card: &mut dyn Transport, profile: &CardProfile) -> Result<(), CardError> {
+    let template = super::pinpad::VerifyTemplate::for_profile(profile)?;
+    let answer = card.verify_pin_on_pad(&template.encode())?;
+    super::pinpad::outcome(&answer)
+}
+
 /// Has the card sign a fresh random challenge and checks the signature against the
 /// certificate's public key: proves the card holds the certificate's private key.
 pub fn prove_possession(

@@ -58,15 +58,27 @@ pub struct PcscCard {
 impl PcscCard {
     /// Connects (shared mode, T=0 or T=1) to the card in `reader`.
     pub fn connect(reader: &str) -> Result<Self, CardError> {
+        Self::connect_with(reader, pcsc::ShareMode::Shared)
+    }
+
+    /// Connects with exclusive access: a login sequence must not interleave with another.
+    pub fn connect_exclusive(reader: &str) -> Result<Self, CardError> {
+        Self::connect_with(reader, pcsc::ShareMode::Exclusive)
+    }
+
+    fn connect_with(reader: &str, mode: pcsc::ShareMode) -> Result<Self, CardError> {
         let context = pcsc::Context::establish(pcsc::Scope::User)
             .map_err(pcsc_error("cannot reach pcscd"))?;
         let name = CString::new(reader)
             .map_err(|_| CardError::Transport("reader name contains a NUL byte".into()))?;
         let card = context
-            .connect(&name, pcsc::ShareMode::Shared, pcsc::Protocols::ANY)
+            .connect(&name, mode, pcsc::Protocols::ANY)
             .map_err(|e| match e {
                 pcsc::Error::NoSmartcard | pcsc::Error::RemovedCard => {
                     CardError::Transport(format!("no card in reader '{reader}'"))
+                }
+                pcsc::Error::SharingViolation => {
+                    CardError::Transport(format!("the card in '{reader}' is busy (another login?)"))
                 }
                 pcsc::Error::UnknownReader => {
                     CardError::Transport(format!("no reader named '{reader}'"))
@@ -84,5 +96,22 @@ impl Transport for PcscCard {
             .transmit(apdu, &mut buffer)
             .map(<[u8]>::to_vec)
             .map_err(pcsc_error("card transmission failed"))
+    }
+
+    fn verify_pin_on_pad(&mut self, verify_structure: &[u8]) -> Result<Vec<u8>, CardError> {
+        use super::pinpad::{FEATURE_VERIFY_PIN_DIRECT, GET_FEATURE_REQUEST, features};
+        let no_pad = |why: String| CardError::PinPadUnavailable(why);
+        let mut list = [0u8; 256];
+        let list = self
+            .card
+            .control(pcsc::ctl_code(GET_FEATURE_REQUEST.into()), &[], &mut list)
+            .map_err(|e| no_pad(format!("the reader lists no features ({e})")))?;
+        let code = features(list, FEATURE_VERIFY_PIN_DIRECT)
+            .ok_or_else(|| no_pad("the reader lacks FEATURE_VERIFY_PIN_DIRECT".into()))?;
+        let mut answer = [0u8; 64];
+        self.card
+            .control(code.into(), verify_structure, &mut answer)
+            .map(<[u8]>::to_vec)
+            .map_err(pcsc_error("PIN-pad verification failed"))
     }
 }

@@ -162,6 +162,26 @@ pub struct Professional {
     pub certificate_sha256: String,
 }
 
+/// Profession code of a physician (`médecin`, nomenclature `1.2.250.1.71.1.2.7`).
+pub const PHYSICIAN: &str = "10";
+
+impl Professional {
+    /// Whether the certificate's profession (subject `title`) is one of `allowed`, codes
+    /// or labels compared ignoring case and surrounding spaces. An empty list allows every
+    /// profession; a certificate without a title matches no non-empty list.
+    pub fn profession_allowed(&self, allowed: &[String]) -> bool {
+        if allowed.is_empty() {
+            return true;
+        }
+        let Some(title) = self.title.as_deref().map(str::trim) else {
+            return false;
+        };
+        allowed
+            .iter()
+            .any(|a| a.trim().to_lowercase() == title.to_lowercase())
+    }
+}
+
 /// A certificate found trustworthy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {

@@ -1,7 +1,12 @@
-//! The card worker: one dedicated thread owning every PC/SC handle (they must stay on one
-//! thread). It watches the desk readers with `get_status_change`, reads the certificate of
-//! each inserted card, runs login sequences on request, and survives pcscd restarts by
-//! re-establishing its context with backoff. Everything it learns goes out as [`CardEvent`]s.
+//! The card worker: one dedicated thread owning the monitoring PC/SC context (its handles
+//! must stay on one thread). It watches the desk readers with `get_status_change`, reads the
+//! certificate of each inserted card, and survives pcscd restarts by re-establishing its
+//! context with backoff. Everything it learns goes out as [`CardEvent`]s.
+//!
+//! A login runs on a blocking thread of its own with its own context and an exclusive
+//! connection to the card: a PIN typed on a PIN-pad reader can take half a minute, during
+//! which removals at every desk must still be seen within 500 ms; the exclusive connection
+//! keeps two logins at one desk from interleaving their APDUs.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -13,11 +18,13 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 use super::CardError;
 use super::profile::{
     CardProfile, Pin, pin_tries_left, prove_possession, read_certificate, verify_pin,
+    verify_pin_on_pad,
 };
 use super::reader::PcscCard;
 
-/// How long one wait on the readers lasts before looking at pending login requests.
-const POLL: Duration = Duration::from_millis(50);
+/// How long one wait on the readers lasts before checking for shutdown (a card event ends
+/// the wait at once, so this bounds nothing but shutdown).
+const POLL: Duration = Duration::from_millis(200);
 
 /// What the worker observes.
 #[derive(Debug)]
@@ -42,22 +49,34 @@ pub enum CardEvent {
     PcscAvailable,
 }
 
+/// Where the PIN comes from.
+#[derive(Debug)]
+pub enum PinSource {
+    /// Typed at the workstation (zeroized when dropped).
+    Typed(Pin),
+    /// Typed on the reader's keypad; never seen by software.
+    PinPad,
+}
+
 /// A login request for the card in a reader.
 pub struct LoginRequest {
     /// The reader.
     pub reader: String,
-    /// The PIN (zeroized when the request is dropped).
-    pub pin: Pin,
+    /// The PIN.
+    pub pin: PinSource,
     /// The certificate the card must still carry (a swapped card fails).
     pub expected_certificate: Vec<u8>,
     /// Where the outcome goes.
     pub reply: oneshot::Sender<Result<(), CardError>>,
 }
 
-/// Handle for sending login requests to the worker.
+/// Handle for running logins on the desks' cards.
 #[derive(Clone)]
-pub struct CardWorker {
-    requests: mpsc::Sender<LoginRequest>,
+pub enum CardWorker {
+    /// Cards in real readers, through pcscd.
+    Readers(CardProfile),
+    /// The demo's in-process virtual card, owned by its thread.
+    Virtual(mpsc::Sender<LoginRequest>),
 }
 
 impl CardWorker {
@@ -67,20 +86,16 @@ impl CardWorker {
         profile: CardProfile,
         events: tokio_mpsc::UnboundedSender<CardEvent>,
     ) -> std::io::Result<Self> {
-        let (requests, inbox) = mpsc::channel();
+        let monitor = Monitor {
+            readers,
+            profile: profile.clone(),
+            events,
+            present: HashMap::new(),
+        };
         std::thread::Builder::new()
             .name("card-worker".into())
-            .spawn(move || {
-                Monitor {
-                    readers,
-                    profile,
-                    events,
-                    inbox,
-                    present: HashMap::new(),
-                }
-                .run()
-            })?;
-        Ok(Self { requests })
+            .spawn(move || monitor.run())?;
+        Ok(Self::Readers(profile))
     }
 
     /// A worker whose one reader holds an in-process virtual card (the demo's): the card is
@@ -114,28 +129,38 @@ impl CardWorker {
                     let _ = request.reply.send(outcome);
                 }
             })?;
-        Ok(Self { requests })
+        Ok(Self::Virtual(requests))
     }
 
     /// Runs the login sequence on the card in `reader`.
     pub async fn login(
         &self,
         reader: String,
-        pin: Pin,
+        pin: PinSource,
         expected_certificate: Vec<u8>,
     ) -> Result<(), CardError> {
+        let stopped = |_| CardError::Transport("the card worker stopped".into());
         let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(LoginRequest {
-                reader,
-                pin,
-                expected_certificate,
-                reply,
-            })
-            .map_err(|_| CardError::Transport("the card worker stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| CardError::Transport("the card worker stopped".into()))?
+        let request = LoginRequest {
+            reader,
+            pin,
+            expected_certificate,
+            reply,
+        };
+        match self {
+            Self::Readers(profile) => {
+                let profile = profile.clone();
+                tokio::task::spawn_blocking(move || {
+                    let outcome = PcscCard::connect_exclusive(&request.reader)
+                        .and_then(|mut card| login_sequence(&mut card, &profile, &request));
+                    let _ = request.reply.send(outcome);
+                });
+            }
+            Self::Virtual(requests) => requests
+                .send(request)
+                .map_err(|_| CardError::Transport("the card worker stopped".into()))?,
+        }
+        answer.await.map_err(stopped)?
     }
 }
 
@@ -165,7 +190,10 @@ fn login_sequence(
             "the card in the reader changed".into(),
         ));
     }
-    verify_pin(card, profile, &request.pin)?;
+    match &request.pin {
+        PinSource::Typed(pin) => verify_pin(card, profile, pin)?,
+        PinSource::PinPad => verify_pin_on_pad(card, profile)?,
+    }
     prove_possession(card, profile, &request.expected_certificate)
 }
 
@@ -173,7 +201,6 @@ struct Monitor {
     readers: Vec<String>,
     profile: CardProfile,
     events: tokio_mpsc::UnboundedSender<CardEvent>,
-    inbox: mpsc::Receiver<LoginRequest>,
     present: HashMap<String, bool>,
 }
 
@@ -199,7 +226,6 @@ impl Monitor {
             if self.events.is_closed() {
                 return;
             }
-            self.refuse_pending("pcscd is unavailable");
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
@@ -217,10 +243,6 @@ impl Monitor {
         loop {
             if self.events.is_closed() {
                 return "shutting down".into();
-            }
-            while let Ok(request) = self.inbox.try_recv() {
-                let outcome = self.login(&request);
-                let _ = request.reply.send(outcome);
             }
             match context.get_status_change(POLL, &mut states) {
                 Ok(()) => {
@@ -301,28 +323,11 @@ impl Monitor {
         readers_changed
     }
 
-    fn login(&self, request: &LoginRequest) -> Result<(), CardError> {
-        let mut card = PcscCard::connect(&request.reader)?;
-        if read_certificate(&mut card, &self.profile)? != request.expected_certificate {
-            return Err(CardError::Certificate(
-                "the card in the reader changed".into(),
-            ));
-        }
-        verify_pin(&mut card, &self.profile, &request.pin)?;
-        prove_possession(&mut card, &self.profile, &request.expected_certificate)
-    }
-
     fn forget_cards(&mut self) {
         for (reader, present) in self.present.drain() {
             if present {
                 let _ = self.events.send(CardEvent::Removed { reader });
             }
-        }
-    }
-
-    fn refuse_pending(&self, why: &str) {
-        while let Ok(request) = self.inbox.try_recv() {
-            let _ = request.reply.send(Err(CardError::Transport(why.into())));
         }
     }
 }

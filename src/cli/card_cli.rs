@@ -15,7 +15,7 @@ use crate::card::profile::{CardProfile, read_certificate};
 use crate::card::reader::{PcscCard, list_readers};
 use crate::card::vpcd;
 use crate::config::hex;
-use crate::demo::pki::{Authority, write_file};
+use crate::demo::pki::{Authority, CardHolder, write_file};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum CardCommand {
@@ -52,6 +52,9 @@ pub(super) struct EmulateArgs {
     /// Surname.
     #[arg(long, default_value = "URGENTISTE")]
     surname: String,
+    /// Profession in the certificate's subject `title` (`10`: physician); empty for none.
+    #[arg(long, default_value = crate::card::trust::PHYSICIAN)]
+    profession: String,
     /// Issue a certificate that expired yesterday.
     #[arg(long)]
     expired: bool,
@@ -111,14 +114,8 @@ fn emulate_card(args: EmulateArgs) -> Result<ExitCode, Failure> {
     };
     if matches!(args.fault, FaultArg::WrongKey) {
         let ca = Authority::new("unrelated key").context("cannot create a key")?;
-        let other = CardIdentity::generate(
-            &ca,
-            &args.id_nat,
-            &args.given_name,
-            &args.surname,
-            (-1, 365),
-        )
-        .context("cannot create the card")?;
+        let other = CardIdentity::generate(&ca, &holder(&args), (-1, 365))
+            .context("cannot create the card")?;
         identity = CardIdentity::mismatched(&identity, &other);
     }
     let mut card = EmulatedCard::new(CardProfile::default(), identity, &args.pin)
@@ -150,14 +147,22 @@ fn saved_identity(dir: &std::path::Path) -> Result<Option<CardIdentity>, Failure
     ))
 }
 
+fn holder(args: &EmulateArgs) -> CardHolder {
+    CardHolder {
+        id_nat: args.id_nat.clone(),
+        given_name: args.given_name.clone(),
+        surname: args.surname.clone(),
+        profession: Some(args.profession.clone()).filter(|p| !p.is_empty()),
+    }
+}
+
 fn new_identity(args: &EmulateArgs) -> Result<CardIdentity, Failure> {
     let dir = &args.dir;
     let ca = Authority::new("samu-gateway virtual CPS CA").context("cannot create the CA")?;
     write_file(&dir.join("card-ca.pem"), ca.cert_pem(), 0o644).context("cannot write the CA")?;
     let validity = if args.expired { (-30, -1) } else { (-1, 365) };
     let identity =
-        CardIdentity::generate(&ca, &args.id_nat, &args.given_name, &args.surname, validity)
-            .context("cannot create the card")?;
+        CardIdentity::generate(&ca, &holder(args), validity).context("cannot create the card")?;
     let pem = pem::encode(&pem::Pem::new(
         "CERTIFICATE",
         identity.certificate_der.clone(),

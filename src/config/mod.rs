@@ -138,6 +138,10 @@ pub struct CardsConfig {
     /// PIN attempts allowed per desk per minute (beyond the card's own 3 tries).
     #[serde(default = "defaults::pin_attempts_per_minute")]
     pub pin_attempts_per_minute: u32,
+    /// Professions (subject `title` of the card certificate, code or label) that may
+    /// open a session; empty allows every profession.
+    #[serde(default = "defaults::allowed_professions")]
+    pub allowed_professions: Vec<String>,
     /// A session ends after this many minutes without a request using it.
     #[serde(default = "defaults::session_idle_minutes")]
     pub session_idle_minutes: u64,
@@ -153,6 +157,7 @@ impl CardsConfig {
             profile: crate::card::profile::CardProfile::default(),
             trust,
             pin_attempts_per_minute: defaults::pin_attempts_per_minute(),
+            allowed_professions: defaults::allowed_professions(),
             session_idle_minutes: defaults::session_idle_minutes(),
             session_max_hours: defaults::session_max_hours(),
         }
@@ -238,6 +243,11 @@ mod defaults {
     pub fn pin_attempts_per_minute() -> u32 {
         5
     }
+    /// Physicians: code `10` and its label, since which of the two real CPS certificates
+    /// carry in `title` is still to be confirmed (see `card::profile`).
+    pub fn allowed_professions() -> Vec<String> {
+        vec![crate::card::trust::PHYSICIAN.into(), "Médecin".into()]
+    }
     pub fn session_idle_minutes() -> u64 {
         30
     }
@@ -309,6 +319,21 @@ pub struct DeskConfig {
     /// Optional pin: SHA-256 of that certificate (hex, colons allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workstation_sha256: Option<String>,
+    /// Where the physician types the PIN.
+    #[serde(default)]
+    pub pin_entry: PinEntry,
+}
+
+/// Where a desk's PIN is typed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PinEntry {
+    /// On the workstation's keyboard; sent in the login request, zeroized after use.
+    #[default]
+    Keyboard,
+    /// On the reader's own keypad (secure PIN entry, `FEATURE_VERIFY_PIN_DIRECT`): the PIN
+    /// never reaches software.
+    Pinpad,
 }
 
 /// One thing wrong with a configuration, attached to the key it concerns.

@@ -21,7 +21,7 @@ use crate::config::{
     AuditConfig, CardsConfig, CentreConfig, Config, DeskConfig, LogConfig, LogFormat, ServerConfig,
     StorageConfig, TlsConfig,
 };
-use pki::{Authority, PkiError, write_file, write_pair};
+use pki::{Authority, CardHolder, PkiError, write_file, write_pair};
 
 /// Why the demo could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +155,7 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, EmulatedCard),
             reader: (*reader).into(),
             workstation_cn: cn,
             workstation_sha256: None,
+            pin_entry: Default::default(),
         });
     }
     let (card_ca, card_crl, card) = virtual_card(&pki_dir)?;
@@ -222,7 +223,11 @@ fn virtual_card(pki_dir: &Path) -> Result<(PathBuf, PathBuf, EmulatedCard), Demo
     let (ca_path, crl_path) = (pki_dir.join("card-ca.pem"), pki_dir.join("card-ca.crl"));
     write_file(&ca_path, ca.cert_pem(), 0o644)?;
     write_file(&crl_path, &ca.crl(&[], 0, 7)?, 0o644)?;
-    let identity = CardIdentity::generate(&ca, DEMO_ID_NAT, "Jeanne", "URGENTISTE", (-1, 365))?;
+    let identity = CardIdentity::generate(
+        &ca,
+        &CardHolder::physician(DEMO_ID_NAT, "Jeanne", "URGENTISTE"),
+        (-1, 365),
+    )?;
     Ok((
         ca_path,
         crl_path,

@@ -29,6 +29,31 @@ pub enum PkiError {
     },
 }
 
+/// Who a test CPS card certificate names.
+#[derive(Debug, Clone)]
+pub struct CardHolder {
+    /// idNat_PS (certificate CN).
+    pub id_nat: String,
+    /// Given name.
+    pub given_name: String,
+    /// Surname.
+    pub surname: String,
+    /// Profession as the subject `title` carries it (`None`: no title attribute).
+    pub profession: Option<String>,
+}
+
+impl CardHolder {
+    /// A physician (profession code `10`, see DOMAIN.md §3).
+    pub fn physician(id_nat: &str, given_name: &str, surname: &str) -> Self {
+        Self {
+            id_nat: id_nat.into(),
+            given_name: given_name.into(),
+            surname: surname.into(),
+            profession: Some(crate::card::trust::PHYSICIAN.into()),
+        }
+    }
+}
+
 /// A certificate and its private key, as issued.
 pub struct Issued {
     /// DER of the certificate.
@@ -108,26 +133,29 @@ impl Authority {
     }
 
     /// A CPS-like card authentication certificate for `key` (the card's own key pair):
-    /// CN = the professional's idNat, given name and surname, digitalSignature usage.
+    /// CN = the professional's idNat, given name, surname, profession in `title`,
+    /// digitalSignature usage.
     pub fn issue_card(
         &self,
-        id_nat: &str,
-        given_name: &str,
-        surname: &str,
+        holder: &CardHolder,
         key: &KeyPair,
         validity_days: (i64, i64),
     ) -> Result<Issued, PkiError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, id_nat);
-        params
-            .distinguished_name
-            .push(DnType::CustomDnType(vec![2, 5, 4, 42]), given_name);
-        params
-            .distinguished_name
-            .push(DnType::CustomDnType(vec![2, 5, 4, 4]), surname);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "samu-gateway test CPS");
+        let dn = &mut params.distinguished_name;
+        dn.push(DnType::CommonName, holder.id_nat.as_str());
+        dn.push(
+            DnType::CustomDnType(vec![2, 5, 4, 42]),
+            holder.given_name.as_str(),
+        );
+        dn.push(
+            DnType::CustomDnType(vec![2, 5, 4, 4]),
+            holder.surname.as_str(),
+        );
+        if let Some(profession) = &holder.profession {
+            dn.push(DnType::CustomDnType(vec![2, 5, 4, 12]), profession.as_str());
+        }
+        dn.push(DnType::OrganizationName, "samu-gateway test CPS");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         set_validity(&mut params, validity_days.0, validity_days.1);

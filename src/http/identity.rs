@@ -22,6 +22,8 @@ pub struct Desk {
     pub name: String,
     /// PC/SC reader wired to the desk.
     pub reader: String,
+    /// Where the PIN is typed (`pinpad`: on the reader, "saisissez votre code sur le lecteur").
+    pub pin_entry: crate::config::PinEntry,
     #[serde(skip)]
     workstation_cn: String,
     #[serde(skip)]
@@ -66,6 +68,7 @@ impl DeskDirectory {
                     id: d.id.clone(),
                     name: d.name.clone(),
                     reader: d.reader.clone(),
+                    pin_entry: d.pin_entry,
                     workstation_cn: d.workstation_cn.clone(),
                     workstation_sha256: d
                         .workstation_sha256
@@ -129,6 +132,7 @@ mod tests {
             reader: format!("{id} reader"),
             workstation_cn: cn.into(),
             workstation_sha256: pin,
+            pin_entry: Default::default(),
         }
     }
 

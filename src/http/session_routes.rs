@@ -15,17 +15,22 @@ use super::identity::Peer;
 use super::routes::CallingDesk;
 use crate::card::CardError;
 use crate::card::profile::Pin;
+use crate::card::worker::PinSource;
+use crate::config::PinEntry;
 use crate::session::{LoginError, Session};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "samu_session";
 
-/// A login: the PIN typed at the desk.
+/// A login: the PIN typed at the desk, or nothing at a PIN-pad desk (the reader collects
+/// the PIN on its keypad; the request then waits up to 30 s for the physician to type it).
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginBody {
-    /// The card's PIN (4 to 8 digits). Wiped from memory after use, never logged.
-    #[schema(value_type = String)]
-    pub pin: zeroize::Zeroizing<String>,
+    /// The card's PIN (4 to 8 digits), at keyboard desks only. Wiped from memory after use,
+    /// never logged.
+    #[schema(value_type = Option<String>)]
+    #[serde(default)]
+    pub pin: Option<zeroize::Zeroizing<String>>,
 }
 
 /// Opens a session for the holder of the card in this desk's reader.
@@ -36,7 +41,9 @@ pub struct LoginBody {
               (status = 409, description = "No usable card in the desk's reader", body = ApiError),
               (status = 423, description = "Card blocked", body = ApiError),
               (status = 429, description = "Too many attempts at this desk", body = ApiError),
-              (status = 503, description = "Card login unavailable", body = ApiError)))]
+              (status = 400, description = "PIN missing, malformed, or sent from a PIN-pad desk", body = ApiError),
+              (status = 408, description = "PIN not typed on the reader in time, or cancelled", body = ApiError),
+              (status = 503, description = "Card login unavailable, or the desk's reader has no PIN pad", body = ApiError)))]
 pub async fn open_session(
     State(state): State<AppState>,
     caller: CallingDesk,
@@ -45,19 +52,10 @@ pub async fn open_session(
     let Some(cards) = state.cards() else {
         return unavailable().into_response();
     };
-    let pin = match Pin::new(&body.pin) {
+    let pin = match pin_source(caller.desk.pin_entry, body) {
         Ok(pin) => pin,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "pin_format",
-                "a PIN is 4 to 8 digits",
-                "Le code est composé de 4 à 8 chiffres.",
-            )
-            .into_response();
-        }
+        Err(refusal) => return refusal.into_response(),
     };
-    drop(body);
     match cards.login(&caller.desk.id, pin).await {
         Ok(session) => {
             let cookie = format!(
@@ -72,6 +70,33 @@ pub async fn open_session(
             response
         }
         Err(e) => login_error(e).into_response(),
+    }
+}
+
+/// Where this desk's PIN comes from; the body's PIN is dropped (zeroized) either way.
+fn pin_source(entry: PinEntry, body: LoginBody) -> Result<PinSource, ApiError> {
+    match (entry, body.pin) {
+        (PinEntry::Keyboard, Some(typed)) => Pin::new(&typed).map(PinSource::Typed).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "pin_format",
+                "a PIN is 4 to 8 digits",
+                "Le code est composé de 4 à 8 chiffres.",
+            )
+        }),
+        (PinEntry::Keyboard, None) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "pin_missing",
+            "this desk types the PIN at the workstation: send it in `pin`",
+            "Saisissez votre code.",
+        )),
+        (PinEntry::Pinpad, None) => Ok(PinSource::PinPad),
+        (PinEntry::Pinpad, Some(_)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "pin_on_reader",
+            "this desk has a PIN-pad reader: the PIN is typed on the reader, never sent",
+            "Ce poste a un lecteur à clavier : saisissez votre code sur le lecteur, pas à l'écran.",
+        )),
     }
 }
 
@@ -293,6 +318,20 @@ fn login_error(e: LoginError) -> ApiError {
             e.to_string(),
             e.message_fr(),
         ),
+        LoginError::Card(e @ CardError::PinPadUnavailable(_)) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "pin_pad_unavailable",
+            e.to_string(),
+            e.message_fr(),
+        ),
+        LoginError::Card(e @ (CardError::PinPadTimeout | CardError::PinPadCancelled)) => {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "pin_entry_not_completed",
+                e.to_string(),
+                e.message_fr(),
+            )
+        }
         LoginError::Card(e) => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "card_error",
@@ -310,6 +349,12 @@ fn login_error(e: LoginError) -> ApiError {
             "not_on_duty",
             "the card holder is not on the duty roster now",
             "Vous n'êtes pas inscrit de garde à cette heure : connexion refusée. Contactez le médecin responsable de la régulation.",
+        ),
+        LoginError::ProfessionNotAllowed => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "profession_not_allowed",
+            "the card holder's profession may not log in at this gateway",
+            "Votre profession (lue sur la carte) n'est pas autorisée à la régulation : connexion refusée.",
         ),
         LoginError::Audit(_) => audit_unavailable(),
     }

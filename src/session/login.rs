@@ -13,9 +13,8 @@ use super::{LoginRefusal, Session, Sessions, actor};
 use crate::audit::{AuditError, AuditLog, Event, EventKind, Outcome};
 use crate::card::CardError;
 use crate::card::emulator::EmulatedCard;
-use crate::card::profile::Pin;
 use crate::card::trust::{CardTrust, TrustError};
-use crate::card::worker::CardWorker;
+use crate::card::worker::{CardWorker, PinSource};
 use crate::config::{CardsConfig, DeskConfig};
 
 /// Why a login failed.
@@ -33,6 +32,9 @@ pub enum LoginError {
     /// The professional is not on duty now.
     #[error("the professional is not on duty")]
     NotOnDuty,
+    /// The card holder's profession may not open a session here.
+    #[error("the card holder's profession is not allowed to log in")]
+    ProfessionNotAllowed,
     /// The certificate is no longer trusted.
     #[error(transparent)]
     Trust(#[from] TrustError),
@@ -51,6 +53,7 @@ pub struct CardLogin {
     limiter: DefaultKeyedRateLimiter<String>,
     roster: Option<Arc<Roster>>,
     integration_cn: Option<String>,
+    allowed_professions: Vec<String>,
 }
 
 impl CardLogin {
@@ -100,6 +103,7 @@ impl CardLogin {
             limiter,
             roster,
             integration_cn,
+            allowed_professions: config.allowed_professions.clone(),
         })
     }
 
@@ -108,8 +112,8 @@ impl CardLogin {
         Some((self.roster.as_deref()?, self.integration_cn.as_deref()?))
     }
 
-    /// Tries to log in the holder of the card at `desk` with `pin`.
-    pub async fn login(&self, desk: &str, pin: Pin) -> Result<Session, LoginError> {
+    /// Tries to log in the holder of the card at `desk` with the PIN from `pin`.
+    pub async fn login(&self, desk: &str, pin: PinSource) -> Result<Session, LoginError> {
         let desk = self
             .sessions
             .desk(desk)
@@ -142,6 +146,15 @@ impl CardLogin {
         {
             let _recorded = self.audit.append(refused("not_on_duty", None)).await?;
             return Err(LoginError::NotOnDuty);
+        }
+        if !holder.profession_allowed(&self.allowed_professions) {
+            let profession = holder.title.as_deref().unwrap_or("absent");
+            let detail = format!("profession={profession}");
+            let _recorded = self
+                .audit
+                .append(refused("profession_not_allowed", Some(detail)))
+                .await?;
+            return Err(LoginError::ProfessionNotAllowed);
         }
         match self.worker.login(reader, pin, certificate.clone()).await {
             Ok(()) => {}
@@ -203,6 +216,9 @@ fn card_reason(e: &CardError) -> &'static str {
         CardError::Transport(_) => "reader_error",
         CardError::Certificate(_) => "card_changed",
         CardError::Malformed(_) => "malformed_answer",
+        CardError::PinPadUnavailable(_) => "pin_pad_unavailable",
+        CardError::PinPadTimeout => "pin_entry_timeout",
+        CardError::PinPadCancelled => "pin_entry_cancelled",
         _ => "card_error",
     }
 }

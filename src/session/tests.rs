@@ -10,6 +10,7 @@ fn desk() -> DeskConfig {
         reader: "Desk0 00 00".into(),
         workstation_cn: "poste-1".into(),
         workstation_sha256: None,
+        pin_entry: Default::default(),
     }
 }
 

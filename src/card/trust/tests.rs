@@ -1,5 +1,5 @@
 use super::*;
-use crate::demo::pki::{Authority, write_file};
+use crate::demo::pki::{Authority, CardHolder, write_file};
 
 struct Pki {
     dir: tempfile::TempDir,
@@ -21,7 +21,11 @@ impl Pki {
     fn card(&self, validity: (i64, i64)) -> Vec<u8> {
         let key = rcgen::KeyPair::generate().unwrap();
         self.root
-            .issue_card("810002813839", "Jeanne", "URGENTISTE", &key, validity)
+            .issue_card(
+                &CardHolder::physician("810002813839", "Jeanne", "URGENTISTE"),
+                &key,
+                validity,
+            )
             .unwrap()
             .der
             .to_vec()
@@ -172,4 +176,25 @@ fn rpps_luhn_key() {
     assert!(luhn_ok("79927398713"));
     assert!(!luhn_ok("79927398710"));
     assert!(!luhn_ok("123"));
+}
+
+#[test]
+fn professions_match_by_code_or_label_and_an_empty_list_allows_all() {
+    let mut professional = Professional {
+        id_nat: "810002813839".into(),
+        id_nat_key_ok: true,
+        given_name: None,
+        surname: None,
+        title: Some(" médecin ".into()),
+        certificate_sha256: String::new(),
+    };
+    let allowed = vec!["10".to_owned(), "Médecin".to_owned()];
+    assert!(professional.profession_allowed(&allowed));
+    professional.title = Some("10".into());
+    assert!(professional.profession_allowed(&allowed));
+    professional.title = Some("60".into());
+    assert!(!professional.profession_allowed(&allowed));
+    assert!(professional.profession_allowed(&[]));
+    professional.title = None;
+    assert!(!professional.profession_allowed(&allowed));
 }
