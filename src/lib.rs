@@ -11,6 +11,7 @@
 //! | [`card`]    | CPS cards: APDUs, the card profile and login sequence, the card emulator (the only code speaking APDUs) |
 //! | [`session`] | physician sessions bound to desk and card; login attempts; card events → audit |
 //! | [`audit`]   | the audit trail in redb (the only writer of audit records) |
+//! | [`summary`] | IPS bundle → critical summary, with explicit "none known" / "not recorded" and defects named |
 //! | [`cache`]   | the summary cache in sled (disposable) |
 //! | [`state`]   | the state directory: its exclusive lock and both stores |
 //! | [`service`] | lifecycle: prepare (= `configtest`), run, systemd notify and watchdog, signals |
@@ -19,7 +20,7 @@
 //! | [`cli`]     | subcommands and exit codes (the only user of `anyhow`) |
 //!
 //! Still to come, each in its own module:
-//! `patient`, `summary`, `upstream` (the only code talking to the record service), `limit`.
+//! `patient`, `upstream` (the only code talking to the record service), `limit`.
 //! See ARCHITECTURE.md for the invariants.
 
 #![forbid(unsafe_code)]
@@ -38,4 +39,5 @@ pub mod http;
 pub mod service;
 pub mod session;
 pub mod state;
+pub mod summary;
 pub mod telemetry;

@@ -17,8 +17,10 @@ use crate::telemetry;
 
 mod audit_cli;
 mod card_cli;
+mod summary_cli;
 use audit_cli::AuditCommand;
 use card_cli::CardCommand;
+use summary_cli::SummaryCommand;
 
 pub(crate) const EXIT_RUNTIME: u8 = 1;
 const EXIT_USAGE: u8 = 64;
@@ -66,6 +68,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Critical summaries: show what the gateway extracts from an IPS bundle file.
+    Summary {
+        #[command(subcommand)]
+        command: SummaryCommand,
     },
 }
 
@@ -119,6 +126,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Audit { command } => audit_cli::run(&cli.config, command),
         Command::Card { command } => card_cli::run(command),
+        Command::Summary { command } => summary_cli::run(command),
         Command::Serve => serve(Prepared::load(&cli.config)?),
         Command::Demo { dir, port } => run_demo(dir, port),
         Command::Configtest => configtest(&cli.config),

@@ -1,0 +1,325 @@
+//! The critical summary: what a regulating physician reads mid-call, extracted from an HL7
+//! International Patient Summary (FHIR R4 Bundle).
+//!
+//! [`extract`] turns bundle bytes into a [`CriticalSummary`] or a [`SummaryError`] naming the
+//! defect. Order: JSON syntax ([`syntax`]) → structure of the root resource ([`validate`])
+//! → "is it a bundle" → sections read through the Composition, references resolved the
+//! ways real bundles write them ([`bundle`]) → typed sections ([`sections`]). Narratives are
+//! reduced to plain text ([`narrative`]); nothing leaves as markup.
+//!
+//! Honesty rules: a section is `recorded` only when it lists readable items; `none_known`
+//! only on an explicit statement (SNOMED / IPS "no known" codes, `emptyReason` `nilknown`,
+//! or the exact phrase as free text); `not_recorded` when the document says nothing or
+//! says the information is unavailable; `unreadable` when it lists entries none of which
+//! could be read. Defects inside entries do not hide the rest of the document: they become
+//! `warnings`, which the physician's screen shows.
+
+pub mod bundle;
+pub mod narrative;
+mod sections;
+pub mod syntax;
+pub mod validate;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Largest bundle accepted, in bytes (the national record's summaries are far smaller).
+pub const MAX_BUNDLE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why a document yields no summary. Messages name the defect and its place, never content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SummaryError {
+    /// Not valid JSON.
+    #[error("JSON syntax error at line {line}, column {column}: {defect}")]
+    Syntax {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column (0 when unknown).
+        column: usize,
+        /// What is wrong.
+        defect: String,
+    },
+    /// Valid JSON, but the resource breaks FHIR structure rules.
+    #[error("invalid FHIR resource: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// Valid FHIR, but not a summary document.
+    #[error("not an IPS bundle: {0}")]
+    NotABundle(String),
+    /// Larger than [`MAX_BUNDLE_BYTES`] or with too many entries.
+    #[error("document too large: {0}")]
+    TooLarge(String),
+    /// Several Patient resources that do not describe the same person.
+    #[error("the bundle holds {0} Patient resources that disagree on who the patient is")]
+    ConflictingPatients(usize),
+}
+
+impl SummaryError {
+    /// The message for the physician's screen, in French.
+    pub fn message_fr(&self) -> &'static str {
+        match self {
+            Self::ConflictingPatients(_) => {
+                "Document refusé : il décrit plusieurs patients différents."
+            }
+            _ => "Le dossier a renvoyé un document illisible. Aucune donnée n'est affichée.",
+        }
+    }
+}
+
+/// The critical summary of one document.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CriticalSummary {
+    /// Where the data comes from and how old it is.
+    pub document: DocumentInfo,
+    /// The patient as the document describes them: not the identity of reference.
+    pub patient_in_document: Option<DocumentPatient>,
+    /// Allergies and intolerances (always present: shown first).
+    pub allergies: Section<Allergy>,
+    /// Current medications.
+    pub medications: Section<Medication>,
+    /// Active problems.
+    pub problems: Section<Problem>,
+    /// Past illnesses (resolved problems).
+    pub past_problems: Section<Problem>,
+    /// Procedures.
+    pub procedures: Section<Procedure>,
+    /// Immunizations, when the document has the section.
+    pub immunizations: Option<Section<Immunization>>,
+    /// Medical devices, when the document has the section.
+    pub devices: Option<Section<Device>>,
+    /// Pregnancy status, when the document has the section.
+    pub pregnancy: Option<Section<Observation>>,
+    /// Every other section, by title with its narrative as text.
+    pub other_sections: Vec<OtherSection>,
+    /// What could not be read or looked wrong; shown with the summary.
+    pub warnings: Vec<String>,
+}
+
+/// Provenance of the document.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DocumentInfo {
+    /// `document` or `searchset` (some servers answer `$summary` with a search set).
+    pub bundle_type: String,
+    /// Composition title.
+    pub title: Option<String>,
+    /// Composition date (when the summary was written).
+    pub date: Option<String>,
+    /// Bundle timestamp (when it was assembled).
+    pub timestamp: Option<String>,
+    /// Authors, by name.
+    pub authors: Vec<String>,
+    /// The organisation keeping the document.
+    pub custodian: Option<String>,
+}
+
+/// Identity traits as written in the document.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DocumentPatient {
+    /// Names as written (family in capitals is the source's choice, not ours).
+    pub names: Vec<String>,
+    /// Birth date.
+    pub birth_date: Option<String>,
+    /// Administrative gender.
+    pub gender: Option<String>,
+}
+
+/// What a section establishes.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SectionStatus {
+    /// At least one readable item.
+    Recorded,
+    /// The document states there are none ("aucune allergie connue").
+    NoneKnown,
+    /// The document says nothing, or that the information is unavailable
+    /// ("allergies non renseignées").
+    NotRecorded,
+    /// The document lists entries, none of which could be read.
+    Unreadable,
+}
+
+/// One section of the summary.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Section<T> {
+    /// What the section establishes.
+    pub status: SectionStatus,
+    /// What established it, e.g. `SNOMED CT 716186003`, `emptyReason unavailable`,
+    /// `section absent`.
+    pub basis: String,
+    /// The section title in the document.
+    pub title: Option<String>,
+    /// Readable items, in document order.
+    pub items: Vec<T>,
+    /// Explicit partial negations, e.g. "No known food allergy".
+    pub statements: Vec<String>,
+    /// Entries that could not be read (unresolvable references, unexpected types).
+    pub unreadable_entries: usize,
+    /// The section's narrative as plain text.
+    pub narrative: Option<String>,
+}
+
+/// A code as the source wrote it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Code {
+    /// Code system URI (or OID URN).
+    pub system: Option<String>,
+    /// The code.
+    pub code: Option<String>,
+    /// Its display text.
+    pub display: Option<String>,
+}
+
+/// An allergy or intolerance.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Allergy {
+    /// The substance, in the source's words.
+    pub substance: String,
+    /// Its codes.
+    pub codes: Vec<Code>,
+    /// `low`, `high`, `unable-to-assess`.
+    pub criticality: Option<String>,
+    /// `allergy` or `intolerance`.
+    pub kind: Option<String>,
+    /// `food`, `medication`, `environment`, `biologic`.
+    pub categories: Vec<String>,
+    /// Clinical status (`active`, `inactive`, `resolved`).
+    pub clinical_status: Option<String>,
+    /// Verification status (`confirmed`, `unconfirmed`, …; refuted ones are left out).
+    pub verification_status: Option<String>,
+    /// Reactions: manifestations, with severity when given.
+    pub reactions: Vec<String>,
+    /// Onset as written.
+    pub onset: Option<String>,
+}
+
+/// A medication.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Medication {
+    /// The product, in the source's words.
+    pub name: String,
+    /// Its codes.
+    pub codes: Vec<Code>,
+    /// Dosage as text.
+    pub dosage: Vec<String>,
+    /// Status (`active`, `completed`, …).
+    pub status: Option<String>,
+    /// `MedicationStatement` or `MedicationRequest`.
+    pub source: String,
+    /// Period or date it applies to, as written.
+    pub period: Option<String>,
+}
+
+/// A problem (condition).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Problem {
+    /// The problem, in the source's words.
+    pub name: String,
+    /// Its codes.
+    pub codes: Vec<Code>,
+    /// Clinical status.
+    pub clinical_status: Option<String>,
+    /// Verification status.
+    pub verification_status: Option<String>,
+    /// Onset as written.
+    pub onset: Option<String>,
+    /// Abatement as written.
+    pub abatement: Option<String>,
+}
+
+/// A procedure.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Procedure {
+    /// The procedure, in the source's words.
+    pub name: String,
+    /// Its codes.
+    pub codes: Vec<Code>,
+    /// Status.
+    pub status: Option<String>,
+    /// When, as written.
+    pub performed: Option<String>,
+}
+
+/// An immunization.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Immunization {
+    /// The vaccine, in the source's words.
+    pub vaccine: String,
+    /// Its codes.
+    pub codes: Vec<Code>,
+    /// Status.
+    pub status: Option<String>,
+    /// When, as written.
+    pub date: Option<String>,
+}
+
+/// A medical device.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Device {
+    /// The device, in the source's words.
+    pub name: String,
+    /// Its codes.
+    pub codes: Vec<Code>,
+}
+
+/// An observation (pregnancy status and the like).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Observation {
+    /// What was observed.
+    pub name: String,
+    /// The value as text.
+    pub value: Option<String>,
+    /// When, as written.
+    pub date: Option<String>,
+}
+
+/// A section the summary does not model: title and narrative.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OtherSection {
+    /// Title in the document.
+    pub title: Option<String>,
+    /// LOINC (or other) code of the section.
+    pub code: Option<String>,
+    /// Number of entries.
+    pub entries: usize,
+    /// Narrative as plain text.
+    pub narrative: Option<String>,
+}
+
+/// The critical summary of the bundle in `bytes`, or why there is none.
+pub fn extract(bytes: &[u8]) -> Result<CriticalSummary, SummaryError> {
+    if bytes.len() > MAX_BUNDLE_BYTES {
+        return Err(SummaryError::TooLarge(format!(
+            "{} bytes, the limit is {MAX_BUNDLE_BYTES}",
+            bytes.len()
+        )));
+    }
+    let value = syntax::parse(bytes)?;
+    let Some(root) = value.as_object() else {
+        return Err(SummaryError::NotABundle(
+            "the JSON document is not an object".into(),
+        ));
+    };
+    let findings = validate::resource(root);
+    if !findings.is_empty() {
+        return Err(SummaryError::Invalid(
+            findings.iter().map(ToString::to_string).collect(),
+        ));
+    }
+    let kind = root
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    if kind != "Bundle" {
+        return Err(SummaryError::NotABundle(format!(
+            "the file is a {} resource, a summary is a Bundle",
+            validate_name(kind)
+        )));
+    }
+    sections::from_bundle(root)
+}
+
+fn validate_name(kind: &str) -> String {
+    kind.chars()
+        .take(64)
+        .filter(char::is_ascii_alphanumeric)
+        .collect()
+}
