@@ -46,7 +46,7 @@ fn main() {
     let pki = Pki::new(dir.path());
     let trust = format!(
         // 50 logins a minute on one desk: above the default PIN attempt limit, on purpose.
-        "\n[cards]\npin_attempts_per_minute = 10000\n\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n",
+        "\n[cards]\npin_attempts_per_minute = 1000\n\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n",
         card_dir.join("card-ca.pem").display(),
         card_dir.join("card-ca.crl").display()
     );

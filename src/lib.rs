@@ -11,6 +11,9 @@
 //! | [`card`]    | CPS cards: APDUs, the card profile and login sequence, the card emulator (the only code speaking APDUs) |
 //! | [`session`] | physician sessions bound to desk and card; login attempts; card events → audit |
 //! | [`audit`]   | the audit trail in redb (the only writer of audit records) |
+//! | [`patient`] | INS (NIR/NIA, key, OIDs) and identity traits; never printed |
+//! | [`upstream`] | the record service: trait, FHIR client over mutual TLS, access assertion, outcomes (the only code talking to it) |
+//! | [`dev_upstream`] | the stand-in record service for the demo and the tests |
 //! | [`summary`] | IPS bundle → critical summary, with explicit "none known" / "not recorded" and defects named |
 //! | [`cache`]   | the summary cache in sled (disposable) |
 //! | [`state`]   | the state directory: its exclusive lock and both stores |
@@ -19,8 +22,7 @@
 //! | [`demo`]    | the self-contained demo and its throwaway PKI |
 //! | [`cli`]     | subcommands and exit codes (the only user of `anyhow`) |
 //!
-//! Still to come, each in its own module:
-//! `patient`, `upstream` (the only code talking to the record service), `limit`.
+//! Still to come, in its own module: `limit` (rate limits).
 //! See ARCHITECTURE.md for the invariants.
 
 #![forbid(unsafe_code)]
@@ -35,9 +37,12 @@ pub mod card;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod dev_upstream;
 pub mod http;
+pub mod patient;
 pub mod service;
 pub mod session;
 pub mod state;
 pub mod summary;
 pub mod telemetry;
+pub mod upstream;

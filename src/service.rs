@@ -2,6 +2,7 @@
 //! stores, bind, tell systemd READY, serve, feed the watchdog), and stop on SIGTERM/SIGINT
 //! (stop accepting, drain, flush, exit 0).
 
+use crate::upstream::client::FhirClient;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -67,6 +68,8 @@ pub struct Prepared {
     pub card_trust: Option<CardTrust>,
     /// The demo's in-process virtual card (never set from configuration).
     pub virtual_card: Option<EmulatedCard>,
+    /// The record service client, when `[upstream]` is configured.
+    pub upstream: Option<Arc<dyn crate::upstream::RecordService>>,
 }
 
 impl Prepared {
@@ -93,6 +96,13 @@ impl Prepared {
                 }
                 other => ConfigError::Invalid(vec![Problem::new("cards.trust", other.to_string())]),
             })?;
+        let upstream = match &config.upstream {
+            Some(upstream) => Some(Arc::new(
+                FhirClient::new(upstream, &config.centre.structure_id)
+                    .map_err(ConfigError::Invalid)?,
+            ) as Arc<dyn crate::upstream::RecordService>),
+            None => None,
+        };
         Ok(Self {
             config,
             listen,
@@ -101,6 +111,7 @@ impl Prepared {
             signer,
             card_trust,
             virtual_card: None,
+            upstream,
         })
     }
 

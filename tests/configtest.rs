@@ -248,3 +248,53 @@ fn bad_usage_exits_64_and_help_exits_0() {
         "{stdout}"
     );
 }
+
+/// An `[upstream]` section whose files all exist and fit.
+fn upstream_section(dir: &Path) -> String {
+    use samu_gateway::demo::pki::{Authority, write_file, write_pair};
+    let ca = Authority::new("record CA").unwrap();
+    write_file(&dir.join("record-ca.pem"), ca.cert_pem(), 0o644).unwrap();
+    let structure = Authority::new("structure CA").unwrap();
+    write_pair(dir, "structure", &structure.issue_client("SAMU").unwrap()).unwrap();
+    write_pair(dir, "other", &structure.issue_client("other").unwrap()).unwrap();
+    samu_gateway::audit::Signer::generate(&dir.join("assertion.key")).unwrap();
+    format!(
+        "\n[upstream]\nbase_url = \"https://dmp.example/fhir\"\nserver_ca = \"{0}/record-ca.pem\"\nclient_cert = \"{0}/structure.pem\"\nclient_key = \"{0}/structure.key\"\nassertion_key = \"{0}/assertion.key\"\n",
+        dir.display()
+    )
+}
+
+#[test]
+fn upstream_section_is_checked_file_by_file() {
+    let case = Case::new();
+    let section = upstream_section(case.dir.path());
+    let path = case.config("", &section);
+    let (code, _, stderr) = run(&path, &["configtest"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+
+    case.rewrite(&path, "https://dmp.example/fhir", "http://dmp.example/fhir");
+    case.refuses(
+        &path,
+        "upstream.base_url: 'http://dmp.example/fhir' must be an https:// URL",
+    );
+    case.rewrite(&path, "http://dmp.example/fhir", "https://dmp.example/fhir");
+
+    let key = case.dir.path().join("assertion.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    case.refuses(&path, "upstream.assertion_key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    case.rewrite(&path, "structure.key", "other.key");
+    case.refuses(
+        &path,
+        "upstream.client_key: does not fit upstream.client_cert",
+    );
+    case.rewrite(&path, "other.key", "structure.key");
+
+    case.rewrite(
+        &path,
+        "[upstream]\n",
+        "[upstream]\ntotal_timeout_ms = 100\n",
+    );
+    case.refuses(&path, "upstream.total_timeout_ms: 100 is out of range");
+}

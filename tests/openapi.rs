@@ -67,6 +67,11 @@ fn routes_are_added_only_through_the_documenting_router() {
 fn scan(dir: &std::path::Path, offenders: &mut Vec<String>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
+        // The dev upstream is another server (the record service's stand-in), not the
+        // gateway's API: its routes are the FHIR ones it imitates.
+        if path.is_dir() && path.ends_with("dev_upstream") {
+            continue;
+        }
         if path.is_dir() {
             scan(&path, offenders);
             continue;

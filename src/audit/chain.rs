@@ -149,6 +149,19 @@ impl TrustedKeys {
     }
 }
 
+/// Loads a PKCS#8 PEM Ed25519 key (from ring or `openssl genpkey -algorithm ed25519`),
+/// refusing a file others can read. Shared with the upstream access assertion's key.
+pub fn load_ed25519(path: &Path) -> Result<Ed25519KeyPair, String> {
+    check_key_file_mode(path)?;
+    let der = PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("{}: not a PEM private key: {e}", path.display()))?;
+    let PrivateKeyDer::Pkcs8(pkcs8) = der else {
+        return Err(format!("{}: expected a PKCS#8 Ed25519 key", path.display()));
+    };
+    Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8.secret_pkcs8_der())
+        .map_err(|e| format!("{}: not an Ed25519 key: {e}", path.display()))
+}
+
 /// The checkpoint signing key.
 pub struct Signer {
     key: Ed25519KeyPair,
@@ -168,19 +181,9 @@ impl Signer {
     /// Loads a PKCS#8 PEM Ed25519 key (from ring or `openssl genpkey -algorithm ed25519`),
     /// refusing a file others can read.
     pub fn load(path: &Path) -> Result<Self, AuditError> {
-        check_key_file_mode(path).map_err(AuditError::Key)?;
-        let der = PrivateKeyDer::from_pem_file(path).map_err(|e| {
-            AuditError::Key(format!("{}: not a PEM private key: {e}", path.display()))
-        })?;
-        let PrivateKeyDer::Pkcs8(pkcs8) = der else {
-            return Err(AuditError::Key(format!(
-                "{}: expected a PKCS#8 Ed25519 key",
-                path.display()
-            )));
-        };
-        let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8.secret_pkcs8_der())
-            .map_err(|e| AuditError::Key(format!("{}: not an Ed25519 key: {e}", path.display())))?;
-        Ok(Self::from_pair(key))
+        load_ed25519(path)
+            .map(Self::from_pair)
+            .map_err(AuditError::Key)
     }
 
     /// Creates a new key file (mode 0600; refuses to overwrite) and loads it.

@@ -69,6 +69,28 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// A stand-in for the national record service (demo, tests, install checks): HTTPS
+    /// with mutual TLS, access assertions verified, patients and bundles from a data file.
+    DevUpstream {
+        /// Address to listen on (port 0: any free port; the first stdout line tells).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Patients data file (JSON: {"patients": [...]}, bundles relative to it).
+        #[arg(long)]
+        data: PathBuf,
+        /// Server certificate chain (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Server private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// CA the gateway's client (structure) certificate must chain to (PEM).
+        #[arg(long)]
+        client_ca: PathBuf,
+        /// Trusted assertion public key file (hex, e.g. the .pub of `audit keygen`); repeatable.
+        #[arg(long = "assertion-key", required = true)]
+        assertion_keys: Vec<PathBuf>,
+    },
     /// Critical summaries: show what the gateway extracts from an IPS bundle file.
     Summary {
         #[command(subcommand)]
@@ -127,6 +149,21 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Audit { command } => audit_cli::run(&cli.config, command),
         Command::Card { command } => card_cli::run(command),
         Command::Summary { command } => summary_cli::run(command),
+        Command::DevUpstream {
+            listen,
+            data,
+            cert,
+            key,
+            client_ca,
+            assertion_keys,
+        } => dev_upstream(crate::dev_upstream::DevUpstreamOptions {
+            listen,
+            data,
+            cert,
+            key,
+            client_ca,
+            assertion_keys,
+        }),
         Command::Serve => serve(Prepared::load(&cli.config)?),
         Command::Demo { dir, port } => run_demo(dir, port),
         Command::Configtest => configtest(&cli.config),
@@ -159,6 +196,19 @@ fn serve(prepared: Prepared) -> Result<ExitCode, Failure> {
         .block_on(service::run(prepared, |_| {}))
         .context("gateway stopped on an error")?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn dev_upstream(options: crate::dev_upstream::DevUpstreamOptions) -> Result<ExitCode, Failure> {
+    runtime()?.block_on(async {
+        let server = crate::dev_upstream::DevUpstream::start(options)
+            .await
+            .context("cannot start the dev upstream")?;
+        println!("dev-upstream listening on https://{}", server.addr);
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        server.wait().await;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn run_demo(dir: Option<PathBuf>, port: u16) -> Result<ExitCode, Failure> {

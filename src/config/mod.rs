@@ -41,6 +41,9 @@ pub struct Config {
     /// The on-duty roster. Without it, any professional with a trusted card may log in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roster: Option<RosterConfig>,
+    /// The record service. Without it, no summary can be fetched (the desk API says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<crate::upstream::UpstreamConfig>,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,

@@ -348,3 +348,26 @@ fn roster_needs_its_own_certificate_and_card_login() {
         "{lines:?}"
     );
 }
+
+/// The commented `[upstream]` example parses, and its defaults are the code's.
+#[test]
+fn commented_upstream_example_matches_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let block: String = text
+        .split("# [upstream]\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| l.contains(" = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let example: crate::upstream::UpstreamConfig = toml::from_str(&block).unwrap();
+    let required: String = block.lines().take(5).map(|l| format!("{l}\n")).collect();
+    let defaults: crate::upstream::UpstreamConfig = toml::from_str(&required).unwrap();
+    assert_eq!(
+        toml::to_string(&example).unwrap(),
+        toml::to_string(&defaults).unwrap()
+    );
+}

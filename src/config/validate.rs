@@ -51,6 +51,9 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     check_tls(config, &mut out);
     check_storage(config, &mut out);
     check_audit(config, &mut out);
+    if let Some(upstream) = &config.upstream {
+        check_upstream(upstream, &mut out);
+    }
     if let Some(roster) = &config.roster {
         check_range(
             &mut out,
@@ -162,6 +165,71 @@ fn check_range(out: &mut Vec<Problem>, key: &str, value: u64, min: u64, max: u64
         out.push(Problem::new(
             key,
             format!("{value} is out of range: expected {min} to {max}"),
+        ));
+    }
+}
+
+fn check_upstream(upstream: &crate::upstream::UpstreamConfig, out: &mut Vec<Problem>) {
+    match reqwest::Url::parse(&upstream.base_url) {
+        Ok(url) if url.scheme() == "https" && url.host().is_some() && url.query().is_none() => {}
+        Ok(_) => out.push(Problem::new(
+            "upstream.base_url",
+            format!(
+                "'{}' must be an https:// URL without query",
+                upstream.base_url
+            ),
+        )),
+        Err(e) => out.push(Problem::new(
+            "upstream.base_url",
+            format!("'{}' is not a URL: {e}", upstream.base_url),
+        )),
+    }
+    check_readable_file(out, "upstream.server_ca", &upstream.server_ca);
+    check_readable_file(out, "upstream.client_cert", &upstream.client_cert);
+    check_private_key(out, "upstream.client_key", &upstream.client_key);
+    check_private_key(out, "upstream.assertion_key", &upstream.assertion_key);
+    check_range(
+        out,
+        "upstream.connect_timeout_ms",
+        upstream.connect_timeout_ms,
+        50,
+        10_000,
+    );
+    check_range(
+        out,
+        "upstream.total_timeout_ms",
+        upstream.total_timeout_ms,
+        200,
+        30_000,
+    );
+    check_range(
+        out,
+        "upstream.max_retries",
+        u64::from(upstream.max_retries),
+        0,
+        5,
+    );
+    check_range(
+        out,
+        "upstream.max_body_bytes",
+        upstream.max_body_bytes as u64,
+        1024,
+        crate::summary::MAX_BUNDLE_BYTES as u64,
+    );
+    if upstream.connect_timeout_ms > upstream.total_timeout_ms {
+        out.push(Problem::new(
+            "upstream.connect_timeout_ms",
+            "must not exceed upstream.total_timeout_ms",
+        ));
+    }
+    let sector = &upstream.activity_sector;
+    if !(sector.len() == 4
+        && sector.starts_with("SA")
+        && sector[2..].bytes().all(|b| b.is_ascii_digit()))
+    {
+        out.push(Problem::new(
+            "upstream.activity_sector",
+            format!("'{sector}' is not a TRE_R02 code such as SA01"),
         ));
     }
 }

@@ -180,6 +180,7 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, EmulatedCard),
             state_dir: dir.join("state"),
         },
         audit: AuditConfig::with_key(signing_key.into()),
+        upstream: None,
         cards: Some(CardsConfig::new(TrustConfig::new(
             vec![card_ca],
             vec![card_crl],

@@ -17,6 +17,7 @@
 pub mod bundle;
 pub mod narrative;
 mod sections;
+pub use sections::{human_names, ins_identifiers};
 pub mod syntax;
 pub mod validate;
 
@@ -120,6 +121,10 @@ pub struct DocumentPatient {
     pub birth_date: Option<String>,
     /// Administrative gender.
     pub gender: Option<String>,
+    /// INS identifiers (`OID|value`), to check the document is about the patient asked
+    /// for; never sent to the screen.
+    #[serde(skip)]
+    pub ins: Vec<String>,
 }
 
 /// What a section establishes.

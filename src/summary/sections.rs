@@ -512,6 +512,7 @@ fn patient(index: &Index) -> Result<Option<DocumentPatient>, SummaryError> {
             names: human_names(e.resource),
             birth_date: text(e.resource, "birthDate"),
             gender: text(e.resource, "gender"),
+            ins: ins_identifiers(e.resource),
         })
         .collect();
     let Some(first) = patients.first() else {
@@ -524,6 +525,9 @@ fn patient(index: &Index) -> Result<Option<DocumentPatient>, SummaryError> {
     let conflict = patients.iter().skip(1).any(|other| {
         differ(&first.birth_date, &other.birth_date)
             || differ(&first.gender, &other.gender)
+            || (!first.ins.is_empty()
+                && !other.ins.is_empty()
+                && !first.ins.iter().any(|i| other.ins.contains(i)))
             || (!first.names.is_empty()
                 && !other.names.is_empty()
                 && !family(first).iter().any(|n| family(other).contains(n)))
@@ -534,7 +538,27 @@ fn patient(index: &Index) -> Result<Option<DocumentPatient>, SummaryError> {
     Ok(Some(first.clone()))
 }
 
-fn human_names(resource: &Object) -> Vec<String> {
+/// `OID|value` of every INS identifier (NIR, NIA, test, demo OIDs) of a Patient.
+pub fn ins_identifiers(resource: &Object) -> Vec<String> {
+    resource
+        .get("identifier")
+        .and_then(Value::as_array)
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|id| {
+                    let system = id.get("system")?.as_str()?.trim_start_matches("urn:oid:");
+                    let value = id.get("value")?.as_str()?;
+                    system
+                        .starts_with("1.2.250.1.213.1.4.")
+                        .then(|| format!("{system}|{value}"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The names of a Patient or Practitioner, as written (text, else given names and family).
+pub fn human_names(resource: &Object) -> Vec<String> {
     resource
         .get("name")
         .and_then(Value::as_array)

@@ -1,0 +1,426 @@
+//! `samu-gateway dev-upstream`: a stand-in for the national record service, for the demo,
+//! the tests and centre IT. Real HTTPS with mutual TLS (client certificates required, from
+//! a configured CA), the access assertion verified on every FHIR call (signature by a
+//! trusted key, validity, required attributes, patient named by the assertion), patients
+//! and IPS bundles served from a data file, per-patient flags (oppositions, blocked
+//! professionals, closed record), and fault injection through `PUT /_dev/fault`.
+//!
+//! It speaks the conventions of `upstream::outcome`, and nothing here is used by `serve`.
+
+mod faults;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Form, Json, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+pub use faults::Fault;
+
+use crate::upstream::AccessMode;
+use crate::upstream::assertion::{self, Claims};
+use crate::upstream::outcome::{code, operation_outcome};
+
+/// What can go wrong starting the dev upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum DevUpstreamError {
+    /// The data file or a bundle it names.
+    #[error("data: {0}")]
+    Data(String),
+    /// Certificates, keys or trusted assertion keys.
+    #[error("TLS or keys: {0}")]
+    Keys(String),
+    /// Binding or serving.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// One patient the dev upstream knows.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevPatient {
+    /// FHIR id.
+    pub id: String,
+    /// INS (15 characters).
+    pub ins: String,
+    /// Its OID.
+    pub ins_oid: String,
+    /// Birth name.
+    pub family: String,
+    /// First names.
+    pub given: Vec<String>,
+    /// `YYYY-MM-DD`.
+    pub birth_date: String,
+    /// FHIR gender.
+    pub gender: String,
+    /// The IPS bundle file (relative to the data file's directory).
+    pub bundle: PathBuf,
+    /// Access modes the patient opposed (`centre_15`, `bris_de_glace`).
+    #[serde(default)]
+    pub opposed: Vec<AccessMode>,
+    /// idNat of professionals the patient blocked.
+    #[serde(default)]
+    pub blocked_professionals: Vec<String>,
+    /// The record is closed.
+    #[serde(default)]
+    pub record_closed: bool,
+}
+
+/// The data file: `{"patients": [...]}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevData {
+    /// The patients.
+    pub patients: Vec<DevPatient>,
+}
+
+/// How to run the dev upstream.
+pub struct DevUpstreamOptions {
+    /// Listen address (port 0: any).
+    pub listen: SocketAddr,
+    /// The data file.
+    pub data: PathBuf,
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server key (PEM).
+    pub key: PathBuf,
+    /// CA the clients' certificates must chain to (PEM).
+    pub client_ca: PathBuf,
+    /// Files holding trusted assertion public keys (hex, as `audit keygen` writes `.pub`).
+    pub assertion_keys: Vec<PathBuf>,
+}
+
+struct Loaded {
+    patient: DevPatient,
+    bundle: Vec<u8>,
+}
+
+/// Shared state of the handlers.
+struct DevState {
+    patients: Vec<Loaded>,
+    trusted: Vec<Vec<u8>>,
+    fault: Mutex<Fault>,
+    summaries: AtomicU64,
+    searches: AtomicU64,
+    refused_assertions: AtomicU64,
+}
+
+/// A running dev upstream.
+pub struct DevUpstream {
+    /// The bound address.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DevUpstream {
+    /// Loads everything, binds, and serves in the background.
+    pub async fn start(options: DevUpstreamOptions) -> Result<Self, DevUpstreamError> {
+        let state = Arc::new(load_state(&options)?);
+        let tls = server_tls(&options)?;
+        let listener = TcpListener::bind(options.listen).await?;
+        let addr = listener.local_addr()?;
+        let app = router(state);
+        let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), app));
+        Ok(Self { addr, task })
+    }
+
+    /// Serves until the task ends (it does not, short of a panic).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+fn load_state(options: &DevUpstreamOptions) -> Result<DevState, DevUpstreamError> {
+    let text = std::fs::read_to_string(&options.data)
+        .map_err(|e| DevUpstreamError::Data(format!("{}: {e}", options.data.display())))?;
+    let data: DevData = serde_json::from_str(&text)
+        .map_err(|e| DevUpstreamError::Data(format!("{}: {e}", options.data.display())))?;
+    let base = options.data.parent().unwrap_or(Path::new("."));
+    let mut patients = Vec::new();
+    for patient in data.patients {
+        let path = base.join(&patient.bundle);
+        let bundle = std::fs::read(&path)
+            .map_err(|e| DevUpstreamError::Data(format!("{}: {e}", path.display())))?;
+        patients.push(Loaded { patient, bundle });
+    }
+    let mut trusted = Vec::new();
+    for path in &options.assertion_keys {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| DevUpstreamError::Keys(format!("{}: {e}", path.display())))?;
+        let key = crate::config::decode_hex(text.trim())
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| {
+                DevUpstreamError::Keys(format!("{}: not a hex Ed25519 public key", path.display()))
+            })?;
+        trusted.push(key);
+    }
+    if trusted.is_empty() {
+        return Err(DevUpstreamError::Keys(
+            "at least one trusted assertion key is needed".into(),
+        ));
+    }
+    Ok(DevState {
+        patients,
+        trusted,
+        fault: Mutex::new(Fault::None),
+        summaries: AtomicU64::new(0),
+        searches: AtomicU64::new(0),
+        refused_assertions: AtomicU64::new(0),
+    })
+}
+
+fn server_tls(options: &DevUpstreamOptions) -> Result<Arc<rustls::ServerConfig>, DevUpstreamError> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let keys = |e: &dyn std::fmt::Display| DevUpstreamError::Keys(e.to_string());
+    let mut problems = Vec::new();
+    let chain = crate::http::tls::load_certs(&options.cert, "cert", &mut problems);
+    let cas = crate::http::tls::load_certs(&options.client_ca, "client-ca", &mut problems);
+    if let Some(problem) = problems.first() {
+        return Err(keys(&format!("{}: {}", problem.key, problem.reason)));
+    }
+    let key = PrivateKeyDer::from_pem_file(&options.key).map_err(|e| keys(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        roots.add(ca).map_err(|e| keys(&e))?;
+    }
+    let provider = crate::http::tls::provider();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| keys(&e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| keys(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| keys(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, app: Router) {
+    let http = Arc::new(Builder::new(TokioExecutor::new()));
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let (acceptor, app, http) = (acceptor.clone(), app.clone(), http.clone());
+        tokio::spawn(async move {
+            // A client without a certificate from the CA fails here: mutual TLS.
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = tower::service_fn(move |request| app.clone().oneshot(request));
+            let _ = http
+                .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
+                .await;
+        });
+    }
+}
+
+fn router(state: Arc<DevState>) -> Router {
+    Router::new()
+        .route("/Patient/_search", post(search))
+        .route("/Patient/{id}/$summary", get(summary))
+        .route("/_dev/fault", put(set_fault))
+        .route("/_dev/stats", get(stats))
+        .with_state(state)
+}
+
+fn fhir(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/fhir+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn refusal(status: StatusCode, issue: &str, detail: &str, diagnostics: &str) -> Response {
+    fhir(status, &operation_outcome(issue, Some(detail), diagnostics))
+}
+
+/// The verified claims of the request's assertion, or the 401 answer.
+fn authorize(state: &DevState, headers: &HeaderMap) -> Result<Claims, Box<Response>> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let now = crate::audit::chain::now().1 / 1000;
+    let verdict = match token {
+        Some(token) => assertion::verify(token, &state.trusted, now).map_err(|e| e.to_string()),
+        None => Err("no access assertion".to_owned()),
+    };
+    verdict.map_err(|why| {
+        state.refused_assertions.fetch_add(1, Ordering::Relaxed);
+        Box::new(refusal(
+            StatusCode::UNAUTHORIZED,
+            "security",
+            code::ASSERTION_INVALID,
+            &why,
+        ))
+    })
+}
+
+async fn search(
+    State(state): State<Arc<DevState>>,
+    headers: HeaderMap,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    if let Err(refused) = authorize(&state, &headers) {
+        return *refused;
+    }
+    state.searches.fetch_add(1, Ordering::Relaxed);
+    if let Some(faulted) = faults::apply(&state.fault).await {
+        return faulted;
+    }
+    let params: HashMap<&str, &str> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let matches: Vec<&DevPatient> = state
+        .patients
+        .iter()
+        .map(|l| &l.patient)
+        .filter(|p| matches_search(p, &params))
+        .collect();
+    let entries: Vec<Value> = matches
+        .iter()
+        .map(|p| json!({"fullUrl": format!("urn:uuid:dev-{}", p.id), "resource": patient_resource(p), "search": {"mode": "match"}}))
+        .collect();
+    fhir(
+        StatusCode::OK,
+        &json!({"resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries}),
+    )
+}
+
+fn matches_search(patient: &DevPatient, params: &HashMap<&str, &str>) -> bool {
+    if let Some(identifier) = params.get("identifier") {
+        let (system, value) = identifier.split_once('|').unwrap_or(("", identifier));
+        return value == patient.ins
+            && (system.is_empty() || system.trim_start_matches("urn:oid:") == patient.ins_oid);
+    }
+    let same = |a: &str, b: &str| a.trim().to_lowercase() == b.trim().to_lowercase();
+    let family_ok = params
+        .get("family")
+        .is_some_and(|f| same(f, &patient.family));
+    let given_ok = params.get("given").is_some_and(|g| {
+        let wanted = g.to_lowercase();
+        patient
+            .given
+            .iter()
+            .any(|n| wanted.split_whitespace().any(|w| w == n.to_lowercase()))
+    });
+    let birth_ok = params
+        .get("birthdate")
+        .is_some_and(|d| *d == patient.birth_date);
+    let gender_ok = params.get("gender").is_none_or(|g| *g == patient.gender);
+    family_ok && given_ok && birth_ok && gender_ok
+}
+
+fn patient_resource(p: &DevPatient) -> Value {
+    json!({
+        "resourceType": "Patient",
+        "id": p.id,
+        "identifier": [{"system": format!("urn:oid:{}", p.ins_oid), "value": p.ins}],
+        "name": [{"use": "official", "family": p.family, "given": p.given}],
+        "gender": p.gender,
+        "birthDate": p.birth_date,
+    })
+}
+
+async fn summary(
+    State(state): State<Arc<DevState>>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    let claims = match authorize(&state, &headers) {
+        Ok(claims) => claims,
+        Err(refused) => return *refused,
+    };
+    state.summaries.fetch_add(1, Ordering::Relaxed);
+    if let Some(faulted) = faults::apply(&state.fault).await {
+        return faulted;
+    }
+    let Some(loaded) = state.patients.iter().find(|l| l.patient.id == id) else {
+        return refusal(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            code::NO_RECORD,
+            "no such patient",
+        );
+    };
+    let patient = &loaded.patient;
+    let resource_id = format!("{}^^^&{}&ISO^NH", patient.ins, patient.ins_oid);
+    if claims.resource_id.as_deref() != Some(resource_id.as_str()) {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            code::ASSERTION_PATIENT_MISMATCH,
+            "the assertion names another patient",
+        );
+    }
+    if patient.record_closed {
+        return refusal(
+            StatusCode::GONE,
+            "deleted",
+            code::RECORD_CLOSED,
+            "record closed",
+        );
+    }
+    if patient
+        .blocked_professionals
+        .contains(&claims.subject_nameid)
+    {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            code::PROFESSIONAL_BLOCKED,
+            "professional blocked by the patient",
+        );
+    }
+    if patient.opposed.contains(&claims.purpose_of_use) {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            code::PATIENT_OPPOSED,
+            "the patient opposed this access mode",
+        );
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/fhir+json")],
+        loaded.bundle.clone(),
+    )
+        .into_response()
+}
+
+async fn set_fault(State(state): State<Arc<DevState>>, Json(fault): Json<Fault>) -> StatusCode {
+    if let Ok(mut current) = state.fault.lock() {
+        *current = fault;
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn stats(State(state): State<Arc<DevState>>) -> Json<Value> {
+    Json(json!({
+        "summaries": state.summaries.load(Ordering::Relaxed),
+        "searches": state.searches.load(Ordering::Relaxed),
+        "refused_assertions": state.refused_assertions.load(Ordering::Relaxed),
+    }))
+}

@@ -1,0 +1,402 @@
+//! [`RecordService`] over FHIR R4: HTTPS with mutual TLS (the centre's structure
+//! certificate; rustls, ring provider), keep-alive pooling, a connect deadline and a total
+//! deadline per operation, bounded retries with jitter for reads, a body-size limit, and a
+//! fresh access assertion on every request.
+//!
+//! Searches go as `POST [base]/Patient/_search` (form body): FHIR's equivalent of
+//! `GET Patient?identifier=…`, which keeps INS and identity traits out of URLs and so out of
+//! every access log on the way. The summary is `GET [base]/Patient/{id}/$summary`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ring::rand::{SecureRandom, SystemRandom};
+use rustls::RootCertStore;
+use rustls::pki_types::PrivateKeyDer;
+use rustls::pki_types::pem::PemObject;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::assertion::{AssertionSigner, Claims, LIFETIME_SECS, new_jti};
+use super::{Access, BoxFuture, RecordService, UpstreamConfig, UpstreamError, outcome};
+use crate::config::Problem;
+use crate::patient::{Candidate, Ins, Traits};
+use crate::summary::{self, CriticalSummary};
+
+/// Largest error body read (OperationOutcomes are small).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Shortest backoff before a retry; doubled each time, plus up to as much jitter.
+const BACKOFF: Duration = Duration::from_millis(50);
+
+/// The FHIR record service client.
+pub struct FhirClient {
+    http: reqwest::Client,
+    base: String,
+    signer: AssertionSigner,
+    structure_id: String,
+    activity_sector: String,
+    total: Duration,
+    max_retries: u32,
+    max_body: usize,
+}
+
+/// One attempt's failure: worth retrying or not.
+enum Failure {
+    Retry(UpstreamError),
+    Final(UpstreamError),
+}
+
+impl FhirClient {
+    /// Loads the TLS material and the assertion key named in `cfg`; all problems together.
+    pub fn new(cfg: &UpstreamConfig, structure_id: &str) -> Result<Self, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let tls = tls_config(cfg, &mut problems);
+        let signer = match cfg.assertion_key.resolve() {
+            Ok(path) => AssertionSigner::load(&path)
+                .map_err(|e| problems.push(Problem::new("upstream.assertion_key", e)))
+                .ok(),
+            Err(e) => {
+                problems.push(Problem::new("upstream.assertion_key", e));
+                None
+            }
+        };
+        let (Some(tls), Some(signer), true) = (tls, signer, problems.is_empty()) else {
+            return Err(problems);
+        };
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .https_only(true)
+            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(16)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("samu-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                vec![Problem::new(
+                    "upstream",
+                    format!("cannot build the client: {e}"),
+                )]
+            })?;
+        Ok(Self {
+            http,
+            base: cfg.base_url.trim_end_matches('/').to_owned(),
+            signer,
+            structure_id: structure_id.to_owned(),
+            activity_sector: cfg.activity_sector.clone(),
+            total: Duration::from_millis(cfg.total_timeout_ms),
+            max_retries: cfg.max_retries,
+            max_body: cfg.max_body_bytes,
+        })
+    }
+
+    /// The assertion for one request.
+    fn assertion(&self, access: &Access<'_>) -> Result<String, UpstreamError> {
+        let professional = access.professional;
+        let name = [&professional.given_name, &professional.surname]
+            .iter()
+            .filter_map(|n| n.as_deref())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let now = crate::audit::chain::now().1 / 1000;
+        let claims = Claims {
+            iss: format!("samu-gateway/{}", self.structure_id),
+            aud: self.base.clone(),
+            iat: now,
+            exp: now + LIFETIME_SECS,
+            jti: new_jti(),
+            purpose_of_use: access.mode,
+            subject_id: if name.is_empty() {
+                professional.id_nat.clone()
+            } else {
+                name
+            },
+            subject_nameid: professional.id_nat.clone(),
+            role: professional.title.clone(),
+            specialty: None,
+            structure_id: self.structure_id.clone(),
+            activity_sector: self.activity_sector.clone(),
+            resource_id: access.patient.map(Ins::resource_id),
+            lps_name: "samu-gateway".into(),
+            lps_version: env!("CARGO_PKG_VERSION").into(),
+            auth_mode: "DIRECTE".into(),
+        };
+        self.signer
+            .sign(&claims)
+            .map_err(|e| UpstreamError::AssertionRefused(format!("cannot sign: {e}")))
+    }
+
+    /// Runs `request` (rebuilt for each attempt) within the total deadline, retrying
+    /// idempotent reads after connection failures and 502/503/504.
+    async fn call(
+        &self,
+        access: &Access<'_>,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Vec<u8>, UpstreamError> {
+        let deadline = Instant::now() + self.total;
+        let timed_out = UpstreamError::TimedOut(self.total.as_millis() as u64);
+        let mut attempt = 0;
+        loop {
+            let token = self.assertion(access)?;
+            let send = self.attempt(request().bearer_auth(token), access);
+            let outcome = match tokio::time::timeout_at(deadline, send).await {
+                Ok(outcome) => outcome,
+                Err(_) => return Err(timed_out),
+            };
+            match outcome {
+                Ok(body) => return Ok(body),
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Retry(e)) => {
+                    let pause = backoff(attempt);
+                    if attempt >= self.max_retries || Instant::now() + pause >= deadline {
+                        return Err(e);
+                    }
+                    tracing::info!(attempt, error = %e, "record service call retried");
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        request: reqwest::RequestBuilder,
+        access: &Access<'_>,
+    ) -> Result<Vec<u8>, Failure> {
+        let response = request.send().await.map_err(|e| {
+            let e = e.without_url();
+            if e.is_connect() {
+                Failure::Retry(UpstreamError::Unavailable(format!("cannot connect: {e}")))
+            } else {
+                Failure::Final(UpstreamError::Unavailable(e.to_string()))
+            }
+        })?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let body = read_limited(response, MAX_ERROR_BODY)
+                .await
+                .unwrap_or_default();
+            let e = outcome::classify(status, &body, access.mode);
+            return Err(if matches!(status, 502..=504) {
+                Failure::Retry(e)
+            } else {
+                Failure::Final(e)
+            });
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if !(content_type.starts_with("application/fhir+json")
+            || content_type.starts_with("application/json"))
+        {
+            return Err(Failure::Final(UpstreamError::Malformed(format!(
+                "content type '{}' is not FHIR JSON",
+                content_type.chars().take(60).collect::<String>()
+            ))));
+        }
+        read_limited(response, self.max_body)
+            .await
+            .map_err(Failure::Final)
+    }
+
+    fn search_request(
+        &self,
+        form: Vec<(&'static str, String)>,
+    ) -> impl Fn() -> reqwest::RequestBuilder {
+        let url = format!("{}/Patient/_search", self.base);
+        move || {
+            self.http
+                .post(&url)
+                .header(reqwest::header::ACCEPT, "application/fhir+json")
+                .form(&form)
+        }
+    }
+}
+
+/// The body, at most `limit` bytes; a longer or broken body is an error.
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, UpstreamError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(UpstreamError::Malformed(format!(
+            "answer larger than {limit} bytes"
+        )));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        UpstreamError::Malformed(format!("answer truncated or broken: {}", e.without_url()))
+    })? {
+        if body.len() + chunk.len() > limit {
+            return Err(UpstreamError::Malformed(format!(
+                "answer larger than {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Exponential backoff with full jitter.
+fn backoff(attempt: u32) -> Duration {
+    let base = BACKOFF * 2u32.saturating_pow(attempt.min(6));
+    let mut byte = [0u8; 1];
+    let _ = SystemRandom::new().fill(&mut byte);
+    base + base.mul_f64(f64::from(byte[0]) / 255.0)
+}
+
+/// The patients of a searchset Bundle.
+fn candidates(body: &[u8]) -> Result<Vec<Candidate>, UpstreamError> {
+    let value =
+        summary::syntax::parse(body).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
+    if value.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return Err(UpstreamError::Malformed(
+            "a search answer that is not a Bundle".into(),
+        ));
+    }
+    let entries = value
+        .get("entry")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    Ok(entries
+        .iter()
+        .filter_map(|e| e.get("resource")?.as_object())
+        .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Patient"))
+        .filter_map(|r| {
+            let id = r.get("id")?.as_str()?;
+            summary::validate::legal_id(id).then(|| Candidate {
+                id: id.to_owned(),
+                names: summary::human_names(r),
+                birth_date: r
+                    .get("birthDate")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                gender: r.get("gender").and_then(Value::as_str).map(str::to_owned),
+                birthplace: None,
+                has_ins: !summary::ins_identifiers(r).is_empty(),
+            })
+        })
+        .collect())
+}
+
+impl RecordService for FhirClient {
+    fn find_by_ins<'a>(
+        &'a self,
+        ins: &'a Ins,
+        access: &'a Access<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Candidate>, UpstreamError>> {
+        Box::pin(async move {
+            let request = self.search_request(vec![("identifier", ins.fhir_token())]);
+            candidates(&self.call(access, request).await?)
+        })
+    }
+
+    fn search<'a>(
+        &'a self,
+        traits: &'a Traits,
+        access: &'a Access<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Candidate>, UpstreamError>> {
+        Box::pin(async move {
+            let mut form = vec![
+                ("family", traits.birth_name.trim().to_owned()),
+                ("given", traits.first_names.trim().to_owned()),
+                ("birthdate", traits.birth_date.clone()),
+                ("gender", traits.sex.fhir_gender().to_owned()),
+            ];
+            if let Some(place) = &traits.birthplace {
+                form.push(("birthplace", place.clone()));
+            }
+            candidates(&self.call(access, self.search_request(form)).await?)
+        })
+    }
+
+    fn summary<'a>(
+        &'a self,
+        id: &'a str,
+        access: &'a Access<'a>,
+    ) -> BoxFuture<'a, Result<CriticalSummary, UpstreamError>> {
+        Box::pin(async move {
+            if !summary::validate::legal_id(id) {
+                return Err(UpstreamError::NoRecord);
+            }
+            let url = format!("{}/Patient/{id}/$summary", self.base);
+            let request = || {
+                self.http
+                    .get(&url)
+                    .header(reqwest::header::ACCEPT, "application/fhir+json")
+            };
+            let body = self.call(access, request).await?;
+            let found =
+                summary::extract(&body).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
+            check_same_patient(&found, access.patient)?;
+            Ok(found)
+        })
+    }
+}
+
+/// A document whose Patient carries INS identifiers, none of them the one asked for, is
+/// about someone else: refused rather than shown.
+fn check_same_patient(found: &CriticalSummary, ins: Option<&Ins>) -> Result<(), UpstreamError> {
+    let (Some(ins), Some(patient)) = (ins, &found.patient_in_document) else {
+        return Ok(());
+    };
+    let wanted = format!("{}|{}", ins.oid(), ins.as_str());
+    if patient.ins.is_empty() || patient.ins.contains(&wanted) {
+        Ok(())
+    } else {
+        Err(UpstreamError::Malformed(
+            "the document is about another patient (INS differs)".into(),
+        ))
+    }
+}
+
+fn tls_config(cfg: &UpstreamConfig, problems: &mut Vec<Problem>) -> Option<rustls::ClientConfig> {
+    let ca = crate::http::tls::load_certs(&cfg.server_ca, "upstream.server_ca", problems);
+    let chain = crate::http::tls::load_certs(&cfg.client_cert, "upstream.client_cert", problems);
+    let key = match cfg.client_key.resolve() {
+        Ok(path) => PrivateKeyDer::from_pem_file(&path)
+            .map_err(|e| {
+                problems.push(Problem::new(
+                    "upstream.client_key",
+                    format!("{}: not a PEM private key: {e}", path.display()),
+                ))
+            })
+            .ok(),
+        Err(e) => {
+            problems.push(Problem::new("upstream.client_key", e));
+            None
+        }
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in ca {
+        if let Err(e) = roots.add(cert) {
+            problems.push(Problem::new(
+                "upstream.server_ca",
+                format!("not a usable CA certificate: {e}"),
+            ));
+        }
+    }
+    let key = key?;
+    if chain.is_empty() || roots.is_empty() {
+        return None;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(crate::http::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| problems.push(Problem::new("upstream", format!("TLS versions: {e}"))))
+        .ok()?
+        .with_root_certificates(Arc::new(roots))
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| {
+            problems.push(Problem::new(
+                "upstream.client_key",
+                format!("does not fit upstream.client_cert: {e}"),
+            ))
+        })
+        .ok()?;
+    Some(config)
+}

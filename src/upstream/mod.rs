@@ -1,0 +1,222 @@
+//! The record service: the only code that talks to it.
+//!
+//! [`RecordService`] is what callers use: find a patient by INS, search by identity traits,
+//! fetch the critical summary. [`client::FhirClient`] implements it over FHIR R4 with
+//! mutual TLS and an access assertion ([`assertion`]) on every call; the production
+//! SOAP/XDS.b + SAML VIHF transport would be another implementation of the same trait.
+//! [`outcome`] fixes how HTTP statuses and OperationOutcomes map to typed outcomes, for
+//! the client and for the development upstream alike.
+
+pub mod assertion;
+pub mod client;
+pub mod outcome;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+use crate::card::trust::Professional;
+use crate::config::SecretPath;
+use crate::patient::{Candidate, Ins, Traits};
+use crate::summary::CriticalSummary;
+
+/// A boxed future, so that [`RecordService`] can be used as `dyn`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why the record is consulted (TRE_R248_ModeAcces, `1.2.250.1.213.1.1.4.248`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum AccessMode {
+    /// Access by the medical regulation centre (the SAMU regulator).
+    #[serde(rename = "centre_15")]
+    Centre15,
+    /// Break-glass access: a patient unable to consent, immediate risk.
+    #[serde(rename = "bris_de_glace")]
+    BrisDeGlace,
+}
+
+impl AccessMode {
+    /// The TRE_R248 code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Centre15 => "centre_15",
+            Self::BrisDeGlace => "bris_de_glace",
+        }
+    }
+}
+
+/// Who asks, why, about whom: what the access assertion carries.
+#[derive(Debug, Clone)]
+pub struct Access<'a> {
+    /// Purpose of use.
+    pub mode: AccessMode,
+    /// The logged-in professional (from their card certificate).
+    pub professional: &'a Professional,
+    /// The patient, when the call is about one identified by INS.
+    pub patient: Option<&'a Ins>,
+}
+
+/// What the record service answered, when it is not the data asked for.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// The patient opposed access in this mode.
+    #[error("the patient opposed access in mode {}", .0.code())]
+    PatientOpposed(AccessMode),
+    /// The patient blocked this professional.
+    #[error("the patient blocked this professional")]
+    ProfessionalBlocked,
+    /// No record (or no patient) for this identifier.
+    #[error("no record for this patient")]
+    NoRecord,
+    /// The record is closed.
+    #[error("the record is closed")]
+    RecordClosed,
+    /// Several patients carry this INS: the service is inconsistent, nothing is picked.
+    #[error("the record service returned {0} patients for one INS")]
+    Ambiguous(usize),
+    /// The service refused the access assertion.
+    #[error("the record service refused the access assertion ({0})")]
+    AssertionRefused(String),
+    /// Unreachable, or answered with a server error.
+    #[error("record service unavailable: {0}")]
+    Unavailable(String),
+    /// No complete answer within the deadline.
+    #[error("record service did not answer within {0} ms")]
+    TimedOut(u64),
+    /// An answer that is not what the protocol promises (wrong type, truncated, oversize,
+    /// unreadable document).
+    #[error("record service answer unusable: {0}")]
+    Malformed(String),
+}
+
+impl UpstreamError {
+    /// The message for the physician's screen, in French.
+    pub fn message_fr(&self) -> &'static str {
+        match self {
+            Self::PatientOpposed(AccessMode::Centre15) => {
+                "Le patient s'est opposé à l'accès du centre 15 à son dossier."
+            }
+            Self::PatientOpposed(AccessMode::BrisDeGlace) => {
+                "Le patient s'est opposé à l'accès en bris de glace à son dossier."
+            }
+            Self::ProfessionalBlocked => "Le patient vous a bloqué l'accès à son dossier.",
+            Self::NoRecord => "Aucun dossier médical partagé pour ce patient.",
+            Self::RecordClosed => "Le dossier médical partagé de ce patient est fermé.",
+            Self::Ambiguous(_) => {
+                "Identification ambiguë : plusieurs patients portent cet INS. Aucun dossier n'est affiché."
+            }
+            Self::AssertionRefused(_) => {
+                "Le service du dossier a refusé l'accès de la passerelle. Contactez l'informatique du centre."
+            }
+            Self::Unavailable(_) | Self::TimedOut(_) => {
+                "Service du dossier médical indisponible. Réessayez dans un instant."
+            }
+            Self::Malformed(_) => {
+                "Le service du dossier a renvoyé une réponse illisible. Aucune donnée n'est affichée."
+            }
+        }
+    }
+
+    /// Whether the answer says something about the patient's will or record (never served
+    /// from a cache afterwards), as opposed to a failure to get an answer.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::PatientOpposed(_)
+                | Self::ProfessionalBlocked
+                | Self::NoRecord
+                | Self::RecordClosed
+        )
+    }
+}
+
+/// The record service as callers see it.
+pub trait RecordService: Send + Sync {
+    /// Patients carrying `ins` (normally one).
+    fn find_by_ins<'a>(
+        &'a self,
+        ins: &'a Ins,
+        access: &'a Access<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Candidate>, UpstreamError>>;
+
+    /// Patients matching identity traits, for the physician to choose from.
+    fn search<'a>(
+        &'a self,
+        traits: &'a Traits,
+        access: &'a Access<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Candidate>, UpstreamError>>;
+
+    /// The critical summary of patient `id` (the service's id).
+    fn summary<'a>(
+        &'a self,
+        id: &'a str,
+        access: &'a Access<'a>,
+    ) -> BoxFuture<'a, Result<CriticalSummary, UpstreamError>>;
+}
+
+/// The one patient carrying `ins`: never a pick among several.
+pub async fn resolve(
+    service: &dyn RecordService,
+    ins: &Ins,
+    access: &Access<'_>,
+) -> Result<Candidate, UpstreamError> {
+    let mut found = service.find_by_ins(ins, access).await?;
+    match found.len() {
+        0 => Err(UpstreamError::NoRecord),
+        1 => Ok(found.remove(0)),
+        n => Err(UpstreamError::Ambiguous(n)),
+    }
+}
+
+/// `[upstream]`: the record service.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// FHIR base URL, `https://…` (no trailing `/` needed).
+    pub base_url: String,
+    /// PEM CA certificate(s) the record service's certificate must chain to.
+    pub server_ca: PathBuf,
+    /// PEM certificate chain of the centre's structure certificate (client auth).
+    pub client_cert: PathBuf,
+    /// Its private key (file or `credential:NAME`).
+    pub client_key: SecretPath,
+    /// Ed25519 key signing the access assertions (file or `credential:NAME`).
+    pub assertion_key: SecretPath,
+    /// Connection deadline, milliseconds.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Deadline for a whole operation, retries included, milliseconds.
+    #[serde(default = "defaults::total_timeout_ms")]
+    pub total_timeout_ms: u64,
+    /// Retries of an idempotent read after a connection failure or a 502/503/504.
+    #[serde(default = "defaults::max_retries")]
+    pub max_retries: u32,
+    /// Largest answer accepted, bytes.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// `Secteur_Activite` of the centre (TRE_R02; `SA01`: public health establishment).
+    #[serde(default = "defaults::activity_sector")]
+    pub activity_sector: String,
+    /// Accept the INS test and demo OIDs (development and demo only).
+    #[serde(default)]
+    pub accept_test_ins: bool,
+}
+
+mod defaults {
+    pub fn connect_timeout_ms() -> u64 {
+        500
+    }
+    pub fn total_timeout_ms() -> u64 {
+        2000
+    }
+    pub fn max_retries() -> u32 {
+        2
+    }
+    pub fn max_body_bytes() -> usize {
+        crate::summary::MAX_BUNDLE_BYTES
+    }
+    pub fn activity_sector() -> String {
+        "SA01".into()
+    }
+}

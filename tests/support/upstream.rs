@@ -1,0 +1,178 @@
+//! A real `samu-gateway dev-upstream` process: its own PKI (record-service CA and server
+//! certificate, structure CA and the gateway's client certificate), an assertion key, a
+//! data file of patients, on 127.0.0.1 port 0; stopped when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use samu_gateway::demo::pki::{Authority, write_file, write_pair};
+use samu_gateway::upstream::UpstreamConfig;
+use serde_json::{Value, json};
+
+/// The test INS OID (accepted by gateways configured for tests only).
+pub const TEST_OID: &str = "1.2.250.1.213.1.4.10";
+
+/// A valid NIR for `serial` (13 digits, key computed).
+pub fn nir(serial: u32) -> String {
+    let body = format!("1800175{serial:06}");
+    let n: u64 = body.parse().unwrap();
+    format!("{body}{:02}", 97 - n % 97)
+}
+
+/// A patient of the dev upstream, serving `bundle` (a path).
+pub fn patient(id: &str, serial: u32, bundle: &Path) -> Value {
+    json!({
+        "id": id,
+        "ins": nir(serial),
+        "ins_oid": TEST_OID,
+        "family": format!("FAMILLE{serial}"),
+        "given": ["Camille"],
+        "birth_date": "1980-01-17",
+        "gender": "female",
+        "bundle": bundle,
+    })
+}
+
+/// A running dev upstream and what a client needs to reach it.
+pub struct DevUpstream {
+    child: Child,
+    pub dir: PathBuf,
+    pub url: String,
+    /// `[upstream]` settings for a client of this upstream (gateway side).
+    pub config: UpstreamConfig,
+    pub record_ca_der: CertificateDer<'static>,
+    /// The gateway's structure certificate (for raw requests).
+    pub structure: (CertificateDer<'static>, PrivateKeyDer<'static>),
+    /// A structure-CA-issued certificate for another client.
+    pub other_ca: Authority,
+    _temp: tempfile::TempDir,
+}
+
+impl DevUpstream {
+    /// Starts a dev upstream serving `patients` (their `bundle` paths absolute).
+    pub fn start(patients: Vec<Value>) -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let record_ca = Authority::new("test record service CA").unwrap();
+        let record_ca_path = dir.join("record-ca.pem");
+        write_file(&record_ca_path, record_ca.cert_pem(), 0o644).unwrap();
+        let (cert, key) = write_pair(
+            &dir,
+            "record",
+            &record_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap(),
+        )
+        .unwrap();
+        let structures = Authority::new("test structure CA").unwrap();
+        let structure_ca = dir.join("structure-ca.pem");
+        write_file(&structure_ca, structures.cert_pem(), 0o644).unwrap();
+        let issued = structures.issue_client("SAMU 75 structure").unwrap();
+        let (client_cert, client_key) = write_pair(&dir, "structure", &issued).unwrap();
+        let assertion_key = dir.join("assertion.key");
+        let signer = samu_gateway::audit::Signer::generate(&assertion_key).unwrap();
+        let public = dir.join("assertion.key.pub");
+        std::fs::write(&public, signer.public_key_hex()).unwrap();
+        let data = dir.join("patients.json");
+        std::fs::write(&data, json!({ "patients": patients }).to_string()).unwrap();
+        let mut child = Command::new(super::BIN)
+            .args(["dev-upstream", "--listen", "127.0.0.1:0", "--data"])
+            .arg(&data)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .arg("--client-ca")
+            .arg(&structure_ca)
+            .arg("--assertion-key")
+            .arg(&public)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("dev-upstream listening on ")
+            .unwrap_or_else(|| panic!("dev-upstream did not start: {line:?}"))
+            .replace("127.0.0.1", "localhost");
+        let config: UpstreamConfig = toml::from_str(&format!(
+            "base_url = \"{url}\"\nserver_ca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\nassertion_key = \"{}\"\n",
+            record_ca_path.display(),
+            client_cert.display(),
+            client_key.display(),
+            assertion_key.display()
+        ))
+        .unwrap();
+        let record_ca_der = CertificateDer::from_pem_file(&record_ca_path).unwrap();
+        let structure = (
+            issued.der.clone(),
+            PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap(),
+        );
+        Self {
+            child,
+            dir,
+            url,
+            config,
+            record_ca_der,
+            structure,
+            other_ca: Authority::new("not the structure CA").unwrap(),
+            _temp: temp,
+        }
+    }
+
+    /// A raw HTTPS client presenting the gateway's structure certificate.
+    pub fn raw_client(&self) -> reqwest::Client {
+        super::tls_client(
+            self.record_ca_der.clone(),
+            Some((self.structure.0.clone(), self.structure.1.clone_key())),
+        )
+    }
+
+    /// Replaces the fault applied to FHIR answers.
+    pub async fn fault(&self, fault: Value) {
+        let status = self
+            .raw_client()
+            .put(format!("{}/_dev/fault", self.url))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 204);
+    }
+
+    /// Request counters.
+    pub async fn stats(&self) -> Value {
+        super::get_json(&self.raw_client(), &format!("{}/_dev/stats", self.url))
+            .await
+            .1
+    }
+
+    /// The `[upstream]` section of a gateway configuration for this upstream.
+    pub fn toml_section(&self) -> String {
+        format!(
+            "\n[upstream]\nbase_url = \"{}\"\nserver_ca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\nassertion_key = \"{}\"\naccept_test_ins = true\n",
+            self.url,
+            self.dir.join("record-ca.pem").display(),
+            self.dir.join("structure.pem").display(),
+            self.dir.join("structure.key").display(),
+            self.dir.join("assertion.key").display(),
+        )
+    }
+}
+
+impl Drop for DevUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// How long a test waits at most for anything the upstream does.
+pub const PATIENCE: Duration = Duration::from_secs(10);

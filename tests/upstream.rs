@@ -1,0 +1,384 @@
+//! The record service client against a real dev upstream over mutual TLS: every IPS
+//! fixture served and extracted, identification by INS and by traits, the patient's
+//! oppositions and blocks, assertions refused when missing or forged, and every injected
+//! fault turned into a typed outcome within the deadline.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use samu_gateway::card::trust::Professional;
+use samu_gateway::patient::{Ins, InsPolicy, Sex, Traits};
+use samu_gateway::upstream::client::FhirClient;
+use samu_gateway::upstream::{Access, AccessMode, RecordService, UpstreamError, resolve};
+use serde_json::{Value, json};
+use support::upstream::{DevUpstream, TEST_OID, nir, patient};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/ips")
+        .join(name)
+}
+
+fn physician() -> Professional {
+    Professional {
+        id_nat: "810002813839".into(),
+        id_nat_key_ok: true,
+        given_name: Some("Jeanne".into()),
+        surname: Some("URGENTISTE".into()),
+        title: Some("10".into()),
+        certificate_sha256: String::new(),
+    }
+}
+
+fn ins(serial: u32) -> Ins {
+    Ins::parse(
+        &nir(serial),
+        TEST_OID,
+        InsPolicy {
+            accept_test_oids: true,
+        },
+    )
+    .unwrap()
+}
+
+fn client(upstream: &DevUpstream) -> FhirClient {
+    FhirClient::new(&upstream.config, "1750000000").unwrap()
+}
+
+/// Fetches patient `id` (INS `serial`) in `mode` as the test physician.
+async fn fetch(
+    client: &FhirClient,
+    id: &str,
+    serial: u32,
+    mode: AccessMode,
+) -> Result<samu_gateway::summary::CriticalSummary, UpstreamError> {
+    let professional = physician();
+    let ins = ins(serial);
+    let access = Access {
+        mode,
+        professional: &professional,
+        patient: Some(&ins),
+    };
+    client.summary(id, &access).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_fixture_is_served_over_mutual_tls_and_extracted_as_from_the_file() {
+    let names: Vec<String> = {
+        let mut names: Vec<_> = std::fs::read_dir(fixture(""))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let patients = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| patient(&format!("p{i}"), i as u32 + 1, &fixture(name)))
+        .collect();
+    let upstream = DevUpstream::start(patients);
+    let client = client(&upstream);
+    for (i, name) in names.iter().enumerate() {
+        let served = fetch(
+            &client,
+            &format!("p{i}"),
+            i as u32 + 1,
+            AccessMode::Centre15,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let direct =
+            samu_gateway::summary::extract(&std::fs::read(fixture(name)).unwrap()).unwrap();
+        assert_eq!(served, direct, "{name}");
+    }
+    assert_eq!(upstream.stats().await["summaries"], names.len());
+}
+
+fn one_patient(flags: Value) -> DevUpstream {
+    let mut p = patient("p1", 1, &fixture("IPS_IG-bundle-01.json"));
+    for (k, v) in flags.as_object().unwrap() {
+        p[k] = v.clone();
+    }
+    let twin = {
+        let mut twin = patient("p2", 1, &fixture("bundle-minimal.json"));
+        twin["ins"] = nir(2).into();
+        twin["family"] = p["family"].clone();
+        twin
+    };
+    DevUpstream::start(vec![p, twin])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn patients_are_found_by_ins_and_by_traits_and_never_picked_among_several() {
+    let upstream = one_patient(json!({}));
+    let client = client(&upstream);
+    let professional = physician();
+    let known = ins(1);
+    let access = Access {
+        mode: AccessMode::Centre15,
+        professional: &professional,
+        patient: Some(&known),
+    };
+    let found = resolve(&client, &known, &access).await.unwrap();
+    assert_eq!(found.id, "p1");
+    assert!(found.has_ins);
+    assert_eq!(found.birth_date.as_deref(), Some("1980-01-17"));
+    let unknown = ins(99);
+    assert_eq!(
+        resolve(
+            &client,
+            &unknown,
+            &Access {
+                patient: Some(&unknown),
+                ..access.clone()
+            }
+        )
+        .await,
+        Err(UpstreamError::NoRecord)
+    );
+    // Two patients share these traits: both come back, for the physician to choose.
+    let traits = Traits {
+        birth_name: "famille1".into(),
+        first_names: "Camille".into(),
+        birth_date: "1980-01-17".into(),
+        sex: Sex::F,
+        birthplace: None,
+    };
+    let search_access = Access {
+        patient: None,
+        ..access.clone()
+    };
+    let mut ids: Vec<String> = client
+        .search(&traits, &search_access)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["p1", "p2"]);
+    let wrong = Traits {
+        birth_date: "1980-01-18".into(),
+        ..traits
+    };
+    assert!(
+        client
+            .search(&wrong, &search_access)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_duplicated_ins_upstream_is_ambiguous_not_a_pick() {
+    let first = patient("p1", 1, &fixture("bundle-minimal.json"));
+    let second = patient("p2", 1, &fixture("bundle-minimal.json"));
+    let upstream = DevUpstream::start(vec![first, second]);
+    let client = client(&upstream);
+    let professional = physician();
+    let known = ins(1);
+    let access = Access {
+        mode: AccessMode::BrisDeGlace,
+        professional: &professional,
+        patient: Some(&known),
+    };
+    assert_eq!(
+        resolve(&client, &known, &access).await,
+        Err(UpstreamError::Ambiguous(2))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oppositions_blocks_and_closed_records_are_typed_outcomes() {
+    let upstream = one_patient(json!({"opposed": ["centre_15"]}));
+    let client = client(&upstream);
+    assert_eq!(
+        fetch(&client, "p1", 1, AccessMode::Centre15).await,
+        Err(UpstreamError::PatientOpposed(AccessMode::Centre15))
+    );
+    // The two oppositions are distinct: break-glass is still allowed here.
+    assert!(
+        fetch(&client, "p1", 1, AccessMode::BrisDeGlace)
+            .await
+            .is_ok()
+    );
+    drop(upstream);
+
+    let upstream = one_patient(json!({"opposed": ["bris_de_glace"]}));
+    let client = self::client(&upstream);
+    assert_eq!(
+        fetch(&client, "p1", 1, AccessMode::BrisDeGlace).await,
+        Err(UpstreamError::PatientOpposed(AccessMode::BrisDeGlace))
+    );
+    drop(upstream);
+
+    let upstream = one_patient(json!({"blocked_professionals": ["810002813839"]}));
+    let client = self::client(&upstream);
+    for mode in [AccessMode::Centre15, AccessMode::BrisDeGlace] {
+        assert_eq!(
+            fetch(&client, "p1", 1, mode).await,
+            Err(UpstreamError::ProfessionalBlocked)
+        );
+    }
+    drop(upstream);
+
+    let upstream = one_patient(json!({"record_closed": true}));
+    let client = self::client(&upstream);
+    assert_eq!(
+        fetch(&client, "p1", 1, AccessMode::Centre15).await,
+        Err(UpstreamError::RecordClosed)
+    );
+    assert_eq!(
+        fetch(&client, "nobody", 1, AccessMode::Centre15).await,
+        Err(UpstreamError::NoRecord)
+    );
+    let messages = [
+        UpstreamError::PatientOpposed(AccessMode::Centre15).message_fr(),
+        UpstreamError::ProfessionalBlocked.message_fr(),
+        UpstreamError::RecordClosed.message_fr(),
+    ];
+    assert!(messages.iter().all(|m| !m.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_forged_incomplete_or_misdirected_assertions_are_refused() {
+    let upstream = one_patient(json!({}));
+    let url = format!("{}/Patient/p1/$summary", upstream.url);
+    // No assertion at all.
+    let response = upstream.raw_client().get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["issue"][0]["details"]["coding"][0]["code"],
+        "assertion-invalid"
+    );
+    // Forged: a well-formed assertion signed by a key the upstream does not trust.
+    let mut forged = upstream.config.clone();
+    let other_key = upstream.dir.join("other.key");
+    samu_gateway::audit::Signer::generate(&other_key).unwrap();
+    forged.assertion_key = other_key.into();
+    let forger = FhirClient::new(&forged, "1750000000").unwrap();
+    assert!(matches!(
+        fetch(&forger, "p1", 1, AccessMode::Centre15).await,
+        Err(UpstreamError::AssertionRefused(_))
+    ));
+    // Incomplete: no profession on the card → no role attribute.
+    let client = client(&upstream);
+    let mut anonymous = physician();
+    anonymous.title = None;
+    let known = ins(1);
+    let access = Access {
+        mode: AccessMode::Centre15,
+        professional: &anonymous,
+        patient: Some(&known),
+    };
+    assert!(matches!(
+        client.summary("p1", &access).await,
+        Err(UpstreamError::AssertionRefused(_))
+    ));
+    // Misdirected: the assertion names patient 2, the request asks for patient 1.
+    assert_eq!(
+        fetch(&client, "p1", 2, AccessMode::Centre15).await,
+        Err(UpstreamError::AssertionRefused(
+            "assertion-patient-mismatch".into()
+        ))
+    );
+    assert!(
+        upstream.stats().await["refused_assertions"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_clients_with_a_structure_certificate_get_through() {
+    let upstream = one_patient(json!({}));
+    let anonymous = support::tls_client(upstream.record_ca_der.clone(), None);
+    let result = anonymous
+        .get(format!("{}/Patient/p1/$summary", upstream.url))
+        .send()
+        .await;
+    assert!(result.is_err(), "a client without certificate was served");
+    let stranger = upstream.other_ca.issue_client("stranger").unwrap();
+    let (cert, key) =
+        samu_gateway::demo::pki::write_pair(&upstream.dir, "stranger", &stranger).unwrap();
+    let mut config = upstream.config.clone();
+    config.client_cert = cert;
+    config.client_key = key.into();
+    let client = FhirClient::new(&config, "1750000000").unwrap();
+    assert!(matches!(
+        fetch(&client, "p1", 1, AccessMode::Centre15).await,
+        Err(UpstreamError::Unavailable(_))
+    ));
+}
+
+/// Runs one fetch under `fault`, returning the outcome and how long it took.
+async fn under_fault(
+    upstream: &DevUpstream,
+    client: &FhirClient,
+    fault: Value,
+) -> (Result<(), UpstreamError>, Duration) {
+    upstream.fault(fault).await;
+    let started = Instant::now();
+    let outcome = fetch(client, "p1", 1, AccessMode::Centre15).await.map(drop);
+    (outcome, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_injected_fault_is_a_typed_outcome_within_the_deadline() {
+    let upstream = one_patient(json!({}));
+    let mut config = upstream.config.clone();
+    config.total_timeout_ms = 1500;
+    let client = FhirClient::new(&config, "1750000000").unwrap();
+    let deadline = Duration::from_millis(config.total_timeout_ms);
+    // Generous bound: the point is "nothing hangs", not a latency figure.
+    let bound = deadline + Duration::from_millis(1000);
+
+    let (outcome, _) = under_fault(&upstream, &client, json!({"kind": "latency", "ms": 200})).await;
+    assert_eq!(outcome, Ok(()));
+
+    for (fault, check) in [
+        (json!({"kind": "latency", "ms": 5000}), "timed out"),
+        (json!({"kind": "timeout"}), "timed out"),
+        (json!({"kind": "status", "status": 500}), "unavailable"),
+        (json!({"kind": "truncated"}), "truncated"),
+        (json!({"kind": "wrong_content_type"}), "content type"),
+        (
+            json!({"kind": "oversize", "bytes": 20_000_000}),
+            "larger than",
+        ),
+        (json!({"kind": "garbage"}), "JSON syntax"),
+    ] {
+        let (outcome, took) = under_fault(&upstream, &client, fault.clone()).await;
+        let error = outcome.expect_err(&fault.to_string());
+        let text = match &error {
+            UpstreamError::TimedOut(_) => "timed out".to_owned(),
+            UpstreamError::Unavailable(why) => format!("unavailable {why}"),
+            UpstreamError::Malformed(why) => why.clone(),
+            other => panic!("{fault}: unexpected {other:?}"),
+        };
+        assert!(text.contains(check), "{fault}: {text}");
+        assert!(took < bound, "{fault}: took {took:?}");
+    }
+
+    // 503 is retried (bounded), 500 is not.
+    upstream
+        .fault(json!({"kind": "status", "status": 503}))
+        .await;
+    let before = upstream.stats().await["summaries"].as_u64().unwrap();
+    let outcome = fetch(&client, "p1", 1, AccessMode::Centre15).await;
+    assert!(
+        matches!(outcome, Err(UpstreamError::Unavailable(_))),
+        "{outcome:?}"
+    );
+    let after = upstream.stats().await["summaries"].as_u64().unwrap();
+    assert_eq!(after - before, 1 + u64::from(config.max_retries));
+
+    upstream.fault(json!({"kind": "none"})).await;
+    assert!(fetch(&client, "p1", 1, AccessMode::Centre15).await.is_ok());
+}
