@@ -228,15 +228,26 @@ pub struct CallContext {
     pub justification: Option<String>,
 }
 
-/// Access mode (TRE_R248_ModeAcces).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Access mode (TRE_R248_ModeAcces, `1.2.250.1.213.1.1.4.248`): why the record is
+/// consulted. The same type travels in the upstream assertion and in the audit record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum AccessMode {
-    /// Access by a medical regulation centre.
+    /// Access by the medical regulation centre (the SAMU regulator).
     #[serde(rename = "centre_15")]
     Centre15,
-    /// Break-glass access.
+    /// Break-glass access: a patient unable to consent, immediate risk.
     #[serde(rename = "bris_de_glace")]
     BrisDeGlace,
+}
+
+impl AccessMode {
+    /// The TRE_R248 code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Centre15 => "centre_15",
+            Self::BrisDeGlace => "bris_de_glace",
+        }
+    }
 }
 
 /// Where released data came from.

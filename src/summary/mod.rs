@@ -21,7 +21,7 @@ pub use sections::{human_names, ins_identifiers};
 pub mod syntax;
 pub mod validate;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Largest bundle accepted, in bytes (the national record's summaries are far smaller).
@@ -67,7 +67,7 @@ impl SummaryError {
 }
 
 /// The critical summary of one document.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CriticalSummary {
     /// Where the data comes from and how old it is.
     pub document: DocumentInfo,
@@ -96,7 +96,7 @@ pub struct CriticalSummary {
 }
 
 /// Provenance of the document.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DocumentInfo {
     /// `document` or `searchset` (some servers answer `$summary` with a search set).
     pub bundle_type: String,
@@ -113,7 +113,7 @@ pub struct DocumentInfo {
 }
 
 /// Identity traits as written in the document.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DocumentPatient {
     /// Names as written (family in capitals is the source's choice, not ours).
     pub names: Vec<String>,
@@ -128,7 +128,7 @@ pub struct DocumentPatient {
 }
 
 /// What a section establishes.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum SectionStatus {
     /// At least one readable item.
@@ -143,7 +143,7 @@ pub enum SectionStatus {
 }
 
 /// One section of the summary.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Section<T> {
     /// What the section establishes.
     pub status: SectionStatus,
@@ -163,7 +163,7 @@ pub struct Section<T> {
 }
 
 /// A code as the source wrote it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Code {
     /// Code system URI (or OID URN).
     pub system: Option<String>,
@@ -174,7 +174,7 @@ pub struct Code {
 }
 
 /// An allergy or intolerance.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Allergy {
     /// The substance, in the source's words.
     pub substance: String,
@@ -197,7 +197,7 @@ pub struct Allergy {
 }
 
 /// A medication.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Medication {
     /// The product, in the source's words.
     pub name: String,
@@ -214,7 +214,7 @@ pub struct Medication {
 }
 
 /// A problem (condition).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Problem {
     /// The problem, in the source's words.
     pub name: String,
@@ -231,7 +231,7 @@ pub struct Problem {
 }
 
 /// A procedure.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Procedure {
     /// The procedure, in the source's words.
     pub name: String,
@@ -244,7 +244,7 @@ pub struct Procedure {
 }
 
 /// An immunization.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Immunization {
     /// The vaccine, in the source's words.
     pub vaccine: String,
@@ -257,7 +257,7 @@ pub struct Immunization {
 }
 
 /// A medical device.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Device {
     /// The device, in the source's words.
     pub name: String,
@@ -266,7 +266,7 @@ pub struct Device {
 }
 
 /// An observation (pregnancy status and the like).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Observation {
     /// What was observed.
     pub name: String,
@@ -277,7 +277,7 @@ pub struct Observation {
 }
 
 /// A section the summary does not model: title and narrative.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OtherSection {
     /// Title in the document.
     pub title: Option<String>,

@@ -25,26 +25,7 @@ use crate::summary::CriticalSummary;
 /// A boxed future, so that [`RecordService`] can be used as `dyn`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Why the record is consulted (TRE_R248_ModeAcces, `1.2.250.1.213.1.1.4.248`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-pub enum AccessMode {
-    /// Access by the medical regulation centre (the SAMU regulator).
-    #[serde(rename = "centre_15")]
-    Centre15,
-    /// Break-glass access: a patient unable to consent, immediate risk.
-    #[serde(rename = "bris_de_glace")]
-    BrisDeGlace,
-}
-
-impl AccessMode {
-    /// The TRE_R248 code.
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::Centre15 => "centre_15",
-            Self::BrisDeGlace => "bris_de_glace",
-        }
-    }
-}
+pub use crate::audit::AccessMode;
 
 /// Who asks, why, about whom: what the access assertion carries.
 #[derive(Debug, Clone)]
