@@ -31,6 +31,7 @@
 // library code (tests are exempt through clippy.toml).
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod access;
 pub mod audit;
 pub mod cache;
 pub mod card;
@@ -39,6 +40,7 @@ pub mod config;
 pub mod demo;
 pub mod dev_upstream;
 pub mod http;
+pub mod limit;
 pub mod patient;
 pub mod service;
 pub mod session;

@@ -2,6 +2,10 @@
 //! stores, bind, tell systemd READY, serve, feed the watchdog), and stop on SIGTERM/SIGINT
 //! (stop accepting, drain, flush, exit 0).
 
+use crate::access::BreakGlass;
+use crate::cache::sealed::{MasterKey, SealedSummaries};
+use crate::limit::Limits as RateLimits;
+use crate::patient::InsPolicy;
 use crate::upstream::client::FhirClient;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -146,17 +150,26 @@ pub async fn run(
         .map_err(|source| ServiceError::Bind { addr, source })?;
 
     let metrics = Arc::new(Metrics::new());
+    let cards = start_cards(
+        prepared.card_trust,
+        prepared.virtual_card,
+        &prepared.config,
+        &audit,
+    )?;
+    let access = start_access(
+        &prepared.config,
+        prepared.upstream.clone(),
+        cards.as_ref(),
+        &stores,
+        &audit,
+    );
     let state = AppState::new(
         prepared.config.centre.clone(),
         stores.clone(),
         audit.clone(),
         metrics.clone(),
-        start_cards(
-            prepared.card_trust,
-            prepared.virtual_card,
-            &prepared.config,
-            &audit,
-        )?,
+        cards,
+        access,
     );
     let app = api::router(state.clone());
     let connections = Connections::new(
@@ -261,6 +274,82 @@ fn start_cards(
     )
     .map_err(ServiceError::CardWorker)?;
     Ok(Some(Arc::new(login)))
+}
+
+/// Break-glass access over the record service, with the cache when its master key reads,
+/// and the tasks that end grants, purge the cache and prune the rate limiters.
+fn start_access(
+    config: &Config,
+    upstream: Option<Arc<dyn crate::upstream::RecordService>>,
+    cards: Option<&Arc<CardLogin>>,
+    stores: &Arc<Stores>,
+    audit: &Arc<AuditLog>,
+) -> Option<Arc<BreakGlass>> {
+    let Some(upstream) = upstream else {
+        tracing::warn!("no [upstream] section: summaries cannot be fetched");
+        return None;
+    };
+    let cards = cards?;
+    let cache = open_cache(config, stores);
+    let limits = Arc::new(RateLimits::new(&config.limits));
+    let policy = InsPolicy {
+        accept_test_oids: config.upstream.as_ref().is_some_and(|u| u.accept_test_ins),
+    };
+    let access = Arc::new(BreakGlass::new(
+        audit.clone(),
+        upstream,
+        cache.clone(),
+        limits.clone(),
+        config.break_glass.clone(),
+        policy,
+    ));
+    tokio::spawn(crate::limit::prune_periodically(limits));
+    let (reaper, sessions) = (access.clone(), cards.sessions.clone());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            every.tick().await;
+            reaper.reap(|desk| sessions.token_hash(desk)).await;
+        }
+    });
+    if let Some(cache) = cache {
+        let period = Duration::from_secs(config.cache.purge_interval_secs);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(period);
+            loop {
+                every.tick().await;
+                match cache.purge_expired() {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "expired cached summaries deleted"),
+                    Err(e) => tracing::warn!(error = %e, "cache purge failed"),
+                }
+            }
+        });
+    }
+    Some(access)
+}
+
+/// The sealed cache, or `None` (with a warning) when the master key is absent or unusable:
+/// the service then works without a cache.
+fn open_cache(config: &Config, stores: &Stores) -> Option<Arc<SealedSummaries>> {
+    let Some(key) = &config.cache.master_key else {
+        tracing::warn!("no cache.master_key: the summary cache is disabled");
+        return None;
+    };
+    let master = match key.resolve().and_then(|path| MasterKey::load(&path)) {
+        Ok(master) => master,
+        Err(e) => {
+            tracing::warn!(error = %e, "cache master key unusable: the summary cache is disabled");
+            return None;
+        }
+    };
+    match stores.cache.sealed(&master, config.cache.lifetimes()) {
+        Ok(sealed) => Some(Arc::new(sealed)),
+        Err(e) => {
+            tracing::warn!(error = %e, "summary cache unusable: disabled");
+            None
+        }
+    }
 }
 
 /// The roster in the state directory, with who may replace it, when `[roster]` is set.

@@ -32,13 +32,17 @@ async fn every_documented_operation_is_served() {
     assert_eq!(
         documented,
         [
+            "DELETE /api/v1/grants/{grant_id}",
             "DELETE /api/v1/session",
             "GET /api/v1/desk",
+            "GET /api/v1/grants/{grant_id}/summary",
             "GET /api/v1/openapi.json",
             "GET /api/v1/session",
             "GET /healthz",
             "GET /metrics",
             "GET /readyz",
+            "POST /api/v1/break-glass",
+            "POST /api/v1/patients/search",
             "POST /api/v1/session",
             "PUT /api/v1/roster",
         ]

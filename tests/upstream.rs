@@ -141,7 +141,7 @@ async fn patients_are_found_by_ins_and_by_traits_and_never_picked_among_several(
     );
     // Two patients share these traits: both come back, for the physician to choose.
     let traits = Traits {
-        birth_name: "famille1".into(),
+        birth_name: support::upstream::family(1).to_lowercase(),
         first_names: "Camille".into(),
         birth_date: "1980-01-17".into(),
         sex: Sex::F,

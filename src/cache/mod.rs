@@ -2,10 +2,66 @@
 //! design (losing it costs an upstream call, never evidence), which is why sled's
 //! non-durable flush is acceptable here and not for the audit trail.
 //!
-//! For now this module owns the store's bootstrap: open, format version, health check,
-//! flush at shutdown. Encryption, expiry and purge come with the break-glass issue.
+//! This module owns the store's bootstrap (open, format version, health check, flush at
+//! shutdown); [`sealed`] owns the entries: encrypted, keyed by a keyed hash of the INS,
+//! expiring.
+
+pub mod sealed;
 
 use std::path::{Path, PathBuf};
+
+/// `[cache]`.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Master key (64 hex characters; file or `credential:NAME`). Without it, or if it
+    /// cannot be read, the cache is disabled with a warning and every read goes upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_key: Option<crate::config::SecretPath>,
+    /// Seconds a copy is served as fresh.
+    #[serde(default = "defaults::fresh_seconds")]
+    pub fresh_seconds: u64,
+    /// Seconds a copy is kept, served (labelled stale) only when the record service is
+    /// unavailable; purged after.
+    #[serde(default = "defaults::max_stale_seconds")]
+    pub max_stale_seconds: u64,
+    /// Seconds between purges of expired copies.
+    #[serde(default = "defaults::purge_interval_secs")]
+    pub purge_interval_secs: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            master_key: None,
+            fresh_seconds: defaults::fresh_seconds(),
+            max_stale_seconds: defaults::max_stale_seconds(),
+            purge_interval_secs: defaults::purge_interval_secs(),
+        }
+    }
+}
+
+impl CacheConfig {
+    /// The lifetimes configured.
+    pub fn lifetimes(&self) -> sealed::Lifetimes {
+        sealed::Lifetimes {
+            fresh: std::time::Duration::from_secs(self.fresh_seconds),
+            max_stale: std::time::Duration::from_secs(self.max_stale_seconds),
+        }
+    }
+}
+
+mod defaults {
+    pub fn fresh_seconds() -> u64 {
+        600
+    }
+    pub fn max_stale_seconds() -> u64 {
+        7200
+    }
+    pub fn purge_interval_secs() -> u64 {
+        60
+    }
+}
 
 /// Version of the gateway's layout inside the sled database.
 pub const FORMAT_VERSION: u64 = 1;
@@ -80,6 +136,20 @@ impl SummaryCache {
                 Ok(cache)
             }
         }
+    }
+
+    /// The sealed summaries, with `master`.
+    pub fn sealed(
+        &self,
+        master: &sealed::MasterKey,
+        lifetimes: sealed::Lifetimes,
+    ) -> Result<sealed::SealedSummaries, CacheError> {
+        sealed::SealedSummaries::new(&self.db, master, lifetimes)
+    }
+
+    /// The summaries tree without its key (stats and purge need none).
+    pub fn summaries_tree(&self) -> Result<sled::Tree, CacheError> {
+        sealed::tree(&self.db)
     }
 
     /// Proves the store still answers a read (readiness, watchdog).

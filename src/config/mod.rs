@@ -44,6 +44,15 @@ pub struct Config {
     /// The record service. Without it, no summary can be fetched (the desk API says so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<crate::upstream::UpstreamConfig>,
+    /// Break-glass grants and reasons.
+    #[serde(default)]
+    pub break_glass: crate::access::BreakGlassConfig,
+    /// Rate limits on patient access and searches.
+    #[serde(default)]
+    pub limits: crate::limit::LimitsConfig,
+    /// The encrypted summary cache.
+    #[serde(default)]
+    pub cache: crate::cache::CacheConfig,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,

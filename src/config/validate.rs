@@ -54,6 +54,7 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     if let Some(upstream) = &config.upstream {
         check_upstream(upstream, &mut out);
     }
+    check_access(config, &mut out);
     if let Some(roster) = &config.roster {
         check_range(
             &mut out,
@@ -166,6 +167,84 @@ fn check_range(out: &mut Vec<Problem>, key: &str, value: u64, min: u64, max: u64
             key,
             format!("{value} is out of range: expected {min} to {max}"),
         ));
+    }
+}
+
+fn check_access(config: &Config, out: &mut Vec<Problem>) {
+    let bg = &config.break_glass;
+    check_range(out, "break_glass.grant_minutes", bg.grant_minutes, 5, 720);
+    if bg.reasons.is_empty() {
+        out.push(Problem::new(
+            "break_glass.reasons",
+            "at least one reason is needed",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, reason) in bg.reasons.iter().enumerate() {
+        let code_ok = !reason.code.is_empty()
+            && reason.code.len() <= 32
+            && reason
+                .code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !code_ok {
+            out.push(Problem::new(
+                format!("break_glass.reasons[{i}].code"),
+                format!("'{}' must be 1 to 32 of a-z 0-9 _", reason.code),
+            ));
+        }
+        if !seen.insert(&reason.code) {
+            out.push(Problem::new(
+                format!("break_glass.reasons[{i}].code"),
+                format!("'{}' is listed twice", reason.code),
+            ));
+        }
+        if reason.label.trim().is_empty() {
+            out.push(Problem::new(
+                format!("break_glass.reasons[{i}].label"),
+                "must not be empty",
+            ));
+        }
+    }
+    let limits = &config.limits;
+    for (key, value) in [
+        (
+            "limits.per_professional_per_hour",
+            limits.per_professional_per_hour,
+        ),
+        ("limits.per_desk_per_hour", limits.per_desk_per_hour),
+        ("limits.global_per_minute", limits.global_per_minute),
+        (
+            "limits.searches_per_professional_per_hour",
+            limits.searches_per_professional_per_hour,
+        ),
+    ] {
+        check_range(out, key, u64::from(value), 1, 1_000_000);
+    }
+    let cache = &config.cache;
+    check_range(out, "cache.fresh_seconds", cache.fresh_seconds, 1, 3600);
+    check_range(
+        out,
+        "cache.max_stale_seconds",
+        cache.max_stale_seconds,
+        cache.fresh_seconds.max(1),
+        86_400,
+    );
+    check_range(
+        out,
+        "cache.purge_interval_secs",
+        cache.purge_interval_secs,
+        5,
+        3600,
+    );
+    // A missing master key file is not a problem (the cache is then disabled, with a
+    // warning); a key file others can read is.
+    if let Some(key) = &cache.master_key
+        && let Ok(path) = key.resolve()
+        && path.exists()
+        && let Err(reason) = check_key_file_mode(&path)
+    {
+        out.push(Problem::new("cache.master_key", reason));
     }
 }
 

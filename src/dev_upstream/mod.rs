@@ -104,14 +104,30 @@ pub struct DevUpstreamOptions {
     pub assertion_keys: Vec<PathBuf>,
 }
 
+#[derive(Clone)]
 struct Loaded {
     patient: DevPatient,
-    bundle: Vec<u8>,
+    bundle: Arc<Vec<u8>>,
+}
+
+/// The per-patient flags, replaceable at run time (`PUT /_dev/patients/{id}/flags`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flags {
+    /// Access modes opposed.
+    #[serde(default)]
+    pub opposed: Vec<AccessMode>,
+    /// Blocked professionals (idNat).
+    #[serde(default)]
+    pub blocked_professionals: Vec<String>,
+    /// Record closed.
+    #[serde(default)]
+    pub record_closed: bool,
 }
 
 /// Shared state of the handlers.
 struct DevState {
-    patients: Vec<Loaded>,
+    patients: std::sync::RwLock<Vec<Loaded>>,
     trusted: Vec<Vec<u8>>,
     fault: Mutex<Fault>,
     summaries: AtomicU64,
@@ -155,7 +171,10 @@ fn load_state(options: &DevUpstreamOptions) -> Result<DevState, DevUpstreamError
         let path = base.join(&patient.bundle);
         let bundle = std::fs::read(&path)
             .map_err(|e| DevUpstreamError::Data(format!("{}: {e}", path.display())))?;
-        patients.push(Loaded { patient, bundle });
+        patients.push(Loaded {
+            patient,
+            bundle: Arc::new(bundle),
+        });
     }
     let mut trusted = Vec::new();
     for path in &options.assertion_keys {
@@ -174,7 +193,7 @@ fn load_state(options: &DevUpstreamOptions) -> Result<DevState, DevUpstreamError
         ));
     }
     Ok(DevState {
-        patients,
+        patients: std::sync::RwLock::new(patients),
         trusted,
         fault: Mutex::new(Fault::None),
         summaries: AtomicU64::new(0),
@@ -241,6 +260,7 @@ fn router(state: Arc<DevState>) -> Router {
         .route("/Patient/_search", post(search))
         .route("/Patient/{id}/$summary", get(summary))
         .route("/_dev/fault", put(set_fault))
+        .route("/_dev/patients/{id}/flags", put(set_flags))
         .route("/_dev/stats", get(stats))
         .with_state(state)
 }
@@ -293,12 +313,17 @@ async fn search(
         return faulted;
     }
     let params: HashMap<&str, &str> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let matches: Vec<&DevPatient> = state
+    let matches: Vec<DevPatient> = state
         .patients
-        .iter()
-        .map(|l| &l.patient)
-        .filter(|p| matches_search(p, &params))
-        .collect();
+        .read()
+        .map(|all| {
+            all.iter()
+                .map(|l| &l.patient)
+                .filter(|p| matches_search(p, &params))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
     let entries: Vec<Value> = matches
         .iter()
         .map(|p| json!({"fullUrl": format!("urn:uuid:dev-{}", p.id), "resource": patient_resource(p), "search": {"mode": "match"}}))
@@ -357,7 +382,12 @@ async fn summary(
     if let Some(faulted) = faults::apply(&state.fault).await {
         return faulted;
     }
-    let Some(loaded) = state.patients.iter().find(|l| l.patient.id == id) else {
+    let found = state
+        .patients
+        .read()
+        .ok()
+        .and_then(|all| all.iter().find(|l| l.patient.id == id).cloned());
+    let Some(loaded) = found else {
         return refusal(
             StatusCode::NOT_FOUND,
             "not-found",
@@ -405,7 +435,7 @@ async fn summary(
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/fhir+json")],
-        loaded.bundle.clone(),
+        loaded.bundle.as_ref().clone(),
     )
         .into_response()
 }
@@ -415,6 +445,25 @@ async fn set_fault(State(state): State<Arc<DevState>>, Json(fault): Json<Fault>)
         *current = fault;
     }
     StatusCode::NO_CONTENT
+}
+
+async fn set_flags(
+    State(state): State<Arc<DevState>>,
+    UrlPath(id): UrlPath<String>,
+    Json(flags): Json<Flags>,
+) -> StatusCode {
+    let Ok(mut all) = state.patients.write() else {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    };
+    match all.iter_mut().find(|l| l.patient.id == id) {
+        Some(loaded) => {
+            loaded.patient.opposed = flags.opposed;
+            loaded.patient.blocked_professionals = flags.blocked_professionals;
+            loaded.patient.record_closed = flags.record_closed;
+            StatusCode::NO_CONTENT
+        }
+        None => StatusCode::NOT_FOUND,
+    }
 }
 
 async fn stats(State(state): State<Arc<DevState>>) -> Json<Value> {

@@ -11,6 +11,9 @@ use serde::Serialize;
 pub struct ApiError {
     #[serde(skip)]
     status: StatusCode,
+    /// Seconds before a retry can succeed (sent as `Retry-After`).
+    #[serde(skip)]
+    retry_after: Option<u64>,
     /// Stable machine-readable code, e.g. `workstation_not_mapped`.
     pub error: &'static str,
     /// English explanation (logs, integrators).
@@ -29,6 +32,7 @@ impl ApiError {
     ) -> Self {
         Self {
             status,
+            retry_after: None,
             error,
             message: message.into(),
             message_fr: message_fr.into(),
@@ -74,8 +78,25 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The same refusal, telling the client when to retry.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self)).into_response()
+        let retry_after = self.retry_after;
+        let mut response = (self.status, Json(self)).into_response();
+        if let Some(seconds) = retry_after
+            && let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTPS API: TLS with workstation client certificates, attribution of each request to
 //! one desk, the routes, metrics, and the accept loop with graceful drain.
 
+mod access_routes;
 pub mod error;
 pub mod identity;
 mod metrics;
@@ -21,6 +22,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::access::BreakGlass;
 use crate::audit::AuditLog;
 use crate::config::CentreConfig;
 use crate::session::CardLogin;
@@ -41,6 +43,7 @@ struct Shared {
     audit: Arc<AuditLog>,
     metrics: Arc<Metrics>,
     cards: Option<Arc<CardLogin>>,
+    access: Option<Arc<BreakGlass>>,
     draining: AtomicBool,
 }
 
@@ -52,6 +55,7 @@ impl AppState {
         audit: Arc<AuditLog>,
         metrics: Arc<Metrics>,
         cards: Option<Arc<CardLogin>>,
+        access: Option<Arc<BreakGlass>>,
     ) -> Self {
         Self(Arc::new(Shared {
             centre,
@@ -59,6 +63,7 @@ impl AppState {
             audit,
             metrics,
             cards,
+            access,
             draining: AtomicBool::new(false),
         }))
     }
@@ -81,6 +86,11 @@ impl AppState {
     /// Card login, when `[cards]` is configured.
     pub fn cards(&self) -> Option<&CardLogin> {
         self.0.cards.as_deref()
+    }
+
+    /// Break-glass access, when `[upstream]` and `[cards]` are configured.
+    pub fn access(&self) -> Option<&BreakGlass> {
+        self.0.access.as_deref()
     }
 
     /// The metrics registry.
@@ -121,6 +131,10 @@ fn api_router() -> OpenApiRouter<AppState> {
             session_routes::close_session
         ))
         .routes(routes!(session_routes::put_roster))
+        .routes(routes!(access_routes::break_glass))
+        .routes(routes!(access_routes::reread))
+        .routes(routes!(access_routes::close))
+        .routes(routes!(access_routes::search))
         .routes(routes!(routes::openapi_json))
 }
 

@@ -218,7 +218,7 @@ pub async fn put_roster(
 }
 
 /// The token from the session cookie or an `Authorization: Bearer` header.
-fn token(headers: &HeaderMap) -> Option<String> {
+pub(super) fn token(headers: &HeaderMap) -> Option<String> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -247,7 +247,7 @@ fn unavailable() -> ApiError {
     )
 }
 
-fn no_session() -> ApiError {
+pub(super) fn no_session() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
         "no_session",
@@ -256,7 +256,7 @@ fn no_session() -> ApiError {
     )
 }
 
-fn audit_unavailable() -> ApiError {
+pub(super) fn audit_unavailable() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "audit_unavailable",
@@ -279,7 +279,8 @@ fn login_error(e: LoginError) -> ApiError {
                 "Trop de tentatives sur ce poste. Réessayez dans {} secondes.",
                 wait.as_secs() + 1
             ),
-        ),
+        )
+        .with_retry_after(wait.as_secs() + 1),
         LoginError::Refused(LoginRefusal::NoCard) => ApiError::new(
             StatusCode::CONFLICT,
             "no_card",

@@ -203,6 +203,14 @@ impl Sessions {
         Some(session)
     }
 
+    /// SHA-256 (hex) of the token of `desk`'s session, if one is open: what grants bind to.
+    pub fn token_hash(&self, desk: &str) -> Option<String> {
+        self.with_slot(desk, |s| {
+            s.session.as_ref().map(|session| token_hash(&session.token))
+        })
+        .flatten()
+    }
+
     /// The session of `desk` if `token` is its token (a token from another desk is refused).
     /// The session of `desk` if `token` is its token (a token from another desk is refused);
     /// counts as activity for the idle timeout.
@@ -454,6 +462,11 @@ fn trust_code(e: &crate::card::trust::TrustError) -> &'static str {
         Unreadable(_) => "unreadable",
         Config { .. } | Other(_) => "rejected",
     }
+}
+
+/// SHA-256 (hex) of a session token.
+pub fn token_hash(token: &str) -> String {
+    hex(&crate::audit::chain::hash(token.as_bytes()))
 }
 
 fn random_token() -> String {

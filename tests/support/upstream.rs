@@ -23,13 +23,19 @@ pub fn nir(serial: u32) -> String {
     format!("{body}{:02}", 97 - n % 97)
 }
 
+/// The birth name of test patient `serial` (letters only, as identity traits require).
+pub fn family(serial: u32) -> String {
+    let letter = |n: u32| char::from(b'A' + (n % 26) as u8);
+    format!("FAMILLE{}{}", letter(serial / 26), letter(serial))
+}
+
 /// A patient of the dev upstream, serving `bundle` (a path).
 pub fn patient(id: &str, serial: u32, bundle: &Path) -> Value {
     json!({
         "id": id,
         "ins": nir(serial),
         "ins_oid": TEST_OID,
-        "family": format!("FAMILLE{serial}"),
+        "family": family(serial),
         "given": ["Camille"],
         "birth_date": "1980-01-17",
         "gender": "female",
@@ -140,6 +146,19 @@ impl DevUpstream {
             .raw_client()
             .put(format!("{}/_dev/fault", self.url))
             .json(&fault)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 204);
+    }
+
+    /// Replaces patient `id`'s flags (oppositions, blocks, closure).
+    pub async fn flags(&self, id: &str, flags: Value) {
+        let status = self
+            .raw_client()
+            .put(format!("{}/_dev/patients/{id}/flags", self.url))
+            .json(&flags)
             .send()
             .await
             .unwrap()

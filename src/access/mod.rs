@@ -1,0 +1,741 @@
+//! Break-glass access: the gateway's reason to exist.
+//!
+//! Order for a new access ([`BreakGlass::start`]): validate → rate limits → record
+//! "break-glass started" durably → cache or record service → record the read (with its
+//! source) → release the summary with a time-boxed [`Grant`]. A grant allows re-reads
+//! ([`BreakGlass::reread`]) without a new justification until it expires, its session ends,
+//! or the physician closes it; each re-read is recorded, and so is the grant's end
+//! ("break-glass stopped").
+//!
+//! Cache rule: a cached copy (fresh, or stale when the record service is unavailable) is
+//! served only to a professional and access mode the record service already cleared for
+//! that patient, because oppositions are per mode and blocks per professional; any
+//! opposition, block or closure answer deletes the copy. Concurrent identical requests
+//! (same patient, professional, mode) make a single upstream call.
+
+mod grants;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
+
+pub use grants::{Grant, GrantView};
+
+use crate::audit::{
+    Actor, AuditError, AuditLog, CallContext, DataSource, Event, EventKind, Outcome, PatientRef,
+    Receipt,
+};
+use crate::cache::sealed::{Entry, SealedSummaries};
+use crate::card::trust::Professional;
+use crate::config::DeskConfig;
+use crate::limit::{Limited, Limits};
+use crate::patient::{Candidate, Ins, InsPolicy, PatientError, Traits};
+use crate::summary::CriticalSummary;
+use crate::upstream::{self, AccessMode, RecordService, UpstreamError};
+
+/// `[break_glass]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlassConfig {
+    /// How long a grant lasts (it also ends with the session).
+    #[serde(default = "defaults::grant_minutes")]
+    pub grant_minutes: u64,
+    /// The reasons a physician picks from.
+    #[serde(default = "defaults::reasons")]
+    pub reasons: Vec<Reason>,
+}
+
+impl Default for BreakGlassConfig {
+    fn default() -> Self {
+        Self {
+            grant_minutes: defaults::grant_minutes(),
+            reasons: defaults::reasons(),
+        }
+    }
+}
+
+/// One justification reason.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reason {
+    /// Stable code recorded in the audit trail.
+    pub code: String,
+    /// Label on the physician's screen (French).
+    pub label: String,
+    /// Whether free text must complete it.
+    #[serde(default)]
+    pub text_required: bool,
+}
+
+mod defaults {
+    pub fn grant_minutes() -> u64 {
+        120
+    }
+    pub fn reasons() -> Vec<super::Reason> {
+        let reason = |code: &str, label: &str, text_required| super::Reason {
+            code: code.into(),
+            label: label.into(),
+            text_required,
+        };
+        vec![
+            reason(
+                "inconscient",
+                "Patient inconscient ou hors d'état d'exprimer sa volonté",
+                false,
+            ),
+            reason(
+                "detresse_vitale",
+                "Détresse vitale, risque immédiat pour la santé",
+                false,
+            ),
+            reason("intoxication", "Intoxication ou surdosage suspecté", false),
+            reason("autre", "Autre motif (à préciser)", true),
+        ]
+    }
+}
+
+/// What the physician submits.
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlassRequest {
+    /// The patient's INS (15 characters; spaces allowed).
+    pub ins: String,
+    /// Its OID (default: INS-NIR).
+    #[serde(default)]
+    pub ins_oid: Option<String>,
+    /// The emergency call's id in the regulation software.
+    pub call_id: String,
+    /// A configured reason code.
+    pub reason_code: String,
+    /// Free text completing the reason.
+    #[serde(default)]
+    pub reason_text: Option<String>,
+    /// `centre_15` or `bris_de_glace`.
+    pub access_mode: AccessMode,
+}
+
+impl std::fmt::Debug for BreakGlassRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BreakGlassRequest(****)")
+    }
+}
+
+/// What a search submits: an INS, or identity traits.
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// An INS.
+    #[serde(default)]
+    pub ins: Option<String>,
+    /// Its OID (default: INS-NIR).
+    #[serde(default)]
+    pub ins_oid: Option<String>,
+    /// Identity traits, when no INS is at hand.
+    #[serde(default)]
+    pub traits: Option<Traits>,
+    /// Purpose of the search (default `centre_15`).
+    #[serde(default)]
+    pub access_mode: Option<AccessMode>,
+}
+
+/// Where released data came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Fetched from the record service for this request.
+    Upstream,
+    /// The gateway's copy, still fresh.
+    Cache,
+    /// The gateway's copy, older than fresh: the record service is unavailable.
+    StaleCache,
+}
+
+impl From<Source> for DataSource {
+    fn from(source: Source) -> Self {
+        match source {
+            Source::Upstream => Self::Upstream,
+            Source::Cache => Self::Cache,
+            Source::StaleCache => Self::StaleCache,
+        }
+    }
+}
+
+/// A summary released to a desk.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Delivered {
+    /// The grant allowing re-reads.
+    pub grant: GrantView,
+    /// Where the data came from.
+    pub source: Source,
+    /// True when served from a stale copy.
+    pub stale: bool,
+    /// Age of the data, seconds (0 when just fetched).
+    pub age_seconds: u64,
+    /// The critical summary.
+    #[schema(value_type = Object)]
+    pub summary: CriticalSummary,
+}
+
+/// Why an access is refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// A field of the request is unusable.
+    #[error("invalid request: {field}: {reason}")]
+    Invalid {
+        /// Which field.
+        field: &'static str,
+        /// Why (English, no value quoted).
+        reason: String,
+        /// For the screen.
+        message_fr: String,
+    },
+    /// The INS is unusable.
+    #[error(transparent)]
+    Patient(#[from] PatientError),
+    /// A rate limit.
+    #[error(transparent)]
+    Limited(#[from] Limited),
+    /// The record service's answer (refusal, unavailability, …).
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The access could not be recorded: nothing is released.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// No such grant for this desk and session (or it ended).
+    #[error("no such grant for this session")]
+    NoGrant,
+}
+
+/// A fetched summary and where it came from.
+#[derive(Clone)]
+struct Fetched {
+    entry: Entry,
+    source: Source,
+    age: Duration,
+}
+
+type Inflight = Arc<OnceCell<Result<Entry, UpstreamError>>>;
+
+/// Break-glass access for the whole gateway.
+pub struct BreakGlass {
+    audit: Arc<AuditLog>,
+    upstream: Arc<dyn RecordService>,
+    cache: Option<Arc<SealedSummaries>>,
+    limits: Arc<Limits>,
+    config: BreakGlassConfig,
+    policy: InsPolicy,
+    grants: Mutex<HashMap<String, Grant>>,
+    inflight: Mutex<HashMap<(Ins, String, AccessMode), Inflight>>,
+}
+
+/// Who acts, from where: the session's professional at a desk.
+pub struct Actorship<'a> {
+    /// The desk.
+    pub desk: &'a DeskConfig,
+    /// The logged-in professional.
+    pub professional: &'a Professional,
+    /// SHA-256 of the session token: grants are bound to the session.
+    pub session: String,
+}
+
+impl Actorship<'_> {
+    fn actor(&self) -> Actor {
+        crate::session::actor(self.professional, self.desk)
+    }
+}
+
+impl BreakGlass {
+    /// Break-glass over `upstream`, with an optional cache.
+    pub fn new(
+        audit: Arc<AuditLog>,
+        upstream: Arc<dyn RecordService>,
+        cache: Option<Arc<SealedSummaries>>,
+        limits: Arc<Limits>,
+        config: BreakGlassConfig,
+        policy: InsPolicy,
+    ) -> Self {
+        Self {
+            audit,
+            upstream,
+            cache,
+            limits,
+            config,
+            policy,
+            grants: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The configured reasons.
+    pub fn reasons(&self) -> &[Reason] {
+        &self.config.reasons
+    }
+
+    /// Starts an access: see the module documentation for the order of steps.
+    pub async fn start(
+        &self,
+        who: &Actorship<'_>,
+        request: BreakGlassRequest,
+    ) -> Result<Delivered, AccessError> {
+        let (ins, call) = self.validate(&request)?;
+        let mode = request.access_mode;
+        let event = |kind, outcome| Event {
+            actor: Some(who.actor()),
+            patient: Some(patient_ref(&ins)),
+            call: Some(call.clone()),
+            access_mode: Some(mode),
+            ..Event::new(kind, outcome)
+        };
+        if let Err(limited) = self.limits.access(&who.professional.id_nat, &who.desk.id) {
+            let reason = format!("rate_limited:{}", limited.scope.as_str());
+            self.record(event(
+                EventKind::BreakGlassStarted,
+                Outcome::Refused { reason },
+            ))
+            .await?;
+            return Err(limited.into());
+        }
+        self.record(event(EventKind::BreakGlassStarted, Outcome::Success))
+            .await?;
+        let fetched = match self.fetch(&ins, who.professional, mode).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                let outcome = failure_outcome(&e);
+                self.record(event(EventKind::PatientRecordRead, outcome.clone()))
+                    .await?;
+                let stopped = Event {
+                    detail: Some(format!("ended: {}", outcome.reason().unwrap_or("failed"))),
+                    ..event(EventKind::BreakGlassStopped, Outcome::Success)
+                };
+                self.record(stopped).await?;
+                return Err(e.into());
+            }
+        };
+        let receipt = self
+            .record_read(
+                event(EventKind::PatientRecordRead, Outcome::Success),
+                &fetched,
+            )
+            .await?;
+        let grant = Grant::new(
+            who,
+            ins,
+            fetched.entry.patient_id.clone(),
+            mode,
+            call,
+            Duration::from_secs(self.config.grant_minutes.max(1) * 60),
+        );
+        let view = grant.view();
+        if let Ok(mut grants) = self.grants.lock() {
+            grants.insert(grant.id.clone(), grant);
+        }
+        Ok(deliver(view, fetched, &receipt))
+    }
+
+    /// Re-reads the summary of grant `id` for the same desk and session.
+    pub async fn reread(&self, who: &Actorship<'_>, id: &str) -> Result<Delivered, AccessError> {
+        let grant = self.grant_for(who, id).ok_or(AccessError::NoGrant)?;
+        let event = |kind, outcome| Event {
+            actor: Some(who.actor()),
+            patient: Some(patient_ref(&grant.ins)),
+            call: Some(grant.call.clone()),
+            access_mode: Some(grant.mode),
+            ..Event::new(kind, outcome)
+        };
+        if let Err(limited) = self.limits.access(&who.professional.id_nat, &who.desk.id) {
+            let reason = format!("rate_limited:{}", limited.scope.as_str());
+            self.record(event(
+                EventKind::PatientRecordRead,
+                Outcome::Refused { reason },
+            ))
+            .await?;
+            return Err(limited.into());
+        }
+        let fetched = match self.fetch(&grant.ins, who.professional, grant.mode).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                self.record(event(EventKind::PatientRecordRead, failure_outcome(&e)))
+                    .await?;
+                if e.is_refusal() {
+                    self.end(id, "refused").await?;
+                }
+                return Err(e.into());
+            }
+        };
+        let receipt = self
+            .record_read(
+                event(EventKind::PatientRecordRead, Outcome::Success),
+                &fetched,
+            )
+            .await?;
+        Ok(deliver(grant.view(), fetched, &receipt))
+    }
+
+    /// Records an event whose receipt releases nothing.
+    async fn record(&self, event: Event) -> Result<(), AuditError> {
+        self.audit.append(event).await.map(drop)
+    }
+
+    /// Records the read of `fetched` (`read`: the success event to complete).
+    async fn record_read(&self, read: Event, fetched: &Fetched) -> Result<Receipt, AuditError> {
+        let read = Event {
+            source: Some(fetched.source.into()),
+            detail: (fetched.source != Source::Upstream)
+                .then(|| format!("age_seconds={}", fetched.age.as_secs())),
+            ..read
+        };
+        self.audit.append(read).await
+    }
+
+    /// Searches the record service; recorded (what was searched, not what came back) and
+    /// rate-limited.
+    pub async fn search(
+        &self,
+        who: &Actorship<'_>,
+        request: SearchRequest,
+    ) -> Result<Vec<Candidate>, AccessError> {
+        let mode = request.access_mode.unwrap_or(AccessMode::Centre15);
+        let (ins, searched) = match (&request.ins, &request.traits) {
+            (Some(ins), None) => {
+                let oid = request
+                    .ins_oid
+                    .as_deref()
+                    .unwrap_or(crate::patient::OID_NIR);
+                (Some(Ins::parse(ins, oid, self.policy)?), None)
+            }
+            (None, Some(traits)) => {
+                traits.validate(time::OffsetDateTime::now_utc().date())?;
+                (None, Some(traits.clone()))
+            }
+            _ => {
+                return Err(AccessError::Invalid {
+                    field: "ins",
+                    reason: "send either an INS or identity traits".into(),
+                    message_fr: "Saisissez un INS ou des traits d'identité.".into(),
+                });
+            }
+        };
+        let mut event = Event {
+            actor: Some(who.actor()),
+            patient: ins.as_ref().map(patient_ref),
+            access_mode: Some(mode),
+            detail: searched.as_ref().map(traits_detail),
+            ..Event::new(EventKind::PatientSearch, Outcome::Success)
+        };
+        if let Err(limited) = self.limits.search(&who.professional.id_nat) {
+            event.outcome = Outcome::Refused {
+                reason: format!("rate_limited:{}", limited.scope.as_str()),
+            };
+            self.record(event).await?;
+            return Err(limited.into());
+        }
+        let access = upstream::Access {
+            mode,
+            professional: who.professional,
+            patient: ins.as_ref(),
+        };
+        let found = match (&ins, &searched) {
+            (Some(ins), _) => self.upstream.find_by_ins(ins, &access).await,
+            (None, Some(traits)) => self.upstream.search(traits, &access).await,
+            (None, None) => Ok(Vec::new()),
+        };
+        if let Err(e) = &found {
+            event.outcome = failure_outcome(e);
+        }
+        self.record(event).await?;
+        Ok(found?)
+    }
+
+    /// Ends grant `id` at the physician's request (same desk and session).
+    pub async fn close(&self, who: &Actorship<'_>, id: &str) -> Result<(), AccessError> {
+        self.grant_for(who, id).ok_or(AccessError::NoGrant)?;
+        self.end(id, "closed").await?;
+        Ok(())
+    }
+
+    fn grant_for(&self, who: &Actorship<'_>, id: &str) -> Option<Grant> {
+        let grants = self.grants.lock().ok()?;
+        let grant = grants.get(id)?;
+        (grant.desk == who.desk.id && grant.session == who.session && !grant.expired())
+            .then(|| grant.clone())
+    }
+
+    /// Ends a grant and records it; false if it was already gone.
+    async fn end(&self, id: &str, reason: &str) -> Result<bool, AuditError> {
+        let grant = self.grants.lock().ok().and_then(|mut g| g.remove(id));
+        let Some(grant) = grant else {
+            return Ok(false);
+        };
+        let event = Event {
+            actor: Some(grant.actor.clone()),
+            patient: Some(patient_ref(&grant.ins)),
+            call: Some(grant.call.clone()),
+            access_mode: Some(grant.mode),
+            detail: Some(format!("ended: {reason}")),
+            ..Event::new(EventKind::BreakGlassStopped, Outcome::Success)
+        };
+        self.record(event).await?;
+        Ok(true)
+    }
+
+    /// Ends grants that expired or whose session is no longer the desk's; `session_of`
+    /// gives the current session hash of a desk.
+    pub async fn reap(&self, session_of: impl Fn(&str) -> Option<String>) {
+        let ending: Vec<(String, &'static str)> = match self.grants.lock() {
+            Ok(grants) => grants
+                .values()
+                .filter_map(|g| {
+                    if g.expired() {
+                        Some((g.id.clone(), "expired"))
+                    } else if session_of(&g.desk).as_deref() != Some(g.session.as_str()) {
+                        Some((g.id.clone(), "session_ended"))
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for (id, reason) in ending {
+            if let Err(e) = self.end(&id, reason).await {
+                tracing::error!(error = %e, "cannot record the end of a grant");
+            }
+        }
+    }
+
+    /// Open grants (for metrics and the desk view).
+    pub fn open_grants(&self, desk: &str, session: &str) -> Vec<GrantView> {
+        self.grants
+            .lock()
+            .map(|g| {
+                g.values()
+                    .filter(|g| g.desk == desk && g.session == session && !g.expired())
+                    .map(Grant::view)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn validate(&self, request: &BreakGlassRequest) -> Result<(Ins, CallContext), AccessError> {
+        let oid = request
+            .ins_oid
+            .as_deref()
+            .unwrap_or(crate::patient::OID_NIR);
+        let ins = Ins::parse(&request.ins, oid, self.policy)?;
+        let call_id = request.call_id.trim();
+        if call_id.is_empty()
+            || call_id.len() > 64
+            || !call_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:".contains(c))
+        {
+            return Err(AccessError::Invalid {
+                field: "call_id",
+                reason: "1 to 64 characters among A-Z a-z 0-9 - _ . / :".into(),
+                message_fr: "Numéro d'appel invalide : reprenez-le du logiciel de régulation."
+                    .into(),
+            });
+        }
+        let Some(reason) = self
+            .config
+            .reasons
+            .iter()
+            .find(|r| r.code == request.reason_code)
+        else {
+            return Err(AccessError::Invalid {
+                field: "reason_code",
+                reason: "not a configured reason".into(),
+                message_fr: "Choisissez un motif dans la liste.".into(),
+            });
+        };
+        let text = request
+            .reason_text
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        if text.is_some_and(|t| t.chars().count() > 500) {
+            return Err(AccessError::Invalid {
+                field: "reason_text",
+                reason: "at most 500 characters".into(),
+                message_fr: "Précision trop longue (500 caractères au plus).".into(),
+            });
+        }
+        if reason.text_required && text.is_none() {
+            return Err(AccessError::Invalid {
+                field: "reason_text",
+                reason: "this reason needs a text".into(),
+                message_fr: "Précisez le motif.".into(),
+            });
+        }
+        let call = CallContext {
+            call_id: call_id.to_owned(),
+            reason_code: Some(reason.code.clone()),
+            justification: text.map(str::to_owned),
+        };
+        Ok((ins, call))
+    }
+
+    /// Cache (for a cleared professional and mode) or record service, single-flight.
+    async fn fetch(
+        &self,
+        ins: &Ins,
+        professional: &Professional,
+        mode: AccessMode,
+    ) -> Result<Fetched, UpstreamError> {
+        let cleared = |entry: &Entry| entry.cleared(&professional.id_nat, mode);
+        let hit = self.cache.as_ref().and_then(|cache| match cache.get(ins) {
+            Ok(hit) => hit.filter(|h| cleared(&h.entry)),
+            Err(e) => {
+                tracing::warn!(error = %e, "summary cache read failed; asking the record service");
+                None
+            }
+        });
+        if let Some(hit) = hit.as_ref().filter(|h| h.fresh) {
+            return Ok(Fetched {
+                entry: hit.entry.clone(),
+                source: Source::Cache,
+                age: hit.age,
+            });
+        }
+        match self.fetch_upstream(ins, professional, mode).await {
+            Ok(entry) => Ok(Fetched {
+                entry,
+                source: Source::Upstream,
+                age: Duration::ZERO,
+            }),
+            Err(e) if e.is_refusal() => {
+                if let Some(cache) = &self.cache
+                    && let Err(err) = cache.remove(ins)
+                {
+                    tracing::warn!(error = %err, "cannot drop a refused patient's cached summary");
+                }
+                Err(e)
+            }
+            Err(e) if serves_stale(&e) => match hit {
+                Some(stale) => Ok(Fetched {
+                    entry: stale.entry,
+                    source: Source::StaleCache,
+                    age: stale.age,
+                }),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn fetch_upstream(
+        &self,
+        ins: &Ins,
+        professional: &Professional,
+        mode: AccessMode,
+    ) -> Result<Entry, UpstreamError> {
+        let key = (ins.clone(), professional.id_nat.clone(), mode);
+        let cell = match self.inflight.lock() {
+            Ok(mut inflight) => inflight.entry(key.clone()).or_default().clone(),
+            Err(_) => Arc::new(OnceCell::new()),
+        };
+        let result = cell
+            .get_or_init(|| self.fetch_once(ins, professional, mode))
+            .await
+            .clone();
+        if let Ok(mut inflight) = self.inflight.lock()
+            && inflight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell))
+        {
+            inflight.remove(&key);
+        }
+        result
+    }
+
+    async fn fetch_once(
+        &self,
+        ins: &Ins,
+        professional: &Professional,
+        mode: AccessMode,
+    ) -> Result<Entry, UpstreamError> {
+        let access = upstream::Access {
+            mode,
+            professional,
+            patient: Some(ins),
+        };
+        let patient = upstream::resolve(self.upstream.as_ref(), ins, &access).await?;
+        let summary = self.upstream.summary(&patient.id, &access).await?;
+        let mut entry = Entry::new(patient.id, summary);
+        if let Some(cache) = &self.cache {
+            if let Ok(Some(previous)) = cache.get(ins)
+                && previous.entry.patient_id == entry.patient_id
+            {
+                entry.clearances = previous.entry.clearances;
+            }
+            entry.clear(&professional.id_nat, mode);
+            if let Err(e) = cache.put(ins, &entry) {
+                tracing::warn!(error = %e, "cannot cache a summary");
+            }
+        } else {
+            entry.clear(&professional.id_nat, mode);
+        }
+        Ok(entry)
+    }
+}
+
+/// Failures after which a stale copy may be served: the service could not answer.
+fn serves_stale(e: &UpstreamError) -> bool {
+    matches!(
+        e,
+        UpstreamError::Unavailable(_) | UpstreamError::TimedOut(_) | UpstreamError::Malformed(_)
+    )
+}
+
+fn failure_outcome(e: &UpstreamError) -> Outcome {
+    let reason = match e {
+        UpstreamError::PatientOpposed(mode) => format!("patient_opposed:{}", mode.code()),
+        UpstreamError::ProfessionalBlocked => "professional_blocked".into(),
+        UpstreamError::NoRecord => "no_record".into(),
+        UpstreamError::RecordClosed => "record_closed".into(),
+        UpstreamError::Ambiguous(n) => format!("ambiguous_ins:{n}"),
+        UpstreamError::AssertionRefused(_) => "assertion_refused".into(),
+        UpstreamError::Unavailable(_) => "upstream_unavailable".into(),
+        UpstreamError::TimedOut(_) => "upstream_timeout".into(),
+        UpstreamError::Malformed(_) => "upstream_malformed".into(),
+    };
+    if e.is_refusal() {
+        Outcome::Refused { reason }
+    } else {
+        Outcome::Failed { reason }
+    }
+}
+
+fn deliver(grant: GrantView, fetched: Fetched, _proof: &Receipt) -> Delivered {
+    Delivered {
+        grant,
+        stale: fetched.source == Source::StaleCache,
+        source: fetched.source,
+        age_seconds: fetched.age.as_secs(),
+        summary: fetched.entry.summary,
+    }
+}
+
+fn patient_ref(ins: &Ins) -> PatientRef {
+    PatientRef {
+        ins: ins.as_str().to_owned(),
+        oid: ins.oid().to_owned(),
+    }
+}
+
+/// What a traits search looked for, for the audit record.
+fn traits_detail(traits: &Traits) -> String {
+    format!(
+        "traits: birth_name={} first_names={} birth_date={} sex={:?}{}",
+        traits.birth_name.trim(),
+        traits.first_names.trim(),
+        traits.birth_date,
+        traits.sex,
+        traits
+            .birthplace
+            .as_deref()
+            .map(|b| format!(" birthplace={b}"))
+            .unwrap_or_default()
+    )
+}

@@ -1,0 +1,564 @@
+//! Sealed summary entries: short-lived and unreadable at rest, because the authorities
+//! advise against keeping documents downloaded from the record (DOMAIN.md §1).
+//!
+//! - Tree keys are HMAC-SHA256 of `OID|INS` under a key derived from the master key: the
+//!   INS never reaches the disk, and without the master key one cannot even test whether
+//!   a given patient is cached.
+//! - Each entry is sealed with AES-256-GCM under its own random key; that key is wrapped
+//!   (AES-256-GCM) by the master key. Both seals authenticate the tree key and the fetch
+//!   time, so an entry cannot be moved to another patient or made to look fresher.
+//! - Layout: `1 | fetched_at_ms (8, BE) | wrap nonce (12) | wrapped key (48) | nonce (12) |
+//!   ciphertext`. The fetch time is in clear so the purge needs no key.
+//! - The master key is 32 random bytes, hex in a file (mode 0600/0640) or a systemd
+//!   credential; `samu-gateway cache keygen` makes one.
+
+use std::path::Path;
+use std::time::Duration;
+
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use super::CacheError;
+use crate::audit::AccessMode;
+use crate::patient::Ins;
+use crate::summary::CriticalSummary;
+
+const VERSION: u8 = 1;
+const HEADER: usize = 1 + 8;
+const WRAPPED: usize = 32 + 16;
+const TREE: &str = "summaries";
+
+/// How long entries live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Served as fresh up to this age.
+    pub fresh: Duration,
+    /// Kept (and served, labelled stale, only when the record service is unavailable) up to
+    /// this age; purged after.
+    pub max_stale: Duration,
+}
+
+/// What is cached for a patient.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    /// The record service's id for the patient.
+    pub patient_id: String,
+    /// The summary.
+    pub summary: CriticalSummary,
+    /// Professionals (idNat) and access modes the record service cleared for this patient:
+    /// oppositions are per mode and blocks per professional, so a copy is served only to
+    /// them.
+    #[serde(default)]
+    pub clearances: Vec<(String, AccessMode)>,
+}
+
+impl Entry {
+    /// An entry cleared for nobody yet.
+    pub fn new(patient_id: String, summary: CriticalSummary) -> Self {
+        Self {
+            patient_id,
+            summary,
+            clearances: Vec::new(),
+        }
+    }
+
+    /// Whether the record service cleared `id_nat` in `mode`.
+    pub fn cleared(&self, id_nat: &str, mode: AccessMode) -> bool {
+        self.clearances
+            .iter()
+            .any(|(who, m)| who == id_nat && *m == mode)
+    }
+
+    /// Records that the record service cleared `id_nat` in `mode`.
+    pub fn clear(&mut self, id_nat: &str, mode: AccessMode) {
+        if !self.cleared(id_nat, mode) {
+            self.clearances.push((id_nat.to_owned(), mode));
+        }
+    }
+}
+
+/// A cache hit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// The entry.
+    pub entry: Entry,
+    /// Its age.
+    pub age: Duration,
+    /// Within the fresh lifetime.
+    pub fresh: bool,
+}
+
+/// Counts for `cache stats` and the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Entries stored.
+    pub entries: u64,
+    /// Their total size, bytes.
+    pub bytes: u64,
+    /// Age of the oldest, seconds.
+    pub oldest_secs: u64,
+}
+
+/// The master key.
+pub struct MasterKey([u8; 32]);
+
+impl MasterKey {
+    /// Reads 64 hex characters from `path` (checked permissions).
+    pub fn load(path: &Path) -> Result<Self, String> {
+        crate::config::check_key_file_mode(path)?;
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+        let bytes = crate::config::decode_hex(text.trim())
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| format!("{}: expected 64 hex characters (32 bytes)", path.display()))?;
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&bytes);
+        Ok(Self(key))
+    }
+
+    /// Writes a new random key to `path` (mode 0600, never overwriting).
+    pub fn generate(path: &Path) -> Result<(), String> {
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        SystemRandom::new()
+            .fill(key.as_mut())
+            .map_err(|_| "the system random generator failed".to_owned())?;
+        let text = zeroize::Zeroizing::new(format!("{}\n", crate::config::hex(key.as_ref())));
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(****)")
+    }
+}
+
+impl Drop for MasterKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+/// Sealed summaries in a sled tree.
+pub struct SealedSummaries {
+    tree: sled::Tree,
+    master: LessSafeKey,
+    index: hmac::Key,
+    lifetimes: Lifetimes,
+    random: SystemRandom,
+    clock: fn() -> u64,
+}
+
+/// Wall-clock milliseconds (entries outlive restarts, so not a monotonic clock).
+fn wall_ms() -> u64 {
+    crate::audit::chain::now().1
+}
+
+impl SealedSummaries {
+    /// Opens the tree in `db` with `master`.
+    pub fn new(
+        db: &sled::Db,
+        master: &MasterKey,
+        lifetimes: Lifetimes,
+    ) -> Result<Self, CacheError> {
+        let tree = db.open_tree(TREE).map_err(super::storage)?;
+        let wrapping = UnboundKey::new(&AES_256_GCM, &master.0)
+            .map_err(|_| CacheError::Storage("unusable master key".into()))?;
+        let derive = hmac::Key::new(hmac::HMAC_SHA256, &master.0);
+        let index_key = hmac::sign(&derive, b"samu-gateway cache index key v1");
+        Ok(Self {
+            tree,
+            master: LessSafeKey::new(wrapping),
+            index: hmac::Key::new(hmac::HMAC_SHA256, index_key.as_ref()),
+            lifetimes,
+            random: SystemRandom::new(),
+            clock: wall_ms,
+        })
+    }
+
+    /// The same store reading time from `clock` (milliseconds): for expiry tests.
+    pub fn with_clock(mut self, clock: fn() -> u64) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The lifetimes in force.
+    pub fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
+    }
+
+    fn key(&self, ins: &Ins) -> Vec<u8> {
+        let message = format!("{}|{}", ins.oid(), ins.as_str());
+        hmac::sign(&self.index, message.as_bytes())
+            .as_ref()
+            .to_vec()
+    }
+
+    fn nonce(&self) -> Result<[u8; NONCE_LEN], CacheError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.random
+            .fill(&mut nonce)
+            .map_err(|_| CacheError::Storage("the system random generator failed".into()))?;
+        Ok(nonce)
+    }
+
+    /// Stores `entry` for `ins`, fetched now.
+    pub fn put(&self, ins: &Ins, entry: &Entry) -> Result<(), CacheError> {
+        let key = self.key(ins);
+        let fetched_at = (self.clock)();
+        let plain = zeroize::Zeroizing::new(
+            serde_json::to_vec(entry).map_err(|e| CacheError::Storage(e.to_string()))?,
+        );
+        let mut data_key = zeroize::Zeroizing::new([0u8; 32]);
+        self.random
+            .fill(data_key.as_mut())
+            .map_err(|_| CacheError::Storage("the system random generator failed".into()))?;
+        let aad = aad(&key, fetched_at);
+        let seal_error = |_| CacheError::Storage("sealing failed".into());
+        let wrap_nonce = self.nonce()?;
+        let mut wrapped = data_key.to_vec();
+        self.master
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(wrap_nonce),
+                Aad::from(&aad),
+                &mut wrapped,
+            )
+            .map_err(seal_error)?;
+        let sealing =
+            LessSafeKey::new(UnboundKey::new(&AES_256_GCM, data_key.as_ref()).map_err(seal_error)?);
+        let nonce = self.nonce()?;
+        let mut body = plain.to_vec();
+        sealing
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&aad),
+                &mut body,
+            )
+            .map_err(seal_error)?;
+        let mut value = Vec::with_capacity(HEADER + 12 + WRAPPED + 12 + body.len());
+        value.push(VERSION);
+        value.extend_from_slice(&fetched_at.to_be_bytes());
+        value.extend_from_slice(&wrap_nonce);
+        value.extend_from_slice(&wrapped);
+        value.extend_from_slice(&nonce);
+        value.extend_from_slice(&body);
+        self.tree.insert(key, value).map_err(super::storage)?;
+        Ok(())
+    }
+
+    /// The entry for `ins`, if one younger than the maximum stale age opens; older or
+    /// unreadable entries are removed.
+    pub fn get(&self, ins: &Ins) -> Result<Option<Hit>, CacheError> {
+        let key = self.key(ins);
+        let Some(value) = self.tree.get(&key).map_err(super::storage)? else {
+            return Ok(None);
+        };
+        let now = (self.clock)();
+        let opened = fetched_at(&value).and_then(|at| {
+            let age = Duration::from_millis(now.saturating_sub(at));
+            (age <= self.lifetimes.max_stale).then_some(())?;
+            Some((age, self.open(&key, at, &value)?))
+        });
+        match opened {
+            Some((age, entry)) => Ok(Some(Hit {
+                entry,
+                age,
+                fresh: age <= self.lifetimes.fresh,
+            })),
+            None => {
+                self.tree.remove(&key).map_err(super::storage)?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn open(&self, key: &[u8], at: u64, value: &[u8]) -> Option<Entry> {
+        let aad = aad(key, at);
+        let rest = value.get(HEADER..)?;
+        let (wrap_nonce, rest) = rest.split_at_checked(NONCE_LEN)?;
+        let (wrapped, rest) = rest.split_at_checked(WRAPPED)?;
+        let (nonce, body) = rest.split_at_checked(NONCE_LEN)?;
+        let mut data_key = zeroize::Zeroizing::new(wrapped.to_vec());
+        let data_key = self
+            .master
+            .open_in_place(
+                Nonce::try_assume_unique_for_key(wrap_nonce).ok()?,
+                Aad::from(&aad),
+                &mut data_key,
+            )
+            .ok()?;
+        let opening = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, data_key).ok()?);
+        let mut body = zeroize::Zeroizing::new(body.to_vec());
+        let plain = opening
+            .open_in_place(
+                Nonce::try_assume_unique_for_key(nonce).ok()?,
+                Aad::from(&aad),
+                &mut body,
+            )
+            .ok()?;
+        serde_json::from_slice(plain).ok()
+    }
+
+    /// Forgets `ins` (after an opposition, a block or a closure: never served again).
+    pub fn remove(&self, ins: &Ins) -> Result<(), CacheError> {
+        self.tree
+            .remove(self.key(ins))
+            .map(drop)
+            .map_err(super::storage)
+    }
+
+    /// Deletes entries older than the maximum stale age; returns how many.
+    pub fn purge_expired(&self) -> Result<u64, CacheError> {
+        let now = (self.clock)();
+        let limit = self.lifetimes.max_stale.as_millis() as u64;
+        purge(&self.tree, |at| {
+            at.is_none_or(|at| now.saturating_sub(at) > limit)
+        })
+    }
+
+    /// Counts.
+    pub fn stats(&self) -> Result<Stats, CacheError> {
+        stats(&self.tree, (self.clock)())
+    }
+}
+
+fn aad(key: &[u8], fetched_at: u64) -> Vec<u8> {
+    let mut aad = key.to_vec();
+    aad.extend_from_slice(&fetched_at.to_be_bytes());
+    aad
+}
+
+fn fetched_at(value: &[u8]) -> Option<u64> {
+    (value.first() == Some(&VERSION)).then_some(())?;
+    let bytes: [u8; 8] = value.get(1..HEADER)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// Removes every entry for which `expired(fetched_at)` holds (no key needed).
+pub fn purge(
+    db_tree: &sled::Tree,
+    expired: impl Fn(Option<u64>) -> bool,
+) -> Result<u64, CacheError> {
+    let mut removed = 0;
+    for item in db_tree.iter() {
+        let (key, value) = item.map_err(super::storage)?;
+        if expired(fetched_at(&value)) {
+            db_tree.remove(key).map_err(super::storage)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Counts entries without opening them.
+pub fn stats(db_tree: &sled::Tree, now: u64) -> Result<Stats, CacheError> {
+    let mut stats = Stats::default();
+    for item in db_tree.iter() {
+        let (_, value) = item.map_err(super::storage)?;
+        stats.entries += 1;
+        stats.bytes += value.len() as u64;
+        if let Some(at) = fetched_at(&value) {
+            stats.oldest_secs = stats.oldest_secs.max(now.saturating_sub(at) / 1000);
+        }
+    }
+    Ok(stats)
+}
+
+/// The summaries tree of `db` (for key-less maintenance: stats, purge).
+pub fn tree(db: &sled::Db) -> Result<sled::Tree, CacheError> {
+    db.open_tree(TREE).map_err(super::storage)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::patient::InsPolicy;
+
+    static NOW: AtomicU64 = AtomicU64::new(1_000_000);
+
+    fn test_clock() -> u64 {
+        NOW.load(Ordering::SeqCst)
+    }
+
+    const LIFETIMES: Lifetimes = Lifetimes {
+        fresh: Duration::from_secs(600),
+        max_stale: Duration::from_secs(7200),
+    };
+
+    fn ins() -> Ins {
+        // 2 69 05 49 588 157, key 80: a public example NIR.
+        Ins::parse(
+            "269054958815780",
+            crate::patient::OID_NIR,
+            InsPolicy::default(),
+        )
+        .unwrap()
+    }
+
+    fn entry() -> Entry {
+        let bundle = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/fixtures/ips/bundle-minimal.json"),
+        )
+        .unwrap();
+        Entry::new(
+            "p-minimal".into(),
+            crate::summary::extract(&bundle).unwrap(),
+        )
+    }
+
+    fn store(dir: &Path) -> (super::super::SummaryCache, MasterKey) {
+        let key_path = dir.join("cache.key");
+        if !key_path.exists() {
+            MasterKey::generate(&key_path).unwrap();
+        }
+        let cache = super::super::SummaryCache::open(&dir.join("cache")).unwrap();
+        (cache, MasterKey::load(&key_path).unwrap())
+    }
+
+    /// Every byte of every file under `dir`.
+    fn all_bytes(dir: &Path) -> Vec<u8> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(all_bytes(&path));
+            } else {
+                out.extend(std::fs::read(&path).unwrap());
+            }
+        }
+        out
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn neither_the_ins_nor_the_allergy_is_readable_in_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, master) = store(dir.path());
+        let sealed = cache.sealed(&master, LIFETIMES).unwrap();
+        let entry = entry();
+        assert!(
+            entry.summary.allergies.items[0]
+                .substance
+                .contains("penicillin")
+        );
+        sealed.put(&ins(), &entry).unwrap();
+        cache.flush().unwrap();
+        drop(sealed);
+        drop(cache);
+        let bytes = all_bytes(&dir.path().join("cache"));
+        assert!(bytes.len() > 1000, "nothing was written");
+        for needle in [
+            "269054958815780".as_bytes(),
+            b"penicillin",
+            b"Penicillin",
+            b"PENICILLIN",
+            b"p-minimal",
+            b"1.2.250.1.213.1.4.8",
+        ] {
+            assert!(
+                !contains(&bytes, needle),
+                "{} readable at rest",
+                String::from_utf8_lossy(needle)
+            );
+        }
+        // And it reopens with the key.
+        let (cache, master) = store(dir.path());
+        let hit = cache
+            .sealed(&master, LIFETIMES)
+            .unwrap()
+            .get(&ins())
+            .unwrap()
+            .unwrap();
+        assert_eq!(hit.entry, entry);
+    }
+
+    #[test]
+    fn entries_turn_stale_then_expire_and_the_purge_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, master) = store(dir.path());
+        let sealed = cache
+            .sealed(&master, LIFETIMES)
+            .unwrap()
+            .with_clock(test_clock);
+        NOW.store(10_000_000, Ordering::SeqCst);
+        sealed.put(&ins(), &entry()).unwrap();
+        NOW.store(10_000_000 + 599_000, Ordering::SeqCst);
+        assert!(sealed.get(&ins()).unwrap().unwrap().fresh);
+        NOW.store(10_000_000 + 601_000, Ordering::SeqCst);
+        let stale = sealed.get(&ins()).unwrap().unwrap();
+        assert!(!stale.fresh);
+        assert_eq!(stale.age, Duration::from_secs(601));
+        assert_eq!(sealed.stats().unwrap().entries, 1);
+        NOW.store(10_000_000 + 7_201_000, Ordering::SeqCst);
+        assert_eq!(sealed.purge_expired().unwrap(), 1);
+        assert_eq!(sealed.stats().unwrap().entries, 0);
+        sealed.put(&ins(), &entry()).unwrap();
+        NOW.store(10_000_000 + 20_000_000, Ordering::SeqCst);
+        assert!(
+            sealed.get(&ins()).unwrap().is_none(),
+            "expired entries are never served"
+        );
+        assert_eq!(
+            sealed.stats().unwrap().entries,
+            0,
+            "and are removed on the way"
+        );
+    }
+
+    #[test]
+    fn a_tampered_moved_or_foreign_key_entry_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, master) = store(dir.path());
+        let sealed = cache.sealed(&master, LIFETIMES).unwrap();
+        sealed.put(&ins(), &entry()).unwrap();
+        let tree = cache.summaries_tree().unwrap();
+        let (key, value) = tree.iter().next().unwrap().unwrap();
+        // Made to look fresher: the fetch time is authenticated.
+        let mut younger = value.to_vec();
+        younger[8] ^= 1;
+        tree.insert(&key, younger).unwrap();
+        assert!(sealed.get(&ins()).unwrap().is_none());
+        // Another master key cannot open (nor even find) it.
+        sealed.put(&ins(), &entry()).unwrap();
+        let other_dir = tempfile::tempdir().unwrap();
+        MasterKey::generate(&other_dir.path().join("k")).unwrap();
+        let other = MasterKey::load(&other_dir.path().join("k")).unwrap();
+        let foreign = cache.sealed(&other, LIFETIMES).unwrap();
+        assert!(foreign.get(&ins()).unwrap().is_none());
+        assert!(sealed.get(&ins()).unwrap().is_some());
+        sealed.remove(&ins()).unwrap();
+        assert!(sealed.get(&ins()).unwrap().is_none());
+    }
+
+    #[test]
+    fn master_keys_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        MasterKey::generate(&path).unwrap();
+        assert!(MasterKey::generate(&path).is_err(), "never overwrites");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(MasterKey::load(&path).is_err());
+        let short = dir.path().join("short");
+        std::fs::write(&short, "abcd").unwrap();
+        std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(MasterKey::load(&short).unwrap_err().contains("64 hex"));
+    }
+}

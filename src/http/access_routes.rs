@@ -1,0 +1,229 @@
+//! Break-glass, grant re-reads and patient search: the routes that release patient data.
+//! Every answer carries `Cache-Control: no-store`; no INS or trait ever appears in a path
+//! or query (bodies only), and grants are addressed by random ids.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use super::routes::CallingDesk;
+use super::session_routes::{audit_unavailable, no_session, token};
+use crate::access::{AccessError, Actorship, BreakGlassRequest, Delivered, SearchRequest};
+use crate::card::trust::Professional;
+use crate::config::DeskConfig;
+use crate::patient::Candidate;
+use crate::upstream::{AccessMode, UpstreamError};
+
+/// Candidates for the physician to choose from.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SearchAnswer {
+    /// Patients the record service proposes (never picked automatically).
+    pub candidates: Vec<Candidate>,
+}
+
+/// Starts a break-glass (or Centre 15) access: justification, limits, durable record,
+/// then the summary and a grant.
+#[utoipa::path(post, path = "/api/v1/break-glass", tag = "access", request_body = BreakGlassRequest,
+    responses((status = 201, description = "Summary released under a new grant", body = Delivered),
+              (status = 400, description = "Invalid INS, call id or reason", body = ApiError),
+              (status = 401, description = "No open session at this desk", body = ApiError),
+              (status = 403, description = "Patient opposed this mode, or blocked this professional", body = ApiError),
+              (status = 404, description = "No record for this patient", body = ApiError),
+              (status = 410, description = "Record closed", body = ApiError),
+              (status = 429, description = "Rate limit (Retry-After)", body = ApiError),
+              (status = 503, description = "Record service unavailable and no usable copy, or access not recordable", body = ApiError),
+              (status = 504, description = "Record service timed out and no usable copy", body = ApiError)))]
+pub async fn break_glass(
+    State(state): State<AppState>,
+    caller: CallingDesk,
+    headers: HeaderMap,
+    Json(request): Json<BreakGlassRequest>,
+) -> Response {
+    let result = async {
+        let (desk, professional, session) = session_of(&state, &caller, &headers)?;
+        let who = actorship(&desk, &professional, session);
+        let access = state.access().ok_or_else(unavailable)?;
+        access.start(&who, request).await.map_err(refusal)
+    }
+    .await;
+    no_store(result.map(|d| (StatusCode::CREATED, Json(d)).into_response()))
+}
+
+/// Re-reads the summary of a grant (same desk and session), recorded like the first read.
+#[utoipa::path(get, path = "/api/v1/grants/{grant_id}/summary", tag = "access",
+    params(("grant_id" = String, Path, description = "The grant's random id")),
+    responses((status = 200, description = "The summary", body = Delivered),
+              (status = 401, description = "No open session at this desk", body = ApiError),
+              (status = 404, description = "No such grant for this session (ended or never existed)", body = ApiError),
+              (status = 429, description = "Rate limit (Retry-After)", body = ApiError),
+              (status = 503, description = "Record service unavailable and no usable copy", body = ApiError)))]
+pub async fn reread(
+    State(state): State<AppState>,
+    caller: CallingDesk,
+    headers: HeaderMap,
+    Path(grant_id): Path<String>,
+) -> Response {
+    let result = async {
+        let (desk, professional, session) = session_of(&state, &caller, &headers)?;
+        let who = actorship(&desk, &professional, session);
+        let access = state.access().ok_or_else(unavailable)?;
+        access.reread(&who, &grant_id).await.map_err(refusal)
+    }
+    .await;
+    no_store(result.map(|d| Json(d).into_response()))
+}
+
+/// Ends a grant now (recorded as "break-glass stopped").
+#[utoipa::path(delete, path = "/api/v1/grants/{grant_id}", tag = "access",
+    params(("grant_id" = String, Path, description = "The grant's random id")),
+    responses((status = 204, description = "Grant ended"),
+              (status = 404, description = "No such grant for this session", body = ApiError)))]
+pub async fn close(
+    State(state): State<AppState>,
+    caller: CallingDesk,
+    headers: HeaderMap,
+    Path(grant_id): Path<String>,
+) -> Response {
+    let result = async {
+        let (desk, professional, session) = session_of(&state, &caller, &headers)?;
+        let who = actorship(&desk, &professional, session);
+        let access = state.access().ok_or_else(unavailable)?;
+        access.close(&who, &grant_id).await.map_err(refusal)
+    }
+    .await;
+    no_store(result.map(|()| StatusCode::NO_CONTENT.into_response()))
+}
+
+/// Searches the record service by INS or identity traits (in the body, never the URL).
+#[utoipa::path(post, path = "/api/v1/patients/search", tag = "access", request_body = SearchRequest,
+    responses((status = 200, description = "Candidates to choose from", body = SearchAnswer),
+              (status = 400, description = "Invalid INS or traits", body = ApiError),
+              (status = 401, description = "No open session at this desk", body = ApiError),
+              (status = 429, description = "Search rate limit (Retry-After)", body = ApiError),
+              (status = 503, description = "Record service unavailable", body = ApiError)))]
+pub async fn search(
+    State(state): State<AppState>,
+    caller: CallingDesk,
+    headers: HeaderMap,
+    Json(request): Json<SearchRequest>,
+) -> Response {
+    let result = async {
+        let (desk, professional, session) = session_of(&state, &caller, &headers)?;
+        let who = actorship(&desk, &professional, session);
+        let access = state.access().ok_or_else(unavailable)?;
+        access.search(&who, request).await.map_err(refusal)
+    }
+    .await;
+    no_store(result.map(|candidates| Json(SearchAnswer { candidates }).into_response()))
+}
+
+fn actorship<'a>(
+    desk: &'a DeskConfig,
+    professional: &'a Professional,
+    session: String,
+) -> Actorship<'a> {
+    Actorship {
+        desk,
+        professional,
+        session,
+    }
+}
+
+/// The desk's configuration, the session's professional and the session's token hash.
+fn session_of(
+    state: &AppState,
+    caller: &CallingDesk,
+    headers: &HeaderMap,
+) -> Result<(DeskConfig, Professional, String), ApiError> {
+    let cards = state.cards().ok_or_else(unavailable)?;
+    let token = token(headers).ok_or_else(no_session)?;
+    let session = cards
+        .sessions
+        .authenticate(&caller.desk.id, &token)
+        .ok_or_else(no_session)?;
+    let desk = cards
+        .sessions
+        .desk(&caller.desk.id)
+        .ok_or_else(no_session)?;
+    Ok((
+        desk,
+        session.professional,
+        crate::session::token_hash(&token),
+    ))
+}
+
+fn unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "access_unavailable",
+        "patient access needs [upstream] and [cards] configured",
+        "Accès aux dossiers non configuré sur cette passerelle. Contactez l'informatique du centre.",
+    )
+}
+
+fn no_store(result: Result<Response, ApiError>) -> Response {
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn refusal(e: AccessError) -> ApiError {
+    match e {
+        AccessError::Invalid {
+            field,
+            reason,
+            message_fr,
+        } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!("{field}: {reason}"),
+            message_fr,
+        ),
+        AccessError::Patient(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_patient",
+            e.to_string(),
+            e.message_fr(),
+        ),
+        AccessError::Limited(limited) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            limited.to_string(),
+            limited.message_fr(),
+        )
+        .with_retry_after(limited.retry_after.as_secs()),
+        AccessError::Upstream(e) => upstream_refusal(&e),
+        AccessError::Audit(_) => audit_unavailable(),
+        AccessError::NoGrant => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_grant",
+            "no such grant for this desk and session (it ended, or never existed)",
+            "Cet accès est terminé. Pour consulter à nouveau, refaites une demande justifiée.",
+        ),
+    }
+}
+
+fn upstream_refusal(e: &UpstreamError) -> ApiError {
+    let (status, code) = match e {
+        UpstreamError::PatientOpposed(AccessMode::Centre15) => {
+            (StatusCode::FORBIDDEN, "patient_opposed_centre_15")
+        }
+        UpstreamError::PatientOpposed(AccessMode::BrisDeGlace) => {
+            (StatusCode::FORBIDDEN, "patient_opposed_bris_de_glace")
+        }
+        UpstreamError::ProfessionalBlocked => (StatusCode::FORBIDDEN, "professional_blocked"),
+        UpstreamError::NoRecord => (StatusCode::NOT_FOUND, "no_record"),
+        UpstreamError::RecordClosed => (StatusCode::GONE, "record_closed"),
+        UpstreamError::Ambiguous(_) => (StatusCode::CONFLICT, "ambiguous_ins"),
+        UpstreamError::AssertionRefused(_) => (StatusCode::BAD_GATEWAY, "upstream_refused_gateway"),
+        UpstreamError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
+        UpstreamError::TimedOut(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+        UpstreamError::Malformed(_) => (StatusCode::BAD_GATEWAY, "upstream_malformed"),
+    };
+    ApiError::new(status, code, e.to_string(), e.message_fr())
+}

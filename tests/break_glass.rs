@@ -1,0 +1,645 @@
+//! Break-glass access end to end: a real gateway with a virtual card on a private pcscd,
+//! the dev upstream over mutual TLS, the encrypted cache. Each scenario checks the API
+//! answer (French message for the screen) and the audit trail.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::pcsc::{Pcscd, VirtualCard};
+use support::upstream::{DevUpstream, TEST_OID, nir, patient};
+use support::{DESK_A, DESK_B, Gateway, Pki, write_config};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/ips")
+        .join(name)
+}
+
+/// The patients every scenario can use, by INS serial:
+/// 1 penicillin allergy; 2 opposed Centre 15; 3 minimal; 4 blocked the test physician;
+/// 5 record closed; 6 no known allergies.
+fn patients() -> Vec<Value> {
+    let mut opposed = patient("p2", 2, &fixture("bundle-minimal.json"));
+    opposed["opposed"] = json!(["centre_15"]);
+    let mut blocked = patient("p4", 4, &fixture("bundle-minimal.json"));
+    blocked["blocked_professionals"] = json!(["810002813839"]);
+    let mut closed = patient("p5", 5, &fixture("bundle-minimal.json"));
+    closed["record_closed"] = json!(true);
+    vec![
+        patient("p1", 1, &fixture("IPS_IG-bundle-01.json")),
+        opposed,
+        patient("p3", 3, &fixture("bundle-minimal.json")),
+        blocked,
+        closed,
+        patient("p6", 6, &fixture("EU_Giorgio_Cangioli_02.json")),
+    ]
+}
+
+struct Centre {
+    _pcscd: Pcscd,
+    card: VirtualCard,
+    upstream: DevUpstream,
+    gateway: Gateway,
+    token: String,
+}
+
+/// A desk (A) with a logged-in physician, the dev upstream and the cache; `extra` is
+/// appended to the configuration.
+async fn centre(extra: &str) -> Centre {
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    let upstream = DevUpstream::start(patients());
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let master = dir.path().join("cache.key");
+    samu_gateway::cache::sealed::MasterKey::generate(&master).unwrap();
+    let config_text = format!(
+        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n{}\n[cache]\nmaster_key = \"{}\"\n{extra}\n",
+        card.dir.join("card-ca.pem").display(),
+        card.dir.join("card-ca.crl").display(),
+        upstream.toml_section(),
+        master.display(),
+    );
+    let config = write_config(dir.path(), &pki, "", &config_text);
+    let (key, value) = pcscd.env();
+    let gateway = Gateway::launch(dir, pki, config, &[(key, value.as_str())]);
+    let token = login(&gateway).await;
+    Centre {
+        _pcscd: pcscd,
+        card,
+        upstream,
+        gateway,
+        token,
+    }
+}
+
+async fn login(gateway: &Gateway) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = gateway
+            .client(Some(DESK_A))
+            .post(gateway.url("/api/v1/session"))
+            .json(&json!({"pin": "1234"}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::CREATED {
+            let body: Value = response.json().await.unwrap();
+            return body["token"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "login never succeeded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn request(serial: u32, mode: &str) -> Value {
+    json!({
+        "ins": nir(serial),
+        "ins_oid": TEST_OID,
+        "call_id": "CRRA-2026-001234",
+        "reason_code": "inconscient",
+        "access_mode": mode,
+    })
+}
+
+struct Answer {
+    status: StatusCode,
+    cache_control: Option<String>,
+    retry_after: Option<String>,
+    body: Value,
+}
+
+impl Centre {
+    async fn send(&self, builder: reqwest::RequestBuilder) -> Answer {
+        let response = builder.bearer_auth(&self.token).send().await.unwrap();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|v: &reqwest::header::HeaderValue| v.to_str().unwrap().to_owned())
+        };
+        let cache_control = header("cache-control");
+        let retry_after = header("retry-after");
+        let status = response.status();
+        Answer {
+            status,
+            cache_control,
+            retry_after,
+            body: response.json().await.unwrap_or(Value::Null),
+        }
+    }
+
+    async fn break_glass(&self, body: Value) -> Answer {
+        let client = self.gateway.client(Some(DESK_A));
+        self.send(
+            client
+                .post(self.gateway.url("/api/v1/break-glass"))
+                .json(&body),
+        )
+        .await
+    }
+
+    async fn reread(&self, grant: &str) -> Answer {
+        let client = self.gateway.client(Some(DESK_A));
+        let url = self.gateway.url(&format!("/api/v1/grants/{grant}/summary"));
+        self.send(client.get(url)).await
+    }
+
+    /// The audit trail as JSON lines, optionally of one kind.
+    fn audit(&self, kind: Option<&str>) -> Vec<Value> {
+        let mut args = vec!["audit", "list", "--json"];
+        if let Some(kind) = kind {
+            args.extend(["--kind", kind]);
+        }
+        support::run(&self.gateway.config, &args, &[])
+            .1
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn break_glass_releases_the_summary_after_the_durable_record_then_grants_rereads() {
+    let centre = centre("").await;
+    let answer = centre.break_glass(request(1, "bris_de_glace")).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    assert_eq!(answer.cache_control.as_deref(), Some("no-store"));
+    let body = &answer.body;
+    assert_eq!(body["source"], "upstream");
+    assert_eq!(body["stale"], false);
+    assert_eq!(body["summary"]["allergies"]["status"], "recorded");
+    assert!(
+        body["summary"]["allergies"]["items"][0]["substance"]
+            .as_str()
+            .unwrap()
+            .contains("penicillin")
+    );
+    assert_eq!(body["grant"]["access_mode"], "bris_de_glace");
+    assert!(body["grant"]["seconds_left"].as_u64().unwrap() > 7000);
+    let grant = body["grant"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(grant.len(), 32);
+
+    // The trail: started, then the read (from the upstream), in that order.
+    let trail = centre.audit(None);
+    let kinds: Vec<&str> = trail.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    let started = kinds
+        .iter()
+        .position(|k| *k == "break_glass_started")
+        .unwrap();
+    let read = kinds
+        .iter()
+        .position(|k| *k == "patient_record_read")
+        .unwrap();
+    assert!(started < read);
+    let read = &trail[read];
+    assert_eq!(read["source"], "upstream");
+    assert_eq!(read["patient"]["ins"], nir(1));
+    assert_eq!(read["call"]["call_id"], "CRRA-2026-001234");
+    assert_eq!(read["call"]["reason_code"], "inconscient");
+    assert_eq!(read["access_mode"], "bris_de_glace");
+
+    // Re-read within the grant: from the cache, recorded again, no new justification.
+    let again = centre.reread(&grant).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["source"], "cache");
+    assert_eq!(again.cache_control.as_deref(), Some("no-store"));
+    assert_eq!(centre.audit(Some("patient_record_read")).len(), 2);
+    assert_eq!(centre.upstream.stats().await["summaries"], 1);
+
+    // Another desk (another workstation) cannot use the grant, nor can a made-up id.
+    let other = centre.gateway.client(Some(DESK_B));
+    let url = centre
+        .gateway
+        .url(&format!("/api/v1/grants/{grant}/summary"));
+    let status = other
+        .get(url)
+        .bearer_auth(&centre.token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        centre
+            .reread("00112233445566778899aabbccddeeff")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Closing ends the grant, recorded as "break-glass stopped".
+    let client = centre.gateway.client(Some(DESK_A));
+    let closed = centre
+        .send(client.delete(centre.gateway.url(&format!("/api/v1/grants/{grant}"))))
+        .await;
+    assert_eq!(closed.status, StatusCode::NO_CONTENT);
+    assert_eq!(centre.reread(&grant).await.status, StatusCode::NOT_FOUND);
+    let stopped = centre.audit(Some("break_glass_stopped"));
+    assert_eq!(stopped.len(), 1);
+    assert_eq!(stopped[0]["detail"], "ended: closed");
+
+    // Nothing identifying reached the gateway's logs.
+    let logs = centre.gateway.stderr.all();
+    assert!(
+        !logs.contains(&nir(1)) && !logs.contains("enicillin"),
+        "leak in logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oppositions_blocks_closures_and_bad_requests_are_refused_in_french_and_audited() {
+    let centre = centre("").await;
+    for (serial, mode, status, code, french) in [
+        (
+            2,
+            "centre_15",
+            StatusCode::FORBIDDEN,
+            "patient_opposed_centre_15",
+            "opposé",
+        ),
+        (
+            4,
+            "bris_de_glace",
+            StatusCode::FORBIDDEN,
+            "professional_blocked",
+            "bloqué",
+        ),
+        (
+            5,
+            "bris_de_glace",
+            StatusCode::GONE,
+            "record_closed",
+            "fermé",
+        ),
+        (
+            99,
+            "bris_de_glace",
+            StatusCode::NOT_FOUND,
+            "no_record",
+            "Aucun dossier",
+        ),
+    ] {
+        let answer = centre.break_glass(request(serial, mode)).await;
+        assert_eq!(answer.status, status, "{}", answer.body);
+        assert_eq!(answer.body["error"], code);
+        assert!(
+            answer.body["message_fr"].as_str().unwrap().contains(french),
+            "{}",
+            answer.body
+        );
+        assert_eq!(answer.cache_control.as_deref(), Some("no-store"));
+    }
+    // The opposition is to Centre 15 only: break-glass on the same patient works.
+    assert_eq!(
+        centre.break_glass(request(2, "bris_de_glace")).await.status,
+        StatusCode::CREATED
+    );
+
+    let reads = centre.audit(Some("patient_record_read"));
+    let reasons: Vec<&str> = reads
+        .iter()
+        .filter_map(|r| r["outcome"]["reason"].as_str())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "patient_opposed:centre_15",
+            "professional_blocked",
+            "record_closed",
+            "no_record"
+        ]
+    );
+    // Each refused access is closed in the trail.
+    assert_eq!(centre.audit(Some("break_glass_stopped")).len(), 4);
+
+    let mut bad_key = request(1, "bris_de_glace");
+    bad_key["ins"] = json!(format!("{}00", &nir(1)[..13]));
+    let mut bad_reason = request(1, "bris_de_glace");
+    bad_reason["reason_code"] = json!("boredom");
+    let mut missing_text = request(1, "bris_de_glace");
+    missing_text["reason_code"] = json!("autre");
+    let mut bad_call = request(1, "bris_de_glace");
+    bad_call["call_id"] = json!("");
+    for (body, expected) in [
+        (bad_key, "clé"),
+        (bad_reason, "motif"),
+        (missing_text, "Précisez"),
+        (bad_call, "appel"),
+    ] {
+        let answer = centre.break_glass(body).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{}", answer.body);
+        assert!(
+            answer.body["message_fr"]
+                .as_str()
+                .unwrap()
+                .contains(expected),
+            "{}",
+            answer.body
+        );
+    }
+    // Without a session: refused before anything else.
+    let anonymous = centre
+        .gateway
+        .client(Some(DESK_A))
+        .post(centre.gateway.url("/api/v1/break-glass"))
+        .json(&request(1, "bris_de_glace"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_copy_is_served_labelled_when_the_upstream_is_down_and_never_after_a_refusal() {
+    let centre = centre("fresh_seconds = 1\nmax_stale_seconds = 3600\n").await;
+    let first = centre.break_glass(request(3, "bris_de_glace")).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    centre
+        .upstream
+        .fault(json!({"kind": "status", "status": 503}))
+        .await;
+    let stale = centre.break_glass(request(3, "bris_de_glace")).await;
+    assert_eq!(stale.status, StatusCode::CREATED, "{}", stale.body);
+    assert_eq!(stale.body["source"], "stale_cache");
+    assert_eq!(stale.body["stale"], true);
+    assert!(stale.body["age_seconds"].as_u64().unwrap() >= 1);
+    let reads = centre.audit(Some("patient_record_read"));
+    assert_eq!(reads.last().unwrap()["source"], "stale_cache");
+
+    // A patient never cached: the upstream's unavailability is the answer, in French.
+    let down = centre.break_glass(request(1, "bris_de_glace")).await;
+    assert_eq!(
+        down.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        down.body
+    );
+    assert!(
+        down.body["message_fr"]
+            .as_str()
+            .unwrap()
+            .contains("indisponible")
+    );
+    assert_eq!(
+        centre.audit(Some("patient_record_read")).last().unwrap()["outcome"]["reason"],
+        "upstream_unavailable"
+    );
+    // A copy is only for who the record service cleared: Centre 15 mode was never asked.
+    let other_mode = centre.break_glass(request(3, "centre_15")).await;
+    assert_eq!(
+        other_mode.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        other_mode.body
+    );
+
+    // The patient opposes break-glass: once the record service says so, the copy is gone,
+    // and an outage afterwards shows nothing stale.
+    centre.upstream.fault(json!({"kind": "none"})).await;
+    centre
+        .upstream
+        .flags("p3", json!({"opposed": ["bris_de_glace"]}))
+        .await;
+    let opposed = centre.break_glass(request(3, "bris_de_glace")).await;
+    assert_eq!(opposed.status, StatusCode::FORBIDDEN, "{}", opposed.body);
+    centre
+        .upstream
+        .fault(json!({"kind": "status", "status": 503}))
+        .await;
+    let after = centre.break_glass(request(3, "bris_de_glace")).await;
+    assert_eq!(
+        after.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        after.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_refuse_with_retry_after_and_an_audit_record() {
+    let centre = centre(
+        "\n[limits]\nper_professional_per_hour = 2\nsearches_per_professional_per_hour = 1\n",
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(
+            centre.break_glass(request(1, "bris_de_glace")).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let limited = centre.break_glass(request(1, "bris_de_glace")).await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.body
+    );
+    assert!(limited.retry_after.unwrap().parse::<u64>().unwrap() > 60);
+    assert!(
+        limited.body["message_fr"]
+            .as_str()
+            .unwrap()
+            .contains("Réessayez")
+    );
+    let started = centre.audit(Some("break_glass_started"));
+    assert_eq!(
+        started.last().unwrap()["outcome"]["reason"],
+        "rate_limited:professional"
+    );
+
+    // Searches have their own limit, and record what was searched.
+    let client = centre.gateway.client(Some(DESK_A));
+    let search = |body: Value| {
+        centre.send(
+            client
+                .post(centre.gateway.url("/api/v1/patients/search"))
+                .json(&body),
+        )
+    };
+    let found = search(json!({"ins": nir(1), "ins_oid": TEST_OID})).await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.body);
+    assert_eq!(found.body["candidates"][0]["id"], "p1");
+    assert_eq!(found.cache_control.as_deref(), Some("no-store"));
+    let refused = search(json!({"ins": nir(1), "ins_oid": TEST_OID})).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    let searches = centre.audit(Some("patient_search"));
+    assert_eq!(searches.len(), 2);
+    assert_eq!(searches[0]["patient"]["ins"], nir(1));
+    assert_eq!(searches[1]["outcome"]["reason"], "rate_limited:search");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_by_traits_returns_candidates_and_records_what_was_searched() {
+    let centre = centre("").await;
+    let client = centre.gateway.client(Some(DESK_A));
+    let answer = centre
+        .send(
+            client
+                .post(centre.gateway.url("/api/v1/patients/search"))
+                .json(&json!({
+                    "traits": {"birth_name": support::upstream::family(3), "first_names": "Camille",
+                               "birth_date": "1980-01-17", "sex": "f"}
+                })),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let candidates = answer.body["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 1);
+    assert_eq!(candidates[0]["id"], "p3");
+    let searches = centre.audit(Some("patient_search"));
+    let searched = format!("birth_name={}", support::upstream::family(3));
+    assert!(searches[0]["detail"].as_str().unwrap().contains(&searched));
+    assert!(
+        !searches[0].to_string().contains("\"p3\""),
+        "what came back is not recorded"
+    );
+    let bad = centre
+        .send(client.post(centre.gateway.url("/api/v1/patients/search")).json(&json!({
+            "traits": {"birth_name": "", "first_names": "Camille", "birth_date": "1980-01-17", "sex": "f"}
+        })))
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_requests_for_one_patient_make_one_upstream_call() {
+    let centre = centre("").await;
+    centre
+        .upstream
+        .fault(json!({"kind": "latency", "ms": 400}))
+        .await;
+    let before = centre.upstream.stats().await;
+    let answers = futures_join(&centre, 6).await;
+    assert!(
+        answers.iter().all(|s| *s == StatusCode::CREATED),
+        "{answers:?}"
+    );
+    let after = centre.upstream.stats().await;
+    let summaries = after["summaries"].as_u64().unwrap() - before["summaries"].as_u64().unwrap();
+    assert_eq!(
+        summaries, 1,
+        "one upstream summary call for six concurrent requests"
+    );
+    assert_eq!(
+        centre.audit(Some("patient_record_read")).len(),
+        6,
+        "each read is recorded"
+    );
+}
+
+async fn futures_join(centre: &Centre, n: usize) -> Vec<StatusCode> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let client = centre.gateway.client(Some(DESK_A));
+        let url = centre.gateway.url("/api/v1/break-glass");
+        let token = centre.token.clone();
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .json(&request(6, "bris_de_glace"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pulling_the_card_ends_the_grant_and_the_cache_is_unreadable_at_rest() {
+    let mut centre = centre("").await;
+    let answer = centre.break_glass(request(1, "bris_de_glace")).await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    let grant = answer.body["grant"]["id"].as_str().unwrap().to_owned();
+    centre.card.remove();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stopped = centre.audit(Some("break_glass_stopped"));
+        if let Some(record) = stopped.first() {
+            assert_eq!(record["detail"], "ended: session_ended");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the grant outlived the session");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(centre.reread(&grant).await.status, StatusCode::UNAUTHORIZED);
+
+    // The sealed cache: neither the INS nor the allergy can be read in the sled files.
+    let cache = centre.gateway.dir.path().join("state/cache");
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(&cache).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            bytes.extend(std::fs::read(path).unwrap());
+        }
+    }
+    for needle in [
+        nir(1).as_bytes(),
+        b"enicillin".as_slice(),
+        b"Anastrozole".as_slice(),
+    ] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "readable at rest"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_upstream_fault_is_a_clear_french_message_an_audit_record_and_no_hang() {
+    let centre = centre("").await;
+    let bound = Duration::from_secs(5);
+    for (fault, status, reason) in [
+        (
+            json!({"kind": "timeout"}),
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+        ),
+        (
+            json!({"kind": "status", "status": 500}),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_unavailable",
+        ),
+        (
+            json!({"kind": "truncated"}),
+            StatusCode::BAD_GATEWAY,
+            "upstream_malformed",
+        ),
+        (
+            json!({"kind": "wrong_content_type"}),
+            StatusCode::BAD_GATEWAY,
+            "upstream_malformed",
+        ),
+        (
+            json!({"kind": "oversize", "bytes": 20_000_000}),
+            StatusCode::BAD_GATEWAY,
+            "upstream_malformed",
+        ),
+        (
+            json!({"kind": "garbage"}),
+            StatusCode::BAD_GATEWAY,
+            "upstream_malformed",
+        ),
+    ] {
+        centre.upstream.fault(fault.clone()).await;
+        let started = Instant::now();
+        let answer = centre.break_glass(request(5 + 1, "bris_de_glace")).await;
+        assert!(started.elapsed() < bound, "{fault}: hung");
+        assert_eq!(answer.status, status, "{fault}: {}", answer.body);
+        assert!(!answer.body["message_fr"].as_str().unwrap().is_empty());
+        let last = centre.audit(Some("patient_record_read"));
+        assert_eq!(last.last().unwrap()["outcome"]["reason"], reason, "{fault}");
+    }
+}
