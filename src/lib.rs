@@ -15,14 +15,15 @@
 //! | [`upstream`] | the record service: trait, FHIR client over mutual TLS, access assertion, outcomes (the only code talking to it) |
 //! | [`dev_upstream`] | the stand-in record service for the demo and the tests |
 //! | [`summary`] | IPS bundle → critical summary, with explicit "none known" / "not recorded" and defects named |
-//! | [`cache`]   | the summary cache in sled (disposable) |
+//! | [`cache`]   | the summary cache in sled: sealed entries, expiry, purge (disposable) |
+//! | [`access`]  | break-glass access: order of steps, grants, single-flight, stale policy |
+//! | [`limit`]   | rate limits (governor) per professional, desk, gateway and search |
 //! | [`state`]   | the state directory: its exclusive lock and both stores |
 //! | [`service`] | lifecycle: prepare (= `configtest`), run, systemd notify and watchdog, signals |
 //! | [`telemetry`] | logging (JSON or human), with the no-patient-data rule |
 //! | [`demo`]    | the self-contained demo and its throwaway PKI |
 //! | [`cli`]     | subcommands and exit codes (the only user of `anyhow`) |
 //!
-//! Still to come, in its own module: `limit` (rate limits).
 //! See ARCHITECTURE.md for the invariants.
 
 #![forbid(unsafe_code)]

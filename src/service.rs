@@ -162,6 +162,7 @@ pub async fn run(
         cards.as_ref(),
         &stores,
         &audit,
+        &metrics,
     );
     let state = AppState::new(
         prepared.config.centre.clone(),
@@ -284,6 +285,7 @@ fn start_access(
     cards: Option<&Arc<CardLogin>>,
     stores: &Arc<Stores>,
     audit: &Arc<AuditLog>,
+    metrics: &Arc<Metrics>,
 ) -> Option<Arc<BreakGlass>> {
     let Some(upstream) = upstream else {
         tracing::warn!("no [upstream] section: summaries cannot be fetched");
@@ -314,6 +316,7 @@ fn start_access(
     });
     if let Some(cache) = cache {
         let period = Duration::from_secs(config.cache.purge_interval_secs);
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(period);
             loop {
@@ -322,6 +325,9 @@ fn start_access(
                     Ok(0) => {}
                     Ok(n) => tracing::info!(purged = n, "expired cached summaries deleted"),
                     Err(e) => tracing::warn!(error = %e, "cache purge failed"),
+                }
+                if let Ok(stats) = cache.stats() {
+                    metrics.set_cache(stats.entries, stats.oldest_secs);
                 }
             }
         });

@@ -643,3 +643,37 @@ async fn every_upstream_fault_is_a_clear_french_message_an_audit_record_and_no_h
         assert_eq!(last.last().unwrap()["outcome"]["reason"], reason, "{fault}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_stats_and_purge_from_the_command_line() {
+    let mut centre = centre("").await;
+    assert_eq!(
+        centre.break_glass(request(1, "bris_de_glace")).await.status,
+        StatusCode::CREATED
+    );
+    let config = centre.gateway.config.clone();
+    // While the gateway runs, the state directory is its own: the command says where to look.
+    let (code, _, stderr) = support::run(&config, &["cache", "stats"], &[]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("/metrics"), "{stderr}");
+    centre.gateway.terminate();
+    centre.gateway.wait(Duration::from_secs(20));
+    let (code, stdout, stderr) = support::run(&config, &["cache", "stats", "--json"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let stats: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(stats["entries"], 1);
+    let (code, stdout, _) = support::run(&config, &["cache", "purge"], &[]);
+    assert_eq!((code, stdout.trim()), (0, "0 cached summaries deleted"));
+    let (code, stdout, _) = support::run(&config, &["cache", "purge", "--all"], &[]);
+    assert_eq!((code, stdout.trim()), (0, "1 cached summaries deleted"));
+    let (_, stdout, _) = support::run(&config, &["cache", "stats", "--json"], &[]);
+    assert_eq!(
+        serde_json::from_str::<Value>(stdout.trim()).unwrap()["entries"],
+        0
+    );
+    let key = centre.gateway.dir.path().join("another.key");
+    let (code, _, _) = support::run(&config, &["cache", "keygen", key.to_str().unwrap()], &[]);
+    assert_eq!(code, 0);
+    let (code, _, stderr) = support::run(&config, &["cache", "keygen", key.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "never overwrites: {stderr}");
+}

@@ -12,7 +12,7 @@
 //! Layout of `PIN_VERIFY_STRUCTURE` (little-endian multi-byte fields): bTimerOut,
 //! bTimerOut2, bmFormatString, bmPINBlockString, bmPINLengthFormat, wPINMaxExtraDigit
 //! (max, min), bEntryValidationCondition, bNumberMessage, wLangId, bMsgIndex,
-//! bTeoPrologue[3], ulDataLength, abData (the VERIFY APDU with a padded placeholder block).
+//! `bTeoPrologue[3]`, ulDataLength, abData (the VERIFY APDU with a padded placeholder block).
 
 use super::CardError;
 use super::profile::CardProfile;

@@ -16,9 +16,11 @@ use crate::service::{self, Prepared};
 use crate::telemetry;
 
 mod audit_cli;
+mod cache_cli;
 mod card_cli;
 mod summary_cli;
 use audit_cli::AuditCommand;
+use cache_cli::CacheCommand;
 use card_cli::CardCommand;
 use summary_cli::SummaryCommand;
 
@@ -91,6 +93,11 @@ enum Command {
         #[arg(long = "assertion-key", required = true)]
         assertion_keys: Vec<PathBuf>,
     },
+    /// The summary cache: master key, counts, purge.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Critical summaries: show what the gateway extracts from an IPS bundle file.
     Summary {
         #[command(subcommand)]
@@ -149,6 +156,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Audit { command } => audit_cli::run(&cli.config, command),
         Command::Card { command } => card_cli::run(command),
         Command::Summary { command } => summary_cli::run(command),
+        Command::Cache { command } => cache_cli::run(&cli.config, command),
         Command::DevUpstream {
             listen,
             data,

@@ -295,6 +295,20 @@ fn shipped_sample_matches_the_schema_and_the_defaults() {
         toml::to_string(&sample.log).unwrap(),
         toml::to_string(&defaults_only.log).unwrap()
     );
+    assert_eq!(
+        toml::to_string(&sample.limits).unwrap(),
+        toml::to_string(&defaults_only.limits).unwrap()
+    );
+    assert_eq!(
+        toml::to_string(&sample.break_glass).unwrap(),
+        toml::to_string(&defaults_only.break_glass).unwrap()
+    );
+    let mut cache = sample.cache.clone();
+    cache.master_key = None;
+    assert_eq!(
+        toml::to_string(&cache).unwrap(),
+        toml::to_string(&defaults_only.cache).unwrap()
+    );
     assert!(sample.desks.len() >= 2);
 }
 

@@ -40,6 +40,8 @@ pub struct Metrics {
     latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
     handshake_failures: Counter,
     connections: Gauge<i64, AtomicI64>,
+    cache_entries: Gauge<i64, AtomicI64>,
+    cache_oldest: Gauge<i64, AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -85,12 +87,26 @@ impl Metrics {
             connections.clone(),
         );
         registry.register("build_info", "Build version", build);
+        let cache_entries = Gauge::<i64, AtomicI64>::default();
+        let cache_oldest = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "cache_entries",
+            "Sealed summaries in the cache (updated at each purge)",
+            cache_entries.clone(),
+        );
+        registry.register(
+            "cache_oldest_entry_age_seconds",
+            "Age of the oldest cached summary (updated at each purge)",
+            cache_oldest.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             handshake_failures,
             connections,
+            cache_entries,
+            cache_oldest,
         }
     }
 
@@ -110,6 +126,14 @@ impl Metrics {
     /// Tracks open connections (+1 when opened, -1 when closed).
     pub fn add_connections(&self, delta: i64) {
         self.connections.inc_by(delta);
+    }
+
+    /// Records the cache's size and oldest entry.
+    pub fn set_cache(&self, entries: u64, oldest_secs: u64) {
+        self.cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.cache_oldest
+            .set(i64::try_from(oldest_secs).unwrap_or(i64::MAX));
     }
 
     /// The text exposition (OpenMetrics, which Prometheus scrapes natively).

@@ -4,7 +4,7 @@
 //! [`extract`] turns bundle bytes into a [`CriticalSummary`] or a [`SummaryError`] naming the
 //! defect. Order: JSON syntax ([`syntax`]) → structure of the root resource ([`validate`])
 //! → "is it a bundle" → sections read through the Composition, references resolved the
-//! ways real bundles write them ([`bundle`]) → typed sections ([`sections`]). Narratives are
+//! ways real bundles write them ([`bundle`]) → typed sections (`sections`). Narratives are
 //! reduced to plain text ([`narrative`]); nothing leaves as markup.
 //!
 //! Honesty rules: a section is `recorded` only when it lists readable items; `none_known`
