@@ -72,6 +72,10 @@ async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
         .await
         .unwrap();
     assert_eq!(login.status(), 201);
+    let token = login.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let view = support::get_json(&physician, &format!("{url}/api/v1/desk"))
         .await
         .1;
@@ -80,6 +84,38 @@ async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
         view["session"]["professional"]["id_nat"],
         demo["card"]["id_nat"]
     );
+
+    // Every sample patient demonstrates what demo.json says.
+    let patients = demo["patients"].as_array().unwrap();
+    assert_eq!(patients.len(), 4);
+    let expected = [
+        ("bris_de_glace", 201, "recorded"),
+        ("bris_de_glace", 201, "none_known"),
+        ("centre_15", 403, ""),
+        ("bris_de_glace", 201, "not_recorded"),
+    ];
+    for (patient, (mode, status, allergies)) in patients.iter().zip(expected) {
+        let answer = physician
+            .post(format!("{url}/api/v1/break-glass"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({
+                "ins": patient["ins"], "ins_oid": patient["ins_oid"], "call_id": "DEMO-0001",
+                "reason_code": "inconscient", "access_mode": mode,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), status, "{patient}");
+        let body: Value = answer.json().await.unwrap();
+        if status == 201 {
+            assert_eq!(
+                body["summary"]["allergies"]["status"], allergies,
+                "{patient}"
+            );
+        } else {
+            assert_eq!(body["error"], "patient_opposed_centre_15", "{body}");
+        }
+    }
 
     support::signal(child.id(), "TERM");
     let out = child.wait_with_output().unwrap();
@@ -94,6 +130,10 @@ async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
     );
     assert!(
         stdout.contains("/api/v1/session") && stdout.contains("PIN 1234"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("/api/v1/break-glass") && stdout.contains("255087511204947"),
         "{stdout}"
     );
 

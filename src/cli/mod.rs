@@ -221,14 +221,20 @@ fn dev_upstream(options: crate::dev_upstream::DevUpstreamOptions) -> Result<Exit
 
 fn run_demo(dir: Option<PathBuf>, port: u16) -> Result<ExitCode, Failure> {
     let setup = demo::setup(dir.as_deref(), port).context("cannot set up the demo")?;
-    let (setup, card) = setup;
+    let (setup, parts) = setup;
     let mut prepared = Prepared::load(&setup.config)?;
-    prepared.virtual_card = Some(card);
+    prepared.virtual_card = Some(parts.card);
     telemetry::init(&prepared.config.log).context("cannot start logging")?;
     let announce = |addr| announce_demo(&setup, addr);
-    runtime()?
-        .block_on(service::run(prepared, announce))
-        .context("demo stopped on an error")?;
+    let (listener, options) = parts.upstream;
+    runtime()?.block_on(async {
+        let _record_service = crate::dev_upstream::DevUpstream::start_on(listener, options)
+            .await
+            .context("cannot start the demo record service")?;
+        service::run(prepared, announce)
+            .await
+            .context("demo stopped on an error")
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

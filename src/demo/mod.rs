@@ -3,8 +3,12 @@
 //!
 //! The demo writes into its directory: `pki/` (certificates and keys), `gateway.toml` (the
 //! effective configuration, state directory inside the demo directory) and, once the
-//! listener is bound, `demo.json` (URL, CA and each desk's client certificate). Later
-//! capabilities add their demo parts (virtual card, sample upstream, web page) here.
+//! listener is bound, `demo.json` (URL, CA, each desk's client certificate, the card's PIN
+//! and the sample patients). It also runs, in-process, a virtual CPS card in the first
+//! desk's reader and the development record service with bundled sample patients
+//! (`upstream/`), so the whole flow works: login, break-glass, summary.
+
+mod samples;
 
 pub mod pki;
 
@@ -75,6 +79,30 @@ pub struct DemoCard {
 /// The demo card's PIN (a demo value, printed on purpose).
 pub const DEMO_PIN: &str = "1234";
 
+/// A sample patient of the demo's record service.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoPatient {
+    /// INS (demo OID).
+    pub ins: String,
+    /// Its OID.
+    pub ins_oid: String,
+    /// Name as the record service holds it.
+    pub name: String,
+    /// What the patient demonstrates (French).
+    pub demonstrates: String,
+}
+
+/// The parts the service runs in-process for the demo.
+pub struct DemoRuntime {
+    /// The virtual card for the first desk.
+    pub card: EmulatedCard,
+    /// The development record service's bound listener and files.
+    pub upstream: (
+        std::net::TcpListener,
+        crate::dev_upstream::DevUpstreamOptions,
+    ),
+}
+
 /// What the demo set up.
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoSetup {
@@ -88,6 +116,8 @@ pub struct DemoSetup {
     pub desks: Vec<DemoDesk>,
     /// The virtual card inserted at the first desk.
     pub card: DemoCard,
+    /// The sample patients of the demo record service.
+    pub patients: Vec<DemoPatient>,
 }
 
 /// The desk whose reader holds the virtual card: the first one, where the service puts it.
@@ -100,7 +130,7 @@ const DESKS: &[(&str, &str, &str)] = &[
 
 /// Creates the PKI and the configuration in `dir` (a fresh kept temp dir if `None`).
 /// Returns what it wrote and the virtual card, which the caller hands to the service.
-pub fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, EmulatedCard), DemoError> {
+pub fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, DemoRuntime), DemoError> {
     let dir = match dir {
         Some(dir) => dir.to_owned(),
         None => tempfile::Builder::new()
@@ -162,6 +192,10 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, EmulatedCard),
     let signing_key = pki_dir.join("audit-signing.key");
     let _ = std::fs::remove_file(&signing_key);
     Signer::generate(&signing_key)?;
+    let record = samples::record_service(&dir, &pki_dir)?;
+    let cache_key = pki_dir.join("cache.key");
+    let _ = std::fs::remove_file(&cache_key);
+    crate::cache::sealed::MasterKey::generate(&cache_key).map_err(DemoError::Config)?;
     let config = Config {
         centre: CentreConfig {
             structure_id: "10000000000".into(),
@@ -180,10 +214,13 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, EmulatedCard),
             state_dir: dir.join("state"),
         },
         audit: AuditConfig::with_key(signing_key.into()),
-        upstream: None,
+        upstream: Some(record.config),
         break_glass: Default::default(),
         limits: Default::default(),
-        cache: Default::default(),
+        cache: crate::cache::CacheConfig {
+            master_key: Some(cache_key.into()),
+            ..Default::default()
+        },
         cards: Some(CardsConfig::new(TrustConfig::new(
             vec![card_ca],
             vec![card_crl],
@@ -215,8 +252,13 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, EmulatedCard),
         ca_cert,
         desks,
         card: card_at,
+        patients: record.patients,
     };
-    Ok((setup, card))
+    let runtime = DemoRuntime {
+        card,
+        upstream: (record.listener, record.options),
+    };
+    Ok((setup, runtime))
 }
 
 const DEMO_ID_NAT: &str = "810002813839";
@@ -276,27 +318,49 @@ impl DemoSetup {
         let Some(desk) = self.desks.first() else {
             return format!("samu-gateway demo is running at {url} (no desk configured)\n");
         };
+        let curl = format!(
+            "curl --cacert {} --cert {} --key {}",
+            self.ca_cert.display(),
+            desk.cert.display(),
+            desk.key.display()
+        );
+        let cookies = self.dir.join("cookies.txt");
+        let json = "-H 'content-type: application/json'";
+        let first = self.patients.first();
+        let patients: String = self
+            .patients
+            .iter()
+            .map(|p| format!("  {}  {:<16} {}\n", p.ins, p.name, p.demonstrates))
+            .collect();
         format!(
             "samu-gateway demo is running at {url}\n\
              \n\
-             See the desk state as workstation '{id}' would:\n\
-             \n  curl --cacert {ca} --cert {cert} --key {key} {url}/api/v1/desk\n\
+             1. See the desk state as workstation '{id}' would:\n\
+             \n  {curl} {url}/api/v1/desk\n\
              \n\
-             A virtual CPS card (PIN {pin}) is in that desk's reader; log in with it:\n\
-             \n  curl --cacert {ca} --cert {cert} --key {key} -H 'content-type: application/json' -d '{{\"pin\":\"{pin}\"}}' {url}/api/v1/session\n\
+             2. A virtual CPS card (PIN {pin}) is in that desk's reader; log in with it\n   \
+             (the session cookie is kept in {cookies}):\n\
+             \n  {curl} -c {cookies} {json} -d '{{\"pin\":\"{pin}\"}}' {url}/api/v1/session\n\
+             \n\
+             3. Break-glass access to a patient's critical summary:\n\
+             \n  {curl} -b {cookies} {json} -d '{{\"ins\":\"{ins}\",\"ins_oid\":\"{oid}\",\"call_id\":\"DEMO-0001\",\"reason_code\":\"inconscient\",\"access_mode\":\"bris_de_glace\"}}' {url}/api/v1/break-glass\n\
+             \n\
+             Sample patients (INS, demo OID {oid}; try \"access_mode\":\"centre_15\" too):\n\
+             {patients}\
              \n\
              Without a client certificate the API refuses (liveness still answers):\n\
              \n  curl --cacert {ca} {url}/api/v1/desk\n  curl --cacert {ca} {url}/healthz\n\
              \n\
-             Files: {dir} (demo.json, gateway.toml, pki/). Stop with Ctrl-C; then e.g.\n  \
-             samu-gateway --config {config} configtest\n",
+             Files: {dir} (demo.json, gateway.toml, pki/, upstream/). Stop with Ctrl-C; then e.g.\n  \
+             samu-gateway --config {config} audit list\n",
             id = desk.id,
             ca = self.ca_cert.display(),
-            cert = desk.cert.display(),
-            key = desk.key.display(),
+            cookies = cookies.display(),
             dir = self.dir.display(),
             config = self.config.display(),
             pin = self.card.pin,
+            ins = first.map_or("", |p| p.ins.as_str()),
+            oid = first.map_or("", |p| p.ins_oid.as_str()),
         )
     }
 }

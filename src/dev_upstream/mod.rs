@@ -145,9 +145,20 @@ pub struct DevUpstream {
 impl DevUpstream {
     /// Loads everything, binds, and serves in the background.
     pub async fn start(options: DevUpstreamOptions) -> Result<Self, DevUpstreamError> {
+        let listener = std::net::TcpListener::bind(options.listen)?;
+        Self::start_on(listener, options).await
+    }
+
+    /// The same on a listener bound beforehand (the demo binds it before writing the
+    /// gateway's configuration, which names the port).
+    pub async fn start_on(
+        listener: std::net::TcpListener,
+        options: DevUpstreamOptions,
+    ) -> Result<Self, DevUpstreamError> {
         let state = Arc::new(load_state(&options)?);
         let tls = server_tls(&options)?;
-        let listener = TcpListener::bind(options.listen).await?;
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
         let app = router(state);
         let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), app));
