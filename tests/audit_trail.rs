@@ -461,6 +461,24 @@ fn restart_continues_the_chain() {
 }
 
 #[test]
+fn records_appended_together_are_in_order_in_one_chain() {
+    let trail = Trail::new(3, 5);
+    let log = trail.open(5);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let receipts = runtime
+        .block_on(log.append_all(vec![access(4, 3), access(5, 3), access(6, 3)]))
+        .unwrap();
+    let seqs: Vec<u64> = receipts.iter().map(|r| r.seq()).collect();
+    assert_eq!(seqs, [4, 5, 6]);
+    assert_eq!(log.append_blocking(access(7, 3)).unwrap().seq(), 7);
+    log.close().unwrap();
+    let report =
+        export::verify_store(&AuditReader::open(&trail.path()).unwrap(), &trail.trusted).unwrap();
+    assert!(report.is_intact(), "{:?}", report.findings);
+    assert_eq!(report.range, Some((1, 7)));
+}
+
+#[test]
 fn writer_refuses_to_continue_a_damaged_or_rolled_back_store() {
     let trail = Trail::new(12, 5);
     let signer = || Signer::load(&trail.key).unwrap();

@@ -50,13 +50,20 @@ struct Centre {
 /// A desk (A) with a logged-in physician, the dev upstream and the cache; `extra` is
 /// appended to the configuration.
 async fn centre(extra: &str) -> Centre {
+    centre_with_key(extra, true).await
+}
+
+/// The same; without `key`, the configured master key file does not exist.
+async fn centre_with_key(extra: &str, key: bool) -> Centre {
     let pcscd = Pcscd::start(1);
     let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
     let upstream = DevUpstream::start(patients());
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let master = dir.path().join("cache.key");
-    samu_gateway::cache::sealed::MasterKey::generate(&master).unwrap();
+    if key {
+        samu_gateway::cache::sealed::MasterKey::generate(&master).unwrap();
+    }
     let config_text = format!(
         "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n{}\n[cache]\nmaster_key = \"{}\"\n{extra}\n",
         card.dir.join("card-ca.pem").display(),
@@ -676,4 +683,16 @@ async fn cache_stats_and_purge_from_the_command_line() {
     assert_eq!(code, 0);
     let (code, _, stderr) = support::run(&config, &["cache", "keygen", key.to_str().unwrap()], &[]);
     assert_eq!(code, 1, "never overwrites: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_readable_master_key_the_cache_is_off_and_access_still_works() {
+    let centre = centre_with_key("", false).await;
+    assert!(centre.gateway.stderr.has("the summary cache is disabled"));
+    for _ in 0..2 {
+        let answer = centre.break_glass(request(1, "bris_de_glace")).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+        assert_eq!(answer.body["source"], "upstream");
+    }
+    assert_eq!(centre.upstream.stats().await["summaries"], 2);
 }

@@ -28,7 +28,7 @@ use crate::audit::{
     Actor, AuditError, AuditLog, CallContext, DataSource, Event, EventKind, Outcome, PatientRef,
     Receipt,
 };
-use crate::cache::sealed::{Entry, SealedSummaries};
+use crate::cache::sealed::{Entry, Hit, SealedSummaries};
 use crate::card::trust::Professional;
 use crate::config::DeskConfig;
 use crate::limit::{Limited, Limits};
@@ -298,8 +298,20 @@ impl BreakGlass {
             .await?;
             return Err(limited.into());
         }
-        self.record(event(EventKind::BreakGlassStarted, Outcome::Success))
-            .await?;
+        let started = event(EventKind::BreakGlassStarted, Outcome::Success);
+        let read = event(EventKind::PatientRecordRead, Outcome::Success);
+        // A fresh copy this professional may see: nothing is asked of anyone else, so the
+        // access and its read are recorded together (one fsync) before release.
+        if let Some(fetched) = self.fresh_hit(&ins, who.professional, mode) {
+            let receipts = self
+                .audit
+                .append_all(vec![started, read_event(read, &fetched)])
+                .await?;
+            let receipt = receipts.last().ok_or(AuditError::Closed)?;
+            let grant = self.open_grant(who, ins, call, mode, &fetched);
+            return Ok(deliver(grant, fetched, receipt));
+        }
+        self.record(started).await?;
         let fetched = match self.fetch(&ins, who.professional, mode).await {
             Ok(fetched) => fetched,
             Err(e) => {
@@ -314,12 +326,19 @@ impl BreakGlass {
                 return Err(e.into());
             }
         };
-        let receipt = self
-            .record_read(
-                event(EventKind::PatientRecordRead, Outcome::Success),
-                &fetched,
-            )
-            .await?;
+        let receipt = self.audit.append(read_event(read, &fetched)).await?;
+        let grant = self.open_grant(who, ins, call, mode, &fetched);
+        Ok(deliver(grant, fetched, &receipt))
+    }
+
+    fn open_grant(
+        &self,
+        who: &Actorship<'_>,
+        ins: Ins,
+        call: CallContext,
+        mode: AccessMode,
+        fetched: &Fetched,
+    ) -> GrantView {
         let grant = Grant::new(
             who,
             ins,
@@ -332,7 +351,7 @@ impl BreakGlass {
         if let Ok(mut grants) = self.grants.lock() {
             grants.insert(grant.id.clone(), grant);
         }
-        Ok(deliver(view, fetched, &receipt))
+        view
     }
 
     /// Re-reads the summary of grant `id` for the same desk and session.
@@ -365,29 +384,17 @@ impl BreakGlass {
                 return Err(e.into());
             }
         };
-        let receipt = self
-            .record_read(
-                event(EventKind::PatientRecordRead, Outcome::Success),
-                &fetched,
-            )
-            .await?;
+        let read = read_event(
+            event(EventKind::PatientRecordRead, Outcome::Success),
+            &fetched,
+        );
+        let receipt = self.audit.append(read).await?;
         Ok(deliver(grant.view(), fetched, &receipt))
     }
 
     /// Records an event whose receipt releases nothing.
     async fn record(&self, event: Event) -> Result<(), AuditError> {
         self.audit.append(event).await.map(drop)
-    }
-
-    /// Records the read of `fetched` (`read`: the success event to complete).
-    async fn record_read(&self, read: Event, fetched: &Fetched) -> Result<Receipt, AuditError> {
-        let read = Event {
-            source: Some(fetched.source.into()),
-            detail: (fetched.source != Source::Upstream)
-                .then(|| format!("age_seconds={}", fetched.age.as_secs())),
-            ..read
-        };
-        self.audit.append(read).await
     }
 
     /// Searches the record service; recorded (what was searched, not what came back) and
@@ -484,13 +491,18 @@ impl BreakGlass {
     /// Ends grants that expired or whose session is no longer the desk's; `session_of`
     /// gives the current session hash of a desk.
     pub async fn reap(&self, session_of: impl Fn(&str) -> Option<String>) {
+        // One session lookup per desk, however many grants it holds.
+        let mut sessions: HashMap<String, Option<String>> = HashMap::new();
         let ending: Vec<(String, &'static str)> = match self.grants.lock() {
             Ok(grants) => grants
                 .values()
                 .filter_map(|g| {
+                    let current = sessions
+                        .entry(g.desk.clone())
+                        .or_insert_with(|| session_of(&g.desk));
                     if g.expired() {
                         Some((g.id.clone(), "expired"))
-                    } else if session_of(&g.desk).as_deref() != Some(g.session.as_str()) {
+                    } else if current.as_deref() != Some(g.session.as_str()) {
                         Some((g.id.clone(), "session_ended"))
                     } else {
                         None
@@ -578,6 +590,33 @@ impl BreakGlass {
         Ok((ins, call))
     }
 
+    /// The cached copy `professional` may see in `mode` (cleared by the record service).
+    fn cached(&self, ins: &Ins, professional: &Professional, mode: AccessMode) -> Option<Hit> {
+        let cache = self.cache.as_ref()?;
+        match cache.get(ins) {
+            Ok(hit) => hit.filter(|h| h.entry.cleared(&professional.id_nat, mode)),
+            Err(e) => {
+                tracing::warn!(error = %e, "summary cache read failed; asking the record service");
+                None
+            }
+        }
+    }
+
+    /// A fresh copy `professional` may see in `mode`.
+    fn fresh_hit(
+        &self,
+        ins: &Ins,
+        professional: &Professional,
+        mode: AccessMode,
+    ) -> Option<Fetched> {
+        let hit = self.cached(ins, professional, mode).filter(|h| h.fresh)?;
+        Some(Fetched {
+            entry: hit.entry,
+            source: Source::Cache,
+            age: hit.age,
+        })
+    }
+
     /// Cache (for a cleared professional and mode) or record service, single-flight.
     async fn fetch(
         &self,
@@ -585,14 +624,7 @@ impl BreakGlass {
         professional: &Professional,
         mode: AccessMode,
     ) -> Result<Fetched, UpstreamError> {
-        let cleared = |entry: &Entry| entry.cleared(&professional.id_nat, mode);
-        let hit = self.cache.as_ref().and_then(|cache| match cache.get(ins) {
-            Ok(hit) => hit.filter(|h| cleared(&h.entry)),
-            Err(e) => {
-                tracing::warn!(error = %e, "summary cache read failed; asking the record service");
-                None
-            }
-        });
+        let hit = self.cached(ins, professional, mode);
         if let Some(hit) = hit.as_ref().filter(|h| h.fresh) {
             return Ok(Fetched {
                 entry: hit.entry.clone(),
@@ -686,6 +718,16 @@ fn serves_stale(e: &UpstreamError) -> bool {
         e,
         UpstreamError::Unavailable(_) | UpstreamError::TimedOut(_) | UpstreamError::Malformed(_)
     )
+}
+
+/// The read of `fetched`: `read` completed with its source (and age, for copies).
+fn read_event(read: Event, fetched: &Fetched) -> Event {
+    Event {
+        source: Some(fetched.source.into()),
+        detail: (fetched.source != Source::Upstream)
+            .then(|| format!("age_seconds={}", fetched.age.as_secs())),
+        ..read
+    }
 }
 
 fn failure_outcome(e: &UpstreamError) -> Outcome {

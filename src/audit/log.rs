@@ -76,6 +76,7 @@ pub struct PruneReport {
 /// on std channels, which may be waited on from any thread, runtime or not.
 enum Msg {
     Append(Box<Event>, oneshot::Sender<Result<Receipt, AuditError>>),
+    AppendAll(Vec<(Event, oneshot::Sender<Result<Receipt, AuditError>>)>),
     Shipped(u64, mpsc::Sender<Result<(), AuditError>>),
     Prune(u64, mpsc::Sender<Result<PruneReport, AuditError>>),
     Close(mpsc::Sender<Result<(), AuditError>>),
@@ -130,6 +131,24 @@ impl AuditLog {
         let (reply, rx) = oneshot::channel();
         self.send(Msg::Append(Box::new(event), reply))?;
         rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Records `events`, in order, in one commit (one fsync), and returns once all are
+    /// durable: for records that belong together, such as an access and its read.
+    pub async fn append_all(&self, events: Vec<Event>) -> Result<Vec<Receipt>, AuditError> {
+        let (batch, answers): (Vec<_>, Vec<_>) = events
+            .into_iter()
+            .map(|event| {
+                let (reply, rx) = oneshot::channel();
+                ((event, reply), rx)
+            })
+            .unzip();
+        self.send(Msg::AppendAll(batch))?;
+        let mut receipts = Vec::with_capacity(answers.len());
+        for rx in answers {
+            receipts.push(rx.await.map_err(|_| AuditError::Closed)??);
+        }
+        Ok(receipts)
     }
 
     /// As [`AuditLog::append`], for synchronous callers outside an async runtime (CLI, tests).
@@ -261,18 +280,22 @@ impl Writer {
                     None => break,
                 },
             };
-            let Msg::Append(event, reply) = first else {
-                if self.control(first) {
-                    break;
+            let mut batch = match first {
+                Msg::Append(event, reply) => vec![(*event, reply)],
+                Msg::AppendAll(events) => events,
+                other => {
+                    if self.control(other) {
+                        break;
+                    }
+                    continue;
                 }
-                continue;
             };
-            let mut batch = vec![(*event, reply)];
             let deadline = Instant::now() + self.settings.batch_max_wait;
             while batch.len() < self.settings.batch_max_records {
                 let wait = deadline.saturating_duration_since(Instant::now());
                 match rx.recv_timeout(wait) {
                     Ok(Msg::Append(event, reply)) => batch.push((*event, reply)),
+                    Ok(Msg::AppendAll(events)) => batch.extend(events),
                     Ok(other) => {
                         pending = Some(other);
                         break;
@@ -311,7 +334,7 @@ impl Writer {
     /// Handles a non-append message; true when the writer must stop.
     fn control(&mut self, msg: Msg) -> bool {
         match msg {
-            Msg::Append(..) => false,
+            Msg::Append(..) | Msg::AppendAll(..) => false,
             Msg::Shipped(seq, reply) => {
                 let result = if seq > self.head_seq {
                     Err(AuditError::Storage(format!(

@@ -1,0 +1,474 @@
+//! Break-glass end to end under load: `cargo bench --bench break_glass` prints a report.
+//!
+//! Setup: a private pcscd with the virtual CPS card, the dev upstream on loopback (mutual
+//! TLS, assertions verified), and two gateways (bench-profile binary) with a session open:
+//! one with the encrypted cache (cache hits), one without (every request goes upstream:
+//! cache misses). Load: this project's client stack (reqwest, rustls with ring, client
+//! certificates, keep-alive, HTTP/1.1 like the nginx anchor), N workers looping for a fixed
+//! time. Every gateway request is a `POST /api/v1/break-glass` with its two fsync'd audit
+//! records. Compared with, in the same run:
+//! - the dev upstream called directly (`POST Patient/_search` then `GET $summary`, the two
+//!   calls a miss makes), for the gateway's overhead;
+//! - nginx serving the same summary JSON over TLS 1.3 with client certificates
+//!   (`../shared/REAL_PARTS.md` §3; `apt-get install nginx-light`), the anchor.
+//!
+//! `--quick` runs 1 s per measure instead of 5.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use samu_gateway::upstream::AccessMode;
+use samu_gateway::upstream::assertion::{AssertionSigner, Claims, LIFETIME_SECS, new_jti};
+use serde_json::{Value, json};
+use support::pcsc::{Pcscd, VirtualCard};
+use support::upstream::{DevUpstream, TEST_OID, nir, patient};
+use support::{DESK_A, Gateway, Pki, write_config};
+
+struct Measure {
+    name: String,
+    concurrency: usize,
+    requests: usize,
+    seconds: f64,
+    latencies: Vec<Duration>,
+}
+
+impl Measure {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+    fn pct(&self, p: f64) -> Duration {
+        self.latencies[((self.latencies.len() as f64 - 1.0) * p).round() as usize]
+    }
+    fn row(&self) -> String {
+        format!(
+            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms |",
+            self.name,
+            self.concurrency,
+            self.rps(),
+            self.pct(0.5).as_secs_f64() * 1000.0,
+            self.pct(0.99).as_secs_f64() * 1000.0
+        )
+    }
+}
+
+/// An HTTP/1.1 client trusting `ca`, presenting `cert`/`key` (PEM).
+fn client(ca: &[u8], identity: &[u8]) -> reqwest::Client {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca).expect("ca"))
+        .expect("ca");
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_slice(identity).expect("cert")],
+            PrivateKeyDer::from_pem_slice(identity).expect("key"),
+        )
+        .expect("client auth");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .http1_only()
+        .pool_max_idle_per_host(64)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// `workers` loops of `request` for `duration`; every answer must be `ok`.
+async fn load<F, Fut>(name: &str, workers: usize, duration: Duration, request: F) -> Measure
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let request = Arc::new(request);
+    // Warm the connections.
+    for _ in 0..workers {
+        assert!(request().await, "{name}: warm-up failed");
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let request = request.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                assert!(request().await, "request failed under load");
+                latencies.push(sent.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("worker"));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort();
+    Measure {
+        name: name.into(),
+        concurrency: workers,
+        requests: latencies.len(),
+        seconds,
+        latencies,
+    }
+}
+
+fn gateway(pcscd: &Pcscd, card: &VirtualCard, upstream: &DevUpstream, cache: bool) -> Gateway {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path());
+    let cache_section = if cache {
+        let key = dir.path().join("cache.key");
+        samu_gateway::cache::sealed::MasterKey::generate(&key).expect("key");
+        format!("[cache]\nmaster_key = \"{}\"\n", key.display())
+    } else {
+        String::new()
+    };
+    let text = format!(
+        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n{}\n{cache_section}\n[limits]\nper_professional_per_hour = 1000000\nper_desk_per_hour = 1000000\nglobal_per_minute = 1000000\n",
+        card.dir.join("card-ca.pem").display(),
+        card.dir.join("card-ca.crl").display(),
+        upstream.toml_section(),
+    );
+    let config = write_config(dir.path(), &pki, "", &text);
+    let (key, value) = pcscd.env();
+    // No access log, like the nginx anchor (access_log off).
+    Gateway::launch(
+        dir,
+        pki,
+        config,
+        &[
+            (key, value.as_str()),
+            (
+                "SAMU_GATEWAY__LOG__LEVEL",
+                "warn,samu_gateway::service=info",
+            ),
+        ],
+    )
+}
+
+async fn login(gateway: &Gateway) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = gateway
+            .client(Some(DESK_A))
+            .post(gateway.url("/api/v1/session"))
+            .json(&json!({"pin": "1234"}))
+            .send()
+            .await
+            .expect("login");
+        if response.status() == 201 {
+            let body: Value = response.json().await.expect("json");
+            return body["token"].as_str().expect("token").to_owned();
+        }
+        assert!(Instant::now() < deadline, "login failed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `POST /api/v1/break-glass` for patient 1, checking the source.
+fn break_glass(
+    gateway: &Gateway,
+    token: String,
+    source: &'static str,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync + use<>
+{
+    let identity = identity(
+        &gateway.pki.clients[DESK_A].cert,
+        &gateway.pki.clients[DESK_A].key,
+    );
+    let ca = std::fs::read(&gateway.pki.server_ca).expect("ca");
+    let client = client(&ca, &identity);
+    let url = gateway.url("/api/v1/break-glass");
+    let body = json!({
+        "ins": nir(1), "ins_oid": TEST_OID, "call_id": "BENCH-1",
+        "reason_code": "inconscient", "access_mode": "bris_de_glace",
+    });
+    move || {
+        let request = client.post(&url).bearer_auth(&token).json(&body);
+        Box::pin(async move {
+            match request.send().await {
+                Ok(r) if r.status() == 201 => {
+                    r.json::<Value>().await.is_ok_and(|b| b["source"] == source)
+                }
+                _ => false,
+            }
+        })
+    }
+}
+
+/// A 200 whose body arrived whole.
+async fn succeeded(response: reqwest::Result<reqwest::Response>) -> bool {
+    match response {
+        Ok(r) if r.status() == 200 => r.bytes().await.is_ok(),
+        _ => false,
+    }
+}
+
+fn identity(cert: &Path, key: &Path) -> Vec<u8> {
+    let mut pem = std::fs::read(cert).expect("cert");
+    pem.extend(std::fs::read(key).expect("key"));
+    pem
+}
+
+/// The two calls a cache miss makes, straight to the dev upstream.
+fn upstream_direct(
+    upstream: &DevUpstream,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync + use<>
+{
+    let ca = std::fs::read(upstream.dir.join("record-ca.pem")).expect("ca");
+    let identity = identity(
+        &upstream.dir.join("structure.pem"),
+        &upstream.dir.join("structure.key"),
+    );
+    let client = client(&ca, &identity);
+    let signer = Arc::new(AssertionSigner::load(&upstream.dir.join("assertion.key")).expect("key"));
+    let base = upstream.url.clone();
+    move || {
+        let (client, signer, base) = (client.clone(), signer.clone(), base.clone());
+        Box::pin(async move {
+            let token = assertion(&signer, &base);
+            let search = client
+                .post(format!("{base}/Patient/_search"))
+                .bearer_auth(&token)
+                .form(&[("identifier", format!("urn:oid:{TEST_OID}|{}", nir(1)))])
+                .send()
+                .await;
+            let Ok(search) = search else { return false };
+            if search.status() != 200 || search.bytes().await.is_err() {
+                return false;
+            }
+            let summary = client
+                .get(format!("{base}/Patient/p1/$summary"))
+                .bearer_auth(&token)
+                .send()
+                .await;
+            succeeded(summary).await
+        })
+    }
+}
+
+fn assertion(signer: &AssertionSigner, base: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    signer
+        .sign(&Claims {
+            iss: "samu-gateway/1750000000".into(),
+            aud: base.into(),
+            iat: now,
+            exp: now + LIFETIME_SECS,
+            jti: new_jti(),
+            purpose_of_use: AccessMode::BrisDeGlace,
+            subject_id: "Jeanne URGENTISTE".into(),
+            subject_nameid: "810002813839".into(),
+            role: Some("10".into()),
+            specialty: None,
+            structure_id: "1750000000".into(),
+            activity_sector: "SA01".into(),
+            resource_id: Some(format!("{}^^^&{TEST_OID}&ISO^NH", nir(1))),
+            lps_name: "bench".into(),
+            lps_version: "0".into(),
+            auth_mode: "DIRECTE".into(),
+        })
+        .expect("sign")
+}
+
+/// nginx per REAL_PARTS §3, serving `summary` with the gateway's certificates.
+fn nginx(pki: &Pki, summary: &[u8]) -> Option<(Child, u16, tempfile::TempDir)> {
+    if Command::new("nginx").arg("-v").output().is_err() {
+        eprintln!("nginx not installed (apt-get install nginx-light): anchor skipped");
+        return None;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = t.path();
+    for sub in [
+        "www",
+        "tmp/body",
+        "tmp/proxy",
+        "tmp/fcgi",
+        "tmp/uwsgi",
+        "tmp/scgi",
+    ] {
+        std::fs::create_dir_all(root.join(sub)).expect("dir");
+    }
+    std::fs::write(root.join("www/summary.json"), summary).expect("write");
+    std::fs::copy(&pki.server_cert, root.join("server.pem")).expect("copy");
+    std::fs::copy(&pki.server_key, root.join("server.key")).expect("copy");
+    std::fs::copy(&pki.workstation_ca, root.join("workstation-ca.pem")).expect("copy");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let r = root.display();
+    let conf = format!(
+        "daemon off; master_process on; worker_processes 1;\n\
+         pid {r}/nginx.pid; error_log {r}/error.log warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off; keepalive_timeout 75s; keepalive_requests 10000000;\n\
+         client_body_temp_path {r}/tmp/body; proxy_temp_path {r}/tmp/proxy;\n\
+         fastcgi_temp_path {r}/tmp/fcgi; uwsgi_temp_path {r}/tmp/uwsgi; scgi_temp_path {r}/tmp/scgi;\n\
+         server {{\n listen 127.0.0.1:{port} ssl;\n ssl_certificate {r}/server.pem; ssl_certificate_key {r}/server.key;\n\
+         ssl_protocols TLSv1.3;\n ssl_verify_client on; ssl_client_certificate {r}/workstation-ca.pem;\n\
+         root {r}/www; location = /summary.json {{ default_type application/json; }} }} }}\n"
+    );
+    std::fs::write(root.join("nginx.conf"), conf).expect("conf");
+    // Workers run as nobody when started as root: the tree must be readable.
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(root)
+        .status();
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(root)
+        .arg("-c")
+        .arg(root.join("nginx.conf"))
+        .spawn()
+        .expect("nginx");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nginx did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some((child, port, t))
+}
+
+fn main() {
+    let seconds = if std::env::args().any(|a| a == "--quick") {
+        1
+    } else {
+        5
+    };
+    let duration = Duration::from_secs(seconds);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &[]);
+    let bundle = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/ips/IPS_IG-bundle-01.json");
+    let upstream = DevUpstream::start(vec![patient("p1", 1, &bundle)]);
+    let cached = gateway(&pcscd, &card, &upstream, true);
+    let uncached = gateway(&pcscd, &card, &upstream, false);
+    let mut measures = Vec::new();
+    let mut summary_json = Vec::new();
+    runtime.block_on(async {
+        let hit_token = login(&cached).await;
+        let miss_token = login(&uncached).await;
+        // Fill the cache, and keep the released JSON for nginx to serve.
+        let first = break_glass(&cached, hit_token.clone(), "upstream")();
+        assert!(first.await, "first access failed");
+        let probe = cached
+            .client(Some(DESK_A))
+            .post(cached.url("/api/v1/break-glass"))
+            .bearer_auth(&hit_token)
+            .json(
+                &json!({"ins": nir(1), "ins_oid": TEST_OID, "call_id": "BENCH-1",
+                          "reason_code": "inconscient", "access_mode": "bris_de_glace"}),
+            )
+            .send()
+            .await
+            .expect("probe");
+        summary_json = probe.bytes().await.expect("body").to_vec();
+        let anchor = nginx(&cached.pki, &summary_json);
+        for workers in [1, 32] {
+            if let Some((_, port, _)) = &anchor {
+                let ca = std::fs::read(&cached.pki.server_ca).expect("ca");
+                let id = identity(
+                    &cached.pki.clients[DESK_A].cert,
+                    &cached.pki.clients[DESK_A].key,
+                );
+                let client = client(&ca, &id);
+                let url = format!("https://localhost:{port}/summary.json");
+                measures.push(
+                    load(
+                        "nginx, same JSON, TLS 1.3 + client cert",
+                        workers,
+                        duration,
+                        move || {
+                            let request = client.get(&url);
+                            async move { succeeded(request.send().await).await }
+                        },
+                    )
+                    .await,
+                );
+            }
+            measures.push(
+                load(
+                    "gateway break-glass, cache hit",
+                    workers,
+                    duration,
+                    break_glass(&cached, hit_token.clone(), "cache"),
+                )
+                .await,
+            );
+            measures.push(
+                load(
+                    "gateway break-glass, cache miss (record service)",
+                    workers,
+                    duration,
+                    break_glass(&uncached, miss_token.clone(), "upstream"),
+                )
+                .await,
+            );
+            measures.push(
+                load(
+                    "dev upstream direct (search + $summary)",
+                    workers,
+                    duration,
+                    upstream_direct(&upstream),
+                )
+                .await,
+            );
+        }
+        if let Some((mut child, _, _dir)) = anchor {
+            // SIGTERM to the master stops its workers too (SIGKILL would orphan them).
+            support::signal(child.id(), "TERM");
+            let _ = child.wait();
+        }
+    });
+    println!(
+        "\nbreak-glass load, {seconds} s per measure, summary JSON {} bytes, HTTP/1.1 keep-alive, client certificates\n",
+        summary_json.len()
+    );
+    println!("| measure | concurrency | req/s | p50 | p99 |\n|---|---:|---:|---:|---:|");
+    for m in &measures {
+        println!("{}", m.row());
+    }
+    for workers in [1, 32] {
+        let find = |prefix: &str| {
+            measures
+                .iter()
+                .find(|m| m.concurrency == workers && m.name.starts_with(prefix))
+        };
+        if let (Some(hit), Some(nginx)) = (find("gateway break-glass, cache hit"), find("nginx")) {
+            println!(
+                "\nconcurrency {workers}: cache-hit throughput {:.2}× nginx's (goal ≥ 0.8×), p99 {:.2}× nginx's (goal ≤ 1.25×)",
+                hit.rps() / nginx.rps(),
+                hit.pct(0.99).as_secs_f64() / nginx.pct(0.99).as_secs_f64()
+            );
+        }
+        if let (Some(miss), Some(direct)) = (
+            find("gateway break-glass, cache miss"),
+            find("dev upstream"),
+        ) {
+            println!(
+                "concurrency {workers}: gateway overhead over the upstream at p50: {:.2} ms (goal < 2 ms)",
+                (miss.pct(0.5).as_secs_f64() - direct.pct(0.5).as_secs_f64()) * 1000.0
+            );
+        }
+    }
+}
