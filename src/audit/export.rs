@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use super::AuditError;
 use super::chain::{self, TrustedKeys};
 use super::event::{EventKind, Record};
-use super::fhir;
 use super::store::{self, Index, Meta, ReadStore};
 use super::verify::{Expect, Report, Verifier};
+use super::{dicom, fhir};
 use crate::config::hex;
 
 /// Which records to select. Every field narrows the selection.
@@ -195,6 +195,8 @@ pub enum Format {
     Csv,
     /// A FHIR R4 Bundle of AuditEvent resources.
     Fhir,
+    /// DICOM audit messages (the IHE ATNA syslog payload), one per line.
+    Dicom,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -224,6 +226,16 @@ pub fn export(
     match format {
         Format::Jsonl => write_jsonl(txn, filter, &selection, out).map_err(io)?,
         Format::Csv => write_csv(&selection, out).map_err(io)?,
+        Format::Dicom => {
+            for selected in &selection.records {
+                writeln!(
+                    out,
+                    "{}",
+                    dicom::audit_message(&selected.record, &selected.hash)
+                )
+                .map_err(io)?;
+            }
+        }
         Format::Fhir => {
             let entries: Vec<_> = selection
                 .records

@@ -11,6 +11,7 @@
 //! redb, not sled: redb commits with fsync, sled's flush is `sync_file_range` (sled #1452).
 
 pub mod chain;
+pub mod dicom;
 pub mod event;
 pub mod export;
 pub mod fhir;
