@@ -289,15 +289,8 @@ impl BreakGlass {
             access_mode: Some(mode),
             ..Event::new(kind, outcome)
         };
-        if let Err(limited) = self.limits.access(&who.professional.id_nat, &who.desk.id) {
-            let reason = format!("rate_limited:{}", limited.scope.as_str());
-            self.record(event(
-                EventKind::BreakGlassStarted,
-                Outcome::Refused { reason },
-            ))
+        self.within_limits(who, |outcome| event(EventKind::BreakGlassStarted, outcome))
             .await?;
-            return Err(limited.into());
-        }
         let started = event(EventKind::BreakGlassStarted, Outcome::Success);
         let read = event(EventKind::PatientRecordRead, Outcome::Success);
         // A fresh copy this professional may see: nothing is asked of anyone else, so the
@@ -364,15 +357,8 @@ impl BreakGlass {
             access_mode: Some(grant.mode),
             ..Event::new(kind, outcome)
         };
-        if let Err(limited) = self.limits.access(&who.professional.id_nat, &who.desk.id) {
-            let reason = format!("rate_limited:{}", limited.scope.as_str());
-            self.record(event(
-                EventKind::PatientRecordRead,
-                Outcome::Refused { reason },
-            ))
+        self.within_limits(who, |outcome| event(EventKind::PatientRecordRead, outcome))
             .await?;
-            return Err(limited.into());
-        }
         let fetched = match self.fetch(&grant.ins, who.professional, grant.mode).await {
             Ok(fetched) => fetched,
             Err(e) => {
@@ -390,6 +376,20 @@ impl BreakGlass {
         );
         let receipt = self.audit.append(read).await?;
         Ok(deliver(grant.view(), fetched, &receipt))
+    }
+
+    /// Checks the access limits; a refusal is recorded as `refused(outcome)`.
+    async fn within_limits(
+        &self,
+        who: &Actorship<'_>,
+        refused: impl FnOnce(Outcome) -> Event,
+    ) -> Result<(), AccessError> {
+        let Err(limited) = self.limits.access(&who.professional.id_nat, &who.desk.id) else {
+            return Ok(());
+        };
+        let reason = format!("rate_limited:{}", limited.scope.as_str());
+        self.record(refused(Outcome::Refused { reason })).await?;
+        Err(limited.into())
     }
 
     /// Records an event whose receipt releases nothing.

@@ -42,12 +42,7 @@ pub(super) fn run(config_path: &Path, command: CacheCommand) -> Result<ExitCode,
             Ok(ExitCode::SUCCESS)
         }
         CacheCommand::Stats { json } => {
-            let config = Config::load(config_path)?;
-            let stores = open(&config)?;
-            let tree = stores
-                .cache
-                .summaries_tree()
-                .context("cannot read the cache")?;
+            let (config, _stores, tree) = summaries(config_path)?;
             let stats = sealed::stats(&tree, crate::audit::chain::now().1)
                 .context("cannot read the cache")?;
             if json {
@@ -68,12 +63,7 @@ pub(super) fn run(config_path: &Path, command: CacheCommand) -> Result<ExitCode,
             Ok(ExitCode::SUCCESS)
         }
         CacheCommand::Purge { all } => {
-            let config = Config::load(config_path)?;
-            let stores = open(&config)?;
-            let tree = stores
-                .cache
-                .summaries_tree()
-                .context("cannot read the cache")?;
+            let (config, stores, tree) = summaries(config_path)?;
             let now = crate::audit::chain::now().1;
             let limit = config.cache.max_stale_seconds * 1000;
             let removed = sealed::purge(&tree, |at| {
@@ -85,6 +75,17 @@ pub(super) fn run(config_path: &Path, command: CacheCommand) -> Result<ExitCode,
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The configuration, the open stores (their lock held) and the summaries tree.
+fn summaries(config_path: &Path) -> Result<(Config, Stores, sled::Tree), Failure> {
+    let config = Config::load(config_path)?;
+    let stores = open(&config)?;
+    let tree = stores
+        .cache
+        .summaries_tree()
+        .context("cannot read the cache")?;
+    Ok((config, stores, tree))
 }
 
 fn open(config: &Config) -> Result<Stores, Failure> {

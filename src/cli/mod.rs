@@ -73,26 +73,7 @@ enum Command {
     },
     /// A stand-in for the national record service (demo, tests, install checks): HTTPS
     /// with mutual TLS, access assertions verified, patients and bundles from a data file.
-    DevUpstream {
-        /// Address to listen on (port 0: any free port; the first stdout line tells).
-        #[arg(long, default_value = "127.0.0.1:0")]
-        listen: std::net::SocketAddr,
-        /// Patients data file (JSON: {"patients": [...]}, bundles relative to it).
-        #[arg(long)]
-        data: PathBuf,
-        /// Server certificate chain (PEM).
-        #[arg(long)]
-        cert: PathBuf,
-        /// Server private key (PEM).
-        #[arg(long)]
-        key: PathBuf,
-        /// CA the gateway's client (structure) certificate must chain to (PEM).
-        #[arg(long)]
-        client_ca: PathBuf,
-        /// Trusted assertion public key file (hex, e.g. the .pub of `audit keygen`); repeatable.
-        #[arg(long = "assertion-key", required = true)]
-        assertion_keys: Vec<PathBuf>,
-    },
+    DevUpstream(crate::dev_upstream::DevUpstreamOptions),
     /// The summary cache: master key, counts, purge.
     Cache {
         #[command(subcommand)]
@@ -157,21 +138,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Card { command } => card_cli::run(command),
         Command::Summary { command } => summary_cli::run(command),
         Command::Cache { command } => cache_cli::run(&cli.config, command),
-        Command::DevUpstream {
-            listen,
-            data,
-            cert,
-            key,
-            client_ca,
-            assertion_keys,
-        } => dev_upstream(crate::dev_upstream::DevUpstreamOptions {
-            listen,
-            data,
-            cert,
-            key,
-            client_ca,
-            assertion_keys,
-        }),
+        Command::DevUpstream(options) => dev_upstream(options),
         Command::Serve => serve(Prepared::load(&cli.config)?),
         Command::Demo { dir, port } => run_demo(dir, port),
         Command::Configtest => configtest(&cli.config),

@@ -88,19 +88,26 @@ pub struct DevData {
     pub patients: Vec<DevPatient>,
 }
 
-/// How to run the dev upstream.
+/// How to run the dev upstream (also its command line).
+#[derive(Debug, Clone, clap::Args)]
 pub struct DevUpstreamOptions {
-    /// Listen address (port 0: any).
+    /// Address to listen on (port 0: any free port; the first stdout line tells).
+    #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// The data file.
+    /// Patients data file (JSON: {"patients": [...]}, bundles relative to it).
+    #[arg(long)]
     pub data: PathBuf,
     /// Server certificate chain (PEM).
+    #[arg(long)]
     pub cert: PathBuf,
-    /// Server key (PEM).
+    /// Server private key (PEM).
+    #[arg(long)]
     pub key: PathBuf,
-    /// CA the clients' certificates must chain to (PEM).
+    /// CA the clients' (structure) certificates must chain to (PEM).
+    #[arg(long)]
     pub client_ca: PathBuf,
-    /// Files holding trusted assertion public keys (hex, as `audit keygen` writes `.pub`).
+    /// Trusted assertion public key file (hex, e.g. the .pub of `audit keygen`); repeatable.
+    #[arg(long = "assertion-key", required = true)]
     pub assertion_keys: Vec<PathBuf>,
 }
 

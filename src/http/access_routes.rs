@@ -3,8 +3,9 @@
 //! or query (bodies only), and grants are addressed by random ids.
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -24,6 +25,52 @@ pub struct SearchAnswer {
     pub candidates: Vec<Candidate>,
 }
 
+/// The logged-in professional at the calling desk: what every access route acts as.
+pub struct Acting {
+    state: AppState,
+    desk: DeskConfig,
+    professional: Professional,
+    session: String,
+}
+
+impl FromRequestParts<AppState> for Acting {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = CallingDesk::from_request_parts(parts, state).await?;
+        let cards = state.cards().ok_or_else(unavailable)?;
+        let token = token(&parts.headers).ok_or_else(no_session)?;
+        let session = cards
+            .sessions
+            .authenticate(&caller.desk.id, &token)
+            .ok_or_else(no_session)?;
+        let desk = cards
+            .sessions
+            .desk(&caller.desk.id)
+            .ok_or_else(no_session)?;
+        Ok(Self {
+            state: state.clone(),
+            desk,
+            professional: session.professional,
+            session: crate::session::token_hash(&token),
+        })
+    }
+}
+
+impl Acting {
+    fn who(&self) -> Actorship<'_> {
+        Actorship {
+            desk: &self.desk,
+            professional: &self.professional,
+            session: self.session.clone(),
+        }
+    }
+
+    fn access(&self) -> Result<&crate::access::BreakGlass, ApiError> {
+        self.state.access().ok_or_else(unavailable)
+    }
+}
+
 /// Starts a break-glass (or Centre 15) access: justification, limits, durable record,
 /// then the summary and a grant.
 #[utoipa::path(post, path = "/api/v1/break-glass", tag = "access", request_body = BreakGlassRequest,
@@ -36,19 +83,11 @@ pub struct SearchAnswer {
               (status = 429, description = "Rate limit (Retry-After)", body = ApiError),
               (status = 503, description = "Record service unavailable and no usable copy, or access not recordable", body = ApiError),
               (status = 504, description = "Record service timed out and no usable copy", body = ApiError)))]
-pub async fn break_glass(
-    State(state): State<AppState>,
-    caller: CallingDesk,
-    headers: HeaderMap,
-    Json(request): Json<BreakGlassRequest>,
-) -> Response {
-    let result = async {
-        let (desk, professional, session) = session_of(&state, &caller, &headers)?;
-        let who = actorship(&desk, &professional, session);
-        let access = state.access().ok_or_else(unavailable)?;
-        access.start(&who, request).await.map_err(refusal)
-    }
-    .await;
+pub async fn break_glass(acting: Acting, Json(request): Json<BreakGlassRequest>) -> Response {
+    let result = match acting.access() {
+        Ok(access) => access.start(&acting.who(), request).await.map_err(refusal),
+        Err(e) => Err(e),
+    };
     no_store(result.map(|d| (StatusCode::CREATED, Json(d)).into_response()))
 }
 
@@ -60,19 +99,14 @@ pub async fn break_glass(
               (status = 404, description = "No such grant for this session (ended or never existed)", body = ApiError),
               (status = 429, description = "Rate limit (Retry-After)", body = ApiError),
               (status = 503, description = "Record service unavailable and no usable copy", body = ApiError)))]
-pub async fn reread(
-    State(state): State<AppState>,
-    caller: CallingDesk,
-    headers: HeaderMap,
-    Path(grant_id): Path<String>,
-) -> Response {
-    let result = async {
-        let (desk, professional, session) = session_of(&state, &caller, &headers)?;
-        let who = actorship(&desk, &professional, session);
-        let access = state.access().ok_or_else(unavailable)?;
-        access.reread(&who, &grant_id).await.map_err(refusal)
-    }
-    .await;
+pub async fn reread(acting: Acting, Path(grant_id): Path<String>) -> Response {
+    let result = match acting.access() {
+        Ok(access) => access
+            .reread(&acting.who(), &grant_id)
+            .await
+            .map_err(refusal),
+        Err(e) => Err(e),
+    };
     no_store(result.map(|d| Json(d).into_response()))
 }
 
@@ -81,19 +115,14 @@ pub async fn reread(
     params(("grant_id" = String, Path, description = "The grant's random id")),
     responses((status = 204, description = "Grant ended"),
               (status = 404, description = "No such grant for this session", body = ApiError)))]
-pub async fn close(
-    State(state): State<AppState>,
-    caller: CallingDesk,
-    headers: HeaderMap,
-    Path(grant_id): Path<String>,
-) -> Response {
-    let result = async {
-        let (desk, professional, session) = session_of(&state, &caller, &headers)?;
-        let who = actorship(&desk, &professional, session);
-        let access = state.access().ok_or_else(unavailable)?;
-        access.close(&who, &grant_id).await.map_err(refusal)
-    }
-    .await;
+pub async fn close(acting: Acting, Path(grant_id): Path<String>) -> Response {
+    let result = match acting.access() {
+        Ok(access) => access
+            .close(&acting.who(), &grant_id)
+            .await
+            .map_err(refusal),
+        Err(e) => Err(e),
+    };
     no_store(result.map(|()| StatusCode::NO_CONTENT.into_response()))
 }
 
@@ -104,55 +133,12 @@ pub async fn close(
               (status = 401, description = "No open session at this desk", body = ApiError),
               (status = 429, description = "Search rate limit (Retry-After)", body = ApiError),
               (status = 503, description = "Record service unavailable", body = ApiError)))]
-pub async fn search(
-    State(state): State<AppState>,
-    caller: CallingDesk,
-    headers: HeaderMap,
-    Json(request): Json<SearchRequest>,
-) -> Response {
-    let result = async {
-        let (desk, professional, session) = session_of(&state, &caller, &headers)?;
-        let who = actorship(&desk, &professional, session);
-        let access = state.access().ok_or_else(unavailable)?;
-        access.search(&who, request).await.map_err(refusal)
-    }
-    .await;
+pub async fn search(acting: Acting, Json(request): Json<SearchRequest>) -> Response {
+    let result = match acting.access() {
+        Ok(access) => access.search(&acting.who(), request).await.map_err(refusal),
+        Err(e) => Err(e),
+    };
     no_store(result.map(|candidates| Json(SearchAnswer { candidates }).into_response()))
-}
-
-fn actorship<'a>(
-    desk: &'a DeskConfig,
-    professional: &'a Professional,
-    session: String,
-) -> Actorship<'a> {
-    Actorship {
-        desk,
-        professional,
-        session,
-    }
-}
-
-/// The desk's configuration, the session's professional and the session's token hash.
-fn session_of(
-    state: &AppState,
-    caller: &CallingDesk,
-    headers: &HeaderMap,
-) -> Result<(DeskConfig, Professional, String), ApiError> {
-    let cards = state.cards().ok_or_else(unavailable)?;
-    let token = token(headers).ok_or_else(no_session)?;
-    let session = cards
-        .sessions
-        .authenticate(&caller.desk.id, &token)
-        .ok_or_else(no_session)?;
-    let desk = cards
-        .sessions
-        .desk(&caller.desk.id)
-        .ok_or_else(no_session)?;
-    Ok((
-        desk,
-        session.professional,
-        crate::session::token_hash(&token),
-    ))
 }
 
 fn unavailable() -> ApiError {

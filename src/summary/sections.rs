@@ -584,23 +584,39 @@ pub fn human_names(resource: &Object) -> Vec<String> {
 
 // ----- entries -----
 
+/// The concept in `field` named, or why the entry yields no item: a negation, or no name.
+fn named<T>(r: &Object, field: &str, missing: &str) -> Result<(String, Vec<Code>), Read<T>> {
+    let concept = r.get(field);
+    if let Some(negation) = concept.and_then(negation) {
+        return Err(negation);
+    }
+    let name = concept
+        .and_then(concept_name)
+        .ok_or_else(|| Read::Unreadable(missing.to_owned()))?;
+    Ok((name, concept.map(codings).unwrap_or_default()))
+}
+
+/// Entries that record something that did not happen, or by mistake.
+fn not_done<T>(r: &Object) -> Option<Read<T>> {
+    matches!(
+        text(r, "status").as_deref(),
+        Some("entered-in-error" | "not-done")
+    )
+    .then(|| Read::Skipped("not done or entered in error".into()))
+}
+
 fn allergy(_context: &mut Context, r: &Object) -> Read<Allergy> {
-    if let Some(read) = expect_type(r, &["AllergyIntolerance"]) {
+    if let Some(read) = expect_type(r, &["AllergyIntolerance"]).or_else(|| skipped_verification(r))
+    {
         return read;
     }
-    if let Some(skip) = skipped_verification(r) {
-        return skip;
-    }
-    let code = r.get("code");
-    if let Some(negation) = code.and_then(negation) {
-        return negation;
-    }
-    let Some(substance) = code.and_then(concept_name) else {
-        return Read::Unreadable("an allergy without a substance".into());
+    let (substance, codes) = match named(r, "code", "an allergy without a substance") {
+        Ok(named) => named,
+        Err(read) => return read,
     };
     Read::Item(Allergy {
         substance,
-        codes: code.map(codings).unwrap_or_default(),
+        codes,
         criticality: text(r, "criticality"),
         kind: text(r, "type"),
         categories: strings(r, "category"),
@@ -718,22 +734,16 @@ fn dosage(dosage: &Value) -> Option<String> {
 }
 
 fn problem(_context: &mut Context, r: &Object) -> Read<Problem> {
-    if let Some(read) = expect_type(r, &["Condition"]) {
+    if let Some(read) = expect_type(r, &["Condition"]).or_else(|| skipped_verification(r)) {
         return read;
     }
-    if let Some(skip) = skipped_verification(r) {
-        return skip;
-    }
-    let code = r.get("code");
-    if let Some(negation) = code.and_then(negation) {
-        return negation;
-    }
-    let Some(name) = code.and_then(concept_name) else {
-        return Read::Unreadable("a problem without a description".into());
+    let (name, codes) = match named(r, "code", "a problem without a description") {
+        Ok(named) => named,
+        Err(read) => return read,
     };
     Read::Item(Problem {
         name,
-        codes: code.map(codings).unwrap_or_default(),
+        codes,
         clinical_status: status_code(r, "clinicalStatus"),
         verification_status: status_code(r, "verificationStatus"),
         onset: when(r, "onset"),
@@ -742,50 +752,32 @@ fn problem(_context: &mut Context, r: &Object) -> Read<Problem> {
 }
 
 fn procedure(_context: &mut Context, r: &Object) -> Read<Procedure> {
-    if let Some(read) = expect_type(r, &["Procedure"]) {
+    if let Some(read) = expect_type(r, &["Procedure"]).or_else(|| not_done(r)) {
         return read;
     }
-    if matches!(
-        text(r, "status").as_deref(),
-        Some("entered-in-error" | "not-done")
-    ) {
-        return Read::Skipped("not done or entered in error".into());
-    }
-    let code = r.get("code");
-    if let Some(negation) = code.and_then(negation) {
-        return negation;
-    }
-    let Some(name) = code.and_then(concept_name) else {
-        return Read::Unreadable("a procedure without a description".into());
+    let (name, codes) = match named(r, "code", "a procedure without a description") {
+        Ok(named) => named,
+        Err(read) => return read,
     };
     Read::Item(Procedure {
         name,
-        codes: code.map(codings).unwrap_or_default(),
+        codes,
         status: text(r, "status"),
         performed: when(r, "performed"),
     })
 }
 
 fn immunization(_context: &mut Context, r: &Object) -> Read<Immunization> {
-    if let Some(read) = expect_type(r, &["Immunization"]) {
+    if let Some(read) = expect_type(r, &["Immunization"]).or_else(|| not_done(r)) {
         return read;
     }
-    if matches!(
-        text(r, "status").as_deref(),
-        Some("entered-in-error" | "not-done")
-    ) {
-        return Read::Skipped("not done or entered in error".into());
-    }
-    let code = r.get("vaccineCode");
-    if let Some(negation) = code.and_then(negation) {
-        return negation;
-    }
-    let Some(vaccine) = code.and_then(concept_name) else {
-        return Read::Unreadable("an immunization without a vaccine".into());
+    let (vaccine, codes) = match named(r, "vaccineCode", "an immunization without a vaccine") {
+        Ok(named) => named,
+        Err(read) => return read,
     };
     Read::Item(Immunization {
         vaccine,
-        codes: code.map(codings).unwrap_or_default(),
+        codes,
         status: text(r, "status"),
         date: when(r, "occurrence"),
     })
