@@ -202,6 +202,10 @@ pub async fn run(
     if let Some(task) = watchdog {
         task.abort();
     }
+    // Grants live in memory: each one still open ends here, on the record.
+    if let Some(access) = state.access() {
+        access.end_all("gateway_stopped").await;
+    }
     finish(drain, audit, &stores).await;
     tracing::info!("stopped");
     Ok(drain)

@@ -696,3 +696,31 @@ async fn without_a_readable_master_key_the_cache_is_off_and_access_still_works()
     }
     assert_eq!(centre.upstream.stats().await["summaries"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_the_gateway_ends_open_grants_on_the_record() {
+    let mut centre = centre("").await;
+    assert_eq!(
+        centre.break_glass(request(1, "bris_de_glace")).await.status,
+        StatusCode::CREATED
+    );
+    centre.gateway.terminate();
+    assert!(centre.gateway.wait(Duration::from_secs(20)).success());
+    let stopped = centre.audit(Some("break_glass_stopped"));
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert_eq!(stopped[0]["detail"], "ended: gateway_stopped");
+    let kinds: Vec<String> = centre
+        .audit(None)
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap().to_owned())
+        .collect();
+    let ended = kinds
+        .iter()
+        .position(|k| k == "break_glass_stopped")
+        .unwrap();
+    let service = kinds.iter().position(|k| k == "service_stopped").unwrap();
+    assert!(
+        ended < service,
+        "grants end before the service stops: {kinds:?}"
+    );
+}

@@ -269,11 +269,6 @@ impl BreakGlass {
         }
     }
 
-    /// The configured reasons.
-    pub fn reasons(&self) -> &[Reason] {
-        &self.config.reasons
-    }
-
     /// Starts an access: see the module documentation for the order of steps.
     pub async fn start(
         &self,
@@ -518,17 +513,18 @@ impl BreakGlass {
         }
     }
 
-    /// Open grants (for metrics and the desk view).
-    pub fn open_grants(&self, desk: &str, session: &str) -> Vec<GrantView> {
-        self.grants
+    /// Ends every open grant (the gateway is stopping), recording each end.
+    pub async fn end_all(&self, reason: &str) {
+        let ids: Vec<String> = self
+            .grants
             .lock()
-            .map(|g| {
-                g.values()
-                    .filter(|g| g.desk == desk && g.session == session && !g.expired())
-                    .map(Grant::view)
-                    .collect()
-            })
-            .unwrap_or_default()
+            .map(|g| g.keys().cloned().collect())
+            .unwrap_or_default();
+        for id in ids {
+            if let Err(e) = self.end(&id, reason).await {
+                tracing::error!(error = %e, "cannot record the end of a grant");
+            }
+        }
     }
 
     fn validate(&self, request: &BreakGlassRequest) -> Result<(Ins, CallContext), AccessError> {
