@@ -74,6 +74,8 @@ pub struct Prepared {
     pub virtual_card: Option<EmulatedCard>,
     /// The record service client, when `[upstream]` is configured.
     pub upstream: Option<Arc<dyn crate::upstream::RecordService>>,
+    /// The audit repositories records are shipped to.
+    pub receivers: Vec<Arc<crate::audit::ship::Receiver>>,
 }
 
 impl Prepared {
@@ -107,6 +109,12 @@ impl Prepared {
             ) as Arc<dyn crate::upstream::RecordService>),
             None => None,
         };
+        let mut receivers = Vec::new();
+        for (at, receiver) in config.audit.receivers.iter().enumerate() {
+            let loaded = crate::audit::ship::Receiver::new(receiver.clone(), at)
+                .map_err(ConfigError::Invalid)?;
+            receivers.push(Arc::new(loaded));
+        }
         Ok(Self {
             config,
             listen,
@@ -116,6 +124,7 @@ impl Prepared {
             card_trust,
             virtual_card: None,
             upstream,
+            receivers,
         })
     }
 
@@ -140,6 +149,14 @@ pub async fn run(
     let stores = Arc::new(Stores::open(&prepared.config.storage.state_dir)?);
     tracing::info!(state_dir = %stores.dir().display(), "stores open");
     let audit = start_audit(&stores, prepared.signer, &prepared.config).await?;
+    if prepared.receivers.is_empty() {
+        tracing::warn!("no [[audit.receivers]]: the trail stays on this appliance only");
+    }
+    crate::audit::ship::start(
+        prepared.receivers.clone(),
+        stores.audit.clone(),
+        audit.clone(),
+    );
     let mut terminate = signal(SignalKind::terminate()).map_err(ServiceError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ServiceError::Signals)?;
     let listener = TcpListener::bind(addr)
@@ -171,8 +188,13 @@ pub async fn run(
         metrics.clone(),
         cards,
         access,
+        (
+            prepared.receivers.clone(),
+            prepared.config.audit.ship_alert_seconds,
+        ),
     );
     let app = api::router(state.clone());
+    spawn_shipping_metrics(prepared.receivers.clone(), metrics.clone());
     let connections = Connections::new(
         &prepared.tls,
         Arc::new(prepared.desks),
@@ -337,6 +359,25 @@ fn start_access(
         });
     }
     Some(access)
+}
+
+/// Copies each receiver's backlog into the metrics every few seconds.
+fn spawn_shipping_metrics(
+    receivers: Vec<Arc<crate::audit::ship::Receiver>>,
+    metrics: Arc<Metrics>,
+) {
+    if receivers.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            for receiver in &receivers {
+                metrics.set_shipping(receiver.name(), &receiver.backlog());
+            }
+        }
+    });
 }
 
 /// The sealed cache, or `None` (with a warning) when the master key is absent or unusable:

@@ -78,6 +78,7 @@ enum Msg {
     Append(Box<Event>, oneshot::Sender<Result<Receipt, AuditError>>),
     AppendAll(Vec<(Event, oneshot::Sender<Result<Receipt, AuditError>>)>),
     Shipped(u64, mpsc::Sender<Result<(), AuditError>>),
+    Cursor(String, u64, mpsc::Sender<Result<(), AuditError>>),
     Prune(u64, mpsc::Sender<Result<PruneReport, AuditError>>),
     Close(mpsc::Sender<Result<(), AuditError>>),
 }
@@ -161,6 +162,12 @@ impl AuditLog {
     /// Records that everything up to `seq` reached every audit repository.
     pub fn mark_shipped(&self, seq: u64) -> Result<(), AuditError> {
         self.control(|reply| Msg::Shipped(seq, reply))
+    }
+
+    /// Records that everything up to `seq` reached audit repository `receiver`.
+    pub fn mark_shipped_to(&self, receiver: &str, seq: u64) -> Result<(), AuditError> {
+        let receiver = receiver.to_owned();
+        self.control(move |reply| Msg::Cursor(receiver, seq, reply))
     }
 
     /// Prunes what is older than `cutoff_ms` (Unix ms), shipped, and before a checkpoint.
@@ -343,6 +350,18 @@ impl Writer {
                     )))
                 } else {
                     self.store.set_meta(Meta::ShippedUpTo, seq)
+                };
+                let _ = reply.send(result);
+                false
+            }
+            Msg::Cursor(receiver, seq, reply) => {
+                let result = if seq > self.head_seq {
+                    Err(AuditError::Storage(format!(
+                        "cannot mark {seq} shipped: the log ends at {}",
+                        self.head_seq
+                    )))
+                } else {
+                    self.store.set_receiver_cursor(&receiver, seq)
                 };
                 let _ = reply.send(result);
                 false

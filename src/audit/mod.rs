@@ -16,6 +16,7 @@ pub mod event;
 pub mod export;
 pub mod fhir;
 pub mod log;
+pub mod ship;
 pub mod store;
 pub mod verify;
 

@@ -203,6 +203,16 @@ impl AuditStore {
         txn.commit().map_err(storage)
     }
 
+    /// Sets audit repository `receiver`'s "shipped up to" cursor (durable).
+    pub fn set_receiver_cursor(&self, receiver: &str, seq: u64) -> Result<(), AuditError> {
+        let txn = self.db.begin_write().map_err(storage)?;
+        txn.open_table(META)
+            .map_err(storage)?
+            .insert(format!("shipped_to:{receiver}").as_str(), seq)
+            .map_err(storage)?;
+        txn.commit().map_err(storage)
+    }
+
     /// Commits records (and a checkpoint) in one fsync'd transaction; all or nothing.
     pub fn commit(
         &self,
@@ -340,6 +350,17 @@ pub fn record(txn: &ReadTransaction, seq: u64) -> Result<Option<Vec<u8>>, AuditE
         return Ok(None);
     };
     Ok(table.get(seq).map_err(storage)?.map(|v| v.value().to_vec()))
+}
+
+/// Audit repository `receiver`'s "shipped up to" cursor (0: nothing shipped yet).
+pub fn receiver_cursor(txn: &ReadTransaction, receiver: &str) -> Result<u64, AuditError> {
+    let Some(table) = open_existing(txn, META)? else {
+        return Ok(0);
+    };
+    Ok(table
+        .get(format!("shipped_to:{receiver}").as_str())
+        .map_err(storage)?
+        .map_or(0, |v| v.value()))
 }
 
 /// Calls `visit` with every record from `from` on, in sequence order, until it breaks.

@@ -209,6 +209,13 @@ pub struct AuditConfig {
     /// Records older than this may be pruned, once shipped upstream.
     #[serde(default = "defaults::retention_days")]
     pub retention_days: u64,
+    /// Audit repositories every record is shipped to (syslog over TLS).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub receivers: Vec<crate::audit::ship::ReceiverConfig>,
+    /// `/readyz` reports shipping degraded when a receiver's oldest unshipped record is
+    /// older than this (seconds).
+    #[serde(default = "defaults::ship_alert_seconds")]
+    pub ship_alert_seconds: u64,
 }
 
 impl AuditConfig {
@@ -222,6 +229,8 @@ impl AuditConfig {
             checkpoint_every_records: defaults::checkpoint_every_records(),
             checkpoint_every_secs: defaults::checkpoint_every_secs(),
             retention_days: defaults::retention_days(),
+            receivers: Vec::new(),
+            ship_alert_seconds: defaults::ship_alert_seconds(),
         }
     }
 
@@ -280,6 +289,9 @@ mod defaults {
     }
     pub fn checkpoint_every_secs() -> u64 {
         60
+    }
+    pub fn ship_alert_seconds() -> u64 {
+        900
     }
     pub fn retention_days() -> u64 {
         365

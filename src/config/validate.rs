@@ -334,6 +334,49 @@ fn check_private_key(out: &mut Vec<Problem>, key: &str, secret: &SecretPath) {
 
 fn check_audit(config: &Config, out: &mut Vec<Problem>) {
     let audit = &config.audit;
+    check_range(
+        out,
+        "audit.ship_alert_seconds",
+        audit.ship_alert_seconds,
+        10,
+        86_400,
+    );
+    let mut names = std::collections::HashSet::new();
+    for (i, receiver) in audit.receivers.iter().enumerate() {
+        let key = |field: &str| format!("audit.receivers[{i}].{field}");
+        let name_ok = !receiver.name.is_empty()
+            && receiver.name.len() <= 32
+            && receiver
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !name_ok {
+            out.push(Problem::new(
+                key("name"),
+                format!("'{}' must be 1 to 32 of a-z 0-9 - _", receiver.name),
+            ));
+        } else if !names.insert(receiver.name.clone()) {
+            out.push(Problem::new(
+                key("name"),
+                format!("'{}' is used twice", receiver.name),
+            ));
+        }
+        let port_ok = receiver
+            .address
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| {
+                !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+            });
+        if !port_ok {
+            out.push(Problem::new(
+                key("address"),
+                format!("'{}' is not host:port", receiver.address),
+            ));
+        }
+        check_readable_file(out, &key("ca"), &receiver.ca);
+        check_readable_file(out, &key("client_cert"), &receiver.client_cert);
+        check_private_key(out, &key("client_key"), &receiver.client_key);
+    }
     check_private_key(out, "audit.signing_key", &audit.signing_key);
     if let Some(node) = &audit.node_id
         && (node.is_empty()

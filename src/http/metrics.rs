@@ -42,6 +42,15 @@ pub struct Metrics {
     connections: Gauge<i64, AtomicI64>,
     cache_entries: Gauge<i64, AtomicI64>,
     cache_oldest: Gauge<i64, AtomicI64>,
+    ship_backlog: Family<ReceiverLabels, Gauge>,
+    ship_oldest: Family<ReceiverLabels, Gauge>,
+    ship_errors: Family<ReceiverLabels, Gauge>,
+}
+
+/// Labels of the shipping series: the receiver's configured name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ReceiverLabels {
+    receiver: String,
 }
 
 impl Default for Metrics {
@@ -99,6 +108,24 @@ impl Metrics {
             "Age of the oldest cached summary (updated at each purge)",
             cache_oldest.clone(),
         );
+        let ship_backlog = Family::<ReceiverLabels, Gauge>::default();
+        let ship_oldest = Family::<ReceiverLabels, Gauge>::default();
+        let ship_errors = Family::<ReceiverLabels, Gauge>::default();
+        registry.register(
+            "audit_ship_backlog_records",
+            "Audit records not yet shipped, by receiver",
+            ship_backlog.clone(),
+        );
+        registry.register(
+            "audit_ship_backlog_oldest_seconds",
+            "Age of the oldest unshipped audit record, by receiver",
+            ship_oldest.clone(),
+        );
+        registry.register(
+            "audit_ship_errors",
+            "Connection or write failures shipping to a receiver since start",
+            ship_errors.clone(),
+        );
         Self {
             registry,
             requests,
@@ -107,6 +134,9 @@ impl Metrics {
             connections,
             cache_entries,
             cache_oldest,
+            ship_backlog,
+            ship_oldest,
+            ship_errors,
         }
     }
 
@@ -126,6 +156,23 @@ impl Metrics {
     /// Tracks open connections (+1 when opened, -1 when closed).
     pub fn add_connections(&self, delta: i64) {
         self.connections.inc_by(delta);
+    }
+
+    /// Records a receiver's shipping backlog and error count.
+    pub fn set_shipping(&self, receiver: &str, backlog: &crate::audit::ship::Backlog) {
+        let labels = ReceiverLabels {
+            receiver: receiver.to_owned(),
+        };
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.ship_backlog
+            .get_or_create(&labels)
+            .set(gauge(backlog.records));
+        self.ship_oldest
+            .get_or_create(&labels)
+            .set(gauge(backlog.oldest_secs));
+        self.ship_errors
+            .get_or_create(&labels)
+            .set(gauge(backlog.errors));
     }
 
     /// Records the cache's size and oldest entry.

@@ -44,6 +44,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     cards: Option<Arc<CardLogin>>,
     access: Option<Arc<BreakGlass>>,
+    receivers: Vec<Arc<crate::audit::ship::Receiver>>,
+    ship_alert_seconds: u64,
     draining: AtomicBool,
 }
 
@@ -56,6 +58,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         cards: Option<Arc<CardLogin>>,
         access: Option<Arc<BreakGlass>>,
+        shipping: (Vec<Arc<crate::audit::ship::Receiver>>, u64),
     ) -> Self {
         Self(Arc::new(Shared {
             centre,
@@ -64,8 +67,28 @@ impl AppState {
             metrics,
             cards,
             access,
+            receivers: shipping.0,
+            ship_alert_seconds: shipping.1,
             draining: AtomicBool::new(false),
         }))
+    }
+
+    /// Whether audit repositories are configured.
+    pub fn ships_audit(&self) -> bool {
+        !self.0.receivers.is_empty()
+    }
+
+    /// Receivers whose oldest unshipped record is older than the alert bound.
+    pub fn lagging_receivers(&self) -> Vec<&str> {
+        self.0
+            .receivers
+            .iter()
+            .filter(|r| {
+                let backlog = r.backlog();
+                backlog.records > 0 && backlog.oldest_secs > self.0.ship_alert_seconds
+            })
+            .map(|r| r.name())
+            .collect()
     }
 
     /// The centre served.

@@ -55,9 +55,9 @@ pub async fn healthz() -> Json<Alive> {
 /// Readiness answer.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Readiness {
-    /// `ready`, `not_ready` or `shutting_down`.
+    /// `ready`, `degraded` (serving; audit shipping lags), `not_ready` or `shutting_down`.
     pub status: &'static str,
-    /// Each check and its result (`ok` or `failed`).
+    /// Each check and its result (`ok`, `failed`, or `degraded` for audit shipping).
     pub checks: Vec<Check>,
 }
 
@@ -71,7 +71,8 @@ pub struct Check {
 }
 
 /// Readiness: configuration loaded, both stores answering, pcscd reachable (when card login
-/// is configured); 503 while shutting down.
+/// is configured); 503 while shutting down. `degraded` (still 200) when an audit receiver's
+/// oldest unshipped record is older than `audit.ship_alert_seconds`.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready to serve", body = Readiness),
               (status = 503, description = "Not ready, or shutting down", body = Readiness)))]
@@ -107,14 +108,29 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
             status: verdict(up),
         });
     }
+    // A shipping backlog does not stop the service (records wait on disk) but must be seen.
+    let lagging = state.lagging_receivers();
+    if !lagging.is_empty() {
+        tracing::warn!(receivers = ?lagging, "readiness: audit shipping lags");
+    }
+    if state.ships_audit() {
+        checks.push(Check {
+            name: "audit_shipping",
+            status: if lagging.is_empty() { "ok" } else { "degraded" },
+        });
+    }
     let status = if state.is_draining() {
         "shutting_down"
     } else if audit.is_ok() && cache.is_ok() && readers != Some(false) {
-        "ready"
+        if lagging.is_empty() {
+            "ready"
+        } else {
+            "degraded"
+        }
     } else {
         "not_ready"
     };
-    let code = if status == "ready" {
+    let code = if status == "ready" || status == "degraded" {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod pcsc;
+pub mod rsyslog;
 pub mod upstream;
 
 use rustls::pki_types::pem::PemObject;

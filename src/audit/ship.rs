@@ -1,0 +1,427 @@
+//! Shipping the trail to audit repositories: syslog over TLS (RFC 5424 messages, RFC 5425
+//! octet-counted framing) with mutual TLS, IHE ATNA style, store-and-forward.
+//!
+//! One task per receiver reads the records after its "shipped up to" cursor (kept in the
+//! audit store, written by the audit writer), sends them in order, and advances the cursor
+//! once they are written and the connection is seen still open; a receiver outage grows a
+//! backlog that drains in order when it returns, with backoff (1 s doubling to 30 s), and a
+//! restart resumes from the cursor. Delivery is at least once: the structured data carries
+//! node, sequence number and hashes so a receiver can deduplicate and check the chain.
+//! The slowest receiver's cursor is the trail's "shipped up to", which pruning respects.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{PrivateKeyDer, ServerName};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::event::{Outcome, Record};
+use super::store::{self, AuditStore, ReadStore};
+use super::{AuditError, AuditLog, dicom, fhir};
+use crate::config::{Problem, SecretPath};
+
+/// Records sent per batch (one cursor update each).
+const BATCH: usize = 500;
+/// How long an idle shipper waits before looking for new records.
+const IDLE: Duration = Duration::from_millis(200);
+/// How long after a batch the connection is watched for the receiver closing it (a
+/// receiver refusing our certificate under TLS 1.3 closes only after the handshake).
+const SETTLE: Duration = Duration::from_millis(30);
+
+/// Message body format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PayloadFormat {
+    /// DICOM audit message XML (`IHE+DICOM`).
+    #[default]
+    Dicom,
+    /// FHIR AuditEvent JSON.
+    Fhir,
+}
+
+/// `[[audit.receivers]]`: one audit repository.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// Stable name (its cursor is kept under it): `[a-z0-9_-]`.
+    pub name: String,
+    /// `host:port` of the syslog-over-TLS listener.
+    pub address: String,
+    /// Name the receiver's certificate must carry (default: the host of `address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// PEM CA the receiver's certificate chains to.
+    pub ca: PathBuf,
+    /// The gateway's client certificate (PEM chain).
+    pub client_cert: PathBuf,
+    /// Its key (file or `credential:NAME`).
+    pub client_key: SecretPath,
+    /// Message body: `dicom` (default) or `fhir`.
+    #[serde(default)]
+    pub format: PayloadFormat,
+}
+
+/// Backlog of one receiver, for metrics and readiness.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Records not yet shipped.
+    pub records: u64,
+    /// Age of the oldest of them, seconds.
+    pub oldest_secs: u64,
+    /// Connection or write failures so far.
+    pub errors: u64,
+}
+
+/// A receiver, ready to connect.
+pub struct Receiver {
+    config: ReceiverConfig,
+    connector: TlsConnector,
+    server_name: ServerName<'static>,
+    state: std::sync::Mutex<Backlog>,
+}
+
+impl Receiver {
+    /// Loads the TLS material of `config` (problems keyed under `audit.receivers[i]`).
+    pub fn new(config: ReceiverConfig, at: usize) -> Result<Self, Vec<Problem>> {
+        let key = |field: &str| format!("audit.receivers[{at}].{field}");
+        let mut problems = Vec::new();
+        let ca = crate::http::tls::load_certs(&config.ca, &key("ca"), &mut problems);
+        let chain =
+            crate::http::tls::load_certs(&config.client_cert, &key("client_cert"), &mut problems);
+        let private = match config.client_key.resolve() {
+            Ok(path) => PrivateKeyDer::from_pem_file(&path)
+                .map_err(|e| {
+                    problems.push(Problem::new(
+                        key("client_key"),
+                        format!("{}: {e}", path.display()),
+                    ))
+                })
+                .ok(),
+            Err(e) => {
+                problems.push(Problem::new(key("client_key"), e));
+                None
+            }
+        };
+        let host = config.server_name.clone().unwrap_or_else(|| {
+            config
+                .address
+                .rsplit_once(':')
+                .map_or(config.address.clone(), |(h, _)| h.to_owned())
+        });
+        let server_name = ServerName::try_from(host)
+            .map_err(|e| problems.push(Problem::new(key("server_name"), e.to_string())))
+            .ok();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in ca {
+            if let Err(e) = roots.add(cert) {
+                problems.push(Problem::new(key("ca"), e.to_string()));
+            }
+        }
+        let (Some(private), Some(server_name), true) = (private, server_name, problems.is_empty())
+        else {
+            return Err(problems);
+        };
+        let tls = rustls::ClientConfig::builder_with_provider(crate::http::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| vec![Problem::new(key("ca"), e.to_string())])?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, private)
+            .map_err(|e| {
+                vec![Problem::new(
+                    key("client_key"),
+                    format!("does not fit client_cert: {e}"),
+                )]
+            })?;
+        Ok(Self {
+            config,
+            connector: TlsConnector::from(Arc::new(tls)),
+            server_name,
+            state: std::sync::Mutex::new(Backlog::default()),
+        })
+    }
+
+    /// The receiver's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Its backlog now.
+    pub fn backlog(&self) -> Backlog {
+        self.state.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    async fn connect(&self) -> Result<TlsStream<TcpStream>, String> {
+        let addr: SocketAddr = tokio::net::lookup_host(&self.config.address)
+            .await
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or("address resolves to nothing")?;
+        let tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            self.connector.connect(self.server_name.clone(), tcp),
+        )
+        .await
+        .map_err(|_| "TLS handshake timed out".to_owned())?
+        .map_err(|e| format!("TLS handshake refused: {e}"))
+    }
+
+    fn failed(&self, why: &str) {
+        if let Ok(mut state) = self.state.lock() {
+            state.errors += 1;
+        }
+        tracing::warn!(receiver = %self.config.name, error = why, "audit shipping failed; will retry");
+    }
+}
+
+/// The RFC 5424 message for `record` (stored bytes hashing to `hash`), framed per RFC 5425.
+pub fn frame(record: &Record, hash: &str, format: PayloadFormat) -> Vec<u8> {
+    // Facility 10 (security/authorization); notice for normal events, warning for refusals
+    // and failures so that the receiving side can page on them.
+    let severity = match record.event.outcome {
+        Outcome::Success => 5,
+        Outcome::Refused { .. } | Outcome::Failed { .. } => 4,
+    };
+    let (msgid, body) = match format {
+        PayloadFormat::Dicom => ("IHE+DICOM", dicom::audit_message(record, hash)),
+        PayloadFormat::Fhir => ("IHE+FHIR", fhir::audit_event(record, hash).to_string()),
+    };
+    let message = format!(
+        "<{}>1 {} {} samu-gateway - {msgid} [samu@32473 node=\"{}\" seq=\"{}\" prev=\"{}\" hash=\"{}\"] {body}",
+        10 * 8 + severity,
+        record.time,
+        sd_token(&record.node),
+        sd_value(&record.node),
+        record.seq,
+        record.prev,
+        hash,
+    );
+    let mut out = Vec::with_capacity(message.len() + 8);
+    let _ = write!(out, "{} {message}", message.len());
+    out
+}
+
+/// A HOSTNAME field: printable ASCII without spaces, at most 255.
+fn sd_token(value: &str) -> String {
+    let token: String = value
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect();
+    if token.is_empty() { "-".into() } else { token }
+}
+
+/// An SD-PARAM value with `"`, `\` and `]` escaped.
+fn sd_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace(']', "\\]")
+}
+
+/// The records after `cursor` (at most `BATCH`), framed, with the last sequence number.
+fn next_batch(
+    store: &AuditStore,
+    cursor: u64,
+    format: PayloadFormat,
+) -> Result<(Vec<u8>, u64, usize), AuditError> {
+    let txn = store.snapshot()?;
+    let mut out = Vec::new();
+    let (mut last, mut count) = (cursor, 0);
+    store::for_each_record(&txn, cursor + 1, |seq, bytes| {
+        if let Ok(record) = serde_json::from_slice::<Record>(bytes) {
+            let hash = crate::config::hex(&super::chain::hash(bytes));
+            out.extend(frame(&record, &hash, format));
+        }
+        last = seq;
+        count += 1;
+        if count >= BATCH {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    Ok((out, last, count))
+}
+
+/// Size and age of the backlog after `cursor`.
+fn backlog_after(store: &AuditStore, cursor: u64) -> Result<(u64, u64), AuditError> {
+    let txn = store.snapshot()?;
+    let head = store::meta(&txn, store::Meta::HeadSeq)?.unwrap_or(0);
+    let oldest = store::record(&txn, cursor + 1)?
+        .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
+        .and_then(|r| super::chain::parse_time(&r.time))
+        .map_or(0, |at| super::chain::now().1.saturating_sub(at) / 1000);
+    Ok((head.saturating_sub(cursor), oldest))
+}
+
+/// Ships to every receiver until the process ends.
+pub fn start(receivers: Vec<Arc<Receiver>>, store: Arc<AuditStore>, log: Arc<AuditLog>) {
+    let all: Arc<Vec<Arc<Receiver>>> = Arc::new(receivers);
+    for receiver in all.iter() {
+        let (receiver, store, log, all) =
+            (receiver.clone(), store.clone(), log.clone(), all.clone());
+        tokio::spawn(async move { ship(receiver, store, log, all).await });
+    }
+}
+
+async fn ship(
+    receiver: Arc<Receiver>,
+    store: Arc<AuditStore>,
+    log: Arc<AuditLog>,
+    all: Arc<Vec<Arc<Receiver>>>,
+) {
+    let mut connection: Option<TlsStream<TcpStream>> = None;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let cursor = match store
+            .snapshot()
+            .and_then(|t| store::receiver_cursor(&t, receiver.name()))
+        {
+            Ok(cursor) => cursor,
+            Err(e) => {
+                receiver.failed(&e.to_string());
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        if let Ok((records, oldest)) = backlog_after(&store, cursor)
+            && let Ok(mut state) = receiver.state.lock()
+        {
+            state.records = records;
+            state.oldest_secs = oldest;
+        }
+        let (frames, last, count) = match next_batch(&store, cursor, receiver.config.format) {
+            Ok(batch) => batch,
+            Err(e) => {
+                receiver.failed(&e.to_string());
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        if count == 0 {
+            tokio::time::sleep(IDLE).await;
+            continue;
+        }
+        let stream = match connection.take() {
+            Some(stream) => stream,
+            None => match receiver.connect().await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    receiver.failed(&e);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            },
+        };
+        match send(stream, &frames).await {
+            Ok(stream) => {
+                connection = Some(stream);
+                backoff = Duration::from_secs(1);
+                if let Err(e) = advance(&receiver, &log, &store, &all, last) {
+                    receiver.failed(&e.to_string());
+                }
+            }
+            Err(e) => {
+                receiver.failed(&e);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Writes `frames`, then watches the connection briefly: a receiver that closes it (or
+/// sends anything: syslog receivers do not talk) has not taken the batch.
+async fn send(
+    mut stream: TlsStream<TcpStream>,
+    frames: &[u8],
+) -> Result<TlsStream<TcpStream>, String> {
+    stream
+        .write_all(frames)
+        .await
+        .map_err(|e| format!("write failed: {e}"))?;
+    stream
+        .flush()
+        .await
+        .map_err(|e| format!("write failed: {e}"))?;
+    let mut probe = [0u8; 1];
+    match tokio::time::timeout(SETTLE, stream.read(&mut probe)).await {
+        Err(_) => Ok(stream),
+        Ok(Ok(0)) => Err("the receiver closed the connection".into()),
+        Ok(Ok(_)) => Err("the receiver sent unexpected data".into()),
+        Ok(Err(e)) => Err(format!("connection failed: {e}")),
+    }
+}
+
+/// Moves `receiver`'s cursor to `last`, and the trail's "shipped up to" to the slowest.
+fn advance(
+    receiver: &Receiver,
+    log: &AuditLog,
+    store: &AuditStore,
+    all: &[Arc<Receiver>],
+    last: u64,
+) -> Result<(), AuditError> {
+    tokio::task::block_in_place(|| {
+        log.mark_shipped_to(receiver.name(), last)?;
+        let txn = store.snapshot()?;
+        let slowest = all
+            .iter()
+            .map(|r| store::receiver_cursor(&txn, r.name()))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .min()
+            .unwrap_or(0);
+        drop(txn);
+        log.mark_shipped(slowest)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Event, EventKind};
+
+    #[test]
+    fn frames_are_octet_counted_rfc5424_with_the_chain_in_structured_data() {
+        let record = Record {
+            v: 1,
+            seq: 42,
+            node: "gw \"1\"".into(),
+            time: "2026-11-23T10:00:00.000Z".into(),
+            run: "r".into(),
+            mono_ns: 1,
+            prev: "ab".into(),
+            event: Event::new(EventKind::ServiceStarted, Outcome::Success),
+        };
+        let framed = String::from_utf8(frame(&record, "cd", PayloadFormat::Dicom)).unwrap();
+        let (len, message) = framed.split_once(' ').unwrap();
+        assert_eq!(len.parse::<usize>().unwrap(), message.len());
+        assert!(message.starts_with("<85>1 2026-11-23T10:00:00.000Z gw\"1\" samu-gateway - IHE+DICOM [samu@32473 node=\"gw \\\"1\\\"\" seq=\"42\" prev=\"ab\" hash=\"cd\"] <AuditMessage>"), "{message}");
+        let refused = Record {
+            event: Event::new(
+                EventKind::UserLogin,
+                Outcome::Refused { reason: "x".into() },
+            ),
+            ..record
+        };
+        let framed = String::from_utf8(frame(&refused, "cd", PayloadFormat::Fhir)).unwrap();
+        assert!(
+            framed.contains("<84>1 ") && framed.contains("IHE+FHIR"),
+            "{framed}"
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! A private rsyslog (`../shared/REAL_PARTS.md` §2): gtls driver, mutual TLS with
+//! `permittedPeer=["gateway-*"]`, loopback port, its own work dir and pid file, writing
+//! every message it receives to a file; stopped when dropped.
+
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use samu_gateway::demo::pki::{Authority, write_file, write_pair};
+
+pub struct Rsyslog {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    authority: Authority,
+}
+
+impl Rsyslog {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["work", "out", "pki"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        let authority = Authority::new("test audit repository CA").unwrap();
+        write_file(&root.join("pki/ca.pem"), authority.cert_pem(), 0o644).unwrap();
+        write_pair(
+            &root.join("pki"),
+            "server",
+            &authority.issue_server(&["localhost", "127.0.0.1"]).unwrap(),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let r = root.display();
+        let conf = format!(
+            "global(workDirectory=\"{r}/work\" net.enableDNS=\"off\" maxMessageSize=\"64k\"\n\
+             defaultNetstreamDriver=\"gtls\"\n\
+             defaultNetstreamDriverCAFile=\"{r}/pki/ca.pem\"\n\
+             defaultNetstreamDriverCertFile=\"{r}/pki/server.pem\"\n\
+             defaultNetstreamDriverKeyFile=\"{r}/pki/server.key\")\n\
+             module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\"\n\
+             streamDriver.authMode=\"x509/name\" permittedPeer=[\"gateway-*\"] maxSessions=\"200\")\n\
+             input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"audit\")\n\
+             template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
+             ruleset(name=\"audit\") {{\n\
+             action(type=\"omfile\" file=\"{r}/out/received.log\" template=\"raw\"\n\
+             flushOnTXEnd=\"on\" asyncWriting=\"off\") }}\n"
+        );
+        std::fs::write(root.join("rsyslog.conf"), conf).unwrap();
+        let mut rsyslog = Self {
+            dir,
+            port,
+            child: None,
+            authority,
+        };
+        rsyslog.restart();
+        rsyslog
+    }
+
+    /// Starts (again) on the same port and files.
+    pub fn restart(&mut self) {
+        let root = self.dir.path();
+        let child = Command::new("rsyslogd")
+            .arg("-n")
+            .arg("-f")
+            .arg(root.join("rsyslog.conf"))
+            .arg("-i")
+            .arg(root.join("work/rsyslogd.pid"))
+            .stdout(std::process::Stdio::null())
+            .stderr(
+                std::fs::File::create(root.join("work/rsyslogd.log"))
+                    .map(std::process::Stdio::from)
+                    .unwrap_or_else(|_| std::process::Stdio::null()),
+            )
+            .spawn()
+            .expect("rsyslogd (apt-get install rsyslog rsyslog-gnutls)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "rsyslogd did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            super::signal(child.id(), "TERM");
+            let _ = child.wait();
+        }
+    }
+
+    /// A client certificate with common name `cn`, as `(cert, key)` paths.
+    pub fn client(&self, cn: &str) -> (PathBuf, PathBuf) {
+        write_pair(
+            &self.dir.path().join("pki"),
+            &format!("client-{cn}"),
+            &self.authority.issue_client(cn).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// An `[[audit.receivers]]` table for a gateway presenting certificate CN `cn`.
+    pub fn receiver_toml(&self, name: &str, cn: &str) -> String {
+        let (cert, key) = self.client(cn);
+        format!(
+            "\n[[audit.receivers]]\nname = \"{name}\"\naddress = \"127.0.0.1:{}\"\nserver_name = \"localhost\"\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+            self.port,
+            self.dir.path().join("pki/ca.pem").display(),
+            cert.display(),
+            key.display()
+        )
+    }
+
+    /// Every message received so far, one per line.
+    pub fn received(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("out/received.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until `n` messages arrived (or fails after `timeout`).
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let received = self.received();
+            if received.len() >= n {
+                return received;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} messages arrived",
+                received.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
