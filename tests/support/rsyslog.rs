@@ -123,6 +123,25 @@ impl Rsyslog {
             .collect()
     }
 
+    /// Messages written after byte `from` of the file (whole lines only), and where the
+    /// next read should start.
+    pub fn tail(&self, from: u64) -> (Vec<String>, u64) {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut file) = std::fs::File::open(self.dir.path().join("out/received.log")) else {
+            return (Vec::new(), from);
+        };
+        let mut bytes = Vec::new();
+        if file.seek(SeekFrom::Start(from)).is_err() || file.read_to_end(&mut bytes).is_err() {
+            return (Vec::new(), from);
+        }
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let lines = String::from_utf8_lossy(&bytes[..complete])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        (lines, from + complete as u64)
+    }
+
     /// Waits until `n` messages arrived (or fails after `timeout`).
     pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
