@@ -188,10 +188,11 @@ pub async fn run(
         metrics.clone(),
         cards,
         access,
-        (
-            prepared.receivers.clone(),
-            prepared.config.audit.ship_alert_seconds,
-        ),
+        api::Oversight {
+            receivers: prepared.receivers.clone(),
+            ship_alert_seconds: prepared.config.audit.ship_alert_seconds,
+            officers: prepared.config.compliance.officer_cns.clone(),
+        },
     );
     let app = api::router(state.clone());
     spawn_shipping_metrics(prepared.receivers.clone(), metrics.clone());

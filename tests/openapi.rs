@@ -34,6 +34,7 @@ async fn every_documented_operation_is_served() {
         [
             "DELETE /api/v1/grants/{grant_id}",
             "DELETE /api/v1/session",
+            "GET /api/v1/compliance/pending",
             "GET /api/v1/desk",
             "GET /api/v1/grants/{grant_id}/summary",
             "GET /api/v1/openapi.json",
@@ -42,6 +43,7 @@ async fn every_documented_operation_is_served() {
             "GET /metrics",
             "GET /readyz",
             "POST /api/v1/break-glass",
+            "POST /api/v1/compliance/reviews",
             "POST /api/v1/patients/search",
             "POST /api/v1/session",
             "PUT /api/v1/roster",

@@ -639,7 +639,11 @@ proptest::proptest! {
     ) {
         let mut bytes = fixtures()[file].clone();
         for (at, byte, kind) in edits {
-            let i = at.index(bytes.len().max(1)).min(bytes.len().saturating_sub(1));
+            if bytes.is_empty() {
+                bytes.push(byte);
+                continue;
+            }
+            let i = at.index(bytes.len());
             match kind {
                 0 => bytes[i] = byte,
                 1 => bytes.truncate(i),

@@ -169,6 +169,18 @@ fn record_object(xml: &mut String, record: &Record, hash: &str) {
     if let Some(extra) = &record.event.detail {
         xml.push_str(&detail("detail", extra));
     }
+    if let Some(review) = &record.event.review {
+        xml.push_str(&detail("reviews", &review.of.to_string()));
+        let decision = match review.decision {
+            super::Decision::Justified => "justified",
+            super::Decision::ToInvestigate => "to_investigate",
+            super::Decision::Unjustified => "unjustified",
+        };
+        xml.push_str(&detail("decision", decision));
+        if !review.comment.is_empty() {
+            xml.push_str(&detail("comment", &review.comment));
+        }
+    }
     xml.push_str("</ParticipantObjectIdentification>");
 }
 

@@ -37,6 +37,8 @@ pub enum EventKind {
     BreakGlassStopped,
     /// Patient data was read and released to a desk.
     PatientRecordRead,
+    /// A compliance officer recorded a decision on a break-glass access.
+    AccessReviewed,
 }
 
 /// A coded value as DICOM audit messages carry it (`csd-code`, `originalText`).
@@ -65,7 +67,7 @@ pub struct DicomEvent {
 
 impl EventKind {
     /// Every kind, for documentation and exhaustive tests.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         Self::ServiceStarted,
         Self::ServiceStopped,
         Self::ConfigurationLoaded,
@@ -77,6 +79,7 @@ impl EventKind {
         Self::BreakGlassStarted,
         Self::BreakGlassStopped,
         Self::PatientRecordRead,
+        Self::AccessReviewed,
     ];
 
     /// The DICOM (PS3.15 A.5 / DCM) codes of this kind.
@@ -109,6 +112,8 @@ impl EventKind {
                 'E',
             ),
             Self::PatientRecordRead => (dcm("110110", "Patient Record"), None, 'R'),
+            // Reviewing the trail is a use of the audit log.
+            Self::AccessReviewed => (dcm("110101", "Audit Log Used"), None, 'E'),
         };
         DicomEvent {
             event_id,
@@ -131,6 +136,7 @@ impl EventKind {
             Self::BreakGlassStarted => "break_glass_started",
             Self::BreakGlassStopped => "break_glass_stopped",
             Self::PatientRecordRead => "patient_record_read",
+            Self::AccessReviewed => "access_reviewed",
         }
     }
 }
@@ -250,6 +256,30 @@ impl AccessMode {
     }
 }
 
+/// A compliance officer's decision on a break-glass access.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    /// Sequence number of the `break_glass_started` record reviewed.
+    pub of: u64,
+    /// The decision.
+    pub decision: Decision,
+    /// The officer's comment.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub comment: String,
+}
+
+/// Review decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// The access was justified.
+    Justified,
+    /// To be investigated (the access stays on the pending list).
+    ToInvestigate,
+    /// The access was not justified.
+    Unjustified,
+}
+
 /// Where released data came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -287,6 +317,9 @@ pub struct Event {
     /// Non-identifying context (version, configuration digest, grant id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// A compliance decision on an earlier access (for `access_reviewed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<Review>,
 }
 
 impl Event {
@@ -301,6 +334,7 @@ impl Event {
             access_mode: None,
             source: None,
             detail: None,
+            review: None,
         }
     }
 

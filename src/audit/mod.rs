@@ -16,6 +16,7 @@ pub mod event;
 pub mod export;
 pub mod fhir;
 pub mod log;
+pub mod review;
 pub mod ship;
 pub mod store;
 pub mod verify;
@@ -24,7 +25,8 @@ use std::path::PathBuf;
 
 pub use chain::{Signer, TrustedKeys};
 pub use event::{
-    AccessMode, Actor, CallContext, DataSource, Event, EventKind, Outcome, PatientRef, Record,
+    AccessMode, Actor, CallContext, DataSource, Decision, Event, EventKind, Outcome, PatientRef,
+    Record, Review,
 };
 pub use log::{AuditLog, PruneReport, Receipt, Settings};
 pub use store::{AuditReader, AuditStore, FORMAT_VERSION};

@@ -29,6 +29,12 @@ pub(super) enum AuditCommand {
         #[arg(long = "public-key")]
         public_keys: Vec<String>,
     },
+    /// Break-glass accesses still to review (no decision, or "to investigate"), oldest first.
+    Pending {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// List records matching the filters, oldest first.
     List {
         #[command(flatten)]
@@ -143,6 +149,39 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
         }
         AuditCommand::Verify { file, public_keys } => {
             verify(config_path, file.as_deref(), &public_keys)
+        }
+        AuditCommand::Pending { json } => {
+            let reader = reader(config_path)?;
+            let pending =
+                crate::audit::review::pending(&reader).context("cannot read the trail")?;
+            for access in &pending {
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::to_string(access).context("cannot encode")?
+                    );
+                } else {
+                    println!(
+                        "{:>8}  {}  professional={} desk={} patient={} call={} reason={}{}",
+                        access.seq,
+                        access.time,
+                        access.professional.as_deref().unwrap_or("-"),
+                        access.desk.as_deref().unwrap_or("-"),
+                        access.ins.as_deref().unwrap_or("-"),
+                        access.call_id.as_deref().unwrap_or("-"),
+                        access.reason_code.as_deref().unwrap_or("-"),
+                        if access.last_decision.is_some() {
+                            " (to investigate)"
+                        } else {
+                            ""
+                        },
+                    );
+                }
+            }
+            if !json {
+                println!("{} access(es) to review", pending.len());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         AuditCommand::List {
             filter,

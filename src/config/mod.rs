@@ -44,6 +44,9 @@ pub struct Config {
     /// The record service. Without it, no summary can be fetched (the desk API says so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<crate::upstream::UpstreamConfig>,
+    /// Compliance officers: who may review the trail through the API.
+    #[serde(default)]
+    pub compliance: ComplianceConfig,
     /// Break-glass grants and reasons.
     #[serde(default)]
     pub break_glass: crate::access::BreakGlassConfig,
@@ -59,6 +62,15 @@ pub struct Config {
     /// The regulation desks, each with its card reader and workstation certificate.
     #[serde(default)]
     pub desks: Vec<DeskConfig>,
+}
+
+/// `[compliance]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComplianceConfig {
+    /// Subject CNs of the compliance officers' certificates (workstation CA, no desk).
+    #[serde(default)]
+    pub officer_cns: Vec<String>,
 }
 
 /// The centre's identity as the national record knows it.

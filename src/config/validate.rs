@@ -55,6 +55,19 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
         check_upstream(upstream, &mut out);
     }
     check_access(config, &mut out);
+    for (i, cn) in config.compliance.officer_cns.iter().enumerate() {
+        let clash = config.desks.iter().any(|d| &d.workstation_cn == cn)
+            || config
+                .roster
+                .as_ref()
+                .is_some_and(|r| &r.integration_cn == cn);
+        if cn.trim().is_empty() || clash {
+            out.push(Problem::new(
+                format!("compliance.officer_cns[{i}]"),
+                format!("'{cn}' must be a certificate of its own, neither a desk's nor the regulation software's"),
+            ));
+        }
+    }
     if let Some(roster) = &config.roster {
         check_range(
             &mut out,

@@ -215,6 +215,7 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, DemoRuntime), 
         },
         audit: AuditConfig::with_key(signing_key.into()),
         upstream: Some(record.config),
+        compliance: Default::default(),
         break_glass: Default::default(),
         limits: Default::default(),
         cache: crate::cache::CacheConfig {

@@ -2,6 +2,7 @@
 //! one desk, the routes, metrics, and the accept loop with graceful drain.
 
 mod access_routes;
+mod compliance_routes;
 pub mod error;
 pub mod identity;
 mod metrics;
@@ -33,6 +34,17 @@ pub use identity::{Desk, DeskDirectory, Peer};
 pub use metrics::Metrics;
 pub use middleware::REQUEST_ID_HEADER;
 
+/// Who watches the trail: the audit repositories it is shipped to, how late shipping may
+/// run before readiness says so, and the compliance officers' certificate CNs.
+pub struct Oversight {
+    /// Audit repositories.
+    pub receivers: Vec<Arc<crate::audit::ship::Receiver>>,
+    /// Shipping lag bound, seconds.
+    pub ship_alert_seconds: u64,
+    /// Compliance officers' CNs.
+    pub officers: Vec<String>,
+}
+
 /// What handlers share.
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
@@ -46,6 +58,7 @@ struct Shared {
     access: Option<Arc<BreakGlass>>,
     receivers: Vec<Arc<crate::audit::ship::Receiver>>,
     ship_alert_seconds: u64,
+    officers: Vec<String>,
     draining: AtomicBool,
 }
 
@@ -58,7 +71,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         cards: Option<Arc<CardLogin>>,
         access: Option<Arc<BreakGlass>>,
-        shipping: (Vec<Arc<crate::audit::ship::Receiver>>, u64),
+        oversight: Oversight,
     ) -> Self {
         Self(Arc::new(Shared {
             centre,
@@ -67,10 +80,16 @@ impl AppState {
             metrics,
             cards,
             access,
-            receivers: shipping.0,
-            ship_alert_seconds: shipping.1,
+            receivers: oversight.receivers,
+            ship_alert_seconds: oversight.ship_alert_seconds,
+            officers: oversight.officers,
             draining: AtomicBool::new(false),
         }))
+    }
+
+    /// Whether `cn` is a compliance officer's certificate.
+    pub fn is_officer(&self, cn: &str) -> bool {
+        self.0.officers.iter().any(|o| o == cn)
     }
 
     /// Whether audit repositories are configured.
@@ -158,6 +177,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(access_routes::reread))
         .routes(routes!(access_routes::close))
         .routes(routes!(access_routes::search))
+        .routes(routes!(compliance_routes::pending))
+        .routes(routes!(compliance_routes::review))
         .routes(routes!(routes::openapi_json))
 }
 
