@@ -16,8 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -92,25 +91,8 @@ pub struct Receiver {
 impl Receiver {
     /// Loads the TLS material of `config` (problems keyed under `audit.receivers[i]`).
     pub fn new(config: ReceiverConfig, at: usize) -> Result<Self, Vec<Problem>> {
-        let key = |field: &str| format!("audit.receivers[{at}].{field}");
+        let section = format!("audit.receivers[{at}]");
         let mut problems = Vec::new();
-        let ca = crate::http::tls::load_certs(&config.ca, &key("ca"), &mut problems);
-        let chain =
-            crate::http::tls::load_certs(&config.client_cert, &key("client_cert"), &mut problems);
-        let private = match config.client_key.resolve() {
-            Ok(path) => PrivateKeyDer::from_pem_file(&path)
-                .map_err(|e| {
-                    problems.push(Problem::new(
-                        key("client_key"),
-                        format!("{}: {e}", path.display()),
-                    ))
-                })
-                .ok(),
-            Err(e) => {
-                problems.push(Problem::new(key("client_key"), e));
-                None
-            }
-        };
         let host = config.server_name.clone().unwrap_or_else(|| {
             config
                 .address
@@ -118,29 +100,23 @@ impl Receiver {
                 .map_or(config.address.clone(), |(h, _)| h.to_owned())
         });
         let server_name = ServerName::try_from(host)
-            .map_err(|e| problems.push(Problem::new(key("server_name"), e.to_string())))
+            .map_err(|e| {
+                problems.push(Problem::new(
+                    format!("{section}.server_name"),
+                    e.to_string(),
+                ))
+            })
             .ok();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in ca {
-            if let Err(e) = roots.add(cert) {
-                problems.push(Problem::new(key("ca"), e.to_string()));
-            }
-        }
-        let (Some(private), Some(server_name), true) = (private, server_name, problems.is_empty())
-        else {
+        let files = crate::http::tls::MutualClient {
+            section: &section,
+            ca: ("ca", &config.ca),
+            cert: ("client_cert", &config.client_cert),
+            key: ("client_key", &config.client_key),
+        };
+        let tls = crate::http::tls::mutual_client_config(&files, &mut problems);
+        let (Some(tls), Some(server_name), true) = (tls, server_name, problems.is_empty()) else {
             return Err(problems);
         };
-        let tls = rustls::ClientConfig::builder_with_provider(crate::http::tls::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| vec![Problem::new(key("ca"), e.to_string())])?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, private)
-            .map_err(|e| {
-                vec![Problem::new(
-                    key("client_key"),
-                    format!("does not fit client_cert: {e}"),
-                )]
-            })?;
         Ok(Self {
             config,
             connector: TlsConnector::from(Arc::new(tls)),

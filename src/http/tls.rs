@@ -167,6 +167,69 @@ fn check_validity(cert: &CertificateDer<'_>) -> Result<(), String> {
     ))
 }
 
+/// Where a mutual-TLS client's files are, and the configuration key each is reported under.
+pub struct MutualClient<'a> {
+    /// Key prefix of the problems, e.g. `upstream` or `audit.receivers[0]`.
+    pub section: &'a str,
+    /// `(key name, path)` of the CA the server must chain to.
+    pub ca: (&'a str, &'a Path),
+    /// `(key name, path)` of our certificate chain.
+    pub cert: (&'a str, &'a Path),
+    /// `(key name, secret)` of its private key.
+    pub key: (&'a str, &'a crate::config::SecretPath),
+}
+
+/// A client configuration (ring, TLS 1.2/1.3) trusting `files.ca` and presenting
+/// `files.cert`; every problem found is pushed, keyed under `files.section`.
+pub fn mutual_client_config(
+    files: &MutualClient<'_>,
+    problems: &mut Vec<Problem>,
+) -> Option<rustls::ClientConfig> {
+    let key_of = |name: &str| format!("{}.{name}", files.section);
+    let ca = load_certs(files.ca.1, &key_of(files.ca.0), problems);
+    let chain = load_certs(files.cert.1, &key_of(files.cert.0), problems);
+    let private = match files.key.1.resolve() {
+        Ok(path) => PrivateKeyDer::from_pem_file(&path)
+            .map_err(|e| {
+                problems.push(Problem::new(
+                    key_of(files.key.0),
+                    format!("{}: not a PEM private key: {e}", path.display()),
+                ))
+            })
+            .ok(),
+        Err(e) => {
+            problems.push(Problem::new(key_of(files.key.0), e));
+            None
+        }
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in ca {
+        if let Err(e) = roots.add(cert) {
+            problems.push(Problem::new(
+                key_of(files.ca.0),
+                format!("not a usable CA certificate: {e}"),
+            ));
+        }
+    }
+    let private = private?;
+    if chain.is_empty() || roots.is_empty() {
+        return None;
+    }
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| problems.push(Problem::new(files.section, format!("TLS versions: {e}"))))
+        .ok()?
+        .with_root_certificates(Arc::new(roots))
+        .with_client_auth_cert(chain, private)
+        .map_err(|e| {
+            problems.push(Problem::new(
+                key_of(files.key.0),
+                format!("does not fit {}: {e}", key_of(files.cert.0)),
+            ))
+        })
+        .ok()
+}
+
 /// Client configuration that trusts exactly one server certificate, byte for byte.
 ///
 /// Used by `healthcheck` and the watchdog to talk to their own listener: the certificate

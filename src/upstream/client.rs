@@ -7,13 +7,9 @@
 //! `GET Patient?identifier=…`, which keeps INS and identity traits out of URLs and so out of
 //! every access log on the way. The summary is `GET [base]/Patient/{id}/$summary`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
-use rustls::RootCertStore;
-use rustls::pki_types::PrivateKeyDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -356,47 +352,11 @@ fn check_same_patient(found: &CriticalSummary, ins: Option<&Ins>) -> Result<(), 
 }
 
 fn tls_config(cfg: &UpstreamConfig, problems: &mut Vec<Problem>) -> Option<rustls::ClientConfig> {
-    let ca = crate::http::tls::load_certs(&cfg.server_ca, "upstream.server_ca", problems);
-    let chain = crate::http::tls::load_certs(&cfg.client_cert, "upstream.client_cert", problems);
-    let key = match cfg.client_key.resolve() {
-        Ok(path) => PrivateKeyDer::from_pem_file(&path)
-            .map_err(|e| {
-                problems.push(Problem::new(
-                    "upstream.client_key",
-                    format!("{}: not a PEM private key: {e}", path.display()),
-                ))
-            })
-            .ok(),
-        Err(e) => {
-            problems.push(Problem::new("upstream.client_key", e));
-            None
-        }
+    let files = crate::http::tls::MutualClient {
+        section: "upstream",
+        ca: ("server_ca", &cfg.server_ca),
+        cert: ("client_cert", &cfg.client_cert),
+        key: ("client_key", &cfg.client_key),
     };
-    let mut roots = RootCertStore::empty();
-    for cert in ca {
-        if let Err(e) = roots.add(cert) {
-            problems.push(Problem::new(
-                "upstream.server_ca",
-                format!("not a usable CA certificate: {e}"),
-            ));
-        }
-    }
-    let key = key?;
-    if chain.is_empty() || roots.is_empty() {
-        return None;
-    }
-    let config = rustls::ClientConfig::builder_with_provider(crate::http::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| problems.push(Problem::new("upstream", format!("TLS versions: {e}"))))
-        .ok()?
-        .with_root_certificates(Arc::new(roots))
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| {
-            problems.push(Problem::new(
-                "upstream.client_key",
-                format!("does not fit upstream.client_cert: {e}"),
-            ))
-        })
-        .ok()?;
-    Some(config)
+    crate::http::tls::mutual_client_config(&files, problems)
 }
