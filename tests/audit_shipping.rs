@@ -7,39 +7,20 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use samu_gateway::audit::{AuditLog, AuditStore, Event, EventKind, Outcome, Settings, Signer};
+use samu_gateway::audit::{Event, EventKind, Outcome};
 use support::rsyslog::Rsyslog;
 use support::{Gateway, Pki, write_config};
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// Writes `n` records into the state directory's trail, as an earlier run would have.
+/// `n` earlier records, as a previous run would have left them.
 fn prepopulate(dir: &std::path::Path, key: &std::path::Path, n: u64) {
-    let state = dir.join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let store = Arc::new(AuditStore::open(&state.join("audit.redb")).unwrap());
-    let settings = Settings {
-        node: "gateway-test".into(),
-        batch_max_records: 256,
-        batch_max_wait: Duration::ZERO,
-        checkpoint_every_records: 1000,
-        checkpoint_every: Duration::from_secs(3600),
-    };
-    let log = AuditLog::start(store, Signer::load(key).unwrap(), settings).unwrap();
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let mut left = n;
-    while left > 0 {
-        let batch = left.min(500);
-        let events = (0..batch)
-            .map(|_| Event::new(EventKind::PatientSearch, Outcome::Success).with_detail("backlog"))
-            .collect();
-        runtime.block_on(log.append_all(events)).unwrap();
-        left -= batch;
-    }
-    log.close().unwrap();
+    let events = (0..n)
+        .map(|_| Event::new(EventKind::PatientSearch, Outcome::Success).with_detail("backlog"))
+        .collect();
+    support::write_trail(dir, key, events);
 }
 
 /// (seq, prev, hash, body) of a received message.
@@ -88,11 +69,7 @@ fn gateway(rsyslog: &Rsyslog, cn: &str, backlog: u64) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     if backlog > 0 {
-        // Its own thread: the writer's async API needs a runtime of its own here.
-        let (path, key) = (dir.path().to_owned(), pki.audit_key.clone());
-        std::thread::spawn(move || prepopulate(&path, &key, backlog))
-            .join()
-            .unwrap();
+        prepopulate(dir.path(), &pki.audit_key, backlog);
     }
     let config = write_config(
         dir.path(),
@@ -205,10 +182,7 @@ async fn a_lagging_receiver_shows_in_readiness_and_metrics() {
     rsyslog.stop();
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
-    let (path, key) = (dir.path().to_owned(), pki.audit_key.clone());
-    std::thread::spawn(move || prepopulate(&path, &key, 3))
-        .join()
-        .unwrap();
+    prepopulate(dir.path(), &pki.audit_key, 3);
     // The repository is down: with a 10 s bound the backlog soon counts as lagging.
     let extra = rsyslog.receiver_toml("repository", "gateway-test");
     let config = write_config(dir.path(), &pki, "", &extra);

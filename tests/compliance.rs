@@ -4,14 +4,8 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use reqwest::StatusCode;
-use samu_gateway::audit::{
-    AccessMode, Actor, AuditLog, AuditStore, CallContext, Event, EventKind, Outcome, PatientRef,
-    Settings, Signer,
-};
+use samu_gateway::audit::{AccessMode, Actor, CallContext, Event, EventKind, Outcome, PatientRef};
 use serde_json::{Value, json};
 use support::{DESK_A, Gateway, Pki, UNMAPPED, write_config};
 
@@ -39,18 +33,7 @@ fn started(n: u64, outcome: Outcome) -> Event {
 }
 
 fn trail(dir: &std::path::Path, key: &std::path::Path) {
-    let state = dir.join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let store = Arc::new(AuditStore::open(&state.join("audit.redb")).unwrap());
-    let settings = Settings {
-        node: "gateway-test".into(),
-        batch_max_records: 64,
-        batch_max_wait: Duration::ZERO,
-        checkpoint_every_records: 100,
-        checkpoint_every: Duration::from_secs(3600),
-    };
-    let log = AuditLog::start(store, Signer::load(key).unwrap(), settings).unwrap();
-    for event in [
+    let events = vec![
         started(1, Outcome::Success),
         started(2, Outcome::Success),
         started(
@@ -61,10 +44,8 @@ fn trail(dir: &std::path::Path, key: &std::path::Path) {
         ),
         started(3, Outcome::Success),
         Event::new(EventKind::PatientRecordRead, Outcome::Success),
-    ] {
-        let _receipt = log.append_blocking(event).unwrap();
-    }
-    log.close().unwrap();
+    ];
+    support::write_trail(dir, key, events);
 }
 
 #[tokio::test(flavor = "multi_thread")]

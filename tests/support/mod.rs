@@ -416,3 +416,36 @@ pub fn run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, 
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Writes `events` into `dir/state/audit.redb` as an earlier run of the gateway (node
+/// `gateway-test`, signed with `key`) would have, on a thread of its own (callers may be
+/// inside a runtime; the writer's batch API needs one of its own here).
+pub fn write_trail(dir: &Path, key: &Path, events: Vec<samu_gateway::audit::Event>) {
+    use samu_gateway::audit::{AuditLog, AuditStore, Settings, Signer};
+    let (dir, key) = (dir.to_owned(), key.to_owned());
+    std::thread::spawn(move || {
+        let state = dir.join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let store = Arc::new(AuditStore::open(&state.join("audit.redb")).unwrap());
+        let settings = Settings {
+            node: "gateway-test".into(),
+            batch_max_records: 512,
+            batch_max_wait: Duration::ZERO,
+            checkpoint_every_records: 1000,
+            checkpoint_every: Duration::from_secs(3600),
+        };
+        let log = AuditLog::start(store, Signer::load(&key).unwrap(), settings).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            let batch: Vec<_> = events.by_ref().take(500).collect();
+            runtime.block_on(log.append_all(batch)).unwrap();
+        }
+        log.close().unwrap();
+    })
+    .join()
+    .unwrap();
+}
