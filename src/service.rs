@@ -192,6 +192,7 @@ pub async fn run(
             receivers: prepared.receivers.clone(),
             ship_alert_seconds: prepared.config.audit.ship_alert_seconds,
             officers: prepared.config.compliance.officer_cns.clone(),
+            thresholds: prepared.config.compliance.thresholds(),
         },
     );
     let app = api::router(state.clone());

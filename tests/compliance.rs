@@ -151,3 +151,101 @@ async fn officers_review_break_glass_accesses_and_nobody_else_can() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_anomaly_report_flags_each_pattern_with_its_records() {
+    let login = |reason: Option<&str>, detail: Option<&str>| Event {
+        actor: Some(Actor {
+            id_nat: Some("810002813839".into()),
+            desk: Some("desk-a".into()),
+            ..Actor::default()
+        }),
+        detail: detail.map(str::to_owned),
+        ..Event::new(
+            EventKind::UserLogin,
+            match reason {
+                Some(reason) => Outcome::Refused {
+                    reason: reason.into(),
+                },
+                None => Outcome::Success,
+            },
+        )
+    };
+    let read = |outcome: Outcome, source: Option<samu_gateway::audit::DataSource>| Event {
+        source,
+        ..Event::new(EventKind::PatientRecordRead, outcome)
+    };
+    let mut events: Vec<Event> = (1..=11).map(|n| started(n, Outcome::Success)).collect();
+    let mut bogus = started(12, Outcome::Success);
+    bogus.call.as_mut().unwrap().call_id = "BOGUS".into();
+    events.push(bogus);
+    events.extend([
+        login(Some("wrong_pin"), None),
+        login(Some("wrong_pin"), None),
+        login(Some("pin_blocked"), None),
+        login(None, Some("crl_stale")),
+        read(
+            Outcome::Refused {
+                reason: "patient_opposed:centre_15".into(),
+            },
+            None,
+        ),
+        read(
+            Outcome::Success,
+            Some(samu_gateway::audit::DataSource::StaleCache),
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    support::write_trail(dir.path(), &pki.audit_key, events);
+    let config = write_config(
+        dir.path(),
+        &pki,
+        "",
+        "\n[compliance]\nofficer_cns = [\"poste-x\"]\ncall_id_pattern = \"^CRRA-[0-9]+$\"\n",
+    );
+    let gateway = Gateway::launch(dir, pki, config, &[]);
+    let (status, body) = support::get_json(
+        &gateway.client(Some(UNMAPPED)),
+        &gateway.url("/api/v1/compliance/report?since=1h"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let flags = body["flags"].as_array().unwrap();
+    let records_of = |kind: &str| -> Vec<u64> {
+        flags
+            .iter()
+            .find(|f| f["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} flag in {body}"))["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(records_of("many_patients"), (1..=12).collect::<Vec<_>>());
+    assert_eq!(records_of("call_id_mismatch"), [12]);
+    assert_eq!(records_of("pin_failures"), [13, 14, 15]);
+    assert_eq!(records_of("stale_crl_session"), [16]);
+    assert_eq!(records_of("refused_by_patient"), [17]);
+    assert_eq!(records_of("stale_cache_read"), [18]);
+    assert_eq!(records_of("unusual_volume").len(), 12);
+    assert!(
+        !body.to_string().contains("26905495881578"),
+        "no patient in the report"
+    );
+    let desk = support::get_json(
+        &gateway.client(Some(DESK_A)),
+        &gateway.url("/api/v1/compliance/report"),
+    )
+    .await;
+    assert_eq!(desk.0, StatusCode::FORBIDDEN);
+    let (code, out, stderr) = support::run(
+        &gateway.config,
+        &["audit", "report", "--since", "1h", "--json"],
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let cli: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(cli.as_array().unwrap().len(), flags.len());
+}

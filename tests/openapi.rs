@@ -35,6 +35,7 @@ async fn every_documented_operation_is_served() {
             "DELETE /api/v1/grants/{grant_id}",
             "DELETE /api/v1/session",
             "GET /api/v1/compliance/pending",
+            "GET /api/v1/compliance/report",
             "GET /api/v1/desk",
             "GET /api/v1/grants/{grant_id}/summary",
             "GET /api/v1/openapi.json",

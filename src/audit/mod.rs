@@ -16,6 +16,7 @@ pub mod event;
 pub mod export;
 pub mod fhir;
 pub mod log;
+pub mod report;
 pub mod review;
 pub mod ship;
 pub mod store;

@@ -29,6 +29,16 @@ pub(super) enum AuditCommand {
         #[arg(long = "public-key")]
         public_keys: Vec<String>,
     },
+    /// Anomalies since a time: outside shift, many patients, PIN failures, refusals by
+    /// patients, stale copies and CRLs, call ids, unusual volume; each with its records.
+    Report {
+        /// RFC 3339 time, or a number of hours back (`24h`).
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Break-glass accesses still to review (no decision, or "to investigate"), oldest first.
     Pending {
         /// One JSON object per line.
@@ -149,6 +159,58 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
         }
         AuditCommand::Verify { file, public_keys } => {
             verify(config_path, file.as_deref(), &public_keys)
+        }
+        AuditCommand::Report { since, json } => {
+            let config = crate::config::Config::load(config_path)?;
+            let since_ms = parse_since(&since)?;
+            let roster = match &config.roster {
+                Some(r) => Some(
+                    crate::session::roster::Roster::load(
+                        &config.storage.state_dir.join("roster.json"),
+                        r.grace_minutes,
+                    )
+                    .map_err(|e| anyhow::anyhow!("cannot read the roster: {e}"))?,
+                ),
+                None => None,
+            };
+            let reader = reader(config_path)?;
+            let shifts = roster
+                .as_ref()
+                .map(|r| r as &dyn crate::audit::report::Shifts);
+            let flags = crate::audit::report::report(
+                &reader,
+                since_ms,
+                &config.compliance.thresholds(),
+                shifts,
+            )
+            .map_err(anyhow::Error::msg)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&flags).context("cannot encode")?
+                );
+            } else {
+                println!("{:<20} {:>7}  description (records)", "anomaly", "records");
+                for flag in &flags {
+                    let shown: Vec<String> =
+                        flag.records.iter().take(10).map(u64::to_string).collect();
+                    let more = flag.records.len().saturating_sub(10);
+                    println!(
+                        "{:<20} {:>7}  {} ({}{})",
+                        flag.kind,
+                        flag.records.len(),
+                        flag.description,
+                        shown.join(" "),
+                        if more > 0 {
+                            format!(" +{more}")
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                println!("{} anomaly flag(s)", flags.len());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Pending { json } => {
             let reader = reader(config_path)?;
@@ -349,4 +411,13 @@ fn prune(config_path: &Path) -> Result<ExitCode, Failure> {
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `24h` (hours back) or an RFC 3339 time, as Unix milliseconds.
+fn parse_since(text: &str) -> Result<u64, Failure> {
+    crate::audit::report::parse_since(text).ok_or_else(|| {
+        Failure::Usage(vec![format!(
+            "--since: '{text}' is neither a number of hours (24h) nor an RFC 3339 time"
+        )])
+    })
 }

@@ -65,12 +65,43 @@ pub struct Config {
 }
 
 /// `[compliance]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComplianceConfig {
     /// Subject CNs of the compliance officers' certificates (workstation CA, no desk).
     #[serde(default)]
     pub officer_cns: Vec<String>,
+    /// Anomaly report: more distinct patients per professional per hour is flagged.
+    #[serde(default = "defaults::max_patients_per_hour")]
+    pub max_patients_per_hour: usize,
+    /// Anomaly report: this many PIN failures at one desk within ten minutes is flagged.
+    #[serde(default = "defaults::pin_failures")]
+    pub pin_failures: usize,
+    /// Anomaly report: the regular expression call ids of the regulation software match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_id_pattern: Option<String>,
+}
+
+impl Default for ComplianceConfig {
+    fn default() -> Self {
+        Self {
+            officer_cns: Vec::new(),
+            max_patients_per_hour: defaults::max_patients_per_hour(),
+            pin_failures: defaults::pin_failures(),
+            call_id_pattern: None,
+        }
+    }
+}
+
+impl ComplianceConfig {
+    /// The anomaly report's thresholds.
+    pub fn thresholds(&self) -> crate::audit::report::Thresholds {
+        crate::audit::report::Thresholds {
+            max_patients_per_hour: self.max_patients_per_hour,
+            pin_failures: self.pin_failures,
+            call_id_pattern: self.call_id_pattern.clone(),
+        }
+    }
 }
 
 /// The centre's identity as the national record knows it.
@@ -301,6 +332,12 @@ mod defaults {
     }
     pub fn checkpoint_every_secs() -> u64 {
         60
+    }
+    pub fn max_patients_per_hour() -> usize {
+        10
+    }
+    pub fn pin_failures() -> usize {
+        3
     }
     pub fn ship_alert_seconds() -> u64 {
         900

@@ -55,6 +55,14 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
         check_upstream(upstream, &mut out);
     }
     check_access(config, &mut out);
+    if let Some(pattern) = &config.compliance.call_id_pattern
+        && let Err(e) = regex::Regex::new(pattern)
+    {
+        out.push(Problem::new(
+            "compliance.call_id_pattern",
+            format!("not a regular expression: {e}"),
+        ));
+    }
     for (i, cn) in config.compliance.officer_cns.iter().enumerate() {
         let clash = config.desks.iter().any(|d| &d.workstation_cn == cn)
             || config

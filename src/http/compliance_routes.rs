@@ -3,7 +3,7 @@
 //! access routes require a desk). Answers carry audit metadata only.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequestParts, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::Deserialize;
@@ -135,4 +135,55 @@ pub async fn review(
             recorded: receipt.seq(),
         }),
     ))
+}
+
+/// The report's period.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ReportQuery {
+    /// RFC 3339 time, or hours back (`24h`, the default).
+    #[serde(default)]
+    pub since: Option<String>,
+}
+
+/// Anomaly flags, each with its supporting records.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ReportAnswer {
+    /// The flags.
+    pub flags: Vec<crate::audit::report::Flag>,
+}
+
+/// The anomaly report (same as `samu-gateway audit report`).
+#[utoipa::path(get, path = "/api/v1/compliance/report", tag = "compliance", params(ReportQuery),
+    responses((status = 200, description = "Anomalies with their records", body = ReportAnswer),
+              (status = 400, description = "Unreadable `since`", body = ApiError),
+              (status = 403, description = "Not a compliance officer's certificate", body = ApiError)))]
+pub async fn report(
+    State(state): State<AppState>,
+    _officer: Officer,
+    Query(query): Query<ReportQuery>,
+) -> Result<Json<ReportAnswer>, ApiError> {
+    let since = query.since.unwrap_or_else(|| "24h".into());
+    let since_ms = crate::audit::report::parse_since(&since).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_since",
+            "since is an RFC 3339 time or a number of hours (24h)",
+            "Période invalide.",
+        )
+    })?;
+    let shifts = state
+        .cards()
+        .and_then(|c| c.roster())
+        .map(|(roster, _)| roster as &dyn crate::audit::report::Shifts);
+    let flags = crate::audit::report::report(
+        state.stores().audit.as_ref(),
+        since_ms,
+        state.thresholds(),
+        shifts,
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, "anomaly report failed");
+        audit_unavailable()
+    })?;
+    Ok(Json(ReportAnswer { flags }))
 }

@@ -43,6 +43,8 @@ pub struct Oversight {
     pub ship_alert_seconds: u64,
     /// Compliance officers' CNs.
     pub officers: Vec<String>,
+    /// The anomaly report's thresholds.
+    pub thresholds: crate::audit::report::Thresholds,
 }
 
 /// What handlers share.
@@ -59,6 +61,7 @@ struct Shared {
     receivers: Vec<Arc<crate::audit::ship::Receiver>>,
     ship_alert_seconds: u64,
     officers: Vec<String>,
+    thresholds: crate::audit::report::Thresholds,
     draining: AtomicBool,
 }
 
@@ -83,6 +86,7 @@ impl AppState {
             receivers: oversight.receivers,
             ship_alert_seconds: oversight.ship_alert_seconds,
             officers: oversight.officers,
+            thresholds: oversight.thresholds,
             draining: AtomicBool::new(false),
         }))
     }
@@ -90,6 +94,11 @@ impl AppState {
     /// Whether `cn` is a compliance officer's certificate.
     pub fn is_officer(&self, cn: &str) -> bool {
         self.0.officers.iter().any(|o| o == cn)
+    }
+
+    /// The anomaly report's thresholds.
+    pub fn thresholds(&self) -> &crate::audit::report::Thresholds {
+        &self.0.thresholds
     }
 
     /// Whether audit repositories are configured.
@@ -179,6 +188,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(access_routes::search))
         .routes(routes!(compliance_routes::pending))
         .routes(routes!(compliance_routes::review))
+        .routes(routes!(compliance_routes::report))
         .routes(routes!(routes::openapi_json))
 }
 
