@@ -401,13 +401,7 @@ impl BreakGlass {
     ) -> Result<Vec<Candidate>, AccessError> {
         let mode = request.access_mode.unwrap_or(AccessMode::Centre15);
         let (ins, searched) = match (&request.ins, &request.traits) {
-            (Some(ins), None) => {
-                let oid = request
-                    .ins_oid
-                    .as_deref()
-                    .unwrap_or(crate::patient::OID_NIR);
-                (Some(Ins::parse(ins, oid, self.policy)?), None)
-            }
+            (Some(ins), None) => (Some(self.ins(ins, request.ins_oid.as_deref())?), None),
             (None, Some(traits)) => {
                 traits.validate(time::OffsetDateTime::now_utc().date())?;
                 (None, Some(traits.clone()))
@@ -527,12 +521,13 @@ impl BreakGlass {
         }
     }
 
+    /// An INS under `oid` (default: INS-NIR) and this gateway's OID policy.
+    fn ins(&self, value: &str, oid: Option<&str>) -> Result<Ins, PatientError> {
+        Ins::parse(value, oid.unwrap_or(crate::patient::OID_NIR), self.policy)
+    }
+
     fn validate(&self, request: &BreakGlassRequest) -> Result<(Ins, CallContext), AccessError> {
-        let oid = request
-            .ins_oid
-            .as_deref()
-            .unwrap_or(crate::patient::OID_NIR);
-        let ins = Ins::parse(&request.ins, oid, self.policy)?;
+        let ins = self.ins(&request.ins, request.ins_oid.as_deref())?;
         let call_id = request.call_id.trim();
         if call_id.is_empty()
             || call_id.len() > 64

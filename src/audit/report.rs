@@ -2,7 +2,7 @@
 //! flag with the records that support it. Computed from the records alone (and the roster
 //! for shifts), so it runs on a live gateway's trail or an old copy alike.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 
 use serde::{Deserialize, Serialize};
@@ -84,7 +84,7 @@ pub fn report(
         ControlFlow::Continue(())
     })
     .map_err(|e| e.to_string())?;
-    Ok(scan.flags(since_ms, thresholds))
+    Ok(scan.flags(thresholds))
 }
 
 #[derive(Default)]
@@ -183,7 +183,7 @@ impl Scan {
         }
     }
 
-    fn flags(mut self, since: u64, thresholds: &Thresholds) -> Vec<Flag> {
+    fn flags(mut self, thresholds: &Thresholds) -> Vec<Flag> {
         for ((who, _), (patients, records)) in &self.patients {
             if patients.len() > thresholds.max_patients_per_hour {
                 self.flags.push(Flag {
@@ -244,14 +244,10 @@ impl Scan {
         }
         let baseline_hours = (TRAILING_MS / HOUR_MS) as f64;
         let average = self.baseline_starts as f64 / baseline_hours;
-        let hourly: HashMap<u64, &Vec<u64>> =
-            self.window_hours.iter().map(|(h, r)| (*h, r)).collect();
-        let mut hours: Vec<_> = hourly.into_iter().collect();
-        hours.sort();
-        for (hour, records) in hours {
+        // Every hour in the window held at least one start; the quiet ones are not listed.
+        for records in self.window_hours.values() {
             let count = records.len() as f64;
-            if count >= 5.0 && count > 3.0 * average && hour * HOUR_MS >= since / HOUR_MS * HOUR_MS
-            {
+            if count >= 5.0 && count > 3.0 * average {
                 self.flags.push(Flag {
                     kind: "unusual_volume",
                     description: format!(
