@@ -7,8 +7,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use samu_gateway::audit::{
-    AccessMode, Actor, AuditLog, AuditStore, CallContext, DataSource, Event, EventKind, Outcome,
-    PatientRef, Signer,
+    AccessMode, Actor, Alert, AlertKind, AuditLog, AuditStore, CallContext, DataSource, Decision,
+    Event, EventKind, Outcome, PatientRef, Review, Signer,
 };
 
 fn schema() -> std::path::PathBuf {
@@ -39,6 +39,15 @@ fn event(kind: EventKind, outcome: Outcome) -> Event {
         access_mode: Some(AccessMode::BrisDeGlace),
         source: Some(DataSource::StaleCache),
         detail: Some("age_seconds=42".into()),
+        review: (kind == EventKind::AccessReviewed).then(|| Review {
+            of: 3,
+            decision: Decision::ToInvestigate,
+            comment: "appel <non> retrouvé & à revoir".into(),
+        }),
+        alert: (kind == EventKind::SecurityAlert).then(|| Alert {
+            kind: AlertKind::ManyPatients,
+            records: vec![4, 9, 12],
+        }),
         ..Event::new(kind, outcome)
     }
 }

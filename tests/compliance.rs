@@ -11,6 +11,11 @@ use support::{DESK_A, Gateway, Pki, UNMAPPED, write_config};
 
 /// A break-glass start as the access module records it.
 fn started(n: u64, outcome: Outcome) -> Event {
+    of_access(EventKind::BreakGlassStarted, n, outcome)
+}
+
+/// A record of access `n` (patient and call `n`) by Dr Urgentiste at desk-a.
+fn of_access(kind: EventKind, n: u64, outcome: Outcome) -> Event {
     Event {
         actor: Some(Actor {
             id_nat: Some("810002813839".into()),
@@ -28,7 +33,7 @@ fn started(n: u64, outcome: Outcome) -> Event {
             justification: None,
         }),
         access_mode: Some(AccessMode::BrisDeGlace),
-        ..Event::new(EventKind::BreakGlassStarted, outcome)
+        ..Event::new(kind, outcome)
     }
 }
 
@@ -248,4 +253,192 @@ async fn the_anomaly_report_flags_each_pattern_with_its_records() {
     assert_eq!(code, 0, "{stderr}");
     let cli: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(cli.as_array().unwrap().len(), flags.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded() {
+    let login = Event {
+        patient: None,
+        call: None,
+        access_mode: None,
+        ..of_access(EventKind::UserLogin, 0, Outcome::Success)
+    };
+    let events = vec![
+        login,                                                        // 1
+        started(1, Outcome::Success),                                 // 2
+        of_access(EventKind::PatientRecordRead, 1, Outcome::Success), // 3
+        started(2, Outcome::Success),                                 // 4
+        of_access(EventKind::PatientRecordRead, 2, Outcome::Success), // 5
+        of_access(EventKind::BreakGlassStopped, 1, Outcome::Success), // 6
+        of_access(EventKind::PatientRecordRead, 1, Outcome::Success), // 7: a later access's
+        of_access(EventKind::BreakGlassStopped, 2, Outcome::Success), // 8
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    support::write_trail(dir.path(), &pki.audit_key, events);
+    let config = write_config(
+        dir.path(),
+        &pki,
+        "",
+        "\n[compliance]\nofficer_cns = [\"poste-x\"]\n",
+    );
+    let gateway = Gateway::launch(dir, pki, config, &[]);
+    let officer = gateway.client(Some(UNMAPPED));
+    let post = |client: &reqwest::Client, path: &str, body: Value| {
+        let request = client.post(gateway.url(path)).json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let seqs = |body: &Value| -> Vec<u64> {
+        body["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect()
+    };
+
+    // Search by patient (in the body: no INS in a URL), one page at a time.
+    let search = json!({"filter": {"patient": "269054958815781"}, "limit": 2});
+    let response = post(&officer, "/api/v1/compliance/search", search).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let page: Value = response.json().await.unwrap();
+    assert_eq!(seqs(&page), [2, 3]);
+    assert_eq!(page["next_after"], 3);
+    assert_eq!(page["records"][0]["record"]["kind"], "break_glass_started");
+    assert_eq!(page["records"][0]["hash"].as_str().unwrap().len(), 64);
+    let next = json!({"filter": {"patient": "269054958815781"}, "limit": 2, "after": 3});
+    let page: Value = post(&officer, "/api/v1/compliance/search", next)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seqs(&page), [6, 7]);
+    // The searches are themselves on the trail, naming the patient looked up.
+    assert_eq!(page["next_after"], 7);
+    let last = json!({"filter": {"patient": "269054958815781"}, "after": 7});
+    let page: Value = post(&officer, "/api/v1/compliance/search", last)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["records"].as_array().unwrap().len(), 2, "{page}");
+    assert!(
+        page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["record"]["kind"] == "audit_log_used")
+    );
+    assert_eq!(page["next_after"], Value::Null);
+    let by_kind = json!({"filter": {"kind": "break_glass_stopped", "desk": "desk-a"}});
+    let page: Value = post(&officer, "/api/v1/compliance/search", by_kind)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seqs(&page), [6, 8]);
+    for bad in [
+        json!({"filter": {"since": "yesterday"}}),
+        json!({"filter": {"outcome": "maybe"}}),
+    ] {
+        let response = post(&officer, "/api/v1/compliance/search", bad).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_filter", "{body}");
+    }
+    let unknown = post(&officer, "/api/v1/compliance/search", json!({"filtre": {}})).await;
+    assert!(unknown.status().is_client_error());
+
+    // An access's trail: the login that opened the session, start, read, stop, decision;
+    // not the other access's records, nor a later read of the same patient.
+    let decision = json!({"seq": 2, "decision": "justified", "comment": "ACR"});
+    let response = post(&officer, "/api/v1/compliance/reviews", decision).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let recorded = response.json::<Value>().await.unwrap()["recorded"]
+        .as_u64()
+        .unwrap();
+    let (status, trail) =
+        support::get_json(&officer, &gateway.url("/api/v1/compliance/accesses/2")).await;
+    assert_eq!(status, StatusCode::OK, "{trail}");
+    assert_eq!(seqs(&trail), [1, 2, 3, 6, recorded]);
+    assert_eq!(trail["access"]["last_decision"], "justified");
+    assert_eq!(trail["access"]["call_id"], "CRRA-1");
+    let (status, body) =
+        support::get_json(&officer, &gateway.url("/api/v1/compliance/accesses/3")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "no_such_access");
+
+    // Exports: the unfiltered JSONL export verifies offline with the trail's public key.
+    let response = post(
+        &officer,
+        "/api/v1/compliance/export",
+        json!({"format": "jsonl"}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let disposition = response.headers()["content-disposition"].to_str().unwrap();
+    assert!(
+        disposition.starts_with("attachment; filename=\"audit-"),
+        "{disposition}"
+    );
+    assert!(disposition.ends_with(".jsonl\""), "{disposition}");
+    let export = gateway.dir.path().join("export.jsonl");
+    std::fs::write(&export, response.bytes().await.unwrap()).unwrap();
+    let (code, out, stderr) = support::run(
+        &gateway.config,
+        &["audit", "verify", "--file", export.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{stderr}");
+    let csv = json!({"format": "csv", "filter": {"kind": "break_glass_started"}});
+    let response = post(&officer, "/api/v1/compliance/export", csv).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    assert!(text.starts_with("seq,time,node,kind"), "{text}");
+    assert_eq!(text.lines().count(), 3, "header and two starts: {text}");
+
+    // Desks reach none of it.
+    let desk = gateway.client(Some(DESK_A));
+    for (path, body) in [
+        ("/api/v1/compliance/search", json!({})),
+        ("/api/v1/compliance/export", json!({"format": "csv"})),
+    ] {
+        assert_eq!(
+            post(&desk, path, body).await.status(),
+            StatusCode::FORBIDDEN
+        );
+    }
+    let (status, _) = support::get_json(&desk, &gateway.url("/api/v1/compliance/accesses/2")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Every read by the officer is on the trail, with what was asked, never the values
+    // (the patient looked up is recorded as the patient of the record).
+    let (_, listed, _) = support::run(
+        &gateway.config,
+        &["audit", "list", "--kind", "audit_log_used", "--json"],
+        &[],
+    );
+    let uses: Vec<Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let details: Vec<&str> = uses.iter().map(|u| u["detail"].as_str().unwrap()).collect();
+    assert_eq!(
+        details,
+        [
+            "search filters=patient results=2",
+            "search filters=patient,after results=2",
+            "search filters=patient,after results=2",
+            "search filters=desk,kind results=2",
+            "trail of 2",
+            "export format=jsonl filters=none",
+            "export format=csv filters=kind",
+        ]
+    );
+    assert!(uses.iter().all(|u| u["actor"]["name"] == "poste-x"));
+    assert_eq!(uses[0]["patient"]["ins"], "269054958815781");
+    assert_eq!(uses[4]["patient"]["ins"], "269054958815781");
+    assert!(uses[3].get("patient").is_none());
 }

@@ -4,7 +4,9 @@
 mod support;
 
 use std::os::unix::net::UnixDatagram;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(feature = "test-hooks")]
+use std::time::Instant;
 
 use support::{Gateway, Pki, run, spawn, wait_child, write_config};
 

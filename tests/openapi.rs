@@ -34,6 +34,7 @@ async fn every_documented_operation_is_served() {
         [
             "DELETE /api/v1/grants/{grant_id}",
             "DELETE /api/v1/session",
+            "GET /api/v1/compliance/accesses/{seq}",
             "GET /api/v1/compliance/pending",
             "GET /api/v1/compliance/report",
             "GET /api/v1/desk",
@@ -44,7 +45,9 @@ async fn every_documented_operation_is_served() {
             "GET /metrics",
             "GET /readyz",
             "POST /api/v1/break-glass",
+            "POST /api/v1/compliance/export",
             "POST /api/v1/compliance/reviews",
+            "POST /api/v1/compliance/search",
             "POST /api/v1/patients/search",
             "POST /api/v1/session",
             "PUT /api/v1/roster",

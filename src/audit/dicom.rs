@@ -181,7 +181,19 @@ fn record_object(xml: &mut String, record: &Record, hash: &str) {
             xml.push_str(&detail("comment", &review.comment));
         }
     }
+    if let Some(alert) = &record.event.alert {
+        xml.push_str(&detail("alert", alert.kind.as_str()));
+        xml.push_str(&detail("alert_records", &seq_list(&alert.records)));
+    }
     xml.push_str("</ParticipantObjectIdentification>");
+}
+
+/// `12,13,15`.
+pub(super) fn seq_list(seqs: &[u64]) -> String {
+    seqs.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn code(element: &str, code: &str, system: &str, display: &str) -> String {

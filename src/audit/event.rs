@@ -11,7 +11,18 @@ pub const RECORD_VERSION: u32 = 1;
 
 /// What happened. Each kind maps onto DICOM audit codes ([`EventKind::dicom`]) and a FHIR
 /// AuditEvent (`audit::fhir`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
 pub enum EventKind {
@@ -39,6 +50,12 @@ pub enum EventKind {
     PatientRecordRead,
     /// A compliance officer recorded a decision on a break-glass access.
     AccessReviewed,
+    /// A compliance officer read the trail over the API (search, export, an access's
+    /// records, the pending list, the report).
+    AuditLogUsed,
+    /// An anomaly seen as it happened (see [`AlertKind`]); shipped with a higher syslog
+    /// severity so that the receiving side can page someone.
+    SecurityAlert,
 }
 
 /// A coded value as DICOM audit messages carry it (`csd-code`, `originalText`).
@@ -67,7 +84,7 @@ pub struct DicomEvent {
 
 impl EventKind {
     /// Every kind, for documentation and exhaustive tests.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 14] = [
         Self::ServiceStarted,
         Self::ServiceStopped,
         Self::ConfigurationLoaded,
@@ -80,6 +97,8 @@ impl EventKind {
         Self::BreakGlassStopped,
         Self::PatientRecordRead,
         Self::AccessReviewed,
+        Self::AuditLogUsed,
+        Self::SecurityAlert,
     ];
 
     /// The DICOM (PS3.15 A.5 / DCM) codes of this kind.
@@ -114,6 +133,9 @@ impl EventKind {
             Self::PatientRecordRead => (dcm("110110", "Patient Record"), None, 'R'),
             // Reviewing the trail is a use of the audit log.
             Self::AccessReviewed => (dcm("110101", "Audit Log Used"), None, 'E'),
+            Self::AuditLogUsed => (dcm("110101", "Audit Log Used"), None, 'R'),
+            // The alert's kind and the records behind it ride in the record's details.
+            Self::SecurityAlert => (alert, None, 'E'),
         };
         DicomEvent {
             event_id,
@@ -137,6 +159,8 @@ impl EventKind {
             Self::BreakGlassStopped => "break_glass_stopped",
             Self::PatientRecordRead => "patient_record_read",
             Self::AccessReviewed => "access_reviewed",
+            Self::AuditLogUsed => "audit_log_used",
+            Self::SecurityAlert => "security_alert",
         }
     }
 }
@@ -280,6 +304,39 @@ pub enum Decision {
     Unjustified,
 }
 
+/// An anomaly raised as it happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// What was seen.
+    pub kind: AlertKind,
+    /// The records that triggered it, oldest first.
+    pub records: Vec<u64>,
+}
+
+/// Anomalies watched in real time (the anomaly report finds these and more afterwards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A break-glass access by a professional outside their shift (roster).
+    OutsideShift,
+    /// A professional opened more distinct patients within an hour than
+    /// `compliance.max_patients_per_hour`.
+    ManyPatients,
+    /// `compliance.pin_failures` PIN failures on one desk within ten minutes.
+    PinFailures,
+}
+
+impl AlertKind {
+    /// The serialized name (`pin_failures`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OutsideShift => "outside_shift",
+            Self::ManyPatients => "many_patients",
+            Self::PinFailures => "pin_failures",
+        }
+    }
+}
+
 /// Where released data came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -320,6 +377,9 @@ pub struct Event {
     /// A compliance decision on an earlier access (for `access_reviewed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<Review>,
+    /// The anomaly (for `security_alert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<Alert>,
 }
 
 impl Event {
@@ -335,6 +395,7 @@ impl Event {
             source: None,
             detail: None,
             review: None,
+            alert: None,
         }
     }
 
@@ -382,7 +443,7 @@ mod tests {
             // every other kind has its own identification.
             let shared = matches!(kind, EventKind::CardInserted | EventKind::CardRemoved);
             assert!(
-                seen.insert((d.event_id.code, d.event_type.map(|t| t.code))) || shared,
+                seen.insert((d.event_id.code, d.event_type.map(|t| t.code), d.action)) || shared,
                 "{kind:?} duplicates another kind"
             );
             let json = serde_json::to_string(&kind).unwrap();

@@ -40,6 +40,8 @@ pub struct Filter {
     pub kind: Option<EventKind>,
     /// `success`, `refused` or `failed`.
     pub outcome: Option<String>,
+    /// Only records after this sequence number (paging).
+    pub after_seq: Option<u64>,
 }
 
 /// A selected record: its stored bytes, parsed form and hash.
@@ -92,15 +94,18 @@ pub fn select(
     };
     match candidates(txn, filter)? {
         Some(seqs) => {
-            for seq in seqs {
-                if let Some(bytes) = store::record(txn, seq)?
+            for seq in seqs.range(filter.after_seq.map_or(0, |a| a.saturating_add(1))..) {
+                if let Some(bytes) = store::record(txn, *seq)?
                     && keep(&bytes, &mut selection).is_break()
                 {
                     break;
                 }
             }
         }
-        None => store::for_each_record(txn, 0, |_, bytes| keep(bytes, &mut selection))?,
+        None => {
+            let from = filter.after_seq.map_or(0, |a| a.saturating_add(1));
+            store::for_each_record(txn, from, |_, bytes| keep(bytes, &mut selection))?;
+        }
     }
     Ok(selection)
 }
@@ -187,7 +192,8 @@ pub fn list_line(selected: &Selected) -> String {
 }
 
 /// Export formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Format {
     /// Verifiable: header, checkpoints, exact record bytes, closing line.
     Jsonl,
@@ -197,6 +203,29 @@ pub enum Format {
     Fhir,
     /// DICOM audit messages (the IHE ATNA syslog payload), one per line.
     Dicom,
+}
+
+impl Format {
+    /// The media type of an export in this format.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::Jsonl => "application/x-ndjson",
+            Self::Csv => "text/csv; charset=utf-8",
+            Self::Fhir => "application/fhir+json",
+            // One XML message per line: not one XML document.
+            Self::Dicom => "text/plain; charset=utf-8",
+        }
+    }
+
+    /// The file name extension of such an export.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Jsonl => "jsonl",
+            Self::Csv => "csv",
+            Self::Fhir => "fhir.json",
+            Self::Dicom => "dicom.txt",
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -221,11 +250,22 @@ pub fn export(
     format: Format,
     out: &mut dyn Write,
 ) -> Result<u64, AuditError> {
-    let io = |e: std::io::Error| AuditError::Storage(format!("cannot write the export: {e}"));
     let selection = select(txn, filter, None)?;
+    write_export(txn, filter, &selection, format, out)
+}
+
+/// Writes `selection` (made with `filter`) as an export.
+pub fn write_export(
+    txn: &ReadTransaction,
+    filter: &Filter,
+    selection: &Selection,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<u64, AuditError> {
+    let io = |e: std::io::Error| AuditError::Storage(format!("cannot write the export: {e}"));
     match format {
-        Format::Jsonl => write_jsonl(txn, filter, &selection, out).map_err(io)?,
-        Format::Csv => write_csv(&selection, out).map_err(io)?,
+        Format::Jsonl => write_jsonl(txn, filter, selection, out).map_err(io)?,
+        Format::Csv => write_csv(selection, out).map_err(io)?,
         Format::Dicom => {
             for selected in &selection.records {
                 writeln!(
@@ -288,6 +328,28 @@ fn write_jsonl(
     )
 }
 
+/// The names of the filters set (`since,patient`), or `none`: what an officer asked for,
+/// without the values.
+pub fn describe(filter: &Filter) -> String {
+    let set = [
+        ("since", filter.since_ms.is_some()),
+        ("until", filter.until_ms.is_some()),
+        ("professional", filter.professional.is_some()),
+        ("patient", filter.patient.is_some()),
+        ("desk", filter.desk.is_some()),
+        ("call", filter.call.is_some()),
+        ("kind", filter.kind.is_some()),
+        ("outcome", filter.outcome.is_some()),
+        ("after", filter.after_seq.is_some()),
+    ];
+    let names: Vec<&str> = set.iter().filter(|(_, on)| *on).map(|(n, _)| *n).collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(",")
+    }
+}
+
 fn is_unfiltered(filter: &Filter) -> bool {
     matches!(
         filter,
@@ -299,7 +361,8 @@ fn is_unfiltered(filter: &Filter) -> bool {
             desk: None,
             call: None,
             kind: None,
-            outcome: None
+            outcome: None,
+            after_seq: None
         }
     )
 }

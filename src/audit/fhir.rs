@@ -56,6 +56,16 @@ pub fn audit_event(record: &Record, hash: &str) -> Value {
             "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"},
         }]);
     }
+    if let Some(alert) = &event.alert {
+        // The alert names records, never a patient: the paged person opens the trail.
+        resource["entity"] = json!([{
+            "what": {"display": format!("{}:{}", record.node, super::dicom::seq_list(&alert.records))},
+            "detail": [
+                {"type": "alert", "valueString": alert.kind.as_str()},
+                {"type": "records", "valueString": super::dicom::seq_list(&alert.records)},
+            ],
+        }]);
+    }
     resource
 }
 

@@ -26,8 +26,8 @@ use std::path::PathBuf;
 
 pub use chain::{Signer, TrustedKeys};
 pub use event::{
-    AccessMode, Actor, CallContext, DataSource, Decision, Event, EventKind, Outcome, PatientRef,
-    Record, Review,
+    AccessMode, Actor, Alert, AlertKind, CallContext, DataSource, Decision, Event, EventKind,
+    Outcome, PatientRef, Record, Review,
 };
 pub use log::{AuditLog, PruneReport, Receipt, Settings};
 pub use store::{AuditReader, AuditStore, FORMAT_VERSION};

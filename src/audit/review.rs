@@ -12,9 +12,9 @@ use super::AuditError;
 use super::event::{AccessMode, Decision, EventKind, Outcome, Record};
 use super::store::{self, ReadStore};
 
-/// A break-glass access awaiting (or under) review.
+/// A break-glass access as a reviewer sees it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct PendingAccess {
+pub struct BreakGlassAccess {
     /// Sequence number of its `break_glass_started` record (what a decision names).
     pub seq: u64,
     /// When it started (UTC).
@@ -39,10 +39,32 @@ pub struct PendingAccess {
     pub last_decision: Option<Decision>,
 }
 
+impl BreakGlassAccess {
+    /// The access `record` (a `break_glass_started`) opened, without its decision.
+    fn of(record: &Record) -> Self {
+        let event = &record.event;
+        let actor = event.actor.as_ref();
+        let call = event.call.as_ref();
+        Self {
+            seq: record.seq,
+            time: record.time.clone(),
+            professional: actor.and_then(|a| a.id_nat.clone()),
+            name: actor.and_then(|a| a.name.clone()),
+            desk: actor.and_then(|a| a.desk.clone()),
+            ins: event.patient.as_ref().map(|p| p.ins.clone()),
+            call_id: call.map(|c| c.call_id.clone()),
+            reason_code: call.and_then(|c| c.reason_code.clone()),
+            justification: call.and_then(|c| c.justification.clone()),
+            access_mode: event.access_mode,
+            last_decision: None,
+        }
+    }
+}
+
 /// Every access still to review, oldest first.
-pub fn pending(store: &impl ReadStore) -> Result<Vec<PendingAccess>, AuditError> {
+pub fn pending(store: &impl ReadStore) -> Result<Vec<BreakGlassAccess>, AuditError> {
     let txn = store.snapshot()?;
-    let mut started: Vec<PendingAccess> = Vec::new();
+    let mut started: Vec<BreakGlassAccess> = Vec::new();
     let mut decisions: HashMap<u64, Decision> = HashMap::new();
     store::for_each_record(&txn, 0, |_, bytes| {
         let Ok(record) = serde_json::from_slice::<Record>(bytes) else {
@@ -50,19 +72,9 @@ pub fn pending(store: &impl ReadStore) -> Result<Vec<PendingAccess>, AuditError>
         };
         let event = &record.event;
         match (event.kind, &event.outcome) {
-            (EventKind::BreakGlassStarted, Outcome::Success) => started.push(PendingAccess {
-                seq: record.seq,
-                time: record.time.clone(),
-                professional: event.actor.as_ref().and_then(|a| a.id_nat.clone()),
-                name: event.actor.as_ref().and_then(|a| a.name.clone()),
-                desk: event.actor.as_ref().and_then(|a| a.desk.clone()),
-                ins: event.patient.as_ref().map(|p| p.ins.clone()),
-                call_id: event.call.as_ref().map(|c| c.call_id.clone()),
-                reason_code: event.call.as_ref().and_then(|c| c.reason_code.clone()),
-                justification: event.call.as_ref().and_then(|c| c.justification.clone()),
-                access_mode: event.access_mode,
-                last_decision: None,
-            }),
+            (EventKind::BreakGlassStarted, Outcome::Success) => {
+                started.push(BreakGlassAccess::of(&record));
+            }
             (EventKind::AccessReviewed, Outcome::Success) => {
                 if let Some(review) = &event.review {
                     decisions.insert(review.of, review.decision);
@@ -90,4 +102,138 @@ pub fn is_reviewable(store: &impl ReadStore, seq: u64) -> Result<bool, AuditErro
         .is_some_and(|r| {
             r.event.kind == EventKind::BreakGlassStarted && r.event.outcome == Outcome::Success
         }))
+}
+
+/// One stored record with its hash, as compliance reads it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TrailRecord {
+    /// Sequence number.
+    pub seq: u64,
+    /// SHA-256 (hex) of the stored bytes: match it against a verified export.
+    pub hash: String,
+    /// The stored record (audit metadata only).
+    #[schema(value_type = Object)]
+    pub record: Record,
+}
+
+impl From<super::export::Selected> for TrailRecord {
+    fn from(selected: super::export::Selected) -> Self {
+        Self {
+            seq: selected.record.seq,
+            hash: selected.hash,
+            record: selected.record,
+        }
+    }
+}
+
+impl TrailRecord {
+    fn new(seq: u64, bytes: &[u8], record: Record) -> Self {
+        Self {
+            seq,
+            hash: crate::config::hex(&super::chain::hash(bytes)),
+            record,
+        }
+    }
+}
+
+/// One break-glass access and every record about it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AccessTrail {
+    /// The access, with its latest decision.
+    pub access: BreakGlassAccess,
+    /// In sequence order: the login that opened the professional's session at that desk,
+    /// the start, the reads, the stop, the real-time alerts naming it, the decisions.
+    pub records: Vec<TrailRecord>,
+}
+
+/// The trail of the access started by record `seq`, or `None` when `seq` is not a
+/// successful break-glass start.
+pub fn trail(store: &impl ReadStore, seq: u64) -> Result<Option<AccessTrail>, AuditError> {
+    let txn = store.snapshot()?;
+    let Some(bytes) = store::record(&txn, seq)? else {
+        return Ok(None);
+    };
+    let Ok(start) = serde_json::from_slice::<Record>(&bytes) else {
+        return Ok(None);
+    };
+    if start.event.kind != EventKind::BreakGlassStarted || start.event.outcome != Outcome::Success {
+        return Ok(None);
+    }
+    let mut access = BreakGlassAccess::of(&start);
+    let mut records: Vec<TrailRecord> = session_login(&txn, &start)?.into_iter().collect();
+    records.push(TrailRecord::new(seq, &bytes, start.clone()));
+    let mut open = true;
+    store::for_each_record(&txn, seq + 1, |at, bytes| {
+        let Ok(record) = serde_json::from_slice::<Record>(bytes) else {
+            return ControlFlow::Continue(());
+        };
+        let event = &record.event;
+        let belongs = match event.kind {
+            EventKind::PatientRecordRead | EventKind::BreakGlassStopped => {
+                open && same_access(&start, &record)
+            }
+            EventKind::AccessReviewed => event.review.as_ref().is_some_and(|r| r.of == seq),
+            EventKind::SecurityAlert => event
+                .alert
+                .as_ref()
+                .is_some_and(|a| a.records.contains(&seq)),
+            _ => false,
+        };
+        if belongs {
+            if event.kind == EventKind::BreakGlassStopped {
+                open = false;
+            }
+            if let (Some(review), Outcome::Success) = (&event.review, &event.outcome) {
+                access.last_decision = Some(review.decision);
+            }
+            records.push(TrailRecord::new(at, bytes, record));
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok(Some(AccessTrail { access, records }))
+}
+
+/// Whether `record` is about the same access as `start`: same professional, desk, patient
+/// and call.
+fn same_access(start: &Record, record: &Record) -> bool {
+    let key = |r: &Record| {
+        let e = &r.event;
+        (
+            e.actor.as_ref().map(|a| (a.id_nat.clone(), a.desk.clone())),
+            e.patient.as_ref().map(|p| p.ins.clone()),
+            e.call.as_ref().map(|c| c.call_id.clone()),
+        )
+    };
+    key(start) == key(record)
+}
+
+/// The latest successful login of `start`'s professional at its desk before it.
+fn session_login(
+    txn: &redb::ReadTransaction,
+    start: &Record,
+) -> Result<Option<TrailRecord>, AuditError> {
+    let actor = start.event.actor.as_ref();
+    let (Some(desk), Some(who)) = (
+        actor.and_then(|a| a.desk.as_deref()),
+        actor.and_then(|a| a.id_nat.as_deref()),
+    ) else {
+        return Ok(None);
+    };
+    let seqs = store::index_lookup(txn, store::Index::Desk, desk)?;
+    for at in seqs.into_iter().rev().filter(|s| *s < start.seq) {
+        let Some(bytes) = store::record(txn, at)? else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_slice::<Record>(&bytes) else {
+            continue;
+        };
+        let event = &record.event;
+        if event.kind == EventKind::UserLogin
+            && event.outcome == Outcome::Success
+            && event.actor.as_ref().and_then(|a| a.id_nat.as_deref()) == Some(who)
+        {
+            return Ok(Some(TrailRecord::new(at, &bytes, record)));
+        }
+    }
+    Ok(None)
 }

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::event::{Outcome, Record};
+use super::event::{EventKind, Outcome, Record};
 use super::store::{self, AuditStore, ReadStore};
 use super::{AuditError, AuditLog, dicom, fhir};
 use crate::config::{Problem, SecretPath};
@@ -165,10 +165,12 @@ impl Receiver {
 /// The RFC 5424 message for `record` (stored bytes hashing to `hash`), framed per RFC 5425.
 pub fn frame(record: &Record, hash: &str, format: PayloadFormat) -> Vec<u8> {
     // Facility 10 (security/authorization); notice for normal events, warning for refusals
-    // and failures so that the receiving side can page on them.
-    let severity = match record.event.outcome {
-        Outcome::Success => 5,
-        Outcome::Refused { .. } | Outcome::Failed { .. } => 4,
+    // and failures, alert (1: "action must be taken immediately") for real-time anomalies,
+    // so that the receiving side can page on them.
+    let severity = match (&record.event.kind, &record.event.outcome) {
+        (EventKind::SecurityAlert, _) => 1,
+        (_, Outcome::Success) => 5,
+        (_, Outcome::Refused { .. } | Outcome::Failed { .. }) => 4,
     };
     let (msgid, body) = match format {
         PayloadFormat::Dicom => ("IHE+DICOM", dicom::audit_message(record, hash)),
@@ -374,7 +376,7 @@ fn advance(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{Event, EventKind};
+    use crate::audit::Event;
 
     #[test]
     fn frames_are_octet_counted_rfc5424_with_the_chain_in_structured_data() {

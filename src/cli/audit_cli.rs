@@ -106,6 +106,9 @@ pub(super) struct FilterArgs {
     /// Outcome.
     #[arg(long, value_parser = ["success", "refused", "failed"])]
     outcome: Option<String>,
+    /// Only records after this sequence number (to page through a long list).
+    #[arg(long, value_name = "SEQ")]
+    after: Option<u64>,
 }
 
 impl FilterArgs {
@@ -129,6 +132,7 @@ impl FilterArgs {
             call: self.call.clone(),
             kind: self.kind,
             outcome: self.outcome.clone(),
+            after_seq: self.after,
         })
     }
 }

@@ -1,23 +1,42 @@
 //! Compliance review over the API, for the compliance officers' certificates only (desks
 //! and the regulation software are refused, and officers cannot reach patient data: the
 //! access routes require a desk). Answers carry audit metadata only.
+//!
+//! Every read of the trail is itself recorded (`audit_log_used`, DICOM 110101) before the
+//! answer leaves, naming the officer and what was asked (filter names, not values; the
+//! patient, when one was looked up). Filters travel in request bodies, never in URLs, so
+//! no INS reaches a log or a browser history.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Query, State};
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
 use super::identity::Peer;
 use super::session_routes::audit_unavailable;
-use crate::audit::review::{self, PendingAccess};
-use crate::audit::{Actor, Decision, Event, EventKind, Outcome, Review};
+use crate::audit::export::{self, Filter, Format};
+use crate::audit::review::{self, AccessTrail, BreakGlassAccess, TrailRecord};
+use crate::audit::store::ReadStore;
+use crate::audit::{
+    Actor, AuditError, AuditStore, Decision, Event, EventKind, Outcome, PatientRef, Review,
+};
 
 /// A caller holding a compliance officer's certificate.
 pub struct Officer {
     cn: String,
+}
+
+impl Officer {
+    fn actor(&self) -> Actor {
+        Actor {
+            name: Some(self.cn.clone()),
+            ..Actor::default()
+        }
+    }
 }
 
 impl FromRequestParts<AppState> for Officer {
@@ -45,7 +64,7 @@ impl FromRequestParts<AppState> for Officer {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct PendingAnswer {
     /// Oldest first.
-    pub accesses: Vec<PendingAccess>,
+    pub accesses: Vec<BreakGlassAccess>,
 }
 
 /// Lists the break-glass accesses still to review, oldest first.
@@ -54,12 +73,11 @@ pub struct PendingAnswer {
               (status = 403, description = "Not a compliance officer's certificate", body = ApiError)))]
 pub async fn pending(
     State(state): State<AppState>,
-    _officer: Officer,
+    officer: Officer,
 ) -> Result<Json<PendingAnswer>, ApiError> {
-    let accesses = review::pending(state.stores().audit.as_ref()).map_err(|e| {
-        tracing::error!(error = %e, "cannot read the trail for review");
-        audit_unavailable()
-    })?;
+    let accesses = read_trail(&state, review::pending).await?;
+    let detail = format!("pending accesses={}", accesses.len());
+    record_use(&state, &officer, detail, None).await?;
     Ok(Json(PendingAnswer { accesses }))
 }
 
@@ -102,21 +120,13 @@ pub async fn review(
             "Commentaire trop long (2000 caractères au plus).",
         ));
     }
-    let reviewable = review::is_reviewable(state.stores().audit.as_ref(), request.seq)
-        .map_err(|_| audit_unavailable())?;
+    let seq = request.seq;
+    let reviewable = read_trail(&state, move |store| review::is_reviewable(store, seq)).await?;
     if !reviewable {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_such_access",
-            "no successful break-glass start has this sequence number",
-            "Aucun accès en bris de glace ne porte ce numéro.",
-        ));
+        return Err(no_such_access());
     }
     let event = Event {
-        actor: Some(Actor {
-            name: Some(officer.cn),
-            ..Actor::default()
-        }),
+        actor: Some(officer.actor()),
         review: Some(Review {
             of: request.seq,
             decision: request.decision,
@@ -159,7 +169,7 @@ pub struct ReportAnswer {
               (status = 403, description = "Not a compliance officer's certificate", body = ApiError)))]
 pub async fn report(
     State(state): State<AppState>,
-    _officer: Officer,
+    officer: Officer,
     Query(query): Query<ReportQuery>,
 ) -> Result<Json<ReportAnswer>, ApiError> {
     let since = query.since.unwrap_or_else(|| "24h".into());
@@ -185,5 +195,256 @@ pub async fn report(
         tracing::error!(error = %e, "anomaly report failed");
         audit_unavailable()
     })?;
+    let detail = format!("report since={since} flags={}", flags.len());
+    record_use(&state, &officer, detail, None).await?;
     Ok(Json(ReportAnswer { flags }))
+}
+
+/// Which records: every field set narrows the selection.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordFilter {
+    /// From this time (RFC 3339), inclusive.
+    pub since: Option<String>,
+    /// Until this time (RFC 3339), inclusive.
+    pub until: Option<String>,
+    /// Professional idNat.
+    pub professional: Option<String>,
+    /// Patient INS.
+    pub patient: Option<String>,
+    /// Desk id.
+    pub desk: Option<String>,
+    /// Emergency call id.
+    pub call: Option<String>,
+    /// Event kind.
+    pub kind: Option<EventKind>,
+    /// `success`, `refused` or `failed`.
+    pub outcome: Option<String>,
+}
+
+impl RecordFilter {
+    fn to_filter(&self, after_seq: Option<u64>) -> Result<Filter, ApiError> {
+        let invalid = |what: &str| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_filter",
+                format!("filter.{what} is invalid"),
+                "Critère de recherche invalide.",
+            )
+        };
+        let time = |what: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(|v| crate::audit::chain::parse_time(v).ok_or_else(|| invalid(what)))
+                .transpose()
+        };
+        if let Some(outcome) = &self.outcome
+            && !["success", "refused", "failed"].contains(&outcome.as_str())
+        {
+            return Err(invalid("outcome"));
+        }
+        Ok(Filter {
+            since_ms: time("since", &self.since)?,
+            until_ms: time("until", &self.until)?,
+            professional: self.professional.clone(),
+            patient: self.patient.clone(),
+            desk: self.desk.clone(),
+            call: self.call.clone(),
+            kind: self.kind,
+            outcome: self.outcome.clone(),
+            after_seq,
+        })
+    }
+}
+
+/// A search of the trail.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// Which records (none: all).
+    #[serde(default)]
+    pub filter: RecordFilter,
+    /// At most this many records (default 200, at most 1000).
+    pub limit: Option<usize>,
+    /// Only records after this sequence number: the previous page's `next_after`.
+    pub after: Option<u64>,
+}
+
+/// One page of matching records.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SearchAnswer {
+    /// Oldest first.
+    pub records: Vec<TrailRecord>,
+    /// Set when more records match: pass it as `after` for the next page.
+    pub next_after: Option<u64>,
+}
+
+/// Searches the trail (same filters as `samu-gateway audit list`).
+#[utoipa::path(post, path = "/api/v1/compliance/search", tag = "compliance", request_body = SearchRequest,
+    responses((status = 200, description = "Matching records, oldest first", body = SearchAnswer),
+              (status = 400, description = "Invalid filter", body = ApiError),
+              (status = 403, description = "Not a compliance officer's certificate", body = ApiError)))]
+pub async fn search(
+    State(state): State<AppState>,
+    officer: Officer,
+    Json(request): Json<SearchRequest>,
+) -> Result<Json<SearchAnswer>, ApiError> {
+    let limit = request.limit.unwrap_or(200).clamp(1, 1000);
+    let filter = request.filter.to_filter(request.after)?;
+    let selecting = filter.clone();
+    let selection = read_trail(&state, move |store| {
+        export::select(&store.snapshot()?, &selecting, Some(limit + 1))
+    })
+    .await?;
+    let more = selection.records.len() > limit;
+    let records: Vec<TrailRecord> = selection
+        .records
+        .into_iter()
+        .take(limit)
+        .map(TrailRecord::from)
+        .collect();
+    let detail = format!(
+        "search filters={} results={}",
+        export::describe(&filter),
+        records.len()
+    );
+    let patient = looked_up(&filter, records.iter().map(|r| &r.record));
+    record_use(&state, &officer, detail, patient).await?;
+    let next_after = more.then(|| records.last().map(|r| r.seq)).flatten();
+    Ok(Json(SearchAnswer {
+        records,
+        next_after,
+    }))
+}
+
+/// An export of the trail.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    /// `jsonl` (verifiable offline when unfiltered), `csv`, `fhir` or `dicom`.
+    pub format: Format,
+    /// Which records (none: all).
+    #[serde(default)]
+    pub filter: RecordFilter,
+}
+
+/// Exports the trail as a file (same as `samu-gateway audit export`).
+#[utoipa::path(post, path = "/api/v1/compliance/export", tag = "compliance", request_body = ExportRequest,
+    responses((status = 200, description = "The export, as an attachment"),
+              (status = 400, description = "Invalid filter", body = ApiError),
+              (status = 403, description = "Not a compliance officer's certificate", body = ApiError)))]
+pub async fn export(
+    State(state): State<AppState>,
+    officer: Officer,
+    Json(request): Json<ExportRequest>,
+) -> Result<Response, ApiError> {
+    let filter = request.filter.to_filter(None)?;
+    let format = request.format;
+    let selecting = filter.clone();
+    let (bytes, patient) = read_trail(&state, move |store| {
+        let txn = store.snapshot()?;
+        let selection = export::select(&txn, &selecting, None)?;
+        let mut bytes = Vec::new();
+        export::write_export(&txn, &selecting, &selection, format, &mut bytes)?;
+        let patient = looked_up(&selecting, selection.records.iter().map(|s| &s.record));
+        Ok((bytes, patient))
+    })
+    .await?;
+    let detail = format!(
+        "export format={} filters={}",
+        format.extension(),
+        export::describe(&filter)
+    );
+    record_use(&state, &officer, detail, patient).await?;
+    let name = format!(
+        "attachment; filename=\"audit-{}.{}\"",
+        crate::audit::chain::now().0.replace([':', '.'], ""),
+        format.extension()
+    );
+    let mut response = bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.media_type()),
+    );
+    if let Ok(value) = HeaderValue::from_str(&name) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+/// One access and every record about it.
+#[utoipa::path(get, path = "/api/v1/compliance/accesses/{seq}", tag = "compliance",
+    params(("seq" = u64, Path, description = "The access's `break_glass_started` sequence number")),
+    responses((status = 200, description = "The access and its records", body = AccessTrail),
+              (status = 403, description = "Not a compliance officer's certificate", body = ApiError),
+              (status = 404, description = "No break-glass access with this sequence number", body = ApiError)))]
+pub async fn access_trail(
+    State(state): State<AppState>,
+    officer: Officer,
+    Path(seq): Path<u64>,
+) -> Result<Json<AccessTrail>, ApiError> {
+    let trail = read_trail(&state, move |store| review::trail(store, seq))
+        .await?
+        .ok_or_else(no_such_access)?;
+    let patient = trail
+        .records
+        .iter()
+        .find_map(|r| r.record.event.patient.clone());
+    record_use(&state, &officer, format!("trail of {seq}"), patient).await?;
+    Ok(Json(trail))
+}
+
+fn no_such_access() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_such_access",
+        "no successful break-glass start has this sequence number",
+        "Aucun accès en bris de glace ne porte ce numéro.",
+    )
+}
+
+/// Runs a read of the trail off the async workers (a scan can take a while).
+async fn read_trail<T: Send + 'static>(
+    state: &AppState,
+    read: impl FnOnce(&AuditStore) -> Result<T, AuditError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.stores().audit.clone();
+    tokio::task::spawn_blocking(move || read(&store))
+        .await
+        .map_err(|_| audit_unavailable())?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot read the trail for compliance");
+            audit_unavailable()
+        })
+}
+
+/// The patient an officer looked up by INS, as the matching records name it.
+fn looked_up<'a>(
+    filter: &Filter,
+    mut records: impl Iterator<Item = &'a crate::audit::Record>,
+) -> Option<PatientRef> {
+    let ins = filter.patient.as_deref()?;
+    records.find_map(|r| r.event.patient.clone().filter(|p| p.ins == ins))
+}
+
+/// Records that `officer` read the trail; the answer waits for it.
+async fn record_use(
+    state: &AppState,
+    officer: &Officer,
+    detail: String,
+    patient: Option<PatientRef>,
+) -> Result<(), ApiError> {
+    let event = Event {
+        actor: Some(officer.actor()),
+        patient,
+        detail: Some(detail),
+        ..Event::new(EventKind::AuditLogUsed, Outcome::Success)
+    };
+    let _receipt = state
+        .audit()
+        .append(event)
+        .await
+        .map_err(|_| audit_unavailable())?;
+    Ok(())
 }

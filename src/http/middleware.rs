@@ -1,11 +1,13 @@
 //! Per-request observation: a request id (returned as `x-request-id`), a tracing span that
 //! carries it, one access log line, and the metrics. Only the matched route template is
 //! logged, never the raw path or query, so nothing a client puts in a URL reaches a log.
+//! Answers without their own `Cache-Control` get `no-store`: whatever carries an INS or a
+//! summary must not be kept by a browser or a proxy, and a route that forgot is covered.
 
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -52,6 +54,10 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         },
         elapsed,
     );
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }

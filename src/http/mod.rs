@@ -189,6 +189,9 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(compliance_routes::pending))
         .routes(routes!(compliance_routes::review))
         .routes(routes!(compliance_routes::report))
+        .routes(routes!(compliance_routes::search))
+        .routes(routes!(compliance_routes::export))
+        .routes(routes!(compliance_routes::access_trail))
         .routes(routes!(routes::openapi_json))
 }
 
