@@ -173,6 +173,15 @@ pub async fn run(
         &prepared.config,
         &audit,
     )?;
+    let shifts = cards
+        .as_ref()
+        .and_then(|c| c.shared_roster())
+        .map(|r| r as crate::audit::alert::SharedShifts);
+    crate::audit::alert::start(
+        stores.audit.clone(),
+        audit.clone(),
+        crate::audit::alert::Watch::new(&prepared.config.compliance.thresholds(), shifts),
+    );
     let access = start_access(
         &prepared.config,
         prepared.upstream.clone(),

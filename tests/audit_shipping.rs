@@ -29,7 +29,8 @@ fn parse(line: &str) -> (u64, String, String, String) {
         let start = line.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
         line[start..start + line[start..].find('"').unwrap()].to_owned()
     };
-    let body = line[line.find("] <").unwrap() + 2..].to_owned();
+    // The structured data ends at the first `"] ` (values escape `]`).
+    let body = line[line.find("\"] ").unwrap() + 3..].to_owned();
     (
         field("seq").parse().unwrap(),
         field("prev"),
@@ -216,4 +217,161 @@ async fn a_lagging_receiver_shows_in_readiness_and_metrics() {
         "{metrics}"
     );
     assert!(!metrics.contains("samu_gateway_audit_ship_errors{receiver=\"repository\"} 0"));
+}
+
+/// Whether a received message has severity 1 (alert) in facility 10: `<81>`.
+fn is_alert(line: &str) -> bool {
+    line.starts_with("<81>1 ")
+}
+
+/// The sequence number and body of the first received alert.
+fn first_alert(lines: &[String]) -> Option<(u64, String)> {
+    lines.iter().find(|l| is_alert(l)).map(|l| {
+        let (seq, _, _, body) = parse(l);
+        (seq, body)
+    })
+}
+
+/// A gateway watching desk-a's reader (pcscd's Desk0) for `card`, shipping to `rsyslog`
+/// in FHIR form (the alert's kind and records readable in the message), raising PIN
+/// alerts at 2 failures.
+fn gateway_with_card(
+    rsyslog: &Rsyslog,
+    pcscd: &support::pcsc::Pcscd,
+    card: &support::pcsc::VirtualCard,
+) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let extra = format!(
+        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n{}format = \"fhir\"\n\n[compliance]\npin_failures = 2\n",
+        card.dir.join("card-ca.pem").display(),
+        card.dir.join("card-ca.crl").display(),
+        rsyslog.receiver_toml("repository", "gateway-test"),
+    );
+    let config = write_config(dir.path(), &pki, "", &extra);
+    let (key, value) = pcscd.env();
+    Gateway::launch(dir, pki, config, &[(key, value.as_str())])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_pin_failures_reach_the_repository_at_once_as_an_alert() {
+    use support::pcsc::{Pcscd, VirtualCard};
+    let rsyslog = Rsyslog::start();
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &[]);
+    let gateway = gateway_with_card(&rsyslog, &pcscd, &card);
+    let desk = gateway.client(Some(support::DESK_A));
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, view) = support::get_json(&desk, &gateway.url("/api/v1/desk")).await;
+        if view["card"]["state"] == "present" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{view}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..2 {
+        let response = desk
+            .post(gateway.url("/api/v1/session"))
+            .json(&serde_json::json!({"pin": "0000"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (seq, body) = loop {
+        if let Some(alert) = first_alert(&rsyslog.received()) {
+            break alert;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no message with severity 1 (alert): {:#?}",
+            rsyslog.received()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let event: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(event["type"]["code"], "110113");
+    let details = event["entity"][0]["detail"].to_string();
+    assert!(details.contains("pin_failures"), "{details}");
+    // The two refused logins are the alert's records, and the alert follows them.
+    let (_, listed, _) = support::run(
+        &gateway.config,
+        &[
+            "audit",
+            "list",
+            "--kind",
+            "user_login",
+            "--outcome",
+            "refused",
+            "--json",
+        ],
+        &[],
+    );
+    let failures: Vec<u64> = listed
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(failures.len(), 2, "{listed}");
+    assert!(
+        details.contains(&format!("{},{}", failures[0], failures[1])),
+        "{details}"
+    );
+    assert!(seq > failures[1]);
+    assert!(
+        !body.contains("patient"),
+        "an alert names no patient: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_the_last_run_did_not_record_is_raised_at_start_once() {
+    let rsyslog = Rsyslog::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    // A previous run recorded eleven patients opened by one professional within the hour
+    // (the threshold is 10), and stopped before raising the alert.
+    let events = (0..11)
+        .map(|n| samu_gateway::audit::Event {
+            actor: Some(samu_gateway::audit::Actor {
+                id_nat: Some("810002813839".into()),
+                desk: Some("desk-a".into()),
+                ..Default::default()
+            }),
+            patient: Some(samu_gateway::audit::PatientRef {
+                ins: format!("2690549588157{n:02}"),
+                oid: "1.2.250.1.213.1.4.8".into(),
+            }),
+            ..Event::new(EventKind::BreakGlassStarted, Outcome::Success)
+        })
+        .collect();
+    support::write_trail(dir.path(), &pki.audit_key, events);
+    let config = write_config(
+        dir.path(),
+        &pki,
+        "",
+        &rsyslog.receiver_toml("repository", "gateway-test"),
+    );
+    let mut gateway = Gateway::launch(dir, pki, config, &[]);
+    let lines = tokio::task::block_in_place(|| rsyslog.wait_for(14, PATIENCE));
+    let (seq, body) = first_alert(&lines).expect("the missed alert is raised, severity 1");
+    assert!(seq > 11, "after the records behind it");
+    assert!(body.contains("<AuditMessage>"), "DICOM payload by default");
+    assert!(!body.contains("269054958815700"), "no patient in an alert");
+    // Restarted, the gateway finds the alert on the trail and does not raise it again.
+    gateway.terminate();
+    assert!(gateway.wait(Duration::from_secs(20)).success());
+    let (mut again, _, _) = support::spawn(&gateway.config, &["serve"], &[]);
+    // service_stopped, then the new run's configuration_loaded and service_started.
+    let lines = tokio::task::block_in_place(|| rsyslog.wait_for(17, PATIENCE));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let alerts = rsyslog.received().iter().filter(|l| is_alert(l)).count();
+    assert_eq!(alerts, 1, "{lines:#?}");
+    let _ = again.kill();
+    let _ = again.wait();
 }

@@ -90,6 +90,7 @@ pub struct AuditLog {
     thread: Mutex<Option<JoinHandle<()>>>,
     public_key: String,
     failed: Arc<AtomicBool>,
+    commits: Arc<tokio::sync::Notify>,
 }
 
 impl AuditLog {
@@ -101,6 +102,7 @@ impl AuditLog {
     ) -> Result<Self, AuditError> {
         let failed = Arc::new(AtomicBool::new(false));
         let writer = Writer::resume(store, signer, settings, failed.clone())?;
+        let commits = writer.commits.clone();
         let public_key = writer.signer.public_key_hex().to_owned();
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -112,7 +114,14 @@ impl AuditLog {
             thread: Mutex::new(Some(thread)),
             public_key,
             failed,
+            commits,
         })
+    }
+
+    /// Notified (`notify_waiters`) after each commit of records: followers of the trail
+    /// (shippers, alerts) wait on it instead of polling.
+    pub fn commits(&self) -> Arc<tokio::sync::Notify> {
+        self.commits.clone()
     }
 
     /// False once a commit failed on a storage error. redb then refuses every later write
@@ -222,6 +231,7 @@ struct Writer {
     run: String,
     started: Instant,
     failed: Arc<AtomicBool>,
+    commits: Arc<tokio::sync::Notify>,
 }
 
 impl Writer {
@@ -274,6 +284,7 @@ impl Writer {
             run: hex(&run),
             started: Instant::now(),
             failed,
+            commits: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -412,6 +423,7 @@ impl Writer {
             Ok(()) => {
                 self.head_seq = seq;
                 self.head_hash = prev;
+                self.commits.notify_waiters();
                 if signed {
                     self.checkpointed_seq = seq;
                     self.checkpointed_at = Instant::now();

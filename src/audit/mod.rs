@@ -6,10 +6,15 @@
 //! - [`chain`]: hashes and Ed25519-signed checkpoints.
 //! - [`store`]: the redb tables and indexes; readable by other processes while `serve` writes.
 //! - [`verify`]: whole-trail verification naming each kind of tampering.
-//! - [`export`]: filtered listing and JSONL / CSV / FHIR exports.
+//! - [`export`]: filtered listing and JSONL / CSV / FHIR / DICOM exports.
+//! - [`ship`]: store-and-forward to the audit repositories (syslog over mutual TLS).
+//! - [`review`], [`report`]: the compliance review queue, an access's trail, the anomaly
+//!   report.
+//! - [`alert`]: real-time alerts (outside shift, many patients, PIN failures) as records.
 //!
 //! redb, not sled: redb commits with fsync, sled's flush is `sync_file_range` (sled #1452).
 
+pub mod alert;
 pub mod chain;
 pub mod dicom;
 pub mod event;

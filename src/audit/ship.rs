@@ -5,7 +5,8 @@
 //! audit store, written by the audit writer), sends them in order, and advances the cursor
 //! once they are written and the connection is seen still open; a receiver outage grows a
 //! backlog that drains in order when it returns, with backoff (1 s doubling to 30 s), and a
-//! restart resumes from the cursor. Delivery is at least once: the structured data carries
+//! restart resumes from the cursor. An idle shipper wakes on each commit, so a record (an
+//! alert above all) leaves as soon as it is durable. Delivery is at least once: the structured data carries
 //! node, sequence number and hashes so a receiver can deduplicate and check the chain.
 //! The slowest receiver's cursor is the trail's "shipped up to", which pruning respects.
 
@@ -30,8 +31,8 @@ use crate::config::{Problem, SecretPath};
 
 /// Records sent per batch (one cursor update each).
 const BATCH: usize = 500;
-/// How long an idle shipper waits before looking for new records.
-const IDLE: Duration = Duration::from_millis(200);
+/// How long an idle shipper waits for a commit notice before looking anyway.
+const IDLE: Duration = Duration::from_millis(500);
 /// How long after a batch the connection is watched for the receiver closing it (a
 /// receiver refusing our certificate under TLS 1.3 closes only after the handshake).
 const SETTLE: Duration = Duration::from_millis(30);
@@ -268,7 +269,12 @@ async fn ship(
 ) {
     let mut connection: Option<TlsStream<TcpStream>> = None;
     let mut backoff = Duration::from_secs(1);
+    let commits = log.commits();
     loop {
+        // Registered before reading, so a commit made meanwhile is not missed.
+        let committed = commits.notified();
+        tokio::pin!(committed);
+        committed.as_mut().enable();
         let cursor = match store
             .snapshot()
             .and_then(|t| store::receiver_cursor(&t, receiver.name()))
@@ -295,7 +301,7 @@ async fn ship(
             }
         };
         if count == 0 {
-            tokio::time::sleep(IDLE).await;
+            let _ = tokio::time::timeout(IDLE, committed).await;
             continue;
         }
         let stream = match connection.take() {

@@ -200,6 +200,20 @@ fn open_error(path: &Path, e: sled::Error) -> CacheError {
 mod tests {
     use super::*;
 
+    /// Opens `path` once the previous handle's flusher thread has let go of the lock: sled
+    /// releases it a moment after the last `Db` is dropped, later on a loaded machine.
+    fn reopen(path: &Path) -> Result<SummaryCache, CacheError> {
+        for _ in 0..100 {
+            match SummaryCache::open(path) {
+                Err(CacheError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                other => return other,
+            }
+        }
+        SummaryCache::open(path)
+    }
+
     #[test]
     fn reopen_and_refuse_a_newer_format() {
         let dir = tempfile::tempdir().unwrap();
@@ -210,11 +224,11 @@ mod tests {
             cache.flush().unwrap();
         }
         {
-            let cache = SummaryCache::open(&path).unwrap();
+            let cache = reopen(&path).unwrap();
             cache.db.insert(FORMAT_KEY, &7u64.to_be_bytes()).unwrap();
             cache.flush().unwrap();
         }
-        let err = SummaryCache::open(&path).unwrap_err();
+        let err = reopen(&path).unwrap_err();
         assert!(
             matches!(err, CacheError::UnknownFormat { ref found, .. } if found == "7"),
             "{err}"

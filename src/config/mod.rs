@@ -71,10 +71,12 @@ pub struct ComplianceConfig {
     /// Subject CNs of the compliance officers' certificates (workstation CA, no desk).
     #[serde(default)]
     pub officer_cns: Vec<String>,
-    /// Anomaly report: more distinct patients per professional per hour is flagged.
+    /// Anomaly report and real-time alert: more distinct patients per professional per
+    /// hour is flagged.
     #[serde(default = "defaults::max_patients_per_hour")]
     pub max_patients_per_hour: usize,
-    /// Anomaly report: this many PIN failures at one desk within ten minutes is flagged.
+    /// Anomaly report and real-time alert: this many PIN failures at one desk within ten
+    /// minutes is flagged.
     #[serde(default = "defaults::pin_failures")]
     pub pin_failures: usize,
     /// Anomaly report: the regular expression call ids of the regulation software match.

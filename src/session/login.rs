@@ -107,6 +107,11 @@ impl CardLogin {
         })
     }
 
+    /// The roster as shared with the real-time alerts (the same one the API replaces).
+    pub fn shared_roster(&self) -> Option<Arc<Roster>> {
+        self.roster.clone()
+    }
+
     /// The roster, and the CN of the certificate allowed to replace it.
     pub fn roster(&self) -> Option<(&Roster, &str)> {
         Some((self.roster.as_deref()?, self.integration_cn.as_deref()?))
