@@ -38,12 +38,13 @@ async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
         let (_, body) = support::get_json(&client, &format!("{url}/api/v1/desk")).await;
         assert_eq!(body["desk"]["id"], desk["id"], "{body}");
     }
-    let refused = client(&ca, None)
-        .get(format!("{url}/api/v1/desk"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 403);
+    // Demo only: this machine's connections without a certificate (a browser's) act for
+    // the card's desk, and say so.
+    let (status, body) = support::get_json(&client(&ca, None), &format!("{url}/api/v1/desk")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["desk"]["id"], demo["card"]["desk"]);
+    assert_eq!(body["workstation"]["demo_loopback"], true);
+    assert_eq!(body["workstation"]["sha256"], "");
 
     // The virtual card at the first desk logs in with the PIN demo.json gives.
     let at = demo["card"]["desk"].as_str().unwrap();
@@ -146,6 +147,34 @@ async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
         "{stdout}"
     );
     assert!(dir.path().join("state/audit.redb").exists());
+
+    // The same configuration served for real maps nobody without a certificate, and no
+    // key can ask for the demo's loopback mapping.
+    let (mut served, _, stderr) = support::spawn(&config, &["serve"], &[]);
+    let line = stderr
+        .wait_for(Duration::from_secs(30), |l| l.contains("listening"))
+        .expect("serve never listened");
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let refused = client(&ca, None)
+        .get(format!("https://{addr}/api/v1/desk"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let _ = served.kill();
+    let _ = served.wait();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[server]\n", "[server]\ndemo_loopback_desk = \"regul-1\"\n");
+    std::fs::write(&config, text).unwrap();
+    let (code, _, stderr) = support::run(&config, &["configtest"], &[]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("demo_loopback_desk"), "{stderr}");
 }
 
 /// The demo's certificates are plain PEM files, as curl would use them.

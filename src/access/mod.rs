@@ -231,6 +231,26 @@ pub struct BreakGlass {
     inflight: Mutex<HashMap<(Ins, String, AccessMode), Inflight>>,
 }
 
+/// What the physician's form offers: reasons, grant length, identifier kinds.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AccessForm {
+    /// The configured reasons, in order.
+    pub reasons: Vec<Reason>,
+    /// How long a grant lasts, minutes.
+    pub grant_minutes: u64,
+    /// The identifier kinds accepted, the usual one first.
+    pub ins_oids: Vec<OidChoice>,
+}
+
+/// One accepted identifier kind.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OidChoice {
+    /// The OID sent as `ins_oid`.
+    pub oid: &'static str,
+    /// Its French label.
+    pub label: &'static str,
+}
+
 /// Who acts, from where: the session's professional at a desk.
 pub struct Actorship<'a> {
     /// The desk.
@@ -266,6 +286,43 @@ impl BreakGlass {
             policy,
             grants: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// What the physician's form offers.
+    pub fn form(&self) -> AccessForm {
+        use crate::patient::{OID_NIA, OID_NIR, OID_NIR_DEMO, OID_NIR_TEST};
+        let mut ins_oids = vec![
+            OidChoice {
+                oid: OID_NIR,
+                label: "INS (NIR)",
+            },
+            OidChoice {
+                oid: OID_NIA,
+                label: "INS (NIA, numéro provisoire)",
+            },
+        ];
+        if self.policy.accept_test_oids {
+            // Test and demo identities come first where they are accepted: such a gateway
+            // serves test data only.
+            ins_oids.splice(
+                0..0,
+                [
+                    OidChoice {
+                        oid: OID_NIR_DEMO,
+                        label: "INS de démonstration",
+                    },
+                    OidChoice {
+                        oid: OID_NIR_TEST,
+                        label: "INS de test",
+                    },
+                ],
+            );
+        }
+        AccessForm {
+            reasons: self.config.reasons.clone(),
+            grant_minutes: self.config.grant_minutes,
+            ins_oids,
         }
     }
 

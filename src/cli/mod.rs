@@ -191,6 +191,10 @@ fn run_demo(dir: Option<PathBuf>, port: u16) -> Result<ExitCode, Failure> {
     let (setup, parts) = setup;
     let mut prepared = Prepared::load(&setup.config)?;
     prepared.virtual_card = Some(parts.card);
+    // A browser on this machine has no client certificate: the demo (and only the demo,
+    // no configuration key can ask for it) lets loopback connections without one act for
+    // the card's desk, and the page says so.
+    prepared.desks = std::mem::take(&mut prepared.desks).with_demo_loopback_desk(&setup.card.desk);
     telemetry::init(&prepared.config.log).context("cannot start logging")?;
     let announce = |addr| announce_demo(&setup, addr);
     let (listener, options) = parts.upstream;

@@ -336,6 +336,12 @@ impl DemoSetup {
         format!(
             "samu-gateway demo is running at {url}\n\
              \n\
+             In a browser on this machine, open {url}/ (accept the demo's self-signed\n\
+             certificate once). Demo only: connections from this machine without a client\n\
+             certificate act for desk '{card_desk}', where the virtual card is (PIN {pin}).\n\
+             \n\
+             With curl and a workstation certificate, as on a real installation:\n\
+             \n\
              1. See the desk state as workstation '{id}' would:\n\
              \n  {curl} {url}/api/v1/desk\n\
              \n\
@@ -349,12 +355,12 @@ impl DemoSetup {
              Sample patients (INS, demo OID {oid}; try \"access_mode\":\"centre_15\" too):\n\
              {patients}\
              \n\
-             Without a client certificate the API refuses (liveness still answers):\n\
-             \n  curl --cacert {ca} {url}/api/v1/desk\n  curl --cacert {ca} {url}/healthz\n\
+             Liveness answers anyone: curl --cacert {ca} {url}/healthz\n\
              \n\
              Files: {dir} (demo.json, gateway.toml, pki/, upstream/). Stop with Ctrl-C; then e.g.\n  \
              samu-gateway --config {config} audit list\n",
             id = desk.id,
+            card_desk = self.card.desk,
             ca = self.ca_cert.display(),
             cookies = cookies.display(),
             dir = self.dir.display(),

@@ -36,8 +36,12 @@ pub struct Desk {
 pub struct Workstation {
     /// Subject CN, if the certificate has one.
     pub cn: Option<String>,
-    /// SHA-256 of the DER certificate, lower-case hex.
+    /// SHA-256 of the DER certificate, lower-case hex (empty for a demo loopback caller).
     pub sha256: String,
+    /// True when `samu-gateway demo` mapped a loopback connection without a certificate
+    /// to its desk (the page says so in a banner). Never set outside the demo.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub demo_loopback: bool,
 }
 
 /// What a connection's client certificate makes of the caller.
@@ -56,6 +60,7 @@ pub enum Peer {
 pub struct DeskDirectory {
     by_cn: HashMap<String, Arc<Desk>>,
     desks: Vec<Arc<Desk>>,
+    loopback_desk: Option<Arc<Desk>>,
 }
 
 impl DeskDirectory {
@@ -81,7 +86,19 @@ impl DeskDirectory {
             .iter()
             .map(|d| (d.workstation_cn.clone(), d.clone()))
             .collect();
-        Self { by_cn, desks }
+        Self {
+            by_cn,
+            desks,
+            loopback_desk: None,
+        }
+    }
+
+    /// Demo only (`samu-gateway demo`; no configuration key can set it): loopback
+    /// connections without a certificate act for desk `id`, because a browser on the demo
+    /// machine has no client certificate installed.
+    pub fn with_demo_loopback_desk(mut self, id: &str) -> Self {
+        self.loopback_desk = self.desks.iter().find(|d| d.id == id).cloned();
+        self
     }
 
     /// Every desk, in configuration order.
@@ -90,9 +107,19 @@ impl DeskDirectory {
     }
 
     /// Attributes a verified client certificate to a desk, or to none.
-    pub fn attribute(&self, cert: Option<&CertificateDer<'_>>) -> Peer {
+    pub fn attribute(&self, cert: Option<&CertificateDer<'_>>, remote: std::net::IpAddr) -> Peer {
         let Some(cert) = cert else {
-            return Peer::Anonymous;
+            return match &self.loopback_desk {
+                Some(desk) if remote.is_loopback() => Peer::Desk(
+                    desk.clone(),
+                    Workstation {
+                        cn: None,
+                        sha256: String::new(),
+                        demo_loopback: true,
+                    },
+                ),
+                _ => Peer::Anonymous,
+            };
         };
         let fingerprint: [u8; 32] = digest::digest(&digest::SHA256, cert.as_ref())
             .as_ref()
@@ -101,6 +128,7 @@ impl DeskDirectory {
         let workstation = Workstation {
             cn: subject_cn(cert),
             sha256: hex(&fingerprint),
+            demo_loopback: false,
         };
         let desk = workstation.cn.as_ref().and_then(|cn| self.by_cn.get(cn));
         match desk {
@@ -125,6 +153,9 @@ mod tests {
     use super::*;
     use crate::demo::pki::Authority;
 
+    const LAN: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7));
+    const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn desk(id: &str, cn: &str, pin: Option<String>) -> DeskConfig {
         DeskConfig {
             id: id.into(),
@@ -142,13 +173,13 @@ mod tests {
         let a = ca.issue_client("poste-a").unwrap();
         let b = ca.issue_client("poste-b").unwrap();
         let dir = DeskDirectory::new(&[desk("a", "poste-a", None), desk("b", "poste-b", None)]);
-        assert!(matches!(dir.attribute(Some(&a.der)), Peer::Desk(d, _) if d.id == "a"));
-        assert!(matches!(dir.attribute(Some(&b.der)), Peer::Desk(d, _) if d.id == "b"));
+        assert!(matches!(dir.attribute(Some(&a.der), LAN), Peer::Desk(d, _) if d.id == "a"));
+        assert!(matches!(dir.attribute(Some(&b.der), LAN), Peer::Desk(d, _) if d.id == "b"));
         let x = ca.issue_client("poste-x").unwrap();
         assert!(
-            matches!(dir.attribute(Some(&x.der)), Peer::Unmapped(w) if w.cn.as_deref() == Some("poste-x"))
+            matches!(dir.attribute(Some(&x.der), LAN), Peer::Unmapped(w) if w.cn.as_deref() == Some("poste-x"))
         );
-        assert!(matches!(dir.attribute(None), Peer::Anonymous));
+        assert!(matches!(dir.attribute(None, LAN), Peer::Anonymous));
     }
 
     #[test]
@@ -158,9 +189,34 @@ mod tests {
         let lookalike = ca.issue_client("poste-a").unwrap();
         let pin = hex(digest::digest(&digest::SHA256, genuine.der.as_ref()).as_ref());
         let dir = DeskDirectory::new(&[desk("a", "poste-a", Some(pin))]);
-        assert!(matches!(dir.attribute(Some(&genuine.der)), Peer::Desk(..)));
         assert!(matches!(
-            dir.attribute(Some(&lookalike.der)),
+            dir.attribute(Some(&genuine.der), LAN),
+            Peer::Desk(..)
+        ));
+        assert!(matches!(
+            dir.attribute(Some(&lookalike.der), LAN),
+            Peer::Unmapped(_)
+        ));
+    }
+
+    #[test]
+    fn only_the_demo_maps_loopback_without_a_certificate_and_only_loopback() {
+        let desks = [desk("a", "poste-a", None)];
+        let plain = DeskDirectory::new(&desks);
+        assert!(matches!(plain.attribute(None, LOOPBACK), Peer::Anonymous));
+        let demo = DeskDirectory::new(&desks).with_demo_loopback_desk("a");
+        assert!(matches!(
+            demo.attribute(None, LOOPBACK),
+            Peer::Desk(d, w) if d.id == "a" && w.demo_loopback
+        ));
+        assert!(matches!(demo.attribute(None, LAN), Peer::Anonymous));
+        let v6 = std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+        assert!(matches!(demo.attribute(None, v6), Peer::Desk(..)));
+        // A certificate still decides for itself, loopback or not.
+        let ca = Authority::new("Workstation CA").unwrap();
+        let x = ca.issue_client("poste-x").unwrap();
+        assert!(matches!(
+            demo.attribute(Some(&x.der), LOOPBACK),
             Peer::Unmapped(_)
         ));
     }

@@ -3,6 +3,8 @@
 //! logged, never the raw path or query, so nothing a client puts in a URL reaches a log.
 //! Answers without their own `Cache-Control` get `no-store`: whatever carries an INS or a
 //! summary must not be kept by a browser or a proxy, and a route that forgot is covered.
+//! Every answer carries the pages' Content-Security-Policy (no inline script or style, no
+//! framing), `nosniff`, `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer`.
 
 use std::time::Instant;
 
@@ -54,10 +56,23 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
         },
         elapsed,
     );
-    response
-        .headers_mut()
+    let headers = response.headers_mut();
+    headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(super::web::CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }

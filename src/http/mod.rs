@@ -3,6 +3,7 @@
 
 mod access_routes;
 mod compliance_routes;
+pub mod csrf;
 pub mod error;
 pub mod identity;
 mod metrics;
@@ -14,6 +15,7 @@ mod session_routes;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
 pub mod tls;
+mod web;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -63,6 +65,7 @@ struct Shared {
     officers: Vec<String>,
     thresholds: crate::audit::report::Thresholds,
     draining: AtomicBool,
+    csrf: csrf::Csrf,
 }
 
 impl AppState {
@@ -88,7 +91,13 @@ impl AppState {
             officers: oversight.officers,
             thresholds: oversight.thresholds,
             draining: AtomicBool::new(false),
+            csrf: csrf::Csrf::new(),
         }))
+    }
+
+    /// The pages' CSRF token key.
+    pub fn csrf(&self) -> &csrf::Csrf {
+        &self.0.csrf
     }
 
     /// Whether `cn` is a compliance officer's certificate.
@@ -193,6 +202,14 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(compliance_routes::export))
         .routes(routes!(compliance_routes::access_trail))
         .routes(routes!(routes::openapi_json))
+        .routes(routes!(web::index))
+        .routes(routes!(web::app_js))
+        .routes(routes!(web::app_css))
+        .routes(routes!(web::icon))
+        .routes(routes!(web::compliance))
+        .routes(routes!(web::compliance_js))
+        .routes(routes!(web::desk_events))
+        .routes(routes!(csrf::token))
 }
 
 /// The OpenAPI 3.1 document, generated once.
@@ -213,6 +230,10 @@ pub fn router(state: AppState) -> Router {
     let router = router.merge(test_hooks::router());
     router
         .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            csrf::protect,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::observe,

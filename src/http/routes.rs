@@ -179,6 +179,8 @@ pub struct DeskView {
     pub card: Option<crate::session::CardState>,
     /// The open session, if any.
     pub session: Option<crate::session::Session>,
+    /// What the break-glass form offers (absent when break-glass is not configured).
+    pub break_glass: Option<crate::access::AccessForm>,
 }
 
 /// The centre as shown to desks.
@@ -224,6 +226,7 @@ pub async fn desk(State(state): State<AppState>, caller: CallingDesk) -> Json<De
         },
         card,
         session,
+        break_glass: state.access().map(|a| a.form()),
     })
 }
 

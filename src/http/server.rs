@@ -97,6 +97,7 @@ impl Connections {
                 .1
                 .peer_certificates()
                 .and_then(|chain| chain.first()),
+            remote.ip(),
         );
         let app = self.app.clone();
         let service = tower::service_fn(move |mut request: axum::http::Request<Incoming>| {

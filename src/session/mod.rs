@@ -94,6 +94,9 @@ pub struct Sessions {
     slots: Arc<Mutex<HashMap<String, DeskSlot>>>,
     audit: Arc<AuditLog>,
     pcsc_up: Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped on every change of a card state or session, for the pages that follow a
+    /// desk (`GET /api/v1/desk/events`).
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Sessions {
@@ -117,7 +120,20 @@ impl Sessions {
             slots: Arc::new(Mutex::new(slots)),
             audit,
             pcsc_up: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
+    }
+
+    /// Changes to any desk's card or session, as they happen.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// `with_slot` for a change that followers must hear of.
+    fn update<T>(&self, desk: &str, f: impl FnOnce(&mut DeskSlot) -> T) -> Option<T> {
+        let result = self.with_slot(desk, f);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        result
     }
 
     /// Whether pcscd answers (readiness).
@@ -168,7 +184,7 @@ impl Sessions {
 
     /// Records the tries left the card reported after a wrong PIN (0 blocks it).
     pub fn record_tries(&self, desk: &str, tries: u8) {
-        self.with_slot(desk, |s| {
+        self.update(desk, |s| {
             if let CardState::Present {
                 pin_blocked,
                 pin_tries_left,
@@ -197,7 +213,7 @@ impl Sessions {
             opened: tokio::time::Instant::now(),
             last_used: tokio::time::Instant::now(),
         };
-        self.with_slot(desk, |s| {
+        self.update(desk, |s| {
             s.session = Some(session.clone());
         })?;
         Some(session)
@@ -268,7 +284,7 @@ impl Sessions {
     /// Ends the session of `desk` (logout), recording why.
     pub async fn end(&self, desk: &str, reason: &str) -> Result<bool, AuditError> {
         let ended = self
-            .with_slot(desk, |s| {
+            .update(desk, |s| {
                 s.session.take().map(|session| (session, s.desk.clone()))
             })
             .flatten();
@@ -322,6 +338,7 @@ impl Sessions {
                 slot.certificate = None;
             }
         }
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn desk_of(&self, reader: &str) -> Option<DeskConfig> {
@@ -381,7 +398,7 @@ impl Sessions {
             ),
         };
         let _recorded = self.audit.append(event).await?;
-        self.with_slot(&desk.id, |s| {
+        self.update(&desk.id, |s| {
             s.card = state;
             s.certificate = cert;
         });
@@ -393,7 +410,7 @@ impl Sessions {
             return Ok(());
         };
         // The session ends first: from this instant the desk can no longer act for anyone.
-        let ended = self.with_slot(&desk.id, |s| {
+        let ended = self.update(&desk.id, |s| {
             s.card = CardState::NoCard;
             s.certificate = None;
             s.session.take()

@@ -1,0 +1,468 @@
+// The physician's page. No framework, nothing from outside the gateway, no inline code
+// (the Content-Security-Policy forbids it). Patient data lives only in this page's DOM
+// and variables: never in a URL, never in storage, and it is removed the moment the
+// gateway says the session ended.
+'use strict';
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const state = { csrf: '', desk: null, grant: null, countdown: null, formReady: false };
+
+  // ---- Talking to the gateway -------------------------------------------------------
+
+  async function api(method, path, body) {
+    const headers = { accept: 'application/json' };
+    const options = { method, headers, credentials: 'same-origin', cache: 'no-store' };
+    if (body !== undefined) {
+      headers['content-type'] = 'application/json';
+      options.body = JSON.stringify(body);
+    }
+    if (method !== 'GET') headers['x-csrf-token'] = state.csrf;
+    let response;
+    try {
+      response = await fetch(path, options);
+    } catch (_) {
+      return { status: 0, data: { message_fr: 'Serveur injoignable. Vérifiez le réseau et réessayez.' } };
+    }
+    let data = null;
+    try { data = await response.json(); } catch (_) { data = null; }
+    return { status: response.status, data };
+  }
+
+  function refusal(answer) {
+    return (answer.data && answer.data.message_fr) || 'Erreur inattendue (' + answer.status + ').';
+  }
+
+  // ---- Screens ----------------------------------------------------------------------
+
+  function show(screen) {
+    for (const name of ['card', 'patient', 'summary']) {
+      $('screen-' + name).hidden = name !== screen;
+    }
+  }
+
+  function message(text) {
+    $('message').textContent = text || '';
+    $('message').hidden = !text;
+  }
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  // Removes every patient datum from the page: called at session end, grant end, close.
+  function clearPatientData() {
+    state.grant = null;
+    if (state.countdown) clearInterval(state.countdown);
+    state.countdown = null;
+    $('summary').replaceChildren();
+    $('grant-banner').replaceChildren();
+    $('stale-banner').replaceChildren();
+    $('stale-banner').hidden = true;
+    $('access-form').reset();
+    $('ins-check').textContent = '';
+    $('ins-check').className = 'check';
+  }
+
+  // ---- Desk, card and session -------------------------------------------------------
+
+  async function refreshDesk() {
+    const answer = await api('GET', '/api/v1/desk');
+    if (answer.status !== 200) {
+      show('card');
+      $('card-title').textContent = 'Poste non reconnu';
+      $('card-detail').textContent = refusal(answer);
+      return;
+    }
+    renderDesk(answer.data);
+  }
+
+  function renderDesk(desk) {
+    state.desk = desk;
+    $('centre').textContent = desk.centre.name;
+    $('desk-name').textContent = desk.desk.name;
+    $('demo-banner').hidden = !desk.workstation.demo_loopback;
+    if (desk.session) {
+      renderSession(desk.session);
+      prepareForm(desk.break_glass);
+      if ($('screen-summary').hidden && $('screen-patient').hidden) {
+        message('');
+        show('patient');
+        $('ins').focus();
+      }
+      return;
+    }
+    clearPatientData();
+    $('session-bar').hidden = true;
+    show('card');
+    renderCard(desk.card, desk.desk.pin_entry);
+  }
+
+  function renderSession(session) {
+    const who = session.professional;
+    $('who').textContent = 'Dr ' + [who.given_name, who.surname].filter(Boolean).join(' ');
+    const since = new Date(session.started);
+    $('session-since').textContent = 'connecté depuis ' +
+      since.toLocaleTimeString('fr-FR', { hour: '2-digit', minute: '2-digit' });
+    $('session-bar').hidden = false;
+  }
+
+  function renderCard(card, pinEntry) {
+    const title = $('card-title');
+    const detail = $('card-detail');
+    $('pin-form').hidden = true;
+    $('pinpad').hidden = true;
+    if (!card) {
+      title.textContent = 'Connexion par carte non configurée';
+      detail.textContent = 'Contactez le service informatique du centre.';
+      return;
+    }
+    switch (card.state) {
+      case 'no_card':
+        title.textContent = 'Insérez votre carte CPS';
+        detail.textContent = 'Dans le lecteur de ce poste.';
+        break;
+      case 'reader_unavailable':
+        title.textContent = 'Lecteur de cartes indisponible';
+        detail.textContent = 'Le service de lecture des cartes ne répond pas. Prévenez le service informatique.';
+        break;
+      case 'refused':
+        title.textContent = 'Carte refusée';
+        detail.textContent = card.message_fr;
+        break;
+      case 'present': {
+        const holder = card.holder || {};
+        title.textContent = 'Dr ' + [holder.given_name, holder.surname].filter(Boolean).join(' ');
+        if (card.pin_blocked) {
+          detail.textContent = 'Carte bloquée : trop de codes erronés. Utilisez votre code de déblocage (PUK) ou une autre carte.';
+          break;
+        }
+        const tries = card.pin_tries_left;
+        const left = tries === undefined || tries === null ? '' :
+          tries === 1 ? 'Dernier essai avant blocage de la carte.' : 'Il reste ' + tries + ' essais.';
+        if (pinEntry === 'pinpad') {
+          detail.textContent = 'Saisissez votre code sur le lecteur.';
+          $('pinpad-tries').textContent = left;
+          $('pinpad').hidden = false;
+          $('pinpad-start').focus();
+        } else {
+          detail.textContent = 'Tapez votre code PIN puis Entrée.';
+          $('pin-tries').textContent = left;
+          $('pin-form').hidden = false;
+          $('pin').focus();
+        }
+        break;
+      }
+      default:
+        title.textContent = 'État de la carte inconnu';
+        detail.textContent = '';
+    }
+  }
+
+  async function login(body) {
+    message('');
+    const answer = await api('POST', '/api/v1/session', body);
+    $('pin').value = '';
+    if (answer.status === 201) {
+      await refreshDesk();
+      return;
+    }
+    message(refusal(answer));
+    await refreshDesk();
+  }
+
+  // ---- Identification and access ----------------------------------------------------
+
+  function prepareForm(form) {
+    if (state.formReady || !form) return;
+    const oid = $('ins-oid');
+    for (const choice of form.ins_oids) {
+      const option = element('option', null, choice.label);
+      option.value = choice.oid;
+      oid.append(option);
+    }
+    const reason = $('reason');
+    reason.append(Object.assign(element('option', null, 'Choisir un motif…'), { value: '' }));
+    for (const r of form.reasons) {
+      const option = element('option', null, r.label);
+      option.value = r.code;
+      option.dataset.textRequired = r.text_required ? 'yes' : 'no';
+      reason.append(option);
+    }
+    state.grantMinutes = form.grant_minutes;
+    state.formReady = true;
+    reasonChanged();
+  }
+
+  function reasonChanged() {
+    const option = $('reason').selectedOptions[0];
+    $('reason-text-required').hidden = !(option && option.dataset.textRequired === 'yes');
+  }
+
+  // INS (NIR or NIA): 13 characters (Corsica: 2A / 2B in the department) and a key,
+  // 97 - (number mod 97), with 2A read as 19 and 2B as 18.
+  function insCheck(raw) {
+    const value = raw.replace(/\s+/g, '').toUpperCase();
+    if (!value) return { value, state: 'empty' };
+    if (value.length < 15) return { value, state: 'short' };
+    if (!/^[0-9]{5}([0-9]{2}|2A|2B)[0-9]{8}$/.test(value)) return { value, state: 'bad' };
+    const number = value.slice(0, 13).replace('2A', '19').replace('2B', '18');
+    const key = 97n - (BigInt(number) % 97n);
+    return { value, state: key === BigInt(value.slice(13)) ? 'ok' : 'bad' };
+  }
+
+  function showInsCheck() {
+    const check = insCheck($('ins').value);
+    const out = $('ins-check');
+    const texts = {
+      empty: ['', ''],
+      short: ['', check.value.length + ' / 15 caractères'],
+      ok: ['ok', '✓ Clé de contrôle correcte'],
+      bad: ['bad', '✗ INS invalide : vérifiez la saisie'],
+    };
+    const [kind, text] = texts[check.state];
+    out.className = 'check ' + kind;
+    out.textContent = text;
+    return check;
+  }
+
+  function formProblem() {
+    const ins = insCheck($('ins').value);
+    if (ins.state !== 'ok') return ['ins', 'Saisissez un INS valide (15 caractères, clé de contrôle correcte).'];
+    if (!$('call-id').value.trim()) return ['call-id', "Saisissez le numéro de l'appel."];
+    const reason = $('reason').selectedOptions[0];
+    if (!reason || !reason.value) return ['reason', "Choisissez le motif de l'accès."];
+    if (reason.dataset.textRequired === 'yes' && !$('reason-text').value.trim()) {
+      return ['reason-text', 'Ce motif demande des précisions.'];
+    }
+    return null;
+  }
+
+  async function requestAccess(event) {
+    event.preventDefault();
+    const problem = formProblem();
+    if (problem) {
+      message(problem[1]);
+      $(problem[0]).focus();
+      return;
+    }
+    message('');
+    const submit = $('access-submit');
+    submit.disabled = true;
+    submit.textContent = 'Recherche en cours…';
+    const text = $('reason-text').value.trim();
+    const answer = await api('POST', '/api/v1/break-glass', {
+      ins: insCheck($('ins').value).value,
+      ins_oid: $('ins-oid').value,
+      call_id: $('call-id').value.trim(),
+      reason_code: $('reason').value,
+      reason_text: text || null,
+      access_mode: document.querySelector('input[name="mode"]:checked').value,
+    });
+    submit.disabled = false;
+    submit.textContent = 'Afficher la synthèse';
+    if (answer.status === 201) {
+      showSummary(answer.data);
+      return;
+    }
+    message(refusal(answer));
+    $('ins').focus();
+  }
+
+  // ---- The summary ------------------------------------------------------------------
+
+  const MODE_TEXT = {
+    bris_de_glace: 'ACCÈS EN BRIS DE GLACE',
+    centre_15: 'ACCÈS CENTRE 15 (RÉGULATION)',
+  };
+
+  function showSummary(delivered) {
+    state.grant = { id: delivered.grant.id, ends: Date.now() + delivered.grant.seconds_left * 1000 };
+    const banner = $('grant-banner');
+    banner.replaceChildren(
+      element('span', null, MODE_TEXT[delivered.grant.access_mode] || 'ACCÈS'),
+      document.createTextNode(' · appel ' + delivered.grant.call_id + ' · '),
+      element('span', 'time-left'),
+    );
+    tick();
+    state.countdown = setInterval(tick, 1000);
+    const stale = $('stale-banner');
+    if (delivered.stale) {
+      stale.textContent = 'DONNÉES ANCIENNES : le dossier national ne répond pas. Copie locale datant de ' +
+        age(delivered.age_seconds) + ', peut-être incomplète ou dépassée.';
+      stale.hidden = false;
+    } else {
+      stale.hidden = true;
+    }
+    $('summary').replaceChildren(...renderSummary(delivered.summary));
+    show('summary');
+    const allergies = document.querySelector('#summary .allergies h2');
+    if (allergies) allergies.focus();
+  }
+
+  function tick() {
+    if (!state.grant) return;
+    const left = Math.max(0, Math.round((state.grant.ends - Date.now()) / 1000));
+    const out = document.querySelector('#grant-banner .time-left');
+    if (out) out.textContent = 'reste ' + Math.floor(left / 60) + ' min ' + String(left % 60).padStart(2, '0') + ' s';
+    if (left === 0) {
+      clearPatientData();
+      show('patient');
+      message("Accès terminé : sa durée est écoulée. Recommencez si nécessaire.");
+      $('ins').focus();
+    }
+  }
+
+  function age(seconds) {
+    if (seconds < 60) return 'moins d\u2019une minute';
+    if (seconds < 3600) return Math.round(seconds / 60) + ' min';
+    if (seconds < 172800) return Math.round(seconds / 3600) + ' h';
+    return Math.round(seconds / 86400) + ' jours';
+  }
+
+  function frenchDate(text) {
+    if (!text) return null;
+    const date = new Date(text);
+    if (Number.isNaN(date.getTime())) return text;
+    return date.toLocaleDateString('fr-FR', { day: 'numeric', month: 'long', year: 'numeric' });
+  }
+
+  function renderSummary(summary) {
+    const parts = [];
+    const doc = summary.document || {};
+    const source = ['Document du ' + (frenchDate(doc.date || doc.timestamp) || 'date inconnue')];
+    if (doc.authors && doc.authors.length) source.push('auteur : ' + doc.authors.join(', '));
+    if (doc.custodian) source.push(doc.custodian);
+    parts.push(element('p', 'source', source.join(' · ')));
+    parts.push(allergySection(summary.allergies));
+    parts.push(section('Traitements en cours', summary.medications, (m) =>
+      [m.name, m.dosage.join(' ; ')].filter(Boolean).join(' — ')));
+    parts.push(section('Problèmes actifs', summary.problems, problemText));
+    parts.push(section('Antécédents', summary.past_problems, problemText));
+    parts.push(section('Actes et interventions', summary.procedures, (p) =>
+      [p.name, p.performed].filter(Boolean).join(' — ')));
+    if (summary.immunizations) {
+      parts.push(section('Vaccinations', summary.immunizations, (i) => [i.vaccine, i.date].filter(Boolean).join(' — ')));
+    }
+    if (summary.devices) parts.push(section('Dispositifs médicaux', summary.devices, (d) => d.name));
+    if (summary.pregnancy) {
+      parts.push(section('Grossesse', summary.pregnancy, (o) => [o.name, o.value, o.date].filter(Boolean).join(' — ')));
+    }
+    for (const other of summary.other_sections || []) {
+      const block = element('section', 'section');
+      block.append(element('h2', null, other.title || 'Autre section'));
+      if (other.narrative) block.append(element('p', 'narrative', other.narrative));
+      parts.push(block);
+    }
+    return parts;
+  }
+
+  function problemText(p) {
+    return [p.name, p.onset ? 'depuis ' + p.onset : null].filter(Boolean).join(' — ');
+  }
+
+  const ALLERGY_STATUS = {
+    none_known: ['none-known', 'Aucune allergie connue (déclaré dans le dossier).'],
+    not_recorded: ['not-recorded', 'Allergies non renseignées : absence d\u2019information, pas absence d\u2019allergie.'],
+    unreadable: ['not-recorded', 'Allergies présentes dans le document mais illisibles : ne pas conclure à leur absence.'],
+  };
+
+  function allergySection(allergies) {
+    const block = element('section', 'section allergies');
+    const heading = element('h2', null, 'Allergies et intolérances');
+    heading.tabIndex = -1;
+    block.append(heading);
+    if (allergies.status === 'recorded') {
+      const list = element('ul');
+      for (const a of allergies.items) {
+        const item = element('li');
+        item.append(element('strong', null, a.substance));
+        if (a.criticality === 'high') item.append(element('span', 'critical', 'CRITICITÉ HAUTE'));
+        const more = [];
+        if (a.kind === 'intolerance') more.push('intolérance');
+        if (a.reactions && a.reactions.length) more.push(a.reactions.join(' ; '));
+        if (a.verification_status === 'unconfirmed') more.push('non confirmée');
+        if (more.length) item.append(document.createTextNode(' — ' + more.join(' — ')));
+        list.append(item);
+      }
+      block.append(list);
+      if (allergies.unreadable_entries) {
+        block.append(element('p', 'status not-recorded', allergies.unreadable_entries + ' entrée(s) illisible(s) en plus.'));
+      }
+    } else {
+      const [kind, text] = ALLERGY_STATUS[allergies.status] || ['not-recorded', 'Allergies : information indisponible.'];
+      block.append(element('p', 'status ' + kind, text));
+    }
+    return block;
+  }
+
+  const SECTION_STATUS = {
+    none_known: 'Aucun connu (déclaré dans le dossier).',
+    not_recorded: 'Non renseigné.',
+    unreadable: 'Présent dans le document mais illisible.',
+  };
+
+  function section(title, data, describe) {
+    const block = element('section', 'section');
+    block.append(element('h2', null, title));
+    if (data.status === 'recorded') {
+      const list = element('ul');
+      for (const item of data.items) list.append(element('li', null, describe(item)));
+      block.append(list);
+    } else {
+      block.append(element('p', 'status', SECTION_STATUS[data.status] || 'Non renseigné.'));
+    }
+    return block;
+  }
+
+  async function closeAccess() {
+    const grant = state.grant;
+    clearPatientData();
+    show('patient');
+    $('ins').focus();
+    if (grant) await api('DELETE', '/api/v1/grants/' + encodeURIComponent(grant.id));
+  }
+
+  // ---- Following the desk -----------------------------------------------------------
+
+  function follow() {
+    const events = new EventSource('/api/v1/desk/events');
+    events.addEventListener('desk', (event) => {
+      let signal = {};
+      try { signal = JSON.parse(event.data); } catch (_) { signal = {}; }
+      // Session over: patient data leaves the page now, before anything else happens.
+      if (!signal.session) clearPatientData();
+      refreshDesk();
+    });
+  }
+
+  async function start() {
+    $('pin-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      const pin = $('pin').value;
+      if (!/^[0-9]{4,8}$/.test(pin)) {
+        message('Le code PIN compte de 4 à 8 chiffres.');
+        $('pin').focus();
+        return;
+      }
+      login({ pin });
+    });
+    $('pinpad-start').addEventListener('click', () => {
+      $('card-detail').textContent = 'Saisissez votre code sur le lecteur, puis validez sur le lecteur.';
+      login({});
+    });
+    $('ins').addEventListener('input', showInsCheck);
+    $('reason').addEventListener('change', reasonChanged);
+    $('access-form').addEventListener('submit', requestAccess);
+    $('close-access').addEventListener('click', closeAccess);
+    const token = await api('GET', '/api/v1/csrf-token');
+    state.csrf = (token.data && token.data.token) || '';
+    await refreshDesk();
+    follow();
+  }
+
+  document.addEventListener('DOMContentLoaded', start);
+})();

@@ -1,0 +1,180 @@
+// The compliance view: break-glass accesses to review, each one's records, the decision
+// form. Audit metadata only (no clinical content ever reaches this page); every read is
+// itself recorded by the gateway. No inline code (CSP), nothing from outside the gateway.
+'use strict';
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const state = { csrf: '', accesses: [], open: null };
+
+  async function api(method, path, body) {
+    const headers = { accept: 'application/json' };
+    const options = { method, headers, credentials: 'same-origin', cache: 'no-store' };
+    if (body !== undefined) {
+      headers['content-type'] = 'application/json';
+      options.body = JSON.stringify(body);
+    }
+    if (method !== 'GET') headers['x-csrf-token'] = state.csrf;
+    try {
+      const response = await fetch(path, options);
+      let data = null;
+      try { data = await response.json(); } catch (_) { data = null; }
+      return { status: response.status, data };
+    } catch (_) {
+      return { status: 0, data: { message_fr: 'Serveur injoignable.' } };
+    }
+  }
+
+  function message(text) {
+    $('message').textContent = text || '';
+    $('message').hidden = !text;
+  }
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  function when(text) {
+    const date = new Date(text);
+    if (Number.isNaN(date.getTime())) return text || '';
+    return date.toLocaleString('fr-FR', { dateStyle: 'short', timeStyle: 'medium' });
+  }
+
+  const MODES = { centre_15: 'Centre 15', bris_de_glace: 'Bris de glace' };
+  const DECISIONS = { justified: 'Justifié', to_investigate: 'À investiguer', unjustified: 'Injustifié' };
+  const KINDS = {
+    user_login: 'Connexion par carte',
+    break_glass_started: 'Début de l\u2019accès',
+    patient_record_read: 'Lecture de la synthèse',
+    break_glass_stopped: 'Fin de l\u2019accès',
+    access_reviewed: 'Décision de revue',
+    security_alert: 'Alerte',
+  };
+
+  async function load() {
+    const answer = await api('GET', '/api/v1/compliance/pending');
+    if (answer.status !== 200) {
+      message((answer.data && answer.data.message_fr) || 'Accès refusé.');
+      return;
+    }
+    message('');
+    state.accesses = answer.data.accesses;
+    render();
+  }
+
+  function visible() {
+    const text = $('filter-text').value.trim().toLowerCase();
+    const since = $('filter-since').value ? new Date($('filter-since').value).getTime() : null;
+    const decision = $('filter-decision').value;
+    return state.accesses.filter((a) => {
+      const haystack = [a.name, a.professional, a.desk, a.call_id].join(' ').toLowerCase();
+      if (text && !haystack.includes(text)) return false;
+      if (since !== null && new Date(a.time).getTime() < since) return false;
+      if (decision === 'none' && a.last_decision) return false;
+      if (decision === 'to_investigate' && a.last_decision !== 'to_investigate') return false;
+      return true;
+    });
+  }
+
+  function render() {
+    const rows = visible().map((a) => {
+      const row = element('tr');
+      const cells = [
+        when(a.time),
+        [a.name, a.professional].filter(Boolean).join(' · '),
+        a.desk,
+        a.call_id,
+        [a.reason_code, a.justification].filter(Boolean).join(' : '),
+        MODES[a.access_mode] || a.access_mode,
+        DECISIONS[a.last_decision] || 'À revoir',
+      ];
+      for (const text of cells) row.append(element('td', null, text || '—'));
+      const action = element('td');
+      const open = element('button', 'small', 'Examiner');
+      open.type = 'button';
+      open.setAttribute('aria-label', 'Examiner l\u2019accès n° ' + a.seq);
+      open.addEventListener('click', () => openAccess(a.seq));
+      action.append(open);
+      row.append(action);
+      return row;
+    });
+    document.querySelector('#accesses tbody').replaceChildren(...rows);
+    const total = state.accesses.length;
+    $('count').textContent = rows.length === total
+      ? total + ' accès à revoir'
+      : rows.length + ' accès affichés sur ' + total + ' à revoir';
+  }
+
+  async function openAccess(seq) {
+    const answer = await api('GET', '/api/v1/compliance/accesses/' + encodeURIComponent(seq));
+    if (answer.status !== 200) {
+      message((answer.data && answer.data.message_fr) || 'Accès introuvable.');
+      return;
+    }
+    state.open = seq;
+    const access = answer.data.access;
+    $('detail-title').textContent = 'Accès n° ' + seq + ' du ' + when(access.time);
+    const facts = [
+      ['Professionnel', [access.name, access.professional].filter(Boolean).join(' · ')],
+      ['Poste', access.desk],
+      ['Patient (INS)', access.ins],
+      ['Appel', access.call_id],
+      ['Motif', [access.reason_code, access.justification].filter(Boolean).join(' : ')],
+      ['Mode', MODES[access.access_mode] || access.access_mode],
+      ['Dernière décision', DECISIONS[access.last_decision] || 'aucune'],
+    ];
+    $('detail-facts').replaceChildren(...facts.flatMap(([term, value]) =>
+      [element('dt', null, term), element('dd', null, value || '—')]));
+    $('trail').replaceChildren(...answer.data.records.map((r) => {
+      const record = r.record;
+      const outcome = record.outcome.status === 'success' ? '' :
+        ' — ' + (record.outcome.status === 'refused' ? 'refusé' : 'échec') + ' (' + record.outcome.reason + ')';
+      const extra = [record.detail, record.source ? 'source : ' + record.source : null,
+        record.review ? DECISIONS[record.review.decision] + (record.review.comment ? ' : ' + record.review.comment : '') : null]
+        .filter(Boolean).join(' · ');
+      return element('li', null, when(record.time) + ' · n° ' + r.seq + ' · ' +
+        (KINDS[record.kind] || record.kind) + outcome + (extra ? ' · ' + extra : ''));
+    }));
+    $('review-form').reset();
+    $('detail').hidden = false;
+    $('detail-title').focus();
+  }
+
+  async function decide(event) {
+    event.preventDefault();
+    const chosen = document.querySelector('input[name="decision"]:checked');
+    if (!chosen) {
+      message('Choisissez une décision.');
+      return;
+    }
+    const answer = await api('POST', '/api/v1/compliance/reviews', {
+      seq: state.open,
+      decision: chosen.value,
+      comment: $('comment').value,
+    });
+    if (answer.status !== 201) {
+      message((answer.data && answer.data.message_fr) || 'Décision non enregistrée.');
+      return;
+    }
+    message('');
+    $('detail').hidden = true;
+    await load();
+    $('filter-text').focus();
+  }
+
+  async function start() {
+    for (const id of ['filter-text', 'filter-since', 'filter-decision']) {
+      $(id).addEventListener('input', render);
+    }
+    $('filters').addEventListener('submit', (event) => event.preventDefault());
+    $('review-form').addEventListener('submit', decide);
+    const token = await api('GET', '/api/v1/csrf-token');
+    state.csrf = (token.data && token.data.token) || '';
+    await load();
+  }
+
+  document.addEventListener('DOMContentLoaded', start);
+})();

@@ -1,0 +1,184 @@
+//! The physician's page in a real browser: Debian's Chromium driven by Playwright
+//! (`tests/browser/*.mjs`, dependencies pinned in `tests/browser/package-lock.json`,
+//! installed by `.ci/deps`), against a real gateway with a virtual card on a private pcscd
+//! and the dev upstream over mutual TLS. The browser presents the desk's workstation
+//! certificate (Playwright's `clientCertificates`), as a desk's browser would.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+use support::pcsc::{Pcscd, VirtualCard};
+use support::upstream::{DevUpstream, nir, patient};
+use support::{DESK_A, Gateway, Pki, write_config};
+
+fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/ips")
+        .join(name)
+}
+
+/// Where screenshots are kept as test artifacts.
+fn shots_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots")
+}
+
+/// Runs `script` in node with `env`; each other line it prints that `act` knows is a
+/// command, carried out before the script is told "done". Returns its RESULT object.
+fn run_script(script: &Path, env: &[(&str, String)], mut act: impl FnMut(&str) -> bool) -> Value {
+    let mut child = Command::new("node")
+        .arg(script)
+        .current_dir(browser_dir())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node (from .ci/deps) runs the browser tests");
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut result = Value::Null;
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        eprintln!("browser: {line}");
+        if let Some(json) = line.strip_prefix("RESULT ") {
+            result = serde_json::from_str(json).unwrap();
+        } else if act(&line) {
+            writeln!(stdin, "done").unwrap();
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the browser scenario failed (see above)");
+    result
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn physician_reaches_the_allergies_by_keyboard_and_pulling_the_card_clears_the_page() {
+    let pcscd = Pcscd::start(1);
+    let mut card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    let mut opposed = patient("p2", 2, &fixture("bundle-minimal.json"));
+    opposed["opposed"] = json!(["centre_15"]);
+    let upstream = DevUpstream::start(vec![
+        patient("p1", 1, &fixture("IPS_IG-bundle-01.json")),
+        opposed,
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let master = dir.path().join("cache.key");
+    samu_gateway::cache::sealed::MasterKey::generate(&master).unwrap();
+    let extra = format!(
+        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n{}\n[cache]\nmaster_key = \"{}\"\nfresh_seconds = 1\nmax_stale_seconds = 3600\n",
+        card.dir.join("card-ca.pem").display(),
+        card.dir.join("card-ca.crl").display(),
+        upstream.toml_section(),
+        master.display(),
+    );
+    let config = write_config(dir.path(), &pki, "", &extra);
+    let (key, value) = pcscd.env();
+    let gateway = Gateway::launch(dir, pki, config, &[(key, value.as_str())]);
+    let desk = &gateway.pki.clients[DESK_A];
+    let env = [
+        ("GATEWAY", gateway.url("").trim_end_matches('/').to_owned()),
+        ("CLIENT_CERT", desk.cert.display().to_string()),
+        ("CLIENT_KEY", desk.key.display().to_string()),
+        ("INS", nir(1)),
+        ("OPPOSED_INS", nir(2)),
+        ("SHOTS", shots_dir().display().to_string()),
+    ];
+    let runtime = tokio::runtime::Handle::current();
+    let result = tokio::task::block_in_place(|| {
+        run_script(&browser_dir().join("physician.mjs"), &env, |command| {
+            match command {
+                "REMOVE" => card.remove(),
+                "UPSTREAM_DOWN" => {
+                    runtime.block_on(upstream.fault(json!({"kind": "status", "status": 503})))
+                }
+                _ => return false,
+            }
+            true
+        })
+    });
+    let cleared = result["clearedMs"].as_u64().unwrap();
+    // The screen must never show a patient after the card is pulled: within one second.
+    assert!(
+        cleared < 1000,
+        "patient data stayed {cleared} ms after removal"
+    );
+    assert!(
+        result["opposition"].as_str().unwrap().contains("opposé"),
+        "{result}"
+    );
+    assert!(
+        result["stale"]
+            .as_str()
+            .unwrap()
+            .contains("DONNÉES ANCIENNES")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compliance_officers_review_accesses_in_their_own_view() {
+    use samu_gateway::audit::{
+        AccessMode, Actor, CallContext, Event, EventKind, Outcome, PatientRef,
+    };
+    let actor = Some(Actor {
+        id_nat: Some("810002813839".into()),
+        name: Some("Jeanne URGENTISTE".into()),
+        desk: Some("desk-a".into()),
+        ..Actor::default()
+    });
+    let mut events = vec![Event {
+        actor: actor.clone(),
+        ..Event::new(EventKind::UserLogin, Outcome::Success)
+    }];
+    for n in 1..=2 {
+        events.push(Event {
+            actor: actor.clone(),
+            patient: Some(PatientRef {
+                ins: nir(n),
+                oid: "1.2.250.1.213.1.4.10".into(),
+            }),
+            call: Some(CallContext {
+                call_id: format!("CRRA-{n}"),
+                reason_code: Some("inconscient".into()),
+                justification: None,
+            }),
+            access_mode: Some(AccessMode::BrisDeGlace),
+            ..Event::new(EventKind::BreakGlassStarted, Outcome::Success)
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    support::write_trail(dir.path(), &pki.audit_key, events);
+    let config = write_config(
+        dir.path(),
+        &pki,
+        "",
+        "\n[compliance]\nofficer_cns = [\"poste-x\"]\n",
+    );
+    let gateway = Gateway::launch(dir, pki, config, &[]);
+    let officer = &gateway.pki.clients[support::UNMAPPED];
+    let env = [
+        ("GATEWAY", gateway.url("").trim_end_matches('/').to_owned()),
+        ("CLIENT_CERT", officer.cert.display().to_string()),
+        ("CLIENT_KEY", officer.key.display().to_string()),
+        ("SHOTS", shots_dir().display().to_string()),
+    ];
+    let result = tokio::task::block_in_place(|| {
+        run_script(&browser_dir().join("compliance.mjs"), &env, |_| false)
+    });
+    assert_eq!(result["left"], 1);
+    let (_, listed, _) = support::run(
+        &gateway.config,
+        &["audit", "list", "--kind", "access_reviewed", "--json"],
+        &[],
+    );
+    assert!(listed.contains("\"decision\":\"justified\""), "{listed}");
+}

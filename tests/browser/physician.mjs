@@ -1,0 +1,172 @@
+// The physician's page in Debian's Chromium, driven by Playwright. Started by
+// tests/browser.rs, which runs the real gateway, pcscd with the virtual card and the dev
+// upstream, and acts on what this script prints: "UPSTREAM_DOWN" (the record service
+// answers 503 from then on) and "REMOVE" (the card leaves the reader); it answers "done".
+//
+// Environment: GATEWAY (base URL), CLIENT_CERT / CLIENT_KEY (the desk's workstation
+// certificate), INS (a patient with a penicillin allergy), OPPOSED_INS (opposed to
+// Centre 15 access), SHOTS (where screenshots go).
+// Prints one JSON line starting with RESULT, and exits non-zero on the first failure.
+
+import { chromium } from 'playwright-core';
+import { createInterface } from 'node:readline';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`missing ${name}`);
+  return value;
+};
+const gateway = env('GATEWAY');
+const shots = env('SHOTS');
+mkdirSync(shots, { recursive: true });
+
+const lines = createInterface({ input: process.stdin });
+const nextLine = () => new Promise((resolve) => lines.once('line', resolve));
+
+function check(condition, what) {
+  if (!condition) throw new Error(`check failed: ${what}`);
+}
+
+async function ask(command) {
+  console.log(command);
+  await nextLine();
+}
+
+// axe-core, run through the DevTools protocol (the page's CSP forbids injected scripts):
+// no serious or critical violation on any screen.
+async function accessible(page, screen) {
+  await page.evaluate(axeSource);
+  const found = await page.evaluate(async () => {
+    const report = await window.axe.run(document, { resultTypes: ['violations'] });
+    return report.violations
+      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+      .map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+  });
+  check(found.length === 0, `accessibility (${screen}): ${found.join(' | ')}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+});
+const result = {};
+try {
+  const context = await browser.newContext({
+    clientCertificates: [{ origin: gateway, certPath: env('CLIENT_CERT'), keyPath: env('CLIENT_KEY') }],
+    ignoreHTTPSErrors: true,
+    locale: 'fr-FR',
+    viewport: { width: 1280, height: 900 },
+  });
+  const page = await context.newPage();
+  // Script errors and refused loads (CSP) fail the scenario; refused API calls (401, 403)
+  // are the scenario's own and are expected.
+  const violations = [];
+  page.on('pageerror', (error) => violations.push(String(error)));
+  page.on('console', (message) => {
+    if (message.type() === 'error' && /Content Security Policy|Refused to/.test(message.text())) {
+      violations.push(message.text());
+    }
+  });
+  page.on('response', (answer) => {
+    if (answer.status() === 404) violations.push('404 ' + new URL(answer.url()).pathname);
+  });
+
+  // Card inserted: the holder's name, and the PIN field has the focus.
+  const response = await page.goto(gateway + '/');
+  const csp = response.headers()['content-security-policy'] || '';
+  check(csp.includes("script-src 'self'") && csp.includes("frame-ancestors 'none'"), 'strict CSP on the page');
+  await page.locator('#pin').waitFor({ state: 'visible' });
+  check((await page.locator('#card-title').textContent()).startsWith('Dr '), 'the card holder is named');
+  check(await page.evaluate(() => document.activeElement.id === 'pin'), 'the PIN field has the focus');
+  await page.screenshot({ path: `${shots}/1-carte-inseree.png`, fullPage: true });
+  await accessible(page, 'card');
+
+  // A wrong PIN says how many tries are left; the right one opens the session.
+  await page.keyboard.type('0000');
+  await page.keyboard.press('Enter');
+  await page.locator('#message').filter({ hasText: 'Il reste 2 essais' }).waitFor();
+  await page.screenshot({ path: `${shots}/2-code-errone.png`, fullPage: true });
+  await page.keyboard.type('1234');
+  await page.keyboard.press('Enter');
+  await page.locator('#screen-patient').waitFor({ state: 'visible' });
+  check(await page.evaluate(() => document.activeElement.id === 'ins'), 'the INS field has the focus');
+  check((await page.locator('#who').textContent()).startsWith('Dr '), 'the session bar names the physician');
+  await page.screenshot({ path: `${shots}/3-identification.png`, fullPage: true });
+  await accessible(page, 'identification');
+
+  // Keyboard only: INS, call id, reason, Enter.
+  async function requestAccess(ins) {
+    await page.locator('#ins').focus();
+    await page.keyboard.type(ins);
+    await page.locator('#ins-check.ok').waitFor();
+    await page.keyboard.press('Tab'); // identifier kind: demo first, then test
+    await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('Tab');
+    await page.keyboard.type('CRRA-2026-000042');
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('ArrowDown'); // the first reason
+    await page.keyboard.press('Tab'); // details (optional for that reason): Enter submits
+    await page.keyboard.press('Enter');
+  }
+
+  // Opposition: a clear French message, nothing shown.
+  await requestAccess(env('OPPOSED_INS'));
+  await page.locator('#message').filter({ hasText: /opposé/i }).waitFor();
+  check(await page.locator('#screen-summary').isHidden(), 'no summary after an opposition');
+  result.opposition = await page.locator('#message').textContent();
+  await page.screenshot({ path: `${shots}/4-opposition.png`, fullPage: true });
+  await page.locator('#access-form').evaluate((form) => form.reset());
+
+  await requestAccess(env('INS'));
+  await page.locator('#screen-summary .allergies').waitFor({ state: 'visible' });
+  const first = await page.locator('#summary > section').first().getAttribute('class');
+  check(first.includes('allergies'), 'allergies come first');
+  const allergies = await page.locator('#summary .allergies').textContent();
+  check(/p[ée]nicillin/i.test(allergies), `the allergy is shown: ${allergies}`);
+  check((await page.locator('#grant-banner').textContent()).includes('ACCÈS'), 'the access banner is shown');
+  check(!page.url().includes(env('INS')), 'no INS in the URL');
+  await page.screenshot({ path: `${shots}/5-synthese.png`, fullPage: true });
+  await accessible(page, 'summary');
+
+  // The record service goes down: the next access shows the cached copy, labelled stale
+  // with its age. Closing the access is one key press away (Tab to the button, Enter).
+  await page.locator('#close-access').focus();
+  await page.keyboard.press('Enter');
+  await page.locator('#screen-patient').waitFor({ state: 'visible' });
+  check(await page.locator('#summary').evaluate((s) => s.childElementCount === 0), 'closing clears the summary');
+  await ask('UPSTREAM_DOWN');
+  await page.waitForTimeout(1100); // past the copy's freshness bound (fresh_seconds = 1)
+  await requestAccess(env('INS'));
+  await page.locator('#stale-banner').waitFor({ state: 'visible' });
+  const stale = await page.locator('#stale-banner').textContent();
+  check(stale.includes('DONNÉES ANCIENNES') && /datant de/.test(stale), `stale banner: ${stale}`);
+  result.stale = stale;
+  await page.screenshot({ path: `${shots}/6-donnees-anciennes.png`, fullPage: true });
+
+  // Card pulled: every patient datum leaves the page within a second.
+  await ask('REMOVE');
+  const removed = Date.now();
+  await page.waitForFunction(
+    () => document.querySelector('#summary').childElementCount === 0 &&
+      !document.querySelector('#screen-card').hidden,
+    null,
+    { timeout: 5000, polling: 10 },
+  );
+  result.clearedMs = Date.now() - removed;
+  const text = await page.evaluate(() => document.body.innerText);
+  check(!/p[ée]nicillin/i.test(text) && !text.includes(env('INS')), 'no patient datum left in the page');
+  await page.screenshot({ path: `${shots}/7-carte-retiree.png`, fullPage: true });
+  await page.reload();
+  await page.locator('#card-title').filter({ hasText: 'Insérez votre carte' }).waitFor();
+  check(!/p[ée]nicillin/i.test(await page.evaluate(() => document.body.innerText)), 'nothing after a reload');
+  result.consoleErrors = violations;
+  check(violations.length === 0, `no console error: ${violations.join(' | ')}`);
+} finally {
+  await browser.close();
+}
+console.log('RESULT ' + JSON.stringify(result));
+process.exit(0);
