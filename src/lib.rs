@@ -7,10 +7,10 @@
 //! | module      | owns |
 //! |-------------|------|
 //! | [`config`]  | `gateway.toml` + `SAMU_GATEWAY__*` overrides, typed and validated as a whole |
-//! | [`http`]    | the HTTPS API: TLS, client certificate → desk attribution, routes, metrics, OpenAPI, accept loop and drain |
+//! | [`http`]    | the HTTPS API and the pages: TLS, client certificate → desk attribution, routes, the physician's and compliance pages (embedded), desk events (SSE), CSRF, metrics, OpenAPI, accept loop and drain |
 //! | [`card`]    | CPS cards: APDUs, the card profile and login sequence, the card emulator (the only code speaking APDUs) |
 //! | [`session`] | physician sessions bound to desk and card; login attempts; card events → audit |
-//! | [`audit`]   | the audit trail in redb (the only writer of audit records) |
+//! | [`audit`]   | the audit trail in redb (the only writer of audit records), shipping, review, report, real-time alerts |
 //! | [`patient`] | INS (NIR/NIA, key, OIDs) and identity traits; never printed |
 //! | [`upstream`] | the record service: trait, FHIR client over mutual TLS, access assertion, outcomes (the only code talking to it) |
 //! | [`dev_upstream`] | the stand-in record service for the demo and the tests |

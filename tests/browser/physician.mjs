@@ -82,6 +82,7 @@ try {
   await page.locator('#pin').waitFor({ state: 'visible' });
   check((await page.locator('#card-title').textContent()).startsWith('Dr '), 'the card holder is named');
   check(await page.evaluate(() => document.activeElement.id === 'pin'), 'the PIN field has the focus');
+  check(await page.locator('#session-bar').isHidden(), 'no session bar before login');
   await page.screenshot({ path: `${shots}/1-carte-inseree.png`, fullPage: true });
   await accessible(page, 'card');
 

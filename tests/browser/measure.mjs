@@ -1,0 +1,90 @@
+// The physician's flow measured in Debian's Chromium (benches/page.rs drives it): for each
+// run, from card insertion to the allergies on screen, the user's actions and the system
+// time (what the physician waits for; their typing is excluded).
+//
+// Protocol with benches/page.rs: this script prints "INSERT" (the card goes into the
+// reader) and "REMOVE" (it leaves); the bench answers "done" to each.
+// Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, RUNS, INS_LIST (comma-separated: one
+// patient per run, so that every run asks the record service).
+
+import { chromium } from 'playwright-core';
+import { createInterface } from 'node:readline';
+
+const env = (name) => {
+  const value = process.env[name];
+  if (!value) throw new Error(`missing ${name}`);
+  return value;
+};
+const gateway = env('GATEWAY');
+const runs = Number(env('RUNS'));
+const patients = env('INS_LIST').split(',');
+const lines = createInterface({ input: process.stdin });
+const nextLine = () => new Promise((resolve) => lines.once('line', resolve));
+async function ask(command) {
+  console.log(command);
+  await nextLine();
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+});
+const context = await browser.newContext({
+  clientCertificates: [{ origin: gateway, certPath: env('CLIENT_CERT'), keyPath: env('CLIENT_KEY') }],
+  ignoreHTTPSErrors: true,
+  locale: 'fr-FR',
+});
+const page = await context.newPage();
+await page.goto(gateway + '/');
+await page.locator('#card-title').filter({ hasText: 'Insérez votre carte' }).waitFor();
+
+const samples = [];
+for (let run = 0; run < runs; run++) {
+  let waited = 0;
+  let actions = 0;
+  let keys = 0;
+  const segments = {};
+  const timed = async (name, step) => {
+    const started = performance.now();
+    await step();
+    segments[name] = performance.now() - started;
+    waited += segments[name];
+  };
+  // Action 1: insert the card. Waiting: until the PIN field is there.
+  actions++;
+  await timed('card', async () => {
+    await ask('INSERT');
+    await page.locator('#pin').waitFor({ state: 'visible' });
+  });
+  // Action 2: PIN + Enter (typing excluded). Waiting: until the INS field is there.
+  actions++;
+  await page.keyboard.type('1234');
+  keys++;
+  await timed('login', async () => {
+    await page.keyboard.press('Enter');
+    await page.locator('#screen-patient').waitFor({ state: 'visible' });
+  });
+  // Action 3: INS, call id, reason, Enter (typing excluded). Waiting: until the allergies.
+  actions++;
+  await page.keyboard.type(patients[run % patients.length]);
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('ArrowDown'); // the test identifier kind (not needed for a real INS)
+  await page.keyboard.press('Tab');
+  await page.keyboard.type(`CRRA-2026-${String(run).padStart(6, '0')}`);
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('ArrowDown');
+  await page.keyboard.press('Tab');
+  keys += 6;
+  await timed('access', async () => {
+    await page.keyboard.press('Enter');
+    await page.locator('#summary .allergies').waitFor({ state: 'visible' });
+  });
+  // Action 4: read.
+  actions++;
+  samples.push({ waited, actions, keys, ...segments });
+  await ask('REMOVE');
+  await page.locator('#card-title').filter({ hasText: 'Insérez votre carte' }).waitFor();
+}
+await browser.close();
+console.log('RESULT ' + JSON.stringify(samples));
+process.exit(0);
