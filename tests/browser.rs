@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use support::pcsc::{Pcscd, VirtualCard};
-use support::upstream::{DevUpstream, nir, patient};
+use support::upstream::{DevUpstream, family, nir, patient};
 use support::{DESK_A, Gateway, Pki, write_config};
 
 fn browser_dir() -> PathBuf {
@@ -90,6 +90,7 @@ async fn physician_reaches_the_allergies_by_keyboard_and_pulling_the_card_clears
         ("CLIENT_KEY", desk.key.display().to_string()),
         ("INS", nir(1)),
         ("OPPOSED_INS", nir(2)),
+        ("FAMILY", family(1)),
         ("SHOTS", shots_dir().display().to_string()),
     ];
     let runtime = tokio::runtime::Handle::current();
@@ -181,4 +182,46 @@ async fn compliance_officers_review_accesses_in_their_own_view() {
         &[],
     );
     assert!(listed.contains("\"decision\":\"justified\""), "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_url_works_in_a_browser_on_the_same_machine_without_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(support::BIN)
+        .args(["demo", "--port", "0", "--dir"])
+        .arg(dir.path())
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let manifest = dir.path().join("demo.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !manifest.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "demo.json never appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    let env = [
+        ("URL", format!("{}/", manifest["url"].as_str().unwrap())),
+        ("PIN", manifest["card"]["pin"].as_str().unwrap().to_owned()),
+        (
+            "INS",
+            manifest["patients"][0]["ins"].as_str().unwrap().to_owned(),
+        ),
+    ];
+    let result = tokio::task::block_in_place(|| {
+        run_script(&browser_dir().join("demo.mjs"), &env, |_| false)
+    });
+    let _ = demo.kill();
+    let _ = demo.wait();
+    assert!(
+        result["banner"].as_str().unwrap().contains("Démonstration"),
+        "{result}"
+    );
 }

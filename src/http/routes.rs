@@ -179,6 +179,9 @@ pub struct DeskView {
     pub card: Option<crate::session::CardState>,
     /// The open session, if any.
     pub session: Option<crate::session::Session>,
+    /// Seconds until that session ends on its own (idle timeout or maximum duration; a
+    /// shift end in the roster can come sooner).
+    pub session_seconds_left: Option<u64>,
     /// What the break-glass form offers (absent when break-glass is not configured).
     pub break_glass: Option<crate::access::AccessForm>,
 }
@@ -224,6 +227,10 @@ pub async fn desk(State(state): State<AppState>, caller: CallingDesk) -> Json<De
         } else {
             DeskState::NoSession
         },
+        session_seconds_left: session
+            .as_ref()
+            .zip(state.cards())
+            .map(|(s, cards)| cards.seconds_left(s)),
         card,
         session,
         break_glass: state.access().map(|a| a.form()),

@@ -251,6 +251,17 @@ pub struct Candidate {
     pub birthplace: Option<String>,
     /// Whether the service holds a qualified INS for this patient.
     pub has_ins: bool,
+    /// That INS, for the physician's choice to fill the access form.
+    pub ins: Option<CandidateIns>,
+}
+
+/// A candidate's INS as the record service holds it.
+#[derive(Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct CandidateIns {
+    /// The number.
+    pub value: String,
+    /// Its OID.
+    pub oid: String,
 }
 
 impl std::fmt::Debug for Candidate {

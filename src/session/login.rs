@@ -54,6 +54,7 @@ pub struct CardLogin {
     roster: Option<Arc<Roster>>,
     integration_cn: Option<String>,
     allowed_professions: Vec<String>,
+    expiry: super::Expiry,
 }
 
 impl CardLogin {
@@ -104,7 +105,13 @@ impl CardLogin {
             roster,
             integration_cn,
             allowed_professions: config.allowed_professions.clone(),
+            expiry: config.expiry(),
         })
+    }
+
+    /// Seconds until `session` ends on its own (idle or maximum duration), as of now.
+    pub fn seconds_left(&self, session: &Session) -> u64 {
+        session.seconds_left(self.expiry)
     }
 
     /// The roster as shared with the real-time alerts (the same one the API replaces).

@@ -72,6 +72,19 @@ pub struct Session {
     last_used: tokio::time::Instant,
 }
 
+impl Session {
+    /// Seconds until this session ends on its own under `expiry` (the sooner of the idle
+    /// timeout, counted from its last use, and the maximum duration), as of now.
+    pub fn seconds_left(&self, expiry: Expiry) -> u64 {
+        let now = tokio::time::Instant::now();
+        let idle = expiry
+            .idle
+            .saturating_sub(now.duration_since(self.last_used));
+        let max = expiry.max.saturating_sub(now.duration_since(self.opened));
+        idle.min(max).as_secs()
+    }
+}
+
 /// When sessions end on their own.
 #[derive(Debug, Clone, Copy)]
 pub struct Expiry {

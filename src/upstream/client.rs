@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::assertion::{AssertionSigner, Claims, LIFETIME_SECS, new_jti};
 use super::{Access, BoxFuture, RecordService, UpstreamConfig, UpstreamError, outcome};
 use crate::config::Problem;
-use crate::patient::{Candidate, Ins, Traits};
+use crate::patient::{Candidate, CandidateIns, Ins, Traits};
 use crate::summary::{self, CriticalSummary};
 
 /// Largest error body read (OperationOutcomes are small).
@@ -265,6 +265,16 @@ fn candidates(body: &[u8]) -> Result<Vec<Candidate>, UpstreamError> {
         .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Patient"))
         .filter_map(|r| {
             let id = r.get("id")?.as_str()?;
+            let ins = summary::ins_identifiers(r)
+                .into_iter()
+                .next()
+                .and_then(|token| {
+                    let (oid, value) = token.split_once('|')?;
+                    Some(CandidateIns {
+                        value: value.to_owned(),
+                        oid: oid.to_owned(),
+                    })
+                });
             summary::validate::legal_id(id).then(|| Candidate {
                 id: id.to_owned(),
                 names: summary::human_names(r),
@@ -274,7 +284,8 @@ fn candidates(body: &[u8]) -> Result<Vec<Candidate>, UpstreamError> {
                     .map(str::to_owned),
                 gender: r.get("gender").and_then(Value::as_str).map(str::to_owned),
                 birthplace: None,
-                has_ins: !summary::ins_identifiers(r).is_empty(),
+                has_ins: ins.is_some(),
+                ins,
             })
         })
         .collect())

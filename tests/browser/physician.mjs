@@ -96,6 +96,7 @@ try {
   await page.locator('#screen-patient').waitFor({ state: 'visible' });
   check(await page.evaluate(() => document.activeElement.id === 'ins'), 'the INS field has the focus');
   check((await page.locator('#who').textContent()).startsWith('Dr '), 'the session bar names the physician');
+  check((await page.locator('#session-since').textContent()).includes('fin de session dans'), 'the session bar says when it ends');
   await page.screenshot({ path: `${shots}/3-identification.png`, fullPage: true });
   await accessible(page, 'identification');
 
@@ -122,7 +123,25 @@ try {
   await page.screenshot({ path: `${shots}/4-opposition.png`, fullPage: true });
   await page.locator('#access-form').evaluate((form) => form.reset());
 
-  await requestAccess(env('INS'));
+  // Without an INS at hand: identity traits, the record service's candidates, a choice
+  // that fills the INS; then call id, reason, Enter.
+  await page.locator('#traits-toggle').click();
+  await page.locator('#birth-name').fill(env('FAMILY'));
+  await page.locator('#first-names').fill('Camille');
+  await page.locator('#birth-date').fill('1980-01-17');
+  await page.keyboard.press('Enter'); // in a trait field, Enter searches
+  const candidate = page.locator('#candidates button:not([disabled])').first();
+  await candidate.waitFor();
+  check(await candidate.evaluate((b) => b === document.activeElement), 'the first candidate has the focus');
+  await page.screenshot({ path: `${shots}/3b-recherche-identite.png`, fullPage: true });
+  await page.keyboard.press('Enter');
+  check((await page.locator('#ins').inputValue()) === env('INS'), 'the choice fills the INS');
+  check(await page.evaluate(() => document.activeElement.id === 'call-id'), 'then the call id has the focus');
+  await page.keyboard.type('CRRA-2026-000042');
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('ArrowDown');
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('Enter');
   await page.locator('#screen-summary .allergies').waitFor({ state: 'visible' });
   const first = await page.locator('#summary > section').first().getAttribute('class');
   check(first.includes('allergies'), 'allergies come first');

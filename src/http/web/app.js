@@ -63,6 +63,8 @@
     $('stale-banner').replaceChildren();
     $('stale-banner').hidden = true;
     $('access-form').reset();
+    $('candidates').replaceChildren();
+    $('traits').hidden = true;
     $('ins-check').textContent = '';
     $('ins-check').className = 'check';
   }
@@ -86,7 +88,7 @@
     $('desk-name').textContent = desk.desk.name;
     $('demo-banner').hidden = !desk.workstation.demo_loopback;
     if (desk.session) {
-      renderSession(desk.session);
+      renderSession(desk.session, desk.session_seconds_left);
       prepareForm(desk.break_glass);
       if ($('screen-summary').hidden && $('screen-patient').hidden) {
         message('');
@@ -101,12 +103,15 @@
     renderCard(desk.card, desk.desk.pin_entry);
   }
 
-  function renderSession(session) {
+  function renderSession(session, secondsLeft) {
     const who = session.professional;
     $('who').textContent = 'Dr ' + [who.given_name, who.surname].filter(Boolean).join(' ');
     const since = new Date(session.started);
-    $('session-since').textContent = 'connecté depuis ' +
-      since.toLocaleTimeString('fr-FR', { hour: '2-digit', minute: '2-digit' });
+    let text = 'connecté depuis ' + since.toLocaleTimeString('fr-FR', { hour: '2-digit', minute: '2-digit' });
+    if (typeof secondsLeft === 'number') {
+      text += ' · fin de session dans ' + Math.max(1, Math.ceil(secondsLeft / 60)) + ' min';
+    }
+    $('session-since').textContent = text;
     $('session-bar').hidden = false;
   }
 
@@ -239,6 +244,73 @@
       return ['reason-text', 'Ce motif demande des précisions.'];
     }
     return null;
+  }
+
+  // ---- Identification by traits: the record service proposes, the physician chooses ----
+
+  function toggleTraits() {
+    const open = $('traits').hidden;
+    $('traits').hidden = !open;
+    $('traits-toggle').setAttribute('aria-expanded', String(open));
+    if (open) $('birth-name').focus();
+  }
+
+  const SEX_TEXT = { female: 'F', male: 'M', other: 'I', unknown: '?' };
+
+  async function searchTraits() {
+    const traits = {
+      birth_name: $('birth-name').value.trim(),
+      first_names: $('first-names').value.trim(),
+      birth_date: $('birth-date').value,
+      sex: $('sex').value,
+    };
+    if (!traits.birth_name || !traits.first_names || !traits.birth_date) {
+      message('Nom de naissance, prénoms et date de naissance sont nécessaires.');
+      $(!traits.birth_name ? 'birth-name' : !traits.first_names ? 'first-names' : 'birth-date').focus();
+      return;
+    }
+    const place = $('birthplace').value.trim().toUpperCase();
+    if (place) traits.birthplace = place;
+    message('');
+    const mode = document.querySelector('input[name="mode"]:checked').value;
+    const answer = await api('POST', '/api/v1/patients/search', { traits, access_mode: mode });
+    const out = $('candidates');
+    if (answer.status !== 200) {
+      out.replaceChildren();
+      message(refusal(answer));
+      return;
+    }
+    const candidates = answer.data.candidates;
+    if (!candidates.length) {
+      out.replaceChildren(element('p', 'status', 'Aucun patient trouvé avec ces traits.'));
+      return;
+    }
+    const list = element('ul');
+    for (const c of candidates) {
+      const item = element('li');
+      const label = [c.names.join(' / '), c.birth_date ? 'né(e) le ' + frenchDate(c.birth_date) : null,
+        SEX_TEXT[c.gender] || null].filter(Boolean).join(' — ');
+      const choose = element('button', null, c.ins ? label : label + ' — sans INS qualifié : accès impossible');
+      choose.type = 'button';
+      choose.disabled = !c.ins;
+      choose.addEventListener('click', () => chooseCandidate(c));
+      item.append(choose);
+      list.append(item);
+    }
+    out.replaceChildren(element('p', null, candidates.length + ' patient(s) trouvé(s) : choisissez.'), list);
+    const first = out.querySelector('button:not([disabled])');
+    if (first) first.focus();
+  }
+
+  function chooseCandidate(candidate) {
+    $('ins').value = candidate.ins.value;
+    const oid = $('ins-oid');
+    if ([...oid.options].some((o) => o.value === candidate.ins.oid)) oid.value = candidate.ins.oid;
+    showInsCheck();
+    $('candidates').replaceChildren();
+    $('traits').hidden = true;
+    $('traits-toggle').setAttribute('aria-expanded', 'false');
+    $('call-id').focus();
   }
 
   async function requestAccess(event) {
@@ -455,6 +527,17 @@
       login({});
     });
     $('ins').addEventListener('input', showInsCheck);
+    // A reset form shows no verdict on an INS it no longer holds.
+    $('access-form').addEventListener('reset', () => setTimeout(showInsCheck));
+    $('traits-toggle').addEventListener('click', toggleTraits);
+    $('traits-search').addEventListener('click', searchTraits);
+    // Enter in a trait field searches instead of submitting the access.
+    $('traits').addEventListener('keydown', (event) => {
+      if (event.key === 'Enter' && event.target.tagName !== 'BUTTON') {
+        event.preventDefault();
+        searchTraits();
+      }
+    });
     $('reason').addEventListener('change', reasonChanged);
     $('access-form').addEventListener('submit', requestAccess);
     $('close-access').addEventListener('click', closeAccess);
@@ -462,6 +545,10 @@
     state.csrf = (token.data && token.data.token) || '';
     await refreshDesk();
     follow();
+    // The session's time left, kept current while one is open.
+    setInterval(() => {
+      if (state.desk && state.desk.session) refreshDesk();
+    }, 30000);
   }
 
   document.addEventListener('DOMContentLoaded', start);
