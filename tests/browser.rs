@@ -63,6 +63,7 @@ fn run_script(script: &Path, env: &[(&str, String)], mut act: impl FnMut(&str) -
 async fn physician_reaches_the_allergies_by_keyboard_and_pulling_the_card_clears_the_page() {
     let pcscd = Pcscd::start(1);
     let mut card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    let card_dir = card.dir.clone();
     let mut opposed = patient("p2", 2, &fixture("bundle-minimal.json"));
     opposed["opposed"] = json!(["centre_15"]);
     let upstream = DevUpstream::start(vec![
@@ -98,6 +99,7 @@ async fn physician_reaches_the_allergies_by_keyboard_and_pulling_the_card_clears
         run_script(&browser_dir().join("physician.mjs"), &env, |command| {
             match command {
                 "REMOVE" => card.remove(),
+                "INSERT" => card = VirtualCard::insert_from(&pcscd, 0, &card_dir, &[]),
                 "UPSTREAM_DOWN" => {
                     runtime.block_on(upstream.fault(json!({"kind": "status", "status": 503})))
                 }

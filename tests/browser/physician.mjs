@@ -1,7 +1,8 @@
 // The physician's page in Debian's Chromium, driven by Playwright. Started by
 // tests/browser.rs, which runs the real gateway, pcscd with the virtual card and the dev
 // upstream, and acts on what this script prints: "UPSTREAM_DOWN" (the record service
-// answers 503 from then on) and "REMOVE" (the card leaves the reader); it answers "done".
+// answers 503 from then on), "REMOVE" (the card leaves the reader) and "INSERT" (it comes
+// back); it answers "done".
 //
 // Environment: GATEWAY (base URL), CLIENT_CERT / CLIENT_KEY (the desk's workstation
 // certificate), INS (a patient with a penicillin allergy), OPPOSED_INS (opposed to
@@ -183,6 +184,18 @@ try {
   await page.reload();
   await page.locator('#card-title').filter({ hasText: 'Insérez votre carte' }).waitFor();
   check(!/p[ée]nicillin/i.test(await page.evaluate(() => document.body.innerText)), 'nothing after a reload');
+
+  // The card back in the reader: three wrong PINs block it, and the page says so.
+  await ask('INSERT');
+  await page.locator('#pin').waitFor({ state: 'visible' });
+  for (const expected of ['Il reste 2 essais', 'dernier essai', 'Carte bloquée']) {
+    await page.keyboard.type('0000');
+    await page.keyboard.press('Enter');
+    await page.locator('#message').filter({ hasText: expected }).waitFor();
+  }
+  await page.locator('#card-detail').filter({ hasText: 'Carte bloquée' }).waitFor();
+  check(await page.locator('#pin-form').isHidden(), 'no PIN field for a blocked card');
+  await page.screenshot({ path: `${shots}/2b-carte-bloquee.png`, fullPage: true });
   result.consoleErrors = violations;
   check(violations.length === 0, `no console error: ${violations.join(' | ')}`);
 } finally {
