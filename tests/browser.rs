@@ -157,16 +157,7 @@ async fn compliance_officers_review_accesses_in_their_own_view() {
             ..Event::new(EventKind::BreakGlassStarted, Outcome::Success)
         });
     }
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    support::write_trail(dir.path(), &pki.audit_key, events);
-    let config = write_config(
-        dir.path(),
-        &pki,
-        "",
-        "\n[compliance]\nofficer_cns = [\"poste-x\"]\n",
-    );
-    let gateway = Gateway::launch(dir, pki, config, &[]);
+    let gateway = support::launch_on_trail(events, "\n[compliance]\nofficer_cns = [\"poste-x\"]\n");
     let officer = &gateway.pki.clients[support::UNMAPPED];
     let env = [
         ("GATEWAY", gateway.url("").trim_end_matches('/').to_owned()),

@@ -7,7 +7,7 @@ mod support;
 use reqwest::StatusCode;
 use samu_gateway::audit::{AccessMode, Actor, CallContext, Event, EventKind, Outcome, PatientRef};
 use serde_json::{Value, json};
-use support::{DESK_A, Gateway, Pki, UNMAPPED, write_config};
+use support::{DESK_A, UNMAPPED};
 
 /// A break-glass start as the access module records it.
 fn started(n: u64, outcome: Outcome) -> Event {
@@ -37,8 +37,9 @@ fn of_access(kind: EventKind, n: u64, outcome: Outcome) -> Event {
     }
 }
 
-fn trail(dir: &std::path::Path, key: &std::path::Path) {
-    let events = vec![
+/// Three successful starts and a refused one, as an earlier run left them.
+fn trail() -> Vec<Event> {
+    vec![
         started(1, Outcome::Success),
         started(2, Outcome::Success),
         started(
@@ -49,25 +50,14 @@ fn trail(dir: &std::path::Path, key: &std::path::Path) {
         ),
         started(3, Outcome::Success),
         Event::new(EventKind::PatientRecordRead, Outcome::Success),
-    ];
-    support::write_trail(dir, key, events);
+    ]
 }
+
+const OFFICER_CONFIG: &str = "\n[compliance]\nofficer_cns = [\"poste-x\"]\n";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn officers_review_break_glass_accesses_and_nobody_else_can() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let (path, key) = (dir.path().to_owned(), pki.audit_key.clone());
-    std::thread::spawn(move || trail(&path, &key))
-        .join()
-        .unwrap();
-    let config = write_config(
-        dir.path(),
-        &pki,
-        "",
-        "\n[compliance]\nofficer_cns = [\"poste-x\"]\n",
-    );
-    let gateway = Gateway::launch(dir, pki, config, &[]);
+    let gateway = support::launch_on_trail(trail(), OFFICER_CONFIG);
     let officer = gateway.client(Some(UNMAPPED));
     let pending = |client: reqwest::Client| {
         let url = gateway.url("/api/v1/compliance/pending");
@@ -200,16 +190,10 @@ async fn the_anomaly_report_flags_each_pattern_with_its_records() {
             Some(samu_gateway::audit::DataSource::StaleCache),
         ),
     ]);
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    support::write_trail(dir.path(), &pki.audit_key, events);
-    let config = write_config(
-        dir.path(),
-        &pki,
-        "",
-        "\n[compliance]\nofficer_cns = [\"poste-x\"]\ncall_id_pattern = \"^CRRA-[0-9]+$\"\n",
+    let gateway = support::launch_on_trail(
+        events,
+        &format!("{OFFICER_CONFIG}call_id_pattern = \"^CRRA-[0-9]+$\"\n"),
     );
-    let gateway = Gateway::launch(dir, pki, config, &[]);
     let (status, body) = support::get_json(
         &gateway.client(Some(UNMAPPED)),
         &gateway.url("/api/v1/compliance/report?since=1h"),
@@ -273,16 +257,7 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
         of_access(EventKind::PatientRecordRead, 1, Outcome::Success), // 7: a later access's
         of_access(EventKind::BreakGlassStopped, 2, Outcome::Success), // 8
     ];
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    support::write_trail(dir.path(), &pki.audit_key, events);
-    let config = write_config(
-        dir.path(),
-        &pki,
-        "",
-        "\n[compliance]\nofficer_cns = [\"poste-x\"]\n",
-    );
-    let gateway = Gateway::launch(dir, pki, config, &[]);
+    let gateway = support::launch_on_trail(events, OFFICER_CONFIG);
     let officer = gateway.client(Some(UNMAPPED));
     let post = |client: &reqwest::Client, path: &str, body: Value| {
         let request = client.post(gateway.url(path)).json(&body);
@@ -307,7 +282,7 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
     assert_eq!(page["next_after"], 3);
     assert_eq!(page["records"][0]["record"]["kind"], "break_glass_started");
     assert_eq!(page["records"][0]["hash"].as_str().unwrap().len(), 64);
-    let next = json!({"filter": {"patient": "269054958815781"}, "limit": 2, "after": 3});
+    let next = json!({"filter": {"patient": "269054958815781", "after": 3}, "limit": 2});
     let page: Value = post(&officer, "/api/v1/compliance/search", next)
         .await
         .json()
@@ -316,7 +291,7 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
     assert_eq!(seqs(&page), [6, 7]);
     // The searches are themselves on the trail, naming the patient looked up.
     assert_eq!(page["next_after"], 7);
-    let last = json!({"filter": {"patient": "269054958815781"}, "after": 7});
+    let last = json!({"filter": {"patient": "269054958815781", "after": 7}});
     let page: Value = post(&officer, "/api/v1/compliance/search", last)
         .await
         .json()

@@ -46,6 +46,7 @@ async fn every_documented_operation_is_served() {
             "GET /api/v1/session",
             "GET /assets/app.css",
             "GET /assets/app.js",
+            "GET /assets/common.js",
             "GET /assets/compliance.js",
             "GET /assets/icon.svg",
             "GET /conformite",

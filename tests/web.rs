@@ -15,6 +15,13 @@ async fn pages_and_assets_are_embedded_and_served_under_a_strict_policy() {
     for (path, kind, needle) in [
         ("/", "text/html", "/assets/app.js"),
         ("/assets/app.js", "text/javascript", "EventSource"),
+        ("/assets/common.js", "text/javascript", "x-csrf-token"),
+        ("/conformite", "text/html", "/assets/compliance.js"),
+        (
+            "/assets/compliance.js",
+            "text/javascript",
+            "/api/v1/compliance/pending",
+        ),
         ("/assets/app.css", "text/css", "--ink"),
         ("/assets/icon.svg", "image/svg+xml", "<svg"),
     ] {

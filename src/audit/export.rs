@@ -44,6 +44,71 @@ pub struct Filter {
     pub after_seq: Option<u64>,
 }
 
+/// A filter as people write it, on the command line (`audit list|export`) or in a
+/// compliance request body: times as RFC 3339, the rest as stored.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct FilterSpec {
+    /// From this time (RFC 3339, e.g. 2026-11-01T00:00:00Z), inclusive.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Until this time (RFC 3339), inclusive.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Professional idNat.
+    #[arg(long)]
+    pub professional: Option<String>,
+    /// Patient INS.
+    #[arg(long)]
+    pub patient: Option<String>,
+    /// Desk id.
+    #[arg(long)]
+    pub desk: Option<String>,
+    /// Emergency call id.
+    #[arg(long)]
+    pub call: Option<String>,
+    /// Event kind.
+    #[arg(long, value_enum)]
+    pub kind: Option<EventKind>,
+    /// Outcome: `success`, `refused` or `failed`.
+    #[arg(long, value_parser = ["success", "refused", "failed"])]
+    pub outcome: Option<String>,
+    /// Only records after this sequence number (to page through a long list).
+    #[arg(long, value_name = "SEQ")]
+    pub after: Option<u64>,
+}
+
+impl FilterSpec {
+    /// The filter, or the field that does not read and why.
+    pub fn to_filter(&self) -> Result<Filter, (&'static str, String)> {
+        let time = |field: &'static str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(|v| {
+                    chain::parse_time(v)
+                        .ok_or_else(|| (field, format!("'{v}' is not an RFC 3339 time")))
+                })
+                .transpose()
+        };
+        if let Some(outcome) = &self.outcome
+            && !["success", "refused", "failed"].contains(&outcome.as_str())
+        {
+            return Err(("outcome", "is success, refused or failed".into()));
+        }
+        Ok(Filter {
+            since_ms: time("since", &self.since)?,
+            until_ms: time("until", &self.until)?,
+            professional: self.professional.clone(),
+            patient: self.patient.clone(),
+            desk: self.desk.clone(),
+            call: self.call.clone(),
+            kind: self.kind,
+            outcome: self.outcome.clone(),
+            after_seq: self.after,
+        })
+    }
+}
+
 /// A selected record: its stored bytes, parsed form and hash.
 #[derive(Debug, Clone)]
 pub struct Selected {

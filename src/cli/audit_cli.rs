@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 
 use super::{EXIT_RUNTIME, Failure};
-use crate::audit::export::{self, Filter, Format};
+use crate::audit::export::{self, Filter, FilterSpec, Format};
 use crate::audit::store::ReadStore;
-use crate::audit::{AuditLog, AuditReader, AuditStore, EventKind, Signer, TrustedKeys, chain};
+use crate::audit::{AuditLog, AuditReader, AuditStore, Signer, TrustedKeys, chain};
 use crate::config::{Config, ConfigError, Problem};
 use crate::state::AUDIT_FILE;
 
@@ -48,7 +48,7 @@ pub(super) enum AuditCommand {
     /// List records matching the filters, oldest first.
     List {
         #[command(flatten)]
-        filter: FilterArgs,
+        filter: FilterSpec,
         /// At most this many records.
         #[arg(long)]
         limit: Option<usize>,
@@ -62,7 +62,7 @@ pub(super) enum AuditCommand {
         #[arg(long, value_enum, default_value = "jsonl")]
         format: Format,
         #[command(flatten)]
-        filter: FilterArgs,
+        filter: FilterSpec,
         /// Write here instead of standard output.
         #[arg(long)]
         output: Option<PathBuf>,
@@ -80,61 +80,9 @@ pub(super) enum AuditCommand {
     Prune,
 }
 
-#[derive(Debug, Args)]
-pub(super) struct FilterArgs {
-    /// From this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
-    #[arg(long)]
-    since: Option<String>,
-    /// Until this time (RFC 3339).
-    #[arg(long)]
-    until: Option<String>,
-    /// Professional idNat.
-    #[arg(long)]
-    professional: Option<String>,
-    /// Patient INS.
-    #[arg(long)]
-    patient: Option<String>,
-    /// Desk id.
-    #[arg(long)]
-    desk: Option<String>,
-    /// Emergency call id.
-    #[arg(long)]
-    call: Option<String>,
-    /// Event kind.
-    #[arg(long, value_enum)]
-    kind: Option<EventKind>,
-    /// Outcome.
-    #[arg(long, value_parser = ["success", "refused", "failed"])]
-    outcome: Option<String>,
-    /// Only records after this sequence number (to page through a long list).
-    #[arg(long, value_name = "SEQ")]
-    after: Option<u64>,
-}
-
-impl FilterArgs {
-    fn to_filter(&self) -> Result<Filter, Failure> {
-        let time = |flag: &str, value: &Option<String>| -> Result<Option<u64>, Failure> {
-            value
-                .as_deref()
-                .map(|v| {
-                    chain::parse_time(v).ok_or_else(|| {
-                        Failure::Usage(vec![format!("--{flag}: '{v}' is not an RFC 3339 time")])
-                    })
-                })
-                .transpose()
-        };
-        Ok(Filter {
-            since_ms: time("since", &self.since)?,
-            until_ms: time("until", &self.until)?,
-            professional: self.professional.clone(),
-            patient: self.patient.clone(),
-            desk: self.desk.clone(),
-            call: self.call.clone(),
-            kind: self.kind,
-            outcome: self.outcome.clone(),
-            after_seq: self.after,
-        })
-    }
+fn to_filter(spec: &FilterSpec) -> Result<Filter, Failure> {
+    spec.to_filter()
+        .map_err(|(field, why)| Failure::Usage(vec![format!("--{field}: {why}")]))
 }
 
 pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode, Failure> {
@@ -257,7 +205,7 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
             let reader = reader(config_path)?;
             let txn = reader.snapshot().context("cannot read the audit store")?;
             let selection =
-                export::select(&txn, &filter.to_filter()?, limit).context("cannot list")?;
+                export::select(&txn, &to_filter(&filter)?, limit).context("cannot list")?;
             let mut out = std::io::stdout().lock();
             for selected in &selection.records {
                 let line = if json {
@@ -277,7 +225,7 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
         } => {
             let reader = reader(config_path)?;
             let txn = reader.snapshot().context("cannot read the audit store")?;
-            let filter = filter.to_filter()?;
+            let filter = to_filter(&filter)?;
             let count = match &output {
                 Some(path) => {
                     let mut file = std::io::BufWriter::new(

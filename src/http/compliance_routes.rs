@@ -18,7 +18,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::identity::Peer;
 use super::session_routes::audit_unavailable;
-use crate::audit::export::{self, Filter, Format};
+use crate::audit::export::{self, Filter, FilterSpec, Format};
 use crate::audit::review::{self, AccessTrail, BreakGlassAccess, TrailRecord};
 use crate::audit::store::ReadStore;
 use crate::audit::{
@@ -200,74 +200,27 @@ pub async fn report(
     Ok(Json(ReportAnswer { flags }))
 }
 
-/// Which records: every field set narrows the selection.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RecordFilter {
-    /// From this time (RFC 3339), inclusive.
-    pub since: Option<String>,
-    /// Until this time (RFC 3339), inclusive.
-    pub until: Option<String>,
-    /// Professional idNat.
-    pub professional: Option<String>,
-    /// Patient INS.
-    pub patient: Option<String>,
-    /// Desk id.
-    pub desk: Option<String>,
-    /// Emergency call id.
-    pub call: Option<String>,
-    /// Event kind.
-    pub kind: Option<EventKind>,
-    /// `success`, `refused` or `failed`.
-    pub outcome: Option<String>,
-}
-
-impl RecordFilter {
-    fn to_filter(&self, after_seq: Option<u64>) -> Result<Filter, ApiError> {
-        let invalid = |what: &str| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_filter",
-                format!("filter.{what} is invalid"),
-                "Critère de recherche invalide.",
-            )
-        };
-        let time = |what: &str, value: &Option<String>| {
-            value
-                .as_deref()
-                .map(|v| crate::audit::chain::parse_time(v).ok_or_else(|| invalid(what)))
-                .transpose()
-        };
-        if let Some(outcome) = &self.outcome
-            && !["success", "refused", "failed"].contains(&outcome.as_str())
-        {
-            return Err(invalid("outcome"));
-        }
-        Ok(Filter {
-            since_ms: time("since", &self.since)?,
-            until_ms: time("until", &self.until)?,
-            professional: self.professional.clone(),
-            patient: self.patient.clone(),
-            desk: self.desk.clone(),
-            call: self.call.clone(),
-            kind: self.kind,
-            outcome: self.outcome.clone(),
-            after_seq,
-        })
-    }
+fn to_filter(spec: &FilterSpec) -> Result<Filter, ApiError> {
+    spec.to_filter().map_err(|(field, why)| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_filter",
+            format!("filter.{field} {why}"),
+            "Critère de recherche invalide.",
+        )
+    })
 }
 
 /// A search of the trail.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
-    /// Which records (none: all).
+    /// Which records (none: all); `filter.after` pages (the previous page's
+    /// `next_after`).
     #[serde(default)]
-    pub filter: RecordFilter,
+    pub filter: FilterSpec,
     /// At most this many records (default 200, at most 1000).
     pub limit: Option<usize>,
-    /// Only records after this sequence number: the previous page's `next_after`.
-    pub after: Option<u64>,
 }
 
 /// One page of matching records.
@@ -275,7 +228,7 @@ pub struct SearchRequest {
 pub struct SearchAnswer {
     /// Oldest first.
     pub records: Vec<TrailRecord>,
-    /// Set when more records match: pass it as `after` for the next page.
+    /// Set when more records match: pass it as `filter.after` for the next page.
     pub next_after: Option<u64>,
 }
 
@@ -290,7 +243,7 @@ pub async fn search(
     Json(request): Json<SearchRequest>,
 ) -> Result<Json<SearchAnswer>, ApiError> {
     let limit = request.limit.unwrap_or(200).clamp(1, 1000);
-    let filter = request.filter.to_filter(request.after)?;
+    let filter = to_filter(&request.filter)?;
     let selecting = filter.clone();
     let selection = read_trail(&state, move |store| {
         export::select(&store.snapshot()?, &selecting, Some(limit + 1))
@@ -325,7 +278,7 @@ pub struct ExportRequest {
     pub format: Format,
     /// Which records (none: all).
     #[serde(default)]
-    pub filter: RecordFilter,
+    pub filter: FilterSpec,
 }
 
 /// Exports the trail as a file (same as `samu-gateway audit export`).
@@ -338,7 +291,7 @@ pub async fn export(
     officer: Officer,
     Json(request): Json<ExportRequest>,
 ) -> Result<Response, ApiError> {
-    let filter = request.filter.to_filter(None)?;
+    let filter = to_filter(&request.filter)?;
     let format = request.format;
     let selecting = filter.clone();
     let (bytes, patient) = read_trail(&state, move |store| {

@@ -204,6 +204,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::openapi_json))
         .routes(routes!(web::index))
         .routes(routes!(web::app_js))
+        .routes(routes!(web::common_js))
         .routes(routes!(web::app_css))
         .routes(routes!(web::icon))
         .routes(routes!(web::compliance))

@@ -23,6 +23,7 @@ use super::routes::CallingDesk;
 
 const INDEX_HTML: &str = include_str!("web/index.html");
 const APP_JS: &str = include_str!("web/app.js");
+const COMMON_JS: &str = include_str!("web/common.js");
 const APP_CSS: &str = include_str!("web/app.css");
 const ICON_SVG: &str = include_str!("web/icon.svg");
 const COMPLIANCE_HTML: &str = include_str!("web/compliance.html");
@@ -63,11 +64,18 @@ pub async fn compliance_js() -> Response {
     asset("text/javascript; charset=utf-8", COMPLIANCE_JS)
 }
 
-/// The pages' script.
+/// The physician's page's script.
 #[utoipa::path(get, path = "/assets/app.js", tag = "web",
     responses((status = 200, description = "Script", content_type = "text/javascript")))]
 pub async fn app_js() -> Response {
     asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+/// What both pages' scripts share.
+#[utoipa::path(get, path = "/assets/common.js", tag = "web",
+    responses((status = 200, description = "Script", content_type = "text/javascript")))]
+pub async fn common_js() -> Response {
+    asset("text/javascript; charset=utf-8", COMMON_JS)
 }
 
 /// The pages' style sheet.

@@ -3,37 +3,17 @@
 // break-glass accesses (calls CRRA-1 and CRRA-2).
 // Environment: GATEWAY, CLIENT_CERT / CLIENT_KEY (the officer's), SHOTS.
 
-import { chromium } from 'playwright-core';
-import { mkdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdirSync } from 'node:fs';
+import { accessible, check, context, env, finish, launch } from './common.mjs';
 
-const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`missing ${name}`);
-  return value;
-};
 const gateway = env('GATEWAY');
 const shots = env('SHOTS');
 mkdirSync(shots, { recursive: true });
 
-function check(condition, what) {
-  if (!condition) throw new Error(`check failed: ${what}`);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-});
+const browser = await launch();
 const result = {};
 try {
-  const context = await browser.newContext({
-    clientCertificates: [{ origin: gateway, certPath: env('CLIENT_CERT'), keyPath: env('CLIENT_KEY') }],
-    ignoreHTTPSErrors: true,
-    locale: 'fr-FR',
-    viewport: { width: 1280, height: 900 },
-  });
-  const page = await context.newPage();
+  const page = await (await context(browser, gateway, { viewport: { width: 1280, height: 900 } })).newPage();
   const errors = [];
   page.on('pageerror', (error) => errors.push(String(error)));
   await page.goto(gateway + '/conformite');
@@ -52,11 +32,7 @@ try {
   await page.locator('#detail').waitFor({ state: 'visible' });
   const trail = await page.locator('#trail').textContent();
   check(trail.includes('Début de l’accès') && trail.includes('Connexion par carte'), `the trail: ${trail}`);
-  await page.evaluate(axeSource);
-  const violations = await page.evaluate(async () => (await window.axe.run(document))
-    .violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')
-    .map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`));
-  check(violations.length === 0, `accessibility: ${violations.join(' | ')}`);
+  await accessible(page, 'compliance');
   await page.screenshot({ path: `${shots}/8-conformite.png`, fullPage: true });
   await page.getByLabel('Justifié', { exact: true }).check();
   await page.locator('#comment').fill('Arrêt cardio-respiratoire, appel vérifié.');
@@ -68,5 +44,4 @@ try {
 } finally {
   await browser.close();
 }
-console.log('RESULT ' + JSON.stringify(result));
-process.exit(0);
+finish(result);

@@ -3,24 +3,12 @@
 // and the whole flow reaches a sample patient's allergies.
 // Environment: URL (from demo.json), PIN, INS (a sample patient with allergies).
 
-import { chromium } from 'playwright-core';
+import { check, context, env, finish, launch } from './common.mjs';
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`missing ${name}`);
-  return value;
-};
-function check(condition, what) {
-  if (!condition) throw new Error(`check failed: ${what}`);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-});
+const browser = await launch();
 const result = {};
 try {
-  const page = await (await browser.newContext({ ignoreHTTPSErrors: true, locale: 'fr-FR' })).newPage();
+  const page = await (await context(browser, env('URL'))).newPage();
   await page.goto(env('URL'));
   await page.locator('#demo-banner').waitFor({ state: 'visible' });
   result.banner = (await page.locator('#demo-banner').textContent()).trim();
@@ -42,5 +30,4 @@ try {
 } finally {
   await browser.close();
 }
-console.log('RESULT ' + JSON.stringify(result));
-process.exit(0);
+finish(result);

@@ -7,34 +7,13 @@
 // Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, RUNS, INS_LIST (comma-separated: one
 // patient per run, so that every run asks the record service).
 
-import { chromium } from 'playwright-core';
-import { createInterface } from 'node:readline';
+import { ask, context, env, finish, launch } from './common.mjs';
 
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`missing ${name}`);
-  return value;
-};
 const gateway = env('GATEWAY');
 const runs = Number(env('RUNS'));
 const patients = env('INS_LIST').split(',');
-const lines = createInterface({ input: process.stdin });
-const nextLine = () => new Promise((resolve) => lines.once('line', resolve));
-async function ask(command) {
-  console.log(command);
-  await nextLine();
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-});
-const context = await browser.newContext({
-  clientCertificates: [{ origin: gateway, certPath: env('CLIENT_CERT'), keyPath: env('CLIENT_KEY') }],
-  ignoreHTTPSErrors: true,
-  locale: 'fr-FR',
-});
-const page = await context.newPage();
+const browser = await launch();
+const page = await (await context(browser, gateway)).newPage();
 await page.goto(gateway + '/');
 await page.locator('#card-title').filter({ hasText: 'Insérez votre carte' }).waitFor();
 
@@ -86,5 +65,4 @@ for (let run = 0; run < runs; run++) {
   await page.locator('#card-title').filter({ hasText: 'Insérez votre carte' }).waitFor();
 }
 await browser.close();
-console.log('RESULT ' + JSON.stringify(samples));
-process.exit(0);
+finish(samples);

@@ -9,60 +9,17 @@
 // Centre 15 access), SHOTS (where screenshots go).
 // Prints one JSON line starting with RESULT, and exits non-zero on the first failure.
 
-import { chromium } from 'playwright-core';
-import { createInterface } from 'node:readline';
-import { mkdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdirSync } from 'node:fs';
+import { accessible, ask, check, context, env, finish, launch } from './common.mjs';
 
-const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-
-const env = (name) => {
-  const value = process.env[name];
-  if (!value) throw new Error(`missing ${name}`);
-  return value;
-};
 const gateway = env('GATEWAY');
 const shots = env('SHOTS');
 mkdirSync(shots, { recursive: true });
 
-const lines = createInterface({ input: process.stdin });
-const nextLine = () => new Promise((resolve) => lines.once('line', resolve));
-
-function check(condition, what) {
-  if (!condition) throw new Error(`check failed: ${what}`);
-}
-
-async function ask(command) {
-  console.log(command);
-  await nextLine();
-}
-
-// axe-core, run through the DevTools protocol (the page's CSP forbids injected scripts):
-// no serious or critical violation on any screen.
-async function accessible(page, screen) {
-  await page.evaluate(axeSource);
-  const found = await page.evaluate(async () => {
-    const report = await window.axe.run(document, { resultTypes: ['violations'] });
-    return report.violations
-      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-      .map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
-  });
-  check(found.length === 0, `accessibility (${screen}): ${found.join(' | ')}`);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-});
+const browser = await launch();
 const result = {};
 try {
-  const context = await browser.newContext({
-    clientCertificates: [{ origin: gateway, certPath: env('CLIENT_CERT'), keyPath: env('CLIENT_KEY') }],
-    ignoreHTTPSErrors: true,
-    locale: 'fr-FR',
-    viewport: { width: 1280, height: 900 },
-  });
-  const page = await context.newPage();
+  const page = await (await context(browser, gateway, { viewport: { width: 1280, height: 900 } })).newPage();
   // Script errors and refused loads (CSP) fail the scenario; refused API calls (401, 403)
   // are the scenario's own and are expected.
   const violations = [];
@@ -201,5 +158,4 @@ try {
 } finally {
   await browser.close();
 }
-console.log('RESULT ' + JSON.stringify(result));
-process.exit(0);
+finish(result);

@@ -417,6 +417,16 @@ pub fn run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, 
     )
 }
 
+/// A gateway started on a state directory holding `events` from an earlier run, with
+/// `extra` appended to its configuration.
+pub fn launch_on_trail(events: Vec<samu_gateway::audit::Event>, extra: &str) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    write_trail(dir.path(), &pki.audit_key, events);
+    let config = write_config(dir.path(), &pki, "", extra);
+    Gateway::launch(dir, pki, config, &[])
+}
+
 /// Writes `events` into `dir/state/audit.redb` as an earlier run of the gateway (node
 /// `gateway-test`, signed with `key`) would have, on a thread of its own (callers may be
 /// inside a runtime; the writer's batch API needs one of its own here).

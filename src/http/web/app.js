@@ -5,33 +5,8 @@
 'use strict';
 
 (() => {
-  const $ = (id) => document.getElementById(id);
-  const state = { csrf: '', desk: null, grant: null, countdown: null, formReady: false };
-
-  // ---- Talking to the gateway -------------------------------------------------------
-
-  async function api(method, path, body) {
-    const headers = { accept: 'application/json' };
-    const options = { method, headers, credentials: 'same-origin', cache: 'no-store' };
-    if (body !== undefined) {
-      headers['content-type'] = 'application/json';
-      options.body = JSON.stringify(body);
-    }
-    if (method !== 'GET') headers['x-csrf-token'] = state.csrf;
-    let response;
-    try {
-      response = await fetch(path, options);
-    } catch (_) {
-      return { status: 0, data: { message_fr: 'Serveur injoignable. Vérifiez le réseau et réessayez.' } };
-    }
-    let data = null;
-    try { data = await response.json(); } catch (_) { data = null; }
-    return { status: response.status, data };
-  }
-
-  function refusal(answer) {
-    return (answer.data && answer.data.message_fr) || 'Erreur inattendue (' + answer.status + ').';
-  }
+  const { $, api, fetchToken, refusal, message, element } = window.samuPage;
+  const state = { desk: null, grant: null, countdown: null, formReady: false };
 
   // ---- Screens ----------------------------------------------------------------------
 
@@ -39,18 +14,6 @@
     for (const name of ['card', 'patient', 'summary']) {
       $('screen-' + name).hidden = name !== screen;
     }
-  }
-
-  function message(text) {
-    $('message').textContent = text || '';
-    $('message').hidden = !text;
-  }
-
-  function element(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = text;
-    return node;
   }
 
   // Removes every patient datum from the page: called at session end, grant end, close.
@@ -541,8 +504,7 @@
     $('reason').addEventListener('change', reasonChanged);
     $('access-form').addEventListener('submit', requestAccess);
     $('close-access').addEventListener('click', closeAccess);
-    const token = await api('GET', '/api/v1/csrf-token');
-    state.csrf = (token.data && token.data.token) || '';
+    await fetchToken();
     await refreshDesk();
     follow();
     // The session's time left, kept current while one is open.

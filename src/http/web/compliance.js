@@ -4,38 +4,8 @@
 'use strict';
 
 (() => {
-  const $ = (id) => document.getElementById(id);
-  const state = { csrf: '', accesses: [], open: null };
-
-  async function api(method, path, body) {
-    const headers = { accept: 'application/json' };
-    const options = { method, headers, credentials: 'same-origin', cache: 'no-store' };
-    if (body !== undefined) {
-      headers['content-type'] = 'application/json';
-      options.body = JSON.stringify(body);
-    }
-    if (method !== 'GET') headers['x-csrf-token'] = state.csrf;
-    try {
-      const response = await fetch(path, options);
-      let data = null;
-      try { data = await response.json(); } catch (_) { data = null; }
-      return { status: response.status, data };
-    } catch (_) {
-      return { status: 0, data: { message_fr: 'Serveur injoignable.' } };
-    }
-  }
-
-  function message(text) {
-    $('message').textContent = text || '';
-    $('message').hidden = !text;
-  }
-
-  function element(tag, className, text) {
-    const node = document.createElement(tag);
-    if (className) node.className = className;
-    if (text !== undefined && text !== null) node.textContent = text;
-    return node;
-  }
+  const { $, api, fetchToken, message, element } = window.samuPage;
+  const state = { accesses: [], open: null };
 
   function when(text) {
     const date = new Date(text);
@@ -171,8 +141,7 @@
     }
     $('filters').addEventListener('submit', (event) => event.preventDefault());
     $('review-form').addEventListener('submit', decide);
-    const token = await api('GET', '/api/v1/csrf-token');
-    state.csrf = (token.data && token.data.token) || '';
+    await fetchToken();
     await load();
   }
 

@@ -1,0 +1,52 @@
+// What both pages share: talking to the gateway (with the CSRF token on every change),
+// the message line, building elements as text (never as markup). Loaded before each
+// page's own script.
+'use strict';
+
+window.samuPage = (() => {
+  const $ = (id) => document.getElementById(id);
+  let csrf = '';
+
+  async function api(method, path, body) {
+    const headers = { accept: 'application/json' };
+    const options = { method, headers, credentials: 'same-origin', cache: 'no-store' };
+    if (body !== undefined) {
+      headers['content-type'] = 'application/json';
+      options.body = JSON.stringify(body);
+    }
+    if (method !== 'GET') headers['x-csrf-token'] = csrf;
+    let response;
+    try {
+      response = await fetch(path, options);
+    } catch (_) {
+      return { status: 0, data: { message_fr: 'Serveur injoignable. Vérifiez le réseau et réessayez.' } };
+    }
+    let data = null;
+    try { data = await response.json(); } catch (_) { data = null; }
+    return { status: response.status, data };
+  }
+
+  // Fetches this page's CSRF token (readable by this origin only).
+  async function fetchToken() {
+    const answer = await api('GET', '/api/v1/csrf-token');
+    csrf = (answer.data && answer.data.token) || '';
+  }
+
+  function refusal(answer) {
+    return (answer.data && answer.data.message_fr) || 'Erreur inattendue (' + answer.status + ').';
+  }
+
+  function message(text) {
+    $('message').textContent = text || '';
+    $('message').hidden = !text;
+  }
+
+  function element(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  }
+
+  return { $, api, fetchToken, refusal, message, element };
+})();

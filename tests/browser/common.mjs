@@ -1,0 +1,62 @@
+// What the browser scenarios share: their environment, checks, Debian's Chromium as the
+// issue prescribes it, the command protocol with tests/browser.rs, and axe-core.
+
+import { chromium } from 'playwright-core';
+import { createInterface } from 'node:readline';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+
+const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+
+export function env(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`missing ${name}`);
+  return value;
+}
+
+export function check(condition, what) {
+  if (!condition) throw new Error(`check failed: ${what}`);
+}
+
+export function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
+  });
+}
+
+// A French browser context presenting the workstation certificate in CLIENT_CERT /
+// CLIENT_KEY to `gateway` (none when they are not set: the demo's case).
+export function context(browser, gateway, options = {}) {
+  const certificate = process.env.CLIENT_CERT
+    ? { clientCertificates: [{ origin: gateway, certPath: env('CLIENT_CERT'), keyPath: env('CLIENT_KEY') }] }
+    : {};
+  return browser.newContext({ ignoreHTTPSErrors: true, locale: 'fr-FR', ...certificate, ...options });
+}
+
+const lines = createInterface({ input: process.stdin });
+
+// Prints `command` for tests/browser.rs and waits until it says it is done.
+export async function ask(command) {
+  console.log(command);
+  await new Promise((resolve) => lines.once('line', resolve));
+}
+
+// Ends the scenario: its result for tests/browser.rs.
+export function finish(result) {
+  console.log('RESULT ' + JSON.stringify(result));
+  process.exit(0);
+}
+
+// axe-core, run through the DevTools protocol (the page's CSP forbids injected scripts):
+// no serious or critical violation.
+export async function accessible(page, screen) {
+  await page.evaluate(axeSource);
+  const found = await page.evaluate(async () => {
+    const report = await window.axe.run(document, { resultTypes: ['violations'] });
+    return report.violations
+      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+      .map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+  });
+  check(found.length === 0, `accessibility (${screen}): ${found.join(' | ')}`);
+}
