@@ -59,6 +59,30 @@ fn run_script(script: &Path, env: &[(&str, String)], mut act: impl FnMut(&str) -
     result
 }
 
+/// A gateway trusting `card`, asking `upstream`, with the cache (`cache` appended to its
+/// `[cache]` section), on `pcscd`'s reader for desk A.
+fn centre_gateway(
+    pcscd: &Pcscd,
+    card: &VirtualCard,
+    upstream: &DevUpstream,
+    cache: &str,
+) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let master = dir.path().join("cache.key");
+    samu_gateway::cache::sealed::MasterKey::generate(&master).unwrap();
+    let extra = format!(
+        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n{}\n[cache]\nmaster_key = \"{}\"\n{cache}",
+        card.dir.join("card-ca.pem").display(),
+        card.dir.join("card-ca.crl").display(),
+        upstream.toml_section(),
+        master.display(),
+    );
+    let config = write_config(dir.path(), &pki, "", &extra);
+    let (key, value) = pcscd.env();
+    Gateway::launch(dir, pki, config, &[(key, value.as_str())])
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn physician_reaches_the_allergies_by_keyboard_and_pulling_the_card_clears_the_page() {
     let pcscd = Pcscd::start(1);
@@ -70,20 +94,12 @@ async fn physician_reaches_the_allergies_by_keyboard_and_pulling_the_card_clears
         patient("p1", 1, &fixture("IPS_IG-bundle-01.json")),
         opposed,
     ]);
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let master = dir.path().join("cache.key");
-    samu_gateway::cache::sealed::MasterKey::generate(&master).unwrap();
-    let extra = format!(
-        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n{}\n[cache]\nmaster_key = \"{}\"\nfresh_seconds = 1\nmax_stale_seconds = 3600\n",
-        card.dir.join("card-ca.pem").display(),
-        card.dir.join("card-ca.crl").display(),
-        upstream.toml_section(),
-        master.display(),
+    let gateway = centre_gateway(
+        &pcscd,
+        &card,
+        &upstream,
+        "fresh_seconds = 1\nmax_stale_seconds = 3600\n",
     );
-    let config = write_config(dir.path(), &pki, "", &extra);
-    let (key, value) = pcscd.env();
-    let gateway = Gateway::launch(dir, pki, config, &[(key, value.as_str())]);
     let desk = &gateway.pki.clients[DESK_A];
     let env = [
         ("GATEWAY", gateway.url("").trim_end_matches('/').to_owned()),
@@ -217,4 +233,28 @@ async fn the_demo_url_works_in_a_browser_on_the_same_machine_without_a_certifica
         result["banner"].as_str().unwrap().contains("Démonstration"),
         "{result}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn losing_the_event_stream_hides_the_summary() {
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    let upstream = DevUpstream::start(vec![patient("p1", 1, &fixture("IPS_IG-bundle-01.json"))]);
+    let gateway = centre_gateway(&pcscd, &card, &upstream, "");
+    let desk = &gateway.pki.clients[DESK_A];
+    let env = [
+        ("GATEWAY", gateway.url("").trim_end_matches('/').to_owned()),
+        ("CLIENT_CERT", desk.cert.display().to_string()),
+        ("CLIENT_KEY", desk.key.display().to_string()),
+        ("INS", nir(1)),
+    ];
+    let result = tokio::task::block_in_place(|| {
+        run_script(&browser_dir().join("stream.mjs"), &env, |command| {
+            command == "GATEWAY_DOWN" && {
+                gateway.terminate();
+                true
+            }
+        })
+    });
+    assert!(result["hiddenMs"].as_u64().unwrap() < 5000, "{result}");
 }

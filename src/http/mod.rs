@@ -65,6 +65,7 @@ struct Shared {
     officers: Vec<String>,
     thresholds: crate::audit::report::Thresholds,
     draining: AtomicBool,
+    drain_started: tokio::sync::Notify,
     csrf: csrf::Csrf,
 }
 
@@ -91,6 +92,7 @@ impl AppState {
             officers: oversight.officers,
             thresholds: oversight.thresholds,
             draining: AtomicBool::new(false),
+            drain_started: tokio::sync::Notify::new(),
             csrf: csrf::Csrf::new(),
         }))
     }
@@ -166,6 +168,18 @@ impl AppState {
     /// Marks the start of shutdown.
     pub fn start_draining(&self) {
         self.0.draining.store(true, Ordering::Relaxed);
+        self.0.drain_started.notify_waiters();
+    }
+
+    /// Resolves when shutdown starts: long-lived answers (event streams) end then, so that
+    /// the drain does not wait for them and their pages learn of it at once.
+    pub async fn draining(&self) {
+        let notified = self.0.drain_started.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !self.is_draining() {
+            notified.await;
+        }
     }
 }
 

@@ -116,10 +116,17 @@ pub async fn desk_events(
         (state, desk, changes, true),
         |(state, desk, mut changes, first)| async move {
             if !first {
-                match changes.as_mut() {
-                    Some(rx) => rx.changed().await.ok()?,
-                    // No card login: nothing ever changes.
-                    None => std::future::pending::<()>().await,
+                let changed = async {
+                    match changes.as_mut() {
+                        Some(rx) => rx.changed().await.ok(),
+                        // No card login: nothing ever changes.
+                        None => std::future::pending().await,
+                    }
+                };
+                // Shutdown ends the stream (the page then hides patient data).
+                tokio::select! {
+                    changed = changed => changed?,
+                    () = state.draining() => return None,
                 }
             }
             let signal = signal(&state, &desk);

@@ -60,3 +60,19 @@ export async function accessible(page, screen) {
   });
   check(found.length === 0, `accessibility (${screen}): ${found.join(' | ')}`);
 }
+
+// The physician's access form on a test gateway, keyboard only: INS, the test identifier
+// kind (after the demo one), the call id, the first reason, then the focus on the details
+// field, where Enter submits.
+export async function fillAccessForm(page, ins, callId) {
+  await page.locator('#ins').focus();
+  await page.keyboard.type(ins);
+  await page.locator('#ins-check.ok').waitFor();
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('ArrowDown');
+  await page.keyboard.press('Tab');
+  await page.keyboard.type(callId);
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('ArrowDown');
+  await page.keyboard.press('Tab');
+}

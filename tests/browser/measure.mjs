@@ -7,7 +7,7 @@
 // Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, RUNS, INS_LIST (comma-separated: one
 // patient per run, so that every run asks the record service).
 
-import { ask, context, env, finish, launch } from './common.mjs';
+import { ask, context, env, fillAccessForm, finish, launch } from './common.mjs';
 
 const gateway = env('GATEWAY');
 const runs = Number(env('RUNS'));
@@ -45,14 +45,8 @@ for (let run = 0; run < runs; run++) {
   });
   // Action 3: INS, call id, reason, Enter (typing excluded). Waiting: until the allergies.
   actions++;
-  await page.keyboard.type(patients[run % patients.length]);
-  await page.keyboard.press('Tab');
-  await page.keyboard.press('ArrowDown'); // the test identifier kind (not needed for a real INS)
-  await page.keyboard.press('Tab');
-  await page.keyboard.type(`CRRA-2026-${String(run).padStart(6, '0')}`);
-  await page.keyboard.press('Tab');
-  await page.keyboard.press('ArrowDown');
-  await page.keyboard.press('Tab');
+  // (↓ for the test identifier kind is not needed for a real INS.)
+  await fillAccessForm(page, patients[run % patients.length], `CRRA-2026-${String(run).padStart(6, '0')}`);
   keys += 6;
   await timed('access', async () => {
     await page.keyboard.press('Enter');

@@ -10,7 +10,7 @@
 // Prints one JSON line starting with RESULT, and exits non-zero on the first failure.
 
 import { mkdirSync } from 'node:fs';
-import { accessible, ask, check, context, env, finish, launch } from './common.mjs';
+import { accessible, ask, check, context, env, fillAccessForm, finish, launch } from './common.mjs';
 
 const gateway = env('GATEWAY');
 const shots = env('SHOTS');
@@ -19,7 +19,8 @@ mkdirSync(shots, { recursive: true });
 const browser = await launch();
 const result = {};
 try {
-  const page = await (await context(browser, gateway, { viewport: { width: 1280, height: 900 } })).newPage();
+  const browsing = await context(browser, gateway, { viewport: { width: 1280, height: 900 } });
+  const page = await browsing.newPage();
   // Script errors and refused loads (CSP) fail the scenario; refused API calls (401, 403)
   // are the scenario's own and are expected.
   const violations = [];
@@ -53,6 +54,10 @@ try {
   await page.keyboard.press('Enter');
   await page.locator('#screen-patient').waitFor({ state: 'visible' });
   check(await page.evaluate(() => document.activeElement.id === 'ins'), 'the INS field has the focus');
+  const cookie = (await browsing.cookies()).find((c) => c.name === 'samu_session');
+  check(cookie && cookie.httpOnly && cookie.secure && cookie.sameSite === 'Strict',
+    `session cookie HttpOnly; Secure; SameSite=Strict: ${JSON.stringify(cookie && { ...cookie, value: '…' })}`);
+  check(!(await page.evaluate(() => document.cookie)).includes('samu_session'), 'no script reads the session');
   check((await page.locator('#who').textContent()).startsWith('Dr '), 'the session bar names the physician');
   check((await page.locator('#session-since').textContent()).includes('fin de session dans'), 'the session bar says when it ends');
   await page.screenshot({ path: `${shots}/3-identification.png`, fullPage: true });
@@ -60,16 +65,7 @@ try {
 
   // Keyboard only: INS, call id, reason, Enter.
   async function requestAccess(ins) {
-    await page.locator('#ins').focus();
-    await page.keyboard.type(ins);
-    await page.locator('#ins-check.ok').waitFor();
-    await page.keyboard.press('Tab'); // identifier kind: demo first, then test
-    await page.keyboard.press('ArrowDown');
-    await page.keyboard.press('Tab');
-    await page.keyboard.type('CRRA-2026-000042');
-    await page.keyboard.press('Tab');
-    await page.keyboard.press('ArrowDown'); // the first reason
-    await page.keyboard.press('Tab'); // details (optional for that reason): Enter submits
+    await fillAccessForm(page, ins, 'CRRA-2026-000042');
     await page.keyboard.press('Enter');
   }
 

@@ -465,6 +465,14 @@
 
   function follow() {
     const events = new EventSource('/api/v1/desk/events');
+    // Without the event stream a pulled card would go unnoticed: fail closed. The browser
+    // reconnects on its own, and the first event then restores the desk's state.
+    events.addEventListener('error', () => {
+      if (!state.grant) return;
+      clearPatientData();
+      show('patient');
+      message('Liaison avec le serveur interrompue : la synthèse a été masquée par sécurité. Recommencez la demande.');
+    });
     events.addEventListener('desk', (event) => {
       let signal = {};
       try { signal = JSON.parse(event.data); } catch (_) { signal = {}; }
