@@ -258,3 +258,33 @@ async fn losing_the_event_stream_hides_the_summary() {
     });
     assert!(result["hiddenMs"].as_u64().unwrap() < 5000, "{result}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pin_pad_desk_asks_for_the_code_on_the_reader_without_a_field() {
+    let pcscd = Pcscd::start(2);
+    let card = VirtualCard::insert(&pcscd, 1, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    // Appended to the last desk's table (desk B), then the card trust.
+    let extra = format!(
+        "pin_entry = \"pinpad\"\n\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n",
+        card.dir.join("card-ca.pem").display(),
+        card.dir.join("card-ca.crl").display(),
+    );
+    let config = write_config(dir.path(), &pki, "", &extra);
+    let (key, value) = pcscd.env();
+    let gateway = Gateway::launch(dir, pki, config, &[(key, value.as_str())]);
+    let desk = &gateway.pki.clients[support::DESK_B];
+    let env = [
+        ("GATEWAY", gateway.url("").trim_end_matches('/').to_owned()),
+        ("CLIENT_CERT", desk.cert.display().to_string()),
+        ("CLIENT_KEY", desk.key.display().to_string()),
+    ];
+    let result = tokio::task::block_in_place(|| {
+        run_script(&browser_dir().join("pinpad.mjs"), &env, |_| false)
+    });
+    assert!(
+        result["message"].as_str().unwrap().contains("lecteur"),
+        "{result}"
+    );
+}

@@ -172,7 +172,21 @@ async fn follow(
     mut watch: Watch,
 ) -> Result<(), AuditError> {
     let committed = log.commits();
-    let (mut cursor, missed) = replay(&store, &mut watch)?;
+    let (mut cursor, missed) = loop {
+        match replay(&store, &mut watch) {
+            Ok(replayed) => break replayed,
+            // As below: the store's failure shows in readiness; alerts wait for it.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot replay the trail for alerts; retrying");
+                watch = Watch {
+                    patients: HashMap::new(),
+                    pins: HashMap::new(),
+                    ..watch
+                };
+                tokio::time::sleep(IDLE).await;
+            }
+        }
+    };
     if !missed.is_empty() {
         tracing::warn!(
             alerts = missed.len(),

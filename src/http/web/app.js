@@ -6,7 +6,8 @@
 
 (() => {
   const { $, api, fetchToken, refusal, message, element } = window.samuPage;
-  const state = { desk: null, grant: null, countdown: null, formReady: false };
+  // pinpadFor: the card (certificate digest) whose PIN-pad entry this page has started.
+  const state = { desk: null, grant: null, countdown: null, formReady: false, pinpadFor: null };
 
   // ---- Screens ----------------------------------------------------------------------
 
@@ -88,6 +89,7 @@
       detail.textContent = 'Contactez le service informatique du centre.';
       return;
     }
+    if (card.state !== 'present') state.pinpadFor = null;
     switch (card.state) {
       case 'no_card':
         title.textContent = 'Insérez votre carte CPS';
@@ -115,7 +117,16 @@
           detail.textContent = 'Saisissez votre code sur le lecteur.';
           $('pinpad-tries').textContent = left;
           $('pinpad').hidden = false;
-          $('pinpad-start').focus();
+          // No action needed on the screen: entry on the reader starts with the card. After
+          // a failure the button starts it again.
+          if (state.pinpadFor !== holder.certificate_sha256) {
+            state.pinpadFor = holder.certificate_sha256;
+            $('pinpad-start').hidden = true;
+            login({});
+          } else {
+            $('pinpad-start').hidden = false;
+            $('pinpad-start').focus();
+          }
         } else {
           detail.textContent = 'Tapez votre code PIN puis Entrée.';
           $('pin-tries').textContent = left;
