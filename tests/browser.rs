@@ -193,10 +193,15 @@ async fn compliance_officers_review_accesses_in_their_own_view() {
     assert!(listed.contains("\"decision\":\"justified\""), "{listed}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_demo_url_works_in_a_browser_on_the_same_machine_without_a_certificate() {
+/// `samu-gateway demo` in a fresh directory, once its manifest is written: the process,
+/// the directory, and the environment of the demo scenarios (URL, PIN, a sample patient).
+fn start_demo() -> (
+    std::process::Child,
+    tempfile::TempDir,
+    Vec<(&'static str, String)>,
+) {
     let dir = tempfile::tempdir().unwrap();
-    let mut demo = Command::new(support::BIN)
+    let demo = Command::new(support::BIN)
         .args(["demo", "--port", "0", "--dir"])
         .arg(dir.path())
         .env_remove("NOTIFY_SOCKET")
@@ -216,14 +221,28 @@ async fn the_demo_url_works_in_a_browser_on_the_same_machine_without_a_certifica
     }
     let manifest: Value =
         serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
-    let env = [
+    let env = vec![
         ("URL", format!("{}/", manifest["url"].as_str().unwrap())),
         ("PIN", manifest["card"]["pin"].as_str().unwrap().to_owned()),
         (
             "INS",
             manifest["patients"][0]["ins"].as_str().unwrap().to_owned(),
         ),
+        (
+            "INS_NONE_KNOWN",
+            manifest["patients"][1]["ins"].as_str().unwrap().to_owned(),
+        ),
+        (
+            "INS_NOT_RECORDED",
+            manifest["patients"][3]["ins"].as_str().unwrap().to_owned(),
+        ),
     ];
+    (demo, dir, env)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_url_works_in_a_browser_on_the_same_machine_without_a_certificate() {
+    let (mut demo, _dir, env) = start_demo();
     let result = tokio::task::block_in_place(|| {
         run_script(&browser_dir().join("demo.mjs"), &env, |_| false)
     });
@@ -231,6 +250,20 @@ async fn the_demo_url_works_in_a_browser_on_the_same_machine_without_a_certifica
     let _ = demo.wait();
     assert!(
         result["banner"].as_str().unwrap().contains("Démonstration"),
+        "{result}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_works_in_firefox_too() {
+    let (mut demo, _dir, env) = start_demo();
+    let result = tokio::task::block_in_place(|| {
+        run_script(&browser_dir().join("firefox.mjs"), &env, |_| false)
+    });
+    let _ = demo.kill();
+    let _ = demo.wait();
+    assert!(
+        result["userAgent"].as_str().unwrap().contains("firefox"),
         "{result}"
     );
 }

@@ -16,17 +16,30 @@ try {
   await page.keyboard.type(env('PIN'));
   await page.keyboard.press('Enter');
   await page.locator('#screen-patient').waitFor({ state: 'visible' });
-  await page.keyboard.type(env('INS'));
-  await page.keyboard.press('Tab'); // the demo identifier kind comes first on a demo gateway
-  await page.keyboard.press('Tab');
-  await page.keyboard.type('DEMO-0001');
-  await page.keyboard.press('Tab');
-  await page.keyboard.press('ArrowDown');
-  await page.keyboard.press('Tab');
-  await page.keyboard.press('Enter');
-  await page.locator('#summary .allergies').waitFor({ state: 'visible' });
-  result.allergies = await page.locator('#summary .allergies').textContent();
+  // The three allergy statuses of the sample patients, told apart at a glance.
+  async function allergiesOf(ins) {
+    await page.keyboard.type(ins);
+    await page.keyboard.press('Tab'); // the demo identifier kind comes first on a demo gateway
+    await page.keyboard.press('Tab');
+    await page.keyboard.type('DEMO-0001');
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Enter');
+    await page.locator('#summary .allergies').waitFor({ state: 'visible' });
+    const text = await page.locator('#summary .allergies').textContent();
+    await page.locator('#close-access').focus();
+    await page.keyboard.press('Enter');
+    await page.locator('#screen-patient').waitFor({ state: 'visible' });
+    return text;
+  }
+  result.allergies = await allergiesOf(env('INS'));
   check(/nicilline/.test(result.allergies), `allergies: ${result.allergies}`);
+  const noneKnown = await allergiesOf(env('INS_NONE_KNOWN'));
+  check(noneKnown.includes('Aucune allergie connue'), `none known: ${noneKnown}`);
+  const notRecorded = await allergiesOf(env('INS_NOT_RECORDED'));
+  check(notRecorded.includes('Allergies non renseignées') && !notRecorded.includes('Aucune'),
+    `not recorded: ${notRecorded}`);
 } finally {
   await browser.close();
 }
