@@ -193,8 +193,17 @@ async fn compliance_officers_review_accesses_in_their_own_view() {
     assert!(listed.contains("\"decision\":\"justified\""), "{listed}");
 }
 
-/// `samu-gateway demo` in a fresh directory, once its manifest is written: the process,
-/// the directory, and the environment of the demo scenarios (URL, PIN, a sample patient).
+/// Runs `script` against `samu-gateway demo` in a fresh directory, once its manifest is
+/// written, with the demo's URL, PIN and sample patients in its environment.
+fn run_on_demo(script: &str) -> Value {
+    let (mut demo, _dir, env) = start_demo();
+    let result = run_script(&browser_dir().join(script), &env, |_| false);
+    let _ = demo.kill();
+    let _ = demo.wait();
+    result
+}
+
+/// The demo process, its directory, and the scenarios' environment (URL, PIN, patients).
 fn start_demo() -> (
     std::process::Child,
     tempfile::TempDir,
@@ -242,12 +251,7 @@ fn start_demo() -> (
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_url_works_in_a_browser_on_the_same_machine_without_a_certificate() {
-    let (mut demo, _dir, env) = start_demo();
-    let result = tokio::task::block_in_place(|| {
-        run_script(&browser_dir().join("demo.mjs"), &env, |_| false)
-    });
-    let _ = demo.kill();
-    let _ = demo.wait();
+    let result = tokio::task::block_in_place(|| run_on_demo("demo.mjs"));
     assert!(
         result["banner"].as_str().unwrap().contains("Démonstration"),
         "{result}"
@@ -256,12 +260,7 @@ async fn the_demo_url_works_in_a_browser_on_the_same_machine_without_a_certifica
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_page_works_in_firefox_too() {
-    let (mut demo, _dir, env) = start_demo();
-    let result = tokio::task::block_in_place(|| {
-        run_script(&browser_dir().join("firefox.mjs"), &env, |_| false)
-    });
-    let _ = demo.kill();
-    let _ = demo.wait();
+    let result = tokio::task::block_in_place(|| run_on_demo("firefox.mjs"));
     assert!(
         result["userAgent"].as_str().unwrap().contains("firefox"),
         "{result}"
