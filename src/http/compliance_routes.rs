@@ -181,20 +181,17 @@ pub async fn report(
             "Période invalide.",
         )
     })?;
-    let shifts = state
-        .cards()
-        .and_then(|c| c.roster())
-        .map(|(roster, _)| roster as &dyn crate::audit::report::Shifts);
-    let flags = crate::audit::report::report(
-        state.stores().audit.as_ref(),
-        since_ms,
-        state.thresholds(),
-        shifts,
-    )
-    .map_err(|e| {
-        tracing::error!(error = %e, "anomaly report failed");
-        audit_unavailable()
-    })?;
+    let roster = state.cards().and_then(|c| c.shared_roster());
+    let thresholds = state.thresholds().clone();
+    // A scan of the whole trail: off the async workers, like every other read here.
+    let flags = read_trail(&state, move |store| {
+        let shifts = roster
+            .as_deref()
+            .map(|r| r as &dyn crate::audit::report::Shifts);
+        crate::audit::report::report(store, since_ms, &thresholds, shifts)
+            .map_err(crate::audit::AuditError::Storage)
+    })
+    .await?;
     let detail = format!("report since={since} flags={}", flags.len());
     record_use(&state, &officer, detail, None).await?;
     Ok(Json(ReportAnswer { flags }))
