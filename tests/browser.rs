@@ -175,16 +175,24 @@ async fn compliance_officers_review_accesses_in_their_own_view() {
     }
     let gateway = support::launch_on_trail(events, "\n[compliance]\nofficer_cns = [\"poste-x\"]\n");
     let officer = &gateway.pki.clients[support::UNMAPPED];
+    let export = gateway.dir.path().join("downloaded.jsonl");
     let env = [
         ("GATEWAY", gateway.url("").trim_end_matches('/').to_owned()),
         ("CLIENT_CERT", officer.cert.display().to_string()),
         ("CLIENT_KEY", officer.key.display().to_string()),
         ("SHOTS", shots_dir().display().to_string()),
+        ("EXPORT", export.display().to_string()),
     ];
     let result = tokio::task::block_in_place(|| {
         run_script(&browser_dir().join("compliance.mjs"), &env, |_| false)
     });
     assert_eq!(result["left"], 1);
+    let (code, out, err) = support::run(
+        &gateway.config,
+        &["audit", "verify", "--file", export.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "the downloaded export verifies: {out}{err}");
     let (_, listed, _) = support::run(
         &gateway.config,
         &["audit", "list", "--kind", "access_reviewed", "--json"],

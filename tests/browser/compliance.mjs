@@ -34,6 +34,13 @@ try {
   check(trail.includes('Début de l’accès') && trail.includes('Connexion par carte'), `the trail: ${trail}`);
   await accessible(page, 'compliance');
   await page.screenshot({ path: `${shots}/8-conformite.png`, fullPage: true });
+  // The whole trail downloads as a file that verifies offline (tests/browser.rs checks).
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.locator('#export').click(),
+  ]);
+  check(download.suggestedFilename().endsWith('.jsonl'), `file name: ${download.suggestedFilename()}`);
+  await download.saveAs(env('EXPORT'));
   await page.getByLabel('Justifié', { exact: true }).check();
   await page.locator('#comment').fill('Arrêt cardio-respiratoire, appel vérifié.');
   await page.getByRole('button', { name: 'Enregistrer la décision' }).click();

@@ -48,5 +48,8 @@ window.samuPage = (() => {
     return node;
   }
 
-  return { $, api, fetchToken, refusal, message, element };
+  // For calls that want the raw answer (a file), not JSON.
+  const csrfToken = () => csrf;
+
+  return { $, api, csrfToken, fetchToken, refusal, message, element };
 })();

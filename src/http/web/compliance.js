@@ -135,12 +135,47 @@
     $('filter-text').focus();
   }
 
+  // The whole trail as a file (the gateway records the export before sending it).
+  async function exportTrail() {
+    const format = $('export-format').value;
+    const button = $('export');
+    button.disabled = true;
+    try {
+      const response = await fetch('/api/v1/compliance/export', {
+        method: 'POST',
+        credentials: 'same-origin',
+        cache: 'no-store',
+        headers: { 'content-type': 'application/json', 'x-csrf-token': window.samuPage.csrfToken() },
+        body: JSON.stringify({ format }),
+      });
+      if (!response.ok) {
+        message('Export refusé (' + response.status + ').');
+        return;
+      }
+      const disposition = response.headers.get('content-disposition') || '';
+      const name = (disposition.match(/filename="([^"]+)"/) || [])[1] || 'audit.' + format;
+      const link = element('a');
+      link.href = URL.createObjectURL(await response.blob());
+      link.download = name;
+      document.body.append(link);
+      link.click();
+      link.remove();
+      setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+      message('');
+    } catch (_) {
+      message('Serveur injoignable.');
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   async function start() {
     for (const id of ['filter-text', 'filter-since', 'filter-decision']) {
       $(id).addEventListener('input', render);
     }
     $('filters').addEventListener('submit', (event) => event.preventDefault());
     $('review-form').addEventListener('submit', decide);
+    $('export').addEventListener('click', exportTrail);
     await fetchToken();
     await load();
   }
