@@ -373,6 +373,25 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
     let text = response.text().await.unwrap();
     assert!(text.starts_with("seq,time,node,kind"), "{text}");
     assert_eq!(text.lines().count(), 3, "header and two starts: {text}");
+    // FHIR: one Bundle of AuditEvents, valid JSON even when nothing matches.
+    for (filter, entries) in [
+        (json!({"kind": "break_glass_started"}), 2),
+        (json!({"call": "NO-SUCH-CALL"}), 0),
+    ] {
+        let fhir = json!({"format": "fhir", "filter": filter});
+        let response = post(&officer, "/api/v1/compliance/export", fhir).await;
+        assert_eq!(response.headers()["content-type"], "application/fhir+json");
+        let bundle: Value = response.json().await.unwrap();
+        assert_eq!(bundle["resourceType"], "Bundle");
+        assert_eq!(
+            bundle["entry"].as_array().unwrap().len(),
+            entries,
+            "{bundle}"
+        );
+        if entries > 0 {
+            assert_eq!(bundle["entry"][0]["resource"]["resourceType"], "AuditEvent");
+        }
+    }
 
     // Desks reach none of it.
     let desk = gateway.client(Some(DESK_A));
@@ -410,6 +429,8 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
             "trail of 2",
             "export format=jsonl filters=none",
             "export format=csv filters=kind",
+            "export format=fhir filters=kind",
+            "export format=fhir filters=call",
         ]
     );
     assert!(uses.iter().all(|u| u["actor"]["name"] == "poste-x"));

@@ -137,42 +137,52 @@ pub fn select(
     filter: &Filter,
     limit: Option<usize>,
 ) -> Result<Selection, AuditError> {
-    let mut selection = Selection::default();
     let limit = limit.unwrap_or(usize::MAX);
-    let keep = |bytes: &[u8], selection: &mut Selection| -> ControlFlow<()> {
-        selection.examined += 1;
-        if let Ok(record) = serde_json::from_slice::<Record>(bytes)
-            && matches(filter, &record)
-        {
-            let hash = hex(&chain::hash(bytes));
-            selection.records.push(Selected {
-                bytes: bytes.to_vec(),
-                record,
-                hash,
-            });
-        }
-        if selection.records.len() >= limit {
+    let mut records = Vec::new();
+    let examined = visit(txn, filter, |selected| {
+        records.push(selected);
+        if records.len() >= limit {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         }
+    })?;
+    Ok(Selection { records, examined })
+}
+
+/// Hands each record `filter` selects to `f`, in sequence order, until `f` breaks; returns
+/// how many records were read. Nothing is kept: exports of any size stream through here.
+pub fn visit(
+    txn: &ReadTransaction,
+    filter: &Filter,
+    mut f: impl FnMut(Selected) -> ControlFlow<()>,
+) -> Result<u64, AuditError> {
+    let mut examined = 0u64;
+    let mut keep = |bytes: &[u8]| -> ControlFlow<()> {
+        examined += 1;
+        match serde_json::from_slice::<Record>(bytes) {
+            Ok(record) if matches(filter, &record) => f(Selected {
+                bytes: bytes.to_vec(),
+                hash: hex(&chain::hash(bytes)),
+                record,
+            }),
+            _ => ControlFlow::Continue(()),
+        }
     };
+    let from = filter.after_seq.map_or(0, |a| a.saturating_add(1));
     match candidates(txn, filter)? {
         Some(seqs) => {
-            for seq in seqs.range(filter.after_seq.map_or(0, |a| a.saturating_add(1))..) {
+            for seq in seqs.range(from..) {
                 if let Some(bytes) = store::record(txn, *seq)?
-                    && keep(&bytes, &mut selection).is_break()
+                    && keep(&bytes).is_break()
                 {
                     break;
                 }
             }
         }
-        None => {
-            let from = filter.after_seq.map_or(0, |a| a.saturating_add(1));
-            store::for_each_record(txn, from, |_, bytes| keep(bytes, &mut selection))?;
-        }
+        None => store::for_each_record(txn, from, |_, bytes| keep(bytes))?,
     }
-    Ok(selection)
+    Ok(examined)
 }
 
 /// The intersection of what the indexed filters allow, or `None` when none applies.
@@ -282,6 +292,16 @@ impl Format {
         }
     }
 
+    /// Its name (`jsonl`, `csv`, `fhir`, `dicom`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Jsonl => "jsonl",
+            Self::Csv => "csv",
+            Self::Fhir => "fhir",
+            Self::Dicom => "dicom",
+        }
+    }
+
     /// The file name extension of such an export.
     pub fn extension(self) -> &'static str {
         match self {
@@ -308,70 +328,123 @@ struct End {
     records: u64,
 }
 
-/// Writes an export of the selected records.
+/// Writes an export of the records `filter` selects, one record at a time (a long trail
+/// never sits in memory); returns how many records were written.
 pub fn export(
     txn: &ReadTransaction,
     filter: &Filter,
     format: Format,
     out: &mut dyn Write,
 ) -> Result<u64, AuditError> {
-    let selection = select(txn, filter, None)?;
-    write_export(txn, filter, &selection, format, out)
-}
-
-/// Writes `selection` (made with `filter`) as an export.
-pub fn write_export(
-    txn: &ReadTransaction,
-    filter: &Filter,
-    selection: &Selection,
-    format: Format,
-    out: &mut dyn Write,
-) -> Result<u64, AuditError> {
     let io = |e: std::io::Error| AuditError::Storage(format!("cannot write the export: {e}"));
-    match format {
-        Format::Jsonl => write_jsonl(txn, filter, selection, out).map_err(io)?,
-        Format::Csv => write_csv(selection, out).map_err(io)?,
-        Format::Dicom => {
-            for selected in &selection.records {
-                writeln!(
-                    out,
-                    "{}",
-                    dicom::audit_message(&selected.record, &selected.hash)
-                )
-                .map_err(io)?;
+    prologue(txn, filter, format, out).map_err(io)?;
+    let mut written = 0u64;
+    let mut failed = None;
+    visit(txn, filter, |selected| {
+        match item(&selected, format, written, out) {
+            Ok(()) => {
+                written += 1;
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                failed = Some(e);
+                ControlFlow::Break(())
             }
         }
-        Format::Fhir => {
-            let entries: Vec<_> = selection
-                .records
-                .iter()
-                .map(|s| serde_json::json!({"resource": fhir::audit_event(&s.record, &s.hash)}))
-                .collect();
-            let bundle = serde_json::json!({"resourceType": "Bundle", "type": "collection", "timestamp": chain::now().0, "entry": entries});
-            serde_json::to_writer_pretty(&mut *out, &bundle).map_err(|e| io(e.into()))?;
-            writeln!(out).map_err(io)?;
-        }
+    })?;
+    if let Some(e) = failed {
+        return Err(io(e));
     }
-    Ok(selection.records.len() as u64)
+    epilogue(format, written, out).map_err(io)?;
+    Ok(written)
 }
 
-fn write_jsonl(
+const CSV_HEADER: &str = "seq,time,node,kind,outcome,reason,desk,professional,professional_name,patient_ins,patient_oid,call_id,reason_code,access_mode,source,prev,hash";
+
+/// What comes before the records: the JSONL header and checkpoints, the CSV header row,
+/// the opening of the FHIR Bundle.
+fn prologue(
     txn: &ReadTransaction,
     filter: &Filter,
-    selection: &Selection,
+    format: Format,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    let filtered = !is_unfiltered(filter);
+    match format {
+        Format::Jsonl => jsonl_header(txn, filter, out),
+        Format::Csv => writeln!(out, "{CSV_HEADER}"),
+        Format::Fhir => writeln!(
+            out,
+            "{{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"timestamp\":{},\"entry\":[",
+            serde_json::Value::String(chain::now().0)
+        ),
+        Format::Dicom => Ok(()),
+    }
+}
+
+/// One record, the `index`-th written, in `format`.
+fn item(
+    selected: &Selected,
+    format: Format,
+    index: u64,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    match format {
+        Format::Jsonl => {
+            out.write_all(&selected.bytes)?;
+            out.write_all(b"\n")
+        }
+        Format::Csv => writeln!(out, "{}", csv_row(selected)),
+        Format::Dicom => writeln!(
+            out,
+            "{}",
+            dicom::audit_message(&selected.record, &selected.hash)
+        ),
+        Format::Fhir => {
+            if index > 0 {
+                out.write_all(b",")?;
+            }
+            let entry = serde_json::json!({"resource": fhir::audit_event(&selected.record, &selected.hash)});
+            serde_json::to_writer(&mut *out, &entry).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")
+        }
+    }
+}
+
+/// What comes after the records: the JSONL closing line, the end of the FHIR Bundle.
+fn epilogue(format: Format, written: u64, out: &mut dyn Write) -> std::io::Result<()> {
+    match format {
+        Format::Jsonl => writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "end": End { records: written } })
+        ),
+        Format::Fhir => writeln!(out, "]}}"),
+        Format::Csv | Format::Dicom => Ok(()),
+    }
+}
+
+fn jsonl_header(
+    txn: &ReadTransaction,
+    filter: &Filter,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    // Every record of a store has the same node: the first one's says it.
+    let mut node = None;
+    store::for_each_record(txn, 0, |_, bytes| {
+        node = serde_json::from_slice::<Record>(bytes).ok().map(|r| r.node);
+        ControlFlow::Break(())
+    })
+    .map_err(std::io::Error::other)?;
     let header = Header {
         v: 1,
-        node: selection.records.first().map(|s| s.record.node.clone()),
+        node,
         head_seq: store::meta(txn, Meta::HeadSeq).ok().flatten().unwrap_or(0),
         pruned_through: store::meta(txn, Meta::PrunedThrough)
             .ok()
             .flatten()
             .unwrap_or(0),
         exported_at: chain::now().0,
-        filtered,
+        filtered: !is_unfiltered(filter),
     };
     writeln!(out, "{}", serde_json::json!({ "export": header }))?;
     for bytes in store::checkpoints(txn)
@@ -382,15 +455,7 @@ fn write_jsonl(
         out.write_all(bytes)?;
         out.write_all(b"}\n")?;
     }
-    for selected in &selection.records {
-        out.write_all(&selected.bytes)?;
-        out.write_all(b"\n")?;
-    }
-    writeln!(
-        out,
-        "{}",
-        serde_json::json!({ "end": End { records: selection.records.len() as u64 } })
-    )
+    Ok(())
 }
 
 /// The names of the filters set (`since,patient`), or `none`: what an officer asked for,
@@ -432,52 +497,46 @@ fn is_unfiltered(filter: &Filter) -> bool {
     )
 }
 
-fn write_csv(selection: &Selection, out: &mut dyn Write) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "seq,time,node,kind,outcome,reason,desk,professional,professional_name,patient_ins,patient_oid,call_id,reason_code,access_mode,source,prev,hash"
-    )?;
-    for s in &selection.records {
-        let r = &s.record;
-        let e = &r.event;
-        let actor = e.actor.clone().unwrap_or_default();
-        let mode = e.access_mode.map(code).unwrap_or_default();
-        let source = e.source.map(code).unwrap_or_default();
-        let fields = [
-            r.seq.to_string(),
-            r.time.clone(),
-            r.node.clone(),
-            e.kind.as_str().to_owned(),
-            e.outcome.status().to_owned(),
-            e.outcome.reason().unwrap_or_default().to_owned(),
-            actor.desk.unwrap_or_default(),
-            actor.id_nat.unwrap_or_default(),
-            actor.name.unwrap_or_default(),
-            e.patient
-                .as_ref()
-                .map(|p| p.ins.clone())
-                .unwrap_or_default(),
-            e.patient
-                .as_ref()
-                .map(|p| p.oid.clone())
-                .unwrap_or_default(),
-            e.call
-                .as_ref()
-                .map(|c| c.call_id.clone())
-                .unwrap_or_default(),
-            e.call
-                .as_ref()
-                .and_then(|c| c.reason_code.clone())
-                .unwrap_or_default(),
-            mode,
-            source,
-            r.prev.clone(),
-            s.hash.clone(),
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        writeln!(out, "{}", line.join(","))?;
-    }
-    Ok(())
+/// One CSV row (the columns of `CSV_HEADER`).
+fn csv_row(s: &Selected) -> String {
+    let r = &s.record;
+    let e = &r.event;
+    let actor = e.actor.clone().unwrap_or_default();
+    let mode = e.access_mode.map(code).unwrap_or_default();
+    let source = e.source.map(code).unwrap_or_default();
+    let fields = [
+        r.seq.to_string(),
+        r.time.clone(),
+        r.node.clone(),
+        e.kind.as_str().to_owned(),
+        e.outcome.status().to_owned(),
+        e.outcome.reason().unwrap_or_default().to_owned(),
+        actor.desk.unwrap_or_default(),
+        actor.id_nat.unwrap_or_default(),
+        actor.name.unwrap_or_default(),
+        e.patient
+            .as_ref()
+            .map(|p| p.ins.clone())
+            .unwrap_or_default(),
+        e.patient
+            .as_ref()
+            .map(|p| p.oid.clone())
+            .unwrap_or_default(),
+        e.call
+            .as_ref()
+            .map(|c| c.call_id.clone())
+            .unwrap_or_default(),
+        e.call
+            .as_ref()
+            .and_then(|c| c.reason_code.clone())
+            .unwrap_or_default(),
+        mode,
+        source,
+        r.prev.clone(),
+        s.hash.clone(),
+    ];
+    let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+    line.join(",")
 }
 
 /// The serialized name of a unit enum value (`bris_de_glace`).

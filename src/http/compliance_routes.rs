@@ -7,7 +7,11 @@
 //! patient, when one was looked up). Filters travel in request bodies, never in URLs, so
 //! no INS reaches a log or a browser history.
 
+use std::io::Write as _;
+use std::sync::Arc;
+
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -291,18 +295,20 @@ pub async fn export(
     let filter = to_filter(&request.filter)?;
     let format = request.format;
     let selecting = filter.clone();
-    let (bytes, patient) = read_trail(&state, move |store| {
+    // The patient an officer looked up is named on the record of the export, which is
+    // durable before the first byte leaves.
+    let patient = read_trail(&state, move |store| {
         let txn = store.snapshot()?;
-        let selection = export::select(&txn, &selecting, None)?;
-        let mut bytes = Vec::new();
-        export::write_export(&txn, &selecting, &selection, format, &mut bytes)?;
-        let patient = looked_up(&selecting, selection.records.iter().map(|s| &s.record));
-        Ok((bytes, patient))
+        let first = export::select(&txn, &selecting, Some(1))?;
+        Ok(looked_up(
+            &selecting,
+            first.records.iter().map(|s| &s.record),
+        ))
     })
     .await?;
     let detail = format!(
         "export format={} filters={}",
-        format.extension(),
+        format.name(),
         export::describe(&filter)
     );
     record_use(&state, &officer, detail, patient).await?;
@@ -311,7 +317,9 @@ pub async fn export(
         crate::audit::chain::now().0.replace([':', '.'], ""),
         format.extension()
     );
-    let mut response = bytes.into_response();
+    let mut response =
+        Body::from_stream(stream_export(state.stores().audit.clone(), filter, format))
+            .into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -321,6 +329,51 @@ pub async fn export(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     Ok(response)
+}
+
+/// The export, written on a blocking thread in 64 KiB chunks as the client takes them: a
+/// trail of any length never sits in memory. A failure mid-way cuts the body (the JSONL
+/// form then lacks its closing line, so a truncated file never verifies).
+fn stream_export(
+    store: Arc<AuditStore>,
+    filter: Filter,
+    format: Format,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, ChunkSender(tx.clone()));
+        let written = store
+            .snapshot()
+            .and_then(|txn| export::export(&txn, &filter, format, &mut out))
+            .and_then(|n| {
+                out.flush()
+                    .map(|()| n)
+                    .map_err(|e| AuditError::Storage(e.to_string()))
+            });
+        if let Err(e) = written {
+            tracing::error!(error = %e, "compliance export cut short");
+            let _ = tx.blocking_send(Err(std::io::Error::other("export failed")));
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+/// Hands written bytes to the response body; fails once the client has gone.
+struct ChunkSender(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>);
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(bytes)))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// One access and every record about it.
