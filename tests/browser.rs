@@ -93,6 +93,12 @@ async fn physician_reaches_the_allergies_by_keyboard_and_pulling_the_card_clears
     let upstream = DevUpstream::start(vec![
         patient("p1", 1, &fixture("IPS_IG-bundle-01.json")),
         opposed,
+        // One entry the reader leaves out: a partial summary.
+        patient(
+            "p3",
+            3,
+            &fixture("US_ePatientDave_medStatements_original_noNarrative.json"),
+        ),
     ]);
     let gateway = centre_gateway(
         &pcscd,
@@ -107,6 +113,7 @@ async fn physician_reaches_the_allergies_by_keyboard_and_pulling_the_card_clears
         ("CLIENT_KEY", desk.key.display().to_string()),
         ("INS", nir(1)),
         ("OPPOSED_INS", nir(2)),
+        ("PARTIAL_INS", nir(3)),
         ("FAMILY", family(1)),
         ("SHOTS", shots_dir().display().to_string()),
     ];

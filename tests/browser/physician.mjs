@@ -106,12 +106,23 @@ try {
   await page.screenshot({ path: `${shots}/5-synthese.png`, fullPage: true });
   await accessible(page, 'summary');
 
+  // Closing the access is one key press away (focus on the button, Enter).
+  async function closeAccess() {
+    await page.locator('#close-access').focus();
+    await page.keyboard.press('Enter');
+    await page.locator('#screen-patient').waitFor({ state: 'visible' });
+    check(await page.locator('#summary').evaluate((s) => s.childElementCount === 0), 'closing clears the summary');
+  }
+  await closeAccess();
+
+  // A document with entries the gateway could not read: the summary says it may be partial.
+  await requestAccess(env('PARTIAL_INS'));
+  await page.locator('#summary .partial').waitFor({ state: 'visible' });
+  check((await page.locator('#summary .partial').textContent()).includes('partielle'), 'partial summary flagged');
+  await closeAccess();
+
   // The record service goes down: the next access shows the cached copy, labelled stale
-  // with its age. Closing the access is one key press away (Tab to the button, Enter).
-  await page.locator('#close-access').focus();
-  await page.keyboard.press('Enter');
-  await page.locator('#screen-patient').waitFor({ state: 'visible' });
-  check(await page.locator('#summary').evaluate((s) => s.childElementCount === 0), 'closing clears the summary');
+  // with its age.
   await ask('UPSTREAM_DOWN');
   await page.waitForTimeout(1100); // past the copy's freshness bound (fresh_seconds = 1)
   await requestAccess(env('INS'));

@@ -383,6 +383,12 @@
     if (doc.authors && doc.authors.length) source.push('auteur : ' + doc.authors.join(', '));
     if (doc.custodian) source.push(doc.custodian);
     parts.push(element('p', 'source', source.join(' · ')));
+    // The reader's findings are technical (English); the physician needs to know the
+    // summary may be partial, not the details.
+    if (summary.warnings && summary.warnings.length) {
+      parts.push(element('p', 'partial', 'Attention : ' + summary.warnings.length +
+        ' élément(s) du document source illisible(s) ou incomplet(s) ; la synthèse peut être partielle.'));
+    }
     parts.push(allergySection(summary.allergies));
     parts.push(section('Traitements en cours', summary.medications, (m) =>
       [m.name, m.dosage.join(' ; ')].filter(Boolean).join(' — ')));
