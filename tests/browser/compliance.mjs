@@ -16,7 +16,11 @@ try {
   const page = await (await context(browser, gateway, { viewport: { width: 1280, height: 900 } })).newPage();
   const errors = [];
   page.on('pageerror', (error) => errors.push(String(error)));
-  await page.goto(gateway + '/conformite');
+  // An officer who opens the desks' page is pointed to their own.
+  await page.goto(gateway + '/');
+  await page.locator('#compliance-link').waitFor({ state: 'visible' });
+  await page.locator('#compliance-link a').click();
+  await page.waitForURL(gateway + '/conformite');
   const rows = page.locator('#accesses tbody tr');
   await rows.first().waitFor();
   check((await rows.count()) === 2, 'two accesses to review');

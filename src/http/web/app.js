@@ -41,6 +41,8 @@
       show('card');
       $('card-title').textContent = 'Poste non reconnu';
       $('card-detail').textContent = refusal(answer);
+      // A compliance officer's certificate is no desk: their page is elsewhere.
+      $('compliance-link').hidden = answer.status !== 403;
       return;
     }
     renderDesk(answer.data);
