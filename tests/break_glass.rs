@@ -724,3 +724,32 @@ async fn stopping_the_gateway_ends_open_grants_on_the_record() {
         "grants end before the service stops: {kinds:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_card_pulled_while_the_record_service_answers_releases_nothing() {
+    let mut centre = centre("").await;
+    centre
+        .upstream
+        .fault(json!({"kind": "latency", "ms": 1500}))
+        .await;
+    let client = centre.gateway.client(Some(DESK_A));
+    let request = client
+        .post(centre.gateway.url("/api/v1/break-glass"))
+        .bearer_auth(&centre.token)
+        .json(&request(1, "bris_de_glace"));
+    let in_flight = tokio::spawn(async move { request.send().await.unwrap() });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::task::block_in_place(|| centre.card.remove());
+    let response = in_flight.await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "no_session", "{body}");
+    assert!(body.get("summary").is_none(), "nothing released");
+    // The access that started is closed on the record.
+    let stopped = centre.audit(Some("break_glass_stopped"));
+    assert_eq!(
+        stopped.last().unwrap()["detail"],
+        "ended: session_ended_before_release",
+        "{stopped:?}"
+    );
+}

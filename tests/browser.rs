@@ -283,9 +283,10 @@ async fn the_page_works_in_firefox_too() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn losing_the_event_stream_hides_the_summary() {
+async fn the_page_drops_a_late_answer_and_hides_the_summary_without_its_event_stream() {
     let pcscd = Pcscd::start(1);
-    let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    let mut card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    let card_dir = card.dir.clone();
     let upstream = DevUpstream::start(vec![patient("p1", 1, &fixture("IPS_IG-bundle-01.json"))]);
     let gateway = centre_gateway(&pcscd, &card, &upstream, "");
     let desk = &gateway.pki.clients[DESK_A];
@@ -295,15 +296,34 @@ async fn losing_the_event_stream_hides_the_summary() {
         ("CLIENT_KEY", desk.key.display().to_string()),
         ("INS", nir(1)),
     ];
+    let runtime = tokio::runtime::Handle::current();
     let result = tokio::task::block_in_place(|| {
         run_script(&browser_dir().join("stream.mjs"), &env, |command| {
-            command == "GATEWAY_DOWN" && {
-                gateway.terminate();
-                true
+            match command {
+                "SLOW_UPSTREAM" => {
+                    runtime.block_on(upstream.fault(json!({"kind": "latency", "ms": 1500})))
+                }
+                "FAST_UPSTREAM" => runtime.block_on(upstream.fault(json!({"kind": "none"}))),
+                "REMOVE" => card.remove(),
+                "INSERT" => card = VirtualCard::insert_from(&pcscd, 0, &card_dir, &[]),
+                "GATEWAY_DOWN" => gateway.terminate(),
+                _ => return false,
             }
+            true
         })
     });
+    assert_eq!(result["lateAnswerDropped"], true, "{result}");
     assert!(result["hiddenMs"].as_u64().unwrap() < 5000, "{result}");
+    // The late answer's grant was ended by the page, or with the session.
+    let (_, stopped, _) = support::run(
+        &gateway.config,
+        &["audit", "list", "--kind", "break_glass_stopped"],
+        &[],
+    );
+    assert!(
+        !stopped.trim().is_empty(),
+        "the dropped access is closed on the record"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -504,8 +504,18 @@ impl BreakGlass {
 
     /// Ends grant `id` at the physician's request (same desk and session).
     pub async fn close(&self, who: &Actorship<'_>, id: &str) -> Result<(), AccessError> {
+        self.end_for(who, id, "closed").await
+    }
+
+    /// Ends grant `id` of `who` now, recording `reason`.
+    pub async fn end_for(
+        &self,
+        who: &Actorship<'_>,
+        id: &str,
+        reason: &str,
+    ) -> Result<(), AccessError> {
         self.grant_for(who, id).ok_or(AccessError::NoGrant)?;
-        self.end(id, "closed").await?;
+        self.end(id, reason).await?;
         Ok(())
     }
 

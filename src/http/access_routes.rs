@@ -69,6 +69,38 @@ impl Acting {
     fn access(&self) -> Result<&crate::access::BreakGlass, ApiError> {
         self.state.access().ok_or_else(unavailable)
     }
+
+    /// Whether the session this request acts for is still the desk's: the card may have
+    /// been pulled while the record service was answering.
+    fn still_open(&self) -> bool {
+        self.state
+            .cards()
+            .and_then(|c| c.sessions.token_hash(&self.desk.id))
+            .is_some_and(|current| current == self.session)
+    }
+
+    /// `delivered`, unless the session ended meanwhile: then its grant ends on the record
+    /// and nothing is released.
+    async fn release(
+        &self,
+        access: &crate::access::BreakGlass,
+        delivered: Delivered,
+    ) -> Result<Delivered, ApiError> {
+        if self.still_open() {
+            return Ok(delivered);
+        }
+        let ended = access
+            .end_for(
+                &self.who(),
+                &delivered.grant.id,
+                "session_ended_before_release",
+            )
+            .await;
+        if let Err(e) = ended {
+            tracing::info!(error = %e, "grant already ended with the session");
+        }
+        Err(no_session())
+    }
 }
 
 /// Starts a break-glass (or Centre 15) access: justification, limits, durable record,
@@ -85,7 +117,10 @@ impl Acting {
               (status = 504, description = "Record service timed out and no usable copy", body = ApiError)))]
 pub async fn break_glass(acting: Acting, Json(request): Json<BreakGlassRequest>) -> Response {
     let result = match acting.access() {
-        Ok(access) => access.start(&acting.who(), request).await.map_err(refusal),
+        Ok(access) => match access.start(&acting.who(), request).await {
+            Ok(delivered) => acting.release(access, delivered).await,
+            Err(e) => Err(refusal(e)),
+        },
         Err(e) => Err(e),
     };
     no_store(result.map(|d| (StatusCode::CREATED, Json(d)).into_response()))
@@ -101,10 +136,10 @@ pub async fn break_glass(acting: Acting, Json(request): Json<BreakGlassRequest>)
               (status = 503, description = "Record service unavailable and no usable copy", body = ApiError)))]
 pub async fn reread(acting: Acting, Path(grant_id): Path<String>) -> Response {
     let result = match acting.access() {
-        Ok(access) => access
-            .reread(&acting.who(), &grant_id)
-            .await
-            .map_err(refusal),
+        Ok(access) => match access.reread(&acting.who(), &grant_id).await {
+            Ok(delivered) => acting.release(access, delivered).await,
+            Err(e) => Err(refusal(e)),
+        },
         Err(e) => Err(e),
     };
     no_store(result.map(|d| Json(d).into_response()))

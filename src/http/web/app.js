@@ -7,7 +7,8 @@
 (() => {
   const { $, api, fetchToken, refusal, message, element } = window.samuPage;
   // pinpadFor: the card (certificate digest) whose PIN-pad entry this page has started.
-  const state = { desk: null, grant: null, countdown: null, formReady: false, pinpadFor: null };
+  // cleared: bumped at every clearing, so that an answer asked for before it is dropped.
+  const state = { desk: null, grant: null, countdown: null, formReady: false, pinpadFor: null, cleared: 0 };
 
   // ---- Screens ----------------------------------------------------------------------
 
@@ -19,6 +20,7 @@
 
   // Removes every patient datum from the page: called at session end, grant end, close.
   function clearPatientData() {
+    state.cleared += 1;
     state.grant = null;
     if (state.countdown) clearInterval(state.countdown);
     state.countdown = null;
@@ -302,6 +304,7 @@
     submit.disabled = true;
     submit.textContent = 'Recherche en cours…';
     const text = $('reason-text').value.trim();
+    const asked = state.cleared;
     const answer = await api('POST', '/api/v1/break-glass', {
       ins: insCheck($('ins').value).value,
       ins_oid: $('ins-oid').value,
@@ -312,6 +315,12 @@
     });
     submit.disabled = false;
     submit.textContent = 'Afficher la synthèse';
+    // The card was pulled (or the page cleared) while the answer was on its way: it is
+    // not shown, and its grant is ended.
+    if (asked !== state.cleared) {
+      if (answer.status === 201) await api('DELETE', '/api/v1/grants/' + encodeURIComponent(answer.data.grant.id));
+      return;
+    }
     if (answer.status === 201) {
       showSummary(answer.data);
       return;
