@@ -727,6 +727,7 @@ async fn stopping_the_gateway_ends_open_grants_on_the_record() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_card_pulled_while_the_record_service_answers_releases_nothing() {
+    // Neither a summary nor search candidates (they identify patients).
     let mut centre = centre("").await;
     centre
         .upstream
@@ -737,14 +738,23 @@ async fn a_card_pulled_while_the_record_service_answers_releases_nothing() {
         .post(centre.gateway.url("/api/v1/break-glass"))
         .bearer_auth(&centre.token)
         .json(&request(1, "bris_de_glace"));
+    let search = client
+        .post(centre.gateway.url("/api/v1/patients/search"))
+        .bearer_auth(&centre.token)
+        .json(&json!({"ins": nir(1), "ins_oid": TEST_OID}));
     let in_flight = tokio::spawn(async move { request.send().await.unwrap() });
+    let searching = tokio::spawn(async move { search.send().await.unwrap() });
     tokio::time::sleep(Duration::from_millis(300)).await;
     tokio::task::block_in_place(|| centre.card.remove());
-    let response = in_flight.await.unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"], "no_session", "{body}");
-    assert!(body.get("summary").is_none(), "nothing released");
+    for response in [in_flight.await.unwrap(), searching.await.unwrap()] {
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "no_session", "{body}");
+        assert!(
+            body.get("summary").is_none() && body.get("candidates").is_none(),
+            "nothing released"
+        );
+    }
     // The access that started is closed on the record.
     let stopped = centre.audit(Some("break_glass_stopped"));
     assert_eq!(

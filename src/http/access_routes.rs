@@ -173,6 +173,14 @@ pub async fn search(acting: Acting, Json(request): Json<SearchRequest>) -> Respo
         Ok(access) => access.search(&acting.who(), request).await.map_err(refusal),
         Err(e) => Err(e),
     };
+    // Candidates identify patients: none leave once the card is gone.
+    let result = result.and_then(|c| {
+        if acting.still_open() {
+            Ok(c)
+        } else {
+            Err(no_session())
+        }
+    });
     no_store(result.map(|candidates| Json(SearchAnswer { candidates }).into_response()))
 }
 
