@@ -158,25 +158,6 @@ fn gateway(pcscd: &Pcscd, card: &VirtualCard, upstream: &DevUpstream, cache: boo
     )
 }
 
-async fn login(gateway: &Gateway) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let response = gateway
-            .client(Some(DESK_A))
-            .post(gateway.url("/api/v1/session"))
-            .json(&json!({"pin": "1234"}))
-            .send()
-            .await
-            .expect("login");
-        if response.status() == 201 {
-            let body: Value = response.json().await.expect("json");
-            return body["token"].as_str().expect("token").to_owned();
-        }
-        assert!(Instant::now() < deadline, "login failed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// `POST /api/v1/break-glass` for patient 1, checking the source.
 fn break_glass(
     gateway: &Gateway,
@@ -366,8 +347,8 @@ fn main() {
     let mut measures = Vec::new();
     let mut summary_json = Vec::new();
     runtime.block_on(async {
-        let hit_token = login(&cached).await;
-        let miss_token = login(&uncached).await;
+        let hit_token = cached.login_desk_a().await;
+        let miss_token = uncached.login_desk_a().await;
         // Fill the cache, and keep the released JSON for nginx to serve.
         let first = break_glass(&cached, hit_token.clone(), "upstream")();
         assert!(first.await, "first access failed");

@@ -74,32 +74,13 @@ async fn centre_with_key(extra: &str, key: bool) -> Centre {
     let config = write_config(dir.path(), &pki, "", &config_text);
     let (key, value) = pcscd.env();
     let gateway = Gateway::launch(dir, pki, config, &[(key, value.as_str())]);
-    let token = login(&gateway).await;
+    let token = gateway.login_desk_a().await;
     Centre {
         _pcscd: pcscd,
         card,
         upstream,
         gateway,
         token,
-    }
-}
-
-async fn login(gateway: &Gateway) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let response = gateway
-            .client(Some(DESK_A))
-            .post(gateway.url("/api/v1/session"))
-            .json(&json!({"pin": "1234"}))
-            .send()
-            .await
-            .unwrap();
-        if response.status() == StatusCode::CREATED {
-            let body: Value = response.json().await.unwrap();
-            return body["token"].as_str().unwrap().to_owned();
-        }
-        assert!(Instant::now() < deadline, "login never succeeded");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

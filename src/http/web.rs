@@ -98,7 +98,7 @@ struct DeskSignal {
     /// Whether a session is open at the desk.
     session: bool,
     /// The card state (`no_card`, `present`, …).
-    card: Option<String>,
+    card: Option<&'static str>,
 }
 
 /// The desk's changes as server-sent events (`event: desk`, data `{"session": bool,
@@ -144,10 +144,6 @@ fn signal(state: &AppState, desk: &str) -> DeskSignal {
     let view = state.cards().and_then(|c| c.sessions.view(desk));
     DeskSignal {
         session: view.as_ref().is_some_and(|(_, s)| s.is_some()),
-        card: view.and_then(|(card, _)| {
-            serde_json::to_value(card)
-                .ok()
-                .and_then(|v| v.get("state").and_then(|s| s.as_str().map(str::to_owned)))
-        }),
+        card: view.map(|(card, _)| card.name()),
     }
 }

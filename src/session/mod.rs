@@ -72,6 +72,18 @@ pub struct Session {
     last_used: tokio::time::Instant,
 }
 
+impl CardState {
+    /// The state's name as serialized (`no_card`, `present`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ReaderUnavailable => "reader_unavailable",
+            Self::NoCard => "no_card",
+            Self::Present { .. } => "present",
+            Self::Refused { .. } => "refused",
+        }
+    }
+}
+
 impl Session {
     /// Seconds until this session ends on its own under `expiry` (the sooner of the idle
     /// timeout, counted from its last use, and the maximum duration), as of now.

@@ -119,3 +119,25 @@ async fn a_token_only_opens_its_own_desk() {
     assert!(sessions.authenticate("regul-2", &session.token).is_none());
     assert!(sessions.authenticate("regul-1", "").is_none());
 }
+
+#[test]
+fn card_state_names_are_the_serialized_tags() {
+    let refused = CardState::Refused {
+        code: "expired".into(),
+        message_fr: "Carte expirée.".into(),
+    };
+    let present = CardState::Present {
+        holder: professional(),
+        pin_blocked: false,
+        pin_tries_left: Some(3),
+    };
+    for state in [
+        CardState::ReaderUnavailable,
+        CardState::NoCard,
+        present,
+        refused,
+    ] {
+        let json = serde_json::to_value(&state).unwrap();
+        assert_eq!(json["state"], state.name());
+    }
+}

@@ -328,6 +328,27 @@ impl Gateway {
         format!("https://{}{path}", self.addr)
     }
 
+    /// Logs in at desk A with PIN 1234 once its card is read (retrying until then) and
+    /// returns the session token.
+    pub async fn login_desk_a(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let response = self
+                .client(Some(DESK_A))
+                .post(self.url("/api/v1/session"))
+                .json(&serde_json::json!({"pin": "1234"}))
+                .send()
+                .await
+                .unwrap();
+            if response.status() == 201 {
+                let body: serde_json::Value = response.json().await.unwrap();
+                return body["token"].as_str().unwrap().to_owned();
+            }
+            assert!(Instant::now() < deadline, "login never succeeded");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub fn client(&self, identity: Option<&str>) -> reqwest::Client {
         self.pki.client(identity)
     }
