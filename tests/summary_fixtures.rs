@@ -541,8 +541,27 @@ fn defects_real_bundles_have_are_coped_with_or_refused_precisely() {
     other["resource"]["birthDate"] = "1901-01-01".into();
     other["resource"]["id"] = "other".into();
     two["entry"].as_array_mut().unwrap().push(other.clone());
+    // The Composition names its subject: the other Patient is another person, not a reason
+    // to refuse the document.
+    let s = summary::extract(&serde_json::to_vec(&two).unwrap()).unwrap();
+    assert_eq!(s.allergies.items.len(), 1);
+    assert_ne!(
+        s.patient_in_document
+            .as_ref()
+            .unwrap()
+            .birth_date
+            .as_deref(),
+        Some("1901-01-01")
+    );
+    // Without a Composition to name the subject, two different people: refused.
+    let mut two_searchset = two.clone();
+    two_searchset["type"] = "searchset".into();
+    two_searchset["entry"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e["resource"]["resourceType"] != "Composition");
     assert!(matches!(
-        summary::extract(&serde_json::to_vec(&two).unwrap()),
+        summary::extract(&serde_json::to_vec(&two_searchset).unwrap()),
         Err(SummaryError::ConflictingPatients(2))
     ));
     // The same person twice is fine.
@@ -572,13 +591,25 @@ fn defects_real_bundles_have_are_coped_with_or_refused_precisely() {
                 "<div><script>alert(1)</script>Allergy: <b>latex</b> &amp; more</div>".into();
         }
     }
+    // The document still holds its allergy, which the section no longer lists: shown
+    // apart, never hidden behind the dangling reference.
     let s = summary::extract(&serde_json::to_vec(&dangling).unwrap()).unwrap();
-    assert_eq!(s.allergies.status, SectionStatus::Unreadable);
+    assert_eq!(s.allergies.status, SectionStatus::Recorded);
+    assert_eq!(s.allergies.basis, "entries not listed in the section");
+    assert_eq!(s.allergies.unlisted_items.len(), 1);
     assert_eq!(s.allergies.unreadable_entries, 1);
     assert_eq!(
         s.allergies.narrative.as_deref(),
         Some("Allergy: latex & more")
     );
+    // Without it, nothing readable is left: unreadable.
+    dangling["entry"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e["resource"]["resourceType"] != "AllergyIntolerance");
+    let s = summary::extract(&serde_json::to_vec(&dangling).unwrap()).unwrap();
+    assert_eq!(s.allergies.status, SectionStatus::Unreadable);
+    assert_eq!(s.allergies.unreadable_entries, 1);
     // A transaction is not a summary.
     let mut transaction = base;
     transaction["type"] = "transaction".into();

@@ -129,6 +129,27 @@ fn human(s: &CriticalSummary) -> String {
             other.entries
         ));
     }
+    let d = &s.defects;
+    let counts = [
+        (
+            d.duplicate_entries,
+            "entries claiming another entry's identity",
+        ),
+        (
+            d.other_person_entries,
+            "entries about another person, left out",
+        ),
+        (d.unreadable_entries, "unreadable section entries"),
+        (d.invalid_entries, "entries breaking FHIR structure rules"),
+        (d.bad_attachments, "attachments whose data is not base64"),
+        (d.names_with_markup, "names holding markup"),
+        (d.narrative_declarations, "narratives holding a declaration"),
+    ];
+    for (count, what) in counts {
+        if count > 0 {
+            out.push_str(&format!("defects: {count} {what}\n"));
+        }
+    }
     for warning in &s.warnings {
         out.push_str(&format!("warning: {warning}\n"));
     }
@@ -141,18 +162,35 @@ fn section<T>(out: &mut String, name: &str, section: &Section<T>, line: impl Fn(
         SectionStatus::NoneKnown => "NONE KNOWN",
         SectionStatus::NotRecorded => "NOT RECORDED",
         SectionStatus::Unreadable => "UNREADABLE",
+        SectionStatus::Conflicting => "CONFLICTING: the document contradicts itself",
     };
     out.push_str(&format!("{name}: {status} ({})\n", section.basis));
     for item in &section.items {
         out.push_str(&format!("  - {}\n", line(item)));
     }
+    for item in &section.unlisted_items {
+        out.push_str(&format!(
+            "  - {} [not listed in the document's section]\n",
+            line(item)
+        ));
+    }
     for statement in &section.statements {
         out.push_str(&format!("  * {statement}\n"));
     }
-    if section.unreadable_entries > 0 {
-        out.push_str(&format!(
-            "  ! {} unreadable entries\n",
-            section.unreadable_entries
-        ));
+    let counts = [
+        (section.unreadable_entries, "unreadable entries"),
+        (
+            section.duplicate_entries,
+            "entries claimed by several different resources (all listed above)",
+        ),
+        (
+            section.other_person_entries,
+            "entries about another person, left out",
+        ),
+    ];
+    for (count, what) in counts {
+        if count > 0 {
+            out.push_str(&format!("  ! {count} {what}\n"));
+        }
     }
 }

@@ -3,6 +3,11 @@
 //! `Type/id` references against the referencing entry's RESTful base, then against any
 //! entry of that type and id (bundles mixing `Type/id` references with `urn:uuid:`
 //! fullUrls are common); `#id` against the resource's contained resources.
+//!
+//! Resolution never picks: when several different resources claim one identity (two
+//! entries with one fullUrl, two versions of one resource under an unversioned reference)
+//! every candidate is returned and the caller shows them all. A versioned reference
+//! (`…/_history/N`) resolves only to that version. See `docs/summary.md`.
 
 use std::collections::HashMap;
 
@@ -11,20 +16,56 @@ use serde_json::{Map, Value};
 /// Most entries read from one bundle: beyond, the document is refused as oversize.
 pub const MAX_ENTRIES: usize = 20_000;
 
+type Object = Map<String, Value>;
+
 /// One entry: its fullUrl and resource.
 pub struct Entry<'a> {
     /// `fullUrl`, if any.
     pub full_url: Option<&'a str>,
     /// The resource.
-    pub resource: &'a Map<String, Value>,
+    pub resource: &'a Object,
+    /// Its version: `meta.versionId`, else the fullUrl's `_history/N`.
+    version: Option<&'a str>,
+}
+
+/// What a reference points to.
+#[derive(Debug)]
+pub enum Target<'a> {
+    /// Exactly one resource (identical copies count as one).
+    Found(&'a Object),
+    /// Several different resources claim the identity: the document is defective, and
+    /// each of them must be considered.
+    Ambiguous(Vec<&'a Object>),
+    /// A versioned reference whose version the document does not hold (other versions
+    /// of the resource may be there: they are not that version).
+    VersionMissing,
+    /// Nothing in the document.
+    Missing,
+}
+
+impl<'a> Target<'a> {
+    /// Every resource the reference may mean.
+    pub fn candidates(&self) -> &[&'a Object] {
+        match self {
+            Self::Found(one) => std::slice::from_ref(one),
+            Self::Ambiguous(all) => all,
+            Self::VersionMissing | Self::Missing => &[],
+        }
+    }
 }
 
 /// The entries of a bundle, indexed.
 pub struct Index<'a> {
     /// Every entry with a resource, in order.
     pub entries: Vec<Entry<'a>>,
-    by_full_url: HashMap<&'a str, usize>,
-    by_type_id: HashMap<(&'a str, &'a str), usize>,
+    /// Unversioned fullUrl → entries.
+    by_full_url: HashMap<&'a str, Vec<usize>>,
+    by_type_id: HashMap<(&'a str, &'a str), Vec<usize>>,
+    /// Resource address → entry, for a resource's own fullUrl.
+    by_address: HashMap<*const Object, usize>,
+    /// Entries claiming the identity (fullUrl, or type and id without a fullUrl) of an
+    /// earlier entry in the same version: the bundle is defective.
+    pub duplicates: usize,
 }
 
 impl<'a> Index<'a> {
@@ -34,23 +75,59 @@ impl<'a> Index<'a> {
             entries: Vec::new(),
             by_full_url: HashMap::new(),
             by_type_id: HashMap::new(),
+            by_address: HashMap::new(),
+            duplicates: 0,
         };
         for entry in entries {
             let Some(resource) = entry.get("resource").and_then(Value::as_object) else {
                 continue;
             };
             let full_url = entry.get("fullUrl").and_then(Value::as_str);
+            let version = resource
+                .get("meta")
+                .and_then(|m| m.get("versionId"))
+                .and_then(Value::as_str)
+                .or_else(|| full_url.and_then(|u| split_version(u).1));
             let at = index.entries.len();
-            if let Some(url) = full_url {
-                index.by_full_url.entry(url).or_insert(at);
-            }
-            if let (Some(kind), Some(id)) = (
+            let type_id = match (
                 resource.get("resourceType").and_then(Value::as_str),
                 resource.get("id").and_then(Value::as_str),
             ) {
-                index.by_type_id.entry((kind, id)).or_insert(at);
+                (Some(kind), Some(id)) => Some((kind, id)),
+                _ => None,
+            };
+            // bdl-7: one fullUrl per entry unless the versions differ.
+            let same = |earlier: &Vec<usize>, entries: &[Entry]| {
+                earlier.iter().any(|&e| {
+                    let other = entries[e].version;
+                    other.is_none() || version.is_none() || other == version
+                })
+            };
+            if let Some(url) = full_url {
+                let list = index.by_full_url.entry(split_version(url).0).or_default();
+                if same(list, &index.entries) {
+                    index.duplicates += 1;
+                }
+                list.push(at);
             }
-            index.entries.push(Entry { full_url, resource });
+            if let Some(key) = type_id {
+                let list = index.by_type_id.entry(key).or_default();
+                let unnamed_earlier: Vec<usize> = list
+                    .iter()
+                    .copied()
+                    .filter(|&e| index.entries[e].full_url.is_none())
+                    .collect();
+                if full_url.is_none() && same(&unnamed_earlier, &index.entries) {
+                    index.duplicates += 1;
+                }
+                list.push(at);
+            }
+            index.by_address.insert(std::ptr::from_ref(resource), at);
+            index.entries.push(Entry {
+                full_url,
+                resource,
+                version,
+            });
         }
         index
     }
@@ -61,29 +138,54 @@ impl<'a> Index<'a> {
         &self,
         reference: &str,
         from: Option<&str>,
-        contained: Option<&'a Map<String, Value>>,
-    ) -> Option<&'a Map<String, Value>> {
+        contained: Option<&'a Object>,
+    ) -> Target<'a> {
         if let Some(local) = reference.strip_prefix('#') {
-            return contained?
-                .get("contained")?
-                .as_array()?
+            let found: Vec<&'a Object> = contained
+                .and_then(|c| c.get("contained"))
+                .and_then(Value::as_array)
+                .map(|all| {
+                    all.iter()
+                        .filter_map(Value::as_object)
+                        .filter(|r| r.get("id").and_then(Value::as_str) == Some(local))
+                        .collect()
+                })
+                .unwrap_or_default();
+            return distinct(found);
+        }
+        let (unversioned, version) = split_version(reference);
+        let mut any_version = false;
+        let mut pick = |list: Option<&Vec<usize>>| -> Option<Target<'a>> {
+            let list = list.filter(|l| !l.is_empty())?;
+            any_version = true;
+            let found: Vec<&'a Object> = list
                 .iter()
-                .filter_map(Value::as_object)
-                .find(|r| r.get("id").and_then(Value::as_str) == Some(local));
+                .map(|&at| &self.entries[at])
+                .filter(|e| version.is_none() || e.version == version)
+                .map(|e| e.resource)
+                .collect();
+            (!found.is_empty()).then(|| distinct(found))
+        };
+        if let Some(target) = pick(self.by_full_url.get(unversioned)) {
+            return target;
         }
-        if let Some(&at) = self.by_full_url.get(reference) {
-            return Some(self.entries[at].resource);
-        }
-        let (kind, id) = type_and_id(reference)?;
-        if let Some(base) = from.and_then(restful_base) {
-            let absolute = format!("{base}{kind}/{id}");
-            if let Some(&at) = self.by_full_url.get(absolute.as_str()) {
-                return Some(self.entries[at].resource);
+        let relative = type_and_id(unversioned);
+        if let Some((kind, id)) = relative {
+            if let Some(base) = from.and_then(restful_base) {
+                let absolute = format!("{base}{kind}/{id}");
+                if let Some(target) = pick(self.by_full_url.get(absolute.as_str())) {
+                    return target;
+                }
+            }
+            if let Some(target) = pick(self.by_type_id.get(&(kind, id))) {
+                return target;
             }
         }
-        self.by_type_id
-            .get(&(kind, id))
-            .map(|&at| self.entries[at].resource)
+        if version.is_some() && any_version {
+            Target::VersionMissing
+        } else {
+            Target::Missing
+        }
     }
 
     /// Resources of `kind`, in order.
@@ -93,19 +195,43 @@ impl<'a> Index<'a> {
             .filter(move |e| e.resource.get("resourceType").and_then(Value::as_str) == Some(kind))
     }
 
-    /// The entry holding `resource` (by identity), for its fullUrl.
-    pub fn full_url_of(&self, resource: &Map<String, Value>) -> Option<&'a str> {
-        self.entries
-            .iter()
-            .find(|e| std::ptr::eq(e.resource, resource))
-            .and_then(|e| e.full_url)
+    /// The fullUrl of the entry holding `resource` (by identity).
+    pub fn full_url_of(&self, resource: &Object) -> Option<&'a str> {
+        self.by_address
+            .get(&std::ptr::from_ref(resource))
+            .and_then(|&at| self.entries[at].full_url)
     }
 }
 
-/// `Type/id` (possibly at the end of an absolute URL, possibly with `/_history/n`).
+/// Identical copies are one resource; different ones are all kept, in document order.
+fn distinct(found: Vec<&Object>) -> Target<'_> {
+    let mut kept: Vec<&Object> = Vec::with_capacity(found.len());
+    for resource in found {
+        if !kept
+            .iter()
+            .any(|k| std::ptr::eq(*k, resource) || *k == resource)
+        {
+            kept.push(resource);
+        }
+    }
+    match kept.len() {
+        0 => Target::Missing,
+        1 => Target::Found(kept[0]),
+        _ => Target::Ambiguous(kept),
+    }
+}
+
+/// `(reference without version, version)` for `…/_history/N`.
+fn split_version(reference: &str) -> (&str, Option<&str>) {
+    match reference.split_once("/_history/") {
+        Some((base, version)) => (base, Some(version).filter(|v| !v.is_empty())),
+        None => (reference, None),
+    }
+}
+
+/// `Type/id` at the end of a reference or an absolute URL (without its version).
 fn type_and_id(reference: &str) -> Option<(&str, &str)> {
-    let path = reference.split("/_history/").next()?;
-    let mut parts = path.rsplitn(2, '/');
+    let mut parts = reference.rsplitn(2, '/');
     let id = parts.next()?;
     let kind = parts.next()?.rsplit('/').next()?;
     (kind.starts_with(|c: char| c.is_ascii_uppercase()) && !id.is_empty()).then_some((kind, id))
@@ -116,14 +242,24 @@ fn restful_base(full_url: &str) -> Option<&str> {
     if !(full_url.starts_with("http://") || full_url.starts_with("https://")) {
         return None;
     }
-    let (kind, id) = type_and_id(full_url)?;
-    full_url.strip_suffix(&format!("{kind}/{id}"))
+    let unversioned = split_version(full_url).0;
+    let (kind, id) = type_and_id(unversioned)?;
+    unversioned.strip_suffix(&format!("{kind}/{id}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn id_of(target: &Target) -> Vec<String> {
+        target
+            .candidates()
+            .iter()
+            .filter_map(|r| r.get("id").and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect()
+    }
 
     #[test]
     fn references_resolve_the_ways_real_bundles_write_them() {
@@ -136,35 +272,90 @@ mod tests {
         ]);
         let entries = entries.as_array().unwrap();
         let index = Index::new(entries);
-        let id_of = |r: Option<&Map<String, Value>>| {
-            r.and_then(|r| r.get("id"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
+        assert_eq!(id_of(&index.resolve("urn:uuid:1", None, None)), ["p1"]);
         assert_eq!(
-            id_of(index.resolve("urn:uuid:1", None, None)).as_deref(),
-            Some("p1")
+            id_of(&index.resolve("Patient/p1", Some("urn:uuid:9"), None)),
+            ["p1"]
         );
         assert_eq!(
-            id_of(index.resolve("Patient/p1", Some("urn:uuid:9"), None)).as_deref(),
-            Some("p1")
+            id_of(&index.resolve("Medication/m2", Some("http://srv/fhir/Condition/c1"), None)),
+            ["m2"]
         );
-        assert_eq!(
-            id_of(index.resolve("Medication/m2", Some("http://srv/fhir/Condition/c1"), None))
-                .as_deref(),
-            Some("m2")
-        );
-        assert_eq!(
-            id_of(index.resolve("Organization/o1", None, None)).as_deref(),
-            Some("o1")
-        );
+        assert_eq!(id_of(&index.resolve("Organization/o1", None, None)), ["o1"]);
         let holder = index.entries[1].resource;
+        assert_eq!(id_of(&index.resolve("#m", None, Some(holder))), ["m"]);
+        assert!(matches!(
+            index.resolve("Patient/none", None, None),
+            Target::Missing
+        ));
+        assert!(matches!(
+            index.resolve("garbage", None, None),
+            Target::Missing
+        ));
+        assert!(matches!(index.resolve("", None, None), Target::Missing));
+        assert_eq!(index.duplicates, 0);
         assert_eq!(
-            id_of(index.resolve("#m", None, Some(holder))).as_deref(),
-            Some("m")
+            index.full_url_of(index.entries[2].resource),
+            Some("http://srv/fhir/Medication/m2")
         );
-        assert!(index.resolve("Patient/none", None, None).is_none());
-        assert!(index.resolve("garbage", None, None).is_none());
-        assert!(index.resolve("", None, None).is_none());
+    }
+
+    #[test]
+    fn one_identity_claimed_twice_yields_every_claimant() {
+        let entries = json!([
+            {"fullUrl": "urn:uuid:a", "resource": {"resourceType": "AllergyIntolerance", "id": "x", "code": {"text": "none"}}},
+            {"fullUrl": "urn:uuid:a", "resource": {"resourceType": "AllergyIntolerance", "id": "y", "code": {"text": "penicillin"}}},
+            {"fullUrl": "urn:uuid:b", "resource": {"resourceType": "Condition", "id": "c"}},
+            {"fullUrl": "urn:uuid:b", "resource": {"resourceType": "Condition", "id": "c"}}
+        ]);
+        let index = Index::new(entries.as_array().unwrap());
+        assert_eq!(index.duplicates, 2);
+        let target = index.resolve("urn:uuid:a", None, None);
+        assert!(matches!(target, Target::Ambiguous(_)), "{target:?}");
+        assert_eq!(id_of(&target), ["x", "y"]);
+        // Identical copies are one resource (the duplicate is still counted above).
+        assert!(matches!(
+            index.resolve("urn:uuid:b", None, None),
+            Target::Found(_)
+        ));
+    }
+
+    #[test]
+    fn versioned_references_resolve_to_that_version_only() {
+        let entries = json!([
+            {"fullUrl": "http://srv/AllergyIntolerance/x/_history/1", "resource": {"resourceType": "AllergyIntolerance", "id": "x", "meta": {"versionId": "1"}}},
+            {"fullUrl": "http://srv/AllergyIntolerance/x/_history/2", "resource": {"resourceType": "AllergyIntolerance", "id": "x", "meta": {"versionId": "2"}, "criticality": "high"}},
+            {"fullUrl": "urn:uuid:c", "resource": {"resourceType": "Condition", "id": "c", "meta": {"versionId": "7"}}}
+        ]);
+        let index = Index::new(entries.as_array().unwrap());
+        // Two versions under one fullUrl are allowed (bdl-7), not duplicates.
+        assert_eq!(index.duplicates, 0);
+        let second = index.resolve("AllergyIntolerance/x/_history/2", None, None);
+        let Target::Found(found) = second else {
+            panic!("{second:?}")
+        };
+        assert_eq!(found["criticality"], "high");
+        let first = index.resolve("http://srv/AllergyIntolerance/x/_history/1", None, None);
+        assert!(matches!(first, Target::Found(r) if r.get("criticality").is_none()));
+        assert!(matches!(
+            index.resolve("AllergyIntolerance/x/_history/3", None, None),
+            Target::VersionMissing
+        ));
+        // Unversioned: both versions, never one picked silently.
+        assert_eq!(
+            index
+                .resolve("AllergyIntolerance/x", None, None)
+                .candidates()
+                .len(),
+            2
+        );
+        assert!(matches!(
+            index.resolve("Condition/c/_history/7", None, None),
+            Target::Found(_)
+        ));
+        assert!(matches!(
+            index.resolve("Condition/c/_history/6", None, None),
+            Target::VersionMissing
+        ));
     }
 }

@@ -7,17 +7,22 @@
 //! ways real bundles write them ([`bundle`]) → typed sections (`sections`). Narratives are
 //! reduced to plain text ([`narrative`]); nothing leaves as markup.
 //!
-//! Honesty rules: a section is `recorded` only when it lists readable items; `none_known`
-//! only on an explicit statement (SNOMED / IPS "no known" codes, `emptyReason` `nilknown`,
-//! or the exact phrase as free text); `not_recorded` when the document says nothing or
-//! says the information is unavailable; `unreadable` when it lists entries none of which
-//! could be read. Defects inside entries do not hide the rest of the document: they become
-//! `warnings`, which the physician's screen shows.
+//! Honesty rules (`docs/summary.md` has the whole reasoning): a section is `recorded` only
+//! when it lists readable items; `none_known` only on an explicit statement (SNOMED / IPS
+//! "no known" codes, `emptyReason` `nilknown`, or the exact phrase as free text);
+//! `not_recorded` when the document says nothing or says the information is unavailable;
+//! `unreadable` when it lists entries none of which could be read; `conflicting` when it
+//! says two incompatible things (none known and no information, or either next to items).
+//! Nothing recorded is dropped: entries claiming one identity are all considered, an
+//! allergy the section forgot to list is still shown, entries about another person are
+//! left out and counted. Defects inside entries do not hide the rest of the document: they
+//! are counted (`defects`) and described (`warnings`), and the physician's screen shows them.
 
 pub mod bundle;
 pub mod narrative;
 mod sections;
-pub use sections::{human_names, ins_identifiers};
+mod subject;
+pub use subject::{human_names, ins_identifiers};
 pub mod syntax;
 pub mod validate;
 
@@ -49,8 +54,11 @@ pub enum SummaryError {
     /// Larger than [`MAX_BUNDLE_BYTES`] or with too many entries.
     #[error("document too large: {0}")]
     TooLarge(String),
-    /// Several Patient resources that do not describe the same person.
-    #[error("the bundle holds {0} Patient resources that disagree on who the patient is")]
+    /// The document's own subject cannot be determined: no Composition subject names one
+    /// of its Patient resources, and those disagree on who the patient is.
+    #[error(
+        "the document's subject cannot be determined: it holds {0} Patient resources that disagree on who the patient is, and no Composition subject names one of them"
+    )]
     ConflictingPatients(usize),
 }
 
@@ -67,7 +75,7 @@ impl SummaryError {
 }
 
 /// The critical summary of one document.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CriticalSummary {
     /// Where the data comes from and how old it is.
     pub document: DocumentInfo,
@@ -91,12 +99,45 @@ pub struct CriticalSummary {
     pub pregnancy: Option<Section<Observation>>,
     /// Every other section, by title with its narrative as text.
     pub other_sections: Vec<OtherSection>,
-    /// What could not be read or looked wrong; shown with the summary.
+    /// Defects of the document, counted (the physician's screen says the summary may be
+    /// partial when any is non-zero).
+    #[serde(default)]
+    pub defects: DocumentDefects,
+    /// What could not be read or looked wrong, described for centre IT (English, never a
+    /// value from the document); shown with the summary.
     pub warnings: Vec<String>,
 }
 
+/// Defects of one document, counted. Each is also described in `warnings`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(default)]
+pub struct DocumentDefects {
+    /// Entries claiming the identity (fullUrl, or type and id) of another entry in the
+    /// same version: every claimant is considered, none picked.
+    pub duplicate_entries: usize,
+    /// Entries about a person other than the document's subject, left out.
+    pub other_person_entries: usize,
+    /// Section entries that could not be read, all sections together.
+    pub unreadable_entries: usize,
+    /// Entries breaking FHIR structure rules (unknown element, invalid date, bad id…).
+    pub invalid_entries: usize,
+    /// Attachments whose data is not valid base64.
+    pub bad_attachments: usize,
+    /// Human names holding markup (shown as text, markup removed).
+    pub names_with_markup: usize,
+    /// Narratives holding a DOCTYPE or an entity declaration (ignored).
+    pub narrative_declarations: usize,
+}
+
+impl DocumentDefects {
+    /// Whether the document had any defect at all.
+    pub fn any(&self) -> bool {
+        *self != Self::default()
+    }
+}
+
 /// Provenance of the document.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct DocumentInfo {
     /// `document` or `searchset` (some servers answer `$summary` with a search set).
     pub bundle_type: String,
@@ -112,8 +153,8 @@ pub struct DocumentInfo {
     pub custodian: Option<String>,
 }
 
-/// Identity traits as written in the document.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// Identity traits as written in the document (of its subject, not of other persons).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct DocumentPatient {
     /// Names as written (family in capitals is the source's choice, not ours).
     pub names: Vec<String>,
@@ -128,7 +169,7 @@ pub struct DocumentPatient {
 }
 
 /// What a section establishes.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SectionStatus {
     /// At least one readable item.
@@ -140,10 +181,13 @@ pub enum SectionStatus {
     NotRecorded,
     /// The document lists entries, none of which could be read.
     Unreadable,
+    /// The document says incompatible things: "none known" next to "no information", or
+    /// either next to items (which are listed all the same). Never to be read as absence.
+    Conflicting,
 }
 
 /// One section of the summary.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Section<T> {
     /// What the section establishes.
     pub status: SectionStatus,
@@ -152,18 +196,30 @@ pub struct Section<T> {
     pub basis: String,
     /// The section title in the document.
     pub title: Option<String>,
-    /// Readable items, in document order.
+    /// Readable items the section lists, in document order.
     pub items: Vec<T>,
-    /// Explicit partial negations, e.g. "No known food allergy".
+    /// Readable items of the section's kind that the document holds without listing them
+    /// in the section (allergies only): shown, with a note.
+    #[serde(default = "Vec::new")]
+    pub unlisted_items: Vec<T>,
+    /// Statements of absence ("No known allergies", "No known food allergy") and of
+    /// missing information ("No information about allergies"), as written.
     pub statements: Vec<String>,
-    /// Entries that could not be read (unresolvable references, unexpected types).
+    /// Entries that could not be read (unresolvable references, versions the document
+    /// does not hold, unexpected types).
     pub unreadable_entries: usize,
+    /// Entry references that several different resources claim: all of them are listed.
+    #[serde(default)]
+    pub duplicate_entries: usize,
+    /// Entries about a person other than the document's subject, left out.
+    #[serde(default)]
+    pub other_person_entries: usize,
     /// The section's narrative as plain text.
     pub narrative: Option<String>,
 }
 
 /// A code as the source wrote it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Code {
     /// Code system URI (or OID URN).
     pub system: Option<String>,
@@ -174,7 +230,7 @@ pub struct Code {
 }
 
 /// An allergy or intolerance.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Allergy {
     /// The substance, in the source's words.
     pub substance: String,
@@ -197,7 +253,7 @@ pub struct Allergy {
 }
 
 /// A medication.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Medication {
     /// The product, in the source's words.
     pub name: String,
@@ -214,7 +270,7 @@ pub struct Medication {
 }
 
 /// A problem (condition).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Problem {
     /// The problem, in the source's words.
     pub name: String,
@@ -231,7 +287,7 @@ pub struct Problem {
 }
 
 /// A procedure.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Procedure {
     /// The procedure, in the source's words.
     pub name: String,
@@ -244,7 +300,7 @@ pub struct Procedure {
 }
 
 /// An immunization.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Immunization {
     /// The vaccine, in the source's words.
     pub vaccine: String,
@@ -257,7 +313,7 @@ pub struct Immunization {
 }
 
 /// A medical device.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Device {
     /// The device, in the source's words.
     pub name: String,
@@ -266,7 +322,7 @@ pub struct Device {
 }
 
 /// An observation (pregnancy status and the like).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Observation {
     /// What was observed.
     pub name: String,
@@ -277,7 +333,7 @@ pub struct Observation {
 }
 
 /// A section the summary does not model: title and narrative.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct OtherSection {
     /// Title in the document.
     pub title: Option<String>,

@@ -13,33 +13,124 @@ const BLOCKS: &[&str] = &[
     "p", "div", "br", "li", "tr", "table", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol",
 ];
 
+/// A narrative reduced to text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Narrative {
+    /// The readable text.
+    pub text: String,
+    /// The markup held a declaration (`<!DOCTYPE`, `<!ENTITY`…): never legal in a FHIR
+    /// narrative, ignored here (no entity is ever expanded), counted as a defect.
+    pub declaration: bool,
+}
+
 /// The readable text of an XHTML fragment.
 pub fn to_text(xhtml: &str) -> String {
+    read(xhtml).text
+}
+
+/// The readable text of an XHTML fragment, and whether it held a declaration.
+///
+/// One pass, no backtracking: every construct is skipped by searching forward from where
+/// it starts, so the cost stays linear in the input whatever its nesting (`docs/summary.md`).
+pub fn read(xhtml: &str) -> Narrative {
     let mut out = String::new();
+    let mut declaration = false;
     let mut rest = xhtml;
     while let Some(open) = rest.find('<') {
         push_text(&mut out, &rest[..open]);
-        let after = &rest[open + 1..];
-        let Some(close) = after.find('>') else {
-            rest = "";
-            break;
+        let markup = &rest[open..];
+        rest = if let Some(comment) = markup.strip_prefix("<!--") {
+            after(comment, "-->")
+        } else if let Some(cdata) = markup.strip_prefix("<![CDATA[") {
+            let end = cdata.find("]]>").unwrap_or(cdata.len());
+            out.push_str(&cdata[..end]);
+            after(&cdata[end..], "]]>")
+        } else if let Some(body) = markup.strip_prefix("<!") {
+            declaration = true;
+            skip_declaration(body)
+        } else if let Some(instruction) = markup.strip_prefix("<?") {
+            after(instruction, "?>")
+        } else {
+            let Some((tag, remaining)) = split_tag(&markup[1..]) else {
+                rest = "";
+                break;
+            };
+            let name = tag_name(tag);
+            let closing = tag.starts_with('/');
+            if DROPPED.contains(&name.as_str()) && !closing && !tag.ends_with('/') {
+                skip_element(remaining, &name)
+            } else {
+                if BLOCKS.contains(&name.as_str()) {
+                    out.push('\n');
+                } else if (name == "td" || name == "th") && !closing {
+                    out.push_str(" | ");
+                }
+                remaining
+            }
         };
-        let tag = &after[..close];
-        rest = &after[close + 1..];
-        let name = tag_name(tag);
-        if DROPPED.contains(&name.as_str()) && !tag.starts_with('/') && !tag.ends_with('/') {
-            rest = skip_element(rest, &name);
-        } else if BLOCKS.contains(&name.as_str()) {
-            out.push('\n');
-        } else if (name == "td" || name == "th") && !tag.starts_with('/') {
-            out.push_str(" | ");
-        }
         if out.len() > MAX_CHARS * 4 {
+            rest = "";
             break;
         }
     }
     push_text(&mut out, rest);
-    tidy(&out)
+    Narrative {
+        text: tidy(&out),
+        declaration,
+    }
+}
+
+/// Whether `text` holds something that looks like markup (`<b`, `</`, `<!`, `<?`): a human
+/// name or a code should never.
+pub fn has_markup(text: &str) -> bool {
+    text.as_bytes()
+        .windows(2)
+        .any(|w| w[0] == b'<' && (w[1].is_ascii_alphabetic() || matches!(w[1], b'/' | b'!' | b'?')))
+}
+
+/// Whether an XHTML fragment holds a declaration (`<!DOCTYPE`, `<!ENTITY`…), without
+/// reducing it to text.
+pub fn has_declaration(xhtml: &str) -> bool {
+    xhtml.match_indices("<!").any(|(at, _)| {
+        let rest = &xhtml[at + 2..];
+        !rest.starts_with("--") && !rest.starts_with("[CDATA[")
+    })
+}
+
+/// What follows the first `end` in `text`, or nothing when it never comes.
+fn after<'a>(text: &'a str, end: &str) -> &'a str {
+    text.find(end).map_or("", |at| &text[at + end.len()..])
+}
+
+/// The tag's inside and what follows its `>`; a `>` inside a quoted attribute value does
+/// not end the tag (unless the quotes never close: then the first `>` does).
+fn split_tag(text: &str) -> Option<(&str, &str)> {
+    let mut quote = None;
+    for (at, byte) in text.bytes().enumerate() {
+        match (quote, byte) {
+            (None, b'>') => return Some((&text[..at], &text[at + 1..])),
+            (None, b'"' | b'\'') => quote = Some(byte),
+            (Some(q), b) if q == b => quote = None,
+            _ => {}
+        }
+    }
+    let gt = text.find('>')?;
+    Some((&text[..gt], &text[gt + 1..]))
+}
+
+/// Past a declaration's end, its internal subset (`[ … ]`) included.
+fn skip_declaration(body: &str) -> &str {
+    match body.find(['[', '>']) {
+        Some(at) if body.as_bytes()[at] == b'[' => {
+            let subset = &body[at..];
+            match subset.find(']') {
+                Some(close) => after(&subset[close..], ">"),
+                None => "",
+            }
+        }
+        Some(at) => &body[at + 1..],
+        None => "",
+    }
 }
 
 fn tag_name(tag: &str) -> String {
@@ -53,14 +144,22 @@ fn tag_name(tag: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Skips past `</name>` (case-insensitive), or to the end.
+/// Skips past `</name>` (case-insensitive), or to the end. Each `</` is looked at once.
 fn skip_element<'a>(rest: &'a str, name: &str) -> &'a str {
-    let lower = rest.to_ascii_lowercase();
-    let end = format!("</{name}");
-    match lower.find(&end) {
-        Some(at) => rest[at..].find('>').map_or("", |gt| &rest[at + gt + 1..]),
-        None => "",
+    let bytes = rest.as_bytes();
+    let mut from = 0;
+    while let Some(found) = rest[from..].find("</") {
+        let at = from + found + 2;
+        let candidate = bytes.get(at..at + name.len());
+        let next = bytes.get(at + name.len()).copied();
+        if candidate.is_some_and(|c| c.eq_ignore_ascii_case(name.as_bytes()))
+            && next.is_none_or(|b| b == b'>' || b == b'/' || b.is_ascii_whitespace())
+        {
+            return after(&rest[at..], ">");
+        }
+        from = at;
     }
+    ""
 }
 
 fn push_text(out: &mut String, text: &str) {
@@ -68,7 +167,9 @@ fn push_text(out: &mut String, text: &str) {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         let after = &rest[amp + 1..];
-        match after.find(';').filter(|semi| *semi <= 10) {
+        // An entity name is short: looking further for its ';' would make a text of many
+        // '&' quadratic.
+        match after.bytes().take(11).position(|b| b == b';') {
             Some(semi) => {
                 match entity(&after[..semi]) {
                     Some(c) => out.push(c),
@@ -153,10 +254,45 @@ mod tests {
         assert!(to_text(&long).chars().count() <= MAX_CHARS + 1);
     }
 
+    #[test]
+    fn comments_declarations_cdata_and_quoted_brackets() {
+        let html = r#"<div><!-- a > b -->A<?pi x > y?><p title="x>y">B</p><![CDATA[<C>]]><!DOCTYPE d [<!ENTITY e "<script>">]>D</div>"#;
+        let read = read(html);
+        assert_eq!(read.text, "A\nB\n<C>D");
+        assert!(read.declaration);
+        assert!(!super::read("<div>plain &amp; simple</div>").declaration);
+        assert_eq!(to_text("<div><!ENTITY x 'y'>after</div>"), "after");
+    }
+
+    #[test]
+    fn dropped_elements_close_only_on_their_own_end_tag() {
+        assert_eq!(
+            to_text("<script>a</scriptx></b></SCRIPT >kept<style/>also"),
+            "keptalso"
+        );
+        assert_eq!(to_text("<script>never closed</p>"), "");
+    }
+
+    #[test]
+    fn markup_in_plain_text_is_recognised() {
+        assert!(has_markup("DUPONT <b>Jean</b>"));
+        assert!(has_markup("x</"));
+        assert!(!has_markup("a < b and 3<4"));
+        assert!(!has_markup("Élodie"));
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_text_never_panics(text in ".{0,200}") {
             let _ = to_text(&text);
+        }
+
+        #[test]
+        fn markup_soup_never_panics(parts in proptest::collection::vec(proptest::sample::select(vec![
+            "<", ">", "</", "<!--", "-->", "<![CDATA[", "]]>", "<!DOCTYPE", "[", "]", "<?", "?>",
+            "<script", "</script", "<STYLE", "</style", "&", ";", "&#x", "é", "\u{0301}", "\"", "'", "/", " ",
+        ]), 0..60)) {
+            let _ = read(&parts.concat());
         }
     }
 }

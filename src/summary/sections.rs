@@ -1,12 +1,19 @@
 //! From a validated Bundle to the typed sections of the critical summary.
+//!
+//! Each section is gathered (its entry references resolved, every claimant of a shared
+//! identity kept, entries about another person left out), then judged (each entry read,
+//! the status following the honesty rules of `docs/summary.md`).
+
+use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use super::bundle::{Index, MAX_ENTRIES};
+use super::bundle::{Index, MAX_ENTRIES, Target};
+use super::subject::{self, Subject, Whose};
 use super::{
-    Allergy, Code, CriticalSummary, Device, DocumentInfo, DocumentPatient, Immunization,
-    Medication, Observation, OtherSection, Problem, Procedure, Section, SectionStatus,
-    SummaryError, narrative, validate,
+    Allergy, Code, CriticalSummary, Device, DocumentDefects, DocumentInfo, DocumentPatient,
+    Immunization, Medication, Observation, OtherSection, Problem, Procedure, Section,
+    SectionStatus, SummaryError, narrative, validate,
 };
 
 type Object = Map<String, Value>;
@@ -20,6 +27,16 @@ const PROCEDURES: &str = "47519-4";
 const IMMUNIZATIONS: &str = "11369-6";
 const DEVICES: &str = "46264-8";
 const PREGNANCY: &str = "10162-6";
+const MODELLED: [&str; 8] = [
+    ALLERGIES,
+    MEDICATIONS,
+    PROBLEMS,
+    PAST_PROBLEMS,
+    PROCEDURES,
+    IMMUNIZATIONS,
+    DEVICES,
+    PREGNANCY,
+];
 
 const IPS_ABSENT: &str = "http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips";
 const SNOMED: &str = "http://snomed.info/sct";
@@ -35,6 +52,8 @@ struct RawSection<'a> {
     resources: Vec<&'a Object>,
     empty_reason: Option<String>,
     narrative: Option<String>,
+    /// The narrative held a declaration (DOCTYPE, ENTITY).
+    declaration: bool,
 }
 
 /// What one entry of a section says.
@@ -47,7 +66,10 @@ enum Read<T> {
         basis: String,
     },
     /// "No information about …".
-    NoInformation(String),
+    NoInformation {
+        text: String,
+        basis: String,
+    },
     /// Deliberately left out (refuted, entered in error), with why.
     Skipped(String),
     /// Not readable as this section's item.
@@ -56,7 +78,12 @@ enum Read<T> {
 
 struct Context<'a> {
     index: &'a Index<'a>,
+    subject: Subject<'a>,
     warnings: Vec<String>,
+    defects: DocumentDefects,
+    /// References inside entries (a statement's medication, a device) that several
+    /// different resources claim; the section being read adds them to its own count.
+    ambiguous: usize,
 }
 
 impl Context<'_> {
@@ -88,17 +115,27 @@ pub(super) fn from_bundle(root: &Object) -> Result<CriticalSummary, SummaryError
         )));
     }
     let index = Index::new(entries);
+    let mut compositions = index.of_type("Composition");
+    let composition = compositions.next();
+    let extra_compositions = compositions.count();
+    let found = subject::find(&index, composition)?;
     let mut context = Context {
         index: &index,
+        subject: found.subject,
         warnings: Vec::new(),
+        defects: DocumentDefects::default(),
+        ambiguous: 0,
     };
-    for (at, entry) in index.entries.iter().enumerate() {
-        for finding in validate::resource(entry.resource) {
-            context.warn(format!("entry {at}: {finding}"));
-        }
+    if let Some(remark) = found.remark {
+        context.warn(remark.into());
     }
-    let patient_in_document = patient(&index)?;
-    let composition = index.of_type("Composition").next();
+    if extra_compositions > 0 {
+        context.warn(format!(
+            "the bundle holds {} Compositions: sections are read from the first; allergies listed only in the others are shown as not listed in their section",
+            extra_compositions + 1
+        ));
+    }
+    check_entries(&mut context);
     let (document, raw) = match composition {
         Some(composition) => {
             let document = document_info(
@@ -121,7 +158,7 @@ pub(super) fn from_bundle(root: &Object) -> Result<CriticalSummary, SummaryError
                     bundle_type: bundle_type.clone(),
                     title: None,
                     date: None,
-                    timestamp: text(root, "timestamp"),
+                    timestamp: None,
                     authors: Vec::new(),
                     custodian: None,
                 },
@@ -131,16 +168,16 @@ pub(super) fn from_bundle(root: &Object) -> Result<CriticalSummary, SummaryError
     };
     let mut document = document;
     document.timestamp = text(root, "timestamp");
+    let declarations = raw.iter().filter(|s| s.declaration).count();
+    if declarations > 0 {
+        context.defects.narrative_declarations += declarations;
+        context.warn(format!(
+            "{declarations} section narratives hold a DOCTYPE or entity declaration (ignored)"
+        ));
+    }
     let from = composition.and_then(|c| c.full_url);
     let contained = composition.map(|c| c.resource);
-    let mut summary = assemble(
-        &mut context,
-        raw,
-        from,
-        contained,
-        document,
-        patient_in_document,
-    );
+    let mut summary = assemble(&mut context, raw, from, contained, document, found.patient);
     let total = context.warnings.len();
     if total > MAX_WARNINGS {
         context.warnings.truncate(MAX_WARNINGS);
@@ -149,60 +186,111 @@ pub(super) fn from_bundle(root: &Object) -> Result<CriticalSummary, SummaryError
             .push(format!("… and {} more warnings", total - MAX_WARNINGS));
     }
     summary.warnings = context.warnings;
+    summary.defects = context.defects;
     Ok(summary)
 }
 
-fn assemble(
-    context: &mut Context,
-    raw: Vec<RawSection>,
-    from: Option<&str>,
-    contained: Option<&Object>,
+/// Entry-level defects, counted and described: structure, attachments, names holding
+/// markup, narratives holding declarations, entries claiming another's identity.
+fn check_entries(context: &mut Context) {
+    let index = context.index;
+    if index.duplicates > 0 {
+        context.defects.duplicate_entries = index.duplicates;
+        context.warn(format!(
+            "{} entries claim the identity (fullUrl, or type and id) of another entry: every claimant is considered",
+            index.duplicates
+        ));
+    }
+    for (at, entry) in index.entries.iter().enumerate() {
+        let findings = validate::resource(entry.resource);
+        if !findings.is_empty() {
+            context.defects.invalid_entries += 1;
+        }
+        for finding in findings {
+            context.warn(format!("entry {at}: {finding}"));
+        }
+        for finding in validate::attachments(entry.resource) {
+            context.defects.bad_attachments += 1;
+            context.warn(format!("entry {at}: {finding}"));
+        }
+        let kind = text(entry.resource, "resourceType").unwrap_or_default();
+        if matches!(kind.as_str(), "Patient" | "Practitioner" | "RelatedPerson") {
+            let marked = subject::names_with_markup(entry.resource);
+            if marked > 0 {
+                context.defects.names_with_markup += marked;
+                context.warn(format!(
+                    "entry {at}: {kind}.name holds markup (shown as text)"
+                ));
+            }
+        }
+        let declares = entry
+            .resource
+            .get("text")
+            .and_then(|t| t.get("div"))
+            .and_then(Value::as_str)
+            .is_some_and(narrative::has_declaration);
+        if declares {
+            context.defects.narrative_declarations += 1;
+            context.warn(format!(
+                "entry {at}: {kind}.text holds a DOCTYPE or entity declaration (ignored)"
+            ));
+        }
+    }
+}
+
+fn assemble<'a>(
+    context: &mut Context<'a>,
+    raw: Vec<RawSection<'a>>,
+    from: Option<&'a str>,
+    contained: Option<&'a Object>,
     document: DocumentInfo,
     patient_in_document: Option<DocumentPatient>,
 ) -> CriticalSummary {
-    let by_code = |code: &str| raw.iter().find(|s| s.code.as_deref() == Some(code));
-    let allergies = build(
+    let [
+        allergy_raw,
+        medication_raw,
+        problem_raw,
+        past_raw,
+        procedure_raw,
+        immunization_raw,
+        device_raw,
+        pregnancy_raw,
+    ] = MODELLED.map(|code| merge(context, &raw, code));
+    let allergies = allergy_section(context, allergy_raw.as_ref(), from, contained);
+    let medications = section(
         context,
-        by_code(ALLERGIES),
-        from,
-        contained,
-        "AllergyIntolerance",
-        allergy,
-    );
-    let medications = build(
-        context,
-        by_code(MEDICATIONS),
+        medication_raw.as_ref(),
         from,
         contained,
         "Medication",
         medication,
     );
-    let problems = build(
+    let problems = section(
         context,
-        by_code(PROBLEMS),
+        problem_raw.as_ref(),
         from,
         contained,
         "Condition",
         problem,
     );
-    let past_problems = build(
+    let past_problems = section(
         context,
-        by_code(PAST_PROBLEMS),
+        past_raw.as_ref(),
         from,
         contained,
         "Condition",
         problem,
     );
-    let procedures = build(
+    let procedures = section(
         context,
-        by_code(PROCEDURES),
+        procedure_raw.as_ref(),
         from,
         contained,
         "Procedure",
         procedure,
     );
-    let immunizations = by_code(IMMUNIZATIONS).map(|s| {
-        build(
+    let immunizations = immunization_raw.as_ref().map(|s| {
+        section(
             context,
             Some(s),
             from,
@@ -211,10 +299,11 @@ fn assemble(
             immunization,
         )
     });
-    let devices =
-        by_code(DEVICES).map(|s| build(context, Some(s), from, contained, "Device", device));
-    let pregnancy = by_code(PREGNANCY).map(|s| {
-        build(
+    let devices = device_raw
+        .as_ref()
+        .map(|s| section(context, Some(s), from, contained, "Device", device));
+    let pregnancy = pregnancy_raw.as_ref().map(|s| {
+        section(
             context,
             Some(s),
             from,
@@ -223,19 +312,9 @@ fn assemble(
             observation,
         )
     });
-    let modelled = [
-        ALLERGIES,
-        MEDICATIONS,
-        PROBLEMS,
-        PAST_PROBLEMS,
-        PROCEDURES,
-        IMMUNIZATIONS,
-        DEVICES,
-        PREGNANCY,
-    ];
     let other_sections = raw
         .iter()
-        .filter(|s| !s.code.as_deref().is_some_and(|c| modelled.contains(&c)))
+        .filter(|s| !s.code.as_deref().is_some_and(|c| MODELLED.contains(&c)))
         .map(|s| OtherSection {
             title: s.title.clone(),
             code: s.code.clone(),
@@ -255,65 +334,207 @@ fn assemble(
         devices,
         pregnancy,
         other_sections,
+        defects: DocumentDefects::default(),
         warnings: Vec::new(),
     }
 }
 
-/// Reads a section's entries with `read`; the status follows the module's honesty rules.
-fn build<T>(
-    context: &mut Context,
-    raw: Option<&RawSection>,
-    from: Option<&str>,
-    contained: Option<&Object>,
-    what: &str,
-    read: fn(&mut Context, &Object) -> Read<T>,
-) -> Section<T> {
-    let Some(raw) = raw else {
-        return Section {
-            status: SectionStatus::NotRecorded,
-            basis: "section absent".into(),
-            title: None,
-            items: Vec::new(),
-            statements: Vec::new(),
-            unreadable_entries: 0,
-            narrative: None,
-        };
+/// The sections coded `code`, read together: a document listing allergies in two
+/// sections of the same code has them all shown.
+fn merge<'a>(context: &mut Context, raw: &[RawSection<'a>], code: &str) -> Option<RawSection<'a>> {
+    let mut same = raw.iter().filter(|s| s.code.as_deref() == Some(code));
+    let first = same.next()?;
+    let mut merged = RawSection {
+        title: first.title.clone(),
+        code: first.code.clone(),
+        references: first.references.clone(),
+        resources: first.resources.clone(),
+        empty_reason: first.empty_reason.clone(),
+        narrative: first.narrative.clone(),
+        declaration: first.declaration,
     };
-    let mut resources: Vec<&Object> = raw.resources.clone();
-    let mut seen = std::collections::HashSet::new();
-    let mut unreadable = 0;
+    let mut count = 1;
+    for more in same {
+        count += 1;
+        merged.references.extend(&more.references);
+        merged.resources.extend(&more.resources);
+        merged.empty_reason = merged.empty_reason.or_else(|| more.empty_reason.clone());
+        merged.narrative = match (merged.narrative, &more.narrative) {
+            (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
+            (a, b) => a.or_else(|| b.clone()),
+        };
+    }
+    if count > 1 {
+        context.warn(format!(
+            "the document holds {count} sections coded {code}: read together"
+        ));
+    }
+    Some(merged)
+}
+
+/// What a section's entries resolve to, before reading.
+#[derive(Default)]
+struct Gathered<'a> {
+    /// Resources to read, in document order, each once.
+    resources: Vec<&'a Object>,
+    /// Every resource the section reaches, the other person's included.
+    reached: HashSet<*const Object>,
+    unreadable: usize,
+    duplicates: usize,
+    other_person: usize,
+}
+
+impl<'a> Gathered<'a> {
+    /// Adds `resource` unless already there or about someone else.
+    fn consider(&mut self, context: &mut Context, resource: &'a Object, what: &str) {
+        if !self.reached.insert(std::ptr::from_ref(resource)) {
+            return;
+        }
+        match context.subject.whose(context.index, resource) {
+            Whose::Other => {
+                self.other_person += 1;
+                context.warn(format!(
+                    "{what} entry about another person than the document's subject: left out"
+                ));
+            }
+            Whose::Unknown => {
+                context.warn(format!(
+                    "{what} entry whose subject reference resolves to nothing: taken as the patient's"
+                ));
+                self.resources.push(resource);
+            }
+            Whose::Subject => self.resources.push(resource),
+        }
+    }
+}
+
+/// Resolves a section's entries; never picks among claimants of one identity.
+fn gather<'a>(
+    context: &mut Context<'a>,
+    raw: &RawSection<'a>,
+    from: Option<&'a str>,
+    contained: Option<&'a Object>,
+    what: &str,
+) -> Gathered<'a> {
+    let mut gathered = Gathered::default();
+    for resource in &raw.resources {
+        gathered.consider(context, resource, what);
+    }
+    let mut seen = HashSet::new();
     for reference in &raw.references {
         if !seen.insert(*reference) {
             context.warn(format!("{what} section lists the same entry twice"));
             continue;
         }
         match context.index.resolve(reference, from, contained) {
-            Some(resource) => resources.push(resource),
-            None => {
-                unreadable += 1;
+            Target::Found(resource) => gathered.consider(context, resource, what),
+            Target::Ambiguous(all) => {
+                gathered.duplicates += 1;
+                context.warn(format!(
+                    "{what} section: {} different resources claim one entry reference: all are shown",
+                    all.len()
+                ));
+                for resource in all {
+                    gathered.consider(context, resource, what);
+                }
+            }
+            Target::VersionMissing => {
+                gathered.unreadable += 1;
+                context.warn(format!(
+                    "{what} section: an entry reference names a version the document does not hold"
+                ));
+            }
+            Target::Missing => {
+                gathered.unreadable += 1;
                 context.warn(format!(
                     "{what} section: an entry reference does not resolve"
                 ));
             }
         }
     }
+    gathered
+}
+
+/// The allergy section, with every allergy of the subject the document holds: those the
+/// section does not list are shown apart, never dropped.
+fn allergy_section<'a>(
+    context: &mut Context<'a>,
+    raw: Option<&RawSection<'a>>,
+    from: Option<&'a str>,
+    contained: Option<&'a Object>,
+) -> Section<Allergy> {
+    let what = "AllergyIntolerance";
+    let mut gathered = raw
+        .map(|r| gather(context, r, from, contained, what))
+        .unwrap_or_default();
+    let mut unlisted = Vec::new();
+    for entry in context.index.of_type(what) {
+        if gathered
+            .reached
+            .contains(&std::ptr::from_ref(entry.resource))
+        {
+            continue;
+        }
+        match context.subject.whose(context.index, entry.resource) {
+            Whose::Other => gathered.other_person += 1,
+            _ => unlisted.push(entry.resource),
+        }
+    }
+    if !unlisted.is_empty() {
+        context.warn(format!(
+            "{} AllergyIntolerance entries are not listed in the allergy section: shown apart",
+            unlisted.len()
+        ));
+    }
+    judge(context, raw, gathered, &unlisted, what, allergy)
+}
+
+/// Gathers and judges a section that shows only what it lists.
+fn section<'a, T>(
+    context: &mut Context<'a>,
+    raw: Option<&RawSection<'a>>,
+    from: Option<&'a str>,
+    contained: Option<&'a Object>,
+    what: &str,
+    read: fn(&mut Context, &Object) -> Read<T>,
+) -> Section<T> {
+    let gathered = raw
+        .map(|r| gather(context, r, from, contained, what))
+        .unwrap_or_default();
+    judge(context, raw, gathered, &[], what, read)
+}
+
+/// Reads gathered entries with `read`; the status follows the module's honesty rules.
+fn judge<T>(
+    context: &mut Context,
+    raw: Option<&RawSection>,
+    gathered: Gathered,
+    unlisted: &[&Object],
+    what: &str,
+    read: fn(&mut Context, &Object) -> Read<T>,
+) -> Section<T> {
+    let ambiguous_before = context.ambiguous;
     let mut items = Vec::new();
+    let mut unlisted_items = Vec::new();
     let mut statements = Vec::new();
     let mut none_known = None;
     let mut no_information = None;
-    for resource in resources {
+    let mut unreadable = gathered.unreadable;
+    for resource in gathered.resources {
         match read(context, resource) {
             Read::Item(item) => items.push(item),
             Read::NoneKnown {
-                general: true,
+                general,
                 text,
                 basis,
             } => {
                 statements.push(text);
-                none_known.get_or_insert(basis);
+                if general {
+                    none_known.get_or_insert(basis);
+                }
             }
-            Read::NoneKnown { text, .. } => statements.push(text),
-            Read::NoInformation(basis) => {
+            Read::NoInformation { text, basis } => {
+                statements.push(text);
                 no_information.get_or_insert(basis);
             }
             Read::Skipped(why) => context.warn(format!("{what} entry left out: {why}")),
@@ -323,8 +544,46 @@ fn build<T>(
             }
         }
     }
-    let (status, basis) = if !items.is_empty() {
-        (SectionStatus::Recorded, "entries".to_owned())
+    for resource in unlisted {
+        match read(context, resource) {
+            Read::Item(item) => unlisted_items.push(item),
+            Read::Unreadable(why) => {
+                unreadable += 1;
+                context.warn(format!(
+                    "{what} entry not listed in the section, unreadable: {why}"
+                ));
+            }
+            Read::Skipped(why) => context.warn(format!("{what} entry left out: {why}")),
+            Read::NoneKnown { .. } | Read::NoInformation { .. } => context.warn(format!(
+                "{what} statement not listed in the section: not taken into account"
+            )),
+        }
+    }
+    match raw.and_then(|r| r.empty_reason.as_deref()) {
+        Some("nilknown") => {
+            none_known.get_or_insert_with(|| "emptyReason nilknown".to_owned());
+        }
+        Some(reason) => {
+            no_information.get_or_insert_with(|| format!("emptyReason {reason}"));
+        }
+        None => {}
+    }
+    let listed_items = !items.is_empty();
+    let any_items = listed_items || !unlisted_items.is_empty();
+    let statuses: Vec<String> = none_known.iter().chain(&no_information).cloned().collect();
+    let (status, basis) = if any_items && !statuses.is_empty() || statuses.len() == 2 {
+        let mut said = statuses;
+        if any_items {
+            said.insert(0, "entries".into());
+        }
+        (SectionStatus::Conflicting, said.join(" and "))
+    } else if any_items {
+        let basis = if listed_items {
+            "entries"
+        } else {
+            "entries not listed in the section"
+        };
+        (SectionStatus::Recorded, basis.to_owned())
     } else if unreadable > 0 {
         (
             SectionStatus::Unreadable,
@@ -334,21 +593,28 @@ fn build<T>(
         (SectionStatus::NoneKnown, basis)
     } else if let Some(basis) = no_information {
         (SectionStatus::NotRecorded, basis)
+    } else if raw.is_some() {
+        (SectionStatus::NotRecorded, "no entries".to_owned())
     } else {
-        match raw.empty_reason.as_deref() {
-            Some("nilknown") => (SectionStatus::NoneKnown, "emptyReason nilknown".into()),
-            Some(reason) => (SectionStatus::NotRecorded, format!("emptyReason {reason}")),
-            None => (SectionStatus::NotRecorded, "no entries".into()),
-        }
+        (SectionStatus::NotRecorded, "section absent".to_owned())
     };
+    if status == SectionStatus::Conflicting {
+        context.warn(format!("{what} section contradicts itself: {basis}"));
+    }
+    let duplicates = gathered.duplicates + (context.ambiguous - ambiguous_before);
+    context.defects.unreadable_entries += unreadable;
+    context.defects.other_person_entries += gathered.other_person;
     Section {
         status,
         basis,
-        title: raw.title.clone(),
+        title: raw.and_then(|r| r.title.clone()),
         items,
+        unlisted_items,
         statements,
         unreadable_entries: unreadable,
-        narrative: raw.narrative.clone(),
+        duplicate_entries: duplicates,
+        other_person_entries: gathered.other_person,
+        narrative: raw.and_then(|r| r.narrative.clone()),
     }
 }
 
@@ -366,6 +632,11 @@ fn composition_sections(composition: &Object) -> Vec<RawSection<'_>> {
         if let Some(children) = section.get("section").and_then(Value::as_array) {
             stack.extend(children.iter().rev());
         }
+        let narrative = section
+            .get("text")
+            .and_then(|t| t.get("div"))
+            .and_then(Value::as_str)
+            .map(narrative::read);
         out.push(RawSection {
             title: text(section, "title"),
             code: section
@@ -384,12 +655,11 @@ fn composition_sections(composition: &Object) -> Vec<RawSection<'_>> {
             empty_reason: section
                 .get("emptyReason")
                 .and_then(|c| codings(c).into_iter().find_map(|c| c.code)),
-            narrative: section
-                .get("text")
-                .and_then(|t| t.get("div"))
-                .and_then(Value::as_str)
-                .map(narrative::to_text)
+            narrative: narrative
+                .as_ref()
+                .map(|n| n.text.clone())
                 .filter(|t| !t.is_empty()),
+            declaration: narrative.is_some_and(|n| n.declaration),
         });
     }
     out
@@ -404,6 +674,7 @@ fn sections_by_type<'a>(index: &'a Index<'a>) -> Vec<RawSection<'a>> {
         resources,
         empty_reason: None,
         narrative: None,
+        declaration: false,
     };
     let of = |kinds: &[&str]| -> Vec<&'a Object> {
         index
@@ -445,23 +716,19 @@ fn document_info(
     from: Option<&str>,
     bundle_type: &str,
 ) -> DocumentInfo {
-    let mut party = |field: &Value| -> Option<String> {
+    let index = context.index;
+    let party = |field: &Value| -> Option<String> {
         let reference = field.get("reference").and_then(Value::as_str);
-        let resolved = reference.and_then(|r| context.index.resolve(r, from, Some(composition)));
-        let name = resolved.and_then(|r| party_name(context.index, r, from));
-        name.or_else(|| {
-            field
-                .get("display")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
+        let named = reference
+            .and_then(|r| names_of(index, &index.resolve(r, from, Some(composition)), from));
+        named.or_else(|| text(field, "display"))
     };
     let authors: Vec<String> = composition
         .get("author")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(&mut party).collect())
+        .map(|a| a.iter().filter_map(party).collect())
         .unwrap_or_default();
-    let custodian = composition.get("custodian").and_then(&mut party);
+    let custodian = composition.get("custodian").and_then(party);
     if authors.is_empty() {
         context.warn("the document names no readable author".into());
     }
@@ -479,20 +746,42 @@ fn document_info(
     }
 }
 
+/// The names of every resource a reference may mean (several, " / "-joined, when the
+/// document is defective: none is picked).
+fn names_of(index: &Index, target: &Target, from: Option<&str>) -> Option<String> {
+    let names: Vec<String> = target
+        .candidates()
+        .iter()
+        .filter_map(|r| party_name(index, r, from))
+        .collect();
+    (!names.is_empty()).then(|| names.join(" / "))
+}
+
 /// The name of a Practitioner, Organization, PractitionerRole (its practitioner, else its
 /// organisation), Patient or Device.
 fn party_name(index: &Index, resource: &Object, from: Option<&str>) -> Option<String> {
     match text(resource, "resourceType")?.as_str() {
         "Organization" => text(resource, "name"),
-        "Practitioner" | "Patient" | "RelatedPerson" => human_names(resource).into_iter().next(),
+        "Practitioner" | "Patient" | "RelatedPerson" => {
+            subject::human_names(resource).into_iter().next()
+        }
         "PractitionerRole" => ["practitioner", "organization"].iter().find_map(|field| {
             let field = resource.get(*field)?;
             let named = field
                 .get("reference")
                 .and_then(Value::as_str)
-                .and_then(|r| index.resolve(r, from, Some(resource)))
-                .filter(|r| text(*r, "resourceType").as_deref() != Some("PractitionerRole"))
-                .and_then(|r| party_name(index, r, from));
+                .and_then(|r| {
+                    let target = index.resolve(r, from, Some(resource));
+                    let names: Vec<String> = target
+                        .candidates()
+                        .iter()
+                        .filter(|r| {
+                            text(**r, "resourceType").as_deref() != Some("PractitionerRole")
+                        })
+                        .filter_map(|r| party_name(index, r, from))
+                        .collect();
+                    (!names.is_empty()).then(|| names.join(" / "))
+                });
             named.or_else(|| text(field, "display"))
         }),
         "Device" => resource
@@ -502,84 +791,6 @@ fn party_name(index: &Index, resource: &Object, from: Option<&str>) -> Option<St
             .and_then(|n| text(n, "name")),
         _ => None,
     }
-}
-
-/// The patient the document describes; several Patient resources must agree.
-fn patient(index: &Index) -> Result<Option<DocumentPatient>, SummaryError> {
-    let patients: Vec<DocumentPatient> = index
-        .of_type("Patient")
-        .map(|e| DocumentPatient {
-            names: human_names(e.resource),
-            birth_date: text(e.resource, "birthDate"),
-            gender: text(e.resource, "gender"),
-            ins: ins_identifiers(e.resource),
-        })
-        .collect();
-    let Some(first) = patients.first() else {
-        return Ok(None);
-    };
-    let differ =
-        |a: &Option<String>, b: &Option<String>| matches!((a, b), (Some(a), Some(b)) if a != b);
-    let family =
-        |p: &DocumentPatient| -> Vec<String> { p.names.iter().map(|n| n.to_lowercase()).collect() };
-    let conflict = patients.iter().skip(1).any(|other| {
-        differ(&first.birth_date, &other.birth_date)
-            || differ(&first.gender, &other.gender)
-            || (!first.ins.is_empty()
-                && !other.ins.is_empty()
-                && !first.ins.iter().any(|i| other.ins.contains(i)))
-            || (!first.names.is_empty()
-                && !other.names.is_empty()
-                && !family(first).iter().any(|n| family(other).contains(n)))
-    });
-    if conflict {
-        return Err(SummaryError::ConflictingPatients(patients.len()));
-    }
-    Ok(Some(first.clone()))
-}
-
-/// `OID|value` of every INS identifier (NIR, NIA, test, demo OIDs) of a Patient.
-pub fn ins_identifiers(resource: &Object) -> Vec<String> {
-    resource
-        .get("identifier")
-        .and_then(Value::as_array)
-        .map(|ids| {
-            ids.iter()
-                .filter_map(|id| {
-                    let system = id.get("system")?.as_str()?.trim_start_matches("urn:oid:");
-                    let value = id.get("value")?.as_str()?;
-                    system
-                        .starts_with("1.2.250.1.213.1.4.")
-                        .then(|| format!("{system}|{value}"))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The names of a Patient or Practitioner, as written (text, else given names and family).
-pub fn human_names(resource: &Object) -> Vec<String> {
-    resource
-        .get("name")
-        .and_then(Value::as_array)
-        .map(|names| {
-            names
-                .iter()
-                .filter_map(|n| {
-                    text(n, "text").or_else(|| {
-                        let given: Vec<&str> = n
-                            .get("given")
-                            .and_then(Value::as_array)
-                            .map(|g| g.iter().filter_map(Value::as_str).collect())
-                            .unwrap_or_default();
-                        let family = n.get("family").and_then(Value::as_str);
-                        let parts: Vec<&str> = given.into_iter().chain(family).collect();
-                        (!parts.is_empty()).then(|| parts.join(" "))
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 // ----- entries -----
@@ -664,13 +875,34 @@ fn medication(context: &mut Context, r: &Object) -> Read<Medication> {
             let target = reference
                 .get("reference")
                 .and_then(Value::as_str)
-                .and_then(|at| {
+                .map(|at| {
                     let from = context.index.full_url_of(r);
                     context.index.resolve(at, from, Some(r))
                 });
-            match target.and_then(|m| m.get("code")) {
-                Some(code) => Some(code),
-                None => {
+            match target {
+                Some(Target::Found(product)) if product.get("code").is_some() => {
+                    product.get("code")
+                }
+                Some(Target::Ambiguous(all)) => {
+                    // Several products claim the reference: all are named, none picked.
+                    context.ambiguous += 1;
+                    let concepts: Vec<&Value> = all.iter().filter_map(|m| m.get("code")).collect();
+                    let names: Vec<String> =
+                        concepts.iter().filter_map(|c| concept_name(c)).collect();
+                    if names.is_empty() {
+                        return Read::Unreadable(
+                            "a medication reference claimed by several unnamed products".into(),
+                        );
+                    }
+                    let codes = concepts.into_iter().flat_map(codings).collect();
+                    return Read::Item(medication_item(r, names.join(" / "), codes));
+                }
+                Some(Target::VersionMissing) => {
+                    return Read::Unreadable(
+                        "a medication reference names a version the document does not hold".into(),
+                    );
+                }
+                _ => {
                     return match reference.get("display").and_then(Value::as_str) {
                         Some(display) => Read::Item(medication_item(r, display.into(), Vec::new())),
                         None => {
@@ -787,33 +1019,55 @@ fn device(context: &mut Context, r: &Object) -> Read<Device> {
     if let Some(read) = expect_type(r, &["DeviceUseStatement", "Device"]) {
         return read;
     }
-    let device = if text(r, "resourceType").as_deref() == Some("Device") {
-        Some(r)
+    let devices: Vec<&Object> = if text(r, "resourceType").as_deref() == Some("Device") {
+        vec![r]
     } else {
-        r.get("device")
+        let target = r
+            .get("device")
             .and_then(|d| d.get("reference"))
             .and_then(Value::as_str)
-            .and_then(|at| {
+            .map(|at| {
                 context
                     .index
                     .resolve(at, context.index.full_url_of(r), Some(r))
-            })
+            });
+        match target {
+            Some(Target::VersionMissing) => {
+                return Read::Unreadable(
+                    "a device reference names a version the document does not hold".into(),
+                );
+            }
+            Some(target) => target.candidates().to_vec(),
+            None => Vec::new(),
+        }
     };
-    let Some(device) = device else {
+    if devices.is_empty() {
         return Read::Unreadable("a device reference that does not resolve".into());
-    };
-    let concept = device.get("type");
-    if let Some(negation) = concept.and_then(negation) {
-        return negation;
     }
-    let name = party_name(context.index, device, None).or_else(|| concept.and_then(concept_name));
-    match name {
-        Some(name) => Read::Item(Device {
-            name,
-            codes: concept.map(codings).unwrap_or_default(),
-        }),
-        None => Read::Unreadable("a device without a name or type".into()),
+    if devices.len() > 1 {
+        context.ambiguous += 1;
     }
+    let mut names = Vec::new();
+    let mut codes = Vec::new();
+    for device in devices {
+        let concept = device.get("type");
+        if let Some(negation) = concept.and_then(negation) {
+            return negation;
+        }
+        if let Some(name) =
+            party_name(context.index, device, None).or_else(|| concept.and_then(concept_name))
+        {
+            names.push(name);
+        }
+        codes.extend(concept.map(codings).unwrap_or_default());
+    }
+    if names.is_empty() {
+        return Read::Unreadable("a device without a name or type".into());
+    }
+    Read::Item(Device {
+        name: names.join(" / "),
+        codes,
+    })
 }
 
 fn observation(_context: &mut Context, r: &Object) -> Read<Observation> {
@@ -882,7 +1136,10 @@ fn negation<T>(concept: &Value) -> Option<Read<T>> {
         };
         if system == IPS_ABSENT {
             if code.starts_with("no-") && code.ends_with("-info") {
-                return Some(Read::NoInformation(format!("IPS {code}")));
+                return Some(Read::NoInformation {
+                    text: label(),
+                    basis: format!("IPS {code}"),
+                });
             }
             if let Some(what) = code.strip_prefix("no-known-") {
                 let general = matches!(

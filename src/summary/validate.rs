@@ -241,6 +241,65 @@ pub fn resource(value: &Map<String, Value>) -> Vec<Finding> {
     findings
 }
 
+/// Elements holding an Attachment (or a list of them), at any depth, in the types a
+/// summary bundle carries.
+const ATTACHMENT_ELEMENTS: &[&str] = &[
+    "attachment",
+    "photo",
+    "presentedForm",
+    "valueAttachment",
+    "contentAttachment",
+    "sourceAttachment",
+];
+
+/// Attachments (and Binary resources) whose `data` is not base64: one finding each. The
+/// content itself is never read further.
+pub fn attachments(value: &Map<String, Value>) -> Vec<Finding> {
+    let name = value
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .map_or_else(|| "?".to_owned(), safe_name);
+    let mut findings = Vec::new();
+    let mut bad = |path: String| {
+        findings.push(Finding {
+            path,
+            defect: "attachment data is not valid base64".into(),
+        });
+    };
+    if name == "Binary" && value.get("data").is_some_and(|d| !is_base64(d)) {
+        bad(format!("{name}.data"));
+    }
+    // Walk without recursion (nesting is bounded by the parser, but a stack is cheaper).
+    let mut stack: Vec<(&str, &Value)> = value.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    while let Some((key, node)) = stack.pop() {
+        match node {
+            Value::Array(items) => stack.extend(items.iter().map(|item| (key, item))),
+            Value::Object(object) => {
+                if ATTACHMENT_ELEMENTS.contains(&key)
+                    && object.get("data").is_some_and(|d| !is_base64(d))
+                {
+                    bad(format!("{name}.{}", safe_name(key)));
+                }
+                stack.extend(object.iter().map(|(k, v)| (k.as_str(), v)));
+            }
+            _ => {}
+        }
+    }
+    findings
+}
+
+/// FHIR base64Binary: base64 with padding, white space allowed between groups.
+fn is_base64(value: &Value) -> bool {
+    use base64::Engine as _;
+    let Some(text) = value.as_str() else {
+        return false;
+    };
+    let compact: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(&compact)
+        .is_ok()
+}
+
 fn unknown_elements(
     value: &Map<String, Value>,
     resource_type: &str,
@@ -377,16 +436,22 @@ fn valid_date(text: &str, kind: DateKind) -> bool {
 fn valid_time_with_zone(text: &str) -> bool {
     let (time, zone_ok) = if let Some(t) = text.strip_suffix('Z') {
         (t, true)
-    } else if text.len() > 6 {
-        let (t, zone) = text.split_at(text.len() - 6);
-        let z = zone.as_bytes();
+    } else {
+        // Split on bytes: the text may hold anything, and a split inside a multi-byte
+        // character would panic. A zone that checks out is ASCII, so the split is then
+        // on a character boundary.
+        let Some(at) = text.len().checked_sub(6).filter(|at| *at > 0) else {
+            return false;
+        };
+        let z = &text.as_bytes()[at..];
         let ok = (z[0] == b'+' || z[0] == b'-')
             && z[1..3].iter().all(u8::is_ascii_digit)
             && z[3] == b':'
             && z[4..6].iter().all(u8::is_ascii_digit);
-        (t, ok)
-    } else {
-        return false;
+        match text.get(..at) {
+            Some(t) if ok => (t, true),
+            _ => return false,
+        }
     };
     let (hms, fraction) = match time.split_once('.') {
         Some((hms, f)) => (hms, Some(f)),
@@ -435,6 +500,54 @@ mod tests {
         }
         assert!(!valid_date("2015-03-01T10:00:00Z", DateKind::Date));
         assert!(!valid_date("2015-03-01", DateKind::Instant));
+    }
+
+    #[test]
+    fn dates_with_multibyte_characters_are_invalid_not_a_panic() {
+        for bad in [
+            "2026-11-02TAé12345",
+            "2026-11-02Té",
+            "2026-11-02T10:00:00+0é:00",
+            "2026-11-02T\u{0301}\u{0301}\u{0301}",
+            "2026-11-02T10:00:00€",
+        ] {
+            assert!(!valid_date(bad, DateKind::DateTime), "{bad}");
+        }
+        let findings = check(json!({"resourceType": "AllergyIntolerance", "patient": {},
+            "recordedDate": "2026-11-02TAé12345"}));
+        assert_eq!(
+            findings,
+            ["AllergyIntolerance.recordedDate: not a valid FHIR dateTime"]
+        );
+    }
+
+    #[test]
+    fn attachment_data_must_be_base64() {
+        let good = json!({"resourceType": "DocumentReference", "content": [
+            {"attachment": {"contentType": "text/plain", "data": "SGVs bG8="}}]});
+        assert!(attachments(good.as_object().unwrap()).is_empty());
+        let bad = json!({"resourceType": "DocumentReference", "content": [
+            {"attachment": {"data": "not base64!"}}, {"attachment": {"data": 7}}],
+            "photo": {"data": "QQ"}});
+        let found: Vec<String> = attachments(bad.as_object().unwrap())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(
+            found
+                .iter()
+                .all(|f| f.ends_with("attachment data is not valid base64"))
+        );
+        assert!(!found.iter().any(|f| f.contains("not base64!")));
+        let binary = json!({"resourceType": "Binary", "contentType": "x", "data": "%%"});
+        assert_eq!(
+            attachments(binary.as_object().unwrap())[0].to_string(),
+            "Binary.data: attachment data is not valid base64"
+        );
+        // SampledData.data is not base64 and is not checked as such.
+        let sampled = json!({"resourceType": "Observation", "valueSampledData": {"data": "1 2 E"}});
+        assert!(attachments(sampled.as_object().unwrap()).is_empty());
     }
 
     #[test]

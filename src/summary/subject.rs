@@ -1,0 +1,243 @@
+//! Whose document is it, and whose is each entry. The subject is the Patient the
+//! Composition names; other Patient resources describing the same person (real bundles
+//! repeat the patient) join it, and those describing someone else (family members appear in
+//! real bundles) are another person: their entries are left out and counted, never merged.
+//! The document is refused only when its subject cannot be determined. See
+//! `docs/summary.md`.
+
+use serde_json::{Map, Value};
+
+use super::bundle::{Entry, Index};
+use super::{DocumentPatient, SummaryError, narrative};
+
+type Object = Map<String, Value>;
+
+/// The document's subject.
+pub(super) struct Subject<'a> {
+    /// Patient resources describing the subject (empty when the bundle holds none).
+    patients: Vec<&'a Object>,
+    /// The Composition's subject reference, as written.
+    reference: Option<&'a str>,
+}
+
+/// Whose an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Whose {
+    /// The subject's (or it names nobody, and is taken as the subject's).
+    Subject,
+    /// Someone else's: a Patient that is not the subject, or another kind of resource.
+    Other,
+    /// Its subject reference resolves to nothing in the document.
+    Unknown,
+}
+
+/// What the bundle says of its subject.
+pub(super) struct Found<'a> {
+    pub subject: Subject<'a>,
+    /// The subject's traits as the document writes them.
+    pub patient: Option<DocumentPatient>,
+    /// A remark for the warnings, if the subject had to be inferred.
+    pub remark: Option<&'static str>,
+}
+
+/// Determines the subject from the Composition (if any) and the Patient resources.
+pub(super) fn find<'a>(
+    index: &'a Index<'a>,
+    composition: Option<&Entry<'a>>,
+) -> Result<Found<'a>, SummaryError> {
+    let patients: Vec<(&'a Object, DocumentPatient)> = index
+        .of_type("Patient")
+        .map(|e| (e.resource, traits(e.resource)))
+        .collect();
+    let reference = composition
+        .and_then(|c| c.resource.get("subject"))
+        .and_then(|s| s.get("reference"))
+        .and_then(Value::as_str);
+    let named: Vec<(&'a Object, DocumentPatient)> = match (composition, reference) {
+        (Some(c), Some(r)) => index
+            .resolve(r, c.full_url, Some(c.resource))
+            .candidates()
+            .iter()
+            .filter(|p| p.get("resourceType").and_then(Value::as_str) == Some("Patient"))
+            .map(|p| (*p, traits(p)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut remark = None;
+    let pool = if named.is_empty() {
+        if reference.is_some() && !patients.is_empty() {
+            remark = Some("the Composition's subject names no Patient of the bundle");
+        }
+        &patients
+    } else {
+        &named
+    };
+    let Some((anchor, anchor_traits)) = pool.first() else {
+        return Ok(Found {
+            subject: Subject {
+                patients: Vec::new(),
+                reference,
+            },
+            patient: None,
+            remark,
+        });
+    };
+    // Without a Composition subject naming one, the Patients must all be one person; a
+    // subject named by several different Patient resources must be one person too.
+    if pool.iter().any(|(_, other)| disagree(anchor_traits, other)) {
+        return Err(SummaryError::ConflictingPatients(pool.len()));
+    }
+    let mut same: Vec<&'a Object> = vec![*anchor];
+    let mut patient = anchor_traits.clone();
+    for (resource, other) in patients.iter().chain(named.iter()) {
+        if same.iter().any(|s| std::ptr::eq(*s, *resource)) || disagree(anchor_traits, other) {
+            continue;
+        }
+        same.push(resource);
+        for ins in &other.ins {
+            if !patient.ins.contains(ins) {
+                patient.ins.push(ins.clone());
+            }
+        }
+    }
+    Ok(Found {
+        subject: Subject {
+            patients: same,
+            reference,
+        },
+        patient: Some(patient),
+        remark,
+    })
+}
+
+impl Subject<'_> {
+    /// Whose `resource` is, by its own `subject` or `patient` reference.
+    pub(super) fn whose(&self, index: &Index, resource: &Object) -> Whose {
+        let reference = ["subject", "patient"]
+            .iter()
+            .find_map(|field| resource.get(*field))
+            .and_then(|s| s.get("reference"))
+            .and_then(Value::as_str);
+        let Some(reference) = reference else {
+            return Whose::Subject;
+        };
+        if Some(reference) == self.reference {
+            return Whose::Subject;
+        }
+        let target = index.resolve(reference, index.full_url_of(resource), Some(resource));
+        let candidates = target.candidates();
+        if candidates.is_empty() {
+            return if self.patients.is_empty() {
+                Whose::Subject
+            } else {
+                Whose::Unknown
+            };
+        }
+        let subject = candidates
+            .iter()
+            .any(|c| self.patients.iter().any(|p| std::ptr::eq(*p, *c)));
+        if subject {
+            Whose::Subject
+        } else {
+            Whose::Other
+        }
+    }
+}
+
+/// The traits a Patient resource gives.
+fn traits(resource: &Object) -> DocumentPatient {
+    DocumentPatient {
+        names: human_names(resource),
+        birth_date: text(resource, "birthDate"),
+        gender: text(resource, "gender"),
+        ins: ins_identifiers(resource),
+    }
+}
+
+/// Whether two Patients contradict each other on birth date, gender, INS or every name.
+/// Traits one of them lacks do not count: a bare Patient contradicts nobody.
+fn disagree(a: &DocumentPatient, b: &DocumentPatient) -> bool {
+    let differ =
+        |a: &Option<String>, b: &Option<String>| matches!((a, b), (Some(a), Some(b)) if a != b);
+    let lower =
+        |p: &DocumentPatient| -> Vec<String> { p.names.iter().map(|n| n.to_lowercase()).collect() };
+    differ(&a.birth_date, &b.birth_date)
+        || differ(&a.gender, &b.gender)
+        || (!a.ins.is_empty() && !b.ins.is_empty() && !a.ins.iter().any(|i| b.ins.contains(i)))
+        || (!a.names.is_empty() && !b.names.is_empty() && {
+            let theirs = lower(b);
+            !lower(a).iter().any(|n| theirs.contains(n))
+        })
+}
+
+/// `OID|value` of every INS identifier (NIR, NIA, test, demo OIDs) of a Patient.
+pub fn ins_identifiers(resource: &Object) -> Vec<String> {
+    resource
+        .get("identifier")
+        .and_then(Value::as_array)
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|id| {
+                    let system = id.get("system")?.as_str()?.trim_start_matches("urn:oid:");
+                    let value = id.get("value")?.as_str()?;
+                    system
+                        .starts_with("1.2.250.1.213.1.4.")
+                        .then(|| format!("{system}|{value}"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The names of a Patient or Practitioner, as written (text, else given names and family);
+/// markup, which a name should never hold, is reduced to its text.
+pub fn human_names(resource: &Object) -> Vec<String> {
+    raw_names(resource)
+        .into_iter()
+        .map(|name| {
+            if narrative::has_markup(&name) {
+                narrative::to_text(&name).replace('\n', " ")
+            } else {
+                name
+            }
+        })
+        .filter(|name| !name.trim().is_empty())
+        .collect()
+}
+
+/// How many of a resource's names hold markup.
+pub(super) fn names_with_markup(resource: &Object) -> usize {
+    raw_names(resource)
+        .iter()
+        .filter(|name| narrative::has_markup(name))
+        .count()
+}
+
+fn raw_names(resource: &Object) -> Vec<String> {
+    resource
+        .get("name")
+        .and_then(Value::as_array)
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| {
+                    let written = n.get("text").and_then(Value::as_str).map(str::to_owned);
+                    written.or_else(|| {
+                        let given: Vec<&str> = n
+                            .get("given")
+                            .and_then(Value::as_array)
+                            .map(|g| g.iter().filter_map(Value::as_str).collect())
+                            .unwrap_or_default();
+                        let family = n.get("family").and_then(Value::as_str);
+                        let parts: Vec<&str> = given.into_iter().chain(family).collect();
+                        (!parts.is_empty()).then(|| parts.join(" "))
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn text(value: &Object, field: &str) -> Option<String> {
+    value.get(field).and_then(Value::as_str).map(str::to_owned)
+}
