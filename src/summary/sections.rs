@@ -467,16 +467,31 @@ fn allergy_section<'a>(
     let mut gathered = raw
         .map(|r| gather(context, r, from, contained, what))
         .unwrap_or_default();
+    // Other versions of a listed allergy are that allergy's history, not another one.
+    let listed_ids: HashSet<&str> = context
+        .index
+        .entries
+        .iter()
+        .filter(|e| gathered.reached.contains(&std::ptr::from_ref(e.resource)))
+        .filter_map(|e| e.resource.get("id").and_then(Value::as_str))
+        .collect();
     let mut unlisted = Vec::new();
     for entry in context.index.of_type(what) {
+        let id = entry.resource.get("id").and_then(Value::as_str);
         if gathered
             .reached
             .contains(&std::ptr::from_ref(entry.resource))
+            || id.is_some_and(|id| listed_ids.contains(id))
         {
             continue;
         }
         match context.subject.whose(context.index, entry.resource) {
-            Whose::Other => gathered.other_person += 1,
+            Whose::Other => {
+                gathered.other_person += 1;
+                context.warn(format!(
+                    "{what} entry about another person than the document's subject, not listed in the section: left out"
+                ));
+            }
             _ => unlisted.push(entry.resource),
         }
     }
@@ -1245,16 +1260,22 @@ fn status_code(r: &Object, field: &str) -> Option<String> {
 /// A choice element `stem[x]` of time as text: dateTime, string, period, age, range.
 fn when(r: &Object, stem: &str) -> Option<String> {
     let at = |suffix: &str| r.get(&format!("{stem}{suffix}"));
-    if let Some(text) = at("DateTime")
-        .or_else(|| at("String"))
-        .or_else(|| at("Instant"))
-        .and_then(Value::as_str)
+    // A malformed date is never shown as if it were one (the entry's defect is counted).
+    let date = |value: Option<&Value>| {
+        value
+            .and_then(Value::as_str)
+            .filter(|d| validate::is_date_time(d))
+            .map(str::to_owned)
+    };
+    if let Some(text) = date(at("DateTime"))
+        .or_else(|| date(at("Instant")))
+        .or_else(|| text(r, &format!("{stem}String")))
     {
-        return Some(text.to_owned());
+        return Some(text);
     }
     if let Some(period) = at("Period") {
-        let start = text(period, "start");
-        let end = text(period, "end");
+        let start = date(period.get("start"));
+        let end = date(period.get("end"));
         return match (start, end) {
             (Some(s), Some(e)) => Some(format!("{s} – {e}")),
             (Some(s), None) => Some(format!("{s} –")),

@@ -406,6 +406,11 @@ pub fn legal_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
+/// Whether `text` is a FHIR dateTime (or date, or instant: both are dateTimes too).
+pub fn is_date_time(text: &str) -> bool {
+    valid_date(text, DateKind::DateTime)
+}
+
 /// FHIR date / dateTime / instant formats (the R4 regular expressions, spelled out).
 fn valid_date(text: &str, kind: DateKind) -> bool {
     let (date, time) = match text.split_once('T') {

@@ -1,0 +1,463 @@
+//! The summary never hides a recorded allergy: one test per defective document shape, each
+//! on a small synthetic bundle of the project's own (`tests/fixtures/summary/`, named after
+//! what it exercises), and a property test feeding hostile Unicode into every string of
+//! those bundles and of the real ones in `../shared/fixtures/ips` when present.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use proptest::prelude::*;
+use samu_gateway::summary::{self, CriticalSummary, SectionStatus, SummaryError};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_samu-gateway");
+
+fn case_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/summary")
+        .join(name)
+}
+
+fn case(name: &str) -> Result<CriticalSummary, SummaryError> {
+    summary::extract(&std::fs::read(case_path(name)).unwrap())
+}
+
+fn accepted(name: &str) -> CriticalSummary {
+    case(name).unwrap_or_else(|e| panic!("{name} refused: {e}"))
+}
+
+fn substances(items: &[summary::Allergy]) -> Vec<(&str, Option<&str>)> {
+    items
+        .iter()
+        .map(|a| (a.substance.as_str(), a.criticality.as_deref()))
+        .collect()
+}
+
+#[test]
+fn every_case_fixture_has_a_test() {
+    let mut present: Vec<String> = std::fs::read_dir(case_path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    present.sort();
+    assert_eq!(
+        present,
+        [
+            "duplicate-fullurl-none-known-then-penicillin.json",
+            "duplicate-json-key-in-allergy.json",
+            "duplicate-type-id-two-allergies.json",
+            "entry-defects-attachment-name-declaration.json",
+            "family-members-as-extra-patients.json",
+            "malformed-multibyte-date-in-allergy.json",
+            "none-known-and-no-information.json",
+            "none-known-listed-allergy-unlisted.json",
+            "subject-undeterminable.json",
+            "utf8-byte-order-mark.json",
+            "versioned-references.json",
+        ]
+    );
+}
+
+#[test]
+fn a_shared_fullurl_never_lets_none_known_hide_the_penicillin_allergy() {
+    let s = accepted("duplicate-fullurl-none-known-then-penicillin.json");
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
+    assert_eq!(
+        substances(&s.allergies.items),
+        [("Penicillin allergy", Some("high"))]
+    );
+    assert_eq!(s.allergies.statements, ["No known allergy (situation)"]);
+    assert_eq!(s.allergies.duplicate_entries, 1);
+    assert_eq!(s.defects.duplicate_entries, 1);
+    assert!(s.defects.any());
+}
+
+#[test]
+fn two_allergies_under_one_type_and_id_are_both_shown() {
+    let s = accepted("duplicate-type-id-two-allergies.json");
+    assert_eq!(s.allergies.status, SectionStatus::Recorded);
+    assert_eq!(
+        substances(&s.allergies.items),
+        [
+            ("Latex allergy", Some("high")),
+            ("Allergy to peanut", Some("low"))
+        ]
+    );
+    assert_eq!(s.allergies.duplicate_entries, 1);
+    assert_eq!(s.defects.duplicate_entries, 1);
+}
+
+#[test]
+fn a_versioned_reference_reads_that_version_and_a_missing_version_is_unreadable() {
+    let s = accepted("versioned-references.json");
+    // Version 2 (high), not whichever version comes first (version 1, low); version 1 is
+    // the same allergy's history, not another allergy.
+    assert_eq!(
+        substances(&s.allergies.items),
+        [("Allergy to aspirin", Some("high"))]
+    );
+    assert!(s.allergies.unlisted_items.is_empty());
+    assert_eq!(s.allergies.status, SectionStatus::Recorded);
+    // The problem list names version 9 of a condition the document holds only in version 1.
+    assert_eq!(s.problems.status, SectionStatus::Unreadable);
+    assert_eq!(s.problems.unreadable_entries, 1);
+    assert!(s.problems.items.is_empty());
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.contains("names a version the document does not hold")),
+        "{:?}",
+        s.warnings
+    );
+}
+
+#[test]
+fn none_known_next_to_no_information_is_a_visible_contradiction() {
+    let s = accepted("none-known-and-no-information.json");
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
+    assert_eq!(
+        s.allergies.statements,
+        [
+            "No known allergy (situation)",
+            "No information about allergies"
+        ]
+    );
+    assert_eq!(
+        s.allergies.basis,
+        "SNOMED CT 716186003 and IPS no-allergy-info"
+    );
+}
+
+#[test]
+fn an_allergy_the_section_does_not_list_beats_its_none_known_statement() {
+    let s = accepted("none-known-listed-allergy-unlisted.json");
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
+    assert!(s.allergies.items.is_empty());
+    assert_eq!(
+        substances(&s.allergies.unlisted_items),
+        [("Allergy to peanut", Some("high"))]
+    );
+    assert_eq!(s.allergies.statements, ["No known allergy (situation)"]);
+}
+
+#[test]
+fn family_members_entries_are_left_out_and_counted_not_merged_nor_refused() {
+    let s = accepted("family-members-as-extra-patients.json");
+    // The subject is the Patient the Composition names, though listed second.
+    let patient = s.patient_in_document.as_ref().unwrap();
+    assert_eq!(patient.names, ["Camille SYNTHESE"]);
+    assert_eq!(patient.birth_date.as_deref(), Some("1970-05-14"));
+    assert_eq!(
+        substances(&s.allergies.items),
+        [
+            ("Penicillin allergy", Some("high")),
+            ("Latex allergy", None)
+        ]
+    );
+    assert!(s.allergies.unlisted_items.is_empty());
+    // The mother's listed shellfish allergy and the child's unlisted egg allergy.
+    assert_eq!(s.allergies.other_person_entries, 2);
+    let problems: Vec<&str> = s.problems.items.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(problems, ["Hypertension artérielle"]);
+    assert_eq!(s.problems.other_person_entries, 1);
+    assert_eq!(s.defects.other_person_entries, 3);
+    let shown = serde_json::to_string(&s).unwrap();
+    assert!(!shown.contains("shellfish") && !shown.contains("Mireille") && !shown.contains("Léo"));
+}
+
+#[test]
+fn a_document_whose_subject_cannot_be_determined_is_refused() {
+    let refused = case("subject-undeterminable.json").unwrap_err();
+    assert_eq!(refused, SummaryError::ConflictingPatients(2));
+    assert!(refused.to_string().contains("subject cannot be determined"));
+    assert!(!refused.to_string().contains("SYNTHESE"));
+}
+
+#[test]
+fn a_malformed_multibyte_date_is_an_entry_defect_not_a_panic() {
+    let s = accepted("malformed-multibyte-date-in-allergy.json");
+    assert_eq!(
+        substances(&s.allergies.items),
+        [("Penicillin allergy", Some("high"))]
+    );
+    // Never shown as if it were a date.
+    assert_eq!(s.allergies.items[0].onset, None);
+    assert_eq!(s.defects.invalid_entries, 1);
+    let warnings = s.warnings.join("\n");
+    assert!(warnings.contains("AllergyIntolerance.onsetDateTime: not a valid FHIR dateTime"));
+    assert!(warnings.contains("AllergyIntolerance.recordedDate: not a valid FHIR dateTime"));
+    assert!(!warnings.contains("TAé") && !warnings.contains('\u{301}'));
+}
+
+#[test]
+fn entry_level_defects_are_counted_and_described() {
+    let s = accepted("entry-defects-attachment-name-declaration.json");
+    let d = &s.defects;
+    // The Patient's photo and one of the DocumentReference's two attachments.
+    assert_eq!(d.bad_attachments, 2);
+    assert_eq!(d.names_with_markup, 1);
+    // The Patient's narrative and the allergy section's.
+    assert_eq!(d.narrative_declarations, 2);
+    assert_eq!(
+        s.patient_in_document.as_ref().unwrap().names,
+        ["Camille SYNTHESE"]
+    );
+    assert_eq!(s.allergies.narrative.as_deref(), Some("Pénicilline"));
+    assert_eq!(s.allergies.items.len(), 1);
+    let warnings = s.warnings.join("\n");
+    assert!(warnings.contains("Patient.photo: attachment data is not valid base64"));
+    assert!(warnings.contains("Patient.name holds markup"));
+    assert!(!warnings.contains("not base64 at all"));
+}
+
+#[test]
+fn a_property_named_twice_refuses_the_document() {
+    let refused = case("duplicate-json-key-in-allergy.json").unwrap_err();
+    let SummaryError::Syntax { line, defect, .. } = &refused else {
+        panic!("{refused:?}")
+    };
+    assert!(defect.contains("a property name appears twice"), "{defect}");
+    assert!(*line > 1);
+}
+
+#[test]
+fn a_utf8_byte_order_mark_is_accepted() {
+    let bytes = std::fs::read(case_path("utf8-byte-order-mark.json")).unwrap();
+    assert!(bytes.starts_with(b"\xEF\xBB\xBF"));
+    let s = accepted("utf8-byte-order-mark.json");
+    assert_eq!(s.allergies.items.len(), 1);
+    assert!(!s.defects.any(), "{:?}", s.defects);
+    // The same bytes as UTF-16 are named as such.
+    let text = String::from_utf8(bytes[3..].to_vec()).unwrap();
+    let mut utf16 = vec![0xFF, 0xFE];
+    utf16.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+    let refused = summary::extract(&utf16).unwrap_err();
+    assert!(refused.to_string().contains("UTF-16"), "{refused}");
+}
+
+#[test]
+fn summary_show_json_exposes_statuses_and_counts() {
+    let out = Command::new(BIN)
+        .args(["summary", "show", "--json"])
+        .arg(case_path(
+            "duplicate-fullurl-none-known-then-penicillin.json",
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["allergies"]["status"], "conflicting");
+    assert_eq!(json["allergies"]["duplicate_entries"], 1);
+    assert_eq!(json["defects"]["duplicate_entries"], 1);
+    let out = Command::new(BIN)
+        .args(["summary", "show"])
+        .arg(case_path("family-members-as-extra-patients.json"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("! 2 entries about another person, left out"),
+        "{text}"
+    );
+    let out = Command::new(BIN)
+        .args(["summary", "show"])
+        .arg(case_path("none-known-listed-allergy-unlisted.json"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let allergies = text.lines().nth(1).unwrap();
+    assert!(allergies.starts_with("ALLERGIES: CONFLICTING"), "{text}");
+    assert!(
+        text.contains(
+            "Allergy to peanut [criticality high] [not listed in the document's section]"
+        )
+    );
+}
+
+// ----- hostile content -----
+
+/// The synthetic cases (always) and the real bundles (when `../shared` is there).
+fn corpus() -> Vec<Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(case_path(""))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/ips");
+    match std::fs::read_dir(&shared) {
+        Ok(dir) => files.extend(dir.map(|e| e.unwrap().path())),
+        Err(_) => eprintln!(
+            "!!! {} is absent: hostile-content property test runs on the project's own fixtures only",
+            shared.display()
+        ),
+    }
+    files.sort();
+    files
+        .iter()
+        .filter_map(|f| {
+            let bytes = std::fs::read(f).unwrap();
+            let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+            serde_json::from_slice(bytes).ok()
+        })
+        .collect()
+}
+
+/// Pointers to every string value, and to every object key, of `value`.
+fn strings(value: &Value, at: String, values: &mut Vec<String>, keys: &mut Vec<(String, String)>) {
+    match value {
+        Value::String(_) => values.push(at),
+        Value::Object(map) => {
+            for (k, v) in map {
+                let escaped = k.replace('~', "~0").replace('/', "~1");
+                keys.push((at.clone(), k.clone()));
+                strings(v, format!("{at}/{escaped}"), values, keys);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                strings(v, format!("{at}/{i}"), values, keys);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Text no reader expects: multi-byte, combining, control, bidi and date-like pieces.
+fn hostile() -> impl Strategy<Value = String> {
+    let piece = prop::sample::select(vec![
+        "é",
+        "中",
+        "😀",
+        "\u{0301}",
+        "\u{0301}\u{0301}",
+        "\u{0000}",
+        "\u{0007}",
+        "\u{001B}[31m",
+        "\u{007F}",
+        "\u{0085}",
+        "\u{200B}",
+        "\u{202E}",
+        "\u{FEFF}",
+        "\u{FFFD}",
+        "\u{10FFFF}",
+        "2026-11-02T",
+        "TA",
+        "12345",
+        ":",
+        "+01:00",
+        "Z",
+        "-",
+        ".",
+        "<script>",
+        "&amp;",
+        "&#x0;",
+        "/_history/",
+        "urn:uuid:",
+        "#",
+        " ",
+        "\n",
+        "\"",
+        "\\",
+    ]);
+    let date_like = prop::sample::select(vec!["", "2026-11-02T", "2026-11-02T10:00:00", "1970-05"]);
+    (date_like, prop::collection::vec(piece, 1..8))
+        .prop_map(|(start, p)| format!("{start}{}", p.concat()))
+}
+
+/// Elements the validator checks as dates (at any depth: periods too).
+const DATED: &[&str] = &[
+    "birthDate",
+    "date",
+    "timestamp",
+    "issued",
+    "recordedDate",
+    "lastOccurrence",
+    "authoredOn",
+    "dateAsserted",
+    "recorded",
+    "expirationDate",
+    "onsetDateTime",
+    "abatementDateTime",
+    "effectiveDateTime",
+    "effectiveInstant",
+    "performedDateTime",
+    "occurrenceDateTime",
+    "deceasedDateTime",
+    "start",
+    "end",
+];
+
+/// Only ASCII (and the ellipsis that closes a long warning list): no document content,
+/// which carries every non-ASCII character injected, can be echoed.
+fn echoes_nothing(text: &str) -> bool {
+    text.chars().all(|c| c.is_ascii() || c == '…')
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Hostile strings in place of any string value or object key of real and synthetic
+    /// bundles (and, sometimes, a lone surrogate escaped in the JSON text): never a panic,
+    /// never a value echoed in the refusal or the warnings.
+    #[test]
+    fn hostile_unicode_in_any_field_never_panics_nor_is_echoed(
+        file in any::<prop::sample::Index>(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), hostile(), 0u8..4), 1..6),
+        surrogate in prop::option::of(prop::sample::select(vec!["\\ud800", "\\udfff", "\\ud83d\\u0041"])),
+    ) {
+        let corpus = corpus();
+        let mut value = corpus[file.index(corpus.len())].clone();
+        let mut injected = Vec::new();
+        for (at, text, target) in &edits {
+            let (mut values, mut keys) = (Vec::new(), Vec::new());
+            strings(&value, String::new(), &mut values, &mut keys);
+            // Half the edits go to dates, which the validator parses most closely.
+            let dated: Vec<String> = values
+                .iter()
+                .filter(|p| p.rsplit('/').next().is_some_and(|last| DATED.contains(&last)))
+                .cloned()
+                .collect();
+            if *target >= 2 && !dated.is_empty() {
+                values = dated;
+            }
+            if *target == 0 && !keys.is_empty() {
+                let (parent, old) = &keys[at.index(keys.len())];
+                if let Some(Value::Object(map)) = value.pointer_mut(parent)
+                    && let Some(v) = map.remove(old)
+                {
+                    map.insert(text.clone(), v);
+                }
+            } else if !values.is_empty() {
+                let pointer = &values[at.index(values.len())];
+                if let Some(slot) = value.pointer_mut(pointer) {
+                    *slot = Value::String(text.clone());
+                    injected.push((text.clone(), pointer.clone()));
+                }
+            }
+        }
+        let mut json = serde_json::to_string(&value).unwrap();
+        if let Some(escape) = surrogate {
+            json = json.replacen("\"resourceType\":\"", &format!("\"resourceType\":\"{escape}"), 1);
+        }
+        match summary::extract(json.as_bytes()) {
+            Ok(found) => {
+                for warning in &found.warnings {
+                    prop_assert!(echoes_nothing(warning), "warning echoes content: {warning:?}");
+                }
+            }
+            Err(refused) => {
+                let text = refused.to_string();
+                prop_assert!(echoes_nothing(&text), "refusal echoes content: {text:?}");
+                // Nor an ASCII value. Element names (keys) and type names are the schema's
+                // words: refusals name them, reduced to ASCII letters and digits.
+                let typed = |p: &str| p.ends_with("/resourceType") || p == "/type";
+                for (injected, pointer) in &injected {
+                    let words = injected.chars().filter(|c| c.is_alphanumeric()).count();
+                    prop_assert!(
+                        words < 3 || typed(pointer) || !text.contains(injected.as_str()),
+                        "refusal echoes {injected:?}: {text:?}"
+                    );
+                }
+            }
+        }
+    }
+}
