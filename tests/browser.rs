@@ -282,6 +282,91 @@ async fn the_page_works_in_firefox_too() {
     );
 }
 
+/// The project's synthetic bundle `name` (`tests/fixtures/summary`), its subject given the
+/// INS of `serial` (the gateway checks the document is about the patient asked for),
+/// written into `dir`; `edit` may alter it further.
+fn defective_bundle(dir: &Path, name: &str, serial: u32, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/summary")
+        .join(name);
+    let mut bundle: Value = serde_json::from_slice(&std::fs::read(source).unwrap()).unwrap();
+    for entry in bundle["entry"].as_array_mut().unwrap() {
+        if entry["fullUrl"] == "urn:uuid:patient-1" {
+            entry["resource"]["identifier"][0]["value"] = nir(serial).into();
+        }
+    }
+    edit(&mut bundle);
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec(&bundle).unwrap()).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn defective_documents_show_their_state_in_the_block_concerned() {
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    let bundles = tempfile::tempdir().unwrap();
+    let dir = bundles.path();
+    let conflict = defective_bundle(
+        dir,
+        "duplicate-fullurl-none-known-then-penicillin.json",
+        21,
+        |b| {
+            let section = &mut b["entry"][0]["resource"]["section"][0]["entry"];
+            section
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"reference": "AllergyIntolerance/missing"}));
+        },
+    );
+    let upstream = DevUpstream::start(vec![
+        patient("d1", 21, &conflict),
+        patient(
+            "d2",
+            22,
+            &defective_bundle(dir, "family-members-as-extra-patients.json", 22, |_| {}),
+        ),
+        patient(
+            "d3",
+            23,
+            &defective_bundle(dir, "none-known-listed-allergy-unlisted.json", 23, |_| {}),
+        ),
+        patient(
+            "d4",
+            24,
+            &defective_bundle(dir, "versioned-references.json", 24, |_| {}),
+        ),
+        patient(
+            "d5",
+            25,
+            &defective_bundle(dir, "none-known-and-no-information.json", 25, |_| {}),
+        ),
+    ]);
+    let gateway = centre_gateway(&pcscd, &card, &upstream, "");
+    let desk = &gateway.pki.clients[DESK_A];
+    let env = [
+        ("GATEWAY", gateway.url("").trim_end_matches('/').to_owned()),
+        ("CLIENT_CERT", desk.cert.display().to_string()),
+        ("CLIENT_KEY", desk.key.display().to_string()),
+        ("SHOTS", shots_dir().display().to_string()),
+        ("CONFLICT_INS", nir(21)),
+        ("FAMILY_INS", nir(22)),
+        ("UNLISTED_INS", nir(23)),
+        ("VERSIONED_INS", nir(24)),
+        ("CONTRADICTION_INS", nir(25)),
+    ];
+    let result = tokio::task::block_in_place(|| {
+        run_script(&browser_dir().join("defects.mjs"), &env, |_| false)
+    });
+    assert!(
+        result["conflict"]
+            .as_str()
+            .unwrap()
+            .contains("Penicillin allergy"),
+        "{result}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_page_drops_a_late_answer_and_hides_the_summary_without_its_event_stream() {
     let pcscd = Pcscd::start(1);

@@ -66,6 +66,42 @@ async fn every_documented_operation_is_served() {
         doc["components"]["schemas"]["ApiError"].is_object(),
         "refusals are documented"
     );
+    // The break-glass answer documents the summary it carries, down to its statuses and
+    // the counts of what the document got wrong.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["Delivered"]["properties"]["summary"]["$ref"],
+        "#/components/schemas/CriticalSummary"
+    );
+    assert_eq!(
+        schemas["CriticalSummary"]["properties"]["allergies"]["$ref"],
+        "#/components/schemas/Section_Allergy"
+    );
+    let statuses = schemas["SectionStatus"]["enum"].as_array().unwrap();
+    assert!(statuses.contains(&"conflicting".into()), "{statuses:?}");
+    for count in [
+        "unlisted_items",
+        "duplicate_entries",
+        "other_person_entries",
+        "unreadable_entries",
+    ] {
+        assert!(
+            schemas["Section_Allergy"]["properties"][count].is_object(),
+            "{count} documented"
+        );
+    }
+    let defects = schemas["DocumentDefects"]["properties"]
+        .as_object()
+        .unwrap();
+    assert!(
+        defects.contains_key("bad_attachments") && defects.contains_key("other_person_entries")
+    );
+    // The INS the document carries is never sent to the screen, nor documented as sent.
+    assert!(
+        schemas["DocumentPatient"]["properties"]
+            .get("ins")
+            .is_none()
+    );
 }
 
 /// Routes are registered only through `utoipa_axum::routes!` (which documents them), so an

@@ -175,7 +175,6 @@ pub struct Delivered {
     /// Age of the data, seconds (0 when just fetched).
     pub age_seconds: u64,
     /// The critical summary.
-    #[schema(value_type = Object)]
     pub summary: CriticalSummary,
 }
 

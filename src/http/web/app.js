@@ -398,7 +398,7 @@
     // summary may be partial, not the details.
     if (summary.warnings && summary.warnings.length) {
       parts.push(element('p', 'partial', 'Attention : ' + summary.warnings.length +
-        ' élément(s) du document source illisible(s) ou incomplet(s) ; la synthèse peut être partielle.'));
+        ' élément(s) du document source illisible(s), incohérent(s) ou incomplet(s) ; la synthèse peut être partielle.'));
     }
     parts.push(allergySection(summary.allergies));
     parts.push(section('Traitements en cours', summary.medications, (m) =>
@@ -433,33 +433,69 @@
     unreadable: ['not-recorded', 'Allergies présentes dans le document mais illisibles : ne pas conclure à leur absence.'],
   };
 
+  // A contradictory section is never read as absence: its own warning, then whatever it
+  // holds. Items first, then what the document says of absence, then what was left out.
+  const CONFLICT = {
+    items: 'Document contradictoire : il déclare aussi une absence d\u2019allergie ou d\u2019information, mais contient les allergies ci-dessous. Ne pas conclure à leur absence.',
+    statements: 'Document contradictoire : « aucune allergie connue » et « pas d\u2019information » à la fois. Statut allergique inconnu : ne pas conclure à leur absence.',
+    other: 'Document contradictoire : ne pas conclure à une absence.',
+  };
+
   function allergySection(allergies) {
     const block = element('section', 'section allergies');
     const heading = element('h2', null, 'Allergies et intolérances');
     heading.tabIndex = -1;
     block.append(heading);
-    if (allergies.status === 'recorded') {
+    const listed = allergies.items || [];
+    const unlisted = allergies.unlisted_items || [];
+    if (allergies.status === 'conflicting') {
+      const text = listed.length || unlisted.length ? CONFLICT.items : CONFLICT.statements;
+      block.append(element('p', 'status conflicting', text));
+    }
+    if (listed.length || unlisted.length) {
       const list = element('ul');
-      for (const a of allergies.items) {
-        const item = element('li');
-        item.append(element('strong', null, a.substance));
-        if (a.criticality === 'high') item.append(element('span', 'critical', 'CRITICITÉ HAUTE'));
-        const more = [];
-        if (a.kind === 'intolerance') more.push('intolérance');
-        if (a.reactions && a.reactions.length) more.push(a.reactions.join(' ; '));
-        if (a.verification_status === 'unconfirmed') more.push('non confirmée');
-        if (more.length) item.append(document.createTextNode(' — ' + more.join(' — ')));
-        list.append(item);
-      }
+      for (const a of listed) list.append(allergyItem(a, false));
+      for (const a of unlisted) list.append(allergyItem(a, true));
       block.append(list);
-      if (allergies.unreadable_entries) {
-        block.append(element('p', 'status not-recorded', allergies.unreadable_entries + ' entrée(s) illisible(s) en plus.'));
-      }
-    } else {
+    } else if (allergies.status !== 'conflicting') {
       const [kind, text] = ALLERGY_STATUS[allergies.status] || ['not-recorded', 'Allergies : information indisponible.'];
       block.append(element('p', 'status ' + kind, text));
     }
+    block.append(...sectionNotes(allergies));
     return block;
+  }
+
+  function allergyItem(a, unlisted) {
+    const item = element('li');
+    item.append(element('strong', null, a.substance));
+    if (a.criticality === 'high') item.append(element('span', 'critical', 'CRITICITÉ HAUTE'));
+    const more = [];
+    if (a.kind === 'intolerance') more.push('intolérance');
+    if (a.reactions && a.reactions.length) more.push(a.reactions.join(' ; '));
+    if (a.verification_status === 'unconfirmed') more.push('non confirmée');
+    if (more.length) item.append(document.createTextNode(' — ' + more.join(' — ')));
+    if (unlisted) item.append(element('span', 'unlisted', 'non listée dans la section allergies du document'));
+    return item;
+  }
+
+  // What the document says of absence when it also says something else, and what the
+  // gateway could not show: every section, inside its own block.
+  function sectionNotes(data) {
+    const notes = [];
+    if (data.status === 'conflicting' && data.statements && data.statements.length) {
+      notes.push(element('p', 'note', 'Le document déclare aussi : ' + data.statements.map((s) => '« ' + s + ' »').join(' ; ') + '.'));
+    }
+    if (data.duplicate_entries) {
+      notes.push(element('p', 'note defect', 'Document incohérent : entrées en double (' + data.duplicate_entries +
+        ') ; toutes les versions sont affichées.'));
+    }
+    if (data.unreadable_entries && data.status !== 'unreadable') {
+      notes.push(element('p', 'note defect', data.unreadable_entries + ' entrée(s) illisible(s) : la liste peut être incomplète.'));
+    }
+    if (data.other_person_entries) {
+      notes.push(element('p', 'note', data.other_person_entries + ' entrée(s) concernant une autre personne ignorée(s).'));
+    }
+    return notes;
   }
 
   const SECTION_STATUS = {
@@ -471,13 +507,15 @@
   function section(title, data, describe) {
     const block = element('section', 'section');
     block.append(element('h2', null, title));
-    if (data.status === 'recorded') {
+    if (data.status === 'conflicting') block.append(element('p', 'status conflicting', CONFLICT.other));
+    if (data.items.length) {
       const list = element('ul');
       for (const item of data.items) list.append(element('li', null, describe(item)));
       block.append(list);
-    } else {
+    } else if (data.status !== 'conflicting') {
       block.append(element('p', 'status', SECTION_STATUS[data.status] || 'Non renseigné.'));
     }
+    block.append(...sectionNotes(data));
     return block;
   }
 

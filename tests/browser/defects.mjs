@@ -1,0 +1,97 @@
+// Defective documents on the physician's page: each state in French, inside the block it
+// concerns, allergies still first. Started by tests/browser.rs with the gateway, the
+// virtual card and the dev upstream serving the project's synthetic defective bundles.
+// Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, SHOTS, and one INS per document:
+// CONFLICT_INS (a shared fullUrl: "no known allergies" then penicillin, plus a dangling
+// entry), FAMILY_INS (family members' entries), UNLISTED_INS ("none known" listed, a
+// peanut allergy not listed), VERSIONED_INS (a missing version in the problem list),
+// CONTRADICTION_INS ("none known" and "no information").
+
+import { mkdirSync } from 'node:fs';
+import { accessible, check, context, env, fillAccessForm, finish, launch } from './common.mjs';
+
+const gateway = env('GATEWAY');
+const shots = env('SHOTS');
+mkdirSync(shots, { recursive: true });
+const browser = await launch();
+const result = {};
+try {
+  const page = await (await context(browser, gateway, { viewport: { width: 1280, height: 900 } })).newPage();
+  const errors = [];
+  page.on('pageerror', (error) => errors.push(String(error)));
+  await page.goto(gateway + '/');
+  await page.locator('#pin').waitFor({ state: 'visible' });
+  await page.keyboard.type('1234');
+  await page.keyboard.press('Enter');
+  await page.locator('#screen-patient').waitFor({ state: 'visible' });
+
+  // Opens the patient's summary; returns the text of each section block by heading.
+  async function open(ins) {
+    await fillAccessForm(page, ins, 'CRRA-2026-000077');
+    await page.keyboard.press('Enter');
+    await page.locator('#screen-summary .allergies').waitFor({ state: 'visible' });
+    const first = await page.locator('#summary > section').first().getAttribute('class');
+    check(first.includes('allergies'), 'allergies come first');
+    return page.locator('#summary > section').evaluateAll((blocks) =>
+      Object.fromEntries(blocks.map((b) => [b.querySelector('h2').textContent, b.innerText])));
+  }
+  async function close() {
+    await page.locator('#close-access').focus();
+    await page.keyboard.press('Enter');
+    await page.locator('#screen-patient').waitFor({ state: 'visible' });
+  }
+  const ALLERGIES = 'Allergies et intolérances';
+
+  // The penicillin allergy sharing its fullUrl with "no known allergies": never hidden.
+  let blocks = await open(env('CONFLICT_INS'));
+  let allergies = blocks[ALLERGIES];
+  check(allergies.includes('Document contradictoire'), `contradiction said: ${allergies}`);
+  check(/Penicillin allergy/.test(allergies) && allergies.includes('CRITICITÉ HAUTE'), `the allergy is shown: ${allergies}`);
+  check(!allergies.includes('Aucune allergie connue'), 'never "aucune allergie connue"');
+  check(allergies.includes('entrées en double (1)'), `duplicates said: ${allergies}`);
+  check(allergies.includes('« No known allergy (situation) »'), `the statement is listed: ${allergies}`);
+  check(allergies.includes('1 entrée(s) illisible(s)'), `unreadable entries said: ${allergies}`);
+  check((await page.locator('#summary .partial').textContent()).includes('partielle'), 'partial summary flagged');
+  result.conflict = allergies;
+  await page.screenshot({ path: `${shots}/5b-allergies-contradictoires.png`, fullPage: true });
+  await accessible(page, 'conflicting allergies');
+  await close();
+
+  // Family members: their entries left out, counted in the blocks concerned.
+  blocks = await open(env('FAMILY_INS'));
+  allergies = blocks[ALLERGIES];
+  check(allergies.includes('2 entrée(s) concernant une autre personne ignorée(s)'), `excluded allergies: ${allergies}`);
+  check(!/shellfish|egg/i.test(allergies) && /Penicillin allergy/.test(allergies), `only the patient's: ${allergies}`);
+  check(blocks['Problèmes actifs'].includes('1 entrée(s) concernant une autre personne ignorée(s)'),
+    `excluded problem: ${blocks['Problèmes actifs']}`);
+  check(!blocks['Problèmes actifs'].includes('Diabète'), 'the mother\u2019s problem is not shown');
+  result.family = allergies;
+  await close();
+
+  // An allergy the section does not list, next to its "none known": shown, marked.
+  blocks = await open(env('UNLISTED_INS'));
+  allergies = blocks[ALLERGIES];
+  check(/Allergy to peanut/.test(allergies) && allergies.includes('non listée dans la section allergies'),
+    `unlisted allergy shown: ${allergies}`);
+  check(allergies.includes('Document contradictoire') && !allergies.includes('Aucune allergie connue'), allergies);
+  await close();
+
+  // A problem list naming a version the document does not hold: unreadable, in its block.
+  blocks = await open(env('VERSIONED_INS'));
+  check(blocks['Problèmes actifs'].includes('Présent dans le document mais illisible'), blocks['Problèmes actifs']);
+  check(/Allergy to aspirin/.test(blocks[ALLERGIES]) && blocks[ALLERGIES].includes('CRITICITÉ HAUTE'),
+    `version 2 (high criticality): ${blocks[ALLERGIES]}`);
+  await close();
+
+  // "No known allergies" and "no information" together: unknown, not none.
+  blocks = await open(env('CONTRADICTION_INS'));
+  allergies = blocks[ALLERGIES];
+  check(allergies.includes('Statut allergique inconnu') && !allergies.includes('Aucune allergie connue'), allergies);
+  check(allergies.includes('« No information about allergies »'), allergies);
+  await close();
+
+  check(errors.length === 0, `no script error: ${errors.join(' | ')}`);
+} finally {
+  await browser.close();
+}
+finish(result);
