@@ -9,7 +9,7 @@
 //! every candidate is returned and the caller shows them all. A versioned reference
 //! (`…/_history/N`) resolves only to that version. See `docs/summary.md`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -54,13 +54,39 @@ impl<'a> Target<'a> {
     }
 }
 
+/// The entries claiming one identity, and their versions (to tell duplicates, which the
+/// bundle may not have, from versions, which it may: FHIR's bdl-7).
+#[derive(Default)]
+struct Claims<'a> {
+    entries: Vec<usize>,
+    unversioned: usize,
+    versions: HashSet<&'a str>,
+}
+
+impl<'a> Claims<'a> {
+    /// Adds entry `at`; whether it duplicates an earlier claimant in the same version.
+    fn claim(&mut self, at: usize, version: Option<&'a str>) -> bool {
+        let duplicate = match version {
+            None => !self.entries.is_empty(),
+            Some(v) => self.unversioned > 0 || !self.versions.insert(v),
+        };
+        if version.is_none() {
+            self.unversioned += 1;
+        }
+        self.entries.push(at);
+        duplicate
+    }
+}
+
 /// The entries of a bundle, indexed.
 pub struct Index<'a> {
     /// Every entry with a resource, in order.
     pub entries: Vec<Entry<'a>>,
     /// Unversioned fullUrl → entries.
-    by_full_url: HashMap<&'a str, Vec<usize>>,
+    by_full_url: HashMap<&'a str, Claims<'a>>,
     by_type_id: HashMap<(&'a str, &'a str), Vec<usize>>,
+    /// Type and id → entries without a fullUrl (whose identity is their type and id).
+    unnamed: HashMap<(&'a str, &'a str), Claims<'a>>,
     /// Resource address → entry, for a resource's own fullUrl.
     by_address: HashMap<*const Object, usize>,
     /// Entries claiming the identity (fullUrl, or type and id without a fullUrl) of an
@@ -75,6 +101,7 @@ impl<'a> Index<'a> {
             entries: Vec::new(),
             by_full_url: HashMap::new(),
             by_type_id: HashMap::new(),
+            unnamed: HashMap::new(),
             by_address: HashMap::new(),
             duplicates: 0,
         };
@@ -96,31 +123,18 @@ impl<'a> Index<'a> {
                 (Some(kind), Some(id)) => Some((kind, id)),
                 _ => None,
             };
-            // bdl-7: one fullUrl per entry unless the versions differ.
-            let same = |earlier: &Vec<usize>, entries: &[Entry]| {
-                earlier.iter().any(|&e| {
-                    let other = entries[e].version;
-                    other.is_none() || version.is_none() || other == version
-                })
+            let duplicate = match (full_url, type_id) {
+                (Some(url), _) => index
+                    .by_full_url
+                    .entry(split_version(url).0)
+                    .or_default()
+                    .claim(at, version),
+                (None, Some(key)) => index.unnamed.entry(key).or_default().claim(at, version),
+                (None, None) => false,
             };
-            if let Some(url) = full_url {
-                let list = index.by_full_url.entry(split_version(url).0).or_default();
-                if same(list, &index.entries) {
-                    index.duplicates += 1;
-                }
-                list.push(at);
-            }
+            index.duplicates += usize::from(duplicate);
             if let Some(key) = type_id {
-                let list = index.by_type_id.entry(key).or_default();
-                let unnamed_earlier: Vec<usize> = list
-                    .iter()
-                    .copied()
-                    .filter(|&e| index.entries[e].full_url.is_none())
-                    .collect();
-                if full_url.is_none() && same(&unnamed_earlier, &index.entries) {
-                    index.duplicates += 1;
-                }
-                list.push(at);
+                index.by_type_id.entry(key).or_default().push(at);
             }
             index.by_address.insert(std::ptr::from_ref(resource), at);
             index.entries.push(Entry {
@@ -166,14 +180,16 @@ impl<'a> Index<'a> {
                 .collect();
             (!found.is_empty()).then(|| distinct(found))
         };
-        if let Some(target) = pick(self.by_full_url.get(unversioned)) {
+        if let Some(target) = pick(self.by_full_url.get(unversioned).map(|c| &c.entries)) {
             return target;
         }
         let relative = type_and_id(unversioned);
         if let Some((kind, id)) = relative {
             if let Some(base) = from.and_then(restful_base) {
                 let absolute = format!("{base}{kind}/{id}");
-                if let Some(target) = pick(self.by_full_url.get(absolute.as_str())) {
+                if let Some(target) =
+                    pick(self.by_full_url.get(absolute.as_str()).map(|c| &c.entries))
+                {
                     return target;
                 }
             }
@@ -204,16 +220,17 @@ impl<'a> Index<'a> {
 }
 
 /// Identical copies are one resource; different ones are all kept, in document order.
+/// Copies are told by their serialisation (keys sorted), so thousands of claimants cost
+/// their size, not their number squared.
 fn distinct(found: Vec<&Object>) -> Target<'_> {
-    let mut kept: Vec<&Object> = Vec::with_capacity(found.len());
-    for resource in found {
-        if !kept
-            .iter()
-            .any(|k| std::ptr::eq(*k, resource) || *k == resource)
-        {
-            kept.push(resource);
-        }
+    if found.len() == 1 {
+        return Target::Found(found[0]);
     }
+    let mut seen = HashSet::with_capacity(found.len());
+    let kept: Vec<&Object> = found
+        .into_iter()
+        .filter(|resource| seen.insert(serde_json::to_string(resource).unwrap_or_default()))
+        .collect();
     match kept.len() {
         0 => Target::Missing,
         1 => Target::Found(kept[0]),

@@ -5,6 +5,8 @@
 //! The document is refused only when its subject cannot be determined. See
 //! `docs/summary.md`.
 
+use std::collections::HashSet;
+
 use serde_json::{Map, Value};
 
 use super::bundle::{Entry, Index};
@@ -14,8 +16,9 @@ type Object = Map<String, Value>;
 
 /// The document's subject.
 pub(super) struct Subject<'a> {
-    /// Patient resources describing the subject (empty when the bundle holds none).
-    patients: Vec<&'a Object>,
+    /// Patient resources describing the subject (empty when the bundle holds none), by
+    /// address.
+    patients: HashSet<*const Object>,
     /// The Composition's subject reference, as written.
     reference: Option<&'a str>,
 }
@@ -75,7 +78,7 @@ pub(super) fn find<'a>(
     let Some((anchor, anchor_traits)) = pool.first() else {
         return Ok(Found {
             subject: Subject {
-                patients: Vec::new(),
+                patients: HashSet::new(),
                 reference,
             },
             patient: None,
@@ -87,15 +90,15 @@ pub(super) fn find<'a>(
     if pool.iter().any(|(_, other)| disagree(anchor_traits, other)) {
         return Err(SummaryError::ConflictingPatients(pool.len()));
     }
-    let mut same: Vec<&'a Object> = vec![*anchor];
+    let mut same: HashSet<*const Object> = HashSet::from([std::ptr::from_ref(*anchor)]);
     let mut patient = anchor_traits.clone();
+    let mut known: HashSet<String> = patient.ins.iter().cloned().collect();
     for (resource, other) in patients.iter().chain(named.iter()) {
-        if same.iter().any(|s| std::ptr::eq(*s, *resource)) || disagree(anchor_traits, other) {
+        if disagree(anchor_traits, other) || !same.insert(std::ptr::from_ref(*resource)) {
             continue;
         }
-        same.push(resource);
         for ins in &other.ins {
-            if !patient.ins.contains(ins) {
+            if known.insert(ins.clone()) {
                 patient.ins.push(ins.clone());
             }
         }
@@ -135,7 +138,7 @@ impl Subject<'_> {
         }
         let subject = candidates
             .iter()
-            .any(|c| self.patients.iter().any(|p| std::ptr::eq(*p, *c)));
+            .any(|c| self.patients.contains(&std::ptr::from_ref(*c)));
         if subject {
             Whose::Subject
         } else {
