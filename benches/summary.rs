@@ -17,7 +17,10 @@ use serde_json::json;
 /// The fixed budget for one 20 000-element input (release build, one core).
 const BUDGET: Duration = Duration::from_millis(100);
 
-fn shapes() -> Vec<(&'static str, fn(usize) -> String)> {
+/// A hostile input of `n` elements.
+type Shape = fn(usize) -> String;
+
+fn shapes() -> Vec<(&'static str, Shape)> {
     vec![
         ("nested <script>", |n| {
             format!(
