@@ -319,29 +319,17 @@ async fn defective_documents_show_their_state_in_the_block_concerned() {
                 .push(json!({"reference": "AllergyIntolerance/missing"}));
         },
     );
-    let upstream = DevUpstream::start(vec![
-        patient("d1", 21, &conflict),
-        patient(
-            "d2",
-            22,
-            &defective_bundle(dir, "family-members-as-extra-patients.json", 22, |_| {}),
-        ),
-        patient(
-            "d3",
-            23,
-            &defective_bundle(dir, "none-known-listed-allergy-unlisted.json", 23, |_| {}),
-        ),
-        patient(
-            "d4",
-            24,
-            &defective_bundle(dir, "versioned-references.json", 24, |_| {}),
-        ),
-        patient(
-            "d5",
-            25,
-            &defective_bundle(dir, "none-known-and-no-information.json", 25, |_| {}),
-        ),
-    ]);
+    let mut patients = vec![patient("d1", 21, &conflict)];
+    for (serial, name) in [
+        (22, "family-members-as-extra-patients.json"),
+        (23, "none-known-listed-allergy-unlisted.json"),
+        (24, "versioned-references.json"),
+        (25, "none-known-and-no-information.json"),
+    ] {
+        let bundle = defective_bundle(dir, name, serial, |_| {});
+        patients.push(patient(&format!("d{}", serial - 20), serial, &bundle));
+    }
+    let upstream = DevUpstream::start(patients);
     let gateway = centre_gateway(&pcscd, &card, &upstream, "");
     let desk = &gateway.pki.clients[DESK_A];
     let env = [
