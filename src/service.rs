@@ -132,7 +132,10 @@ impl Prepared {
         let server = &self.config.server;
         Limits {
             handshake_timeout: Duration::from_secs(server.handshake_timeout_secs),
+            idle_timeout: Duration::from_secs(server.idle_timeout_secs),
             max_connections: server.max_connections,
+            max_connections_per_address: server.max_connections_per_address,
+            max_streams: server.max_streams_per_connection,
             shutdown_grace: Duration::from_secs(server.shutdown_grace_secs),
         }
     }

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use support::pcsc::{Pcscd, VirtualCard};
-use support::upstream::{DevUpstream, family, nir, patient};
+use support::upstream::{DevUpstream, family, nir, own_bundle, patient};
 use support::{DESK_A, Gateway, Pki, write_config};
 
 fn browser_dir() -> PathBuf {
@@ -282,32 +282,13 @@ async fn the_page_works_in_firefox_too() {
     );
 }
 
-/// The project's synthetic bundle `name` (`tests/fixtures/summary`), its subject given the
-/// INS of `serial` (the gateway checks the document is about the patient asked for),
-/// written into `dir`; `edit` may alter it further.
-fn defective_bundle(dir: &Path, name: &str, serial: u32, edit: impl FnOnce(&mut Value)) -> PathBuf {
-    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/summary")
-        .join(name);
-    let mut bundle: Value = serde_json::from_slice(&std::fs::read(source).unwrap()).unwrap();
-    for entry in bundle["entry"].as_array_mut().unwrap() {
-        if entry["fullUrl"] == "urn:uuid:patient-1" {
-            entry["resource"]["identifier"][0]["value"] = nir(serial).into();
-        }
-    }
-    edit(&mut bundle);
-    let path = dir.join(name);
-    std::fs::write(&path, serde_json::to_vec(&bundle).unwrap()).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn defective_documents_show_their_state_in_the_block_concerned() {
     let pcscd = Pcscd::start(1);
     let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
     let bundles = tempfile::tempdir().unwrap();
     let dir = bundles.path();
-    let conflict = defective_bundle(
+    let conflict = own_bundle(
         dir,
         "duplicate-fullurl-none-known-then-penicillin.json",
         21,
@@ -326,7 +307,7 @@ async fn defective_documents_show_their_state_in_the_block_concerned() {
         (24, "versioned-references.json"),
         (25, "none-known-and-no-information.json"),
     ] {
-        let bundle = defective_bundle(dir, name, serial, |_| {});
+        let bundle = own_bundle(dir, name, serial, |_| {});
         patients.push(patient(&format!("d{}", serial - 20), serial, &bundle));
     }
     let upstream = DevUpstream::start(patients);

@@ -124,10 +124,16 @@ pub struct ServerConfig {
     pub listen: String,
     /// How long in-flight requests may run after SIGTERM before they are cut.
     pub shutdown_grace_secs: u64,
-    /// Bound on a TLS handshake and on reading a request head.
+    /// Bound on a TLS handshake, and from accept to the first request head.
     pub handshake_timeout_secs: u64,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout_secs: u64,
     /// Concurrent connections accepted; further ones wait in the kernel backlog.
     pub max_connections: usize,
+    /// Concurrent connections from one source address; further ones are closed at once.
+    pub max_connections_per_address: usize,
+    /// Concurrent HTTP/2 streams on one connection.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for ServerConfig {
@@ -136,7 +142,10 @@ impl Default for ServerConfig {
             listen: "0.0.0.0:8443".into(),
             shutdown_grace_secs: 10,
             handshake_timeout_secs: 10,
+            idle_timeout_secs: 60,
             max_connections: 512,
+            max_connections_per_address: 64,
+            max_streams_per_connection: 16,
         }
     }
 }

@@ -175,10 +175,31 @@ fn check_server(config: &Config, out: &mut Vec<Problem>) {
     );
     check_range(
         out,
+        "server.idle_timeout_secs",
+        server.idle_timeout_secs,
+        2,
+        3600,
+    );
+    check_range(
+        out,
         "server.max_connections",
         server.max_connections as u64,
         1,
         100_000,
+    );
+    check_range(
+        out,
+        "server.max_connections_per_address",
+        server.max_connections_per_address as u64,
+        1,
+        server.max_connections as u64,
+    );
+    check_range(
+        out,
+        "server.max_streams_per_connection",
+        u64::from(server.max_streams_per_connection),
+        1,
+        1000,
     );
 }
 

@@ -24,6 +24,11 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -39,6 +44,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
     handshake_failures: Counter,
+    connections_closed: Family<ClosedLabels, Counter>,
     connections: Gauge<i64, AtomicI64>,
     cache_entries: Gauge<i64, AtomicI64>,
     cache_oldest: Gauge<i64, AtomicI64>,
@@ -68,6 +74,7 @@ impl Metrics {
             latency_histogram,
         );
         let handshake_failures = Counter::default();
+        let connections_closed = Family::<ClosedLabels, Counter>::default();
         let connections = Gauge::<i64, AtomicI64>::default();
         let build = Family::<BuildLabels, Gauge>::default();
         build
@@ -89,6 +96,11 @@ impl Metrics {
             "tls_handshake_failures",
             "TLS handshakes refused or timed out (untrusted, expired or missing certificates)",
             handshake_failures.clone(),
+        );
+        registry.register(
+            "http_connections_closed_by_gateway",
+            "Connections the gateway closed or refused: idle (no request within the deadline) or over the per-address cap",
+            connections_closed.clone(),
         );
         registry.register(
             "http_connections_open",
@@ -131,6 +143,7 @@ impl Metrics {
             requests,
             latency,
             handshake_failures,
+            connections_closed,
             connections,
             cache_entries,
             cache_oldest,
@@ -151,6 +164,13 @@ impl Metrics {
     /// Counts one refused or timed-out TLS handshake.
     pub fn observe_handshake_failure(&self) {
         self.handshake_failures.inc();
+    }
+
+    /// Counts one connection the gateway closed (`idle`) or refused (`per_address_cap`).
+    pub fn observe_connection_closed(&self, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&ClosedLabels { reason })
+            .inc();
     }
 
     /// Tracks open connections (+1 when opened, -1 when closed).

@@ -1,10 +1,20 @@
 //! The accept loop: TLS handshake with a deadline, attribution of the connection to a desk,
-//! HTTP/1.1 or HTTP/2 by ALPN, a bound on open connections, and a graceful drain that lets
-//! in-flight requests finish within the configured grace period.
+//! HTTP/1.1 or HTTP/2 by ALPN, a bound on open connections (in all and per source address),
+//! and a graceful drain that lets in-flight requests finish within the configured grace
+//! period.
+//!
+//! A connection holds a slot only while it is used: from accept, its first request head
+//! must arrive within the handshake deadline, and once no request is in flight it is
+//! closed after the idle timeout (HTTP/1 and HTTP/2 alike; a streamed answer such as the
+//! desk's event stream counts as in flight until its body ends). HTTP/2 connections are
+//! pinged, and their concurrent streams bounded. So silent connections, anonymous or not,
+//! cannot hold the listener.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -25,10 +35,16 @@ use super::tls::ServerTls;
 /// Limits of the listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Deadline for a TLS handshake and for reading a request head.
+    /// Deadline for a TLS handshake, and from accept to the first request head.
     pub handshake_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
+    /// Open connections at most from one source address.
+    pub max_connections_per_address: usize,
+    /// Concurrent HTTP/2 streams on one connection at most.
+    pub max_streams: u32,
     /// Time in-flight requests get to finish after shutdown begins.
     pub shutdown_grace: Duration,
 }
@@ -51,6 +67,7 @@ pub struct Connections {
     metrics: Arc<Metrics>,
     http: Arc<Builder<TokioExecutor>>,
     handshake_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Connections {
@@ -66,6 +83,12 @@ impl Connections {
         http.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.handshake_timeout);
+        // A peer that stops answering pings is gone: its streams are cut.
+        http.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.max_streams)
+            .keep_alive_interval(Some(limits.idle_timeout / 2))
+            .keep_alive_timeout(limits.handshake_timeout);
         Self {
             acceptor: TlsAcceptor::from(tls.config.clone()),
             desks,
@@ -73,6 +96,7 @@ impl Connections {
             metrics,
             http: Arc::new(http),
             handshake_timeout: limits.handshake_timeout,
+            idle_timeout: limits.idle_timeout,
         }
     }
 
@@ -100,22 +124,157 @@ impl Connections {
             remote.ip(),
         );
         let app = self.app.clone();
+        let activity = Activity::new();
+        let tracked = activity.clone();
         let service = tower::service_fn(move |mut request: axum::http::Request<Incoming>| {
             request.extensions_mut().insert(peer.clone());
             request
                 .extensions_mut()
                 .insert(axum::extract::ConnectInfo(remote));
-            app.clone().oneshot(request)
+            let busy = tracked.begin();
+            let answer = app.clone().oneshot(request);
+            async move {
+                let response = answer.await?;
+                // In flight until the body has been sent (or dropped), not just the head.
+                Ok::<_, std::convert::Infallible>(response.map(|body| {
+                    axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                        let _in_flight = &busy;
+                        frame
+                    }))
+                }))
+            }
         });
         let connection = self
             .http
             .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
             .into_owned();
         self.metrics.add_connections(1);
-        if let Err(e) = watcher.watch(connection).await {
-            tracing::debug!(peer = %remote, error = %e, "connection ended with an error");
+        let idle = activity.idle(self.handshake_timeout, self.idle_timeout);
+        tokio::select! {
+            ended = watcher.watch(connection) => if let Err(e) = ended {
+                tracing::debug!(peer = %remote, error = %e, "connection ended with an error");
+            },
+            () = idle => {
+                self.metrics.observe_connection_closed("idle");
+                tracing::debug!(peer = %remote, "idle connection closed");
+            }
         }
         self.metrics.add_connections(-1);
+    }
+}
+
+/// What a connection is doing: requests in flight, and when it last did something.
+#[derive(Clone)]
+struct Activity(Arc<ActivityState>);
+
+struct ActivityState {
+    in_flight: AtomicUsize,
+    /// Milliseconds since `opened` at the last request start or end.
+    last: AtomicU64,
+    /// Whether any request has started.
+    started: AtomicUsize,
+    opened: tokio::time::Instant,
+}
+
+/// One request in flight; its end is recorded when dropped.
+struct Busy(Activity);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self(Arc::new(ActivityState {
+            in_flight: AtomicUsize::new(0),
+            last: AtomicU64::new(0),
+            started: AtomicUsize::new(0),
+            opened: tokio::time::Instant::now(),
+        }))
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last.store(now, Ordering::Release);
+    }
+
+    fn begin(&self) -> Busy {
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.0.started.store(1, Ordering::Release);
+        self.touch();
+        Busy(self.clone())
+    }
+
+    /// Resolves when the connection has been idle too long: no request head within
+    /// `first` of accept, or no request in flight for `idle`.
+    async fn idle(&self, first: Duration, idle: Duration) {
+        loop {
+            let state = &self.0;
+            let allowed = if state.started.load(Ordering::Acquire) == 0 {
+                first
+            } else {
+                idle
+            };
+            let last = Duration::from_millis(state.last.load(Ordering::Acquire));
+            let deadline = state.opened + last + allowed;
+            if state.in_flight.load(Ordering::Acquire) == 0
+                && tokio::time::Instant::now() >= deadline
+            {
+                return;
+            }
+            // Busy connections are looked at again after a full period; quiet ones at
+            // their deadline.
+            let next = if state.in_flight.load(Ordering::Acquire) > 0 {
+                tokio::time::Instant::now() + allowed
+            } else {
+                deadline
+            };
+            tokio::time::sleep_until(next).await;
+        }
+    }
+}
+
+/// Open connections per source address, bounded.
+#[derive(Clone, Default)]
+struct PerAddress(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One connection counted against its address; uncounted when dropped.
+struct Counted(PerAddress, IpAddr);
+
+impl PerAddress {
+    /// Counts a connection from `ip`, or `None` when the address is at `cap`.
+    fn admit(&self, ip: IpAddr, cap: usize) -> Option<Counted> {
+        // A poisoned lock only means another connection task panicked mid-update: the
+        // counts are plain integers, still usable.
+        let mut open = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(Counted(self.clone(), ip))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut open = self
+            .0
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.1);
+            }
+        }
     }
 }
 
@@ -128,6 +287,7 @@ pub async fn serve(
 ) -> Drain {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = PerAddress::default();
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -148,9 +308,19 @@ pub async fn serve(
                 }
             },
         };
+        let Some(counted) = per_address.admit(remote.ip(), limits.max_connections_per_address)
+        else {
+            connections
+                .metrics
+                .observe_connection_closed("per_address_cap");
+            tracing::info!(peer = %remote, "connection refused: too many from this address");
+            drop(tcp);
+            continue;
+        };
         let task = connections.clone().handle(tcp, remote, graceful.watcher());
         tokio::spawn(async move {
             task.await;
+            drop(counted);
             drop(slot);
         });
     }

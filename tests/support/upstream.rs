@@ -43,6 +43,27 @@ pub fn patient(id: &str, serial: u32, bundle: &Path) -> Value {
     })
 }
 
+/// The project's synthetic bundle `name` (`tests/fixtures/summary`), its subject given the
+/// INS of `serial` (the gateway checks the document is about the patient asked for),
+/// written into `dir`; `edit` may alter it further.
+pub fn own_bundle(dir: &Path, name: &str, serial: u32, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/summary")
+        .join(name);
+    let bytes = std::fs::read(source).unwrap();
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let mut bundle: Value = serde_json::from_slice(bytes).unwrap();
+    for entry in bundle["entry"].as_array_mut().unwrap() {
+        if entry["fullUrl"] == "urn:uuid:patient-1" {
+            entry["resource"]["identifier"][0]["value"] = nir(serial).into();
+        }
+    }
+    edit(&mut bundle);
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec(&bundle).unwrap()).unwrap();
+    path
+}
+
 /// A running dev upstream and what a client needs to reach it.
 pub struct DevUpstream {
     child: Child,

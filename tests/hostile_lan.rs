@@ -1,0 +1,217 @@
+//! A laptop on the regulation LAN must not take the gateway down. Attackers connect from
+//! other loopback addresses (127.0.0.2 and up: each is a distinct source address to the
+//! gateway), complete anonymous TLS handshakes and fall silent, or speak HTTP/2 and fall
+//! silent; meanwhile a desk logs in over real pcscd and completes a break-glass.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::json;
+use support::pcsc::{Pcscd, VirtualCard};
+use support::upstream::{DevUpstream, TEST_OID, nir, own_bundle, patient};
+use support::{DESK_A, Gateway, Pki, write_config};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+const LIMITS: &str = "handshake_timeout_secs = 2\nidle_timeout_secs = 4\nmax_connections = 24\nmax_connections_per_address = 8\n";
+
+fn attacker(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+/// An anonymous TLS connection from `source`, silent after the handshake (after the HTTP/2
+/// preface and an empty SETTINGS frame when `h2`); `None` when the gateway refuses it.
+async fn silent(
+    to: SocketAddr,
+    source: IpAddr,
+    ca: &CertificateDer<'static>,
+    h2: bool,
+) -> Option<TlsStream<TcpStream>> {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let tcp = socket.connect(to).await.ok()?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![if h2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
+    let name = ServerName::IpAddress(to.ip().into());
+    let handshake = TlsConnector::from(Arc::new(config)).connect(name, tcp);
+    let mut tls = tokio::time::timeout(Duration::from_secs(5), handshake)
+        .await
+        .ok()?
+        .ok()?;
+    if h2 {
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .ok()?;
+        tls.flush().await.ok()?;
+    }
+    Some(tls)
+}
+
+/// Whether the gateway closes `stream` within `within` (whatever it sends first).
+async fn closed_within(stream: &mut TlsStream<TcpStream>, within: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn silent_connections_cannot_hold_the_listener_while_a_desk_breaks_glass() {
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    let bundles = tempfile::tempdir().unwrap();
+    let bundle = own_bundle(bundles.path(), "utf8-byte-order-mark.json", 1, |_| {});
+    let upstream = DevUpstream::start(vec![patient("p1", 1, &bundle)]);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let extra = format!(
+        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n{}\n",
+        card.dir.join("card-ca.pem").display(),
+        card.dir.join("card-ca.crl").display(),
+        upstream.toml_section(),
+    );
+    let config = write_config(dir.path(), &pki, LIMITS, &extra);
+    let (key, value) = pcscd.env();
+    let gateway = Gateway::launch(dir, pki, config, &[(key, value.as_str())]);
+    let token = gateway.login_desk_a().await;
+    let ca = gateway.pki.server_ca_der.clone();
+
+    // One address gets at most 8 connections: the 9th is closed at once.
+    let mut held = Vec::new();
+    for i in 0..8 {
+        let stream = silent(gateway.addr, attacker(2), &ca, i % 2 == 0).await;
+        held.push(stream.expect("within the per-address cap"));
+    }
+    let ninth = silent(gateway.addr, attacker(2), &ca, false).await;
+    let refused = match ninth {
+        None => true,
+        Some(mut stream) => closed_within(&mut stream, Duration::from_millis(500)).await,
+    };
+    assert!(refused, "a 9th connection from one address is refused");
+
+    // Two more addresses fill every one of the 24 slots with silent connections.
+    for n in [3, 4] {
+        for i in 0..8 {
+            if let Some(stream) = silent(gateway.addr, attacker(n), &ca, i % 2 == 1).await {
+                held.push(stream);
+            }
+        }
+    }
+    let saturated = Instant::now();
+
+    // The desk still gets through: health answers and a break-glass completes, once the
+    // silent connections have been closed at their first-request deadline (2 s).
+    let desk = gateway.client(Some(DESK_A));
+    let health = desk.get(gateway.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let answer = desk
+        .post(gateway.url("/api/v1/break-glass"))
+        .bearer_auth(&token)
+        .json(
+            &json!({"ins": nir(1), "ins_oid": TEST_OID, "call_id": "CRRA-2026-009999",
+            "reason_code": "inconscient", "access_mode": "bris_de_glace"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+    let waited = saturated.elapsed();
+    eprintln!("desk served {waited:?} after the listener was saturated");
+    assert!(
+        waited < Duration::from_secs(10),
+        "the desk waited {waited:?}"
+    );
+
+    // Every silent connection was closed by the gateway (they are past their deadline).
+    for stream in &mut held {
+        assert!(
+            closed_within(stream, Duration::from_secs(3)).await,
+            "a silent connection is still open"
+        );
+    }
+    let metrics = desk
+        .get(gateway.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"samu_gateway_http_connections_closed_by_gateway_total{reason="idle"}"#)
+            && metrics.contains(r#"reason="per_address_cap""#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_connection_idle_after_its_requests_is_closed() {
+    let gateway = Gateway::start_with(LIMITS, |_| String::new());
+    let ca = gateway.pki.server_ca_der.clone();
+    let tls = silent(gateway.addr, attacker(5), &ca, false).await;
+    drop(tls);
+    // A real HTTP/2 client: one request, then nothing (it still answers pings).
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(attacker(6), 0)).unwrap();
+    let tcp = socket.connect(gateway.addr).await.unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::IpAddress(gateway.addr.ip().into()), tcp)
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let opened = Instant::now();
+    let ended = tokio::spawn(connection);
+    let request = hyper::Request::get(format!("https://{}/healthz", gateway.addr))
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+    // Closed by the gateway after 4 s without a request in flight (not by this client).
+    let _ = tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("the idle HTTP/2 connection is closed by the gateway");
+    let lived = opened.elapsed();
+    assert!(
+        lived >= Duration::from_secs(3) && lived < Duration::from_secs(9),
+        "closed after {lived:?}"
+    );
+}
