@@ -62,6 +62,8 @@ pub struct Prepared {
     pub config: Config,
     /// The parsed `server.listen`.
     pub listen: SocketAddr,
+    /// The parsed `server.management_listen`.
+    pub management: SocketAddr,
     /// Listener TLS.
     pub tls: ServerTls,
     /// Desks by workstation identity.
@@ -88,6 +90,7 @@ impl Prepared {
     pub fn from_config(config: Config) -> Result<Self, ConfigError> {
         config.validate()?;
         let listen = config.listen_addr()?;
+        let management = config.management_addr()?;
         let tls = ServerTls::load(&config.tls).map_err(ConfigError::Invalid)?;
         let desks = DeskDirectory::new(&config.desks);
         let signer = load_signer(&config)?;
@@ -118,6 +121,7 @@ impl Prepared {
         Ok(Self {
             config,
             listen,
+            management,
             tls,
             desks,
             signer,
@@ -168,6 +172,20 @@ pub async fn run(
     let local = listener
         .local_addr()
         .map_err(|source| ServiceError::Bind { addr, source })?;
+    let management_addr = prepared.management;
+    let management =
+        TcpListener::bind(management_addr)
+            .await
+            .map_err(|source| ServiceError::Bind {
+                addr: management_addr,
+                source,
+            })?;
+    let management_local = management
+        .local_addr()
+        .map_err(|source| ServiceError::Bind {
+            addr: management_addr,
+            source,
+        })?;
 
     let metrics = Arc::new(Metrics::new());
     let cards = start_cards(
@@ -208,6 +226,15 @@ pub async fn run(
         },
     );
     let app = api::router(state.clone());
+    let (management_stop, management_stopped) = tokio::sync::oneshot::channel::<()>();
+    let management_task = tokio::spawn(server::serve_management(
+        management,
+        api::management_router(state.clone()),
+        limits,
+        async {
+            let _ = management_stopped.await;
+        },
+    ));
     spawn_shipping_metrics(prepared.receivers.clone(), metrics.clone());
     let connections = Connections::new(
         &prepared.tls,
@@ -220,10 +247,10 @@ pub async fn run(
     let started = Event::new(EventKind::ServiceStarted, Outcome::Success)
         .with_detail(format!("samu-gateway {version} on {local}"));
     let _recorded = audit.append(started).await?;
-    tracing::info!(addr = %local, desks = prepared.config.desks.len(), "listening");
+    tracing::info!(addr = %local, management = %management_local, desks = prepared.config.desks.len(), "listening");
     on_bound(local);
     notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
-    let watchdog = spawn_watchdog(local, &prepared.tls, stores.clone(), audit.clone());
+    let watchdog = spawn_watchdog(management_local, stores.clone(), audit.clone());
 
     let stop = async {
         let name = tokio::select! {
@@ -238,6 +265,8 @@ pub async fn run(
     if let Some(task) = watchdog {
         task.abort();
     }
+    let _ = management_stop.send(());
+    let _ = management_task.await;
     // Grants live in memory: each one still open ends here, on the record.
     if let Some(access) = state.access() {
         access.end_all("gateway_stopped").await;
@@ -449,23 +478,17 @@ fn notify(states: &[NotifyState<'_>]) {
 }
 
 /// With `WatchdogSec=` set, pings systemd at half the interval, but only after proving that
-/// the service works: an HTTPS request to its own listener answers and both stores read.
-/// A wedged runtime, listener or store therefore stops the pings and systemd restarts us.
+/// the service works: a request to its management listener answers and both stores read.
+/// A wedged runtime, router or store therefore stops the pings and systemd restarts us;
+/// peers saturating the public listener do not (the management listener is apart).
 fn spawn_watchdog(
-    addr: SocketAddr,
-    tls: &ServerTls,
+    management: SocketAddr,
     stores: Arc<Stores>,
     audit: Arc<AuditLog>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let interval = sd_notify::watchdog_enabled()?;
     let period = interval / 2;
-    let probe = match Probe::new(addr, tls.leaf.clone(), period / 2) {
-        Ok(probe) => probe,
-        Err(e) => {
-            tracing::error!(error = %e, "watchdog disabled: cannot build the self-probe");
-            return None;
-        }
-    };
+    let probe = Probe::management(management, period / 2);
     tracing::info!(
         interval_ms = interval.as_millis() as u64,
         "systemd watchdog enabled"

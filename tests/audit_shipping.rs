@@ -196,7 +196,7 @@ async fn a_lagging_receiver_shows_in_readiness_and_metrics() {
     let client = gateway.client(None);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, body) = support::get_json(&client, &gateway.url("/readyz")).await;
+        let (status, body) = support::get_json(&client, &gateway.management_url("/readyz")).await;
         if body["status"] == "degraded" {
             assert_eq!(status, 200, "the service still serves");
             assert!(
@@ -211,7 +211,7 @@ async fn a_lagging_receiver_shows_in_readiness_and_metrics() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let (_, metrics) = support::get_text(&client, &gateway.url("/metrics")).await;
+    let (_, metrics) = support::get_text(&client, &gateway.management_url("/metrics")).await;
     assert!(
         metrics.contains("samu_gateway_audit_ship_backlog_records{receiver=\"repository\"} 5"),
         "{metrics}"

@@ -284,7 +284,7 @@ async fn card_whose_signature_does_not_match_its_certificate_is_refused() {
 }
 
 async fn readiness(gateway: &Gateway) -> (StatusCode, Value) {
-    support::get_json(&gateway.client(None), &gateway.url("/readyz")).await
+    support::get_json(&gateway.client(None), &gateway.management_url("/readyz")).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

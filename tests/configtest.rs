@@ -193,6 +193,21 @@ fn invalid_listen_address() {
 }
 
 #[test]
+fn a_management_listener_off_loopback_is_refused() {
+    let case = Case::new();
+    let path = case.config("", "");
+    case.rewrite(
+        &path,
+        "management_listen = \"127.0.0.1:0\"",
+        "management_listen = \"0.0.0.0:8444\"",
+    );
+    case.refuses(
+        &path,
+        "server.management_listen: 0.0.0.0:8444 is not a loopback address",
+    );
+}
+
+#[test]
 fn invalid_environment_override() {
     let case = Case::new();
     let path = case.config("", "");

@@ -97,7 +97,8 @@ async fn certificates_outside_the_workstation_pki_fail_the_handshake() {
             gateway.stderr.all()
         );
     }
-    let (_, metrics) = support::get_text(&gateway.client(None), &gateway.url("/metrics")).await;
+    let (_, metrics) =
+        support::get_text(&gateway.client(None), &gateway.management_url("/metrics")).await;
     assert!(
         metrics.contains("samu_gateway_tls_handshake_failures_total 2"),
         "{metrics}"
@@ -195,7 +196,7 @@ async fn readiness_reports_each_check() {
     let gateway = Gateway::start();
     let response = gateway
         .client(None)
-        .get(gateway.url("/readyz"))
+        .get(gateway.management_url("/readyz"))
         .send()
         .await
         .unwrap();

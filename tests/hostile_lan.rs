@@ -122,6 +122,16 @@ async fn silent_connections_cannot_hold_the_listener_while_a_desk_breaks_glass()
     }
     let saturated = Instant::now();
 
+    // The management listener (the watchdog's and centre IT's) answers at once.
+    let manager = gateway.client(None);
+    let (status, body) = support::get_json(&manager, &gateway.management_url("/readyz")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        saturated.elapsed() < Duration::from_secs(1),
+        "management answered after {:?}",
+        saturated.elapsed()
+    );
+
     // The desk still gets through: health answers and a break-glass completes, once the
     // silent connections have been closed at their first-request deadline (2 s).
     let desk = gateway.client(Some(DESK_A));
@@ -152,8 +162,8 @@ async fn silent_connections_cannot_hold_the_listener_while_a_desk_breaks_glass()
             "a silent connection is still open"
         );
     }
-    let metrics = desk
-        .get(gateway.url("/metrics"))
+    let metrics = manager
+        .get(gateway.management_url("/metrics"))
         .send()
         .await
         .unwrap()
@@ -214,4 +224,47 @@ async fn an_http2_connection_idle_after_its_requests_is_closed() {
         lived >= Duration::from_secs(3) && lived < Duration::from_secs(9),
         "closed after {lived:?}"
     );
+}
+
+#[tokio::test]
+async fn anonymous_peers_see_neither_metrics_nor_readiness_details() {
+    let gateway = Gateway::start();
+    let anonymous = gateway.client(None);
+    for path in ["/metrics", "/readyz"] {
+        let refused = anonymous.get(gateway.url(path)).send().await.unwrap();
+        assert_eq!(refused.status(), 403, "{path}");
+        let body = refused.text().await.unwrap();
+        assert!(body.contains("certificate_required"), "{path}: {body}");
+        let desk = gateway.client(Some(DESK_A));
+        assert_eq!(
+            desk.get(gateway.url(path)).send().await.unwrap().status(),
+            200
+        );
+        let unmapped = gateway.client(Some(support::UNMAPPED));
+        assert_eq!(
+            unmapped
+                .get(gateway.url(path))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let local = anonymous
+            .get(gateway.management_url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(local.status(), 200, "{path} on the management listener");
+    }
+    // Liveness stays open: it says nothing but "alive".
+    let alive = anonymous.get(gateway.url("/healthz")).send().await.unwrap();
+    assert_eq!(alive.status(), 200);
+    // The management listener serves nothing else.
+    let other = anonymous
+        .get(gateway.management_url("/api/v1/desk"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
 }

@@ -100,11 +100,9 @@ fn second_gateway_on_the_same_state_directory_is_refused() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("is in use by another process"), "{stderr}");
     // The first one is unaffected.
-    let (code, stdout, _) = run(
-        &gateway.config,
-        &["healthcheck"],
-        &[("SAMU_GATEWAY__SERVER__LISTEN", &gateway.addr.to_string())],
-    );
+    let bound = gateway.listen_env();
+    let env: Vec<(&str, &str)> = bound.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, stdout, _) = run(&gateway.config, &["healthcheck"], &env);
     assert_eq!(code, 0, "{stdout}");
 }
 
@@ -126,12 +124,13 @@ fn unreadable_audit_store_is_refused_with_its_path() {
 #[test]
 fn healthcheck_follows_the_running_gateway() {
     let mut gateway = Gateway::start();
-    let listen = gateway.addr.to_string();
-    let env = [("SAMU_GATEWAY__SERVER__LISTEN", listen.as_str())];
+    let bound = gateway.listen_env();
+    let env: Vec<(&str, &str)> = bound.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (code, stdout, stderr) = run(&gateway.config, &["healthcheck"], &env);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("/healthz: 200"), "{stdout}");
-    assert!(stdout.contains("/readyz: 200"), "{stdout}");
+    assert!(stdout.contains("management /healthz: 200"), "{stdout}");
+    assert!(stdout.contains("management /readyz: 200"), "{stdout}");
+    assert!(stdout.contains("public /healthz: 200"), "{stdout}");
 
     // As an operator runs it outside the unit: the key is a systemd credential it cannot
     // resolve, which healthcheck does not need.

@@ -234,22 +234,29 @@ fn configtest(path: &std::path::Path) -> Result<ExitCode, Failure> {
 fn healthcheck(path: &std::path::Path, timeout: Duration) -> Result<ExitCode, Failure> {
     let config = Config::read(path)?;
     let addr = config.listen_addr()?;
+    let management = Probe::management(config.management_addr()?, timeout);
     let mut problems = Vec::new();
     let leaf = load_certs(&config.tls.server_cert, "tls.server_cert", &mut problems)
         .into_iter()
         .next()
         .ok_or(ConfigError::Invalid(problems))?;
-    let probe = Probe::new(addr, leaf, timeout).context("cannot build the probe")?;
+    let public = Probe::new(addr, leaf, timeout).context("cannot build the probe")?;
     let runtime = runtime()?;
     let mut healthy = true;
-    for endpoint in ["/healthz", "/readyz"] {
+    // The management listener answers for the process; the public one is checked too,
+    // since that is what desks reach.
+    for (probe, endpoint, name) in [
+        (&management, "/healthz", "management /healthz"),
+        (&management, "/readyz", "management /readyz"),
+        (&public, "/healthz", "public /healthz"),
+    ] {
         match runtime.block_on(probe.get(endpoint)) {
             Ok((status, body)) => {
-                println!("{endpoint}: {status} {}", body.trim());
+                println!("{name}: {status} {}", body.trim());
                 healthy &= status == 200;
             }
             Err(e) => {
-                println!("{endpoint}: {e}");
+                println!("{name}: {e}");
                 healthy = false;
             }
         }

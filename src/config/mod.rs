@@ -122,6 +122,9 @@ pub struct CentreConfig {
 pub struct ServerConfig {
     /// `IP:PORT` to listen on.
     pub listen: String,
+    /// Loopback `IP:PORT` of the management listener (plain HTTP: `/healthz`, `/readyz`,
+    /// `/metrics`), which the watchdog and `healthcheck` use.
+    pub management_listen: String,
     /// How long in-flight requests may run after SIGTERM before they are cut.
     pub shutdown_grace_secs: u64,
     /// Bound on a TLS handshake, and from accept to the first request head.
@@ -140,6 +143,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8443".into(),
+            management_listen: "127.0.0.1:8444".into(),
             shutdown_grace_secs: 10,
             handshake_timeout_secs: 10,
             idle_timeout_secs: 60,
@@ -549,6 +553,13 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    /// The management listen address; valid once [`Config::validate`] has passed.
+    pub fn management_addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
+        validate::parse_listen(&self.server.management_listen).map_err(|reason| {
+            ConfigError::Invalid(vec![Problem::new("server.management_listen", reason)])
+        })
     }
 
     /// The listen address; valid once [`Config::validate`] has passed.

@@ -159,6 +159,24 @@ fn check_server(config: &Config, out: &mut Vec<Problem>) {
     if let Err(reason) = parse_listen(&server.listen) {
         out.push(Problem::new("server.listen", reason));
     }
+    match parse_listen(&server.management_listen) {
+        Err(reason) => out.push(Problem::new("server.management_listen", reason)),
+        // Plain HTTP, no certificate: only the appliance itself may reach it.
+        Ok(addr) if !addr.ip().is_loopback() => out.push(Problem::new(
+            "server.management_listen",
+            format!(
+                "{addr} is not a loopback address: the management listener has no TLS and must stay on the appliance (127.0.0.1 or ::1)"
+            ),
+        )),
+        Ok(addr) => {
+            if parse_listen(&server.listen).is_ok_and(|l| l == addr && addr.port() != 0) {
+                out.push(Problem::new(
+                    "server.management_listen",
+                    "is the same address as server.listen",
+                ));
+            }
+        }
+    }
     check_range(
         out,
         "server.shutdown_grace_secs",

@@ -203,6 +203,8 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, DemoRuntime), 
         },
         server: ServerConfig {
             listen: format!("127.0.0.1:{port}"),
+            // Any free port: two demos (or a demo and a gateway) may share a machine.
+            management_listen: "127.0.0.1:0".into(),
             ..ServerConfig::default()
         },
         tls: TlsConfig {

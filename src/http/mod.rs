@@ -238,6 +238,23 @@ pub fn openapi_document() -> &'static String {
     &DOC
 }
 
+/// The management listener's application: liveness, readiness and metrics only (already
+/// documented with the public routes), behind the same observation middleware.
+pub fn management_router(state: AppState) -> Router {
+    let (router, _) = OpenApiRouter::<AppState>::new()
+        .routes(routes!(routes::healthz))
+        .routes(routes!(routes::readyz))
+        .routes(routes!(routes::metrics))
+        .split_for_parts();
+    router
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::observe,
+        ))
+        .with_state(state)
+}
+
 /// The application: routes, fallback and the observation middleware.
 pub fn router(state: AppState) -> Router {
     let (router, _) = api_router().split_for_parts();

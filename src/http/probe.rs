@@ -1,5 +1,7 @@
-//! A minimal HTTPS client for the gateway's own listener, used by `healthcheck` and by the
-//! systemd watchdog to prove that requests are really being served.
+//! A minimal HTTP(S) client for the gateway's own listeners, used by `healthcheck` and by
+//! the systemd watchdog to prove that requests are really being served: plain HTTP to the
+//! management listener (loopback), or HTTPS trusting exactly the public listener's
+//! certificate.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -38,11 +40,13 @@ pub enum ProbeError {
     Timeout(SocketAddr),
 }
 
-/// A client for the local listener, trusting exactly its configured certificate.
+/// A client for a local listener.
 #[derive(Clone)]
 pub struct Probe {
     addr: SocketAddr,
-    connector: TlsConnector,
+    /// TLS trusting exactly the listener's certificate; `None` for the management
+    /// listener's plain HTTP.
+    connector: Option<TlsConnector>,
     timeout: Duration,
 }
 
@@ -53,16 +57,20 @@ impl Probe {
         leaf: CertificateDer<'static>,
         timeout: Duration,
     ) -> Result<Self, ProbeError> {
-        let ip = match listen.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
-        };
         Ok(Self {
-            addr: SocketAddr::new(ip, listen.port()),
-            connector: TlsConnector::from(Arc::new(pinned_client_config(leaf)?)),
+            addr: SocketAddr::new(local(listen.ip()), listen.port()),
+            connector: Some(TlsConnector::from(Arc::new(pinned_client_config(leaf)?))),
             timeout,
         })
+    }
+
+    /// A plain-HTTP probe for the management listener bound to `listen`.
+    pub fn management(listen: SocketAddr, timeout: Duration) -> Self {
+        Self {
+            addr: SocketAddr::new(local(listen.ip()), listen.port()),
+            connector: None,
+            timeout,
+        }
     }
 
     /// GETs `path`; returns the status and the body.
@@ -73,41 +81,62 @@ impl Probe {
     }
 
     async fn exchange(&self, path: &str) -> Result<(u16, String), ProbeError> {
-        let fail = |step| {
-            move |e: &dyn std::fmt::Display| ProbeError::Exchange {
-                step,
-                addr: self.addr,
-                reason: e.to_string(),
-            }
-        };
         let tcp = TcpStream::connect(self.addr)
             .await
-            .map_err(|e| fail("connect")(&e))?;
-        let name = ServerName::IpAddress(self.addr.ip().into());
-        let tls = self
-            .connector
-            .connect(name, tcp)
+            .map_err(|e| self.fail("connect", &e))?;
+        match &self.connector {
+            Some(connector) => {
+                let name = ServerName::IpAddress(self.addr.ip().into());
+                let tls = connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| self.fail("TLS handshake", &e))?;
+                self.request(TokioIo::new(tls), path).await
+            }
+            None => self.request(TokioIo::new(tcp), path).await,
+        }
+    }
+
+    fn fail(&self, step: &'static str, e: &dyn std::fmt::Display) -> ProbeError {
+        ProbeError::Exchange {
+            step,
+            addr: self.addr,
+            reason: e.to_string(),
+        }
+    }
+
+    async fn request<I>(&self, io: I, path: &str) -> Result<(u16, String), ProbeError>
+    where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
             .await
-            .map_err(|e| fail("TLS handshake")(&e))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| fail("HTTP handshake")(&e))?;
+            .map_err(|e| self.fail("HTTP handshake", &e))?;
         let driver = tokio::spawn(connection);
         let request = hyper::Request::get(path)
             .header(hyper::header::HOST, self.addr.to_string())
             .body(Empty::<Bytes>::new())
-            .map_err(|e| fail("request")(&e))?;
+            .map_err(|e| self.fail("request", &e))?;
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| fail("request")(&e))?;
+            .map_err(|e| self.fail("request", &e))?;
         let status = response.status().as_u16();
         let body = Limited::new(response.into_body(), MAX_BODY)
             .collect()
             .await
-            .map_err(|e| fail("reading the answer")(&*e))?
+            .map_err(|e| self.fail("reading the answer", &*e))?
             .to_bytes();
         driver.abort();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+/// A wildcard address is probed on loopback.
+fn local(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
     }
 }

@@ -38,6 +38,30 @@ impl<S: Send + Sync> FromRequestParts<S> for CallingDesk {
     }
 }
 
+/// Marks requests that came over the management listener (loopback only, see
+/// `server::serve_management`): centre IT's and the watchdog's way in.
+#[derive(Debug, Clone, Copy)]
+pub struct ManagementListener;
+
+/// A caller allowed to see how the service is doing (readiness details, metrics): the
+/// management listener, or any certificate from the workstation CA. Anonymous peers on
+/// the LAN are refused: metrics count oppositions and refusals.
+pub struct Operator;
+
+impl<S: Send + Sync> FromRequestParts<S> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        if parts.extensions.get::<ManagementListener>().is_some() {
+            return Ok(Self);
+        }
+        match parts.extensions.get::<Peer>() {
+            Some(Peer::Desk(..) | Peer::Unmapped(_)) => Ok(Self),
+            Some(Peer::Anonymous) | None => Err(ApiError::certificate_required()),
+        }
+    }
+}
+
 /// Liveness answer.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Alive {
@@ -73,10 +97,16 @@ pub struct Check {
 /// Readiness: configuration loaded, both stores answering, pcscd reachable (when card login
 /// is configured); 503 while shutting down. `degraded` (still 200) when an audit receiver's
 /// oldest unshipped record is older than `audit.ship_alert_seconds`.
+/// On the public listener it needs a workstation certificate; on the management listener,
+/// nothing.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Ready to serve", body = Readiness),
+              (status = 403, description = "No workstation certificate", body = ApiError),
               (status = 503, description = "Not ready, or shutting down", body = Readiness)))]
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+pub async fn readyz(
+    State(state): State<AppState>,
+    _operator: Operator,
+) -> (StatusCode, Json<Readiness>) {
     let verdict = |ok: bool| if ok { "ok" } else { "failed" };
     let audit = audit_health(&state)
         .inspect_err(|e| tracing::error!(error = %e, "readiness: audit trail check failed"));
@@ -150,10 +180,13 @@ fn audit_health(state: &AppState) -> Result<(), crate::audit::AuditError> {
     }
 }
 
-/// Prometheus scrape endpoint. Carries no patient data; needs no client certificate.
+/// Prometheus scrape endpoint. Carries no patient data, but counts refusals and
+/// oppositions: on the public listener it needs a workstation certificate; scrape it on
+/// the management listener.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "OpenMetrics text exposition", content_type = "application/openmetrics-text")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+    responses((status = 200, description = "OpenMetrics text exposition", content_type = "application/openmetrics-text"),
+              (status = 403, description = "No workstation certificate", body = ApiError)))]
+pub async fn metrics(State(state): State<AppState>, _operator: Operator) -> Response {
     (
         [(
             header::CONTENT_TYPE,

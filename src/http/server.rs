@@ -334,3 +334,59 @@ pub async fn serve(
         Err(_) => Drain::TimedOut,
     }
 }
+
+/// Serves `app` on the management listener (plain HTTP on loopback: see the
+/// `server.management_listen` check) until `shutdown` resolves. Its own few connections
+/// and deadlines keep it answering when the public listener is saturated.
+pub async fn serve_management(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    /// Centre IT's probes and a scraper need a handful.
+    const MANAGEMENT_CONNECTIONS: usize = 8;
+    let slots = Arc::new(Semaphore::new(MANAGEMENT_CONNECTIONS));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.handshake_timeout);
+    let http = Arc::new(http);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "management accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Over the bound, the newest caller is turned away rather than queued.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(tcp);
+            continue;
+        };
+        let app = app.clone();
+        let http = http.clone();
+        let deadline = limits.idle_timeout;
+        tokio::spawn(async move {
+            let service = tower::service_fn(move |mut request: axum::http::Request<Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(super::routes::ManagementListener);
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(remote));
+                app.clone().oneshot(request)
+            });
+            let connection =
+                http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
+            // Probes are short: a connection lives one idle timeout at most.
+            let _ = tokio::time::timeout(deadline, connection).await;
+            drop(slot);
+        });
+    }
+}

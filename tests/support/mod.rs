@@ -169,6 +169,7 @@ name = "SAMU de test"
 
 [server]
 listen = "127.0.0.1:0"
+management_listen = "127.0.0.1:0"
 {server}
 
 [tls]
@@ -278,6 +279,8 @@ pub struct Gateway {
     pub pki: Pki,
     pub config: PathBuf,
     pub addr: SocketAddr,
+    /// The management listener (plain HTTP on loopback).
+    pub management: SocketAddr,
     pub stderr: Lines,
     pub stdout: Lines,
     child: Child,
@@ -305,6 +308,7 @@ impl Gateway {
             pki,
             config,
             addr: "127.0.0.1:0".parse().unwrap(),
+            management: "127.0.0.1:0".parse().unwrap(),
             stderr,
             stdout,
             child,
@@ -321,11 +325,28 @@ impl Gateway {
         };
         let json: serde_json::Value = serde_json::from_str(&line).unwrap();
         gateway.addr = json["addr"].as_str().unwrap().parse().unwrap();
+        gateway.management = json["management"].as_str().unwrap().parse().unwrap();
         gateway
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("https://{}{path}", self.addr)
+    }
+
+    /// A URL on the management listener.
+    pub fn management_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.management)
+    }
+
+    /// `healthcheck`'s environment: the ports this gateway really bound.
+    pub fn listen_env(&self) -> [(&'static str, String); 2] {
+        [
+            ("SAMU_GATEWAY__SERVER__LISTEN", self.addr.to_string()),
+            (
+                "SAMU_GATEWAY__SERVER__MANAGEMENT_LISTEN",
+                self.management.to_string(),
+            ),
+        ]
     }
 
     /// Logs in at desk A with PIN 1234 once its card is read (retrying until then) and
