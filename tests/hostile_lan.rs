@@ -268,3 +268,167 @@ async fn anonymous_peers_see_neither_metrics_nor_readiness_details() {
         .unwrap();
     assert_eq!(other.status(), 404);
 }
+
+/// An HTTP/2 connection from `source`, anonymous or with `identity`'s certificate.
+async fn h2(
+    gateway: &Gateway,
+    source: IpAddr,
+    identity: Option<&str>,
+) -> hyper::client::conn::http2::SendRequest<Unfinished> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let tcp = socket.connect(gateway.addr).await.unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(gateway.pki.server_ca_der.clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(name) => {
+            let issued = &gateway.pki.clients[name].issued;
+            let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+            builder
+                .with_client_auth_cert(vec![issued.der.clone()], key)
+                .unwrap()
+        }
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::IpAddress(gateway.addr.ip().into()), tcp)
+        .await
+        .unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+type Unfinished = http_body_util::StreamBody<
+    std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<
+                    Item = Result<hyper::body::Frame<hyper::body::Bytes>, std::io::Error>,
+                > + Send,
+        >,
+    >,
+>;
+
+/// A body announcing `declared` bytes that sends `sent` of them, then nothing, ever.
+fn unfinished(sent: usize) -> Unfinished {
+    use futures_util::StreamExt;
+    let first = futures_util::stream::once(async move {
+        Ok(hyper::body::Frame::data(hyper::body::Bytes::from(vec![
+            b'{';
+            sent
+        ])))
+    });
+    http_body_util::StreamBody::new(first.chain(futures_util::stream::pending()).boxed())
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+const BODY_ROUTES: [(&str, &str); 7] = [
+    ("PUT", "/api/v1/roster"),
+    ("POST", "/api/v1/session"),
+    ("POST", "/api/v1/break-glass"),
+    ("POST", "/api/v1/patients/search"),
+    ("POST", "/api/v1/compliance/reviews"),
+    ("POST", "/api/v1/compliance/search"),
+    ("POST", "/api/v1/compliance/export"),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anonymous_bodies_are_refused_from_the_request_head_and_never_buffered() {
+    let gateway = Gateway::start_with(LIMITS, |_| {
+        "\n[compliance]\nofficer_cns = [\"poste-x\"]\n".to_owned()
+    });
+    let before = resident_kib(gateway.pid());
+    // Every route taking a body, many times over, from four addresses: 2 MB announced,
+    // 1.5 MB sent, never finished.
+    let mut answers = Vec::new();
+    for n in 0..4u8 {
+        let mut sender = h2(&gateway, attacker(10 + n), None).await;
+        for _ in 0..2 {
+            for (method, path) in BODY_ROUTES {
+                sender.ready().await.unwrap();
+                let request = hyper::Request::builder()
+                    .method(method)
+                    .uri(format!("https://{}{path}", gateway.addr))
+                    .header("content-type", "application/json")
+                    .header("content-length", "2000000")
+                    .body(unfinished(1_500_000))
+                    .unwrap();
+                answers.push(tokio::spawn(sender.send_request(request)));
+            }
+        }
+    }
+    let started = Instant::now();
+    for answer in answers {
+        let response = tokio::time::timeout(Duration::from_secs(5), answer)
+            .await
+            .expect("answered while the body is unfinished")
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.status(), 403);
+    }
+    let after = resident_kib(gateway.pid());
+    eprintln!(
+        "56 unfinished anonymous bodies refused within {:?}; RSS {before} KiB -> {after} KiB",
+        started.elapsed()
+    );
+    assert!(
+        after < before + 48 * 1024,
+        "memory grew from {before} KiB to {after} KiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_holders_body_is_small_and_timely() {
+    let gateway = Gateway::start_with(LIMITS, |_| String::new());
+    let mut sender = h2(&gateway, attacker(20), Some(DESK_A)).await;
+    // Over the 16 KiB bound: 413 as soon as the bound is crossed.
+    sender.ready().await.unwrap();
+    let big = hyper::Request::post(format!("https://{}/api/v1/session", gateway.addr))
+        .header("content-type", "application/json")
+        .body(unfinished(20_000))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(big))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    // Under the bound but never finished: 408 at the body deadline.
+    sender.ready().await.unwrap();
+    let slow = hyper::Request::post(format!("https://{}/api/v1/session", gateway.addr))
+        .header("content-type", "application/json")
+        .body(unfinished(10))
+        .unwrap();
+    let started = Instant::now();
+    let response = tokio::time::timeout(Duration::from_secs(15), sender.send_request(slow))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 408);
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+}

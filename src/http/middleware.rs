@@ -5,8 +5,12 @@
 //! summary must not be kept by a browser or a proxy, and a route that forgot is covered.
 //! Every answer carries the pages' Content-Security-Policy (no inline script or style, no
 //! framing), `nosniff`, `X-Frame-Options: DENY` and `Referrer-Policy: no-referrer`.
+//!
+//! [`bounded_body`] reads request bodies whole, small and in time, and only for callers
+//! holding a workstation-CA certificate: an anonymous peer's body is never read (every
+//! route taking a body refuses anonymous callers from the request head).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
@@ -19,6 +23,70 @@ use super::AppState;
 use super::identity::Peer;
 use super::metrics::RequestLabels;
 use crate::config::hex;
+
+/// Largest request body, but for the roster.
+pub const MAX_BODY: usize = 16 * 1024;
+/// Largest roster (`PUT /api/v1/roster`): a centre's shifts for weeks.
+pub const MAX_ROSTER_BODY: usize = 256 * 1024;
+/// A request body must have arrived whole within this.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Buffers a certificate holder's request body under [`MAX_BODY`] (or
+/// [`MAX_ROSTER_BODY`]) and [`BODY_DEADLINE`], refusing it with 413 or 408 otherwise;
+/// passes an anonymous caller's request on unread (its route refuses it from the head).
+pub async fn bounded_body(request: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+    let anonymous = matches!(
+        request.extensions().get::<Peer>(),
+        Some(Peer::Anonymous) | None
+    );
+    if anonymous || hyper::body::Body::is_end_stream(request.body()) {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let limit = if parts.uri.path() == "/api/v1/roster" {
+        MAX_ROSTER_BODY
+    } else {
+        MAX_BODY
+    };
+    let read = http_body_util::Limited::new(body, limit).collect();
+    let bytes = match tokio::time::timeout(BODY_DEADLINE, read).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return super::ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body over {limit} bytes"),
+                "Requête trop volumineuse.",
+            )
+            .into_response();
+        }
+        Ok(Err(_)) => {
+            return super::ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "body_unreadable",
+                "the request body could not be read",
+                "Requête illisible.",
+            )
+            .into_response();
+        }
+        Err(_) => {
+            return super::ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_DEADLINE.as_secs()
+                ),
+                "Requête trop lente : recommencez.",
+            )
+            .into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
 
 /// Response header carrying the request id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";

@@ -262,6 +262,7 @@ pub fn router(state: AppState) -> Router {
     let router = router.merge(test_hooks::router());
     router
         .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn(middleware::bounded_body))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             csrf::protect,

@@ -4,7 +4,8 @@
 //! opened it.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -165,6 +166,47 @@ pub struct RosterAnswer {
     pub shifts: usize,
 }
 
+/// The regulation software, by its integration certificate (`roster.integration_cn`), with
+/// the roster it may replace. Checked from the request head: a body is read only after.
+pub struct Integration {
+    roster: std::sync::Arc<crate::session::roster::Roster>,
+    cn: String,
+}
+
+impl FromRequestParts<AppState> for Integration {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts.extensions.get::<Peer>();
+        if matches!(peer, Some(Peer::Anonymous) | None) {
+            return Err(ApiError::certificate_required());
+        }
+        let cards = state.cards();
+        let configured = cards.and_then(|c| Some((c.shared_roster()?, c.roster()?.1)));
+        let (roster, integration_cn) = configured.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "roster_unavailable",
+                "no roster is configured",
+                "Tableau de garde non configuré.",
+            )
+        })?;
+        match peer {
+            Some(Peer::Unmapped(w)) if w.cn.as_deref() == Some(integration_cn) => Ok(Self {
+                roster,
+                cn: integration_cn.to_owned(),
+            }),
+            Some(Peer::Anonymous) | None => Err(ApiError::certificate_required()),
+            Some(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "roster_forbidden",
+                "only the regulation software's integration certificate may replace the roster",
+                "Seul le logiciel de régulation peut modifier le tableau de garde.",
+            )),
+        }
+    }
+}
+
 /// Replaces the on-duty roster. Only the regulation software's integration certificate
 /// (`roster.integration_cn`) may call it.
 #[utoipa::path(put, path = "/api/v1/roster", tag = "roster", request_body = crate::session::roster::RosterDocument,
@@ -174,26 +216,13 @@ pub struct RosterAnswer {
               (status = 503, description = "No roster configured", body = ApiError)))]
 pub async fn put_roster(
     State(state): State<AppState>,
-    axum::Extension(peer): axum::Extension<Peer>,
+    integration: Integration,
     Json(document): Json<crate::session::roster::RosterDocument>,
 ) -> Result<Json<RosterAnswer>, ApiError> {
-    let (roster, integration_cn) = state.cards().and_then(|c| c.roster()).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "roster_unavailable",
-            "no roster is configured",
-            "Tableau de garde non configuré.",
-        )
-    })?;
-    let allowed = matches!(&peer, Peer::Unmapped(w) if w.cn.as_deref() == Some(integration_cn));
-    if !allowed {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "roster_forbidden",
-            "only the regulation software's integration certificate may replace the roster",
-            "Seul le logiciel de régulation peut modifier le tableau de garde.",
-        ));
-    }
+    let Integration {
+        roster,
+        cn: integration_cn,
+    } = integration;
     let shifts = roster.replace(&document).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
