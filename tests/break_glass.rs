@@ -410,6 +410,29 @@ async fn a_stale_copy_is_served_labelled_when_the_upstream_is_down_and_never_aft
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_clearance_is_honoured_only_while_fresh_whoever_refreshed_the_copy() {
+    let centre = centre("fresh_seconds = 1\nmax_stale_seconds = 3600\n").await;
+    // Cleared for break-glass now; a second later the copy is refreshed by an access in
+    // another mode (as another professional's access would), which carries the first
+    // clearance along with its own time.
+    let first = centre.break_glass(request(3, "bris_de_glace")).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let refresh = centre.break_glass(request(3, "centre_15")).await;
+    assert_eq!(refresh.status, StatusCode::CREATED, "{}", refresh.body);
+    assert_eq!(refresh.body["source"], "upstream");
+    // The patient opposes break-glass since: the fresh copy must not stand in for asking.
+    centre
+        .upstream
+        .flags("p3", json!({"opposed": ["bris_de_glace"]}))
+        .await;
+    let after = centre.break_glass(request(3, "bris_de_glace")).await;
+    assert_eq!(after.status, StatusCode::FORBIDDEN, "{}", after.body);
+    // Asked each time: first, the refresh, and the refused one.
+    assert_eq!(centre.upstream.stats().await["summaries"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn rate_limits_refuse_with_retry_after_and_an_audit_record() {
     let centre = centre(
         "\n[limits]\nper_professional_per_hour = 2\nsearches_per_professional_per_hour = 1\n",

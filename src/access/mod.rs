@@ -647,16 +647,28 @@ impl BreakGlass {
         Ok((ins, call))
     }
 
-    /// The cached copy `professional` may see in `mode` (cleared by the record service).
+    /// The cached copy `professional` may see in `mode`: the record service cleared them in
+    /// that mode within the copy's maximum age, and the copy counts as fresh for them only
+    /// while that clearance is itself fresh (a block or an opposition since then must be
+    /// asked about, whoever refreshed the copy meanwhile).
     fn cached(&self, ins: &Ins, professional: &Professional, mode: AccessMode) -> Option<Hit> {
         let cache = self.cache.as_ref()?;
-        match cache.get(ins) {
-            Ok(hit) => hit.filter(|h| h.entry.cleared(&professional.id_nat, mode)),
+        let hit = match cache.get(ins) {
+            Ok(hit) => hit?,
             Err(e) => {
                 tracing::warn!(error = %e, "summary cache read failed; asking the record service");
-                None
+                return None;
             }
-        }
+        };
+        let lifetimes = cache.lifetimes();
+        let cleared = hit
+            .entry
+            .clearance_age(&professional.id_nat, mode, cache.now_ms())
+            .filter(|age| *age <= lifetimes.max_stale)?;
+        Some(Hit {
+            fresh: hit.fresh && cleared <= lifetimes.fresh,
+            ..hit
+        })
     }
 
     /// A fresh copy `professional` may see in `mode`.
@@ -753,17 +765,17 @@ impl BreakGlass {
         let summary = self.upstream.summary(&patient.id, &access).await?;
         let mut entry = Entry::new(patient.id, summary);
         if let Some(cache) = &self.cache {
+            // Others' clearances keep their own time: refreshing the copy is not
+            // re-clearing them.
             if let Ok(Some(previous)) = cache.get(ins)
                 && previous.entry.patient_id == entry.patient_id
             {
-                entry.clearances = previous.entry.clearances;
+                entry.cleared = previous.entry.cleared;
             }
-            entry.clear(&professional.id_nat, mode);
+            entry.clear(&professional.id_nat, mode, cache.now_ms());
             if let Err(e) = cache.put(ins, &entry) {
                 tracing::warn!(error = %e, "cannot cache a summary");
             }
-        } else {
-            entry.clear(&professional.id_nat, mode);
         }
         Ok(entry)
     }

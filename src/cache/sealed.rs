@@ -47,11 +47,23 @@ pub struct Entry {
     pub patient_id: String,
     /// The summary.
     pub summary: CriticalSummary,
-    /// Professionals (idNat) and access modes the record service cleared for this patient:
-    /// oppositions are per mode and blocks per professional, so a copy is served only to
-    /// them.
+    /// Professionals and access modes the record service cleared for this patient, each
+    /// with when: oppositions are per mode and blocks per professional, so a copy is served
+    /// only to them, and only while their own clearance is recent (another professional's
+    /// fetch refreshes the copy, never someone else's clearance).
     #[serde(default)]
-    pub clearances: Vec<(String, AccessMode)>,
+    pub cleared: Vec<Clearance>,
+}
+
+/// One professional cleared in one mode, at one time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Clearance {
+    /// The professional's idNat.
+    pub id_nat: String,
+    /// The access mode.
+    pub mode: AccessMode,
+    /// When the record service cleared them (wall-clock milliseconds).
+    pub at_ms: u64,
 }
 
 impl Entry {
@@ -60,22 +72,28 @@ impl Entry {
         Self {
             patient_id,
             summary,
-            clearances: Vec::new(),
+            cleared: Vec::new(),
         }
     }
 
-    /// Whether the record service cleared `id_nat` in `mode`.
-    pub fn cleared(&self, id_nat: &str, mode: AccessMode) -> bool {
-        self.clearances
+    /// How long ago, at `now_ms`, the record service cleared `id_nat` in `mode`; `None` if
+    /// it never did.
+    pub fn clearance_age(&self, id_nat: &str, mode: AccessMode, now_ms: u64) -> Option<Duration> {
+        self.cleared
             .iter()
-            .any(|(who, m)| who == id_nat && *m == mode)
+            .find(|c| c.id_nat == id_nat && c.mode == mode)
+            .map(|c| Duration::from_millis(now_ms.saturating_sub(c.at_ms)))
     }
 
-    /// Records that the record service cleared `id_nat` in `mode`.
-    pub fn clear(&mut self, id_nat: &str, mode: AccessMode) {
-        if !self.cleared(id_nat, mode) {
-            self.clearances.push((id_nat.to_owned(), mode));
-        }
+    /// Records that the record service cleared `id_nat` in `mode` at `now_ms`.
+    pub fn clear(&mut self, id_nat: &str, mode: AccessMode, now_ms: u64) {
+        self.cleared
+            .retain(|c| !(c.id_nat == id_nat && c.mode == mode));
+        self.cleared.push(Clearance {
+            id_nat: id_nat.to_owned(),
+            mode,
+            at_ms: now_ms,
+        });
     }
 }
 
@@ -196,6 +214,11 @@ impl SealedSummaries {
     /// The lifetimes in force.
     pub fn lifetimes(&self) -> Lifetimes {
         self.lifetimes
+    }
+
+    /// The store's clock (wall-clock milliseconds), for clearances.
+    pub fn now_ms(&self) -> u64 {
+        (self.clock)()
     }
 
     fn key(&self, ins: &Ins) -> Vec<u8> {
@@ -385,6 +408,32 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
+
+    #[test]
+    fn clearances_keep_their_own_time() {
+        let summary = crate::summary::extract(
+            br#"{"resourceType": "Bundle", "type": "searchset", "entry": []}"#,
+        )
+        .unwrap();
+        let mut entry = Entry::new("p".into(), summary);
+        entry.clear("810001", AccessMode::BrisDeGlace, 1_000);
+        entry.clear("810002", AccessMode::Centre15, 5_000);
+        assert_eq!(
+            entry.clearance_age("810001", AccessMode::BrisDeGlace, 6_000),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            entry.clearance_age("810001", AccessMode::Centre15, 6_000),
+            None
+        );
+        // Cleared again: the time moves, the clearance is not doubled.
+        entry.clear("810001", AccessMode::BrisDeGlace, 6_000);
+        assert_eq!(entry.cleared.len(), 2);
+        assert_eq!(
+            entry.clearance_age("810001", AccessMode::BrisDeGlace, 6_000),
+            Some(Duration::ZERO)
+        );
+    }
     use crate::patient::InsPolicy;
 
     static NOW: AtomicU64 = AtomicU64::new(1_000_000);
