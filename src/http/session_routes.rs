@@ -316,6 +316,18 @@ fn login_error(e: LoginError) -> ApiError {
             "no card in the desk's reader",
             "Insérez votre carte CPS dans le lecteur du poste.",
         ),
+        LoginError::Refused(LoginRefusal::SessionOpen) => ApiError::new(
+            StatusCode::CONFLICT,
+            "session_open",
+            "a session is already open at this desk",
+            "Une session est déjà ouverte sur ce poste : retirez d'abord la carte.",
+        ),
+        LoginError::Refused(LoginRefusal::CardRemoved) => ApiError::new(
+            StatusCode::CONFLICT,
+            "card_removed",
+            "the card left the reader during the login",
+            "La carte a été retirée pendant la connexion : réinsérez-la.",
+        ),
         LoginError::Refused(LoginRefusal::ReaderUnavailable) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "reader_unavailable",

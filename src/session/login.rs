@@ -137,10 +137,15 @@ impl CardLogin {
             ));
             return Err(LoginError::RateLimited(wait));
         }
-        let (reader, certificate, holder) = self
+        let target = self
             .sessions
             .login_target(&desk.id)
             .map_err(LoginError::Refused)?;
+        let (reader, certificate, holder) = (
+            target.reader.clone(),
+            target.certificate.clone(),
+            target.holder.clone(),
+        );
         let who = actor(&holder, desk);
         let refused = |reason: &str, detail: Option<String>| Event {
             actor: Some(who.clone()),
@@ -212,14 +217,26 @@ impl CardLogin {
             ..Event::new(EventKind::UserLogin, Outcome::Success)
         };
         let recorded = self.audit.append(success).await?;
-        self.sessions
-            .open(
-                &desk.id,
-                verified.professional,
-                verified.crl_stale,
-                &recorded,
-            )
-            .ok_or(LoginError::Refused(LoginRefusal::NoCard))
+        let professional = verified.professional.clone();
+        match self.sessions.open(
+            &desk.id,
+            target.insertion,
+            verified.professional,
+            verified.crl_stale,
+            &recorded,
+        ) {
+            Some(session) => Ok(session),
+            None => {
+                // The login is on the record; so is that it opened nothing.
+                let event = Event {
+                    actor: Some(actor(&professional, desk)),
+                    ..Event::new(EventKind::UserLogout, Outcome::Success)
+                        .with_detail("card_removed_during_login")
+                };
+                let _recorded = self.audit.append(event).await?;
+                Err(LoginError::Refused(LoginRefusal::CardRemoved))
+            }
+        }
     }
 }
 

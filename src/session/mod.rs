@@ -111,6 +111,22 @@ struct DeskSlot {
     card: CardState,
     certificate: Option<Vec<u8>>,
     session: Option<Session>,
+    /// Bumped at every insertion, removal or loss of the reader: a login opens a session
+    /// only for the very insertion it checked the PIN on.
+    insertion: u64,
+}
+
+/// The card a login is attempted on.
+#[derive(Debug, Clone)]
+pub struct LoginTarget {
+    /// The desk's reader.
+    pub reader: String,
+    /// The card's authentication certificate (DER), as read at insertion.
+    pub certificate: Vec<u8>,
+    /// Whose card it is.
+    pub holder: Professional,
+    /// Which insertion of a card this is (see `DeskSlot::insertion`).
+    pub insertion: u64,
 }
 
 /// Every desk's card and session.
@@ -137,6 +153,7 @@ impl Sessions {
                         card: CardState::ReaderUnavailable,
                         certificate: None,
                         session: None,
+                        insertion: 0,
                     },
                 )
             })
@@ -180,21 +197,23 @@ impl Sessions {
         self.with_slot(desk, |s| (s.card.clone(), s.session.clone()))
     }
 
-    /// The reader and the trusted certificate of the card at `desk`, if one can log in.
-    pub fn login_target(
-        &self,
-        desk: &str,
-    ) -> Result<(String, Vec<u8>, Professional), LoginRefusal> {
+    /// The card at `desk`, if one can log in: none while a session is open there (a second
+    /// login never replaces a live session: the first physician logs out or pulls the card).
+    pub fn login_target(&self, desk: &str) -> Result<LoginTarget, LoginRefusal> {
         self.with_slot(desk, |s| match (&s.card, &s.certificate) {
+            _ if s.session.is_some() => Err(LoginRefusal::SessionOpen),
             (
                 CardState::Present {
                     pin_blocked: true, ..
                 },
                 _,
             ) => Err(LoginRefusal::PinBlocked),
-            (CardState::Present { holder, .. }, Some(cert)) => {
-                Ok((s.desk.reader.clone(), cert.clone(), holder.clone()))
-            }
+            (CardState::Present { holder, .. }, Some(cert)) => Ok(LoginTarget {
+                reader: s.desk.reader.clone(),
+                certificate: cert.clone(),
+                holder: holder.clone(),
+                insertion: s.insertion,
+            }),
             (CardState::Refused { code, .. }, _) => Err(LoginRefusal::CardRefused(code.clone())),
             (CardState::ReaderUnavailable, _) => Err(LoginRefusal::ReaderUnavailable),
             _ => Err(LoginRefusal::NoCard),
@@ -222,10 +241,13 @@ impl Sessions {
         });
     }
 
-    /// Opens a session after a successful, recorded login (the receipt proves the record).
+    /// Opens a session after a successful, recorded login (the receipt proves the record),
+    /// atomically with the card state: only if the card of `insertion` is still in the
+    /// reader and no session was opened meanwhile.
     pub fn open(
         &self,
         desk: &str,
+        insertion: u64,
         professional: Professional,
         crl_stale: bool,
         _recorded: &Receipt,
@@ -239,8 +261,9 @@ impl Sessions {
             last_used: tokio::time::Instant::now(),
         };
         self.update(desk, |s| {
-            s.session = Some(session.clone());
-        })?;
+            let same_card = s.insertion == insertion && matches!(s.card, CardState::Present { .. });
+            (same_card && s.session.is_none()).then(|| s.session = Some(session.clone()))
+        })??;
         Some(session)
     }
 
@@ -361,6 +384,7 @@ impl Sessions {
             for slot in slots.values_mut() {
                 slot.card = state.clone();
                 slot.certificate = None;
+                slot.insertion += 1;
             }
         }
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
@@ -426,6 +450,7 @@ impl Sessions {
         self.update(&desk.id, |s| {
             s.card = state;
             s.certificate = cert;
+            s.insertion += 1;
         });
         Ok(())
     }
@@ -438,6 +463,7 @@ impl Sessions {
         let ended = self.update(&desk.id, |s| {
             s.card = CardState::NoCard;
             s.certificate = None;
+            s.insertion += 1;
             s.session.take()
         });
         let holder = ended.flatten().map(|session| session.professional);
@@ -472,6 +498,10 @@ pub enum LoginRefusal {
     CardRefused(String),
     /// The card's PIN is blocked.
     PinBlocked,
+    /// A session is already open at the desk.
+    SessionOpen,
+    /// The card left the reader (or was swapped) while its login was under way.
+    CardRemoved,
 }
 
 /// The audit actor for a professional at a desk.

@@ -42,14 +42,97 @@ const EXPIRY: Expiry = Expiry {
     max: Duration::from_secs(14 * 3600),
 };
 
-async fn opened(sessions: &Sessions, audit: &AuditLog) -> Session {
-    let receipt = audit
+/// A trusted card put in desk regul-1's reader, as an insertion would; its insertion.
+fn insert(sessions: &Sessions) -> u64 {
+    sessions
+        .update("regul-1", |s| {
+            s.card = CardState::Present {
+                holder: professional(),
+                pin_blocked: false,
+                pin_tries_left: Some(3),
+            };
+            s.certificate = Some(vec![1, 2, 3]);
+            s.insertion += 1;
+        })
+        .unwrap();
+    sessions.login_target("regul-1").unwrap().insertion
+}
+
+async fn receipt(audit: &AuditLog) -> Receipt {
+    audit
         .append(Event::new(EventKind::UserLogin, Outcome::Success))
         .await
-        .unwrap();
-    sessions
-        .open("regul-1", professional(), false, &receipt)
         .unwrap()
+}
+
+async fn opened(sessions: &Sessions, audit: &AuditLog) -> Session {
+    let insertion = insert(sessions);
+    sessions
+        .open(
+            "regul-1",
+            insertion,
+            professional(),
+            false,
+            &receipt(audit).await,
+        )
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_session_opens_only_for_the_insertion_its_pin_was_checked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = audit(dir.path());
+    let sessions = Sessions::new(&[desk()], audit.clone());
+    // The PIN is checked on this insertion; the card leaves before the session opens.
+    let checked = insert(&sessions);
+    sessions.removed("Desk0 00 00").await.unwrap();
+    let recorded = receipt(&audit).await;
+    assert!(
+        sessions
+            .open("regul-1", checked, professional(), false, &recorded)
+            .is_none(),
+        "no session for a card no longer there"
+    );
+    // Pulled and put back (or swapped) between two polls: another insertion.
+    let again = insert(&sessions);
+    assert_ne!(again, checked);
+    assert!(
+        sessions
+            .open("regul-1", checked, professional(), false, &recorded)
+            .is_none(),
+        "no session for an earlier insertion"
+    );
+    assert!(sessions.view("regul-1").unwrap().1.is_none());
+    assert!(
+        sessions
+            .open("regul-1", again, professional(), false, &recorded)
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_second_login_never_replaces_a_live_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = audit(dir.path());
+    let sessions = Sessions::new(&[desk()], audit.clone());
+    let first = opened(&sessions, &audit).await;
+    assert_eq!(
+        sessions.login_target("regul-1").unwrap_err(),
+        LoginRefusal::SessionOpen
+    );
+    let insertion = sessions.with_slot("regul-1", |s| s.insertion).unwrap();
+    assert!(
+        sessions
+            .open(
+                "regul-1",
+                insertion,
+                professional(),
+                false,
+                &receipt(&audit).await
+            )
+            .is_none()
+    );
+    assert!(sessions.authenticate("regul-1", &first.token).is_some());
 }
 
 #[tokio::test(start_paused = true)]
