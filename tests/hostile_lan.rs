@@ -432,3 +432,66 @@ async fn a_certificate_holders_body_is_small_and_timely() {
         started.elapsed()
     );
 }
+
+/// Malformed bodies, path segments and queries get the API's own refusal (code, English,
+/// French), never axum's text quoting what was sent.
+#[tokio::test]
+async fn malformed_input_is_refused_without_echoing_it() {
+    const INS: &str = "185057800608436";
+    let gateway = Gateway::start_with("", |_| {
+        "\n[compliance]\nofficer_cns = [\"poste-x\"]\n".to_owned()
+    });
+    let desk = gateway.client(Some(DESK_A));
+    let officer = gateway.client(Some(support::UNMAPPED));
+    let cases = [
+        // An INS typed as a number, the wrong shape of a field, not JSON, no content type.
+        (
+            desk.post(gateway.url("/api/v1/session"))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"pin": {INS}}}"#)),
+            422,
+            "body_invalid",
+        ),
+        (
+            officer
+                .post(gateway.url("/api/v1/compliance/search"))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"filter": {{"patient": {INS}}}}}"#)),
+            422,
+            "body_invalid",
+        ),
+        (
+            officer
+                .post(gateway.url("/api/v1/compliance/reviews"))
+                .header("content-type", "application/json")
+                .body(format!("seq={INS}")),
+            400,
+            "body_not_json",
+        ),
+        (
+            officer
+                .post(gateway.url("/api/v1/compliance/export"))
+                .body(format!(r#"{{"format": "{INS}"}}"#)),
+            415,
+            "json_required",
+        ),
+        (
+            officer.get(gateway.url(&format!("/api/v1/compliance/accesses/{INS}x"))),
+            400,
+            "path_invalid",
+        ),
+        (
+            officer.get(gateway.url(&format!("/api/v1/compliance/report?since=24h&since={INS}"))),
+            400,
+            "query_invalid",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "{code}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], code, "{body}");
+        assert!(body["message_fr"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(!body.to_string().contains(INS), "echoed: {body}");
+    }
+}

@@ -3,13 +3,14 @@
 //! or query (bodies only), and grants are addressed by random ids.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::{JsonBody, Segment};
 use super::routes::CallingDesk;
 use super::session_routes::{audit_unavailable, no_session, token};
 use crate::access::{AccessError, Actorship, BreakGlassRequest, Delivered, SearchRequest};
@@ -115,7 +116,10 @@ impl Acting {
               (status = 429, description = "Rate limit (Retry-After)", body = ApiError),
               (status = 503, description = "Record service unavailable and no usable copy, or access not recordable", body = ApiError),
               (status = 504, description = "Record service timed out and no usable copy", body = ApiError)))]
-pub async fn break_glass(acting: Acting, Json(request): Json<BreakGlassRequest>) -> Response {
+pub async fn break_glass(
+    acting: Acting,
+    JsonBody(request): JsonBody<BreakGlassRequest>,
+) -> Response {
     let result = match acting.access() {
         Ok(access) => match access.start(&acting.who(), request).await {
             Ok(delivered) => acting.release(access, delivered).await,
@@ -134,7 +138,7 @@ pub async fn break_glass(acting: Acting, Json(request): Json<BreakGlassRequest>)
               (status = 404, description = "No such grant for this session (ended or never existed)", body = ApiError),
               (status = 429, description = "Rate limit (Retry-After)", body = ApiError),
               (status = 503, description = "Record service unavailable and no usable copy", body = ApiError)))]
-pub async fn reread(acting: Acting, Path(grant_id): Path<String>) -> Response {
+pub async fn reread(acting: Acting, Segment(grant_id): Segment<String>) -> Response {
     let result = match acting.access() {
         Ok(access) => match access.reread(&acting.who(), &grant_id).await {
             Ok(delivered) => acting.release(access, delivered).await,
@@ -150,7 +154,7 @@ pub async fn reread(acting: Acting, Path(grant_id): Path<String>) -> Response {
     params(("grant_id" = String, Path, description = "The grant's random id")),
     responses((status = 204, description = "Grant ended"),
               (status = 404, description = "No such grant for this session", body = ApiError)))]
-pub async fn close(acting: Acting, Path(grant_id): Path<String>) -> Response {
+pub async fn close(acting: Acting, Segment(grant_id): Segment<String>) -> Response {
     let result = match acting.access() {
         Ok(access) => access
             .close(&acting.who(), &grant_id)
@@ -168,7 +172,7 @@ pub async fn close(acting: Acting, Path(grant_id): Path<String>) -> Response {
               (status = 401, description = "No open session at this desk", body = ApiError),
               (status = 429, description = "Search rate limit (Retry-After)", body = ApiError),
               (status = 503, description = "Record service unavailable", body = ApiError)))]
-pub async fn search(acting: Acting, Json(request): Json<SearchRequest>) -> Response {
+pub async fn search(acting: Acting, JsonBody(request): JsonBody<SearchRequest>) -> Response {
     let result = match acting.access() {
         Ok(access) => access.search(&acting.who(), request).await.map_err(refusal),
         Err(e) => Err(e),

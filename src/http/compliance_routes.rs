@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::{JsonBody, Params, Segment};
 use super::identity::Peer;
 use super::session_routes::audit_unavailable;
 use crate::audit::export::{self, Filter, FilterSpec, Format};
@@ -114,7 +115,7 @@ pub struct ReviewAnswer {
 pub async fn review(
     State(state): State<AppState>,
     officer: Officer,
-    Json(request): Json<ReviewRequest>,
+    JsonBody(request): JsonBody<ReviewRequest>,
 ) -> Result<(StatusCode, Json<ReviewAnswer>), ApiError> {
     if request.comment.chars().count() > 2000 {
         return Err(ApiError::new(
@@ -174,7 +175,7 @@ pub struct ReportAnswer {
 pub async fn report(
     State(state): State<AppState>,
     officer: Officer,
-    Query(query): Query<ReportQuery>,
+    Params(query): Params<ReportQuery>,
 ) -> Result<Json<ReportAnswer>, ApiError> {
     let since = query.since.unwrap_or_else(|| "24h".into());
     let since_ms = crate::audit::report::parse_since(&since).ok_or_else(|| {
@@ -241,7 +242,7 @@ pub struct SearchAnswer {
 pub async fn search(
     State(state): State<AppState>,
     officer: Officer,
-    Json(request): Json<SearchRequest>,
+    JsonBody(request): JsonBody<SearchRequest>,
 ) -> Result<Json<SearchAnswer>, ApiError> {
     let limit = request.limit.unwrap_or(200).clamp(1, 1000);
     let filter = to_filter(&request.filter)?;
@@ -290,7 +291,7 @@ pub struct ExportRequest {
 pub async fn export(
     State(state): State<AppState>,
     officer: Officer,
-    Json(request): Json<ExportRequest>,
+    JsonBody(request): JsonBody<ExportRequest>,
 ) -> Result<Response, ApiError> {
     let filter = to_filter(&request.filter)?;
     let format = request.format;
@@ -385,7 +386,7 @@ impl std::io::Write for ChunkSender {
 pub async fn access_trail(
     State(state): State<AppState>,
     officer: Officer,
-    Path(seq): Path<u64>,
+    Segment(seq): Segment<u64>,
 ) -> Result<Json<AccessTrail>, ApiError> {
     let trail = read_trail(&state, move |store| review::trail(store, seq))
         .await?

@@ -5,6 +5,7 @@ mod access_routes;
 mod compliance_routes;
 pub mod csrf;
 pub mod error;
+mod extract;
 pub mod identity;
 mod metrics;
 mod middleware;

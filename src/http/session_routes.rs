@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
+use super::extract::JsonBody;
 use super::identity::Peer;
 use super::routes::CallingDesk;
 use crate::card::CardError;
@@ -48,7 +49,7 @@ pub struct LoginBody {
 pub async fn open_session(
     State(state): State<AppState>,
     caller: CallingDesk,
-    Json(body): Json<LoginBody>,
+    JsonBody(body): JsonBody<LoginBody>,
 ) -> Response {
     let Some(cards) = state.cards() else {
         return unavailable().into_response();
@@ -217,7 +218,7 @@ impl FromRequestParts<AppState> for Integration {
 pub async fn put_roster(
     State(state): State<AppState>,
     integration: Integration,
-    Json(document): Json<crate::session::roster::RosterDocument>,
+    JsonBody(document): JsonBody<crate::session::roster::RosterDocument>,
 ) -> Result<Json<RosterAnswer>, ApiError> {
     let Integration {
         roster,
