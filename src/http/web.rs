@@ -97,12 +97,17 @@ pub async fn icon() -> Response {
 struct DeskSignal {
     /// Whether a session is open at the desk.
     session: bool,
+    /// Which session (its number at this desk): changes coalesced between two events, a
+    /// session ended and another opened, still show as a different number.
+    epoch: Option<u64>,
     /// The card state (`no_card`, `present`, …).
     card: Option<&'static str>,
 }
 
 /// The desk's changes as server-sent events (`event: desk`, data `{"session": bool,
-/// "card": state}`), the current state first; a keep-alive comment every 15 s.
+/// "epoch": n, "card": state}`), the current state first; a keep-alive comment every 15 s.
+/// A page clears patient data when `session` is false or `epoch` is not the one it showed
+/// data under.
 #[utoipa::path(get, path = "/api/v1/desk/events", tag = "desk",
     responses((status = 200, description = "Server-sent events", content_type = "text/event-stream"),
               (status = 403, description = "No client certificate, or one not mapped to a desk")))]
@@ -144,6 +149,7 @@ fn signal(state: &AppState, desk: &str) -> DeskSignal {
     let view = state.cards().and_then(|c| c.sessions.view(desk));
     DeskSignal {
         session: view.as_ref().is_some_and(|(_, s)| s.is_some()),
+        epoch: state.cards().and_then(|c| c.sessions.session_epoch(desk)),
         card: view.map(|(card, _)| card.name()),
     }
 }

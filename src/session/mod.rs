@@ -114,6 +114,9 @@ struct DeskSlot {
     /// Bumped at every insertion, removal or loss of the reader: a login opens a session
     /// only for the very insertion it checked the PIN on.
     insertion: u64,
+    /// Sessions opened at this desk so far: the current one's number tells a page that
+    /// the session it showed data for is still the one open, even across a quick swap.
+    sessions_opened: u64,
 }
 
 /// The card a login is attempted on.
@@ -154,6 +157,7 @@ impl Sessions {
                         certificate: None,
                         session: None,
                         insertion: 0,
+                        sessions_opened: 0,
                     },
                 )
             })
@@ -195,6 +199,12 @@ impl Sessions {
     /// The card state and session of `desk`.
     pub fn view(&self, desk: &str) -> Option<(CardState, Option<Session>)> {
         self.with_slot(desk, |s| (s.card.clone(), s.session.clone()))
+    }
+
+    /// The number of the session open at `desk` (1 for the first since start), if one is.
+    pub fn session_epoch(&self, desk: &str) -> Option<u64> {
+        self.with_slot(desk, |s| s.session.as_ref().map(|_| s.sessions_opened))
+            .flatten()
     }
 
     /// The card at `desk`, if one can log in: none while a session is open there (a second
@@ -262,7 +272,10 @@ impl Sessions {
         };
         self.update(desk, |s| {
             let same_card = s.insertion == insertion && matches!(s.card, CardState::Present { .. });
-            (same_card && s.session.is_none()).then(|| s.session = Some(session.clone()))
+            (same_card && s.session.is_none()).then(|| {
+                s.session = Some(session.clone());
+                s.sessions_opened += 1;
+            })
         })??;
         Some(session)
     }

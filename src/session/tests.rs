@@ -224,3 +224,18 @@ fn card_state_names_are_the_serialized_tags() {
         assert_eq!(json["state"], state.name());
     }
 }
+
+#[tokio::test]
+async fn each_session_at_a_desk_has_its_own_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = audit(dir.path());
+    let sessions = Sessions::new(&[desk()], audit.clone());
+    assert_eq!(sessions.session_epoch("regul-1"), None);
+    opened(&sessions, &audit).await;
+    assert_eq!(sessions.session_epoch("regul-1"), Some(1));
+    // A quick swap: the session ends with the card, another opens with the next card.
+    sessions.removed("Desk0 00 00").await.unwrap();
+    assert_eq!(sessions.session_epoch("regul-1"), None);
+    opened(&sessions, &audit).await;
+    assert_eq!(sessions.session_epoch("regul-1"), Some(2));
+}

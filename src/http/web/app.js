@@ -542,8 +542,12 @@
     events.addEventListener('desk', (event) => {
       let signal = {};
       try { signal = JSON.parse(event.data); } catch (_) { signal = {}; }
-      // Session over: patient data leaves the page now, before anything else happens.
-      if (!signal.session) clearPatientData();
+      // Session over, or another session than the one the data was shown under (a quick
+      // card swap whose two changes reached the page as one event): patient data leaves
+      // the page now, before anything else happens.
+      const otherSession = state.epoch !== undefined && signal.epoch !== state.epoch;
+      if (!signal.session || otherSession) clearPatientData();
+      state.epoch = signal.session ? signal.epoch : undefined;
       refreshDesk();
     });
   }
