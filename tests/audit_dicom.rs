@@ -48,6 +48,21 @@ fn event(kind: EventKind, outcome: Outcome) -> Event {
             kind: AlertKind::ManyPatients,
             records: vec![4, 9, 12],
         }),
+        // A search names every identity it released.
+        candidates: if kind == EventKind::PatientSearch {
+            vec![
+                PatientRef {
+                    ins: "269054958815780".into(),
+                    oid: "1.2.250.1.213.1.4.8".into(),
+                },
+                PatientRef {
+                    ins: "180017500000134".into(),
+                    oid: "1.2.250.1.213.1.4.10".into(),
+                },
+            ]
+        } else {
+            Vec::new()
+        },
         ..Event::new(kind, outcome)
     }
 }

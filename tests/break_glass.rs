@@ -473,11 +473,15 @@ async fn rate_limits_refuse_with_retry_after_and_an_audit_record() {
                 .json(&body),
         )
     };
-    let found = search(json!({"ins": nir(1), "ins_oid": TEST_OID})).await;
+    let found = search(json!({"ins": nir(1), "ins_oid": TEST_OID,
+        "call_id": "CRRA-2026-001234", "reason_code": "inconscient"}))
+    .await;
     assert_eq!(found.status, StatusCode::OK, "{}", found.body);
     assert_eq!(found.body["candidates"][0]["id"], "p1");
     assert_eq!(found.cache_control.as_deref(), Some("no-store"));
-    let refused = search(json!({"ins": nir(1), "ins_oid": TEST_OID})).await;
+    let refused = search(json!({"ins": nir(1), "ins_oid": TEST_OID,
+        "call_id": "CRRA-2026-001234", "reason_code": "inconscient"}))
+    .await;
     assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
     let searches = centre.audit(Some("patient_search"));
     assert_eq!(searches.len(), 2);
@@ -495,7 +499,8 @@ async fn search_by_traits_returns_candidates_and_records_what_was_searched() {
                 .post(centre.gateway.url("/api/v1/patients/search"))
                 .json(&json!({
                     "traits": {"birth_name": support::upstream::family(3), "first_names": "Camille",
-                               "birth_date": "1980-01-17", "sex": "f"}
+                               "birth_date": "1980-01-17", "sex": "f"},
+                    "call_id": "CRRA-2026-001235", "reason_code": "inconscient"
                 })),
         )
         .await;
@@ -506,16 +511,47 @@ async fn search_by_traits_returns_candidates_and_records_what_was_searched() {
     let searches = centre.audit(Some("patient_search"));
     let searched = format!("birth_name={}", support::upstream::family(3));
     assert!(searches[0]["detail"].as_str().unwrap().contains(&searched));
-    assert!(
-        !searches[0].to_string().contains("\"p3\""),
-        "what came back is not recorded"
+    // The search is justified and names every identity it released, by INS.
+    assert_eq!(searches[0]["call"]["call_id"], "CRRA-2026-001235");
+    assert_eq!(searches[0]["call"]["reason_code"], "inconscient");
+    assert_eq!(searches[0]["candidates"][0]["ins"], nir(3));
+    let (_, by_patient, _) = support::run(
+        &centre.gateway.config,
+        &[
+            "audit",
+            "list",
+            "--patient",
+            &nir(3),
+            "--kind",
+            "patient_search",
+        ],
+        &[],
     );
+    assert_eq!(by_patient.lines().count(), 1, "{by_patient}");
     let bad = centre
         .send(client.post(centre.gateway.url("/api/v1/patients/search")).json(&json!({
-            "traits": {"birth_name": "", "first_names": "Camille", "birth_date": "1980-01-17", "sex": "f"}
+            "traits": {"birth_name": "", "first_names": "Camille", "birth_date": "1980-01-17", "sex": "f"},
+            "call_id": "CRRA-2026-001235", "reason_code": "inconscient"
         })))
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    // Without a call and a reason, the record service is not asked.
+    let before = centre.upstream.stats().await;
+    for body in [
+        json!({"ins": nir(3), "ins_oid": TEST_OID, "reason_code": "inconscient"}),
+        json!({"ins": nir(3), "ins_oid": TEST_OID, "call_id": "", "reason_code": "inconscient"}),
+        json!({"ins": nir(3), "ins_oid": TEST_OID, "call_id": "CRRA-1", "reason_code": "nope"}),
+    ] {
+        let unjustified = centre
+            .send(
+                client
+                    .post(centre.gateway.url("/api/v1/patients/search"))
+                    .json(&body),
+            )
+            .await;
+        assert!(unjustified.status.is_client_error(), "{}", unjustified.body);
+    }
+    assert_eq!(centre.upstream.stats().await, before);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -745,7 +781,8 @@ async fn a_card_pulled_while_the_record_service_answers_releases_nothing() {
     let search = client
         .post(centre.gateway.url("/api/v1/patients/search"))
         .bearer_auth(&centre.token)
-        .json(&json!({"ins": nir(1), "ins_oid": TEST_OID}));
+        .json(&json!({"ins": nir(1), "ins_oid": TEST_OID,
+            "call_id": "CRRA-2026-001234", "reason_code": "inconscient"}));
     let in_flight = tokio::spawn(async move { request.send().await.unwrap() });
     let searching = tokio::spawn(async move { search.send().await.unwrap() });
     tokio::time::sleep(Duration::from_millis(300)).await;

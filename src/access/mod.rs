@@ -139,6 +139,14 @@ pub struct SearchRequest {
     /// Purpose of the search (default `centre_15`).
     #[serde(default)]
     pub access_mode: Option<AccessMode>,
+    /// The emergency call the search serves: a search releases identities, so it is
+    /// justified like an access, before the record service is asked.
+    pub call_id: String,
+    /// A configured reason code.
+    pub reason_code: String,
+    /// Free text completing the reason.
+    #[serde(default)]
+    pub reason_text: Option<String>,
 }
 
 /// Where released data came from.
@@ -470,9 +478,15 @@ impl BreakGlass {
                 });
             }
         };
+        let call = self.call_context(
+            &request.call_id,
+            &request.reason_code,
+            request.reason_text.as_deref(),
+        )?;
         let mut event = Event {
             actor: Some(who.actor()),
             patient: ins.as_ref().map(patient_ref),
+            call: Some(call),
             access_mode: Some(mode),
             detail: searched.as_ref().map(traits_detail),
             ..Event::new(EventKind::PatientSearch, Outcome::Success)
@@ -494,8 +508,19 @@ impl BreakGlass {
             (None, Some(traits)) => self.upstream.search(traits, &access).await,
             (None, None) => Ok(Vec::new()),
         };
-        if let Err(e) = &found {
-            event.outcome = failure_outcome(e);
+        match &found {
+            // Every identity released is named, so `audit list --patient` finds the search.
+            Ok(candidates) => {
+                event.candidates = candidates
+                    .iter()
+                    .filter_map(|c| c.ins.as_ref())
+                    .map(|ins| PatientRef {
+                        ins: ins.value.clone(),
+                        oid: ins.oid.clone(),
+                    })
+                    .collect();
+            }
+            Err(e) => event.outcome = failure_outcome(e),
         }
         self.record(event).await?;
         Ok(found?)
@@ -594,7 +619,23 @@ impl BreakGlass {
 
     fn validate(&self, request: &BreakGlassRequest) -> Result<(Ins, CallContext), AccessError> {
         let ins = self.ins(&request.ins, request.ins_oid.as_deref())?;
-        let call_id = request.call_id.trim();
+        let call = self.call_context(
+            &request.call_id,
+            &request.reason_code,
+            request.reason_text.as_deref(),
+        )?;
+        Ok((ins, call))
+    }
+
+    /// The call and reason an access or a search serves, checked: a call id of the
+    /// regulation software, a configured reason, its text when the reason needs one.
+    fn call_context(
+        &self,
+        call_id: &str,
+        reason_code: &str,
+        reason_text: Option<&str>,
+    ) -> Result<CallContext, AccessError> {
+        let call_id = call_id.trim();
         if call_id.is_empty()
             || call_id.len() > 64
             || !call_id
@@ -608,23 +649,14 @@ impl BreakGlass {
                     .into(),
             });
         }
-        let Some(reason) = self
-            .config
-            .reasons
-            .iter()
-            .find(|r| r.code == request.reason_code)
-        else {
+        let Some(reason) = self.config.reasons.iter().find(|r| r.code == reason_code) else {
             return Err(AccessError::Invalid {
                 field: "reason_code",
                 reason: "not a configured reason".into(),
                 message_fr: "Choisissez un motif dans la liste.".into(),
             });
         };
-        let text = request
-            .reason_text
-            .as_deref()
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
+        let text = reason_text.map(str::trim).filter(|t| !t.is_empty());
         if text.is_some_and(|t| t.chars().count() > 500) {
             return Err(AccessError::Invalid {
                 field: "reason_text",
@@ -639,12 +671,11 @@ impl BreakGlass {
                 message_fr: "Précisez le motif.".into(),
             });
         }
-        let call = CallContext {
+        Ok(CallContext {
             call_id: call_id.to_owned(),
             reason_code: Some(reason.code.clone()),
             justification: text.map(str::to_owned),
-        };
-        Ok((ins, call))
+        })
     }
 
     /// The cached copy `professional` may see in `mode`: the record service cleared them in

@@ -40,6 +40,7 @@ pub fn audit_message(record: &Record, hash: &str) -> String {
         ),
     ));
     patient(&mut xml, record);
+    candidates(&mut xml, &record.event);
     record_object(&mut xml, record, hash);
     xml.push_str("</AuditMessage>");
     xml
@@ -148,6 +149,24 @@ fn patient(xml: &mut String, record: &Record) {
         xml.push_str(&detail("source", source));
     }
     xml.push_str("</ParticipantObjectIdentification>");
+}
+
+/// The patients a search returned, one participant object each.
+fn candidates(xml: &mut String, event: &super::Event) {
+    for candidate in &event.candidates {
+        xml.push_str(&format!(
+            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"1\" ParticipantObjectTypeCodeRole=\"1\">",
+            attr(&format!("{}^^^&{}&ISO", candidate.ins, candidate.oid))
+        ));
+        xml.push_str(&code(
+            "ParticipantObjectIDTypeCode",
+            "2",
+            "RFC-3881",
+            "Patient Number",
+        ));
+        xml.push_str(&detail("role", "search_candidate"));
+        xml.push_str("</ParticipantObjectIdentification>");
+    }
 }
 
 fn record_object(xml: &mut String, record: &Record, hash: &str) {

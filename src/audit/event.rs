@@ -362,6 +362,9 @@ pub struct Event {
     /// The patient concerned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patient: Option<PatientRef>,
+    /// The patients a search returned (each indexed like `patient`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<PatientRef>,
     /// The emergency call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call: Option<CallContext>,
@@ -390,6 +393,7 @@ impl Event {
             outcome,
             actor: None,
             patient: None,
+            candidates: Vec::new(),
             call: None,
             access_mode: None,
             source: None,

@@ -224,10 +224,13 @@ fn matches(filter: &Filter, record: &Record) -> bool {
             .outcome
             .as_deref()
             .is_none_or(|o| event.outcome.status() == o)
-        && filter
-            .patient
-            .as_deref()
-            .is_none_or(|p| event.patient.as_ref().is_some_and(|x| x.ins == p))
+        && filter.patient.as_deref().is_none_or(|p| {
+            event
+                .patient
+                .iter()
+                .chain(&event.candidates)
+                .any(|x| x.ins == p)
+        })
         && filter
             .professional
             .as_deref()

@@ -607,7 +607,7 @@ fn anchor_hash(
 /// The index keys of an event.
 pub fn index_keys(event: &Event) -> Vec<(Index, String)> {
     let mut keys = Vec::new();
-    if let Some(patient) = &event.patient {
+    for patient in event.patient.iter().chain(&event.candidates) {
         keys.push((Index::Patient, patient.ins.clone()));
     }
     if let Some(actor) = &event.actor {

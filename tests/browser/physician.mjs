@@ -77,24 +77,29 @@ try {
   await page.screenshot({ path: `${shots}/4-opposition.png`, fullPage: true });
   await page.locator('#access-form').evaluate((form) => form.reset());
 
-  // Without an INS at hand: identity traits, the record service's candidates, a choice
-  // that fills the INS; then call id, reason, Enter.
+  // Without an INS at hand: the call and the reason first (a search releases identities:
+  // it is refused without them), then identity traits, the record service's candidates,
+  // a choice that fills the INS, Enter.
   await page.locator('#traits-toggle').click();
   await page.locator('#birth-name').fill(env('FAMILY'));
   await page.locator('#first-names').fill('Camille');
   await page.locator('#birth-date').fill('1980-01-17');
   await page.keyboard.press('Enter'); // in a trait field, Enter searches
+  await page.locator('#message').filter({ hasText: 'numéro d\u2019appel et le motif' }).waitFor();
+  check(await page.evaluate(() => document.activeElement.id === 'call-id'), 'a search asks for the call first');
+  check(await page.locator('#candidates').evaluate((c) => c.childElementCount === 0), 'nothing searched yet');
+  await page.keyboard.type('CRRA-2026-000042');
+  await page.keyboard.press('Tab');
+  await page.keyboard.press('ArrowDown');
+  await page.locator('#birth-date').focus();
+  await page.keyboard.press('Enter');
   const candidate = page.locator('#candidates button:not([disabled])').first();
   await candidate.waitFor();
   check(await candidate.evaluate((b) => b === document.activeElement), 'the first candidate has the focus');
   await page.screenshot({ path: `${shots}/3b-recherche-identite.png`, fullPage: true });
   await page.keyboard.press('Enter');
   check((await page.locator('#ins').inputValue()) === env('INS'), 'the choice fills the INS');
-  check(await page.evaluate(() => document.activeElement.id === 'call-id'), 'then the call id has the focus');
-  await page.keyboard.type('CRRA-2026-000042');
-  await page.keyboard.press('Tab');
-  await page.keyboard.press('ArrowDown');
-  await page.keyboard.press('Tab');
+  check(await page.evaluate(() => document.activeElement.id === 'access-submit'), 'then the access is one key away');
   await page.keyboard.press('Enter');
   await page.locator('#screen-summary .allergies').waitFor({ state: 'visible' });
   const first = await page.locator('#summary > section').first().getAttribute('class');

@@ -247,11 +247,22 @@
       $(!traits.birth_name ? 'birth-name' : !traits.first_names ? 'first-names' : 'birth-date').focus();
       return;
     }
+    // A search releases identities: it is justified like an access, before it is sent.
+    const callId = $('call-id').value.trim();
+    const reason = $('reason').value;
+    if (!callId || !reason) {
+      message('Saisissez d\u2019abord le numéro d\u2019appel et le motif : une recherche d\u2019identité est un accès au dossier.');
+      $(callId ? 'reason' : 'call-id').focus();
+      return;
+    }
     const place = $('birthplace').value.trim().toUpperCase();
     if (place) traits.birthplace = place;
     message('');
     const mode = document.querySelector('input[name="mode"]:checked').value;
-    const answer = await api('POST', '/api/v1/patients/search', { traits, access_mode: mode });
+    const text = $('reason-text').value.trim();
+    const answer = await api('POST', '/api/v1/patients/search', {
+      traits, access_mode: mode, call_id: callId, reason_code: reason, reason_text: text || null,
+    });
     const out = $('candidates');
     if (answer.status !== 200) {
       out.replaceChildren();
@@ -288,7 +299,8 @@
     $('candidates').replaceChildren();
     $('traits').hidden = true;
     $('traits-toggle').setAttribute('aria-expanded', 'false');
-    $('call-id').focus();
+    // The call and reason were given for the search: the access is one key away.
+    $('access-submit').focus();
   }
 
   async function requestAccess(event) {
