@@ -495,3 +495,115 @@ async fn malformed_input_is_refused_without_echoing_it() {
         assert!(!body.to_string().contains(INS), "echoed: {body}");
     }
 }
+
+/// Who may call what, for every documented route (the OpenAPI document is generated from
+/// the router, so a new route fails this test until it is classified here). Each row: the
+/// status for an anonymous peer, a workstation-CA certificate nothing maps, a desk (no
+/// card login configured, no session), a compliance officer, and the regulation
+/// software's integration certificate (no roster configured), for a bare request (no body,
+/// no token).
+const EXPECTED: &[(&str, [u16; 5])] = &[
+    (
+        "DELETE /api/v1/grants/{grant_id}",
+        [403, 403, 503, 403, 403],
+    ),
+    ("DELETE /api/v1/session", [403, 403, 503, 403, 403]),
+    ("GET /", [200, 200, 200, 200, 200]),
+    (
+        "GET /api/v1/compliance/accesses/{seq}",
+        [403, 403, 403, 400, 403],
+    ),
+    ("GET /api/v1/compliance/pending", [403, 403, 403, 200, 403]),
+    ("GET /api/v1/compliance/report", [403, 403, 403, 200, 403]),
+    ("GET /api/v1/csrf-token", [200, 200, 200, 200, 200]),
+    ("GET /api/v1/desk", [403, 403, 200, 403, 403]),
+    ("GET /api/v1/desk/events", [403, 403, 200, 403, 403]),
+    (
+        "GET /api/v1/grants/{grant_id}/summary",
+        [403, 403, 503, 403, 403],
+    ),
+    ("GET /api/v1/openapi.json", [200, 200, 200, 200, 200]),
+    ("GET /api/v1/session", [403, 403, 503, 403, 403]),
+    ("GET /assets/app.css", [200, 200, 200, 200, 200]),
+    ("GET /assets/app.js", [200, 200, 200, 200, 200]),
+    ("GET /assets/common.js", [200, 200, 200, 200, 200]),
+    ("GET /assets/compliance.js", [200, 200, 200, 200, 200]),
+    ("GET /assets/icon.svg", [200, 200, 200, 200, 200]),
+    ("GET /conformite", [200, 200, 200, 200, 200]),
+    ("GET /healthz", [200, 200, 200, 200, 200]),
+    ("GET /metrics", [403, 200, 200, 200, 200]),
+    ("GET /readyz", [403, 200, 200, 200, 200]),
+    ("POST /api/v1/break-glass", [403, 403, 503, 403, 403]),
+    ("POST /api/v1/compliance/export", [403, 403, 403, 415, 403]),
+    ("POST /api/v1/compliance/reviews", [403, 403, 403, 415, 403]),
+    ("POST /api/v1/compliance/search", [403, 403, 403, 415, 403]),
+    ("POST /api/v1/patients/search", [403, 403, 503, 403, 403]),
+    ("POST /api/v1/session", [403, 403, 415, 403, 403]),
+    ("PUT /api/v1/roster", [403, 503, 403, 503, 503]),
+];
+
+#[tokio::test]
+async fn every_route_answers_each_kind_of_caller_as_expected() {
+    let gateway = Gateway::start_with("", |_| {
+        "\n[compliance]\nofficer_cns = [\"poste-x\"]\n".to_owned()
+    });
+    let callers = [
+        None,
+        Some(support::STRANGER),
+        Some(DESK_A),
+        Some(support::UNMAPPED),
+        Some(support::INTEGRATION),
+    ];
+    let clients: Vec<reqwest::Client> = callers.iter().map(|c| gateway.client(*c)).collect();
+    let (_, doc) = support::get_json(&clients[0], &gateway.url("/api/v1/openapi.json")).await;
+    let mut seen = Vec::new();
+    let mut wrong = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let operation = format!("{} {path}", method.to_uppercase());
+            let Some((_, expected)) = EXPECTED.iter().find(|(o, _)| *o == operation) else {
+                panic!(
+                    "{operation} is served but not classified in EXPECTED: decide who may call it"
+                );
+            };
+            seen.push(operation.clone());
+            let concrete = path
+                .replace("{grant_id}", "0123456789abcdef0123456789abcdef")
+                .replace("{seq}", "not-a-number");
+            for (client, want) in clients.iter().zip(expected) {
+                let request = client.request(
+                    method.to_uppercase().parse().unwrap(),
+                    gateway.url(&concrete),
+                );
+                let status = request.send().await.unwrap().status().as_u16();
+                if status != *want {
+                    wrong.push(format!("{operation}: {status} where {want} was expected"));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    assert_eq!(
+        seen.len(),
+        EXPECTED.len(),
+        "a classified route is no longer served"
+    );
+    // Anonymous peers reach nothing but the page, its assets, liveness and the API's
+    // description.
+    for (operation, expected) in EXPECTED {
+        if expected[0] == 200 {
+            assert!(
+                operation.starts_with("GET /assets/")
+                    || [
+                        "GET /",
+                        "GET /conformite",
+                        "GET /healthz",
+                        "GET /api/v1/openapi.json",
+                        "GET /api/v1/csrf-token"
+                    ]
+                    .contains(operation),
+                "{operation} is open to anonymous peers"
+            );
+        }
+    }
+}

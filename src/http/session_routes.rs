@@ -179,8 +179,19 @@ impl FromRequestParts<AppState> for Integration {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let peer = parts.extensions.get::<Peer>();
-        if matches!(peer, Some(Peer::Anonymous) | None) {
-            return Err(ApiError::certificate_required());
+        let forbidden = || {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "roster_forbidden",
+                "only the regulation software's integration certificate may replace the roster",
+                "Seul le logiciel de régulation peut modifier le tableau de garde.",
+            )
+        };
+        match peer {
+            Some(Peer::Anonymous) | None => return Err(ApiError::certificate_required()),
+            // A desk's workstation is never the integration (configtest sees to it).
+            Some(Peer::Desk(..)) => return Err(forbidden()),
+            Some(Peer::Unmapped(_)) => {}
         }
         let cards = state.cards();
         let configured = cards.and_then(|c| Some((c.shared_roster()?, c.roster()?.1)));
@@ -197,13 +208,7 @@ impl FromRequestParts<AppState> for Integration {
                 roster,
                 cn: integration_cn.to_owned(),
             }),
-            Some(Peer::Anonymous) | None => Err(ApiError::certificate_required()),
-            Some(_) => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "roster_forbidden",
-                "only the regulation software's integration certificate may replace the roster",
-                "Seul le logiciel de régulation peut modifier le tableau de garde.",
-            )),
+            _ => Err(forbidden()),
         }
     }
 }

@@ -31,6 +31,10 @@ pub const UNMAPPED: &str = "unmapped";
 pub const EXPIRED: &str = "expired";
 /// Desk B's CN, issued by another CA.
 pub const FOREIGN: &str = "foreign";
+/// The regulation software's integration certificate (CN `logiciel-regulation`).
+pub const INTEGRATION: &str = "integration";
+/// A workstation-CA certificate that nothing in the test configurations maps.
+pub const STRANGER: &str = "stranger";
 
 pub struct ClientCert {
     pub cert: PathBuf,
@@ -77,6 +81,14 @@ impl Pki {
                     .unwrap(),
             ),
             (FOREIGN, other.issue_client("poste-b").unwrap()),
+            (
+                INTEGRATION,
+                workstations.issue_client("logiciel-regulation").unwrap(),
+            ),
+            (
+                STRANGER,
+                workstations.issue_client("poste-inconnu").unwrap(),
+            ),
         ];
         let clients = issued
             .into_iter()
