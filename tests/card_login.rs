@@ -189,7 +189,23 @@ async fn wrong_pins_show_tries_left_then_block_the_card() {
             .contains("dernier essai"),
         "{body}"
     );
-    let (status, body) = login(&gateway, DESK_A, "0000").await;
+    // One try left: no PIN reaches the card unless the login confirms spending it, however
+    // often a client retries.
+    for _ in 0..3 {
+        let (status, body) = login(&gateway, DESK_A, "0000").await;
+        assert_eq!(status, StatusCode::PRECONDITION_REQUIRED, "{body}");
+        assert_eq!(body["error"], "last_try_unconfirmed");
+    }
+    assert_eq!(desk(&gateway, DESK_A).await["card"]["pin_tries_left"], 1);
+    let response = gateway
+        .client(Some(DESK_A))
+        .post(gateway.url("/api/v1/session"))
+        .json(&json!({"pin": "0000", "last_try_confirmed": true}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
     assert_eq!(status, StatusCode::LOCKED, "{body}");
     assert!(
         body["message_fr"]

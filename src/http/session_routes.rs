@@ -33,6 +33,10 @@ pub struct LoginBody {
     #[schema(value_type = Option<String>)]
     #[serde(default)]
     pub pin: Option<zeroize::Zeroizing<String>>,
+    /// The physician confirmed spending the card's last PIN try (the page asks when the
+    /// card says one try is left); without it no PIN is sent to such a card.
+    #[serde(default)]
+    pub last_try_confirmed: bool,
 }
 
 /// Opens a session for the holder of the card in this desk's reader.
@@ -54,11 +58,12 @@ pub async fn open_session(
     let Some(cards) = state.cards() else {
         return unavailable().into_response();
     };
+    let confirmed = body.last_try_confirmed;
     let pin = match pin_source(caller.desk.pin_entry, body) {
         Ok(pin) => pin,
         Err(refusal) => return refusal.into_response(),
     };
-    match cards.login(&caller.desk.id, pin).await {
+    match cards.login(&caller.desk.id, pin, confirmed).await {
         Ok(session) => {
             let cookie = format!(
                 "{SESSION_COOKIE}={}; HttpOnly; Secure; SameSite=Strict; Path=/",
@@ -321,6 +326,12 @@ fn login_error(e: LoginError) -> ApiError {
             "no_card",
             "no card in the desk's reader",
             "Insérez votre carte CPS dans le lecteur du poste.",
+        ),
+        LoginError::LastTryUnconfirmed => ApiError::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            "last_try_unconfirmed",
+            "the card has one PIN try left: the login must confirm spending it",
+            "Dernier essai avant blocage de la carte : confirmez pour l'utiliser.",
         ),
         LoginError::Refused(LoginRefusal::SessionOpen) => ApiError::new(
             StatusCode::CONFLICT,

@@ -32,6 +32,9 @@ pub enum LoginError {
     /// The professional is not on duty now.
     #[error("the professional is not on duty")]
     NotOnDuty,
+    /// The card has one PIN try left and the login did not confirm spending it.
+    #[error("the card has one PIN try left and spending it was not confirmed")]
+    LastTryUnconfirmed,
     /// The card holder's profession may not open a session here.
     #[error("the card holder's profession is not allowed to log in")]
     ProfessionNotAllowed,
@@ -124,23 +127,35 @@ impl CardLogin {
         Some((self.roster.as_deref()?, self.integration_cn.as_deref()?))
     }
 
-    /// Tries to log in the holder of the card at `desk` with the PIN from `pin`.
-    pub async fn login(&self, desk: &str, pin: PinSource) -> Result<Session, LoginError> {
+    /// Tries to log in the holder of the card at `desk` with the PIN from `pin`; the card's
+    /// last try is spent only when `last_try_confirmed`.
+    pub async fn login(
+        &self,
+        desk: &str,
+        pin: PinSource,
+        last_try_confirmed: bool,
+    ) -> Result<Session, LoginError> {
         let desk = self
             .sessions
             .desk(desk)
             .ok_or(LoginError::Refused(LoginRefusal::NoCard))?;
         let desk = &desk;
+        let target = self
+            .sessions
+            .login_target(&desk.id)
+            .map_err(LoginError::Refused)?;
+        // A remote client (or a script retrying) must never block a physician's card: the
+        // last try needs the page's explicit confirmation. Refused before the rate limit,
+        // which counts only attempts that may reach the card.
+        if target.pin_tries_left == Some(1) && !last_try_confirmed {
+            return Err(LoginError::LastTryUnconfirmed);
+        }
         if let Err(not_until) = self.limiter.check_key(&desk.id) {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
             ));
             return Err(LoginError::RateLimited(wait));
         }
-        let target = self
-            .sessions
-            .login_target(&desk.id)
-            .map_err(LoginError::Refused)?;
         let (reader, certificate, holder) = (
             target.reader.clone(),
             target.certificate.clone(),

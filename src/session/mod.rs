@@ -130,6 +130,8 @@ pub struct LoginTarget {
     pub holder: Professional,
     /// Which insertion of a card this is (see `DeskSlot::insertion`).
     pub insertion: u64,
+    /// PIN tries left, as the card last said.
+    pub pin_tries_left: Option<u8>,
 }
 
 /// Every desk's card and session.
@@ -218,11 +220,19 @@ impl Sessions {
                 },
                 _,
             ) => Err(LoginRefusal::PinBlocked),
-            (CardState::Present { holder, .. }, Some(cert)) => Ok(LoginTarget {
+            (
+                CardState::Present {
+                    holder,
+                    pin_tries_left,
+                    ..
+                },
+                Some(cert),
+            ) => Ok(LoginTarget {
                 reader: s.desk.reader.clone(),
                 certificate: cert.clone(),
                 holder: holder.clone(),
                 insertion: s.insertion,
+                pin_tries_left: *pin_tries_left,
             }),
             (CardState::Refused { code, .. }, _) => Err(LoginRefusal::CardRefused(code.clone())),
             (CardState::ReaderUnavailable, _) => Err(LoginRefusal::ReaderUnavailable),

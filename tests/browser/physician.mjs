@@ -157,11 +157,23 @@ try {
   // The card back in the reader: three wrong PINs block it, and the page says so.
   await ask('INSERT');
   await page.locator('#pin').waitFor({ state: 'visible' });
-  for (const expected of ['Il reste 2 essais', 'dernier essai', 'Carte bloquée']) {
+  for (const expected of ['Il reste 2 essais', 'dernier essai']) {
     await page.keyboard.type('0000');
     await page.keyboard.press('Enter');
     await page.locator('#message').filter({ hasText: expected }).waitFor();
   }
+  // The last try is spent only once the physician ticks the box.
+  await page.locator('#last-try-box').waitFor({ state: 'visible' });
+  await page.locator('#pin').focus();
+  await page.keyboard.type('0000');
+  await page.keyboard.press('Enter');
+  await page.locator('#message').filter({ hasText: 'cochez la case' }).waitFor();
+  check(await page.evaluate(() => document.activeElement.id === 'last-try'), 'the box has the focus');
+  await page.keyboard.press('Space');
+  await page.locator('#pin').focus();
+  await page.keyboard.type('0000');
+  await page.keyboard.press('Enter');
+  await page.locator('#message').filter({ hasText: 'Carte bloquée' }).waitFor();
   await page.locator('#card-detail').filter({ hasText: 'Carte bloquée' }).waitFor();
   check(await page.locator('#pin-form').isHidden(), 'no PIN field for a blocked card');
   await page.screenshot({ path: `${shots}/2b-carte-bloquee.png`, fullPage: true });

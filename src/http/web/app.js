@@ -115,15 +115,23 @@
           break;
         }
         const tries = card.pin_tries_left;
+        state.lastTry = tries === 1;
         const left = tries === undefined || tries === null ? '' :
           tries === 1 ? 'Dernier essai avant blocage de la carte.' : 'Il reste ' + tries + ' essais.';
+        $('last-try-box').hidden = !state.lastTry;
+        if (!state.lastTry) $('last-try').checked = false;
         if (pinEntry === 'pinpad') {
           detail.textContent = 'Saisissez votre code sur le lecteur.';
           $('pinpad-tries').textContent = left;
           $('pinpad').hidden = false;
           // No action needed on the screen: entry on the reader starts with the card. After
-          // a failure the button starts it again.
-          if (state.pinpadFor !== holder.certificate_sha256) {
+          // a failure the button starts it again. The last try is never started on its own:
+          // the button says what it spends.
+          if (state.lastTry) {
+            $('pinpad-start').textContent = 'Utiliser le dernier essai sur le lecteur';
+            $('pinpad-start').hidden = false;
+            $('pinpad-start').focus();
+          } else if (state.pinpadFor !== holder.certificate_sha256) {
             state.pinpadFor = holder.certificate_sha256;
             $('pinpad-start').hidden = true;
             login({});
@@ -573,11 +581,17 @@
         $('pin').focus();
         return;
       }
-      login({ pin });
+      // The card blocks after the last try: it is spent only when the physician says so.
+      if (state.lastTry && !$('last-try').checked) {
+        message('Dernier essai : cochez la case pour confirmer, ou retirez la carte.');
+        $('last-try').focus();
+        return;
+      }
+      login(state.lastTry ? { pin, last_try_confirmed: true } : { pin });
     });
     $('pinpad-start').addEventListener('click', () => {
       $('card-detail').textContent = 'Saisissez votre code sur le lecteur, puis validez sur le lecteur.';
-      login({});
+      login(state.lastTry ? { last_try_confirmed: true } : {});
     });
     $('ins').addEventListener('input', showInsCheck);
     // A reset form shows no verdict on an INS it no longer holds.
