@@ -92,7 +92,14 @@ impl Prepared {
         let listen = config.listen_addr()?;
         let management = config.management_addr()?;
         let tls = ServerTls::load(&config.tls).map_err(ConfigError::Invalid)?;
-        let desks = DeskDirectory::new(&config.desks);
+        let desks = DeskDirectory::new(&config.desks).with_roles(crate::http::Roles::new(
+            &config.compliance.officer_cns,
+            &config.compliance.officer_sha256,
+            config
+                .roster
+                .as_ref()
+                .map(|r| (r.integration_cn.as_str(), r.integration_sha256.as_deref())),
+        ));
         let signer = load_signer(&config)?;
         let card_trust = config
             .cards
@@ -221,7 +228,6 @@ pub async fn run(
         api::Oversight {
             receivers: prepared.receivers.clone(),
             ship_alert_seconds: prepared.config.audit.ship_alert_seconds,
-            officers: prepared.config.compliance.officer_cns.clone(),
             thresholds: prepared.config.compliance.thresholds(),
         },
     );

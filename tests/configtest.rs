@@ -208,6 +208,16 @@ fn a_management_listener_off_loopback_is_refused() {
 }
 
 #[test]
+fn role_pins_must_be_sha256_fingerprints() {
+    let case = Case::new();
+    let path = case.config(
+        "",
+        "\n[compliance]\nofficer_cns = [\"conformite\"]\nofficer_sha256 = [\"not-a-pin\"]\n",
+    );
+    case.refuses(&path, "compliance.officer_sha256[0]:");
+}
+
+#[test]
 fn invalid_environment_override() {
     let case = Case::new();
     let path = case.config("", "");

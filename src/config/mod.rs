@@ -71,6 +71,10 @@ pub struct ComplianceConfig {
     /// Subject CNs of the compliance officers' certificates (workstation CA, no desk).
     #[serde(default)]
     pub officer_cns: Vec<String>,
+    /// SHA-256 pins of the officers' certificates: when any is set, an officer's
+    /// certificate must also match one of them (a CN alone can be reissued by the CA).
+    #[serde(default)]
+    pub officer_sha256: Vec<String>,
     /// Anomaly report and real-time alert: more distinct patients per professional per
     /// hour is flagged.
     #[serde(default = "defaults::max_patients_per_hour")]
@@ -88,6 +92,7 @@ impl Default for ComplianceConfig {
     fn default() -> Self {
         Self {
             officer_cns: Vec::new(),
+            officer_sha256: Vec::new(),
             max_patients_per_hour: defaults::max_patients_per_hour(),
             pin_failures: defaults::pin_failures(),
             call_id_pattern: None,
@@ -189,6 +194,10 @@ pub struct RosterConfig {
     /// Subject CN of the regulation software's integration certificate (issued by the
     /// workstation CA, mapped to no desk): the only caller of `PUT /api/v1/roster`.
     pub integration_cn: String,
+    /// SHA-256 pin of the integration certificate: when set, the certificate must match it
+    /// as well as the CN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration_sha256: Option<String>,
     /// Minutes before a shift starts and after it ends during which its professional may
     /// still log in (and keeps the session).
     #[serde(default = "defaults::roster_grace_minutes")]

@@ -76,6 +76,22 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
             ));
         }
     }
+    for (i, pin) in config.compliance.officer_sha256.iter().enumerate() {
+        if let Err(reason) = parse_sha256(pin) {
+            out.push(Problem::new(
+                format!("compliance.officer_sha256[{i}]"),
+                reason,
+            ));
+        }
+    }
+    if let Some(pin) = config
+        .roster
+        .as_ref()
+        .and_then(|r| r.integration_sha256.as_ref())
+        && let Err(reason) = parse_sha256(pin)
+    {
+        out.push(Problem::new("roster.integration_sha256", reason));
+    }
     if let Some(roster) = &config.roster {
         check_range(
             &mut out,

@@ -132,6 +132,25 @@ impl Authority {
         self.sign(params)
     }
 
+    /// A workstation certificate whose subject holds every name of `common_names` as a CN
+    /// (for the tests that such a certificate is refused: which CN would count?).
+    pub fn issue_client_with_cns(&self, common_names: &[&str]) -> Result<Issued, PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        for (i, name) in common_names.iter().enumerate() {
+            // rcgen keeps one value per attribute type: further CNs go in under the CN OID.
+            let kind = if i == 0 {
+                DnType::CommonName
+            } else {
+                DnType::CustomDnType(vec![2, 5, 4, 3])
+            };
+            params.distinguished_name.push(kind, *name);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        set_validity(&mut params, -1, 365);
+        self.sign(params)
+    }
+
     /// A CPS-like card authentication certificate for `key` (the card's own key pair):
     /// CN = the professional's idNat, given name, surname, profession in `title`,
     /// digitalSignature usage.

@@ -47,13 +47,11 @@ impl Officer {
 impl FromRequestParts<AppState> for Officer {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, ApiError> {
         match parts.extensions.get::<Peer>() {
-            Some(Peer::Unmapped(w)) if w.cn.as_deref().is_some_and(|cn| state.is_officer(cn)) => {
-                Ok(Self {
-                    cn: w.cn.clone().unwrap_or_default(),
-                })
-            }
+            Some(Peer::Unmapped(w)) if w.role == Some(super::Role::Officer) => Ok(Self {
+                cn: w.cn.clone().unwrap_or_default(),
+            }),
             Some(Peer::Anonymous) | None => Err(ApiError::certificate_required()),
             Some(_) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,

@@ -141,6 +141,7 @@ mod tests {
             cn: Some(cn.into()),
             sha256: sha.into(),
             demo_loopback: false,
+            role: None,
         })
     }
 

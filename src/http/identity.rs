@@ -42,6 +42,75 @@ pub struct Workstation {
     /// to its desk (the page says so in a banner). Never set outside the demo.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub demo_loopback: bool,
+    /// The role this certificate holds, when it is no desk's: by its CN, and by its SHA-256
+    /// pin where the configuration gives pins.
+    #[serde(skip)]
+    pub role: Option<Role>,
+}
+
+/// What a certificate mapped to no desk may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A compliance officer (`compliance.officer_cns`).
+    Officer,
+    /// The regulation software (`roster.integration_cn`).
+    Integration,
+}
+
+/// A role's certificates: by CN, with the pins one of which it must match if any are set.
+#[derive(Debug, Clone)]
+struct RoleEntry {
+    role: Role,
+    pins: Vec<[u8; 32]>,
+}
+
+/// The certificates of the roles other than desks, from validated configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Roles {
+    by_cn: HashMap<String, RoleEntry>,
+}
+
+impl Roles {
+    /// Officers by CN (each must match one of `officer_pins` when some are given), and the
+    /// integration certificate by CN (and its pin when given). Invalid pins were refused by
+    /// `configtest`; any left here are skipped.
+    pub fn new(
+        officer_cns: &[String],
+        officer_pins: &[String],
+        integration: Option<(&str, Option<&str>)>,
+    ) -> Self {
+        let pins = |texts: &mut dyn Iterator<Item = &str>| -> Vec<[u8; 32]> {
+            texts.filter_map(|t| parse_sha256(t).ok()).collect()
+        };
+        let officer_pins = pins(&mut officer_pins.iter().map(String::as_str));
+        let mut by_cn: HashMap<String, RoleEntry> = officer_cns
+            .iter()
+            .map(|cn| {
+                (
+                    cn.clone(),
+                    RoleEntry {
+                        role: Role::Officer,
+                        pins: officer_pins.clone(),
+                    },
+                )
+            })
+            .collect();
+        if let Some((cn, pin)) = integration {
+            by_cn.insert(
+                cn.to_owned(),
+                RoleEntry {
+                    role: Role::Integration,
+                    pins: pins(&mut pin.into_iter()),
+                },
+            );
+        }
+        Self { by_cn }
+    }
+
+    fn of(&self, cn: &str, fingerprint: &[u8; 32]) -> Option<Role> {
+        let entry = self.by_cn.get(cn)?;
+        (entry.pins.is_empty() || entry.pins.contains(fingerprint)).then_some(entry.role)
+    }
 }
 
 /// What a connection's client certificate makes of the caller.
@@ -61,6 +130,7 @@ pub struct DeskDirectory {
     by_cn: HashMap<String, Arc<Desk>>,
     desks: Vec<Arc<Desk>>,
     loopback_desk: Option<Arc<Desk>>,
+    roles: Roles,
 }
 
 impl DeskDirectory {
@@ -90,7 +160,14 @@ impl DeskDirectory {
             by_cn,
             desks,
             loopback_desk: None,
+            roles: Roles::default(),
         }
+    }
+
+    /// The same directory recognising `roles` among the certificates no desk accepts.
+    pub fn with_roles(mut self, roles: Roles) -> Self {
+        self.roles = roles;
+        self
     }
 
     /// Demo only (`samu-gateway demo`; no configuration key can set it): loopback
@@ -116,6 +193,7 @@ impl DeskDirectory {
                         cn: None,
                         sha256: String::new(),
                         demo_loopback: true,
+                        role: None,
                     },
                 ),
                 _ => Peer::Anonymous,
@@ -125,26 +203,37 @@ impl DeskDirectory {
             .as_ref()
             .try_into()
             .unwrap_or([0; 32]); // SHA-256 always yields 32 bytes; the fallback is unreachable.
+        let cn = subject_cn(cert);
+        let role = cn.as_deref().and_then(|cn| self.roles.of(cn, &fingerprint));
         let workstation = Workstation {
-            cn: subject_cn(cert),
+            cn,
             sha256: hex(&fingerprint),
             demo_loopback: false,
+            role: None,
         };
         let desk = workstation.cn.as_ref().and_then(|cn| self.by_cn.get(cn));
         match desk {
             Some(desk) if desk.workstation_sha256.is_none_or(|pin| pin == fingerprint) => {
                 Peer::Desk(desk.clone(), workstation)
             }
-            _ => Peer::Unmapped(workstation),
+            _ => Peer::Unmapped(Workstation {
+                role,
+                ..workstation
+            }),
         }
     }
 }
 
-/// The first subject CN as UTF-8; a certificate with none, or with an unparsable one,
-/// cannot be mapped.
+/// The subject's one CN as UTF-8. A certificate with none, an unparsable one, or several
+/// (which one would "the" CN be? two readers could disagree) cannot be mapped.
 fn subject_cn(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let cn = parsed.subject().iter_common_name().next()?;
+    let mut names = parsed.subject().iter_common_name();
+    let cn = names.next()?;
+    if names.next().is_some() {
+        tracing::warn!("workstation certificate with several subject CNs: not mapped");
+        return None;
+    }
     cn.as_str().ok().map(str::to_owned)
 }
 
@@ -196,6 +285,68 @@ mod tests {
         assert!(matches!(
             dir.attribute(Some(&lookalike.der), LAN),
             Peer::Unmapped(_)
+        ));
+    }
+
+    #[test]
+    fn officers_and_the_integration_are_recognised_by_cn_and_by_pin_when_given() {
+        let ca = Authority::new("Workstation CA").unwrap();
+        let officer = ca.issue_client("conformite-1").unwrap();
+        let lookalike = ca.issue_client("conformite-1").unwrap();
+        let integration = ca.issue_client("logiciel").unwrap();
+        let pin = |issued: &crate::demo::pki::Issued| {
+            hex(digest::digest(&digest::SHA256, issued.der.as_ref()).as_ref())
+        };
+        let role = |dir: &DeskDirectory, issued: &crate::demo::pki::Issued| match dir
+            .attribute(Some(&issued.der), LAN)
+        {
+            Peer::Unmapped(w) => w.role,
+            _ => None,
+        };
+        // By CN alone when no pins are configured.
+        let by_cn = DeskDirectory::new(&[]).with_roles(Roles::new(
+            &["conformite-1".into()],
+            &[],
+            Some(("logiciel", None)),
+        ));
+        assert_eq!(role(&by_cn, &officer), Some(Role::Officer));
+        assert_eq!(role(&by_cn, &lookalike), Some(Role::Officer));
+        assert_eq!(role(&by_cn, &integration), Some(Role::Integration));
+        // With pins, a reissued certificate under the same CN holds no role.
+        let integration_pin = pin(&integration);
+        let pinned = DeskDirectory::new(&[]).with_roles(Roles::new(
+            &["conformite-1".into()],
+            &[pin(&officer)],
+            Some(("logiciel", Some(integration_pin.as_str()))),
+        ));
+        assert_eq!(role(&pinned, &officer), Some(Role::Officer));
+        assert_eq!(role(&pinned, &lookalike), None);
+        assert_eq!(role(&pinned, &integration), Some(Role::Integration));
+        let other_integration = ca.issue_client("logiciel").unwrap();
+        assert_eq!(role(&pinned, &other_integration), None);
+    }
+
+    #[test]
+    fn a_certificate_with_several_cns_is_nobody() {
+        let ca = Authority::new("Workstation CA").unwrap();
+        let both = ca
+            .issue_client_with_cns(&["poste-a", "conformite-1"])
+            .unwrap();
+        let dir = DeskDirectory::new(&[desk("a", "poste-a", None)]).with_roles(Roles::new(
+            &["conformite-1".into()],
+            &[],
+            None,
+        ));
+        match dir.attribute(Some(&both.der), LAN) {
+            Peer::Unmapped(w) => assert!(w.cn.is_none() && w.role.is_none(), "{w:?}"),
+            other => panic!("{other:?}"),
+        }
+        let reversed = ca
+            .issue_client_with_cns(&["conformite-1", "poste-a"])
+            .unwrap();
+        assert!(matches!(
+            dir.attribute(Some(&reversed.der), LAN),
+            Peer::Unmapped(Workstation { role: None, .. })
         ));
     }
 

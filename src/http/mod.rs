@@ -33,19 +33,18 @@ use crate::session::CardLogin;
 use crate::state::Stores;
 
 pub use error::ApiError;
-pub use identity::{Desk, DeskDirectory, Peer};
+pub use identity::{Desk, DeskDirectory, Peer, Role, Roles};
 pub use metrics::Metrics;
 pub use middleware::REQUEST_ID_HEADER;
 
 /// Who watches the trail: the audit repositories it is shipped to, how late shipping may
-/// run before readiness says so, and the compliance officers' certificate CNs.
+/// run before readiness says so, and the anomaly thresholds (officers are recognised by
+/// their certificates: `identity::Roles`).
 pub struct Oversight {
     /// Audit repositories.
     pub receivers: Vec<Arc<crate::audit::ship::Receiver>>,
     /// Shipping lag bound, seconds.
     pub ship_alert_seconds: u64,
-    /// Compliance officers' CNs.
-    pub officers: Vec<String>,
     /// The anomaly report's thresholds.
     pub thresholds: crate::audit::report::Thresholds,
 }
@@ -63,7 +62,6 @@ struct Shared {
     access: Option<Arc<BreakGlass>>,
     receivers: Vec<Arc<crate::audit::ship::Receiver>>,
     ship_alert_seconds: u64,
-    officers: Vec<String>,
     thresholds: crate::audit::report::Thresholds,
     draining: AtomicBool,
     drain_started: tokio::sync::Notify,
@@ -90,7 +88,6 @@ impl AppState {
             access,
             receivers: oversight.receivers,
             ship_alert_seconds: oversight.ship_alert_seconds,
-            officers: oversight.officers,
             thresholds: oversight.thresholds,
             draining: AtomicBool::new(false),
             drain_started: tokio::sync::Notify::new(),
@@ -101,11 +98,6 @@ impl AppState {
     /// The pages' CSRF token key.
     pub fn csrf(&self) -> &csrf::Csrf {
         &self.0.csrf
-    }
-
-    /// Whether `cn` is a compliance officer's certificate.
-    pub fn is_officer(&self, cn: &str) -> bool {
-        self.0.officers.iter().any(|o| o == cn)
     }
 
     /// The anomaly report's thresholds.

@@ -209,10 +209,15 @@ impl FromRequestParts<AppState> for Integration {
             )
         })?;
         match peer {
-            Some(Peer::Unmapped(w)) if w.cn.as_deref() == Some(integration_cn) => Ok(Self {
-                roster,
-                cn: integration_cn.to_owned(),
-            }),
+            Some(Peer::Unmapped(w))
+                if w.role == Some(super::Role::Integration)
+                    && w.cn.as_deref() == Some(integration_cn) =>
+            {
+                Ok(Self {
+                    roster,
+                    cn: integration_cn.to_owned(),
+                })
+            }
             _ => Err(forbidden()),
         }
     }

@@ -143,7 +143,9 @@
           detail.textContent = 'Tapez votre code PIN puis Entrée.';
           $('pin-tries').textContent = left;
           $('pin-form').hidden = false;
-          $('pin').focus();
+          // A refresh (the desk's events) never takes the focus from the form's own fields
+          // (the last-try box, say).
+          if (!$('pin-form').contains(document.activeElement)) $('pin').focus();
         }
         break;
       }
