@@ -257,6 +257,7 @@ pub async fn run(
     on_bound(local);
     notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
     let watchdog = spawn_watchdog(management_local, stores.clone(), audit.clone());
+    spawn_crl_reload(prepared.tls.clone());
 
     let stop = async {
         let name = tokio::select! {
@@ -474,6 +475,28 @@ fn load_signer(config: &Config) -> Result<Signer, ConfigError> {
         AuditError::Key(reason) => problem(reason),
         other => problem(other.to_string()),
     })
+}
+
+/// Rereads the workstation CRLs periodically (when some are configured); a failed read
+/// keeps the lists in force and says so.
+fn spawn_crl_reload(tls: ServerTls) {
+    let Some(every) = tls.crl_refresh() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            match tls.reload_crls() {
+                Ok(()) => tracing::debug!("workstation CRLs reread"),
+                Err(e) => tracing::error!(
+                    problem = %e,
+                    "workstation CRL reload failed; the previous lists stay in force"
+                ),
+            }
+        }
+    });
 }
 
 /// Tells systemd about a state change; outside systemd (no `$NOTIFY_SOCKET`) it does nothing.

@@ -607,3 +607,76 @@ async fn every_route_answers_each_kind_of_caller_as_expected() {
         }
     }
 }
+
+/// A revoked workstation certificate fails the handshake; the workstation CRLs are reread
+/// while the gateway runs, and a list past its next update refuses everyone (`refuse`).
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_workstation_certificates_fail_the_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let serial = |name: &str| {
+        let der = pki.clients[name].issued.der.clone();
+        let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        parsed.raw_serial().to_vec()
+    };
+    let (desk_a, desk_b) = (serial(DESK_A), serial(support::DESK_B));
+    let crl = dir.path().join("workstations.crl");
+    let publish = |gateway_pki: &Pki, revoked: &[Vec<u8>], next_update_days: i64| {
+        let pem = gateway_pki
+            .workstations
+            .crl(revoked, 3, next_update_days)
+            .unwrap();
+        let staged = crl.with_extension("new");
+        std::fs::write(&staged, pem).unwrap();
+        std::fs::rename(&staged, &crl).unwrap();
+    };
+    publish(&pki, std::slice::from_ref(&desk_b), 7);
+    let config = write_config(dir.path(), &pki, "", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let anchor = format!("workstation_ca = \"{}\"", pki.workstation_ca.display());
+    std::fs::write(
+        &config,
+        text.replace(
+            &anchor,
+            &format!(
+                "{anchor}\nworkstation_crls = [\"{}\"]\nworkstation_crl_refresh_secs = 1",
+                crl.display()
+            ),
+        ),
+    )
+    .unwrap();
+    let gateway = Gateway::launch(dir, pki, config, &[]);
+    // A fresh client each time: a pooled connection would skip the handshake.
+    let desk = |name: &str| {
+        let client = gateway.client(Some(name));
+        let url = gateway.url("/api/v1/desk");
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    };
+    assert_eq!(desk(DESK_A).await.unwrap(), 200);
+    assert!(desk(support::DESK_B).await.is_err(), "desk B is revoked");
+    // Revoking desk A too takes effect at the next reread, without a restart.
+    publish(&gateway.pki, &[desk_a.clone(), desk_b.clone()], 7);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while desk(DESK_A).await.is_ok() {
+        assert!(Instant::now() < deadline, "desk A still accepted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A list past its next update vouches for nobody: refused under `refuse`.
+    publish(&gateway.pki, &[], -1);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(desk(DESK_A).await.is_err(), "a stale CRL is not trusted");
+    assert!(
+        gateway
+            .stderr
+            .wait_for(Duration::from_secs(5), |l| l
+                .contains("past its next update"))
+            .is_some()
+    );
+    // A fresh one again: accepted.
+    publish(&gateway.pki, &[], 7);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while desk(DESK_A).await.is_err() {
+        assert!(Instant::now() < deadline, "desk A never accepted again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -169,6 +169,18 @@ pub struct TlsConfig {
     pub server_key: SecretPath,
     /// PEM certificate(s) of the CA that issues workstation client certificates.
     pub workstation_ca: PathBuf,
+    /// CRLs of the workstation CA (PEM or DER): a revoked workstation certificate fails the
+    /// handshake. Reread every `workstation_crl_refresh_secs`.
+    #[serde(default)]
+    pub workstation_crls: Vec<PathBuf>,
+    /// A workstation CRL past its next update: `refuse` every workstation certificate's
+    /// handshake until a fresh one is in place, or `accept_and_flag` (accept, and log the
+    /// stale list at each reload), as for cards.
+    #[serde(default = "defaults::workstation_stale_crl")]
+    pub workstation_stale_crl: crate::card::trust::StaleCrlPolicy,
+    /// How often the workstation CRLs are reread, seconds.
+    #[serde(default = "defaults::workstation_crl_refresh_secs")]
+    pub workstation_crl_refresh_secs: u64,
 }
 
 /// Where the embedded stores live.
@@ -325,6 +337,12 @@ impl AuditConfig {
 }
 
 mod defaults {
+    pub fn workstation_stale_crl() -> crate::card::trust::StaleCrlPolicy {
+        crate::card::trust::StaleCrlPolicy::Refuse
+    }
+    pub fn workstation_crl_refresh_secs() -> u64 {
+        3600
+    }
     pub fn roster_grace_minutes() -> u64 {
         15
     }

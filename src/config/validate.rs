@@ -392,6 +392,16 @@ fn check_upstream(upstream: &crate::upstream::UpstreamConfig, out: &mut Vec<Prob
 fn check_tls(config: &Config, out: &mut Vec<Problem>) {
     check_readable_file(out, "tls.server_cert", &config.tls.server_cert);
     check_readable_file(out, "tls.workstation_ca", &config.tls.workstation_ca);
+    for (i, crl) in config.tls.workstation_crls.iter().enumerate() {
+        check_readable_file(out, &format!("tls.workstation_crls[{i}]"), crl);
+    }
+    check_range(
+        out,
+        "tls.workstation_crl_refresh_secs",
+        config.tls.workstation_crl_refresh_secs,
+        1,
+        86_400,
+    );
     check_private_key(out, "tls.server_key", &config.tls.server_key);
 }
 

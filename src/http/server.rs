@@ -61,7 +61,7 @@ pub enum Drain {
 /// Everything a connection task needs, cheap to clone.
 #[derive(Clone)]
 pub struct Connections {
-    acceptor: TlsAcceptor,
+    tls: ServerTls,
     desks: Arc<DeskDirectory>,
     app: Router,
     metrics: Arc<Metrics>,
@@ -90,7 +90,7 @@ impl Connections {
             .keep_alive_interval(Some(limits.idle_timeout / 2))
             .keep_alive_timeout(limits.handshake_timeout);
         Self {
-            acceptor: TlsAcceptor::from(tls.config.clone()),
+            tls: tls.clone(),
             desks,
             app,
             metrics,
@@ -102,20 +102,20 @@ impl Connections {
 
     async fn handle(self, tcp: TcpStream, remote: SocketAddr, watcher: Watcher) {
         let _ = tcp.set_nodelay(true);
-        let tls =
-            match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    self.metrics.observe_handshake_failure();
-                    tracing::info!(peer = %remote, error = %e, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    self.metrics.observe_handshake_failure();
-                    tracing::info!(peer = %remote, "TLS handshake timed out");
-                    return;
-                }
-            };
+        let acceptor = TlsAcceptor::from(self.tls.config());
+        let tls = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                self.metrics.observe_handshake_failure();
+                tracing::info!(peer = %remote, error = %e, "TLS handshake refused");
+                return;
+            }
+            Err(_) => {
+                self.metrics.observe_handshake_failure();
+                tracing::info!(peer = %remote, "TLS handshake timed out");
+                return;
+            }
+        };
         let peer = self.desks.attribute(
             tls.get_ref()
                 .1

@@ -3,15 +3,18 @@
 //! `/healthz` works without one; the desk extractor refuses API calls that lack one).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use crate::card::trust::StaleCrlPolicy;
 use crate::config::{Problem, TlsConfig};
 
 /// The only crypto provider the gateway uses (DEVELOPERS.md: ring, never aws-lc-rs).
@@ -22,13 +25,25 @@ pub fn provider() -> Arc<CryptoProvider> {
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
-/// The listener's TLS configuration and the leaf certificate it presents.
+/// The listener's TLS configuration and the leaf certificate it presents. The workstation
+/// CRLs are reread on [`ServerTls::reload_crls`]: each handshake takes the configuration in
+/// force when it starts.
 #[derive(Clone)]
 pub struct ServerTls {
-    /// Ready for `tokio_rustls::TlsAcceptor`.
-    pub config: Arc<rustls::ServerConfig>,
+    current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
     /// The leaf certificate, pinned by the local health probe.
     pub leaf: CertificateDer<'static>,
+    material: Arc<Material>,
+}
+
+/// What the configuration is rebuilt from.
+struct Material {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    roots: RootCertStore,
+    crls: Vec<std::path::PathBuf>,
+    stale: StaleCrlPolicy,
+    refresh: std::time::Duration,
 }
 
 impl ServerTls {
@@ -56,26 +71,115 @@ impl ServerTls {
             return Err(problems);
         }
         let leaf = chain[0].clone();
-        build_server_config(chain, key, roots)
-            .map(|config| Self { config, leaf })
-            .map_err(|p| vec![p])
+        let material = Material {
+            chain,
+            key,
+            roots,
+            crls: cfg.workstation_crls.clone(),
+            stale: cfg.workstation_stale_crl,
+            refresh: std::time::Duration::from_secs(cfg.workstation_crl_refresh_secs.max(1)),
+        };
+        let config = material.build().map_err(|p| vec![p])?;
+        Ok(Self {
+            current: Arc::new(RwLock::new(config)),
+            leaf,
+            material: Arc::new(material),
+        })
     }
+
+    /// The configuration for a handshake starting now.
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        // A poisoned lock only means a reload panicked mid-swap: the value is whole.
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// How often the workstation CRLs are reread; `None` without CRLs.
+    pub fn crl_refresh(&self) -> Option<std::time::Duration> {
+        (!self.material.crls.is_empty()).then_some(self.material.refresh)
+    }
+
+    /// Rereads the workstation CRLs; on failure the lists in force stay.
+    pub fn reload_crls(&self) -> Result<(), Problem> {
+        let fresh = self.material.build()?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+}
+
+impl Material {
+    fn build(&self) -> Result<Arc<rustls::ServerConfig>, Problem> {
+        build_server_config(
+            self.chain.clone(),
+            self.key.clone_key(),
+            self.roots.clone(),
+            &self.crls,
+            self.stale,
+        )
+    }
+}
+
+/// The workstation CRLs (PEM or DER), and whether any is past its next update.
+fn load_crls(
+    paths: &[std::path::PathBuf],
+) -> Result<(Vec<CertificateRevocationListDer<'static>>, bool), Problem> {
+    let mut lists = Vec::new();
+    let mut stale = false;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for (i, path) in paths.iter().enumerate() {
+        let key = format!("tls.workstation_crls[{i}]");
+        let bytes = std::fs::read(path)
+            .map_err(|e| Problem::new(&key, format!("{}: {e}", path.display())))?;
+        let der = if bytes.starts_with(b"-----BEGIN") {
+            CertificateRevocationListDer::from_pem_slice(&bytes).map_err(|e| {
+                Problem::new(&key, format!("{}: not a PEM CRL: {e}", path.display()))
+            })?
+        } else {
+            CertificateRevocationListDer::from(bytes)
+        };
+        let (_, parsed) = x509_parser::parse_x509_crl(der.as_ref())
+            .map_err(|e| Problem::new(&key, format!("{}: not a CRL: {e}", path.display())))?;
+        stale |= parsed
+            .next_update()
+            .is_some_and(|next| next.timestamp() < now);
+        lists.push(der);
+    }
+    Ok((lists, stale))
 }
 
 fn build_server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     roots: RootCertStore,
+    crl_paths: &[std::path::PathBuf],
+    policy: StaleCrlPolicy,
 ) -> Result<Arc<rustls::ServerConfig>, Problem> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| {
-            Problem::new(
-                "tls.workstation_ca",
-                format!("unusable as a client CA: {e}"),
-            )
-        })?;
+    let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated();
+    if !crl_paths.is_empty() {
+        let (crls, stale) = load_crls(crl_paths)?;
+        if stale {
+            tracing::error!(
+                policy = ?policy,
+                "a workstation CRL is past its next update: publish a fresh one"
+            );
+        }
+        builder = builder.with_crls(crls).only_check_end_entity_revocation();
+        if policy == StaleCrlPolicy::Refuse {
+            builder = builder.enforce_revocation_expiration();
+        }
+    }
+    let verifier = builder.build().map_err(|e| {
+        Problem::new(
+            "tls.workstation_ca",
+            format!("unusable as a client CA: {e}"),
+        )
+    })?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .map_err(|e| Problem::new("tls", format!("TLS versions rejected by the provider: {e}")))?

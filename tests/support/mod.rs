@@ -50,6 +50,8 @@ pub struct Pki {
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
     pub workstation_ca: PathBuf,
+    /// The workstation CA itself, to issue CRLs.
+    pub workstations: Authority,
     pub clients: HashMap<&'static str, ClientCert>,
 }
 
@@ -107,6 +109,7 @@ impl Pki {
             server_cert,
             server_key,
             workstation_ca,
+            workstations,
             clients,
         }
     }
