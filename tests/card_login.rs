@@ -466,3 +466,40 @@ async fn a_pin_pad_desk_never_takes_a_typed_pin_and_says_when_its_reader_has_no_
     let (status, body) = login(&gateway, DESK_A, "").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_card_at_one_desk_never_delays_a_removal_at_another() {
+    let pcscd = Pcscd::start(2);
+    let mut card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    let gateway = gateway(&pcscd, &card, "");
+    wait_card_state(&gateway, "present").await;
+    let (status, session) = login(&gateway, DESK_A, "1234").await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    // A card that takes seconds per answer arrives at desk B; while it is being read, the
+    // physician at desk A pulls theirs.
+    let _slow = VirtualCard::insert(
+        &pcscd,
+        1,
+        &["--id-nat", "810000000009", "--delay-ms", "2000"],
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let pulled = Instant::now();
+    card.remove();
+    let deadline = pulled + Duration::from_secs(10);
+    while desk(&gateway, DESK_A).await["state"] != "no_session" {
+        assert!(Instant::now() < deadline, "the session outlived the card");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let ended = pulled.elapsed();
+    eprintln!(
+        "removal at desk A while desk B's card is read: {} ms",
+        ended.as_millis()
+    );
+    assert!(
+        ended < Duration::from_millis(1500),
+        "removal took {ended:?}"
+    );
+    // The slow card itself is reported unreadable at its deadline, not waited for.
+    let view = wait_card_state_at(&gateway, DESK_B, "refused").await;
+    assert_eq!(view["card"]["code"], "unreadable", "{view}");
+}

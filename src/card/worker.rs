@@ -3,6 +3,14 @@
 //! certificate of each inserted card, and survives pcscd restarts by re-establishing its
 //! context with backoff. Everything it learns goes out as [`CardEvent`]s.
 //!
+//! The monitor only watches. A new card's certificate is read on a thread of its own, with a
+//! deadline ([`INSPECT_TIMEOUT`]): a slow or hostile card at one desk never delays the
+//! removals seen at the others. Each insertion has a generation; a reading that comes back
+//! after its card left (or after its deadline) is dropped, so no "inserted" follows the
+//! "removed" of the same card. A card pulled and another put in between two looks at the
+//! reader (pcscd's event counter moved while the reader stayed "present") is reported as
+//! a removal, which ends the session, then an insertion.
+//!
 //! A login runs on a blocking thread of its own with its own context and an exclusive
 //! connection to the card: a PIN typed on a PIN-pad reader can take half a minute, during
 //! which removals at every desk must still be seen within 500 ms; the exclusive connection
@@ -26,6 +34,10 @@ use super::reader::PcscCard;
 /// the wait at once (the removal bench measured the same 390 ms median at 50 and 200 ms),
 /// so this bounds nothing but shutdown.
 const POLL: Duration = Duration::from_millis(200);
+
+/// How long a new card may take to give its certificate and PIN tries; past it the card is
+/// reported unreadable (a later answer is dropped).
+pub const INSPECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the worker observes.
 #[derive(Debug)]
@@ -87,11 +99,17 @@ impl CardWorker {
         profile: CardProfile,
         events: tokio_mpsc::UnboundedSender<CardEvent>,
     ) -> std::io::Result<Self> {
+        let (inspected, readings) = mpsc::channel();
         let monitor = Monitor {
             readers,
             profile: profile.clone(),
             events,
             present: HashMap::new(),
+            counts: HashMap::new(),
+            generation: 0,
+            pending: HashMap::new(),
+            inspected,
+            readings,
         };
         std::thread::Builder::new()
             .name("card-worker".into())
@@ -198,11 +216,22 @@ fn login_sequence(
     prove_possession(card, profile, &request.expected_certificate)
 }
 
+/// A new card's certificate and PIN tries, as its reading thread found them.
+type Inspection = (Result<Vec<u8>, CardError>, Option<u8>);
+
 struct Monitor {
     readers: Vec<String>,
     profile: CardProfile,
     events: tokio_mpsc::UnboundedSender<CardEvent>,
     present: HashMap<String, bool>,
+    /// pcscd's event counter per reader (insertions and removals), when it keeps one.
+    counts: HashMap<String, u32>,
+    /// Numbers the insertions.
+    generation: u64,
+    /// Readings under way: reader → (generation, started).
+    pending: HashMap<String, (u64, std::time::Instant)>,
+    inspected: mpsc::Sender<(String, u64, Inspection)>,
+    readings: mpsc::Receiver<(String, u64, Inspection)>,
 }
 
 impl Monitor {
@@ -254,7 +283,71 @@ impl Monitor {
                 Err(pcsc::Error::Timeout) => {}
                 Err(e) => return e.to_string(),
             }
+            self.collect();
         }
+    }
+
+    /// Starts reading the card just inserted in `reader`, on a thread of its own.
+    fn inspect_later(&mut self, reader: String) {
+        self.generation += 1;
+        let generation = self.generation;
+        self.pending
+            .insert(reader.clone(), (generation, std::time::Instant::now()));
+        let profile = self.profile.clone();
+        let inspected = self.inspected.clone();
+        let started = std::thread::Builder::new()
+            .name("card-read".into())
+            .spawn(move || {
+                let found = match PcscCard::connect(&reader) {
+                    Ok(mut card) => inspect(&mut card, &profile),
+                    Err(e) => (Err(e), None),
+                };
+                let _ = inspected.send((reader, generation, found));
+            });
+        if let Err(e) = started {
+            tracing::error!(error = %e, "cannot start a card reading thread");
+        }
+    }
+
+    /// Reports the readings that came back for cards still in their readers, and the ones
+    /// past their deadline as unreadable.
+    fn collect(&mut self) {
+        while let Ok((reader, generation, (certificate, pin_tries_left))) = self.readings.try_recv()
+        {
+            if self.pending.get(&reader).map(|p| p.0) != Some(generation) {
+                continue;
+            }
+            self.pending.remove(&reader);
+            let _ = self.events.send(CardEvent::Inserted {
+                reader,
+                certificate,
+                pin_tries_left,
+            });
+        }
+        let late: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, started))| started.elapsed() >= INSPECT_TIMEOUT)
+            .map(|(reader, _)| reader.clone())
+            .collect();
+        for reader in late {
+            self.pending.remove(&reader);
+            tracing::warn!(reader, "card did not answer in time: reported unreadable");
+            let _ = self.events.send(CardEvent::Inserted {
+                reader,
+                certificate: Err(CardError::Transport(format!(
+                    "the card did not answer within {} s",
+                    INSPECT_TIMEOUT.as_secs()
+                ))),
+                pin_tries_left: None,
+            });
+        }
+    }
+
+    /// The card of `reader` left: any reading of it is void.
+    fn removed(&mut self, reader: String) {
+        self.pending.remove(&reader);
+        let _ = self.events.send(CardEvent::Removed { reader });
     }
 
     /// Watches the configured readers that exist now (a configured reader that is not
@@ -274,14 +367,17 @@ impl Monitor {
                 states.push(pcsc::ReaderState::new(name, pcsc::State::UNAWARE));
             }
         }
-        for reader in &self.readers {
-            if !plugged.iter().any(|p| p.to_str() == Ok(reader.as_str())) {
-                tracing::warn!(reader, "configured card reader not plugged in");
-                if self.present.insert(reader.clone(), false) == Some(true) {
-                    let _ = self.events.send(CardEvent::Removed {
-                        reader: reader.clone(),
-                    });
-                }
+        let unplugged: Vec<String> = self
+            .readers
+            .iter()
+            .filter(|reader| !plugged.iter().any(|p| p.to_str() == Ok(reader.as_str())))
+            .cloned()
+            .collect();
+        for reader in unplugged {
+            tracing::warn!(reader, "configured card reader not plugged in");
+            self.counts.remove(&reader);
+            if self.present.insert(reader.clone(), false) == Some(true) {
+                self.removed(reader);
             }
         }
         states.push(pnp);
@@ -302,29 +398,32 @@ impl Monitor {
             let reader = state.name().to_string_lossy().into_owned();
             let present = state.event_state().contains(pcsc::State::PRESENT)
                 && !state.event_state().contains(pcsc::State::UNKNOWN);
+            let count = state.event_count();
             state.sync_current_state();
             let was = self
                 .present
                 .insert(reader.clone(), present)
                 .unwrap_or(false);
-            if present && !was {
-                let (certificate, pin_tries_left) = match PcscCard::connect(&reader) {
-                    Ok(mut card) => inspect(&mut card, &self.profile),
-                    Err(e) => (Err(e), None),
-                };
-                let _ = self.events.send(CardEvent::Inserted {
-                    reader,
-                    certificate,
-                    pin_tries_left,
-                });
+            let counted = self.counts.insert(reader.clone(), count);
+            // Present before and now, yet pcscd counted insertions or removals in between:
+            // another card (or the same one again) was put in between two looks.
+            let swapped = present && was && counted.is_some_and(|c| c != count);
+            if swapped {
+                tracing::info!(reader, "card swapped between two looks at the reader");
+                self.removed(reader.clone());
+                self.inspect_later(reader);
+            } else if present && !was {
+                self.inspect_later(reader);
             } else if !present && was {
-                let _ = self.events.send(CardEvent::Removed { reader });
+                self.removed(reader);
             }
         }
         readers_changed
     }
 
     fn forget_cards(&mut self) {
+        self.pending.clear();
+        self.counts.clear();
         for (reader, present) in self.present.drain() {
             if present {
                 let _ = self.events.send(CardEvent::Removed { reader });
