@@ -17,6 +17,18 @@ const browser = await launch();
 const result = {};
 try {
   const page = await (await context(browser, gateway, { viewport: { width: 1280, height: 900 } })).newPage();
+  // Keep a hand on the page's event stream, to replay what a coalesced card swap looks
+  // like (the page's own code is unchanged: this wraps the browser's EventSource).
+  await page.addInitScript(() => {
+    const Original = window.EventSource;
+    window.__deskEvents = [];
+    window.EventSource = function (url, options) {
+      const source = new Original(url, options);
+      window.__deskSource = source;
+      source.addEventListener('desk', (event) => window.__deskEvents.push(JSON.parse(event.data)));
+      return source;
+    };
+  });
   const errors = [];
   page.on('pageerror', (error) => errors.push(String(error)));
   await page.goto(gateway + '/');
@@ -55,7 +67,20 @@ try {
   result.conflict = allergies;
   await page.screenshot({ path: `${shots}/5b-allergies-contradictoires.png`, fullPage: true });
   await accessible(page, 'conflicting allergies');
-  await close();
+  // The same session announced again: the summary stays. Another session (a card swap
+  // whose removal and new login reached the page as one event): it leaves at once.
+  const replay = (epochShift) => page.evaluate((shift) => {
+    const last = window.__deskEvents[window.__deskEvents.length - 1];
+    const data = JSON.stringify({ ...last, epoch: last.epoch + shift });
+    window.__deskSource.dispatchEvent(new MessageEvent('desk', { data }));
+  }, epochShift);
+  await replay(0);
+  await page.waitForTimeout(300);
+  check(await page.locator('#summary').evaluate((s) => s.childElementCount > 0), 'same session: the summary stays');
+  await replay(1);
+  await page.waitForFunction(() => document.querySelector('#summary').childElementCount === 0, null, { timeout: 2000 });
+  result.epochCleared = true;
+  await page.locator('#screen-patient').waitFor({ state: 'visible' });
 
   // Family members: their entries left out, counted in the blocks concerned.
   blocks = await open(env('FAMILY_INS'));

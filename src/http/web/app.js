@@ -569,6 +569,10 @@
       // the page now, before anything else happens.
       const otherSession = state.epoch !== undefined && signal.epoch !== state.epoch;
       if (!signal.session || otherSession) clearPatientData();
+      if (signal.session && otherSession) {
+        show('patient');
+        message('Une autre session a commencé sur ce poste : la synthèse précédente a été masquée.');
+      }
       state.epoch = signal.session ? signal.epoch : undefined;
       refreshDesk();
     });
