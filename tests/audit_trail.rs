@@ -415,6 +415,53 @@ fn cli_verify_names_the_problem_and_exits_1() {
     assert!(stdout.contains("record 9 was deleted"), "{stdout}");
 }
 
+/// An auditor with an export and the public key, on a machine with no gateway
+/// configuration: verification needs nothing else, and without the key the refusal says
+/// what to pass.
+#[test]
+fn an_export_verifies_offline_with_only_the_public_key() {
+    let trail = Trail::new(12, 5);
+    let file = trail.dir.path().join("export.jsonl");
+    {
+        let reader = AuditReader::open(&trail.path()).unwrap();
+        let mut out = std::fs::File::create(&file).unwrap();
+        export::export(
+            &reader.snapshot().unwrap(),
+            &Filter::default(),
+            export::Format::Jsonl,
+            &mut out,
+        )
+        .unwrap();
+    }
+    let nowhere = trail.dir.path().join("no-such-gateway.toml");
+    let file_arg = file.to_str().unwrap();
+    let (code, stdout, stderr) =
+        support::run(&nowhere, &["audit", "verify", "--file", file_arg], &[]);
+    assert_eq!(code, 64, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("no trusted public key: pass --public-key"),
+        "{stderr}"
+    );
+    let public_key = Signer::load(&trail.key)
+        .unwrap()
+        .public_key_hex()
+        .to_owned();
+    let (code, stdout, stderr) = support::run(
+        &nowhere,
+        &[
+            "audit",
+            "verify",
+            "--file",
+            file_arg,
+            "--public-key",
+            &public_key,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("audit trail intact"), "{stdout}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appenders_get_gap_free_durable_receipts() {
     let trail = Trail::new(0, 100);

@@ -270,7 +270,14 @@ fn configured_signer(config: &Config) -> Result<Signer, Failure> {
     Signer::load(&path).map_err(|e| problem(e.to_string()))
 }
 
-fn trusted_keys(config_path: &Path, given: &[String]) -> Result<TrustedKeys, Failure> {
+/// The keys checkpoints must be signed with: those given, else the configured signing
+/// key's. An auditor verifying an export away from the appliance has no configuration:
+/// the refusal then says what to pass.
+fn trusted_keys(
+    config_path: &Path,
+    given: &[String],
+    offline: bool,
+) -> Result<TrustedKeys, Failure> {
     let mut trusted = TrustedKeys::default();
     for key in given {
         let text = if Path::new(key).is_file() {
@@ -283,7 +290,16 @@ fn trusted_keys(config_path: &Path, given: &[String]) -> Result<TrustedKeys, Fai
             .map_err(|e| Failure::Usage(vec![format!("--public-key: {e}")]))?;
     }
     if trusted.is_empty() {
-        let signer = configured_signer(&Config::read(config_path)?)?;
+        let config = match Config::read(config_path) {
+            Ok(config) => config,
+            Err(e) if offline => {
+                return Err(Failure::Usage(vec![format!(
+                    "no trusted public key: pass --public-key HEX (or a file holding it): the gateway's checkpoint key, which `samu-gateway audit public-key` prints on the appliance (no configuration here: {e})"
+                )]));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let signer = configured_signer(&config)?;
         trusted
             .add_hex(signer.public_key_hex())
             .context("configured key")?;
@@ -296,7 +312,7 @@ fn verify(
     file: Option<&Path>,
     public_keys: &[String],
 ) -> Result<ExitCode, Failure> {
-    let trusted = trusted_keys(config_path, public_keys)?;
+    let trusted = trusted_keys(config_path, public_keys, file.is_some())?;
     let (what, report) = match file {
         Some(file) => (
             file.display().to_string(),

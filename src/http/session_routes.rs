@@ -239,7 +239,7 @@ pub async fn put_roster(
         roster,
         cn: integration_cn,
     } = integration;
-    let shifts = roster.replace(&document).map_err(|e| {
+    let checked = roster.check(&document).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "roster_invalid",
@@ -247,18 +247,39 @@ pub async fn put_roster(
             "Tableau de garde refusé : un créneau est invalide.",
         )
     })?;
+    // On the record before it is in force: who may log in changes here.
     let event = crate::audit::Event::new(
         crate::audit::EventKind::ConfigurationLoaded,
         crate::audit::Outcome::Success,
     )
     .with_detail(format!(
-        "roster replaced: {shifts} shift(s) by {integration_cn}"
+        "roster replaced: {} shift(s) by {integration_cn}",
+        checked.len()
     ));
     let _recorded = state
         .audit()
         .append(event)
         .await
         .map_err(|_| audit_unavailable())?;
+    let shifts = match roster.replace(checked) {
+        Ok(shifts) => shifts,
+        Err(e) => {
+            tracing::error!(error = %e, "the roster could not be saved; the previous one stays in force");
+            let failed = crate::audit::Event::new(
+                crate::audit::EventKind::ConfigurationLoaded,
+                crate::audit::Outcome::Failed {
+                    reason: "roster_not_saved".into(),
+                },
+            );
+            let _recorded = state.audit().append(failed).await;
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "roster_not_saved",
+                "the roster could not be saved; the previous one stays in force",
+                "Tableau de garde non enregistré : l'ancien reste en vigueur.",
+            ));
+        }
+    };
     Ok(Json(RosterAnswer { shifts }))
 }
 

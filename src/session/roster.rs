@@ -60,6 +60,24 @@ struct Parsed {
     end_ms: u64,
 }
 
+/// A roster that parsed, ready to be recorded and put in force.
+pub struct Checked {
+    shifts: Vec<Parsed>,
+    text: String,
+}
+
+impl Checked {
+    /// How many shifts it holds.
+    pub fn len(&self) -> usize {
+        self.shifts.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.shifts.is_empty()
+    }
+}
+
 /// The roster in force.
 pub struct Roster {
     path: PathBuf,
@@ -68,23 +86,46 @@ pub struct Roster {
 }
 
 impl Roster {
-    /// Loads `path` if it exists (an empty roster otherwise: nobody is on duty).
+    /// Loads `path` if it exists (an empty roster otherwise: nobody is on duty). A file that
+    /// cannot be read (torn, edited by hand) never stops the service: the previous roster
+    /// (`roster.json.prev`, kept at each replacement) is used instead, and the log says so;
+    /// without either, nobody is on duty until the regulation software sends one.
     pub fn load(path: &Path, grace_minutes: u64) -> Result<Self, RosterError> {
         let roster = Self {
             path: path.to_owned(),
             grace_ms: grace_minutes * 60_000,
             shifts: RwLock::new(Vec::new()),
         };
-        if path.exists() {
-            let text = std::fs::read_to_string(path).map_err(|e| roster.file_error(e))?;
-            let document: RosterDocument =
-                serde_json::from_str(&text).map_err(|e| roster.file_error(e))?;
-            let parsed = parse(&document)?;
-            if let Ok(mut shifts) = roster.shifts.write() {
-                *shifts = parsed;
+        let previous = roster.previous();
+        let loaded = match roster.read(path) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                tracing::error!(error = %e, "roster unreadable: falling back to the previous one");
+                roster.read(&previous).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "no usable previous roster: nobody is on duty until the regulation software sends one");
+                    Vec::new()
+                })
             }
+        };
+        if let Ok(mut shifts) = roster.shifts.write() {
+            *shifts = loaded;
         }
         Ok(roster)
+    }
+
+    /// The shifts in `path`; none when the file does not exist.
+    fn read(&self, path: &Path) -> Result<Vec<Parsed>, RosterError> {
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| self.file_error(e))?;
+        let document: RosterDocument =
+            serde_json::from_str(&text).map_err(|e| self.file_error(e))?;
+        parse(&document)
+    }
+
+    fn previous(&self) -> PathBuf {
+        self.path.with_extension("json.prev")
     }
 
     fn file_error(&self, e: impl std::fmt::Display) -> RosterError {
@@ -94,17 +135,37 @@ impl Roster {
         }
     }
 
-    /// Replaces the roster and saves it (atomically) before it takes effect.
-    pub fn replace(&self, document: &RosterDocument) -> Result<usize, RosterError> {
-        let parsed = parse(document)?;
-        let text = serde_json::to_string_pretty(document).map_err(|e| self.file_error(e))?;
+    /// Checks a roster without changing anything: what [`Roster::replace`] takes.
+    pub fn check(&self, document: &RosterDocument) -> Result<Checked, RosterError> {
+        Ok(Checked {
+            shifts: parse(document)?,
+            text: serde_json::to_string_pretty(document).map_err(|e| self.file_error(e))?,
+        })
+    }
+
+    /// Saves a checked roster durably (temporary file, fsync, the current one kept as
+    /// `roster.json.prev`, rename, fsync of the directory), then puts it in force; the
+    /// caller records the replacement first.
+    pub fn replace(&self, checked: Checked) -> Result<usize, RosterError> {
+        use std::io::Write as _;
         let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &self.path))
-            .map_err(|e| self.file_error(e))?;
-        let count = parsed.len();
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(checked.text.as_bytes())?;
+            file.sync_all()?;
+            if self.path.exists() {
+                std::fs::rename(&self.path, self.previous())?;
+            }
+            std::fs::rename(&tmp, &self.path)?;
+            if let Some(dir) = self.path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| self.file_error(e))?;
+        let count = checked.shifts.len();
         if let Ok(mut shifts) = self.shifts.write() {
-            *shifts = parsed;
+            *shifts = checked.shifts;
         }
         Ok(count)
     }
@@ -172,7 +233,7 @@ mod tests {
         let document = RosterDocument {
             shifts: vec![shift("2026-11-23T08:00:00Z", "2026-11-23T20:00:00Z")],
         };
-        assert_eq!(roster.replace(&document).unwrap(), 1);
+        assert_eq!(roster.replace(roster.check(&document).unwrap()).unwrap(), 1);
         let at = |t: &str| roster.on_duty("810002813839", parse_time(t).unwrap());
         assert!(
             at("2026-11-23T07:50:00Z") && at("2026-11-23T12:00:00Z") && at("2026-11-23T20:10:00Z")
@@ -194,12 +255,39 @@ mod tests {
                 shift("tomorrow", "later"),
             ],
         };
-        let err = roster.replace(&bad).unwrap_err().to_string();
+        let err = roster.check(&bad).err().unwrap().to_string();
         assert!(err.starts_with("shift 1: start 'tomorrow'"), "{err}");
         assert!(!dir.path().join("roster.json").exists(), "nothing saved");
         let backwards = RosterDocument {
             shifts: vec![shift("2026-11-23T20:00:00Z", "2026-11-23T08:00:00Z")],
         };
-        assert!(roster.replace(&backwards).is_err());
+        assert!(roster.check(&backwards).is_err());
+    }
+
+    #[test]
+    fn a_torn_roster_file_falls_back_to_the_previous_one_and_never_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roster.json");
+        let roster = Roster::load(&path, 0).unwrap();
+        let first = RosterDocument {
+            shifts: vec![shift("2026-11-23T08:00:00Z", "2026-11-23T20:00:00Z")],
+        };
+        let second = RosterDocument {
+            shifts: vec![shift("2026-11-24T08:00:00Z", "2026-11-24T20:00:00Z")],
+        };
+        roster.replace(roster.check(&first).unwrap()).unwrap();
+        roster.replace(roster.check(&second).unwrap()).unwrap();
+        assert!(!dir.path().join("roster.json.tmp").exists());
+        let on = |r: &Roster, t: &str| r.on_duty("810002813839", parse_time(t).unwrap());
+        // The current file torn: the previous roster is in force, not an error.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() / 2]).unwrap();
+        let reloaded = Roster::load(&path, 0).unwrap();
+        assert!(on(&reloaded, "2026-11-23T12:00:00Z"));
+        assert!(!on(&reloaded, "2026-11-24T12:00:00Z"));
+        // Both torn: nobody on duty, and still no error.
+        std::fs::write(dir.path().join("roster.json.prev"), b"{").unwrap();
+        let empty = Roster::load(&path, 0).unwrap();
+        assert!(!on(&empty, "2026-11-23T12:00:00Z"));
     }
 }
