@@ -294,6 +294,16 @@ async fn start_audit(
         signer,
         config.audit.settings(),
     )?);
+    // Accesses a crash left open get their end record first, before anything of this run.
+    let longest_grant = Duration::from_secs(config.break_glass.grant_minutes.max(1) * 60);
+    let owed = crate::audit::recover::unended_accesses(stores.audit.as_ref(), longest_grant)?;
+    if !owed.is_empty() {
+        tracing::warn!(
+            accesses = owed.len(),
+            "accesses left open by the previous run: recording their end"
+        );
+        let _recorded = audit.append_all(owed).await?;
+    }
     let digest = config
         .to_toml()
         .map(|t| hex(&chain::hash(t.as_bytes())))

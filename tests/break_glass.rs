@@ -433,6 +433,53 @@ async fn a_clearance_is_honoured_only_while_fresh_whoever_refreshed_the_copy() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_crash_during_an_open_grant_gets_its_end_recorded_at_the_next_start() {
+    let mut centre = centre("").await;
+    let open = centre.break_glass(request(1, "bris_de_glace")).await;
+    assert_eq!(open.status, StatusCode::CREATED, "{}", open.body);
+    // A second access, ended on purpose: it must not be ended twice.
+    let closed = centre.break_glass(request(3, "centre_15")).await;
+    let grant = closed.body["grant"]["id"].as_str().unwrap().to_owned();
+    let client = centre.gateway.client(Some(DESK_A));
+    let ended = centre
+        .send(client.delete(centre.gateway.url(&format!("/api/v1/grants/{grant}"))))
+        .await;
+    assert_eq!(ended.status, StatusCode::NO_CONTENT);
+    let env = {
+        let (key, value) = centre._pcscd.env();
+        (key, value)
+    };
+    centre.gateway.crash_and_restart(&[(env.0, env.1.as_str())]);
+    let stops = centre.audit(Some("break_glass_stopped"));
+    let restarted: Vec<&Value> = stops
+        .iter()
+        .filter(|s| s["detail"] == "ended: gateway_restarted")
+        .collect();
+    assert_eq!(restarted.len(), 1, "{stops:?}");
+    assert_eq!(restarted[0]["patient"]["ins"], nir(1));
+    assert_eq!(restarted[0]["call"]["call_id"], "CRRA-2026-001234");
+    // Recorded before anything of the new run.
+    let all = centre.audit(None);
+    let position = |pred: &dyn Fn(&Value) -> bool| all.iter().position(|r| pred(r)).unwrap();
+    let end = position(&|r| r["detail"] == "ended: gateway_restarted");
+    let started = all
+        .iter()
+        .rposition(|r| r["kind"] == "configuration_loaded")
+        .unwrap();
+    assert!(end < started, "the end comes before the new run's records");
+    // A second restart owes nothing more.
+    centre.gateway.crash_and_restart(&[(env.0, env.1.as_str())]);
+    let again = centre.audit(Some("break_glass_stopped"));
+    assert_eq!(
+        again
+            .iter()
+            .filter(|s| s["detail"] == "ended: gateway_restarted")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn rate_limits_refuse_with_retry_after_and_an_audit_record() {
     let centre = centre(
         "\n[limits]\nper_professional_per_hour = 2\nsearches_per_professional_per_hour = 1\n",

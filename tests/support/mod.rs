@@ -328,20 +328,33 @@ impl Gateway {
             stdout,
             child,
         };
-        let line = gateway
+        gateway.await_listening();
+        gateway
+    }
+
+    fn await_listening(&mut self) {
+        let line = self
             .stderr
             .wait_for(START_TIMEOUT, |l| l.contains(r#""message":"listening""#));
         let Some(line) = line else {
-            let status = gateway.child.try_wait().unwrap();
-            panic!(
-                "gateway did not start ({status:?}):\n{}",
-                gateway.stderr.all()
-            );
+            let status = self.child.try_wait().unwrap();
+            panic!("gateway did not start ({status:?}):\n{}", self.stderr.all());
         };
         let json: serde_json::Value = serde_json::from_str(&line).unwrap();
-        gateway.addr = json["addr"].as_str().unwrap().parse().unwrap();
-        gateway.management = json["management"].as_str().unwrap().parse().unwrap();
-        gateway
+        self.addr = json["addr"].as_str().unwrap().parse().unwrap();
+        self.management = json["management"].as_str().unwrap().parse().unwrap();
+    }
+
+    /// Kills the gateway (SIGKILL: no drain, no stop record) and starts it again on the
+    /// same configuration and state, with `env`.
+    pub fn crash_and_restart(&mut self, env: &[(&str, &str)]) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, stdout, stderr) = spawn(&self.config, &["serve"], env);
+        self.child = child;
+        self.stdout = stdout;
+        self.stderr = stderr;
+        self.await_listening();
     }
 
     pub fn url(&self, path: &str) -> String {

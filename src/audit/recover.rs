@@ -1,0 +1,88 @@
+//! What a crash left open. Grants live in memory: a clean stop records the end of each
+//! (`ended: gateway_stopped`), a crash records nothing. At the next start, before the
+//! listener opens, the accesses the trail shows started and never stopped get their end
+//! record (`ended: gateway_restarted`), so every access on the record has an end.
+//!
+//! Only the trail's tail is read: a grant lasts `break_glass.grant_minutes` at most, so
+//! accesses started more than twice that (plus a margin) before the trail's last record
+//! were over before the crash (and a grant the reaper had not yet ended is within the
+//! window anyway).
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use super::export::{self, Filter};
+use super::store::ReadStore;
+use super::{AuditError, Event, EventKind, Outcome};
+
+/// Margin beyond twice the longest grant.
+const MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// The end records owed to accesses started within the window before the trail's last
+/// record and never stopped, in the order they started.
+pub fn unended_accesses(
+    store: &impl ReadStore,
+    longest_grant: Duration,
+) -> Result<Vec<Event>, AuditError> {
+    let txn = store.snapshot()?;
+    let Some((_, bytes)) = super::store::last_record(&txn)? else {
+        return Ok(Vec::new());
+    };
+    let last: super::Record =
+        serde_json::from_slice(&bytes).map_err(|e| AuditError::Storage(e.to_string()))?;
+    let last_ms = super::chain::parse_time(&last.time).unwrap_or(0);
+    let window = (longest_grant * 2 + MARGIN).as_millis();
+    let filter = Filter {
+        since_ms: Some(last_ms.saturating_sub(u64::try_from(window).unwrap_or(u64::MAX))),
+        ..Filter::default()
+    };
+    // Started accesses by what identifies them on the record; a stop ends the oldest.
+    let mut open: HashMap<String, Vec<(u64, Event)>> = HashMap::new();
+    export::visit(&txn, &filter, |selected| {
+        let record = selected.record;
+        let event = record.event;
+        match (event.kind, &event.outcome) {
+            (EventKind::BreakGlassStarted, Outcome::Success) => {
+                open.entry(key(&event))
+                    .or_default()
+                    .push((record.seq, event));
+            }
+            (EventKind::BreakGlassStopped, _) => {
+                if let Some(started) = open.get_mut(&key(&event))
+                    && !started.is_empty()
+                {
+                    started.remove(0);
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    })?;
+    let mut owed: Vec<(u64, Event)> = open.into_values().flatten().collect();
+    owed.sort_by_key(|(seq, _)| *seq);
+    Ok(owed
+        .into_iter()
+        .map(|(_, started)| Event {
+            actor: started.actor,
+            patient: started.patient,
+            call: started.call,
+            access_mode: started.access_mode,
+            detail: Some("ended: gateway_restarted".into()),
+            ..Event::new(EventKind::BreakGlassStopped, Outcome::Success)
+        })
+        .collect())
+}
+
+/// Professional, desk, patient, call and mode: what pairs an access's start and stop.
+fn key(event: &Event) -> String {
+    let actor = event.actor.clone().unwrap_or_default();
+    format!(
+        "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{:?}",
+        actor.id_nat.unwrap_or_default(),
+        actor.desk.unwrap_or_default(),
+        event.patient.as_ref().map_or("", |p| p.ins.as_str()),
+        event.call.as_ref().map_or("", |c| c.call_id.as_str()),
+        event.access_mode
+    )
+}
