@@ -460,8 +460,10 @@ async fn a_crash_during_an_open_grant_gets_its_end_recorded_at_the_next_start() 
     assert_eq!(restarted[0]["call"]["call_id"], "CRRA-2026-001234");
     // Recorded before anything of the new run.
     let all = centre.audit(None);
-    let position = |pred: &dyn Fn(&Value) -> bool| all.iter().position(|r| pred(r)).unwrap();
-    let end = position(&|r| r["detail"] == "ended: gateway_restarted");
+    let end = all
+        .iter()
+        .position(|r| r["detail"] == "ended: gateway_restarted")
+        .unwrap();
     let started = all
         .iter()
         .rposition(|r| r["kind"] == "configuration_loaded")
