@@ -90,7 +90,7 @@ async fn every_record_arrives_validates_and_chains() {
     let messages = by_seq(&lines);
     assert_complete_chain(&messages, 42);
     assert!(lines[0].starts_with("<85>1 "), "{}", lines[0]);
-    assert!(lines[0].contains(" samu-gateway - IHE+DICOM [samu@32473 node=\"gateway-test\""));
+    assert!(lines[0].contains(" samu-gateway - IHE+RFC-3881 [samu@32473 node=\"gateway-test\""));
     let dir = tempfile::tempdir().unwrap();
     let files: Vec<_> = messages
         .iter()
@@ -358,7 +358,9 @@ async fn an_alert_the_last_run_did_not_record_is_raised_at_start_once() {
         &rsyslog.receiver_toml("repository", "gateway-test"),
     );
     let mut gateway = Gateway::launch(dir, pki, config, &[]);
-    let lines = tokio::task::block_in_place(|| rsyslog.wait_for(14, PATIENCE));
+    // The eleven accesses, eleven ends owed to them (the run stopped without recording
+    // them), the configuration, the start, the alert.
+    let lines = tokio::task::block_in_place(|| rsyslog.wait_for(25, PATIENCE));
     let (seq, body) = first_alert(&lines).expect("the missed alert is raised, severity 1");
     assert!(seq > 11, "after the records behind it");
     assert!(body.contains("<AuditMessage>"), "DICOM payload by default");
@@ -368,7 +370,7 @@ async fn an_alert_the_last_run_did_not_record_is_raised_at_start_once() {
     assert!(gateway.wait(Duration::from_secs(20)).success());
     let (mut again, _, _) = support::spawn(&gateway.config, &["serve"], &[]);
     // service_stopped, then the new run's configuration_loaded and service_started.
-    let lines = tokio::task::block_in_place(|| rsyslog.wait_for(17, PATIENCE));
+    let lines = tokio::task::block_in_place(|| rsyslog.wait_for(28, PATIENCE));
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Delivery is at least once: count alerts after dedupe by sequence number.
     let alerts: Vec<String> = rsyslog

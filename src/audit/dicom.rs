@@ -1,4 +1,4 @@
-//! Records as DICOM audit messages (PS3.15 A.5, the `IHE+DICOM` syslog payload of IHE ATNA),
+//! Records as DICOM audit messages (PS3.15 A.5, the `IHE+RFC-3881` syslog payload of IHE ATNA),
 //! valid against DICOM 2017c's schema (`../shared/fixtures/audit/dicom2017c.xsd`, checked
 //! with `xmllint --schema` in the tests for every event kind).
 //!

@@ -41,7 +41,7 @@ const SETTLE: Duration = Duration::from_millis(30);
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PayloadFormat {
-    /// DICOM audit message XML (`IHE+DICOM`).
+    /// DICOM audit message XML (MSGID `IHE+RFC-3881`).
     #[default]
     Dicom,
     /// FHIR AuditEvent JSON.
@@ -68,6 +68,24 @@ pub struct ReceiverConfig {
     /// Message body: `dicom` (default) or `fhir`.
     #[serde(default)]
     pub format: PayloadFormat,
+    /// The IANA private enterprise number in the structured-data id (`samu@N`): the
+    /// centre's organisation's own. The default, 32473, is the number reserved for
+    /// documentation examples.
+    #[serde(default = "default_enterprise_number")]
+    pub enterprise_number: u32,
+}
+
+fn default_enterprise_number() -> u32 {
+    32473
+}
+
+/// How a message is framed for a receiver.
+#[derive(Debug, Clone, Copy)]
+pub struct Framing {
+    /// The body's format.
+    pub format: PayloadFormat,
+    /// The private enterprise number of the structured-data id.
+    pub enterprise_number: u32,
 }
 
 /// Backlog of one receiver, for metrics and readiness.
@@ -90,6 +108,14 @@ pub struct Receiver {
 }
 
 impl Receiver {
+    /// How messages are framed for this receiver.
+    pub fn framing(&self) -> Framing {
+        Framing {
+            format: self.config.format,
+            enterprise_number: self.config.enterprise_number,
+        }
+    }
+
     /// Loads the TLS material of `config` (problems keyed under `audit.receivers[i]`).
     pub fn new(config: ReceiverConfig, at: usize) -> Result<Self, Vec<Problem>> {
         let section = format!("audit.receivers[{at}]");
@@ -164,7 +190,13 @@ impl Receiver {
 }
 
 /// The RFC 5424 message for `record` (stored bytes hashing to `hash`), framed per RFC 5425.
-pub fn frame(record: &Record, hash: &str, format: PayloadFormat) -> Vec<u8> {
+/// MSGID says what the body is, as IHE ATNA's tests expect: `IHE+RFC-3881` for the DICOM
+/// audit message (the schema that grew out of RFC 3881), `IHE+FHIR` for an AuditEvent.
+pub fn frame(record: &Record, hash: &str, framing: Framing) -> Vec<u8> {
+    let Framing {
+        format,
+        enterprise_number,
+    } = framing;
     // Facility 10 (security/authorization); notice for normal events, warning for refusals
     // and failures, alert (1: "action must be taken immediately") for real-time anomalies,
     // so that the receiving side can page on them.
@@ -174,11 +206,11 @@ pub fn frame(record: &Record, hash: &str, format: PayloadFormat) -> Vec<u8> {
         (_, Outcome::Refused { .. } | Outcome::Failed { .. }) => 4,
     };
     let (msgid, body) = match format {
-        PayloadFormat::Dicom => ("IHE+DICOM", dicom::audit_message(record, hash)),
+        PayloadFormat::Dicom => ("IHE+RFC-3881", dicom::audit_message(record, hash)),
         PayloadFormat::Fhir => ("IHE+FHIR", fhir::audit_event(record, hash).to_string()),
     };
     let message = format!(
-        "<{}>1 {} {} samu-gateway - {msgid} [samu@32473 node=\"{}\" seq=\"{}\" prev=\"{}\" hash=\"{}\"] {body}",
+        "<{}>1 {} {} samu-gateway - {msgid} [samu@{enterprise_number} node=\"{}\" seq=\"{}\" prev=\"{}\" hash=\"{}\"] {body}",
         10 * 8 + severity,
         record.time,
         sd_token(&record.node),
@@ -214,7 +246,7 @@ fn sd_value(value: &str) -> String {
 fn next_batch(
     store: &AuditStore,
     cursor: u64,
-    format: PayloadFormat,
+    framing: Framing,
 ) -> Result<(Vec<u8>, u64, usize), AuditError> {
     let txn = store.snapshot()?;
     let mut out = Vec::new();
@@ -223,7 +255,7 @@ fn next_batch(
         match serde_json::from_slice::<Record>(bytes) {
             Ok(record) => {
                 let hash = crate::config::hex(&super::chain::hash(bytes));
-                out.extend(frame(&record, &hash, format));
+                out.extend(frame(&record, &hash, framing));
             }
             // The writer stores only records it serialised itself; `audit verify` names
             // such a record. Shipping goes on: one unreadable record must not stop the rest.
@@ -292,7 +324,7 @@ async fn ship(
             state.records = records;
             state.oldest_secs = oldest;
         }
-        let (frames, last, count) = match next_batch(&store, cursor, receiver.config.format) {
+        let (frames, last, count) = match next_batch(&store, cursor, receiver.framing()) {
             Ok(batch) => batch,
             Err(e) => {
                 receiver.failed(&e.to_string());
@@ -396,10 +428,18 @@ mod tests {
             prev: "ab".into(),
             event: Event::new(EventKind::ServiceStarted, Outcome::Success),
         };
-        let framed = String::from_utf8(frame(&record, "cd", PayloadFormat::Dicom)).unwrap();
+        let framed = String::from_utf8(frame(
+            &record,
+            "cd",
+            Framing {
+                format: PayloadFormat::Dicom,
+                enterprise_number: 32473,
+            },
+        ))
+        .unwrap();
         let (len, message) = framed.split_once(' ').unwrap();
         assert_eq!(len.parse::<usize>().unwrap(), message.len());
-        assert!(message.starts_with("<85>1 2026-11-23T10:00:00.000Z gw\"1\" samu-gateway - IHE+DICOM [samu@32473 node=\"gw \\\"1\\\"\" seq=\"42\" prev=\"ab\" hash=\"cd\"] <AuditMessage>"), "{message}");
+        assert!(message.starts_with("<85>1 2026-11-23T10:00:00.000Z gw\"1\" samu-gateway - IHE+RFC-3881 [samu@32473 node=\"gw \\\"1\\\"\" seq=\"42\" prev=\"ab\" hash=\"cd\"] <AuditMessage>"), "{message}");
         let refused = Record {
             event: Event::new(
                 EventKind::UserLogin,
@@ -407,9 +447,19 @@ mod tests {
             ),
             ..record
         };
-        let framed = String::from_utf8(frame(&refused, "cd", PayloadFormat::Fhir)).unwrap();
+        let framed = String::from_utf8(frame(
+            &refused,
+            "cd",
+            Framing {
+                format: PayloadFormat::Fhir,
+                enterprise_number: 99999,
+            },
+        ))
+        .unwrap();
         assert!(
-            framed.contains("<84>1 ") && framed.contains("IHE+FHIR"),
+            framed.contains("<84>1 ")
+                && framed.contains("IHE+FHIR [samu@99999 ")
+                && !framed.contains("32473"),
             "{framed}"
         );
     }
