@@ -716,24 +716,63 @@ fn pruning_keeps_unshipped_records_and_leaves_a_verifiable_trail() {
     let log = trail.open(10);
     let far_future = u64::MAX / 2;
     // Nothing shipped: nothing may go, however old.
-    assert_eq!(log.prune(far_future).unwrap().through, None);
+    assert_eq!(log.prune(far_future, Vec::new()).unwrap().through, None);
     log.mark_shipped(25).unwrap();
-    let report = log.prune(far_future).unwrap();
+    let report = log.prune(far_future, vec!["repository".into()]).unwrap();
     assert_eq!(
         report.through,
         Some(20),
         "only whole segments before a checkpoint, within what was shipped"
     );
     assert_eq!(report.records, 20);
-    // Appending continues after pruning.
-    assert_eq!(log.append_blocking(access(36, 3)).unwrap().seq(), 36);
+    // The prune is on the record (signed before anything went), then appending goes on.
+    assert_eq!(log.append_blocking(access(36, 3)).unwrap().seq(), 37);
     log.close().unwrap();
-    let verified =
-        export::verify_store(&AuditReader::open(&trail.path()).unwrap(), &trail.trusted).unwrap();
+    let reader = AuditReader::open(&trail.path()).unwrap();
+    let pruned = export::select(
+        &reader.snapshot().unwrap(),
+        &Filter {
+            kind: Some(EventKind::TrailPruned),
+            ..Filter::default()
+        },
+        None,
+    )
+    .unwrap();
+    let detail = pruned.records[0].record.event.detail.clone().unwrap();
+    assert!(
+        detail.starts_with("through=20 records=20 ") && detail.ends_with("confirmed_by=repository"),
+        "{detail}"
+    );
+    let verified = export::verify_store(&reader, &trail.trusted).unwrap();
     assert!(verified.is_intact(), "{:?}", verified.findings);
-    assert_eq!(verified.range, Some((21, 36)));
+    assert_eq!(verified.range, Some((21, 37)));
+    drop(reader);
     // And the pruned store reopens.
     trail.open(10).close().unwrap();
+}
+
+/// Deleting a prefix up to a checkpoint and claiming it pruned, without the signed record
+/// a real prune appends: the verifier names it.
+#[test]
+fn a_prefix_deleted_without_its_prune_record_is_named() {
+    let trail = Trail::new(35, 10);
+    // As a real prune leaves the store: records and earlier checkpoints gone, checkpoint
+    // 20 anchoring the rest, the prune mark set, but no record of it.
+    let copy = trail.tampered(|records, checkpoints| {
+        records.retain(|seq, _| *seq > 20);
+        checkpoints.retain(|seq, _| *seq >= 20);
+    });
+    AuditStore::open(&copy)
+        .unwrap()
+        .set_meta(Meta::PrunedThrough, 20)
+        .unwrap();
+    let findings = trail.verify(&copy);
+    assert_eq!(findings, vec![Finding::UnrecordedPrune { through: 20 }]);
+    assert!(
+        findings[0].to_string().contains("deleted, not pruned"),
+        "{}",
+        findings[0]
+    );
 }
 
 #[test]

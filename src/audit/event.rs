@@ -53,6 +53,9 @@ pub enum EventKind {
     /// A compliance officer read the trail over the API (search, export, an access's
     /// records, the pending list, the report).
     AuditLogUsed,
+    /// Records were deleted by retention (`audit prune`): which, why, and up to where the
+    /// repositories had confirmed them. The verifier requires one for any pruned prefix.
+    TrailPruned,
     /// An anomaly seen as it happened (see [`AlertKind`]); shipped with a higher syslog
     /// severity so that the receiving side can page someone.
     SecurityAlert,
@@ -84,7 +87,7 @@ pub struct DicomEvent {
 
 impl EventKind {
     /// Every kind, for documentation and exhaustive tests.
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         Self::ServiceStarted,
         Self::ServiceStopped,
         Self::ConfigurationLoaded,
@@ -98,6 +101,7 @@ impl EventKind {
         Self::PatientRecordRead,
         Self::AccessReviewed,
         Self::AuditLogUsed,
+        Self::TrailPruned,
         Self::SecurityAlert,
     ];
 
@@ -134,6 +138,8 @@ impl EventKind {
             // Reviewing the trail is a use of the audit log.
             Self::AccessReviewed => (dcm("110101", "Audit Log Used"), None, 'E'),
             Self::AuditLogUsed => (dcm("110101", "Audit Log Used"), None, 'R'),
+            // Retention deletes from the audit log.
+            Self::TrailPruned => (dcm("110101", "Audit Log Used"), None, 'D'),
             // The alert's kind and the records behind it ride in the record's details.
             Self::SecurityAlert => (alert, None, 'E'),
         };
@@ -160,6 +166,7 @@ impl EventKind {
             Self::PatientRecordRead => "patient_record_read",
             Self::AccessReviewed => "access_reviewed",
             Self::AuditLogUsed => "audit_log_used",
+            Self::TrailPruned => "trail_pruned",
             Self::SecurityAlert => "security_alert",
         }
     }

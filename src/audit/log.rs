@@ -79,7 +79,11 @@ enum Msg {
     AppendAll(Vec<(Event, oneshot::Sender<Result<Receipt, AuditError>>)>),
     Shipped(u64, mpsc::Sender<Result<(), AuditError>>),
     Cursor(String, u64, mpsc::Sender<Result<(), AuditError>>),
-    Prune(u64, mpsc::Sender<Result<PruneReport, AuditError>>),
+    Prune(
+        u64,
+        Vec<String>,
+        mpsc::Sender<Result<PruneReport, AuditError>>,
+    ),
     Close(mpsc::Sender<Result<(), AuditError>>),
 }
 
@@ -179,9 +183,15 @@ impl AuditLog {
         self.control(move |reply| Msg::Cursor(receiver, seq, reply))
     }
 
-    /// Prunes what is older than `cutoff_ms` (Unix ms), shipped, and before a checkpoint.
-    pub fn prune(&self, cutoff_ms: u64) -> Result<PruneReport, AuditError> {
-        self.control(|reply| Msg::Prune(cutoff_ms, reply))
+    /// Prunes what is older than `cutoff_ms` (Unix ms), shipped to every repository (named
+    /// in `repositories`, for the record), and before a checkpoint. A `trail_pruned` record
+    /// saying so is appended and signed first.
+    pub fn prune(
+        &self,
+        cutoff_ms: u64,
+        repositories: Vec<String>,
+    ) -> Result<PruneReport, AuditError> {
+        self.control(|reply| Msg::Prune(cutoff_ms, repositories, reply))
     }
 
     /// Signs a final checkpoint and stops the writer; later appends fail with `Closed`.
@@ -377,8 +387,8 @@ impl Writer {
                 let _ = reply.send(result);
                 false
             }
-            Msg::Prune(cutoff_ms, reply) => {
-                let _ = reply.send(self.prune(cutoff_ms));
+            Msg::Prune(cutoff_ms, repositories, reply) => {
+                let _ = reply.send(self.prune(cutoff_ms, &repositories));
                 false
             }
             Msg::Close(reply) => {
@@ -491,8 +501,14 @@ impl Writer {
         Ok(())
     }
 
-    /// Deletes whole segments before a checkpoint, only when shipped and older than the cutoff.
-    fn prune(&mut self, cutoff_ms: u64) -> Result<PruneReport, AuditError> {
+    /// Deletes whole segments before a checkpoint, only when shipped and older than the
+    /// cutoff; the `trail_pruned` record is committed and signed before anything goes (a
+    /// crash in between leaves a record of a prune not yet done, never the reverse).
+    fn prune(
+        &mut self,
+        cutoff_ms: u64,
+        repositories: &[String],
+    ) -> Result<PruneReport, AuditError> {
         let txn = self.store.snapshot()?;
         let shipped = store::meta(&txn, Meta::ShippedUpTo)?.unwrap_or(0);
         let pruned = store::meta(&txn, Meta::PrunedThrough)?.unwrap_or(0);
@@ -533,6 +549,24 @@ impl Writer {
         let Some(through) = through else {
             return Ok(PruneReport::default());
         };
+        let confirmed = if repositories.is_empty() {
+            "-".to_owned()
+        } else {
+            repositories.join(",")
+        };
+        let event = super::Event::new(super::EventKind::TrailPruned, super::Outcome::Success)
+            .with_detail(format!(
+                "through={through} records={} older_than_ms={cutoff_ms} shipped_up_to={shipped} confirmed_by={confirmed}",
+                doomed.len()
+            ));
+        let (reply, mut receipt) = oneshot::channel();
+        self.commit_batch(vec![(event, reply)]);
+        match receipt.try_recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(AuditError::Closed),
+        }
+        self.checkpoint_now()?;
         self.store.prune_through(through, &doomed)?;
         Ok(PruneReport {
             through: Some(through),

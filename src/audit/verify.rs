@@ -80,6 +80,12 @@ pub enum Finding {
         /// The pruned-through sequence number.
         seq: u64,
     },
+    /// The trail starts after record 1, yet no `trail_pruned` record accounts for the
+    /// records before it: they were deleted, not pruned.
+    UnrecordedPrune {
+        /// The pruned-through sequence number the store or export claims.
+        through: u64,
+    },
     /// An export file ends without its closing line: it was cut short.
     ExportCutShort,
 }
@@ -130,6 +136,10 @@ impl fmt::Display for Finding {
                 f,
                 "records up to {seq} were pruned but checkpoint {seq}, which anchors the rest, is missing"
             ),
+            Self::UnrecordedPrune { through } => write!(
+                f,
+                "records up to {through} are gone but no trail_pruned record accounts for them: they were deleted, not pruned"
+            ),
             Self::ExportCutShort => write!(
                 f,
                 "the export file was cut short: its closing line is missing"
@@ -178,6 +188,8 @@ pub struct Verifier {
     next_expected: u64,
     max_seen: u64,
     matched_checkpoints: HashSet<u64>,
+    /// The furthest `through` of the `trail_pruned` records seen.
+    recorded_prune: u64,
     report: Report,
     expect: Expect,
 }
@@ -233,6 +245,7 @@ impl Verifier {
             next_expected: anchor + 1,
             max_seen: anchor,
             matched_checkpoints: HashSet::new(),
+            recorded_prune: 0,
             report,
             expect,
         }
@@ -247,6 +260,19 @@ impl Verifier {
             });
             return;
         };
+        if record.event.kind == super::EventKind::TrailPruned {
+            let through = record
+                .event
+                .detail
+                .as_deref()
+                .and_then(|d| {
+                    d.split_whitespace()
+                        .find_map(|w| w.strip_prefix("through="))
+                })
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            self.recorded_prune = self.recorded_prune.max(through);
+        }
         let (seq, hash) = (record.seq, chain::hash(bytes));
         let link = chain::parse_hash(&record.prev).unwrap_or(GENESIS);
         self.report.range = Some(match self.report.range {
@@ -328,6 +354,12 @@ impl Verifier {
 
     /// Finishes: gaps become deletions, unmatched checkpoints and short tails are named.
     pub fn finish(mut self) -> Report {
+        let through = self.expect.pruned_through;
+        if through > 0 && self.recorded_prune < through {
+            self.report
+                .findings
+                .push(Finding::UnrecordedPrune { through });
+        }
         for (from, to) in std::mem::take(&mut self.gaps) {
             self.report.findings.push(Finding::Deleted { from, to });
         }

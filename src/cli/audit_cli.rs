@@ -366,7 +366,13 @@ fn prune(config_path: &Path) -> Result<ExitCode, Failure> {
     let cutoff = chain::now()
         .1
         .saturating_sub(config.audit.retention_days * 86_400_000);
-    let report = log.prune(cutoff).context("prune failed")?;
+    let repositories = config
+        .audit
+        .receivers
+        .iter()
+        .map(|r| r.name.clone())
+        .collect();
+    let report = log.prune(cutoff, repositories).context("prune failed")?;
     log.close().context("cannot close the audit trail")?;
     match report.through {
         Some(through) => println!(
