@@ -183,7 +183,7 @@ async fn a_lagging_receiver_shows_in_readiness_and_metrics() {
     rsyslog.stop();
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
-    prepopulate(dir.path(), &pki.audit_key, 3);
+    prepopulate(dir.path(), &pki.audit_key, 1);
     // The repository is down: with a 10 s bound the backlog soon counts as lagging.
     let extra = rsyslog.receiver_toml("repository", "gateway-test");
     let config = write_config(dir.path(), &pki, "", &extra);
@@ -381,4 +381,78 @@ async fn an_alert_the_last_run_did_not_record_is_raised_at_start_once() {
     assert_eq!(by_seq(&alerts).len(), 1, "{lines:#?}");
     let _ = again.kill();
     let _ = again.wait();
+}
+
+/// A repository that completes TLS and then never reads: its host acknowledges only what
+/// fits its (small) receive buffer. Written is not delivered: nothing may count as shipped
+/// while the receiver's TCP has not acknowledged it, and the backlog says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repository_that_never_reads_gets_nothing_counted_as_shipped() {
+    use samu_gateway::demo::pki::{Authority, write_file, write_pair};
+    use std::sync::Arc;
+    use tokio_rustls::TlsAcceptor;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    // A few records: written at once into the gateway's send buffer, more than the mute
+    // repository's receive buffer (a few kilobytes) can take.
+    prepopulate(dir.path(), &pki.audit_key, 1);
+    // The mute repository's PKI and listener.
+    let repo = dir.path().join("mute");
+    std::fs::create_dir_all(&repo).unwrap();
+    let ca = Authority::new("mute repository CA").unwrap();
+    write_file(&repo.join("ca.pem"), ca.cert_pem(), 0o644).unwrap();
+    let server = ca.issue_server(&["localhost"]).unwrap();
+    let (client_cert, client_key) =
+        write_pair(&repo, "gateway", &ca.issue_client("gateway-test").unwrap()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![server.der.clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(
+            rustls::pki_types::pem::PemObject::from_pem_slice(server.key_pem.as_bytes())
+                .map(|k: rustls::pki_types::PrivatePkcs8KeyDer| k.secret_pkcs8_der().to_vec())
+                .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(8).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let held = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                keep.lock().await.push(tls); // held open, never read
+            }
+        }
+    });
+    let receiver = format!(
+        "\n[[audit.receivers]]\nname = \"mute\"\naddress = \"127.0.0.1:{port}\"\nserver_name = \"localhost\"\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+        repo.join("ca.pem").display(),
+        client_cert.display(),
+        client_key.display()
+    );
+    let config = write_config(dir.path(), &pki, "", &receiver);
+    let state = dir.path().join("state/audit.redb");
+    let gateway = Gateway::launch(dir, pki, config, &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!held.lock().await.is_empty(), "the gateway connected");
+    // The repository's cursor, as the gateway keeps it in the audit store.
+    let reader = samu_gateway::audit::AuditReader::open(&state).unwrap();
+    let txn = samu_gateway::audit::store::ReadStore::snapshot(&reader).unwrap();
+    let cursor = samu_gateway::audit::store::receiver_cursor(&txn, "mute").unwrap();
+    assert_eq!(
+        cursor, 0,
+        "records counted shipped though the repository's host acknowledged none"
+    );
+    drop(gateway);
 }

@@ -21,6 +21,7 @@ pub mod event;
 pub mod export;
 pub mod fhir;
 pub mod log;
+mod outq;
 pub mod recover;
 pub mod report;
 pub mod review;

@@ -3,7 +3,8 @@
 //!
 //! One task per receiver reads the records after its "shipped up to" cursor (kept in the
 //! audit store, written by the audit writer), sends them in order, and advances the cursor
-//! once they are written and the connection is seen still open; a receiver outage grows a
+//! once the receiver's TCP has acknowledged every byte (`outq`) and the connection is seen
+//! still open; a receiver outage grows a
 //! backlog that drains in order when it returns, with backoff (1 s doubling to 30 s), and a
 //! restart resumes from the cursor. An idle shipper wakes on each commit, so a record (an
 //! alert above all) leaves as soon as it is durable. Delivery is at least once: the structured data carries
@@ -26,7 +27,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::event::{EventKind, Outcome, Record};
 use super::store::{self, AuditStore, ReadStore};
-use super::{AuditError, AuditLog, dicom, fhir};
+use super::{AuditError, AuditLog, dicom, fhir, outq};
 use crate::config::{Problem, SecretPath};
 
 /// Records sent per batch (one cursor update each).
@@ -36,6 +37,12 @@ const IDLE: Duration = Duration::from_millis(500);
 /// How long after a batch the connection is watched for the receiver closing it (a
 /// receiver refusing our certificate under TLS 1.3 closes only after the handshake).
 const SETTLE: Duration = Duration::from_millis(30);
+/// A batch must be written within this, and acknowledged by the receiver's TCP within it
+/// again; past it the connection is dropped and the batch resent on the next.
+const DELIVERY_DEADLINE: Duration = Duration::from_secs(10);
+/// The kernel gives up on a connection whose sent data stays unacknowledged this long
+/// (`TCP_USER_TIMEOUT`), instead of retransmitting for many minutes.
+const TCP_USER_TIMEOUT_MS: u32 = 20_000;
 
 /// Message body format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -172,6 +179,9 @@ impl Receiver {
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| e.to_string())?;
+        if let Err(e) = rustix::net::sockopt::set_tcp_user_timeout(&tcp, TCP_USER_TIMEOUT_MS) {
+            tracing::warn!(error = %e, "cannot set TCP_USER_TIMEOUT on an audit connection");
+        }
         tokio::time::timeout(
             Duration::from_secs(5),
             self.connector.connect(self.server_name.clone(), tcp),
@@ -365,20 +375,39 @@ async fn ship(
     }
 }
 
-/// Writes `frames`, then watches the connection briefly: a receiver that closes it (or
-/// sends anything: syslog receivers do not talk) has not taken the batch.
+/// Writes `frames` within the delivery deadline, waits until the receiver's TCP has
+/// acknowledged every byte (the strongest confirmation RFC 5425 allows: the data reached
+/// the repository's host), then watches the connection briefly: a receiver that closes it
+/// (or sends anything: syslog receivers do not talk) has not taken the batch.
 async fn send(
     mut stream: TlsStream<TcpStream>,
     frames: &[u8],
 ) -> Result<TlsStream<TcpStream>, String> {
-    stream
-        .write_all(frames)
+    let written = async {
+        stream.write_all(frames).await?;
+        stream.flush().await
+    };
+    tokio::time::timeout(DELIVERY_DEADLINE, written)
         .await
+        .map_err(|_| format!("write not done within {} s", DELIVERY_DEADLINE.as_secs()))?
         .map_err(|e| format!("write failed: {e}"))?;
-    stream
-        .flush()
-        .await
-        .map_err(|e| format!("write failed: {e}"))?;
+    let deadline = tokio::time::Instant::now() + DELIVERY_DEADLINE;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let pending = outq::unacknowledged(stream.get_ref().0)
+            .map_err(|e| format!("cannot read the connection's send queue: {e}"))?;
+        if pending == 0 {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{pending} bytes not acknowledged by the receiver within {} s",
+                DELIVERY_DEADLINE.as_secs()
+            ));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
     let mut probe = [0u8; 1];
     match tokio::time::timeout(SETTLE, stream.read(&mut probe)).await {
         Err(_) => Ok(stream),
