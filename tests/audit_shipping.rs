@@ -183,7 +183,7 @@ async fn a_lagging_receiver_shows_in_readiness_and_metrics() {
     rsyslog.stop();
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
-    prepopulate(dir.path(), &pki.audit_key, 1);
+    prepopulate(dir.path(), &pki.audit_key, 3);
     // The repository is down: with a 10 s bound the backlog soon counts as lagging.
     let extra = rsyslog.receiver_toml("repository", "gateway-test");
     let config = write_config(dir.path(), &pki, "", &extra);
