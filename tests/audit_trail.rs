@@ -116,6 +116,21 @@ impl Trail {
         copy
     }
 
+    /// The whole trail exported as JSONL, as `audit export` writes it.
+    fn export_jsonl(&self) -> PathBuf {
+        let file = self.dir.path().join("export.jsonl");
+        let reader = AuditReader::open(&self.path()).unwrap();
+        let mut out = std::fs::File::create(&file).unwrap();
+        export::export(
+            &reader.snapshot().unwrap(),
+            &Filter::default(),
+            export::Format::Jsonl,
+            &mut out,
+        )
+        .unwrap();
+        file
+    }
+
     fn verify(&self, path: &Path) -> Vec<Finding> {
         export::verify_store(&AuditReader::open(path).unwrap(), &self.trusted)
             .unwrap()
@@ -321,18 +336,7 @@ fn untrusted_signing_key_is_named() {
 #[test]
 fn exported_file_verifies_and_its_tampering_is_named() {
     let trail = Trail::new(30, 10);
-    let file = trail.dir.path().join("export.jsonl");
-    {
-        let reader = AuditReader::open(&trail.path()).unwrap();
-        let mut out = std::fs::File::create(&file).unwrap();
-        export::export(
-            &reader.snapshot().unwrap(),
-            &Filter::default(),
-            export::Format::Jsonl,
-            &mut out,
-        )
-        .unwrap();
-    }
+    let file = trail.export_jsonl();
     let report = export::verify_file(&file, &trail.trusted).unwrap();
     assert!(report.is_intact(), "{:?}", report.findings);
     assert_eq!(report.records, 30);
@@ -421,18 +425,7 @@ fn cli_verify_names_the_problem_and_exits_1() {
 #[test]
 fn an_export_verifies_offline_with_only_the_public_key() {
     let trail = Trail::new(12, 5);
-    let file = trail.dir.path().join("export.jsonl");
-    {
-        let reader = AuditReader::open(&trail.path()).unwrap();
-        let mut out = std::fs::File::create(&file).unwrap();
-        export::export(
-            &reader.snapshot().unwrap(),
-            &Filter::default(),
-            export::Format::Jsonl,
-            &mut out,
-        )
-        .unwrap();
-    }
+    let file = trail.export_jsonl();
     let nowhere = trail.dir.path().join("no-such-gateway.toml");
     let file_arg = file.to_str().unwrap();
     let (code, stdout, stderr) =

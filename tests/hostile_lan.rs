@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::json;
 use support::pcsc::{Pcscd, VirtualCard};
 use support::upstream::{DevUpstream, TEST_OID, nir, own_bundle, patient};
@@ -25,37 +25,51 @@ fn attacker(n: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
 }
 
-/// An anonymous TLS connection from `source`, silent after the handshake (after the HTTP/2
-/// preface and an empty SETTINGS frame when `h2`); `None` when the gateway refuses it.
-async fn silent(
-    to: SocketAddr,
+/// A TLS connection from `source` to the gateway, trusting its CA, presenting `identity`'s
+/// certificate if any, offering `alpn`; `None` when the gateway refuses it.
+async fn tls_from(
+    gateway: &Gateway,
     source: IpAddr,
-    ca: &CertificateDer<'static>,
-    h2: bool,
+    identity: Option<&str>,
+    alpn: &[u8],
 ) -> Option<TlsStream<TcpStream>> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(source, 0)).unwrap();
-    let tcp = socket.connect(to).await.ok()?;
+    let tcp = socket.connect(gateway.addr).await.ok()?;
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    roots.add(gateway.pki.server_ca_der.clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![if h2 {
-        b"h2".to_vec()
-    } else {
-        b"http/1.1".to_vec()
-    }];
-    let name = ServerName::IpAddress(to.ip().into());
+    .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(name) => {
+            let issued = &gateway.pki.clients[name].issued;
+            let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
+            builder
+                .with_client_auth_cert(vec![issued.der.clone()], key)
+                .unwrap()
+        }
+    };
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let name = ServerName::IpAddress(gateway.addr.ip().into());
     let handshake = TlsConnector::from(Arc::new(config)).connect(name, tcp);
-    let mut tls = tokio::time::timeout(Duration::from_secs(5), handshake)
+    tokio::time::timeout(Duration::from_secs(5), handshake)
         .await
         .ok()?
-        .ok()?;
+        .ok()
+}
+
+/// An anonymous TLS connection from `source`, silent after the handshake (after the HTTP/2
+/// preface and an empty SETTINGS frame when `h2`); `None` when the gateway refuses it.
+async fn silent(gateway: &Gateway, source: IpAddr, h2: bool) -> Option<TlsStream<TcpStream>> {
+    let alpn: &[u8] = if h2 { b"h2" } else { b"http/1.1" };
+    let mut tls = tls_from(gateway, source, None, alpn).await?;
     if h2 {
         tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
             .await
@@ -97,15 +111,14 @@ async fn silent_connections_cannot_hold_the_listener_while_a_desk_breaks_glass()
     let (key, value) = pcscd.env();
     let gateway = Gateway::launch(dir, pki, config, &[(key, value.as_str())]);
     let token = gateway.login_desk_a().await;
-    let ca = gateway.pki.server_ca_der.clone();
 
     // One address gets at most 8 connections: the 9th is closed at once.
     let mut held = Vec::new();
     for i in 0..8 {
-        let stream = silent(gateway.addr, attacker(2), &ca, i % 2 == 0).await;
+        let stream = silent(&gateway, attacker(2), i % 2 == 0).await;
         held.push(stream.expect("within the per-address cap"));
     }
-    let ninth = silent(gateway.addr, attacker(2), &ca, false).await;
+    let ninth = silent(&gateway, attacker(2), false).await;
     let refused = match ninth {
         None => true,
         Some(mut stream) => closed_within(&mut stream, Duration::from_millis(500)).await,
@@ -115,7 +128,7 @@ async fn silent_connections_cannot_hold_the_listener_while_a_desk_breaks_glass()
     // Two more addresses fill every one of the 24 slots with silent connections.
     for n in [3, 4] {
         for i in 0..8 {
-            if let Some(stream) = silent(gateway.addr, attacker(n), &ca, i % 2 == 1).await {
+            if let Some(stream) = silent(&gateway, attacker(n), i % 2 == 1).await {
                 held.push(stream);
             }
         }
@@ -180,37 +193,11 @@ async fn silent_connections_cannot_hold_the_listener_while_a_desk_breaks_glass()
 #[tokio::test(flavor = "multi_thread")]
 async fn an_http2_connection_idle_after_its_requests_is_closed() {
     let gateway = Gateway::start_with(LIMITS, |_| String::new());
-    let ca = gateway.pki.server_ca_der.clone();
-    let tls = silent(gateway.addr, attacker(5), &ca, false).await;
-    drop(tls);
     // A real HTTP/2 client: one request, then nothing (it still answers pings).
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(attacker(6), 0)).unwrap();
-    let tcp = socket.connect(gateway.addr).await.unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::IpAddress(gateway.addr.ip().into()), tcp)
-        .await
-        .unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
+    let (mut sender, ended) = h2(&gateway, attacker(6), None).await;
     let opened = Instant::now();
-    let ended = tokio::spawn(connection);
     let request = hyper::Request::get(format!("https://{}/healthz", gateway.addr))
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .body(unfinished_empty())
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
@@ -269,48 +256,24 @@ async fn anonymous_peers_see_neither_metrics_nor_readiness_details() {
     assert_eq!(other.status(), 404);
 }
 
-/// An HTTP/2 connection from `source`, anonymous or with `identity`'s certificate.
+/// An HTTP/2 connection from `source`, anonymous or with `identity`'s certificate, and the
+/// task driving it (it ends when the connection does).
 async fn h2(
     gateway: &Gateway,
     source: IpAddr,
     identity: Option<&str>,
-) -> hyper::client::conn::http2::SendRequest<Unfinished> {
-    use rustls::pki_types::PrivateKeyDer;
-    use rustls::pki_types::pem::PemObject;
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(source, 0)).unwrap();
-    let tcp = socket.connect(gateway.addr).await.unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(gateway.pki.server_ca_der.clone()).unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots);
-    let mut config = match identity {
-        None => builder.with_no_client_auth(),
-        Some(name) => {
-            let issued = &gateway.pki.clients[name].issued;
-            let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
-            builder
-                .with_client_auth_cert(vec![issued.der.clone()], key)
-                .unwrap()
-        }
-    };
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tls = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::IpAddress(gateway.addr.ip().into()), tcp)
-        .await
-        .unwrap();
+) -> (
+    hyper::client::conn::http2::SendRequest<Unfinished>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let tls = tls_from(gateway, source, identity, b"h2").await.unwrap();
     let (sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tls),
     )
     .await
     .unwrap();
-    tokio::spawn(connection);
-    sender
+    (sender, tokio::spawn(connection))
 }
 
 type Unfinished = http_body_util::StreamBody<
@@ -333,6 +296,12 @@ fn unfinished(sent: usize) -> Unfinished {
         ])))
     });
     http_body_util::StreamBody::new(first.chain(futures_util::stream::pending()).boxed())
+}
+
+/// An empty body, finished.
+fn unfinished_empty() -> Unfinished {
+    use futures_util::StreamExt;
+    http_body_util::StreamBody::new(futures_util::stream::empty().boxed())
 }
 
 fn resident_kib(pid: u32) -> u64 {
@@ -364,7 +333,7 @@ async fn anonymous_bodies_are_refused_from_the_request_head_and_never_buffered()
     // 1.5 MB sent, never finished.
     let mut answers = Vec::new();
     for n in 0..4u8 {
-        let mut sender = h2(&gateway, attacker(10 + n), None).await;
+        let (mut sender, _) = h2(&gateway, attacker(10 + n), None).await;
         for _ in 0..2 {
             for (method, path) in BODY_ROUTES {
                 sender.ready().await.unwrap();
@@ -402,7 +371,7 @@ async fn anonymous_bodies_are_refused_from_the_request_head_and_never_buffered()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_certificate_holders_body_is_small_and_timely() {
     let gateway = Gateway::start_with(LIMITS, |_| String::new());
-    let mut sender = h2(&gateway, attacker(20), Some(DESK_A)).await;
+    let (mut sender, _) = h2(&gateway, attacker(20), Some(DESK_A)).await;
     // Over the 16 KiB bound: 413 as soon as the bound is crossed.
     sender.ready().await.unwrap();
     let big = hyper::Request::post(format!("https://{}/api/v1/session", gateway.addr))
