@@ -383,27 +383,29 @@ async fn an_alert_the_last_run_did_not_record_is_raised_at_start_once() {
     let _ = again.wait();
 }
 
-/// A repository that completes TLS and then never reads: its host acknowledges only what
-/// fits its (small) receive buffer. Written is not delivered: nothing may count as shipped
-/// while the receiver's TCP has not acknowledged it, and the backlog says so.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_repository_that_never_reads_gets_nothing_counted_as_shipped() {
+/// A repository that completes TLS and then takes nothing: in `relp` mode it answers the
+/// session's `open` and reads every transaction without ever acknowledging one; otherwise
+/// it never reads at all, with a receive buffer of a few kilobytes. Returns the receiver's
+/// configuration (named `mute`) and whether anything connected.
+async fn mute_repository(
+    dir: &std::path::Path,
+    relp: bool,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
     use samu_gateway::demo::pki::{Authority, write_file, write_pair};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::TlsAcceptor;
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    // A few records: written at once into the gateway's send buffer, more than the mute
-    // repository's receive buffer (a few kilobytes) can take.
-    prepopulate(dir.path(), &pki.audit_key, 1);
-    // The mute repository's PKI and listener.
-    let repo = dir.path().join("mute");
+    let repo = dir.join("mute");
     std::fs::create_dir_all(&repo).unwrap();
     let ca = Authority::new("mute repository CA").unwrap();
     write_file(&repo.join("ca.pem"), ca.cert_pem(), 0o644).unwrap();
     let server = ca.issue_server(&["localhost"]).unwrap();
     let (client_cert, client_key) =
         write_pair(&repo, "gateway", &ca.issue_client("gateway-test").unwrap()).unwrap();
+    let key = rustls::pki_types::pem::PemObject::from_pem_slice(server.key_pem.as_bytes())
+        .map(|k: rustls::pki_types::PrivatePkcs8KeyDer| k.secret_pkcs8_der().to_vec())
+        .unwrap();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -412,47 +414,132 @@ async fn a_repository_that_never_reads_gets_nothing_counted_as_shipped() {
     .with_no_client_auth()
     .with_single_cert(
         vec![server.der.clone()],
-        rustls::pki_types::PrivateKeyDer::try_from(
-            rustls::pki_types::pem::PemObject::from_pem_slice(server.key_pem.as_bytes())
-                .map(|k: rustls::pki_types::PrivatePkcs8KeyDer| k.secret_pkcs8_der().to_vec())
-                .unwrap(),
-        )
-        .unwrap(),
+        rustls::pki_types::PrivateKeyDer::try_from(key).unwrap(),
     )
     .unwrap();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(2048).unwrap();
+    if !relp {
+        socket.set_recv_buffer_size(2048).unwrap();
+    }
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listener = socket.listen(8).unwrap();
     let port = listener.local_addr().unwrap().port();
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    let held = Arc::new(tokio::sync::Mutex::new(Vec::new()));
-    let keep = held.clone();
+    let connected = Arc::new(AtomicBool::new(false));
+    let seen = connected.clone();
     tokio::spawn(async move {
+        let mut held = Vec::new();
         while let Ok((tcp, _)) = listener.accept().await {
-            if let Ok(tls) = acceptor.accept(tcp).await {
-                keep.lock().await.push(tls); // held open, never read
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            seen.store(true, Ordering::SeqCst);
+            if relp {
+                held.push(tokio::spawn(async move {
+                    let mut first = [0u8; 256];
+                    let _ = tls.read(&mut first).await;
+                    let data = "200 OK\nrelp_version=0\ncommands=syslog";
+                    let open = format!("1 rsp {} {data}\n", data.len());
+                    let _ = tls.write_all(open.as_bytes()).await;
+                    let mut sink = vec![0u8; 65536];
+                    while matches!(tls.read(&mut sink).await, Ok(n) if n > 0) {}
+                }));
+            } else {
+                held.push(tokio::spawn(async move {
+                    // Held open, never read.
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    drop(tls);
+                }));
             }
         }
     });
+    let transport = if relp { "relp" } else { "syslog_tls" };
     let receiver = format!(
-        "\n[[audit.receivers]]\nname = \"mute\"\naddress = \"127.0.0.1:{port}\"\nserver_name = \"localhost\"\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+        "\n[[audit.receivers]]\nname = \"mute\"\naddress = \"127.0.0.1:{port}\"\nserver_name = \"localhost\"\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\ntransport = \"{transport}\"\n",
         repo.join("ca.pem").display(),
         client_cert.display(),
         client_key.display()
     );
+    (receiver, connected)
+}
+
+/// Against a mute repository, no record may count as shipped.
+async fn nothing_counts_as_shipped_to_a_mute_repository(relp: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    // A few records: for syslog over TLS, written at once into the gateway's send buffer,
+    // more than the mute repository's receive buffer can take.
+    prepopulate(dir.path(), &pki.audit_key, 1);
+    let (receiver, connected) = mute_repository(dir.path(), relp).await;
     let config = write_config(dir.path(), &pki, "", &receiver);
-    let state = dir.path().join("state/audit.redb");
     let gateway = Gateway::launch(dir, pki, config, &[]);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!held.lock().await.is_empty(), "the gateway connected");
-    // The repository's cursor, as the gateway keeps it in the audit store.
-    let reader = samu_gateway::audit::AuditReader::open(&state).unwrap();
-    let txn = samu_gateway::audit::store::ReadStore::snapshot(&reader).unwrap();
-    let cursor = samu_gateway::audit::store::receiver_cursor(&txn, "mute").unwrap();
-    assert_eq!(
-        cursor, 0,
-        "records counted shipped though the repository's host acknowledged none"
+    assert!(
+        connected.load(std::sync::atomic::Ordering::SeqCst),
+        "the gateway connected"
     );
-    drop(gateway);
+    assert_eq!(
+        cursor(&gateway, "mute"),
+        0,
+        "records counted shipped though the repository acknowledged none"
+    );
+}
+
+/// Syslog over TLS: written is not delivered; the repository's TCP must acknowledge.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repository_that_never_reads_gets_nothing_counted_as_shipped() {
+    nothing_counts_as_shipped_to_a_mute_repository(false).await;
+}
+
+/// RELP: read is not taken; the repository must answer each transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn relp_counts_nothing_the_repository_did_not_acknowledge() {
+    nothing_counts_as_shipped_to_a_mute_repository(true).await;
+}
+
+/// The receiver's cursor as the gateway keeps it in its audit store.
+fn cursor(gateway: &Gateway, receiver: &str) -> u64 {
+    let text = std::fs::read_to_string(&gateway.config).unwrap();
+    let state = text
+        .lines()
+        .find_map(|l| l.strip_prefix("state_dir = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_owned();
+    let reader =
+        samu_gateway::audit::AuditReader::open(&std::path::Path::new(&state).join("audit.redb"))
+            .unwrap();
+    let txn = samu_gateway::audit::store::ReadStore::snapshot(&reader).unwrap();
+    samu_gateway::audit::store::receiver_cursor(&txn, receiver).unwrap()
+}
+
+/// RELP over TLS to a real rsyslog `imrelp`: every record arrives, each acknowledged by the
+/// repository; killed mid-stream and restarted, it still gets every record, and the cursor
+/// never runs ahead of what the repository took.
+#[tokio::test(flavor = "multi_thread")]
+async fn relp_delivers_every_record_on_the_repositorys_acknowledgement() {
+    let mut rsyslog = Rsyslog::start_relp();
+    let gateway = gateway(&rsyslog, "gateway-test", 30);
+    let lines = tokio::task::block_in_place(|| rsyslog.wait_for(32, PATIENCE));
+    assert_complete_chain(&by_seq(&lines), 32);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while cursor(&gateway, "repository") < 32 {
+        assert!(std::time::Instant::now() < deadline, "never acknowledged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The repository dies (SIGKILL: no goodbye); the gateway goes on writing (a restart
+    // of its own: its configuration and start records).
+    rsyslog.kill();
+    let mut gateway = gateway;
+    gateway.crash_and_restart(&[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let taken = by_seq(&rsyslog.received()).len() as u64;
+    assert!(
+        cursor(&gateway, "repository") <= taken,
+        "the cursor ran ahead of what the repository took"
+    );
+    rsyslog.restart();
+    // 32 + the new run's configuration_loaded and service_started.
+    let lines = tokio::task::block_in_place(|| rsyslog.wait_for(34, PATIENCE));
+    assert_complete_chain(&by_seq(&lines), 34);
 }

@@ -23,6 +23,7 @@ pub mod fhir;
 pub mod log;
 mod outq;
 pub mod recover;
+mod relp;
 pub mod report;
 pub mod review;
 pub mod ship;

@@ -27,7 +27,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::event::{EventKind, Outcome, Record};
 use super::store::{self, AuditStore, ReadStore};
-use super::{AuditError, AuditLog, dicom, fhir, outq};
+use super::{AuditError, AuditLog, dicom, fhir, outq, relp};
 use crate::config::{Problem, SecretPath};
 
 /// Records sent per batch (one cursor update each).
@@ -55,6 +55,21 @@ pub enum PayloadFormat {
     Fhir,
 }
 
+/// How records travel to a repository.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Syslog over TLS (RFC 5425, the IHE ATNA transport).
+    #[default]
+    SyslogTls,
+    /// RELP over TLS: every message acknowledged by the repository once taken.
+    Relp,
+}
+
+/// Messages per RELP round: sent together, then each acknowledgement awaited before the
+/// cursor moves; a bound on what one failure makes resend.
+const RELP_WINDOW: usize = 64;
+
 /// `[[audit.receivers]]`: one audit repository.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +90,10 @@ pub struct ReceiverConfig {
     /// Message body: `dicom` (default) or `fhir`.
     #[serde(default)]
     pub format: PayloadFormat,
+    /// `syslog_tls` (RFC 5425: delivery confirmed by the repository's TCP) or `relp`
+    /// (rsyslog's RELP over TLS, `imrelp`: each message acknowledged by the repository).
+    #[serde(default)]
+    pub transport: Transport,
     /// The IANA private enterprise number in the structured-data id (`samu@N`): the
     /// centre's organisation's own. The default, 32473, is the number reserved for
     /// documentation examples.
@@ -169,6 +188,21 @@ impl Receiver {
         self.state.lock().map(|b| b.clone()).unwrap_or_default()
     }
 
+    /// A new connection by this receiver's transport (a RELP session opened).
+    async fn link(&self) -> Result<Link, String> {
+        let stream = self.connect().await?;
+        match self.config.transport {
+            Transport::SyslogTls => Ok(Link::Syslog(Box::new(stream))),
+            Transport::Relp => {
+                let opened =
+                    tokio::time::timeout(Duration::from_secs(5), relp::Session::open(stream))
+                        .await
+                        .map_err(|_| "RELP open not answered within 5 s".to_owned())??;
+                Ok(Link::Relp(Box::new(opened)))
+            }
+        }
+    }
+
     async fn connect(&self) -> Result<TlsStream<TcpStream>, String> {
         let addr: SocketAddr = tokio::net::lookup_host(&self.config.address)
             .await
@@ -200,9 +234,22 @@ impl Receiver {
 }
 
 /// The RFC 5424 message for `record` (stored bytes hashing to `hash`), framed per RFC 5425.
-/// MSGID says what the body is, as IHE ATNA's tests expect: `IHE+RFC-3881` for the DICOM
-/// audit message (the schema that grew out of RFC 3881), `IHE+FHIR` for an AuditEvent.
 pub fn frame(record: &Record, hash: &str, framing: Framing) -> Vec<u8> {
+    octet_counted(&message(record, hash, framing))
+}
+
+/// RFC 5425 framing: the message's length, a space, the message.
+fn octet_counted(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 8);
+    let _ = write!(out, "{} ", message.len());
+    out.extend_from_slice(message);
+    out
+}
+
+/// The RFC 5424 message for `record`. MSGID says what the body is, as IHE ATNA's tests
+/// expect: `IHE+RFC-3881` for the DICOM audit message (the schema that grew out of RFC
+/// 3881), `IHE+FHIR` for an AuditEvent.
+fn message(record: &Record, hash: &str, framing: Framing) -> Vec<u8> {
     let Framing {
         format,
         enterprise_number,
@@ -229,9 +276,7 @@ pub fn frame(record: &Record, hash: &str, framing: Framing) -> Vec<u8> {
         record.prev,
         hash,
     );
-    let mut out = Vec::with_capacity(message.len() + 8);
-    let _ = write!(out, "{} {message}", message.len());
-    out
+    message.into_bytes()
 }
 
 /// A HOSTNAME field: printable ASCII without spaces, at most 255.
@@ -252,12 +297,14 @@ fn sd_value(value: &str) -> String {
         .replace(']', "\\]")
 }
 
-/// The records after `cursor` (at most `BATCH`), framed, with the last sequence number.
+/// The messages of the records after `cursor` (at most `limit`), with the last sequence
+/// number and how many records that covers.
 fn next_batch(
     store: &AuditStore,
     cursor: u64,
     framing: Framing,
-) -> Result<(Vec<u8>, u64, usize), AuditError> {
+    limit: usize,
+) -> Result<(Vec<Vec<u8>>, u64, usize), AuditError> {
     let txn = store.snapshot()?;
     let mut out = Vec::new();
     let (mut last, mut count) = (cursor, 0);
@@ -265,7 +312,7 @@ fn next_batch(
         match serde_json::from_slice::<Record>(bytes) {
             Ok(record) => {
                 let hash = crate::config::hex(&super::chain::hash(bytes));
-                out.extend(frame(&record, &hash, framing));
+                out.push(message(&record, &hash, framing));
             }
             // The writer stores only records it serialised itself; `audit verify` names
             // such a record. Shipping goes on: one unreadable record must not stop the rest.
@@ -273,7 +320,7 @@ fn next_batch(
         }
         last = seq;
         count += 1;
-        if count >= BATCH {
+        if count >= limit {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -309,7 +356,7 @@ async fn ship(
     log: Arc<AuditLog>,
     all: Arc<Vec<Arc<Receiver>>>,
 ) {
-    let mut connection: Option<TlsStream<TcpStream>> = None;
+    let mut connection: Option<Link> = None;
     let mut backoff = Duration::from_secs(1);
     let commits = log.commits();
     loop {
@@ -334,7 +381,11 @@ async fn ship(
             state.records = records;
             state.oldest_secs = oldest;
         }
-        let (frames, last, count) = match next_batch(&store, cursor, receiver.framing()) {
+        let limit = match receiver.config.transport {
+            Transport::SyslogTls => BATCH,
+            Transport::Relp => RELP_WINDOW,
+        };
+        let (messages, last, count) = match next_batch(&store, cursor, receiver.framing(), limit) {
             Ok(batch) => batch,
             Err(e) => {
                 receiver.failed(&e.to_string());
@@ -346,10 +397,10 @@ async fn ship(
             let _ = tokio::time::timeout(IDLE, committed).await;
             continue;
         }
-        let stream = match connection.take() {
-            Some(stream) => stream,
-            None => match receiver.connect().await {
-                Ok(stream) => stream,
+        let link = match connection.take() {
+            Some(link) => link,
+            None => match receiver.link().await {
+                Ok(link) => link,
                 Err(e) => {
                     receiver.failed(&e);
                     tokio::time::sleep(backoff).await;
@@ -358,9 +409,9 @@ async fn ship(
                 }
             },
         };
-        match send(stream, &frames).await {
-            Ok(stream) => {
-                connection = Some(stream);
+        match link.deliver(&messages).await {
+            Ok(link) => {
+                connection = Some(link);
                 backoff = Duration::from_secs(1);
                 if let Err(e) = advance(&receiver, &log, &store, &all, last) {
                     receiver.failed(&e.to_string());
@@ -370,6 +421,38 @@ async fn ship(
                 receiver.failed(&e);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// A connection to a repository, by transport.
+enum Link {
+    Syslog(Box<TlsStream<TcpStream>>),
+    Relp(Box<relp::Session<TlsStream<TcpStream>>>),
+}
+
+impl Link {
+    /// Delivers `messages`; `Ok` only once the transport confirmed them (the repository's
+    /// TCP for syslog over TLS, the repository itself for RELP).
+    async fn deliver(self, messages: &[Vec<u8>]) -> Result<Self, String> {
+        match self {
+            Self::Syslog(stream) => {
+                let frames: Vec<u8> = messages.iter().flat_map(|m| octet_counted(m)).collect();
+                send(*stream, &frames)
+                    .await
+                    .map(|stream| Self::Syslog(Box::new(stream)))
+            }
+            Self::Relp(mut session) => {
+                tokio::time::timeout(DELIVERY_DEADLINE, session.send(messages))
+                    .await
+                    .map_err(|_| {
+                        format!(
+                            "RELP acknowledgements not received within {} s",
+                            DELIVERY_DEADLINE.as_secs()
+                        )
+                    })??;
+                Ok(Self::Relp(session))
             }
         }
     }

@@ -13,10 +13,22 @@ pub struct Rsyslog {
     pub port: u16,
     child: Option<Child>,
     authority: Authority,
+    relp: bool,
 }
 
 impl Rsyslog {
+    /// A repository taking syslog over TLS (RFC 5425, `imtcp` with gtls).
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// A repository taking RELP over TLS (`imrelp`, Debian's rsyslog-relp): each message
+    /// acknowledged once rsyslog took it.
+    pub fn start_relp() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(relp: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         for sub in ["work", "out", "pki"] {
@@ -35,15 +47,28 @@ impl Rsyslog {
             .unwrap()
             .port();
         let r = root.display();
+        let input = if relp {
+            format!(
+                "module(load=\"imrelp\")\n\
+                 input(type=\"imrelp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"audit\"\n\
+                 tls=\"on\" tls.caCert=\"{r}/pki/ca.pem\" tls.myCert=\"{r}/pki/server.pem\"\n\
+                 tls.myPrivKey=\"{r}/pki/server.key\" tls.authMode=\"name\"\n\
+                 tls.permittedPeer=[\"gateway-test\"])\n"
+            )
+        } else {
+            format!(
+                "module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\"\n\
+                 streamDriver.authMode=\"x509/name\" permittedPeer=[\"gateway-*\"] maxSessions=\"200\")\n\
+                 input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"audit\")\n"
+            )
+        };
         let conf = format!(
             "global(workDirectory=\"{r}/work\" net.enableDNS=\"off\" maxMessageSize=\"64k\"\n\
              defaultNetstreamDriver=\"gtls\"\n\
              defaultNetstreamDriverCAFile=\"{r}/pki/ca.pem\"\n\
              defaultNetstreamDriverCertFile=\"{r}/pki/server.pem\"\n\
              defaultNetstreamDriverKeyFile=\"{r}/pki/server.key\")\n\
-             module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\"\n\
-             streamDriver.authMode=\"x509/name\" permittedPeer=[\"gateway-*\"] maxSessions=\"200\")\n\
-             input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"audit\")\n\
+             {input}\
              template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
              ruleset(name=\"audit\") {{\n\
              action(type=\"omfile\" file=\"{r}/out/received.log\" template=\"raw\"\n\
@@ -55,6 +80,7 @@ impl Rsyslog {
             port,
             child: None,
             authority,
+            relp,
         };
         rsyslog.restart();
         rsyslog
@@ -85,6 +111,14 @@ impl Rsyslog {
         }
     }
 
+    /// Kills rsyslogd outright (SIGKILL: no flush, no goodbye to clients).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             super::signal(child.id(), "TERM");
@@ -105,8 +139,9 @@ impl Rsyslog {
     /// An `[[audit.receivers]]` table for a gateway presenting certificate CN `cn`.
     pub fn receiver_toml(&self, name: &str, cn: &str) -> String {
         let (cert, key) = self.client(cn);
+        let transport = if self.relp { "relp" } else { "syslog_tls" };
         format!(
-            "\n[[audit.receivers]]\nname = \"{name}\"\naddress = \"127.0.0.1:{}\"\nserver_name = \"localhost\"\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\n",
+            "\n[[audit.receivers]]\nname = \"{name}\"\naddress = \"127.0.0.1:{}\"\nserver_name = \"localhost\"\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\ntransport = \"{transport}\"\n",
             self.port,
             self.dir.path().join("pki/ca.pem").display(),
             cert.display(),

@@ -1,0 +1,292 @@
+//! RELP, rsyslog's reliable event logging protocol, client side: every message is a
+//! numbered transaction the repository answers (`rsp 200`) once it has taken it. This is
+//! what lets a shipper count a record delivered on the repository's word, not on TCP's.
+//!
+//! A frame is `TXNR SP COMMAND SP DATALEN [SP DATA] LF`. The session opens with `open`
+//! (our offers: version 0, the `syslog` command), sends `syslog` transactions pipelined a
+//! window at a time, and reads one `rsp` per transaction; anything else (a `serverclose`,
+//! a status other than 200, a malformed frame) ends the session, and the unacknowledged
+//! messages are sent again on the next.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Longest response data accepted (an `rsp` is a status line and a few offers).
+const MAX_DATA: usize = 64 * 1024;
+
+/// An open RELP session over `S`.
+pub struct Session<S> {
+    stream: S,
+    next_txnr: u64,
+    buffer: Vec<u8>,
+}
+
+/// One frame received.
+#[derive(Debug, PartialEq, Eq)]
+struct Frame {
+    txnr: u64,
+    command: String,
+    data: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    /// Opens a session on `stream` (already connected, TLS done).
+    pub async fn open(stream: S) -> Result<Self, String> {
+        let mut session = Self {
+            stream,
+            next_txnr: 1,
+            buffer: Vec::new(),
+        };
+        let offers = b"relp_version=0\nrelp_software=samu-gateway\ncommands=syslog";
+        let txnr = session.write_frame("open", offers).await?;
+        session.flush().await?;
+        let answer = session.read_frame().await?;
+        session.check_response(&answer, txnr)?;
+        let offered = String::from_utf8_lossy(&answer.data);
+        if !offered.lines().any(|l| {
+            l.strip_prefix("commands=")
+                .is_some_and(|c| c.split(',').any(|c| c == "syslog"))
+        }) {
+            return Err("the repository does not take RELP syslog messages".into());
+        }
+        Ok(session)
+    }
+
+    /// Sends `messages` as transactions and waits for every acknowledgement; `Ok` only when
+    /// the repository answered 200 to each, in order.
+    pub async fn send(&mut self, messages: &[Vec<u8>]) -> Result<(), String> {
+        let mut sent = Vec::with_capacity(messages.len());
+        for message in messages {
+            sent.push(self.write_frame("syslog", message).await?);
+        }
+        self.flush().await?;
+        for txnr in sent {
+            let answer = self.read_frame().await?;
+            self.check_response(&answer, txnr)?;
+        }
+        Ok(())
+    }
+
+    fn check_response(&self, answer: &Frame, txnr: u64) -> Result<(), String> {
+        if answer.command == "serverclose" {
+            return Err("the repository closed the session".into());
+        }
+        if answer.command != "rsp" || answer.txnr != txnr {
+            return Err(format!(
+                "unexpected RELP answer: {} to transaction {} (expected rsp to {txnr})",
+                answer.command.chars().take(16).collect::<String>(),
+                answer.txnr
+            ));
+        }
+        let status: String = answer
+            .data
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .map(|b| char::from(*b))
+            .collect();
+        if status == "200" {
+            Ok(())
+        } else {
+            Err(format!(
+                "the repository refused transaction {txnr} (status {status})"
+            ))
+        }
+    }
+
+    async fn write_frame(&mut self, command: &str, data: &[u8]) -> Result<u64, String> {
+        let txnr = self.next_txnr;
+        // Transaction numbers run 1 to 999 999 999, then wrap.
+        self.next_txnr = if txnr >= 999_999_999 { 1 } else { txnr + 1 };
+        let mut frame = format!("{txnr} {command} {}", data.len()).into_bytes();
+        if !data.is_empty() {
+            frame.push(b' ');
+            frame.extend_from_slice(data);
+        }
+        frame.push(b'\n');
+        self.stream
+            .write_all(&frame)
+            .await
+            .map_err(|e| format!("RELP write failed: {e}"))?;
+        Ok(txnr)
+    }
+
+    async fn flush(&mut self) -> Result<(), String> {
+        self.stream
+            .flush()
+            .await
+            .map_err(|e| format!("RELP write failed: {e}"))
+    }
+
+    /// Reads one frame, whatever the repository sends, within the bounds above.
+    async fn read_frame(&mut self) -> Result<Frame, String> {
+        loop {
+            match parse(&self.buffer)? {
+                Some((frame, used)) => {
+                    self.buffer.drain(..used);
+                    return Ok(frame);
+                }
+                None => {
+                    let mut chunk = [0u8; 4096];
+                    let n = self
+                        .stream
+                        .read(&mut chunk)
+                        .await
+                        .map_err(|e| format!("RELP read failed: {e}"))?;
+                    if n == 0 {
+                        return Err("the repository closed the connection".into());
+                    }
+                    self.buffer.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+    }
+}
+
+/// A frame at the start of `input` and the bytes it used; `None` when more must be read.
+fn parse(input: &[u8]) -> Result<Option<(Frame, usize)>, String> {
+    let malformed = |what: &str| Err(format!("malformed RELP frame: {what}"));
+    let mut fields = Vec::with_capacity(3);
+    let mut at = 0;
+    // TXNR, COMMAND, DATALEN: each ends at a space (DATALEN may end the frame at LF).
+    while fields.len() < 3 {
+        let Some(end) = input[at..]
+            .iter()
+            .take(32)
+            .position(|b| *b == b' ' || *b == b'\n')
+        else {
+            return if input.len() - at >= 32 {
+                malformed("a header field is too long")
+            } else {
+                Ok(None)
+            };
+        };
+        fields.push(&input[at..at + end]);
+        at += end;
+        if input[at] == b'\n' && fields.len() < 3 {
+            return malformed("the header ends early");
+        }
+        if fields.len() < 3 {
+            at += 1;
+        }
+    }
+    let number = |field: &[u8]| -> Option<u64> {
+        (!field.is_empty() && field.iter().all(u8::is_ascii_digit))
+            .then(|| std::str::from_utf8(field).ok()?.parse().ok())
+            .flatten()
+    };
+    let (Some(txnr), Some(length)) = (number(fields[0]), number(fields[2])) else {
+        return malformed("a transaction number or length is not a number");
+    };
+    let length = usize::try_from(length).unwrap_or(usize::MAX);
+    if length > MAX_DATA {
+        return malformed("the data is too long");
+    }
+    let command = String::from_utf8_lossy(fields[1]).into_owned();
+    // `at` is on the byte after DATALEN: LF (no data) or SP then data then LF.
+    let data_start = if length == 0 { at } else { at + 1 };
+    let end = data_start + length;
+    if input.len() <= end {
+        return Ok(None);
+    }
+    if length > 0 && input[at] != b' ' {
+        return malformed("no space before the data");
+    }
+    if input[end] != b'\n' {
+        return malformed("no line feed after the data");
+    }
+    let data = input[data_start..end].to_vec();
+    Ok(Some((
+        Frame {
+            txnr,
+            command,
+            data,
+        },
+        end + 1,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_parse_whole_or_wait_for_more() {
+        let (frame, used) = parse(b"2 rsp 6 200 OK\n3 rsp").unwrap().unwrap();
+        assert_eq!(
+            frame,
+            Frame {
+                txnr: 2,
+                command: "rsp".into(),
+                data: b"200 OK".to_vec()
+            }
+        );
+        assert_eq!(used, 15);
+        assert!(parse(b"3 rsp").unwrap().is_none());
+        assert!(parse(b"3 rsp 6 200").unwrap().is_none());
+        let (frame, used) = parse(b"0 serverclose 0\n").unwrap().unwrap();
+        assert_eq!(frame.command, "serverclose");
+        assert!(frame.data.is_empty());
+        assert_eq!(used, 16);
+    }
+
+    #[test]
+    fn hostile_frames_are_errors_not_hangs_or_panics() {
+        for bad in [
+            &b"x rsp 0\n"[..],
+            b"1 rsp y\n",
+            b"1 rsp 99999999\n",
+            b"1 rsp\n",
+            b"1 rsp 2 okX",
+            b"11111111111111111111111111111111111111111 rsp 0\n",
+        ] {
+            assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = parse(&bytes);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_counts_only_acknowledged_transactions() {
+        let (client, mut server) = tokio::io::duplex(4096);
+        let repository = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut buffer = Vec::new();
+            let mut chunk = [0u8; 1024];
+            loop {
+                while let Ok(Some((frame, used))) = parse(&buffer) {
+                    buffer.drain(..used);
+                    let data = match frame.command.as_str() {
+                        "open" => "200 OK\nrelp_version=0\ncommands=syslog",
+                        // The third message is refused.
+                        "syslog" if frame.txnr == 4 => "500 error",
+                        _ => "200 OK",
+                    };
+                    let answer = format!("{} rsp {} {data}\n", frame.txnr, data.len());
+                    seen.push(frame.command.clone());
+                    server.write_all(answer.as_bytes()).await.unwrap();
+                }
+                let n = server.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    return seen;
+                }
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+        });
+        let mut session = Session::open(client).await.unwrap();
+        session
+            .send(&[b"<85>1 first".to_vec(), b"<85>1 second".to_vec()])
+            .await
+            .unwrap();
+        let refused = session.send(&[b"<85>1 third".to_vec()]).await.unwrap_err();
+        assert!(refused.contains("status 500"), "{refused}");
+        drop(session);
+        assert_eq!(
+            repository.await.unwrap(),
+            ["open", "syslog", "syslog", "syslog"]
+        );
+    }
+}
