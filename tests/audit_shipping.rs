@@ -483,6 +483,24 @@ async fn nothing_counts_as_shipped_to_a_mute_repository(relp: bool) {
         0,
         "records counted shipped though the repository acknowledged none"
     );
+    // Readiness says what the repository has not confirmed, records and bytes.
+    let (_, ready) =
+        support::get_json(&gateway.client(None), &gateway.management_url("/readyz")).await;
+    let repository = &ready["repositories"][0];
+    assert_eq!(repository["name"], "mute", "{ready}");
+    assert_eq!(
+        repository["transport"],
+        if relp { "relp" } else { "syslog_tls" }
+    );
+    // As of the batch under way (the records of its start may follow it).
+    assert!(
+        repository["unconfirmed_records"].as_u64().unwrap() >= 2,
+        "{ready}"
+    );
+    assert!(
+        repository["unconfirmed_bytes"].as_u64().unwrap() > 0,
+        "{ready}"
+    );
 }
 
 /// Syslog over TLS: written is not delivered; the repository's TCP must acknowledge.

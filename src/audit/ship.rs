@@ -117,12 +117,15 @@ pub struct Framing {
 /// Backlog of one receiver, for metrics and readiness.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Backlog {
-    /// Records not yet shipped.
+    /// Records not yet confirmed delivered (by the repository's TCP, or by the repository
+    /// itself over RELP).
     pub records: u64,
     /// Age of the oldest of them, seconds.
     pub oldest_secs: u64,
     /// Connection or write failures so far.
     pub errors: u64,
+    /// Bytes sent and not confirmed yet (the batch under way, or the last one that failed).
+    pub unconfirmed_bytes: u64,
 }
 
 /// A receiver, ready to connect.
@@ -223,6 +226,17 @@ impl Receiver {
         .await
         .map_err(|_| "TLS handshake timed out".to_owned())?
         .map_err(|e| format!("TLS handshake refused: {e}"))
+    }
+
+    fn set_unconfirmed(&self, bytes: usize) {
+        if let Ok(mut state) = self.state.lock() {
+            state.unconfirmed_bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        }
+    }
+
+    /// The receiver's transport.
+    pub fn transport(&self) -> Transport {
+        self.config.transport
     }
 
     fn failed(&self, why: &str) {
@@ -409,8 +423,11 @@ async fn ship(
                 }
             },
         };
+        let sent: usize = messages.iter().map(Vec::len).sum();
+        receiver.set_unconfirmed(sent);
         match link.deliver(&messages).await {
             Ok(link) => {
+                receiver.set_unconfirmed(0);
                 connection = Some(link);
                 backoff = Duration::from_secs(1);
                 if let Err(e) = advance(&receiver, &log, &store, &all, last) {

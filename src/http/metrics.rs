@@ -51,6 +51,7 @@ pub struct Metrics {
     ship_backlog: Family<ReceiverLabels, Gauge>,
     ship_oldest: Family<ReceiverLabels, Gauge>,
     ship_errors: Family<ReceiverLabels, Gauge>,
+    ship_unconfirmed_bytes: Family<ReceiverLabels, Gauge>,
 }
 
 /// Labels of the shipping series: the receiver's configured name.
@@ -123,6 +124,7 @@ impl Metrics {
         let ship_backlog = Family::<ReceiverLabels, Gauge>::default();
         let ship_oldest = Family::<ReceiverLabels, Gauge>::default();
         let ship_errors = Family::<ReceiverLabels, Gauge>::default();
+        let ship_unconfirmed_bytes = Family::<ReceiverLabels, Gauge>::default();
         registry.register(
             "audit_ship_backlog_records",
             "Audit records not yet shipped, by receiver",
@@ -138,6 +140,11 @@ impl Metrics {
             "Connection or write failures shipping to a receiver since start",
             ship_errors.clone(),
         );
+        registry.register(
+            "audit_ship_unconfirmed_bytes",
+            "Bytes sent to a receiver and not confirmed delivered yet",
+            ship_unconfirmed_bytes.clone(),
+        );
         Self {
             registry,
             requests,
@@ -150,6 +157,7 @@ impl Metrics {
             ship_backlog,
             ship_oldest,
             ship_errors,
+            ship_unconfirmed_bytes,
         }
     }
 
@@ -193,6 +201,9 @@ impl Metrics {
         self.ship_errors
             .get_or_create(&labels)
             .set(gauge(backlog.errors));
+        self.ship_unconfirmed_bytes
+            .get_or_create(&labels)
+            .set(gauge(backlog.unconfirmed_bytes));
     }
 
     /// Records the cache's size and oldest entry.

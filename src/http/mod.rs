@@ -110,6 +110,11 @@ impl AppState {
         !self.0.receivers.is_empty()
     }
 
+    /// The audit repositories the trail is shipped to.
+    pub fn repositories(&self) -> &[Arc<crate::audit::ship::Receiver>] {
+        &self.0.receivers
+    }
+
     /// Receivers whose oldest unshipped record is older than the alert bound.
     pub fn lagging_receivers(&self) -> Vec<&str> {
         self.0

@@ -83,6 +83,24 @@ pub struct Readiness {
     pub status: &'static str,
     /// Each check and its result (`ok`, `failed`, or `degraded` for audit shipping).
     pub checks: Vec<Check>,
+    /// Each audit repository: what it has not confirmed yet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<RepositoryState>,
+}
+
+/// One audit repository's delivery state.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RepositoryState {
+    /// The receiver's name.
+    pub name: String,
+    /// `syslog_tls` or `relp`.
+    pub transport: &'static str,
+    /// Records not confirmed delivered yet.
+    pub unconfirmed_records: u64,
+    /// Bytes sent and not confirmed yet.
+    pub unconfirmed_bytes: u64,
+    /// Age of the oldest unconfirmed record, seconds.
+    pub oldest_unconfirmed_seconds: u64,
 }
 
 /// One readiness check.
@@ -165,7 +183,31 @@ pub async fn readyz(
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(Readiness { status, checks }))
+    let repositories = state
+        .repositories()
+        .iter()
+        .map(|r| {
+            let backlog = r.backlog();
+            RepositoryState {
+                name: r.name().to_owned(),
+                transport: match r.transport() {
+                    crate::audit::ship::Transport::SyslogTls => "syslog_tls",
+                    crate::audit::ship::Transport::Relp => "relp",
+                },
+                unconfirmed_records: backlog.records,
+                unconfirmed_bytes: backlog.unconfirmed_bytes,
+                oldest_unconfirmed_seconds: backlog.oldest_secs,
+            }
+        })
+        .collect();
+    (
+        code,
+        Json(Readiness {
+            status,
+            checks,
+            repositories,
+        }),
+    )
 }
 
 /// The audit store answers a read and its writer has not failed.
