@@ -4,6 +4,8 @@
 //!    until the repository has written them all.
 //! 2. Lag at a steady 500 records/s for 10 s: time from each append's return (durable) to
 //!    the repository's file holding it; median, p95, max over sampled records.
+//! 3. The whole trail drained again to a second rsyslog over RELP (`imrelp`, TLS): each
+//!    record counted only on the repository's acknowledgement.
 //!
 //! The shipper runs in-process (the library's `audit::ship`), as in the gateway. rsyslog
 //! and rsyslog-gnutls come with `bash .ci/deps`. `--quick` uses 10 000 records and 3 s.
@@ -19,8 +21,8 @@ use samu_gateway::audit::ship::{self, Receiver, ReceiverConfig};
 use samu_gateway::audit::{AuditLog, AuditStore, Event, EventKind, Outcome, Settings, Signer};
 use support::rsyslog::Rsyslog;
 
-fn receiver(rsyslog: &Rsyslog) -> Arc<Receiver> {
-    let toml = rsyslog.receiver_toml("bench", "gateway-bench");
+fn receiver(rsyslog: &Rsyslog, name: &str) -> Arc<Receiver> {
+    let toml = rsyslog.receiver_toml(name, "gateway-bench");
     let table = toml.trim().trim_start_matches("[[audit.receivers]]");
     let config: ReceiverConfig = toml::from_str(table).expect("receiver");
     Arc::new(Receiver::new(config, 0).expect("receiver"))
@@ -83,7 +85,11 @@ fn main() {
     let mut offset = 0;
     let mut received = 0u64;
     runtime.block_on(async {
-        ship::start(vec![receiver(&rsyslog)], store.clone(), log.clone());
+        ship::start(
+            vec![receiver(&rsyslog, "bench")],
+            store.clone(),
+            log.clone(),
+        );
         while received < backlog {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let (lines, next) = rsyslog.tail(offset);
@@ -158,5 +164,31 @@ fn main() {
             ms(*lags.last().expect("lags"))
         );
     }
+    // 3. Everything again, over RELP.
+    let relp = Rsyslog::start_relp();
+    let total = backlog + appended.len() as u64;
+    let started = Instant::now();
+    let mut offset = 0;
+    let mut received = 0u64;
+    runtime.block_on(async {
+        ship::start(
+            vec![receiver(&relp, "bench-relp")],
+            store.clone(),
+            log.clone(),
+        );
+        while received < total {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let (lines, next) = relp.tail(offset);
+            received += lines.len() as u64;
+            offset = next;
+        }
+    });
+    let relp_drain = started.elapsed();
+    println!(
+        "| drain of {total} records over RELP (each acknowledged) | {:.0} records/s ({:.1} s) |",
+        total as f64 / relp_drain.as_secs_f64(),
+        relp_drain.as_secs_f64()
+    );
+    drop(relp);
     drop(rsyslog);
 }

@@ -66,9 +66,9 @@ pub enum Transport {
     Relp,
 }
 
-/// Messages per RELP round: sent together, then each acknowledgement awaited before the
-/// cursor moves; a bound on what one failure makes resend.
-const RELP_WINDOW: usize = 64;
+/// Messages per RELP round (librelp's own window): sent together, then each
+/// acknowledgement awaited before the cursor moves; a bound on what one failure resends.
+const RELP_WINDOW: usize = 128;
 
 /// `[[audit.receivers]]`: one audit repository.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -216,6 +216,8 @@ impl Receiver {
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| e.to_string())?;
+        // Batches go out whole and answers must come back at once: no Nagle delay.
+        let _ = tcp.set_nodelay(true);
         if let Err(e) = rustix::net::sockopt::set_tcp_user_timeout(&tcp, TCP_USER_TIMEOUT_MS) {
             tracing::warn!(error = %e, "cannot set TCP_USER_TIMEOUT on an audit connection");
         }

@@ -53,7 +53,7 @@ impl Rsyslog {
                  input(type=\"imrelp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"audit\"\n\
                  tls=\"on\" tls.caCert=\"{r}/pki/ca.pem\" tls.myCert=\"{r}/pki/server.pem\"\n\
                  tls.myPrivKey=\"{r}/pki/server.key\" tls.authMode=\"name\"\n\
-                 tls.permittedPeer=[\"gateway-test\"])\n"
+                 tls.permittedPeer=[\"gateway-test\",\"gateway-bench\"])\n"
             )
         } else {
             format!(
