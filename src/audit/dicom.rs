@@ -121,16 +121,7 @@ fn patient(xml: &mut String, record: &Record) {
     let Some(patient) = &event.patient else {
         return;
     };
-    xml.push_str(&format!(
-        "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"1\" ParticipantObjectTypeCodeRole=\"1\">",
-        attr(&format!("{}^^^&{}&ISO", patient.ins, patient.oid))
-    ));
-    xml.push_str(&code(
-        "ParticipantObjectIDTypeCode",
-        "2",
-        "RFC-3881",
-        "Patient Number",
-    ));
+    open_patient(xml, patient);
     if let Some(call) = &event.call {
         xml.push_str(&detail("call_id", &call.call_id));
         if let Some(reason) = &call.reason_code {
@@ -154,19 +145,25 @@ fn patient(xml: &mut String, record: &Record) {
 /// The patients a search returned, one participant object each.
 fn candidates(xml: &mut String, event: &super::Event) {
     for candidate in &event.candidates {
-        xml.push_str(&format!(
-            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"1\" ParticipantObjectTypeCodeRole=\"1\">",
-            attr(&format!("{}^^^&{}&ISO", candidate.ins, candidate.oid))
-        ));
-        xml.push_str(&code(
-            "ParticipantObjectIDTypeCode",
-            "2",
-            "RFC-3881",
-            "Patient Number",
-        ));
+        open_patient(xml, candidate);
         xml.push_str(&detail("role", "search_candidate"));
         xml.push_str("</ParticipantObjectIdentification>");
     }
+}
+
+/// Opens a patient's participant object (`INS^^^&OID&ISO`, patient number); the caller adds
+/// its details and closes it.
+fn open_patient(xml: &mut String, patient: &super::PatientRef) {
+    xml.push_str(&format!(
+        "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"1\" ParticipantObjectTypeCodeRole=\"1\">",
+        attr(&format!("{}^^^&{}&ISO", patient.ins, patient.oid))
+    ));
+    xml.push_str(&code(
+        "ParticipantObjectIDTypeCode",
+        "2",
+        "RFC-3881",
+        "Patient Number",
+    ));
 }
 
 fn record_object(xml: &mut String, record: &Record, hash: &str) {
