@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 use samu_gateway::audit::{Event, EventKind, Outcome};
@@ -100,20 +99,12 @@ async fn every_record_arrives_validates_and_chains() {
             path
         })
         .collect();
-    let schema = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/audit/dicom2017c.xsd");
-    let out = Command::new("xmllint")
-        .arg("--noout")
-        .arg("--schema")
-        .arg(schema)
-        .args(&files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (schemas, _scratch) = support::dicom::schemas();
+    for schema in &schemas {
+        if let Err(report) = support::dicom::validate(schema, &files) {
+            panic!("{report}");
+        }
+    }
     drop(gateway);
 }
 
@@ -560,4 +551,150 @@ async fn relp_delivers_every_record_on_the_repositorys_acknowledgement() {
     // 32 + the new run's configuration_loaded and service_started.
     let lines = tokio::task::block_in_place(|| rsyslog.wait_for(34, PATIENCE));
     assert_complete_chain(&by_seq(&lines), 34);
+}
+
+/// (epoch, seq, prev, hash, is an alert) of a received message.
+type Identity = (u64, u64, String, String, bool);
+
+fn identity(line: &str) -> Identity {
+    let field = |name: &str| {
+        let start = line.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+        line[start..start + line[start..].find('"').unwrap()].to_owned()
+    };
+    (
+        field("epoch").parse().unwrap(),
+        field("seq").parse().unwrap(),
+        field("prev"),
+        field("hash"),
+        is_alert(line),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restored_backup_continues_on_a_new_epoch_and_reuses_no_record_identity() {
+    let rsyslog = Rsyslog::start();
+    let mut gateway = gateway(&rsyslog, "gateway-test", 10);
+    // 10 earlier records, configuration_loaded, service_started: 12, all shipped.
+    tokio::task::block_in_place(|| rsyslog.wait_for(12, PATIENCE));
+    let backup = gateway.dir.path().join("backups").join("audit-backup.redb");
+    std::fs::create_dir_all(backup.parent().unwrap()).unwrap();
+    let backup_arg = backup.to_str().unwrap();
+
+    // While the service runs.
+    let (code, stdout, stderr) = support::run(
+        &gateway.config,
+        &["audit", "backup", "--output", backup_arg],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("up to seq 12 (epoch 0)"), "{stdout}");
+    assert!(stdout.contains("verified intact"), "{stdout}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "a backup holds patient identifiers"
+    );
+    let (code, _, stderr) = support::run(
+        &gateway.config,
+        &["audit", "backup", "--output", backup_arg],
+        &[],
+    );
+    assert_ne!(code, 0, "a backup never overwrites");
+    assert!(stderr.contains("already exists"), "{stderr}");
+
+    // Life goes on after the backup: the stop and a second run's start (13 to 15) reach
+    // the repository, then the store is lost and the backup put back.
+    gateway.terminate();
+    assert!(gateway.wait(Duration::from_secs(20)).success());
+    let (mut second, _, _) = support::spawn(&gateway.config, &["serve"], &[]);
+    tokio::task::block_in_place(|| rsyslog.wait_for(15, PATIENCE));
+    let (code, _, stderr) = support::run(
+        &gateway.config,
+        &["audit", "restore", "--input", backup_arg],
+        &[],
+    );
+    assert_ne!(code, 0, "a restore under a running service is refused");
+    assert!(stderr.contains("stop the service"), "{stderr}");
+    support::signal(second.id(), "TERM");
+    assert!(support::wait_child(&mut second, Duration::from_secs(20)).success());
+
+    let (code, stdout, stderr) = support::run(
+        &gateway.config,
+        &["audit", "restore", "--input", backup_arg],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("records up to seq 12"), "{stdout}");
+    assert!(stdout.contains("replaced store is kept"), "{stdout}");
+    let state = gateway.dir.path().join("state");
+    assert!(
+        std::fs::read_dir(&state).unwrap().flatten().any(|e| e
+            .file_name()
+            .to_string_lossy()
+            .starts_with("audit.redb.replaced-")),
+        "the replaced store is evidence: kept"
+    );
+
+    // The third run ships the restore record and its own start on the new epoch.
+    let (mut third, _, _) = support::spawn(&gateway.config, &["serve"], &[]);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let received = loop {
+        let received: Vec<_> = rsyslog.received().iter().map(|l| identity(l)).collect();
+        if received.iter().filter(|r| r.0 != 0).count() >= 3 || std::time::Instant::now() > deadline
+        {
+            break received;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let by_identity: BTreeMap<(u64, u64), &Identity> =
+        received.iter().map(|r| ((r.0, r.1), r)).collect();
+    let epochs: std::collections::BTreeSet<u64> = received.iter().map(|r| r.0).collect();
+    assert_eq!(epochs.len(), 2, "two epochs: {epochs:?}");
+    let epoch = *epochs.iter().next_back().unwrap();
+    assert!(
+        epoch > 1_700_000_000_000,
+        "an epoch is the restore's Unix ms: {epoch}"
+    );
+    // Sequence numbers 13 to 15 exist twice, as different records the repository keeps apart.
+    for seq in 13..=15 {
+        let old = by_identity
+            .get(&(0, seq))
+            .unwrap_or_else(|| panic!("(0, {seq}) lost"));
+        let new = by_identity
+            .get(&(epoch, seq))
+            .unwrap_or_else(|| panic!("({epoch}, {seq}) not shipped"));
+        assert_ne!(old.3, new.3, "seq {seq}: two different records");
+    }
+    // The new epoch chains onto the backup's last record, and starts with an alert.
+    assert_eq!(by_identity[&(epoch, 13)].2, by_identity[&(0, 12)].3);
+    assert!(
+        by_identity[&(epoch, 13)].4,
+        "trail_restored is shipped as an alert"
+    );
+    let restored_line = rsyslog
+        .received()
+        .into_iter()
+        .find(|l| identity(l).0 == epoch && identity(l).1 == 13)
+        .unwrap();
+    assert!(restored_line.contains("110134"), "{restored_line}");
+    support::signal(third.id(), "TERM");
+    assert!(support::wait_child(&mut third, Duration::from_secs(20)).success());
+
+    let (code, stdout, stderr) = support::run(&gateway.config, &["audit", "verify"], &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("audit trail intact"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("epoch 0 from seq 1, epoch {epoch} from seq 13")),
+        "{stdout}"
+    );
+    let (_, listed, _) = support::run(
+        &gateway.config,
+        &["audit", "list", "--kind", "trail_restored", "--json"],
+        &[],
+    );
+    assert!(
+        listed.contains("previous_epoch=0 backup_head=12 backup_taken="),
+        "{listed}"
+    );
 }

@@ -286,6 +286,7 @@ mod tests {
             v: 1,
             seq,
             node: "gw".into(),
+            epoch: 0,
             time: String::new(),
             run: "r".into(),
             mono_ns: seq,

@@ -1,6 +1,7 @@
 //! Records as DICOM audit messages (PS3.15 A.5, the `IHE+RFC-3881` syslog payload of IHE ATNA),
-//! valid against DICOM 2017c's schema (`../shared/fixtures/audit/dicom2017c.xsd`, checked
-//! with `xmllint --schema` in the tests for every event kind).
+//! valid against both DICOM 2017c's schema and the current edition's (2024 and later: since
+//! CP-2399 every participant object carries a name or a query, which 2017c left optional);
+//! the tests check every event kind with `xmllint --schema` (docs/audit.md, "DICOM editions").
 //!
 //! - EventIdentification: the kind's DICOM EventID / EventTypeCode, action, time, outcome
 //!   (0 success, 4 refused, 8 failed) with the reason as EventOutcomeDescription, and the
@@ -153,6 +154,9 @@ fn candidates(xml: &mut String, event: &super::Event) {
 
 /// Opens a patient's participant object (`INS^^^&OID&ISO`, patient number); the caller adds
 /// its details and closes it.
+///
+/// Its name is the INS, not the patient's name: the trail never holds names (docs/audit.md),
+/// and the current edition requires a name or a query on every participant object.
 fn open_patient(xml: &mut String, patient: &super::PatientRef) {
     xml.push_str(&format!(
         "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"1\" ParticipantObjectTypeCodeRole=\"1\">",
@@ -164,12 +168,16 @@ fn open_patient(xml: &mut String, patient: &super::PatientRef) {
         "RFC-3881",
         "Patient Number",
     ));
+    xml.push_str(&format!(
+        "<ParticipantObjectName>INS {}</ParticipantObjectName>",
+        text(&patient.ins)
+    ));
 }
 
 fn record_object(xml: &mut String, record: &Record, hash: &str) {
     xml.push_str(&format!(
         "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"13\">",
-        attr(&format!("{}:{}", record.node, record.seq))
+        attr(&record_id(record))
     ));
     xml.push_str(&code(
         "ParticipantObjectIDTypeCode",
@@ -177,7 +185,12 @@ fn record_object(xml: &mut String, record: &Record, hash: &str) {
         "urn:samu-gateway:audit",
         "samu-gateway audit record",
     ));
+    xml.push_str(&format!(
+        "<ParticipantObjectName>samu-gateway audit record {}</ParticipantObjectName>",
+        text(&record_id(record))
+    ));
     xml.push_str(&detail("kind", record.event.kind.as_str()));
+    xml.push_str(&detail("epoch", &record.epoch.to_string()));
     xml.push_str(&detail("seq", &record.seq.to_string()));
     xml.push_str(&detail("prev", &record.prev));
     xml.push_str(&detail("hash", hash));
@@ -202,6 +215,11 @@ fn record_object(xml: &mut String, record: &Record, hash: &str) {
         xml.push_str(&detail("alert_records", &seq_list(&alert.records)));
     }
     xml.push_str("</ParticipantObjectIdentification>");
+}
+
+/// What identifies a record across restores: `node:epoch:seq` (docs/audit.md).
+pub(super) fn record_id(record: &Record) -> String {
+    format!("{}:{}:{}", record.node, record.epoch, record.seq)
 }
 
 /// `12,13,15`.

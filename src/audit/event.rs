@@ -56,6 +56,10 @@ pub enum EventKind {
     /// Records were deleted by retention (`audit prune`): which, why, and up to where the
     /// repositories had confirmed them. The verifier requires one for any pruned prefix.
     TrailPruned,
+    /// The store was restored from a backup (`audit backup`): the trail continues on a new
+    /// epoch, so that no record identity (node, epoch, seq) is ever used twice. The first
+    /// record of every epoch but the first; `detail` names the backup (docs/audit.md).
+    TrailRestored,
     /// An anomaly seen as it happened (see [`AlertKind`]); shipped with a higher syslog
     /// severity so that the receiving side can page someone.
     SecurityAlert,
@@ -87,7 +91,7 @@ pub struct DicomEvent {
 
 impl EventKind {
     /// Every kind, for documentation and exhaustive tests.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         Self::ServiceStarted,
         Self::ServiceStopped,
         Self::ConfigurationLoaded,
@@ -102,6 +106,7 @@ impl EventKind {
         Self::AccessReviewed,
         Self::AuditLogUsed,
         Self::TrailPruned,
+        Self::TrailRestored,
         Self::SecurityAlert,
     ];
 
@@ -140,6 +145,9 @@ impl EventKind {
             Self::AuditLogUsed => (dcm("110101", "Audit Log Used"), None, 'R'),
             // Retention deletes from the audit log.
             Self::TrailPruned => (dcm("110101", "Audit Log Used"), None, 'D'),
+            // Recording starts again from an older copy: records after the backup may exist
+            // in the repositories and nowhere here, which a security officer must hear of.
+            Self::TrailRestored => (alert, Some(dcm("110134", "Audit Recording Started")), 'E'),
             // The alert's kind and the records behind it ride in the record's details.
             Self::SecurityAlert => (alert, None, 'E'),
         };
@@ -167,6 +175,7 @@ impl EventKind {
             Self::AccessReviewed => "access_reviewed",
             Self::AuditLogUsed => "audit_log_used",
             Self::TrailPruned => "trail_pruned",
+            Self::TrailRestored => "trail_restored",
             Self::SecurityAlert => "security_alert",
         }
     }
@@ -417,6 +426,10 @@ impl Event {
     }
 }
 
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
 /// A stored record: the event plus what the writer adds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -426,6 +439,13 @@ pub struct Record {
     pub seq: u64,
     /// The node (gateway) that wrote it.
     pub node: String,
+    /// The store's epoch: 0 until the store is first restored from a backup, then the Unix
+    /// milliseconds of the restore (strictly increasing along the chain). A record is
+    /// identified by (node, epoch, seq): after a restore, sequence numbers the lost copy
+    /// already used are used again, on a new epoch. Absent from records of epoch 0, so
+    /// those keep the form they always had.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
     /// UTC wall-clock time, RFC 3339 with milliseconds.
     pub time: String,
     /// Id of the process run that wrote it (random per start).

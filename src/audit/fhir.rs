@@ -101,6 +101,7 @@ mod tests {
             v: 1,
             seq: 7,
             node: "gw1".into(),
+            epoch: 0,
             time: "2026-11-23T10:00:00.000Z".into(),
             run: "00".into(),
             mono_ns: 1,

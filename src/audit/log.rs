@@ -105,7 +105,8 @@ impl AuditLog {
         settings: Settings,
     ) -> Result<Self, AuditError> {
         let failed = Arc::new(AtomicBool::new(false));
-        let writer = Writer::resume(store, signer, settings, failed.clone())?;
+        let mut writer = Writer::resume(store, signer, settings, failed.clone())?;
+        writer.begin_epoch_if_restored()?;
         let commits = writer.commits.clone();
         let public_key = writer.signer.public_key_hex().to_owned();
         let (tx, rx) = mpsc::channel();
@@ -239,6 +240,7 @@ struct Writer {
     checkpointed_seq: u64,
     checkpointed_at: Instant,
     run: String,
+    epoch: u64,
     started: Instant,
     failed: Arc<AtomicBool>,
     commits: Arc<tokio::sync::Notify>,
@@ -279,6 +281,7 @@ impl Writer {
         }
         let last_checkpoint = checkpoints.keys().next_back().copied().unwrap_or(0);
         check_tail(&txn, &checkpoints, last_checkpoint, pruned).map_err(integrity)?;
+        let epoch = store::meta(&txn, Meta::Epoch)?.unwrap_or(0);
         let mut run = [0u8; 8];
         SystemRandom::new()
             .fill(&mut run)
@@ -292,10 +295,84 @@ impl Writer {
             checkpointed_seq: last_checkpoint.max(pruned),
             checkpointed_at: Instant::now(),
             run: hex(&run),
+            epoch,
             started: Instant::now(),
             failed,
             commits: Arc::new(tokio::sync::Notify::new()),
         })
+    }
+
+    /// A store copied by `audit backup` and put back in place continues on a new epoch, so
+    /// that the records it writes from now on never share an identity (node, epoch, seq)
+    /// with records the lost copy wrote after the backup and may have shipped. The first
+    /// record of the epoch says so, and a checkpoint signs it, before anything else is
+    /// written; the backup marks go in the same transaction (docs/audit.md).
+    fn begin_epoch_if_restored(&mut self) -> Result<(), AuditError> {
+        let txn = self.store.snapshot()?;
+        let Some(backup_head) = store::meta(&txn, Meta::BackupHead)? else {
+            return Ok(());
+        };
+        let taken_ms = store::meta(&txn, Meta::BackupTakenMs)?.unwrap_or(0);
+        drop(txn);
+        if backup_head != self.head_seq {
+            return Err(AuditError::Integrity {
+                path: self.store.path().to_owned(),
+                what: format!(
+                    "this backup was taken at record {backup_head} but now ends at record {}",
+                    self.head_seq
+                ),
+            });
+        }
+        let previous = self.epoch;
+        let (_, now_ms) = chain::now();
+        let epoch = now_ms.max(previous + 1);
+        let taken =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(taken_ms) * 1_000_000)
+                .map(|t| chain::format_time(t).0)
+                .unwrap_or_else(|_| taken_ms.to_string());
+        let event = Event::new(super::EventKind::TrailRestored, super::Outcome::Success)
+            .with_detail(format!(
+                "previous_epoch={previous} backup_head={backup_head} backup_taken={taken}"
+            ));
+        self.epoch = epoch;
+        let seq = self.head_seq + 1;
+        let committed = self
+            .prepare(seq, &self.head_hash, event)
+            .and_then(|record| {
+                let hash = chain::hash(&record.bytes);
+                let checkpoint = self.signer.checkpoint(&self.settings.node, seq, &hash);
+                let checkpoint = serde_json::to_vec(&checkpoint)
+                    .map_err(|e| AuditError::Serialize(e.to_string()))?;
+                self.store.commit_with_meta(
+                    std::slice::from_ref(&record),
+                    Some((seq, checkpoint)),
+                    &[
+                        (Meta::Epoch, Some(epoch)),
+                        (Meta::BackupHead, None),
+                        (Meta::BackupTakenMs, None),
+                    ],
+                )?;
+                Ok(hash)
+            });
+        match committed {
+            Ok(hash) => {
+                self.head_seq = seq;
+                self.head_hash = hash;
+                self.checkpointed_seq = seq;
+                self.checkpointed_at = Instant::now();
+                tracing::warn!(
+                    previous_epoch = previous,
+                    epoch,
+                    backup_head,
+                    "audit store restored from a backup: the trail continues on a new epoch"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                self.epoch = previous;
+                Err(e)
+            }
+        }
     }
 
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
@@ -459,6 +536,7 @@ impl Writer {
             v: RECORD_VERSION,
             seq,
             node: self.settings.node.clone(),
+            epoch: self.epoch,
             time,
             run: self.run.clone(),
             mono_ns: u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX),

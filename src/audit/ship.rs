@@ -274,7 +274,9 @@ fn message(record: &Record, hash: &str, framing: Framing) -> Vec<u8> {
     // and failures, alert (1: "action must be taken immediately") for real-time anomalies,
     // so that the receiving side can page on them.
     let severity = match (&record.event.kind, &record.event.outcome) {
-        (EventKind::SecurityAlert, _) => 1,
+        // A restore means records after the backup exist only in the repositories: someone
+        // must look, now.
+        (EventKind::SecurityAlert | EventKind::TrailRestored, _) => 1,
         (_, Outcome::Success) => 5,
         (_, Outcome::Refused { .. } | Outcome::Failed { .. }) => 4,
     };
@@ -283,11 +285,12 @@ fn message(record: &Record, hash: &str, framing: Framing) -> Vec<u8> {
         PayloadFormat::Fhir => ("IHE+FHIR", fhir::audit_event(record, hash).to_string()),
     };
     let message = format!(
-        "<{}>1 {} {} samu-gateway - {msgid} [samu@{enterprise_number} node=\"{}\" seq=\"{}\" prev=\"{}\" hash=\"{}\"] {body}",
+        "<{}>1 {} {} samu-gateway - {msgid} [samu@{enterprise_number} node=\"{}\" epoch=\"{}\" seq=\"{}\" prev=\"{}\" hash=\"{}\"] {body}",
         10 * 8 + severity,
         record.time,
         sd_token(&record.node),
         sd_value(&record.node),
+        record.epoch,
         record.seq,
         record.prev,
         hash,
@@ -553,6 +556,7 @@ mod tests {
             v: 1,
             seq: 42,
             node: "gw \"1\"".into(),
+            epoch: 0,
             time: "2026-11-23T10:00:00.000Z".into(),
             run: "r".into(),
             mono_ns: 1,
@@ -570,7 +574,7 @@ mod tests {
         .unwrap();
         let (len, message) = framed.split_once(' ').unwrap();
         assert_eq!(len.parse::<usize>().unwrap(), message.len());
-        assert!(message.starts_with("<85>1 2026-11-23T10:00:00.000Z gw\"1\" samu-gateway - IHE+RFC-3881 [samu@32473 node=\"gw \\\"1\\\"\" seq=\"42\" prev=\"ab\" hash=\"cd\"] <AuditMessage>"), "{message}");
+        assert!(message.starts_with("<85>1 2026-11-23T10:00:00.000Z gw\"1\" samu-gateway - IHE+RFC-3881 [samu@32473 node=\"gw \\\"1\\\"\" epoch=\"0\" seq=\"42\" prev=\"ab\" hash=\"cd\"] <AuditMessage>"), "{message}");
         let refused = Record {
             event: Event::new(
                 EventKind::UserLogin,

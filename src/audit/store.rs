@@ -68,6 +68,13 @@ pub enum Meta {
     ShippedUpTo,
     /// Records up to this sequence were pruned; the checkpoint at it anchors the chain.
     PrunedThrough,
+    /// The epoch new records are written in (0 until the first restore).
+    Epoch,
+    /// Set only in a copy made by [`backup`]: the last sequence number it holds. The writer
+    /// that opens such a copy starts a new epoch before anything else, and clears it.
+    BackupHead,
+    /// Set with [`Meta::BackupHead`]: when the copy was taken (Unix ms).
+    BackupTakenMs,
 }
 
 impl Meta {
@@ -77,6 +84,9 @@ impl Meta {
             Self::HeadSeq => "head_seq",
             Self::ShippedUpTo => "shipped_up_to",
             Self::PrunedThrough => "pruned_through",
+            Self::Epoch => "epoch",
+            Self::BackupHead => "backup_head",
+            Self::BackupTakenMs => "backup_taken_ms",
         }
     }
 }
@@ -219,6 +229,17 @@ impl AuditStore {
         records: &[Prepared],
         checkpoint: Option<(u64, Vec<u8>)>,
     ) -> Result<(), AuditError> {
+        self.commit_with_meta(records, checkpoint, &[])
+    }
+
+    /// As [`AuditStore::commit`], setting (`Some`) or removing (`None`) meta counters in the
+    /// same transaction: a new epoch and its first record exist together or not at all.
+    pub fn commit_with_meta(
+        &self,
+        records: &[Prepared],
+        checkpoint: Option<(u64, Vec<u8>)>,
+        counters: &[(Meta, Option<u64>)],
+    ) -> Result<(), AuditError> {
         let txn = self.db.begin_write().map_err(storage)?;
         {
             let mut table = txn.open_table(RECORDS).map_err(storage)?;
@@ -249,10 +270,17 @@ impl AuditStore {
                     .insert(*seq, bytes.as_slice())
                     .map_err(storage)?;
             }
+            let mut meta = txn.open_table(META).map_err(storage)?;
             if let Some(last) = records.last() {
-                let mut meta = txn.open_table(META).map_err(storage)?;
                 meta.insert(Meta::HeadSeq.key(), last.seq)
                     .map_err(storage)?;
+            }
+            for (key, value) in counters {
+                match value {
+                    Some(value) => meta.insert(key.key(), *value).map(drop),
+                    None => meta.remove(key.key()).map(drop),
+                }
+                .map_err(storage)?;
             }
         }
         txn.commit().map_err(storage)
@@ -425,6 +453,164 @@ pub fn time_range(txn: &ReadTransaction, from_ms: u64, to_ms: u64) -> Result<Vec
         out.push(entry.map_err(storage)?.0.value().1);
     }
     Ok(out)
+}
+
+/// What [`backup`] copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupReport {
+    /// The last sequence number in the copy (0: an empty trail).
+    pub head: u64,
+    /// Records copied.
+    pub records: u64,
+    /// The epoch the copy was in.
+    pub epoch: u64,
+    /// When the snapshot was taken (Unix ms).
+    pub taken_ms: u64,
+}
+
+/// Copies one consistent snapshot of `source` (which may be written meanwhile by the
+/// running service) into a new database at `output`, marked as a backup (docs/audit.md,
+/// "Backup and restore"). The copy is written beside `output` under a temporary name,
+/// fsync'd, readable by its owner only, then renamed into place and its directory fsync'd:
+/// `output` is either absent or a complete backup. An existing `output` is refused.
+pub fn backup(
+    source: &impl ReadStore,
+    output: &Path,
+    taken_ms: u64,
+) -> Result<BackupReport, AuditError> {
+    use std::os::unix::fs::OpenOptionsExt;
+
+    if output.exists() {
+        return Err(AuditError::Storage(format!(
+            "{} already exists; choose another name (a backup never overwrites)",
+            output.display()
+        )));
+    }
+    let file_name = output
+        .file_name()
+        .ok_or_else(|| AuditError::Storage(format!("{} names no file", output.display())))?;
+    let directory = match output.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let partial = directory.join(format!(
+        ".{}.partial-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let created = |e: std::io::Error| {
+        AuditError::Storage(format!("cannot create {}: {e}", partial.display()))
+    };
+    // The copy holds patient identifiers: owner-only from its first byte.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(created)?;
+    let result = (|| {
+        let backend =
+            redb::backends::FileBackend::new(file).map_err(|e| open_error(&partial, e))?;
+        let copy = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| open_error(&partial, e))?;
+        let snapshot = source.snapshot()?;
+        let report = copy_snapshot(&snapshot, &copy, taken_ms)?;
+        drop(copy);
+        std::fs::File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .map_err(created)?;
+        std::fs::rename(&partial, output).map_err(|e| {
+            AuditError::Storage(format!("cannot rename into {}: {e}", output.display()))
+        })?;
+        std::fs::File::open(&directory)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| {
+                AuditError::Storage(format!("cannot sync {}: {e}", directory.display()))
+            })?;
+        Ok(report)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
+/// Every table of `from`, into one transaction of `to`, plus the backup marks.
+fn copy_snapshot(
+    from: &ReadTransaction,
+    to: &Database,
+    taken_ms: u64,
+) -> Result<BackupReport, AuditError> {
+    let txn = to.begin_write().map_err(storage)?;
+    let mut records = 0;
+    let head;
+    {
+        let mut meta_out = txn.open_table(META).map_err(storage)?;
+        if let Some(table) = open_existing(from, META)? {
+            for entry in table.iter().map_err(storage)? {
+                let (k, v) = entry.map_err(storage)?;
+                meta_out.insert(k.value(), v.value()).map_err(storage)?;
+            }
+        }
+        let mut records_out = txn.open_table(RECORDS).map_err(storage)?;
+        if let Some(table) = open_existing(from, RECORDS)? {
+            for entry in table.iter().map_err(storage)? {
+                let (k, v) = entry.map_err(storage)?;
+                records_out.insert(k.value(), v.value()).map_err(storage)?;
+                records += 1;
+            }
+        }
+        let mut checkpoints_out = txn.open_table(CHECKPOINTS).map_err(storage)?;
+        if let Some(table) = open_existing(from, CHECKPOINTS)? {
+            for entry in table.iter().map_err(storage)? {
+                let (k, v) = entry.map_err(storage)?;
+                checkpoints_out
+                    .insert(k.value(), v.value())
+                    .map_err(storage)?;
+            }
+        }
+        let mut time_out = txn.open_table(BY_TIME).map_err(storage)?;
+        if let Some(table) = open_existing(from, BY_TIME)? {
+            for entry in table.iter().map_err(storage)? {
+                let (k, _) = entry.map_err(storage)?;
+                time_out.insert(k.value(), ()).map_err(storage)?;
+            }
+        }
+        for index in Index::ALL {
+            use redb::ReadableMultimapTable;
+            let table = match from.open_multimap_table(index.table()) {
+                Ok(table) => table,
+                Err(TableError::TableDoesNotExist(_)) => continue,
+                Err(e) => return Err(storage(e)),
+            };
+            let mut out = txn.open_multimap_table(index.table()).map_err(storage)?;
+            for entry in table.iter().map_err(storage)? {
+                let (k, values) = entry.map_err(storage)?;
+                for value in values {
+                    out.insert(k.value(), value.map_err(storage)?.value())
+                        .map_err(storage)?;
+                }
+            }
+        }
+        let pruned = meta(from, Meta::PrunedThrough)?.unwrap_or(0);
+        head = last_record(from)?.map_or(pruned, |(seq, _)| seq);
+        meta_out
+            .insert(Meta::BackupHead.key(), head)
+            .map_err(storage)?;
+        meta_out
+            .insert(Meta::BackupTakenMs.key(), taken_ms)
+            .map_err(storage)?;
+    }
+    let epoch = meta(from, Meta::Epoch)?.unwrap_or(0);
+    txn.commit().map_err(storage)?;
+    Ok(BackupReport {
+        head,
+        records,
+        epoch,
+        taken_ms,
+    })
 }
 
 /// Opens a table for reading; a table never written to does not exist yet, and reads as empty.

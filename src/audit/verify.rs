@@ -86,6 +86,18 @@ pub enum Finding {
         /// The pruned-through sequence number the store or export claims.
         through: u64,
     },
+    /// The epoch changes at a record that is not a `trail_restored` record, or a
+    /// `trail_restored` record does not start a later epoch: record identities (node,
+    /// epoch, seq) can no longer be told apart from another copy's.
+    UnrecordedEpoch {
+        /// The record where it happens.
+        seq: u64,
+    },
+    /// A record's epoch is older than the one before it.
+    EpochWentBack {
+        /// The record where it happens.
+        seq: u64,
+    },
     /// An export file ends without its closing line: it was cut short.
     ExportCutShort,
 }
@@ -140,6 +152,14 @@ impl fmt::Display for Finding {
                 f,
                 "records up to {through} are gone but no trail_pruned record accounts for them: they were deleted, not pruned"
             ),
+            Self::UnrecordedEpoch { seq } => write!(
+                f,
+                "record {seq} changes the epoch without being the trail_restored record that starts one (or restores without a new epoch)"
+            ),
+            Self::EpochWentBack { seq } => write!(
+                f,
+                "record {seq} belongs to an older epoch than the record before it"
+            ),
             Self::ExportCutShort => write!(
                 f,
                 "the export file was cut short: its closing line is missing"
@@ -159,6 +179,9 @@ pub struct Report {
     pub range: Option<(u64, u64)>,
     /// The last checkpoint.
     pub last_checkpoint: Option<u64>,
+    /// Each epoch the trail holds and its first sequence number here, in order: more than
+    /// one when the store was restored from a backup (docs/audit.md).
+    pub epochs: Vec<(u64, u64)>,
     /// Everything wrong, in the order found.
     pub findings: Vec<Finding>,
 }
@@ -273,6 +296,7 @@ impl Verifier {
                 .unwrap_or(0);
             self.recorded_prune = self.recorded_prune.max(through);
         }
+        self.check_epoch(&record);
         let (seq, hash) = (record.seq, chain::hash(bytes));
         let link = chain::parse_hash(&record.prev).unwrap_or(GENESIS);
         self.report.range = Some(match self.report.range {
@@ -290,6 +314,28 @@ impl Verifier {
         self.window.entry(seq).or_default().push(hash);
         while self.window.len() > WINDOW {
             self.window.pop_first();
+        }
+    }
+
+    /// An epoch starts only at a `trail_restored` record, and only moves forward.
+    fn check_epoch(&mut self, record: &Record) {
+        let restores = record.event.kind == super::EventKind::TrailRestored;
+        let Some(&(current, _)) = self.report.epochs.last() else {
+            // The first record here: what came before may have been pruned.
+            self.report.epochs.push((record.epoch, record.seq));
+            return;
+        };
+        if record.epoch < current {
+            self.report
+                .findings
+                .push(Finding::EpochWentBack { seq: record.seq });
+        } else if (record.epoch > current) != restores {
+            self.report
+                .findings
+                .push(Finding::UnrecordedEpoch { seq: record.seq });
+        }
+        if record.epoch > current {
+            self.report.epochs.push((record.epoch, record.seq));
         }
     }
 
@@ -397,5 +443,66 @@ impl Verifier {
             .findings
             .iter()
             .any(|f| matches!(f, Finding::Deleted { from, to } if (*from..=*to).contains(&seq)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Event, EventKind, Outcome};
+
+    /// Stored bytes of a well-chained trail, one record per `(epoch, kind)`.
+    fn trail(records: &[(u64, EventKind)]) -> Vec<Vec<u8>> {
+        let mut prev = GENESIS;
+        let mut out = Vec::new();
+        for (i, (epoch, kind)) in records.iter().enumerate() {
+            let record = Record {
+                v: 1,
+                seq: i as u64 + 1,
+                node: "gw".into(),
+                epoch: *epoch,
+                time: "2026-12-03T08:00:00.000Z".into(),
+                run: "r".into(),
+                mono_ns: i as u64,
+                prev: crate::config::hex(&prev),
+                event: Event::new(*kind, Outcome::Success),
+            };
+            let bytes = serde_json::to_vec(&record).unwrap();
+            prev = chain::hash(&bytes);
+            out.push(bytes);
+        }
+        out
+    }
+
+    fn verify(records: &[(u64, EventKind)]) -> Report {
+        let mut verifier = Verifier::new(&TrustedKeys::default(), Expect::default(), []);
+        for bytes in trail(records) {
+            verifier.record(&bytes);
+        }
+        verifier.finish()
+    }
+
+    const SEARCH: EventKind = EventKind::PatientSearch;
+    const RESTORED: EventKind = EventKind::TrailRestored;
+
+    #[test]
+    fn an_epoch_starts_only_at_a_restore_record() {
+        let report = verify(&[(0, SEARCH), (0, SEARCH), (7, RESTORED), (7, SEARCH)]);
+        assert!(report.is_intact(), "{:?}", report.findings);
+        assert_eq!(report.epochs, vec![(0, 1), (7, 3)]);
+        // Epoch 0 records keep the form they had before epochs existed.
+        assert!(!String::from_utf8_lossy(&trail(&[(0, SEARCH)])[0]).contains("epoch"));
+
+        let report = verify(&[(0, SEARCH), (7, SEARCH)]);
+        assert_eq!(report.findings, vec![Finding::UnrecordedEpoch { seq: 2 }]);
+        let report = verify(&[(0, SEARCH), (0, RESTORED)]);
+        assert_eq!(report.findings, vec![Finding::UnrecordedEpoch { seq: 2 }]);
+        let report = verify(&[(7, SEARCH), (0, SEARCH)]);
+        assert_eq!(report.findings, vec![Finding::EpochWentBack { seq: 2 }]);
+        assert!(
+            Finding::UnrecordedEpoch { seq: 2 }
+                .to_string()
+                .contains("record 2 changes the epoch")
+        );
     }
 }

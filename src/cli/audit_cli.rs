@@ -1,7 +1,8 @@
 //! `samu-gateway audit …`: the compliance team's and the operator's tools on the trail.
 //!
-//! Reading commands (`verify`, `list`, `export`) open the store read-only and work while the
-//! service runs. `prune` writes, so it needs the service stopped (the store says so if not).
+//! Reading commands (`verify`, `list`, `export`, `backup`) open the store read-only and work
+//! while the service runs. `prune` and `restore` write, so they need the service stopped
+//! (the store says so if not).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -78,6 +79,20 @@ pub(super) enum AuditCommand {
     /// Delete records past `audit.retention_days` that were shipped, before a checkpoint.
     /// Needs the service stopped.
     Prune,
+    /// Copy the whole store, as one consistent snapshot, to a new file (owner-only, never
+    /// overwritten); works while the service runs. The copy is verified before it counts.
+    Backup {
+        /// The backup file to create.
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Put a backup made by `audit backup` in place of the store, keeping the replaced store
+    /// beside it; the trail continues on a new epoch. Needs the service stopped.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        input: PathBuf,
+    },
 }
 
 fn to_filter(spec: &FilterSpec) -> Result<Filter, Failure> {
@@ -244,6 +259,8 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Prune => prune(config_path),
+        AuditCommand::Backup { output } => backup(config_path, &output),
+        AuditCommand::Restore { input } => restore(config_path, &input),
     }
 }
 
@@ -334,9 +351,22 @@ fn verify(
     let last = report
         .last_checkpoint
         .map_or("none".to_owned(), |c| c.to_string());
+    let epochs = if report.epochs.len() > 1 {
+        let starts: Vec<String> = report
+            .epochs
+            .iter()
+            .map(|(epoch, from)| format!("epoch {epoch} from seq {from}"))
+            .collect();
+        format!(
+            "; restored from backups: {} (records of the same seq in two epochs are different records)",
+            starts.join(", ")
+        )
+    } else {
+        String::new()
+    };
     if report.is_intact() {
         println!(
-            "audit trail intact: {what}: {} record(s) (seq {range}), {} checkpoint signature(s) verified, last checkpoint at {last}",
+            "audit trail intact: {what}: {} record(s) (seq {range}), {} checkpoint signature(s) verified, last checkpoint at {last}{epochs}",
             report.records, report.checkpoints_verified
         );
         return Ok(ExitCode::SUCCESS);
@@ -383,6 +413,150 @@ fn prune(config_path: &Path) -> Result<ExitCode, Failure> {
             "nothing to prune: no checkpointed segment is both older than {} days and shipped",
             config.audit.retention_days
         ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn backup(config_path: &Path, output: &Path) -> Result<ExitCode, Failure> {
+    let config = Config::read(config_path)?;
+    let trusted = trusted_keys(config_path, &[], false)?;
+    let source = AuditReader::open_recovering(&config.storage.state_dir.join(AUDIT_FILE))
+        .context("cannot open the audit store")?;
+    let copied =
+        crate::audit::store::backup(&source, output, chain::now().1).context("backup failed")?;
+    // A backup that does not verify is no backup: say so now, not on the day it is needed.
+    let copy = AuditReader::open(output).context("cannot reopen the backup")?;
+    let report = export::verify_store(&copy, &trusted).context("cannot verify the backup")?;
+    if !report.is_intact() {
+        eprintln!(
+            "backup written to {} but it does NOT verify ({} problem(s)); the store itself needs `audit verify`:",
+            output.display(),
+            report.findings.len()
+        );
+        for finding in &report.findings {
+            eprintln!("  - {finding}");
+        }
+        return Ok(ExitCode::from(EXIT_RUNTIME));
+    }
+    println!(
+        "backup of {} record(s) up to seq {} (epoch {}) written to {}; verified intact ({} checkpoint signature(s))",
+        copied.records,
+        copied.head,
+        copied.epoch,
+        output.display(),
+        report.checkpoints_verified
+    );
+    println!(
+        "restore with `samu-gateway audit restore --input {}` while the service is stopped",
+        output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks the backup, moves the current store aside (never deleting it), installs a copy of
+/// the backup durably with the replaced store's owner, and opens it once so that the new
+/// epoch is recorded and signed before the service starts.
+fn restore(config_path: &Path, input: &Path) -> Result<ExitCode, Failure> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+    let config = Config::read(config_path)?;
+    let signer = configured_signer(&config)?;
+    let mut trusted = TrustedKeys::default();
+    trusted
+        .add_hex(signer.public_key_hex())
+        .context("configured key")?;
+    let backup = AuditReader::open(input)
+        .with_context(|| format!("cannot open the backup {}", input.display()))?;
+    let marked = crate::audit::store::meta(
+        &backup.snapshot().context("cannot read the backup")?,
+        crate::audit::store::Meta::BackupHead,
+    )
+    .context("cannot read the backup")?;
+    if marked.is_none() {
+        return Err(anyhow::anyhow!(
+            "{} is not a backup made by `samu-gateway audit backup`: putting it in place would reuse record identities the repositories already hold",
+            input.display()
+        )
+        .into());
+    }
+    let report = export::verify_store(&backup, &trusted).context("cannot verify the backup")?;
+    if !report.is_intact() {
+        let findings: Vec<String> = report.findings.iter().map(ToString::to_string).collect();
+        return Err(anyhow::anyhow!(
+            "the backup {} does not verify against the configured signing key: {}",
+            input.display(),
+            findings.join("; ")
+        )
+        .into());
+    }
+    drop(backup);
+
+    let state = &config.storage.state_dir;
+    let target = state.join(AUDIT_FILE);
+    // Holding the current store's lock proves the service is stopped; a store too damaged
+    // to open (the usual reason to restore) cannot be held, and cannot be in use either.
+    let held = match AuditStore::open(&target) {
+        Ok(store) => Some(store),
+        Err(e @ crate::audit::AuditError::Locked { .. }) => {
+            return Err(anyhow::Error::new(e)
+                .context("stop the service before restoring")
+                .into());
+        }
+        Err(_) => None,
+    };
+    let owner = std::fs::metadata(&target)
+        .or_else(|_| std::fs::metadata(state))
+        .map(|m| (m.uid(), m.gid()))
+        .with_context(|| format!("cannot read {}", state.display()))?;
+    let partial = state.join(format!("{AUDIT_FILE}.restoring"));
+    let _ = std::fs::remove_file(&partial);
+    {
+        let mut from = std::fs::File::open(input)
+            .with_context(|| format!("cannot read {}", input.display()))?;
+        let mut to = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?;
+        std::io::copy(&mut from, &mut to).context("cannot copy the backup")?;
+        to.sync_all().context("cannot sync the copy")?;
+    }
+    std::os::unix::fs::chown(&partial, Some(owner.0), Some(owner.1))
+        .with_context(|| format!("cannot give {} to the store's owner", partial.display()))?;
+    let aside = state.join(format!("{AUDIT_FILE}.replaced-{}", chain::now().1));
+    if target.exists() {
+        std::fs::rename(&target, &aside)
+            .with_context(|| format!("cannot move the current store to {}", aside.display()))?;
+    }
+    std::fs::rename(&partial, &target)
+        .with_context(|| format!("cannot install {}", target.display()))?;
+    std::fs::File::open(state)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync {}", state.display()))?;
+    drop(held);
+
+    let store = AuditStore::open(&target).context("cannot open the restored store")?;
+    let log = AuditLog::start(std::sync::Arc::new(store), signer, config.audit.settings())
+        .context("cannot start the trail's new epoch")?;
+    log.close().context("cannot close the audit trail")?;
+    let epochs = export::verify_store(
+        &AuditReader::open(&target).context("cannot reopen the restored store")?,
+        &trusted,
+    )
+    .context("cannot verify the restored store")?
+    .epochs;
+    println!(
+        "restored {} (records up to seq {}); the trail continues on epoch {}",
+        input.display(),
+        marked.unwrap_or(0),
+        epochs.last().map_or(0, |e| e.0)
+    );
+    if aside.exists() {
+        println!(
+            "the replaced store is kept at {}: keep it with the incident's evidence",
+            aside.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod dicom;
 pub mod pcsc;
 pub mod rsyslog;
 pub mod upstream;
