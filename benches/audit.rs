@@ -27,6 +27,7 @@ fn event(i: u64) -> Event {
             specialty: Some("SM59".into()),
             desk: Some(format!("regul-{}", i % 12)),
             workstation_sha256: Some("ab".repeat(32)),
+            workstation: Some(format!("poste-{}", i % 12)),
         }),
         patient: Some(PatientRef {
             ins: format!("18505780{:07}", i % 100_000),

@@ -155,8 +155,9 @@ fn candidates(xml: &mut String, event: &super::Event) {
 /// Opens a patient's participant object (`INS^^^&OID&ISO`, patient number); the caller adds
 /// its details and closes it.
 ///
-/// Its name is the INS, not the patient's name: the trail never holds names (docs/audit.md),
-/// and the current edition requires a name or a query on every participant object.
+/// Its name is the INS, not the patient's name: records identify patients by INS only
+/// (docs/audit.md), and the current edition requires a name or a query on every
+/// participant object.
 fn open_patient(xml: &mut String, patient: &super::PatientRef) {
     xml.push_str(&format!(
         "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"1\" ParticipantObjectTypeCodeRole=\"1\">",

@@ -250,6 +250,10 @@ pub struct Actor {
     /// SHA-256 of the workstation certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workstation_sha256: Option<String>,
+    /// The workstation's name on the network: the CN of the certificate it connected with
+    /// (the desk's `workstation_cn`, or an officer's certificate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workstation: Option<String>,
 }
 
 /// The patient concerned, by INS.

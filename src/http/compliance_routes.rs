@@ -39,6 +39,7 @@ impl Officer {
     fn actor(&self) -> Actor {
         Actor {
             name: Some(self.cn.clone()),
+            workstation: Some(self.cn.clone()),
             ..Actor::default()
         }
     }

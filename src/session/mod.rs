@@ -463,6 +463,7 @@ impl Sessions {
                 Event {
                     actor: Some(Actor {
                         desk: Some(desk.id.clone()),
+                        workstation: Some(desk.workstation_cn.clone()),
                         ..Actor::default()
                     }),
                     ..Event::new(EventKind::CardInserted, Outcome::Refused { reason: code })
@@ -493,6 +494,7 @@ impl Sessions {
         let removed = Event {
             actor: Some(Actor {
                 desk: Some(desk.id.clone()),
+                workstation: Some(desk.workstation_cn.clone()),
                 ..Actor::default()
             }),
             ..Event::new(EventKind::CardRemoved, Outcome::Success)
@@ -541,6 +543,7 @@ pub fn actor(professional: &Professional, desk: &DeskConfig) -> Actor {
         specialty: None,
         desk: Some(desk.id.clone()),
         workstation_sha256: None,
+        workstation: Some(desk.workstation_cn.clone()),
     }
 }
 
