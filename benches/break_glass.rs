@@ -10,7 +10,7 @@
 //! - the dev upstream called directly (`POST Patient/_search` then `GET $summary`, the two
 //!   calls a miss makes), for the gateway's overhead;
 //! - nginx serving the same summary JSON over TLS 1.3 with client certificates
-//!   (`../shared/REAL_PARTS.md` §3; `apt-get install nginx-light`), the anchor.
+//!   (docs/test-harness.md; `apt-get install nginx-light`), the anchor.
 //!
 //! `--quick` runs 1 s per measure instead of 5.
 
@@ -267,7 +267,7 @@ fn assertion(signer: &AssertionSigner, base: &str) -> String {
         .expect("sign")
 }
 
-/// nginx per REAL_PARTS §3, serving `summary` with the gateway's certificates.
+/// nginx (docs/test-harness.md), serving `summary` with the gateway's certificates.
 fn nginx(pki: &Pki, summary: &[u8]) -> Option<(Child, u16, tempfile::TempDir)> {
     if Command::new("nginx").arg("-v").output().is_err() {
         eprintln!("nginx not installed (apt-get install nginx-light): anchor skipped");
@@ -340,7 +340,7 @@ fn main() {
     let pcscd = Pcscd::start(1);
     let card = VirtualCard::insert(&pcscd, 0, &[]);
     let bundle = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/ips/IPS_IG-bundle-01.json");
+        .join("tests/fixtures/ips/penicillin-allergy-high-criticality.json");
     let upstream = DevUpstream::start(vec![patient("p1", 1, &bundle)]);
     let cached = gateway(&pcscd, &card, &upstream, true);
     let uncached = gateway(&pcscd, &card, &upstream, false);

@@ -31,7 +31,7 @@ fn main() {
         20
     };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bundle = root.join("../shared/fixtures/ips/IPS_IG-bundle-01.json");
+    let bundle = root.join("tests/fixtures/ips/penicillin-allergy-high-criticality.json");
     let upstream = DevUpstream::start(
         (1..=runs)
             .map(|n| patient(&format!("p{n}"), n, &bundle))

@@ -2,7 +2,7 @@
 //! as a DICOM audit message, valid against DICOM 2017c's schema and the current edition's
 //! (`xmllint --schema`, support::dicom); as a FHIR AuditEvent, valid R4 for an independent
 //! validator (the `fhir.resources` models) and meeting the BALP profile it claims
-//! (`tests/fhir/validate.py`).
+//! (`tests/validators/fhir_audit.py`).
 
 mod support;
 
@@ -159,38 +159,18 @@ fn every_event_kind_validates_against_the_dicom_schema() {
     );
 }
 
-/// The interpreter of the venv `.ci/deps` prepares with `tests/fhir/requirements.txt`.
-fn fhir_python() -> std::path::PathBuf {
-    let python =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fhir/.venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `bash .ci/deps` (it installs the FHIR validator)",
-        python.display()
-    );
-    python
-}
-
-/// Problems `tests/fhir/validate.py` finds in `resources` (one per line).
+/// Problems `tests/validators/fhir_audit.py` finds in `resources` (one per line).
 fn fhir_problems(dir: &std::path::Path, resources: &[serde_json::Value]) -> Vec<String> {
     let path = dir.join(format!("resources-{}.ndjson", resources.len()));
     let text: Vec<String> = resources.iter().map(|r| r.to_string()).collect();
     std::fs::write(&path, text.join("\n")).unwrap();
-    let out = std::process::Command::new(fhir_python())
-        .arg(std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fhir/validate.py"))
-        .arg(&path)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (success, stdout, stderr) = support::validators::run("fhir_audit.py", &path);
     assert!(
         stderr.contains("FHIR 4.0.1"),
         "the validator must be R4: {stderr}"
     );
-    let problems: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(out.status.success(), problems.is_empty(), "{stderr}");
+    let problems: Vec<String> = stdout.lines().map(str::to_owned).collect();
+    assert_eq!(success, problems.is_empty(), "{stderr}");
     problems
 }
 

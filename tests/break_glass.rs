@@ -13,9 +13,10 @@ use support::pcsc::{Pcscd, VirtualCard};
 use support::upstream::{DevUpstream, TEST_OID, nir, patient};
 use support::{DESK_A, DESK_B, Gateway, Pki, write_config};
 
+/// The project's own IPS bundles (`tests/fixtures/ips`).
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/ips")
+        .join("tests/fixtures/ips")
         .join(name)
 }
 
@@ -23,19 +24,23 @@ fn fixture(name: &str) -> PathBuf {
 /// 1 penicillin allergy; 2 opposed Centre 15; 3 minimal; 4 blocked the test physician;
 /// 5 record closed; 6 no known allergies.
 fn patients() -> Vec<Value> {
-    let mut opposed = patient("p2", 2, &fixture("bundle-minimal.json"));
+    let mut opposed = patient("p2", 2, &fixture("one-entry-per-section.json"));
     opposed["opposed"] = json!(["centre_15"]);
-    let mut blocked = patient("p4", 4, &fixture("bundle-minimal.json"));
+    let mut blocked = patient("p4", 4, &fixture("one-entry-per-section.json"));
     blocked["blocked_professionals"] = json!(["810002813839"]);
-    let mut closed = patient("p5", 5, &fixture("bundle-minimal.json"));
+    let mut closed = patient("p5", 5, &fixture("one-entry-per-section.json"));
     closed["record_closed"] = json!(true);
     vec![
-        patient("p1", 1, &fixture("IPS_IG-bundle-01.json")),
+        patient(
+            "p1",
+            1,
+            &fixture("penicillin-allergy-high-criticality.json"),
+        ),
         opposed,
-        patient("p3", 3, &fixture("bundle-minimal.json")),
+        patient("p3", 3, &fixture("one-entry-per-section.json")),
         blocked,
         closed,
-        patient("p6", 6, &fixture("EU_Giorgio_Cangioli_02.json")),
+        patient("p6", 6, &fixture("no-known-allergies.json")),
     ]
 }
 

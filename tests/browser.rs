@@ -19,9 +19,10 @@ fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
+/// The project's own IPS bundles (`tests/fixtures/ips`).
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/ips")
+        .join("tests/fixtures/ips")
         .join(name)
 }
 
@@ -88,16 +89,26 @@ async fn physician_reaches_the_allergies_by_keyboard_and_pulling_the_card_clears
     let pcscd = Pcscd::start(1);
     let mut card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
     let card_dir = card.dir.clone();
-    let mut opposed = patient("p2", 2, &fixture("bundle-minimal.json"));
+    let mut opposed = patient("p2", 2, &fixture("one-entry-per-section.json"));
     opposed["opposed"] = json!(["centre_15"]);
+    let partial_dir = tempfile::tempdir().unwrap();
     let upstream = DevUpstream::start(vec![
-        patient("p1", 1, &fixture("IPS_IG-bundle-01.json")),
+        patient(
+            "p1",
+            1,
+            &fixture("penicillin-allergy-high-criticality.json"),
+        ),
         opposed,
-        // One entry the reader leaves out: a partial summary.
+        // One entry the reader leaves out (a malformed date): a partial summary.
         patient(
             "p3",
             3,
-            &fixture("US_ePatientDave_medStatements_original_noNarrative.json"),
+            &own_bundle(
+                partial_dir.path(),
+                "malformed-multibyte-date-in-allergy.json",
+                3,
+                |_| {},
+            ),
         ),
     ]);
     let gateway = centre_gateway(
@@ -341,7 +352,11 @@ async fn the_page_drops_a_late_answer_and_hides_the_summary_without_its_event_st
     let pcscd = Pcscd::start(1);
     let mut card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
     let card_dir = card.dir.clone();
-    let upstream = DevUpstream::start(vec![patient("p1", 1, &fixture("IPS_IG-bundle-01.json"))]);
+    let upstream = DevUpstream::start(vec![patient(
+        "p1",
+        1,
+        &fixture("penicillin-allergy-high-criticality.json"),
+    )]);
     let gateway = centre_gateway(&pcscd, &card, &upstream, "");
     let desk = &gateway.pki.clients[DESK_A];
     let env = [

@@ -102,6 +102,69 @@ async fn every_documented_operation_is_served() {
             .get("ins")
             .is_none()
     );
+
+    // Each search documents its own body and answer, under its own operation id.
+    let search = |path: &str| &doc["paths"][path]["post"];
+    assert_eq!(
+        search("/api/v1/patients/search")["operationId"],
+        "search_patients"
+    );
+    assert_eq!(
+        search("/api/v1/compliance/search")["operationId"],
+        "search_audit_records"
+    );
+    assert_eq!(
+        search("/api/v1/compliance/search")["requestBody"]["content"]["application/json"]["schema"]
+            ["$ref"],
+        "#/components/schemas/AuditSearchRequest"
+    );
+    assert_eq!(
+        search("/api/v1/patients/search")["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/PatientSearchRequest"
+    );
+    // How to authenticate, and under which licence.
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    for scheme in [
+        "workstationCertificate",
+        "sessionCookie",
+        "sessionBearer",
+        "csrfHeader",
+    ] {
+        assert!(schemes.contains_key(scheme), "{scheme} declared");
+    }
+    assert_eq!(schemes["workstationCertificate"]["type"], "mutualTLS");
+    assert!(doc["info"]["license"]["name"].is_string());
+    assert_eq!(
+        doc["paths"]["/healthz"]["get"]["security"],
+        serde_json::json!([{}])
+    );
+
+    // And an independent validator agrees the document is valid OpenAPI.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("openapi.json");
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let (valid, stdout, stderr) = support::validators::run("openapi.py", &path);
+    assert!(valid, "{stdout}{stderr}");
+}
+
+/// The validator catches what this document once got wrong: two operations sharing an id.
+#[test]
+fn the_openapi_validator_refuses_a_shared_operation_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("openapi.json");
+    let operation = |id: &str| serde_json::json!({"operationId": id, "responses": {"200": {"description": "ok"}}});
+    let doc = serde_json::json!({
+        "openapi": "3.1.0",
+        "info": {"title": "t", "version": "1"},
+        "paths": {"/a": {"post": operation("search")}, "/b": {"post": operation("search")}},
+    });
+    std::fs::write(&path, doc.to_string()).unwrap();
+    let (valid, stdout, _) = support::validators::run("openapi.py", &path);
+    assert!(!valid, "{stdout}");
+    assert!(
+        stdout.contains("Operation ID 'search'") && stdout.contains("not unique"),
+        "{stdout}"
+    );
 }
 
 /// Routes are registered only through `utoipa_axum::routes!` (which documents them), so an

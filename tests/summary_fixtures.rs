@@ -2,18 +2,37 @@
 //! `../shared/fixtures/ips` (expectations checked by hand against each file), every
 //! malformed file in `../shared/fixtures/malformed` refused with its actual defect, and
 //! `summary show` as centre IT runs it.
+//!
+//! These files are third-party and stay beside the repository, never in it: without
+//! `../shared/fixtures`, every test here says so loudly and passes without checking
+//! anything (the project's own cases are in `summary_cases.rs`).
+
+mod support;
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use samu_gateway::summary::{self, CriticalSummary, SectionStatus, SummaryError};
 
-const BIN: &str = env!("CARGO_BIN_EXE_samu-gateway");
+use support::BIN;
 
 fn fixture(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/fixtures")
         .join(path)
+}
+
+/// False, after saying so on stderr, when the third-party corpus is not beside the
+/// repository.
+fn corpus_present(test: &str) -> bool {
+    let present = fixture("ips").is_dir() && fixture("malformed").is_dir();
+    if !present {
+        support::skipped(&format!(
+            "summary_fixtures::{test}: {} is absent (third-party bundles are never copied into the repository)",
+            fixture("").display()
+        ));
+    }
+    present
 }
 
 fn summary_of(name: &str) -> CriticalSummary {
@@ -39,6 +58,9 @@ fn medication_names(s: &CriticalSummary) -> Vec<&str> {
 
 #[test]
 fn every_ips_fixture_has_a_test_below() {
+    if !corpus_present("every_ips_fixture_has_a_test_below") {
+        return;
+    }
     let tested = [
         "AR_Repository_Example_02.json",
         "AT-elga2.json",
@@ -67,6 +89,9 @@ fn every_ips_fixture_has_a_test_below() {
 
 #[test]
 fn hl7_ips_bundle_01_penicillin_with_a_partial_negation_and_restful_authors() {
+    if !corpus_present("hl7_ips_bundle_01_penicillin_with_a_partial_negation_and_restful_authors") {
+        return;
+    }
     let s = summary_of("IPS_IG-bundle-01.json");
     assert_eq!(s.allergies.status, SectionStatus::Recorded);
     let allergy = &s.allergies.items[0];
@@ -116,6 +141,9 @@ fn hl7_ips_bundle_01_penicillin_with_a_partial_negation_and_restful_authors() {
 
 #[test]
 fn ar_repository_absolute_fullurls_and_an_ips_code_without_display() {
+    if !corpus_present("ar_repository_absolute_fullurls_and_an_ips_code_without_display") {
+        return;
+    }
     let s = summary_of("AR_Repository_Example_02.json");
     assert_eq!(
         allergy_names(&s),
@@ -132,6 +160,9 @@ fn ar_repository_absolute_fullurls_and_an_ips_code_without_display() {
 
 #[test]
 fn at_elga_many_problems_procedures_and_codeable_concept_medications() {
+    if !corpus_present("at_elga_many_problems_procedures_and_codeable_concept_medications") {
+        return;
+    }
     let s = summary_of("AT-elga2.json");
     assert_eq!(allergy_names(&s), ["Penicillin"]);
     assert_eq!(s.medications.items.len(), 9);
@@ -164,6 +195,9 @@ fn at_elga_many_problems_procedures_and_codeable_concept_medications() {
 
 #[test]
 fn nz_no_clinical_info_free_text_negations_and_type_id_references() {
+    if !corpus_present("nz_no_clinical_info_free_text_negations_and_type_id_references") {
+        return;
+    }
     // Section entries are `Type/id` while fullUrls are urn:uuid; codes are text only.
     let s = summary_of("Bundle-NZPSNoClinicalInfoBundle.json");
     assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
@@ -186,6 +220,9 @@ fn nz_no_clinical_info_free_text_negations_and_type_id_references() {
 
 #[test]
 fn au_no_known_everything_by_snomed_codes() {
+    if !corpus_present("au_no_known_everything_by_snomed_codes") {
+        return;
+    }
     let s = summary_of("Bundle-aups-noknownx.json");
     assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
     assert_eq!(s.allergies.basis, "SNOMED CT 716186003");
@@ -199,6 +236,9 @@ fn au_no_known_everything_by_snomed_codes() {
 
 #[test]
 fn ch_reactions_dosages_and_no_problem_information() {
+    if !corpus_present("ch_reactions_dosages_and_no_problem_information") {
+        return;
+    }
     let s = summary_of("CH_HL7CH_Examples_01.json");
     let allergy = &s.allergies.items[0];
     assert_eq!(allergy.substance, "Penicillin (substance)");
@@ -226,6 +266,9 @@ fn ch_reactions_dosages_and_no_problem_information() {
 
 #[test]
 fn de_no_information_is_not_no_known_allergies() {
+    if !corpus_present("de_no_information_is_not_no_known_allergies") {
+        return;
+    }
     let s = summary_of("DE_no_info_with_Advance_Directive.json");
     for section in [
         &s.allergies.status,
@@ -246,6 +289,9 @@ fn de_no_information_is_not_no_known_allergies() {
 
 #[test]
 fn eu_cangioli_02_no_known_allergies_by_ips_code_and_four_immunizations() {
+    if !corpus_present("eu_cangioli_02_no_known_allergies_by_ips_code_and_four_immunizations") {
+        return;
+    }
     let s = summary_of("EU_Giorgio_Cangioli_02.json");
     assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
     assert_eq!(s.allergies.basis, "IPS no-known-allergies");
@@ -261,6 +307,9 @@ fn eu_cangioli_02_no_known_allergies_by_ips_code_and_four_immunizations() {
 
 #[test]
 fn eu_cangioli_03_atc_coded_allergy_and_twelve_referenced_medications() {
+    if !corpus_present("eu_cangioli_03_atc_coded_allergy_and_twelve_referenced_medications") {
+        return;
+    }
     let s = summary_of("EU_Giorgio_Cangioli_03.json");
     assert_eq!(allergy_names(&s), ["Penicillins with extended spectrum"]);
     assert_eq!(
@@ -277,6 +326,9 @@ fn eu_cangioli_03_atc_coded_allergy_and_twelve_referenced_medications() {
 
 #[test]
 fn nl_curavista_non_snomed_codes_and_medication_requests_via_urn_oid() {
+    if !corpus_present("nl_curavista_non_snomed_codes_and_medication_requests_via_urn_oid") {
+        return;
+    }
     let s = summary_of("NL_Curavista_01.json");
     assert_eq!(allergy_names(&s), ["PARACETAMOL", "Barbituraten"]);
     assert_eq!(
@@ -299,6 +351,9 @@ fn nl_curavista_non_snomed_codes_and_medication_requests_via_urn_oid() {
 
 #[test]
 fn nz_peter_jordan_no_known_allergy_medication_and_problem() {
+    if !corpus_present("nz_peter_jordan_no_known_allergy_medication_and_problem") {
+        return;
+    }
     let s = summary_of("NZ_Peter_Jordan_AAA1234.json");
     assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
     assert_eq!(s.medications.status, SectionStatus::NoneKnown);
@@ -313,6 +368,9 @@ fn nz_peter_jordan_no_known_allergy_medication_and_problem() {
 
 #[test]
 fn uk_nhsx_relative_fullurls_statements_and_requests() {
+    if !corpus_present("uk_nhsx_relative_fullurls_statements_and_requests") {
+        return;
+    }
     let s = summary_of("UK_NHSx_IPS_Example_01-modified.json");
     assert_eq!(allergy_names(&s), ["Sesame oil (substance)"]);
     assert_eq!(s.allergies.items[0].categories, ["environment"]);
@@ -343,6 +401,9 @@ fn uk_nhsx_relative_fullurls_statements_and_requests() {
 
 #[test]
 fn us_washington_no_known_allergies_and_an_unmodelled_section() {
+    if !corpus_present("us_washington_no_known_allergies_and_an_unmodelled_section") {
+        return;
+    }
     let s = summary_of("US_Washington_May_2024.json");
     assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
     assert_eq!(s.medications.items.len(), 2);
@@ -357,6 +418,9 @@ fn us_washington_no_known_allergies_and_an_unmodelled_section() {
 
 #[test]
 fn us_epatientdave_no_allergy_information_duplicates_and_no_narrative() {
+    if !corpus_present("us_epatientdave_no_allergy_information_duplicates_and_no_narrative") {
+        return;
+    }
     let s = summary_of("US_ePatientDave_medStatements_original_noNarrative.json");
     assert_eq!(s.allergies.status, SectionStatus::NotRecorded);
     assert_eq!(s.allergies.basis, "IPS no-allergy-info");
@@ -379,6 +443,9 @@ fn us_epatientdave_no_allergy_information_duplicates_and_no_narrative() {
 
 #[test]
 fn hl7_bundle_minimal_one_of_each() {
+    if !corpus_present("hl7_bundle_minimal_one_of_each") {
+        return;
+    }
     let s = summary_of("bundle-minimal.json");
     assert_eq!(s.allergies.items.len(), 1);
     assert!(s.allergies.items[0].substance.contains("penicillin"));
@@ -389,6 +456,9 @@ fn hl7_bundle_minimal_one_of_each() {
 
 #[test]
 fn hl7_bundle_no_info_required_sections_are_not_recorded() {
+    if !corpus_present("hl7_bundle_no_info_required_sections_are_not_recorded") {
+        return;
+    }
     let s = summary_of("bundle-no-info-required-sections.json");
     assert_eq!(s.allergies.status, SectionStatus::NotRecorded);
     assert_eq!(s.medications.status, SectionStatus::NotRecorded);
@@ -412,6 +482,9 @@ fn show(path: &PathBuf, json: bool) -> (i32, String, String) {
 
 #[test]
 fn every_malformed_fixture_is_refused_naming_its_actual_defect() {
+    if !corpus_present("every_malformed_fixture_is_refused_naming_its_actual_defect") {
+        return;
+    }
     let expected = [
         ("Observation-ex-pain.json", "'_valueInteger' is invalid"),
         ("Observation-ex-pain.json", "Observation.code: required"),
@@ -494,6 +567,9 @@ fn every_malformed_fixture_is_refused_naming_its_actual_defect() {
 
 #[test]
 fn refusals_never_quote_the_offending_values() {
+    if !corpus_present("refusals_never_quote_the_offending_values") {
+        return;
+    }
     let (_, _, stderr) = show(&fixture("malformed/ai4.json"), false);
     assert!(!stderr.contains("not a date"), "{stderr}");
     let (_, _, stderr) = show(&fixture("malformed/resource-invalid-id-1.json"), false);
@@ -502,6 +578,9 @@ fn refusals_never_quote_the_offending_values() {
 
 #[test]
 fn summary_show_prints_allergies_first_and_json_as_the_api_builds_it() {
+    if !corpus_present("summary_show_prints_allergies_first_and_json_as_the_api_builds_it") {
+        return;
+    }
     let path = fixture("ips/IPS_IG-bundle-01.json");
     let (code, text, _) = show(&path, false);
     assert_eq!(code, 0);
@@ -517,6 +596,9 @@ fn summary_show_prints_allergies_first_and_json_as_the_api_builds_it() {
 
 #[test]
 fn defects_real_bundles_have_are_coped_with_or_refused_precisely() {
+    if !corpus_present("defects_real_bundles_have_are_coped_with_or_refused_precisely") {
+        return;
+    }
     let base: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixture("ips/bundle-minimal.json")).unwrap())
             .unwrap();
@@ -621,6 +703,9 @@ fn defects_real_bundles_have_are_coped_with_or_refused_precisely() {
 
 #[test]
 fn oversize_documents_are_refused_before_parsing() {
+    if !corpus_present("oversize_documents_are_refused_before_parsing") {
+        return;
+    }
     let huge = vec![b' '; summary::MAX_BUNDLE_BYTES + 1];
     assert!(matches!(
         summary::extract(&huge),
@@ -649,9 +734,13 @@ fn pointers(value: &serde_json::Value, at: String, out: &mut Vec<String>) {
     }
 }
 
+/// The fuzz corpus: the project's own bundles always, the third-party ones when present.
 fn fixtures() -> Vec<Vec<u8>> {
-    let mut files: Vec<_> = std::fs::read_dir(fixture("ips"))
-        .unwrap()
+    let own = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut files: Vec<PathBuf> = [own.join("ips"), own.join("summary"), fixture("ips")]
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flatten()
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
@@ -665,10 +754,11 @@ proptest::proptest! {
     /// cut or inserted never panic the extractor.
     #[test]
     fn real_bundles_with_bytes_mutated_never_panic(
-        file in 0usize..16,
+        file in proptest::prelude::any::<proptest::sample::Index>(),
         edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>(), 0u8..3), 1..6),
     ) {
-        let mut bytes = fixtures()[file].clone();
+        let corpus = fixtures();
+        let mut bytes = corpus[file.index(corpus.len())].clone();
         for (at, byte, kind) in edits {
             if bytes.is_empty() {
                 bytes.push(byte);
@@ -687,10 +777,15 @@ proptest::proptest! {
     /// Structure-aware: any element of a real bundle replaced by a value of another shape.
     #[test]
     fn real_bundles_with_elements_replaced_never_panic(
-        file in 0usize..16,
+        file in proptest::prelude::any::<proptest::sample::Index>(),
         edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), 0u8..7), 1..4),
     ) {
-        let mut value: serde_json::Value = serde_json::from_slice(&fixtures()[file]).unwrap();
+        let corpus = fixtures();
+        let bytes = corpus[file.index(corpus.len())].clone();
+        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            // A fixture that is not JSON at all (a byte order mark) is the other test's.
+            return Ok(());
+        };
         for (at, kind) in edits {
             let mut all = Vec::new();
             pointers(&value, String::new(), &mut all);

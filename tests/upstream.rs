@@ -15,9 +15,10 @@ use samu_gateway::upstream::{Access, AccessMode, RecordService, UpstreamError, r
 use serde_json::{Value, json};
 use support::upstream::{DevUpstream, TEST_OID, nir, patient};
 
+/// The project's own IPS bundles (`tests/fixtures/ips`).
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/ips")
+        .join("tests/fixtures/ips")
         .join(name)
 }
 
@@ -64,20 +65,33 @@ async fn fetch(
     client.summary(id, &access).await
 }
 
+/// The bundles of `dir`, sorted; none when it is absent.
+fn bundles_in(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    paths.sort();
+    paths
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_fixture_is_served_over_mutual_tls_and_extracted_as_from_the_file() {
-    let names: Vec<String> = {
-        let mut names: Vec<_> = std::fs::read_dir(fixture(""))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    };
-    let patients = names
+    // The project's bundles always; the third-party corpus beside the repository when there.
+    let mut files = bundles_in(&fixture(""));
+    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/ips");
+    let corpus = bundles_in(&shared);
+    if corpus.is_empty() {
+        support::skipped(&format!(
+            "upstream::every_fixture_is_served…: {} is absent; only the project's own bundles were served",
+            shared.display()
+        ));
+    }
+    files.extend(corpus);
+    let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    let patients = files
         .iter()
         .enumerate()
-        .map(|(i, name)| patient(&format!("p{i}"), i as u32 + 1, &fixture(name)))
+        .map(|(i, path)| patient(&format!("p{i}"), i as u32 + 1, path))
         .collect();
     let upstream = DevUpstream::start(patients);
     let client = client(&upstream);
@@ -90,20 +104,23 @@ async fn every_fixture_is_served_over_mutual_tls_and_extracted_as_from_the_file(
         )
         .await
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let direct =
-            samu_gateway::summary::extract(&std::fs::read(fixture(name)).unwrap()).unwrap();
+        let direct = samu_gateway::summary::extract(&std::fs::read(name).unwrap()).unwrap();
         assert_eq!(served, direct, "{name}");
     }
     assert_eq!(upstream.stats().await["summaries"], names.len());
 }
 
 fn one_patient(flags: Value) -> DevUpstream {
-    let mut p = patient("p1", 1, &fixture("IPS_IG-bundle-01.json"));
+    let mut p = patient(
+        "p1",
+        1,
+        &fixture("penicillin-allergy-high-criticality.json"),
+    );
     for (k, v) in flags.as_object().unwrap() {
         p[k] = v.clone();
     }
     let twin = {
-        let mut twin = patient("p2", 1, &fixture("bundle-minimal.json"));
+        let mut twin = patient("p2", 1, &fixture("one-entry-per-section.json"));
         twin["ins"] = nir(2).into();
         twin["family"] = p["family"].clone();
         twin
@@ -175,8 +192,8 @@ async fn patients_are_found_by_ins_and_by_traits_and_never_picked_among_several(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_duplicated_ins_upstream_is_ambiguous_not_a_pick() {
-    let first = patient("p1", 1, &fixture("bundle-minimal.json"));
-    let second = patient("p2", 1, &fixture("bundle-minimal.json"));
+    let first = patient("p1", 1, &fixture("one-entry-per-section.json"));
+    let second = patient("p2", 1, &fixture("one-entry-per-section.json"));
     let upstream = DevUpstream::start(vec![first, second]);
     let client = client(&upstream);
     let professional = physician();

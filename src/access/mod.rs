@@ -126,7 +126,7 @@ impl std::fmt::Debug for BreakGlassRequest {
 /// What a search submits: an INS, or identity traits.
 #[derive(Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SearchRequest {
+pub struct PatientSearchRequest {
     /// An INS.
     #[serde(default)]
     pub ins: Option<String>,
@@ -461,7 +461,7 @@ impl BreakGlass {
     pub async fn search(
         &self,
         who: &Actorship<'_>,
-        request: SearchRequest,
+        request: PatientSearchRequest,
     ) -> Result<Vec<Candidate>, AccessError> {
         let mode = request.access_mode.unwrap_or(AccessMode::Centre15);
         let (ins, searched) = match (&request.ins, &request.traits) {

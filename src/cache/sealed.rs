@@ -1,5 +1,5 @@
 //! Sealed summary entries: short-lived and unreadable at rest, because the authorities
-//! advise against keeping documents downloaded from the record (DOMAIN.md §1).
+//! advise against keeping documents downloaded from the record (docs/domain.md §1).
 //!
 //! - Tree keys are HMAC-SHA256 of `OID|INS` under a key derived from the master key: the
 //!   INS never reaches the disk, and without the master key one cannot even test whether
@@ -460,7 +460,7 @@ mod tests {
     fn entry() -> Entry {
         let bundle = std::fs::read(
             Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/fixtures/ips/bundle-minimal.json"),
+                .join("tests/fixtures/ips/penicillin-allergy-high-criticality.json"),
         )
         .unwrap();
         Entry::new(

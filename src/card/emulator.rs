@@ -16,7 +16,7 @@ use super::apdu::{Command, Transport};
 use super::profile::{CardProfile, Pin, SHA256_DIGEST_INFO_PREFIX, SignatureScheme};
 use crate::demo::pki::{Authority, CardHolder};
 
-/// PIN tries of a CPS card (DOMAIN.md §3).
+/// PIN tries of a CPS card (docs/domain.md §3).
 pub const PIN_TRIES: u8 = 3;
 
 const OK: [u8; 2] = [0x90, 0x00];

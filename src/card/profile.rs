@@ -8,10 +8,10 @@
 //!
 //! Card generations differ, so every identifier is configuration. Provenance of defaults:
 //! - `aid` `E828BD080F8025000001FF0010`: the CPS3 IAS application, as the open-source card
-//!   drivers select it (DOMAIN.md §3). Public source.
+//!   drivers select it (docs/domain.md §3). Public source.
 //! - MSE SET `00 22 41 A4`, INTERNAL AUTHENTICATE `00 88 00 00`, PSO CDS `00 2A 9E 9A`:
-//!   from the same drivers (DOMAIN.md §3). Public source.
-//! - PIN tries 3: DOMAIN.md §3. Public source.
+//!   from the same drivers (docs/domain.md §3). Public source.
+//! - PIN tries 3: docs/domain.md §3. Public source.
 //! - `certificate_file` `D002`, `pin_reference` `01`, `key_reference` `81`, PIN padded with
 //!   `FF` to 8 bytes: **assumptions** modelled on IAS-ECC conventions, to confirm against a
 //!   real CPS3/CPS4 card before production (`samu-gateway card probe` shows what a card

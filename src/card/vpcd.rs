@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::CardError;
 use super::emulator::EmulatedCard;
 
-/// The ATR the virtual card presents: a CPS3 card's (DOMAIN.md §3).
+/// The ATR the virtual card presents: a CPS3 card's (docs/domain.md §3).
 pub const CPS3_ATR: [u8; 17] = [
     0x3B, 0xAC, 0x00, 0x40, 0x2A, 0x00, 0x12, 0x25, 0x00, 0x64, 0x80, 0x00, 0x03, 0x10, 0x00, 0x90,
     0x00,
@@ -24,7 +24,7 @@ pub fn serve(card: &mut EmulatedCard, port: u16, delay: Duration) -> Result<(), 
     let io = |e: std::io::Error| CardError::Transport(format!("vpcd on port {port}: {e}"));
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(io)?;
     // vpcd writes length and body separately with Nagle on: without these every APDU
-    // waits ~40 ms for a delayed ACK (REAL_PARTS.md).
+    // waits ~40 ms for a delayed ACK (docs/test-harness.md).
     stream.set_nodelay(true).map_err(io)?;
     loop {
         let _ = stream.set_quickack(true);

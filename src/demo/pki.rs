@@ -43,7 +43,7 @@ pub struct CardHolder {
 }
 
 impl CardHolder {
-    /// A physician (profession code `10`, see DOMAIN.md §3).
+    /// A physician (profession code `10`, see docs/domain.md §3).
     pub fn physician(id_nat: &str, given_name: &str, surname: &str) -> Self {
         Self {
             id_nat: id_nat.into(),

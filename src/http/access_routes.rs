@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::extract::{JsonBody, Segment};
 use super::routes::CallingDesk;
 use super::session_routes::{audit_unavailable, no_session, token};
-use crate::access::{AccessError, Actorship, BreakGlassRequest, Delivered, SearchRequest};
+use crate::access::{AccessError, Actorship, BreakGlassRequest, Delivered, PatientSearchRequest};
 use crate::card::trust::Professional;
 use crate::config::DeskConfig;
 use crate::patient::Candidate;
@@ -21,7 +21,7 @@ use crate::upstream::{AccessMode, UpstreamError};
 
 /// Candidates for the physician to choose from.
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct SearchAnswer {
+pub struct PatientSearchAnswer {
     /// Patients the record service proposes (never picked automatically).
     pub candidates: Vec<Candidate>,
 }
@@ -106,7 +106,7 @@ impl Acting {
 
 /// Starts a break-glass (or Centre 15) access: justification, limits, durable record,
 /// then the summary and a grant.
-#[utoipa::path(post, path = "/api/v1/break-glass", tag = "access", request_body = BreakGlassRequest,
+#[utoipa::path(post, path = "/api/v1/break-glass", tag = "access", security(("workstationCertificate" = [], "sessionCookie" = [], "csrfHeader" = []), ("workstationCertificate" = [], "sessionBearer" = [])), request_body = BreakGlassRequest,
     responses((status = 201, description = "Summary released under a new grant", body = Delivered),
               (status = 400, description = "Invalid INS, call id or reason", body = ApiError),
               (status = 401, description = "No open session at this desk", body = ApiError),
@@ -131,7 +131,7 @@ pub async fn break_glass(
 }
 
 /// Re-reads the summary of a grant (same desk and session), recorded like the first read.
-#[utoipa::path(get, path = "/api/v1/grants/{grant_id}/summary", tag = "access",
+#[utoipa::path(get, path = "/api/v1/grants/{grant_id}/summary", tag = "access", security(("workstationCertificate" = [], "sessionCookie" = []), ("workstationCertificate" = [], "sessionBearer" = [])),
     params(("grant_id" = String, Path, description = "The grant's random id")),
     responses((status = 200, description = "The summary", body = Delivered),
               (status = 401, description = "No open session at this desk", body = ApiError),
@@ -150,7 +150,7 @@ pub async fn reread(acting: Acting, Segment(grant_id): Segment<String>) -> Respo
 }
 
 /// Ends a grant now (recorded as "break-glass stopped").
-#[utoipa::path(delete, path = "/api/v1/grants/{grant_id}", tag = "access",
+#[utoipa::path(delete, path = "/api/v1/grants/{grant_id}", tag = "access", security(("workstationCertificate" = [], "sessionCookie" = [], "csrfHeader" = []), ("workstationCertificate" = [], "sessionBearer" = [])),
     params(("grant_id" = String, Path, description = "The grant's random id")),
     responses((status = 204, description = "Grant ended"),
               (status = 404, description = "No such grant for this session", body = ApiError)))]
@@ -166,13 +166,13 @@ pub async fn close(acting: Acting, Segment(grant_id): Segment<String>) -> Respon
 }
 
 /// Searches the record service by INS or identity traits (in the body, never the URL).
-#[utoipa::path(post, path = "/api/v1/patients/search", tag = "access", request_body = SearchRequest,
-    responses((status = 200, description = "Candidates to choose from", body = SearchAnswer),
+#[utoipa::path(post, path = "/api/v1/patients/search", tag = "access", security(("workstationCertificate" = [], "sessionCookie" = [], "csrfHeader" = []), ("workstationCertificate" = [], "sessionBearer" = [])), operation_id = "search_patients", request_body = PatientSearchRequest,
+    responses((status = 200, description = "Candidates to choose from", body = PatientSearchAnswer),
               (status = 400, description = "Invalid INS or traits", body = ApiError),
               (status = 401, description = "No open session at this desk", body = ApiError),
               (status = 429, description = "Search rate limit (Retry-After)", body = ApiError),
               (status = 503, description = "Record service unavailable", body = ApiError)))]
-pub async fn search(acting: Acting, JsonBody(request): JsonBody<SearchRequest>) -> Response {
+pub async fn search(acting: Acting, JsonBody(request): JsonBody<PatientSearchRequest>) -> Response {
     let result = match acting.access() {
         Ok(access) => access.search(&acting.who(), request).await.map_err(refusal),
         Err(e) => Err(e),
@@ -185,7 +185,7 @@ pub async fn search(acting: Acting, JsonBody(request): JsonBody<SearchRequest>) 
             Err(no_session())
         }
     });
-    no_store(result.map(|candidates| Json(SearchAnswer { candidates }).into_response()))
+    no_store(result.map(|candidates| Json(PatientSearchAnswer { candidates }).into_response()))
 }
 
 fn unavailable() -> ApiError {

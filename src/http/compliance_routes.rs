@@ -215,7 +215,7 @@ fn to_filter(spec: &FilterSpec) -> Result<Filter, ApiError> {
 /// A search of the trail.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SearchRequest {
+pub struct AuditSearchRequest {
     /// Which records (none: all); `filter.after` pages (the previous page's
     /// `next_after`).
     #[serde(default)]
@@ -226,7 +226,7 @@ pub struct SearchRequest {
 
 /// One page of matching records.
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct SearchAnswer {
+pub struct AuditSearchAnswer {
     /// Oldest first.
     pub records: Vec<TrailRecord>,
     /// Set when more records match: pass it as `filter.after` for the next page.
@@ -234,15 +234,15 @@ pub struct SearchAnswer {
 }
 
 /// Searches the trail (same filters as `samu-gateway audit list`).
-#[utoipa::path(post, path = "/api/v1/compliance/search", tag = "compliance", request_body = SearchRequest,
-    responses((status = 200, description = "Matching records, oldest first", body = SearchAnswer),
+#[utoipa::path(post, path = "/api/v1/compliance/search", tag = "compliance", operation_id = "search_audit_records", request_body = AuditSearchRequest,
+    responses((status = 200, description = "Matching records, oldest first", body = AuditSearchAnswer),
               (status = 400, description = "Invalid filter", body = ApiError),
               (status = 403, description = "Not a compliance officer's certificate", body = ApiError)))]
 pub async fn search(
     State(state): State<AppState>,
     officer: Officer,
-    JsonBody(request): JsonBody<SearchRequest>,
-) -> Result<Json<SearchAnswer>, ApiError> {
+    JsonBody(request): JsonBody<AuditSearchRequest>,
+) -> Result<Json<AuditSearchAnswer>, ApiError> {
     let limit = request.limit.unwrap_or(200).clamp(1, 1000);
     let filter = to_filter(&request.filter)?;
     let selecting = filter.clone();
@@ -265,7 +265,7 @@ pub async fn search(
     let patient = looked_up(&filter, records.iter().map(|r| &r.record));
     record_use(&state, &officer, detail, patient).await?;
     let next_after = more.then(|| records.last().map(|r| r.seq)).flatten();
-    Ok(Json(SearchAnswer {
+    Ok(Json(AuditSearchAnswer {
         records,
         next_after,
     }))

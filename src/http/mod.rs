@@ -182,12 +182,69 @@ impl AppState {
 }
 
 #[derive(OpenApi)]
-#[openapi(info(
-    title = "samu-gateway",
-    description = "Break-glass access to critical patient summaries for a SAMU regulation centre. \
-        Workstations authenticate with client certificates mapped to desks."
-))]
+#[openapi(
+    info(
+        title = "samu-gateway",
+        description = "Break-glass access to critical patient summaries for a SAMU regulation centre. \
+            Workstations authenticate with client certificates mapped to desks.",
+        license(name = "Proprietary: all rights reserved, no licence granted")
+    ),
+    modifiers(&SecuritySchemes),
+    security(("workstationCertificate" = []))
+)]
 struct ApiDoc;
+
+/// How callers authenticate, as the routes check it: every call comes over mutual TLS; a
+/// desk's calls for a professional add the session token (cookie or bearer); a browser's
+/// state-changing calls add the CSRF header.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "workstationCertificate",
+            SecurityScheme::MutualTls {
+                description: Some(
+                    "TLS client certificate issued by the centre's workstation CA (desks), or an \
+                     officer's or the regulation software's certificate; health endpoints also \
+                     answer without one"
+                        .into(),
+                ),
+                deprecated: None,
+                extensions: None,
+            },
+        );
+        components.add_security_scheme(
+            "sessionCookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                session_routes::SESSION_COOKIE,
+                "session token set by POST /api/v1/session, valid only from the desk that opened it",
+            ))),
+        );
+        components.add_security_scheme(
+            "sessionBearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "the same session token as an Authorization: Bearer header",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "csrfHeader",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                csrf::CSRF_HEADER,
+                "token from GET /api/v1/csrf-token, required on a browser's POST, PUT and DELETE",
+            ))),
+        );
+    }
+}
 
 /// Every documented route. Routes are added only here and only through `routes!`, so the
 /// OpenAPI document is generated from the same registrations that serve requests.

@@ -40,7 +40,7 @@ pub struct LoginBody {
 }
 
 /// Opens a session for the holder of the card in this desk's reader.
-#[utoipa::path(post, path = "/api/v1/session", tag = "session", request_body = LoginBody,
+#[utoipa::path(post, path = "/api/v1/session", tag = "session", security(("workstationCertificate" = [], "csrfHeader" = []), ("workstationCertificate" = [])), request_body = LoginBody,
     responses((status = 201, description = "Session opened", body = Session),
               (status = 401, description = "Wrong PIN (tries left in the message)", body = ApiError),
               (status = 403, description = "Card not trusted, or workstation not a desk", body = ApiError),
@@ -125,7 +125,7 @@ impl From<&Session> for SessionAnswer {
 }
 
 /// The session this desk's token opens.
-#[utoipa::path(get, path = "/api/v1/session", tag = "session",
+#[utoipa::path(get, path = "/api/v1/session", tag = "session", security(("workstationCertificate" = [], "sessionCookie" = []), ("workstationCertificate" = [], "sessionBearer" = [])),
     responses((status = 200, description = "The open session", body = Session),
               (status = 401, description = "No session, or a token not from this desk", body = ApiError)))]
 pub async fn current_session(
@@ -143,7 +143,7 @@ pub async fn current_session(
 }
 
 /// Logs out.
-#[utoipa::path(delete, path = "/api/v1/session", tag = "session",
+#[utoipa::path(delete, path = "/api/v1/session", tag = "session", security(("workstationCertificate" = [], "sessionCookie" = [], "csrfHeader" = []), ("workstationCertificate" = [], "sessionBearer" = [])),
     responses((status = 204, description = "Session closed"),
               (status = 401, description = "No session, or a token not from this desk", body = ApiError)))]
 pub async fn close_session(

@@ -1,7 +1,7 @@
 //! Patient identification: the INS (identifiant national de santé) and identity traits.
 //!
 //! An INS is a NIR or a NIA: 13 characters and a 2-digit key, `97 − (N mod 97)` where N is
-//! the 13-character number with Corsica's `2A`/`2B` read as `19`/`18` (DOMAIN.md §4). It is
+//! the 13-character number with Corsica's `2A`/`2B` read as `19`/`18` (docs/domain.md §4). It is
 //! qualified by the OID of its kind; the test and demo OIDs are accepted only when the
 //! configuration says so. An [`Ins`] is never printed: its `Debug` is redacted and errors
 //! name the problem, never the digits.

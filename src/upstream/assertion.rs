@@ -1,4 +1,4 @@
-//! The access assertion every upstream call carries: the VIHF attributes (DOMAIN.md §2) as
+//! The access assertion every upstream call carries: the VIHF attributes (docs/domain.md §2) as
 //! a JWS (RFC 7515 compact form, `alg` `EdDSA`, RFC 8037) signed with the gateway's
 //! assertion key, sent as `Authorization: Bearer <jws>`.
 //!

@@ -32,11 +32,11 @@ pub fn schemas() -> (Vec<Schema>, tempfile::TempDir) {
     let dir = fixtures();
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(&dir) else {
-        eprintln!(
-            "!!! SKIPPED: {} is absent; DICOM messages are checked with the XPath rules only, \
+        super::skipped(&format!(
+            "DICOM schemas: {} is absent; DICOM messages were checked with the XPath rule only, \
              not with the published schemas",
             dir.display()
-        );
+        ));
         return (found, scratch);
     };
     let mut current = None;
@@ -63,18 +63,18 @@ pub fn schemas() -> (Vec<Schema>, tempfile::TempDir) {
         }
     }
     let Some(old) = old else {
-        eprintln!(
-            "!!! SKIPPED: no dicom2017c.xsd in {}; the 2017c schema check did not run",
+        super::skipped(&format!(
+            "DICOM schemas: no dicom2017c.xsd in {}; the 2017c schema check did not run",
             dir.display()
-        );
+        ));
         return (found, scratch);
     };
     let current = current.unwrap_or_else(|| {
-        eprintln!(
-            "!!! NOTE: no current-edition DICOM schema (dicom2024*.xsd) in {}; checking the \
-             current edition with 2017c's schema minus the CP-2399 relaxation",
+        super::skipped(&format!(
+            "DICOM current edition: no dicom2024*.xsd in {}; checked with 2017c's schema minus \
+             the CP-2399 relaxation instead of the published one",
             dir.display()
-        );
+        ));
         let text = std::fs::read_to_string(&old.path).expect("read 2017c schema");
         assert_eq!(
             text.matches(RELAXED_CHOICE).count(),

@@ -15,12 +15,29 @@ pub mod dicom;
 pub mod pcsc;
 pub mod rsyslog;
 pub mod upstream;
+pub mod validators;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use samu_gateway::demo::pki::{Authority, Issued, write_file, write_pair};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_samu-gateway");
+
+/// Says loudly that `what` was skipped: on stderr, and in `SKIPPED` under the target's
+/// test directory, which `.ci/test` prints after the run (cargo hides a passing test's
+/// stderr).
+pub fn skipped(what: &str) {
+    use std::io::Write;
+    eprintln!("!!! SKIPPED: {what}");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("SKIPPED");
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(file, "{what}");
+    }
+}
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The test identities: who holds which client certificate.

@@ -1,5 +1,6 @@
-//! A private pcscd with vsmartcard-vpcd virtual readers, per test (REAL_PARTS.md §1): its
-//! own socket (handed over with the LISTEN_FDS protocol), its own reader configuration and
+//! A private pcscd with vsmartcard-vpcd virtual readers, per test: its own socket (bound by
+//! `systemd-socket-activate`, Debian's systemd package, and handed over with the LISTEN_FDS
+//! protocol, as systemd's pcscd.socket does), its own reader configuration and
 //! ports, stopped when dropped. Clients reach it through PCSCLITE_CSOCK_NAME, which the
 //! harness sets on the child processes it starts (never on the test process itself).
 
@@ -116,18 +117,29 @@ fn spawn_pcscd(dir: &Path, socket: &Path) -> Child {
         .append(true)
         .open(dir.join("pcscd.log"))
         .unwrap();
-    Command::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/tools/listen-fds-exec"
-    ))
-    .arg(socket)
-    .args(["pcscd", "-f", "-c"])
-    .arg(dir.join("conf"))
-    .stdin(Stdio::null())
-    .stdout(log.try_clone().unwrap())
-    .stderr(log)
-    .spawn()
-    .unwrap()
+    // A killed pcscd leaves its socket file behind; the new listener needs the path.
+    let _ = std::fs::remove_file(socket);
+    let child = Command::new("systemd-socket-activate")
+        .arg("--listen")
+        .arg(socket)
+        .args(["pcscd", "-f", "-c"])
+        .arg(dir.join("conf"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("systemd-socket-activate (Debian package systemd): run `bash .ci/deps`");
+    // systemd-socket-activate starts the daemon on the first connection: make that one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never listened",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
 }
 
 /// A port p such that p and p+1 are free (a vpcd block opens both) and not already taken.

@@ -1,4 +1,4 @@
-//! A private rsyslog (`../shared/REAL_PARTS.md` §2): gtls driver, mutual TLS with
+//! A private rsyslog (docs/test-harness.md): gtls driver, mutual TLS with
 //! `permittedPeer=["gateway-*"]`, loopback port, its own work dir and pid file, writing
 //! every message it receives to a file; stopped when dropped.
 
