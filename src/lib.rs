@@ -8,12 +8,14 @@
 //! |-------------|------|
 //! | [`config`]  | `gateway.toml` + `SAMU_GATEWAY__*` overrides, typed and validated as a whole |
 //! | [`http`]    | the HTTPS API and the pages: TLS, client certificate → desk attribution, routes, the physician's and compliance pages (embedded), desk events (SSE), CSRF, metrics, OpenAPI, accept loop and drain |
-//! | [`card`]    | CPS cards: APDUs, the card profile and login sequence, the card emulator (the only code speaking APDUs) |
+//! | [`card`]    | CPS cards: APDUs, the card profile and login sequence (the only code speaking APDUs) |
 //! | [`session`] | physician sessions bound to desk and card; login attempts; card events → audit |
 //! | [`audit`]   | the audit trail in redb (the only writer of audit records), shipping, review, report, real-time alerts |
 //! | [`patient`] | INS (NIR/NIA, key, OIDs) and identity traits; never printed |
 //! | [`upstream`] | the record service: trait, FHIR client over mutual TLS, access assertion, outcomes (the only code talking to it) |
 //! | [`dev_upstream`] | the stand-in record service for the demo and the tests |
+//! | [`dev_pki`] | throwaway certificate authorities and certificates for the demo, the virtual card and the tests |
+//! | [`dev_card`] | the virtual CPS card (card side of the profile) and its vpcd plug, for the demo and the tests |
 //! | [`summary`] | IPS bundle → critical summary, with explicit "none known" / "not recorded" and defects named |
 //! | [`cache`]   | the summary cache in sled: sealed entries, expiry, purge (disposable) |
 //! | [`access`]  | break-glass access: order of steps, grants, single-flight, stale policy |
@@ -23,6 +25,12 @@
 //! | [`telemetry`] | logging (JSON or human), with the no-patient-data rule |
 //! | [`demo`]    | the self-contained demo and its throwaway PKI |
 //! | [`cli`]     | subcommands and exit codes (the only user of `anyhow`) |
+//!
+//! Leaves, which use nothing else from the crate: [`access_mode`] (the national access
+//! modes), [`encoding`] (hex, SHA-256), [`clock`]
+//! (record time), [`secret`] (secret file paths, key file permissions, Ed25519 keys),
+//! [`problem`] (a configuration problem at a key), [`tls`] (the ring provider, certificate
+//! loading, mutual-TLS client configurations).
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -34,19 +42,27 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod access;
+pub mod access_mode;
 pub mod audit;
 pub mod cache;
 pub mod card;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod dev_card;
+pub mod dev_pki;
 pub mod dev_upstream;
+pub mod encoding;
 pub mod http;
 pub mod limit;
 pub mod patient;
+pub mod problem;
+pub mod secret;
 pub mod service;
 pub mod session;
 pub mod state;
 pub mod summary;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

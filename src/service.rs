@@ -17,13 +17,14 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::audit::{AuditError, AuditLog, Event, EventKind, Outcome, Signer, chain};
-use crate::card::emulator::EmulatedCard;
 use crate::card::trust::{CardTrust, TrustError};
-use crate::config::{Config, ConfigError, Problem, hex};
+use crate::config::{Config, ConfigError};
+use crate::encoding::hex;
 use crate::http::probe::Probe;
 use crate::http::server::{self, Connections, Drain, Limits};
 use crate::http::tls::ServerTls;
 use crate::http::{self as api, AppState, DeskDirectory, Metrics};
+use crate::problem::Problem;
 use crate::session::CardLogin;
 use crate::session::roster::Roster;
 use crate::state::{StateError, Stores};
@@ -73,7 +74,7 @@ pub struct Prepared {
     /// Card certificate trust, when `[cards]` is configured.
     pub card_trust: Option<CardTrust>,
     /// The demo's in-process virtual card (never set from configuration).
-    pub virtual_card: Option<EmulatedCard>,
+    pub virtual_card: Option<Box<dyn crate::card::apdu::Transport + Send>>,
     /// The record service client, when `[upstream]` is configured.
     pub upstream: Option<Arc<dyn crate::upstream::RecordService>>,
     /// The audit repositories records are shipped to.
@@ -343,7 +344,7 @@ async fn finish(drain: Drain, audit: Arc<AuditLog>, stores: &Stores) {
 /// Starts card login (reader monitor, sessions) when `[cards]` is configured.
 fn start_cards(
     trust: Option<CardTrust>,
-    virtual_card: Option<EmulatedCard>,
+    virtual_card: Option<Box<dyn crate::card::apdu::Transport + Send>>,
     config: &Config,
     audit: &Arc<AuditLog>,
 ) -> Result<Option<Arc<CardLogin>>, ServiceError> {

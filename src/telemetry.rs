@@ -3,9 +3,38 @@
 //! Invariant (ARCHITECTURE.md): nothing that identifies a patient is ever logged. Request
 //! logs carry route templates, never raw paths or queries; later modules log opaque ids.
 
+use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogConfig, LogFormat};
+/// Log output format.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line (for journald / log shippers).
+    #[default]
+    Json,
+    /// Human-readable lines (for a terminal).
+    Human,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` or `human`.
+    pub format: LogFormat,
+    /// A `tracing` filter directive, e.g. `info` or `info,samu_gateway::http=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
 
 /// Why logging could not start.
 #[derive(Debug, thiserror::Error)]

@@ -298,7 +298,7 @@ fn rewritten_and_relinked_trail_is_caught_by_its_checkpoint() {
                     v["prev"] = p.clone().into();
                 }
             });
-            prev = Some(samu_gateway::config::hex(
+            prev = Some(samu_gateway::encoding::hex(
                 &samu_gateway::audit::chain::hash(&edited),
             ));
             records.insert(seq, edited);

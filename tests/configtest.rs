@@ -276,7 +276,7 @@ fn bad_usage_exits_64_and_help_exits_0() {
 
 /// An `[upstream]` section whose files all exist and fit.
 fn upstream_section(dir: &Path) -> String {
-    use samu_gateway::demo::pki::{Authority, write_file, write_pair};
+    use samu_gateway::dev_pki::{Authority, write_file, write_pair};
     let ca = Authority::new("record CA").unwrap();
     write_file(&dir.join("record-ca.pem"), ca.cert_pem(), 0o644).unwrap();
     let structure = Authority::new("structure CA").unwrap();

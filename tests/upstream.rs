@@ -323,7 +323,7 @@ async fn only_clients_with_a_structure_certificate_get_through() {
     assert!(result.is_err(), "a client without certificate was served");
     let stranger = upstream.other_ca.issue_client("stranger").unwrap();
     let (cert, key) =
-        samu_gateway::demo::pki::write_pair(&upstream.dir, "stranger", &stranger).unwrap();
+        samu_gateway::dev_pki::write_pair(&upstream.dir, "stranger", &stranger).unwrap();
     let mut config = upstream.config.clone();
     config.client_cert = cert;
     config.client_key = key.into();

@@ -7,7 +7,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 
 use super::Actorship;
-use crate::audit::{AccessMode, Actor, CallContext};
+use crate::access_mode::AccessMode;
+use crate::audit::{Actor, CallContext};
 use crate::patient::Ins;
 
 /// An open grant.
@@ -100,5 +101,5 @@ fn random_id() -> String {
     if SystemRandom::new().fill(&mut bytes).is_err() {
         return String::new();
     }
-    crate::config::hex(&bytes)
+    crate::encoding::hex(&bytes)
 }

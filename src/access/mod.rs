@@ -30,9 +30,9 @@ use crate::audit::{
 };
 use crate::cache::sealed::{Entry, Hit, SealedSummaries};
 use crate::card::trust::Professional;
-use crate::config::DeskConfig;
 use crate::limit::{Limited, Limits};
 use crate::patient::{Candidate, Ins, InsPolicy, PatientError, Traits};
+use crate::session::DeskConfig;
 use crate::summary::CriticalSummary;
 use crate::upstream::{self, AccessMode, RecordService, UpstreamError};
 

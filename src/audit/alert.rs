@@ -228,7 +228,7 @@ async fn follow(
 fn replay(store: &AuditStore, watch: &mut Watch) -> Result<(u64, Vec<Event>), AuditError> {
     let txn = store.snapshot()?;
     let head = store::meta(&txn, store::Meta::HeadSeq)?.unwrap_or(0);
-    let now = super::chain::now().1;
+    let now = crate::clock::now().1;
     let recent = store::time_range(&txn, now.saturating_sub(HOUR_MS), u64::MAX)?;
     let mut raised: Vec<Event> = Vec::new();
     let mut recorded: HashSet<(AlertKind, u64)> = HashSet::new();
@@ -241,7 +241,7 @@ fn replay(store: &AuditStore, watch: &mut Watch) -> Result<(u64, Vec<Event>), Au
         if let Some(alert) = &record.event.alert {
             recorded.extend(key(alert));
         }
-        if let Some(at) = super::chain::parse_time(&record.time) {
+        if let Some(at) = crate::clock::parse_time(&record.time) {
             raised.extend(watch.observe(&record, at));
         }
     }
@@ -265,7 +265,7 @@ fn read_after(
     store::for_each_record(&txn, cursor + 1, |seq, bytes| {
         last = seq;
         if let Ok(record) = serde_json::from_slice::<Record>(bytes)
-            && let Some(at) = super::chain::parse_time(&record.time)
+            && let Some(at) = crate::clock::parse_time(&record.time)
         {
             alerts.extend(watch.observe(&record, at));
         }

@@ -10,13 +10,11 @@ use std::path::Path;
 
 use ring::rand::SystemRandom;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
-use rustls::pki_types::PrivateKeyDer;
-use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use super::AuditError;
-use crate::config::{check_key_file_mode, decode_hex, hex, parse_sha256};
+use crate::encoding::{decode_hex, hex, parse_sha256};
+use crate::secret::load_ed25519;
 
 /// A SHA-256 value.
 pub type Hash = [u8; 32];
@@ -29,42 +27,12 @@ pub const CHECKPOINT_VERSION: u32 = 1;
 
 /// SHA-256 of a record's stored bytes.
 pub fn hash(bytes: &[u8]) -> Hash {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut out = GENESIS;
-    out.copy_from_slice(digest.as_ref());
-    out
+    crate::encoding::sha256(bytes)
 }
 
 /// Parses a hex hash as records and checkpoints carry it.
 pub fn parse_hash(text: &str) -> Option<Hash> {
     parse_sha256(text).ok()
-}
-
-/// The current UTC time as RFC 3339 with milliseconds, and as Unix milliseconds.
-pub fn now() -> (String, u64) {
-    format_time(OffsetDateTime::now_utc())
-}
-
-/// Formats a time the way records carry it.
-pub fn format_time(t: OffsetDateTime) -> (String, u64) {
-    let ms = (t.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
-    let text = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    );
-    (text, ms)
-}
-
-/// Parses an RFC 3339 time (CLI filters, stored records) into Unix milliseconds.
-pub fn parse_time(text: &str) -> Option<u64> {
-    let t = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// A signed statement that the chain of `node` had head `head` at sequence `seq`.
@@ -149,19 +117,6 @@ impl TrustedKeys {
     }
 }
 
-/// Loads a PKCS#8 PEM Ed25519 key (from ring or `openssl genpkey -algorithm ed25519`),
-/// refusing a file others can read. Shared with the upstream access assertion's key.
-pub fn load_ed25519(path: &Path) -> Result<Ed25519KeyPair, String> {
-    check_key_file_mode(path)?;
-    let der = PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| format!("{}: not a PEM private key: {e}", path.display()))?;
-    let PrivateKeyDer::Pkcs8(pkcs8) = der else {
-        return Err(format!("{}: expected a PKCS#8 Ed25519 key", path.display()));
-    };
-    Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8.secret_pkcs8_der())
-        .map_err(|e| format!("{}: not an Ed25519 key: {e}", path.display()))
-}
-
 /// The checkpoint signing key.
 pub struct Signer {
     key: Ed25519KeyPair,
@@ -222,7 +177,7 @@ impl Signer {
             v: CHECKPOINT_VERSION,
             seq,
             head: hex(head),
-            time: now().0,
+            time: crate::clock::now().0,
             node: node.to_owned(),
             key_id: self.key_id.clone(),
             public_key: self.public_hex.clone(),
@@ -303,12 +258,5 @@ mod tests {
                 .to_string()
                 .contains("world-readable")
         );
-    }
-
-    #[test]
-    fn times_have_milliseconds_and_round_trip() {
-        let (text, ms) = now();
-        assert_eq!(text.len(), "2026-11-23T09:00:00.000Z".len(), "{text}");
-        assert_eq!(parse_time(&text), Some(ms));
     }
 }

@@ -278,27 +278,7 @@ pub struct CallContext {
     pub justification: Option<String>,
 }
 
-/// Access mode (TRE_R248_ModeAcces, `1.2.250.1.213.1.1.4.248`): why the record is
-/// consulted. The same type travels in the upstream assertion and in the audit record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-pub enum AccessMode {
-    /// Access by the medical regulation centre (the SAMU regulator).
-    #[serde(rename = "centre_15")]
-    Centre15,
-    /// Break-glass access: a patient unable to consent, immediate risk.
-    #[serde(rename = "bris_de_glace")]
-    BrisDeGlace,
-}
-
-impl AccessMode {
-    /// The TRE_R248 code.
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::Centre15 => "centre_15",
-            Self::BrisDeGlace => "bris_de_glace",
-        }
-    }
-}
+pub use crate::access_mode::AccessMode;
 
 /// A compliance officer's decision on a break-glass access.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -498,17 +478,5 @@ mod tests {
             "110138"
         );
         assert_eq!(EventKind::PatientRecordRead.dicom().action, 'R');
-    }
-
-    #[test]
-    fn access_mode_uses_the_national_codes() {
-        assert_eq!(
-            serde_json::to_string(&AccessMode::Centre15).unwrap(),
-            "\"centre_15\""
-        );
-        assert_eq!(
-            serde_json::to_string(&AccessMode::BrisDeGlace).unwrap(),
-            "\"bris_de_glace\""
-        );
     }
 }

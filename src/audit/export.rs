@@ -19,7 +19,7 @@ use super::event::{EventKind, Record};
 use super::store::{self, Index, Meta, ReadStore};
 use super::verify::{Expect, Report, Verifier};
 use super::{dicom, fhir};
-use crate::config::hex;
+use crate::encoding::hex;
 
 /// Which records to select. Every field narrows the selection.
 #[derive(Debug, Clone, Default)]
@@ -85,7 +85,7 @@ impl FilterSpec {
             value
                 .as_deref()
                 .map(|v| {
-                    chain::parse_time(v)
+                    crate::clock::parse_time(v)
                         .ok_or_else(|| (field, format!("'{v}' is not an RFC 3339 time")))
                 })
                 .transpose()
@@ -218,7 +218,7 @@ fn candidates(txn: &ReadTransaction, filter: &Filter) -> Result<Option<BTreeSet<
 fn matches(filter: &Filter, record: &Record) -> bool {
     let event = &record.event;
     let actor = event.actor.as_ref();
-    let time = || chain::parse_time(&record.time).unwrap_or(0);
+    let time = || crate::clock::parse_time(&record.time).unwrap_or(0);
     filter.kind.is_none_or(|k| event.kind == k)
         && filter
             .outcome
@@ -378,7 +378,7 @@ fn prologue(
         Format::Fhir => writeln!(
             out,
             "{{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"timestamp\":{},\"entry\":[",
-            serde_json::Value::String(chain::now().0)
+            serde_json::Value::String(crate::clock::now().0)
         ),
         Format::Dicom => Ok(()),
     }
@@ -446,7 +446,7 @@ fn jsonl_header(
             .ok()
             .flatten()
             .unwrap_or(0),
-        exported_at: chain::now().0,
+        exported_at: crate::clock::now().0,
         filtered: !is_unfiltered(filter),
     };
     writeln!(out, "{}", serde_json::json!({ "export": header }))?;

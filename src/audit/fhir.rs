@@ -21,7 +21,7 @@ use ring::digest::{SHA256, digest};
 use serde_json::{Value, json};
 
 use super::event::{AccessMode, EventKind, Outcome, PatientRef, Record};
-use crate::config::hex;
+use crate::encoding::hex;
 
 const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";

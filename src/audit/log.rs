@@ -21,7 +21,7 @@ use super::AuditError;
 use super::chain::{self, Checkpoint, GENESIS, Hash, Signer};
 use super::event::{Event, RECORD_VERSION, Record};
 use super::store::{self, AuditStore, Index, Meta, Prepared, ReadStore};
-use crate::config::hex;
+use crate::encoding::hex;
 
 /// Records larger than this are refused: an oversized justification must not bloat the
 /// evidence store (and the refusal exercises the "no record, no access" path).
@@ -324,11 +324,11 @@ impl Writer {
             });
         }
         let previous = self.epoch;
-        let (_, now_ms) = chain::now();
+        let (_, now_ms) = crate::clock::now();
         let epoch = now_ms.max(previous + 1);
         let taken =
             time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(taken_ms) * 1_000_000)
-                .map(|t| chain::format_time(t).0)
+                .map(|t| crate::clock::format_time(t).0)
                 .unwrap_or_else(|_| taken_ms.to_string());
         let event = Event::new(super::EventKind::TrailRestored, super::Outcome::Success)
             .with_detail(format!(
@@ -530,7 +530,7 @@ impl Writer {
     }
 
     fn prepare(&self, seq: u64, prev: &Hash, event: Event) -> Result<Prepared, AuditError> {
-        let (time, time_ms) = chain::now();
+        let (time, time_ms) = crate::clock::now();
         let keys = index_keys(&event);
         let record = Record {
             v: RECORD_VERSION,
@@ -602,7 +602,7 @@ impl Writer {
                 ));
                 return ControlFlow::Break(());
             };
-            let time_ms = chain::parse_time(&record.time).unwrap_or(u64::MAX);
+            let time_ms = crate::clock::parse_time(&record.time).unwrap_or(u64::MAX);
             if seq > shipped || time_ms > cutoff_ms {
                 return ControlFlow::Break(());
             }

@@ -31,7 +31,7 @@ pub fn unended_accesses(
     };
     let last: super::Record =
         serde_json::from_slice(&bytes).map_err(|e| AuditError::Storage(e.to_string()))?;
-    let last_ms = super::chain::parse_time(&last.time).unwrap_or(0);
+    let last_ms = crate::clock::parse_time(&last.time).unwrap_or(0);
     let window = (longest_grant * 2 + MARGIN).as_millis();
     let filter = Filter {
         since_ms: Some(last_ms.saturating_sub(u64::try_from(window).unwrap_or(u64::MAX))),

@@ -41,19 +41,13 @@ pub trait Shifts {
     fn on_duty(&self, id_nat: &str, at_ms: u64) -> bool;
 }
 
-impl Shifts for crate::session::roster::Roster {
-    fn on_duty(&self, id_nat: &str, at_ms: u64) -> bool {
-        crate::session::roster::Roster::on_duty(self, id_nat, at_ms)
-    }
-}
-
 const HOUR_MS: u64 = 3_600_000;
 
 /// `24h` (hours back from now) or an RFC 3339 time, as Unix milliseconds.
 pub fn parse_since(text: &str) -> Option<u64> {
     match text.strip_suffix('h').and_then(|h| h.parse::<u64>().ok()) {
-        Some(hours) => Some(super::chain::now().1.saturating_sub(hours * HOUR_MS)),
-        None => super::chain::parse_time(text),
+        Some(hours) => Some(crate::clock::now().1.saturating_sub(hours * HOUR_MS)),
+        None => crate::clock::parse_time(text),
     }
 }
 const PIN_WINDOW_MS: u64 = 600_000;
@@ -77,7 +71,7 @@ pub fn report(
     let mut scan = Scan::default();
     store::for_each_record(&txn, 0, |_, bytes| {
         if let Ok(record) = serde_json::from_slice::<Record>(bytes)
-            && let Some(at) = super::chain::parse_time(&record.time)
+            && let Some(at) = crate::clock::parse_time(&record.time)
         {
             scan.visit(&record, at, since_ms, pattern.as_ref(), shifts);
         }

@@ -130,7 +130,7 @@ impl TrailRecord {
     fn new(seq: u64, bytes: &[u8], record: Record) -> Self {
         Self {
             seq,
-            hash: crate::config::hex(&super::chain::hash(bytes)),
+            hash: crate::encoding::hex(&super::chain::hash(bytes)),
             record,
         }
     }

@@ -28,7 +28,8 @@ use tokio_rustls::client::TlsStream;
 use super::event::{EventKind, Outcome, Record};
 use super::store::{self, AuditStore, ReadStore};
 use super::{AuditError, AuditLog, dicom, fhir, outq, relp};
-use crate::config::{Problem, SecretPath};
+use crate::problem::Problem;
+use crate::secret::SecretPath;
 
 /// Records sent per batch (one cursor update each).
 const BATCH: usize = 500;
@@ -163,13 +164,13 @@ impl Receiver {
                 ))
             })
             .ok();
-        let files = crate::http::tls::MutualClient {
+        let files = crate::tls::MutualClient {
             section: &section,
             ca: ("ca", &config.ca),
             cert: ("client_cert", &config.client_cert),
             key: ("client_key", &config.client_key),
         };
-        let tls = crate::http::tls::mutual_client_config(&files, &mut problems);
+        let tls = crate::tls::mutual_client_config(&files, &mut problems);
         let (Some(tls), Some(server_name), true) = (tls, server_name, problems.is_empty()) else {
             return Err(problems);
         };
@@ -330,7 +331,7 @@ fn next_batch(
     store::for_each_record(&txn, cursor + 1, |seq, bytes| {
         match serde_json::from_slice::<Record>(bytes) {
             Ok(record) => {
-                let hash = crate::config::hex(&super::chain::hash(bytes));
+                let hash = crate::encoding::hex(&super::chain::hash(bytes));
                 out.push(message(&record, &hash, framing));
             }
             // The writer stores only records it serialised itself; `audit verify` names
@@ -354,8 +355,8 @@ fn backlog_after(store: &AuditStore, cursor: u64) -> Result<(u64, u64), AuditErr
     let head = store::meta(&txn, store::Meta::HeadSeq)?.unwrap_or(0);
     let oldest = store::record(&txn, cursor + 1)?
         .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
-        .and_then(|r| super::chain::parse_time(&r.time))
-        .map_or(0, |at| super::chain::now().1.saturating_sub(at) / 1000);
+        .and_then(|r| crate::clock::parse_time(&r.time))
+        .map_or(0, |at| crate::clock::now().1.saturating_sub(at) / 1000);
     Ok((head.saturating_sub(cursor), oldest))
 }
 

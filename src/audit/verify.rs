@@ -464,7 +464,7 @@ mod tests {
                 time: "2026-12-03T08:00:00.000Z".into(),
                 run: "r".into(),
                 mono_ns: i as u64,
-                prev: crate::config::hex(&prev),
+                prev: crate::encoding::hex(&prev),
                 event: Event::new(*kind, Outcome::Success),
             };
             let bytes = serde_json::to_vec(&record).unwrap();

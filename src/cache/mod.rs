@@ -17,7 +17,7 @@ pub struct CacheConfig {
     /// Master key (64 hex characters; file or `credential:NAME`). Without it, or if it
     /// cannot be read, the cache is disabled with a warning and every read goes upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub master_key: Option<crate::config::SecretPath>,
+    pub master_key: Option<crate::secret::SecretPath>,
     /// Seconds a copy is served as fresh.
     #[serde(default = "defaults::fresh_seconds")]
     pub fresh_seconds: u64,
@@ -147,9 +147,20 @@ impl SummaryCache {
         sealed::SealedSummaries::new(&self.db, master, lifetimes)
     }
 
-    /// The summaries tree without its key (stats and purge need none).
-    pub fn summaries_tree(&self) -> Result<sled::Tree, CacheError> {
+    /// Counts the cached summaries without opening them (no key needed).
+    pub fn stats(&self, now_ms: u64) -> Result<sealed::Stats, CacheError> {
+        sealed::stats(&sealed::tree(&self.db)?, now_ms)
+    }
+
+    /// The summaries tree itself, for tests that tamper with entries.
+    #[cfg(test)]
+    pub(crate) fn summaries_tree(&self) -> Result<sled::Tree, CacheError> {
         sealed::tree(&self.db)
+    }
+
+    /// Deletes every summary for which `expired(fetched_at)` holds (no key needed).
+    pub fn purge(&self, expired: impl Fn(Option<u64>) -> bool) -> Result<u64, CacheError> {
+        sealed::purge(&sealed::tree(&self.db)?, expired)
     }
 
     /// Proves the store still answers a read (readiness, watchdog).

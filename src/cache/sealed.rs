@@ -21,7 +21,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use super::CacheError;
-use crate::audit::AccessMode;
+use crate::access_mode::AccessMode;
 use crate::patient::Ins;
 use crate::summary::CriticalSummary;
 
@@ -125,11 +125,11 @@ pub struct MasterKey([u8; 32]);
 impl MasterKey {
     /// Reads 64 hex characters from `path` (checked permissions).
     pub fn load(path: &Path) -> Result<Self, String> {
-        crate::config::check_key_file_mode(path)?;
+        crate::secret::check_key_file_mode(path)?;
         let text = zeroize::Zeroizing::new(
             std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
         );
-        let bytes = crate::config::decode_hex(text.trim())
+        let bytes = crate::encoding::decode_hex(text.trim())
             .filter(|b| b.len() == 32)
             .ok_or_else(|| format!("{}: expected 64 hex characters (32 bytes)", path.display()))?;
         let mut key = [0u8; 32];
@@ -143,7 +143,7 @@ impl MasterKey {
         SystemRandom::new()
             .fill(key.as_mut())
             .map_err(|_| "the system random generator failed".to_owned())?;
-        let text = zeroize::Zeroizing::new(format!("{}\n", crate::config::hex(key.as_ref())));
+        let text = zeroize::Zeroizing::new(format!("{}\n", crate::encoding::hex(key.as_ref())));
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
         std::fs::OpenOptions::new()
@@ -180,7 +180,7 @@ pub struct SealedSummaries {
 
 /// Wall-clock milliseconds (entries outlive restarts, so not a monotonic clock).
 fn wall_ms() -> u64 {
-    crate::audit::chain::now().1
+    crate::clock::now().1
 }
 
 impl SealedSummaries {

@@ -13,12 +13,10 @@
 //! CPS smart card").
 
 pub mod apdu;
-pub mod emulator;
 pub mod pinpad;
 pub mod profile;
 pub mod reader;
 pub mod trust;
-pub mod vpcd;
 pub mod worker;
 
 /// What went wrong talking to a card. Messages carry no PIN and no patient data.

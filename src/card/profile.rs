@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 
 use super::CardError;
 use super::apdu::{Command, Transport, exchange};
-use crate::config::decode_hex;
+use crate::encoding::decode_hex;
 
 /// How the card proves possession of its key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -22,7 +22,7 @@ use x509_parser::oid_registry::{
     OID_X509_COMMON_NAME, OID_X509_GIVEN_NAME, OID_X509_SURNAME, OID_X509_TITLE,
 };
 
-use crate::config::hex;
+use crate::encoding::hex;
 
 /// What to do when the newest CRL is older than allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -424,7 +424,7 @@ fn identity(certificate: &[u8]) -> Result<Professional, TrustError> {
         given_name: attribute(&OID_X509_GIVEN_NAME),
         surname: attribute(&OID_X509_SURNAME),
         title: attribute(&OID_X509_TITLE),
-        certificate_sha256: hex(&crate::audit::chain::hash(certificate)),
+        certificate_sha256: hex(&crate::encoding::sha256(certificate)),
     })
 }
 

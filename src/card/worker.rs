@@ -121,7 +121,7 @@ impl CardWorker {
     /// reported inserted at once and stays in; logins run against it as against a real one.
     pub fn start_virtual(
         reader: String,
-        mut card: super::emulator::EmulatedCard,
+        mut card: Box<dyn super::apdu::Transport + Send>,
         profile: CardProfile,
         events: tokio_mpsc::UnboundedSender<CardEvent>,
     ) -> std::io::Result<Self> {
@@ -130,7 +130,7 @@ impl CardWorker {
             .name("virtual-card".into())
             .spawn(move || {
                 let _ = events.send(CardEvent::PcscAvailable);
-                let (certificate, pin_tries_left) = inspect(&mut card, &profile);
+                let (certificate, pin_tries_left) = inspect(card.as_mut(), &profile);
                 let _ = events.send(CardEvent::Inserted {
                     reader: reader.clone(),
                     certificate,
@@ -138,7 +138,7 @@ impl CardWorker {
                 });
                 for request in inbox {
                     let outcome = if request.reader == reader {
-                        login_sequence(&mut card, &profile, &request)
+                        login_sequence(card.as_mut(), &profile, &request)
                     } else {
                         Err(CardError::Transport(format!(
                             "no card in reader '{}'",

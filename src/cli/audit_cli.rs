@@ -14,8 +14,9 @@ use clap::Subcommand;
 use super::{EXIT_RUNTIME, Failure};
 use crate::audit::export::{self, Filter, FilterSpec, Format};
 use crate::audit::store::ReadStore;
-use crate::audit::{AuditLog, AuditReader, AuditStore, Signer, TrustedKeys, chain};
-use crate::config::{Config, ConfigError, Problem};
+use crate::audit::{AuditLog, AuditReader, AuditStore, Signer, TrustedKeys};
+use crate::config::{Config, ConfigError};
+use crate::problem::Problem;
 use crate::state::AUDIT_FILE;
 
 #[derive(Debug, Subcommand)]
@@ -393,7 +394,7 @@ fn prune(config_path: &Path) -> Result<ExitCode, Failure> {
         .context("cannot open the audit store for writing (stop the service first)")?;
     let log = AuditLog::start(std::sync::Arc::new(store), signer, config.audit.settings())
         .context("cannot start the audit writer")?;
-    let cutoff = chain::now()
+    let cutoff = crate::clock::now()
         .1
         .saturating_sub(config.audit.retention_days * 86_400_000);
     let repositories = config
@@ -422,8 +423,8 @@ fn backup(config_path: &Path, output: &Path) -> Result<ExitCode, Failure> {
     let trusted = trusted_keys(config_path, &[], false)?;
     let source = AuditReader::open_recovering(&config.storage.state_dir.join(AUDIT_FILE))
         .context("cannot open the audit store")?;
-    let copied =
-        crate::audit::store::backup(&source, output, chain::now().1).context("backup failed")?;
+    let copied = crate::audit::store::backup(&source, output, crate::clock::now().1)
+        .context("backup failed")?;
     // A backup that does not verify is no backup: say so now, not on the day it is needed.
     let copy = AuditReader::open(output).context("cannot reopen the backup")?;
     let report = export::verify_store(&copy, &trusted).context("cannot verify the backup")?;
@@ -524,7 +525,7 @@ fn restore(config_path: &Path, input: &Path) -> Result<ExitCode, Failure> {
     }
     std::os::unix::fs::chown(&partial, Some(owner.0), Some(owner.1))
         .with_context(|| format!("cannot give {} to the store's owner", partial.display()))?;
-    let aside = state.join(format!("{AUDIT_FILE}.replaced-{}", chain::now().1));
+    let aside = state.join(format!("{AUDIT_FILE}.replaced-{}", crate::clock::now().1));
     if target.exists() {
         std::fs::rename(&target, &aside)
             .with_context(|| format!("cannot move the current store to {}", aside.display()))?;

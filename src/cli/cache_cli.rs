@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use super::Failure;
-use crate::cache::sealed::{self, MasterKey};
+use crate::cache::sealed::MasterKey;
 use crate::config::Config;
 use crate::state::{StateError, Stores};
 
@@ -42,8 +42,10 @@ pub(super) fn run(config_path: &Path, command: CacheCommand) -> Result<ExitCode,
             Ok(ExitCode::SUCCESS)
         }
         CacheCommand::Stats { json } => {
-            let (config, _stores, tree) = summaries(config_path)?;
-            let stats = sealed::stats(&tree, crate::audit::chain::now().1)
+            let (config, stores) = summaries(config_path)?;
+            let stats = stores
+                .cache
+                .stats(crate::clock::now().1)
                 .context("cannot read the cache")?;
             if json {
                 println!(
@@ -63,13 +65,13 @@ pub(super) fn run(config_path: &Path, command: CacheCommand) -> Result<ExitCode,
             Ok(ExitCode::SUCCESS)
         }
         CacheCommand::Purge { all } => {
-            let (config, stores, tree) = summaries(config_path)?;
-            let now = crate::audit::chain::now().1;
+            let (config, stores) = summaries(config_path)?;
+            let now = crate::clock::now().1;
             let limit = config.cache.max_stale_seconds * 1000;
-            let removed = sealed::purge(&tree, |at| {
-                all || at.is_none_or(|at| now.saturating_sub(at) > limit)
-            })
-            .context("cannot purge the cache")?;
+            let removed = stores
+                .cache
+                .purge(|at| all || at.is_none_or(|at| now.saturating_sub(at) > limit))
+                .context("cannot purge the cache")?;
             stores.cache.flush().context("cannot flush the cache")?;
             println!("{removed} cached summaries deleted");
             Ok(ExitCode::SUCCESS)
@@ -77,15 +79,11 @@ pub(super) fn run(config_path: &Path, command: CacheCommand) -> Result<ExitCode,
     }
 }
 
-/// The configuration, the open stores (their lock held) and the summaries tree.
-fn summaries(config_path: &Path) -> Result<(Config, Stores, sled::Tree), Failure> {
+/// The configuration and the open stores (their lock held).
+fn summaries(config_path: &Path) -> Result<(Config, Stores), Failure> {
     let config = Config::load(config_path)?;
     let stores = open(&config)?;
-    let tree = stores
-        .cache
-        .summaries_tree()
-        .context("cannot read the cache")?;
-    Ok((config, stores, tree))
+    Ok((config, stores))
 }
 
 fn open(config: &Config) -> Result<Stores, Failure> {

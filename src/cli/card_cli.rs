@@ -10,12 +10,12 @@ use clap::{Subcommand, ValueEnum};
 use rustls::pki_types::pem::PemObject;
 
 use super::Failure;
-use crate::card::emulator::{CardIdentity, EmulatedCard, Fault};
 use crate::card::profile::{CardProfile, read_certificate};
 use crate::card::reader::{PcscCard, list_readers};
-use crate::card::vpcd;
-use crate::config::hex;
-use crate::demo::pki::{Authority, CardHolder, write_file};
+use crate::dev_card::emulator::{CardIdentity, EmulatedCard, Fault};
+use crate::dev_card::vpcd;
+use crate::dev_pki::{Authority, CardHolder, write_file};
+use crate::encoding::hex;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum CardCommand {
@@ -251,6 +251,6 @@ fn probe(reader: &str) -> Result<ExitCode, Failure> {
             "NOT valid now"
         }
     );
-    println!("sha256:     {}", hex(&crate::audit::chain::hash(&der)));
+    println!("sha256:     {}", hex(&crate::encoding::sha256(&der)));
     Ok(ExitCode::SUCCESS)
 }

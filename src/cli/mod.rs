@@ -11,9 +11,9 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, ConfigError, DEFAULT_PATH};
 use crate::demo::{self, DemoSetup};
 use crate::http::probe::Probe;
-use crate::http::tls::load_certs;
 use crate::service::{self, Prepared};
 use crate::telemetry;
+use crate::tls::load_certs;
 
 mod audit_cli;
 mod cache_cli;
@@ -190,7 +190,7 @@ fn run_demo(dir: Option<PathBuf>, port: u16) -> Result<ExitCode, Failure> {
     let setup = demo::setup(dir.as_deref(), port).context("cannot set up the demo")?;
     let (setup, parts) = setup;
     let mut prepared = Prepared::load(&setup.config)?;
-    prepared.virtual_card = Some(parts.card);
+    prepared.virtual_card = Some(Box::new(parts.card));
     // A browser on this machine has no client certificate: the demo (and only the demo,
     // no configuration key can ask for it) lets loopback connections without one act for
     // the card's desk, and the page says so.

@@ -6,12 +6,15 @@
 
 mod validate;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use validate::{SecretPath, check_key_file_mode, decode_hex, hex, parse_sha256};
+use crate::http::{CentreConfig, ServerConfig, TlsConfig};
+use crate::problem::Problem;
+use crate::secret::SecretPath;
+use crate::session::{CardsConfig, DeskConfig};
+use crate::telemetry::LogConfig;
 
 /// Where `serve` and the other subcommands look for the file unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/samu-gateway/gateway.toml";
@@ -111,78 +114,6 @@ impl ComplianceConfig {
     }
 }
 
-/// The centre's identity as the national record knows it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CentreConfig {
-    /// Structure identifier (VIHF `Identifiant_Structure`), e.g. `1` + FINESS number.
-    pub structure_id: String,
-    /// Human-readable name, shown on screens and in audit records.
-    pub name: String,
-}
-
-/// The HTTPS listener.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// `IP:PORT` to listen on.
-    pub listen: String,
-    /// Loopback `IP:PORT` of the management listener (plain HTTP: `/healthz`, `/readyz`,
-    /// `/metrics`), which the watchdog and `healthcheck` use.
-    pub management_listen: String,
-    /// How long in-flight requests may run after SIGTERM before they are cut.
-    pub shutdown_grace_secs: u64,
-    /// Bound on a TLS handshake, and from accept to the first request head.
-    pub handshake_timeout_secs: u64,
-    /// A connection with no request in flight for this long is closed.
-    pub idle_timeout_secs: u64,
-    /// Concurrent connections accepted; further ones wait in the kernel backlog.
-    pub max_connections: usize,
-    /// Concurrent connections from one source address; further ones are closed at once.
-    pub max_connections_per_address: usize,
-    /// Concurrent HTTP/2 streams on one connection.
-    pub max_streams_per_connection: u32,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: "0.0.0.0:8443".into(),
-            management_listen: "127.0.0.1:8444".into(),
-            shutdown_grace_secs: 10,
-            handshake_timeout_secs: 10,
-            idle_timeout_secs: 60,
-            max_connections: 512,
-            max_connections_per_address: 64,
-            max_streams_per_connection: 16,
-        }
-    }
-}
-
-/// Certificate and key files. Keys may be systemd credentials (`credential:NAME`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// PEM chain presented by the listener (leaf first).
-    pub server_cert: PathBuf,
-    /// PEM private key of the listener: mode 0600/0640 at most.
-    pub server_key: SecretPath,
-    /// PEM certificate(s) of the CA that issues workstation client certificates.
-    pub workstation_ca: PathBuf,
-    /// CRLs of the workstation CA (PEM or DER): a revoked workstation certificate fails the
-    /// handshake. Reread every `workstation_crl_refresh_secs`.
-    #[serde(default)]
-    pub workstation_crls: Vec<PathBuf>,
-    /// A workstation CRL past its next update: `refuse` every workstation certificate's
-    /// handshake until a fresh one is in place, or `accept_and_flag` (accept, and log the
-    /// stale list at each reload), as for cards.
-    #[serde(default = "defaults::workstation_stale_crl")]
-    pub workstation_stale_crl: crate::card::trust::StaleCrlPolicy,
-    /// How often the workstation CRLs are reread, seconds.
-    #[serde(default = "defaults::workstation_crl_refresh_secs")]
-    pub workstation_crl_refresh_secs: u64,
-}
-
 /// Where the embedded stores live.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -214,53 +145,6 @@ pub struct RosterConfig {
     /// still log in (and keeps the session).
     #[serde(default = "defaults::roster_grace_minutes")]
     pub grace_minutes: u64,
-}
-
-/// CPS card login.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CardsConfig {
-    /// Identifiers and formats of the card generation in use (defaults: CPS3, see
-    /// `card::profile` for which values are public facts and which are assumptions).
-    #[serde(default)]
-    pub profile: crate::card::profile::CardProfile,
-    /// Trust anchors, intermediates, CRLs and the stale-CRL policy.
-    pub trust: crate::card::trust::TrustConfig,
-    /// PIN attempts allowed per desk per minute (beyond the card's own 3 tries).
-    #[serde(default = "defaults::pin_attempts_per_minute")]
-    pub pin_attempts_per_minute: u32,
-    /// Professions (subject `title` of the card certificate, code or label) that may
-    /// open a session; empty allows every profession.
-    #[serde(default = "defaults::allowed_professions")]
-    pub allowed_professions: Vec<String>,
-    /// A session ends after this many minutes without a request using it.
-    #[serde(default = "defaults::session_idle_minutes")]
-    pub session_idle_minutes: u64,
-    /// A session ends after this many hours in all (the longest shift).
-    #[serde(default = "defaults::session_max_hours")]
-    pub session_max_hours: u64,
-}
-
-impl CardsConfig {
-    /// Card login trusting `trust`, every other setting at its default.
-    pub fn new(trust: crate::card::trust::TrustConfig) -> Self {
-        Self {
-            profile: crate::card::profile::CardProfile::default(),
-            trust,
-            pin_attempts_per_minute: defaults::pin_attempts_per_minute(),
-            allowed_professions: defaults::allowed_professions(),
-            session_idle_minutes: defaults::session_idle_minutes(),
-            session_max_hours: defaults::session_max_hours(),
-        }
-    }
-
-    /// When sessions end on their own.
-    pub fn expiry(&self) -> crate::session::Expiry {
-        crate::session::Expiry {
-            idle: std::time::Duration::from_secs(self.session_idle_minutes.max(1) * 60),
-            max: std::time::Duration::from_secs(self.session_max_hours.max(1) * 3600),
-        }
-    }
 }
 
 /// The audit trail: signing, batching, checkpoints, retention.
@@ -337,28 +221,8 @@ impl AuditConfig {
 }
 
 mod defaults {
-    pub fn workstation_stale_crl() -> crate::card::trust::StaleCrlPolicy {
-        crate::card::trust::StaleCrlPolicy::Refuse
-    }
-    pub fn workstation_crl_refresh_secs() -> u64 {
-        3600
-    }
     pub fn roster_grace_minutes() -> u64 {
         15
-    }
-    pub fn pin_attempts_per_minute() -> u32 {
-        5
-    }
-    /// Physicians: code `10` and its label, since which of the two real CPS certificates
-    /// carry in `title` is still to be confirmed (see `card::profile`).
-    pub fn allowed_professions() -> Vec<String> {
-        vec![crate::card::trust::PHYSICIAN.into(), "Médecin".into()]
-    }
-    pub fn session_idle_minutes() -> u64 {
-        30
-    }
-    pub fn session_max_hours() -> u64 {
-        14
     }
     pub fn batch_max_records() -> usize {
         64
@@ -386,93 +250,6 @@ mod defaults {
     }
     pub fn retention_days() -> u64 {
         365
-    }
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// One JSON object per line (for journald / log shippers).
-    #[default]
-    Json,
-    /// Human-readable lines (for a terminal).
-    Human,
-}
-
-/// Log output.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `json` or `human`.
-    pub format: LogFormat,
-    /// A `tracing` filter directive, e.g. `info` or `info,samu_gateway::http=debug`.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Json,
-            level: "info".into(),
-        }
-    }
-}
-
-/// One regulation desk.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeskConfig {
-    /// Stable identifier used in audit records and URLs (`[a-z0-9_-]`).
-    pub id: String,
-    /// Name shown to people, e.g. "Régulation 1".
-    pub name: String,
-    /// PC/SC reader name wired to this desk, as `pcsc_scan` prints it.
-    pub reader: String,
-    /// Subject CN of the workstation certificate allowed to act for this desk.
-    pub workstation_cn: String,
-    /// Optional pin: SHA-256 of that certificate (hex, colons allowed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workstation_sha256: Option<String>,
-    /// Where the physician types the PIN.
-    #[serde(default)]
-    pub pin_entry: PinEntry,
-}
-
-/// Where a desk's PIN is typed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PinEntry {
-    /// On the workstation's keyboard; sent in the login request, zeroized after use.
-    #[default]
-    Keyboard,
-    /// On the reader's own keypad (secure PIN entry, `FEATURE_VERIFY_PIN_DIRECT`): the PIN
-    /// never reaches software.
-    Pinpad,
-}
-
-/// One thing wrong with a configuration, attached to the key it concerns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key path, e.g. `tls.server_key` or `desks[1].reader`.
-    pub key: String,
-    /// Why the value is refused, in English, with what is expected.
-    pub reason: String,
-}
-
-impl Problem {
-    /// A problem with `key`.
-    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            reason: reason.into(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.reason)
     }
 }
 

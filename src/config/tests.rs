@@ -2,6 +2,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use super::*;
+use crate::encoding::parse_sha256;
+use crate::telemetry::LogFormat;
 
 /// A directory with a syntactically complete configuration whose files exist.
 struct Fixture {

@@ -3,46 +3,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
-use super::{Config, DeskConfig, Problem};
-
-/// Prefix of a key path that names a systemd credential (`LoadCredential=`).
-const CREDENTIAL_PREFIX: &str = "credential:";
-
-/// A path to a secret: a plain file path, or `credential:NAME` for a file under
-/// `$CREDENTIALS_DIRECTORY` as systemd's `LoadCredential=` provides it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(transparent)]
-pub struct SecretPath(pub String);
-
-impl SecretPath {
-    /// The file to read.
-    pub fn resolve(&self) -> Result<PathBuf, String> {
-        let Some(name) = self.0.strip_prefix(CREDENTIAL_PREFIX) else {
-            return Ok(PathBuf::from(&self.0));
-        };
-        if name.is_empty() || name.contains('/') {
-            return Err(format!("invalid credential name '{name}'"));
-        }
-        let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
-            format!(
-                "'{}' needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)",
-                self.0
-            )
-        })?;
-        Ok(Path::new(&dir).join(name))
-    }
-}
-
-impl From<PathBuf> for SecretPath {
-    fn from(path: PathBuf) -> Self {
-        Self(path.to_string_lossy().into_owned())
-    }
-}
+use super::Config;
+use crate::encoding::{hex, parse_sha256};
+use crate::problem::Problem;
+use crate::secret::{SecretPath, check_key_file_mode};
+use crate::session::DeskConfig;
 
 pub(super) fn problems(config: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
@@ -524,29 +491,6 @@ fn check_readable_file(out: &mut Vec<Problem>, key: &str, path: &Path) -> bool {
     false
 }
 
-/// A private key must be readable by its owner and at most its group, and writable by
-/// nobody else: anyone who can read it can impersonate the gateway.
-pub fn check_key_file_mode(path: &Path) -> Result<(), String> {
-    let mode = std::fs::metadata(path)
-        .map_err(|e| format!("file {} cannot be read: {e}", path.display()))?
-        .permissions()
-        .mode()
-        & 0o777;
-    let what = if mode & 0o004 != 0 {
-        "world-readable"
-    } else if mode & 0o003 != 0 {
-        "accessible to other users"
-    } else if mode & 0o020 != 0 {
-        "group-writable"
-    } else {
-        return Ok(());
-    };
-    Err(format!(
-        "file {} is {what} (mode {mode:04o}); expected 0600 or 0640",
-        path.display()
-    ))
-}
-
 fn check_storage(config: &Config, out: &mut Vec<Problem>) {
     let dir = &config.storage.state_dir;
     if !dir.is_absolute() {
@@ -649,28 +593,4 @@ fn is_desk_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
-
-/// Parses a SHA-256 fingerprint written as 64 hex digits, optionally separated by colons.
-pub fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
-    let digits: String = text.chars().filter(|c| *c != ':').collect();
-    decode_hex(&digits)
-        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-        .ok_or_else(|| format!("'{text}' is not a SHA-256 fingerprint: expected 64 hex digits"))
-}
-
-/// Decodes hex digits (even count, no separators); `None` for anything else.
-pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
-}
-
-/// Lower-case hex, as fingerprints are shown in logs and API answers.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

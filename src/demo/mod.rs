@@ -10,22 +10,20 @@
 
 mod samples;
 
-pub mod pki;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::audit::Signer;
-use crate::card::emulator::{CardIdentity, EmulatedCard};
 use crate::card::profile::CardProfile;
 use crate::card::trust::TrustConfig;
-use crate::config::{
-    AuditConfig, CardsConfig, CentreConfig, Config, DeskConfig, LogConfig, LogFormat, ServerConfig,
-    StorageConfig, TlsConfig,
-};
-use pki::{Authority, CardHolder, PkiError, write_file, write_pair};
+use crate::config::{AuditConfig, Config, StorageConfig};
+use crate::dev_card::emulator::{CardIdentity, EmulatedCard};
+use crate::dev_pki::{Authority, CardHolder, PkiError, write_file, write_pair};
+use crate::http::{CentreConfig, ServerConfig, TlsConfig};
+use crate::session::{CardsConfig, DeskConfig};
+use crate::telemetry::{LogConfig, LogFormat};
 
 /// Why the demo could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use super::pki::{Authority, write_file, write_pair};
 use super::{DemoError, DemoPatient};
+use crate::dev_pki::{Authority, write_file, write_pair};
 use crate::dev_upstream::{DevData, DevPatient, DevUpstreamOptions};
 use crate::patient::OID_NIR_DEMO;
 use crate::upstream::{AccessMode, UpstreamConfig};

@@ -198,7 +198,7 @@ fn load_state(options: &DevUpstreamOptions) -> Result<DevState, DevUpstreamError
     for path in &options.assertion_keys {
         let text = std::fs::read_to_string(path)
             .map_err(|e| DevUpstreamError::Keys(format!("{}: {e}", path.display())))?;
-        let key = crate::config::decode_hex(text.trim())
+        let key = crate::encoding::decode_hex(text.trim())
             .filter(|k| k.len() == 32)
             .ok_or_else(|| {
                 DevUpstreamError::Keys(format!("{}: not a hex Ed25519 public key", path.display()))
@@ -225,8 +225,8 @@ fn server_tls(options: &DevUpstreamOptions) -> Result<Arc<rustls::ServerConfig>,
     use rustls::pki_types::pem::PemObject;
     let keys = |e: &dyn std::fmt::Display| DevUpstreamError::Keys(e.to_string());
     let mut problems = Vec::new();
-    let chain = crate::http::tls::load_certs(&options.cert, "cert", &mut problems);
-    let cas = crate::http::tls::load_certs(&options.client_ca, "client-ca", &mut problems);
+    let chain = crate::tls::load_certs(&options.cert, "cert", &mut problems);
+    let cas = crate::tls::load_certs(&options.client_ca, "client-ca", &mut problems);
     if let Some(problem) = problems.first() {
         return Err(keys(&format!("{}: {}", problem.key, problem.reason)));
     }
@@ -235,7 +235,7 @@ fn server_tls(options: &DevUpstreamOptions) -> Result<Arc<rustls::ServerConfig>,
     for ca in cas {
         roots.add(ca).map_err(|e| keys(&e))?;
     }
-    let provider = crate::http::tls::provider();
+    let provider = crate::tls::provider();
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(roots),
         provider.clone(),
@@ -302,7 +302,7 @@ fn authorize(state: &DevState, headers: &HeaderMap) -> Result<Claims, Box<Respon
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let now = crate::audit::chain::now().1 / 1000;
+    let now = crate::clock::now().1 / 1000;
     let verdict = match token {
         Some(token) => assertion::verify(token, &state.trusted, now).map_err(|e| e.to_string()),
         None => Err("no access assertion".to_owned()),

@@ -15,8 +15,8 @@ use super::routes::CallingDesk;
 use super::session_routes::{audit_unavailable, no_session, token};
 use crate::access::{AccessError, Actorship, BreakGlassRequest, Delivered, PatientSearchRequest};
 use crate::card::trust::Professional;
-use crate::config::DeskConfig;
 use crate::patient::Candidate;
+use crate::session::DeskConfig;
 use crate::upstream::{AccessMode, UpstreamError};
 
 /// Candidates for the physician to choose from.

@@ -314,7 +314,7 @@ pub async fn export(
     record_use(&state, &officer, detail, patient).await?;
     let name = format!(
         "attachment; filename=\"audit-{}.{}\"",
-        crate::audit::chain::now().0.replace([':', '.'], ""),
+        crate::clock::now().0.replace([':', '.'], ""),
         format.extension()
     );
     let mut response =

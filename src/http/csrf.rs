@@ -18,7 +18,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use super::AppState;
 use super::error::ApiError;
 use super::identity::Peer;
-use crate::config::{decode_hex, hex};
+use crate::encoding::{decode_hex, hex};
 
 /// Request header carrying the token.
 pub const CSRF_HEADER: &str = "x-csrf-token";

@@ -11,7 +11,8 @@ use ring::digest;
 use rustls::pki_types::CertificateDer;
 use serde::Serialize;
 
-use crate::config::{DeskConfig, hex, parse_sha256};
+use crate::encoding::{hex, parse_sha256};
+use crate::session::DeskConfig;
 
 /// A configured desk.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -23,7 +24,7 @@ pub struct Desk {
     /// PC/SC reader wired to the desk.
     pub reader: String,
     /// Where the PIN is typed (`pinpad`: on the reader, "saisissez votre code sur le lecteur").
-    pub pin_entry: crate::config::PinEntry,
+    pub pin_entry: crate::session::PinEntry,
     #[serde(skip)]
     workstation_cn: String,
     #[serde(skip)]
@@ -240,7 +241,7 @@ fn subject_cn(cert: &CertificateDer<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::pki::Authority;
+    use crate::dev_pki::Authority;
 
     const LAN: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 7));
     const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -294,10 +295,10 @@ mod tests {
         let officer = ca.issue_client("conformite-1").unwrap();
         let lookalike = ca.issue_client("conformite-1").unwrap();
         let integration = ca.issue_client("logiciel").unwrap();
-        let pin = |issued: &crate::demo::pki::Issued| {
+        let pin = |issued: &crate::dev_pki::Issued| {
             hex(digest::digest(&digest::SHA256, issued.der.as_ref()).as_ref())
         };
-        let role = |dir: &DeskDirectory, issued: &crate::demo::pki::Issued| match dir
+        let role = |dir: &DeskDirectory, issued: &crate::dev_pki::Issued| match dir
             .attribute(Some(&issued.der), LAN)
         {
             Peer::Unmapped(w) => w.role,

@@ -22,7 +22,7 @@ use tracing::Instrument;
 use super::AppState;
 use super::identity::Peer;
 use super::metrics::RequestLabels;
-use crate::config::hex;
+use crate::encoding::hex;
 
 /// Largest request body, but for the roster.
 pub const MAX_BODY: usize = 16 * 1024;

@@ -1,6 +1,8 @@
 //! The HTTPS API: TLS with workstation client certificates, attribution of each request to
 //! one desk, the routes, metrics, and the accept loop with graceful drain.
 
+pub mod settings;
+pub use settings::{CentreConfig, ServerConfig, TlsConfig};
 mod access_routes;
 mod compliance_routes;
 pub mod csrf;
@@ -28,7 +30,6 @@ use utoipa_axum::routes;
 
 use crate::access::BreakGlass;
 use crate::audit::AuditLog;
-use crate::config::CentreConfig;
 use crate::session::CardLogin;
 use crate::state::Stores;
 

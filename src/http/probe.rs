@@ -14,7 +14,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::tls::pinned_client_config;
+use crate::tls::pinned_client_config;
 
 /// Bodies larger than this are not health answers.
 const MAX_BODY: usize = 64 * 1024;

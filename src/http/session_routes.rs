@@ -18,7 +18,7 @@ use super::routes::CallingDesk;
 use crate::card::CardError;
 use crate::card::profile::Pin;
 use crate::card::worker::PinSource;
-use crate::config::PinEntry;
+use crate::session::PinEntry;
 use crate::session::{LoginError, Session};
 
 /// Name of the session cookie.

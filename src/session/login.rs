@@ -12,10 +12,9 @@ use super::roster::Roster;
 use super::{LoginRefusal, Session, Sessions, actor};
 use crate::audit::{AuditError, AuditLog, Event, EventKind, Outcome};
 use crate::card::CardError;
-use crate::card::emulator::EmulatedCard;
 use crate::card::trust::{CardTrust, TrustError};
 use crate::card::worker::{CardWorker, PinSource};
-use crate::config::{CardsConfig, DeskConfig};
+use crate::session::{CardsConfig, DeskConfig};
 
 /// Why a login failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +67,7 @@ impl CardLogin {
         trust: CardTrust,
         desks: &[DeskConfig],
         audit: Arc<AuditLog>,
-        virtual_card: Option<EmulatedCard>,
+        virtual_card: Option<Box<dyn crate::card::apdu::Transport + Send>>,
         roster: Option<(Roster, String)>,
     ) -> std::io::Result<Self> {
         let (roster, integration_cn) = match roster {
@@ -174,7 +173,7 @@ impl CardLogin {
         };
         // Checked before the PIN reaches the card: a refusal costs the physician no try.
         if let Some(roster) = &self.roster
-            && !roster.on_duty(&holder.id_nat, crate::audit::chain::now().1)
+            && !roster.on_duty(&holder.id_nat, crate::clock::now().1)
         {
             let _recorded = self.audit.append(refused("not_on_duty", None)).await?;
             return Err(LoginError::NotOnDuty);

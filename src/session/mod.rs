@@ -6,6 +6,8 @@
 //! (sessions live in memory only). Every insertion, removal, login attempt and session end
 //! is recorded through `audit` before the caller hears of it.
 
+pub mod settings;
+pub use settings::{CardsConfig, DeskConfig, PinEntry};
 mod login;
 pub mod roster;
 #[cfg(test)]
@@ -24,7 +26,7 @@ use tokio::sync::mpsc;
 use crate::audit::{Actor, AuditError, AuditLog, Event, EventKind, Outcome, Receipt};
 use crate::card::trust::{CardTrust, Professional};
 use crate::card::worker::CardEvent;
-use crate::config::{DeskConfig, hex};
+use crate::encoding::hex;
 
 /// The card in a desk's reader, as the desk screen shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -275,7 +277,7 @@ impl Sessions {
         let session = Session {
             token: random_token(),
             professional,
-            started: crate::audit::chain::now().0,
+            started: crate::clock::now().0,
             crl_stale,
             opened: tokio::time::Instant::now(),
             last_used: tokio::time::Instant::now(),
@@ -321,7 +323,7 @@ impl Sessions {
         roster: Option<&roster::Roster>,
     ) -> Result<usize, AuditError> {
         let now = tokio::time::Instant::now();
-        let wall_ms = crate::audit::chain::now().1;
+        let wall_ms = crate::clock::now().1;
         let due: Vec<(String, &'static str)> = match self.slots.lock() {
             Ok(slots) => slots
                 .iter()
@@ -564,7 +566,7 @@ fn trust_code(e: &crate::card::trust::TrustError) -> &'static str {
 
 /// SHA-256 (hex) of a session token.
 pub fn token_hash(token: &str) -> String {
-    hex(&crate::audit::chain::hash(token.as_bytes()))
+    hex(&crate::encoding::sha256(token.as_bytes()))
 }
 
 fn random_token() -> String {

@@ -11,7 +11,7 @@ use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::chain::parse_time;
+use crate::clock::parse_time;
 
 /// One shift.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
@@ -208,6 +208,14 @@ fn parse(document: &RosterDocument) -> Result<Vec<Parsed>, RosterError> {
             })
         })
         .collect()
+}
+
+/// The audit report's shift check reads the roster through this (the trail knows nothing of
+/// sessions).
+impl crate::audit::report::Shifts for Roster {
+    fn on_duty(&self, id_nat: &str, at_ms: u64) -> bool {
+        Roster::on_duty(self, id_nat, at_ms)
+    }
 }
 
 #[cfg(test)]

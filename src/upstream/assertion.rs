@@ -100,14 +100,14 @@ impl std::fmt::Debug for AssertionSigner {
 impl AssertionSigner {
     /// Loads a PKCS#8 PEM Ed25519 key (as `samu-gateway audit keygen` writes one).
     pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        let key = crate::audit::chain::load_ed25519(path)?;
-        let key_id = crate::config::hex(&crate::audit::chain::hash(key.public_key().as_ref())[..8]);
+        let key = crate::secret::load_ed25519(path)?;
+        let key_id = crate::encoding::hex(&crate::encoding::sha256(key.public_key().as_ref())[..8]);
         Ok(Self { key, key_id })
     }
 
     /// The public key, hex (what the record service must trust).
     pub fn public_key_hex(&self) -> String {
-        crate::config::hex(self.key.public_key().as_ref())
+        crate::encoding::hex(self.key.public_key().as_ref())
     }
 
     /// The compact JWS of `claims`.
@@ -135,7 +135,7 @@ pub fn new_jti() -> String {
     // A failing system RNG leaves zeros: the id is then not unique, never a security hole
     // (the signature covers iat/exp).
     let _ = SystemRandom::new().fill(&mut bytes);
-    crate::config::hex(&bytes)
+    crate::encoding::hex(&bytes)
 }
 
 /// Checks `token`'s signature against `trusted` public keys (raw 32-byte Ed25519), its
@@ -228,7 +228,7 @@ mod tests {
     #[test]
     fn a_signed_assertion_verifies_and_any_change_breaks_it() {
         let (_dir, signer) = self::signer();
-        let key = crate::config::decode_hex(&signer.public_key_hex()).unwrap();
+        let key = crate::encoding::decode_hex(&signer.public_key_hex()).unwrap();
         let token = signer.sign(&claims(1000)).unwrap();
         assert_eq!(
             verify(&token, std::slice::from_ref(&key), 1010).unwrap(),
@@ -245,7 +245,7 @@ mod tests {
             Err(AssertionError::Signature)
         );
         let (_other_dir, other) = self::signer();
-        let other_key = crate::config::decode_hex(&other.public_key_hex()).unwrap();
+        let other_key = crate::encoding::decode_hex(&other.public_key_hex()).unwrap();
         assert_eq!(
             verify(&token, &[other_key], 1010),
             Err(AssertionError::Signature)

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use super::assertion::{AssertionSigner, Claims, LIFETIME_SECS, new_jti};
 use super::{Access, BoxFuture, RecordService, UpstreamConfig, UpstreamError, outcome};
-use crate::config::Problem;
 use crate::patient::{Candidate, CandidateIns, Ins, Traits};
+use crate::problem::Problem;
 use crate::summary::{self, CriticalSummary};
 
 /// Largest error body read (OperationOutcomes are small).
@@ -95,7 +95,7 @@ impl FhirClient {
             .filter_map(|n| n.as_deref())
             .collect::<Vec<_>>()
             .join(" ");
-        let now = crate::audit::chain::now().1 / 1000;
+        let now = crate::clock::now().1 / 1000;
         let claims = Claims {
             iss: format!("samu-gateway/{}", self.structure_id),
             aud: self.base.clone(),
@@ -363,11 +363,11 @@ fn check_same_patient(found: &CriticalSummary, ins: Option<&Ins>) -> Result<(), 
 }
 
 fn tls_config(cfg: &UpstreamConfig, problems: &mut Vec<Problem>) -> Option<rustls::ClientConfig> {
-    let files = crate::http::tls::MutualClient {
+    let files = crate::tls::MutualClient {
         section: "upstream",
         ca: ("server_ca", &cfg.server_ca),
         cert: ("client_cert", &cfg.client_cert),
         key: ("client_key", &cfg.client_key),
     };
-    crate::http::tls::mutual_client_config(&files, problems)
+    crate::tls::mutual_client_config(&files, problems)
 }

@@ -18,14 +18,14 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 
 use crate::card::trust::Professional;
-use crate::config::SecretPath;
 use crate::patient::{Candidate, Ins, Traits};
+use crate::secret::SecretPath;
 use crate::summary::CriticalSummary;
 
 /// A boxed future, so that [`RecordService`] can be used as `dyn`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-pub use crate::audit::AccessMode;
+pub use crate::access_mode::AccessMode;
 
 /// Who asks, why, about whom: what the access assertion carries.
 #[derive(Debug, Clone)]

@@ -19,7 +19,7 @@ pub mod validators;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use samu_gateway::demo::pki::{Authority, Issued, write_file, write_pair};
+use samu_gateway::dev_pki::{Authority, Issued, write_file, write_pair};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_samu-gateway");
 
@@ -139,7 +139,7 @@ impl Pki {
             &ring::digest::SHA256,
             self.clients[identity].issued.der.as_ref(),
         );
-        samu_gateway::config::hex(digest.as_ref())
+        samu_gateway::encoding::hex(digest.as_ref())
     }
 
     pub fn client(&self, identity: Option<&str>) -> reqwest::Client {

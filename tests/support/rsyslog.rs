@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use samu_gateway::demo::pki::{Authority, write_file, write_pair};
+use samu_gateway::dev_pki::{Authority, write_file, write_pair};
 
 pub struct Rsyslog {
     dir: tempfile::TempDir,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use samu_gateway::demo::pki::{Authority, write_file, write_pair};
+use samu_gateway::dev_pki::{Authority, write_file, write_pair};
 use samu_gateway::upstream::UpstreamConfig;
 use serde_json::{Value, json};
 

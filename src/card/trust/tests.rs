@@ -1,5 +1,5 @@
 use super::*;
-use crate::demo::pki::{Authority, CardHolder, write_file};
+use crate::dev_pki::{Authority, CardHolder, write_file};
 
 struct Pki {
     dir: tempfile::TempDir,

@@ -9,8 +9,8 @@ use std::net::TcpStream;
 use std::os::linux::net::TcpStreamExt;
 use std::time::Duration;
 
-use super::CardError;
 use super::emulator::EmulatedCard;
+use crate::card::CardError;
 
 /// The ATR the virtual card presents: a CPS3 card's (docs/domain.md §3).
 pub const CPS3_ATR: [u8; 17] = [

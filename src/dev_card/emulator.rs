@@ -2,7 +2,7 @@
 //! checking an install without a real card. It holds its own RSA key pair and certificate,
 //! a PIN with a tries counter that blocks at 0, and fault modes.
 //!
-//! This module runs the card in-process (as an [`apdu::Transport`](super::apdu::Transport));
+//! This module runs the card in-process (as an [`apdu::Transport`](crate::card::apdu::Transport));
 //! plugging it into a real pcscd through vsmartcard-vpcd comes with the PC/SC work.
 
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
@@ -11,10 +11,10 @@ use rsa::{Pkcs1v15Sign, Pss, RsaPrivateKey};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::CardError;
-use super::apdu::{Command, Transport};
-use super::profile::{CardProfile, Pin, SHA256_DIGEST_INFO_PREFIX, SignatureScheme};
-use crate::demo::pki::{Authority, CardHolder};
+use crate::card::CardError;
+use crate::card::apdu::{Command, Transport};
+use crate::card::profile::{CardProfile, Pin, SHA256_DIGEST_INFO_PREFIX, SignatureScheme};
+use crate::dev_pki::{Authority, CardHolder};
 
 /// PIN tries of a CPS card (docs/domain.md §3).
 pub const PIN_TRIES: u8 = 3;
@@ -290,7 +290,7 @@ impl Transport for EmulatedCard {
         let typed = self.pin_pad.clone().ok_or_else(|| {
             CardError::PinPadUnavailable("the emulated reader has no PIN pad".into())
         })?;
-        let template = super::pinpad::VerifyTemplate::decode(verify_structure)?;
+        let template = crate::card::pinpad::VerifyTemplate::decode(verify_structure)?;
         match template.complete(&typed) {
             Some(apdu) => Ok(self.process(&Zeroizing::new(apdu))),
             None => Ok(vec![0x64, 0x01]),
