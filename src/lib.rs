@@ -41,6 +41,19 @@
 // library code (tests are exempt through clippy.toml).
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+/// `Debug` that names the type and shows none of its content, for types holding health data
+/// or a patient's identity: such values must never reach a log line, a panic message or an
+/// error through `{:?}`.
+macro_rules! redacted_debug {
+    ($($t:ident),* $(,)?) => {$(
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(concat!(stringify!($t), " { .. }"))
+            }
+        }
+    )*};
+}
+
 pub mod access;
 pub mod access_mode;
 pub mod audit;

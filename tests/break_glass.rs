@@ -606,6 +606,13 @@ async fn search_by_traits_returns_candidates_and_records_what_was_searched() {
         assert!(unjustified.status.is_client_error(), "{}", unjustified.body);
     }
     assert_eq!(centre.upstream.stats().await, before);
+
+    // A logged-in physician's searches left neither the traits nor the INS in the logs.
+    let logs = centre.gateway.stderr.all();
+    assert!(logs.contains("patients/search"), "the requests were logged");
+    for secret in [support::upstream::family(3), nir(3), "1980-01-17".into()] {
+        assert!(!logs.contains(&secret), "{secret} leaked into the logs");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -437,4 +437,12 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
     assert_eq!(uses[0]["patient"]["ins"], "269054958815781");
     assert_eq!(uses[4]["patient"]["ins"], "269054958815781");
     assert!(uses[3].get("patient").is_none());
+
+    // The officer's reads (a patient looked up by INS, exports) left no INS in the logs.
+    let logs = gateway.stderr.all();
+    assert!(logs.contains("compliance"), "the requests were logged");
+    assert!(
+        !logs.contains("269054958815781"),
+        "an INS leaked into the logs"
+    );
 }

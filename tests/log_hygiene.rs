@@ -78,3 +78,58 @@ async fn patient_identifiers_never_reach_logs_or_metrics() {
         );
     }
 }
+
+/// `{:?}` of what holds health data shows none of it: a summary (clinical text, the
+/// document's patient), an audit event (INS, justification, searched traits), a record.
+#[test]
+fn debug_output_never_shows_health_data() {
+    use samu_gateway::audit::{CallContext, Event, EventKind, Outcome, PatientRef};
+    let bundle = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/ips/penicillin-allergy-high-criticality.json"),
+    )
+    .unwrap();
+    let summary = samu_gateway::summary::extract(&bundle).unwrap();
+    assert!(summary.allergies.items[0].substance.contains("penicillin"));
+    let shown = format!(
+        "{summary:?} {:?} {:?}",
+        summary.allergies, summary.patient_in_document
+    );
+    for secret in [
+        "enicillin",
+        "Apixaban",
+        "Fibrillation",
+        "SYNTHESE",
+        "Camille",
+        "1980",
+    ] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("items: 1"), "counts still show: {shown}");
+
+    let event = Event {
+        patient: Some(PatientRef {
+            ins: INS.into(),
+            oid: "1.2.250.1.213.1.4.8".into(),
+        }),
+        candidates: vec![PatientRef {
+            ins: INS.into(),
+            oid: "1.2.250.1.213.1.4.8".into(),
+        }],
+        call: Some(CallContext {
+            call_id: "CRRA-1".into(),
+            reason_code: Some("inconscient".into()),
+            justification: Some(CLINICAL.into()),
+        }),
+        detail: Some(format!("traits: birth_name={NAME}")),
+        ..Event::new(EventKind::PatientSearch, Outcome::Success)
+    };
+    let shown = format!("{event:?}");
+    for secret in [INS, NAME, CLINICAL] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(
+        shown.contains("PatientSearch") && shown.contains("CRRA-1"),
+        "{shown}"
+    );
+}

@@ -12,7 +12,7 @@ use crate::audit::{Actor, CallContext};
 use crate::patient::Ins;
 
 /// An open grant.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Grant {
     /// Random id, 128 bits, hex.
     pub id: String,
@@ -32,6 +32,18 @@ pub struct Grant {
     pub call: CallContext,
     ends: tokio::time::Instant,
     ends_at: String,
+}
+
+/// Neither the patient (INS, record-service id) nor the justification prints.
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("desk", &self.desk)
+            .field("mode", &self.mode)
+            .field("call", &self.call)
+            .field("ends_at", &self.ends_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A grant as the desk sees it.

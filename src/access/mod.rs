@@ -71,10 +71,10 @@ pub struct Reason {
 }
 
 mod defaults {
-    pub fn grant_minutes() -> u64 {
+    pub(super) fn grant_minutes() -> u64 {
         120
     }
-    pub fn reasons() -> Vec<super::Reason> {
+    pub(super) fn reasons() -> Vec<super::Reason> {
         let reason = |code: &str, label: &str, text_required| super::Reason {
             code: code.into(),
             label: label.into(),
@@ -172,7 +172,7 @@ impl From<Source> for DataSource {
 }
 
 /// A summary released to a desk.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct Delivered {
     /// The grant allowing re-reads.
     pub grant: GrantView,
@@ -184,6 +184,18 @@ pub struct Delivered {
     pub age_seconds: u64,
     /// The critical summary.
     pub summary: CriticalSummary,
+}
+
+/// The summary shows as counts only (its own `Debug`).
+impl std::fmt::Debug for Delivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivered")
+            .field("grant", &self.grant)
+            .field("source", &self.source)
+            .field("stale", &self.stale)
+            .field("summary", &self.summary)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why an access is refused or failed.
@@ -355,11 +367,12 @@ impl BreakGlass {
         // A fresh copy this professional may see: nothing is asked of anyone else, so the
         // access and its read are recorded together (one fsync) before release.
         if let Some(fetched) = self.fresh_hit(&ins, who.professional, mode) {
-            let receipts = self
+            let mut receipts = self
                 .audit
                 .append_all(vec![started, read_event(read, &fetched)])
                 .await?;
-            let receipt = receipts.last().ok_or(AuditError::Closed)?;
+            // The read's receipt (the last) releases the data.
+            let receipt = receipts.pop().ok_or(AuditError::Closed)?;
             let grant = self.open_grant(who, ins, call, mode, &fetched);
             return Ok(deliver(grant, fetched, receipt));
         }
@@ -380,7 +393,7 @@ impl BreakGlass {
         };
         let receipt = self.audit.append(read_event(read, &fetched)).await?;
         let grant = self.open_grant(who, ins, call, mode, &fetched);
-        Ok(deliver(grant, fetched, &receipt))
+        Ok(deliver(grant, fetched, receipt))
     }
 
     fn open_grant(
@@ -434,7 +447,7 @@ impl BreakGlass {
             &fetched,
         );
         let receipt = self.audit.append(read).await?;
-        Ok(deliver(grant.view(), fetched, &receipt))
+        Ok(deliver(grant.view(), fetched, receipt))
     }
 
     /// Checks the access limits; a refusal is recorded as `refused(outcome)`.
@@ -849,7 +862,7 @@ fn failure_outcome(e: &UpstreamError) -> Outcome {
     }
 }
 
-fn deliver(grant: GrantView, fetched: Fetched, _proof: &Receipt) -> Delivered {
+fn deliver(grant: GrantView, fetched: Fetched, _proof: Receipt) -> Delivered {
     Delivered {
         grant,
         stale: fetched.source == Source::StaleCache,

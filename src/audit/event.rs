@@ -257,7 +257,7 @@ pub struct Actor {
 }
 
 /// The patient concerned, by INS.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatientRef {
     /// The INS (NIR or NIA).
     pub ins: String,
@@ -266,7 +266,7 @@ pub struct PatientRef {
 }
 
 /// The emergency call an access serves.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallContext {
     /// The regulation software's call id.
     pub call_id: String,
@@ -281,7 +281,7 @@ pub struct CallContext {
 pub use crate::access_mode::AccessMode;
 
 /// A compliance officer's decision on a break-glass access.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Review {
     /// Sequence number of the `break_glass_started` record reviewed.
     pub of: u64,
@@ -350,7 +350,7 @@ pub enum DataSource {
 }
 
 /// What a caller records. The writer adds sequence, time, node and chain fields.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// What happened.
     pub kind: EventKind,
@@ -415,7 +415,7 @@ fn is_zero(value: &u64) -> bool {
 }
 
 /// A stored record: the event plus what the writer adds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// Record form version.
     pub v: u32,
@@ -442,6 +442,73 @@ pub struct Record {
     /// The event.
     #[serde(flatten)]
     pub event: Event,
+}
+
+/// The INS never prints.
+impl std::fmt::Debug for PatientRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatientRef")
+            .field("ins", &"<redacted>")
+            .field("oid", &self.oid)
+            .finish()
+    }
+}
+
+/// The justification (free clinical text) never prints.
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("call_id", &self.call_id)
+            .field("reason_code", &self.reason_code)
+            .field(
+                "justification",
+                &self.justification.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Neither the patient, nor the detail (a search's identity traits), nor a reviewer's
+/// comment prints.
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Event")
+            .field("kind", &self.kind)
+            .field("outcome", &self.outcome)
+            .field("actor", &self.actor)
+            .field("patient", &self.patient)
+            .field("candidates", &self.candidates.len())
+            .field("call", &self.call)
+            .field("access_mode", &self.access_mode)
+            .field("source", &self.source)
+            .field("detail", &self.detail.as_ref().map(|_| "<redacted>"))
+            .field("review", &self.review)
+            .field("alert", &self.alert)
+            .finish()
+    }
+}
+
+/// The chain fields, and the event as [`Event`]'s `Debug` shows it.
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("seq", &self.seq)
+            .field("node", &self.node)
+            .field("epoch", &self.epoch)
+            .field("time", &self.time)
+            .field("event", &self.event)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The officer's comment never prints.
+impl std::fmt::Debug for Review {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Review")
+            .field("of", &self.of)
+            .field("decision", &self.decision)
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

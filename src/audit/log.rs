@@ -44,8 +44,11 @@ pub struct Settings {
 
 /// Proof that a record is durable. Only the audit log makes these; code that releases
 /// patient data takes one, so it cannot run before the record of that release is on disk.
+///
+/// Not `Clone`, and built only here: one durable record authorises one release, which
+/// consumes it (`access::deliver`, `Sessions::open`).
 #[must_use = "a receipt is the proof of append that releasing data requires"]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Receipt {
     seq: u64,
     hash: Hash,

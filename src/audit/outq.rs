@@ -13,7 +13,7 @@ use std::os::fd::AsFd;
 const TIOCOUTQ: rustix::ioctl::Opcode = 0x5411;
 
 /// Bytes in `socket`'s send queue that the peer has not acknowledged.
-pub fn unacknowledged(socket: impl AsFd) -> std::io::Result<usize> {
+pub(super) fn unacknowledged(socket: impl AsFd) -> std::io::Result<usize> {
     // SAFETY: TIOCOUTQ is a getter: the kernel writes one `c_int` (the count), which is
     // the output type declared here.
     let getter = unsafe { rustix::ioctl::Getter::<TIOCOUTQ, c_int>::new() };

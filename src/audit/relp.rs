@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 const MAX_DATA: usize = 64 * 1024;
 
 /// An open RELP session over `S`.
-pub struct Session<S> {
+pub(super) struct Session<S> {
     stream: S,
     next_txnr: u64,
     buffer: Vec<u8>,
@@ -30,7 +30,7 @@ struct Frame {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Opens a session on `stream` (already connected, TLS done).
-    pub async fn open(stream: S) -> Result<Self, String> {
+    pub(super) async fn open(stream: S) -> Result<Self, String> {
         let mut session = Self {
             stream,
             next_txnr: 1,
@@ -53,7 +53,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     /// Sends `messages` as transactions and waits for every acknowledgement; `Ok` only when
     /// the repository answered 200 to each, in order.
-    pub async fn send(&mut self, messages: &[Vec<u8>]) -> Result<(), String> {
+    pub(super) async fn send(&mut self, messages: &[Vec<u8>]) -> Result<(), String> {
         let mut sent = Vec::with_capacity(messages.len());
         for message in messages {
             sent.push(self.write_frame("syslog", message).await?);

@@ -116,6 +116,8 @@ pub struct Pruned {
 }
 
 /// The writable audit database (held by one process: the service, or a maintenance command).
+/// Only `audit` writes through it (its writing methods are private to the module); other
+/// modules open it and hand it to [`super::AuditLog`], or read it.
 #[derive(Debug)]
 pub struct AuditStore {
     db: Database,
@@ -204,7 +206,7 @@ impl AuditStore {
     }
 
     /// Sets a meta counter in its own durable transaction.
-    pub fn set_meta(&self, key: Meta, value: u64) -> Result<(), AuditError> {
+    pub(super) fn set_meta(&self, key: Meta, value: u64) -> Result<(), AuditError> {
         let txn = self.db.begin_write().map_err(storage)?;
         txn.open_table(META)
             .map_err(storage)?
@@ -214,7 +216,7 @@ impl AuditStore {
     }
 
     /// Sets audit repository `receiver`'s "shipped up to" cursor (durable).
-    pub fn set_receiver_cursor(&self, receiver: &str, seq: u64) -> Result<(), AuditError> {
+    pub(super) fn set_receiver_cursor(&self, receiver: &str, seq: u64) -> Result<(), AuditError> {
         let txn = self.db.begin_write().map_err(storage)?;
         txn.open_table(META)
             .map_err(storage)?
@@ -224,7 +226,7 @@ impl AuditStore {
     }
 
     /// Commits records (and a checkpoint) in one fsync'd transaction; all or nothing.
-    pub fn commit(
+    pub(super) fn commit(
         &self,
         records: &[Prepared],
         checkpoint: Option<(u64, Vec<u8>)>,
@@ -234,7 +236,7 @@ impl AuditStore {
 
     /// As [`AuditStore::commit`], setting (`Some`) or removing (`None`) meta counters in the
     /// same transaction: a new epoch and its first record exist together or not at all.
-    pub fn commit_with_meta(
+    pub(super) fn commit_with_meta(
         &self,
         records: &[Prepared],
         checkpoint: Option<(u64, Vec<u8>)>,
@@ -288,7 +290,7 @@ impl AuditStore {
 
     /// Deletes records up to and including `through` (with their index entries) and every
     /// checkpoint before it, keeping the checkpoint at `through` as the chain's new anchor.
-    pub fn prune_through(&self, through: u64, doomed: &[Pruned]) -> Result<(), AuditError> {
+    pub(super) fn prune_through(&self, through: u64, doomed: &[Pruned]) -> Result<(), AuditError> {
         let txn = self.db.begin_write().map_err(storage)?;
         {
             let mut records = txn.open_table(RECORDS).map_err(storage)?;

@@ -52,13 +52,13 @@ impl CacheConfig {
 }
 
 mod defaults {
-    pub fn fresh_seconds() -> u64 {
+    pub(super) fn fresh_seconds() -> u64 {
         600
     }
-    pub fn max_stale_seconds() -> u64 {
+    pub(super) fn max_stale_seconds() -> u64 {
         7200
     }
-    pub fn purge_interval_secs() -> u64 {
+    pub(super) fn purge_interval_secs() -> u64 {
         60
     }
 }

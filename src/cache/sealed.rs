@@ -41,7 +41,7 @@ pub struct Lifetimes {
 }
 
 /// What is cached for a patient.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 pub struct Entry {
     /// The record service's id for the patient.
     pub patient_id: String,
@@ -53,6 +53,16 @@ pub struct Entry {
     /// fetch refreshes the copy, never someone else's clearance).
     #[serde(default)]
     pub cleared: Vec<Clearance>,
+}
+
+/// The patient's record-service id never prints; the summary shows as counts.
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("summary", &self.summary)
+            .field("cleared", &self.cleared)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One professional cleared in one mode, at one time.

@@ -221,34 +221,34 @@ impl AuditConfig {
 }
 
 mod defaults {
-    pub fn roster_grace_minutes() -> u64 {
+    pub(super) fn roster_grace_minutes() -> u64 {
         15
     }
-    pub fn batch_max_records() -> usize {
+    pub(super) fn batch_max_records() -> usize {
         64
     }
     /// No wait: the writer commits whatever is queued as soon as the previous commit ends
     /// (records arriving during an fsync form the next batch). `benches/audit.rs` measured
     /// a 2 ms wait to cost 5x in throughput for a single appender (README).
-    pub fn batch_max_wait_ms() -> u64 {
+    pub(super) fn batch_max_wait_ms() -> u64 {
         0
     }
-    pub fn checkpoint_every_records() -> u64 {
+    pub(super) fn checkpoint_every_records() -> u64 {
         1000
     }
-    pub fn checkpoint_every_secs() -> u64 {
+    pub(super) fn checkpoint_every_secs() -> u64 {
         60
     }
-    pub fn max_patients_per_hour() -> usize {
+    pub(super) fn max_patients_per_hour() -> usize {
         10
     }
-    pub fn pin_failures() -> usize {
+    pub(super) fn pin_failures() -> usize {
         3
     }
-    pub fn ship_alert_seconds() -> u64 {
+    pub(super) fn ship_alert_seconds() -> u64 {
         900
     }
-    pub fn retention_days() -> u64 {
+    pub(super) fn retention_days() -> u64 {
         365
     }
 }

@@ -45,7 +45,7 @@ pub enum Fault {
 }
 
 /// The faulty answer to send instead of the real one, if the current fault replaces it.
-pub async fn apply(current: &Mutex<Fault>) -> Option<Response> {
+pub(super) async fn apply(current: &Mutex<Fault>) -> Option<Response> {
     let fault = current.lock().map(|f| *f).unwrap_or_default();
     let fhir = |status: StatusCode, body: Body| {
         (

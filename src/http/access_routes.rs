@@ -21,13 +21,13 @@ use crate::upstream::{AccessMode, UpstreamError};
 
 /// Candidates for the physician to choose from.
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct PatientSearchAnswer {
+pub(super) struct PatientSearchAnswer {
     /// Patients the record service proposes (never picked automatically).
     pub candidates: Vec<Candidate>,
 }
 
 /// The logged-in professional at the calling desk: what every access route acts as.
-pub struct Acting {
+pub(super) struct Acting {
     state: AppState,
     desk: DeskConfig,
     professional: Professional,
@@ -116,7 +116,7 @@ impl Acting {
               (status = 429, description = "Rate limit (Retry-After)", body = ApiError),
               (status = 503, description = "Record service unavailable and no usable copy, or access not recordable", body = ApiError),
               (status = 504, description = "Record service timed out and no usable copy", body = ApiError)))]
-pub async fn break_glass(
+pub(super) async fn break_glass(
     acting: Acting,
     JsonBody(request): JsonBody<BreakGlassRequest>,
 ) -> Response {
@@ -138,7 +138,7 @@ pub async fn break_glass(
               (status = 404, description = "No such grant for this session (ended or never existed)", body = ApiError),
               (status = 429, description = "Rate limit (Retry-After)", body = ApiError),
               (status = 503, description = "Record service unavailable and no usable copy", body = ApiError)))]
-pub async fn reread(acting: Acting, Segment(grant_id): Segment<String>) -> Response {
+pub(super) async fn reread(acting: Acting, Segment(grant_id): Segment<String>) -> Response {
     let result = match acting.access() {
         Ok(access) => match access.reread(&acting.who(), &grant_id).await {
             Ok(delivered) => acting.release(access, delivered).await,
@@ -154,7 +154,7 @@ pub async fn reread(acting: Acting, Segment(grant_id): Segment<String>) -> Respo
     params(("grant_id" = String, Path, description = "The grant's random id")),
     responses((status = 204, description = "Grant ended"),
               (status = 404, description = "No such grant for this session", body = ApiError)))]
-pub async fn close(acting: Acting, Segment(grant_id): Segment<String>) -> Response {
+pub(super) async fn close(acting: Acting, Segment(grant_id): Segment<String>) -> Response {
     let result = match acting.access() {
         Ok(access) => access
             .close(&acting.who(), &grant_id)
@@ -172,7 +172,10 @@ pub async fn close(acting: Acting, Segment(grant_id): Segment<String>) -> Respon
               (status = 401, description = "No open session at this desk", body = ApiError),
               (status = 429, description = "Search rate limit (Retry-After)", body = ApiError),
               (status = 503, description = "Record service unavailable", body = ApiError)))]
-pub async fn search(acting: Acting, JsonBody(request): JsonBody<PatientSearchRequest>) -> Response {
+pub(super) async fn search(
+    acting: Acting,
+    JsonBody(request): JsonBody<PatientSearchRequest>,
+) -> Response {
     let result = match acting.access() {
         Ok(access) => access.search(&acting.who(), request).await.map_err(refusal),
         Err(e) => Err(e),

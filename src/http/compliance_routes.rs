@@ -31,7 +31,7 @@ use crate::audit::{
 };
 
 /// A caller holding a compliance officer's certificate.
-pub struct Officer {
+pub(super) struct Officer {
     cn: String,
 }
 
@@ -66,7 +66,7 @@ impl FromRequestParts<AppState> for Officer {
 
 /// Break-glass accesses to review.
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct PendingAnswer {
+pub(super) struct PendingAnswer {
     /// Oldest first.
     pub accesses: Vec<BreakGlassAccess>,
 }
@@ -75,7 +75,7 @@ pub struct PendingAnswer {
 #[utoipa::path(get, path = "/api/v1/compliance/pending", tag = "compliance",
     responses((status = 200, description = "Accesses to review", body = PendingAnswer),
               (status = 403, description = "Not a compliance officer's certificate", body = ApiError)))]
-pub async fn pending(
+pub(super) async fn pending(
     State(state): State<AppState>,
     officer: Officer,
 ) -> Result<Json<PendingAnswer>, ApiError> {
@@ -88,7 +88,7 @@ pub async fn pending(
 /// A decision on one access.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ReviewRequest {
+pub(super) struct ReviewRequest {
     /// The access's `break_glass_started` sequence number.
     pub seq: u64,
     /// `justified`, `to_investigate` or `unjustified`.
@@ -100,7 +100,7 @@ pub struct ReviewRequest {
 
 /// The record of a decision.
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ReviewAnswer {
+pub(super) struct ReviewAnswer {
     /// Sequence number of the `access_reviewed` record.
     pub recorded: u64,
 }
@@ -111,7 +111,7 @@ pub struct ReviewAnswer {
               (status = 400, description = "Comment too long", body = ApiError),
               (status = 403, description = "Not a compliance officer's certificate", body = ApiError),
               (status = 404, description = "No break-glass access with this sequence number", body = ApiError)))]
-pub async fn review(
+pub(super) async fn review(
     State(state): State<AppState>,
     officer: Officer,
     JsonBody(request): JsonBody<ReviewRequest>,
@@ -153,7 +153,7 @@ pub async fn review(
 
 /// The report's period.
 #[derive(Deserialize, utoipa::IntoParams)]
-pub struct ReportQuery {
+pub(super) struct ReportQuery {
     /// RFC 3339 time, or hours back (`24h`, the default).
     #[serde(default)]
     pub since: Option<String>,
@@ -161,7 +161,7 @@ pub struct ReportQuery {
 
 /// Anomaly flags, each with its supporting records.
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct ReportAnswer {
+pub(super) struct ReportAnswer {
     /// The flags.
     pub flags: Vec<crate::audit::report::Flag>,
 }
@@ -171,7 +171,7 @@ pub struct ReportAnswer {
     responses((status = 200, description = "Anomalies with their records", body = ReportAnswer),
               (status = 400, description = "Unreadable `since`", body = ApiError),
               (status = 403, description = "Not a compliance officer's certificate", body = ApiError)))]
-pub async fn report(
+pub(super) async fn report(
     State(state): State<AppState>,
     officer: Officer,
     Params(query): Params<ReportQuery>,
@@ -215,7 +215,7 @@ fn to_filter(spec: &FilterSpec) -> Result<Filter, ApiError> {
 /// A search of the trail.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AuditSearchRequest {
+pub(super) struct AuditSearchRequest {
     /// Which records (none: all); `filter.after` pages (the previous page's
     /// `next_after`).
     #[serde(default)]
@@ -226,7 +226,7 @@ pub struct AuditSearchRequest {
 
 /// One page of matching records.
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct AuditSearchAnswer {
+pub(super) struct AuditSearchAnswer {
     /// Oldest first.
     pub records: Vec<TrailRecord>,
     /// Set when more records match: pass it as `filter.after` for the next page.
@@ -238,7 +238,7 @@ pub struct AuditSearchAnswer {
     responses((status = 200, description = "Matching records, oldest first", body = AuditSearchAnswer),
               (status = 400, description = "Invalid filter", body = ApiError),
               (status = 403, description = "Not a compliance officer's certificate", body = ApiError)))]
-pub async fn search(
+pub(super) async fn search(
     State(state): State<AppState>,
     officer: Officer,
     JsonBody(request): JsonBody<AuditSearchRequest>,
@@ -274,7 +274,7 @@ pub async fn search(
 /// An export of the trail.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ExportRequest {
+pub(super) struct ExportRequest {
     /// `jsonl` (verifiable offline when unfiltered), `csv`, `fhir` or `dicom`.
     pub format: Format,
     /// Which records (none: all).
@@ -287,7 +287,7 @@ pub struct ExportRequest {
     responses((status = 200, description = "The export, as an attachment"),
               (status = 400, description = "Invalid filter", body = ApiError),
               (status = 403, description = "Not a compliance officer's certificate", body = ApiError)))]
-pub async fn export(
+pub(super) async fn export(
     State(state): State<AppState>,
     officer: Officer,
     JsonBody(request): JsonBody<ExportRequest>,
@@ -382,7 +382,7 @@ impl std::io::Write for ChunkSender {
     responses((status = 200, description = "The access and its records", body = AccessTrail),
               (status = 403, description = "Not a compliance officer's certificate", body = ApiError),
               (status = 404, description = "No break-glass access with this sequence number", body = ApiError)))]
-pub async fn access_trail(
+pub(super) async fn access_trail(
     State(state): State<AppState>,
     officer: Officer,
     Segment(seq): Segment<u64>,

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 
 /// A JSON request body (`Content-Type: application/json`).
-pub struct JsonBody<T>(pub T);
+pub(super) struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
@@ -57,7 +57,7 @@ fn body_refusal(rejection: &JsonRejection) -> ApiError {
 }
 
 /// Path segments.
-pub struct Segment<T>(pub T);
+pub(super) struct Segment<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Segment<T> {
     type Rejection = ApiError;
@@ -80,7 +80,7 @@ fn segment_refusal(_rejection: &PathRejection) -> ApiError {
 }
 
 /// Query string parameters.
-pub struct Params<T>(pub T);
+pub(super) struct Params<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
     type Rejection = ApiError;

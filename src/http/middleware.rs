@@ -25,16 +25,16 @@ use super::metrics::RequestLabels;
 use crate::encoding::hex;
 
 /// Largest request body, but for the roster.
-pub const MAX_BODY: usize = 16 * 1024;
+pub(super) const MAX_BODY: usize = 16 * 1024;
 /// Largest roster (`PUT /api/v1/roster`): a centre's shifts for weeks.
-pub const MAX_ROSTER_BODY: usize = 256 * 1024;
+pub(super) const MAX_ROSTER_BODY: usize = 256 * 1024;
 /// A request body must have arrived whole within this.
-pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
+pub(super) const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Buffers a certificate holder's request body under [`MAX_BODY`] (or
 /// [`MAX_ROSTER_BODY`]) and [`BODY_DEADLINE`], refusing it with 413 or 408 otherwise;
 /// passes an anonymous caller's request on unread (its route refuses it from the head).
-pub async fn bounded_body(request: Request, next: Next) -> Response {
+pub(super) async fn bounded_body(request: Request, next: Next) -> Response {
     use axum::response::IntoResponse;
     use http_body_util::BodyExt;
     let anonymous = matches!(
@@ -92,7 +92,11 @@ pub async fn bounded_body(request: Request, next: Next) -> Response {
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Wraps every request (installed with `axum::middleware::from_fn_with_state`).
-pub async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(super) async fn observe(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let request_id = new_request_id();
     let route = request

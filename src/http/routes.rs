@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::identity::{Desk, Peer, Workstation};
 
 /// The desk a request acts for; extracting it refuses anonymous and unmapped callers.
-pub struct CallingDesk {
+pub(super) struct CallingDesk {
     /// The desk.
     pub desk: std::sync::Arc<Desk>,
     /// The workstation certificate that was presented.
@@ -41,12 +41,12 @@ impl<S: Send + Sync> FromRequestParts<S> for CallingDesk {
 /// Marks requests that came over the management listener (loopback only, see
 /// `server::serve_management`): centre IT's and the watchdog's way in.
 #[derive(Debug, Clone, Copy)]
-pub struct ManagementListener;
+pub(super) struct ManagementListener;
 
 /// A caller allowed to see how the service is doing (readiness details, metrics): the
 /// management listener, or any certificate from the workstation CA. Anonymous peers on
 /// the LAN are refused: metrics count oppositions and refusals.
-pub struct Operator;
+pub(super) struct Operator;
 
 impl<S: Send + Sync> FromRequestParts<S> for Operator {
     type Rejection = ApiError;
@@ -64,7 +64,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Operator {
 
 /// Liveness answer.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct Alive {
+pub(super) struct Alive {
     /// Always `alive`.
     pub status: &'static str,
 }
@@ -72,13 +72,13 @@ pub struct Alive {
 /// Liveness: the process answers HTTP. Needs no client certificate.
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
     responses((status = 200, description = "The process is alive", body = Alive)))]
-pub async fn healthz() -> Json<Alive> {
+pub(super) async fn healthz() -> Json<Alive> {
     Json(Alive { status: "alive" })
 }
 
 /// Readiness answer.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct Readiness {
+pub(super) struct Readiness {
     /// `ready`, `degraded` (serving; audit shipping lags), `not_ready` or `shutting_down`.
     pub status: &'static str,
     /// Each check and its result (`ok`, `failed`, or `degraded` for audit shipping).
@@ -90,7 +90,7 @@ pub struct Readiness {
 
 /// One audit repository's delivery state.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct RepositoryState {
+pub(super) struct RepositoryState {
     /// The receiver's name.
     pub name: String,
     /// `syslog_tls` or `relp`.
@@ -105,7 +105,7 @@ pub struct RepositoryState {
 
 /// One readiness check.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct Check {
+pub(super) struct Check {
     /// What was checked.
     pub name: &'static str,
     /// `ok` or `failed`.
@@ -121,7 +121,7 @@ pub struct Check {
     responses((status = 200, description = "Ready to serve", body = Readiness),
               (status = 403, description = "No workstation certificate", body = ApiError),
               (status = 503, description = "Not ready, or shutting down", body = Readiness)))]
-pub async fn readyz(
+pub(super) async fn readyz(
     State(state): State<AppState>,
     _operator: Operator,
 ) -> (StatusCode, Json<Readiness>) {
@@ -228,7 +228,7 @@ fn audit_health(state: &AppState) -> Result<(), crate::audit::AuditError> {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "OpenMetrics text exposition", content_type = "application/openmetrics-text"),
               (status = 403, description = "No workstation certificate", body = ApiError)))]
-pub async fn metrics(State(state): State<AppState>, _operator: Operator) -> Response {
+pub(super) async fn metrics(State(state): State<AppState>, _operator: Operator) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -241,7 +241,7 @@ pub async fn metrics(State(state): State<AppState>, _operator: Operator) -> Resp
 
 /// The calling desk and its state.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct DeskView {
+pub(super) struct DeskView {
     /// The desk this workstation acts for.
     pub desk: Desk,
     /// The workstation certificate presented.
@@ -263,7 +263,7 @@ pub struct DeskView {
 
 /// The centre as shown to desks.
 #[derive(Serialize, utoipa::ToSchema)]
-pub struct CentreView {
+pub(super) struct CentreView {
     /// Structure identifier.
     pub structure_id: String,
     /// Display name.
@@ -273,7 +273,7 @@ pub struct CentreView {
 /// Desk states.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum DeskState {
+pub(super) enum DeskState {
     /// No physician session is open at this desk.
     NoSession,
     /// A physician is logged in.
@@ -284,7 +284,7 @@ pub enum DeskState {
 #[utoipa::path(get, path = "/api/v1/desk", tag = "desk",
     responses((status = 200, description = "The calling desk", body = DeskView),
               (status = 403, description = "No client certificate, or one not mapped to a desk", body = ApiError)))]
-pub async fn desk(State(state): State<AppState>, caller: CallingDesk) -> Json<DeskView> {
+pub(super) async fn desk(State(state): State<AppState>, caller: CallingDesk) -> Json<DeskView> {
     let centre = state.centre();
     let (card, session) = state
         .cards()
@@ -315,7 +315,7 @@ pub async fn desk(State(state): State<AppState>, caller: CallingDesk) -> Json<De
 /// This document: the OpenAPI 3.1 description of the API, generated from the handlers.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", security(()),
     responses((status = 200, description = "OpenAPI 3.1 document", content_type = "application/json")))]
-pub async fn openapi_json() -> Response {
+pub(super) async fn openapi_json() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
         super::openapi_document().as_str(),
@@ -324,6 +324,6 @@ pub async fn openapi_json() -> Response {
 }
 
 /// Any path the API does not have.
-pub async fn not_found() -> ApiError {
+pub(super) async fn not_found() -> ApiError {
     ApiError::not_found()
 }

@@ -22,12 +22,12 @@ use crate::session::PinEntry;
 use crate::session::{LoginError, Session};
 
 /// Name of the session cookie.
-pub const SESSION_COOKIE: &str = "samu_session";
+pub(super) const SESSION_COOKIE: &str = "samu_session";
 
 /// A login: the PIN typed at the desk, or nothing at a PIN-pad desk (the reader collects
 /// the PIN on its keypad; the request then waits up to 30 s for the physician to type it).
 #[derive(Deserialize, utoipa::ToSchema)]
-pub struct LoginBody {
+pub(super) struct LoginBody {
     /// The card's PIN (4 to 8 digits), at keyboard desks only. Wiped from memory after use,
     /// never logged.
     #[schema(value_type = Option<String>)]
@@ -50,7 +50,7 @@ pub struct LoginBody {
               (status = 400, description = "PIN missing, malformed, or sent from a PIN-pad desk", body = ApiError),
               (status = 408, description = "PIN not typed on the reader in time, or cancelled", body = ApiError),
               (status = 503, description = "Card login unavailable, or the desk's reader has no PIN pad", body = ApiError)))]
-pub async fn open_session(
+pub(super) async fn open_session(
     State(state): State<AppState>,
     caller: CallingDesk,
     JsonBody(body): JsonBody<LoginBody>,
@@ -128,7 +128,7 @@ impl From<&Session> for SessionAnswer {
 #[utoipa::path(get, path = "/api/v1/session", tag = "session", security(("workstationCertificate" = [], "sessionCookie" = []), ("workstationCertificate" = [], "sessionBearer" = [])),
     responses((status = 200, description = "The open session", body = Session),
               (status = 401, description = "No session, or a token not from this desk", body = ApiError)))]
-pub async fn current_session(
+pub(super) async fn current_session(
     State(state): State<AppState>,
     caller: CallingDesk,
     headers: HeaderMap,
@@ -146,7 +146,7 @@ pub async fn current_session(
 #[utoipa::path(delete, path = "/api/v1/session", tag = "session", security(("workstationCertificate" = [], "sessionCookie" = [], "csrfHeader" = []), ("workstationCertificate" = [], "sessionBearer" = [])),
     responses((status = 204, description = "Session closed"),
               (status = 401, description = "No session, or a token not from this desk", body = ApiError)))]
-pub async fn close_session(
+pub(super) async fn close_session(
     State(state): State<AppState>,
     caller: CallingDesk,
     headers: HeaderMap,
@@ -167,14 +167,14 @@ pub async fn close_session(
 
 /// How many shifts the roster now holds.
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct RosterAnswer {
+pub(super) struct RosterAnswer {
     /// Shifts accepted.
     pub shifts: usize,
 }
 
 /// The regulation software, by its integration certificate (`roster.integration_cn`), with
 /// the roster it may replace. Checked from the request head: a body is read only after.
-pub struct Integration {
+pub(super) struct Integration {
     roster: std::sync::Arc<crate::session::roster::Roster>,
     cn: String,
 }
@@ -230,7 +230,7 @@ impl FromRequestParts<AppState> for Integration {
               (status = 400, description = "A shift is malformed; nothing changed", body = ApiError),
               (status = 403, description = "Not the integration certificate", body = ApiError),
               (status = 503, description = "No roster configured", body = ApiError)))]
-pub async fn put_roster(
+pub(super) async fn put_roster(
     State(state): State<AppState>,
     integration: Integration,
     JsonBody(document): JsonBody<crate::session::roster::RosterDocument>,

@@ -83,10 +83,10 @@ pub struct TlsConfig {
 mod defaults {
     use crate::card::trust::StaleCrlPolicy;
 
-    pub fn workstation_stale_crl() -> StaleCrlPolicy {
+    pub(super) fn workstation_stale_crl() -> StaleCrlPolicy {
         StaleCrlPolicy::Refuse
     }
-    pub fn workstation_crl_refresh_secs() -> u64 {
+    pub(super) fn workstation_crl_refresh_secs() -> u64 {
         3600
     }
 }

@@ -30,7 +30,7 @@ const COMPLIANCE_HTML: &str = include_str!("web/compliance.html");
 const COMPLIANCE_JS: &str = include_str!("web/compliance.js");
 
 /// The Content-Security-Policy of every answer.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+pub(super) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'none'; \
      base-uri 'none'; frame-ancestors 'none'";
 
@@ -45,7 +45,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 /// The physician's page.
 #[utoipa::path(get, path = "/", tag = "web",
     responses((status = 200, description = "The physician's page (French)", content_type = "text/html")))]
-pub async fn index() -> Response {
+pub(super) async fn index() -> Response {
     asset("text/html; charset=utf-8", INDEX_HTML)
 }
 
@@ -53,42 +53,42 @@ pub async fn index() -> Response {
 /// are refused to anyone else).
 #[utoipa::path(get, path = "/conformite", tag = "web",
     responses((status = 200, description = "The compliance view (French)", content_type = "text/html")))]
-pub async fn compliance() -> Response {
+pub(super) async fn compliance() -> Response {
     asset("text/html; charset=utf-8", COMPLIANCE_HTML)
 }
 
 /// The compliance view's script.
 #[utoipa::path(get, path = "/assets/compliance.js", tag = "web",
     responses((status = 200, description = "Script", content_type = "text/javascript")))]
-pub async fn compliance_js() -> Response {
+pub(super) async fn compliance_js() -> Response {
     asset("text/javascript; charset=utf-8", COMPLIANCE_JS)
 }
 
 /// The physician's page's script.
 #[utoipa::path(get, path = "/assets/app.js", tag = "web",
     responses((status = 200, description = "Script", content_type = "text/javascript")))]
-pub async fn app_js() -> Response {
+pub(super) async fn app_js() -> Response {
     asset("text/javascript; charset=utf-8", APP_JS)
 }
 
 /// What both pages' scripts share.
 #[utoipa::path(get, path = "/assets/common.js", tag = "web",
     responses((status = 200, description = "Script", content_type = "text/javascript")))]
-pub async fn common_js() -> Response {
+pub(super) async fn common_js() -> Response {
     asset("text/javascript; charset=utf-8", COMMON_JS)
 }
 
 /// The pages' style sheet.
 #[utoipa::path(get, path = "/assets/app.css", tag = "web",
     responses((status = 200, description = "Style sheet", content_type = "text/css")))]
-pub async fn app_css() -> Response {
+pub(super) async fn app_css() -> Response {
     asset("text/css; charset=utf-8", APP_CSS)
 }
 
 /// The pages' icon.
 #[utoipa::path(get, path = "/assets/icon.svg", tag = "web",
     responses((status = 200, description = "Icon", content_type = "image/svg+xml")))]
-pub async fn icon() -> Response {
+pub(super) async fn icon() -> Response {
     asset("image/svg+xml", ICON_SVG)
 }
 
@@ -111,7 +111,7 @@ struct DeskSignal {
 #[utoipa::path(get, path = "/api/v1/desk/events", tag = "desk",
     responses((status = 200, description = "Server-sent events", content_type = "text/event-stream"),
               (status = 403, description = "No client certificate, or one not mapped to a desk")))]
-pub async fn desk_events(
+pub(super) async fn desk_events(
     State(state): State<AppState>,
     caller: CallingDesk,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

@@ -40,16 +40,16 @@ impl Default for LimitsConfig {
 }
 
 mod defaults {
-    pub fn per_professional_per_hour() -> u32 {
+    pub(super) fn per_professional_per_hour() -> u32 {
         60
     }
-    pub fn per_desk_per_hour() -> u32 {
+    pub(super) fn per_desk_per_hour() -> u32 {
         120
     }
-    pub fn global_per_minute() -> u32 {
+    pub(super) fn global_per_minute() -> u32 {
         600
     }
-    pub fn searches_per_professional_per_hour() -> u32 {
+    pub(super) fn searches_per_professional_per_hour() -> u32 {
         120
     }
 }

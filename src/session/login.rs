@@ -237,7 +237,7 @@ impl CardLogin {
             target.insertion,
             verified.professional,
             verified.crl_stale,
-            &recorded,
+            recorded,
         ) {
             Some(session) => Ok(session),
             None => {

@@ -272,7 +272,7 @@ impl Sessions {
         insertion: u64,
         professional: Professional,
         crl_stale: bool,
-        _recorded: &Receipt,
+        _recorded: Receipt,
     ) -> Option<Session> {
         let session = Session {
             token: random_token(),

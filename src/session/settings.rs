@@ -84,18 +84,18 @@ pub enum PinEntry {
 }
 
 mod defaults {
-    pub fn pin_attempts_per_minute() -> u32 {
+    pub(super) fn pin_attempts_per_minute() -> u32 {
         5
     }
     /// Physicians: code `10` and its label, since which of the two real CPS certificates
     /// carry in `title` is still to be confirmed (see `card::profile`).
-    pub fn allowed_professions() -> Vec<String> {
+    pub(super) fn allowed_professions() -> Vec<String> {
         vec![crate::card::trust::PHYSICIAN.into(), "Médecin".into()]
     }
-    pub fn session_idle_minutes() -> u64 {
+    pub(super) fn session_idle_minutes() -> u64 {
         30
     }
-    pub fn session_max_hours() -> u64 {
+    pub(super) fn session_max_hours() -> u64 {
         14
     }
 }

@@ -73,7 +73,7 @@ async fn opened(sessions: &Sessions, audit: &AuditLog) -> Session {
             insertion,
             professional(),
             false,
-            &receipt(audit).await,
+            receipt(audit).await,
         )
         .unwrap()
 }
@@ -86,10 +86,15 @@ async fn a_session_opens_only_for_the_insertion_its_pin_was_checked_on() {
     // The PIN is checked on this insertion; the card leaves before the session opens.
     let checked = insert(&sessions);
     sessions.removed("Desk0 00 00").await.unwrap();
-    let recorded = receipt(&audit).await;
     assert!(
         sessions
-            .open("regul-1", checked, professional(), false, &recorded)
+            .open(
+                "regul-1",
+                checked,
+                professional(),
+                false,
+                receipt(&audit).await
+            )
             .is_none(),
         "no session for a card no longer there"
     );
@@ -98,14 +103,26 @@ async fn a_session_opens_only_for_the_insertion_its_pin_was_checked_on() {
     assert_ne!(again, checked);
     assert!(
         sessions
-            .open("regul-1", checked, professional(), false, &recorded)
+            .open(
+                "regul-1",
+                checked,
+                professional(),
+                false,
+                receipt(&audit).await
+            )
             .is_none(),
         "no session for an earlier insertion"
     );
     assert!(sessions.view("regul-1").unwrap().1.is_none());
     assert!(
         sessions
-            .open("regul-1", again, professional(), false, &recorded)
+            .open(
+                "regul-1",
+                again,
+                professional(),
+                false,
+                receipt(&audit).await
+            )
             .is_some()
     );
 }
@@ -128,7 +145,7 @@ async fn a_second_login_never_replaces_a_live_session() {
                 insertion,
                 professional(),
                 false,
-                &receipt(&audit).await
+                receipt(&audit).await
             )
             .is_none()
     );

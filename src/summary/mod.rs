@@ -75,7 +75,7 @@ impl SummaryError {
 }
 
 /// The critical summary of one document.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CriticalSummary {
     /// Where the data comes from and how old it is.
     pub document: DocumentInfo,
@@ -154,7 +154,7 @@ pub struct DocumentInfo {
 }
 
 /// Identity traits as written in the document (of its subject, not of other persons).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct DocumentPatient {
     /// Names as written (family in capitals is the source's choice, not ours).
     pub names: Vec<String>,
@@ -187,7 +187,7 @@ pub enum SectionStatus {
 }
 
 /// One section of the summary.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Section<T> {
     /// What the section establishes.
     pub status: SectionStatus,
@@ -219,7 +219,7 @@ pub struct Section<T> {
 }
 
 /// A code as the source wrote it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Code {
     /// Code system URI (or OID URN).
     pub system: Option<String>,
@@ -230,7 +230,7 @@ pub struct Code {
 }
 
 /// An allergy or intolerance.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Allergy {
     /// The substance, in the source's words.
     pub substance: String,
@@ -253,7 +253,7 @@ pub struct Allergy {
 }
 
 /// A medication.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Medication {
     /// The product, in the source's words.
     pub name: String,
@@ -270,7 +270,7 @@ pub struct Medication {
 }
 
 /// A problem (condition).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Problem {
     /// The problem, in the source's words.
     pub name: String,
@@ -287,7 +287,7 @@ pub struct Problem {
 }
 
 /// A procedure.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Procedure {
     /// The procedure, in the source's words.
     pub name: String,
@@ -300,7 +300,7 @@ pub struct Procedure {
 }
 
 /// An immunization.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Immunization {
     /// The vaccine, in the source's words.
     pub vaccine: String,
@@ -313,7 +313,7 @@ pub struct Immunization {
 }
 
 /// A medical device.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Device {
     /// The device, in the source's words.
     pub name: String,
@@ -322,7 +322,7 @@ pub struct Device {
 }
 
 /// An observation (pregnancy status and the like).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Observation {
     /// What was observed.
     pub name: String,
@@ -333,7 +333,7 @@ pub struct Observation {
 }
 
 /// A section the summary does not model: title and narrative.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct OtherSection {
     /// Title in the document.
     pub title: Option<String>,
@@ -383,4 +383,43 @@ fn validate_name(kind: &str) -> String {
         .take(64)
         .filter(char::is_ascii_alphanumeric)
         .collect()
+}
+
+// Clinical content and the document's identity never print through `Debug`.
+redacted_debug!(
+    DocumentPatient,
+    Allergy,
+    Medication,
+    Problem,
+    Procedure,
+    Immunization,
+    Device,
+    Observation,
+    OtherSection,
+    Code
+);
+
+/// Status and counts only.
+impl<T> std::fmt::Debug for Section<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Section")
+            .field("status", &self.status)
+            .field("items", &self.items.len())
+            .field("unlisted_items", &self.unlisted_items.len())
+            .field("unreadable_entries", &self.unreadable_entries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Each section's status and counts; no content, no patient.
+impl std::fmt::Debug for CriticalSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CriticalSummary")
+            .field("allergies", &self.allergies)
+            .field("medications", &self.medications)
+            .field("problems", &self.problems)
+            .field("past_problems", &self.past_problems)
+            .field("procedures", &self.procedures)
+            .finish_non_exhaustive()
+    }
 }

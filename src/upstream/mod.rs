@@ -185,19 +185,19 @@ pub struct UpstreamConfig {
 }
 
 mod defaults {
-    pub fn connect_timeout_ms() -> u64 {
+    pub(super) fn connect_timeout_ms() -> u64 {
         500
     }
-    pub fn total_timeout_ms() -> u64 {
+    pub(super) fn total_timeout_ms() -> u64 {
         2000
     }
-    pub fn max_retries() -> u32 {
+    pub(super) fn max_retries() -> u32 {
         2
     }
-    pub fn max_body_bytes() -> usize {
+    pub(super) fn max_body_bytes() -> usize {
         crate::summary::MAX_BUNDLE_BYTES
     }
-    pub fn activity_sector() -> String {
+    pub(super) fn activity_sector() -> String {
         "SA01".into()
     }
 }

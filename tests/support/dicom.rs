@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/audit")
 }
 
@@ -19,7 +19,7 @@ pub fn fixtures() -> PathBuf {
 const RELAXED_CHOICE: &str = "<xs:choice minOccurs=\"0\">";
 
 /// One schema to validate against, and what it stands for.
-pub struct Schema {
+pub(crate) struct Schema {
     pub edition: String,
     pub path: PathBuf,
 }
@@ -27,7 +27,7 @@ pub struct Schema {
 /// The schemas found beside the repository (2017c, and the current edition's, taken as is or
 /// derived from 2017c), in a temp dir that lives as long as the returned guard. Empty, with a
 /// loud message, when `../shared/fixtures/audit` is absent.
-pub fn schemas() -> (Vec<Schema>, tempfile::TempDir) {
+pub(crate) fn schemas() -> (Vec<Schema>, tempfile::TempDir) {
     let scratch = tempfile::tempdir().expect("temp dir");
     let dir = fixtures();
     let mut found = Vec::new();
@@ -94,7 +94,7 @@ pub fn schemas() -> (Vec<Schema>, tempfile::TempDir) {
 }
 
 /// Validates `files` against `schema` with xmllint; the report on failure.
-pub fn validate(schema: &Schema, files: &[PathBuf]) -> Result<(), String> {
+pub(crate) fn validate(schema: &Schema, files: &[PathBuf]) -> Result<(), String> {
     let out = Command::new("xmllint")
         .arg("--noout")
         .arg("--schema")
@@ -111,7 +111,10 @@ pub fn validate(schema: &Schema, files: &[PathBuf]) -> Result<(), String> {
 
 /// Participant objects in `messages` that break the current edition's rule: right after the
 /// ID type code, exactly one name or query. Counted by XPath, with no schema.
-pub fn participant_objects_without_name_or_query(messages: &[&str], scratch: &Path) -> usize {
+pub(crate) fn participant_objects_without_name_or_query(
+    messages: &[&str],
+    scratch: &Path,
+) -> usize {
     let path = scratch.join("all-messages.xml");
     let mut document = String::from("<messages>");
     for message in messages {

@@ -11,22 +11,22 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub mod dicom;
-pub mod pcsc;
-pub mod rsyslog;
-pub mod upstream;
-pub mod validators;
+pub(crate) mod dicom;
+pub(crate) mod pcsc;
+pub(crate) mod rsyslog;
+pub(crate) mod upstream;
+pub(crate) mod validators;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use samu_gateway::dev_pki::{Authority, Issued, write_file, write_pair};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_samu-gateway");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_samu-gateway");
 
 /// Says loudly that `what` was skipped: on stderr, and in `SKIPPED` under the target's
 /// test directory, which `.ci/test` prints after the run (cargo hides a passing test's
 /// stderr).
-pub fn skipped(what: &str) {
+pub(crate) fn skipped(what: &str) {
     use std::io::Write;
     eprintln!("!!! SKIPPED: {what}");
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("SKIPPED");
@@ -41,27 +41,27 @@ pub fn skipped(what: &str) {
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The test identities: who holds which client certificate.
-pub const DESK_A: &str = "desk-a";
-pub const DESK_B: &str = "desk-b";
+pub(crate) const DESK_A: &str = "desk-a";
+pub(crate) const DESK_B: &str = "desk-b";
 /// Issued by the workstation CA but mapped to no desk.
-pub const UNMAPPED: &str = "unmapped";
+pub(crate) const UNMAPPED: &str = "unmapped";
 /// Desk A's CN, issued by the workstation CA, expired.
-pub const EXPIRED: &str = "expired";
+pub(crate) const EXPIRED: &str = "expired";
 /// Desk B's CN, issued by another CA.
-pub const FOREIGN: &str = "foreign";
+pub(crate) const FOREIGN: &str = "foreign";
 /// The regulation software's integration certificate (CN `logiciel-regulation`).
-pub const INTEGRATION: &str = "integration";
+pub(crate) const INTEGRATION: &str = "integration";
 /// A workstation-CA certificate that nothing in the test configurations maps.
-pub const STRANGER: &str = "stranger";
+pub(crate) const STRANGER: &str = "stranger";
 
-pub struct ClientCert {
+pub(crate) struct ClientCert {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub issued: Issued,
 }
 
 /// Server and workstation PKI for one test, written under `dir/pki`.
-pub struct Pki {
+pub(crate) struct Pki {
     pub audit_key: PathBuf,
     pub server_ca: PathBuf,
     pub server_ca_der: CertificateDer<'static>,
@@ -74,7 +74,7 @@ pub struct Pki {
 }
 
 impl Pki {
-    pub fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         let dir = dir.join("pki");
         std::fs::create_dir_all(&dir).unwrap();
         let server_ca = Authority::new("test server CA").unwrap();
@@ -134,7 +134,7 @@ impl Pki {
 
     /// A client trusting the test server CA, presenting `identity`'s certificate if any.
     /// SHA-256 of `identity`'s certificate, as `workstation_sha256` takes it.
-    pub fn fingerprint(&self, identity: &str) -> String {
+    pub(crate) fn fingerprint(&self, identity: &str) -> String {
         let digest = ring::digest::digest(
             &ring::digest::SHA256,
             self.clients[identity].issued.der.as_ref(),
@@ -142,7 +142,7 @@ impl Pki {
         samu_gateway::encoding::hex(digest.as_ref())
     }
 
-    pub fn client(&self, identity: Option<&str>) -> reqwest::Client {
+    pub(crate) fn client(&self, identity: Option<&str>) -> reqwest::Client {
         let identity = identity.map(|name| {
             let issued = &self.clients[name].issued;
             let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).unwrap();
@@ -153,7 +153,7 @@ impl Pki {
 }
 
 /// An HTTPS client (ring provider, h2 and http/1.1) trusting `ca`, presenting `identity`.
-pub fn tls_client(
+pub(crate) fn tls_client(
     ca: CertificateDer<'static>,
     identity: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
 ) -> reqwest::Client {
@@ -177,13 +177,13 @@ pub fn tls_client(
 }
 
 /// GET `url`, returning the status and the body as text.
-pub async fn get_text(client: &reqwest::Client, url: &str) -> (reqwest::StatusCode, String) {
+pub(crate) async fn get_text(client: &reqwest::Client, url: &str) -> (reqwest::StatusCode, String) {
     let response = client.get(url).send().await.unwrap();
     (response.status(), response.text().await.unwrap())
 }
 
 /// GET `url`, returning the status and the body as JSON.
-pub async fn get_json(
+pub(crate) async fn get_json(
     client: &reqwest::Client,
     url: &str,
 ) -> (reqwest::StatusCode, serde_json::Value) {
@@ -193,7 +193,7 @@ pub async fn get_json(
 }
 
 /// Writes a gateway.toml for the test PKI; `extra` is appended verbatim (more keys/desks).
-pub fn write_config(dir: &Path, pki: &Pki, server: &str, extra: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, pki: &Pki, server: &str, extra: &str) -> PathBuf {
     let path = dir.join("gateway.toml");
     let text = format!(
         r#"[centre]
@@ -245,7 +245,7 @@ workstation_cn = "poste-b"
 
 /// Lines a child process wrote, collected by a reader thread.
 #[derive(Clone, Default)]
-pub struct Lines(Arc<Mutex<Vec<String>>>, Arc<std::sync::atomic::AtomicBool>);
+pub(crate) struct Lines(Arc<Mutex<Vec<String>>>, Arc<std::sync::atomic::AtomicBool>);
 
 impl Lines {
     fn follow(&self, stream: impl std::io::Read + Send + 'static) {
@@ -260,7 +260,7 @@ impl Lines {
 
     /// Waits until the stream reached its end (the process closed it), so that `all()` is
     /// complete.
-    pub fn wait_closed(&self, timeout: Duration) {
+    pub(crate) fn wait_closed(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while !self.1.load(std::sync::atomic::Ordering::SeqCst) {
             assert!(
@@ -272,17 +272,22 @@ impl Lines {
     }
 
     /// Whether a line containing `needle` arrives within a few seconds.
-    pub fn has(&self, needle: &str) -> bool {
+    pub(crate) fn has(&self, needle: &str) -> bool {
         self.wait_for(Duration::from_secs(10), |l| l.contains(needle))
             .is_some()
     }
 
-    pub fn all(&self) -> String {
+    pub(crate) fn all(&self) -> String {
         self.0.lock().unwrap().join("\n")
     }
 
     /// Waits until there are at least `n` lines satisfying `pred`.
-    pub fn wait_for_count(&self, timeout: Duration, n: usize, pred: impl Fn(&str) -> bool) -> bool {
+    pub(crate) fn wait_for_count(
+        &self,
+        timeout: Duration,
+        n: usize,
+        pred: impl Fn(&str) -> bool,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if self.0.lock().unwrap().iter().filter(|l| pred(l)).count() >= n {
@@ -294,7 +299,11 @@ impl Lines {
     }
 
     /// Waits until a line satisfies `pred`, returning it.
-    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+    pub(crate) fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(line) = self.0.lock().unwrap().iter().find(|l| pred(l)) {
@@ -307,7 +316,7 @@ impl Lines {
 }
 
 /// A running `samu-gateway serve`.
-pub struct Gateway {
+pub(crate) struct Gateway {
     pub dir: tempfile::TempDir,
     pub pki: Pki,
     pub config: PathBuf,
@@ -321,12 +330,12 @@ pub struct Gateway {
 
 impl Gateway {
     /// Starts a gateway with the default test configuration.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::start_with("", |_| String::new())
     }
 
     /// Starts a gateway with extra `[server]` keys and extra TOML (made from the PKI) appended.
-    pub fn start_with(server: &str, extra: impl Fn(&Pki) -> String) -> Self {
+    pub(crate) fn start_with(server: &str, extra: impl Fn(&Pki) -> String) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pki = Pki::new(dir.path());
         let config = write_config(dir.path(), &pki, server, &extra(&pki));
@@ -334,7 +343,12 @@ impl Gateway {
     }
 
     /// Starts `serve` on an existing configuration, with extra environment variables.
-    pub fn launch(dir: tempfile::TempDir, pki: Pki, config: PathBuf, env: &[(&str, &str)]) -> Self {
+    pub(crate) fn launch(
+        dir: tempfile::TempDir,
+        pki: Pki,
+        config: PathBuf,
+        env: &[(&str, &str)],
+    ) -> Self {
         let (child, stdout, stderr) = spawn(&config, &["serve"], env);
         let mut gateway = Self {
             dir,
@@ -365,7 +379,7 @@ impl Gateway {
 
     /// Kills the gateway (SIGKILL: no drain, no stop record) and starts it again on the
     /// same configuration and state, with `env`.
-    pub fn crash_and_restart(&mut self, env: &[(&str, &str)]) {
+    pub(crate) fn crash_and_restart(&mut self, env: &[(&str, &str)]) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let (child, stdout, stderr) = spawn(&self.config, &["serve"], env);
@@ -375,17 +389,17 @@ impl Gateway {
         self.await_listening();
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://{}{path}", self.addr)
     }
 
     /// A URL on the management listener.
-    pub fn management_url(&self, path: &str) -> String {
+    pub(crate) fn management_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.management)
     }
 
     /// `healthcheck`'s environment: the ports this gateway really bound.
-    pub fn listen_env(&self) -> [(&'static str, String); 2] {
+    pub(crate) fn listen_env(&self) -> [(&'static str, String); 2] {
         [
             ("SAMU_GATEWAY__SERVER__LISTEN", self.addr.to_string()),
             (
@@ -397,7 +411,7 @@ impl Gateway {
 
     /// Logs in at desk A with PIN 1234 once its card is read (retrying until then) and
     /// returns the session token.
-    pub async fn login_desk_a(&self) -> String {
+    pub(crate) async fn login_desk_a(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let response = self
@@ -416,21 +430,21 @@ impl Gateway {
         }
     }
 
-    pub fn client(&self, identity: Option<&str>) -> reqwest::Client {
+    pub(crate) fn client(&self, identity: Option<&str>) -> reqwest::Client {
         self.pki.client(identity)
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Sends SIGTERM.
-    pub fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         signal(self.child.id(), "TERM");
     }
 
     /// Waits for the process to exit and for its output to be fully captured.
-    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let status = wait_child(&mut self.child, timeout);
         self.stderr.wait_closed(timeout);
         self.stdout.wait_closed(timeout);
@@ -446,7 +460,7 @@ impl Drop for Gateway {
 }
 
 /// Starts the binary with `--config` and `args`, capturing both output streams.
-pub fn spawn(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, Lines, Lines) {
+pub(crate) fn spawn(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, Lines, Lines) {
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(config)
@@ -465,7 +479,7 @@ pub fn spawn(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (Child, Line
     (child, stdout, stderr)
 }
 
-pub fn signal(pid: u32, name: &str) {
+pub(crate) fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
         .arg(pid.to_string())
@@ -474,7 +488,7 @@ pub fn signal(pid: u32, name: &str) {
     assert!(status.success());
 }
 
-pub fn wait_child(child: &mut Child, timeout: Duration) -> ExitStatus {
+pub(crate) fn wait_child(child: &mut Child, timeout: Duration) -> ExitStatus {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -490,7 +504,7 @@ pub fn wait_child(child: &mut Child, timeout: Duration) -> ExitStatus {
 }
 
 /// Runs the binary to completion: (exit code, stdout, stderr).
-pub fn run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+pub(crate) fn run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(BIN)
         .arg("--config")
         .arg(config)
@@ -507,7 +521,7 @@ pub fn run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, 
 
 /// A gateway started on a state directory holding `events` from an earlier run, with
 /// `extra` appended to its configuration.
-pub fn launch_on_trail(events: Vec<samu_gateway::audit::Event>, extra: &str) -> Gateway {
+pub(crate) fn launch_on_trail(events: Vec<samu_gateway::audit::Event>, extra: &str) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     write_trail(dir.path(), &pki.audit_key, events);
@@ -518,7 +532,7 @@ pub fn launch_on_trail(events: Vec<samu_gateway::audit::Event>, extra: &str) -> 
 /// Writes `events` into `dir/state/audit.redb` as an earlier run of the gateway (node
 /// `gateway-test`, signed with `key`) would have, on a thread of its own (callers may be
 /// inside a runtime; the writer's batch API needs one of its own here).
-pub fn write_trail(dir: &Path, key: &Path, events: Vec<samu_gateway::audit::Event>) {
+pub(crate) fn write_trail(dir: &Path, key: &Path, events: Vec<samu_gateway::audit::Event>) {
     use samu_gateway::audit::{AuditLog, AuditStore, Settings, Signer};
     let (dir, key) = (dir.to_owned(), key.to_owned());
     std::thread::spawn(move || {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 const DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so.0.8";
 
-pub struct Pcscd {
+pub(crate) struct Pcscd {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     /// vpcd port of each reader block `Desk{i}` (reader `Desk{i} 00 00`).
@@ -21,7 +21,7 @@ pub struct Pcscd {
 
 impl Pcscd {
     /// Starts pcscd with `desks` vpcd reader blocks, named `Desk0`, `Desk1`, …
-    pub fn start(desks: usize) -> Self {
+    pub(crate) fn start(desks: usize) -> Self {
         for needed in ["/usr/sbin/pcscd", DRIVER] {
             assert!(
                 Path::new(needed).exists(),
@@ -63,7 +63,7 @@ impl Pcscd {
     }
 
     /// Stops pcscd and starts it again on the same socket, configuration and ports.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.stop();
         self.child = spawn_pcscd(self.dir.path(), &self.socket);
         for port in self.ports.clone() {
@@ -72,13 +72,13 @@ impl Pcscd {
     }
 
     /// Stops pcscd (SIGKILL, as a crash would).
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Environment for a child process that must use this pcscd.
-    pub fn env(&self) -> (&'static str, String) {
+    pub(crate) fn env(&self) -> (&'static str, String) {
         ("PCSCLITE_CSOCK_NAME", self.socket.display().to_string())
     }
 
@@ -160,14 +160,14 @@ fn free_port_pair(taken: &[u16]) -> u16 {
 
 /// A virtual CPS card process (`samu-gateway card emulate`) in reader `Desk{desk} 00 00`;
 /// removed from its reader when dropped.
-pub struct VirtualCard {
+pub(crate) struct VirtualCard {
     child: Child,
     /// Its CA (`card-ca.pem`), certificate and CRL (`card-ca.crl`).
     pub dir: PathBuf,
 }
 
 impl VirtualCard {
-    pub fn insert(pcscd: &Pcscd, desk: usize, extra: &[&str]) -> Self {
+    pub(crate) fn insert(pcscd: &Pcscd, desk: usize, extra: &[&str]) -> Self {
         let dir = pcscd
             .dir
             .path()
@@ -177,7 +177,7 @@ impl VirtualCard {
     }
 
     /// Inserts the card saved in `dir` by an earlier insertion (same key and certificate).
-    pub fn insert_from(pcscd: &Pcscd, desk: usize, dir: &Path, extra: &[&str]) -> Self {
+    pub(crate) fn insert_from(pcscd: &Pcscd, desk: usize, dir: &Path, extra: &[&str]) -> Self {
         let (key, value) = pcscd.env();
         let child = Command::new(super::BIN)
             .args([
@@ -209,7 +209,7 @@ impl VirtualCard {
     }
 
     /// Pulls the card out of the reader.
-    pub fn remove(&mut self) {
+    pub(crate) fn remove(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use samu_gateway::dev_pki::{Authority, write_file, write_pair};
 
-pub struct Rsyslog {
+pub(crate) struct Rsyslog {
     dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
@@ -18,13 +18,13 @@ pub struct Rsyslog {
 
 impl Rsyslog {
     /// A repository taking syslog over TLS (RFC 5425, `imtcp` with gtls).
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::start_with(false)
     }
 
     /// A repository taking RELP over TLS (`imrelp`, Debian's rsyslog-relp): each message
     /// acknowledged once rsyslog took it.
-    pub fn start_relp() -> Self {
+    pub(crate) fn start_relp() -> Self {
         Self::start_with(true)
     }
 
@@ -87,7 +87,7 @@ impl Rsyslog {
     }
 
     /// Starts (again) on the same port and files.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let root = self.dir.path();
         let child = Command::new("rsyslogd")
             .arg("-n")
@@ -112,14 +112,14 @@ impl Rsyslog {
     }
 
     /// Kills rsyslogd outright (SIGKILL: no flush, no goodbye to clients).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             super::signal(child.id(), "TERM");
             let _ = child.wait();
@@ -127,7 +127,7 @@ impl Rsyslog {
     }
 
     /// A client certificate with common name `cn`, as `(cert, key)` paths.
-    pub fn client(&self, cn: &str) -> (PathBuf, PathBuf) {
+    pub(crate) fn client(&self, cn: &str) -> (PathBuf, PathBuf) {
         write_pair(
             &self.dir.path().join("pki"),
             &format!("client-{cn}"),
@@ -137,7 +137,7 @@ impl Rsyslog {
     }
 
     /// An `[[audit.receivers]]` table for a gateway presenting certificate CN `cn`.
-    pub fn receiver_toml(&self, name: &str, cn: &str) -> String {
+    pub(crate) fn receiver_toml(&self, name: &str, cn: &str) -> String {
         let (cert, key) = self.client(cn);
         let transport = if self.relp { "relp" } else { "syslog_tls" };
         format!(
@@ -150,7 +150,7 @@ impl Rsyslog {
     }
 
     /// Every message received so far, one per line.
-    pub fn received(&self) -> Vec<String> {
+    pub(crate) fn received(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.path().join("out/received.log"))
             .unwrap_or_default()
             .lines()
@@ -160,7 +160,7 @@ impl Rsyslog {
 
     /// Messages written after byte `from` of the file (whole lines only), and where the
     /// next read should start.
-    pub fn tail(&self, from: u64) -> (Vec<String>, u64) {
+    pub(crate) fn tail(&self, from: u64) -> (Vec<String>, u64) {
         use std::io::{Read, Seek, SeekFrom};
         let Ok(mut file) = std::fs::File::open(self.dir.path().join("out/received.log")) else {
             return (Vec::new(), from);
@@ -178,7 +178,7 @@ impl Rsyslog {
     }
 
     /// Waits until `n` messages arrived (or fails after `timeout`).
-    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<String> {
+    pub(crate) fn wait_for(&self, n: usize, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let received = self.received();

@@ -14,23 +14,23 @@ use samu_gateway::upstream::UpstreamConfig;
 use serde_json::{Value, json};
 
 /// The test INS OID (accepted by gateways configured for tests only).
-pub const TEST_OID: &str = "1.2.250.1.213.1.4.10";
+pub(crate) const TEST_OID: &str = "1.2.250.1.213.1.4.10";
 
 /// A valid NIR for `serial` (13 digits, key computed).
-pub fn nir(serial: u32) -> String {
+pub(crate) fn nir(serial: u32) -> String {
     let body = format!("1800175{serial:06}");
     let n: u64 = body.parse().unwrap();
     format!("{body}{:02}", 97 - n % 97)
 }
 
 /// The birth name of test patient `serial` (letters only, as identity traits require).
-pub fn family(serial: u32) -> String {
+pub(crate) fn family(serial: u32) -> String {
     let letter = |n: u32| char::from(b'A' + (n % 26) as u8);
     format!("FAMILLE{}{}", letter(serial / 26), letter(serial))
 }
 
 /// A patient of the dev upstream, serving `bundle` (a path).
-pub fn patient(id: &str, serial: u32, bundle: &Path) -> Value {
+pub(crate) fn patient(id: &str, serial: u32, bundle: &Path) -> Value {
     json!({
         "id": id,
         "ins": nir(serial),
@@ -46,7 +46,12 @@ pub fn patient(id: &str, serial: u32, bundle: &Path) -> Value {
 /// The project's synthetic bundle `name` (`tests/fixtures/summary`), its subject given the
 /// INS of `serial` (the gateway checks the document is about the patient asked for),
 /// written into `dir`; `edit` may alter it further.
-pub fn own_bundle(dir: &Path, name: &str, serial: u32, edit: impl FnOnce(&mut Value)) -> PathBuf {
+pub(crate) fn own_bundle(
+    dir: &Path,
+    name: &str,
+    serial: u32,
+    edit: impl FnOnce(&mut Value),
+) -> PathBuf {
     let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/summary")
         .join(name);
@@ -65,7 +70,7 @@ pub fn own_bundle(dir: &Path, name: &str, serial: u32, edit: impl FnOnce(&mut Va
 }
 
 /// A running dev upstream and what a client needs to reach it.
-pub struct DevUpstream {
+pub(crate) struct DevUpstream {
     child: Child,
     pub dir: PathBuf,
     pub url: String,
@@ -81,7 +86,7 @@ pub struct DevUpstream {
 
 impl DevUpstream {
     /// Starts a dev upstream serving `patients` (their `bundle` paths absolute).
-    pub fn start(patients: Vec<Value>) -> Self {
+    pub(crate) fn start(patients: Vec<Value>) -> Self {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().to_path_buf();
         let record_ca = Authority::new("test record service CA").unwrap();
@@ -154,7 +159,7 @@ impl DevUpstream {
     }
 
     /// A raw HTTPS client presenting the gateway's structure certificate.
-    pub fn raw_client(&self) -> reqwest::Client {
+    pub(crate) fn raw_client(&self) -> reqwest::Client {
         super::tls_client(
             self.record_ca_der.clone(),
             Some((self.structure.0.clone(), self.structure.1.clone_key())),
@@ -162,7 +167,7 @@ impl DevUpstream {
     }
 
     /// Replaces the fault applied to FHIR answers.
-    pub async fn fault(&self, fault: Value) {
+    pub(crate) async fn fault(&self, fault: Value) {
         let status = self
             .raw_client()
             .put(format!("{}/_dev/fault", self.url))
@@ -175,7 +180,7 @@ impl DevUpstream {
     }
 
     /// Replaces patient `id`'s flags (oppositions, blocks, closure).
-    pub async fn flags(&self, id: &str, flags: Value) {
+    pub(crate) async fn flags(&self, id: &str, flags: Value) {
         let status = self
             .raw_client()
             .put(format!("{}/_dev/patients/{id}/flags", self.url))
@@ -188,14 +193,14 @@ impl DevUpstream {
     }
 
     /// Request counters.
-    pub async fn stats(&self) -> Value {
+    pub(crate) async fn stats(&self) -> Value {
         super::get_json(&self.raw_client(), &format!("{}/_dev/stats", self.url))
             .await
             .1
     }
 
     /// The `[upstream]` section of a gateway configuration for this upstream.
-    pub fn toml_section(&self) -> String {
+    pub(crate) fn toml_section(&self) -> String {
         format!(
             "\n[upstream]\nbase_url = \"{}\"\nserver_ca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\nassertion_key = \"{}\"\naccept_test_ins = true\n",
             self.url,
@@ -215,4 +220,4 @@ impl Drop for DevUpstream {
 }
 
 /// How long a test waits at most for anything the upstream does.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);

@@ -9,7 +9,7 @@ fn validators() -> PathBuf {
 
 /// Runs `script` (a file of `tests/validators/`) on `input`: its exit status, standard
 /// output and standard error.
-pub fn run(script: &str, input: &Path) -> (bool, String, String) {
+pub(crate) fn run(script: &str, input: &Path) -> (bool, String, String) {
     let python = validators().join(".venv/bin/python");
     assert!(
         python.exists(),
