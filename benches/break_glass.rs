@@ -251,7 +251,7 @@ fn assertion(signer: &AssertionSigner, base: &str) -> String {
             aud: base.into(),
             iat: now,
             exp: now + LIFETIME_SECS,
-            jti: new_jti(),
+            jti: new_jti().expect("random"),
             purpose_of_use: AccessMode::BrisDeGlace,
             subject_id: "Jeanne URGENTISTE".into(),
             subject_nameid: "810002813839".into(),

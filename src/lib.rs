@@ -29,7 +29,8 @@
 //! Leaves, which use nothing else from the crate: [`access_mode`] (the national access
 //! modes), [`encoding`] (hex, SHA-256), [`clock`]
 //! (record time), [`secret`] (secret file paths, key file permissions, Ed25519 keys),
-//! [`problem`] (a configuration problem at a key), [`tls`] (the ring provider, certificate
+//! [`problem`] (a configuration problem at a key), [`random`] (ids, tokens and keys from
+//! the kernel, one failure policy), [`tls`] (the ring provider, certificate
 //! loading, mutual-TLS client configurations).
 //!
 //! See ARCHITECTURE.md for the invariants.
@@ -71,6 +72,7 @@ pub mod http;
 pub mod limit;
 pub mod patient;
 pub mod problem;
+pub mod random;
 pub mod secret;
 pub mod service;
 pub mod session;

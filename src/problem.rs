@@ -5,14 +5,14 @@ use std::fmt;
 
 /// One thing wrong with a configuration, attached to the key it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub struct ConfigProblem {
     /// Dotted key path, e.g. `tls.server_key` or `desks[1].reader`.
     pub key: String,
     /// Why the value is refused, in English, with what is expected.
     pub reason: String,
 }
 
-impl Problem {
+impl ConfigProblem {
     /// A problem with `key`.
     pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
@@ -22,7 +22,7 @@ impl Problem {
     }
 }
 
-impl fmt::Display for Problem {
+impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.key, self.reason)
     }

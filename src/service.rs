@@ -4,7 +4,7 @@
 
 use crate::access::BreakGlass;
 use crate::cache::sealed::{MasterKey, SealedSummaries};
-use crate::limit::Limits as RateLimits;
+use crate::limit::Limits;
 use crate::patient::InsPolicy;
 use crate::upstream::client::FhirClient;
 use std::net::SocketAddr;
@@ -21,10 +21,10 @@ use crate::card::trust::{CardTrust, TrustError};
 use crate::config::{Config, ConfigError};
 use crate::encoding::hex;
 use crate::http::probe::Probe;
-use crate::http::server::{self, Connections, Drain, Limits};
+use crate::http::server::{self, ConnectionLimits, Connections, Drain};
 use crate::http::tls::ServerTls;
 use crate::http::{self as api, AppState, DeskDirectory, Metrics};
-use crate::problem::Problem;
+use crate::problem::ConfigProblem;
 use crate::session::CardLogin;
 use crate::session::roster::Roster;
 use crate::state::{StateError, Stores};
@@ -109,9 +109,11 @@ impl Prepared {
             .transpose()
             .map_err(|e| match e {
                 TrustError::Config { key, reason } => {
-                    ConfigError::Invalid(vec![Problem::new(key, reason)])
+                    ConfigError::Invalid(vec![ConfigProblem::new(key, reason)])
                 }
-                other => ConfigError::Invalid(vec![Problem::new("cards.trust", other.to_string())]),
+                other => {
+                    ConfigError::Invalid(vec![ConfigProblem::new("cards.trust", other.to_string())])
+                }
             })?;
         let upstream = match &config.upstream {
             Some(upstream) => Some(Arc::new(
@@ -140,9 +142,9 @@ impl Prepared {
         })
     }
 
-    fn limits(&self) -> Limits {
+    fn limits(&self) -> ConnectionLimits {
         let server = &self.config.server;
-        Limits {
+        ConnectionLimits {
             handshake_timeout: Duration::from_secs(server.handshake_timeout_secs),
             idle_timeout: Duration::from_secs(server.idle_timeout_secs),
             max_connections: server.max_connections,
@@ -380,7 +382,7 @@ fn start_access(
     };
     let cards = cards?;
     let cache = open_cache(config, stores);
-    let limits = Arc::new(RateLimits::new(&config.limits));
+    let limits = Arc::new(Limits::new(&config.limits));
     let policy = InsPolicy {
         accept_test_oids: config.upstream.as_ref().is_some_and(|u| u.accept_test_ins),
     };
@@ -479,8 +481,9 @@ fn roster(config: &Config) -> Result<Option<(Roster, String)>, ServiceError> {
 /// Loads the checkpoint signing key as a configuration step: a missing or unreadable key
 /// is a configuration problem (exit 64), found by `configtest`.
 fn load_signer(config: &Config) -> Result<Signer, ConfigError> {
-    let problem =
-        |reason: String| ConfigError::Invalid(vec![Problem::new("audit.signing_key", reason)]);
+    let problem = |reason: String| {
+        ConfigError::Invalid(vec![ConfigProblem::new("audit.signing_key", reason)])
+    };
     let path = config.audit.signing_key.resolve().map_err(problem)?;
     Signer::load(&path).map_err(|e| match e {
         AuditError::Key(reason) => problem(reason),

@@ -12,7 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use crate::problem::Problem;
+use crate::problem::ConfigProblem;
 
 /// The only crypto provider the gateway uses: ring (the design rules out aws-lc-rs, and
 /// CI checks that it is not in the dependency graph).
@@ -28,18 +28,18 @@ pub const VERSIONS: &[&rustls::SupportedProtocolVersion] =
 pub fn load_certs(
     path: &Path,
     key: &str,
-    problems: &mut Vec<Problem>,
+    problems: &mut Vec<ConfigProblem>,
 ) -> Vec<CertificateDer<'static>> {
     let iter = match CertificateDer::pem_file_iter(path) {
         Ok(iter) => iter,
         Err(e) => {
-            problems.push(Problem::new(key, format!("{}: {e}", path.display())));
+            problems.push(ConfigProblem::new(key, format!("{}: {e}", path.display())));
             return Vec::new();
         }
     };
     match iter.collect::<Result<Vec<_>, _>>() {
         Ok(certs) if certs.is_empty() => {
-            problems.push(Problem::new(
+            problems.push(ConfigProblem::new(
                 key,
                 format!("{}: no PEM certificate found", path.display()),
             ));
@@ -47,7 +47,7 @@ pub fn load_certs(
         }
         Ok(certs) => certs,
         Err(e) => {
-            problems.push(Problem::new(
+            problems.push(ConfigProblem::new(
                 key,
                 format!("{}: not a PEM certificate file: {e}", path.display()),
             ));
@@ -72,7 +72,7 @@ pub struct MutualClient<'a> {
 /// `files.cert`; every problem found is pushed, keyed under `files.section`.
 pub fn mutual_client_config(
     files: &MutualClient<'_>,
-    problems: &mut Vec<Problem>,
+    problems: &mut Vec<ConfigProblem>,
 ) -> Option<rustls::ClientConfig> {
     let key_of = |name: &str| format!("{}.{name}", files.section);
     let ca = load_certs(files.ca.1, &key_of(files.ca.0), problems);
@@ -80,21 +80,21 @@ pub fn mutual_client_config(
     let private = match files.key.1.resolve() {
         Ok(path) => PrivateKeyDer::from_pem_file(&path)
             .map_err(|e| {
-                problems.push(Problem::new(
+                problems.push(ConfigProblem::new(
                     key_of(files.key.0),
                     format!("{}: not a PEM private key: {e}", path.display()),
                 ))
             })
             .ok(),
         Err(e) => {
-            problems.push(Problem::new(key_of(files.key.0), e));
+            problems.push(ConfigProblem::new(key_of(files.key.0), e));
             None
         }
     };
     let mut roots = RootCertStore::empty();
     for cert in ca {
         if let Err(e) = roots.add(cert) {
-            problems.push(Problem::new(
+            problems.push(ConfigProblem::new(
                 key_of(files.ca.0),
                 format!("not a usable CA certificate: {e}"),
             ));
@@ -106,12 +106,17 @@ pub fn mutual_client_config(
     }
     rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
-        .map_err(|e| problems.push(Problem::new(files.section, format!("TLS versions: {e}"))))
+        .map_err(|e| {
+            problems.push(ConfigProblem::new(
+                files.section,
+                format!("TLS versions: {e}"),
+            ))
+        })
         .ok()?
         .with_root_certificates(Arc::new(roots))
         .with_client_auth_cert(chain, private)
         .map_err(|e| {
-            problems.push(Problem::new(
+            problems.push(ConfigProblem::new(
                 key_of(files.key.0),
                 format!("does not fit {}: {e}", key_of(files.cert.0)),
             ))

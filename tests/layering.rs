@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     // Leaves: helpers and vocabulary, using nothing else from the crate.
     &["access_mode", "clock", "encoding", "problem", "secret"],
-    &["tls", "limit", "patient", "summary", "telemetry"],
+    &["random", "tls", "limit", "patient", "summary", "telemetry"],
     &["audit"],
     &["card", "cache"],
     &["session", "upstream"],
@@ -39,6 +39,11 @@ const CONFINED: &[(&str, &str, &str)] = &[
         "sled::",
         "cache",
         "only cache reads and writes the summary cache",
+    ),
+    (
+        "ring::rand",
+        "random",
+        "one random generator, one failure policy",
     ),
     (
         "reqwest::Client",

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 
 use super::Actorship;
@@ -63,6 +62,7 @@ pub struct GrantView {
 
 impl Grant {
     pub(super) fn new(
+        id: String,
         who: &Actorship<'_>,
         ins: Ins,
         patient_id: String,
@@ -72,7 +72,7 @@ impl Grant {
     ) -> Self {
         let ends_at = time::OffsetDateTime::now_utc() + lifetime;
         Self {
-            id: random_id(),
+            id,
             desk: who.desk.id.clone(),
             session: who.session.clone(),
             actor: who.actor(),
@@ -105,13 +105,4 @@ impl Grant {
             call_id: self.call.call_id.clone(),
         }
     }
-}
-
-fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    // A failed RNG yields an id no request can match (empty), never a guessable one.
-    if SystemRandom::new().fill(&mut bytes).is_err() {
-        return String::new();
-    }
-    crate::encoding::hex(&bytes)
 }

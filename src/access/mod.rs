@@ -220,6 +220,9 @@ pub enum AccessError {
     /// The record service's answer (refusal, unavailability, …).
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The system random generator failed: no grant can be made.
+    #[error(transparent)]
+    Unavailable(#[from] crate::random::RandomUnavailable),
     /// The access could not be recorded: nothing is released.
     #[error(transparent)]
     Audit(#[from] AuditError),
@@ -362,6 +365,8 @@ impl BreakGlass {
         };
         self.within_limits(who, |outcome| event(EventKind::BreakGlassStarted, outcome))
             .await?;
+        // Drawn before anything is recorded: a grant that cannot exist is refused up front.
+        let grant_id = crate::random::hex_id::<16>().map_err(AccessError::Unavailable)?;
         let started = event(EventKind::BreakGlassStarted, Outcome::Success);
         let read = event(EventKind::PatientRecordRead, Outcome::Success);
         // A fresh copy this professional may see: nothing is asked of anyone else, so the
@@ -373,7 +378,7 @@ impl BreakGlass {
                 .await?;
             // The read's receipt (the last) releases the data.
             let receipt = receipts.pop().ok_or(AuditError::Closed)?;
-            let grant = self.open_grant(who, ins, call, mode, &fetched);
+            let grant = self.open_grant(grant_id, who, ins, call, mode, &fetched);
             return Ok(deliver(grant, fetched, receipt));
         }
         self.record(started).await?;
@@ -392,12 +397,13 @@ impl BreakGlass {
             }
         };
         let receipt = self.audit.append(read_event(read, &fetched)).await?;
-        let grant = self.open_grant(who, ins, call, mode, &fetched);
+        let grant = self.open_grant(grant_id, who, ins, call, mode, &fetched);
         Ok(deliver(grant, fetched, receipt))
     }
 
     fn open_grant(
         &self,
+        id: String,
         who: &Actorship<'_>,
         ins: Ins,
         call: CallContext,
@@ -405,6 +411,7 @@ impl BreakGlass {
         fetched: &Fetched,
     ) -> GrantView {
         let grant = Grant::new(
+            id,
             who,
             ins,
             fetched.entry.patient_id.clone(),
@@ -844,17 +851,7 @@ fn read_event(read: Event, fetched: &Fetched) -> Event {
 }
 
 fn failure_outcome(e: &UpstreamError) -> Outcome {
-    let reason = match e {
-        UpstreamError::PatientOpposed(mode) => format!("patient_opposed:{}", mode.code()),
-        UpstreamError::ProfessionalBlocked => "professional_blocked".into(),
-        UpstreamError::NoRecord => "no_record".into(),
-        UpstreamError::RecordClosed => "record_closed".into(),
-        UpstreamError::Ambiguous(n) => format!("ambiguous_ins:{n}"),
-        UpstreamError::AssertionRefused(_) => "assertion_refused".into(),
-        UpstreamError::Unavailable(_) => "upstream_unavailable".into(),
-        UpstreamError::TimedOut(_) => "upstream_timeout".into(),
-        UpstreamError::Malformed(_) => "upstream_malformed".into(),
-    };
+    let reason = e.answer().reason;
     if e.is_refusal() {
         Outcome::Refused { reason }
     } else {

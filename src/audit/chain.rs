@@ -8,7 +8,6 @@
 
 use std::path::Path;
 
-use ring::rand::SystemRandom;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 
@@ -143,8 +142,7 @@ impl Signer {
 
     /// Creates a new key file (mode 0600; refuses to overwrite) and loads it.
     pub fn generate(path: &Path) -> Result<Self, AuditError> {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-            .map_err(|_| AuditError::Key("the system random generator failed".into()))?;
+        let pkcs8 = crate::random::ed25519_pkcs8().map_err(|e| AuditError::Key(e.to_string()))?;
         let text = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec()));
         write_new_private(path, &text)?;
         Self::load(path)

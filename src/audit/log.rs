@@ -14,13 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::oneshot;
 
 use super::AuditError;
 use super::chain::{self, Checkpoint, GENESIS, Hash, Signer};
 use super::event::{Event, RECORD_VERSION, Record};
-use super::store::{self, AuditStore, Index, Meta, Prepared, ReadStore};
+use super::store::{self, AuditStore, Index, Meta, NewRecord, ReadStore};
 use crate::encoding::hex;
 
 /// Records larger than this are refused: an oversized justification must not bloat the
@@ -285,10 +284,7 @@ impl Writer {
         let last_checkpoint = checkpoints.keys().next_back().copied().unwrap_or(0);
         check_tail(&txn, &checkpoints, last_checkpoint, pruned).map_err(integrity)?;
         let epoch = store::meta(&txn, Meta::Epoch)?.unwrap_or(0);
-        let mut run = [0u8; 8];
-        SystemRandom::new()
-            .fill(&mut run)
-            .map_err(|_| AuditError::Storage("the system random generator failed".into()))?;
+        let run = crate::random::hex_id::<8>().map_err(|e| AuditError::Storage(e.to_string()))?;
         Ok(Self {
             store,
             signer,
@@ -297,7 +293,7 @@ impl Writer {
             head_hash,
             checkpointed_seq: last_checkpoint.max(pruned),
             checkpointed_at: Instant::now(),
-            run: hex(&run),
+            run,
             epoch,
             started: Instant::now(),
             failed,
@@ -532,7 +528,7 @@ impl Writer {
         }
     }
 
-    fn prepare(&self, seq: u64, prev: &Hash, event: Event) -> Result<Prepared, AuditError> {
+    fn prepare(&self, seq: u64, prev: &Hash, event: Event) -> Result<NewRecord, AuditError> {
         let (time, time_ms) = crate::clock::now();
         let keys = index_keys(&event);
         let record = Record {
@@ -554,7 +550,7 @@ impl Writer {
                 bytes.len()
             )));
         }
-        Ok(Prepared {
+        Ok(NewRecord {
             seq,
             bytes,
             time_ms,

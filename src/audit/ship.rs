@@ -28,7 +28,7 @@ use tokio_rustls::client::TlsStream;
 use super::event::{EventKind, Outcome, Record};
 use super::store::{self, AuditStore, ReadStore};
 use super::{AuditError, AuditLog, dicom, fhir, outq, relp};
-use crate::problem::Problem;
+use crate::problem::ConfigProblem;
 use crate::secret::SecretPath;
 
 /// Records sent per batch (one cursor update each).
@@ -147,7 +147,7 @@ impl Receiver {
     }
 
     /// Loads the TLS material of `config` (problems keyed under `audit.receivers[i]`).
-    pub fn new(config: ReceiverConfig, at: usize) -> Result<Self, Vec<Problem>> {
+    pub fn new(config: ReceiverConfig, at: usize) -> Result<Self, Vec<ConfigProblem>> {
         let section = format!("audit.receivers[{at}]");
         let mut problems = Vec::new();
         let host = config.server_name.clone().unwrap_or_else(|| {
@@ -158,7 +158,7 @@ impl Receiver {
         });
         let server_name = ServerName::try_from(host)
             .map_err(|e| {
-                problems.push(Problem::new(
+                problems.push(ConfigProblem::new(
                     format!("{section}.server_name"),
                     e.to_string(),
                 ))

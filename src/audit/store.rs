@@ -93,7 +93,7 @@ impl Meta {
 
 /// One record ready to be committed.
 #[derive(Debug, Clone)]
-pub struct Prepared {
+pub struct NewRecord {
     /// Its sequence number.
     pub seq: u64,
     /// The stored bytes.
@@ -228,7 +228,7 @@ impl AuditStore {
     /// Commits records (and a checkpoint) in one fsync'd transaction; all or nothing.
     pub(super) fn commit(
         &self,
-        records: &[Prepared],
+        records: &[NewRecord],
         checkpoint: Option<(u64, Vec<u8>)>,
     ) -> Result<(), AuditError> {
         self.commit_with_meta(records, checkpoint, &[])
@@ -238,7 +238,7 @@ impl AuditStore {
     /// same transaction: a new epoch and its first record exist together or not at all.
     pub(super) fn commit_with_meta(
         &self,
-        records: &[Prepared],
+        records: &[NewRecord],
         checkpoint: Option<(u64, Vec<u8>)>,
         counters: &[(Meta, Option<u64>)],
     ) -> Result<(), AuditError> {
@@ -701,7 +701,7 @@ mod tests {
         let path = dir.path().join("audit.redb");
         let store = AuditStore::open(&path).unwrap();
         let reader = AuditReader::open(&path).unwrap();
-        let record = |seq| Prepared {
+        let record = |seq| NewRecord {
             seq,
             bytes: vec![b'x'],
             time_ms: seq,

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use super::CacheError;
@@ -150,9 +149,7 @@ impl MasterKey {
     /// Writes a new random key to `path` (mode 0600, never overwriting).
     pub fn generate(path: &Path) -> Result<(), String> {
         let mut key = zeroize::Zeroizing::new([0u8; 32]);
-        SystemRandom::new()
-            .fill(key.as_mut())
-            .map_err(|_| "the system random generator failed".to_owned())?;
+        crate::random::fill(key.as_mut()).map_err(|e| e.to_string())?;
         let text = zeroize::Zeroizing::new(format!("{}\n", crate::encoding::hex(key.as_ref())));
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -184,7 +181,6 @@ pub struct SealedSummaries {
     master: LessSafeKey,
     index: hmac::Key,
     lifetimes: Lifetimes,
-    random: SystemRandom,
     clock: fn() -> u64,
 }
 
@@ -210,7 +206,6 @@ impl SealedSummaries {
             master: LessSafeKey::new(wrapping),
             index: hmac::Key::new(hmac::HMAC_SHA256, index_key.as_ref()),
             lifetimes,
-            random: SystemRandom::new(),
             clock: wall_ms,
         })
     }
@@ -240,9 +235,7 @@ impl SealedSummaries {
 
     fn nonce(&self) -> Result<[u8; NONCE_LEN], CacheError> {
         let mut nonce = [0u8; NONCE_LEN];
-        self.random
-            .fill(&mut nonce)
-            .map_err(|_| CacheError::Storage("the system random generator failed".into()))?;
+        crate::random::fill(&mut nonce).map_err(|e| CacheError::Storage(e.to_string()))?;
         Ok(nonce)
     }
 
@@ -254,9 +247,7 @@ impl SealedSummaries {
             serde_json::to_vec(entry).map_err(|e| CacheError::Storage(e.to_string()))?,
         );
         let mut data_key = zeroize::Zeroizing::new([0u8; 32]);
-        self.random
-            .fill(data_key.as_mut())
-            .map_err(|_| CacheError::Storage("the system random generator failed".into()))?;
+        crate::random::fill(data_key.as_mut()).map_err(|e| CacheError::Storage(e.to_string()))?;
         let aad = aad(&key, fetched_at);
         let seal_error = |_| CacheError::Storage("sealing failed".into());
         let wrap_nonce = self.nonce()?;

@@ -17,7 +17,6 @@
 //!   real CPS3/CPS4 card before production (`samu-gateway card probe` shows what a card
 //!   answers).
 
-use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -219,9 +218,7 @@ pub fn prove_possession(
     certificate_der: &[u8],
 ) -> Result<(), CardError> {
     let mut challenge = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut challenge)
-        .map_err(|_| CardError::Transport("system random generator failed".into()))?;
+    crate::random::fill(&mut challenge).map_err(|e| CardError::Transport(e.to_string()))?;
     let digest = ring::digest::digest(&ring::digest::SHA256, &challenge);
     exchange(
         card,

@@ -16,7 +16,7 @@ use crate::audit::export::{self, Filter, FilterSpec, Format};
 use crate::audit::store::ReadStore;
 use crate::audit::{AuditLog, AuditReader, AuditStore, Signer, TrustedKeys};
 use crate::config::{Config, ConfigError};
-use crate::problem::Problem;
+use crate::problem::ConfigProblem;
 use crate::state::AUDIT_FILE;
 
 #[derive(Debug, Subcommand)]
@@ -279,7 +279,7 @@ fn reader(config_path: &Path) -> Result<AuditReader, Failure> {
 
 fn configured_signer(config: &Config) -> Result<Signer, Failure> {
     let problem = |reason: String| {
-        Failure::from(ConfigError::Invalid(vec![Problem::new(
+        Failure::from(ConfigError::Invalid(vec![ConfigProblem::new(
             "audit.signing_key",
             reason,
         )]))

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::http::{CentreConfig, ServerConfig, TlsConfig};
-use crate::problem::Problem;
+use crate::problem::ConfigProblem;
 use crate::secret::SecretPath;
 use crate::session::{CardsConfig, DeskConfig};
 use crate::telemetry::LogConfig;
@@ -282,7 +282,7 @@ pub enum ConfigError {
     Schema(String),
     /// Values parsed but are unacceptable; every problem found is listed.
     #[error("{}", join_lines(.0))]
-    Invalid(Vec<Problem>),
+    Invalid(Vec<ConfigProblem>),
 }
 
 impl ConfigError {
@@ -295,7 +295,7 @@ impl ConfigError {
     }
 }
 
-fn join_lines(problems: &[Problem]) -> String {
+fn join_lines(problems: &[ConfigProblem]) -> String {
     problems
         .iter()
         .map(ToString::to_string)
@@ -362,14 +362,15 @@ impl Config {
     /// The management listen address; valid once [`Config::validate`] has passed.
     pub fn management_addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
         validate::parse_listen(&self.server.management_listen).map_err(|reason| {
-            ConfigError::Invalid(vec![Problem::new("server.management_listen", reason)])
+            ConfigError::Invalid(vec![ConfigProblem::new("server.management_listen", reason)])
         })
     }
 
     /// The listen address; valid once [`Config::validate`] has passed.
     pub fn listen_addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
-        validate::parse_listen(&self.server.listen)
-            .map_err(|reason| ConfigError::Invalid(vec![Problem::new("server.listen", reason)]))
+        validate::parse_listen(&self.server.listen).map_err(|reason| {
+            ConfigError::Invalid(vec![ConfigProblem::new("server.listen", reason)])
+        })
     }
 
     /// The configuration as TOML, as `demo` writes it for later subcommands.

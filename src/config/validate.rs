@@ -1,4 +1,4 @@
-//! Whole-configuration checks. Each check appends [`Problem`]s instead of returning early,
+//! Whole-configuration checks. Each check appends [`ConfigProblem`]s instead of returning early,
 //! so that an engineer fixing a file sees everything wrong with it in one `configtest`.
 
 use std::collections::HashMap;
@@ -7,11 +7,11 @@ use std::path::Path;
 
 use super::Config;
 use crate::encoding::{hex, parse_sha256};
-use crate::problem::Problem;
+use crate::problem::ConfigProblem;
 use crate::secret::{SecretPath, check_key_file_mode};
 use crate::session::DeskConfig;
 
-pub(super) fn problems(config: &Config) -> Vec<Problem> {
+pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
     let mut out = Vec::new();
     check_centre(config, &mut out);
     check_server(config, &mut out);
@@ -25,7 +25,7 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     if let Some(pattern) = &config.compliance.call_id_pattern
         && let Err(e) = regex::Regex::new(pattern)
     {
-        out.push(Problem::new(
+        out.push(ConfigProblem::new(
             "compliance.call_id_pattern",
             format!("not a regular expression: {e}"),
         ));
@@ -37,7 +37,7 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
                 .as_ref()
                 .is_some_and(|r| &r.integration_cn == cn);
         if cn.trim().is_empty() || clash {
-            out.push(Problem::new(
+            out.push(ConfigProblem::new(
                 format!("compliance.officer_cns[{i}]"),
                 format!("'{cn}' must be a certificate of its own, neither a desk's nor the regulation software's"),
             ));
@@ -45,7 +45,7 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     }
     for (i, pin) in config.compliance.officer_sha256.iter().enumerate() {
         if let Err(reason) = parse_sha256(pin) {
-            out.push(Problem::new(
+            out.push(ConfigProblem::new(
                 format!("compliance.officer_sha256[{i}]"),
                 reason,
             ));
@@ -57,7 +57,7 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
         .and_then(|r| r.integration_sha256.as_ref())
         && let Err(reason) = parse_sha256(pin)
     {
-        out.push(Problem::new("roster.integration_sha256", reason));
+        out.push(ConfigProblem::new("roster.integration_sha256", reason));
     }
     if let Some(roster) = &config.roster {
         check_range(
@@ -68,19 +68,22 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
             240,
         );
         if roster.integration_cn.trim().is_empty() {
-            out.push(Problem::new("roster.integration_cn", "must not be empty"));
+            out.push(ConfigProblem::new(
+                "roster.integration_cn",
+                "must not be empty",
+            ));
         } else if let Some(i) = config
             .desks
             .iter()
             .position(|d| d.workstation_cn == roster.integration_cn)
         {
-            out.push(Problem::new(
+            out.push(ConfigProblem::new(
                 "roster.integration_cn",
                 format!("'{}' is desks[{i}]'s workstation: the integration certificate must be a separate one", roster.integration_cn),
             ));
         }
         if config.cards.is_none() {
-            out.push(Problem::new(
+            out.push(ConfigProblem::new(
                 "roster",
                 "a roster needs card login: add a [cards] section",
             ));
@@ -114,16 +117,16 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     out
 }
 
-fn check_centre(config: &Config, out: &mut Vec<Problem>) {
+fn check_centre(config: &Config, out: &mut Vec<ConfigProblem>) {
     let id = &config.centre.structure_id;
     if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
-        out.push(Problem::new(
+        out.push(ConfigProblem::new(
             "centre.structure_id",
             format!("'{id}' is not a structure identifier: expected 1 to 64 ASCII letters or digits, e.g. 1 + FINESS"),
         ));
     }
     if config.centre.name.trim().is_empty() {
-        out.push(Problem::new("centre.name", "must not be empty"));
+        out.push(ConfigProblem::new("centre.name", "must not be empty"));
     }
 }
 
@@ -137,15 +140,15 @@ pub(super) fn parse_listen(value: &str) -> Result<SocketAddr, String> {
     })
 }
 
-fn check_server(config: &Config, out: &mut Vec<Problem>) {
+fn check_server(config: &Config, out: &mut Vec<ConfigProblem>) {
     let server = &config.server;
     if let Err(reason) = parse_listen(&server.listen) {
-        out.push(Problem::new("server.listen", reason));
+        out.push(ConfigProblem::new("server.listen", reason));
     }
     match parse_listen(&server.management_listen) {
-        Err(reason) => out.push(Problem::new("server.management_listen", reason)),
+        Err(reason) => out.push(ConfigProblem::new("server.management_listen", reason)),
         // Plain HTTP, no certificate: only the appliance itself may reach it.
-        Ok(addr) if !addr.ip().is_loopback() => out.push(Problem::new(
+        Ok(addr) if !addr.ip().is_loopback() => out.push(ConfigProblem::new(
             "server.management_listen",
             format!(
                 "{addr} is not a loopback address: the management listener has no TLS and must stay on the appliance (127.0.0.1 or ::1)"
@@ -153,7 +156,7 @@ fn check_server(config: &Config, out: &mut Vec<Problem>) {
         )),
         Ok(addr) => {
             if parse_listen(&server.listen).is_ok_and(|l| l == addr && addr.port() != 0) {
-                out.push(Problem::new(
+                out.push(ConfigProblem::new(
                     "server.management_listen",
                     "is the same address as server.listen",
                 ));
@@ -205,20 +208,20 @@ fn check_server(config: &Config, out: &mut Vec<Problem>) {
     );
 }
 
-fn check_range(out: &mut Vec<Problem>, key: &str, value: u64, min: u64, max: u64) {
+fn check_range(out: &mut Vec<ConfigProblem>, key: &str, value: u64, min: u64, max: u64) {
     if !(min..=max).contains(&value) {
-        out.push(Problem::new(
+        out.push(ConfigProblem::new(
             key,
             format!("{value} is out of range: expected {min} to {max}"),
         ));
     }
 }
 
-fn check_access(config: &Config, out: &mut Vec<Problem>) {
+fn check_access(config: &Config, out: &mut Vec<ConfigProblem>) {
     let bg = &config.break_glass;
     check_range(out, "break_glass.grant_minutes", bg.grant_minutes, 5, 720);
     if bg.reasons.is_empty() {
-        out.push(Problem::new(
+        out.push(ConfigProblem::new(
             "break_glass.reasons",
             "at least one reason is needed",
         ));
@@ -232,19 +235,19 @@ fn check_access(config: &Config, out: &mut Vec<Problem>) {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         if !code_ok {
-            out.push(Problem::new(
+            out.push(ConfigProblem::new(
                 format!("break_glass.reasons[{i}].code"),
                 format!("'{}' must be 1 to 32 of a-z 0-9 _", reason.code),
             ));
         }
         if !seen.insert(&reason.code) {
-            out.push(Problem::new(
+            out.push(ConfigProblem::new(
                 format!("break_glass.reasons[{i}].code"),
                 format!("'{}' is listed twice", reason.code),
             ));
         }
         if reason.label.trim().is_empty() {
-            out.push(Problem::new(
+            out.push(ConfigProblem::new(
                 format!("break_glass.reasons[{i}].label"),
                 "must not be empty",
             ));
@@ -288,21 +291,21 @@ fn check_access(config: &Config, out: &mut Vec<Problem>) {
         && path.exists()
         && let Err(reason) = check_key_file_mode(&path)
     {
-        out.push(Problem::new("cache.master_key", reason));
+        out.push(ConfigProblem::new("cache.master_key", reason));
     }
 }
 
-fn check_upstream(upstream: &crate::upstream::UpstreamConfig, out: &mut Vec<Problem>) {
+fn check_upstream(upstream: &crate::upstream::UpstreamConfig, out: &mut Vec<ConfigProblem>) {
     match reqwest::Url::parse(&upstream.base_url) {
         Ok(url) if url.scheme() == "https" && url.host().is_some() && url.query().is_none() => {}
-        Ok(_) => out.push(Problem::new(
+        Ok(_) => out.push(ConfigProblem::new(
             "upstream.base_url",
             format!(
                 "'{}' must be an https:// URL without query",
                 upstream.base_url
             ),
         )),
-        Err(e) => out.push(Problem::new(
+        Err(e) => out.push(ConfigProblem::new(
             "upstream.base_url",
             format!("'{}' is not a URL: {e}", upstream.base_url),
         )),
@@ -340,7 +343,7 @@ fn check_upstream(upstream: &crate::upstream::UpstreamConfig, out: &mut Vec<Prob
         crate::summary::MAX_BUNDLE_BYTES as u64,
     );
     if upstream.connect_timeout_ms > upstream.total_timeout_ms {
-        out.push(Problem::new(
+        out.push(ConfigProblem::new(
             "upstream.connect_timeout_ms",
             "must not exceed upstream.total_timeout_ms",
         ));
@@ -350,14 +353,14 @@ fn check_upstream(upstream: &crate::upstream::UpstreamConfig, out: &mut Vec<Prob
         && sector.starts_with("SA")
         && sector[2..].bytes().all(|b| b.is_ascii_digit()))
     {
-        out.push(Problem::new(
+        out.push(ConfigProblem::new(
             "upstream.activity_sector",
             format!("'{sector}' is not a TRE_R02 code such as SA01"),
         ));
     }
 }
 
-fn check_tls(config: &Config, out: &mut Vec<Problem>) {
+fn check_tls(config: &Config, out: &mut Vec<ConfigProblem>) {
     check_readable_file(out, "tls.server_cert", &config.tls.server_cert);
     check_readable_file(out, "tls.workstation_ca", &config.tls.workstation_ca);
     for (i, crl) in config.tls.workstation_crls.iter().enumerate() {
@@ -373,20 +376,20 @@ fn check_tls(config: &Config, out: &mut Vec<Problem>) {
     check_private_key(out, "tls.server_key", &config.tls.server_key);
 }
 
-fn check_private_key(out: &mut Vec<Problem>, key: &str, secret: &SecretPath) {
+fn check_private_key(out: &mut Vec<ConfigProblem>, key: &str, secret: &SecretPath) {
     match secret.resolve() {
-        Err(reason) => out.push(Problem::new(key, reason)),
+        Err(reason) => out.push(ConfigProblem::new(key, reason)),
         Ok(path) => {
             if check_readable_file(out, key, &path)
                 && let Err(reason) = check_key_file_mode(&path)
             {
-                out.push(Problem::new(key, reason));
+                out.push(ConfigProblem::new(key, reason));
             }
         }
     }
 }
 
-fn check_audit(config: &Config, out: &mut Vec<Problem>) {
+fn check_audit(config: &Config, out: &mut Vec<ConfigProblem>) {
     let audit = &config.audit;
     check_range(
         out,
@@ -405,12 +408,12 @@ fn check_audit(config: &Config, out: &mut Vec<Problem>) {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !name_ok {
-            out.push(Problem::new(
+            out.push(ConfigProblem::new(
                 key("name"),
                 format!("'{}' must be 1 to 32 of a-z 0-9 - _", receiver.name),
             ));
         } else if !names.insert(receiver.name.clone()) {
-            out.push(Problem::new(
+            out.push(ConfigProblem::new(
                 key("name"),
                 format!("'{}' is used twice", receiver.name),
             ));
@@ -422,7 +425,7 @@ fn check_audit(config: &Config, out: &mut Vec<Problem>) {
                 !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
             });
         if !port_ok {
-            out.push(Problem::new(
+            out.push(ConfigProblem::new(
                 key("address"),
                 format!("'{}' is not host:port", receiver.address),
             ));
@@ -439,7 +442,7 @@ fn check_audit(config: &Config, out: &mut Vec<Problem>) {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
     {
-        out.push(Problem::new(
+        out.push(ConfigProblem::new(
             "audit.node_id",
             format!(
                 "'{node}' is not a node id: expected 1 to 64 characters among A-Z a-z 0-9 - _ ."
@@ -478,7 +481,7 @@ fn check_audit(config: &Config, out: &mut Vec<Problem>) {
 }
 
 /// Pushes a problem and returns false unless `path` is a readable regular file.
-fn check_readable_file(out: &mut Vec<Problem>, key: &str, path: &Path) -> bool {
+fn check_readable_file(out: &mut Vec<ConfigProblem>, key: &str, path: &Path) -> bool {
     let reason = match std::fs::metadata(path) {
         Err(e) => format!("file {} cannot be read: {e}", path.display()),
         Ok(meta) if !meta.is_file() => format!("{} is not a regular file", path.display()),
@@ -487,37 +490,37 @@ fn check_readable_file(out: &mut Vec<Problem>, key: &str, path: &Path) -> bool {
             Err(e) => format!("file {} cannot be read: {e}", path.display()),
         },
     };
-    out.push(Problem::new(key, reason));
+    out.push(ConfigProblem::new(key, reason));
     false
 }
 
-fn check_storage(config: &Config, out: &mut Vec<Problem>) {
+fn check_storage(config: &Config, out: &mut Vec<ConfigProblem>) {
     let dir = &config.storage.state_dir;
     if !dir.is_absolute() {
-        out.push(Problem::new(
+        out.push(ConfigProblem::new(
             "storage.state_dir",
             format!("'{}' must be an absolute path", dir.display()),
         ));
     } else if dir.exists() && !dir.is_dir() {
-        out.push(Problem::new(
+        out.push(ConfigProblem::new(
             "storage.state_dir",
             format!("{} exists and is not a directory", dir.display()),
         ));
     }
 }
 
-fn check_log(config: &Config, out: &mut Vec<Problem>) {
+fn check_log(config: &Config, out: &mut Vec<ConfigProblem>) {
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.log.level) {
-        out.push(Problem::new(
+        out.push(ConfigProblem::new(
             "log.level",
             format!("'{}' is not a log filter: {e}", config.log.level),
         ));
     }
 }
 
-fn check_desks(desks: &[DeskConfig], out: &mut Vec<Problem>) {
+fn check_desks(desks: &[DeskConfig], out: &mut Vec<ConfigProblem>) {
     if desks.is_empty() {
-        out.push(Problem::new(
+        out.push(ConfigProblem::new(
             "desks",
             "no desk configured: add at least one [[desks]] table",
         ));
@@ -529,7 +532,7 @@ fn check_desks(desks: &[DeskConfig], out: &mut Vec<Problem>) {
     for (i, desk) in desks.iter().enumerate() {
         let key = |field: &str| format!("desks[{i}].{field}");
         if !is_desk_id(&desk.id) {
-            out.push(Problem::new(
+            out.push(ConfigProblem::new(
                 key("id"),
                 format!(
                     "'{}' is not a desk id: expected 1 to 32 characters among a-z 0-9 _ -",
@@ -543,7 +546,7 @@ fn check_desks(desks: &[DeskConfig], out: &mut Vec<Problem>) {
             ("workstation_cn", &desk.workstation_cn),
         ] {
             if value.trim().is_empty() {
-                out.push(Problem::new(key(field), "must not be empty"));
+                out.push(ConfigProblem::new(key(field), "must not be empty"));
             }
         }
         check_unique(out, &mut ids, &desk.id, i, "id", "desk id");
@@ -566,14 +569,14 @@ fn check_desks(desks: &[DeskConfig], out: &mut Vec<Problem>) {
                     "workstation_sha256",
                     "workstation certificate",
                 ),
-                Err(reason) => out.push(Problem::new(key("workstation_sha256"), reason)),
+                Err(reason) => out.push(ConfigProblem::new(key("workstation_sha256"), reason)),
             }
         }
     }
 }
 
 fn check_unique(
-    out: &mut Vec<Problem>,
+    out: &mut Vec<ConfigProblem>,
     seen: &mut HashMap<String, usize>,
     value: &str,
     index: usize,
@@ -581,7 +584,7 @@ fn check_unique(
     what: &str,
 ) {
     if let Some(first) = seen.insert(value.to_owned(), index) {
-        out.push(Problem::new(
+        out.push(ConfigProblem::new(
             format!("desks[{index}].{field}"),
             format!("{what} '{value}' is already mapped to desks[{first}]; each may belong to one desk only"),
         ));

@@ -17,7 +17,7 @@ use crate::access::{AccessError, Actorship, BreakGlassRequest, Delivered, Patien
 use crate::card::trust::Professional;
 use crate::patient::Candidate;
 use crate::session::DeskConfig;
-use crate::upstream::{AccessMode, UpstreamError};
+use crate::upstream::UpstreamError;
 
 /// Candidates for the physician to choose from.
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -235,6 +235,12 @@ fn refusal(e: AccessError) -> ApiError {
         .with_retry_after(limited.retry_after.as_secs()),
         AccessError::Upstream(e) => upstream_refusal(&e),
         AccessError::Audit(_) => audit_unavailable(),
+        AccessError::Unavailable(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "random_unavailable",
+            e.to_string(),
+            "La passerelle est indisponible (générateur aléatoire). Prévenez l'informatique du centre.",
+        ),
         AccessError::NoGrant => ApiError::new(
             StatusCode::NOT_FOUND,
             "no_grant",
@@ -245,21 +251,7 @@ fn refusal(e: AccessError) -> ApiError {
 }
 
 fn upstream_refusal(e: &UpstreamError) -> ApiError {
-    let (status, code) = match e {
-        UpstreamError::PatientOpposed(AccessMode::Centre15) => {
-            (StatusCode::FORBIDDEN, "patient_opposed_centre_15")
-        }
-        UpstreamError::PatientOpposed(AccessMode::BrisDeGlace) => {
-            (StatusCode::FORBIDDEN, "patient_opposed_bris_de_glace")
-        }
-        UpstreamError::ProfessionalBlocked => (StatusCode::FORBIDDEN, "professional_blocked"),
-        UpstreamError::NoRecord => (StatusCode::NOT_FOUND, "no_record"),
-        UpstreamError::RecordClosed => (StatusCode::GONE, "record_closed"),
-        UpstreamError::Ambiguous(_) => (StatusCode::CONFLICT, "ambiguous_ins"),
-        UpstreamError::AssertionRefused(_) => (StatusCode::BAD_GATEWAY, "upstream_refused_gateway"),
-        UpstreamError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "upstream_unavailable"),
-        UpstreamError::TimedOut(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-        UpstreamError::Malformed(_) => (StatusCode::BAD_GATEWAY, "upstream_malformed"),
-    };
-    ApiError::new(status, code, e.to_string(), e.message_fr())
+    let answer = e.answer();
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    ApiError::new(status, answer.code, e.to_string(), answer.message_fr)
 }

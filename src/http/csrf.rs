@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
 
 use super::AppState;
 use super::error::ApiError;
@@ -34,7 +33,7 @@ impl Csrf {
     /// A fresh random key.
     pub fn new() -> Self {
         let mut bytes = [0u8; 32];
-        let key = match SystemRandom::new().fill(&mut bytes) {
+        let key = match crate::random::fill(&mut bytes) {
             Ok(()) => Some(hmac::Key::new(hmac::HMAC_SHA256, &bytes)),
             Err(_) => {
                 tracing::error!("system random generator failed: browser pages cannot act");

@@ -15,14 +15,12 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
-use axum::response::Response;
-use ring::rand::{SecureRandom, SystemRandom};
+use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::AppState;
 use super::identity::Peer;
 use super::metrics::RequestLabels;
-use crate::encoding::hex;
 
 /// Largest request body, but for the roster.
 pub(super) const MAX_BODY: usize = 16 * 1024;
@@ -35,7 +33,6 @@ pub(super) const BODY_DEADLINE: Duration = Duration::from_secs(10);
 /// [`MAX_ROSTER_BODY`]) and [`BODY_DEADLINE`], refusing it with 413 or 408 otherwise;
 /// passes an anonymous caller's request on unread (its route refuses it from the head).
 pub(super) async fn bounded_body(request: Request, next: Next) -> Response {
-    use axum::response::IntoResponse;
     use http_body_util::BodyExt;
     let anonymous = matches!(
         request.extensions().get::<Peer>(),
@@ -98,7 +95,15 @@ pub(super) async fn observe(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let request_id = new_request_id();
+    let Ok(request_id) = crate::random::hex_id::<16>() else {
+        return super::error::ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "random_unavailable",
+            "the system random generator failed",
+            "La passerelle est indisponible (générateur aléatoire). Prévenez l'informatique du centre.",
+        )
+        .into_response();
+    };
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -149,14 +154,6 @@ pub(super) async fn observe(
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
-}
-
-/// 128 random bits as hex; an all-zero id only if the kernel RNG fails, which is logged
-/// nowhere else and must not stop the request.
-fn new_request_id() -> String {
-    let mut bytes = [0u8; 16];
-    let _ = SystemRandom::new().fill(&mut bytes);
-    hex(&bytes)
 }
 
 /// Bounded label values: arbitrary methods must not create new metric series.

@@ -32,9 +32,9 @@ use super::Metrics;
 use super::identity::DeskDirectory;
 use super::tls::ServerTls;
 
-/// Limits of the listener.
+/// Connection limits of the listener.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct ConnectionLimits {
     /// Deadline for a TLS handshake, and from accept to the first request head.
     pub handshake_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
@@ -77,7 +77,7 @@ impl Connections {
         desks: Arc<DeskDirectory>,
         app: Router,
         metrics: Arc<Metrics>,
-        limits: &Limits,
+        limits: &ConnectionLimits,
     ) -> Self {
         let mut http = Builder::new(TokioExecutor::new());
         http.http1()
@@ -282,7 +282,7 @@ impl Drop for Counted {
 pub async fn serve(
     listener: TcpListener,
     connections: Connections,
-    limits: Limits,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) -> Drain {
     let graceful = GracefulShutdown::new();
@@ -341,7 +341,7 @@ pub async fn serve(
 pub async fn serve_management(
     listener: TcpListener,
     app: Router,
-    limits: Limits,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
     /// Centre IT's probes and a scraper need a handful.

@@ -442,5 +442,11 @@ fn login_error(e: LoginError) -> ApiError {
             "Votre profession (lue sur la carte) n'est pas autorisée à la régulation : connexion refusée.",
         ),
         LoginError::Audit(_) => audit_unavailable(),
+        LoginError::Unavailable(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "random_unavailable",
+            e.to_string(),
+            "La passerelle est indisponible (générateur aléatoire). Prévenez l'informatique du centre.",
+        ),
     }
 }

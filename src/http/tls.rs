@@ -12,7 +12,7 @@ use rustls::server::WebPkiClientVerifier;
 
 use crate::card::trust::StaleCrlPolicy;
 use crate::http::TlsConfig;
-use crate::problem::Problem;
+use crate::problem::ConfigProblem;
 use crate::tls::{VERSIONS, load_certs, provider};
 
 /// The listener's TLS configuration and the leaf certificate it presents. The workstation
@@ -38,13 +38,13 @@ struct Material {
 
 impl ServerTls {
     /// Loads and checks every file named in `[tls]`; all problems are returned together.
-    pub fn load(cfg: &TlsConfig) -> Result<Self, Vec<Problem>> {
+    pub fn load(cfg: &TlsConfig) -> Result<Self, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
         let chain = load_certs(&cfg.server_cert, "tls.server_cert", &mut problems);
         let key = match cfg.server_key.resolve() {
             Ok(path) => load_key(&path, &mut problems),
             Err(reason) => {
-                problems.push(Problem::new("tls.server_key", reason));
+                problems.push(ConfigProblem::new("tls.server_key", reason));
                 None
             }
         };
@@ -52,7 +52,7 @@ impl ServerTls {
         if let Some(leaf) = chain.first()
             && let Err(reason) = check_validity(leaf)
         {
-            problems.push(Problem::new("tls.server_cert", reason));
+            problems.push(ConfigProblem::new("tls.server_cert", reason));
         }
         let (Some(key), Some(roots), false) = (key, roots, chain.is_empty()) else {
             return Err(problems);
@@ -92,7 +92,7 @@ impl ServerTls {
     }
 
     /// Rereads the workstation CRLs; on failure the lists in force stay.
-    pub fn reload_crls(&self) -> Result<(), Problem> {
+    pub fn reload_crls(&self) -> Result<(), ConfigProblem> {
         let fresh = self.material.build()?;
         *self
             .current
@@ -103,7 +103,7 @@ impl ServerTls {
 }
 
 impl Material {
-    fn build(&self) -> Result<Arc<rustls::ServerConfig>, Problem> {
+    fn build(&self) -> Result<Arc<rustls::ServerConfig>, ConfigProblem> {
         build_server_config(
             self.chain.clone(),
             self.key.clone_key(),
@@ -117,23 +117,23 @@ impl Material {
 /// The workstation CRLs (PEM or DER), and whether any is past its next update.
 fn load_crls(
     paths: &[std::path::PathBuf],
-) -> Result<(Vec<CertificateRevocationListDer<'static>>, bool), Problem> {
+) -> Result<(Vec<CertificateRevocationListDer<'static>>, bool), ConfigProblem> {
     let mut lists = Vec::new();
     let mut stale = false;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for (i, path) in paths.iter().enumerate() {
         let key = format!("tls.workstation_crls[{i}]");
         let bytes = std::fs::read(path)
-            .map_err(|e| Problem::new(&key, format!("{}: {e}", path.display())))?;
+            .map_err(|e| ConfigProblem::new(&key, format!("{}: {e}", path.display())))?;
         let der = if bytes.starts_with(b"-----BEGIN") {
             CertificateRevocationListDer::from_pem_slice(&bytes).map_err(|e| {
-                Problem::new(&key, format!("{}: not a PEM CRL: {e}", path.display()))
+                ConfigProblem::new(&key, format!("{}: not a PEM CRL: {e}", path.display()))
             })?
         } else {
             CertificateRevocationListDer::from(bytes)
         };
         let (_, parsed) = x509_parser::parse_x509_crl(der.as_ref())
-            .map_err(|e| Problem::new(&key, format!("{}: not a CRL: {e}", path.display())))?;
+            .map_err(|e| ConfigProblem::new(&key, format!("{}: not a CRL: {e}", path.display())))?;
         stale |= parsed
             .next_update()
             .is_some_and(|next| next.timestamp() < now);
@@ -148,7 +148,7 @@ fn build_server_config(
     roots: RootCertStore,
     crl_paths: &[std::path::PathBuf],
     policy: StaleCrlPolicy,
-) -> Result<Arc<rustls::ServerConfig>, Problem> {
+) -> Result<Arc<rustls::ServerConfig>, ConfigProblem> {
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .allow_unauthenticated();
     if !crl_paths.is_empty() {
@@ -165,18 +165,20 @@ fn build_server_config(
         }
     }
     let verifier = builder.build().map_err(|e| {
-        Problem::new(
+        ConfigProblem::new(
             "tls.workstation_ca",
             format!("unusable as a client CA: {e}"),
         )
     })?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
-        .map_err(|e| Problem::new("tls", format!("TLS versions rejected by the provider: {e}")))?
+        .map_err(|e| {
+            ConfigProblem::new("tls", format!("TLS versions rejected by the provider: {e}"))
+        })?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .map_err(|e| {
-            Problem::new(
+            ConfigProblem::new(
                 "tls.server_key",
                 format!("does not fit tls.server_cert: {e}"),
             )
@@ -185,10 +187,10 @@ fn build_server_config(
     Ok(Arc::new(config))
 }
 
-fn load_key(path: &Path, problems: &mut Vec<Problem>) -> Option<PrivateKeyDer<'static>> {
+fn load_key(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<PrivateKeyDer<'static>> {
     PrivateKeyDer::from_pem_file(path)
         .map_err(|e| {
-            problems.push(Problem::new(
+            problems.push(ConfigProblem::new(
                 "tls.server_key",
                 format!("{}: not a PEM private key: {e}", path.display()),
             ));
@@ -196,7 +198,7 @@ fn load_key(path: &Path, problems: &mut Vec<Problem>) -> Option<PrivateKeyDer<'s
         .ok()
 }
 
-fn load_roots(path: &Path, problems: &mut Vec<Problem>) -> Option<RootCertStore> {
+fn load_roots(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<RootCertStore> {
     let certs = load_certs(path, "tls.workstation_ca", problems);
     if certs.is_empty() {
         return None;
@@ -204,7 +206,7 @@ fn load_roots(path: &Path, problems: &mut Vec<Problem>) -> Option<RootCertStore>
     let mut roots = RootCertStore::empty();
     for cert in certs {
         if let Err(e) = roots.add(cert) {
-            problems.push(Problem::new(
+            problems.push(ConfigProblem::new(
                 "tls.workstation_ca",
                 format!("{}: not a usable CA certificate: {e}", path.display()),
             ));

@@ -40,6 +40,9 @@ pub enum LoginError {
     /// The certificate is no longer trusted.
     #[error(transparent)]
     Trust(#[from] TrustError),
+    /// The system random generator failed: no session token can be made.
+    #[error(transparent)]
+    Unavailable(#[from] crate::random::RandomUnavailable),
     /// The attempt could not be recorded: no session without a record.
     #[error(transparent)]
     Audit(#[from] AuditError),
@@ -230,6 +233,9 @@ impl CardLogin {
             detail,
             ..Event::new(EventKind::UserLogin, Outcome::Success)
         };
+        // Drawn before the login is recorded: a session that cannot have a token never
+        // appears on the record as opened.
+        let token = crate::random::hex_id::<32>()?;
         let recorded = self.audit.append(success).await?;
         let professional = verified.professional.clone();
         match self.sessions.open(
@@ -238,6 +244,7 @@ impl CardLogin {
             verified.professional,
             verified.crl_stale,
             recorded,
+            token,
         ) {
             Some(session) => Ok(session),
             None => {

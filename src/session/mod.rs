@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -273,9 +272,10 @@ impl Sessions {
         professional: Professional,
         crl_stale: bool,
         _recorded: Receipt,
+        token: String,
     ) -> Option<Session> {
         let session = Session {
-            token: random_token(),
+            token,
             professional,
             started: crate::clock::now().0,
             crl_stale,
@@ -567,15 +567,6 @@ fn trust_code(e: &crate::card::trust::TrustError) -> &'static str {
 /// SHA-256 (hex) of a session token.
 pub fn token_hash(token: &str) -> String {
     hex(&crate::encoding::sha256(token.as_bytes()))
-}
-
-fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    // If the kernel RNG failed, an all-zero token would be guessable: make it unusable instead.
-    if SystemRandom::new().fill(&mut bytes).is_err() {
-        return String::new();
-    }
-    hex(&bytes)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

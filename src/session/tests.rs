@@ -74,6 +74,7 @@ async fn opened(sessions: &Sessions, audit: &AuditLog) -> Session {
             professional(),
             false,
             receipt(audit).await,
+            token(),
         )
         .unwrap()
 }
@@ -93,7 +94,8 @@ async fn a_session_opens_only_for_the_insertion_its_pin_was_checked_on() {
                 checked,
                 professional(),
                 false,
-                receipt(&audit).await
+                receipt(&audit).await,
+                token()
             )
             .is_none(),
         "no session for a card no longer there"
@@ -108,7 +110,8 @@ async fn a_session_opens_only_for_the_insertion_its_pin_was_checked_on() {
                 checked,
                 professional(),
                 false,
-                receipt(&audit).await
+                receipt(&audit).await,
+                token()
             )
             .is_none(),
         "no session for an earlier insertion"
@@ -121,7 +124,8 @@ async fn a_session_opens_only_for_the_insertion_its_pin_was_checked_on() {
                 again,
                 professional(),
                 false,
-                receipt(&audit).await
+                receipt(&audit).await,
+                token()
             )
             .is_some()
     );
@@ -145,7 +149,8 @@ async fn a_second_login_never_replaces_a_live_session() {
                 insertion,
                 professional(),
                 false,
-                receipt(&audit).await
+                receipt(&audit).await,
+                token()
             )
             .is_none()
     );
@@ -255,4 +260,8 @@ async fn each_session_at_a_desk_has_its_own_epoch() {
     assert_eq!(sessions.session_epoch("regul-1"), None);
     opened(&sessions, &audit).await;
     assert_eq!(sessions.session_epoch("regul-1"), Some(2));
+}
+
+fn token() -> String {
+    crate::random::hex_id::<32>().unwrap()
 }

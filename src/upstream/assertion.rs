@@ -20,7 +20,6 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 
@@ -129,13 +128,9 @@ fn encode(value: &impl Serialize) -> Result<String, String> {
         .map_err(|e| format!("cannot encode the assertion: {e}"))
 }
 
-/// A fresh random assertion id.
-pub fn new_jti() -> String {
-    let mut bytes = [0u8; 16];
-    // A failing system RNG leaves zeros: the id is then not unique, never a security hole
-    // (the signature covers iat/exp).
-    let _ = SystemRandom::new().fill(&mut bytes);
-    crate::encoding::hex(&bytes)
+/// A fresh random assertion id (no assertion leaves without one).
+pub fn new_jti() -> Result<String, crate::random::RandomUnavailable> {
+    crate::random::hex_id::<16>()
 }
 
 /// Checks `token`'s signature against `trusted` public keys (raw 32-byte Ed25519), its
@@ -210,7 +205,7 @@ mod tests {
             aud: "https://record.example".into(),
             iat: now,
             exp: now + LIFETIME_SECS,
-            jti: new_jti(),
+            jti: new_jti().unwrap(),
             purpose_of_use: AccessMode::Centre15,
             subject_id: "Jeanne URGENTISTE".into(),
             subject_nameid: "810002813839".into(),

@@ -9,14 +9,13 @@
 
 use std::time::Duration;
 
-use ring::rand::{SecureRandom, SystemRandom};
 use serde_json::Value;
 use tokio::time::Instant;
 
 use super::assertion::{AssertionSigner, Claims, LIFETIME_SECS, new_jti};
 use super::{Access, BoxFuture, RecordService, UpstreamConfig, UpstreamError, outcome};
 use crate::patient::{Candidate, CandidateIns, Ins, Traits};
-use crate::problem::Problem;
+use crate::problem::ConfigProblem;
 use crate::summary::{self, CriticalSummary};
 
 /// Largest error body read (OperationOutcomes are small).
@@ -44,15 +43,15 @@ enum Failure {
 
 impl FhirClient {
     /// Loads the TLS material and the assertion key named in `cfg`; all problems together.
-    pub fn new(cfg: &UpstreamConfig, structure_id: &str) -> Result<Self, Vec<Problem>> {
+    pub fn new(cfg: &UpstreamConfig, structure_id: &str) -> Result<Self, Vec<ConfigProblem>> {
         let mut problems = Vec::new();
         let tls = tls_config(cfg, &mut problems);
         let signer = match cfg.assertion_key.resolve() {
             Ok(path) => AssertionSigner::load(&path)
-                .map_err(|e| problems.push(Problem::new("upstream.assertion_key", e)))
+                .map_err(|e| problems.push(ConfigProblem::new("upstream.assertion_key", e)))
                 .ok(),
             Err(e) => {
-                problems.push(Problem::new("upstream.assertion_key", e));
+                problems.push(ConfigProblem::new("upstream.assertion_key", e));
                 None
             }
         };
@@ -70,7 +69,7 @@ impl FhirClient {
             .user_agent(concat!("samu-gateway/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| {
-                vec![Problem::new(
+                vec![ConfigProblem::new(
                     "upstream",
                     format!("cannot build the client: {e}"),
                 )]
@@ -101,7 +100,7 @@ impl FhirClient {
             aud: self.base.clone(),
             iat: now,
             exp: now + LIFETIME_SECS,
-            jti: new_jti(),
+            jti: new_jti().map_err(|e| UpstreamError::Unavailable(e.to_string()))?,
             purpose_of_use: access.mode,
             subject_id: if name.is_empty() {
                 professional.id_nat.clone()
@@ -242,7 +241,8 @@ async fn read_limited(
 fn backoff(attempt: u32) -> Duration {
     let base = BACKOFF * 2u32.saturating_pow(attempt.min(6));
     let mut byte = [0u8; 1];
-    let _ = SystemRandom::new().fill(&mut byte);
+    // Jitter, not an id: without the kernel's generator the backoff is just not spread.
+    let _ = crate::random::fill(&mut byte);
     base + base.mul_f64(f64::from(byte[0]) / 255.0)
 }
 
@@ -362,7 +362,10 @@ fn check_same_patient(found: &CriticalSummary, ins: Option<&Ins>) -> Result<(), 
     }
 }
 
-fn tls_config(cfg: &UpstreamConfig, problems: &mut Vec<Problem>) -> Option<rustls::ClientConfig> {
+fn tls_config(
+    cfg: &UpstreamConfig,
+    problems: &mut Vec<ConfigProblem>,
+) -> Option<rustls::ClientConfig> {
     let files = crate::tls::MutualClient {
         section: "upstream",
         ca: ("server_ca", &cfg.server_ca),

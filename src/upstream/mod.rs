@@ -71,32 +71,96 @@ pub enum UpstreamError {
     Malformed(String),
 }
 
+/// How one outcome of the record service is answered (see [`UpstreamError::answer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status of the desk API's refusal.
+    pub status: u16,
+    /// The desk API's error code.
+    pub code: &'static str,
+    /// The reason the audit record carries.
+    pub reason: String,
+    /// The physician's message, in French.
+    pub message_fr: &'static str,
+}
+
 impl UpstreamError {
+    /// How this outcome is answered, everywhere: one row per outcome (the desk API's code
+    /// and HTTP status, the audit record's reason, the physician's message).
+    pub fn answer(&self) -> Answer {
+        let row = |status, code, reason: String, message_fr| Answer {
+            status,
+            code,
+            reason,
+            message_fr,
+        };
+        match self {
+            Self::PatientOpposed(AccessMode::Centre15) => row(
+                403,
+                "patient_opposed_centre_15",
+                "patient_opposed:centre_15".into(),
+                "Le patient s'est opposé à l'accès du centre 15 à son dossier.",
+            ),
+            Self::PatientOpposed(AccessMode::BrisDeGlace) => row(
+                403,
+                "patient_opposed_bris_de_glace",
+                "patient_opposed:bris_de_glace".into(),
+                "Le patient s'est opposé à l'accès en bris de glace à son dossier.",
+            ),
+            Self::ProfessionalBlocked => row(
+                403,
+                "professional_blocked",
+                "professional_blocked".into(),
+                "Le patient vous a bloqué l'accès à son dossier.",
+            ),
+            Self::NoRecord => row(
+                404,
+                "no_record",
+                "no_record".into(),
+                "Aucun dossier médical partagé pour ce patient.",
+            ),
+            Self::RecordClosed => row(
+                410,
+                "record_closed",
+                "record_closed".into(),
+                "Le dossier médical partagé de ce patient est fermé.",
+            ),
+            Self::Ambiguous(n) => row(
+                409,
+                "ambiguous_ins",
+                format!("ambiguous_ins:{n}"),
+                "Identification ambiguë : plusieurs patients portent cet INS. Aucun dossier n'est affiché.",
+            ),
+            Self::AssertionRefused(_) => row(
+                502,
+                "upstream_refused_gateway",
+                "assertion_refused".into(),
+                "Le service du dossier a refusé l'accès de la passerelle. Contactez l'informatique du centre.",
+            ),
+            Self::Unavailable(_) => row(
+                503,
+                "upstream_unavailable",
+                "upstream_unavailable".into(),
+                "Service du dossier médical indisponible. Réessayez dans un instant.",
+            ),
+            Self::TimedOut(_) => row(
+                504,
+                "upstream_timeout",
+                "upstream_timeout".into(),
+                "Service du dossier médical indisponible. Réessayez dans un instant.",
+            ),
+            Self::Malformed(_) => row(
+                502,
+                "upstream_malformed",
+                "upstream_malformed".into(),
+                "Le service du dossier a renvoyé une réponse illisible. Aucune donnée n'est affichée.",
+            ),
+        }
+    }
+
     /// The message for the physician's screen, in French.
     pub fn message_fr(&self) -> &'static str {
-        match self {
-            Self::PatientOpposed(AccessMode::Centre15) => {
-                "Le patient s'est opposé à l'accès du centre 15 à son dossier."
-            }
-            Self::PatientOpposed(AccessMode::BrisDeGlace) => {
-                "Le patient s'est opposé à l'accès en bris de glace à son dossier."
-            }
-            Self::ProfessionalBlocked => "Le patient vous a bloqué l'accès à son dossier.",
-            Self::NoRecord => "Aucun dossier médical partagé pour ce patient.",
-            Self::RecordClosed => "Le dossier médical partagé de ce patient est fermé.",
-            Self::Ambiguous(_) => {
-                "Identification ambiguë : plusieurs patients portent cet INS. Aucun dossier n'est affiché."
-            }
-            Self::AssertionRefused(_) => {
-                "Le service du dossier a refusé l'accès de la passerelle. Contactez l'informatique du centre."
-            }
-            Self::Unavailable(_) | Self::TimedOut(_) => {
-                "Service du dossier médical indisponible. Réessayez dans un instant."
-            }
-            Self::Malformed(_) => {
-                "Le service du dossier a renvoyé une réponse illisible. Aucune donnée n'est affichée."
-            }
-        }
+        self.answer().message_fr
     }
 
     /// Whether the answer says something about the patient's will or record (never served
@@ -199,5 +263,44 @@ mod defaults {
     }
     pub(super) fn activity_sector() -> String {
         "SA01".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One row per outcome: the API code, the audit reason and the message come from the
+    /// same place, so the desk's answer and the trail cannot drift apart.
+    #[test]
+    fn every_outcome_has_one_answer_row() {
+        let all = [
+            UpstreamError::PatientOpposed(AccessMode::Centre15),
+            UpstreamError::PatientOpposed(AccessMode::BrisDeGlace),
+            UpstreamError::ProfessionalBlocked,
+            UpstreamError::NoRecord,
+            UpstreamError::RecordClosed,
+            UpstreamError::Ambiguous(2),
+            UpstreamError::AssertionRefused("x".into()),
+            UpstreamError::Unavailable("x".into()),
+            UpstreamError::TimedOut(1),
+            UpstreamError::Malformed("x".into()),
+        ];
+        let mut codes = std::collections::HashSet::new();
+        for e in &all {
+            let answer = e.answer();
+            assert!((400..600).contains(&answer.status), "{e}");
+            assert!(codes.insert(answer.code), "{} twice", answer.code);
+            assert_eq!(e.message_fr(), answer.message_fr);
+            // Refusals by the patient are 403 and say which opposition.
+            if let UpstreamError::PatientOpposed(mode) = e {
+                assert_eq!(answer.status, 403);
+                assert!(answer.reason.ends_with(mode.code()));
+            }
+        }
+        assert_eq!(
+            UpstreamError::Ambiguous(3).answer().reason,
+            "ambiguous_ins:3"
+        );
     }
 }
