@@ -1,5 +1,5 @@
 // What the browser scenarios share: their environment, checks, Debian's Chromium as the
-// issue prescribes it, the command protocol with tests/browser.rs, and axe-core.
+// issue prescribes it, the command protocol with tests/suite/browser.rs, and axe-core.
 
 import { chromium } from 'playwright-core';
 import { createInterface } from 'node:readline';
@@ -36,13 +36,13 @@ export function context(browser, gateway, options = {}) {
 
 const lines = createInterface({ input: process.stdin });
 
-// Prints `command` for tests/browser.rs and waits until it says it is done.
+// Prints `command` for tests/suite/browser.rs and waits until it says it is done.
 export async function ask(command) {
   console.log(command);
   await new Promise((resolve) => lines.once('line', resolve));
 }
 
-// Ends the scenario: its result for tests/browser.rs.
+// Ends the scenario: its result for tests/suite/browser.rs.
 export function finish(result) {
   console.log('RESULT ' + JSON.stringify(result));
   process.exit(0);

@@ -1,5 +1,5 @@
 // The compliance view in Debian's Chromium, driven by Playwright, with an officer's
-// certificate. Started by tests/browser.rs on a gateway whose trail holds two
+// certificate. Started by tests/suite/browser.rs on a gateway whose trail holds two
 // break-glass accesses (calls CRRA-1 and CRRA-2).
 // Environment: GATEWAY, CLIENT_CERT / CLIENT_KEY (the officer's), SHOTS.
 
@@ -38,7 +38,7 @@ try {
   check(trail.includes('Début de l’accès') && trail.includes('Connexion par carte'), `the trail: ${trail}`);
   await accessible(page, 'compliance');
   await page.screenshot({ path: `${shots}/8-conformite.png`, fullPage: true });
-  // The whole trail downloads as a file that verifies offline (tests/browser.rs checks).
+  // The whole trail downloads as a file that verifies offline (tests/suite/browser.rs checks).
   const [download] = await Promise.all([
     page.waitForEvent('download'),
     page.locator('#export').click(),

@@ -1,5 +1,5 @@
 // Defective documents on the physician's page: each state in French, inside the block it
-// concerns, allergies still first. Started by tests/browser.rs with the gateway, the
+// concerns, allergies still first. Started by tests/suite/browser.rs with the gateway, the
 // virtual card and the dev upstream serving the project's synthetic defective bundles.
 // Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, SHOTS, and one INS per document:
 // CONFLICT_INS (a shared fullUrl: "no known allergies" then penicillin, plus a dangling

@@ -1,5 +1,5 @@
 // The physician's page in Debian's Chromium, driven by Playwright. Started by
-// tests/browser.rs, which runs the real gateway, pcscd with the virtual card and the dev
+// tests/suite/browser.rs, which runs the real gateway, pcscd with the virtual card and the dev
 // upstream, and acts on what this script prints: "UPSTREAM_DOWN" (the record service
 // answers 503 from then on), "REMOVE" (the card leaves the reader) and "INSERT" (it comes
 // back); it answers "done".

@@ -1,7 +1,7 @@
 // A PIN-pad desk's page: the card inserted, the page asks for the code on the reader and
 // starts the entry itself (no action on the screen); a reader without a keypad (vpcd) is
 // refused with a clear French message and a button to try again. Started by
-// tests/browser.rs. Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY (desk B's).
+// tests/suite/browser.rs. Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY (desk B's).
 
 import { check, context, env, finish, launch } from './common.mjs';
 

@@ -4,7 +4,7 @@
 //    asked for before a clearing).
 // 2. The event stream breaks (the gateway stops) while a summary is shown: the page can no
 //    longer learn of a pulled card, so it hides the summary at once.
-// Started by tests/browser.rs, which acts on SLOW_UPSTREAM, FAST_UPSTREAM, REMOVE, INSERT
+// Started by tests/suite/browser.rs, which acts on SLOW_UPSTREAM, FAST_UPSTREAM, REMOVE, INSERT
 // and GATEWAY_DOWN. Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, INS.
 
 import { ask, check, context, env, fillAccessForm, finish, launch } from './common.mjs';

@@ -1,7 +1,7 @@
 //! The audit trail: durable appends, a chain that survives restarts and refuses to fork,
 //! verification that names each kind of tampering, indexed queries, retention.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

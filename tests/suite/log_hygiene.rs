@@ -3,7 +3,7 @@
 //! (NIR with a valid key), a birth name and a clinical phrase everywhere a client could put
 //! them; the gateway's captured output must contain none of them.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! validator (the `fhir.resources` models) and meeting the BALP profile it claims
 //! (`tests/validators/fhir_audit.py`).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! gateway), complete anonymous TLS handshakes and fall silent, or speak HTTP/2 and fall
 //! silent; meanwhile a desk logs in over real pcscd and completes a break-glass.
 
-mod support;
+use crate::support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Every API request is attributed to exactly one desk by its workstation certificate, over
 //! real TLS, or refused.
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! `samu-gateway demo` runs on embedded defaults, writes demo.json and gateway.toml, serves
 //! the desk state to the demo certificates, and leaves a configuration other subcommands use.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

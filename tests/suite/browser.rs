@@ -4,7 +4,7 @@
 //! and the dev upstream over mutual TLS. The browser presents the desk's workstation
 //! certificate (Playwright's `clientCertificates`), as a desk's browser would.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

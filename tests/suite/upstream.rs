@@ -3,7 +3,7 @@
 //! oppositions and blocks, assertions refused when missing or forged, and every injected
 //! fault turned into a typed outcome within the deadline.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! `configtest` and `serve` refuse bad configurations with one specific line per problem,
 //! exit 64, and start nothing.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -369,7 +369,7 @@ fn problems(src: &Path, layers: &[&[&str]], confined: &[(&str, &str, &str)]) -> 
     for module in &modules {
         if layer_of(module).is_none() {
             out.push(format!(
-                "module `{module}` is in no layer: place it in LAYERS (tests/layering.rs) and ARCHITECTURE.md"
+                "module `{module}` is in no layer: place it in LAYERS (tests/suite/layering.rs) and ARCHITECTURE.md"
             ));
         }
     }

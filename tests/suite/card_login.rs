@@ -2,7 +2,7 @@
 //! virtual card, and the gateway watching the desk readers. Each scenario checks the API
 //! answer and the audit record.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@
 //! `../shared/fixtures`, every test here says so loudly and passes without checking
 //! anything (the project's own cases are in `summary_cases.rs`).
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::Command;

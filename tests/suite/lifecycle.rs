@@ -1,7 +1,7 @@
 //! Start, readiness, systemd notification, shutdown: the gateway behaves like a well-kept
 //! Debian service.
 
-mod support;
+use crate::support;
 
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;

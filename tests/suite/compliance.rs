@@ -2,7 +2,7 @@
 //! break-glass accesses to review and record decisions, which are audit records; desks
 //! cannot reach these endpoints and officers cannot reach patient data.
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use samu_gateway::audit::{AccessMode, Actor, CallContext, Event, EventKind, Outcome, PatientRef};

@@ -1,7 +1,7 @@
 //! Cards over the real PC/SC stack: a private pcscd, vsmartcard-vpcd readers, and the
 //! virtual CPS card (`samu-gateway card emulate`) plugged into them.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

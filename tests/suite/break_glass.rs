@@ -2,7 +2,7 @@
 //! the dev upstream over mutual TLS, the encrypted cache. Each scenario checks the API
 //! answer (French message for the screen) and the audit trail.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! The OpenAPI document is generated from the routes and cannot drift from them.
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use support::{DESK_A, Gateway};

@@ -2,7 +2,7 @@
 //! no framing, and CSRF protection of a browser's state-changing requests (the browser
 //! scenarios themselves are in `browser.rs`).
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use serde_json::Value;

@@ -92,7 +92,13 @@ fn killed_writer_loses_no_acknowledged_record_and_the_chain_continues() {
     let mut total_acked = 0;
     for round in 0..ROUNDS {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            // This test binary again, running only the child (its name inside the suite).
+            .args([
+                "--exact",
+                "audit_crash::crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

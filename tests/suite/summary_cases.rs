@@ -3,7 +3,7 @@
 //! what it exercises), and a property test feeding hostile Unicode into every string of
 //! those bundles and of the real ones in `../shared/fixtures/ips` when present.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! and gateway restarts lose nothing; a gateway killed mid-drain resumes; a receiver that
 //! refuses the gateway's certificate gets nothing and the gateway says so.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

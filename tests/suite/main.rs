@@ -1,0 +1,28 @@
+//! The integration suite: one test binary, so that the library and the test harness are
+//! built and linked once rather than once per file. Each module is one area (`cargo test
+//! --test suite audit_shipping::` runs one); `support` is the harness they share.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod audit_crash;
+mod audit_formats;
+mod audit_shipping;
+mod audit_trail;
+mod break_glass;
+mod browser;
+mod card_login;
+mod card_pcsc;
+mod compliance;
+mod configtest;
+mod demo;
+mod desk_access;
+mod hostile_lan;
+mod layering;
+mod lifecycle;
+mod log_hygiene;
+mod openapi;
+mod summary_cases;
+mod summary_fixtures;
+mod upstream;
+mod web;
