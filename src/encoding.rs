@@ -2,12 +2,17 @@
 //! logs and records. A leaf: it uses nothing else from the crate.
 
 /// Parses a SHA-256 fingerprint written as 64 hex digits, optionally separated by colons.
-pub fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+pub fn parse_sha256(text: &str) -> Result<[u8; 32], NotSha256> {
     let digits: String = text.chars().filter(|c| *c != ':').collect();
     decode_hex(&digits)
         .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-        .ok_or_else(|| format!("'{text}' is not a SHA-256 fingerprint: expected 64 hex digits"))
+        .ok_or_else(|| NotSha256(text.to_owned()))
 }
+
+/// A value that is not a SHA-256 fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a SHA-256 fingerprint: expected 64 hex digits")]
+pub struct NotSha256(pub String);
 
 /// Decodes hex digits (even count, no separators); `None` for anything else.
 pub fn decode_hex(text: &str) -> Option<Vec<u8>> {

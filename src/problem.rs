@@ -13,11 +13,11 @@ pub struct ConfigProblem {
 }
 
 impl ConfigProblem {
-    /// A problem with `key`.
-    pub fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// A problem with `key`; `reason` is any error or message.
+    pub fn new(key: impl Into<String>, reason: impl fmt::Display) -> Self {
         Self {
             key: key.into(),
-            reason: reason.into(),
+            reason: reason.to_string(),
         }
     }
 }

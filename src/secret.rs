@@ -10,6 +10,44 @@ use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 
+/// Why a secret file is unusable. The messages name the file and what is expected, never
+/// the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// `credential:NAME` with an empty name or a path in it.
+    #[error("invalid credential name '{0}'")]
+    CredentialName(String),
+    /// `credential:NAME` outside systemd's `LoadCredential=`.
+    #[error("'{0}' needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)")]
+    NoCredentialsDirectory(String),
+    /// The file cannot be read.
+    #[error("file {path} cannot be read: {reason}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// The operating system's reason.
+        reason: String,
+    },
+    /// Others may read or write it.
+    #[error("file {path} is {what} (mode {mode:04o}); expected 0600 or 0640")]
+    Permissions {
+        /// The file.
+        path: String,
+        /// What is wrong with the mode.
+        what: &'static str,
+        /// The mode.
+        mode: u32,
+    },
+    /// Not the key it should be.
+    #[error("{path}: {reason}")]
+    NotAKey {
+        /// The file.
+        path: String,
+        /// What it is not.
+        reason: String,
+    },
+}
+
 /// Prefix of a key path that names a systemd credential (`LoadCredential=`).
 const CREDENTIAL_PREFIX: &str = "credential:";
 
@@ -21,19 +59,15 @@ pub struct SecretPath(pub String);
 
 impl SecretPath {
     /// The file to read.
-    pub fn resolve(&self) -> Result<PathBuf, String> {
+    pub fn resolve(&self) -> Result<PathBuf, SecretError> {
         let Some(name) = self.0.strip_prefix(CREDENTIAL_PREFIX) else {
             return Ok(PathBuf::from(&self.0));
         };
         if name.is_empty() || name.contains('/') {
-            return Err(format!("invalid credential name '{name}'"));
+            return Err(SecretError::CredentialName(name.to_owned()));
         }
-        let dir = std::env::var_os("CREDENTIALS_DIRECTORY").ok_or_else(|| {
-            format!(
-                "'{}' needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)",
-                self.0
-            )
-        })?;
+        let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
+            .ok_or_else(|| SecretError::NoCredentialsDirectory(self.0.clone()))?;
         Ok(Path::new(&dir).join(name))
     }
 }
@@ -46,9 +80,12 @@ impl From<PathBuf> for SecretPath {
 
 /// A private key must be readable by its owner and at most its group, and writable by
 /// nobody else: anyone who can read it can impersonate the gateway.
-pub fn check_key_file_mode(path: &Path) -> Result<(), String> {
+pub fn check_key_file_mode(path: &Path) -> Result<(), SecretError> {
     let mode = std::fs::metadata(path)
-        .map_err(|e| format!("file {} cannot be read: {e}", path.display()))?
+        .map_err(|e| SecretError::Unreadable {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?
         .permissions()
         .mode()
         & 0o777;
@@ -61,21 +98,26 @@ pub fn check_key_file_mode(path: &Path) -> Result<(), String> {
     } else {
         return Ok(());
     };
-    Err(format!(
-        "file {} is {what} (mode {mode:04o}); expected 0600 or 0640",
-        path.display()
-    ))
+    Err(SecretError::Permissions {
+        path: path.display().to_string(),
+        what,
+        mode,
+    })
 }
 
 /// Loads a PKCS#8 PEM Ed25519 key (from ring or `openssl genpkey -algorithm ed25519`),
 /// refusing a file others can read. Audit checkpoints and upstream access assertions are signed with such keys.
-pub fn load_ed25519(path: &Path) -> Result<Ed25519KeyPair, String> {
+pub fn load_ed25519(path: &Path) -> Result<Ed25519KeyPair, SecretError> {
     check_key_file_mode(path)?;
+    let not_a_key = |reason: String| SecretError::NotAKey {
+        path: path.display().to_string(),
+        reason,
+    };
     let der = PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| format!("{}: not a PEM private key: {e}", path.display()))?;
+        .map_err(|e| not_a_key(format!("not a PEM private key: {e}")))?;
     let PrivateKeyDer::Pkcs8(pkcs8) = der else {
-        return Err(format!("{}: expected a PKCS#8 Ed25519 key", path.display()));
+        return Err(not_a_key("expected a PKCS#8 Ed25519 key".into()));
     };
     Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8.secret_pkcs8_der())
-        .map_err(|e| format!("{}: not an Ed25519 key: {e}", path.display()))
+        .map_err(|e| not_a_key(format!("not an Ed25519 key: {e}")))
 }

@@ -450,7 +450,11 @@ fn open_cache(config: &Config, stores: &Stores) -> Option<Arc<SealedSummaries>> 
         tracing::warn!("no cache.master_key: the summary cache is disabled");
         return None;
     };
-    let master = match key.resolve().and_then(|path| MasterKey::load(&path)) {
+    let master = match key
+        .resolve()
+        .map_err(Into::into)
+        .and_then(|path| MasterKey::load(&path))
+    {
         Ok(master) => master,
         Err(e) => {
             tracing::warn!(error = %e, "cache master key unusable: the summary cache is disabled");
@@ -481,13 +485,17 @@ fn roster(config: &Config) -> Result<Option<(Roster, String)>, ServiceError> {
 /// Loads the checkpoint signing key as a configuration step: a missing or unreadable key
 /// is a configuration problem (exit 64), found by `configtest`.
 fn load_signer(config: &Config) -> Result<Signer, ConfigError> {
-    let problem = |reason: String| {
+    let problem = |reason: &dyn std::fmt::Display| {
         ConfigError::Invalid(vec![ConfigProblem::new("audit.signing_key", reason)])
     };
-    let path = config.audit.signing_key.resolve().map_err(problem)?;
+    let path = config
+        .audit
+        .signing_key
+        .resolve()
+        .map_err(|e| problem(&e))?;
     Signer::load(&path).map_err(|e| match e {
-        AuditError::Key(reason) => problem(reason),
-        other => problem(other.to_string()),
+        AuditError::Key(reason) => problem(&reason),
+        other => problem(&other),
     })
 }
 
@@ -542,25 +550,46 @@ fn spawn_watchdog(
             match self_check(&probe, &stores, &audit).await {
                 Ok(()) => notify(&[NotifyState::Watchdog]),
                 Err(reason) => {
-                    tracing::error!(reason, "watchdog self-check failed; not pinging systemd")
+                    tracing::error!(%reason, "watchdog self-check failed; not pinging systemd")
                 }
             }
         }
     }))
 }
 
-async fn self_check(probe: &Probe, stores: &Arc<Stores>, audit: &AuditLog) -> Result<(), String> {
+/// Why the watchdog is not fed.
+#[derive(Debug, thiserror::Error)]
+enum SelfCheckFailure {
+    /// A commit failed; the writer needs a restart.
+    #[error("the audit writer failed on a storage error")]
+    AuditWriter,
+    /// The management listener answered something else than 200.
+    #[error("/healthz answered {0}")]
+    Health(u16),
+    /// The management listener did not answer.
+    #[error("{0}")]
+    Probe(String),
+    /// A store did not answer a read.
+    #[error("{0}")]
+    Stores(String),
+}
+
+async fn self_check(
+    probe: &Probe,
+    stores: &Arc<Stores>,
+    audit: &AuditLog,
+) -> Result<(), SelfCheckFailure> {
     if !audit.is_healthy() {
-        return Err("the audit writer failed on a storage error".into());
+        return Err(SelfCheckFailure::AuditWriter);
     }
     match probe.get("/healthz").await {
         Ok((200, _)) => {}
-        Ok((status, _)) => return Err(format!("/healthz answered {status}")),
-        Err(e) => return Err(e.to_string()),
+        Ok((status, _)) => return Err(SelfCheckFailure::Health(status)),
+        Err(e) => return Err(SelfCheckFailure::Probe(e.to_string())),
     }
     let stores = stores.clone();
     tokio::task::spawn_blocking(move || stores.check())
         .await
-        .map_err(|e| format!("store check task failed: {e}"))?
-        .map_err(|e| e.to_string())
+        .map_err(|e| SelfCheckFailure::Stores(format!("store check task failed: {e}")))?
+        .map_err(|e| SelfCheckFailure::Stores(e.to_string()))
 }

@@ -137,7 +137,7 @@ impl Signer {
     pub fn load(path: &Path) -> Result<Self, AuditError> {
         load_ed25519(path)
             .map(Self::from_pair)
-            .map_err(AuditError::Key)
+            .map_err(|e| AuditError::Key(e.to_string()))
     }
 
     /// Creates a new key file (mode 0600; refuses to overwrite) and loads it.

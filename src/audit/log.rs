@@ -282,7 +282,8 @@ impl Writer {
             )));
         }
         let last_checkpoint = checkpoints.keys().next_back().copied().unwrap_or(0);
-        check_tail(&txn, &checkpoints, last_checkpoint, pruned).map_err(integrity)?;
+        check_tail(&txn, &checkpoints, last_checkpoint, pruned)
+            .map_err(|e| integrity(e.to_string()))?;
         let epoch = store::meta(&txn, Meta::Epoch)?.unwrap_or(0);
         let run = crate::random::hex_id::<8>().map_err(|e| AuditError::Storage(e.to_string()))?;
         Ok(Self {
@@ -652,6 +653,23 @@ impl Writer {
     }
 }
 
+/// What is wrong with the tail of a store the writer was asked to continue.
+#[derive(Debug, thiserror::Error)]
+enum TailDefect {
+    /// The last checkpoint cannot be read.
+    #[error("checkpoint {0} is unreadable: {1}")]
+    UnreadableCheckpoint(u64, String),
+    /// Its signature does not verify.
+    #[error("checkpoint {0} has a bad signature")]
+    BadSignature(u64),
+    /// A record after it does not link up.
+    #[error("the chain is broken at record {0} after the last checkpoint")]
+    BrokenAt(u64),
+    /// The records cannot be read.
+    #[error("the records cannot be read: {0}")]
+    Unreadable(String),
+}
+
 /// Checks that the records after the last checkpoint link up to it and that it is signed
 /// by the key it names (trust in that key is `audit verify`'s question, not start-up's).
 fn check_tail(
@@ -659,17 +677,17 @@ fn check_tail(
     checkpoints: &std::collections::BTreeMap<u64, Vec<u8>>,
     last_checkpoint: u64,
     pruned: u64,
-) -> Result<(), String> {
+) -> Result<(), TailDefect> {
     let mut expected: Option<Hash> = None;
     if let Some(bytes) = checkpoints.get(&last_checkpoint) {
         let checkpoint: Checkpoint = serde_json::from_slice(bytes)
-            .map_err(|e| format!("checkpoint {last_checkpoint} is unreadable: {e}"))?;
+            .map_err(|e| TailDefect::UnreadableCheckpoint(last_checkpoint, e.to_string()))?;
         let mut own = chain::TrustedKeys::default();
         own.add_hex(&checkpoint.public_key)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| TailDefect::UnreadableCheckpoint(last_checkpoint, e.to_string()))?;
         checkpoint
             .verify(&own)
-            .map_err(|_| format!("checkpoint {last_checkpoint} has a bad signature"))?;
+            .map_err(|_| TailDefect::BadSignature(last_checkpoint))?;
         expected = chain::parse_hash(&checkpoint.head);
     }
     let from = if last_checkpoint > pruned {
@@ -688,15 +706,13 @@ fn check_tail(
             (Ok(r), None) => r.seq == seq,
         };
         if !ok {
-            problem = Some(format!(
-                "the chain is broken at record {seq} after the last checkpoint"
-            ));
+            problem = Some(TailDefect::BrokenAt(seq));
             return ControlFlow::Break(());
         }
         expected = Some(hash);
         ControlFlow::Continue(())
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| TailDefect::Unreadable(e.to_string()))?;
     problem.map_or(Ok(()), Err)
 }
 

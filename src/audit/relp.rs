@@ -10,6 +10,47 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// Why a RELP session ended.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RelpError {
+    /// Writing to the repository failed.
+    #[error("RELP write failed: {0}")]
+    Write(std::io::Error),
+    /// Reading from the repository failed.
+    #[error("RELP read failed: {0}")]
+    Read(std::io::Error),
+    /// The connection ended.
+    #[error("the repository closed the connection")]
+    Closed,
+    /// The repository ended the session (`serverclose`).
+    #[error("the repository closed the session")]
+    ServerClose,
+    /// An answer that is not the `rsp` of the transaction awaited.
+    #[error("unexpected RELP answer: {command} to transaction {txnr} (expected rsp to {expected})")]
+    Unexpected {
+        /// Its command (at most 16 characters).
+        command: String,
+        /// Its transaction number.
+        txnr: u64,
+        /// The transaction awaited.
+        expected: u64,
+    },
+    /// The repository did not take a message.
+    #[error("the repository refused transaction {txnr} (status {status})")]
+    Refused {
+        /// The transaction.
+        txnr: u64,
+        /// Its status.
+        status: String,
+    },
+    /// Bytes that are not a RELP frame.
+    #[error("malformed RELP frame: {0}")]
+    Malformed(&'static str),
+    /// The repository does not offer the `syslog` command.
+    #[error("the repository does not take RELP syslog messages")]
+    NoSyslog,
+}
+
 /// Longest response data accepted (an `rsp` is a status line and a few offers).
 const MAX_DATA: usize = 64 * 1024;
 
@@ -30,7 +71,7 @@ struct Frame {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Opens a session on `stream` (already connected, TLS done).
-    pub(super) async fn open(stream: S) -> Result<Self, String> {
+    pub(super) async fn open(stream: S) -> Result<Self, RelpError> {
         let mut session = Self {
             stream,
             next_txnr: 1,
@@ -46,14 +87,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             l.strip_prefix("commands=")
                 .is_some_and(|c| c.split(',').any(|c| c == "syslog"))
         }) {
-            return Err("the repository does not take RELP syslog messages".into());
+            return Err(RelpError::NoSyslog);
         }
         Ok(session)
     }
 
     /// Sends `messages` as transactions and waits for every acknowledgement; `Ok` only when
     /// the repository answered 200 to each, in order.
-    pub(super) async fn send(&mut self, messages: &[Vec<u8>]) -> Result<(), String> {
+    pub(super) async fn send(&mut self, messages: &[Vec<u8>]) -> Result<(), RelpError> {
         let mut sent = Vec::with_capacity(messages.len());
         for message in messages {
             sent.push(self.write_frame("syslog", message).await?);
@@ -66,16 +107,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
-    fn check_response(&self, answer: &Frame, txnr: u64) -> Result<(), String> {
+    fn check_response(&self, answer: &Frame, txnr: u64) -> Result<(), RelpError> {
         if answer.command == "serverclose" {
-            return Err("the repository closed the session".into());
+            return Err(RelpError::ServerClose);
         }
         if answer.command != "rsp" || answer.txnr != txnr {
-            return Err(format!(
-                "unexpected RELP answer: {} to transaction {} (expected rsp to {txnr})",
-                answer.command.chars().take(16).collect::<String>(),
-                answer.txnr
-            ));
+            return Err(RelpError::Unexpected {
+                command: answer.command.chars().take(16).collect(),
+                txnr: answer.txnr,
+                expected: txnr,
+            });
         }
         let status: String = answer
             .data
@@ -86,13 +127,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if status == "200" {
             Ok(())
         } else {
-            Err(format!(
-                "the repository refused transaction {txnr} (status {status})"
-            ))
+            Err(RelpError::Refused { txnr, status })
         }
     }
 
-    async fn write_frame(&mut self, command: &str, data: &[u8]) -> Result<u64, String> {
+    async fn write_frame(&mut self, command: &str, data: &[u8]) -> Result<u64, RelpError> {
         let txnr = self.next_txnr;
         // Transaction numbers run 1 to 999 999 999, then wrap.
         self.next_txnr = if txnr >= 999_999_999 { 1 } else { txnr + 1 };
@@ -105,19 +144,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.stream
             .write_all(&frame)
             .await
-            .map_err(|e| format!("RELP write failed: {e}"))?;
+            .map_err(RelpError::Write)?;
         Ok(txnr)
     }
 
-    async fn flush(&mut self) -> Result<(), String> {
-        self.stream
-            .flush()
-            .await
-            .map_err(|e| format!("RELP write failed: {e}"))
+    async fn flush(&mut self) -> Result<(), RelpError> {
+        self.stream.flush().await.map_err(RelpError::Write)
     }
 
     /// Reads one frame, whatever the repository sends, within the bounds above.
-    async fn read_frame(&mut self) -> Result<Frame, String> {
+    async fn read_frame(&mut self) -> Result<Frame, RelpError> {
         loop {
             match parse(&self.buffer)? {
                 Some((frame, used)) => {
@@ -130,9 +166,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         .stream
                         .read(&mut chunk)
                         .await
-                        .map_err(|e| format!("RELP read failed: {e}"))?;
+                        .map_err(RelpError::Read)?;
                     if n == 0 {
-                        return Err("the repository closed the connection".into());
+                        return Err(RelpError::Closed);
                     }
                     self.buffer.extend_from_slice(&chunk[..n]);
                 }
@@ -142,8 +178,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 }
 
 /// A frame at the start of `input` and the bytes it used; `None` when more must be read.
-fn parse(input: &[u8]) -> Result<Option<(Frame, usize)>, String> {
-    let malformed = |what: &str| Err(format!("malformed RELP frame: {what}"));
+fn parse(input: &[u8]) -> Result<Option<(Frame, usize)>, RelpError> {
+    let malformed = |what: &'static str| Err(RelpError::Malformed(what));
     let mut fields = Vec::with_capacity(3);
     let mut at = 0;
     // TXNR, COMMAND, DATALEN: each ends at a space (DATALEN may end the frame at LF).
@@ -282,7 +318,7 @@ mod tests {
             .await
             .unwrap();
         let refused = session.send(&[b"<85>1 third".to_vec()]).await.unwrap_err();
-        assert!(refused.contains("status 500"), "{refused}");
+        assert!(refused.to_string().contains("status 500"), "{refused}");
         drop(session);
         assert_eq!(
             repository.await.unwrap(),

@@ -54,20 +54,31 @@ const PIN_WINDOW_MS: u64 = 600_000;
 /// The trailing period the hourly volume is compared with.
 const TRAILING_MS: u64 = 7 * 24 * HOUR_MS;
 
+/// Why the report could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// `compliance.call_id_pattern` is not a regular expression.
+    #[error("compliance.call_id_pattern: {0}")]
+    CallIdPattern(regex::Error),
+    /// The trail could not be read.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
 /// Flags for the records from `since_ms` on (the 7 days before feed the volume baseline).
 pub fn report(
     store: &impl ReadStore,
     since_ms: u64,
     thresholds: &Thresholds,
     shifts: Option<&dyn Shifts>,
-) -> Result<Vec<Flag>, String> {
+) -> Result<Vec<Flag>, ReportError> {
     let pattern = thresholds
         .call_id_pattern
         .as_deref()
         .map(regex::Regex::new)
         .transpose()
-        .map_err(|e| format!("compliance.call_id_pattern: {e}"))?;
-    let txn = store.snapshot().map_err(|e: AuditError| e.to_string())?;
+        .map_err(ReportError::CallIdPattern)?;
+    let txn = store.snapshot()?;
     let mut scan = Scan::default();
     store::for_each_record(&txn, 0, |_, bytes| {
         if let Ok(record) = serde_json::from_slice::<Record>(bytes)
@@ -76,8 +87,7 @@ pub fn report(
             scan.visit(&record, at, since_ms, pattern.as_ref(), shifts);
         }
         ControlFlow::Continue(())
-    })
-    .map_err(|e| e.to_string())?;
+    })?;
     Ok(scan.flags(thresholds))
 }
 

@@ -193,7 +193,7 @@ impl Receiver {
     }
 
     /// A new connection by this receiver's transport (a RELP session opened).
-    async fn link(&self) -> Result<Link, String> {
+    async fn link(&self) -> Result<Link, ShipError> {
         let stream = self.connect().await?;
         match self.config.transport {
             Transport::SyslogTls => Ok(Link::Syslog(Box::new(stream))),
@@ -201,22 +201,22 @@ impl Receiver {
                 let opened =
                     tokio::time::timeout(Duration::from_secs(5), relp::Session::open(stream))
                         .await
-                        .map_err(|_| "RELP open not answered within 5 s".to_owned())??;
+                        .map_err(|_| ShipError::RelpOpenTimeout)??;
                 Ok(Link::Relp(Box::new(opened)))
             }
         }
     }
 
-    async fn connect(&self) -> Result<TlsStream<TcpStream>, String> {
+    async fn connect(&self) -> Result<TlsStream<TcpStream>, ShipError> {
         let addr: SocketAddr = tokio::net::lookup_host(&self.config.address)
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| ShipError::Resolve(e.to_string()))?
             .next()
-            .ok_or("address resolves to nothing")?;
+            .ok_or_else(|| ShipError::Resolve("it resolves to nothing".into()))?;
         let tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
             .await
-            .map_err(|_| "connect timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| ShipError::ConnectTimeout)?
+            .map_err(ShipError::Connect)?;
         // Batches go out whole and answers must come back at once: no Nagle delay.
         let _ = tcp.set_nodelay(true);
         if let Err(e) = rustix::net::sockopt::set_tcp_user_timeout(&tcp, TCP_USER_TIMEOUT_MS) {
@@ -227,8 +227,8 @@ impl Receiver {
             self.connector.connect(self.server_name.clone(), tcp),
         )
         .await
-        .map_err(|_| "TLS handshake timed out".to_owned())?
-        .map_err(|e| format!("TLS handshake refused: {e}"))
+        .map_err(|_| ShipError::HandshakeTimeout)?
+        .map_err(ShipError::Handshake)
     }
 
     fn set_unconfirmed(&self, bytes: usize) {
@@ -422,7 +422,7 @@ async fn ship(
             None => match receiver.link().await {
                 Ok(link) => link,
                 Err(e) => {
-                    receiver.failed(&e);
+                    receiver.failed(&e.to_string());
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                     continue;
@@ -441,12 +441,67 @@ async fn ship(
                 }
             }
             Err(e) => {
-                receiver.failed(&e);
+                receiver.failed(&e.to_string());
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     }
+}
+
+/// Why a batch did not reach a repository (logged and counted; the batch goes again).
+#[derive(Debug, thiserror::Error)]
+enum ShipError {
+    /// The address does not resolve.
+    #[error("cannot resolve the address: {0}")]
+    Resolve(String),
+    /// No TCP connection within 5 s.
+    #[error("connect timed out")]
+    ConnectTimeout,
+    /// The TCP connection failed.
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
+    /// No TLS handshake within 5 s.
+    #[error("TLS handshake timed out")]
+    HandshakeTimeout,
+    /// The repository refused the handshake.
+    #[error("TLS handshake refused: {0}")]
+    Handshake(std::io::Error),
+    /// The RELP session did not open in time.
+    #[error("RELP open not answered within 5 s")]
+    RelpOpenTimeout,
+    /// The RELP session failed.
+    #[error(transparent)]
+    Relp(#[from] relp::RelpError),
+    /// RELP acknowledgements late.
+    #[error("RELP acknowledgements not received within {0} s")]
+    RelpAckTimeout(u64),
+    /// The write did not complete in time.
+    #[error("write not done within {0} s")]
+    WriteTimeout(u64),
+    /// The write failed.
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    /// The kernel's send queue could not be read.
+    #[error("cannot read the connection's send queue: {0}")]
+    SendQueue(std::io::Error),
+    /// Bytes the repository's TCP did not acknowledge in time.
+    #[error("{pending} bytes not acknowledged by the receiver within {secs} s")]
+    Unacknowledged {
+        /// Bytes still in the send queue.
+        pending: usize,
+        /// The deadline.
+        secs: u64,
+    },
+    /// The repository closed the connection after the batch.
+    #[error("the receiver closed the connection")]
+    Closed,
+    /// The repository sent something (syslog receivers do not talk).
+    #[error("the receiver sent unexpected data")]
+    Unexpected,
+    /// The connection failed after the batch.
+    #[error("connection failed: {0}")]
+    Connection(std::io::Error),
 }
 
 /// A connection to a repository, by transport.
@@ -458,7 +513,7 @@ enum Link {
 impl Link {
     /// Delivers `messages`; `Ok` only once the transport confirmed them (the repository's
     /// TCP for syslog over TLS, the repository itself for RELP).
-    async fn deliver(self, messages: &[Vec<u8>]) -> Result<Self, String> {
+    async fn deliver(self, messages: &[Vec<u8>]) -> Result<Self, ShipError> {
         match self {
             Self::Syslog(stream) => {
                 let frames: Vec<u8> = messages.iter().flat_map(|m| octet_counted(m)).collect();
@@ -469,12 +524,7 @@ impl Link {
             Self::Relp(mut session) => {
                 tokio::time::timeout(DELIVERY_DEADLINE, session.send(messages))
                     .await
-                    .map_err(|_| {
-                        format!(
-                            "RELP acknowledgements not received within {} s",
-                            DELIVERY_DEADLINE.as_secs()
-                        )
-                    })??;
+                    .map_err(|_| ShipError::RelpAckTimeout(DELIVERY_DEADLINE.as_secs()))??;
                 Ok(Self::Relp(session))
             }
         }
@@ -488,28 +538,27 @@ impl Link {
 async fn send(
     mut stream: TlsStream<TcpStream>,
     frames: &[u8],
-) -> Result<TlsStream<TcpStream>, String> {
+) -> Result<TlsStream<TcpStream>, ShipError> {
     let written = async {
         stream.write_all(frames).await?;
         stream.flush().await
     };
     tokio::time::timeout(DELIVERY_DEADLINE, written)
         .await
-        .map_err(|_| format!("write not done within {} s", DELIVERY_DEADLINE.as_secs()))?
-        .map_err(|e| format!("write failed: {e}"))?;
+        .map_err(|_| ShipError::WriteTimeout(DELIVERY_DEADLINE.as_secs()))?
+        .map_err(ShipError::Write)?;
     let deadline = tokio::time::Instant::now() + DELIVERY_DEADLINE;
     let mut pause = Duration::from_millis(1);
     loop {
-        let pending = outq::unacknowledged(stream.get_ref().0)
-            .map_err(|e| format!("cannot read the connection's send queue: {e}"))?;
+        let pending = outq::unacknowledged(stream.get_ref().0).map_err(ShipError::SendQueue)?;
         if pending == 0 {
             break;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(format!(
-                "{pending} bytes not acknowledged by the receiver within {} s",
-                DELIVERY_DEADLINE.as_secs()
-            ));
+            return Err(ShipError::Unacknowledged {
+                pending,
+                secs: DELIVERY_DEADLINE.as_secs(),
+            });
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
@@ -517,9 +566,9 @@ async fn send(
     let mut probe = [0u8; 1];
     match tokio::time::timeout(SETTLE, stream.read(&mut probe)).await {
         Err(_) => Ok(stream),
-        Ok(Ok(0)) => Err("the receiver closed the connection".into()),
-        Ok(Ok(_)) => Err("the receiver sent unexpected data".into()),
-        Ok(Err(e)) => Err(format!("connection failed: {e}")),
+        Ok(Ok(0)) => Err(ShipError::Closed),
+        Ok(Ok(_)) => Err(ShipError::Unexpected),
+        Ok(Err(e)) => Err(ShipError::Connection(e)),
     }
 }
 

@@ -128,28 +128,52 @@ pub struct Stats {
     pub oldest_secs: u64,
 }
 
+/// Why a master key file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyError {
+    /// Its path or permissions.
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+    /// It cannot be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// Not 64 hex characters.
+    #[error("{0}: expected 64 hex characters (32 bytes)")]
+    Malformed(String),
+    /// No random key could be drawn.
+    #[error(transparent)]
+    Random(#[from] crate::random::RandomUnavailable),
+}
+
 /// The master key.
 pub struct MasterKey([u8; 32]);
 
 impl MasterKey {
     /// Reads 64 hex characters from `path` (checked permissions).
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, MasterKeyError> {
         crate::secret::check_key_file_mode(path)?;
-        let text = zeroize::Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
-        );
+        let io = |source| MasterKeyError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
         let bytes = crate::encoding::decode_hex(text.trim())
             .filter(|b| b.len() == 32)
-            .ok_or_else(|| format!("{}: expected 64 hex characters (32 bytes)", path.display()))?;
+            .ok_or_else(|| MasterKeyError::Malformed(path.display().to_string()))?;
         let mut key = [0u8; 32];
         key.copy_from_slice(&bytes);
         Ok(Self(key))
     }
 
     /// Writes a new random key to `path` (mode 0600, never overwriting).
-    pub fn generate(path: &Path) -> Result<(), String> {
+    pub fn generate(path: &Path) -> Result<(), MasterKeyError> {
         let mut key = zeroize::Zeroizing::new([0u8; 32]);
-        crate::random::fill(key.as_mut()).map_err(|e| e.to_string())?;
+        crate::random::fill(key.as_mut())?;
         let text = zeroize::Zeroizing::new(format!("{}\n", crate::encoding::hex(key.as_ref())));
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -159,7 +183,10 @@ impl MasterKey {
             .mode(0o600)
             .open(path)
             .and_then(|mut f| f.write_all(text.as_bytes()).and_then(|()| f.sync_all()))
-            .map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(|source| MasterKeyError::Io {
+                path: path.display().to_string(),
+                source,
+            })
     }
 }
 
@@ -609,6 +636,11 @@ mod tests {
         let short = dir.path().join("short");
         std::fs::write(&short, "abcd").unwrap();
         std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(MasterKey::load(&short).unwrap_err().contains("64 hex"));
+        assert!(
+            MasterKey::load(&short)
+                .unwrap_err()
+                .to_string()
+                .contains("64 hex")
+        );
     }
 }

@@ -366,7 +366,7 @@ fn load_crls(paths: &[PathBuf]) -> Result<Crls, TrustError> {
     let mut lists = Vec::new();
     let mut newest = 0;
     for path in paths {
-        let der = read_crl(path).map_err(|reason| TrustError::Config { key, reason })?;
+        let der = read_crl(path, key)?;
         let (_, parsed) = x509_parser::parse_x509_crl(&der).map_err(|e| TrustError::Config {
             key,
             reason: format!("{}: not a CRL: {e}", path.display()),
@@ -381,12 +381,16 @@ fn load_crls(paths: &[PathBuf]) -> Result<Crls, TrustError> {
     Ok(Crls { lists, newest })
 }
 
-fn read_crl(path: &Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn read_crl(path: &Path, key: &'static str) -> Result<Vec<u8>, TrustError> {
+    let unusable = |e: &dyn std::fmt::Display| TrustError::Config {
+        key,
+        reason: format!("{}: {e}", path.display()),
+    };
+    let bytes = std::fs::read(path).map_err(|e| unusable(&e))?;
     if bytes.starts_with(b"-----BEGIN") {
         CertificateRevocationListDer::from_pem_slice(&bytes)
             .map(|d| d.as_ref().to_vec())
-            .map_err(|e| format!("{}: {e}", path.display()))
+            .map_err(|e| unusable(&e))
     } else {
         Ok(bytes)
     }

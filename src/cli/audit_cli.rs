@@ -278,14 +278,18 @@ fn reader(config_path: &Path) -> Result<AuditReader, Failure> {
 }
 
 fn configured_signer(config: &Config) -> Result<Signer, Failure> {
-    let problem = |reason: String| {
+    let problem = |reason: &dyn std::fmt::Display| {
         Failure::from(ConfigError::Invalid(vec![ConfigProblem::new(
             "audit.signing_key",
             reason,
         )]))
     };
-    let path = config.audit.signing_key.resolve().map_err(problem)?;
-    Signer::load(&path).map_err(|e| problem(e.to_string()))
+    let path = config
+        .audit
+        .signing_key
+        .resolve()
+        .map_err(|e| problem(&e))?;
+    Signer::load(&path).map_err(|e| problem(&e))
 }
 
 /// The keys checkpoints must be signed with: those given, else the configured signing

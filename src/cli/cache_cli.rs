@@ -37,7 +37,7 @@ pub(super) enum CacheCommand {
 pub(super) fn run(config_path: &Path, command: CacheCommand) -> Result<ExitCode, Failure> {
     match command {
         CacheCommand::Keygen { path } => {
-            MasterKey::generate(&path).map_err(anyhow::Error::msg)?;
+            MasterKey::generate(&path).context("cannot create the key")?;
             println!("cache master key written to {} (mode 0600)", path.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -233,6 +233,7 @@ fn credential_path_needs_the_credentials_directory() {
             secret
                 .resolve()
                 .unwrap_err()
+                .to_string()
                 .contains("CREDENTIALS_DIRECTORY")
         );
     }

@@ -132,13 +132,16 @@ fn check_centre(config: &Config, out: &mut Vec<ConfigProblem>) {
 
 /// Parses `IP:PORT`; host names are refused because resolving them at start would make
 /// the listener depend on DNS.
-pub(super) fn parse_listen(value: &str) -> Result<SocketAddr, String> {
-    value.parse::<SocketAddr>().map_err(|_| {
-        format!(
-            "invalid listen address '{value}': expected IP:PORT, e.g. 0.0.0.0:8443 or [::]:8443"
-        )
-    })
+pub(super) fn parse_listen(value: &str) -> Result<SocketAddr, InvalidListen> {
+    value
+        .parse::<SocketAddr>()
+        .map_err(|_| InvalidListen(value.to_owned()))
 }
+
+/// A listen address that is not `IP:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid listen address '{0}': expected IP:PORT, e.g. 0.0.0.0:8443 or [::]:8443")]
+pub(super) struct InvalidListen(String);
 
 fn check_server(config: &Config, out: &mut Vec<ConfigProblem>) {
     let server = &config.server;

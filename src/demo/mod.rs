@@ -193,7 +193,8 @@ pub fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, DemoRuntime), 
     let record = samples::record_service(&dir, &pki_dir)?;
     let cache_key = pki_dir.join("cache.key");
     let _ = std::fs::remove_file(&cache_key);
-    crate::cache::sealed::MasterKey::generate(&cache_key).map_err(DemoError::Config)?;
+    crate::cache::sealed::MasterKey::generate(&cache_key)
+        .map_err(|e| DemoError::Config(e.to_string()))?;
     let config = Config {
         centre: CentreConfig {
             structure_id: "10000000000".into(),

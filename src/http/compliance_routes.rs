@@ -192,8 +192,10 @@ pub(super) async fn report(
         let shifts = roster
             .as_deref()
             .map(|r| r as &dyn crate::audit::report::Shifts);
-        crate::audit::report::report(store, since_ms, &thresholds, shifts)
-            .map_err(crate::audit::AuditError::Storage)
+        crate::audit::report::report(store, since_ms, &thresholds, shifts).map_err(|e| match e {
+            crate::audit::report::ReportError::Audit(e) => e,
+            other => crate::audit::AuditError::Storage(other.to_string()),
+        })
     })
     .await?;
     let detail = format!("report since={since} flags={}", flags.len());

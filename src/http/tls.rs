@@ -218,15 +218,31 @@ fn load_roots(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<RootCert
 
 /// Refuses a certificate that is expired or not yet valid: serving with it would make every
 /// workstation fail its handshake with an error far from the cause.
-fn check_validity(cert: &CertificateDer<'_>) -> Result<(), String> {
+fn check_validity(cert: &CertificateDer<'_>) -> Result<(), LeafUnusable> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert)
-        .map_err(|e| format!("cannot parse the leaf certificate: {e}"))?;
+        .map_err(|e| LeafUnusable::Unparsable(e.to_string()))?;
     let validity = parsed.validity();
     if validity.is_valid() {
         return Ok(());
     }
-    Err(format!(
-        "certificate is outside its validity period ({} to {})",
-        validity.not_before, validity.not_after
-    ))
+    Err(LeafUnusable::OutOfValidity {
+        from: validity.not_before.to_string(),
+        to: validity.not_after.to_string(),
+    })
+}
+
+/// Why the listener's certificate cannot be served.
+#[derive(Debug, thiserror::Error)]
+enum LeafUnusable {
+    /// Not a certificate.
+    #[error("cannot parse the leaf certificate: {0}")]
+    Unparsable(String),
+    /// Expired or not yet valid.
+    #[error("certificate is outside its validity period ({from} to {to})")]
+    OutOfValidity {
+        /// Not before.
+        from: String,
+        /// Not after.
+        to: String,
+    },
 }

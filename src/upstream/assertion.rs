@@ -98,7 +98,7 @@ impl std::fmt::Debug for AssertionSigner {
 
 impl AssertionSigner {
     /// Loads a PKCS#8 PEM Ed25519 key (as `samu-gateway audit keygen` writes one).
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+    pub fn load(path: &std::path::Path) -> Result<Self, crate::secret::SecretError> {
         let key = crate::secret::load_ed25519(path)?;
         let key_id = crate::encoding::hex(&crate::encoding::sha256(key.public_key().as_ref())[..8]);
         Ok(Self { key, key_id })
@@ -110,7 +110,7 @@ impl AssertionSigner {
     }
 
     /// The compact JWS of `claims`.
-    pub fn sign(&self, claims: &Claims) -> Result<String, String> {
+    pub fn sign(&self, claims: &Claims) -> Result<String, serde_json::Error> {
         let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": self.key_id});
         let signing_input = format!("{}.{}", encode(&header)?, encode(claims)?);
         let signature = self.key.sign(signing_input.as_bytes());
@@ -122,10 +122,8 @@ impl AssertionSigner {
 }
 
 /// A value as base64url JSON.
-fn encode(value: &impl Serialize) -> Result<String, String> {
-    serde_json::to_vec(value)
-        .map(|bytes| URL_SAFE_NO_PAD.encode(bytes))
-        .map_err(|e| format!("cannot encode the assertion: {e}"))
+fn encode(value: &impl Serialize) -> Result<String, serde_json::Error> {
+    serde_json::to_vec(value).map(|bytes| URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// A fresh random assertion id (no assertion leaves without one).

@@ -117,9 +117,9 @@ impl FhirClient {
             lps_version: env!("CARGO_PKG_VERSION").into(),
             auth_mode: "DIRECTE".into(),
         };
-        self.signer
-            .sign(&claims)
-            .map_err(|e| UpstreamError::AssertionRefused(format!("cannot sign: {e}")))
+        self.signer.sign(&claims).map_err(|e| {
+            UpstreamError::AssertionRefused(format!("cannot encode the assertion: {e}"))
+        })
     }
 
     /// Runs `request` (rebuilt for each attempt) within the total deadline, retrying
