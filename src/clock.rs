@@ -4,12 +4,12 @@
 use time::OffsetDateTime;
 
 /// The current UTC time as RFC 3339 with milliseconds, and as Unix milliseconds.
-pub fn now() -> (String, u64) {
+pub(crate) fn now() -> (String, u64) {
     format_time(OffsetDateTime::now_utc())
 }
 
 /// Formats a time the way records carry it.
-pub fn format_time(t: OffsetDateTime) -> (String, u64) {
+pub(crate) fn format_time(t: OffsetDateTime) -> (String, u64) {
     let ms = (t.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
     let text = format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
@@ -25,7 +25,7 @@ pub fn format_time(t: OffsetDateTime) -> (String, u64) {
 }
 
 /// Parses an RFC 3339 time (CLI filters, stored records) into Unix milliseconds.
-pub fn parse_time(text: &str) -> Option<u64> {
+pub(crate) fn parse_time(text: &str) -> Option<u64> {
     let t = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
     u64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }

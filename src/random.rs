@@ -11,19 +11,19 @@ use ring::rand::{SecureRandom, SystemRandom};
 pub struct RandomUnavailable;
 
 /// Fills `buf` with random bytes.
-pub fn fill(buf: &mut [u8]) -> Result<(), RandomUnavailable> {
+pub(crate) fn fill(buf: &mut [u8]) -> Result<(), RandomUnavailable> {
     SystemRandom::new().fill(buf).map_err(|_| RandomUnavailable)
 }
 
 /// `N` random bytes as lower-case hex (`2N` characters): ids and tokens.
-pub fn hex_id<const N: usize>() -> Result<String, RandomUnavailable> {
+pub(crate) fn hex_id<const N: usize>() -> Result<String, RandomUnavailable> {
     let mut bytes = [0u8; N];
     fill(&mut bytes)?;
     Ok(crate::encoding::hex(&bytes))
 }
 
 /// A new Ed25519 key pair, PKCS#8 (checkpoint and assertion signing keys).
-pub fn ed25519_pkcs8() -> Result<ring::pkcs8::Document, RandomUnavailable> {
+pub(crate) fn ed25519_pkcs8() -> Result<ring::pkcs8::Document, RandomUnavailable> {
     ring::signature::Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
         .map_err(|_| RandomUnavailable)
 }

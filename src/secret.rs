@@ -80,7 +80,7 @@ impl From<PathBuf> for SecretPath {
 
 /// A private key must be readable by its owner and at most its group, and writable by
 /// nobody else: anyone who can read it can impersonate the gateway.
-pub fn check_key_file_mode(path: &Path) -> Result<(), SecretError> {
+pub(crate) fn check_key_file_mode(path: &Path) -> Result<(), SecretError> {
     let mode = std::fs::metadata(path)
         .map_err(|e| SecretError::Unreadable {
             path: path.display().to_string(),
@@ -107,7 +107,7 @@ pub fn check_key_file_mode(path: &Path) -> Result<(), SecretError> {
 
 /// Loads a PKCS#8 PEM Ed25519 key (from ring or `openssl genpkey -algorithm ed25519`),
 /// refusing a file others can read. Audit checkpoints and upstream access assertions are signed with such keys.
-pub fn load_ed25519(path: &Path) -> Result<Ed25519KeyPair, SecretError> {
+pub(crate) fn load_ed25519(path: &Path) -> Result<Ed25519KeyPair, SecretError> {
     check_key_file_mode(path)?;
     let not_a_key = |reason: String| SecretError::NotAKey {
         path: path.display().to_string(),

@@ -11,7 +11,7 @@ use crate::cache::{CacheError, SummaryCache};
 
 const LOCK_FILE: &str = "gateway.lock";
 /// The audit database's file name inside the state directory.
-pub const AUDIT_FILE: &str = "audit.redb";
+pub(crate) const AUDIT_FILE: &str = "audit.redb";
 const CACHE_DIR: &str = "cache";
 
 /// Why the state directory cannot be used.
@@ -43,7 +43,7 @@ pub enum StateError {
 
 /// Both stores, open, with the directory lock held for as long as this value lives.
 #[derive(Debug)]
-pub struct Stores {
+pub(crate) struct Stores {
     /// The audit trail (shared with the audit writer thread).
     pub audit: Arc<AuditStore>,
     /// The summary cache.
@@ -54,7 +54,7 @@ pub struct Stores {
 
 impl Stores {
     /// Creates the directory (mode 0700) if needed, takes its lock, opens both stores.
-    pub fn open(dir: &Path) -> Result<Self, StateError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, StateError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| StateError::Directory { path, source }
@@ -89,19 +89,19 @@ impl Stores {
     }
 
     /// The state directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Both stores answer a read.
-    pub fn check(&self) -> Result<(), StateError> {
+    pub(crate) fn check(&self) -> Result<(), StateError> {
         self.audit.check()?;
         self.cache.check()?;
         Ok(())
     }
 
     /// Flushes what is buffered (the audit store has nothing buffered: each commit is durable).
-    pub fn flush(&self) -> Result<(), StateError> {
+    pub(crate) fn flush(&self) -> Result<(), StateError> {
         self.cache.flush()?;
         Ok(())
     }

@@ -38,7 +38,7 @@ impl Default for LogConfig {
 
 /// Why logging could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum TelemetryError {
+pub(crate) enum TelemetryError {
     /// `log.level` is not a filter directive (configtest catches this first).
     #[error("log.level: {0}")]
     Filter(String),
@@ -48,7 +48,7 @@ pub enum TelemetryError {
 }
 
 /// Installs the global subscriber.
-pub fn init(log: &LogConfig) -> Result<(), TelemetryError> {
+pub(crate) fn init(log: &LogConfig) -> Result<(), TelemetryError> {
     let filter = EnvFilter::builder()
         .parse(&log.level)
         .map_err(|e| TelemetryError::Filter(e.to_string()))?;

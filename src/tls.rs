@@ -16,16 +16,16 @@ use crate::problem::ConfigProblem;
 
 /// The only crypto provider the gateway uses: ring (the design rules out aws-lc-rs, and
 /// CI checks that it is not in the dependency graph).
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// TLS 1.3 and 1.2, nothing older.
-pub const VERSIONS: &[&rustls::SupportedProtocolVersion] =
+pub(crate) const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// Reads every certificate of a PEM file; pushes a problem if there is none.
-pub fn load_certs(
+pub(crate) fn load_certs(
     path: &Path,
     key: &str,
     problems: &mut Vec<ConfigProblem>,
@@ -57,7 +57,7 @@ pub fn load_certs(
 }
 
 /// Where a mutual-TLS client's files are, and the configuration key each is reported under.
-pub struct MutualClient<'a> {
+pub(crate) struct MutualClient<'a> {
     /// Key prefix of the problems, e.g. `upstream` or `audit.receivers[0]`.
     pub section: &'a str,
     /// `(key name, path)` of the CA the server must chain to.
@@ -70,7 +70,7 @@ pub struct MutualClient<'a> {
 
 /// A client configuration (ring, TLS 1.2/1.3) trusting `files.ca` and presenting
 /// `files.cert`; every problem found is pushed, keyed under `files.section`.
-pub fn mutual_client_config(
+pub(crate) fn mutual_client_config(
     files: &MutualClient<'_>,
     problems: &mut Vec<ConfigProblem>,
 ) -> Option<rustls::ClientConfig> {
@@ -128,7 +128,7 @@ pub fn mutual_client_config(
 ///
 /// Used by `healthcheck` and the watchdog to talk to their own listener: the certificate
 /// comes from the configuration, so no CA (and no host name) is needed to trust it.
-pub fn pinned_client_config(
+pub(crate) fn pinned_client_config(
     leaf: CertificateDer<'static>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     let verifier = Arc::new(PinnedServer {

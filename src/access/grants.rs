@@ -12,7 +12,7 @@ use crate::patient::Ins;
 
 /// An open grant.
 #[derive(Clone)]
-pub struct Grant {
+pub(crate) struct Grant {
     /// Random id, 128 bits, hex.
     pub id: String,
     /// The desk that started the access.
@@ -23,8 +23,6 @@ pub struct Grant {
     pub actor: Actor,
     /// The patient.
     pub ins: Ins,
-    /// The record service's id for the patient.
-    pub patient_id: String,
     /// The access mode.
     pub mode: AccessMode,
     /// Call id and justification.
@@ -47,7 +45,7 @@ impl std::fmt::Debug for Grant {
 
 /// A grant as the desk sees it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct GrantView {
+pub(crate) struct GrantView {
     /// The id to re-read with (`GET /api/v1/grants/{id}/summary`).
     pub id: String,
     /// When it ends (RFC 3339), unless the session ends first.
@@ -65,7 +63,6 @@ impl Grant {
         id: String,
         who: &Actorship<'_>,
         ins: Ins,
-        patient_id: String,
         mode: AccessMode,
         call: CallContext,
         lifetime: Duration,
@@ -77,7 +74,6 @@ impl Grant {
             session: who.session.clone(),
             actor: who.actor(),
             ins,
-            patient_id,
             mode,
             call,
             ends: tokio::time::Instant::now() + lifetime,
@@ -88,12 +84,12 @@ impl Grant {
     }
 
     /// Past its end time.
-    pub fn expired(&self) -> bool {
+    pub(crate) fn expired(&self) -> bool {
         tokio::time::Instant::now() >= self.ends
     }
 
     /// What the desk sees.
-    pub fn view(&self) -> GrantView {
+    pub(crate) fn view(&self) -> GrantView {
         GrantView {
             id: self.id.clone(),
             expires_at: self.ends_at.clone(),

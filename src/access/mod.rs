@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-pub use grants::{Grant, GrantView};
+pub(crate) use grants::{Grant, GrantView};
 
 use crate::audit::{
     Actor, AuditError, AuditLog, CallContext, DataSource, Event, EventKind, Outcome, PatientRef,
@@ -100,7 +100,7 @@ mod defaults {
 /// What the physician submits.
 #[derive(Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct BreakGlassRequest {
+pub(crate) struct BreakGlassRequest {
     /// The patient's INS (15 characters; spaces allowed).
     pub ins: String,
     /// Its OID (default: INS-NIR).
@@ -126,7 +126,7 @@ impl std::fmt::Debug for BreakGlassRequest {
 /// What a search submits: an INS, or identity traits.
 #[derive(Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PatientSearchRequest {
+pub(crate) struct PatientSearchRequest {
     /// An INS.
     #[serde(default)]
     pub ins: Option<String>,
@@ -173,7 +173,7 @@ impl From<Source> for DataSource {
 
 /// A summary released to a desk.
 #[derive(Clone, Serialize, utoipa::ToSchema)]
-pub struct Delivered {
+pub(crate) struct Delivered {
     /// The grant allowing re-reads.
     pub grant: GrantView,
     /// Where the data came from.
@@ -200,7 +200,7 @@ impl std::fmt::Debug for Delivered {
 
 /// Why an access is refused or failed.
 #[derive(Debug, thiserror::Error)]
-pub enum AccessError {
+pub(crate) enum AccessError {
     /// A field of the request is unusable.
     #[error("invalid request: {field}: {reason}")]
     Invalid {
@@ -242,7 +242,7 @@ struct Fetched {
 type Inflight = Arc<OnceCell<Result<Entry, UpstreamError>>>;
 
 /// Break-glass access for the whole gateway.
-pub struct BreakGlass {
+pub(crate) struct BreakGlass {
     audit: Arc<AuditLog>,
     upstream: Arc<dyn RecordService>,
     cache: Option<Arc<SealedSummaries>>,
@@ -255,7 +255,7 @@ pub struct BreakGlass {
 
 /// What the physician's form offers: reasons, grant length, identifier kinds.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct AccessForm {
+pub(crate) struct AccessForm {
     /// The configured reasons, in order.
     pub reasons: Vec<Reason>,
     /// How long a grant lasts, minutes.
@@ -266,7 +266,7 @@ pub struct AccessForm {
 
 /// One accepted identifier kind.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct OidChoice {
+pub(crate) struct OidChoice {
     /// The OID sent as `ins_oid`.
     pub oid: &'static str,
     /// Its French label.
@@ -274,7 +274,7 @@ pub struct OidChoice {
 }
 
 /// Who acts, from where: the session's professional at a desk.
-pub struct Actorship<'a> {
+pub(crate) struct Actorship<'a> {
     /// The desk.
     pub desk: &'a DeskConfig,
     /// The logged-in professional.
@@ -291,7 +291,7 @@ impl Actorship<'_> {
 
 impl BreakGlass {
     /// Break-glass over `upstream`, with an optional cache.
-    pub fn new(
+    pub(crate) fn new(
         audit: Arc<AuditLog>,
         upstream: Arc<dyn RecordService>,
         cache: Option<Arc<SealedSummaries>>,
@@ -312,7 +312,7 @@ impl BreakGlass {
     }
 
     /// What the physician's form offers.
-    pub fn form(&self) -> AccessForm {
+    pub(crate) fn form(&self) -> AccessForm {
         use crate::patient::{OID_NIA, OID_NIR, OID_NIR_DEMO, OID_NIR_TEST};
         let mut ins_oids = vec![
             OidChoice {
@@ -349,7 +349,7 @@ impl BreakGlass {
     }
 
     /// Starts an access: see the module documentation for the order of steps.
-    pub async fn start(
+    pub(crate) async fn start(
         &self,
         who: &Actorship<'_>,
         request: BreakGlassRequest,
@@ -378,7 +378,7 @@ impl BreakGlass {
                 .await?;
             // The read's receipt (the last) releases the data.
             let receipt = receipts.pop().ok_or(AuditError::Closed)?;
-            let grant = self.open_grant(grant_id, who, ins, call, mode, &fetched);
+            let grant = self.open_grant(grant_id, who, ins, call, mode);
             return Ok(deliver(grant, fetched, receipt));
         }
         self.record(started).await?;
@@ -397,7 +397,7 @@ impl BreakGlass {
             }
         };
         let receipt = self.audit.append(read_event(read, &fetched)).await?;
-        let grant = self.open_grant(grant_id, who, ins, call, mode, &fetched);
+        let grant = self.open_grant(grant_id, who, ins, call, mode);
         Ok(deliver(grant, fetched, receipt))
     }
 
@@ -408,13 +408,11 @@ impl BreakGlass {
         ins: Ins,
         call: CallContext,
         mode: AccessMode,
-        fetched: &Fetched,
     ) -> GrantView {
         let grant = Grant::new(
             id,
             who,
             ins,
-            fetched.entry.patient_id.clone(),
             mode,
             call,
             Duration::from_secs(self.config.grant_minutes.max(1) * 60),
@@ -427,7 +425,11 @@ impl BreakGlass {
     }
 
     /// Re-reads the summary of grant `id` for the same desk and session.
-    pub async fn reread(&self, who: &Actorship<'_>, id: &str) -> Result<Delivered, AccessError> {
+    pub(crate) async fn reread(
+        &self,
+        who: &Actorship<'_>,
+        id: &str,
+    ) -> Result<Delivered, AccessError> {
         let grant = self.grant_for(who, id).ok_or(AccessError::NoGrant)?;
         let event = |kind, outcome| Event {
             actor: Some(who.actor()),
@@ -478,7 +480,7 @@ impl BreakGlass {
 
     /// Searches the record service; recorded (what was searched, not what came back) and
     /// rate-limited.
-    pub async fn search(
+    pub(crate) async fn search(
         &self,
         who: &Actorship<'_>,
         request: PatientSearchRequest,
@@ -547,12 +549,12 @@ impl BreakGlass {
     }
 
     /// Ends grant `id` at the physician's request (same desk and session).
-    pub async fn close(&self, who: &Actorship<'_>, id: &str) -> Result<(), AccessError> {
+    pub(crate) async fn close(&self, who: &Actorship<'_>, id: &str) -> Result<(), AccessError> {
         self.end_for(who, id, "closed").await
     }
 
     /// Ends grant `id` of `who` now, recording `reason`.
-    pub async fn end_for(
+    pub(crate) async fn end_for(
         &self,
         who: &Actorship<'_>,
         id: &str,
@@ -590,7 +592,7 @@ impl BreakGlass {
 
     /// Ends grants that expired or whose session is no longer the desk's; `session_of`
     /// gives the current session hash of a desk.
-    pub async fn reap(&self, session_of: impl Fn(&str) -> Option<String>) {
+    pub(crate) async fn reap(&self, session_of: impl Fn(&str) -> Option<String>) {
         // One session lookup per desk, however many grants it holds.
         let mut sessions: HashMap<String, Option<String>> = HashMap::new();
         let ending: Vec<(String, &'static str)> = match self.grants.lock() {
@@ -619,7 +621,7 @@ impl BreakGlass {
     }
 
     /// Ends every open grant (the gateway is stopping), recording each end.
-    pub async fn end_all(&self, reason: &str) {
+    pub(crate) async fn end_all(&self, reason: &str) {
         let ids: Vec<String> = self
             .grants
             .lock()

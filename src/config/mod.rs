@@ -17,10 +17,10 @@ use crate::session::{CardsConfig, DeskConfig};
 use crate::telemetry::LogConfig;
 
 /// Where `serve` and the other subcommands look for the file unless told otherwise.
-pub const DEFAULT_PATH: &str = "/etc/samu-gateway/gateway.toml";
+pub(crate) const DEFAULT_PATH: &str = "/etc/samu-gateway/gateway.toml";
 /// Environment variables starting with this prefix and `__` override file keys,
 /// e.g. `SAMU_GATEWAY__SERVER__LISTEN=127.0.0.1:9443`.
-pub const ENV_PREFIX: &str = "SAMU_GATEWAY";
+pub(crate) const ENV_PREFIX: &str = "SAMU_GATEWAY";
 
 /// The whole configuration of one gateway (one SAMU regulation centre).
 #[derive(Debug, Clone, Deserialize, Serialize)]

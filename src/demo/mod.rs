@@ -27,7 +27,7 @@ use crate::telemetry::{LogConfig, LogFormat};
 
 /// Why the demo could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum DemoError {
+pub(crate) enum DemoError {
     /// The demo directory could not be created or written.
     #[error("demo directory {path}: {source}")]
     Directory {
@@ -52,7 +52,7 @@ pub enum DemoError {
 
 /// A demo desk's files, as written into `demo.json`.
 #[derive(Debug, Clone, Serialize)]
-pub struct DemoDesk {
+pub(crate) struct DemoDesk {
     /// Desk id.
     pub id: String,
     /// Display name.
@@ -65,7 +65,7 @@ pub struct DemoDesk {
 
 /// The demo's virtual card.
 #[derive(Debug, Clone, Serialize)]
-pub struct DemoCard {
+pub(crate) struct DemoCard {
     /// The desk whose reader holds it.
     pub desk: String,
     /// Its PIN.
@@ -75,11 +75,11 @@ pub struct DemoCard {
 }
 
 /// The demo card's PIN (a demo value, printed on purpose).
-pub const DEMO_PIN: &str = "1234";
+pub(crate) const DEMO_PIN: &str = "1234";
 
 /// A sample patient of the demo's record service.
 #[derive(Debug, Clone, Serialize)]
-pub struct DemoPatient {
+pub(crate) struct DemoPatient {
     /// INS (demo OID).
     pub ins: String,
     /// Its OID.
@@ -91,7 +91,7 @@ pub struct DemoPatient {
 }
 
 /// The parts the service runs in-process for the demo.
-pub struct DemoRuntime {
+pub(crate) struct DemoRuntime {
     /// The virtual card for the first desk.
     pub card: EmulatedCard,
     /// The development record service's bound listener and files.
@@ -103,7 +103,7 @@ pub struct DemoRuntime {
 
 /// What the demo set up.
 #[derive(Debug, Clone, Serialize)]
-pub struct DemoSetup {
+pub(crate) struct DemoSetup {
     /// The demo directory.
     pub dir: PathBuf,
     /// The effective configuration file.
@@ -128,7 +128,7 @@ const DESKS: &[(&str, &str, &str)] = &[
 
 /// Creates the PKI and the configuration in `dir` (a fresh kept temp dir if `None`).
 /// Returns what it wrote and the virtual card, which the caller hands to the service.
-pub fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, DemoRuntime), DemoError> {
+pub(crate) fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, DemoRuntime), DemoError> {
     let dir = match dir {
         Some(dir) => dir.to_owned(),
         None => tempfile::Builder::new()
@@ -295,12 +295,12 @@ struct Manifest<'a> {
 
 impl DemoSetup {
     /// The base URL once bound.
-    pub fn url(addr: SocketAddr) -> String {
+    pub(crate) fn url(addr: SocketAddr) -> String {
         format!("https://{addr}")
     }
 
     /// Writes `demo.json` atomically (scripts poll for it).
-    pub fn write_manifest(&self, addr: SocketAddr) -> Result<PathBuf, DemoError> {
+    pub(crate) fn write_manifest(&self, addr: SocketAddr) -> Result<PathBuf, DemoError> {
         let manifest = Manifest {
             url: Self::url(addr),
             setup: self,
@@ -318,7 +318,7 @@ impl DemoSetup {
     }
 
     /// What the demo prints for a newcomer.
-    pub fn banner(&self, addr: SocketAddr) -> String {
+    pub(crate) fn banner(&self, addr: SocketAddr) -> String {
         let url = Self::url(addr);
         let Some(desk) = self.desks.first() else {
             return format!("samu-gateway demo is running at {url} (no desk configured)\n");

@@ -17,13 +17,13 @@ use crate::card::profile::{CardProfile, Pin, SHA256_DIGEST_INFO_PREFIX, Signatur
 use crate::dev_pki::{Authority, CardHolder};
 
 /// PIN tries of a CPS card (docs/domain.md §3).
-pub const PIN_TRIES: u8 = 3;
+pub(crate) const PIN_TRIES: u8 = 3;
 
 const OK: [u8; 2] = [0x90, 0x00];
 
 /// The key pair and certificate a virtual card carries.
 #[derive(Clone)]
-pub struct CardIdentity {
+pub(crate) struct CardIdentity {
     /// The authentication certificate (DER).
     pub certificate_der: Vec<u8>,
     key: RsaPrivateKey,
@@ -32,7 +32,7 @@ pub struct CardIdentity {
 impl CardIdentity {
     /// A fresh RSA-2048 key pair with a certificate from `ca` for `holder`,
     /// valid from `validity_days.0` to `validity_days.1` days relative to today.
-    pub fn generate(
+    pub(crate) fn generate(
         ca: &Authority,
         holder: &CardHolder,
         validity_days: (i64, i64),
@@ -55,14 +55,14 @@ impl CardIdentity {
     }
 
     /// The private key as PKCS#8 PEM (to keep a virtual card's identity across runs).
-    pub fn key_pem(&self) -> Result<zeroize::Zeroizing<String>, CardError> {
+    pub(crate) fn key_pem(&self) -> Result<zeroize::Zeroizing<String>, CardError> {
         self.key
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|e| CardError::Certificate(format!("cannot encode the card key: {e}")))
     }
 
     /// An identity saved earlier: certificate (DER) and PKCS#8 PEM key.
-    pub fn from_parts(certificate_der: Vec<u8>, key_pem: &str) -> Result<Self, CardError> {
+    pub(crate) fn from_parts(certificate_der: Vec<u8>, key_pem: &str) -> Result<Self, CardError> {
         let key = RsaPrivateKey::from_pkcs8_pem(key_pem)
             .map_err(|e| CardError::Certificate(format!("card key unreadable: {e}")))?;
         Ok(Self {
@@ -73,7 +73,7 @@ impl CardIdentity {
 
     /// A card whose certificate is `certificate_of`'s but whose key is `key_of`'s: its
     /// signatures never match its certificate.
-    pub fn mismatched(certificate_of: &CardIdentity, key_of: &CardIdentity) -> Self {
+    pub(crate) fn mismatched(certificate_of: &CardIdentity, key_of: &CardIdentity) -> Self {
         Self {
             certificate_der: certificate_of.certificate_der.clone(),
             key: key_of.key.clone(),
@@ -83,7 +83,7 @@ impl CardIdentity {
 
 /// Faults the card can be told to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Behaves.
     #[default]
     None,
@@ -92,7 +92,7 @@ pub enum Fault {
 }
 
 /// A virtual CPS card.
-pub struct EmulatedCard {
+pub(crate) struct EmulatedCard {
     profile: CardProfile,
     identity: CardIdentity,
     pin_block: Zeroizing<Vec<u8>>,
@@ -107,7 +107,11 @@ pub struct EmulatedCard {
 
 impl EmulatedCard {
     /// A card following `profile`, with `identity` and PIN `pin`.
-    pub fn new(profile: CardProfile, identity: CardIdentity, pin: &str) -> Result<Self, CardError> {
+    pub(crate) fn new(
+        profile: CardProfile,
+        identity: CardIdentity,
+        pin: &str,
+    ) -> Result<Self, CardError> {
         let pin_block = profile.pin_block(&Pin::new(pin)?);
         Ok(Self {
             profile,
@@ -125,23 +129,25 @@ impl EmulatedCard {
 
     /// Puts the card in an emulated PIN-pad reader on whose keypad `typed` is entered at
     /// every secure PIN entry (`None`: a reader without keypad).
-    pub fn set_pin_pad(&mut self, typed: Option<&str>) {
+    #[cfg(test)]
+    pub(crate) fn set_pin_pad(&mut self, typed: Option<&str>) {
         self.pin_pad = typed.map(|t| Zeroizing::new(t.as_bytes().to_vec()));
     }
 
     /// Sets a fault mode.
-    pub fn set_fault(&mut self, fault: Fault) {
+    pub(crate) fn set_fault(&mut self, fault: Fault) {
         self.fault = fault;
     }
 
     /// PIN tries left.
-    pub fn tries_left(&self) -> u8 {
+    #[cfg(test)]
+    pub(crate) fn tries_left(&self) -> u8 {
         self.tries_left
     }
 
     /// Power off and on, as a reader does: security state and selections are lost, the
     /// tries counter (in card memory) is kept.
-    pub fn power_cycle(&mut self) {
+    pub(crate) fn power_cycle(&mut self) {
         self.app_selected = false;
         self.file_selected = false;
         self.pin_verified = false;
@@ -149,7 +155,7 @@ impl EmulatedCard {
     }
 
     /// Answers one command APDU.
-    pub fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
+    pub(crate) fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
         if self.fault == Fault::Garbage {
             return vec![0x42];
         }

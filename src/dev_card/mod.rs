@@ -4,5 +4,5 @@
 //! (`card`) knows nothing of it and talks to it only as to any card, through
 //! `card::apdu::Transport`.
 
-pub mod emulator;
-pub mod vpcd;
+pub(crate) mod emulator;
+pub(crate) mod vpcd;

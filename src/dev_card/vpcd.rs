@@ -13,14 +13,14 @@ use super::emulator::EmulatedCard;
 use crate::card::CardError;
 
 /// The ATR the virtual card presents: a CPS3 card's (docs/domain.md §3).
-pub const CPS3_ATR: [u8; 17] = [
+pub(crate) const CPS3_ATR: [u8; 17] = [
     0x3B, 0xAC, 0x00, 0x40, 0x2A, 0x00, 0x12, 0x25, 0x00, 0x64, 0x80, 0x00, 0x03, 0x10, 0x00, 0x90,
     0x00,
 ];
 
 /// Inserts `card` into the vpcd reader listening on `127.0.0.1:port` and serves it until
 /// vpcd closes the connection. Returns how the session ended.
-pub fn serve(card: &mut EmulatedCard, port: u16, delay: Duration) -> Result<(), CardError> {
+pub(crate) fn serve(card: &mut EmulatedCard, port: u16, delay: Duration) -> Result<(), CardError> {
     let io = |e: std::io::Error| CardError::Transport(format!("vpcd on port {port}: {e}"));
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(io)?;
     // vpcd writes length and body separately with Nagle on: without these every APDU

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// One fault, applied to every FHIR answer until replaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Answer normally.
     #[default]
     None,

@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-pub use faults::Fault;
+pub(crate) use faults::Fault;
 
 use crate::upstream::AccessMode;
 use crate::upstream::assertion::{self, Claims};
@@ -37,7 +37,7 @@ use crate::upstream::outcome::{code, operation_outcome};
 
 /// What can go wrong starting the dev upstream.
 #[derive(Debug, thiserror::Error)]
-pub enum DevUpstreamError {
+pub(crate) enum DevUpstreamError {
     /// The data file or a bundle it names.
     #[error("data: {0}")]
     Data(String),
@@ -52,7 +52,7 @@ pub enum DevUpstreamError {
 /// One patient the dev upstream knows.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct DevPatient {
+pub(crate) struct DevPatient {
     /// FHIR id.
     pub id: String,
     /// INS (15 characters).
@@ -83,14 +83,14 @@ pub struct DevPatient {
 /// The data file: `{"patients": [...]}`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct DevData {
+pub(crate) struct DevData {
     /// The patients.
     pub patients: Vec<DevPatient>,
 }
 
 /// How to run the dev upstream (also its command line).
 #[derive(Debug, Clone, clap::Args)]
-pub struct DevUpstreamOptions {
+pub(crate) struct DevUpstreamOptions {
     /// Address to listen on (port 0: any free port; the first stdout line tells).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
@@ -120,7 +120,7 @@ struct Loaded {
 /// The per-patient flags, replaceable at run time (`PUT /_dev/patients/{id}/flags`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Flags {
+pub(crate) struct Flags {
     /// Access modes opposed.
     #[serde(default)]
     pub opposed: Vec<AccessMode>,
@@ -143,7 +143,7 @@ struct DevState {
 }
 
 /// A running dev upstream.
-pub struct DevUpstream {
+pub(crate) struct DevUpstream {
     /// The bound address.
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
@@ -151,14 +151,14 @@ pub struct DevUpstream {
 
 impl DevUpstream {
     /// Loads everything, binds, and serves in the background.
-    pub async fn start(options: DevUpstreamOptions) -> Result<Self, DevUpstreamError> {
+    pub(crate) async fn start(options: DevUpstreamOptions) -> Result<Self, DevUpstreamError> {
         let listener = std::net::TcpListener::bind(options.listen)?;
         Self::start_on(listener, options).await
     }
 
     /// The same on a listener bound beforehand (the demo binds it before writing the
     /// gateway's configuration, which names the port).
-    pub async fn start_on(
+    pub(crate) async fn start_on(
         listener: std::net::TcpListener,
         options: DevUpstreamOptions,
     ) -> Result<Self, DevUpstreamError> {
@@ -173,7 +173,7 @@ impl DevUpstream {
     }
 
     /// Serves until the task ends (it does not, short of a panic).
-    pub async fn wait(self) {
+    pub(crate) async fn wait(self) {
         let _ = self.task.await;
     }
 }

@@ -20,10 +20,10 @@ use super::identity::Peer;
 use crate::encoding::{decode_hex, hex};
 
 /// Request header carrying the token.
-pub const CSRF_HEADER: &str = "x-csrf-token";
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 
 /// The per-process token key.
-pub struct Csrf {
+pub(crate) struct Csrf {
     /// `None` when the system random generator failed: then no token verifies (browsers
     /// cannot change anything; other clients are unaffected).
     key: Option<hmac::Key>,
@@ -31,7 +31,7 @@ pub struct Csrf {
 
 impl Csrf {
     /// A fresh random key.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut bytes = [0u8; 32];
         let key = match crate::random::fill(&mut bytes) {
             Ok(()) => Some(hmac::Key::new(hmac::HMAC_SHA256, &bytes)),
@@ -44,14 +44,14 @@ impl Csrf {
     }
 
     /// The token of `peer`.
-    pub fn token(&self, peer: Option<&Peer>) -> String {
+    pub(crate) fn token(&self, peer: Option<&Peer>) -> String {
         self.key.as_ref().map_or_else(String::new, |key| {
             hex(hmac::sign(key, binding(peer).as_bytes()).as_ref())
         })
     }
 
     /// Whether `token` is `peer`'s (constant time).
-    pub fn verify(&self, peer: Option<&Peer>, token: &str) -> bool {
+    pub(crate) fn verify(&self, peer: Option<&Peer>, token: &str) -> bool {
         let (Some(key), Some(tag)) = (&self.key, decode_hex(token)) else {
             return false;
         };
@@ -86,7 +86,11 @@ fn changes_state(method: &Method) -> bool {
 }
 
 /// Middleware: refuses a browser's state-changing request without the caller's token.
-pub async fn protect(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn protect(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let headers = request.headers();
     if changes_state(request.method()) && from_browser(headers) {
         let cross_site = headers
@@ -112,7 +116,7 @@ pub async fn protect(State(state): State<AppState>, request: Request, next: Next
 
 /// The caller's token, for the pages.
 #[derive(serde::Serialize, utoipa::ToSchema)]
-pub struct TokenAnswer {
+pub(crate) struct TokenAnswer {
     /// Send it as the `x-csrf-token` header of every POST, PUT and DELETE.
     pub token: String,
 }
@@ -120,7 +124,7 @@ pub struct TokenAnswer {
 /// The CSRF token of the calling certificate (or desk).
 #[utoipa::path(get, path = "/api/v1/csrf-token", tag = "web",
     responses((status = 200, description = "The token", body = TokenAnswer)))]
-pub async fn token(
+pub(crate) async fn token(
     State(state): State<AppState>,
     request: axum::extract::Request,
 ) -> axum::Json<TokenAnswer> {

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 /// A refused or failed API call. Messages never carry patient data.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     #[serde(skip)]
     status: StatusCode,
     /// Seconds before a retry can succeed (sent as `Retry-After`).
@@ -24,7 +24,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with the given status, code and messages.
-    pub fn new(
+    pub(crate) fn new(
         status: StatusCode,
         error: &'static str,
         message: impl Into<String>,
@@ -39,13 +39,8 @@ impl ApiError {
         }
     }
 
-    /// The HTTP status this error is sent with.
-    pub fn status(&self) -> StatusCode {
-        self.status
-    }
-
     /// 403: the connection carried no client certificate.
-    pub fn certificate_required() -> Self {
+    pub(crate) fn certificate_required() -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
             "client_certificate_required",
@@ -55,7 +50,7 @@ impl ApiError {
     }
 
     /// 403: a valid workstation certificate that no desk accepts.
-    pub fn workstation_not_mapped(cn: Option<&str>) -> Self {
+    pub(crate) fn workstation_not_mapped(cn: Option<&str>) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
             "workstation_not_mapped",
@@ -68,7 +63,7 @@ impl ApiError {
     }
 
     /// 404 for any path the API does not have.
-    pub fn not_found() -> Self {
+    pub(crate) fn not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -80,7 +75,7 @@ impl ApiError {
 
 impl ApiError {
     /// The same refusal, telling the client when to retry.
-    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+    pub(crate) fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds.max(1));
         self
     }

@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 
 /// Labels of one request series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
+pub(crate) struct RequestLabels {
     /// Matched route template (`/api/v1/desk`) or `unmatched`.
     pub route: String,
     /// HTTP method, or `other` for unusual ones.
@@ -39,7 +39,7 @@ fn latency_histogram() -> Histogram {
 }
 
 /// The gateway's metrics registry.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
@@ -68,7 +68,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// A registry with every series of the HTTP layer.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("samu_gateway");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -162,7 +162,7 @@ impl Metrics {
     }
 
     /// Counts one finished request.
-    pub fn observe_request(&self, labels: RequestLabels, elapsed: Duration) {
+    pub(crate) fn observe_request(&self, labels: RequestLabels, elapsed: Duration) {
         self.latency
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
@@ -170,24 +170,24 @@ impl Metrics {
     }
 
     /// Counts one refused or timed-out TLS handshake.
-    pub fn observe_handshake_failure(&self) {
+    pub(crate) fn observe_handshake_failure(&self) {
         self.handshake_failures.inc();
     }
 
     /// Counts one connection the gateway closed (`idle`) or refused (`per_address_cap`).
-    pub fn observe_connection_closed(&self, reason: &'static str) {
+    pub(crate) fn observe_connection_closed(&self, reason: &'static str) {
         self.connections_closed
             .get_or_create(&ClosedLabels { reason })
             .inc();
     }
 
     /// Tracks open connections (+1 when opened, -1 when closed).
-    pub fn add_connections(&self, delta: i64) {
+    pub(crate) fn add_connections(&self, delta: i64) {
         self.connections.inc_by(delta);
     }
 
     /// Records a receiver's shipping backlog and error count.
-    pub fn set_shipping(&self, receiver: &str, backlog: &crate::audit::ship::Backlog) {
+    pub(crate) fn set_shipping(&self, receiver: &str, backlog: &crate::audit::ship::Backlog) {
         let labels = ReceiverLabels {
             receiver: receiver.to_owned(),
         };
@@ -207,7 +207,7 @@ impl Metrics {
     }
 
     /// Records the cache's size and oldest entry.
-    pub fn set_cache(&self, entries: u64, oldest_secs: u64) {
+    pub(crate) fn set_cache(&self, entries: u64, oldest_secs: u64) {
         self.cache_entries
             .set(i64::try_from(entries).unwrap_or(i64::MAX));
         self.cache_oldest
@@ -215,7 +215,7 @@ impl Metrics {
     }
 
     /// The text exposition (OpenMetrics, which Prometheus scrapes natively).
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail; an error would only come from a broken
         // encoder, and an empty scrape is then the honest answer.

@@ -86,7 +86,7 @@ pub(super) async fn bounded_body(request: Request, next: Next) -> Response {
 }
 
 /// Response header carrying the request id.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Wraps every request (installed with `axum::middleware::from_fn_with_state`).
 pub(super) async fn observe(

@@ -1,23 +1,23 @@
 //! The HTTPS API: TLS with workstation client certificates, attribution of each request to
 //! one desk, the routes, metrics, and the accept loop with graceful drain.
 
-pub mod settings;
-pub use settings::{CentreConfig, ServerConfig, TlsConfig};
+pub(crate) mod settings;
+pub(crate) use settings::{CentreConfig, ServerConfig, TlsConfig};
 mod access_routes;
 mod compliance_routes;
-pub mod csrf;
-pub mod error;
+pub(crate) mod csrf;
+pub(crate) mod error;
 mod extract;
-pub mod identity;
+pub(crate) mod identity;
 mod metrics;
 mod middleware;
-pub mod probe;
+pub(crate) mod probe;
 mod routes;
-pub mod server;
+pub(crate) mod server;
 mod session_routes;
 #[cfg(feature = "test-hooks")]
 mod test_hooks;
-pub mod tls;
+pub(crate) mod tls;
 mod web;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,15 +33,14 @@ use crate::audit::AuditLog;
 use crate::session::CardLogin;
 use crate::state::Stores;
 
-pub use error::ApiError;
-pub use identity::{Desk, DeskDirectory, Peer, Role, Roles};
-pub use metrics::Metrics;
-pub use middleware::REQUEST_ID_HEADER;
+pub(crate) use error::ApiError;
+pub(crate) use identity::{DeskDirectory, Role, Roles};
+pub(crate) use metrics::Metrics;
 
 /// Who watches the trail: the audit repositories it is shipped to, how late shipping may
 /// run before readiness says so, and the anomaly thresholds (officers are recognised by
 /// their certificates: `identity::Roles`).
-pub struct Oversight {
+pub(crate) struct Oversight {
     /// Audit repositories.
     pub receivers: Vec<Arc<crate::audit::ship::Receiver>>,
     /// Shipping lag bound, seconds.
@@ -52,7 +51,7 @@ pub struct Oversight {
 
 /// What handlers share.
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub(crate) struct AppState(Arc<Shared>);
 
 struct Shared {
     centre: CentreConfig,
@@ -71,7 +70,7 @@ struct Shared {
 
 impl AppState {
     /// State for one server instance.
-    pub fn new(
+    pub(crate) fn new(
         centre: CentreConfig,
         stores: Arc<Stores>,
         audit: Arc<AuditLog>,
@@ -97,27 +96,27 @@ impl AppState {
     }
 
     /// The pages' CSRF token key.
-    pub fn csrf(&self) -> &csrf::Csrf {
+    pub(crate) fn csrf(&self) -> &csrf::Csrf {
         &self.0.csrf
     }
 
     /// The anomaly report's thresholds.
-    pub fn thresholds(&self) -> &crate::audit::report::Thresholds {
+    pub(crate) fn thresholds(&self) -> &crate::audit::report::Thresholds {
         &self.0.thresholds
     }
 
     /// Whether audit repositories are configured.
-    pub fn ships_audit(&self) -> bool {
+    pub(crate) fn ships_audit(&self) -> bool {
         !self.0.receivers.is_empty()
     }
 
     /// The audit repositories the trail is shipped to.
-    pub fn repositories(&self) -> &[Arc<crate::audit::ship::Receiver>] {
+    pub(crate) fn repositories(&self) -> &[Arc<crate::audit::ship::Receiver>] {
         &self.0.receivers
     }
 
     /// Receivers whose oldest unshipped record is older than the alert bound.
-    pub fn lagging_receivers(&self) -> Vec<&str> {
+    pub(crate) fn lagging_receivers(&self) -> Vec<&str> {
         self.0
             .receivers
             .iter()
@@ -130,49 +129,49 @@ impl AppState {
     }
 
     /// The centre served.
-    pub fn centre(&self) -> &CentreConfig {
+    pub(crate) fn centre(&self) -> &CentreConfig {
         &self.0.centre
     }
 
     /// Both stores.
-    pub fn stores(&self) -> &Stores {
+    pub(crate) fn stores(&self) -> &Stores {
         &self.0.stores
     }
 
     /// The audit log: the only way handlers record what they do.
-    pub fn audit(&self) -> &AuditLog {
+    pub(crate) fn audit(&self) -> &AuditLog {
         &self.0.audit
     }
 
     /// Card login, when `[cards]` is configured.
-    pub fn cards(&self) -> Option<&CardLogin> {
+    pub(crate) fn cards(&self) -> Option<&CardLogin> {
         self.0.cards.as_deref()
     }
 
     /// Break-glass access, when `[upstream]` and `[cards]` are configured.
-    pub fn access(&self) -> Option<&BreakGlass> {
+    pub(crate) fn access(&self) -> Option<&BreakGlass> {
         self.0.access.as_deref()
     }
 
     /// The metrics registry.
-    pub fn metrics(&self) -> &Metrics {
+    pub(crate) fn metrics(&self) -> &Metrics {
         &self.0.metrics
     }
 
     /// True once shutdown has begun: readiness then fails so balancers stop sending work.
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.0.draining.load(Ordering::Relaxed)
     }
 
     /// Marks the start of shutdown.
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.0.draining.store(true, Ordering::Relaxed);
         self.0.drain_started.notify_waiters();
     }
 
     /// Resolves when shutdown starts: long-lived answers (event streams) end then, so that
     /// the drain does not wait for them and their pages learn of it at once.
-    pub async fn draining(&self) {
+    pub(crate) async fn draining(&self) {
         let notified = self.0.drain_started.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
@@ -284,7 +283,7 @@ fn api_router() -> OpenApiRouter<AppState> {
 }
 
 /// The OpenAPI 3.1 document, generated once.
-pub fn openapi_document() -> &'static String {
+pub(crate) fn openapi_document() -> &'static String {
     static DOC: LazyLock<String> = LazyLock::new(|| {
         api_router()
             .into_openapi()
@@ -296,7 +295,7 @@ pub fn openapi_document() -> &'static String {
 
 /// The management listener's application: liveness, readiness and metrics only (already
 /// documented with the public routes), behind the same observation middleware.
-pub fn management_router(state: AppState) -> Router {
+pub(crate) fn management_router(state: AppState) -> Router {
     let (router, _) = OpenApiRouter::<AppState>::new()
         .routes(routes!(routes::healthz))
         .routes(routes!(routes::readyz))
@@ -312,7 +311,7 @@ pub fn management_router(state: AppState) -> Router {
 }
 
 /// The application: routes, fallback and the observation middleware.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let (router, _) = api_router().split_for_parts();
     #[cfg(feature = "test-hooks")]
     let router = router.merge(test_hooks::router());

@@ -21,7 +21,7 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
+pub(crate) enum ProbeError {
     /// TLS client setup failed.
     #[error("TLS client setup failed: {0}")]
     Tls(#[from] rustls::Error),
@@ -42,7 +42,7 @@ pub enum ProbeError {
 
 /// A client for a local listener.
 #[derive(Clone)]
-pub struct Probe {
+pub(crate) struct Probe {
     addr: SocketAddr,
     /// TLS trusting exactly the listener's certificate; `None` for the management
     /// listener's plain HTTP.
@@ -52,7 +52,7 @@ pub struct Probe {
 
 impl Probe {
     /// A probe for a listener bound to `listen` (a wildcard address is probed on loopback).
-    pub fn new(
+    pub(crate) fn new(
         listen: SocketAddr,
         leaf: CertificateDer<'static>,
         timeout: Duration,
@@ -65,7 +65,7 @@ impl Probe {
     }
 
     /// A plain-HTTP probe for the management listener bound to `listen`.
-    pub fn management(listen: SocketAddr, timeout: Duration) -> Self {
+    pub(crate) fn management(listen: SocketAddr, timeout: Duration) -> Self {
         Self {
             addr: SocketAddr::new(local(listen.ip()), listen.port()),
             connector: None,
@@ -74,7 +74,7 @@ impl Probe {
     }
 
     /// GETs `path`; returns the status and the body.
-    pub async fn get(&self, path: &str) -> Result<(u16, String), ProbeError> {
+    pub(crate) async fn get(&self, path: &str) -> Result<(u16, String), ProbeError> {
         tokio::time::timeout(self.timeout, self.exchange(path))
             .await
             .map_err(|_| ProbeError::Timeout(self.addr))?

@@ -34,7 +34,7 @@ use super::tls::ServerTls;
 
 /// Connection limits of the listener.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     /// Deadline for a TLS handshake, and from accept to the first request head.
     pub handshake_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
@@ -60,7 +60,7 @@ pub enum Drain {
 
 /// Everything a connection task needs, cheap to clone.
 #[derive(Clone)]
-pub struct Connections {
+pub(crate) struct Connections {
     tls: ServerTls,
     desks: Arc<DeskDirectory>,
     app: Router,
@@ -72,7 +72,7 @@ pub struct Connections {
 
 impl Connections {
     /// Prepares connection handling for `app`.
-    pub fn new(
+    pub(crate) fn new(
         tls: &ServerTls,
         desks: Arc<DeskDirectory>,
         app: Router,
@@ -279,7 +279,7 @@ impl Drop for Counted {
 }
 
 /// Accepts connections until `shutdown` resolves, then drains them.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     connections: Connections,
     limits: ConnectionLimits,
@@ -338,7 +338,7 @@ pub async fn serve(
 /// Serves `app` on the management listener (plain HTTP on loopback: see the
 /// `server.management_listen` check) until `shutdown` resolves. Its own few connections
 /// and deadlines keep it answering when the public listener is saturated.
-pub async fn serve_management(
+pub(crate) async fn serve_management(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,

@@ -57,7 +57,7 @@ mod defaults {
 /// Which limit refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Scope {
+pub(crate) enum Scope {
     /// The professional's.
     Professional,
     /// The desk's.
@@ -70,7 +70,7 @@ pub enum Scope {
 
 impl Scope {
     /// As recorded in the audit trail.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Professional => "professional",
             Self::Desk => "desk",
@@ -83,7 +83,7 @@ impl Scope {
 /// A refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("rate limit ({}) reached; retry in {retry_after:?}", scope.as_str())]
-pub struct Limited {
+pub(crate) struct Limited {
     /// Which limit.
     pub scope: Scope,
     /// When a retry can succeed.
@@ -92,7 +92,7 @@ pub struct Limited {
 
 impl Limited {
     /// The message for the physician's screen, in French.
-    pub fn message_fr(&self) -> String {
+    pub(crate) fn message_fr(&self) -> String {
         let seconds = self.retry_after.as_secs().max(1);
         let who = match self.scope {
             Scope::Professional => "pour vous",
@@ -105,7 +105,7 @@ impl Limited {
 }
 
 /// The gateway's limiters.
-pub struct Limits {
+pub(crate) struct Limits {
     professional: DefaultKeyedRateLimiter<String>,
     desk: DefaultKeyedRateLimiter<String>,
     global: DefaultDirectRateLimiter,
@@ -118,7 +118,7 @@ fn per_hour(n: u32) -> Quota {
 
 impl Limits {
     /// Limiters for `config`.
-    pub fn new(config: &LimitsConfig) -> Self {
+    pub(crate) fn new(config: &LimitsConfig) -> Self {
         let global = NonZeroU32::new(config.global_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         Self {
             professional: RateLimiter::keyed(per_hour(config.per_professional_per_hour)),
@@ -130,7 +130,7 @@ impl Limits {
 
     /// One patient access by `professional` (idNat) at `desk`. Checked narrowest first, so
     /// a refused professional does not consume the desk's or the gateway's allowance.
-    pub fn access(&self, professional: &str, desk: &str) -> Result<(), Limited> {
+    pub(crate) fn access(&self, professional: &str, desk: &str) -> Result<(), Limited> {
         keyed(&self.professional, professional, Scope::Professional)?;
         keyed(&self.desk, desk, Scope::Desk)?;
         self.global.check().map_err(|not_until| Limited {
@@ -140,12 +140,12 @@ impl Limits {
     }
 
     /// One patient search by `professional`.
-    pub fn search(&self, professional: &str) -> Result<(), Limited> {
+    pub(crate) fn search(&self, professional: &str) -> Result<(), Limited> {
         keyed(&self.search, professional, Scope::Search)
     }
 
     /// Forgets keys whose limits are back to full; returns how many keys remain.
-    pub fn prune(&self) -> usize {
+    pub(crate) fn prune(&self) -> usize {
         for limiter in [&self.professional, &self.desk, &self.search] {
             limiter.retain_recent();
             limiter.shrink_to_fit();
@@ -168,7 +168,7 @@ fn keyed(
 }
 
 /// Prunes `limits` every minute, forever.
-pub async fn prune_periodically(limits: std::sync::Arc<Limits>) {
+pub(crate) async fn prune_periodically(limits: std::sync::Arc<Limits>) {
     let mut every = tokio::time::interval(Duration::from_secs(60));
     loop {
         every.tick().await;

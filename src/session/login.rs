@@ -18,7 +18,7 @@ use crate::session::{CardsConfig, DeskConfig};
 
 /// Why a login failed.
 #[derive(Debug, thiserror::Error)]
-pub enum LoginError {
+pub(crate) enum LoginError {
     /// Too many attempts at this desk.
     #[error("too many PIN attempts at this desk; retry in {0:?}")]
     RateLimited(Duration),
@@ -49,7 +49,7 @@ pub enum LoginError {
 }
 
 /// Card login for the whole gateway.
-pub struct CardLogin {
+pub(crate) struct CardLogin {
     /// Every desk's card and session.
     pub sessions: Sessions,
     worker: CardWorker,
@@ -65,7 +65,7 @@ pub struct CardLogin {
 impl CardLogin {
     /// Starts the card worker on the desks' readers (or, for the demo, on an in-process
     /// virtual card in the first desk's reader) and the tasks applying its events.
-    pub fn start(
+    pub(crate) fn start(
         config: &CardsConfig,
         trust: CardTrust,
         desks: &[DeskConfig],
@@ -115,23 +115,23 @@ impl CardLogin {
     }
 
     /// Seconds until `session` ends on its own (idle or maximum duration), as of now.
-    pub fn seconds_left(&self, session: &Session) -> u64 {
+    pub(crate) fn seconds_left(&self, session: &Session) -> u64 {
         session.seconds_left(self.expiry)
     }
 
     /// The roster as shared with the real-time alerts (the same one the API replaces).
-    pub fn shared_roster(&self) -> Option<Arc<Roster>> {
+    pub(crate) fn shared_roster(&self) -> Option<Arc<Roster>> {
         self.roster.clone()
     }
 
     /// The roster, and the CN of the certificate allowed to replace it.
-    pub fn roster(&self) -> Option<(&Roster, &str)> {
+    pub(crate) fn roster(&self) -> Option<(&Roster, &str)> {
         Some((self.roster.as_deref()?, self.integration_cn.as_deref()?))
     }
 
     /// Tries to log in the holder of the card at `desk` with the PIN from `pin`; the card's
     /// last try is spent only when `last_try_confirmed`.
-    pub async fn login(
+    pub(crate) async fn login(
         &self,
         desk: &str,
         pin: PinSource,

@@ -6,14 +6,14 @@
 //! (sessions live in memory only). Every insertion, removal, login attempt and session end
 //! is recorded through `audit` before the caller hears of it.
 
-pub mod settings;
-pub use settings::{CardsConfig, DeskConfig, PinEntry};
+pub(crate) mod settings;
+pub(crate) use settings::{CardsConfig, DeskConfig, PinEntry};
 mod login;
-pub mod roster;
+pub(crate) mod roster;
 #[cfg(test)]
 mod tests;
 
-pub use login::{CardLogin, LoginError};
+pub(crate) use login::{CardLogin, LoginError};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,7 +30,7 @@ use crate::encoding::hex;
 /// The card in a desk's reader, as the desk screen shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(tag = "state", rename_all = "snake_case")]
-pub enum CardState {
+pub(crate) enum CardState {
     /// pcscd is unreachable: the reader's state is unknown.
     ReaderUnavailable,
     /// No card.
@@ -56,7 +56,7 @@ pub enum CardState {
 
 /// An open session.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Session {
+pub(crate) struct Session {
     /// Random bearer token, valid only from this desk's workstation.
     #[serde(skip)]
     pub token: String,
@@ -75,7 +75,7 @@ pub struct Session {
 
 impl CardState {
     /// The state's name as serialized (`no_card`, `present`, …).
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::ReaderUnavailable => "reader_unavailable",
             Self::NoCard => "no_card",
@@ -88,7 +88,7 @@ impl CardState {
 impl Session {
     /// Seconds until this session ends on its own under `expiry` (the sooner of the idle
     /// timeout, counted from its last use, and the maximum duration), as of now.
-    pub fn seconds_left(&self, expiry: Expiry) -> u64 {
+    pub(crate) fn seconds_left(&self, expiry: Expiry) -> u64 {
         let now = tokio::time::Instant::now();
         let idle = expiry
             .idle
@@ -122,7 +122,7 @@ struct DeskSlot {
 
 /// The card a login is attempted on.
 #[derive(Debug, Clone)]
-pub struct LoginTarget {
+pub(crate) struct LoginTarget {
     /// The desk's reader.
     pub reader: String,
     /// The card's authentication certificate (DER), as read at insertion.
@@ -137,7 +137,7 @@ pub struct LoginTarget {
 
 /// Every desk's card and session.
 #[derive(Clone)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     slots: Arc<Mutex<HashMap<String, DeskSlot>>>,
     audit: Arc<AuditLog>,
     pcsc_up: Arc<std::sync::atomic::AtomicBool>,
@@ -148,7 +148,7 @@ pub struct Sessions {
 
 impl Sessions {
     /// One slot per configured desk; card states unknown until the worker reports.
-    pub fn new(desks: &[DeskConfig], audit: Arc<AuditLog>) -> Self {
+    pub(crate) fn new(desks: &[DeskConfig], audit: Arc<AuditLog>) -> Self {
         let slots = desks
             .iter()
             .map(|d| {
@@ -174,7 +174,7 @@ impl Sessions {
     }
 
     /// Changes to any desk's card or session, as they happen.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
     }
 
@@ -186,7 +186,7 @@ impl Sessions {
     }
 
     /// Whether pcscd answers (readiness).
-    pub fn readers_available(&self) -> bool {
+    pub(crate) fn readers_available(&self) -> bool {
         self.pcsc_up.load(std::sync::atomic::Ordering::SeqCst)
     }
 
@@ -195,24 +195,24 @@ impl Sessions {
     }
 
     /// The configuration of `desk`.
-    pub fn desk(&self, desk: &str) -> Option<DeskConfig> {
+    pub(crate) fn desk(&self, desk: &str) -> Option<DeskConfig> {
         self.with_slot(desk, |s| s.desk.clone())
     }
 
     /// The card state and session of `desk`.
-    pub fn view(&self, desk: &str) -> Option<(CardState, Option<Session>)> {
+    pub(crate) fn view(&self, desk: &str) -> Option<(CardState, Option<Session>)> {
         self.with_slot(desk, |s| (s.card.clone(), s.session.clone()))
     }
 
     /// The number of the session open at `desk` (1 for the first since start), if one is.
-    pub fn session_epoch(&self, desk: &str) -> Option<u64> {
+    pub(crate) fn session_epoch(&self, desk: &str) -> Option<u64> {
         self.with_slot(desk, |s| s.session.as_ref().map(|_| s.sessions_opened))
             .flatten()
     }
 
     /// The card at `desk`, if one can log in: none while a session is open there (a second
     /// login never replaces a live session: the first physician logs out or pulls the card).
-    pub fn login_target(&self, desk: &str) -> Result<LoginTarget, LoginRefusal> {
+    pub(crate) fn login_target(&self, desk: &str) -> Result<LoginTarget, LoginRefusal> {
         self.with_slot(desk, |s| match (&s.card, &s.certificate) {
             _ if s.session.is_some() => Err(LoginRefusal::SessionOpen),
             (
@@ -243,12 +243,12 @@ impl Sessions {
     }
 
     /// Marks the card at `desk` blocked, so no further VERIFY is sent to it.
-    pub fn mark_blocked(&self, desk: &str) {
+    pub(crate) fn mark_blocked(&self, desk: &str) {
         self.record_tries(desk, 0);
     }
 
     /// Records the tries left the card reported after a wrong PIN (0 blocks it).
-    pub fn record_tries(&self, desk: &str, tries: u8) {
+    pub(crate) fn record_tries(&self, desk: &str, tries: u8) {
         self.update(desk, |s| {
             if let CardState::Present {
                 pin_blocked,
@@ -265,7 +265,7 @@ impl Sessions {
     /// Opens a session after a successful, recorded login (the receipt proves the record),
     /// atomically with the card state: only if the card of `insertion` is still in the
     /// reader and no session was opened meanwhile.
-    pub fn open(
+    pub(crate) fn open(
         &self,
         desk: &str,
         insertion: u64,
@@ -293,7 +293,7 @@ impl Sessions {
     }
 
     /// SHA-256 (hex) of the token of `desk`'s session, if one is open: what grants bind to.
-    pub fn token_hash(&self, desk: &str) -> Option<String> {
+    pub(crate) fn token_hash(&self, desk: &str) -> Option<String> {
         self.with_slot(desk, |s| {
             s.session.as_ref().map(|session| token_hash(&session.token))
         })
@@ -303,7 +303,7 @@ impl Sessions {
     /// The session of `desk` if `token` is its token (a token from another desk is refused).
     /// The session of `desk` if `token` is its token (a token from another desk is refused);
     /// counts as activity for the idle timeout.
-    pub fn authenticate(&self, desk: &str, token: &str) -> Option<Session> {
+    pub(crate) fn authenticate(&self, desk: &str, token: &str) -> Option<Session> {
         self.with_slot(desk, |s| {
             let session = s
                 .session
@@ -317,7 +317,7 @@ impl Sessions {
 
     /// Ends (and records) every session idle or open for too long, or whose shift (plus
     /// grace) is over; returns how many.
-    pub async fn expire(
+    pub(crate) async fn expire(
         &self,
         expiry: Expiry,
         roster: Option<&roster::Roster>,
@@ -355,7 +355,7 @@ impl Sessions {
     }
 
     /// Ends the session of `desk` (logout), recording why.
-    pub async fn end(&self, desk: &str, reason: &str) -> Result<bool, AuditError> {
+    pub(crate) async fn end(&self, desk: &str, reason: &str) -> Result<bool, AuditError> {
         let ended = self
             .update(desk, |s| {
                 s.session.take().map(|session| (session, s.desk.clone()))
@@ -373,7 +373,7 @@ impl Sessions {
     }
 
     /// Applies one card worker event, recording it.
-    pub async fn apply(&self, event: CardEvent, trust: &CardTrust) {
+    pub(crate) async fn apply(&self, event: CardEvent, trust: &CardTrust) {
         let outcome = match event {
             CardEvent::Inserted {
                 reader,
@@ -516,7 +516,7 @@ impl Sessions {
 
 /// Why a login cannot even be attempted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LoginRefusal {
+pub(crate) enum LoginRefusal {
     /// No card in the desk's reader.
     NoCard,
     /// pcscd is unreachable.
@@ -532,7 +532,7 @@ pub enum LoginRefusal {
 }
 
 /// The audit actor for a professional at a desk.
-pub fn actor(professional: &Professional, desk: &DeskConfig) -> Actor {
+pub(crate) fn actor(professional: &Professional, desk: &DeskConfig) -> Actor {
     let name = match (&professional.given_name, &professional.surname) {
         (Some(g), Some(s)) => Some(format!("{g} {s}")),
         (None, Some(s)) => Some(s.clone()),
@@ -565,7 +565,7 @@ fn trust_code(e: &crate::card::trust::TrustError) -> &'static str {
 }
 
 /// SHA-256 (hex) of a session token.
-pub fn token_hash(token: &str) -> String {
+pub(crate) fn token_hash(token: &str) -> String {
     hex(&crate::encoding::sha256(token.as_bytes()))
 }
 
@@ -576,7 +576,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Ends expired sessions, checking a few times per idle period.
-pub async fn reap(sessions: Sessions, expiry: Expiry, roster: Option<Arc<roster::Roster>>) {
+pub(crate) async fn reap(sessions: Sessions, expiry: Expiry, roster: Option<Arc<roster::Roster>>) {
     let period = (expiry.idle / 10).clamp(
         std::time::Duration::from_millis(100),
         std::time::Duration::from_secs(10),
@@ -591,7 +591,7 @@ pub async fn reap(sessions: Sessions, expiry: Expiry, roster: Option<Arc<roster:
 }
 
 /// Drives the sessions from the card worker's events until the worker stops.
-pub async fn run(
+pub(crate) async fn run(
     sessions: Sessions,
     trust: Arc<CardTrust>,
     mut events: mpsc::UnboundedReceiver<CardEvent>,

@@ -16,7 +16,7 @@ use crate::clock::parse_time;
 /// One shift.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Shift {
+pub(crate) struct Shift {
     /// The professional's idNat.
     pub id_nat: String,
     /// Start (RFC 3339).
@@ -28,14 +28,14 @@ pub struct Shift {
 /// The whole roster, as `PUT /api/v1/roster` takes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RosterDocument {
+pub(crate) struct RosterDocument {
     /// Every shift known (past ones may be left in; they are ignored).
     pub shifts: Vec<Shift>,
 }
 
 /// Why a roster was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum RosterError {
+pub(crate) enum RosterError {
     /// A shift is malformed.
     #[error("shift {index}: {reason}")]
     Invalid {
@@ -61,25 +61,20 @@ struct Parsed {
 }
 
 /// A roster that parsed, ready to be recorded and put in force.
-pub struct Checked {
+pub(crate) struct Checked {
     shifts: Vec<Parsed>,
     text: String,
 }
 
 impl Checked {
     /// How many shifts it holds.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.shifts.len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.shifts.is_empty()
     }
 }
 
 /// The roster in force.
-pub struct Roster {
+pub(crate) struct Roster {
     path: PathBuf,
     grace_ms: u64,
     shifts: RwLock<Vec<Parsed>>,
@@ -90,7 +85,7 @@ impl Roster {
     /// cannot be read (torn, edited by hand) never stops the service: the previous roster
     /// (`roster.json.prev`, kept at each replacement) is used instead, and the log says so;
     /// without either, nobody is on duty until the regulation software sends one.
-    pub fn load(path: &Path, grace_minutes: u64) -> Result<Self, RosterError> {
+    pub(crate) fn load(path: &Path, grace_minutes: u64) -> Result<Self, RosterError> {
         let roster = Self {
             path: path.to_owned(),
             grace_ms: grace_minutes * 60_000,
@@ -136,7 +131,7 @@ impl Roster {
     }
 
     /// Checks a roster without changing anything: what [`Roster::replace`] takes.
-    pub fn check(&self, document: &RosterDocument) -> Result<Checked, RosterError> {
+    pub(crate) fn check(&self, document: &RosterDocument) -> Result<Checked, RosterError> {
         Ok(Checked {
             shifts: parse(document)?,
             text: serde_json::to_string_pretty(document).map_err(|e| self.file_error(e))?,
@@ -146,7 +141,7 @@ impl Roster {
     /// Saves a checked roster durably (temporary file, fsync, the current one kept as
     /// `roster.json.prev`, rename, fsync of the directory), then puts it in force; the
     /// caller records the replacement first.
-    pub fn replace(&self, checked: Checked) -> Result<usize, RosterError> {
+    pub(crate) fn replace(&self, checked: Checked) -> Result<usize, RosterError> {
         use std::io::Write as _;
         let tmp = self.path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
@@ -171,7 +166,7 @@ impl Roster {
     }
 
     /// Whether `id_nat` is on duty at `now_ms` (Unix ms), grace included.
-    pub fn on_duty(&self, id_nat: &str, now_ms: u64) -> bool {
+    pub(crate) fn on_duty(&self, id_nat: &str, now_ms: u64) -> bool {
         let Ok(shifts) = self.shifts.read() else {
             return false;
         };
