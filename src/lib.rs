@@ -23,15 +23,15 @@
 //! | [`state`]   | the state directory: its exclusive lock and both stores |
 //! | [`service`] | lifecycle: prepare (= `configtest`), run, systemd notify and watchdog, signals |
 //! | [`telemetry`] | logging (JSON or human), with the no-patient-data rule |
-//! | [`demo`]    | the self-contained demo and its throwaway PKI |
+//! | [`demo`]    | the self-contained demo (embedded configuration, in-process virtual card and record service) |
 //! | [`cli`]     | subcommands and exit codes (the only user of `anyhow`) |
 //!
 //! Leaves, which use nothing else from the crate: [`access_mode`] (the national access
-//! modes), [`encoding`] (hex, SHA-256), [`clock`]
-//! (record time), [`secret`] (secret file paths, key file permissions, Ed25519 keys),
-//! [`problem`] (a configuration problem at a key), [`random`] (ids, tokens and keys from
-//! the kernel, one failure policy), [`tls`] (the ring provider, certificate
-//! loading, mutual-TLS client configurations).
+//! modes), [`encoding`] (hex, SHA-256), [`clock`] (record time), [`secret`] (secret file
+//! paths, key file permissions, Ed25519 keys), [`problem`] (a configuration problem at a
+//! key). Just above them: [`random`] (ids, tokens and keys from the kernel, one failure
+//! policy) and [`tls`] (the ring provider, certificate loading, mutual-TLS client
+//! configurations). ARCHITECTURE.md draws every layer; `tests/suite/layering.rs` checks them.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
