@@ -19,6 +19,7 @@
 //! are counted (`defects`) and described (`warnings`), and the physician's screen shows them.
 
 pub mod bundle;
+mod cda;
 pub mod narrative;
 mod sections;
 mod subject;
@@ -48,6 +49,12 @@ pub enum SummaryError {
     /// Valid JSON, but the resource breaks FHIR structure rules.
     #[error("invalid FHIR resource: {}", .0.join("; "))]
     Invalid(Vec<String>),
+    /// XML that cannot be read safely: a DTD, too deep, malformed, not UTF-8.
+    #[error("XML document refused: {0}")]
+    Xml(String),
+    /// Well-formed XML, but not a CDA document.
+    #[error("not a CDA document: {0}")]
+    NotACda(String),
     /// Valid FHIR, but not a summary document.
     #[error("not an IPS bundle: {0}")]
     NotABundle(String),
@@ -352,6 +359,10 @@ pub fn extract(bytes: &[u8]) -> Result<CriticalSummary, SummaryError> {
             "{} bytes, the limit is {MAX_BUNDLE_BYTES}",
             bytes.len()
         )));
+    }
+    // The national record keeps its summaries as CDA (XML); bundles are JSON.
+    if cda::looks_like_xml(bytes) {
+        return cda::extract(bytes);
     }
     let value = syntax::parse(bytes)?;
     let Some(root) = value.as_object() else {

@@ -213,7 +213,9 @@ fn check_entries(context: &mut Context) {
             context.defects.bad_attachments += 1;
             context.warn(format!("entry {at}: {finding}"));
         }
-        let kind = text(entry.resource, "resourceType").unwrap_or_default();
+        // The type as the document wrote it may be anything: only its ASCII letters and
+        // digits reach a warning.
+        let kind = super::validate_name(&text(entry.resource, "resourceType").unwrap_or_default());
         if matches!(kind.as_str(), "Patient" | "Practitioner" | "RelatedPerson") {
             let marked = subject::names_with_markup(entry.resource);
             if marked > 0 {

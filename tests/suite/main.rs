@@ -23,6 +23,7 @@ mod lifecycle;
 mod log_hygiene;
 mod openapi;
 mod summary_cases;
+mod summary_cda;
 mod summary_fixtures;
 mod upstream;
 mod web;
