@@ -4,7 +4,7 @@
 //! Parsing is `roxmltree`'s, which refuses a DTD (so no entity can be declared, expanded or
 //! fetched) and bounds the node count; the depth is bounded here. Elements are matched by
 //! namespace (`urn:hl7-org:v3`), never by prefix. Sections are recognised by their LOINC
-//! code; entries are read from the IHE PCC structures (a concern act wrapping an
+//! code (adverse drug effects join the allergies); entries are read from the IHE PCC structures (a concern act wrapping an
 //! observation, a substance administration), and the section's narrative is always kept
 //! as text, the fallback when entries are missing or unreadable. A level-1 document (a
 //! PDF or text in `nonXMLBody`) has no sections: every section is "not recorded" and the
@@ -247,6 +247,9 @@ fn patient(root: Node<'_, '_>) -> Option<DocumentPatient> {
 #[derive(Default)]
 struct Reader {
     allergies: Option<Section<Allergy>>,
+    /// Entries and statements of absence over every allergy-like section read so far.
+    allergy_entries: usize,
+    allergies_absent: bool,
     medications: Option<Section<Medication>>,
     problems: Option<Section<Problem>>,
     past_problems: Option<Section<Problem>>,
@@ -307,8 +310,16 @@ impl Reader {
         let entries: Vec<Node<'_, '_>> = children(node, "entry").collect();
         let null_flavor = node.attribute("nullFlavor");
         match code {
-            Some("48765-2") => {
-                let mut section = section_shell::<Allergy>(node);
+            // Adverse drug effects are what a physician about to prescribe must see with the
+            // allergies: one section, in document order.
+            Some("48765-2" | "44939-7") => {
+                let mut section = self
+                    .allergies
+                    .take()
+                    .unwrap_or_else(|| section_shell::<Allergy>(node));
+                if section.narrative.is_none() {
+                    section.narrative = child(node, "text").map(text_of).and_then(non_empty);
+                }
                 let mut absent = false;
                 for (i, entry) in entries.iter().enumerate() {
                     match allergy(*entry) {
@@ -320,7 +331,10 @@ impl Reader {
                         None => self.unreadable_entry(&mut section, path, i),
                     }
                 }
-                judge(&mut section, entries.len(), absent, null_flavor);
+                absent |= self.allergies_absent;
+                self.allergy_entries += entries.len();
+                judge(&mut section, self.allergy_entries, absent, null_flavor);
+                self.allergies_absent = absent;
                 self.allergies = Some(section);
             }
             Some("10160-0") => {

@@ -169,3 +169,35 @@ fn hostile_or_malformed_xml_is_refused_with_its_defect_and_no_value() {
         Err(SummaryError::NotABundle(_))
     ));
 }
+
+/// The CDA examples beside the repository (third-party, never copied in), when present:
+/// read without a refusal, with what a reader checked by hand in the VSM example.
+#[test]
+fn the_published_cda_examples_are_summarised_when_present() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/fr");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        crate::support::skipped(&format!(
+            "summary_cda: {} is absent; only the project's CDA documents were read",
+            dir.display()
+        ));
+        return;
+    };
+    let mut read = 0;
+    for path in entries.flatten().map(|e| e.path()) {
+        if path.extension().is_none_or(|e| e != "xml") {
+            continue;
+        }
+        let s = summary::extract(&std::fs::read(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        read += 1;
+        if path.file_name().is_some_and(|n| n == "VSM_1.4_2022.01.xml") {
+            assert_eq!(s.allergies.status, SectionStatus::Recorded);
+            assert_eq!(s.allergies.items[0].substance, "PARACETAMOL");
+            assert_eq!(s.medications.items.len(), 2);
+            assert_eq!(s.problems.items.len(), 2);
+            assert_eq!(s.past_problems.items.len(), 2);
+            assert_eq!(s.procedures.items.len(), 1);
+        }
+    }
+    assert!(read > 0, "no CDA example in {}", dir.display());
+}
