@@ -293,7 +293,8 @@ fn judge<T>(section: &mut Section<T>, entries: usize, absent: bool, null_flavor:
         (SectionStatus::Unreadable, _) => "entries unreadable".into(),
         (SectionStatus::Conflicting, _) => "items next to a statement of absence".into(),
         (SectionStatus::Recorded, _) => "entries".into(),
-        (SectionStatus::NotRecorded, None) => "no entries".into(),
+        (SectionStatus::NotRecorded, None) if entries == 0 => "no entries".into(),
+        (SectionStatus::NotRecorded, None) => "no item and no statement of absence".into(),
     };
 }
 
@@ -328,6 +329,7 @@ impl Reader {
                             absent = true;
                             section.statements.push(statement);
                         }
+                        Some(Read::Noted(statement)) => section.statements.push(statement),
                         None => self.unreadable_entry(&mut section, path, i),
                     }
                 }
@@ -429,7 +431,10 @@ impl Reader {
 
 enum Read<T> {
     Item(T),
+    /// A statement that there is none (of the section's kind).
     Absent(String),
+    /// A statement worth showing that establishes nothing about the section as a whole.
+    Noted(String),
 }
 
 /// The first observation of an entry: directly, or inside a concern act.
@@ -455,10 +460,15 @@ fn allergy(entry: Node<'_, '_>) -> Option<Read<Allergy>> {
         .and_then(|p| child(p, "participantRole"))
         .and_then(|r| child(r, "playingEntity"))
         .and_then(|e| child(e, "code"));
+    let named_agent = agent.and_then(words);
+    if negated && let Some(agent) = &named_agent {
+        // "Not allergic to X" says nothing of the other substances: noted, never read as
+        // "no known allergies".
+        return Some(Read::Noted(format!("absence d'allergie à : {agent}")));
+    }
     if negated || stated_absent {
-        let said = agent
+        let said = code
             .and_then(words)
-            .or_else(|| code.and_then(words))
             .unwrap_or_else(|| "absence d'allergie".into());
         return Some(Read::Absent(if negated {
             format!("absence : {said}")

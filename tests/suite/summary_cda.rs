@@ -201,3 +201,23 @@ fn the_published_cda_examples_are_summarised_when_present() {
     }
     assert!(read > 0, "no CDA example in {}", dir.display());
 }
+
+/// "Not allergic to penicillin" is not "no known allergies": the section stays unknown.
+#[test]
+fn a_negated_specific_allergen_is_noted_never_read_as_no_known_allergies() {
+    let bytes = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/cda/absence-stated-sections-not-asked.xml"),
+    )
+    .unwrap()
+    .replace(
+        "<code code=\"ASSERTION\" codeSystem=\"2.16.840.1.113883.5.4\"/>",
+        "<code code=\"ASSERTION\" codeSystem=\"2.16.840.1.113883.5.4\"/><participant typeCode=\"CSM\"><participantRole><playingEntity><code code=\"764146007\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Pénicilline\"/></playingEntity></participantRole></participant>",
+    );
+    let s = summary::extract(bytes.as_bytes()).unwrap();
+    assert_eq!(s.allergies.status, SectionStatus::NotRecorded);
+    assert_eq!(
+        s.allergies.statements,
+        ["absence d'allergie à : Pénicilline"]
+    );
+}
