@@ -340,41 +340,14 @@ impl Reader {
                 self.allergies = Some(section);
             }
             Some("10160-0") => {
-                let mut section = section_shell::<Medication>(node);
-                for (i, entry) in entries.iter().enumerate() {
-                    match medication(*entry) {
-                        Some(item) => section.items.push(item),
-                        None => self.unreadable_entry(&mut section, path, i),
-                    }
-                }
-                judge(&mut section, entries.len(), false, null_flavor);
-                self.medications = Some(section);
+                self.medications = Some(self.plain(node, path, &entries, medication));
             }
-            Some(code @ ("11450-4" | "11348-0")) => {
-                let mut section = section_shell::<Problem>(node);
-                for (i, entry) in entries.iter().enumerate() {
-                    match problem(*entry) {
-                        Some(item) => section.items.push(item),
-                        None => self.unreadable_entry(&mut section, path, i),
-                    }
-                }
-                judge(&mut section, entries.len(), false, null_flavor);
-                if code == "11450-4" {
-                    self.problems = Some(section);
-                } else {
-                    self.past_problems = Some(section);
-                }
+            Some("11450-4") => self.problems = Some(self.plain(node, path, &entries, problem)),
+            Some("11348-0") => {
+                self.past_problems = Some(self.plain(node, path, &entries, problem));
             }
             Some("47519-4") => {
-                let mut section = section_shell::<Procedure>(node);
-                for (i, entry) in entries.iter().enumerate() {
-                    match procedure(*entry) {
-                        Some(item) => section.items.push(item),
-                        None => self.unreadable_entry(&mut section, path, i),
-                    }
-                }
-                judge(&mut section, entries.len(), false, null_flavor);
-                self.procedures = Some(section);
+                self.procedures = Some(self.plain(node, path, &entries, procedure));
             }
             _ => self.other_sections.push(OtherSection {
                 title: child(node, "title").map(text_of).and_then(non_empty),
@@ -383,6 +356,31 @@ impl Reader {
                 narrative: child(node, "text").map(text_of).and_then(non_empty),
             }),
         }
+    }
+
+    /// A section whose entries are items or unreadable (every kind but allergies, which
+    /// may also state an absence).
+    fn plain<T>(
+        &mut self,
+        node: Node<'_, '_>,
+        path: &str,
+        entries: &[Node<'_, '_>],
+        read: fn(Node<'_, '_>) -> Option<T>,
+    ) -> Section<T> {
+        let mut section = section_shell::<T>(node);
+        for (i, entry) in entries.iter().enumerate() {
+            match read(*entry) {
+                Some(item) => section.items.push(item),
+                None => self.unreadable_entry(&mut section, path, i),
+            }
+        }
+        judge(
+            &mut section,
+            entries.len(),
+            false,
+            node.attribute("nullFlavor"),
+        );
+        section
     }
 
     fn unreadable_entry<T>(&mut self, section: &mut Section<T>, path: &str, i: usize) {
