@@ -229,6 +229,10 @@ pub(crate) enum AccessError {
     /// No such grant for this desk and session (or it ended).
     #[error("no such grant for this session")]
     NoGrant,
+    /// The grant's document has no PDF to open (it is structured, or its content is not
+    /// a readable PDF).
+    #[error("the document of this grant has no PDF to open")]
+    NoDocument,
 }
 
 /// A fetched summary and where it came from.
@@ -430,6 +434,42 @@ impl BreakGlass {
         who: &Actorship<'_>,
         id: &str,
     ) -> Result<Delivered, AccessError> {
+        let (grant, fetched, read) = self.read_under(who, id).await?;
+        let receipt = self.audit.append(read).await?;
+        Ok(deliver(grant.view(), fetched, receipt))
+    }
+
+    /// The PDF of grant `id`'s document, when the record holds the summary only as an
+    /// unstructured document: recorded as a read of the record, like the summary.
+    pub(crate) async fn document(
+        &self,
+        who: &Actorship<'_>,
+        id: &str,
+    ) -> Result<Vec<u8>, AccessError> {
+        let (_grant, fetched, read) = self.read_under(who, id).await?;
+        let pdf = fetched.entry.summary.pdf().ok_or(AccessError::NoDocument)?;
+        let detail = ["document=application/pdf".to_owned()]
+            .into_iter()
+            .chain(read.detail.clone())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let receipt = self
+            .audit
+            .append(Event {
+                detail: Some(detail),
+                ..read
+            })
+            .await?;
+        Ok(released(pdf, receipt))
+    }
+
+    /// The summary of grant `id` fetched again (within the limits, failures recorded),
+    /// with the read event that must be recorded before anything of it is released.
+    async fn read_under(
+        &self,
+        who: &Actorship<'_>,
+        id: &str,
+    ) -> Result<(Grant, Fetched, Event), AccessError> {
         let grant = self.grant_for(who, id).ok_or(AccessError::NoGrant)?;
         let event = |kind, outcome| Event {
             actor: Some(who.actor()),
@@ -455,8 +495,7 @@ impl BreakGlass {
             event(EventKind::PatientRecordRead, Outcome::Success),
             &fetched,
         );
-        let receipt = self.audit.append(read).await?;
-        Ok(deliver(grant.view(), fetched, receipt))
+        Ok((grant, fetched, read))
     }
 
     /// Checks the access limits; a refusal is recorded as `refused(outcome)`.
@@ -861,13 +900,19 @@ fn failure_outcome(e: &UpstreamError) -> Outcome {
     }
 }
 
+/// `value`, released only against the receipt of its durable record.
+fn released<T>(value: T, _proof: Receipt) -> T {
+    value
+}
+
 fn deliver(grant: GrantView, fetched: Fetched, _proof: Receipt) -> Delivered {
     Delivered {
         grant,
         stale: fetched.source == Source::StaleCache,
         source: fetched.source,
         age_seconds: fetched.age.as_secs(),
-        summary: fetched.entry.summary,
+        // An unstructured document's PDF has its own route.
+        summary: fetched.entry.summary.without_content(),
     }
 }
 

@@ -15,9 +15,10 @@ use crate::summary::{self, CriticalSummary, Section, SectionStatus};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum SummaryCommand {
-    /// Print the critical summary of an IPS bundle file ("-" reads stdin).
+    /// Print the critical summary of a document file ("-" reads stdin): an IPS bundle
+    /// (FHIR R4 JSON) or a CDA R2 document (XML), told apart by their content.
     Show {
-        /// The bundle (FHIR R4 JSON).
+        /// The document (FHIR R4 JSON or CDA R2 XML).
         file: PathBuf,
         /// Print the summary as the API returns it (JSON).
         #[arg(long)]
@@ -30,7 +31,8 @@ pub(super) fn run(command: SummaryCommand) -> Result<ExitCode, Failure> {
     let bytes = read(&file)?;
     match summary::extract(&bytes) {
         Ok(found) if json => {
-            let text = serde_json::to_string_pretty(&found).context("cannot encode the summary")?;
+            let text = serde_json::to_string_pretty(&found.without_content())
+                .context("cannot encode the summary")?;
             println!("{text}");
             Ok(ExitCode::SUCCESS)
         }
@@ -65,9 +67,15 @@ fn human(s: &CriticalSummary) -> String {
     let mut out = String::new();
     let doc = &s.document;
     out.push_str(&format!(
-        "document: {} ({}), date {}, by {}{}\n",
+        "document: {} ({} {}{}), date {}, by {}{}\n",
         doc.title.as_deref().unwrap_or("untitled"),
-        doc.bundle_type,
+        doc.format,
+        doc.template.as_deref().unwrap_or("unrecognised"),
+        if doc.bundle_type == "cda-unstructured" {
+            ", unstructured"
+        } else {
+            ""
+        },
         doc.date.as_deref().unwrap_or("unknown"),
         if doc.authors.is_empty() {
             "unknown".to_owned()
@@ -97,6 +105,23 @@ fn human(s: &CriticalSummary) -> String {
         };
         format!("{}{dose}", m.name)
     });
+    if let Some(d) = &s.dispensations {
+        section(
+            &mut out,
+            "DISPENSED (reimbursement history, not the current treatment)",
+            d,
+            |d| {
+                format!(
+                    "{}{}",
+                    d.name,
+                    d.date
+                        .as_deref()
+                        .map(|date| format!(" (dispensed {date})"))
+                        .unwrap_or_default()
+                )
+            },
+        );
+    }
     section(&mut out, "PROBLEMS", &s.problems, |p| p.name.clone());
     section(&mut out, "PAST PROBLEMS", &s.past_problems, |p| {
         p.name.clone()
@@ -111,6 +136,11 @@ fn human(s: &CriticalSummary) -> String {
                 .unwrap_or_default()
         )
     });
+    if let Some(a) = &s.advance_directives {
+        section(&mut out, "ADVANCE DIRECTIVES", a, |o| {
+            format!("{}: {}", o.name, o.value.as_deref().unwrap_or("-"))
+        });
+    }
     if let Some(i) = &s.immunizations {
         section(&mut out, "IMMUNIZATIONS", i, |i| i.vaccine.clone());
     }
@@ -121,6 +151,23 @@ fn human(s: &CriticalSummary) -> String {
         section(&mut out, "PREGNANCY", p, |o| {
             format!("{}: {}", o.name, o.value.as_deref().unwrap_or("-"))
         });
+    }
+    if let Some(body) = &s.unstructured {
+        out.push_str(&format!(
+            "UNSTRUCTURED DOCUMENT: {}, {} bytes{}\n",
+            body.media_type,
+            body.size,
+            if body.by_reference {
+                ", content only referenced"
+            } else {
+                ""
+            }
+        ));
+        if let Some(text) = &body.text {
+            for line in text.lines() {
+                out.push_str(&format!("  | {line}\n"));
+            }
+        }
     }
     for other in &s.other_sections {
         out.push_str(&format!(

@@ -450,9 +450,20 @@ async fn summary(
             "the patient opposed this access mode",
         );
     }
+    // The record's CDA documents are XML; bundles are FHIR JSON.
+    let xml = loaded
+        .bundle
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'<');
+    let content_type = if xml {
+        "application/xml"
+    } else {
+        "application/fhir+json"
+    };
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/fhir+json")],
+        [(header::CONTENT_TYPE, content_type)],
         loaded.bundle.as_ref().clone(),
     )
         .into_response()

@@ -149,6 +149,55 @@ pub(super) async fn reread(acting: Acting, Segment(grant_id): Segment<String>) -
     no_store(result.map(|d| Json(d).into_response()))
 }
 
+/// What the browser's own PDF viewer needs of the PDF's answer, and nothing more: the
+/// document itself as plugin data and the viewer wrapper's inline styles; no script, no
+/// other origin, no framing. The application's pages keep their own, stricter policy.
+const PDF_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; object-src 'self'; \
+     style-src 'unsafe-inline'; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
+/// The PDF of an unstructured document released under a grant, opened in the browser's
+/// own viewer; recorded as a read of the record before it leaves.
+#[utoipa::path(get, path = "/api/v1/grants/{grant_id}/document", tag = "access", security(("workstationCertificate" = [], "sessionCookie" = []), ("workstationCertificate" = [], "sessionBearer" = [])),
+    params(("grant_id" = String, Path, description = "The grant's random id")),
+    responses((status = 200, description = "The document's PDF", content_type = "application/pdf", body = Vec<u8>),
+              (status = 401, description = "No open session at this desk", body = ApiError),
+              (status = 404, description = "No such grant for this session, or its document has no PDF", body = ApiError),
+              (status = 429, description = "Rate limit (Retry-After)", body = ApiError),
+              (status = 503, description = "Record service unavailable and no usable copy", body = ApiError)))]
+pub(super) async fn document(acting: Acting, Segment(grant_id): Segment<String>) -> Response {
+    let result = match acting.access() {
+        Ok(access) => match access.document(&acting.who(), &grant_id).await {
+            Ok(_) if !acting.still_open() => {
+                let ended = access
+                    .end_for(&acting.who(), &grant_id, "session_ended_before_release")
+                    .await;
+                if let Err(e) = ended {
+                    tracing::info!(error = %e, "grant already ended with the session");
+                }
+                Err(no_session())
+            }
+            Ok(pdf) => Ok(pdf),
+            Err(e) => Err(refusal(e)),
+        },
+        Err(e) => Err(e),
+    };
+    no_store(result.map(|pdf| {
+        (
+            [
+                (header::CONTENT_TYPE, "application/pdf"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "inline; filename=\"document.pdf\"",
+                ),
+                (header::CONTENT_SECURITY_POLICY, PDF_CONTENT_SECURITY_POLICY),
+            ],
+            pdf,
+        )
+            .into_response()
+    }))
+}
+
 /// Ends a grant now (recorded as "break-glass stopped").
 #[utoipa::path(delete, path = "/api/v1/grants/{grant_id}", tag = "access", security(("workstationCertificate" = [], "sessionCookie" = [], "csrfHeader" = []), ("workstationCertificate" = [], "sessionBearer" = [])),
     params(("grant_id" = String, Path, description = "The grant's random id")),
@@ -240,6 +289,12 @@ fn refusal(e: AccessError) -> ApiError {
             "random_unavailable",
             e.to_string(),
             "La passerelle est indisponible (générateur aléatoire). Prévenez l'informatique du centre.",
+        ),
+        AccessError::NoDocument => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_document",
+            "the document of this grant has no PDF to open",
+            "Ce document n'a pas de fichier PDF à ouvrir.",
         ),
         AccessError::NoGrant => ApiError::new(
             StatusCode::NOT_FOUND,

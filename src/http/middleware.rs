@@ -137,10 +137,12 @@ pub(super) async fn observe(
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(super::web::CONTENT_SECURITY_POLICY),
-    );
+    // Only the grant's PDF sets its own (narrower in what it allows to run: nothing).
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            super::web::CONTENT_SECURITY_POLICY,
+        ));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

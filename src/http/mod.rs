@@ -262,6 +262,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(session_routes::put_roster))
         .routes(routes!(access_routes::break_glass))
         .routes(routes!(access_routes::reread))
+        .routes(routes!(access_routes::document))
         .routes(routes!(access_routes::close))
         .routes(routes!(access_routes::search))
         .routes(routes!(compliance_routes::pending))

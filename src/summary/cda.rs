@@ -14,14 +14,18 @@
 use roxmltree::{Document, Node, ParsingOptions};
 
 use super::{
-    Allergy, Code, CriticalSummary, DocumentDefects, DocumentInfo, DocumentPatient, Medication,
-    OtherSection, Problem, Procedure, Section, SectionStatus, SummaryError,
+    Allergy, Code, CriticalSummary, Device, Dispensation, DocumentDefects, DocumentInfo,
+    DocumentPatient, Immunization, Medication, Observation, OtherSection, Problem, Procedure,
+    Section, SectionStatus, SummaryError, Unstructured,
 };
 
 const HL7: &str = "urn:hl7-org:v3";
 const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
 /// Real documents nest sections and entries a few dozen levels deep at most.
 const MAX_DEPTH: usize = 128;
+/// Codes, dates and names: no attribute of a real document comes near (content, a PDF
+/// included, is element text).
+const MAX_ATTRIBUTE_BYTES: usize = 64 * 1024;
 /// Far above the largest real summary (a few thousand entries).
 const MAX_NODES: u32 = 4_000_000;
 /// The INS OIDs share this prefix (docs/domain.md §4).
@@ -62,20 +66,23 @@ pub(super) fn extract(bytes: &[u8]) -> Result<CriticalSummary, SummaryError> {
                 ))
         )));
     }
-    let mut reader = Reader::default();
+    let shape = Shape::of(root);
+    let mut reader = Reader {
+        shape,
+        ..Reader::default()
+    };
     let body = child(root, "component");
     let structured = body.and_then(|c| child(c, "structuredBody"));
     let unstructured = body.and_then(|c| child(c, "nonXMLBody"));
+    let mut content = None;
     if let Some(body) = structured {
         for component in children(body, "component") {
             if let Some(section) = child(component, "section") {
                 reader.section(section, "component/structuredBody/component/section");
             }
         }
-    } else if unstructured.is_some() {
-        reader.warnings.push(
-            "the document is unstructured (CDA level 1: nonXMLBody): no section can be read".into(),
-        );
+    } else if let Some(body) = unstructured {
+        content = Some(reader.unstructured(body));
     } else {
         return Err(SummaryError::NotACda(
             "the document has neither a structuredBody nor a nonXMLBody".into(),
@@ -86,16 +93,137 @@ pub(super) fn extract(bytes: &[u8]) -> Result<CriticalSummary, SummaryError> {
     } else {
         "cda"
     };
-    Ok(reader.finish(header(root, kind), patient(root)))
+    let mut summary = reader.finish(header(root, kind, shape), patient(root));
+    if content.is_some() {
+        for basis in [
+            &mut summary.allergies.basis,
+            &mut summary.medications.basis,
+            &mut summary.problems.basis,
+            &mut summary.past_problems.basis,
+            &mut summary.procedures.basis,
+        ] {
+            "unstructured document (nonXMLBody): no section to read".clone_into(basis);
+        }
+    }
+    summary.unstructured = content;
+    Ok(summary)
 }
 
-/// Refuses nesting deeper than [`MAX_DEPTH`], walking each node once.
+/// The kinds of document the national record holds summaries in (docs/summary.md, "CDA
+/// documents"): the same section code means different things in different kinds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Shape {
+    /// IPS-FR "synthèse médicale".
+    IpsFr,
+    /// The older VSM "volet de synthèse médicale".
+    Vsm,
+    /// DLU, the EHPAD's emergency liaison file.
+    Dlu,
+    /// Liaison letter at discharge from a hospital.
+    LdlSes,
+    /// The health insurance's reimbursement history.
+    Hr,
+    /// A CDA document of another kind: sections read by their codes alone.
+    #[default]
+    Other,
+}
+
+impl Shape {
+    /// Recognised from the document's templateIds first, then from its type code.
+    fn of(root: Node<'_, '_>) -> Self {
+        let templates: Vec<&str> = children(root, "templateId")
+            .filter_map(|t| t.attribute("root"))
+            .collect();
+        let by_template = DOCUMENT_TEMPLATES
+            .iter()
+            .find(|(root, _)| templates.contains(root))
+            .map(|(_, shape)| *shape);
+        let code = child(root, "code").and_then(|c| c.attribute("code"));
+        by_template.unwrap_or(match code {
+            Some("60591-5") => Self::IpsFr,
+            Some("SYNTH") => Self::Vsm,
+            Some("74207-2") => Self::Dlu,
+            Some("11490-0") => Self::LdlSes,
+            Some("REMB") => Self::Hr,
+            _ => Self::Other,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::IpsFr => "IPS-FR",
+            Self::Vsm => "VSM",
+            Self::Dlu => "DLU",
+            Self::LdlSes => "LDL-SES",
+            Self::Hr => "HR",
+            Self::Other => "CDA",
+        }
+    }
+
+    /// What a section coded `code` holds in a document of this kind.
+    fn meaning(self, code: &str) -> Meaning {
+        match code {
+            // A reimbursement history lists what pharmacies handed out: never the
+            // treatment the patient is on.
+            "10160-0" if self == Self::Hr => Meaning::Dispensations,
+            "10160-0" => Meaning::Medications,
+            // "Traitement au long cours" in a VSM; a care plan in an IPS-FR, palliative
+            // care in a DLU.
+            "18776-5" if self == Self::Vsm => Meaning::Medications,
+            "11450-4" => Meaning::Problems,
+            "11348-0" => Meaning::PastProblems,
+            "47519-4" => Meaning::Procedures,
+            "11369-6" => Meaning::Immunizations,
+            "46264-8" => Meaning::Devices,
+            "10162-6" => Meaning::Pregnancy,
+            "42348-3" => Meaning::AdvanceDirectives,
+            _ => Meaning::Other,
+        }
+    }
+}
+
+/// Where a section's content goes in the summary (allergies are decided before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Meaning {
+    Medications,
+    Dispensations,
+    Problems,
+    PastProblems,
+    Procedures,
+    Immunizations,
+    Devices,
+    Pregnancy,
+    AdvanceDirectives,
+    Other,
+}
+
+/// Document templateIds of the French content profiles (docs/summary.md lists them).
+const DOCUMENT_TEMPLATES: &[(&str, Shape)] = &[
+    ("1.2.250.1.213.1.1.1.51", Shape::IpsFr),
+    ("1.2.250.1.213.1.1.1.13", Shape::Vsm),
+    ("1.2.250.1.213.1.1.1.25", Shape::Dlu),
+    ("1.2.250.1.213.1.1.1.29", Shape::LdlSes),
+    ("1.2.250.1.213.1.1.1.47", Shape::Hr),
+];
+
+/// Refuses nesting deeper than [`MAX_DEPTH`] and attributes longer than
+/// [`MAX_ATTRIBUTE_BYTES`], walking each node once.
 fn check_depth(root: Node<'_, '_>) -> Result<(), SummaryError> {
     let mut stack = vec![(root, 0usize)];
     while let Some((node, depth)) = stack.pop() {
         if depth > MAX_DEPTH {
             return Err(SummaryError::Xml(format!(
                 "elements nested deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        if let Some(long) = node
+            .attributes()
+            .find(|a| a.value().len() > MAX_ATTRIBUTE_BYTES)
+        {
+            return Err(SummaryError::Xml(format!(
+                "attribute {} of element {} is longer than {MAX_ATTRIBUTE_BYTES} bytes",
+                long.name(),
+                node.tag_name().name()
             )));
         }
         stack.extend(
@@ -167,7 +295,7 @@ fn words(node: Node<'_, '_>) -> Option<String> {
         })
 }
 
-fn header(root: Node<'_, '_>, kind: &str) -> DocumentInfo {
+fn header(root: Node<'_, '_>, kind: &str, shape: Shape) -> DocumentInfo {
     let person = |n: Node<'_, '_>| {
         let name = child(n, "name")?;
         let given: Vec<String> = children(name, "given").map(text_of).collect();
@@ -207,6 +335,9 @@ fn header(root: Node<'_, '_>, kind: &str) -> DocumentInfo {
         });
     DocumentInfo {
         bundle_type: kind.to_owned(),
+        format: "cda".into(),
+        template: Some(shape.name().into()),
+        type_code: child(root, "code").and_then(|c| codes(c).into_iter().next()),
         title,
         date: child(root, "effectiveTime").and_then(|t| t.attribute("value").map(str::to_owned)),
         timestamp: None,
@@ -246,6 +377,7 @@ fn patient(root: Node<'_, '_>) -> Option<DocumentPatient> {
 /// What the sections of one document yield.
 #[derive(Default)]
 struct Reader {
+    shape: Shape,
     allergies: Option<Section<Allergy>>,
     /// Entries and statements of absence over every allergy-like section read so far.
     allergy_entries: usize,
@@ -254,8 +386,14 @@ struct Reader {
     problems: Option<Section<Problem>>,
     past_problems: Option<Section<Problem>>,
     procedures: Option<Section<Procedure>>,
+    immunizations: Option<Section<Immunization>>,
+    devices: Option<Section<Device>>,
+    pregnancy: Option<Section<Observation>>,
+    advance_directives: Option<Section<Observation>>,
+    dispensations: Option<Section<Dispensation>>,
     other_sections: Vec<OtherSection>,
     unreadable: usize,
+    bad_attachments: usize,
     warnings: Vec<String>,
 }
 
@@ -302,14 +440,24 @@ impl Reader {
     fn section(&mut self, node: Node<'_, '_>, path: &str) {
         let code = child(node, "code").and_then(|c| c.attribute("code"));
         // Sections that only wrap others (as a VSM does) are read through.
-        for (i, nested) in children(node, "component")
+        let mut nested = 0;
+        for (i, inner) in children(node, "component")
             .filter_map(|c| child(c, "section"))
             .enumerate()
         {
-            self.section(nested, &format!("{path}/component[{i}]/section"));
+            self.section(inner, &format!("{path}/component[{i}]/section"));
+            nested += 1;
         }
         let entries: Vec<Node<'_, '_>> = children(node, "entry").collect();
         let null_flavor = node.attribute("nullFlavor");
+        let narrative = child(node, "text").map(text_of).and_then(non_empty);
+        if nested > 0 && entries.is_empty() && null_flavor.is_none() {
+            // A wrapper: its own text, if any, is kept; it claims nothing of its own.
+            if narrative.is_some() {
+                self.other(node, code, 0);
+            }
+            return;
+        }
         match code {
             // Adverse drug effects are what a physician about to prescribe must see with the
             // allergies: one section, in document order.
@@ -339,23 +487,56 @@ impl Reader {
                 self.allergies_absent = absent;
                 self.allergies = Some(section);
             }
-            Some("10160-0") => {
-                self.medications = Some(self.plain(node, path, &entries, medication));
-            }
-            Some("11450-4") => self.problems = Some(self.plain(node, path, &entries, problem)),
-            Some("11348-0") => {
-                self.past_problems = Some(self.plain(node, path, &entries, problem));
-            }
-            Some("47519-4") => {
-                self.procedures = Some(self.plain(node, path, &entries, procedure));
-            }
-            _ => self.other_sections.push(OtherSection {
-                title: child(node, "title").map(text_of).and_then(non_empty),
-                code: code.map(str::to_owned),
-                entries: entries.len(),
-                narrative: child(node, "text").map(text_of).and_then(non_empty),
-            }),
+            Some(code) => match self.shape.meaning(code) {
+                Meaning::Medications => {
+                    let read = self.plain(node, path, &entries, medication);
+                    merge(&mut self.medications, read);
+                }
+                Meaning::Dispensations => {
+                    let read = self.plain(node, path, &entries, dispensation);
+                    merge(&mut self.dispensations, read);
+                }
+                Meaning::Problems => {
+                    let read = self.plain(node, path, &entries, problem);
+                    merge(&mut self.problems, read);
+                }
+                Meaning::PastProblems => {
+                    let read = self.plain(node, path, &entries, problem);
+                    merge(&mut self.past_problems, read);
+                }
+                Meaning::Procedures => {
+                    let read = self.plain(node, path, &entries, procedure);
+                    merge(&mut self.procedures, read);
+                }
+                Meaning::Immunizations => {
+                    let read = self.plain(node, path, &entries, immunization);
+                    merge(&mut self.immunizations, read);
+                }
+                Meaning::Devices => {
+                    let read = self.plain(node, path, &entries, device);
+                    merge(&mut self.devices, read);
+                }
+                Meaning::Pregnancy => {
+                    let read = self.plain(node, path, &entries, observed);
+                    merge(&mut self.pregnancy, read);
+                }
+                Meaning::AdvanceDirectives => {
+                    let read = self.plain(node, path, &entries, observed);
+                    merge(&mut self.advance_directives, read);
+                }
+                Meaning::Other => self.other(node, Some(code), entries.len()),
+            },
+            None => self.other(node, None, entries.len()),
         }
+    }
+
+    fn other(&mut self, node: Node<'_, '_>, code: Option<&str>, entries: usize) {
+        self.other_sections.push(OtherSection {
+            title: child(node, "title").map(text_of).and_then(non_empty),
+            code: code.map(str::to_owned),
+            entries,
+            narrative: child(node, "text").map(text_of).and_then(non_empty),
+        });
     }
 
     /// A section whose entries are items or unreadable (every kind but allergies, which
@@ -381,6 +562,97 @@ impl Reader {
             node.attribute("nullFlavor"),
         );
         section
+    }
+
+    /// The content of a level-1 body: text kept to show inline, a PDF kept to serve under
+    /// the grant, anything else described but not shown.
+    fn unstructured(&mut self, body: Node<'_, '_>) -> Unstructured {
+        use base64::Engine as _;
+        self.warnings.push(
+            "the document is unstructured (CDA level 1: nonXMLBody): no section can be read".into(),
+        );
+        let text = child(body, "text");
+        let declared = text
+            .and_then(|t| t.attribute("mediaType"))
+            .unwrap_or("text/plain")
+            .to_ascii_lowercase();
+        // The media type is echoed to the page and the logs: only a plain token passes.
+        let media_type = if declared.len() <= 64
+            && declared.contains('/')
+            && declared
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/.+-".contains(&b))
+        {
+            declared
+        } else {
+            "application/octet-stream".to_owned()
+        };
+        let mut out = Unstructured {
+            media_type,
+            size: 0,
+            text: None,
+            pdf: false,
+            by_reference: false,
+            content: None,
+        };
+        let Some(text) = text else {
+            self.warnings
+                .push("component/nonXMLBody: no text element, nothing to show".into());
+            return out;
+        };
+        let raw: String = text
+            .children()
+            .filter(Node::is_text)
+            .filter_map(|t| t.text())
+            .collect();
+        if raw.trim().is_empty() {
+            out.by_reference = child(text, "reference").is_some();
+            self.warnings.push(if out.by_reference {
+                "component/nonXMLBody/text: the content is only referenced, not held in the document".into()
+            } else {
+                "component/nonXMLBody/text: empty".into()
+            });
+            return out;
+        }
+        let bytes = if text.attribute("representation") == Some("B64") {
+            let compact: String = raw.split_ascii_whitespace().collect();
+            match base64::engine::general_purpose::STANDARD.decode(compact) {
+                Ok(bytes) => bytes,
+                Err(_) => {
+                    self.bad_attachments += 1;
+                    self.warnings
+                        .push("component/nonXMLBody/text: the content is not valid base64".into());
+                    return out;
+                }
+            }
+        } else {
+            raw.into_bytes()
+        };
+        out.size = bytes.len();
+        match out.media_type.as_str() {
+            "application/pdf" if bytes.starts_with(b"%PDF-") => {
+                out.pdf = true;
+                out.content = Some(base64::engine::general_purpose::STANDARD.encode(&bytes));
+            }
+            "application/pdf" => {
+                self.bad_attachments += 1;
+                self.warnings.push(
+                    "component/nonXMLBody/text: declared application/pdf but is not a PDF".into(),
+                );
+            }
+            "text/plain" => match String::from_utf8(bytes) {
+                Ok(text) => out.text = Some(text),
+                Err(_) => {
+                    self.bad_attachments += 1;
+                    self.warnings
+                        .push("component/nonXMLBody/text: the text is not UTF-8".into());
+                }
+            },
+            other => self.warnings.push(format!(
+                "component/nonXMLBody/text: content of type {other} is not shown"
+            )),
+        }
+        out
     }
 
     fn unreadable_entry<T>(&mut self, section: &mut Section<T>, path: &str, i: usize) {
@@ -414,12 +686,16 @@ impl Reader {
             problems: self.problems.unwrap_or_else(|| absent("11450-4")),
             past_problems: self.past_problems.unwrap_or_else(|| absent("11348-0")),
             procedures: self.procedures.unwrap_or_else(|| absent("47519-4")),
-            immunizations: None,
-            devices: None,
-            pregnancy: None,
+            immunizations: self.immunizations,
+            devices: self.devices,
+            pregnancy: self.pregnancy,
+            advance_directives: self.advance_directives,
+            dispensations: self.dispensations,
+            unstructured: None,
             other_sections: self.other_sections,
             defects: DocumentDefects {
                 unreadable_entries: self.unreadable,
+                bad_attachments: self.bad_attachments,
                 ..DocumentDefects::default()
             },
             warnings: self.warnings,
@@ -600,5 +876,167 @@ fn procedure(entry: Node<'_, '_>) -> Option<Procedure> {
                     .or_else(|| child(t, "low")?.attribute("value"))
             })
             .map(str::to_owned),
+    })
+}
+
+/// `read` added to what `slot` already holds: a document may split one kind over several
+/// sections (a VSM's treatments and long-term treatment). Items from both are kept; an
+/// item next to a statement of absence makes the whole conflicting.
+fn merge<T>(slot: &mut Option<Section<T>>, read: Section<T>) {
+    let Some(held) = slot else {
+        *slot = Some(read);
+        return;
+    };
+    use SectionStatus::{Conflicting, NoneKnown, NotRecorded, Recorded, Unreadable};
+    let status = match (held.status, read.status) {
+        (Conflicting, _) | (_, Conflicting) => Conflicting,
+        (Recorded, NoneKnown) | (NoneKnown, Recorded) => Conflicting,
+        (Recorded, _) | (_, Recorded) => Recorded,
+        (NoneKnown, _) | (_, NoneKnown) => NoneKnown,
+        (Unreadable, _) | (_, Unreadable) => Unreadable,
+        (NotRecorded, NotRecorded) => NotRecorded,
+    };
+    if status != held.status {
+        held.basis = if status == read.status {
+            read.basis
+        } else {
+            "items in one section, a statement of absence in another".into()
+        };
+    }
+    held.status = status;
+    held.items.extend(read.items);
+    held.statements.extend(read.statements);
+    held.unreadable_entries += read.unreadable_entries;
+    held.narrative = match (held.narrative.take(), read.narrative) {
+        (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
+        (a, b) => a.or(b),
+    };
+    if held.title.is_none() {
+        held.title = read.title;
+    }
+}
+
+/// The date an act happened: `effectiveTime@value`, else its `low`.
+fn when(node: Node<'_, '_>) -> Option<String> {
+    children(node, "effectiveTime")
+        .find_map(|t| {
+            t.attribute("value")
+                .or_else(|| child(t, "low").and_then(|l| l.attribute("value")))
+        })
+        .map(str::to_owned)
+}
+
+/// The product an act is about: its code's words, else the material's name.
+fn material(product: Node<'_, '_>) -> Option<(String, Vec<Code>)> {
+    let material =
+        child(product, "manufacturedProduct").and_then(|p| child(p, "manufacturedMaterial"))?;
+    let code = child(material, "code");
+    let name = code
+        .and_then(words)
+        .or_else(|| child(material, "name").map(text_of).and_then(non_empty))?;
+    Some((name, code.map(codes).unwrap_or_default()))
+}
+
+/// A dispensation of a reimbursement history: a `supply` (IHE PCC) or a
+/// `substanceAdministration` carrying one, with its product and date.
+fn dispensation(entry: Node<'_, '_>) -> Option<Dispensation> {
+    let act = child(entry, "supply").or_else(|| {
+        child(entry, "substanceAdministration").map(|a| {
+            children(a, "entryRelationship")
+                .find_map(|r| child(r, "supply"))
+                .unwrap_or(a)
+        })
+    })?;
+    let (name, codes) = child(act, "product")
+        .or_else(|| child(act, "consumable"))
+        .and_then(material)
+        .or_else(|| {
+            // A supply nested in an administration names the product on the
+            // administration.
+            act.parent_element()
+                .and_then(|r| r.parent_element())
+                .and_then(|a| child(a, "consumable"))
+                .and_then(material)
+        })?;
+    let quantity = child(act, "quantity")
+        .map(|q| {
+            [q.attribute("value"), q.attribute("unit")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .and_then(non_empty);
+    Some(Dispensation {
+        name,
+        codes,
+        date: when(act),
+        quantity,
+    })
+}
+
+/// A vaccination: a `substanceAdministration` of a vaccine. One recorded as not given
+/// (`negationInd`) is not a vaccination.
+fn immunization(entry: Node<'_, '_>) -> Option<Immunization> {
+    let administration = child(entry, "substanceAdministration")?;
+    if administration.attribute("negationInd") == Some("true") {
+        return None;
+    }
+    let (vaccine, codes) = child(administration, "consumable").and_then(material)?;
+    Some(Immunization {
+        vaccine,
+        codes,
+        status: child(administration, "statusCode")
+            .and_then(|s| s.attribute("code"))
+            .map(str::to_owned),
+        date: when(administration),
+    })
+}
+
+/// A medical device: the `playingDevice` of a `supply` (or of any act naming one).
+fn device(entry: Node<'_, '_>) -> Option<Device> {
+    let device = entry.descendants().find(|n| is(n, "playingDevice"))?;
+    let code = child(device, "code");
+    let name = code.and_then(words).or_else(|| {
+        child(device, "manufacturerModelName")
+            .map(text_of)
+            .and_then(non_empty)
+    })?;
+    Some(Device {
+        name,
+        codes: code.map(codes).unwrap_or_default(),
+    })
+}
+
+/// A plain observation (pregnancy status, an advance directive): what, its value as text,
+/// when.
+fn observed(entry: Node<'_, '_>) -> Option<Observation> {
+    let observation = observation(entry).or_else(|| {
+        child(entry, "organizer")
+            .into_iter()
+            .flat_map(|o| children(o, "component"))
+            .find_map(|c| child(c, "observation"))
+    })?;
+    let name = child(observation, "code").and_then(words)?;
+    let value = child(observation, "value").and_then(|v| {
+        words(v)
+            .or_else(|| {
+                let amount = v.attribute("value")?;
+                Some(match v.attribute("unit") {
+                    Some(unit) if unit != "1" => format!("{amount} {unit}"),
+                    _ => amount.to_owned(),
+                })
+            })
+            .or_else(|| non_empty(text_of(v)))
+    });
+    let negated = observation.attribute("negationInd") == Some("true");
+    Some(Observation {
+        name: if negated {
+            format!("non : {name}")
+        } else {
+            name
+        },
+        value,
+        date: when(observation),
     })
 }

@@ -104,6 +104,17 @@ pub struct CriticalSummary {
     pub devices: Option<Section<Device>>,
     /// Pregnancy status, when the document has the section.
     pub pregnancy: Option<Section<Observation>>,
+    /// Advance directives (limits of care, designated person), when the document has the
+    /// section.
+    #[serde(default)]
+    pub advance_directives: Option<Section<Observation>>,
+    /// Medicines dispensed by pharmacies, from a reimbursement history: what was handed
+    /// out and when, never to be read as the current treatment.
+    #[serde(default)]
+    pub dispensations: Option<Section<Dispensation>>,
+    /// The content of an unstructured document (a PDF or text wrapped in CDA, level 1).
+    #[serde(default)]
+    pub unstructured: Option<Unstructured>,
     /// Every other section, by title with its narrative as text.
     pub other_sections: Vec<OtherSection>,
     /// Defects of the document, counted (the physician's screen says the summary may be
@@ -146,8 +157,20 @@ impl DocumentDefects {
 /// Provenance of the document.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct DocumentInfo {
-    /// `document` or `searchset` (some servers answer `$summary` with a search set).
+    /// `document` or `searchset` (some servers answer `$summary` with a search set);
+    /// `cda`, or `cda-unstructured` for a level-1 CDA document.
     pub bundle_type: String,
+    /// `fhir` for a bundle, `cda` for a CDA R2 document.
+    #[serde(default = "fhir_format")]
+    pub format: String,
+    /// The shape recognised from the document's templates and type: `IPS-FR`, `VSM`,
+    /// `DLU`, `LDL-SES`, `HR` (reimbursement history), `CDA` when none is; `IPS` for a
+    /// bundle.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// The document's type as written (LOINC `60591-5`, `SYNTH`, `REMB`…).
+    #[serde(default)]
+    pub type_code: Option<Code>,
     /// Composition title.
     pub title: Option<String>,
     /// Composition date (when the summary was written).
@@ -158,6 +181,10 @@ pub struct DocumentInfo {
     pub authors: Vec<String>,
     /// The organisation keeping the document.
     pub custodian: Option<String>,
+}
+
+fn fhir_format() -> String {
+    "fhir".into()
 }
 
 /// Identity traits as written in the document (of its subject, not of other persons).
@@ -339,6 +366,40 @@ pub struct Observation {
     pub date: Option<String>,
 }
 
+/// A medicine handed out by a pharmacy (reimbursement history).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Dispensation {
+    /// The product, in the source's words.
+    pub name: String,
+    /// Its codes (CIP13, CIS, ATC).
+    pub codes: Vec<Code>,
+    /// When it was dispensed, as written.
+    pub date: Option<String>,
+    /// How much, as written (boxes, units).
+    pub quantity: Option<String>,
+}
+
+/// The content of an unstructured document. A PDF is kept for the grant's document route
+/// and never travels inside the summary's JSON ([`CriticalSummary::without_content`]).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct Unstructured {
+    /// The declared media type (`application/pdf`, `text/plain`…).
+    pub media_type: String,
+    /// Size of the content in bytes (0 when only referenced).
+    pub size: usize,
+    /// The text of a `text/plain` document, shown inline.
+    pub text: Option<String>,
+    /// Whether a PDF is available from the grant's document route.
+    pub pdf: bool,
+    /// The document only points to its content elsewhere (`reference`): nothing to show.
+    pub by_reference: bool,
+    /// The PDF's bytes (base64), kept with the sealed copy; removed before the summary
+    /// leaves the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub content: Option<String>,
+}
+
 /// A section the summary does not model: title and narrative.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct OtherSection {
@@ -389,6 +450,26 @@ pub fn extract(bytes: &[u8]) -> Result<CriticalSummary, SummaryError> {
     sections::from_bundle(root)
 }
 
+impl CriticalSummary {
+    /// The summary as it leaves the gateway: an unstructured document's PDF is served
+    /// by its own route, not inside the summary.
+    pub fn without_content(mut self) -> Self {
+        if let Some(body) = &mut self.unstructured {
+            body.content = None;
+        }
+        self
+    }
+
+    /// The PDF of an unstructured document, decoded.
+    pub fn pdf(&self) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let content = self.unstructured.as_ref()?.content.as_ref()?;
+        base64::engine::general_purpose::STANDARD
+            .decode(content)
+            .ok()
+    }
+}
+
 fn validate_name(kind: &str) -> String {
     kind.chars()
         .take(64)
@@ -407,6 +488,8 @@ redacted_debug!(
     Device,
     Observation,
     OtherSection,
+    Dispensation,
+    Unstructured,
     Code
 );
 

@@ -156,6 +156,9 @@ pub(super) fn from_bundle(root: &Object) -> Result<CriticalSummary, SummaryError
             (
                 DocumentInfo {
                     bundle_type: bundle_type.clone(),
+                    format: "fhir".into(),
+                    template: Some("IPS".into()),
+                    type_code: None,
                     title: None,
                     date: None,
                     timestamp: None,
@@ -335,6 +338,9 @@ fn assemble<'a>(
         immunizations,
         devices,
         pregnancy,
+        advance_directives: None,
+        dispensations: None,
+        unstructured: None,
         other_sections,
         defects: DocumentDefects::default(),
         warnings: Vec::new(),
@@ -755,6 +761,12 @@ fn document_info(
     }
     DocumentInfo {
         bundle_type: bundle_type.into(),
+        format: "fhir".into(),
+        template: Some("IPS".into()),
+        type_code: composition
+            .get("type")
+            .map(codings)
+            .and_then(|c| c.into_iter().next()),
         title: text(composition, "title"),
         date,
         timestamp: None,

@@ -186,11 +186,19 @@ impl FhirClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_ascii_lowercase();
-        if !(content_type.starts_with("application/fhir+json")
-            || content_type.starts_with("application/json"))
-        {
+        // FHIR JSON, or a CDA document (XML): the document's own first byte then decides
+        // how it is read, and a mismatch is refused by that reader.
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        if !matches!(
+            media,
+            "application/fhir+json"
+                | "application/json"
+                | "application/xml"
+                | "text/xml"
+                | "application/hl7-cda+xml"
+        ) {
             return Err(Failure::Final(UpstreamError::Malformed(format!(
-                "content type '{}' is not FHIR JSON",
+                "content type '{}' is neither FHIR JSON nor XML",
                 content_type.chars().take(60).collect::<String>()
             ))));
         }
@@ -333,9 +341,10 @@ impl RecordService for FhirClient {
             }
             let url = format!("{}/Patient/{id}/$summary", self.base);
             let request = || {
-                self.http
-                    .get(&url)
-                    .header(reqwest::header::ACCEPT, "application/fhir+json")
+                self.http.get(&url).header(
+                    reqwest::header::ACCEPT,
+                    "application/fhir+json, application/xml;q=0.9",
+                )
             };
             let body = self.call(access, request).await?;
             let found =

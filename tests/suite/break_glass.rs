@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::pcsc::{Pcscd, VirtualCard};
-use support::upstream::{DevUpstream, TEST_OID, nir, patient};
+use support::upstream::{DevUpstream, TEST_OID, nir, own_cda, patient};
 use support::{DESK_A, DESK_B, Gateway, Pki, write_config};
 
 /// The project's own IPS bundles (`tests/fixtures/ips`).
@@ -22,8 +22,9 @@ fn fixture(name: &str) -> PathBuf {
 
 /// The patients every scenario can use, by INS serial:
 /// 1 penicillin allergy; 2 opposed Centre 15; 3 minimal; 4 blocked the test physician;
-/// 5 record closed; 6 no known allergies.
-fn patients() -> Vec<Value> {
+/// 5 record closed; 6 no known allergies; 7 an IPS-FR CDA document; 8 a summary held only
+/// as a PDF (CDA level 1). The CDA documents are written into `dir`.
+fn patients(dir: &std::path::Path) -> Vec<Value> {
     let mut opposed = patient("p2", 2, &fixture("one-entry-per-section.json"));
     opposed["opposed"] = json!(["centre_15"]);
     let mut blocked = patient("p4", 4, &fixture("one-entry-per-section.json"));
@@ -41,6 +42,12 @@ fn patients() -> Vec<Value> {
         blocked,
         closed,
         patient("p6", 6, &fixture("no-known-allergies.json")),
+        patient(
+            "p7",
+            7,
+            &own_cda(dir, "ips-fr-allergy-treatment-problem.xml", 7),
+        ),
+        patient("p8", 8, &own_cda(dir, "level-1-pdf.xml", 8)),
     ]
 }
 
@@ -62,7 +69,8 @@ async fn centre(extra: &str) -> Centre {
 async fn centre_with_key(extra: &str, key: bool) -> Centre {
     let pcscd = Pcscd::start(1);
     let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
-    let upstream = DevUpstream::start(patients());
+    let documents = tempfile::tempdir().unwrap();
+    let upstream = DevUpstream::start(patients(documents.path()));
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let master = dir.path().join("cache.key");
@@ -240,6 +248,112 @@ async fn break_glass_releases_the_summary_after_the_durable_record_then_grants_r
     let logs = centre.gateway.stderr.all();
     assert!(
         !logs.contains(&nir(1)) && !logs.contains("enicillin"),
+        "leak in logs"
+    );
+}
+
+/// The record's CDA documents reach the page like bundles; a summary held only as a PDF
+/// is opened from its grant: no-store, its own narrow CSP, recorded as a read before it
+/// leaves, never inside the summary's JSON.
+#[tokio::test(flavor = "multi_thread")]
+async fn cda_documents_are_summarised_and_a_level_1_pdf_is_served_under_its_grant_and_audited() {
+    let centre = centre("").await;
+    let answer = centre.break_glass(request(7, "centre_15")).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    let summary = &answer.body["summary"];
+    assert_eq!(summary["document"]["format"], "cda");
+    assert_eq!(summary["document"]["template"], "IPS-FR");
+    assert_eq!(summary["allergies"]["items"][0]["substance"], "Pénicilline");
+    assert_eq!(summary["allergies"]["items"][0]["criticality"], "high");
+    assert!(summary["unstructured"].is_null());
+    let structured_grant = answer.body["grant"]["id"].as_str().unwrap().to_owned();
+    let client = centre.gateway.client(Some(DESK_A));
+    let document = |grant: &str| {
+        client
+            .get(
+                centre
+                    .gateway
+                    .url(&format!("/api/v1/grants/{grant}/document")),
+            )
+            .bearer_auth(&centre.token)
+    };
+    // A structured document has no PDF to open.
+    let none = document(&structured_grant).send().await.unwrap();
+    assert_eq!(none.status(), StatusCode::NOT_FOUND);
+    assert_eq!(none.json::<Value>().await.unwrap()["error"], "no_document");
+
+    let answer = centre.break_glass(request(8, "centre_15")).await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    let summary = &answer.body["summary"];
+    assert_eq!(summary["document"]["bundle_type"], "cda-unstructured");
+    assert_eq!(summary["document"]["authors"][0], "Paul GENERALISTE");
+    assert_eq!(summary["unstructured"]["media_type"], "application/pdf");
+    assert_eq!(summary["unstructured"]["pdf"], true);
+    assert!(
+        summary["unstructured"].get("content").is_none(),
+        "the PDF never travels inside the summary: {}",
+        summary["unstructured"]
+    );
+    let grant = answer.body["grant"]["id"].as_str().unwrap().to_owned();
+    let reads_before = centre.audit(Some("patient_record_read")).len();
+    let pdf = document(&grant).send().await.unwrap();
+    assert_eq!(pdf.status(), StatusCode::OK);
+    let header = |name: &str| {
+        pdf.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(header("content-type"), "application/pdf");
+    assert_eq!(header("cache-control"), "no-store");
+    assert_eq!(
+        header("content-disposition"),
+        "inline; filename=\"document.pdf\""
+    );
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    let csp = header("content-security-policy");
+    assert!(
+        csp.contains("default-src 'none'")
+            && csp.contains("object-src 'self'")
+            && csp.contains("frame-ancestors 'none'")
+            && !csp.contains("script-src"),
+        "{csp}"
+    );
+    let bytes = pdf.bytes().await.unwrap();
+    assert!(bytes.starts_with(b"%PDF-1.4"));
+    assert_eq!(bytes.len(), 721, "the fixture's PDF, whole");
+    // Recorded as a read of the record, saying what was read.
+    let reads = centre.audit(Some("patient_record_read"));
+    assert_eq!(reads.len(), reads_before + 1);
+    let last = reads.last().unwrap();
+    assert_eq!(last["patient"]["ins"], nir(8));
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("document=application/pdf"),
+        "{last}"
+    );
+    // The application's pages keep their own policy.
+    let page = client.get(centre.gateway.url("/")).send().await.unwrap();
+    let page_csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(page_csp.contains("script-src 'self'") && !page_csp.contains("object-src 'self'"));
+    // Without the grant (ended), nothing.
+    let closed = centre
+        .send(client.delete(centre.gateway.url(&format!("/api/v1/grants/{grant}"))))
+        .await;
+    assert_eq!(closed.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        document(&grant).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        centre.audit(Some("patient_record_read")).len(),
+        reads_before + 1
+    );
+    let logs = centre.gateway.stderr.all();
+    assert!(
+        !logs.contains(&nir(8)) && !logs.contains("GENERALISTE"),
         "leak in logs"
     );
 }

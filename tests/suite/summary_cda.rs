@@ -146,8 +146,8 @@ fn hostile_or_malformed_xml_is_refused_with_its_defect_and_no_value() {
         (doc("<component><section>")[..60].to_owned(), "XML document refused"),
         (deep, "nested deeper than"),
         (
-            format!("<ClinicalDocument xmlns=\"urn:hl7-org:v3\" a=\"{}\"/>", "SECRETVALUE".repeat(100_000)),
-            "neither a structuredBody nor a nonXMLBody",
+            format!("<ClinicalDocument xmlns=\"urn:hl7-org:v3\"><title a=\"{}\"/></ClinicalDocument>", "SECRETVALUE".repeat(100_000)),
+            "attribute a of element title is longer than 65536 bytes",
         ),
     ];
     for (input, expected) in &cases {

@@ -69,6 +69,19 @@ pub(crate) fn own_bundle(
     path
 }
 
+/// The project's synthetic CDA document `name` (`tests/fixtures/cda`), about the patient
+/// of `serial` (the fixtures name the INS of serial 1), written into `dir`.
+pub(crate) fn own_cda(dir: &Path, name: &str, serial: u32) -> PathBuf {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/cda")
+        .join(name);
+    let text = std::fs::read_to_string(source).unwrap();
+    assert!(text.contains(&nir(1)), "{name} names the INS of serial 1");
+    let path = dir.join(name);
+    std::fs::write(&path, text.replace(&nir(1), &nir(serial))).unwrap();
+    path
+}
+
 /// A running dev upstream and what a client needs to reach it.
 pub(crate) struct DevUpstream {
     child: Child,

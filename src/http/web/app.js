@@ -376,7 +376,7 @@
     } else {
       stale.hidden = true;
     }
-    $('summary').replaceChildren(...renderSummary(delivered.summary));
+    $('summary').replaceChildren(...renderSummary(delivered.summary, delivered.grant.id));
     show('summary');
     const allergies = document.querySelector('#summary .allergies h2');
     if (allergies) allergies.focus();
@@ -402,39 +402,75 @@
     return Math.round(seconds / 86400) + ' jours';
   }
 
+  // ISO dates, and HL7 v3 ones (CDA: 20261120, 20261120100000+0100), in words.
   function frenchDate(text) {
     if (!text) return null;
-    const date = new Date(text);
+    const hl7 = /^(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2})?)?/.exec(text);
+    const date = hl7 ? new Date(Number(hl7[1]), Number(hl7[2]) - 1, Number(hl7[3])) : new Date(text);
     if (Number.isNaN(date.getTime())) return text;
     return date.toLocaleDateString('fr-FR', { day: 'numeric', month: 'long', year: 'numeric' });
   }
 
-  function renderSummary(summary) {
+  // A date as precise as the document wrote it: 2015, 03/2015, 17/03/2015.
+  function shortDate(text) {
+    if (!text) return null;
+    const m = /^(\d{4})(?:-?(\d{2}))?(?:-?(\d{2}))?/.exec(text);
+    if (!m) return text;
+    return [m[3], m[2], m[1]].filter(Boolean).join('/');
+  }
+
+  const TEMPLATE_TEXT = {
+    'IPS-FR': 'synthèse médicale (IPS-FR)',
+    VSM: 'volet de synthèse médicale',
+    DLU: 'dossier de liaison d\u2019urgence',
+    'LDL-SES': 'lettre de liaison de sortie',
+    HR: 'historique des remboursements',
+  };
+
+  function renderSummary(summary, grantId) {
     const parts = [];
     const doc = summary.document || {};
-    const source = ['Document du ' + (frenchDate(doc.date || doc.timestamp) || 'date inconnue')];
+    const kind = doc.title || TEMPLATE_TEXT[doc.template] || 'Document';
+    const source = [kind + ' du ' + (frenchDate(doc.date || doc.timestamp) || 'date inconnue')];
     if (doc.authors && doc.authors.length) source.push('auteur : ' + doc.authors.join(', '));
     if (doc.custodian) source.push(doc.custodian);
+    if (doc.format === 'cda' && TEMPLATE_TEXT[doc.template] && doc.title) source.push(TEMPLATE_TEXT[doc.template]);
     parts.push(element('p', 'source', source.join(' · ')));
     // The reader's findings are technical (English); the physician needs to know the
     // summary may be partial, not the details.
-    if (summary.warnings && summary.warnings.length) {
+    if (summary.warnings && summary.warnings.length && !summary.unstructured) {
       parts.push(element('p', 'partial', 'Attention : ' + summary.warnings.length +
         ' élément(s) du document source illisible(s), incohérent(s) ou incomplet(s) ; la synthèse peut être partielle.'));
     }
-    parts.push(allergySection(summary.allergies));
+    parts.push(allergySection(summary.allergies, Boolean(summary.unstructured)));
+    // An unstructured document has no section to read: the document itself, at once.
+    if (summary.unstructured) {
+      parts.push(unstructuredSection(summary.unstructured, doc, grantId));
+      return parts;
+    }
     parts.push(section('Traitements en cours', summary.medications, (m) =>
       [m.name, m.dosage.join(' ; ')].filter(Boolean).join(' — ')));
+    if (summary.dispensations) {
+      const block = section('Délivrances récentes (remboursements)', summary.dispensations, (d) =>
+        [d.name, d.date ? 'délivré le ' + shortDate(d.date) : null, d.quantity].filter(Boolean).join(' — '));
+      block.classList.add('dispensations');
+      block.querySelector('h2').after(element('p', 'note',
+        'Médicaments délivrés en pharmacie d\u2019après l\u2019Assurance maladie : ce n\u2019est pas le traitement en cours.'));
+      parts.push(block);
+    }
     parts.push(section('Problèmes actifs', summary.problems, problemText));
     parts.push(section('Antécédents', summary.past_problems, problemText));
     parts.push(section('Actes et interventions', summary.procedures, (p) =>
-      [p.name, p.performed].filter(Boolean).join(' — ')));
+      [p.name, shortDate(p.performed)].filter(Boolean).join(' — ')));
+    if (summary.advance_directives) {
+      parts.push(section('Directives anticipées', summary.advance_directives, observationText));
+    }
     if (summary.immunizations) {
-      parts.push(section('Vaccinations', summary.immunizations, (i) => [i.vaccine, i.date].filter(Boolean).join(' — ')));
+      parts.push(section('Vaccinations', summary.immunizations, (i) => [i.vaccine, shortDate(i.date)].filter(Boolean).join(' — ')));
     }
     if (summary.devices) parts.push(section('Dispositifs médicaux', summary.devices, (d) => d.name));
     if (summary.pregnancy) {
-      parts.push(section('Grossesse', summary.pregnancy, (o) => [o.name, o.value, o.date].filter(Boolean).join(' — ')));
+      parts.push(section('Grossesse', summary.pregnancy, observationText));
     }
     for (const other of summary.other_sections || []) {
       const block = element('section', 'section');
@@ -445,8 +481,36 @@
     return parts;
   }
 
+  function observationText(o) {
+    return [o.name, o.value, shortDate(o.date)].filter(Boolean).join(' — ');
+  }
+
+  // A PDF or a text wrapped in the record's document format: the text inline, the PDF in
+  // the browser's own viewer (a new tab, under the grant: recorded as a read).
+  function unstructuredSection(body, doc, grantId) {
+    const block = element('section', 'section unstructured');
+    block.append(element('h2', null, 'Document non structuré'));
+    block.append(element('p', 'note', 'Le dossier ne contient ce document que sous forme ' +
+      (body.pdf ? 'PDF' : body.text !== null && body.text !== undefined ? 'de texte' : 'non lisible ici') +
+      ' : les rubriques ci-dessus ne peuvent pas en être extraites. Lisez-le.'));
+    if (body.text !== null && body.text !== undefined) {
+      block.append(element('pre', 'document-text', body.text));
+    } else if (body.pdf) {
+      const link = element('a', 'open-document', 'Ouvrir le document PDF (' + Math.max(1, Math.round(body.size / 1024)) + ' ko)');
+      link.href = '/api/v1/grants/' + encodeURIComponent(grantId) + '/document';
+      link.target = '_blank';
+      link.rel = 'noopener noreferrer';
+      block.append(link);
+    } else if (body.by_reference) {
+      block.append(element('p', 'status', 'Le contenu n\u2019est pas joint au document : consultez-le dans le DMP.'));
+    } else {
+      block.append(element('p', 'status', 'Contenu illisible ou de type non affichable (' + body.media_type + ').'));
+    }
+    return block;
+  }
+
   function problemText(p) {
-    return [p.name, p.onset ? 'depuis ' + p.onset : null].filter(Boolean).join(' — ');
+    return [p.name, p.onset ? 'depuis ' + shortDate(p.onset) : null].filter(Boolean).join(' — ');
   }
 
   const ALLERGY_STATUS = {
@@ -463,7 +527,7 @@
     other: 'Document contradictoire : ne pas conclure à une absence.',
   };
 
-  function allergySection(allergies) {
+  function allergySection(allergies, unstructured) {
     const block = element('section', 'section allergies');
     const heading = element('h2', null, 'Allergies et intolérances');
     heading.tabIndex = -1;
@@ -480,10 +544,13 @@
       for (const a of unlisted) list.append(allergyItem(a, true));
       block.append(list);
     } else if (allergies.status !== 'conflicting') {
-      const [kind, text] = ALLERGY_STATUS[allergies.status] || ['not-recorded', 'Allergies : information indisponible.'];
+      const [kind, text] = unstructured
+        ? ['not-recorded', 'Document non structuré : les allergies ne peuvent pas en être extraites. Lisez le document ci-dessous.']
+        : ALLERGY_STATUS[allergies.status] || ['not-recorded', 'Allergies : information indisponible.'];
       block.append(element('p', 'status ' + kind, text));
     }
     block.append(...sectionNotes(allergies));
+    block.append(...fallbackText(allergies));
     return block;
   }
 
@@ -538,7 +605,18 @@
       block.append(element('p', 'status', SECTION_STATUS[data.status] || 'Non renseigné.'));
     }
     block.append(...sectionNotes(data));
+    block.append(...fallbackText(data));
     return block;
+  }
+
+  // When entries are missing or unreadable, the section's own text is what the document
+  // says: shown as written, labelled as such.
+  function fallbackText(data) {
+    if (!data.narrative || (data.status !== 'not_recorded' && data.status !== 'unreadable')) return [];
+    const block = element('div', 'fallback');
+    block.append(element('p', 'note', 'Texte de la section dans le document (non structuré) :'));
+    block.append(element('p', 'narrative', data.narrative));
+    return [block];
   }
 
   async function closeAccess() {
