@@ -97,6 +97,11 @@ fn human(s: &CriticalSummary) -> String {
         }
         line
     });
+    if let Some(v) = &s.vigilance {
+        section(&mut out, "POINTS OF VIGILANCE", v, |o| {
+            format!("{}: {}", o.name, o.value.as_deref().unwrap_or("-"))
+        });
+    }
     section(&mut out, "MEDICATIONS", &s.medications, |m| {
         let dose = if m.dosage.is_empty() {
             String::new()

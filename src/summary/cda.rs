@@ -76,9 +76,12 @@ pub(super) fn extract(bytes: &[u8]) -> Result<CriticalSummary, SummaryError> {
     let unstructured = body.and_then(|c| child(c, "nonXMLBody"));
     let mut content = None;
     if let Some(body) = structured {
-        for component in children(body, "component") {
+        for (i, component) in children(body, "component").enumerate() {
             if let Some(section) = child(component, "section") {
-                reader.section(section, "component/structuredBody/component/section");
+                reader.section(
+                    section,
+                    &format!("component/structuredBody/component[{i}]/section"),
+                );
             }
         }
     } else if let Some(body) = unstructured {
@@ -121,6 +124,8 @@ enum Shape {
     Dlu,
     /// Liaison letter at discharge from a hospital.
     LdlSes,
+    /// Liaison letter at admission to a hospital.
+    LdlEes,
     /// The health insurance's reimbursement history.
     Hr,
     /// A CDA document of another kind: sections read by their codes alone.
@@ -155,6 +160,7 @@ impl Shape {
             Self::Vsm => "VSM",
             Self::Dlu => "DLU",
             Self::LdlSes => "LDL-SES",
+            Self::LdlEes => "LDL-EES",
             Self::Hr => "HR",
             Self::Other => "CDA",
         }
@@ -170,6 +176,15 @@ impl Shape {
             // "Traitement au long cours" in a VSM; a care plan in an IPS-FR, palliative
             // care in a DLU.
             "18776-5" if self == Self::Vsm => Meaning::Medications,
+            // Medicines at discharge: what the patient is on when the letter is written.
+            "10183-2" => Meaning::Medications,
+            // A reimbursement history's vaccines and devices were handed out, not
+            // administered or implanted: dispensations too.
+            "11369-6" | "46264-8" if self == Self::Hr => Meaning::Dispensations,
+            // "Points de vigilance": its own code in an IPS-FR, the results code in a VSM
+            // (where other kinds hold results or pending ones under it).
+            "44944-7" => Meaning::Vigilance,
+            "30954-2" if self == Self::Vsm => Meaning::Vigilance,
             "11450-4" => Meaning::Problems,
             "11348-0" => Meaning::PastProblems,
             "47519-4" => Meaning::Procedures,
@@ -194,17 +209,36 @@ enum Meaning {
     Devices,
     Pregnancy,
     AdvanceDirectives,
+    Vigilance,
     Other,
 }
 
 /// Document templateIds of the French content profiles (docs/summary.md lists them).
+/// An IPS-FR may carry the DLU's type code (an EHPAD resident's summary): the template
+/// decides.
 const DOCUMENT_TEMPLATES: &[(&str, Shape)] = &[
     ("1.2.250.1.213.1.1.1.51", Shape::IpsFr),
     ("1.2.250.1.213.1.1.1.13", Shape::Vsm),
-    ("1.2.250.1.213.1.1.1.25", Shape::Dlu),
+    ("1.2.250.1.213.1.1.1.22", Shape::Dlu),
     ("1.2.250.1.213.1.1.1.29", Shape::LdlSes),
-    ("1.2.250.1.213.1.1.1.47", Shape::Hr),
+    ("1.2.250.1.213.1.1.1.21", Shape::LdlEes),
+    ("1.2.250.1.213.1.1.1.36", Shape::Hr),
 ];
+
+/// The code system of IPS "absent or unknown" codes: `no-known-allergies` states an
+/// absence, `no-allergy-info` that nothing is known (docs/summary.md).
+const ABSENT_OR_UNKNOWN: &str = "2.16.840.1.113883.5.1150.1";
+
+/// What an entry coded in [`ABSENT_OR_UNKNOWN`] says: an absence (`true`) or that nothing
+/// is known (`false`), in its words.
+fn absent_or_unknown(entry: Node<'_, '_>) -> Option<(bool, String)> {
+    let code = entry
+        .descendants()
+        .find(|n| n.is_element() && n.attribute("codeSystem") == Some(ABSENT_OR_UNKNOWN))?;
+    let value = code.attribute("code")?;
+    let said = words(code).unwrap_or_else(|| value.to_owned());
+    Some((value.starts_with("no-known-"), said))
+}
 
 /// Refuses nesting deeper than [`MAX_DEPTH`] and attributes longer than
 /// [`MAX_ATTRIBUTE_BYTES`], walking each node once.
@@ -261,6 +295,72 @@ fn text_of(node: Node<'_, '_>) -> String {
     out
 }
 
+/// A section's narrative block as text: paragraphs, list items and table rows on lines of
+/// their own, cells separated by " | ", every other element (`content`, `linkHtml`…) as
+/// its words. One pass over the block.
+fn narrative(text: Node<'_, '_>) -> Option<String> {
+    enum Edge<'a, 'i> {
+        Open(Node<'a, 'i>),
+        Close(Node<'a, 'i>),
+    }
+    fn ends_line(name: &str) -> bool {
+        matches!(
+            name,
+            "paragraph" | "item" | "tr" | "br" | "caption" | "list" | "table" | "footnote"
+        )
+    }
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    let mut gap = false;
+    let mut stack = vec![Edge::Open(text)];
+    while let Some(edge) = stack.pop() {
+        if let Edge::Open(n) = edge
+            && n.is_element()
+        {
+            stack.push(Edge::Close(n));
+            stack.extend(n.children().rev().map(Edge::Open));
+        }
+        match edge {
+            Edge::Open(n) if n.is_text() => {
+                // Inline markup (`content`) splits text without a space: words are
+                // joined only where the text itself has whitespace.
+                let text = n.text().unwrap_or("");
+                gap |= text.starts_with(char::is_whitespace);
+                for (k, word) in text.split_whitespace().enumerate() {
+                    if !line.is_empty() && (gap || k > 0) && !line.ends_with(' ') {
+                        line.push(' ');
+                    }
+                    line.push_str(word);
+                    gap = false;
+                }
+                gap |= text.ends_with(char::is_whitespace);
+            }
+            Edge::Open(n) if is(&n, "td") || is(&n, "th") => {
+                // An empty cell keeps its column.
+                if line.ends_with("| ") {
+                    line.push_str("| ");
+                } else if !line.is_empty() {
+                    line.push_str(" | ");
+                }
+            }
+            Edge::Close(n) if n.is_element() && ends_line(n.tag_name().name()) => {
+                gap = false;
+                let done = std::mem::take(&mut line);
+                let done = done.trim_end_matches([' ', '|']).trim_end();
+                if !done.is_empty() {
+                    lines.push(done.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    let rest = line.trim_end_matches([' ', '|']).trim_end();
+    if !rest.is_empty() {
+        lines.push(rest.to_owned());
+    }
+    non_empty(lines.join("\n"))
+}
+
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
@@ -313,12 +413,23 @@ fn header(root: Node<'_, '_>, kind: &str, shape: Shape) -> DocumentInfo {
     let authors = children(root, "author")
         .filter_map(|a| child(a, "assignedAuthor"))
         .filter_map(|a| {
-            child(a, "assignedPerson").and_then(person).or_else(|| {
-                child(a, "representedOrganization")
-                    .and_then(|o| child(o, "name"))
-                    .map(text_of)
-                    .and_then(non_empty)
-            })
+            child(a, "assignedPerson")
+                .and_then(person)
+                .or_else(|| {
+                    child(a, "representedOrganization")
+                        .and_then(|o| child(o, "name"))
+                        .map(text_of)
+                        .and_then(non_empty)
+                })
+                .or_else(|| {
+                    // A document written by software (the health insurance's
+                    // reimbursement history) names the software.
+                    let device = child(a, "assignedAuthoringDevice")?;
+                    child(device, "softwareName")
+                        .or_else(|| child(device, "manufacturerModelName"))
+                        .map(text_of)
+                        .and_then(non_empty)
+                })
         })
         .collect();
     let custodian = child(root, "custodian")
@@ -390,6 +501,7 @@ struct Reader {
     devices: Option<Section<Device>>,
     pregnancy: Option<Section<Observation>>,
     advance_directives: Option<Section<Observation>>,
+    vigilance: Option<Section<Observation>>,
     dispensations: Option<Section<Dispensation>>,
     other_sections: Vec<OtherSection>,
     unreadable: usize,
@@ -408,7 +520,7 @@ fn section_shell<T>(node: Node<'_, '_>) -> Section<T> {
         unreadable_entries: 0,
         duplicate_entries: 0,
         other_person_entries: 0,
-        narrative: child(node, "text").map(text_of).and_then(non_empty),
+        narrative: child(node, "text").and_then(narrative),
     }
 }
 
@@ -450,10 +562,10 @@ impl Reader {
         }
         let entries: Vec<Node<'_, '_>> = children(node, "entry").collect();
         let null_flavor = node.attribute("nullFlavor");
-        let narrative = child(node, "text").map(text_of).and_then(non_empty);
+        let own_text = child(node, "text").and_then(narrative);
         if nested > 0 && entries.is_empty() && null_flavor.is_none() {
             // A wrapper: its own text, if any, is kept; it claims nothing of its own.
-            if narrative.is_some() {
+            if own_text.is_some() {
                 self.other(node, code, 0);
             }
             return;
@@ -467,7 +579,7 @@ impl Reader {
                     .take()
                     .unwrap_or_else(|| section_shell::<Allergy>(node));
                 if section.narrative.is_none() {
-                    section.narrative = child(node, "text").map(text_of).and_then(non_empty);
+                    section.narrative = child(node, "text").and_then(narrative);
                 }
                 let mut absent = false;
                 for (i, entry) in entries.iter().enumerate() {
@@ -524,6 +636,10 @@ impl Reader {
                     let read = self.plain(node, path, &entries, observed);
                     merge(&mut self.advance_directives, read);
                 }
+                Meaning::Vigilance => {
+                    let read = self.plain(node, path, &entries, observed);
+                    merge(&mut self.vigilance, read);
+                }
                 Meaning::Other => self.other(node, Some(code), entries.len()),
             },
             None => self.other(node, None, entries.len()),
@@ -535,7 +651,7 @@ impl Reader {
             title: child(node, "title").map(text_of).and_then(non_empty),
             code: code.map(str::to_owned),
             entries,
-            narrative: child(node, "text").map(text_of).and_then(non_empty),
+            narrative: child(node, "text").and_then(narrative),
         });
     }
 
@@ -549,7 +665,14 @@ impl Reader {
         read: fn(Node<'_, '_>) -> Option<T>,
     ) -> Section<T> {
         let mut section = section_shell::<T>(node);
+        let mut absent = false;
         for (i, entry) in entries.iter().enumerate() {
+            // "No known medications" names no medicine: a statement, never an item.
+            if let Some((absence, said)) = absent_or_unknown(*entry) {
+                absent |= absence;
+                section.statements.push(said);
+                continue;
+            }
             match read(*entry) {
                 Some(item) => section.items.push(item),
                 None => self.unreadable_entry(&mut section, path, i),
@@ -558,7 +681,7 @@ impl Reader {
         judge(
             &mut section,
             entries.len(),
-            false,
+            absent,
             node.attribute("nullFlavor"),
         );
         section
@@ -690,6 +813,7 @@ impl Reader {
             devices: self.devices,
             pregnancy: self.pregnancy,
             advance_directives: self.advance_directives,
+            vigilance: self.vigilance,
             dispensations: self.dispensations,
             unstructured: None,
             other_sections: self.other_sections,
@@ -722,6 +846,11 @@ fn observation<'a, 'i>(entry: Node<'a, 'i>) -> Option<Node<'a, 'i>> {
 }
 
 fn allergy(entry: Node<'_, '_>) -> Option<Read<Allergy>> {
+    match absent_or_unknown(entry) {
+        Some((true, said)) => return Some(Read::Absent(said)),
+        Some((false, said)) => return Some(Read::Noted(said)),
+        None => {}
+    }
     let observation = observation(entry)?;
     let code = child(observation, "code");
     let negated = observation.attribute("negationInd") == Some("true");
@@ -812,7 +941,9 @@ fn medication(entry: Node<'_, '_>) -> Option<Medication> {
         .map(str::to_owned);
     let dosage = child(administration, "doseQuantity")
         .map(|d| {
-            [d.attribute("value"), d.attribute("unit")]
+            // UCUM writes a unit that is a thing as an annotation: {comprimé}.
+            let unit = d.attribute("unit").map(|u| u.trim_matches(['{', '}']));
+            [d.attribute("value"), unit]
                 .into_iter()
                 .flatten()
                 .collect::<Vec<_>>()
@@ -931,9 +1062,16 @@ fn material(product: Node<'_, '_>) -> Option<(String, Vec<Code>)> {
     let material =
         child(product, "manufacturedProduct").and_then(|p| child(p, "manufacturedMaterial"))?;
     let code = child(material, "code");
-    let name = code
-        .and_then(words)
-        .or_else(|| child(material, "name").map(text_of).and_then(non_empty))?;
+    // The code's own words first; then the material's name (a reimbursement history
+    // codes only in translations, and names the product here); then a translation's.
+    let own = code.and_then(|c| {
+        c.attribute("displayName")
+            .map(str::to_owned)
+            .or_else(|| child(c, "originalText").map(text_of).and_then(non_empty))
+    });
+    let name = own
+        .or_else(|| child(material, "name").map(text_of).and_then(non_empty))
+        .or_else(|| code.and_then(words))?;
     Some((name, code.map(codes).unwrap_or_default()))
 }
 
@@ -957,7 +1095,8 @@ fn dispensation(entry: Node<'_, '_>) -> Option<Dispensation> {
                 .and_then(|r| r.parent_element())
                 .and_then(|a| child(a, "consumable"))
                 .and_then(material)
-        })?;
+        })
+        .or_else(|| device(entry).map(|d| (d.name, d.codes)))?;
     let quantity = child(act, "quantity")
         .map(|q| {
             [q.attribute("value"), q.attribute("unit")]
@@ -967,10 +1106,18 @@ fn dispensation(entry: Node<'_, '_>) -> Option<Dispensation> {
                 .join(" ")
         })
         .and_then(non_empty);
+    // A reimbursement history dates the handing out on the pharmacy (the performer).
+    let handed_out = child(act, "performer")
+        .and_then(|p| child(p, "time"))
+        .and_then(|t| {
+            t.attribute("value")
+                .or_else(|| child(t, "low")?.attribute("value"))
+        })
+        .map(str::to_owned);
     Some(Dispensation {
         name,
         codes,
-        date: when(act),
+        date: handed_out.or_else(|| when(act)),
         quantity,
     })
 }
@@ -1019,6 +1166,16 @@ fn observed(entry: Node<'_, '_>) -> Option<Observation> {
     })?;
     let name = child(observation, "code").and_then(words)?;
     let value = child(observation, "value").and_then(|v| {
+        // A yes/no answer (BL), said in the physician's language.
+        if v.attribute((XSI, "type"))
+            .is_some_and(|t| t.ends_with("BL"))
+        {
+            return match v.attribute("value") {
+                Some("true") => Some("oui".to_owned()),
+                Some("false") => Some("non".to_owned()),
+                _ => v.attribute("nullFlavor").map(|f| format!("inconnu ({f})")),
+            };
+        }
         words(v)
             .or_else(|| {
                 let amount = v.attribute("value")?;
@@ -1039,4 +1196,160 @@ fn observed(entry: Node<'_, '_>) -> Option<Observation> {
         value,
         date: when(observation),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level_1(text: &str) -> CriticalSummary {
+        extract(
+            format!(
+                "<ClinicalDocument xmlns=\"urn:hl7-org:v3\"><code code=\"11488-4\"/><component><nonXMLBody>{text}</nonXMLBody></component></ClinicalDocument>"
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_narrative_block_keeps_its_lines_and_cells() {
+        let xml = "<text xmlns=\"urn:hl7-org:v3\"><paragraph>Vit <content styleCode=\"Bold\">seule</content>.</paragraph>\
+            <table><thead><tr><th>Quoi</th><th>Quand</th></tr></thead><tbody><tr><td>Pose de <linkHtml href=\"#x\">stent</linkHtml></td><td/><td>2019</td></tr></tbody></table>\
+            <list><item>un</item><item>deux<br/>trois</item></list>fin</text>";
+        let doc = Document::parse(xml).unwrap();
+        assert_eq!(
+            narrative(doc.root_element()).as_deref(),
+            Some("Vit seule.\nQuoi | Quand\nPose de stent | | 2019\nun\ndeux\ntrois\nfin")
+        );
+        let empty = Document::parse("<text xmlns=\"urn:hl7-org:v3\"> <br/> </text>").unwrap();
+        assert_eq!(narrative(empty.root_element()), None);
+    }
+
+    #[test]
+    fn merged_sections_keep_every_item_and_conflict_on_an_absence() {
+        let section = |status, items: Vec<&str>, statements: Vec<&str>| Section {
+            status,
+            basis: format!("{status:?}"),
+            title: None,
+            items: items.into_iter().map(str::to_owned).collect(),
+            unlisted_items: Vec::new(),
+            statements: statements.into_iter().map(str::to_owned).collect(),
+            unreadable_entries: 0,
+            duplicate_entries: 0,
+            other_person_entries: 0,
+            narrative: Some("a".into()),
+        };
+        let mut slot = None;
+        merge(
+            &mut slot,
+            section(SectionStatus::Recorded, vec!["x"], vec![]),
+        );
+        merge(
+            &mut slot,
+            section(SectionStatus::NotRecorded, vec![], vec![]),
+        );
+        let held = slot.as_ref().unwrap();
+        assert_eq!(held.status, SectionStatus::Recorded);
+        assert_eq!(held.narrative.as_deref(), Some("a\na"));
+        merge(
+            &mut slot,
+            section(SectionStatus::NoneKnown, vec![], vec!["aucun"]),
+        );
+        let held = slot.as_ref().unwrap();
+        assert_eq!(held.status, SectionStatus::Conflicting);
+        assert_eq!(
+            held.basis,
+            "items in one section, a statement of absence in another"
+        );
+        assert_eq!((held.items.len(), held.statements.len()), (1, 1));
+        // Unreadable and not recorded together: unreadable (something was there).
+        let mut slot = None;
+        merge(
+            &mut slot,
+            section(SectionStatus::NotRecorded, vec![], vec![]),
+        );
+        merge(
+            &mut slot,
+            section(SectionStatus::Unreadable, vec![], vec![]),
+        );
+        assert_eq!(slot.unwrap().status, SectionStatus::Unreadable);
+    }
+
+    #[test]
+    fn a_level_1_body_is_described_and_never_trusted() {
+        // Bad base64: counted, nothing kept.
+        let s = level_1("<text mediaType=\"application/pdf\" representation=\"B64\">%%%</text>");
+        let body = s.unstructured.as_ref().unwrap();
+        assert!(!body.pdf && body.content.is_none());
+        assert_eq!(s.defects.bad_attachments, 1);
+        // Declared a PDF, is not one.
+        let s = level_1(
+            "<text mediaType=\"application/pdf\" representation=\"B64\">PGh0bWw+PC9odG1sPg==</text>",
+        );
+        assert!(!s.unstructured.as_ref().unwrap().pdf);
+        assert_eq!(s.defects.bad_attachments, 1);
+        assert!(s.warnings.iter().any(|w| w.contains("not a PDF")));
+        // Only referenced: said, nothing to show.
+        let s = level_1(
+            "<text mediaType=\"application/pdf\"><reference value=\"http://x/doc.pdf\"/></text>",
+        );
+        let body = s.unstructured.as_ref().unwrap();
+        assert!(body.by_reference && !body.pdf && body.size == 0);
+        // Plain text, base64 or not, shown as written.
+        let s = level_1(
+            "<text mediaType=\"text/plain\" representation=\"B64\">QWxsZXJnaWUgOiBhcmFjaGlkZQ==</text>",
+        );
+        assert_eq!(
+            s.unstructured.as_ref().unwrap().text.as_deref(),
+            Some("Allergie : arachide")
+        );
+        // A media type that is not a plain token never reaches the page.
+        let s = level_1("<text mediaType=\"text/html&lt;script&gt;\">x</text>");
+        assert_eq!(
+            s.unstructured.as_ref().unwrap().media_type,
+            "application/octet-stream"
+        );
+        // A real PDF: kept for the grant's document route.
+        let s = level_1(
+            "<text mediaType=\"application/pdf\" representation=\"B64\">JVBERi0xLjQKJSVFT0YK</text>",
+        );
+        let body = s.unstructured.as_ref().unwrap();
+        assert!(body.pdf && body.content.is_some());
+        assert_eq!(s.document.bundle_type, "cda-unstructured");
+        assert_eq!(s.document.template.as_deref(), Some("CDA"));
+    }
+
+    #[test]
+    fn the_kind_comes_from_the_template_then_the_type_code() {
+        let kind = |inner: &str| {
+            let xml =
+                format!("<ClinicalDocument xmlns=\"urn:hl7-org:v3\">{inner}</ClinicalDocument>");
+            let doc = Document::parse(&xml).unwrap();
+            Shape::of(doc.root_element())
+        };
+        assert_eq!(
+            kind("<templateId root=\"1.2.250.1.213.1.1.1.36\"/><code code=\"60591-5\"/>"),
+            Shape::Hr
+        );
+        assert_eq!(
+            kind("<templateId root=\"1.2.250.1.213.1.1.1.22\"/>"),
+            Shape::Dlu
+        );
+        assert_eq!(
+            kind("<templateId root=\"1.2.250.1.213.1.1.1.21\"/>"),
+            Shape::LdlEes
+        );
+        assert_eq!(kind("<code code=\"REMB\"/>"), Shape::Hr);
+        assert_eq!(kind("<code code=\"SYNTH\"/>"), Shape::Vsm);
+        assert_eq!(kind("<code code=\"11502-2\"/>"), Shape::Other);
+        assert_eq!(Shape::Hr.meaning("10160-0"), Meaning::Dispensations);
+        assert_eq!(Shape::Hr.meaning("11369-6"), Meaning::Dispensations);
+        assert_eq!(Shape::IpsFr.meaning("11369-6"), Meaning::Immunizations);
+        assert_eq!(Shape::Vsm.meaning("18776-5"), Meaning::Medications);
+        assert_eq!(Shape::Dlu.meaning("18776-5"), Meaning::Other);
+        assert_eq!(Shape::Vsm.meaning("30954-2"), Meaning::Vigilance);
+        assert_eq!(Shape::IpsFr.meaning("30954-2"), Meaning::Other);
+        assert_eq!(Shape::LdlSes.meaning("10183-2"), Meaning::Medications);
+    }
 }

@@ -108,6 +108,10 @@ pub struct CriticalSummary {
     /// section.
     #[serde(default)]
     pub advance_directives: Option<Section<Observation>>,
+    /// Points of vigilance the author wants any physician to see (CDA documents: an
+    /// IPS-FR's 44944-7, a VSM's 30954-2), when the document has the section.
+    #[serde(default)]
+    pub vigilance: Option<Section<Observation>>,
     /// Medicines dispensed by pharmacies, from a reimbursement history: what was handed
     /// out and when, never to be read as the current treatment.
     #[serde(default)]

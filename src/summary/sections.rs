@@ -339,6 +339,7 @@ fn assemble<'a>(
         devices,
         pregnancy,
         advance_directives: None,
+        vigilance: None,
         dispensations: None,
         unstructured: None,
         other_sections,

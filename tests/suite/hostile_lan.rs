@@ -488,6 +488,10 @@ const EXPECTED: &[(&str, [u16; 5])] = &[
     ("GET /api/v1/desk", [403, 403, 200, 403, 403]),
     ("GET /api/v1/desk/events", [403, 403, 200, 403, 403]),
     (
+        "GET /api/v1/grants/{grant_id}/document",
+        [403, 403, 503, 403, 403],
+    ),
+    (
         "GET /api/v1/grants/{grant_id}/summary",
         [403, 403, 503, 403, 403],
     ),

@@ -41,6 +41,7 @@ async fn every_documented_operation_is_served() {
             "GET /api/v1/csrf-token",
             "GET /api/v1/desk",
             "GET /api/v1/desk/events",
+            "GET /api/v1/grants/{grant_id}/document",
             "GET /api/v1/grants/{grant_id}/summary",
             "GET /api/v1/openapi.json",
             "GET /api/v1/session",
@@ -95,6 +96,18 @@ async fn every_documented_operation_is_served() {
         .unwrap();
     assert!(
         defects.contains_key("bad_attachments") && defects.contains_key("other_person_entries")
+    );
+    // A level-1 document's PDF is its own operation, never inside the summary JSON.
+    assert!(
+        doc["paths"]["/api/v1/grants/{grant_id}/document"]["get"]["responses"]["200"]["content"]
+            ["application/pdf"]
+            .is_object()
+    );
+    assert!(
+        schemas["Unstructured"]["properties"]
+            .get("content")
+            .is_none(),
+        "the PDF's bytes are not documented as part of the summary"
     );
     // The INS the document carries is never sent to the screen, nor documented as sent.
     assert!(

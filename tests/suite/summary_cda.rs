@@ -77,9 +77,28 @@ fn an_ips_fr_document_gives_its_allergy_treatment_problem_and_header() {
     );
     assert_eq!(s.problems.items[0].codes[0].code.as_deref(), Some("I48"));
     assert_eq!(s.past_problems.status, SectionStatus::NotRecorded);
+    // Points of vigilance (44944-7 in an IPS-FR): their own section, here narrative only,
+    // so "not recorded" with the text kept for the page's fallback.
+    let vigilance = s.vigilance.as_ref().unwrap();
+    assert_eq!(vigilance.status, SectionStatus::NotRecorded);
+    assert_eq!(
+        vigilance.narrative.as_deref(),
+        Some("Patiente sous anticoagulant")
+    );
+    let pregnancy = &s.pregnancy.as_ref().unwrap().items[0];
+    assert_eq!(
+        (pregnancy.name.as_str(), pregnancy.value.as_deref()),
+        ("Grossesse en cours", Some("Enceinte"))
+    );
+    assert_eq!(pregnancy.date.as_deref(), Some("20261120"));
+    assert_eq!(s.other_sections.len(), 1);
     assert_eq!(
         s.other_sections[0].title.as_deref(),
-        Some("Points de vigilance")
+        Some("Habitus, mode de vie")
+    );
+    assert_eq!(
+        s.other_sections[0].narrative.as_deref(),
+        Some("Tabac : non\nVit seule, aide à domicile le matin")
     );
     assert!(!s.defects.any(), "{:?}", s.warnings);
 }
@@ -220,4 +239,287 @@ fn a_negated_specific_allergen_is_noted_never_read_as_no_known_allergies() {
         s.allergies.statements,
         ["absence d'allergie à : Pénicilline"]
     );
+}
+
+fn names<T>(items: &[T], name: impl Fn(&T) -> &str) -> Vec<&str> {
+    items.iter().map(name).collect()
+}
+
+/// A VSM nests its sections and holds its treatments under "long-term treatment"
+/// (18776-5) and its points of vigilance under the results code (30954-2).
+#[test]
+fn a_vsm_is_read_through_its_wrappers_with_its_long_term_treatment() {
+    let s = summary::extract(&cda("vsm-nested-long-term-treatment.xml")).unwrap();
+    assert_eq!(s.document.template.as_deref(), Some("VSM"));
+    assert_eq!(s.document.authors, ["Paul GENERALISTE"]);
+    assert_eq!(
+        s.document.type_code.as_ref().unwrap().code.as_deref(),
+        Some("SYNTH")
+    );
+    // The allergy section holds only a nullFlavor: "not recorded", never "none known",
+    // with its text for the page.
+    assert_eq!(s.allergies.status, SectionStatus::NotRecorded);
+    assert_eq!(s.allergies.basis, "section nullFlavor NASK");
+    assert_eq!(s.allergies.narrative.as_deref(), Some("Non recherché"));
+
+    assert_eq!(s.medications.status, SectionStatus::Recorded);
+    let drug = &s.medications.items[0];
+    assert_eq!(
+        drug.name,
+        "KARDEGIC 75 mg, poudre pour solution buvable en sachet"
+    );
+    assert_eq!(drug.dosage, ["1 sachet"], "UCUM annotation unwrapped");
+    assert_eq!(drug.codes[0].code.as_deref(), Some("60000001"));
+    assert_eq!(
+        drug.codes[1].system.as_deref(),
+        Some("urn:oid:1.2.250.1.213.2.3.2"),
+        "CIP13 translation kept"
+    );
+    assert_eq!(
+        names(&s.problems.items, |p| &p.name),
+        ["Diabète sucré de type 2"]
+    );
+    assert_eq!(s.problems.items[0].codes[0].code.as_deref(), Some("E11"));
+    let past = &s.past_problems.items[0];
+    assert_eq!(past.name, "Infarctus aigu du myocarde");
+    assert_eq!(
+        (past.onset.as_deref(), past.abatement.as_deref()),
+        (Some("201903"), Some("201904"))
+    );
+    let act = &s.procedures.items[0];
+    assert_eq!(act.codes[0].code.as_deref(), Some("DDAF008"));
+    assert_eq!(
+        act.codes[0].system.as_deref(),
+        Some("urn:oid:1.2.250.1.213.2.5"),
+        "CCAM"
+    );
+    assert_eq!(act.performed.as_deref(), Some("20190314"));
+    assert_eq!(
+        s.vigilance.as_ref().unwrap().narrative.as_deref(),
+        Some("Porteur d'une endoprothèse coronaire : double antiagrégation.")
+    );
+    // The wrappers claim nothing; the lifestyle section is kept with its text.
+    assert_eq!(
+        names(&s.other_sections, |o| o.title.as_deref().unwrap()),
+        ["Mode de vie"]
+    );
+    assert!(s.dispensations.is_none() && s.immunizations.is_none());
+    assert!(!s.defects.any(), "{:?}", s.warnings);
+}
+
+/// A DLU: its long-term treatments are the treatment (planned, moodCode INT); the
+/// care-plan code holds palliative care and the results code carriage of resistant
+/// bacteria, neither of which is a treatment or a point of vigilance.
+#[test]
+fn a_dlu_gives_treatments_directives_and_keeps_palliative_care_as_text() {
+    let s = summary::extract(&cda("dlu-ehpad.xml")).unwrap();
+    assert_eq!(s.document.template.as_deref(), Some("DLU"));
+    assert_eq!(s.document.custodian.as_deref(), Some("EHPAD synthétique"));
+    let allergy = &s.allergies.items[0];
+    assert_eq!(allergy.substance, "Arachide");
+    assert_eq!(
+        allergy.codes[0].system.as_deref(),
+        Some("urn:oid:2.16.840.1.113883.6.347"),
+        "CIM-11 agent"
+    );
+    assert_eq!(allergy.reactions, ["Œdème de Quincke"]);
+    assert_eq!(allergy.kind.as_deref(), Some("Allergie alimentaire"));
+    assert_eq!(
+        names(&s.medications.items, |m| &m.name),
+        ["BISOPROLOL 2,5 mg, comprimé"]
+    );
+    assert_eq!(s.medications.items[0].dosage, ["1 comprimé"]);
+    assert_eq!(s.problems.items[0].codes[0].code.as_deref(), Some("J41.0"));
+    let directive = &s.advance_directives.as_ref().unwrap().items[0];
+    assert_eq!(
+        (directive.name.as_str(), directive.value.as_deref()),
+        ("Directives anticipées", Some("oui"))
+    );
+    let vaccine = &s.immunizations.as_ref().unwrap().items[0];
+    assert_eq!(vaccine.vaccine, "VACCIN GRIPPAL (synthétique)");
+    assert_eq!(vaccine.date.as_deref(), Some("20261003"));
+    assert!(s.vigilance.is_none());
+    assert_eq!(
+        names(&s.other_sections, |o| o.title.as_deref().unwrap()),
+        [
+            "Etablissement de santé de préférence",
+            "Soins palliatifs",
+            "Résultats d'examens"
+        ]
+    );
+    assert_eq!(
+        s.other_sections[1].narrative.as_deref(),
+        Some("Pas de soins palliatifs en cours")
+    );
+    assert!(!s.defects.any(), "{:?}", s.warnings);
+}
+
+/// A discharge letter: the treatments at discharge are the treatment; those stopped
+/// during the stay are not.
+#[test]
+fn a_discharge_letter_gives_the_discharge_treatment_never_the_stopped_one() {
+    let s = summary::extract(&cda("ldl-ses-discharge.xml")).unwrap();
+    assert_eq!(s.document.template.as_deref(), Some("LDL-SES"));
+    assert_eq!(
+        names(&s.medications.items, |m| &m.name),
+        [
+            "APIXABAN 5 mg, comprimé pelliculé",
+            "FUROSEMIDE 40 mg, comprimé"
+        ]
+    );
+    assert_eq!(
+        s.medications.title.as_deref(),
+        Some("Traitements à la sortie")
+    );
+    let device = &s.devices.as_ref().unwrap().items[0];
+    assert_eq!(
+        device.name,
+        "Stimulateur cardiaque implantable double chambre"
+    );
+    assert_eq!(device.codes.len(), 2, "EMDN with its LPP translation");
+    // "No known allergy" said with the IPS absent-or-unknown code: none known, on the
+    // statement, with its words.
+    assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
+    assert_eq!(s.allergies.statements, ["Aucune allergie connue"]);
+    let others = names(&s.other_sections, |o| o.title.as_deref().unwrap());
+    assert_eq!(
+        others,
+        [
+            "Motif de l'hospitalisation",
+            "Traitements arrêtés durant le séjour",
+            "Suites à donner"
+        ]
+    );
+    assert_eq!(s.other_sections[1].entries, 1);
+    assert!(!s.defects.any(), "{:?}", s.warnings);
+}
+
+/// A reimbursement history lists what was handed out, dated by the pharmacy: medicines,
+/// a vaccine and a device become dispensations; nothing becomes the current treatment.
+#[test]
+fn a_reimbursement_history_gives_dated_dispensations_never_a_treatment() {
+    let s = summary::extract(&cda("hr-reimbursement-history.xml")).unwrap();
+    assert_eq!(s.document.template.as_deref(), Some("HR"));
+    assert_eq!(
+        s.document.authors,
+        ["Assurance Maladie (synthétique)"],
+        "written by software"
+    );
+    assert_eq!(s.medications.status, SectionStatus::NotRecorded);
+    assert!(s.medications.items.is_empty());
+    assert!(s.immunizations.is_none() && s.devices.is_none());
+    let dispensed = s.dispensations.as_ref().unwrap();
+    assert_eq!(dispensed.status, SectionStatus::Recorded);
+    let seen: Vec<(&str, Option<&str>, Option<&str>)> = dispensed
+        .items
+        .iter()
+        .map(|d| (d.name.as_str(), d.date.as_deref(), d.quantity.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "METFORMINE 1000 mg, comprimé pelliculé",
+                Some("20261105"),
+                Some("3")
+            ),
+            (
+                "ATORVASTATINE 20 mg, comprimé pelliculé",
+                Some("20261105"),
+                Some("1")
+            ),
+            ("PARACÉTAMOL 1 g, comprimé", Some("20261012"), Some("2")),
+            ("Vaccin grippal (synthétique)", Some("20261002"), None),
+            (
+                "Lecteur de glycémie (synthétique)",
+                Some("20260920"),
+                Some("1")
+            ),
+        ]
+    );
+    // Coded only in the insurance's translations: CIP13 and the ATC group kept.
+    let codes: Vec<_> = dispensed.items[0]
+        .codes
+        .iter()
+        .map(|c| c.code.as_deref().unwrap())
+        .collect();
+    assert_eq!(codes, ["3400930000011", "A10"]);
+    // The narrative table, a row a line, cells apart.
+    assert!(
+        dispensed
+            .narrative
+            .as_deref()
+            .unwrap()
+            .contains("05/11/2026 | METFORMINE 1000 mg, comprimé pelliculé | 3\n"),
+        "{:?}",
+        dispensed.narrative
+    );
+    assert_eq!(
+        names(&s.other_sections, |o| o.title.as_deref().unwrap()),
+        [
+            "Usage et responsabilités",
+            "Hospitalisations",
+            "Soins médicaux et dentaires"
+        ]
+    );
+    assert!(!s.defects.any(), "{:?}", s.warnings);
+}
+
+/// The document's templateId decides its kind, before its type code: an IPS-FR written
+/// for an EHPAD resident carries the DLU's code and is read as an IPS-FR; a VSM's
+/// meaning of 18776-5 does not follow it into another kind.
+#[test]
+fn the_template_decides_the_kind_before_the_type_code() {
+    let ips = String::from_utf8(cda("ips-fr-allergy-treatment-problem.xml")).unwrap();
+    let dlu_coded = ips.replace(
+        "<code code=\"60591-5\" codeSystem=\"2.16.840.1.113883.6.1\" displayName=\"Synthèse médicale\"/>",
+        "<code code=\"74207-2\" codeSystem=\"2.16.840.1.113883.6.1\"/>",
+    );
+    assert_ne!(ips, dlu_coded);
+    let s = summary::extract(dlu_coded.as_bytes()).unwrap();
+    assert_eq!(s.document.template.as_deref(), Some("IPS-FR"));
+    assert_eq!(
+        s.document.type_code.as_ref().unwrap().code.as_deref(),
+        Some("74207-2")
+    );
+    // Without a known template, the type code decides.
+    let untemplated = ips.replace("1.2.250.1.213.1.1.1.51", "1.2.250.1.999.0");
+    let s = summary::extract(untemplated.as_bytes()).unwrap();
+    assert_eq!(s.document.template.as_deref(), Some("IPS-FR"));
+    // The VSM's long-term treatment wrapper code, with entries, in an IPS-FR: a care plan
+    // (other), never the treatment.
+    let vsm = String::from_utf8(cda("vsm-nested-long-term-treatment.xml")).unwrap();
+    let as_ips = vsm.replace(
+        "<templateId root=\"1.2.250.1.213.1.1.1.13\" extension=\"2023.01\"/>",
+        "<templateId root=\"1.2.250.1.213.1.1.1.51\"/>",
+    );
+    let s = summary::extract(as_ips.as_bytes()).unwrap();
+    assert_eq!(s.document.template.as_deref(), Some("IPS-FR"));
+    assert!(s.vigilance.is_none(), "30954-2 is results in an IPS-FR");
+    assert!(
+        s.other_sections
+            .iter()
+            .any(|o| o.title.as_deref() == Some("Points de vigilance"))
+    );
+}
+
+/// A reimbursement history with nothing in the period says so with the IPS codes: "none
+/// known" on that statement, not an item named "no known medications".
+#[test]
+fn an_empty_reimbursement_history_states_none_known_without_an_item() {
+    let hr = String::from_utf8(cda("hr-reimbursement-history.xml")).unwrap();
+    let start = hr.find("<entry>").unwrap();
+    // The medicines' entries: from the first entry to the end of its section.
+    let end = start + hr[start..].find("</section>").unwrap();
+    let empty = format!(
+        "{}<entry><substanceAdministration classCode=\"SBADM\" moodCode=\"EVN\"><code code=\"no-known-medications\" codeSystem=\"2.16.840.1.113883.5.1150.1\" displayName=\"Aucun médicament délivré connu\"/><consumable><manufacturedProduct><manufacturedMaterial><code nullFlavor=\"NA\"/></manufacturedMaterial></manufacturedProduct></consumable></substanceAdministration></entry>{}",
+        &hr[..start],
+        &hr[end..]
+    );
+    let s = summary::extract(empty.as_bytes()).unwrap();
+    let dispensed = s.dispensations.as_ref().unwrap();
+    // The vaccine and the device are still there: an absence next to items conflicts.
+    assert_eq!(dispensed.status, SectionStatus::Conflicting);
+    assert_eq!(dispensed.statements, ["Aucun médicament délivré connu"]);
+    assert!(dispensed.items.iter().all(|d| !d.name.contains("Aucun")));
 }

@@ -424,6 +424,7 @@
     VSM: 'volet de synthèse médicale',
     DLU: 'dossier de liaison d\u2019urgence',
     'LDL-SES': 'lettre de liaison de sortie',
+    'LDL-EES': 'lettre de liaison d\u2019entrée',
     HR: 'historique des remboursements',
   };
 
@@ -447,6 +448,9 @@
     if (summary.unstructured) {
       parts.push(unstructuredSection(summary.unstructured, doc, grantId));
       return parts;
+    }
+    if (summary.vigilance) {
+      parts.push(section('Points de vigilance', summary.vigilance, observationText));
     }
     parts.push(section('Traitements en cours', summary.medications, (m) =>
       [m.name, m.dosage.join(' ; ')].filter(Boolean).join(' — ')));
