@@ -3,7 +3,7 @@
 
 import { chromium } from 'playwright-core';
 import { createInterface } from 'node:readline';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
@@ -75,4 +75,41 @@ export async function fillAccessForm(page, ins, callId) {
   await page.keyboard.press('Tab');
   await page.keyboard.press('ArrowDown');
   await page.keyboard.press('Tab');
+}
+
+// The scenario's gateway and the directory its screenshots go to (created).
+export function setup() {
+  const shots = env('SHOTS');
+  mkdirSync(shots, { recursive: true });
+  return { gateway: env('GATEWAY'), shots };
+}
+
+// Loads the physician's page with the card in and types the PIN: the patient screen.
+export async function unlock(page, gateway) {
+  await page.goto(gateway + '/');
+  await page.locator('#pin').waitFor({ state: 'visible' });
+  await page.keyboard.type('1234');
+  await page.keyboard.press('Enter');
+  await page.locator('#screen-patient').waitFor({ state: 'visible' });
+}
+
+export const ALLERGIES = 'Allergies et intolérances';
+
+// Opens the patient's summary; checks the allergies come first and returns the text of
+// each section block by heading.
+export async function openSummary(page, ins, callId) {
+  await fillAccessForm(page, ins, callId);
+  await page.keyboard.press('Enter');
+  await page.locator('#screen-summary .allergies').waitFor({ state: 'visible' });
+  const first = await page.locator('#summary > section').first().getAttribute('class');
+  check(first.includes('allergies'), 'allergies come first');
+  return page.locator('#summary > section').evaluateAll((blocks) =>
+    Object.fromEntries(blocks.map((b) => [b.querySelector('h2').textContent, b.innerText])));
+}
+
+// Closes the access by keyboard: back to the patient screen.
+export async function closeSummary(page) {
+  await page.locator('#close-access').focus();
+  await page.keyboard.press('Enter');
+  await page.locator('#screen-patient').waitFor({ state: 'visible' });
 }

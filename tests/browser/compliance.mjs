@@ -3,12 +3,9 @@
 // break-glass accesses (calls CRRA-1 and CRRA-2).
 // Environment: GATEWAY, CLIENT_CERT / CLIENT_KEY (the officer's), SHOTS.
 
-import { mkdirSync } from 'node:fs';
-import { accessible, check, context, env, finish, launch } from './common.mjs';
+import { accessible, check, context, env, finish, launch, setup } from './common.mjs';
 
-const gateway = env('GATEWAY');
-const shots = env('SHOTS');
-mkdirSync(shots, { recursive: true });
+const { gateway, shots } = setup();
 
 const browser = await launch();
 const result = {};

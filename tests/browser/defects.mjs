@@ -7,12 +7,9 @@
 // peanut allergy not listed), VERSIONED_INS (a missing version in the problem list),
 // CONTRADICTION_INS ("none known" and "no information").
 
-import { mkdirSync } from 'node:fs';
-import { accessible, check, context, env, fillAccessForm, finish, launch } from './common.mjs';
+import { ALLERGIES, accessible, check, closeSummary, context, env, finish, launch, openSummary, setup, unlock } from './common.mjs';
 
-const gateway = env('GATEWAY');
-const shots = env('SHOTS');
-mkdirSync(shots, { recursive: true });
+const { gateway, shots } = setup();
 const browser = await launch();
 const result = {};
 try {
@@ -31,28 +28,10 @@ try {
   });
   const errors = [];
   page.on('pageerror', (error) => errors.push(String(error)));
-  await page.goto(gateway + '/');
-  await page.locator('#pin').waitFor({ state: 'visible' });
-  await page.keyboard.type('1234');
-  await page.keyboard.press('Enter');
-  await page.locator('#screen-patient').waitFor({ state: 'visible' });
+  await unlock(page, gateway);
 
-  // Opens the patient's summary; returns the text of each section block by heading.
-  async function open(ins) {
-    await fillAccessForm(page, ins, 'CRRA-2026-000077');
-    await page.keyboard.press('Enter');
-    await page.locator('#screen-summary .allergies').waitFor({ state: 'visible' });
-    const first = await page.locator('#summary > section').first().getAttribute('class');
-    check(first.includes('allergies'), 'allergies come first');
-    return page.locator('#summary > section').evaluateAll((blocks) =>
-      Object.fromEntries(blocks.map((b) => [b.querySelector('h2').textContent, b.innerText])));
-  }
-  async function close() {
-    await page.locator('#close-access').focus();
-    await page.keyboard.press('Enter');
-    await page.locator('#screen-patient').waitFor({ state: 'visible' });
-  }
-  const ALLERGIES = 'Allergies et intolérances';
+  const open = (ins) => openSummary(page, ins, 'CRRA-2026-000077');
+  const close = () => closeSummary(page);
 
   // The penicillin allergy sharing its fullUrl with "no known allergies": never hidden.
   let blocks = await open(env('CONFLICT_INS'));

@@ -9,12 +9,9 @@
 // Centre 15 access), SHOTS (where screenshots go).
 // Prints one JSON line starting with RESULT, and exits non-zero on the first failure.
 
-import { mkdirSync } from 'node:fs';
-import { accessible, ask, check, context, env, fillAccessForm, finish, launch } from './common.mjs';
+import { accessible, ask, check, context, env, fillAccessForm, finish, launch, setup } from './common.mjs';
 
-const gateway = env('GATEWAY');
-const shots = env('SHOTS');
-mkdirSync(shots, { recursive: true });
+const { gateway, shots } = setup();
 
 const browser = await launch();
 const result = {};

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use support::pcsc::{Pcscd, VirtualCard};
-use support::upstream::{DevUpstream, family, nir, own_bundle, patient};
+use support::upstream::{DevUpstream, family, nir, own_bundle, own_cda, patient};
 use support::{DESK_A, Gateway, Pki, write_config};
 
 fn browser_dir() -> PathBuf {
@@ -58,6 +58,24 @@ fn run_script(script: &Path, env: &[(&str, String)], mut act: impl FnMut(&str) -
     let status = child.wait().unwrap();
     assert!(status.success(), "the browser scenario failed (see above)");
     result
+}
+
+/// A scenario's environment: the gateway's URL, the `client` certificate it presents,
+/// where screenshots go, and the scenario's own `extra` variables.
+fn script_env(
+    gateway: &Gateway,
+    client: &str,
+    extra: Vec<(&'static str, String)>,
+) -> Vec<(&'static str, String)> {
+    let cert = &gateway.pki.clients[client];
+    let mut env = vec![
+        ("GATEWAY", gateway.url("").trim_end_matches('/').to_owned()),
+        ("CLIENT_CERT", cert.cert.display().to_string()),
+        ("CLIENT_KEY", cert.key.display().to_string()),
+        ("SHOTS", shots_dir().display().to_string()),
+    ];
+    env.extend(extra);
+    env
 }
 
 /// A gateway trusting `card`, asking `upstream`, with the cache (`cache` appended to its
@@ -117,17 +135,16 @@ async fn physician_reaches_the_allergies_by_keyboard_and_pulling_the_card_clears
         &upstream,
         "fresh_seconds = 1\nmax_stale_seconds = 3600\n",
     );
-    let desk = &gateway.pki.clients[DESK_A];
-    let env = [
-        ("GATEWAY", gateway.url("").trim_end_matches('/').to_owned()),
-        ("CLIENT_CERT", desk.cert.display().to_string()),
-        ("CLIENT_KEY", desk.key.display().to_string()),
-        ("INS", nir(1)),
-        ("OPPOSED_INS", nir(2)),
-        ("PARTIAL_INS", nir(3)),
-        ("FAMILY", family(1)),
-        ("SHOTS", shots_dir().display().to_string()),
-    ];
+    let env = script_env(
+        &gateway,
+        DESK_A,
+        vec![
+            ("INS", nir(1)),
+            ("OPPOSED_INS", nir(2)),
+            ("PARTIAL_INS", nir(3)),
+            ("FAMILY", family(1)),
+        ],
+    );
     let runtime = tokio::runtime::Handle::current();
     let result = tokio::task::block_in_place(|| {
         run_script(&browser_dir().join("physician.mjs"), &env, |command| {
@@ -192,15 +209,12 @@ async fn compliance_officers_review_accesses_in_their_own_view() {
         });
     }
     let gateway = support::launch_on_trail(events, "\n[compliance]\nofficer_cns = [\"poste-x\"]\n");
-    let officer = &gateway.pki.clients[support::UNMAPPED];
     let export = gateway.dir.path().join("downloaded.jsonl");
-    let env = [
-        ("GATEWAY", gateway.url("").trim_end_matches('/').to_owned()),
-        ("CLIENT_CERT", officer.cert.display().to_string()),
-        ("CLIENT_KEY", officer.key.display().to_string()),
-        ("SHOTS", shots_dir().display().to_string()),
-        ("EXPORT", export.display().to_string()),
-    ];
+    let env = script_env(
+        &gateway,
+        support::UNMAPPED,
+        vec![("EXPORT", export.display().to_string())],
+    );
     let result = tokio::task::block_in_place(|| {
         run_script(&browser_dir().join("compliance.mjs"), &env, |_| false)
     });
@@ -323,18 +337,17 @@ async fn defective_documents_show_their_state_in_the_block_concerned() {
     }
     let upstream = DevUpstream::start(patients);
     let gateway = centre_gateway(&pcscd, &card, &upstream, "");
-    let desk = &gateway.pki.clients[DESK_A];
-    let env = [
-        ("GATEWAY", gateway.url("").trim_end_matches('/').to_owned()),
-        ("CLIENT_CERT", desk.cert.display().to_string()),
-        ("CLIENT_KEY", desk.key.display().to_string()),
-        ("SHOTS", shots_dir().display().to_string()),
-        ("CONFLICT_INS", nir(21)),
-        ("FAMILY_INS", nir(22)),
-        ("UNLISTED_INS", nir(23)),
-        ("VERSIONED_INS", nir(24)),
-        ("CONTRADICTION_INS", nir(25)),
-    ];
+    let env = script_env(
+        &gateway,
+        DESK_A,
+        vec![
+            ("CONFLICT_INS", nir(21)),
+            ("FAMILY_INS", nir(22)),
+            ("UNLISTED_INS", nir(23)),
+            ("VERSIONED_INS", nir(24)),
+            ("CONTRADICTION_INS", nir(25)),
+        ],
+    );
     let result = tokio::task::block_in_place(|| {
         run_script(&browser_dir().join("defects.mjs"), &env, |_| false)
     });
@@ -358,13 +371,7 @@ async fn the_page_drops_a_late_answer_and_hides_the_summary_without_its_event_st
         &fixture("penicillin-allergy-high-criticality.json"),
     )]);
     let gateway = centre_gateway(&pcscd, &card, &upstream, "");
-    let desk = &gateway.pki.clients[DESK_A];
-    let env = [
-        ("GATEWAY", gateway.url("").trim_end_matches('/').to_owned()),
-        ("CLIENT_CERT", desk.cert.display().to_string()),
-        ("CLIENT_KEY", desk.key.display().to_string()),
-        ("INS", nir(1)),
-    ];
+    let env = script_env(&gateway, DESK_A, vec![("INS", nir(1))]);
     let runtime = tokio::runtime::Handle::current();
     let result = tokio::task::block_in_place(|| {
         run_script(&browser_dir().join("stream.mjs"), &env, |command| {
@@ -410,12 +417,7 @@ async fn a_pin_pad_desk_asks_for_the_code_on_the_reader_without_a_field() {
     let config = write_config(dir.path(), &pki, "", &extra);
     let (key, value) = pcscd.env();
     let gateway = Gateway::launch(dir, pki, config, &[(key, value.as_str())]);
-    let desk = &gateway.pki.clients[support::DESK_B];
-    let env = [
-        ("GATEWAY", gateway.url("").trim_end_matches('/').to_owned()),
-        ("CLIENT_CERT", desk.cert.display().to_string()),
-        ("CLIENT_KEY", desk.key.display().to_string()),
-    ];
+    let env = script_env(&gateway, support::DESK_B, vec![]);
     let result = tokio::task::block_in_place(|| {
         run_script(&browser_dir().join("pinpad.mjs"), &env, |_| false)
     });
@@ -423,4 +425,47 @@ async fn a_pin_pad_desk_asks_for_the_code_on_the_reader_without_a_field() {
         result["message"].as_str().unwrap().contains("lecteur"),
         "{result}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cda_documents_and_a_level_1_pdf_reach_the_page() {
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    let documents = tempfile::tempdir().unwrap();
+    let dir = documents.path();
+    let patients = [
+        (31, "ips-fr-allergy-treatment-problem.xml"),
+        (32, "hr-reimbursement-history.xml"),
+        (33, "level-1-pdf.xml"),
+        (34, "level-1-text.xml"),
+    ]
+    .iter()
+    .map(|(serial, name)| patient(&format!("c{serial}"), *serial, &own_cda(dir, name, *serial)))
+    .collect();
+    let upstream = DevUpstream::start(patients);
+    let gateway = centre_gateway(&pcscd, &card, &upstream, "");
+    let env = script_env(
+        &gateway,
+        DESK_A,
+        vec![
+            ("CDA_INS", nir(31)),
+            ("HR_INS", nir(32)),
+            ("PDF_INS", nir(33)),
+            ("TEXT_INS", nir(34)),
+        ],
+    );
+    let result =
+        tokio::task::block_in_place(|| run_script(&browser_dir().join("cda.mjs"), &env, |_| false));
+    assert_eq!(result["pdf"]["status"], 200, "{result}");
+    // Each release of the PDF is on the trail, like the summaries.
+    let (_, trail, _) = support::run(
+        &gateway.config,
+        &["audit", "list", "--json", "--kind", "patient_record_read"],
+        &[],
+    );
+    let pdf_reads = trail
+        .lines()
+        .filter(|l| l.contains("document=application/pdf") && l.contains(&nir(33)))
+        .count();
+    assert_eq!(pdf_reads, 2, "the tab and the fetch: {trail}");
 }

@@ -605,6 +605,10 @@
       const list = element('ul');
       for (const item of data.items) list.append(element('li', null, describe(item)));
       block.append(list);
+    } else if (data.status === 'not_recorded' && data.narrative) {
+      // "Not recorded" above a text that says something would read as a contradiction:
+      // what is missing is the structure, not the information.
+      block.append(element('p', 'status', 'Pas de donnée structurée : lisez le texte du document.'));
     } else if (data.status !== 'conflicting') {
       block.append(element('p', 'status', SECTION_STATUS[data.status] || 'Non renseigné.'));
     }
