@@ -245,4 +245,15 @@ fn section<T>(out: &mut String, name: &str, section: &Section<T>, line: impl Fn(
             out.push_str(&format!("  ! {count} {what}\n"));
         }
     }
+    // As on the page: when entries are missing or unreadable, the section's own text is
+    // what the document says.
+    if matches!(
+        section.status,
+        SectionStatus::NotRecorded | SectionStatus::Unreadable
+    ) && let Some(text) = &section.narrative
+    {
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            out.push_str(&format!("  | {line}\n"));
+        }
+    }
 }

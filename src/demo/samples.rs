@@ -1,5 +1,5 @@
-//! The demo's record service: four sample patients (bundled IPS documents written for the
-//! demo, demo INS OID), the development upstream's PKI, and the `[upstream]` settings the
+//! The demo's record service: six sample patients (IPS bundles and CDA documents written
+//! for the demo, demo INS OID), the development upstream's PKI, and the `[upstream]` settings the
 //! gateway uses to reach it.
 
 use std::path::Path;
@@ -73,6 +73,30 @@ const SAMPLES: &[Sample] = &[
         document: include_str!("samples/petit.json"),
         opposed: &[],
         demonstrates: "allergies non renseignées (différent de « aucune allergie connue »), INS corse (2A)",
+    },
+    Sample {
+        id: "demo-leroy",
+        ins: "172056912345696",
+        family: "LEROY",
+        given: "Marc",
+        birth_date: "1972-05-07",
+        gender: "male",
+        file: "leroy.xml",
+        document: include_str!("samples/leroy.xml"),
+        opposed: &[],
+        demonstrates: "synthèse IPS-FR du DMP en CDA : allergie aux produits de contraste iodés (criticité haute), point de vigilance",
+    },
+    Sample {
+        id: "demo-roux",
+        ins: "290013306304255",
+        family: "ROUX",
+        given: "Inès",
+        birth_date: "1990-01-13",
+        gender: "female",
+        file: "roux.xml",
+        document: include_str!("samples/roux.xml"),
+        opposed: &[],
+        demonstrates: "synthèse tenue seulement en PDF (document non structuré) : à ouvrir dans le navigateur",
     },
 ];
 

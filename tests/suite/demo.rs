@@ -88,13 +88,16 @@ async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
 
     // Every sample patient demonstrates what demo.json says.
     let patients = demo["patients"].as_array().unwrap();
-    assert_eq!(patients.len(), 4);
+    assert_eq!(patients.len(), 6);
     let expected = [
         ("bris_de_glace", 201, "recorded"),
         ("bris_de_glace", 201, "none_known"),
         ("centre_15", 403, ""),
         ("bris_de_glace", 201, "not_recorded"),
+        ("centre_15", 201, "recorded"),
+        ("centre_15", 201, "not_recorded"),
     ];
+    let mut answers = Vec::new();
     for (patient, (mode, status, allergies)) in patients.iter().zip(expected) {
         let answer = physician
             .post(format!("{url}/api/v1/break-glass"))
@@ -116,7 +119,37 @@ async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
         } else {
             assert_eq!(body["error"], "patient_opposed_centre_15", "{body}");
         }
+        answers.push(body);
     }
+    // The national record's shapes: an IPS-FR in CDA, and a summary held only as a PDF
+    // that opens under its grant.
+    let cda = &answers[4]["summary"];
+    assert_eq!(cda["document"]["format"], "cda", "{cda}");
+    assert_eq!(cda["document"]["template"], "IPS-FR", "{cda}");
+    assert_eq!(cda["allergies"]["items"][0]["criticality"], "high", "{cda}");
+    assert!(
+        cda["vigilance"]["narrative"]
+            .as_str()
+            .unwrap()
+            .contains("hypoglycémie"),
+        "{cda}"
+    );
+    let pdf = &answers[5];
+    assert_eq!(
+        pdf["summary"]["document"]["bundle_type"], "cda-unstructured",
+        "{pdf}"
+    );
+    let document = physician
+        .get(format!(
+            "{url}/api/v1/grants/{}/document",
+            pdf["grant"]["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(document.status(), 200);
+    assert!(document.bytes().await.unwrap().starts_with(b"%PDF-"));
 
     support::signal(child.id(), "TERM");
     let out = child.wait_with_output().unwrap();

@@ -523,3 +523,61 @@ fn an_empty_reimbursement_history_states_none_known_without_an_item() {
     assert_eq!(dispensed.statements, ["Aucun médicament délivré connu"]);
     assert!(dispensed.items.iter().all(|d| !d.name.contains("Aucun")));
 }
+
+/// `summary show` reads CDA like JSON, told apart by the content: the text names the
+/// format and the kind, the JSON carries them as the API does, and a level-1 PDF's bytes
+/// never appear in either.
+#[test]
+fn summary_show_names_the_format_and_kind_of_a_cda_document() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cda");
+    let show = |name: &str, json: bool| {
+        let mut command = std::process::Command::new(crate::support::BIN);
+        command.args(["summary", "show"]).arg(fixtures.join(name));
+        if json {
+            command.arg("--json");
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{name}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&show("ips-fr-allergy-treatment-problem.xml", true)).unwrap();
+    assert_eq!(json["document"]["format"], "cda");
+    assert_eq!(json["document"]["template"], "IPS-FR");
+    assert_eq!(json["document"]["type_code"]["code"], "60591-5");
+    assert_eq!(json["allergies"]["items"][0]["substance"], "Pénicilline");
+
+    // A section held only as text prints its text, as the page shows it.
+    let text = show("ips-fr-allergy-treatment-problem.xml", false);
+    assert!(
+        text.contains(
+            "POINTS OF VIGILANCE: NOT RECORDED (no entries)\n  | Patiente sous anticoagulant\n"
+        ),
+        "{text}"
+    );
+
+    let text = show("hr-reimbursement-history.xml", false);
+    let first = text.lines().next().unwrap();
+    assert!(first.contains("(cda HR)"), "{text}");
+    assert!(
+        text.contains("DISPENSED (reimbursement history, not the current treatment)"),
+        "{text}"
+    );
+
+    let pdf = show("level-1-pdf.xml", true);
+    let json: serde_json::Value = serde_json::from_str(&pdf).unwrap();
+    assert_eq!(json["document"]["bundle_type"], "cda-unstructured");
+    assert_eq!(json["unstructured"]["media_type"], "application/pdf");
+    assert_eq!(json["unstructured"]["pdf"], true);
+    assert!(
+        json["unstructured"]
+            .get("content")
+            .is_none_or(|c| c.is_null()),
+        "{pdf}"
+    );
+    // "%PDF-" in base64, wherever it would start.
+    assert!(!pdf.contains("JVBERi0"), "{pdf}");
+    let text = show("level-1-pdf.xml", false);
+    assert!(text.contains("unstructured"), "{text}");
+    assert!(!text.contains("JVBERi0"), "{text}");
+}
