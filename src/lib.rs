@@ -28,8 +28,8 @@
 //!
 //! Leaves, which use nothing else from the crate: [`access_mode`] (the national access
 //! modes), [`encoding`] (hex, SHA-256), [`clock`] (record time), [`secret`] (secret file
-//! paths, key file permissions, Ed25519 keys), [`problem`] (a configuration problem at a
-//! key). Just above them: [`random`] (ids, tokens and keys from the kernel, one failure
+//! paths, key file permissions, Ed25519 and RSA keys), [`problem`] (a configuration problem at a
+//! key), [`xmldsig`] (enveloped XML signatures of the DMP's profile: canonical form, verification). Just above them: [`random`] (ids, tokens and keys from the kernel, one failure
 //! policy) and [`tls`] (the ring provider, certificate loading, mutual-TLS client
 //! configurations). ARCHITECTURE.md draws every layer; `tests/suite/layering.rs` checks them.
 //!
@@ -81,3 +81,4 @@ pub mod summary;
 pub(crate) mod telemetry;
 pub(crate) mod tls;
 pub mod upstream;
+pub mod xmldsig;

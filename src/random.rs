@@ -28,6 +28,23 @@ pub(crate) fn ed25519_pkcs8() -> Result<ring::pkcs8::Document, RandomUnavailable
         .map_err(|_| RandomUnavailable)
 }
 
+/// An RSA PKCS#1 v1.5 SHA-256 signature (ring blinds the private operation with random
+/// values: the same failure policy applies).
+pub(crate) fn rsa_sha256(
+    key: &ring::signature::RsaKeyPair,
+    message: &[u8],
+) -> Result<Vec<u8>, RandomUnavailable> {
+    let mut signature = vec![0u8; key.public().modulus_len()];
+    key.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        message,
+        &mut signature,
+    )
+    .map_err(|_| RandomUnavailable)?;
+    Ok(signature)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

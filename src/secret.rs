@@ -105,6 +105,28 @@ pub(crate) fn check_key_file_mode(path: &Path) -> Result<(), SecretError> {
     })
 }
 
+/// Loads an RSA private key (PKCS#8 or PKCS#1 PEM), refusing a file others can read: the
+/// structure's certificate key, which signs VIHF assertions in the indirect modes.
+pub(crate) fn load_rsa(path: &Path) -> Result<ring::signature::RsaKeyPair, SecretError> {
+    check_key_file_mode(path)?;
+    let not_a_key = |reason: String| SecretError::NotAKey {
+        path: path.display().to_string(),
+        reason,
+    };
+    let der = PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| not_a_key(format!("not a PEM private key: {e}")))?;
+    let key = match &der {
+        PrivateKeyDer::Pkcs8(pkcs8) => {
+            ring::signature::RsaKeyPair::from_pkcs8(pkcs8.secret_pkcs8_der())
+        }
+        PrivateKeyDer::Pkcs1(pkcs1) => {
+            ring::signature::RsaKeyPair::from_der(pkcs1.secret_pkcs1_der())
+        }
+        _ => return Err(not_a_key("expected an RSA key (PKCS#8 or PKCS#1)".into())),
+    };
+    key.map_err(|e| not_a_key(format!("not a usable RSA key: {e}")))
+}
+
 /// Loads a PKCS#8 PEM Ed25519 key (from ring or `openssl genpkey -algorithm ed25519`),
 /// refusing a file others can read. Audit checkpoints and upstream access assertions are signed with such keys.
 pub(crate) fn load_ed25519(path: &Path) -> Result<Ed25519KeyPair, SecretError> {

@@ -18,10 +18,12 @@ use crate::tls::load_certs;
 mod audit_cli;
 mod cache_cli;
 mod card_cli;
+mod dmp_cli;
 mod summary_cli;
 use audit_cli::AuditCommand;
 use cache_cli::CacheCommand;
 use card_cli::CardCommand;
+use dmp_cli::DmpCommand;
 use summary_cli::SummaryCommand;
 
 pub(crate) const EXIT_RUNTIME: u8 = 1;
@@ -84,6 +86,11 @@ enum Command {
         #[command(subcommand)]
         command: SummaryCommand,
     },
+    /// The national record (DMP): the signed VIHF assertion the gateway would send.
+    Dmp {
+        #[command(subcommand)]
+        command: DmpCommand,
+    },
 }
 
 pub(crate) enum Failure {
@@ -137,6 +144,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Audit { command } => audit_cli::run(&cli.config, command),
         Command::Card { command } => card_cli::run(command),
         Command::Summary { command } => summary_cli::run(command),
+        Command::Dmp { command } => dmp_cli::run(&cli.config, command),
         Command::Cache { command } => cache_cli::run(&cli.config, command),
         Command::DevUpstream(options) => dev_upstream(options),
         Command::Serve => serve(Prepared::load(&cli.config)?),

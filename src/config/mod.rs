@@ -47,6 +47,10 @@ pub struct Config {
     /// The record service. Without it, no summary can be fetched (the desk API says so).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<crate::upstream::UpstreamConfig>,
+    /// The national record (DMP) over SOAP/XDS.b: where it is and what the VIHF says of
+    /// the centre and the software.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dmp: Option<crate::upstream::dmp::DmpConfig>,
     /// Compliance officers: who may review the trail through the API.
     #[serde(default)]
     pub compliance: ComplianceConfig,

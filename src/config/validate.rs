@@ -21,6 +21,16 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
     if let Some(upstream) = &config.upstream {
         check_upstream(upstream, &mut out);
     }
+    if let Some(dmp) = &config.dmp {
+        out.extend(dmp.problems());
+        check_readable_file(&mut out, "dmp.server_ca", &dmp.server_ca);
+        if let Some(cert) = &dmp.structure_cert {
+            check_readable_file(&mut out, "dmp.structure_cert", cert);
+        }
+        if let Some(key) = &dmp.structure_key {
+            check_private_key(&mut out, "dmp.structure_key", key);
+        }
+    }
     check_access(config, &mut out);
     if let Some(pattern) = &config.compliance.call_id_pattern
         && let Err(e) = regex::Regex::new(pattern)

@@ -219,6 +219,8 @@ pub(crate) fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, DemoRun
         },
         audit: AuditConfig::with_key(signing_key.into()),
         upstream: Some(record.config),
+        // The DMP path comes to the demo with dev-dmp (issue 18).
+        dmp: None,
         compliance: Default::default(),
         break_glass: Default::default(),
         limits: Default::default(),

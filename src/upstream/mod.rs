@@ -9,6 +9,7 @@
 
 pub mod assertion;
 pub mod client;
+pub mod dmp;
 pub mod outcome;
 
 use std::future::Future;

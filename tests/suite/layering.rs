@@ -10,7 +10,14 @@ use std::path::{Path, PathBuf};
 /// Bottom to top. A module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
     // Leaves: helpers and vocabulary, using nothing else from the crate.
-    &["access_mode", "clock", "encoding", "problem", "secret"],
+    &[
+        "access_mode",
+        "clock",
+        "encoding",
+        "problem",
+        "secret",
+        "xmldsig",
+    ],
     &["random", "tls", "limit", "patient", "summary", "telemetry"],
     &["audit"],
     &["card", "cache"],

@@ -1,0 +1,121 @@
+//! `samu-gateway dmp …`: tools for integrators of the national record (DMP). `dmp vihf`
+//! prints the signed assertion the gateway would send for an access, for the DMP's
+//! integration tests and for checking a structure's key and certificate.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Subcommand, ValueEnum};
+
+use super::Failure;
+use crate::access_mode::AccessMode;
+use crate::card::trust::Professional;
+use crate::config::Config;
+use crate::patient::{Ins, InsPolicy, OID_NIR};
+use crate::upstream::dmp::SoftwareSigner;
+use crate::upstream::dmp::vihf::VihfSubject;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(super) enum Mode {
+    /// Access by the medical regulation centre.
+    #[value(name = "centre_15")]
+    Centre15,
+    /// Break-glass access.
+    #[value(name = "bris_de_glace")]
+    BrisDeGlace,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum DmpCommand {
+    /// Print a signed VIHF assertion for an access to a patient's record: the fields of
+    /// `[dmp]` and `[centre]` from --config, the professional and the patient from here.
+    Vihf {
+        /// The patient's INS (NIR or NIA, 15 characters).
+        #[arg(long)]
+        ins: String,
+        /// The INS's OID (test and demo OIDs are accepted: this signs, it reads nothing).
+        #[arg(long, default_value = OID_NIR)]
+        ins_oid: String,
+        /// Why the record is consulted.
+        #[arg(long, value_enum)]
+        mode: Mode,
+        /// The professional's national id (idNat_PS).
+        #[arg(long)]
+        professional: String,
+        /// The professional's name (`subject-id`); the idNat when absent.
+        #[arg(long)]
+        name: Option<String>,
+        /// The professional's profession code (TRE_G15; `10`: physician).
+        #[arg(long, default_value = "10")]
+        profession: String,
+        /// RSA private key signing the assertion (PEM, PKCS#8 or PKCS#1, mode 0600).
+        #[arg(long)]
+        key: PathBuf,
+        /// Its certificate (PEM), put in the signature's KeyInfo.
+        #[arg(long)]
+        cert: PathBuf,
+    },
+}
+
+pub(super) fn run(config_path: &Path, command: DmpCommand) -> Result<ExitCode, Failure> {
+    let DmpCommand::Vihf {
+        ins,
+        ins_oid,
+        mode,
+        professional,
+        name,
+        profession,
+        key,
+        cert,
+    } = command;
+    // Only what the assertion needs is checked: this runs outside the unit, without the
+    // gateway's other credentials.
+    let config = Config::read(config_path)?;
+    let dmp = config.dmp.as_ref().ok_or_else(|| {
+        Failure::Usage(vec![format!(
+            "{}: no [dmp] section: the assertion's fields come from it",
+            config_path.display()
+        )])
+    })?;
+    let problems: Vec<String> = dmp.problems().into_iter().map(|p| p.to_string()).collect();
+    if !problems.is_empty() {
+        return Err(Failure::Usage(problems));
+    }
+    let ins = Ins::parse(
+        &ins,
+        &ins_oid,
+        InsPolicy {
+            accept_test_oids: true,
+        },
+    )
+    .map_err(|e| Failure::Usage(vec![format!("--ins: {e}")]))?;
+    let signer = SoftwareSigner::load(&key, &cert).context("cannot load the signing key")?;
+    let (given_name, surname) = match name.as_deref().map(str::trim) {
+        Some(name) if !name.is_empty() => (None, Some(name.to_owned())),
+        _ => (None, None),
+    };
+    let professional = Professional {
+        id_nat: professional,
+        id_nat_key_ok: true,
+        given_name,
+        surname,
+        title: Some(profession),
+        certificate_sha256: String::new(),
+    };
+    let assertion = signer
+        .vihf(
+            &dmp.vihf_settings(&config.centre.structure_id),
+            VihfSubject {
+                professional: &professional,
+                mode: match mode {
+                    Mode::Centre15 => AccessMode::Centre15,
+                    Mode::BrisDeGlace => AccessMode::BrisDeGlace,
+                },
+                patient: Some(&ins),
+            },
+        )
+        .context("cannot sign the assertion")?;
+    println!("{assertion}");
+    Ok(ExitCode::SUCCESS)
+}

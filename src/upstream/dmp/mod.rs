@@ -1,0 +1,315 @@
+//! The national shared record (DMP) as professionals' software reaches it: SOAP 1.2 /
+//! IHE XDS.b, every request carrying a VIHF assertion signed with XML-DSig
+//! (docs/dmp.md). This part builds and signs the assertion ([`vihf`]) and owns the
+//! `[dmp]` configuration section; the transactions follow (issue 18).
+
+pub mod vihf;
+
+use std::path::PathBuf;
+
+use ring::signature::RsaKeyPair;
+use rustls_pki_types::pem::PemObject as _;
+use serde::{Deserialize, Serialize};
+
+use crate::problem::ConfigProblem;
+use crate::secret::SecretPath;
+
+/// Why a DMP exchange could not be prepared.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DmpError {
+    /// The signing key or certificate is unusable.
+    #[error("VIHF signer: {0}")]
+    Signer(String),
+    /// The assertion could not be built or signed.
+    #[error("VIHF: {0}")]
+    Vihf(String),
+}
+
+/// `Authentification_Mode`: how the professional was authenticated, which decides who
+/// signs the assertion (docs/dmp.md, "Who signs").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum AuthenticationMode {
+    /// The professional's own CPS card: its signature key signs the assertion, its
+    /// authentication key the TLS handshake.
+    #[default]
+    #[serde(rename = "DIRECTE")]
+    Directe,
+    /// The structure's certificate alone (the DMP refuses document search and retrieval
+    /// in this mode).
+    #[serde(rename = "INDIRECTE")]
+    Indirecte,
+    /// The structure's certificate, the professional authenticated by Pro Santé Connect.
+    #[serde(rename = "INDIRECTE_RENFORCEE")]
+    IndirecteRenforcee,
+}
+
+impl AuthenticationMode {
+    /// The attribute's value.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Directe => "DIRECTE",
+            Self::Indirecte => "INDIRECTE",
+            Self::IndirecteRenforcee => "INDIRECTE_RENFORCEE",
+        }
+    }
+
+    /// `AuthnContextClassRef`: a card is a smartcard PKI authentication.
+    pub fn authn_context(self) -> &'static str {
+        match self {
+            Self::Directe => "urn:oasis:names:tc:SAML:2.0:ac:classes:SmartcardPKI",
+            Self::Indirecte | Self::IndirecteRenforcee => {
+                "urn:oasis:names:tc:SAML:2.0:ac:classes:unspecified"
+            }
+        }
+    }
+}
+
+/// `[dmp]`: reaching the national record and what the VIHF says of the centre and the
+/// software. Which values come from where: docs/dmp.md.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DmpConfig {
+    /// Base URL of the DMP services for the environment (`https://…`).
+    pub base_url: String,
+    /// PEM CA certificate(s) the DMP's certificate must chain to.
+    pub server_ca: PathBuf,
+    /// `DIRECTE` (cards sign), `INDIRECTE` or `INDIRECTE_RENFORCEE` (the structure's
+    /// certificate signs).
+    #[serde(default)]
+    pub authentication_mode: AuthenticationMode,
+    /// The structure's certificate (PEM), which signs and authenticates in the indirect
+    /// modes.
+    #[serde(default)]
+    pub structure_cert: Option<PathBuf>,
+    /// Its RSA private key (file or `credential:NAME`).
+    #[serde(default)]
+    pub structure_key: Option<SecretPath>,
+    /// `Secteur_Activite` (J61; `SA01`: public health establishment).
+    #[serde(default = "defaults::activity_sector")]
+    pub activity_sector: String,
+    /// The regulating physicians' specialty (TRE_R38), sent as their second role.
+    pub specialty: String,
+    /// `LPS_ID_HOMOLOGATION_DMP`, issued with the DMP homologation (the demo says
+    /// `DEMO-NON-HOMOLOGUE`).
+    pub homologation_number: String,
+    /// `LPS_ID`, when registered.
+    #[serde(default)]
+    pub software_id: Option<String>,
+    /// `VIHF_Version`.
+    #[serde(default = "defaults::vihf_version")]
+    pub vihf_version: String,
+    /// How long an assertion is valid, seconds.
+    #[serde(default = "defaults::assertion_lifetime_secs")]
+    pub assertion_lifetime_secs: u64,
+}
+
+mod defaults {
+    pub(super) fn activity_sector() -> String {
+        "SA01".into()
+    }
+    pub(super) fn vihf_version() -> String {
+        "3.0".into()
+    }
+    pub(super) fn assertion_lifetime_secs() -> u64 {
+        300
+    }
+}
+
+/// A code the DMP's value sets use: letters and digits, a few separators.
+fn is_code(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+impl DmpConfig {
+    /// Every problem of the section.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut out = Vec::new();
+        if !self.base_url.starts_with("https://") {
+            out.push(ConfigProblem::new(
+                "dmp.base_url",
+                format!("'{}' is not an https:// URL", self.base_url),
+            ));
+        }
+        for (key, value) in [
+            ("dmp.activity_sector", &self.activity_sector),
+            ("dmp.specialty", &self.specialty),
+            ("dmp.vihf_version", &self.vihf_version),
+            ("dmp.homologation_number", &self.homologation_number),
+        ] {
+            if !is_code(value) {
+                out.push(ConfigProblem::new(
+                    key,
+                    format!("'{value}' is not a code (letters, digits, '.', '_', '-')"),
+                ));
+            }
+        }
+        if !(30..=3_600).contains(&self.assertion_lifetime_secs) {
+            out.push(ConfigProblem::new(
+                "dmp.assertion_lifetime_secs",
+                "must be between 30 and 3600",
+            ));
+        }
+        let indirect = self.authentication_mode != AuthenticationMode::Directe;
+        if indirect && (self.structure_cert.is_none() || self.structure_key.is_none()) {
+            out.push(ConfigProblem::new(
+                "dmp.structure_cert",
+                format!(
+                    "authentication_mode {} signs with the structure's certificate: set structure_cert and structure_key",
+                    self.authentication_mode.code()
+                ),
+            ));
+        }
+        out
+    }
+
+    /// What every assertion says of the centre and the software.
+    pub fn vihf_settings(&self, structure_id: &str) -> vihf::VihfSettings {
+        vihf::VihfSettings {
+            structure_id: structure_id.to_owned(),
+            activity_sector: self.activity_sector.clone(),
+            specialty: Some(self.specialty.clone()),
+            software_name: "samu-gateway".into(),
+            software_version: env!("CARGO_PKG_VERSION").into(),
+            homologation_number: Some(self.homologation_number.clone()),
+            software_id: self.software_id.clone(),
+            vihf_version: self.vihf_version.clone(),
+            authentication_mode: self.authentication_mode,
+            lifetime_secs: self.assertion_lifetime_secs,
+        }
+    }
+}
+
+/// A signing key held in software: the structure's certificate in the indirect modes, or
+/// a key given to `dmp vihf` for integration tests.
+pub struct SoftwareSigner {
+    key: RsaKeyPair,
+    certificate: Vec<u8>,
+}
+
+impl std::fmt::Debug for SoftwareSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SoftwareSigner { .. }")
+    }
+}
+
+impl SoftwareSigner {
+    /// Loads an RSA key (PKCS#8 or PKCS#1 PEM, not readable by others) and its
+    /// certificate (the first of a PEM file), which must hold the key's public half.
+    pub fn load(key: &std::path::Path, certificate: &std::path::Path) -> Result<Self, DmpError> {
+        let key = crate::secret::load_rsa(key).map_err(|e| DmpError::Signer(e.to_string()))?;
+        let certificate = std::fs::read(certificate)
+            .map_err(|e| DmpError::Signer(format!("{}: {e}", certificate.display())))
+            .and_then(|pem| {
+                rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+                    .next()
+                    .and_then(Result::ok)
+                    .map(|c| c.to_vec())
+                    .ok_or_else(|| {
+                        DmpError::Signer(format!("{}: no PEM certificate", certificate.display()))
+                    })
+            })?;
+        let signer = Self { key, certificate };
+        // A key and a certificate that do not belong together would only be found out by
+        // the DMP's refusal: try them now.
+        let probe = signer.sign(b"samu-gateway key check")?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&signer.certificate)
+            .map_err(|e| DmpError::Signer(format!("the certificate cannot be read: {e}")))?;
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            parsed.public_key().subject_public_key.data.as_ref(),
+        )
+        .verify(b"samu-gateway key check", &probe)
+        .map_err(|_| DmpError::Signer("the key does not match the certificate".into()))?;
+        Ok(signer)
+    }
+
+    /// The certificate (DER) that goes in `KeyInfo`.
+    pub fn certificate(&self) -> &[u8] {
+        &self.certificate
+    }
+
+    /// RSA PKCS#1 v1.5 with SHA-256 over `message`.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, DmpError> {
+        crate::random::rsa_sha256(&self.key, message).map_err(|e| DmpError::Signer(e.to_string()))
+    }
+
+    /// A signed assertion for `subject`.
+    pub fn vihf(
+        &self,
+        settings: &vihf::VihfSettings,
+        subject: vihf::VihfSubject<'_>,
+    ) -> Result<String, DmpError> {
+        let id = new_assertion_id()?;
+        let unsigned = vihf::prepare(
+            settings,
+            subject,
+            &self.certificate,
+            &id,
+            crate::clock::now().1,
+        )?;
+        let signature = self.sign(unsigned.to_sign())?;
+        unsigned
+            .finish(&signature)
+            .map_err(|e| DmpError::Vihf(e.to_string()))
+    }
+}
+
+/// A fresh assertion id: an XML name (it must not start with a digit), 128 random bits.
+pub fn new_assertion_id() -> Result<String, DmpError> {
+    crate::random::hex_id::<16>()
+        .map(|hex| format!("_{hex}"))
+        .map_err(|e| DmpError::Signer(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(extra: &str) -> DmpConfig {
+        toml::from_str(&format!(
+            "base_url = \"https://dmp.example\"\nserver_ca = \"/ca.pem\"\nspecialty = \"SM26\"\nhomologation_number = \"H-1\"\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn keys(config: &DmpConfig) -> Vec<String> {
+        config
+            .problems()
+            .into_iter()
+            .map(|p| p.key)
+            .collect::<Vec<_>>()
+    }
+
+    #[test]
+    fn the_section_names_each_problem_at_its_key() {
+        assert!(keys(&section("")).is_empty());
+        assert_eq!(section("").authentication_mode, AuthenticationMode::Directe);
+        assert_eq!(
+            keys(&section("authentication_mode = \"INDIRECTE\"")),
+            ["dmp.structure_cert"]
+        );
+        assert!(keys(&section(
+            "authentication_mode = \"INDIRECTE_RENFORCEE\"\nstructure_cert = \"/c.pem\"\nstructure_key = \"/k.pem\""
+        ))
+        .is_empty());
+        let mut bad = section("activity_sector = \"SA 01\"\nassertion_lifetime_secs = 5");
+        bad.base_url = "http://dmp.example".into();
+        bad.homologation_number = "x\"y".into();
+        assert_eq!(
+            keys(&bad),
+            [
+                "dmp.base_url",
+                "dmp.activity_sector",
+                "dmp.homologation_number",
+                "dmp.assertion_lifetime_secs"
+            ]
+        );
+        // Unknown keys and unknown modes are refused when the file is read.
+        assert!(toml::from_str::<DmpConfig>("base_url = \"https://x\"\nserver_ca = \"/c\"\nspecialty = \"S\"\nhomologation_number = \"H\"\nmode = \"x\"").is_err());
+        assert!(toml::from_str::<DmpConfig>("base_url = \"https://x\"\nserver_ca = \"/c\"\nspecialty = \"S\"\nhomologation_number = \"H\"\nauthentication_mode = \"NORMAL\"").is_err());
+    }
+}
