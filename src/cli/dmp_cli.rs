@@ -56,9 +56,108 @@ pub(super) enum DmpCommand {
         #[arg(long)]
         cert: PathBuf,
     },
+    /// Read a saved DMP message (TD3.1/TD3.2 request or answer, an MTOM body whose first
+    /// line is its boundary, a SOAP fault) and print what the gateway understands of it.
+    Inspect {
+        /// The message file ("-" reads stdin).
+        file: PathBuf,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub(super) fn run(config_path: &Path, command: DmpCommand) -> Result<ExitCode, Failure> {
+    match command {
+        DmpCommand::Inspect { file, json } => inspect(&file, json),
+        vihf => sign(config_path, vihf),
+    }
+}
+
+/// Largest message read: a retrieval of several documents.
+const MAX_MESSAGE_BYTES: u64 = 64 * 1024 * 1024;
+
+fn inspect(file: &Path, json: bool) -> Result<ExitCode, Failure> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin()
+            .take(MAX_MESSAGE_BYTES)
+            .read_to_end(&mut bytes)
+            .context("cannot read stdin")?;
+    } else {
+        std::fs::File::open(file)
+            .with_context(|| format!("cannot open {}", file.display()))?
+            .take(MAX_MESSAGE_BYTES)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+    }
+    let inspected = super::runtime()?.block_on(crate::upstream::dmp::inspect::inspect(bytes));
+    let inspected = match inspected {
+        Ok(inspected) => inspected,
+        Err(e) => {
+            eprintln!("refused: {}: {e}", file.display());
+            return Ok(ExitCode::from(super::EXIT_RUNTIME));
+        }
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&inspected).context("cannot encode")?;
+        println!("{text}");
+    } else {
+        print!("{}", human(&inspected));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human(i: &crate::upstream::dmp::inspect::Inspection) -> String {
+    let mut out = format!("message: {}", i.message);
+    if let Some(action) = &i.action {
+        out.push_str(&format!(" (action {action})"));
+    }
+    if let Some(status) = i.status {
+        out.push_str(&format!(", status {status:?}"));
+    }
+    out.push('\n');
+    for d in i.documents.iter().flatten() {
+        let code = |c: &Option<crate::upstream::dmp::xds::Coded>| {
+            c.as_ref().map_or("-".to_owned(), |c| c.code.clone())
+        };
+        let confidentiality: Vec<&str> =
+            d.confidentiality.iter().map(|c| c.code.as_str()).collect();
+        out.push_str(&format!(
+            "  document {} (repository {}): type {}, format {}, created {}, confidentiality {}\n",
+            d.unique_id,
+            d.repository_unique_id,
+            code(&d.type_code),
+            code(&d.format_code),
+            d.creation_time.as_deref().unwrap_or("-"),
+            confidentiality.join("+"),
+        ));
+    }
+    for d in i.retrieved.iter().flatten() {
+        out.push_str(&format!(
+            "  retrieved {} (repository {}): {}, {} bytes, sha256 {}\n",
+            d.unique_id, d.repository_unique_id, d.mime_type, d.bytes, d.sha256
+        ));
+    }
+    for (name, value) in i.requested.iter().flatten() {
+        out.push_str(&format!("  requested {name} = {value}\n"));
+    }
+    for e in &i.errors {
+        out.push_str(&format!("  registry error {} ({})\n", e.code, e.severity));
+    }
+    if let Some(f) = &i.fault {
+        out.push_str(&format!(
+            "  fault {} ({}): {}\n",
+            f.code,
+            f.codes.join(" / "),
+            f.reason
+        ));
+    }
+    out
+}
+
+fn sign(config_path: &Path, command: DmpCommand) -> Result<ExitCode, Failure> {
     let DmpCommand::Vihf {
         ins,
         ins_oid,
@@ -68,7 +167,10 @@ pub(super) fn run(config_path: &Path, command: DmpCommand) -> Result<ExitCode, F
         profession,
         key,
         cert,
-    } = command;
+    } = command
+    else {
+        return Err(Failure::Usage(vec!["not a signing command".into()]));
+    };
     // Only what the assertion needs is checked: this runs outside the unit, without the
     // gateway's other credentials.
     let config = Config::read(config_path)?;

@@ -86,7 +86,8 @@ enum Command {
         #[command(subcommand)]
         command: SummaryCommand,
     },
-    /// The national record (DMP): the signed VIHF assertion the gateway would send.
+    /// The national record (DMP): the signed VIHF assertion the gateway would send, and
+    /// what the gateway reads in a saved DMP message.
     Dmp {
         #[command(subcommand)]
         command: DmpCommand,
@@ -166,7 +167,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

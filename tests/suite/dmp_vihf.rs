@@ -7,45 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use samu_gateway::xmldsig::{self, XmlDsigError};
 
+use crate::support::dmp::{DMP_SECTION, rsa_signer, signed_vihf};
 use crate::support::{self, Pki, write_config};
 
 const ASSERTION: &str = "urn:oasis:names:tc:SAML:2.0:assertion:Assertion";
-
-/// An RSA key (mode 0600) and its self-signed certificate, as a structure's signing
-/// certificate would be.
-fn rsa_signer(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-    let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
-    let pair = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("SAMU de test {name}"));
-    params.distinguished_name.push(
-        rcgen::DnType::OrganizationName,
-        "samu-gateway test structure",
-    );
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::DigitalSignature,
-        rcgen::KeyUsagePurpose::ContentCommitment,
-    ];
-    let cert = params.self_signed(&pair).unwrap();
-    let key_path = dir.join(format!("{name}.key"));
-    let cert_path = dir.join(format!("{name}.pem"));
-    std::fs::write(&key_path, pem.as_bytes()).unwrap();
-    std::fs::set_permissions(
-        &key_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    (key_path, cert_path)
-}
-
-const DMP_SECTION: &str = "\n[dmp]\nbase_url = \"https://dmp.example\"\nserver_ca = \"/dev/null\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-HOMOLOGATION-1\"\n";
 
 fn xmlsec1() -> Command {
     Command::new("xmlsec1")
@@ -69,32 +36,7 @@ fn xmlsec1_verifies(file: &Path, cert: &Path) -> (bool, String) {
 #[test]
 fn the_signed_assertion_verifies_with_xmlsec1_and_not_once_altered() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let config = write_config(dir.path(), &pki, "", DMP_SECTION);
-    let (key, cert) = rsa_signer(dir.path(), "signature");
-    let (code, assertion, err) = support::run(
-        &config,
-        &[
-            "dmp",
-            "vihf",
-            "--ins",
-            "180017500000134",
-            "--ins-oid",
-            "1.2.250.1.213.1.4.10",
-            "--mode",
-            "centre_15",
-            "--professional",
-            "810002813839",
-            "--name",
-            "Jeanne URGENTISTE",
-            "--key",
-            key.to_str().unwrap(),
-            "--cert",
-            cert.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(code, 0, "{err}");
+    let (assertion, cert) = signed_vihf(dir.path(), "centre_15");
     let signed = dir.path().join("vihf.xml");
     std::fs::write(&signed, &assertion).unwrap();
     let (ok, said) = xmlsec1_verifies(&signed, &cert);
@@ -164,37 +106,26 @@ fn the_signed_assertion_verifies_with_xmlsec1_and_not_once_altered() {
     ));
 
     // The SAML 2.0 assertion schema, when the shared fixtures are there; roles and the
-    // purpose of use are HL7 v3 `CE` values, checked against the HL7 data types.
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/dmp");
-    let saml = fixtures.join("saml/sstc-saml-schema-assertion-2.0.xsd");
-    let hl7 = fixtures.join("hl7v3/coreschemas/datatypes.xsd");
-    if !saml.exists() || !hl7.exists() {
+    // purpose of use are HL7 v3 `CE` values, checked against the HL7 data types (the
+    // fixtures' dmp-all.xsd imports both).
+    let wrapper =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/dmp/dmp-all.xsd");
+    if !wrapper.exists() {
         support::skipped(&format!(
             "dmp_vihf: {} is absent; the assertion was not checked against the SAML schema",
-            fixtures.display()
+            wrapper.display()
         ));
         return;
     }
-    // The HL7 data types have no target namespace: included into urn:hl7-org:v3 by a
-    // schema of our own, which also imports SAML.
-    let wrapper = dir.path().join("vihf-schema.xsd");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "<xs:schema xmlns:xs=\"http://www.w3.org/2001/XMLSchema\" targetNamespace=\"urn:hl7-org:v3\" xmlns=\"urn:hl7-org:v3\" elementFormDefault=\"qualified\">\
-             <xs:include schemaLocation=\"{}\"/>\
-             <xs:import namespace=\"urn:oasis:names:tc:SAML:2.0:assertion\" schemaLocation=\"{}\"/>\
-             </xs:schema>",
-            hl7.canonicalize().unwrap().display(),
-            saml.canonicalize().unwrap().display()
-        ),
-    )
-    .unwrap();
     std::fs::write(&signed, &assertion).unwrap();
     let out = Command::new("xmllint")
         .args(["--noout", "--nonet", "--schema"])
         .arg(&wrapper)
         .arg(&signed)
+        .env(
+            "XML_CATALOG_FILES",
+            wrapper.with_file_name("ws").join("catalog.xml"),
+        )
         .output()
         .expect("xmllint runs (Debian package libxml2-utils)");
     assert!(
@@ -208,6 +139,10 @@ fn the_signed_assertion_verifies_with_xmlsec1_and_not_once_altered() {
         .args(["--noout", "--nonet", "--schema"])
         .arg(&wrapper)
         .arg(&signed)
+        .env(
+            "XML_CATALOG_FILES",
+            wrapper.with_file_name("ws").join("catalog.xml"),
+        )
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub(crate) mod dicom;
+pub(crate) mod dmp;
 pub(crate) mod pcsc;
 pub(crate) mod rsyslog;
 pub(crate) mod upstream;

@@ -3,7 +3,11 @@
 //! (docs/dmp.md). This part builds and signs the assertion ([`vihf`]) and owns the
 //! `[dmp]` configuration section; the transactions follow (issue 18).
 
+pub mod inspect;
+pub mod mtom;
+pub mod soap;
 pub mod vihf;
+pub mod xds;
 
 use std::path::PathBuf;
 
@@ -23,6 +27,16 @@ pub enum DmpError {
     /// The assertion could not be built or signed.
     #[error("VIHF: {0}")]
     Vihf(String),
+    /// A request could not be written.
+    #[error("DMP request: {0}")]
+    Request(String),
+    /// An answer that is not what the protocol promises (its defect named, never its
+    /// content).
+    #[error("DMP answer unusable: {0}")]
+    Answer(String),
+    /// A SOAP fault: its codes (the text stays in the value, out of the message).
+    #[error("the DMP answered with fault {} ({})", .0.most_specific(), .0.code)]
+    Fault(soap::Fault),
 }
 
 /// `Authentification_Mode`: how the professional was authenticated, which decides who

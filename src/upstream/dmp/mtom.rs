@@ -1,0 +1,137 @@
+//! MTOM/XOP answers (`multipart/related; type="application/xop+xml"`): the SOAP envelope
+//! in the root part, each retrieved document in a part of its own, found by the
+//! Content-ID the envelope's `xop:Include` names. Split by multer, bounded in size.
+
+use std::collections::HashMap;
+
+use super::DmpError;
+
+/// An answer split into its parts.
+pub struct Parts {
+    /// The root part: the SOAP envelope.
+    pub envelope: String,
+    /// The other parts, by Content-ID (without angle brackets).
+    pub attachments: HashMap<String, Vec<u8>>,
+}
+
+redacted_debug!(Parts);
+
+/// The boundary of a `multipart/related` Content-Type, and its root part's Content-ID.
+pub fn boundary(content_type: &str) -> Result<(String, Option<String>), DmpError> {
+    let mime: mime::Mime = content_type
+        .parse()
+        .map_err(|_| DmpError::Answer("unreadable Content-Type".into()))?;
+    if mime.type_() != mime::MULTIPART || mime.subtype() != "related" {
+        return Err(DmpError::Answer(format!(
+            "Content-Type {}/{} where multipart/related was expected",
+            super::soap::token(mime.type_().as_str()),
+            super::soap::token(mime.subtype().as_str())
+        )));
+    }
+    let boundary = mime
+        .get_param(mime::BOUNDARY)
+        .map(|b| b.as_str().to_owned())
+        .ok_or_else(|| DmpError::Answer("multipart/related without a boundary".into()))?;
+    let start = mime
+        .get_param("start")
+        .map(|s| s.as_str().trim_matches(|c| c == '<' || c == '>').to_owned());
+    Ok((boundary, start))
+}
+
+/// Splits `body` at `boundary`; the root is the part `start` names, else the first.
+/// At most `max_parts` parts.
+pub async fn split(
+    body: Vec<u8>,
+    boundary: &str,
+    start: Option<&str>,
+    max_parts: usize,
+) -> Result<Parts, DmpError> {
+    let size = body.len() as u64;
+    let stream = futures_util::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(body))
+    });
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(size));
+    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+    let mut root = None;
+    let mut attachments = HashMap::new();
+    let mut count = 0;
+    loop {
+        let field = multipart
+            .next_field()
+            .await
+            .map_err(|e| DmpError::Answer(format!("multipart answer: {e}")))?;
+        let Some(field) = field else { break };
+        count += 1;
+        if count > max_parts {
+            return Err(DmpError::Answer(format!(
+                "multipart answer with more than {max_parts} parts"
+            )));
+        }
+        let id = field
+            .headers()
+            .get("content-id")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().trim_matches(|c| c == '<' || c == '>').to_owned());
+        let bytes = field
+            .bytes()
+            .await
+            .map_err(|e| DmpError::Answer(format!("multipart answer: {e}")))?
+            .to_vec();
+        let is_root = match (start, &id) {
+            (Some(start), Some(id)) => start == id,
+            (Some(_), None) => false,
+            (None, _) => root.is_none(),
+        };
+        if is_root && root.is_none() {
+            root = Some(bytes);
+        } else if let Some(id) = id {
+            attachments.insert(id, bytes);
+        }
+    }
+    let root =
+        root.ok_or_else(|| DmpError::Answer("the multipart answer has no root part".into()))?;
+    let envelope = String::from_utf8(root)
+        .map_err(|_| DmpError::Answer("the SOAP part is not UTF-8".into()))?;
+    Ok(Parts {
+        envelope,
+        attachments,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_root_part_and_the_documents_are_found_by_their_ids() {
+        let body = "--uuid:b1\r\nContent-Type: application/xop+xml; type=\"application/soap+xml\"\r\nContent-ID: <root@x>\r\n\r\n<e/>\r\n--uuid:b1\r\nContent-Type: text/xml\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <doc1@x>\r\n\r\n<ClinicalDocument/>\r\n--uuid:b1--\r\n";
+        let (boundary, start) = boundary(
+            "multipart/related; type=\"application/xop+xml\"; boundary=\"uuid:b1\"; start=\"<root@x>\"; start-info=\"application/soap+xml\"",
+        )
+        .unwrap();
+        assert_eq!(boundary, "uuid:b1");
+        let parts = split(body.as_bytes().to_vec(), &boundary, start.as_deref(), 8)
+            .await
+            .unwrap();
+        assert_eq!(parts.envelope, "<e/>");
+        assert_eq!(parts.attachments["doc1@x"], b"<ClinicalDocument/>");
+        // Too many parts, no closing boundary, another type: named.
+        assert!(
+            split(body.as_bytes().to_vec(), &boundary, None, 1)
+                .await
+                .is_err()
+        );
+        assert!(
+            split(b"--uuid:b1\r\n\r\nx".to_vec(), &boundary, None, 8)
+                .await
+                .is_err()
+        );
+        assert!(boundary_err("multipart/form-data; boundary=x").contains("multipart/related"));
+        assert!(boundary_err("application/soap+xml").contains("multipart/related"));
+    }
+
+    fn boundary_err(content_type: &str) -> String {
+        boundary(content_type).unwrap_err().to_string()
+    }
+}

@@ -1,0 +1,532 @@
+//! IHE XDS.b as the DMP uses it (docs/dmp.md, "Finding and retrieving documents"):
+//! TD3.1, the FindDocuments stored query (ITI-18), and TD3.2, RetrieveDocumentSet
+//! (ITI-43), whose answer comes as MTOM/XOP (the documents in MIME parts the XML
+//! points to) or with the documents inline in base64.
+
+use base64::Engine as _;
+use quick_xml::Writer;
+use quick_xml::events::BytesText;
+use roxmltree::Node;
+use serde::Serialize;
+
+use super::DmpError;
+use super::soap::{self, child_text, token};
+
+/// ITI-18's action.
+pub const FIND_ACTION: &str = "urn:ihe:iti:2007:RegistryStoredQuery";
+/// ITI-43's action.
+pub const RETRIEVE_ACTION: &str = "urn:ihe:iti:2007:RetrieveDocumentSet";
+const QUERY: &str = "urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0";
+const RIM: &str = "urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0";
+const RS: &str = "urn:oasis:names:tc:ebxml-regrep:xsd:rs:3.0";
+const XDSB: &str = "urn:ihe:iti:xds-b:2007";
+const XOP: &str = "http://www.w3.org/2004/08/xop/include";
+/// The FindDocuments stored query.
+const FIND_DOCUMENTS: &str = "urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d";
+const APPROVED: &str = "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved";
+// Classification and identification schemes of a document entry (IHE ITI TF-3).
+const TYPE_CODE: &str = "urn:uuid:f0306f51-975f-434e-a61c-c59651d33983";
+const CLASS_CODE: &str = "urn:uuid:41a5887f-8865-4c09-adf7-e362475b143a";
+const FORMAT_CODE: &str = "urn:uuid:a09d5840-386c-46f2-b5ad-9c3699a4309d";
+const CONFIDENTIALITY_CODE: &str = "urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f";
+const AUTHOR: &str = "urn:uuid:93606bcf-9494-43ec-9b4e-a7748d1a838d";
+const UNIQUE_ID: &str = "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab";
+/// Most documents a search may list: a record has tens to hundreds.
+const MAX_ENTRIES: usize = 5_000;
+/// Most documents one retrieval asks for.
+pub const MAX_RETRIEVE: usize = 32;
+
+/// A coded value of the metadata (`code^^scheme` when queried).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Coded {
+    /// The code (`nodeRepresentation`).
+    pub code: String,
+    /// Its coding scheme, when given.
+    pub scheme: Option<String>,
+    /// Its display name, when given.
+    pub display: Option<String>,
+}
+
+/// One document of the patient's record, as the registry lists it.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct DocumentEntry {
+    /// The document's unique id, which retrieval asks for.
+    pub unique_id: String,
+    /// The repository holding it.
+    pub repository_unique_id: String,
+    /// The document type (`60591-5`, `SYNTH`, `REMB`…).
+    pub type_code: Option<Coded>,
+    /// The class.
+    pub class_code: Option<Coded>,
+    /// Structured (`urn:ihe:pcc:ips:2020`…) or not (`urn:ihe:iti:xds-sd:pdf:2008`…).
+    pub format_code: Option<Coded>,
+    /// Confidentiality codes, `INVISIBLE_PATIENT` and masks among them.
+    pub confidentiality: Vec<Coded>,
+    /// `creationTime` (UTC, `YYYYMMDDhhmmss` or shorter).
+    pub creation_time: Option<String>,
+    /// `serviceStartTime`.
+    pub service_start_time: Option<String>,
+    /// The entry's title.
+    pub title: Option<String>,
+    /// Authors, by name (`authorPerson`).
+    pub authors: Vec<String>,
+    /// `mimeType`.
+    pub mime_type: Option<String>,
+}
+
+redacted_debug!(DocumentEntry);
+
+/// One document retrieved.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RetrievedDocument {
+    /// Its unique id.
+    pub unique_id: String,
+    /// The repository it came from.
+    pub repository_unique_id: String,
+    /// Its media type.
+    pub mime_type: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+redacted_debug!(RetrievedDocument);
+
+/// An error the registry or repository listed (`RegistryError`): codes only, the text
+/// stays out (it may name the patient).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RegistryError {
+    /// `errorCode`.
+    pub code: String,
+    /// `severity`, local part (`Error`, `Warning`).
+    pub severity: String,
+}
+
+/// The registry's or repository's overall status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Everything asked for.
+    Success,
+    /// Some of it, with errors listed.
+    PartialSuccess,
+    /// Nothing, with errors listed.
+    Failure,
+}
+
+fn write_slot(w: &mut Writer<Vec<u8>>, name: &str, values: &[String]) -> std::io::Result<()> {
+    w.create_element("rim:Slot")
+        .with_attribute(("name", name))
+        .write_inner_content(|w| {
+            w.create_element("rim:ValueList").write_inner_content(|w| {
+                for value in values {
+                    // Quotes stay quotes: the stored query's syntax is read by people too.
+                    w.create_element("rim:Value")
+                        .write_text_content(BytesText::from_escaped(
+                            quick_xml::escape::partial_escape(value.as_str()),
+                        ))?;
+                }
+                Ok(())
+            })?;
+            Ok(())
+        })?;
+    Ok(())
+}
+
+/// A value as a stored query quotes it: `'…'`, with a quote inside doubled.
+fn quoted(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// The FindDocuments body: approved documents of `patient_id` (`INS^^^&OID&ISO^NH`) of
+/// the `types` (`code^^scheme`), every type in its own value (an OR).
+pub fn find_documents_body(
+    patient_id: &str,
+    types: &[String],
+) -> impl FnOnce(&mut Writer<Vec<u8>>) -> std::io::Result<()> {
+    let patient = quoted(patient_id);
+    let types: Vec<String> = types.iter().map(|t| format!("({})", quoted(t))).collect();
+    move |w| {
+        w.create_element("query:AdhocQueryRequest")
+            .with_attribute(("xmlns:query", QUERY))
+            .with_attribute(("xmlns:rim", RIM))
+            .write_inner_content(|w| {
+                w.create_element("query:ResponseOption")
+                    .with_attribute(("returnComposedObjects", "true"))
+                    .with_attribute(("returnType", "LeafClass"))
+                    .write_empty()?;
+                w.create_element("rim:AdhocQuery")
+                    .with_attribute(("id", FIND_DOCUMENTS))
+                    .write_inner_content(|w| {
+                        write_slot(w, "$XDSDocumentEntryPatientId", &[patient])?;
+                        write_slot(
+                            w,
+                            "$XDSDocumentEntryStatus",
+                            &[format!("({})", quoted(APPROVED))],
+                        )?;
+                        if !types.is_empty() {
+                            write_slot(w, "$XDSDocumentEntryTypeCode", &types)?;
+                        }
+                        Ok(())
+                    })?;
+                Ok(())
+            })?;
+        Ok(())
+    }
+}
+
+/// The RetrieveDocumentSet body for `documents` (repository, unique id), all in one
+/// request.
+pub fn retrieve_body(
+    documents: &[(String, String)],
+) -> impl FnOnce(&mut Writer<Vec<u8>>) -> std::io::Result<()> {
+    let documents = documents.to_vec();
+    move |w| {
+        w.create_element("xdsb:RetrieveDocumentSetRequest")
+            .with_attribute(("xmlns:xdsb", XDSB))
+            .write_inner_content(|w| {
+                for (repository, unique_id) in &documents {
+                    w.create_element("xdsb:DocumentRequest")
+                        .write_inner_content(|w| {
+                            w.create_element("xdsb:RepositoryUniqueId")
+                                .write_text_content(BytesText::new(repository))?;
+                            w.create_element("xdsb:DocumentUniqueId")
+                                .write_text_content(BytesText::new(unique_id))?;
+                            Ok(())
+                        })?;
+                }
+                Ok(())
+            })?;
+        Ok(())
+    }
+}
+
+fn status(node: Node<'_, '_>) -> Result<Status, DmpError> {
+    let value = node.attribute("status").unwrap_or_default();
+    match value.rsplit(':').next() {
+        Some("Success") => Ok(Status::Success),
+        Some("PartialSuccess") => Ok(Status::PartialSuccess),
+        Some("Failure") => Ok(Status::Failure),
+        _ => Err(DmpError::Answer(format!(
+            "unknown registry status {}",
+            token(value)
+        ))),
+    }
+}
+
+fn registry_errors(node: Node<'_, '_>) -> Vec<RegistryError> {
+    node.descendants()
+        .filter(|n| n.has_tag_name((RS, "RegistryError")))
+        .take(100)
+        .map(|e| RegistryError {
+            code: token(e.attribute("errorCode").unwrap_or_default()),
+            severity: token(
+                e.attribute("severity")
+                    .unwrap_or_default()
+                    .rsplit(':')
+                    .next()
+                    .unwrap_or_default(),
+            ),
+        })
+        .collect()
+}
+
+/// The answer to FindDocuments: the entries, the status and the errors listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Found {
+    /// Overall status.
+    pub status: Status,
+    /// The documents.
+    pub documents: Vec<DocumentEntry>,
+    /// Errors the registry listed.
+    pub errors: Vec<RegistryError>,
+}
+
+/// Reads an `AdhocQueryResponse` (the body's element).
+pub fn read_found(response: Node<'_, '_>) -> Result<Found, DmpError> {
+    if !response.has_tag_name((QUERY, "AdhocQueryResponse")) {
+        return Err(DmpError::Answer(format!(
+            "expected an AdhocQueryResponse, got {}",
+            token(response.tag_name().name())
+        )));
+    }
+    let status = status(response)?;
+    let mut documents = Vec::new();
+    for (i, object) in response
+        .descendants()
+        .filter(|n| n.has_tag_name((RIM, "ExtrinsicObject")))
+        .enumerate()
+    {
+        if i == MAX_ENTRIES {
+            return Err(DmpError::Answer(format!(
+                "more than {MAX_ENTRIES} documents listed"
+            )));
+        }
+        documents.push(read_entry(object, i)?);
+    }
+    Ok(Found {
+        status,
+        documents,
+        errors: registry_errors(response),
+    })
+}
+
+fn slot_values<'a>(node: Node<'a, '_>, name: &str) -> Vec<&'a str> {
+    node.children()
+        .filter(|n| n.has_tag_name((RIM, "Slot")) && n.attribute("name") == Some(name))
+        .flat_map(|slot| {
+            slot.descendants()
+                .filter(|v| v.has_tag_name((RIM, "Value")))
+        })
+        .filter_map(|v| v.text())
+        .map(str::trim)
+        .collect()
+}
+
+fn localized(node: Node<'_, '_>, element: &str) -> Option<String> {
+    node.children()
+        .find(|n| n.has_tag_name((RIM, element)))
+        .and_then(|name| {
+            name.descendants()
+                .find(|n| n.has_tag_name((RIM, "LocalizedString")))
+        })
+        .and_then(|s| s.attribute("value"))
+        .map(str::to_owned)
+}
+
+fn read_entry(object: Node<'_, '_>, i: usize) -> Result<DocumentEntry, DmpError> {
+    let classifications: Vec<Node<'_, '_>> = object
+        .children()
+        .filter(|n| n.has_tag_name((RIM, "Classification")))
+        .collect();
+    let coded = |scheme: &str| -> Vec<Coded> {
+        classifications
+            .iter()
+            .filter(|c| c.attribute("classificationScheme") == Some(scheme))
+            .filter_map(|c| {
+                Some(Coded {
+                    code: c.attribute("nodeRepresentation")?.trim().to_owned(),
+                    scheme: slot_values(*c, "codingScheme")
+                        .first()
+                        .map(|s| (*s).to_owned()),
+                    display: localized(*c, "Name"),
+                })
+            })
+            .collect()
+    };
+    let unique_id = object
+        .children()
+        .find(|n| {
+            n.has_tag_name((RIM, "ExternalIdentifier"))
+                && n.attribute("identificationScheme") == Some(UNIQUE_ID)
+        })
+        .and_then(|n| n.attribute("value"))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| DmpError::Answer(format!("document {i} of the list has no uniqueId")))?;
+    let repository = slot_values(object, "repositoryUniqueId")
+        .first()
+        .copied()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            DmpError::Answer(format!(
+                "document {i} of the list has no repositoryUniqueId"
+            ))
+        })?;
+    let authors = classifications
+        .iter()
+        .filter(|c| c.attribute("classificationScheme") == Some(AUTHOR))
+        .flat_map(|c| slot_values(*c, "authorPerson"))
+        .map(person_name)
+        .collect();
+    Ok(DocumentEntry {
+        unique_id: unique_id.to_owned(),
+        repository_unique_id: repository.to_owned(),
+        type_code: coded(TYPE_CODE).into_iter().next(),
+        class_code: coded(CLASS_CODE).into_iter().next(),
+        format_code: coded(FORMAT_CODE).into_iter().next(),
+        confidentiality: coded(CONFIDENTIALITY_CODE),
+        creation_time: slot_values(object, "creationTime")
+            .first()
+            .map(|s| (*s).to_owned()),
+        service_start_time: slot_values(object, "serviceStartTime")
+            .first()
+            .map(|s| (*s).to_owned()),
+        title: localized(object, "Name"),
+        authors,
+        mime_type: object.attribute("mimeType").map(str::to_owned),
+    })
+}
+
+/// An XCN (`id^family^given^…`) as a name: given then family; the id alone when that is
+/// all there is.
+fn person_name(xcn: &str) -> String {
+    let parts: Vec<&str> = xcn.split('^').collect();
+    let family = parts.get(1).copied().unwrap_or_default();
+    let given = parts.get(2).copied().unwrap_or_default();
+    let name = [given, family]
+        .iter()
+        .filter(|p| !p.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if name.is_empty() {
+        parts.first().copied().unwrap_or_default().to_owned()
+    } else {
+        name
+    }
+}
+
+/// The answer to RetrieveDocumentSet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retrieved {
+    /// Overall status.
+    pub status: Status,
+    /// The documents, each with its bytes.
+    pub documents: Vec<RetrievedDocument>,
+    /// Errors the repository listed.
+    pub errors: Vec<RegistryError>,
+}
+
+/// Reads a `RetrieveDocumentSetResponse` (the body's element); `attachment` gives a
+/// MIME part's bytes by Content-ID (without `cid:`) for documents sent as XOP includes.
+pub fn read_retrieved(
+    response: Node<'_, '_>,
+    attachment: &dyn Fn(&str) -> Option<Vec<u8>>,
+) -> Result<Retrieved, DmpError> {
+    if !response.has_tag_name((XDSB, "RetrieveDocumentSetResponse")) {
+        return Err(DmpError::Answer(format!(
+            "expected a RetrieveDocumentSetResponse, got {}",
+            token(response.tag_name().name())
+        )));
+    }
+    let registry = response
+        .children()
+        .find(|n| n.has_tag_name((RS, "RegistryResponse")))
+        .ok_or_else(|| DmpError::Answer("no RegistryResponse in the answer".into()))?;
+    let mut documents = Vec::new();
+    for (i, answer) in response
+        .children()
+        .filter(|n| n.has_tag_name((XDSB, "DocumentResponse")))
+        .enumerate()
+    {
+        if i == MAX_RETRIEVE {
+            return Err(DmpError::Answer(format!(
+                "more than {MAX_RETRIEVE} documents returned"
+            )));
+        }
+        let field = |name: &str| {
+            child_text(answer, XDSB, name)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| DmpError::Answer(format!("document {i} returned has no {name}")))
+        };
+        let document = answer
+            .children()
+            .find(|n| n.has_tag_name((XDSB, "Document")))
+            .ok_or_else(|| DmpError::Answer(format!("document {i} returned has no Document")))?;
+        let bytes = match document
+            .children()
+            .find(|n| n.has_tag_name((XOP, "Include")))
+        {
+            Some(include) => {
+                let href = include.attribute("href").unwrap_or_default();
+                let id = href.strip_prefix("cid:").ok_or_else(|| {
+                    DmpError::Answer(format!(
+                        "document {i}: an XOP include that is not a cid: reference"
+                    ))
+                })?;
+                let id = percent_decoded(id);
+                attachment(&id).ok_or_else(|| {
+                    DmpError::Answer(format!(
+                        "document {i}: the MIME part it points to is missing"
+                    ))
+                })?
+            }
+            None => {
+                let text: String = document
+                    .text()
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(|c| !c.is_ascii_whitespace())
+                    .collect();
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|_| DmpError::Answer(format!("document {i}: not base64")))?
+            }
+        };
+        documents.push(RetrievedDocument {
+            unique_id: field("DocumentUniqueId")?,
+            repository_unique_id: field("RepositoryUniqueId")?,
+            mime_type: field("mimeType")?,
+            bytes,
+        });
+    }
+    Ok(Retrieved {
+        status: status(registry)?,
+        documents,
+        errors: registry_errors(registry),
+    })
+}
+
+/// A Content-ID as a `cid:` URL writes it (RFC 2392: `%hh` escapes).
+fn percent_decoded(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(byte) = value
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A FindDocuments request's slots: (name, value) in document order.
+pub fn read_find_request(request: Node<'_, '_>) -> Vec<(String, String)> {
+    request
+        .descendants()
+        .filter(|n| n.has_tag_name((RIM, "Slot")))
+        .flat_map(|slot| {
+            let name = slot.attribute("name").unwrap_or_default().to_owned();
+            slot.descendants()
+                .filter(|v| v.has_tag_name((RIM, "Value")))
+                .filter_map(|v| v.text())
+                .map(move |v| (name.clone(), v.trim().to_owned()))
+                .collect::<Vec<_>>()
+        })
+        .take(1_000)
+        .collect()
+}
+
+/// A RetrieveDocumentSet request's (repository, unique id) pairs.
+pub fn read_retrieve_request(request: Node<'_, '_>) -> Vec<(String, String)> {
+    request
+        .children()
+        .filter(|n| n.has_tag_name((XDSB, "DocumentRequest")))
+        .take(1_000)
+        .map(|d| {
+            (
+                child_text(d, XDSB, "RepositoryUniqueId")
+                    .unwrap_or_default()
+                    .to_owned(),
+                child_text(d, XDSB, "DocumentUniqueId")
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Reads a whole FindDocuments answer envelope.
+pub fn found_from_envelope(xml: &str) -> Result<Found, DmpError> {
+    let doc = soap::parse(xml)?;
+    read_found(soap::body(&doc)?)
+}

@@ -1,0 +1,274 @@
+//! The DMP's messages (issue 18): the requests the gateway writes, golden and validated
+//! against the SOAP, WS-Addressing, WS-Security, SAML, ebRS and XDS.b schemas (when
+//! `../shared/fixtures` is there); the answers it reads, through `dmp inspect` on the
+//! project's own saved messages, MTOM included; faults and refusals named.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use samu_gateway::upstream::dmp::soap::{self, Addressing};
+use samu_gateway::upstream::dmp::xds;
+use serde_json::Value;
+
+use crate::support::BIN;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/dmp")
+        .join(name)
+}
+
+/// A stand-in for a signed assertion: the envelope must carry it byte for byte.
+const ASSERTION: &str = "<Assertion xmlns=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_a\" IssueInstant=\"2026-12-04T06:00:00.000Z\" Version=\"2.0\"><Issuer>CN=x</Issuer></Assertion>";
+
+fn find_documents(assertion: &str) -> String {
+    soap::envelope(
+        Addressing {
+            action: xds::FIND_ACTION,
+            to: "https://dmp.example/registry",
+            message_id: "urn:uuid:1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b",
+        },
+        assertion,
+        xds::find_documents_body(
+            "180017500000134^^^&1.2.250.1.213.1.4.10&ISO^NH",
+            &[
+                "60591-5^^2.16.840.1.113883.6.1".into(),
+                "SYNTH^^1.2.250.1.213.1.1.4.12".into(),
+            ],
+        ),
+    )
+    .unwrap()
+}
+
+fn retrieve(assertion: &str) -> String {
+    soap::envelope(
+        Addressing {
+            action: xds::RETRIEVE_ACTION,
+            to: "https://dmp.example/repository",
+            message_id: "urn:uuid:2b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b",
+        },
+        assertion,
+        xds::retrieve_body(&[
+            ("1.2.250.1.999.7.1".into(), "1.2.250.1.999.7.2.1".into()),
+            ("1.2.250.1.999.7.9".into(), "1.2.250.1.999.7.2.3".into()),
+        ]),
+    )
+    .unwrap()
+}
+
+/// The FindDocuments request, exactly: namespaces, the action, the slots and their
+/// quoting (a single value in quotes, a list in parentheses).
+#[test]
+fn the_find_documents_request_is_the_golden_one() {
+    let expected = concat!(
+        "<soap:Envelope xmlns:soap=\"http://www.w3.org/2003/05/soap-envelope\" xmlns:wsa=\"http://www.w3.org/2005/08/addressing\">",
+        "<soap:Header>",
+        "<wsa:Action soap:mustUnderstand=\"true\">urn:ihe:iti:2007:RegistryStoredQuery</wsa:Action>",
+        "<wsa:MessageID>urn:uuid:1b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b</wsa:MessageID>",
+        "<wsa:ReplyTo><wsa:Address>http://www.w3.org/2005/08/addressing/anonymous</wsa:Address></wsa:ReplyTo>",
+        "<wsa:To soap:mustUnderstand=\"true\">https://dmp.example/registry</wsa:To>",
+        "<wsse:Security xmlns:wsse=\"http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd\" soap:mustUnderstand=\"true\">",
+        "<Assertion xmlns=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_a\" IssueInstant=\"2026-12-04T06:00:00.000Z\" Version=\"2.0\"><Issuer>CN=x</Issuer></Assertion>",
+        "</wsse:Security>",
+        "</soap:Header>",
+        "<soap:Body>",
+        "<query:AdhocQueryRequest xmlns:query=\"urn:oasis:names:tc:ebxml-regrep:xsd:query:3.0\" xmlns:rim=\"urn:oasis:names:tc:ebxml-regrep:xsd:rim:3.0\">",
+        "<query:ResponseOption returnComposedObjects=\"true\" returnType=\"LeafClass\"/>",
+        "<rim:AdhocQuery id=\"urn:uuid:14d4debf-8f97-4251-9a74-a90016b0af0d\">",
+        "<rim:Slot name=\"$XDSDocumentEntryPatientId\"><rim:ValueList><rim:Value>'180017500000134^^^&amp;1.2.250.1.213.1.4.10&amp;ISO^NH'</rim:Value></rim:ValueList></rim:Slot>",
+        "<rim:Slot name=\"$XDSDocumentEntryStatus\"><rim:ValueList><rim:Value>('urn:oasis:names:tc:ebxml-regrep:StatusType:Approved')</rim:Value></rim:ValueList></rim:Slot>",
+        "<rim:Slot name=\"$XDSDocumentEntryTypeCode\"><rim:ValueList><rim:Value>('60591-5^^2.16.840.1.113883.6.1')</rim:Value><rim:Value>('SYNTH^^1.2.250.1.213.1.1.4.12')</rim:Value></rim:ValueList></rim:Slot>",
+        "</rim:AdhocQuery>",
+        "</query:AdhocQueryRequest>",
+        "</soap:Body>",
+        "</soap:Envelope>",
+    );
+    assert_eq!(find_documents(ASSERTION), expected);
+    // A quote inside a value is doubled, never closing the value early.
+    let body = soap::envelope(
+        Addressing {
+            action: xds::FIND_ACTION,
+            to: "https://d",
+            message_id: "urn:uuid:x",
+        },
+        ASSERTION,
+        xds::find_documents_body("a'b", &[]),
+    )
+    .unwrap();
+    assert!(body.contains("<rim:Value>'a''b'</rim:Value>"), "{body}");
+    assert!(
+        !body.contains("$XDSDocumentEntryTypeCode"),
+        "no type slot when no type is asked"
+    );
+}
+
+#[test]
+fn the_retrieve_request_asks_for_every_document_at_once() {
+    let xml = retrieve(ASSERTION);
+    assert!(xml.contains(
+        "<xdsb:RetrieveDocumentSetRequest xmlns:xdsb=\"urn:ihe:iti:xds-b:2007\"><xdsb:DocumentRequest><xdsb:RepositoryUniqueId>1.2.250.1.999.7.1</xdsb:RepositoryUniqueId><xdsb:DocumentUniqueId>1.2.250.1.999.7.2.1</xdsb:DocumentUniqueId></xdsb:DocumentRequest><xdsb:DocumentRequest><xdsb:RepositoryUniqueId>1.2.250.1.999.7.9</xdsb:RepositoryUniqueId><xdsb:DocumentUniqueId>1.2.250.1.999.7.2.3</xdsb:DocumentUniqueId></xdsb:DocumentRequest></xdsb:RetrieveDocumentSetRequest>"
+    ), "{xml}");
+    assert!(xml.contains(">urn:ihe:iti:2007:RetrieveDocumentSet</wsa:Action>"));
+}
+
+/// Every request the gateway sends, with a real signed assertion inside, validates
+/// against the published schemas of each layer.
+#[test]
+fn every_request_validates_against_the_schemas() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/dmp");
+    if !fixtures.join("dmp-all.xsd").exists() {
+        crate::support::skipped(&format!(
+            "dmp_messages: {} is absent; the requests were not validated against the schemas",
+            fixtures.display()
+        ));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (assertion, _) = crate::support::dmp::signed_vihf(dir.path(), "bris_de_glace");
+    // The shared fixtures' own schema of a whole message: every layer imported, in the
+    // order libxml2 needs.
+    let wrapper = fixtures.join("dmp-all.xsd");
+    let validate = |name: &str, xml: &str| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, xml).unwrap();
+        Command::new("xmllint")
+            .args(["--noout", "--nonet", "--schema"])
+            .arg(&wrapper)
+            .arg(&file)
+            .env("XML_CATALOG_FILES", fixtures.join("ws/catalog.xml"))
+            .output()
+            .expect("xmllint runs")
+    };
+    for (name, xml) in [
+        ("find.xml", find_documents(&assertion)),
+        ("retrieve.xml", retrieve(&assertion)),
+    ] {
+        let out = validate(name, &xml);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The check bites: a Body element the XDS.b schema does not allow.
+    let broken = retrieve(&assertion).replace("xdsb:DocumentUniqueId>", "xdsb:DocumentId>");
+    let out = validate("broken.xml", &broken);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DocumentId"));
+}
+
+fn inspect(file: &Path) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(["dmp", "inspect", "--json"])
+        .arg(file)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn dmp_inspect_reads_a_document_list_an_mtom_retrieval_and_a_fault() {
+    let (code, out, err) = inspect(&fixture("td31-answer.xml"));
+    assert_eq!(code, 0, "{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["message"], "td3.1-answer");
+    assert_eq!(json["status"], "success");
+    let documents = json["documents"].as_array().unwrap();
+    assert_eq!(documents.len(), 3);
+    assert_eq!(documents[0]["unique_id"], "1.2.250.1.999.7.2.1");
+    assert_eq!(documents[0]["repository_unique_id"], "1.2.250.1.999.7.1");
+    assert_eq!(documents[0]["type_code"]["code"], "60591-5");
+    assert_eq!(documents[0]["type_code"]["scheme"], "2.16.840.1.113883.6.1");
+    assert_eq!(documents[0]["format_code"]["code"], "urn:ihe:pcc:ips:2020");
+    assert_eq!(documents[0]["creation_time"], "20261120090000");
+    assert_eq!(documents[0]["authors"][0], "Jeanne TRAITANTE");
+    assert_eq!(
+        documents[1]["format_code"]["code"],
+        "urn:ihe:iti:xds-sd:pdf:2008"
+    );
+    assert_eq!(
+        documents[2]["confidentiality"][1]["code"],
+        "INVISIBLE_PATIENT"
+    );
+
+    let (code, out, err) = inspect(&fixture("td32-answer.mtom"));
+    assert_eq!(code, 0, "{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["message"], "td3.2-answer");
+    let retrieved = &json["retrieved"][0];
+    assert_eq!(retrieved["unique_id"], "1.2.250.1.999.7.2.1");
+    assert_eq!(retrieved["mime_type"], "text/xml");
+    // The MIME part is the project's level-1 text document, byte for byte (its last
+    // line end belongs to the boundary).
+    let cda = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cda/level-1-text.xml"),
+    )
+    .unwrap();
+    let cda = cda.strip_suffix(b"\n").unwrap();
+    assert_eq!(retrieved["bytes"], cda.len());
+    assert_eq!(
+        retrieved["sha256"],
+        samu_gateway::encoding::hex(&samu_gateway::encoding::sha256(cda))
+    );
+
+    let (code, out, err) = inspect(&fixture("fault-invalid-signature.xml"));
+    assert_eq!(code, 0, "{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["fault"]["code"], "DMPInvalidSignatureCertificate");
+    assert_eq!(json["fault"]["codes"][0], "Sender");
+}
+
+/// What is not a DMP message is refused with its defect, exit 1, nothing of it echoed.
+#[test]
+fn dmp_inspect_refuses_what_it_cannot_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "html.xml",
+            "<html><body>SECRETVALUE</body></html>".to_owned(),
+            "not a SOAP 1.2 Envelope",
+        ),
+        (
+            "dtd.xml",
+            "<!DOCTYPE e [<!ENTITY s \"SECRETVALUE\">]><e>&s;</e>".to_owned(),
+            "not well-formed XML",
+        ),
+        (
+            "truncated.xml",
+            std::fs::read_to_string(fixture("td31-answer.xml")).unwrap()[..2_000].to_owned(),
+            "not well-formed XML",
+        ),
+        (
+            "mtom-missing-part.mtom",
+            String::from_utf8(std::fs::read(fixture("td32-answer.mtom")).unwrap())
+                .unwrap()
+                .replace("doc-1@samu-gateway.test>", "other@x>"),
+            "MIME part it points to is missing",
+        ),
+        (
+            "no-unique-id.xml",
+            std::fs::read_to_string(fixture("td31-answer.xml"))
+                .unwrap()
+                .replace(
+                    "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab",
+                    "urn:uuid:0",
+                ),
+            "has no uniqueId",
+        ),
+    ];
+    for (name, content, said) in cases {
+        let file = dir.path().join(name);
+        std::fs::write(&file, &content).unwrap();
+        let (code, out, err) = inspect(&file);
+        assert_eq!(code, 1, "{name}: {out}{err}");
+        assert!(err.contains(said), "{name}: {err}");
+        assert!(
+            !err.contains("SECRETVALUE") && !err.contains("SYNTHETIQUE"),
+            "{err}"
+        );
+    }
+}
