@@ -143,6 +143,37 @@ fn human(i: &crate::upstream::dmp::inspect::Inspection) -> String {
     for (name, value) in i.requested.iter().flatten() {
         out.push_str(&format!("  requested {name} = {value}\n"));
     }
+    if let Some(e) = &i.existence {
+        out.push_str(&format!(
+            "  record {}{}, authorisation {}, treating physician {}, oppositions {}\n",
+            if e.found { "found" } else { "NOT FOUND" },
+            if e.closed { " (CLOSED)" } else { "" },
+            e.authorisation.as_deref().unwrap_or("-"),
+            e.treating_physician
+                .map_or("-", |t| if t { "yes" } else { "no" }),
+            if e.oppositions.is_empty() {
+                "none".to_owned()
+            } else {
+                e.oppositions.join("+")
+            },
+        ));
+    }
+    for c in i.candidates.iter().flatten() {
+        out.push_str(&format!(
+            "  candidate {} ({}): {}% {} born {} {}{}\n",
+            c.ins.as_deref().unwrap_or("-"),
+            c.oid.as_deref().unwrap_or("-"),
+            c.match_percent.map_or("?".to_owned(), |p| p.to_string()),
+            c.names.join(" / "),
+            c.birth_date.as_deref().unwrap_or("-"),
+            c.gender.as_deref().unwrap_or("-"),
+            if c.oppositions.is_empty() {
+                String::new()
+            } else {
+                format!(", oppositions {}", c.oppositions.join("+"))
+            },
+        ));
+    }
     for e in &i.errors {
         out.push_str(&format!("  registry error {} ({})\n", e.code, e.severity));
     }

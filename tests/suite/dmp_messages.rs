@@ -18,6 +18,9 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// What writes a message body.
+type BodyWriter = Box<dyn FnOnce(&mut quick_xml::Writer<Vec<u8>>) -> std::io::Result<()>>;
+
 /// A stand-in for a signed assertion: the envelope must carry it byte for byte.
 const ASSERTION: &str = "<Assertion xmlns=\"urn:oasis:names:tc:SAML:2.0:assertion\" ID=\"_a\" IssueInstant=\"2026-12-04T06:00:00.000Z\" Version=\"2.0\"><Issuer>CN=x</Issuer></Assertion>";
 
@@ -139,9 +142,49 @@ fn every_request_validates_against_the_schemas() {
             .output()
             .expect("xmllint runs")
     };
+    let patients = |action: &str, body: BodyWriter| {
+        soap::envelope(
+            Addressing {
+                action,
+                to: "https://dmp.example/patients",
+                message_id: "urn:uuid:3b4e28ba-2fa1-4d3b-a3f5-ef19b5a7633b",
+            },
+            &assertion,
+            body,
+        )
+        .unwrap()
+    };
+    use samu_gateway::upstream::dmp::hl7v3;
+    let traits = samu_gateway::patient::Traits {
+        birth_name: "SYNTHETIQUE".into(),
+        first_names: "Camille".into(),
+        birth_date: "1980-01-17".into(),
+        sex: samu_gateway::patient::Sex::F,
+        birthplace: None,
+    };
+    // The HL7 v3 bodies have no schema among the fixtures: their envelopes and headers are
+    // checked, their bodies by the golden tests.
     for (name, xml) in [
         ("find.xml", find_documents(&assertion)),
         ("retrieve.xml", retrieve(&assertion)),
+        (
+            "existence.xml",
+            patients(
+                hl7v3::EXISTENCE_ACTION,
+                Box::new(hl7v3::existence_body(
+                    transmission(),
+                    "1.2.250.1.213.1.4.10",
+                    "180017500000134",
+                )),
+            ),
+        ),
+        (
+            "search.xml",
+            patients(
+                hl7v3::SEARCH_ACTION,
+                Box::new(hl7v3::search_body(transmission(), &traits)),
+            ),
+        ),
     ] {
         let out = validate(name, &xml);
         assert!(
@@ -271,4 +314,141 @@ fn dmp_inspect_refuses_what_it_cannot_read() {
             "{err}"
         );
     }
+}
+
+fn transmission() -> samu_gateway::upstream::dmp::hl7v3::Transmission<'static> {
+    samu_gateway::upstream::dmp::hl7v3::Transmission {
+        message_id: "7c3b0d0e-5f7a-4f44-9d0a-000000000000",
+        query_id: "7c3b0d0e-5f7a-4f44-9d0a-000000000002",
+        created: "20261204060000",
+        structure_id: "1750000000",
+    }
+}
+
+/// TD0.2 and TD0.5 bodies, exactly: the transmission wrapper, the reason, the query
+/// parameters in the schema's order.
+#[test]
+fn the_patient_requests_are_the_golden_ones() {
+    use samu_gateway::upstream::dmp::hl7v3;
+    let body = |write: BodyWriter| {
+        let mut w = quick_xml::Writer::new(Vec::new());
+        write(&mut w).unwrap();
+        String::from_utf8(w.into_inner()).unwrap()
+    };
+    let wrapper = |root: &str| {
+        format!(
+            "<{root} xmlns=\"urn:hl7-org:v3\" xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" ITSVersion=\"XML_1.0\">\
+             <id root=\"7c3b0d0e-5f7a-4f44-9d0a-000000000000\"/><creationTime value=\"20261204060000\"/>\
+             <interactionId root=\"2.16.840.1.113883.1.6\" extension=\"{root}\"/>\
+             <processingCode code=\"P\"/><processingModeCode code=\"T\"/><acceptAckCode code=\"AL\"/>\
+             <receiver typeCode=\"RCV\"><device classCode=\"DEV\" determinerCode=\"INSTANCE\"><id root=\"1.2.250.1.213.4.1.1.1\"/><softwareName>DMP</softwareName></device></receiver>\
+             <sender typeCode=\"SND\"><device classCode=\"DEV\" determinerCode=\"INSTANCE\"><id root=\"1.2.250.1.71.4.2.2\" extension=\"1750000000\"/><softwareName>samu-gateway</softwareName></device></sender>\
+             <controlActProcess classCode=\"CACT\" moodCode=\"EVN\">"
+        )
+    };
+    let existence = body(Box::new(hl7v3::existence_body(
+        transmission(),
+        "1.2.250.1.213.1.4.10",
+        "180017500000134",
+    )));
+    assert_eq!(
+        existence,
+        format!(
+            "{}<reasonCode code=\"TEST_EXST\" codeSystem=\"1.2.250.1.213.1.1.4.11\" displayName=\"Test d&apos;existence de dossier\"/>\
+             <queryByParameter><queryId root=\"7c3b0d0e-5f7a-4f44-9d0a-000000000002\"/><statusCode code=\"new\"/><parameterList>\
+             <patientIdentifier><value root=\"1.2.250.1.213.1.4.10\" extension=\"180017500000134\"/><semanticsText>Patient.id</semanticsText></patientIdentifier>\
+             </parameterList></queryByParameter></controlActProcess></PRPA_IN201307UV02>",
+            wrapper("PRPA_IN201307UV02")
+        )
+    );
+    let traits = samu_gateway::patient::Traits {
+        birth_name: "DE LA FONTAINE".into(),
+        first_names: "Jean Baptiste".into(),
+        birth_date: "1980-01-17".into(),
+        sex: samu_gateway::patient::Sex::M,
+        birthplace: None,
+    };
+    let search = body(Box::new(hl7v3::search_body(transmission(), &traits)));
+    assert_eq!(
+        search,
+        format!(
+            "{}<code code=\"PRPA_TE201305UV02\" codeSystem=\"2.16.840.1.113883.1.6\"/>\
+             <queryByParameter><queryId root=\"7c3b0d0e-5f7a-4f44-9d0a-000000000002\"/><statusCode code=\"new\"/><parameterList>\
+             <livingSubjectAdministrativeGender><value code=\"M\" codeSystem=\"2.16.840.1.113883.5.1\"/><semanticsText>LivingSubject.administrativeGender</semanticsText></livingSubjectAdministrativeGender>\
+             <livingSubjectBirthTime><value value=\"19800117\"/><semanticsText>LivingSubject.birthTime</semanticsText></livingSubjectBirthTime>\
+             <livingSubjectName><value><family qualifier=\"BR\">DE LA FONTAINE</family><given>Jean</given></value><semanticsText>LivingSubject.name</semanticsText></livingSubjectName>\
+             </parameterList></queryByParameter></controlActProcess></PRPA_IN201305UV02>",
+            wrapper("PRPA_IN201305UV02")
+        )
+    );
+}
+
+#[test]
+fn dmp_inspect_reads_the_patient_answers() {
+    let (code, out, err) = inspect(&fixture("td02-answer.xml"));
+    assert_eq!(code, 0, "{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["message"], "td0.2-answer");
+    let existence = &json["existence"];
+    assert_eq!(existence["found"], true);
+    assert_eq!(existence["closed"], false);
+    assert_eq!(existence["authorisation"], "VALIDE");
+    assert_eq!(existence["treating_physician"], false);
+    // The flag set to true, not the one set to false.
+    assert_eq!(
+        existence["oppositions"],
+        serde_json::json!(["OPPOSITION_ACCES_URGENCE"])
+    );
+
+    let (code, out, err) = inspect(&fixture("td05-answer.xml"));
+    assert_eq!(code, 0, "{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    let candidates = json["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 2);
+    assert_eq!(candidates[0]["ins"], "180017500000134");
+    assert_eq!(candidates[0]["oid"], "1.2.250.1.213.1.4.10");
+    assert_eq!(candidates[0]["match_percent"], 100);
+    assert_eq!(candidates[1]["match_percent"], 80);
+    assert_eq!(candidates[1]["oppositions"][0], "OPPOSITION_ACCES_URGENCE");
+
+    // Not found, closed, refused: each said.
+    let dir = tempfile::tempdir().unwrap();
+    let td02 = std::fs::read_to_string(fixture("td02-answer.xml")).unwrap();
+    for (name, text, check) in [
+        (
+            "nf.xml",
+            td02.replace(
+                "<queryResponseCode code=\"OK\"/>",
+                "<queryResponseCode code=\"NF\"/>",
+            ),
+            "\"found\": false",
+        ),
+        (
+            "closed.xml",
+            td02.replace(
+                "<statusCode code=\"active\"/>",
+                "<statusCode code=\"terminated\"/>",
+            ),
+            "\"closed\": true",
+        ),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        let (code, out, err) = inspect(&file);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(check), "{out}");
+    }
+    let refused = td02.replace(
+        "<acknowledgement typeCode=\"AA\">",
+        "<acknowledgement typeCode=\"AE\"><acknowledgementDetail typeCode=\"E\"><code code=\"DMPAccessDenied\"/><text>SYNTHETIQUE</text></acknowledgementDetail>",
+    );
+    let file = dir.path().join("refused.xml");
+    std::fs::write(&file, refused).unwrap();
+    let (code, _, err) = inspect(&file);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("the DMP refused the request (DMPAccessDenied)"),
+        "{err}"
+    );
+    assert!(!err.contains("SYNTHETIQUE"), "{err}");
 }

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::xds::{self, DocumentEntry, RegistryError, Status};
-use super::{DmpError, mtom, soap};
+use super::{DmpError, hl7v3, mtom, soap};
 
 /// A retrieved document, described.
 #[derive(Debug, Clone, Serialize)]
@@ -26,7 +26,8 @@ pub struct RetrievedSummary {
 /// What a message is and holds.
 #[derive(Clone, Serialize)]
 pub struct Inspection {
-    /// `td3.1-request`, `td3.1-answer`, `td3.2-request`, `td3.2-answer`, `fault`.
+    /// `td0.2-request`, `td0.2-answer`, `td0.5-request`, `td0.5-answer`, `td3.1-request`,
+    /// `td3.1-answer`, `td3.2-request`, `td3.2-answer`, `fault`.
     pub message: &'static str,
     /// `wsa:Action`, when the header has one.
     pub action: Option<String>,
@@ -46,6 +47,12 @@ pub struct Inspection {
     /// Errors listed by the registry or repository.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<RegistryError>,
+    /// TD0.2 answer: what it says of the record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub existence: Option<hl7v3::Existence>,
+    /// TD0.5 answer: the candidates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<Vec<hl7v3::SearchCandidate>>,
     /// A fault: its code, subcodes and reason as sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fault: Option<FaultSummary>,
@@ -97,6 +104,8 @@ pub async fn inspect(bytes: Vec<u8>) -> Result<Inspection, DmpError> {
         retrieved: None,
         requested: None,
         errors: Vec::new(),
+        existence: None,
+        candidates: None,
         fault: None,
     };
     let body = match soap::body(&doc) {
@@ -140,6 +149,16 @@ pub async fn inspect(bytes: Vec<u8>) -> Result<Inspection, DmpError> {
                     .collect(),
             );
         }
+        "PRPA_IN201308UV02" => {
+            out.message = "td0.2-answer";
+            out.existence = Some(hl7v3::read_existence(body)?);
+        }
+        "PRPA_IN201306UV02" => {
+            out.message = "td0.5-answer";
+            out.candidates = Some(hl7v3::read_search(body, &crate::patient::INS_OIDS)?);
+        }
+        "PRPA_IN201307UV02" => out.message = "td0.2-request",
+        "PRPA_IN201305UV02" => out.message = "td0.5-request",
         "AdhocQueryRequest" => {
             out.message = "td3.1-request";
             out.requested = Some(xds::read_find_request(body));

@@ -3,6 +3,7 @@
 //! (docs/dmp.md). This part builds and signs the assertion ([`vihf`]) and owns the
 //! `[dmp]` configuration section; the transactions follow (issue 18).
 
+pub mod hl7v3;
 pub mod inspect;
 pub mod mtom;
 pub mod soap;
@@ -34,6 +35,12 @@ pub enum DmpError {
     /// content).
     #[error("DMP answer unusable: {0}")]
     Answer(String),
+    /// An HL7 v3 acknowledgement other than "accepted", with its detail codes.
+    #[error("the DMP refused the request ({code})")]
+    Refused {
+        /// The detail codes, or the acknowledgement type.
+        code: String,
+    },
     /// A SOAP fault: its codes (the text stays in the value, out of the message).
     #[error("the DMP answered with fault {} ({})", .0.most_specific(), .0.code)]
     Fault(soap::Fault),

@@ -1,0 +1,485 @@
+//! The DMP's two HL7 v3 patient transactions (docs/dmp.md, "Patients"): TD0.2, the test
+//! of existence (`PRPA_IN201307UV02` → `PRPA_IN201308UV02`, service `patients`), and
+//! TD0.5, the search without INS that regulation may use (`PRPA_IN201305UV02` →
+//! `PRPA_IN201306UV02`, service `patientsPDQ`). Requests written with quick-xml; answers
+//! read with roxmltree, accepting both ways the DMP writes an acknowledgement.
+
+use quick_xml::Writer;
+use quick_xml::events::BytesText;
+use roxmltree::Node;
+use serde::Serialize;
+
+use super::DmpError;
+use super::soap::token;
+use crate::patient::{Sex, Traits};
+
+/// TD0.2's action.
+pub const EXISTENCE_ACTION: &str = "urn:hl7-org:v3:PRPA_IN201307UV02";
+/// TD0.5's action.
+pub const SEARCH_ACTION: &str = "urn:hl7-org:v3:PRPA_IN201305UV02";
+const HL7: &str = "urn:hl7-org:v3";
+const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
+/// The DMP's own device id.
+const DMP_DEVICE: &str = "1.2.250.1.213.4.1.1.1";
+/// National structure identifiers: the sending device belongs to the centre.
+const STRUCTURE_IDS: &str = "1.2.250.1.71.4.2.2";
+/// The DMP's patient observation codes (oppositions, links).
+const PATIENT_FLAGS: &str = "1.2.250.1.213.4.1.2.3";
+/// Most candidates a search answer may list.
+const MAX_CANDIDATES: usize = 100;
+
+/// What the transmission wrapper says of the message.
+#[derive(Debug, Clone, Copy)]
+pub struct Transmission<'a> {
+    /// The message id (a UUID).
+    pub message_id: &'a str,
+    /// The query id (a UUID).
+    pub query_id: &'a str,
+    /// `YYYYMMDDhhmmss`, UTC.
+    pub created: &'a str,
+    /// The centre's structure id (the sending device's owner).
+    pub structure_id: &'a str,
+}
+
+fn wrapper(
+    w: &mut Writer<Vec<u8>>,
+    root: &str,
+    t: Transmission<'_>,
+    control: impl FnOnce(&mut Writer<Vec<u8>>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    w.create_element(root)
+        .with_attribute(("xmlns", HL7))
+        .with_attribute(("xmlns:xsi", XSI))
+        .with_attribute(("ITSVersion", "XML_1.0"))
+        .write_inner_content(|w| {
+            w.create_element("id")
+                .with_attribute(("root", t.message_id))
+                .write_empty()?;
+            w.create_element("creationTime")
+                .with_attribute(("value", t.created))
+                .write_empty()?;
+            w.create_element("interactionId")
+                .with_attribute(("root", "2.16.840.1.113883.1.6"))
+                .with_attribute(("extension", root))
+                .write_empty()?;
+            w.create_element("processingCode")
+                .with_attribute(("code", "P"))
+                .write_empty()?;
+            w.create_element("processingModeCode")
+                .with_attribute(("code", "T"))
+                .write_empty()?;
+            w.create_element("acceptAckCode")
+                .with_attribute(("code", "AL"))
+                .write_empty()?;
+            for (element, type_code, id, extension, name) in [
+                ("receiver", "RCV", DMP_DEVICE, None, "DMP"),
+                (
+                    "sender",
+                    "SND",
+                    STRUCTURE_IDS,
+                    Some(t.structure_id),
+                    "samu-gateway",
+                ),
+            ] {
+                w.create_element(element)
+                    .with_attribute(("typeCode", type_code))
+                    .write_inner_content(|w| {
+                        w.create_element("device")
+                            .with_attribute(("classCode", "DEV"))
+                            .with_attribute(("determinerCode", "INSTANCE"))
+                            .write_inner_content(|w| {
+                                let mut id_element =
+                                    w.create_element("id").with_attribute(("root", id));
+                                if let Some(extension) = extension {
+                                    id_element =
+                                        id_element.with_attribute(("extension", extension));
+                                }
+                                id_element.write_empty()?;
+                                w.create_element("softwareName")
+                                    .write_text_content(BytesText::new(name))?;
+                                Ok(())
+                            })?;
+                        Ok(())
+                    })?;
+            }
+            w.create_element("controlActProcess")
+                .with_attribute(("classCode", "CACT"))
+                .with_attribute(("moodCode", "EVN"))
+                .write_inner_content(control)?;
+            Ok(())
+        })?;
+    Ok(())
+}
+
+fn query(
+    w: &mut Writer<Vec<u8>>,
+    query_id: &str,
+    parameters: impl FnOnce(&mut Writer<Vec<u8>>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    w.create_element("queryByParameter")
+        .write_inner_content(|w| {
+            w.create_element("queryId")
+                .with_attribute(("root", query_id))
+                .write_empty()?;
+            w.create_element("statusCode")
+                .with_attribute(("code", "new"))
+                .write_empty()?;
+            w.create_element("parameterList")
+                .write_inner_content(parameters)?;
+            Ok(())
+        })?;
+    Ok(())
+}
+
+fn semantics(w: &mut Writer<Vec<u8>>, text: &str) -> std::io::Result<()> {
+    w.create_element("semanticsText")
+        .write_text_content(BytesText::new(text))?;
+    Ok(())
+}
+
+/// TD0.2's body: does the patient `ins` under `root` (an INS OID) have a record, and may
+/// this professional read it.
+pub fn existence_body(
+    t: Transmission<'_>,
+    root: &str,
+    ins: &str,
+) -> impl FnOnce(&mut Writer<Vec<u8>>) -> std::io::Result<()> {
+    let (message_id, query_id, created, structure_id) = (
+        t.message_id.to_owned(),
+        t.query_id.to_owned(),
+        t.created.to_owned(),
+        t.structure_id.to_owned(),
+    );
+    let (root, ins) = (root.to_owned(), ins.to_owned());
+    move |w| {
+        let t = Transmission {
+            message_id: &message_id,
+            query_id: &query_id,
+            created: &created,
+            structure_id: &structure_id,
+        };
+        wrapper(w, "PRPA_IN201307UV02", t, |w| {
+            w.create_element("reasonCode")
+                .with_attribute(("code", "TEST_EXST"))
+                .with_attribute(("codeSystem", "1.2.250.1.213.1.1.4.11"))
+                .with_attribute(("displayName", "Test d'existence de dossier"))
+                .write_empty()?;
+            query(w, t.query_id, |w| {
+                w.create_element("patientIdentifier")
+                    .write_inner_content(|w| {
+                        w.create_element("value")
+                            .with_attribute(("root", root.as_str()))
+                            .with_attribute(("extension", ins.as_str()))
+                            .write_empty()?;
+                        semantics(w, "Patient.id")
+                    })?;
+                Ok(())
+            })
+        })
+    }
+}
+
+/// TD0.5's body: patients matching the identity traits (birth name, first names, birth
+/// date, sex).
+pub fn search_body(
+    t: Transmission<'_>,
+    traits: &Traits,
+) -> impl FnOnce(&mut Writer<Vec<u8>>) -> std::io::Result<()> {
+    let (message_id, query_id, created, structure_id) = (
+        t.message_id.to_owned(),
+        t.query_id.to_owned(),
+        t.created.to_owned(),
+        t.structure_id.to_owned(),
+    );
+    let family = traits.birth_name.trim().to_owned();
+    let given = traits.first_names.trim().to_owned();
+    let birth = traits.birth_date.replace('-', "");
+    let sex = match traits.sex {
+        Sex::F => Some("F"),
+        Sex::M => Some("M"),
+        Sex::I => None,
+    };
+    move |w| {
+        let t = Transmission {
+            message_id: &message_id,
+            query_id: &query_id,
+            created: &created,
+            structure_id: &structure_id,
+        };
+        wrapper(w, "PRPA_IN201305UV02", t, |w| {
+            w.create_element("code")
+                .with_attribute(("code", "PRPA_TE201305UV02"))
+                .with_attribute(("codeSystem", "2.16.840.1.113883.1.6"))
+                .write_empty()?;
+            query(w, t.query_id, |w| {
+                // The schema's order: gender, birth time, name.
+                if let Some(sex) = sex {
+                    w.create_element("livingSubjectAdministrativeGender")
+                        .write_inner_content(|w| {
+                            w.create_element("value")
+                                .with_attribute(("code", sex))
+                                .with_attribute(("codeSystem", "2.16.840.1.113883.5.1"))
+                                .write_empty()?;
+                            semantics(w, "LivingSubject.administrativeGender")
+                        })?;
+                }
+                w.create_element("livingSubjectBirthTime")
+                    .write_inner_content(|w| {
+                        w.create_element("value")
+                            .with_attribute(("value", birth.as_str()))
+                            .write_empty()?;
+                        semantics(w, "LivingSubject.birthTime")
+                    })?;
+                w.create_element("livingSubjectName")
+                    .write_inner_content(|w| {
+                        w.create_element("value").write_inner_content(|w| {
+                            w.create_element("family")
+                                .with_attribute(("qualifier", "BR"))
+                                .write_text_content(BytesText::new(&family))?;
+                            for name in given.split_whitespace().take(1) {
+                                w.create_element("given")
+                                    .write_text_content(BytesText::new(name))?;
+                            }
+                            Ok(())
+                        })?;
+                        semantics(w, "LivingSubject.name")
+                    })?;
+                Ok(())
+            })
+        })
+    }
+}
+
+fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
+    node.children().find(|n| n.has_tag_name((HL7, name)))
+}
+
+fn path<'a, 'i>(node: Node<'a, 'i>, names: &[&str]) -> Option<Node<'a, 'i>> {
+    names.iter().try_fold(node, |at, name| child(at, name))
+}
+
+/// The acknowledgement: `AA` or the refusal with its detail codes. The DMP writes the
+/// type as an attribute (TD0.2) or as a child element (TD0.5).
+fn acknowledged(message: Node<'_, '_>) -> Result<(), DmpError> {
+    let ack = child(message, "acknowledgement")
+        .ok_or_else(|| DmpError::Answer("the answer has no acknowledgement".into()))?;
+    let type_code = ack
+        .attribute("typeCode")
+        .or_else(|| child(ack, "typeCode").and_then(|t| t.attribute("code")))
+        .unwrap_or_default();
+    if type_code == "AA" || type_code == "CA" {
+        return Ok(());
+    }
+    let details: Vec<String> = ack
+        .children()
+        .filter(|n| n.has_tag_name((HL7, "acknowledgementDetail")))
+        .filter_map(|d| child(d, "code").and_then(|c| c.attribute("code")))
+        .take(8)
+        .map(token)
+        .collect();
+    Err(DmpError::Refused {
+        code: if details.is_empty() {
+            token(type_code)
+        } else {
+            details.join(",")
+        },
+    })
+}
+
+/// The answer to TD0.2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Existence {
+    /// Whether the patient has a record (`OK`), or not (`NF`).
+    pub found: bool,
+    /// Whether that record is closed (`terminated`).
+    pub closed: bool,
+    /// The professional's authorisation (`VALIDE`…), when the answer says it.
+    pub authorisation: Option<String>,
+    /// Whether the professional is the patient's treating physician.
+    pub treating_physician: Option<bool>,
+    /// The oppositions the patient expressed (`OPPOSITION_ACCES_URGENCE`,
+    /// `OPPOSITION_BRIS_DE_GLACE`) when the answer lists them.
+    pub oppositions: Vec<String>,
+}
+
+/// The opposition flags set to true among `patient`'s administrative observations.
+fn oppositions(patient: Node<'_, '_>) -> Vec<String> {
+    patient
+        .descendants()
+        .filter(|n| n.has_tag_name((HL7, "administrativeObservation")))
+        .filter_map(|o| {
+            let code = child(o, "code")?;
+            (code.attribute("codeSystem") == Some(PATIENT_FLAGS)).then_some(())?;
+            let name = code.attribute("code")?;
+            let set = child(o, "value").and_then(|v| v.attribute("value")) == Some("true");
+            (set && name.starts_with("OPPOSITION_")).then(|| token(name))
+        })
+        .take(8)
+        .collect()
+}
+
+/// Reads a `PRPA_IN201308UV02` (the body's element).
+pub fn read_existence(answer: Node<'_, '_>) -> Result<Existence, DmpError> {
+    if !answer.has_tag_name((HL7, "PRPA_IN201308UV02")) {
+        return Err(DmpError::Answer(format!(
+            "expected PRPA_IN201308UV02, got {}",
+            token(answer.tag_name().name())
+        )));
+    }
+    acknowledged(answer)?;
+    let control = child(answer, "controlActProcess")
+        .ok_or_else(|| DmpError::Answer("the answer has no controlActProcess".into()))?;
+    let found =
+        match path(control, &["queryAck", "queryResponseCode"]).and_then(|c| c.attribute("code")) {
+            Some("OK") => true,
+            Some("NF") => false,
+            other => {
+                return Err(DmpError::Answer(format!(
+                    "query response code {}",
+                    token(other.unwrap_or("(none)"))
+                )));
+            }
+        };
+    let patient = path(
+        control,
+        &["subject", "registrationEvent", "subject1", "patient"],
+    );
+    let closed = patient
+        .and_then(|p| child(p, "statusCode"))
+        .and_then(|s| s.attribute("code"))
+        == Some("terminated");
+    let mut authorisation = None;
+    let mut treating_physician = None;
+    for line in answer
+        .children()
+        .filter(|n| n.has_tag_name((HL7, "attentionLine")))
+    {
+        let key = child(line, "keyWordText").and_then(|k| k.attribute("code"));
+        let value = child(line, "value");
+        match key {
+            Some("AUTORISATION") => {
+                authorisation = value.and_then(|v| v.attribute("code")).map(token);
+            }
+            Some("STATUT_MT") => {
+                treating_physician = value
+                    .and_then(|v| v.attribute("value"))
+                    .map(|v| v == "true");
+            }
+            _ => {}
+        }
+    }
+    Ok(Existence {
+        found,
+        closed,
+        authorisation,
+        treating_physician,
+        oppositions: patient.map(oppositions).unwrap_or_default(),
+    })
+}
+
+/// One patient a TD0.5 search proposes.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct SearchCandidate {
+    /// The INS the DMP holds (`extension`).
+    pub ins: Option<String>,
+    /// Its OID (`root`).
+    pub oid: Option<String>,
+    /// How well the candidate matches, percent.
+    pub match_percent: Option<u8>,
+    /// Names as the DMP holds them (`given family`).
+    pub names: Vec<String>,
+    /// Birth date, `YYYYMMDD`.
+    pub birth_date: Option<String>,
+    /// `M`, `F`.
+    pub gender: Option<String>,
+    /// The oppositions the DMP lists for the candidate.
+    pub oppositions: Vec<String>,
+}
+
+redacted_debug!(SearchCandidate);
+
+/// Reads a `PRPA_IN201306UV02` (the body's element); `ins_roots` are the OIDs an INS may
+/// carry.
+pub fn read_search(
+    answer: Node<'_, '_>,
+    ins_roots: &[&str],
+) -> Result<Vec<SearchCandidate>, DmpError> {
+    if !answer.has_tag_name((HL7, "PRPA_IN201306UV02")) {
+        return Err(DmpError::Answer(format!(
+            "expected PRPA_IN201306UV02, got {}",
+            token(answer.tag_name().name())
+        )));
+    }
+    acknowledged(answer)?;
+    let control = child(answer, "controlActProcess")
+        .ok_or_else(|| DmpError::Answer("the answer has no controlActProcess".into()))?;
+    let mut out = Vec::new();
+    for subject in control
+        .children()
+        .filter(|n| n.has_tag_name((HL7, "subject")))
+    {
+        if out.len() == MAX_CANDIDATES {
+            return Err(DmpError::Answer(format!(
+                "more than {MAX_CANDIDATES} candidates"
+            )));
+        }
+        let Some(patient) = path(subject, &["registrationEvent", "subject1", "patient"]) else {
+            continue;
+        };
+        let ins = patient
+            .children()
+            .filter(|n| n.has_tag_name((HL7, "id")))
+            .find_map(|id| {
+                let root = id.attribute("root")?;
+                ins_roots
+                    .contains(&root)
+                    .then(|| {
+                        Some((
+                            id.attribute("extension")?.trim().to_owned(),
+                            root.to_owned(),
+                        ))
+                    })
+                    .flatten()
+            });
+        let person = child(patient, "patientPerson");
+        let names = person
+            .into_iter()
+            .flat_map(|p| p.children().filter(|n| n.has_tag_name((HL7, "name"))))
+            .map(|name| {
+                name.children()
+                    .filter(|n| n.has_tag_name((HL7, "given")) || n.has_tag_name((HL7, "family")))
+                    .filter_map(|n| n.text())
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .filter(|n| !n.is_empty())
+            .take(4)
+            .collect();
+        let match_percent = patient
+            .descendants()
+            .filter(|n| n.has_tag_name((HL7, "queryMatchObservation")))
+            .find(|o| child(*o, "code").and_then(|c| c.attribute("code")) == Some("POURCENTAGE"))
+            .and_then(|o| child(o, "value"))
+            .and_then(|v| v.attribute("value"))
+            .and_then(|v| v.trim().parse::<u8>().ok())
+            .filter(|p| *p <= 100);
+        let (ins, oid) = ins.unzip();
+        out.push(SearchCandidate {
+            ins,
+            oid,
+            match_percent,
+            names,
+            birth_date: person
+                .and_then(|p| child(p, "birthTime"))
+                .and_then(|b| b.attribute("value"))
+                .map(token),
+            gender: person
+                .and_then(|p| child(p, "administrativeGenderCode"))
+                .and_then(|g| g.attribute("code"))
+                .map(token),
+            oppositions: oppositions(patient),
+        });
+    }
+    Ok(out)
+}
