@@ -143,7 +143,7 @@ pub fn existence_body(
     t: Transmission<'_>,
     root: &str,
     ins: &str,
-) -> impl FnOnce(&mut Writer<Vec<u8>>) -> std::io::Result<()> {
+) -> impl FnOnce(&mut Writer<Vec<u8>>) -> std::io::Result<()> + use<> {
     let (message_id, query_id, created, structure_id) = (
         t.message_id.to_owned(),
         t.query_id.to_owned(),
@@ -184,7 +184,7 @@ pub fn existence_body(
 pub fn search_body(
     t: Transmission<'_>,
     traits: &Traits,
-) -> impl FnOnce(&mut Writer<Vec<u8>>) -> std::io::Result<()> {
+) -> impl FnOnce(&mut Writer<Vec<u8>>) -> std::io::Result<()> + use<> {
     let (message_id, query_id, created, structure_id) = (
         t.message_id.to_owned(),
         t.query_id.to_owned(),

@@ -142,7 +142,7 @@ fn quoted(value: &str) -> String {
 pub fn find_documents_body(
     patient_id: &str,
     types: &[String],
-) -> impl FnOnce(&mut Writer<Vec<u8>>) -> std::io::Result<()> {
+) -> impl FnOnce(&mut Writer<Vec<u8>>) -> std::io::Result<()> + use<> {
     let patient = quoted(patient_id);
     let types: Vec<String> = types.iter().map(|t| format!("({})", quoted(t))).collect();
     move |w| {
@@ -178,7 +178,7 @@ pub fn find_documents_body(
 /// request.
 pub fn retrieve_body(
     documents: &[(String, String)],
-) -> impl FnOnce(&mut Writer<Vec<u8>>) -> std::io::Result<()> {
+) -> impl FnOnce(&mut Writer<Vec<u8>>) -> std::io::Result<()> + use<> {
     let documents = documents.to_vec();
     move |w| {
         w.create_element("xdsb:RetrieveDocumentSetRequest")
