@@ -14,6 +14,7 @@
 //! | [`patient`] | INS (NIR/NIA, key, OIDs) and identity traits; never printed |
 //! | [`upstream`] | the record service: trait, FHIR client over mutual TLS, access assertion, outcomes (the only code talking to it) |
 //! | [`dev_upstream`] | the stand-in record service for the demo and the tests |
+//! | [`dev_dmp`] | the stand-in national record (DMP) over SOAP, checking each VIHF |
 //! | [`dev_pki`] | throwaway certificate authorities and certificates for the demo, the virtual card and the tests |
 //! | [`dev_card`] | the virtual CPS card (card side of the profile) and its vpcd plug, for the demo and the tests |
 //! | [`summary`] | IPS bundle → critical summary, with explicit "none known" / "not recorded" and defects named |
@@ -65,6 +66,7 @@ pub(crate) mod clock;
 pub(crate) mod config;
 pub(crate) mod demo;
 pub(crate) mod dev_card;
+pub(crate) mod dev_dmp;
 pub mod dev_pki;
 pub(crate) mod dev_upstream;
 pub mod encoding;

@@ -340,24 +340,32 @@ pub struct Verified {
     pub certificate: Vec<u8>,
 }
 
-/// Verifies the enveloped signature of `doc`'s root element: a `ds:Signature` child of
-/// the root, of the supported profile, whose one reference is the root's `ID` (unique
-/// in the document). The caller then reads the root of the same `doc`, never another
-/// element, so that what it reads is what was signed.
+/// Verifies the enveloped signature of `doc`'s root element: see [`verify_element`].
 pub fn verify_root(doc: &Document<'_>) -> Result<Verified, XmlDsigError> {
-    let root = doc.root_element();
+    verify_element(doc, doc.root_element())
+}
+
+/// Verifies the enveloped signature of `element` (a SAML assertion inside a SOAP header,
+/// say): a `ds:Signature` child of the element, of the supported profile, whose one
+/// reference is the element's `ID` (unique in the whole document). The caller then reads
+/// `element`, never another element found by searching, so that what it reads is what
+/// was signed.
+pub fn verify_element(doc: &Document<'_>, element: Node<'_, '_>) -> Result<Verified, XmlDsigError> {
+    let root = element;
     let id = root
         .attribute("ID")
-        .ok_or_else(|| XmlDsigError::Reference("the root element has no ID".into()))?;
+        .ok_or_else(|| XmlDsigError::Reference("the signed element has no ID".into()))?;
     if element_by_id(doc, id)?.id() != root.id() {
-        return Err(XmlDsigError::Reference("the ID is not the root's".into()));
+        return Err(XmlDsigError::Reference(
+            "the ID is not the signed element's".into(),
+        ));
     }
     let mut signatures = root
         .children()
         .filter(|n| n.has_tag_name((DS, "Signature")));
     let signature = signatures
         .next()
-        .ok_or_else(|| XmlDsigError::Profile("no ds:Signature in the root element".into()))?;
+        .ok_or_else(|| XmlDsigError::Profile("no ds:Signature in the signed element".into()))?;
     if signatures.next().is_some() {
         return Err(XmlDsigError::Profile(
             "several ds:Signature elements".into(),
@@ -382,7 +390,7 @@ pub fn verify_root(doc: &Document<'_>) -> Result<Verified, XmlDsigError> {
     let reference = only(signed_info, "Reference")?;
     if reference.attribute("URI") != Some(&format!("#{id}")) {
         return Err(XmlDsigError::Reference(
-            "the reference is not the root element's ID".into(),
+            "the reference is not the signed element's ID".into(),
         ));
     }
     let transforms: Vec<_> = only(reference, "Transforms")?

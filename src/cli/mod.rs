@@ -76,6 +76,9 @@ enum Command {
     /// A stand-in for the national record service (demo, tests, install checks): HTTPS
     /// with mutual TLS, access assertions verified, patients and bundles from a data file.
     DevUpstream(crate::dev_upstream::DevUpstreamOptions),
+    /// A stand-in for the national record (DMP) over SOAP with mutual TLS (demo, tests,
+    /// install checks): every VIHF verified, document sets from a data file.
+    DevDmp(crate::dev_dmp::DevDmpOptions),
     /// The summary cache: master key, counts, purge.
     Cache {
         #[command(subcommand)]
@@ -148,6 +151,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Dmp { command } => dmp_cli::run(&cli.config, command),
         Command::Cache { command } => cache_cli::run(&cli.config, command),
         Command::DevUpstream(options) => dev_upstream(options),
+        Command::DevDmp(options) => dev_dmp(options),
         Command::Serve => serve(Prepared::load(&cli.config)?),
         Command::Demo { dir, port } => run_demo(dir, port),
         Command::Configtest => configtest(&cli.config),
@@ -188,6 +192,19 @@ fn dev_upstream(options: crate::dev_upstream::DevUpstreamOptions) -> Result<Exit
             .await
             .context("cannot start the dev upstream")?;
         println!("dev-upstream listening on https://{}", server.addr);
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        server.wait().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn dev_dmp(options: crate::dev_dmp::DevDmpOptions) -> Result<ExitCode, Failure> {
+    runtime()?.block_on(async {
+        let server = crate::dev_dmp::DevDmp::start(options)
+            .await
+            .context("cannot start dev-dmp")?;
+        println!("dev-dmp listening on https://{}", server.addr);
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         server.wait().await;

@@ -163,7 +163,7 @@ impl DevUpstream {
         options: DevUpstreamOptions,
     ) -> Result<Self, DevUpstreamError> {
         let state = Arc::new(load_state(&options)?);
-        let tls = server_tls(&options)?;
+        let tls = server_tls(&options.cert, &options.key, &options.client_ca)?;
         listener.set_nonblocking(true)?;
         let listener = TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
@@ -220,17 +220,23 @@ fn load_state(options: &DevUpstreamOptions) -> Result<DevState, DevUpstreamError
     })
 }
 
-fn server_tls(options: &DevUpstreamOptions) -> Result<Arc<rustls::ServerConfig>, DevUpstreamError> {
+/// A server configuration presenting `cert`/`key` and requiring client certificates
+/// issued by `client_ca` (the stand-in DMP uses it too).
+pub(crate) fn server_tls(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> Result<Arc<rustls::ServerConfig>, DevUpstreamError> {
     use rustls::pki_types::PrivateKeyDer;
     use rustls::pki_types::pem::PemObject;
     let keys = |e: &dyn std::fmt::Display| DevUpstreamError::Keys(e.to_string());
     let mut problems = Vec::new();
-    let chain = crate::tls::load_certs(&options.cert, "cert", &mut problems);
-    let cas = crate::tls::load_certs(&options.client_ca, "client-ca", &mut problems);
+    let chain = crate::tls::load_certs(cert, "cert", &mut problems);
+    let cas = crate::tls::load_certs(client_ca, "client-ca", &mut problems);
     if let Some(problem) = problems.first() {
         return Err(keys(&format!("{}: {}", problem.key, problem.reason)));
     }
-    let key = PrivateKeyDer::from_pem_file(&options.key).map_err(|e| keys(&e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| keys(&e))?;
     let mut roots = rustls::RootCertStore::empty();
     for ca in cas {
         roots.add(ca).map_err(|e| keys(&e))?;
@@ -252,7 +258,8 @@ fn server_tls(options: &DevUpstreamOptions) -> Result<Arc<rustls::ServerConfig>,
     Ok(Arc::new(config))
 }
 
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, app: Router) {
+/// Accepts TLS connections and serves `app` on each (the stand-in DMP uses it too).
+pub(crate) async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, app: Router) {
     let http = Arc::new(Builder::new(TokioExecutor::new()));
     loop {
         let Ok((tcp, _)) = listener.accept().await else {

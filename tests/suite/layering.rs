@@ -26,7 +26,7 @@ const LAYERS: &[&[&str]] = &[
     &["http"],
     // Development tools: the throwaway PKI, the stand-in record service, the virtual card.
     &["dev_pki", "dev_upstream"],
-    &["dev_card"],
+    &["dev_card", "dev_dmp"],
     // Assembles every module's section; nothing below reads the configuration file.
     &["config"],
     &["service", "demo"],

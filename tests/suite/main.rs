@@ -17,6 +17,7 @@ mod compliance;
 mod configtest;
 mod demo;
 mod desk_access;
+mod dev_dmp;
 mod dmp_messages;
 mod dmp_vihf;
 mod hostile_lan;

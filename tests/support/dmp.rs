@@ -13,6 +13,12 @@ pub(crate) const DMP_SECTION: &str = "\n[dmp]\nbase_url = \"https://dmp.example\
 /// An RSA key (mode 0600) and its self-signed certificate, as a structure's signing
 /// certificate would be: (key, certificate).
 pub(crate) fn rsa_signer(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    rsa_key_and_cert(dir, name, true)
+}
+
+/// The same; without non-repudiation when `signature` is false (an authentication
+/// certificate, as a card's other key has).
+pub(crate) fn rsa_key_and_cert(dir: &Path, name: &str, signature: bool) -> (PathBuf, PathBuf) {
     let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
     let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
     let pair = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).unwrap();
@@ -24,10 +30,14 @@ pub(crate) fn rsa_signer(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         rcgen::DnType::OrganizationName,
         "samu-gateway test structure",
     );
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::DigitalSignature,
-        rcgen::KeyUsagePurpose::ContentCommitment,
-    ];
+    params.key_usages = if signature {
+        vec![
+            rcgen::KeyUsagePurpose::DigitalSignature,
+            rcgen::KeyUsagePurpose::ContentCommitment,
+        ]
+    } else {
+        vec![rcgen::KeyUsagePurpose::DigitalSignature]
+    };
     let cert = params.self_signed(&pair).unwrap();
     let key_path = dir.join(format!("{name}.key"));
     let cert_path = dir.join(format!("{name}.pem"));
@@ -71,4 +81,127 @@ pub(crate) fn signed_vihf(dir: &Path, mode: &str) -> (String, PathBuf) {
     );
     assert_eq!(code, 0, "{err}");
     (assertion, cert)
+}
+
+/// A running `samu-gateway dev-dmp` and what a client needs to reach it.
+pub(crate) struct DevDmp {
+    child: std::process::Child,
+    pub url: String,
+    pub dir: PathBuf,
+    record_ca: rustls::pki_types::CertificateDer<'static>,
+    structure: (
+        rustls::pki_types::CertificateDer<'static>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    _temp: tempfile::TempDir,
+}
+
+impl Drop for DevDmp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl DevDmp {
+    /// Starts dev-dmp serving `patients` (documents relative to `documents`), trusting
+    /// the VIHF signers `signers` (PEM files), recording requests.
+    pub(crate) fn start(patients: serde_json::Value, documents: &Path, signers: &[&Path]) -> Self {
+        use rustls::pki_types::pem::PemObject as _;
+        use samu_gateway::dev_pki::{Authority, write_file, write_pair};
+        use std::io::{BufRead as _, BufReader};
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let record_ca = Authority::new("test DMP CA").unwrap();
+        let record_ca_path = dir.join("dmp-ca.pem");
+        write_file(&record_ca_path, record_ca.cert_pem(), 0o644).unwrap();
+        let (cert, key) = write_pair(
+            &dir,
+            "dmp",
+            &record_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap(),
+        )
+        .unwrap();
+        let structures = Authority::new("test structure CA").unwrap();
+        let structure_ca = dir.join("structure-ca.pem");
+        write_file(&structure_ca, structures.cert_pem(), 0o644).unwrap();
+        let issued = structures.issue_client("SAMU 75 structure").unwrap();
+        let data = documents.join("dmp-patients.json");
+        std::fs::write(
+            &data,
+            serde_json::json!({ "patients": patients }).to_string(),
+        )
+        .unwrap();
+        let mut command = std::process::Command::new(super::BIN);
+        command
+            .args(["dev-dmp", "--listen", "127.0.0.1:0", "--data"])
+            .arg(&data)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .arg("--client-ca")
+            .arg(&structure_ca)
+            .arg("--record")
+            .arg(dir.join("requests"));
+        for signer in signers {
+            command.arg("--signer-ca").arg(signer);
+        }
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("dev-dmp listening on ")
+            .unwrap_or_else(|| panic!("dev-dmp did not start: {line:?}"))
+            .replace("127.0.0.1", "localhost");
+        Self {
+            child,
+            url,
+            dir,
+            record_ca: rustls::pki_types::CertificateDer::from_pem_file(&record_ca_path).unwrap(),
+            structure: (
+                issued.der.clone(),
+                rustls::pki_types::PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes())
+                    .unwrap(),
+            ),
+            _temp: temp,
+        }
+    }
+
+    /// An HTTPS client presenting the structure's TLS certificate.
+    pub(crate) fn client(&self) -> reqwest::Client {
+        super::tls_client(
+            self.record_ca.clone(),
+            Some((self.structure.0.clone(), self.structure.1.clone_key())),
+        )
+    }
+
+    /// POSTs `envelope` to `service`: (status, content type, body).
+    pub(crate) async fn post(&self, service: &str, envelope: String) -> (u16, String, Vec<u8>) {
+        let response = self
+            .client()
+            .post(format!("{}/{service}", self.url))
+            .header("content-type", "application/soap+xml; charset=UTF-8")
+            .body(envelope)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (
+            status,
+            content_type,
+            response.bytes().await.unwrap().to_vec(),
+        )
+    }
 }

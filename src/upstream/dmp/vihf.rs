@@ -299,6 +299,86 @@ impl Value {
     }
 }
 
+/// What an assertion says, read back (the stand-in DMP, the tests): attribute values by
+/// name (a coded value as its `code`), the subject and the validity.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ReadVihf {
+    /// `Subject/NameID`.
+    pub name_id: Option<String>,
+    /// `Conditions@NotBefore`.
+    pub not_before: Option<String>,
+    /// `Conditions@NotOnOrAfter`.
+    pub not_on_or_after: Option<String>,
+    /// Attribute values by attribute name, in document order.
+    pub attributes: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+redacted_debug!(ReadVihf);
+
+impl ReadVihf {
+    /// The first value of attribute `name`.
+    pub fn first(&self, name: &str) -> Option<&str> {
+        self.attributes.get(name)?.first().map(String::as_str)
+    }
+}
+
+/// Reads `assertion` (a SAML `Assertion` element, already verified by the caller).
+pub fn read(assertion: roxmltree::Node<'_, '_>) -> ReadVihf {
+    let saml = |n: &roxmltree::Node<'_, '_>, name: &str| n.has_tag_name((SAML, name));
+    let mut out = ReadVihf::default();
+    for child in assertion.children().filter(roxmltree::Node::is_element) {
+        if saml(&child, "Subject") {
+            out.name_id = child
+                .children()
+                .find(|n| saml(n, "NameID"))
+                .and_then(|n| n.text())
+                .map(|t| t.trim().to_owned());
+        } else if saml(&child, "Conditions") {
+            out.not_before = child.attribute("NotBefore").map(str::to_owned);
+            out.not_on_or_after = child.attribute("NotOnOrAfter").map(str::to_owned);
+        } else if saml(&child, "AttributeStatement") {
+            for attribute in child.children().filter(|n| saml(n, "Attribute")).take(64) {
+                let Some(name) = attribute.attribute("Name") else {
+                    continue;
+                };
+                let values = attribute
+                    .children()
+                    .filter(|n| saml(n, "AttributeValue"))
+                    .take(16)
+                    .map(|v| match v.first_element_child() {
+                        Some(coded) => coded.attribute("code").unwrap_or_default().to_owned(),
+                        None => v.text().unwrap_or_default().trim().to_owned(),
+                    });
+                out.attributes
+                    .entry(name.to_owned())
+                    .or_default()
+                    .extend(values);
+            }
+        }
+    }
+    out
+}
+
+/// The attributes every assertion must carry (the resource id only when the transaction
+/// is about one patient).
+pub const REQUIRED_ATTRIBUTES: [&str; 10] = [
+    "VIHF_Version",
+    "Authentification_Mode",
+    "Identifiant_Structure",
+    "Secteur_Activite",
+    "urn:oasis:names:tc:xspa:1.0:subject:subject-id",
+    "urn:oasis:names:tc:xacml:2.0:subject:role",
+    "Ressource_URN",
+    "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse",
+    "LPS_Nom",
+    "LPS_ID_HOMOLOGATION_DMP",
+];
+
+/// The patient attribute.
+pub const RESOURCE_ID: &str = "urn:oasis:names:tc:xacml:2.0:resource:resource-id";
+/// The purpose attribute.
+pub const PURPOSE_OF_USE: &str = "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse";
+
 #[cfg(test)]
 mod tests {
     use super::*;
