@@ -255,6 +255,10 @@ pub struct Candidate {
     pub has_ins: bool,
     /// That INS, for the physician's choice to fill the access form.
     pub ins: Option<CandidateIns>,
+    /// How well the candidate matches the traits searched for, percent, when the record
+    /// service says (the DMP does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_percent: Option<u8>,
 }
 
 /// A candidate's INS as the record service holds it.

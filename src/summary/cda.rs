@@ -817,6 +817,7 @@ impl Reader {
             dispensations: self.dispensations,
             unstructured: None,
             other_sections: self.other_sections,
+            documents: Vec::new(),
             defects: DocumentDefects {
                 unreadable_entries: self.unreadable,
                 bad_attachments: self.bad_attachments,

@@ -121,6 +121,10 @@ pub struct CriticalSummary {
     pub unstructured: Option<Unstructured>,
     /// Every other section, by title with its narrative as text.
     pub other_sections: Vec<OtherSection>,
+    /// The record's other documents, when the summary was composed from a record that
+    /// holds several (the DMP): what each is, and what the summary took from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub documents: Vec<ListedDocument>,
     /// Defects of the document, counted (the physician's screen says the summary may be
     /// partial when any is non-zero).
     #[serde(default)]
@@ -369,6 +373,31 @@ pub struct Observation {
     /// When, as written.
     pub date: Option<String>,
 }
+
+/// One document of the patient's record, as listed by the record service.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct ListedDocument {
+    /// Its unique id in the record.
+    pub unique_id: String,
+    /// Its type code (`60591-5`, `SYNTH`, `REMB`…).
+    pub type_code: Option<String>,
+    /// The type's display name, when the record gives one.
+    pub type_display: Option<String>,
+    /// Its title.
+    pub title: Option<String>,
+    /// When it was written (`YYYYMMDDhhmmss`, UTC).
+    pub creation_time: Option<String>,
+    /// Its authors, by name.
+    pub authors: Vec<String>,
+    /// Whether its content can be read into sections (CDA level 3) or only shown (PDF,
+    /// text).
+    pub structured: bool,
+    /// What the summary took from it: `summary` (allergies, treatments, problems and
+    /// the other sections), `dispensations`; empty when nothing.
+    pub used_for: Vec<String>,
+}
+
+redacted_debug!(ListedDocument);
 
 /// A medicine handed out by a pharmacy (reimbursement history).
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]

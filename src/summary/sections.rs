@@ -343,6 +343,7 @@ fn assemble<'a>(
         dispensations: None,
         unstructured: None,
         other_sections,
+        documents: Vec::new(),
         defects: DocumentDefects::default(),
         warnings: Vec::new(),
     }

@@ -293,6 +293,7 @@ fn candidates(body: &[u8]) -> Result<Vec<Candidate>, UpstreamError> {
                 gender: r.get("gender").and_then(Value::as_str).map(str::to_owned),
                 birthplace: None,
                 has_ins: ins.is_some(),
+                match_percent: None,
                 ins,
             })
         })
@@ -349,25 +350,9 @@ impl RecordService for FhirClient {
             let body = self.call(access, request).await?;
             let found =
                 summary::extract(&body).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
-            check_same_patient(&found, access.patient)?;
+            super::check_same_patient(&found, access.patient)?;
             Ok(found)
         })
-    }
-}
-
-/// A document whose Patient carries INS identifiers, none of them the one asked for, is
-/// about someone else: refused rather than shown.
-fn check_same_patient(found: &CriticalSummary, ins: Option<&Ins>) -> Result<(), UpstreamError> {
-    let (Some(ins), Some(patient)) = (ins, &found.patient_in_document) else {
-        return Ok(());
-    };
-    let wanted = format!("{}|{}", ins.oid(), ins.as_str());
-    if patient.ins.is_empty() || patient.ins.contains(&wanted) {
-        Ok(())
-    } else {
-        Err(UpstreamError::Malformed(
-            "the document is about another patient (INS differs)".into(),
-        ))
     }
 }
 

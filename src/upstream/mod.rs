@@ -54,6 +54,9 @@ pub enum UpstreamError {
     /// The record is closed.
     #[error("the record is closed")]
     RecordClosed,
+    /// The record holds no document a summary can come from.
+    #[error("the record holds no summary document")]
+    NoSummaryDocument,
     /// Several patients carry this INS: the service is inconsistent, nothing is picked.
     #[error("the record service returned {0} patients for one INS")]
     Ambiguous(usize),
@@ -125,6 +128,12 @@ impl UpstreamError {
                 "record_closed",
                 "record_closed".into(),
                 "Le dossier médical partagé de ce patient est fermé.",
+            ),
+            Self::NoSummaryDocument => row(
+                404,
+                "no_summary_document",
+                "no_summary_document".into(),
+                "Le dossier médical partagé ne contient aucune synthèse ni historique de remboursements.",
             ),
             Self::Ambiguous(n) => row(
                 409,
@@ -199,6 +208,25 @@ pub trait RecordService: Send + Sync {
         id: &'a str,
         access: &'a Access<'a>,
     ) -> BoxFuture<'a, Result<CriticalSummary, UpstreamError>>;
+}
+
+/// A document whose Patient carries INS identifiers, none of them the one asked for, is
+/// about someone else: refused rather than shown.
+pub(crate) fn check_same_patient(
+    found: &CriticalSummary,
+    ins: Option<&Ins>,
+) -> Result<(), UpstreamError> {
+    let (Some(ins), Some(patient)) = (ins, &found.patient_in_document) else {
+        return Ok(());
+    };
+    let wanted = format!("{}|{}", ins.oid(), ins.as_str());
+    if patient.ins.is_empty() || patient.ins.contains(&wanted) {
+        Ok(())
+    } else {
+        Err(UpstreamError::Malformed(
+            "the document is about another patient (INS differs)".into(),
+        ))
+    }
 }
 
 /// The one patient carrying `ins`: never a pick among several.

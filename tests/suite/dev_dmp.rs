@@ -12,41 +12,8 @@ use samu_gateway::upstream::AccessMode;
 use samu_gateway::upstream::dmp::soap::{self, Addressing};
 use samu_gateway::upstream::dmp::vihf::{VihfSettings, VihfSubject};
 use samu_gateway::upstream::dmp::{AuthenticationMode, DmpError, SoftwareSigner, hl7v3, mtom, xds};
-use serde_json::json;
 
-use crate::support::dmp::{DevDmp, rsa_key_and_cert};
-
-const INS: &str = "180017500000134";
-const OTHER_INS: &str = "280017500000181";
-const TEST_OID: &str = "1.2.250.1.213.1.4.10";
-
-fn cda(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/cda")
-        .join(name)
-}
-
-/// Two patients: the first with an IPS-FR, a masked VSM and a reimbursement history, the
-/// masked document readable in break-glass only; the second opposed to regulation access.
-fn patients() -> serde_json::Value {
-    json!([
-        {"ins": INS, "ins_oid": TEST_OID, "family": "SYNTHETIQUE", "given": ["Camille"],
-         "birth_date": "1980-01-17", "gender": "F", "masked_readable_in": ["bris_de_glace"],
-         "documents": [
-            {"file": cda("ips-fr-allergy-treatment-problem.xml"), "unique_id": "1.2.250.1.999.1.1",
-             "type_code": "60591-5", "type_scheme": "2.16.840.1.113883.6.1", "format_code": "urn:ihe:pcc:ips:2020",
-             "creation_time": "20261120090000", "title": "Synthèse médicale", "author": "Jeanne TRAITANTE"},
-            {"file": cda("vsm-nested-long-term-treatment.xml"), "unique_id": "1.2.250.1.999.1.2",
-             "type_code": "SYNTH", "type_scheme": "1.2.250.1.213.1.1.4.12", "format_code": "urn:asip:ci-sis:vsm:2012",
-             "creation_time": "20250101090000", "title": "VSM", "masked": true},
-            {"file": cda("hr-reimbursement-history.xml"), "unique_id": "1.2.250.1.999.1.3",
-             "type_code": "REMB", "type_scheme": "1.2.250.1.213.1.1.4.12", "format_code": "urn:asip:ci-sis:hr:2019",
-             "creation_time": "20261101000000", "title": "Historique des remboursements"}
-         ]},
-        {"ins": OTHER_INS, "ins_oid": TEST_OID, "family": "SYNTHETIQUE", "given": ["Camilla"],
-         "birth_date": "1980-01-17", "gender": "F", "opposed": ["centre_15"], "documents": []}
-    ])
-}
+use crate::support::dmp::{DevDmp, INS, OTHER_INS, TEST_OID, cda, patients, rsa_key_and_cert};
 
 struct Signer {
     signer: SoftwareSigner,

@@ -18,6 +18,7 @@ mod configtest;
 mod demo;
 mod desk_access;
 mod dev_dmp;
+mod dmp_client;
 mod dmp_messages;
 mod dmp_vihf;
 mod hostile_lan;

@@ -88,6 +88,11 @@ pub(crate) struct DevDmp {
     child: std::process::Child,
     pub url: String,
     pub dir: PathBuf,
+    /// The CA of the stand-in's TLS certificate (PEM).
+    pub ca: PathBuf,
+    /// The structure's TLS client certificate and key (PEM, key mode 0600).
+    pub structure_cert: PathBuf,
+    pub structure_key: PathBuf,
     record_ca: rustls::pki_types::CertificateDer<'static>,
     structure: (
         rustls::pki_types::CertificateDer<'static>,
@@ -125,6 +130,7 @@ impl DevDmp {
         let structure_ca = dir.join("structure-ca.pem");
         write_file(&structure_ca, structures.cert_pem(), 0o644).unwrap();
         let issued = structures.issue_client("SAMU 75 structure").unwrap();
+        let (structure_cert, structure_key) = write_pair(&dir, "structure", &issued).unwrap();
         let data = documents.join("dmp-patients.json");
         std::fs::write(
             &data,
@@ -164,6 +170,9 @@ impl DevDmp {
             child,
             url,
             dir,
+            ca: record_ca_path.clone(),
+            structure_cert,
+            structure_key,
             record_ca: rustls::pki_types::CertificateDer::from_pem_file(&record_ca_path).unwrap(),
             structure: (
                 issued.der.clone(),
@@ -204,4 +213,52 @@ impl DevDmp {
             response.bytes().await.unwrap().to_vec(),
         )
     }
+
+    /// Replaces the fault injected into every answer.
+    pub(crate) async fn fault(&self, fault: serde_json::Value) {
+        let status = self
+            .client()
+            .put(format!("{}/_dev/fault", self.url))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 204);
+    }
+}
+
+/// The test patients' INS, OID.
+pub(crate) const INS: &str = "180017500000134";
+/// A second patient, opposed to regulation access.
+pub(crate) const OTHER_INS: &str = "280017500000181";
+/// The test INS OID.
+pub(crate) const TEST_OID: &str = "1.2.250.1.213.1.4.10";
+
+pub(crate) fn cda(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/cda")
+        .join(name)
+}
+
+/// Two patients: the first with an IPS-FR, a masked VSM and a reimbursement history, the
+/// masked document readable in break-glass only; the second opposed to regulation access.
+pub(crate) fn patients() -> serde_json::Value {
+    serde_json::json!([
+        {"ins": INS, "ins_oid": TEST_OID, "family": "SYNTHETIQUE", "given": ["Camille"],
+         "birth_date": "1980-01-17", "gender": "F", "masked_readable_in": ["bris_de_glace"],
+         "documents": [
+            {"file": cda("ips-fr-allergy-treatment-problem.xml"), "unique_id": "1.2.250.1.999.1.1",
+             "type_code": "60591-5", "type_scheme": "2.16.840.1.113883.6.1", "format_code": "urn:ihe:pcc:ips:2020",
+             "creation_time": "20261120090000", "title": "Synthèse médicale", "author": "Jeanne TRAITANTE"},
+            {"file": cda("vsm-nested-long-term-treatment.xml"), "unique_id": "1.2.250.1.999.1.2",
+             "type_code": "SYNTH", "type_scheme": "1.2.250.1.213.1.1.4.12", "format_code": "urn:asip:ci-sis:vsm:2012",
+             "creation_time": "20250101090000", "title": "VSM", "masked": true},
+            {"file": cda("hr-reimbursement-history.xml"), "unique_id": "1.2.250.1.999.1.3",
+             "type_code": "REMB", "type_scheme": "1.2.250.1.213.1.1.4.12", "format_code": "urn:asip:ci-sis:hr:2019",
+             "creation_time": "20261101000000", "title": "Historique des remboursements"}
+         ]},
+        {"ins": OTHER_INS, "ins_oid": TEST_OID, "family": "SYNTHETIQUE", "given": ["Camilla"],
+         "birth_date": "1980-01-17", "gender": "F", "opposed": ["centre_15"], "documents": []}
+    ])
 }

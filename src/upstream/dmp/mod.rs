@@ -3,6 +3,7 @@
 //! (docs/dmp.md). This part builds and signs the assertion ([`vihf`]) and owns the
 //! `[dmp]` configuration section; the transactions follow (issue 18).
 
+pub mod client;
 pub mod hl7v3;
 pub mod inspect;
 pub mod mtom;
@@ -122,6 +123,18 @@ pub struct DmpConfig {
     /// How long an assertion is valid, seconds.
     #[serde(default = "defaults::assertion_lifetime_secs")]
     pub assertion_lifetime_secs: u64,
+    /// The document types a summary may come from (`code^^scheme`), asked for in TD3.1.
+    #[serde(default = "defaults::document_types")]
+    pub document_types: Vec<String>,
+    /// Connection deadline, milliseconds.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Deadline of a whole operation (a summary is two round trips), milliseconds.
+    #[serde(default = "defaults::total_timeout_ms")]
+    pub total_timeout_ms: u64,
+    /// Largest answer accepted (a retrieval of two documents), bytes.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: usize,
 }
 
 mod defaults {
@@ -133,6 +146,26 @@ mod defaults {
     }
     pub(super) fn assertion_lifetime_secs() -> u64 {
         300
+    }
+    pub(super) fn document_types() -> Vec<String> {
+        [
+            "60591-5^^2.16.840.1.113883.6.1",
+            "SYNTH^^1.2.250.1.213.1.1.4.12",
+            "74207-2^^2.16.840.1.113883.6.1",
+            "11490-0^^2.16.840.1.113883.6.1",
+            "REMB^^1.2.250.1.213.1.1.4.12",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+    pub(super) fn connect_timeout_ms() -> u64 {
+        1_000
+    }
+    pub(super) fn total_timeout_ms() -> u64 {
+        4_000
+    }
+    pub(super) fn max_body_bytes() -> usize {
+        32 * 1024 * 1024
     }
 }
 
@@ -172,6 +205,29 @@ impl DmpConfig {
             out.push(ConfigProblem::new(
                 "dmp.assertion_lifetime_secs",
                 "must be between 30 and 3600",
+            ));
+        }
+        if !(100..=10_000).contains(&self.connect_timeout_ms) {
+            out.push(ConfigProblem::new(
+                "dmp.connect_timeout_ms",
+                "must be between 100 and 10000",
+            ));
+        }
+        if !(500..=30_000).contains(&self.total_timeout_ms) {
+            out.push(ConfigProblem::new(
+                "dmp.total_timeout_ms",
+                "must be between 500 and 30000",
+            ));
+        }
+        if self.document_types.is_empty()
+            || self.document_types.iter().any(|t| {
+                t.split_once("^^")
+                    .is_none_or(|(code, scheme)| !is_code(code) || !is_code(scheme))
+            })
+        {
+            out.push(ConfigProblem::new(
+                "dmp.document_types",
+                "expected one or more code^^scheme values, e.g. 60591-5^^2.16.840.1.113883.6.1",
             ));
         }
         let indirect = self.authentication_mode != AuthenticationMode::Directe;

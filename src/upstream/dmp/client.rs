@@ -1,0 +1,615 @@
+//! [`RecordService`] over the DMP's own protocol (docs/dmp.md): each operation signs a
+//! fresh VIHF for the access (who, why, about whom), sends SOAP 1.2 over mutual TLS, and
+//! maps the answer, fault or registry error onto the gateway's outcomes. The summary is
+//! composed from the record's documents: the newest structured synthesis (IPS-FR, else
+//! VSM, else DLU, else a discharge letter) for the sections, the newest reimbursement
+//! history for the recent dispensations, both retrieved in one request, every other
+//! document listed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::hl7v3::{self, Transmission};
+use super::soap::{self, Addressing};
+use super::vihf::{self, VihfSettings, VihfSubject};
+use super::xds::{self, DocumentEntry, RegistryError};
+use super::{DmpConfig, DmpError, SoftwareSigner, mtom};
+use crate::patient::{Candidate, CandidateIns, INS_OIDS, Ins, Traits};
+use crate::problem::ConfigProblem;
+use crate::summary::{self, CriticalSummary, ListedDocument};
+use crate::upstream::{Access, AccessMode, BoxFuture, RecordService, UpstreamError};
+
+/// Who signs an access's assertion: the professional's card (`DIRECTE`), or the
+/// structure's key (the indirect modes).
+pub trait VihfSigner: Send + Sync {
+    /// The signing certificate (DER) for `access`.
+    fn certificate<'a>(
+        &'a self,
+        access: &'a Access<'a>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, DmpError>>;
+    /// RSA PKCS#1 v1.5 with SHA-256 over `message`, with that certificate's key.
+    fn sign<'a>(
+        &'a self,
+        access: &'a Access<'a>,
+        message: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<u8>, DmpError>>;
+}
+
+impl VihfSigner for SoftwareSigner {
+    fn certificate<'a>(&'a self, _: &'a Access<'a>) -> BoxFuture<'a, Result<Vec<u8>, DmpError>> {
+        Box::pin(async move { Ok(SoftwareSigner::certificate(self).to_vec()) })
+    }
+
+    fn sign<'a>(
+        &'a self,
+        _: &'a Access<'a>,
+        message: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<u8>, DmpError>> {
+        Box::pin(async move { SoftwareSigner::sign(self, message) })
+    }
+}
+
+/// Document types the syntheses come from, in order of preference.
+const SYNTHESES: [&str; 4] = ["60591-5", "SYNTH", "74207-2", "11490-0"];
+/// The reimbursement history.
+const REIMBURSEMENTS: &str = "REMB";
+/// Answers' size bound when the configuration does not say.
+const MAX_PARTS: usize = 8;
+
+/// The DMP client.
+pub struct DmpClient {
+    http: reqwest::Client,
+    base: String,
+    settings: VihfSettings,
+    signer: Arc<dyn VihfSigner>,
+    structure_id: String,
+    types: Vec<String>,
+    total: Duration,
+    max_body: usize,
+}
+
+impl DmpClient {
+    /// The client of `cfg`, signing with `signer`; every problem together. TLS presents
+    /// the structure's certificate (`dmp.structure_cert`, `dmp.structure_key`).
+    pub fn new(
+        cfg: &DmpConfig,
+        structure_id: &str,
+        signer: Arc<dyn VihfSigner>,
+    ) -> Result<Self, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let (Some(cert), Some(key)) = (&cfg.structure_cert, &cfg.structure_key) else {
+            return Err(vec![ConfigProblem::new(
+                "dmp.structure_cert",
+                "the TLS client certificate is the structure's until cards sign the handshake: set structure_cert and structure_key",
+            )]);
+        };
+        let files = crate::tls::MutualClient {
+            section: "dmp",
+            ca: ("server_ca", &cfg.server_ca),
+            cert: ("structure_cert", cert),
+            key: ("structure_key", key),
+        };
+        let tls = crate::tls::mutual_client_config(&files, &mut problems);
+        let (Some(tls), true) = (tls, problems.is_empty()) else {
+            return Err(problems);
+        };
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .https_only(true)
+            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("samu-gateway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                vec![ConfigProblem::new(
+                    "dmp",
+                    format!("cannot build the client: {e}"),
+                )]
+            })?;
+        Ok(Self {
+            http,
+            base: cfg.base_url.trim_end_matches('/').to_owned(),
+            settings: cfg.vihf_settings(structure_id),
+            signer,
+            structure_id: structure_id.to_owned(),
+            types: cfg.document_types.clone(),
+            total: Duration::from_millis(cfg.total_timeout_ms),
+            max_body: cfg.max_body_bytes,
+        })
+    }
+
+    /// A signed assertion for `access`.
+    async fn assertion(&self, access: &Access<'_>) -> Result<String, DmpError> {
+        let certificate = self.signer.certificate(access).await?;
+        let id = super::new_assertion_id()?;
+        let unsigned = vihf::prepare(
+            &self.settings,
+            VihfSubject {
+                professional: access.professional,
+                mode: access.mode,
+                patient: access.patient,
+            },
+            &certificate,
+            &id,
+            crate::clock::now().1,
+        )?;
+        let signature = self.signer.sign(access, unsigned.to_sign()).await?;
+        unsigned
+            .finish(&signature)
+            .map_err(|e| DmpError::Vihf(e.to_string()))
+    }
+
+    /// Sends one transaction and returns its answer: the SOAP envelope and, for MTOM,
+    /// the other parts.
+    async fn exchange(
+        &self,
+        access: &Access<'_>,
+        service: &str,
+        action: &str,
+        body: impl FnOnce(&mut quick_xml::Writer<Vec<u8>>) -> std::io::Result<()>,
+    ) -> Result<(String, std::collections::HashMap<String, Vec<u8>>), UpstreamError> {
+        let assertion = self.assertion(access).await.map_err(internal)?;
+        let url = format!("{}/{service}", self.base);
+        let message_id = format!("urn:uuid:{}", uuid_v4().map_err(internal)?);
+        let envelope = soap::envelope(
+            Addressing {
+                action,
+                to: &url,
+                message_id: &message_id,
+            },
+            &assertion,
+            body,
+        )
+        .map_err(internal)?;
+        let response = self
+            .http
+            .post(&url)
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                format!("application/soap+xml; charset=UTF-8; action=\"{action}\""),
+            )
+            .body(envelope)
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Unavailable(e.without_url().to_string()))?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = read_limited(response, self.max_body).await?;
+        let is_xml = content_type.starts_with("application/soap+xml")
+            || content_type.starts_with("text/xml")
+            || content_type.starts_with("application/xml");
+        let (xml, attachments) = if content_type.starts_with("multipart/related") {
+            let (boundary, start) = mtom::boundary(&content_type).map_err(malformed)?;
+            let parts = mtom::split(body, &boundary, start.as_deref(), MAX_PARTS)
+                .await
+                .map_err(malformed)?;
+            (parts.envelope, parts.attachments)
+        } else if is_xml {
+            let text = String::from_utf8(body)
+                .map_err(|_| UpstreamError::Malformed("the answer is not UTF-8".into()))?;
+            (text, Default::default())
+        } else {
+            return Err(if status == 200 {
+                UpstreamError::Malformed(format!(
+                    "content type '{}' is not SOAP",
+                    soap::token(&content_type)
+                ))
+            } else {
+                UpstreamError::Unavailable(format!("HTTP {status}"))
+            });
+        };
+        // A fault comes with 500 (or 400): read it before judging the status.
+        {
+            let doc = soap::parse(&xml).map_err(malformed)?;
+            if let Err(e) = soap::body(&doc) {
+                return Err(outcome(e, access.mode));
+            }
+        }
+        if status != 200 {
+            return Err(UpstreamError::Unavailable(format!("HTTP {status}")));
+        }
+        Ok((xml, attachments))
+    }
+
+    fn transmission_ids() -> Result<(String, String, String), UpstreamError> {
+        let created = crate::clock::now().0;
+        let created: String = created
+            .chars()
+            .filter(char::is_ascii_digit)
+            .take(14)
+            .collect();
+        Ok((
+            uuid_v4().map_err(internal)?,
+            uuid_v4().map_err(internal)?,
+            created,
+        ))
+    }
+
+    async fn within<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, UpstreamError>>,
+    ) -> Result<T, UpstreamError> {
+        let deadline = Instant::now() + self.total;
+        tokio::time::timeout_at(deadline, work)
+            .await
+            .map_err(|_| UpstreamError::TimedOut(self.total.as_millis() as u64))?
+    }
+
+    async fn existence(
+        &self,
+        ins: &Ins,
+        access: &Access<'_>,
+    ) -> Result<Vec<Candidate>, UpstreamError> {
+        let (message_id, query_id, created) = Self::transmission_ids()?;
+        let body = hl7v3::existence_body(
+            Transmission {
+                message_id: &message_id,
+                query_id: &query_id,
+                created: &created,
+                structure_id: &self.structure_id,
+            },
+            ins.oid(),
+            ins.as_str(),
+        );
+        let (xml, _) = self
+            .exchange(access, "patients", hl7v3::EXISTENCE_ACTION, body)
+            .await?;
+        let doc = soap::parse(&xml).map_err(malformed)?;
+        let existence = soap::body(&doc)
+            .and_then(hl7v3::read_existence)
+            .map_err(|e| outcome(e, access.mode))?;
+        if !existence.found {
+            return Ok(Vec::new());
+        }
+        if existence.closed {
+            return Err(UpstreamError::RecordClosed);
+        }
+        if existence
+            .oppositions
+            .iter()
+            .any(|o| o == opposition_code(access.mode))
+        {
+            return Err(UpstreamError::PatientOpposed(access.mode));
+        }
+        Ok(vec![Candidate {
+            id: format!("{}|{}", ins.oid(), ins.as_str()),
+            names: Vec::new(),
+            birth_date: None,
+            gender: None,
+            birthplace: None,
+            has_ins: true,
+            ins: Some(CandidateIns {
+                value: ins.as_str().to_owned(),
+                oid: ins.oid().to_owned(),
+            }),
+            match_percent: None,
+        }])
+    }
+
+    async fn candidates(
+        &self,
+        traits: &Traits,
+        access: &Access<'_>,
+    ) -> Result<Vec<Candidate>, UpstreamError> {
+        let (message_id, query_id, created) = Self::transmission_ids()?;
+        let body = hl7v3::search_body(
+            Transmission {
+                message_id: &message_id,
+                query_id: &query_id,
+                created: &created,
+                structure_id: &self.structure_id,
+            },
+            traits,
+        );
+        let (xml, _) = self
+            .exchange(access, "patientsPDQ", hl7v3::SEARCH_ACTION, body)
+            .await?;
+        let doc = soap::parse(&xml).map_err(malformed)?;
+        let found = soap::body(&doc)
+            .and_then(|b| hl7v3::read_search(b, &INS_OIDS))
+            .map_err(|e| outcome(e, access.mode))?;
+        Ok(found
+            .into_iter()
+            .filter_map(|c| {
+                let (value, oid) = (c.ins.clone()?, c.oid.clone()?);
+                Some(Candidate {
+                    id: format!("{oid}|{value}"),
+                    names: c.names.clone(),
+                    birth_date: c.birth_date.clone(),
+                    gender: c.gender.clone(),
+                    birthplace: None,
+                    has_ins: true,
+                    ins: Some(CandidateIns { value, oid }),
+                    match_percent: c.match_percent,
+                })
+            })
+            .collect())
+    }
+
+    async fn compose(
+        &self,
+        ins: &Ins,
+        access: &Access<'_>,
+    ) -> Result<CriticalSummary, UpstreamError> {
+        let body = xds::find_documents_body(&ins.resource_id(), &self.types);
+        let (xml, _) = self
+            .exchange(access, "registry", xds::FIND_ACTION, body)
+            .await?;
+        let doc = soap::parse(&xml).map_err(malformed)?;
+        let found = soap::body(&doc)
+            .and_then(xds::read_found)
+            .map_err(|e| outcome(e, access.mode))?;
+        registry_outcome(&found.errors, found.documents.is_empty(), access.mode)?;
+        let synthesis = choose_synthesis(&found.documents);
+        let history = newest(
+            found
+                .documents
+                .iter()
+                .filter(|d| type_of(d) == Some(REIMBURSEMENTS)),
+        );
+        let chosen: Vec<&DocumentEntry> = synthesis.into_iter().chain(history).collect();
+        if chosen.is_empty() {
+            return Err(UpstreamError::NoSummaryDocument);
+        }
+        let requests: Vec<(String, String)> = chosen
+            .iter()
+            .map(|d| (d.repository_unique_id.clone(), d.unique_id.clone()))
+            .collect();
+        let (xml, attachments) = self
+            .exchange(
+                access,
+                "repository",
+                xds::RETRIEVE_ACTION,
+                xds::retrieve_body(&requests),
+            )
+            .await?;
+        let doc = soap::parse(&xml).map_err(malformed)?;
+        let retrieved = soap::body(&doc)
+            .and_then(|b| xds::read_retrieved(b, &|id| attachments.get(id).cloned()))
+            .map_err(|e| outcome(e, access.mode))?;
+        registry_outcome(
+            &retrieved.errors,
+            retrieved.documents.is_empty(),
+            access.mode,
+        )?;
+        let bytes_of = |entry: Option<&DocumentEntry>| {
+            entry.and_then(|e| {
+                retrieved
+                    .documents
+                    .iter()
+                    .find(|d| d.unique_id == e.unique_id)
+                    .map(|d| d.bytes.as_slice())
+            })
+        };
+        let read = |bytes: &[u8]| -> Result<CriticalSummary, UpstreamError> {
+            let summary =
+                summary::extract(bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
+            super::super::check_same_patient(&summary, Some(ins))?;
+            Ok(summary)
+        };
+        let mut used = Vec::new();
+        let mut summary = match (bytes_of(synthesis), bytes_of(history)) {
+            (Some(bytes), _) => {
+                used.push((synthesis.map(|d| d.unique_id.clone()), "summary"));
+                read(bytes)?
+            }
+            (None, Some(bytes)) => {
+                used.push((history.map(|d| d.unique_id.clone()), "summary"));
+                read(bytes)?
+            }
+            (None, None) => {
+                return Err(UpstreamError::Malformed(
+                    "the documents asked for were not returned".into(),
+                ));
+            }
+        };
+        if let (Some(_), Some(bytes)) = (bytes_of(synthesis), bytes_of(history)) {
+            let history_summary = read(bytes)?;
+            if summary.dispensations.is_none() {
+                summary.dispensations = history_summary.dispensations;
+                summary.warnings.extend(history_summary.warnings);
+                used.push((history.map(|d| d.unique_id.clone()), "dispensations"));
+            }
+        }
+        summary.documents = found
+            .documents
+            .iter()
+            .map(|d| ListedDocument {
+                unique_id: d.unique_id.clone(),
+                type_code: d.type_code.as_ref().map(|c| c.code.clone()),
+                type_display: d.type_code.as_ref().and_then(|c| c.display.clone()),
+                title: d.title.clone(),
+                creation_time: d.creation_time.clone(),
+                authors: d.authors.clone(),
+                structured: is_structured(d),
+                used_for: used
+                    .iter()
+                    .filter(|(id, _)| id.as_deref() == Some(d.unique_id.as_str()))
+                    .map(|(_, what)| (*what).to_owned())
+                    .collect(),
+            })
+            .collect();
+        Ok(summary)
+    }
+}
+
+fn type_of(d: &DocumentEntry) -> Option<&str> {
+    d.type_code.as_ref().map(|c| c.code.as_str())
+}
+
+/// Structured means CDA level 3: a format code other than the unstructured ones
+/// (`urn:ihe:iti:xds-sd:…`: a PDF or text wrapped in CDA).
+fn is_structured(d: &DocumentEntry) -> bool {
+    d.format_code
+        .as_ref()
+        .is_some_and(|f| !f.code.starts_with("urn:ihe:iti:xds-sd:"))
+}
+
+fn newest<'a>(documents: impl Iterator<Item = &'a DocumentEntry>) -> Option<&'a DocumentEntry> {
+    documents.max_by(|a, b| a.creation_time.cmp(&b.creation_time))
+}
+
+/// The newest structured synthesis of the most preferred kind present; without any, the
+/// newest synthesis of any format (a PDF the physician can open).
+fn choose_synthesis(documents: &[DocumentEntry]) -> Option<&DocumentEntry> {
+    let of = |kind: &'static str| documents.iter().filter(move |d| type_of(d) == Some(kind));
+    SYNTHESES
+        .iter()
+        .find_map(|kind| newest(of(kind).filter(|d| is_structured(d))))
+        .or_else(|| SYNTHESES.iter().find_map(|kind| newest(of(kind))))
+}
+
+fn opposition_code(mode: AccessMode) -> &'static str {
+    match mode {
+        AccessMode::Centre15 => "OPPOSITION_ACCES_URGENCE",
+        AccessMode::BrisDeGlace => "OPPOSITION_BRIS_DE_GLACE",
+    }
+}
+
+/// The outcome a registry's errors say, when they say one the gateway knows; other
+/// errors only matter when nothing came back.
+fn registry_outcome(
+    errors: &[RegistryError],
+    nothing: bool,
+    mode: AccessMode,
+) -> Result<(), UpstreamError> {
+    for e in errors {
+        match e.code.as_str() {
+            "OPPOSITION_ACCES_URGENCE" => {
+                return Err(UpstreamError::PatientOpposed(AccessMode::Centre15));
+            }
+            "OPPOSITION_BRIS_DE_GLACE" => {
+                return Err(UpstreamError::PatientOpposed(AccessMode::BrisDeGlace));
+            }
+            "DMPClosed" => return Err(UpstreamError::RecordClosed),
+            "XDSUnknownPatientId" => return Err(UpstreamError::NoRecord),
+            _ => {}
+        }
+    }
+    let _ = mode;
+    match errors.first() {
+        Some(e) if nothing && e.severity != "Warning" => Err(UpstreamError::Unavailable(format!(
+            "the DMP registry answered {}",
+            e.code
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The gateway's outcome for a DMP error.
+fn outcome(e: DmpError, mode: AccessMode) -> UpstreamError {
+    match e {
+        DmpError::Fault(fault) => match fault.most_specific() {
+            "OPPOSITION_ACCES_URGENCE" => UpstreamError::PatientOpposed(AccessMode::Centre15),
+            "OPPOSITION_BRIS_DE_GLACE" => UpstreamError::PatientOpposed(AccessMode::BrisDeGlace),
+            "DMPClosed" => UpstreamError::RecordClosed,
+            code if code.starts_with("DMPInvalid")
+                || code.starts_with("DMPVIHF")
+                || code == "DMPAccessDenied"
+                || code == "DMPPatientMismatch" =>
+            {
+                UpstreamError::AssertionRefused(code.to_owned())
+            }
+            code => {
+                let _ = mode;
+                UpstreamError::Unavailable(format!("DMP fault {code}"))
+            }
+        },
+        DmpError::Refused { code } => UpstreamError::AssertionRefused(code),
+        DmpError::Answer(why) => UpstreamError::Malformed(why),
+        other => UpstreamError::Unavailable(other.to_string()),
+    }
+}
+
+fn malformed(e: DmpError) -> UpstreamError {
+    UpstreamError::Malformed(e.to_string())
+}
+
+fn internal(e: DmpError) -> UpstreamError {
+    UpstreamError::AssertionRefused(format!("cannot sign or write the request: {e}"))
+}
+
+/// A random UUID (version 4), for message and query ids.
+fn uuid_v4() -> Result<String, DmpError> {
+    let mut b = [0u8; 16];
+    crate::random::fill(&mut b).map_err(|e| DmpError::Request(e.to_string()))?;
+    b[6] = (b[6] & 0x0F) | 0x40;
+    b[8] = (b[8] & 0x3F) | 0x80;
+    let h = crate::encoding::hex(&b);
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
+}
+
+/// The body, at most `limit` bytes.
+async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, UpstreamError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(UpstreamError::Malformed(format!(
+            "answer larger than {limit} bytes"
+        )));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        UpstreamError::Malformed(format!("answer truncated or broken: {}", e.without_url()))
+    })? {
+        if body.len() + chunk.len() > limit {
+            return Err(UpstreamError::Malformed(format!(
+                "answer larger than {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+impl RecordService for DmpClient {
+    fn find_by_ins<'a>(
+        &'a self,
+        ins: &'a Ins,
+        access: &'a Access<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Candidate>, UpstreamError>> {
+        Box::pin(self.within(self.existence(ins, access)))
+    }
+
+    fn search<'a>(
+        &'a self,
+        traits: &'a Traits,
+        access: &'a Access<'a>,
+    ) -> BoxFuture<'a, Result<Vec<Candidate>, UpstreamError>> {
+        Box::pin(self.within(self.candidates(traits, access)))
+    }
+
+    fn summary<'a>(
+        &'a self,
+        id: &'a str,
+        access: &'a Access<'a>,
+    ) -> BoxFuture<'a, Result<CriticalSummary, UpstreamError>> {
+        Box::pin(async move {
+            // The record is the access's patient: the id only confirms it.
+            let Some(ins) = access.patient else {
+                return Err(UpstreamError::NoRecord);
+            };
+            if id != format!("{}|{}", ins.oid(), ins.as_str()) {
+                return Err(UpstreamError::NoRecord);
+            }
+            self.within(self.compose(ins, access)).await
+        })
+    }
+}

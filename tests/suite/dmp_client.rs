@@ -1,0 +1,209 @@
+//! The gateway's DMP client against the stand-in (issue 18), over real mutual TLS: the
+//! record service trait answered through TD0.2, TD0.5, TD3.1 and TD3.2; the summary
+//! composed from the newest structured synthesis plus the reimbursement history's
+//! dispensations, the record's other documents listed; oppositions, masked documents,
+//! refused assertions, faults and the deadline mapped onto the gateway's outcomes.
+//!
+//! The assertions are signed by a software key with a signature certificate, standing in
+//! for the card's signature key here; the card signs in production (docs/dmp.md, "Who
+//! signs").
+
+use std::path::Path;
+use std::sync::Arc;
+
+use samu_gateway::card::trust::Professional;
+use samu_gateway::patient::{Ins, InsPolicy, Sex, Traits};
+use samu_gateway::summary::SectionStatus;
+use samu_gateway::upstream::dmp::client::DmpClient;
+use samu_gateway::upstream::dmp::{DmpConfig, SoftwareSigner};
+use samu_gateway::upstream::{Access, AccessMode, RecordService, UpstreamError};
+use serde_json::json;
+
+use crate::support::dmp::{DevDmp, INS, OTHER_INS, TEST_OID, patients, rsa_key_and_cert};
+
+fn professional() -> Professional {
+    Professional {
+        id_nat: "810002813839".into(),
+        id_nat_key_ok: true,
+        given_name: Some("Jeanne".into()),
+        surname: Some("URGENTISTE".into()),
+        title: Some("10".into()),
+        certificate_sha256: String::new(),
+    }
+}
+
+fn ins(value: &str) -> Ins {
+    Ins::parse(
+        value,
+        TEST_OID,
+        InsPolicy {
+            accept_test_oids: true,
+        },
+    )
+    .unwrap()
+}
+
+fn client(dmp: &DevDmp, signer: &Path, signer_cert: &Path, total_ms: u64) -> DmpClient {
+    let config: DmpConfig = toml::from_str(&format!(
+        "base_url = \"{}\"\nserver_ca = \"{}\"\nstructure_cert = \"{}\"\nstructure_key = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-1\"\ntotal_timeout_ms = {total_ms}\n",
+        dmp.url,
+        dmp.ca.display(),
+        dmp.structure_cert.display(),
+        dmp.structure_key.display(),
+    ))
+    .unwrap();
+    assert!(config.problems().is_empty(), "{:?}", config.problems());
+    let signer = Arc::new(SoftwareSigner::load(signer, signer_cert).unwrap());
+    DmpClient::new(&config, "1750000000", signer).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = rsa_key_and_cert(dir.path(), "signature", true);
+    let (auth_key, auth_cert) = rsa_key_and_cert(dir.path(), "authentication", false);
+    let dmp = DevDmp::start(
+        patients(),
+        dir.path(),
+        &[cert.as_path(), auth_cert.as_path()],
+    );
+    let gateway = client(&dmp, &key, &cert, 4_000);
+    let professional = professional();
+    let patient = ins(INS);
+    let access = |mode, patient| Access {
+        mode,
+        professional: &professional,
+        patient,
+    };
+
+    // TD0.2 then TD3.1 + TD3.2.
+    let regulation = access(AccessMode::Centre15, Some(&patient));
+    let found = gateway.find_by_ins(&patient, &regulation).await.unwrap();
+    assert_eq!(found.len(), 1);
+    let summary = gateway.summary(&found[0].id, &regulation).await.unwrap();
+    assert_eq!(summary.document.template.as_deref(), Some("IPS-FR"));
+    assert_eq!(summary.allergies.status, SectionStatus::Recorded);
+    assert_eq!(summary.allergies.items[0].substance, "Pénicilline");
+    // The reimbursement history's dispensations, beside the synthesis.
+    let dispensed = summary
+        .dispensations
+        .as_ref()
+        .expect("dispensations from the history");
+    assert!(!dispensed.items.is_empty());
+    // The documents the record lists (the masked VSM is not, in regulation), and what
+    // was taken from each.
+    let listed: Vec<(&str, Vec<String>)> = summary
+        .documents
+        .iter()
+        .map(|d| (d.unique_id.as_str(), d.used_for.clone()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("1.2.250.1.999.1.1", vec!["summary".to_owned()]),
+            ("1.2.250.1.999.1.3", vec!["dispensations".to_owned()]),
+        ]
+    );
+    assert!(summary.documents.iter().all(|d| d.structured));
+    // Break-glass sees the masked VSM too; the IPS-FR stays the synthesis (preferred
+    // kind), the VSM is listed for the physician to know it exists.
+    let glass = access(AccessMode::BrisDeGlace, Some(&patient));
+    let summary = gateway.summary(&found[0].id, &glass).await.unwrap();
+    assert_eq!(summary.documents.len(), 3);
+    assert_eq!(summary.document.template.as_deref(), Some("IPS-FR"));
+
+    // The other patient opposed regulation access: said by TD0.2, and by the registry
+    // if asked anyway.
+    let other = ins(OTHER_INS);
+    let opposed = access(AccessMode::Centre15, Some(&other));
+    assert_eq!(
+        gateway.find_by_ins(&other, &opposed).await.unwrap_err(),
+        UpstreamError::PatientOpposed(AccessMode::Centre15)
+    );
+    let id = format!("{TEST_OID}|{OTHER_INS}");
+    assert_eq!(
+        gateway.summary(&id, &opposed).await.unwrap_err(),
+        UpstreamError::PatientOpposed(AccessMode::Centre15)
+    );
+    // No record: an INS the DMP does not know.
+    let unknown = ins("280017500000280");
+    let nobody = access(AccessMode::Centre15, Some(&unknown));
+    assert!(
+        gateway
+            .find_by_ins(&unknown, &nobody)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // TD0.5: candidates with their INS and match.
+    let traits = Traits {
+        birth_name: "SYNTHETIQUE".into(),
+        first_names: "Camille".into(),
+        birth_date: "1980-01-17".into(),
+        sex: Sex::F,
+        birthplace: None,
+    };
+    let candidates = gateway
+        .search(&traits, &access(AccessMode::Centre15, None))
+        .await
+        .unwrap();
+    let seen: Vec<(String, Option<u8>)> = candidates
+        .iter()
+        .map(|c| (c.ins.as_ref().unwrap().value.clone(), c.match_percent))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (INS.to_owned(), Some(100)),
+            (OTHER_INS.to_owned(), Some(80))
+        ]
+    );
+
+    // An assertion signed with an authentication key: refused by the DMP, a refusal of
+    // the gateway (not "no record").
+    let wrong_key = client(&dmp, &auth_key, &auth_cert, 4_000);
+    assert_eq!(
+        wrong_key
+            .find_by_ins(&patient, &regulation)
+            .await
+            .unwrap_err(),
+        UpstreamError::AssertionRefused("DMPInvalidCertificate".into())
+    );
+
+    // Faults: a DMP fault code, an unavailable service, the deadline.
+    dmp.fault(json!({"kind": "soap_fault", "code": "DMPInternalError"}))
+        .await;
+    assert!(matches!(
+        gateway.find_by_ins(&patient, &regulation).await.unwrap_err(),
+        UpstreamError::Unavailable(why) if why.contains("DMPInternalError")
+    ));
+    dmp.fault(json!({"kind": "status", "status": 503})).await;
+    assert!(matches!(
+        gateway
+            .find_by_ins(&patient, &regulation)
+            .await
+            .unwrap_err(),
+        UpstreamError::Unavailable(_)
+    ));
+    dmp.fault(json!({"kind": "garbage"})).await;
+    assert!(matches!(
+        gateway
+            .find_by_ins(&patient, &regulation)
+            .await
+            .unwrap_err(),
+        UpstreamError::Malformed(_)
+    ));
+    let hurried = client(&dmp, &key, &cert, 600);
+    dmp.fault(json!({"kind": "latency", "ms": 1_500})).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        hurried
+            .summary(&found[0].id, &regulation)
+            .await
+            .unwrap_err(),
+        UpstreamError::TimedOut(600)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_millis(1_400));
+    dmp.fault(json!({"kind": "none"})).await;
+}
