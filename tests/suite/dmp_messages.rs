@@ -452,3 +452,89 @@ fn dmp_inspect_reads_the_patient_answers() {
     );
     assert!(!err.contains("SYNTHETIQUE"), "{err}");
 }
+
+/// The project's saved DMP messages, every one `dmp inspect` reads.
+fn corpus() -> Vec<Vec<u8>> {
+    [
+        "td02-answer.xml",
+        "td05-answer.xml",
+        "td31-answer.xml",
+        "td32-answer.mtom",
+        "fault-invalid-signature.xml",
+    ]
+    .iter()
+    .map(|name| std::fs::read(fixture(name)).unwrap())
+    .collect()
+}
+
+fn inspect_in_process(bytes: Vec<u8>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let _ = runtime.block_on(samu_gateway::upstream::dmp::inspect::inspect(bytes));
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    /// Answers with bytes flipped, cut or inserted never panic the readers (every peer
+    /// may be hostile; the DMP's answers included).
+    #[test]
+    fn dmp_answers_with_bytes_mutated_never_panic(
+        file in proptest::prelude::any::<proptest::sample::Index>(),
+        edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>(), 0u8..3), 1..6),
+    ) {
+        let all = corpus();
+        let mut bytes = all[file.index(all.len())].clone();
+        for (at, byte, kind) in edits {
+            if bytes.is_empty() {
+                bytes.push(byte);
+                continue;
+            }
+            let i = at.index(bytes.len());
+            match kind {
+                0 => bytes[i] = byte,
+                1 => bytes.truncate(i),
+                _ => bytes.insert(i, byte),
+            }
+        }
+        inspect_in_process(bytes);
+    }
+
+    /// Structure-aware: whole elements removed, doubled or moved inside another; the
+    /// documents stay well-formed, so the readers' own checks are what is exercised.
+    #[test]
+    fn dmp_answers_with_elements_removed_or_doubled_never_panic(
+        file in proptest::prelude::any::<proptest::sample::Index>(),
+        edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), 0u8..3), 1..4),
+    ) {
+        let all = corpus();
+        let mut text = String::from_utf8(all[file.index(all.len())].clone()).unwrap();
+        for (at, kind) in edits {
+            // The MTOM body: mutate its envelope part only, as text around it stays.
+            let ranges: Vec<std::ops::Range<usize>> = {
+                let start = text.find("<soap:Envelope").or_else(|| text.find("<env:Envelope")).unwrap_or(0);
+                let end = text.rfind("Envelope>").map_or(text.len(), |e| e + "Envelope>".len());
+                let Ok(doc) = roxmltree::Document::parse(&text[start..end]) else { break };
+                doc.descendants()
+                    .filter(|n| n.is_element())
+                    .skip(1)
+                    .map(|n| n.range().start + start..n.range().end + start)
+                    .collect()
+            };
+            if ranges.is_empty() { break; }
+            let range = ranges[at.index(ranges.len())].clone();
+            let element = text[range.clone()].to_owned();
+            match kind {
+                0 => text.replace_range(range, ""),
+                1 => text.insert_str(range.end, &element),
+                _ => {
+                    // Into its own first child's place: nesting it one level deeper.
+                    let inner = element.find('>').map_or(range.end, |i| range.start + i + 1);
+                    text.insert_str(inner, &element);
+                }
+            }
+        }
+        inspect_in_process(text.into_bytes());
+    }
+}
