@@ -160,6 +160,28 @@ impl Authority {
         key: &KeyPair,
         validity_days: (i64, i64),
     ) -> Result<Issued, PkiError> {
+        self.issue_card_key(holder, key, validity_days, false)
+    }
+
+    /// The card's signature certificate for its second key pair: the same holder,
+    /// non-repudiation usage only (what signs a VIHF; the authentication certificate is
+    /// refused there).
+    pub fn issue_card_signature(
+        &self,
+        holder: &CardHolder,
+        key: &KeyPair,
+        validity_days: (i64, i64),
+    ) -> Result<Issued, PkiError> {
+        self.issue_card_key(holder, key, validity_days, true)
+    }
+
+    fn issue_card_key(
+        &self,
+        holder: &CardHolder,
+        key: &KeyPair,
+        validity_days: (i64, i64),
+        signature: bool,
+    ) -> Result<Issued, PkiError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let dn = &mut params.distinguished_name;
         dn.push(DnType::CommonName, holder.id_nat.as_str());
@@ -175,8 +197,12 @@ impl Authority {
             dn.push(DnType::CustomDnType(vec![2, 5, 4, 12]), profession.as_str());
         }
         dn.push(DnType::OrganizationName, "samu-gateway test CPS");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        if signature {
+            params.key_usages = vec![KeyUsagePurpose::ContentCommitment];
+        } else {
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        }
         set_validity(&mut params, validity_days.0, validity_days.1);
         let cert = params.signed_by(key, &self.issuer)?;
         Ok(Issued {

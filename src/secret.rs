@@ -53,7 +53,7 @@ const CREDENTIAL_PREFIX: &str = "credential:";
 
 /// A path to a secret: a plain file path, or `credential:NAME` for a file under
 /// `$CREDENTIALS_DIRECTORY` as systemd's `LoadCredential=` provides it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(transparent)]
 pub struct SecretPath(pub String);
 

@@ -6,7 +6,10 @@ use crate::access::BreakGlass;
 use crate::cache::sealed::{MasterKey, SealedSummaries};
 use crate::limit::Limits;
 use crate::patient::InsPolicy;
+use crate::upstream::Protocol;
 use crate::upstream::client::FhirClient;
+use crate::upstream::dmp::client::{CardVihfSigner, DmpClient, VihfSigner};
+use crate::upstream::dmp::{AuthenticationMode, DmpConfig, SoftwareSigner};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -77,6 +80,8 @@ pub struct Prepared {
     pub virtual_card: Option<Box<dyn crate::card::apdu::Transport + Send>>,
     /// The record service client, when `[upstream]` is configured.
     pub upstream: Option<Arc<dyn crate::upstream::RecordService>>,
+    /// The DMP client's card signer (`DIRECTE`), bound to the card worker once it runs.
+    card_signer: Option<Arc<CardVihfSigner>>,
     /// The audit repositories records are shipped to.
     pub receivers: Vec<Arc<crate::audit::ship::Receiver>>,
 }
@@ -115,12 +120,27 @@ impl Prepared {
                     ConfigError::Invalid(vec![ConfigProblem::new("cards.trust", other.to_string())])
                 }
             })?;
-        let upstream = match &config.upstream {
-            Some(upstream) => Some(Arc::new(
+        let mut card_signer = None;
+        let upstream = match (&config.upstream, &config.dmp) {
+            (Some(upstream), Some(dmp)) if upstream.protocol == Protocol::Dmp => {
+                let signer: Arc<dyn VihfSigner> = match dmp.authentication_mode {
+                    AuthenticationMode::Directe => {
+                        let signer = Arc::new(CardVihfSigner::unbound());
+                        card_signer = Some(signer.clone());
+                        signer
+                    }
+                    _ => Arc::new(load_structure_signer(dmp)?),
+                };
+                Some(Arc::new(
+                    DmpClient::new(dmp, &config.centre.structure_id, signer)
+                        .map_err(ConfigError::Invalid)?,
+                ) as Arc<dyn crate::upstream::RecordService>)
+            }
+            (Some(upstream), _) => Some(Arc::new(
                 FhirClient::new(upstream, &config.centre.structure_id)
                     .map_err(ConfigError::Invalid)?,
             ) as Arc<dyn crate::upstream::RecordService>),
-            None => None,
+            (None, _) => None,
         };
         let mut receivers = Vec::new();
         for (at, receiver) in config.audit.receivers.iter().enumerate() {
@@ -138,6 +158,7 @@ impl Prepared {
             card_trust,
             virtual_card: None,
             upstream,
+            card_signer,
             receivers,
         })
     }
@@ -204,6 +225,9 @@ pub async fn run(
         &prepared.config,
         &audit,
     )?;
+    if let (Some(signer), Some(cards)) = (&prepared.card_signer, &cards) {
+        signer.bind(cards.worker());
+    }
     let shifts = cards
         .as_ref()
         .and_then(|c| c.shared_roster())
@@ -341,6 +365,18 @@ async fn finish(drain: Drain, audit: Arc<AuditLog>, stores: &Stores) {
     if let Err(e) = stores.flush() {
         tracing::error!(error = %e, "flushing stores at shutdown failed");
     }
+}
+
+/// The structure's key and certificate, signing the VIHF in the indirect modes.
+fn load_structure_signer(dmp: &DmpConfig) -> Result<SoftwareSigner, ConfigError> {
+    let problem = |reason: String| {
+        ConfigError::Invalid(vec![ConfigProblem::new("dmp.structure_key", reason)])
+    };
+    let (Some(cert), Some(key)) = (&dmp.structure_cert, &dmp.structure_key) else {
+        return Err(problem("the indirect modes sign with the structure's key: set structure_cert and structure_key".into()));
+    };
+    let key = key.resolve().map_err(|e| problem(e.to_string()))?;
+    SoftwareSigner::load(&key, cert).map_err(|e| problem(e.to_string()))
 }
 
 /// Starts card login (reader monitor, sessions) when `[cards]` is configured.

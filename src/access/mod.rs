@@ -386,7 +386,10 @@ impl BreakGlass {
             return Ok(deliver(grant, fetched, receipt));
         }
         self.record(started).await?;
-        let fetched = match self.fetch(&ins, who.professional, mode).await {
+        let fetched = match self
+            .fetch(&ins, who.professional, &who.desk.reader, mode)
+            .await
+        {
             Ok(fetched) => fetched,
             Err(e) => {
                 let outcome = failure_outcome(&e);
@@ -480,7 +483,10 @@ impl BreakGlass {
         };
         self.within_limits(who, |outcome| event(EventKind::PatientRecordRead, outcome))
             .await?;
-        let fetched = match self.fetch(&grant.ins, who.professional, grant.mode).await {
+        let fetched = match self
+            .fetch(&grant.ins, who.professional, &who.desk.reader, grant.mode)
+            .await
+        {
             Ok(fetched) => fetched,
             Err(e) => {
                 self.record(event(EventKind::PatientRecordRead, failure_outcome(&e)))
@@ -563,6 +569,7 @@ impl BreakGlass {
             mode,
             professional: who.professional,
             patient: ins.as_ref(),
+            card_reader: Some(&who.desk.reader),
         };
         let found = match (&ins, &searched) {
             (Some(ins), _) => self.upstream.find_by_ins(ins, &access).await,
@@ -783,6 +790,7 @@ impl BreakGlass {
         &self,
         ins: &Ins,
         professional: &Professional,
+        reader: &str,
         mode: AccessMode,
     ) -> Result<Fetched, UpstreamError> {
         let hit = self.cached(ins, professional, mode);
@@ -793,7 +801,7 @@ impl BreakGlass {
                 age: hit.age,
             });
         }
-        match self.fetch_upstream(ins, professional, mode).await {
+        match self.fetch_upstream(ins, professional, reader, mode).await {
             Ok(entry) => Ok(Fetched {
                 entry,
                 source: Source::Upstream,
@@ -823,6 +831,7 @@ impl BreakGlass {
         &self,
         ins: &Ins,
         professional: &Professional,
+        reader: &str,
         mode: AccessMode,
     ) -> Result<Entry, UpstreamError> {
         let key = (ins.clone(), professional.id_nat.clone(), mode);
@@ -831,7 +840,7 @@ impl BreakGlass {
             Err(_) => Arc::new(OnceCell::new()),
         };
         let result = cell
-            .get_or_init(|| self.fetch_once(ins, professional, mode))
+            .get_or_init(|| self.fetch_once(ins, professional, reader, mode))
             .await
             .clone();
         if let Ok(mut inflight) = self.inflight.lock()
@@ -846,12 +855,14 @@ impl BreakGlass {
         &self,
         ins: &Ins,
         professional: &Professional,
+        reader: &str,
         mode: AccessMode,
     ) -> Result<Entry, UpstreamError> {
         let access = upstream::Access {
             mode,
             professional,
             patient: Some(ins),
+            card_reader: Some(reader),
         };
         let patient = upstream::resolve(self.upstream.as_ref(), ins, &access).await?;
         let summary = self.upstream.summary(&patient.id, &access).await?;

@@ -79,6 +79,10 @@ pub enum CardError {
     /// The desk is set for PIN-pad entry but its reader cannot collect a PIN.
     #[error("secure PIN entry unavailable: {0}")]
     PinPadUnavailable(String),
+    /// No card session is open at that reader (no login, or it ended): nothing to sign
+    /// with.
+    #[error("no card session open at this reader")]
+    NoSession,
     /// Nobody typed the PIN on the reader in time.
     #[error("PIN entry on the reader timed out")]
     PinPadTimeout,
@@ -102,6 +106,7 @@ impl CardError {
             Self::PinPadUnavailable(_) => "Ce lecteur ne permet pas la saisie du code sur son clavier. Contactez l'informatique du centre.".into(),
             Self::PinPadTimeout => "Délai dépassé : saisissez votre code sur le lecteur puis validez.".into(),
             Self::PinPadCancelled => "Saisie du code annulée sur le lecteur.".into(),
+            Self::NoSession => "Votre session carte est terminée : reconnectez-vous avec votre carte.".into(),
             _ => "La carte n'a pas répondu comme attendu. Retirez-la et réinsérez-la.".into(),
         }
     }

@@ -13,9 +13,10 @@
 //!   from the same drivers (docs/domain.md §3). Public source.
 //! - PIN tries 3: docs/domain.md §3. Public source.
 //! - `certificate_file` `D002`, `pin_reference` `01`, `key_reference` `81`, PIN padded with
-//!   `FF` to 8 bytes: **assumptions** modelled on IAS-ECC conventions, to confirm against a
-//!   real CPS3/CPS4 card before production (`samu-gateway card probe` shows what a card
-//!   answers).
+//!   `FF` to 8 bytes, and the signature key pair's `signature_certificate_file` `D003` and
+//!   `signature_key_reference` `82`: **assumptions** modelled on IAS-ECC conventions, to
+//!   confirm against a real CPS3/CPS4 card before production (`samu-gateway card probe`
+//!   shows what a card answers; the PKCS#11 path of issue 19 finds the keys by label).
 
 use ring::signature::{self, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,11 @@ pub struct CardProfile {
     pub key_reference: u8,
     /// Signature scheme of the authentication key.
     pub signature: SignatureScheme,
+    /// File id of the signature certificate (hex, 2 bytes).
+    pub signature_certificate_file: String,
+    /// Key reference of the signature key for MSE SET (it signs the VIHF, PKCS#1 v1.5
+    /// over a SHA-256 DigestInfo).
+    pub signature_key_reference: u8,
 }
 
 impl Default for CardProfile {
@@ -65,6 +71,8 @@ impl Default for CardProfile {
             pin_padding: 0xFF,
             key_reference: 0x81,
             signature: SignatureScheme::Pkcs1Sha256,
+            signature_certificate_file: "D003".into(),
+            signature_key_reference: 0x82,
         }
     }
 }
@@ -87,6 +95,18 @@ impl CardProfile {
                 CardError::Profile(format!(
                     "certificate_file '{}' is not 2 hex bytes",
                     self.certificate_file
+                ))
+            })
+    }
+
+    /// The signature certificate's file id.
+    pub fn signature_certificate_fid(&self) -> Result<[u8; 2], CardError> {
+        decode_hex(&self.signature_certificate_file)
+            .and_then(|b| <[u8; 2]>::try_from(b).ok())
+            .ok_or_else(|| {
+                CardError::Profile(format!(
+                    "signature_certificate_file '{}' is not 2 hex bytes",
+                    self.signature_certificate_file
                 ))
             })
     }
@@ -135,9 +155,23 @@ pub fn read_certificate(
         &Command::new(0x00, 0xA4, 0x04, 0x0C).with_data(profile.aid_bytes()?),
     )?
     .into_data()?;
+    read_certificate_file(card, profile.certificate_fid()?)
+}
+
+/// The signature certificate, from the application already selected (selecting it again
+/// would end the PIN's verified state on cards that reset it).
+pub fn read_signature_certificate(
+    card: &mut dyn Transport,
+    profile: &CardProfile,
+) -> Result<Vec<u8>, CardError> {
+    read_certificate_file(card, profile.signature_certificate_fid()?)
+}
+
+/// SELECT FILE `fid` then READ BINARY until the DER certificate is whole.
+fn read_certificate_file(card: &mut dyn Transport, fid: [u8; 2]) -> Result<Vec<u8>, CardError> {
     exchange(
         card,
-        &Command::new(0x00, 0xA4, 0x02, 0x0C).with_data(profile.certificate_fid()?.to_vec()),
+        &Command::new(0x00, 0xA4, 0x02, 0x0C).with_data(fid.to_vec()),
     )?
     .into_data()?;
     let mut der = Vec::new();
@@ -161,6 +195,44 @@ pub fn read_certificate(
             )));
         }
     }
+}
+
+/// Has the card sign `message` with its **signature** key (RSA PKCS#1 v1.5 over a
+/// SHA-256 DigestInfo, as an XML signature's RSA-SHA256 wants), the PIN verified
+/// earlier in the same card session; the signature is checked against
+/// `signature_certificate` before it is returned.
+pub fn sign_with_signature_key(
+    card: &mut dyn Transport,
+    profile: &CardProfile,
+    message: &[u8],
+    signature_certificate: &[u8],
+) -> Result<Vec<u8>, CardError> {
+    exchange(
+        card,
+        &Command::new(0x00, 0x22, 0x41, 0xA4).with_data(vec![
+            0x84,
+            0x01,
+            profile.signature_key_reference,
+        ]),
+    )?
+    .into_data()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, message);
+    let mut digest_info = SHA256_DIGEST_INFO_PREFIX.to_vec();
+    digest_info.extend_from_slice(digest.as_ref());
+    let signature = exchange(
+        card,
+        &Command::new(0x00, 0x88, 0x00, 0x00)
+            .with_data(digest_info)
+            .with_le(256),
+    )?
+    .into_data()?;
+    UnparsedPublicKey::new(
+        &signature::RSA_PKCS1_2048_8192_SHA256,
+        rsa_public_key(signature_certificate)?,
+    )
+    .verify(message, &signature)
+    .map_err(|_| CardError::SignatureMismatch)?;
+    Ok(signature)
 }
 
 /// Total length of a DER SEQUENCE from its header (tag 30, definite length), once known.

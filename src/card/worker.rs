@@ -15,6 +15,11 @@
 //! connection to the card: a PIN typed on a PIN-pad reader can take half a minute, during
 //! which removals at every desk must still be seen within 500 ms; the exclusive connection
 //! keeps two logins at one desk from interleaving their APDUs.
+//!
+//! A successful login keeps that connection open for the session, on its thread: the
+//! card's PIN-verified state lives as long as the connection, and the session's
+//! signatures (the VIHF, with the card's signature key) go through it ([`CardWorker::sign`]).
+//! [`CardWorker::end`], a new login at the same reader, or the card leaving closes it.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -25,8 +30,8 @@ use tokio::sync::{mpsc as tokio_mpsc, oneshot};
 
 use super::CardError;
 use super::profile::{
-    CardProfile, Pin, pin_tries_left, prove_possession, read_certificate, verify_pin,
-    verify_pin_on_pad,
+    CardProfile, Pin, pin_tries_left, prove_possession, read_certificate,
+    read_signature_certificate, sign_with_signature_key, verify_pin, verify_pin_on_pad,
 };
 use super::reader::PcscCard;
 
@@ -83,13 +88,45 @@ pub struct LoginRequest {
     pub reply: oneshot::Sender<Result<(), CardError>>,
 }
 
-/// Handle for running logins on the desks' cards.
+/// A signature certificate (DER) and a signature made with its key.
+pub type Signed = (Vec<u8>, Vec<u8>);
+
+/// A signature asked of a logged-in card's signature key.
+pub struct SignRequest {
+    /// The reader.
+    pub reader: String,
+    /// What to sign (RSA PKCS#1 v1.5, SHA-256).
+    pub message: Vec<u8>,
+    /// The signature certificate and the signature.
+    pub reply: oneshot::Sender<Result<Signed, CardError>>,
+}
+
+/// What a held card session (or the virtual card's thread) is asked.
+enum Held {
+    Sign(SignRequest),
+    Certificate(oneshot::Sender<Vec<u8>>),
+    End,
+}
+
+/// What the virtual card's thread is asked.
+enum VirtualRequest {
+    Login(LoginRequest),
+    Held(Held, String),
+}
+
+/// The card sessions held open after a login, by reader.
+type Sessions = std::sync::Arc<std::sync::Mutex<HashMap<String, mpsc::Sender<Held>>>>;
+
+/// Handle for running logins on the desks' cards, and signatures in their sessions.
 #[derive(Clone)]
-pub enum CardWorker {
+pub struct CardWorker(Worker);
+
+#[derive(Clone)]
+enum Worker {
     /// Cards in real readers, through pcscd.
-    Readers(CardProfile),
+    Readers(CardProfile, Sessions),
     /// The demo's in-process virtual card, owned by its thread.
-    Virtual(mpsc::Sender<LoginRequest>),
+    Virtual(mpsc::Sender<VirtualRequest>),
 }
 
 impl CardWorker {
@@ -114,7 +151,7 @@ impl CardWorker {
         std::thread::Builder::new()
             .name("card-worker".into())
             .spawn(move || monitor.run())?;
-        Ok(Self::Readers(profile))
+        Ok(Self(Worker::Readers(profile, Sessions::default())))
     }
 
     /// A worker whose one reader holds an in-process virtual card (the demo's): the card is
@@ -125,7 +162,7 @@ impl CardWorker {
         profile: CardProfile,
         events: tokio_mpsc::UnboundedSender<CardEvent>,
     ) -> std::io::Result<Self> {
-        let (requests, inbox) = mpsc::channel::<LoginRequest>();
+        let (requests, inbox) = mpsc::channel::<VirtualRequest>();
         std::thread::Builder::new()
             .name("virtual-card".into())
             .spawn(move || {
@@ -136,19 +173,53 @@ impl CardWorker {
                     certificate,
                     pin_tries_left,
                 });
+                // The signature certificate of the session open on the card, if any.
+                let mut session: Option<Vec<u8>> = None;
                 for request in inbox {
-                    let outcome = if request.reader == reader {
-                        login_sequence(card.as_mut(), &profile, &request)
-                    } else {
-                        Err(CardError::Transport(format!(
-                            "no card in reader '{}'",
-                            request.reader
-                        )))
-                    };
-                    let _ = request.reply.send(outcome);
+                    match request {
+                        VirtualRequest::Login(request) => {
+                            session = None;
+                            let outcome = if request.reader == reader {
+                                login_sequence(card.as_mut(), &profile, &request)
+                            } else {
+                                Err(CardError::Transport(format!(
+                                    "no card in reader '{}'",
+                                    request.reader
+                                )))
+                            };
+                            let _ = request.reply.send(outcome.map(|signature| {
+                                session = Some(signature);
+                            }));
+                        }
+                        VirtualRequest::Held(Held::Sign(request), _) => {
+                            let outcome = match &session {
+                                Some(certificate) if request.reader == reader => {
+                                    sign_with_signature_key(
+                                        card.as_mut(),
+                                        &profile,
+                                        &request.message,
+                                        certificate,
+                                    )
+                                    .map(|signature| (certificate.clone(), signature))
+                                }
+                                _ => Err(CardError::NoSession),
+                            };
+                            let _ = request.reply.send(outcome);
+                        }
+                        VirtualRequest::Held(Held::Certificate(reply), at) => {
+                            if let Some(certificate) = session.as_ref().filter(|_| at == reader) {
+                                let _ = reply.send(certificate.clone());
+                            }
+                        }
+                        VirtualRequest::Held(Held::End, at) => {
+                            if at == reader {
+                                session = None;
+                            }
+                        }
+                    }
                 }
             })?;
-        Ok(Self::Virtual(requests))
+        Ok(Self(Worker::Virtual(requests)))
     }
 
     /// Runs the login sequence on the card in `reader`.
@@ -166,20 +237,155 @@ impl CardWorker {
             expected_certificate,
             reply,
         };
-        match self {
-            Self::Readers(profile) => {
+        match &self.0 {
+            Worker::Readers(profile, sessions) => {
                 let profile = profile.clone();
-                tokio::task::spawn_blocking(move || {
-                    let outcome = PcscCard::connect_exclusive(&request.reader)
-                        .and_then(|mut card| login_sequence(&mut card, &profile, &request));
-                    let _ = request.reply.send(outcome);
-                });
+                // A session still held at this reader ends first: its thread drops its
+                // connection when its channel closes.
+                if let Ok(mut held) = sessions.lock() {
+                    held.remove(&request.reader);
+                }
+                let sessions = sessions.clone();
+                std::thread::Builder::new()
+                    .name("card-session".into())
+                    .spawn(move || hold_session(&profile, &sessions, request))
+                    .map_err(|e| {
+                        CardError::Transport(format!("cannot start a card session: {e}"))
+                    })?;
             }
-            Self::Virtual(requests) => requests
-                .send(request)
+            Worker::Virtual(requests) => requests
+                .send(VirtualRequest::Login(request))
                 .map_err(|_| CardError::Transport("the card worker stopped".into()))?,
         }
         answer.await.map_err(stopped)?
+    }
+
+    /// Has the card logged in at `reader` sign `message` with its signature key: the
+    /// signature certificate and the signature.
+    pub async fn sign(
+        &self,
+        reader: &str,
+        message: Vec<u8>,
+    ) -> Result<(Vec<u8>, Vec<u8>), CardError> {
+        let (reply, answer) = oneshot::channel();
+        let request = SignRequest {
+            reader: reader.to_owned(),
+            message,
+            reply,
+        };
+        let sent = match &self.0 {
+            Worker::Readers(_, sessions) => sessions
+                .lock()
+                .ok()
+                .and_then(|held| held.get(reader).cloned())
+                .is_some_and(|session| session.send(Held::Sign(request)).is_ok()),
+            Worker::Virtual(requests) => requests
+                .send(VirtualRequest::Held(Held::Sign(request), reader.to_owned()))
+                .is_ok(),
+        };
+        if !sent {
+            return Err(CardError::NoSession);
+        }
+        answer.await.map_err(|_| CardError::NoSession)?
+    }
+
+    /// The signature certificate of the card logged in at `reader` (read at login).
+    pub async fn signature_certificate(&self, reader: &str) -> Result<Vec<u8>, CardError> {
+        let (reply, answer) = oneshot::channel();
+        let sent = match &self.0 {
+            Worker::Readers(_, sessions) => sessions
+                .lock()
+                .ok()
+                .and_then(|held| held.get(reader).cloned())
+                .is_some_and(|session| session.send(Held::Certificate(reply)).is_ok()),
+            Worker::Virtual(requests) => requests
+                .send(VirtualRequest::Held(
+                    Held::Certificate(reply),
+                    reader.to_owned(),
+                ))
+                .is_ok(),
+        };
+        if !sent {
+            return Err(CardError::NoSession);
+        }
+        answer.await.map_err(|_| CardError::NoSession)
+    }
+
+    /// Ends the card session held at `reader`: its connection closes, the card's
+    /// PIN-verified state with it.
+    pub fn end(&self, reader: &str) {
+        match &self.0 {
+            Worker::Readers(_, sessions) => {
+                if let Ok(mut held) = sessions.lock()
+                    && let Some(session) = held.remove(reader)
+                {
+                    let _ = session.send(Held::End);
+                }
+            }
+            Worker::Virtual(requests) => {
+                let _ = requests.send(VirtualRequest::Held(Held::End, reader.to_owned()));
+            }
+        }
+    }
+}
+
+/// A login on a card in a real reader, then, when it succeeds, the session held on the
+/// same exclusive connection until it is ended, replaced, or the card fails (removed).
+fn hold_session(profile: &CardProfile, sessions: &Sessions, request: LoginRequest) {
+    // The connection a replaced session held may take a moment to close.
+    let mut connected = PcscCard::connect_exclusive(&request.reader);
+    for _ in 0..10 {
+        if connected.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        connected = PcscCard::connect_exclusive(&request.reader);
+    }
+    let mut card = match connected {
+        Ok(card) => card,
+        Err(e) => {
+            let _ = request.reply.send(Err(e));
+            return;
+        }
+    };
+    let certificate = match login_sequence(&mut card, profile, &request) {
+        Ok(certificate) => certificate,
+        Err(e) => {
+            let _ = request.reply.send(Err(e));
+            return;
+        }
+    };
+    let (held, inbox) = mpsc::channel();
+    if let Ok(mut all) = sessions.lock() {
+        all.insert(request.reader.clone(), held);
+    }
+    if request.reply.send(Ok(())).is_err() {
+        return;
+    }
+    for message in inbox {
+        match message {
+            Held::Sign(sign) => {
+                let outcome =
+                    sign_with_signature_key(&mut card, profile, &sign.message, &certificate)
+                        .map(|signature| (certificate.clone(), signature));
+                let failed = matches!(outcome, Err(CardError::Transport(_)));
+                let _ = sign.reply.send(outcome);
+                if failed {
+                    break;
+                }
+            }
+            Held::Certificate(reply) => {
+                let _ = reply.send(certificate.clone());
+            }
+            Held::End => break,
+        }
+    }
+    if let Ok(mut all) = sessions.lock()
+        && all
+            .get(&request.reader)
+            .is_some_and(|s| s.send(Held::End).is_err())
+    {
+        all.remove(&request.reader);
     }
 }
 
@@ -197,23 +403,26 @@ fn inspect(
     (certificate, tries)
 }
 
-/// The card must still be the one whose certificate was read at insertion; then PIN, then
-/// proof of possession.
+/// The card must still be the one whose certificate was read at insertion; then its
+/// signature certificate (public, read before the PIN), the PIN, then proof of
+/// possession. Returns the signature certificate.
 fn login_sequence(
     card: &mut dyn super::apdu::Transport,
     profile: &CardProfile,
     request: &LoginRequest,
-) -> Result<(), CardError> {
+) -> Result<Vec<u8>, CardError> {
     if read_certificate(card, profile)? != request.expected_certificate {
         return Err(CardError::Certificate(
             "the card in the reader changed".into(),
         ));
     }
+    let signature_certificate = read_signature_certificate(card, profile)?;
     match &request.pin {
         PinSource::Typed(pin) => verify_pin(card, profile, pin)?,
         PinSource::PinPad => verify_pin_on_pad(card, profile)?,
     }
-    prove_possession(card, profile, &request.expected_certificate)
+    prove_possession(card, profile, &request.expected_certificate)?;
+    Ok(signature_certificate)
 }
 
 /// A new card's certificate and PIN tries, as its reading thread found them.

@@ -133,17 +133,36 @@ fn emulate_card(args: EmulateArgs) -> Result<ExitCode, Failure> {
 }
 
 fn saved_identity(dir: &std::path::Path) -> Result<Option<CardIdentity>, Failure> {
-    let (cert, key) = (dir.join("card.pem"), dir.join("card.key"));
-    if !(cert.exists() && key.exists() && dir.join("card-ca.crl").exists()) {
+    let files = [
+        "card.pem",
+        "card.key",
+        "card-sign.pem",
+        "card-sign.key",
+        "card-ca.crl",
+    ];
+    if !files.iter().all(|f| dir.join(f).exists()) {
         return Ok(None);
     }
-    let der = rustls::pki_types::CertificateDer::from_pem_file(&cert)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
-    let key_pem = zeroize::Zeroizing::new(
-        std::fs::read_to_string(&key).with_context(|| format!("cannot read {}", key.display()))?,
-    );
+    let certificate = |name: &str| -> Result<Vec<u8>, Failure> {
+        let path = dir.join(name);
+        Ok(rustls::pki_types::CertificateDer::from_pem_file(&path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            .to_vec())
+    };
+    let key = |name: &str| -> Result<zeroize::Zeroizing<String>, Failure> {
+        let path = dir.join(name);
+        Ok(zeroize::Zeroizing::new(
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        ))
+    };
+    let (auth_key, sign_key) = (key("card.key")?, key("card-sign.key")?);
     Ok(Some(
-        CardIdentity::from_parts(der.to_vec(), &key_pem).context("saved card unusable")?,
+        CardIdentity::from_parts(
+            (certificate("card.pem")?, &auth_key),
+            (certificate("card-sign.pem")?, &sign_key),
+        )
+        .context("saved card unusable")?,
     ))
 }
 
@@ -163,17 +182,17 @@ fn new_identity(args: &EmulateArgs) -> Result<CardIdentity, Failure> {
     let validity = if args.expired { (-30, -1) } else { (-1, 365) };
     let identity =
         CardIdentity::generate(&ca, &holder(args), validity).context("cannot create the card")?;
-    let pem = pem::encode(&pem::Pem::new(
-        "CERTIFICATE",
-        identity.certificate_der.clone(),
-    ));
-    write_file(&dir.join("card.pem"), &pem, 0o644).context("cannot write the certificate")?;
-    write_file(
-        &dir.join("card.key"),
-        &identity.key_pem().context("cannot save the card key")?,
-        0o600,
-    )
-    .context("cannot write the card key")?;
+    let (auth_key, sign_key) = identity.key_pems().context("cannot save the card keys")?;
+    for (name, der, key) in [
+        ("card", &identity.certificate_der, &auth_key),
+        ("card-sign", &identity.signature_certificate_der, &sign_key),
+    ] {
+        let pem = pem::encode(&pem::Pem::new("CERTIFICATE", der.clone()));
+        write_file(&dir.join(format!("{name}.pem")), &pem, 0o644)
+            .context("cannot write a certificate")?;
+        write_file(&dir.join(format!("{name}.key")), key, 0o600)
+            .context("cannot write a card key")?;
+    }
     let serials = if args.revoked {
         vec![serial(&identity.certificate_der)?]
     } else {

@@ -18,8 +18,34 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
     check_tls(config, &mut out);
     check_storage(config, &mut out);
     check_audit(config, &mut out);
-    if let Some(upstream) = &config.upstream {
-        check_upstream(upstream, &mut out);
+    match &config.upstream {
+        Some(upstream) if upstream.protocol == crate::upstream::Protocol::Dmp => {
+            if config.dmp.is_none() {
+                out.push(ConfigProblem::new(
+                    "upstream.protocol",
+                    "dmp needs a [dmp] section (docs/dmp.md)",
+                ));
+            }
+            if let Some(dmp) = &config.dmp
+                && dmp.authentication_mode == crate::upstream::dmp::AuthenticationMode::Directe
+                && config.cards.is_none()
+            {
+                out.push(ConfigProblem::new(
+                    "dmp.authentication_mode",
+                    "DIRECTE signs with the physicians' cards: configure [cards]",
+                ));
+            }
+            if let Some(dmp) = &config.dmp
+                && (dmp.structure_cert.is_none() || dmp.structure_key.is_none())
+            {
+                out.push(ConfigProblem::new(
+                    "dmp.structure_cert",
+                    "the TLS client certificate to the DMP is the structure's until cards sign the handshake: set structure_cert and structure_key",
+                ));
+            }
+        }
+        Some(upstream) => check_upstream(upstream, &mut out),
+        None => {}
     }
     if let Some(dmp) = &config.dmp {
         out.extend(dmp.problems());

@@ -21,12 +21,16 @@ pub(crate) const PIN_TRIES: u8 = 3;
 
 const OK: [u8; 2] = [0x90, 0x00];
 
-/// The key pair and certificate a virtual card carries.
+/// The key pairs and certificates a virtual card carries: authentication (login, TLS)
+/// and signature (the VIHF), like a real CPS.
 #[derive(Clone)]
 pub(crate) struct CardIdentity {
     /// The authentication certificate (DER).
     pub certificate_der: Vec<u8>,
     key: RsaPrivateKey,
+    /// The signature certificate (DER).
+    pub signature_certificate_der: Vec<u8>,
+    signature_key: RsaPrivateKey,
 }
 
 impl CardIdentity {
@@ -40,34 +44,57 @@ impl CardIdentity {
         let fail = |e: &dyn std::fmt::Display| {
             CardError::Certificate(format!("cannot make the virtual card's identity: {e}"))
         };
-        let key = RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| fail(&e))?;
-        let pkcs8 = key.to_pkcs8_der().map_err(|e| fail(&e))?;
-        let der = rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_bytes().to_vec());
-        let key_pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256)
-            .map_err(|e| fail(&e))?;
+        let pair = || -> Result<(RsaPrivateKey, rcgen::KeyPair), CardError> {
+            let key = RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| fail(&e))?;
+            let pkcs8 = key.to_pkcs8_der().map_err(|e| fail(&e))?;
+            let der = rustls::pki_types::PrivatePkcs8KeyDer::from(pkcs8.as_bytes().to_vec());
+            let key_pair =
+                rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256)
+                    .map_err(|e| fail(&e))?;
+            Ok((key, key_pair))
+        };
+        let (key, key_pair) = pair()?;
         let issued = ca
             .issue_card(holder, &key_pair, validity_days)
+            .map_err(|e| fail(&e))?;
+        let (signature_key, signature_pair) = pair()?;
+        let signature = ca
+            .issue_card_signature(holder, &signature_pair, validity_days)
             .map_err(|e| fail(&e))?;
         Ok(Self {
             certificate_der: issued.der.to_vec(),
             key,
+            signature_certificate_der: signature.der.to_vec(),
+            signature_key,
         })
     }
 
-    /// The private key as PKCS#8 PEM (to keep a virtual card's identity across runs).
-    pub(crate) fn key_pem(&self) -> Result<zeroize::Zeroizing<String>, CardError> {
-        self.key
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| CardError::Certificate(format!("cannot encode the card key: {e}")))
+    /// The private keys as PKCS#8 PEM, authentication then signature (to keep a virtual
+    /// card's identity across runs).
+    pub(crate) fn key_pems(
+        &self,
+    ) -> Result<(zeroize::Zeroizing<String>, zeroize::Zeroizing<String>), CardError> {
+        let encode = |key: &RsaPrivateKey| {
+            key.to_pkcs8_pem(LineEnding::LF)
+                .map_err(|e| CardError::Certificate(format!("cannot encode the card key: {e}")))
+        };
+        Ok((encode(&self.key)?, encode(&self.signature_key)?))
     }
 
-    /// An identity saved earlier: certificate (DER) and PKCS#8 PEM key.
-    pub(crate) fn from_parts(certificate_der: Vec<u8>, key_pem: &str) -> Result<Self, CardError> {
-        let key = RsaPrivateKey::from_pkcs8_pem(key_pem)
-            .map_err(|e| CardError::Certificate(format!("card key unreadable: {e}")))?;
+    /// An identity saved earlier: both certificates (DER) and PKCS#8 PEM keys.
+    pub(crate) fn from_parts(
+        (certificate_der, key_pem): (Vec<u8>, &str),
+        (signature_certificate_der, signature_key_pem): (Vec<u8>, &str),
+    ) -> Result<Self, CardError> {
+        let read = |pem: &str| {
+            RsaPrivateKey::from_pkcs8_pem(pem)
+                .map_err(|e| CardError::Certificate(format!("card key unreadable: {e}")))
+        };
         Ok(Self {
             certificate_der,
-            key,
+            key: read(key_pem)?,
+            signature_certificate_der,
+            signature_key: read(signature_key_pem)?,
         })
     }
 
@@ -77,8 +104,17 @@ impl CardIdentity {
         Self {
             certificate_der: certificate_of.certificate_der.clone(),
             key: key_of.key.clone(),
+            signature_certificate_der: certificate_of.signature_certificate_der.clone(),
+            signature_key: key_of.signature_key.clone(),
         }
     }
+}
+
+/// Which of the card's two key pairs (and certificate files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyRole {
+    Authentication,
+    Signature,
 }
 
 /// Faults the card can be told to show.
@@ -98,9 +134,10 @@ pub(crate) struct EmulatedCard {
     pin_block: Zeroizing<Vec<u8>>,
     tries_left: u8,
     app_selected: bool,
-    file_selected: bool,
+    /// The certificate file selected: authentication or signature.
+    file_selected: Option<KeyRole>,
     pin_verified: bool,
-    key_selected: bool,
+    key_selected: Option<KeyRole>,
     fault: Fault,
     pin_pad: Option<Zeroizing<Vec<u8>>>,
 }
@@ -119,9 +156,9 @@ impl EmulatedCard {
             pin_block,
             tries_left: PIN_TRIES,
             app_selected: false,
-            file_selected: false,
+            file_selected: None,
             pin_verified: false,
-            key_selected: false,
+            key_selected: None,
             fault: Fault::None,
             pin_pad: None,
         })
@@ -149,9 +186,9 @@ impl EmulatedCard {
     /// tries counter (in card memory) is kept.
     pub(crate) fn power_cycle(&mut self) {
         self.app_selected = false;
-        self.file_selected = false;
+        self.file_selected = None;
         self.pin_verified = false;
-        self.key_selected = false;
+        self.key_selected = None;
     }
 
     /// Answers one command APDU.
@@ -189,12 +226,17 @@ impl EmulatedCard {
     }
 
     fn select_file(&mut self, command: &Command) -> Result<Vec<u8>, [u8; 2]> {
-        self.file_selected = self.app_selected
-            && self
-                .profile
-                .certificate_fid()
-                .is_ok_and(|fid| fid[..] == command.data[..]);
-        if self.file_selected {
+        let is = |fid: Result<[u8; 2], CardError>| fid.is_ok_and(|fid| fid[..] == command.data[..]);
+        self.file_selected = if !self.app_selected {
+            None
+        } else if is(self.profile.certificate_fid()) {
+            Some(KeyRole::Authentication)
+        } else if is(self.profile.signature_certificate_fid()) {
+            Some(KeyRole::Signature)
+        } else {
+            None
+        };
+        if self.file_selected.is_some() {
             Ok(OK.to_vec())
         } else {
             Err([0x6A, 0x82])
@@ -202,10 +244,11 @@ impl EmulatedCard {
     }
 
     fn read_binary(&mut self, command: &Command) -> Result<Vec<u8>, [u8; 2]> {
-        if !self.file_selected {
-            return Err([0x69, 0x86]);
-        }
-        let file = &self.identity.certificate_der;
+        let file = match self.file_selected {
+            None => return Err([0x69, 0x86]),
+            Some(KeyRole::Authentication) => &self.identity.certificate_der,
+            Some(KeyRole::Signature) => &self.identity.signature_certificate_der,
+        };
         let offset = usize::from(u16::from_be_bytes([command.p1, command.p2]));
         if offset > file.len() {
             return Err([0x6B, 0x00]);
@@ -246,8 +289,14 @@ impl EmulatedCard {
     }
 
     fn manage_security_environment(&mut self, command: &Command) -> Result<Vec<u8>, [u8; 2]> {
-        self.key_selected = command.data == [0x84, 0x01, self.profile.key_reference];
-        if self.key_selected {
+        self.key_selected = if command.data == [0x84, 0x01, self.profile.key_reference] {
+            Some(KeyRole::Authentication)
+        } else if command.data == [0x84, 0x01, self.profile.signature_key_reference] {
+            Some(KeyRole::Signature)
+        } else {
+            None
+        };
+        if self.key_selected.is_some() {
             Ok(OK.to_vec())
         } else {
             Err([0x6A, 0x88])
@@ -258,7 +307,16 @@ impl EmulatedCard {
         if !self.pin_verified {
             return Err([0x69, 0x82]);
         }
-        if !self.key_selected || scheme != self.profile.signature {
+        // The signature key signs PKCS#1 v1.5 over a DigestInfo, whatever the
+        // authentication key's scheme (the VIHF's RSA-SHA256).
+        let (key, expected) = match self.key_selected {
+            Some(KeyRole::Authentication) => (&self.identity.key, self.profile.signature),
+            Some(KeyRole::Signature) => {
+                (&self.identity.signature_key, SignatureScheme::Pkcs1Sha256)
+            }
+            None => return Err([0x69, 0x85]),
+        };
+        if scheme != expected {
             return Err([0x69, 0x85]);
         }
         let signature = match scheme {
@@ -268,15 +326,13 @@ impl EmulatedCard {
                     .strip_prefix(&SHA256_DIGEST_INFO_PREFIX[..])
                     .filter(|h| h.len() == 32)
                     .ok_or([0x6A, 0x80])?;
-                self.identity.key.sign(Pkcs1v15Sign::new::<Sha256>(), hash)
+                key.sign(Pkcs1v15Sign::new::<Sha256>(), hash)
             }
             SignatureScheme::PssSha256 => {
                 if command.data.len() != 32 {
                     return Err([0x6A, 0x80]);
                 }
-                self.identity
-                    .key
-                    .sign_with_rng(&mut OsRng, Pss::new::<Sha256>(), &command.data)
+                key.sign_with_rng(&mut OsRng, Pss::new::<Sha256>(), &command.data)
             }
         };
         let mut out = signature.map_err(|_| [0x6F, 0x00])?;
@@ -329,6 +385,32 @@ mod tests {
         let identity = identity();
         let cert = identity.certificate_der.clone();
         (EmulatedCard::new(profile, identity, "1234").unwrap(), cert)
+    }
+
+    /// The signature key signs only after the PIN, and only as itself: its signature
+    /// verifies with the signature certificate, never with the authentication one.
+    #[test]
+    fn the_signature_key_signs_after_the_pin_with_its_own_certificate() {
+        use crate::card::profile::{read_signature_certificate, sign_with_signature_key};
+        let (mut card, auth) = card(CardProfile::default());
+        let profile = CardProfile::default();
+        read_certificate(&mut card, &profile).unwrap();
+        let signing = read_signature_certificate(&mut card, &profile).unwrap();
+        assert_ne!(signing, auth);
+        assert!(matches!(
+            sign_with_signature_key(&mut card, &profile, b"vihf", &signing),
+            Err(CardError::SecurityStatusNotSatisfied)
+        ));
+        verify_pin(&mut card, &profile, &Pin::new("1234").unwrap()).unwrap();
+        let signature = sign_with_signature_key(&mut card, &profile, b"vihf", &signing).unwrap();
+        assert!(!signature.is_empty());
+        // Checked against the authentication certificate, the same signature is refused.
+        assert!(matches!(
+            sign_with_signature_key(&mut card, &profile, b"vihf", &auth),
+            Err(CardError::SignatureMismatch)
+        ));
+        // Authentication still proves possession with its own key.
+        prove_possession(&mut card, &profile, &auth).unwrap();
     }
 
     #[test]

@@ -91,6 +91,7 @@ impl CardLogin {
                 events,
             )?,
         };
+        sessions.release_cards_with(worker.clone());
         tokio::spawn(super::run(sessions.clone(), trust.clone(), inbox));
         tokio::spawn(reload_crls(trust.clone()));
         tokio::spawn(super::reap(
@@ -112,6 +113,11 @@ impl CardLogin {
             allowed_professions: config.allowed_professions.clone(),
             expiry: config.expiry(),
         })
+    }
+
+    /// The card worker: its card sessions sign for the logged-in professionals.
+    pub(crate) fn worker(&self) -> crate::card::worker::CardWorker {
+        self.worker.clone()
     }
 
     /// Seconds until `session` ends on its own (idle or maximum duration), as of now.

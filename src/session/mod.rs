@@ -144,6 +144,9 @@ pub(crate) struct Sessions {
     /// Bumped on every change of a card state or session, for the pages that follow a
     /// desk (`GET /api/v1/desk/events`).
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The worker holding each logged-in card's session: ending a session closes it
+    /// (the card's PIN-verified state goes with it).
+    card_sessions: Arc<std::sync::OnceLock<crate::card::worker::CardWorker>>,
 }
 
 impl Sessions {
@@ -170,6 +173,7 @@ impl Sessions {
             audit,
             pcsc_up: Arc::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            card_sessions: Arc::default(),
         }
     }
 
@@ -364,12 +368,24 @@ impl Sessions {
         let Some((session, desk_config)) = ended else {
             return Ok(false);
         };
+        self.release_card(&desk_config.reader);
         let event = Event {
             actor: Some(actor(&session.professional, &desk_config)),
             ..Event::new(EventKind::UserLogout, Outcome::Success).with_detail(reason)
         };
         let _recorded = self.audit.append(event).await?;
         Ok(true)
+    }
+
+    /// Ends through `worker` the card sessions of the sessions that end.
+    pub(crate) fn release_cards_with(&self, worker: crate::card::worker::CardWorker) {
+        let _ = self.card_sessions.set(worker);
+    }
+
+    fn release_card(&self, reader: &str) {
+        if let Some(worker) = self.card_sessions.get() {
+            worker.end(reader);
+        }
     }
 
     /// Applies one card worker event, recording it.
@@ -493,6 +509,7 @@ impl Sessions {
             s.session.take()
         });
         let holder = ended.flatten().map(|session| session.professional);
+        self.release_card(reader);
         let removed = Event {
             actor: Some(Actor {
                 desk: Some(desk.id.clone()),

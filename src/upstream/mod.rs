@@ -37,6 +37,9 @@ pub struct Access<'a> {
     pub professional: &'a Professional,
     /// The patient, when the call is about one identified by INS.
     pub patient: Option<&'a Ins>,
+    /// The reader holding the professional's card, whose session signs for them (the
+    /// DMP's VIHF in `DIRECTE` mode).
+    pub card_reader: Option<&'a str>,
 }
 
 /// What the record service answered, when it is not the data asked for.
@@ -247,15 +250,24 @@ pub async fn resolve(
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// FHIR base URL, `https://…` (no trailing `/` needed).
+    /// `fhir` (this section's keys) or `dmp` (the `[dmp]` section's: the national
+    /// record's SOAP/XDS.b; the FHIR keys below are then unused).
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// FHIR base URL, `https://…` (no trailing `/` needed). Required with `fhir`.
+    #[serde(default)]
     pub base_url: String,
     /// PEM CA certificate(s) the record service's certificate must chain to.
+    #[serde(default)]
     pub server_ca: PathBuf,
     /// PEM certificate chain of the centre's structure certificate (client auth).
+    #[serde(default)]
     pub client_cert: PathBuf,
     /// Its private key (file or `credential:NAME`).
+    #[serde(default)]
     pub client_key: SecretPath,
     /// Ed25519 key signing the access assertions (file or `credential:NAME`).
+    #[serde(default)]
     pub assertion_key: SecretPath,
     /// Connection deadline, milliseconds.
     #[serde(default = "defaults::connect_timeout_ms")]
@@ -275,6 +287,18 @@ pub struct UpstreamConfig {
     /// Accept the INS test and demo OIDs (development and demo only).
     #[serde(default)]
     pub accept_test_ins: bool,
+}
+
+/// How the gateway speaks to the record service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// FHIR R4 with a JWS access assertion (the dev upstream; an ANS FHIR mapping is in
+    /// draft).
+    #[default]
+    Fhir,
+    /// The DMP's SOAP/XDS.b with a signed VIHF (docs/dmp.md).
+    Dmp,
 }
 
 mod defaults {

@@ -19,6 +19,7 @@ mod demo;
 mod desk_access;
 mod dev_dmp;
 mod dmp_client;
+mod dmp_gateway;
 mod dmp_messages;
 mod dmp_vihf;
 mod hostile_lan;

@@ -51,6 +51,78 @@ impl VihfSigner for SoftwareSigner {
     }
 }
 
+/// The professional's own card signs (`DIRECTE`): the signature key of the card logged
+/// in at the access's desk, through the card session held since the login.
+pub struct CardVihfSigner {
+    worker: std::sync::OnceLock<crate::card::worker::CardWorker>,
+}
+
+impl CardVihfSigner {
+    /// Signing through `worker`'s card sessions.
+    pub fn new(worker: crate::card::worker::CardWorker) -> Self {
+        let signer = Self::unbound();
+        signer.bind(worker);
+        signer
+    }
+
+    /// A signer whose card worker starts later (with the service).
+    pub fn unbound() -> Self {
+        Self {
+            worker: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Gives the signer its card worker (once).
+    pub fn bind(&self, worker: crate::card::worker::CardWorker) {
+        let _ = self.worker.set(worker);
+    }
+
+    fn worker(&self) -> Result<&crate::card::worker::CardWorker, DmpError> {
+        self.worker
+            .get()
+            .ok_or_else(|| DmpError::Signer("card login is not running".into()))
+    }
+}
+
+fn card_failure(e: crate::card::CardError) -> DmpError {
+    DmpError::Signer(format!("the card cannot sign: {e}"))
+}
+
+impl VihfSigner for CardVihfSigner {
+    fn certificate<'a>(
+        &'a self,
+        access: &'a Access<'a>,
+    ) -> BoxFuture<'a, Result<Vec<u8>, DmpError>> {
+        Box::pin(async move {
+            let reader = access
+                .card_reader
+                .ok_or_else(|| DmpError::Signer("no card reader for this access".into()))?;
+            self.worker()?
+                .signature_certificate(reader)
+                .await
+                .map_err(card_failure)
+        })
+    }
+
+    fn sign<'a>(
+        &'a self,
+        access: &'a Access<'a>,
+        message: &'a [u8],
+    ) -> BoxFuture<'a, Result<Vec<u8>, DmpError>> {
+        Box::pin(async move {
+            let reader = access
+                .card_reader
+                .ok_or_else(|| DmpError::Signer("no card reader for this access".into()))?;
+            let (_, signature) = self
+                .worker()?
+                .sign(reader, message.to_vec())
+                .await
+                .map_err(card_failure)?;
+            Ok(signature)
+        })
+    }
+}
+
 /// Document types the syntheses come from, in order of preference.
 const SYNTHESES: [&str; 4] = ["60591-5", "SYNTH", "74207-2", "11490-0"];
 /// The reimbursement history.

@@ -1,0 +1,171 @@
+//! The gateway on the DMP path, end to end (issue 18): `[upstream] protocol = "dmp"` in
+//! `DIRECTE` mode, the physician logged in with the virtual card over real pcscd, the
+//! stand-in DMP over mutual TLS. Each request's VIHF is signed by the card's signature
+//! key through the session held since the login; the stand-in trusts the card CA for
+//! signatures, and xmlsec1 verifies what it received with the card's signature
+//! certificate. Oppositions come back as French refusals; pulling the card ends the
+//! card session, and nothing more can be signed.
+
+use std::path::Path;
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::dmp::{DevDmp, INS, OTHER_INS, TEST_OID, patients};
+use crate::support::pcsc::{Pcscd, VirtualCard};
+use crate::support::{Gateway, Pki, write_config};
+
+fn request(ins: &str, mode: &str) -> Value {
+    json!({
+        "ins": ins,
+        "ins_oid": TEST_OID,
+        "call_id": "CRRA-2026-001818",
+        "reason_code": "inconscient",
+        "access_mode": mode,
+    })
+}
+
+fn gateway(pcscd: &Pcscd, card: &VirtualCard, dmp: &DevDmp) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let extra = format!(
+        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n\n[upstream]\nprotocol = \"dmp\"\naccept_test_ins = true\n\n[dmp]\nbase_url = \"{}\"\nserver_ca = \"{}\"\nstructure_cert = \"{}\"\nstructure_key = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-HOMOLOGATION-1\"\n",
+        card.dir.join("card-ca.pem").display(),
+        card.dir.join("card-ca.crl").display(),
+        dmp.url,
+        dmp.ca.display(),
+        dmp.structure_cert.display(),
+        dmp.structure_key.display(),
+    );
+    let config = write_config(dir.path(), &pki, "", &extra);
+    let (key, value) = pcscd.env();
+    Gateway::launch(dir, pki, config, &[(key, value.as_str())])
+}
+
+/// The VIHF of a request dev-dmp recorded, verified by xmlsec1 with `certificate`.
+fn xmlsec1_verifies_recorded(request: &Path, certificate: &Path) -> bool {
+    let text = std::fs::read_to_string(request).unwrap();
+    let start = text.find("<Assertion").unwrap();
+    let end = text.find("</Assertion>").unwrap() + "</Assertion>".len();
+    let assertion = request.with_extension("assertion.xml");
+    std::fs::write(&assertion, &text[start..end]).unwrap();
+    Command::new("xmlsec1")
+        .args(["--verify", "--pubkey-cert-pem"])
+        .arg(certificate)
+        .args([
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+        ])
+        .arg(&assertion)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn break_glass_over_the_dmp_signed_by_the_card() {
+    let pcscd = Pcscd::start(1);
+    let mut card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    let documents = tempfile::tempdir().unwrap();
+    let dmp = DevDmp::start(
+        patients(),
+        documents.path(),
+        &[card.dir.join("card-ca.pem").as_path()],
+    );
+    let gateway = gateway(&pcscd, &card, &dmp);
+    let token = gateway.login_desk_a().await;
+    let desk = gateway.client(Some(crate::support::DESK_A));
+
+    // Break-glass in regulation: the IPS-FR's allergy, the history's dispensations.
+    let answer = desk
+        .post(gateway.url("/api/v1/break-glass"))
+        .bearer_auth(&token)
+        .json(&request(INS, "centre_15"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    let body: Value = answer.json().await.unwrap();
+    let summary = &body["summary"];
+    assert_eq!(summary["document"]["template"], "IPS-FR", "{summary}");
+    assert_eq!(summary["allergies"]["items"][0]["substance"], "Pénicilline");
+    assert!(
+        summary["dispensations"]["items"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+    );
+    assert_eq!(summary["documents"].as_array().unwrap().len(), 2);
+
+    // What the stand-in received: TD0.2, TD3.1, TD3.2, each VIHF signed by the card's
+    // signature key (xmlsec1 agrees), never by its authentication key.
+    let mut recorded: Vec<_> = std::fs::read_dir(dmp.dir.join("requests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "xml") && !p.to_string_lossy().contains("assertion")
+        })
+        .collect();
+    recorded.sort();
+    let services: Vec<String> = recorded
+        .iter()
+        .map(|p| {
+            p.file_stem()
+                .unwrap()
+                .to_string_lossy()
+                .split('-')
+                .nth(1)
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(services, ["patients", "registry", "repository"]);
+    for request in &recorded {
+        assert!(
+            xmlsec1_verifies_recorded(request, &card.dir.join("card-sign.pem")),
+            "{}",
+            request.display()
+        );
+        assert!(!xmlsec1_verifies_recorded(
+            request,
+            &card.dir.join("card.pem")
+        ));
+        let text = std::fs::read_to_string(request).unwrap();
+        assert!(text.contains("<AttributeValue>DIRECTE</AttributeValue>"));
+        assert!(text.contains("code=\"centre_15\""));
+    }
+
+    // The other patient opposed regulation access: refused in French, nothing shown.
+    let answer = desk
+        .post(gateway.url("/api/v1/break-glass"))
+        .bearer_auth(&token)
+        .json(&request(OTHER_INS, "centre_15"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["error"], "patient_opposed_centre_15", "{body}");
+
+    // The card leaves: the session ends, and with it the card session that signed.
+    card.remove();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let answer = desk
+            .post(gateway.url("/api/v1/break-glass"))
+            .bearer_auth(&token)
+            .json(&request(INS, "bris_de_glace"))
+            .send()
+            .await
+            .unwrap();
+        if answer.status() == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session outlived the card"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
