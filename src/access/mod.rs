@@ -894,10 +894,17 @@ fn serves_stale(e: &UpstreamError) -> bool {
 
 /// The read of `fetched`: `read` completed with its source (and age, for copies).
 fn read_event(read: Event, fetched: &Fetched) -> Event {
+    // From the record service: how it was obtained (the DMP's transactions, assertion
+    // ids and documents); from a copy: its age.
+    let detail = if fetched.source == Source::Upstream {
+        let provenance = &fetched.entry.summary.provenance;
+        (!provenance.is_empty()).then(|| provenance.join(" "))
+    } else {
+        Some(format!("age_seconds={}", fetched.age.as_secs()))
+    };
     Event {
         source: Some(fetched.source.into()),
-        detail: (fetched.source != Source::Upstream)
-            .then(|| format!("age_seconds={}", fetched.age.as_secs())),
+        detail,
         ..read
     }
 }

@@ -818,6 +818,7 @@ impl Reader {
             unstructured: None,
             other_sections: self.other_sections,
             documents: Vec::new(),
+            provenance: Vec::new(),
             defects: DocumentDefects {
                 unreadable_entries: self.unreadable,
                 bad_attachments: self.bad_attachments,

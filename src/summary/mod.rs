@@ -125,6 +125,11 @@ pub struct CriticalSummary {
     /// holds several (the DMP): what each is, and what the summary took from it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub documents: Vec<ListedDocument>,
+    /// How this copy was obtained from the record service (transactions, assertion ids,
+    /// documents retrieved), for the access's audit record; never cached, never sent.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub provenance: Vec<String>,
     /// Defects of the document, counted (the physician's screen says the summary may be
     /// partial when any is non-zero).
     #[serde(default)]

@@ -344,6 +344,7 @@ fn assemble<'a>(
         unstructured: None,
         other_sections,
         documents: Vec::new(),
+        provenance: Vec::new(),
         defects: DocumentDefects::default(),
         warnings: Vec::new(),
     }

@@ -136,6 +136,33 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
         assert!(text.contains("code=\"centre_15\""));
     }
 
+    // The read's audit record names the transactions with their assertions' ids and the
+    // documents retrieved: the same ids as the requests the stand-in received.
+    let (_, trail, _) = crate::support::run(
+        &gateway.config,
+        &["audit", "list", "--json", "--kind", "patient_record_read"],
+        &[],
+    );
+    let read: Value = serde_json::from_str(trail.lines().last().unwrap()).unwrap();
+    let detail = read["detail"].as_str().unwrap();
+    for (request, service) in recorded.iter().zip(&services).skip(1) {
+        let text = std::fs::read_to_string(request).unwrap();
+        let id_at = text.find("<Assertion").unwrap();
+        let id = text[id_at..]
+            .split("ID=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        assert!(detail.contains(&format!("dmp={service}:{id}")), "{detail}");
+    }
+    assert!(
+        detail.contains("document=1.2.250.1.999.1.1")
+            && detail.contains("document=1.2.250.1.999.1.3"),
+        "{detail}"
+    );
+
     // The other patient opposed regulation access: refused in French, nothing shown.
     let answer = desk
         .post(gateway.url("/api/v1/break-glass"))

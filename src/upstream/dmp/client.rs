@@ -194,8 +194,8 @@ impl DmpClient {
         })
     }
 
-    /// A signed assertion for `access`.
-    async fn assertion(&self, access: &Access<'_>) -> Result<String, DmpError> {
+    /// A signed assertion for `access`, and its id.
+    async fn assertion(&self, access: &Access<'_>) -> Result<(String, String), DmpError> {
         let certificate = self.signer.certificate(access).await?;
         let id = super::new_assertion_id()?;
         let unsigned = vihf::prepare(
@@ -210,21 +210,24 @@ impl DmpClient {
             crate::clock::now().1,
         )?;
         let signature = self.signer.sign(access, unsigned.to_sign()).await?;
-        unsigned
+        let signed = unsigned
             .finish(&signature)
-            .map_err(|e| DmpError::Vihf(e.to_string()))
+            .map_err(|e| DmpError::Vihf(e.to_string()))?;
+        Ok((id, signed))
     }
 
     /// Sends one transaction and returns its answer: the SOAP envelope and, for MTOM,
-    /// the other parts.
+    /// the other parts; `trail` gets the transaction and its assertion's id.
     async fn exchange(
         &self,
         access: &Access<'_>,
         service: &str,
         action: &str,
         body: impl FnOnce(&mut quick_xml::Writer<Vec<u8>>) -> std::io::Result<()>,
+        trail: &mut Vec<String>,
     ) -> Result<(String, std::collections::HashMap<String, Vec<u8>>), UpstreamError> {
-        let assertion = self.assertion(access).await.map_err(internal)?;
+        let (assertion_id, assertion) = self.assertion(access).await.map_err(internal)?;
+        trail.push(format!("{service}:{assertion_id}"));
         let url = format!("{}/{service}", self.base);
         let message_id = format!("urn:uuid:{}", uuid_v4().map_err(internal)?);
         let envelope = soap::envelope(
@@ -333,7 +336,13 @@ impl DmpClient {
             ins.as_str(),
         );
         let (xml, _) = self
-            .exchange(access, "patients", hl7v3::EXISTENCE_ACTION, body)
+            .exchange(
+                access,
+                "patients",
+                hl7v3::EXISTENCE_ACTION,
+                body,
+                &mut Vec::new(),
+            )
             .await?;
         let doc = soap::parse(&xml).map_err(malformed)?;
         let existence = soap::body(&doc)
@@ -383,7 +392,13 @@ impl DmpClient {
             traits,
         );
         let (xml, _) = self
-            .exchange(access, "patientsPDQ", hl7v3::SEARCH_ACTION, body)
+            .exchange(
+                access,
+                "patientsPDQ",
+                hl7v3::SEARCH_ACTION,
+                body,
+                &mut Vec::new(),
+            )
             .await?;
         let doc = soap::parse(&xml).map_err(malformed)?;
         let found = soap::body(&doc)
@@ -413,8 +428,9 @@ impl DmpClient {
         access: &Access<'_>,
     ) -> Result<CriticalSummary, UpstreamError> {
         let body = xds::find_documents_body(&ins.resource_id(), &self.types);
+        let mut trail = Vec::new();
         let (xml, _) = self
-            .exchange(access, "registry", xds::FIND_ACTION, body)
+            .exchange(access, "registry", xds::FIND_ACTION, body, &mut trail)
             .await?;
         let doc = soap::parse(&xml).map_err(malformed)?;
         let found = soap::body(&doc)
@@ -442,6 +458,7 @@ impl DmpClient {
                 "repository",
                 xds::RETRIEVE_ACTION,
                 xds::retrieve_body(&requests),
+                &mut trail,
             )
             .await?;
         let doc = soap::parse(&xml).map_err(malformed)?;
@@ -509,6 +526,18 @@ impl DmpClient {
                     .map(|(_, what)| (*what).to_owned())
                     .collect(),
             })
+            .collect();
+        // For the access's audit record: each transaction with its assertion id, then
+        // every document retrieved.
+        summary.provenance = trail
+            .into_iter()
+            .map(|t| format!("dmp={t}"))
+            .chain(
+                retrieved
+                    .documents
+                    .iter()
+                    .map(|d| format!("document={}", d.unique_id)),
+            )
             .collect();
         Ok(summary)
     }
