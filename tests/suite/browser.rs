@@ -469,3 +469,27 @@ async fn cda_documents_and_a_level_1_pdf_reach_the_page() {
         .count();
     assert_eq!(pdf_reads, 2, "the tab and the fetch: {trail}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_page_on_the_dmp_path_lists_the_record_documents() {
+    use support::dmp::{DevDmp, INS, dmp_gateway, patients};
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    let documents = tempfile::tempdir().unwrap();
+    let dmp = DevDmp::start(
+        patients(),
+        documents.path(),
+        &[card.dir.join("card-ca.pem").as_path()],
+    );
+    let gateway = dmp_gateway(&pcscd, &card, &dmp);
+    let env = script_env(&gateway, DESK_A, vec![("INS", INS.to_owned())]);
+    let result =
+        tokio::task::block_in_place(|| run_script(&browser_dir().join("dmp.mjs"), &env, |_| false));
+    assert!(
+        result["documents"]
+            .as_str()
+            .unwrap()
+            .contains("source de cette synthèse"),
+        "{result}"
+    );
+}

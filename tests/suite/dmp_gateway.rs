@@ -12,9 +12,8 @@ use std::process::Command;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::dmp::{DevDmp, INS, OTHER_INS, TEST_OID, patients};
+use crate::support::dmp::{DevDmp, INS, OTHER_INS, TEST_OID, dmp_gateway, patients};
 use crate::support::pcsc::{Pcscd, VirtualCard};
-use crate::support::{Gateway, Pki, write_config};
 
 fn request(ins: &str, mode: &str) -> Value {
     json!({
@@ -24,23 +23,6 @@ fn request(ins: &str, mode: &str) -> Value {
         "reason_code": "inconscient",
         "access_mode": mode,
     })
-}
-
-fn gateway(pcscd: &Pcscd, card: &VirtualCard, dmp: &DevDmp) -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let extra = format!(
-        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n\n[upstream]\nprotocol = \"dmp\"\naccept_test_ins = true\n\n[dmp]\nbase_url = \"{}\"\nserver_ca = \"{}\"\nstructure_cert = \"{}\"\nstructure_key = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-HOMOLOGATION-1\"\n",
-        card.dir.join("card-ca.pem").display(),
-        card.dir.join("card-ca.crl").display(),
-        dmp.url,
-        dmp.ca.display(),
-        dmp.structure_cert.display(),
-        dmp.structure_key.display(),
-    );
-    let config = write_config(dir.path(), &pki, "", &extra);
-    let (key, value) = pcscd.env();
-    Gateway::launch(dir, pki, config, &[(key, value.as_str())])
 }
 
 /// The VIHF of a request dev-dmp recorded, verified by xmlsec1 with `certificate`.
@@ -74,7 +56,7 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
         documents.path(),
         &[card.dir.join("card-ca.pem").as_path()],
     );
-    let gateway = gateway(&pcscd, &card, &dmp);
+    let gateway = dmp_gateway(&pcscd, &card, &dmp);
     let token = gateway.login_desk_a().await;
     let desk = gateway.client(Some(crate::support::DESK_A));
 

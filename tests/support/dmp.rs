@@ -262,3 +262,26 @@ pub(crate) fn patients() -> serde_json::Value {
          "birth_date": "1980-01-17", "gender": "F", "opposed": ["centre_15"], "documents": []}
     ])
 }
+
+/// A gateway on the DMP path (`DIRECTE`, the card in `pcscd`'s first reader signing) to
+/// `dmp`, with the test INS accepted.
+pub(crate) fn dmp_gateway(
+    pcscd: &super::pcsc::Pcscd,
+    card: &super::pcsc::VirtualCard,
+    dmp: &DevDmp,
+) -> super::Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let extra = format!(
+        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n\n[upstream]\nprotocol = \"dmp\"\naccept_test_ins = true\n\n[dmp]\nbase_url = \"{}\"\nserver_ca = \"{}\"\nstructure_cert = \"{}\"\nstructure_key = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-HOMOLOGATION-1\"\n",
+        card.dir.join("card-ca.pem").display(),
+        card.dir.join("card-ca.crl").display(),
+        dmp.url,
+        dmp.ca.display(),
+        dmp.structure_cert.display(),
+        dmp.structure_key.display(),
+    );
+    let config = write_config(dir.path(), &pki, "", &extra);
+    let (key, value) = pcscd.env();
+    super::Gateway::launch(dir, pki, config, &[(key, value.as_str())])
+}

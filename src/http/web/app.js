@@ -447,6 +447,7 @@
     // An unstructured document has no section to read: the document itself, at once.
     if (summary.unstructured) {
       parts.push(unstructuredSection(summary.unstructured, doc, grantId));
+      if (summary.documents && summary.documents.length) parts.push(documentsSection(summary.documents));
       return parts;
     }
     if (summary.vigilance) {
@@ -482,7 +483,39 @@
       if (other.narrative) block.append(element('p', 'narrative', other.narrative));
       parts.push(block);
     }
+    if (summary.documents && summary.documents.length) parts.push(documentsSection(summary.documents));
     return parts;
+  }
+
+  const USED_FOR = {
+    summary: 'source de cette synthèse',
+    dispensations: 'source des délivrances',
+  };
+
+  // The record's documents (the national record holds several): what each is, and which
+  // the blocks above come from, so nothing shown is separated from its source.
+  function documentsSection(documents) {
+    const block = element('section', 'section documents');
+    block.append(element('h2', null, 'Documents du dossier'));
+    const list = element('ul');
+    for (const d of documents) {
+      const text = [
+        d.title || d.type_display || d.type_code || 'Document',
+        d.creation_time ? 'du ' + frenchDate(d.creation_time) : null,
+        d.authors && d.authors.length ? 'par ' + d.authors.join(', ') : null,
+        d.structured ? null : 'non structuré (PDF ou texte)',
+      ].filter(Boolean).join(' — ');
+      const item = element('li', d.used_for.length ? 'used' : null, text);
+      if (d.used_for.length) {
+        item.append(element('strong', null, ' (' + d.used_for.map((u) => USED_FOR[u] || u).join(', ') + ')'));
+      }
+      list.append(item);
+    }
+    block.append(list);
+    if (documents.some((d) => !d.used_for.length)) {
+      block.append(element('p', 'note', 'Les autres documents sont consultables dans le DMP.'));
+    }
+    return block;
   }
 
   function observationText(o) {
