@@ -52,6 +52,10 @@ enum Command {
         /// Port on 127.0.0.1 (0 picks a free one; demo.json tells which).
         #[arg(long, default_value_t = 8443)]
         port: u16,
+        /// The record service: the national record's protocol (the virtual card signs the
+        /// access assertions) or the FHIR stand-in.
+        #[arg(long, value_enum, default_value = "dmp")]
+        upstream: crate::demo::samples::DemoUpstream,
     },
     /// Check the configuration and every file it names; bind and open nothing.
     Configtest,
@@ -153,7 +157,11 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::DevUpstream(options) => dev_upstream(options),
         Command::DevDmp(options) => dev_dmp(options),
         Command::Serve => serve(Prepared::load(&cli.config)?),
-        Command::Demo { dir, port } => run_demo(dir, port),
+        Command::Demo {
+            dir,
+            port,
+            upstream,
+        } => run_demo(dir, port, upstream),
         Command::Configtest => configtest(&cli.config),
         Command::Healthcheck { timeout_secs } => {
             healthcheck(&cli.config, Duration::from_secs(timeout_secs))
@@ -212,8 +220,12 @@ fn dev_dmp(options: crate::dev_dmp::DevDmpOptions) -> Result<ExitCode, Failure> 
     })
 }
 
-fn run_demo(dir: Option<PathBuf>, port: u16) -> Result<ExitCode, Failure> {
-    let setup = demo::setup(dir.as_deref(), port).context("cannot set up the demo")?;
+fn run_demo(
+    dir: Option<PathBuf>,
+    port: u16,
+    upstream: crate::demo::samples::DemoUpstream,
+) -> Result<ExitCode, Failure> {
+    let setup = demo::setup(dir.as_deref(), port, upstream).context("cannot set up the demo")?;
     let (setup, parts) = setup;
     let mut prepared = Prepared::load(&setup.config)?;
     prepared.virtual_card = Some(Box::new(parts.card));
@@ -225,9 +237,19 @@ fn run_demo(dir: Option<PathBuf>, port: u16) -> Result<ExitCode, Failure> {
     let announce = |addr| announce_demo(&setup, addr);
     let (listener, options) = parts.upstream;
     runtime()?.block_on(async {
-        let _record_service = crate::dev_upstream::DevUpstream::start_on(listener, options)
-            .await
-            .context("cannot start the demo record service")?;
+        // Either stand-in, kept alive while the gateway runs.
+        let _record_service: Box<dyn std::any::Any> = match options {
+            crate::demo::samples::StandIn::Fhir(options) => Box::new(
+                crate::dev_upstream::DevUpstream::start_on(listener, options)
+                    .await
+                    .context("cannot start the demo record service")?,
+            ),
+            crate::demo::samples::StandIn::Dmp(options) => Box::new(
+                crate::dev_dmp::DevDmp::start_on(listener, options)
+                    .await
+                    .context("cannot start the demo record service (dev-dmp)")?,
+            ),
+        };
         service::run(prepared, announce)
             .await
             .context("demo stopped on an error")

@@ -8,7 +8,7 @@
 //! desk's reader and the development record service with bundled sample patients
 //! (`upstream/`), so the whole flow works: login, break-glass, summary.
 
-mod samples;
+pub(crate) mod samples;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -95,10 +95,7 @@ pub(crate) struct DemoRuntime {
     /// The virtual card for the first desk.
     pub card: EmulatedCard,
     /// The development record service's bound listener and files.
-    pub upstream: (
-        std::net::TcpListener,
-        crate::dev_upstream::DevUpstreamOptions,
-    ),
+    pub upstream: (std::net::TcpListener, samples::StandIn),
 }
 
 /// What the demo set up.
@@ -116,6 +113,9 @@ pub(crate) struct DemoSetup {
     pub card: DemoCard,
     /// The sample patients of the demo record service.
     pub patients: Vec<DemoPatient>,
+    /// Which record service the demo runs: `dmp` (the national record's protocol, the
+    /// virtual card signing) or `fhir`.
+    pub upstream: samples::DemoUpstream,
 }
 
 /// The desk whose reader holds the virtual card: the first one, where the service puts it.
@@ -128,7 +128,11 @@ const DESKS: &[(&str, &str, &str)] = &[
 
 /// Creates the PKI and the configuration in `dir` (a fresh kept temp dir if `None`).
 /// Returns what it wrote and the virtual card, which the caller hands to the service.
-pub(crate) fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, DemoRuntime), DemoError> {
+pub(crate) fn setup(
+    dir: Option<&Path>,
+    port: u16,
+    upstream: samples::DemoUpstream,
+) -> Result<(DemoSetup, DemoRuntime), DemoError> {
     let dir = match dir {
         Some(dir) => dir.to_owned(),
         None => tempfile::Builder::new()
@@ -190,7 +194,7 @@ pub(crate) fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, DemoRun
     let signing_key = pki_dir.join("audit-signing.key");
     let _ = std::fs::remove_file(&signing_key);
     Signer::generate(&signing_key)?;
-    let record = samples::record_service(&dir, &pki_dir)?;
+    let record = samples::record_service(&dir, &pki_dir, upstream, &card_ca)?;
     let cache_key = pki_dir.join("cache.key");
     let _ = std::fs::remove_file(&cache_key);
     crate::cache::sealed::MasterKey::generate(&cache_key)
@@ -219,8 +223,7 @@ pub(crate) fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, DemoRun
         },
         audit: AuditConfig::with_key(signing_key.into()),
         upstream: Some(record.config),
-        // The DMP path comes to the demo with dev-dmp (issue 18).
-        dmp: None,
+        dmp: record.dmp,
         compliance: Default::default(),
         break_glass: Default::default(),
         limits: Default::default(),
@@ -260,6 +263,7 @@ pub(crate) fn setup(dir: Option<&Path>, port: u16) -> Result<(DemoSetup, DemoRun
         desks,
         card: card_at,
         patients: record.patients,
+        upstream,
     };
     let runtime = DemoRuntime {
         card,

@@ -1,13 +1,16 @@
 //! The demo's record service: six sample patients (IPS bundles and CDA documents written
-//! for the demo, demo INS OID), the development upstream's PKI, and the `[upstream]` settings the
-//! gateway uses to reach it.
+//! for the demo, demo INS OID), served either as the national record (`dev-dmp`: each
+//! patient's CDA documents, the VIHF signed by the virtual card) or by the FHIR stand-in
+//! (`dev-upstream`), with its PKI and the settings the gateway uses to reach it.
 
 use std::path::Path;
 
 use super::{DemoError, DemoPatient};
+use crate::dev_dmp::{DevDmpData, DevDmpOptions, DmpDocument, DmpPatient};
 use crate::dev_pki::{Authority, write_file, write_pair};
 use crate::dev_upstream::{DevData, DevPatient, DevUpstreamOptions};
 use crate::patient::OID_NIR_DEMO;
+use crate::upstream::dmp::DmpConfig;
 use crate::upstream::{AccessMode, UpstreamConfig};
 
 /// One sample: id, INS, family, given, birth date, gender, file, document, opposed modes,
@@ -23,6 +26,49 @@ struct Sample {
     document: &'static str,
     opposed: &'static [AccessMode],
     demonstrates: &'static str,
+    /// The patient's documents in the national record (file, content, kind).
+    record: &'static [(&'static str, &'static str, Kind)],
+}
+
+/// A document's kind, as the record's metadata says it.
+#[derive(Clone, Copy)]
+enum Kind {
+    IpsFr,
+    Vsm,
+    VsmPdf,
+    Reimbursements,
+}
+
+impl Kind {
+    /// Type code, its scheme, format code, title.
+    fn metadata(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            Self::IpsFr => (
+                "60591-5",
+                "2.16.840.1.113883.6.1",
+                "urn:ihe:pcc:ips:2020",
+                "Synthèse médicale",
+            ),
+            Self::Vsm => (
+                "SYNTH",
+                "1.2.250.1.213.1.1.4.12",
+                "urn:asip:ci-sis:vsm:2012",
+                "Volet de synthèse médicale",
+            ),
+            Self::VsmPdf => (
+                "SYNTH",
+                "1.2.250.1.213.1.1.4.12",
+                "urn:ihe:iti:xds-sd:pdf:2008",
+                "Synthèse médicale (PDF)",
+            ),
+            Self::Reimbursements => (
+                "REMB",
+                "1.2.250.1.213.1.1.4.12",
+                "urn:asip:ci-sis:hr:2019",
+                "Historique des remboursements",
+            ),
+        }
+    }
 }
 
 const SAMPLES: &[Sample] = &[
@@ -37,6 +83,18 @@ const SAMPLES: &[Sample] = &[
         document: include_str!("samples/durand.json"),
         opposed: &[],
         demonstrates: "allergie à la pénicilline (criticité haute), anticoagulant, antécédent d'infarctus",
+        record: &[
+            (
+                "durand.xml",
+                include_str!("samples/durand.xml"),
+                Kind::IpsFr,
+            ),
+            (
+                "durand-remb.xml",
+                include_str!("samples/durand-remb.xml"),
+                Kind::Reimbursements,
+            ),
+        ],
     },
     Sample {
         id: "demo-martin",
@@ -48,6 +106,11 @@ const SAMPLES: &[Sample] = &[
         file: "martin.json",
         document: include_str!("samples/martin.json"),
         opposed: &[],
+        record: &[(
+            "martin.xml",
+            include_str!("samples/martin.xml"),
+            Kind::IpsFr,
+        )],
         demonstrates: "aucune allergie connue (déclaration explicite)",
     },
     Sample {
@@ -60,6 +123,11 @@ const SAMPLES: &[Sample] = &[
         file: "bernard.json",
         document: include_str!("samples/bernard.json"),
         opposed: &[AccessMode::Centre15],
+        record: &[(
+            "bernard.xml",
+            include_str!("samples/bernard.xml"),
+            Kind::IpsFr,
+        )],
         demonstrates: "opposée à l'accès du centre 15 (le bris de glace reste possible)",
     },
     Sample {
@@ -72,6 +140,7 @@ const SAMPLES: &[Sample] = &[
         file: "petit.json",
         document: include_str!("samples/petit.json"),
         opposed: &[],
+        record: &[("petit.xml", include_str!("samples/petit.xml"), Kind::Vsm)],
         demonstrates: "allergies non renseignées (différent de « aucune allergie connue »), INS corse (2A)",
     },
     Sample {
@@ -84,6 +153,7 @@ const SAMPLES: &[Sample] = &[
         file: "leroy.xml",
         document: include_str!("samples/leroy.xml"),
         opposed: &[],
+        record: &[("leroy.xml", include_str!("samples/leroy.xml"), Kind::IpsFr)],
         demonstrates: "synthèse IPS-FR du DMP en CDA : allergie aux produits de contraste iodés (criticité haute), point de vigilance",
     },
     Sample {
@@ -96,24 +166,50 @@ const SAMPLES: &[Sample] = &[
         file: "roux.xml",
         document: include_str!("samples/roux.xml"),
         opposed: &[],
+        record: &[("roux.xml", include_str!("samples/roux.xml"), Kind::VsmPdf)],
         demonstrates: "synthèse tenue seulement en PDF (document non structuré) : à ouvrir dans le navigateur",
     },
 ];
+
+/// Which stand-in the demo runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum DemoUpstream {
+    /// The national record's protocol (SOAP/XDS.b, the card signing the VIHF).
+    Dmp,
+    /// The FHIR stand-in.
+    Fhir,
+}
+
+/// The stand-in's files, by protocol.
+pub(crate) enum StandIn {
+    /// dev-dmp.
+    Dmp(DevDmpOptions),
+    /// dev-upstream.
+    Fhir(DevUpstreamOptions),
+}
 
 /// The demo record service, ready to start.
 pub(super) struct RecordService {
     /// What the gateway's `[upstream]` says.
     pub config: UpstreamConfig,
+    /// Its `[dmp]`, on the DMP path.
+    pub dmp: Option<DmpConfig>,
     /// The patients, for `demo.json`.
     pub patients: Vec<DemoPatient>,
     /// Bound on 127.0.0.1 (port named in `config`).
     pub listener: std::net::TcpListener,
     /// Its files.
-    pub options: DevUpstreamOptions,
+    pub options: StandIn,
 }
 
 /// Writes the samples, the data file and the PKI under `dir/upstream` and `pki_dir`.
-pub(super) fn record_service(dir: &Path, pki_dir: &Path) -> Result<RecordService, DemoError> {
+pub(super) fn record_service(
+    dir: &Path,
+    pki_dir: &Path,
+    protocol: DemoUpstream,
+    card_ca: &Path,
+) -> Result<RecordService, DemoError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| DemoError::Directory { path, source }
@@ -121,9 +217,38 @@ pub(super) fn record_service(dir: &Path, pki_dir: &Path) -> Result<RecordService
     let data_dir = dir.join("upstream");
     std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;
     let mut patients = Vec::new();
+    let mut record = Vec::new();
     let mut shown = Vec::new();
     for sample in SAMPLES {
         write_file(&data_dir.join(sample.file), sample.document, 0o644)?;
+        let mut documents = Vec::new();
+        for (file, content, kind) in sample.record {
+            write_file(&data_dir.join(file), content, 0o644)?;
+            let (type_code, type_scheme, format_code, title) = kind.metadata();
+            documents.push(DmpDocument {
+                file: (*file).into(),
+                unique_id: None,
+                type_code: type_code.into(),
+                type_scheme: type_scheme.into(),
+                format_code: format_code.into(),
+                creation_time: "20261015090000".into(),
+                title: title.into(),
+                author: Some("Sophie DEMO-TRAITANTE".into()),
+                masked: false,
+            });
+        }
+        record.push(DmpPatient {
+            ins: sample.ins.into(),
+            ins_oid: OID_NIR_DEMO.into(),
+            family: sample.family.into(),
+            given: vec![sample.given.into()],
+            birth_date: sample.birth_date.into(),
+            gender: if sample.gender == "female" { "F" } else { "M" }.into(),
+            closed: false,
+            opposed: sample.opposed.to_vec(),
+            masked_readable_in: Vec::new(),
+            documents,
+        });
         patients.push(DevPatient {
             id: sample.id.into(),
             ins: sample.ins.into(),
@@ -148,6 +273,10 @@ pub(super) fn record_service(dir: &Path, pki_dir: &Path) -> Result<RecordService
     let text = serde_json::to_string_pretty(&DevData { patients })
         .map_err(|e| DemoError::Config(e.to_string()))?;
     write_file(&data, &text, 0o644)?;
+    let record_data = data_dir.join("record.json");
+    let text = serde_json::to_string_pretty(&DevDmpData { patients: record })
+        .map_err(|e| DemoError::Config(e.to_string()))?;
+    write_file(&record_data, &text, 0o644)?;
 
     let record_ca = Authority::new("samu-gateway demo record service CA")?;
     let record_ca_path = pki_dir.join("record-ca.pem");
@@ -173,6 +302,32 @@ pub(super) fn record_service(dir: &Path, pki_dir: &Path) -> Result<RecordService
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io(dir))?;
     let port = listener.local_addr().map_err(io(dir))?.port();
+    if protocol == DemoUpstream::Dmp {
+        let config: UpstreamConfig = toml::from_str("protocol = \"dmp\"\naccept_test_ins = true\n")
+            .map_err(|e| DemoError::Config(e.to_string()))?;
+        let dmp: DmpConfig = toml::from_str(&format!(
+            "base_url = \"https://localhost:{port}\"\nserver_ca = \"{}\"\nstructure_cert = \"{}\"\nstructure_key = \"{}\"\nspecialty = \"SM59\"\nhomologation_number = \"DEMO-NON-HOMOLOGUE\"\n",
+            record_ca_path.display(),
+            client_cert.display(),
+            client_key.display(),
+        ))
+        .map_err(|e| DemoError::Config(e.to_string()))?;
+        return Ok(RecordService {
+            config,
+            dmp: Some(dmp),
+            patients: shown,
+            listener,
+            options: StandIn::Dmp(DevDmpOptions {
+                listen: ([127, 0, 0, 1], port).into(),
+                data: record_data,
+                cert: record_cert,
+                key: record_key,
+                client_ca: structure_ca,
+                signer_cas: vec![card_ca.to_owned()],
+                record: None,
+            }),
+        });
+    }
     let config: UpstreamConfig = toml::from_str(&format!(
         "base_url = \"https://localhost:{port}\"\nserver_ca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\nassertion_key = \"{}\"\naccept_test_ins = true\n",
         record_ca_path.display(),
@@ -183,15 +338,16 @@ pub(super) fn record_service(dir: &Path, pki_dir: &Path) -> Result<RecordService
     .map_err(|e| DemoError::Config(e.to_string()))?;
     Ok(RecordService {
         config,
+        dmp: None,
         patients: shown,
         listener,
-        options: DevUpstreamOptions {
+        options: StandIn::Fhir(DevUpstreamOptions {
             listen: ([127, 0, 0, 1], port).into(),
             data,
             cert: record_cert,
             key: record_key,
             client_ca: structure_ca,
             assertion_keys: vec![assertion_pub],
-        },
+        }),
     })
 }

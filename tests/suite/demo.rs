@@ -8,45 +8,33 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts `samu-gateway demo` in `dir` with `extra` arguments; returns it and demo.json.
+fn start_demo(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, Value) {
     let mut child = Command::new(support::BIN)
         .args(["demo", "--port", "0", "--dir"])
-        .arg(dir.path())
+        .arg(dir)
+        .args(extra)
         .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let manifest = dir.path().join("demo.json");
+    let manifest = dir.join("demo.json");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !manifest.exists() {
         assert!(child.try_wait().unwrap().is_none(), "demo exited early");
         assert!(Instant::now() < deadline, "demo.json never appeared");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let demo: Value = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    let demo = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    (child, demo)
+}
+
+/// The card desk's client and a session token, once the virtual card is read.
+async fn log_in(demo: &Value) -> (reqwest::Client, String) {
     let url = demo["url"].as_str().unwrap();
     let ca = std::fs::read(demo["ca_cert"].as_str().unwrap()).unwrap();
-    assert_eq!(demo["desks"].as_array().unwrap().len(), 2);
-    for desk in demo["desks"].as_array().unwrap() {
-        let mut identity = std::fs::read(desk["cert"].as_str().unwrap()).unwrap();
-        identity.extend(std::fs::read(desk["key"].as_str().unwrap()).unwrap());
-        let client = client(&ca, Some(&identity));
-        let (_, body) = support::get_json(&client, &format!("{url}/api/v1/desk")).await;
-        assert_eq!(body["desk"]["id"], desk["id"], "{body}");
-    }
-    // Demo only: this machine's connections without a certificate (a browser's) act for
-    // the card's desk, and say so.
-    let (status, body) = support::get_json(&client(&ca, None), &format!("{url}/api/v1/desk")).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["desk"]["id"], demo["card"]["desk"]);
-    assert_eq!(body["workstation"]["demo_loopback"], true);
-    assert_eq!(body["workstation"]["sha256"], "");
-
-    // The virtual card at the first desk logs in with the PIN demo.json gives.
     let at = demo["card"]["desk"].as_str().unwrap();
     let desk = demo["desks"]
         .as_array()
@@ -77,6 +65,64 @@ async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
         .as_str()
         .unwrap()
         .to_owned();
+    (physician, token)
+}
+
+/// `demo --upstream fhir` keeps the FHIR stand-in: the same patients, read from bundles.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_keeps_the_fhir_path_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, demo) = start_demo(dir.path(), &["--upstream", "fhir"]);
+    assert_eq!(demo["upstream"], "fhir");
+    let (physician, token) = log_in(&demo).await;
+    let patient = &demo["patients"][0];
+    let answer = physician
+        .post(format!(
+            "{}/api/v1/break-glass",
+            demo["url"].as_str().unwrap()
+        ))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({
+            "ins": patient["ins"], "ins_oid": patient["ins_oid"], "call_id": "DEMO-0002",
+            "reason_code": "inconscient", "access_mode": "centre_15",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["summary"]["document"]["format"], "fhir", "{body}");
+    assert_eq!(body["summary"]["allergies"]["status"], "recorded");
+    support::signal(child.id(), "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, demo) = start_demo(dir.path(), &[]);
+    // The national record's protocol, unless asked otherwise.
+    assert_eq!(demo["upstream"], "dmp");
+    let url = demo["url"].as_str().unwrap();
+    let ca = std::fs::read(demo["ca_cert"].as_str().unwrap()).unwrap();
+    assert_eq!(demo["desks"].as_array().unwrap().len(), 2);
+    for desk in demo["desks"].as_array().unwrap() {
+        let mut identity = std::fs::read(desk["cert"].as_str().unwrap()).unwrap();
+        identity.extend(std::fs::read(desk["key"].as_str().unwrap()).unwrap());
+        let client = client(&ca, Some(&identity));
+        let (_, body) = support::get_json(&client, &format!("{url}/api/v1/desk")).await;
+        assert_eq!(body["desk"]["id"], desk["id"], "{body}");
+    }
+    // Demo only: this machine's connections without a certificate (a browser's) act for
+    // the card's desk, and say so.
+    let (status, body) = support::get_json(&client(&ca, None), &format!("{url}/api/v1/desk")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["desk"]["id"], demo["card"]["desk"]);
+    assert_eq!(body["workstation"]["demo_loopback"], true);
+    assert_eq!(body["workstation"]["sha256"], "");
+
+    // The virtual card at the first desk logs in with the PIN demo.json gives.
+    let (physician, token) = log_in(&demo).await;
     let view = support::get_json(&physician, &format!("{url}/api/v1/desk"))
         .await
         .1;
@@ -123,6 +169,16 @@ async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
     }
     // The national record's shapes: an IPS-FR in CDA, and a summary held only as a PDF
     // that opens under its grant.
+    // The first patient's record holds a summary and a reimbursement history: both used.
+    let durand = &answers[0]["summary"];
+    assert_eq!(durand["document"]["format"], "cda", "{durand}");
+    assert!(
+        durand["dispensations"]["items"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty()),
+        "{durand}"
+    );
+    assert_eq!(durand["documents"].as_array().unwrap().len(), 2, "{durand}");
     let cda = &answers[4]["summary"];
     assert_eq!(cda["document"]["format"], "cda", "{cda}");
     assert_eq!(cda["document"]["template"], "IPS-FR", "{cda}");
