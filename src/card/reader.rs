@@ -61,9 +61,19 @@ impl PcscCard {
         Self::connect_with(reader, pcsc::ShareMode::Shared)
     }
 
-    /// Connects with exclusive access: a login sequence must not interleave with another.
-    pub fn connect_exclusive(reader: &str) -> Result<Self, CardError> {
-        Self::connect_with(reader, pcsc::ShareMode::Exclusive)
+    /// Runs `sequence` on the card inside a PC/SC transaction: no other connection's
+    /// commands interleave with it (a login, a signature), and the card is left as it is
+    /// when the transaction ends.
+    pub fn in_transaction<R>(
+        &mut self,
+        sequence: impl FnOnce(&mut dyn Transport) -> Result<R, CardError>,
+    ) -> Result<R, CardError> {
+        let transaction = self
+            .card
+            .transaction()
+            .map_err(pcsc_error("cannot start a card transaction"))?;
+        let mut card = CardRef(&transaction);
+        sequence(&mut card)
     }
 
     fn connect_with(reader: &str, mode: pcsc::ShareMode) -> Result<Self, CardError> {
@@ -89,10 +99,13 @@ impl PcscCard {
     }
 }
 
-impl Transport for PcscCard {
+/// A card handle as a transport (the connection itself, or one transaction on it).
+struct CardRef<'a>(&'a pcsc::Card);
+
+impl Transport for CardRef<'_> {
     fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, CardError> {
         let mut buffer = vec![0u8; pcsc::MAX_BUFFER_SIZE_EXTENDED];
-        self.card
+        self.0
             .transmit(apdu, &mut buffer)
             .map(<[u8]>::to_vec)
             .map_err(pcsc_error("card transmission failed"))
@@ -103,15 +116,25 @@ impl Transport for PcscCard {
         let no_pad = |why: String| CardError::PinPadUnavailable(why);
         let mut list = [0u8; 256];
         let list = self
-            .card
+            .0
             .control(pcsc::ctl_code(GET_FEATURE_REQUEST.into()), &[], &mut list)
             .map_err(|e| no_pad(format!("the reader lists no features ({e})")))?;
         let code = features(list, FEATURE_VERIFY_PIN_DIRECT)
             .ok_or_else(|| no_pad("the reader lacks FEATURE_VERIFY_PIN_DIRECT".into()))?;
         let mut answer = [0u8; 64];
-        self.card
+        self.0
             .control(code.into(), verify_structure, &mut answer)
             .map(<[u8]>::to_vec)
             .map_err(pcsc_error("PIN-pad verification failed"))
+    }
+}
+
+impl Transport for PcscCard {
+    fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, CardError> {
+        CardRef(&self.card).transmit(apdu)
+    }
+
+    fn verify_pin_on_pad(&mut self, verify_structure: &[u8]) -> Result<Vec<u8>, CardError> {
+        CardRef(&self.card).verify_pin_on_pad(verify_structure)
     }
 }

@@ -11,15 +11,16 @@
 //! reader (pcscd's event counter moved while the reader stayed "present") is reported as
 //! a removal, which ends the session, then an insertion.
 //!
-//! A login runs on a blocking thread of its own with its own context and an exclusive
-//! connection to the card: a PIN typed on a PIN-pad reader can take half a minute, during
-//! which removals at every desk must still be seen within 500 ms; the exclusive connection
-//! keeps two logins at one desk from interleaving their APDUs.
+//! A login runs on a thread of its own with its own context and connection to the card: a
+//! PIN typed on a PIN-pad reader can take half a minute, during which removals at every
+//! desk must still be seen within 500 ms. The login sequence runs inside a PC/SC
+//! transaction, so two logins at one desk never interleave their APDUs.
 //!
 //! A successful login keeps that connection open for the session, on its thread: the
-//! card's PIN-verified state lives as long as the connection, and the session's
-//! signatures (the VIHF, with the card's signature key) go through it ([`CardWorker::sign`]).
-//! [`CardWorker::end`], a new login at the same reader, or the card leaving closes it.
+//! card's PIN-verified state lives as long as the card is not reset, and the session's
+//! signatures (the VIHF, with the card's signature key) go through it, each in a
+//! transaction of its own ([`CardWorker::sign`]). [`CardWorker::end`], a new login at the
+//! same reader, or the card leaving closes it (and resets the card).
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -105,6 +106,8 @@ pub struct SignRequest {
 enum Held {
     Sign(SignRequest),
     Certificate(oneshot::Sender<Vec<u8>>),
+    /// Nothing: whether the session still listens.
+    Ping,
     End,
 }
 
@@ -114,8 +117,37 @@ enum VirtualRequest {
     Held(Held, String),
 }
 
-/// The card sessions held open after a login, by reader.
-type Sessions = std::sync::Arc<std::sync::Mutex<HashMap<String, mpsc::Sender<Held>>>>;
+/// The card sessions held open after a login, by reader, and per reader the lock a
+/// session's thread holds until its connection is closed (a new login waits for it, so
+/// the old connection's reset never lands in the middle of the new session).
+#[derive(Clone, Default)]
+struct Sessions {
+    held: std::sync::Arc<std::sync::Mutex<HashMap<String, mpsc::Sender<Held>>>>,
+    locks: std::sync::Arc<std::sync::Mutex<HashMap<String, std::sync::Arc<std::sync::Mutex<()>>>>>,
+}
+
+impl Sessions {
+    fn lock_of(&self, reader: &str) -> std::sync::Arc<std::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .map(|mut all| all.entry(reader.to_owned()).or_default().clone())
+            .unwrap_or_default()
+    }
+
+    fn take(&self, reader: &str) -> Option<mpsc::Sender<Held>> {
+        self.held
+            .lock()
+            .ok()
+            .and_then(|mut held| held.remove(reader))
+    }
+
+    fn get(&self, reader: &str) -> Option<mpsc::Sender<Held>> {
+        self.held
+            .lock()
+            .ok()
+            .and_then(|held| held.get(reader).cloned())
+    }
+}
 
 /// Handle for running logins on the desks' cards, and signatures in their sessions.
 #[derive(Clone)]
@@ -211,6 +243,7 @@ impl CardWorker {
                                 let _ = reply.send(certificate.clone());
                             }
                         }
+                        VirtualRequest::Held(Held::Ping, _) => {}
                         VirtualRequest::Held(Held::End, at) => {
                             if at == reader {
                                 session = None;
@@ -240,10 +273,10 @@ impl CardWorker {
         match &self.0 {
             Worker::Readers(profile, sessions) => {
                 let profile = profile.clone();
-                // A session still held at this reader ends first: its thread drops its
-                // connection when its channel closes.
-                if let Ok(mut held) = sessions.lock() {
-                    held.remove(&request.reader);
+                // A session still held at this reader ends first: its thread closes its
+                // connection, and the new login waits for that (`hold_session`).
+                if let Some(previous) = sessions.take(&request.reader) {
+                    let _ = previous.send(Held::End);
                 }
                 let sessions = sessions.clone();
                 std::thread::Builder::new()
@@ -275,9 +308,7 @@ impl CardWorker {
         };
         let sent = match &self.0 {
             Worker::Readers(_, sessions) => sessions
-                .lock()
-                .ok()
-                .and_then(|held| held.get(reader).cloned())
+                .get(reader)
                 .is_some_and(|session| session.send(Held::Sign(request)).is_ok()),
             Worker::Virtual(requests) => requests
                 .send(VirtualRequest::Held(Held::Sign(request), reader.to_owned()))
@@ -294,9 +325,7 @@ impl CardWorker {
         let (reply, answer) = oneshot::channel();
         let sent = match &self.0 {
             Worker::Readers(_, sessions) => sessions
-                .lock()
-                .ok()
-                .and_then(|held| held.get(reader).cloned())
+                .get(reader)
                 .is_some_and(|session| session.send(Held::Certificate(reply)).is_ok()),
             Worker::Virtual(requests) => requests
                 .send(VirtualRequest::Held(
@@ -316,9 +345,7 @@ impl CardWorker {
     pub fn end(&self, reader: &str) {
         match &self.0 {
             Worker::Readers(_, sessions) => {
-                if let Ok(mut held) = sessions.lock()
-                    && let Some(session) = held.remove(reader)
-                {
+                if let Some(session) = sessions.take(reader) {
                     let _ = session.send(Held::End);
                 }
             }
@@ -332,23 +359,18 @@ impl CardWorker {
 /// A login on a card in a real reader, then, when it succeeds, the session held on the
 /// same exclusive connection until it is ended, replaced, or the card fails (removed).
 fn hold_session(profile: &CardProfile, sessions: &Sessions, request: LoginRequest) {
-    // The connection a replaced session held may take a moment to close.
-    let mut connected = PcscCard::connect_exclusive(&request.reader);
-    for _ in 0..10 {
-        if connected.is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        connected = PcscCard::connect_exclusive(&request.reader);
-    }
-    let mut card = match connected {
+    // Held until this function returns, after the card connection (declared later) is
+    // dropped: the next login at this reader starts only then.
+    let lock = sessions.lock_of(&request.reader);
+    let _turn = lock.lock();
+    let mut card = match PcscCard::connect(&request.reader) {
         Ok(card) => card,
         Err(e) => {
             let _ = request.reply.send(Err(e));
             return;
         }
     };
-    let certificate = match login_sequence(&mut card, profile, &request) {
+    let certificate = match card.in_transaction(|card| login_sequence(card, profile, &request)) {
         Ok(certificate) => certificate,
         Err(e) => {
             let _ = request.reply.send(Err(e));
@@ -356,7 +378,7 @@ fn hold_session(profile: &CardProfile, sessions: &Sessions, request: LoginReques
         }
     };
     let (held, inbox) = mpsc::channel();
-    if let Ok(mut all) = sessions.lock() {
+    if let Ok(mut all) = sessions.held.lock() {
         all.insert(request.reader.clone(), held);
     }
     if request.reply.send(Ok(())).is_err() {
@@ -365,9 +387,11 @@ fn hold_session(profile: &CardProfile, sessions: &Sessions, request: LoginReques
     for message in inbox {
         match message {
             Held::Sign(sign) => {
-                let outcome =
-                    sign_with_signature_key(&mut card, profile, &sign.message, &certificate)
-                        .map(|signature| (certificate.clone(), signature));
+                let outcome = card
+                    .in_transaction(|card| {
+                        sign_with_signature_key(card, profile, &sign.message, &certificate)
+                    })
+                    .map(|signature| (certificate.clone(), signature));
                 let failed = matches!(outcome, Err(CardError::Transport(_)));
                 let _ = sign.reply.send(outcome);
                 if failed {
@@ -377,13 +401,17 @@ fn hold_session(profile: &CardProfile, sessions: &Sessions, request: LoginReques
             Held::Certificate(reply) => {
                 let _ = reply.send(certificate.clone());
             }
+            Held::Ping => {}
             Held::End => break,
         }
     }
-    if let Ok(mut all) = sessions.lock()
+    // Forget this session if it is still the one registered (its card failed): its inbox
+    // went with the loop, so only its own sender fails to send; a newer session's gets a
+    // no-op.
+    if let Ok(mut all) = sessions.held.lock()
         && all
             .get(&request.reader)
-            .is_some_and(|s| s.send(Held::End).is_err())
+            .is_some_and(|s| s.send(Held::Ping).is_err())
     {
         all.remove(&request.reader);
     }
