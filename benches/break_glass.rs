@@ -12,6 +12,11 @@
 //! - nginx serving the same summary JSON over TLS 1.3 with client certificates
 //!   (docs/test-harness.md; `apt-get install nginx-light`), the anchor.
 //!
+//! And a third gateway on the national record's path: `dev-dmp` on loopback, each miss
+//! three SOAP round trips (test of existence, document search, retrieval), each with a
+//! VIHF the virtual card signs through the session's card connection; the card's
+//! signature alone is timed after the load.
+//!
 //! `--quick` runs 1 s per measure instead of 5.
 
 #[path = "../tests/support/mod.rs"]
@@ -125,6 +130,69 @@ where
     }
 }
 
+/// Rate limits out of the way: the load is one professional.
+const NO_LIMITS: &str = "\n[limits]\nper_professional_per_hour = 1000000\nper_desk_per_hour = 1000000\nglobal_per_minute = 1000000\n";
+
+/// The quiet log level of the measured gateways (no access log, like nginx).
+const QUIET: (&str, &str) = (
+    "SAMU_GATEWAY__LOG__LEVEL",
+    "warn,samu_gateway::service=info",
+);
+
+/// The virtual card's signature key timed alone: `n` signatures of a VIHF-sized message
+/// through pcscd, in one session (PIN verified once). Runs in a child process of this
+/// bench, which talks to the test pcscd through its environment.
+fn card_signatures(pcscd: &Pcscd, n: usize) -> Vec<Duration> {
+    let (key, value) = pcscd.env();
+    let out = Command::new(std::env::current_exe().expect("bench binary"))
+        .arg("--card-signatures")
+        .arg(n.to_string())
+        .env(key, value)
+        .output()
+        .expect("signature child");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut times: Vec<Duration> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|t| t.parse::<u64>().ok())
+        .map(Duration::from_micros)
+        .collect();
+    times.sort();
+    times
+}
+
+/// The child's side of [`card_signatures`]: prints each signature's microseconds.
+fn sign_in_child(n: usize) {
+    use samu_gateway::card::profile::{
+        CardProfile, Pin, read_certificate, read_signature_certificate, sign_with_signature_key,
+        verify_pin,
+    };
+    use samu_gateway::card::reader::PcscCard;
+    let profile = CardProfile::default();
+    let mut card = PcscCard::connect("Desk0 00 00").expect("card");
+    let times = card
+        .in_transaction(|card| {
+            read_certificate(card, &profile)?;
+            let signing = read_signature_certificate(card, &profile)?;
+            verify_pin(card, &profile, &Pin::new("1234")?)?;
+            let message = vec![b'x'; 1_200];
+            let mut times = Vec::new();
+            for _ in 0..n {
+                let started = Instant::now();
+                sign_with_signature_key(card, &profile, &message, &signing)?;
+                times.push(started.elapsed());
+            }
+            Ok(times)
+        })
+        .expect("signatures");
+    for t in times {
+        println!("{}", t.as_micros());
+    }
+}
+
 fn gateway(pcscd: &Pcscd, card: &VirtualCard, upstream: &DevUpstream, cache: bool) -> Gateway {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(dir.path());
@@ -136,7 +204,7 @@ fn gateway(pcscd: &Pcscd, card: &VirtualCard, upstream: &DevUpstream, cache: boo
         String::new()
     };
     let text = format!(
-        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n{}\n{cache_section}\n[limits]\nper_professional_per_hour = 1000000\nper_desk_per_hour = 1000000\nglobal_per_minute = 1000000\n",
+        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n{}\n{cache_section}\n{NO_LIMITS}",
         card.dir.join("card-ca.pem").display(),
         card.dir.join("card-ca.crl").display(),
         upstream.toml_section(),
@@ -144,18 +212,7 @@ fn gateway(pcscd: &Pcscd, card: &VirtualCard, upstream: &DevUpstream, cache: boo
     let config = write_config(dir.path(), &pki, "", &text);
     let (key, value) = pcscd.env();
     // No access log, like the nginx anchor (access_log off).
-    Gateway::launch(
-        dir,
-        pki,
-        config,
-        &[
-            (key, value.as_str()),
-            (
-                "SAMU_GATEWAY__LOG__LEVEL",
-                "warn,samu_gateway::service=info",
-            ),
-        ],
-    )
+    Gateway::launch(dir, pki, config, &[(key, value.as_str()), QUIET])
 }
 
 /// `POST /api/v1/break-glass` for patient 1, checking the source.
@@ -327,6 +384,12 @@ fn nginx(pki: &Pki, summary: &[u8]) -> Option<(Child, u16, tempfile::TempDir)> {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == "--card-signatures") {
+        let n = args.get(at + 1).and_then(|n| n.parse().ok()).unwrap_or(50);
+        sign_in_child(n);
+        return;
+    }
     let seconds = if std::env::args().any(|a| a == "--quick") {
         1
     } else {
@@ -344,11 +407,20 @@ fn main() {
     let upstream = DevUpstream::start(vec![patient("p1", 1, &bundle)]);
     let cached = gateway(&pcscd, &card, &upstream, true);
     let uncached = gateway(&pcscd, &card, &upstream, false);
+    let documents = tempfile::tempdir().expect("tempdir");
+    let dmp = support::dmp::DevDmp::start(
+        support::dmp::patients(),
+        documents.path(),
+        &[card.dir.join("card-ca.pem").as_path()],
+    );
+    let over_dmp = support::dmp::dmp_gateway_with(&pcscd, &card, &dmp, NO_LIMITS, &[QUIET]);
     let mut measures = Vec::new();
     let mut summary_json = Vec::new();
     runtime.block_on(async {
         let hit_token = cached.login_desk_a().await;
         let miss_token = uncached.login_desk_a().await;
+        // Last: its card session must keep the PIN it verifies.
+        let dmp_token = over_dmp.login_desk_a().await;
         // Fill the cache, and keep the released JSON for nginx to serve.
         let first = break_glass(&cached, hit_token.clone(), "upstream")();
         assert!(first.await, "first access failed");
@@ -414,6 +486,15 @@ fn main() {
                 )
                 .await,
             );
+            measures.push(
+                load(
+                    "gateway break-glass over the DMP (dev-dmp, 3 SOAP calls, card signing)",
+                    workers,
+                    duration,
+                    break_glass(&over_dmp, dmp_token.clone(), "upstream"),
+                )
+                .await,
+            );
         }
         if let Some((mut child, _, _dir)) = anchor {
             // SIGTERM to the master stops its workers too (SIGKILL would orphan them).
@@ -429,6 +510,13 @@ fn main() {
     for m in &measures {
         println!("{}", m.row());
     }
+    let signatures = card_signatures(&pcscd, 50);
+    let at = |p: f64| signatures[((signatures.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "\nthe virtual card's signature key alone (VIHF SignedInfo, through pcscd + vpcd): p50 {:.2} ms, p99 {:.2} ms; a DMP miss makes three",
+        at(0.5).as_secs_f64() * 1000.0,
+        at(0.99).as_secs_f64() * 1000.0
+    );
     for workers in [1, 32] {
         let find = |prefix: &str| {
             measures

@@ -270,6 +270,17 @@ pub(crate) fn dmp_gateway(
     card: &super::pcsc::VirtualCard,
     dmp: &DevDmp,
 ) -> super::Gateway {
+    dmp_gateway_with(pcscd, card, dmp, "", &[])
+}
+
+/// The same, `extra` appended to its configuration, `env` added to its environment.
+pub(crate) fn dmp_gateway_with(
+    pcscd: &super::pcsc::Pcscd,
+    card: &super::pcsc::VirtualCard,
+    dmp: &DevDmp,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> super::Gateway {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let extra = format!(
@@ -280,8 +291,10 @@ pub(crate) fn dmp_gateway(
         dmp.ca.display(),
         dmp.structure_cert.display(),
         dmp.structure_key.display(),
-    );
+    ) + extra;
     let config = write_config(dir.path(), &pki, "", &extra);
     let (key, value) = pcscd.env();
-    super::Gateway::launch(dir, pki, config, &[(key, value.as_str())])
+    let mut all = vec![(key, value.as_str())];
+    all.extend_from_slice(env);
+    super::Gateway::launch(dir, pki, config, &all)
 }
