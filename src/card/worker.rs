@@ -535,8 +535,12 @@ impl Monitor {
         let started = std::thread::Builder::new()
             .name("card-read".into())
             .spawn(move || {
+                // In a transaction: other gateways or tools reading the same card at the
+                // same moment must not interleave their commands with these.
                 let found = match PcscCard::connect(&reader) {
-                    Ok(mut card) => inspect(&mut card, &profile),
+                    Ok(mut card) => card
+                        .in_transaction(|card| Ok(inspect(card, &profile)))
+                        .unwrap_or_else(|e| (Err(e), None)),
                     Err(e) => (Err(e), None),
                 };
                 let _ = inspected.send((reader, generation, found));

@@ -126,3 +126,24 @@ fn probing_an_empty_or_unknown_reader_says_so() {
     assert_eq!(code, 1);
     assert!(stderr.contains("Nowhere 00 00"), "{stderr}");
 }
+
+/// Several programs reading one card at once (three gateways here, as the benches run;
+/// a gateway and `card probe` in a centre): every sequence (the reading at insertion, a
+/// login, a signature) runs in a PC/SC transaction, so none sees its commands
+/// interleaved with another's, and each gateway logs in.
+#[tokio::test(flavor = "multi_thread")]
+async fn several_programs_reading_one_card_never_interleave_their_commands() {
+    use support::dmp::{DevDmp, dmp_gateway, patients};
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &[]);
+    let documents = tempfile::tempdir().unwrap();
+    let dmp = DevDmp::start(
+        patients(),
+        documents.path(),
+        &[card.dir.join("card-ca.pem").as_path()],
+    );
+    let gateways: Vec<_> = (0..3).map(|_| dmp_gateway(&pcscd, &card, &dmp)).collect();
+    for gateway in &gateways {
+        gateway.login_desk_a().await;
+    }
+}
