@@ -61,6 +61,13 @@ impl PcscCard {
         Self::connect_with(reader, pcsc::ShareMode::Shared)
     }
 
+    /// Disconnects without resetting the card: a reading that must not undo another
+    /// program's session (dropping the connection resets the card, which ends the
+    /// PIN-verified state of every connection to it).
+    pub fn leave(self) {
+        let _ = self.card.disconnect(pcsc::Disposition::LeaveCard);
+    }
+
     /// Runs `sequence` on the card inside a PC/SC transaction: no other connection's
     /// commands interleave with it (a login, a signature), and the card is left as it is
     /// when the transaction ends.

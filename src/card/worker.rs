@@ -538,9 +538,14 @@ impl Monitor {
                 // In a transaction: other gateways or tools reading the same card at the
                 // same moment must not interleave their commands with these.
                 let found = match PcscCard::connect(&reader) {
-                    Ok(mut card) => card
-                        .in_transaction(|card| Ok(inspect(card, &profile)))
-                        .unwrap_or_else(|e| (Err(e), None)),
+                    Ok(mut card) => {
+                        let found = card
+                            .in_transaction(|card| Ok(inspect(card, &profile)))
+                            .unwrap_or_else(|e| (Err(e), None));
+                        // Reading the certificate changes nothing worth a reset.
+                        card.leave();
+                        found
+                    }
                     Err(e) => (Err(e), None),
                 };
                 let _ = inspected.send((reader, generation, found));

@@ -422,11 +422,15 @@ impl Gateway {
                 .send()
                 .await
                 .unwrap();
-            if response.status() == 201 {
-                let body: serde_json::Value = response.json().await.unwrap();
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            if status == 201 {
                 return body["token"].as_str().unwrap().to_owned();
             }
-            assert!(Instant::now() < deadline, "login never succeeded");
+            assert!(
+                Instant::now() < deadline,
+                "login never succeeded; last answer {status}: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
