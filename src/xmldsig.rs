@@ -433,17 +433,22 @@ fn only<'a, 'i>(parent: Node<'a, 'i>, name: &str) -> Result<Node<'a, 'i>, XmlDsi
     }
 }
 
-/// Base64 element content (line breaks and spaces allowed, as signers wrap it).
-fn decode(node: Node<'_, '_>) -> Result<Vec<u8>, XmlDsigError> {
+/// An element's base64 text (line breaks and spaces allowed, as signers and MTOM-less
+/// answers wrap it), or `None` when it is not base64.
+pub fn base64_text(node: Node<'_, '_>) -> Option<Vec<u8>> {
     let text: String = node
         .text()
         .unwrap_or_default()
         .chars()
         .filter(|c| !c.is_ascii_whitespace())
         .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|_| XmlDsigError::Profile(format!("ds:{} is not base64", node.tag_name().name())))
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
+fn decode(node: Node<'_, '_>) -> Result<Vec<u8>, XmlDsigError> {
+    base64_text(node).ok_or_else(|| {
+        XmlDsigError::Profile(format!("ds:{} is not base64", node.tag_name().name()))
+    })
 }
 
 /// Parses `xml` as a signed message: no DTD, bounded.

@@ -170,7 +170,7 @@ impl FhirClient {
         })?;
         let status = response.status().as_u16();
         if status != 200 {
-            let body = read_limited(response, MAX_ERROR_BODY)
+            let body = super::read_limited(response, MAX_ERROR_BODY)
                 .await
                 .unwrap_or_default();
             let e = outcome::classify(status, &body, access.mode);
@@ -202,7 +202,7 @@ impl FhirClient {
                 content_type.chars().take(60).collect::<String>()
             ))));
         }
-        read_limited(response, self.max_body)
+        super::read_limited(response, self.max_body)
             .await
             .map_err(Failure::Final)
     }
@@ -219,30 +219,6 @@ impl FhirClient {
                 .form(&form)
         }
     }
-}
-
-/// The body, at most `limit` bytes; a longer or broken body is an error.
-async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, UpstreamError> {
-    if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(UpstreamError::Malformed(format!(
-            "answer larger than {limit} bytes"
-        )));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| {
-        UpstreamError::Malformed(format!("answer truncated or broken: {}", e.without_url()))
-    })? {
-        if body.len() + chunk.len() > limit {
-            return Err(UpstreamError::Malformed(format!(
-                "answer larger than {limit} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// Exponential backoff with full jitter.

@@ -232,6 +232,30 @@ pub(crate) fn check_same_patient(
     }
 }
 
+/// The body, at most `limit` bytes; a longer or broken body is an error.
+pub(crate) async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, UpstreamError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(UpstreamError::Malformed(format!(
+            "answer larger than {limit} bytes"
+        )));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        UpstreamError::Malformed(format!("answer truncated or broken: {}", e.without_url()))
+    })? {
+        if body.len() + chunk.len() > limit {
+            return Err(UpstreamError::Malformed(format!(
+                "answer larger than {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// The one patient carrying `ins`: never a pick among several.
 pub async fn resolve(
     service: &dyn RecordService,

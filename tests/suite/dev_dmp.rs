@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use samu_gateway::card::trust::Professional;
 use samu_gateway::patient::{Ins, InsPolicy};
 use samu_gateway::upstream::AccessMode;
 use samu_gateway::upstream::dmp::soap::{self, Addressing};
@@ -36,14 +35,7 @@ impl Signer {
         authentication: AuthenticationMode,
         ins: Option<&str>,
     ) -> String {
-        let professional = Professional {
-            id_nat: "810002813839".into(),
-            id_nat_key_ok: true,
-            given_name: Some("Jeanne".into()),
-            surname: Some("URGENTISTE".into()),
-            title: Some("10".into()),
-            certificate_sha256: String::new(),
-        };
+        let professional = crate::support::physician();
         let ins = ins.map(|i| {
             Ins::parse(
                 i,

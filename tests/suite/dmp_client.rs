@@ -11,7 +11,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use samu_gateway::card::trust::Professional;
 use samu_gateway::patient::{Ins, InsPolicy, Sex, Traits};
 use samu_gateway::summary::SectionStatus;
 use samu_gateway::upstream::dmp::client::DmpClient;
@@ -20,17 +19,6 @@ use samu_gateway::upstream::{Access, AccessMode, RecordService, UpstreamError};
 use serde_json::json;
 
 use crate::support::dmp::{DevDmp, INS, OTHER_INS, TEST_OID, patients, rsa_key_and_cert};
-
-fn professional() -> Professional {
-    Professional {
-        id_nat: "810002813839".into(),
-        id_nat_key_ok: true,
-        given_name: Some("Jeanne".into()),
-        surname: Some("URGENTISTE".into()),
-        title: Some("10".into()),
-        certificate_sha256: String::new(),
-    }
-}
 
 fn ins(value: &str) -> Ins {
     Ins::parse(
@@ -68,7 +56,7 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
         &[cert.as_path(), auth_cert.as_path()],
     );
     let gateway = client(&dmp, &key, &cert, 4_000);
-    let professional = professional();
+    let professional = crate::support::physician();
     let patient = ins(INS);
     let access = |mode, patient| Access {
         mode,

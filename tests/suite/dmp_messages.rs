@@ -486,18 +486,7 @@ proptest::proptest! {
     ) {
         let all = corpus();
         let mut bytes = all[file.index(all.len())].clone();
-        for (at, byte, kind) in edits {
-            if bytes.is_empty() {
-                bytes.push(byte);
-                continue;
-            }
-            let i = at.index(bytes.len());
-            match kind {
-                0 => bytes[i] = byte,
-                1 => bytes.truncate(i),
-                _ => bytes.insert(i, byte),
-            }
-        }
+        crate::support::mutate(&mut bytes, edits);
         inspect_in_process(bytes);
     }
 

@@ -759,18 +759,7 @@ proptest::proptest! {
     ) {
         let corpus = fixtures();
         let mut bytes = corpus[file.index(corpus.len())].clone();
-        for (at, byte, kind) in edits {
-            if bytes.is_empty() {
-                bytes.push(byte);
-                continue;
-            }
-            let i = at.index(bytes.len());
-            match kind {
-                0 => bytes[i] = byte,
-                1 => bytes.truncate(i),
-                _ => bytes.insert(i, byte),
-            }
-        }
+        crate::support::mutate(&mut bytes, edits);
         let _ = summary::extract(&bytes);
     }
 

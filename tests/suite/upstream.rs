@@ -8,7 +8,6 @@ use crate::support;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use samu_gateway::card::trust::Professional;
 use samu_gateway::patient::{Ins, InsPolicy, Sex, Traits};
 use samu_gateway::upstream::client::FhirClient;
 use samu_gateway::upstream::{Access, AccessMode, RecordService, UpstreamError, resolve};
@@ -20,17 +19,6 @@ fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/ips")
         .join(name)
-}
-
-fn physician() -> Professional {
-    Professional {
-        id_nat: "810002813839".into(),
-        id_nat_key_ok: true,
-        given_name: Some("Jeanne".into()),
-        surname: Some("URGENTISTE".into()),
-        title: Some("10".into()),
-        certificate_sha256: String::new(),
-    }
 }
 
 fn ins(serial: u32) -> Ins {
@@ -55,7 +43,7 @@ async fn fetch(
     serial: u32,
     mode: AccessMode,
 ) -> Result<samu_gateway::summary::CriticalSummary, UpstreamError> {
-    let professional = physician();
+    let professional = crate::support::physician();
     let ins = ins(serial);
     let access = Access {
         mode,
@@ -133,7 +121,7 @@ fn one_patient(flags: Value) -> DevUpstream {
 async fn patients_are_found_by_ins_and_by_traits_and_never_picked_among_several() {
     let upstream = one_patient(json!({}));
     let client = client(&upstream);
-    let professional = physician();
+    let professional = crate::support::physician();
     let known = ins(1);
     let access = Access {
         mode: AccessMode::Centre15,
@@ -198,7 +186,7 @@ async fn a_duplicated_ins_upstream_is_ambiguous_not_a_pick() {
     let second = patient("p2", 1, &fixture("one-entry-per-section.json"));
     let upstream = DevUpstream::start(vec![first, second]);
     let client = client(&upstream);
-    let professional = physician();
+    let professional = crate::support::physician();
     let known = ins(1);
     let access = Access {
         mode: AccessMode::BrisDeGlace,
@@ -288,7 +276,7 @@ async fn missing_forged_incomplete_or_misdirected_assertions_are_refused() {
     ));
     // Incomplete: no profession on the card → no role attribute.
     let client = client(&upstream);
-    let mut anonymous = physician();
+    let mut anonymous = crate::support::physician();
     anonymous.title = None;
     let known = ins(1);
     let access = Access {

@@ -566,3 +566,32 @@ pub(crate) fn write_trail(dir: &Path, key: &Path, events: Vec<samu_gateway::audi
     .join()
     .unwrap();
 }
+
+/// The test physician, as a card certificate names her.
+pub(crate) fn physician() -> samu_gateway::card::trust::Professional {
+    samu_gateway::card::trust::Professional {
+        id_nat: "810002813839".into(),
+        id_nat_key_ok: true,
+        given_name: Some("Jeanne".into()),
+        surname: Some("URGENTISTE".into()),
+        title: Some("10".into()),
+        certificate_sha256: String::new(),
+    }
+}
+
+/// The fuzz targets' mutation: each edit at an index of `bytes` replaces the byte there
+/// (kind 0), cuts the rest (1) or inserts one (2); an empty input gets the byte.
+pub(crate) fn mutate(bytes: &mut Vec<u8>, edits: Vec<(proptest::sample::Index, u8, u8)>) {
+    for (at, byte, kind) in edits {
+        if bytes.is_empty() {
+            bytes.push(byte);
+            continue;
+        }
+        let i = at.index(bytes.len());
+        match kind {
+            0 => bytes[i] = byte,
+            1 => bytes.truncate(i),
+            _ => bytes.insert(i, byte),
+        }
+    }
+}

@@ -258,7 +258,7 @@ impl DmpClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let body = read_limited(response, self.max_body).await?;
+        let body = crate::upstream::read_limited(response, self.max_body).await?;
         let is_xml = content_type.starts_with("application/soap+xml")
             || content_type.starts_with("text/xml")
             || content_type.starts_with("application/xml");
@@ -654,30 +654,6 @@ fn uuid_v4() -> Result<String, DmpError> {
         &h[16..20],
         &h[20..]
     ))
-}
-
-/// The body, at most `limit` bytes.
-async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, UpstreamError> {
-    if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(UpstreamError::Malformed(format!(
-            "answer larger than {limit} bytes"
-        )));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| {
-        UpstreamError::Malformed(format!("answer truncated or broken: {}", e.without_url()))
-    })? {
-        if body.len() + chunk.len() > limit {
-            return Err(UpstreamError::Malformed(format!(
-                "answer larger than {limit} bytes"
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 impl RecordService for DmpClient {

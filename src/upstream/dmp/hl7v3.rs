@@ -41,6 +41,35 @@ pub struct Transmission<'a> {
     pub structure_id: &'a str,
 }
 
+/// A [`Transmission`] the body writer owns (it runs after the caller's borrows end).
+#[derive(Clone)]
+struct Owned {
+    message_id: String,
+    query_id: String,
+    created: String,
+    structure_id: String,
+}
+
+impl Owned {
+    fn of(t: Transmission<'_>) -> Self {
+        Self {
+            message_id: t.message_id.to_owned(),
+            query_id: t.query_id.to_owned(),
+            created: t.created.to_owned(),
+            structure_id: t.structure_id.to_owned(),
+        }
+    }
+
+    fn borrowed(&self) -> Transmission<'_> {
+        Transmission {
+            message_id: &self.message_id,
+            query_id: &self.query_id,
+            created: &self.created,
+            structure_id: &self.structure_id,
+        }
+    }
+}
+
 fn wrapper(
     w: &mut Writer<Vec<u8>>,
     root: &str,
@@ -144,20 +173,10 @@ pub fn existence_body(
     root: &str,
     ins: &str,
 ) -> impl FnOnce(&mut Writer<Vec<u8>>) -> std::io::Result<()> + use<> {
-    let (message_id, query_id, created, structure_id) = (
-        t.message_id.to_owned(),
-        t.query_id.to_owned(),
-        t.created.to_owned(),
-        t.structure_id.to_owned(),
-    );
+    let t = Owned::of(t);
     let (root, ins) = (root.to_owned(), ins.to_owned());
     move |w| {
-        let t = Transmission {
-            message_id: &message_id,
-            query_id: &query_id,
-            created: &created,
-            structure_id: &structure_id,
-        };
+        let t = t.borrowed();
         wrapper(w, "PRPA_IN201307UV02", t, |w| {
             w.create_element("reasonCode")
                 .with_attribute(("code", "TEST_EXST"))
@@ -185,12 +204,7 @@ pub fn search_body(
     t: Transmission<'_>,
     traits: &Traits,
 ) -> impl FnOnce(&mut Writer<Vec<u8>>) -> std::io::Result<()> + use<> {
-    let (message_id, query_id, created, structure_id) = (
-        t.message_id.to_owned(),
-        t.query_id.to_owned(),
-        t.created.to_owned(),
-        t.structure_id.to_owned(),
-    );
+    let t = Owned::of(t);
     let family = traits.birth_name.trim().to_owned();
     let given = traits.first_names.trim().to_owned();
     let birth = traits.birth_date.replace('-', "");
@@ -200,12 +214,7 @@ pub fn search_body(
         Sex::I => None,
     };
     move |w| {
-        let t = Transmission {
-            message_id: &message_id,
-            query_id: &query_id,
-            created: &created,
-            structure_id: &structure_id,
-        };
+        let t = t.borrowed();
         wrapper(w, "PRPA_IN201305UV02", t, |w| {
             w.create_element("code")
                 .with_attribute(("code", "PRPA_TE201305UV02"))

@@ -3,7 +3,6 @@
 //! (ITI-43), whose answer comes as MTOM/XOP (the documents in MIME parts the XML
 //! points to) or with the documents inline in base64.
 
-use base64::Engine as _;
 use quick_xml::Writer;
 use quick_xml::events::BytesText;
 use roxmltree::Node;
@@ -442,17 +441,8 @@ pub fn read_retrieved(
                     ))
                 })?
             }
-            None => {
-                let text: String = document
-                    .text()
-                    .unwrap_or_default()
-                    .chars()
-                    .filter(|c| !c.is_ascii_whitespace())
-                    .collect();
-                base64::engine::general_purpose::STANDARD
-                    .decode(text)
-                    .map_err(|_| DmpError::Answer(format!("document {i}: not base64")))?
-            }
+            None => crate::xmldsig::base64_text(document)
+                .ok_or_else(|| DmpError::Answer(format!("document {i}: not base64")))?,
         };
         documents.push(RetrievedDocument {
             unique_id: field("DocumentUniqueId")?,
