@@ -58,22 +58,7 @@ impl FhirClient {
         let (Some(tls), Some(signer), true) = (tls, signer, problems.is_empty()) else {
             return Err(problems);
         };
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .https_only(true)
-            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(16)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .user_agent(concat!("samu-gateway/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                vec![ConfigProblem::new(
-                    "upstream",
-                    format!("cannot build the client: {e}"),
-                )]
-            })?;
+        let http = crate::upstream::http_client(tls, cfg.connect_timeout_ms, "upstream")?;
         Ok(Self {
             http,
             base: cfg.base_url.trim_end_matches('/').to_owned(),

@@ -256,6 +256,31 @@ pub(crate) async fn read_limited(
     Ok(body)
 }
 
+/// The HTTPS client both record-service clients use: `tls` (mutual), HTTPS only, no
+/// redirect, no proxy, pooled; a problem is reported under `section`.
+pub(crate) fn http_client(
+    tls: rustls::ClientConfig,
+    connect_timeout_ms: u64,
+    section: &str,
+) -> Result<reqwest::Client, Vec<crate::problem::ConfigProblem>> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .https_only(true)
+        .connect_timeout(std::time::Duration::from_millis(connect_timeout_ms))
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .pool_max_idle_per_host(16)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("samu-gateway/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| {
+            vec![crate::problem::ConfigProblem::new(
+                section,
+                format!("cannot build the client: {e}"),
+            )]
+        })
+}
+
 /// The one patient carrying `ins`: never a pick among several.
 pub async fn resolve(
     service: &dyn RecordService,

@@ -113,24 +113,21 @@ impl DevDmp {
     /// the VIHF signers `signers` (PEM files), recording requests.
     pub(crate) fn start(patients: serde_json::Value, documents: &Path, signers: &[&Path]) -> Self {
         use rustls::pki_types::pem::PemObject as _;
-        use samu_gateway::dev_pki::{Authority, write_file, write_pair};
         use std::io::{BufRead as _, BufReader};
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().to_path_buf();
-        let record_ca = Authority::new("test DMP CA").unwrap();
-        let record_ca_path = dir.join("dmp-ca.pem");
-        write_file(&record_ca_path, record_ca.cert_pem(), 0o644).unwrap();
-        let (cert, key) = write_pair(
-            &dir,
-            "dmp",
-            &record_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap(),
-        )
-        .unwrap();
-        let structures = Authority::new("test structure CA").unwrap();
-        let structure_ca = dir.join("structure-ca.pem");
-        write_file(&structure_ca, structures.cert_pem(), 0o644).unwrap();
-        let issued = structures.issue_client("SAMU 75 structure").unwrap();
-        let (structure_cert, structure_key) = write_pair(&dir, "structure", &issued).unwrap();
+        let pki = super::stand_in_pki(&dir, "dmp");
+        let (record_ca_path, cert, key, structure_ca) = (
+            pki.ca.clone(),
+            pki.cert.clone(),
+            pki.key.clone(),
+            pki.structure_ca.clone(),
+        );
+        let (structure_cert, structure_key, issued) = (
+            pki.structure_cert.clone(),
+            pki.structure_key.clone(),
+            pki.structure,
+        );
         let data = documents.join("dmp-patients.json");
         std::fs::write(
             &data,

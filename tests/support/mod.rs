@@ -595,3 +595,43 @@ pub(crate) fn mutate(bytes: &mut Vec<u8>, edits: Vec<(proptest::sample::Index, u
         }
     }
 }
+
+/// A stand-in record service's PKI in `dir`: its CA (`{name}-ca.pem`), its server pair
+/// (`{name}.pem`/`.key`), the structure CA (`structure-ca.pem`) and the gateway's
+/// structure certificate (`structure.pem`/`.key`).
+pub(crate) struct StandInPki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub structure_ca: PathBuf,
+    pub structure_cert: PathBuf,
+    pub structure_key: PathBuf,
+    pub structure: samu_gateway::dev_pki::Issued,
+}
+
+pub(crate) fn stand_in_pki(dir: &Path, name: &str) -> StandInPki {
+    use samu_gateway::dev_pki::{Authority, write_file, write_pair};
+    let record_ca = Authority::new(&format!("test {name} CA")).unwrap();
+    let ca = dir.join(format!("{name}-ca.pem"));
+    write_file(&ca, record_ca.cert_pem(), 0o644).unwrap();
+    let (cert, key) = write_pair(
+        dir,
+        name,
+        &record_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap(),
+    )
+    .unwrap();
+    let structures = Authority::new("test structure CA").unwrap();
+    let structure_ca = dir.join("structure-ca.pem");
+    write_file(&structure_ca, structures.cert_pem(), 0o644).unwrap();
+    let structure = structures.issue_client("SAMU 75 structure").unwrap();
+    let (structure_cert, structure_key) = write_pair(dir, "structure", &structure).unwrap();
+    StandInPki {
+        ca,
+        cert,
+        key,
+        structure_ca,
+        structure_cert,
+        structure_key,
+        structure,
+    }
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use samu_gateway::dev_pki::{Authority, write_file, write_pair};
+use samu_gateway::dev_pki::Authority;
 use samu_gateway::upstream::UpstreamConfig;
 use serde_json::{Value, json};
 
@@ -102,20 +102,18 @@ impl DevUpstream {
     pub(crate) fn start(patients: Vec<Value>) -> Self {
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().to_path_buf();
-        let record_ca = Authority::new("test record service CA").unwrap();
-        let record_ca_path = dir.join("record-ca.pem");
-        write_file(&record_ca_path, record_ca.cert_pem(), 0o644).unwrap();
-        let (cert, key) = write_pair(
-            &dir,
-            "record",
-            &record_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap(),
-        )
-        .unwrap();
-        let structures = Authority::new("test structure CA").unwrap();
-        let structure_ca = dir.join("structure-ca.pem");
-        write_file(&structure_ca, structures.cert_pem(), 0o644).unwrap();
-        let issued = structures.issue_client("SAMU 75 structure").unwrap();
-        let (client_cert, client_key) = write_pair(&dir, "structure", &issued).unwrap();
+        let pki = super::stand_in_pki(&dir, "record");
+        let (record_ca_path, cert, key, structure_ca) = (
+            pki.ca.clone(),
+            pki.cert.clone(),
+            pki.key.clone(),
+            pki.structure_ca.clone(),
+        );
+        let (client_cert, client_key, issued) = (
+            pki.structure_cert.clone(),
+            pki.structure_key.clone(),
+            pki.structure,
+        );
         let assertion_key = dir.join("assertion.key");
         let signer = samu_gateway::audit::Signer::generate(&assertion_key).unwrap();
         let public = dir.join("assertion.key.pub");
