@@ -145,6 +145,54 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
         "{detail}"
     );
 
+    // Break-glass: the document the patient masked from professionals (a VSM she lets be
+    // read in break-glass only) is listed too.
+    let answer = desk
+        .post(gateway.url("/api/v1/break-glass"))
+        .bearer_auth(&token)
+        .json(&request(INS, "bris_de_glace"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(
+        body["summary"]["documents"].as_array().unwrap().len(),
+        3,
+        "{body}"
+    );
+
+    // The DMP refusing the gateway (a fault about the assertion) and the DMP down: each
+    // a French message, nothing shown.
+    for (fault, status, code) in [
+        (
+            json!({"kind": "soap_fault", "code": "DMPInvalidCertificate"}),
+            StatusCode::BAD_GATEWAY,
+            "upstream_refused_gateway",
+        ),
+        (
+            json!({"kind": "status", "status": 503}),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_unavailable",
+        ),
+    ] {
+        dmp.fault(fault).await;
+        let answer = desk
+            .post(gateway.url("/api/v1/break-glass"))
+            .bearer_auth(&token)
+            .json(&request(INS, "centre_15"))
+            .send()
+            .await
+            .unwrap();
+        // A copy of the earlier answer is not served: there is no cache on this gateway.
+        assert_eq!(answer.status(), status);
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"], code, "{body}");
+        assert!(body["message_fr"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(body.get("summary").is_none());
+    }
+    dmp.fault(json!({"kind": "none"})).await;
+
     // The other patient opposed regulation access: refused in French, nothing shown.
     let answer = desk
         .post(gateway.url("/api/v1/break-glass"))
