@@ -272,7 +272,7 @@ impl DmpClient {
         {
             let doc = soap::parse(&xml).map_err(malformed)?;
             if let Err(e) = soap::body(&doc) {
-                return Err(outcome(e, access.mode));
+                return Err(outcome(e));
             }
         }
         if status != 200 {
@@ -333,7 +333,7 @@ impl DmpClient {
         let doc = soap::parse(&xml).map_err(malformed)?;
         let existence = soap::body(&doc)
             .and_then(hl7v3::read_existence)
-            .map_err(|e| outcome(e, access.mode))?;
+            .map_err(outcome)?;
         if !existence.found {
             return Ok(Vec::new());
         }
@@ -389,7 +389,7 @@ impl DmpClient {
         let doc = soap::parse(&xml).map_err(malformed)?;
         let found = soap::body(&doc)
             .and_then(|b| hl7v3::read_search(b, &INS_OIDS))
-            .map_err(|e| outcome(e, access.mode))?;
+            .map_err(outcome)?;
         Ok(found
             .into_iter()
             .filter_map(|c| {
@@ -421,8 +421,8 @@ impl DmpClient {
         let doc = soap::parse(&xml).map_err(malformed)?;
         let found = soap::body(&doc)
             .and_then(xds::read_found)
-            .map_err(|e| outcome(e, access.mode))?;
-        registry_outcome(&found.errors, found.documents.is_empty(), access.mode)?;
+            .map_err(outcome)?;
+        registry_outcome(&found.errors, found.documents.is_empty())?;
         let synthesis = choose_synthesis(&found.documents);
         let history = newest(
             found
@@ -450,12 +450,8 @@ impl DmpClient {
         let doc = soap::parse(&xml).map_err(malformed)?;
         let retrieved = soap::body(&doc)
             .and_then(|b| xds::read_retrieved(b, &|id| attachments.get(id).cloned()))
-            .map_err(|e| outcome(e, access.mode))?;
-        registry_outcome(
-            &retrieved.errors,
-            retrieved.documents.is_empty(),
-            access.mode,
-        )?;
+            .map_err(outcome)?;
+        registry_outcome(&retrieved.errors, retrieved.documents.is_empty())?;
         let bytes_of = |entry: Option<&DocumentEntry>| {
             entry.and_then(|e| {
                 retrieved
@@ -564,11 +560,7 @@ fn opposition_code(mode: AccessMode) -> &'static str {
 
 /// The outcome a registry's errors say, when they say one the gateway knows; other
 /// errors only matter when nothing came back.
-fn registry_outcome(
-    errors: &[RegistryError],
-    nothing: bool,
-    mode: AccessMode,
-) -> Result<(), UpstreamError> {
+fn registry_outcome(errors: &[RegistryError], nothing: bool) -> Result<(), UpstreamError> {
     for e in errors {
         match e.code.as_str() {
             "OPPOSITION_ACCES_URGENCE" => {
@@ -582,7 +574,6 @@ fn registry_outcome(
             _ => {}
         }
     }
-    let _ = mode;
     match errors.first() {
         Some(e) if nothing && e.severity != "Warning" => Err(UpstreamError::Unavailable(format!(
             "the DMP registry answered {}",
@@ -593,7 +584,7 @@ fn registry_outcome(
 }
 
 /// The gateway's outcome for a DMP error.
-fn outcome(e: DmpError, mode: AccessMode) -> UpstreamError {
+fn outcome(e: DmpError) -> UpstreamError {
     match e {
         DmpError::Fault(fault) => match fault.most_specific() {
             "OPPOSITION_ACCES_URGENCE" => UpstreamError::PatientOpposed(AccessMode::Centre15),
@@ -606,10 +597,7 @@ fn outcome(e: DmpError, mode: AccessMode) -> UpstreamError {
             {
                 UpstreamError::AssertionRefused(code.to_owned())
             }
-            code => {
-                let _ = mode;
-                UpstreamError::Unavailable(format!("DMP fault {code}"))
-            }
+            code => UpstreamError::Unavailable(format!("DMP fault {code}")),
         },
         DmpError::Refused { code } => UpstreamError::AssertionRefused(code),
         DmpError::Answer(why) => UpstreamError::Malformed(why),
