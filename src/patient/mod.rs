@@ -259,6 +259,11 @@ pub struct Candidate {
     /// service says (the DMP does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_percent: Option<u8>,
+    /// How the record service answered (its transaction and assertion id), for the
+    /// access's audit record; never sent.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub provenance: Vec<String>,
 }
 
 /// A candidate's INS as the record service holds it.

@@ -255,6 +255,7 @@ fn candidates(body: &[u8]) -> Result<Vec<Candidate>, UpstreamError> {
                 birthplace: None,
                 has_ins: ins.is_some(),
                 match_percent: None,
+                provenance: Vec::new(),
                 ins,
             })
         })

@@ -127,7 +127,7 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
     );
     let read: Value = serde_json::from_str(trail.lines().last().unwrap()).unwrap();
     let detail = read["detail"].as_str().unwrap();
-    for (request, service) in recorded.iter().zip(&services).skip(1) {
+    for (request, service) in recorded.iter().zip(&services) {
         let text = std::fs::read_to_string(request).unwrap();
         let id_at = text.find("<Assertion").unwrap();
         let id = text[id_at..]

@@ -321,13 +321,14 @@ impl DmpClient {
             ins.oid(),
             ins.as_str(),
         );
+        let mut trail = Vec::new();
         let (xml, _) = self
             .exchange(
                 access,
                 "patients",
                 hl7v3::EXISTENCE_ACTION,
                 body,
-                &mut Vec::new(),
+                &mut trail,
             )
             .await?;
         let doc = soap::parse(&xml).map_err(malformed)?;
@@ -359,6 +360,7 @@ impl DmpClient {
                 oid: ins.oid().to_owned(),
             }),
             match_percent: None,
+            provenance: trail.into_iter().map(|t| format!("dmp={t}")).collect(),
         }])
     }
 
@@ -403,6 +405,7 @@ impl DmpClient {
                     has_ins: true,
                     ins: Some(CandidateIns { value, oid }),
                     match_percent: c.match_percent,
+                    provenance: Vec::new(),
                 })
             })
             .collect())
