@@ -11,7 +11,8 @@
 //! - AuditSourceIdentification: the gateway's node id.
 //! - ParticipantObjectIdentification: the patient (`INS^^^&OID&ISO`, with the call id,
 //!   reason and data source as details), and the record itself (node, sequence number,
-//!   previous and own hash) so a receiver can deduplicate and check the chain.
+//!   previous and own hash) so a receiver can deduplicate and check the chain; and each
+//!   document the national record returned for a read (a report, by its unique id).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -42,6 +43,7 @@ pub fn audit_message(record: &Record, hash: &str) -> String {
     ));
     patient(&mut xml, record);
     candidates(&mut xml, &record.event);
+    documents(&mut xml, &record.event);
     record_object(&mut xml, record, hash);
     xml.push_str("</AuditMessage>");
     xml
@@ -141,6 +143,28 @@ fn patient(xml: &mut String, record: &Record) {
         xml.push_str(&detail("source", source));
     }
     xml.push_str("</ParticipantObjectIdentification>");
+}
+
+/// The documents the record service returned for a read (`retrieved=` in the detail),
+/// one participant object each: a report, by its unique id.
+fn documents(xml: &mut String, event: &super::Event) {
+    for unique_id in super::event::retrieved_documents(event.detail.as_deref()) {
+        xml.push_str(&format!(
+            "<ParticipantObjectIdentification ParticipantObjectID=\"{}\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\">",
+            attr(unique_id)
+        ));
+        xml.push_str(&code(
+            "ParticipantObjectIDTypeCode",
+            "9",
+            "RFC-3881",
+            "Report Number",
+        ));
+        xml.push_str(&format!(
+            "<ParticipantObjectName>document {}</ParticipantObjectName>",
+            text(unique_id)
+        ));
+        xml.push_str("</ParticipantObjectIdentification>");
+    }
 }
 
 /// The patients a search returned, one participant object each.

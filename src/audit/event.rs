@@ -511,6 +511,17 @@ impl std::fmt::Debug for Review {
     }
 }
 
+/// The unique ids of the documents a read's detail says the record service returned
+/// (`retrieved=<id>` tokens, as the DMP client writes them), for the audit messages'
+/// participant objects.
+pub(crate) fn retrieved_documents(detail: Option<&str>) -> impl Iterator<Item = &str> {
+    detail
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|token| token.strip_prefix("retrieved="))
+        .filter(|id| !id.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -291,11 +291,22 @@ fn entities(record: &Record, rest: Option<Rest>, patients: &[&PatientRef]) -> Ve
     let event = &record.event;
     let mut entities = Vec::new();
     match rest {
-        Some(Rest::Read) => entities.push(json!({
-            "what": {"display": "critical summary (patient summary from the shared record)"},
-            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-            "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
-        })),
+        Some(Rest::Read) => {
+            let mut data = json!({
+                "what": {"display": "critical summary (patient summary from the shared record)"},
+                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+                "role": {"system": OBJECT_ROLE, "code": "4", "display": "Domain Resource"},
+            });
+            // The documents it was composed from (the national record's), on the one data
+            // entity BALP's PatientRead allows.
+            let documents: Vec<Value> = super::event::retrieved_documents(event.detail.as_deref())
+                .map(|id| json!({"type": "retrieved_document", "valueString": id}))
+                .collect();
+            if !documents.is_empty() {
+                data["detail"] = Value::Array(documents);
+            }
+            entities.push(data);
+        }
         Some(Rest::Query) => {
             // What was asked, as the trail recorded it (names of filters, identity traits
             // searched); never the HTTP request, which the trail does not keep.

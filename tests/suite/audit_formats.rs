@@ -36,7 +36,13 @@ fn event(kind: EventKind, outcome: Outcome) -> Event {
         }),
         access_mode: Some(AccessMode::BrisDeGlace),
         source: Some(DataSource::StaleCache),
-        detail: Some("age_seconds=42".into()),
+        // A read from the national record names its exchanges and the documents it
+        // retrieved, which the messages carry as participant objects.
+        detail: Some(if kind == EventKind::PatientRecordRead {
+            "dmp=patients:_a1 dmp=registry:_a2 dmp=repository:_a3 retrieved=1.2.250.1.999.1.1 retrieved=1.2.250.1.999.1.3".into()
+        } else {
+            "age_seconds=42".into()
+        }),
         review: (kind == EventKind::AccessReviewed).then(|| Review {
             of: 3,
             decision: Decision::ToInvestigate,
@@ -153,6 +159,17 @@ fn every_event_kind_validates_against_the_dicom_schema() {
         "{first}"
     );
     assert!(first.contains("csd-code=\"bris_de_glace\""), "{first}");
+    // A read from the national record carries each retrieved document as a report.
+    let documents = messages
+        .iter()
+        .filter(|m| {
+            m.contains("ParticipantObjectID=\"1.2.250.1.999.1.3\" ParticipantObjectTypeCode=\"2\" ParticipantObjectTypeCodeRole=\"3\"")
+        })
+        .count();
+    assert_eq!(
+        documents, 3,
+        "the read's three outcomes each name the documents"
+    );
     assert!(
         first.contains("Jeanne O&apos;Brien &amp; &lt;Fils&gt;"),
         "{first}"
@@ -207,6 +224,20 @@ fn every_event_kind_is_an_r4_audit_event_meeting_the_balp_profile_it_claims() {
     // released two identities (a query, one patient per PatientQuery event in BALP), the
     // officer's read of one patient's trail. Bare events have no workstation.
     assert_eq!(claimed("IHE.BasicAudit.PatientRead"), 1);
+    // The read's data entity names the documents it was composed from.
+    let read = resources
+        .iter()
+        .find(|r| {
+            r["meta"]["profile"][0]
+                .as_str()
+                .is_some_and(|p| p.ends_with("IHE.BasicAudit.PatientRead"))
+        })
+        .unwrap();
+    let details = read["entity"][0]["detail"].to_string();
+    assert!(
+        details.contains("1.2.250.1.999.1.1") && details.contains("1.2.250.1.999.1.3"),
+        "{read}"
+    );
     assert_eq!(claimed("IHE.BasicAudit.Query"), 1);
     assert_eq!(claimed("IHE.BasicAudit.PatientQuery"), 1);
     let ids: std::collections::HashSet<&str> = resources

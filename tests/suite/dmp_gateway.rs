@@ -140,8 +140,8 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
         assert!(detail.contains(&format!("dmp={service}:{id}")), "{detail}");
     }
     assert!(
-        detail.contains("document=1.2.250.1.999.1.1")
-            && detail.contains("document=1.2.250.1.999.1.3"),
+        detail.contains("retrieved=1.2.250.1.999.1.1")
+            && detail.contains("retrieved=1.2.250.1.999.1.3"),
         "{detail}"
     );
 

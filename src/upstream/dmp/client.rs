@@ -521,7 +521,7 @@ impl DmpClient {
                 retrieved
                     .documents
                     .iter()
-                    .map(|d| format!("document={}", d.unique_id)),
+                    .map(|d| format!("retrieved={}", d.unique_id)),
             )
             .collect();
         Ok(summary)
