@@ -25,6 +25,22 @@ fn request(ins: &str, mode: &str) -> Value {
     })
 }
 
+/// `POST /api/v1/break-glass` for `ins` in `mode`, with the session `token`.
+async fn break_glass(
+    desk: &reqwest::Client,
+    gateway: &crate::support::Gateway,
+    token: &str,
+    ins: &str,
+    mode: &str,
+) -> reqwest::Response {
+    desk.post(gateway.url("/api/v1/break-glass"))
+        .bearer_auth(token)
+        .json(&request(ins, mode))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The VIHF of a request dev-dmp recorded, verified by xmlsec1 with `certificate`.
 fn xmlsec1_verifies_recorded(request: &Path, certificate: &Path) -> bool {
     let text = std::fs::read_to_string(request).unwrap();
@@ -61,13 +77,7 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
     let desk = gateway.client(Some(crate::support::DESK_A));
 
     // Break-glass in regulation: the IPS-FR's allergy, the history's dispensations.
-    let answer = desk
-        .post(gateway.url("/api/v1/break-glass"))
-        .bearer_auth(&token)
-        .json(&request(INS, "centre_15"))
-        .send()
-        .await
-        .unwrap();
+    let answer = break_glass(&desk, &gateway, &token, INS, "centre_15").await;
     assert_eq!(answer.status(), StatusCode::CREATED);
     let body: Value = answer.json().await.unwrap();
     let summary = &body["summary"];
@@ -147,13 +157,7 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
 
     // Break-glass: the document the patient masked from professionals (a VSM she lets be
     // read in break-glass only) is listed too.
-    let answer = desk
-        .post(gateway.url("/api/v1/break-glass"))
-        .bearer_auth(&token)
-        .json(&request(INS, "bris_de_glace"))
-        .send()
-        .await
-        .unwrap();
+    let answer = break_glass(&desk, &gateway, &token, INS, "bris_de_glace").await;
     assert_eq!(answer.status(), StatusCode::CREATED);
     let body: Value = answer.json().await.unwrap();
     assert_eq!(
@@ -177,13 +181,7 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
         ),
     ] {
         dmp.fault(fault).await;
-        let answer = desk
-            .post(gateway.url("/api/v1/break-glass"))
-            .bearer_auth(&token)
-            .json(&request(INS, "centre_15"))
-            .send()
-            .await
-            .unwrap();
+        let answer = break_glass(&desk, &gateway, &token, INS, "centre_15").await;
         // A copy of the earlier answer is not served: there is no cache on this gateway.
         assert_eq!(answer.status(), status);
         let body: Value = answer.json().await.unwrap();
@@ -194,13 +192,7 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
     dmp.fault(json!({"kind": "none"})).await;
 
     // The other patient opposed regulation access: refused in French, nothing shown.
-    let answer = desk
-        .post(gateway.url("/api/v1/break-glass"))
-        .bearer_auth(&token)
-        .json(&request(OTHER_INS, "centre_15"))
-        .send()
-        .await
-        .unwrap();
+    let answer = break_glass(&desk, &gateway, &token, OTHER_INS, "centre_15").await;
     assert_eq!(answer.status(), StatusCode::FORBIDDEN);
     let body: Value = answer.json().await.unwrap();
     assert_eq!(body["error"], "patient_opposed_centre_15", "{body}");
@@ -209,13 +201,7 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
     card.remove();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let answer = desk
-            .post(gateway.url("/api/v1/break-glass"))
-            .bearer_auth(&token)
-            .json(&request(INS, "bris_de_glace"))
-            .send()
-            .await
-            .unwrap();
+        let answer = break_glass(&desk, &gateway, &token, INS, "bris_de_glace").await;
         if answer.status() == StatusCode::UNAUTHORIZED {
             break;
         }
