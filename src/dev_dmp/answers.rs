@@ -66,7 +66,10 @@ pub(super) fn fault(code: &str, reason: &str) -> String {
     })
 }
 
-fn hl7_answer(root: &str, ack_as_element: bool, control: impl FnOnce(&mut W) -> Io) -> String {
+/// An HL7 v3 answer. TD0.2's form (`existence`) carries the professional's authorisation
+/// (always `VALIDE` here: the gateway does not need it in regulation) and writes the
+/// acknowledgement type as an attribute; TD0.5's writes it as an element, as the DMP does.
+fn hl7_answer(root: &str, existence: bool, control: impl FnOnce(&mut W) -> Io) -> String {
     envelope(&format!("urn:hl7-org:v3:{root}"), |w| {
         w.create_element(root)
             .with_attribute(("xmlns", HL7))
@@ -77,7 +80,24 @@ fn hl7_answer(root: &str, ack_as_element: bool, control: impl FnOnce(&mut W) -> 
                     .with_attribute(("root", "2.16.840.1.113883.1.6"))
                     .with_attribute(("extension", root))
                     .write_empty()?;
-                if ack_as_element {
+                if existence {
+                    // The schema puts the attention lines before the acknowledgement.
+                    w.create_element("attentionLine").write_inner_content(|w| {
+                        w.create_element("keyWordText")
+                            .with_attribute(("code", "AUTORISATION"))
+                            .with_attribute(("codeSystem", "1.2.250.1.213.4.1.2.6.1"))
+                            .write_empty()?;
+                        w.create_element("value")
+                            .with_attribute(("xsi:type", "CV"))
+                            .with_attribute(("code", "VALIDE"))
+                            .with_attribute(("codeSystem", "1.2.250.1.213.4.1.2.6.2"))
+                            .write_empty()?;
+                        Ok(())
+                    })?;
+                    w.create_element("acknowledgement")
+                        .with_attribute(("typeCode", "AA"))
+                        .write_empty()?;
+                } else {
                     w.create_element("acknowledgement")
                         .write_inner_content(|w| {
                             w.create_element("typeCode")
@@ -85,10 +105,6 @@ fn hl7_answer(root: &str, ack_as_element: bool, control: impl FnOnce(&mut W) -> 
                                 .write_empty()?;
                             Ok(())
                         })?;
-                } else {
-                    w.create_element("acknowledgement")
-                        .with_attribute(("typeCode", "AA"))
-                        .write_empty()?;
                 }
                 w.create_element("controlActProcess")
                     .with_attribute(("classCode", "CACT"))
@@ -213,24 +229,17 @@ fn query_ack(w: &mut W, found: bool) -> Io {
 
 /// TD0.2's answer: the patient's record, or none.
 pub(super) fn existence(patient: Option<&DmpPatient>) -> String {
-    hl7_answer("PRPA_IN201308UV02", false, |w| {
+    hl7_answer("PRPA_IN201308UV02", true, |w| {
         if let Some(patient) = patient {
             patient_block(w, patient, None)?;
         }
         query_ack(w, patient.is_some())
     })
-    // The authorisation lines come before the acknowledgement in the schema; the
-    // stand-in always answers VALIDE, which the gateway does not need in regulation.
-    .replacen(
-        "<acknowledgement typeCode=\"AA\"/>",
-        "<attentionLine><keyWordText code=\"AUTORISATION\" codeSystem=\"1.2.250.1.213.4.1.2.6.1\"/><value xsi:type=\"CV\" code=\"VALIDE\" codeSystem=\"1.2.250.1.213.4.1.2.6.2\"/></attentionLine><acknowledgement typeCode=\"AA\"/>",
-        1,
-    )
 }
 
 /// TD0.5's answer: the candidates with how well each matches.
 pub(super) fn candidates(found: &[(&DmpPatient, u8)]) -> String {
-    hl7_answer("PRPA_IN201306UV02", true, |w| {
+    hl7_answer("PRPA_IN201306UV02", false, |w| {
         for (patient, percent) in found {
             patient_block(w, patient, Some(*percent))?;
         }

@@ -9,10 +9,24 @@ use std::process::Command;
 
 use samu_gateway::xmldsig::{self, XmlDsigError};
 
-use crate::support::dmp::{DMP_SECTION, rsa_signer, signed_vihf};
+use crate::support::dmp::{rsa_signer, signed_vihf};
 use crate::support::{self, Pki, write_config};
 
 const ASSERTION: &str = "urn:oasis:names:tc:SAML:2.0:assertion:Assertion";
+
+/// `xmllint` checking `file` against `schema`, the fixtures' catalog resolving its imports.
+fn schema_check(schema: &Path, file: &Path) -> std::process::Output {
+    Command::new("xmllint")
+        .args(["--noout", "--nonet", "--schema"])
+        .arg(schema)
+        .arg(file)
+        .env(
+            "XML_CATALOG_FILES",
+            schema.with_file_name("ws").join("catalog.xml"),
+        )
+        .output()
+        .expect("xmllint runs (Debian package libxml2-utils)")
+}
 
 fn xmlsec1() -> Command {
     Command::new("xmlsec1")
@@ -118,16 +132,7 @@ fn the_signed_assertion_verifies_with_xmlsec1_and_not_once_altered() {
         return;
     }
     std::fs::write(&signed, &assertion).unwrap();
-    let out = Command::new("xmllint")
-        .args(["--noout", "--nonet", "--schema"])
-        .arg(&wrapper)
-        .arg(&signed)
-        .env(
-            "XML_CATALOG_FILES",
-            wrapper.with_file_name("ws").join("catalog.xml"),
-        )
-        .output()
-        .expect("xmllint runs (Debian package libxml2-utils)");
+    let out = schema_check(&wrapper, &signed);
     assert!(
         out.status.success(),
         "{}",
@@ -135,16 +140,7 @@ fn the_signed_assertion_verifies_with_xmlsec1_and_not_once_altered() {
     );
     // And the check can fail: the assertion without its required Version.
     std::fs::write(&signed, assertion.replacen(" Version=\"2.0\"", "", 1)).unwrap();
-    let out = Command::new("xmllint")
-        .args(["--noout", "--nonet", "--schema"])
-        .arg(&wrapper)
-        .arg(&signed)
-        .env(
-            "XML_CATALOG_FILES",
-            wrapper.with_file_name("ws").join("catalog.xml"),
-        )
-        .output()
-        .unwrap();
+    let out = schema_check(&wrapper, &signed);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Version"));
 }
@@ -221,30 +217,7 @@ fn the_gateway_verifies_what_xmlsec1_signed() {
 #[test]
 fn other_signature_profiles_are_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let config = write_config(dir.path(), &pki, "", DMP_SECTION);
-    let (key, cert) = rsa_signer(dir.path(), "signature");
-    let (code, assertion, err) = support::run(
-        &config,
-        &[
-            "dmp",
-            "vihf",
-            "--ins",
-            "180017500000134",
-            "--ins-oid",
-            "1.2.250.1.213.1.4.10",
-            "--mode",
-            "bris_de_glace",
-            "--professional",
-            "810002813839",
-            "--key",
-            key.to_str().unwrap(),
-            "--cert",
-            cert.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(code, 0, "{err}");
+    let (assertion, _) = signed_vihf(dir.path(), "bris_de_glace");
     assert!(assertion.contains("code=\"bris_de_glace\""));
     for (from, to, named) in [
         (
@@ -275,7 +248,9 @@ fn other_signature_profiles_are_refused_by_name() {
         Err(XmlDsigError::Xml(_))
     ));
     // Configuration: the command names what is missing.
-    let bare = write_config(dir.path(), &pki, "", "");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let pki = Pki::new(elsewhere.path());
+    let bare = write_config(elsewhere.path(), &pki, "", "");
     let (code, _, err) = support::run(
         &bare,
         &[

@@ -113,7 +113,6 @@ impl DevDmp {
     /// the VIHF signers `signers` (PEM files), recording requests.
     pub(crate) fn start(patients: serde_json::Value, documents: &Path, signers: &[&Path]) -> Self {
         use rustls::pki_types::pem::PemObject as _;
-        use std::io::{BufRead as _, BufReader};
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().to_path_buf();
         let pki = super::stand_in_pki(&dir, "dmp");
@@ -149,20 +148,7 @@ impl DevDmp {
         for signer in signers {
             command.arg("--signer-ca").arg(signer);
         }
-        let mut child = command
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("dev-dmp listening on ")
-            .unwrap_or_else(|| panic!("dev-dmp did not start: {line:?}"))
-            .replace("127.0.0.1", "localhost");
+        let (child, url) = super::spawn_stand_in(command, "dev-dmp");
         Self {
             child,
             url,

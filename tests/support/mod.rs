@@ -635,3 +635,25 @@ pub(crate) fn stand_in_pki(dir: &Path, name: &str) -> StandInPki {
         structure,
     }
 }
+
+/// Spawns a stand-in record service (`dev-upstream`, `dev-dmp`) and returns it with the
+/// URL it announces on its first line (`{name} listening on https://…`), as `localhost`
+/// so that its certificate's name matches.
+pub(crate) fn spawn_stand_in(mut command: Command, name: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead as _, BufReader};
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix(&format!("{name} listening on "))
+        .unwrap_or_else(|| panic!("{name} did not start: {line:?}"))
+        .replace("127.0.0.1", "localhost");
+    (child, url)
+}

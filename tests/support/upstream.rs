@@ -2,9 +2,8 @@
 //! certificate, structure CA and the gateway's client certificate), an assertion key, a
 //! data file of patients, on 127.0.0.1 port 0; stopped when dropped.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
@@ -120,7 +119,8 @@ impl DevUpstream {
         std::fs::write(&public, signer.public_key_hex()).unwrap();
         let data = dir.join("patients.json");
         std::fs::write(&data, json!({ "patients": patients }).to_string()).unwrap();
-        let mut child = Command::new(super::BIN)
+        let mut command = Command::new(super::BIN);
+        command
             .args(["dev-upstream", "--listen", "127.0.0.1:0", "--data"])
             .arg(&data)
             .arg("--cert")
@@ -130,20 +130,8 @@ impl DevUpstream {
             .arg("--client-ca")
             .arg(&structure_ca)
             .arg("--assertion-key")
-            .arg(&public)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("dev-upstream listening on ")
-            .unwrap_or_else(|| panic!("dev-upstream did not start: {line:?}"))
-            .replace("127.0.0.1", "localhost");
+            .arg(&public);
+        let (child, url) = super::spawn_stand_in(command, "dev-upstream");
         let config: UpstreamConfig = toml::from_str(&format!(
             "base_url = \"{url}\"\nserver_ca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\nassertion_key = \"{}\"\n",
             record_ca_path.display(),
