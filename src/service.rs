@@ -123,18 +123,19 @@ impl Prepared {
         let mut card_signer = None;
         let upstream = match (&config.upstream, &config.dmp) {
             (Some(upstream), Some(dmp)) if upstream.protocol == Protocol::Dmp => {
-                let signer: Arc<dyn VihfSigner> = match dmp.authentication_mode {
+                let client = match dmp.authentication_mode {
                     AuthenticationMode::Directe => {
                         let signer = Arc::new(CardVihfSigner::unbound());
                         card_signer = Some(signer.clone());
-                        signer
+                        DmpClient::with_card(dmp, &config.centre.structure_id, signer)
                     }
-                    _ => Arc::new(load_structure_signer(dmp)?),
+                    _ => {
+                        let signer: Arc<dyn VihfSigner> = Arc::new(load_structure_signer(dmp)?);
+                        DmpClient::new(dmp, &config.centre.structure_id, signer)
+                    }
                 };
-                Some(Arc::new(
-                    DmpClient::new(dmp, &config.centre.structure_id, signer)
-                        .map_err(ConfigError::Invalid)?,
-                ) as Arc<dyn crate::upstream::RecordService>)
+                Some(Arc::new(client.map_err(ConfigError::Invalid)?)
+                    as Arc<dyn crate::upstream::RecordService>)
             }
             (Some(upstream), _) => Some(Arc::new(
                 FhirClient::new(upstream, &config.centre.structure_id)

@@ -56,6 +56,25 @@ pub(crate) fn load_certs(
     }
 }
 
+/// The trust anchors of `certs` (read from the file reported as `key`); an unusable one
+/// is a problem.
+pub(crate) fn root_store(
+    certs: Vec<CertificateDer<'static>>,
+    key: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    for cert in certs {
+        if let Err(e) = roots.add(cert) {
+            problems.push(ConfigProblem::new(
+                key,
+                format!("not a usable CA certificate: {e}"),
+            ));
+        }
+    }
+    roots
+}
+
 /// Where a mutual-TLS client's files are, and the configuration key each is reported under.
 pub(crate) struct MutualClient<'a> {
     /// Key prefix of the problems, e.g. `upstream` or `audit.receivers[0]`.
@@ -91,15 +110,7 @@ pub(crate) fn mutual_client_config(
             None
         }
     };
-    let mut roots = RootCertStore::empty();
-    for cert in ca {
-        if let Err(e) = roots.add(cert) {
-            problems.push(ConfigProblem::new(
-                key_of(files.ca.0),
-                format!("not a usable CA certificate: {e}"),
-            ));
-        }
-    }
+    let roots = root_store(ca, &key_of(files.ca.0), problems);
     let private = private?;
     if chain.is_empty() || roots.is_empty() {
         return None;

@@ -815,14 +815,18 @@ impl BreakGlass {
                 }
                 Err(e)
             }
-            Err(e) if serves_stale(&e) => match hit {
-                Some(stale) => Ok(Fetched {
-                    entry: stale.entry,
-                    source: Source::StaleCache,
-                    age: stale.age,
-                }),
-                None => Err(e),
-            },
+            Err(e) if serves_stale(&e) => {
+                // For centre IT: these texts carry no health data (UpstreamError's rule).
+                tracing::warn!(error = %e, stale_copy = hit.is_some(), "record service failed");
+                match hit {
+                    Some(stale) => Ok(Fetched {
+                        entry: stale.entry,
+                        source: Source::StaleCache,
+                        age: stale.age,
+                    }),
+                    None => Err(e),
+                }
+            }
             Err(e) => Err(e),
         }
     }

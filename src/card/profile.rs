@@ -291,7 +291,20 @@ pub fn prove_possession(
 ) -> Result<(), CardError> {
     let mut challenge = [0u8; 32];
     crate::random::fill(&mut challenge).map_err(|e| CardError::Transport(e.to_string()))?;
-    let digest = ring::digest::digest(&ring::digest::SHA256, &challenge);
+    sign_with_authentication_key(card, profile, &challenge, certificate_der).map(drop)
+}
+
+/// Has the card sign `message` with its **authentication** key, in the profile's scheme
+/// (PKCS#1 v1.5 or PSS, SHA-256), the PIN verified earlier in the same card session: the
+/// proof of possession at login, and the TLS client's handshake signature to the DMP.
+/// The signature is checked against `certificate_der` before it is returned.
+pub fn sign_with_authentication_key(
+    card: &mut dyn Transport,
+    profile: &CardProfile,
+    message: &[u8],
+    certificate_der: &[u8],
+) -> Result<Vec<u8>, CardError> {
+    let digest = ring::digest::digest(&ring::digest::SHA256, message);
     exchange(
         card,
         &Command::new(0x00, 0x22, 0x41, 0xA4).with_data(vec![0x84, 0x01, profile.key_reference]),
@@ -319,8 +332,9 @@ pub fn prove_possession(
     let signature = exchange(card, &command)?.into_data()?;
     let public_key = rsa_public_key(certificate_der)?;
     UnparsedPublicKey::new(algorithm, public_key)
-        .verify(&challenge, &signature)
-        .map_err(|_| CardError::SignatureMismatch)
+        .verify(message, &signature)
+        .map_err(|_| CardError::SignatureMismatch)?;
+    Ok(signature)
 }
 
 /// DER prefix of a SHA-256 DigestInfo (PKCS#1 v1.5, RFC 8017 §9.2 note 1).

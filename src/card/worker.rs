@@ -18,21 +18,25 @@
 //!
 //! A successful login keeps that connection open for the session, on its thread: the
 //! card's PIN-verified state lives as long as the card is not reset, and the session's
-//! signatures (the VIHF, with the card's signature key) go through it, each in a
-//! transaction of its own ([`CardWorker::sign`]). [`CardWorker::end`], a new login at the
-//! same reader, or the card leaving closes it (and resets the card).
+//! signatures (the VIHF with the card's signature key, the DMP's TLS handshake with its
+//! authentication key) go through it, each in a transaction of its own
+//! ([`CardWorker::sign`], [`CardWorker::sign_blocking`]). [`CardWorker::end`], a new login
+//! at the same reader, or the card leaving closes it (and resets the card); whoever holds
+//! a [`HeldSession`] learns it ([`HeldSession::ended`]).
 
 use std::collections::HashMap;
 use std::ffi::CString;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc as tokio_mpsc, oneshot};
+use tokio::sync::{mpsc as tokio_mpsc, oneshot, watch};
 
 use super::CardError;
 use super::profile::{
-    CardProfile, Pin, pin_tries_left, prove_possession, read_certificate,
-    read_signature_certificate, sign_with_signature_key, verify_pin, verify_pin_on_pad,
+    CardProfile, Pin, SignatureScheme, pin_tries_left, prove_possession, read_certificate,
+    read_signature_certificate, sign_with_authentication_key, sign_with_signature_key, verify_pin,
+    verify_pin_on_pad,
 };
 use super::reader::PcscCard;
 
@@ -89,26 +93,116 @@ pub struct LoginRequest {
     pub reply: oneshot::Sender<Result<(), CardError>>,
 }
 
-/// A signature certificate (DER) and a signature made with its key.
-pub type Signed = (Vec<u8>, Vec<u8>);
+/// Which of a card's two keys signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardKey {
+    /// The authentication key: proof of possession, TLS client authentication.
+    Authentication,
+    /// The signature (non-repudiation) key: the VIHF.
+    Signature,
+}
 
-/// A signature asked of a logged-in card's signature key.
-pub struct SignRequest {
-    /// The reader.
-    pub reader: String,
-    /// What to sign (RSA PKCS#1 v1.5, SHA-256).
-    pub message: Vec<u8>,
-    /// The signature certificate and the signature.
-    pub reply: oneshot::Sender<Result<Signed, CardError>>,
+/// Numbers the card sessions, across readers, for the life of the process.
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// A card session held open after a login: what it offers, and a way to learn that it
+/// ended (the connection to the card closed).
+#[derive(Clone)]
+pub struct HeldSession {
+    /// Unique for the life of the process: a new login at the same reader is another.
+    pub id: u64,
+    /// The authentication certificate (DER), checked at login.
+    pub authentication_certificate: Vec<u8>,
+    /// The signature certificate (DER), read at login.
+    pub signature_certificate: Vec<u8>,
+    /// How the authentication key signs.
+    pub authentication_scheme: SignatureScheme,
+    ended: watch::Receiver<()>,
+}
+
+impl HeldSession {
+    fn new(
+        authentication_certificate: Vec<u8>,
+        signature_certificate: Vec<u8>,
+        authentication_scheme: SignatureScheme,
+    ) -> (Self, watch::Sender<()>) {
+        let (alive, ended) = watch::channel(());
+        let session = Self {
+            id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            authentication_certificate,
+            signature_certificate,
+            authentication_scheme,
+            ended,
+        };
+        (session, alive)
+    }
+
+    /// Completes once the session has ended (its sender, held by the session, dropped).
+    pub async fn ended(&self) {
+        let mut ended = self.ended.clone();
+        while ended.changed().await.is_ok() {}
+    }
+}
+
+/// Where an answer goes: an async caller, or one blocked on a thread (the TLS
+/// handshake's signer, called synchronously by rustls).
+enum Reply<T> {
+    Async(oneshot::Sender<T>),
+    Blocking(mpsc::SyncSender<T>),
+}
+
+impl<T> Reply<T> {
+    fn send(self, value: T) {
+        match self {
+            Self::Async(reply) => drop(reply.send(value)),
+            Self::Blocking(reply) => drop(reply.send(value)),
+        }
+    }
+}
+
+/// A signature asked of a logged-in card.
+struct SignRequest {
+    reader: String,
+    key: CardKey,
+    /// The session the caller belongs to: another session at the reader refuses.
+    session: Option<u64>,
+    message: Vec<u8>,
+    reply: Reply<Result<Vec<u8>, CardError>>,
 }
 
 /// What a held card session (or the virtual card's thread) is asked.
 enum Held {
     Sign(SignRequest),
-    Certificate(oneshot::Sender<Vec<u8>>),
+    Session(oneshot::Sender<HeldSession>),
     /// Nothing: whether the session still listens.
     Ping,
     End,
+}
+
+/// Signs `request` with the card of a session, when it is that session's.
+fn sign_in_session(
+    card: &mut dyn super::apdu::Transport,
+    profile: &CardProfile,
+    session: &HeldSession,
+    request: &SignRequest,
+) -> Result<Vec<u8>, CardError> {
+    if request.session.is_some_and(|id| id != session.id) {
+        return Err(CardError::NoSession);
+    }
+    match request.key {
+        CardKey::Signature => sign_with_signature_key(
+            card,
+            profile,
+            &request.message,
+            &session.signature_certificate,
+        ),
+        CardKey::Authentication => sign_with_authentication_key(
+            card,
+            profile,
+            &request.message,
+            &session.authentication_certificate,
+        ),
+    }
 }
 
 /// What the virtual card's thread is asked.
@@ -205,8 +299,8 @@ impl CardWorker {
                     certificate,
                     pin_tries_left,
                 });
-                // The signature certificate of the session open on the card, if any.
-                let mut session: Option<Vec<u8>> = None;
+                // The session open on the card, if any, and what keeps it alive.
+                let mut session: Option<(HeldSession, watch::Sender<()>)> = None;
                 for request in inbox {
                     match request {
                         VirtualRequest::Login(request) => {
@@ -220,27 +314,25 @@ impl CardWorker {
                                 )))
                             };
                             let _ = request.reply.send(outcome.map(|signature| {
-                                session = Some(signature);
+                                session = Some(HeldSession::new(
+                                    request.expected_certificate.clone(),
+                                    signature,
+                                    profile.signature,
+                                ));
                             }));
                         }
                         VirtualRequest::Held(Held::Sign(request), _) => {
                             let outcome = match &session {
-                                Some(certificate) if request.reader == reader => {
-                                    sign_with_signature_key(
-                                        card.as_mut(),
-                                        &profile,
-                                        &request.message,
-                                        certificate,
-                                    )
-                                    .map(|signature| (certificate.clone(), signature))
+                                Some((held, _)) if request.reader == reader => {
+                                    sign_in_session(card.as_mut(), &profile, held, &request)
                                 }
                                 _ => Err(CardError::NoSession),
                             };
-                            let _ = request.reply.send(outcome);
+                            request.reply.send(outcome);
                         }
-                        VirtualRequest::Held(Held::Certificate(reply), at) => {
-                            if let Some(certificate) = session.as_ref().filter(|_| at == reader) {
-                                let _ = reply.send(certificate.clone());
+                        VirtualRequest::Held(Held::Session(reply), at) => {
+                            if let Some((held, _)) = session.as_ref().filter(|_| at == reader) {
+                                let _ = reply.send(held.clone());
                             }
                         }
                         VirtualRequest::Held(Held::Ping, _) => {}
@@ -293,51 +385,89 @@ impl CardWorker {
         answer.await.map_err(stopped)?
     }
 
-    /// Has the card logged in at `reader` sign `message` with its signature key: the
-    /// signature certificate and the signature.
+    /// Has the card logged in at `reader` sign `message` with `key` (RSA, SHA-256: PKCS#1
+    /// v1.5 for the signature key, the profile's scheme for the authentication key);
+    /// with `session`, only while that session is the one held there.
     pub async fn sign(
         &self,
         reader: &str,
+        key: CardKey,
+        session: Option<u64>,
         message: Vec<u8>,
-    ) -> Result<(Vec<u8>, Vec<u8>), CardError> {
+    ) -> Result<Vec<u8>, CardError> {
         let (reply, answer) = oneshot::channel();
-        let request = SignRequest {
-            reader: reader.to_owned(),
-            message,
-            reply,
-        };
-        let sent = match &self.0 {
-            Worker::Readers(_, sessions) => sessions
-                .get(reader)
-                .is_some_and(|session| session.send(Held::Sign(request)).is_ok()),
-            Worker::Virtual(requests) => requests
-                .send(VirtualRequest::Held(Held::Sign(request), reader.to_owned()))
-                .is_ok(),
-        };
-        if !sent {
-            return Err(CardError::NoSession);
-        }
+        self.send(
+            Held::Sign(SignRequest {
+                reader: reader.to_owned(),
+                key,
+                session,
+                message,
+                reply: Reply::Async(reply),
+            }),
+            reader,
+        )?;
         answer.await.map_err(|_| CardError::NoSession)?
     }
 
-    /// The signature certificate of the card logged in at `reader` (read at login).
-    pub async fn signature_certificate(&self, reader: &str) -> Result<Vec<u8>, CardError> {
+    /// [`Self::sign`] for a synchronous caller (rustls asks its signer synchronously,
+    /// during the handshake): blocks the calling thread for the card's answer, at most
+    /// `within`. Inside a multi-threaded runtime the wait is announced to it, so its other
+    /// tasks move to another worker meanwhile.
+    pub fn sign_blocking(
+        &self,
+        reader: &str,
+        key: CardKey,
+        session: Option<u64>,
+        message: Vec<u8>,
+        within: Duration,
+    ) -> Result<Vec<u8>, CardError> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.send(
+            Held::Sign(SignRequest {
+                reader: reader.to_owned(),
+                key,
+                session,
+                message,
+                reply: Reply::Blocking(reply),
+            }),
+            reader,
+        )?;
+        let wait = || match answer.recv_timeout(within) {
+            Ok(outcome) => outcome,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(CardError::Transport(format!(
+                "the card did not sign within {} ms",
+                within.as_millis()
+            ))),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(CardError::NoSession),
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
+    }
+
+    /// The session held at `reader`: its id, certificates, and its end.
+    pub async fn session(&self, reader: &str) -> Result<HeldSession, CardError> {
         let (reply, answer) = oneshot::channel();
+        self.send(Held::Session(reply), reader)?;
+        answer.await.map_err(|_| CardError::NoSession)
+    }
+
+    /// Hands `message` to the session held at `reader`.
+    fn send(&self, message: Held, reader: &str) -> Result<(), CardError> {
         let sent = match &self.0 {
             Worker::Readers(_, sessions) => sessions
                 .get(reader)
-                .is_some_and(|session| session.send(Held::Certificate(reply)).is_ok()),
+                .is_some_and(|session| session.send(message).is_ok()),
             Worker::Virtual(requests) => requests
-                .send(VirtualRequest::Held(
-                    Held::Certificate(reply),
-                    reader.to_owned(),
-                ))
+                .send(VirtualRequest::Held(message, reader.to_owned()))
                 .is_ok(),
         };
-        if !sent {
-            return Err(CardError::NoSession);
+        if sent {
+            Ok(())
+        } else {
+            Err(CardError::NoSession)
         }
-        answer.await.map_err(|_| CardError::NoSession)
     }
 
     /// Ends the card session held at `reader`: its connection closes, the card's
@@ -370,13 +500,19 @@ fn hold_session(profile: &CardProfile, sessions: &Sessions, request: LoginReques
             return;
         }
     };
-    let certificate = match card.in_transaction(|card| login_sequence(card, profile, &request)) {
-        Ok(certificate) => certificate,
+    let session = match card.in_transaction(|card| login_sequence(card, profile, &request)) {
+        Ok(signature_certificate) => HeldSession::new(
+            request.expected_certificate.clone(),
+            signature_certificate,
+            profile.signature,
+        ),
         Err(e) => {
             let _ = request.reply.send(Err(e));
             return;
         }
     };
+    // Dropped when this function returns: the holders of the session learn it ended.
+    let (session, _alive) = session;
     let (held, inbox) = mpsc::channel();
     if let Ok(mut all) = sessions.held.lock() {
         all.insert(request.reader.clone(), held);
@@ -387,19 +523,16 @@ fn hold_session(profile: &CardProfile, sessions: &Sessions, request: LoginReques
     for message in inbox {
         match message {
             Held::Sign(sign) => {
-                let outcome = card
-                    .in_transaction(|card| {
-                        sign_with_signature_key(card, profile, &sign.message, &certificate)
-                    })
-                    .map(|signature| (certificate.clone(), signature));
+                let outcome =
+                    card.in_transaction(|card| sign_in_session(card, profile, &session, &sign));
                 let failed = matches!(outcome, Err(CardError::Transport(_)));
-                let _ = sign.reply.send(outcome);
+                sign.reply.send(outcome);
                 if failed {
                     break;
                 }
             }
-            Held::Certificate(reply) => {
-                let _ = reply.send(certificate.clone());
+            Held::Session(reply) => {
+                let _ = reply.send(session.clone());
             }
             Held::Ping => {}
             Held::End => break,

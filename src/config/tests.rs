@@ -388,3 +388,30 @@ fn commented_upstream_example_matches_the_defaults() {
         toml::to_string(&defaults).unwrap()
     );
 }
+
+/// On the DMP path the card authenticates the TLS connection in `DIRECTE`: no structure
+/// certificate is asked for; the indirect modes need one (it signs and authenticates).
+#[test]
+fn dmp_modes_ask_for_the_structure_certificate_only_when_it_is_used() {
+    let f = Fixture::new();
+    let dmp = |mode: &str| {
+        format!(
+            "\n[upstream]\nprotocol = \"dmp\"\n\n[dmp]\nbase_url = \"https://dmp.example\"\nserver_ca = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"H-1\"\nauthentication_mode = \"{mode}\"\n",
+            f.path("ca.pem")
+        )
+    };
+    let structure = |lines: &[String]| lines.iter().any(|l| l.starts_with("dmp.structure_cert"));
+    let directe = f.toml(TWO_DESKS) + &dmp("DIRECTE");
+    let lines = problem_lines(f.load(&directe, &[]).unwrap_err());
+    assert!(!structure(&lines), "{lines:?}");
+    // DIRECTE still needs the cards that sign.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("dmp.authentication_mode")),
+        "{lines:?}"
+    );
+    let indirect = f.toml(TWO_DESKS) + &dmp("INDIRECTE_RENFORCEE");
+    let lines = problem_lines(f.load(&indirect, &[]).unwrap_err());
+    assert!(structure(&lines), "{lines:?}");
+}

@@ -35,14 +35,6 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
                     "DIRECTE signs with the physicians' cards: configure [cards]",
                 ));
             }
-            if let Some(dmp) = &config.dmp
-                && (dmp.structure_cert.is_none() || dmp.structure_key.is_none())
-            {
-                out.push(ConfigProblem::new(
-                    "dmp.structure_cert",
-                    "the TLS client certificate to the DMP is the structure's until cards sign the handshake: set structure_cert and structure_key",
-                ));
-            }
         }
         Some(upstream) => check_upstream(upstream, &mut out),
         None => {}

@@ -306,10 +306,8 @@ pub(super) fn record_service(
         let config: UpstreamConfig = toml::from_str("protocol = \"dmp\"\naccept_test_ins = true\n")
             .map_err(|e| DemoError::Config(e.to_string()))?;
         let dmp: DmpConfig = toml::from_str(&format!(
-            "base_url = \"https://localhost:{port}\"\nserver_ca = \"{}\"\nstructure_cert = \"{}\"\nstructure_key = \"{}\"\nspecialty = \"SM59\"\nhomologation_number = \"DEMO-NON-HOMOLOGUE\"\n",
+            "base_url = \"https://localhost:{port}\"\nserver_ca = \"{}\"\nspecialty = \"SM59\"\nhomologation_number = \"DEMO-NON-HOMOLOGUE\"\n",
             record_ca_path.display(),
-            client_cert.display(),
-            client_key.display(),
         ))
         .map_err(|e| DemoError::Config(e.to_string()))?;
         return Ok(RecordService {
@@ -322,7 +320,8 @@ pub(super) fn record_service(
                 data: record_data,
                 cert: record_cert,
                 key: record_key,
-                client_ca: structure_ca,
+                // DIRECTE: the card authenticates the connection (and signs the VIHF).
+                client_cas: vec![card_ca.to_owned()],
                 signer_cas: vec![card_ca.to_owned()],
                 record: None,
             }),

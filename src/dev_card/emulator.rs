@@ -585,4 +585,90 @@ mod tests {
             }
         }
     }
+
+    /// A held card session signs with either key, for its own session only, and says when
+    /// it ends (the DMP's TLS connections close on that); the profile's PSS scheme is the
+    /// authentication key's.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_held_session_signs_with_both_keys_for_itself_only_and_says_when_it_ends() {
+        use crate::card::worker::{CardKey, CardWorker};
+        use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RSA_PSS_2048_8192_SHA256};
+        let profile = CardProfile {
+            signature: SignatureScheme::PssSha256,
+            ..CardProfile::default()
+        };
+        let (card, auth) = card(profile.clone());
+        let (events, _inbox) = tokio::sync::mpsc::unbounded_channel();
+        let worker =
+            CardWorker::start_virtual("R0".into(), Box::new(card), profile, events).unwrap();
+        assert!(matches!(
+            worker.session("R0").await,
+            Err(CardError::NoSession)
+        ));
+        worker
+            .login(
+                "R0".into(),
+                crate::card::worker::PinSource::Typed(Pin::new("1234").unwrap()),
+                auth.clone(),
+            )
+            .await
+            .unwrap();
+        let session = worker.session("R0").await.unwrap();
+        assert_eq!(session.authentication_certificate, auth);
+        let public_key = |der: &[u8]| {
+            let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+            cert.public_key().subject_public_key.data.to_vec()
+        };
+        // The handshake's signature, as rustls asks for it (synchronously, bound to the
+        // session), and the VIHF's.
+        let tls = worker
+            .sign_blocking(
+                "R0",
+                CardKey::Authentication,
+                Some(session.id),
+                b"handshake".to_vec(),
+                std::time::Duration::from_secs(5),
+            )
+            .unwrap();
+        ring::signature::UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA256, public_key(&auth))
+            .verify(b"handshake", &tls)
+            .unwrap();
+        let vihf = worker
+            .sign("R0", CardKey::Signature, None, b"vihf".to_vec())
+            .await
+            .unwrap();
+        ring::signature::UnparsedPublicKey::new(
+            &RSA_PKCS1_2048_8192_SHA256,
+            public_key(&session.signature_certificate),
+        )
+        .verify(b"vihf", &vihf)
+        .unwrap();
+        // A signer bound to another session is refused.
+        assert!(matches!(
+            worker
+                .sign(
+                    "R0",
+                    CardKey::Authentication,
+                    Some(session.id + 1),
+                    b"x".to_vec()
+                )
+                .await,
+            Err(CardError::NoSession)
+        ));
+        // The session ends: its holders learn it, and nothing more is signed.
+        worker.end("R0");
+        tokio::time::timeout(std::time::Duration::from_secs(2), session.ended())
+            .await
+            .expect("the end of the session is told");
+        assert!(matches!(
+            worker.sign_blocking(
+                "R0",
+                CardKey::Authentication,
+                Some(session.id),
+                b"x".to_vec(),
+                std::time::Duration::from_secs(5),
+            ),
+            Err(CardError::NoSession)
+        ));
+    }
 }

@@ -38,7 +38,14 @@ struct Granted {
     patient: Option<String>,
 }
 
-pub(super) fn handle(state: &DevState, service: &str, text: &str) -> Result<Response, Refusal> {
+/// Checks the request `text` to `service`, received over a TLS connection authenticated
+/// by `client` (its certificate, DER), and answers it.
+pub(super) fn handle(
+    state: &DevState,
+    service: &str,
+    text: &str,
+    client: Option<&[u8]>,
+) -> Result<Response, Refusal> {
     let Ok(doc) = soap::parse(text) else {
         return refuse("DMPMalformedRequest", "Requête SOAP illisible");
     };
@@ -54,7 +61,7 @@ pub(super) fn handle(state: &DevState, service: &str, text: &str) -> Result<Resp
     let Some(assertion) = assertion else {
         return refuse("DMPVIHFMissing", "Jeton VIHF absent");
     };
-    let granted = check_vihf(state, &doc, assertion)?;
+    let granted = check_vihf(state, &doc, assertion, client)?;
     let Ok(body) = soap::body(&doc) else {
         return refuse("DMPMalformedRequest", "Corps SOAP vide");
     };
@@ -82,6 +89,7 @@ fn check_vihf(
     state: &DevState,
     doc: &roxmltree::Document<'_>,
     assertion: Node<'_, '_>,
+    client: Option<&[u8]>,
 ) -> Result<Granted, Refusal> {
     let Ok(verified) = crate::xmldsig::verify_element(doc, assertion) else {
         return refuse("DMPInvalidSignature", "La signature du VIHF est invalide");
@@ -148,7 +156,11 @@ fn check_vihf(
         }
     };
     let indirect = match read.first("Authentification_Mode") {
-        Some("DIRECTE") | Some("INDIRECTE_RENFORCEE") => false,
+        Some("DIRECTE") => {
+            check_card_connection(&certificate, client)?;
+            false
+        }
+        Some("INDIRECTE_RENFORCEE") => false,
         Some("INDIRECTE") => true,
         _ => return refuse("DMPVIHFIncomplete", "Mode d'authentification inconnu"),
     };
@@ -157,6 +169,34 @@ fn check_vihf(
         indirect,
         patient: read.first(RESOURCE_ID).map(str::to_owned),
     })
+}
+
+/// In `DIRECTE` mode the connection is authenticated by the card whose signature key
+/// signed the assertion: the TLS client certificate is that card's authentication
+/// certificate (the same holder, without non-repudiation).
+fn check_card_connection(
+    signer: &x509_parser::certificate::X509Certificate<'_>,
+    client: Option<&[u8]>,
+) -> Result<(), Refusal> {
+    let tls = client.and_then(|der| x509_parser::parse_x509_certificate(der).ok());
+    let Some((_, tls)) = tls else {
+        return refuse(
+            "DMPInvalidAuthentication",
+            "Connexion sans certificat client",
+        );
+    };
+    let authentication = tls
+        .key_usage()
+        .ok()
+        .flatten()
+        .is_some_and(|usage| usage.value.digital_signature() && !usage.value.non_repudiation());
+    if tls.subject().as_raw() != signer.subject().as_raw() || !authentication {
+        return refuse(
+            "DMPInvalidAuthentication",
+            "En mode DIRECTE, la connexion doit être authentifiée par la carte du signataire du VIHF",
+        );
+    }
+    Ok(())
 }
 
 fn resource_id(patient: &LoadedPatient) -> String {

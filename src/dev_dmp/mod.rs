@@ -26,9 +26,11 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+use crate::dev_upstream::ClientCertificate;
 
 use crate::upstream::AccessMode;
 
@@ -126,9 +128,10 @@ pub(crate) struct DevDmpOptions {
     /// Server private key (PEM).
     #[arg(long)]
     pub key: PathBuf,
-    /// CA the clients' TLS certificates must chain to (PEM).
-    #[arg(long)]
-    pub client_ca: PathBuf,
+    /// CA the clients' TLS certificates must chain to (PEM): the structures' and, for
+    /// `DIRECTE`, the cards'; repeatable.
+    #[arg(long = "client-ca", required = true)]
+    pub client_cas: Vec<PathBuf>,
     /// CA (or self-signed certificate) a VIHF signing certificate must be issued by
     /// (PEM); repeatable.
     #[arg(long = "signer-ca", required = true)]
@@ -189,6 +192,7 @@ struct DevState {
     record: Option<PathBuf>,
     requests: AtomicU64,
     refused: AtomicU64,
+    connections: crate::dev_upstream::OpenConnections,
 }
 
 /// A running stand-in.
@@ -211,7 +215,9 @@ impl DevDmp {
         options: DevDmpOptions,
     ) -> Result<Self, DevDmpError> {
         let state = Arc::new(load_state(&options)?);
-        let tls = crate::dev_upstream::server_tls(&options.cert, &options.key, &options.client_ca)
+        let open = state.connections.clone();
+        let client_cas: Vec<&Path> = options.client_cas.iter().map(PathBuf::as_path).collect();
+        let tls = crate::dev_upstream::server_tls(&options.cert, &options.key, &client_cas)
             .map_err(|e| DevDmpError::Keys(e.to_string()))?;
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -225,6 +231,7 @@ impl DevDmp {
             listener,
             tokio_rustls::TlsAcceptor::from(tls),
             app,
+            open,
         ));
         Ok(Self { addr, task })
     }
@@ -279,6 +286,7 @@ fn load_state(options: &DevDmpOptions) -> Result<DevState, DevDmpError> {
         record: options.record.clone(),
         requests: AtomicU64::new(0),
         refused: AtomicU64::new(0),
+        connections: Arc::default(),
     })
 }
 
@@ -305,6 +313,7 @@ const MAX_REQUEST: usize = 1024 * 1024;
 async fn soap(
     State(state): State<Arc<DevState>>,
     UrlPath(service): UrlPath<String>,
+    client: Option<Extension<ClientCertificate>>,
     body: Bytes,
 ) -> Response {
     let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
@@ -343,7 +352,8 @@ async fn soap(
     let Ok(text) = std::str::from_utf8(&body) else {
         return fault(&state, "DMPMalformedRequest", "Requête illisible");
     };
-    match checks::handle(&state, &service, text) {
+    let client = client.as_ref().map(|Extension(c)| c.0.as_slice());
+    match checks::handle(&state, &service, text, client) {
         Ok(answer) => answer,
         Err(refusal) => fault(&state, refusal.code, refusal.reason),
     }
@@ -360,5 +370,6 @@ async fn stats(State(state): State<Arc<DevState>>) -> Json<serde_json::Value> {
     Json(json!({
         "requests": state.requests.load(Ordering::Relaxed),
         "refused": state.refused.load(Ordering::Relaxed),
+        "connections": state.connections.lock().map(|c| json!(*c)).unwrap_or_default(),
     }))
 }

@@ -163,12 +163,17 @@ impl DevUpstream {
         options: DevUpstreamOptions,
     ) -> Result<Self, DevUpstreamError> {
         let state = Arc::new(load_state(&options)?);
-        let tls = server_tls(&options.cert, &options.key, &options.client_ca)?;
+        let tls = server_tls(&options.cert, &options.key, &[&options.client_ca])?;
         listener.set_nonblocking(true)?;
         let listener = TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
         let app = router(state);
-        let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), app));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            TlsAcceptor::from(tls),
+            app,
+            Arc::default(),
+        ));
         Ok(Self { addr, task })
     }
 
@@ -225,14 +230,17 @@ fn load_state(options: &DevUpstreamOptions) -> Result<DevState, DevUpstreamError
 pub(crate) fn server_tls(
     cert: &Path,
     key: &Path,
-    client_ca: &Path,
+    client_cas: &[&Path],
 ) -> Result<Arc<rustls::ServerConfig>, DevUpstreamError> {
     use rustls::pki_types::PrivateKeyDer;
     use rustls::pki_types::pem::PemObject;
     let keys = |e: &dyn std::fmt::Display| DevUpstreamError::Keys(e.to_string());
     let mut problems = Vec::new();
     let chain = crate::tls::load_certs(cert, "cert", &mut problems);
-    let cas = crate::tls::load_certs(client_ca, "client-ca", &mut problems);
+    let cas: Vec<_> = client_cas
+        .iter()
+        .flat_map(|ca| crate::tls::load_certs(ca, "client-ca", &mut problems))
+        .collect();
     if let Some(problem) = problems.first() {
         return Err(keys(&format!("{}: {}", problem.key, problem.reason)));
     }
@@ -258,21 +266,91 @@ pub(crate) fn server_tls(
     Ok(Arc::new(config))
 }
 
-/// Accepts TLS connections and serves `app` on each (the stand-in DMP uses it too).
-pub(crate) async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, app: Router) {
+/// The client's TLS certificate (DER), in each request's extensions.
+#[derive(Clone)]
+pub(crate) struct ClientCertificate(pub Vec<u8>);
+
+/// Open connections by the common name of their client certificate: what a test reads
+/// to see a connection close.
+pub(crate) type OpenConnections = Arc<Mutex<HashMap<String, u64>>>;
+
+/// Counts one connection of `name` while alive.
+struct Counted(OpenConnections, String);
+
+impl Counted {
+    fn new(open: OpenConnections, name: String) -> Self {
+        if let Ok(mut all) = open.lock() {
+            *all.entry(name.clone()).or_default() += 1;
+        }
+        Self(open, name)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Ok(mut all) = self.0.lock()
+            && let Some(n) = all.get_mut(&self.1)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                all.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// The common name of a certificate, or "?".
+pub(crate) fn common_name(der: &[u8]) -> String {
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .and_then(|(_, c)| {
+            c.subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Accepts TLS connections and serves `app` on each (the stand-in DMP uses it too), the
+/// client's certificate in each request; `open` counts the connections alive.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    open: OpenConnections,
+) {
     let http = Arc::new(Builder::new(TokioExecutor::new()));
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        let (acceptor, app, http) = (acceptor.clone(), app.clone(), http.clone());
+        let (acceptor, app, http, open) =
+            (acceptor.clone(), app.clone(), http.clone(), open.clone());
         tokio::spawn(async move {
             // A client without a certificate from the CA fails here: mutual TLS.
             let Ok(tls) = acceptor.accept(tcp).await else {
                 return;
             };
-            let service = tower::service_fn(move |request| app.clone().oneshot(request));
+            let peer = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|c| ClientCertificate(c.to_vec()));
+            let _counted = Counted::new(
+                open,
+                peer.as_ref()
+                    .map_or_else(|| "?".into(), |p| common_name(&p.0)),
+            );
+            let service = tower::service_fn(move |mut request: axum::extract::Request<_>| {
+                if let Some(peer) = &peer {
+                    request.extensions_mut().insert(peer.clone());
+                }
+                app.clone().oneshot(request)
+            });
             let _ = http
                 .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
                 .await;

@@ -146,11 +146,13 @@ impl FhirClient {
         access: &Access<'_>,
     ) -> Result<Vec<u8>, Failure> {
         let response = request.send().await.map_err(|e| {
-            let e = e.without_url();
             if e.is_connect() {
-                Failure::Retry(UpstreamError::Unavailable(format!("cannot connect: {e}")))
+                Failure::Retry(UpstreamError::Unavailable(format!(
+                    "cannot connect: {}",
+                    super::send_failure(e)
+                )))
             } else {
-                Failure::Final(UpstreamError::Unavailable(e.to_string()))
+                Failure::Final(UpstreamError::Unavailable(super::send_failure(e)))
             }
         })?;
         let status = response.status().as_u16();

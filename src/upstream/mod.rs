@@ -232,6 +232,20 @@ pub(crate) fn check_same_patient(
     }
 }
 
+/// What went wrong sending a request, with its causes (a TLS alert, a refused
+/// connection): the URL left out.
+pub(crate) fn send_failure(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// The body, at most `limit` bytes; a longer or broken body is an error.
 pub(crate) async fn read_limited(
     mut response: reqwest::Response,

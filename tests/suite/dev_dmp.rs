@@ -12,7 +12,9 @@ use samu_gateway::upstream::dmp::soap::{self, Addressing};
 use samu_gateway::upstream::dmp::vihf::{VihfSettings, VihfSubject};
 use samu_gateway::upstream::dmp::{AuthenticationMode, DmpError, SoftwareSigner, hl7v3, mtom, xds};
 
-use crate::support::dmp::{DevDmp, INS, OTHER_INS, TEST_OID, cda, patients, rsa_key_and_cert};
+use crate::support::dmp::{
+    DevDmp, INS, OTHER_INS, SoftCard, TEST_OID, cda, patients, rsa_key_and_cert,
+};
 
 struct Signer {
     signer: SoftwareSigner,
@@ -21,12 +23,13 @@ struct Signer {
 impl Signer {
     fn new(dir: &Path, name: &str, signature: bool) -> (Self, PathBuf) {
         let (key, cert) = rsa_key_and_cert(dir, name, signature);
-        (
-            Self {
-                signer: SoftwareSigner::load(&key, &cert).unwrap(),
-            },
-            cert,
-        )
+        (Self::load(&key, &cert), cert)
+    }
+
+    fn load(key: &Path, cert: &Path) -> Self {
+        Self {
+            signer: SoftwareSigner::load(key, cert).unwrap(),
+        }
     }
 
     fn vihf(
@@ -118,18 +121,18 @@ fn find(assertion: &str, ins: &str) -> String {
 #[tokio::test]
 async fn dev_dmp_answers_an_accepted_assertion_and_refuses_like_the_dmp() {
     let dir = tempfile::tempdir().unwrap();
-    let (signer, cert) = Signer::new(dir.path(), "signature", true);
-    let (auth_only, auth_cert) = Signer::new(dir.path(), "authentication", false);
-    let dmp = DevDmp::start(
-        patients(),
-        dir.path(),
-        &[cert.as_path(), auth_cert.as_path()],
-    );
+    // A software card: its signature key signs, its authentication key the connection.
+    let card = SoftCard::new(dir.path(), "card", "810002813839");
+    let signer = Signer::load(&card.sign_key, &card.sign_cert);
+    let auth_only = Signer::load(&card.auth_key, &card.auth_cert);
+    let dmp = DevDmp::start(patients(), dir.path(), &[card.ca.as_path()]);
+    let by_card = dmp.card_client(&card);
 
     // TD0.2: the record exists, the regulation opposition of the other patient is said.
     let assertion = signer.vihf(AccessMode::Centre15, AuthenticationMode::Directe, Some(INS));
     let (status, _, body) = dmp
-        .post(
+        .post_with(
+            &by_card,
             "patients",
             envelope(
                 hl7v3::EXISTENCE_ACTION,
@@ -150,7 +153,8 @@ async fn dev_dmp_answers_an_accepted_assertion_and_refuses_like_the_dmp() {
         Some(OTHER_INS),
     );
     let (_, _, body) = dmp
-        .post(
+        .post_with(
+            &by_card,
             "patients",
             envelope(
                 hl7v3::EXISTENCE_ACTION,
@@ -170,7 +174,9 @@ async fn dev_dmp_answers_an_accepted_assertion_and_refuses_like_the_dmp() {
 
     // TD3.1 in regulation: the IPS-FR and the reimbursement history; the masked VSM is not
     // listed (the patient allows it in break-glass only).
-    let (status, _, body) = dmp.post("registry", find(&assertion, INS)).await;
+    let (status, _, body) = dmp
+        .post_with(&by_card, "registry", find(&assertion, INS))
+        .await;
     assert_eq!(status, 200);
     let found = xds::found_from_envelope(&String::from_utf8(body).unwrap()).unwrap();
     let listed: Vec<&str> = found
@@ -184,12 +190,14 @@ async fn dev_dmp_answers_an_accepted_assertion_and_refuses_like_the_dmp() {
         AuthenticationMode::Directe,
         Some(INS),
     );
-    let (_, _, body) = dmp.post("registry", find(&glass, INS)).await;
+    let (_, _, body) = dmp.post_with(&by_card, "registry", find(&glass, INS)).await;
     let found = xds::found_from_envelope(&String::from_utf8(body).unwrap()).unwrap();
     assert_eq!(found.documents.len(), 3, "break-glass sees the masked VSM");
     assert_eq!(found.documents[1].confidentiality[1].code, "MASQUE_PS");
     // The opposed patient: a registry failure naming the opposition.
-    let (_, _, body) = dmp.post("registry", find(&other, OTHER_INS)).await;
+    let (_, _, body) = dmp
+        .post_with(&by_card, "registry", find(&other, OTHER_INS))
+        .await;
     let found = xds::found_from_envelope(&String::from_utf8(body).unwrap()).unwrap();
     assert_eq!(found.status, xds::Status::Failure);
     assert_eq!(found.errors[0].code, "OPPOSITION_ACCES_URGENCE");
@@ -204,7 +212,7 @@ async fn dev_dmp_answers_an_accepted_assertion_and_refuses_like_the_dmp() {
             ("1.2.250.1.213.4.1.1.1.2".into(), "1.2.250.1.999.1.2".into()),
         ]),
     );
-    let (status, content_type, body) = dmp.post("repository", retrieve).await;
+    let (status, content_type, body) = dmp.post_with(&by_card, "repository", retrieve).await;
     assert_eq!(status, 200);
     let (boundary, start) = mtom::boundary(&content_type).unwrap();
     let parts = mtom::split(body, &boundary, start.as_deref(), 8)
@@ -225,27 +233,42 @@ async fn dev_dmp_answers_an_accepted_assertion_and_refuses_like_the_dmp() {
 
     // Refusals, each with its code.
     let tampered = assertion.replacen("code=\"centre_15\"", "code=\"bris_de_glace\"", 1);
-    let (status, _, body) = dmp.post("registry", find(&tampered, INS)).await;
+    let (status, _, body) = dmp
+        .post_with(&by_card, "registry", find(&tampered, INS))
+        .await;
     assert_eq!(fault_code(status, &body), "DMPInvalidSignature");
     let with_auth_key =
         auth_only.vihf(AccessMode::Centre15, AuthenticationMode::Directe, Some(INS));
-    let (status, _, body) = dmp.post("registry", find(&with_auth_key, INS)).await;
+    let (status, _, body) = dmp
+        .post_with(&by_card, "registry", find(&with_auth_key, INS))
+        .await;
     assert_eq!(fault_code(status, &body), "DMPInvalidCertificate");
-    let (status, _, body) = dmp.post("registry", find(&assertion, OTHER_INS)).await;
+    let (status, _, body) = dmp
+        .post_with(&by_card, "registry", find(&assertion, OTHER_INS))
+        .await;
     assert_eq!(fault_code(status, &body), "DMPPatientMismatch");
     let indirect = signer.vihf(
         AccessMode::Centre15,
         AuthenticationMode::Indirecte,
         Some(INS),
     );
-    let (status, _, body) = dmp.post("registry", find(&indirect, INS)).await;
+    let (status, _, body) = dmp
+        .post_with(&by_card, "registry", find(&indirect, INS))
+        .await;
     assert_eq!(fault_code(status, &body), "DMPAccessDenied");
     let (unknown_signer, _) = Signer::new(dir.path(), "unknown", true);
     let unknown = unknown_signer.vihf(AccessMode::Centre15, AuthenticationMode::Directe, Some(INS));
-    let (status, _, body) = dmp.post("registry", find(&unknown, INS)).await;
+    let (status, _, body) = dmp
+        .post_with(&by_card, "registry", find(&unknown, INS))
+        .await;
     assert_eq!(fault_code(status, &body), "DMPInvalidCertificate");
-    let (status, _, body) = dmp.post("registry", "<not-soap/>".into()).await;
+    let (status, _, body) = dmp
+        .post_with(&by_card, "registry", "<not-soap/>".into())
+        .await;
     assert_eq!(fault_code(status, &body), "DMPMalformedRequest");
+    // DIRECTE over a connection the card did not authenticate (the structure's).
+    let (status, _, body) = dmp.post("registry", find(&assertion, INS)).await;
+    assert_eq!(fault_code(status, &body), "DMPInvalidAuthentication");
 
     // TD0.5: candidates by traits, with their match.
     let search = signer.vihf(AccessMode::Centre15, AuthenticationMode::Directe, None);
@@ -257,7 +280,8 @@ async fn dev_dmp_answers_an_accepted_assertion_and_refuses_like_the_dmp() {
         birthplace: None,
     };
     let (status, _, body) = dmp
-        .post(
+        .post_with(
+            &by_card,
             "patientsPDQ",
             envelope(
                 hl7v3::SEARCH_ACTION,
@@ -282,5 +306,5 @@ async fn dev_dmp_answers_an_accepted_assertion_and_refuses_like_the_dmp() {
 
     // Every request is on record.
     let recorded = std::fs::read_dir(dmp.dir.join("requests")).unwrap().count();
-    assert_eq!(recorded, 13);
+    assert_eq!(recorded, 14);
 }

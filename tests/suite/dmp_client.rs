@@ -4,8 +4,9 @@
 //! dispensations, the record's other documents listed; oppositions, masked documents,
 //! refused assertions, faults and the deadline mapped onto the gateway's outcomes.
 //!
-//! The assertions are signed by a software key with a signature certificate, standing in
-//! for the card's signature key here; the card signs in production (docs/dmp.md, "Who
+//! A software card stands in for the professional's card here (its signature key signs
+//! the assertions, its authentication key the TLS connection, configured as the client's
+//! certificate); the card itself does both over pcscd in `dmp_gateway` (docs/dmp.md, "Who
 //! signs").
 
 use std::path::Path;
@@ -18,7 +19,7 @@ use samu_gateway::upstream::dmp::{DmpConfig, SoftwareSigner};
 use samu_gateway::upstream::{Access, AccessMode, RecordService, UpstreamError};
 use serde_json::json;
 
-use crate::support::dmp::{DevDmp, INS, OTHER_INS, TEST_OID, patients, rsa_key_and_cert};
+use crate::support::dmp::{DevDmp, INS, OTHER_INS, SoftCard, TEST_OID, patients};
 
 fn ins(value: &str) -> Ins {
     Ins::parse(
@@ -31,13 +32,20 @@ fn ins(value: &str) -> Ins {
     .unwrap()
 }
 
-fn client(dmp: &DevDmp, signer: &Path, signer_cert: &Path, total_ms: u64) -> DmpClient {
+/// A client whose assertions `signer` signs, over TLS authenticated by `card`.
+fn client(
+    dmp: &DevDmp,
+    card: &SoftCard,
+    signer: &Path,
+    signer_cert: &Path,
+    total_ms: u64,
+) -> DmpClient {
     let config: DmpConfig = toml::from_str(&format!(
         "base_url = \"{}\"\nserver_ca = \"{}\"\nstructure_cert = \"{}\"\nstructure_key = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-1\"\ntotal_timeout_ms = {total_ms}\n",
         dmp.url,
         dmp.ca.display(),
-        dmp.structure_cert.display(),
-        dmp.structure_key.display(),
+        card.auth_cert.display(),
+        card.auth_key.display(),
     ))
     .unwrap();
     assert!(config.problems().is_empty(), "{:?}", config.problems());
@@ -48,14 +56,15 @@ fn client(dmp: &DevDmp, signer: &Path, signer_cert: &Path, total_ms: u64) -> Dmp
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, cert) = rsa_key_and_cert(dir.path(), "signature", true);
-    let (auth_key, auth_cert) = rsa_key_and_cert(dir.path(), "authentication", false);
+    let card = SoftCard::new(dir.path(), "card", "810002813839");
+    let (key, cert) = (&card.sign_key, &card.sign_cert);
+    let someone_else = SoftCard::new(dir.path(), "other", "810002813840");
     let dmp = DevDmp::start(
         patients(),
         dir.path(),
-        &[cert.as_path(), auth_cert.as_path()],
+        &[card.ca.as_path(), someone_else.ca.as_path()],
     );
-    let gateway = client(&dmp, &key, &cert, 4_000);
+    let gateway = client(&dmp, &card, key, cert, 4_000);
     let professional = crate::support::physician();
     let patient = ins(INS);
     let access = |mode, patient| Access {
@@ -151,13 +160,23 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
 
     // An assertion signed with an authentication key: refused by the DMP, a refusal of
     // the gateway (not "no record").
-    let wrong_key = client(&dmp, &auth_key, &auth_cert, 4_000);
+    let wrong_key = client(&dmp, &card, &card.auth_key, &card.auth_cert, 4_000);
     assert_eq!(
         wrong_key
             .find_by_ins(&patient, &regulation)
             .await
             .unwrap_err(),
         UpstreamError::AssertionRefused("DMPInvalidCertificate".into())
+    );
+
+    // DIRECTE over a connection another professional's card authenticated: refused.
+    let borrowed = client(&dmp, &someone_else, key, cert, 4_000);
+    assert_eq!(
+        borrowed
+            .find_by_ins(&patient, &regulation)
+            .await
+            .unwrap_err(),
+        UpstreamError::AssertionRefused("DMPInvalidAuthentication".into())
     );
 
     // Faults: a DMP fault code, an unavailable service, the deadline.
@@ -183,7 +202,7 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
             .unwrap_err(),
         UpstreamError::Malformed(_)
     ));
-    let hurried = client(&dmp, &key, &cert, 600);
+    let hurried = client(&dmp, &card, key, cert, 600);
     dmp.fault(json!({"kind": "latency", "ms": 1_500})).await;
     let started = std::time::Instant::now();
     assert_eq!(

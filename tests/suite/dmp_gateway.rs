@@ -1,10 +1,11 @@
 //! The gateway on the DMP path, end to end (issue 18): `[upstream] protocol = "dmp"` in
 //! `DIRECTE` mode, the physician logged in with the virtual card over real pcscd, the
-//! stand-in DMP over mutual TLS. Each request's VIHF is signed by the card's signature
-//! key through the session held since the login; the stand-in trusts the card CA for
-//! signatures, and xmlsec1 verifies what it received with the card's signature
-//! certificate. Oppositions come back as French refusals; pulling the card ends the
-//! card session, and nothing more can be signed.
+//! stand-in DMP over mutual TLS authenticated by the card (its authentication
+//! certificate, the handshake signed by its key). Each request's VIHF is signed by the
+//! card's signature key through the session held since the login; the stand-in trusts the
+//! card CA, and xmlsec1 verifies what it received with the card's signature certificate.
+//! Oppositions come back as French refusals; pulling the card ends the card session,
+//! nothing more can be signed, and the card's connection to the DMP closes.
 
 use std::path::Path;
 use std::process::Command;
@@ -78,7 +79,12 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
 
     // Break-glass in regulation: the IPS-FR's allergy, the history's dispensations.
     let answer = break_glass(&desk, &gateway, &token, INS, "centre_15").await;
-    assert_eq!(answer.status(), StatusCode::CREATED);
+    assert_eq!(
+        answer.status(),
+        StatusCode::CREATED,
+        "{}",
+        gateway.stderr.all()
+    );
     let body: Value = answer.json().await.unwrap();
     let summary = &body["summary"];
     assert_eq!(summary["document"]["template"], "IPS-FR", "{summary}");
@@ -89,6 +95,9 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
             .is_some_and(|d| !d.is_empty())
     );
     assert_eq!(summary["documents"].as_array().unwrap().len(), 2);
+    // The connection is the card's: its authentication certificate (CN: the idNat) and
+    // its key's handshake signature, dev-dmp checking the holder is the VIHF's signer.
+    assert_eq!(dmp.connections_of("810002813839").await, 1);
 
     // What the stand-in received: TD0.2, TD3.1, TD3.2, each VIHF signed by the card's
     // signature key (xmlsec1 agrees), never by its authentication key.
@@ -208,6 +217,15 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
         assert!(
             std::time::Instant::now() < deadline,
             "the session outlived the card"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // ... and the card's connection to the DMP with it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while dmp.connections_of("810002813839").await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the card's DMP connection outlived its session"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

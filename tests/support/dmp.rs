@@ -51,6 +51,58 @@ pub(crate) fn rsa_key_and_cert(dir: &Path, name: &str, signature: bool) -> (Path
     (key_path, cert_path)
 }
 
+/// A professional's two keys as a CPS card holds them, in software: the same holder in
+/// both certificates, RSA, issued by one CA; the authentication certificate for TLS
+/// client authentication, the signature certificate with non-repudiation.
+pub(crate) struct SoftCard {
+    pub ca: PathBuf,
+    pub sign_key: PathBuf,
+    pub sign_cert: PathBuf,
+    pub auth_key: PathBuf,
+    pub auth_cert: PathBuf,
+}
+
+impl SoftCard {
+    /// The card of `id_nat`, files in `dir` named after `name`.
+    pub(crate) fn new(dir: &Path, name: &str, id_nat: &str) -> Self {
+        use samu_gateway::dev_pki::{Authority, CardHolder, write_file};
+        let ca = Authority::new(&format!("samu-gateway test card CA {name}")).unwrap();
+        let holder = CardHolder::physician(id_nat, "Jeanne", "URGENTISTE");
+        let mut issued = Vec::new();
+        for signature in [true, false] {
+            let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+            let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
+            let pair = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256)
+                .unwrap();
+            let cert = if signature {
+                ca.issue_card_signature(&holder, &pair, (-1, 365))
+            } else {
+                ca.issue_card(&holder, &pair, (-1, 365))
+            }
+            .unwrap();
+            let stem = format!("{name}-{}", if signature { "sign" } else { "auth" });
+            let (key_path, cert_path) = (
+                dir.join(format!("{stem}.key")),
+                dir.join(format!("{stem}.pem")),
+            );
+            write_file(&key_path, &pem, 0o600).unwrap();
+            write_file(&cert_path, &cert.cert_pem, 0o644).unwrap();
+            issued.push((key_path, cert_path));
+        }
+        let ca_path = dir.join(format!("{name}-ca.pem"));
+        write_file(&ca_path, ca.cert_pem(), 0o644).unwrap();
+        let (auth_key, auth_cert) = issued.pop().unwrap();
+        let (sign_key, sign_cert) = issued.pop().unwrap();
+        Self {
+            ca: ca_path,
+            sign_key,
+            sign_cert,
+            auth_key,
+            auth_cert,
+        }
+    }
+}
+
 /// An assertion signed by `dmp vihf` for the test INS in `mode`, with a fresh key:
 /// (assertion, the signer's certificate).
 pub(crate) fn signed_vihf(dir: &Path, mode: &str) -> (String, PathBuf) {
@@ -110,7 +162,8 @@ impl Drop for DevDmp {
 
 impl DevDmp {
     /// Starts dev-dmp serving `patients` (documents relative to `documents`), trusting
-    /// the VIHF signers `signers` (PEM files), recording requests.
+    /// the VIHF signers `signers` (PEM files: CAs or certificates, trusted for the cards'
+    /// TLS connections too) and the structure's CA, recording requests.
     pub(crate) fn start(patients: serde_json::Value, documents: &Path, signers: &[&Path]) -> Self {
         use rustls::pki_types::pem::PemObject as _;
         let temp = tempfile::tempdir().unwrap();
@@ -147,6 +200,7 @@ impl DevDmp {
             .arg(dir.join("requests"));
         for signer in signers {
             command.arg("--signer-ca").arg(signer);
+            command.arg("--client-ca").arg(signer);
         }
         let (child, url) = super::spawn_stand_in(command, "dev-dmp");
         Self {
@@ -174,10 +228,32 @@ impl DevDmp {
         )
     }
 
-    /// POSTs `envelope` to `service`: (status, content type, body).
+    /// An HTTPS client presenting `card`'s authentication certificate.
+    pub(crate) fn card_client(&self, card: &SoftCard) -> reqwest::Client {
+        use rustls::pki_types::pem::PemObject as _;
+        super::tls_client(
+            self.record_ca.clone(),
+            Some((
+                rustls::pki_types::CertificateDer::from_pem_file(&card.auth_cert).unwrap(),
+                rustls::pki_types::PrivateKeyDer::from_pem_file(&card.auth_key).unwrap(),
+            )),
+        )
+    }
+
+    /// POSTs `envelope` to `service` over the structure's connection: (status, content
+    /// type, body).
     pub(crate) async fn post(&self, service: &str, envelope: String) -> (u16, String, Vec<u8>) {
-        let response = self
-            .client()
+        self.post_with(&self.client(), service, envelope).await
+    }
+
+    /// The same through `client`.
+    pub(crate) async fn post_with(
+        &self,
+        client: &reqwest::Client,
+        service: &str,
+        envelope: String,
+    ) -> (u16, String, Vec<u8>) {
+        let response = client
             .post(format!("{}/{service}", self.url))
             .header("content-type", "application/soap+xml; charset=UTF-8")
             .body(envelope)
@@ -195,6 +271,24 @@ impl DevDmp {
             content_type,
             response.bytes().await.unwrap().to_vec(),
         )
+    }
+
+    /// The stand-in's counters: requests, refusals, open connections by the common name
+    /// of their client certificate.
+    pub(crate) async fn stats(&self) -> serde_json::Value {
+        self.client()
+            .get(format!("{}/_dev/stats", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Open connections whose client certificate's common name is `cn`.
+    pub(crate) async fn connections_of(&self, cn: &str) -> u64 {
+        self.stats().await["connections"][cn].as_u64().unwrap_or(0)
     }
 
     /// Replaces the fault injected into every answer.
@@ -267,13 +361,11 @@ pub(crate) fn dmp_gateway_with(
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let extra = format!(
-        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n\n[upstream]\nprotocol = \"dmp\"\naccept_test_ins = true\n\n[dmp]\nbase_url = \"{}\"\nserver_ca = \"{}\"\nstructure_cert = \"{}\"\nstructure_key = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-HOMOLOGATION-1\"\n",
+        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n\n[upstream]\nprotocol = \"dmp\"\naccept_test_ins = true\n\n[dmp]\nbase_url = \"{}\"\nserver_ca = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-HOMOLOGATION-1\"\n",
         card.dir.join("card-ca.pem").display(),
         card.dir.join("card-ca.crl").display(),
         dmp.url,
         dmp.ca.display(),
-        dmp.structure_cert.display(),
-        dmp.structure_key.display(),
     ) + extra;
     let config = write_config(dir.path(), &pki, "", &extra);
     let (key, value) = pcscd.env();

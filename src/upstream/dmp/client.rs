@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::card_tls::CardTransport;
 use super::hl7v3::{self, Transmission};
 use super::soap::{self, Addressing};
 use super::vihf::{self, VihfSettings, VihfSubject};
 use super::xds::{self, DocumentEntry, RegistryError};
 use super::{DmpConfig, DmpError, SoftwareSigner, mtom};
+use crate::card::worker::CardKey;
 use crate::patient::{Candidate, CandidateIns, INS_OIDS, Ins, Traits};
 use crate::problem::ConfigProblem;
 use crate::summary::{self, CriticalSummary, ListedDocument};
@@ -77,7 +79,7 @@ impl CardVihfSigner {
         let _ = self.worker.set(worker);
     }
 
-    fn worker(&self) -> Result<&crate::card::worker::CardWorker, DmpError> {
+    pub(super) fn worker(&self) -> Result<&crate::card::worker::CardWorker, DmpError> {
         self.worker
             .get()
             .ok_or_else(|| DmpError::Signer("card login is not running".into()))
@@ -94,13 +96,12 @@ impl VihfSigner for CardVihfSigner {
         access: &'a Access<'a>,
     ) -> BoxFuture<'a, Result<Vec<u8>, DmpError>> {
         Box::pin(async move {
-            let reader = access
-                .card_reader
-                .ok_or_else(|| DmpError::Signer("no card reader for this access".into()))?;
-            self.worker()?
-                .signature_certificate(reader)
+            let session = self
+                .worker()?
+                .session(card_reader(access)?)
                 .await
-                .map_err(card_failure)
+                .map_err(card_failure)?;
+            Ok(session.signature_certificate)
         })
     }
 
@@ -110,17 +111,23 @@ impl VihfSigner for CardVihfSigner {
         message: &'a [u8],
     ) -> BoxFuture<'a, Result<Vec<u8>, DmpError>> {
         Box::pin(async move {
-            let reader = access
-                .card_reader
-                .ok_or_else(|| DmpError::Signer("no card reader for this access".into()))?;
-            let (_, signature) = self
-                .worker()?
-                .sign(reader, message.to_vec())
+            self.worker()?
+                .sign(
+                    card_reader(access)?,
+                    CardKey::Signature,
+                    None,
+                    message.to_vec(),
+                )
                 .await
-                .map_err(card_failure)?;
-            Ok(signature)
+                .map_err(card_failure)
         })
     }
+}
+
+fn card_reader<'a>(access: &Access<'a>) -> Result<&'a str, DmpError> {
+    access
+        .card_reader
+        .ok_or_else(|| DmpError::Signer("no card reader for this access".into()))
 }
 
 /// Document types the syntheses come from, in order of preference.
@@ -130,9 +137,18 @@ const REIMBURSEMENTS: &str = "REMB";
 /// Answers' size bound when the configuration does not say.
 const MAX_PARTS: usize = 8;
 
+/// How the client reaches the DMP over TLS.
+enum Transport {
+    /// The structure's certificate: one pooled client for every access.
+    Structure(reqwest::Client),
+    /// `DIRECTE`: each card session's own client, its certificate and handshake signature
+    /// the card's.
+    Card(Arc<CardVihfSigner>, CardTransport),
+}
+
 /// The DMP client.
 pub struct DmpClient {
-    http: reqwest::Client,
+    transport: Transport,
     base: String,
     settings: VihfSettings,
     signer: Arc<dyn VihfSigner>,
@@ -143,8 +159,9 @@ pub struct DmpClient {
 }
 
 impl DmpClient {
-    /// The client of `cfg`, signing with `signer`; every problem together. TLS presents
-    /// the structure's certificate (`dmp.structure_cert`, `dmp.structure_key`).
+    /// The client of `cfg`, signing assertions with `signer`; every problem together. TLS
+    /// presents the structure's certificate (`dmp.structure_cert`, `dmp.structure_key`):
+    /// the indirect modes.
     pub fn new(
         cfg: &DmpConfig,
         structure_id: &str,
@@ -154,7 +171,7 @@ impl DmpClient {
         let (Some(cert), Some(key)) = (&cfg.structure_cert, &cfg.structure_key) else {
             return Err(vec![ConfigProblem::new(
                 "dmp.structure_cert",
-                "the TLS client certificate is the structure's until cards sign the handshake: set structure_cert and structure_key",
+                "TLS with the structure's certificate: set structure_cert and structure_key",
             )]);
         };
         let files = crate::tls::MutualClient {
@@ -168,8 +185,43 @@ impl DmpClient {
             return Err(problems);
         };
         let http = crate::upstream::http_client(tls, cfg.connect_timeout_ms, "dmp")?;
-        Ok(Self {
-            http,
+        Ok(Self::with_transport(
+            cfg,
+            structure_id,
+            signer,
+            Transport::Structure(http),
+        ))
+    }
+
+    /// The `DIRECTE` client: the professional's card signs the assertions (signature key)
+    /// and authenticates the TLS connection (authentication key), through the card
+    /// session of the access's desk; a session's connections close when it ends.
+    pub fn with_card(
+        cfg: &DmpConfig,
+        structure_id: &str,
+        card: Arc<CardVihfSigner>,
+    ) -> Result<Self, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        let cas = crate::tls::load_certs(&cfg.server_ca, "dmp.server_ca", &mut problems);
+        let roots = crate::tls::root_store(cas, "dmp.server_ca", &mut problems);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let transport = Transport::Card(
+            card.clone(),
+            CardTransport::new(roots, cfg.connect_timeout_ms),
+        );
+        Ok(Self::with_transport(cfg, structure_id, card, transport))
+    }
+
+    fn with_transport(
+        cfg: &DmpConfig,
+        structure_id: &str,
+        signer: Arc<dyn VihfSigner>,
+        transport: Transport,
+    ) -> Self {
+        Self {
+            transport,
             base: cfg.base_url.trim_end_matches('/').to_owned(),
             settings: cfg.vihf_settings(structure_id),
             signer,
@@ -177,7 +229,17 @@ impl DmpClient {
             types: cfg.document_types.clone(),
             total: Duration::from_millis(cfg.total_timeout_ms),
             max_body: cfg.max_body_bytes,
-        })
+        }
+    }
+
+    /// The HTTP client this access goes through.
+    async fn http(&self, access: &Access<'_>) -> Result<reqwest::Client, DmpError> {
+        match &self.transport {
+            Transport::Structure(http) => Ok(http.clone()),
+            Transport::Card(card, sessions) => {
+                sessions.client(card.worker()?, card_reader(access)?).await
+            }
+        }
     }
 
     /// A signed assertion for `access`, and its id.
@@ -226,8 +288,8 @@ impl DmpClient {
             body,
         )
         .map_err(internal)?;
-        let response = self
-            .http
+        let http = self.http(access).await.map_err(internal)?;
+        let response = http
             .post(&url)
             .header(
                 reqwest::header::CONTENT_TYPE,
@@ -236,7 +298,7 @@ impl DmpClient {
             .body(envelope)
             .send()
             .await
-            .map_err(|e| UpstreamError::Unavailable(e.without_url().to_string()))?;
+            .map_err(|e| UpstreamError::Unavailable(crate::upstream::send_failure(e)))?;
         let status = response.status().as_u16();
         let content_type = response
             .headers()

@@ -3,6 +3,7 @@
 //! (docs/dmp.md). This part builds and signs the assertion ([`vihf`]) and owns the
 //! `[dmp]` configuration section; the transactions follow (issue 18).
 
+mod card_tls;
 pub mod client;
 pub mod hl7v3;
 pub mod inspect;
