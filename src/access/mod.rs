@@ -466,6 +466,130 @@ impl BreakGlass {
         Ok(released(pdf, receipt))
     }
 
+    /// A document the summary of grant `id` listed (`unique_id`), read from the record
+    /// service now, under the grant: recorded as a read naming the document before it
+    /// leaves. Its content's PDF, if any, is left out (its own route).
+    pub(crate) async fn listed_document(
+        &self,
+        who: &Actorship<'_>,
+        id: &str,
+        unique_id: &str,
+    ) -> Result<Delivered, AccessError> {
+        let (grant, summary, read) = self.read_listed(who, id, unique_id).await?;
+        let receipt = self.audit.append(read).await?;
+        Ok(released(
+            Delivered {
+                grant: grant.view(),
+                source: Source::Upstream,
+                stale: false,
+                age_seconds: 0,
+                summary: summary.without_content(),
+            },
+            receipt,
+        ))
+    }
+
+    /// The PDF of a listed document (see [`Self::listed_document`]), recorded the same
+    /// way.
+    pub(crate) async fn listed_document_pdf(
+        &self,
+        who: &Actorship<'_>,
+        id: &str,
+        unique_id: &str,
+    ) -> Result<Vec<u8>, AccessError> {
+        let (_grant, summary, read) = self.read_listed(who, id, unique_id).await?;
+        let Some(pdf) = summary.pdf() else {
+            // Read from the record service, yet nothing released: on record all the same.
+            self.record(Event {
+                outcome: Outcome::Failed {
+                    reason: "no_pdf".into(),
+                },
+                ..read
+            })
+            .await?;
+            return Err(AccessError::NoDocument);
+        };
+        let detail = ["document=application/pdf".to_owned()]
+            .into_iter()
+            .chain(read.detail.clone())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let receipt = self
+            .audit
+            .append(Event {
+                detail: Some(detail),
+                ..read
+            })
+            .await?;
+        Ok(released(pdf, receipt))
+    }
+
+    /// A listed document under grant `id` (within the limits, failures recorded), with
+    /// the read event that must be recorded before anything of it is released. Never
+    /// from the cache: only summaries are kept there.
+    async fn read_listed(
+        &self,
+        who: &Actorship<'_>,
+        id: &str,
+        unique_id: &str,
+    ) -> Result<(Grant, CriticalSummary, Event), AccessError> {
+        // An XDS unique id is an OID, optionally with an extension after `^`.
+        if unique_id.is_empty()
+            || unique_id.len() > 128
+            || !unique_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-^".contains(&b))
+        {
+            return Err(AccessError::Invalid {
+                field: "unique_id",
+                reason: "not a document unique id".into(),
+                message_fr: "Identifiant de document invalide.".into(),
+            });
+        }
+        let grant = self.grant_for(who, id).ok_or(AccessError::NoGrant)?;
+        let event = |outcome| Event {
+            actor: Some(who.actor()),
+            patient: Some(patient_ref(&grant.ins)),
+            call: Some(grant.call.clone()),
+            access_mode: Some(grant.mode),
+            ..Event::new(EventKind::PatientRecordRead, outcome)
+        };
+        self.within_limits(who, event).await?;
+        let access = upstream::Access {
+            mode: grant.mode,
+            professional: who.professional,
+            patient: Some(&grant.ins),
+            card_reader: Some(&who.desk.reader),
+        };
+        let summary = match self.upstream.document(unique_id, &access).await {
+            Ok(summary) => summary,
+            Err(e) => {
+                if !e.is_refusal() {
+                    tracing::warn!(error = %e, "record service failed on a listed document");
+                }
+                self.record(Event {
+                    detail: Some(format!("opened={unique_id}")),
+                    ..event(failure_outcome(&e))
+                })
+                .await?;
+                if e.is_refusal() {
+                    self.end(id, "refused").await?;
+                }
+                return Err(e.into());
+            }
+        };
+        let detail = std::iter::once(format!("opened={unique_id}"))
+            .chain(summary.provenance.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let read = Event {
+            source: Some(Source::Upstream.into()),
+            detail: Some(detail),
+            ..event(Outcome::Success)
+        };
+        Ok((grant, summary, read))
+    }
+
     /// The summary of grant `id` fetched again (within the limits, failures recorded),
     /// with the read event that must be recorded before anything of it is released.
     async fn read_under(

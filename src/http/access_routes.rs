@@ -90,17 +90,7 @@ impl Acting {
         if self.still_open() {
             return Ok(delivered);
         }
-        let ended = access
-            .end_for(
-                &self.who(),
-                &delivered.grant.id,
-                "session_ended_before_release",
-            )
-            .await;
-        if let Err(e) = ended {
-            tracing::info!(error = %e, "grant already ended with the session");
-        }
-        Err(no_session())
+        Err(ended_before_release(access, self, &delivered.grant.id).await)
     }
 }
 
@@ -169,33 +159,106 @@ pub(super) async fn document(acting: Acting, Segment(grant_id): Segment<String>)
     let result = match acting.access() {
         Ok(access) => match access.document(&acting.who(), &grant_id).await {
             Ok(_) if !acting.still_open() => {
-                let ended = access
-                    .end_for(&acting.who(), &grant_id, "session_ended_before_release")
-                    .await;
-                if let Err(e) = ended {
-                    tracing::info!(error = %e, "grant already ended with the session");
-                }
-                Err(no_session())
+                Err(ended_before_release(access, &acting, &grant_id).await)
             }
             Ok(pdf) => Ok(pdf),
             Err(e) => Err(refusal(e)),
         },
         Err(e) => Err(e),
     };
-    no_store(result.map(|pdf| {
-        (
-            [
-                (header::CONTENT_TYPE, "application/pdf"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "inline; filename=\"document.pdf\"",
-                ),
-                (header::CONTENT_SECURITY_POLICY, PDF_CONTENT_SECURITY_POLICY),
-            ],
-            pdf,
-        )
-            .into_response()
-    }))
+    no_store(result.map(pdf_response))
+}
+
+/// A document the grant's summary listed, read from the record service now (the
+/// national record holds several per patient): its sections, or its text, like a summary;
+/// recorded as a read naming the document before it leaves.
+#[utoipa::path(get, path = "/api/v1/grants/{grant_id}/documents/{unique_id}", tag = "access", security(("workstationCertificate" = [], "sessionCookie" = []), ("workstationCertificate" = [], "sessionBearer" = [])),
+    params(("grant_id" = String, Path, description = "The grant's random id"),
+           ("unique_id" = String, Path, description = "The document's unique id, as the summary listed it")),
+    responses((status = 200, description = "The document, read as a summary", body = Delivered),
+              (status = 400, description = "Not a document unique id", body = ApiError),
+              (status = 401, description = "No open session at this desk", body = ApiError),
+              (status = 404, description = "No such grant for this session, or the document is not listed for this patient", body = ApiError),
+              (status = 429, description = "Rate limit (Retry-After)", body = ApiError),
+              (status = 503, description = "Record service unavailable", body = ApiError)))]
+pub(super) async fn listed_document(
+    acting: Acting,
+    Segment((grant_id, unique_id)): Segment<(String, String)>,
+) -> Response {
+    let result = match acting.access() {
+        Ok(access) => match access
+            .listed_document(&acting.who(), &grant_id, &unique_id)
+            .await
+        {
+            Ok(delivered) => acting.release(access, delivered).await,
+            Err(e) => Err(refusal(e)),
+        },
+        Err(e) => Err(e),
+    };
+    no_store(result.map(|d| Json(d).into_response()))
+}
+
+/// The PDF of a listed document, in the browser's own viewer; recorded as a read before
+/// it leaves.
+#[utoipa::path(get, path = "/api/v1/grants/{grant_id}/documents/{unique_id}/pdf", tag = "access", security(("workstationCertificate" = [], "sessionCookie" = []), ("workstationCertificate" = [], "sessionBearer" = [])),
+    params(("grant_id" = String, Path, description = "The grant's random id"),
+           ("unique_id" = String, Path, description = "The document's unique id, as the summary listed it")),
+    responses((status = 200, description = "The document's PDF", content_type = "application/pdf", body = Vec<u8>),
+              (status = 400, description = "Not a document unique id", body = ApiError),
+              (status = 401, description = "No open session at this desk", body = ApiError),
+              (status = 404, description = "No such grant, the document is not listed, or it has no PDF", body = ApiError),
+              (status = 429, description = "Rate limit (Retry-After)", body = ApiError),
+              (status = 503, description = "Record service unavailable", body = ApiError)))]
+pub(super) async fn listed_document_pdf(
+    acting: Acting,
+    Segment((grant_id, unique_id)): Segment<(String, String)>,
+) -> Response {
+    let result = match acting.access() {
+        Ok(access) => match access
+            .listed_document_pdf(&acting.who(), &grant_id, &unique_id)
+            .await
+        {
+            Ok(_) if !acting.still_open() => {
+                Err(ended_before_release(access, &acting, &grant_id).await)
+            }
+            Ok(pdf) => Ok(pdf),
+            Err(e) => Err(refusal(e)),
+        },
+        Err(e) => Err(e),
+    };
+    no_store(result.map(pdf_response))
+}
+
+/// The grant of a session that ended while its data was being read ends too; nothing
+/// is released.
+async fn ended_before_release(
+    access: &crate::access::BreakGlass,
+    acting: &Acting,
+    grant_id: &str,
+) -> ApiError {
+    let ended = access
+        .end_for(&acting.who(), grant_id, "session_ended_before_release")
+        .await;
+    if let Err(e) = ended {
+        tracing::info!(error = %e, "grant already ended with the session");
+    }
+    no_session()
+}
+
+/// A PDF for the browser's own viewer, under its own policy.
+fn pdf_response(pdf: Vec<u8>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/pdf"),
+            (
+                header::CONTENT_DISPOSITION,
+                "inline; filename=\"document.pdf\"",
+            ),
+            (header::CONTENT_SECURITY_POLICY, PDF_CONTENT_SECURITY_POLICY),
+        ],
+        pdf,
+    )
+        .into_response()
 }
 
 /// Ends a grant now (recorded as "break-glass stopped").

@@ -263,6 +263,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(access_routes::break_glass))
         .routes(routes!(access_routes::reread))
         .routes(routes!(access_routes::document))
+        .routes(routes!(access_routes::listed_document))
+        .routes(routes!(access_routes::listed_document_pdf))
         .routes(routes!(access_routes::close))
         .routes(routes!(access_routes::search))
         .routes(routes!(compliance_routes::pending))

@@ -60,6 +60,10 @@ pub enum UpstreamError {
     /// The record holds no document a summary can come from.
     #[error("the record holds no summary document")]
     NoSummaryDocument,
+    /// The document asked for is not (or no longer) listed in the patient's record for
+    /// this access.
+    #[error("the document asked for is not in the patient's record")]
+    DocumentNotListed,
     /// Several patients carry this INS: the service is inconsistent, nothing is picked.
     #[error("the record service returned {0} patients for one INS")]
     Ambiguous(usize),
@@ -138,6 +142,12 @@ impl UpstreamError {
                 "no_summary_document".into(),
                 "Le dossier médical partagé ne contient aucune synthèse ni historique de remboursements.",
             ),
+            Self::DocumentNotListed => row(
+                404,
+                "document_not_listed",
+                "document_not_listed".into(),
+                "Ce document n'est pas (ou plus) accessible dans le dossier du patient.",
+            ),
             Self::Ambiguous(n) => row(
                 409,
                 "ambiguous_ins",
@@ -211,6 +221,18 @@ pub trait RecordService: Send + Sync {
         id: &'a str,
         access: &'a Access<'a>,
     ) -> BoxFuture<'a, Result<CriticalSummary, UpstreamError>>;
+
+    /// One document of the access's patient's record, by the unique id the summary
+    /// listed it under, read the way a summary is (its sections, or its PDF or text);
+    /// `documents` holds its listing. A service that lists no documents has none.
+    fn document<'a>(
+        &'a self,
+        unique_id: &'a str,
+        access: &'a Access<'a>,
+    ) -> BoxFuture<'a, Result<CriticalSummary, UpstreamError>> {
+        let _ = (unique_id, access);
+        Box::pin(async { Err(UpstreamError::DocumentNotListed) })
+    }
 }
 
 /// A document whose Patient carries INS identifiers, none of them the one asked for, is

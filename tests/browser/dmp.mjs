@@ -1,8 +1,10 @@
 // The physician's page on the national record's path: the summary composed from the
 // record's CDA documents (allergies first), the reimbursement history's dispensations
-// apart, and the record's documents listed with what each block came from. Started by
-// tests/suite/browser.rs with the gateway on the DMP path, the virtual card signing the
-// assertions and dev-dmp. Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, SHOTS, INS.
+// apart, and the record's documents listed with what each block came from; the others
+// opened below the list (a discharge letter in its blocks, a scanned letter's PDF in the
+// browser's own viewer). Started by tests/suite/browser.rs with the gateway on the DMP
+// path, the virtual card signing the assertions and dev-dmp. Environment: GATEWAY,
+// CLIENT_CERT, CLIENT_KEY, SHOTS, INS.
 
 import { ALLERGIES, accessible, check, closeSummary, context, env, finish, launch, openSummary, setup, unlock } from './common.mjs';
 
@@ -10,7 +12,8 @@ const { gateway, shots } = setup();
 const browser = await launch();
 const result = {};
 try {
-  const page = await (await context(browser, gateway, { viewport: { width: 1280, height: 900 } })).newPage();
+  const ctx = await context(browser, gateway, { viewport: { width: 1280, height: 900 } });
+  const page = await ctx.newPage();
   const errors = [];
   page.on('pageerror', (error) => errors.push(String(error)));
   await unlock(page, gateway);
@@ -26,6 +29,38 @@ try {
   result.documents = documents;
   await page.screenshot({ path: `${shots}/9c-dmp-documents.png`, fullPage: true });
   await accessible(page, 'DMP summary');
+
+  // The discharge letter, opened by keyboard: its own blocks under its own heading, the
+  // summary above unchanged.
+  const opener = (title) => page.locator('#summary .documents li', { hasText: title }).locator('button.open-listed');
+  check(await page.locator('#summary .documents li.used button').count() === 0, 'the sources have no button');
+  await opener('Lettre de liaison de sortie').focus();
+  await page.keyboard.press('Enter');
+  const opened = page.locator('#opened-document');
+  await opened.locator('h2', { hasText: 'Document ouvert' }).waitFor();
+  const letter = await opened.innerText();
+  check(letter.includes('Lettre de liaison de sortie') && letter.includes('APIXABAN'), `letter: ${letter}`);
+  check(await page.evaluate(() => document.activeElement.textContent.startsWith('Document ouvert')), 'focus on the opened document');
+  const summaryAllergies = await page.locator('#summary > section.allergies').innerText();
+  check(summaryAllergies.includes('Pénicilline'), 'the summary stays');
+  await page.screenshot({ path: `${shots}/9d-dmp-document-ouvert.png`, fullPage: true });
+  await accessible(page, 'opened listed document');
+  await opened.locator('button.close-listed').click();
+  check((await opened.innerText()).trim() === '', 'closed');
+
+  // The scanned letter: a PDF, opened in the viewer under the grant, by its own route.
+  await opener('Lettre de liaison (scannée)').click();
+  const link = opened.locator('a.open-document');
+  await link.waitFor();
+  const href = await link.getAttribute('href');
+  check(/^\/api\/v1\/grants\/[0-9a-f]{32}\/documents\/1\.2\.250\.1\.999\.1\.5\/pdf$/.test(href), href);
+  const answered = ctx.waitForEvent('response', (r) => r.url().endsWith('/pdf'));
+  await link.click();
+  const response = await answered;
+  const headers = await response.allHeaders();
+  check(response.status() === 200 && headers['content-type'] === 'application/pdf', `${response.status()} ${headers['content-type']}`);
+  check(headers['content-security-policy'].includes("object-src 'self'"), headers['content-security-policy']);
+  for (const other of ctx.pages()) if (other !== page) await other.close();
   await closeSummary(page);
   check(errors.length === 0, `no script error: ${errors.join(' | ')}`);
 } finally {

@@ -471,13 +471,23 @@ async fn cda_documents_and_a_level_1_pdf_reach_the_page() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_page_on_the_dmp_path_lists_the_record_documents() {
-    use support::dmp::{DevDmp, INS, dmp_gateway, patients};
+async fn the_page_on_the_dmp_path_lists_the_record_documents_and_opens_the_others() {
+    use support::dmp::{DevDmp, INS, cda, dmp_gateway, patients};
     let pcscd = Pcscd::start(1);
     let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
     let documents = tempfile::tempdir().unwrap();
+    // Beside the summary's sources, a discharge letter and an older one held as a PDF:
+    // listed, not used, opened from the page.
+    let mut patients = patients();
+    let listed = patients[0]["documents"].as_array_mut().unwrap();
+    listed.push(json!({"file": cda("ldl-ses-discharge.xml"), "unique_id": "1.2.250.1.999.1.4",
+        "type_code": "11490-0", "type_scheme": "2.16.840.1.113883.6.1", "format_code": "urn:hl7-org:sdwg:ldl-ses:2019",
+        "creation_time": "20261118120000", "title": "Lettre de liaison de sortie", "author": "Hugo CARDIOLOGUE"}));
+    listed.push(json!({"file": cda("level-1-pdf.xml"), "unique_id": "1.2.250.1.999.1.5",
+        "type_code": "11490-0", "type_scheme": "2.16.840.1.113883.6.1", "format_code": "urn:ihe:iti:xds-sd:pdf:2008",
+        "creation_time": "20240101120000", "title": "Lettre de liaison (scannée)"}));
     let dmp = DevDmp::start(
-        patients(),
+        patients,
         documents.path(),
         &[card.dir.join("card-ca.pem").as_path()],
     );
@@ -491,5 +501,30 @@ async fn the_page_on_the_dmp_path_lists_the_record_documents() {
             .unwrap()
             .contains("source de cette synthèse"),
         "{result}"
+    );
+    // Each opening is a read of the record naming the document, before it was shown:
+    // the letter, the scanned letter's listing, then its PDF in the tab.
+    let (_, trail, _) = support::run(
+        &gateway.config,
+        &["audit", "list", "--json", "--kind", "patient_record_read"],
+        &[],
+    );
+    let opened: Vec<&str> = trail
+        .lines()
+        .filter_map(|l| l.split("opened=").nth(1))
+        .map(|rest| rest.split([' ', '"']).next().unwrap())
+        .collect();
+    assert_eq!(
+        opened,
+        [
+            "1.2.250.1.999.1.4",
+            "1.2.250.1.999.1.5",
+            "1.2.250.1.999.1.5"
+        ],
+        "{trail}"
+    );
+    assert!(
+        trail.contains("document=application/pdf opened=1.2.250.1.999.1.5"),
+        "{trail}"
     );
 }

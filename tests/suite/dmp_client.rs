@@ -110,6 +110,36 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
     assert_eq!(summary.documents.len(), 3);
     assert_eq!(summary.document.template.as_deref(), Some("IPS-FR"));
 
+    // A listed document opened on its own: TD3.1 again (still listed for this patient in
+    // this mode?), then TD3.2 for it alone; read like a summary, its listing and the
+    // exchanges with it.
+    let vsm = gateway.document("1.2.250.1.999.1.2", &glass).await.unwrap();
+    assert_eq!(vsm.document.template.as_deref(), Some("VSM"));
+    assert_eq!(vsm.documents.len(), 1);
+    assert_eq!(vsm.documents[0].unique_id, "1.2.250.1.999.1.2");
+    assert!(
+        vsm.provenance
+            .iter()
+            .any(|p| p.starts_with("dmp=registry:_"))
+            && vsm
+                .provenance
+                .iter()
+                .any(|p| p.starts_with("dmp=repository:_"))
+            && vsm
+                .provenance
+                .contains(&"retrieved=1.2.250.1.999.1.2".to_owned()),
+        "{:?}",
+        vsm.provenance
+    );
+    // The same masked document in regulation, a document of no one, another patient's:
+    // not listed for this access, nothing read.
+    for unlisted in ["1.2.250.1.999.1.2", "1.2.250.1.999.9.9"] {
+        assert_eq!(
+            gateway.document(unlisted, &regulation).await.unwrap_err(),
+            UpstreamError::DocumentNotListed
+        );
+    }
+
     // The other patient opposed regulation access: said by TD0.2, and by the registry
     // if asked anyway.
     let other = ins(OTHER_INS);

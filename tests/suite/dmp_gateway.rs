@@ -86,6 +86,7 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
         gateway.stderr.all()
     );
     let body: Value = answer.json().await.unwrap();
+    let grant = body["grant"]["id"].as_str().unwrap().to_owned();
     let summary = &body["summary"];
     assert_eq!(summary["document"]["template"], "IPS-FR", "{summary}");
     assert_eq!(summary["allergies"]["items"][0]["substance"], "Pénicilline");
@@ -163,6 +164,63 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
             && detail.contains("retrieved=1.2.250.1.999.1.3"),
         "{detail}"
     );
+
+    // A listed document opened under the grant: read now, recorded; one the access may
+    // not see (the masked VSM, in regulation) is not listed; a structured one has no PDF;
+    // a malformed id is refused before anything is asked.
+    let open = |path: String| {
+        let desk = desk.clone();
+        let url = gateway.url(&format!("/api/v1/grants/{grant}/documents/{path}"));
+        let token = token.clone();
+        async move {
+            let answer = desk.get(url).bearer_auth(token).send().await.unwrap();
+            let status = answer.status();
+            (status, answer.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let (status, opened) = open("1.2.250.1.999.1.3".into()).await;
+    assert_eq!(status, StatusCode::OK, "{opened}");
+    assert_eq!(
+        opened["summary"]["documents"][0]["unique_id"],
+        "1.2.250.1.999.1.3"
+    );
+    assert!(
+        opened["summary"]["dispensations"]["items"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+    );
+    for (path, status, code) in [
+        (
+            "1.2.250.1.999.1.2",
+            StatusCode::NOT_FOUND,
+            "document_not_listed",
+        ),
+        (
+            "1.2.250.1.999.1.3/pdf",
+            StatusCode::NOT_FOUND,
+            "no_document",
+        ),
+        ("not%20an%20id", StatusCode::BAD_REQUEST, "invalid_request"),
+    ] {
+        let (got, body) = open(path.into()).await;
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{path}: {body}"
+        );
+        assert!(body["message_fr"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let (_, trail, _) = crate::support::run(
+        &gateway.config,
+        &["audit", "list", "--json", "--kind", "patient_record_read"],
+        &[],
+    );
+    let opened: Vec<&str> = trail.lines().filter(|l| l.contains("opened=")).collect();
+    assert_eq!(opened.len(), 3, "{trail}");
+    assert!(opened[0].contains("retrieved=1.2.250.1.999.1.3"), "{trail}");
+    assert!(opened[1].contains("document_not_listed"), "{trail}");
+    // Fetched from the DMP but not released (no PDF): on record all the same.
+    assert!(opened[2].contains("no_pdf"), "{trail}");
 
     // Break-glass: the document the patient masked from professionals (a VSM she lets be
     // read in break-glass only) is listed too.

@@ -492,6 +492,14 @@ const EXPECTED: &[(&str, [u16; 5])] = &[
         [403, 403, 503, 403, 403],
     ),
     (
+        "GET /api/v1/grants/{grant_id}/documents/{unique_id}",
+        [403, 403, 503, 403, 403],
+    ),
+    (
+        "GET /api/v1/grants/{grant_id}/documents/{unique_id}/pdf",
+        [403, 403, 503, 403, 403],
+    ),
+    (
         "GET /api/v1/grants/{grant_id}/summary",
         [403, 403, 503, 403, 403],
     ),
@@ -542,7 +550,8 @@ async fn every_route_answers_each_kind_of_caller_as_expected() {
             seen.push(operation.clone());
             let concrete = path
                 .replace("{grant_id}", "0123456789abcdef0123456789abcdef")
-                .replace("{seq}", "not-a-number");
+                .replace("{seq}", "not-a-number")
+                .replace("{unique_id}", "1.2.250.1.999.1.1");
             for (client, want) in clients.iter().zip(expected) {
                 let request = client.request(
                     method.to_uppercase().parse().unwrap(),

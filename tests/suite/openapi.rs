@@ -42,6 +42,8 @@ async fn every_documented_operation_is_served() {
             "GET /api/v1/desk",
             "GET /api/v1/desk/events",
             "GET /api/v1/grants/{grant_id}/document",
+            "GET /api/v1/grants/{grant_id}/documents/{unique_id}",
+            "GET /api/v1/grants/{grant_id}/documents/{unique_id}/pdf",
             "GET /api/v1/grants/{grant_id}/summary",
             "GET /api/v1/openapi.json",
             "GET /api/v1/session",

@@ -428,7 +428,12 @@
     HR: 'historique des remboursements',
   };
 
-  function renderSummary(summary, grantId) {
+  const grantPath = (grantId) => '/api/v1/grants/' + encodeURIComponent(grantId);
+
+  // `opened`: the unique id of a listed document opened on its own (its PDF has its own
+  // route); absent for the access's summary.
+  function renderSummary(summary, grantId, opened) {
+    const pdfHref = grantPath(grantId) + (opened ? '/documents/' + encodeURIComponent(opened) + '/pdf' : '/document');
     const parts = [];
     const doc = summary.document || {};
     const kind = doc.title || TEMPLATE_TEXT[doc.template] || 'Document';
@@ -446,8 +451,8 @@
     parts.push(allergySection(summary.allergies, Boolean(summary.unstructured)));
     // An unstructured document has no section to read: the document itself, at once.
     if (summary.unstructured) {
-      parts.push(unstructuredSection(summary.unstructured, doc, grantId));
-      if (summary.documents && summary.documents.length) parts.push(documentsSection(summary.documents));
+      parts.push(unstructuredSection(summary.unstructured, doc, pdfHref));
+      if (!opened && summary.documents && summary.documents.length) parts.push(documentsSection(summary.documents, grantId));
       return parts;
     }
     if (summary.vigilance) {
@@ -483,7 +488,7 @@
       if (other.narrative) block.append(element('p', 'narrative', other.narrative));
       parts.push(block);
     }
-    if (summary.documents && summary.documents.length) parts.push(documentsSection(summary.documents));
+    if (!opened && summary.documents && summary.documents.length) parts.push(documentsSection(summary.documents, grantId));
     return parts;
   }
 
@@ -492,30 +497,59 @@
     dispensations: 'source des délivrances',
   };
 
+  function documentText(d) {
+    return [
+      d.title || d.type_display || d.type_code || 'Document',
+      d.creation_time ? 'du ' + frenchDate(d.creation_time) : null,
+      d.authors && d.authors.length ? 'par ' + d.authors.join(', ') : null,
+      d.structured ? null : 'non structuré (PDF ou texte)',
+    ].filter(Boolean).join(' — ');
+  }
+
   // The record's documents (the national record holds several): what each is, and which
-  // the blocks above come from, so nothing shown is separated from its source.
-  function documentsSection(documents) {
+  // the blocks above come from, so nothing shown is separated from its source. Each
+  // other one opens below, read now from the record under the same grant (each opening
+  // is recorded as a read).
+  function documentsSection(documents, grantId) {
     const block = element('section', 'section documents');
     block.append(element('h2', null, 'Documents du dossier'));
     const list = element('ul');
+    const opened = element('div', 'opened-document');
+    opened.id = 'opened-document';
     for (const d of documents) {
-      const text = [
-        d.title || d.type_display || d.type_code || 'Document',
-        d.creation_time ? 'du ' + frenchDate(d.creation_time) : null,
-        d.authors && d.authors.length ? 'par ' + d.authors.join(', ') : null,
-        d.structured ? null : 'non structuré (PDF ou texte)',
-      ].filter(Boolean).join(' — ');
-      const item = element('li', d.used_for.length ? 'used' : null, text);
+      const item = element('li', d.used_for.length ? 'used' : null, documentText(d));
       if (d.used_for.length) {
         item.append(element('strong', null, ' (' + d.used_for.map((u) => USED_FOR[u] || u).join(', ') + ')'));
+      } else {
+        const open = element('button', 'open-listed', 'Ouvrir');
+        open.type = 'button';
+        open.setAttribute('aria-label', 'Ouvrir ' + documentText(d));
+        open.addEventListener('click', () => openListed(d, grantId, opened));
+        item.append(document.createTextNode(' '), open);
       }
       list.append(item);
     }
-    block.append(list);
-    if (documents.some((d) => !d.used_for.length)) {
-      block.append(element('p', 'note', 'Les autres documents sont consultables dans le DMP.'));
-    }
+    block.append(list, opened);
     return block;
+  }
+
+  async function openListed(d, grantId, panel) {
+    panel.replaceChildren(element('p', 'status', 'Lecture du document dans le dossier…'));
+    const answer = await api('GET', grantPath(grantId) + '/documents/' + encodeURIComponent(d.unique_id));
+    // The access ended (or another began) meanwhile: nothing of it is shown.
+    if (!state.grant || state.grant.id !== grantId || !panel.isConnected) return;
+    if (answer.status !== 200) {
+      panel.replaceChildren(element('p', 'error', refusal(answer)));
+      return;
+    }
+    const heading = element('h2', null, 'Document ouvert : ' + documentText(d));
+    heading.tabIndex = -1;
+    const close = element('button', 'close-listed', 'Fermer ce document');
+    close.type = 'button';
+    close.addEventListener('click', () => panel.replaceChildren());
+    const apart = element('p', 'note', 'Document consulté à part : son contenu n\u2019est pas intégré à la synthèse ci-dessus.');
+    panel.replaceChildren(heading, apart, ...renderSummary(answer.data.summary, grantId, d.unique_id), close);
+    heading.focus();
   }
 
   function observationText(o) {
@@ -524,7 +558,7 @@
 
   // A PDF or a text wrapped in the record's document format: the text inline, the PDF in
   // the browser's own viewer (a new tab, under the grant: recorded as a read).
-  function unstructuredSection(body, doc, grantId) {
+  function unstructuredSection(body, doc, pdfHref) {
     const block = element('section', 'section unstructured');
     block.append(element('h2', null, 'Document non structuré'));
     block.append(element('p', 'note', 'Le dossier ne contient ce document que sous forme ' +
@@ -534,7 +568,7 @@
       block.append(element('pre', 'document-text', body.text));
     } else if (body.pdf) {
       const link = element('a', 'open-document', 'Ouvrir le document PDF (' + Math.max(1, Math.round(body.size / 1024)) + ' ko)');
-      link.href = '/api/v1/grants/' + encodeURIComponent(grantId) + '/document';
+      link.href = pdfHref;
       link.target = '_blank';
       link.rel = 'noopener noreferrer';
       block.append(link);

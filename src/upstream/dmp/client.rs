@@ -559,35 +559,99 @@ impl DmpClient {
         summary.documents = found
             .documents
             .iter()
-            .map(|d| ListedDocument {
-                unique_id: d.unique_id.clone(),
-                type_code: d.type_code.as_ref().map(|c| c.code.clone()),
-                type_display: d.type_code.as_ref().and_then(|c| c.display.clone()),
-                title: d.title.clone(),
-                creation_time: d.creation_time.clone(),
-                authors: d.authors.clone(),
-                structured: is_structured(d),
-                used_for: used
+            .map(|d| {
+                let used_for = used
                     .iter()
                     .filter(|(id, _)| id.as_deref() == Some(d.unique_id.as_str()))
                     .map(|(_, what)| (*what).to_owned())
-                    .collect(),
+                    .collect();
+                listed(d, used_for)
             })
             .collect();
-        // For the access's audit record: each transaction with its assertion id, then
-        // every document retrieved.
-        summary.provenance = trail
-            .into_iter()
-            .map(|t| format!("dmp={t}"))
-            .chain(
-                retrieved
-                    .documents
-                    .iter()
-                    .map(|d| format!("retrieved={}", d.unique_id)),
-            )
-            .collect();
+        summary.provenance = provenance(trail, &retrieved.documents);
         Ok(summary)
     }
+
+    /// One listed document of the access's patient: TD3.1 again (the document must still
+    /// be listed for this patient in this mode, and its repository is read there), then
+    /// TD3.2 for it alone.
+    async fn one_document(
+        &self,
+        ins: &Ins,
+        unique_id: &str,
+        access: &Access<'_>,
+    ) -> Result<CriticalSummary, UpstreamError> {
+        let body = xds::find_documents_body(&ins.resource_id(), &self.types);
+        let mut trail = Vec::new();
+        let (xml, _) = self
+            .exchange(access, "registry", xds::FIND_ACTION, body, &mut trail)
+            .await?;
+        let doc = soap::parse(&xml).map_err(malformed)?;
+        let found = soap::body(&doc)
+            .and_then(xds::read_found)
+            .map_err(outcome)?;
+        registry_outcome(&found.errors, found.documents.is_empty())?;
+        let entry = found
+            .documents
+            .iter()
+            .find(|d| d.unique_id == unique_id)
+            .ok_or(UpstreamError::DocumentNotListed)?;
+        let request = [(entry.repository_unique_id.clone(), entry.unique_id.clone())];
+        let (xml, attachments) = self
+            .exchange(
+                access,
+                "repository",
+                xds::RETRIEVE_ACTION,
+                xds::retrieve_body(&request),
+                &mut trail,
+            )
+            .await?;
+        let doc = soap::parse(&xml).map_err(malformed)?;
+        let retrieved = soap::body(&doc)
+            .and_then(|b| xds::read_retrieved(b, &|id| attachments.get(id).cloned()))
+            .map_err(outcome)?;
+        registry_outcome(&retrieved.errors, retrieved.documents.is_empty())?;
+        let bytes = retrieved
+            .documents
+            .iter()
+            .find(|d| d.unique_id == unique_id)
+            .map(|d| d.bytes.as_slice())
+            .ok_or(UpstreamError::DocumentNotListed)?;
+        let mut summary =
+            summary::extract(bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
+        super::super::check_same_patient(&summary, Some(ins))?;
+        summary.documents = vec![listed(entry, Vec::new())];
+        summary.provenance = provenance(trail, &retrieved.documents);
+        Ok(summary)
+    }
+}
+
+/// How a registry entry is listed on the page.
+fn listed(d: &DocumentEntry, used_for: Vec<String>) -> ListedDocument {
+    ListedDocument {
+        unique_id: d.unique_id.clone(),
+        type_code: d.type_code.as_ref().map(|c| c.code.clone()),
+        type_display: d.type_code.as_ref().and_then(|c| c.display.clone()),
+        title: d.title.clone(),
+        creation_time: d.creation_time.clone(),
+        authors: d.authors.clone(),
+        structured: is_structured(d),
+        used_for,
+    }
+}
+
+/// For the access's audit record: each transaction with its assertion id, then every
+/// document retrieved.
+fn provenance(trail: Vec<String>, retrieved: &[xds::RetrievedDocument]) -> Vec<String> {
+    trail
+        .into_iter()
+        .map(|t| format!("dmp={t}"))
+        .chain(
+            retrieved
+                .iter()
+                .map(|d| format!("retrieved={}", d.unique_id)),
+        )
+        .collect()
 }
 
 fn type_of(d: &DocumentEntry) -> Option<&str> {
@@ -726,6 +790,19 @@ impl RecordService for DmpClient {
                 return Err(UpstreamError::NoRecord);
             }
             self.within(self.compose(ins, access)).await
+        })
+    }
+
+    fn document<'a>(
+        &'a self,
+        unique_id: &'a str,
+        access: &'a Access<'a>,
+    ) -> BoxFuture<'a, Result<CriticalSummary, UpstreamError>> {
+        Box::pin(async move {
+            let Some(ins) = access.patient else {
+                return Err(UpstreamError::NoRecord);
+            };
+            self.within(self.one_document(ins, unique_id, access)).await
         })
     }
 }
