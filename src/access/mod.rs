@@ -992,14 +992,8 @@ impl BreakGlass {
             patient: Some(ins),
             card_reader: Some(reader),
         };
-        let patient = upstream::resolve(self.upstream.as_ref(), ins, &access).await?;
-        let mut summary = self.upstream.summary(&patient.id, &access).await?;
         // The read's record names every exchange, the patient's resolution first.
-        if !patient.provenance.is_empty() {
-            let mut provenance = patient.provenance.clone();
-            provenance.append(&mut summary.provenance);
-            summary.provenance = provenance;
-        }
+        let (patient, summary) = self.upstream.patient_summary(ins, &access).await?;
         let mut entry = Entry::new(patient.id, summary);
         if let Some(cache) = &self.cache {
             // Others' clearances keep their own time: refreshing the copy is not

@@ -376,6 +376,7 @@ fn commented_upstream_example_matches_the_defaults() {
         .nth(1)
         .unwrap()
         .lines()
+        .take_while(|l| l.starts_with('#'))
         .filter_map(|l| l.strip_prefix("# "))
         .filter(|l| l.contains(" = "))
         .map(|l| format!("{l}\n"))
@@ -383,6 +384,34 @@ fn commented_upstream_example_matches_the_defaults() {
     let example: crate::upstream::UpstreamConfig = toml::from_str(&block).unwrap();
     let required: String = block.lines().take(5).map(|l| format!("{l}\n")).collect();
     let defaults: crate::upstream::UpstreamConfig = toml::from_str(&required).unwrap();
+    assert_eq!(
+        toml::to_string(&example).unwrap(),
+        toml::to_string(&defaults).unwrap()
+    );
+}
+
+/// The commented `[dmp]` example parses, and its defaults are the code's (the structure's
+/// keys, used in the indirect modes only, aside).
+#[test]
+fn commented_dmp_example_matches_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let block: String = text
+        .split("# [dmp]\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| l.contains(" = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let example: crate::upstream::dmp::DmpConfig = toml::from_str(&block).unwrap();
+    assert!(example.problems().is_empty(), "{:?}", example.problems());
+    let required: String = block.lines().take(4).map(|l| format!("{l}\n")).collect();
+    let mut defaults: crate::upstream::dmp::DmpConfig = toml::from_str(&required).unwrap();
+    defaults.structure_cert = example.structure_cert.clone();
+    defaults.structure_key = example.structure_key.clone();
     assert_eq!(
         toml::to_string(&example).unwrap(),
         toml::to_string(&defaults).unwrap()

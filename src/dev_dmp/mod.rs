@@ -163,7 +163,7 @@ pub(crate) enum DmpFault {
         /// e.g. 502, 503.
         status: u16,
     },
-    /// Never answer.
+    /// Never answer (until the fault is lifted).
     Timeout,
     /// A 200 whose body is not XML.
     Garbage,
@@ -340,7 +340,11 @@ async fn soap(
                 .into_response();
         }
         DmpFault::Timeout => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
+            // Silent until the fault is lifted, then answered as usual: the connections a
+            // test left hanging end with the fault.
+            while matches!(state.fault.lock().map(|f| f.clone()), Ok(DmpFault::Timeout)) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         DmpFault::Garbage => {
             return soap_response(StatusCode::OK, "\u{1}not xml at all".into());

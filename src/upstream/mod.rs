@@ -222,6 +222,24 @@ pub trait RecordService: Send + Sync {
         access: &'a Access<'a>,
     ) -> BoxFuture<'a, Result<CriticalSummary, UpstreamError>>;
 
+    /// The one patient carrying `ins` and their critical summary: the patient resolved
+    /// first, then the summary, unless the service knows better (the DMP asks both at
+    /// once, under one deadline). The summary's provenance starts with the resolution's.
+    fn patient_summary<'a>(
+        &'a self,
+        ins: &'a Ins,
+        access: &'a Access<'a>,
+    ) -> BoxFuture<'a, Result<(Candidate, CriticalSummary), UpstreamError>> {
+        Box::pin(async move {
+            let patient = only_one(self.find_by_ins(ins, access).await?)?;
+            let mut summary = self.summary(&patient.id, access).await?;
+            let mut provenance = patient.provenance.clone();
+            provenance.append(&mut summary.provenance);
+            summary.provenance = provenance;
+            Ok((patient, summary))
+        })
+    }
+
     /// One document of the access's patient's record, by the unique id the summary
     /// listed it under, read the way a summary is (its sections, or its PDF or text);
     /// `documents` holds its listing. A service that lists no documents has none.
@@ -323,7 +341,11 @@ pub async fn resolve(
     ins: &Ins,
     access: &Access<'_>,
 ) -> Result<Candidate, UpstreamError> {
-    let mut found = service.find_by_ins(ins, access).await?;
+    only_one(service.find_by_ins(ins, access).await?)
+}
+
+/// The one patient found for an INS: none is "no record", several are never picked from.
+pub(crate) fn only_one(mut found: Vec<Candidate>) -> Result<Candidate, UpstreamError> {
     match found.len() {
         0 => Err(UpstreamError::NoRecord),
         1 => Ok(found.remove(0)),

@@ -232,6 +232,34 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
             .unwrap_err(),
         UpstreamError::Malformed(_)
     ));
+    // One deadline for the whole access, TD0.2 and TD3.1 at once: with every answer
+    // 500 ms late, the patient and the summary (three round trips, two of them together)
+    // come within 1.3 s; one after the other they would need 1.5 s.
+    let patient_deadline = client(&dmp, &card, key, cert, 1_300);
+    dmp.fault(json!({"kind": "latency", "ms": 500})).await;
+    let (resolved, summary) = patient_deadline
+        .patient_summary(&patient, &regulation)
+        .await
+        .unwrap();
+    assert_eq!(resolved.ins.unwrap().value, INS);
+    assert_eq!(summary.document.template.as_deref(), Some("IPS-FR"));
+    let services: Vec<&str> = summary
+        .provenance
+        .iter()
+        .filter_map(|p| p.strip_prefix("dmp="))
+        .map(|p| p.split(':').next().unwrap())
+        .collect();
+    assert_eq!(services, ["patients", "registry", "repository"]);
+    dmp.fault(json!({"kind": "latency", "ms": 900})).await;
+    assert_eq!(
+        patient_deadline
+            .patient_summary(&patient, &regulation)
+            .await
+            .unwrap_err(),
+        UpstreamError::TimedOut(1_300)
+    );
+    dmp.fault(json!({"kind": "none"})).await;
+
     let hurried = client(&dmp, &card, key, cert, 600);
     dmp.fault(json!({"kind": "latency", "ms": 1_500})).await;
     let started = std::time::Instant::now();

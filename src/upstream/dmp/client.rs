@@ -473,21 +473,66 @@ impl DmpClient {
             .collect())
     }
 
-    async fn compose(
+    /// TD3.1: the patient's documents of the configured types; `trail` gets the
+    /// transaction.
+    async fn find(
         &self,
         ins: &Ins,
         access: &Access<'_>,
-    ) -> Result<CriticalSummary, UpstreamError> {
+        trail: &mut Vec<String>,
+    ) -> Result<xds::Found, UpstreamError> {
         let body = xds::find_documents_body(&ins.resource_id(), &self.types);
-        let mut trail = Vec::new();
         let (xml, _) = self
-            .exchange(access, "registry", xds::FIND_ACTION, body, &mut trail)
+            .exchange(access, "registry", xds::FIND_ACTION, body, trail)
             .await?;
         let doc = soap::parse(&xml).map_err(malformed)?;
         let found = soap::body(&doc)
             .and_then(xds::read_found)
             .map_err(outcome)?;
         registry_outcome(&found.errors, found.documents.is_empty())?;
+        Ok(found)
+    }
+
+    async fn compose(
+        &self,
+        ins: &Ins,
+        access: &Access<'_>,
+    ) -> Result<CriticalSummary, UpstreamError> {
+        let mut trail = Vec::new();
+        let found = self.find(ins, access, &mut trail).await?;
+        self.compose_from(ins, access, found, trail).await
+    }
+
+    /// TD0.2 and TD3.1 at once (neither needs the other's answer), then TD3.2: the
+    /// patient and their summary in two round trips. Nothing is used before TD0.2 has
+    /// said the record exists and is not opposed; its refusal comes first.
+    async fn patient_and_summary(
+        &self,
+        ins: &Ins,
+        access: &Access<'_>,
+    ) -> Result<(Candidate, CriticalSummary), UpstreamError> {
+        let mut trail = Vec::new();
+        let (existence, found) = tokio::join!(
+            self.existence(ins, access),
+            self.find(ins, access, &mut trail)
+        );
+        let patient = super::super::only_one(existence?)?;
+        let mut summary = self.compose_from(ins, access, found?, trail).await?;
+        // The read's record names every exchange, the test of existence first.
+        let mut provenance = patient.provenance.clone();
+        provenance.append(&mut summary.provenance);
+        summary.provenance = provenance;
+        Ok((patient, summary))
+    }
+
+    /// TD3.2 of the documents the summary is made of, chosen among `found`; the summary.
+    async fn compose_from(
+        &self,
+        ins: &Ins,
+        access: &Access<'_>,
+        found: xds::Found,
+        mut trail: Vec<String>,
+    ) -> Result<CriticalSummary, UpstreamError> {
         let synthesis = choose_synthesis(&found.documents);
         let history = newest(
             found
@@ -791,6 +836,14 @@ impl RecordService for DmpClient {
             }
             self.within(self.compose(ins, access)).await
         })
+    }
+
+    fn patient_summary<'a>(
+        &'a self,
+        ins: &'a Ins,
+        access: &'a Access<'a>,
+    ) -> BoxFuture<'a, Result<(Candidate, CriticalSummary), UpstreamError>> {
+        Box::pin(self.within(self.patient_and_summary(ins, access)))
     }
 
     fn document<'a>(

@@ -130,7 +130,8 @@ pub struct DmpConfig {
     /// Connection deadline, milliseconds.
     #[serde(default = "defaults::connect_timeout_ms")]
     pub connect_timeout_ms: u64,
-    /// Deadline of a whole operation (a summary is two round trips), milliseconds.
+    /// Deadline of a whole operation (a break-glass access: TD0.2 and TD3.1 at once, then
+    /// TD3.2), milliseconds.
     #[serde(default = "defaults::total_timeout_ms")]
     pub total_timeout_ms: u64,
     /// Largest answer accepted (a retrieval of two documents), bytes.
