@@ -8,12 +8,15 @@
 //!   [`vpcd`] plugs it into a real pcscd through vsmartcard-vpcd.
 //! - [`pinpad`]: secure PIN entry on PIN-pad readers (`FEATURE_VERIFY_PIN_DIRECT`).
 //! - [`reader`]: PC/SC through pcscd and the `pcsc` crate.
+//! - [`pkcs11`]: the same login steps through a PKCS#11 module (the ANS Cryptolib CPS,
+//!   OpenSC), the way the ANS supports CPS3 and CPS4 cards.
 //!
 //! The reader monitor, certificate trust and sessions come next (issue "Physician login by
 //! CPS smart card").
 
 pub mod apdu;
 pub mod pinpad;
+pub mod pkcs11;
 pub mod profile;
 pub mod reader;
 pub mod trust;
@@ -92,6 +95,13 @@ pub enum CardError {
     /// The card profile in configuration is invalid.
     #[error("card profile: {0}")]
     Profile(String),
+    /// Wrong PIN; the token does not say how many tries are left (PKCS#11 tells only the
+    /// last one and the lock).
+    #[error("wrong PIN")]
+    WrongPinTriesUnknown,
+    /// The PKCS#11 module is missing, does not load, or fails.
+    #[error("PKCS#11 module: {0}")]
+    Module(String),
 }
 
 impl CardError {
@@ -100,6 +110,8 @@ impl CardError {
         match self {
             Self::WrongPin { tries_left: 1 } => "Code erroné. Attention : dernier essai avant blocage de la carte.".into(),
             Self::WrongPin { tries_left } => format!("Code erroné. Il reste {tries_left} essais."),
+            Self::WrongPinTriesUnknown => "Code erroné.".into(),
+            Self::Module(_) => "Le logiciel de lecture des cartes (module PKCS#11) ne répond pas. Contactez l'informatique du centre.".into(),
             Self::PinBlocked => "Carte bloquée : trop de codes erronés. Utilisez le code de déblocage ou une autre carte.".into(),
             Self::SignatureMismatch | Self::Certificate(_) => "Carte non reconnue : son certificat n'est pas valide.".into(),
             Self::Transport(_) => "Lecteur de carte injoignable. Vérifiez la carte et le lecteur.".into(),

@@ -344,7 +344,7 @@ pub const SHA256_DIGEST_INFO_PREFIX: [u8; 19] = [
 ];
 
 /// The RSAPublicKey DER inside the certificate's SubjectPublicKeyInfo.
-fn rsa_public_key(certificate_der: &[u8]) -> Result<Vec<u8>, CardError> {
+pub(crate) fn rsa_public_key(certificate_der: &[u8]) -> Result<Vec<u8>, CardError> {
     let (_, cert) = x509_parser::parse_x509_certificate(certificate_der)
         .map_err(|e| CardError::Certificate(e.to_string()))?;
     let spki = &cert.tbs_certificate.subject_pki;

@@ -10,6 +10,7 @@ use clap::{Subcommand, ValueEnum};
 use rustls::pki_types::pem::PemObject;
 
 use super::Failure;
+use crate::card::pkcs11::Pkcs11Module;
 use crate::card::profile::{CardProfile, read_certificate};
 use crate::card::reader::{PcscCard, list_readers};
 use crate::dev_card::emulator::{CardIdentity, EmulatedCard, Fault};
@@ -19,16 +20,32 @@ use crate::encoding::hex;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum CardCommand {
-    /// List the PC/SC readers pcscd knows, whether a card is present, and its ATR.
-    List,
+    /// List the PC/SC readers pcscd knows, whether a card is present, and its ATR; with a
+    /// PKCS#11 module, its slots and tokens too.
+    List {
+        /// The PKCS#11 module (the Cryptolib CPS's `libcps3_pkcs11_lux.so`, OpenSC's
+        /// `opensc-pkcs11.so`).
+        #[arg(long)]
+        pkcs11_module: Option<PathBuf>,
+    },
     /// Read the authentication certificate of the card in a reader (no PIN) and show whose it is.
     Probe {
         /// Reader name, as `card list` prints it.
         #[arg(long)]
         reader: String,
+        /// Read it through this PKCS#11 module instead of APDUs.
+        #[arg(long)]
+        pkcs11_module: Option<PathBuf>,
+        /// With a module whose slots are not named after the readers (a software token):
+        /// the token's label.
+        #[arg(long, requires = "pkcs11_module")]
+        token: Option<String>,
     },
     /// Run a virtual CPS card inserted into a vsmartcard-vpcd reader of a real pcscd.
     Emulate(EmulateArgs),
+    /// Write the virtual card into a new token of a software PKCS#11 module (SoftHSM2),
+    /// as a CPS-like token for the PKCS#11 path.
+    EmulateToken(EmulateTokenArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -36,8 +53,35 @@ pub(super) struct EmulateArgs {
     /// The vpcd reader's TCP port on 127.0.0.1 (see hardware/README.md).
     #[arg(long)]
     vpcd_port: u16,
-    /// Directory for the card's CA, certificate, key and CRL (card-ca.pem, card.pem,
-    /// card.key, card-ca.crl); a card saved there by an earlier run is reused.
+    #[command(flatten)]
+    card: CardArgs,
+    /// Fault mode.
+    #[arg(long, value_enum, default_value = "none")]
+    fault: FaultArg,
+    /// Delay before each answer, in milliseconds (a slow card).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub(super) struct EmulateTokenArgs {
+    #[command(flatten)]
+    card: CardArgs,
+    /// The software PKCS#11 module to write the token into (SoftHSM2's
+    /// `/usr/lib/softhsm/libsofthsm2.so`).
+    #[arg(long)]
+    pkcs11_module: PathBuf,
+    /// The new token's label.
+    #[arg(long, default_value = "CPS3v3-VIRTUELLE")]
+    token: String,
+}
+
+/// The virtual card's holder and files.
+#[derive(Debug, clap::Args)]
+pub(super) struct CardArgs {
+    /// Directory for the card's CA, certificates, keys and CRL (card-ca.pem, card.pem,
+    /// card.key, card-sign.pem, card-sign.key, card-ca.crl); a card saved there by an
+    /// earlier run is reused.
     #[arg(long)]
     dir: PathBuf,
     /// The card's PIN.
@@ -58,12 +102,6 @@ pub(super) struct EmulateArgs {
     /// Issue a certificate that expired yesterday.
     #[arg(long)]
     expired: bool,
-    /// Fault mode.
-    #[arg(long, value_enum, default_value = "none")]
-    fault: FaultArg,
-    /// Delay before each answer, in milliseconds (a slow card).
-    #[arg(long, default_value_t = 0)]
-    delay_ms: u64,
     /// List the card's own certificate in the CRL written beside it.
     #[arg(long)]
     revoked: bool,
@@ -84,41 +122,55 @@ pub(super) enum FaultArg {
 
 pub(super) fn run(command: CardCommand) -> Result<ExitCode, Failure> {
     match command {
-        CardCommand::List => {
-            let readers = list_readers().context("cannot list readers")?;
-            if readers.is_empty() {
-                println!("no reader (is pcscd running, are the readers plugged in?)");
+        CardCommand::List { pkcs11_module } => {
+            match list_readers() {
+                Ok(readers) if readers.is_empty() => {
+                    println!("no reader (is pcscd running, are the readers plugged in?)");
+                }
+                Ok(readers) => {
+                    for reader in readers {
+                        let card = reader.atr.as_deref().map_or_else(
+                            || "no card".to_owned(),
+                            |atr| format!("card present, ATR {}", hex(atr)),
+                        );
+                        println!("{}\t{card}", reader.name);
+                    }
+                }
+                // The module's slots are still worth listing.
+                Err(e) if pkcs11_module.is_some() => println!("PC/SC: {e}"),
+                Err(e) => return Err(anyhow::Error::new(e).context("cannot list readers").into()),
             }
-            for reader in readers {
-                let card = reader.atr.as_deref().map_or_else(
-                    || "no card".to_owned(),
-                    |atr| format!("card present, ATR {}", hex(atr)),
-                );
-                println!("{}\t{card}", reader.name);
+            if let Some(path) = pkcs11_module {
+                list_slots(&path)?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        CardCommand::Probe { reader } => probe(&reader),
+        CardCommand::Probe {
+            reader,
+            pkcs11_module: None,
+            ..
+        } => probe(&reader),
+        CardCommand::Probe {
+            reader,
+            pkcs11_module: Some(module),
+            token,
+        } => probe_token(&reader, &module, token.as_deref()),
         CardCommand::Emulate(args) => emulate_card(args),
+        CardCommand::EmulateToken(args) => emulate_token(args),
     }
 }
 
 /// Creates the virtual card (CA, certificate, CRL in `--dir`), or reuses the card saved
 /// there by an earlier run, and serves it.
 fn emulate_card(args: EmulateArgs) -> Result<ExitCode, Failure> {
-    let dir = &args.dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut identity = match saved_identity(dir)? {
-        Some(identity) => identity,
-        None => new_identity(&args)?,
-    };
+    let mut identity = card_identity(&args.card)?;
     if matches!(args.fault, FaultArg::WrongKey) {
         let ca = Authority::new("unrelated key").context("cannot create a key")?;
-        let other = CardIdentity::generate(&ca, &holder(&args), (-1, 365))
+        let other = CardIdentity::generate(&ca, &holder(&args.card), (-1, 365))
             .context("cannot create the card")?;
         identity = CardIdentity::mismatched(&identity, &other);
     }
-    let mut card = EmulatedCard::new(CardProfile::default(), identity, &args.pin)
+    let mut card = EmulatedCard::new(CardProfile::default(), identity, &args.card.pin)
         .context("cannot create the card")?;
     card.set_fault(match args.fault {
         FaultArg::None | FaultArg::WrongKey => Fault::None,
@@ -128,8 +180,46 @@ fn emulate_card(args: EmulateArgs) -> Result<ExitCode, Failure> {
         &mut card,
         args.vpcd_port,
         Duration::from_millis(args.delay_ms),
-        &args.id_nat,
+        &args.card.id_nat,
     )
+}
+
+/// The card saved in `args.dir`, or a new one written there.
+fn card_identity(args: &CardArgs) -> Result<CardIdentity, Failure> {
+    let dir = &args.dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    match saved_identity(dir)? {
+        Some(identity) => Ok(identity),
+        None => new_identity(args),
+    }
+}
+
+/// Writes the virtual card (the one in `--dir`, made if need be) into a new token of a
+/// software PKCS#11 module, under the Cryptolib CPS's labels: the PKCS#11 path runs
+/// against it as against a card.
+fn emulate_token(args: EmulateTokenArgs) -> Result<ExitCode, Failure> {
+    let identity = card_identity(&args.card)?;
+    let mut so_pin = [0u8; 8];
+    crate::random::fill(&mut so_pin).context("no randomness")?;
+    let so_pin = hex(&so_pin);
+    crate::dev_card::token::provision(
+        &crate::dev_card::token::TokenSpec {
+            module: &args.pkcs11_module,
+            label: &args.token,
+            so_pin: &so_pin,
+            pin: &args.card.pin,
+            labels: &crate::card::pkcs11::Pkcs11Labels::default(),
+        },
+        &identity,
+    )
+    .context("cannot write the token")?;
+    println!(
+        "token '{}' written in {}: the card of {}",
+        args.token,
+        args.pkcs11_module.display(),
+        args.card.id_nat
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn saved_identity(dir: &std::path::Path) -> Result<Option<CardIdentity>, Failure> {
@@ -166,7 +256,7 @@ fn saved_identity(dir: &std::path::Path) -> Result<Option<CardIdentity>, Failure
     ))
 }
 
-fn holder(args: &EmulateArgs) -> CardHolder {
+fn holder(args: &CardArgs) -> CardHolder {
     CardHolder {
         id_nat: args.id_nat.clone(),
         given_name: args.given_name.clone(),
@@ -175,7 +265,7 @@ fn holder(args: &EmulateArgs) -> CardHolder {
     }
 }
 
-fn new_identity(args: &EmulateArgs) -> Result<CardIdentity, Failure> {
+fn new_identity(args: &CardArgs) -> Result<CardIdentity, Failure> {
     let dir = &args.dir;
     let ca = Authority::new("samu-gateway virtual CPS CA").context("cannot create the CA")?;
     write_file(&dir.join("card-ca.pem"), ca.cert_pem(), 0o644).context("cannot write the CA")?;
@@ -236,11 +326,83 @@ fn emulate(
     }
 }
 
+/// The module's slots and their tokens, as the module describes them (no PIN).
+fn list_slots(path: &std::path::Path) -> Result<(), Failure> {
+    let module = Pkcs11Module::load(path).map_err(anyhow::Error::from)?;
+    println!(
+        "PKCS#11 module {} ({})",
+        path.display(),
+        module.describe().context("PKCS#11")?
+    );
+    for slot in module.slots().context("PKCS#11")? {
+        let token = slot.token.map_or_else(
+            || "no initialised token".to_owned(),
+            |t| {
+                format!(
+                    "token '{}' model '{}' by '{}' serial {}{}{}",
+                    t.label,
+                    t.model,
+                    t.manufacturer,
+                    t.serial,
+                    if t.pin_pad { ", PIN on the reader" } else { "" },
+                    match t.pin_tries_left {
+                        Some(0) => ", PIN BLOCKED",
+                        Some(1) => ", last PIN try",
+                        _ => "",
+                    }
+                )
+            },
+        );
+        println!("slot {}\t{}\t{token}", slot.id, slot.description);
+    }
+    Ok(())
+}
+
+/// The holder of the card in `reader`, read through a PKCS#11 module (no PIN).
+fn probe_token(
+    reader: &str,
+    path: &std::path::Path,
+    token: Option<&str>,
+) -> Result<ExitCode, Failure> {
+    let module = Pkcs11Module::load(path).map_err(anyhow::Error::from)?;
+    let slot = module
+        .slot_for(reader, token)
+        .context("no card for this reader in the module")?;
+    let session = module
+        .open(slot, &crate::card::pkcs11::Pkcs11Labels::default())
+        .context("cannot read the card's certificates")?;
+    print_holder(reader, &session.authentication_certificate)?;
+    println!(
+        "signature:  certificate present ({} bytes)",
+        session.signature_certificate.len()
+    );
+    println!(
+        "PIN:        {}{}",
+        if module.pin_pad(slot).context("PKCS#11")? {
+            "typed on the reader"
+        } else {
+            "typed at the workstation"
+        },
+        match module.pin_tries_left(slot).context("PKCS#11")? {
+            Some(0) => ", BLOCKED",
+            Some(1) => ", last try",
+            _ => "",
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn probe(reader: &str) -> Result<ExitCode, Failure> {
     let mut card = PcscCard::connect(reader).context("cannot reach the card")?;
     let der = read_certificate(&mut card, &CardProfile::default())
         .context("cannot read the card's certificate")?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der)
+    print_holder(reader, &der)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Whose certificate `der` is, and until when.
+fn print_holder(reader: &str, der: &[u8]) -> Result<(), Failure> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
         .map_err(|e| anyhow::anyhow!("the card's certificate does not parse: {e}"))?;
     let attribute = |oid: &x509_parser::der_parser::oid::Oid| {
         cert.subject()
@@ -270,6 +432,6 @@ fn probe(reader: &str) -> Result<ExitCode, Failure> {
             "NOT valid now"
         }
     );
-    println!("sha256:     {}", hex(&crate::encoding::sha256(&der)));
-    Ok(ExitCode::SUCCESS)
+    println!("sha256:     {}", hex(&crate::encoding::sha256(der)));
+    Ok(())
 }

@@ -26,6 +26,8 @@ pub(super) enum Mode {
     BrisDeGlace,
 }
 
+// Parsed once per run: the size of the largest variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(super) enum DmpCommand {
     /// Print a signed VIHF assertion for an access to a patient's record: the fields of
@@ -50,11 +52,23 @@ pub(super) enum DmpCommand {
         #[arg(long, default_value = "10")]
         profession: String,
         /// RSA private key signing the assertion (PEM, PKCS#8 or PKCS#1, mode 0600).
-        #[arg(long)]
-        key: PathBuf,
+        #[arg(long, required_unless_present = "pkcs11_module", requires = "cert")]
+        key: Option<PathBuf>,
         /// Its certificate (PEM), put in the signature's KeyInfo.
-        #[arg(long)]
-        cert: PathBuf,
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        /// Sign with a card's (or token's) signature key through this PKCS#11 module.
+        #[arg(long, conflicts_with_all = ["key", "cert"], requires = "slot")]
+        pkcs11_module: Option<PathBuf>,
+        /// The card: its reader's name (the slot description), its token's label, or the
+        /// module's slot number.
+        #[arg(long, requires = "pkcs11_module")]
+        slot: Option<String>,
+        /// A file holding the PIN (`-`: standard input); without it, the PIN is asked for
+        /// at the terminal, not echoed. Never on the command line. A card whose reader
+        /// has a PIN pad asks for it there.
+        #[arg(long, requires = "pkcs11_module")]
+        pin_file: Option<PathBuf>,
     },
     /// Read a saved DMP message (TD3.1/TD3.2 request or answer, an MTOM body whose first
     /// line is its boundary, a SOAP fault) and print what the gateway understands of it.
@@ -198,6 +212,9 @@ fn sign(config_path: &Path, command: DmpCommand) -> Result<ExitCode, Failure> {
         profession,
         key,
         cert,
+        pkcs11_module,
+        slot,
+        pin_file,
     } = command
     else {
         return Err(Failure::Usage(vec!["not a signing command".into()]));
@@ -223,7 +240,6 @@ fn sign(config_path: &Path, command: DmpCommand) -> Result<ExitCode, Failure> {
         },
     )
     .map_err(|e| Failure::Usage(vec![format!("--ins: {e}")]))?;
-    let signer = SoftwareSigner::load(&key, &cert).context("cannot load the signing key")?;
     let (given_name, surname) = match name.as_deref().map(str::trim) {
         Some(name) if !name.is_empty() => (None, Some(name.to_owned())),
         _ => (None, None),
@@ -236,19 +252,80 @@ fn sign(config_path: &Path, command: DmpCommand) -> Result<ExitCode, Failure> {
         title: Some(profession),
         certificate_sha256: String::new(),
     };
-    let assertion = signer
-        .vihf(
-            &dmp.vihf_settings(&config.centre.structure_id),
-            VihfSubject {
-                professional: &professional,
-                mode: match mode {
-                    Mode::Centre15 => AccessMode::Centre15,
-                    Mode::BrisDeGlace => AccessMode::BrisDeGlace,
-                },
-                patient: Some(&ins),
-            },
-        )
-        .context("cannot sign the assertion")?;
+    let settings = dmp.vihf_settings(&config.centre.structure_id);
+    let subject = VihfSubject {
+        professional: &professional,
+        mode: match mode {
+            Mode::Centre15 => AccessMode::Centre15,
+            Mode::BrisDeGlace => AccessMode::BrisDeGlace,
+        },
+        patient: Some(&ins),
+    };
+    let assertion = match (key, cert, pkcs11_module, slot) {
+        (Some(key), Some(cert), None, _) => SoftwareSigner::load(&key, &cert)
+            .context("cannot load the signing key")?
+            .vihf(&settings, subject)
+            .context("cannot sign the assertion")?,
+        (None, None, Some(module), Some(slot)) => {
+            sign_with_token(&module, &slot, pin_file.as_deref(), &settings, subject)?
+        }
+        _ => {
+            return Err(Failure::Usage(vec![
+                "sign with --key and --cert, or with --pkcs11-module and --slot".into(),
+            ]));
+        }
+    };
     println!("{assertion}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The assertion signed by the signature key of the card (token) in `slot`, after its PIN.
+fn sign_with_token(
+    module: &Path,
+    slot: &str,
+    pin_file: Option<&Path>,
+    settings: &crate::upstream::dmp::vihf::VihfSettings,
+    subject: VihfSubject<'_>,
+) -> Result<String, Failure> {
+    use crate::card::pkcs11::{Pkcs11Labels, Pkcs11Module, TokenKey};
+    let module = Pkcs11Module::load(module).map_err(anyhow::Error::from)?;
+    let found = module.find_slot(slot).map_err(anyhow::Error::from)?;
+    let token = module
+        .open(found, &Pkcs11Labels::default())
+        .context("cannot read the card's certificates")?;
+    let pin = if module.pin_pad(found).map_err(anyhow::Error::from)? {
+        eprintln!("type the PIN on the reader");
+        None
+    } else {
+        Some(read_pin(pin_file)?)
+    };
+    token
+        .login(&module, pin.as_ref())
+        .context("the card refused the PIN")?;
+    crate::upstream::dmp::signed_vihf(settings, subject, &token.signature_certificate, |message| {
+        token
+            .sign(TokenKey::Signature, message)
+            .map_err(|e| crate::upstream::dmp::DmpError::Signer(e.to_string()))
+    })
+    .context("cannot sign the assertion")
+    .map_err(Failure::from)
+}
+
+/// The PIN from `file` (`-`: standard input; its first line), or asked for at the
+/// terminal without echo.
+fn read_pin(file: Option<&Path>) -> Result<crate::card::profile::Pin, Failure> {
+    let text = zeroize::Zeroizing::new(match file {
+        Some(path) if path == Path::new("-") => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the PIN from standard input")?;
+            line
+        }
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+        None => rpassword::prompt_password("PIN: ").context("cannot ask for the PIN")?,
+    });
+    crate::card::profile::Pin::new(text.trim())
+        .map_err(|e| Failure::Usage(vec![format!("PIN: {e}")]))
 }

@@ -98,6 +98,11 @@ impl CardIdentity {
         })
     }
 
+    /// The authentication and signature private keys (to write them into a token).
+    pub(crate) fn private_keys(&self) -> (&RsaPrivateKey, &RsaPrivateKey) {
+        (&self.key, &self.signature_key)
+    }
+
     /// A card whose certificate is `certificate_of`'s but whose key is `key_of`'s: its
     /// signatures never match its certificate.
     pub(crate) fn mismatched(certificate_of: &CardIdentity, key_of: &CardIdentity) -> Self {

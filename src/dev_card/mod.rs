@@ -5,4 +5,5 @@
 //! `card::apdu::Transport`.
 
 pub(crate) mod emulator;
+pub(crate) mod token;
 pub(crate) mod vpcd;

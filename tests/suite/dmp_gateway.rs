@@ -8,7 +8,6 @@
 //! nothing more can be signed, and the card's connection to the DMP closes.
 
 use std::path::Path;
-use std::process::Command;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -49,18 +48,7 @@ fn xmlsec1_verifies_recorded(request: &Path, certificate: &Path) -> bool {
     let end = text.find("</Assertion>").unwrap() + "</Assertion>".len();
     let assertion = request.with_extension("assertion.xml");
     std::fs::write(&assertion, &text[start..end]).unwrap();
-    Command::new("xmlsec1")
-        .args(["--verify", "--pubkey-cert-pem"])
-        .arg(certificate)
-        .args([
-            "--id-attr:ID",
-            "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
-        ])
-        .arg(&assertion)
-        .output()
-        .unwrap()
-        .status
-        .success()
+    crate::support::dmp::xmlsec1_verifies(&assertion, certificate).0
 }
 
 #[tokio::test(flavor = "multi_thread")]

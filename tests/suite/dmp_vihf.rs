@@ -32,20 +32,7 @@ fn xmlsec1() -> Command {
     Command::new("xmlsec1")
 }
 
-/// `xmlsec1 --verify` with `cert` as the only trusted key: (success, its output).
-fn xmlsec1_verifies(file: &Path, cert: &Path) -> (bool, String) {
-    let out = xmlsec1()
-        .args(["--verify", "--pubkey-cert-pem"])
-        .arg(cert)
-        .args(["--id-attr:ID", ASSERTION])
-        .arg(file)
-        .output()
-        .expect("xmlsec1 runs (Debian package xmlsec1, installed by .ci/deps)");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::support::dmp::xmlsec1_verifies;
 
 #[test]
 fn the_signed_assertion_verifies_with_xmlsec1_and_not_once_altered() {

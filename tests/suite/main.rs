@@ -13,6 +13,7 @@ mod break_glass;
 mod browser;
 mod card_login;
 mod card_pcsc;
+mod card_pkcs11;
 mod compliance;
 mod configtest;
 mod demo;

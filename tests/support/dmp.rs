@@ -135,6 +135,25 @@ pub(crate) fn signed_vihf(dir: &Path, mode: &str) -> (String, PathBuf) {
     (assertion, cert)
 }
 
+/// `xmlsec1 --verify` of the SAML assertion in `file` with `cert` as the only trusted
+/// key: (success, what it said).
+pub(crate) fn xmlsec1_verifies(file: &Path, cert: &Path) -> (bool, String) {
+    let out = std::process::Command::new("xmlsec1")
+        .args(["--verify", "--pubkey-cert-pem"])
+        .arg(cert)
+        .args([
+            "--id-attr:ID",
+            "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+        ])
+        .arg(file)
+        .output()
+        .expect("xmlsec1 runs (Debian package xmlsec1, installed by .ci/deps)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A running `samu-gateway dev-dmp` and what a client needs to reach it.
 pub(crate) struct DevDmp {
     child: std::process::Child,

@@ -15,6 +15,7 @@ pub(crate) mod dicom;
 pub(crate) mod dmp;
 pub(crate) mod pcsc;
 pub(crate) mod rsyslog;
+pub(crate) mod softhsm;
 pub(crate) mod upstream;
 pub(crate) mod validators;
 

@@ -322,19 +322,27 @@ impl SoftwareSigner {
         settings: &vihf::VihfSettings,
         subject: vihf::VihfSubject<'_>,
     ) -> Result<String, DmpError> {
-        let id = new_assertion_id()?;
-        let unsigned = vihf::prepare(
-            settings,
-            subject,
-            &self.certificate,
-            &id,
-            crate::clock::now().1,
-        )?;
-        let signature = self.sign(unsigned.to_sign())?;
-        unsigned
-            .finish(&signature)
-            .map_err(|e| DmpError::Vihf(e.to_string()))
+        signed_vihf(settings, subject, &self.certificate, |message| {
+            self.sign(message)
+        })
     }
+}
+
+/// An assertion for `subject` whose signature `sign` makes (RSA PKCS#1 v1.5, SHA-256,
+/// over the canonical `SignedInfo`) with the key of `certificate` (DER); checked before
+/// it is returned.
+pub fn signed_vihf(
+    settings: &vihf::VihfSettings,
+    subject: vihf::VihfSubject<'_>,
+    certificate: &[u8],
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, DmpError>,
+) -> Result<String, DmpError> {
+    let id = new_assertion_id()?;
+    let unsigned = vihf::prepare(settings, subject, certificate, &id, crate::clock::now().1)?;
+    let signature = sign(unsigned.to_sign())?;
+    unsigned
+        .finish(&signature)
+        .map_err(|e| DmpError::Vihf(e.to_string()))
 }
 
 /// A fresh assertion id: an XML name (it must not start with a digit), 128 random bits.

@@ -1,0 +1,158 @@
+//! CPS cards through PKCS#11 (issue 19), against a real PKCS#11 module: SoftHSM2 with a
+//! CPS-like token (the virtual card's two key pairs and certificates under the Cryptolib
+//! CPS's labels), through the same code as a production module (the Cryptolib CPS, OpenSC):
+//! the tools list and probe it without a PIN, sign a VIHF with its signature key after the
+//! PIN (xmlsec1 verifies it with the signature certificate, not the authentication one),
+//! and a missing or broken module is a clear error.
+
+use std::path::Path;
+
+use crate::support::dmp::{DMP_SECTION, xmlsec1_verifies};
+use crate::support::softhsm::{PIN, SoftHsm, TOKEN, module};
+use crate::support::{Pki, run, write_config};
+
+#[test]
+fn a_cps_like_token_is_listed_and_probed_without_a_pin() {
+    let hsm = SoftHsm::with_card(None);
+    let (key, value) = hsm.env();
+    let env = [(key, value.as_str())];
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &Pki::new(dir.path()), "", "");
+    let module = module();
+    let module = module.to_str().unwrap();
+
+    let (code, out, err) = run(&config, &["card", "list", "--pkcs11-module", module], &env);
+    assert_eq!(code, 0, "{err}");
+    let slot = out
+        .lines()
+        .find(|l| l.contains(TOKEN))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        slot.starts_with("slot ") && slot.contains("model 'SoftHSM v2'"),
+        "{slot}"
+    );
+    assert!(!slot.contains("BLOCKED"), "{slot}");
+
+    // The holder, read through the module without a PIN: the token found by its label
+    // (a software token's slot is not named after a reader, a Cryptolib slot is).
+    let (code, out, err) = run(
+        &config,
+        &[
+            "card",
+            "probe",
+            "--reader",
+            "Desk0 00 00",
+            "--pkcs11-module",
+            module,
+            "--token",
+            TOKEN,
+        ],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("idNat (CN): 810002813839"), "{out}");
+    assert!(
+        out.contains("Jeanne URGENTISTE") && out.contains("valid now"),
+        "{out}"
+    );
+    assert!(out.contains("signature:  certificate present"), "{out}");
+    assert!(out.contains("typed at the workstation"), "{out}");
+
+    // No slot for that reader, no such module, a file that is not a module: each said.
+    let (code, _, err) = run(
+        &config,
+        &[
+            "card",
+            "probe",
+            "--reader",
+            "Desk0 00 00",
+            "--pkcs11-module",
+            module,
+        ],
+        &env,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("no slot for reader 'Desk0 00 00'"), "{err}");
+    let (code, _, err) = run(
+        &config,
+        &[
+            "card",
+            "list",
+            "--pkcs11-module",
+            "/nonexistent/libcps3_pkcs11_lux.so",
+        ],
+        &env,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("no such module file"), "{err}");
+    let not_a_module = dir.path().join("not-a-module.so");
+    std::fs::write(&not_a_module, "garbage").unwrap();
+    let (code, _, err) = run(
+        &config,
+        &[
+            "card",
+            "list",
+            "--pkcs11-module",
+            not_a_module.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot load"), "{err}");
+}
+
+/// `dmp vihf` signing with the token: the PIN from a file (never an argument), the
+/// signature key's certificate in KeyInfo; xmlsec1 verifies it with that certificate and
+/// not with the authentication one. A wrong PIN is refused and says so.
+#[test]
+fn dmp_vihf_signs_with_the_tokens_signature_key_after_its_pin() {
+    let hsm = SoftHsm::with_card(None);
+    let (key, value) = hsm.env();
+    let env = [(key, value.as_str())];
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &Pki::new(dir.path()), "", DMP_SECTION);
+    let module = module();
+    let vihf = |pin_file: &Path| {
+        run(
+            &config,
+            &[
+                "dmp",
+                "vihf",
+                "--ins",
+                "180017500000134",
+                "--ins-oid",
+                "1.2.250.1.213.1.4.10",
+                "--mode",
+                "centre_15",
+                "--professional",
+                "810002813839",
+                "--pkcs11-module",
+                module.to_str().unwrap(),
+                "--slot",
+                TOKEN,
+                "--pin-file",
+                pin_file.to_str().unwrap(),
+            ],
+            &env,
+        )
+    };
+    let pin = dir.path().join("pin");
+    std::fs::write(&pin, format!("{PIN}\n")).unwrap();
+    let (code, assertion, err) = vihf(&pin);
+    assert_eq!(code, 0, "{err}");
+    let signed = dir.path().join("signed.xml");
+    std::fs::write(&signed, &assertion).unwrap();
+    let (ok, said) = xmlsec1_verifies(&signed, &hsm.card_dir.join("card-sign.pem"));
+    assert!(ok, "{said}");
+    let (ok, _) = xmlsec1_verifies(&signed, &hsm.card_dir.join("card.pem"));
+    assert!(!ok, "signed with the authentication key");
+    assert!(!err.contains(PIN) && !assertion.contains("1234\n"));
+
+    let wrong = dir.path().join("wrong-pin");
+    std::fs::write(&wrong, "9999").unwrap();
+    let (code, out, err) = vihf(&wrong);
+    assert_ne!(code, 0);
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("wrong PIN"), "{err}");
+    assert!(!err.contains("9999"), "{err}");
+}
