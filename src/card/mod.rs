@@ -8,6 +8,7 @@
 //!   [`vpcd`] plugs it into a real pcscd through vsmartcard-vpcd.
 //! - [`pinpad`]: secure PIN entry on PIN-pad readers (`FEATURE_VERIFY_PIN_DIRECT`).
 //! - [`reader`]: PC/SC through pcscd and the `pcsc` crate.
+//! - [`backend`]: the login steps as the worker runs them, over APDUs or PKCS#11.
 //! - [`pkcs11`]: the same login steps through a PKCS#11 module (the ANS Cryptolib CPS,
 //!   OpenSC), the way the ANS supports CPS3 and CPS4 cards.
 //!
@@ -15,6 +16,7 @@
 //! CPS smart card").
 
 pub mod apdu;
+pub mod backend;
 pub mod pinpad;
 pub mod pkcs11;
 pub mod profile;

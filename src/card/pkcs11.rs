@@ -475,6 +475,12 @@ impl TokenSession {
         Ok(signed)
     }
 
+    /// Logs out (the PIN must be given again); an error means the session is gone
+    /// anyway.
+    pub fn logout(&self) {
+        let _ = self.session.logout();
+    }
+
     /// The value of the data object labelled `label` (`CPS_INFO_PS`…), if the token has
     /// one visible now (some need the PIN).
     pub fn data_object(&self, label: &str) -> Result<Option<Vec<u8>>, CardError> {

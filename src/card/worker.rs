@@ -33,12 +33,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc as tokio_mpsc, oneshot, watch};
 
 use super::CardError;
-use super::profile::{
-    CardProfile, Pin, SignatureScheme, pin_tries_left, prove_possession, read_certificate,
-    read_signature_certificate, sign_with_authentication_key, sign_with_signature_key, verify_pin,
-    verify_pin_on_pad,
-};
-use super::reader::PcscCard;
+use super::backend::{CardBackend, Inspection, inspect_apdu, login_apdu, sign_apdu};
+use super::profile::{CardProfile, Pin, SignatureScheme};
 
 /// How long one wait on the readers lasts before checking for shutdown. A card event ends
 /// the wait at once (the removal bench measured the same 390 ms median at 50 and 200 ms),
@@ -189,20 +185,16 @@ fn sign_in_session(
     if request.session.is_some_and(|id| id != session.id) {
         return Err(CardError::NoSession);
     }
-    match request.key {
-        CardKey::Signature => sign_with_signature_key(
-            card,
-            profile,
-            &request.message,
+    sign_apdu(
+        card,
+        profile,
+        request.key,
+        &request.message,
+        (
+            &session.authentication_certificate,
             &session.signature_certificate,
         ),
-        CardKey::Authentication => sign_with_authentication_key(
-            card,
-            profile,
-            &request.message,
-            &session.authentication_certificate,
-        ),
-    }
+    )
 }
 
 /// What the virtual card's thread is asked.
@@ -249,23 +241,24 @@ pub struct CardWorker(Worker);
 
 #[derive(Clone)]
 enum Worker {
-    /// Cards in real readers, through pcscd.
-    Readers(CardProfile, Sessions),
+    /// Cards in real readers, through pcscd (APDUs or a PKCS#11 module).
+    Readers(std::sync::Arc<dyn CardBackend>, Sessions),
     /// The demo's in-process virtual card, owned by its thread.
     Virtual(mpsc::Sender<VirtualRequest>),
 }
 
 impl CardWorker {
-    /// Starts the worker for `readers`, reporting on `events`.
+    /// Starts the worker for `readers`, reaching their cards through `backend`,
+    /// reporting on `events`.
     pub fn start(
         readers: Vec<String>,
-        profile: CardProfile,
+        backend: std::sync::Arc<dyn CardBackend>,
         events: tokio_mpsc::UnboundedSender<CardEvent>,
     ) -> std::io::Result<Self> {
         let (inspected, readings) = mpsc::channel();
         let monitor = Monitor {
             readers,
-            profile: profile.clone(),
+            backend: backend.clone(),
             events,
             present: HashMap::new(),
             counts: HashMap::new(),
@@ -277,7 +270,7 @@ impl CardWorker {
         std::thread::Builder::new()
             .name("card-worker".into())
             .spawn(move || monitor.run())?;
-        Ok(Self(Worker::Readers(profile, Sessions::default())))
+        Ok(Self(Worker::Readers(backend, Sessions::default())))
     }
 
     /// A worker whose one reader holds an in-process virtual card (the demo's): the card is
@@ -293,7 +286,7 @@ impl CardWorker {
             .name("virtual-card".into())
             .spawn(move || {
                 let _ = events.send(CardEvent::PcscAvailable);
-                let (certificate, pin_tries_left) = inspect(card.as_mut(), &profile);
+                let (certificate, pin_tries_left) = inspect_apdu(card.as_mut(), &profile);
                 let _ = events.send(CardEvent::Inserted {
                     reader: reader.clone(),
                     certificate,
@@ -306,7 +299,12 @@ impl CardWorker {
                         VirtualRequest::Login(request) => {
                             session = None;
                             let outcome = if request.reader == reader {
-                                login_sequence(card.as_mut(), &profile, &request)
+                                login_apdu(
+                                    card.as_mut(),
+                                    &profile,
+                                    &request.pin,
+                                    &request.expected_certificate,
+                                )
                             } else {
                                 Err(CardError::Transport(format!(
                                     "no card in reader '{}'",
@@ -363,8 +361,8 @@ impl CardWorker {
             reply,
         };
         match &self.0 {
-            Worker::Readers(profile, sessions) => {
-                let profile = profile.clone();
+            Worker::Readers(backend, sessions) => {
+                let backend = backend.clone();
                 // A session still held at this reader ends first: its thread closes its
                 // connection, and the new login waits for that (`hold_session`).
                 if let Some(previous) = sessions.take(&request.reader) {
@@ -373,7 +371,7 @@ impl CardWorker {
                 let sessions = sessions.clone();
                 std::thread::Builder::new()
                     .name("card-session".into())
-                    .spawn(move || hold_session(&profile, &sessions, request))
+                    .spawn(move || hold_session(backend.as_ref(), &sessions, request))
                     .map_err(|e| {
                         CardError::Transport(format!("cannot start a card session: {e}"))
                     })?;
@@ -487,32 +485,27 @@ impl CardWorker {
 }
 
 /// A login on a card in a real reader, then, when it succeeds, the session held on the
-/// same exclusive connection until it is ended, replaced, or the card fails (removed).
-fn hold_session(profile: &CardProfile, sessions: &Sessions, request: LoginRequest) {
-    // Held until this function returns, after the card connection (declared later) is
-    // dropped: the next login at this reader starts only then.
+/// same connection (or PKCS#11 session) until it is ended, replaced, or the card fails
+/// (removed).
+fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRequest) {
+    // Held until this function returns, after the card (declared later) is dropped: the
+    // next login at this reader starts only then.
     let lock = sessions.lock_of(&request.reader);
     let _turn = lock.lock();
-    let mut card = match PcscCard::connect(&request.reader) {
+    let login = backend.login(&request.reader, &request.pin, &request.expected_certificate);
+    let mut card = match login {
         Ok(card) => card,
         Err(e) => {
             let _ = request.reply.send(Err(e));
             return;
         }
     };
-    let session = match card.in_transaction(|card| login_sequence(card, profile, &request)) {
-        Ok(signature_certificate) => HeldSession::new(
-            request.expected_certificate.clone(),
-            signature_certificate,
-            profile.signature,
-        ),
-        Err(e) => {
-            let _ = request.reply.send(Err(e));
-            return;
-        }
-    };
     // Dropped when this function returns: the holders of the session learn it ended.
-    let (session, _alive) = session;
+    let (session, _alive) = HeldSession::new(
+        request.expected_certificate.clone(),
+        card.signature_certificate(),
+        backend.authentication_scheme(),
+    );
     let (held, inbox) = mpsc::channel();
     if let Ok(mut all) = sessions.held.lock() {
         all.insert(request.reader.clone(), held);
@@ -523,8 +516,11 @@ fn hold_session(profile: &CardProfile, sessions: &Sessions, request: LoginReques
     for message in inbox {
         match message {
             Held::Sign(sign) => {
-                let outcome =
-                    card.in_transaction(|card| sign_in_session(card, profile, &session, &sign));
+                let outcome = if sign.session.is_some_and(|id| id != session.id) {
+                    Err(CardError::NoSession)
+                } else {
+                    card.sign(sign.key, &sign.message)
+                };
                 let failed = matches!(outcome, Err(CardError::Transport(_)));
                 sign.reply.send(outcome);
                 if failed {
@@ -550,48 +546,9 @@ fn hold_session(profile: &CardProfile, sessions: &Sessions, request: LoginReques
     }
 }
 
-/// What the gateway learns of a freshly inserted card, without a PIN: its certificate and
-/// its PIN tries left.
-fn inspect(
-    card: &mut dyn super::apdu::Transport,
-    profile: &CardProfile,
-) -> (Result<Vec<u8>, CardError>, Option<u8>) {
-    let certificate = read_certificate(card, profile);
-    let tries = certificate
-        .as_ref()
-        .ok()
-        .and_then(|_| pin_tries_left(card, profile).ok().flatten());
-    (certificate, tries)
-}
-
-/// The card must still be the one whose certificate was read at insertion; then its
-/// signature certificate (public, read before the PIN), the PIN, then proof of
-/// possession. Returns the signature certificate.
-fn login_sequence(
-    card: &mut dyn super::apdu::Transport,
-    profile: &CardProfile,
-    request: &LoginRequest,
-) -> Result<Vec<u8>, CardError> {
-    if read_certificate(card, profile)? != request.expected_certificate {
-        return Err(CardError::Certificate(
-            "the card in the reader changed".into(),
-        ));
-    }
-    let signature_certificate = read_signature_certificate(card, profile)?;
-    match &request.pin {
-        PinSource::Typed(pin) => verify_pin(card, profile, pin)?,
-        PinSource::PinPad => verify_pin_on_pad(card, profile)?,
-    }
-    prove_possession(card, profile, &request.expected_certificate)?;
-    Ok(signature_certificate)
-}
-
-/// A new card's certificate and PIN tries, as its reading thread found them.
-type Inspection = (Result<Vec<u8>, CardError>, Option<u8>);
-
 struct Monitor {
     readers: Vec<String>,
-    profile: CardProfile,
+    backend: std::sync::Arc<dyn CardBackend>,
     events: tokio_mpsc::UnboundedSender<CardEvent>,
     present: HashMap<String, bool>,
     /// pcscd's event counter per reader (insertions and removals), when it keeps one.
@@ -663,24 +620,15 @@ impl Monitor {
         let generation = self.generation;
         self.pending
             .insert(reader.clone(), (generation, std::time::Instant::now()));
-        let profile = self.profile.clone();
+        let backend = self.backend.clone();
         let inspected = self.inspected.clone();
         let started = std::thread::Builder::new()
             .name("card-read".into())
             .spawn(move || {
-                // In a transaction: other gateways or tools reading the same card at the
-                // same moment must not interleave their commands with these.
-                let found = match PcscCard::connect(&reader) {
-                    Ok(mut card) => {
-                        let found = card
-                            .in_transaction(|card| Ok(inspect(card, &profile)))
-                            .unwrap_or_else(|e| (Err(e), None));
-                        // Reading the certificate changes nothing worth a reset.
-                        card.leave();
-                        found
-                    }
-                    Err(e) => (Err(e), None),
-                };
+                // Each backend reads in its own way that other programs reading the
+                // same card at the same moment cannot interleave with (a PC/SC
+                // transaction, the module's own locking).
+                let found = backend.inspect(&reader);
                 let _ = inspected.send((reader, generation, found));
             });
         if let Err(e) = started {

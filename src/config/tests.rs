@@ -444,3 +444,76 @@ fn dmp_modes_ask_for_the_structure_certificate_only_when_it_is_used() {
     let lines = problem_lines(f.load(&indirect, &[]).unwrap_err());
     assert!(structure(&lines), "{lines:?}");
 }
+
+/// `configtest` on the PKCS#11 backend: no module, a module file that is missing or does
+/// not load, PKCS#11 settings without the backend; each named by its key.
+#[test]
+fn the_pkcs11_backend_needs_a_module_that_loads() {
+    let f = Fixture::new();
+    let trust = format!(
+        "\n[cards.trust]\nanchors = [\"{0}\"]\ncrls = [\"{0}\"]\n",
+        f.path("ca.pem")
+    );
+    let problems = |cards: &str, desk_extra: &str| {
+        let desks = TWO_DESKS.replacen(
+            "workstation_cn = \"poste-1\"\n",
+            &format!("workstation_cn = \"poste-1\"\n{desk_extra}"),
+            1,
+        );
+        let text = f.toml(&desks) + "\n[cards]\n" + cards + &trust;
+        match f.load(&text, &[]) {
+            Ok(_) => Vec::new(),
+            Err(e) => problem_lines(e)
+                .into_iter()
+                .filter(|l| l.contains("pkcs11"))
+                .collect(),
+        }
+    };
+    let lines = problems("backend = \"pkcs11\"\n", "");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("cards.pkcs11_module: backend \"pkcs11\" needs")),
+        "{lines:?}"
+    );
+    let lines = problems(
+        "backend = \"pkcs11\"\npkcs11_module = \"/nonexistent/libcps3_pkcs11_lux.so\"\n",
+        "",
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("cards.pkcs11_module: file /nonexistent")),
+        "{lines:?}"
+    );
+    let lines = problems(
+        &format!(
+            "backend = \"pkcs11\"\npkcs11_module = \"{}\"\n",
+            f.path("ca.pem")
+        ),
+        "",
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("cards.pkcs11_module: PKCS#11 module:")
+                && l.contains("cannot load")),
+        "{lines:?}"
+    );
+    let lines = problems(
+        &format!("pkcs11_module = \"{}\"\n", f.path("ca.pem")),
+        "pkcs11_token = \"CPS3v3-X\"\n",
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("cards.pkcs11_module: only with backend")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("desks[0].pkcs11_token:")),
+        "{lines:?}"
+    );
+}

@@ -139,10 +139,47 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
             1,
             48,
         );
+        check_pkcs11(config, cards, &mut out);
     }
     check_log(config, &mut out);
     check_desks(&config.desks, &mut out);
     out
+}
+
+/// The PKCS#11 backend: a module that exists and loads (loaded once here, then let
+/// go: the service loads it again), desks' token labels only with it.
+fn check_pkcs11(
+    config: &Config,
+    cards: &crate::session::settings::CardsConfig,
+    out: &mut Vec<ConfigProblem>,
+) {
+    use crate::card::backend::BackendKind;
+    match (cards.backend, &cards.pkcs11_module) {
+        (BackendKind::Pkcs11, None) => out.push(ConfigProblem::new(
+            "cards.pkcs11_module",
+            "backend \"pkcs11\" needs the module's path, e.g. /opt/santesocial/CPS/lib/libcps3_pkcs11_lux.so",
+        )),
+        (BackendKind::Pkcs11, Some(module)) => {
+            if check_readable_file(out, "cards.pkcs11_module", module)
+                && let Err(e) = crate::card::pkcs11::Pkcs11Module::load(module)
+            {
+                out.push(ConfigProblem::new("cards.pkcs11_module", e.to_string()));
+            }
+        }
+        (BackendKind::Apdu, Some(_)) => out.push(ConfigProblem::new(
+            "cards.pkcs11_module",
+            "only with backend = \"pkcs11\"",
+        )),
+        (BackendKind::Apdu, None) => {}
+    }
+    for (at, desk) in config.desks.iter().enumerate() {
+        if desk.pkcs11_token.is_some() && cards.backend != BackendKind::Pkcs11 {
+            out.push(ConfigProblem::new(
+                format!("desks[{at}].pkcs11_token"),
+                "a token label only applies with [cards] backend = \"pkcs11\"",
+            ));
+        }
+    }
 }
 
 fn check_centre(config: &Config, out: &mut Vec<ConfigProblem>) {

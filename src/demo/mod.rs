@@ -188,6 +188,7 @@ pub(crate) fn setup(
             workstation_cn: cn,
             workstation_sha256: None,
             pin_entry: Default::default(),
+            pkcs11_token: None,
         });
     }
     let (card_ca, card_crl, card) = virtual_card(&pki_dir)?;

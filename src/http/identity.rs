@@ -254,6 +254,7 @@ mod tests {
             workstation_cn: cn.into(),
             workstation_sha256: pin,
             pin_entry: Default::default(),
+            pkcs11_token: None,
         }
     }
 

@@ -391,15 +391,23 @@ fn login_error(e: LoginError) -> ApiError {
                 CardError::PinBlocked.message_fr(),
             )
         }
-        LoginError::Card(e @ CardError::WrongPin { .. }) => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "wrong_pin",
-            e.to_string(),
-            e.message_fr(),
-        ),
+        LoginError::Card(e @ (CardError::WrongPin { .. } | CardError::WrongPinTriesUnknown)) => {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "wrong_pin",
+                e.to_string(),
+                e.message_fr(),
+            )
+        }
         LoginError::Card(e @ CardError::SignatureMismatch) => ApiError::new(
             StatusCode::FORBIDDEN,
             "signature_mismatch",
+            e.to_string(),
+            e.message_fr(),
+        ),
+        LoginError::Card(e @ CardError::Module(_)) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "card_module_failed",
             e.to_string(),
             e.message_fr(),
         ),

@@ -62,6 +62,29 @@ pub(crate) struct CardLogin {
     expiry: super::Expiry,
 }
 
+/// The way `config` reaches the desks' cards.
+fn backend(
+    config: &CardsConfig,
+    desks: &[DeskConfig],
+) -> std::io::Result<Arc<dyn crate::card::backend::CardBackend>> {
+    use crate::card::backend::{ApduBackend, BackendKind, Pkcs11Backend, Pkcs11Settings};
+    Ok(match (config.backend, &config.pkcs11_module) {
+        (BackendKind::Pkcs11, Some(module)) => Arc::new(
+            Pkcs11Backend::load(Pkcs11Settings {
+                module: module.clone(),
+                labels: config.pkcs11_labels.clone(),
+                scheme: config.profile.signature,
+                tokens: desks
+                    .iter()
+                    .filter_map(|d| Some((d.reader.clone(), d.pkcs11_token.clone()?)))
+                    .collect(),
+            })
+            .map_err(std::io::Error::other)?,
+        ),
+        _ => Arc::new(ApduBackend::new(config.profile.clone())),
+    })
+}
+
 impl CardLogin {
     /// Starts the card worker on the desks' readers (or, for the demo, on an in-process
     /// virtual card in the first desk's reader) and the tasks applying its events.
@@ -87,7 +110,7 @@ impl CardLogin {
             }
             _ => CardWorker::start(
                 desks.iter().map(|d| d.reader.clone()).collect(),
-                profile,
+                backend(config, desks)?,
                 events,
             )?,
         };
@@ -204,6 +227,7 @@ impl CardLogin {
                         self.sessions.record_tries(&desk.id, *tries_left);
                         refused("wrong_pin", Some(format!("tries_left={tries_left}")))
                     }
+                    CardError::WrongPinTriesUnknown => refused("wrong_pin", None),
                     CardError::PinBlocked => {
                         self.sessions.mark_blocked(&desk.id);
                         refused("pin_blocked", None)
@@ -273,6 +297,7 @@ fn card_reason(e: &CardError) -> &'static str {
         CardError::Certificate(_) => "card_changed",
         CardError::Malformed(_) => "malformed_answer",
         CardError::PinPadUnavailable(_) => "pin_pad_unavailable",
+        CardError::Module(_) => "card_module_failed",
         CardError::PinPadTimeout => "pin_entry_timeout",
         CardError::PinPadCancelled => "pin_entry_cancelled",
         _ => "card_error",

@@ -27,6 +27,18 @@ pub struct CardsConfig {
     /// A session ends after this many hours in all (the longest shift).
     #[serde(default = "defaults::session_max_hours")]
     pub session_max_hours: u64,
+    /// How cards are reached: `apdu` (the profile above, through pcscd) or `pkcs11` (a
+    /// PKCS#11 module: the ANS's Cryptolib CPS, OpenSC). Presence and removal are watched
+    /// through pcscd either way.
+    #[serde(default)]
+    pub backend: crate::card::backend::BackendKind,
+    /// The PKCS#11 module file (`backend = "pkcs11"`), e.g.
+    /// `/opt/santesocial/CPS/lib/libcps3_pkcs11_lux.so`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11_module: Option<std::path::PathBuf>,
+    /// Labels of the token's objects (defaults: the Cryptolib CPS's).
+    #[serde(default)]
+    pub pkcs11_labels: crate::card::pkcs11::Pkcs11Labels,
 }
 
 impl CardsConfig {
@@ -39,6 +51,9 @@ impl CardsConfig {
             allowed_professions: defaults::allowed_professions(),
             session_idle_minutes: defaults::session_idle_minutes(),
             session_max_hours: defaults::session_max_hours(),
+            backend: crate::card::backend::BackendKind::default(),
+            pkcs11_module: None,
+            pkcs11_labels: crate::card::pkcs11::Pkcs11Labels::default(),
         }
     }
 
@@ -69,6 +84,10 @@ pub struct DeskConfig {
     /// Where the physician types the PIN.
     #[serde(default)]
     pub pin_entry: PinEntry,
+    /// With `[cards] backend = "pkcs11"` and a module whose slots are not named after the
+    /// readers (a software token): the label of this desk's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11_token: Option<String>,
 }
 
 /// Where a desk's PIN is typed.

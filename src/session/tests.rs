@@ -11,6 +11,7 @@ fn desk() -> DeskConfig {
         workstation_cn: "poste-1".into(),
         workstation_sha256: None,
         pin_entry: Default::default(),
+        pkcs11_token: None,
     }
 }
 

@@ -156,3 +156,108 @@ fn dmp_vihf_signs_with_the_tokens_signature_key_after_its_pin() {
     assert!(err.contains("wrong PIN"), "{err}");
     assert!(!err.contains("9999"), "{err}");
 }
+
+/// POSTs a login at `desk` with `pin`: (status, body).
+async fn login(
+    gateway: &crate::support::Gateway,
+    desk: &str,
+    pin: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = gateway
+        .client(Some(desk))
+        .post(gateway.url("/api/v1/session"))
+        .json(&serde_json::json!({ "pin": pin }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// The service with `[cards] backend = "pkcs11"`: the card's presence and removal seen
+/// through real pcscd (the virtual card in a vpcd reader), its certificate, PIN and key
+/// through the PKCS#11 module (SoftHSM2 holding the same card): a wrong PIN refused as
+/// the token says, the right one opens the session, pulling the card ends it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_logs_in_through_the_module_and_a_pulled_card_ends_the_session() {
+    use crate::support::DESK_B;
+    use crate::support::pcsc::{Pcscd, VirtualCard};
+    let pcscd = Pcscd::start(2);
+    let mut card = VirtualCard::insert(&pcscd, 1, &[]);
+    let hsm = SoftHsm::with_card(Some(&card.dir));
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    // Desk B's token is found by its label: SoftHSM2 does not name slots after readers.
+    let extra = format!(
+        "pkcs11_token = \"{TOKEN}\"\n\n[cards]\nbackend = \"pkcs11\"\npkcs11_module = \"{}\"\n\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n",
+        module().display(),
+        card.dir.join("card-ca.pem").display(),
+        card.dir.join("card-ca.crl").display(),
+    );
+    let config = write_config(dir.path(), &pki, "", &extra);
+    let (key, value) = pcscd.env();
+    let (hsm_key, hsm_value) = hsm.env();
+    let (code, _, err) = run(
+        &config,
+        &["configtest"],
+        &[(key, value.as_str()), (hsm_key, hsm_value.as_str())],
+    );
+    assert_eq!(code, 0, "{err}");
+    let gateway = crate::support::Gateway::launch(
+        dir,
+        pki,
+        config,
+        &[(key, value.as_str()), (hsm_key, hsm_value.as_str())],
+    );
+
+    // The card is seen (through pcscd), its holder read through the module; a wrong PIN
+    // first (SoftHSM2 keeps no count: "wrong PIN" without tries).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let (status, body) = loop {
+        let (status, body) = login(&gateway, DESK_B, "9999").await;
+        if status != reqwest::StatusCode::CONFLICT {
+            break (status, body);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "card never seen: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"], "wrong_pin", "{body}");
+    assert_eq!(body["message_fr"], "Code erroné.", "{body}");
+    let (status, body) = login(&gateway, DESK_B, PIN).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
+    let session = gateway
+        .client(Some(DESK_B))
+        .get(gateway.url("/api/v1/session"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status(), reqwest::StatusCode::OK);
+
+    // The card leaves its reader: the session ends, as with APDUs.
+    card.remove();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = gateway
+            .client(Some(DESK_B))
+            .get(gateway.url("/api/v1/session"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session outlived the card"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
