@@ -261,3 +261,83 @@ async fn the_service_logs_in_through_the_module_and_a_pulled_card_ends_the_sessi
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// The DMP path with the card reached through PKCS#11: each VIHF signed by the token's
+/// signature key (xmlsec1 verifies what dev-dmp received with the signature
+/// certificate), the TLS connection authenticated by its authentication key (dev-dmp
+/// checks the holder and counts the connection under the card's idNat).
+#[tokio::test(flavor = "multi_thread")]
+async fn break_glass_over_the_dmp_signed_through_the_module() {
+    use crate::support::DESK_B;
+    use crate::support::dmp::{DevDmp, INS, TEST_OID, patients};
+    use crate::support::pcsc::{Pcscd, VirtualCard};
+    let pcscd = Pcscd::start(2);
+    let card = VirtualCard::insert(&pcscd, 1, &["--id-nat", "810002813839"]);
+    let hsm = SoftHsm::with_card(Some(&card.dir));
+    let documents = tempfile::tempdir().unwrap();
+    let dmp = DevDmp::start(
+        patients(),
+        documents.path(),
+        &[card.dir.join("card-ca.pem").as_path()],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let extra = format!(
+        "pkcs11_token = \"{TOKEN}\"\n\n[cards]\nbackend = \"pkcs11\"\npkcs11_module = \"{}\"\n\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n\n[upstream]\nprotocol = \"dmp\"\naccept_test_ins = true\n\n[dmp]\nbase_url = \"{}\"\nserver_ca = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-HOMOLOGATION-1\"\n",
+        module().display(),
+        card.dir.join("card-ca.pem").display(),
+        card.dir.join("card-ca.crl").display(),
+        dmp.url,
+        dmp.ca.display(),
+    );
+    let config = write_config(dir.path(), &pki, "", &extra);
+    let (key, value) = pcscd.env();
+    let (hsm_key, hsm_value) = hsm.env();
+    let gateway = crate::support::Gateway::launch(
+        dir,
+        pki,
+        config,
+        &[(key, value.as_str()), (hsm_key, hsm_value.as_str())],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let token = loop {
+        let (status, body) = login(&gateway, DESK_B, PIN).await;
+        if status == reqwest::StatusCode::CREATED {
+            break body["token"].as_str().unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let answer = gateway
+        .client(Some(DESK_B))
+        .post(gateway.url("/api/v1/break-glass"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({
+            "ins": INS, "ins_oid": TEST_OID, "call_id": "CRRA-2026-001818",
+            "reason_code": "inconscient", "access_mode": "centre_15",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::CREATED);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(
+        body["summary"]["allergies"]["items"][0]["substance"],
+        "Pénicilline"
+    );
+    assert!(dmp.connections_of("810002813839").await >= 1);
+    let recorded: Vec<_> = std::fs::read_dir(dmp.dir.join("requests"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(recorded.len(), 3);
+    for request in recorded {
+        let text = std::fs::read_to_string(&request).unwrap();
+        let start = text.find("<Assertion").unwrap();
+        let end = text.find("</Assertion>").unwrap() + "</Assertion>".len();
+        let assertion = request.with_extension("assertion");
+        std::fs::write(&assertion, &text[start..end]).unwrap();
+        let (ok, said) = xmlsec1_verifies(&assertion, &hsm.card_dir.join("card-sign.pem"));
+        assert!(ok, "{said}");
+    }
+}
