@@ -56,6 +56,11 @@ pub trait CardBackend: Send + Sync {
 pub trait HeldCard: Send {
     /// The signature certificate (DER), read at login.
     fn signature_certificate(&self) -> Vec<u8>;
+    /// The holder's practice situations the card shows (PKCS#11 data objects, read at
+    /// login); none over APDUs.
+    fn activities(&self) -> Vec<super::cps_data::CardActivity> {
+        Vec::new()
+    }
     /// Signs `message` with `key` (SHA-256; checked against the key's certificate).
     fn sign(&mut self, key: CardKey, message: &[u8]) -> Result<Vec<u8>, CardError>;
 }
@@ -255,9 +260,11 @@ impl CardBackend for Pkcs11Backend {
             PinSource::PinPad => token.login(&self.module, None)?,
         }
         token.prove_possession(self.settings.scheme)?;
+        let activities = token.activities();
         Ok(Box::new(HeldToken {
             token,
             scheme: self.settings.scheme,
+            activities,
         }))
     }
 
@@ -271,11 +278,16 @@ impl CardBackend for Pkcs11Backend {
 struct HeldToken {
     token: TokenSession,
     scheme: SignatureScheme,
+    activities: Vec<super::cps_data::CardActivity>,
 }
 
 impl HeldCard for HeldToken {
     fn signature_certificate(&self) -> Vec<u8> {
         self.token.signature_certificate.clone()
+    }
+
+    fn activities(&self) -> Vec<super::cps_data::CardActivity> {
+        self.activities.clone()
     }
 
     fn sign(&mut self, key: CardKey, message: &[u8]) -> Result<Vec<u8>, CardError> {

@@ -17,6 +17,7 @@
 
 pub mod apdu;
 pub mod backend;
+pub mod cps_data;
 pub mod pinpad;
 pub mod pkcs11;
 pub mod profile;

@@ -475,6 +475,19 @@ impl TokenSession {
         Ok(signed)
     }
 
+    /// The holder's practice situations the token shows (`CPS_ACTIVITY_01_PS` …
+    /// `_16_PS`, visible after the PIN), those that read as one.
+    pub fn activities(&self) -> Vec<super::cps_data::CardActivity> {
+        (1..=16)
+            .filter_map(|n| {
+                self.data_object(&format!("CPS_ACTIVITY_{n:02}_PS"))
+                    .ok()
+                    .flatten()
+            })
+            .filter_map(|value| super::cps_data::parse_activity(&value))
+            .collect()
+    }
+
     /// Logs out (the PIN must be given again); an error means the session is gone
     /// anyway.
     pub fn logout(&self) {

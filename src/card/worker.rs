@@ -113,6 +113,8 @@ pub struct HeldSession {
     pub signature_certificate: Vec<u8>,
     /// How the authentication key signs.
     pub authentication_scheme: SignatureScheme,
+    /// The holder's practice situations the card showed at login (PKCS#11 only).
+    pub activities: Vec<super::cps_data::CardActivity>,
     ended: watch::Receiver<()>,
 }
 
@@ -128,6 +130,7 @@ impl HeldSession {
             authentication_certificate,
             signature_certificate,
             authentication_scheme,
+            activities: Vec::new(),
             ended,
         };
         (session, alive)
@@ -501,11 +504,12 @@ fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRe
         }
     };
     // Dropped when this function returns: the holders of the session learn it ended.
-    let (session, _alive) = HeldSession::new(
+    let (mut session, _alive) = HeldSession::new(
         request.expected_certificate.clone(),
         card.signature_certificate(),
         backend.authentication_scheme(),
     );
+    session.activities = card.activities();
     let (held, inbox) = mpsc::channel();
     if let Ok(mut all) = sessions.held.lock() {
         all.insert(request.reader.clone(), held);

@@ -21,14 +21,16 @@ use crate::encoding::hex;
 #[derive(Debug, Subcommand)]
 pub(super) enum CardCommand {
     /// List the PC/SC readers pcscd knows, whether a card is present, and its ATR; with a
-    /// PKCS#11 module, its slots and tokens too.
+    /// PKCS#11 module (given, or `[cards] backend = "pkcs11"` in --config), its slots and
+    /// tokens too.
     List {
         /// The PKCS#11 module (the Cryptolib CPS's `libcps3_pkcs11_lux.so`, OpenSC's
         /// `opensc-pkcs11.so`).
         #[arg(long)]
         pkcs11_module: Option<PathBuf>,
     },
-    /// Read the authentication certificate of the card in a reader (no PIN) and show whose it is.
+    /// Read the authentication certificate of the card in a reader (no PIN) and show whose
+    /// it is: through the PKCS#11 module given, or the one --config sets, else APDUs.
     Probe {
         /// Reader name, as `card list` prints it.
         #[arg(long)]
@@ -74,6 +76,10 @@ pub(super) struct EmulateTokenArgs {
     /// The new token's label.
     #[arg(long, default_value = "CPS3v3-VIRTUELLE")]
     token: String,
+    /// A practice situation for the holder, written as a `CPS_ACTIVITY_xx_PS` object:
+    /// `STRUCTURE_ID:SECTOR[:NAME]` (e.g. `1750000000:SA01:CH de test`); repeatable.
+    #[arg(long = "activity")]
+    activities: Vec<String>,
 }
 
 /// The virtual card's holder and files.
@@ -120,9 +126,31 @@ pub(super) enum FaultArg {
     WrongKey,
 }
 
-pub(super) fn run(command: CardCommand) -> Result<ExitCode, Failure> {
+/// The PKCS#11 module and desks' token labels (reader → label) the configuration at
+/// `config` sets, when it reads and says `backend = "pkcs11"`: the tools then look
+/// through it without being told. A configuration that does not read is left alone
+/// (`configtest` is where it is judged).
+fn configured_pkcs11(
+    config: &std::path::Path,
+) -> Option<(PathBuf, std::collections::HashMap<String, String>)> {
+    let config = crate::config::Config::read(config).ok()?;
+    let cards = config.cards.as_ref()?;
+    if cards.backend != crate::card::backend::BackendKind::Pkcs11 {
+        return None;
+    }
+    let tokens = config
+        .desks
+        .iter()
+        .filter_map(|d| Some((d.reader.clone(), d.pkcs11_token.clone()?)))
+        .collect();
+    Some((cards.pkcs11_module.clone()?, tokens))
+}
+
+pub(super) fn run(config: &std::path::Path, command: CardCommand) -> Result<ExitCode, Failure> {
+    let configured = || configured_pkcs11(config);
     match command {
         CardCommand::List { pkcs11_module } => {
+            let pkcs11_module = pkcs11_module.or_else(|| configured().map(|(module, _)| module));
             match list_readers() {
                 Ok(readers) if readers.is_empty() => {
                     println!("no reader (is pcscd running, are the readers plugged in?)");
@@ -147,14 +175,19 @@ pub(super) fn run(command: CardCommand) -> Result<ExitCode, Failure> {
         }
         CardCommand::Probe {
             reader,
-            pkcs11_module: None,
-            ..
-        } => probe(&reader),
-        CardCommand::Probe {
-            reader,
             pkcs11_module: Some(module),
             token,
         } => probe_token(&reader, &module, token.as_deref()),
+        CardCommand::Probe {
+            reader,
+            pkcs11_module: None,
+            ..
+        } => match configured() {
+            Some((module, tokens)) => {
+                probe_token(&reader, &module, tokens.get(&reader).map(String::as_str))
+            }
+            None => probe(&reader),
+        },
         CardCommand::Emulate(args) => emulate_card(args),
         CardCommand::EmulateToken(args) => emulate_token(args),
     }
@@ -202,6 +235,18 @@ fn emulate_token(args: EmulateTokenArgs) -> Result<ExitCode, Failure> {
     let mut so_pin = [0u8; 8];
     crate::random::fill(&mut so_pin).context("no randomness")?;
     let so_pin = hex(&so_pin);
+    let activities = args
+        .activities
+        .iter()
+        .map(|text| {
+            let mut parts = text.splitn(3, ':');
+            crate::card::cps_data::CardActivity {
+                structure_id: parts.next().map(str::to_owned),
+                sector: parts.next().map(str::to_owned),
+                structure_name: parts.next().map(str::to_owned),
+            }
+        })
+        .collect::<Vec<_>>();
     crate::dev_card::token::provision(
         &crate::dev_card::token::TokenSpec {
             module: &args.pkcs11_module,
@@ -209,6 +254,7 @@ fn emulate_token(args: EmulateTokenArgs) -> Result<ExitCode, Failure> {
             so_pin: &so_pin,
             pin: &args.card.pin,
             labels: &crate::card::pkcs11::Pkcs11Labels::default(),
+            activities: &activities,
         },
         &identity,
     )

@@ -150,7 +150,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Audit { command } => audit_cli::run(&cli.config, command),
-        Command::Card { command } => card_cli::run(command),
+        Command::Card { command } => card_cli::run(&cli.config, command),
         Command::Summary { command } => summary_cli::run(command),
         Command::Dmp { command } => dmp_cli::run(&cli.config, command),
         Command::Cache { command } => cache_cli::run(&cli.config, command),

@@ -28,6 +28,8 @@ pub(crate) struct TokenSpec<'a> {
     pub pin: &'a str,
     /// The objects' labels.
     pub labels: &'a Pkcs11Labels,
+    /// The holder's practice situations, written as `CPS_ACTIVITY_01_PS`… (private).
+    pub activities: &'a [crate::card::cps_data::CardActivity],
 }
 
 fn failed(what: &str) -> impl Fn(cryptoki::error::Error) -> CardError + '_ {
@@ -112,6 +114,18 @@ pub(crate) fn provision(spec: &TokenSpec<'_>, identity: &CardIdentity) -> Result
                 Attribute::Value(certificate.clone()),
             ])
             .map_err(failed("cannot write a certificate"))?;
+    }
+    for (n, activity) in spec.activities.iter().enumerate() {
+        session
+            .create_object(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Token(true),
+                Attribute::Private(true),
+                Attribute::Application(b"CPS".to_vec()),
+                Attribute::Label(format!("CPS_ACTIVITY_{:02}_PS", n + 1).into_bytes()),
+                Attribute::Value(crate::card::cps_data::encode_activity(activity)),
+            ])
+            .map_err(failed("cannot write a practice situation"))?;
     }
     Ok(slot.id())
 }

@@ -58,6 +58,28 @@ fn a_cps_like_token_is_listed_and_probed_without_a_pin() {
     assert!(out.contains("signature:  certificate present"), "{out}");
     assert!(out.contains("typed at the workstation"), "{out}");
 
+    // With `[cards] backend = "pkcs11"` in the configuration, the tools use its module and
+    // the desks' token labels without being told.
+    let configured = write_config(
+        &dir.path().join("configured"),
+        &Pki::new(&dir.path().join("configured")),
+        "",
+        &format!(
+            "pkcs11_token = \"{TOKEN}\"\n\n[cards]\nbackend = \"pkcs11\"\npkcs11_module = \"{module}\"\n\n[cards.trust]\nanchors = [\"{0}\"]\ncrls = [\"{0}\"]\n",
+            hsm.card_dir.join("card-ca.pem").display()
+        ),
+    );
+    let (code, out, err) = run(&configured, &["card", "list"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(TOKEN), "{out}");
+    let (code, out, err) = run(
+        &configured,
+        &["card", "probe", "--reader", "Desk1 00 00"],
+        &env,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("idNat (CN): 810002813839"), "{out}");
+
     // No slot for that reader, no such module, a file that is not a module: each said.
     let (code, _, err) = run(
         &config,
@@ -265,7 +287,9 @@ async fn the_service_logs_in_through_the_module_and_a_pulled_card_ends_the_sessi
 /// The DMP path with the card reached through PKCS#11: each VIHF signed by the token's
 /// signature key (xmlsec1 verifies what dev-dmp received with the signature
 /// certificate), the TLS connection authenticated by its authentication key (dev-dmp
-/// checks the holder and counts the connection under the card's idNat).
+/// checks the holder and counts the connection under the card's idNat), and the
+/// activity sector the card's practice situation at the centre's structure gives (SA07
+/// here, the configuration's default being SA01; another structure's is not used).
 #[tokio::test(flavor = "multi_thread")]
 async fn break_glass_over_the_dmp_signed_through_the_module() {
     use crate::support::DESK_B;
@@ -273,7 +297,15 @@ async fn break_glass_over_the_dmp_signed_through_the_module() {
     use crate::support::pcsc::{Pcscd, VirtualCard};
     let pcscd = Pcscd::start(2);
     let card = VirtualCard::insert(&pcscd, 1, &["--id-nat", "810002813839"]);
-    let hsm = SoftHsm::with_card(Some(&card.dir));
+    let hsm = SoftHsm::with_card_and(
+        Some(&card.dir),
+        &[
+            "--activity",
+            "9990000001:SA05:Cabinet ailleurs",
+            "--activity",
+            "1750000000:SA07:SAMU de test",
+        ],
+    );
     let documents = tempfile::tempdir().unwrap();
     let dmp = DevDmp::start(
         patients(),
@@ -339,5 +371,6 @@ async fn break_glass_over_the_dmp_signed_through_the_module() {
         std::fs::write(&assertion, &text[start..end]).unwrap();
         let (ok, said) = xmlsec1_verifies(&assertion, &hsm.card_dir.join("card-sign.pem"));
         assert!(ok, "{said}");
+        assert!(text.contains(">SA07^1.2.250.1.71.4.2.4<"), "{text}");
     }
 }

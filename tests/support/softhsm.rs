@@ -33,6 +33,11 @@ pub(crate) struct SoftHsm {
 impl SoftHsm {
     /// A new token holding the virtual card saved in `card_dir` (made there if absent).
     pub(crate) fn with_card(card_dir: Option<&Path>) -> Self {
+        Self::with_card_and(card_dir, &[])
+    }
+
+    /// The same, `extra` given to `card emulate-token` (e.g. `--activity …`).
+    pub(crate) fn with_card_and(card_dir: Option<&Path>, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let tokens = dir.path().join("tokens");
         std::fs::create_dir_all(&tokens).unwrap();
@@ -52,6 +57,7 @@ impl SoftHsm {
             .arg("--dir")
             .arg(&card_dir)
             .args(["--token", TOKEN, "--pin", PIN])
+            .args(extra)
             .env("SOFTHSM2_CONF", &conf)
             .output()
             .unwrap();

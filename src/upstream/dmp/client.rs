@@ -37,6 +37,17 @@ pub trait VihfSigner: Send + Sync {
         access: &'a Access<'a>,
         message: &'a [u8],
     ) -> BoxFuture<'a, Result<Vec<u8>, DmpError>>;
+
+    /// The activity sector the signer's own data gives for structure `structure_id`
+    /// (a CPS card's practice situation there), when it gives one.
+    fn activity_sector<'a>(
+        &'a self,
+        access: &'a Access<'a>,
+        structure_id: &'a str,
+    ) -> BoxFuture<'a, Option<String>> {
+        let _ = (access, structure_id);
+        Box::pin(async { None })
+    }
 }
 
 impl VihfSigner for SoftwareSigner {
@@ -121,6 +132,31 @@ impl VihfSigner for CardVihfSigner {
                 .await
                 .map_err(card_failure)
         })
+    }
+
+    fn activity_sector<'a>(
+        &'a self,
+        access: &'a Access<'a>,
+        structure_id: &'a str,
+    ) -> BoxFuture<'a, Option<String>> {
+        Box::pin(self.sector_at(access, structure_id))
+    }
+}
+
+impl CardVihfSigner {
+    /// The card session's situation at `structure_id`, if the card showed one.
+    async fn sector_at(&self, access: &Access<'_>, structure_id: &str) -> Option<String> {
+        let session = self
+            .worker()
+            .ok()?
+            .session(card_reader(access).ok()?)
+            .await
+            .ok()?;
+        session
+            .activities
+            .iter()
+            .find(|a| a.structure_id.as_deref() == Some(structure_id))
+            .and_then(|a| a.sector.clone())
     }
 }
 
@@ -245,9 +281,19 @@ impl DmpClient {
     /// A signed assertion for `access`, and its id.
     async fn assertion(&self, access: &Access<'_>) -> Result<(String, String), DmpError> {
         let certificate = self.signer.certificate(access).await?;
+        // The card's own practice situation at this structure, when it shows one, says
+        // the sector better than the configuration's default (docs/dmp.md).
+        let mut settings = self.settings.clone();
+        if let Some(sector) = self
+            .signer
+            .activity_sector(access, &self.structure_id)
+            .await
+        {
+            settings.activity_sector = sector;
+        }
         let id = super::new_assertion_id()?;
         let unsigned = vihf::prepare(
-            &self.settings,
+            &settings,
             VihfSubject {
                 professional: access.professional,
                 mode: access.mode,
