@@ -254,9 +254,18 @@ impl CardBackend for Pkcs11Backend {
                 "the card in the reader changed".into(),
             ));
         }
+        // A token with a protected authentication path reads the PIN on the reader's own
+        // keypad (the module asks it): a PIN typed at the workstation is not used then.
+        let pad = self.module.pin_pad(token.slot())?;
         match pin {
+            PinSource::Typed(_) if pad => {
+                tracing::warn!(
+                    reader,
+                    "the token reads the PIN on the reader: set this desk's pin_entry = \"pinpad\""
+                );
+                token.login(&self.module, None)?
+            }
             PinSource::Typed(pin) => token.login(&self.module, Some(pin))?,
-            // The module asks the reader, which reads the PIN on its own keypad.
             PinSource::PinPad => token.login(&self.module, None)?,
         }
         token.prove_possession(self.settings.scheme)?;

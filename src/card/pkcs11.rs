@@ -77,6 +77,8 @@ pub struct TokenView {
     pub pin_pad: bool,
     /// PIN tries left, when the token says (0: blocked, 1: last try).
     pub pin_tries_left: Option<u8>,
+    /// A wrong PIN was typed since the last good one (the token's "count low" flag).
+    pub pin_count_low: bool,
 }
 
 /// A loaded PKCS#11 module.
@@ -194,6 +196,7 @@ impl Pkcs11Module {
                         serial: field(t.serial_number()),
                         pin_pad: t.protected_authentication_path(),
                         pin_tries_left: tries_left(&t),
+                        pin_count_low: t.user_pin_count_low(),
                     })
             } else {
                 None

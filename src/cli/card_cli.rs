@@ -391,9 +391,10 @@ fn list_slots(path: &std::path::Path) -> Result<(), Failure> {
                     t.manufacturer,
                     t.serial,
                     if t.pin_pad { ", PIN on the reader" } else { "" },
-                    match t.pin_tries_left {
-                        Some(0) => ", PIN BLOCKED",
-                        Some(1) => ", last PIN try",
+                    match (t.pin_tries_left, t.pin_count_low) {
+                        (Some(0), _) => ", PIN BLOCKED",
+                        (Some(1), _) => ", last PIN try",
+                        (_, true) => ", wrong PIN typed since the last good one",
                         _ => "",
                     }
                 )

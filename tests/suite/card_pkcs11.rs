@@ -199,13 +199,15 @@ async fn login(
 /// The service with `[cards] backend = "pkcs11"`: the card's presence and removal seen
 /// through real pcscd (the virtual card in a vpcd reader), its certificate, PIN and key
 /// through the PKCS#11 module (SoftHSM2 holding the same card): a wrong PIN refused as
-/// the token says, the right one opens the session, pulling the card ends it.
+/// the token says, the right one opens the session, pulling the card ends it. A card the
+/// module has no slot for (desk A's) is a clear refusal at that desk only.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_service_logs_in_through_the_module_and_a_pulled_card_ends_the_session() {
     use crate::support::DESK_B;
     use crate::support::pcsc::{Pcscd, VirtualCard};
     let pcscd = Pcscd::start(2);
     let mut card = VirtualCard::insert(&pcscd, 1, &[]);
+    let _elsewhere = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813840"]);
     let hsm = SoftHsm::with_card(Some(&card.dir));
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
@@ -252,6 +254,25 @@ async fn the_service_logs_in_through_the_module_and_a_pulled_card_ends_the_sessi
     let (status, body) = login(&gateway, DESK_B, PIN).await;
     assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
     let token = body["token"].as_str().unwrap().to_owned();
+    // Desk A's card: in its reader, but the module has no slot for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let desk_a = loop {
+        let desk_a = crate::support::get_json(
+            &gateway.client(Some(crate::support::DESK_A)),
+            &gateway.url("/api/v1/desk"),
+        )
+        .await
+        .1;
+        if desk_a["card"]["state"] != "no_card" {
+            break desk_a;
+        }
+        assert!(std::time::Instant::now() < deadline, "{desk_a}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(desk_a["card"]["state"], "refused", "{desk_a}");
+    assert_eq!(desk_a["card"]["code"], "unreadable", "{desk_a}");
+    let (status, body) = login(&gateway, crate::support::DESK_A, PIN).await;
+    assert!(status.is_client_error(), "{status}: {body}");
     let session = gateway
         .client(Some(DESK_B))
         .get(gateway.url("/api/v1/session"))
