@@ -113,12 +113,23 @@ fn card_error(e: Pkcs11Error) -> CardError {
 /// The PIN tries a token reports through its flags: `Some(0)` locked, `Some(1)` final
 /// try, `None` otherwise (PKCS#11 says no more).
 fn tries_left(info: &TokenInfo) -> Option<u8> {
-    if info.user_pin_locked() {
-        Some(0)
-    } else if info.user_pin_final_try() {
-        Some(1)
-    } else {
-        None
+    tries_from_flags(info.user_pin_locked(), info.user_pin_final_try())
+}
+
+fn tries_from_flags(locked: bool, final_try: bool) -> Option<u8> {
+    match (locked, final_try) {
+        (true, _) => Some(0),
+        (false, true) => Some(1),
+        (false, false) => None,
+    }
+}
+
+/// What a refused `C_Login` means, given the PIN tries the token reports after it.
+fn refused_pin(tries_left: Option<u8>) -> CardError {
+    match tries_left {
+        Some(0) => CardError::PinBlocked,
+        Some(n) => CardError::WrongPin { tries_left: n },
+        None => CardError::WrongPinTriesUnknown,
     }
 }
 
@@ -287,11 +298,7 @@ impl Pkcs11Module {
 
     /// After a failed `C_Login`, what the token says of the PIN now.
     fn wrong_pin(&self, slot: Slot) -> CardError {
-        match self.pin_tries_left(slot) {
-            Ok(Some(0)) => CardError::PinBlocked,
-            Ok(Some(n)) => CardError::WrongPin { tries_left: n },
-            _ => CardError::WrongPinTriesUnknown,
-        }
+        refused_pin(self.pin_tries_left(slot).ok().flatten())
     }
 }
 
@@ -504,5 +511,56 @@ impl TokenSession {
             Some(object) => value_of(&self.session, object).map(Some),
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PKCS#11 tells the last try and the lock, nothing else: a blocked token is "PIN
+    /// blocked" (the page says so, the desk stops sending PINs), its last try says so.
+    #[test]
+    fn the_tokens_pin_flags_become_the_gateways_outcomes() {
+        assert_eq!(tries_from_flags(true, false), Some(0));
+        assert_eq!(tries_from_flags(true, true), Some(0));
+        assert_eq!(tries_from_flags(false, true), Some(1));
+        assert_eq!(tries_from_flags(false, false), None);
+        assert_eq!(refused_pin(Some(0)), CardError::PinBlocked);
+        assert_eq!(refused_pin(Some(1)), CardError::WrongPin { tries_left: 1 });
+        assert_eq!(refused_pin(None), CardError::WrongPinTriesUnknown);
+        assert_eq!(
+            card_error(Pkcs11Error::Pkcs11(
+                RvError::PinLocked,
+                cryptoki::context::Function::Login
+            )),
+            CardError::PinBlocked
+        );
+        assert!(matches!(
+            card_error(Pkcs11Error::Pkcs11(
+                RvError::DeviceRemoved,
+                cryptoki::context::Function::Sign
+            )),
+            CardError::Transport(_)
+        ));
+    }
+
+    /// The Cryptolib's slot descriptions: the reader's name, or its first 30 and last 31
+    /// characters around "..." when longer than 64.
+    #[test]
+    fn slots_are_matched_to_readers_as_the_cryptolib_names_them() {
+        assert!(describes_reader(
+            "Gemalto PC Twin Reader 00 00      ",
+            "Gemalto PC Twin Reader 00 00"
+        ));
+        assert!(!describes_reader(
+            "Gemalto PC Twin Reader 00 01",
+            "Gemalto PC Twin Reader 00 00"
+        ));
+        let long =
+            "Identiv uTrust 3700 F CL Reader [uTrust 3700 F CL Reader] (55041854208417) 00 00";
+        let cut = format!("{}...{}", &long[..30], &long[long.len() - 31..]);
+        assert!(describes_reader(&cut, long));
+        assert!(!describes_reader(&long[..64], long));
     }
 }

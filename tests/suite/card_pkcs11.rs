@@ -313,6 +313,18 @@ async fn the_service_logs_in_through_the_module_and_a_pulled_card_ends_the_sessi
 /// here, the configuration's default being SA01; another structure's is not used).
 #[tokio::test(flavor = "multi_thread")]
 async fn break_glass_over_the_dmp_signed_through_the_module() {
+    break_glass_through_the_module("").await;
+}
+
+/// The same with a CPS4's scheme: the authentication key signs RSA-PSS (the login's
+/// proof of possession, the TLS 1.2 handshake as `rsa_pss_rsae_sha256`); the VIHF stays
+/// PKCS#1 v1.5 with the signature key.
+#[tokio::test(flavor = "multi_thread")]
+async fn break_glass_over_the_dmp_with_a_pss_authentication_key() {
+    break_glass_through_the_module("\n[cards.profile]\nsignature = \"pss_sha256\"\n").await;
+}
+
+async fn break_glass_through_the_module(profile: &str) {
     use crate::support::DESK_B;
     use crate::support::dmp::{DevDmp, INS, TEST_OID, patients};
     use crate::support::pcsc::{Pcscd, VirtualCard};
@@ -336,7 +348,7 @@ async fn break_glass_over_the_dmp_signed_through_the_module() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let extra = format!(
-        "pkcs11_token = \"{TOKEN}\"\n\n[cards]\nbackend = \"pkcs11\"\npkcs11_module = \"{}\"\n\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n\n[upstream]\nprotocol = \"dmp\"\naccept_test_ins = true\n\n[dmp]\nbase_url = \"{}\"\nserver_ca = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-HOMOLOGATION-1\"\n",
+        "pkcs11_token = \"{TOKEN}\"\n\n[cards]\nbackend = \"pkcs11\"\npkcs11_module = \"{}\"\n{profile}\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n\n[upstream]\nprotocol = \"dmp\"\naccept_test_ins = true\n\n[dmp]\nbase_url = \"{}\"\nserver_ca = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-HOMOLOGATION-1\"\n",
         module().display(),
         card.dir.join("card-ca.pem").display(),
         card.dir.join("card-ca.crl").display(),
