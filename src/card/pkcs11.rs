@@ -175,6 +175,12 @@ impl Pkcs11Module {
         })
     }
 
+    /// Finalises the module (`C_Finalize`): loaded only to be checked, it is let go
+    /// cleanly, so that loading it again later in the same process starts afresh.
+    pub fn close(self) -> Result<(), CardError> {
+        self.context.finalize().map_err(module_error)
+    }
+
     /// The module's file.
     pub fn path(&self) -> &Path {
         &self.path

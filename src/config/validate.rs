@@ -161,7 +161,8 @@ fn check_pkcs11(
         )),
         (BackendKind::Pkcs11, Some(module)) => {
             if check_readable_file(out, "cards.pkcs11_module", module)
-                && let Err(e) = crate::card::pkcs11::Pkcs11Module::load(module)
+                && let Err(e) =
+                    crate::card::pkcs11::Pkcs11Module::load(module).and_then(|m| m.close())
             {
                 out.push(ConfigProblem::new("cards.pkcs11_module", e.to_string()));
             }

@@ -196,6 +196,54 @@ async fn login(
     (status, response.json().await.unwrap_or_default())
 }
 
+/// A gateway reaching desk B's card through `module` (its token found by its label:
+/// SoftHSM2 does not name slots after readers), `more` appended to its configuration
+/// (after `[cards]`), `env` beside pcscd's and the token's; `configtest` passes first.
+fn token_gateway(
+    pcscd: &crate::support::pcsc::Pcscd,
+    card_dir: &Path,
+    hsm: &SoftHsm,
+    module: &Path,
+    more: &str,
+    env: &[(&str, &str)],
+) -> crate::support::Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let extra = format!(
+        "pkcs11_token = \"{TOKEN}\"\n\n[cards]\nbackend = \"pkcs11\"\npkcs11_module = \"{}\"\n{more}\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n",
+        module.display(),
+        card_dir.join("card-ca.pem").display(),
+        card_dir.join("card-ca.crl").display(),
+    );
+    let config = write_config(dir.path(), &pki, "", &extra);
+    let (key, value) = pcscd.env();
+    let (hsm_key, hsm_value) = hsm.env();
+    let mut all = vec![(key, value.as_str()), (hsm_key, hsm_value.as_str())];
+    all.extend_from_slice(env);
+    let (code, _, err) = run(&config, &["configtest"], &all);
+    assert_eq!(code, 0, "{err}");
+    crate::support::Gateway::launch(dir, pki, config, &all)
+}
+
+/// Logs in at desk B with `pin` once the card is seen there: (status, body).
+async fn first_login(
+    gateway: &crate::support::Gateway,
+    pin: &str,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, body) = login(gateway, crate::support::DESK_B, pin).await;
+        if status != reqwest::StatusCode::CONFLICT {
+            return (status, body);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "card never seen: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// The service with `[cards] backend = "pkcs11"`: the card's presence and removal seen
 /// through real pcscd (the virtual card in a vpcd reader), its certificate, PIN and key
 /// through the PKCS#11 module (SoftHSM2 holding the same card): a wrong PIN refused as
@@ -209,45 +257,11 @@ async fn the_service_logs_in_through_the_module_and_a_pulled_card_ends_the_sessi
     let mut card = VirtualCard::insert(&pcscd, 1, &[]);
     let _elsewhere = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813840"]);
     let hsm = SoftHsm::with_card(Some(&card.dir));
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    // Desk B's token is found by its label: SoftHSM2 does not name slots after readers.
-    let extra = format!(
-        "pkcs11_token = \"{TOKEN}\"\n\n[cards]\nbackend = \"pkcs11\"\npkcs11_module = \"{}\"\n\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n",
-        module().display(),
-        card.dir.join("card-ca.pem").display(),
-        card.dir.join("card-ca.crl").display(),
-    );
-    let config = write_config(dir.path(), &pki, "", &extra);
-    let (key, value) = pcscd.env();
-    let (hsm_key, hsm_value) = hsm.env();
-    let (code, _, err) = run(
-        &config,
-        &["configtest"],
-        &[(key, value.as_str()), (hsm_key, hsm_value.as_str())],
-    );
-    assert_eq!(code, 0, "{err}");
-    let gateway = crate::support::Gateway::launch(
-        dir,
-        pki,
-        config,
-        &[(key, value.as_str()), (hsm_key, hsm_value.as_str())],
-    );
+    let gateway = token_gateway(&pcscd, &card.dir, &hsm, &module(), "", &[]);
 
     // The card is seen (through pcscd), its holder read through the module; a wrong PIN
     // first (SoftHSM2 keeps no count: "wrong PIN" without tries).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let (status, body) = loop {
-        let (status, body) = login(&gateway, DESK_B, "9999").await;
-        if status != reqwest::StatusCode::CONFLICT {
-            break (status, body);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "card never seen: {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let (status, body) = first_login(&gateway, "9999").await;
     assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["error"], "wrong_pin", "{body}");
     assert_eq!(body["message_fr"], "Code erroné.", "{body}");
@@ -345,34 +359,15 @@ async fn break_glass_through_the_module(profile: &str) {
         documents.path(),
         &[card.dir.join("card-ca.pem").as_path()],
     );
-    let dir = tempfile::tempdir().unwrap();
-    let pki = Pki::new(dir.path());
-    let extra = format!(
-        "pkcs11_token = \"{TOKEN}\"\n\n[cards]\nbackend = \"pkcs11\"\npkcs11_module = \"{}\"\n{profile}\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n\n[upstream]\nprotocol = \"dmp\"\naccept_test_ins = true\n\n[dmp]\nbase_url = \"{}\"\nserver_ca = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-HOMOLOGATION-1\"\n",
-        module().display(),
-        card.dir.join("card-ca.pem").display(),
-        card.dir.join("card-ca.crl").display(),
+    let dmp_section = format!(
+        "{profile}\n[upstream]\nprotocol = \"dmp\"\naccept_test_ins = true\n\n[dmp]\nbase_url = \"{}\"\nserver_ca = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-HOMOLOGATION-1\"\n",
         dmp.url,
         dmp.ca.display(),
     );
-    let config = write_config(dir.path(), &pki, "", &extra);
-    let (key, value) = pcscd.env();
-    let (hsm_key, hsm_value) = hsm.env();
-    let gateway = crate::support::Gateway::launch(
-        dir,
-        pki,
-        config,
-        &[(key, value.as_str()), (hsm_key, hsm_value.as_str())],
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let token = loop {
-        let (status, body) = login(&gateway, DESK_B, PIN).await;
-        if status == reqwest::StatusCode::CREATED {
-            break body["token"].as_str().unwrap().to_owned();
-        }
-        assert!(std::time::Instant::now() < deadline, "{status}: {body}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let gateway = token_gateway(&pcscd, &card.dir, &hsm, &module(), &dmp_section, &[]);
+    let (status, body) = first_login(&gateway, PIN).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    let token = body["token"].as_str().unwrap().to_owned();
     let answer = gateway
         .client(Some(DESK_B))
         .post(gateway.url("/api/v1/break-glass"))
@@ -406,4 +401,69 @@ async fn break_glass_through_the_module(profile: &str) {
         assert!(ok, "{said}");
         assert!(text.contains(">SA07^1.2.250.1.71.4.2.4<"), "{text}");
     }
+}
+
+/// A token that blocks like a card (SoftHSM2 behind a module that counts wrong PINs as a
+/// CPS does): the tries as the token reports them, then blocked; the right PIN no
+/// longer opens a session, and the desk says the card is blocked.
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_pins_count_down_as_the_token_reports_and_a_blocked_token_stays_blocked() {
+    use crate::support::pcsc::{Pcscd, VirtualCard};
+    use crate::support::softhsm::{lockout_env, lockout_module};
+    let pcscd = Pcscd::start(2);
+    let card = VirtualCard::insert(&pcscd, 1, &[]);
+    let hsm = SoftHsm::with_card(Some(&card.dir));
+    let (key, value) = lockout_env();
+    let gateway = token_gateway(
+        &pcscd,
+        &card.dir,
+        &hsm,
+        &lockout_module(),
+        "",
+        &[(key, value.as_str())],
+    );
+    let (status, body) = first_login(&gateway, "9999").await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["message_fr"], "Code erroné.", "{body}");
+    let (status, body) = login(&gateway, crate::support::DESK_B, "9998").await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["message_fr"]
+            .as_str()
+            .unwrap()
+            .contains("dernier essai"),
+        "{body}"
+    );
+    // The last try is spent only when the physician confirms it, as with APDUs.
+    let (status, body) = login(&gateway, crate::support::DESK_B, "9997").await;
+    assert_eq!(status, reqwest::StatusCode::PRECONDITION_REQUIRED, "{body}");
+    assert_eq!(body["error"], "last_try_unconfirmed", "{body}");
+    let response = gateway
+        .client(Some(crate::support::DESK_B))
+        .post(gateway.url("/api/v1/session"))
+        .json(&serde_json::json!({ "pin": "9997", "last_try_confirmed": true }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::LOCKED, "{body}");
+    assert_eq!(body["error"], "pin_blocked", "{body}");
+    let (status, body) = login(&gateway, crate::support::DESK_B, PIN).await;
+    assert_eq!(status, reqwest::StatusCode::LOCKED, "{body}");
+    let desk = crate::support::get_json(
+        &gateway.client(Some(crate::support::DESK_B)),
+        &gateway.url("/api/v1/desk"),
+    )
+    .await
+    .1;
+    assert_eq!(desk["card"]["pin_blocked"], true, "{desk}");
+    // The audit trail has each refusal with what the token said.
+    let (_, trail, _) = run(
+        &gateway.config,
+        &["audit", "list", "--json", "--kind", "user_login"],
+        &[],
+    );
+    assert!(trail.contains("tries_left=1"), "{trail}");
+    assert!(trail.contains("pin_blocked"), "{trail}");
 }

@@ -22,6 +22,36 @@ pub(crate) fn module() -> PathBuf {
     .expect("SoftHSM2's module (Debian package softhsm2, installed by .ci/deps)")
 }
 
+/// A PKCS#11 module wrapping SoftHSM2's that blocks the PIN after three wrong tries in a
+/// row and reports the count as a card's module does (`pkcs11-lockout.c`, built here with
+/// gcc once per test run); it needs `lockout_env()` beside the token's.
+pub(crate) fn lockout_module() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let source =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/pkcs11-lockout.c");
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pkcs11-lockout");
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = dir.join(format!("pkcs11-lockout-{}.so", std::process::id()));
+            let status = std::process::Command::new("gcc")
+                .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
+                .arg(&out)
+                .arg(&source)
+                .arg("-ldl")
+                .status()
+                .expect("gcc runs (the toolchain's C compiler)");
+            assert!(status.success(), "pkcs11-lockout.c does not build");
+            out
+        })
+        .clone()
+}
+
+/// What the lockout module needs to find SoftHSM2's.
+pub(crate) fn lockout_env() -> (&'static str, String) {
+    ("PKCS11_LOCKOUT_TARGET", module().display().to_string())
+}
+
 /// A private SoftHSM2 holding one CPS-like token.
 pub(crate) struct SoftHsm {
     conf: PathBuf,
