@@ -197,20 +197,21 @@ async fn login(
 }
 
 /// A gateway reaching desk B's card through `module` (its token found by its label:
-/// SoftHSM2 does not name slots after readers), `more` appended to its configuration
-/// (after `[cards]`), `env` beside pcscd's and the token's; `configtest` passes first.
+/// SoftHSM2 does not name slots after readers), `desk` added to desk B, `more` appended
+/// to its configuration (after `[cards]`), `env` beside pcscd's and the token's;
+/// `configtest` passes first.
 fn token_gateway(
     pcscd: &crate::support::pcsc::Pcscd,
     card_dir: &Path,
     hsm: &SoftHsm,
     module: &Path,
-    more: &str,
+    (desk, more): (&str, &str),
     env: &[(&str, &str)],
 ) -> crate::support::Gateway {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let extra = format!(
-        "pkcs11_token = \"{TOKEN}\"\n\n[cards]\nbackend = \"pkcs11\"\npkcs11_module = \"{}\"\n{more}\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n",
+        "pkcs11_token = \"{TOKEN}\"\n{desk}\n[cards]\nbackend = \"pkcs11\"\npkcs11_module = \"{}\"\n{more}\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n",
         module.display(),
         card_dir.join("card-ca.pem").display(),
         card_dir.join("card-ca.crl").display(),
@@ -257,7 +258,7 @@ async fn the_service_logs_in_through_the_module_and_a_pulled_card_ends_the_sessi
     let mut card = VirtualCard::insert(&pcscd, 1, &[]);
     let _elsewhere = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813840"]);
     let hsm = SoftHsm::with_card(Some(&card.dir));
-    let gateway = token_gateway(&pcscd, &card.dir, &hsm, &module(), "", &[]);
+    let gateway = token_gateway(&pcscd, &card.dir, &hsm, &module(), ("", ""), &[]);
 
     // The card is seen (through pcscd), its holder read through the module; a wrong PIN
     // first (SoftHSM2 keeps no count: "wrong PIN" without tries).
@@ -364,7 +365,7 @@ async fn break_glass_through_the_module(profile: &str) {
         dmp.url,
         dmp.ca.display(),
     );
-    let gateway = token_gateway(&pcscd, &card.dir, &hsm, &module(), &dmp_section, &[]);
+    let gateway = token_gateway(&pcscd, &card.dir, &hsm, &module(), ("", &dmp_section), &[]);
     let (status, body) = first_login(&gateway, PIN).await;
     assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
     let token = body["token"].as_str().unwrap().to_owned();
@@ -419,7 +420,7 @@ async fn wrong_pins_count_down_as_the_token_reports_and_a_blocked_token_stays_bl
         &card.dir,
         &hsm,
         &lockout_module(),
-        "",
+        ("", ""),
         &[(key, value.as_str())],
     );
     let (status, body) = first_login(&gateway, "9999").await;
@@ -466,4 +467,51 @@ async fn wrong_pins_count_down_as_the_token_reports_and_a_blocked_token_stays_bl
     );
     assert!(trail.contains("tries_left=1"), "{trail}");
     assert!(trail.contains("pin_blocked"), "{trail}");
+}
+
+/// A token that reads the PIN on the reader (protected authentication path), at a PIN-pad
+/// desk: the login carries no PIN, the module asks the reader (here the lockout module's
+/// stand-in keypad), and the session opens; no PIN crossed the gateway.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_reading_the_pin_on_the_reader_logs_in_without_a_pin_from_the_desk() {
+    use crate::support::pcsc::{Pcscd, VirtualCard};
+    use crate::support::softhsm::{lockout_env, lockout_module};
+    let pcscd = Pcscd::start(2);
+    let card = VirtualCard::insert(&pcscd, 1, &[]);
+    let hsm = SoftHsm::with_card(Some(&card.dir));
+    let (key, value) = lockout_env();
+    let gateway = token_gateway(
+        &pcscd,
+        &card.dir,
+        &hsm,
+        &lockout_module(),
+        ("pin_entry = \"pinpad\"\n", ""),
+        &[(key, value.as_str()), ("PKCS11_LOCKOUT_PINPAD", PIN)],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let response = gateway
+            .client(Some(crate::support::DESK_B))
+            .post(gateway.url("/api/v1/session"))
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if status == reqwest::StatusCode::CREATED {
+            break;
+        }
+        assert_eq!(status, reqwest::StatusCode::CONFLICT, "{body}");
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let desk = crate::support::get_json(
+        &gateway.client(Some(crate::support::DESK_B)),
+        &gateway.url("/api/v1/desk"),
+    )
+    .await
+    .1;
+    assert_eq!(desk["desk"]["pin_entry"], "pinpad", "{desk}");
+    assert_eq!(desk["state"], "session_open", "{desk}");
 }

@@ -3,6 +3,9 @@
  * PKCS11_LOCKOUT_TARGET) and adds what SoftHSM2 lacks and a CPS card has: the user PIN
  * blocks after three wrong tries in a row, and C_GetTokenInfo reports the count as a
  * card's module does (count low after one wrong try, final try after two, locked).
+ * With PKCS11_LOCKOUT_PINPAD set, the token says it reads the PIN on the reader
+ * (protected authentication path) and a C_Login without a PIN uses that value, as if
+ * typed on the reader's keypad.
  * Built by the test harness (tests/support/softhsm.rs) with gcc; never shipped.
  *
  * Only the function list's layout is needed (PKCS#11 2.40: a version, then 68 function
@@ -26,6 +29,7 @@ typedef unsigned long CK_ULONG;
 #define CKF_USER_PIN_COUNT_LOW 0x10000UL
 #define CKF_USER_PIN_FINAL_TRY 0x20000UL
 #define CKF_USER_PIN_LOCKED 0x40000UL
+#define CKF_PROTECTED_AUTHENTICATION_PATH 0x100UL
 /* CK_TOKEN_INFO: label[32], manufacturerID[32], model[16], serialNumber[16], flags. */
 #define TOKEN_FLAGS_OFFSET 96
 
@@ -50,6 +54,9 @@ static CK_RV get_token_info(CK_ULONG slot, void *info) {
     CK_ULONG flags;
     memcpy(&flags, (unsigned char *)info + TOKEN_FLAGS_OFFSET, sizeof flags);
     flags &= ~(CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_FINAL_TRY | CKF_USER_PIN_LOCKED);
+    if (getenv("PKCS11_LOCKOUT_PINPAD") != NULL) {
+        flags |= CKF_PROTECTED_AUTHENTICATION_PATH;
+    }
     if (wrong_in_a_row >= 3) {
         flags |= CKF_USER_PIN_LOCKED;
     } else if (wrong_in_a_row == 2) {
@@ -64,6 +71,11 @@ static CK_RV get_token_info(CK_ULONG slot, void *info) {
 static CK_RV login(CK_ULONG session, CK_ULONG user, unsigned char *pin, CK_ULONG length) {
     if (user == CKU_USER && wrong_in_a_row >= 3) {
         return CKR_PIN_LOCKED;
+    }
+    const char *pad = getenv("PKCS11_LOCKOUT_PINPAD");
+    if (pin == NULL && pad != NULL) {
+        pin = (unsigned char *)pad;
+        length = strlen(pad);
     }
     CK_RV rv = ((login_fn)target->functions[LOGIN])(session, user, pin, length);
     if (user == CKU_USER) {
