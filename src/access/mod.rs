@@ -451,6 +451,11 @@ impl BreakGlass {
     ) -> Result<Vec<u8>, AccessError> {
         let (_grant, fetched, read) = self.read_under(who, id).await?;
         let pdf = fetched.entry.summary.pdf().ok_or(AccessError::NoDocument)?;
+        self.release_pdf(read, pdf).await
+    }
+
+    /// `pdf`, released once `read` is recorded as the release of a PDF.
+    async fn release_pdf(&self, read: Event, pdf: Vec<u8>) -> Result<Vec<u8>, AccessError> {
         let detail = ["document=application/pdf".to_owned()]
             .into_iter()
             .chain(read.detail.clone())
@@ -509,19 +514,7 @@ impl BreakGlass {
             .await?;
             return Err(AccessError::NoDocument);
         };
-        let detail = ["document=application/pdf".to_owned()]
-            .into_iter()
-            .chain(read.detail.clone())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let receipt = self
-            .audit
-            .append(Event {
-                detail: Some(detail),
-                ..read
-            })
-            .await?;
-        Ok(released(pdf, receipt))
+        self.release_pdf(read, pdf).await
     }
 
     /// A listed document under grant `id` (within the limits, failures recorded), with

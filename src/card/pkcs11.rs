@@ -5,7 +5,8 @@
 //! has a protected authentication path), proof of possession, and signatures with the
 //! authentication key (the DMP's TLS handshake) and the signature key (the VIHF).
 //!
-//! Objects are found by label. The defaults are the Cryptolib CPS's labels, as its
+//! Objects are found by label (a private key, failing that, by its certificate's
+//! `CKA_ID`, which the two share on a CPS). The defaults are the Cryptolib CPS's labels, as its
 //! published source and the ANS's own PKCS#11 tests name them; OpenSC reads the same
 //! PKCS#15 files of a CPS3 card. Every signature is checked against its certificate
 //! before it is used, as on the APDU path.

@@ -397,16 +397,7 @@ impl CardWorker {
         message: Vec<u8>,
     ) -> Result<Vec<u8>, CardError> {
         let (reply, answer) = oneshot::channel();
-        self.send(
-            Held::Sign(SignRequest {
-                reader: reader.to_owned(),
-                key,
-                session,
-                message,
-                reply: Reply::Async(reply),
-            }),
-            reader,
-        )?;
+        self.send_sign(reader, key, session, message, Reply::Async(reply))?;
         answer.await.map_err(|_| CardError::NoSession)?
     }
 
@@ -423,16 +414,7 @@ impl CardWorker {
         within: Duration,
     ) -> Result<Vec<u8>, CardError> {
         let (reply, answer) = mpsc::sync_channel(1);
-        self.send(
-            Held::Sign(SignRequest {
-                reader: reader.to_owned(),
-                key,
-                session,
-                message,
-                reply: Reply::Blocking(reply),
-            }),
-            reader,
-        )?;
+        self.send_sign(reader, key, session, message, Reply::Blocking(reply))?;
         let wait = || match answer.recv_timeout(within) {
             Ok(outcome) => outcome,
             Err(mpsc::RecvTimeoutError::Timeout) => Err(CardError::Transport(format!(
@@ -452,6 +434,25 @@ impl CardWorker {
         let (reply, answer) = oneshot::channel();
         self.send(Held::Session(reply), reader)?;
         answer.await.map_err(|_| CardError::NoSession)
+    }
+
+    /// Asks the session held at `reader` for a signature, answered to `reply`.
+    fn send_sign(
+        &self,
+        reader: &str,
+        key: CardKey,
+        session: Option<u64>,
+        message: Vec<u8>,
+        reply: Reply<Result<Vec<u8>, CardError>>,
+    ) -> Result<(), CardError> {
+        let request = SignRequest {
+            reader: reader.to_owned(),
+            key,
+            session,
+            message,
+            reply,
+        };
+        self.send(Held::Sign(request), reader)
     }
 
     /// Hands `message` to the session held at `reader`.

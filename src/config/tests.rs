@@ -366,13 +366,12 @@ fn roster_needs_its_own_certificate_and_card_login() {
     );
 }
 
-/// The commented `[upstream]` example parses, and its defaults are the code's.
-#[test]
-fn commented_upstream_example_matches_the_defaults() {
+/// The key lines of the shipped sample's commented section that starts with `header`,
+/// uncommented.
+fn commented_example(header: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.toml");
     let text = std::fs::read_to_string(path).unwrap();
-    let block: String = text
-        .split("# [upstream]\n")
+    text.split(header)
         .nth(1)
         .unwrap()
         .lines()
@@ -380,7 +379,13 @@ fn commented_upstream_example_matches_the_defaults() {
         .filter_map(|l| l.strip_prefix("# "))
         .filter(|l| l.contains(" = "))
         .map(|l| format!("{l}\n"))
-        .collect();
+        .collect()
+}
+
+/// The commented `[upstream]` example parses, and its defaults are the code's.
+#[test]
+fn commented_upstream_example_matches_the_defaults() {
+    let block = commented_example("# [upstream]\n");
     let example: crate::upstream::UpstreamConfig = toml::from_str(&block).unwrap();
     let required: String = block.lines().take(5).map(|l| format!("{l}\n")).collect();
     let defaults: crate::upstream::UpstreamConfig = toml::from_str(&required).unwrap();
@@ -394,18 +399,7 @@ fn commented_upstream_example_matches_the_defaults() {
 /// keys, used in the indirect modes only, aside).
 #[test]
 fn commented_dmp_example_matches_the_defaults() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/gateway.toml");
-    let text = std::fs::read_to_string(path).unwrap();
-    let block: String = text
-        .split("# [dmp]\n")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .take_while(|l| l.starts_with('#'))
-        .filter_map(|l| l.strip_prefix("# "))
-        .filter(|l| l.contains(" = "))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let block = commented_example("# [dmp]\n");
     let example: crate::upstream::dmp::DmpConfig = toml::from_str(&block).unwrap();
     assert!(example.problems().is_empty(), "{:?}", example.problems());
     let required: String = block.lines().take(4).map(|l| format!("{l}\n")).collect();

@@ -394,14 +394,35 @@ async fn break_glass_through_the_module(profile: &str) {
     assert_eq!(recorded.len(), 3);
     for request in recorded {
         let text = std::fs::read_to_string(&request).unwrap();
-        let start = text.find("<Assertion").unwrap();
-        let end = text.find("</Assertion>").unwrap() + "</Assertion>".len();
-        let assertion = request.with_extension("assertion");
-        std::fs::write(&assertion, &text[start..end]).unwrap();
-        let (ok, said) = xmlsec1_verifies(&assertion, &hsm.card_dir.join("card-sign.pem"));
+        let (ok, said) = crate::support::dmp::xmlsec1_verifies_recorded(
+            &request,
+            &hsm.card_dir.join("card-sign.pem"),
+        );
         assert!(ok, "{said}");
         assert!(text.contains(">SA07^1.2.250.1.71.4.2.4<"), "{text}");
     }
+}
+
+/// What a lockout-module gateway needs kept alive.
+type LockoutParts = (
+    crate::support::pcsc::Pcscd,
+    crate::support::pcsc::VirtualCard,
+    SoftHsm,
+);
+
+/// A gateway reaching desk B's card (the virtual card in a vpcd reader, the same card in
+/// SoftHSM2) through the lockout module, `desk` added to desk B, `env` added.
+fn lockout_gateway(desk: &str, env: &[(&str, &str)]) -> (LockoutParts, crate::support::Gateway) {
+    use crate::support::pcsc::{Pcscd, VirtualCard};
+    use crate::support::softhsm::{lockout_env, lockout_module};
+    let pcscd = Pcscd::start(2);
+    let card = VirtualCard::insert(&pcscd, 1, &[]);
+    let hsm = SoftHsm::with_card(Some(&card.dir));
+    let (key, value) = lockout_env();
+    let mut all = vec![(key, value.as_str())];
+    all.extend_from_slice(env);
+    let gateway = token_gateway(&pcscd, &card.dir, &hsm, &lockout_module(), (desk, ""), &all);
+    ((pcscd, card, hsm), gateway)
 }
 
 /// A token that blocks like a card (SoftHSM2 behind a module that counts wrong PINs as a
@@ -409,20 +430,7 @@ async fn break_glass_through_the_module(profile: &str) {
 /// longer opens a session, and the desk says the card is blocked.
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_pins_count_down_as_the_token_reports_and_a_blocked_token_stays_blocked() {
-    use crate::support::pcsc::{Pcscd, VirtualCard};
-    use crate::support::softhsm::{lockout_env, lockout_module};
-    let pcscd = Pcscd::start(2);
-    let card = VirtualCard::insert(&pcscd, 1, &[]);
-    let hsm = SoftHsm::with_card(Some(&card.dir));
-    let (key, value) = lockout_env();
-    let gateway = token_gateway(
-        &pcscd,
-        &card.dir,
-        &hsm,
-        &lockout_module(),
-        ("", ""),
-        &[(key, value.as_str())],
-    );
+    let (_parts, gateway) = lockout_gateway("", &[]);
     let (status, body) = first_login(&gateway, "9999").await;
     assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "{body}");
     assert_eq!(body["message_fr"], "Code erroné.", "{body}");
@@ -474,19 +482,9 @@ async fn wrong_pins_count_down_as_the_token_reports_and_a_blocked_token_stays_bl
 /// stand-in keypad), and the session opens; no PIN crossed the gateway.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_reading_the_pin_on_the_reader_logs_in_without_a_pin_from_the_desk() {
-    use crate::support::pcsc::{Pcscd, VirtualCard};
-    use crate::support::softhsm::{lockout_env, lockout_module};
-    let pcscd = Pcscd::start(2);
-    let card = VirtualCard::insert(&pcscd, 1, &[]);
-    let hsm = SoftHsm::with_card(Some(&card.dir));
-    let (key, value) = lockout_env();
-    let gateway = token_gateway(
-        &pcscd,
-        &card.dir,
-        &hsm,
-        &lockout_module(),
-        ("pin_entry = \"pinpad\"\n", ""),
-        &[(key, value.as_str()), ("PKCS11_LOCKOUT_PINPAD", PIN)],
+    let (_parts, gateway) = lockout_gateway(
+        "pin_entry = \"pinpad\"\n",
+        &[("PKCS11_LOCKOUT_PINPAD", PIN)],
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {

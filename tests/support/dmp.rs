@@ -154,6 +154,17 @@ pub(crate) fn xmlsec1_verifies(file: &Path, cert: &Path) -> (bool, String) {
     )
 }
 
+/// `xmlsec1 --verify` of the VIHF in a request dev-dmp recorded (written beside it),
+/// with `certificate`: (success, what it said).
+pub(crate) fn xmlsec1_verifies_recorded(request: &Path, certificate: &Path) -> (bool, String) {
+    let text = std::fs::read_to_string(request).unwrap();
+    let start = text.find("<Assertion").unwrap();
+    let end = text.find("</Assertion>").unwrap() + "</Assertion>".len();
+    let assertion = request.with_extension("assertion.xml");
+    std::fs::write(&assertion, &text[start..end]).unwrap();
+    xmlsec1_verifies(&assertion, certificate)
+}
+
 /// A running `samu-gateway dev-dmp` and what a client needs to reach it.
 pub(crate) struct DevDmp {
     child: std::process::Child,

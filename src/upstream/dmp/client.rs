@@ -549,6 +549,34 @@ impl DmpClient {
         self.compose_from(ins, access, found, trail).await
     }
 
+    /// TD3.2 of `entries` in one request; `trail` gets the transaction.
+    async fn retrieve(
+        &self,
+        access: &Access<'_>,
+        entries: &[&DocumentEntry],
+        trail: &mut Vec<String>,
+    ) -> Result<xds::Retrieved, UpstreamError> {
+        let requests: Vec<(String, String)> = entries
+            .iter()
+            .map(|d| (d.repository_unique_id.clone(), d.unique_id.clone()))
+            .collect();
+        let (xml, attachments) = self
+            .exchange(
+                access,
+                "repository",
+                xds::RETRIEVE_ACTION,
+                xds::retrieve_body(&requests),
+                trail,
+            )
+            .await?;
+        let doc = soap::parse(&xml).map_err(malformed)?;
+        let retrieved = soap::body(&doc)
+            .and_then(|b| xds::read_retrieved(b, &|id| attachments.get(id).cloned()))
+            .map_err(outcome)?;
+        registry_outcome(&retrieved.errors, retrieved.documents.is_empty())?;
+        Ok(retrieved)
+    }
+
     /// TD0.2 and TD3.1 at once (neither needs the other's answer), then TD3.2: the
     /// patient and their summary in two round trips. Nothing is used before TD0.2 has
     /// said the record exists and is not opposed; its refusal comes first.
@@ -590,24 +618,7 @@ impl DmpClient {
         if chosen.is_empty() {
             return Err(UpstreamError::NoSummaryDocument);
         }
-        let requests: Vec<(String, String)> = chosen
-            .iter()
-            .map(|d| (d.repository_unique_id.clone(), d.unique_id.clone()))
-            .collect();
-        let (xml, attachments) = self
-            .exchange(
-                access,
-                "repository",
-                xds::RETRIEVE_ACTION,
-                xds::retrieve_body(&requests),
-                &mut trail,
-            )
-            .await?;
-        let doc = soap::parse(&xml).map_err(malformed)?;
-        let retrieved = soap::body(&doc)
-            .and_then(|b| xds::read_retrieved(b, &|id| attachments.get(id).cloned()))
-            .map_err(outcome)?;
-        registry_outcome(&retrieved.errors, retrieved.documents.is_empty())?;
+        let retrieved = self.retrieve(access, &chosen, &mut trail).await?;
         let bytes_of = |entry: Option<&DocumentEntry>| {
             entry.and_then(|e| {
                 retrieved
@@ -672,36 +683,14 @@ impl DmpClient {
         unique_id: &str,
         access: &Access<'_>,
     ) -> Result<CriticalSummary, UpstreamError> {
-        let body = xds::find_documents_body(&ins.resource_id(), &self.types);
         let mut trail = Vec::new();
-        let (xml, _) = self
-            .exchange(access, "registry", xds::FIND_ACTION, body, &mut trail)
-            .await?;
-        let doc = soap::parse(&xml).map_err(malformed)?;
-        let found = soap::body(&doc)
-            .and_then(xds::read_found)
-            .map_err(outcome)?;
-        registry_outcome(&found.errors, found.documents.is_empty())?;
+        let found = self.find(ins, access, &mut trail).await?;
         let entry = found
             .documents
             .iter()
             .find(|d| d.unique_id == unique_id)
             .ok_or(UpstreamError::DocumentNotListed)?;
-        let request = [(entry.repository_unique_id.clone(), entry.unique_id.clone())];
-        let (xml, attachments) = self
-            .exchange(
-                access,
-                "repository",
-                xds::RETRIEVE_ACTION,
-                xds::retrieve_body(&request),
-                &mut trail,
-            )
-            .await?;
-        let doc = soap::parse(&xml).map_err(malformed)?;
-        let retrieved = soap::body(&doc)
-            .and_then(|b| xds::read_retrieved(b, &|id| attachments.get(id).cloned()))
-            .map_err(outcome)?;
-        registry_outcome(&retrieved.errors, retrieved.documents.is_empty())?;
+        let retrieved = self.retrieve(access, &[entry], &mut trail).await?;
         let bytes = retrieved
             .documents
             .iter()
