@@ -64,9 +64,9 @@ pub(super) enum DmpCommand {
         /// module's slot number.
         #[arg(long, requires = "pkcs11_module")]
         slot: Option<String>,
-        /// A file holding the PIN (`-`: standard input); without it, the PIN is asked for
-        /// at the terminal, not echoed. Never on the command line. A card whose reader
-        /// has a PIN pad asks for it there.
+        /// A file holding the PIN (`-`: standard input), readable by its owner (and group)
+        /// only; without it, the PIN is asked for at the terminal, not echoed. Never on
+        /// the command line. A card whose reader has a PIN pad asks for it there.
         #[arg(long, requires = "pkcs11_module")]
         pin_file: Option<PathBuf>,
     },
@@ -322,8 +322,12 @@ fn read_pin(file: Option<&Path>) -> Result<crate::card::profile::Pin, Failure> {
                 .context("cannot read the PIN from standard input")?;
             line
         }
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?,
+        Some(path) => {
+            // A PIN file is a secret like a key file: others may not read it.
+            crate::secret::check_key_file_mode(path).map_err(anyhow::Error::from)?;
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+        }
         None => rpassword::prompt_password("PIN: ").context("cannot ask for the PIN")?,
     });
     crate::card::profile::Pin::new(text.trim())

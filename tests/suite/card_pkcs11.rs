@@ -158,8 +158,18 @@ fn dmp_vihf_signs_with_the_tokens_signature_key_after_its_pin() {
             &env,
         )
     };
-    let pin = dir.path().join("pin");
-    std::fs::write(&pin, format!("{PIN}\n")).unwrap();
+    let secret = |name: &str, text: &str, mode: u32| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .unwrap();
+        path
+    };
+    // A PIN file others can read is refused before the card is asked anything.
+    let (code, _, err) = vihf(&secret("shared-pin", PIN, 0o644));
+    assert_ne!(code, 0);
+    assert!(err.contains("world-readable"), "{err}");
+    let pin = secret("pin", &format!("{PIN}\n"), 0o600);
     let (code, assertion, err) = vihf(&pin);
     assert_eq!(code, 0, "{err}");
     let signed = dir.path().join("signed.xml");
@@ -170,9 +180,7 @@ fn dmp_vihf_signs_with_the_tokens_signature_key_after_its_pin() {
     assert!(!ok, "signed with the authentication key");
     assert!(!err.contains(PIN) && !assertion.contains("1234\n"));
 
-    let wrong = dir.path().join("wrong-pin");
-    std::fs::write(&wrong, "9999").unwrap();
-    let (code, out, err) = vihf(&wrong);
+    let (code, out, err) = vihf(&secret("wrong-pin", "9999", 0o600));
     assert_ne!(code, 0);
     assert!(out.is_empty(), "{out}");
     assert!(err.contains("wrong PIN"), "{err}");
