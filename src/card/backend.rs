@@ -61,6 +61,10 @@ pub trait HeldCard: Send {
     fn activities(&self) -> Vec<super::cps_data::CardActivity> {
         Vec::new()
     }
+    /// The holder's specialty the card shows (PKCS#11 data object); none over APDUs.
+    fn specialty(&self) -> Option<String> {
+        None
+    }
     /// Signs `message` with `key` (SHA-256; checked against the key's certificate).
     fn sign(&mut self, key: CardKey, message: &[u8]) -> Result<Vec<u8>, CardError>;
 }
@@ -269,11 +273,12 @@ impl CardBackend for Pkcs11Backend {
             PinSource::PinPad => token.login(&self.module, None)?,
         }
         token.prove_possession(self.settings.scheme)?;
-        let activities = token.activities();
+        let (activities, specialty) = (token.activities(), token.specialty());
         Ok(Box::new(HeldToken {
             token,
             scheme: self.settings.scheme,
             activities,
+            specialty,
         }))
     }
 
@@ -288,6 +293,7 @@ struct HeldToken {
     token: TokenSession,
     scheme: SignatureScheme,
     activities: Vec<super::cps_data::CardActivity>,
+    specialty: Option<String>,
 }
 
 impl HeldCard for HeldToken {
@@ -297,6 +303,10 @@ impl HeldCard for HeldToken {
 
     fn activities(&self) -> Vec<super::cps_data::CardActivity> {
         self.activities.clone()
+    }
+
+    fn specialty(&self) -> Option<String> {
+        self.specialty.clone()
     }
 
     fn sign(&mut self, key: CardKey, message: &[u8]) -> Result<Vec<u8>, CardError> {

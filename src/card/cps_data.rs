@@ -1,5 +1,6 @@
-//! The CPS card's practice situations (`CPS_ACTIVITY_01_PS` … `_16_PS` data objects, read
-//! through PKCS#11 after the PIN): where the professional practises. Their layout is not
+//! The CPS card's data objects, read through PKCS#11: its practice situations
+//! (`CPS_ACTIVITY_01_PS` … `_16_PS`, after the PIN): where the professional practises;
+//! and the holder's specialty at the end of `CPS_INFO_PS` (readable without a PIN). Their layout is not
 //! public; what is known (docs/domain.md §3) is a BER-TLV container `EE` holding the
 //! structure's name (`84`), its national id (`85`) and the activity sector (`86`). The
 //! reader walks TLV generally, keeps those three when they are well-formed text, ignores
@@ -97,6 +98,17 @@ pub fn parse_activity(value: &[u8]) -> Option<CardActivity> {
     None
 }
 
+/// The holder's specialty (TRE_R38, e.g. `SM26`) ending a `CPS_INFO_PS` value, as the
+/// public reports read it (its last four characters); only a code of that form (two
+/// capital letters, two digits) is taken.
+pub fn parse_specialty(value: &[u8]) -> Option<String> {
+    let tail = value.get(value.len().checked_sub(4)?..)?;
+    let code = std::str::from_utf8(tail).ok()?;
+    let bytes = code.as_bytes();
+    (bytes[..2].iter().all(u8::is_ascii_uppercase) && bytes[2..].iter().all(u8::is_ascii_digit))
+        .then(|| code.to_owned())
+}
+
 /// Writes a situation in the same layout (for the virtual card's token).
 pub fn encode_activity(activity: &CardActivity) -> Vec<u8> {
     let mut inner = Vec::new();
@@ -158,6 +170,15 @@ mod tests {
                 ..CardActivity::default()
             })
         );
+    }
+
+    #[test]
+    fn the_specialty_is_the_code_ending_the_holders_information() {
+        assert_eq!(parse_specialty(b"\x01\x0a810002813839SM59"), Some("SM59".into()));
+        assert_eq!(parse_specialty(b"SM26"), Some("SM26".into()));
+        for none in [&b""[..], b"SM2", b"sm26", b"SM2X", b"xxxx\xff\xfe26", b"12SM"] {
+            assert_eq!(parse_specialty(none), None, "{none:?}");
+        }
     }
 
     #[test]

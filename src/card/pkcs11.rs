@@ -505,6 +505,14 @@ impl TokenSession {
             .collect()
     }
 
+    /// The holder's specialty, from `CPS_INFO_PS`, when the token shows one that reads.
+    pub fn specialty(&self) -> Option<String> {
+        self.data_object("CPS_INFO_PS")
+            .ok()
+            .flatten()
+            .and_then(|value| super::cps_data::parse_specialty(&value))
+    }
+
     /// Logs out (the PIN must be given again); an error means the session is gone
     /// anyway.
     pub fn logout(&self) {

@@ -115,6 +115,8 @@ pub struct HeldSession {
     pub authentication_scheme: SignatureScheme,
     /// The holder's practice situations the card showed at login (PKCS#11 only).
     pub activities: Vec<super::cps_data::CardActivity>,
+    /// The holder's specialty the card showed at login (PKCS#11 only).
+    pub specialty: Option<String>,
     ended: watch::Receiver<()>,
 }
 
@@ -131,6 +133,7 @@ impl HeldSession {
             signature_certificate,
             authentication_scheme,
             activities: Vec::new(),
+            specialty: None,
             ended,
         };
         (session, alive)
@@ -511,6 +514,7 @@ fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRe
         backend.authentication_scheme(),
     );
     session.activities = card.activities();
+    session.specialty = card.specialty();
     let (held, inbox) = mpsc::channel();
     if let Ok(mut all) = sessions.held.lock() {
         all.insert(request.reader.clone(), held);

@@ -80,6 +80,10 @@ pub(super) struct EmulateTokenArgs {
     /// `STRUCTURE_ID:SECTOR[:NAME]` (e.g. `1750000000:SA01:CH de test`); repeatable.
     #[arg(long = "activity")]
     activities: Vec<String>,
+    /// The holder's specialty (TRE_R38, e.g. `SM59`), written at the end of a
+    /// `CPS_INFO_PS` object.
+    #[arg(long)]
+    specialty: Option<String>,
 }
 
 /// The virtual card's holder and files.
@@ -255,6 +259,10 @@ fn emulate_token(args: EmulateTokenArgs) -> Result<ExitCode, Failure> {
             pin: &args.card.pin,
             labels: &crate::card::pkcs11::Pkcs11Labels::default(),
             activities: &activities,
+            specialty: args
+                .specialty
+                .as_deref()
+                .map(|s| (args.card.id_nat.as_str(), s)),
         },
         &identity,
     )

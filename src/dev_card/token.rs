@@ -30,6 +30,9 @@ pub(crate) struct TokenSpec<'a> {
     pub labels: &'a Pkcs11Labels,
     /// The holder's practice situations, written as `CPS_ACTIVITY_01_PS`… (private).
     pub activities: &'a [crate::card::cps_data::CardActivity],
+    /// The holder's idNat and specialty, written as a `CPS_INFO_PS` object (public) that
+    /// ends with the specialty.
+    pub specialty: Option<(&'a str, &'a str)>,
 }
 
 fn failed(what: &str) -> impl Fn(cryptoki::error::Error) -> CardError + '_ {
@@ -114,6 +117,18 @@ pub(crate) fn provision(spec: &TokenSpec<'_>, identity: &CardIdentity) -> Result
                 Attribute::Value(certificate.clone()),
             ])
             .map_err(failed("cannot write a certificate"))?;
+    }
+    if let Some((id_nat, specialty)) = spec.specialty {
+        session
+            .create_object(&[
+                Attribute::Class(ObjectClass::DATA),
+                Attribute::Token(true),
+                Attribute::Private(false),
+                Attribute::Application(b"CPS".to_vec()),
+                Attribute::Label(b"CPS_INFO_PS".to_vec()),
+                Attribute::Value(format!("{id_nat}{specialty}").into_bytes()),
+            ])
+            .map_err(failed("cannot write the holder's information"))?;
     }
     for (n, activity) in spec.activities.iter().enumerate() {
         session

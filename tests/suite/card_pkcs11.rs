@@ -333,7 +333,8 @@ async fn the_service_logs_in_through_the_module_and_a_pulled_card_ends_the_sessi
 /// certificate), the TLS connection authenticated by its authentication key (dev-dmp
 /// checks the holder and counts the connection under the card's idNat), and the
 /// activity sector the card's practice situation at the centre's structure gives (SA07
-/// here, the configuration's default being SA01; another structure's is not used).
+/// here, the configuration's default being SA01; another structure's is not used), and
+/// the specialty the card gives (SM59, the configuration's being SM26).
 #[tokio::test(flavor = "multi_thread")]
 async fn break_glass_over_the_dmp_signed_through_the_module() {
     break_glass_through_the_module("").await;
@@ -360,6 +361,8 @@ async fn break_glass_through_the_module(profile: &str) {
             "9990000001:SA05:Cabinet ailleurs",
             "--activity",
             "1750000000:SA07:SAMU de test",
+            "--specialty",
+            "SM59",
         ],
     );
     let documents = tempfile::tempdir().unwrap();
@@ -408,6 +411,11 @@ async fn break_glass_through_the_module(profile: &str) {
         );
         assert!(ok, "{said}");
         assert!(text.contains(">SA07^1.2.250.1.71.4.2.4<"), "{text}");
+        // The card's specialty, not the configuration's SM26.
+        assert!(
+            text.contains("code=\"SM59\"") && !text.contains("code=\"SM26\""),
+            "{text}"
+        );
     }
 }
 

@@ -38,16 +38,25 @@ pub trait VihfSigner: Send + Sync {
         message: &'a [u8],
     ) -> BoxFuture<'a, Result<Vec<u8>, DmpError>>;
 
-    /// The activity sector the signer's own data gives for structure `structure_id`
-    /// (a CPS card's practice situation there), when it gives one.
-    fn activity_sector<'a>(
+    /// What the signer's own data (a CPS card's) says of the professional at structure
+    /// `structure_id`: the activity sector there and their specialty, when it says.
+    fn card_data<'a>(
         &'a self,
         access: &'a Access<'a>,
         structure_id: &'a str,
-    ) -> BoxFuture<'a, Option<String>> {
+    ) -> BoxFuture<'a, CardData> {
         let _ = (access, structure_id);
-        Box::pin(async { None })
+        Box::pin(async { CardData::default() })
     }
+}
+
+/// What a card says of its holder, for the VIHF (docs/dmp.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CardData {
+    /// The activity sector of the holder's situation at the centre's structure.
+    pub sector: Option<String>,
+    /// The holder's specialty.
+    pub specialty: Option<String>,
 }
 
 impl VihfSigner for SoftwareSigner {
@@ -134,29 +143,37 @@ impl VihfSigner for CardVihfSigner {
         })
     }
 
-    fn activity_sector<'a>(
+    fn card_data<'a>(
         &'a self,
         access: &'a Access<'a>,
         structure_id: &'a str,
-    ) -> BoxFuture<'a, Option<String>> {
-        Box::pin(self.sector_at(access, structure_id))
+    ) -> BoxFuture<'a, CardData> {
+        Box::pin(async move {
+            self.shown(access, structure_id)
+                .await
+                .unwrap_or_default()
+        })
     }
 }
 
 impl CardVihfSigner {
-    /// The card session's situation at `structure_id`, if the card showed one.
-    async fn sector_at(&self, access: &Access<'_>, structure_id: &str) -> Option<String> {
+    /// What the card session showed: the sector of its situation at `structure_id`, its
+    /// specialty.
+    async fn shown(&self, access: &Access<'_>, structure_id: &str) -> Option<CardData> {
         let session = self
             .worker()
             .ok()?
             .session(card_reader(access).ok()?)
             .await
             .ok()?;
-        session
-            .activities
-            .iter()
-            .find(|a| a.structure_id.as_deref() == Some(structure_id))
-            .and_then(|a| a.sector.clone())
+        Some(CardData {
+            sector: session
+                .activities
+                .iter()
+                .find(|a| a.structure_id.as_deref() == Some(structure_id))
+                .and_then(|a| a.sector.clone()),
+            specialty: session.specialty,
+        })
     }
 }
 
@@ -281,15 +298,16 @@ impl DmpClient {
     /// A signed assertion for `access`, and its id.
     async fn assertion(&self, access: &Access<'_>) -> Result<(String, String), DmpError> {
         let certificate = self.signer.certificate(access).await?;
-        // The card's own practice situation at this structure, when it shows one, says
-        // the sector better than the configuration's default (docs/dmp.md).
+        // What the card shows of its holder (the sector of their situation at this
+        // structure, their specialty) says it better than the configuration's defaults
+        // (docs/dmp.md).
         let mut settings = self.settings.clone();
-        if let Some(sector) = self
-            .signer
-            .activity_sector(access, &self.structure_id)
-            .await
-        {
+        let shown = self.signer.card_data(access, &self.structure_id).await;
+        if let Some(sector) = shown.sector {
             settings.activity_sector = sector;
+        }
+        if let Some(specialty) = shown.specialty {
+            settings.specialty = Some(specialty);
         }
         let id = super::new_assertion_id()?;
         let unsigned = vihf::prepare(
