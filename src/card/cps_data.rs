@@ -174,9 +174,19 @@ mod tests {
 
     #[test]
     fn the_specialty_is_the_code_ending_the_holders_information() {
-        assert_eq!(parse_specialty(b"\x01\x0a810002813839SM59"), Some("SM59".into()));
+        assert_eq!(
+            parse_specialty(b"\x01\x0a810002813839SM59"),
+            Some("SM59".into())
+        );
         assert_eq!(parse_specialty(b"SM26"), Some("SM26".into()));
-        for none in [&b""[..], b"SM2", b"sm26", b"SM2X", b"xxxx\xff\xfe26", b"12SM"] {
+        for none in [
+            &b""[..],
+            b"SM2",
+            b"sm26",
+            b"SM2X",
+            b"xxxx\xff\xfe26",
+            b"12SM",
+        ] {
             assert_eq!(parse_specialty(none), None, "{none:?}");
         }
     }

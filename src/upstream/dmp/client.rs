@@ -148,11 +148,7 @@ impl VihfSigner for CardVihfSigner {
         access: &'a Access<'a>,
         structure_id: &'a str,
     ) -> BoxFuture<'a, CardData> {
-        Box::pin(async move {
-            self.shown(access, structure_id)
-                .await
-                .unwrap_or_default()
-        })
+        Box::pin(async move { self.shown(access, structure_id).await.unwrap_or_default() })
     }
 }
 
