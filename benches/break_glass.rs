@@ -193,7 +193,63 @@ fn sign_in_child(n: usize) {
     }
 }
 
+/// A gateway's resident memory now and at its peak (`VmRSS`, `VmHWM`), in MiB.
+fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(f64::NAN, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Starts the cache-hit gateway with `$NOTIFY_SOCKET` set and returns it with the time
+/// from its spawn to its `READY=1` (what systemd waits for).
+fn gateway_timed(
+    pcscd: &Pcscd,
+    card: &VirtualCard,
+    upstream: &DevUpstream,
+) -> (Gateway, Option<Duration>) {
+    let socket_dir = tempfile::tempdir().expect("tempdir");
+    let path = socket_dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("notify socket");
+    let started = Instant::now();
+    let ready = std::thread::spawn(move || {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut buffer = [0u8; 512];
+        loop {
+            let n = socket.recv(&mut buffer).ok()?;
+            if String::from_utf8_lossy(&buffer[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
+                return Some(started.elapsed());
+            }
+        }
+    });
+    let notify = path.display().to_string();
+    let gateway = gateway_with(pcscd, card, upstream, true, &[("NOTIFY_SOCKET", &notify)]);
+    let ready = ready.join().ok().flatten();
+    drop(socket_dir);
+    (gateway, ready)
+}
+
 fn gateway(pcscd: &Pcscd, card: &VirtualCard, upstream: &DevUpstream, cache: bool) -> Gateway {
+    gateway_with(pcscd, card, upstream, cache, &[])
+}
+
+fn gateway_with(
+    pcscd: &Pcscd,
+    card: &VirtualCard,
+    upstream: &DevUpstream,
+    cache: bool,
+    env: &[(&str, &str)],
+) -> Gateway {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(dir.path());
     let cache_section = if cache {
@@ -212,7 +268,9 @@ fn gateway(pcscd: &Pcscd, card: &VirtualCard, upstream: &DevUpstream, cache: boo
     let config = write_config(dir.path(), &pki, "", &text);
     let (key, value) = pcscd.env();
     // No access log, like the nginx anchor (access_log off).
-    Gateway::launch(dir, pki, config, &[(key, value.as_str()), QUIET])
+    let mut all = vec![(key, value.as_str()), QUIET];
+    all.extend_from_slice(env);
+    Gateway::launch(dir, pki, config, &all)
 }
 
 /// `POST /api/v1/break-glass` for patient 1, checking the source.
@@ -405,7 +463,7 @@ fn main() {
     let bundle = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/ips/penicillin-allergy-high-criticality.json");
     let upstream = DevUpstream::start(vec![patient("p1", 1, &bundle)]);
-    let cached = gateway(&pcscd, &card, &upstream, true);
+    let (cached, ready) = gateway_timed(&pcscd, &card, &upstream);
     let uncached = gateway(&pcscd, &card, &upstream, false);
     let documents = tempfile::tempdir().expect("tempdir");
     let dmp = support::dmp::DevDmp::start(
@@ -416,8 +474,10 @@ fn main() {
     let over_dmp = support::dmp::dmp_gateway_with(&pcscd, &card, &dmp, NO_LIMITS, &[QUIET]);
     let mut measures = Vec::new();
     let mut summary_json = Vec::new();
+    let mut idle = (f64::NAN, f64::NAN);
     runtime.block_on(async {
         let hit_token = cached.login_desk_a().await;
+        idle = memory_mib(cached.pid());
         let miss_token = uncached.login_desk_a().await;
         // Last: its card session must keep the PIN it verifies.
         let dmp_token = over_dmp.login_desk_a().await;
@@ -510,6 +570,16 @@ fn main() {
     for m in &measures {
         println!("{}", m.row());
     }
+    let (_, peak) = memory_mib(cached.pid());
+    println!(
+        "\ncache-hit gateway: spawn to READY=1 {}; resident memory {:.1} MiB idle after login, peak {:.1} MiB over the whole load (VmHWM)",
+        ready.map_or_else(
+            || "not seen".to_owned(),
+            |d| format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+        ),
+        idle.0,
+        peak
+    );
     let signatures = card_signatures(&pcscd, 50);
     let at = |p: f64| signatures[((signatures.len() - 1) as f64 * p).round() as usize];
     println!(
