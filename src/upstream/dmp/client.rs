@@ -26,31 +26,23 @@ use crate::upstream::{Access, AccessMode, BoxFuture, RecordService, UpstreamErro
 /// Who signs an access's assertion: the professional's card (`DIRECTE`), or the
 /// structure's key (the indirect modes).
 pub trait VihfSigner: Send + Sync {
-    /// The signing certificate (DER) for `access`.
-    fn certificate<'a>(
+    /// The signing certificate (DER) for `access`, and what the signer's own data (a CPS
+    /// card's) says of the professional at structure `structure_id`.
+    fn identity<'a>(
         &'a self,
         access: &'a Access<'a>,
-    ) -> BoxFuture<'a, Result<Vec<u8>, DmpError>>;
+        structure_id: &'a str,
+    ) -> BoxFuture<'a, Result<(Vec<u8>, CardData), DmpError>>;
     /// RSA PKCS#1 v1.5 with SHA-256 over `message`, with that certificate's key.
     fn sign<'a>(
         &'a self,
         access: &'a Access<'a>,
         message: &'a [u8],
     ) -> BoxFuture<'a, Result<Vec<u8>, DmpError>>;
-
-    /// What the signer's own data (a CPS card's) says of the professional at structure
-    /// `structure_id`: the activity sector there and their specialty, when it says.
-    fn card_data<'a>(
-        &'a self,
-        access: &'a Access<'a>,
-        structure_id: &'a str,
-    ) -> BoxFuture<'a, CardData> {
-        let _ = (access, structure_id);
-        Box::pin(async { CardData::default() })
-    }
 }
 
-/// What a card says of its holder, for the VIHF (docs/dmp.md).
+/// What a card says of its holder, for the VIHF (docs/dmp.md); nothing for a
+/// structure's key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CardData {
     /// The activity sector of the holder's situation at the centre's structure.
@@ -60,8 +52,17 @@ pub struct CardData {
 }
 
 impl VihfSigner for SoftwareSigner {
-    fn certificate<'a>(&'a self, _: &'a Access<'a>) -> BoxFuture<'a, Result<Vec<u8>, DmpError>> {
-        Box::pin(async move { Ok(SoftwareSigner::certificate(self).to_vec()) })
+    fn identity<'a>(
+        &'a self,
+        _: &'a Access<'a>,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<(Vec<u8>, CardData), DmpError>> {
+        Box::pin(async move {
+            Ok((
+                SoftwareSigner::certificate(self).to_vec(),
+                CardData::default(),
+            ))
+        })
     }
 
     fn sign<'a>(
@@ -111,17 +112,28 @@ fn card_failure(e: crate::card::CardError) -> DmpError {
 }
 
 impl VihfSigner for CardVihfSigner {
-    fn certificate<'a>(
+    /// The session's signature certificate, the sector of its situation at
+    /// `structure_id` and its specialty, from one look at the card session.
+    fn identity<'a>(
         &'a self,
         access: &'a Access<'a>,
-    ) -> BoxFuture<'a, Result<Vec<u8>, DmpError>> {
+        structure_id: &'a str,
+    ) -> BoxFuture<'a, Result<(Vec<u8>, CardData), DmpError>> {
         Box::pin(async move {
             let session = self
                 .worker()?
                 .session(card_reader(access)?)
                 .await
                 .map_err(card_failure)?;
-            Ok(session.signature_certificate)
+            let shown = CardData {
+                sector: session
+                    .activities
+                    .iter()
+                    .find(|a| a.structure_id.as_deref() == Some(structure_id))
+                    .and_then(|a| a.sector.clone()),
+                specialty: session.specialty,
+            };
+            Ok((session.signature_certificate, shown))
         })
     }
 
@@ -140,35 +152,6 @@ impl VihfSigner for CardVihfSigner {
                 )
                 .await
                 .map_err(card_failure)
-        })
-    }
-
-    fn card_data<'a>(
-        &'a self,
-        access: &'a Access<'a>,
-        structure_id: &'a str,
-    ) -> BoxFuture<'a, CardData> {
-        Box::pin(async move { self.shown(access, structure_id).await.unwrap_or_default() })
-    }
-}
-
-impl CardVihfSigner {
-    /// What the card session showed: the sector of its situation at `structure_id`, its
-    /// specialty.
-    async fn shown(&self, access: &Access<'_>, structure_id: &str) -> Option<CardData> {
-        let session = self
-            .worker()
-            .ok()?
-            .session(card_reader(access).ok()?)
-            .await
-            .ok()?;
-        Some(CardData {
-            sector: session
-                .activities
-                .iter()
-                .find(|a| a.structure_id.as_deref() == Some(structure_id))
-                .and_then(|a| a.sector.clone()),
-            specialty: session.specialty,
         })
     }
 }
@@ -293,12 +276,11 @@ impl DmpClient {
 
     /// A signed assertion for `access`, and its id.
     async fn assertion(&self, access: &Access<'_>) -> Result<(String, String), DmpError> {
-        let certificate = self.signer.certificate(access).await?;
+        let (certificate, shown) = self.signer.identity(access, &self.structure_id).await?;
         // What the card shows of its holder (the sector of their situation at this
         // structure, their specialty) says it better than the configuration's defaults
         // (docs/dmp.md).
         let mut settings = self.settings.clone();
-        let shown = self.signer.card_data(access, &self.structure_id).await;
         if let Some(sector) = shown.sector {
             settings.activity_sector = sector;
         }
