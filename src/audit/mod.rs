@@ -20,6 +20,7 @@ pub mod dicom;
 pub mod event;
 pub mod export;
 pub mod fhir;
+mod journal;
 pub mod log;
 mod outq;
 pub mod recover;

@@ -16,6 +16,7 @@ use redb::{
 };
 
 use super::AuditError;
+use super::journal::{self, Entry, Progress};
 
 /// Version of the gateway's own layout inside the redb file. A file written by a newer
 /// gateway is refused rather than misread.
@@ -46,6 +47,20 @@ impl Index {
         Index::Desk,
         Index::Call,
     ];
+
+    /// Its tag in a journal frame.
+    pub(super) fn tag(self) -> u8 {
+        match self {
+            Self::Patient => 1,
+            Self::Professional => 2,
+            Self::Desk => 3,
+            Self::Call => 4,
+        }
+    }
+
+    pub(super) fn from_tag(tag: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|index| index.tag() == tag)
+    }
 
     fn table(self) -> MultimapTableDefinition<'static, &'static str, u64> {
         match self {
@@ -92,7 +107,7 @@ impl Meta {
 }
 
 /// One record ready to be committed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRecord {
     /// Its sequence number.
     pub seq: u64,
@@ -122,6 +137,9 @@ pub struct Pruned {
 pub struct AuditStore {
     db: Database,
     path: PathBuf,
+    /// Set by the audit log that writes through this store: in-process readers wait on it
+    /// so that they see every record that has a receipt.
+    progress: std::sync::OnceLock<std::sync::Arc<Progress>>,
 }
 
 /// A read-only view, usable while another process writes.
@@ -141,8 +159,16 @@ pub trait ReadStore {
     fn snapshot(&self) -> Result<ReadTransaction, AuditError>;
 }
 
+/// How long an in-process reader waits for redb to take in what the journal holds; the
+/// indexer needs milliseconds, so running out means it failed or is stuck (and the log
+/// says so on its own).
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl ReadStore for AuditStore {
     fn snapshot(&self) -> Result<ReadTransaction, AuditError> {
+        if let Some(progress) = self.progress.get() {
+            progress.wait_settled(SETTLE_WAIT);
+        }
         self.db.begin_read().map_err(storage)
     }
 }
@@ -178,10 +204,15 @@ impl AuditStore {
         let store = Self {
             db,
             path: path.to_owned(),
+            progress: std::sync::OnceLock::new(),
         };
         let txn = store.snapshot()?;
         match meta(&txn, Meta::FormatVersion)? {
-            Some(FORMAT_VERSION) => Ok(store),
+            Some(FORMAT_VERSION) => {
+                drop(txn);
+                store.take_in_journal()?;
+                Ok(store)
+            }
             Some(found) => Err(AuditError::UnknownFormat {
                 path: path.to_owned(),
                 found: found.to_string(),
@@ -190,6 +221,7 @@ impl AuditStore {
             None => {
                 drop(txn);
                 store.set_meta(Meta::FormatVersion, FORMAT_VERSION)?;
+                store.take_in_journal()?;
                 Ok(store)
             }
         }
@@ -198,6 +230,101 @@ impl AuditStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The journal that goes with it.
+    pub fn journal_path(&self) -> PathBuf {
+        journal::path_for(&self.path)
+    }
+
+    /// Registers the writer's progress (once: one log writes through one store).
+    pub(super) fn follow(&self, progress: std::sync::Arc<Progress>) -> Result<(), AuditError> {
+        self.progress
+            .set(progress)
+            .map_err(|_| AuditError::Storage("an audit log already writes this store".into()))
+    }
+
+    /// Commits the records the journal holds and redb does not (the writer's last batches
+    /// before a crash), then empties the journal. They must continue the store's chain
+    /// exactly: the next sequence number, linked to the last record.
+    fn take_in_journal(&self) -> Result<(), AuditError> {
+        let path = self.journal_path();
+        let contents = journal::read(&path)?;
+        if contents.file_len == 0 {
+            return Ok(());
+        }
+        if contents.valid_len < contents.file_len {
+            tracing::warn!(
+                bytes = contents.file_len - contents.valid_len,
+                "the audit journal ends with a torn write (never acknowledged); it is dropped"
+            );
+        }
+        let txn = self.db.begin_read().map_err(storage)?;
+        let last = last_record(&txn)?;
+        let head = last
+            .as_ref()
+            .map(|(seq, _)| *seq)
+            .max(meta(&txn, Meta::HeadSeq)?)
+            .unwrap_or(0);
+        drop(txn);
+        let integrity = |what: String| AuditError::Integrity {
+            path: self.path.clone(),
+            what,
+        };
+        let mut records = Vec::new();
+        let mut checkpoints = Vec::new();
+        for entry in contents.entries {
+            match entry {
+                Entry::Record(record) if record.seq <= head => {}
+                Entry::Record(record) => {
+                    let expected = head + 1 + records.len() as u64;
+                    if record.seq != expected {
+                        return Err(integrity(format!(
+                            "the journal {} holds record {} where record {expected} was due",
+                            path.display(),
+                            record.seq
+                        )));
+                    }
+                    records.push(record);
+                }
+                Entry::Checkpoint(seq, bytes) if seq > head => checkpoints.push((seq, bytes)),
+                Entry::Checkpoint(..) => {}
+            }
+        }
+        if let (Some(first), Some((seq, bytes))) = (records.first(), &last) {
+            #[derive(serde::Deserialize)]
+            struct Link {
+                prev: String,
+            }
+            let linked = serde_json::from_slice::<Link>(&first.bytes)
+                .is_ok_and(|link| link.prev == crate::encoding::hex(&super::chain::hash(bytes)));
+            if !linked {
+                return Err(integrity(format!(
+                    "the journal {}'s record {} does not link to record {seq}",
+                    path.display(),
+                    first.seq
+                )));
+            }
+        }
+        if !records.is_empty() || !checkpoints.is_empty() {
+            let count = records.len();
+            self.commit(&records, &checkpoints)?;
+            tracing::warn!(
+                records = count,
+                checkpoints = checkpoints.len(),
+                "audit journal taken into the store after an unclean stop"
+            );
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_len(0).and_then(|()| file.sync_all()));
+        file.map_err(|e| {
+            AuditError::Storage(format!(
+                "cannot empty the audit journal {}: {e}",
+                path.display()
+            ))
+        })
     }
 
     /// Proves the store still answers a read transaction (readiness, watchdog).
@@ -225,13 +352,13 @@ impl AuditStore {
         txn.commit().map_err(storage)
     }
 
-    /// Commits records (and a checkpoint) in one fsync'd transaction; all or nothing.
+    /// Commits records (and checkpoints) in one fsync'd transaction; all or nothing.
     pub(super) fn commit(
         &self,
         records: &[NewRecord],
-        checkpoint: Option<(u64, Vec<u8>)>,
+        checkpoints: &[(u64, Vec<u8>)],
     ) -> Result<(), AuditError> {
-        self.commit_with_meta(records, checkpoint, &[])
+        self.commit_with_meta(records, checkpoints, &[])
     }
 
     /// As [`AuditStore::commit`], setting (`Some`) or removing (`None`) meta counters in the
@@ -239,7 +366,7 @@ impl AuditStore {
     pub(super) fn commit_with_meta(
         &self,
         records: &[NewRecord],
-        checkpoint: Option<(u64, Vec<u8>)>,
+        checkpoints: &[(u64, Vec<u8>)],
         counters: &[(Meta, Option<u64>)],
     ) -> Result<(), AuditError> {
         let txn = self.db.begin_write().map_err(storage)?;
@@ -266,11 +393,11 @@ impl AuditStore {
                     }
                 }
             }
-            if let Some((seq, bytes)) = &checkpoint {
-                let mut checkpoints = txn.open_table(CHECKPOINTS).map_err(storage)?;
-                checkpoints
-                    .insert(*seq, bytes.as_slice())
-                    .map_err(storage)?;
+            if !checkpoints.is_empty() {
+                let mut table = txn.open_table(CHECKPOINTS).map_err(storage)?;
+                for (seq, bytes) in checkpoints {
+                    table.insert(*seq, bytes.as_slice()).map_err(storage)?;
+                }
             }
             let mut meta = txn.open_table(META).map_err(storage)?;
             if let Some(last) = records.last() {
@@ -345,12 +472,43 @@ impl AuditReader {
             .map_err(|e| open_error(path, e))?;
         let reader = Self { db };
         match meta(&reader.snapshot()?, Meta::FormatVersion)? {
-            Some(FORMAT_VERSION) | None => Ok(reader),
+            Some(FORMAT_VERSION) | None => {
+                reader.wait_for_journal(path)?;
+                Ok(reader)
+            }
             Some(found) => Err(AuditError::UnknownFormat {
                 path: path.to_owned(),
                 found: found.to_string(),
                 supported: FORMAT_VERSION,
             }),
+        }
+    }
+}
+
+impl AuditReader {
+    /// Waits until redb holds every record the journal holds, so that this view includes
+    /// every record that has a receipt. A running service takes them in within
+    /// milliseconds; a service that stopped uncleanly left them for the next writable open.
+    fn wait_for_journal(&self, path: &Path) -> Result<(), AuditError> {
+        let Some(last) = journal::read(&journal::path_for(path))?.last_record() else {
+            return Ok(());
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let txn = self.snapshot()?;
+            let head = last_record(&txn)?
+                .map(|(seq, _)| seq)
+                .max(meta(&txn, Meta::HeadSeq)?)
+                .unwrap_or(0);
+            if head >= last {
+                return Ok(());
+            }
+            if started.elapsed() > SETTLE_WAIT {
+                return Err(AuditError::NeedsRecovery {
+                    path: path.to_owned(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }
 }
@@ -707,7 +865,7 @@ mod tests {
             time_ms: seq,
             keys: vec![(Index::Patient, "p".into())],
         };
-        store.commit(&[record(1), record(2)], None).unwrap();
+        store.commit(&[record(1), record(2)], &[]).unwrap();
         let txn = reader.snapshot().unwrap();
         assert_eq!(last_record(&txn).unwrap().map(|r| r.0), Some(2));
         assert_eq!(index_lookup(&txn, Index::Patient, "p").unwrap(), vec![1, 2]);

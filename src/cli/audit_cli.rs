@@ -529,10 +529,27 @@ fn restore(config_path: &Path, input: &Path) -> Result<ExitCode, Failure> {
     }
     std::os::unix::fs::chown(&partial, Some(owner.0), Some(owner.1))
         .with_context(|| format!("cannot give {} to the store's owner", partial.display()))?;
-    let aside = state.join(format!("{AUDIT_FILE}.replaced-{}", crate::clock::now().1));
+    let replaced_at = crate::clock::now().1;
+    let aside = state.join(format!("{AUDIT_FILE}.replaced-{replaced_at}"));
     if target.exists() {
         std::fs::rename(&target, &aside)
             .with_context(|| format!("cannot move the current store to {}", aside.display()))?;
+    }
+    // The replaced store's journal goes with it: the backup must not take in its frames.
+    let journal = target.with_extension("journal");
+    if journal.exists() {
+        let journal_aside = aside.with_file_name(format!(
+            "{}.replaced-{replaced_at}",
+            journal
+                .file_name()
+                .map_or("audit.journal".into(), |n| n.to_string_lossy())
+        ));
+        std::fs::rename(&journal, &journal_aside).with_context(|| {
+            format!(
+                "cannot move the current journal to {}",
+                journal_aside.display()
+            )
+        })?;
     }
     std::fs::rename(&partial, &target)
         .with_context(|| format!("cannot install {}", target.display()))?;

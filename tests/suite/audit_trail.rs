@@ -629,41 +629,122 @@ impl redb::StorageBackend for FailingDisk {
     }
 }
 
+/// redb failing under the indexer: the record already has its receipt (it is durable in the
+/// journal), the log turns unhealthy and refuses what comes next, and the restart takes the
+/// journal in, so nothing with a receipt is lost.
 #[test]
-fn disk_error_fails_the_append_and_the_restarted_trail_loses_nothing() {
+fn index_disk_error_stops_the_trail_and_the_restart_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.redb");
     let key = dir.path().join("k");
     let trusted = Signer::generate(&key).unwrap().trusted();
     let failing = Arc::new(AtomicBool::new(false));
     let start = || {
-        let store = AuditStore::open_with_backend(FailingDisk::open(&path, failing.clone()), &path)
-            .unwrap();
-        AuditLog::start(Arc::new(store), Signer::load(&key).unwrap(), settings(1000)).unwrap()
+        let store = Arc::new(
+            AuditStore::open_with_backend(FailingDisk::open(&path, failing.clone()), &path)
+                .unwrap(),
+        );
+        let log =
+            AuditLog::start(store.clone(), Signer::load(&key).unwrap(), settings(1000)).unwrap();
+        (store, log)
     };
-    let log = start();
+    let (store, log) = start();
     assert_eq!(log.append_blocking(access(1, 3)).unwrap().seq(), 1);
+    // An in-process reader sees every record that has a receipt.
+    let txn = store.snapshot().unwrap();
+    assert_eq!(
+        samu_gateway::audit::store::last_record(&txn)
+            .unwrap()
+            .unwrap()
+            .0,
+        1
+    );
+    drop(txn);
 
     failing.store(true, Ordering::SeqCst);
-    let err = log.append_blocking(access(2, 3)).unwrap_err();
+    assert_eq!(
+        log.append_blocking(access(2, 3)).unwrap().seq(),
+        2,
+        "the journal made it durable"
+    );
+    // The indexer fails on redb: the log reports itself unhealthy, which fails readiness
+    // and stops the watchdog so that systemd restarts the service.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.is_healthy() {
+        assert!(std::time::Instant::now() < deadline, "never unhealthy");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let err = log.append_blocking(access(3, 3)).unwrap_err();
     assert!(matches!(err, AuditError::Storage(_)), "{err}");
-    // No receipt, so no data can be released; the log reports itself unhealthy, which
-    // fails readiness and stops the watchdog so that systemd restarts the service.
-    assert!(!log.is_healthy());
     failing.store(false, Ordering::SeqCst);
     drop(log);
+    drop(store);
 
-    let log = start();
+    let (store, log) = start();
     assert!(log.is_healthy());
     assert_eq!(
-        log.append_blocking(access(3, 3)).unwrap().seq(),
-        2,
-        "the failed record used no sequence number"
+        log.append_blocking(access(4, 3)).unwrap().seq(),
+        3,
+        "record 2 came back from the journal, and the refused one used no sequence number"
     );
     log.close().unwrap();
+    drop(store);
     let report = export::verify_store(&AuditReader::open(&path).unwrap(), &trusted).unwrap();
     assert!(report.is_intact(), "{:?}", report.findings);
-    assert_eq!(report.range, Some((1, 2)));
+    assert_eq!(report.range, Some((1, 3)));
+}
+
+/// The journal's frames are taken in by the next writable open, and a reader opened before
+/// that refuses to show a trail without them.
+#[test]
+fn a_crash_between_journal_and_index_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.redb");
+    let key = dir.path().join("k");
+    let trusted = Signer::generate(&key).unwrap().trusted();
+    let failing = Arc::new(AtomicBool::new(false));
+    {
+        let store = Arc::new(
+            AuditStore::open_with_backend(FailingDisk::open(&path, failing.clone()), &path)
+                .unwrap(),
+        );
+        let log =
+            AuditLog::start(store.clone(), Signer::load(&key).unwrap(), settings(1000)).unwrap();
+        for i in 1..=3 {
+            log.append_blocking(access(i, 3)).unwrap();
+        }
+        drop(store.snapshot().unwrap());
+        // redb stops taking anything (as if the process died before indexing): the journal
+        // alone keeps record 4, which has its receipt.
+        failing.store(true, Ordering::SeqCst);
+        assert_eq!(log.append_blocking(access(4, 3)).unwrap().seq(), 4);
+        // Leave the log without closing it cleanly: what is on disk is what a crash leaves.
+        std::mem::forget(log);
+        std::mem::forget(store);
+    }
+    let journal = path.with_extension("journal");
+    assert!(
+        std::fs::metadata(&journal).unwrap().len() > 8,
+        "the journal holds records"
+    );
+    // A reader cannot take the journal in and no writer is running: it says so.
+    // (The forgotten writer still holds the file lock, so open a copy.)
+    let copy = dir.path().join("copy.redb");
+    std::fs::copy(&path, &copy).unwrap();
+    std::fs::copy(&journal, copy.with_extension("journal")).unwrap();
+    let err = AuditReader::open(&copy).unwrap_err();
+    assert!(matches!(err, AuditError::NeedsRecovery { .. }), "{err}");
+    // open_recovering takes it in through a brief writable open.
+    let reader = AuditReader::open_recovering(&copy).unwrap();
+    let report = export::verify_store(&reader, &trusted).unwrap();
+    assert!(report.is_intact(), "{:?}", report.findings);
+    assert_eq!(report.range, Some((1, 4)));
+    assert_eq!(
+        std::fs::metadata(copy.with_extension("journal"))
+            .unwrap()
+            .len(),
+        0
+    );
 }
 
 #[test]

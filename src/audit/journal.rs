@@ -1,0 +1,610 @@
+//! The audit journal: where a record first becomes durable.
+//!
+//! A redb commit costs tens of microseconds of CPU per record in small batches (each index
+//! is a B-tree whose pages are copied on write), all of it between an access and the
+//! release of its data. The journal takes that path instead: the writer appends a batch's
+//! records to a plain file as checksummed frames, one `fdatasync` makes them durable, and
+//! only then do appenders get their receipts. The records go into redb, where every reader
+//! looks, in large batches off the critical path; when the store opens for writing, it
+//! first takes in the frames redb does not have yet. A record with a receipt is therefore
+//! in the store after any crash (docs/audit.md, "The journal").
+//!
+//! Layout: an 8-byte magic, then frames `len: u32 LE | SHA-256(payload) | payload`. A
+//! frame whose length runs past the end of the file or whose digest does not match ends
+//! the journal: it is the torn tail of a write that was never acknowledged.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::AuditError;
+use super::store::{Index, NewRecord};
+
+const MAGIC: &[u8; 8] = b"SAMUJNL1";
+const RECORD: u8 = 1;
+const CHECKPOINT: u8 = 2;
+/// A frame larger than this is corruption, not a record (records are capped at 64 KiB).
+const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
+
+/// The journal that goes with the redb file at `store`.
+pub(super) fn path_for(store: &Path) -> PathBuf {
+    store.with_extension("journal")
+}
+
+/// One frame's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Entry {
+    /// A record, with what the store indexes it by.
+    Record(NewRecord),
+    /// A signed checkpoint over the record `seq`.
+    Checkpoint(u64, Vec<u8>),
+}
+
+impl Entry {
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), AuditError> {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4 + 32]);
+        match self {
+            Self::Record(record) => {
+                out.push(RECORD);
+                out.extend_from_slice(&record.seq.to_le_bytes());
+                out.extend_from_slice(&record.time_ms.to_le_bytes());
+                let count = u16::try_from(record.keys.len())
+                    .map_err(|_| AuditError::Serialize("too many index keys".into()))?;
+                out.extend_from_slice(&count.to_le_bytes());
+                for (index, key) in &record.keys {
+                    out.push(index.tag());
+                    let len = u16::try_from(key.len())
+                        .map_err(|_| AuditError::Serialize("index key too long".into()))?;
+                    out.extend_from_slice(&len.to_le_bytes());
+                    out.extend_from_slice(key.as_bytes());
+                }
+                put_bytes(out, &record.bytes)?;
+            }
+            Self::Checkpoint(seq, bytes) => {
+                out.push(CHECKPOINT);
+                out.extend_from_slice(&seq.to_le_bytes());
+                put_bytes(out, bytes)?;
+            }
+        }
+        let payload = start + 4 + 32;
+        let len = out.len() - payload;
+        if len > MAX_PAYLOAD {
+            out.truncate(start);
+            return Err(AuditError::Serialize(format!(
+                "journal frame of {len} bytes exceeds {MAX_PAYLOAD}"
+            )));
+        }
+        let digest = ring::digest::digest(&ring::digest::SHA256, &out[payload..]);
+        // `len` ≤ MAX_PAYLOAD, checked above, fits in a u32.
+        out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+        out[start + 4..payload].copy_from_slice(digest.as_ref());
+        Ok(())
+    }
+
+    fn decode(payload: &[u8]) -> Option<Self> {
+        let mut at = Cursor { bytes: payload };
+        match at.u8()? {
+            RECORD => {
+                let seq = at.u64()?;
+                let time_ms = at.u64()?;
+                let count = at.u16()?;
+                let mut keys = Vec::with_capacity(usize::from(count).min(64));
+                for _ in 0..count {
+                    let index = Index::from_tag(at.u8()?)?;
+                    let len = at.u16()?;
+                    let key = std::str::from_utf8(at.take(usize::from(len))?).ok()?;
+                    keys.push((index, key.to_owned()));
+                }
+                let bytes = at.bytes()?.to_vec();
+                at.bytes.is_empty().then_some(Self::Record(NewRecord {
+                    seq,
+                    bytes,
+                    time_ms,
+                    keys,
+                }))
+            }
+            CHECKPOINT => {
+                let seq = at.u64()?;
+                let bytes = at.bytes()?.to_vec();
+                at.bytes.is_empty().then_some(Self::Checkpoint(seq, bytes))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), AuditError> {
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| AuditError::Serialize("journal entry too long".into()))?;
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.bytes.len() < n {
+            return None;
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2)?.try_into().ok().map(u16::from_le_bytes)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)?.try_into().ok().map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)?.try_into().ok().map(u64::from_le_bytes)
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let len = usize::try_from(self.u32()?).ok()?;
+        self.take(len)
+    }
+}
+
+/// What a journal file holds: its complete frames, and where they end.
+#[derive(Debug, Default)]
+pub(super) struct Contents {
+    /// Every complete frame, in order.
+    pub(super) entries: Vec<Entry>,
+    /// The length of the file up to the end of its last complete frame.
+    pub(super) valid_len: u64,
+    /// The file's length (greater than `valid_len` after a torn write).
+    pub(super) file_len: u64,
+}
+
+impl Contents {
+    /// The highest record sequence number the journal holds.
+    pub(super) fn last_record(&self) -> Option<u64> {
+        self.entries.iter().rev().find_map(|entry| match entry {
+            Entry::Record(record) => Some(record.seq),
+            Entry::Checkpoint(..) => None,
+        })
+    }
+}
+
+/// Reads a journal file without changing it; an absent file is an empty journal.
+pub(super) fn read(path: &Path) -> Result<Contents, AuditError> {
+    let mut bytes = Vec::new();
+    match File::open(path) {
+        Ok(mut file) => {
+            file.read_to_end(&mut bytes)
+                .map_err(|e| io_error(path, "read", &e))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Contents::default()),
+        Err(e) => return Err(io_error(path, "open", &e)),
+    }
+    parse(path, &bytes)
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<Contents, AuditError> {
+    let file_len = bytes.len() as u64;
+    if bytes.is_empty() {
+        return Ok(Contents::default());
+    }
+    if !bytes.starts_with(MAGIC) {
+        // A file cut before its magic was complete was never written to.
+        if MAGIC.starts_with(bytes) {
+            return Ok(Contents {
+                file_len,
+                ..Contents::default()
+            });
+        }
+        return Err(AuditError::Unreadable {
+            path: path.to_owned(),
+            reason: "not an audit journal (wrong magic)".into(),
+        });
+    }
+    let mut entries = Vec::new();
+    let mut at = MAGIC.len();
+    loop {
+        let Some(header) = bytes.get(at..at + 36) else {
+            break;
+        };
+        let mut len = [0; 4];
+        len.copy_from_slice(&header[..4]);
+        let len = u32::from_le_bytes(len) as usize;
+        if len > MAX_PAYLOAD {
+            break;
+        }
+        let Some(payload) = bytes.get(at + 36..at + 36 + len) else {
+            break;
+        };
+        let digest = ring::digest::digest(&ring::digest::SHA256, payload);
+        if digest.as_ref() != &header[4..36] {
+            break;
+        }
+        let Some(entry) = Entry::decode(payload) else {
+            // A frame whose digest matches was written whole by us: a shape we cannot read
+            // is a newer writer's, or damage; stopping here would silently drop records.
+            return Err(AuditError::Unreadable {
+                path: path.to_owned(),
+                reason: format!("journal frame at byte {at} has an unknown shape"),
+            });
+        };
+        entries.push(entry);
+        at += 36 + len;
+    }
+    Ok(Contents {
+        entries,
+        valid_len: at as u64,
+        file_len,
+    })
+}
+
+fn io_error(path: &Path, what: &str, e: &std::io::Error) -> AuditError {
+    AuditError::Storage(format!(
+        "cannot {what} the audit journal {}: {e}",
+        path.display()
+    ))
+}
+
+/// The open journal, written by the audit writer thread only.
+#[derive(Debug)]
+pub(super) struct Journal {
+    file: File,
+    path: PathBuf,
+    len: u64,
+    buffer: Vec<u8>,
+}
+
+impl Journal {
+    /// Opens the journal for appending, creating it (owner-only: it holds patient
+    /// identifiers) if absent. It must be empty: the store took in its frames when it opened.
+    pub(super) fn open(path: &Path) -> Result<Self, AuditError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| io_error(path, "open", &e))?;
+        let mut journal = Self {
+            file,
+            path: path.to_owned(),
+            len: 0,
+            buffer: Vec::new(),
+        };
+        journal.reset()?;
+        Ok(journal)
+    }
+
+    /// Bytes in the journal.
+    pub(super) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Empties the journal (everything in it is in redb) and syncs that.
+    pub(super) fn reset(&mut self) -> Result<(), AuditError> {
+        let path = self.path.clone();
+        let fail = |what: &str, e: std::io::Error| io_error(&path, what, &e);
+        self.file.set_len(0).map_err(|e| fail("truncate", e))?;
+        self.file
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| fail("seek in", e))?;
+        self.file.write_all(MAGIC).map_err(|e| fail("write", e))?;
+        self.file.sync_all().map_err(|e| fail("sync", e))?;
+        self.len = MAGIC.len() as u64;
+        Ok(())
+    }
+
+    /// Writes `entries` at the end (not yet durable: see [`Journal::syncer`]). On failure
+    /// the journal is cut back to where it was, so that no partial frame stays before the
+    /// next write.
+    pub(super) fn append(&mut self, entries: &[Entry]) -> Result<(), AuditError> {
+        self.buffer.clear();
+        for entry in entries {
+            entry.encode_into(&mut self.buffer)?;
+        }
+        #[cfg(test)]
+        let written =
+            faults::check(&self.path, "write").and_then(|()| self.file.write_all(&self.buffer));
+        #[cfg(not(test))]
+        let written = self.file.write_all(&self.buffer);
+        if let Err(e) = written {
+            let restored = self
+                .file
+                .set_len(self.len)
+                .and_then(|()| self.file.seek(SeekFrom::Start(self.len)).map(drop));
+            return Err(match restored {
+                Ok(()) => io_error(&self.path, "write", &e),
+                Err(again) => AuditError::Storage(format!(
+                    "cannot write the audit journal {} ({e}), nor cut it back ({again})",
+                    self.path.display()
+                )),
+            });
+        }
+        self.len += self.buffer.len() as u64;
+        Ok(())
+    }
+
+    /// A handle on the same file for the thread that makes writes durable.
+    pub(super) fn syncer(&self) -> Result<Syncer, AuditError> {
+        Ok(Syncer {
+            file: self
+                .file
+                .try_clone()
+                .map_err(|e| io_error(&self.path, "reopen", &e))?,
+            path: self.path.clone(),
+        })
+    }
+}
+
+/// Makes what was written to the journal durable.
+#[derive(Debug)]
+pub(super) struct Syncer {
+    file: File,
+    path: PathBuf,
+}
+
+impl Syncer {
+    /// `fdatasync`: every frame written before this call is on disk when it returns.
+    pub(super) fn sync(&self) -> Result<(), AuditError> {
+        #[cfg(test)]
+        faults::check(&self.path, "sync").map_err(|e| io_error(&self.path, "sync", &e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| io_error(&self.path, "sync", &e))
+    }
+}
+
+/// Where the writer is: how far records are written to the journal, and how far redb has
+/// them. Readers in the writing process wait on it so that they see every record that has a
+/// receipt.
+#[derive(Debug, Default)]
+pub(super) struct Progress {
+    state: Mutex<ProgressState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct ProgressState {
+    written: u64,
+    indexed: u64,
+    failed: bool,
+}
+
+impl Progress {
+    pub(super) fn starting_at(head: u64) -> Self {
+        Self {
+            state: Mutex::new(ProgressState {
+                written: head,
+                indexed: head,
+                failed: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ProgressState)) {
+        // A poisoned lock only means a thread panicked while holding it: the counters are
+        // plain numbers, still meaningful.
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut state);
+        self.changed.notify_all();
+    }
+
+    fn get(&self) -> ProgressState {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn written(&self, seq: u64) {
+        self.update(|s| s.written = s.written.max(seq));
+    }
+
+    pub(super) fn indexed(&self, seq: u64) {
+        self.update(|s| s.indexed = s.indexed.max(seq));
+    }
+
+    pub(super) fn failed(&self) {
+        self.update(|s| s.failed = true);
+    }
+
+    /// The last record redb has.
+    pub(super) fn indexed_through(&self) -> u64 {
+        self.get().indexed
+    }
+
+    /// Waits until redb has every record written so far (or `timeout`, or a failure): true
+    /// when it does.
+    pub(super) fn wait_settled(&self, timeout: Duration) -> bool {
+        let target = self.get().written;
+        self.wait_indexed(target, timeout)
+    }
+
+    /// Waits until redb has record `seq` (or `timeout`, or a failure): true when it does.
+    pub(super) fn wait_indexed(&self, seq: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if state.indexed >= seq {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if state.failed || left.is_zero() {
+                return false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, left)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+}
+
+/// Disk errors on demand, by journal path (tests run in parallel, each on its own path).
+#[cfg(test)]
+pub(super) mod faults {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    /// Journal paths, and the step ("write" or "sync") that fails on them.
+    static FAILING: Mutex<Vec<(PathBuf, &'static str)>> = Mutex::new(Vec::new());
+
+    pub(in crate::audit) fn set(path: &Path, step: Option<&'static str>) {
+        let mut all = FAILING.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|(p, _)| p != path);
+        if let Some(step) = step {
+            all.push((path.to_owned(), step));
+        }
+    }
+
+    pub(super) fn check(path: &Path, step: &str) -> std::io::Result<()> {
+        let all = FAILING.lock().unwrap_or_else(|p| p.into_inner());
+        if all.iter().any(|(p, s)| p == path && *s == step) {
+            Err(std::io::Error::other("injected I/O error"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq: u64) -> Entry {
+        Entry::Record(NewRecord {
+            seq,
+            bytes: format!("{{\"seq\":{seq}}}").into_bytes(),
+            time_ms: 1_700_000_000_000 + seq,
+            keys: vec![
+                (Index::Patient, "185057800600003".into()),
+                (Index::Call, format!("call-{seq}")),
+            ],
+        })
+    }
+
+    #[test]
+    fn frames_come_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let mut journal = Journal::open(&path).unwrap();
+        let written = vec![record(1), record(2), Entry::Checkpoint(2, b"{}".to_vec())];
+        journal.append(&written[..2]).unwrap();
+        journal.append(&written[2..]).unwrap();
+        journal.syncer().unwrap().sync().unwrap();
+        let contents = read(&path).unwrap();
+        assert_eq!(contents.entries, written);
+        assert_eq!(contents.valid_len, journal.len());
+        assert_eq!(contents.last_record(), Some(2));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_torn_tail_ends_the_journal_at_its_last_whole_frame() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let mut journal = Journal::open(&path).unwrap();
+        journal.append(&[record(1), record(2)]).unwrap();
+        let whole = std::fs::read(&path).unwrap();
+        let first_end = {
+            let mut one = Vec::new();
+            record(1).encode_into(&mut one).unwrap();
+            MAGIC.len() + one.len()
+        };
+        // Every cut inside the second frame reads as the first frame alone.
+        for cut in first_end..whole.len() {
+            let contents = parse(&path, &whole[..cut]).unwrap();
+            assert_eq!(contents.entries, vec![record(1)], "cut at {cut}");
+            assert_eq!(contents.valid_len, first_end as u64);
+        }
+        // A flipped bit in the second frame's payload ends the journal there too.
+        let mut damaged = whole.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert_eq!(parse(&path, &damaged).unwrap().entries, vec![record(1)]);
+        // A cut inside the magic is an empty journal.
+        assert!(parse(&path, &whole[..3]).unwrap().entries.is_empty());
+    }
+
+    #[test]
+    fn a_foreign_file_or_an_unknown_frame_is_refused_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let err = parse(&path, b"not a journal at all").unwrap_err();
+        assert!(err.to_string().contains("not an audit journal"), "{err}");
+        // A frame with a good digest and a kind this build does not know.
+        let mut bytes = MAGIC.to_vec();
+        let payload = [9u8, 1, 2, 3];
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(ring::digest::digest(&ring::digest::SHA256, &payload).as_ref());
+        bytes.extend_from_slice(&payload);
+        let err = parse(&path, &bytes).unwrap_err();
+        assert!(err.to_string().contains("unknown shape"), "{err}");
+    }
+
+    #[test]
+    fn reopening_empties_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        Journal::open(&path).unwrap().append(&[record(1)]).unwrap();
+        assert_eq!(read(&path).unwrap().entries.len(), 1);
+        let journal = Journal::open(&path).unwrap();
+        assert_eq!(journal.len(), MAGIC.len() as u64);
+        assert!(read(&path).unwrap().entries.is_empty());
+        assert!(
+            read(&dir.path().join("absent.journal"))
+                .unwrap()
+                .entries
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn progress_waits_for_the_index_and_gives_up_on_failure() {
+        let progress = std::sync::Arc::new(Progress::starting_at(5));
+        assert!(progress.wait_settled(Duration::ZERO));
+        progress.written(7);
+        assert!(!progress.wait_settled(Duration::from_millis(10)));
+        let indexer = {
+            let progress = progress.clone();
+            std::thread::spawn(move || progress.indexed(7))
+        };
+        assert!(progress.wait_settled(Duration::from_secs(5)));
+        indexer.join().unwrap();
+        progress.written(8);
+        progress.failed();
+        let started = Instant::now();
+        assert!(!progress.wait_settled(Duration::from_secs(5)));
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    /// Arbitrary bytes never panic the reader.
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 200) as usize;
+            let mut bytes = MAGIC.to_vec();
+            let mut s = seed;
+            for _ in 0..len {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                bytes.push((s >> 56) as u8);
+            }
+            let _ = parse(Path::new("x"), &bytes);
+            let _ = Entry::decode(&bytes[MAGIC.len()..]);
+        }
+    }
+}
