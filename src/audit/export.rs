@@ -17,7 +17,7 @@ use super::AuditError;
 use super::chain::{self, TrustedKeys};
 use super::event::{EventKind, Record};
 use super::store::{self, Index, Meta, ReadStore};
-use super::verify::{Expect, Report, Verifier};
+use super::verify::{self, Expect, Report, Verifier};
 use super::{dicom, fhir};
 use crate::encoding::hex;
 
@@ -573,12 +573,65 @@ pub fn verify_store(store: &impl ReadStore, trusted: &TrustedKeys) -> Result<Rep
         pruned_through: store::meta(&txn, Meta::PrunedThrough)?.unwrap_or(0),
     };
     let mut verifier = Verifier::new(trusted, expect, store::checkpoints(&txn)?);
-    store::for_each_record(&txn, 0, |_, bytes| {
-        verifier.record(bytes);
-        ControlFlow::Continue(())
-    })?;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    // This thread reads records from redb in chunks; `workers` threads digest chunks
+    // (parse and hash: the costly part, independent per record); one thread applies the
+    // digests in stored order, where the chain checks need it.
+    let (chunks, chunk_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<Vec<u8>>)>(workers * 2);
+    let chunk_rx = std::sync::Mutex::new(chunk_rx);
+    let (digested, digest_rx) = std::sync::mpsc::channel::<(u64, Vec<verify::Digest>)>();
+    let read = std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (chunk_rx, digested) = (&chunk_rx, digested.clone());
+            scope.spawn(move || {
+                loop {
+                    let next = chunk_rx.lock().ok().and_then(|rx| rx.recv().ok());
+                    let Some((index, chunk)) = next else { break };
+                    let digests = chunk.iter().map(|bytes| verify::digest(bytes)).collect();
+                    if digested.send((index, digests)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(digested);
+        let verifier = &mut verifier;
+        scope.spawn(move || {
+            let mut next = 0;
+            let mut early = std::collections::BTreeMap::new();
+            for (index, digests) in digest_rx {
+                early.insert(index, digests);
+                while let Some(digests) = early.remove(&next) {
+                    digests.into_iter().for_each(|d| verifier.apply(d));
+                    next += 1;
+                }
+            }
+        });
+        let mut chunk = Vec::with_capacity(VERIFY_CHUNK);
+        let mut index = 0;
+        let read = store::for_each_record(&txn, 0, |_, bytes| {
+            chunk.push(bytes.to_vec());
+            if chunk.len() == VERIFY_CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(VERIFY_CHUNK));
+                if chunks.send((index, full)).is_err() {
+                    return ControlFlow::Break(());
+                }
+                index += 1;
+            }
+            ControlFlow::Continue(())
+        });
+        if !chunk.is_empty() {
+            let _ = chunks.send((index, chunk));
+        }
+        drop(chunks);
+        read
+    });
+    read?;
     Ok(verifier.finish())
 }
+
+/// Records per chunk handed to a verification thread.
+const VERIFY_CHUNK: usize = 1024;
 
 /// Verifies an unfiltered JSONL export (two passes: checkpoints, then records).
 pub fn verify_file(path: &std::path::Path, trusted: &TrustedKeys) -> Result<Report, AuditError> {

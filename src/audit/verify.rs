@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use super::chain::{self, Checkpoint, GENESIS, Hash, SignatureProblem, TrustedKeys};
-use super::event::Record;
+use super::event::EventKind;
 
 /// How many recent records are remembered to check links across local reorderings.
 const WINDOW: usize = 4096;
@@ -202,6 +202,72 @@ pub struct Expect {
     pub pruned_through: u64,
 }
 
+/// What the checks need from one record, computed from its bytes alone: records are
+/// digested in parallel, then applied in stored order ([`Verifier::apply`]).
+#[derive(Debug, Clone)]
+pub enum Digest {
+    /// Not a record.
+    Unreadable,
+    /// A record's chain fields.
+    Record {
+        /// Its sequence number.
+        seq: u64,
+        /// Its epoch.
+        epoch: u64,
+        /// SHA-256 of its bytes.
+        hash: Hash,
+        /// Its `prev` field.
+        link: Hash,
+        /// It is a `trail_restored` record (the only one that may start an epoch).
+        restores: bool,
+        /// For a `trail_pruned` record, the `through=` of its detail.
+        prunes_through: Option<u64>,
+    },
+}
+
+/// The fields of a stored record the chain checks read. Parsed alone, borrowing from the
+/// bytes: the full [`super::event::Record`] flattens its event, which serde reads through
+/// an intermediate buffer, several times slower. A record with a good hash link was written
+/// by the gateway, whole; tampering with any other field changes its hash, which the link
+/// from its successor or its checkpoint catches.
+#[derive(serde::Deserialize)]
+struct ChainFields<'a> {
+    seq: u64,
+    #[serde(default)]
+    epoch: u64,
+    #[serde(borrow)]
+    prev: std::borrow::Cow<'a, str>,
+    kind: EventKind,
+    #[serde(borrow, default)]
+    detail: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// Digests one record's bytes (no state: safe to run on any thread).
+pub fn digest(bytes: &[u8]) -> Digest {
+    let Ok(fields) = serde_json::from_slice::<ChainFields<'_>>(bytes) else {
+        return Digest::Unreadable;
+    };
+    let prunes_through = (fields.kind == EventKind::TrailPruned).then(|| {
+        fields
+            .detail
+            .as_deref()
+            .and_then(|d| {
+                d.split_whitespace()
+                    .find_map(|w| w.strip_prefix("through="))
+            })
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    });
+    Digest::Record {
+        seq: fields.seq,
+        epoch: fields.epoch,
+        hash: chain::hash(bytes),
+        link: chain::parse_hash(&fields.prev).unwrap_or(GENESIS),
+        restores: fields.kind == EventKind::TrailRestored,
+        prunes_through,
+    }
+}
+
 /// Streams records through the checks.
 pub struct Verifier {
     checkpoints: BTreeMap<u64, Checkpoint>,
@@ -276,29 +342,30 @@ impl Verifier {
 
     /// Checks the next record in stored order.
     pub fn record(&mut self, bytes: &[u8]) {
+        self.apply(digest(bytes));
+    }
+
+    /// Checks the next record in stored order, digested beforehand.
+    pub fn apply(&mut self, digest: Digest) {
         self.report.records += 1;
-        let Ok(record) = serde_json::from_slice::<Record>(bytes) else {
+        let Digest::Record {
+            seq,
+            epoch,
+            hash,
+            link,
+            restores,
+            prunes_through,
+        } = digest
+        else {
             self.report.findings.push(Finding::Unreadable {
                 position: self.report.records,
             });
             return;
         };
-        if record.event.kind == super::EventKind::TrailPruned {
-            let through = record
-                .event
-                .detail
-                .as_deref()
-                .and_then(|d| {
-                    d.split_whitespace()
-                        .find_map(|w| w.strip_prefix("through="))
-                })
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0);
+        if let Some(through) = prunes_through {
             self.recorded_prune = self.recorded_prune.max(through);
         }
-        self.check_epoch(&record);
-        let (seq, hash) = (record.seq, chain::hash(bytes));
-        let link = chain::parse_hash(&record.prev).unwrap_or(GENESIS);
+        self.check_epoch(seq, epoch, restores);
         self.report.range = Some(match self.report.range {
             None => (seq, seq),
             Some((lo, hi)) => (lo.min(seq), hi.max(seq)),
@@ -318,24 +385,19 @@ impl Verifier {
     }
 
     /// An epoch starts only at a `trail_restored` record, and only moves forward.
-    fn check_epoch(&mut self, record: &Record) {
-        let restores = record.event.kind == super::EventKind::TrailRestored;
+    fn check_epoch(&mut self, seq: u64, epoch: u64, restores: bool) {
         let Some(&(current, _)) = self.report.epochs.last() else {
             // The first record here: what came before may have been pruned.
-            self.report.epochs.push((record.epoch, record.seq));
+            self.report.epochs.push((epoch, seq));
             return;
         };
-        if record.epoch < current {
-            self.report
-                .findings
-                .push(Finding::EpochWentBack { seq: record.seq });
-        } else if (record.epoch > current) != restores {
-            self.report
-                .findings
-                .push(Finding::UnrecordedEpoch { seq: record.seq });
+        if epoch < current {
+            self.report.findings.push(Finding::EpochWentBack { seq });
+        } else if (epoch > current) != restores {
+            self.report.findings.push(Finding::UnrecordedEpoch { seq });
         }
-        if record.epoch > current {
-            self.report.epochs.push((record.epoch, record.seq));
+        if epoch > current {
+            self.report.epochs.push((epoch, seq));
         }
     }
 
@@ -449,6 +511,7 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::event::Record;
     use crate::audit::{Event, EventKind, Outcome};
 
     /// Stored bytes of a well-chained trail, one record per `(epoch, kind)`.

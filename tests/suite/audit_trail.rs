@@ -184,6 +184,30 @@ fn modified_record_is_named() {
     assert_eq!(trail.verify(&copy), vec![Finding::Modified { seq: 15 }]);
 }
 
+/// Verification digests chunks of 1,024 records on several threads and applies them in
+/// order: findings on both sides of a chunk boundary, and in a later chunk, come out as
+/// they do serially.
+#[test]
+fn verification_across_chunks_names_each_finding_once() {
+    let trail = Trail::new(3500, 500);
+    let copy = trail.tampered(|records, _| {
+        let edited = edit_record(&records[&1024], |v| v["call"]["call_id"] = "call-x".into());
+        // The last record of the first chunk: its successor, first of the next, links to it.
+        records.insert(1024, edited);
+        records.remove(&3001);
+    });
+    assert_eq!(
+        trail.verify(&copy),
+        vec![
+            Finding::Modified { seq: 1024 },
+            Finding::Deleted {
+                from: 3001,
+                to: 3001
+            },
+        ]
+    );
+}
+
 #[test]
 fn modified_record_under_a_checkpoint_is_named_twice() {
     let trail = Trail::new(30, 10);
