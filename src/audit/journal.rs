@@ -210,10 +210,7 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Contents, AuditError> {
     }
     let mut entries = Vec::new();
     let mut at = MAGIC.len();
-    loop {
-        let Some(header) = bytes.get(at..at + 36) else {
-            break;
-        };
+    while let Some(header) = bytes.get(at..at + 36) {
         let mut len = [0; 4];
         len.copy_from_slice(&header[..4]);
         let len = u32::from_le_bytes(len) as usize;

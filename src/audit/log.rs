@@ -592,10 +592,10 @@ impl Writer {
         if let Some(mut pipeline) = self.pipeline.take() {
             pipeline.stop();
             // Everything is in redb: a clean stop leaves an empty journal.
-            if closed.is_ok() {
-                if let Err(e) = pipeline.journal.reset() {
-                    tracing::warn!(error = %e, "cannot empty the audit journal at stop");
-                }
+            if closed.is_ok()
+                && let Err(e) = pipeline.journal.reset()
+            {
+                tracing::warn!(error = %e, "cannot empty the audit journal at stop");
             }
         }
     }

@@ -735,7 +735,7 @@ fn a_crash_between_journal_and_index_loses_nothing() {
         let log =
             AuditLog::start(store.clone(), Signer::load(&key).unwrap(), settings(1000)).unwrap();
         for i in 1..=3 {
-            log.append_blocking(access(i, 3)).unwrap();
+            let _receipt = log.append_blocking(access(i, 3)).unwrap();
         }
         drop(store.snapshot().unwrap());
         // redb stops taking anything (as if the process died before indexing): the journal
