@@ -32,13 +32,25 @@ const IDLE: Duration = Duration::from_millis(500);
 /// Who is on duty, shared with the roster the login checks (replaced at run time).
 pub type SharedShifts = Arc<dyn Shifts + Send + Sync>;
 
+/// One professional's break-glass starts within the last hour, and how many of them each
+/// patient has: the distinct count is kept as records come and go, so that each record
+/// costs the same however many the window holds (counting the window anew for every
+/// record was quadratic under load).
+#[derive(Default)]
+struct PatientWindow {
+    /// (time, INS, seq), oldest first.
+    accesses: VecDeque<(u64, String, u64)>,
+    /// INS → accesses in the window.
+    per_patient: HashMap<String, usize>,
+}
+
 /// The sliding windows behind the alerts.
 pub struct Watch {
     max_patients_per_hour: usize,
     pin_failures: usize,
     shifts: Option<SharedShifts>,
-    /// idNat → (time, INS, seq) of break-glass starts within the last hour.
-    patients: HashMap<String, VecDeque<(u64, String, u64)>>,
+    /// idNat → break-glass starts within the last hour.
+    patients: HashMap<String, PatientWindow>,
     /// desk → (time, seq) of PIN failures within ten minutes.
     pins: HashMap<String, VecDeque<(u64, u64)>>,
 }
@@ -92,19 +104,28 @@ impl Watch {
         let ins = record.event.patient.as_ref()?.ins.clone();
         let window = self.patients.entry(who.clone()).or_default();
         while window
+            .accesses
             .front()
             .is_some_and(|(t, _, _)| t.saturating_add(HOUR_MS) <= at_ms)
         {
-            window.pop_front();
+            if let Some((_, gone, _)) = window.accesses.pop_front()
+                && let Some(count) = window.per_patient.get_mut(&gone)
+            {
+                *count -= 1;
+                if *count == 0 {
+                    window.per_patient.remove(&gone);
+                }
+            }
         }
-        let before: HashSet<&str> = window.iter().map(|(_, p, _)| p.as_str()).collect();
-        let crossed = !before.contains(ins.as_str()) && before.len() == self.max_patients_per_hour;
-        window.push_back((at_ms, ins, record.seq));
+        let crossed = !window.per_patient.contains_key(&ins)
+            && window.per_patient.len() == self.max_patients_per_hour;
+        *window.per_patient.entry(ins.clone()).or_default() += 1;
+        window.accesses.push_back((at_ms, ins, record.seq));
         crossed.then(|| {
             alert(
                 record,
                 AlertKind::ManyPatients,
-                window.iter().map(|(_, _, seq)| *seq).collect(),
+                window.accesses.iter().map(|(_, _, seq)| *seq).collect(),
                 format!(
                     "{who} opened more than {} patients within one hour",
                     self.max_patients_per_hour
@@ -378,6 +399,47 @@ mod tests {
         assert_eq!(
             kinds(&watch.observe(&start(9, "A", 7), later)),
             [(AlertKind::ManyPatients, vec![7, 8, 9])]
+        );
+    }
+
+    /// A patient opened twice stays in the window until its last opening leaves it.
+    #[test]
+    fn a_patient_leaves_the_window_with_its_last_access() {
+        let mut watch = Watch::new(&thresholds(2, 3), None);
+        let minute = 60_000;
+        assert!(watch.observe(&start(1, "A", 1), T0).is_empty());
+        assert!(
+            watch
+                .observe(&start(2, "A", 1), T0 + 50 * minute)
+                .is_empty()
+        );
+        assert!(
+            watch
+                .observe(&start(3, "A", 2), T0 + 55 * minute)
+                .is_empty()
+        );
+        // Record 1 has left the window; record 2 keeps patient 1 in it.
+        assert_eq!(
+            kinds(&watch.observe(&start(4, "A", 3), T0 + 70 * minute)),
+            [(AlertKind::ManyPatients, vec![2, 3, 4])]
+        );
+        // Once record 2 has left too, patient 1 no longer counts.
+        let mut watch = Watch::new(&thresholds(2, 3), None);
+        assert!(watch.observe(&start(1, "A", 1), T0).is_empty());
+        assert!(
+            watch
+                .observe(&start(2, "A", 1), T0 + 10 * minute)
+                .is_empty()
+        );
+        assert!(
+            watch
+                .observe(&start(3, "A", 2), T0 + 65 * minute)
+                .is_empty()
+        );
+        assert!(
+            watch
+                .observe(&start(4, "A", 3), T0 + 71 * minute)
+                .is_empty()
         );
     }
 
