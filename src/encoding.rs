@@ -27,7 +27,14 @@ pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
 
 /// Lower-case hex, as fingerprints are shown in logs and API answers.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    // Each record's `prev` and each receipt is hex: a `format!` per byte showed in profiles.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// SHA-256 of `bytes`.

@@ -845,6 +845,7 @@ impl Writer {
         cutoff_ms: u64,
         repositories: &[String],
     ) -> Result<PruneReport, AuditError> {
+        self.drain()?;
         let txn = self.store.snapshot()?;
         let shipped = store::meta(&txn, Meta::ShippedUpTo)?.unwrap_or(0);
         let pruned = store::meta(&txn, Meta::PrunedThrough)?.unwrap_or(0);
@@ -1121,7 +1122,7 @@ mod tests {
             }
             all
         });
-        let txn = store.snapshot().unwrap();
+        let txn = store.settled_snapshot().unwrap();
         for receipt in &receipts {
             let bytes = store::record(&txn, receipt.seq()).unwrap().unwrap();
             assert_eq!(hex(&chain::hash(&bytes)), receipt.hash_hex());

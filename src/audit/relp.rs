@@ -59,6 +59,8 @@ pub(super) struct Session<S> {
     stream: S,
     next_txnr: u64,
     buffer: Vec<u8>,
+    /// Where the unread part of `buffer` starts.
+    read_at: usize,
 }
 
 /// One frame received.
@@ -76,6 +78,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             stream,
             next_txnr: 1,
             buffer: Vec::new(),
+            read_at: 0,
         };
         let offers = b"relp_version=0\nrelp_software=samu-gateway\ncommands=syslog";
         let txnr = session.write_frame("open", offers).await?;
@@ -95,10 +98,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Sends `messages` as transactions and waits for every acknowledgement; `Ok` only when
     /// the repository answered 200 to each, in order.
     pub(super) async fn send(&mut self, messages: &[Vec<u8>]) -> Result<(), RelpError> {
+        // One write for the whole round: the TLS layer then seals a few large records
+        // instead of one per message.
+        let mut frames = Vec::with_capacity(messages.iter().map(|m| m.len() + 32).sum());
         let mut sent = Vec::with_capacity(messages.len());
         for message in messages {
-            sent.push(self.write_frame("syslog", message).await?);
+            sent.push(self.frame_into(&mut frames, "syslog", message));
         }
+        self.stream
+            .write_all(&frames)
+            .await
+            .map_err(RelpError::Write)?;
         self.flush().await?;
         for txnr in sent {
             let answer = self.read_frame().await?;
@@ -132,20 +142,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     async fn write_frame(&mut self, command: &str, data: &[u8]) -> Result<u64, RelpError> {
-        let txnr = self.next_txnr;
-        // Transaction numbers run 1 to 999 999 999, then wrap.
-        self.next_txnr = if txnr >= 999_999_999 { 1 } else { txnr + 1 };
-        let mut frame = format!("{txnr} {command} {}", data.len()).into_bytes();
-        if !data.is_empty() {
-            frame.push(b' ');
-            frame.extend_from_slice(data);
-        }
-        frame.push(b'\n');
+        let mut frame = Vec::new();
+        let txnr = self.frame_into(&mut frame, command, data);
         self.stream
             .write_all(&frame)
             .await
             .map_err(RelpError::Write)?;
         Ok(txnr)
+    }
+
+    /// Appends the next transaction's frame to `out`; returns its number.
+    fn frame_into(&mut self, out: &mut Vec<u8>, command: &str, data: &[u8]) -> u64 {
+        use std::io::Write as _;
+        let txnr = self.next_txnr;
+        // Transaction numbers run 1 to 999 999 999, then wrap.
+        self.next_txnr = if txnr >= 999_999_999 { 1 } else { txnr + 1 };
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "{txnr} {command} {}", data.len());
+        if !data.is_empty() {
+            out.push(b' ');
+            out.extend_from_slice(data);
+        }
+        out.push(b'\n');
+        txnr
     }
 
     async fn flush(&mut self) -> Result<(), RelpError> {
@@ -155,13 +174,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// Reads one frame, whatever the repository sends, within the bounds above.
     async fn read_frame(&mut self) -> Result<Frame, RelpError> {
         loop {
-            match parse(&self.buffer)? {
+            match parse(&self.buffer[self.read_at..])? {
                 Some((frame, used)) => {
-                    self.buffer.drain(..used);
+                    // Answers come a round at a time: move past this one, and shift the
+                    // buffer only once it is all read (draining each frame off its front
+                    // would copy the rest of the round every time).
+                    self.read_at += used;
+                    if self.read_at == self.buffer.len() {
+                        self.buffer.clear();
+                        self.read_at = 0;
+                    }
                     return Ok(frame);
                 }
                 None => {
-                    let mut chunk = [0u8; 4096];
+                    let mut chunk = [0u8; 16 * 1024];
                     let n = self
                         .stream
                         .read(&mut chunk)
@@ -169,6 +195,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                         .map_err(RelpError::Read)?;
                     if n == 0 {
                         return Err(RelpError::Closed);
+                    }
+                    if self.read_at > 0 {
+                        self.buffer.drain(..self.read_at);
+                        self.read_at = 0;
                     }
                     self.buffer.extend_from_slice(&chunk[..n]);
                 }

@@ -31,8 +31,10 @@ use super::{AuditError, AuditLog, dicom, fhir, outq, relp};
 use crate::problem::ConfigProblem;
 use crate::secret::SecretPath;
 
-/// Records sent per batch (one cursor update each).
-const BATCH: usize = 500;
+/// Records sent per batch, at most: one cursor update (two small redb commits) and one
+/// settle watch each, so a backlog drains in large batches; a live trail ships in small
+/// ones, as it comes.
+const BATCH: usize = 4096;
 /// How long an idle shipper waits for a commit notice before looking anyway.
 const IDLE: Duration = Duration::from_millis(500);
 /// How long after a batch the connection is watched for the receiver closing it (a
@@ -67,9 +69,11 @@ pub enum Transport {
     Relp,
 }
 
-/// Messages per RELP round (librelp's own window): sent together, then each
-/// acknowledgement awaited before the cursor moves; a bound on what one failure resends.
-const RELP_WINDOW: usize = 128;
+/// Messages per RELP round: written together, then every acknowledgement read before the
+/// next round; a batch is several rounds, and the cursor moves only once all are answered.
+/// (librelp's own client uses 128; larger rounds spend fewer round trips per message, and
+/// the answers, ~10 bytes each, fit the socket buffers.)
+const RELP_WINDOW: usize = 1024;
 
 /// `[[audit.receivers]]`: one audit repository.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -258,9 +262,14 @@ pub fn frame(record: &Record, hash: &str, framing: Framing) -> Vec<u8> {
 /// RFC 5425 framing: the message's length, a space, the message.
 fn octet_counted(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 8);
+    octet_counted_into(&mut out, message);
+    out
+}
+
+fn octet_counted_into(out: &mut Vec<u8>, message: &[u8]) {
+    // Writing into a Vec cannot fail.
     let _ = write!(out, "{} ", message.len());
     out.extend_from_slice(message);
-    out
 }
 
 /// The RFC 5424 message for `record`. MSGID says what the body is, as IHE ATNA's tests
@@ -349,6 +358,14 @@ fn next_batch(
     Ok((out, last, count))
 }
 
+type Prepared = tokio::task::JoinHandle<Result<(Vec<Vec<u8>>, u64, usize), AuditError>>;
+
+/// Reads and formats the batch after `cursor`: CPU work, off the async workers.
+fn prepare(store: &Arc<AuditStore>, cursor: u64, framing: Framing) -> Prepared {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || next_batch(&store, cursor, framing, BATCH))
+}
+
 /// Size and age of the backlog after `cursor`.
 fn backlog_after(store: &AuditStore, cursor: u64) -> Result<(u64, u64), AuditError> {
     let txn = store.snapshot()?;
@@ -378,6 +395,8 @@ async fn ship(
 ) {
     let mut connection: Option<Link> = None;
     let mut backoff = Duration::from_secs(1);
+    // The batch after the one in flight, formatted meanwhile: (its cursor, the work).
+    let mut ahead: Option<(u64, Prepared)> = None;
     let commits = log.commits();
     loop {
         // Registered before reading, so a commit made meanwhile is not missed.
@@ -401,11 +420,14 @@ async fn ship(
             state.records = records;
             state.oldest_secs = oldest;
         }
-        let limit = match receiver.config.transport {
-            Transport::SyslogTls => BATCH,
-            Transport::Relp => RELP_WINDOW,
+        let prepared = match ahead.take() {
+            Some((from, next)) if from == cursor => next,
+            _ => prepare(&store, cursor, receiver.framing()),
         };
-        let (messages, last, count) = match next_batch(&store, cursor, receiver.framing(), limit) {
+        let batch = prepared
+            .await
+            .unwrap_or_else(|e| Err(AuditError::Storage(format!("shipping batch: {e}"))));
+        let (messages, last, count) = match batch {
             Ok(batch) => batch,
             Err(e) => {
                 receiver.failed(&e.to_string());
@@ -429,6 +451,10 @@ async fn ship(
                 }
             },
         };
+        // A full batch means a backlog: format the next one while this one travels.
+        if count >= BATCH {
+            ahead = Some((last, prepare(&store, last, receiver.framing())));
+        }
         let sent: usize = messages.iter().map(Vec::len).sum();
         receiver.set_unconfirmed(sent);
         match link.deliver(&messages).await {
@@ -516,15 +542,20 @@ impl Link {
     async fn deliver(self, messages: &[Vec<u8>]) -> Result<Self, ShipError> {
         match self {
             Self::Syslog(stream) => {
-                let frames: Vec<u8> = messages.iter().flat_map(|m| octet_counted(m)).collect();
+                let mut frames = Vec::with_capacity(messages.iter().map(|m| m.len() + 8).sum());
+                for message in messages {
+                    octet_counted_into(&mut frames, message);
+                }
                 send(*stream, &frames)
                     .await
                     .map(|stream| Self::Syslog(Box::new(stream)))
             }
             Self::Relp(mut session) => {
-                tokio::time::timeout(DELIVERY_DEADLINE, session.send(messages))
-                    .await
-                    .map_err(|_| ShipError::RelpAckTimeout(DELIVERY_DEADLINE.as_secs()))??;
+                for round in messages.chunks(RELP_WINDOW) {
+                    tokio::time::timeout(DELIVERY_DEADLINE, session.send(round))
+                        .await
+                        .map_err(|_| ShipError::RelpAckTimeout(DELIVERY_DEADLINE.as_secs()))??;
+                }
                 Ok(Self::Relp(session))
             }
         }

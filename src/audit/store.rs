@@ -159,16 +159,16 @@ pub trait ReadStore {
     fn snapshot(&self) -> Result<ReadTransaction, AuditError>;
 }
 
-/// How long an in-process reader waits for redb to take in what the journal holds; the
-/// indexer needs milliseconds, so running out means it failed or is stuck (and the log
-/// says so on its own).
+/// How long a reader waits for redb to take in what the journal holds; the indexer needs
+/// milliseconds, so running out means it failed or is stuck (and the log says so on its
+/// own).
 const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// What redb holds now. Followers of the trail (shippers, alerts) read this way: they are
+/// told of each index commit. A reader that must see every record with a receipt (the
+/// compliance views) waits first: [`AuditStore::settled_snapshot`].
 impl ReadStore for AuditStore {
     fn snapshot(&self) -> Result<ReadTransaction, AuditError> {
-        if let Some(progress) = self.progress.get() {
-            progress.wait_settled(SETTLE_WAIT);
-        }
         self.db.begin_read().map_err(storage)
     }
 }
@@ -235,6 +235,17 @@ impl AuditStore {
     /// The journal that goes with it.
     pub fn journal_path(&self) -> PathBuf {
         journal::path_for(&self.path)
+    }
+
+    /// Blocks (off the async workers: up to seconds) until redb holds every record
+    /// written so far, then takes a snapshot: it shows every record that has a receipt.
+    pub fn settled_snapshot(&self) -> Result<ReadTransaction, AuditError> {
+        if let Some(progress) = self.progress.get()
+            && !progress.wait_settled(SETTLE_WAIT)
+        {
+            tracing::warn!("the audit index lags the journal; this read may miss its last records");
+        }
+        self.snapshot()
     }
 
     /// Registers the writer's progress (once: one log writes through one store).

@@ -345,7 +345,7 @@ fn stream_export(
     tokio::task::spawn_blocking(move || {
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, ChunkSender(tx.clone()));
         let written = store
-            .snapshot()
+            .settled_snapshot()
             .and_then(|txn| export::export(&txn, &filter, format, &mut out))
             .and_then(|n| {
                 out.flush()
@@ -415,13 +415,17 @@ async fn read_trail<T: Send + 'static>(
     read: impl FnOnce(&AuditStore) -> Result<T, AuditError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let store = state.stores().audit.clone();
-    tokio::task::spawn_blocking(move || read(&store))
-        .await
-        .map_err(|_| audit_unavailable())?
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot read the trail for compliance");
-            audit_unavailable()
-        })
+    tokio::task::spawn_blocking(move || {
+        // The accesses just made must be there: wait for the index to take them in.
+        drop(store.settled_snapshot()?);
+        read(&store)
+    })
+    .await
+    .map_err(|_| audit_unavailable())?
+    .map_err(|e| {
+        tracing::error!(error = %e, "cannot read the trail for compliance");
+        audit_unavailable()
+    })
 }
 
 /// The patient an officer looked up by INS, as the matching records name it.

@@ -675,7 +675,7 @@ fn index_disk_error_stops_the_trail_and_the_restart_loses_nothing() {
     let (store, log) = start();
     assert_eq!(log.append_blocking(access(1, 3)).unwrap().seq(), 1);
     // An in-process reader sees every record that has a receipt.
-    let txn = store.snapshot().unwrap();
+    let txn = store.settled_snapshot().unwrap();
     assert_eq!(
         samu_gateway::audit::store::last_record(&txn)
             .unwrap()
@@ -737,7 +737,7 @@ fn a_crash_between_journal_and_index_loses_nothing() {
         for i in 1..=3 {
             let _receipt = log.append_blocking(access(i, 3)).unwrap();
         }
-        drop(store.snapshot().unwrap());
+        drop(store.settled_snapshot().unwrap());
         // redb stops taking anything (as if the process died before indexing): the journal
         // alone keeps record 4, which has its receipt.
         failing.store(true, Ordering::SeqCst);
