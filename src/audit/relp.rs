@@ -4,7 +4,7 @@
 //!
 //! A frame is `TXNR SP COMMAND SP DATALEN [SP DATA] LF`. The session opens with `open`
 //! (our offers: version 0, the `syslog` command), sends `syslog` transactions pipelined a
-//! window at a time, and reads one `rsp` per transaction; anything else (a `serverclose`,
+//! round at a time (the shipper's batch), and reads one `rsp` per transaction; anything else (a `serverclose`,
 //! a status other than 200, a malformed frame) ends the session, and the unacknowledged
 //! messages are sent again on the next.
 

@@ -33,7 +33,12 @@ use crate::secret::SecretPath;
 
 /// Records sent per batch, at most: one cursor update (two small redb commits) and one
 /// settle watch each, so a backlog drains in large batches; a live trail ships in small
-/// ones, as it comes.
+/// ones, as it comes. Over RELP a batch is one round: every message written, then every
+/// answer read. Each round ends waiting ~40 ms for the repository's last answers (its
+/// small writes meet our delayed acknowledgements), so rounds are as large as batches:
+/// measured 2.9k records/s in rounds of 128, 20.6k in 1,024, 34.9k in 4,096; the answers
+/// (~12 bytes each) fit the socket buffers, so writing a whole round before reading
+/// cannot deadlock.
 const BATCH: usize = 4096;
 /// How long an idle shipper waits for a commit notice before looking anyway.
 const IDLE: Duration = Duration::from_millis(500);
@@ -68,12 +73,6 @@ pub enum Transport {
     /// RELP over TLS: every message acknowledged by the repository once taken.
     Relp,
 }
-
-/// Messages per RELP round: written together, then every acknowledgement read before the
-/// next round; a batch is several rounds, and the cursor moves only once all are answered.
-/// (librelp's own client uses 128; larger rounds spend fewer round trips per message, and
-/// the answers, ~10 bytes each, fit the socket buffers.)
-const RELP_WINDOW: usize = 1024;
 
 /// `[[audit.receivers]]`: one audit repository.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -551,11 +550,9 @@ impl Link {
                     .map(|stream| Self::Syslog(Box::new(stream)))
             }
             Self::Relp(mut session) => {
-                for round in messages.chunks(RELP_WINDOW) {
-                    tokio::time::timeout(DELIVERY_DEADLINE, session.send(round))
-                        .await
-                        .map_err(|_| ShipError::RelpAckTimeout(DELIVERY_DEADLINE.as_secs()))??;
-                }
+                tokio::time::timeout(DELIVERY_DEADLINE, session.send(messages))
+                    .await
+                    .map_err(|_| ShipError::RelpAckTimeout(DELIVERY_DEADLINE.as_secs()))??;
                 Ok(Self::Relp(session))
             }
         }
