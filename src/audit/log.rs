@@ -323,6 +323,11 @@ impl Pipeline {
     }
 }
 
+/// What an append gets once the log has failed, until the restart.
+fn stopped() -> AuditError {
+    AuditError::Storage("an earlier audit write failed; the trail needs a restart".into())
+}
+
 fn fail(failed: &AtomicBool, progress: &Progress) {
     failed.store(true, Ordering::SeqCst);
     progress.failed();
@@ -341,9 +346,7 @@ fn sync_loop(
         let mut written = vec![first];
         written.extend(batches.try_iter());
         let synced = if failed.load(Ordering::SeqCst) {
-            Err(AuditError::Storage(
-                "an earlier audit write failed; the trail needs a restart".into(),
-            ))
+            Err(stopped())
         } else {
             syncer.sync()
         };
@@ -701,12 +704,7 @@ impl Writer {
             }
         };
         if self.failed.load(Ordering::SeqCst) {
-            return refuse(
-                batch,
-                AuditError::Storage(
-                    "an earlier audit write failed; the trail needs a restart".into(),
-                ),
-            );
+            return refuse(batch, stopped());
         }
         if let Err(e) = self.make_room() {
             tracing::error!(error = %e, "cannot empty the audit journal");
