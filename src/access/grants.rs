@@ -83,6 +83,11 @@ impl Grant {
         }
     }
 
+    /// Ends before `other` (so it started before it: grants last alike).
+    pub(crate) fn ends_before(&self, other: &Grant) -> bool {
+        self.ends < other.ends
+    }
+
     /// Past its end time.
     pub(crate) fn expired(&self) -> bool {
         tokio::time::Instant::now() >= self.ends

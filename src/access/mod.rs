@@ -43,6 +43,10 @@ pub struct BreakGlassConfig {
     /// How long a grant lasts (it also ends with the session).
     #[serde(default = "defaults::grant_minutes")]
     pub grant_minutes: u64,
+    /// How many grants one session holds open at most: one more ends the oldest
+    /// (`ended: superseded`), so what a session keeps in memory is bounded.
+    #[serde(default = "defaults::open_grants_per_session")]
+    pub open_grants_per_session: usize,
     /// The reasons a physician picks from.
     #[serde(default = "defaults::reasons")]
     pub reasons: Vec<Reason>,
@@ -52,6 +56,7 @@ impl Default for BreakGlassConfig {
     fn default() -> Self {
         Self {
             grant_minutes: defaults::grant_minutes(),
+            open_grants_per_session: defaults::open_grants_per_session(),
             reasons: defaults::reasons(),
         }
     }
@@ -73,6 +78,9 @@ pub struct Reason {
 mod defaults {
     pub(super) fn grant_minutes() -> u64 {
         120
+    }
+    pub(super) fn open_grants_per_session() -> usize {
+        10
     }
     pub(super) fn reasons() -> Vec<super::Reason> {
         let reason = |code: &str, label: &str, text_required| super::Reason {
@@ -376,12 +384,9 @@ impl BreakGlass {
         // A fresh copy this professional may see: nothing is asked of anyone else, so the
         // access and its read are recorded together (one fsync) before release.
         if let Some(fetched) = self.fresh_hit(&ins, who.professional, mode) {
-            let mut receipts = self
-                .audit
-                .append_all(vec![started, read_event(read, &fetched)])
+            let receipt = self
+                .record_release(who, vec![started, read_event(read, &fetched)])
                 .await?;
-            // The read's receipt (the last) releases the data.
-            let receipt = receipts.pop().ok_or(AuditError::Closed)?;
             let grant = self.open_grant(grant_id, who, ins, call, mode);
             return Ok(deliver(grant, fetched, receipt));
         }
@@ -403,9 +408,58 @@ impl BreakGlass {
                 return Err(e.into());
             }
         };
-        let receipt = self.audit.append(read_event(read, &fetched)).await?;
+        let receipt = self
+            .record_release(who, vec![read_event(read, &fetched)])
+            .await?;
         let grant = self.open_grant(grant_id, who, ins, call, mode);
         Ok(deliver(grant, fetched, receipt))
+    }
+
+    /// Records `events` (the last is the read that releases the data) together with the
+    /// end of the session's oldest grant when a new one would exceed
+    /// `open_grants_per_session`: one fsync for all, and the read's receipt.
+    async fn record_release(
+        &self,
+        who: &Actorship<'_>,
+        events: Vec<Event>,
+    ) -> Result<Receipt, AuditError> {
+        let superseded = self.take_superseded(who);
+        let batch = superseded
+            .iter()
+            .map(|grant| stop_event(grant, "superseded"))
+            .chain(events)
+            .collect();
+        match self.audit.append_all(batch).await {
+            // The read's receipt (the last) releases the data.
+            Ok(mut receipts) => receipts.pop().ok_or(AuditError::Closed),
+            Err(e) => {
+                // Nothing was recorded: the oldest grant stays open.
+                if let (Some(grant), Ok(mut grants)) = (superseded, self.grants.lock()) {
+                    grants.insert(grant.id.clone(), grant);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes out the session's oldest grant when the session holds as many as it may.
+    fn take_superseded(&self, who: &Actorship<'_>) -> Option<Grant> {
+        let mut grants = self.grants.lock().ok()?;
+        let mut held = 0;
+        let mut oldest: Option<&Grant> = None;
+        for grant in grants.values() {
+            if grant.desk == who.desk.id && grant.session == who.session {
+                held += 1;
+                if oldest.is_none_or(|o| grant.ends_before(o)) {
+                    oldest = Some(grant);
+                }
+            }
+        }
+        if held < self.config.open_grants_per_session.max(1) {
+            return None;
+        }
+        let id = oldest?.id.clone();
+        grants.remove(&id)
     }
 
     fn open_grant(
@@ -741,15 +795,7 @@ impl BreakGlass {
         let Some(grant) = grant else {
             return Ok(false);
         };
-        let event = Event {
-            actor: Some(grant.actor.clone()),
-            patient: Some(patient_ref(&grant.ins)),
-            call: Some(grant.call.clone()),
-            access_mode: Some(grant.mode),
-            detail: Some(format!("ended: {reason}")),
-            ..Event::new(EventKind::BreakGlassStopped, Outcome::Success)
-        };
-        self.record(event).await?;
+        self.record(stop_event(&grant, reason)).await?;
         Ok(true)
     }
 
@@ -1052,6 +1098,18 @@ fn deliver(grant: GrantView, fetched: Fetched, _proof: Receipt) -> Delivered {
         age_seconds: fetched.age.as_secs(),
         // An unstructured document's PDF has its own route.
         summary: fetched.entry.summary.without_content(),
+    }
+}
+
+/// The record of a grant's end.
+fn stop_event(grant: &Grant, reason: &str) -> Event {
+    Event {
+        actor: Some(grant.actor.clone()),
+        patient: Some(patient_ref(&grant.ins)),
+        call: Some(grant.call.clone()),
+        access_mode: Some(grant.mode),
+        detail: Some(format!("ended: {reason}")),
+        ..Event::new(EventKind::BreakGlassStopped, Outcome::Success)
     }
 }
 

@@ -405,10 +405,17 @@ impl AuditStore {
                 by_time
                     .insert((record.time_ms, record.seq), ())
                     .map_err(storage)?;
-                for (index, key) in &record.keys {
-                    if let Some((_, table)) = indexes.iter_mut().find(|(i, _)| i == index) {
-                        table.insert(key.as_str(), record.seq).map_err(storage)?;
-                    }
+            }
+            // In key order, each index's leaves are reached one after the other instead of at
+            // random: measured 14 % less CPU per record in batches of 4,096 (docs/audit.md).
+            let mut keys: Vec<(Index, &str, u64)> = records
+                .iter()
+                .flat_map(|r| r.keys.iter().map(|(i, k)| (*i, k.as_str(), r.seq)))
+                .collect();
+            keys.sort_unstable_by(|a, b| (a.0.tag(), a.1, a.2).cmp(&(b.0.tag(), b.1, b.2)));
+            for (index, key, seq) in keys {
+                if let Some((_, table)) = indexes.iter_mut().find(|(i, _)| *i == index) {
+                    table.insert(key, seq).map_err(storage)?;
                 }
             }
             if !checkpoints.is_empty() {

@@ -511,3 +511,32 @@ fn the_pkcs11_backend_needs_a_module_that_loads() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn open_grants_per_session_is_bounded_both_ways() {
+    let f = Fixture::new();
+    for (value, problem) in [("0", true), ("1", false), ("100", false), ("101", true)] {
+        let result = f.load(
+            &f.toml(TWO_DESKS),
+            &[("SAMU_GATEWAY__BREAK_GLASS__OPEN_GRANTS_PER_SESSION", value)],
+        );
+        match result {
+            Ok(config) => {
+                assert!(!problem, "{value} accepted");
+                assert_eq!(
+                    config.break_glass.open_grants_per_session.to_string(),
+                    value
+                );
+            }
+            Err(e) => {
+                assert!(problem, "{value} refused: {e}");
+                let lines = problem_lines(e);
+                assert!(
+                    lines[0].starts_with("break_glass.open_grants_per_session: ")
+                        && lines[0].contains("expected 1 to 100"),
+                    "{lines:?}"
+                );
+            }
+        }
+    }
+}

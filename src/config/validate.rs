@@ -289,6 +289,13 @@ fn check_range(out: &mut Vec<ConfigProblem>, key: &str, value: u64, min: u64, ma
 fn check_access(config: &Config, out: &mut Vec<ConfigProblem>) {
     let bg = &config.break_glass;
     check_range(out, "break_glass.grant_minutes", bg.grant_minutes, 5, 720);
+    check_range(
+        out,
+        "break_glass.open_grants_per_session",
+        bg.open_grants_per_session as u64,
+        1,
+        100,
+    );
     if bg.reasons.is_empty() {
         out.push(ConfigProblem::new(
             "break_glass.reasons",

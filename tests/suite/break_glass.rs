@@ -912,6 +912,62 @@ async fn without_a_readable_master_key_the_cache_is_off_and_access_still_works()
     assert_eq!(centre.upstream.stats().await["summaries"], 2);
 }
 
+/// A session holds `open_grants_per_session` grants at most: one more ends the oldest,
+/// recorded before the new access's own records, so memory stays bounded however many
+/// accesses a session makes, and every access on the record still has its end.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_grant_too_many_ends_the_sessions_oldest_on_the_record() {
+    let mut centre = centre("\n[break_glass]\nopen_grants_per_session = 2\n").await;
+    let mut grants = Vec::new();
+    for serial in [1, 2, 3, 1] {
+        let answer = centre.break_glass(request(serial, "bris_de_glace")).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+        grants.push(answer.body["grant"]["id"].as_str().unwrap().to_owned());
+    }
+    // The first two are gone (oldest first), the last two still re-read.
+    for gone in &grants[..2] {
+        assert_eq!(centre.reread(gone).await.status, StatusCode::NOT_FOUND);
+    }
+    for open in &grants[2..] {
+        assert_eq!(centre.reread(open).await.status, StatusCode::OK);
+    }
+    let trail = centre.audit(None);
+    let superseded: Vec<&Value> = trail
+        .iter()
+        .filter(|r| r["detail"] == "ended: superseded")
+        .collect();
+    assert_eq!(superseded.len(), 2, "{superseded:?}");
+    assert_eq!(superseded[0]["patient"]["ins"], nir(1));
+    assert_eq!(superseded[1]["patient"]["ins"], nir(2));
+    // Each end is recorded with the read of the access that needed the room, before it.
+    let position = |detail: &str, nth: usize| {
+        trail
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r["detail"] == detail || r["kind"] == detail)
+            .nth(nth)
+            .map(|(i, _)| i)
+            .unwrap()
+    };
+    for (end, access) in [(0, 2), (1, 3)] {
+        assert!(position("patient_record_read", access - 1) < position("ended: superseded", end));
+        assert!(position("ended: superseded", end) < position("patient_record_read", access));
+    }
+
+    // A clean stop ends the two left; the trail then owes no end to anyone.
+    centre.gateway.terminate();
+    assert!(centre.gateway.wait(Duration::from_secs(20)).success());
+    let stopped = centre.audit(Some("break_glass_stopped"));
+    assert_eq!(stopped.len(), 4, "{stopped:?}");
+    assert_eq!(
+        stopped
+            .iter()
+            .filter(|r| r["detail"] == "ended: gateway_stopped")
+            .count(),
+        2
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stopping_the_gateway_ends_open_grants_on_the_record() {
     let mut centre = centre("").await;
