@@ -54,6 +54,29 @@ pub(super) enum RelpError {
 /// Longest response data accepted (an `rsp` is a status line and a few offers).
 const MAX_DATA: usize = 64 * 1024;
 
+/// A transport whose next acknowledgement can be sent at once rather than delayed.
+///
+/// The repository answers a round's transactions in small writes. Once our round is
+/// written we send nothing more, so the kernel delays its ACKs (40 ms at least), and a
+/// repository whose small writes wait for ACKs (Nagle) holds the round's last answers
+/// that long: measured at about 40 ms per round. Linux clears `TCP_QUICKACK` on its own,
+/// so it is set again before each read.
+pub(super) trait PromptAcks {
+    /// Asks for the next ACK to go at once (best effort).
+    fn ack_promptly(&self);
+}
+
+impl PromptAcks for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    fn ack_promptly(&self) {
+        // Only a latency hint: a socket that refuses it still delivers.
+        let _ = self.get_ref().0.set_quickack(true);
+    }
+}
+
+impl PromptAcks for tokio::io::DuplexStream {
+    fn ack_promptly(&self) {}
+}
+
 /// An open RELP session over `S`.
 pub(super) struct Session<S> {
     stream: S,
@@ -71,7 +94,7 @@ struct Frame {
     data: Vec<u8>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin + PromptAcks> Session<S> {
     /// Opens a session on `stream` (already connected, TLS done).
     pub(super) async fn open(stream: S) -> Result<Self, RelpError> {
         let mut session = Self {
@@ -187,6 +210,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     return Ok(frame);
                 }
                 None => {
+                    self.stream.ack_promptly();
                     let mut chunk = [0u8; 16 * 1024];
                     let n = self
                         .stream

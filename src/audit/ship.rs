@@ -31,19 +31,22 @@ use super::{AuditError, AuditLog, dicom, fhir, outq, relp};
 use crate::problem::ConfigProblem;
 use crate::secret::SecretPath;
 
-/// Records sent per batch, at most: one cursor update (two small redb commits) and one
-/// settle watch each, so a backlog drains in large batches; a live trail ships in small
-/// ones, as it comes. Over RELP a batch is one round: every message written, then every
-/// answer read. Each round ends waiting ~40 ms for the repository's last answers (its
-/// small writes meet our delayed acknowledgements), so rounds are as large as batches:
-/// measured 2.9k records/s in rounds of 128, 20.6k in 1,024, 34.9k in 4,096; the answers
-/// (~12 bytes each) fit the socket buffers, so writing a whole round before reading
-/// cannot deadlock.
+/// Records sent per batch, at most: one cursor update (two small redb commits) each, so a
+/// backlog drains in large batches; a live trail ships in small ones, as it comes. Over
+/// RELP a batch is one round: every message written, then every answer read. A round
+/// ended waiting ~40 ms for the repository's last answers until our ACKs were made prompt
+/// (see `relp::PromptAcks`), which is why rounds are as large as batches: measured 2.9k
+/// records/s in rounds of 128, 20.6k in 1,024, 34.9k in 4,096, then 48-51k with prompt
+/// ACKs. The answers (~12 bytes each) fit the socket buffers, so writing a whole round
+/// before reading cannot deadlock.
 const BATCH: usize = 4096;
 /// How long an idle shipper waits for a commit notice before looking anyway.
 const IDLE: Duration = Duration::from_millis(500);
 /// How long after a batch the connection is watched for the receiver closing it (a
 /// receiver refusing our certificate under TLS 1.3 closes only after the handshake).
+/// During a backlog drain over syslog/TLS the next batch is the watch instead: a batch
+/// counts shipped once the one after it was acknowledged by the receiver's TCP on a
+/// connection still open, and only the last batch waits this long.
 const SETTLE: Duration = Duration::from_millis(30);
 /// A batch must be written within this, and acknowledged by the receiver's TCP within it
 /// again; past it the connection is dropped and the batch resent on the next.
@@ -393,6 +396,9 @@ async fn ship(
     all: Arc<Vec<Arc<Receiver>>>,
 ) {
     let mut connection: Option<Link> = None;
+    // A syslog/TLS batch the receiver's TCP acknowledged, not yet watched (see SETTLE):
+    // its last record and its bytes. The next batch starts after it; the cursor waits.
+    let mut unsettled: Option<(u64, usize)> = None;
     let mut backoff = Duration::from_secs(1);
     // The batch after the one in flight, formatted meanwhile: (its cursor, the work).
     let mut ahead: Option<(u64, Prepared)> = None;
@@ -402,7 +408,7 @@ async fn ship(
         let committed = commits.notified();
         tokio::pin!(committed);
         committed.as_mut().enable();
-        let cursor = match store
+        let stored = match store
             .snapshot()
             .and_then(|t| store::receiver_cursor(&t, receiver.name()))
         {
@@ -413,12 +419,13 @@ async fn ship(
                 continue;
             }
         };
-        if let Ok((records, oldest)) = backlog_after(&store, cursor)
+        if let Ok((records, oldest)) = backlog_after(&store, stored)
             && let Ok(mut state) = receiver.state.lock()
         {
             state.records = records;
             state.oldest_secs = oldest;
         }
+        let cursor = unsettled.map_or(stored, |(through, _)| through.max(stored));
         let prepared = match ahead.take() {
             Some((from, next)) if from == cursor => next,
             _ => prepare(&store, cursor, receiver.framing()),
@@ -435,6 +442,20 @@ async fn ship(
             }
         };
         if count == 0 {
+            // The backlog is drained: the last batch gets its watch, then counts.
+            if let (Some((through, _)), Some(link)) = (unsettled.take(), connection.take()) {
+                match link.settle().await {
+                    Ok(link) => {
+                        connection = Some(link);
+                        receiver.set_unconfirmed(0);
+                        if let Err(e) = advance(&receiver, &log, &store, &all, through) {
+                            receiver.failed(&e.to_string());
+                        }
+                    }
+                    Err(e) => receiver.failed(&e.to_string()),
+                }
+                continue;
+            }
             let _ = tokio::time::timeout(IDLE, committed).await;
             continue;
         }
@@ -450,22 +471,36 @@ async fn ship(
                 }
             },
         };
-        // A full batch means a backlog: format the next one while this one travels.
-        if count >= BATCH {
+        // A full batch means a backlog: format the next one while this one travels, and
+        // let that one be this one's watch.
+        let more = count >= BATCH;
+        if more {
             ahead = Some((last, prepare(&store, last, receiver.framing())));
         }
         let sent: usize = messages.iter().map(Vec::len).sum();
-        receiver.set_unconfirmed(sent);
-        match link.deliver(&messages).await {
+        receiver.set_unconfirmed(sent + unsettled.map_or(0, |(_, bytes)| bytes));
+        match link.deliver(&messages, !more).await {
             Ok(link) => {
-                receiver.set_unconfirmed(0);
+                // Confirmed: this batch (watched, or confirmed by the repository itself),
+                // or, for a syslog/TLS batch left unwatched, the one before it.
+                let confirmed = if more && matches!(link, Link::Syslog(_)) {
+                    unsettled.replace((last, sent)).map(|(through, _)| through)
+                } else {
+                    unsettled = None;
+                    Some(last)
+                };
+                receiver.set_unconfirmed(unsettled.map_or(0, |(_, bytes)| bytes));
                 connection = Some(link);
                 backoff = Duration::from_secs(1);
-                if let Err(e) = advance(&receiver, &log, &store, &all, last) {
+                if let Some(through) = confirmed
+                    && let Err(e) = advance(&receiver, &log, &store, &all, through)
+                {
                     receiver.failed(&e.to_string());
                 }
             }
             Err(e) => {
+                // Everything after the stored cursor goes again, on a new connection.
+                unsettled = None;
                 receiver.failed(&e.to_string());
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -537,15 +572,19 @@ enum Link {
 
 impl Link {
     /// Delivers `messages`; `Ok` only once the transport confirmed them (the repository's
-    /// TCP for syslog over TLS, the repository itself for RELP).
-    async fn deliver(self, messages: &[Vec<u8>]) -> Result<Self, ShipError> {
+    /// TCP for syslog over TLS, the repository itself for RELP). Over syslog/TLS, without
+    /// `settle` the connection is only checked, not watched: [`Link::settle`] or the next
+    /// batch's delivery completes the confirmation.
+    async fn deliver(self, messages: &[Vec<u8>], settle: bool) -> Result<Self, ShipError> {
         match self {
             Self::Syslog(stream) => {
                 let mut frames = Vec::with_capacity(messages.iter().map(|m| m.len() + 8).sum());
                 for message in messages {
                     octet_counted_into(&mut frames, message);
                 }
-                send(*stream, &frames)
+                let stream = send(*stream, &frames).await?;
+                let watch = if settle { SETTLE } else { Duration::ZERO };
+                watch_open(stream, watch)
                     .await
                     .map(|stream| Self::Syslog(Box::new(stream)))
             }
@@ -557,12 +596,21 @@ impl Link {
             }
         }
     }
+
+    /// Watches a syslog/TLS connection for the receiver closing it after the last batch.
+    async fn settle(self) -> Result<Self, ShipError> {
+        match self {
+            Self::Syslog(stream) => watch_open(*stream, SETTLE)
+                .await
+                .map(|stream| Self::Syslog(Box::new(stream))),
+            relp @ Self::Relp(_) => Ok(relp),
+        }
+    }
 }
 
-/// Writes `frames` within the delivery deadline, waits until the receiver's TCP has
+/// Writes `frames` within the delivery deadline and waits until the receiver's TCP has
 /// acknowledged every byte (the strongest confirmation RFC 5425 allows: the data reached
-/// the repository's host), then watches the connection briefly: a receiver that closes it
-/// (or sends anything: syslog receivers do not talk) has not taken the batch.
+/// the repository's host).
 async fn send(
     mut stream: TlsStream<TcpStream>,
     frames: &[u8],
@@ -591,8 +639,18 @@ async fn send(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(50));
     }
+    Ok(stream)
+}
+
+/// Watches the connection for `watch` (zero: whatever already arrived): a receiver that
+/// closed it (or sends anything: syslog receivers do not talk) has not taken the batch. A
+/// reset connection has an empty send queue too, so this check is never skipped.
+async fn watch_open(
+    mut stream: TlsStream<TcpStream>,
+    watch: Duration,
+) -> Result<TlsStream<TcpStream>, ShipError> {
     let mut probe = [0u8; 1];
-    match tokio::time::timeout(SETTLE, stream.read(&mut probe)).await {
+    match tokio::time::timeout(watch, stream.read(&mut probe)).await {
         Err(_) => Ok(stream),
         Ok(Ok(0)) => Err(ShipError::Closed),
         Ok(Ok(_)) => Err(ShipError::Unexpected),

@@ -171,6 +171,32 @@ async fn a_receiver_refusing_the_certificate_gets_nothing_and_it_is_an_error() {
     assert!(rsyslog.received().is_empty(), "{:?}", rsyslog.received());
 }
 
+/// The same with a backlog larger than a batch, where batches follow one another without
+/// a watch between them (the next batch is the watch): a batch of thousands of records
+/// meets the refusal while it is written, and nothing counts shipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_refusing_the_certificate_during_a_backlog_drain_gets_nothing_counted() {
+    let rsyslog = Rsyslog::start();
+    let gateway = gateway(&rsyslog, "intruder", 9000);
+    assert!(
+        gateway
+            .stderr
+            .wait_for(PATIENCE, |l| l.contains("audit shipping failed"))
+            .is_some()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        rsyslog.received().is_empty(),
+        "{:?}",
+        rsyslog.received().len()
+    );
+    assert_eq!(
+        cursor(&gateway, "repository"),
+        0,
+        "counted shipped though refused"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lagging_receiver_shows_in_readiness_and_metrics() {
     let mut rsyslog = Rsyslog::start();
