@@ -61,6 +61,7 @@ pub(crate) mod access_mode;
 pub mod audit;
 pub mod cache;
 pub mod card;
+pub(crate) mod case;
 pub mod cli;
 pub(crate) mod clock;
 pub(crate) mod config;

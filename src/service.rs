@@ -251,8 +251,13 @@ pub async fn run(
         stores.clone(),
         audit.clone(),
         metrics.clone(),
-        cards,
-        access,
+        api::DeskServices {
+            cards,
+            access,
+            cases: Arc::new(crate::case::board::CaseBoard::new(Duration::from_secs(
+                prepared.config.cases.ttl_minutes.max(1) * 60,
+            ))),
+        },
         api::Oversight {
             receivers: prepared.receivers.clone(),
             ship_alert_seconds: prepared.config.audit.ship_alert_seconds,
@@ -260,6 +265,15 @@ pub async fn run(
         },
     );
     let app = api::router(state.clone());
+    // Cases lapse on their own: each end is recorded.
+    let reaping = state.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            api::case_routes::reap(&reaping).await;
+        }
+    });
     let (management_stop, management_stopped) = tokio::sync::oneshot::channel::<()>();
     let management_task = tokio::spawn(server::serve_management(
         management,
@@ -302,10 +316,11 @@ pub async fn run(
     }
     let _ = management_stop.send(());
     let _ = management_task.await;
-    // Grants live in memory: each one still open ends here, on the record.
+    // Grants and cases live in memory: each one still open ends here, on the record.
     if let Some(access) = state.access() {
         access.end_all("gateway_stopped").await;
     }
+    api::case_routes::end_all(&state).await;
     finish(drain, audit, &stores).await;
     tracing::info!("stopped");
     Ok(drain)

@@ -63,6 +63,13 @@ pub enum EventKind {
     /// An anomaly seen as it happened (see [`AlertKind`]); shipped with a higher syslog
     /// severity so that the receiving side can page someone.
     SecurityAlert,
+    /// The regulation software sent a case (SAMU Hub RS-EDA) to a desk (or it was refused:
+    /// see the outcome). `detail` holds the Hub case id, the desk and the number of
+    /// patients, never who they are.
+    CaseReceived,
+    /// A desk's case ended: closed by the regulation software, replaced by the next,
+    /// lapsed, or the gateway stopped (`detail`).
+    CaseClosed,
 }
 
 /// A coded value as DICOM audit messages carry it (`csd-code`, `originalText`).
@@ -91,7 +98,7 @@ pub struct DicomEvent {
 
 impl EventKind {
     /// Every kind, for documentation and exhaustive tests.
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 18] = [
         Self::ServiceStarted,
         Self::ServiceStopped,
         Self::ConfigurationLoaded,
@@ -108,6 +115,8 @@ impl EventKind {
         Self::TrailPruned,
         Self::TrailRestored,
         Self::SecurityAlert,
+        Self::CaseReceived,
+        Self::CaseClosed,
     ];
 
     /// The DICOM (PS3.15 A.5 / DCM) codes of this kind.
@@ -150,6 +159,9 @@ impl EventKind {
             Self::TrailRestored => (alert, Some(dcm("110134", "Audit Recording Started")), 'E'),
             // The alert's kind and the records behind it ride in the record's details.
             Self::SecurityAlert => (alert, None, 'E'),
+            // A case comes from another system into this one; closing it discards it.
+            Self::CaseReceived => (dcm("110107", "Import"), None, 'C'),
+            Self::CaseClosed => (dcm("110107", "Import"), None, 'D'),
         };
         DicomEvent {
             event_id,
@@ -177,6 +189,8 @@ impl EventKind {
             Self::TrailPruned => "trail_pruned",
             Self::TrailRestored => "trail_restored",
             Self::SecurityAlert => "security_alert",
+            Self::CaseReceived => "case_received",
+            Self::CaseClosed => "case_closed",
         }
     }
 }

@@ -63,6 +63,9 @@ pub struct Config {
     /// The encrypted summary cache.
     #[serde(default)]
     pub cache: crate::cache::CacheConfig,
+    /// Cases the regulation software sends to desks (SAMU Hub RS-EDA).
+    #[serde(default)]
+    pub cases: crate::case::CaseConfig,
     /// Log output.
     #[serde(default)]
     pub log: LogConfig,

@@ -289,6 +289,7 @@ fn check_range(out: &mut Vec<ConfigProblem>, key: &str, value: u64, min: u64, ma
 fn check_access(config: &Config, out: &mut Vec<ConfigProblem>) {
     let bg = &config.break_glass;
     check_range(out, "break_glass.grant_minutes", bg.grant_minutes, 5, 720);
+    check_range(out, "cases.ttl_minutes", config.cases.ttl_minutes, 5, 1440);
     check_range(
         out,
         "break_glass.open_grants_per_session",

@@ -227,6 +227,7 @@ pub(crate) fn setup(
         dmp: record.dmp,
         compliance: Default::default(),
         break_glass: Default::default(),
+        cases: Default::default(),
         limits: Default::default(),
         cache: crate::cache::CacheConfig {
             master_key: Some(cache_key.into()),

@@ -59,6 +59,11 @@ impl FromRequestParts<AppState> for Acting {
 }
 
 impl Acting {
+    /// The calling desk's id.
+    pub(super) fn desk_id(&self) -> &str {
+        &self.desk.id
+    }
+
     fn who(&self) -> Actorship<'_> {
         Actorship {
             desk: &self.desk,

@@ -26,11 +26,13 @@ use super::metrics::RequestLabels;
 pub(super) const MAX_BODY: usize = 16 * 1024;
 /// Largest roster (`PUT /api/v1/roster`): a centre's shifts for weeks.
 pub(super) const MAX_ROSTER_BODY: usize = 256 * 1024;
+/// Largest case (`POST /api/v1/desks/{desk}/case`): a many-victim case with notes.
+pub(super) const MAX_CASE_BODY: usize = crate::case::hub::MAX_MESSAGE_BYTES;
 /// A request body must have arrived whole within this.
 pub(super) const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Buffers a certificate holder's request body under [`MAX_BODY`] (or
-/// [`MAX_ROSTER_BODY`]) and [`BODY_DEADLINE`], refusing it with 413 or 408 otherwise;
+/// [`MAX_ROSTER_BODY`], [`MAX_CASE_BODY`]) and [`BODY_DEADLINE`], refusing it with 413 or 408 otherwise;
 /// passes an anonymous caller's request on unread (its route refuses it from the head).
 pub(super) async fn bounded_body(request: Request, next: Next) -> Response {
     use http_body_util::BodyExt;
@@ -42,8 +44,11 @@ pub(super) async fn bounded_body(request: Request, next: Next) -> Response {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let limit = if parts.uri.path() == "/api/v1/roster" {
+    let path = parts.uri.path();
+    let limit = if path == "/api/v1/roster" {
         MAX_ROSTER_BODY
+    } else if path.starts_with("/api/v1/desks/") && path.ends_with("/case") {
+        MAX_CASE_BODY
     } else {
         MAX_BODY
     };

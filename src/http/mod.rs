@@ -4,6 +4,7 @@
 pub(crate) mod settings;
 pub(crate) use settings::{CentreConfig, ServerConfig, TlsConfig};
 mod access_routes;
+pub(crate) mod case_routes;
 mod compliance_routes;
 pub(crate) mod csrf;
 pub(crate) mod error;
@@ -49,6 +50,17 @@ pub(crate) struct Oversight {
     pub thresholds: crate::audit::report::Thresholds,
 }
 
+/// What serves the desks: card login, break-glass access and the cases the regulation
+/// software sends.
+pub(crate) struct DeskServices {
+    /// Card login, when `[cards]` is configured.
+    pub cards: Option<Arc<CardLogin>>,
+    /// Break-glass access, when `[upstream]` and `[cards]` are.
+    pub access: Option<Arc<BreakGlass>>,
+    /// Each desk's case.
+    pub cases: Arc<crate::case::board::CaseBoard>,
+}
+
 /// What handlers share.
 #[derive(Clone)]
 pub(crate) struct AppState(Arc<Shared>);
@@ -60,6 +72,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     cards: Option<Arc<CardLogin>>,
     access: Option<Arc<BreakGlass>>,
+    cases: Arc<crate::case::board::CaseBoard>,
     receivers: Vec<Arc<crate::audit::ship::Receiver>>,
     ship_alert_seconds: u64,
     thresholds: crate::audit::report::Thresholds,
@@ -75,10 +88,14 @@ impl AppState {
         stores: Arc<Stores>,
         audit: Arc<AuditLog>,
         metrics: Arc<Metrics>,
-        cards: Option<Arc<CardLogin>>,
-        access: Option<Arc<BreakGlass>>,
+        desks: DeskServices,
         oversight: Oversight,
     ) -> Self {
+        let DeskServices {
+            cards,
+            access,
+            cases,
+        } = desks;
         Self(Arc::new(Shared {
             centre,
             stores,
@@ -86,6 +103,7 @@ impl AppState {
             metrics,
             cards,
             access,
+            cases,
             receivers: oversight.receivers,
             ship_alert_seconds: oversight.ship_alert_seconds,
             thresholds: oversight.thresholds,
@@ -151,6 +169,11 @@ impl AppState {
     /// Break-glass access, when `[upstream]` and `[cards]` are configured.
     pub(crate) fn access(&self) -> Option<&BreakGlass> {
         self.0.access.as_deref()
+    }
+
+    /// The case each desk holds.
+    pub(crate) fn cases(&self) -> &Arc<crate::case::board::CaseBoard> {
+        &self.0.cases
     }
 
     /// The metrics registry.
@@ -260,6 +283,8 @@ fn api_router() -> OpenApiRouter<AppState> {
             session_routes::close_session
         ))
         .routes(routes!(session_routes::put_roster))
+        .routes(routes!(case_routes::post_case, case_routes::delete_case))
+        .routes(routes!(case_routes::get_case))
         .routes(routes!(access_routes::break_glass))
         .routes(routes!(access_routes::reread))
         .routes(routes!(access_routes::document))

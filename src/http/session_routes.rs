@@ -208,19 +208,22 @@ impl FromRequestParts<AppState> for Integration {
                 "Tableau de garde non configuré.",
             )
         })?;
-        match peer {
-            Some(Peer::Unmapped(w))
-                if w.role == Some(super::Role::Integration)
-                    && w.cn.as_deref() == Some(integration_cn) =>
-            {
-                Ok(Self {
-                    roster,
-                    cn: integration_cn.to_owned(),
-                })
-            }
-            _ => Err(forbidden()),
+        if is_integration(peer, integration_cn) {
+            Ok(Self {
+                roster,
+                cn: integration_cn.to_owned(),
+            })
+        } else {
+            Err(forbidden())
         }
     }
+}
+
+/// Whether `peer` is the regulation software: the integration role (its pin checked at the
+/// handshake when configured) under the configured CN.
+pub(super) fn is_integration(peer: Option<&Peer>, integration_cn: &str) -> bool {
+    matches!(peer, Some(Peer::Unmapped(w))
+        if w.role == Some(super::Role::Integration) && w.cn.as_deref() == Some(integration_cn))
 }
 
 /// Replaces the on-duty roster. Only the regulation software's integration certificate

@@ -476,6 +476,10 @@ const EXPECTED: &[(&str, [u16; 5])] = &[
         "DELETE /api/v1/grants/{grant_id}",
         [403, 403, 503, 403, 403],
     ),
+    (
+        "DELETE /api/v1/desks/{desk}/case",
+        [403, 503, 403, 503, 503],
+    ),
     ("DELETE /api/v1/session", [403, 403, 503, 403, 403]),
     ("GET /", [200, 200, 200, 200, 200]),
     (
@@ -484,6 +488,7 @@ const EXPECTED: &[(&str, [u16; 5])] = &[
     ),
     ("GET /api/v1/compliance/pending", [403, 403, 403, 200, 403]),
     ("GET /api/v1/compliance/report", [403, 403, 403, 200, 403]),
+    ("GET /api/v1/case", [403, 403, 503, 403, 403]),
     ("GET /api/v1/csrf-token", [200, 200, 200, 200, 200]),
     ("GET /api/v1/desk", [403, 403, 200, 403, 403]),
     ("GET /api/v1/desk/events", [403, 403, 200, 403, 403]),
@@ -516,6 +521,7 @@ const EXPECTED: &[(&str, [u16; 5])] = &[
     ("GET /readyz", [403, 200, 200, 200, 200]),
     ("POST /api/v1/break-glass", [403, 403, 503, 403, 403]),
     ("POST /api/v1/compliance/export", [403, 403, 403, 415, 403]),
+    ("POST /api/v1/desks/{desk}/case", [403, 503, 403, 503, 503]),
     ("POST /api/v1/compliance/reviews", [403, 403, 403, 415, 403]),
     ("POST /api/v1/compliance/search", [403, 403, 403, 415, 403]),
     ("POST /api/v1/patients/search", [403, 403, 503, 403, 403]),

@@ -14,6 +14,7 @@ mod browser;
 mod card_login;
 mod card_pcsc;
 mod card_pkcs11;
+mod cases;
 mod compliance;
 mod configtest;
 mod demo;

@@ -32,9 +32,11 @@ async fn every_documented_operation_is_served() {
     assert_eq!(
         documented,
         [
+            "DELETE /api/v1/desks/{desk}/case",
             "DELETE /api/v1/grants/{grant_id}",
             "DELETE /api/v1/session",
             "GET /",
+            "GET /api/v1/case",
             "GET /api/v1/compliance/accesses/{seq}",
             "GET /api/v1/compliance/pending",
             "GET /api/v1/compliance/report",
@@ -60,6 +62,7 @@ async fn every_documented_operation_is_served() {
             "POST /api/v1/compliance/export",
             "POST /api/v1/compliance/reviews",
             "POST /api/v1/compliance/search",
+            "POST /api/v1/desks/{desk}/case",
             "POST /api/v1/patients/search",
             "POST /api/v1/session",
             "PUT /api/v1/roster",

@@ -1,0 +1,184 @@
+//! The case each desk holds: at most one, replaced by the next, ended by the regulation
+//! software (`close`) or by time (`reap`). Memory only: nothing of a case reaches the disk.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::hub::HubCase;
+
+/// A case at a desk, with when it arrived and when it lapses.
+#[derive(Clone, Debug)]
+pub(crate) struct HeldCase {
+    /// The case.
+    pub case: HubCase,
+    /// When the gateway received it (RFC 3339, UTC).
+    pub received_at: String,
+    ends: Instant,
+}
+
+impl HeldCase {
+    /// Seconds until it lapses.
+    pub(crate) fn seconds_left(&self) -> u64 {
+        self.ends
+            .saturating_duration_since(Instant::now())
+            .as_secs()
+    }
+}
+
+/// How a desk's case ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ended {
+    /// The desk.
+    pub desk: String,
+    /// The case's Hub id.
+    pub case_id: String,
+    /// `closed`, `replaced` or `expired`.
+    pub reason: &'static str,
+}
+
+/// Every desk's current case.
+#[derive(Debug)]
+pub(crate) struct CaseBoard {
+    lifetime: Duration,
+    cases: Mutex<HashMap<String, HeldCase>>,
+}
+
+impl CaseBoard {
+    /// A board whose cases lapse after `lifetime`.
+    pub(crate) fn new(lifetime: Duration) -> Self {
+        Self {
+            lifetime,
+            cases: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Puts `case` at `desk`; returns the case it replaced, if any.
+    pub(crate) fn put(&self, desk: &str, case: HubCase) -> Option<Ended> {
+        let held = HeldCase {
+            case,
+            received_at: crate::clock::now().0,
+            ends: Instant::now() + self.lifetime,
+        };
+        let mut cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
+        cases.insert(desk.to_owned(), held).map(|old| Ended {
+            desk: desk.to_owned(),
+            case_id: old.case.case_id,
+            reason: "replaced",
+        })
+    }
+
+    /// The desk's case, unless it lapsed.
+    pub(crate) fn get(&self, desk: &str) -> Option<HeldCase> {
+        let cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
+        cases
+            .get(desk)
+            .filter(|held| held.ends > Instant::now())
+            .cloned()
+    }
+
+    /// Ends the desk's case; `None` when it held none (or it had lapsed: the reaper
+    /// records that one).
+    pub(crate) fn close(&self, desk: &str) -> Option<Ended> {
+        let mut cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
+        if cases
+            .get(desk)
+            .is_some_and(|held| held.ends <= Instant::now())
+        {
+            return None;
+        }
+        cases.remove(desk).map(|held| Ended {
+            desk: desk.to_owned(),
+            case_id: held.case.case_id,
+            reason: "closed",
+        })
+    }
+
+    /// Removes and returns the cases that lapsed.
+    pub(crate) fn reap(&self) -> Vec<Ended> {
+        let now = Instant::now();
+        let mut cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
+        let lapsed: Vec<String> = cases
+            .iter()
+            .filter(|(_, held)| held.ends <= now)
+            .map(|(desk, _)| desk.clone())
+            .collect();
+        lapsed
+            .into_iter()
+            .filter_map(|desk| {
+                cases.remove(&desk).map(|held| Ended {
+                    desk,
+                    case_id: held.case.case_id,
+                    reason: "expired",
+                })
+            })
+            .collect()
+    }
+
+    /// Every case still held (the service is stopping: each end is recorded).
+    pub(crate) fn drain(&self) -> Vec<Ended> {
+        let mut cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
+        cases
+            .drain()
+            .map(|(desk, held)| Ended {
+                desk,
+                case_id: held.case.case_id,
+                reason: "gateway_stopped",
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn case(id: &str) -> HubCase {
+        HubCase {
+            case_id: id.into(),
+            owner: "fr.health.samu770".into(),
+            created: "2026-12-04T10:00:00+01:00".into(),
+            exercise: false,
+            sender: None,
+            motive: None,
+            priority: None,
+            patients: Vec::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_desk_holds_one_case_until_closed_replaced_or_lapsed() {
+        let board = CaseBoard::new(Duration::from_secs(60));
+        assert_eq!(board.put("regul-1", case("fr.health.samu770.A")), None);
+        let replaced = board.put("regul-1", case("fr.health.samu770.B")).unwrap();
+        assert_eq!(
+            (replaced.case_id.as_str(), replaced.reason),
+            ("fr.health.samu770.A", "replaced")
+        );
+        assert_eq!(
+            board.get("regul-1").unwrap().case.case_id,
+            "fr.health.samu770.B"
+        );
+        assert!(board.get("regul-2").is_none());
+        let closed = board.close("regul-1").unwrap();
+        assert_eq!(closed.reason, "closed");
+        assert!(board.close("regul-1").is_none());
+
+        board.put("regul-2", case("fr.health.samu770.C"));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(board.get("regul-2").is_some());
+        assert!(board.reap().is_empty());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(board.get("regul-2").is_none(), "lapsed cases are not shown");
+        assert!(
+            board.close("regul-2").is_none(),
+            "the reaper records a lapse"
+        );
+        let reaped = board.reap();
+        assert_eq!(reaped.len(), 1);
+        assert_eq!(reaped[0].reason, "expired");
+        assert!(board.reap().is_empty());
+    }
+}

@@ -1,0 +1,610 @@
+//! The SAMU Hub's "create case" message for health (RS-EDA, `createCaseHealth`), as the
+//! regulation software sends it: bare, or inside its EDXL-DE distribution envelope.
+//!
+//! Only what the gateway uses is modelled (docs/case.md). Objects the Hub adds fields to as
+//! its model evolves are read tolerantly (unknown fields ignored); what the published
+//! schema requires of the parts we read is required here too, and every value we keep is
+//! checked against the schema's pattern or list. Error texts name the field, never its
+//! value: a message carries patient identities.
+
+use serde::Deserialize;
+
+use super::CaseError;
+
+/// Largest message accepted (the Hub's examples are 3-6 KB).
+pub(crate) const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Most patients in one case (a multi-victim case still fits).
+const MAX_PATIENTS: usize = 50;
+/// Longest free text kept (history, treatments, a note).
+const MAX_TEXT: usize = 4000;
+/// Longest short value kept (ids, names, labels).
+const MAX_SHORT: usize = 200;
+
+/// The envelope, as far as the gateway reads it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    #[serde(rename = "distributionID")]
+    distribution_id: String,
+    #[serde(rename = "senderID")]
+    sender_id: String,
+    distribution_status: String,
+    distribution_kind: String,
+    content: Vec<Content>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Content {
+    json_content: JsonContent,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonContent {
+    embedded_json_content: Embedded,
+}
+
+#[derive(Deserialize)]
+struct Embedded {
+    message: Bare,
+}
+
+/// A message without its envelope (also the envelope's `message`, whose RC-DE header
+/// fields are not read).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Bare {
+    create_case_health: Option<WireCase>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireCase {
+    case_id: String,
+    creation: String,
+    qualification: Qualification,
+    // Required by the schema; its content is not used here.
+    #[allow(dead_code)]
+    location: serde::de::IgnoredAny,
+    owner: String,
+    #[serde(default)]
+    patient: Vec<WirePatient>,
+    #[serde(default)]
+    medical_note: Vec<WireNote>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Qualification {
+    health_motive: Option<Coded>,
+    details: Option<Details>,
+}
+
+#[derive(Deserialize)]
+struct Coded {
+    code: String,
+    label: String,
+}
+
+#[derive(Deserialize)]
+struct Details {
+    priority: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePatient {
+    patient_id: String,
+    identity: Option<Identity>,
+    administrative_file: Option<AdministrativeFile>,
+    detail: Option<PatientDetail>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Identity {
+    strict_features: Option<StrictFeatures>,
+    non_strict_features: Option<NonStrictFeatures>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StrictFeatures {
+    birth_name: Option<String>,
+    birth_date: Option<String>,
+    sex: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NonStrictFeatures {
+    // Required by the schema (the name as said), not used: the strict traits identify.
+    #[allow(dead_code)]
+    complete: String,
+    last_name: Option<String>,
+    first_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AdministrativeFile {
+    #[serde(default)]
+    external_id: Vec<ExternalId>,
+}
+
+#[derive(Deserialize)]
+struct ExternalId {
+    source: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PatientDetail {
+    medical_history: Option<String>,
+    treatment: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireNote {
+    patient_id: Option<String>,
+    // Required by the schema; who wrote it is not shown.
+    #[allow(dead_code)]
+    operator: serde::de::IgnoredAny,
+    #[allow(dead_code)]
+    medical_note_id: String,
+    freetext: String,
+}
+
+/// Sex as the Hub codes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub(crate) enum Sex {
+    /// `M`.
+    #[serde(rename = "M")]
+    Male,
+    /// `F`.
+    #[serde(rename = "F")]
+    Female,
+    /// `O`: other.
+    #[serde(rename = "O")]
+    Other,
+    /// `UN`: unknown.
+    #[serde(rename = "UN")]
+    Unknown,
+}
+
+/// A case as received: what the physician's page shows and the traits search uses.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct HubCase {
+    /// `{country}.{domain}.{organisation}.{senderCaseId}`.
+    pub case_id: String,
+    /// The SAMU that owns it (`fr.health.samuXXX`).
+    pub owner: String,
+    /// When the regulation software created it (as sent, RFC 3339 with offset).
+    pub created: String,
+    /// A drill (`Exercise`), not a real call: the page says so.
+    pub exercise: bool,
+    /// The envelope's sender, when it came in one.
+    pub sender: Option<String>,
+    /// The health motive (`M01.02`, label).
+    pub motive: Option<(String, String)>,
+    /// `P0` to `P3`, or `NR`.
+    pub priority: Option<String>,
+    /// The patients, in the message's order.
+    pub patients: Vec<HubPatient>,
+}
+
+/// Only the case id and the count print: the rest identifies patients.
+impl std::fmt::Debug for HubCase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubCase")
+            .field("case_id", &self.case_id)
+            .field("patients", &self.patients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One patient of a case.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct HubPatient {
+    /// The Hub's patient id (`fr.health.samu800.patient.…`).
+    pub patient_id: String,
+    /// Birth name (strict trait).
+    pub birth_name: Option<String>,
+    /// Birth date, `YYYY-MM-DD` (strict trait).
+    pub birth_date: Option<String>,
+    /// Sex (strict trait).
+    pub sex: Option<Sex>,
+    /// Name as said, when given (not a strict trait).
+    pub last_name: Option<String>,
+    /// First name as said, when given.
+    pub first_name: Option<String>,
+    /// A NIR the regulation software passed on: unqualified, a hint to check, never an INS.
+    pub nir: Option<String>,
+    /// Free-text history.
+    pub history: Option<String>,
+    /// Free-text treatments.
+    pub treatment: Option<String>,
+    /// The case's medical notes about this patient.
+    pub notes: Vec<String>,
+}
+
+impl std::fmt::Debug for HubPatient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubPatient").finish_non_exhaustive()
+    }
+}
+
+/// Reads a create-case message, bare or in its envelope.
+pub(crate) fn parse(body: &[u8]) -> Result<HubCase, CaseError> {
+    if body.len() > MAX_MESSAGE_BYTES {
+        return Err(CaseError::TooLarge {
+            limit: MAX_MESSAGE_BYTES,
+        });
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| CaseError::NotJson)?;
+    if !value.is_object() {
+        return Err(CaseError::Envelope("the message is not a JSON object"));
+    }
+    let is_envelope = value.get("distributionID").is_some() || value.get("content").is_some();
+    let (wire, sender, exercise) = if is_envelope {
+        let envelope: Envelope = typed(value, "envelope")?;
+        if envelope.distribution_kind != "Report" {
+            return Err(CaseError::Envelope(
+                "distributionKind must be Report for a new case",
+            ));
+        }
+        let exercise = match envelope.distribution_status.as_str() {
+            "Actual" => false,
+            "Exercise" => true,
+            _ => {
+                return Err(CaseError::Envelope(
+                    "distributionStatus must be Actual or Exercise",
+                ));
+            }
+        };
+        if envelope.distribution_id.is_empty() {
+            return Err(CaseError::Envelope("distributionID is empty"));
+        }
+        let sender = short(&envelope.sender_id, "senderID")?;
+        let mut cases = envelope.content.into_iter().filter_map(|c| {
+            c.json_content
+                .embedded_json_content
+                .message
+                .create_case_health
+        });
+        let wire = cases.next().ok_or(CaseError::Envelope(
+            "no createCaseHealth message in content",
+        ))?;
+        if cases.next().is_some() {
+            return Err(CaseError::Envelope(
+                "more than one createCaseHealth message in content",
+            ));
+        }
+        (wire, Some(sender), exercise)
+    } else {
+        let bare: Bare = typed(value, "message")?;
+        let wire = bare.create_case_health.ok_or(CaseError::Envelope(
+            "neither an EDXL-DE envelope nor a createCaseHealth message",
+        ))?;
+        (wire, None, false)
+    };
+    check(wire, sender, exercise)
+}
+
+/// Deserialises `value`, naming the failing field without its value.
+fn typed<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    what: &'static str,
+) -> Result<T, CaseError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde's own wording for a missing field names the field only; other messages
+        // may quote the value, which stays out.
+        let problem = match inner.strip_prefix("missing field ") {
+            Some(field) => format!("missing field {field}"),
+            None => "not of the expected type".to_owned(),
+        };
+        CaseError::Field {
+            field: if path == "." { what.to_owned() } else { path },
+            problem,
+        }
+    })
+}
+
+fn field(field: &str, problem: &str) -> CaseError {
+    CaseError::Field {
+        field: field.to_owned(),
+        problem: problem.to_owned(),
+    }
+}
+
+fn short(value: &str, name: &str) -> Result<String, CaseError> {
+    bounded(value, name, MAX_SHORT)
+}
+
+fn bounded(value: &str, name: &str, limit: usize) -> Result<String, CaseError> {
+    if value.chars().count() > limit {
+        return Err(field(name, &format!("longer than {limit} characters")));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(field(name, "holds control characters"));
+    }
+    Ok(value.trim().to_owned())
+}
+
+fn optional(value: Option<String>, name: &str, limit: usize) -> Result<Option<String>, CaseError> {
+    match value {
+        Some(v) => Ok(Some(bounded(&v, name, limit)?).filter(|v| !v.is_empty())),
+        None => Ok(None),
+    }
+}
+
+/// Dot-separated words of `[a-zA-Z0-9_-]`, between `min` and `max` of them. The schema's
+/// pattern, `^([a-zA-Z0-9_-]+\.?){4,10}$`, makes the dot optional, so it counts runs of
+/// characters, not words; the Hub's ids are dotted (`fr.health.samu770`, a case id
+/// `{country}.{domain}.{organisation}.{senderCaseId}`), and the gateway counts words.
+fn hub_id(value: &str, min: usize, max: usize) -> bool {
+    let parts: Vec<&str> = value.split('.').collect();
+    (min..=max).contains(&parts.len())
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
+/// `^([a-zA-Z0-9_-]+\.){3,8}patient(\.[a-zA-Z0-9_-]+){1,2}$`.
+fn patient_id(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('.').collect();
+    let word = |p: &&str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    let Some(at) = parts.iter().rposition(|p| *p == "patient") else {
+        return false;
+    };
+    let (before, after) = (&parts[..at], &parts[at + 1..]);
+    (3..=8).contains(&before.len())
+        && (1..=2).contains(&after.len())
+        && before.iter().all(word)
+        && after.iter().all(word)
+}
+
+/// `^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}[\-+]\d{2}:\d{2}$`, and a real instant.
+fn hub_datetime(value: &str) -> bool {
+    let b = value.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
+    b.len() == 25
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && (b[19] == b'+' || b[19] == b'-')
+        && digits(20..22)
+        && b[22] == b':'
+        && digits(23..25)
+        && time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+            .is_ok()
+}
+
+/// `YYYY-MM-DD`, a real date.
+fn birth_date(value: &str) -> bool {
+    let b = value.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return false;
+    }
+    let number = |range: std::ops::Range<usize>| {
+        value
+            .get(range)
+            .filter(|s| s.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|s| s.parse::<u16>().ok())
+    };
+    let (Some(year), Some(month), Some(day)) = (number(0..4), number(5..7), number(8..10)) else {
+        return false;
+    };
+    let month = u8::try_from(month)
+        .ok()
+        .and_then(|m| time::Month::try_from(m).ok());
+    match (month, u8::try_from(day)) {
+        (Some(month), Ok(day)) => {
+            time::Date::from_calendar_date(i32::from(year), month, day).is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// `^M\d{2}\.\d{2}(\.\d{2})?$`.
+fn motive_code(value: &str) -> bool {
+    let Some(rest) = value.strip_prefix('M') else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('.').collect();
+    (2..=3).contains(&parts.len())
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn check(wire: WireCase, sender: Option<String>, exercise: bool) -> Result<HubCase, CaseError> {
+    if !hub_id(&wire.case_id, 4, 10) || wire.case_id.len() > MAX_SHORT {
+        return Err(field(
+            "createCaseHealth.caseId",
+            "is not a Hub case id ({country}.{domain}.{organisation}.{senderCaseId})",
+        ));
+    }
+    if !hub_id(&wire.owner, 3, 9) || wire.owner.len() > MAX_SHORT {
+        return Err(field(
+            "createCaseHealth.owner",
+            "is not a Hub organisation id",
+        ));
+    }
+    if !hub_datetime(&wire.creation) {
+        return Err(field(
+            "createCaseHealth.creation",
+            "is not a date and time with its offset (YYYY-MM-DDThh:mm:ss+hh:mm)",
+        ));
+    }
+    let motive = match wire.qualification.health_motive {
+        Some(Coded { code, label }) => {
+            if !motive_code(&code) {
+                return Err(field(
+                    "createCaseHealth.qualification.healthMotive.code",
+                    "is not a health motive code (Mnn.nn or Mnn.nn.nn)",
+                ));
+            }
+            let label = short(&label, "createCaseHealth.qualification.healthMotive.label")?;
+            Some((code, label))
+        }
+        None => None,
+    };
+    let priority = match wire.qualification.details.and_then(|d| d.priority) {
+        Some(p) if ["P0", "P1", "P2", "P3", "NR"].contains(&p.as_str()) => Some(p),
+        Some(_) => {
+            return Err(field(
+                "createCaseHealth.qualification.details.priority",
+                "is not one of P0, P1, P2, P3, NR",
+            ));
+        }
+        None => None,
+    };
+    if wire.patient.len() > MAX_PATIENTS {
+        return Err(field(
+            "createCaseHealth.patient",
+            &format!("more than {MAX_PATIENTS} patients"),
+        ));
+    }
+    let mut patients = Vec::with_capacity(wire.patient.len());
+    for (i, p) in wire.patient.into_iter().enumerate() {
+        let at = |name: &str| format!("createCaseHealth.patient[{i}].{name}");
+        if !patient_id(&p.patient_id) || p.patient_id.len() > MAX_SHORT {
+            return Err(field(&at("patientId"), "is not a Hub patient id"));
+        }
+        if patients
+            .iter()
+            .any(|q: &HubPatient| q.patient_id == p.patient_id)
+        {
+            return Err(field(&at("patientId"), "appears twice"));
+        }
+        let identity = p.identity;
+        let (strict, loose) = match identity {
+            Some(Identity {
+                strict_features,
+                non_strict_features,
+            }) => (strict_features, non_strict_features),
+            None => (None, None),
+        };
+        let (birth_name, birth, sex) = match strict {
+            Some(s) => (s.birth_name, s.birth_date, s.sex),
+            None => (None, None, None),
+        };
+        if let Some(date) = &birth
+            && !birth_date(date)
+        {
+            return Err(field(
+                &at("identity.strictFeatures.birthDate"),
+                "is not a date (YYYY-MM-DD)",
+            ));
+        }
+        let sex = match sex.as_deref() {
+            None => None,
+            Some("M") => Some(Sex::Male),
+            Some("F") => Some(Sex::Female),
+            Some("O") => Some(Sex::Other),
+            Some("UN") => Some(Sex::Unknown),
+            Some(_) => {
+                return Err(field(
+                    &at("identity.strictFeatures.sex"),
+                    "is not one of M, F, O, UN",
+                ));
+            }
+        };
+        let (last_name, first_name) = match loose {
+            Some(n) => (n.last_name, n.first_name),
+            None => (None, None),
+        };
+        let mut nir = None;
+        for (j, id) in p
+            .administrative_file
+            .map(|a| a.external_id)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let name = at(&format!("administrativeFile.externalId[{j}]"));
+            if !["NIR", "SINUS", "DOSSARD", "PLACE", "AUTRE"].contains(&id.source.as_str()) {
+                return Err(field(&name, "has an unknown source"));
+            }
+            if id.source == "NIR" && nir.is_none() {
+                nir = Some(short(&id.value, &name)?);
+            }
+        }
+        let (history, treatment) = match p.detail {
+            Some(d) => (d.medical_history, d.treatment),
+            None => (None, None),
+        };
+        patients.push(HubPatient {
+            birth_name: optional(
+                birth_name,
+                &at("identity.strictFeatures.birthName"),
+                MAX_SHORT,
+            )?,
+            birth_date: birth,
+            sex,
+            last_name: optional(
+                last_name,
+                &at("identity.nonStrictFeatures.lastName"),
+                MAX_SHORT,
+            )?,
+            first_name: optional(
+                first_name,
+                &at("identity.nonStrictFeatures.firstName"),
+                MAX_SHORT,
+            )?,
+            nir: nir.filter(|n| !n.is_empty()),
+            history: optional(history, &at("detail.medicalHistory"), MAX_TEXT)?,
+            treatment: optional(treatment, &at("detail.treatment"), MAX_TEXT)?,
+            notes: Vec::new(),
+            patient_id: p.patient_id,
+        });
+    }
+    for (i, note) in wire.medical_note.into_iter().enumerate() {
+        let name = format!("createCaseHealth.medicalNote[{i}].freetext");
+        let text = bounded(&note.freetext, &name, MAX_TEXT)?;
+        // A note about no patient, or one the case does not list, concerns the case: the
+        // page does not show it against anyone.
+        if let Some(target) = note.patient_id
+            && let Some(patient) = patients.iter_mut().find(|p| p.patient_id == target)
+            && !text.is_empty()
+        {
+            patient.notes.push(text);
+        }
+    }
+    Ok(HubCase {
+        case_id: wire.case_id,
+        owner: wire.owner,
+        created: wire.creation,
+        exercise,
+        sender,
+        motive,
+        priority,
+        patients,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,348 @@
+use super::*;
+
+use std::path::PathBuf;
+
+/// The project's own message: two patients, every field the gateway reads.
+const OWN: &str = include_str!("../../../tests/fixtures/hub/rs-eda-two-patients.json");
+
+fn shared_examples() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/hub/sample/examples/RS-EDA");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: {} is absent; the Hub's own RS-EDA examples are not read",
+            dir.display()
+        );
+        None
+    }
+}
+
+fn own() -> serde_json::Value {
+    serde_json::from_str(OWN).unwrap()
+}
+
+/// `message` inside an EDXL-DE envelope (the RC-DE header beside it, as the Hub sends).
+fn enveloped(message: &serde_json::Value, kind: &str, status: &str) -> Vec<u8> {
+    let mut inner = serde_json::json!({
+        "messageId": "fr.health.samu690_lrm-7f3e",
+        "sender": {"name": "samu690", "URI": "hubex:fr.health.samu690"},
+        "sentAt": "2026-12-04T09:13:00+01:00",
+        "kind": kind,
+        "status": status,
+        "recipient": [{"name": "gateway", "URI": "hubex:fr.health.samu690.gateway"}]
+    });
+    inner["createCaseHealth"] = message["createCaseHealth"].clone();
+    serde_json::to_vec(&serde_json::json!({
+        "distributionID": "fr.health.samu690_lrm-7f3e",
+        "senderID": "fr.health.samu690",
+        "dateTimeSent": "2026-12-04T09:13:00+01:00",
+        "dateTimeExpires": "2026-12-05T09:13:00+01:00",
+        "distributionStatus": status,
+        "distributionKind": kind,
+        "descriptor": {"language": "fr-FR", "explicitAddress": {"explicitAddressScheme": "hubex", "explicitAddressValue": "fr.health.samu690"}},
+        "content": [{"jsonContent": {"embeddedJsonContent": {"message": inner}}}]
+    }))
+    .unwrap()
+}
+
+#[test]
+fn the_projects_message_reads_into_every_field() {
+    let case = parse(OWN.as_bytes()).unwrap();
+    assert_eq!(case.case_id, "fr.health.samu690.DRFR156902612040001");
+    assert_eq!(case.owner, "fr.health.samu690");
+    assert_eq!(
+        case.motive,
+        Some((
+            "M04.01".to_owned(),
+            "Malaise avec perte de connaissance".to_owned()
+        ))
+    );
+    assert_eq!(case.priority.as_deref(), Some("P0"));
+    assert!(!case.exercise);
+    assert_eq!(case.sender, None);
+    assert_eq!(case.patients.len(), 2);
+    let first = &case.patients[0];
+    assert_eq!(first.birth_name.as_deref(), Some("FICTIF"));
+    assert_eq!(first.birth_date.as_deref(), Some("1958-03-14"));
+    assert_eq!(first.sex, Some(Sex::Female));
+    assert_eq!(first.first_name.as_deref(), Some("Odile"));
+    // The NIR among other external ids, kept as an unqualified hint.
+    assert_eq!(first.nir.as_deref(), Some("258037512345678"));
+    assert!(
+        first
+            .history
+            .as_deref()
+            .unwrap()
+            .starts_with("Insuffisance")
+    );
+    assert!(
+        first
+            .treatment
+            .as_deref()
+            .unwrap()
+            .starts_with("Anticoagulant")
+    );
+    // The note about this patient is theirs; the case-wide note is nobody's.
+    assert_eq!(first.notes.len(), 1);
+    let second = &case.patients[1];
+    assert_eq!(second.sex, Some(Sex::Male));
+    assert_eq!(
+        (second.birth_name.as_ref(), second.nir.as_ref()),
+        (None, None)
+    );
+    assert!(second.notes.is_empty());
+}
+
+#[test]
+fn debug_shows_the_case_id_and_the_count_only() {
+    let case = parse(OWN.as_bytes()).unwrap();
+    let shown = format!("{case:?} {:?}", case.patients);
+    assert!(shown.contains("DRFR156902612040001") && shown.contains("patients: 2"));
+    for secret in ["FICTIF", "Odile", "1958", "258037512345678", "Insuffisance"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+}
+
+#[test]
+fn the_hubs_examples_read() {
+    let Some(dir) = shared_examples() else {
+        return;
+    };
+    let mut read = 0;
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let bytes = std::fs::read(&path).unwrap();
+        let case = parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        // Each example's shape, as published.
+        let (case_id, patients) = if name.contains("PierreLegrand") {
+            ("fr.fire.sis044.cga-044.SC-20241205-044-cga-AL9", 1)
+        } else if name.contains("DidierMorel") {
+            ("fr.health.samu770.DRFR157702400400055", 1)
+        } else if name.contains("EnfantsNguyen") {
+            ("fr.health.samu800.DRFR158002421400215", 2)
+        } else if name.contains("MonsieurX") {
+            ("fr.health.samu009.DRFR150092406301259", 1)
+        } else {
+            // A newer example: it reads, which is what matters.
+            read += 1;
+            continue;
+        };
+        assert_eq!(case.case_id, case_id, "{name}");
+        assert_eq!(case.patients.len(), patients, "{name}");
+        if name.contains("EnfantsNguyen") {
+            let traits: Vec<_> = case
+                .patients
+                .iter()
+                .map(|p| (p.sex, p.birth_date.clone()))
+                .collect();
+            assert_eq!(
+                traits,
+                vec![
+                    (Some(Sex::Female), Some("2021-10-15".to_owned())),
+                    (Some(Sex::Male), Some("2017-11-06".to_owned()))
+                ]
+            );
+            // Trailing spaces in the source are trimmed.
+            assert_eq!(case.patients[0].first_name.as_deref(), Some("Kamélia"));
+        }
+        if name.contains("MonsieurX") {
+            let p = &case.patients[0];
+            assert_eq!((p.sex, p.birth_date.as_ref()), (None, None));
+        }
+        // Enveloped, the same message reads the same, with its sender.
+        let message: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let again = parse(&enveloped(&message, "Report", "Actual")).unwrap();
+        assert_eq!(again.patients, case.patients, "{name}");
+        assert_eq!(again.sender.as_deref(), Some("fr.health.samu690"));
+        read += 1;
+    }
+    assert!(read >= 4, "only {read} examples in {}", dir.display());
+}
+
+#[test]
+fn an_envelope_says_whether_it_is_a_drill_and_must_carry_one_new_case() {
+    let message = own();
+    let drill = parse(&enveloped(&message, "Report", "Exercise")).unwrap();
+    assert!(drill.exercise);
+    for (kind, status, expected) in [
+        ("Update", "Actual", "distributionKind must be Report"),
+        ("Cancel", "Actual", "distributionKind must be Report"),
+        (
+            "Report",
+            "System",
+            "distributionStatus must be Actual or Exercise",
+        ),
+    ] {
+        let err = parse(&enveloped(&message, kind, status)).unwrap_err();
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+    // An envelope carrying another message.
+    let mut other: serde_json::Value =
+        serde_json::from_slice(&enveloped(&message, "Report", "Actual")).unwrap();
+    let inner = &mut other["content"][0]["jsonContent"]["embeddedJsonContent"]["message"];
+    inner.as_object_mut().unwrap().remove("createCaseHealth");
+    inner["createCase"] = serde_json::json!({"caseId": "x"});
+    let err = parse(&serde_json::to_vec(&other).unwrap()).unwrap_err();
+    assert_eq!(
+        err,
+        CaseError::Envelope("no createCaseHealth message in content")
+    );
+    // An envelope missing a required field names it.
+    other.as_object_mut().unwrap().remove("senderID");
+    let err = parse(&serde_json::to_vec(&other).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("senderID"), "{err}");
+}
+
+/// Each change breaks the message at one place; the error names the place and never
+/// repeats the value.
+#[test]
+fn malformed_messages_name_the_field_and_never_the_value() {
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        ("/caseId", serde_json::json!("fr.health"), "caseId"),
+        (
+            "/caseId",
+            serde_json::json!("fr.health.samu690.ABC 123"),
+            "caseId",
+        ),
+        ("/owner", serde_json::json!("fr"), "owner"),
+        (
+            "/creation",
+            serde_json::json!("2026-12-04T09:12:30Z"),
+            "creation",
+        ),
+        (
+            "/creation",
+            serde_json::json!("2026-13-04T09:12:30+01:00"),
+            "creation",
+        ),
+        (
+            "/qualification/healthMotive/code",
+            serde_json::json!("X04.01"),
+            "healthMotive.code",
+        ),
+        (
+            "/qualification/details/priority",
+            serde_json::json!("URGENT"),
+            "priority",
+        ),
+        (
+            "/patient/0/patientId",
+            serde_json::json!("fr.health.samu690.DRFR156902612040001"),
+            "patient[0].patientId",
+        ),
+        (
+            "/patient/0/identity/strictFeatures/birthDate",
+            serde_json::json!("1958-02-30"),
+            "birthDate",
+        ),
+        (
+            "/patient/0/identity/strictFeatures/sex",
+            serde_json::json!("H"),
+            "sex",
+        ),
+        (
+            "/patient/0/identity/strictFeatures/birthName",
+            serde_json::json!(42),
+            "birthName",
+        ),
+        (
+            "/patient/0/identity/strictFeatures/birthName",
+            serde_json::json!("FIC\u{0007}TIF"),
+            "birthName",
+        ),
+        (
+            "/patient/0/administrativeFile/externalId/1/source",
+            serde_json::json!("INS"),
+            "externalId[1]",
+        ),
+        (
+            "/patient/1/patientId",
+            serde_json::json!("fr.health.samu690.patient.DRFR156902612040001.1"),
+            "appears twice",
+        ),
+        (
+            "/patient/0/detail/treatment",
+            serde_json::json!("x".repeat(4001)),
+            "longer than 4000",
+        ),
+    ];
+    for (pointer, value, expected) in cases {
+        let mut message = own();
+        let shown = value.to_string();
+        *message["createCaseHealth"].pointer_mut(pointer).unwrap() = value;
+        let err = parse(&serde_json::to_vec(&message).unwrap()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(expected), "{pointer}: {text}");
+        let bare = shown.trim_matches('"');
+        if bare.len() > 3 {
+            assert!(!text.contains(bare), "{pointer}: value echoed in {text}");
+        }
+    }
+    // Required fields.
+    for required in ["caseId", "creation", "qualification", "location", "owner"] {
+        let mut message = own();
+        message["createCaseHealth"]
+            .as_object_mut()
+            .unwrap()
+            .remove(required);
+        let err = parse(&serde_json::to_vec(&message).unwrap()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("missing field `{required}`")),
+            "{required}: {err}"
+        );
+    }
+    assert_eq!(
+        parse(b"{\"createCaseHealth\": ").unwrap_err(),
+        CaseError::NotJson
+    );
+    assert_eq!(
+        parse(b"[1, 2]").unwrap_err(),
+        CaseError::Envelope("the message is not a JSON object")
+    );
+    assert!(matches!(
+        parse(b"{\"createCase\": {}}").unwrap_err(),
+        CaseError::Envelope(_)
+    ));
+    let huge = vec![b' '; MAX_MESSAGE_BYTES + 1];
+    assert!(matches!(
+        parse(&huge).unwrap_err(),
+        CaseError::TooLarge { .. }
+    ));
+}
+
+#[test]
+fn unknown_fields_are_tolerated_as_the_hub_evolves() {
+    let mut message = own();
+    message["createCaseHealth"]["futureField"] = serde_json::json!({"any": [1, 2]});
+    message["createCaseHealth"]["patient"][0]["identity"]["strictFeatures"]["birthPlace"] =
+        serde_json::json!("Lyon");
+    let case = parse(&serde_json::to_vec(&message).unwrap()).unwrap();
+    assert_eq!(case.patients.len(), 2);
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+        let _ = parse(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_strings_in_every_read_field_never_panic(value in ".{0,40}") {
+        for pointer in ["/caseId", "/owner", "/creation", "/qualification/healthMotive/code",
+                        "/patient/0/patientId", "/patient/0/identity/strictFeatures/birthDate",
+                        "/patient/0/identity/strictFeatures/sex"] {
+            let mut message = own();
+            *message["createCaseHealth"].pointer_mut(pointer).unwrap() = serde_json::json!(value.clone());
+            let _ = parse(&serde_json::to_vec(&message).unwrap());
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Cases from the regulation software (SAMU Hub RS-EDA): the integration certificate puts a
+//! case at a desk or closes it; the desk's logged-in physician reads it. Every case
+//! received, refused or ended is on the record with its Hub id, never its patients.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+
+use super::AppState;
+use super::access_routes::Acting;
+use super::error::ApiError;
+use super::identity::Peer;
+use crate::audit::{Actor, Event, EventKind, Outcome};
+use crate::case::board::{CaseBoard, Ended, HeldCase};
+use crate::case::hub::{self, Sex};
+
+/// The regulation software, by its integration certificate (`roster.integration_cn`),
+/// with the board it may write to. Checked from the request head: the body is read after.
+pub(super) struct CaseSender {
+    board: Arc<CaseBoard>,
+    cn: String,
+}
+
+fn forbidden() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "case_forbidden",
+        "only the regulation software's integration certificate may send or close cases",
+        "Seul le logiciel de régulation peut transmettre une affaire.",
+    )
+}
+
+fn no_integration() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "case_intake_unavailable",
+        "case intake needs [cards] and roster.integration_cn (the regulation software's certificate)",
+        "Réception des affaires non configurée.",
+    )
+}
+
+impl FromRequestParts<AppState> for CaseSender {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts.extensions.get::<Peer>();
+        match peer {
+            Some(Peer::Anonymous) | None => return Err(ApiError::certificate_required()),
+            // A desk's workstation is never the integration (configtest sees to it).
+            Some(Peer::Desk(..)) => return Err(forbidden()),
+            // As for the roster: an unconfigured intake says so before who may use it.
+            Some(Peer::Unmapped(_)) => {}
+        }
+        let integration_cn = state
+            .cards()
+            .and_then(|c| c.roster())
+            .map(|(_, cn)| cn.to_owned())
+            .ok_or_else(no_integration)?;
+        if !super::session_routes::is_integration(peer, &integration_cn) {
+            return Err(forbidden());
+        }
+        Ok(Self {
+            board: state.cases().clone(),
+            cn: integration_cn,
+        })
+    }
+}
+
+impl CaseSender {
+    fn actor(&self, desk: &str) -> Actor {
+        Actor {
+            workstation: Some(self.cn.clone()),
+            desk: Some(desk.to_owned()),
+            ..Actor::default()
+        }
+    }
+}
+
+/// What the regulation software hears back.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct CaseReceipt {
+    /// The Hub case id.
+    pub case_id: String,
+    /// The desk that now holds it.
+    pub desk: String,
+    /// How many patients it lists.
+    pub patients: usize,
+    /// Seconds until it lapses, unless closed or replaced first.
+    pub expires_in_seconds: u64,
+}
+
+fn unknown_desk() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "desk_unknown",
+        "no desk of this gateway has that id",
+        "Poste inconnu.",
+    )
+}
+
+/// The desk's id as configured, if `desk` names one.
+fn configured_desk(state: &AppState, desk: &str) -> Result<String, ApiError> {
+    state
+        .cards()
+        .and_then(|c| c.sessions.desk(desk))
+        .map(|d| d.id)
+        .ok_or_else(unknown_desk)
+}
+
+async fn record(state: &AppState, event: Event) -> Result<(), ApiError> {
+    state
+        .audit()
+        .append(event)
+        .await
+        .map(drop)
+        .map_err(|_| super::session_routes::audit_unavailable())
+}
+
+fn ended_event(sender_actor: Option<Actor>, ended: &Ended) -> Event {
+    Event {
+        actor: sender_actor,
+        ..Event::new(EventKind::CaseClosed, Outcome::Success).with_detail(format!(
+            "case {}; desk {}; ended: {}",
+            ended.case_id, ended.desk, ended.reason
+        ))
+    }
+}
+
+/// Puts a case (RS-EDA `createCaseHealth`, bare or in its EDXL-DE envelope) at a desk,
+/// replacing the one it held. Only the regulation software's integration certificate.
+#[utoipa::path(post, path = "/api/v1/desks/{desk}/case", tag = "cases",
+    params(("desk" = String, Path, description = "The desk's configured id")),
+    request_body(content = String, content_type = "application/json", description = "An RS-EDA createCaseHealth message, bare or in its EDXL-DE envelope"),
+    responses((status = 201, description = "The desk holds the case", body = CaseReceipt),
+              (status = 400, description = "Not an RS-EDA create-case message (the field is named, not its value)", body = ApiError),
+              (status = 403, description = "Not the integration certificate", body = ApiError),
+              (status = 404, description = "No such desk", body = ApiError),
+              (status = 413, description = "Message too large", body = ApiError),
+              (status = 415, description = "Not sent as application/json", body = ApiError),
+              (status = 503, description = "Case intake not configured, or the audit trail cannot record", body = ApiError)))]
+pub(super) async fn post_case(
+    State(state): State<AppState>,
+    sender: CaseSender,
+    Path(desk): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<CaseReceipt>), ApiError> {
+    let desk = configured_desk(&state, &desk)?;
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim() == "application/json")
+        });
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "json_required",
+            "the message must be sent as application/json",
+            "Message refusé : format inattendu.",
+        ));
+    }
+    let case = match hub::parse(&body) {
+        Ok(case) => case,
+        Err(e) => {
+            let status = if matches!(e, crate::case::CaseError::TooLarge { .. }) {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            // On the record without a word of the message: it may name patients.
+            record(
+                &state,
+                Event {
+                    actor: Some(sender.actor(&desk)),
+                    ..Event::new(
+                        EventKind::CaseReceived,
+                        Outcome::Refused {
+                            reason: "case_invalid".into(),
+                        },
+                    )
+                    .with_detail(format!("desk {desk}"))
+                },
+            )
+            .await?;
+            return Err(ApiError::new(
+                status,
+                "case_invalid",
+                e.to_string(),
+                "Affaire refusée : message invalide.",
+            ));
+        }
+    };
+    let (case_id, patients) = (case.case_id.clone(), case.patients.len());
+    // On the record before any desk shows it.
+    record(
+        &state,
+        Event {
+            actor: Some(sender.actor(&desk)),
+            ..Event::new(EventKind::CaseReceived, Outcome::Success).with_detail(format!(
+                "case {case_id}; desk {desk}; patients {patients}{}",
+                if case.exercise { "; exercise" } else { "" }
+            ))
+        },
+    )
+    .await?;
+    if let Some(replaced) = sender.board.put(&desk, case) {
+        record(&state, ended_event(Some(sender.actor(&desk)), &replaced)).await?;
+    }
+    let expires_in_seconds = sender.board.get(&desk).map_or(0, |h| h.seconds_left());
+    Ok((
+        StatusCode::CREATED,
+        Json(CaseReceipt {
+            case_id,
+            desk,
+            patients,
+            expires_in_seconds,
+        }),
+    ))
+}
+
+/// Closes the desk's case. Only the regulation software's integration certificate.
+#[utoipa::path(delete, path = "/api/v1/desks/{desk}/case", tag = "cases",
+    params(("desk" = String, Path, description = "The desk's configured id")),
+    responses((status = 204, description = "Closed"),
+              (status = 403, description = "Not the integration certificate", body = ApiError),
+              (status = 404, description = "No such desk, or it holds no case", body = ApiError),
+              (status = 503, description = "Case intake not configured, or the audit trail cannot record", body = ApiError)))]
+pub(super) async fn delete_case(
+    State(state): State<AppState>,
+    sender: CaseSender,
+    Path(desk): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let desk = configured_desk(&state, &desk)?;
+    let ended = sender.board.close(&desk).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_case",
+            "the desk holds no case",
+            "Aucune affaire en cours à ce poste.",
+        )
+    })?;
+    record(&state, ended_event(Some(sender.actor(&desk)), &ended)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A case as the physician's page shows it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct CaseView {
+    /// The Hub case id.
+    pub case_id: String,
+    /// The SAMU that owns it.
+    pub owner: String,
+    /// When the regulation software created it.
+    pub created: String,
+    /// When the gateway received it.
+    pub received_at: String,
+    /// A drill, not a real call.
+    pub exercise: bool,
+    /// The health motive's code.
+    pub motive_code: Option<String>,
+    /// The health motive's label (French).
+    pub motive_label: Option<String>,
+    /// `P0` to `P3`, or `NR`.
+    pub priority: Option<String>,
+    /// Seconds until it lapses.
+    pub seconds_left: u64,
+    /// The patients, in the message's order.
+    pub patients: Vec<CasePatientView>,
+}
+
+/// One patient of the case.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct CasePatientView {
+    /// The Hub's patient id.
+    pub patient_id: String,
+    /// Birth name.
+    pub birth_name: Option<String>,
+    /// Name as said.
+    pub last_name: Option<String>,
+    /// First name as said.
+    pub first_name: Option<String>,
+    /// Birth date (`YYYY-MM-DD`).
+    pub birth_date: Option<String>,
+    /// `M`, `F`, `O` or `UN`.
+    pub sex: Option<Sex>,
+    /// A NIR the regulation software passed on: a hint to check, not an identity.
+    pub nir_unverified: Option<String>,
+    /// Free-text history.
+    pub history: Option<String>,
+    /// Free-text treatments.
+    pub treatment: Option<String>,
+    /// The case's notes about this patient.
+    pub notes: Vec<String>,
+}
+
+impl From<HeldCase> for CaseView {
+    fn from(held: HeldCase) -> Self {
+        let seconds_left = held.seconds_left();
+        let case = held.case;
+        let (motive_code, motive_label) = match case.motive {
+            Some((code, label)) => (Some(code), Some(label)),
+            None => (None, None),
+        };
+        Self {
+            case_id: case.case_id,
+            owner: case.owner,
+            created: case.created,
+            received_at: held.received_at,
+            exercise: case.exercise,
+            motive_code,
+            motive_label,
+            priority: case.priority,
+            seconds_left,
+            patients: case
+                .patients
+                .into_iter()
+                .map(|p| CasePatientView {
+                    patient_id: p.patient_id,
+                    birth_name: p.birth_name,
+                    last_name: p.last_name,
+                    first_name: p.first_name,
+                    birth_date: p.birth_date,
+                    sex: p.sex,
+                    nir_unverified: p.nir,
+                    history: p.history,
+                    treatment: p.treatment,
+                    notes: p.notes,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The case the regulation software sent to the calling desk, for its logged-in
+/// physician.
+#[utoipa::path(get, path = "/api/v1/case", tag = "cases", security(("workstationCertificate" = [], "sessionCookie" = []), ("workstationCertificate" = [], "sessionBearer" = [])),
+    responses((status = 200, description = "The desk's case", body = CaseView),
+              (status = 401, description = "No open session at this desk", body = ApiError),
+              (status = 404, description = "The desk holds no case", body = ApiError)))]
+pub(super) async fn get_case(
+    State(state): State<AppState>,
+    acting: Acting,
+) -> Result<([(header::HeaderName, &'static str); 1], Json<CaseView>), ApiError> {
+    let held = state.cases().get(acting.desk_id()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_case",
+            "the desk holds no case",
+            "Aucune affaire transmise par le logiciel de régulation.",
+        )
+    })?;
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(CaseView::from(held)),
+    ))
+}
+
+/// Records the end of every case that lapsed (the service's reaper calls it).
+pub(crate) async fn reap(state: &AppState) {
+    for ended in state.cases().reap() {
+        if let Err(e) = state.audit().append(ended_event(None, &ended)).await {
+            tracing::error!(error = %e, "cannot record the end of a case");
+        }
+    }
+}
+
+/// Records the end of every case still held (the service is stopping).
+pub(crate) async fn end_all(state: &AppState) {
+    for ended in state.cases().drain() {
+        if let Err(e) = state.audit().append(ended_event(None, &ended)).await {
+            tracing::error!(error = %e, "cannot record the end of a case");
+        }
+    }
+}
