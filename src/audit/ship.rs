@@ -443,8 +443,13 @@ async fn ship(
         };
         if count == 0 {
             // The backlog is drained: the last batch gets its watch, then counts.
-            if let (Some((through, _)), Some(link)) = (unsettled.take(), connection.take()) {
-                match link.settle().await {
+            // (An unsettled batch always has its connection: both are set together.)
+            if let Some((through, _)) = unsettled.take() {
+                let settled = match connection.take() {
+                    Some(link) => link.settle().await,
+                    None => Err(ShipError::Closed),
+                };
+                match settled {
                     Ok(link) => {
                         connection = Some(link);
                         receiver.set_unconfirmed(0);

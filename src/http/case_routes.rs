@@ -364,16 +364,16 @@ pub(super) async fn get_case(
 
 /// Records the end of every case that lapsed (the service's reaper calls it).
 pub(crate) async fn reap(state: &AppState) {
-    for ended in state.cases().reap() {
-        if let Err(e) = state.audit().append(ended_event(None, &ended)).await {
-            tracing::error!(error = %e, "cannot record the end of a case");
-        }
-    }
+    record_ends(state, state.cases().reap()).await;
 }
 
 /// Records the end of every case still held (the service is stopping).
 pub(crate) async fn end_all(state: &AppState) {
-    for ended in state.cases().drain() {
+    record_ends(state, state.cases().drain()).await;
+}
+
+async fn record_ends(state: &AppState, ended: Vec<Ended>) {
+    for ended in ended {
         if let Err(e) = state.audit().append(ended_event(None, &ended)).await {
             tracing::error!(error = %e, "cannot record the end of a case");
         }
