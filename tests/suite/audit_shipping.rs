@@ -108,6 +108,39 @@ async fn every_record_arrives_validates_and_chains() {
     drop(gateway);
 }
 
+/// The established connections to `port` (their local addresses), as `ss` sees them.
+fn connections_to(port: u16) -> Vec<String> {
+    let out = std::process::Command::new("ss")
+        .args([
+            "-Htn",
+            "state",
+            "established",
+            &format!("( dport = :{port} )"),
+        ])
+        .output()
+        .expect("ss (iproute2) runs");
+    let mut local: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        .collect();
+    local.sort();
+    local
+}
+
+/// Between batches a shipper keeps its connection: idle for a few seconds (several idle
+/// rounds of the shipper), it is still the same one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_shipper_keeps_its_connection() {
+    let rsyslog = Rsyslog::start();
+    let gateway = gateway(&rsyslog, "gateway-test", 0);
+    tokio::task::block_in_place(|| rsyslog.wait_for(2, PATIENCE));
+    let first = connections_to(rsyslog.port);
+    assert_eq!(first.len(), 1, "{first:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(connections_to(rsyslog.port), first);
+    drop(gateway);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_outage_and_restarts_lose_nothing_and_keep_the_order() {
     let mut rsyslog = Rsyslog::start();
