@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::access_routes::Acting;
@@ -339,27 +340,20 @@ impl From<HeldCase> for CaseView {
 }
 
 /// The case the regulation software sent to the calling desk, for its logged-in
-/// physician.
+/// physician. No case is not an error (the page asks whenever it shows the form): 204.
 #[utoipa::path(get, path = "/api/v1/case", tag = "cases", security(("workstationCertificate" = [], "sessionCookie" = []), ("workstationCertificate" = [], "sessionBearer" = [])),
     responses((status = 200, description = "The desk's case", body = CaseView),
-              (status = 401, description = "No open session at this desk", body = ApiError),
-              (status = 404, description = "The desk holds no case", body = ApiError)))]
-pub(super) async fn get_case(
-    State(state): State<AppState>,
-    acting: Acting,
-) -> Result<([(header::HeaderName, &'static str); 1], Json<CaseView>), ApiError> {
-    let held = state.cases().get(acting.desk_id()).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_case",
-            "the desk holds no case",
-            "Aucune affaire transmise par le logiciel de régulation.",
+              (status = 204, description = "The desk holds no case"),
+              (status = 401, description = "No open session at this desk", body = ApiError)))]
+pub(super) async fn get_case(State(state): State<AppState>, acting: Acting) -> Response {
+    match state.cases().get(acting.desk_id()) {
+        Some(held) => (
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(CaseView::from(held)),
         )
-    })?;
-    Ok((
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(CaseView::from(held)),
-    ))
+            .into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
 }
 
 /// Records the end of every case that lapsed (the service's reaper calls it).

@@ -5,13 +5,16 @@
 // Protocol with benches/page.rs: this script prints "INSERT" (the card goes into the
 // reader) and "REMOVE" (it leaves); the bench answers "done" to each.
 // Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, RUNS, INS_LIST (comma-separated: one
-// patient per run, so that every run asks the record service).
+// patient per run, so that every run asks the record service); CASE_ID when the desk holds
+// a case from the regulation software: the identification is then the case's path
+// (reason, candidate, Enter) instead of typing the INS and the call id.
 
 import { ask, context, env, fillAccessForm, finish, launch } from './common.mjs';
 
 const gateway = env('GATEWAY');
 const runs = Number(env('RUNS'));
 const patients = env('INS_LIST').split(',');
+const caseId = process.env.CASE_ID;
 const browser = await launch();
 const page = await (await context(browser, gateway)).newPage();
 await page.goto(gateway + '/');
@@ -43,15 +46,33 @@ for (let run = 0; run < runs; run++) {
     await page.keyboard.press('Enter');
     await page.locator('#screen-patient').waitFor({ state: 'visible' });
   });
-  // Action 3: INS, call id, reason, Enter (typing excluded). Waiting: until the allergies.
-  actions++;
-  // (↓ for the test identifier kind is not needed for a real INS.)
-  await fillAccessForm(page, patients[run % patients.length], `CRRA-2026-${String(run).padStart(6, '0')}`);
-  keys += 6;
-  await timed('access', async () => {
+  if (caseId) {
+    // Action 3, the case's path: the reason (↓), the candidate it finds (Enter), Enter.
+    // Waiting: the case shown, the candidates found, then the allergies.
+    actions++;
+    await timed('case', () => page.locator('#case').waitFor({ state: 'visible' }));
+    await page.keyboard.press('ArrowDown');
+    keys += 1;
+    await timed('candidates', () =>
+      page.locator('#case-candidates-0 button:not([disabled])').first().waitFor({ state: 'visible' }));
     await page.keyboard.press('Enter');
-    await page.locator('#summary .allergies').waitFor({ state: 'visible' });
-  });
+    keys += 1;
+    await page.locator('#ins-check.ok').waitFor();
+    await timed('access', async () => {
+      await page.keyboard.press('Enter');
+      await page.locator('#summary .allergies').waitFor({ state: 'visible' });
+    });
+  } else {
+    // Action 3: INS, call id, reason, Enter (typing excluded). Waiting: until the allergies.
+    actions++;
+    // (↓ for the test identifier kind is not needed for a real INS.)
+    await fillAccessForm(page, patients[run % patients.length], `CRRA-2026-${String(run).padStart(6, '0')}`);
+    keys += 6;
+    await timed('access', async () => {
+      await page.keyboard.press('Enter');
+      await page.locator('#summary .allergies').waitFor({ state: 'visible' });
+    });
+  }
   // Action 4: read.
   actions++;
   samples.push({ waited, actions, keys, ...segments });

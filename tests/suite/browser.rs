@@ -177,6 +177,99 @@ async fn physician_reaches_the_allergies_by_keyboard_and_pulling_the_card_clears
     );
 }
 
+/// A case from the regulation software reaches the page: reason, candidate, Enter, and the
+/// allergies are on screen; the access is recorded under the case's id.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergies_in_three_actions()
+{
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    let upstream = DevUpstream::start(vec![patient(
+        "p1",
+        1,
+        &fixture("penicillin-allergy-high-criticality.json"),
+    )]);
+    let gateway = centre_gateway(
+        &pcscd,
+        &card,
+        &upstream,
+        "\n[roster]\nintegration_cn = \"poste-x\"\ngrace_minutes = 15\n",
+    );
+    // The regulation software: the physician on duty, then the case at desk A.
+    let integration = gateway.client(Some(support::UNMAPPED));
+    let now = time::OffsetDateTime::now_utc();
+    let format = &time::format_description::well_known::Rfc3339;
+    let roster = json!({"shifts": [{"id_nat": "810002813839",
+        "start": (now - time::Duration::hours(1)).format(format).unwrap(),
+        "end": (now + time::Duration::hours(8)).format(format).unwrap()}]});
+    let put = integration
+        .put(gateway.url("/api/v1/roster"))
+        .json(&roster)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let case_id = "fr.health.samu690.DRFR156902612040009";
+    let case = json!({"createCaseHealth": {
+        "caseId": case_id,
+        "creation": "2026-12-04T09:12:30+01:00",
+        "qualification": {"healthMotive": {"code": "M04.01", "label": "Malaise avec perte de connaissance"},
+                          "details": {"priority": "P0"}},
+        "location": {},
+        "owner": "fr.health.samu690",
+        "patient": [{
+            "patientId": "fr.health.samu690.patient.DRFR156902612040009.1",
+            "identity": {
+                "strictFeatures": {"birthName": family(1), "birthDate": "1980-01-17", "sex": "F"},
+                "nonStrictFeatures": {"complete": "Camille", "firstName": "Camille"}
+            },
+            "detail": {"treatment": "Traitement inconnu de l'appelant"}
+        }]
+    }});
+    let posted = integration
+        .post(gateway.url("/api/v1/desks/desk-a/case"))
+        .json(&case)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+    let env = script_env(&gateway, DESK_A, vec![("CASE_ID", case_id.to_owned())]);
+    let result = tokio::task::block_in_place(|| {
+        run_script(&browser_dir().join("case.mjs"), &env, |_| false)
+    });
+    assert!(
+        result["allergies"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("pénicilline")
+            || result["allergies"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("penicillin"),
+        "{result}"
+    );
+    // The search and the access are both recorded under the case's id.
+    let trail = support::run(&gateway.config, &["audit", "list", "--json"], &[]).1;
+    let records: Vec<Value> = trail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for kind in [
+        "patient_search",
+        "break_glass_started",
+        "patient_record_read",
+    ] {
+        let record = records
+            .iter()
+            .find(|r| r["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in {trail}"));
+        assert_eq!(record["call"]["call_id"], case_id, "{record}");
+        assert_eq!(record["access_mode"], "centre_15", "{record}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn compliance_officers_review_accesses_in_their_own_view() {
     use samu_gateway::audit::{

@@ -106,7 +106,7 @@ fn audit(gateway: &Gateway, kind: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_regulation_software_puts_a_case_at_a_desk_and_its_physician_reads_it() {
     let (_pcscd, _card, gateway, token) = centre("").await;
-    assert_eq!(read(&gateway, &token).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(read(&gateway, &token).await.0, StatusCode::NO_CONTENT);
 
     let (status, body) = send(&gateway, UNMAPPED, "desk-a", OWN.as_bytes().to_vec()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -163,7 +163,7 @@ async fn the_regulation_software_puts_a_case_at_a_desk_and_its_physician_reads_i
         close(&gateway, UNMAPPED, "desk-a").await.0,
         StatusCode::NO_CONTENT
     );
-    assert_eq!(read(&gateway, &token).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(read(&gateway, &token).await.0, StatusCode::NO_CONTENT);
     let (status, body) = close(&gateway, UNMAPPED, "desk-a").await;
     assert_eq!(
         (status, body["error"].as_str()),
@@ -311,7 +311,7 @@ async fn a_case_waits_for_no_one_lapses_on_its_own_and_its_end_is_recorded() {
     assert!((290..=300).contains(&left), "{body}");
     assert_eq!(
         read(&gateway, &token).await.0,
-        StatusCode::NOT_FOUND,
+        StatusCode::NO_CONTENT,
         "desk A sees nothing"
     );
     // A clean stop ends it on the record.

@@ -8,7 +8,12 @@
   const { $, api, fetchToken, refusal, message, element } = window.samuPage;
   // pinpadFor: the card (certificate digest) whose PIN-pad entry this page has started.
   // cleared: bumped at every clearing, so that an answer asked for before it is dropped.
-  const state = { desk: null, grant: null, countdown: null, formReady: false, pinpadFor: null, cleared: 0 };
+  // case: the case the regulation software sent this desk (its patients' traits: patient
+  // data like the rest); caseSearched: its candidates were asked for.
+  const state = {
+    desk: null, grant: null, countdown: null, formReady: false, pinpadFor: null, cleared: 0,
+    case: null, caseSearched: false,
+  };
 
   // ---- Screens ----------------------------------------------------------------------
 
@@ -33,6 +38,12 @@
     $('traits').hidden = true;
     $('ins-check').textContent = '';
     $('ins-check').className = 'check';
+    state.case = null;
+    state.caseSearched = false;
+    $('case').hidden = true;
+    $('case-head').replaceChildren();
+    $('case-hint').replaceChildren();
+    $('case-patients').replaceChildren();
   }
 
   // ---- Desk, card and session -------------------------------------------------------
@@ -63,6 +74,7 @@
         show('patient');
         $('ins').focus();
       }
+      if (!$('screen-patient').hidden && !state.case) loadCase();
       return;
     }
     clearPatientData();
@@ -192,7 +204,10 @@
 
   function reasonChanged() {
     const option = $('reason').selectedOptions[0];
-    $('reason-text-required').hidden = !(option && option.dataset.textRequired === 'yes');
+    const needsText = Boolean(option && option.dataset.textRequired === 'yes');
+    $('reason-text-required').hidden = !needsText;
+    // The physician's reason justifies the search for the case's patients.
+    if (state.case && !state.caseSearched && option && option.value && !needsText) searchCase();
   }
 
   // INS (NIR or NIA): 13 characters (Corsica: 2A / 2B in the department) and a key,
@@ -245,6 +260,104 @@
 
   const SEX_TEXT = { female: 'F', male: 'M', other: 'I', unknown: '?' };
 
+  // ---- The case the regulation software sent: its patients, identified by their traits --
+
+  const HUB_SEX = { F: 'f', M: 'm', O: 'i', UN: 'i' };
+  const HUB_SEX_TEXT = { F: 'femme', M: 'homme', O: 'autre', UN: 'sexe inconnu' };
+
+  // The traits a search needs, from what the regulation software sent; null if incomplete.
+  function caseTraits(p) {
+    const birthName = p.birth_name || p.last_name;
+    if (!birthName || !p.first_name || !p.birth_date || !p.sex) return null;
+    return { birth_name: birthName, first_names: p.first_name, birth_date: p.birth_date, sex: HUB_SEX[p.sex] };
+  }
+
+  async function loadCase() {
+    const asked = state.cleared;
+    const answer = await api('GET', '/api/v1/case');
+    if (asked !== state.cleared || answer.status !== 200 || state.case) return;
+    const c = answer.data;
+    state.case = c;
+    const head = ['N° ' + c.case_id, c.motive_label, c.priority ? 'priorité ' + c.priority : null]
+      .filter(Boolean).join(' · ');
+    $('case-head').replaceChildren(
+      ...(c.exercise ? [element('strong', 'exercise', 'EXERCICE'), document.createTextNode(' ')] : []),
+      document.createTextNode(head));
+    const items = c.patients.map((p, i) => {
+      const item = element('li');
+      const who = [p.birth_name || p.last_name, p.first_name].filter(Boolean).join(' ') || 'Identité inconnue';
+      const facts = [p.sex ? HUB_SEX_TEXT[p.sex] : null, p.birth_date ? 'né(e) le ' + frenchDate(p.birth_date) : null]
+        .filter(Boolean).join(', ');
+      item.append(element('p', 'case-who', facts ? who + ' — ' + facts : who));
+      const said = [['Antécédents (dits à l’appel)', p.history], ['Traitements (dits à l’appel)', p.treatment]]
+        .concat(p.notes.map((n) => ['Note', n]))
+        .filter(([, text]) => text);
+      for (const [label, text] of said) item.append(element('p', 'case-said', label + ' : ' + text));
+      if (!caseTraits(p)) {
+        item.append(element('p', 'hint', 'Traits incomplets : identifiez ce patient par son INS.'));
+      }
+      const out = element('div', 'candidates');
+      out.id = 'case-candidates-' + i;
+      out.setAttribute('aria-live', 'polite');
+      item.append(out);
+      return item;
+    });
+    $('case-patients').replaceChildren(...items);
+    const searchable = c.patients.some(caseTraits);
+    $('case-hint').textContent = searchable
+      ? 'Choisissez le motif de l’accès : les patients correspondants s’afficheront ici.'
+      : '';
+    if (!$('call-id').value.trim()) $('call-id').value = c.case_id;
+    $('case').hidden = false;
+    if (searchable && !$('reason').value) $('reason').focus();
+  }
+
+  async function searchCase() {
+    state.caseSearched = true;
+    const asked = state.cleared;
+    const mode = document.querySelector('input[name="mode"]:checked').value;
+    const text = $('reason-text').value.trim();
+    let first = null;
+    for (const [i, p] of state.case.patients.entries()) {
+      const traits = caseTraits(p);
+      if (!traits) continue;
+      const answer = await api('POST', '/api/v1/patients/search', {
+        traits, access_mode: mode, call_id: $('call-id').value.trim(), reason_code: $('reason').value,
+        reason_text: text || null,
+      });
+      if (asked !== state.cleared) return;
+      const out = $('case-candidates-' + i);
+      if (answer.status !== 200) {
+        out.replaceChildren(element('p', 'status', refusal(answer)));
+        continue;
+      }
+      renderCandidates(out, answer.data.candidates);
+      first = first || out.querySelector('button:not([disabled])');
+    }
+    if (first) first.focus();
+  }
+
+  // The candidates a search found, each a button that fills the identification.
+  function renderCandidates(out, candidates) {
+    if (!candidates.length) {
+      out.replaceChildren(element('p', 'status', 'Aucun patient trouvé avec ces traits.'));
+      return;
+    }
+    const list = element('ul');
+    for (const c of candidates) {
+      const item = element('li');
+      const label = [c.names.join(' / '), c.birth_date ? 'né(e) le ' + frenchDate(c.birth_date) : null,
+        SEX_TEXT[c.gender] || null].filter(Boolean).join(' — ');
+      const choose = element('button', null, c.ins ? label : label + ' — sans INS qualifié : accès impossible');
+      choose.type = 'button';
+      choose.disabled = !c.ins;
+      choose.addEventListener('click', () => chooseCandidate(c));
+      item.append(choose);
+      list.append(item);
+    }
+    out.replaceChildren(element('p', null, candidates.length + ' patient(s) trouvé(s) : choisissez.'), list);
+  }
+
   async function searchTraits() {
     const traits = {
       birth_name: $('birth-name').value.trim(),
@@ -279,24 +392,7 @@
       message(refusal(answer));
       return;
     }
-    const candidates = answer.data.candidates;
-    if (!candidates.length) {
-      out.replaceChildren(element('p', 'status', 'Aucun patient trouvé avec ces traits.'));
-      return;
-    }
-    const list = element('ul');
-    for (const c of candidates) {
-      const item = element('li');
-      const label = [c.names.join(' / '), c.birth_date ? 'né(e) le ' + frenchDate(c.birth_date) : null,
-        SEX_TEXT[c.gender] || null].filter(Boolean).join(' — ');
-      const choose = element('button', null, c.ins ? label : label + ' — sans INS qualifié : accès impossible');
-      choose.type = 'button';
-      choose.disabled = !c.ins;
-      choose.addEventListener('click', () => chooseCandidate(c));
-      item.append(choose);
-      list.append(item);
-    }
-    out.replaceChildren(element('p', null, candidates.length + ' patient(s) trouvé(s) : choisissez.'), list);
+    renderCandidates(out, answer.data.candidates);
     const first = out.querySelector('button:not([disabled])');
     if (first) first.focus();
   }
@@ -699,6 +795,8 @@
     clearPatientData();
     show('patient');
     $('ins').focus();
+    // The desk's case, if the regulation software still holds one there, comes back.
+    loadCase();
     if (grant) await api('DELETE', '/api/v1/grants/' + encodeURIComponent(grant.id));
   }
 

@@ -1,0 +1,37 @@
+// The regulation software's case on the physician's page: the case shows above the form
+// with its call id filled in; the physician's reason starts the search for the case's
+// patient; a candidate fills the INS; Enter opens the summary. Three actions: the card, the
+// PIN, then "reason, candidate, Enter".
+// Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, SHOTS, CASE_ID.
+
+import { accessible, check, context, env, finish, launch, setup, unlock } from './common.mjs';
+
+const { gateway, shots } = setup();
+const caseId = env('CASE_ID');
+const browser = await launch();
+const page = await (await context(browser, gateway)).newPage();
+
+// Actions 1 and 2: the card is in; the PIN and Enter.
+await unlock(page, gateway);
+await page.locator('#case').waitFor({ state: 'visible' });
+const head = await page.locator('#case-head').innerText();
+check(head.includes(caseId) && head.includes('priorité P0'), `case heading: ${head}`);
+check(await page.locator('#call-id').inputValue() === caseId, 'the call id is the case id');
+check(await page.evaluate(() => document.activeElement.id) === 'reason', 'the reason has the focus');
+check(await page.locator('input[name="mode"][value="centre_15"]').isChecked(), 'Centre 15 preselected');
+await accessible(page, 'case');
+await page.screenshot({ path: `${shots}/case.png`, fullPage: true });
+
+// Action 3: the reason (first in the list), the candidate it finds, Enter.
+await page.keyboard.press('ArrowDown');
+const candidate = page.locator('#case-candidates-0 button:not([disabled])').first();
+await candidate.waitFor({ state: 'visible' });
+check(await candidate.evaluate((b) => b === document.activeElement), 'the candidate has the focus');
+await page.keyboard.press('Enter');
+await page.locator('#ins-check.ok').waitFor();
+await page.keyboard.press('Enter');
+await page.locator('#screen-summary .allergies').waitFor({ state: 'visible' });
+const allergies = await page.locator('#summary .allergies').innerText();
+await page.screenshot({ path: `${shots}/case-summary.png`, fullPage: true });
+await browser.close();
+finish({ allergies });
