@@ -44,6 +44,8 @@ pub(crate) struct Ended {
 pub(crate) struct CaseBoard {
     lifetime: Duration,
     cases: Mutex<HashMap<String, HeldCase>>,
+    /// Bumped at every change, for the desks' pages to hear of it.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl CaseBoard {
@@ -52,7 +54,26 @@ impl CaseBoard {
         Self {
             lifetime,
             cases: Mutex::new(HashMap::new()),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Changes to any desk's case, as they happen.
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Runs `f` on the cases (a poisoned lock still holds a consistent map: every change
+    /// is one insert or remove), then tells the pages when `f` says something changed.
+    fn update<T>(&self, f: impl FnOnce(&mut HashMap<String, HeldCase>) -> (T, bool)) -> T {
+        let (result, changed) = {
+            let mut cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut cases)
+        };
+        if changed {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        result
     }
 
     /// Puts `case` at `desk`; returns the case it replaced, if any.
@@ -62,11 +83,13 @@ impl CaseBoard {
             received_at: crate::clock::now().0,
             ends: Instant::now() + self.lifetime,
         };
-        let mut cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
-        cases.insert(desk.to_owned(), held).map(|old| Ended {
-            desk: desk.to_owned(),
-            case_id: old.case.case_id,
-            reason: "replaced",
+        self.update(|cases| {
+            let replaced = cases.insert(desk.to_owned(), held).map(|old| Ended {
+                desk: desk.to_owned(),
+                case_id: old.case.case_id,
+                reason: "replaced",
+            });
+            (replaced, true)
         })
     }
 
@@ -79,55 +102,73 @@ impl CaseBoard {
             .cloned()
     }
 
+    /// The id of the desk's case, unless it lapsed.
+    pub(crate) fn case_id(&self, desk: &str) -> Option<String> {
+        let cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
+        cases
+            .get(desk)
+            .filter(|held| held.ends > Instant::now())
+            .map(|held| held.case.case_id.clone())
+    }
+
     /// Ends the desk's case; `None` when it held none (or it had lapsed: the reaper
     /// records that one).
     pub(crate) fn close(&self, desk: &str) -> Option<Ended> {
-        let mut cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
-        if cases
-            .get(desk)
-            .is_some_and(|held| held.ends <= Instant::now())
-        {
-            return None;
-        }
-        cases.remove(desk).map(|held| Ended {
-            desk: desk.to_owned(),
-            case_id: held.case.case_id,
-            reason: "closed",
+        self.update(|cases| {
+            if cases
+                .get(desk)
+                .is_some_and(|held| held.ends <= Instant::now())
+            {
+                return (None, false);
+            }
+            let closed = cases.remove(desk).map(|held| Ended {
+                desk: desk.to_owned(),
+                case_id: held.case.case_id,
+                reason: "closed",
+            });
+            let changed = closed.is_some();
+            (closed, changed)
         })
     }
 
     /// Removes and returns the cases that lapsed.
     pub(crate) fn reap(&self) -> Vec<Ended> {
         let now = Instant::now();
-        let mut cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
-        let lapsed: Vec<String> = cases
-            .iter()
-            .filter(|(_, held)| held.ends <= now)
-            .map(|(desk, _)| desk.clone())
-            .collect();
-        lapsed
-            .into_iter()
-            .filter_map(|desk| {
-                cases.remove(&desk).map(|held| Ended {
-                    desk,
-                    case_id: held.case.case_id,
-                    reason: "expired",
+        self.update(|cases| {
+            let lapsed: Vec<String> = cases
+                .iter()
+                .filter(|(_, held)| held.ends <= now)
+                .map(|(desk, _)| desk.clone())
+                .collect();
+            let ended: Vec<Ended> = lapsed
+                .into_iter()
+                .filter_map(|desk| {
+                    cases.remove(&desk).map(|held| Ended {
+                        desk,
+                        case_id: held.case.case_id,
+                        reason: "expired",
+                    })
                 })
-            })
-            .collect()
+                .collect();
+            let changed = !ended.is_empty();
+            (ended, changed)
+        })
     }
 
     /// Every case still held (the service is stopping: each end is recorded).
     pub(crate) fn drain(&self) -> Vec<Ended> {
-        let mut cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
-        cases
-            .drain()
-            .map(|(desk, held)| Ended {
-                desk,
-                case_id: held.case.case_id,
-                reason: "gateway_stopped",
-            })
-            .collect()
+        self.update(|cases| {
+            let ended: Vec<Ended> = cases
+                .drain()
+                .map(|(desk, held)| Ended {
+                    desk,
+                    case_id: held.case.case_id,
+                    reason: "gateway_stopped",
+                })
+                .collect();
+            let changed = !ended.is_empty();
+            (ended, changed)
+        })
     }
 }
 
@@ -151,7 +192,13 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_desk_holds_one_case_until_closed_replaced_or_lapsed() {
         let board = CaseBoard::new(Duration::from_secs(60));
+        let mut changes = board.subscribe();
         assert_eq!(board.put("regul-1", case("fr.health.samu770.A")), None);
+        assert!(changes.has_changed().unwrap(), "pages hear of a new case");
+        assert_eq!(
+            board.case_id("regul-1").as_deref(),
+            Some("fr.health.samu770.A")
+        );
         let replaced = board.put("regul-1", case("fr.health.samu770.B")).unwrap();
         assert_eq!(
             (replaced.case_id.as_str(), replaced.reason),
@@ -162,9 +209,19 @@ mod tests {
             "fr.health.samu770.B"
         );
         assert!(board.get("regul-2").is_none());
+        changes.mark_unchanged();
         let closed = board.close("regul-1").unwrap();
         assert_eq!(closed.reason, "closed");
+        assert!(
+            changes.has_changed().unwrap(),
+            "pages hear of a closed case"
+        );
+        changes.mark_unchanged();
         assert!(board.close("regul-1").is_none());
+        assert!(
+            !changes.has_changed().unwrap(),
+            "nothing closed, nothing to hear"
+        );
 
         board.put("regul-2", case("fr.health.samu770.C"));
         tokio::time::advance(Duration::from_secs(59)).await;

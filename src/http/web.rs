@@ -102,6 +102,9 @@ struct DeskSignal {
     epoch: Option<u64>,
     /// The card state (`no_card`, `present`, …).
     card: Option<&'static str>,
+    /// The Hub id of the case the regulation software sent the desk, if any (an id, not
+    /// who the patients are: the page asks for the case with its session).
+    case: Option<String>,
 }
 
 /// The desk's changes as server-sent events (`event: desk`, data `{"session": bool,
@@ -116,10 +119,11 @@ pub(super) async fn desk_events(
     caller: CallingDesk,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let changes = state.cards().map(|c| c.sessions.subscribe());
+    let cases = state.cases().subscribe();
     let desk = caller.desk.id.clone();
     let stream = futures_util::stream::unfold(
-        (state, desk, changes, true),
-        |(state, desk, mut changes, first)| async move {
+        (state, desk, changes, cases, true),
+        |(state, desk, mut changes, mut cases, first)| async move {
             if !first {
                 let changed = async {
                     match changes.as_mut() {
@@ -131,6 +135,7 @@ pub(super) async fn desk_events(
                 // Shutdown ends the stream (the page then hides patient data).
                 tokio::select! {
                     changed = changed => changed?,
+                    case = cases.changed() => case.ok()?,
                     () = state.draining() => return None,
                 }
             }
@@ -139,7 +144,7 @@ pub(super) async fn desk_events(
                 .event("desk")
                 .json_data(signal)
                 .unwrap_or_else(|_| Event::default().event("desk"));
-            Some((Ok(event), (state, desk, changes, false)))
+            Some((Ok(event), (state, desk, changes, cases, false)))
         },
     );
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
@@ -151,5 +156,6 @@ fn signal(state: &AppState, desk: &str) -> DeskSignal {
         session: view.as_ref().is_some_and(|(_, s)| s.is_some()),
         epoch: state.cards().and_then(|c| c.sessions.session_epoch(desk)),
         card: view.map(|(card, _)| card.name()),
+        case: state.cases().case_id(desk),
     }
 }

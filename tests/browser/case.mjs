@@ -2,17 +2,22 @@
 // with its call id filled in; the physician's reason starts the search for the case's
 // patient; a candidate fills the INS; Enter opens the summary. Three actions: the card, the
 // PIN, then "reason, candidate, Enter".
+// The case arrives while the physician is logged in: the page shows it without a reload.
+// Protocol with tests/suite/browser.rs: "CASE" (the regulation software sends the case),
+// "CLOSE" (it closes it).
 // Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, SHOTS, CASE_ID.
 
-import { accessible, check, context, env, finish, launch, setup, unlock } from './common.mjs';
+import { accessible, ask, check, closeSummary, context, env, finish, launch, setup, unlock } from './common.mjs';
 
 const { gateway, shots } = setup();
 const caseId = env('CASE_ID');
 const browser = await launch();
 const page = await (await context(browser, gateway)).newPage();
 
-// Actions 1 and 2: the card is in; the PIN and Enter.
+// Actions 1 and 2: the card is in; the PIN and Enter. Then the call comes in.
 await unlock(page, gateway);
+check(await page.locator('#case').isHidden(), 'no case before the regulation software sends one');
+await ask('CASE');
 await page.locator('#case').waitFor({ state: 'visible' });
 const head = await page.locator('#case-head').innerText();
 check(head.includes(caseId) && head.includes('priorité P0'), `case heading: ${head}`);
@@ -33,5 +38,13 @@ await page.keyboard.press('Enter');
 await page.locator('#screen-summary .allergies').waitFor({ state: 'visible' });
 const allergies = await page.locator('#summary .allergies').innerText();
 await page.screenshot({ path: `${shots}/case-summary.png`, fullPage: true });
+
+// Closing the access brings the case back; the regulation software closing it takes it
+// off the page.
+await closeSummary(page);
+await page.locator('#case').waitFor({ state: 'visible' });
+await ask('CLOSE');
+await page.locator('#case').waitFor({ state: 'hidden' });
+check((await page.locator('#case-patients').innerText()) === '', 'the case\'s patients left the page');
 await browser.close();
 finish({ allergies });

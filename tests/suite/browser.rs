@@ -195,7 +195,7 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
         &upstream,
         "\n[roster]\nintegration_cn = \"poste-x\"\ngrace_minutes = 15\n",
     );
-    // The regulation software: the physician on duty, then the case at desk A.
+    // The regulation software: the physician on duty; the case comes once they are logged in.
     let integration = gateway.client(Some(support::UNMAPPED));
     let now = time::OffsetDateTime::now_utc();
     let format = &time::format_description::well_known::Rfc3339;
@@ -226,16 +226,20 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
             "detail": {"treatment": "Traitement inconnu de l'appelant"}
         }]
     }});
-    let posted = integration
-        .post(gateway.url("/api/v1/desks/desk-a/case"))
-        .json(&case)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(posted.status(), 201);
     let env = script_env(&gateway, DESK_A, vec![("CASE_ID", case_id.to_owned())]);
+    let runtime = tokio::runtime::Handle::current();
     let result = tokio::task::block_in_place(|| {
-        run_script(&browser_dir().join("case.mjs"), &env, |_| false)
+        run_script(&browser_dir().join("case.mjs"), &env, |command| {
+            let url = gateway.url("/api/v1/desks/desk-a/case");
+            let (request, expected) = match command {
+                "CASE" => (integration.post(url).json(&case), 201),
+                "CLOSE" => (integration.delete(url), 204),
+                _ => return false,
+            };
+            let answer = runtime.block_on(request.send()).unwrap();
+            assert_eq!(answer.status(), expected, "{command}");
+            true
+        })
     });
     assert!(
         result["allergies"]

@@ -38,6 +38,11 @@
     $('traits').hidden = true;
     $('ins-check').textContent = '';
     $('ins-check').className = 'check';
+    clearCase();
+  }
+
+  // Removes the case from the page (it was closed or replaced, or the session ended).
+  function clearCase() {
     state.case = null;
     state.caseSearched = false;
     $('case').hidden = true;
@@ -309,7 +314,11 @@
       : '';
     if (!$('call-id').value.trim()) $('call-id').value = c.case_id;
     $('case').hidden = false;
-    if (searchable && !$('reason').value) $('reason').focus();
+    // The focus moves to the reason only from an untouched form: a physician already typing
+    // an INS keeps their place.
+    const idle = document.activeElement === document.body ||
+      (document.activeElement === $('ins') && !$('ins').value.trim());
+    if (searchable && !$('reason').value && idle) $('reason').focus();
   }
 
   async function searchCase() {
@@ -825,6 +834,9 @@
         message('Une autre session a commencé sur ce poste : la synthèse précédente a été masquée.');
       }
       state.epoch = signal.session ? signal.epoch : undefined;
+      // The regulation software closed or replaced the case shown: it leaves the page; a
+      // new one is fetched as the desk is shown again.
+      if (state.case && state.case.case_id !== (signal.case || null)) clearCase();
       refreshDesk();
     });
   }
