@@ -324,17 +324,19 @@
   async function searchCase() {
     state.caseSearched = true;
     const asked = state.cleared;
+    const shown = state.case;
     const mode = document.querySelector('input[name="mode"]:checked').value;
     const text = $('reason-text').value.trim();
     let first = null;
-    for (const [i, p] of state.case.patients.entries()) {
+    for (const [i, p] of shown.patients.entries()) {
       const traits = caseTraits(p);
       if (!traits) continue;
       const answer = await api('POST', '/api/v1/patients/search', {
         traits, access_mode: mode, call_id: $('call-id').value.trim(), reason_code: $('reason').value,
         reason_text: text || null,
       });
-      if (asked !== state.cleared) return;
+      // The page was cleared, or the case closed or replaced, meanwhile: nothing to show.
+      if (asked !== state.cleared || state.case !== shown) return;
       const out = $('case-candidates-' + i);
       if (answer.status !== 200) {
         out.replaceChildren(element('p', 'status', refusal(answer)));
