@@ -17,7 +17,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use support::pcsc::{Pcscd, VirtualCard};
 use support::upstream::{DevUpstream, family, nir, patient};
 use support::{DESK_A, Gateway, Pki, UNMAPPED, write_config};
@@ -149,11 +149,7 @@ fn main() {
     let gateway = Gateway::launch(dir, pki, config, &[(key, value.as_str())]);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let integration = gateway.client(Some(UNMAPPED));
-    let now = time::OffsetDateTime::now_utc();
-    let format = &time::format_description::well_known::Rfc3339;
-    let roster = json!({"shifts": [{"id_nat": "810002813839",
-        "start": (now - time::Duration::hours(1)).format(format).expect("time"),
-        "end": (now + time::Duration::hours(8)).format(format).expect("time")}]});
+    let roster = support::hub::on_duty_now("810002813839");
     let put = runtime
         .block_on(async {
             integration
@@ -171,21 +167,7 @@ fn main() {
     // The same, the desk holding a case whose patient is the first one (the record service
     // is asked every run: no cache).
     let case_id = "fr.health.samu690.DRFR156902612040100";
-    let case = json!({"createCaseHealth": {
-        "caseId": case_id,
-        "creation": "2026-12-04T09:12:30+01:00",
-        "qualification": {"healthMotive": {"code": "M04.01", "label": "Malaise avec perte de connaissance"},
-                          "details": {"priority": "P0"}},
-        "location": {},
-        "owner": "fr.health.samu690",
-        "patient": [{
-            "patientId": "fr.health.samu690.patient.DRFR156902612040100.1",
-            "identity": {
-                "strictFeatures": {"birthName": family(1), "birthDate": "1980-01-17", "sex": "F"},
-                "nonStrictFeatures": {"complete": "Camille", "firstName": "Camille"}
-            }
-        }]
-    }});
+    let case = support::hub::one_patient_case(case_id, &family(1));
     let posted = runtime
         .block_on(async {
             integration

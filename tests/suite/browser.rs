@@ -197,11 +197,7 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
     );
     // The regulation software: the physician on duty; the case comes once they are logged in.
     let integration = gateway.client(Some(support::UNMAPPED));
-    let now = time::OffsetDateTime::now_utc();
-    let format = &time::format_description::well_known::Rfc3339;
-    let roster = json!({"shifts": [{"id_nat": "810002813839",
-        "start": (now - time::Duration::hours(1)).format(format).unwrap(),
-        "end": (now + time::Duration::hours(8)).format(format).unwrap()}]});
+    let roster = support::hub::on_duty_now("810002813839");
     let put = integration
         .put(gateway.url("/api/v1/roster"))
         .json(&roster)
@@ -210,22 +206,7 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
         .unwrap();
     assert_eq!(put.status(), 200);
     let case_id = "fr.health.samu690.DRFR156902612040009";
-    let case = json!({"createCaseHealth": {
-        "caseId": case_id,
-        "creation": "2026-12-04T09:12:30+01:00",
-        "qualification": {"healthMotive": {"code": "M04.01", "label": "Malaise avec perte de connaissance"},
-                          "details": {"priority": "P0"}},
-        "location": {},
-        "owner": "fr.health.samu690",
-        "patient": [{
-            "patientId": "fr.health.samu690.patient.DRFR156902612040009.1",
-            "identity": {
-                "strictFeatures": {"birthName": family(1), "birthDate": "1980-01-17", "sex": "F"},
-                "nonStrictFeatures": {"complete": "Camille", "firstName": "Camille"}
-            },
-            "detail": {"treatment": "Traitement inconnu de l'appelant"}
-        }]
-    }});
+    let case = support::hub::one_patient_case(case_id, &family(1));
     let env = script_env(&gateway, DESK_A, vec![("CASE_ID", case_id.to_owned())]);
     let runtime = tokio::runtime::Handle::current();
     let result = tokio::task::block_in_place(|| {

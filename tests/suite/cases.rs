@@ -31,13 +31,7 @@ async fn centre(extra: &str) -> (Pcscd, VirtualCard, Gateway, String) {
     let (key, value) = pcscd.env();
     let gateway = Gateway::launch(dir, pki, config, &[(key, value.as_str())]);
     // The roster makes duty a condition of login: the physician is on duty now.
-    let now = time::OffsetDateTime::now_utc();
-    let format = &time::format_description::well_known::Rfc3339;
-    let roster = json!({"shifts": [{
-        "id_nat": "810002813839",
-        "start": (now - time::Duration::hours(1)).format(format).unwrap(),
-        "end": (now + time::Duration::hours(8)).format(format).unwrap(),
-    }]});
+    let roster = support::hub::on_duty_now("810002813839");
     let status = gateway
         .client(Some(UNMAPPED))
         .put(gateway.url("/api/v1/roster"))

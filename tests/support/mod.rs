@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) mod dicom;
 pub(crate) mod dmp;
+pub(crate) mod hub;
 pub(crate) mod pcsc;
 pub(crate) mod rsyslog;
 pub(crate) mod softhsm;

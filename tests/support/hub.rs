@@ -1,0 +1,40 @@
+//! The regulation software's side of case intake, for the tests and benches that play it:
+//! a roster putting a professional on duty now, and a one-patient RS-EDA message.
+
+use serde_json::{Value, json};
+
+/// A roster with `id_nat` on duty from an hour ago to eight hours from now.
+pub(crate) fn on_duty_now(id_nat: &str) -> Value {
+    let now = time::OffsetDateTime::now_utc();
+    let format = &time::format_description::well_known::Rfc3339;
+    let at = |hours: i64| {
+        (now + time::Duration::hours(hours))
+            .format(format)
+            .expect("an RFC 3339 time")
+    };
+    json!({"shifts": [{"id_nat": id_nat, "start": at(-1), "end": at(8)}]})
+}
+
+/// A bare `createCaseHealth` for case `case_id` (a `fr.health.samu690.…` id): one patient,
+/// `birth_name` Camille, born 1980-01-17, female (the dev upstream's sample patients).
+pub(crate) fn one_patient_case(case_id: &str, birth_name: &str) -> Value {
+    let sender_case = case_id.rsplit('.').next().unwrap_or(case_id);
+    json!({"createCaseHealth": {
+        "caseId": case_id,
+        "creation": "2026-12-04T09:12:30+01:00",
+        "qualification": {
+            "healthMotive": {"code": "M04.01", "label": "Malaise avec perte de connaissance"},
+            "details": {"priority": "P0"}
+        },
+        "location": {},
+        "owner": "fr.health.samu690",
+        "patient": [{
+            "patientId": format!("fr.health.samu690.patient.{sender_case}.1"),
+            "identity": {
+                "strictFeatures": {"birthName": birth_name, "birthDate": "1980-01-17", "sex": "F"},
+                "nonStrictFeatures": {"complete": "Camille", "firstName": "Camille"}
+            },
+            "detail": {"treatment": "Traitement inconnu de l'appelant"}
+        }]
+    }})
+}
