@@ -327,10 +327,10 @@ fn the_projects_message_follows_the_hubs_schema() {
     let schema = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/fixtures/hub/json-schema/RS-EDA.schema.json");
     if !schema.is_file() {
-        eprintln!(
-            "SKIPPED: {} is absent; the project's RS-EDA message is not checked against the Hub's schema",
+        support::skipped(&format!(
+            "cases: {} is absent; the project's RS-EDA message was not checked against the Hub's schema",
             schema.display()
-        );
+        ));
         return;
     }
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -345,4 +345,84 @@ fn the_projects_message_follows_the_hubs_schema() {
     std::fs::write(&path, serde_json::to_vec(&broken).unwrap()).unwrap();
     let (valid, stdout, _) = support::validators::run("rs_eda.py", &path);
     assert!(!valid && stdout.contains("sex"), "{stdout}");
+}
+
+/// Each of the Hub's published RS-EDA examples, bare and in an EDXL-DE envelope, is taken
+/// through the API and shows at the desk as published.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_published_rs_eda_example_is_taken_bare_and_enveloped() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/hub/sample/examples/RS-EDA");
+    if !dir.is_dir() {
+        support::skipped(&format!(
+            "cases: {} is absent; the Hub's own RS-EDA examples were not sent",
+            dir.display()
+        ));
+        return;
+    }
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 4, "{examples:?}");
+    let (_pcscd, _card, gateway, token) = centre("").await;
+    for path in &examples {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let message: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let expected = message["createCaseHealth"]["patient"]
+            .as_array()
+            .map_or(0, Vec::len);
+        let enveloped = json!({
+            "distributionID": "fr.health.samu690_lrm-0001",
+            "senderID": "fr.health.samu690",
+            "dateTimeSent": "2026-12-04T09:13:00+01:00",
+            "dateTimeExpires": "2026-12-05T09:13:00+01:00",
+            "distributionStatus": "Actual",
+            "distributionKind": "Report",
+            "descriptor": {"language": "fr-FR", "explicitAddress": {
+                "explicitAddressScheme": "hubex", "explicitAddressValue": "fr.health.samu690"}},
+            "content": [{"jsonContent": {"embeddedJsonContent": {"message": {
+                "messageId": "fr.health.samu690_lrm-0001",
+                "sender": {"name": "samu690", "URI": "hubex:fr.health.samu690"},
+                "sentAt": "2026-12-04T09:13:00+01:00",
+                "kind": "Report",
+                "status": "Actual",
+                "recipient": [{"name": "gateway", "URI": "hubex:fr.health.samu690.gateway"}],
+                "createCaseHealth": message["createCaseHealth"].clone()
+            }}}}]
+        });
+        for body in [message.clone(), enveloped] {
+            let (status, answer) = send(
+                &gateway,
+                UNMAPPED,
+                "desk-a",
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{name}: {answer}");
+            assert_eq!(
+                answer["case_id"], message["createCaseHealth"]["caseId"],
+                "{name}"
+            );
+            assert_eq!(answer["patients"], expected, "{name}");
+            let (status, shown, _) = read(&gateway, &token).await;
+            assert_eq!(status, StatusCode::OK, "{name}");
+            assert_eq!(
+                shown["patients"].as_array().unwrap().len(),
+                expected,
+                "{name}"
+            );
+            for (i, patient) in shown["patients"].as_array().unwrap().iter().enumerate() {
+                let strict =
+                    &message["createCaseHealth"]["patient"][i]["identity"]["strictFeatures"];
+                assert_eq!(patient["sex"], strict["sex"], "{name} patient {i}");
+                assert_eq!(
+                    patient["birth_date"], strict["birthDate"],
+                    "{name} patient {i}"
+                );
+            }
+        }
+    }
 }

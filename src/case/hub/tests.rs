@@ -1,29 +1,14 @@
 use super::*;
 
-use std::path::PathBuf;
-
 /// The project's own message: two patients, every field the gateway reads.
 const OWN: &str = include_str!("../../../tests/fixtures/hub/rs-eda-two-patients.json");
-
-fn shared_examples() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/hub/sample/examples/RS-EDA");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: {} is absent; the Hub's own RS-EDA examples are not read",
-            dir.display()
-        );
-        None
-    }
-}
 
 fn own() -> serde_json::Value {
     serde_json::from_str(OWN).unwrap()
 }
 
 /// `message` inside an EDXL-DE envelope (the RC-DE header beside it, as the Hub sends).
+/// (The Hub's own examples go through the API: `tests/suite/cases.rs`.)
 fn enveloped(message: &serde_json::Value, kind: &str, status: &str) -> Vec<u8> {
     let mut inner = serde_json::json!({
         "messageId": "fr.health.samu690_lrm-7f3e",
@@ -103,68 +88,6 @@ fn debug_shows_the_case_id_and_the_count_only() {
     for secret in ["FICTIF", "Odile", "1958", "258037512345678", "Insuffisance"] {
         assert!(!shown.contains(secret), "{secret} in {shown}");
     }
-}
-
-#[test]
-fn the_hubs_examples_read() {
-    let Some(dir) = shared_examples() else {
-        return;
-    };
-    let mut read = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    entries.sort();
-    for path in entries {
-        let bytes = std::fs::read(&path).unwrap();
-        let case = parse(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        // Each example's shape, as published.
-        let (case_id, patients) = if name.contains("PierreLegrand") {
-            ("fr.fire.sis044.cga-044.SC-20241205-044-cga-AL9", 1)
-        } else if name.contains("DidierMorel") {
-            ("fr.health.samu770.DRFR157702400400055", 1)
-        } else if name.contains("EnfantsNguyen") {
-            ("fr.health.samu800.DRFR158002421400215", 2)
-        } else if name.contains("MonsieurX") {
-            ("fr.health.samu009.DRFR150092406301259", 1)
-        } else {
-            // A newer example: it reads, which is what matters.
-            read += 1;
-            continue;
-        };
-        assert_eq!(case.case_id, case_id, "{name}");
-        assert_eq!(case.patients.len(), patients, "{name}");
-        if name.contains("EnfantsNguyen") {
-            let traits: Vec<_> = case
-                .patients
-                .iter()
-                .map(|p| (p.sex, p.birth_date.clone()))
-                .collect();
-            assert_eq!(
-                traits,
-                vec![
-                    (Some(Sex::Female), Some("2021-10-15".to_owned())),
-                    (Some(Sex::Male), Some("2017-11-06".to_owned()))
-                ]
-            );
-            // Trailing spaces in the source are trimmed.
-            assert_eq!(case.patients[0].first_name.as_deref(), Some("Kamélia"));
-        }
-        if name.contains("MonsieurX") {
-            let p = &case.patients[0];
-            assert_eq!((p.sex, p.birth_date.as_ref()), (None, None));
-        }
-        // Enveloped, the same message reads the same, with its sender.
-        let message: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        let again = parse(&enveloped(&message, "Report", "Actual")).unwrap();
-        assert_eq!(again.patients, case.patients, "{name}");
-        assert_eq!(again.sender.as_deref(), Some("fr.health.samu690"));
-        read += 1;
-    }
-    assert!(read >= 4, "only {read} examples in {}", dir.display());
 }
 
 #[test]
