@@ -137,9 +137,9 @@ fn main() {
         .clone();
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(dir.path());
-    // The roster's integration certificate (the unmapped workstation's) sends the case.
+    // The integration certificate (the unmapped workstation's) sends the case.
     let extra = format!(
-        "\n[cards]\npin_attempts_per_minute = 1000\n\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n{}\n[roster]\nintegration_cn = \"poste-x\"\ngrace_minutes = 15\n",
+        "\n[cards]\npin_attempts_per_minute = 1000\n\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n{}\n[integration]\ncn = \"poste-x\"\n",
         card_dir.join("card-ca.pem").display(),
         card_dir.join("card-ca.crl").display(),
         upstream.toml_section(),
@@ -149,17 +149,6 @@ fn main() {
     let gateway = Gateway::launch(dir, pki, config, &[(key, value.as_str())]);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let integration = gateway.client(Some(UNMAPPED));
-    let roster = support::hub::on_duty_now("810002813839");
-    let put = runtime
-        .block_on(async {
-            integration
-                .put(gateway.url("/api/v1/roster"))
-                .json(&roster)
-                .send()
-                .await
-        })
-        .expect("roster");
-    assert_eq!(put.status(), 200, "roster");
 
     let patients: Vec<String> = (1..=runs).map(nir).collect();
     let manual = measure(&gateway, &pcscd, &card_dir, &patients, None);
@@ -197,7 +186,7 @@ fn main() {
                 "form + Enter → allergies visible (record service asked)",
             ),
         ],
-        "user actions (insert card; PIN + Enter; INS + call id + reason + Enter; read)",
+        "user actions before the allergies (insert card; PIN + Enter; identify: INS + call id; justify: reason + Enter)",
     );
     report(
         "a case from the regulation software: card → PIN + Enter → reason, candidate, Enter → allergies",
@@ -215,6 +204,6 @@ fn main() {
                 "candidate chosen, Enter → allergies visible (record service asked)",
             ),
         ],
-        "user actions (insert card; PIN + Enter; reason + candidate + Enter; read)",
+        "user actions before the allergies (insert card; PIN + Enter; justify and choose: reason + candidate + Enter)",
     );
 }

@@ -102,9 +102,9 @@ impl Prepared {
             &config.compliance.officer_cns,
             &config.compliance.officer_sha256,
             config
-                .roster
+                .integration
                 .as_ref()
-                .map(|r| (r.integration_cn.as_str(), r.integration_sha256.as_deref())),
+                .map(|i| (i.cn.as_str(), i.sha256.as_deref())),
         ));
         let signer = load_signer(&config)?;
         let card_trust = config
@@ -257,6 +257,7 @@ pub async fn run(
             cases: Arc::new(crate::case::board::CaseBoard::new(Duration::from_secs(
                 prepared.config.cases.ttl_minutes.max(1) * 60,
             ))),
+            integration: prepared.config.integration.is_some(),
         },
         api::Oversight {
             receivers: prepared.receivers.clone(),
@@ -522,8 +523,8 @@ fn open_cache(config: &Config, stores: &Stores) -> Option<Arc<SealedSummaries>> 
     }
 }
 
-/// The roster in the state directory, with who may replace it, when `[roster]` is set.
-fn roster(config: &Config) -> Result<Option<(Roster, String)>, ServiceError> {
+/// The roster in the state directory, when `[roster]` is set.
+fn roster(config: &Config) -> Result<Option<Roster>, ServiceError> {
     let Some(roster) = &config.roster else {
         tracing::warn!("no [roster] section: any professional with a trusted card may log in");
         return Ok(None);
@@ -531,7 +532,7 @@ fn roster(config: &Config) -> Result<Option<(Roster, String)>, ServiceError> {
     let path = config.storage.state_dir.join("roster.json");
     let loaded = Roster::load(&path, roster.grace_minutes)
         .map_err(|e| ServiceError::Roster(e.to_string()))?;
-    Ok(Some((loaded, roster.integration_cn.clone())))
+    Ok(Some(loaded))
 }
 
 /// Loads the checkpoint signing key as a configuration step: a missing or unreadable key

@@ -139,18 +139,23 @@ pub(crate) fn mutual_client_config(
 ///
 /// Used by `healthcheck` and the watchdog to talk to their own listener: the certificate
 /// comes from the configuration, so no CA (and no host name) is needed to trust it.
+/// With `identity` (a certificate chain and its key), it presents that client certificate.
 pub(crate) fn pinned_client_config(
     leaf: CertificateDer<'static>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     let verifier = Arc::new(PinnedServer {
         leaf,
         provider: provider(),
     });
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -70,6 +70,10 @@ pub enum EventKind {
     /// A desk's case ended: closed by the regulation software, replaced by the next,
     /// lapsed, or the gateway stopped (`detail`).
     CaseClosed,
+    /// A desk's case was shown to its logged-in professional (once per session and case),
+    /// before the page received it: the traits the caller gave reached that person.
+    /// `detail` holds the Hub case id, the desk and the number of patients.
+    CaseShown,
 }
 
 /// A coded value as DICOM audit messages carry it (`csd-code`, `originalText`).
@@ -98,7 +102,7 @@ pub struct DicomEvent {
 
 impl EventKind {
     /// Every kind, for documentation and exhaustive tests.
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 19] = [
         Self::ServiceStarted,
         Self::ServiceStopped,
         Self::ConfigurationLoaded,
@@ -117,6 +121,7 @@ impl EventKind {
         Self::SecurityAlert,
         Self::CaseReceived,
         Self::CaseClosed,
+        Self::CaseShown,
     ];
 
     /// The DICOM (PS3.15 A.5 / DCM) codes of this kind.
@@ -162,6 +167,8 @@ impl EventKind {
             // A case comes from another system into this one; closing it discards it.
             Self::CaseReceived => (dcm("110107", "Import"), None, 'C'),
             Self::CaseClosed => (dcm("110107", "Import"), None, 'D'),
+            // Reading what was imported, at the desk.
+            Self::CaseShown => (dcm("110107", "Import"), None, 'R'),
         };
         DicomEvent {
             event_id,
@@ -191,6 +198,7 @@ impl EventKind {
             Self::SecurityAlert => "security_alert",
             Self::CaseReceived => "case_received",
             Self::CaseClosed => "case_closed",
+            Self::CaseShown => "case_shown",
         }
     }
 }

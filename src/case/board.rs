@@ -16,6 +16,8 @@ pub(crate) struct HeldCase {
     pub case: HubCase,
     /// When the gateway received it (RFC 3339, UTC).
     pub received_at: String,
+    /// The sessions (token hashes) it was shown to, each on the record.
+    pub shown_to: Vec<String>,
     ends: Instant,
 }
 
@@ -81,6 +83,7 @@ impl CaseBoard {
         let held = HeldCase {
             case,
             received_at: crate::clock::now().0,
+            shown_to: Vec::new(),
             ends: Instant::now() + self.lifetime,
         };
         self.update(|cases| {
@@ -100,6 +103,18 @@ impl CaseBoard {
             .get(desk)
             .filter(|held| held.ends > Instant::now())
             .cloned()
+    }
+
+    /// Notes that the desk's case `case_id` (if it is still the desk's) was shown to
+    /// `session`, once that is on the record. Not a change the pages need to hear of.
+    pub(crate) fn mark_shown(&self, desk: &str, case_id: &str, session: &str) {
+        let mut cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(held) = cases.get_mut(desk)
+            && held.case.case_id == case_id
+            && !held.shown_to.iter().any(|s| s == session)
+        {
+            held.shown_to.push(session.to_owned());
+        }
     }
 
     /// The id of the desk's case, unless it lapsed.
@@ -187,6 +202,28 @@ mod tests {
             priority: None,
             patients: Vec::new(),
         }
+    }
+
+    /// A showing is noted for the case it was recorded for, once per session; the next
+    /// case starts with none, and a showing for a case already replaced is not carried over.
+    #[test]
+    fn showings_belong_to_one_case_and_count_each_session_once() {
+        let board = CaseBoard::new(Duration::from_secs(60));
+        board.put("regul-1", case("fr.health.samu770.A"));
+        let changes = board.subscribe();
+        board.mark_shown("regul-1", "fr.health.samu770.A", "s1");
+        board.mark_shown("regul-1", "fr.health.samu770.A", "s1");
+        board.mark_shown("regul-1", "fr.health.samu770.A", "s2");
+        assert_eq!(board.get("regul-1").unwrap().shown_to, ["s1", "s2"]);
+        assert!(
+            !changes.has_changed().unwrap(),
+            "not a change for the pages"
+        );
+        board.put("regul-1", case("fr.health.samu770.B"));
+        board.mark_shown("regul-1", "fr.health.samu770.A", "s3");
+        assert!(board.get("regul-1").unwrap().shown_to.is_empty());
+        board.mark_shown("regul-2", "fr.health.samu770.B", "s1");
+        assert!(board.get("regul-2").is_none());
     }
 
     #[tokio::test(start_paused = true)]

@@ -56,6 +56,10 @@ enum Command {
         /// access assertions) or the FHIR stand-in.
         #[arg(long, value_enum, default_value = "dmp")]
         upstream: crate::demo::samples::DemoUpstream,
+        /// Send the sample case (case.json) to the card's desk once started, as the
+        /// regulation software would; the printout has the curl line to send it by hand.
+        #[arg(long)]
+        case: bool,
     },
     /// Check the configuration and every file it names; bind and open nothing.
     Configtest,
@@ -161,7 +165,8 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             dir,
             port,
             upstream,
-        } => run_demo(dir, port, upstream),
+            case,
+        } => run_demo(dir, port, upstream, case),
         Command::Configtest => configtest(&cli.config),
         Command::Healthcheck { timeout_secs } => {
             healthcheck(&cli.config, Duration::from_secs(timeout_secs))
@@ -224,6 +229,7 @@ fn run_demo(
     dir: Option<PathBuf>,
     port: u16,
     upstream: crate::demo::samples::DemoUpstream,
+    send_case: bool,
 ) -> Result<ExitCode, Failure> {
     let setup = demo::setup(dir.as_deref(), port, upstream).context("cannot set up the demo")?;
     let (setup, parts) = setup;
@@ -234,7 +240,8 @@ fn run_demo(
     // the card's desk, and the page says so.
     prepared.desks = std::mem::take(&mut prepared.desks).with_demo_loopback_desk(&setup.card.desk);
     telemetry::init(&prepared.config.log).context("cannot start logging")?;
-    let announce = |addr| announce_demo(&setup, addr);
+    let setup = std::sync::Arc::new(setup);
+    let announce = |addr| announce_demo(setup.clone(), addr, send_case);
     let (listener, options) = parts.upstream;
     runtime()?.block_on(async {
         // Either stand-in, kept alive while the gateway runs.
@@ -257,12 +264,29 @@ fn run_demo(
     Ok(ExitCode::SUCCESS)
 }
 
-fn announce_demo(setup: &DemoSetup, addr: std::net::SocketAddr) {
-    match setup.write_manifest(addr) {
-        Ok(path) => tracing::info!(manifest = %path.display(), "demo manifest written"),
-        Err(e) => tracing::error!(error = %e, "cannot write demo.json"),
-    }
-    println!("{}", setup.banner(addr));
+/// Writes demo.json and prints the banner, once the sample case was sent when asked (so
+/// that a script polling for demo.json finds the case at the desk).
+fn announce_demo(setup: std::sync::Arc<DemoSetup>, addr: std::net::SocketAddr, send_case: bool) {
+    // Called from the service's runtime once the listener is bound: the request is served
+    // as soon as the service's accept loop runs, right after this returns.
+    tokio::spawn(async move {
+        let sent = send_case
+            && match setup.send_case(addr).await {
+                Ok(()) => {
+                    tracing::info!(desk = %setup.integration.desk, "demo case sent");
+                    true
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "demo case not sent");
+                    false
+                }
+            };
+        match setup.write_manifest(addr) {
+            Ok(path) => tracing::info!(manifest = %path.display(), "demo manifest written"),
+            Err(e) => tracing::error!(error = %e, "cannot write demo.json"),
+        }
+        println!("{}", setup.banner(addr, sent));
+    });
 }
 
 fn configtest(path: &std::path::Path) -> Result<ExitCode, Failure> {

@@ -41,6 +41,10 @@ pub struct Config {
     /// CPS card login: card profile and certificate trust. Without it, no one can log in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cards: Option<CardsConfig>,
+    /// The regulation software's integration certificate: who may replace the roster and
+    /// send cases. Without it, neither is possible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration: Option<IntegrationConfig>,
     /// The on-duty roster. Without it, any professional with a trusted card may log in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub roster: Option<RosterConfig>,
@@ -137,21 +141,34 @@ impl Default for StorageConfig {
     }
 }
 
-/// The on-duty roster and who may replace it.
+/// The regulation software (LRM), by its integration certificate: issued by the workstation
+/// CA, mapped to no desk. It alone replaces the roster and sends cases to desks.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct RosterConfig {
-    /// Subject CN of the regulation software's integration certificate (issued by the
-    /// workstation CA, mapped to no desk): the only caller of `PUT /api/v1/roster`.
-    pub integration_cn: String,
+pub struct IntegrationConfig {
+    /// Subject CN of the integration certificate.
+    pub cn: String,
     /// SHA-256 pin of the integration certificate: when set, the certificate must match it
     /// as well as the CN.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub integration_sha256: Option<String>,
+    pub sha256: Option<String>,
+}
+
+/// The on-duty roster: with it, only professionals on duty may log in.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosterConfig {
     /// Minutes before a shift starts and after it ends during which its professional may
     /// still log in (and keeps the session).
     #[serde(default = "defaults::roster_grace_minutes")]
     pub grace_minutes: u64,
+    /// Where the integration certificate's CN was before `[integration]`: read only so
+    /// that `configtest` can say where it moved.
+    #[serde(default, skip_serializing)]
+    pub integration_cn: Option<String>,
+    /// As `integration_cn`, for the pin.
+    #[serde(default, skip_serializing)]
+    pub integration_sha256: Option<String>,
 }
 
 /// The audit trail: signing, batching, checkpoints, retention.

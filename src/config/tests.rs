@@ -348,22 +348,53 @@ fn readme_documents_every_key() {
 }
 
 #[test]
-fn roster_needs_its_own_certificate_and_card_login() {
+fn the_integration_needs_its_own_certificate_and_card_login() {
     let f = Fixture::new();
-    let text = f.toml(TWO_DESKS) + "\n[roster]\nintegration_cn = \"poste-1\"\n";
+    let text =
+        f.toml(TWO_DESKS) + "\n[integration]\ncn = \"poste-1\"\nsha256 = \"zz\"\n\n[roster]\n";
     let lines = problem_lines(f.load(&text, &[]).unwrap_err());
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with("roster.integration_cn: 'poste-1' is desks[0]'s workstation")),
-        "{lines:?}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l == "roster: a roster needs card login: add a [cards] section"),
-        "{lines:?}"
-    );
+    for expected in [
+        "integration.cn: 'poste-1' is desks[0]'s workstation",
+        "integration.sha256: ",
+        "integration: the regulation software's roster and cases are for desks' card sessions",
+        "roster: a roster needs card login: add a [cards] section",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(expected)),
+            "{expected}: {lines:?}"
+        );
+    }
+}
+
+/// A configuration written before `[integration]` existed is told where its keys went,
+/// and a roster without the certificate that replaces it is refused.
+#[test]
+fn the_rosters_old_certificate_keys_say_where_they_moved() {
+    let f = Fixture::new();
+    let text = f.toml(TWO_DESKS)
+        + "\n[roster]\nintegration_cn = \"logiciel\"\nintegration_sha256 = \"ab\"\ngrace_minutes = 15\n";
+    let lines = problem_lines(f.load(&text, &[]).unwrap_err());
+    for expected in [
+        "roster.integration_cn: moved: write it as integration.cn",
+        "roster.integration_sha256: moved: write it as integration.sha256",
+        "roster: a roster needs the certificate that replaces it: add an [integration] section",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(expected)),
+            "{expected}: {lines:?}"
+        );
+    }
+}
+
+/// The commented `[integration]` and `[roster]` examples parse into what they say.
+#[test]
+fn commented_integration_and_roster_examples_parse() {
+    let integration: crate::config::IntegrationConfig =
+        toml::from_str(&commented_example("# [integration]\n").replace("3f:a1:...", "")).unwrap();
+    assert_eq!(integration.cn, "logiciel-regulation");
+    let roster: crate::config::RosterConfig =
+        toml::from_str(&commented_example("# [roster]\n")).unwrap();
+    assert_eq!(roster.grace_minutes, 15);
 }
 
 /// The key lines of the shipped sample's commented section that starts with `header`,

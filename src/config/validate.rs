@@ -11,6 +11,38 @@ use crate::problem::ConfigProblem;
 use crate::secret::{SecretPath, check_key_file_mode};
 use crate::session::DeskConfig;
 
+/// The regulation software's certificate: its own, pinned correctly when pinned, and
+/// useful only where desks have sessions.
+fn check_integration(
+    config: &Config,
+    integration: &super::IntegrationConfig,
+    out: &mut Vec<ConfigProblem>,
+) {
+    if integration.cn.trim().is_empty() {
+        out.push(ConfigProblem::new("integration.cn", "must not be empty"));
+    } else if let Some(i) = config
+        .desks
+        .iter()
+        .position(|d| d.workstation_cn == integration.cn)
+    {
+        out.push(ConfigProblem::new(
+            "integration.cn",
+            format!("'{}' is desks[{i}]'s workstation: the integration certificate must be a separate one", integration.cn),
+        ));
+    }
+    if let Some(pin) = &integration.sha256
+        && let Err(reason) = parse_sha256(pin)
+    {
+        out.push(ConfigProblem::new("integration.sha256", reason));
+    }
+    if config.cards.is_none() {
+        out.push(ConfigProblem::new(
+            "integration",
+            "the regulation software's roster and cases are for desks' card sessions: add a [cards] section",
+        ));
+    }
+}
+
 pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
     let mut out = Vec::new();
     check_centre(config, &mut out);
@@ -60,10 +92,7 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
     }
     for (i, cn) in config.compliance.officer_cns.iter().enumerate() {
         let clash = config.desks.iter().any(|d| &d.workstation_cn == cn)
-            || config
-                .roster
-                .as_ref()
-                .is_some_and(|r| &r.integration_cn == cn);
+            || config.integration.as_ref().is_some_and(|i| &i.cn == cn);
         if cn.trim().is_empty() || clash {
             out.push(ConfigProblem::new(
                 format!("compliance.officer_cns[{i}]"),
@@ -79,13 +108,8 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
             ));
         }
     }
-    if let Some(pin) = config
-        .roster
-        .as_ref()
-        .and_then(|r| r.integration_sha256.as_ref())
-        && let Err(reason) = parse_sha256(pin)
-    {
-        out.push(ConfigProblem::new("roster.integration_sha256", reason));
+    if let Some(integration) = &config.integration {
+        check_integration(config, integration, &mut out);
     }
     if let Some(roster) = &config.roster {
         check_range(
@@ -95,19 +119,30 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
             0,
             240,
         );
-        if roster.integration_cn.trim().is_empty() {
+        // Before [integration], the certificate was named inside [roster]: say where it
+        // went rather than "unknown field", so an upgrade's configtest tells what to edit.
+        for (old, new) in [
+            (roster.integration_cn.is_some(), "roster.integration_cn"),
+            (
+                roster.integration_sha256.is_some(),
+                "roster.integration_sha256",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(set, key)| {
+            set.then_some((key, key.replace("roster.integration_", "integration.")))
+        }) {
             out.push(ConfigProblem::new(
-                "roster.integration_cn",
-                "must not be empty",
+                old,
+                format!(
+                    "moved: write it as {new} (an [integration] section, shared with case intake)"
+                ),
             ));
-        } else if let Some(i) = config
-            .desks
-            .iter()
-            .position(|d| d.workstation_cn == roster.integration_cn)
-        {
+        }
+        if config.integration.is_none() {
             out.push(ConfigProblem::new(
-                "roster.integration_cn",
-                format!("'{}' is desks[{i}]'s workstation: the integration certificate must be a separate one", roster.integration_cn),
+                "roster",
+                "a roster needs the certificate that replaces it: add an [integration] section",
             ));
         }
         if config.cards.is_none() {

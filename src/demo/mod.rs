@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::audit::Signer;
 use crate::card::profile::CardProfile;
 use crate::card::trust::TrustConfig;
-use crate::config::{AuditConfig, Config, StorageConfig};
+use crate::config::{AuditConfig, Config, IntegrationConfig, StorageConfig};
 use crate::dev_card::emulator::{CardIdentity, EmulatedCard};
 use crate::dev_pki::{Authority, CardHolder, PkiError, write_file, write_pair};
 use crate::http::{CentreConfig, ServerConfig, TlsConfig};
@@ -48,6 +48,9 @@ pub(crate) enum DemoError {
     /// The configuration could not be written.
     #[error("cannot serialize the demo configuration: {0}")]
     Config(String),
+    /// The sample case could not be sent.
+    #[error("cannot send the sample case: {0}")]
+    Case(String),
 }
 
 /// A demo desk's files, as written into `demo.json`.
@@ -72,6 +75,21 @@ pub(crate) struct DemoCard {
     pub pin: String,
     /// Its holder's idNat.
     pub id_nat: String,
+}
+
+/// The demo's regulation software: its integration certificate and the case it sends.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct DemoIntegration {
+    /// Its client certificate (PEM), CN `logiciel-regulation`.
+    pub cert: PathBuf,
+    /// Its private key (PEM, mode 0600).
+    pub key: PathBuf,
+    /// The sample RS-EDA case it sends (`case.json`).
+    pub case: PathBuf,
+    /// That case's Hub id.
+    pub case_id: String,
+    /// The desk it is sent to: the card's.
+    pub desk: String,
 }
 
 /// The demo card's PIN (a demo value, printed on purpose).
@@ -107,10 +125,15 @@ pub(crate) struct DemoSetup {
     pub config: PathBuf,
     /// The CA that signed the server certificate (give it to curl as `--cacert`).
     pub ca_cert: PathBuf,
+    /// The server certificate (the demo's own client pins it).
+    #[serde(skip)]
+    pub server_cert: PathBuf,
     /// The desks.
     pub desks: Vec<DemoDesk>,
     /// The virtual card inserted at the first desk.
     pub card: DemoCard,
+    /// The regulation software's certificate and sample case.
+    pub integration: DemoIntegration,
     /// The sample patients of the demo record service.
     pub patients: Vec<DemoPatient>,
     /// Which record service the demo runs: `dmp` (the national record's protocol, the
@@ -191,6 +214,7 @@ pub(crate) fn setup(
             pkcs11_token: None,
         });
     }
+    let integration = integration(&dir, &pki_dir, &workstation_ca)?;
     let (card_ca, card_crl, card) = virtual_card(&pki_dir)?;
     let signing_key = pki_dir.join("audit-signing.key");
     let _ = std::fs::remove_file(&signing_key);
@@ -237,6 +261,11 @@ pub(crate) fn setup(
             vec![card_ca],
             vec![card_crl],
         ))),
+        // The regulation software may send cases; no roster, so anyone with the card logs in.
+        integration: Some(IntegrationConfig {
+            cn: INTEGRATION_CN.into(),
+            sha256: None,
+        }),
         roster: None,
         log: LogConfig {
             format: LogFormat::Human,
@@ -262,8 +291,10 @@ pub(crate) fn setup(
         dir,
         config: config_path,
         ca_cert,
+        server_cert: config.tls.server_cert.clone(),
         desks,
         card: card_at,
+        integration,
         patients: record.patients,
         upstream,
     };
@@ -275,6 +306,34 @@ pub(crate) fn setup(
 }
 
 const DEMO_ID_NAT: &str = "810002813839";
+
+/// The CN of the demo regulation software's integration certificate.
+const INTEGRATION_CN: &str = "logiciel-regulation";
+
+/// The regulation software's certificate (from the workstation CA, mapped to no desk) and
+/// its sample case, written as `case.json` for curl.
+fn integration(
+    dir: &Path,
+    pki_dir: &Path,
+    workstation_ca: &Authority,
+) -> Result<DemoIntegration, DemoError> {
+    let (cert, key) = write_pair(
+        pki_dir,
+        "integration",
+        &workstation_ca.issue_client(INTEGRATION_CN)?,
+    )?;
+    let case = dir.join("case.json");
+    let text = serde_json::to_string_pretty(&samples::sample_case(time::OffsetDateTime::now_utc()))
+        .map_err(|e| DemoError::Config(e.to_string()))?;
+    write_file(&case, &text, 0o644)?;
+    Ok(DemoIntegration {
+        cert,
+        key,
+        case,
+        case_id: samples::CASE_ID.into(),
+        desk: CARD_DESK.into(),
+    })
+}
 
 /// A card CA, its (empty) CRL, and a virtual CPS card it issued, for the first desk.
 fn virtual_card(pki_dir: &Path) -> Result<(PathBuf, PathBuf, EmulatedCard), DemoError> {
@@ -325,8 +384,38 @@ impl DemoSetup {
         Ok(path)
     }
 
+    /// Sends the sample case to the card's desk as the regulation software would: over
+    /// HTTPS with the integration certificate, through the API, recorded like any case.
+    pub(crate) async fn send_case(&self, addr: SocketAddr) -> Result<(), DemoError> {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        let files = |e: &dyn std::fmt::Display| DemoError::Case(e.to_string());
+        let mut problems = Vec::new();
+        let leaf = crate::tls::load_certs(&self.server_cert, "server_cert", &mut problems);
+        let chain = crate::tls::load_certs(&self.integration.cert, "integration", &mut problems);
+        let (Some(leaf), false) = (leaf.into_iter().next(), chain.is_empty()) else {
+            let said: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            return Err(DemoError::Case(said.join("; ")));
+        };
+        let key = PrivateKeyDer::from_pem_file(&self.integration.key).map_err(|e| files(&e))?;
+        let body = std::fs::read(&self.integration.case).map_err(|e| files(&e))?;
+        let client = crate::http::probe::Probe::presenting(
+            addr,
+            leaf,
+            Some((chain, key)),
+            std::time::Duration::from_secs(10),
+        )
+        .map_err(|e| files(&e))?;
+        let path = format!("/api/v1/desks/{}/case", self.integration.desk);
+        match client.post_json(&path, body).await.map_err(|e| files(&e))? {
+            (201, _) => Ok(()),
+            (status, answer) => Err(DemoError::Case(format!("{status}: {answer}"))),
+        }
+    }
+
     /// What the demo prints for a newcomer.
-    pub(crate) fn banner(&self, addr: SocketAddr) -> String {
+    /// `case_sent`: the sample case was sent at start (`demo --case`).
+    pub(crate) fn banner(&self, addr: SocketAddr, case_sent: bool) -> String {
         let url = Self::url(addr);
         let Some(desk) = self.desks.first() else {
             return format!("samu-gateway demo is running at {url} (no desk configured)\n");
@@ -337,6 +426,18 @@ impl DemoSetup {
             desk.cert.display(),
             desk.key.display()
         );
+        let integration = format!(
+            "curl --cacert {} --cert {} --key {}",
+            self.ca_cert.display(),
+            self.integration.cert.display(),
+            self.integration.key.display()
+        );
+        let case_url = format!("{url}/api/v1/desks/{}/case", self.integration.desk);
+        let sent = if case_sent {
+            " It was sent once at start\n   (--case); send it again with"
+        } else {
+            "\n   Send it with"
+        };
         let cookies = self.dir.join("cookies.txt");
         let json = "-H 'content-type: application/json'";
         let first = self.patients.first();
@@ -367,9 +468,17 @@ impl DemoSetup {
              Sample patients (INS, demo OID {oid}; try \"access_mode\":\"centre_15\" too):\n\
              {patients}\
              \n\
+             4. The regulation software sends a case (RS-EDA, {case}) to desk '{case_desk}'\n   \
+             with its integration certificate: the page shows it at once; choose the\n   \
+             reason, then the patient it finds, Enter.{sent}:\n\
+             \n  {integration} {json} --data-binary @{case} {case_url}\n\
+             \n   \
+             and close it with:\n\
+             \n  {integration} -X DELETE {case_url}\n\
+             \n\
              Liveness answers anyone: curl --cacert {ca} {url}/healthz\n\
              \n\
-             Files: {dir} (demo.json, gateway.toml, pki/, upstream/). Stop with Ctrl-C; then e.g.\n  \
+             Files: {dir} (demo.json, gateway.toml, case.json, pki/, upstream/). Stop with Ctrl-C; then e.g.\n  \
              samu-gateway --config {config} audit list\n",
             id = desk.id,
             card_desk = self.card.desk,
@@ -380,6 +489,8 @@ impl DemoSetup {
             pin = self.card.pin,
             ins = first.map_or("", |p| p.ins.as_str()),
             oid = first.map_or("", |p| p.ins_oid.as_str()),
+            case = self.integration.case.display(),
+            case_desk = self.integration.desk,
         )
     }
 }

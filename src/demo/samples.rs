@@ -171,6 +171,61 @@ const SAMPLES: &[Sample] = &[
     },
 ];
 
+/// The demo's case id, as the regulation software of an imaginary SAMU 999 would number it.
+pub(super) const CASE_ID: &str = "fr.health.samu999.DEMO-CASE-0001";
+
+/// The sample case the demo's regulation software sends: an RS-EDA `createCaseHealth`
+/// (bare) whose one patient is described by the caller with the first sample patient's
+/// traits, so the search by traits finds her; `creation` is when the demo was set up.
+pub(super) fn sample_case(creation: time::OffsetDateTime) -> serde_json::Value {
+    let sample = &SAMPLES[0];
+    let sex = if sample.gender == "female" { "F" } else { "M" };
+    // The Hub's pattern wants seconds and an explicit offset: no fraction, no "Z".
+    let creation = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00",
+        creation.year(),
+        u8::from(creation.month()),
+        creation.day(),
+        creation.hour(),
+        creation.minute(),
+        creation.second()
+    );
+    serde_json::json!({"createCaseHealth": {
+        "caseId": CASE_ID,
+        "creation": creation,
+        "qualification": {
+            "healthMotive": {"code": "M04.01", "label": "Malaise avec perte de connaissance"},
+            "details": {"priority": "P0"}
+        },
+        "location": {},
+        "owner": "fr.health.samu999",
+        "patient": [{
+            "patientId": "fr.health.samu999.patient.DEMO-CASE-0001.1",
+            "identity": {
+                "strictFeatures": {
+                    "birthName": sample.family,
+                    "birthDate": sample.birth_date,
+                    "sex": sex
+                },
+                "nonStrictFeatures": {
+                    "complete": format!("{} {}", sample.given, sample.family),
+                    "firstName": sample.given
+                }
+            },
+            "detail": {
+                "medicalHistory": "Infarctus il y a cinq ans, selon sa fille",
+                "treatment": "Un anticoagulant, nom inconnu de l'appelante"
+            }
+        }],
+        "medicalNote": [{
+            "patientId": "fr.health.samu999.patient.DEMO-CASE-0001.1",
+            "operator": {"role": "ARM"},
+            "medicalNoteId": "fr.health.samu999.medicalNote.DEMO-CASE-0001.1",
+            "freetext": "Retrouvée inconsciente à domicile par sa fille, respire."
+        }]
+    }})
+}
+
 /// Which stand-in the demo runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -349,4 +404,27 @@ pub(super) fn record_service(
             assertion_keys: vec![assertion_pub],
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo's case reads as the regulation software meant it: the first sample
+    /// patient's traits, so the search by traits finds her.
+    #[test]
+    fn the_sample_case_is_a_valid_message_about_the_first_sample_patient() {
+        let text = serde_json::to_vec(&sample_case(time::OffsetDateTime::now_utc())).unwrap();
+        let case = crate::case::hub::parse(&text).unwrap();
+        assert_eq!(case.case_id, CASE_ID);
+        assert_eq!(case.priority.as_deref(), Some("P0"));
+        let [patient] = case.patients.as_slice() else {
+            panic!("one patient: {case:?}");
+        };
+        assert_eq!(patient.birth_name.as_deref(), Some(SAMPLES[0].family));
+        assert_eq!(patient.first_name.as_deref(), Some(SAMPLES[0].given));
+        assert_eq!(patient.birth_date.as_deref(), Some(SAMPLES[0].birth_date));
+        assert_eq!(patient.sex, Some(crate::case::hub::Sex::Female));
+        assert_eq!(patient.notes.len(), 1);
+    }
 }

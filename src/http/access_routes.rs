@@ -64,6 +64,16 @@ impl Acting {
         &self.desk.id
     }
 
+    /// The professional at the desk, as records name them.
+    pub(super) fn actor(&self) -> crate::audit::Actor {
+        crate::session::actor(&self.professional, &self.desk)
+    }
+
+    /// SHA-256 of the session token this request acts for.
+    pub(super) fn session_hash(&self) -> &str {
+        &self.session
+    }
+
     fn who(&self) -> Actorship<'_> {
         Actorship {
             desk: &self.desk,

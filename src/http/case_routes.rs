@@ -19,7 +19,7 @@ use crate::audit::{Actor, Event, EventKind, Outcome};
 use crate::case::board::{CaseBoard, Ended, HeldCase};
 use crate::case::hub::{self, Sex};
 
-/// The regulation software, by its integration certificate (`roster.integration_cn`),
+/// The regulation software, by its integration certificate (`integration.cn`),
 /// with the board it may write to. Checked from the request head: the body is read after.
 pub(super) struct CaseSender {
     board: Arc<CaseBoard>,
@@ -39,7 +39,7 @@ fn no_integration() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "case_intake_unavailable",
-        "case intake needs [cards] and roster.integration_cn (the regulation software's certificate)",
+        "case intake is not configured: it needs [integration] (the regulation software's certificate) and [cards]",
         "Réception des affaires non configurée.",
     )
 }
@@ -53,20 +53,18 @@ impl FromRequestParts<AppState> for CaseSender {
             Some(Peer::Anonymous) | None => return Err(ApiError::certificate_required()),
             // A desk's workstation is never the integration (configtest sees to it).
             Some(Peer::Desk(..)) => return Err(forbidden()),
-            // As for the roster: an unconfigured intake says so before who may use it.
             Some(Peer::Unmapped(_)) => {}
         }
-        let integration_cn = state
-            .cards()
-            .and_then(|c| c.roster())
-            .map(|(_, cn)| cn.to_owned())
-            .ok_or_else(no_integration)?;
-        if !super::session_routes::is_integration(peer, &integration_cn) {
-            return Err(forbidden());
+        // An unconfigured intake says so before who may use it, so that a vendor trying
+        // their certificate on it is not sent looking for a certificate problem.
+        // (configtest allows [integration] only with [cards].)
+        if !state.integration_configured() || state.cards().is_none() {
+            return Err(no_integration());
         }
+        let cn = super::session_routes::integration_cn(peer).ok_or_else(forbidden)?;
         Ok(Self {
             board: state.cases().clone(),
-            cn: integration_cn,
+            cn,
         })
     }
 }
@@ -341,19 +339,38 @@ impl From<HeldCase> for CaseView {
 
 /// The case the regulation software sent to the calling desk, for its logged-in
 /// physician. No case is not an error (the page asks whenever it shows the form): 204.
+/// The first time a session is shown a case, that is recorded (`case_shown`) before the
+/// case leaves: the caller's description of a patient reached this professional.
 #[utoipa::path(get, path = "/api/v1/case", tag = "cases", security(("workstationCertificate" = [], "sessionCookie" = []), ("workstationCertificate" = [], "sessionBearer" = [])),
     responses((status = 200, description = "The desk's case", body = CaseView),
               (status = 204, description = "The desk holds no case"),
-              (status = 401, description = "No open session at this desk", body = ApiError)))]
+              (status = 401, description = "No open session at this desk", body = ApiError),
+              (status = 503, description = "The audit trail cannot record the showing", body = ApiError)))]
 pub(super) async fn get_case(State(state): State<AppState>, acting: Acting) -> Response {
-    match state.cases().get(acting.desk_id()) {
-        Some(held) => (
-            [(header::CACHE_CONTROL, "no-store")],
-            Json(CaseView::from(held)),
-        )
-            .into_response(),
-        None => StatusCode::NO_CONTENT.into_response(),
+    let desk = acting.desk_id();
+    let Some(held) = state.cases().get(desk) else {
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    let session = acting.session_hash();
+    if !held.shown_to.iter().any(|s| s == session) {
+        let case_id = &held.case.case_id;
+        let shown = Event {
+            actor: Some(acting.actor()),
+            ..Event::new(EventKind::CaseShown, Outcome::Success).with_detail(format!(
+                "case {case_id}; desk {desk}; patients {}",
+                held.case.patients.len()
+            ))
+        };
+        if let Err(refusal) = record(&state, shown).await {
+            return refusal.into_response();
+        }
+        state.cases().mark_shown(desk, case_id, session);
     }
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(CaseView::from(held)),
+    )
+        .into_response()
 }
 
 /// Records the end of every case that lapsed (the service's reaper calls it).

@@ -54,7 +54,7 @@ pub struct Workstation {
 pub enum Role {
     /// A compliance officer (`compliance.officer_cns`).
     Officer,
-    /// The regulation software (`roster.integration_cn`).
+    /// The regulation software (`integration.cn`).
     Integration,
 }
 

@@ -59,6 +59,9 @@ pub(crate) struct DeskServices {
     pub access: Option<Arc<BreakGlass>>,
     /// Each desk's case.
     pub cases: Arc<crate::case::board::CaseBoard>,
+    /// Whether `[integration]` names the regulation software's certificate (without it,
+    /// neither cases nor the roster can be sent, and callers are told so).
+    pub integration: bool,
 }
 
 /// What handlers share.
@@ -73,6 +76,7 @@ struct Shared {
     cards: Option<Arc<CardLogin>>,
     access: Option<Arc<BreakGlass>>,
     cases: Arc<crate::case::board::CaseBoard>,
+    integration: bool,
     receivers: Vec<Arc<crate::audit::ship::Receiver>>,
     ship_alert_seconds: u64,
     thresholds: crate::audit::report::Thresholds,
@@ -95,6 +99,7 @@ impl AppState {
             cards,
             access,
             cases,
+            integration,
         } = desks;
         Self(Arc::new(Shared {
             centre,
@@ -104,6 +109,7 @@ impl AppState {
             cards,
             access,
             cases,
+            integration,
             receivers: oversight.receivers,
             ship_alert_seconds: oversight.ship_alert_seconds,
             thresholds: oversight.thresholds,
@@ -174,6 +180,11 @@ impl AppState {
     /// The case each desk holds.
     pub(crate) fn cases(&self) -> &Arc<crate::case::board::CaseBoard> {
         &self.0.cases
+    }
+
+    /// Whether the regulation software's certificate is configured (`[integration]`).
+    pub(crate) fn integration_configured(&self) -> bool {
+        self.0.integration
     }
 
     /// The metrics registry.

@@ -1,16 +1,17 @@
 //! A minimal HTTP(S) client for the gateway's own listeners, used by `healthcheck` and by
 //! the systemd watchdog to prove that requests are really being served: plain HTTP to the
 //! management listener (loopback), or HTTPS trusting exactly the public listener's
-//! certificate.
+//! certificate. The demo also uses it, with the integration certificate, to send its
+//! sample case the way the regulation software would.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -57,9 +58,22 @@ impl Probe {
         leaf: CertificateDer<'static>,
         timeout: Duration,
     ) -> Result<Self, ProbeError> {
+        Self::presenting(listen, leaf, None, timeout)
+    }
+
+    /// As [`Probe::new`], presenting `identity` (certificate chain, key) as its client
+    /// certificate when given.
+    pub(crate) fn presenting(
+        listen: SocketAddr,
+        leaf: CertificateDer<'static>,
+        identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+        timeout: Duration,
+    ) -> Result<Self, ProbeError> {
         Ok(Self {
             addr: SocketAddr::new(local(listen.ip()), listen.port()),
-            connector: Some(TlsConnector::from(Arc::new(pinned_client_config(leaf)?))),
+            connector: Some(TlsConnector::from(Arc::new(pinned_client_config(
+                leaf, identity,
+            )?))),
             timeout,
         })
     }
@@ -75,12 +89,30 @@ impl Probe {
 
     /// GETs `path`; returns the status and the body.
     pub(crate) async fn get(&self, path: &str) -> Result<(u16, String), ProbeError> {
-        tokio::time::timeout(self.timeout, self.exchange(path))
+        self.send(Call::get(path)).await
+    }
+
+    /// POSTs `body` (JSON) to `path`; returns the status and the body.
+    pub(crate) async fn post_json(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, String), ProbeError> {
+        self.send(Call {
+            method: hyper::Method::POST,
+            path,
+            body: Some(body),
+        })
+        .await
+    }
+
+    async fn send(&self, call: Call<'_>) -> Result<(u16, String), ProbeError> {
+        tokio::time::timeout(self.timeout, self.exchange(call))
             .await
             .map_err(|_| ProbeError::Timeout(self.addr))?
     }
 
-    async fn exchange(&self, path: &str) -> Result<(u16, String), ProbeError> {
+    async fn exchange(&self, call: Call<'_>) -> Result<(u16, String), ProbeError> {
         let tcp = TcpStream::connect(self.addr)
             .await
             .map_err(|e| self.fail("connect", &e))?;
@@ -91,9 +123,9 @@ impl Probe {
                     .connect(name, tcp)
                     .await
                     .map_err(|e| self.fail("TLS handshake", &e))?;
-                self.request(TokioIo::new(tls), path).await
+                self.request(TokioIo::new(tls), call).await
             }
-            None => self.request(TokioIo::new(tcp), path).await,
+            None => self.request(TokioIo::new(tcp), call).await,
         }
     }
 
@@ -105,7 +137,7 @@ impl Probe {
         }
     }
 
-    async fn request<I>(&self, io: I, path: &str) -> Result<(u16, String), ProbeError>
+    async fn request<I>(&self, io: I, call: Call<'_>) -> Result<(u16, String), ProbeError>
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
@@ -113,9 +145,15 @@ impl Probe {
             .await
             .map_err(|e| self.fail("HTTP handshake", &e))?;
         let driver = tokio::spawn(connection);
-        let request = hyper::Request::get(path)
-            .header(hyper::header::HOST, self.addr.to_string())
-            .body(Empty::<Bytes>::new())
+        let mut request = hyper::Request::builder()
+            .method(call.method)
+            .uri(call.path)
+            .header(hyper::header::HOST, self.addr.to_string());
+        if call.body.is_some() {
+            request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(call.body.unwrap_or_default())))
             .map_err(|e| self.fail("request", &e))?;
         let response = sender
             .send_request(request)
@@ -129,6 +167,23 @@ impl Probe {
             .to_bytes();
         driver.abort();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+}
+
+/// One request: method, path, and a JSON body if any.
+struct Call<'a> {
+    method: hyper::Method,
+    path: &'a str,
+    body: Option<Vec<u8>>,
+}
+
+impl<'a> Call<'a> {
+    fn get(path: &'a str) -> Self {
+        Self {
+            method: hyper::Method::GET,
+            path,
+            body: None,
+        }
     }
 }
 

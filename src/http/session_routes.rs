@@ -172,7 +172,7 @@ pub(super) struct RosterAnswer {
     pub shifts: usize,
 }
 
-/// The regulation software, by its integration certificate (`roster.integration_cn`), with
+/// The regulation software, by its integration certificate (`integration.cn`), with
 /// the roster it may replace. Checked from the request head: a body is read only after.
 pub(super) struct Integration {
     roster: std::sync::Arc<crate::session::roster::Roster>,
@@ -198,36 +198,34 @@ impl FromRequestParts<AppState> for Integration {
             Some(Peer::Desk(..)) => return Err(forbidden()),
             Some(Peer::Unmapped(_)) => {}
         }
-        let cards = state.cards();
-        let configured = cards.and_then(|c| Some((c.shared_roster()?, c.roster()?.1)));
-        let (roster, integration_cn) = configured.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "roster_unavailable",
-                "no roster is configured",
-                "Tableau de garde non configuré.",
-            )
-        })?;
-        if is_integration(peer, integration_cn) {
-            Ok(Self {
-                roster,
-                cn: integration_cn.to_owned(),
-            })
-        } else {
-            Err(forbidden())
-        }
+        // An unconfigured roster says so before who may replace it.
+        let roster = state
+            .cards()
+            .and_then(|c| c.shared_roster())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "roster_unavailable",
+                    "no roster is configured",
+                    "Tableau de garde non configuré.",
+                )
+            })?;
+        let cn = integration_cn(peer).ok_or_else(forbidden)?;
+        Ok(Self { roster, cn })
     }
 }
 
-/// Whether `peer` is the regulation software: the integration role (its pin checked at the
-/// handshake when configured) under the configured CN.
-pub(super) fn is_integration(peer: Option<&Peer>, integration_cn: &str) -> bool {
-    matches!(peer, Some(Peer::Unmapped(w))
-        if w.role == Some(super::Role::Integration) && w.cn.as_deref() == Some(integration_cn))
+/// The CN of `peer` when it is the regulation software: the handshake gave it the
+/// integration role only for `integration.cn` (and its pin when configured).
+pub(super) fn integration_cn(peer: Option<&Peer>) -> Option<String> {
+    match peer {
+        Some(Peer::Unmapped(w)) if w.role == Some(super::Role::Integration) => w.cn.clone(),
+        _ => None,
+    }
 }
 
 /// Replaces the on-duty roster. Only the regulation software's integration certificate
-/// (`roster.integration_cn`) may call it.
+/// (`integration.cn`) may call it.
 #[utoipa::path(put, path = "/api/v1/roster", tag = "roster", request_body = crate::session::roster::RosterDocument,
     responses((status = 200, description = "Roster replaced", body = RosterAnswer),
               (status = 400, description = "A shift is malformed; nothing changed", body = ApiError),

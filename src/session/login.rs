@@ -57,7 +57,6 @@ pub(crate) struct CardLogin {
     audit: Arc<AuditLog>,
     limiter: DefaultKeyedRateLimiter<String>,
     roster: Option<Arc<Roster>>,
-    integration_cn: Option<String>,
     allowed_professions: Vec<String>,
     expiry: super::Expiry,
 }
@@ -94,12 +93,9 @@ impl CardLogin {
         desks: &[DeskConfig],
         audit: Arc<AuditLog>,
         virtual_card: Option<Box<dyn crate::card::apdu::Transport + Send>>,
-        roster: Option<(Roster, String)>,
+        roster: Option<Roster>,
     ) -> std::io::Result<Self> {
-        let (roster, integration_cn) = match roster {
-            Some((roster, cn)) => (Some(Arc::new(roster)), Some(cn)),
-            None => (None, None),
-        };
+        let roster = roster.map(Arc::new);
         let trust = Arc::new(trust);
         let sessions = Sessions::new(desks, audit.clone());
         let (events, inbox) = mpsc::unbounded_channel();
@@ -132,7 +128,6 @@ impl CardLogin {
             audit,
             limiter,
             roster,
-            integration_cn,
             allowed_professions: config.allowed_professions.clone(),
             expiry: config.expiry(),
         })
@@ -151,11 +146,6 @@ impl CardLogin {
     /// The roster as shared with the real-time alerts (the same one the API replaces).
     pub(crate) fn shared_roster(&self) -> Option<Arc<Roster>> {
         self.roster.clone()
-    }
-
-    /// The roster, and the CN of the certificate allowed to replace it.
-    pub(crate) fn roster(&self) -> Option<(&Roster, &str)> {
-        Some((self.roster.as_deref()?, self.integration_cn.as_deref()?))
     }
 
     /// Tries to log in the holder of the card at `desk` with the PIN from `pin`; the card's

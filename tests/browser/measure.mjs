@@ -1,6 +1,11 @@
 // The physician's flow measured in Debian's Chromium (benches/page.rs drives it): for each
 // run, from card insertion to the allergies on screen, the user's actions and the system
 // time (what the physician waits for; their typing is excluded).
+// An action is one task the physician does with a single aim, as the issue that asked for
+// the case path counts them: insert the card; type the PIN; identify the patient (type
+// the INS and the call id); justify (choose the reason) and send. Reading the allergies is
+// where the count stops. On the case's path, identifying is choosing a candidate inside
+// the justifying action: nothing is typed.
 //
 // Protocol with benches/page.rs: this script prints "INSERT" (the card goes into the
 // reader) and "REMOVE" (it leaves); the bench answers "done" to each.
@@ -63,8 +68,9 @@ for (let run = 0; run < runs; run++) {
       await page.locator('#summary .allergies').waitFor({ state: 'visible' });
     });
   } else {
-    // Action 3: INS, call id, reason, Enter (typing excluded). Waiting: until the allergies.
-    actions++;
+    // Action 3: identify (INS, call id); action 4: justify (reason) and Enter (typing
+    // excluded). Waiting: until the allergies.
+    actions += 2;
     // (↓ for the test identifier kind is not needed for a real INS.)
     await fillAccessForm(page, patients[run % patients.length], `CRRA-2026-${String(run).padStart(6, '0')}`);
     keys += 6;
@@ -73,8 +79,6 @@ for (let run = 0; run < runs; run++) {
       await page.locator('#summary .allergies').waitFor({ state: 'visible' });
     });
   }
-  // Action 4: read.
-  actions++;
   samples.push({ waited, actions, keys, ...segments });
   await ask('REMOVE');
   await page.locator('#card-title').filter({ hasText: 'Insérez votre carte' }).waitFor();

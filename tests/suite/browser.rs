@@ -193,18 +193,10 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
         &pcscd,
         &card,
         &upstream,
-        "\n[roster]\nintegration_cn = \"poste-x\"\ngrace_minutes = 15\n",
+        "\n[integration]\ncn = \"poste-x\"\n",
     );
-    // The regulation software: the physician on duty; the case comes once they are logged in.
+    // The regulation software: the case comes once the physician is logged in.
     let integration = gateway.client(Some(support::UNMAPPED));
-    let roster = support::hub::on_duty_now("810002813839");
-    let put = integration
-        .put(gateway.url("/api/v1/roster"))
-        .json(&roster)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
     let case_id = "fr.health.samu690.DRFR156902612040009";
     let case = support::hub::one_patient_case(case_id, &family(1));
     let env = script_env(&gateway, DESK_A, vec![("CASE_ID", case_id.to_owned())]);
@@ -222,21 +214,18 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
             true
         })
     });
+    assert_case_path_on_the_record(&result, &gateway.config, case_id);
+}
+
+/// The case path reached a penicillin allergy, and the search, the access and the read
+/// are recorded under the case's id, in Centre 15 mode.
+fn assert_case_path_on_the_record(result: &Value, config: &Path, case_id: &str) {
+    let allergies = result["allergies"].as_str().unwrap().to_lowercase();
     assert!(
-        result["allergies"]
-            .as_str()
-            .unwrap()
-            .to_lowercase()
-            .contains("pénicilline")
-            || result["allergies"]
-                .as_str()
-                .unwrap()
-                .to_lowercase()
-                .contains("penicillin"),
+        allergies.contains("pénicilline") || allergies.contains("penicillin"),
         "{result}"
     );
-    // The search and the access are both recorded under the case's id.
-    let trail = support::run(&gateway.config, &["audit", "list", "--json"], &[]).1;
+    let trail = support::run(config, &["audit", "list", "--json"], &[]).1;
     let records: Vec<Value> = trail
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -253,6 +242,66 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
         assert_eq!(record["call"]["call_id"], case_id, "{record}");
         assert_eq!(record["access_mode"], "centre_15", "{record}");
     }
+}
+
+/// The same three actions on the national record's protocol: the demo (dev-dmp, the
+/// virtual card signing), its regulation software sending the sample case with the
+/// integration certificate, TD0.5 finding the patient by the case's traits.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_case_path_works_on_the_national_records_protocol_too() {
+    let (mut demo, dir, _) = start_demo();
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("demo.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["upstream"], "dmp");
+    let text = |v: &Value| v.as_str().unwrap().to_owned();
+    let (url, desk, integration) = (
+        text(&manifest["url"]),
+        &manifest["desks"][0],
+        &manifest["integration"],
+    );
+    assert_eq!(desk["id"], manifest["card"]["desk"]);
+    let case_id = text(&integration["case_id"]);
+    let env = vec![
+        ("GATEWAY", url.clone()),
+        ("CLIENT_CERT", text(&desk["cert"])),
+        ("CLIENT_KEY", text(&desk["key"])),
+        ("SHOTS", shots_dir().join("dmp").display().to_string()),
+        ("CASE_ID", case_id.clone()),
+    ];
+    use rustls::pki_types::pem::PemObject;
+    let pem = |v: &Value| std::fs::read(text(v)).unwrap();
+    let regulation = support::tls_client(
+        rustls::pki_types::CertificateDer::from_pem_slice(&pem(&manifest["ca_cert"])).unwrap(),
+        Some((
+            rustls::pki_types::CertificateDer::from_pem_slice(&pem(&integration["cert"])).unwrap(),
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(&pem(&integration["key"])).unwrap(),
+        )),
+    );
+    let case = pem(&integration["case"]);
+    let case_url = format!("{url}/api/v1/desks/{}/case", text(&integration["desk"]));
+    let runtime = tokio::runtime::Handle::current();
+    let result = tokio::task::block_in_place(|| {
+        run_script(&browser_dir().join("case.mjs"), &env, |command| {
+            let (request, expected) = match command {
+                "CASE" => (
+                    regulation
+                        .post(&case_url)
+                        .header("content-type", "application/json")
+                        .body(case.clone()),
+                    201,
+                ),
+                "CLOSE" => (regulation.delete(&case_url), 204),
+                _ => return false,
+            };
+            let answer = runtime.block_on(request.send()).unwrap();
+            assert_eq!(answer.status(), expected, "{command}");
+            true
+        })
+    });
+    assert_case_path_on_the_record(&result, &dir.path().join("gateway.toml"), &case_id);
+    let _ = demo.kill();
+    let _ = demo.wait();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -355,7 +355,7 @@ async fn only_a_professional_on_duty_may_log_in_and_only_the_integration_certifi
     // The unmapped workstation certificate (CN poste-x) plays the regulation software.
     let (_pcscd, _card, gateway) = desk_with_card(
         &["--id-nat", "810002813839"],
-        "\n[roster]\nintegration_cn = \"poste-x\"\ngrace_minutes = 15\n",
+        "\n[integration]\ncn = \"poste-x\"\n\n[roster]\ngrace_minutes = 15\n",
         "present",
     )
     .await;

@@ -16,31 +16,21 @@ const OWN: &str = include_str!("../fixtures/hub/rs-eda-two-patients.json");
 const CASE_ID: &str = "fr.health.samu690.DRFR156902612040001";
 
 /// A gateway whose integration certificate is the unmapped workstation's (CN poste-x),
-/// with desk A's physician on duty and logged in; `extra` is appended to the configuration.
+/// with desk A's physician logged in; `extra` is appended to the configuration. No roster:
+/// case intake needs only the integration certificate.
 async fn centre(extra: &str) -> (Pcscd, VirtualCard, Gateway, String) {
     let pcscd = Pcscd::start(1);
     let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let config_text = format!(
-        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n\n[roster]\nintegration_cn = \"poste-x\"\ngrace_minutes = 15\n{extra}\n",
+        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n\n[integration]\ncn = \"poste-x\"\n{extra}\n",
         card.dir.join("card-ca.pem").display(),
         card.dir.join("card-ca.crl").display(),
     );
     let config = write_config(dir.path(), &pki, "", &config_text);
     let (key, value) = pcscd.env();
     let gateway = Gateway::launch(dir, pki, config, &[(key, value.as_str())]);
-    // The roster makes duty a condition of login: the physician is on duty now.
-    let roster = support::hub::on_duty_now("810002813839");
-    let status = gateway
-        .client(Some(UNMAPPED))
-        .put(gateway.url("/api/v1/roster"))
-        .json(&roster)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, StatusCode::OK);
     let token = gateway.login_desk_a().await;
     (pcscd, card, gateway, token)
 }
@@ -99,8 +89,18 @@ fn audit(gateway: &Gateway, kind: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_regulation_software_puts_a_case_at_a_desk_and_its_physician_reads_it() {
+    // No [roster]: the physician logged in without one, and the integration certificate
+    // sends cases all the same; it is told there is no roster to replace.
     let (_pcscd, _card, gateway, token) = centre("").await;
     assert_eq!(read(&gateway, &token).await.0, StatusCode::NO_CONTENT);
+    let roster = gateway
+        .client(Some(UNMAPPED))
+        .put(gateway.url("/api/v1/roster"))
+        .json(&json!({"shifts": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(roster.status(), StatusCode::SERVICE_UNAVAILABLE);
 
     let (status, body) = send(&gateway, UNMAPPED, "desk-a", OWN.as_bytes().to_vec()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -126,6 +126,8 @@ async fn the_regulation_software_puts_a_case_at_a_desk_and_its_physician_reads_i
     assert_eq!(patient["nir_unverified"], "258037512345678");
     assert_eq!(patient["notes"].as_array().unwrap().len(), 1);
     assert_eq!(case["patients"][1]["sex"], "M");
+    // Read again (the page asks at every change): shown once to this session on the record.
+    assert_eq!(read(&gateway, &token).await.0, StatusCode::OK);
 
     // Desk B's workstation holds no session and sees nothing of desk A's case.
     let other = gateway
@@ -183,6 +185,25 @@ async fn the_regulation_software_puts_a_case_at_a_desk_and_its_physician_reads_i
             "case fr.health.samu690.DRFR156902612040002; desk desk-a; ended: closed".to_owned(),
         ]
     );
+    // Shown once per case to the session's professional, before the page had it.
+    let shown = audit(&gateway, "case_shown");
+    let details: Vec<&str> = shown
+        .iter()
+        .map(|r| r["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        details,
+        vec![
+            format!("case {CASE_ID}; desk desk-a; patients 2").as_str(),
+            "case fr.health.samu690.DRFR156902612040002; desk desk-a; patients 2",
+        ]
+    );
+    assert_eq!(
+        shown[0]["actor"]["id_nat"], "810002813839",
+        "{:?}",
+        shown[0]
+    );
+    assert_eq!(shown[0]["actor"]["desk"], "desk-a");
     let trail = support::run(&gateway.config, &["audit", "list", "--json"], &[]).1;
     let logs = gateway.stderr.all();
     for secret in [

@@ -10,6 +10,15 @@ use serde_json::Value;
 
 /// Starts `samu-gateway demo` in `dir` with `extra` arguments; returns it and demo.json.
 fn start_demo(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, Value) {
+    let (child, demo, _) = start_demo_printing(dir, extra);
+    (child, demo)
+}
+
+/// As `start_demo`, with what the demo prints (its banner).
+fn start_demo_printing(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::Child, Value, support::Lines) {
     let mut child = Command::new(support::BIN)
         .args(["demo", "--port", "0", "--dir"])
         .arg(dir)
@@ -20,6 +29,9 @@ fn start_demo(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, Va
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let (printed, logged) = (support::Lines::default(), support::Lines::default());
+    printed.follow(child.stdout.take().unwrap());
+    logged.follow(child.stderr.take().unwrap());
     let manifest = dir.join("demo.json");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !manifest.exists() {
@@ -28,7 +40,7 @@ fn start_demo(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, Va
         std::thread::sleep(Duration::from_millis(50));
     }
     let demo = serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
-    (child, demo)
+    (child, demo, printed)
 }
 
 /// The card desk's client and a session token, once the virtual card is read.
@@ -68,6 +80,112 @@ async fn log_in(demo: &Value) -> (reqwest::Client, String) {
     (physician, token)
 }
 
+/// `demo --case` sends its sample case to the card's desk as the regulation software
+/// would, before demo.json appears; the curl lines the demo prints close it and send it
+/// again, run as printed; the case is on the record each time.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_sends_its_sample_case_and_prints_the_curl_lines_that_do_it_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, demo, printed) = start_demo_printing(dir.path(), &["--case"]);
+    let url = demo["url"].as_str().unwrap();
+    let case_id = demo["integration"]["case_id"].as_str().unwrap();
+    let (physician, token) = log_in(&demo).await;
+    let case = |expected: u16| {
+        let request = physician
+            .get(format!("{url}/api/v1/case"))
+            .bearer_auth(&token);
+        async move {
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status(), expected);
+            answer.json::<Value>().await.unwrap_or_default()
+        }
+    };
+    let shown = case(200).await;
+    assert_eq!(shown["case_id"], case_id, "{shown}");
+    assert_eq!(shown["priority"], "P0", "{shown}");
+    let patient = &shown["patients"][0];
+    let sample = demo["patients"][0]["name"].as_str().unwrap();
+    assert_eq!(
+        format!(
+            "{} {}",
+            patient["birth_name"].as_str().unwrap(),
+            patient["first_name"].as_str().unwrap()
+        ),
+        sample,
+        "the case describes the first sample patient: {shown}"
+    );
+
+    assert!(
+        printed
+            .wait_for(Duration::from_secs(10), |l| l.contains("-X DELETE"))
+            .is_some(),
+        "{}",
+        printed.all()
+    );
+    let banner = printed.all();
+    assert!(banner.contains("It was sent once at start"), "{banner}");
+    let line = |needle: &str| {
+        banner
+            .lines()
+            .find(|l| l.contains(needle) && l.trim_start().starts_with("curl "))
+            .unwrap_or_else(|| panic!("no curl line with {needle}: {banner}"))
+            .trim()
+            .to_owned()
+    };
+    let shell = |command: String| async move {
+        let out = tokio::process::Command::new("sh")
+            .args(["-c", &command])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{command}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    shell(line("-X DELETE")).await;
+    case(204).await;
+    let answer = shell(line("--data-binary @")).await;
+    assert!(answer.contains(case_id), "{answer}");
+    assert_eq!(case(200).await["case_id"], case_id);
+
+    let config = dir.path().join("gateway.toml");
+    let (_, received, _) = support::run(
+        &config,
+        &["audit", "list", "--kind", "case_received", "--json"],
+        &[],
+    );
+    assert_eq!(received.matches(case_id).count(), 2, "{received}");
+    let (_, closed, _) = support::run(
+        &config,
+        &["audit", "list", "--kind", "case_closed", "--json"],
+        &[],
+    );
+    assert!(closed.contains(case_id), "{closed}");
+    support::signal(child.id(), "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+/// The demo's case is what the Hub's schema describes (Python's `jsonschema` on the
+/// published `RS-EDA.schema.json`).
+#[test]
+fn the_demos_case_follows_the_hubs_schema() {
+    let schema = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/hub/json-schema/RS-EDA.schema.json");
+    if !schema.is_file() {
+        support::skipped(&format!(
+            "demo: {} is absent; the demo's case was not checked against the Hub's schema",
+            schema.display()
+        ));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, demo) = start_demo(dir.path(), &[]);
+    let case = std::path::PathBuf::from(demo["integration"]["case"].as_str().unwrap());
+    let (valid, stdout, stderr) = support::validators::run("rs_eda.py", &case);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(valid, "{stdout}{stderr}");
+}
+
 /// `demo --upstream fhir` keeps the FHIR stand-in: the same patients, read from bundles.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_demo_keeps_the_fhir_path_on_request() {
@@ -100,7 +218,7 @@ async fn the_demo_keeps_the_fhir_path_on_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, demo) = start_demo(dir.path(), &[]);
+    let (mut child, demo, printed) = start_demo_printing(dir.path(), &[]);
     // The national record's protocol, unless asked otherwise.
     assert_eq!(demo["upstream"], "dmp");
     let url = demo["url"].as_str().unwrap();
@@ -208,9 +326,9 @@ async fn demo_serves_its_desks_and_leaves_a_usable_configuration() {
     assert!(document.bytes().await.unwrap().starts_with(b"%PDF-"));
 
     support::signal(child.id(), "TERM");
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    printed.wait_closed(Duration::from_secs(10));
+    let stdout = printed.all();
     assert!(
         stdout.contains(&format!(
             "curl --cacert {}",

@@ -469,7 +469,7 @@ async fn malformed_input_is_refused_without_echoing_it() {
 /// the router, so a new route fails this test until it is classified here). Each row: the
 /// status for an anonymous peer, a workstation-CA certificate nothing maps, a desk (no
 /// card login configured, no session), a compliance officer, and the regulation
-/// software's integration certificate (no roster configured), for a bare request (no body,
+/// software's integration certificate (no [integration] configured), for a bare request (no body,
 /// no token).
 const EXPECTED: &[(&str, [u16; 5])] = &[
     (

@@ -1,19 +1,7 @@
 //! The regulation software's side of case intake, for the tests and benches that play it:
-//! a roster putting a professional on duty now, and a one-patient RS-EDA message.
+//! a one-patient RS-EDA message.
 
 use serde_json::{Value, json};
-
-/// A roster with `id_nat` on duty from an hour ago to eight hours from now.
-pub(crate) fn on_duty_now(id_nat: &str) -> Value {
-    let now = time::OffsetDateTime::now_utc();
-    let format = &time::format_description::well_known::Rfc3339;
-    let at = |hours: i64| {
-        (now + time::Duration::hours(hours))
-            .format(format)
-            .expect("an RFC 3339 time")
-    };
-    json!({"shifts": [{"id_nat": id_nat, "start": at(-1), "end": at(8)}]})
-}
 
 /// A bare `createCaseHealth` for case `case_id` (a `fr.health.samu690.…` id): one patient,
 /// `birth_name` Camille, born 1980-01-17, female (the dev upstream's sample patients).

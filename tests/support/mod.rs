@@ -251,7 +251,8 @@ workstation_cn = "poste-b"
 pub(crate) struct Lines(Arc<Mutex<Vec<String>>>, Arc<std::sync::atomic::AtomicBool>);
 
 impl Lines {
-    fn follow(&self, stream: impl std::io::Read + Send + 'static) {
+    /// Collects `stream`'s lines on a thread of their own until it closes.
+    pub(crate) fn follow(&self, stream: impl std::io::Read + Send + 'static) {
         let (lines, closed) = (self.0.clone(), self.1.clone());
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines().map_while(Result::ok) {
