@@ -296,7 +296,7 @@ pub async fn run(
     let started = Event::new(EventKind::ServiceStarted, Outcome::Success)
         .with_detail(format!("samu-gateway {version} on {local}"));
     let _recorded = audit.append(started).await?;
-    tracing::info!(addr = %local, management = %management_local, desks = prepared.config.desks.len(), "listening");
+    tracing::info!(notice = true, addr = %local, management = %management_local, desks = prepared.config.desks.len(), "listening");
     on_bound(local);
     notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
     let watchdog = spawn_watchdog(management_local, stores.clone(), audit.clone());
@@ -307,7 +307,7 @@ pub async fn run(
             _ = terminate.recv() => "SIGTERM",
             _ = interrupt.recv() => "SIGINT",
         };
-        tracing::info!(signal = name, "shutdown requested");
+        tracing::info!(notice = true, signal = name, "shutdown requested");
         state.start_draining();
         notify(&[NotifyState::Stopping, NotifyState::Status("draining")]);
     };
@@ -323,7 +323,7 @@ pub async fn run(
     }
     api::case_routes::end_all(&state).await;
     finish(drain, audit, &stores).await;
-    tracing::info!("stopped");
+    tracing::info!(notice = true, "stopped");
     Ok(drain)
 }
 

@@ -1,10 +1,22 @@
 //! Logging with `tracing`: JSON lines or human-readable text on stderr (journald keeps it).
 //!
+//! When stderr is journald's stream (systemd says so in `JOURNAL_STREAM`), each line starts
+//! with its syslog priority, `<N>`, which journald takes off and keeps as the entry's
+//! priority: `journalctl -p warning` then shows warnings, errors and alerts. The line
+//! itself is unchanged, so the JSON's structured fields stay parseable. Priorities:
+//! an event with an `alert` field (a real-time security alert) is 1 (alert); error 3;
+//! warning 4; info with a `notice` field (start, stop, configuration, roster) 5 (notice);
+//! info 6; debug and trace 7.
+//!
 //! Invariant (ARCHITECTURE.md): nothing that identifies a patient is ever logged. Request
 //! logs carry route templates, never raw paths or queries; later modules log opaque ids.
 
+use std::io::Write;
+
 use serde::{Deserialize, Serialize};
+use tracing::{Level, Metadata};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -47,6 +59,87 @@ pub(crate) enum TelemetryError {
     AlreadyInitialised(String),
 }
 
+/// The syslog priority of an event (RFC 5424 severities, as journald reads them).
+pub(crate) fn priority(meta: &Metadata<'_>) -> u8 {
+    let has = |name: &str| meta.fields().field(name).is_some();
+    match *meta.level() {
+        _ if has("alert") => 1,
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO if has("notice") => 5,
+        Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+/// Writes each event to `inner`, preceded by `<N>` (its priority) when `prefix` is set.
+#[derive(Clone, Copy)]
+struct Prioritised<M> {
+    inner: M,
+    prefix: bool,
+}
+
+/// One event's writer: the prefix goes out with the event's first bytes, in one write, so
+/// that lines from several threads never interleave with a prefix between them.
+struct PrefixOnce<W> {
+    inner: W,
+    prefix: Option<u8>,
+}
+
+impl<W: Write> Write for PrefixOnce<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.prefix.take() {
+            Some(n) => {
+                let mut line = format!("<{n}>").into_bytes();
+                line.extend_from_slice(buf);
+                self.inner.write_all(&line)?;
+                Ok(buf.len())
+            }
+            None => self.inner.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Prioritised<M> {
+    type Writer = PrefixOnce<M::Writer>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        PrefixOnce {
+            inner: self.inner.make_writer(),
+            prefix: None,
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &Metadata<'_>) -> Self::Writer {
+        PrefixOnce {
+            inner: self.inner.make_writer_for(meta),
+            prefix: self.prefix.then(|| priority(meta)),
+        }
+    }
+}
+
+/// Whether stderr is journald's stream: `JOURNAL_STREAM` (`DEVICE:INODE`, set by systemd)
+/// names the very file stderr is. A child that inherited the variable but not the stream
+/// (stderr redirected) does not match.
+fn stderr_is_journal() -> bool {
+    std::env::var("JOURNAL_STREAM").is_ok_and(|named| names_stderr(&named))
+}
+
+/// Whether `named` (`DEVICE:INODE`) is this process's stderr.
+fn names_stderr(named: &str) -> bool {
+    let Some((dev, ino)) = named.split_once(':') else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    rustix::fs::fstat(std::io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
+}
+
 /// Installs the global subscriber.
 pub(crate) fn init(log: &LogConfig) -> Result<(), TelemetryError> {
     let filter = EnvFilter::builder()
@@ -54,7 +147,10 @@ pub(crate) fn init(log: &LogConfig) -> Result<(), TelemetryError> {
         .map_err(|e| TelemetryError::Filter(e.to_string()))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(Prioritised {
+            inner: std::io::stderr,
+            prefix: stderr_is_journal(),
+        });
     let installed = match log.format {
         LogFormat::Json => builder
             .json()
@@ -65,4 +161,86 @@ pub(crate) fn init(log: &LogConfig) -> Result<(), TelemetryError> {
         LogFormat::Human => builder.with_ansi(false).try_init(),
     };
     installed.map_err(|e| TelemetryError::AlreadyInitialised(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lines(prefix: bool) -> Vec<String> {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(Level::TRACE)
+            .with_writer(Prioritised {
+                inner: move || sink.clone(),
+                prefix,
+            })
+            .json()
+            .flatten_event(true)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(alert = "pin_failures", "security alert");
+            tracing::error!("error");
+            tracing::warn!("warning");
+            tracing::info!(notice = true, "notice");
+            tracing::info!("info");
+            tracing::debug!("debug");
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn each_event_carries_its_syslog_priority_and_stays_json() {
+        let lines = lines(true);
+        let expected = [
+            (1, "security alert"),
+            (3, "error"),
+            (4, "warning"),
+            (5, "notice"),
+            (6, "info"),
+            (7, "debug"),
+        ];
+        assert_eq!(lines.len(), expected.len(), "{lines:?}");
+        for (line, (n, message)) in lines.iter().zip(expected) {
+            let json = line
+                .strip_prefix(&format!("<{n}>"))
+                .unwrap_or_else(|| panic!("<{n}> expected: {line}"));
+            let event: serde_json::Value = serde_json::from_str(json).unwrap();
+            assert_eq!(event["message"], message, "{line}");
+        }
+    }
+
+    #[test]
+    fn outside_journald_lines_are_left_alone() {
+        for line in lines(false) {
+            assert!(line.starts_with('{'), "{line}");
+        }
+    }
+
+    #[test]
+    fn only_a_journal_stream_naming_stderr_itself_is_believed() {
+        let st = rustix::fs::fstat(std::io::stderr()).unwrap();
+        assert!(names_stderr(&format!("{}:{}", st.st_dev, st.st_ino)));
+        let other = format!("{}:{}", st.st_dev, st.st_ino.wrapping_add(1));
+        for named in [other.as_str(), "garbage", "1:", ":2", ""] {
+            assert!(!names_stderr(named), "{named}");
+        }
+    }
 }

@@ -213,6 +213,7 @@ async fn follow(
             alerts = missed.len(),
             "raising alerts the previous run did not record"
         );
+        log_alerts(&missed);
         let _receipts = log.append_all(missed).await?;
     }
     loop {
@@ -230,17 +231,22 @@ async fn follow(
         };
         cursor = last;
         if !alerts.is_empty() {
-            for event in &alerts {
-                tracing::warn!(
-                    alert = event.alert.as_ref().map_or("", |a| a.kind.as_str()),
-                    detail = event.detail.as_deref().unwrap_or(""),
-                    "security alert"
-                );
-            }
+            log_alerts(&alerts);
             let _receipts = log.append_all(alerts).await?;
             continue;
         }
         let _ = tokio::time::timeout(IDLE, notified).await;
+    }
+}
+
+/// Logs each alert with its `alert` field: journald gets it at priority 1 (telemetry).
+fn log_alerts(alerts: &[Event]) {
+    for event in alerts {
+        tracing::warn!(
+            alert = event.alert.as_ref().map_or("", |a| a.kind.as_str()),
+            detail = event.detail.as_deref().unwrap_or(""),
+            "security alert"
+        );
     }
 }
 

@@ -5,7 +5,8 @@
 // The case arrives while the physician is logged in: the page shows it without a reload.
 // Protocol with tests/suite/browser.rs: "CASE" (the regulation software sends the case),
 // "CLOSE" (it closes it).
-// Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, SHOTS, CASE_ID.
+// Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, SHOTS, CASE_ID; MATCH_SHOWN=1 when the
+// record service says how well each candidate matches (the national record does).
 
 import { accessible, ask, check, closeSummary, context, env, finish, launch, setup, unlock } from './common.mjs';
 
@@ -32,6 +33,10 @@ await page.keyboard.press('ArrowDown');
 const candidate = page.locator('#case-candidates-0 button:not([disabled])').first();
 await candidate.waitFor({ state: 'visible' });
 check(await candidate.evaluate((b) => b === document.activeElement), 'the candidate has the focus');
+const offered = await candidate.innerText();
+if (process.env.MATCH_SHOWN === '1') {
+  check(/correspondance \d+ %/.test(offered), `the candidate says how well it matches: ${offered}`);
+}
 await page.keyboard.press('Enter');
 await page.locator('#ins-check.ok').waitFor();
 await page.keyboard.press('Enter');

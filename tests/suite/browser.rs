@@ -268,6 +268,7 @@ async fn the_case_path_works_on_the_national_records_protocol_too() {
         ("CLIENT_KEY", text(&desk["key"])),
         ("SHOTS", shots_dir().join("dmp").display().to_string()),
         ("CASE_ID", case_id.clone()),
+        ("MATCH_SHOWN", "1".to_owned()),
     ];
     use rustls::pki_types::pem::PemObject;
     let pem = |v: &Value| std::fs::read(text(v)).unwrap();

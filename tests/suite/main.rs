@@ -25,6 +25,7 @@ mod dmp_gateway;
 mod dmp_messages;
 mod dmp_vihf;
 mod hostile_lan;
+mod journald;
 mod layering;
 mod lifecycle;
 mod log_hygiene;

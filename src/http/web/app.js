@@ -357,8 +357,11 @@
     const list = element('ul');
     for (const c of candidates) {
       const item = element('li');
+      // How well the record service says the candidate matches (the DMP does): a weak
+      // match must not look like a sure one.
+      const match = Number.isInteger(c.match_percent) ? 'correspondance ' + c.match_percent + ' %' : null;
       const label = [c.names.join(' / '), c.birth_date ? 'né(e) le ' + frenchDate(c.birth_date) : null,
-        SEX_TEXT[c.gender] || null].filter(Boolean).join(' — ');
+        SEX_TEXT[c.gender] || null, match].filter(Boolean).join(' — ');
       const choose = element('button', null, c.ins ? label : label + ' — sans INS qualifié : accès impossible');
       choose.type = 'button';
       choose.disabled = !c.ins;
