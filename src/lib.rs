@@ -65,10 +65,17 @@ pub(crate) mod case;
 pub mod cli;
 pub(crate) mod clock;
 pub(crate) mod config;
+// Development tools (the demo, the virtual card, the stand-in record services and their
+// throwaway PKI): the `dev-tools` feature, default on, off in the Debian package.
+#[cfg(feature = "dev-tools")]
 pub(crate) mod demo;
+#[cfg(feature = "dev-tools")]
 pub(crate) mod dev_card;
+#[cfg(feature = "dev-tools")]
 pub(crate) mod dev_dmp;
+#[cfg(feature = "dev-tools")]
 pub mod dev_pki;
+#[cfg(feature = "dev-tools")]
 pub(crate) mod dev_upstream;
 pub mod encoding;
 pub(crate) mod http;

@@ -9,7 +9,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, DEFAULT_PATH};
-use crate::demo::{self, DemoSetup};
 use crate::http::probe::Probe;
 use crate::service::{self, Prepared};
 use crate::telemetry;
@@ -18,7 +17,11 @@ use crate::tls::load_certs;
 mod audit_cli;
 mod cache_cli;
 mod card_cli;
+#[cfg(feature = "dev-tools")]
+mod dev_cli;
 mod dmp_cli;
+#[cfg(feature = "dev-tools")]
+mod emulate_cli;
 mod summary_cli;
 use audit_cli::AuditCommand;
 use cache_cli::CacheCommand;
@@ -45,6 +48,7 @@ enum Command {
     /// Run the gateway (under systemd: Type=notify).
     Serve,
     /// Run a self-contained demo: throwaway PKI, embedded configuration, loopback listener.
+    #[cfg(feature = "dev-tools")]
     Demo {
         /// Directory for the demo's files (default: a fresh temporary directory, kept).
         #[arg(long)]
@@ -83,9 +87,11 @@ enum Command {
     },
     /// A stand-in for the national record service (demo, tests, install checks): HTTPS
     /// with mutual TLS, access assertions verified, patients and bundles from a data file.
+    #[cfg(feature = "dev-tools")]
     DevUpstream(crate::dev_upstream::DevUpstreamOptions),
     /// A stand-in for the national record (DMP) over SOAP with mutual TLS (demo, tests,
     /// install checks): every VIHF verified, document sets from a data file.
+    #[cfg(feature = "dev-tools")]
     DevDmp(crate::dev_dmp::DevDmpOptions),
     /// The summary cache: master key, counts, purge.
     Cache {
@@ -158,15 +164,18 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Summary { command } => summary_cli::run(command),
         Command::Dmp { command } => dmp_cli::run(&cli.config, command),
         Command::Cache { command } => cache_cli::run(&cli.config, command),
-        Command::DevUpstream(options) => dev_upstream(options),
-        Command::DevDmp(options) => dev_dmp(options),
+        #[cfg(feature = "dev-tools")]
+        Command::DevUpstream(options) => dev_cli::dev_upstream(options),
+        #[cfg(feature = "dev-tools")]
+        Command::DevDmp(options) => dev_cli::dev_dmp(options),
         Command::Serve => serve(Prepared::load(&cli.config)?),
+        #[cfg(feature = "dev-tools")]
         Command::Demo {
             dir,
             port,
             upstream,
             case,
-        } => run_demo(dir, port, upstream, case),
+        } => dev_cli::run_demo(dir, port, upstream, case),
         Command::Configtest => configtest(&cli.config),
         Command::Healthcheck { timeout_secs } => {
             healthcheck(&cli.config, Duration::from_secs(timeout_secs))
@@ -174,6 +183,14 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Version => {
             println!("samu-gateway {}", env!("CARGO_PKG_VERSION"));
             println!("tls: rustls (ring provider), TLS 1.2 and 1.3");
+            println!(
+                "development tools (demo, card emulator, stand-in record services): {}",
+                if cfg!(feature = "dev-tools") {
+                    "built in"
+                } else {
+                    "not built in"
+                }
+            );
             println!(
                 "stores: audit trail in redb (format {}), summary cache in sled (format {})",
                 crate::audit::FORMAT_VERSION,
@@ -197,96 +214,6 @@ fn serve(prepared: Prepared) -> Result<ExitCode, Failure> {
         .block_on(service::run(prepared, |_| {}))
         .context("gateway stopped on an error")?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn dev_upstream(options: crate::dev_upstream::DevUpstreamOptions) -> Result<ExitCode, Failure> {
-    runtime()?.block_on(async {
-        let server = crate::dev_upstream::DevUpstream::start(options)
-            .await
-            .context("cannot start the dev upstream")?;
-        println!("dev-upstream listening on https://{}", server.addr);
-        use std::io::Write as _;
-        let _ = std::io::stdout().flush();
-        server.wait().await;
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-fn dev_dmp(options: crate::dev_dmp::DevDmpOptions) -> Result<ExitCode, Failure> {
-    runtime()?.block_on(async {
-        let server = crate::dev_dmp::DevDmp::start(options)
-            .await
-            .context("cannot start dev-dmp")?;
-        println!("dev-dmp listening on https://{}", server.addr);
-        use std::io::Write as _;
-        let _ = std::io::stdout().flush();
-        server.wait().await;
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-fn run_demo(
-    dir: Option<PathBuf>,
-    port: u16,
-    upstream: crate::demo::samples::DemoUpstream,
-    send_case: bool,
-) -> Result<ExitCode, Failure> {
-    let setup = demo::setup(dir.as_deref(), port, upstream).context("cannot set up the demo")?;
-    let (setup, parts) = setup;
-    let mut prepared = Prepared::load(&setup.config)?;
-    prepared.virtual_card = Some(Box::new(parts.card));
-    // A browser on this machine has no client certificate: the demo (and only the demo,
-    // no configuration key can ask for it) lets loopback connections without one act for
-    // the card's desk, and the page says so.
-    prepared.desks = std::mem::take(&mut prepared.desks).with_demo_loopback_desk(&setup.card.desk);
-    telemetry::init(&prepared.config.log).context("cannot start logging")?;
-    let setup = std::sync::Arc::new(setup);
-    let announce = |addr| announce_demo(setup.clone(), addr, send_case);
-    let (listener, options) = parts.upstream;
-    runtime()?.block_on(async {
-        // Either stand-in, kept alive while the gateway runs.
-        let _record_service: Box<dyn std::any::Any> = match options {
-            crate::demo::samples::StandIn::Fhir(options) => Box::new(
-                crate::dev_upstream::DevUpstream::start_on(listener, options)
-                    .await
-                    .context("cannot start the demo record service")?,
-            ),
-            crate::demo::samples::StandIn::Dmp(options) => Box::new(
-                crate::dev_dmp::DevDmp::start_on(listener, options)
-                    .await
-                    .context("cannot start the demo record service (dev-dmp)")?,
-            ),
-        };
-        service::run(prepared, announce)
-            .await
-            .context("demo stopped on an error")
-    })?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Writes demo.json and prints the banner, once the sample case was sent when asked (so
-/// that a script polling for demo.json finds the case at the desk).
-fn announce_demo(setup: std::sync::Arc<DemoSetup>, addr: std::net::SocketAddr, send_case: bool) {
-    // Called from the service's runtime once the listener is bound: the request is served
-    // as soon as the service's accept loop runs, right after this returns.
-    tokio::spawn(async move {
-        let sent = send_case
-            && match setup.send_case(addr).await {
-                Ok(()) => {
-                    tracing::info!(desk = %setup.integration.desk, "demo case sent");
-                    true
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "demo case not sent");
-                    false
-                }
-            };
-        match setup.write_manifest(addr) {
-            Ok(path) => tracing::info!(manifest = %path.display(), "demo manifest written"),
-            Err(e) => tracing::error!(error = %e, "cannot write demo.json"),
-        }
-        println!("{}", setup.banner(addr, sent));
-    });
 }
 
 fn configtest(path: &std::path::Path) -> Result<ExitCode, Failure> {

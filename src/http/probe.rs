@@ -92,7 +92,8 @@ impl Probe {
         self.send(Call::get(path)).await
     }
 
-    /// POSTs `body` (JSON) to `path`; returns the status and the body.
+    /// POSTs `body` (JSON) to `path`; returns the status and the body (the demo's case).
+    #[cfg(feature = "dev-tools")]
     pub(crate) async fn post_json(
         &self,
         path: &str,
