@@ -78,8 +78,11 @@ pub struct Prepared {
     pub card_trust: Option<CardTrust>,
     /// The demo's in-process virtual card (never set from configuration).
     pub virtual_card: Option<Box<dyn crate::card::apdu::Transport + Send>>,
-    /// The record service client, when `[upstream]` is configured.
+    /// The record service client, when `[upstream]` is configured (its failures counted in
+    /// `record_service_failures`).
     pub upstream: Option<Arc<dyn crate::upstream::RecordService>>,
+    /// The record service's failures since start, for the metrics.
+    pub record_service_failures: Arc<crate::upstream::failures::Failures>,
     /// The DMP client's card signer (`DIRECTE`), bound to the card worker once it runs.
     card_signer: Option<Arc<CardVihfSigner>>,
     /// The audit repositories records are shipped to.
@@ -143,6 +146,13 @@ impl Prepared {
             ) as Arc<dyn crate::upstream::RecordService>),
             (None, _) => None,
         };
+        let record_service_failures = Arc::new(crate::upstream::failures::Failures::default());
+        let upstream = upstream.map(|inner| {
+            Arc::new(crate::upstream::failures::Counted::new(
+                inner,
+                record_service_failures.clone(),
+            )) as Arc<dyn crate::upstream::RecordService>
+        });
         let mut receivers = Vec::new();
         for (at, receiver) in config.audit.receivers.iter().enumerate() {
             let loaded = crate::audit::ship::Receiver::new(receiver.clone(), at)
@@ -159,6 +169,7 @@ impl Prepared {
             card_trust,
             virtual_card: None,
             upstream,
+            record_service_failures,
             card_signer,
             receivers,
         })
@@ -238,6 +249,12 @@ pub async fn run(
         audit.clone(),
         crate::audit::alert::Watch::new(&prepared.config.compliance.thresholds(), shifts),
     );
+    spawn_monitoring(
+        &prepared.config,
+        cards.clone(),
+        prepared.record_service_failures.clone(),
+        metrics.clone(),
+    );
     let access = start_access(
         &prepared.config,
         prepared.upstream.clone(),
@@ -285,6 +302,7 @@ pub async fn run(
         },
     ));
     spawn_shipping_metrics(prepared.receivers.clone(), metrics.clone());
+
     let connections = Connections::new(
         &prepared.tls,
         Arc::new(prepared.desks),
@@ -491,6 +509,109 @@ fn spawn_shipping_metrics(
             every.tick().await;
             for receiver in &receivers {
                 metrics.set_shipping(receiver.name(), &receiver.backlog());
+            }
+        }
+    });
+}
+
+/// The certificate files the configuration names, by the role the metrics label them with
+/// (a role with several files reports the earliest expiry among them).
+fn certificate_files(config: &Config) -> Vec<(&'static str, Vec<std::path::PathBuf>)> {
+    let mut files = vec![
+        ("server", vec![config.tls.server_cert.clone()]),
+        ("workstation_ca", vec![config.tls.workstation_ca.clone()]),
+    ];
+    match (&config.upstream, &config.dmp) {
+        (Some(upstream), Some(dmp)) if upstream.protocol == Protocol::Dmp => {
+            files.push(("dmp_server_ca", vec![dmp.server_ca.clone()]));
+            if let Some(structure) = &dmp.structure_cert {
+                files.push(("dmp_structure", vec![structure.clone()]));
+            }
+        }
+        (Some(upstream), _) => {
+            files.push(("record_service_ca", vec![upstream.server_ca.clone()]));
+            files.push(("record_service_client", vec![upstream.client_cert.clone()]));
+        }
+        (None, _) => {}
+    }
+    if let Some(cards) = &config.cards {
+        let trust = &cards.trust;
+        files.push((
+            "card_ca",
+            trust
+                .anchors
+                .iter()
+                .chain(&trust.intermediates)
+                .cloned()
+                .collect(),
+        ));
+    }
+    files
+}
+
+/// The series centre IT pages on (config/prometheus/): every 5 s, each desk's reader and
+/// the record service's failures; every minute, the configured certificates' expiry and
+/// the CRLs' dates, read from their files (what the next reload will put in force).
+fn spawn_monitoring(
+    config: &Config,
+    cards: Option<Arc<CardLogin>>,
+    failures: Arc<crate::upstream::failures::Failures>,
+    metrics: Arc<Metrics>,
+) {
+    let certificates = certificate_files(config);
+    let mut crls: Vec<(&'static str, std::path::PathBuf)> = config
+        .tls
+        .workstation_crls
+        .iter()
+        .map(|path| ("workstations", path.clone()))
+        .collect();
+    if let Some(cards) = &config.cards {
+        crls.extend(cards.trust.crls.iter().map(|path| ("cards", path.clone())));
+    }
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        for round in 0u64.. {
+            every.tick().await;
+            if let Some(cards) = &cards {
+                for (desk, present) in cards.sessions.readers_present() {
+                    metrics.set_reader_present(&desk, present);
+                }
+            }
+            metrics.set_record_service_errors(&failures.totals());
+            if round % 12 != 0 {
+                continue;
+            }
+            let (certificates, crls) = (certificates.clone(), crls.clone());
+            let read = tokio::task::spawn_blocking(move || {
+                let expiries: Vec<_> = certificates
+                    .iter()
+                    .map(|(role, paths)| {
+                        let earliest = paths
+                            .iter()
+                            .filter_map(|p| crate::tls::earliest_not_after(p))
+                            .min();
+                        (*role, earliest)
+                    })
+                    .collect();
+                let dates: Vec<_> = crls
+                    .iter()
+                    .map(|(source, path)| {
+                        let file = path
+                            .file_name()
+                            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+                        (*source, file, crate::tls::crl_dates(path))
+                    })
+                    .collect();
+                (expiries, dates)
+            })
+            .await;
+            if let Ok((expiries, dates)) = read {
+                for (role, earliest) in expiries {
+                    metrics.set_certificate_expiry(role, earliest);
+                }
+                for (source, file, dates) in dates {
+                    metrics.set_crl(source, &file, dates);
+                }
             }
         }
     });

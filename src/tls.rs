@@ -20,6 +20,39 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The earliest `notAfter` (Unix seconds) among the PEM certificates in `path`, for
+/// monitoring; `None` when the file cannot be read or holds no certificate that parses.
+pub(crate) fn earliest_not_after(path: &Path) -> Option<i64> {
+    CertificateDer::pem_file_iter(path)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|der| {
+            x509_parser::parse_x509_certificate(der.as_ref())
+                .ok()
+                .map(|(_, cert)| cert.validity().not_after.timestamp())
+        })
+        .min()
+}
+
+/// `thisUpdate` and `nextUpdate` (Unix seconds) of the CRL in `path` (PEM or DER), for
+/// monitoring; `None` when it cannot be read or parsed.
+pub(crate) fn crl_dates(path: &Path) -> Option<(i64, Option<i64>)> {
+    let bytes = std::fs::read(path).ok()?;
+    let der = if bytes.starts_with(b"-----BEGIN") {
+        rustls::pki_types::CertificateRevocationListDer::from_pem_slice(&bytes)
+            .ok()?
+            .as_ref()
+            .to_vec()
+    } else {
+        bytes
+    };
+    let (_, crl) = x509_parser::parse_x509_crl(&der).ok()?;
+    Some((
+        crl.last_update().timestamp(),
+        crl.next_update().map(|t| t.timestamp()),
+    ))
+}
+
 /// TLS 1.3 and 1.2, nothing older.
 pub(crate) const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];

@@ -66,6 +66,12 @@ pub enum CardEvent {
     PcscUnavailable(String),
     /// pcscd answers again.
     PcscAvailable,
+    /// The configured readers pcscd lists now (sent whenever the set of readers changes):
+    /// a reader missing here is unplugged or dead.
+    Readers {
+        /// The configured readers plugged in.
+        plugged: Vec<String>,
+    },
 }
 
 /// Where the PIN comes from.
@@ -292,6 +298,9 @@ impl CardWorker {
             .name("virtual-card".into())
             .spawn(move || {
                 let _ = events.send(CardEvent::PcscAvailable);
+                let _ = events.send(CardEvent::Readers {
+                    plugged: vec![reader.clone()],
+                });
                 let (certificate, pin_tries_left) = inspect_apdu(card.as_mut(), &profile);
                 let _ = events.send(CardEvent::Inserted {
                     reader: reader.clone(),
@@ -709,6 +718,14 @@ impl Monitor {
             .filter(|reader| !plugged.iter().any(|p| p.to_str() == Ok(reader.as_str())))
             .cloned()
             .collect();
+        let _ = self.events.send(CardEvent::Readers {
+            plugged: self
+                .readers
+                .iter()
+                .filter(|reader| !unplugged.contains(reader))
+                .cloned()
+                .collect(),
+        });
         for reader in unplugged {
             tracing::warn!(reader, "configured card reader not plugged in");
             self.counts.remove(&reader);

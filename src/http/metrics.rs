@@ -1,6 +1,7 @@
-//! Prometheus metrics of the HTTP layer. Labels are route templates, methods and statuses
-//! only: never a raw path, a query or a header value, so no patient identifier can become
-//! a label.
+//! Prometheus metrics of the gateway. Labels are route templates, methods, statuses,
+//! configured names (receivers, desks, certificate roles, CRL files) and fixed codes only:
+//! never a raw path, a query or a header value, so no patient identifier can become a
+//! label. config/prometheus/ holds alert rules on these series (docs in the README).
 
 use std::sync::atomic::AtomicI64;
 use std::time::Duration;
@@ -50,8 +51,39 @@ pub(crate) struct Metrics {
     cache_oldest: Gauge<i64, AtomicI64>,
     ship_backlog: Family<ReceiverLabels, Gauge>,
     ship_oldest: Family<ReceiverLabels, Gauge>,
-    ship_errors: Family<ReceiverLabels, Gauge>,
+    ship_errors: Family<ReceiverLabels, Counter>,
     ship_unconfirmed_bytes: Family<ReceiverLabels, Gauge>,
+    record_service_errors: Family<KindLabels, Counter>,
+    certificate_expiry: Family<CertificateLabels, Gauge>,
+    crl_this_update: Family<CrlLabels, Gauge>,
+    crl_next_update: Family<CrlLabels, Gauge>,
+    reader_present: Family<DeskLabels, Gauge>,
+}
+
+/// A record-service failure's code (`upstream_unavailable`, …).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// Which configured certificate file: `server`, `workstation_ca`, `record_service_client`,
+/// `record_service_ca`, `dmp_structure`, `dmp_server_ca`, `card_ca`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    certificate: &'static str,
+}
+
+/// A CRL: whose (`cards` or `workstations`) and its file name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CrlLabels {
+    source: &'static str,
+    file: String,
+}
+
+/// A configured desk.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeskLabels {
+    desk: String,
 }
 
 /// Labels of the shipping series: the receiver's configured name.
@@ -123,7 +155,7 @@ impl Metrics {
         );
         let ship_backlog = Family::<ReceiverLabels, Gauge>::default();
         let ship_oldest = Family::<ReceiverLabels, Gauge>::default();
-        let ship_errors = Family::<ReceiverLabels, Gauge>::default();
+        let ship_errors = Family::<ReceiverLabels, Counter>::default();
         let ship_unconfirmed_bytes = Family::<ReceiverLabels, Gauge>::default();
         registry.register(
             "audit_ship_backlog_records",
@@ -137,13 +169,43 @@ impl Metrics {
         );
         registry.register(
             "audit_ship_errors",
-            "Connection or write failures shipping to a receiver since start",
+            "Connection or write failures shipping to a receiver",
             ship_errors.clone(),
         );
         registry.register(
             "audit_ship_unconfirmed_bytes",
             "Bytes sent to a receiver and not confirmed delivered yet",
             ship_unconfirmed_bytes.clone(),
+        );
+        let record_service_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "record_service_errors",
+            "Record service calls that failed (unreachable, timed out, malformed, refused assertion), by kind",
+            record_service_errors.clone(),
+        );
+        let certificate_expiry = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the earliest certificate of a configured file expires (notAfter, Unix time)",
+            certificate_expiry.clone(),
+        );
+        let crl_this_update = Family::<CrlLabels, Gauge>::default();
+        let crl_next_update = Family::<CrlLabels, Gauge>::default();
+        registry.register(
+            "crl_this_update_timestamp_seconds",
+            "When a configured CRL file was issued (thisUpdate, Unix time)",
+            crl_this_update.clone(),
+        );
+        registry.register(
+            "crl_next_update_timestamp_seconds",
+            "When a configured CRL file says the next one is due (nextUpdate, Unix time)",
+            crl_next_update.clone(),
+        );
+        let reader_present = Family::<DeskLabels, Gauge>::default();
+        registry.register(
+            "desk_reader_present",
+            "1 when pcscd answers and lists the desk's card reader, else 0",
+            reader_present.clone(),
         );
         Self {
             registry,
@@ -158,6 +220,11 @@ impl Metrics {
             ship_oldest,
             ship_errors,
             ship_unconfirmed_bytes,
+            record_service_errors,
+            certificate_expiry,
+            crl_this_update,
+            crl_next_update,
+            reader_present,
         }
     }
 
@@ -198,12 +265,76 @@ impl Metrics {
         self.ship_oldest
             .get_or_create(&labels)
             .set(gauge(backlog.oldest_secs));
-        self.ship_errors
-            .get_or_create(&labels)
-            .set(gauge(backlog.errors));
+        // The shipper counts its errors since start: the counter catches up with it.
+        let errors = self.ship_errors.get_or_create(&labels);
+        errors.inc_by(backlog.errors.saturating_sub(errors.get()));
         self.ship_unconfirmed_bytes
             .get_or_create(&labels)
             .set(gauge(backlog.unconfirmed_bytes));
+    }
+
+    /// Brings the record-service failure counters up to `totals` (count since start, by
+    /// code).
+    pub(crate) fn set_record_service_errors(&self, totals: &[(&'static str, u64)]) {
+        for (kind, total) in totals {
+            let labels = KindLabels { kind };
+            let counter = self.record_service_errors.get_or_create(&labels);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
+    /// Records when `certificate` (a configured file's role) expires, or forgets it when
+    /// the file no longer reads.
+    pub(crate) fn set_certificate_expiry(&self, certificate: &'static str, not_after: Option<i64>) {
+        let labels = CertificateLabels { certificate };
+        match not_after {
+            Some(at) => {
+                self.certificate_expiry.get_or_create(&labels).set(at);
+            }
+            None => {
+                self.certificate_expiry.remove(&labels);
+            }
+        }
+    }
+
+    /// Records a CRL's issue and next-update times (`None`: unreadable, forgotten; a CRL
+    /// without a next update has no such series).
+    pub(crate) fn set_crl(
+        &self,
+        source: &'static str,
+        file: &str,
+        dates: Option<(i64, Option<i64>)>,
+    ) {
+        let labels = CrlLabels {
+            source,
+            file: file.to_owned(),
+        };
+        match dates {
+            Some((this, next)) => {
+                self.crl_this_update.get_or_create(&labels).set(this);
+                match next {
+                    Some(next) => {
+                        self.crl_next_update.get_or_create(&labels).set(next);
+                    }
+                    None => {
+                        self.crl_next_update.remove(&labels);
+                    }
+                }
+            }
+            None => {
+                self.crl_this_update.remove(&labels);
+                self.crl_next_update.remove(&labels);
+            }
+        }
+    }
+
+    /// Records whether `desk`'s reader is there.
+    pub(crate) fn set_reader_present(&self, desk: &str, present: bool) {
+        self.reader_present
+            .get_or_create(&DeskLabels {
+                desk: desk.to_owned(),
+            })
+            .set(i64::from(present));
     }
 
     /// Records the cache's size and oldest entry.
@@ -248,5 +379,52 @@ mod tests {
             text.contains("samu_gateway_http_request_duration_seconds_bucket"),
             "{text}"
         );
+    }
+
+    /// Counters fed from running totals catch up with them, never go back, and render as
+    /// `_total`.
+    #[test]
+    fn counters_follow_the_running_totals_they_are_fed() {
+        let metrics = Metrics::new();
+        metrics.set_record_service_errors(&[("upstream_timeout", 2)]);
+        metrics.set_record_service_errors(&[("upstream_timeout", 5)]);
+        // A smaller total (a restarted source) adds nothing.
+        metrics.set_record_service_errors(&[("upstream_timeout", 1)]);
+        let backlog = |errors| crate::audit::ship::Backlog {
+            errors,
+            ..Default::default()
+        };
+        metrics.set_shipping("central", &backlog(3));
+        metrics.set_shipping("central", &backlog(4));
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"samu_gateway_record_service_errors_total{kind="upstream_timeout"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"samu_gateway_audit_ship_errors_total{receiver="central"} 4"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn certificate_and_crl_series_are_set_and_forgotten() {
+        let metrics = Metrics::new();
+        metrics.set_certificate_expiry("server", Some(2_000_000_000));
+        metrics.set_crl("cards", "card-ca.crl", Some((1_000, Some(2_000))));
+        metrics.set_reader_present("regul-1", false);
+        let text = metrics.render();
+        assert!(text.contains(r#"samu_gateway_certificate_expiry_timestamp_seconds{certificate="server"} 2000000000"#), "{text}");
+        assert!(text.contains(r#"samu_gateway_crl_next_update_timestamp_seconds{source="cards",file="card-ca.crl"} 2000"#), "{text}");
+        assert!(
+            text.contains(r#"samu_gateway_desk_reader_present{desk="regul-1"} 0"#),
+            "{text}"
+        );
+        // A file that no longer reads leaves no stale value behind.
+        metrics.set_certificate_expiry("server", None);
+        metrics.set_crl("cards", "card-ca.crl", None);
+        let text = metrics.render();
+        assert!(!text.contains(r#"certificate="server""#), "{text}");
+        assert!(!text.contains(r#"file="card-ca.crl""#), "{text}");
     }
 }

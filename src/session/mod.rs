@@ -118,6 +118,8 @@ struct DeskSlot {
     /// Sessions opened at this desk so far: the current one's number tells a page that
     /// the session it showed data for is still the one open, even across a quick swap.
     sessions_opened: u64,
+    /// Whether pcscd listed the desk's reader at its last look (monitoring).
+    reader_plugged: bool,
 }
 
 /// The card a login is attempted on.
@@ -164,6 +166,7 @@ impl Sessions {
                         session: None,
                         insertion: 0,
                         sessions_opened: 0,
+                        reader_plugged: false,
                     },
                 )
             })
@@ -187,6 +190,21 @@ impl Sessions {
         let result = self.with_slot(desk, f);
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
         result
+    }
+
+    /// Each desk with whether its reader is there: pcscd answers and listed it at its last
+    /// look (monitoring).
+    pub(crate) fn readers_present(&self) -> Vec<(String, bool)> {
+        let up = self.readers_available();
+        self.slots.lock().map_or_else(
+            |_| Vec::new(),
+            |slots| {
+                slots
+                    .iter()
+                    .map(|(id, slot)| (id.clone(), up && slot.reader_plugged))
+                    .collect()
+            },
+        )
     }
 
     /// Whether pcscd answers (readiness).
@@ -412,6 +430,14 @@ impl Sessions {
                 self.pcsc_up
                     .store(true, std::sync::atomic::Ordering::SeqCst);
                 self.set_all(CardState::NoCard);
+                Ok(())
+            }
+            CardEvent::Readers { plugged } => {
+                if let Ok(mut slots) = self.slots.lock() {
+                    for slot in slots.values_mut() {
+                        slot.reader_plugged = plugged.contains(&slot.desk.reader);
+                    }
+                }
                 Ok(())
             }
         };

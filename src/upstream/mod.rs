@@ -10,6 +10,7 @@
 pub mod assertion;
 pub mod client;
 pub mod dmp;
+pub mod failures;
 pub mod outcome;
 
 use std::future::Future;

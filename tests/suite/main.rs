@@ -29,6 +29,7 @@ mod journald;
 mod layering;
 mod lifecycle;
 mod log_hygiene;
+mod monitoring;
 mod openapi;
 mod summary_cases;
 mod summary_cda;
