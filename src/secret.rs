@@ -17,9 +17,16 @@ pub enum SecretError {
     /// `credential:NAME` with an empty name or a path in it.
     #[error("invalid credential name '{0}'")]
     CredentialName(String),
-    /// `credential:NAME` outside systemd's `LoadCredential=`.
-    #[error("'{0}' needs $CREDENTIALS_DIRECTORY (systemd LoadCredential=)")]
-    NoCredentialsDirectory(String),
+    /// `credential:NAME` that neither systemd's credentials nor the credential store hold.
+    #[error("'{name}': no such credential in {looked} (put the key file there as {file})")]
+    NoSuchCredential {
+        /// The `credential:NAME` value.
+        name: String,
+        /// Where it was looked for.
+        looked: String,
+        /// The file name the credential store expects.
+        file: String,
+    },
     /// The file cannot be read.
     #[error("file {path} cannot be read: {reason}")]
     Unreadable {
@@ -48,28 +55,71 @@ pub enum SecretError {
     },
 }
 
-/// Prefix of a key path that names a systemd credential (`LoadCredential=`).
+/// Prefix of a key path that names a credential.
 const CREDENTIAL_PREFIX: &str = "credential:";
 
-/// A path to a secret: a plain file path, or `credential:NAME` for a file under
-/// `$CREDENTIALS_DIRECTORY` as systemd's `LoadCredential=` provides it.
+/// The credential store: one file per credential, named after it (root only). The unit
+/// hands the whole directory to the service as systemd credentials
+/// (`LoadCredential=gateway:/etc/samu-gateway/credentials`, so that only the keys
+/// present are loaded, and a key an unconfigured section would use need not exist).
+pub(crate) const CREDENTIAL_STORE: &str = "/etc/samu-gateway/credentials";
+
+/// The ID the unit loads the store under: systemd names each file's credential
+/// `gateway_FILE`.
+const STORE_ID: &str = "gateway";
+
+/// Overrides [`CREDENTIAL_STORE`] outside systemd (tests, a store elsewhere).
+const STORE_ENV: &str = "SAMU_GATEWAY_CREDENTIAL_STORE";
+
+/// A path to a secret: a plain file path, or `credential:NAME` for the key the credential
+/// store holds as `NAME` (docs: README, "Keys and credentials").
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(transparent)]
 pub struct SecretPath(pub String);
 
 impl SecretPath {
-    /// The file to read.
+    /// The file to read. Under systemd (`$CREDENTIALS_DIRECTORY` set) it is the credential
+    /// systemd made of the store's file (`gateway_NAME`), or one a `LoadCredential=NAME:…`
+    /// line of the administrator's own named `NAME`. From a shell it is the store's file
+    /// itself, so `configtest` reads what the unit will load.
     pub fn resolve(&self) -> Result<PathBuf, SecretError> {
         let Some(name) = self.0.strip_prefix(CREDENTIAL_PREFIX) else {
             return Ok(PathBuf::from(&self.0));
         };
-        if name.is_empty() || name.contains('/') {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
             return Err(SecretError::CredentialName(name.to_owned()));
         }
-        let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
-            .ok_or_else(|| SecretError::NoCredentialsDirectory(self.0.clone()))?;
-        Ok(Path::new(&dir).join(name))
+        let missing = |looked: String| SecretError::NoSuchCredential {
+            name: self.0.clone(),
+            looked,
+            file: Path::new(&credential_store())
+                .join(name)
+                .display()
+                .to_string(),
+        };
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let dir = Path::new(&dir);
+            let candidates = [dir.join(format!("{STORE_ID}_{name}")), dir.join(name)];
+            return candidates
+                .into_iter()
+                .find(|path| path.exists())
+                .ok_or_else(|| missing(format!("systemd's credentials ({})", dir.display())));
+        }
+        let path = Path::new(&credential_store()).join(name);
+        if path.exists() {
+            Ok(path)
+        } else {
+            Err(missing(format!(
+                "the credential store {}",
+                credential_store()
+            )))
+        }
     }
+}
+
+/// Where the credential store is: [`CREDENTIAL_STORE`] unless the environment says.
+pub(crate) fn credential_store() -> String {
+    std::env::var(STORE_ENV).unwrap_or_else(|_| CREDENTIAL_STORE.to_owned())
 }
 
 impl From<PathBuf> for SecretPath {

@@ -203,6 +203,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
 
 pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        // The unit's TasksMax=512 must never stop the pool from growing: 128 blocking
+        // threads (file reads, sled, redb readers) are far more than two cores use.
+        .max_blocking_threads(128)
         .enable_all()
         .build()
         .context("cannot start the async runtime")
@@ -227,6 +230,20 @@ fn configtest(path: &std::path::Path) -> Result<ExitCode, Failure> {
         config.server.listen,
         config.storage.state_dir.display(),
     );
+    // Say where `credential:NAME` keys were read, so that a check from a shell is known to
+    // be the check of what the unit will load.
+    if config.to_toml().is_ok_and(|t| t.contains("\"credential:")) {
+        match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) => println!(
+                "credentials: read from systemd's credentials ({})",
+                std::path::Path::new(&dir).display()
+            ),
+            None => println!(
+                "credentials: read from the credential store {} (the files the unit loads)",
+                crate::secret::credential_store()
+            ),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -323,3 +323,71 @@ fn upstream_section_is_checked_file_by_file() {
     );
     case.refuses(&path, "upstream.total_timeout_ms: 100 is out of range");
 }
+
+/// `credential:NAME` keys, as the shipped configuration names them: from a shell,
+/// `configtest` reads them in the credential store the unit loads (here one of the test's
+/// own, named by `SAMU_GATEWAY_CREDENTIAL_STORE`), and says so; a missing one is named
+/// with the file it should be. Under systemd, which loads the store's directory as
+/// credentials named `gateway_FILE`, `serve` finds them there.
+#[test]
+fn credentials_are_read_where_the_unit_loads_them() {
+    let case = Case::new();
+    let config = case.config("", "");
+    let pki = &case.pki;
+    case.rewrite(
+        &config,
+        &format!("server_key = \"{}\"", pki.server_key.display()),
+        "server_key = \"credential:server.key\"",
+    );
+    case.rewrite(
+        &config,
+        &format!("signing_key = \"{}\"", pki.audit_key.display()),
+        "signing_key = \"credential:audit-signing.key\"",
+    );
+    let store = case.dir.path().join("credentials");
+    std::fs::create_dir(&store).unwrap();
+    let place = |from: &Path, to: &Path| {
+        std::fs::copy(from, to).unwrap();
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    place(&pki.server_key, &store.join("server.key"));
+    let env = [("SAMU_GATEWAY_CREDENTIAL_STORE", store.to_str().unwrap())];
+
+    // One key missing: named, with the file the store should hold.
+    let (code, _, stderr) = run(&config, &["configtest"], &env);
+    assert_eq!(code, 64, "{stderr}");
+    let expected = store.join("audit-signing.key");
+    assert!(
+        stderr.contains("credential:audit-signing.key")
+            && stderr.contains(&expected.display().to_string()),
+        "{stderr}"
+    );
+
+    place(&pki.audit_key, &expected);
+    let (code, stdout, stderr) = run(&config, &["configtest"], &env);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "credentials: read from the credential store {}",
+            store.display()
+        )),
+        "{stdout}"
+    );
+
+    // As systemd hands the store to the unit: one credential per file, gateway_FILE.
+    let loaded = case.dir.path().join("loaded");
+    std::fs::create_dir(&loaded).unwrap();
+    place(&pki.server_key, &loaded.join("gateway_server.key"));
+    place(&pki.audit_key, &loaded.join("gateway_audit-signing.key"));
+    let (mut child, _, stderr) = support::spawn(
+        &config,
+        &["serve"],
+        &[("CREDENTIALS_DIRECTORY", loaded.to_str().unwrap())],
+    );
+    assert!(stderr.has("listening"), "{}", stderr.all());
+    support::signal(child.id(), "TERM");
+    assert_eq!(
+        support::wait_child(&mut child, std::time::Duration::from_secs(30)).code(),
+        Some(0)
+    );
+}
