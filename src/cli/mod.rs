@@ -75,6 +75,14 @@ enum Command {
     },
     /// Print the version and build facts.
     Version,
+    /// Write the manual pages (roff, one per command) and the bash, zsh and fish
+    /// completions into a directory: the Debian package ships them.
+    #[command(hide = true)]
+    Manual {
+        /// Directory to write into (created if needed).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Card readers and cards: list readers, probe a card, run a virtual card.
     Card {
         #[command(subcommand)]
@@ -180,6 +188,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Healthcheck { timeout_secs } => {
             healthcheck(&cli.config, Duration::from_secs(timeout_secs))
         }
+        Command::Manual { out } => manual(&out),
         Command::Version => {
             println!("samu-gateway {}", env!("CARGO_PKG_VERSION"));
             println!("tls: rustls (ring provider), TLS 1.2 and 1.3");
@@ -216,6 +225,26 @@ fn serve(prepared: Prepared) -> Result<ExitCode, Failure> {
     runtime()?
         .block_on(service::run(prepared, |_| {}))
         .context("gateway stopped on an error")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The manual pages and shell completions, generated from the command line's own
+/// definition, so they never drift from it.
+fn manual(out: &std::path::Path) -> Result<ExitCode, Failure> {
+    use clap::CommandFactory;
+    let written = |what: &str| format!("cannot write the {what} into {}", out.display());
+    std::fs::create_dir_all(out).with_context(|| written("directory"))?;
+    let command = Cli::command();
+    clap_mangen::generate_to(command.clone(), out).with_context(|| written("manual pages"))?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut command.clone(), "samu-gateway", out)
+            .with_context(|| written("completions"))?;
+    }
+    println!("manual pages and completions written to {}", out.display());
     Ok(ExitCode::SUCCESS)
 }
 
