@@ -3,10 +3,10 @@
 //! When stderr is journald's stream (systemd says so in `JOURNAL_STREAM`), each line starts
 //! with its syslog priority, `<N>`, which journald takes off and keeps as the entry's
 //! priority: `journalctl -p warning` then shows warnings, errors and alerts. The line
-//! itself is unchanged, so the JSON's structured fields stay parseable. Priorities:
-//! an event with an `alert` field (a real-time security alert) is 1 (alert); error 3;
-//! warning 4; info with a `notice` field (start, stop, configuration, roster) 5 (notice);
-//! info 6; debug and trace 7.
+//! itself is unchanged, so the JSON's structured fields stay parseable. Priorities: an
+//! event with an `alert` field (a real-time security alert) is 1 (alert); error 3; warning
+//! 4; info with a `notice` field (listening, shutdown requested, stopped) 5 (notice); info
+//! 6; debug and trace 7.
 //!
 //! Invariant (ARCHITECTURE.md): nothing that identifies a patient is ever logged. Request
 //! logs carry route templates, never raw paths or queries; later modules log opaque ids.

@@ -57,17 +57,25 @@ impl Counted {
     }
 }
 
+impl Counted {
+    /// Runs one call of the inner service and counts its failure, if it is one.
+    async fn count<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, UpstreamError>>,
+    ) -> Result<T, UpstreamError> {
+        let outcome = call.await;
+        self.failures.observe(&outcome);
+        outcome
+    }
+}
+
 impl RecordService for Counted {
     fn find_by_ins<'a>(
         &'a self,
         ins: &'a Ins,
         access: &'a Access<'a>,
     ) -> BoxFuture<'a, Result<Vec<Candidate>, UpstreamError>> {
-        Box::pin(async move {
-            let outcome = self.inner.find_by_ins(ins, access).await;
-            self.failures.observe(&outcome);
-            outcome
-        })
+        Box::pin(self.count(self.inner.find_by_ins(ins, access)))
     }
 
     fn search<'a>(
@@ -75,11 +83,7 @@ impl RecordService for Counted {
         traits: &'a Traits,
         access: &'a Access<'a>,
     ) -> BoxFuture<'a, Result<Vec<Candidate>, UpstreamError>> {
-        Box::pin(async move {
-            let outcome = self.inner.search(traits, access).await;
-            self.failures.observe(&outcome);
-            outcome
-        })
+        Box::pin(self.count(self.inner.search(traits, access)))
     }
 
     fn summary<'a>(
@@ -87,24 +91,16 @@ impl RecordService for Counted {
         id: &'a str,
         access: &'a Access<'a>,
     ) -> BoxFuture<'a, Result<CriticalSummary, UpstreamError>> {
-        Box::pin(async move {
-            let outcome = self.inner.summary(id, access).await;
-            self.failures.observe(&outcome);
-            outcome
-        })
+        Box::pin(self.count(self.inner.summary(id, access)))
     }
 
+    /// The inner service's own way (the DMP asks both at once), counted once.
     fn patient_summary<'a>(
         &'a self,
         ins: &'a Ins,
         access: &'a Access<'a>,
     ) -> BoxFuture<'a, Result<(Candidate, CriticalSummary), UpstreamError>> {
-        // The inner service's own way (the DMP asks both at once), counted once.
-        Box::pin(async move {
-            let outcome = self.inner.patient_summary(ins, access).await;
-            self.failures.observe(&outcome);
-            outcome
-        })
+        Box::pin(self.count(self.inner.patient_summary(ins, access)))
     }
 
     fn document<'a>(
@@ -112,11 +108,7 @@ impl RecordService for Counted {
         unique_id: &'a str,
         access: &'a Access<'a>,
     ) -> BoxFuture<'a, Result<CriticalSummary, UpstreamError>> {
-        Box::pin(async move {
-            let outcome = self.inner.document(unique_id, access).await;
-            self.failures.observe(&outcome);
-            outcome
-        })
+        Box::pin(self.count(self.inner.document(unique_id, access)))
     }
 }
 
