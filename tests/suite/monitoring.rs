@@ -33,7 +33,7 @@ fn promtool(args: &[&str]) -> String {
 
 #[test]
 fn the_alert_rules_pass_promtools_check_and_unit_tests() {
-    let checked = promtool(&["check", "rules", "samu-gateway-alerts.yml"]);
+    let checked = promtool(&["check", "rules", "--lint-fatal", "samu-gateway-alerts.yml"]);
     assert!(checked.contains("SUCCESS"), "{checked}");
     let tested = promtool(&["test", "rules", "samu-gateway-alerts.test.yml"]);
     assert!(tested.contains("SUCCESS"), "{tested}");
