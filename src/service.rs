@@ -252,6 +252,7 @@ pub async fn run(
     spawn_monitoring(
         &prepared.config,
         cards.clone(),
+        prepared.receivers.clone(),
         prepared.record_service_failures.clone(),
         metrics.clone(),
     );
@@ -301,7 +302,6 @@ pub async fn run(
             let _ = management_stopped.await;
         },
     ));
-    spawn_shipping_metrics(prepared.receivers.clone(), metrics.clone());
 
     let connections = Connections::new(
         &prepared.tls,
@@ -495,25 +495,6 @@ fn start_access(
     Some(access)
 }
 
-/// Copies each receiver's backlog into the metrics every few seconds.
-fn spawn_shipping_metrics(
-    receivers: Vec<Arc<crate::audit::ship::Receiver>>,
-    metrics: Arc<Metrics>,
-) {
-    if receivers.is_empty() {
-        return;
-    }
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            every.tick().await;
-            for receiver in &receivers {
-                metrics.set_shipping(receiver.name(), &receiver.backlog());
-            }
-        }
-    });
-}
-
 /// The certificate files the configuration names, by the role the metrics label them with
 /// (a role with several files reports the earliest expiry among them).
 fn certificate_files(config: &Config) -> Vec<(&'static str, Vec<std::path::PathBuf>)> {
@@ -549,12 +530,14 @@ fn certificate_files(config: &Config) -> Vec<(&'static str, Vec<std::path::PathB
     files
 }
 
-/// The series centre IT pages on (config/prometheus/): every 5 s, each desk's reader and
-/// the record service's failures; every minute, the configured certificates' expiry and
+/// The series centre IT pages on (config/prometheus/) that are read from elsewhere: every
+/// 5 s, each desk's reader, each audit repository's backlog and the record service's
+/// failures; every minute, the configured certificates' expiry and
 /// the CRLs' dates, read from their files (what the next reload will put in force).
 fn spawn_monitoring(
     config: &Config,
     cards: Option<Arc<CardLogin>>,
+    receivers: Vec<Arc<crate::audit::ship::Receiver>>,
     failures: Arc<crate::upstream::failures::Failures>,
     metrics: Arc<Metrics>,
 ) {
@@ -576,6 +559,9 @@ fn spawn_monitoring(
                 for (desk, present) in cards.sessions.readers_present() {
                     metrics.set_reader_present(&desk, present);
                 }
+            }
+            for receiver in &receivers {
+                metrics.set_shipping(receiver.name(), &receiver.backlog());
             }
             metrics.set_record_service_errors(&failures.totals());
             if round % 12 != 0 {

@@ -345,13 +345,7 @@ async fn a_case_waits_for_no_one_lapses_on_its_own_and_its_end_is_recorded() {
 /// published `RS-EDA.schema.json` by an independent validator (Python's `jsonschema`).
 #[test]
 fn the_projects_message_follows_the_hubs_schema() {
-    let schema = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/hub/json-schema/RS-EDA.schema.json");
-    if !schema.is_file() {
-        support::skipped(&format!(
-            "cases: {} is absent; the project's RS-EDA message was not checked against the Hub's schema",
-            schema.display()
-        ));
+    if !support::hub::schema_present("cases: the project's RS-EDA message") {
         return;
     }
     let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

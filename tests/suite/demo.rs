@@ -168,13 +168,7 @@ async fn the_demo_sends_its_sample_case_and_prints_the_curl_lines_that_do_it_by_
 /// published `RS-EDA.schema.json`).
 #[test]
 fn the_demos_case_follows_the_hubs_schema() {
-    let schema = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/hub/json-schema/RS-EDA.schema.json");
-    if !schema.is_file() {
-        support::skipped(&format!(
-            "demo: {} is absent; the demo's case was not checked against the Hub's schema",
-            schema.display()
-        ));
+    if !support::hub::schema_present("demo: the demo's case") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

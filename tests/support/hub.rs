@@ -3,6 +3,21 @@
 
 use serde_json::{Value, json};
 
+/// Whether the Hub's published `RS-EDA.schema.json` sits beside the repository (where
+/// `tests/validators/rs_eda.py` reads it); when it does not, says so in the CI summary,
+/// naming what `check` (e.g. "cases: the project's RS-EDA message") did not get.
+pub(crate) fn schema_present(check: &str) -> bool {
+    let schema = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/hub/json-schema/RS-EDA.schema.json");
+    if !schema.is_file() {
+        super::skipped(&format!(
+            "{check} was not checked against the Hub's schema: {} is absent",
+            schema.display()
+        ));
+    }
+    schema.is_file()
+}
+
 /// A bare `createCaseHealth` for case `case_id` (a `fr.health.samu690.…` id): one patient,
 /// `birth_name` Camille, born 1980-01-17, female (the dev upstream's sample patients).
 pub(crate) fn one_patient_case(case_id: &str, birth_name: &str) -> Value {
