@@ -24,8 +24,16 @@ use super::journal::{self, Entry, Progress};
 const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Version of the gateway's own layout inside the redb file. A file written by a newer
-/// gateway is refused rather than misread.
-pub const FORMAT_VERSION: u64 = 1;
+/// gateway is refused rather than misread; one written by an older gateway is upgraded by
+/// the first writable open (version 1 kept its indexes as multimaps: [`upgrade_indexes`]).
+pub const FORMAT_VERSION: u64 = 2;
+
+/// The layout whose indexes were redb multimaps, one entry per record and key.
+const FORMAT_MULTIMAP_INDEXES: u64 = 1;
+
+/// Most sequence numbers one posting block holds: bounds a block's size (8 bytes each) when
+/// an old store's long lists are cut into blocks.
+const BLOCK_MAX_SEQS: usize = 4096;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
@@ -33,7 +41,14 @@ const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoin
 const BY_TIME: TableDefinition<(u64, u64), ()> = TableDefinition::new("index_time");
 
 /// Secondary indexes, maintained in the same transaction as the records they point to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Each index is a table of posting blocks: `(key, first seq) → seqs`, the sequence numbers
+/// (8 bytes each, little-endian, ascending) of the records that carry `key` and were
+/// committed in one transaction. An access writes several records with the same patient,
+/// professional, desk and call, and a transaction gathers thousands of records, so one
+/// B-tree insert per key and transaction replaces one per record and key (docs/audit.md,
+/// "Index layout").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Index {
     /// Patient INS.
     Patient,
@@ -67,7 +82,27 @@ impl Index {
         Self::ALL.into_iter().find(|index| index.tag() == tag)
     }
 
-    fn table(self) -> MultimapTableDefinition<'static, &'static str, u64> {
+    fn table(self) -> TableDefinition<'static, (&'static str, u64), &'static [u8]> {
+        match self {
+            Self::Patient => TableDefinition::new("postings_patient"),
+            Self::Professional => TableDefinition::new("postings_professional"),
+            Self::Desk => TableDefinition::new("postings_desk"),
+            Self::Call => TableDefinition::new("postings_call"),
+        }
+    }
+
+    /// Its name in logs and errors (never a key: keys are patient and professional ids).
+    fn name(self) -> &'static str {
+        match self {
+            Self::Patient => "patient",
+            Self::Professional => "professional",
+            Self::Desk => "desk",
+            Self::Call => "call",
+        }
+    }
+
+    /// Where format version 1 kept it.
+    fn legacy_table(self) -> MultimapTableDefinition<'static, &'static str, u64> {
         match self {
             Self::Patient => MultimapTableDefinition::new("index_patient"),
             Self::Professional => MultimapTableDefinition::new("index_professional"),
@@ -217,6 +252,12 @@ impl AuditStore {
         match meta(&txn, Meta::FormatVersion)? {
             Some(FORMAT_VERSION) => {
                 drop(txn);
+                store.take_in_journal()?;
+                Ok(store)
+            }
+            Some(FORMAT_MULTIMAP_INDEXES) => {
+                drop(txn);
+                store.upgrade_indexes()?;
                 store.take_in_journal()?;
                 Ok(store)
             }
@@ -393,10 +434,7 @@ impl AuditStore {
             let mut by_time = txn.open_table(BY_TIME).map_err(storage)?;
             let mut indexes = Vec::new();
             for index in Index::ALL {
-                indexes.push((
-                    index,
-                    txn.open_multimap_table(index.table()).map_err(storage)?,
-                ));
+                indexes.push((index, txn.open_table(index.table()).map_err(storage)?));
             }
             for record in records {
                 table
@@ -406,16 +444,24 @@ impl AuditStore {
                     .insert((record.time_ms, record.seq), ())
                     .map_err(storage)?;
             }
-            // In key order, each index's leaves are reached one after the other instead of at
-            // random: measured 14 % less CPU per record in batches of 4,096 (docs/audit.md).
+            // Sorted, one key's records are neighbours (one block each) and each index's
+            // leaves are reached one after the other instead of at random (docs/audit.md).
             let mut keys: Vec<(Index, &str, u64)> = records
                 .iter()
                 .flat_map(|r| r.keys.iter().map(|(i, k)| (*i, k.as_str(), r.seq)))
                 .collect();
             keys.sort_unstable_by(|a, b| (a.0.tag(), a.1, a.2).cmp(&(b.0.tag(), b.1, b.2)));
-            for (index, key, seq) in keys {
+            let mut block = Vec::new();
+            for group in keys.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1) {
+                let (index, key, first) = group[0];
+                block.clear();
+                for (_, _, seq) in group {
+                    block.extend_from_slice(&seq.to_le_bytes());
+                }
                 if let Some((_, table)) = indexes.iter_mut().find(|(i, _)| *i == index) {
-                    table.insert(key, seq).map_err(storage)?;
+                    table
+                        .insert((key, first), block.as_slice())
+                        .map_err(storage)?;
                 }
             }
             if !checkpoints.is_empty() {
@@ -447,14 +493,34 @@ impl AuditStore {
         {
             let mut records = txn.open_table(RECORDS).map_err(storage)?;
             let mut by_time = txn.open_table(BY_TIME).map_err(storage)?;
+            let mut keys = std::collections::BTreeSet::new();
             for record in doomed {
                 records.remove(record.seq).map_err(storage)?;
                 by_time
                     .remove((record.time_ms, record.seq))
                     .map_err(storage)?;
-                for (index, key) in &record.keys {
-                    let mut table = txn.open_multimap_table(index.table()).map_err(storage)?;
-                    table.remove(key.as_str(), record.seq).map_err(storage)?;
+                keys.extend(record.keys.iter().map(|(i, k)| (*i, k.as_str())));
+            }
+            // A block may hold records on both sides of `through`: it is cut, not dropped.
+            for (index, key) in keys {
+                let mut table = txn.open_table(index.table()).map_err(storage)?;
+                let mut blocks = Vec::new();
+                for entry in table.range((key, 0)..=(key, through)).map_err(storage)? {
+                    let (k, v) = entry.map_err(storage)?;
+                    blocks.push((k.value().1, decode_block(index, v.value())?));
+                }
+                for (first, seqs) in blocks {
+                    table.remove((key, first)).map_err(storage)?;
+                    let kept: Vec<u8> = seqs
+                        .iter()
+                        .filter(|seq| **seq > through)
+                        .flat_map(|seq| seq.to_le_bytes())
+                        .collect();
+                    if let Some(first_kept) = seqs.iter().find(|seq| **seq > through) {
+                        table
+                            .insert((key, *first_kept), kept.as_slice())
+                            .map_err(storage)?;
+                    }
                 }
             }
             let mut checkpoints = txn.open_table(CHECKPOINTS).map_err(storage)?;
@@ -466,6 +532,55 @@ impl AuditStore {
                 .map_err(storage)?;
         }
         txn.commit().map_err(storage)
+    }
+
+    /// Rewrites format version 1's index multimaps as posting blocks, in one transaction
+    /// with the new version stamp: the store is upgraded whole or not at all. A multimap
+    /// yields its keys in order and each key's sequence numbers ascending, so each list is
+    /// cut into blocks as it is read.
+    fn upgrade_indexes(&self) -> Result<(), AuditError> {
+        use redb::ReadableMultimapTable;
+        let started = std::time::Instant::now();
+        let mut entries = 0u64;
+        let txn = self.db.begin_write().map_err(storage)?;
+        for index in Index::ALL {
+            {
+                let legacy = txn
+                    .open_multimap_table(index.legacy_table())
+                    .map_err(storage)?;
+                let mut postings = txn.open_table(index.table()).map_err(storage)?;
+                let mut seqs = Vec::new();
+                for entry in legacy.iter().map_err(storage)? {
+                    let (key, values) = entry.map_err(storage)?;
+                    seqs.clear();
+                    for value in values {
+                        seqs.push(value.map_err(storage)?.value());
+                    }
+                    entries += seqs.len() as u64;
+                    for chunk in seqs.chunks(BLOCK_MAX_SEQS) {
+                        let block: Vec<u8> = chunk.iter().flat_map(|s| s.to_le_bytes()).collect();
+                        postings
+                            .insert((key.value(), chunk[0]), block.as_slice())
+                            .map_err(storage)?;
+                    }
+                }
+            }
+            txn.delete_multimap_table(index.legacy_table())
+                .map_err(storage)?;
+        }
+        txn.open_table(META)
+            .map_err(storage)?
+            .insert(Meta::FormatVersion.key(), FORMAT_VERSION)
+            .map_err(storage)?;
+        txn.commit().map_err(storage)?;
+        tracing::info!(
+            from = FORMAT_MULTIMAP_INDEXES,
+            to = FORMAT_VERSION,
+            entries,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "audit store layout upgraded: index entries rewritten as posting blocks"
+        );
+        Ok(())
     }
 }
 
@@ -497,8 +612,10 @@ impl AuditReader {
             .open_read_only(path)
             .map_err(|e| open_error(path, e))?;
         let reader = Self { db };
+        // A version 1 store is read as it is (see [`index_lookup`]): a read-only open must
+        // not rewrite the evidence; the next writable open upgrades it.
         match meta(&reader.snapshot()?, Meta::FormatVersion)? {
-            Some(FORMAT_VERSION) | None => {
+            Some(FORMAT_VERSION | FORMAT_MULTIMAP_INDEXES) | None => {
                 reader.wait_for_journal(path)?;
                 Ok(reader)
             }
@@ -611,7 +728,25 @@ pub fn index_lookup(
     index: Index,
     key: &str,
 ) -> Result<Vec<u64>, AuditError> {
-    let table = match txn.open_multimap_table(index.table()) {
+    let Some(table) = open_existing(txn, index.table())? else {
+        return legacy_lookup(txn, index, key);
+    };
+    let mut out = Vec::new();
+    for entry in table.range((key, 0)..=(key, u64::MAX)).map_err(storage)? {
+        out.extend(decode_block(index, entry.map_err(storage)?.1.value())?);
+    }
+    // Blocks are written in sequence order and never overlap; sorting costs nothing then and
+    // keeps the promise if a damaged store says otherwise.
+    if !out.is_sorted() {
+        out.sort_unstable();
+        out.dedup();
+    }
+    Ok(out)
+}
+
+/// [`index_lookup`] on a version 1 store, read by another process before its upgrade.
+fn legacy_lookup(txn: &ReadTransaction, index: Index, key: &str) -> Result<Vec<u64>, AuditError> {
+    let table = match txn.open_multimap_table(index.legacy_table()) {
         Ok(table) => table,
         Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
         Err(e) => return Err(storage(e)),
@@ -621,6 +756,25 @@ pub fn index_lookup(
         out.push(value.map_err(storage)?.value());
     }
     Ok(out)
+}
+
+/// The sequence numbers of one posting block.
+fn decode_block(index: Index, bytes: &[u8]) -> Result<Vec<u64>, AuditError> {
+    let seqs = bytes.chunks_exact(8);
+    if !seqs.remainder().is_empty() || bytes.is_empty() {
+        return Err(AuditError::Storage(format!(
+            "a block of the {} index is malformed ({} bytes)",
+            index.name(),
+            bytes.len()
+        )));
+    }
+    Ok(seqs
+        .map(|chunk| {
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(chunk);
+            u64::from_le_bytes(seq)
+        })
+        .collect())
 }
 
 /// Sequence numbers of records whose time is within `[from_ms, to_ms]`, ascending by time.
@@ -762,13 +916,24 @@ fn copy_snapshot(
             }
         }
         for index in Index::ALL {
+            if let Some(table) = open_existing(from, index.table())? {
+                let mut out = txn.open_table(index.table()).map_err(storage)?;
+                for entry in table.iter().map_err(storage)? {
+                    let (k, v) = entry.map_err(storage)?;
+                    out.insert(k.value(), v.value()).map_err(storage)?;
+                }
+            }
+            // A version 1 source is copied as it is, stamp included; the copy is upgraded
+            // when it is restored (opened for writing).
             use redb::ReadableMultimapTable;
-            let table = match from.open_multimap_table(index.table()) {
+            let table = match from.open_multimap_table(index.legacy_table()) {
                 Ok(table) => table,
                 Err(TableError::TableDoesNotExist(_)) => continue,
                 Err(e) => return Err(storage(e)),
             };
-            let mut out = txn.open_multimap_table(index.table()).map_err(storage)?;
+            let mut out = txn
+                .open_multimap_table(index.legacy_table())
+                .map_err(storage)?;
             for entry in table.iter().map_err(storage)? {
                 let (k, values) = entry.map_err(storage)?;
                 for value in values {
@@ -897,5 +1062,219 @@ mod tests {
             AuditStore::open(&path).is_err(),
             "a second writer must be refused"
         );
+    }
+
+    fn record_with(seq: u64, patient: &str, desk: &str) -> NewRecord {
+        NewRecord {
+            seq,
+            bytes: vec![b'x'],
+            time_ms: seq,
+            keys: vec![(Index::Patient, patient.into()), (Index::Desk, desk.into())],
+        }
+    }
+
+    fn blocks(txn: &ReadTransaction, index: Index) -> Vec<(String, u64, usize)> {
+        let table = open_existing(txn, index.table()).unwrap().unwrap();
+        table
+            .iter()
+            .unwrap()
+            .map(|entry| {
+                let (k, v) = entry.unwrap();
+                (k.value().0.to_owned(), k.value().1, v.value().len() / 8)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_transaction_writes_one_block_per_key_and_lookups_join_them_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.redb")).unwrap();
+        // One access's records share their keys; another patient comes between them.
+        store
+            .commit(
+                &[
+                    record_with(1, "p1", "d"),
+                    record_with(2, "p2", "d"),
+                    record_with(3, "p1", "d"),
+                ],
+                &[],
+            )
+            .unwrap();
+        store
+            .commit(&[record_with(4, "p1", "d"), record_with(5, "p3", "e")], &[])
+            .unwrap();
+        let txn = store.snapshot().unwrap();
+        assert_eq!(
+            blocks(&txn, Index::Patient),
+            vec![
+                ("p1".to_owned(), 1, 2),
+                ("p1".to_owned(), 4, 1),
+                ("p2".to_owned(), 2, 1),
+                ("p3".to_owned(), 5, 1),
+            ]
+        );
+        assert_eq!(
+            blocks(&txn, Index::Desk),
+            vec![
+                ("d".to_owned(), 1, 3),
+                ("d".to_owned(), 4, 1),
+                ("e".to_owned(), 5, 1)
+            ]
+        );
+        assert_eq!(
+            index_lookup(&txn, Index::Patient, "p1").unwrap(),
+            vec![1, 3, 4]
+        );
+        assert_eq!(
+            index_lookup(&txn, Index::Desk, "d").unwrap(),
+            vec![1, 2, 3, 4]
+        );
+        assert_eq!(
+            index_lookup(&txn, Index::Patient, "p").unwrap(),
+            Vec::<u64>::new()
+        );
+        assert_eq!(
+            index_lookup(&txn, Index::Call, "p1").unwrap(),
+            Vec::<u64>::new()
+        );
+    }
+
+    #[test]
+    fn pruning_cuts_a_block_that_straddles_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.redb")).unwrap();
+        let records: Vec<_> = (1..=5).map(|seq| record_with(seq, "p", "d")).collect();
+        store.commit(&records, &[(2, b"cp".to_vec())]).unwrap();
+        let doomed: Vec<_> = records[..2]
+            .iter()
+            .map(|r| Pruned {
+                seq: r.seq,
+                time_ms: r.time_ms,
+                keys: r.keys.clone(),
+            })
+            .collect();
+        store.prune_through(2, &doomed).unwrap();
+        let txn = store.snapshot().unwrap();
+        assert_eq!(
+            index_lookup(&txn, Index::Patient, "p").unwrap(),
+            vec![3, 4, 5]
+        );
+        assert_eq!(blocks(&txn, Index::Desk), vec![("d".to_owned(), 3, 3)]);
+        assert_eq!(record(&txn, 2).unwrap(), None);
+        assert_eq!(time_range(&txn, 0, 10).unwrap(), vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn a_malformed_block_is_an_error_that_names_the_index_not_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.redb")).unwrap();
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(Index::Patient.table())
+            .unwrap()
+            .insert(("185057800000042", 1), [1u8, 2, 3].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        let err = index_lookup(
+            &store.snapshot().unwrap(),
+            Index::Patient,
+            "185057800000042",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("patient index") && err.contains("3 bytes"),
+            "{err}"
+        );
+        assert!(!err.contains("185057800000042"), "{err}");
+    }
+
+    /// Writes a store as format version 1 did: multimap indexes.
+    fn write_version_1(path: &Path, patient_records: u64) {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(Meta::FormatVersion.key(), FORMAT_MULTIMAP_INDEXES)
+                .unwrap();
+            meta.insert(Meta::HeadSeq.key(), patient_records + 1)
+                .unwrap();
+            let mut records = txn.open_table(RECORDS).unwrap();
+            let mut patients = txn
+                .open_multimap_table(Index::Patient.legacy_table())
+                .unwrap();
+            for seq in 1..=patient_records {
+                records.insert(seq, b"x".as_slice()).unwrap();
+                patients.insert("p", seq).unwrap();
+            }
+            records
+                .insert(patient_records + 1, b"x".as_slice())
+                .unwrap();
+            patients.insert("q", patient_records + 1).unwrap();
+            txn.open_multimap_table(Index::Desk.legacy_table())
+                .unwrap()
+                .insert("d", 1)
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_version_1_store_is_read_as_it_is_and_upgraded_by_the_first_writable_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.redb");
+        let long = BLOCK_MAX_SEQS as u64 + 10;
+        write_version_1(&path, long);
+        let all: Vec<u64> = (1..=long).collect();
+
+        // A reader (`audit verify` with the service stopped) changes nothing.
+        let reader = AuditReader::open(&path).unwrap();
+        let txn = reader.snapshot().unwrap();
+        assert_eq!(index_lookup(&txn, Index::Patient, "p").unwrap(), all);
+        assert_eq!(
+            meta(&txn, Meta::FormatVersion).unwrap(),
+            Some(FORMAT_MULTIMAP_INDEXES)
+        );
+        drop((txn, reader));
+
+        let store = AuditStore::open(&path).unwrap();
+        let txn = store.snapshot().unwrap();
+        assert_eq!(
+            meta(&txn, Meta::FormatVersion).unwrap(),
+            Some(FORMAT_VERSION)
+        );
+        assert_eq!(index_lookup(&txn, Index::Patient, "p").unwrap(), all);
+        assert_eq!(
+            index_lookup(&txn, Index::Patient, "q").unwrap(),
+            vec![long + 1]
+        );
+        assert_eq!(index_lookup(&txn, Index::Desk, "d").unwrap(), vec![1]);
+        assert_eq!(
+            blocks(&txn, Index::Patient)
+                .iter()
+                .map(|(key, first, len)| (key.as_str(), *first, *len))
+                .collect::<Vec<_>>(),
+            vec![
+                ("p", 1, BLOCK_MAX_SEQS),
+                ("p", BLOCK_MAX_SEQS as u64 + 1, 10),
+                ("q", long + 1, 1)
+            ]
+        );
+        assert!(matches!(
+            txn.open_multimap_table(Index::Patient.legacy_table()),
+            Err(TableError::TableDoesNotExist(_))
+        ));
+        drop(txn);
+        // New records join the upgraded index.
+        store
+            .commit(&[record_with(long + 2, "p", "d")], &[])
+            .unwrap();
+        let txn = store.snapshot().unwrap();
+        assert_eq!(
+            index_lookup(&txn, Index::Patient, "p").unwrap().len(),
+            all.len() + 1
+        );
+        drop(txn);
+        drop(store);
+        AuditStore::open(&path).unwrap();
     }
 }
