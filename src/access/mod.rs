@@ -28,7 +28,7 @@ use crate::audit::{
     Actor, AuditError, AuditLog, CallContext, DataSource, Event, EventKind, Outcome, PatientRef,
     Receipt,
 };
-use crate::cache::sealed::{Entry, Hit, SealedSummaries};
+use crate::cache::sealed::{CachedSummary, Entry, Hit, SealedSummaries};
 use crate::card::trust::Professional;
 use crate::limit::{Limited, Limits};
 use crate::patient::{Candidate, Ins, InsPolicy, PatientError, Traits};
@@ -190,8 +190,9 @@ pub(crate) struct Delivered {
     pub stale: bool,
     /// Age of the data, seconds (0 when just fetched).
     pub age_seconds: u64,
-    /// The critical summary.
-    pub summary: CriticalSummary,
+    /// The critical summary (from a cache hit, the JSON sealed by this run, as it is).
+    #[schema(value_type = CriticalSummary)]
+    pub summary: CachedSummary,
 }
 
 /// The summary shows as counts only (its own `Debug`).
@@ -504,7 +505,14 @@ impl BreakGlass {
         id: &str,
     ) -> Result<Vec<u8>, AccessError> {
         let (_grant, fetched, read) = self.read_under(who, id).await?;
-        let pdf = fetched.entry.summary.pdf().ok_or(AccessError::NoDocument)?;
+        let pdf = match fetched.entry.summary.parsed() {
+            Ok(summary) => summary.pdf(),
+            Err(e) => {
+                tracing::error!(error = %e, "cached summary unreadable; no PDF served");
+                None
+            }
+        }
+        .ok_or(AccessError::NoDocument)?;
         self.release_pdf(read, pdf).await
     }
 
@@ -542,7 +550,7 @@ impl BreakGlass {
                 source: Source::Upstream,
                 stale: false,
                 age_seconds: 0,
-                summary: summary.without_content(),
+                summary: summary.without_content().into(),
             },
             receipt,
         ))
@@ -1064,8 +1072,13 @@ fn read_event(read: Event, fetched: &Fetched) -> Event {
     // From the record service: how it was obtained (the DMP's transactions, assertion
     // ids and documents); from a copy: its age.
     let detail = if fetched.source == Source::Upstream {
-        let provenance = &fetched.entry.summary.provenance;
-        (!provenance.is_empty()).then(|| provenance.join(" "))
+        match &fetched.entry.summary {
+            CachedSummary::Parsed(summary) => {
+                (!summary.provenance.is_empty()).then(|| summary.provenance.join(" "))
+            }
+            // Not reached: what comes from the record service is parsed.
+            CachedSummary::Sealed(_) => None,
+        }
     } else {
         Some(format!("age_seconds={}", fetched.age.as_secs()))
     };

@@ -9,6 +9,11 @@
 //!   time, so an entry cannot be moved to another patient or made to look fresher.
 //! - Layout: `1 | fetched_at_ms (8, BE) | wrap nonce (12) | wrapped key (48) | nonce (12) |
 //!   ciphertext`. The fetch time is in clear so the purge needs no key.
+//! - A hit hands the summary on as the JSON that was sealed when this process run sealed it
+//!   ([`CachedSummary::Sealed`]): authenticated, written by this same build from a
+//!   [`CriticalSummary`], so the answer embeds it without parsing and writing it again
+//!   (README, "Performance: where the time goes"). A copy sealed by an earlier run, maybe an
+//!   earlier build whose summary had other fields, is parsed as before.
 //! - The master key is 32 random bytes, hex in a file (mode 0600/0640) or a systemd
 //!   credential; `samu-gateway cache keygen` makes one.
 
@@ -39,13 +44,119 @@ pub struct Lifetimes {
     pub max_stale: Duration,
 }
 
+/// A summary as the cache holds it. Either way it serialises as the summary's JSON.
+#[derive(Clone)]
+pub enum CachedSummary {
+    /// A summary as a struct: composed from the record service's answer, or opened from a
+    /// copy an earlier process run sealed.
+    Parsed(Box<CriticalSummary>),
+    /// The JSON this process run sealed from a [`CriticalSummary`], opened (authenticated)
+    /// and not parsed again.
+    Sealed(Box<serde_json::value::RawValue>),
+}
+
+impl CachedSummary {
+    /// The summary as a struct (parsing a sealed one).
+    pub fn parsed(&self) -> Result<std::borrow::Cow<'_, CriticalSummary>, CacheError> {
+        match self {
+            Self::Parsed(summary) => Ok(std::borrow::Cow::Borrowed(&**summary)),
+            Self::Sealed(raw) => serde_json::from_str(raw.get())
+                .map(std::borrow::Cow::Owned)
+                // serde's message may quote the document: only its position is kept.
+                .map_err(|e| {
+                    CacheError::Storage(format!(
+                        "a sealed summary does not parse (line {}, column {})",
+                        e.line(),
+                        e.column()
+                    ))
+                }),
+        }
+    }
+
+    /// The summary without an unstructured document's content (it has its own route). A
+    /// sealed summary is looked into only for that field, and parsed only if it has it.
+    pub fn without_content(self) -> Self {
+        #[derive(Deserialize)]
+        struct Probe {
+            #[serde(default)]
+            unstructured: Option<ProbeBody>,
+        }
+        #[derive(Deserialize)]
+        struct ProbeBody {
+            #[serde(default)]
+            content: Option<serde::de::IgnoredAny>,
+        }
+        match self {
+            Self::Parsed(summary) => Self::Parsed(Box::new(summary.without_content())),
+            Self::Sealed(raw) => {
+                // The JSON was written by this run from a summary and authenticated when
+                // opened: neither failure below can happen short of a serde defect. Should
+                // one happen, the copy goes out as it was sealed, content included: data the
+                // grant covers, only larger.
+                let probe = serde_json::from_str::<Probe>(raw.get());
+                let sealed = Self::Sealed(raw);
+                match probe {
+                    Ok(probe)
+                        if probe
+                            .unstructured
+                            .as_ref()
+                            .is_none_or(|b| b.content.is_none()) =>
+                    {
+                        sealed
+                    }
+                    Ok(_) => match sealed.parsed().map(std::borrow::Cow::into_owned) {
+                        Ok(summary) => Self::Parsed(Box::new(summary.without_content())),
+                        Err(e) => {
+                            tracing::error!(error = %e, "a sealed summary with content is unreadable");
+                            sealed
+                        }
+                    },
+                    Err(e) => {
+                        tracing::error!(
+                            line = e.line(),
+                            column = e.column(),
+                            "a sealed summary is unreadable"
+                        );
+                        sealed
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl From<CriticalSummary> for CachedSummary {
+    fn from(summary: CriticalSummary) -> Self {
+        Self::Parsed(Box::new(summary))
+    }
+}
+
+impl Serialize for CachedSummary {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Parsed(summary) => summary.serialize(serializer),
+            Self::Sealed(raw) => raw.serialize(serializer),
+        }
+    }
+}
+
+/// Counts only (the summary's own `Debug`), or the size of sealed JSON: never its text.
+impl std::fmt::Debug for CachedSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Parsed(summary) => summary.fmt(f),
+            Self::Sealed(raw) => write!(f, "Sealed({} bytes)", raw.get().len()),
+        }
+    }
+}
+
 /// What is cached for a patient.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize)]
 pub struct Entry {
     /// The record service's id for the patient.
     pub patient_id: String,
     /// The summary.
-    pub summary: CriticalSummary,
+    pub summary: CachedSummary,
     /// Professionals and access modes the record service cleared for this patient, each
     /// with when: oppositions are per mode and blocks per professional, so a copy is served
     /// only to them, and only while their own clearance is recent (another professional's
@@ -80,7 +191,7 @@ impl Entry {
     pub fn new(patient_id: String, summary: CriticalSummary) -> Self {
         Self {
             patient_id,
-            summary,
+            summary: summary.into(),
             cleared: Vec::new(),
         }
     }
@@ -106,8 +217,29 @@ impl Entry {
     }
 }
 
+/// An entry as opened: the summary stays JSON until [`SealedSummaries::open`] decides.
+#[derive(Deserialize)]
+struct Opened {
+    patient_id: String,
+    summary: Box<serde_json::value::RawValue>,
+    #[serde(default)]
+    cleared: Vec<Clearance>,
+    /// The process run that sealed it (absent: sealed before runs were marked).
+    #[serde(default)]
+    sealed_by: Option<u64>,
+}
+
+/// An entry as sealed, marked with the run sealing it.
+#[derive(Serialize)]
+struct Sealing<'a> {
+    patient_id: &'a str,
+    summary: &'a CachedSummary,
+    cleared: &'a [Clearance],
+    sealed_by: u64,
+}
+
 /// A cache hit.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Hit {
     /// The entry.
     pub entry: Entry,
@@ -209,6 +341,9 @@ pub struct SealedSummaries {
     index: hmac::Key,
     lifetimes: Lifetimes,
     clock: fn() -> u64,
+    /// This process run's mark on what it seals: random, so that no earlier run (maybe
+    /// another build) can have used it.
+    run: u64,
 }
 
 /// Wall-clock milliseconds (entries outlive restarts, so not a monotonic clock).
@@ -234,6 +369,11 @@ impl SealedSummaries {
             index: hmac::Key::new(hmac::HMAC_SHA256, index_key.as_ref()),
             lifetimes,
             clock: wall_ms,
+            run: {
+                let mut run = [0u8; 8];
+                crate::random::fill(&mut run).map_err(|e| CacheError::Storage(e.to_string()))?;
+                u64::from_le_bytes(run)
+            },
         })
     }
 
@@ -271,7 +411,13 @@ impl SealedSummaries {
         let key = self.key(ins);
         let fetched_at = (self.clock)();
         let plain = zeroize::Zeroizing::new(
-            serde_json::to_vec(entry).map_err(|e| CacheError::Storage(e.to_string()))?,
+            serde_json::to_vec(&Sealing {
+                patient_id: &entry.patient_id,
+                summary: &entry.summary,
+                cleared: &entry.cleared,
+                sealed_by: self.run,
+            })
+            .map_err(|e| CacheError::Storage(e.to_string()))?,
         );
         let mut data_key = zeroize::Zeroizing::new([0u8; 32]);
         crate::random::fill(data_key.as_mut()).map_err(|e| CacheError::Storage(e.to_string()))?;
@@ -358,7 +504,17 @@ impl SealedSummaries {
                 &mut body,
             )
             .ok()?;
-        serde_json::from_slice(plain).ok()
+        let opened: Opened = serde_json::from_slice(plain).ok()?;
+        let summary = if opened.sealed_by == Some(self.run) {
+            CachedSummary::Sealed(opened.summary)
+        } else {
+            CachedSummary::Parsed(Box::new(serde_json::from_str(opened.summary.get()).ok()?))
+        };
+        Some(Entry {
+            patient_id: opened.patient_id,
+            summary,
+            cleared: opened.cleared,
+        })
     }
 
     /// Forgets `ins` (after an opposition, a block or a closure: never served again).
@@ -531,7 +687,7 @@ mod tests {
         let sealed = cache.sealed(&master, LIFETIMES).unwrap();
         let entry = entry();
         assert!(
-            entry.summary.allergies.items[0]
+            entry.summary.parsed().unwrap().allergies.items[0]
                 .substance
                 .contains("penicillin")
         );
@@ -563,7 +719,78 @@ mod tests {
             .get(&ins())
             .unwrap()
             .unwrap();
-        assert_eq!(hit.entry, entry);
+        assert_eq!(json(&hit.entry), json(&entry));
+        // Sealed by another run (this reopening is one): parsed again, not trusted as is.
+        assert!(matches!(hit.entry.summary, CachedSummary::Parsed(_)));
+    }
+
+    fn json(entry: &Entry) -> serde_json::Value {
+        serde_json::to_value(entry).unwrap()
+    }
+
+    #[test]
+    fn a_copy_this_run_sealed_is_handed_on_as_its_json_and_an_earlier_runs_is_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, master) = store(dir.path());
+        let sealed = cache.sealed(&master, LIFETIMES).unwrap();
+        let entry = entry();
+        sealed.put(&ins(), &entry).unwrap();
+        let hit = sealed.get(&ins()).unwrap().unwrap();
+        let CachedSummary::Sealed(raw) = &hit.entry.summary else {
+            panic!("this run's copy was parsed again");
+        };
+        // Byte for byte what the summary itself serialises to: the answer is unchanged.
+        assert_eq!(
+            raw.get(),
+            serde_json::to_string(&*entry.summary.parsed().unwrap()).unwrap()
+        );
+        assert_eq!(json(&hit.entry), json(&entry));
+        assert_eq!(
+            format!("{:?}", hit.entry.summary),
+            format!("Sealed({} bytes)", raw.get().len())
+        );
+        assert_eq!(
+            serde_json::to_value(hit.entry.summary.clone().without_content()).unwrap(),
+            serde_json::to_value(&*entry.summary.parsed().unwrap()).unwrap()
+        );
+        // Another run of the gateway (maybe another build) reads the same copy as a struct.
+        let other = cache.sealed(&master, LIFETIMES).unwrap();
+        let hit = other.get(&ins()).unwrap().unwrap();
+        assert!(matches!(hit.entry.summary, CachedSummary::Parsed(_)));
+        assert_eq!(json(&hit.entry), json(&entry));
+    }
+
+    #[test]
+    fn a_sealed_copys_document_content_is_left_out_of_the_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, master) = store(dir.path());
+        let sealed = cache.sealed(&master, LIFETIMES).unwrap();
+        let mut summary = entry().summary.parsed().unwrap().into_owned();
+        summary.unstructured = Some(crate::summary::Unstructured {
+            media_type: "application/pdf".into(),
+            size: 9,
+            text: None,
+            pdf: true,
+            by_reference: false,
+            content: Some("JVBERi0xLjQK".into()),
+        });
+        sealed
+            .put(&ins(), &Entry::new("p-minimal".into(), summary.clone()))
+            .unwrap();
+        let hit = sealed.get(&ins()).unwrap().unwrap();
+        assert!(matches!(hit.entry.summary, CachedSummary::Sealed(_)));
+        assert_eq!(
+            hit.entry.summary.parsed().unwrap().pdf().as_deref(),
+            Some(b"%PDF-1.4\n".as_slice())
+        );
+        let answer = hit.entry.summary.without_content();
+        let value = serde_json::to_value(&answer).unwrap();
+        assert_eq!(value["unstructured"]["media_type"], "application/pdf");
+        assert!(value["unstructured"]["content"].is_null(), "{value}");
+        assert_eq!(
+            value,
+            serde_json::to_value(summary.without_content()).unwrap()
+        );
     }
 
     #[test]

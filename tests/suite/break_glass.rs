@@ -208,6 +208,8 @@ async fn break_glass_releases_the_summary_after_the_durable_record_then_grants_r
     let again = centre.reread(&grant).await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.body);
     assert_eq!(again.body["source"], "cache");
+    // The copy goes out as the JSON it was sealed as: the same summary as the first answer.
+    assert_eq!(again.body["summary"], body["summary"]);
     assert_eq!(again.cache_control.as_deref(), Some("no-store"));
     assert_eq!(centre.audit(Some("patient_record_read")).len(), 2);
     assert_eq!(centre.upstream.stats().await["summaries"], 1);
