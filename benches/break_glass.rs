@@ -442,6 +442,105 @@ fn assertion(signer: &AssertionSigner, base: &str) -> String {
         .expect("sign")
 }
 
+/// An independent load generator: `oha` (`cargo install oha`; not packaged for Debian 12),
+/// when it is on the `PATH` or in `~/.cargo/bin`. It presents the desk's client
+/// certificate like the bench's client, and reads each answer without parsing it.
+fn oha_binary() -> Option<std::path::PathBuf> {
+    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin/oha"));
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("oha"))
+        .chain(home)
+        .find(|candidate| candidate.is_file())
+}
+
+/// What one oha run asks.
+struct OhaTarget<'a> {
+    name: &'a str,
+    url: String,
+    /// oha's request options (method, headers, body).
+    extra: Vec<String>,
+    /// Every answer must have this status.
+    expected_status: &'a str,
+}
+
+/// One oha run: `-c workers` connections for `duration`. Returns its table row (its own
+/// CPU from the shell's `times`, the server's from /proc).
+fn oha_row(
+    oha: &Path,
+    pki: &Pki,
+    target: &OhaTarget<'_>,
+    workers: usize,
+    duration: Duration,
+    server: u32,
+) -> String {
+    let OhaTarget {
+        name,
+        url,
+        extra,
+        expected_status,
+    } = target;
+    let client = &pki.clients[DESK_A];
+    let mut command = format!(
+        "'{}' --no-tui --output-format json -z {}s -c {workers} --cacert '{}' --cert '{}' --key '{}'",
+        oha.display(),
+        duration.as_secs(),
+        pki.server_ca.display(),
+        client.cert.display(),
+        client.key.display(),
+    );
+    for arg in extra {
+        command.push_str(&format!(" '{arg}'"));
+    }
+    command.push_str(&format!(" '{url}'; times"));
+    let server_before = cpu_seconds(server);
+    let started = Instant::now();
+    let out = Command::new("bash")
+        .args(["-c", &command])
+        .output()
+        .expect("oha");
+    let wall = started.elapsed().as_secs_f64();
+    let server_cores = (cpu_seconds(server) - server_before) / wall;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // oha's JSON, then `times`: the shell's own CPU line, then its children's (oha).
+    let (json, times) = stdout.rsplit_once('}').map_or(("", ""), |(j, t)| (j, t));
+    let report: Value = serde_json::from_str(&format!("{json}}}")).unwrap_or(Value::Null);
+    let seconds = |s: &str| -> f64 {
+        s.trim_end_matches('s')
+            .split_once('m')
+            .map_or(0.0, |(m, s)| {
+                m.parse::<f64>().unwrap_or(0.0) * 60.0 + s.parse::<f64>().unwrap_or(0.0)
+            })
+    };
+    let oha_cpu: f64 = times
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .nth(1)
+        .map_or(0.0, |l| l.split_whitespace().map(seconds).sum());
+    let statuses = &report["statusCodeDistribution"];
+    let total: u64 = statuses
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+    let good = statuses[*expected_status].as_u64().unwrap_or(0);
+    assert!(
+        total > 0 && good == total,
+        "{name} (oha): answers {statuses}, errors {}; {}",
+        report["errorDistribution"],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ms = |p: &str| report["latencyPercentiles"][p].as_f64().unwrap_or(f64::NAN) * 1000.0;
+    format!(
+        "| {name} (oha) | {workers} | {:.0} | {:.2} ms | {:.2} ms | {:.2} | {server_cores:.2} |",
+        report["summary"]["requestsPerSec"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        ms("p50"),
+        ms("p99"),
+        oha_cpu / wall,
+    )
+}
+
 /// nginx (docs/test-harness.md), serving `summary` with the gateway's certificates.
 fn nginx(pki: &Pki, summary: &[u8]) -> Option<(Child, u16, tempfile::TempDir)> {
     if Command::new("nginx").arg("-v").output().is_err() {
@@ -533,6 +632,7 @@ fn main() {
     );
     let over_dmp = support::dmp::dmp_gateway_with(&pcscd, &card, &dmp, NO_LIMITS, &[QUIET]);
     let mut measures = Vec::new();
+    let mut oha_rows = Vec::new();
     let mut summary_json = Vec::new();
     let mut idle = (f64::NAN, f64::NAN);
     runtime.block_on(async {
@@ -622,6 +722,52 @@ fn main() {
                 .await,
             );
         }
+        // The same two measures at 32 connections with an independent generator.
+        if let (Some(oha), Some((nginx_master, port, _))) = (oha_binary(), &anchor) {
+            let nginx_target = OhaTarget {
+                name: "nginx, same JSON, TLS 1.3 + client cert",
+                url: format!("https://localhost:{port}/summary.json"),
+                extra: Vec::new(),
+                expected_status: "200",
+            };
+            oha_rows.push(oha_row(
+                &oha,
+                &cached.pki,
+                &nginx_target,
+                32,
+                duration,
+                nginx_master.id(),
+            ));
+            let auth = format!("Authorization: Bearer {hit_token}");
+            let body = json!({"ins": nir(1), "ins_oid": TEST_OID, "call_id": "BENCH-1",
+                              "reason_code": "inconscient", "access_mode": "bris_de_glace"})
+            .to_string();
+            let hit_target = OhaTarget {
+                name: "gateway break-glass, cache hit",
+                url: cached.url("/api/v1/break-glass"),
+                extra: [
+                    "-m",
+                    "POST",
+                    "-T",
+                    "application/json",
+                    "-H",
+                    &auth,
+                    "-d",
+                    &body,
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+                expected_status: "201",
+            };
+            oha_rows.push(oha_row(
+                &oha,
+                &cached.pki,
+                &hit_target,
+                32,
+                duration,
+                cached.pid(),
+            ));
+        }
         if let Some((mut child, _, _dir)) = anchor {
             // SIGTERM to the master stops its workers too (SIGKILL would orphan them).
             support::signal(child.id(), "TERM");
@@ -640,6 +786,21 @@ fn main() {
     );
     for m in &measures {
         println!("{}", m.row());
+    }
+    if oha_rows.is_empty() {
+        println!(
+            "\n(oha not found, or nginx absent: no independent generator run; `cargo install oha`)"
+        );
+    } else {
+        println!(
+            "\nthe same at 32 connections with an independent generator, oha (client cores: oha's CPU):\n"
+        );
+        println!(
+            "| measure | concurrency | req/s | p50 | p99 | client cores | server cores |\n|---|---:|---:|---:|---:|---:|---:|"
+        );
+        for row in &oha_rows {
+            println!("{row}");
+        }
     }
     let (_, peak) = memory_mib(cached.pid());
     println!(
