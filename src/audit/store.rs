@@ -451,6 +451,8 @@ impl AuditStore {
                 .flat_map(|r| r.keys.iter().map(|(i, k)| (*i, k.as_str(), r.seq)))
                 .collect();
             keys.sort_unstable_by(|a, b| (a.0.tag(), a.1, a.2).cmp(&(b.0.tag(), b.1, b.2)));
+            // A record names a key once per index, as a multimap kept it.
+            keys.dedup();
             let mut block = Vec::new();
             for group in keys.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1) {
                 let (index, key, first) = group[0];
@@ -1137,6 +1139,12 @@ mod tests {
             index_lookup(&txn, Index::Call, "p1").unwrap(),
             Vec::<u64>::new()
         );
+        drop(txn);
+        let mut twice = record_with(6, "p4", "d");
+        twice.keys.push((Index::Patient, "p4".into()));
+        store.commit(&[twice], &[]).unwrap();
+        let txn = store.snapshot().unwrap();
+        assert_eq!(index_lookup(&txn, Index::Patient, "p4").unwrap(), vec![6]);
     }
 
     #[test]
