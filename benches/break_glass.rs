@@ -482,22 +482,29 @@ fn oha_row(
         expected_status,
     } = target;
     let client = &pki.clients[DESK_A];
-    let mut command = format!(
-        "'{}' --no-tui --output-format json -z {}s -c {workers} --cacert '{}' --cert '{}' --key '{}'",
-        oha.display(),
-        duration.as_secs(),
-        pki.server_ca.display(),
-        client.cert.display(),
-        client.key.display(),
-    );
-    for arg in extra {
-        command.push_str(&format!(" '{arg}'"));
-    }
-    command.push_str(&format!(" '{url}'; times"));
     let server_before = cpu_seconds(server);
     let started = Instant::now();
+    // oha runs as the shell's child, its arguments passed as positional parameters (no
+    // quoting), so that `times` can report its CPU once it has exited.
     let out = Command::new("bash")
-        .args(["-c", &command])
+        .args(["-c", "\"$@\"; times", "oha-run"])
+        .arg(oha)
+        .args([
+            "--no-tui",
+            "--output-format",
+            "json",
+            "-c",
+            &workers.to_string(),
+        ])
+        .args(["-z", &format!("{}s", duration.as_secs())])
+        .arg("--cacert")
+        .arg(&pki.server_ca)
+        .arg("--cert")
+        .arg(&client.cert)
+        .arg("--key")
+        .arg(&client.key)
+        .args(extra)
+        .arg(url)
         .output()
         .expect("oha");
     let wall = started.elapsed().as_secs_f64();
