@@ -108,13 +108,13 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
             let public = PathBuf::from(format!("{}.pub", out.display()));
             std::fs::write(&public, format!("{}\n", signer.public_key_hex()))
                 .with_context(|| format!("cannot write {}", public.display()))?;
-            println!("created {} (key id {})", out.display(), signer.key_id());
-            println!(
+            out!("created {} (key id {})", out.display(), signer.key_id());
+            out!(
                 "public key: {} (also in {})",
                 signer.public_key_hex(),
                 public.display()
             );
-            println!(
+            out!(
                 "give the public key to the compliance team: `audit verify --public-key {}`",
                 public.display()
             );
@@ -122,7 +122,7 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
         }
         AuditCommand::PublicKey => {
             let signer = configured_signer(&Config::read(config_path)?)?;
-            println!("{}", signer.public_key_hex());
+            out!("{}", signer.public_key_hex());
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Verify { file, public_keys } => {
@@ -153,17 +153,17 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
             )
             .map_err(anyhow::Error::msg)?;
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::to_string_pretty(&flags).context("cannot encode")?
                 );
             } else {
-                println!("{:<20} {:>7}  description (records)", "anomaly", "records");
+                out!("{:<20} {:>7}  description (records)", "anomaly", "records");
                 for flag in &flags {
                     let shown: Vec<String> =
                         flag.records.iter().take(10).map(u64::to_string).collect();
                     let more = flag.records.len().saturating_sub(10);
-                    println!(
+                    out!(
                         "{:<20} {:>7}  {} ({}{})",
                         flag.kind,
                         flag.records.len(),
@@ -176,7 +176,7 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
                         }
                     );
                 }
-                println!("{} anomaly flag(s)", flags.len());
+                out!("{} anomaly flag(s)", flags.len());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -186,12 +186,12 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
                 crate::audit::review::pending(&reader).context("cannot read the trail")?;
             for access in &pending {
                 if json {
-                    println!(
+                    out!(
                         "{}",
                         serde_json::to_string(access).context("cannot encode")?
                     );
                 } else {
-                    println!(
+                    out!(
                         "{:>8}  {}  professional={} desk={} patient={} call={} reason={}{}",
                         access.seq,
                         access.time,
@@ -209,7 +209,7 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
                 }
             }
             if !json {
-                println!("{} access(es) to review", pending.len());
+                out!("{} access(es) to review", pending.len());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -222,7 +222,7 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
             let txn = reader.snapshot().context("cannot read the audit store")?;
             let selection =
                 export::select(&txn, &to_filter(&filter)?, limit).context("cannot list")?;
-            let mut out = std::io::stdout().lock();
+            let mut out = super::Stdout::lock();
             for selected in &selection.records {
                 let line = if json {
                     String::from_utf8_lossy(&selected.bytes).into_owned()
@@ -253,7 +253,7 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
                     file.flush().context("cannot write the export")?;
                     count
                 }
-                None => export::export(&txn, &filter, format, &mut std::io::stdout().lock())
+                None => export::export(&txn, &filter, format, &mut super::Stdout::lock())
                     .context("export failed")?,
             };
             eprintln!("exported {count} record(s)");
@@ -370,20 +370,21 @@ fn verify(
         String::new()
     };
     if report.is_intact() {
-        println!(
+        out!(
             "audit trail intact: {what}: {} record(s) (seq {range}), {} checkpoint signature(s) verified, last checkpoint at {last}{epochs}",
-            report.records, report.checkpoints_verified
+            report.records,
+            report.checkpoints_verified
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    out!(
         "audit trail NOT intact: {what}: {} problem(s)",
         report.findings.len()
     );
     for finding in &report.findings {
-        println!("  - {finding}");
+        out!("  - {finding}");
     }
-    println!(
+    out!(
         "({} record(s) read, seq {range}, last checkpoint at {last})",
         report.records
     );
@@ -410,11 +411,11 @@ fn prune(config_path: &Path) -> Result<ExitCode, Failure> {
     let report = log.prune(cutoff, repositories).context("prune failed")?;
     log.close().context("cannot close the audit trail")?;
     match report.through {
-        Some(through) => println!(
+        Some(through) => out!(
             "pruned {} record(s); the trail now starts after checkpoint {through}",
             report.records
         ),
-        None => println!(
+        None => out!(
             "nothing to prune: no checkpointed segment is both older than {} days and shipped",
             config.audit.retention_days
         ),
@@ -443,7 +444,7 @@ fn backup(config_path: &Path, output: &Path) -> Result<ExitCode, Failure> {
         }
         return Ok(ExitCode::from(EXIT_RUNTIME));
     }
-    println!(
+    out!(
         "backup of {} record(s) up to seq {} (epoch {}) written to {}; verified intact ({} checkpoint signature(s))",
         copied.records,
         copied.head,
@@ -451,7 +452,7 @@ fn backup(config_path: &Path, output: &Path) -> Result<ExitCode, Failure> {
         output.display(),
         report.checkpoints_verified
     );
-    println!(
+    out!(
         "restore with `samu-gateway audit restore --input {}` while the service is stopped",
         output.display()
     );
@@ -568,14 +569,14 @@ fn restore(config_path: &Path, input: &Path) -> Result<ExitCode, Failure> {
     )
     .context("cannot verify the restored store")?
     .epochs;
-    println!(
+    out!(
         "restored {} (records up to seq {}); the trail continues on epoch {}",
         input.display(),
         marked.unwrap_or(0),
         epochs.last().map_or(0, |e| e.0)
     );
     if aside.exists() {
-        println!(
+        out!(
             "the replaced store is kept at {}: keep it with the incident's evidence",
             aside.display()
         );

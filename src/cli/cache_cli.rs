@@ -38,7 +38,7 @@ pub(super) fn run(config_path: &Path, command: CacheCommand) -> Result<ExitCode,
     match command {
         CacheCommand::Keygen { path } => {
             MasterKey::generate(&path).context("cannot create the key")?;
-            println!("cache master key written to {} (mode 0600)", path.display());
+            out!("cache master key written to {} (mode 0600)", path.display());
             Ok(ExitCode::SUCCESS)
         }
         CacheCommand::Stats { json } => {
@@ -48,12 +48,12 @@ pub(super) fn run(config_path: &Path, command: CacheCommand) -> Result<ExitCode,
                 .stats(crate::clock::now().1)
                 .context("cannot read the cache")?;
             if json {
-                println!(
+                out!(
                     "{}",
                     serde_json::to_string(&stats).context("cannot encode")?
                 );
             } else {
-                println!(
+                out!(
                     "{} cached summaries, {} bytes, oldest {} s (fresh for {} s, kept up to {} s)",
                     stats.entries,
                     stats.bytes,
@@ -73,7 +73,7 @@ pub(super) fn run(config_path: &Path, command: CacheCommand) -> Result<ExitCode,
                 .purge(|at| all || at.is_none_or(|at| now.saturating_sub(at) > limit))
                 .context("cannot purge the cache")?;
             stores.cache.flush().context("cannot flush the cache")?;
-            println!("{removed} cached summaries deleted");
+            out!("{removed} cached summaries deleted");
             Ok(ExitCode::SUCCESS)
         }
     }

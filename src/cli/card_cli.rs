@@ -77,7 +77,7 @@ pub(super) fn run(config: &std::path::Path, command: CardCommand) -> Result<Exit
             let pkcs11_module = pkcs11_module.or_else(|| configured().map(|(module, _)| module));
             match list_readers() {
                 Ok(readers) if readers.is_empty() => {
-                    println!("no reader (is pcscd running, are the readers plugged in?)");
+                    out!("no reader (is pcscd running, are the readers plugged in?)");
                 }
                 Ok(readers) => {
                     for reader in readers {
@@ -85,11 +85,11 @@ pub(super) fn run(config: &std::path::Path, command: CardCommand) -> Result<Exit
                             || "no card".to_owned(),
                             |atr| format!("card present, ATR {}", hex(atr)),
                         );
-                        println!("{}\t{card}", reader.name);
+                        out!("{}\t{card}", reader.name);
                     }
                 }
                 // The module's slots are still worth listing.
-                Err(e) if pkcs11_module.is_some() => println!("PC/SC: {e}"),
+                Err(e) if pkcs11_module.is_some() => out!("PC/SC: {e}"),
                 Err(e) => return Err(anyhow::Error::new(e).context("cannot list readers").into()),
             }
             if let Some(path) = pkcs11_module {
@@ -122,7 +122,7 @@ pub(super) fn run(config: &std::path::Path, command: CardCommand) -> Result<Exit
 /// The module's slots and their tokens, as the module describes them (no PIN).
 fn list_slots(path: &std::path::Path) -> Result<(), Failure> {
     let module = Pkcs11Module::load(path).map_err(anyhow::Error::from)?;
-    println!(
+    out!(
         "PKCS#11 module {} ({})",
         path.display(),
         module.describe().context("PKCS#11")?
@@ -147,7 +147,7 @@ fn list_slots(path: &std::path::Path) -> Result<(), Failure> {
                 )
             },
         );
-        println!("slot {}\t{}\t{token}", slot.id, slot.description);
+        out!("slot {}\t{}\t{token}", slot.id, slot.description);
     }
     Ok(())
 }
@@ -166,11 +166,11 @@ fn probe_token(
         .open(slot, &crate::card::pkcs11::Pkcs11Labels::default())
         .context("cannot read the card's certificates")?;
     print_holder(reader, &session.authentication_certificate)?;
-    println!(
+    out!(
         "signature:  certificate present ({} bytes)",
         session.signature_certificate.len()
     );
-    println!(
+    out!(
         "PIN:        {}{}",
         if module.pin_pad(slot).context("PKCS#11")? {
             "typed on the reader"
@@ -208,15 +208,15 @@ fn print_holder(reader: &str, der: &[u8]) -> Result<(), Failure> {
     };
     use x509_parser::oid_registry::{OID_X509_COMMON_NAME, OID_X509_GIVEN_NAME, OID_X509_SURNAME};
     let validity = cert.validity();
-    println!("reader:     {reader}");
-    println!("idNat (CN): {}", attribute(&OID_X509_COMMON_NAME));
-    println!(
+    out!("reader:     {reader}");
+    out!("idNat (CN): {}", attribute(&OID_X509_COMMON_NAME));
+    out!(
         "name:       {} {}",
         attribute(&OID_X509_GIVEN_NAME),
         attribute(&OID_X509_SURNAME)
     );
-    println!("issuer:     {}", cert.issuer());
-    println!(
+    out!("issuer:     {}", cert.issuer());
+    out!(
         "valid:      {} to {} ({})",
         validity.not_before,
         validity.not_after,
@@ -226,6 +226,6 @@ fn print_holder(reader: &str, der: &[u8]) -> Result<(), Failure> {
             "NOT valid now"
         }
     );
-    println!("sha256:     {}", hex(&crate::encoding::sha256(der)));
+    out!("sha256:     {}", hex(&crate::encoding::sha256(der)));
     Ok(())
 }

@@ -18,7 +18,7 @@ pub(super) fn dev_upstream(
         let server = crate::dev_upstream::DevUpstream::start(options)
             .await
             .context("cannot start the dev upstream")?;
-        println!("dev-upstream listening on https://{}", server.addr);
+        out!("dev-upstream listening on https://{}", server.addr);
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         server.wait().await;
@@ -31,7 +31,7 @@ pub(super) fn dev_dmp(options: crate::dev_dmp::DevDmpOptions) -> Result<ExitCode
         let server = crate::dev_dmp::DevDmp::start(options)
             .await
             .context("cannot start dev-dmp")?;
-        println!("dev-dmp listening on https://{}", server.addr);
+        out!("dev-dmp listening on https://{}", server.addr);
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         server.wait().await;
@@ -99,6 +99,6 @@ fn announce_demo(setup: std::sync::Arc<DemoSetup>, addr: std::net::SocketAddr, s
             Ok(path) => tracing::info!(manifest = %path.display(), "demo manifest written"),
             Err(e) => tracing::error!(error = %e, "cannot write demo.json"),
         }
-        println!("{}", setup.banner(addr, sent));
+        out!("{}", setup.banner(addr, sent));
     });
 }

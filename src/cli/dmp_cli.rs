@@ -116,9 +116,9 @@ fn inspect(file: &Path, json: bool) -> Result<ExitCode, Failure> {
     };
     if json {
         let text = serde_json::to_string_pretty(&inspected).context("cannot encode")?;
-        println!("{text}");
+        out!("{text}");
     } else {
-        print!("{}", human(&inspected));
+        out_raw!("{}", human(&inspected));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -275,7 +275,7 @@ fn sign(config_path: &Path, command: DmpCommand) -> Result<ExitCode, Failure> {
             ]));
         }
     };
-    println!("{assertion}");
+    out!("{assertion}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -168,7 +168,7 @@ pub(super) fn emulate_token(args: EmulateTokenArgs) -> Result<ExitCode, Failure>
         &identity,
     )
     .context("cannot write the token")?;
-    println!(
+    out!(
         "token '{}' written in {}: the card of {}",
         args.token,
         args.pkcs11_module.display(),
@@ -266,10 +266,10 @@ fn emulate(
 ) -> Result<ExitCode, Failure> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        println!("virtual card of {id_nat}: inserting into vpcd port {port}");
+        out!("virtual card of {id_nat}: inserting into vpcd port {port}");
         match vpcd::serve(card, port, delay) {
             Ok(()) => {
-                println!("vpcd closed the connection; reinserting");
+                out!("vpcd closed the connection; reinserting");
                 backoff = Duration::from_millis(100);
             }
             Err(e) => {

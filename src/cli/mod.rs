@@ -1,5 +1,6 @@
 //! The command line. The only place that uses `anyhow` and decides exit codes:
-//! 0 ok, 64 bad usage or configuration (EX_USAGE), 1 runtime failure.
+//! 0 ok, 64 bad usage or configuration (EX_USAGE), 1 runtime failure, 141 when standard
+//! output's reader went away (as SIGPIPE would).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +14,23 @@ use crate::http::probe::Probe;
 use crate::service::{self, Prepared};
 use crate::telemetry;
 use crate::tls::load_certs;
+
+/// `println!` for a command's results. A reader that went away (`| head`, `| grep -q`) ends
+/// the command quietly, with the status a shell gives a command killed by SIGPIPE, instead
+/// of a panic: Rust ignores SIGPIPE, so the write fails with EPIPE. `serve` writes nothing
+/// here (its logs go to stderr).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!`'s counterpart of [`out!`].
+macro_rules! out_raw {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*))
+    };
+}
 
 mod audit_cli;
 mod cache_cli;
@@ -31,6 +49,44 @@ use summary_cli::SummaryCommand;
 
 pub(crate) const EXIT_RUNTIME: u8 = 1;
 const EXIT_USAGE: u8 = 64;
+/// 128 + SIGPIPE: what a shell reports for a command whose reader went away.
+const EXIT_BROKEN_PIPE: u8 = 141;
+
+/// Writes a command's results to standard output (see [`out!`]).
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        exit_on_write_error(&e);
+    }
+}
+
+/// Standard output for commands that stream their results (`audit list`, `audit
+/// export`): a failed write ends the process as [`out!`] does.
+pub(crate) struct Stdout(std::io::StdoutLock<'static>);
+
+impl Stdout {
+    pub(crate) fn lock() -> Self {
+        Self(std::io::stdout().lock())
+    }
+}
+
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).or_else(|e| exit_on_write_error(&e))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().or_else(|e| exit_on_write_error(&e))
+    }
+}
+
+fn exit_on_write_error(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(EXIT_BROKEN_PIPE.into());
+    }
+    eprintln!("error: cannot write to standard output: {e}");
+    std::process::exit(EXIT_RUNTIME.into())
+}
 
 /// Break-glass gateway to critical patient summaries for a SAMU regulation centre.
 #[derive(Debug, Parser)]
@@ -190,9 +246,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Manual { out } => manual(&out),
         Command::Version => {
-            println!("samu-gateway {}", env!("CARGO_PKG_VERSION"));
-            println!("tls: rustls (ring provider), TLS 1.2 and 1.3");
-            println!(
+            out!("samu-gateway {}", env!("CARGO_PKG_VERSION"));
+            out!("tls: rustls (ring provider), TLS 1.2 and 1.3");
+            out!(
                 "development tools (demo, card emulator, stand-in record services): {}",
                 if cfg!(feature = "dev-tools") {
                     "built in"
@@ -200,7 +256,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
                     "not built in"
                 }
             );
-            println!(
+            out!(
                 "stores: audit trail in redb (format {}), summary cache in sled (format {})",
                 crate::audit::FORMAT_VERSION,
                 crate::cache::FORMAT_VERSION
@@ -244,14 +300,14 @@ fn manual(out: &std::path::Path) -> Result<ExitCode, Failure> {
         clap_complete::generate_to(shell, &mut command.clone(), "samu-gateway", out)
             .with_context(|| written("completions"))?;
     }
-    println!("manual pages and completions written to {}", out.display());
+    out!("manual pages and completions written to {}", out.display());
     Ok(ExitCode::SUCCESS)
 }
 
 fn configtest(path: &std::path::Path) -> Result<ExitCode, Failure> {
     let prepared = Prepared::load(path)?;
     let config = &prepared.config;
-    println!(
+    out!(
         "configuration OK: {} (centre {}, {} desk(s), listen {}, state {})",
         path.display(),
         config.centre.structure_id,
@@ -263,11 +319,11 @@ fn configtest(path: &std::path::Path) -> Result<ExitCode, Failure> {
     // be the check of what the unit will load.
     if config.to_toml().is_ok_and(|t| t.contains("\"credential:")) {
         match std::env::var_os("CREDENTIALS_DIRECTORY") {
-            Some(dir) => println!(
+            Some(dir) => out!(
                 "credentials: read from systemd's credentials ({})",
                 std::path::Path::new(&dir).display()
             ),
-            None => println!(
+            None => out!(
                 "credentials: read from the credential store {} (the files the unit loads)",
                 crate::secret::credential_store()
             ),
@@ -297,11 +353,11 @@ fn healthcheck(path: &std::path::Path, timeout: Duration) -> Result<ExitCode, Fa
     ] {
         match runtime.block_on(probe.get(endpoint)) {
             Ok((status, body)) => {
-                println!("{name}: {status} {}", body.trim());
+                out!("{name}: {status} {}", body.trim());
                 healthy &= status == 200;
             }
             Err(e) => {
-                println!("{name}: {e}");
+                out!("{name}: {e}");
                 healthy = false;
             }
         }

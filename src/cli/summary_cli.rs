@@ -33,11 +33,11 @@ pub(super) fn run(command: SummaryCommand) -> Result<ExitCode, Failure> {
         Ok(found) if json => {
             let text = serde_json::to_string_pretty(&found.without_content())
                 .context("cannot encode the summary")?;
-            println!("{text}");
+            out!("{text}");
             Ok(ExitCode::SUCCESS)
         }
         Ok(found) => {
-            print!("{}", human(&found));
+            out_raw!("{}", human(&found));
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

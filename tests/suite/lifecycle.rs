@@ -194,3 +194,25 @@ fn notifies_ready_feeds_the_watchdog_and_announces_stopping() {
     stderr.wait_closed(EXIT);
     assert!(stderr.all().contains("systemd watchdog enabled"));
 }
+
+/// `samu-gateway version | grep -q …`, `audit list | head`: a reader that goes away ends the
+/// command with the shell's SIGPIPE status, without a panic or an error message.
+#[test]
+fn a_command_whose_reader_went_away_ends_quietly() {
+    let gateway = Gateway::start();
+    for args in [&["version"][..], &["audit", "list"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(support::BIN)
+            .arg("--config")
+            .arg(&gateway.config)
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("error"), "{args:?}: {stderr}");
+    }
+}
