@@ -453,13 +453,9 @@ impl AuditStore {
             keys.sort_unstable_by(|a, b| (a.0.tag(), a.1, a.2).cmp(&(b.0.tag(), b.1, b.2)));
             // A record names a key once per index, as a multimap kept it.
             keys.dedup();
-            let mut block = Vec::new();
             for group in keys.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1) {
                 let (index, key, first) = group[0];
-                block.clear();
-                for (_, _, seq) in group {
-                    block.extend_from_slice(&seq.to_le_bytes());
-                }
+                let block = encode_block(group.iter().map(|(_, _, seq)| *seq));
                 if let Some((_, table)) = indexes.iter_mut().find(|(i, _)| *i == index) {
                     table
                         .insert((key, first), block.as_slice())
@@ -513,14 +509,13 @@ impl AuditStore {
                 }
                 for (first, seqs) in blocks {
                     table.remove((key, first)).map_err(storage)?;
-                    let kept: Vec<u8> = seqs
-                        .iter()
-                        .filter(|seq| **seq > through)
-                        .flat_map(|seq| seq.to_le_bytes())
-                        .collect();
-                    if let Some(first_kept) = seqs.iter().find(|seq| **seq > through) {
+                    let kept: Vec<u64> = seqs.into_iter().filter(|seq| *seq > through).collect();
+                    if let Some(first_kept) = kept.first() {
                         table
-                            .insert((key, *first_kept), kept.as_slice())
+                            .insert(
+                                (key, *first_kept),
+                                encode_block(kept.iter().copied()).as_slice(),
+                            )
                             .map_err(storage)?;
                     }
                 }
@@ -560,7 +555,7 @@ impl AuditStore {
                     }
                     entries += seqs.len() as u64;
                     for chunk in seqs.chunks(BLOCK_MAX_SEQS) {
-                        let block: Vec<u8> = chunk.iter().flat_map(|s| s.to_le_bytes()).collect();
+                        let block = encode_block(chunk.iter().copied());
                         postings
                             .insert((key.value(), chunk[0]), block.as_slice())
                             .map_err(storage)?;
@@ -758,6 +753,11 @@ fn legacy_lookup(txn: &ReadTransaction, index: Index, key: &str) -> Result<Vec<u
         out.push(value.map_err(storage)?.value());
     }
     Ok(out)
+}
+
+/// One posting block's value: the sequence numbers, 8 bytes each, little-endian.
+fn encode_block(seqs: impl Iterator<Item = u64>) -> Vec<u8> {
+    seqs.flat_map(u64::to_le_bytes).collect()
 }
 
 /// The sequence numbers of one posting block.

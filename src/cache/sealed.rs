@@ -62,14 +62,7 @@ impl CachedSummary {
             Self::Parsed(summary) => Ok(std::borrow::Cow::Borrowed(&**summary)),
             Self::Sealed(raw) => serde_json::from_str(raw.get())
                 .map(std::borrow::Cow::Owned)
-                // serde's message may quote the document: only its position is kept.
-                .map_err(|e| {
-                    CacheError::Storage(format!(
-                        "a sealed summary does not parse (line {}, column {})",
-                        e.line(),
-                        e.column()
-                    ))
-                }),
+                .map_err(|e| unreadable(&e)),
         }
     }
 
@@ -112,17 +105,22 @@ impl CachedSummary {
                         }
                     },
                     Err(e) => {
-                        tracing::error!(
-                            line = e.line(),
-                            column = e.column(),
-                            "a sealed summary is unreadable"
-                        );
+                        tracing::error!(error = %unreadable(&e), "a sealed summary is unreadable");
                         sealed
                     }
                 }
             }
         }
     }
+}
+
+/// serde's message may quote the document: only the position is kept.
+fn unreadable(e: &serde_json::Error) -> CacheError {
+    CacheError::Storage(format!(
+        "a sealed summary does not parse (line {}, column {})",
+        e.line(),
+        e.column()
+    ))
 }
 
 impl From<CriticalSummary> for CachedSummary {
