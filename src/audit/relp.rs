@@ -120,24 +120,81 @@ impl<S: AsyncRead + AsyncWrite + Unpin + PromptAcks> Session<S> {
 
     /// Sends `messages` as transactions and waits for every acknowledgement; `Ok` only when
     /// the repository answered 200 to each, in order.
+    ///
+    /// The answers are read while the round is still being written: a repository answers
+    /// each message as it takes it, and answers left unread pile up in our receive buffer
+    /// as thousands of tiny TLS records until the repository's writes, then its reads, then
+    /// ours stall. Reading them as they come also keeps a round of any size from
+    /// deadlocking on full socket buffers in both directions.
     pub(super) async fn send(&mut self, messages: &[Vec<u8>]) -> Result<(), RelpError> {
-        // One write for the whole round: the TLS layer then seals a few large records
+        // One buffer for the whole round: the TLS layer then seals a few large records
         // instead of one per message.
         let mut frames = Vec::with_capacity(messages.iter().map(|m| m.len() + 32).sum());
         let mut sent = Vec::with_capacity(messages.len());
         for message in messages {
             sent.push(self.frame_into(&mut frames, "syslog", message));
         }
-        self.stream
-            .write_all(&frames)
-            .await
-            .map_err(RelpError::Write)?;
-        self.flush().await?;
-        for txnr in sent {
-            let answer = self.read_frame().await?;
-            self.check_response(&answer, txnr)?;
+        let mut round = Round {
+            frames,
+            written: 0,
+            flushed: false,
+            sent,
+            answered: 0,
+        };
+        std::future::poll_fn(|cx| self.poll_round(cx, &mut round)).await
+    }
+
+    /// Moves `round` on as far as the transport lets it: writes what it takes, reads and
+    /// checks every answer that has come. Ready once all is written, flushed and answered.
+    fn poll_round(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        round: &mut Round,
+    ) -> std::task::Poll<Result<(), RelpError>> {
+        use std::pin::Pin;
+        use std::task::Poll;
+        while round.written < round.frames.len() {
+            match Pin::new(&mut self.stream).poll_write(cx, &round.frames[round.written..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(RelpError::Write(
+                        std::io::ErrorKind::WriteZero.into(),
+                    )));
+                }
+                Poll::Ready(Ok(n)) => round.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(RelpError::Write(e))),
+                Poll::Pending => break,
+            }
         }
-        Ok(())
+        if round.written == round.frames.len() && !round.flushed {
+            match Pin::new(&mut self.stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => round.flushed = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(RelpError::Write(e))),
+                Poll::Pending => {}
+            }
+        }
+        while round.answered < round.sent.len() {
+            if let Some(answer) = self.take_frame()? {
+                self.check_response(&answer, round.sent[round.answered])?;
+                round.answered += 1;
+                continue;
+            }
+            self.stream.ack_promptly();
+            let mut chunk = [0u8; 16 * 1024];
+            let mut read = tokio::io::ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                    return Poll::Ready(Err(RelpError::Closed));
+                }
+                Poll::Ready(Ok(())) => self.keep(read.filled()),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(RelpError::Read(e))),
+                Poll::Pending => break,
+            }
+        }
+        if round.flushed && round.answered == round.sent.len() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
     }
 
     fn check_response(&self, answer: &Frame, txnr: u64) -> Result<(), RelpError> {
@@ -197,38 +254,59 @@ impl<S: AsyncRead + AsyncWrite + Unpin + PromptAcks> Session<S> {
     /// Reads one frame, whatever the repository sends, within the bounds above.
     async fn read_frame(&mut self) -> Result<Frame, RelpError> {
         loop {
-            match parse(&self.buffer[self.read_at..])? {
-                Some((frame, used)) => {
-                    // Answers come a round at a time: move past this one, and shift the
-                    // buffer only once it is all read (draining each frame off its front
-                    // would copy the rest of the round every time).
-                    self.read_at += used;
-                    if self.read_at == self.buffer.len() {
-                        self.buffer.clear();
-                        self.read_at = 0;
-                    }
-                    return Ok(frame);
-                }
-                None => {
-                    self.stream.ack_promptly();
-                    let mut chunk = [0u8; 16 * 1024];
-                    let n = self
-                        .stream
-                        .read(&mut chunk)
-                        .await
-                        .map_err(RelpError::Read)?;
-                    if n == 0 {
-                        return Err(RelpError::Closed);
-                    }
-                    if self.read_at > 0 {
-                        self.buffer.drain(..self.read_at);
-                        self.read_at = 0;
-                    }
-                    self.buffer.extend_from_slice(&chunk[..n]);
-                }
+            if let Some(frame) = self.take_frame()? {
+                return Ok(frame);
             }
+            self.stream.ack_promptly();
+            let mut chunk = [0u8; 16 * 1024];
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .await
+                .map_err(RelpError::Read)?;
+            if n == 0 {
+                return Err(RelpError::Closed);
+            }
+            self.keep(&chunk[..n]);
         }
     }
+
+    /// The next whole frame already received, if any.
+    fn take_frame(&mut self) -> Result<Option<Frame>, RelpError> {
+        let Some((frame, used)) = parse(&self.buffer[self.read_at..])? else {
+            return Ok(None);
+        };
+        // Answers come many at a time: move past this one, and shift the buffer only once
+        // it is all read (draining each frame off its front would copy the rest every time).
+        self.read_at += used;
+        if self.read_at == self.buffer.len() {
+            self.buffer.clear();
+            self.read_at = 0;
+        }
+        Ok(Some(frame))
+    }
+
+    /// Adds bytes received to the unread ones.
+    fn keep(&mut self, received: &[u8]) {
+        if self.read_at > 0 {
+            self.buffer.drain(..self.read_at);
+            self.read_at = 0;
+        }
+        self.buffer.extend_from_slice(received);
+    }
+}
+
+/// A round of transactions under way (see `Session::send`).
+struct Round {
+    /// Every frame of the round, back to back.
+    frames: Vec<u8>,
+    /// How many of those bytes the transport took.
+    written: usize,
+    flushed: bool,
+    /// The transaction numbers, in order.
+    sent: Vec<u64>,
+    /// How many of them were answered (200, checked).
+    answered: usize,
 }
 
 /// A frame at the start of `input` and the bytes it used; `None` when more must be read.
@@ -337,6 +415,47 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             let _ = parse(&bytes);
         }
+    }
+
+    /// A repository answering each message before it reads the next, over buffers far
+    /// smaller than the round: writing the whole round before reading any answer would
+    /// leave both sides blocked on a full buffer.
+    #[tokio::test]
+    async fn a_round_larger_than_the_buffers_is_answered_while_it_is_written() {
+        let (client, mut server) = tokio::io::duplex(1024);
+        let repository = tokio::spawn(async move {
+            let mut taken = 0usize;
+            let mut buffer = Vec::new();
+            let mut chunk = [0u8; 512];
+            loop {
+                while let Ok(Some((frame, used))) = parse(&buffer) {
+                    buffer.drain(..used);
+                    let data = if frame.command == "open" {
+                        "200 OK\ncommands=syslog"
+                    } else {
+                        taken += 1;
+                        "200 OK"
+                    };
+                    let answer = format!("{} rsp {} {data}\n", frame.txnr, data.len());
+                    server.write_all(answer.as_bytes()).await.unwrap();
+                }
+                let n = server.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    return taken;
+                }
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+        });
+        let mut session = Session::open(client).await.unwrap();
+        let round: Vec<Vec<u8>> = (0..2000)
+            .map(|i| format!("<85>1 message {i:0>90}").into_bytes())
+            .collect();
+        tokio::time::timeout(std::time::Duration::from_secs(20), session.send(&round))
+            .await
+            .expect("the round deadlocked")
+            .unwrap();
+        drop(session);
+        assert_eq!(repository.await.unwrap(), 2000);
     }
 
     #[tokio::test]

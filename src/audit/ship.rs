@@ -37,8 +37,8 @@ use crate::secret::SecretPath;
 /// ended waiting ~40 ms for the repository's last answers until our ACKs were made prompt
 /// (see `relp::PromptAcks`), which is why rounds are as large as batches: measured 2.9k
 /// records/s in rounds of 128, 20.6k in 1,024, 34.9k in 4,096, then 48-51k with prompt
-/// ACKs. The answers (~12 bytes each) fit the socket buffers, so writing a whole round
-/// before reading cannot deadlock.
+/// ACKs. The answers are read while the round is written (`relp::Session::send`), so a
+/// round of any size cannot deadlock on full socket buffers.
 const BATCH: usize = 4096;
 /// How long an idle shipper waits for a commit notice before looking anyway.
 const IDLE: Duration = Duration::from_millis(500);
