@@ -1077,7 +1077,7 @@ fn read_event(read: Event, fetched: &Fetched) -> Event {
                 (!summary.provenance.is_empty()).then(|| summary.provenance.join(" "))
             }
             // Not reached: what comes from the record service is parsed.
-            CachedSummary::Sealed(_) => None,
+            CachedSummary::Sealed { .. } => None,
         }
     } else {
         Some(format!("age_seconds={}", fetched.age.as_secs()))

@@ -13,7 +13,9 @@
 //!   ([`CachedSummary::Sealed`]): authenticated, written by this same build from a
 //!   [`CriticalSummary`], so the answer embeds it without parsing and writing it again
 //!   (README, "Performance: where the time goes"). A copy sealed by an earlier run, maybe an
-//!   earlier build whose summary had other fields, is parsed as before.
+//!   earlier build whose summary had other fields, is parsed as before. Whether the summary
+//!   holds an unstructured document's content, which never goes out with it, is sealed
+//!   beside it, so only a copy that does is parsed to take it out.
 //! - The master key is 32 random bytes, hex in a file (mode 0600/0640) or a systemd
 //!   credential; `samu-gateway cache keygen` makes one.
 
@@ -52,7 +54,13 @@ pub enum CachedSummary {
     Parsed(Box<CriticalSummary>),
     /// The JSON this process run sealed from a [`CriticalSummary`], opened (authenticated)
     /// and not parsed again.
-    Sealed(Box<serde_json::value::RawValue>),
+    Sealed {
+        /// The summary's JSON.
+        json: Box<serde_json::value::RawValue>,
+        /// Whether it holds an unstructured document's content, as noted when it was
+        /// sealed: a hit without one is handed on without a look inside.
+        has_content: bool,
+    },
 }
 
 impl CachedSummary {
@@ -60,61 +68,47 @@ impl CachedSummary {
     pub fn parsed(&self) -> Result<std::borrow::Cow<'_, CriticalSummary>, CacheError> {
         match self {
             Self::Parsed(summary) => Ok(std::borrow::Cow::Borrowed(&**summary)),
-            Self::Sealed(raw) => serde_json::from_str(raw.get())
+            Self::Sealed { json, .. } => serde_json::from_str(json.get())
                 .map(std::borrow::Cow::Owned)
                 .map_err(|e| unreadable(&e)),
         }
     }
 
+    /// Whether it holds an unstructured document's content.
+    fn has_content(&self) -> bool {
+        match self {
+            Self::Parsed(summary) => summary
+                .unstructured
+                .as_ref()
+                .is_some_and(|body| body.content.is_some()),
+            Self::Sealed { has_content, .. } => *has_content,
+        }
+    }
+
     /// The summary without an unstructured document's content (it has its own route). A
-    /// sealed summary is looked into only for that field, and parsed only if it has it.
+    /// sealed summary is parsed only if it was sealed with that content.
     pub fn without_content(self) -> Self {
-        #[derive(Deserialize)]
-        struct Probe {
-            #[serde(default)]
-            unstructured: Option<ProbeBody>,
-        }
-        #[derive(Deserialize)]
-        struct ProbeBody {
-            #[serde(default)]
-            content: Option<serde::de::IgnoredAny>,
-        }
         match self {
             Self::Parsed(summary) => Self::Parsed(Box::new(summary.without_content())),
-            Self::Sealed(raw) => {
+            sealed @ Self::Sealed {
+                has_content: false, ..
+            } => sealed,
+            sealed @ Self::Sealed { .. } => match sealed.parsed().map(std::borrow::Cow::into_owned)
+            {
+                Ok(summary) => Self::Parsed(Box::new(summary.without_content())),
                 // The JSON was written by this run from a summary and authenticated when
-                // opened: neither failure below can happen short of a serde defect. Should
-                // one happen, the copy goes out as it was sealed, content included: data the
-                // grant covers, only larger.
-                let probe = serde_json::from_str::<Probe>(raw.get());
-                let sealed = Self::Sealed(raw);
-                match probe {
-                    Ok(probe)
-                        if probe
-                            .unstructured
-                            .as_ref()
-                            .is_none_or(|b| b.content.is_none()) =>
-                    {
-                        sealed
-                    }
-                    Ok(_) => match sealed.parsed().map(std::borrow::Cow::into_owned) {
-                        Ok(summary) => Self::Parsed(Box::new(summary.without_content())),
-                        Err(e) => {
-                            tracing::error!(error = %e, "a sealed summary with content is unreadable");
-                            sealed
-                        }
-                    },
-                    Err(e) => {
-                        tracing::error!(error = %unreadable(&e), "a sealed summary is unreadable");
-                        sealed
-                    }
+                // opened: this cannot happen short of a serde defect. Should it happen, the
+                // copy goes out as it was sealed, content included: data the grant covers,
+                // only larger.
+                Err(e) => {
+                    tracing::error!(error = %e, "a sealed summary with content is unreadable");
+                    sealed
                 }
-            }
+            },
         }
     }
 }
 
-/// serde's message may quote the document: only the position is kept.
 fn unreadable(e: &serde_json::Error) -> CacheError {
     CacheError::Storage(format!(
         "a sealed summary does not parse (line {}, column {})",
@@ -133,7 +127,7 @@ impl Serialize for CachedSummary {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Self::Parsed(summary) => summary.serialize(serializer),
-            Self::Sealed(raw) => raw.serialize(serializer),
+            Self::Sealed { json, .. } => json.serialize(serializer),
         }
     }
 }
@@ -143,7 +137,7 @@ impl std::fmt::Debug for CachedSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Parsed(summary) => summary.fmt(f),
-            Self::Sealed(raw) => write!(f, "Sealed({} bytes)", raw.get().len()),
+            Self::Sealed { json, .. } => write!(f, "Sealed({} bytes)", json.get().len()),
         }
     }
 }
@@ -225,6 +219,10 @@ struct Opened {
     /// The process run that sealed it (absent: sealed before runs were marked).
     #[serde(default)]
     sealed_by: Option<u64>,
+    /// Whether the summary holds an unstructured document's content (trusted only from
+    /// this run, like the JSON itself).
+    #[serde(default)]
+    has_content: bool,
 }
 
 /// An entry as sealed, marked with the run sealing it.
@@ -234,6 +232,7 @@ struct Sealing<'a> {
     summary: &'a CachedSummary,
     cleared: &'a [Clearance],
     sealed_by: u64,
+    has_content: bool,
 }
 
 /// A cache hit.
@@ -414,6 +413,7 @@ impl SealedSummaries {
                 summary: &entry.summary,
                 cleared: &entry.cleared,
                 sealed_by: self.run,
+                has_content: entry.summary.has_content(),
             })
             .map_err(|e| CacheError::Storage(e.to_string()))?,
         );
@@ -504,7 +504,10 @@ impl SealedSummaries {
             .ok()?;
         let opened: Opened = serde_json::from_slice(plain).ok()?;
         let summary = if opened.sealed_by == Some(self.run) {
-            CachedSummary::Sealed(opened.summary)
+            CachedSummary::Sealed {
+                json: opened.summary,
+                has_content: opened.has_content,
+            }
         } else {
             CachedSummary::Parsed(Box::new(serde_json::from_str(opened.summary.get()).ok()?))
         };
@@ -734,9 +737,15 @@ mod tests {
         let entry = entry();
         sealed.put(&ins(), &entry).unwrap();
         let hit = sealed.get(&ins()).unwrap().unwrap();
-        let CachedSummary::Sealed(raw) = &hit.entry.summary else {
+        let CachedSummary::Sealed {
+            json: raw,
+            has_content,
+        } = &hit.entry.summary
+        else {
             panic!("this run's copy was parsed again");
         };
+        // Noted when sealed: nothing to take out, so the answer needs no look inside.
+        assert!(!has_content);
         // Byte for byte what the summary itself serialises to: the answer is unchanged.
         assert_eq!(
             raw.get(),
@@ -776,7 +785,13 @@ mod tests {
             .put(&ins(), &Entry::new("p-minimal".into(), summary.clone()))
             .unwrap();
         let hit = sealed.get(&ins()).unwrap().unwrap();
-        assert!(matches!(hit.entry.summary, CachedSummary::Sealed(_)));
+        assert!(matches!(
+            hit.entry.summary,
+            CachedSummary::Sealed {
+                has_content: true,
+                ..
+            }
+        ));
         assert_eq!(
             hit.entry.summary.parsed().unwrap().pdf().as_deref(),
             Some(b"%PDF-1.4\n".as_slice())
