@@ -88,27 +88,7 @@ impl Rsyslog {
 
     /// Starts (again) on the same port and files.
     pub(crate) fn restart(&mut self) {
-        let root = self.dir.path();
-        let child = Command::new("rsyslogd")
-            .arg("-n")
-            .arg("-f")
-            .arg(root.join("rsyslog.conf"))
-            .arg("-i")
-            .arg(root.join("work/rsyslogd.pid"))
-            .stdout(std::process::Stdio::null())
-            .stderr(
-                std::fs::File::create(root.join("work/rsyslogd.log"))
-                    .map(std::process::Stdio::from)
-                    .unwrap_or_else(|_| std::process::Stdio::null()),
-            )
-            .spawn()
-            .expect("rsyslogd (apt-get install rsyslog rsyslog-gnutls)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "rsyslogd did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.child = Some(spawn_rsyslogd(self.dir.path(), self.port));
     }
 
     /// Kills rsyslogd outright (SIGKILL: no flush, no goodbye to clients).
@@ -195,6 +175,39 @@ impl Rsyslog {
     }
 }
 
+/// Runs `rsyslogd` in the foreground on `root/rsyslog.conf` (its pid file and log under
+/// `root/work`), and waits until it listens on `port`.
+fn spawn_rsyslogd(root: &std::path::Path, port: u16) -> Child {
+    let mut child = Command::new("rsyslogd")
+        .arg("-n")
+        .arg("-f")
+        .arg(root.join("rsyslog.conf"))
+        .arg("-i")
+        .arg(root.join("work/rsyslogd.pid"))
+        .stdout(std::process::Stdio::null())
+        .stderr(
+            std::fs::File::create(root.join("work/rsyslogd.log"))
+                .map(std::process::Stdio::from)
+                .unwrap_or_else(|_| std::process::Stdio::null()),
+        )
+        .spawn()
+        .expect("rsyslogd (apt-get install rsyslog rsyslog-gnutls rsyslog-relp)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() >= deadline {
+            // A daemon that never listens is stopped here: the caller gets no handle to it.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "rsyslogd did not listen on {port} (see {})",
+                root.join("work/rsyslogd.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
 /// rsyslog's own RELP client (`omrelp`, librelp) as a sender: takes plain TCP on a
 /// loopback port and forwards every line, one RELP transaction each, over mutual TLS to a
 /// RELP repository. The anchor for our shipper's RELP figures: the same repository fed
@@ -241,28 +254,7 @@ impl RelpForwarder {
             key.display()
         );
         std::fs::write(root.join("rsyslog.conf"), conf).unwrap();
-        let child = Command::new("rsyslogd")
-            .arg("-n")
-            .arg("-f")
-            .arg(root.join("rsyslog.conf"))
-            .arg("-i")
-            .arg(root.join("work/rsyslogd.pid"))
-            .stdout(std::process::Stdio::null())
-            .stderr(
-                std::fs::File::create(root.join("work/rsyslogd.log"))
-                    .map(std::process::Stdio::from)
-                    .unwrap_or_else(|_| std::process::Stdio::null()),
-            )
-            .spawn()
-            .expect("rsyslogd (apt-get install rsyslog rsyslog-gnutls rsyslog-relp)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the forwarding rsyslogd did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = spawn_rsyslogd(root, port);
         Self {
             dir,
             port,
