@@ -1130,11 +1130,11 @@ mod tests {
         seqs.sort_unstable();
         assert_eq!(seqs, (1..=800).collect::<Vec<_>>());
         log.close().unwrap();
-        assert_eq!(
-            std::fs::metadata(dir.path().join("audit.journal"))
+        assert!(
+            crate::audit::journal::read(&dir.path().join("audit.journal"))
                 .unwrap()
-                .len(),
-            8,
+                .entries
+                .is_empty(),
             "a clean stop leaves the journal empty"
         );
         drop(store);

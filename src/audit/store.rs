@@ -309,14 +309,8 @@ impl AuditStore {
     fn take_in_journal(&self) -> Result<(), AuditError> {
         let path = self.journal_path();
         let contents = journal::read(&path)?;
-        if contents.file_len == 0 {
+        if contents.entries.is_empty() {
             return Ok(());
-        }
-        if contents.valid_len < contents.file_len {
-            tracing::warn!(
-                bytes = contents.file_len - contents.valid_len,
-                "the audit journal ends with a torn write (never acknowledged); it is dropped"
-            );
         }
         let txn = self.db.begin_read().map_err(storage)?;
         let last = last_record(&txn)?;
@@ -374,16 +368,8 @@ impl AuditStore {
                 "audit journal taken into the store after an unclean stop"
             );
         }
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|file| file.set_len(0).and_then(|()| file.sync_all()));
-        file.map_err(|e| {
-            AuditError::Storage(format!(
-                "cannot empty the audit journal {}: {e}",
-                path.display()
-            ))
-        })
+        // Opening the journal for writing empties it (its next generation), keeping its size.
+        journal::Journal::open(&path).map(drop)
     }
 
     /// Proves the store still answers a read transaction (readiness, watchdog).
