@@ -266,6 +266,85 @@ fn memory_mib(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// The cumulative buckets `(upper bound in s, count)` of histogram `family` in the
+/// gateway's metrics, read from its management listener.
+fn histogram(gateway: &Gateway, family: &str) -> Vec<(f64, f64)> {
+    use std::io::{Read, Write};
+    // Plain HTTP/1.0 on loopback: the bench's reqwest clients are built for mutual TLS.
+    let mut text = String::new();
+    if let Ok(mut stream) = std::net::TcpStream::connect(gateway.management) {
+        let _ = stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        let _ = stream.read_to_string(&mut text);
+    }
+    let prefix = format!("samu_gateway_{family}_bucket{{le=\"");
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(prefix.as_str())?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// What a histogram gathered between two reads: the count, and the bucket bounds that hold
+/// its median and its 99th percentile (`≤`: the buckets double, 50 µs to 1.6 s).
+fn histogram_between(before: &[(f64, f64)], after: &[(f64, f64)]) -> (f64, f64, f64) {
+    let counts: Vec<(f64, f64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            let earlier = before
+                .iter()
+                .find(|(l, _)| *l == le)
+                .map_or(0.0, |&(_, m)| m);
+            (le, n - earlier)
+        })
+        .collect();
+    let total = counts.last().map_or(0.0, |&(_, n)| n);
+    let bound = |q: f64| {
+        counts
+            .iter()
+            .find(|&&(_, n)| n >= q * total)
+            .map_or(f64::NAN, |&(le, _)| le)
+    };
+    (total, bound(0.5), bound(0.99))
+}
+
+/// The audit disk's timings while `measure` ran, as a report line.
+struct DiskDuring {
+    concurrency: usize,
+    requests: usize,
+    syncs: (f64, f64, f64),
+    commits: (f64, f64, f64),
+}
+
+impl DiskDuring {
+    fn line(&self) -> String {
+        let ms = |s: f64| {
+            if s.is_finite() {
+                format!("≤ {:.2} ms", s * 1000.0)
+            } else {
+                "over 1.6 s".to_owned()
+            }
+        };
+        format!(
+            "concurrency {}: {} journal syncs ({:.1} requests per sync), p50 {}, p99 {}; {} index commits, p50 {}, p99 {}",
+            self.concurrency,
+            self.syncs.0,
+            self.requests as f64 / self.syncs.0.max(1.0),
+            ms(self.syncs.1),
+            ms(self.syncs.2),
+            self.commits.0,
+            ms(self.commits.1),
+            ms(self.commits.2),
+        )
+    }
+}
+
 /// Starts the cache-hit gateway with `$NOTIFY_SOCKET` set and returns it with the time
 /// from its spawn to its `READY=1` (what systemd waits for).
 fn gateway_timed(
@@ -640,6 +719,7 @@ fn main() {
     let over_dmp = support::dmp::dmp_gateway_with(&pcscd, &card, &dmp, NO_LIMITS, &[QUIET]);
     let mut measures = Vec::new();
     let mut oha_rows = Vec::new();
+    let mut disk = Vec::new();
     let mut summary_json = Vec::new();
     let mut idle = (f64::NAN, f64::NAN);
     runtime.block_on(async {
@@ -688,16 +768,26 @@ fn main() {
                     .await,
                 );
             }
-            measures.push(
-                load(
-                    "gateway break-glass, cache hit",
-                    workers,
-                    duration,
-                    Some(cached.pid()),
-                    break_glass(&cached, hit_token.clone(), "cache"),
-                )
-                .await,
-            );
+            let syncs = histogram(&cached, "audit_journal_sync_seconds");
+            let commits = histogram(&cached, "audit_index_commit_seconds");
+            let hit = load(
+                "gateway break-glass, cache hit",
+                workers,
+                duration,
+                Some(cached.pid()),
+                break_glass(&cached, hit_token.clone(), "cache"),
+            )
+            .await;
+            disk.push(DiskDuring {
+                concurrency: workers,
+                requests: hit.requests,
+                syncs: histogram_between(&syncs, &histogram(&cached, "audit_journal_sync_seconds")),
+                commits: histogram_between(
+                    &commits,
+                    &histogram(&cached, "audit_index_commit_seconds"),
+                ),
+            });
+            measures.push(hit);
             measures.push(
                 load(
                     "gateway break-glass, cache miss (record service)",
@@ -808,6 +898,12 @@ fn main() {
         for row in &oha_rows {
             println!("{row}");
         }
+    }
+    println!(
+        "\nthe cache-hit gateway's audit disk during its measures (its metrics, read before and after each):\n"
+    );
+    for during in &disk {
+        println!("{}", during.line());
     }
     let (_, peak) = memory_mib(cached.pid());
     println!(

@@ -230,7 +230,7 @@ pub async fn run(
             source,
         })?;
 
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new().with_audit_disk(audit.disk_times()));
     let cards = start_cards(
         prepared.card_trust,
         prepared.virtual_card,

@@ -27,6 +27,7 @@ use tokio::sync::oneshot;
 
 use super::AuditError;
 use super::chain::{self, Checkpoint, GENESIS, Hash, Signer};
+use super::disk_times::DiskTimes;
 use super::event::{Event, RECORD_VERSION, Record};
 use super::journal::{Entry, Journal, Progress, Syncer};
 use super::store::{self, AuditStore, Index, Meta, NewRecord, ReadStore};
@@ -123,6 +124,7 @@ pub struct AuditLog {
     public_key: String,
     failed: Arc<AtomicBool>,
     commits: Arc<tokio::sync::Notify>,
+    disk_times: DiskTimes,
 }
 
 impl AuditLog {
@@ -137,11 +139,13 @@ impl AuditLog {
         writer.begin_epoch_if_restored()?;
         let commits = Arc::new(tokio::sync::Notify::new());
         let public_key = writer.signer.public_key_hex().to_owned();
+        let disk_times = DiskTimes::default();
         writer.pipeline = Some(Pipeline::start(
             &writer.store,
             writer.head_seq,
             failed.clone(),
             commits.clone(),
+            disk_times.clone(),
         )?);
         let (tx, rx) = mpsc::channel();
         let thread = spawn("audit-writer", move || writer.run(rx))?;
@@ -151,7 +155,13 @@ impl AuditLog {
             public_key,
             failed,
             commits,
+            disk_times,
         })
+    }
+
+    /// How long the journal's syncs and the index commits take (the metrics serve them).
+    pub fn disk_times(&self) -> &DiskTimes {
+        &self.disk_times
     }
 
     /// Notified (`notify_waiters`) after each commit of records: followers of the trail
@@ -289,6 +299,7 @@ impl Pipeline {
         head: u64,
         failed: Arc<AtomicBool>,
         commits: Arc<tokio::sync::Notify>,
+        times: DiskTimes,
     ) -> Result<Self, AuditError> {
         let progress = Arc::new(Progress::starting_at(head));
         store.follow(progress.clone())?;
@@ -298,14 +309,15 @@ impl Pipeline {
         let (to_sync, sync_rx) = mpsc::channel();
         let indexer = {
             let (store, progress, failed) = (store.clone(), progress.clone(), failed.clone());
+            let times = times.clone();
             spawn("audit-indexer", move || {
-                index_loop(&store, &index_rx, &progress, &failed, &commits);
+                index_loop(&store, &index_rx, &progress, &failed, &commits, &times);
             })?
         };
         let sync = {
             let progress = progress.clone();
             spawn("audit-sync", move || {
-                sync_loop(&syncer, &sync_rx, &to_index, &progress, &failed);
+                sync_loop(&syncer, &sync_rx, &to_index, &progress, &failed, &times);
             })?
         };
         Ok(Self {
@@ -342,6 +354,7 @@ fn sync_loop(
     to_index: &mpsc::Sender<Vec<Entry>>,
     progress: &Progress,
     failed: &AtomicBool,
+    times: &DiskTimes,
 ) {
     while let Ok(first) = batches.recv() {
         // Only batches written before the sync starts are covered by it.
@@ -350,7 +363,10 @@ fn sync_loop(
         let synced = if failed.load(Ordering::SeqCst) {
             Err(stopped())
         } else {
-            syncer.sync()
+            let started = Instant::now();
+            let synced = syncer.sync();
+            times.journal_synced(started.elapsed());
+            synced
         };
         match synced {
             Ok(()) => {
@@ -380,6 +396,7 @@ fn index_loop(
     progress: &Progress,
     failed: &AtomicBool,
     commits: &tokio::sync::Notify,
+    times: &DiskTimes,
 ) {
     while let Ok(mut entries) = batches.recv() {
         let deadline = Instant::now() + INDEX_GATHER;
@@ -397,7 +414,10 @@ fn index_loop(
                 Entry::Checkpoint(seq, bytes) => checkpoints.push((seq, bytes)),
             }
         }
-        match store.commit(&records, &checkpoints) {
+        let started = Instant::now();
+        let committed = store.commit(&records, &checkpoints);
+        times.index_committed(started.elapsed());
+        match committed {
             Ok(()) => {
                 if let Some(last) = records.last() {
                     progress.indexed(last.seq);

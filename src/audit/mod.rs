@@ -17,6 +17,7 @@
 pub mod alert;
 pub mod chain;
 pub mod dicom;
+pub mod disk_times;
 pub mod event;
 pub mod export;
 pub mod fhir;
@@ -34,6 +35,7 @@ pub mod verify;
 use std::path::PathBuf;
 
 pub use chain::{Signer, TrustedKeys};
+pub use disk_times::DiskTimes;
 pub use event::{
     AccessMode, Actor, Alert, AlertKind, CallContext, DataSource, Decision, Event, EventKind,
     Outcome, PatientRef, Record, Review,

@@ -345,6 +345,22 @@ impl Metrics {
             .set(i64::try_from(oldest_secs).unwrap_or(i64::MAX));
     }
 
+    /// Serves the audit trail's disk timings: the journal's syncs, which every access
+    /// waits for before its data leaves, and the index commits that share the disk.
+    pub(crate) fn with_audit_disk(mut self, times: &crate::audit::DiskTimes) -> Self {
+        self.registry.register(
+            "audit_journal_sync_seconds",
+            "Time of each audit journal fdatasync (every access waits for one before its data leaves)",
+            times.journal_sync(),
+        );
+        self.registry.register(
+            "audit_index_commit_seconds",
+            "Time of each audit index transaction (redb, its syncs included), which shares the disk with the journal",
+            times.index_commit(),
+        );
+        self
+    }
+
     /// The text exposition (OpenMetrics, which Prometheus scrapes natively).
     pub(crate) fn render(&self) -> String {
         let mut out = String::new();
@@ -403,6 +419,56 @@ mod tests {
         );
         assert!(
             text.contains(r#"samu_gateway_audit_ship_errors_total{receiver="central"} 4"#),
+            "{text}"
+        );
+    }
+
+    /// The audit trail's disk timings are served as histograms, fed by the audit threads.
+    #[test]
+    fn audit_disk_timings_render_as_histograms() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(
+            crate::audit::AuditStore::open(&dir.path().join("audit.redb")).unwrap(),
+        );
+        let signer = crate::audit::Signer::generate(&dir.path().join("key")).unwrap();
+        let settings = crate::audit::Settings {
+            node: "test".into(),
+            batch_max_records: 64,
+            batch_max_wait: Duration::ZERO,
+            checkpoint_every_records: 1000,
+            checkpoint_every: Duration::from_secs(3600),
+        };
+        let log = crate::audit::AuditLog::start(store, signer, settings).unwrap();
+        let metrics = Metrics::new().with_audit_disk(log.disk_times());
+        let count = |text: &str, family: &str| {
+            let series = format!("samu_gateway_{family}_count ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse::<u64>().ok())
+        };
+        let text = metrics.render();
+        assert_eq!(
+            count(&text, "audit_journal_sync_seconds"),
+            Some(0),
+            "{text}"
+        );
+        let event = crate::audit::Event::new(
+            crate::audit::EventKind::ServiceStarted,
+            crate::audit::Outcome::Success,
+        );
+        let _receipt = log.append_blocking(event).unwrap();
+        // Closing waits for the indexer, so its commit is counted too.
+        log.close().unwrap();
+        let text = metrics.render();
+        assert!(
+            count(&text, "audit_journal_sync_seconds") >= Some(1),
+            "{text}"
+        );
+        assert!(
+            count(&text, "audit_index_commit_seconds") >= Some(1),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE samu_gateway_audit_journal_sync_seconds histogram"),
             "{text}"
         );
     }

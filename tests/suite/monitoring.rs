@@ -134,10 +134,14 @@ async fn every_series_the_rules_use_is_served_with_the_values_they_expect() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    // Every series a rule uses is declared by the gateway (a counter's `_total` is its
-    // samples' suffix), so no rule watches a name that does not exist.
+    // Every series a rule uses is declared by the gateway (a counter's `_total` and a
+    // histogram's `_bucket` are its samples' suffixes), so no rule watches a name that does
+    // not exist.
     for name in series_in_rules() {
-        let family = name.strip_suffix("_total").unwrap_or(&name);
+        let family = ["_total", "_bucket"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name);
         assert!(
             scrape.contains(&format!("# TYPE {family} ")),
             "{name} is used by a rule and not served: {scrape}"
