@@ -151,8 +151,10 @@ fn main() {
     println!(
         "target (issue 20): ≥ 100 000 durable appends/s with 64 appenders, p99 ≤ 2 ms; verification ≥ 500 000 records/s\n"
     );
-    println!("| writer batches | appenders | durable appends/s | p50 latency | p99 latency |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| writer batches | appenders | durable appends/s | p50 latency | p99 latency | journal syncs (records each; mean, longest) | index commits (mean, longest) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for (label, batch, wait) in [
         ("up to 64 records, no wait", 64, Duration::ZERO),
         ("up to 64 records, 2 ms wait", 64, Duration::from_millis(2)),
@@ -163,11 +165,22 @@ fn main() {
             let log = start(dir.path(), &name, settings(batch, wait));
             let result = runtime.block_on(run_phase(log.clone(), appenders, phase));
             log.close().expect("close");
+            let disk = log.disk_times().totals();
+            let mean = |time: Duration, count: u64| {
+                ms(time / u32::try_from(count.max(1)).unwrap_or(u32::MAX))
+            };
             println!(
-                "| {label} | {appenders} | {:.0} | {} | {} |",
+                "| {label} | {appenders} | {:.0} | {} | {} | {} ({:.1}; {}, {}) | {} ({}, {}) |",
                 result.appends as f64 / result.elapsed.as_secs_f64(),
                 ms(percentile(&result.latencies, 0.50)),
                 ms(percentile(&result.latencies, 0.99)),
+                disk.syncs,
+                result.appends as f64 / disk.syncs.max(1) as f64,
+                mean(disk.sync_time, disk.syncs),
+                ms(disk.sync_max),
+                disk.commits,
+                mean(disk.commit_time, disk.commits),
+                ms(disk.commit_max),
             );
         }
     }

@@ -5,6 +5,8 @@
 //! here first. The index commits run beside the syncs on the same disk, and a journal sync
 //! issued during one waits for it (docs/audit.md, "Disk stalls").
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -14,6 +16,26 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 pub struct DiskTimes {
     journal_sync: Histogram,
     index_commit: Histogram,
+    /// Count, nanoseconds in all and longest, of syncs then commits, beside the histograms
+    /// (which do not lend theirs).
+    totals: Arc<[AtomicU64; 6]>,
+}
+
+/// How many journal syncs and index commits there were, and their time in all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskTotals {
+    /// Journal `fdatasync` calls.
+    pub syncs: u64,
+    /// Their time in all.
+    pub sync_time: Duration,
+    /// The longest.
+    pub sync_max: Duration,
+    /// Index transactions.
+    pub commits: u64,
+    /// Their time in all.
+    pub commit_time: Duration,
+    /// The longest.
+    pub commit_max: Duration,
 }
 
 impl Default for DiskTimes {
@@ -21,6 +43,7 @@ impl Default for DiskTimes {
         Self {
             journal_sync: buckets(),
             index_commit: buckets(),
+            totals: Arc::new(Default::default()),
         }
     }
 }
@@ -34,11 +57,33 @@ impl DiskTimes {
     /// One `fdatasync` of the journal, covering one or more batches of records.
     pub(super) fn journal_synced(&self, took: Duration) {
         self.journal_sync.observe(took.as_secs_f64());
+        self.add(0, took);
     }
 
     /// One redb transaction of the indexer, its syncs included.
     pub(super) fn index_committed(&self, took: Duration) {
         self.index_commit.observe(took.as_secs_f64());
+        self.add(3, took);
+    }
+
+    fn add(&self, at: usize, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.totals[at].fetch_add(1, Ordering::Relaxed);
+        self.totals[at + 1].fetch_add(nanos, Ordering::Relaxed);
+        self.totals[at + 2].fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    /// The counts and times so far.
+    pub fn totals(&self) -> DiskTotals {
+        let read = |at: usize| self.totals[at].load(Ordering::Relaxed);
+        DiskTotals {
+            syncs: read(0),
+            sync_time: Duration::from_nanos(read(1)),
+            sync_max: Duration::from_nanos(read(2)),
+            commits: read(3),
+            commit_time: Duration::from_nanos(read(4)),
+            commit_max: Duration::from_nanos(read(5)),
+        }
     }
 
     /// The journal's sync times (shared with this value).
@@ -49,5 +94,30 @@ impl DiskTimes {
     /// The index commits' times (shared with this value).
     pub fn index_commit(&self) -> Histogram {
         self.index_commit.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_count_add_and_keep_the_longest_for_each_kind() {
+        let times = DiskTimes::default();
+        let shared = times.clone();
+        times.journal_synced(Duration::from_micros(300));
+        shared.journal_synced(Duration::from_micros(100));
+        times.index_committed(Duration::from_millis(40));
+        assert_eq!(
+            times.totals(),
+            DiskTotals {
+                syncs: 2,
+                sync_time: Duration::from_micros(400),
+                sync_max: Duration::from_micros(300),
+                commits: 1,
+                commit_time: Duration::from_millis(40),
+                commit_max: Duration::from_millis(40),
+            }
+        );
     }
 }

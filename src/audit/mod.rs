@@ -35,7 +35,7 @@ pub mod verify;
 use std::path::PathBuf;
 
 pub use chain::{Signer, TrustedKeys};
-pub use disk_times::DiskTimes;
+pub use disk_times::{DiskTimes, DiskTotals};
 pub use event::{
     AccessMode, Actor, Alert, AlertKind, CallContext, DataSource, Decision, Event, EventKind,
     Outcome, PatientRef, Record, Review,
