@@ -16,9 +16,34 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 pub struct DiskTimes {
     journal_sync: Histogram,
     index_commit: Histogram,
-    /// Count, nanoseconds in all and longest, of syncs then commits, beside the histograms
-    /// (which do not lend theirs).
-    totals: Arc<[AtomicU64; 6]>,
+    /// Beside the histograms, which do not lend their counts.
+    sync_totals: Arc<Totals>,
+    commit_totals: Arc<Totals>,
+}
+
+/// How many, how long in all, and the longest, in nanoseconds.
+#[derive(Debug, Default)]
+struct Totals {
+    count: AtomicU64,
+    nanos: AtomicU64,
+    longest: AtomicU64,
+}
+
+impl Totals {
+    fn add(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.longest.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> (u64, Duration, Duration) {
+        (
+            self.count.load(Ordering::Relaxed),
+            Duration::from_nanos(self.nanos.load(Ordering::Relaxed)),
+            Duration::from_nanos(self.longest.load(Ordering::Relaxed)),
+        )
+    }
 }
 
 /// How many journal syncs and index commits there were, and their time in all.
@@ -43,7 +68,8 @@ impl Default for DiskTimes {
         Self {
             journal_sync: buckets(),
             index_commit: buckets(),
-            totals: Arc::new(Default::default()),
+            sync_totals: Arc::default(),
+            commit_totals: Arc::default(),
         }
     }
 }
@@ -57,32 +83,26 @@ impl DiskTimes {
     /// One `fdatasync` of the journal, covering one or more batches of records.
     pub(super) fn journal_synced(&self, took: Duration) {
         self.journal_sync.observe(took.as_secs_f64());
-        self.add(0, took);
+        self.sync_totals.add(took);
     }
 
     /// One redb transaction of the indexer, its syncs included.
     pub(super) fn index_committed(&self, took: Duration) {
         self.index_commit.observe(took.as_secs_f64());
-        self.add(3, took);
-    }
-
-    fn add(&self, at: usize, took: Duration) {
-        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        self.totals[at].fetch_add(1, Ordering::Relaxed);
-        self.totals[at + 1].fetch_add(nanos, Ordering::Relaxed);
-        self.totals[at + 2].fetch_max(nanos, Ordering::Relaxed);
+        self.commit_totals.add(took);
     }
 
     /// The counts and times so far.
     pub fn totals(&self) -> DiskTotals {
-        let read = |at: usize| self.totals[at].load(Ordering::Relaxed);
+        let (syncs, sync_time, sync_max) = self.sync_totals.read();
+        let (commits, commit_time, commit_max) = self.commit_totals.read();
         DiskTotals {
-            syncs: read(0),
-            sync_time: Duration::from_nanos(read(1)),
-            sync_max: Duration::from_nanos(read(2)),
-            commits: read(3),
-            commit_time: Duration::from_nanos(read(4)),
-            commit_max: Duration::from_nanos(read(5)),
+            syncs,
+            sync_time,
+            sync_max,
+            commits,
+            commit_time,
+            commit_max,
         }
     }
 
