@@ -193,6 +193,7 @@ async fn follow(
     mut watch: Watch,
 ) -> Result<(), AuditError> {
     let committed = log.commits();
+    let watched = Watched::new();
     let (mut cursor, missed) = loop {
         match replay(&store, &mut watch) {
             Ok(replayed) => break replayed,
@@ -220,7 +221,7 @@ async fn follow(
         let notified = committed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (alerts, last) = match read_after(&store, cursor, &mut watch) {
+        let (alerts, last) = match read_after(&store, cursor, &watched, &mut watch) {
             Ok(read) => read,
             // A failing store also fails readiness; the follower retries, it does not stop.
             Err(e) => {
@@ -281,26 +282,64 @@ fn replay(store: &AuditStore, watch: &mut Watch) -> Result<(u64, Vec<Event>), Au
     Ok((head, raised))
 }
 
+/// Picks out the records the windows watch without parsing the others, most records:
+/// parsing even one field of a record scans all of it.
+///
+/// The writer stores records as compact JSON (`serde_json::to_vec`), where a record's own
+/// kind reads `"kind":"<kind>"`. No string value can hold that sequence (its quotes would be
+/// escaped), but a nested object's `kind` could, so a record that has it is parsed whole
+/// and its kind checked again.
+struct Watched {
+    needles: Vec<String>,
+}
+
+impl Watched {
+    fn new() -> Self {
+        let needles = [EventKind::BreakGlassStarted, EventKind::UserLogin]
+            .iter()
+            .filter_map(|kind| serde_json::to_string(kind).ok())
+            .map(|kind| format!("\"kind\":{kind}"))
+            .collect();
+        Self { needles }
+    }
+
+    /// Whether `bytes` may be a watched record; false only when it cannot be.
+    fn may_hold(&self, bytes: &[u8]) -> bool {
+        std::str::from_utf8(bytes).is_ok_and(|text| {
+            self.needles
+                .iter()
+                .any(|needle| text.contains(needle.as_str()))
+        })
+    }
+
+    /// The record in `bytes`, if it is one the windows watch.
+    fn record(&self, bytes: &[u8]) -> Option<Record> {
+        if !self.may_hold(bytes) {
+            return None;
+        }
+        serde_json::from_slice::<Record>(bytes)
+            .ok()
+            .filter(|record| {
+                matches!(
+                    record.event.kind,
+                    EventKind::BreakGlassStarted | EventKind::UserLogin
+                )
+            })
+    }
+}
+
 /// Feeds the records after `cursor` into `watch`: the alerts, and the new cursor.
 fn read_after(
     store: &AuditStore,
     cursor: u64,
+    watched: &Watched,
     watch: &mut Watch,
 ) -> Result<(Vec<Event>, u64), AuditError> {
     let txn = store.snapshot()?;
     let (mut alerts, mut last) = (Vec::new(), cursor);
-    /// The one field that decides whether a record matters here: most records do not, and
-    /// reading the whole (flattened) record costs several times more.
-    #[derive(serde::Deserialize)]
-    struct Kind {
-        kind: EventKind,
-    }
     store::for_each_record(&txn, cursor + 1, |seq, bytes| {
         last = seq;
-        let watched = serde_json::from_slice::<Kind>(bytes)
-            .is_ok_and(|k| matches!(k.kind, EventKind::BreakGlassStarted | EventKind::UserLogin));
-        if watched
-            && let Ok(record) = serde_json::from_slice::<Record>(bytes)
+        if let Some(record) = watched.record(bytes)
             && let Some(at) = crate::clock::parse_time(&record.time)
         {
             alerts.extend(watch.observe(&record, at));
@@ -366,6 +405,38 @@ mod tests {
                 )
             },
         )
+    }
+
+    #[test]
+    fn only_watched_kinds_are_parsed_and_text_that_mimics_one_is_not_taken_for_it() {
+        let watched = Watched::new();
+        let bytes = |record: &Record| serde_json::to_vec(record).unwrap();
+        // As the writer stores them: compact JSON.
+        let start = start(1, "810001", 1);
+        assert!(watched.record(&bytes(&start)).is_some());
+        assert!(watched.record(&bytes(&wrong_pin(2, "desk-a"))).is_some());
+        for kind in [
+            EventKind::BreakGlassStopped,
+            EventKind::SecurityAlert,
+            EventKind::UserLogout,
+        ] {
+            let other = record(3, Event::new(kind, Outcome::Success));
+            assert!(!watched.may_hold(&bytes(&other)), "{kind:?}");
+        }
+        // The text inside a string value: escaped, so not even a candidate.
+        let mimic = record(
+            4,
+            Event::new(EventKind::PatientRecordRead, Outcome::Success)
+                .with_detail(r#"x","kind":"break_glass_started"#),
+        );
+        assert!(!watched.may_hold(&bytes(&mimic)));
+        // In a nested object: a candidate, parsed whole, and not taken for one.
+        let mut nested = serde_json::to_value(&mimic).unwrap();
+        nested["extra"] = serde_json::json!({"kind": "break_glass_started"});
+        let nested = serde_json::to_vec(&nested).unwrap();
+        assert!(watched.may_hold(&nested));
+        assert!(watched.record(&nested).is_none());
+        assert!(!watched.may_hold(b"\xff\xfe not a record"));
     }
 
     fn thresholds(patients: usize, pins: usize) -> Thresholds {

@@ -525,8 +525,11 @@ impl Progress {
         *self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Without a wake-up (each is a system call, and this runs for every batch): waiters
+    /// wait for the index or a failure, and a write only moves the index further away.
     pub(super) fn written(&self, seq: u64) {
-        self.update(|s| s.written = s.written.max(seq));
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.written = state.written.max(seq);
     }
 
     pub(super) fn indexed(&self, seq: u64) {

@@ -48,6 +48,8 @@ const INDEX_BATCH: usize = 8192;
 /// journal"). The receipts do not wait for the index; shippers, alerts and compliance
 /// views see a record up to this much later.
 const INDEX_GATHER: Duration = Duration::from_millis(50);
+/// ...looking every this long, so that a full transaction's worth is not held for long.
+const INDEX_GATHER_STEP: Duration = Duration::from_millis(5);
 /// How long the writer waits for the indexer before a step that needs redb complete.
 const DRAIN_WAIT: Duration = Duration::from_secs(60);
 
@@ -399,12 +401,28 @@ fn index_loop(
     times: &DiskTimes,
 ) {
     while let Ok(mut entries) = batches.recv() {
+        // Gathers by sleeping, then taking what came: waiting on the channel instead would
+        // wake this thread, a system call and a context switch, for every batch synced
+        // meanwhile.
         let deadline = Instant::now() + INDEX_GATHER;
-        while entries.len() < INDEX_BATCH {
-            match batches.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(more) => entries.extend(more),
-                Err(_) => break,
+        loop {
+            // At a stop, the sync thread is gone: commit what came without waiting more.
+            let mut stopping = false;
+            while entries.len() < INDEX_BATCH {
+                match batches.try_recv() {
+                    Ok(more) => entries.extend(more),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        stopping = true;
+                        break;
+                    }
+                }
             }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if stopping || entries.len() >= INDEX_BATCH || left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(INDEX_GATHER_STEP));
         }
         let mut records = Vec::with_capacity(entries.len());
         let mut checkpoints = Vec::new();

@@ -7,15 +7,21 @@
 //! - Each entry is sealed with AES-256-GCM under its own random key; that key is wrapped
 //!   (AES-256-GCM) by the master key. Both seals authenticate the tree key and the fetch
 //!   time, so an entry cannot be moved to another patient or made to look fresher.
-//! - Layout: `1 | fetched_at_ms (8, BE) | wrap nonce (12) | wrapped key (48) | nonce (12) |
-//!   ciphertext`. The fetch time is in clear so the purge needs no key.
+//! - Layout: `version | fetched_at_ms (8, BE) | wrap nonce (12) | wrapped key (48) |
+//!   nonce (12) | ciphertext`. The fetch time is in clear so the purge needs no key.
+//! - Plaintext, version 2: `meta length (4, BE) | meta JSON | summary JSON`. The meta (the
+//!   patient's record-service id, the clearances, the run that sealed it) is read; the
+//!   summary is reached by its offset, never scanned. Version 1, from earlier builds, is the
+//!   whole entry as one JSON object; it still opens, so an upgrade keeps the copies that
+//!   serve when the record service is down.
 //! - A hit hands the summary on as the JSON that was sealed when this process run sealed it
 //!   ([`CachedSummary::Sealed`]): authenticated, written by this same build from a
-//!   [`CriticalSummary`], so the answer embeds it without parsing and writing it again
-//!   (README, "Performance: where the time goes"). A copy sealed by an earlier run, maybe an
-//!   earlier build whose summary had other fields, is parsed as before. Whether the summary
-//!   holds an unstructured document's content, which never goes out with it, is sealed
-//!   beside it, so only a copy that does is parsed to take it out.
+//!   [`CriticalSummary`], so the answer splices it in without reading, parsing or writing
+//!   it again (`access::Delivered::to_json`; README, "Performance: where the time goes").
+//!   A copy sealed by an earlier run, maybe an earlier build whose summary had other
+//!   fields, is parsed as before. Whether the summary holds an unstructured document's
+//!   content, which never goes out with it, is sealed beside it, so only a copy that does
+//!   is parsed to take it out.
 //! - The master key is 32 random bytes, hex in a file (mode 0600/0640) or a systemd
 //!   credential; `samu-gateway cache keygen` makes one.
 
@@ -31,7 +37,10 @@ use crate::access_mode::AccessMode;
 use crate::patient::Ins;
 use crate::summary::CriticalSummary;
 
-const VERSION: u8 = 1;
+/// Entries whose plaintext is one JSON object (builds before the framed plaintext).
+const VERSION_JSON: u8 = 1;
+/// Entries whose plaintext is framed: meta, then the summary at a known offset.
+const VERSION: u8 = 2;
 const HEADER: usize = 1 + 8;
 const WRAPPED: usize = 32 + 16;
 const TREE: &str = "summaries";
@@ -56,7 +65,7 @@ pub enum CachedSummary {
     /// and not parsed again.
     Sealed {
         /// The summary's JSON.
-        json: Box<serde_json::value::RawValue>,
+        json: Box<str>,
         /// Whether it holds an unstructured document's content, as noted when it was
         /// sealed: a hit without one is handed on without a look inside.
         has_content: bool,
@@ -68,7 +77,7 @@ impl CachedSummary {
     pub fn parsed(&self) -> Result<std::borrow::Cow<'_, CriticalSummary>, CacheError> {
         match self {
             Self::Parsed(summary) => Ok(std::borrow::Cow::Borrowed(&**summary)),
-            Self::Sealed { json, .. } => serde_json::from_str(json.get())
+            Self::Sealed { json, .. } => serde_json::from_str(json)
                 .map(std::borrow::Cow::Owned)
                 .map_err(|e| unreadable(&e)),
         }
@@ -123,11 +132,30 @@ impl From<CriticalSummary> for CachedSummary {
     }
 }
 
+impl CachedSummary {
+    /// Appends the summary's JSON to `out`: a sealed one as it is, without a look inside.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        match self {
+            Self::Parsed(summary) => serde_json::to_writer(out, summary),
+            Self::Sealed { json, .. } => {
+                out.extend_from_slice(json.as_bytes());
+                Ok(())
+            }
+        }
+    }
+}
+
 impl Serialize for CachedSummary {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
             Self::Parsed(summary) => summary.serialize(serializer),
-            Self::Sealed { json, .. } => json.serialize(serializer),
+            // Answers splice sealed JSON in (`write_json`); any other serializer gets it
+            // checked as JSON first, like any raw value.
+            Self::Sealed { json, .. } => {
+                let raw: &serde_json::value::RawValue =
+                    serde_json::from_str(json).map_err(serde::ser::Error::custom)?;
+                raw.serialize(serializer)
+            }
         }
     }
 }
@@ -137,7 +165,7 @@ impl std::fmt::Debug for CachedSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Parsed(summary) => summary.fmt(f),
-            Self::Sealed { json, .. } => write!(f, "Sealed({} bytes)", json.get().len()),
+            Self::Sealed { json, .. } => write!(f, "Sealed({} bytes)", json.len()),
         }
     }
 }
@@ -209,29 +237,25 @@ impl Entry {
     }
 }
 
-/// An entry as opened: the summary stays JSON until [`SealedSummaries::open`] decides.
+/// A version 1 entry (one JSON object), as opened: always sealed by an earlier build, so
+/// its summary is parsed.
 #[derive(Deserialize)]
-struct Opened {
+struct OpenedJson {
     patient_id: String,
-    summary: Box<serde_json::value::RawValue>,
+    summary: Box<CriticalSummary>,
     #[serde(default)]
     cleared: Vec<Clearance>,
-    /// The process run that sealed it (absent: sealed before runs were marked).
-    #[serde(default)]
-    sealed_by: Option<u64>,
-    /// Whether the summary holds an unstructured document's content (trusted only from
-    /// this run, like the JSON itself).
-    #[serde(default)]
-    has_content: bool,
 }
 
-/// An entry as sealed, marked with the run sealing it.
-#[derive(Serialize)]
-struct Sealing<'a> {
-    patient_id: &'a str,
-    summary: &'a CachedSummary,
-    cleared: &'a [Clearance],
+/// What a version 2 entry holds beside its summary, marked with the run sealing it.
+#[derive(Serialize, Deserialize)]
+struct Meta<'a> {
+    #[serde(borrow)]
+    patient_id: std::borrow::Cow<'a, str>,
+    cleared: std::borrow::Cow<'a, [Clearance]>,
     sealed_by: u64,
+    /// Whether the summary holds an unstructured document's content (trusted only from
+    /// this run, like the JSON itself).
     has_content: bool,
 }
 
@@ -407,19 +431,39 @@ impl SealedSummaries {
     pub fn put(&self, ins: &Ins, entry: &Entry) -> Result<(), CacheError> {
         let key = self.key(ins);
         let fetched_at = (self.clock)();
-        let plain = zeroize::Zeroizing::new(
-            serde_json::to_vec(&Sealing {
-                patient_id: &entry.patient_id,
-                summary: &entry.summary,
-                cleared: &entry.cleared,
+        let unwritable = |e: serde_json::Error| CacheError::Storage(e.to_string());
+        let meta = zeroize::Zeroizing::new(
+            serde_json::to_vec(&Meta {
+                patient_id: entry.patient_id.as_str().into(),
+                cleared: entry.cleared.as_slice().into(),
                 sealed_by: self.run,
                 has_content: entry.summary.has_content(),
             })
-            .map_err(|e| CacheError::Storage(e.to_string()))?,
+            .map_err(unwritable)?,
         );
+        let meta_len = u32::try_from(meta.len())
+            .map_err(|_| CacheError::Storage("a cache entry's meta is over 4 GiB".into()))?;
+        let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(4 + meta.len() + 4096));
+        plain.extend_from_slice(&meta_len.to_be_bytes());
+        plain.extend_from_slice(&meta);
+        entry.summary.write_json(&mut plain).map_err(unwritable)?;
+        let value = self.seal(&key, fetched_at, VERSION, &plain)?;
+        self.tree.insert(key, value).map_err(super::storage)?;
+        Ok(())
+    }
+
+    /// Seals `plain` under a new data key, wrapped by the master key; both seals
+    /// authenticate the tree key and the fetch time.
+    fn seal(
+        &self,
+        key: &[u8],
+        fetched_at: u64,
+        version: u8,
+        plain: &[u8],
+    ) -> Result<Vec<u8>, CacheError> {
         let mut data_key = zeroize::Zeroizing::new([0u8; 32]);
         crate::random::fill(data_key.as_mut()).map_err(|e| CacheError::Storage(e.to_string()))?;
-        let aad = aad(&key, fetched_at);
+        let aad = aad(key, fetched_at);
         let seal_error = |_| CacheError::Storage("sealing failed".into());
         let wrap_nonce = self.nonce()?;
         let mut wrapped = data_key.to_vec();
@@ -442,14 +486,13 @@ impl SealedSummaries {
             )
             .map_err(seal_error)?;
         let mut value = Vec::with_capacity(HEADER + 12 + WRAPPED + 12 + body.len());
-        value.push(VERSION);
+        value.push(version);
         value.extend_from_slice(&fetched_at.to_be_bytes());
         value.extend_from_slice(&wrap_nonce);
         value.extend_from_slice(&wrapped);
         value.extend_from_slice(&nonce);
         value.extend_from_slice(&body);
-        self.tree.insert(key, value).map_err(super::storage)?;
-        Ok(())
+        Ok(value)
     }
 
     /// The entry for `ins`, if one younger than the maximum stale age opens; older or
@@ -502,19 +545,30 @@ impl SealedSummaries {
                 &mut body,
             )
             .ok()?;
-        let opened: Opened = serde_json::from_slice(plain).ok()?;
-        let summary = if opened.sealed_by == Some(self.run) {
+        if value.first() == Some(&VERSION_JSON) {
+            let opened: OpenedJson = serde_json::from_slice(plain).ok()?;
+            return Some(Entry {
+                patient_id: opened.patient_id,
+                summary: CachedSummary::Parsed(opened.summary),
+                cleared: opened.cleared,
+            });
+        }
+        let (meta_len, rest) = plain.split_first_chunk::<4>()?;
+        let meta_len = usize::try_from(u32::from_be_bytes(*meta_len)).ok()?;
+        let (meta, json) = rest.split_at_checked(meta_len)?;
+        let meta: Meta<'_> = serde_json::from_slice(meta).ok()?;
+        let summary = if meta.sealed_by == self.run {
             CachedSummary::Sealed {
-                json: opened.summary,
-                has_content: opened.has_content,
+                json: std::str::from_utf8(json).ok()?.into(),
+                has_content: meta.has_content,
             }
         } else {
-            CachedSummary::Parsed(Box::new(serde_json::from_str(opened.summary.get()).ok()?))
+            CachedSummary::Parsed(Box::new(serde_json::from_slice(json).ok()?))
         };
         Some(Entry {
-            patient_id: opened.patient_id,
+            patient_id: meta.patient_id.into_owned(),
             summary,
-            cleared: opened.cleared,
+            cleared: meta.cleared.into_owned(),
         })
     }
 
@@ -548,7 +602,7 @@ fn aad(key: &[u8], fetched_at: u64) -> Vec<u8> {
 }
 
 fn fetched_at(value: &[u8]) -> Option<u64> {
-    (value.first() == Some(&VERSION)).then_some(())?;
+    matches!(value.first(), Some(&(VERSION_JSON | VERSION))).then_some(())?;
     let bytes: [u8; 8] = value.get(1..HEADER)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
 }
@@ -748,13 +802,13 @@ mod tests {
         assert!(!has_content);
         // Byte for byte what the summary itself serialises to: the answer is unchanged.
         assert_eq!(
-            raw.get(),
+            &**raw,
             serde_json::to_string(&*entry.summary.parsed().unwrap()).unwrap()
         );
         assert_eq!(json(&hit.entry), json(&entry));
         assert_eq!(
             format!("{:?}", hit.entry.summary),
-            format!("Sealed({} bytes)", raw.get().len())
+            format!("Sealed({} bytes)", raw.len())
         );
         assert_eq!(
             serde_json::to_value(hit.entry.summary.clone().without_content()).unwrap(),
@@ -861,6 +915,47 @@ mod tests {
         assert!(foreign.get(&ins()).unwrap().is_none());
         assert!(sealed.get(&ins()).unwrap().is_some());
         sealed.remove(&ins()).unwrap();
+        assert!(sealed.get(&ins()).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_entry_an_earlier_build_sealed_as_one_json_object_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, master) = store(dir.path());
+        let sealed = cache.sealed(&master, LIFETIMES).unwrap();
+        let mut entry = entry();
+        entry.clear("810001", AccessMode::BrisDeGlace, 1_000);
+        // What builds before the framed plaintext sealed: the entry as one object, marked
+        // with their run.
+        let mut old = json(&entry);
+        old["sealed_by"] = serde_json::json!(7);
+        old["has_content"] = serde_json::json!(false);
+        let key = sealed.key(&ins());
+        let at = sealed.now_ms();
+        let value = sealed
+            .seal(&key, at, VERSION_JSON, &serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        let tree = cache.summaries_tree().unwrap();
+        tree.insert(&key, value.clone()).unwrap();
+        // Counted and kept by the key-less maintenance, then opened and parsed.
+        assert_eq!(sealed.stats().unwrap().entries, 1);
+        assert_eq!(sealed.purge_expired().unwrap(), 0);
+        let hit = sealed.get(&ins()).unwrap().unwrap();
+        assert!(matches!(hit.entry.summary, CachedSummary::Parsed(_)));
+        assert_eq!(json(&hit.entry), json(&entry));
+        // Relabelled as the framed version, it does not open, and is removed.
+        let mut relabelled = value;
+        relabelled[0] = VERSION;
+        tree.insert(&key, relabelled).unwrap();
+        assert!(sealed.get(&ins()).unwrap().is_none());
+        assert_eq!(sealed.stats().unwrap().entries, 0);
+        // A framed entry whose meta length runs past its end does not open either.
+        let mut plain = 4096u32.to_be_bytes().to_vec();
+        plain.extend_from_slice(
+            br#"{"patient_id":"p","cleared":[],"sealed_by":1,"has_content":false}{}"#,
+        );
+        tree.insert(&key, sealed.seal(&key, at, VERSION, &plain).unwrap())
+            .unwrap();
         assert!(sealed.get(&ins()).unwrap().is_none());
     }
 

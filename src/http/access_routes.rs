@@ -132,7 +132,7 @@ pub(super) async fn break_glass(
         },
         Err(e) => Err(e),
     };
-    no_store(result.map(|d| (StatusCode::CREATED, Json(d)).into_response()))
+    no_store(result.map(|d| released(StatusCode::CREATED, &d)))
 }
 
 /// Re-reads the summary of a grant (same desk and session), recorded like the first read.
@@ -151,7 +151,7 @@ pub(super) async fn reread(acting: Acting, Segment(grant_id): Segment<String>) -
         },
         Err(e) => Err(e),
     };
-    no_store(result.map(|d| Json(d).into_response()))
+    no_store(result.map(|d| released(StatusCode::OK, &d)))
 }
 
 /// What the browser's own PDF viewer needs of the PDF's answer, and nothing more: the
@@ -210,7 +210,7 @@ pub(super) async fn listed_document(
         },
         Err(e) => Err(e),
     };
-    no_store(result.map(|d| Json(d).into_response()))
+    no_store(result.map(|d| released(StatusCode::OK, &d)))
 }
 
 /// The PDF of a listed document, in the browser's own viewer; recorded as a read before
@@ -325,6 +325,33 @@ fn unavailable() -> ApiError {
         "patient access needs [upstream] and [cards] configured",
         "Accès aux dossiers non configuré sur cette passerelle. Contactez l'informatique du centre.",
     )
+}
+
+/// A released summary's answer: its JSON written by `Delivered::to_json`, which splices in
+/// a copy this run sealed without reading it again.
+fn released(status: StatusCode, delivered: &Delivered) -> Response {
+    match delivered.to_json() {
+        Ok(body) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
+        // For centre IT: serde's message names a type or field, never a value.
+        Err(e) => {
+            tracing::error!(error = %e, "cannot write a released summary's answer");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the answer could not be written",
+                "La réponse n'a pas pu être écrite ; réessayez.",
+            )
+            .into_response()
+        }
+    }
 }
 
 fn no_store(result: Result<Response, ApiError>) -> Response {
