@@ -294,8 +294,11 @@ struct Watched {
 }
 
 impl Watched {
+    /// The kinds [`Watch::observe`] acts on.
+    const KINDS: [EventKind; 2] = [EventKind::BreakGlassStarted, EventKind::UserLogin];
+
     fn new() -> Self {
-        let needles = [EventKind::BreakGlassStarted, EventKind::UserLogin]
+        let needles = Self::KINDS
             .iter()
             .filter_map(|kind| serde_json::to_string(kind).ok())
             .map(|kind| format!("\"kind\":{kind}"))
@@ -319,12 +322,7 @@ impl Watched {
         }
         serde_json::from_slice::<Record>(bytes)
             .ok()
-            .filter(|record| {
-                matches!(
-                    record.event.kind,
-                    EventKind::BreakGlassStarted | EventKind::UserLogin
-                )
-            })
+            .filter(|record| Self::KINDS.contains(&record.event.kind))
     }
 }
 

@@ -94,6 +94,17 @@ impl CachedSummary {
         }
     }
 
+    /// Appends the summary's JSON to `out`: a sealed one as it is, without a look inside.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        match self {
+            Self::Parsed(summary) => serde_json::to_writer(out, summary),
+            Self::Sealed { json, .. } => {
+                out.extend_from_slice(json.as_bytes());
+                Ok(())
+            }
+        }
+    }
+
     /// The summary without an unstructured document's content (it has its own route). A
     /// sealed summary is parsed only if it was sealed with that content.
     pub fn without_content(self) -> Self {
@@ -129,19 +140,6 @@ fn unreadable(e: &serde_json::Error) -> CacheError {
 impl From<CriticalSummary> for CachedSummary {
     fn from(summary: CriticalSummary) -> Self {
         Self::Parsed(Box::new(summary))
-    }
-}
-
-impl CachedSummary {
-    /// Appends the summary's JSON to `out`: a sealed one as it is, without a look inside.
-    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-        match self {
-            Self::Parsed(summary) => serde_json::to_writer(out, summary),
-            Self::Sealed { json, .. } => {
-                out.extend_from_slice(json.as_bytes());
-                Ok(())
-            }
-        }
     }
 }
 
