@@ -577,7 +577,7 @@ pub fn verify_store(store: &impl ReadStore, trusted: &TrustedKeys) -> Result<Rep
     // This thread reads records from redb in chunks; `workers` threads digest chunks
     // (parse and hash: the costly part, independent per record); one thread applies the
     // digests in stored order, where the chain checks need it.
-    let (chunks, chunk_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<Vec<u8>>)>(workers * 2);
+    let (chunks, chunk_rx) = std::sync::mpsc::sync_channel::<(u64, Chunk)>(workers * 2);
     let chunk_rx = std::sync::Mutex::new(chunk_rx);
     let (digested, digest_rx) = std::sync::mpsc::channel::<(u64, Vec<verify::Digest>)>();
     let read = std::thread::scope(|scope| {
@@ -587,7 +587,7 @@ pub fn verify_store(store: &impl ReadStore, trusted: &TrustedKeys) -> Result<Rep
                 loop {
                     let next = chunk_rx.lock().ok().and_then(|rx| rx.recv().ok());
                     let Some((index, chunk)) = next else { break };
-                    let digests = chunk.iter().map(|bytes| verify::digest(bytes)).collect();
+                    let digests = chunk.records().map(verify::digest).collect();
                     if digested.send((index, digests)).is_err() {
                         break;
                     }
@@ -607,12 +607,13 @@ pub fn verify_store(store: &impl ReadStore, trusted: &TrustedKeys) -> Result<Rep
                 }
             }
         });
-        let mut chunk = Vec::with_capacity(VERIFY_CHUNK);
+        let mut chunk = Chunk::default();
         let mut index = 0;
         let read = store::for_each_record(&txn, 0, |_, bytes| {
-            chunk.push(bytes.to_vec());
-            if chunk.len() == VERIFY_CHUNK {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(VERIFY_CHUNK));
+            chunk.push(bytes);
+            if chunk.ends.len() == VERIFY_CHUNK {
+                let capacity = chunk.bytes.len();
+                let full = std::mem::replace(&mut chunk, Chunk::with_capacity(capacity));
                 if chunks.send((index, full)).is_err() {
                     return ControlFlow::Break(());
                 }
@@ -620,7 +621,7 @@ pub fn verify_store(store: &impl ReadStore, trusted: &TrustedKeys) -> Result<Rep
             }
             ControlFlow::Continue(())
         });
-        if !chunk.is_empty() {
+        if !chunk.ends.is_empty() {
             let _ = chunks.send((index, chunk));
         }
         drop(chunks);
@@ -632,6 +633,36 @@ pub fn verify_store(store: &impl ReadStore, trusted: &TrustedKeys) -> Result<Rep
 
 /// Records per chunk handed to a verification thread.
 const VERIFY_CHUNK: usize = 1024;
+
+/// Records read for verification, end to end in one buffer: one allocation per chunk
+/// rather than per record (allocating on the reading thread and freeing on another made
+/// the allocator's locks a tenth of `audit verify`'s profile).
+#[derive(Default)]
+struct Chunk {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Chunk {
+    fn with_capacity(bytes: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(VERIFY_CHUNK),
+        }
+    }
+
+    fn push(&mut self, record: &[u8]) {
+        self.bytes.extend_from_slice(record);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn records(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(start, end)| self.bytes.get(start..end).unwrap_or_default())
+    }
+}
 
 /// Verifies an unfiltered JSONL export (two passes: checkpoints, then records).
 pub fn verify_file(path: &std::path::Path, trusted: &TrustedKeys) -> Result<Report, AuditError> {

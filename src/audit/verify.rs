@@ -7,6 +7,7 @@
 //! store (or the export header) recorded, or of a checkpoint; a checkpoint must carry a good
 //! signature from a trusted key and match the record it covers.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
@@ -268,10 +269,31 @@ pub fn digest(bytes: &[u8]) -> Digest {
     }
 }
 
+/// The hashes of the records seen with one sequence number: one, unless records were
+/// inserted. The first is held inline: a vector per record was most of verification's
+/// allocations.
+struct SeenHashes {
+    first: Hash,
+    more: Vec<Hash>,
+}
+
+impl SeenHashes {
+    fn new(first: Hash) -> Self {
+        Self {
+            first,
+            more: Vec::new(),
+        }
+    }
+
+    fn contains(&self, hash: &Hash) -> bool {
+        self.first == *hash || self.more.contains(hash)
+    }
+}
+
 /// Streams records through the checks.
 pub struct Verifier {
     checkpoints: BTreeMap<u64, Checkpoint>,
-    window: BTreeMap<u64, Vec<Hash>>,
+    window: BTreeMap<u64, SeenHashes>,
     pending_links: BTreeMap<u64, Vec<(u64, Hash)>>,
     gaps: BTreeMap<u64, u64>,
     next_expected: u64,
@@ -316,12 +338,12 @@ impl Verifier {
         let anchor = expect.pruned_through;
         let mut window = BTreeMap::new();
         if anchor == 0 {
-            window.insert(0, vec![GENESIS]);
+            window.insert(0, SeenHashes::new(GENESIS));
         } else if let Some(head) = checkpoints
             .get(&anchor)
             .and_then(|c| chain::parse_hash(&c.head))
         {
-            window.insert(anchor, vec![head]);
+            window.insert(anchor, SeenHashes::new(head));
             checkpoints.remove(&anchor);
         } else {
             report.findings.push(Finding::MissingAnchor { seq: anchor });
@@ -378,7 +400,12 @@ impl Verifier {
         {
             self.matched_checkpoints.insert(seq);
         }
-        self.window.entry(seq).or_default().push(hash);
+        match self.window.entry(seq) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(SeenHashes::new(hash));
+            }
+            Entry::Occupied(mut seen) => seen.get_mut().more.push(hash),
+        }
         while self.window.len() > WINDOW {
             self.window.pop_first();
         }
@@ -403,7 +430,7 @@ impl Verifier {
 
     /// Sequence bookkeeping: gaps, reorderings, duplicates.
     fn place(&mut self, seq: u64) {
-        if self.window.get(&seq).is_some_and(|h| !h.is_empty()) {
+        if self.window.contains_key(&seq) {
             self.report.findings.push(Finding::Inserted { seq });
         } else if seq < self.max_seen {
             self.report.findings.push(Finding::Reordered { seq });
