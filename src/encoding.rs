@@ -11,7 +11,11 @@ pub fn parse_sha256(text: &str) -> Result<[u8; 32], NotSha256> {
         let (Some(value), Some(slot)) = (hex_value(byte), out.get_mut(digits / 2)) else {
             return Err(NotSha256(text.to_owned()));
         };
-        *slot |= if digits % 2 == 0 { value << 4 } else { value };
+        *slot |= if digits.is_multiple_of(2) {
+            value << 4
+        } else {
+            value
+        };
         digits += 1;
     }
     if digits == 64 {

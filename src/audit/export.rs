@@ -573,14 +573,25 @@ pub fn verify_store(store: &impl ReadStore, trusted: &TrustedKeys) -> Result<Rep
         pruned_through: store::meta(&txn, Meta::PrunedThrough)?.unwrap_or(0),
     };
     let mut verifier = Verifier::new(trusted, expect, store::checkpoints(&txn)?);
+    verify_records(&mut verifier, |record| {
+        store::for_each_record(&txn, 0, |_, bytes| record(bytes))
+    })?;
+    Ok(verifier.finish())
+}
+
+/// Runs `verifier` over the records `read` hands over, in order. This thread reads, in
+/// chunks; one thread per core digests chunks (parse and hash: the costly part,
+/// independent per record); one thread applies the digests in the order read, where the
+/// chain checks need it.
+fn verify_records(
+    verifier: &mut Verifier,
+    read: impl FnOnce(&mut dyn FnMut(&[u8]) -> ControlFlow<()>) -> Result<(), AuditError>,
+) -> Result<(), AuditError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    // This thread reads records from redb in chunks; `workers` threads digest chunks
-    // (parse and hash: the costly part, independent per record); one thread applies the
-    // digests in stored order, where the chain checks need it.
     let (chunks, chunk_rx) = std::sync::mpsc::sync_channel::<(u64, Chunk)>(workers * 2);
     let chunk_rx = std::sync::Mutex::new(chunk_rx);
     let (digested, digest_rx) = std::sync::mpsc::channel::<(u64, Vec<verify::Digest>)>();
-    let read = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         for _ in 0..workers {
             let (chunk_rx, digested) = (&chunk_rx, digested.clone());
             scope.spawn(move || {
@@ -595,7 +606,6 @@ pub fn verify_store(store: &impl ReadStore, trusted: &TrustedKeys) -> Result<Rep
             });
         }
         drop(digested);
-        let verifier = &mut verifier;
         scope.spawn(move || {
             let mut next = 0;
             let mut early = std::collections::BTreeMap::new();
@@ -609,7 +619,7 @@ pub fn verify_store(store: &impl ReadStore, trusted: &TrustedKeys) -> Result<Rep
         });
         let mut chunk = Chunk::default();
         let mut index = 0;
-        let read = store::for_each_record(&txn, 0, |_, bytes| {
+        let read = read(&mut |bytes| {
             chunk.push(bytes);
             if chunk.ends.len() == VERIFY_CHUNK {
                 let capacity = chunk.bytes.len();
@@ -626,9 +636,7 @@ pub fn verify_store(store: &impl ReadStore, trusted: &TrustedKeys) -> Result<Rep
         }
         drop(chunks);
         read
-    });
-    read?;
-    Ok(verifier.finish())
+    })
 }
 
 /// Records per chunk handed to a verification thread.
@@ -712,16 +720,20 @@ pub fn verify_file(path: &std::path::Path, trusted: &TrustedKeys) -> Result<Repo
         });
     }
     let mut verifier = Verifier::new(trusted, expect, checkpoints);
-    for line in open()?.lines() {
-        let line = line.map_err(read_err)?;
-        if !(line.starts_with("{\"export\":")
-            || line.starts_with("{\"checkpoint\":")
-            || line.starts_with("{\"end\":")
-            || line.is_empty())
-        {
-            verifier.record(line.as_bytes());
+    verify_records(&mut verifier, |record| {
+        for line in open()?.lines() {
+            let line = line.map_err(read_err)?;
+            if !(line.starts_with("{\"export\":")
+                || line.starts_with("{\"checkpoint\":")
+                || line.starts_with("{\"end\":")
+                || line.is_empty())
+                && record(line.as_bytes()).is_break()
+            {
+                break;
+            }
         }
-    }
+        Ok(())
+    })?;
     let mut report = verifier.finish();
     if !ended {
         report.findings.push(super::verify::Finding::ExportCutShort);

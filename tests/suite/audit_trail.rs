@@ -366,6 +366,48 @@ fn untrusted_signing_key_is_named() {
     );
 }
 
+/// An exported file is verified in chunks on several threads too: findings on both sides of
+/// a chunk boundary, and an unreadable line in a later chunk, come out in the order read.
+#[test]
+fn exported_file_verification_across_chunks_names_each_finding_once() {
+    let trail = Trail::new(3500, 500);
+    let file = trail.export_jsonl();
+    let record = |seq: u64| format!("{{\"v\":1,\"seq\":{seq},");
+    let tampered: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.starts_with(&record(3001)))
+        .map(|line| {
+            if line.starts_with(&record(1024)) {
+                line.replace("call-1024\"", "call-x\"")
+            } else if line.starts_with(&record(2500)) {
+                "not a record".to_owned()
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    std::fs::write(&file, tampered.join("\n") + "\n").unwrap();
+    let report = export::verify_file(&file, &trail.trusted).unwrap();
+    assert_eq!(
+        report.findings,
+        vec![
+            Finding::Modified { seq: 1024 },
+            Finding::Unreadable { position: 2500 },
+            // An unreadable line holds no sequence number: the one it replaced is missing.
+            Finding::Deleted {
+                from: 2500,
+                to: 2500
+            },
+            Finding::Deleted {
+                from: 3001,
+                to: 3001
+            },
+        ]
+    );
+    assert_eq!(report.records, 3499);
+}
+
 /// The same tamperings, on an exported JSONL file.
 #[test]
 fn exported_file_verifies_and_its_tampering_is_named() {
