@@ -582,7 +582,7 @@ pub fn verify_store(store: &impl ReadStore, trusted: &TrustedKeys) -> Result<Rep
 /// Runs `verifier` over the records `read` hands over, in order. This thread reads, in
 /// chunks; one thread per core digests chunks (parse and hash: the costly part,
 /// independent per record); one thread applies the digests in the order read, where the
-/// chain checks need it.
+/// chain checks need it. At most `2 × workers` chunks wait for a digesting thread.
 fn verify_records(
     verifier: &mut Verifier,
     read: impl FnOnce(&mut dyn FnMut(&[u8]) -> ControlFlow<()>) -> Result<(), AuditError>,
@@ -621,8 +621,8 @@ fn verify_records(
         let mut index = 0;
         let read = read(&mut |bytes| {
             chunk.push(bytes);
-            if chunk.ends.len() == VERIFY_CHUNK {
-                let capacity = chunk.bytes.len();
+            if chunk.ends.len() == VERIFY_CHUNK || chunk.bytes.len() >= VERIFY_CHUNK_BYTES {
+                let capacity = chunk.bytes.len().min(VERIFY_CHUNK_BYTES);
                 let full = std::mem::replace(&mut chunk, Chunk::with_capacity(capacity));
                 if chunks.send((index, full)).is_err() {
                     return ControlFlow::Break(());
@@ -639,8 +639,11 @@ fn verify_records(
     })
 }
 
-/// Records per chunk handed to a verification thread.
+/// Records per chunk handed to a verification thread...
 const VERIFY_CHUNK: usize = 1024;
+/// ...or fewer, once they hold this many bytes: a file or store made of huge entries then
+/// holds a few MiB in flight, not a thousand of them per chunk.
+const VERIFY_CHUNK_BYTES: usize = 1 << 20;
 
 /// Records read for verification, end to end in one buffer: one allocation per chunk
 /// rather than per record (allocating on the reading thread and freeing on another made
@@ -690,13 +693,19 @@ pub fn verify_file(path: &std::path::Path, trusted: &TrustedKeys) -> Result<Repo
     let mut checkpoints = Vec::new();
     let mut ended = false;
     let mut header_seen = false;
-    for (n, line) in open()?.lines().enumerate() {
-        let line = line.map_err(read_err)?;
-        if line.starts_with("{\"export\":") {
-            let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+    let mut filtered = false;
+    let mut n = 0u64;
+    for_each_line(open()?, |line| {
+        n += 1;
+        let Some(line) = line else {
+            return ControlFlow::Continue(());
+        };
+        if line.starts_with(b"{\"export\":") {
+            let value: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
             if let Ok(header) = serde_json::from_value::<Header>(value["export"].clone()) {
                 if header.filtered {
-                    return Err(AuditError::Unreadable { path: path.to_owned(), reason: "a filtered export cannot be verified as a whole trail; export without filters".into() });
+                    filtered = true;
+                    return ControlFlow::Break(());
                 }
                 expect = Expect {
                     head_seq: Some(header.head_seq),
@@ -704,14 +713,20 @@ pub fn verify_file(path: &std::path::Path, trusted: &TrustedKeys) -> Result<Repo
                 };
                 header_seen = true;
             }
-        } else if let Some(rest) = line.strip_prefix("{\"checkpoint\":") {
-            checkpoints.push((
-                n as u64 + 1,
-                rest.strip_suffix('}').unwrap_or(rest).as_bytes().to_vec(),
-            ));
-        } else if line.starts_with("{\"end\":") {
+        } else if let Some(rest) = line.strip_prefix(b"{\"checkpoint\":") {
+            checkpoints.push((n, rest.strip_suffix(b"}").unwrap_or(rest).to_vec()));
+        } else if line.starts_with(b"{\"end\":") {
             ended = true;
         }
+        ControlFlow::Continue(())
+    })
+    .map_err(read_err)?;
+    if filtered {
+        return Err(AuditError::Unreadable {
+            path: path.to_owned(),
+            reason: "a filtered export cannot be verified as a whole trail; export without filters"
+                .into(),
+        });
     }
     if !header_seen {
         return Err(AuditError::Unreadable {
@@ -721,18 +736,20 @@ pub fn verify_file(path: &std::path::Path, trusted: &TrustedKeys) -> Result<Repo
     }
     let mut verifier = Verifier::new(trusted, expect, checkpoints);
     verify_records(&mut verifier, |record| {
-        for line in open()?.lines() {
-            let line = line.map_err(read_err)?;
-            if !(line.starts_with("{\"export\":")
-                || line.starts_with("{\"checkpoint\":")
-                || line.starts_with("{\"end\":")
-                || line.is_empty())
-                && record(line.as_bytes()).is_break()
+        for_each_line(open()?, |line| match line {
+            // Too long to be a record: an empty entry, which verification names unreadable.
+            None => record(b""),
+            Some(line)
+                if line.starts_with(b"{\"export\":")
+                    || line.starts_with(b"{\"checkpoint\":")
+                    || line.starts_with(b"{\"end\":")
+                    || line.is_empty() =>
             {
-                break;
+                ControlFlow::Continue(())
             }
-        }
-        Ok(())
+            Some(line) => record(line),
+        })
+        .map_err(read_err)
     })?;
     let mut report = verifier.finish();
     if !ended {
@@ -741,9 +758,105 @@ pub fn verify_file(path: &std::path::Path, trusted: &TrustedKeys) -> Result<Repo
     Ok(report)
 }
 
+/// The longest line of an export read whole: four times the largest record, which is also
+/// far more than a checkpoint or the header takes.
+const MAX_LINE_BYTES: usize = 4 * super::log::MAX_RECORD_BYTES;
+
+/// Calls `visit` with each line of `reader`, without its line end (`\n` or `\r\n`). A line
+/// longer than [`MAX_LINE_BYTES`] is passed as `None` and read past in bounded steps: a
+/// hostile file cannot make verification hold one huge line in memory.
+fn for_each_line(
+    mut reader: impl BufRead,
+    mut visit: impl FnMut(Option<&[u8]>) -> ControlFlow<()>,
+) -> std::io::Result<()> {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let limit = u64::try_from(MAX_LINE_BYTES + 1).unwrap_or(u64::MAX);
+        if std::io::Read::take(&mut reader, limit).read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        let whole = if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            Some(line.as_slice())
+        } else if line.len() > MAX_LINE_BYTES {
+            skip_line(&mut reader)?;
+            None
+        } else {
+            // The last line, without a line end.
+            Some(line.as_slice())
+        };
+        if visit(whole).is_break() {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads past the rest of a line.
+fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let available = reader.fill_buf()?;
+        if available.is_empty() {
+            return Ok(());
+        }
+        match available.iter().position(|b| *b == b'\n') {
+            Some(end) => {
+                reader.consume(end + 1);
+                return Ok(());
+            }
+            None => {
+                let len = available.len();
+                reader.consume(len);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::csv_field;
+    use super::{MAX_LINE_BYTES, csv_field, for_each_line};
+    use std::ops::ControlFlow;
+
+    #[test]
+    fn lines_are_read_without_their_ends_and_an_overlong_one_is_skipped() {
+        let long = "x".repeat(MAX_LINE_BYTES + 1);
+        let fits = "y".repeat(MAX_LINE_BYTES);
+        let text = format!("a\r\nb\n\n{long}\n{fits}\nc");
+        let mut seen = Vec::new();
+        for_each_line(text.as_bytes(), |line| {
+            seen.push(line.map(|l| String::from_utf8(l.to_vec()).unwrap()));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        let expected: Vec<Option<String>> = vec![
+            Some("a".into()),
+            Some("b".into()),
+            Some(String::new()),
+            None,
+            Some(fits),
+            Some("c".into()),
+        ];
+        assert_eq!(seen, expected);
+        // An overlong last line, without a line end; and a stop asked for.
+        let mut count = 0;
+        for_each_line(format!("{long}{long}").as_bytes(), |line| {
+            assert!(line.is_none());
+            count += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(count, 1);
+        let mut count = 0;
+        for_each_line("a\nb\nc\n".as_bytes(), |_| {
+            count += 1;
+            ControlFlow::Break(())
+        })
+        .unwrap();
+        assert_eq!(count, 1);
+    }
 
     #[test]
     fn csv_fields_are_quoted_and_formulas_neutralised() {

@@ -367,7 +367,8 @@ fn untrusted_signing_key_is_named() {
 }
 
 /// An exported file is verified in chunks on several threads too: findings on both sides of
-/// a chunk boundary, and an unreadable line in a later chunk, come out in the order read.
+/// a chunk boundary, and unreadable lines in later chunks (one of them too long to be a
+/// record), come out in the order read.
 #[test]
 fn exported_file_verification_across_chunks_names_each_finding_once() {
     let trail = Trail::new(3500, 500);
@@ -382,6 +383,9 @@ fn exported_file_verification_across_chunks_names_each_finding_once() {
                 line.replace("call-1024\"", "call-x\"")
             } else if line.starts_with(&record(2500)) {
                 "not a record".to_owned()
+            } else if line.starts_with(&record(3200)) {
+                // Longer than any record can be: read past, never held whole.
+                format!("{line}{}", " ".repeat(1 << 20))
             } else {
                 line.to_owned()
             }
@@ -394,6 +398,7 @@ fn exported_file_verification_across_chunks_names_each_finding_once() {
         vec![
             Finding::Modified { seq: 1024 },
             Finding::Unreadable { position: 2500 },
+            Finding::Unreadable { position: 3199 },
             // An unreadable line holds no sequence number: the one it replaced is missing.
             Finding::Deleted {
                 from: 2500,
@@ -402,6 +407,10 @@ fn exported_file_verification_across_chunks_names_each_finding_once() {
             Finding::Deleted {
                 from: 3001,
                 to: 3001
+            },
+            Finding::Deleted {
+                from: 3200,
+                to: 3200
             },
         ]
     );
