@@ -769,10 +769,10 @@ fn for_each_line(
     mut reader: impl BufRead,
     mut visit: impl FnMut(Option<&[u8]>) -> ControlFlow<()>,
 ) -> std::io::Result<()> {
+    let limit = u64::try_from(MAX_LINE_BYTES + 1).unwrap_or(u64::MAX);
     let mut line = Vec::new();
     loop {
         line.clear();
-        let limit = u64::try_from(MAX_LINE_BYTES + 1).unwrap_or(u64::MAX);
         if std::io::Read::take(&mut reader, limit).read_until(b'\n', &mut line)? == 0 {
             return Ok(());
         }
