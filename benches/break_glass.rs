@@ -627,8 +627,24 @@ fn oha_row(
     )
 }
 
+/// The nginx anchor; stopped when dropped, also when a panic unwinds past it, so a
+/// failed run leaves no nginx behind to hold its port and workers.
+struct Nginx {
+    master: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM to the master stops its workers too; SIGKILL would orphan them.
+        support::signal(self.master.id(), "TERM");
+        let _ = self.master.wait();
+    }
+}
+
 /// nginx (docs/test-harness.md), serving `summary` with the gateway's certificates.
-fn nginx(pki: &Pki, summary: &[u8]) -> Option<(Child, u16, tempfile::TempDir)> {
+fn nginx(pki: &Pki, summary: &[u8]) -> Option<Nginx> {
     if Command::new("nginx").arg("-v").output().is_err() {
         eprintln!("nginx not installed (apt-get install nginx-light): anchor skipped");
         return None;
@@ -671,19 +687,24 @@ fn nginx(pki: &Pki, summary: &[u8]) -> Option<(Child, u16, tempfile::TempDir)> {
         .args(["-R", "a+rX"])
         .arg(root)
         .status();
-    let child = Command::new("nginx")
+    let master = Command::new("nginx")
         .arg("-p")
         .arg(root)
         .arg("-c")
         .arg(root.join("nginx.conf"))
         .spawn()
         .expect("nginx");
+    let anchor = Nginx {
+        master,
+        port,
+        _dir: t,
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "nginx did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Some((child, port, t))
+    Some(anchor)
 }
 
 fn main() {
@@ -745,8 +766,8 @@ fn main() {
         summary_json = probe.bytes().await.expect("body").to_vec();
         let anchor = nginx(&cached.pki, &summary_json);
         for workers in [1, 32] {
-            if let Some((nginx_master, port, _)) = &anchor {
-                let nginx_pid = nginx_master.id();
+            if let Some(Nginx { master, port, .. }) = &anchor {
+                let nginx_pid = master.id();
                 let ca = std::fs::read(&cached.pki.server_ca).expect("ca");
                 let id = identity(
                     &cached.pki.clients[DESK_A].cert,
@@ -820,7 +841,7 @@ fn main() {
             );
         }
         // The same two measures at 32 connections with an independent generator.
-        if let (Some(oha), Some((nginx_master, port, _))) = (oha_binary(), &anchor) {
+        if let (Some(oha), Some(Nginx { master, port, .. })) = (oha_binary(), &anchor) {
             let nginx_target = OhaTarget {
                 name: "nginx, same JSON, TLS 1.3 + client cert",
                 url: format!("https://localhost:{port}/summary.json"),
@@ -833,7 +854,7 @@ fn main() {
                 &nginx_target,
                 32,
                 duration,
-                nginx_master.id(),
+                master.id(),
             ));
             let auth = format!("Authorization: Bearer {hit_token}");
             let body = json!({"ins": nir(1), "ins_oid": TEST_OID, "call_id": "BENCH-1",
@@ -865,11 +886,7 @@ fn main() {
                 cached.pid(),
             ));
         }
-        if let Some((mut child, _, _dir)) = anchor {
-            // SIGTERM to the master stops its workers too (SIGKILL would orphan them).
-            support::signal(child.id(), "TERM");
-            let _ = child.wait();
-        }
+        drop(anchor);
     });
     println!(
         "\nbreak-glass load, {seconds} s per measure, summary JSON {} bytes, HTTP/1.1 keep-alive, client certificates\n",
