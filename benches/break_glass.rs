@@ -637,22 +637,8 @@ struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // SIGTERM to the master stops its workers too; SIGKILL would orphan them. Nothing
-        // here may panic: this also runs while a panic unwinds.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.master.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.master.try_wait(), Ok(None)) {
-            if Instant::now() >= deadline {
-                // A master that ignores SIGTERM must not hang the bench.
-                let _ = self.master.kill();
-                let _ = self.master.wait();
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // SIGTERM to the master stops its workers too; SIGKILL would orphan them.
+        support::terminate(&mut self.master, Duration::from_secs(10));
     }
 }
 

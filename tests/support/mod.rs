@@ -497,6 +497,34 @@ pub(crate) fn signal(pid: u32, name: &str) {
     assert!(status.success());
 }
 
+/// Stops a helper process from a `Drop` or a cleanup path: SIGTERM (so it can stop its own
+/// children: nginx's workers, rsyslog's queues), at most `grace` for it to exit, then
+/// SIGKILL. It never panics, because a `Drop` also runs while a panic unwinds and a second
+/// panic aborts the whole test binary, and it never hangs on a process that ignores
+/// SIGTERM. Tests that check how a process stops use [`signal`] and [`wait_child`], which
+/// assert.
+pub(crate) fn terminate(child: &mut Child, grace: Duration) {
+    // Already reaped (or never started properly): the pid may belong to someone else now.
+    if !matches!(child.try_wait(), Ok(None)) {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let deadline = Instant::now() + grace;
+    while matches!(child.try_wait(), Ok(None)) {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub(crate) fn wait_child(child: &mut Child, timeout: Duration) -> ExitStatus {
     let deadline = Instant::now() + timeout;
     loop {

@@ -101,8 +101,7 @@ impl Rsyslog {
 
     pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            super::signal(child.id(), "TERM");
-            let _ = child.wait();
+            super::terminate(&mut child, Duration::from_secs(10));
         }
     }
 
@@ -271,8 +270,7 @@ impl RelpForwarder {
 impl Drop for RelpForwarder {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            super::signal(child.id(), "TERM");
-            let _ = child.wait();
+            super::terminate(&mut child, Duration::from_secs(10));
         }
     }
 }
