@@ -582,15 +582,35 @@ pub fn verify_store(store: &impl ReadStore, trusted: &TrustedKeys) -> Result<Rep
 /// Runs `verifier` over the records `read` hands over, in order. This thread reads, in
 /// chunks; one thread per core digests chunks (parse and hash: the costly part,
 /// independent per record); one thread applies the digests in the order read, where the
-/// chain checks need it. At most `2 × workers` chunks wait for a digesting thread.
+/// chain checks need it.
+///
+/// Memory is bounded whatever the threads' relative speed: the reader takes a credit for
+/// each chunk and the applying thread returns it once the chunk's digests are applied, so
+/// at most `4 × workers` chunks (each at most about [`VERIFY_CHUNK_BYTES`]) are read and
+/// not yet applied, counting those queued, being digested, and digested but waiting for
+/// an earlier chunk. Without the credits, a digesting thread held up (descheduled on a
+/// busy appliance) let the others fill the reordering map with the rest of the trail.
 fn verify_records(
     verifier: &mut Verifier,
     read: impl FnOnce(&mut dyn FnMut(&[u8]) -> ControlFlow<()>) -> Result<(), AuditError>,
 ) -> Result<(), AuditError> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-    let (chunks, chunk_rx) = std::sync::mpsc::sync_channel::<(u64, Chunk)>(workers * 2);
+    verify_records_in(verifier, read, workers, workers * 4)
+}
+
+fn verify_records_in(
+    verifier: &mut Verifier,
+    read: impl FnOnce(&mut dyn FnMut(&[u8]) -> ControlFlow<()>) -> Result<(), AuditError>,
+    workers: usize,
+    in_flight: usize,
+) -> Result<(), AuditError> {
+    let (chunks, chunk_rx) = std::sync::mpsc::sync_channel::<(u64, Chunk)>(in_flight);
     let chunk_rx = std::sync::Mutex::new(chunk_rx);
     let (digested, digest_rx) = std::sync::mpsc::channel::<(u64, Vec<verify::Digest>)>();
+    // Deadlock-free: the oldest chunk in flight is always queued or being digested (the
+    // digesting threads never wait on anyone but the queue), and the applying thread only
+    // ever waits for digests, so that chunk is applied and its credit returned.
+    let (credit, credit_back) = std::sync::mpsc::sync_channel::<()>(in_flight.max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let (chunk_rx, digested) = (&chunk_rx, digested.clone());
@@ -614,6 +634,8 @@ fn verify_records(
                 while let Some(digests) = early.remove(&next) {
                     digests.into_iter().for_each(|d| verifier.apply(d));
                     next += 1;
+                    // Always there: the reader takes one before each chunk it sends.
+                    let _ = credit_back.try_recv();
                 }
             }
         });
@@ -624,14 +646,14 @@ fn verify_records(
             if chunk.ends.len() == VERIFY_CHUNK || chunk.bytes.len() >= VERIFY_CHUNK_BYTES {
                 let capacity = chunk.bytes.len().min(VERIFY_CHUNK_BYTES);
                 let full = std::mem::replace(&mut chunk, Chunk::with_capacity(capacity));
-                if chunks.send((index, full)).is_err() {
+                if credit.send(()).is_err() || chunks.send((index, full)).is_err() {
                     return ControlFlow::Break(());
                 }
                 index += 1;
             }
             ControlFlow::Continue(())
         });
-        if !chunk.ends.is_empty() {
+        if !chunk.ends.is_empty() && credit.send(()).is_ok() {
             let _ = chunks.send((index, chunk));
         }
         drop(chunks);
@@ -856,6 +878,55 @@ mod tests {
         })
         .unwrap();
         assert_eq!(count, 1);
+    }
+
+    /// The parallel verification finds what applying each record in order finds, even with
+    /// a single chunk in flight (the tightest bound: no deadlock) and records spread over
+    /// many chunks, some of them tampered with, missing or repeated.
+    #[test]
+    fn parallel_verification_agrees_with_the_sequential_one_at_any_bound() {
+        use crate::audit::verify::{self, Expect, Verifier};
+        use crate::audit::{EventKind, TrustedKeys};
+        let kinds = vec![(0, EventKind::PatientSearch); 5_000];
+        let mut trail = verify::tests::trail(&kinds);
+        trail[1_500] = String::from_utf8(trail[1_500].clone())
+            .unwrap()
+            .replace("patient_search", "user_login")
+            .into_bytes();
+        trail.remove(3_000);
+        let repeated = trail[4_000].clone();
+        trail.insert(4_100, repeated);
+        let verifier = || Verifier::new(&TrustedKeys::default(), Expect::default(), []);
+        let mut sequential = verifier();
+        for bytes in &trail {
+            sequential.apply(verify::digest(bytes));
+        }
+        let expected = format!("{:?}", sequential.finish());
+        for finding in [
+            "Modified { seq: 1501 }",
+            "Deleted { from: 3001, to: 3001 }",
+            "Inserted",
+        ] {
+            assert!(expected.contains(finding), "{finding} in {expected}");
+        }
+        for (workers, in_flight) in [(1, 1), (2, 1), (2, 2), (3, 8)] {
+            let mut parallel = verifier();
+            super::verify_records_in(
+                &mut parallel,
+                |record| {
+                    for bytes in &trail {
+                        if record(bytes).is_break() {
+                            break;
+                        }
+                    }
+                    Ok(())
+                },
+                workers,
+                in_flight,
+            )
+            .unwrap();
+            assert_eq!(format!("{:?}", parallel.finish()), expected);
+        }
     }
 
     #[test]

@@ -531,13 +531,13 @@ impl Verifier {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::audit::event::Record;
     use crate::audit::{Event, EventKind, Outcome};
 
     /// Stored bytes of a well-chained trail, one record per `(epoch, kind)`.
-    fn trail(records: &[(u64, EventKind)]) -> Vec<Vec<u8>> {
+    pub(crate) fn trail(records: &[(u64, EventKind)]) -> Vec<Vec<u8>> {
         let mut prev = GENESIS;
         let mut out = Vec::new();
         for (i, (epoch, kind)) in records.iter().enumerate() {
