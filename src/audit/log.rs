@@ -634,10 +634,18 @@ impl Writer {
         let closed = self.checkpoint_now();
         if let Some(mut pipeline) = self.pipeline.take() {
             pipeline.stop();
-            // Everything is in redb: a clean stop leaves an empty journal.
-            if closed.is_ok()
-                && let Err(e) = pipeline.journal.reset()
-            {
+            // The journal may hold the only copy of records that have receipts (their data
+            // has left): it is emptied only once redb holds every one of them. A failed
+            // index commit leaves them to the next start, which takes them in.
+            let indexed = pipeline.progress.indexed_through();
+            if closed.is_err() || self.failed.load(Ordering::SeqCst) || indexed < self.head_seq {
+                tracing::warn!(
+                    indexed,
+                    head = self.head_seq,
+                    "the audit journal is kept at stop: the index lacks some of its records; the next start takes them in"
+                );
+            } else if let Err(e) = pipeline.journal.reset() {
+                // Everything is in redb: a clean stop leaves an empty journal.
                 tracing::warn!(error = %e, "cannot empty the audit journal at stop");
             }
         }
@@ -860,6 +868,9 @@ impl Writer {
     }
 
     fn checkpoint_now(&mut self) -> Result<(), AuditError> {
+        // Also when the last batch carried the checkpoint already: a stop must not report
+        // success while redb lacks records the journal holds.
+        self.drain()?;
         if self.head_seq == self.checkpointed_seq {
             return Ok(());
         }
@@ -868,7 +879,6 @@ impl Writer {
                 .checkpoint(&self.settings.node, self.head_seq, &self.head_hash);
         let bytes =
             serde_json::to_vec(&checkpoint).map_err(|e| AuditError::Serialize(e.to_string()))?;
-        self.drain()?;
         self.store.commit(&[], &[(self.head_seq, bytes)])?;
         self.checkpointed_seq = self.head_seq;
         self.checkpointed_at = Instant::now();
@@ -1057,6 +1067,13 @@ mod tests {
     use crate::audit::{EventKind, Outcome, TrustedKeys};
 
     fn start(dir: &std::path::Path) -> (Arc<AuditStore>, AuditLog) {
+        start_with(dir, 1000)
+    }
+
+    fn start_with(
+        dir: &std::path::Path,
+        checkpoint_every_records: u64,
+    ) -> (Arc<AuditStore>, AuditLog) {
         let key = dir.join("k");
         let signer = if key.exists() {
             Signer::load(&key).unwrap()
@@ -1068,7 +1085,7 @@ mod tests {
             node: "test".into(),
             batch_max_records: 64,
             batch_max_wait: Duration::ZERO,
-            checkpoint_every_records: 1000,
+            checkpoint_every_records,
             checkpoint_every: Duration::from_secs(60),
         };
         let log = AuditLog::start(store.clone(), signer, settings).unwrap();
@@ -1128,6 +1145,46 @@ mod tests {
             drop(store);
             intact(dir.path(), (1, next));
         }
+    }
+
+    /// A record whose receipt was given is in the journal alone when redb's commit fails:
+    /// a stop then keeps the journal (even when that record's batch carried the
+    /// checkpoint, so no final checkpoint is due), says the stop failed, and the next
+    /// start takes the record in; its sequence number is never given again.
+    #[test]
+    fn a_failed_index_commit_keeps_the_journal_through_a_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let redb = dir.path().join("audit.redb");
+        // A checkpoint with every batch: the stop has no checkpoint left to sign.
+        let (store, log) = start_with(dir.path(), 1);
+        assert_eq!(log.append_blocking(event()).unwrap().seq(), 1);
+        crate::audit::store::faults::set(&redb, true);
+        let receipt = log.append_blocking(event()).unwrap();
+        assert_eq!(receipt.seq(), 2);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log.is_healthy() {
+            assert!(Instant::now() < deadline, "the index commit never failed");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let stopped = log.close();
+        assert!(
+            stopped.is_err(),
+            "a stop that leaves records out of redb fails"
+        );
+        crate::audit::store::faults::set(&redb, false);
+        let journal = crate::audit::journal::read(&dir.path().join("audit.journal")).unwrap();
+        assert_eq!(journal.last_record(), Some(2), "the journal is kept");
+        drop(store);
+
+        let (store, log) = start_with(dir.path(), 1);
+        let txn = store.settled_snapshot().unwrap();
+        let bytes = store::record(&txn, 2).unwrap().expect("record 2 taken in");
+        assert_eq!(hex(&chain::hash(&bytes)), receipt.hash_hex());
+        drop(txn);
+        assert_eq!(log.append_blocking(event()).unwrap().seq(), 3);
+        log.close().unwrap();
+        drop(store);
+        intact(dir.path(), (1, 3));
     }
 
     /// Records come back in order with their receipts' hashes, the journal empties itself

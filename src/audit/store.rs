@@ -182,6 +182,32 @@ pub struct AuditStore {
     progress: std::sync::OnceLock<std::sync::Arc<Progress>>,
 }
 
+/// Failing commits on demand, by store path (tests run in parallel, each on its own path).
+#[cfg(test)]
+pub(super) mod faults {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static FAILING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    pub(in crate::audit) fn set(path: &Path, failing: bool) {
+        let mut all = FAILING.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|p| p != path);
+        if failing {
+            all.push(path.to_owned());
+        }
+    }
+
+    pub(super) fn check(path: &Path) -> Result<(), super::AuditError> {
+        let all = FAILING.lock().unwrap_or_else(|p| p.into_inner());
+        if all.iter().any(|p| p == path) {
+            Err(super::AuditError::Storage("injected commit error".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// A read-only view, usable while another process writes.
 pub struct AuditReader {
     db: ReadOnlyDatabase,
@@ -414,6 +440,8 @@ impl AuditStore {
         checkpoints: &[(u64, Vec<u8>)],
         counters: &[(Meta, Option<u64>)],
     ) -> Result<(), AuditError> {
+        #[cfg(test)]
+        faults::check(&self.path)?;
         let txn = self.db.begin_write().map_err(storage)?;
         {
             let mut table = txn.open_table(RECORDS).map_err(storage)?;
