@@ -192,7 +192,8 @@ impl AuditLog {
     }
 
     /// Records `events`, in order, in one commit (one fsync), and returns once all are
-    /// durable: for records that belong together, such as an access and its read.
+    /// durable: for records that belong together, such as an access and its read. All or
+    /// nothing: if one cannot be recorded (too large), none is, and the error says why.
     pub async fn append_all(&self, events: Vec<Event>) -> Result<Vec<Receipt>, AuditError> {
         let (batch, answers): (Vec<_>, Vec<_>) = events
             .into_iter()
@@ -606,9 +607,10 @@ impl Writer {
                     None => break,
                 },
             };
+            // Groups (an `append_all` is one), each committed whole or refused whole.
             let mut batch = match first {
-                Msg::Append(event, reply) => vec![(*event, reply)],
-                Msg::AppendAll(events) => events,
+                Msg::Append(event, reply) => vec![vec![(*event, reply)]],
+                Msg::AppendAll(events) => vec![events],
                 other => {
                     if self.control(other) {
                         break;
@@ -617,11 +619,18 @@ impl Writer {
                 }
             };
             let deadline = Instant::now() + self.settings.batch_max_wait;
-            while batch.len() < self.settings.batch_max_records {
+            let mut records: usize = batch.iter().map(Vec::len).sum();
+            while records < self.settings.batch_max_records {
                 let wait = deadline.saturating_duration_since(Instant::now());
                 match rx.recv_timeout(wait) {
-                    Ok(Msg::Append(event, reply)) => batch.push((*event, reply)),
-                    Ok(Msg::AppendAll(events)) => batch.extend(events),
+                    Ok(Msg::Append(event, reply)) => {
+                        records += 1;
+                        batch.push(vec![(*event, reply)]);
+                    }
+                    Ok(Msg::AppendAll(events)) => {
+                        records += events.len();
+                        batch.push(events);
+                    }
                     Ok(other) => {
                         pending = Some(other);
                         break;
@@ -745,9 +754,9 @@ impl Writer {
         }
     }
 
-    fn commit_batch(&mut self, batch: Vec<(Event, Reply)>) {
-        let refuse = |batch: Vec<(Event, Reply)>, e: AuditError| {
-            for (_, reply) in batch {
+    fn commit_batch(&mut self, batch: Vec<Vec<(Event, Reply)>>) {
+        let refuse = |batch: Vec<Vec<(Event, Reply)>>, e: AuditError| {
+            for (_, reply) in batch.into_iter().flatten() {
                 let _ = reply.send(Err(e.clone()));
             }
         };
@@ -764,16 +773,41 @@ impl Writer {
         let mut prepared = Vec::with_capacity(batch.len());
         let mut receipts = Vec::with_capacity(batch.len());
         let (mut seq, mut prev) = (self.head_seq, self.head_hash);
-        for (event, reply) in batch {
-            match self.prepare(seq + 1, &prev, event) {
-                Ok(record) => {
-                    seq += 1;
-                    prev = chain::hash(&record.bytes);
-                    receipts.push((reply, Receipt { seq, hash: prev }));
-                    prepared.push(record);
+        for group in batch {
+            // A group is recorded whole or not at all: the records of an access that go
+            // together (its start and its read, a superseded grant's end) never appear
+            // one without the other. One record that cannot be prepared (too large)
+            // refuses its whole group, and the chain goes on from before it.
+            let (group_seq, group_prev) = (seq, prev);
+            let mut replies = Vec::with_capacity(group.len());
+            let mut records = Vec::with_capacity(group.len());
+            let mut failure = None;
+            for (event, reply) in group {
+                replies.push(reply);
+                if failure.is_some() {
+                    continue;
                 }
-                Err(e) => {
-                    let _ = reply.send(Err(e));
+                match self.prepare(seq + 1, &prev, event) {
+                    Ok(record) => {
+                        seq += 1;
+                        prev = chain::hash(&record.bytes);
+                        records.push((Receipt { seq, hash: prev }, record));
+                    }
+                    Err(e) => failure = Some(e),
+                }
+            }
+            match failure {
+                None => {
+                    for (reply, (receipt, record)) in replies.into_iter().zip(records) {
+                        receipts.push((reply, receipt));
+                        prepared.push(record);
+                    }
+                }
+                Some(e) => {
+                    (seq, prev) = (group_seq, group_prev);
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
                 }
             }
         }
@@ -945,7 +979,7 @@ impl Writer {
                 doomed.len()
             ));
         let (reply, mut receipt) = oneshot::channel();
-        self.commit_batch(vec![(event, reply)]);
+        self.commit_batch(vec![vec![(event, reply)]]);
         // Once redb has it, its sync is done and its receipt sent.
         self.drain()?;
         match receipt.try_recv() {
@@ -1183,6 +1217,41 @@ mod tests {
         drop(txn);
         assert_eq!(log.append_blocking(event()).unwrap().seq(), 3);
         log.close().unwrap();
+        drop(store);
+        intact(dir.path(), (1, 3));
+    }
+
+    /// An `append_all` is recorded whole or not at all: one record too large refuses the
+    /// group (nothing of it in the trail, no sequence number used), and a group beside it
+    /// in the same batch is committed.
+    #[test]
+    fn a_group_with_one_record_too_large_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, log) = start(dir.path());
+        let log = Arc::new(log);
+        let oversized = Event {
+            detail: Some("x".repeat(MAX_RECORD_BYTES)),
+            ..event()
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (refused, committed) = runtime.block_on(async {
+            tokio::join!(
+                log.append_all(vec![event(), oversized, event()]),
+                log.append_all(vec![event(), event()])
+            )
+        });
+        let err = refused.unwrap_err();
+        assert!(err.to_string().contains("exceeds"), "{err}");
+        let seqs: Vec<u64> = committed.unwrap().iter().map(Receipt::seq).collect();
+        assert_eq!(seqs, vec![1, 2]);
+        assert_eq!(log.append_blocking(event()).unwrap().seq(), 3);
+        log.close().unwrap();
+        let txn = store.settled_snapshot().unwrap();
+        assert!(store::record(&txn, 4).unwrap().is_none());
+        drop(txn);
         drop(store);
         intact(dir.path(), (1, 3));
     }
