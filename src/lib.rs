@@ -30,9 +30,11 @@
 //! Leaves, which use nothing else from the crate: [`access_mode`] (the national access
 //! modes), [`encoding`] (hex, SHA-256), [`clock`] (record time), [`secret`] (secret file
 //! paths, key file permissions, Ed25519 and RSA keys), [`problem`] (a configuration problem at a
-//! key), [`xmldsig`] (enveloped XML signatures of the DMP's profile: canonical form, verification). Just above them: [`random`] (ids, tokens and keys from the kernel, one failure
-//! policy) and [`tls`] (the ring provider, certificate loading, mutual-TLS client
-//! configurations). ARCHITECTURE.md draws every layer; `tests/suite/layering.rs` checks them.
+//! key), [`xml`] (XML from peers: DTDs refused, nodes, attributes and namespaces bounded).
+//! Just above them: [`random`] (ids, tokens and keys from the kernel, one failure
+//! policy), [`tls`] (the ring provider, certificate loading, mutual-TLS client
+//! configurations) and [`xmldsig`] (enveloped XML signatures of the DMP's profile:
+//! canonical form, verification). ARCHITECTURE.md draws every layer; `tests/suite/layering.rs` checks them.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -91,4 +93,5 @@ pub mod summary;
 pub(crate) mod telemetry;
 pub(crate) mod tls;
 pub mod upstream;
+pub mod xml;
 pub mod xmldsig;

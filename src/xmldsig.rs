@@ -47,12 +47,7 @@ pub enum XmlDsigError {
 }
 
 fn parse(xml: &str) -> Result<Document<'_>, XmlDsigError> {
-    let options = roxmltree::ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: MAX_NODES,
-        ..Default::default()
-    };
-    Document::parse_with_options(xml, options).map_err(|e| XmlDsigError::Xml(e.to_string()))
+    crate::xml::parse(xml, MAX_NODES).map_err(|e| XmlDsigError::Xml(e.to_string()))
 }
 
 /// The exclusive canonical form (without comments, no inclusive prefixes) of the subtree

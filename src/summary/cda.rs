@@ -11,7 +11,7 @@
 //! summary says the document is unstructured. Errors and warnings name elements, never
 //! values.
 
-use roxmltree::{Document, Node, ParsingOptions};
+use roxmltree::Node;
 
 use super::{
     Allergy, Code, CriticalSummary, Device, Dispensation, DocumentDefects, DocumentInfo,
@@ -46,13 +46,8 @@ pub(super) fn looks_like_xml(bytes: &[u8]) -> bool {
 pub(super) fn extract(bytes: &[u8]) -> Result<CriticalSummary, SummaryError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| SummaryError::Xml(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
-    let options = ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: MAX_NODES,
-        ..ParsingOptions::default()
-    };
-    let document = Document::parse_with_options(text, options)
-        .map_err(|e| SummaryError::Xml(e.to_string()))?;
+    let document =
+        crate::xml::parse(text, MAX_NODES).map_err(|e| SummaryError::Xml(e.to_string()))?;
     check_depth(document.root())?;
     let root = document.root_element();
     if root.tag_name().name() != "ClinicalDocument" || root.tag_name().namespace() != Some(HL7) {
@@ -1203,6 +1198,7 @@ fn observed(entry: Node<'_, '_>) -> Option<Observation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use roxmltree::Document;
 
     fn level_1(text: &str) -> CriticalSummary {
         extract(

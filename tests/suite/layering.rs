@@ -16,10 +16,11 @@ const LAYERS: &[&[&str]] = &[
         "encoding",
         "problem",
         "secret",
-        "xmldsig",
+        "xml",
     ],
     &[
         "random",
+        "xmldsig",
         "tls",
         "limit",
         "patient",

@@ -84,15 +84,9 @@ pub fn envelope(
         .map_err(|_| DmpError::Request("the envelope is not UTF-8".into()))
 }
 
-/// Parses an answer: well-formed, no DTD, bounded.
+/// Parses an answer: well-formed, no DTD, bounded (`crate::xml`).
 pub fn parse(xml: &str) -> Result<Document<'_>, DmpError> {
-    let options = roxmltree::ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: MAX_NODES,
-        ..Default::default()
-    };
-    Document::parse_with_options(xml, options)
-        .map_err(|e| DmpError::Answer(format!("not well-formed XML: {e}")))
+    crate::xml::parse(xml, MAX_NODES).map_err(|e| DmpError::Answer(e.to_string()))
 }
 
 /// A SOAP fault, as the DMP sends it.

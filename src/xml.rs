@@ -1,0 +1,194 @@
+//! Parsing XML from peers that may be hostile (the record service's SOAP answers, CDA
+//! documents, signed messages): roxmltree with DTDs refused and a node limit, after one
+//! linear pass that bounds what roxmltree handles in more than linear time.
+//!
+//! roxmltree checks each attribute of an element against the element's earlier ones, and
+//! gives every element that declares a namespace a copy of all the namespaces in scope,
+//! each checked against its own declarations. Neither is a node, so `nodes_limit` does
+//! not bound them: one element with a hundred thousand attributes (under a megabyte) costs
+//! billions of comparisons, and thousands of declarations in scope copied into thousands of
+//! elements cost gigabytes. No real document comes near the bounds below
+//! (docs/dmp.md, "Hostile answers").
+
+use quick_xml::events::Event;
+use roxmltree::{Document, ParsingOptions};
+
+/// Attributes of one element, namespace declarations apart. The richest CDA elements
+/// carry about ten (`code`, `codeSystem`, `displayName`, `xsi:type`…).
+pub const MAX_ATTRIBUTES: usize = 64;
+/// Namespace declarations on one element.
+pub const MAX_ELEMENT_NAMESPACES: usize = 32;
+/// Namespace declarations in scope at any element (its own and its ancestors').
+pub const MAX_NAMESPACES_IN_SCOPE: usize = 128;
+/// Namespace declarations in a whole document: SOAP stacks that declare them again on
+/// every entry of a long list stay far below.
+pub const MAX_NAMESPACES: usize = 4096;
+
+/// Why a text was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum XmlError {
+    /// Not well-formed, a DTD, or more nodes than allowed (roxmltree's or quick-xml's
+    /// words: positions and names, never text content).
+    #[error("not well-formed XML: {0}")]
+    Malformed(String),
+    /// Past one of the bounds above.
+    #[error("XML refused at byte {at}: {what}")]
+    TooComplex {
+        /// Where the offending element starts.
+        at: u64,
+        /// Which bound.
+        what: &'static str,
+    },
+}
+
+/// Parses `text`: well-formed, no DTD, at most `nodes_limit` nodes, within the bounds
+/// above.
+pub fn parse(text: &str, nodes_limit: u32) -> Result<Document<'_>, XmlError> {
+    check_bounds(text)?;
+    let options = ParsingOptions {
+        allow_dtd: false,
+        nodes_limit,
+        ..ParsingOptions::default()
+    };
+    Document::parse_with_options(text, options).map_err(|e| XmlError::Malformed(e.to_string()))
+}
+
+/// The linear pass: counts attributes and namespace declarations per element, in scope
+/// and in all. quick-xml reads attributes without its own duplicate check, which is
+/// itself quadratic; roxmltree makes that check afterwards, within the bounds.
+fn check_bounds(text: &str) -> Result<(), XmlError> {
+    let mut reader = quick_xml::Reader::from_str(text);
+    // Declarations per open element, to know how many are in scope.
+    let mut open: Vec<usize> = Vec::new();
+    let (mut in_scope, mut total) = (0usize, 0usize);
+    loop {
+        let at = reader.buffer_position();
+        let too_complex = |what| XmlError::TooComplex { at, what };
+        let event = reader.read_event().map_err(|e| {
+            XmlError::Malformed(format!("at byte {}: {e}", reader.error_position()))
+        })?;
+        let (element, is_empty) = match event {
+            Event::Start(element) => (element, false),
+            Event::Empty(element) => (element, true),
+            Event::End(_) => {
+                in_scope = in_scope.saturating_sub(open.pop().unwrap_or(0));
+                continue;
+            }
+            Event::DocType(_) => return Err(XmlError::Malformed("a DTD is not allowed".into())),
+            Event::Eof => return Ok(()),
+            _ => continue,
+        };
+        let (mut attributes, mut declared) = (0usize, 0usize);
+        for attribute in element.attributes().with_checks(false) {
+            let attribute = attribute.map_err(|e| {
+                XmlError::Malformed(format!("at byte {}: {e}", reader.buffer_position()))
+            })?;
+            let key = attribute.key.as_ref();
+            if key == "xmlns" || key.starts_with("xmlns:") {
+                declared += 1;
+                if declared > MAX_ELEMENT_NAMESPACES {
+                    return Err(too_complex(
+                        "too many namespace declarations on one element",
+                    ));
+                }
+            } else {
+                attributes += 1;
+                if attributes > MAX_ATTRIBUTES {
+                    return Err(too_complex("too many attributes on one element"));
+                }
+            }
+        }
+        total += declared;
+        if total > MAX_NAMESPACES {
+            return Err(too_complex("too many namespace declarations"));
+        }
+        if in_scope + declared > MAX_NAMESPACES_IN_SCOPE {
+            return Err(too_complex("too many namespace declarations in scope"));
+        }
+        if !is_empty {
+            in_scope += declared;
+            open.push(declared);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn element_with(attributes: usize, prefix: &str) -> String {
+        let list: String = (0..attributes)
+            .map(|i| format!(" {prefix}a{i}=\"u{i}\""))
+            .collect();
+        format!("<r{list}/>")
+    }
+
+    #[test]
+    fn real_shapes_parse() {
+        let doc = parse(
+            "<?xml version=\"1.0\"?><s:Envelope xmlns:s=\"urn:s\" xmlns=\"urn:d\"><s:Body a=\"1\"><x xmlns:y=\"urn:y\"><y:z b='2'/></x><!-- c --><![CDATA[<t>]]></s:Body></s:Envelope>",
+            1000,
+        )
+        .unwrap();
+        assert_eq!(doc.root_element().tag_name().name(), "Envelope");
+        // At the bounds exactly.
+        parse(&element_with(MAX_ATTRIBUTES, ""), 1000).unwrap();
+        parse(&element_with(MAX_ELEMENT_NAMESPACES, "xmlns:"), 1000).unwrap();
+    }
+
+    #[test]
+    fn each_bound_is_named_past_it() {
+        let refused = |text: &str| parse(text, 1_000_000).unwrap_err().to_string();
+        let many = refused(&element_with(MAX_ATTRIBUTES + 1, ""));
+        assert!(
+            many.contains("too many attributes on one element"),
+            "{many}"
+        );
+        let declared = refused(&element_with(MAX_ELEMENT_NAMESPACES + 1, "xmlns:"));
+        assert!(declared.contains("on one element"), "{declared}");
+        // Nested declarations, each element within its own bound.
+        let depth = MAX_NAMESPACES_IN_SCOPE / 8 + 1;
+        let open: String = (0..depth)
+            .map(|d| {
+                let ns: String = (0..8).map(|i| format!(" xmlns:p{d}x{i}=\"u\"")).collect();
+                format!("<e{ns}>")
+            })
+            .collect();
+        let close: String = (0..depth).map(|_| "</e>").collect();
+        let scope = refused(&format!("{open}{close}"));
+        assert!(scope.contains("in scope"), "{scope}");
+        // Siblings release their declarations: the same count in sequence is fine.
+        let siblings: String = (0..depth)
+            .map(|d| {
+                let ns: String = (0..8).map(|i| format!(" xmlns:p{d}x{i}=\"u\"")).collect();
+                format!("<e{ns}></e>")
+            })
+            .collect();
+        parse(&format!("<r>{siblings}</r>"), 1_000_000).unwrap();
+        // The attack on roxmltree's copies: many elements each declaring one namespace.
+        let children: String = (0..MAX_NAMESPACES + 1)
+            .map(|_| "<b xmlns:z=\"u\"/>")
+            .collect();
+        let all = refused(&format!("<r>{children}</r>"));
+        assert!(all.ends_with(": too many namespace declarations"), "{all}");
+        // A DTD, and text that is not XML.
+        assert!(refused("<!DOCTYPE r [<!ENTITY e \"x\">]><r>&e;</r>").contains("DTD"));
+        assert!(matches!(
+            parse("<r><a></r>", 100),
+            Err(XmlError::Malformed(_))
+        ));
+    }
+
+    /// A hundred thousand attributes (about a megabyte: five billion comparisons in
+    /// roxmltree) are refused at the 65th, whatever follows.
+    #[test]
+    fn the_quadratic_inputs_are_refused_early() {
+        let text = element_with(100_000, "");
+        assert!(matches!(
+            parse(&text, 4_000_000),
+            Err(XmlError::TooComplex { at: 0, .. })
+        ));
+        let declarations = element_with(100_000, "xmlns:");
+        assert!(parse(&declarations, 4_000_000).is_err());
+    }
+}
