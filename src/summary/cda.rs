@@ -1035,10 +1035,16 @@ fn merge<T>(slot: &mut Option<Section<T>>, read: Section<T>) {
     held.items.extend(read.items);
     held.statements.extend(read.statements);
     held.unreadable_entries += read.unreadable_entries;
-    held.narrative = match (held.narrative.take(), read.narrative) {
-        (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
-        (a, b) => a.or(b),
-    };
+    // Appended in place: a copy of what is held for each section merged would be
+    // quadratic in a document of many same-coded sections.
+    match (&mut held.narrative, read.narrative) {
+        (Some(held), Some(more)) => {
+            held.push('\n');
+            held.push_str(&more);
+        }
+        (held @ None, more) => *held = more,
+        (Some(_), None) => {}
+    }
     if held.title.is_none() {
         held.title = read.title;
     }

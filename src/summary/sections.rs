@@ -370,10 +370,15 @@ fn merge<'a>(context: &mut Context, raw: &[RawSection<'a>], code: &str) -> Optio
         merged.references.extend(&more.references);
         merged.resources.extend(&more.resources);
         merged.empty_reason = merged.empty_reason.or_else(|| more.empty_reason.clone());
-        merged.narrative = match (merged.narrative, &more.narrative) {
-            (Some(a), Some(b)) => Some(format!("{a}\n{b}")),
-            (a, b) => a.or_else(|| b.clone()),
-        };
+        // Appended in place: copying what is held for each section would be quadratic.
+        match (&mut merged.narrative, &more.narrative) {
+            (Some(held), Some(text)) => {
+                held.push('\n');
+                held.push_str(text);
+            }
+            (held @ None, text) => held.clone_from(text),
+            (Some(_), None) => {}
+        }
     }
     if count > 1 {
         context.warn(format!(

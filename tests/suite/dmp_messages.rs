@@ -237,6 +237,19 @@ fn dmp_inspect_reads_a_document_list_an_mtom_retrieval_and_a_fault() {
         documents[2]["confidentiality"][1]["code"],
         "INVISIBLE_PATIENT"
     );
+    // Entries are read where ebRIM puts them only: one nested in another entry (which
+    // made each entry's reading walk the rest of the answer) is not an entry.
+    let text = std::fs::read_to_string(fixture("td31-answer.xml")).unwrap();
+    let first = text.find("<rim:ExtrinsicObject").unwrap();
+    let inner = text[first..].find('>').unwrap() + first + 1;
+    let end = text.find("</rim:ExtrinsicObject>").unwrap() + "</rim:ExtrinsicObject>".len();
+    let nested = format!("{}{}{}", &text[..inner], &text[first..end], &text[inner..]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("nested.xml"), nested).unwrap();
+    let (code, out, err) = inspect(&dir.path().join("nested.xml"));
+    assert_eq!(code, 0, "{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["documents"].as_array().unwrap().len(), 3);
 
     let (code, out, err) = inspect(&fixture("td32-answer.mtom"));
     assert_eq!(code, 0, "{err}");
@@ -291,6 +304,20 @@ fn dmp_inspect_refuses_what_it_cannot_read() {
                 .unwrap()
                 .replace("doc-1@samu-gateway.test>", "other@x>"),
             "MIME part it points to is missing",
+        ),
+        (
+            // Two documents naming one part: the part is used once, never copied again.
+            "mtom-part-named-twice.mtom",
+            {
+                let text =
+                    String::from_utf8(std::fs::read(fixture("td32-answer.mtom")).unwrap()).unwrap();
+                let start = text.find("<xdsb:DocumentResponse>").unwrap();
+                let end = text.find("</xdsb:DocumentResponse>").unwrap()
+                    + "</xdsb:DocumentResponse>".len();
+                let twice = format!("{}{}", &text[start..end], &text[start..end]);
+                text.replacen(&text[start..end], &twice, 1)
+            },
+            "MIME part it points to is missing or was already used",
         ),
         (
             "no-unique-id.xml",

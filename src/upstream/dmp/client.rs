@@ -566,8 +566,11 @@ impl DmpClient {
             )
             .await?;
         let doc = soap::parse(&xml).map_err(malformed)?;
+        // Each part is taken, not copied: one part named by every document of the answer
+        // would otherwise be copied that many times. A second reference finds it gone.
+        let parts = std::cell::RefCell::new(attachments);
         let retrieved = soap::body(&doc)
-            .and_then(|b| xds::read_retrieved(b, &|id| attachments.get(id).cloned()))
+            .and_then(|b| xds::read_retrieved(b, &|id| parts.borrow_mut().remove(id)))
             .map_err(outcome)?;
         registry_outcome(&retrieved.errors, retrieved.documents.is_empty())?;
         Ok(retrieved)

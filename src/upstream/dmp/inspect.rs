@@ -75,7 +75,7 @@ const MAX_PARTS: usize = 64;
 
 /// Reads `bytes`: an MTOM body when its first line is a boundary (`--…`), else XML.
 pub async fn inspect(bytes: Vec<u8>) -> Result<Inspection, DmpError> {
-    let (xml, attachments) = if bytes.starts_with(b"--") {
+    let (xml, mut attachments) = if bytes.starts_with(b"--") {
         let first = bytes
             .split(|b| *b == b'\n')
             .next()
@@ -131,7 +131,9 @@ pub async fn inspect(bytes: Vec<u8>) -> Result<Inspection, DmpError> {
             out.errors = found.errors;
         }
         "RetrieveDocumentSetResponse" => {
-            let retrieved = xds::read_retrieved(body, &|id| attachments.get(id).cloned())?;
+            // Taken, not copied, as the client does (one part named many times).
+            let parts = std::cell::RefCell::new(std::mem::take(&mut attachments));
+            let retrieved = xds::read_retrieved(body, &|id| parts.borrow_mut().remove(id))?;
             out.message = "td3.2-answer";
             out.status = Some(retrieved.status);
             out.errors = retrieved.errors;

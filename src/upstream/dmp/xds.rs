@@ -250,8 +250,12 @@ pub fn read_found(response: Node<'_, '_>) -> Result<Found, DmpError> {
     }
     let status = status(response)?;
     let mut documents = Vec::new();
+    // Where ebRIM puts them, and only there: entries nested inside another entry's slots
+    // would make each entry's reading walk the rest of the answer (quadratic).
     for (i, object) in response
-        .descendants()
+        .children()
+        .filter(|n| n.has_tag_name((RIM, "RegistryObjectList")))
+        .flat_map(|list| list.children())
         .filter(|n| n.has_tag_name((RIM, "ExtrinsicObject")))
         .enumerate()
     {
@@ -273,9 +277,10 @@ fn slot_values<'a>(node: Node<'a, '_>, name: &str) -> Vec<&'a str> {
     node.children()
         .filter(|n| n.has_tag_name((RIM, "Slot")) && n.attribute("name") == Some(name))
         .flat_map(|slot| {
-            slot.descendants()
-                .filter(|v| v.has_tag_name((RIM, "Value")))
+            slot.children()
+                .filter(|l| l.has_tag_name((RIM, "ValueList")))
         })
+        .flat_map(|list| list.children().filter(|v| v.has_tag_name((RIM, "Value"))))
         .filter_map(|v| v.text())
         .map(str::trim)
         .collect()
@@ -285,7 +290,7 @@ fn localized(node: Node<'_, '_>, element: &str) -> Option<String> {
     node.children()
         .find(|n| n.has_tag_name((RIM, element)))
         .and_then(|name| {
-            name.descendants()
+            name.children()
                 .find(|n| n.has_tag_name((RIM, "LocalizedString")))
         })
         .and_then(|s| s.attribute("value"))
@@ -437,7 +442,7 @@ pub fn read_retrieved(
                 let id = percent_decoded(id);
                 attachment(&id).ok_or_else(|| {
                     DmpError::Answer(format!(
-                        "document {i}: the MIME part it points to is missing"
+                        "document {i}: the MIME part it points to is missing or was already used"
                     ))
                 })?
             }
@@ -486,7 +491,9 @@ pub fn read_find_request(request: Node<'_, '_>) -> Vec<(String, String)> {
         .filter(|n| n.has_tag_name((RIM, "Slot")))
         .flat_map(|slot| {
             let name = slot.attribute("name").unwrap_or_default().to_owned();
-            slot.descendants()
+            slot.children()
+                .filter(|l| l.has_tag_name((RIM, "ValueList")))
+                .flat_map(|list| list.children())
                 .filter(|v| v.has_tag_name((RIM, "Value")))
                 .filter_map(|v| v.text())
                 .map(move |v| (name.clone(), v.trim().to_owned()))
