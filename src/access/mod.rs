@@ -550,8 +550,19 @@ impl BreakGlass {
                 tracing::error!(error = %e, "cached summary unreadable; no PDF served");
                 None
             }
-        }
-        .ok_or(AccessError::NoDocument)?;
+        };
+        let Some(pdf) = pdf else {
+            // Read (from the record service when the copy was not fresh), yet nothing
+            // released: on record all the same, as for a listed document.
+            self.record(Event {
+                outcome: Outcome::Failed {
+                    reason: "no_pdf".into(),
+                },
+                ..read
+            })
+            .await?;
+            return Err(AccessError::NoDocument);
+        };
         self.release_pdf(read, pdf).await
     }
 

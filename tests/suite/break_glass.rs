@@ -279,10 +279,19 @@ async fn cda_documents_are_summarised_and_a_level_1_pdf_is_served_under_its_gran
             )
             .bearer_auth(&centre.token)
     };
-    // A structured document has no PDF to open.
+    // A structured document has no PDF to open; the read asked for is on record all the
+    // same, as failed.
+    let reads_before = centre.audit(Some("patient_record_read")).len();
     let none = document(&structured_grant).send().await.unwrap();
     assert_eq!(none.status(), StatusCode::NOT_FOUND);
     assert_eq!(none.json::<Value>().await.unwrap()["error"], "no_document");
+    let reads = centre.audit(Some("patient_record_read"));
+    assert_eq!(reads.len(), reads_before + 1);
+    let failed = reads.last().unwrap().to_string();
+    assert!(
+        failed.contains("no_pdf") && failed.contains(&nir(7)),
+        "{failed}"
+    );
 
     let answer = centre.break_glass(request(8, "centre_15")).await;
     assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
