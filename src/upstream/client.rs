@@ -217,6 +217,9 @@ fn backoff(attempt: u32) -> Duration {
     base + base.mul_f64(f64::from(byte[0]) / 255.0)
 }
 
+/// Candidates a search answer may list (the DMP client has the same bound).
+const MAX_CANDIDATES: usize = 100;
+
 /// The patients of a searchset Bundle.
 fn candidates(body: &[u8]) -> Result<Vec<Candidate>, UpstreamError> {
     let value =
@@ -230,10 +233,20 @@ fn candidates(body: &[u8]) -> Result<Vec<Candidate>, UpstreamError> {
         .get("entry")
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
-    Ok(entries
+    let patients: Vec<&serde_json::Map<String, Value>> = entries
         .iter()
         .filter_map(|e| e.get("resource")?.as_object())
         .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Patient"))
+        .collect();
+    // As the DMP path: a physician cannot choose among more, and each candidate shown is
+    // named in the search's audit record.
+    if patients.len() > MAX_CANDIDATES {
+        return Err(UpstreamError::Malformed(format!(
+            "more than {MAX_CANDIDATES} candidates"
+        )));
+    }
+    Ok(patients
+        .into_iter()
         .filter_map(|r| {
             let id = r.get("id")?.as_str()?;
             let ins = summary::ins_identifiers(r)
@@ -331,4 +344,34 @@ fn tls_config(
         key: ("client_key", &cfg.client_key),
     };
     crate::tls::mutual_client_config(&files, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(patients: usize) -> Vec<u8> {
+        let entries: Vec<Value> = (0..patients)
+            .map(|i| serde_json::json!({"resource": {"resourceType": "Patient", "id": format!("p{i}")}}))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": entries,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_search_answer_lists_at_most_the_bound() {
+        assert_eq!(
+            candidates(&bundle(MAX_CANDIDATES)).unwrap().len(),
+            MAX_CANDIDATES
+        );
+        let refused = candidates(&bundle(MAX_CANDIDATES + 1)).unwrap_err();
+        assert!(
+            refused.to_string().contains("more than 100 candidates"),
+            "{refused}"
+        );
+    }
 }
