@@ -9,6 +9,7 @@
 //! every candidate is returned and the caller shows them all. A versioned reference
 //! (`…/_history/N`) resolves only to that version. See `docs/summary.md`.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
@@ -17,6 +18,10 @@ use serde_json::{Map, Value};
 pub const MAX_ENTRIES: usize = 20_000;
 
 type Object = Map<String, Value>;
+
+/// A claimant list's (or a contained list's owner's) address, and the version (or `#id`)
+/// asked for.
+type Resolution = (usize, Option<String>);
 
 /// One entry: its fullUrl and resource.
 pub struct Entry<'a> {
@@ -89,6 +94,13 @@ pub struct Index<'a> {
     unnamed: HashMap<(&'a str, &'a str), Claims<'a>>,
     /// Resource address → entry, for a resource's own fullUrl.
     by_address: HashMap<*const Object, usize>,
+    /// Resolutions already made: which of the candidates are distinct, by claimant list
+    /// (its address) and version, or by contained list (its owner's address) and local
+    /// id. Telling identical claimants apart serialises each of them, which a hostile
+    /// bundle would otherwise have done for every reference to a much-claimed identity
+    /// (claimants times references). Positions, not resources, so that the index stays
+    /// covariant in its lifetime.
+    resolved: RefCell<HashMap<Resolution, Vec<usize>>>,
     /// Entries claiming the identity (fullUrl, or type and id without a fullUrl) of an
     /// earlier entry in the same version: the bundle is defective.
     pub duplicates: usize,
@@ -103,6 +115,7 @@ impl<'a> Index<'a> {
             by_type_id: HashMap::new(),
             unnamed: HashMap::new(),
             by_address: HashMap::new(),
+            resolved: RefCell::default(),
             duplicates: 0,
         };
         for entry in entries {
@@ -165,7 +178,9 @@ impl<'a> Index<'a> {
                         .collect()
                 })
                 .unwrap_or_default();
-            return distinct(found);
+            // Keyed by the owner's address and the id (a `#` never names a version).
+            let owner = contained.map_or(0, |c| std::ptr::from_ref(c) as usize);
+            return self.distinct(owner, Some(format!("#{local}")), found);
         }
         let (unversioned, version) = split_version(reference);
         let mut any_version = false;
@@ -178,7 +193,8 @@ impl<'a> Index<'a> {
                 .filter(|e| version.is_none() || e.version == version)
                 .map(|e| e.resource)
                 .collect();
-            (!found.is_empty()).then(|| distinct(found))
+            let key = std::ptr::from_ref(list) as usize;
+            (!found.is_empty()).then(|| self.distinct(key, version.map(str::to_owned), found))
         };
         if let Some(target) = pick(self.by_full_url.get(unversioned).map(|c| &c.entries)) {
             return target;
@@ -211,6 +227,35 @@ impl<'a> Index<'a> {
             .filter(move |e| e.resource.get("resourceType").and_then(Value::as_str) == Some(kind))
     }
 
+    /// [`distinct`], remembered under `(list, qualifier)`: `found` is the same for the
+    /// same key, so its distinct positions are too.
+    fn distinct(
+        &self,
+        list: usize,
+        qualifier: Option<String>,
+        found: Vec<&'a Object>,
+    ) -> Target<'a> {
+        if found.len() == 1 {
+            return Target::Found(found[0]);
+        }
+        let key = (list, qualifier);
+        let known = self.resolved.borrow().get(&key).cloned();
+        let kept = match known {
+            Some(kept) => kept,
+            None => {
+                let kept = distinct_positions(&found);
+                self.resolved.borrow_mut().insert(key, kept.clone());
+                kept
+            }
+        };
+        let kept: Vec<&'a Object> = kept.iter().filter_map(|&i| found.get(i).copied()).collect();
+        match kept.len() {
+            0 => Target::Missing,
+            1 => Target::Found(kept[0]),
+            _ => Target::Ambiguous(kept),
+        }
+    }
+
     /// The fullUrl of the entry holding `resource` (by identity).
     pub fn full_url_of(&self, resource: &Object) -> Option<&'a str> {
         self.by_address
@@ -219,23 +264,17 @@ impl<'a> Index<'a> {
     }
 }
 
-/// Identical copies are one resource; different ones are all kept, in document order.
-/// Copies are told by their serialisation (keys sorted), so thousands of claimants cost
-/// their size, not their number squared.
-fn distinct(found: Vec<&Object>) -> Target<'_> {
-    if found.len() == 1 {
-        return Target::Found(found[0]);
-    }
+/// Identical copies are one resource; different ones are all kept, in document order:
+/// the positions in `found` of the first of each. Copies are told by their serialisation
+/// (keys sorted), so thousands of claimants cost their size, not their number squared.
+fn distinct_positions(found: &[&Object]) -> Vec<usize> {
     let mut seen = HashSet::with_capacity(found.len());
-    let kept: Vec<&Object> = found
-        .into_iter()
-        .filter(|resource| seen.insert(serde_json::to_string(resource).unwrap_or_default()))
-        .collect();
-    match kept.len() {
-        0 => Target::Missing,
-        1 => Target::Found(kept[0]),
-        _ => Target::Ambiguous(kept),
-    }
+    found
+        .iter()
+        .enumerate()
+        .filter(|(_, resource)| seen.insert(serde_json::to_string(resource).unwrap_or_default()))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// `(reference without version, version)` for `…/_history/N`.
@@ -335,6 +374,16 @@ mod tests {
             index.resolve("urn:uuid:b", None, None),
             Target::Found(_)
         ));
+        // Claimants are told apart once per identity, however often it is referred to
+        // (each time would serialise every claimant again), with the same answers.
+        for _ in 0..3 {
+            assert_eq!(id_of(&index.resolve("urn:uuid:a", None, None)), ["x", "y"]);
+            assert!(matches!(
+                index.resolve("urn:uuid:b", None, None),
+                Target::Found(_)
+            ));
+        }
+        assert_eq!(index.resolved.borrow().len(), 2);
     }
 
     #[test]
