@@ -436,6 +436,18 @@ fn is_zero(value: &u64) -> bool {
     *value == 0
 }
 
+/// Why stored bytes are not a record, by position only: serde_json's own message quotes
+/// the offending value (`invalid type: string "…"`), which in a tampered record, or one
+/// of another build, may be an INS or a justification.
+pub(crate) fn unreadable_record(e: &serde_json::Error) -> String {
+    format!(
+        "does not parse as a record ({:?} error at line {}, column {})",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
+}
+
 /// A stored record: the event plus what the writer adds.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -547,6 +559,34 @@ pub(crate) fn retrieved_documents(detail: Option<&str>) -> impl Iterator<Item = 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stored record that does not parse is named by position: serde's own message
+    /// would quote the value (here an INS where a number belongs).
+    #[test]
+    fn an_unreadable_record_is_described_without_its_values() {
+        let record = Record {
+            v: 1,
+            seq: 3,
+            node: "gw".into(),
+            epoch: 0,
+            time: "2026-12-06T08:00:00.000Z".into(),
+            run: "r".into(),
+            mono_ns: 1,
+            prev: "00".repeat(32),
+            event: Event::new(EventKind::UserLogin, Outcome::Success),
+        };
+        let mut value = serde_json::to_value(&record).unwrap();
+        value["seq"] = serde_json::json!("269054958815780");
+        let bytes = serde_json::to_vec(&value).unwrap();
+        let e = serde_json::from_slice::<Record>(&bytes).unwrap_err();
+        assert!(
+            e.to_string().contains("269054958815780"),
+            "serde quotes it: {e}"
+        );
+        let said = unreadable_record(&e);
+        assert!(!said.contains("2690549"), "{said}");
+        assert!(said.contains("Data error at line 1, column"), "{said}");
+    }
 
     #[test]
     fn every_kind_has_a_dicom_identification_and_a_stable_name() {

@@ -29,8 +29,12 @@ pub fn unended_accesses(
     let Some((_, bytes)) = super::store::last_record(&txn)? else {
         return Ok(Vec::new());
     };
-    let last: super::Record =
-        serde_json::from_slice(&bytes).map_err(|e| AuditError::Storage(e.to_string()))?;
+    let last: super::Record = serde_json::from_slice(&bytes).map_err(|e| {
+        AuditError::Storage(format!(
+            "the last record {}",
+            super::event::unreadable_record(&e)
+        ))
+    })?;
     let last_ms = crate::clock::parse_time(&last.time).unwrap_or(0);
     let window = (longest_grant * 2 + MARGIN).as_millis();
     let filter = Filter {

@@ -347,7 +347,11 @@ fn next_batch(
             }
             // The writer stores only records it serialised itself; `audit verify` names
             // such a record. Shipping goes on: one unreadable record must not stop the rest.
-            Err(e) => tracing::error!(seq, error = %e, "audit record unreadable; not shipped"),
+            Err(e) => tracing::error!(
+                seq,
+                error = super::event::unreadable_record(&e),
+                "audit record unreadable; not shipped"
+            ),
         }
         last = seq;
         count += 1;
