@@ -22,7 +22,7 @@ use super::{dicom, fhir};
 use crate::encoding::hex;
 
 /// Which records to select. Every field narrows the selection.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Filter {
     /// From this time (Unix ms), inclusive.
     pub since_ms: Option<u64>,
@@ -44,9 +44,12 @@ pub struct Filter {
     pub after_seq: Option<u64>,
 }
 
+// Holds patient data (INS, names, clinical or free text): never printed.
+redacted_debug!(Filter);
+
 /// A filter as people write it, on the command line (`audit list|export`) or in a
 /// compliance request body: times as RFC 3339, the rest as stored.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema, clap::Args)]
+#[derive(Clone, Default, Deserialize, utoipa::ToSchema, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct FilterSpec {
     /// From this time (RFC 3339, e.g. 2026-11-01T00:00:00Z), inclusive.
@@ -77,6 +80,9 @@ pub struct FilterSpec {
     #[arg(long, value_name = "SEQ")]
     pub after: Option<u64>,
 }
+
+// Holds patient data (INS, names, clinical or free text): never printed.
+redacted_debug!(FilterSpec);
 
 impl FilterSpec {
     /// The filter, or the field that does not read and why.
@@ -110,7 +116,7 @@ impl FilterSpec {
 }
 
 /// A selected record: its stored bytes, parsed form and hash.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Selected {
     /// Exact stored bytes.
     pub bytes: Vec<u8>,
@@ -119,6 +125,9 @@ pub struct Selected {
     /// Hash (hex) of the bytes.
     pub hash: String,
 }
+
+// Holds patient data (INS, names, clinical or free text): never printed.
+redacted_debug!(Selected);
 
 /// A selection and how many records were read to make it.
 #[derive(Debug, Default)]

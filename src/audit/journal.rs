@@ -298,7 +298,6 @@ fn io_error(path: &Path, what: &str, e: &std::io::Error) -> AuditError {
 }
 
 /// The open journal, written by the audit writer thread only.
-#[derive(Debug)]
 pub(super) struct Journal {
     file: File,
     path: PathBuf,
@@ -311,6 +310,9 @@ pub(super) struct Journal {
     prepared: u64,
     buffer: Vec<u8>,
 }
+
+// Holds patient data (INS, names, clinical or free text): never printed.
+redacted_debug!(Journal);
 
 impl Journal {
     /// Opens the journal for appending, creating it (owner-only: it holds patient

@@ -13,7 +13,7 @@ use super::event::{AccessMode, Decision, EventKind, Outcome, Record};
 use super::store::{self, ReadStore};
 
 /// A break-glass access as a reviewer sees it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct BreakGlassAccess {
     /// Sequence number of its `break_glass_started` record (what a decision names).
     pub seq: u64,
@@ -38,6 +38,9 @@ pub struct BreakGlassAccess {
     /// The latest decision, if any (`to_investigate` keeps it pending).
     pub last_decision: Option<Decision>,
 }
+
+// Holds patient data (INS, names, clinical or free text): never printed.
+redacted_debug!(BreakGlassAccess);
 
 impl BreakGlassAccess {
     /// The access `record` (a `break_glass_started`) opened, without its decision.
@@ -105,7 +108,7 @@ pub fn is_reviewable(store: &impl ReadStore, seq: u64) -> Result<bool, AuditErro
 }
 
 /// One stored record with its hash, as compliance reads it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct TrailRecord {
     /// Sequence number.
     pub seq: u64,
@@ -115,6 +118,9 @@ pub struct TrailRecord {
     #[schema(value_type = Object)]
     pub record: Record,
 }
+
+// Holds patient data (INS, names, clinical or free text): never printed.
+redacted_debug!(TrailRecord);
 
 impl From<super::export::Selected> for TrailRecord {
     fn from(selected: super::export::Selected) -> Self {
@@ -137,7 +143,7 @@ impl TrailRecord {
 }
 
 /// One break-glass access and every record about it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct AccessTrail {
     /// The access, with its latest decision.
     pub access: BreakGlassAccess,
@@ -145,6 +151,9 @@ pub struct AccessTrail {
     /// the start, the reads, the stop, the real-time alerts naming it, the decisions.
     pub records: Vec<TrailRecord>,
 }
+
+// Holds patient data (INS, names, clinical or free text): never printed.
+redacted_debug!(AccessTrail);
 
 /// The trail of the access started by record `seq`, or `None` when `seq` is not a
 /// successful break-glass start.

@@ -147,7 +147,7 @@ impl Meta {
 }
 
 /// One record ready to be committed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewRecord {
     /// Its sequence number.
     pub seq: u64,
@@ -158,6 +158,9 @@ pub struct NewRecord {
     /// Index keys.
     pub keys: Vec<(Index, String)>,
 }
+
+// Holds patient data (INS, names, clinical or free text): never printed.
+redacted_debug!(NewRecord);
 
 /// A record to delete when pruning, with what its index entries are.
 #[derive(Debug, Clone)]
@@ -1015,6 +1018,29 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> AuditError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record on its way to the store carries the patient's INS (an index key) and the
+    /// record's text: its `Debug` shows neither, nor does the filter that looks one up.
+    #[test]
+    fn records_and_filters_print_no_patient_data() {
+        let ins = "269054958815780";
+        let record = NewRecord {
+            seq: 1,
+            bytes: format!("{{\"patient\":{{\"ins\":\"{ins}\"}}}}").into_bytes(),
+            time_ms: 0,
+            keys: vec![(Index::Patient, ins.into())],
+        };
+        let filter = super::super::export::Filter {
+            patient: Some(ins.into()),
+            ..Default::default()
+        };
+        for printed in [format!("{record:?}"), format!("{filter:?}")] {
+            assert!(
+                !printed.contains("2690549") && !printed.contains("50, 54"),
+                "{printed}"
+            );
+        }
+    }
 
     #[test]
     fn reopening_keeps_the_format_stamp() {

@@ -76,7 +76,7 @@ pub(crate) struct DmpDocument {
 }
 
 /// One patient of the stand-in.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DmpPatient {
     /// INS (15 characters).
@@ -104,6 +104,9 @@ pub(crate) struct DmpPatient {
     #[serde(default)]
     pub documents: Vec<DmpDocument>,
 }
+
+// Holds patient data (INS, names, clinical or free text): never printed.
+redacted_debug!(DmpPatient);
 
 /// The data file: `{"patients": [...]}`.
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -50,7 +50,7 @@ pub(crate) enum DevUpstreamError {
 }
 
 /// One patient the dev upstream knows.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DevPatient {
     /// FHIR id.
@@ -79,6 +79,9 @@ pub(crate) struct DevPatient {
     #[serde(default)]
     pub record_closed: bool,
 }
+
+// Holds patient data (INS, names, clinical or free text): never printed.
+redacted_debug!(DevPatient);
 
 /// The data file: `{"patients": [...]}`.
 #[derive(Debug, Clone, Deserialize, Serialize)]

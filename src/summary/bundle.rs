@@ -34,7 +34,6 @@ pub struct Entry<'a> {
 }
 
 /// What a reference points to.
-#[derive(Debug)]
 pub enum Target<'a> {
     /// Exactly one resource (identical copies count as one).
     Found(&'a Object),
@@ -46,6 +45,18 @@ pub enum Target<'a> {
     VersionMissing,
     /// Nothing in the document.
     Missing,
+}
+
+/// The variant and how many resources: the resources are a patient's record.
+impl std::fmt::Debug for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Found(_) => f.write_str("Found(..)"),
+            Self::Ambiguous(all) => write!(f, "Ambiguous({} resources)", all.len()),
+            Self::VersionMissing => f.write_str("VersionMissing"),
+            Self::Missing => f.write_str("Missing"),
+        }
+    }
 }
 
 impl<'a> Target<'a> {

@@ -168,7 +168,7 @@ impl DocumentDefects {
 }
 
 /// Provenance of the document.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct DocumentInfo {
     /// `document` or `searchset` (some servers answer `$summary` with a search set);
     /// `cda`, or `cda-unstructured` for a level-1 CDA document.
@@ -195,6 +195,9 @@ pub struct DocumentInfo {
     /// The organisation keeping the document.
     pub custodian: Option<String>,
 }
+
+// Holds patient data (INS, names, clinical or free text): never printed.
+redacted_debug!(DocumentInfo);
 
 fn fhir_format() -> String {
     "fhir".into()

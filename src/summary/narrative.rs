@@ -14,7 +14,7 @@ const BLOCKS: &[&str] = &[
 ];
 
 /// A narrative reduced to text.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Narrative {
     /// The readable text.
     pub text: String,
@@ -22,6 +22,9 @@ pub struct Narrative {
     /// narrative, ignored here (no entity is ever expanded), counted as a defect.
     pub declaration: bool,
 }
+
+// Holds patient data (INS, names, clinical or free text): never printed.
+redacted_debug!(Narrative);
 
 /// The readable text of an XHTML fragment.
 pub fn to_text(xhtml: &str) -> String {

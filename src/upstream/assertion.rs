@@ -31,7 +31,7 @@ pub const LIFETIME_SECS: u64 = 60;
 pub const CLOCK_SKEW_SECS: u64 = 30;
 
 /// The claims of an access assertion.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// Issuer: `samu-gateway/{structure_id}`.
     pub iss: String,
@@ -66,6 +66,9 @@ pub struct Claims {
     /// `DIRECTE` (card login).
     pub auth_mode: String,
 }
+
+// Holds patient data (INS, names, clinical or free text): never printed.
+redacted_debug!(Claims);
 
 /// Why an assertion is refused (by the record service; the dev upstream uses these).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,7 +165,16 @@ pub fn verify(token: &str, trusted: &[Vec<u8>], now: u64) -> Result<Claims, Asse
         return Err(AssertionError::Signature);
     }
     let claims: Claims = serde_json::from_slice(&decode(payload)?)
-        .map_err(|e| AssertionError::Malformed(format!("claims: {e}")))?;
+        // By position: serde's message would quote a claim's value (the resource id
+        // carries the INS).
+        .map_err(|e| {
+            AssertionError::Malformed(format!(
+                "claims: {:?} error at line {}, column {}",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
     if claims.exp < now || claims.iat > now + CLOCK_SKEW_SECS || claims.exp <= claims.iat {
         return Err(AssertionError::Expired);
     }

@@ -61,7 +61,7 @@ pub struct Inspection {
 redacted_debug!(Inspection);
 
 /// A fault, as `dmp inspect` prints it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct FaultSummary {
     /// The most specific code.
     pub code: String,
@@ -70,6 +70,9 @@ pub struct FaultSummary {
     /// The reason, as sent.
     pub reason: String,
 }
+
+// Holds patient data (INS, names, clinical or free text): never printed.
+redacted_debug!(FaultSummary);
 
 const MAX_PARTS: usize = 64;
 
