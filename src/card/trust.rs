@@ -248,7 +248,8 @@ impl CardTrust {
 
     /// How often to call [`CardTrust::reload_crls`].
     pub fn refresh_interval(&self) -> Duration {
-        Duration::from_secs(self.config.crl_refresh_minutes.max(1) * 60)
+        // Bounded by configtest; saturating all the same, a reload task must not panic.
+        Duration::from_secs(self.config.crl_refresh_minutes.max(1).saturating_mul(60))
     }
 
     /// Decides whether `certificate` can log in at time `now`.

@@ -473,6 +473,34 @@ fn dmp_modes_ask_for_the_structure_certificate_only_when_it_is_used() {
     assert!(structure(&lines), "{lines:?}");
 }
 
+/// The CRL schedule is bounded: a refresh period whose reload arithmetic would overflow
+/// (and panic the reload task) and a freshness of zero or of years are refused.
+#[test]
+fn the_crl_schedule_is_bounded() {
+    let f = Fixture::new();
+    let problems = |trust_extra: &str| {
+        let text = f.toml(TWO_DESKS)
+            + &format!(
+                "\n[cards]\n\n[cards.trust]\nanchors = [\"{0}\"]\ncrls = [\"{0}\"]\n{trust_extra}",
+                f.path("ca.pem")
+            );
+        match f.load(&text, &[]) {
+            Ok(_) => Vec::new(),
+            Err(e) => problem_lines(e)
+                .into_iter()
+                .filter(|l| l.starts_with("cards.trust."))
+                .collect(),
+        }
+    };
+    assert!(problems("").is_empty(), "{:?}", problems(""));
+    let lines = problems("crl_refresh_minutes = 307445734561825861\ncrl_max_age_hours = 0\n");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("cards.trust.crl_refresh_minutes: 307445734561825861 is out of range")
+    );
+    assert!(lines[1].starts_with("cards.trust.crl_max_age_hours: 0 is out of range"));
+}
+
 /// `configtest` on the PKCS#11 backend: no module, a module file that is missing or does
 /// not load, PKCS#11 settings without the backend; each named by its key.
 #[test]

@@ -174,6 +174,23 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
             1,
             48,
         );
+        // A CRL may be reloaded from every minute to once a week (past a week it would
+        // outlive its own freshness), and be considered fresh for at most 30 days: each
+        // bound also keeps the reload's arithmetic far from overflow.
+        check_range(
+            &mut out,
+            "cards.trust.crl_refresh_minutes",
+            cards.trust.crl_refresh_minutes,
+            1,
+            10_080,
+        );
+        check_range(
+            &mut out,
+            "cards.trust.crl_max_age_hours",
+            cards.trust.crl_max_age_hours,
+            1,
+            720,
+        );
         check_pkcs11(config, cards, &mut out);
     }
     check_log(config, &mut out);

@@ -215,6 +215,17 @@ impl DmpConfig {
                 "must be between 100 and 10000",
             ));
         }
+        // An answer is held in memory whole (a retrieval of two documents with their MIME
+        // envelope): large enough for real ones, small enough to bound a hostile one.
+        if !(1024 * 1024..=128 * 1024 * 1024).contains(&self.max_body_bytes) {
+            out.push(ConfigProblem::new(
+                "dmp.max_body_bytes",
+                format!(
+                    "{} is out of range: expected 1048576 (1 MiB) to 134217728 (128 MiB)",
+                    self.max_body_bytes
+                ),
+            ));
+        }
         if !(500..=30_000).contains(&self.total_timeout_ms) {
             out.push(ConfigProblem::new(
                 "dmp.total_timeout_ms",
@@ -374,6 +385,11 @@ mod tests {
     #[test]
     fn the_section_names_each_problem_at_its_key() {
         assert!(keys(&section("")).is_empty());
+        // The answer's size bound: neither none (0 refuses every answer) nor unbounded.
+        for bad in ["max_body_bytes = 0", "max_body_bytes = 1099511627776"] {
+            assert_eq!(keys(&section(bad)), ["dmp.max_body_bytes"], "{bad}");
+        }
+        assert!(keys(&section("max_body_bytes = 1048576")).is_empty());
         assert_eq!(section("").authentication_mode, AuthenticationMode::Directe);
         assert_eq!(
             keys(&section("authentication_mode = \"INDIRECTE\"")),
