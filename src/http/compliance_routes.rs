@@ -434,7 +434,15 @@ fn looked_up<'a>(
     mut records: impl Iterator<Item = &'a crate::audit::Record>,
 ) -> Option<PatientRef> {
     let ins = filter.patient.as_deref()?;
-    records.find_map(|r| r.event.patient.clone().filter(|p| p.ins == ins))
+    // Where the filter matched it: the record's patient, or among a search's candidates.
+    records.find_map(|r| {
+        r.event
+            .patient
+            .iter()
+            .chain(&r.event.candidates)
+            .find(|p| p.ins == ins)
+            .cloned()
+    })
 }
 
 /// Records that `officer` read the trail; the answer waits for it.

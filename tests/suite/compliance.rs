@@ -446,3 +446,50 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
         "an INS leaked into the logs"
     );
 }
+
+/// An officer who looks a patient up finds them also among a search's candidates (a
+/// search by traits names no patient, only the candidates it returned); the record of
+/// that look-up names the patient all the same, for a search and for an export.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_look_up_that_matches_a_search_candidate_names_the_patient() {
+    let searched = Event {
+        patient: None,
+        candidates: vec![PatientRef {
+            ins: "269054958815784".into(),
+            oid: "1.2.250.1.213.1.4.8".into(),
+        }],
+        ..of_access(EventKind::PatientSearch, 4, Outcome::Success)
+    };
+    let gateway = support::launch_on_trail(vec![searched], OFFICER_CONFIG);
+    let officer = gateway.client(Some(UNMAPPED));
+    let filter = json!({"patient": "269054958815784"});
+    for (path, body) in [
+        ("/api/v1/compliance/search", json!({ "filter": filter })),
+        (
+            "/api/v1/compliance/export",
+            json!({"format": "jsonl", "filter": filter}),
+        ),
+    ] {
+        let response = officer
+            .post(gateway.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let _ = response.bytes().await.unwrap();
+    }
+    let (_, listed, _) = support::run(
+        &gateway.config,
+        &["audit", "list", "--kind", "audit_log_used", "--json"],
+        &[],
+    );
+    let uses: Vec<Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(uses.len(), 2, "{listed}");
+    for used in &uses {
+        assert_eq!(used["patient"]["ins"], "269054958815784", "{used}");
+    }
+}
