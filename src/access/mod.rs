@@ -816,6 +816,22 @@ impl BreakGlass {
                         oid: ins.oid.clone(),
                     })
                     .collect();
+                // How the record service answered (its transaction and assertion id), as
+                // a read records it: what lets this search be matched to the service's
+                // own log. The candidates of one answer share it: named once.
+                let mut provenance: Vec<&str> = Vec::new();
+                for step in candidates.iter().flat_map(|c| &c.provenance) {
+                    if !provenance.contains(&step.as_str()) {
+                        provenance.push(step);
+                    }
+                }
+                if !provenance.is_empty() {
+                    let joined = provenance.join(" ");
+                    event.detail = Some(match event.detail.take() {
+                        Some(traits) => format!("{traits} {joined}"),
+                        None => joined,
+                    });
+                }
             }
             Err(e) => event.outcome = failure_outcome(e),
         }

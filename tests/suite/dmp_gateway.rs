@@ -253,6 +253,26 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
     }
     dmp.fault(json!({"kind": "none"})).await;
 
+    // A search by INS is recorded with how the DMP answered (TD0.2's transaction and its
+    // assertion's id), as a read is: what lets it be matched to the DMP's own log.
+    let searched = desk
+        .post(gateway.url("/api/v1/patients/search"))
+        .bearer_auth(&token)
+        .json(&request(INS, "centre_15"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(searched.status(), StatusCode::OK);
+    let (_, trail, _) = crate::support::run(
+        &gateway.config,
+        &["audit", "list", "--json", "--kind", "patient_search"],
+        &[],
+    );
+    let search: Value = serde_json::from_str(trail.lines().last().unwrap()).unwrap();
+    let detail = search["detail"].as_str().unwrap_or_default();
+    assert!(detail.starts_with("dmp=patients:_"), "{search}");
+    assert_eq!(detail.matches("dmp=").count(), 1, "named once: {detail}");
+
     // The other patient opposed regulation access: refused in French, nothing shown.
     let answer = break_glass(&desk, &gateway, &token, OTHER_INS, "centre_15").await;
     assert_eq!(answer.status(), StatusCode::FORBIDDEN);
