@@ -325,8 +325,7 @@ impl RecordService for FhirClient {
                 )
             };
             let body = self.call(access, request).await?;
-            let found =
-                summary::extract(&body).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
+            let found = super::extract_off_runtime(body.to_vec()).await?;
             super::check_same_patient(&found, access.patient)?;
             Ok(found)
         })

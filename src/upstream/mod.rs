@@ -254,6 +254,18 @@ pub trait RecordService: Send + Sync {
     }
 }
 
+/// `summary::extract` off the async workers: its CPU grows with the document (up to the
+/// answer's size bound), and on a worker it would stall every other request there and
+/// keep the access's deadline from answering the physician.
+pub(crate) async fn extract_off_runtime(
+    bytes: Vec<u8>,
+) -> Result<crate::summary::CriticalSummary, UpstreamError> {
+    tokio::task::spawn_blocking(move || crate::summary::extract(&bytes))
+        .await
+        .map_err(|_| UpstreamError::Unavailable("reading the document stopped".into()))?
+        .map_err(|e| UpstreamError::Malformed(e.to_string()))
+}
+
 /// A document whose Patient carries INS identifiers, none of them the one asked for, is
 /// about someone else: refused rather than shown.
 pub(crate) fn check_same_patient(

@@ -20,8 +20,11 @@ use super::{DmpConfig, DmpError, SoftwareSigner, mtom};
 use crate::card::worker::CardKey;
 use crate::patient::{Candidate, CandidateIns, INS_OIDS, Ins, Traits};
 use crate::problem::ConfigProblem;
-use crate::summary::{self, CriticalSummary, ListedDocument};
+use crate::summary::{CriticalSummary, ListedDocument};
 use crate::upstream::{Access, AccessMode, BoxFuture, RecordService, UpstreamError};
+
+/// The parts of a MIME answer besides its envelope, by Content-ID.
+type Attachments = std::collections::HashMap<String, Vec<u8>>;
 
 /// Who signs an access's assertion: the professional's card (`DIRECTE`), or the
 /// structure's key (the indirect modes).
@@ -308,14 +311,15 @@ impl DmpClient {
 
     /// Sends one transaction and returns its answer: the SOAP envelope and, for MTOM,
     /// the other parts; `trail` gets the transaction and its assertion's id.
-    async fn exchange(
+    async fn exchange<T: Send + 'static>(
         &self,
         access: &Access<'_>,
         service: &str,
         action: &str,
         body: impl FnOnce(&mut quick_xml::Writer<Vec<u8>>) -> std::io::Result<()>,
         trail: &mut Vec<String>,
-    ) -> Result<(String, std::collections::HashMap<String, Vec<u8>>), UpstreamError> {
+        read: impl FnOnce(roxmltree::Node<'_, '_>, Attachments) -> Result<T, DmpError> + Send + 'static,
+    ) -> Result<T, UpstreamError> {
         let (assertion_id, assertion) = self.assertion(access).await.map_err(internal)?;
         trail.push(format!("{service}:{assertion_id}"));
         let url = format!("{}/{service}", self.base);
@@ -372,17 +376,21 @@ impl DmpClient {
                 UpstreamError::Unavailable(format!("HTTP {status}"))
             });
         };
-        // A fault comes with 500 (or 400): read it before judging the status.
-        {
+        // Parsing and reading take CPU in proportion to the answer (up to max_body_bytes):
+        // off the async workers, so that a large or hostile answer neither stalls the
+        // other requests nor keeps the access's deadline from answering the physician.
+        // Parsed once, for the fault and for `read`.
+        tokio::task::spawn_blocking(move || {
             let doc = soap::parse(&xml).map_err(malformed)?;
-            if let Err(e) = soap::body(&doc) {
-                return Err(outcome(e));
+            // A fault comes with 500 (or 400): read it before judging the status.
+            let body = soap::body(&doc).map_err(outcome)?;
+            if status != 200 {
+                return Err(UpstreamError::Unavailable(format!("HTTP {status}")));
             }
-        }
-        if status != 200 {
-            return Err(UpstreamError::Unavailable(format!("HTTP {status}")));
-        }
-        Ok((xml, attachments))
+            read(body, attachments).map_err(outcome)
+        })
+        .await
+        .map_err(|_| UpstreamError::Unavailable("reading the answer stopped".into()))?
     }
 
     fn transmission_ids() -> Result<(String, String, String), UpstreamError> {
@@ -426,19 +434,16 @@ impl DmpClient {
             ins.as_str(),
         );
         let mut trail = Vec::new();
-        let (xml, _) = self
+        let existence = self
             .exchange(
                 access,
                 "patients",
                 hl7v3::EXISTENCE_ACTION,
                 body,
                 &mut trail,
+                |body, _| hl7v3::read_existence(body),
             )
             .await?;
-        let doc = soap::parse(&xml).map_err(malformed)?;
-        let existence = soap::body(&doc)
-            .and_then(hl7v3::read_existence)
-            .map_err(outcome)?;
         if !existence.found {
             return Ok(Vec::new());
         }
@@ -483,19 +488,16 @@ impl DmpClient {
             },
             traits,
         );
-        let (xml, _) = self
+        let found = self
             .exchange(
                 access,
                 "patientsPDQ",
                 hl7v3::SEARCH_ACTION,
                 body,
                 &mut Vec::new(),
+                |body, _| hl7v3::read_search(body, &INS_OIDS),
             )
             .await?;
-        let doc = soap::parse(&xml).map_err(malformed)?;
-        let found = soap::body(&doc)
-            .and_then(|b| hl7v3::read_search(b, &INS_OIDS))
-            .map_err(outcome)?;
         Ok(found
             .into_iter()
             .filter_map(|c| {
@@ -524,13 +526,16 @@ impl DmpClient {
         trail: &mut Vec<String>,
     ) -> Result<xds::Found, UpstreamError> {
         let body = xds::find_documents_body(&ins.resource_id(), &self.types);
-        let (xml, _) = self
-            .exchange(access, "registry", xds::FIND_ACTION, body, trail)
+        let found = self
+            .exchange(
+                access,
+                "registry",
+                xds::FIND_ACTION,
+                body,
+                trail,
+                |body, _| xds::read_found(body),
+            )
             .await?;
-        let doc = soap::parse(&xml).map_err(malformed)?;
-        let found = soap::body(&doc)
-            .and_then(xds::read_found)
-            .map_err(outcome)?;
         registry_outcome(&found.errors, found.documents.is_empty())?;
         Ok(found)
     }
@@ -556,22 +561,22 @@ impl DmpClient {
             .iter()
             .map(|d| (d.repository_unique_id.clone(), d.unique_id.clone()))
             .collect();
-        let (xml, attachments) = self
+        let retrieved = self
             .exchange(
                 access,
                 "repository",
                 xds::RETRIEVE_ACTION,
                 xds::retrieve_body(&requests),
                 trail,
+                |body, attachments| {
+                    // Each part is taken, not copied: one part named by every document of
+                    // the answer would otherwise be copied that many times. A second
+                    // reference finds it gone.
+                    let parts = std::cell::RefCell::new(attachments);
+                    xds::read_retrieved(body, &|id| parts.borrow_mut().remove(id))
+                },
             )
             .await?;
-        let doc = soap::parse(&xml).map_err(malformed)?;
-        // Each part is taken, not copied: one part named by every document of the answer
-        // would otherwise be copied that many times. A second reference finds it gone.
-        let parts = std::cell::RefCell::new(attachments);
-        let retrieved = soap::body(&doc)
-            .and_then(|b| xds::read_retrieved(b, &|id| parts.borrow_mut().remove(id)))
-            .map_err(outcome)?;
         registry_outcome(&retrieved.errors, retrieved.documents.is_empty())?;
         Ok(retrieved)
     }
@@ -617,31 +622,31 @@ impl DmpClient {
         if chosen.is_empty() {
             return Err(UpstreamError::NoSummaryDocument);
         }
-        let retrieved = self.retrieve(access, &chosen, &mut trail).await?;
-        let bytes_of = |entry: Option<&DocumentEntry>| {
-            entry.and_then(|e| {
-                retrieved
-                    .documents
-                    .iter()
-                    .find(|d| d.unique_id == e.unique_id)
-                    .map(|d| d.bytes.as_slice())
-            })
+        let mut retrieved = self.retrieve(access, &chosen, &mut trail).await?;
+        // Moved to the reading (off the async workers), not copied.
+        let mut take = |entry: Option<&DocumentEntry>| {
+            let entry = entry?;
+            retrieved
+                .documents
+                .iter_mut()
+                .find(|d| d.unique_id == entry.unique_id && !d.bytes.is_empty())
+                .map(|d| std::mem::take(&mut d.bytes))
         };
-        let read = |bytes: &[u8]| -> Result<CriticalSummary, UpstreamError> {
-            let summary =
-                summary::extract(bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
+        let (synthesis_bytes, history_bytes) = (take(synthesis), take(history));
+        let read = |bytes: Vec<u8>| async move {
+            let summary = super::super::extract_off_runtime(bytes).await?;
             super::super::check_same_patient(&summary, Some(ins))?;
-            Ok(summary)
+            Ok::<_, UpstreamError>(summary)
         };
         let mut used = Vec::new();
-        let mut summary = match (bytes_of(synthesis), bytes_of(history)) {
-            (Some(bytes), _) => {
+        let (mut summary, history_bytes) = match (synthesis_bytes, history_bytes) {
+            (Some(bytes), history_bytes) => {
                 used.push((synthesis.map(|d| d.unique_id.clone()), "summary"));
-                read(bytes)?
+                (read(bytes).await?, history_bytes)
             }
             (None, Some(bytes)) => {
                 used.push((history.map(|d| d.unique_id.clone()), "summary"));
-                read(bytes)?
+                (read(bytes).await?, None)
             }
             (None, None) => {
                 return Err(UpstreamError::Malformed(
@@ -649,8 +654,8 @@ impl DmpClient {
                 ));
             }
         };
-        if let (Some(_), Some(bytes)) = (bytes_of(synthesis), bytes_of(history)) {
-            let history_summary = read(bytes)?;
+        if let Some(bytes) = history_bytes {
+            let history_summary = read(bytes).await?;
             if summary.dispensations.is_none() {
                 summary.dispensations = history_summary.dispensations;
                 summary.warnings.extend(history_summary.warnings);
@@ -689,15 +694,15 @@ impl DmpClient {
             .iter()
             .find(|d| d.unique_id == unique_id)
             .ok_or(UpstreamError::DocumentNotListed)?;
-        let retrieved = self.retrieve(access, &[entry], &mut trail).await?;
+        let mut retrieved = self.retrieve(access, &[entry], &mut trail).await?;
+        // Moved to the reading (off the async workers), not copied.
         let bytes = retrieved
             .documents
-            .iter()
+            .iter_mut()
             .find(|d| d.unique_id == unique_id)
-            .map(|d| d.bytes.as_slice())
+            .map(|d| std::mem::take(&mut d.bytes))
             .ok_or(UpstreamError::DocumentNotListed)?;
-        let mut summary =
-            summary::extract(bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
+        let mut summary = super::super::extract_off_runtime(bytes).await?;
         super::super::check_same_patient(&summary, Some(ins))?;
         summary.documents = vec![listed(entry, Vec::new())];
         summary.provenance = provenance(trail, &retrieved.documents);
