@@ -336,6 +336,9 @@ fn read_entry(object: Node<'_, '_>, i: usize) -> Result<DocumentEntry, DmpError>
                 "document {i} of the list has no repositoryUniqueId"
             ))
         })?;
+    for (name, id) in [("uniqueId", unique_id), ("repositoryUniqueId", repository)] {
+        check_id_length(id, || format!("document {i} of the list: {name}"))?;
+    }
     let authors = classifications
         .iter()
         .filter(|c| c.attribute("classificationScheme") == Some(AUTHOR))
@@ -359,6 +362,21 @@ fn read_entry(object: Node<'_, '_>, i: usize) -> Result<DocumentEntry, DmpError>
         authors,
         mime_type: object.attribute("mimeType").map(str::to_owned),
     })
+}
+
+/// Longest id accepted in an answer (an OID, with an extension for a uniqueId, is under a
+/// hundred characters). Ids go into the access's audit record, whose size is bounded: a
+/// hostile answer's huge id is refused here as malformed rather than failing the record.
+const MAX_ID_CHARS: usize = 256;
+
+fn check_id_length(id: &str, what: impl FnOnce() -> String) -> Result<(), DmpError> {
+    if id.len() > MAX_ID_CHARS {
+        return Err(DmpError::Answer(format!(
+            "{} is longer than {MAX_ID_CHARS} characters",
+            what()
+        )));
+    }
+    Ok(())
 }
 
 /// An XCN (`id^family^given^…`) as a name: given then family; the id alone when that is
@@ -419,10 +437,12 @@ pub fn read_retrieved(
             )));
         }
         let field = |name: &str| {
-            child_text(answer, XDSB, name)
+            let value = child_text(answer, XDSB, name)
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned)
-                .ok_or_else(|| DmpError::Answer(format!("document {i} returned has no {name}")))
+                .ok_or_else(|| DmpError::Answer(format!("document {i} returned has no {name}")))?;
+            check_id_length(&value, || format!("document {i} returned: {name}"))?;
+            Ok(value)
         };
         let document = answer
             .children()
