@@ -324,7 +324,10 @@ fn dmp_inspect_refuses_what_it_cannot_read() {
             "huge-unique-id.xml",
             std::fs::read_to_string(fixture("td31-answer.xml"))
                 .unwrap()
-                .replace("1.2.250.1.999.7.2.1", &format!("1.2.250.{}", "9".repeat(300))),
+                .replace(
+                    "1.2.250.1.999.7.2.1",
+                    &format!("1.2.250.{}", "9".repeat(300)),
+                ),
             "document 0 of the list: uniqueId is longer than 256 characters",
         ),
         (
