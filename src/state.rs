@@ -80,9 +80,23 @@ impl Stores {
             }
             Err(TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
         }
+        let audit = Arc::new(AuditStore::open(&dir.join(AUDIT_FILE))?);
+        let cache_dir = dir.join(CACHE_DIR);
+        let cache = match SummaryCache::open(&cache_dir) {
+            Ok(cache) => cache,
+            Err(e) => {
+                // Disposable by design: a cache that does not open (damaged by a power
+                // loss, or left by another format) starts again empty, rather than keeping
+                // the gateway down until someone removes it by hand. Its entries were
+                // sealed, and the record service gives them again.
+                tracing::warn!(error = %e, "the summary cache does not open: removed and started empty");
+                std::fs::remove_dir_all(&cache_dir).map_err(io(&cache_dir))?;
+                SummaryCache::open(&cache_dir)?
+            }
+        };
         Ok(Self {
-            audit: Arc::new(AuditStore::open(&dir.join(AUDIT_FILE))?),
-            cache: SummaryCache::open(&dir.join(CACHE_DIR))?,
+            audit,
+            cache,
             dir: dir.to_owned(),
             _lock: lock,
         })
@@ -119,5 +133,23 @@ mod tests {
         assert!(matches!(err, StateError::Locked { .. }), "{err}");
         drop(first);
         Stores::open(dir.path()).unwrap().check().unwrap();
+    }
+
+    /// A cache that does not open is removed and started empty; the audit store is never
+    /// touched that way.
+    #[test]
+    fn a_cache_that_does_not_open_starts_again_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Stores::open(dir.path()).unwrap());
+        let cache = dir.path().join(CACHE_DIR);
+        for entry in std::fs::read_dir(&cache).unwrap().flatten() {
+            if entry.path().is_file() {
+                std::fs::write(entry.path(), b"not a sled file, not at all").unwrap();
+            }
+        }
+        assert!(SummaryCache::open(&cache).is_err(), "the damage is seen");
+        let stores = Stores::open(dir.path()).unwrap();
+        stores.check().unwrap();
+        assert_eq!(stores.cache.stats(0).unwrap().entries, 0);
     }
 }

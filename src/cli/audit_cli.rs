@@ -499,21 +499,28 @@ fn restore(config_path: &Path, input: &Path) -> Result<ExitCode, Failure> {
 
     let state = &config.storage.state_dir;
     let target = state.join(AUDIT_FILE);
-    // Holding the current store's lock proves the service is stopped; a store too damaged
-    // to open (the usual reason to restore) cannot be held, and cannot be in use either.
-    let held = match AuditStore::open(&target) {
-        Ok(store) => Some(store),
-        Err(e @ crate::audit::AuditError::Locked { .. }) => {
-            return Err(anyhow::Error::new(e)
-                .context("stop the service before restoring")
-                .into());
-        }
-        Err(_) => None,
-    };
+    // The service's user owns the store (or, when the disk was lost, the state directory);
+    // read before anything here, run as root, creates a file.
     let owner = std::fs::metadata(&target)
         .or_else(|_| std::fs::metadata(state))
         .map(|m| (m.uid(), m.gid()))
         .with_context(|| format!("cannot read {}", state.display()))?;
+    // Holding the current store's lock proves the service is stopped; a store too damaged
+    // to open (the usual reason to restore) cannot be held, and cannot be in use either.
+    // No store at all (a lost disk) is not opened: that would create an empty one.
+    let held = if target.exists() {
+        match AuditStore::open(&target) {
+            Ok(store) => Some(store),
+            Err(e @ crate::audit::AuditError::Locked { .. }) => {
+                return Err(anyhow::Error::new(e)
+                    .context("stop the service before restoring")
+                    .into());
+            }
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
     let partial = state.join(format!("{AUDIT_FILE}.restoring"));
     let _ = std::fs::remove_file(&partial);
     {
@@ -563,6 +570,14 @@ fn restore(config_path: &Path, input: &Path) -> Result<ExitCode, Failure> {
     let log = AuditLog::start(std::sync::Arc::new(store), signer, config.audit.settings())
         .context("cannot start the trail's new epoch")?;
     log.close().context("cannot close the audit trail")?;
+    // Starting the new epoch, as root, created the journal: the service's user must be
+    // able to open every audit file, or the service cannot start.
+    for file in [target.clone(), target.with_extension("journal")] {
+        if file.exists() {
+            std::os::unix::fs::chown(&file, Some(owner.0), Some(owner.1))
+                .with_context(|| format!("cannot give {} to the store's owner", file.display()))?;
+        }
+    }
     let epochs = export::verify_store(
         &AuditReader::open(&target).context("cannot reopen the restored store")?,
         &trusted,

@@ -234,14 +234,22 @@ impl AuditConfig {
 
     /// The node id: configured, else the host name.
     pub fn node(&self) -> String {
-        self.node_id.clone().unwrap_or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| "samu-gateway".into())
-        })
+        self.node_id.clone().unwrap_or_else(host_name)
     }
+}
+
+/// The host name, from uname(2). Not from `/proc/sys/kernel/hostname`: the unit's
+/// `ProcSubset=pid` hides `/proc/sys`, and every appliance then recorded and shipped its
+/// trail as node "samu-gateway", while the CLI, run from a shell, used the real name.
+fn host_name() -> String {
+    let uname = rustix::system::uname();
+    uname
+        .nodename()
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map_or_else(|| "samu-gateway".into(), str::to_owned)
 }
 
 mod defaults {

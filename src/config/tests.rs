@@ -602,3 +602,44 @@ fn open_grants_per_session_is_bounded_both_ways() {
         }
     }
 }
+
+/// The default node id is the host name as uname(2) gives it, which the unit's sandbox
+/// does not hide (it hides `/proc/sys`, where it was read before).
+#[test]
+fn the_default_node_is_the_host_name_from_uname() {
+    let output = std::process::Command::new("uname")
+        .arg("-n")
+        .output()
+        .unwrap();
+    let expected = String::from_utf8(output.stdout).unwrap();
+    assert!(!expected.trim().is_empty());
+    assert_eq!(super::host_name(), expected.trim());
+}
+
+/// The grace after SIGTERM stays within what the unit's TimeoutStopSec (30 s) leaves for
+/// the stop's own audit records.
+#[test]
+fn the_shutdown_grace_fits_the_units_stop_timeout() {
+    let f = Fixture::new();
+    let text = f.toml(TWO_DESKS);
+    assert!(
+        f.load(
+            &text,
+            &[("SAMU_GATEWAY__SERVER__SHUTDOWN_GRACE_SECS", "20")]
+        )
+        .is_ok()
+    );
+    let lines = problem_lines(
+        f.load(
+            &text,
+            &[("SAMU_GATEWAY__SERVER__SHUTDOWN_GRACE_SECS", "21")],
+        )
+        .unwrap_err(),
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("server.shutdown_grace_secs: 21 is out of range")),
+        "{lines:?}"
+    );
+}

@@ -695,15 +695,42 @@ async fn a_restored_backup_continues_on_a_new_epoch_and_reuses_no_record_identit
     support::signal(second.id(), "TERM");
     assert!(support::wait_child(&mut second, Duration::from_secs(20)).success());
 
+    // On an appliance the store is the service user's, and a restore runs as root: every
+    // audit file must stay the service user's, or the service cannot start. As root, the
+    // test gives the state to another user (nobody) to see that.
+    let state = gateway.dir.path().join("state");
+    let as_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if as_root {
+        for file in [
+            state.clone(),
+            state.join("audit.redb"),
+            state.join("audit.journal"),
+        ] {
+            if file.exists() {
+                std::os::unix::fs::chown(&file, Some(65534), Some(65534)).unwrap();
+            }
+        }
+    } else {
+        eprintln!("not root: the restored files' owner is not checked");
+    }
     let (code, stdout, stderr) = support::run(
         &gateway.config,
         &["audit", "restore", "--input", backup_arg],
         &[],
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
+    if as_root {
+        use std::os::unix::fs::MetadataExt;
+        for name in ["audit.redb", "audit.journal"] {
+            let meta = std::fs::metadata(state.join(name)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "{name}");
+        }
+    }
     assert!(stdout.contains("records up to seq 12"), "{stdout}");
     assert!(stdout.contains("replaced store is kept"), "{stdout}");
-    let state = gateway.dir.path().join("state");
     assert!(
         std::fs::read_dir(&state).unwrap().flatten().any(|e| e
             .file_name()
