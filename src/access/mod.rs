@@ -672,6 +672,7 @@ impl BreakGlass {
                 if !e.is_refusal() {
                     tracing::warn!(error = %e, "record service failed on a listed document");
                 }
+                self.forget_on_refusal(&grant.ins, &e);
                 self.record(Event {
                     detail: Some(format!("opened={unique_id}")),
                     ..event(failure_outcome(&e))
@@ -683,6 +684,17 @@ impl BreakGlass {
                 return Err(e.into());
             }
         };
+        // As for a re-read: a grant that ended meanwhile releases nothing.
+        if self.grant_for(who, id).is_none() {
+            self.record(Event {
+                detail: Some(format!("opened={unique_id}")),
+                ..event(Outcome::Failed {
+                    reason: "grant_ended".into(),
+                })
+            })
+            .await?;
+            return Err(AccessError::NoGrant);
+        }
         let detail = std::iter::once(format!("opened={unique_id}"))
             .chain(summary.provenance.iter().cloned())
             .collect::<Vec<_>>()
@@ -726,6 +738,19 @@ impl BreakGlass {
                 return Err(e.into());
             }
         };
+        // The grant may have ended while the record service answered (closed from another
+        // tab or by the regulation software, or expired): then nothing is released, and
+        // the read asked for is on record as failed.
+        if self.grant_for(who, id).is_none() {
+            self.record(event(
+                EventKind::PatientRecordRead,
+                Outcome::Failed {
+                    reason: "grant_ended".into(),
+                },
+            ))
+            .await?;
+            return Err(AccessError::NoGrant);
+        }
         let read = read_event(
             event(EventKind::PatientRecordRead, Outcome::Success),
             &fetched,
@@ -833,7 +858,12 @@ impl BreakGlass {
                     });
                 }
             }
-            Err(e) => event.outcome = failure_outcome(e),
+            Err(e) => {
+                if let Some(ins) = &ins {
+                    self.forget_on_refusal(ins, e);
+                }
+                event.outcome = failure_outcome(e);
+            }
         }
         self.record(event).await?;
         Ok(found?)
@@ -1022,6 +1052,17 @@ impl BreakGlass {
         })
     }
 
+    /// Removes the patient's cached copy when the record service refused (opposition,
+    /// block, closure, no record): whichever call heard it, the copy is never served again.
+    fn forget_on_refusal(&self, ins: &Ins, e: &UpstreamError) {
+        if e.is_refusal()
+            && let Some(cache) = &self.cache
+            && let Err(err) = cache.remove(ins)
+        {
+            tracing::warn!(error = %err, "cannot drop a refused patient's cached summary");
+        }
+    }
+
     /// Cache (for a cleared professional and mode) or record service, single-flight.
     async fn fetch(
         &self,
@@ -1045,14 +1086,14 @@ impl BreakGlass {
                 age: Duration::ZERO,
             }),
             Err(e) if e.is_refusal() => {
-                if let Some(cache) = &self.cache
-                    && let Err(err) = cache.remove(ins)
-                {
-                    tracing::warn!(error = %err, "cannot drop a refused patient's cached summary");
-                }
+                self.forget_on_refusal(ins, &e);
                 Err(e)
             }
             Err(e) if serves_stale(&e) => {
+                // Looked up again, not the copy seen before asking: a refusal answered to
+                // another request meanwhile (an opposition, a closure) removed it, and
+                // it must not be served.
+                let hit = self.cached(ins, professional, mode);
                 // For centre IT: these texts carry no health data (UpstreamError's rule).
                 tracing::warn!(error = %e, stale_copy = hit.is_some(), "record service failed");
                 match hit {

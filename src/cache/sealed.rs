@@ -42,6 +42,9 @@ const VERSION_JSON: u8 = 1;
 /// Entries whose plaintext is framed: meta, then the summary at a known offset.
 const VERSION: u8 = 2;
 const HEADER: usize = 1 + 8;
+/// How far in the future a fetch time may be (clocks of one machine, read a moment
+/// apart); beyond, the wall clock stepped back and the entry's age cannot be known.
+const CLOCK_SKEW_MS: u64 = 60_000;
 const WRAPPED: usize = 32 + 16;
 const TREE: &str = "summaries";
 
@@ -220,6 +223,9 @@ impl Entry {
         self.cleared
             .iter()
             .find(|c| c.id_nat == id_nat && c.mode == mode)
+            // A clearance from the future (the clock stepped back) is none: it would
+            // otherwise count as fresh for as long as the step.
+            .filter(|c| c.at_ms <= now_ms.saturating_add(CLOCK_SKEW_MS))
             .map(|c| Duration::from_millis(now_ms.saturating_sub(c.at_ms)))
     }
 
@@ -502,6 +508,9 @@ impl SealedSummaries {
         };
         let now = (self.clock)();
         let opened = fetched_at(&value).and_then(|at| {
+            // An entry from the future (the wall clock stepped back) is unusable: its age
+            // would read as zero, fresh, for as long as the step.
+            (at <= now.saturating_add(CLOCK_SKEW_MS)).then_some(())?;
             let age = Duration::from_millis(now.saturating_sub(at));
             (age <= self.lifetimes.max_stale).then_some(())?;
             Some((age, self.open(&key, at, &value)?))
@@ -583,7 +592,9 @@ impl SealedSummaries {
         let now = (self.clock)();
         let limit = self.lifetimes.max_stale.as_millis() as u64;
         purge(&self.tree, |at| {
-            at.is_none_or(|at| now.saturating_sub(at) > limit)
+            at.is_none_or(|at| {
+                now.saturating_sub(at) > limit || at > now.saturating_add(CLOCK_SKEW_MS)
+            })
         })
     }
 
@@ -888,6 +899,30 @@ mod tests {
             sealed.stats().unwrap().entries,
             0,
             "and are removed on the way"
+        );
+        // The wall clock steps back two minutes: an entry fetched "in the future" has no
+        // age one can trust, so it is neither served (as fresh) nor kept; a minute of
+        // skew is tolerated.
+        sealed.put(&ins(), &entry()).unwrap();
+        NOW.store(10_000_000 + 20_000_000 - 59_000, Ordering::SeqCst);
+        assert!(sealed.get(&ins()).unwrap().unwrap().fresh);
+        NOW.store(10_000_000 + 20_000_000 - 120_000, Ordering::SeqCst);
+        assert!(sealed.get(&ins()).unwrap().is_none());
+        assert_eq!(sealed.stats().unwrap().entries, 0);
+        sealed.put(&ins(), &entry()).unwrap();
+        NOW.store(10_000_000 + 20_000_000 - 240_000, Ordering::SeqCst);
+        assert_eq!(sealed.purge_expired().unwrap(), 1);
+        let mut cleared = entry();
+        cleared.clear("810001", AccessMode::BrisDeGlace, 1_000_000);
+        assert!(
+            cleared
+                .clearance_age("810001", AccessMode::BrisDeGlace, 1_000_000 + 5_000)
+                .is_some()
+        );
+        assert!(
+            cleared
+                .clearance_age("810001", AccessMode::BrisDeGlace, 1_000_000 - 120_000)
+                .is_none()
         );
     }
 

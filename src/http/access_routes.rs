@@ -38,13 +38,38 @@ impl FromRequestParts<AppState> for Acting {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Self::from_parts(parts, state, true).await
+    }
+}
+
+/// As [`Acting`], for what the page asks on its own (it polls the desk's case): the
+/// request does not count as the physician's activity, so an unattended desk's session
+/// still reaches its idle timeout.
+pub(super) struct Watching(pub Acting);
+
+impl FromRequestParts<AppState> for Watching {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Acting::from_parts(parts, state, false).await.map(Self)
+    }
+}
+
+impl Acting {
+    async fn from_parts(
+        parts: &mut Parts,
+        state: &AppState,
+        activity: bool,
+    ) -> Result<Self, ApiError> {
         let caller = CallingDesk::from_request_parts(parts, state).await?;
         let cards = state.cards().ok_or_else(unavailable)?;
         let token = token(&parts.headers).ok_or_else(no_session)?;
-        let session = cards
-            .sessions
-            .authenticate(&caller.desk.id, &token)
-            .ok_or_else(no_session)?;
+        let session = if activity {
+            cards.sessions.authenticate(&caller.desk.id, &token)
+        } else {
+            cards.sessions.authenticate_quietly(&caller.desk.id, &token)
+        }
+        .ok_or_else(no_session)?;
         let desk = cards
             .sessions
             .desk(&caller.desk.id)
@@ -88,7 +113,7 @@ impl Acting {
 
     /// Whether the session this request acts for is still the desk's: the card may have
     /// been pulled while the record service was answering.
-    fn still_open(&self) -> bool {
+    pub(super) fn still_open(&self) -> bool {
         self.state
             .cards()
             .and_then(|c| c.sessions.token_hash(&self.desk.id))

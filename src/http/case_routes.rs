@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::access_routes::Acting;
+use super::access_routes::Watching;
 use super::error::ApiError;
 use super::identity::Peer;
 use crate::audit::{Actor, Event, EventKind, Outcome};
@@ -346,7 +346,10 @@ impl From<HeldCase> for CaseView {
               (status = 204, description = "The desk holds no case"),
               (status = 401, description = "No open session at this desk", body = ApiError),
               (status = 503, description = "The audit trail cannot record the showing", body = ApiError)))]
-pub(super) async fn get_case(State(state): State<AppState>, acting: Acting) -> Response {
+pub(super) async fn get_case(
+    State(state): State<AppState>,
+    Watching(acting): Watching,
+) -> Response {
     let desk = acting.desk_id();
     let Some(held) = state.cases().get(desk) else {
         return StatusCode::NO_CONTENT.into_response();
@@ -363,6 +366,18 @@ pub(super) async fn get_case(State(state): State<AppState>, acting: Acting) -> R
         };
         if let Err(refusal) = record(&state, shown).await {
             return refusal.into_response();
+        }
+        // While the record was written, the card may have left or the regulation
+        // software closed or replaced the case: then nothing of it leaves.
+        let same_case = state
+            .cases()
+            .get(desk)
+            .is_some_and(|now| now.case.case_id == *case_id);
+        if !acting.still_open() {
+            return super::session_routes::no_session().into_response();
+        }
+        if !same_case {
+            return StatusCode::NO_CONTENT.into_response();
         }
         state.cases().mark_shown(desk, case_id, session);
     }

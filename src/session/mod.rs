@@ -322,16 +322,28 @@ impl Sessions {
         .flatten()
     }
 
-    /// The session of `desk` if `token` is its token (a token from another desk is refused).
     /// The session of `desk` if `token` is its token (a token from another desk is refused);
     /// counts as activity for the idle timeout.
     pub(crate) fn authenticate(&self, desk: &str, token: &str) -> Option<Session> {
+        self.lookup(desk, token, true)
+    }
+
+    /// As [`Sessions::authenticate`], without counting as activity: for what the page asks
+    /// on its own (the desk's case, polled), which must not keep an unattended session
+    /// from reaching its idle timeout.
+    pub(crate) fn authenticate_quietly(&self, desk: &str, token: &str) -> Option<Session> {
+        self.lookup(desk, token, false)
+    }
+
+    fn lookup(&self, desk: &str, token: &str, activity: bool) -> Option<Session> {
         self.with_slot(desk, |s| {
             let session = s
                 .session
                 .as_mut()
                 .filter(|session| constant_time_eq(session.token.as_bytes(), token.as_bytes()))?;
-            session.last_used = tokio::time::Instant::now();
+            if activity {
+                session.last_used = tokio::time::Instant::now();
+            }
             Some(session.clone())
         })
         .flatten()

@@ -183,6 +183,30 @@ async fn idle_session_ends_and_activity_keeps_it_alive() {
     assert!(sessions.view("regul-1").unwrap().1.is_none());
 }
 
+/// What the page asks on its own (it polls the desk's case) does not count as activity:
+/// an unattended desk's session reaches its idle timeout all the same.
+#[tokio::test(start_paused = true)]
+async fn the_pages_own_polling_does_not_keep_a_session_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = audit(dir.path());
+    let sessions = Sessions::new(&[desk()], audit.clone());
+    let session = opened(&sessions, &audit).await;
+    for _ in 0..(31 * 2) {
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(sessions.expire(EXPIRY, None).await.unwrap() <= 1);
+        if sessions
+            .authenticate_quietly("regul-1", &session.token)
+            .is_none()
+        {
+            break;
+        }
+    }
+    assert!(
+        sessions.view("regul-1").unwrap().1.is_none(),
+        "30 minutes of polling every 30 s ended the session all the same"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn even_an_active_session_ends_at_its_maximum_duration() {
     let dir = tempfile::tempdir().unwrap();

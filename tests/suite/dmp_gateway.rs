@@ -212,6 +212,37 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
     // Fetched from the DMP but not released (no PDF): on record all the same.
     assert!(opened[2].contains("no_pdf"), "{trail}");
 
+    // A grant closed while one of its documents was being read (from another tab, or by
+    // the regulation software) releases nothing; the read asked for is on record, failed.
+    dmp.fault(json!({"kind": "latency", "ms": 400})).await;
+    let reading = tokio::spawn(open("1.2.250.1.999.1.3".into()));
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let closed = desk
+        .delete(gateway.url(&format!("/api/v1/grants/{grant}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(closed.status(), StatusCode::NO_CONTENT);
+    let (status, body) = reading.await.unwrap();
+    dmp.fault(json!({"kind": "none"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no_grant")),
+        "{body}"
+    );
+    assert!(body.get("summary").is_none());
+    let (_, trail, _) = crate::support::run(
+        &gateway.config,
+        &["audit", "list", "--json", "--kind", "patient_record_read"],
+        &[],
+    );
+    let last = trail.lines().last().unwrap();
+    assert!(
+        last.contains("grant_ended") && last.contains("opened=1.2.250.1.999.1.3"),
+        "{last}"
+    );
+
     // Break-glass: the document the patient masked from professionals (a VSM she lets be
     // read in break-glass only) is listed too.
     let answer = break_glass(&desk, &gateway, &token, INS, "bris_de_glace").await;
@@ -302,4 +333,78 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// An opposition heard while opening a listed document removes the patient's cached copy,
+/// as one heard while fetching the summary does: the next access asks the DMP again
+/// instead of serving the copy as fresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_opposition_heard_on_a_listed_document_drops_the_cached_copy() {
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    let documents = tempfile::tempdir().unwrap();
+    let dmp = DevDmp::start(
+        patients(),
+        documents.path(),
+        &[card.dir.join("card-ca.pem").as_path()],
+    );
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("cache.key");
+    std::fs::write(&key, "ab".repeat(32)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let gateway = dmp_gateway_with(
+        &pcscd,
+        &card,
+        &dmp,
+        "",
+        &[("SAMU_GATEWAY__CACHE__MASTER_KEY", key.to_str().unwrap())],
+    );
+    let token = gateway.login_desk_a().await;
+    let desk = gateway.client(Some(crate::support::DESK_A));
+    let reads = || {
+        let (_, trail, _) = crate::support::run(
+            &gateway.config,
+            &["audit", "list", "--json", "--kind", "patient_record_read"],
+            &[],
+        );
+        trail
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+
+    let answer = break_glass(&desk, &gateway, &token, INS, "centre_15").await;
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    // Cached: a second access in the same mode is served from the copy.
+    let again = break_glass(&desk, &gateway, &token, INS, "centre_15").await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+    let grant = again.json::<Value>().await.unwrap()["grant"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let detail = |read: &Value| read["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail(reads().last().unwrap()).starts_with("age_seconds="));
+
+    dmp.fault(json!({"kind": "soap_fault", "code": "OPPOSITION_ACCES_URGENCE"}))
+        .await;
+    let opened = desk
+        .get(gateway.url(&format!(
+            "/api/v1/grants/{grant}/documents/1.2.250.1.999.1.3"
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status(), StatusCode::FORBIDDEN);
+    dmp.fault(json!({"kind": "none"})).await;
+
+    // The copy is gone: this access asks the DMP (which now answers normally).
+    let after = break_glass(&desk, &gateway, &token, INS, "centre_15").await;
+    assert_eq!(after.status(), StatusCode::CREATED);
+    let last = detail(reads().last().unwrap());
+    assert!(
+        last.contains("dmp=") && !last.contains("age_seconds="),
+        "{last}"
+    );
 }
