@@ -409,6 +409,9 @@ proptest! {
         let corpus = corpus();
         let mut value = corpus[file.index(corpus.len())].clone();
         let mut injected = Vec::new();
+        // Strings put in place of a key: refusals may name an element (below), so the same
+        // string put in as a value is not looked for.
+        let mut renamed = Vec::new();
         for (at, text, target) in &edits {
             let (mut values, mut keys) = (Vec::new(), Vec::new());
             strings(&value, String::new(), &mut values, &mut keys);
@@ -427,6 +430,7 @@ proptest! {
                     && let Some(v) = map.remove(old)
                 {
                     map.insert(text.clone(), v);
+                    renamed.push(text.clone());
                 }
             } else if !values.is_empty() {
                 let pointer = &values[at.index(values.len())];
@@ -455,7 +459,10 @@ proptest! {
                 for (injected, pointer) in &injected {
                     let words = injected.chars().filter(|c| c.is_alphanumeric()).count();
                     prop_assert!(
-                        words < 3 || typed(pointer) || !text.contains(injected.as_str()),
+                        words < 3
+                            || typed(pointer)
+                            || renamed.iter().any(|key| key.contains(injected.as_str()))
+                            || !text.contains(injected.as_str()),
                         "refusal echoes {injected:?}: {text:?}"
                     );
                 }
