@@ -551,9 +551,14 @@ impl BreakGlass {
                 None
             }
         };
+        self.release_pdf(read, pdf).await
+    }
+
+    /// `pdf`, released once `read` is recorded as the release of a PDF. Without a PDF the
+    /// read (made of the record service when the copy was not fresh) released nothing,
+    /// and is on record all the same, as failed (`no_pdf`).
+    async fn release_pdf(&self, read: Event, pdf: Option<Vec<u8>>) -> Result<Vec<u8>, AccessError> {
         let Some(pdf) = pdf else {
-            // Read (from the record service when the copy was not fresh), yet nothing
-            // released: on record all the same, as for a listed document.
             self.record(Event {
                 outcome: Outcome::Failed {
                     reason: "no_pdf".into(),
@@ -563,11 +568,6 @@ impl BreakGlass {
             .await?;
             return Err(AccessError::NoDocument);
         };
-        self.release_pdf(read, pdf).await
-    }
-
-    /// `pdf`, released once `read` is recorded as the release of a PDF.
-    async fn release_pdf(&self, read: Event, pdf: Vec<u8>) -> Result<Vec<u8>, AccessError> {
         let detail = ["document=application/pdf".to_owned()]
             .into_iter()
             .chain(read.detail.clone())
@@ -615,18 +615,7 @@ impl BreakGlass {
         unique_id: &str,
     ) -> Result<Vec<u8>, AccessError> {
         let (_grant, summary, read) = self.read_listed(who, id, unique_id).await?;
-        let Some(pdf) = summary.pdf() else {
-            // Read from the record service, yet nothing released: on record all the same.
-            self.record(Event {
-                outcome: Outcome::Failed {
-                    reason: "no_pdf".into(),
-                },
-                ..read
-            })
-            .await?;
-            return Err(AccessError::NoDocument);
-        };
-        self.release_pdf(read, pdf).await
+        self.release_pdf(read, summary.pdf()).await
     }
 
     /// A listed document under grant `id` (within the limits, failures recorded), with

@@ -53,6 +53,19 @@ fn trail() -> Vec<Event> {
     ]
 }
 
+/// The `audit_log_used` records of `gateway`'s trail, as `audit list --json` gives them.
+fn uses_of_the_trail(gateway: &support::Gateway) -> Vec<Value> {
+    let (_, listed, _) = support::run(
+        &gateway.config,
+        &["audit", "list", "--kind", "audit_log_used", "--json"],
+        &[],
+    );
+    listed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 const OFFICER_CONFIG: &str = "\n[compliance]\nofficer_cns = [\"poste-x\"]\n";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -409,15 +422,7 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
 
     // Every read by the officer is on the trail, with what was asked, never the values
     // (the patient looked up is recorded as the patient of the record).
-    let (_, listed, _) = support::run(
-        &gateway.config,
-        &["audit", "list", "--kind", "audit_log_used", "--json"],
-        &[],
-    );
-    let uses: Vec<Value> = listed
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let uses = uses_of_the_trail(&gateway);
     let details: Vec<&str> = uses.iter().map(|u| u["detail"].as_str().unwrap()).collect();
     assert_eq!(
         details,
@@ -479,16 +484,8 @@ async fn a_look_up_that_matches_a_search_candidate_names_the_patient() {
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         let _ = response.bytes().await.unwrap();
     }
-    let (_, listed, _) = support::run(
-        &gateway.config,
-        &["audit", "list", "--kind", "audit_log_used", "--json"],
-        &[],
-    );
-    let uses: Vec<Value> = listed
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(uses.len(), 2, "{listed}");
+    let uses = uses_of_the_trail(&gateway);
+    assert_eq!(uses.len(), 2, "{uses:?}");
     for used in &uses {
         assert_eq!(used["patient"]["ins"], "269054958815784", "{used}");
     }
