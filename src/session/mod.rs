@@ -149,6 +149,15 @@ pub(crate) struct Sessions {
     /// The worker holding each logged-in card's session: ending a session closes it
     /// (the card's PIN-verified state goes with it).
     card_sessions: Arc<std::sync::OnceLock<crate::card::worker::CardWorker>>,
+    /// When sessions end on their own, once the reaper runs: a session past them is
+    /// refused at once, not only at the reaper's next tick (up to 10 s later).
+    limits: Arc<std::sync::OnceLock<Limits>>,
+}
+
+/// The expiry and the roster the reaper enforces.
+struct Limits {
+    expiry: Expiry,
+    roster: Option<Arc<roster::Roster>>,
 }
 
 impl Sessions {
@@ -177,6 +186,7 @@ impl Sessions {
             pcsc_up: Arc::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             card_sessions: Arc::default(),
+            limits: Arc::default(),
         }
     }
 
@@ -336,11 +346,20 @@ impl Sessions {
     }
 
     fn lookup(&self, desk: &str, token: &str, activity: bool) -> Option<Session> {
+        let now = tokio::time::Instant::now();
         self.with_slot(desk, |s| {
             let session = s
                 .session
                 .as_mut()
                 .filter(|session| constant_time_eq(session.token.as_bytes(), token.as_bytes()))?;
+            // Past its idle time, its maximum or its shift, a session is refused now; the
+            // reaper ends and records it at its next tick. A late request must not
+            // bring an idle session back.
+            if self.limits.get().is_some_and(|l| {
+                expiry_reason(session, l.expiry, l.roster.as_deref(), now).is_some()
+            }) {
+                return None;
+            }
             if activity {
                 session.last_used = tokio::time::Instant::now();
             }
@@ -357,23 +376,12 @@ impl Sessions {
         roster: Option<&roster::Roster>,
     ) -> Result<usize, AuditError> {
         let now = tokio::time::Instant::now();
-        let wall_ms = crate::clock::now().1;
         let due: Vec<(String, &'static str)> = match self.slots.lock() {
             Ok(slots) => slots
                 .iter()
                 .filter_map(|(desk, slot)| {
                     let session = slot.session.as_ref()?;
-                    if now.duration_since(session.opened) >= expiry.max {
-                        Some((desk.clone(), "max_duration"))
-                    } else if roster
-                        .is_some_and(|r| !r.on_duty(&session.professional.id_nat, wall_ms))
-                    {
-                        Some((desk.clone(), "shift_end"))
-                    } else if now.duration_since(session.last_used) >= expiry.idle {
-                        Some((desk.clone(), "idle_timeout"))
-                    } else {
-                        None
-                    }
+                    expiry_reason(session, expiry, roster, now).map(|reason| (desk.clone(), reason))
                 })
                 .collect(),
             Err(_) => return Ok(0),
@@ -386,6 +394,12 @@ impl Sessions {
             }
         }
         Ok(ended)
+    }
+
+    /// From now on, a session past `expiry` or its shift in `roster` is refused at once
+    /// (set once, by the reaper; later calls change nothing).
+    pub(crate) fn enforce(&self, expiry: Expiry, roster: Option<Arc<roster::Roster>>) {
+        let _ = self.limits.set(Limits { expiry, roster });
     }
 
     /// Ends the session of `desk` (logout), recording why.
@@ -630,8 +644,30 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Why `session` is over at `now`, if it is: its maximum duration, its professional's
+/// shift (with the roster), or its idle time.
+fn expiry_reason(
+    session: &Session,
+    expiry: Expiry,
+    roster: Option<&roster::Roster>,
+    now: tokio::time::Instant,
+) -> Option<&'static str> {
+    if now.duration_since(session.opened) >= expiry.max {
+        Some("max_duration")
+    } else if roster
+        .is_some_and(|r| !r.on_duty(&session.professional.id_nat, crate::clock::now().1))
+    {
+        Some("shift_end")
+    } else if now.duration_since(session.last_used) >= expiry.idle {
+        Some("idle_timeout")
+    } else {
+        None
+    }
+}
+
 /// Ends expired sessions, checking a few times per idle period.
 pub(crate) async fn reap(sessions: Sessions, expiry: Expiry, roster: Option<Arc<roster::Roster>>) {
+    sessions.enforce(expiry, roster.clone());
     let period = (expiry.idle / 10).clamp(
         std::time::Duration::from_millis(100),
         std::time::Duration::from_secs(10),

@@ -207,6 +207,42 @@ async fn the_pages_own_polling_does_not_keep_a_session_alive() {
     );
 }
 
+/// A request arriving after the idle time, before the reaper's next tick, is refused
+/// (and does not bring the session back); so is one after the maximum duration.
+#[tokio::test(start_paused = true)]
+async fn a_session_past_its_limits_is_refused_before_the_reaper_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = audit(dir.path());
+    let sessions = Sessions::new(&[desk()], audit.clone());
+    sessions.enforce(EXPIRY, None);
+    let session = opened(&sessions, &audit).await;
+    tokio::time::advance(EXPIRY.idle - Duration::from_secs(1)).await;
+    assert!(sessions.authenticate("regul-1", &session.token).is_some());
+    tokio::time::advance(EXPIRY.idle + Duration::from_secs(1)).await;
+    assert!(sessions.authenticate("regul-1", &session.token).is_none());
+    assert!(
+        sessions
+            .authenticate_quietly("regul-1", &session.token)
+            .is_none()
+    );
+    assert_eq!(
+        sessions.expire(EXPIRY, None).await.unwrap(),
+        1,
+        "ended as idle"
+    );
+
+    let session = opened(&sessions, &audit).await;
+    let steps = EXPIRY.max.as_secs() / 60;
+    for _ in 0..steps {
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let _ = sessions.authenticate("regul-1", &session.token);
+    }
+    assert!(
+        sessions.authenticate("regul-1", &session.token).is_none(),
+        "past its maximum duration, however active"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn even_an_active_session_ends_at_its_maximum_duration() {
     let dir = tempfile::tempdir().unwrap();
