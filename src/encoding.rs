@@ -1,5 +1,18 @@
 //! Hex and digests, as fingerprints, hashes and keys are written in configuration files,
-//! logs and records. A leaf: it uses nothing else from the crate.
+//! logs and records; and where a JSON text breaks, said without quoting it. A leaf: it
+//! uses nothing else from the crate.
+
+/// Where `e` found a JSON text wrong, and what kind of wrong, never what it read there:
+/// serde_json's own message quotes the offending value (`invalid type: string "…"`),
+/// which in a stored record or a peer's document may be an INS or clinical text.
+pub fn json_error_position(e: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {}, column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
+}
 
 /// Parses a SHA-256 fingerprint written as 64 hex digits, optionally separated by colons.
 pub fn parse_sha256(text: &str) -> Result<[u8; 32], NotSha256> {

@@ -436,15 +436,12 @@ fn is_zero(value: &u64) -> bool {
     *value == 0
 }
 
-/// Why stored bytes are not a record, by position only: serde_json's own message quotes
-/// the offending value (`invalid type: string "…"`), which in a tampered record, or one
-/// of another build, may be an INS or a justification.
+/// Why stored bytes are not a record, by position only (a tampered record, or one of
+/// another build, may hold an INS where serde's message would quote it).
 pub(crate) fn unreadable_record(e: &serde_json::Error) -> String {
     format!(
-        "does not parse as a record ({:?} error at line {}, column {})",
-        e.classify(),
-        e.line(),
-        e.column()
+        "does not parse as a record ({})",
+        crate::encoding::json_error_position(e)
     )
 }
 

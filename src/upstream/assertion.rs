@@ -169,10 +169,8 @@ pub fn verify(token: &str, trusted: &[Vec<u8>], now: u64) -> Result<Claims, Asse
         // carries the INS).
         .map_err(|e| {
             AssertionError::Malformed(format!(
-                "claims: {:?} error at line {}, column {}",
-                e.classify(),
-                e.line(),
-                e.column()
+                "claims: {}",
+                crate::encoding::json_error_position(&e)
             ))
         })?;
     if claims.exp < now || claims.iat > now + CLOCK_SKEW_SECS || claims.exp <= claims.iat {
