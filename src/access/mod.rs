@@ -302,7 +302,9 @@ pub(crate) struct BreakGlass {
     config: BreakGlassConfig,
     policy: InsPolicy,
     grants: Mutex<HashMap<String, Grant>>,
-    inflight: Mutex<HashMap<(Ins, String, AccessMode), Inflight>>,
+    /// Fetches in flight, by patient, professional, mode and card session: a request
+    /// joins only one that its own card session signs.
+    inflight: Mutex<HashMap<(Ins, String, AccessMode, u64), Inflight>>,
 }
 
 /// What the physician's form offers: reasons, grant length, identifier kinds.
@@ -333,11 +335,21 @@ pub(crate) struct Actorship<'a> {
     pub professional: &'a Professional,
     /// SHA-256 of the session token: grants are bound to the session.
     pub session: String,
+    /// The card session the login opened: the only one that signs for this session's
+    /// accesses.
+    pub card_session: u64,
 }
 
 impl Actorship<'_> {
     fn actor(&self) -> Actor {
         crate::session::actor(self.professional, self.desk)
+    }
+
+    fn card(&self) -> upstream::CardSession<'_> {
+        upstream::CardSession {
+            reader: &self.desk.reader,
+            held: self.card_session,
+        }
     }
 }
 
@@ -431,10 +443,7 @@ impl BreakGlass {
             return Ok(deliver(grant, fetched, receipt));
         }
         self.record(started).await?;
-        let fetched = match self
-            .fetch(&ins, who.professional, &who.desk.reader, mode)
-            .await
-        {
+        let fetched = match self.fetch(&ins, who.professional, who.card(), mode).await {
             Ok(fetched) => fetched,
             Err(e) => {
                 let outcome = failure_outcome(&e);
@@ -653,7 +662,7 @@ impl BreakGlass {
             mode: grant.mode,
             professional: who.professional,
             patient: Some(&grant.ins),
-            card_reader: Some(&who.desk.reader),
+            card: Some(who.card()),
         };
         let summary = match self.upstream.document(unique_id, &access).await {
             Ok(summary) => summary,
@@ -714,7 +723,7 @@ impl BreakGlass {
         self.within_limits(who, |outcome| event(EventKind::PatientRecordRead, outcome))
             .await?;
         let fetched = match self
-            .fetch(&grant.ins, who.professional, &who.desk.reader, grant.mode)
+            .fetch(&grant.ins, who.professional, who.card(), grant.mode)
             .await
         {
             Ok(fetched) => fetched,
@@ -812,7 +821,7 @@ impl BreakGlass {
             mode,
             professional: who.professional,
             patient: ins.as_ref(),
-            card_reader: Some(&who.desk.reader),
+            card: Some(who.card()),
         };
         let found = match (&ins, &searched) {
             (Some(ins), _) => self.upstream.find_by_ins(ins, &access).await,
@@ -1057,7 +1066,7 @@ impl BreakGlass {
         &self,
         ins: &Ins,
         professional: &Professional,
-        reader: &str,
+        card: upstream::CardSession<'_>,
         mode: AccessMode,
     ) -> Result<Fetched, UpstreamError> {
         let hit = self.cached(ins, professional, mode);
@@ -1068,7 +1077,7 @@ impl BreakGlass {
                 age: hit.age,
             });
         }
-        match self.fetch_upstream(ins, professional, reader, mode).await {
+        match self.fetch_upstream(ins, professional, card, mode).await {
             Ok(entry) => Ok(Fetched {
                 entry,
                 source: Source::Upstream,
@@ -1102,16 +1111,16 @@ impl BreakGlass {
         &self,
         ins: &Ins,
         professional: &Professional,
-        reader: &str,
+        card: upstream::CardSession<'_>,
         mode: AccessMode,
     ) -> Result<Entry, UpstreamError> {
-        let key = (ins.clone(), professional.id_nat.clone(), mode);
+        let key = (ins.clone(), professional.id_nat.clone(), mode, card.held);
         let cell = match self.inflight.lock() {
             Ok(mut inflight) => inflight.entry(key.clone()).or_default().clone(),
             Err(_) => Arc::new(OnceCell::new()),
         };
         let result = cell
-            .get_or_init(|| self.fetch_once(ins, professional, reader, mode))
+            .get_or_init(|| self.fetch_once(ins, professional, card, mode))
             .await
             .clone();
         if let Ok(mut inflight) = self.inflight.lock()
@@ -1126,14 +1135,14 @@ impl BreakGlass {
         &self,
         ins: &Ins,
         professional: &Professional,
-        reader: &str,
+        card: upstream::CardSession<'_>,
         mode: AccessMode,
     ) -> Result<Entry, UpstreamError> {
         let access = upstream::Access {
             mode,
             professional,
             patient: Some(ins),
-            card_reader: Some(reader),
+            card: Some(card),
         };
         // The read's record names every exchange, the patient's resolution first.
         let (patient, summary) = self.upstream.patient_summary(ins, &access).await?;

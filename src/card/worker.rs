@@ -91,8 +91,9 @@ pub struct LoginRequest {
     pub pin: PinSource,
     /// The certificate the card must still carry (a swapped card fails).
     pub expected_certificate: Vec<u8>,
-    /// Where the outcome goes.
-    pub reply: oneshot::Sender<Result<(), CardError>>,
+    /// Where the outcome goes: the held session's id ([`HeldSession::id`]), which binds
+    /// what is later signed to this login.
+    pub reply: oneshot::Sender<Result<u64, CardError>>,
 }
 
 /// Which of a card's two keys signs.
@@ -327,11 +328,14 @@ impl CardWorker {
                                 )))
                             };
                             let _ = request.reply.send(outcome.map(|signature| {
-                                session = Some(HeldSession::new(
+                                let held = HeldSession::new(
                                     request.expected_certificate.clone(),
                                     signature,
                                     profile.signature,
-                                ));
+                                );
+                                let id = held.0.id;
+                                session = Some(held);
+                                id
                             }));
                         }
                         VirtualRequest::Held(Held::Sign(request), _) => {
@@ -360,13 +364,14 @@ impl CardWorker {
         Ok(Self(Worker::Virtual(requests)))
     }
 
-    /// Runs the login sequence on the card in `reader`.
+    /// Runs the login sequence on the card in `reader`; the held session's id, which the
+    /// accesses made for this login name when they sign ([`Self::sign`]).
     pub async fn login(
         &self,
         reader: String,
         pin: PinSource,
         expected_certificate: Vec<u8>,
-    ) -> Result<(), CardError> {
+    ) -> Result<u64, CardError> {
         let stopped = |_| CardError::Transport("the card worker stopped".into());
         let (reply, answer) = oneshot::channel();
         let request = LoginRequest {
@@ -528,7 +533,7 @@ fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRe
     if let Ok(mut all) = sessions.held.lock() {
         all.insert(request.reader.clone(), held);
     }
-    if request.reply.send(Ok(())).is_err() {
+    if request.reply.send(Ok(session.id)).is_err() {
         return;
     }
     for message in inbox {

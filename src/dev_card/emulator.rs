@@ -365,31 +365,38 @@ impl Transport for EmulatedCard {
     }
 }
 
+/// One identity for the crate's tests (RSA key generation is the slow part).
+#[cfg(test)]
+pub(crate) fn test_identity() -> CardIdentity {
+    static IDENTITY: std::sync::OnceLock<CardIdentity> = std::sync::OnceLock::new();
+    IDENTITY
+        .get_or_init(|| {
+            let ca = Authority::new("test CPS CA").unwrap();
+            CardIdentity::generate(
+                &ca,
+                &CardHolder::physician("810002813839", "Jeanne", "Urgentiste"),
+                (-1, 365),
+            )
+            .unwrap()
+        })
+        .clone()
+}
+
+/// A card of that identity, PIN `1234`, and its authentication certificate (DER).
+#[cfg(test)]
+pub(crate) fn test_card(profile: CardProfile) -> (EmulatedCard, Vec<u8>) {
+    let identity = test_identity();
+    let cert = identity.certificate_der.clone();
+    (EmulatedCard::new(profile, identity, "1234").unwrap(), cert)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::card::profile::{prove_possession, read_certificate, verify_pin};
 
-    /// One identity for the module's tests: RSA key generation is the slow part.
-    fn identity() -> CardIdentity {
-        static IDENTITY: std::sync::OnceLock<CardIdentity> = std::sync::OnceLock::new();
-        IDENTITY
-            .get_or_init(|| {
-                let ca = Authority::new("test CPS CA").unwrap();
-                CardIdentity::generate(
-                    &ca,
-                    &CardHolder::physician("810002813839", "Jeanne", "Urgentiste"),
-                    (-1, 365),
-                )
-                .unwrap()
-            })
-            .clone()
-    }
-
     fn card(profile: CardProfile) -> (EmulatedCard, Vec<u8>) {
-        let identity = identity();
-        let cert = identity.certificate_der.clone();
-        (EmulatedCard::new(profile, identity, "1234").unwrap(), cert)
+        test_card(profile)
     }
 
     /// The signature key signs only after the PIN, and only as itself: its signature
@@ -610,7 +617,7 @@ mod tests {
             worker.session("R0").await,
             Err(CardError::NoSession)
         ));
-        worker
+        let held = worker
             .login(
                 "R0".into(),
                 crate::card::worker::PinSource::Typed(Pin::new("1234").unwrap()),
@@ -619,6 +626,7 @@ mod tests {
             .await
             .unwrap();
         let session = worker.session("R0").await.unwrap();
+        assert_eq!(session.id, held, "the login names the session it opened");
         assert_eq!(session.authentication_certificate, auth);
         let public_key = |der: &[u8]| {
             let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();

@@ -32,6 +32,7 @@ pub(super) struct Acting {
     desk: DeskConfig,
     professional: Professional,
     session: String,
+    card_session: u64,
 }
 
 impl FromRequestParts<AppState> for Acting {
@@ -79,6 +80,7 @@ impl Acting {
             desk,
             professional: session.professional,
             session: crate::session::token_hash(&token),
+            card_session: session.card_session,
         })
     }
 }
@@ -104,6 +106,7 @@ impl Acting {
             desk: &self.desk,
             professional: &self.professional,
             session: self.session.clone(),
+            card_session: self.card_session,
         }
     }
 

@@ -209,8 +209,8 @@ impl CardLogin {
                 .await?;
             return Err(LoginError::ProfessionNotAllowed);
         }
-        match self.worker.login(reader, pin, certificate.clone()).await {
-            Ok(()) => {}
+        let card_session = match self.worker.login(reader, pin, certificate.clone()).await {
+            Ok(held) => held,
             Err(e) => {
                 let event = match &e {
                     CardError::WrongPin { tries_left } => {
@@ -236,7 +236,7 @@ impl CardLogin {
                 let _recorded = self.audit.append(event).await?;
                 return Err(e.into());
             }
-        }
+        };
         let verified = match self.trust.verify(&certificate, SystemTime::now()) {
             Ok(verified) => verified,
             Err(e) => {
@@ -260,7 +260,10 @@ impl CardLogin {
         let professional = verified.professional.clone();
         match self.sessions.open(
             &desk.id,
-            target.insertion,
+            super::LoggedIn {
+                insertion: target.insertion,
+                card_session,
+            },
             verified.professional,
             verified.crl_stale,
             recorded,

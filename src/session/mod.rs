@@ -67,6 +67,10 @@ pub(crate) struct Session {
     pub started: String,
     /// Logged in while the newest CRL was stale (accept-and-flag policy).
     pub crl_stale: bool,
+    /// The card session the login opened (`card::worker::HeldSession::id`): the only
+    /// one that signs this session's accesses in `DIRECTE` mode.
+    #[serde(skip)]
+    pub card_session: u64,
     #[serde(skip)]
     opened: tokio::time::Instant,
     #[serde(skip)]
@@ -135,6 +139,14 @@ pub(crate) struct LoginTarget {
     pub insertion: u64,
     /// PIN tries left, as the card last said.
     pub pin_tries_left: Option<u8>,
+}
+
+/// The card a login succeeded on: which insertion its PIN was checked on
+/// (`DeskSlot::insertion`), and the card session it holds (`Session::card_session`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoggedIn {
+    pub insertion: u64,
+    pub card_session: u64,
 }
 
 /// Every desk's card and session.
@@ -295,22 +307,27 @@ impl Sessions {
     }
 
     /// Opens a session after a successful, recorded login (the receipt proves the record),
-    /// atomically with the card state: only if the card of `insertion` is still in the
-    /// reader and no session was opened meanwhile.
+    /// atomically with the card state: only if the card of `card.insertion` is still in
+    /// the reader and no session was opened meanwhile.
     pub(crate) fn open(
         &self,
         desk: &str,
-        insertion: u64,
+        card: LoggedIn,
         professional: Professional,
         crl_stale: bool,
         _recorded: Receipt,
         token: String,
     ) -> Option<Session> {
+        let LoggedIn {
+            insertion,
+            card_session,
+        } = card;
         let session = Session {
             token,
             professional,
             started: crate::clock::now().0,
             crl_stale,
+            card_session,
             opened: tokio::time::Instant::now(),
             last_used: tokio::time::Instant::now(),
         };

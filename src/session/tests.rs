@@ -71,7 +71,10 @@ async fn opened(sessions: &Sessions, audit: &AuditLog) -> Session {
     sessions
         .open(
             "regul-1",
-            insertion,
+            LoggedIn {
+                insertion,
+                card_session: 1,
+            },
             professional(),
             false,
             receipt(audit).await,
@@ -92,7 +95,10 @@ async fn a_session_opens_only_for_the_insertion_its_pin_was_checked_on() {
         sessions
             .open(
                 "regul-1",
-                checked,
+                LoggedIn {
+                    insertion: checked,
+                    card_session: 1,
+                },
                 professional(),
                 false,
                 receipt(&audit).await,
@@ -108,7 +114,10 @@ async fn a_session_opens_only_for_the_insertion_its_pin_was_checked_on() {
         sessions
             .open(
                 "regul-1",
-                checked,
+                LoggedIn {
+                    insertion: checked,
+                    card_session: 1,
+                },
                 professional(),
                 false,
                 receipt(&audit).await,
@@ -122,7 +131,10 @@ async fn a_session_opens_only_for_the_insertion_its_pin_was_checked_on() {
         sessions
             .open(
                 "regul-1",
-                again,
+                LoggedIn {
+                    insertion: again,
+                    card_session: 1,
+                },
                 professional(),
                 false,
                 receipt(&audit).await,
@@ -147,7 +159,10 @@ async fn a_second_login_never_replaces_a_live_session() {
         sessions
             .open(
                 "regul-1",
-                insertion,
+                LoggedIn {
+                    insertion,
+                    card_session: 1,
+                },
                 professional(),
                 false,
                 receipt(&audit).await,

@@ -38,9 +38,20 @@ pub struct Access<'a> {
     pub professional: &'a Professional,
     /// The patient, when the call is about one identified by INS.
     pub patient: Option<&'a Ins>,
-    /// The reader holding the professional's card, whose session signs for them (the
-    /// DMP's VIHF in `DIRECTE` mode).
-    pub card_reader: Option<&'a str>,
+    /// The professional's card session, which signs for them (the DMP's VIHF and TLS in
+    /// `DIRECTE` mode).
+    pub card: Option<CardSession<'a>>,
+}
+
+/// The card session an access signs with: the one its requester logged in with, never a
+/// later login's at the same reader (a card swapped at the desk mid-access must not sign
+/// another professional's access).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CardSession<'a> {
+    /// The reader holding the professional's card.
+    pub reader: &'a str,
+    /// The login's held card session (`card::worker::HeldSession::id`).
+    pub held: u64,
 }
 
 /// What the record service answered, when it is not the data asked for.

@@ -71,7 +71,7 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
         mode,
         professional: &professional,
         patient,
-        card_reader: None,
+        card: None,
     };
 
     // TD0.2 then TD3.1 + TD3.2.

@@ -49,7 +49,7 @@ async fn fetch(
         mode,
         professional: &professional,
         patient: Some(&ins),
-        card_reader: None,
+        card: None,
     };
     client.summary(id, &access).await
 }
@@ -127,7 +127,7 @@ async fn patients_are_found_by_ins_and_by_traits_and_never_picked_among_several(
         mode: AccessMode::Centre15,
         professional: &professional,
         patient: Some(&known),
-        card_reader: None,
+        card: None,
     };
     let found = resolve(&client, &known, &access).await.unwrap();
     assert_eq!(found.id, "p1");
@@ -192,7 +192,7 @@ async fn a_duplicated_ins_upstream_is_ambiguous_not_a_pick() {
         mode: AccessMode::BrisDeGlace,
         professional: &professional,
         patient: Some(&known),
-        card_reader: None,
+        card: None,
     };
     assert_eq!(
         resolve(&client, &known, &access).await,
@@ -283,7 +283,7 @@ async fn missing_forged_incomplete_or_misdirected_assertions_are_refused() {
         mode: AccessMode::Centre15,
         professional: &anonymous,
         patient: Some(&known),
-        card_reader: None,
+        card: None,
     };
     assert!(matches!(
         client.summary("p1", &access).await,

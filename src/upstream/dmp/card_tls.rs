@@ -16,6 +16,7 @@ use rustls::{RootCertStore, SignatureAlgorithm, SignatureScheme};
 use super::DmpError;
 use crate::card::profile::SignatureScheme as CardScheme;
 use crate::card::worker::{CardKey, CardWorker, HeldSession};
+use crate::upstream::CardSession;
 
 /// How long the card may take to sign the handshake. A CPS answers in well under a
 /// second; past this the handshake fails rather than hold a runtime thread.
@@ -42,15 +43,20 @@ impl CardTransport {
         }
     }
 
-    /// The client of the session held at `reader`, built at its first access.
+    /// The client of `card`'s session, built at its first access; refused once another
+    /// session is held at its reader.
     pub(super) async fn client(
         &self,
         worker: &CardWorker,
-        reader: &str,
+        card: CardSession<'_>,
     ) -> Result<reqwest::Client, DmpError> {
+        let reader = card.reader;
         let session = worker.session(reader).await.map_err(|e| {
             DmpError::Signer(format!("no card session for the TLS connection: {e}"))
         })?;
+        if session.id != card.held {
+            return Err(super::client::ended_card_session());
+        }
         let mut clients = self
             .clients
             .lock()

@@ -21,7 +21,7 @@ use crate::card::worker::CardKey;
 use crate::patient::{Candidate, CandidateIns, INS_OIDS, Ins, Traits};
 use crate::problem::ConfigProblem;
 use crate::summary::{CriticalSummary, ListedDocument};
-use crate::upstream::{Access, AccessMode, BoxFuture, RecordService, UpstreamError};
+use crate::upstream::{Access, AccessMode, BoxFuture, CardSession, RecordService, UpstreamError};
 
 /// The parts of a MIME answer besides its envelope, by Content-ID.
 type Attachments = std::collections::HashMap<String, Vec<u8>>;
@@ -123,11 +123,15 @@ impl VihfSigner for CardVihfSigner {
         structure_id: &'a str,
     ) -> BoxFuture<'a, Result<(Vec<u8>, CardData), DmpError>> {
         Box::pin(async move {
+            let card = card_session(access)?;
             let session = self
                 .worker()?
-                .session(card_reader(access)?)
+                .session(card.reader)
                 .await
                 .map_err(card_failure)?;
+            if session.id != card.held {
+                return Err(ended_card_session());
+            }
             let shown = CardData {
                 sector: session
                     .activities
@@ -146,23 +150,33 @@ impl VihfSigner for CardVihfSigner {
         message: &'a [u8],
     ) -> BoxFuture<'a, Result<Vec<u8>, DmpError>> {
         Box::pin(async move {
+            let card = card_session(access)?;
             self.worker()?
                 .sign(
-                    card_reader(access)?,
+                    card.reader,
                     CardKey::Signature,
-                    None,
+                    Some(card.held),
                     message.to_vec(),
                 )
                 .await
-                .map_err(card_failure)
+                .map_err(|e| match e {
+                    crate::card::CardError::NoSession => ended_card_session(),
+                    other => card_failure(other),
+                })
         })
     }
 }
 
-fn card_reader<'a>(access: &Access<'a>) -> Result<&'a str, DmpError> {
+fn card_session<'a>(access: &Access<'a>) -> Result<CardSession<'a>, DmpError> {
     access
-        .card_reader
-        .ok_or_else(|| DmpError::Signer("no card reader for this access".into()))
+        .card
+        .ok_or_else(|| DmpError::Signer("no card session for this access".into()))
+}
+
+/// The requester's card session is no longer the one at the reader: it ended, or another
+/// login replaced it. Nothing is signed with the newer one.
+pub(super) fn ended_card_session() -> DmpError {
+    DmpError::Signer("the card session this access was made for has ended".into())
 }
 
 /// Document types the syntheses come from, in order of preference.
@@ -272,7 +286,7 @@ impl DmpClient {
         match &self.transport {
             Transport::Structure(http) => Ok(http.clone()),
             Transport::Card(card, sessions) => {
-                sessions.client(card.worker()?, card_reader(access)?).await
+                sessions.client(card.worker()?, card_session(access)?).await
             }
         }
     }
@@ -896,5 +910,111 @@ impl RecordService for DmpClient {
             };
             self.within(self.one_document(ins, unique_id, access)).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::profile::{CardProfile, Pin};
+    use crate::card::trust::Professional;
+    use crate::card::worker::{CardWorker, PinSource};
+
+    async fn login(worker: &CardWorker, auth: &[u8]) -> u64 {
+        worker
+            .login(
+                "R0".into(),
+                PinSource::Typed(Pin::new("1234").unwrap()),
+                auth.to_vec(),
+            )
+            .await
+            .unwrap()
+    }
+
+    fn professional() -> Professional {
+        Professional {
+            id_nat: "810002813839".into(),
+            id_nat_key_ok: false,
+            given_name: None,
+            surname: None,
+            title: None,
+            certificate_sha256: "ab".repeat(32),
+        }
+    }
+
+    /// `DIRECTE`: an access signs (VIHF and TLS) with the card session its requester
+    /// logged in with, never with a later login's at the same reader: a card swapped at
+    /// the desk while an access is under way must not sign for its requester.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_access_signs_only_with_its_own_card_session() {
+        let profile = CardProfile::default();
+        let (card, auth) = crate::dev_card::emulator::test_card(profile.clone());
+        let (events, _inbox) = tokio::sync::mpsc::unbounded_channel();
+        let worker =
+            CardWorker::start_virtual("R0".into(), Box::new(card), profile, events).unwrap();
+        let signer = CardVihfSigner::new(worker.clone());
+        let transport = CardTransport::new(rustls::RootCertStore::empty(), 1000);
+        let professional = professional();
+        let access = |held| Access {
+            mode: AccessMode::Centre15,
+            professional: &professional,
+            patient: None,
+            card: Some(CardSession { reader: "R0", held }),
+        };
+
+        let first = login(&worker, &auth).await;
+        let (certificate, _) = signer.identity(&access(first), "S1").await.unwrap();
+        assert!(!certificate.is_empty());
+        assert!(
+            !signer
+                .sign(&access(first), b"vihf")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        transport
+            .client(&worker, access(first).card.unwrap())
+            .await
+            .unwrap();
+
+        // Another login at the reader (the card pulled and put back, or another card):
+        // the first session's accesses can no longer sign or connect.
+        worker.end("R0");
+        let second = login(&worker, &auth).await;
+        assert_ne!(first, second);
+        let ended = ended_card_session();
+        assert_eq!(
+            signer.identity(&access(first), "S1").await.unwrap_err(),
+            ended
+        );
+        assert_eq!(
+            signer.sign(&access(first), b"vihf").await.unwrap_err(),
+            ended
+        );
+        assert_eq!(
+            transport
+                .client(&worker, access(first).card.unwrap())
+                .await
+                .unwrap_err(),
+            ended
+        );
+        // The new session's own accesses sign.
+        assert!(
+            !signer
+                .sign(&access(second), b"vihf")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(signer.identity(&access(second), "S1").await.is_ok());
+        // An access without a card session is refused, never signed by whoever is there.
+        let unbound = Access {
+            card: None,
+            ..access(second)
+        };
+        assert!(matches!(
+            signer.sign(&unbound, b"vihf").await,
+            Err(DmpError::Signer(_))
+        ));
     }
 }
