@@ -305,6 +305,10 @@ pub(crate) struct BreakGlass {
     /// Fetches in flight, by patient, professional, mode and card session: a request
     /// joins only one that its own card session signs.
     inflight: Mutex<HashMap<(Ins, String, AccessMode, u64), Inflight>>,
+    /// Serialises the cache's writes (a fetch's read-merge-write, a refusal's removal)
+    /// and counts the refusals that removed a copy: a fetch caches its answer only if no
+    /// refusal was heard since it asked.
+    cache_writes: Mutex<u64>,
 }
 
 /// What the physician's form offers: reasons, grant length, identifier kinds.
@@ -372,6 +376,7 @@ impl BreakGlass {
             policy,
             grants: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
+            cache_writes: Mutex::new(0),
         }
     }
 
@@ -1052,11 +1057,26 @@ impl BreakGlass {
 
     /// Removes the patient's cached copy when the record service refused (opposition,
     /// block, closure, no record): whichever call heard it, the copy is never served again.
+    /// How many refusals have removed a cached copy so far (`cache_writes`).
+    fn cache_generation(&self) -> u64 {
+        *self
+            .cache_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn forget_on_refusal(&self, ins: &Ins, e: &UpstreamError) {
-        if e.is_refusal()
-            && let Some(cache) = &self.cache
-            && let Err(err) = cache.remove(ins)
-        {
+        let Some(cache) = self.cache.as_ref().filter(|_| e.is_refusal()) else {
+            return;
+        };
+        // Under the write lock, with the generation moved on: a fetch that asked before
+        // this refusal was heard cannot put its copy back afterwards (`fetch_once`).
+        let mut generation = self
+            .cache_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *generation += 1;
+        if let Err(err) = cache.remove(ins) {
             tracing::warn!(error = %err, "cannot drop a refused patient's cached summary");
         }
     }
@@ -1144,10 +1164,23 @@ impl BreakGlass {
             patient: Some(ins),
             card: Some(card),
         };
+        let asked_at = self.cache_generation();
         // The read's record names every exchange, the patient's resolution first.
         let (patient, summary) = self.upstream.patient_summary(ins, &access).await?;
         let mut entry = Entry::new(patient.id, summary);
         if let Some(cache) = &self.cache {
+            // Read, merged and written under the lock a refusal takes to remove a copy:
+            // a refusal heard while this answer was on its way (an opposition, a closure)
+            // may postdate it, so the answer is served to its requester but not kept.
+            // Refusals are rare; one for another patient costs only a later cache miss.
+            let generation = self
+                .cache_writes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *generation != asked_at {
+                tracing::info!("a refusal was heard during the fetch: its answer is not cached");
+                return Ok(entry);
+            }
             // Others' clearances keep their own time: refreshing the copy is not
             // re-clearing them.
             if let Ok(Some(previous)) = cache.get(ins)
@@ -1257,6 +1290,163 @@ fn traits_detail(traits: &Traits) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record service whose summary answers only once released: the answer of a fetch
+    /// still on its way while the test does something else.
+    struct Held {
+        asked: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+    }
+
+    impl RecordService for Held {
+        fn find_by_ins<'a>(
+            &'a self,
+            _: &'a Ins,
+            _: &'a upstream::Access<'a>,
+        ) -> upstream::BoxFuture<'a, Result<Vec<Candidate>, UpstreamError>> {
+            Box::pin(async { Err(UpstreamError::NoRecord) })
+        }
+
+        fn search<'a>(
+            &'a self,
+            _: &'a crate::patient::Traits,
+            _: &'a upstream::Access<'a>,
+        ) -> upstream::BoxFuture<'a, Result<Vec<Candidate>, UpstreamError>> {
+            Box::pin(async { Err(UpstreamError::NoRecord) })
+        }
+
+        fn summary<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a upstream::Access<'a>,
+        ) -> upstream::BoxFuture<'a, Result<CriticalSummary, UpstreamError>> {
+            Box::pin(async { Err(UpstreamError::NoRecord) })
+        }
+
+        fn patient_summary<'a>(
+            &'a self,
+            _: &'a Ins,
+            _: &'a upstream::Access<'a>,
+        ) -> upstream::BoxFuture<'a, Result<(Candidate, CriticalSummary), UpstreamError>> {
+            Box::pin(async {
+                self.asked.notify_one();
+                self.release.notified().await;
+                let patient = Candidate {
+                    id: "p-1".into(),
+                    names: Vec::new(),
+                    birth_date: None,
+                    gender: None,
+                    birthplace: None,
+                    has_ins: true,
+                    ins: None,
+                    match_percent: None,
+                    provenance: Vec::new(),
+                };
+                Ok((patient, penicillin()))
+            })
+        }
+    }
+
+    fn penicillin() -> CriticalSummary {
+        let bundle = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/ips/penicillin-allergy-high-criticality.json"),
+        )
+        .unwrap();
+        crate::summary::extract(&bundle).unwrap()
+    }
+
+    /// A refusal (an opposition, a closure) heard while another request's fetch of the
+    /// same patient is on its way: that fetch's answer, which may predate the refusal,
+    /// is served to its requester but never put back in the cache the refusal emptied.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_refusal_heard_during_a_fetch_keeps_its_answer_out_of_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::audit::AuditStore::open(&dir.path().join("a.redb")).unwrap());
+        let settings = crate::audit::Settings {
+            node: "test".into(),
+            batch_max_records: 16,
+            batch_max_wait: Duration::ZERO,
+            checkpoint_every_records: 100,
+            checkpoint_every: Duration::from_secs(3600),
+        };
+        let signer = crate::audit::Signer::generate(&dir.path().join("k")).unwrap();
+        let audit = Arc::new(AuditLog::start(store, signer, settings).unwrap());
+        let key = dir.path().join("cache.key");
+        crate::cache::sealed::MasterKey::generate(&key).unwrap();
+        let master = crate::cache::sealed::MasterKey::load(&key).unwrap();
+        let db = crate::cache::SummaryCache::open(&dir.path().join("cache")).unwrap();
+        let cache = Arc::new(
+            db.sealed(&master, crate::cache::CacheConfig::default().lifetimes())
+                .unwrap(),
+        );
+        let upstream = Arc::new(Held {
+            asked: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+        });
+        let access = Arc::new(BreakGlass::new(
+            audit,
+            upstream.clone(),
+            Some(cache.clone()),
+            Arc::new(Limits::new(&Default::default())),
+            BreakGlassConfig::default(),
+            InsPolicy::default(),
+        ));
+        let ins = Ins::parse(
+            "269054958815780",
+            crate::patient::OID_NIR,
+            InsPolicy::default(),
+        )
+        .unwrap();
+        let professional = Professional {
+            id_nat: "810002813839".into(),
+            id_nat_key_ok: false,
+            given_name: None,
+            surname: None,
+            title: None,
+            certificate_sha256: "ab".repeat(32),
+        };
+        let card = |held| upstream::CardSession { reader: "R0", held };
+
+        // Unhindered, a fetch's answer is cached.
+        let fetch = |mode| {
+            let (access, ins, professional) = (access.clone(), ins.clone(), professional.clone());
+            tokio::spawn(async move {
+                access
+                    .fetch_once(&ins, &professional, card(1), mode)
+                    .await
+                    .map(|entry| entry.patient_id)
+            })
+        };
+        let first = fetch(AccessMode::Centre15);
+        upstream.asked.notified().await;
+        upstream.release.notify_one();
+        assert_eq!(first.await.unwrap().unwrap(), "p-1");
+        assert!(cache.get(&ins).unwrap().is_some());
+
+        // A refusal lands while a second fetch waits for its answer.
+        let second = fetch(AccessMode::BrisDeGlace);
+        upstream.asked.notified().await;
+        access.forget_on_refusal(&ins, &UpstreamError::PatientOpposed(AccessMode::Centre15));
+        assert!(cache.get(&ins).unwrap().is_none());
+        upstream.release.notify_one();
+        assert_eq!(
+            second.await.unwrap().unwrap(),
+            "p-1",
+            "served to its requester"
+        );
+        assert!(
+            cache.get(&ins).unwrap().is_none(),
+            "the copy the refusal removed came back"
+        );
+
+        // Later fetches cache again.
+        let third = fetch(AccessMode::BrisDeGlace);
+        upstream.asked.notified().await;
+        upstream.release.notify_one();
+        assert_eq!(third.await.unwrap().unwrap(), "p-1");
+        assert!(cache.get(&ins).unwrap().is_some());
+    }
 
     #[test]
     fn the_answer_splices_a_sealed_summary_in_and_reads_as_serde_writes_it() {
