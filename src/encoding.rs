@@ -1,6 +1,45 @@
 //! Hex and digests, as fingerprints, hashes and keys are written in configuration files,
-//! logs and records; and where a JSON text breaks, said without quoting it. A leaf: it
-//! uses nothing else from the crate.
+//! logs and records; where a JSON text breaks, said without quoting it; and a peer's
+//! names and codes made fit to print. A leaf: it uses nothing else from the crate.
+
+/// Fewer consecutive digits than this pass in a peer's name; a longer run (an INS or NIR
+/// has 13 to 15, a birth date 8, a phone number 10) is masked.
+const DIGIT_RUN_SHOWN: usize = 4;
+
+/// A name or code a peer sent (an element name, a resource type, a fault code, a
+/// content type), fit for a log line or an error text: its first `max_chars` characters,
+/// ASCII letters, digits and those in `also` kept, any other replaced by `other` (or
+/// dropped when `None`); then every run of more than four digits replaced by one `#`, so
+/// that a hostile peer cannot have an identifier written into the logs through a name.
+pub fn peer_token(value: &str, max_chars: usize, also: &str, other: Option<char>) -> String {
+    let kept = value.chars().take(max_chars).filter_map(|c| {
+        if c.is_ascii_alphanumeric() || also.contains(c) {
+            Some(c)
+        } else {
+            other
+        }
+    });
+    let mut out = String::new();
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        if digits.len() > DIGIT_RUN_SHOWN {
+            out.push('#');
+        } else {
+            out.push_str(digits);
+        }
+        digits.clear();
+    };
+    for c in kept {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut digits, &mut out);
+    out
+}
 
 /// Where `e` found a JSON text wrong, and what kind of wrong, never what it read there:
 /// serde_json's own message quotes the offending value (`invalid type: string "…"`),
@@ -106,6 +145,29 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_tokens_keep_names_and_codes_but_no_long_digit_runs() {
+        assert_eq!(
+            peer_token("OPPOSITION_ACCES_URGENCE", 64, "_", None),
+            "OPPOSITION_ACCES_URGENCE"
+        );
+        assert_eq!(
+            peer_token("urn:oid:1.2.250.1.213", 64, ":.", None),
+            "urn:oid:1.2.250.1.213"
+        );
+        assert_eq!(peer_token("a b\n<c>", 64, "", Some('?')), "a?b??c?");
+        assert_eq!(peer_token("a b", 64, "", None), "ab");
+        // An INS, a birth date, digits split by dropped characters: masked.
+        assert_eq!(
+            peer_token("Patient269054958815780", 64, "", None),
+            "Patient#"
+        );
+        assert_eq!(peer_token("x19800101y", 64, "", None), "x#y");
+        assert_eq!(peer_token("2 69 05 49 588 157", 64, "", None), "#");
+        assert_eq!(peer_token("2690549588157", 64, "", Some('?')), "#");
+        assert_eq!(peer_token("abcdef", 3, "", None), "abc");
+    }
 
     #[test]
     fn hex_round_trips_and_fingerprints_take_colons() {

@@ -53,11 +53,12 @@ pub(super) fn extract(bytes: &[u8]) -> Result<CriticalSummary, SummaryError> {
     if root.tag_name().name() != "ClinicalDocument" || root.tag_name().namespace() != Some(HL7) {
         return Err(SummaryError::NotACda(format!(
             "the root element is {}{}",
-            root.tag_name().name(),
+            printable_name(root.tag_name().name()),
             root.tag_name()
                 .namespace()
                 .map_or(" without a namespace".to_owned(), |ns| format!(
-                    " in namespace {ns}"
+                    " in namespace {}",
+                    crate::encoding::peer_token(ns, 96, ":/.-_#", Some('?'))
                 ))
         )));
     }
@@ -235,6 +236,12 @@ fn absent_or_unknown(entry: Node<'_, '_>) -> Option<(bool, String)> {
     Some((value.starts_with("no-known-"), said))
 }
 
+/// An element or attribute name from the document, fit for an error text (a hostile
+/// document's names are its own choice).
+fn printable_name(name: &str) -> String {
+    crate::encoding::peer_token(name, 64, "_-.", Some('?'))
+}
+
 /// Refuses nesting deeper than [`MAX_DEPTH`] and attributes longer than
 /// [`MAX_ATTRIBUTE_BYTES`], walking each node once.
 fn check_depth(root: Node<'_, '_>) -> Result<(), SummaryError> {
@@ -251,8 +258,8 @@ fn check_depth(root: Node<'_, '_>) -> Result<(), SummaryError> {
         {
             return Err(SummaryError::Xml(format!(
                 "attribute {} of element {} is longer than {MAX_ATTRIBUTE_BYTES} bytes",
-                long.name(),
-                node.tag_name().name()
+                printable_name(long.name()),
+                printable_name(node.tag_name().name())
             )));
         }
         stack.extend(

@@ -512,10 +512,7 @@ impl CriticalSummary {
 }
 
 fn validate_name(kind: &str) -> String {
-    kind.chars()
-        .take(64)
-        .filter(char::is_ascii_alphanumeric)
-        .collect()
+    crate::encoding::peer_token(kind, 64, "", None)
 }
 
 // Clinical content and the document's identity never print through `Debug`.

@@ -97,11 +97,7 @@ pub(super) fn from_bundle(root: &Object) -> Result<CriticalSummary, SummaryError
     if bundle_type != "document" && bundle_type != "searchset" {
         return Err(SummaryError::NotABundle(format!(
             "Bundle.type is '{}', a summary is a 'document' (or a 'searchset')",
-            bundle_type
-                .chars()
-                .take(32)
-                .filter(char::is_ascii_alphanumeric)
-                .collect::<String>()
+            crate::encoding::peer_token(&bundle_type, 32, "", None)
         )));
     }
     let entries = root
@@ -1139,10 +1135,7 @@ fn expect_type<T>(r: &Object, kinds: &[&str]) -> Option<Read<T>> {
     (!kinds.contains(&kind.as_str())).then(|| {
         Read::Unreadable(format!(
             "a {} where {} was expected",
-            kind.chars()
-                .take(40)
-                .filter(char::is_ascii_alphanumeric)
-                .collect::<String>(),
+            crate::encoding::peer_token(&kind, 40, "", None),
             kinds.join(" or ")
         ))
     })

@@ -380,17 +380,7 @@ fn companions(value: &Map<String, Value>, at: &dyn Fn(&str) -> String) -> Vec<Fi
 
 /// An element or type name fit to print: short, and only name characters.
 fn safe_name(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '[' || c == ']' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
+    let cleaned = crate::encoding::peer_token(name, 64, "_[]", Some('?'));
     if cleaned.is_empty() {
         "?".into()
     } else {

@@ -186,7 +186,7 @@ impl FhirClient {
         ) {
             return Err(Failure::Final(UpstreamError::Malformed(format!(
                 "content type '{}' is neither FHIR JSON nor XML",
-                content_type.chars().take(60).collect::<String>()
+                crate::encoding::peer_token(&content_type, 60, "/.+-;= ", Some('?'))
             ))));
         }
         super::read_limited(response, self.max_body)

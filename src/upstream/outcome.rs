@@ -83,10 +83,7 @@ pub fn classify(status: u16, body: &[u8], mode: AccessMode) -> UpstreamError {
 
 /// A code fit for logs: short, token characters only.
 fn safe(code: &str) -> String {
-    code.chars()
-        .take(48)
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect()
+    crate::encoding::peer_token(code, 48, "-", None)
 }
 
 #[cfg(test)]

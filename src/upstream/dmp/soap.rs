@@ -175,20 +175,10 @@ fn local(qname: &str) -> &str {
     qname.rsplit_once(':').map_or(qname, |(_, l)| l)
 }
 
-/// A peer's token, safe to log: ASCII letters, digits and `_.-`, at most 64 characters;
-/// anything else is replaced.
+/// A peer's token, safe to log: ASCII letters, digits and `_.-:`, at most 64 characters;
+/// anything else is replaced, and long digit runs masked (`encoding::peer_token`).
 pub fn token(value: &str) -> String {
-    value
-        .chars()
-        .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_.-:".contains(c) {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect()
+    crate::encoding::peer_token(value, 64, "_.-:", Some('?'))
 }
 
 /// The text of the one child `name` in namespace `ns` of `node`, trimmed.
