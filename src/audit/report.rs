@@ -46,7 +46,12 @@ const HOUR_MS: u64 = 3_600_000;
 /// `24h` (hours back from now) or an RFC 3339 time, as Unix milliseconds.
 pub fn parse_since(text: &str) -> Option<u64> {
     match text.strip_suffix('h').and_then(|h| h.parse::<u64>().ok()) {
-        Some(hours) => Some(crate::clock::now().1.saturating_sub(hours * HOUR_MS)),
+        // More hours than milliseconds since the epoch can hold is no time at all.
+        Some(hours) => Some(
+            crate::clock::now()
+                .1
+                .saturating_sub(hours.checked_mul(HOUR_MS)?),
+        ),
         None => crate::clock::parse_time(text),
     }
 }
@@ -264,5 +269,22 @@ impl Scan {
             }
         }
         self.flags
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_hours_or_a_time_and_refuses_what_overflows() {
+        let now = crate::clock::now().1;
+        let day = parse_since("24h").unwrap();
+        assert!(now - day >= 24 * HOUR_MS && now - day < 25 * HOUR_MS);
+        assert_eq!(parse_since("1970-01-01T00:00:01Z"), Some(1000));
+        // Past u64 once in milliseconds: refused, not a panic (release builds check
+        // overflow).
+        assert_eq!(parse_since("9999999999999h"), None);
+        assert_eq!(parse_since("h"), None);
     }
 }

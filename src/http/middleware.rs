@@ -93,6 +93,33 @@ pub(super) async fn bounded_body(request: Request, next: Next) -> Response {
 /// Response header carrying the request id.
 pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// Runs the rest of the request on its own task, so that a client hanging up (an HTTP/2
+/// stream reset, a connection closed mid-request) cannot cancel it halfway: a PIN the
+/// card was sent, a record service that was asked, are always followed by their audit
+/// record and their bookkeeping (tries left, the card session's end). The answer is
+/// dropped if nobody is left to read it. A handler that panics gets a 500, not a torn
+/// connection.
+pub(super) async fn run_to_completion(request: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(e) => {
+            let how = if e.is_panic() {
+                "panicked"
+            } else {
+                "was cancelled"
+            };
+            tracing::error!("a request handler {how}");
+            super::error::ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request failed inside the gateway",
+                "La demande a échoué dans la passerelle ; réessayez. Si cela se reproduit, prévenez l'informatique du centre.",
+            )
+            .into_response()
+        }
+    }
+}
+
 /// Wraps every request (installed with `axum::middleware::from_fn_with_state`).
 pub(super) async fn observe(
     State(state): State<AppState>,

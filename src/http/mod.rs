@@ -365,5 +365,6 @@ pub(crate) fn router(state: AppState) -> Router {
             state.clone(),
             middleware::observe,
         ))
+        .layer(axum::middleware::from_fn(middleware::run_to_completion))
         .with_state(state)
 }

@@ -766,6 +766,37 @@ async fn concurrent_requests_for_one_patient_make_one_upstream_call() {
     );
 }
 
+/// A desk that hangs up while the record service is answering (a closed tab, a reset
+/// stream) does not cancel the access halfway: the read is still recorded, as the
+/// start was.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_access_the_desk_hangs_up_on_is_still_recorded() {
+    let centre = centre("").await;
+    centre
+        .upstream
+        .fault(json!({"kind": "latency", "ms": 800}))
+        .await;
+    let gone = centre
+        .gateway
+        .client(Some(DESK_A))
+        .post(centre.gateway.url("/api/v1/break-glass"))
+        .bearer_auth(&centre.token)
+        .json(&request(7, "bris_de_glace"))
+        .timeout(Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the desk hung up before the answer");
+    assert_eq!(centre.audit(Some("break_glass_started")).len(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while centre.audit(Some("patient_record_read")).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the access was cancelled with the request: its read is not on record"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn futures_join(centre: &Centre, n: usize) -> Vec<StatusCode> {
     let mut tasks = Vec::new();
     for _ in 0..n {
