@@ -278,8 +278,8 @@ mod tests {
 
     #[test]
     fn since_takes_hours_or_a_time_and_refuses_what_overflows() {
-        let now = crate::clock::now().1;
         let day = parse_since("24h").unwrap();
+        let now = crate::clock::now().1;
         assert!(now - day >= 24 * HOUR_MS && now - day < 25 * HOUR_MS);
         assert_eq!(parse_since("1970-01-01T00:00:01Z"), Some(1000));
         // Past u64 once in milliseconds: refused, not a panic (release builds check
