@@ -212,7 +212,10 @@ pub trait Transport {
 /// (bounded in rounds and size) and retrying once on `6Cxx` with the Le the card asks for.
 pub fn exchange(transport: &mut dyn Transport, command: &Command) -> Result<Response, CardError> {
     let mut response = Response::parse(&transport.transmit(&command.encode()?)?)?;
-    if response.sw >> 8 == 0x6C {
+    // "Wrong Le, use this one" concerns a command that expects data back; one without an
+    // Le (a VERIFY, which carries the PIN) is never sent twice: a second presentation
+    // could spend another try.
+    if response.sw >> 8 == 0x6C && command.le.is_some() {
         let le = match response.sw & 0xFF {
             0 => 256,
             n => usize::from(n as u8),
@@ -345,6 +348,16 @@ mod tests {
         let response = exchange(&mut card, &Command::new(0, 0xB0, 0, 0).with_le(256)).unwrap();
         assert_eq!(response.data.len(), 16);
         assert_eq!(card.sent[1], [0, 0xB0, 0, 0, 0x10]);
+
+        // A command with no Le (a VERIFY and its PIN) is sent once, whatever the card says.
+        let mut card = Scripted {
+            answers: vec![vec![0x6C, 0x10], vec![0x90, 0x00]],
+            sent: vec![],
+        };
+        let verify = Command::new(0, 0x20, 0, 0x01).with_data(vec![0x31; 8]);
+        let response = exchange(&mut card, &verify).unwrap();
+        assert_eq!(response.sw, 0x6C10);
+        assert_eq!(card.sent.len(), 1);
     }
 
     #[test]

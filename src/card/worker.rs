@@ -513,6 +513,11 @@ fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRe
     // next login at this reader starts only then.
     let lock = sessions.lock_of(&request.reader);
     let _turn = lock.lock();
+    // Whoever asked may have given up while the previous session at this reader ended:
+    // their PIN is not sent.
+    if request.reply.is_closed() {
+        return;
+    }
     let login = backend.login(&request.reader, &request.pin, &request.expected_certificate);
     let mut card = match login {
         Ok(card) => card,

@@ -366,6 +366,12 @@ fn login_error(e: LoginError) -> ApiError {
             "a session is already open at this desk",
             "Une session est déjà ouverte sur ce poste : retirez d'abord la carte.",
         ),
+        LoginError::Refused(LoginRefusal::LoginInProgress) => ApiError::new(
+            StatusCode::CONFLICT,
+            "login_in_progress",
+            "another login is under way at this desk",
+            "Une connexion est déjà en cours sur ce poste : attendez sa fin.",
+        ),
         LoginError::Refused(LoginRefusal::CardRemoved) => ApiError::new(
             StatusCode::CONFLICT,
             "card_removed",

@@ -161,9 +161,11 @@ impl CardLogin {
             .desk(desk)
             .ok_or(LoginError::Refused(LoginRefusal::NoCard))?;
         let desk = &desk;
-        let target = self
+        // Held until this function returns: no other login at this desk meanwhile, so the
+        // tries left read here are still the card's when its PIN is sent.
+        let (target, _turn) = self
             .sessions
-            .login_target(&desk.id)
+            .begin_login(&desk.id)
             .map_err(LoginError::Refused)?;
         // A remote client (or a script retrying) must never block a physician's card: the
         // last try needs the page's explicit confirmation. Refused before the rate limit,
@@ -209,17 +211,22 @@ impl CardLogin {
                 .await?;
             return Err(LoginError::ProfessionNotAllowed);
         }
-        let card_session = match self.worker.login(reader, pin, certificate.clone()).await {
+        let card_session = match self
+            .worker
+            .login(reader.clone(), pin, certificate.clone())
+            .await
+        {
             Ok(held) => held,
             Err(e) => {
                 let event = match &e {
                     CardError::WrongPin { tries_left } => {
-                        self.sessions.record_tries(&desk.id, *tries_left);
+                        self.sessions
+                            .record_tries(&desk.id, target.insertion, *tries_left);
                         refused("wrong_pin", Some(format!("tries_left={tries_left}")))
                     }
                     CardError::WrongPinTriesUnknown => refused("wrong_pin", None),
                     CardError::PinBlocked => {
-                        self.sessions.mark_blocked(&desk.id);
+                        self.sessions.mark_blocked(&desk.id, target.insertion);
                         refused("pin_blocked", None)
                     }
                     CardError::SignatureMismatch => refused("signature_mismatch", None),
@@ -236,6 +243,13 @@ impl CardLogin {
                 let _recorded = self.audit.append(event).await?;
                 return Err(e.into());
             }
+        };
+        // From here the card is PIN-verified and held: any way out but an opened session
+        // ends that card session.
+        let mut held = HeldCard {
+            worker: &self.worker,
+            reader: &reader,
+            kept: false,
         };
         let verified = match self.trust.verify(&certificate, SystemTime::now()) {
             Ok(verified) => verified,
@@ -269,7 +283,10 @@ impl CardLogin {
             recorded,
             token,
         ) {
-            Some(session) => Ok(session),
+            Some(session) => {
+                held.kept = true;
+                Ok(session)
+            }
             None => {
                 // The login is on the record; so is that it opened nothing.
                 let event = Event {
@@ -280,6 +297,23 @@ impl CardLogin {
                 let _recorded = self.audit.append(event).await?;
                 Err(LoginError::Refused(LoginRefusal::CardRemoved))
             }
+        }
+    }
+}
+
+/// The card session a login opened, ended when dropped unless a session keeps it: a
+/// refusal after the PIN (an untrusted certificate, a record that could not be written,
+/// the card gone) must not leave the card PIN-verified and held.
+struct HeldCard<'a> {
+    worker: &'a CardWorker,
+    reader: &'a str,
+    kept: bool,
+}
+
+impl Drop for HeldCard<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.worker.end(self.reader);
         }
     }
 }
@@ -304,6 +338,45 @@ async fn reload_crls(trust: Arc<CardTrust>) {
         interval.tick().await;
         if let Err(e) = trust.reload_crls() {
             tracing::error!(error = %e, "CRL reload failed; the previous CRLs stay in force");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::profile::{CardProfile, Pin};
+
+    /// A login that fails after the PIN leaves no card session behind; one that opens a
+    /// session keeps it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_login_refused_after_the_pin_ends_its_card_session() {
+        let profile = CardProfile::default();
+        let (card, auth) = crate::dev_card::emulator::test_card(profile.clone());
+        let (events, _inbox) = mpsc::unbounded_channel();
+        let worker =
+            CardWorker::start_virtual("R0".into(), Box::new(card), profile, events).unwrap();
+        let login = || {
+            worker.login(
+                "R0".into(),
+                PinSource::Typed(Pin::new("1234").unwrap()),
+                auth.clone(),
+            )
+        };
+        for kept in [false, true] {
+            let held_id = login().await.unwrap();
+            drop(HeldCard {
+                worker: &worker,
+                reader: "R0",
+                kept,
+            });
+            // The worker handles requests in order: the end, if sent, came first.
+            let session = worker.session("R0").await;
+            assert_eq!(
+                session.map(|s| s.id).ok(),
+                kept.then_some(held_id),
+                "kept: {kept}"
+            );
         }
     }
 }

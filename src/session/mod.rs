@@ -124,6 +124,24 @@ struct DeskSlot {
     sessions_opened: u64,
     /// Whether pcscd listed the desk's reader at its last look (monitoring).
     reader_plugged: bool,
+    /// A login is under way here ([`LoginTurn`]).
+    login_in_progress: bool,
+}
+
+/// A login under way at a desk: while it lives, no other login starts there. Two PINs
+/// sent at once (a double click, two tabs, a script) could otherwise spend the card's
+/// last try without its confirmation, and a login queued behind another could open a
+/// session after that one ended. Released when the login ends, however it ends.
+pub(crate) struct LoginTurn {
+    sessions: Sessions,
+    desk: String,
+}
+
+impl Drop for LoginTurn {
+    fn drop(&mut self) {
+        self.sessions
+            .with_slot(&self.desk, |s| s.login_in_progress = false);
+    }
 }
 
 /// The card a login is attempted on.
@@ -188,6 +206,7 @@ impl Sessions {
                         insertion: 0,
                         sessions_opened: 0,
                         reader_plugged: false,
+                        login_in_progress: false,
                     },
                 )
             })
@@ -254,46 +273,40 @@ impl Sessions {
             .flatten()
     }
 
-    /// The card at `desk`, if one can log in: none while a session is open there (a second
+    /// The card at `desk`, if one can log in, and the desk's turn to log in (refused while
+    /// another login is under way there): none while a session is open there (a second
     /// login never replaces a live session: the first physician logs out or pulls the card).
-    pub(crate) fn login_target(&self, desk: &str) -> Result<LoginTarget, LoginRefusal> {
-        self.with_slot(desk, |s| match (&s.card, &s.certificate) {
-            _ if s.session.is_some() => Err(LoginRefusal::SessionOpen),
-            (
-                CardState::Present {
-                    pin_blocked: true, ..
-                },
-                _,
-            ) => Err(LoginRefusal::PinBlocked),
-            (
-                CardState::Present {
-                    holder,
-                    pin_tries_left,
-                    ..
-                },
-                Some(cert),
-            ) => Ok(LoginTarget {
-                reader: s.desk.reader.clone(),
-                certificate: cert.clone(),
-                holder: holder.clone(),
-                insertion: s.insertion,
-                pin_tries_left: *pin_tries_left,
-            }),
-            (CardState::Refused { code, .. }, _) => Err(LoginRefusal::CardRefused(code.clone())),
-            (CardState::ReaderUnavailable, _) => Err(LoginRefusal::ReaderUnavailable),
-            _ => Err(LoginRefusal::NoCard),
-        })
-        .unwrap_or(Err(LoginRefusal::NoCard))
+    pub(crate) fn begin_login(&self, desk: &str) -> Result<(LoginTarget, LoginTurn), LoginRefusal> {
+        let target = self
+            .with_slot(desk, |s| {
+                if s.login_in_progress {
+                    return Err(LoginRefusal::LoginInProgress);
+                }
+                let target = login_target(s)?;
+                s.login_in_progress = true;
+                Ok(target)
+            })
+            .unwrap_or(Err(LoginRefusal::NoCard))?;
+        let turn = LoginTurn {
+            sessions: self.clone(),
+            desk: desk.to_owned(),
+        };
+        Ok((target, turn))
     }
 
-    /// Marks the card at `desk` blocked, so no further VERIFY is sent to it.
-    pub(crate) fn mark_blocked(&self, desk: &str) {
-        self.record_tries(desk, 0);
+    /// Marks the card of `insertion` at `desk` blocked, so no further VERIFY is sent to
+    /// it.
+    pub(crate) fn mark_blocked(&self, desk: &str, insertion: u64) {
+        self.record_tries(desk, insertion, 0);
     }
 
-    /// Records the tries left the card reported after a wrong PIN (0 blocks it).
-    pub(crate) fn record_tries(&self, desk: &str, tries: u8) {
+    /// Records the tries left the card of `insertion` reported after a wrong PIN (0
+    /// blocks it); nothing if another card is in the reader by now.
+    pub(crate) fn record_tries(&self, desk: &str, insertion: u64, tries: u8) {
         self.update(desk, |s| {
+            if s.insertion != insertion {
+                return;
+            }
             if let CardState::Present {
                 pin_blocked,
                 pin_tries_left,
@@ -615,6 +628,38 @@ pub(crate) enum LoginRefusal {
     SessionOpen,
     /// The card left the reader (or was swapped) while its login was under way.
     CardRemoved,
+    /// Another login is under way at the desk.
+    LoginInProgress,
+}
+
+/// The card at `s`'s desk, if one can log in (see [`Sessions::begin_login`]).
+fn login_target(s: &DeskSlot) -> Result<LoginTarget, LoginRefusal> {
+    match (&s.card, &s.certificate) {
+        _ if s.session.is_some() => Err(LoginRefusal::SessionOpen),
+        (
+            CardState::Present {
+                pin_blocked: true, ..
+            },
+            _,
+        ) => Err(LoginRefusal::PinBlocked),
+        (
+            CardState::Present {
+                holder,
+                pin_tries_left,
+                ..
+            },
+            Some(cert),
+        ) => Ok(LoginTarget {
+            reader: s.desk.reader.clone(),
+            certificate: cert.clone(),
+            holder: holder.clone(),
+            insertion: s.insertion,
+            pin_tries_left: *pin_tries_left,
+        }),
+        (CardState::Refused { code, .. }, _) => Err(LoginRefusal::CardRefused(code.clone())),
+        (CardState::ReaderUnavailable, _) => Err(LoginRefusal::ReaderUnavailable),
+        _ => Err(LoginRefusal::NoCard),
+    }
 }
 
 /// The audit actor for a professional at a desk.

@@ -56,7 +56,7 @@ fn insert(sessions: &Sessions) -> u64 {
             s.insertion += 1;
         })
         .unwrap();
-    sessions.login_target("regul-1").unwrap().insertion
+    sessions.begin_login("regul-1").unwrap().0.insertion
 }
 
 async fn receipt(audit: &AuditLog) -> Receipt {
@@ -151,7 +151,7 @@ async fn a_second_login_never_replaces_a_live_session() {
     let sessions = Sessions::new(&[desk()], audit.clone());
     let first = opened(&sessions, &audit).await;
     assert_eq!(
-        sessions.login_target("regul-1").unwrap_err(),
+        sessions.begin_login("regul-1").map(|_| ()).unwrap_err(),
         LoginRefusal::SessionOpen
     );
     let insertion = sessions.with_slot("regul-1", |s| s.insertion).unwrap();
@@ -340,4 +340,53 @@ async fn each_session_at_a_desk_has_its_own_epoch() {
 
 fn token() -> String {
     crate::random::hex_id::<32>().unwrap()
+}
+
+/// One login at a time per desk: a second one started while the first is under way is
+/// refused before its PIN could reach the card, and the desk is free again once the
+/// first ends, however it ends.
+#[tokio::test]
+async fn a_desk_runs_one_login_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = audit(dir.path());
+    let sessions = Sessions::new(&[desk()], audit.clone());
+    let insertion = insert(&sessions);
+    let (target, turn) = sessions.begin_login("regul-1").unwrap();
+    assert_eq!(target.insertion, insertion);
+    assert_eq!(
+        sessions.begin_login("regul-1").map(|_| ()).unwrap_err(),
+        LoginRefusal::LoginInProgress
+    );
+    drop(turn);
+    let (_, again) = sessions.begin_login("regul-1").unwrap();
+    drop(again);
+}
+
+/// The tries a card reported after a wrong PIN are written on that card only: another
+/// card put in meanwhile keeps its own state.
+#[tokio::test]
+async fn wrong_pin_tries_are_written_on_the_card_that_reported_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = audit(dir.path());
+    let sessions = Sessions::new(&[desk()], audit.clone());
+    let first = insert(&sessions);
+    let second = insert(&sessions);
+    sessions.mark_blocked("regul-1", first);
+    let tries = |s: &Sessions| match s.view("regul-1").unwrap().0 {
+        CardState::Present {
+            pin_blocked,
+            pin_tries_left,
+            ..
+        } => (pin_blocked, pin_tries_left),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        tries(&sessions),
+        (false, Some(3)),
+        "the swapped-in card is not blocked"
+    );
+    sessions.record_tries("regul-1", second, 1);
+    assert_eq!(tries(&sessions), (false, Some(1)));
+    sessions.mark_blocked("regul-1", second);
+    assert_eq!(tries(&sessions), (true, Some(0)));
 }
