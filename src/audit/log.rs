@@ -228,9 +228,10 @@ impl AuditLog {
         self.control(move |reply| Msg::Cursor(receiver, seq, reply))
     }
 
-    /// Prunes what is older than `cutoff_ms` (Unix ms), shipped to every repository (named
-    /// in `repositories`, for the record), and before a checkpoint. A `trail_pruned` record
-    /// saying so is appended and signed first.
+    /// Prunes what is older than `cutoff_ms` (Unix ms), confirmed by every repository in
+    /// `repositories` (their own cursors; with none, what the shippers last stored as
+    /// shipped by all), and before a checkpoint. A `trail_pruned` record saying so is
+    /// appended and signed first.
     pub fn prune(
         &self,
         cutoff_ms: u64,
@@ -929,7 +930,18 @@ impl Writer {
     ) -> Result<PruneReport, AuditError> {
         self.drain()?;
         let txn = self.store.snapshot()?;
-        let shipped = store::meta(&txn, Meta::ShippedUpTo)?.unwrap_or(0);
+        // What every repository named now has confirmed, from their own cursors: the
+        // stored "shipped up to" is the running shippers' minimum over the repositories
+        // configured then, and a repository added since (or renamed) has received nothing.
+        let shipped = if repositories.is_empty() {
+            store::meta(&txn, Meta::ShippedUpTo)?.unwrap_or(0)
+        } else {
+            let mut slowest = u64::MAX;
+            for name in repositories {
+                slowest = slowest.min(store::receiver_cursor(&txn, name)?);
+            }
+            slowest
+        };
         let pruned = store::meta(&txn, Meta::PrunedThrough)?.unwrap_or(0);
         let checkpoints = store::checkpoints(&txn)?;
         let mut doomed = Vec::new();

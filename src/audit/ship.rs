@@ -339,19 +339,20 @@ fn next_batch(
     let txn = store.snapshot()?;
     let mut out = Vec::new();
     let (mut last, mut count) = (cursor, 0);
+    let mut unreadable = None;
     store::for_each_record(&txn, cursor + 1, |seq, bytes| {
         match serde_json::from_slice::<Record>(bytes) {
             Ok(record) => {
                 let hash = crate::encoding::hex(&super::chain::hash(bytes));
                 out.push(message(&record, &hash, framing));
             }
-            // The writer stores only records it serialised itself; `audit verify` names
-            // such a record. Shipping goes on: one unreadable record must not stop the rest.
-            Err(e) => tracing::error!(
-                seq,
-                error = super::event::unreadable_record(&e),
-                "audit record unreadable; not shipped"
-            ),
+            // The writer stores only records it serialised itself, so this is damage
+            // (`audit verify` names it). Shipping stops before it: moving past would count
+            // it delivered and leave a hole in every repository's copy of the chain.
+            Err(e) => {
+                unreadable = Some((seq, super::event::unreadable_record(&e)));
+                return ControlFlow::Break(());
+            }
         }
         last = seq;
         count += 1;
@@ -361,7 +362,14 @@ fn next_batch(
             ControlFlow::Continue(())
         }
     })?;
-    Ok((out, last, count))
+    match unreadable {
+        // What comes before it still goes.
+        Some((seq, why)) if count == 0 => Err(AuditError::Integrity {
+            path: store.path().to_owned(),
+            what: format!("record {seq} is unreadable ({why}); shipping stops before it"),
+        }),
+        _ => Ok((out, last, count)),
+    }
 }
 
 type Prepared = tokio::task::JoinHandle<Result<(Vec<Vec<u8>>, u64, usize), AuditError>>;
@@ -442,6 +450,7 @@ async fn ship(
             Err(e) => {
                 receiver.failed(&e.to_string());
                 tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
                 continue;
             }
         };
@@ -504,7 +513,11 @@ async fn ship(
                 if let Some(through) = confirmed
                     && let Err(e) = advance(&receiver, &log, &store, &all, through)
                 {
+                    // The cursor did not move (a failed index commit, the log closing):
+                    // the next pass would send the same batch again at once.
                     receiver.failed(&e.to_string());
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
             Err(e) => {
@@ -694,6 +707,51 @@ fn advance(
 mod tests {
     use super::*;
     use crate::audit::Event;
+
+    /// A damaged stored record is never counted delivered: the records before it go,
+    /// then shipping stops there (before, it was skipped and the cursor moved past it).
+    #[test]
+    fn shipping_stops_before_an_unreadable_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.redb")).unwrap();
+        let record = |seq| {
+            let record = Record {
+                v: 1,
+                seq,
+                node: "gw".into(),
+                epoch: 0,
+                time: "2026-11-23T10:00:00.000Z".into(),
+                run: "r".into(),
+                mono_ns: seq,
+                prev: "ab".into(),
+                event: Event::new(EventKind::ServiceStarted, Outcome::Success),
+            };
+            store::NewRecord {
+                seq,
+                bytes: serde_json::to_vec(&record).unwrap(),
+                time_ms: 0,
+                keys: Vec::new(),
+            }
+        };
+        let damaged = store::NewRecord {
+            bytes: b"{\"v\":1,\"seq\":".to_vec(),
+            ..record(3)
+        };
+        store
+            .commit(&[record(1), record(2), damaged, record(4)], &[])
+            .unwrap();
+        let framing = Framing {
+            format: PayloadFormat::Dicom,
+            enterprise_number: 32473,
+        };
+        let (messages, last, count) = next_batch(&store, 0, framing, 10).unwrap();
+        assert_eq!((messages.len(), last, count), (2, 2, 2));
+        let stopped = next_batch(&store, 2, framing, 10).unwrap_err();
+        assert!(
+            matches!(&stopped, AuditError::Integrity { what, .. } if what.starts_with("record 3 is unreadable")),
+            "{stopped}"
+        );
+    }
 
     #[test]
     fn frames_are_octet_counted_rfc5424_with_the_chain_in_structured_data() {

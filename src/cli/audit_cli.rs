@@ -392,7 +392,9 @@ fn verify(
 }
 
 fn prune(config_path: &Path) -> Result<ExitCode, Failure> {
-    let config = Config::read(config_path)?;
+    // Validated as the service's: a retention of 0 days (read as "keep forever") must
+    // be refused, not prune everything shipped.
+    let config = Config::load(config_path)?;
     let signer = configured_signer(&config)?;
     let path = config.storage.state_dir.join(AUDIT_FILE);
     let store = AuditStore::open(&path)

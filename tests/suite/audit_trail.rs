@@ -870,7 +870,16 @@ fn pruning_keeps_unshipped_records_and_leaves_a_verifiable_trail() {
     let far_future = u64::MAX / 2;
     // Nothing shipped: nothing may go, however old.
     assert_eq!(log.prune(far_future, Vec::new()).unwrap().through, None);
+    log.mark_shipped_to("repository", 25).unwrap();
     log.mark_shipped(25).unwrap();
+    // A repository configured since (or renamed) has received nothing: nothing goes,
+    // whatever the shippers last stored as shipped by all.
+    assert_eq!(
+        log.prune(far_future, vec!["repository".into(), "added".into()])
+            .unwrap()
+            .through,
+        None
+    );
     let report = log.prune(far_future, vec!["repository".into()]).unwrap();
     assert_eq!(
         report.through,
