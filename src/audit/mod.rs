@@ -97,6 +97,16 @@ pub enum AuditError {
     /// A transaction failed (disk error, full disk): the records concerned are not written.
     #[error("audit store transaction failed: {0}")]
     Storage(String),
+    /// A stored record cannot go to a repository: shipping there stops before it.
+    #[error(
+        "audit record {seq} cannot be shipped: {why}; shipping to this repository stops before it"
+    )]
+    Unshippable {
+        /// Its sequence number.
+        seq: u64,
+        /// Why (never its content).
+        why: String,
+    },
     /// The record could not be serialized or exceeds the size limit: it is not written.
     #[error("audit record refused: {0}")]
     Serialize(String),

@@ -106,11 +106,25 @@ pub struct ReceiverConfig {
     /// documentation examples.
     #[serde(default = "default_enterprise_number")]
     pub enterprise_number: u32,
+    /// The largest message the repository keeps whole (rsyslog's `maxMessageSize`, and
+    /// `imrelp`'s `maxDataSize`), bytes. A repository cuts a longer one short and still
+    /// acknowledges it, so a record rendered longer is not sent: shipping to this
+    /// repository stops before it, loudly, until both are raised. Default: rsyslog's 8 KiB.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
 }
 
 fn default_enterprise_number() -> u32 {
     32473
 }
+
+fn default_max_message_bytes() -> usize {
+    8 * 1024
+}
+
+/// Bounds of `max_message_bytes`: syslog's minimum (RFC 5424 §6.1) and more than any
+/// record renders to (records are at most 64 KiB of JSON).
+pub const MAX_MESSAGE_BYTES: std::ops::RangeInclusive<usize> = 2048..=4 * 1024 * 1024;
 
 /// How a message is framed for a receiver.
 #[derive(Debug, Clone, Copy)]
@@ -119,6 +133,13 @@ pub struct Framing {
     pub format: PayloadFormat,
     /// The private enterprise number of the structured-data id.
     pub enterprise_number: u32,
+}
+
+/// What one batch may hold: records, and the largest message the repository keeps whole.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    records: usize,
+    message_bytes: usize,
 }
 
 /// Backlog of one receiver, for metrics and readiness.
@@ -149,6 +170,13 @@ impl Receiver {
         Framing {
             format: self.config.format,
             enterprise_number: self.config.enterprise_number,
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            records: BATCH,
+            message_bytes: self.config.max_message_bytes,
         }
     }
 
@@ -334,40 +362,55 @@ fn next_batch(
     store: &AuditStore,
     cursor: u64,
     framing: Framing,
-    limit: usize,
+    limits: Limits,
 ) -> Result<(Vec<Vec<u8>>, u64, usize), AuditError> {
     let txn = store.snapshot()?;
     let mut out = Vec::new();
     let (mut last, mut count) = (cursor, 0);
-    let mut unreadable = None;
+    let mut unshippable = None;
     store::for_each_record(&txn, cursor + 1, |seq, bytes| {
         match serde_json::from_slice::<Record>(bytes) {
             Ok(record) => {
                 let hash = crate::encoding::hex(&super::chain::hash(bytes));
-                out.push(message(&record, &hash, framing));
+                let message = message(&record, &hash, framing);
+                // The repository would keep it cut short and acknowledge it all the same.
+                if message.len() > limits.message_bytes {
+                    unshippable = Some((
+                        seq,
+                        format!(
+                            "its message is {} bytes, over this repository's \
+                             max_message_bytes ({}); raise the repository's maxMessageSize \
+                             (and imrelp's maxDataSize), then this setting",
+                            message.len(),
+                            limits.message_bytes
+                        ),
+                    ));
+                    return ControlFlow::Break(());
+                }
+                out.push(message);
             }
             // The writer stores only records it serialised itself, so this is damage
             // (`audit verify` names it). Shipping stops before it: moving past would count
             // it delivered and leave a hole in every repository's copy of the chain.
             Err(e) => {
-                unreadable = Some((seq, super::event::unreadable_record(&e)));
+                unshippable = Some((
+                    seq,
+                    format!("it is unreadable ({})", super::event::unreadable_record(&e)),
+                ));
                 return ControlFlow::Break(());
             }
         }
         last = seq;
         count += 1;
-        if count >= limit {
+        if count >= limits.records {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
         }
     })?;
-    match unreadable {
+    match unshippable {
         // What comes before it still goes.
-        Some((seq, why)) if count == 0 => Err(AuditError::Integrity {
-            path: store.path().to_owned(),
-            what: format!("record {seq} is unreadable ({why}); shipping stops before it"),
-        }),
+        Some((seq, why)) if count == 0 => Err(AuditError::Unshippable { seq, why }),
         _ => Ok((out, last, count)),
     }
 }
@@ -375,9 +418,9 @@ fn next_batch(
 type Prepared = tokio::task::JoinHandle<Result<(Vec<Vec<u8>>, u64, usize), AuditError>>;
 
 /// Reads and formats the batch after `cursor`: CPU work, off the async workers.
-fn prepare(store: &Arc<AuditStore>, cursor: u64, framing: Framing) -> Prepared {
+fn prepare(store: &Arc<AuditStore>, cursor: u64, framing: Framing, limits: Limits) -> Prepared {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || next_batch(&store, cursor, framing, BATCH))
+    tokio::task::spawn_blocking(move || next_batch(&store, cursor, framing, limits))
 }
 
 /// Size and age of the backlog after `cursor`.
@@ -440,7 +483,7 @@ async fn ship(
         let cursor = unsettled.map_or(stored, |(through, _)| through.max(stored));
         let prepared = match ahead.take() {
             Some((from, next)) if from == cursor => next,
-            _ => prepare(&store, cursor, receiver.framing()),
+            _ => prepare(&store, cursor, receiver.framing(), receiver.limits()),
         };
         let batch = prepared
             .await
@@ -493,7 +536,10 @@ async fn ship(
         // let that one be this one's watch.
         let more = count >= BATCH;
         if more {
-            ahead = Some((last, prepare(&store, last, receiver.framing())));
+            ahead = Some((
+                last,
+                prepare(&store, last, receiver.framing(), receiver.limits()),
+            ));
         }
         let sent: usize = messages.iter().map(Vec::len).sum();
         receiver.set_unconfirmed(sent + unsettled.map_or(0, |(_, bytes)| bytes));
@@ -708,10 +754,11 @@ mod tests {
     use super::*;
     use crate::audit::Event;
 
-    /// A damaged stored record is never counted delivered: the records before it go,
-    /// then shipping stops there (before, it was skipped and the cursor moved past it).
+    /// A damaged stored record, or one the repository would cut short, is never counted
+    /// delivered: the records before it go, then shipping stops there (before, a damaged
+    /// one was skipped and the cursor moved past it, and a long one went truncated).
     #[test]
-    fn shipping_stops_before_an_unreadable_record() {
+    fn shipping_stops_before_a_record_it_cannot_deliver_whole() {
         let dir = tempfile::tempdir().unwrap();
         let store = AuditStore::open(&dir.path().join("audit.redb")).unwrap();
         let record = |seq| {
@@ -744,13 +791,34 @@ mod tests {
             format: PayloadFormat::Dicom,
             enterprise_number: 32473,
         };
-        let (messages, last, count) = next_batch(&store, 0, framing, 10).unwrap();
+        let limits = Limits {
+            records: 10,
+            message_bytes: 8192,
+        };
+        let (messages, last, count) = next_batch(&store, 0, framing, limits).unwrap();
         assert_eq!((messages.len(), last, count), (2, 2, 2));
-        let stopped = next_batch(&store, 2, framing, 10).unwrap_err();
+        let stopped = next_batch(&store, 2, framing, limits).unwrap_err();
         assert!(
-            matches!(&stopped, AuditError::Integrity { what, .. } if what.starts_with("record 3 is unreadable")),
+            matches!(&stopped, AuditError::Unshippable { seq: 3, why } if why.starts_with("it is unreadable")),
             "{stopped}"
         );
+        // A message longer than the repository keeps whole is not sent either: the
+        // repository would store it cut short and acknowledge it.
+        let size = messages[0].len();
+        let tight = Limits {
+            message_bytes: size - 1,
+            ..limits
+        };
+        let stopped = next_batch(&store, 0, framing, tight).unwrap_err();
+        assert!(
+            matches!(&stopped, AuditError::Unshippable { seq: 1, why } if why.contains(&format!("{size} bytes"))),
+            "{stopped}"
+        );
+        let exact = Limits {
+            message_bytes: size,
+            ..limits
+        };
+        assert_eq!(next_batch(&store, 0, framing, exact).unwrap().2, 2);
     }
 
     #[test]

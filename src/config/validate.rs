@@ -562,6 +562,17 @@ fn check_audit(config: &Config, out: &mut Vec<ConfigProblem>) {
                 format!("'{}' is not host:port", receiver.address),
             ));
         }
+        if !crate::audit::ship::MAX_MESSAGE_BYTES.contains(&receiver.max_message_bytes) {
+            out.push(ConfigProblem::new(
+                key("max_message_bytes"),
+                format!(
+                    "{} is out of range: expected {} to {} (the repository's maxMessageSize)",
+                    receiver.max_message_bytes,
+                    crate::audit::ship::MAX_MESSAGE_BYTES.start(),
+                    crate::audit::ship::MAX_MESSAGE_BYTES.end()
+                ),
+            ));
+        }
         check_readable_file(out, &key("ca"), &receiver.ca);
         check_readable_file(out, &key("client_cert"), &receiver.client_cert);
         check_private_key(out, &key("client_key"), &receiver.client_key);

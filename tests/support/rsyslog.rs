@@ -120,7 +120,7 @@ impl Rsyslog {
         let (cert, key) = self.client(cn);
         let transport = if self.relp { "relp" } else { "syslog_tls" };
         format!(
-            "\n[[audit.receivers]]\nname = \"{name}\"\naddress = \"127.0.0.1:{}\"\nserver_name = \"localhost\"\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\ntransport = \"{transport}\"\n",
+            "\n[[audit.receivers]]\nname = \"{name}\"\naddress = \"127.0.0.1:{}\"\nserver_name = \"localhost\"\nca = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"\ntransport = \"{transport}\"\nmax_message_bytes = 65536\n",
             self.port,
             self.dir.path().join("pki/ca.pem").display(),
             cert.display(),
