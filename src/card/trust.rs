@@ -1,8 +1,10 @@
 //! Trust in a card's certificate: it must chain to a configured trust anchor (the IGC-Santé
 //! roots in production), be within its validity period, be usable for client
 //! authentication and digital signature, and not be revoked according to the configured
-//! CRLs. When the newest CRL is older than its allowed age, the configured policy decides:
-//! refuse, or accept and flag the access (the audit record says so).
+//! CRLs. When a CRL the card's chain is checked against is older than its allowed age, the
+//! configured policy decides: refuse, or accept and flag the access (the audit record says
+//! so). The age is that of the oldest CRL covering an issuer on the chain: a fresh CRL of
+//! another authority vouches for nothing about this card.
 //!
 //! Chain building, validity and revocation are rustls-webpki's; CRL dates and identity
 //! fields are read with x509-parser. Nothing here parses DER by hand.
@@ -24,7 +26,7 @@ use x509_parser::oid_registry::{
 
 use crate::encoding::hex;
 
-/// What to do when the newest CRL is older than allowed.
+/// What to do when a CRL covering the card's chain is older than allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StaleCrlPolicy {
@@ -112,9 +114,9 @@ pub enum TrustError {
     /// Revocation cannot be checked: no CRL covers its issuer.
     #[error("no CRL covers the card certificate's issuer")]
     RevocationUnknown,
-    /// The newest CRL is too old and the policy refuses.
+    /// A CRL covering the card's chain is too old and the policy refuses.
     #[error(
-        "the newest CRL is {age_hours} hours old (limit {limit_hours}): revocation cannot be vouched for"
+        "the CRL of the card's issuer is {age_hours} hours old (limit {limit_hours}): revocation cannot be vouched for"
     )]
     StaleCrl {
         /// Its age.
@@ -194,8 +196,23 @@ pub struct Verified {
 struct Crls {
     /// Parsed once at load; every verification borrows them.
     lists: Vec<CertRevocationList<'static>>,
-    /// Unix seconds of the newest `thisUpdate`.
-    newest: u64,
+    /// Unix seconds of each list's `thisUpdate`, in the same order.
+    this_update: Vec<u64>,
+}
+
+impl Crls {
+    /// The oldest `thisUpdate` among the lists issued by one of `issuers` (DER names): how
+    /// old what vouches for a chain is. Every issuer has one (unknown status is refused);
+    /// several for one issuer (an old copy left beside the new) count at their oldest.
+    fn oldest_for(&self, issuers: &[&[u8]]) -> u64 {
+        self.lists
+            .iter()
+            .zip(&self.this_update)
+            .filter(|(list, _)| issuers.contains(&list.issuer()))
+            .map(|(_, at)| *at)
+            .min()
+            .unwrap_or(0)
+    }
 }
 
 /// The configured trust: anchors, intermediates, and the current CRLs.
@@ -275,7 +292,7 @@ impl CardTrust {
         let algorithms = rustls::crypto::ring::default_provider()
             .signature_verification_algorithms
             .all;
-        end_entity
+        let path = end_entity
             .verify_for_usage(
                 algorithms,
                 &self.anchors,
@@ -286,16 +303,19 @@ impl CardTrust {
                 None,
             )
             .map_err(map_webpki)?;
+        let issuers: Vec<&[u8]> = std::iter::once(path.end_entity().issuer())
+            .chain(path.intermediate_certificates().map(|c| c.issuer()))
+            .collect();
         let professional = identity(certificate)?;
-        let crl_stale = self.is_stale(crls.newest, seconds.as_secs())?;
+        let crl_stale = self.is_stale(crls.oldest_for(&issuers), seconds.as_secs())?;
         Ok(Verified {
             professional,
             crl_stale,
         })
     }
 
-    fn is_stale(&self, newest: u64, now: u64) -> Result<bool, TrustError> {
-        let age_hours = now.saturating_sub(newest) / 3600;
+    fn is_stale(&self, this_update: u64, now: u64) -> Result<bool, TrustError> {
+        let age_hours = now.saturating_sub(this_update) / 3600;
         if age_hours < self.config.crl_max_age_hours {
             return Ok(false);
         }
@@ -365,21 +385,21 @@ fn load_crls(paths: &[PathBuf]) -> Result<Crls, TrustError> {
         });
     }
     let mut lists = Vec::new();
-    let mut newest = 0;
+    let mut this_update = Vec::new();
     for path in paths {
         let der = read_crl(path, key)?;
         let (_, parsed) = x509_parser::parse_x509_crl(&der).map_err(|e| TrustError::Config {
             key,
             reason: format!("{}: not a CRL: {e}", path.display()),
         })?;
-        newest = newest.max(u64::try_from(parsed.last_update().timestamp()).unwrap_or(0));
+        this_update.push(u64::try_from(parsed.last_update().timestamp()).unwrap_or(0));
         let owned = OwnedCertRevocationList::from_der(&der).map_err(|e| TrustError::Config {
             key,
             reason: format!("{}: {e}", path.display()),
         })?;
         lists.push(CertRevocationList::from(owned));
     }
-    Ok(Crls { lists, newest })
+    Ok(Crls { lists, this_update })
 }
 
 fn read_crl(path: &Path, key: &'static str) -> Result<Vec<u8>, TrustError> {

@@ -131,6 +131,41 @@ fn stale_crl_is_refused_or_flagged_as_configured() {
     assert!(flag.verify(&card, SystemTime::now()).unwrap().crl_stale);
 }
 
+/// Freshness is that of the CRLs covering the card's own chain: another authority's fresh
+/// list vouches for nothing about it, and an old copy left beside a new one counts.
+#[test]
+fn stale_crl_is_judged_on_the_cards_own_issuer() {
+    let (a, b) = (Pki::named("A test root"), Pki::named("B test root"));
+    let trust = |crls: Vec<PathBuf>| {
+        CardTrust::load(TrustConfig {
+            anchors: vec![a.dir.path().join("root.pem"), b.dir.path().join("root.pem")],
+            intermediates: vec![],
+            crls,
+            crl_max_age_hours: 48,
+            stale_crl: StaleCrlPolicy::Refuse,
+            crl_refresh_minutes: 60,
+        })
+        .unwrap()
+    };
+    let (card_a, card_b) = (a.card((-30, 365)), b.card((-30, 365)));
+    let old_a = a.crl("old-a.pem", &[], 10);
+    let fresh_a = a.crl("fresh-a.pem", &[], 0);
+    let fresh_b = b.crl("fresh-b.pem", &[], 0);
+    let mixed = trust(vec![old_a.clone(), fresh_b.clone()]);
+    assert!(matches!(
+        mixed.verify(&card_a, SystemTime::now()),
+        Err(TrustError::StaleCrl { .. })
+    ));
+    assert!(!mixed.verify(&card_b, SystemTime::now()).unwrap().crl_stale);
+    let doubled = trust(vec![fresh_a.clone(), old_a, fresh_b.clone()]);
+    assert!(matches!(
+        doubled.verify(&card_a, SystemTime::now()),
+        Err(TrustError::StaleCrl { .. })
+    ));
+    let fresh = trust(vec![fresh_a, fresh_b]);
+    assert!(!fresh.verify(&card_a, SystemTime::now()).unwrap().crl_stale);
+}
+
 #[test]
 fn revocation_must_be_checkable() {
     let pki = Pki::new();
