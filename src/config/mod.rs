@@ -21,6 +21,8 @@ pub(crate) const DEFAULT_PATH: &str = "/etc/samu-gateway/gateway.toml";
 /// Environment variables starting with this prefix and `__` override file keys,
 /// e.g. `SAMU_GATEWAY__SERVER__LISTEN=127.0.0.1:9443`.
 pub(crate) const ENV_PREFIX: &str = "SAMU_GATEWAY";
+/// The list-valued keys the environment may set (comma-separated).
+const ENV_LIST_KEYS: [&str; 1] = ["dmp.document_types"];
 
 /// The whole configuration of one gateway (one SAMU regulation centre).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -367,14 +369,37 @@ impl Config {
             reason: e.to_string(),
         })?;
         check_toml_syntax(path, &text)?;
+        let mut env: std::collections::HashMap<String, String> = env.into_iter().collect();
+        // Lists given in the environment are comma-separated; taken out here, as the
+        // `config` crate splits lists only when it also turns every number-like string
+        // into a number and back ("3.0" into "3", "007" into "7"). Numbers and booleans
+        // are read from their strings when deserialized anyway.
+        let mut lists = Vec::new();
+        for key in ENV_LIST_KEYS {
+            let name = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
+            if let Some(value) = env.remove(&name) {
+                let items: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                lists.push((key, items));
+            }
+        }
         let env_source = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true)
-            .source(Some(env.into_iter().collect()));
-        let config: Config = config::Config::builder()
+            .source(Some(env));
+        let mut builder = config::Config::builder()
             .add_source(config::File::from_str(&text, config::FileFormat::Toml))
-            .add_source(env_source)
+            .add_source(env_source);
+        for (key, items) in lists {
+            builder = builder
+                .set_override(key, items)
+                .map_err(|e| ConfigError::Schema(describe_schema_error(path, &e)))?;
+        }
+        let config: Config = builder
             .build()
             .and_then(config::Config::try_deserialize)
             .map_err(|e| ConfigError::Schema(describe_schema_error(path, &e)))?;

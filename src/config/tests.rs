@@ -643,3 +643,57 @@ fn the_shutdown_grace_fits_the_units_stop_timeout() {
         "{lines:?}"
     );
 }
+
+/// Environment values are taken as written: a string that looks like a number keeps its
+/// digits (a leading zero, a ".0"), numbers still read as numbers, and the DMP's document
+/// types are a comma-separated list.
+#[test]
+fn environment_strings_keep_their_text_and_lists_split_on_commas() {
+    let f = Fixture::new();
+    let text = format!(
+        "{}\n[dmp]\nbase_url = \"https://dmp.example\"\nserver_ca = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"H1\"\n",
+        f.toml(TWO_DESKS),
+        f.path("ca.pem")
+    );
+    let file = f.dir.path().join("gateway.toml");
+    std::fs::write(&file, text).unwrap();
+    let env = [
+        ("SAMU_GATEWAY__CENTRE__STRUCTURE_ID", "0750000001"),
+        ("SAMU_GATEWAY__DMP__VIHF_VERSION", "3.0"),
+        ("SAMU_GATEWAY__DMP__DOCUMENT_TYPES", "60591-5^^1.2.3,REMB^^4.5.6"),
+        ("SAMU_GATEWAY__SERVER__SHUTDOWN_GRACE_SECS", "3"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let config = Config::read_with_env(&file, env).unwrap();
+    assert_eq!(config.centre.structure_id, "0750000001");
+    let dmp = config.dmp.unwrap();
+    assert_eq!(dmp.vihf_version, "3.0");
+    assert_eq!(dmp.document_types, ["60591-5^^1.2.3", "REMB^^4.5.6"]);
+    assert_eq!(config.server.shutdown_grace_secs, 3);
+}
+
+/// The management listener may not share a port the public listener holds on its
+/// address: a wildcard public listener holds it on loopback too.
+#[test]
+fn a_management_port_the_public_listener_holds_is_refused() {
+    let f = Fixture::new();
+    for (listen, management, refused) in [
+        ("0.0.0.0:8443", "127.0.0.1:8443", true),
+        ("[::]:8443", "[::1]:8443", true),
+        ("127.0.0.1:8443", "127.0.0.1:8443", true),
+        ("0.0.0.0:8443", "127.0.0.1:9100", false),
+        ("192.0.2.1:8443", "127.0.0.1:8443", false),
+    ] {
+        let env = [
+            ("SAMU_GATEWAY__SERVER__LISTEN", listen),
+            ("SAMU_GATEWAY__SERVER__MANAGEMENT_LISTEN", management),
+        ];
+        let outcome = f.load(&f.toml(TWO_DESKS), &env);
+        let named = outcome.err().is_some_and(|e| {
+            problem_lines(e)
+                .iter()
+                .any(|l| l.starts_with("server.management_listen"))
+        });
+        assert_eq!(named, refused, "{listen} and {management}");
+    }
+}

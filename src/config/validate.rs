@@ -276,10 +276,17 @@ fn check_server(config: &Config, out: &mut Vec<ConfigProblem>) {
             ),
         )),
         Ok(addr) => {
-            if parse_listen(&server.listen).is_ok_and(|l| l == addr && addr.port() != 0) {
+            // A wildcard listener (0.0.0.0, ::) holds its port on every address, loopback
+            // included: the second bind would fail at start.
+            let overlaps = |l: std::net::SocketAddr| {
+                l.port() == addr.port()
+                    && addr.port() != 0
+                    && (l.ip() == addr.ip() || l.ip().is_unspecified())
+            };
+            if parse_listen(&server.listen).is_ok_and(overlaps) {
                 out.push(ConfigProblem::new(
                     "server.management_listen",
-                    "is the same address as server.listen",
+                    "uses the port server.listen already holds on this address",
                 ));
             }
         }
