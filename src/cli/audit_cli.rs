@@ -244,9 +244,22 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
             let filter = to_filter(&filter)?;
             let count = match &output {
                 Some(path) => {
+                    // Owner-only and never over an existing file: an export holds patients'
+                    // identities, and a mistyped path must not truncate anything (the live
+                    // store included), as `audit backup`.
+                    use std::os::unix::fs::OpenOptionsExt as _;
                     let mut file = std::io::BufWriter::new(
-                        std::fs::File::create(path)
-                            .with_context(|| format!("cannot create {}", path.display()))?,
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(0o600)
+                            .open(path)
+                            .with_context(|| {
+                                format!(
+                                    "cannot create {} (an export never replaces an existing file)",
+                                    path.display()
+                                )
+                            })?,
                     );
                     let count = export::export(&txn, &filter, format, &mut file)
                         .context("export failed")?;

@@ -660,7 +660,10 @@ fn environment_strings_keep_their_text_and_lists_split_on_commas() {
     let env = [
         ("SAMU_GATEWAY__CENTRE__STRUCTURE_ID", "0750000001"),
         ("SAMU_GATEWAY__DMP__VIHF_VERSION", "3.0"),
-        ("SAMU_GATEWAY__DMP__DOCUMENT_TYPES", "60591-5^^1.2.3,REMB^^4.5.6"),
+        (
+            "SAMU_GATEWAY__DMP__DOCUMENT_TYPES",
+            "60591-5^^1.2.3,REMB^^4.5.6",
+        ),
         ("SAMU_GATEWAY__SERVER__SHUTDOWN_GRACE_SECS", "3"),
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()));

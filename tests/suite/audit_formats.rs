@@ -294,3 +294,32 @@ fn every_event_kind_is_an_r4_audit_event_meeting_the_balp_profile_it_claims() {
         );
     }
 }
+
+/// `audit export --output` writes an owner-only file, the same text as on standard
+/// output, and never replaces an existing file (an export holds patients' identities; a
+/// mistyped path must not truncate anything).
+#[test]
+fn an_export_file_is_owner_only_and_never_overwritten() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = every_kind(dir.path(), "gw-test");
+    let (_, stdout, _) = support::run(&config, &["audit", "export"], &[]);
+    let out = dir.path().join("trail.jsonl");
+    let arg = out.to_str().unwrap();
+    let (code, _, stderr) = support::run(&config, &["audit", "export", "--output", arg], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    // The same export (its header's time aside).
+    let written = std::fs::read_to_string(&out).unwrap();
+    let body = |text: &str| text.lines().skip(1).map(str::to_owned).collect::<Vec<_>>();
+    assert!(
+        body(&written) == body(&stdout),
+        "the file differs from standard output"
+    );
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    std::fs::write(&out, "kept").unwrap();
+    let (code, _, stderr) = support::run(&config, &["audit", "export", "--output", arg], &[]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("never replaces"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "kept");
+}
