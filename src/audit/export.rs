@@ -92,7 +92,8 @@ impl FilterSpec {
                 .as_deref()
                 .map(|v| {
                     crate::clock::parse_time(v)
-                        .ok_or_else(|| (field, format!("'{v}' is not an RFC 3339 time")))
+                        // The value is not echoed: a refusal never quotes what was sent.
+                        .ok_or_else(|| (field, "is not an RFC 3339 time".to_owned()))
                 })
                 .transpose()
         };
