@@ -31,23 +31,28 @@ pub(super) const MAX_CASE_BODY: usize = crate::case::hub::MAX_MESSAGE_BYTES;
 /// A request body must have arrived whole within this.
 pub(super) const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Buffers a certificate holder's request body under [`MAX_BODY`] (or
-/// [`MAX_ROSTER_BODY`], [`MAX_CASE_BODY`]) and [`BODY_DEADLINE`], refusing it with 413 or 408 otherwise;
+/// Buffers a certificate holder's request body under [`MAX_BODY`] (or, for the
+/// integration's roster and cases, [`MAX_ROSTER_BODY`], [`MAX_CASE_BODY`]) and
+/// [`BODY_DEADLINE`], refusing it with 413 or 408 otherwise;
 /// passes an anonymous caller's request on unread (its route refuses it from the head).
 pub(super) async fn bounded_body(request: Request, next: Next) -> Response {
     use http_body_util::BodyExt;
-    let anonymous = matches!(
-        request.extensions().get::<Peer>(),
-        Some(Peer::Anonymous) | None
+    let peer = request.extensions().get::<Peer>();
+    let anonymous = matches!(peer, Some(Peer::Anonymous) | None);
+    // Only the regulation software sends rosters and cases: anyone else's body on those
+    // routes is refused from the head anyway, and is not buffered at their size first.
+    let integration = matches!(
+        peer,
+        Some(Peer::Unmapped(w)) if w.role == Some(super::identity::Role::Integration)
     );
     if anonymous || hyper::body::Body::is_end_stream(request.body()) {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();
-    let limit = if path == "/api/v1/roster" {
+    let limit = if integration && path == "/api/v1/roster" {
         MAX_ROSTER_BODY
-    } else if path.starts_with("/api/v1/desks/") && path.ends_with("/case") {
+    } else if integration && path.starts_with("/api/v1/desks/") && path.ends_with("/case") {
         MAX_CASE_BODY
     } else {
         MAX_BODY
