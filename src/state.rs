@@ -18,7 +18,7 @@ const CACHE_DIR: &str = "cache";
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// The directory or its lock file cannot be created or opened.
-    #[error("state directory {path}: {source}")]
+    #[error("state directory {path}: {source}{}", unit_hint(source))]
     Directory {
         /// The path concerned.
         path: PathBuf,
@@ -94,6 +94,9 @@ impl Stores {
                 SummaryCache::open(&cache_dir)?
             }
         };
+        // A maintenance command run as root (`cache stats`, before the first start) must
+        // not leave the service a lock file, store or cache it cannot open.
+        hand_to_owner(dir).map_err(io(dir))?;
         Ok(Self {
             audit,
             cache,
@@ -121,6 +124,50 @@ impl Stores {
     }
 }
 
+/// Gives every entry under `dir` that root owns to `dir`'s owner, when that is not root:
+/// what a command run as root created in the service's state directory. As the service
+/// (not root) there is nothing of root's to find, or a file it could not have used anyway.
+pub(crate) fn hand_to_owner(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let owner = match std::fs::metadata(dir) {
+        Ok(owner) => owner,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if owner.uid() == 0 {
+        return Ok(());
+    }
+    let mut pending = vec![dir.to_owned()];
+    while let Some(path) = pending.pop() {
+        for entry in std::fs::read_dir(&path)? {
+            let path = entry?.path();
+            let meta = path.symlink_metadata()?;
+            if meta.uid() == 0 {
+                std::os::unix::fs::lchown(&path, Some(owner.uid()), Some(owner.gid()))?;
+            }
+            if meta.is_dir() {
+                pending.push(path);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a read-only or forbidden state directory most often means on an appliance: the
+/// unit (`ProtectSystem=strict`) lets the service write in `/var/lib/samu-gateway` only.
+fn unit_hint(source: &std::io::Error) -> &'static str {
+    const READ_ONLY_FILESYSTEM: i32 = 30;
+    if source.raw_os_error() == Some(READ_ONLY_FILESYSTEM)
+        || source.kind() == std::io::ErrorKind::PermissionDenied
+    {
+        " (under the systemd unit only /var/lib/samu-gateway is writable: for another \
+         storage.state_dir, add it with ReadWritePaths= in a drop-in, and give it to the \
+         samu-gateway user)"
+    } else {
+        ""
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +180,42 @@ mod tests {
         assert!(matches!(err, StateError::Locked { .. }), "{err}");
         drop(first);
         Stores::open(dir.path()).unwrap().check().unwrap();
+    }
+
+    /// Opened by root (a maintenance command) in a directory the service owns, the stores
+    /// leave every file to the service. Runs as root (CI's machine), else says so.
+    #[test]
+    fn files_root_creates_go_to_the_directory_owner() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        // `nobody` stands for the service user.
+        if std::os::unix::fs::chown(&state, Some(65534), Some(65534)).is_err() {
+            eprintln!("SKIPPED: needs root to create files for another owner");
+            return;
+        }
+        let stores = Stores::open(&state).unwrap();
+        drop(stores);
+        let mut pending = vec![state.clone()];
+        let mut seen = 0;
+        while let Some(path) = pending.pop() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                let path = entry.unwrap().path();
+                let meta = path.symlink_metadata().unwrap();
+                assert_eq!(
+                    (meta.uid(), meta.gid()),
+                    (65534, 65534),
+                    "{}",
+                    path.display()
+                );
+                seen += 1;
+                if meta.is_dir() {
+                    pending.push(path);
+                }
+            }
+        }
+        assert!(seen >= 3, "the lock, the audit store and the cache");
     }
 
     /// A cache that does not open is removed and started empty; the audit store is never

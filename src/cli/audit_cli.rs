@@ -425,6 +425,13 @@ fn prune(config_path: &Path) -> Result<ExitCode, Failure> {
         .collect();
     let report = log.prune(cutoff, repositories).context("prune failed")?;
     log.close().context("cannot close the audit trail")?;
+    // Run as root, the writer may have created the journal: the service must open it.
+    crate::state::hand_to_owner(&config.storage.state_dir).with_context(|| {
+        format!(
+            "cannot give {} back to its owner",
+            config.storage.state_dir.display()
+        )
+    })?;
     match report.through {
         Some(through) => out!(
             "pruned {} record(s); the trail now starts after checkpoint {through}",

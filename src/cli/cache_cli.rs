@@ -35,6 +35,22 @@ pub(super) enum CacheCommand {
 }
 
 pub(super) fn run(config_path: &Path, command: CacheCommand) -> Result<ExitCode, Failure> {
+    let keygen = matches!(command, CacheCommand::Keygen { .. });
+    let outcome = run_command(config_path, command);
+    // The stores are closed by now: whatever root created in the service's state
+    // directory, on opening or on closing them, goes back to the service.
+    if !keygen && let Ok(config) = Config::read(config_path) {
+        crate::state::hand_to_owner(&config.storage.state_dir).with_context(|| {
+            format!(
+                "cannot give {} back to its owner",
+                config.storage.state_dir.display()
+            )
+        })?;
+    }
+    outcome
+}
+
+fn run_command(config_path: &Path, command: CacheCommand) -> Result<ExitCode, Failure> {
     match command {
         CacheCommand::Keygen { path } => {
             MasterKey::generate(&path).context("cannot create the key")?;
