@@ -342,8 +342,13 @@ fn stream_export(
     format: Format,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let sender = ChunkSender {
+        tx: tx.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        stalled: EXPORT_STALLED,
+    };
     tokio::task::spawn_blocking(move || {
-        let mut out = std::io::BufWriter::with_capacity(64 * 1024, ChunkSender(tx.clone()));
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, sender);
         let written = store
             .settled_snapshot()
             .and_then(|txn| export::export(&txn, &filter, format, &mut out))
@@ -362,15 +367,34 @@ fn stream_export(
     })
 }
 
-/// Hands written bytes to the response body; fails once the client has gone.
-struct ChunkSender(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>);
+/// How long an export waits for its client to take the next chunk: a client that stops
+/// reading must not keep a blocking thread and a read snapshot of the store (which keeps
+/// redb from reclaiming pages) forever.
+const EXPORT_STALLED: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Hands written bytes to the response body; fails once the client has gone, or has taken
+/// nothing for `stalled`.
+struct ChunkSender {
+    tx: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+    runtime: tokio::runtime::Handle,
+    stalled: std::time::Duration,
+}
 
 impl std::io::Write for ChunkSender {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Ok(Bytes::copy_from_slice(bytes)))
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
-        Ok(bytes.len())
+        // On a blocking thread: waiting on the runtime here blocks no async worker.
+        let sent = self.runtime.block_on(tokio::time::timeout(
+            self.stalled,
+            self.tx.send(Ok(Bytes::copy_from_slice(bytes))),
+        ));
+        match sent {
+            Ok(Ok(())) => Ok(bytes.len()),
+            Ok(Err(_)) => Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe)),
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took no export data for a minute",
+            )),
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -464,4 +488,36 @@ async fn record_use(
         .await
         .map_err(|_| audit_unavailable())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An export whose client stops reading gives up after its stall time instead of
+    /// holding its thread and snapshot forever; one whose client left stops at once.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_export_nobody_reads_gives_up() {
+        use std::io::Write as _;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let mut sender = ChunkSender {
+            tx,
+            runtime: tokio::runtime::Handle::current(),
+            stalled: std::time::Duration::from_millis(200),
+        };
+        let writing = tokio::task::spawn_blocking(move || {
+            sender.write_all(b"first").unwrap();
+            let stalled = sender.write_all(b"second").unwrap_err();
+            (sender, stalled.kind())
+        });
+        let (sender, kind) = writing.await.unwrap();
+        assert_eq!(kind, std::io::ErrorKind::TimedOut);
+        assert_eq!(&rx.recv().await.unwrap().unwrap()[..], b"first");
+        drop(rx);
+        let gone = tokio::task::spawn_blocking(move || {
+            let mut sender = sender;
+            sender.write_all(b"third").unwrap_err().kind()
+        });
+        assert_eq!(gone.await.unwrap(), std::io::ErrorKind::BrokenPipe);
+    }
 }
