@@ -6,6 +6,7 @@
 //! never panics (property-tested).
 
 use super::CardError;
+use zeroize::{Zeroize as _, Zeroizing};
 
 /// Largest response the gateway accepts from a card, over all GET RESPONSE rounds.
 pub const MAX_RESPONSE: usize = 64 * 1024;
@@ -27,6 +28,13 @@ pub struct Command {
     pub data: Vec<u8>,
     /// Expected response length: `None` for none, `Some(n)` with 1 ≤ n ≤ 65536.
     pub le: Option<usize>,
+}
+
+/// A VERIFY's data is the PIN block: every command's data is wiped when it goes.
+impl Drop for Command {
+    fn drop(&mut self) {
+        self.data.zeroize();
+    }
 }
 
 impl Command {
@@ -211,7 +219,8 @@ pub trait Transport {
 /// Sends `command` and returns the card's full answer, following `61xx` with GET RESPONSE
 /// (bounded in rounds and size) and retrying once on `6Cxx` with the Le the card asks for.
 pub fn exchange(transport: &mut dyn Transport, command: &Command) -> Result<Response, CardError> {
-    let mut response = Response::parse(&transport.transmit(&command.encode()?)?)?;
+    // The encoded command may carry a PIN (VERIFY): wiped once sent.
+    let mut response = Response::parse(&transport.transmit(&Zeroizing::new(command.encode()?))?)?;
     // "Wrong Le, use this one" concerns a command that expects data back; one without an
     // Le (a VERIFY, which carries the PIN) is never sent twice: a second presentation
     // could spend another try.
@@ -220,11 +229,9 @@ pub fn exchange(transport: &mut dyn Transport, command: &Command) -> Result<Resp
             0 => 256,
             n => usize::from(n as u8),
         };
-        let retry = Command {
-            le: Some(le),
-            ..command.clone()
-        };
-        response = Response::parse(&transport.transmit(&retry.encode()?)?)?;
+        let mut retry = command.clone();
+        retry.le = Some(le);
+        response = Response::parse(&transport.transmit(&Zeroizing::new(retry.encode()?))?)?;
     }
     let mut data = std::mem::take(&mut response.data);
     for _ in 0..MAX_GET_RESPONSE {
