@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::access_routes::Watching;
 use super::error::ApiError;
+use super::extract::Segment;
 use super::identity::Peer;
 use crate::audit::{Actor, Event, EventKind, Outcome};
 use crate::case::board::{CaseBoard, Ended, HeldCase};
@@ -144,7 +145,7 @@ fn ended_event(sender_actor: Option<Actor>, ended: &Ended) -> Event {
 pub(super) async fn post_case(
     State(state): State<AppState>,
     sender: CaseSender,
-    Path(desk): Path<String>,
+    Segment(desk): Segment<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CaseReceipt>), ApiError> {
@@ -234,7 +235,7 @@ pub(super) async fn post_case(
 pub(super) async fn delete_case(
     State(state): State<AppState>,
     sender: CaseSender,
-    Path(desk): Path<String>,
+    Segment(desk): Segment<String>,
 ) -> Result<StatusCode, ApiError> {
     let desk = configured_desk(&state, &desk)?;
     let ended = sender.board.close(&desk).ok_or_else(|| {

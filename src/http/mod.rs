@@ -342,6 +342,7 @@ pub(crate) fn management_router(state: AppState) -> Router {
         .split_for_parts();
     router
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::observe,
@@ -356,6 +357,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let router = router.merge(test_hooks::router());
     router
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn(middleware::bounded_body))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -327,3 +327,14 @@ pub(super) async fn openapi_json() -> Response {
 pub(super) async fn not_found() -> ApiError {
     ApiError::not_found()
 }
+
+/// A known path asked with a method it does not take: the API's own refusal (code,
+/// English, French), not the framework's empty 405.
+pub(super) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not take this method",
+        "Demande non prise en charge par la passerelle.",
+    )
+}

@@ -468,6 +468,15 @@ async fn malformed_input_is_refused_without_echoing_it() {
             400,
             "query_invalid",
         ),
+        // A known path with a method it does not take: the API's 405, not an empty one.
+        (
+            officer
+                .put(gateway.url("/api/v1/compliance/pending"))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"ins": "{INS}"}}"#)),
+            405,
+            "method_not_allowed",
+        ),
     ];
     for (request, status, code) in cases {
         let response = request.send().await.unwrap();
