@@ -242,15 +242,34 @@ impl Receiver {
     }
 
     async fn connect(&self) -> Result<TlsStream<TcpStream>, ShipError> {
-        let addr: SocketAddr = tokio::net::lookup_host(&self.config.address)
-            .await
-            .map_err(|e| ShipError::Resolve(e.to_string()))?
-            .next()
-            .ok_or_else(|| ShipError::Resolve("it resolves to nothing".into()))?;
-        let tcp = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
-            .await
-            .map_err(|_| ShipError::ConnectTimeout)?
-            .map_err(ShipError::Connect)?;
+        // The resolver retries on its own schedule: bounded like the connection.
+        let addrs: Vec<SocketAddr> = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::lookup_host(&self.config.address),
+        )
+        .await
+        .map_err(|_| ShipError::Resolve("no answer within 5 s".into()))?
+        .map_err(|e| ShipError::Resolve(e.to_string()))?
+        .take(8)
+        .collect();
+        if addrs.is_empty() {
+            return Err(ShipError::Resolve("it resolves to nothing".into()));
+        }
+        // Each address in turn: a dead one (an unreachable IPv6 entry, a retired A
+        // record) must not keep the repository unreachable while another answers.
+        let mut failure = ShipError::ConnectTimeout;
+        let mut connected = None;
+        for addr in addrs {
+            match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => {
+                    connected = Some(tcp);
+                    break;
+                }
+                Ok(Err(e)) => failure = ShipError::Connect(e),
+                Err(_) => failure = ShipError::ConnectTimeout,
+            }
+        }
+        let tcp = connected.ok_or(failure)?;
         // Batches go out whole and answers must come back at once: no Nagle delay.
         let _ = tcp.set_nodelay(true);
         if let Err(e) = rustix::net::sockopt::set_tcp_user_timeout(&tcp, TCP_USER_TIMEOUT_MS) {
