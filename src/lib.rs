@@ -28,7 +28,7 @@
 //! | [`cli`]     | subcommands and exit codes (the only user of `anyhow`) |
 //!
 //! Leaves, which use nothing else from the crate: [`access_mode`] (the national access
-//! modes), [`encoding`] (hex, SHA-256, JSON error positions), [`clock`] (record time), [`secret`] (secret file
+//! modes), [`encoding`] (hex, SHA-256, JSON error positions, printable peer names), [`clock`] (record time), [`secret`] (secret file
 //! paths, key file permissions, Ed25519 and RSA keys), [`problem`] (a configuration problem at a
 //! key), [`xml`] (XML from peers: DTDs refused, nodes, attributes and namespaces bounded).
 //! Just above them: [`random`] (ids, tokens and keys from the kernel, one failure
