@@ -124,29 +124,56 @@ impl Stores {
     }
 }
 
-/// Gives every entry under `dir` that root owns to `dir`'s owner, when that is not root:
-/// what a command run as root created in the service's state directory. As the service
-/// (not root) there is nothing of root's to find, or a file it could not have used anyway.
+/// Run as root (a maintenance command) in a state directory another user owns (the
+/// service's), gives every entry under it that root owns to that user: the service could
+/// not open a lock file, store or cache root created. Not run as root, nothing to do.
+///
+/// The walk never follows a link: each directory is opened relative to its parent's
+/// descriptor without following symlinks, and ownership changes never follow one either,
+/// so a service user swapping a directory for a link to `/etc` meanwhile gains nothing.
 pub(crate) fn hand_to_owner(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt as _;
-    let owner = match std::fs::metadata(dir) {
-        Ok(owner) => owner,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    if owner.uid() == 0 {
+    use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Uid};
+    if !rustix::process::geteuid().is_root() {
         return Ok(());
     }
-    let mut pending = vec![dir.to_owned()];
-    while let Some(path) = pending.pop() {
-        for entry in std::fs::read_dir(&path)? {
-            let path = entry?.path();
-            let meta = path.symlink_metadata()?;
-            if meta.uid() == 0 {
-                std::os::unix::fs::lchown(&path, Some(owner.uid()), Some(owner.gid()))?;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let top = match rustix::fs::open(dir, flags, Mode::empty()) {
+        Ok(top) => top,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let owner = rustix::fs::fstat(&top)?;
+    if owner.st_uid == 0 {
+        return Ok(());
+    }
+    let (uid, gid) = (Uid::from_raw(owner.st_uid), Gid::from_raw(owner.st_gid));
+    let mut pending = vec![top];
+    while let Some(parent) = pending.pop() {
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&parent)? {
+            let name = entry?.file_name().to_owned();
+            if name.as_bytes() != b"." && name.as_bytes() != b".." {
+                names.push(name);
             }
-            if meta.is_dir() {
-                pending.push(path);
+        }
+        for name in names {
+            let stat = rustix::fs::statat(&parent, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)?;
+            if stat.st_uid == 0 {
+                rustix::fs::chownat(
+                    &parent,
+                    name.as_c_str(),
+                    Some(uid),
+                    Some(gid),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )?;
+            }
+            if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+                pending.push(rustix::fs::openat(
+                    &parent,
+                    name.as_c_str(),
+                    flags,
+                    Mode::empty(),
+                )?);
             }
         }
     }
