@@ -1398,14 +1398,7 @@ mod tests {
             InsPolicy::default(),
         )
         .unwrap();
-        let professional = Professional {
-            id_nat: "810002813839".into(),
-            id_nat_key_ok: false,
-            given_name: None,
-            surname: None,
-            title: None,
-            certificate_sha256: "ab".repeat(32),
-        };
+        let professional = Professional::for_tests();
         let card = |held| upstream::CardSession { reader: "R0", held };
 
         // Unhindered, a fetch's answer is cached.

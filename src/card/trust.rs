@@ -3,8 +3,8 @@
 //! authentication and digital signature, and not be revoked according to the configured
 //! CRLs. When a CRL the card's chain is checked against is older than its allowed age, the
 //! configured policy decides: refuse, or accept and flag the access (the audit record says
-//! so). The age is that of the oldest CRL covering an issuer on the chain: a fresh CRL of
-//! another authority vouches for nothing about this card.
+//! so). The age is that of the oldest CRL of the card's own issuer: a fresh CRL of another
+//! authority vouches for nothing about this card.
 //!
 //! Chain building, validity and revocation are rustls-webpki's; CRL dates and identity
 //! fields are read with x509-parser. Nothing here parses DER by hand.
@@ -168,6 +168,19 @@ pub struct Professional {
 pub const PHYSICIAN: &str = "10";
 
 impl Professional {
+    /// A physician with no names, for the crate's tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            id_nat: "810002813839".into(),
+            id_nat_key_ok: false,
+            given_name: None,
+            surname: None,
+            title: None,
+            certificate_sha256: "ab".repeat(32),
+        }
+    }
+
     /// Whether the certificate's profession (subject `title`) is one of `allowed`, codes
     /// or labels compared ignoring case and surrounding spaces. An empty list allows every
     /// profession; a certificate without a title matches no non-empty list.
@@ -202,7 +215,7 @@ struct Crls {
 
 impl Crls {
     /// The oldest `thisUpdate` among the lists issued by one of `issuers` (DER names): how
-    /// old what vouches for a chain is. Every issuer has one (unknown status is refused);
+    /// old what vouches for a card is. Every issuer has one (unknown status is refused);
     /// several for one issuer (an old copy left beside the new) count at their oldest.
     fn oldest_for(&self, issuers: &[&[u8]]) -> u64 {
         self.lists
@@ -303,11 +316,13 @@ impl CardTrust {
                 None,
             )
             .map_err(map_webpki)?;
-        let issuers: Vec<&[u8]> = std::iter::once(path.end_entity().issuer())
-            .chain(path.intermediate_certificates().map(|c| c.issuer()))
-            .collect();
+        // The card's own issuer's list: it is the one reissued daily, and the one that
+        // says whether this card was revoked. The lists above it (a root's, for the
+        // intermediates) are reissued every few months; revocation is still checked
+        // against them, their age is not held to `crl_max_age_hours`.
+        let issuer = path.end_entity().issuer();
         let professional = identity(certificate)?;
-        let crl_stale = self.is_stale(crls.oldest_for(&issuers), seconds.as_secs())?;
+        let crl_stale = self.is_stale(crls.oldest_for(&[issuer]), seconds.as_secs())?;
         Ok(Verified {
             professional,
             crl_stale,

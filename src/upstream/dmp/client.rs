@@ -931,17 +931,6 @@ mod tests {
             .unwrap()
     }
 
-    fn professional() -> Professional {
-        Professional {
-            id_nat: "810002813839".into(),
-            id_nat_key_ok: false,
-            given_name: None,
-            surname: None,
-            title: None,
-            certificate_sha256: "ab".repeat(32),
-        }
-    }
-
     /// `DIRECTE`: an access signs (VIHF and TLS) with the card session its requester
     /// logged in with, never with a later login's at the same reader: a card swapped at
     /// the desk while an access is under way must not sign for its requester.
@@ -954,7 +943,7 @@ mod tests {
             CardWorker::start_virtual("R0".into(), Box::new(card), profile, events).unwrap();
         let signer = CardVihfSigner::new(worker.clone());
         let transport = CardTransport::new(rustls::RootCertStore::empty(), 1000);
-        let professional = professional();
+        let professional = Professional::for_tests();
         let access = |held| Access {
             mode: AccessMode::Centre15,
             professional: &professional,
