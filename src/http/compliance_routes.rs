@@ -358,8 +358,11 @@ fn stream_export(
                     .map_err(|e| AuditError::Storage(e.to_string()))
             });
         if let Err(e) = written {
+            // What is still buffered goes unsent (its flush would wait on the same
+            // stalled client), and the error is left only if there is room for it.
+            drop(out.into_parts());
             tracing::error!(error = %e, "compliance export cut short");
-            let _ = tx.blocking_send(Err(std::io::Error::other("export failed")));
+            let _ = tx.try_send(Err(std::io::Error::other("export failed")));
         }
     });
     futures_util::stream::unfold(rx, |mut rx| async move {
