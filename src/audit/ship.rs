@@ -510,6 +510,19 @@ async fn ship(
         let (messages, last, count) = match batch {
             Ok(batch) => batch,
             Err(e) => {
+                // The batch before this one still counts once watched: records that went
+                // before one that cannot go are not held back with it.
+                if unsettled.is_some() {
+                    settle(
+                        &mut connection,
+                        &mut unsettled,
+                        &receiver,
+                        &log,
+                        &store,
+                        &all,
+                    )
+                    .await;
+                }
                 receiver.failed(&e.to_string());
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));
@@ -518,22 +531,16 @@ async fn ship(
         };
         if count == 0 {
             // The backlog is drained: the last batch gets its watch, then counts.
-            // (An unsettled batch always has its connection: both are set together.)
-            if let Some((through, _)) = unsettled.take() {
-                let settled = match connection.take() {
-                    Some(link) => link.settle().await,
-                    None => Err(ShipError::Closed),
-                };
-                match settled {
-                    Ok(link) => {
-                        connection = Some(link);
-                        receiver.set_unconfirmed(0);
-                        if let Err(e) = advance(&receiver, &log, &store, &all, through) {
-                            receiver.failed(&e.to_string());
-                        }
-                    }
-                    Err(e) => receiver.failed(&e.to_string()),
-                }
+            if unsettled.is_some() {
+                settle(
+                    &mut connection,
+                    &mut unsettled,
+                    &receiver,
+                    &log,
+                    &store,
+                    &all,
+                )
+                .await;
                 continue;
             }
             let _ = tokio::time::timeout(IDLE, committed).await;
@@ -746,6 +753,36 @@ async fn watch_open(
 }
 
 /// Moves `receiver`'s cursor to `last`, and the trail's "shipped up to" to the slowest.
+/// Watches the unsettled batch on its connection, then counts it: the cursor moves past it
+/// if the connection is still open. (An unsettled batch always has its connection: both
+/// are set together.)
+async fn settle(
+    connection: &mut Option<Link>,
+    unsettled: &mut Option<(u64, usize)>,
+    receiver: &Receiver,
+    log: &AuditLog,
+    store: &AuditStore,
+    all: &[Arc<Receiver>],
+) {
+    let Some((through, _)) = unsettled.take() else {
+        return;
+    };
+    let settled = match connection.take() {
+        Some(link) => link.settle().await,
+        None => Err(ShipError::Closed),
+    };
+    match settled {
+        Ok(link) => {
+            *connection = Some(link);
+            receiver.set_unconfirmed(0);
+            if let Err(e) = advance(receiver, log, store, all, through) {
+                receiver.failed(&e.to_string());
+            }
+        }
+        Err(e) => receiver.failed(&e.to_string()),
+    }
+}
+
 fn advance(
     receiver: &Receiver,
     log: &AuditLog,
