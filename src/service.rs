@@ -335,6 +335,11 @@ pub async fn run(
     }
     let _ = management_stop.send(());
     let _ = management_task.await;
+    // Requests whose clients left are not in the drain: each is waited for (a little), so
+    // that what it did is recorded before the audit log closes.
+    if !state.requests().settled(Duration::from_secs(5)).await {
+        tracing::warn!("requests still running at stop: their records may fail");
+    }
     // Grants and cases live in memory: each one still open ends here, on the record.
     if let Some(access) = state.access() {
         access.end_all("gateway_stopped").await;

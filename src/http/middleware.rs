@@ -10,6 +10,8 @@
 //! holding a workstation-CA certificate: an anonymous peer's body is never read (every
 //! route taking a body refuses anonymous callers from the request head).
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
@@ -98,14 +100,89 @@ pub(super) async fn bounded_body(request: Request, next: Next) -> Response {
 /// Response header carrying the request id.
 pub(crate) const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// Requests running at most, their clients there or not (the connection limits bound the
+/// ones whose clients wait; this bounds the ones left running after a hang-up).
+const MAX_REQUESTS_RUNNING: usize = 2048;
+
+/// The requests running ([`run_to_completion`]), for the stop to wait for.
+#[derive(Default)]
+pub(crate) struct InFlight(Arc<InFlightCount>);
+
+#[derive(Default)]
+struct InFlightCount {
+    running: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One running request; counted until dropped.
+pub(crate) struct Running(Arc<InFlightCount>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl InFlight {
+    /// Counts one more request, unless [`MAX_REQUESTS_RUNNING`] already run.
+    fn enter(&self) -> Option<Running> {
+        let admitted = self
+            .0
+            .running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_REQUESTS_RUNNING).then_some(n + 1)
+            })
+            .is_ok();
+        admitted.then(|| Running(self.0.clone()))
+    }
+
+    /// Waits until no request runs, at most `within`; whether none does.
+    pub(crate) async fn settled(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let idle = self.0.idle.notified();
+            if self.0.running.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.0.running.load(Ordering::Acquire) == 0;
+            }
+        }
+    }
+}
+
 /// Runs the rest of the request on its own task, so that a client hanging up (an HTTP/2
 /// stream reset, a connection closed mid-request) cannot cancel it halfway: a PIN the
 /// card was sent, a record service that was asked, are always followed by their audit
 /// record and their bookkeeping (tries left, the card session's end). The answer is
 /// dropped if nobody is left to read it. A handler that panics gets a 500, not a torn
 /// connection.
-pub(super) async fn run_to_completion(request: Request, next: Next) -> Response {
-    match tokio::spawn(next.run(request)).await {
+pub(super) async fn run_to_completion(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // Counted, so that a stop waits for the ones whose clients left (the drain no longer
+    // sees them) before it closes the audit log; and bounded, since a reset stream no
+    // longer holds one of its connection's stream slots.
+    let Some(running) = state.requests().enter() else {
+        return super::ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests are running",
+            "La passerelle est surchargée : réessayez dans un instant.",
+        )
+        .with_retry_after(1)
+        .into_response();
+    };
+    let run = async move {
+        let response = next.run(request).await;
+        drop(running);
+        response
+    };
+    match tokio::spawn(run).await {
         Ok(response) => response,
         Err(e) => {
             let how = if e.is_panic() {
@@ -206,5 +283,30 @@ fn method_label(method: &Method) -> &'static str {
         Method::OPTIONS => "OPTIONS",
         Method::PATCH => "PATCH",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod in_flight_tests {
+    use super::*;
+
+    /// The stop waits for running requests, up to its bound, and admission is capped.
+    #[tokio::test]
+    async fn a_stop_waits_for_the_requests_still_running() {
+        let requests = InFlight::default();
+        assert!(requests.settled(Duration::ZERO).await);
+        let running = requests.enter().unwrap();
+        assert!(!requests.settled(Duration::from_millis(50)).await);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(running);
+        });
+        assert!(requests.settled(Duration::from_secs(5)).await);
+        let all: Vec<Running> = (0..MAX_REQUESTS_RUNNING)
+            .map(|_| requests.enter().unwrap())
+            .collect();
+        assert!(requests.enter().is_none(), "capped");
+        drop(all);
+        assert!(requests.enter().is_some());
     }
 }

@@ -83,6 +83,7 @@ struct Shared {
     draining: AtomicBool,
     drain_started: tokio::sync::Notify,
     csrf: csrf::Csrf,
+    requests: middleware::InFlight,
 }
 
 impl AppState {
@@ -116,7 +117,13 @@ impl AppState {
             draining: AtomicBool::new(false),
             drain_started: tokio::sync::Notify::new(),
             csrf: csrf::Csrf::new(),
+            requests: middleware::InFlight::default(),
         }))
+    }
+
+    /// The requests running, whether or not their client is still there.
+    pub(crate) fn requests(&self) -> &middleware::InFlight {
+        &self.0.requests
     }
 
     /// The pages' CSRF token key.
@@ -367,6 +374,9 @@ pub(crate) fn router(state: AppState) -> Router {
             state.clone(),
             middleware::observe,
         ))
-        .layer(axum::middleware::from_fn(middleware::run_to_completion))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::run_to_completion,
+        ))
         .with_state(state)
 }
