@@ -686,6 +686,10 @@ fn a_management_port_the_public_listener_holds_is_refused() {
         ("127.0.0.1:8443", "127.0.0.1:8443", true),
         ("0.0.0.0:8443", "127.0.0.1:9100", false),
         ("192.0.2.1:8443", "127.0.0.1:8443", false),
+        // Another family's wildcard does not hold it; the management side's counts too
+        // (configtest refuses a non-loopback management address anyway).
+        ("0.0.0.0:8443", "[::1]:8443", false),
+        ("[::]:8443", "127.0.0.1:8443", true),
     ] {
         let env = [
             ("SAMU_GATEWAY__SERVER__LISTEN", listen),

@@ -276,12 +276,16 @@ fn check_server(config: &Config, out: &mut Vec<ConfigProblem>) {
             ),
         )),
         Ok(addr) => {
-            // A wildcard listener (0.0.0.0, ::) holds its port on every address, loopback
-            // included: the second bind would fail at start.
+            // A wildcard listener (0.0.0.0, ::) holds its port on every address of its
+            // family, loopback included (and `::` IPv4's too, dual-stack being Linux's
+            // default), whichever of the two it is: the second bind would fail at start.
+            let covers = |wild: std::net::IpAddr, other: std::net::IpAddr| {
+                wild.is_unspecified() && (wild.is_ipv6() || other.is_ipv4())
+            };
             let overlaps = |l: std::net::SocketAddr| {
                 l.port() == addr.port()
                     && addr.port() != 0
-                    && (l.ip() == addr.ip() || l.ip().is_unspecified())
+                    && (l.ip() == addr.ip() || covers(l.ip(), addr.ip()) || covers(addr.ip(), l.ip()))
             };
             if parse_listen(&server.listen).is_ok_and(overlaps) {
                 out.push(ConfigProblem::new(
