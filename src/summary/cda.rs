@@ -233,8 +233,24 @@ fn absent_or_unknown(entry: Node<'_, '_>) -> Option<(bool, String)> {
         .find(|n| n.is_element() && n.attribute("codeSystem") == Some(ABSENT_OR_UNKNOWN))?;
     let value = code.attribute("code")?;
     let said = words(code).unwrap_or_else(|| value.to_owned());
-    Some((value.starts_with("no-known-"), said))
+    Some((
+        value.starts_with("no-known-") && !PARTIAL_NO_KNOWN.contains(&value),
+        said,
+    ))
 }
+
+/// IPS "no known" codes that deny one kind of allergy only: the others stay unknown, so
+/// they are statements, never "no known allergies".
+const PARTIAL_NO_KNOWN: [&str; 3] = [
+    "no-known-medication-allergies",
+    "no-known-food-allergies",
+    "no-known-environmental-allergies",
+];
+
+/// SNOMED CT findings whose denial, in a negated allergy observation without an agent,
+/// denies allergy as such ("allergy to substance", "propensity to adverse reactions");
+/// denying a narrower one ("drug allergy") leaves the others unknown.
+const GENERAL_ALLERGY: [&str; 2] = ["419199007", "420134006"];
 
 /// An element or attribute name from the document, fit for an error text (a hostile
 /// document's names are its own choice).
@@ -533,6 +549,9 @@ fn judge<T>(section: &mut Section<T>, entries: usize, absent: bool, null_flavor:
     section.status = match (section.items.is_empty(), absent) {
         (false, true) => SectionStatus::Conflicting,
         (false, false) => SectionStatus::Recorded,
+        // An entry that could not be read may be exactly what the absence denies: the
+        // section says two things, and neither may look settled.
+        (true, true) if section.unreadable_entries > 0 => SectionStatus::Conflicting,
         (true, true) => SectionStatus::NoneKnown,
         (true, false) if entries > 0 && section.unreadable_entries == entries => {
             SectionStatus::Unreadable
@@ -585,18 +604,20 @@ impl Reader {
                 }
                 let mut absent = false;
                 for (i, entry) in entries.iter().enumerate() {
-                    match allergy(*entry) {
-                        Some(Read::Item(item)) => section.items.push(item),
-                        Some(Read::Absent(statement)) => {
-                            absent = true;
-                            section.statements.push(statement);
+                    for read in allergies(*entry) {
+                        self.allergy_entries += 1;
+                        match read {
+                            Some(Read::Item(item)) => section.items.push(item),
+                            Some(Read::Absent(statement)) => {
+                                absent = true;
+                                section.statements.push(statement);
+                            }
+                            Some(Read::Noted(statement)) => section.statements.push(statement),
+                            None => self.unreadable_entry(&mut section, path, i),
                         }
-                        Some(Read::Noted(statement)) => section.statements.push(statement),
-                        None => self.unreadable_entry(&mut section, path, i),
                     }
                 }
                 absent |= self.allergies_absent;
-                self.allergy_entries += entries.len();
                 judge(&mut section, self.allergy_entries, absent, null_flavor);
                 self.allergies_absent = absent;
                 self.allergies = Some(section);
@@ -611,11 +632,11 @@ impl Reader {
                     merge(&mut self.dispensations, read);
                 }
                 Meaning::Problems => {
-                    let read = self.plain(node, path, &entries, problem);
+                    let read = self.each_observation(node, path, &entries, problem);
                     merge(&mut self.problems, read);
                 }
                 Meaning::PastProblems => {
-                    let read = self.plain(node, path, &entries, problem);
+                    let read = self.each_observation(node, path, &entries, problem);
                     merge(&mut self.past_problems, read);
                 }
                 Meaning::Procedures => {
@@ -655,6 +676,41 @@ impl Reader {
             entries,
             narrative: child(node, "text").and_then(narrative),
         });
+    }
+
+    /// [`Self::plain`] for sections whose entries may be concern acts grouping several
+    /// observations (problems): each observation is an item, or unreadable.
+    fn each_observation<T>(
+        &mut self,
+        node: Node<'_, '_>,
+        path: &str,
+        entries: &[Node<'_, '_>],
+        read: fn(Node<'_, '_>) -> Option<T>,
+    ) -> Section<T> {
+        let mut section = section_shell::<T>(node);
+        let (mut absent, mut reads) = (false, 0);
+        for (i, entry) in entries.iter().enumerate() {
+            if let Some((absence, said)) = absent_or_unknown(*entry) {
+                absent |= absence;
+                section.statements.push(said);
+                reads += 1;
+                continue;
+            }
+            let observations = observations(*entry);
+            if observations.is_empty() {
+                reads += 1;
+                self.unreadable_entry(&mut section, path, i);
+            }
+            for observation in observations {
+                reads += 1;
+                match read(observation) {
+                    Some(item) => section.items.push(item),
+                    None => self.unreadable_entry(&mut section, path, i),
+                }
+            }
+        }
+        judge(&mut section, reads, absent, node.attribute("nullFlavor"));
+        section
     }
 
     /// A section whose entries are items or unreadable (every kind but allergies, which
@@ -841,21 +897,38 @@ enum Read<T> {
 
 /// The first observation of an entry: directly, or inside a concern act.
 fn observation<'a, 'i>(entry: Node<'a, 'i>) -> Option<Node<'a, 'i>> {
-    child(entry, "observation").or_else(|| {
-        child(entry, "act")
-            .into_iter()
-            .flat_map(|act| children(act, "entryRelationship"))
-            .find_map(|r| child(r, "observation"))
-    })
+    observations(entry).into_iter().next()
 }
 
-fn allergy(entry: Node<'_, '_>) -> Option<Read<Allergy>> {
+/// Every observation of an entry: the one it holds directly, or each one its concern act
+/// holds (a PCC concern may group several allergies or problems: none is dropped).
+fn observations<'a, 'i>(entry: Node<'a, 'i>) -> Vec<Node<'a, 'i>> {
+    if let Some(direct) = child(entry, "observation") {
+        return vec![direct];
+    }
+    child(entry, "act")
+        .into_iter()
+        .flat_map(|act| children(act, "entryRelationship"))
+        .filter_map(|r| child(r, "observation"))
+        .collect()
+}
+
+/// What an allergy entry says: one read per observation (a concern act may hold several),
+/// `None` for each that cannot be read.
+fn allergies(entry: Node<'_, '_>) -> Vec<Option<Read<Allergy>>> {
     match absent_or_unknown(entry) {
-        Some((true, said)) => return Some(Read::Absent(said)),
-        Some((false, said)) => return Some(Read::Noted(said)),
+        Some((true, said)) => return vec![Some(Read::Absent(said))],
+        Some((false, said)) => return vec![Some(Read::Noted(said))],
         None => {}
     }
-    let observation = observation(entry)?;
+    let observations = observations(entry);
+    if observations.is_empty() {
+        return vec![None];
+    }
+    observations.into_iter().map(allergy).collect()
+}
+
+fn allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
     let code = child(observation, "code");
     let negated = observation.attribute("negationInd") == Some("true");
     let value = child(observation, "value");
@@ -867,21 +940,34 @@ fn allergy(entry: Node<'_, '_>) -> Option<Read<Allergy>> {
         .and_then(|p| child(p, "participantRole"))
         .and_then(|r| child(r, "playingEntity"))
         .and_then(|e| child(e, "code"));
-    let named_agent = agent.and_then(words);
-    if negated && let Some(agent) = &named_agent {
-        // "Not allergic to X" says nothing of the other substances: noted, never read as
-        // "no known allergies".
-        return Some(Read::Noted(format!("absence d'allergie à : {agent}")));
+    if negated && let Some(agent) = agent.filter(|a| a.attribute("nullFlavor").is_none()) {
+        // "Not allergic to X" (X named or only coded) says nothing of the other
+        // substances: noted, never read as "no known allergies".
+        let what = words(agent)
+            .or_else(|| agent.attribute("code").map(|c| format!("code {c}")))
+            .unwrap_or_else(|| "une substance".into());
+        return Some(Read::Noted(format!("absence d'allergie à : {what}")));
     }
-    if negated || stated_absent {
+    if negated {
         let said = code
             .and_then(words)
             .unwrap_or_else(|| "absence d'allergie".into());
-        return Some(Read::Absent(if negated {
-            format!("absence : {said}")
-        } else {
-            said
-        }));
+        // Without an agent, what is denied is the value: allergy as such, or one kind.
+        return Some(match value.and_then(|v| v.attribute("code")) {
+            Some(denied) if !GENERAL_ALLERGY.contains(&denied) && denied != NO_KNOWN_ALLERGY => {
+                let kind = value
+                    .and_then(words)
+                    .unwrap_or_else(|| format!("code {denied}"));
+                Read::Noted(format!("absence : {kind}"))
+            }
+            _ => Read::Absent(format!("absence : {said}")),
+        });
+    }
+    if stated_absent {
+        let said = code
+            .and_then(words)
+            .unwrap_or_else(|| "absence d'allergie".into());
+        return Some(Read::Absent(said));
     }
     let agent = agent?;
     let substance = words(agent)?;
@@ -973,8 +1059,7 @@ fn medication(entry: Node<'_, '_>) -> Option<Medication> {
     })
 }
 
-fn problem(entry: Node<'_, '_>) -> Option<Problem> {
-    let observation = observation(entry)?;
+fn problem(observation: Node<'_, '_>) -> Option<Problem> {
     let value = child(observation, "value").filter(|v| {
         v.attribute((XSI, "type"))
             .is_none_or(|t| t.ends_with("CD") || t.ends_with("CE"))

@@ -581,3 +581,85 @@ fn summary_show_names_the_format_and_kind_of_a_cda_document() {
     assert!(text.contains("unstructured"), "{text}");
     assert!(!text.contains("JVBERi0"), "{text}");
 }
+
+/// What a CDA allergy section denies is read for what it is: one kind of allergy denied
+/// is a statement, never "no known allergies"; a concern grouping several allergies (or
+/// problems) gives each; an absence beside an entry that cannot be read is never settled.
+#[test]
+fn partial_denials_grouped_concerns_and_unreadable_entries_never_hide_an_allergy() {
+    let fixture = String::from_utf8(cda("absence-stated-sections-not-asked.xml")).unwrap();
+    const DENIAL: &str = "<observation classCode=\"OBS\" moodCode=\"EVN\" negationInd=\"true\">\n                  <code code=\"ASSERTION\" codeSystem=\"2.16.840.1.113883.5.4\"/>\n                  <value xsi:type=\"CD\" code=\"419199007\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Allergie à une substance\"/>\n                </observation>";
+    assert!(fixture.contains(DENIAL));
+    let with = |replacement: &str| {
+        summary::extract(fixture.replace(DENIAL, replacement).as_bytes()).unwrap()
+    };
+    let allergy = |code: &str, name: Option<&str>| {
+        let name = name.map_or(String::new(), |n| format!(" displayName=\"{n}\""));
+        format!(
+            "<observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"ASSERTION\" codeSystem=\"2.16.840.1.113883.5.4\"/><participant typeCode=\"CSM\"><participantRole><playingEntity><code code=\"{code}\" codeSystem=\"2.16.840.1.113883.6.96\"{name}/></playingEntity></participantRole></participant></observation>"
+        )
+    };
+
+    // "No drug allergy": food and latex stay unknown.
+    let s = with(
+        "<observation classCode=\"OBS\" moodCode=\"EVN\" negationInd=\"true\"><code code=\"ASSERTION\" codeSystem=\"2.16.840.1.113883.5.4\"/><value xsi:type=\"CD\" code=\"416098002\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Allergie médicamenteuse\"/></observation>",
+    );
+    assert_eq!(s.allergies.status, SectionStatus::NotRecorded);
+    assert_eq!(
+        s.allergies.statements,
+        ["absence : Allergie médicamenteuse"]
+    );
+    // The IPS "no known food allergies": the same.
+    let s = with(
+        "<observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"no-known-food-allergies\" codeSystem=\"2.16.840.1.113883.5.1150.1\" displayName=\"Pas d'allergie alimentaire connue\"/></observation>",
+    );
+    assert_eq!(s.allergies.status, SectionStatus::NotRecorded);
+    assert_eq!(
+        s.allergies.statements,
+        ["Pas d'allergie alimentaire connue"]
+    );
+    // "Not allergic to" a substance coded without a name: noted, never a general absence.
+    let s = with(&allergy("764146007", None).replace(
+        "moodCode=\"EVN\">",
+        "moodCode=\"EVN\" negationInd=\"true\">",
+    ));
+    assert_eq!(s.allergies.status, SectionStatus::NotRecorded);
+    assert_eq!(
+        s.allergies.statements,
+        ["absence d'allergie à : code 764146007"]
+    );
+
+    // One concern, two allergies: both shown.
+    let two = format!(
+        "{}</entryRelationship><entryRelationship typeCode=\"SUBJ\">{}",
+        allergy("764146007", Some("Pénicilline")),
+        allergy("111088007", Some("Latex"))
+    );
+    let s = with(&two);
+    assert_eq!(s.allergies.status, SectionStatus::Recorded);
+    assert_eq!(
+        names(&s.allergies.items, |a| &a.substance),
+        ["Pénicilline", "Latex"]
+    );
+
+    // "No known allergies" beside an allergy entry that cannot be read: conflicting,
+    // never "none known".
+    let unreadable = format!(
+        "{DENIAL}</entryRelationship><entryRelationship typeCode=\"SUBJ\">{}",
+        allergy("J01CA04", None)
+    );
+    let s = with(&unreadable);
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
+    assert_eq!(s.allergies.unreadable_entries, 1);
+
+    // A problem concern grouping two problems: both read.
+    let problems = fixture.replace(
+        "<entry><organizer classCode=\"CLUSTER\" moodCode=\"EVN\"/></entry>",
+        "<entry><act classCode=\"ACT\" moodCode=\"EVN\"><entryRelationship typeCode=\"SUBJ\"><observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"55607006\" codeSystem=\"2.16.840.1.113883.6.96\"/><value xsi:type=\"CD\" code=\"38341003\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Hypertension\"/></observation></entryRelationship><entryRelationship typeCode=\"SUBJ\"><observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"55607006\" codeSystem=\"2.16.840.1.113883.6.96\"/><value xsi:type=\"CD\" code=\"44054006\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Diabète de type 2\"/></observation></entryRelationship></act></entry>",
+    );
+    let s = summary::extract(problems.as_bytes()).unwrap();
+    assert_eq!(
+        names(&s.problems.items, |p| &p.name),
+        ["Hypertension", "Diabète de type 2"]
+    );
+}

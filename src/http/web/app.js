@@ -482,6 +482,13 @@
     if (delivered.stale) {
       stale.textContent = 'DONNÉES ANCIENNES : le dossier national ne répond pas. Copie locale datant de ' +
         age(delivered.age_seconds) + ', peut-être incomplète ou dépassée.';
+      stale.classList.remove('copy');
+      stale.hidden = false;
+    } else if (delivered.source === 'cache') {
+      // A fresh copy is still a copy: the physician sees its age, not a live answer.
+      stale.textContent = 'Copie locale datant de ' + age(delivered.age_seconds) +
+        ' (dossier national consulté à ce moment-là).';
+      stale.classList.add('copy');
       stale.hidden = false;
     } else {
       stale.hidden = true;
@@ -569,7 +576,8 @@
       parts.push(section('Points de vigilance', summary.vigilance, observationText));
     }
     parts.push(section('Traitements en cours', summary.medications, (m) =>
-      [m.name, m.dosage.join(' ; ')].filter(Boolean).join(' — ')));
+      [m.name, m.dosage.join(' ; '), statusWord(m.status), m.period ? 'période : ' + m.period : null]
+        .filter(Boolean).join(' — ')));
     if (summary.dispensations) {
       const block = section('Délivrances récentes (remboursements)', summary.dispensations, (d) =>
         [d.name, d.date ? 'délivré le ' + shortDate(d.date) : null, d.quantity].filter(Boolean).join(' — '));
@@ -691,7 +699,21 @@
   }
 
   function problemText(p) {
-    return [p.name, p.onset ? 'depuis ' + shortDate(p.onset) : null].filter(Boolean).join(' — ');
+    return [p.name, p.onset ? 'depuis ' + shortDate(p.onset) : null, statusWord(p.clinical_status)]
+      .filter(Boolean).join(' — ');
+  }
+
+  // An item's status when it is not plainly current: a stopped treatment or a resolved
+  // problem must not read as a current one.
+  const ITEM_STATUS = {
+    completed: 'terminé', stopped: 'ARRÊTÉ', 'on-hold': 'suspendu', suspended: 'suspendu',
+    'not-taken': 'NON PRIS', intended: 'prévu, pas encore pris', aborted: 'interrompu',
+    cancelled: 'annulé', unknown: 'statut inconnu', inactive: 'inactif', resolved: 'résolu',
+    remission: 'en rémission', recurrence: 'récidive', relapse: 'rechute',
+  };
+  function statusWord(value) {
+    if (!value || value === 'active') return null;
+    return 'statut : ' + (ITEM_STATUS[value] || value);
   }
 
   const ALLERGY_STATUS = {
@@ -743,6 +765,8 @@
     if (a.kind === 'intolerance') more.push('intolérance');
     if (a.reactions && a.reactions.length) more.push(a.reactions.join(' ; '));
     if (a.verification_status === 'unconfirmed') more.push('non confirmée');
+    const status = statusWord(a.clinical_status);
+    if (status) more.push(status);
     if (more.length) item.append(document.createTextNode(' — ' + more.join(' — ')));
     if (unlisted) item.append(element('span', 'unlisted', 'non listée dans la section allergies du document'));
     return item;
@@ -752,8 +776,10 @@
   // gateway could not show: every section, inside its own block.
   function sectionNotes(data) {
     const notes = [];
-    if (data.status === 'conflicting' && data.statements && data.statements.length) {
-      notes.push(element('p', 'note', 'Le document déclare aussi : ' + data.statements.map((s) => '« ' + s + ' »').join(' ; ') + '.'));
+    if (data.statements && data.statements.length) {
+      // Always shown: a statement may deny one kind only ("pas d'allergie médicamenteuse").
+      const lead = data.status === 'conflicting' ? 'Le document déclare aussi : ' : 'Le document déclare : ';
+      notes.push(element('p', 'note', lead + data.statements.map((s) => '« ' + s + ' »').join(' ; ') + '.'));
     }
     if (data.duplicate_entries) {
       notes.push(element('p', 'note defect', 'Document incohérent : entrées en double (' + data.duplicate_entries +
@@ -797,7 +823,9 @@
   // When entries are missing or unreadable, the section's own text is what the document
   // says: shown as written, labelled as such.
   function fallbackText(data) {
-    if (!data.narrative || (data.status !== 'not_recorded' && data.status !== 'unreadable')) return [];
+    // Also beside what was read when some entries were not: the missing one may be there.
+    const partial = data.unreadable_entries > 0 || data.status === 'conflicting';
+    if (!data.narrative || (!partial && data.status !== 'not_recorded' && data.status !== 'unreadable')) return [];
     const block = element('div', 'fallback');
     block.append(element('p', 'note', 'Texte de la section dans le document (non structuré) :'));
     block.append(element('p', 'narrative', data.narrative));
