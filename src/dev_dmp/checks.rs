@@ -406,7 +406,15 @@ fn retrieve(state: &DevState, body: Node<'_, '_>, granted: &Granted) -> Result<R
         .collect();
     let mut documents = Vec::new();
     let mut errors = Vec::new();
+    let withheld = match state.fault.lock().map(|f| f.clone()) {
+        Ok(super::DmpFault::Withhold { unique_id }) => Some(unique_id),
+        _ => None,
+    };
     for unique_id in &requests {
+        if withheld.as_ref() == Some(unique_id) {
+            errors.push("XDSDocumentUniqueIdError");
+            continue;
+        }
         // Another patient's document, or a masked one this mode may not read, does not
         // exist for this request.
         match visible(&patient, granted.mode).find(|d| &d.unique_id == unique_id) {

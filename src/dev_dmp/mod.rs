@@ -170,6 +170,12 @@ pub(crate) enum DmpFault {
     Timeout,
     /// A 200 whose body is not XML.
     Garbage,
+    /// Retrievals answer without this document (a partial success naming it an error),
+    /// the others as usual.
+    Withhold {
+        /// Its unique id.
+        unique_id: String,
+    },
 }
 
 #[derive(Clone)]
@@ -330,7 +336,7 @@ async fn soap(
     }
     let injected = state.fault.lock().map(|f| f.clone()).unwrap_or_default();
     match injected {
-        DmpFault::None => {}
+        DmpFault::None | DmpFault::Withhold { .. } => {}
         DmpFault::Latency { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
         DmpFault::SoapFault { code } => return fault(&state, &code, "Erreur injectée"),
         DmpFault::Status { status } => {

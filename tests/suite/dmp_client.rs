@@ -260,6 +260,17 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
     );
     dmp.fault(json!({"kind": "none"})).await;
 
+    // The synthesis listed but not returned (the reimbursement history was): refused as
+    // malformed, never answered with the history standing in for the summary, which would
+    // say "allergies not recorded" of a record that holds them.
+    dmp.fault(json!({"kind": "withhold", "unique_id": "1.2.250.1.999.1.1"}))
+        .await;
+    assert!(matches!(
+        gateway.patient_summary(&patient, &regulation).await.unwrap_err(),
+        UpstreamError::Malformed(why) if why.contains("synthesis")
+    ));
+    dmp.fault(json!({"kind": "none"})).await;
+
     let hurried = client(&dmp, &card, key, cert, 600);
     dmp.fault(json!({"kind": "latency", "ms": 1_500})).await;
     let started = std::time::Instant::now();

@@ -658,6 +658,14 @@ impl DmpClient {
                 used.push((synthesis.map(|d| d.unique_id.clone()), "summary"));
                 (read(bytes).await?, history_bytes)
             }
+            // A synthesis the record lists but did not return is not replaced by the
+            // reimbursement history: that would say "allergies not recorded" of a record
+            // that holds them.
+            (None, Some(_)) if synthesis.is_some() => {
+                return Err(UpstreamError::Malformed(
+                    "the synthesis the record lists was not returned".into(),
+                ));
+            }
             (None, Some(bytes)) => {
                 used.push((history.map(|d| d.unique_id.clone()), "summary"));
                 (read(bytes).await?, None)
