@@ -616,6 +616,13 @@ fn judge<T>(
             SectionStatus::Unreadable,
             "entries that could not be read".to_owned(),
         )
+    } else if let Some(basis) = none_known.as_ref().filter(|_| gathered.other_person > 0) {
+        // Entries were left out as another person's: if that judgement was wrong, they
+        // are this patient's, and "none known" would hide them.
+        (
+            SectionStatus::Conflicting,
+            format!("{basis} and entries left out as another person's"),
+        )
     } else if let Some(basis) = none_known {
         (SectionStatus::NoneKnown, basis)
     } else if let Some(basis) = no_information {

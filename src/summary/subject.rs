@@ -157,20 +157,38 @@ fn traits(resource: &Object) -> DocumentPatient {
     }
 }
 
-/// Whether two Patients contradict each other on birth date, gender, INS or every name.
-/// Traits one of them lacks do not count: a bare Patient contradicts nobody.
+/// Whether two Patients contradict each other on INS, birth date, gender or every name.
+/// Traits one of them lacks do not count: a bare Patient contradicts nobody. The same
+/// person written two ways is not two people: a date is compared as precisely as both
+/// give it (1950 and 1950-03-12 agree), only male and female contradict each other, and
+/// names agree when they share a word ("DUPONT Jean" and "Jean Dupont"). Wrongly judged "another person", a patient's allergy would be
+/// left out: the judgement leans the other way.
 fn disagree(a: &DocumentPatient, b: &DocumentPatient) -> bool {
-    let differ =
-        |a: &Option<String>, b: &Option<String>| matches!((a, b), (Some(a), Some(b)) if a != b);
-    let lower =
-        |p: &DocumentPatient| -> Vec<String> { p.names.iter().map(|n| n.to_lowercase()).collect() };
-    differ(&a.birth_date, &b.birth_date)
-        || differ(&a.gender, &b.gender)
+    let dates_differ = matches!(
+        (&a.birth_date, &b.birth_date),
+        (Some(a), Some(b)) if !a.starts_with(b.as_str()) && !b.starts_with(a.as_str())
+    );
+    fn sexed(gender: &Option<String>) -> Option<&str> {
+        gender.as_deref().filter(|g| *g == "male" || *g == "female")
+    }
+    let genders_differ =
+        matches!((sexed(&a.gender), sexed(&b.gender)), (Some(a), Some(b)) if a != b);
+    let words = |p: &DocumentPatient| -> std::collections::HashSet<String> {
+        p.names
+            .iter()
+            .flat_map(|n| n.split(|c: char| !c.is_alphanumeric()))
+            .filter(|w| w.chars().count() >= 2)
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let names_differ = !a.names.is_empty() && !b.names.is_empty() && {
+        let theirs = words(b);
+        !words(a).iter().any(|w| theirs.contains(w))
+    };
+    dates_differ
+        || genders_differ
         || (!a.ins.is_empty() && !b.ins.is_empty() && !a.ins.iter().any(|i| b.ins.contains(i)))
-        || (!a.names.is_empty() && !b.names.is_empty() && {
-            let theirs = lower(b);
-            !lower(a).iter().any(|n| theirs.contains(n))
-        })
+        || names_differ
 }
 
 /// `OID|value` of every INS identifier (NIR, NIA, test, demo OIDs) of a Patient.
@@ -243,4 +261,45 @@ fn raw_names(resource: &Object) -> Vec<String> {
 
 fn text(value: &Object, field: &str) -> Option<String> {
     value.get(field).and_then(Value::as_str).map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn patient(
+        names: &[&str],
+        birth: Option<&str>,
+        gender: Option<&str>,
+        ins: &[&str],
+    ) -> DocumentPatient {
+        DocumentPatient {
+            names: names.iter().map(|n| (*n).to_owned()).collect(),
+            birth_date: birth.map(str::to_owned),
+            gender: gender.map(str::to_owned),
+            ins: ins.iter().map(|i| (*i).to_owned()).collect(),
+        }
+    }
+
+    /// The same person written two ways is one person; two people stay two.
+    #[test]
+    fn the_same_person_written_two_ways_is_one_person() {
+        let full = patient(&["Jean DUPONT"], Some("1950-03-12"), Some("male"), &["a|1"]);
+        for same in [
+            patient(&["DUPONT Jean"], Some("1950"), Some("unknown"), &[]),
+            patient(&["Jean Dupont"], Some("1950-03"), None, &["a|1"]),
+            patient(&[], None, Some("other"), &[]),
+        ] {
+            assert!(!disagree(&full, &same), "{:?}", same.names);
+            assert!(!disagree(&same, &full), "{:?}", same.names);
+        }
+        for other in [
+            patient(&["Jean DUPONT"], Some("1951-03-12"), None, &[]),
+            patient(&["Jean DUPONT"], None, Some("female"), &[]),
+            patient(&["Paul MARTIN"], None, None, &[]),
+            patient(&["Jean DUPONT"], None, None, &["a|2"]),
+        ] {
+            assert!(disagree(&full, &other), "{:?}", other.names);
+        }
+    }
 }

@@ -134,7 +134,7 @@ fn none_known_next_to_no_information_is_a_visible_contradiction() {
 fn an_allergy_the_section_does_not_list_beats_its_none_known_statement() {
     let s = accepted("none-known-listed-allergy-unlisted.json");
     assert_eq!(s.allergies.status, SectionStatus::Conflicting);
-    assert!(s.allergies.items.is_empty());
+    assert!(s.allergies.items.is_empty() && s.allergies.unlisted_items.is_empty());
     assert_eq!(
         substances(&s.allergies.unlisted_items),
         [("Allergy to peanut", Some("high"))]
@@ -469,4 +469,42 @@ proptest! {
             }
         }
     }
+}
+
+/// "No known allergies" beside allergies left out as another person's is never settled:
+/// if that judgement was wrong, "none known" would hide them.
+#[test]
+fn none_known_beside_another_persons_allergy_is_conflicting() {
+    let mut bundle: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(case_path("family-members-as-extra-patients.json")).unwrap(),
+    )
+    .unwrap();
+    // The patient's own allergies go; only the "no known allergy" statement stays.
+    bundle["entry"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e["resource"]["id"] != "own-2");
+    for entry in bundle["entry"].as_array_mut().unwrap() {
+        let resource = &mut entry["resource"];
+        if resource["id"] == "own-1" {
+            resource["code"] = serde_json::json!({"coding": [{"system": "http://snomed.info/sct", "code": "716186003", "display": "No known allergy"}]});
+        }
+        if resource["resourceType"] == "Composition" {
+            for section in resource["section"].as_array_mut().unwrap() {
+                if section["code"]["coding"][0]["code"] == "48765-2" {
+                    section["entry"] = serde_json::json!([{"reference": "urn:uuid:own-1"}, {"reference": "urn:uuid:mother-1"}]);
+                }
+            }
+        }
+    }
+    let s = summary::extract(&serde_json::to_vec(&bundle).unwrap()).unwrap();
+    assert!(s.allergies.items.is_empty() && s.allergies.unlisted_items.is_empty());
+    // The mother's listed allergy and the child's unlisted one.
+    assert_eq!(s.allergies.other_person_entries, 2);
+    assert_eq!(
+        s.allergies.status,
+        SectionStatus::Conflicting,
+        "{}",
+        s.allergies.basis
+    );
 }

@@ -522,6 +522,14 @@
   // ISO dates, and HL7 v3 ones (CDA: 20261120, 20261120100000+0100), in words.
   function frenchDate(text) {
     if (!text) return null;
+    // A year, or a year and month, stays as precise as written: never "1 janvier".
+    const partial = /^(\d{4})(?:-?(\d{2}))?$/.exec(text);
+    if (partial) {
+      if (!partial[2]) return partial[1];
+      const month = new Date(Number(partial[1]), Number(partial[2]) - 1, 1);
+      if (Number.isNaN(month.getTime())) return text;
+      return month.toLocaleDateString('fr-FR', { month: 'long', year: 'numeric' });
+    }
     const hl7 = /^(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2})?)?/.exec(text);
     const date = hl7 ? new Date(Number(hl7[1]), Number(hl7[2]) - 1, Number(hl7[3])) : new Date(text);
     if (Number.isNaN(date.getTime())) return text;
