@@ -512,17 +512,15 @@ async fn ship(
             Err(e) => {
                 // The batch before this one still counts once watched: records that went
                 // before one that cannot go are not held back with it.
-                if unsettled.is_some() {
-                    settle(
-                        &mut connection,
-                        &mut unsettled,
-                        &receiver,
-                        &log,
-                        &store,
-                        &all,
-                    )
-                    .await;
-                }
+                settle(
+                    &mut connection,
+                    &mut unsettled,
+                    &receiver,
+                    &log,
+                    &store,
+                    &all,
+                )
+                .await;
                 receiver.failed(&e.to_string());
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(30));

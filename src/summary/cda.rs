@@ -678,6 +678,18 @@ impl Reader {
         });
     }
 
+    /// A section whose entries are items or unreadable (every kind but allergies, which
+    /// may also state an absence), one read per entry.
+    fn plain<T>(
+        &mut self,
+        node: Node<'_, '_>,
+        path: &str,
+        entries: &[Node<'_, '_>],
+        read: fn(Node<'_, '_>) -> Option<T>,
+    ) -> Section<T> {
+        self.read_section(node, path, entries, read, |entry| vec![entry])
+    }
+
     /// [`Self::plain`] for sections whose entries may be concern acts grouping several
     /// observations (problems): each observation is an item, or unreadable.
     fn each_observation<T>(
@@ -687,61 +699,43 @@ impl Reader {
         entries: &[Node<'_, '_>],
         read: fn(Node<'_, '_>) -> Option<T>,
     ) -> Section<T> {
+        self.read_section(node, path, entries, read, observations)
+    }
+
+    /// Reads each of what `expand` finds in an entry (the entry itself, or its
+    /// observations); an entry where it finds nothing is unreadable.
+    fn read_section<'a, 'i, T>(
+        &mut self,
+        node: Node<'a, 'i>,
+        path: &str,
+        entries: &[Node<'a, 'i>],
+        read: fn(Node<'_, '_>) -> Option<T>,
+        expand: fn(Node<'a, 'i>) -> Vec<Node<'a, 'i>>,
+    ) -> Section<T> {
         let mut section = section_shell::<T>(node);
         let (mut absent, mut reads) = (false, 0);
         for (i, entry) in entries.iter().enumerate() {
+            // "No known medications" names no medicine: a statement, never an item.
             if let Some((absence, said)) = absent_or_unknown(*entry) {
                 absent |= absence;
                 section.statements.push(said);
                 reads += 1;
                 continue;
             }
-            let observations = observations(*entry);
-            if observations.is_empty() {
+            let found = expand(*entry);
+            if found.is_empty() {
                 reads += 1;
                 self.unreadable_entry(&mut section, path, i);
             }
-            for observation in observations {
+            for one in found {
                 reads += 1;
-                match read(observation) {
+                match read(one) {
                     Some(item) => section.items.push(item),
                     None => self.unreadable_entry(&mut section, path, i),
                 }
             }
         }
         judge(&mut section, reads, absent, node.attribute("nullFlavor"));
-        section
-    }
-
-    /// A section whose entries are items or unreadable (every kind but allergies, which
-    /// may also state an absence).
-    fn plain<T>(
-        &mut self,
-        node: Node<'_, '_>,
-        path: &str,
-        entries: &[Node<'_, '_>],
-        read: fn(Node<'_, '_>) -> Option<T>,
-    ) -> Section<T> {
-        let mut section = section_shell::<T>(node);
-        let mut absent = false;
-        for (i, entry) in entries.iter().enumerate() {
-            // "No known medications" names no medicine: a statement, never an item.
-            if let Some((absence, said)) = absent_or_unknown(*entry) {
-                absent |= absence;
-                section.statements.push(said);
-                continue;
-            }
-            match read(*entry) {
-                Some(item) => section.items.push(item),
-                None => self.unreadable_entry(&mut section, path, i),
-            }
-        }
-        judge(
-            &mut section,
-            entries.len(),
-            absent,
-            node.attribute("nullFlavor"),
-        );
         section
     }
 
