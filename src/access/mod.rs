@@ -179,6 +179,40 @@ impl From<Source> for DataSource {
     }
 }
 
+/// Why a stale copy was served instead of the record service's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StaleBecause {
+    /// The record service could not be reached or answered an error.
+    Unavailable,
+    /// The record service did not answer in time.
+    TimedOut,
+    /// The record service answered, but its answer could not be read (a malformed or
+    /// incomplete document): the copy is older than what the record now holds.
+    Unreadable,
+}
+
+impl StaleBecause {
+    /// The failures after which a stale copy may be served (the service could not give a
+    /// usable answer), and how each is said; `None` for every other failure.
+    fn of(e: &UpstreamError) -> Option<Self> {
+        match e {
+            UpstreamError::Unavailable(_) => Some(Self::Unavailable),
+            UpstreamError::TimedOut(_) => Some(Self::TimedOut),
+            UpstreamError::Malformed(_) => Some(Self::Unreadable),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::TimedOut => "timed_out",
+            Self::Unreadable => "unreadable",
+        }
+    }
+}
+
 /// A summary released to a desk.
 #[derive(Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct Delivered {
@@ -188,6 +222,8 @@ pub(crate) struct Delivered {
     pub source: Source,
     /// True when served from a stale copy.
     pub stale: bool,
+    /// Why the copy is stale (the record service's failure); null unless `stale`.
+    pub stale_because: Option<StaleBecause>,
     /// Age of the data, seconds (0 when just fetched).
     pub age_seconds: u64,
     /// The critical summary (from a cache hit, the JSON sealed by this run, as it is).
@@ -205,6 +241,7 @@ impl Delivered {
             grant: &'a GrantView,
             source: &'a Source,
             stale: &'a bool,
+            stale_because: &'a Option<StaleBecause>,
             age_seconds: &'a u64,
         }
         // Destructured whole, so that a field added to `Delivered` cannot be left out here.
@@ -212,6 +249,7 @@ impl Delivered {
             grant,
             source,
             stale,
+            stale_because,
             age_seconds,
             summary,
         } = self;
@@ -219,6 +257,7 @@ impl Delivered {
             grant,
             source,
             stale,
+            stale_because,
             age_seconds,
         })?;
         // A struct with fields writes as an object: reopen it for the summary.
@@ -241,6 +280,7 @@ impl std::fmt::Debug for Delivered {
             .field("grant", &self.grant)
             .field("source", &self.source)
             .field("stale", &self.stale)
+            .field("stale_because", &self.stale_because)
             .field("summary", &self.summary)
             .finish_non_exhaustive()
     }
@@ -289,6 +329,8 @@ struct Fetched {
     entry: Entry,
     source: Source,
     age: Duration,
+    /// Set when `source` is the stale cache.
+    stale_because: Option<StaleBecause>,
 }
 
 type Inflight = Arc<OnceCell<Result<Entry, UpstreamError>>>;
@@ -613,6 +655,7 @@ impl BreakGlass {
                 grant: grant.view(),
                 source: Source::Upstream,
                 stale: false,
+                stale_because: None,
                 age_seconds: 0,
                 summary: summary.without_content().into(),
             },
@@ -1052,6 +1095,7 @@ impl BreakGlass {
             entry: hit.entry,
             source: Source::Cache,
             age: hit.age,
+            stale_because: None,
         })
     }
 
@@ -1095,6 +1139,7 @@ impl BreakGlass {
                 entry: hit.entry.clone(),
                 source: Source::Cache,
                 age: hit.age,
+                stale_because: None,
             });
         }
         match self.fetch_upstream(ins, professional, card, mode).await {
@@ -1102,12 +1147,13 @@ impl BreakGlass {
                 entry,
                 source: Source::Upstream,
                 age: Duration::ZERO,
+                stale_because: None,
             }),
             Err(e) if e.is_refusal() => {
                 self.forget_on_refusal(ins, &e);
                 Err(e)
             }
-            Err(e) if serves_stale(&e) => {
+            Err(e) if StaleBecause::of(&e).is_some() => {
                 // Looked up again, not the copy seen before asking: a refusal answered to
                 // another request meanwhile (an opposition, a closure) removed it, and
                 // it must not be served.
@@ -1119,6 +1165,7 @@ impl BreakGlass {
                         entry: stale.entry,
                         source: Source::StaleCache,
                         age: stale.age,
+                        stale_because: StaleBecause::of(&e),
                     }),
                     None => Err(e),
                 }
@@ -1197,14 +1244,6 @@ impl BreakGlass {
     }
 }
 
-/// Failures after which a stale copy may be served: the service could not answer.
-fn serves_stale(e: &UpstreamError) -> bool {
-    matches!(
-        e,
-        UpstreamError::Unavailable(_) | UpstreamError::TimedOut(_) | UpstreamError::Malformed(_)
-    )
-}
-
 /// The read of `fetched`: `read` completed with its source (and age, for copies).
 fn read_event(read: Event, fetched: &Fetched) -> Event {
     // From the record service: how it was obtained (the DMP's transactions, assertion
@@ -1218,7 +1257,11 @@ fn read_event(read: Event, fetched: &Fetched) -> Event {
             CachedSummary::Sealed { .. } => None,
         }
     } else {
-        Some(format!("age_seconds={}", fetched.age.as_secs()))
+        let age = format!("age_seconds={}", fetched.age.as_secs());
+        Some(match fetched.stale_because {
+            Some(why) => format!("{age} stale_because={}", why.as_str()),
+            None => age,
+        })
     };
     Event {
         source: Some(fetched.source.into()),
@@ -1245,6 +1288,7 @@ fn deliver(grant: GrantView, fetched: Fetched, _proof: Receipt) -> Delivered {
     Delivered {
         grant,
         stale: fetched.source == Source::StaleCache,
+        stale_because: fetched.stale_because,
         source: fetched.source,
         age_seconds: fetched.age.as_secs(),
         // An unstructured document's PDF has its own route.
@@ -1467,6 +1511,7 @@ mod tests {
                 },
                 source: Source::Cache,
                 stale: true,
+                stale_because: Some(StaleBecause::Unreadable),
                 age_seconds: 12,
                 summary,
             };
@@ -1478,6 +1523,7 @@ mod tests {
             assert_eq!(value["summary"], serde_json::to_value(&parsed).unwrap());
             assert_eq!(value["grant"]["call_id"], "C-1");
             assert_eq!(value["stale"], true);
+            assert_eq!(value["stale_because"], "unreadable");
             assert_eq!(value["age_seconds"], 12);
         }
     }

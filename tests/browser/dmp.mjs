@@ -24,6 +24,10 @@ try {
   const documents = blocks['Documents du dossier'];
   check(documents && documents.includes('Synthèse médicale') && documents.includes('source de cette synthèse'), `documents: ${documents}`);
   check(documents.includes('Historique des remboursements') && documents.includes('source des délivrances'), `documents: ${documents}`);
+  // The discharge letter (older) and the scanned one are syntheses the summary does not
+  // take from: the physician is told they exist.
+  const others = await page.locator('#summary p.other-syntheses').innerText();
+  check(others.includes('2 autres synthèses'), `other syntheses: ${others}`);
   const last = await page.locator('#summary > section').last().getAttribute('class');
   check(last.includes('documents'), 'the documents come last');
   result.documents = documents;

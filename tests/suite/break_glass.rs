@@ -173,6 +173,7 @@ async fn break_glass_releases_the_summary_after_the_durable_record_then_grants_r
     let body = &answer.body;
     assert_eq!(body["source"], "upstream");
     assert_eq!(body["stale"], false);
+    assert_eq!(body["stale_because"], Value::Null);
     assert_eq!(body["summary"]["allergies"]["status"], "recorded");
     assert!(
         body["summary"]["allergies"]["items"][0]["substance"]
@@ -486,9 +487,34 @@ async fn a_stale_copy_is_served_labelled_when_the_upstream_is_down_and_never_aft
     assert_eq!(stale.status, StatusCode::CREATED, "{}", stale.body);
     assert_eq!(stale.body["source"], "stale_cache");
     assert_eq!(stale.body["stale"], true);
+    assert_eq!(stale.body["stale_because"], "unavailable");
     assert!(stale.body["age_seconds"].as_u64().unwrap() >= 1);
     let reads = centre.audit(Some("patient_record_read"));
     assert_eq!(reads.last().unwrap()["source"], "stale_cache");
+    // An answer that does not read is not an outage: the copy says so (the record may
+    // hold something newer), on the page and on the trail.
+    centre.upstream.fault(json!({"kind": "garbage"})).await;
+    let unreadable = centre.break_glass(request(3, "bris_de_glace")).await;
+    assert_eq!(
+        unreadable.status,
+        StatusCode::CREATED,
+        "{}",
+        unreadable.body
+    );
+    assert_eq!(unreadable.body["source"], "stale_cache");
+    assert_eq!(unreadable.body["stale_because"], "unreadable");
+    let read = centre.audit(Some("patient_record_read")).pop().unwrap();
+    assert!(
+        read["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("stale_because=unreadable"),
+        "{read}"
+    );
+    centre
+        .upstream
+        .fault(json!({"kind": "status", "status": 503}))
+        .await;
 
     // A patient never cached: the upstream's unavailability is the answer, in French.
     let down = centre.break_glass(request(1, "bris_de_glace")).await;

@@ -173,7 +173,8 @@ async fn physician_reaches_the_allergies_by_keyboard_and_pulling_the_card_clears
         result["stale"]
             .as_str()
             .unwrap()
-            .contains("DONNÉES ANCIENNES")
+            .contains("DONNÉES ANCIENNES : le dossier national ne répond pas."),
+        "{result}"
     );
 }
 

@@ -480,8 +480,8 @@
     state.countdown = setInterval(tick, 1000);
     const stale = $('stale-banner');
     if (delivered.stale) {
-      stale.textContent = 'DONNÉES ANCIENNES : le dossier national ne répond pas. Copie locale datant de ' +
-        age(delivered.age_seconds) + ', peut-être incomplète ou dépassée.';
+      stale.textContent = 'DONNÉES ANCIENNES : ' + (STALE_BECAUSE[delivered.stale_because] || STALE_BECAUSE.unavailable) +
+        ' Copie locale datant de ' + age(delivered.age_seconds) + ', peut-être incomplète ou dépassée.';
       stale.classList.remove('copy');
       stale.hidden = false;
     } else if (delivered.source === 'cache') {
@@ -567,6 +567,15 @@
     if (doc.custodian) source.push(doc.custodian);
     if (doc.format === 'cda' && TEMPLATE_TEXT[doc.template] && doc.title) source.push(TEMPLATE_TEXT[doc.template]);
     parts.push(element('p', 'source', source.join(' · ')));
+    // The summary is read from the record's most recent synthesis: the others (older,
+    // or only scanned) may still hold what it lacks, so the physician is told they exist.
+    const others = opened ? [] : (summary.documents || [])
+      .filter((d) => SYNTHESIS_TYPES.includes(d.type_code) && !d.used_for.length);
+    if (others.length) {
+      parts.push(element('p', 'note other-syntheses', others.length === 1
+        ? 'Le dossier contient une autre synthèse, non reprise ici : voir « Documents du dossier » ci-dessous.'
+        : 'Le dossier contient ' + others.length + ' autres synthèses, non reprises ici : voir « Documents du dossier » ci-dessous.'));
+    }
     // The reader's findings are technical (English); the physician needs to know the
     // summary may be partial, not the details.
     if (summary.warnings && summary.warnings.length && !summary.unstructured) {
@@ -617,6 +626,16 @@
     if (!opened && summary.documents && summary.documents.length) parts.push(documentsSection(summary.documents, grantId));
     return parts;
   }
+
+  // Why the record service's answer is not the one shown (the gateway's `stale_because`).
+  const STALE_BECAUSE = {
+    unavailable: 'le dossier national ne répond pas.',
+    timed_out: 'le dossier national n\u2019a pas répondu à temps.',
+    unreadable: 'le dossier national a renvoyé un document illisible ; il contient peut-être des informations plus récentes que cette copie.',
+  };
+
+  // The record's synthesis kinds (IPS-FR, VSM, DLU, discharge letter): docs/dmp.md.
+  const SYNTHESIS_TYPES = ['60591-5', 'SYNTH', '74207-2', '11490-0'];
 
   const USED_FOR = {
     summary: 'source de cette synthèse',

@@ -772,18 +772,39 @@ fn is_structured(d: &DocumentEntry) -> bool {
         .is_some_and(|f| !f.code.starts_with("urn:ihe:iti:xds-sd:"))
 }
 
-fn newest<'a>(documents: impl Iterator<Item = &'a DocumentEntry>) -> Option<&'a DocumentEntry> {
-    documents.max_by(|a, b| a.creation_time.cmp(&b.creation_time))
+/// When a document was written, comparable across entries: `creationTime` is UTC digits
+/// (`YYYY[MM[DD[hh[mm[ss]]]]]`), compared as text; a missing or garbled one sorts oldest.
+fn written(d: &DocumentEntry) -> Option<&str> {
+    d.creation_time
+        .as_deref()
+        .filter(|t| t.len() >= 4 && t.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The newest structured synthesis of the most preferred kind present; without any, the
-/// newest synthesis of any format (a PDF the physician can open).
+fn newest<'a>(documents: impl Iterator<Item = &'a DocumentEntry>) -> Option<&'a DocumentEntry> {
+    documents.max_by(|a, b| written(a).cmp(&written(b)))
+}
+
+/// The most recent structured synthesis, whatever its kind (the kind's preference only
+/// breaks ties); without any, the most recent synthesis of any format (a PDF the
+/// physician can open). Recency first: a synthesis of the preferred kind written years
+/// ago says nothing of last week's treatment or allergy (docs/dmp.md, "The summary").
 fn choose_synthesis(documents: &[DocumentEntry]) -> Option<&DocumentEntry> {
-    let of = |kind: &'static str| documents.iter().filter(move |d| type_of(d) == Some(kind));
-    SYNTHESES
-        .iter()
-        .find_map(|kind| newest(of(kind).filter(|d| is_structured(d))))
-        .or_else(|| SYNTHESES.iter().find_map(|kind| newest(of(kind))))
+    let ranked = || {
+        documents.iter().filter_map(|d| {
+            let rank = SYNTHESES.iter().position(|kind| type_of(d) == Some(kind))?;
+            Some((d, rank))
+        })
+    };
+    // The greater is the more recent, then the more preferred (the lower rank).
+    let best = |structured_only: bool| {
+        ranked()
+            .filter(|(d, _)| !structured_only || is_structured(d))
+            .max_by(|(a, rank_a), (b, rank_b)| {
+                written(a).cmp(&written(b)).then_with(|| rank_b.cmp(rank_a))
+            })
+            .map(|(d, _)| d)
+    };
+    best(true).or_else(|| best(false))
 }
 
 fn opposition_code(mode: AccessMode) -> &'static str {
@@ -923,10 +944,78 @@ impl RecordService for DmpClient {
 
 #[cfg(test)]
 mod tests {
+    use super::xds::Coded;
     use super::*;
     use crate::card::profile::{CardProfile, Pin};
     use crate::card::trust::Professional;
     use crate::card::worker::{CardWorker, PinSource};
+
+    fn entry(id: &str, kind: &str, format: &str, written: Option<&str>) -> DocumentEntry {
+        let coded = |code: &str| Coded {
+            code: code.to_owned(),
+            scheme: None,
+            display: None,
+        };
+        DocumentEntry {
+            unique_id: id.to_owned(),
+            repository_unique_id: "1.2.250.1.999".to_owned(),
+            type_code: Some(coded(kind)),
+            class_code: None,
+            format_code: Some(coded(format)),
+            confidentiality: Vec::new(),
+            creation_time: written.map(str::to_owned),
+            service_start_time: None,
+            title: None,
+            authors: Vec::new(),
+            mime_type: None,
+        }
+    }
+
+    /// Recency before kind: last week's DLU beats a 2019 IPS-FR; the kind only breaks a
+    /// tie; structured beats a newer PDF; a garbled date sorts oldest; the history is
+    /// never the synthesis.
+    #[test]
+    fn the_synthesis_is_the_most_recent_structured_one() {
+        const IPS: &str = "urn:ihe:pcc:ips:2020";
+        const PDF: &str = "urn:ihe:iti:xds-sd:pdf:2008";
+        let chosen =
+            |documents: &[DocumentEntry]| choose_synthesis(documents).map(|d| d.unique_id.clone());
+        let old_ips = entry("ips", "60591-5", IPS, Some("20190312090000"));
+        let dlu = entry(
+            "dlu",
+            "74207-2",
+            "urn:asip:ci-sis:dlu:2015",
+            Some("20261128"),
+        );
+        assert_eq!(
+            chosen(&[old_ips.clone(), dlu.clone()]).as_deref(),
+            Some("dlu")
+        );
+        let same_day_ips = entry("ips2", "60591-5", IPS, Some("20261128"));
+        assert_eq!(
+            chosen(&[dlu.clone(), same_day_ips, old_ips.clone()]).as_deref(),
+            Some("ips2")
+        );
+        let new_pdf = entry("pdf", "SYNTH", PDF, Some("20261201"));
+        assert_eq!(
+            chosen(&[new_pdf.clone(), old_ips.clone()]).as_deref(),
+            Some("ips")
+        );
+        assert_eq!(
+            chosen(std::slice::from_ref(&new_pdf)).as_deref(),
+            Some("pdf")
+        );
+        let garbled = entry("garbled", "11490-0", IPS, Some("2026-12-01T00:00"));
+        assert_eq!(
+            chosen(&[old_ips.clone(), garbled.clone()]).as_deref(),
+            Some("ips")
+        );
+        let undated = entry("undated", "SYNTH", "urn:asip:ci-sis:vsm:2012", None);
+        assert_eq!(chosen(&[undated, old_ips.clone()]).as_deref(), Some("ips"));
+        let history = entry("remb", "REMB", "urn:asip:ci-sis:hr:2019", Some("20261202"));
+        assert_eq!(chosen(&[history.clone(), old_ips]).as_deref(), Some("ips"));
+        assert_eq!(chosen(&[history]), None);
+    }
 
     async fn login(worker: &CardWorker, auth: &[u8]) -> u64 {
         worker
