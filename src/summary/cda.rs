@@ -511,6 +511,10 @@ struct Reader {
     /// Entries and statements of absence over every allergy-like section read so far.
     allergy_entries: usize,
     allergies_absent: bool,
+    /// Allergies written in other sections (a problem list's allergy concern): they join
+    /// the allergies when the document is finished, wherever its allergy section is.
+    stray_allergies: Vec<Allergy>,
+    stray_statements: Vec<String>,
     medications: Option<Section<Medication>>,
     problems: Option<Section<Problem>>,
     past_problems: Option<Section<Problem>>,
@@ -591,6 +595,9 @@ impl Reader {
             }
             return;
         }
+        if !matches!(code, Some("48765-2" | "44939-7")) {
+            self.stray(&entries);
+        }
         match code {
             // Adverse drug effects are what a physician about to prescribe must see with the
             // allergies: one section, in document order.
@@ -666,6 +673,24 @@ impl Reader {
                 Meaning::Other => self.other(node, Some(code), entries.len()),
             },
             None => self.other(node, None, entries.len()),
+        }
+    }
+
+    /// Collects the allergy observations among `entries` of a section that is not an
+    /// allergy section (their templates or their intolerance type say what they are): an
+    /// allergy written under the problems must not leave the allergies saying « aucune
+    /// allergie connue ». The section is still read as its code says.
+    fn stray(&mut self, entries: &[Node<'_, '_>]) {
+        for entry in entries {
+            for observation in entry.descendants().filter(is_allergy_observation) {
+                match allergy(observation) {
+                    Some(Read::Item(item)) => self.stray_allergies.push(item),
+                    Some(Read::Noted(said)) => self.stray_statements.push(said),
+                    // A denial outside the allergy section decides nothing about it; an
+                    // unreadable one is counted where its own section reads it.
+                    Some(Read::Absent(_)) | None => {}
+                }
+            }
         }
     }
 
@@ -838,7 +863,60 @@ impl Reader {
         ));
     }
 
-    fn finish(self, document: DocumentInfo, patient: Option<DocumentPatient>) -> CriticalSummary {
+    /// The allergies, with those found in other sections: listed, and the section
+    /// recorded, or conflicting beside a statement of absence.
+    fn allergies(&mut self) -> Option<Section<Allergy>> {
+        let mut section = self.allergies.take();
+        if self.stray_allergies.is_empty() && self.stray_statements.is_empty() {
+            return section;
+        }
+        let held = section.get_or_insert_with(|| Section {
+            status: SectionStatus::NotRecorded,
+            basis: "section absent (48765-2)".into(),
+            title: None,
+            items: Vec::new(),
+            unlisted_items: Vec::new(),
+            statements: Vec::new(),
+            unreadable_entries: 0,
+            duplicate_entries: 0,
+            other_person_entries: 0,
+            narrative: None,
+        });
+        held.statements.append(&mut self.stray_statements);
+        // The same entry written again elsewhere (a vigilance section repeating the
+        // allergies) is shown once; one that differs in anything is shown as written.
+        let mut found = 0;
+        for item in std::mem::take(&mut self.stray_allergies) {
+            if !held.items.contains(&item) {
+                held.items.push(item);
+                found += 1;
+            }
+        }
+        if found == 0 {
+            return section;
+        }
+        self.warnings.push(format!(
+            "{found} allergy entr{} found outside the allergy section",
+            if found == 1 { "y" } else { "ies" }
+        ));
+        (held.status, held.basis) = if self.allergies_absent {
+            (
+                SectionStatus::Conflicting,
+                "allergies in another section next to a statement of absence".into(),
+            )
+        } else if held.status == SectionStatus::Recorded {
+            (SectionStatus::Recorded, std::mem::take(&mut held.basis))
+        } else {
+            (SectionStatus::Recorded, "entries in another section".into())
+        };
+        section
+    }
+
+    fn finish(
+        mut self,
+        document: DocumentInfo,
+        patient: Option<DocumentPatient>,
+    ) -> CriticalSummary {
         fn absent<T>(what: &str) -> Section<T> {
             Section {
                 status: SectionStatus::NotRecorded,
@@ -856,7 +934,7 @@ impl Reader {
         CriticalSummary {
             document,
             patient_in_document: patient,
-            allergies: self.allergies.unwrap_or_else(|| absent("48765-2")),
+            allergies: self.allergies().unwrap_or_else(|| absent("48765-2")),
             medications: self.medications.unwrap_or_else(|| absent("10160-0")),
             problems: self.problems.unwrap_or_else(|| absent("11450-4")),
             past_problems: self.past_problems.unwrap_or_else(|| absent("11348-0")),
@@ -887,6 +965,43 @@ enum Read<T> {
     Absent(String),
     /// A statement worth showing that establishes nothing about the section as a whole.
     Noted(String),
+}
+
+/// Allergy and intolerance observation templates: IHE PCC's (which the French profiles
+/// build on), CCD's alert, C-CDA's and the IPS's (docs/summary.md).
+const ALLERGY_TEMPLATES: [&str; 4] = [
+    "1.3.6.1.4.1.19376.1.5.3.1.4.6",
+    "2.16.840.1.113883.10.20.1.18",
+    "2.16.840.1.113883.10.20.22.4.7",
+    "2.16.840.1.113883.10.22.4.1",
+];
+
+/// HL7 v3 ObservationIntoleranceType, the code system of an allergy observation's code
+/// in PCC: allergies and intolerances to drugs, food, environment, or anything.
+const INTOLERANCE_TYPES: (&str, [&str; 13]) = (
+    "2.16.840.1.113883.5.4",
+    [
+        "ALG", "DALG", "EALG", "FALG", "INT", "DINT", "EINT", "FINT", "OINT", "NAINT", "DNAINT",
+        "ENAINT", "FNAINT",
+    ],
+);
+
+/// Whether `node` is an allergy or intolerance observation, by its template or its code.
+fn is_allergy_observation(node: &Node<'_, '_>) -> bool {
+    if !is(node, "observation") {
+        return false;
+    }
+    let templated = children(*node, "templateId").any(|t| {
+        t.attribute("root")
+            .is_some_and(|r| ALLERGY_TEMPLATES.contains(&r))
+    });
+    let (system, types) = INTOLERANCE_TYPES;
+    templated
+        || child(*node, "code").is_some_and(|c| {
+            c.attribute("codeSystem") == Some(system)
+                && c.attribute("code")
+                    .is_some_and(|code| types.contains(&code))
+        })
 }
 
 /// The first observation of an entry: directly, or inside a concern act.

@@ -663,3 +663,47 @@ fn partial_denials_grouped_concerns_and_unreadable_entries_never_hide_an_allergy
         ["Hypertension", "Diabète de type 2"]
     );
 }
+
+/// An allergy written in another section (a problem list's allergy concern, known by its
+/// PCC template or by its intolerance type alone) joins the allergies: beside "no known
+/// allergies" the section is conflicting, never « aucune allergie connue ».
+#[test]
+fn an_allergy_written_outside_the_allergy_section_is_never_hidden() {
+    let fixture = String::from_utf8(cda("absence-stated-sections-not-asked.xml")).unwrap();
+    const PROBLEM: &str = "<entry><organizer classCode=\"CLUSTER\" moodCode=\"EVN\"/></entry>";
+    const DENIAL: &str = "<observation classCode=\"OBS\" moodCode=\"EVN\" negationInd=\"true\">\n                  <code code=\"ASSERTION\" codeSystem=\"2.16.840.1.113883.5.4\"/>\n                  <value xsi:type=\"CD\" code=\"419199007\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Allergie à une substance\"/>\n                </observation>";
+    assert!(fixture.contains(PROBLEM) && fixture.contains(DENIAL));
+    let concern = |template: &str| {
+        format!(
+            "<entry><act classCode=\"ACT\" moodCode=\"EVN\"><entryRelationship typeCode=\"SUBJ\"><observation classCode=\"OBS\" moodCode=\"EVN\">{template}<code code=\"DALG\" codeSystem=\"2.16.840.1.113883.5.4\"/><participant typeCode=\"CSM\"><participantRole><playingEntity><code code=\"764146007\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Pénicilline\"/></playingEntity></participantRole></participant></observation></entryRelationship></act></entry>"
+        )
+    };
+    for template in ["<templateId root=\"1.3.6.1.4.1.19376.1.5.3.1.4.6\"/>", ""] {
+        // Written twice (the problem list repeats itself): shown once.
+        let document = fixture.replace(
+            PROBLEM,
+            &format!("{}{}", concern(template), concern(template)),
+        );
+        let s = summary::extract(document.as_bytes()).unwrap();
+        assert_eq!(s.allergies.status, SectionStatus::Conflicting, "{template}");
+        assert_eq!(names(&s.allergies.items, |a| &a.substance), ["Pénicilline"]);
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w == "1 allergy entry found outside the allergy section"),
+            "{:?}",
+            s.warnings
+        );
+        // Without the denial: recorded, from the other section.
+        let document = document.replace(
+            DENIAL,
+            "<observation classCode=\"OBS\" moodCode=\"EVN\" nullFlavor=\"NI\"/>",
+        );
+        let s = summary::extract(document.as_bytes()).unwrap();
+        assert_eq!(s.allergies.status, SectionStatus::Recorded, "{template}");
+        assert_eq!(names(&s.allergies.items, |a| &a.substance), ["Pénicilline"]);
+    }
+    // A problem that is not an allergy leaves the allergies as they were.
+    let s = summary::extract(fixture.as_bytes()).unwrap();
+    assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
+}
