@@ -12,7 +12,9 @@ const { gateway, shots } = setup();
 const browser = await launch();
 const result = {};
 try {
-  const ctx = await context(browser, gateway, { viewport: { width: 1280, height: 900 } });
+  // The centre's workstations run on Paris time: the registry's UTC dates are shown as
+  // the day they were there.
+  const ctx = await context(browser, gateway, { viewport: { width: 1280, height: 900 }, timezoneId: 'Europe/Paris' });
   const page = await ctx.newPage();
   const errors = [];
   page.on('pageerror', (error) => errors.push(String(error)));
@@ -24,6 +26,8 @@ try {
   const documents = blocks['Documents du dossier'];
   check(documents && documents.includes('Synthèse médicale') && documents.includes('source de cette synthèse'), `documents: ${documents}`);
   check(documents.includes('Historique des remboursements') && documents.includes('source des délivrances'), `documents: ${documents}`);
+  // Written 23:30 UTC on the 18th: the 19th in Paris.
+  check(documents.includes('Lettre de liaison de sortie — du 19 novembre 2026'), `documents: ${documents}`);
   // The discharge letter (older) and the scanned one are syntheses the summary does not
   // take from: the physician is told they exist.
   const others = await page.locator('#summary p.other-syntheses').innerText();

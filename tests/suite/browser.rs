@@ -611,7 +611,7 @@ async fn the_page_on_the_dmp_path_lists_the_record_documents_and_opens_the_other
     let listed = patients[0]["documents"].as_array_mut().unwrap();
     listed.push(json!({"file": cda("ldl-ses-discharge.xml"), "unique_id": "1.2.250.1.999.1.4",
         "type_code": "11490-0", "type_scheme": "2.16.840.1.113883.6.1", "format_code": "urn:hl7-org:sdwg:ldl-ses:2019",
-        "creation_time": "20261118120000", "title": "Lettre de liaison de sortie", "author": "Hugo CARDIOLOGUE"}));
+        "creation_time": "20261118233000", "title": "Lettre de liaison de sortie", "author": "Hugo CARDIOLOGUE"}));
     listed.push(json!({"file": cda("level-1-pdf.xml"), "unique_id": "1.2.250.1.999.1.5",
         "type_code": "11490-0", "type_scheme": "2.16.840.1.113883.6.1", "format_code": "urn:ihe:iti:xds-sd:pdf:2008",
         "creation_time": "20240101120000", "title": "Lettre de liaison (scannée)"}));

@@ -520,7 +520,10 @@
   }
 
   // ISO dates, and HL7 v3 ones (CDA: 20261120, 20261120100000+0100), in words.
-  function frenchDate(text) {
+  // `zoneless`: how a time written without its zone is read. The national record's
+  // registry dates are UTC ('utc'); a document's own times without a zone are taken as
+  // written. A time with its zone (HL7 `+0100`, ISO) is shown as the day it was here.
+  function frenchDate(text, zoneless) {
     if (!text) return null;
     // A year, or a year and month, stays as precise as written: never "1 janvier".
     const partial = /^(\d{4})(?:-?(\d{2}))?$/.exec(text);
@@ -530,8 +533,24 @@
       if (Number.isNaN(month.getTime())) return text;
       return month.toLocaleDateString('fr-FR', { month: 'long', year: 'numeric' });
     }
-    const hl7 = /^(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2})?)?/.exec(text);
-    const date = hl7 ? new Date(Number(hl7[1]), Number(hl7[2]) - 1, Number(hl7[3])) : new Date(text);
+    const hl7 = /^(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2})?)?(?:\.\d+)?(?:([+-])(\d{2})(\d{2}))?/.exec(text);
+    // A day alone (a birth date) is that day wherever the workstation is: `new Date`
+    // would read it as UTC midnight, the day before west of Greenwich.
+    const day = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text);
+    let date;
+    if (day) {
+      date = new Date(Number(day[1]), Number(day[2]) - 1, Number(day[3]));
+    } else if (!hl7) {
+      date = new Date(text);
+    } else {
+      const [, year, month, day, hour, minute, second, sign, zoneHours, zoneMinutes] = hl7;
+      const offset = sign
+        ? (sign === '-' ? -1 : 1) * (Number(zoneHours) * 60 + Number(zoneMinutes))
+        : zoneless === 'utc' ? 0 : null;
+      date = hour !== undefined && offset !== null
+        ? new Date(Date.UTC(Number(year), Number(month) - 1, Number(day), Number(hour), Number(minute), Number(second || 0)) - offset * 60000)
+        : new Date(Number(year), Number(month) - 1, Number(day));
+    }
     if (Number.isNaN(date.getTime())) return text;
     return date.toLocaleDateString('fr-FR', { day: 'numeric', month: 'long', year: 'numeric' });
   }
@@ -645,7 +664,7 @@
   function documentText(d) {
     return [
       d.title || d.type_display || d.type_code || 'Document',
-      d.creation_time ? 'du ' + frenchDate(d.creation_time) : null,
+      d.creation_time ? 'du ' + frenchDate(d.creation_time, 'utc') : null,
       d.authors && d.authors.length ? 'par ' + d.authors.join(', ') : null,
       d.structured ? null : 'non structuré (PDF ou texte)',
     ].filter(Boolean).join(' — ');
