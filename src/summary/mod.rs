@@ -158,6 +158,9 @@ pub struct DocumentDefects {
     pub names_with_markup: usize,
     /// Narratives holding a DOCTYPE or an entity declaration (ignored).
     pub narrative_declarations: usize,
+    /// Pages of a search set the answer says exist (a `next` link) and that were not
+    /// read: 1 when there are any (their number is not known).
+    pub unread_pages: usize,
 }
 
 impl DocumentDefects {

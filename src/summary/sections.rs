@@ -177,6 +177,14 @@ pub(super) fn from_bundle(root: &Object) -> Result<CriticalSummary, SummaryError
     let from = composition.and_then(|c| c.full_url);
     let contained = composition.map(|c| c.resource);
     let mut summary = assemble(&mut context, raw, from, contained, document, found.patient);
+    if bundle_type == "searchset" && has_next_page(root) {
+        distrust_absences(&mut summary);
+        context.defects.unread_pages = 1;
+        context.warn(
+            "the search set has further pages, which were not read: the summary may be partial, and no section says there is none"
+                .into(),
+        );
+    }
     let total = context.warnings.len();
     if total > MAX_WARNINGS {
         context.warnings.truncate(MAX_WARNINGS);
@@ -187,6 +195,53 @@ pub(super) fn from_bundle(root: &Object) -> Result<CriticalSummary, SummaryError
     summary.warnings = context.warnings;
     summary.defects = context.defects;
     Ok(summary)
+}
+
+/// Whether a search set says it continues (`link` with relation `next`).
+fn has_next_page(root: &Object) -> bool {
+    root.get("link")
+        .and_then(Value::as_array)
+        .is_some_and(|links| {
+            links
+                .iter()
+                .any(|l| l.get("relation").and_then(Value::as_str) == Some("next"))
+        })
+}
+
+/// A statement that there is none, read from one page of several, may be contradicted by
+/// an entry on a page not read: no section is left saying "none known" (its statements
+/// are still shown).
+fn distrust_absences(summary: &mut CriticalSummary) {
+    fn distrust<T>(section: &mut Section<T>) {
+        if section.status == SectionStatus::NoneKnown {
+            section.status = SectionStatus::NotRecorded;
+            section.basis = "a statement of absence on one page of a search set".into();
+        }
+    }
+    distrust(&mut summary.allergies);
+    distrust(&mut summary.medications);
+    distrust(&mut summary.problems);
+    distrust(&mut summary.past_problems);
+    distrust(&mut summary.procedures);
+    for section in [
+        summary.pregnancy.as_mut(),
+        summary.advance_directives.as_mut(),
+        summary.vigilance.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        distrust(section);
+    }
+    if let Some(section) = summary.immunizations.as_mut() {
+        distrust(section);
+    }
+    if let Some(section) = summary.devices.as_mut() {
+        distrust(section);
+    }
+    if let Some(section) = summary.dispensations.as_mut() {
+        distrust(section);
+    }
 }
 
 /// Entry-level defects, counted and described: structure, attachments, names holding

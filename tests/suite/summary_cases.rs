@@ -508,3 +508,36 @@ fn none_known_beside_another_persons_allergy_is_conflicting() {
         s.allergies.basis
     );
 }
+
+/// A search set that says it continues (a `next` link) was read one page only: an entry on
+/// a page not read may contradict a statement of absence, so no section says "none
+/// known", and the summary says it may be partial.
+#[test]
+fn a_search_set_with_unread_pages_never_says_none_known() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ips/no-known-allergies.json");
+    let mut bundle: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    bundle["type"] = "searchset".into();
+    bundle["entry"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e["resource"]["resourceType"] != "Composition");
+    let whole = summary::extract(&serde_json::to_vec(&bundle).unwrap()).unwrap();
+    assert_eq!(whole.allergies.status, SectionStatus::NoneKnown);
+    assert_eq!(whole.defects.unread_pages, 0);
+
+    bundle["link"] = serde_json::json!([
+        {"relation": "self", "url": "https://record.example/Patient/p1/$summary"},
+        {"relation": "next", "url": "https://record.example/Patient/p1/$summary?page=2"}
+    ]);
+    let page = summary::extract(&serde_json::to_vec(&bundle).unwrap()).unwrap();
+    assert_eq!(page.allergies.status, SectionStatus::NotRecorded);
+    assert_eq!(page.allergies.statements, whole.allergies.statements);
+    assert_eq!(page.defects.unread_pages, 1);
+    assert!(page.defects.any());
+    assert!(
+        page.warnings.iter().any(|w| w.contains("further pages")),
+        "{:?}",
+        page.warnings
+    );
+}
