@@ -58,6 +58,9 @@ pub enum ServiceError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// The summary cache could not be emptied after a run that did not stop cleanly.
+    #[error("the summary cache cannot be reset after an unclean stop: {0}")]
+    CacheReset(crate::cache::CacheError),
 }
 
 /// A configuration that passed every check, with its TLS material loaded.
@@ -198,6 +201,15 @@ pub async fn run(
     let addr = prepared.listen;
     let stores = Arc::new(Stores::open(&prepared.config.storage.state_dir)?);
     tracing::info!(state_dir = %stores.dir().display(), "stores open");
+    match stores.cache.start_run() {
+        Ok(0) => {}
+        Ok(deleted) => tracing::warn!(
+            deleted,
+            "the previous run did not stop cleanly: its cached summaries are deleted (a removal after a refusal may not have reached the disk)"
+        ),
+        // Nothing read from the cache can be trusted: served from no copy at all.
+        Err(e) => return Err(ServiceError::CacheReset(e)),
+    }
     let audit = start_audit(&stores, prepared.signer, &prepared.config).await?;
     if prepared.receivers.is_empty() {
         tracing::warn!("no [[audit.receivers]]: the trail stays on this appliance only");
@@ -402,6 +414,9 @@ async fn finish(drain: Drain, audit: Arc<AuditLog>, stores: &Stores) {
         Ok(Err(e)) => tracing::error!(error = %e, "closing the audit trail failed"),
         Err(e) => tracing::error!(error = %e, "closing the audit trail failed"),
     }
+    if let Err(e) = stores.cache.mark_clean_stop() {
+        tracing::error!(error = %e, "marking the cache's clean stop failed (its copies will be deleted at the next start)");
+    }
     if let Err(e) = stores.flush() {
         tracing::error!(error = %e, "flushing stores at shutdown failed");
     }
@@ -479,24 +494,38 @@ fn start_access(
             reaper.reap(|desk| sessions.token_hash(desk)).await;
         }
     });
-    if let Some(cache) = cache {
-        let period = Duration::from_secs(config.cache.purge_interval_secs);
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(period);
-            loop {
-                every.tick().await;
-                match cache.purge_expired() {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(purged = n, "expired cached summaries deleted"),
-                    Err(e) => tracing::warn!(error = %e, "cache purge failed"),
-                }
-                if let Ok(stats) = cache.stats() {
-                    metrics.set_cache(stats.entries, stats.oldest_secs);
-                }
+    // The purge needs no key: copies an earlier run left stay expiring while the key is
+    // missing or unusable (they are never served without it).
+    let period = Duration::from_secs(config.cache.purge_interval_secs);
+    let max_stale = config.cache.lifetimes().max_stale;
+    let (metrics, stores) = (metrics.clone(), stores.clone());
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(period);
+        loop {
+            every.tick().await;
+            let (stores, cache) = (stores.clone(), cache.clone());
+            let purged = tokio::task::spawn_blocking(move || {
+                let now = crate::clock::now().1;
+                let purged = match &cache {
+                    Some(cache) => cache.purge_expired(),
+                    None => stores.cache.purge_older_than(max_stale, now),
+                };
+                (purged, stores.cache.stats(now))
+            })
+            .await;
+            let Ok((purged, stats)) = purged else {
+                continue;
+            };
+            match purged {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "expired cached summaries deleted"),
+                Err(e) => tracing::warn!(error = %e, "cache purge failed"),
             }
-        });
-    }
+            if let Ok(stats) = stats {
+                metrics.set_cache(stats.entries, stats.oldest_secs);
+            }
+        }
+    });
     Some(access)
 }
 

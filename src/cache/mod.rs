@@ -67,6 +67,8 @@ mod defaults {
 pub const FORMAT_VERSION: u64 = 1;
 
 const FORMAT_KEY: &[u8] = b"samu-gateway:format_version";
+/// Present only between a clean stop and the next start (`start_run`, `mark_clean_stop`).
+const CLEAN_STOP_KEY: &[u8] = b"samu-gateway:stopped_cleanly";
 /// sled's default page cache is 1 GiB; the cache holds a few hours of summaries.
 const PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -163,9 +165,39 @@ impl SummaryCache {
         sealed::purge(&sealed::tree(&self.db)?, expired)
     }
 
+    /// Deletes every summary older than `max_stale` at `now_ms` (or from the future, or
+    /// unreadable), without the key: copies an earlier run sealed keep expiring while this
+    /// run has no usable key (they are never served without it).
+    pub fn purge_older_than(
+        &self,
+        max_stale: std::time::Duration,
+        now_ms: u64,
+    ) -> Result<u64, CacheError> {
+        let limit = u64::try_from(max_stale.as_millis()).unwrap_or(u64::MAX);
+        self.purge(|at| at.is_none_or(|at| now_ms.saturating_sub(at) > limit || at > now_ms))
+    }
+
     /// Proves the store still answers a read (readiness, watchdog).
     pub fn check(&self) -> Result<(), CacheError> {
         self.format_version().map(drop)
+    }
+
+    /// A service run begins. After a run that did not stop cleanly (killed, crashed, power
+    /// lost), every cached summary is deleted: sled writes out every 500 ms and its flush
+    /// is not an fsync, so a copy removed on a refusal (an opposition, a closure) just
+    /// before may be back. Copies cost an upstream call; a refused one served costs the
+    /// patient's will. Returns how many were deleted.
+    pub fn start_run(&self) -> Result<u64, CacheError> {
+        let clean = self.db.remove(CLEAN_STOP_KEY).map_err(storage)?.is_some();
+        let deleted = if clean { 0 } else { self.purge(|_| true)? };
+        self.flush()?;
+        Ok(deleted)
+    }
+
+    /// The run stops cleanly: every removal has been written out.
+    pub fn mark_clean_stop(&self) -> Result<(), CacheError> {
+        self.db.insert(CLEAN_STOP_KEY, &[1]).map_err(storage)?;
+        self.flush()
     }
 
     /// Writes buffered pages out (best effort: see the module note on durability).
@@ -223,6 +255,61 @@ mod tests {
             }
         }
         SummaryCache::open(path)
+    }
+
+    /// Summaries survive a clean stop; after a run that stopped any other way, none does
+    /// (a removal on refusal may not have reached the disk).
+    #[test]
+    fn a_run_that_did_not_stop_cleanly_leaves_no_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        let put = |cache: &SummaryCache| {
+            sealed::tree(&cache.db)
+                .unwrap()
+                .insert(b"k", &[2u8; 16][..])
+                .unwrap();
+        };
+        let entries = |cache: &SummaryCache| sealed::tree(&cache.db).unwrap().len();
+        {
+            let cache = SummaryCache::open(&path).unwrap();
+            assert_eq!(cache.start_run().unwrap(), 0, "a new store");
+            put(&cache);
+            cache.mark_clean_stop().unwrap();
+        }
+        {
+            let cache = reopen(&path).unwrap();
+            assert_eq!(cache.start_run().unwrap(), 0, "after a clean stop");
+            assert_eq!(entries(&cache), 1);
+            // This run ends without marking its stop (killed).
+            cache.flush().unwrap();
+        }
+        let cache = reopen(&path).unwrap();
+        assert_eq!(cache.start_run().unwrap(), 1);
+        assert_eq!(entries(&cache), 0);
+    }
+
+    #[test]
+    fn copies_expire_without_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = SummaryCache::open(&dir.path().join("cache")).unwrap();
+        let tree = sealed::tree(&cache.db).unwrap();
+        // Version byte, then the fetch time (ms, big-endian): what `fetched_at` reads.
+        let written = |at: u64| {
+            let mut value = vec![2u8];
+            value.extend_from_slice(&at.to_be_bytes());
+            value.extend_from_slice(&[0; 32]);
+            value
+        };
+        tree.insert(b"old", written(1_000)).unwrap();
+        tree.insert(b"recent", written(7_000_000)).unwrap();
+        tree.insert(b"future", written(9_000_000)).unwrap();
+        tree.insert(b"garbled", &[9u8; 4][..]).unwrap();
+        let removed = cache
+            .purge_older_than(std::time::Duration::from_secs(7_200), 7_300_000)
+            .unwrap();
+        assert_eq!(removed, 3);
+        assert_eq!(tree.len(), 1);
+        assert!(tree.contains_key(b"recent").unwrap());
     }
 
     #[test]

@@ -369,6 +369,11 @@ pub struct SealedSummaries {
     /// This process run's mark on what it seals: random, so that no earlier run (maybe
     /// another build) can have used it.
     run: u64,
+    /// Set when a removal failed: a refused patient's copy may still be there, so nothing
+    /// is served or written for the rest of the run.
+    disabled: std::sync::atomic::AtomicBool,
+    #[cfg(test)]
+    fail_removals: std::sync::atomic::AtomicBool,
 }
 
 /// Wall-clock milliseconds (entries outlive restarts, so not a monotonic clock).
@@ -399,6 +404,9 @@ impl SealedSummaries {
                 crate::random::fill(&mut run).map_err(|e| CacheError::Storage(e.to_string()))?;
                 u64::from_le_bytes(run)
             },
+            disabled: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            fail_removals: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -431,8 +439,17 @@ impl SealedSummaries {
         Ok(nonce)
     }
 
+    fn disabled(&self) -> bool {
+        self.disabled.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Stores `entry` for `ins`, fetched now.
     pub fn put(&self, ins: &Ins, entry: &Entry) -> Result<(), CacheError> {
+        if self.disabled() {
+            return Err(CacheError::Storage(
+                "the cache is disabled since a removal failed".into(),
+            ));
+        }
         let key = self.key(ins);
         let fetched_at = (self.clock)();
         let unwritable = |e: serde_json::Error| CacheError::Storage(e.to_string());
@@ -502,6 +519,9 @@ impl SealedSummaries {
     /// The entry for `ins`, if one younger than the maximum stale age opens; older or
     /// unreadable entries are removed.
     pub fn get(&self, ins: &Ins) -> Result<Option<Hit>, CacheError> {
+        if self.disabled() {
+            return Ok(None);
+        }
         let key = self.key(ins);
         let Some(value) = self.tree.get(&key).map_err(super::storage)? else {
             return Ok(None);
@@ -522,7 +542,8 @@ impl SealedSummaries {
                 fresh: age <= self.lifetimes.fresh,
             })),
             None => {
-                self.tree.remove(&key).map_err(super::storage)?;
+                // Only the value judged: a copy written meanwhile stays.
+                remove_if_unchanged(&self.tree, &key, &value)?;
                 Ok(None)
             }
         }
@@ -579,12 +600,38 @@ impl SealedSummaries {
         })
     }
 
-    /// Forgets `ins` (after an opposition, a block or a closure: never served again).
+    /// Forgets `ins` (after an opposition, a block or a closure: never served again), and
+    /// writes the removal out at once (a process killed after it does not bring the copy
+    /// back; a power loss is what `SummaryCache::start_run` is for). When it fails, the
+    /// cache serves nothing more in this run.
     pub fn remove(&self, ins: &Ins) -> Result<(), CacheError> {
-        self.tree
+        #[cfg(test)]
+        if self
+            .fail_removals
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            self.disabled
+                .store(true, std::sync::atomic::Ordering::Release);
+            return Err(CacheError::Storage("removal failed (test)".into()));
+        }
+        let removed = self
+            .tree
             .remove(self.key(ins))
+            .and_then(|_| self.tree.flush())
             .map(drop)
-            .map_err(super::storage)
+            .map_err(super::storage);
+        if removed.is_err() {
+            self.disabled
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        removed
+    }
+
+    /// Makes removals fail, as a full or failing disk would.
+    #[cfg(test)]
+    pub(crate) fn fail_removals_for_tests(&self) {
+        self.fail_removals
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Deletes entries older than the maximum stale age; returns how many.
@@ -624,12 +671,20 @@ pub fn purge(
     let mut removed = 0;
     for item in db_tree.iter() {
         let (key, value) = item.map_err(super::storage)?;
-        if expired(fetched_at(&value)) {
-            db_tree.remove(key).map_err(super::storage)?;
+        if expired(fetched_at(&value)) && remove_if_unchanged(db_tree, &key, &value)? {
             removed += 1;
         }
     }
     Ok(removed)
+}
+
+/// Removes `key` if it still holds `value`: an expired copy is deleted, never the one a
+/// fetch has just written in its place. Returns whether it was removed.
+fn remove_if_unchanged(tree: &sled::Tree, key: &[u8], value: &[u8]) -> Result<bool, CacheError> {
+    let swapped = tree
+        .compare_and_swap(key, Some(value), None::<&[u8]>)
+        .map_err(super::storage)?;
+    Ok(swapped.is_ok())
 }
 
 /// Counts entries without opening them.
@@ -867,6 +922,38 @@ mod tests {
             value,
             serde_json::to_value(summary.without_content()).unwrap()
         );
+    }
+
+    /// A removal that fails (a full or failing disk) may leave a refused patient's copy:
+    /// the cache then serves and keeps nothing more in this run.
+    #[test]
+    fn a_failed_removal_disables_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, master) = store(dir.path());
+        let sealed = cache.sealed(&master, LIFETIMES).unwrap();
+        sealed.put(&ins(), &entry()).unwrap();
+        assert!(sealed.get(&ins()).unwrap().is_some());
+        sealed.fail_removals_for_tests();
+        assert!(sealed.remove(&ins()).is_err());
+        assert!(sealed.get(&ins()).unwrap().is_none());
+        assert!(sealed.put(&ins(), &entry()).is_err());
+    }
+
+    /// Expiry deletes the expired value only: a copy written since stays.
+    #[test]
+    fn expiry_never_deletes_a_copy_written_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, master) = store(dir.path());
+        let sealed = cache.sealed(&master, LIFETIMES).unwrap();
+        sealed.put(&ins(), &entry()).unwrap();
+        let key = sealed.key(&ins());
+        let old = sealed.tree.get(&key).unwrap().unwrap();
+        sealed.put(&ins(), &entry()).unwrap();
+        assert!(!remove_if_unchanged(&sealed.tree, &key, &old).unwrap());
+        assert!(sealed.get(&ins()).unwrap().is_some());
+        let new = sealed.tree.get(&key).unwrap().unwrap();
+        assert!(remove_if_unchanged(&sealed.tree, &key, &new).unwrap());
+        assert!(sealed.get(&ins()).unwrap().is_none());
     }
 
     #[test]

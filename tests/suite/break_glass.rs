@@ -565,6 +565,36 @@ async fn a_stale_copy_is_served_labelled_when_the_upstream_is_down_and_never_aft
     );
 }
 
+/// After a run that did not stop cleanly, no copy is served: a removal on refusal (an
+/// opposition heard just before the crash) may not have reached the disk.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_copy_survives_a_run_that_did_not_stop_cleanly() {
+    let mut centre = centre("fresh_seconds = 1\nmax_stale_seconds = 3600\n").await;
+    let first = centre.break_glass(request(3, "bris_de_glace")).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    // Past sled's 500 ms write-out: the copy is on disk when the process dies.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (key, value) = centre._pcscd.env();
+    centre.gateway.crash_and_restart(&[(key, value.as_str())]);
+    assert!(
+        centre.gateway.stderr.has("did not stop cleanly"),
+        "{}",
+        centre.gateway.stderr.all()
+    );
+    centre.token = centre.gateway.login_desk_a().await;
+    centre
+        .upstream
+        .fault(json!({"kind": "status", "status": 503}))
+        .await;
+    let after = centre.break_glass(request(3, "bris_de_glace")).await;
+    assert_eq!(
+        after.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        after.body
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clearance_is_honoured_only_while_fresh_whoever_refreshed_the_copy() {
     let centre = centre("fresh_seconds = 1\nmax_stale_seconds = 3600\n").await;
