@@ -18,6 +18,10 @@ pub(crate) struct HeldCase {
     pub received_at: String,
     /// The sessions (token hashes) it was shown to, each on the record.
     pub shown_to: Vec<String>,
+    /// This board's number for the put that placed it: the regulation software may send
+    /// a case again under the same id (corrected), and a showing or a page must tell the
+    /// two apart.
+    pub version: u64,
     ends: Instant,
 }
 
@@ -46,6 +50,8 @@ pub(crate) struct Ended {
 pub(crate) struct CaseBoard {
     lifetime: Duration,
     cases: Mutex<HashMap<String, HeldCase>>,
+    /// The last version given (`HeldCase::version`).
+    versions: std::sync::atomic::AtomicU64,
     /// Bumped at every change, for the desks' pages to hear of it.
     changes: tokio::sync::watch::Sender<u64>,
 }
@@ -56,6 +62,7 @@ impl CaseBoard {
         Self {
             lifetime,
             cases: Mutex::new(HashMap::new()),
+            versions: std::sync::atomic::AtomicU64::new(0),
             changes: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -84,6 +91,10 @@ impl CaseBoard {
             case,
             received_at: crate::clock::now().0,
             shown_to: Vec::new(),
+            version: self
+                .versions
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .wrapping_add(1),
             ends: Instant::now() + self.lifetime,
         };
         self.update(|cases| {
@@ -105,25 +116,25 @@ impl CaseBoard {
             .cloned()
     }
 
-    /// Notes that the desk's case `case_id` (if it is still the desk's) was shown to
+    /// Notes that the desk's case `version` (if it is still the desk's) was shown to
     /// `session`, once that is on the record. Not a change the pages need to hear of.
-    pub(crate) fn mark_shown(&self, desk: &str, case_id: &str, session: &str) {
+    pub(crate) fn mark_shown(&self, desk: &str, version: u64, session: &str) {
         let mut cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(held) = cases.get_mut(desk)
-            && held.case.case_id == case_id
+            && held.version == version
             && !held.shown_to.iter().any(|s| s == session)
         {
             held.shown_to.push(session.to_owned());
         }
     }
 
-    /// The id of the desk's case, unless it lapsed.
-    pub(crate) fn case_id(&self, desk: &str) -> Option<String> {
+    /// The id and version of the desk's case, unless it lapsed.
+    pub(crate) fn case_id(&self, desk: &str) -> Option<(String, u64)> {
         let cases = self.cases.lock().unwrap_or_else(|p| p.into_inner());
         cases
             .get(desk)
             .filter(|held| held.ends > Instant::now())
-            .map(|held| held.case.case_id.clone())
+            .map(|held| (held.case.case_id.clone(), held.version))
     }
 
     /// Ends the desk's case; `None` when it held none (or it had lapsed: the reaper
@@ -210,20 +221,35 @@ mod tests {
     fn showings_belong_to_one_case_and_count_each_session_once() {
         let board = CaseBoard::new(Duration::from_secs(60));
         board.put("regul-1", case("fr.health.samu770.A"));
+        let a = board.get("regul-1").unwrap().version;
         let changes = board.subscribe();
-        board.mark_shown("regul-1", "fr.health.samu770.A", "s1");
-        board.mark_shown("regul-1", "fr.health.samu770.A", "s1");
-        board.mark_shown("regul-1", "fr.health.samu770.A", "s2");
+        board.mark_shown("regul-1", a, "s1");
+        board.mark_shown("regul-1", a, "s1");
+        board.mark_shown("regul-1", a, "s2");
         assert_eq!(board.get("regul-1").unwrap().shown_to, ["s1", "s2"]);
         assert!(
             !changes.has_changed().unwrap(),
             "not a change for the pages"
         );
         board.put("regul-1", case("fr.health.samu770.B"));
-        board.mark_shown("regul-1", "fr.health.samu770.A", "s3");
+        board.mark_shown("regul-1", a, "s3");
         assert!(board.get("regul-1").unwrap().shown_to.is_empty());
-        board.mark_shown("regul-2", "fr.health.samu770.B", "s1");
+        let b = board.get("regul-1").unwrap().version;
+        board.mark_shown("regul-2", b, "s1");
         assert!(board.get("regul-2").is_none());
+        // The same case sent again (corrected): a new version, shown to no one yet; a
+        // showing of the earlier one is not carried over.
+        board.mark_shown("regul-1", b, "s1");
+        board.put("regul-1", case("fr.health.samu770.B"));
+        let again = board.get("regul-1").unwrap();
+        assert_ne!(again.version, b);
+        assert!(again.shown_to.is_empty());
+        board.mark_shown("regul-1", b, "s1");
+        assert!(board.get("regul-1").unwrap().shown_to.is_empty());
+        assert_eq!(
+            board.case_id("regul-1"),
+            Some(("fr.health.samu770.B".to_owned(), again.version))
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -233,7 +259,7 @@ mod tests {
         assert_eq!(board.put("regul-1", case("fr.health.samu770.A")), None);
         assert!(changes.has_changed().unwrap(), "pages hear of a new case");
         assert_eq!(
-            board.case_id("regul-1").as_deref(),
+            board.case_id("regul-1").map(|(id, _)| id).as_deref(),
             Some("fr.health.samu770.A")
         );
         let replaced = board.put("regul-1", case("fr.health.samu770.B")).unwrap();

@@ -255,6 +255,9 @@ pub(super) async fn delete_case(
 pub(super) struct CaseView {
     /// The Hub case id.
     pub case_id: String,
+    /// Which sending of it (the regulation software may send a case again, corrected,
+    /// under the same id): the desk's events carry it as `case_version`.
+    pub version: u64,
     /// The SAMU that owns it.
     pub owner: String,
     /// When the regulation software created it.
@@ -303,6 +306,7 @@ pub(super) struct CasePatientView {
 impl From<HeldCase> for CaseView {
     fn from(held: HeldCase) -> Self {
         let seconds_left = held.seconds_left();
+        let version = held.version;
         let case = held.case;
         let (motive_code, motive_label) = match case.motive {
             Some((code, label)) => (Some(code), Some(label)),
@@ -310,6 +314,7 @@ impl From<HeldCase> for CaseView {
         };
         Self {
             case_id: case.case_id,
+            version,
             owner: case.owner,
             created: case.created,
             received_at: held.received_at,
@@ -369,18 +374,19 @@ pub(super) async fn get_case(
             return refusal.into_response();
         }
         // While the record was written, the card may have left or the regulation
-        // software closed or replaced the case: then nothing of it leaves.
+        // software closed or replaced the case (maybe by the same case, corrected): then
+        // nothing of it leaves.
         let same_case = state
             .cases()
             .get(desk)
-            .is_some_and(|now| now.case.case_id == *case_id);
+            .is_some_and(|now| now.version == held.version);
         if !acting.still_open() {
             return super::session_routes::no_session().into_response();
         }
         if !same_case {
             return StatusCode::NO_CONTENT.into_response();
         }
-        state.cases().mark_shown(desk, case_id, session);
+        state.cases().mark_shown(desk, held.version, session);
     }
     (
         [(header::CACHE_CONTROL, "no-store")],

@@ -105,6 +105,9 @@ struct DeskSignal {
     /// The Hub id of the case the regulation software sent the desk, if any (an id, not
     /// who the patients are: the page asks for the case with its session).
     case: Option<String>,
+    /// Which sending of that case (`CaseView::version`): a case sent again under the same
+    /// id, corrected, is a change the page must pick up.
+    case_version: Option<u64>,
 }
 
 /// The desk's changes as server-sent events (`event: desk`, data `{"session": bool,
@@ -152,10 +155,12 @@ pub(super) async fn desk_events(
 
 fn signal(state: &AppState, desk: &str) -> DeskSignal {
     let view = state.cards().and_then(|c| c.sessions.view(desk));
+    let (case, case_version) = state.cases().case_id(desk).unzip();
     DeskSignal {
         session: view.as_ref().is_some_and(|(_, s)| s.is_some()),
         epoch: state.cards().and_then(|c| c.sessions.session_epoch(desk)),
         card: view.map(|(card, _)| card.name()),
-        case: state.cases().case_id(desk),
+        case,
+        case_version,
     }
 }

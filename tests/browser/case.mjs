@@ -4,7 +4,8 @@
 // PIN, then "reason, candidate, Enter".
 // The case arrives while the physician is logged in: the page shows it without a reload.
 // Protocol with tests/suite/browser.rs: "CASE" (the regulation software sends the case),
-// "CLOSE" (it closes it).
+// "RESEND" (it sends it again, its patient's birth name corrected to CORRIGE), "CLOSE"
+// (it closes it).
 // Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, SHOTS, CASE_ID; MATCH_SHOWN=1 when the
 // record service says how well each candidate matches (the national record does).
 
@@ -48,6 +49,11 @@ await page.screenshot({ path: `${shots}/case-summary.png`, fullPage: true });
 // off the page.
 await closeSummary(page);
 await page.locator('#case').waitFor({ state: 'visible' });
+// The regulation software sends the same case again, corrected (same id): the page shows
+// the new sending, not the one it had.
+await ask('RESEND');
+await page.locator('#case-patients', { hasText: 'CORRIGE' }).waitFor();
+check((await page.locator('#case-head').innerText()).includes(caseId), 'the same case, corrected');
 await ask('CLOSE');
 await page.locator('#case').waitFor({ state: 'hidden' });
 check((await page.locator('#case-patients').innerText()) === '', 'the case\'s patients left the page');

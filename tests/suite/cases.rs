@@ -140,6 +140,30 @@ async fn the_regulation_software_puts_a_case_at_a_desk_and_its_physician_reads_i
         .status();
     assert_eq!(other, StatusCode::UNAUTHORIZED);
 
+    // The same case sent again, corrected: the desk's case is the new sending, shown
+    // (and recorded as shown) again, with what changed.
+    let before = case["version"].as_u64().unwrap();
+    let mut corrected: Value = serde_json::from_str(OWN).unwrap();
+    let first_patient = &mut corrected["createCaseHealth"]["patient"][0];
+    assert_eq!(
+        first_patient["identity"]["strictFeatures"]["birthName"],
+        "FICTIF"
+    );
+    first_patient["identity"]["strictFeatures"]["birthName"] = json!("FICTIVE");
+    let (status, _) = send(
+        &gateway,
+        UNMAPPED,
+        "desk-a",
+        serde_json::to_vec(&corrected).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, again, _) = read(&gateway, &token).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["case_id"], CASE_ID);
+    assert_ne!(again["version"].as_u64().unwrap(), before);
+    assert_eq!(again["patients"][0]["birth_name"], "FICTIVE");
+
     // A second case replaces the first; closing ends it.
     let mut second: Value = serde_json::from_str(OWN).unwrap();
     second["createCaseHealth"]["caseId"] = json!("fr.health.samu690.DRFR156902612040002");
@@ -166,9 +190,10 @@ async fn the_regulation_software_puts_a_case_at_a_desk_and_its_physician_reads_i
         (StatusCode::NOT_FOUND, Some("no_case"))
     );
 
-    // The record: received twice, ended as replaced then closed; ids and counts only.
+    // The record: received three times, ended as replaced twice then closed; ids and
+    // counts only.
     let received = audit(&gateway, "case_received");
-    assert_eq!(received.len(), 2, "{received:?}");
+    assert_eq!(received.len(), 3, "{received:?}");
     assert_eq!(
         received[0]["detail"],
         format!("case {CASE_ID}; desk desk-a; patients 2")
@@ -181,6 +206,7 @@ async fn the_regulation_software_puts_a_case_at_a_desk_and_its_physician_reads_i
     assert_eq!(
         closed,
         vec![
+            format!("case {CASE_ID}; desk desk-a; ended: replaced"),
             format!("case {CASE_ID}; desk desk-a; ended: replaced"),
             "case fr.health.samu690.DRFR156902612040002; desk desk-a; ended: closed".to_owned(),
         ]
@@ -195,6 +221,7 @@ async fn the_regulation_software_puts_a_case_at_a_desk_and_its_physician_reads_i
         details,
         vec![
             format!("case {CASE_ID}; desk desk-a; patients 2").as_str(),
+            format!("case {CASE_ID}; desk desk-a; patients 2").as_str(),
             "case fr.health.samu690.DRFR156902612040002; desk desk-a; patients 2",
         ]
     );
@@ -208,6 +235,7 @@ async fn the_regulation_software_puts_a_case_at_a_desk_and_its_physician_reads_i
     let logs = gateway.stderr.all();
     for secret in [
         "FICTIF",
+        "FICTIVE",
         "Odile",
         "1958-03-14",
         "258037512345678",

@@ -913,9 +913,10 @@
         message('Une autre session a commencé sur ce poste : la synthèse précédente a été masquée.');
       }
       state.epoch = signal.session ? signal.epoch : undefined;
-      // The regulation software closed or replaced the case shown: it leaves the page; a
-      // new one is fetched as the desk is shown again.
-      if (state.case && state.case.case_id !== (signal.case || null)) clearCase();
+      // The regulation software closed or replaced the case shown (maybe by the same
+      // case sent again, corrected): it leaves the page; the desk's current one is
+      // fetched as the desk is shown again.
+      if (state.case && (state.case.case_id !== (signal.case || null) || state.case.version !== signal.case_version)) clearCase();
       refreshDesk();
     });
   }
