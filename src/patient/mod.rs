@@ -167,12 +167,14 @@ pub enum Sex {
 }
 
 impl Sex {
-    /// The FHIR administrative gender.
-    pub fn fhir_gender(self) -> &'static str {
+    /// The FHIR administrative gender to search by; none for `I`: an undetermined sex
+    /// (a caller who could not say) is no filter, and searching for `other` would leave
+    /// out the patient the record holds as female or male.
+    pub fn fhir_gender(self) -> Option<&'static str> {
         match self {
-            Self::F => "female",
-            Self::M => "male",
-            Self::I => "other",
+            Self::F => Some("female"),
+            Self::M => Some("male"),
+            Self::I => None,
         }
     }
 }

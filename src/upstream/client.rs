@@ -299,8 +299,10 @@ impl RecordService for FhirClient {
                 ("family", traits.birth_name.trim().to_owned()),
                 ("given", traits.first_names.trim().to_owned()),
                 ("birthdate", traits.birth_date.clone()),
-                ("gender", traits.sex.fhir_gender().to_owned()),
             ];
+            if let Some(gender) = traits.sex.fhir_gender() {
+                form.push(("gender", gender.to_owned()));
+            }
             if let Some(place) = &traits.birthplace {
                 form.push(("birthplace", place.clone()));
             }

@@ -167,6 +167,19 @@ async fn patients_are_found_by_ins_and_by_traits_and_never_picked_among_several(
         .collect();
     ids.sort();
     assert_eq!(ids, ["p1", "p2"]);
+    // An undetermined sex (the caller could not say) filters nothing: both again.
+    let undetermined = Traits {
+        sex: Sex::I,
+        ..traits.clone()
+    };
+    assert_eq!(
+        client
+            .search(&undetermined, &search_access)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     let wrong = Traits {
         birth_date: "1980-01-18".into(),
         ..traits
