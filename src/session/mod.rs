@@ -54,8 +54,8 @@ pub(crate) enum CardState {
     },
 }
 
-/// An open session.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// An open session (its `Debug` leaves the bearer token out).
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct Session {
     /// Random bearer token, valid only from this desk's workstation.
     #[serde(skip)]
@@ -75,6 +75,30 @@ pub(crate) struct Session {
     opened: tokio::time::Instant,
     #[serde(skip)]
     last_used: tokio::time::Instant,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured whole, so that a field added later is a decision here.
+        let Self {
+            token: _,
+            professional,
+            started,
+            crl_stale,
+            card_session,
+            opened,
+            last_used,
+        } = self;
+        f.debug_struct("Session")
+            .field("token", &"<redacted>")
+            .field("professional", professional)
+            .field("started", started)
+            .field("crl_stale", crl_stale)
+            .field("card_session", card_session)
+            .field("opened", opened)
+            .field("last_used", last_used)
+            .finish()
+    }
 }
 
 impl CardState {

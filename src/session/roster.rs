@@ -93,6 +93,14 @@ impl Roster {
         };
         let previous = roster.previous();
         let loaded = match roster.read(path) {
+            // Left by a crash of an earlier build between its two renames.
+            Ok(parsed) if parsed.is_empty() && !path.exists() && previous.exists() => {
+                tracing::warn!("no roster file but a previous one: using it");
+                roster.read(&previous).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "no usable previous roster: nobody is on duty until the regulation software sends one");
+                    Vec::new()
+                })
+            }
             Ok(parsed) => parsed,
             Err(e) => {
                 tracing::error!(error = %e, "roster unreadable: falling back to the previous one");
@@ -148,8 +156,15 @@ impl Roster {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(checked.text.as_bytes())?;
             file.sync_all()?;
+            // The current one is kept as the previous by a second name, and the new one
+            // renamed over it: at every instant `roster.json` is one whole roster (a
+            // crash between two renames left none, and nobody on duty).
             if self.path.exists() {
-                std::fs::rename(&self.path, self.previous())?;
+                match std::fs::remove_file(self.previous()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+                std::fs::hard_link(&self.path, self.previous())?;
             }
             std::fs::rename(&tmp, &self.path)?;
             if let Some(dir) = self.path.parent() {
@@ -288,6 +303,24 @@ mod tests {
         let reloaded = Roster::load(&path, 0).unwrap();
         assert!(on(&reloaded, "2026-11-23T12:00:00Z"));
         assert!(!on(&reloaded, "2026-11-24T12:00:00Z"));
+        // Only the previous one (an earlier build crashed between its two renames): it
+        // is in force.
+        std::fs::remove_file(&path).unwrap();
+        let previous_only = Roster::load(&path, 0).unwrap();
+        assert!(on(&previous_only, "2026-11-23T12:00:00Z"));
+        // A replacement keeps a whole roster.json at every step: after it, the new one is
+        // in force and the one before is the previous.
+        previous_only
+            .replace(previous_only.check(&second).unwrap())
+            .unwrap();
+        previous_only
+            .replace(previous_only.check(&first).unwrap())
+            .unwrap();
+        let reloaded = Roster::load(&path, 0).unwrap();
+        assert!(on(&reloaded, "2026-11-23T12:00:00Z"));
+        std::fs::remove_file(&path).unwrap();
+        let previous = Roster::load(&path, 0).unwrap();
+        assert!(on(&previous, "2026-11-24T12:00:00Z"));
         // Both torn: nobody on duty, and still no error.
         std::fs::write(dir.path().join("roster.json.prev"), b"{").unwrap();
         let empty = Roster::load(&path, 0).unwrap();

@@ -390,3 +390,16 @@ async fn wrong_pin_tries_are_written_on_the_card_that_reported_them() {
     sessions.mark_blocked("regul-1", second);
     assert_eq!(tries(&sessions), (true, Some(0)));
 }
+
+/// The bearer token never shows in `Debug` (a log line or a panic quoting a session).
+#[tokio::test]
+async fn a_sessions_debug_leaves_its_token_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = audit(dir.path());
+    let sessions = Sessions::new(&[desk()], audit.clone());
+    let session = opened(&sessions, &audit).await;
+    let shown = format!("{session:?}");
+    assert!(!session.token.is_empty());
+    assert!(!shown.contains(&session.token), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+}
