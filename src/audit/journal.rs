@@ -480,6 +480,8 @@ impl Syncer {
     /// `fdatasync`: every frame written before this call is on disk when it returns.
     pub(super) fn sync(&self) -> Result<(), AuditError> {
         #[cfg(test)]
+        faults::wait_while_held(&self.path);
+        #[cfg(test)]
         faults::check(&self.path, "sync").map_err(|e| io_error(&self.path, "sync", &e))?;
         self.file
             .sync_data()
@@ -589,6 +591,26 @@ pub(super) mod faults {
         all.retain(|(p, _)| p != path);
         if let Some(step) = step {
             all.push((path.to_owned(), step));
+        }
+    }
+
+    /// Journal paths whose syncs wait (a disk that stalls), and the wake-up on release.
+    static HELD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    static RELEASED: std::sync::Condvar = std::sync::Condvar::new();
+
+    pub(crate) fn hold(path: &Path, held: bool) {
+        let mut all = HELD.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|p| p != path);
+        if held {
+            all.push(path.to_owned());
+        }
+        RELEASED.notify_all();
+    }
+
+    pub(super) fn wait_while_held(path: &Path) {
+        let mut all = HELD.lock().unwrap_or_else(|p| p.into_inner());
+        while all.iter().any(|p| p == path) {
+            all = RELEASED.wait(all).unwrap_or_else(|p| p.into_inner());
         }
     }
 

@@ -43,6 +43,13 @@ pub use event::{
 pub use log::{AuditLog, PruneReport, Receipt, Settings};
 pub use store::{AuditReader, AuditStore, FORMAT_VERSION};
 
+/// Makes the syncs of the journal beside `store` wait until released, as a stalled disk
+/// would (for other modules' tests of what must not wait for a record).
+#[cfg(test)]
+pub(crate) fn hold_syncs_for_tests(store: &std::path::Path, held: bool) {
+    journal::faults::hold(&journal::path_for(store), held);
+}
+
 /// Why an audit operation failed. Cloneable: one failed commit answers every appender of
 /// its batch.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -430,19 +430,22 @@ impl Sessions {
         roster: Option<&roster::Roster>,
     ) -> Result<usize, AuditError> {
         let now = tokio::time::Instant::now();
-        let due: Vec<(String, &'static str)> = match self.slots.lock() {
+        // Each due session by its number at its desk: the ends are recorded one after the
+        // other, and a desk whose session ended meanwhile may hold a new one, not due.
+        let due: Vec<(String, u64, &'static str)> = match self.slots.lock() {
             Ok(slots) => slots
                 .iter()
                 .filter_map(|(desk, slot)| {
                     let session = slot.session.as_ref()?;
-                    expiry_reason(session, expiry, roster, now).map(|reason| (desk.clone(), reason))
+                    expiry_reason(session, expiry, roster, now)
+                        .map(|reason| (desk.clone(), slot.sessions_opened, reason))
                 })
                 .collect(),
             Err(_) => return Ok(0),
         };
         let mut ended = 0;
-        for (desk, reason) in due {
-            if self.end(&desk, reason).await? {
+        for (desk, epoch, reason) in due {
+            if self.end_matching(&desk, Some(epoch), reason).await? {
                 tracing::info!(desk = %desk, reason, "session expired");
                 ended += 1;
             }
@@ -458,8 +461,22 @@ impl Sessions {
 
     /// Ends the session of `desk` (logout), recording why.
     pub(crate) async fn end(&self, desk: &str, reason: &str) -> Result<bool, AuditError> {
+        self.end_matching(desk, None, reason).await
+    }
+
+    /// Ends the session of `desk` if it is the desk's `epoch`-th (any, for `None`),
+    /// recording why; false when there was none to end.
+    async fn end_matching(
+        &self,
+        desk: &str,
+        epoch: Option<u64>,
+        reason: &str,
+    ) -> Result<bool, AuditError> {
         let ended = self
             .update(desk, |s| {
+                if epoch.is_some_and(|epoch| epoch != s.sessions_opened) {
+                    return None;
+                }
                 s.session.take().map(|session| (session, s.desk.clone()))
             })
             .flatten();
@@ -486,8 +503,9 @@ impl Sessions {
         }
     }
 
-    /// Applies one card worker event, recording it.
-    pub(crate) async fn apply(&self, event: CardEvent, trust: &CardTrust) {
+    /// Applies one card worker event about `at` (the reader whose queue it came by),
+    /// recording it.
+    async fn apply(&self, at: &str, event: CardEvent, trust: &CardTrust) {
         let outcome = match event {
             CardEvent::Inserted {
                 reader,
@@ -498,23 +516,18 @@ impl Sessions {
                     .await
             }
             CardEvent::Removed { reader } => self.removed(&reader).await,
-            CardEvent::PcscUnavailable(why) => {
-                tracing::warn!(reason = why, "pcscd unavailable: reader states unknown");
-                self.pcsc_up
-                    .store(false, std::sync::atomic::Ordering::SeqCst);
-                self.set_all(CardState::ReaderUnavailable);
+            // Logged once by `run`; here, this reader's part.
+            CardEvent::PcscUnavailable(_) => {
+                self.set_at(at, CardState::ReaderUnavailable);
                 Ok(())
             }
             CardEvent::PcscAvailable => {
-                tracing::info!("pcscd available");
-                self.pcsc_up
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                self.set_all(CardState::NoCard);
+                self.set_at(at, CardState::NoCard);
                 Ok(())
             }
             CardEvent::Readers { plugged } => {
                 if let Ok(mut slots) = self.slots.lock() {
-                    for slot in slots.values_mut() {
+                    for slot in slots.values_mut().filter(|s| s.desk.reader == at) {
                         slot.reader_plugged = plugged.contains(&slot.desk.reader);
                     }
                 }
@@ -526,9 +539,10 @@ impl Sessions {
         }
     }
 
-    fn set_all(&self, state: CardState) {
+    /// Every desk reading at `reader` is in `state` now.
+    fn set_at(&self, reader: &str, state: CardState) {
         if let Ok(mut slots) = self.slots.lock() {
-            for slot in slots.values_mut() {
+            for slot in slots.values_mut().filter(|s| s.desk.reader == reader) {
                 slot.card = state.clone();
                 slot.certificate = None;
                 slot.insertion += 1;
@@ -767,13 +781,71 @@ pub(crate) async fn reap(sessions: Sessions, expiry: Expiry, roster: Option<Arc<
     }
 }
 
-/// Drives the sessions from the card worker's events until the worker stops.
+/// Drives the sessions from the card worker's events until the worker stops. Each
+/// reader's events are applied in order, by a task of its own: a card's insertion waits
+/// for its record before it counts, and that wait (a slow disk) must not hold back
+/// another desk's card leaving, which ends its session at once. Events about every reader
+/// (pcscd down or back, readers plugged) go to each reader's queue, in order with its
+/// own.
 pub(crate) async fn run(
     sessions: Sessions,
     trust: Arc<CardTrust>,
     mut events: mpsc::UnboundedReceiver<CardEvent>,
 ) {
-    while let Some(event) = events.recv().await {
-        sessions.apply(event, &trust).await;
+    let mut readers: Vec<String> = match sessions.slots.lock() {
+        Ok(slots) => slots.values().map(|s| s.desk.reader.clone()).collect(),
+        Err(_) => Vec::new(),
+    };
+    readers.sort();
+    readers.dedup();
+    let mut queues = std::collections::HashMap::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for reader in readers {
+        let (queue, mut inbox) = mpsc::unbounded_channel::<CardEvent>();
+        let (sessions, trust, at) = (sessions.clone(), trust.clone(), reader.clone());
+        tasks.spawn(async move {
+            while let Some(event) = inbox.recv().await {
+                sessions.apply(&at, event, &trust).await;
+            }
+        });
+        queues.insert(reader, queue);
     }
+    while let Some(event) = events.recv().await {
+        match event {
+            CardEvent::Inserted { ref reader, .. } | CardEvent::Removed { ref reader } => {
+                // A reader no desk uses: nothing to do.
+                if let Some(queue) = queues.get(reader) {
+                    let _ = queue.send(event);
+                }
+            }
+            CardEvent::PcscUnavailable(why) => {
+                tracing::warn!(reason = why, "pcscd unavailable: reader states unknown");
+                sessions
+                    .pcsc_up
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                for queue in queues.values() {
+                    let _ = queue.send(CardEvent::PcscUnavailable(String::new()));
+                }
+            }
+            CardEvent::PcscAvailable => {
+                tracing::info!("pcscd available");
+                sessions
+                    .pcsc_up
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                for queue in queues.values() {
+                    let _ = queue.send(CardEvent::PcscAvailable);
+                }
+            }
+            CardEvent::Readers { plugged } => {
+                for (reader, queue) in &queues {
+                    let _ = queue.send(CardEvent::Readers {
+                        plugged: plugged.iter().filter(|p| *p == reader).cloned().collect(),
+                    });
+                }
+            }
+        }
+    }
+    // The worker stopped: each reader's queue is applied to its end.
+    drop(queues);
+    while tasks.join_next().await.is_some() {}
 }

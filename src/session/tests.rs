@@ -403,3 +403,105 @@ async fn a_sessions_debug_leaves_its_token_out() {
     assert!(!shown.contains(&session.token), "{shown}");
     assert!(shown.contains("<redacted>"), "{shown}");
 }
+
+/// A card leaving one desk ends its session at once, even while another desk's card
+/// insertion waits for its record on a stalled disk: each reader's events have their own
+/// queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_card_leaving_one_desk_never_waits_for_another_desks_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = audit(dir.path());
+    let other = DeskConfig {
+        id: "regul-2".into(),
+        name: "Régulation 2".into(),
+        reader: "Desk1 00 00".into(),
+        workstation_cn: "poste-2".into(),
+        ..desk()
+    };
+    let sessions = Sessions::new(&[desk(), other], audit.clone());
+    let session = opened(&sessions, &audit).await;
+    let root = crate::dev_pki::Authority::new("test root").unwrap();
+    let anchor = dir.path().join("root.pem");
+    crate::dev_pki::write_file(&anchor, root.cert_pem(), 0o644).unwrap();
+    let crl = dir.path().join("root.crl");
+    crate::dev_pki::write_file(&crl, &root.crl(&[], 0, 7).unwrap(), 0o644).unwrap();
+    let trust = Arc::new(
+        CardTrust::load(crate::card::trust::TrustConfig::new(
+            vec![anchor],
+            vec![crl],
+        ))
+        .unwrap(),
+    );
+    let (events, inbox) = mpsc::unbounded_channel();
+    let runner = tokio::spawn(run(sessions.clone(), trust, inbox));
+    /// Releases the held syncs however the test ends (a failed assertion included:
+    /// the audit log's drop waits for its writer).
+    struct Held(std::path::PathBuf);
+    impl Drop for Held {
+        fn drop(&mut self) {
+            crate::audit::hold_syncs_for_tests(&self.0, false);
+        }
+    }
+    crate::audit::hold_syncs_for_tests(&dir.path().join("audit.redb"), true);
+    let held = Held(dir.path().join("audit.redb"));
+    // Desk 2's card: its record waits on the disk.
+    events
+        .send(CardEvent::Inserted {
+            reader: "Desk1 00 00".into(),
+            certificate: Err(crate::card::CardError::Transport("unreadable".into())),
+            pin_tries_left: None,
+        })
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Desk 1's card leaves: its session ends now.
+    events
+        .send(CardEvent::Removed {
+            reader: "Desk0 00 00".into(),
+        })
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while sessions.authenticate("regul-1", &session.token).is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session outlived its card while another desk's record waited"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(held);
+    drop(events);
+    runner.await.unwrap();
+    // Both recorded once the disk answered.
+    assert!(matches!(
+        sessions.view("regul-2").unwrap().0,
+        CardState::Refused { .. }
+    ));
+}
+
+/// The reaper ends the session it judged due, never the one that replaced it while the
+/// ends before it were being recorded.
+#[tokio::test]
+async fn an_expiry_ends_only_the_session_it_judged() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = audit(dir.path());
+    let sessions = Sessions::new(&[desk()], audit.clone());
+    let first = opened(&sessions, &audit).await;
+    let judged = sessions.session_epoch("regul-1").unwrap();
+    assert!(sessions.end("regul-1", "logout").await.unwrap());
+    let second = opened(&sessions, &audit).await;
+    assert!(
+        !sessions
+            .end_matching("regul-1", Some(judged), "idle_timeout")
+            .await
+            .unwrap()
+    );
+    assert!(sessions.authenticate("regul-1", &second.token).is_some());
+    assert!(sessions.authenticate("regul-1", &first.token).is_none());
+    let now = sessions.session_epoch("regul-1");
+    assert!(
+        sessions
+            .end_matching("regul-1", now, "idle_timeout")
+            .await
+            .unwrap()
+    );
+    assert!(sessions.authenticate("regul-1", &second.token).is_none());
+}
