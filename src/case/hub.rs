@@ -50,12 +50,37 @@ struct Embedded {
     message: Bare,
 }
 
-/// A message without its envelope (also the envelope's `message`, whose RC-DE header
-/// fields are not read).
+/// A message without its envelope (also the envelope's `message`). Of its RC-DE header,
+/// `kind` and `status` are read when present: they take the envelope's values, and a
+/// message sent bare says with them whether it is a drill.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Bare {
+    kind: Option<String>,
+    status: Option<String>,
     create_case_health: Option<WireCase>,
+}
+
+/// Whether a message of this kind and status is a drill; refused unless it is a report
+/// of a new case, real or exercise (`enveloped`: the values are the envelope's, whose
+/// field names the refusal uses).
+fn exercise_of(kind: &str, status: &str, enveloped: bool) -> Result<bool, CaseError> {
+    if kind != "Report" {
+        return Err(CaseError::Envelope(if enveloped {
+            "distributionKind must be Report for a new case"
+        } else {
+            "kind must be Report for a new case"
+        }));
+    }
+    match status {
+        "Actual" => Ok(false),
+        "Exercise" => Ok(true),
+        _ => Err(CaseError::Envelope(if enveloped {
+            "distributionStatus must be Actual or Exercise"
+        } else {
+            "status must be Actual or Exercise"
+        })),
+    }
 }
 
 #[derive(Deserialize)]
@@ -251,31 +276,21 @@ pub(crate) fn parse(body: &[u8]) -> Result<HubCase, CaseError> {
     let is_envelope = value.get("distributionID").is_some() || value.get("content").is_some();
     let (wire, sender, exercise) = if is_envelope {
         let envelope: Envelope = typed(value, "envelope")?;
-        if envelope.distribution_kind != "Report" {
-            return Err(CaseError::Envelope(
-                "distributionKind must be Report for a new case",
-            ));
-        }
-        let exercise = match envelope.distribution_status.as_str() {
-            "Actual" => false,
-            "Exercise" => true,
-            _ => {
-                return Err(CaseError::Envelope(
-                    "distributionStatus must be Actual or Exercise",
-                ));
-            }
-        };
+        let exercise = exercise_of(
+            &envelope.distribution_kind,
+            &envelope.distribution_status,
+            true,
+        )?;
         if envelope.distribution_id.is_empty() {
             return Err(CaseError::Envelope("distributionID is empty"));
         }
         let sender = short(&envelope.sender_id, "senderID")?;
-        let mut cases = envelope.content.into_iter().filter_map(|c| {
-            c.json_content
-                .embedded_json_content
-                .message
-                .create_case_health
-        });
-        let wire = cases.next().ok_or(CaseError::Envelope(
+        let mut cases = envelope
+            .content
+            .into_iter()
+            .map(|c| c.json_content.embedded_json_content.message)
+            .filter(|m| m.create_case_health.is_some());
+        let message = cases.next().ok_or(CaseError::Envelope(
             "no createCaseHealth message in content",
         ))?;
         if cases.next().is_some() {
@@ -283,13 +298,42 @@ pub(crate) fn parse(body: &[u8]) -> Result<HubCase, CaseError> {
                 "more than one createCaseHealth message in content",
             ));
         }
+        // The message's own header takes the envelope's values: a message whose header
+        // says otherwise (a drill in a real envelope) is not guessed at.
+        if message
+            .kind
+            .as_deref()
+            .is_some_and(|k| k != envelope.distribution_kind)
+            || message
+                .status
+                .as_deref()
+                .is_some_and(|s| s != envelope.distribution_status)
+        {
+            return Err(CaseError::Envelope(
+                "the message's kind or status is not the envelope's",
+            ));
+        }
+        let wire = message.create_case_health.ok_or(CaseError::Envelope(
+            "no createCaseHealth message in content",
+        ))?;
         (wire, Some(sender), exercise)
     } else {
         let bare: Bare = typed(value, "message")?;
+        // A bare message with its RC-DE header: its kind and status decide as an
+        // envelope's would. Without them, a report of a real case (the regulation
+        // software's own message).
+        let exercise = match (&bare.kind, &bare.status) {
+            (None, None) => false,
+            (kind, status) => exercise_of(
+                kind.as_deref().unwrap_or("Report"),
+                status.as_deref().unwrap_or(""),
+                false,
+            )?,
+        };
         let wire = bare.create_case_health.ok_or(CaseError::Envelope(
             "neither an EDXL-DE envelope nor a createCaseHealth message",
         ))?;
-        (wire, None, false)
+        (wire, None, exercise)
     };
     check(wire, sender, exercise)
 }

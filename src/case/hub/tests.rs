@@ -269,3 +269,40 @@ proptest::proptest! {
         }
     }
 }
+
+/// A message sent bare with its RC-DE header says with it whether it is a drill, and what
+/// it is: an exercise is shown as one, a cancellation is not a new case; inside an
+/// envelope, a header that contradicts the envelope is refused, not guessed at.
+#[test]
+fn the_messages_own_kind_and_status_are_read() {
+    let with_header = |kind: &str, status: &str| {
+        let mut message = own();
+        message["kind"] = kind.into();
+        message["status"] = status.into();
+        serde_json::to_vec(&message).unwrap()
+    };
+    assert!(parse(&with_header("Report", "Exercise")).unwrap().exercise);
+    assert!(!parse(&with_header("Report", "Actual")).unwrap().exercise);
+    assert!(!parse(OWN.as_bytes()).unwrap().exercise);
+    for (kind, status, refusal) in [
+        ("Cancel", "Actual", "kind must be Report for a new case"),
+        ("Report", "System", "status must be Actual or Exercise"),
+    ] {
+        let err = parse(&with_header(kind, status)).unwrap_err().to_string();
+        assert!(err.contains(refusal), "{kind} {status}: {err}");
+    }
+    // The envelope says Actual, its message Exercise.
+    let mut body: serde_json::Value =
+        serde_json::from_slice(&enveloped(&own(), "Report", "Actual")).unwrap();
+    body["content"][0]["jsonContent"]["embeddedJsonContent"]["message"]["status"] =
+        "Exercise".into();
+    let err = parse(&serde_json::to_vec(&body).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not the envelope's"), "{err}");
+    assert!(
+        parse(&enveloped(&own(), "Report", "Exercise"))
+            .unwrap()
+            .exercise
+    );
+}
