@@ -52,6 +52,9 @@ pub(crate) struct CaseBoard {
     cases: Mutex<HashMap<String, HeldCase>>,
     /// The last version given (`HeldCase::version`).
     versions: std::sync::atomic::AtomicU64,
+    /// Held by the regulation software's requests from their record to their change:
+    /// two sent at once change the board in the order they were recorded.
+    intake: tokio::sync::Mutex<()>,
     /// Bumped at every change, for the desks' pages to hear of it.
     changes: tokio::sync::watch::Sender<u64>,
 }
@@ -63,8 +66,15 @@ impl CaseBoard {
             lifetime,
             cases: Mutex::new(HashMap::new()),
             versions: std::sync::atomic::AtomicU64::new(0),
+            intake: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The regulation software's turn to change the board: a request records what it
+    /// does, then does it, before the next one begins.
+    pub(crate) async fn intake(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.intake.lock().await
     }
 
     /// Changes to any desk's case, as they happen.
@@ -98,10 +108,15 @@ impl CaseBoard {
             ends: Instant::now() + self.lifetime,
         };
         self.update(|cases| {
+            // One that lapsed before the reaper came by ended by time, not by this one.
             let replaced = cases.insert(desk.to_owned(), held).map(|old| Ended {
                 desk: desk.to_owned(),
+                reason: if old.ends <= Instant::now() {
+                    "expired"
+                } else {
+                    "replaced"
+                },
                 case_id: old.case.case_id,
-                reason: "replaced",
             });
             (replaced, true)
         })
@@ -137,15 +152,22 @@ impl CaseBoard {
             .map(|held| (held.case.case_id.clone(), held.version))
     }
 
-    /// Ends the desk's case; `None` when it held none (or it had lapsed: the reaper
-    /// records that one).
-    pub(crate) fn close(&self, desk: &str) -> Option<Ended> {
+    /// Ends the desk's case, if it is `expected` (when named): `Ok(None)` when the desk
+    /// held none (or it had lapsed: the reaper records that one), `Err` with the id it
+    /// holds when that is another case (a close retried after the next case arrived
+    /// must not close it).
+    pub(crate) fn close(
+        &self,
+        desk: &str,
+        expected: Option<&str>,
+    ) -> Result<Option<Ended>, String> {
         self.update(|cases| {
-            if cases
-                .get(desk)
-                .is_some_and(|held| held.ends <= Instant::now())
-            {
-                return (None, false);
+            match cases.get(desk) {
+                Some(held) if held.ends <= Instant::now() => return (Ok(None), false),
+                Some(held) if expected.is_some_and(|id| id != held.case.case_id) => {
+                    return (Err(held.case.case_id.clone()), false);
+                }
+                _ => {}
             }
             let closed = cases.remove(desk).map(|held| Ended {
                 desk: desk.to_owned(),
@@ -153,7 +175,7 @@ impl CaseBoard {
                 reason: "closed",
             });
             let changed = closed.is_some();
-            (closed, changed)
+            (Ok(closed), changed)
         })
     }
 
@@ -273,14 +295,25 @@ mod tests {
         );
         assert!(board.get("regul-2").is_none());
         changes.mark_unchanged();
-        let closed = board.close("regul-1").unwrap();
+        // A close naming the case the desk no longer holds (retried after B arrived)
+        // changes nothing.
+        assert_eq!(
+            board.close("regul-1", Some("fr.health.samu770.A")),
+            Err("fr.health.samu770.B".to_owned())
+        );
+        assert!(!changes.has_changed().unwrap());
+        assert!(board.get("regul-1").is_some());
+        let closed = board
+            .close("regul-1", Some("fr.health.samu770.B"))
+            .unwrap()
+            .unwrap();
         assert_eq!(closed.reason, "closed");
         assert!(
             changes.has_changed().unwrap(),
             "pages hear of a closed case"
         );
         changes.mark_unchanged();
-        assert!(board.close("regul-1").is_none());
+        assert_eq!(board.close("regul-1", None), Ok(None));
         assert!(
             !changes.has_changed().unwrap(),
             "nothing closed, nothing to hear"
@@ -293,7 +326,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(board.get("regul-2").is_none(), "lapsed cases are not shown");
         assert!(
-            board.close("regul-2").is_none(),
+            board.close("regul-2", None) == Ok(None),
             "the reaper records a lapse"
         );
         let reaped = board.reap();

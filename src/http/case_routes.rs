@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::access_routes::Watching;
 use super::error::ApiError;
-use super::extract::Segment;
+use super::extract::{Params, Segment};
 use super::identity::Peer;
 use crate::audit::{Actor, Event, EventKind, Outcome};
 use crate::case::board::{CaseBoard, Ended, HeldCase};
@@ -198,6 +198,9 @@ pub(super) async fn post_case(
         }
     };
     let (case_id, patients) = (case.case_id.clone(), case.patients.len());
+    // From its record to the change, this request's turn: two cases sent at once reach
+    // the desk in the order they are on the record.
+    let _turn = sender.board.intake().await;
     // On the record before any desk shows it.
     record(
         &state,
@@ -225,27 +228,51 @@ pub(super) async fn post_case(
     ))
 }
 
+/// Which case a close is for.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CloseQuery {
+    /// The Hub id of the case to close; when given and the desk holds another case, nothing
+    /// is closed (409): a close retried after the next case arrived must not close that one.
+    case_id: Option<String>,
+}
+
 /// Closes the desk's case. Only the regulation software's integration certificate.
 #[utoipa::path(delete, path = "/api/v1/desks/{desk}/case", tag = "cases",
-    params(("desk" = String, Path, description = "The desk's configured id")),
+    params(("desk" = String, Path, description = "The desk's configured id"), CloseQuery),
     responses((status = 204, description = "Closed"),
               (status = 403, description = "Not the integration certificate", body = ApiError),
               (status = 404, description = "No such desk, or it holds no case", body = ApiError),
+              (status = 409, description = "The desk holds another case than the one named (`case_mismatch`): nothing closed", body = ApiError),
               (status = 503, description = "Case intake not configured, or the audit trail cannot record", body = ApiError)))]
 pub(super) async fn delete_case(
     State(state): State<AppState>,
     sender: CaseSender,
     Segment(desk): Segment<String>,
+    Params(query): Params<CloseQuery>,
 ) -> Result<StatusCode, ApiError> {
     let desk = configured_desk(&state, &desk)?;
-    let ended = sender.board.close(&desk).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_case",
-            "the desk holds no case",
-            "Aucune affaire en cours à ce poste.",
-        )
-    })?;
+    let _turn = sender.board.intake().await;
+    let ended = match sender.board.close(&desk, query.case_id.as_deref()) {
+        Ok(Some(ended)) => ended,
+        Ok(None) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_case",
+                "the desk holds no case",
+                "Aucune affaire en cours à ce poste.",
+            ));
+        }
+        // The id it holds is the caller's own data: not echoed, the caller knows it.
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "case_mismatch",
+                "the desk holds another case than the one named: nothing closed",
+                "Cette affaire n'est plus celle du poste : rien n'a été fermé.",
+            ));
+        }
+    };
     record(&state, ended_event(Some(sender.actor(&desk)), &ended)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -49,9 +49,14 @@ async fn send(gateway: &Gateway, who: &str, desk: &str, body: Vec<u8>) -> (Statu
 }
 
 async fn close(gateway: &Gateway, who: &str, desk: &str) -> (StatusCode, Value) {
+    close_named(gateway, who, desk, "").await
+}
+
+/// A close with `query` (`?case_id=…` to name the case, or empty).
+async fn close_named(gateway: &Gateway, who: &str, desk: &str, query: &str) -> (StatusCode, Value) {
     let response = gateway
         .client(Some(who))
-        .delete(gateway.url(&format!("/api/v1/desks/{desk}/case")))
+        .delete(gateway.url(&format!("/api/v1/desks/{desk}/case{query}")))
         .send()
         .await
         .unwrap();
@@ -179,8 +184,26 @@ async fn the_regulation_software_puts_a_case_at_a_desk_and_its_physician_reads_i
         read(&gateway, &token).await.1["case_id"],
         "fr.health.samu690.DRFR156902612040002"
     );
+    // A close naming the first case (retried after the second arrived) closes nothing.
+    let (status, body) =
+        close_named(&gateway, UNMAPPED, "desk-a", &format!("?case_id={CASE_ID}")).await;
     assert_eq!(
-        close(&gateway, UNMAPPED, "desk-a").await.0,
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("case_mismatch"))
+    );
+    assert!(!body.to_string().contains("DRFR156902612040002"), "{body}");
+    assert_eq!(read(&gateway, &token).await.0, StatusCode::OK);
+    let (status, _) = close_named(&gateway, UNMAPPED, "desk-a", "?case_uid=x").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        close_named(
+            &gateway,
+            UNMAPPED,
+            "desk-a",
+            "?case_id=fr.health.samu690.DRFR156902612040002"
+        )
+        .await
+        .0,
         StatusCode::NO_CONTENT
     );
     assert_eq!(read(&gateway, &token).await.0, StatusCode::NO_CONTENT);
