@@ -1,5 +1,8 @@
 //! Rate limits on patient data access (governor): per professional, per desk, for the whole
-//! gateway, and on patient searches. A refusal says which limit and when to retry. Keyed
+//! gateway, and on patient searches. Each is a rate, not a count per clock hour: "N per
+//! hour" allows N at once (a multi-victim call) and one more every 3600/N s as they free
+//! up, so at most 2N−1 in any one hour (the README's configuration table says so). A
+//! refusal says which limit and when to retry. Keyed
 //! state is pruned on schedule, so memory does not grow with the number of professionals
 //! who ever logged in.
 
