@@ -1120,8 +1120,18 @@ impl BreakGlass {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *generation += 1;
-        if let Err(err) = cache.remove(ins) {
-            tracing::warn!(error = %err, "cannot drop a refused patient's cached summary");
+        match cache.remove_patient(ins) {
+            Ok(0) => {}
+            Ok(others) => {
+                tracing::info!(
+                    others,
+                    "a refused patient's copies under other identifiers dropped"
+                );
+            }
+            // The cache serves nothing more in this run (`SealedSummaries::remove`).
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot drop a refused patient's cached summary: cache disabled");
+            }
         }
     }
 

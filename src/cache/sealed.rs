@@ -627,6 +627,46 @@ impl SealedSummaries {
         removed
     }
 
+    /// Forgets `ins` as [`Self::remove`] does, and every other copy of the same patient
+    /// in the record service (the same `patient_id`, cached under another identifier:
+    /// an NIA before the NIR): a refusal is about the patient, whichever identifier
+    /// asked. The other copies are found by opening each entry: refusals are rare and the
+    /// cache small. Returns how many other copies went.
+    pub fn remove_patient(&self, ins: &Ins) -> Result<usize, CacheError> {
+        let key = self.key(ins);
+        let patient = self
+            .tree
+            .get(&key)
+            .map_err(super::storage)?
+            .and_then(|value| self.open(&key, fetched_at(&value)?, &value))
+            .map(|entry| entry.patient_id);
+        self.remove(ins)?;
+        let Some(patient) = patient else {
+            return Ok(0);
+        };
+        let mut others = Vec::new();
+        for item in self.tree.iter() {
+            let (other, value) = item.map_err(super::storage)?;
+            let same = fetched_at(&value)
+                .and_then(|at| self.open(&other, at, &value))
+                .is_some_and(|entry| entry.patient_id == patient);
+            if same {
+                others.push((other, value));
+            }
+        }
+        let mut removed = 0;
+        let outcome = others.iter().try_for_each(|(other, value)| {
+            removed += usize::from(remove_if_unchanged(&self.tree, other, value)?);
+            Ok::<_, CacheError>(())
+        });
+        let flushed = outcome.and_then(|()| self.tree.flush().map(drop).map_err(super::storage));
+        if flushed.is_err() {
+            self.disabled
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        flushed.map(|()| removed)
+    }
+
     /// Makes removals fail, as a full or failing disk would.
     #[cfg(test)]
     pub(crate) fn fail_removals_for_tests(&self) {
@@ -937,6 +977,39 @@ mod tests {
         assert!(sealed.remove(&ins()).is_err());
         assert!(sealed.get(&ins()).unwrap().is_none());
         assert!(sealed.put(&ins(), &entry()).is_err());
+    }
+
+    /// A refusal heard under one identifier removes the patient's copies under every
+    /// other (the same record-service patient), and no one else's.
+    #[test]
+    fn a_refusal_removes_the_patients_copies_under_every_identifier() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, master) = store(dir.path());
+        let sealed = cache.sealed(&master, LIFETIMES).unwrap();
+        let nia = Ins::parse(
+            "185057800608491",
+            crate::patient::OID_NIA,
+            InsPolicy::default(),
+        )
+        .unwrap();
+        let someone_else = Ins::parse(
+            "285057800600028",
+            crate::patient::OID_NIR,
+            InsPolicy::default(),
+        )
+        .unwrap();
+        let entry = entry();
+        sealed.put(&ins(), &entry).unwrap();
+        sealed.put(&nia, &entry).unwrap();
+        let mut other = entry.clone();
+        other.patient_id = "p-other".into();
+        sealed.put(&someone_else, &other).unwrap();
+        assert_eq!(sealed.remove_patient(&ins()).unwrap(), 1);
+        assert!(sealed.get(&ins()).unwrap().is_none());
+        assert!(sealed.get(&nia).unwrap().is_none());
+        assert!(sealed.get(&someone_else).unwrap().is_some());
+        // Nothing cached under the identifier refused: nothing known to link.
+        assert_eq!(sealed.remove_patient(&ins()).unwrap(), 0);
     }
 
     /// Expiry deletes the expired value only: a copy written since stays.
