@@ -250,7 +250,7 @@ pub async fn run(
         &audit,
     )?;
     if let (Some(signer), Some(cards)) = (&prepared.card_signer, &cards) {
-        signer.bind(cards.worker());
+        signer.bind(cards.worker(), cards.trust());
     }
     let shifts = cards
         .as_ref()

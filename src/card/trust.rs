@@ -284,6 +284,41 @@ impl CardTrust {
 
     /// Decides whether `certificate` can log in at time `now`.
     pub fn verify(&self, certificate: &[u8], now: SystemTime) -> Result<Verified, TrustError> {
+        self.check(
+            certificate,
+            now,
+            KeyUsage::client_auth(),
+            Use::Authentication,
+        )
+    }
+
+    /// Decides whether `certificate`, the signature certificate a logged-in card holds,
+    /// can sign for `holder` (idNat) at time `now`: issued under the same anchors, not
+    /// revoked, a signing key, and naming the same holder as the card's authentication
+    /// certificate. A card whose two certificates name two people, or whose signature
+    /// certificate comes from elsewhere, signs nothing (docs/cards.md).
+    pub fn verify_signature(
+        &self,
+        certificate: &[u8],
+        holder: &str,
+        now: SystemTime,
+    ) -> Result<Verified, TrustError> {
+        let verified = self.check(certificate, now, AnyPurpose, Use::Signature)?;
+        if verified.professional.id_nat != holder {
+            return Err(TrustError::Usage(
+                "the signature certificate names another holder than the card's login".into(),
+            ));
+        }
+        Ok(verified)
+    }
+
+    fn check(
+        &self,
+        certificate: &[u8],
+        now: SystemTime,
+        purpose: impl webpki::ExtendedKeyUsageValidator,
+        usage: Use,
+    ) -> Result<Verified, TrustError> {
         let der = CertificateDer::from(certificate);
         let end_entity =
             EndEntityCert::try_from(&der).map_err(|e| TrustError::Unreadable(e.to_string()))?;
@@ -311,7 +346,7 @@ impl CardTrust {
                 &self.anchors,
                 &self.intermediates,
                 UnixTime::since_unix_epoch(seconds),
-                KeyUsage::client_auth(),
+                purpose,
                 Some(revocation),
                 None,
             )
@@ -321,7 +356,7 @@ impl CardTrust {
         // intermediates) are reissued every few months; revocation is still checked
         // against them, their age is not held to `crl_max_age_hours`.
         let issuer = path.end_entity().issuer();
-        let professional = identity(certificate)?;
+        let professional = identity(certificate, usage)?;
         let crl_stale = self.is_stale(crls.oldest_for(&[issuer]), seconds.as_secs())?;
         Ok(Verified {
             professional,
@@ -432,14 +467,43 @@ fn read_crl(path: &Path, key: &'static str) -> Result<Vec<u8>, TrustError> {
     }
 }
 
+/// What a card certificate is checked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// Logging in: TLS client authentication, a digitalSignature key.
+    Authentication,
+    /// Signing (the VIHF): a nonRepudiation (contentCommitment) or digitalSignature key.
+    Signature,
+}
+
+/// Any extended key usage, or none: a signature certificate's are its authority's choice
+/// (the login certificate's client authentication is what `verify` requires).
+struct AnyPurpose;
+
+impl webpki::ExtendedKeyUsageValidator for AnyPurpose {
+    fn validate(&self, mut iter: webpki::KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        // Each one still has to be a well-formed OID.
+        iter.try_for_each(|purpose| purpose.map(drop))
+    }
+}
+
 /// The professional named by a certificate whose chain was already verified.
-fn identity(certificate: &[u8]) -> Result<Professional, TrustError> {
+fn identity(certificate: &[u8], usage: Use) -> Result<Professional, TrustError> {
     let (_, cert) = x509_parser::parse_x509_certificate(certificate)
         .map_err(|e| TrustError::Unreadable(e.to_string()))?;
-    if let Ok(Some(usage)) = cert.key_usage()
-        && !usage.value.digital_signature()
-    {
-        return Err(TrustError::Usage("key usage lacks digitalSignature".into()));
+    if let Ok(Some(key_usage)) = cert.key_usage() {
+        let bits = &key_usage.value;
+        match usage {
+            Use::Authentication if !bits.digital_signature() => {
+                return Err(TrustError::Usage("key usage lacks digitalSignature".into()));
+            }
+            Use::Signature if !(bits.non_repudiation() || bits.digital_signature()) => {
+                return Err(TrustError::Usage(
+                    "key usage lacks nonRepudiation and digitalSignature".into(),
+                ));
+            }
+            _ => {}
+        }
     }
     let attribute = |oid: &x509_parser::der_parser::oid::Oid<'static>| {
         cert.subject()

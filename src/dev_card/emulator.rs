@@ -365,21 +365,41 @@ impl Transport for EmulatedCard {
     }
 }
 
-/// One identity for the crate's tests (RSA key generation is the slow part).
+/// One identity for the crate's tests (RSA key generation is the slow part), with its
+/// authority's certificate and an empty CRL of it (PEM), for a trust that accepts it.
+#[cfg(test)]
+fn test_pki() -> &'static (CardIdentity, String, String) {
+    static PKI: std::sync::OnceLock<(CardIdentity, String, String)> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let ca = Authority::new("test CPS CA").unwrap();
+        let identity = CardIdentity::generate(
+            &ca,
+            &CardHolder::physician("810002813839", "Jeanne", "Urgentiste"),
+            (-1, 365),
+        )
+        .unwrap();
+        let crl = ca.crl(&[], 0, 7).unwrap();
+        (identity, ca.cert_pem().to_owned(), crl)
+    })
+}
+
 #[cfg(test)]
 pub(crate) fn test_identity() -> CardIdentity {
-    static IDENTITY: std::sync::OnceLock<CardIdentity> = std::sync::OnceLock::new();
-    IDENTITY
-        .get_or_init(|| {
-            let ca = Authority::new("test CPS CA").unwrap();
-            CardIdentity::generate(
-                &ca,
-                &CardHolder::physician("810002813839", "Jeanne", "Urgentiste"),
-                (-1, 365),
-            )
-            .unwrap()
-        })
-        .clone()
+    test_pki().0.clone()
+}
+
+/// A card trust accepting [`test_identity`]'s certificates (files written in `dir`).
+#[cfg(test)]
+pub(crate) fn test_trust(dir: &std::path::Path) -> crate::card::trust::CardTrust {
+    let (_, ca, crl) = test_pki();
+    let (anchor, list) = (dir.join("test-ca.pem"), dir.join("test-ca.crl"));
+    crate::dev_pki::write_file(&anchor, ca, 0o644).unwrap();
+    crate::dev_pki::write_file(&list, crl, 0o644).unwrap();
+    crate::card::trust::CardTrust::load(crate::card::trust::TrustConfig::new(
+        vec![anchor],
+        vec![list],
+    ))
+    .unwrap()
 }
 
 /// A card of that identity, PIN `1234`, and its authentication certificate (DER).

@@ -138,6 +138,12 @@ impl CardLogin {
         self.worker.clone()
     }
 
+    /// The card trust (its CRLs reloaded on schedule): what the cards' signature
+    /// certificates are checked against before they sign.
+    pub(crate) fn trust(&self) -> Arc<CardTrust> {
+        self.trust.clone()
+    }
+
     /// Seconds until `session` ends on its own (idle or maximum duration), as of now.
     pub(crate) fn seconds_left(&self, session: &Session) -> u64 {
         session.seconds_left(self.expiry)

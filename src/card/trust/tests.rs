@@ -86,6 +86,66 @@ fn good_card_is_trusted_and_names_its_professional() {
     assert_eq!(p.certificate_sha256.len(), 64);
 }
 
+impl Pki {
+    fn signature_card(&self, holder: &str, validity: (i64, i64)) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        self.root
+            .issue_card_signature(
+                &CardHolder::physician(holder, "Jeanne", "URGENTISTE"),
+                &key,
+                validity,
+            )
+            .unwrap()
+            .der
+            .to_vec()
+    }
+}
+
+/// A card's signature certificate signs (the VIHF) only if it chains to the anchors, is
+/// not revoked or expired, and names the holder the card logged in as; the login
+/// certificate's client-authentication usage is not asked of it.
+#[test]
+fn a_signature_certificate_signs_only_for_its_own_holder_and_authority() {
+    let pki = Pki::new();
+    let revoked = pki.signature_card("810002813839", (-1, 365));
+    let trust = pki
+        .trust(
+            vec![pki.crl("crl.pem", &[&revoked], 0)],
+            StaleCrlPolicy::Refuse,
+        )
+        .unwrap();
+    let now = SystemTime::now();
+    let good = pki.signature_card("810002813839", (-1, 365));
+    let verified = trust.verify_signature(&good, "810002813839", now).unwrap();
+    assert_eq!(verified.professional.id_nat, "810002813839");
+    // Not a login certificate: no client authentication usage.
+    assert!(matches!(
+        trust.verify(&good, now),
+        Err(TrustError::Usage(_))
+    ));
+    assert!(matches!(
+        trust.verify_signature(&good, "810001234567", now),
+        Err(TrustError::Usage(_))
+    ));
+    assert_eq!(
+        trust.verify_signature(&revoked, "810002813839", now),
+        Err(TrustError::Revoked)
+    );
+    assert_eq!(
+        trust.verify_signature(
+            &pki.signature_card("810002813839", (-30, -1)),
+            "810002813839",
+            now
+        ),
+        Err(TrustError::Expired)
+    );
+    let foreign = Pki::new().signature_card("810002813839", (-1, 365));
+    assert_eq!(
+        trust.verify_signature(&foreign, "810002813839", now),
+        Err(TrustError::UnknownIssuer)
+    );
+}
+
 #[test]
 fn expired_revoked_and_foreign_cards_are_refused_by_name() {
     let pki = Pki::new();

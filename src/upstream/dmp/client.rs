@@ -17,6 +17,7 @@ use super::soap::{self, Addressing};
 use super::vihf::{self, VihfSettings, VihfSubject};
 use super::xds::{self, DocumentEntry, RegistryError};
 use super::{DmpConfig, DmpError, SoftwareSigner, mtom};
+use crate::card::trust::CardTrust;
 use crate::card::worker::CardKey;
 use crate::patient::{Candidate, CandidateIns, INS_OIDS, Ins, Traits};
 use crate::problem::ConfigProblem;
@@ -80,32 +81,41 @@ impl VihfSigner for SoftwareSigner {
 /// The professional's own card signs (`DIRECTE`): the signature key of the card logged
 /// in at the access's desk, through the card session held since the login.
 pub struct CardVihfSigner {
-    worker: std::sync::OnceLock<crate::card::worker::CardWorker>,
+    /// The card worker, and the trust the signature certificates are checked against.
+    bound: std::sync::OnceLock<(crate::card::worker::CardWorker, Arc<CardTrust>)>,
 }
 
 impl CardVihfSigner {
-    /// Signing through `worker`'s card sessions.
-    pub fn new(worker: crate::card::worker::CardWorker) -> Self {
+    /// Signing through `worker`'s card sessions, their certificates checked by `trust`.
+    pub fn new(worker: crate::card::worker::CardWorker, trust: Arc<CardTrust>) -> Self {
         let signer = Self::unbound();
-        signer.bind(worker);
+        signer.bind(worker, trust);
         signer
     }
 
     /// A signer whose card worker starts later (with the service).
     pub fn unbound() -> Self {
         Self {
-            worker: std::sync::OnceLock::new(),
+            bound: std::sync::OnceLock::new(),
         }
     }
 
-    /// Gives the signer its card worker (once).
-    pub fn bind(&self, worker: crate::card::worker::CardWorker) {
-        let _ = self.worker.set(worker);
+    /// Gives the signer its card worker and the card trust (once).
+    pub fn bind(&self, worker: crate::card::worker::CardWorker, trust: Arc<CardTrust>) {
+        let _ = self.bound.set((worker, trust));
     }
 
     pub(super) fn worker(&self) -> Result<&crate::card::worker::CardWorker, DmpError> {
-        self.worker
+        self.bound
             .get()
+            .map(|(worker, _)| worker)
+            .ok_or_else(|| DmpError::Signer("card login is not running".into()))
+    }
+
+    fn trust(&self) -> Result<&CardTrust, DmpError> {
+        self.bound
+            .get()
+            .map(|(_, trust)| trust.as_ref())
             .ok_or_else(|| DmpError::Signer("card login is not running".into()))
     }
 }
@@ -132,6 +142,17 @@ impl VihfSigner for CardVihfSigner {
             if session.id != card.held {
                 return Err(ended_card_session());
             }
+            // What the assertion is signed with must be the requester's own, issued under
+            // the card anchors: the card's word for it is not enough.
+            self.trust()?
+                .verify_signature(
+                    &session.signature_certificate,
+                    &access.professional.id_nat,
+                    std::time::SystemTime::now(),
+                )
+                .map_err(|e| {
+                    DmpError::Signer(format!("the card's signature certificate is refused: {e}"))
+                })?;
             let shown = CardData {
                 sector: session
                     .activities
@@ -1038,7 +1059,9 @@ mod tests {
         let (events, _inbox) = tokio::sync::mpsc::unbounded_channel();
         let worker =
             CardWorker::start_virtual("R0".into(), Box::new(card), profile, events).unwrap();
-        let signer = CardVihfSigner::new(worker.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let trust = Arc::new(crate::dev_card::emulator::test_trust(dir.path()));
+        let signer = CardVihfSigner::new(worker.clone(), trust);
         let transport = CardTransport::new(rustls::RootCertStore::empty(), 1000);
         let professional = Professional::for_tests();
         let access = |held| Access {
@@ -1093,6 +1116,43 @@ mod tests {
                 .is_empty()
         );
         assert!(signer.identity(&access(second), "S1").await.is_ok());
+        // The card's signature certificate names its holder: an access recorded for
+        // another professional is not signed with it.
+        let someone_else = Professional {
+            id_nat: "810001234567".into(),
+            ..Professional::for_tests()
+        };
+        let theirs = Access {
+            professional: &someone_else,
+            ..access(second)
+        };
+        assert!(matches!(
+            signer.identity(&theirs, "S1").await,
+            Err(DmpError::Signer(why)) if why.contains("signature certificate is refused")
+        ));
+        // Nor by a signer whose trust does not know the card's authority.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let other_root = crate::dev_pki::Authority::new("another root").unwrap();
+        let (anchor, crl) = (
+            elsewhere.path().join("ca.pem"),
+            elsewhere.path().join("ca.crl"),
+        );
+        crate::dev_pki::write_file(&anchor, other_root.cert_pem(), 0o644).unwrap();
+        crate::dev_pki::write_file(&crl, &other_root.crl(&[], 0, 7).unwrap(), 0o644).unwrap();
+        let strangers = CardVihfSigner::new(
+            worker.clone(),
+            Arc::new(
+                CardTrust::load(crate::card::trust::TrustConfig::new(
+                    vec![anchor],
+                    vec![crl],
+                ))
+                .unwrap(),
+            ),
+        );
+        assert!(matches!(
+            strangers.identity(&access(second), "S1").await,
+            Err(DmpError::Signer(why)) if why.contains("signature certificate is refused")
+        ));
         // An access without a card session is refused, never signed by whoever is there.
         let unbound = Access {
             card: None,
