@@ -447,6 +447,8 @@ fn dmp_inspect_reads_the_patient_answers() {
     assert_eq!(candidates[0]["oid"], "1.2.250.1.213.1.4.10");
     assert_eq!(candidates[0]["match_percent"], 100);
     assert_eq!(candidates[1]["match_percent"], 80);
+    // The birth date tells namesakes apart: read as written, never masked.
+    assert_eq!(candidates[0]["birth_date"], "19800117");
     assert_eq!(candidates[1]["oppositions"][0], "OPPOSITION_ACCES_URGENCE");
 
     // Not found, closed, refused: each said.

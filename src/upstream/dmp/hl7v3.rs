@@ -482,7 +482,7 @@ pub fn read_search(
             birth_date: person
                 .and_then(|p| child(p, "birthTime"))
                 .and_then(|b| b.attribute("value"))
-                .map(token),
+                .and_then(birth_day),
             gender: person
                 .and_then(|p| child(p, "administrativeGenderCode"))
                 .and_then(|g| g.attribute("code"))
@@ -491,4 +491,40 @@ pub fn read_search(
         });
     }
     Ok(out)
+}
+
+/// A candidate's birth date as the physician needs it to tell two namesakes apart: the
+/// HL7 time's year, month and day (`YYYY[MM[DD]]`, what is given of them). Anything
+/// else is no date (never a token: `peer_token` masks digit runs, and "né(e) le #"
+/// tells no one apart).
+fn birth_day(value: &str) -> Option<String> {
+    let value = value.trim();
+    let digits = value.bytes().take_while(u8::is_ascii_digit).count();
+    let rest = &value[digits..];
+    let well_formed = rest.is_empty()
+        || (digits >= 8
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b"+-.".contains(&b)));
+    (matches!(digits, 4 | 6) && rest.is_empty() || digits >= 8 && well_formed)
+        .then(|| value[..digits.min(8)].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::birth_day;
+
+    #[test]
+    fn a_birth_time_gives_its_day_or_nothing() {
+        assert_eq!(birth_day("19800117").as_deref(), Some("19800117"));
+        assert_eq!(
+            birth_day("19800117000000+0100").as_deref(),
+            Some("19800117")
+        );
+        assert_eq!(birth_day("1980").as_deref(), Some("1980"));
+        assert_eq!(birth_day("198001").as_deref(), Some("198001"));
+        for garbled in ["", "19800", "1980-01-17", "19800117x", "abc", "٣١٩٨٠"] {
+            assert_eq!(birth_day(garbled), None, "{garbled}");
+        }
+    }
 }
