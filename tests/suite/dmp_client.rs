@@ -269,6 +269,23 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
         gateway.patient_summary(&patient, &regulation).await.unwrap_err(),
         UpstreamError::Malformed(why) if why.contains("synthesis")
     ));
+    // The history listed but not returned: the summary comes, and says its dispensations
+    // are left out (the page says the summary may be partial).
+    dmp.fault(json!({"kind": "withhold", "unique_id": "1.2.250.1.999.1.3"}))
+        .await;
+    let (_, summary) = gateway
+        .patient_summary(&patient, &regulation)
+        .await
+        .unwrap();
+    assert!(summary.dispensations.is_none());
+    assert!(
+        summary
+            .warnings
+            .iter()
+            .any(|w| w.contains("reimbursement history") && w.contains("not returned")),
+        "{:?}",
+        summary.warnings
+    );
     dmp.fault(json!({"kind": "none"})).await;
 
     let hurried = client(&dmp, &card, key, cert, 600);

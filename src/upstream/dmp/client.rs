@@ -571,7 +571,7 @@ impl DmpClient {
                 |body, _| xds::read_found(body),
             )
             .await?;
-        registry_outcome(&found.errors, found.documents.is_empty())?;
+        registry_outcome(found.status, &found.errors, found.documents.is_empty())?;
         Ok(found)
     }
 
@@ -612,7 +612,11 @@ impl DmpClient {
                 },
             )
             .await?;
-        registry_outcome(&retrieved.errors, retrieved.documents.is_empty())?;
+        registry_outcome(
+            retrieved.status,
+            &retrieved.errors,
+            retrieved.documents.is_empty(),
+        )?;
         Ok(retrieved)
     }
 
@@ -697,6 +701,18 @@ impl DmpClient {
                 ));
             }
         };
+        // A registry that answered in part may have left out a newer synthesis; a history
+        // listed and not returned leaves the dispensations out: both said.
+        if found.status == xds::Status::PartialSuccess {
+            summary.warnings.push(
+                "the DMP listed the record's documents in part (PartialSuccess): a newer document may be missing".into(),
+            );
+        }
+        if history.is_some() && history_bytes.is_none() && synthesis.is_some() {
+            summary.warnings.push(
+                "the reimbursement history the record lists was not returned: dispensations left out".into(),
+            );
+        }
         if let Some(bytes) = history_bytes {
             let history_summary = read(bytes).await?;
             if summary.dispensations.is_none() {
@@ -835,9 +851,15 @@ fn opposition_code(mode: AccessMode) -> &'static str {
     }
 }
 
-/// The outcome a registry's errors say, when they say one the gateway knows; other
-/// errors only matter when nothing came back.
-fn registry_outcome(errors: &[RegistryError], nothing: bool) -> Result<(), UpstreamError> {
+/// The outcome a registry's (or repository's) answer says: an error code the gateway
+/// knows, wherever it is listed; a `Failure`, whatever it lists (an empty list from a
+/// failed query is not "no summary document"); an error (not a warning) when nothing
+/// came back. A `PartialSuccess` with documents is used, and said (`compose_from`).
+fn registry_outcome(
+    status: xds::Status,
+    errors: &[RegistryError],
+    nothing: bool,
+) -> Result<(), UpstreamError> {
     for e in errors {
         match e.code.as_str() {
             "OPPOSITION_ACCES_URGENCE" => {
@@ -851,9 +873,14 @@ fn registry_outcome(errors: &[RegistryError], nothing: bool) -> Result<(), Upstr
             _ => {}
         }
     }
-    match errors.first() {
-        Some(e) if nothing && e.severity != "Warning" => Err(UpstreamError::Unavailable(format!(
-            "the DMP registry answered {}",
+    let error = errors.iter().find(|e| e.severity != "Warning");
+    match (status, error) {
+        (xds::Status::Failure, error) => Err(UpstreamError::Unavailable(format!(
+            "the DMP answered Failure ({})",
+            error.map_or("no error listed", |e| e.code.as_str())
+        ))),
+        (_, Some(e)) if nothing => Err(UpstreamError::Unavailable(format!(
+            "the DMP answered {}",
             e.code
         ))),
         _ => Ok(()),
@@ -1036,6 +1063,50 @@ mod tests {
         let history = entry("remb", "REMB", "urn:asip:ci-sis:hr:2019", Some("20261202"));
         assert_eq!(chosen(&[history.clone(), old_ips]).as_deref(), Some("ips"));
         assert_eq!(chosen(&[history]), None);
+    }
+
+    /// A failed query is never "no summary document", whatever it lists first; a known
+    /// code wins wherever it is; warnings alone beside documents change nothing.
+    #[test]
+    fn a_registry_failure_is_a_failure() {
+        use xds::Status::{Failure, PartialSuccess, Success};
+        let error = |code: &str, severity: &str| RegistryError {
+            code: code.into(),
+            severity: severity.into(),
+        };
+        assert!(matches!(
+            registry_outcome(Failure, &[], true),
+            Err(UpstreamError::Unavailable(_))
+        ));
+        assert!(matches!(
+            registry_outcome(
+                Failure,
+                &[error("W1", "Warning"), error("XDSRegistryError", "Error")],
+                true
+            ),
+            Err(UpstreamError::Unavailable(why)) if why.contains("XDSRegistryError")
+        ));
+        assert!(matches!(
+            registry_outcome(
+                Success,
+                &[error("W1", "Warning"), error("XDSRegistryError", "Error")],
+                true
+            ),
+            Err(UpstreamError::Unavailable(why)) if why.contains("XDSRegistryError")
+        ));
+        assert_eq!(
+            registry_outcome(
+                Failure,
+                &[error("W1", "Warning"), error("DMPClosed", "Error")],
+                true
+            ),
+            Err(UpstreamError::RecordClosed)
+        );
+        assert_eq!(registry_outcome(Success, &[], true), Ok(()));
+        assert_eq!(
+            registry_outcome(PartialSuccess, &[error("E", "Error")], false),
+            Ok(())
+        );
     }
 
     async fn login(worker: &CardWorker, auth: &[u8]) -> u64 {
