@@ -39,7 +39,14 @@ const lines = createInterface({ input: process.stdin });
 // Prints `command` for tests/suite/browser.rs and waits until it says it is done.
 export async function ask(command) {
   console.log(command);
-  await new Promise((resolve) => lines.once('line', resolve));
+  // A harness that does not know the command never answers: fail, never hang.
+  await new Promise((resolve, reject) => {
+    const unanswered = setTimeout(() => reject(new Error(`the harness did not answer ${command}`)), 60_000);
+    lines.once('line', (line) => {
+      clearTimeout(unanswered);
+      resolve(line);
+    });
+  });
 }
 
 // Ends the scenario: its result for tests/suite/browser.rs.

@@ -103,6 +103,10 @@ try {
   check(first.includes('allergies'), 'allergies come first');
   const allergies = await page.locator('#summary .allergies').textContent();
   check(/p[ée]nicillin/i.test(allergies), `the allergy is shown: ${allergies}`);
+  // Whose it is, before anything: the identifier asked for and the patient the document
+  // names.
+  const whose = await page.locator('#summary > p.patient').innerText();
+  check(whose.includes('INS demandé ' + env('INS')) && whose.includes('17 janvier 1980') && whose.includes('femme'), `whose: ${whose}`);
   check((await page.locator('#grant-banner').textContent()).includes('ACCÈS'), 'the access banner is shown');
   check(!page.url().includes(env('INS')), 'no INS in the URL');
   await page.screenshot({ path: `${shots}/5-synthese.png`, fullPage: true });

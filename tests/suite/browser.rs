@@ -283,6 +283,12 @@ async fn the_case_path_works_on_the_national_records_protocol_too() {
         )),
     );
     let case = pem(&integration["case"]);
+    // The same case, its first patient's birth name corrected (case.mjs's RESEND).
+    let mut corrected: Value = serde_json::from_slice(&case).unwrap();
+    let strict = &mut corrected["createCaseHealth"]["patient"][0]["identity"]["strictFeatures"];
+    assert!(strict.is_object(), "{corrected}");
+    strict["birthName"] = json!("CORRIGE");
+    let corrected = serde_json::to_vec(&corrected).unwrap();
     let case_url = format!("{url}/api/v1/desks/{}/case", text(&integration["desk"]));
     let runtime = tokio::runtime::Handle::current();
     let result = tokio::task::block_in_place(|| {
@@ -293,6 +299,13 @@ async fn the_case_path_works_on_the_national_records_protocol_too() {
                         .post(&case_url)
                         .header("content-type", "application/json")
                         .body(case.clone()),
+                    201,
+                ),
+                "RESEND" => (
+                    regulation
+                        .post(&case_url)
+                        .header("content-type", "application/json")
+                        .body(corrected.clone()),
                     201,
                 ),
                 "CLOSE" => (regulation.delete(&case_url), 204),

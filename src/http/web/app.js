@@ -437,8 +437,12 @@
     submit.textContent = 'Recherche en cours…';
     const text = $('reason-text').value.trim();
     const asked = state.cleared;
+    const ins = insCheck($('ins').value).value;
+    // The patient asked for stays the one on the form until the answer comes: a number
+    // corrected meanwhile would sit beside another patient's summary.
+    $('ins').readOnly = true;
     const answer = await api('POST', '/api/v1/break-glass', {
-      ins: insCheck($('ins').value).value,
+      ins,
       ins_oid: $('ins-oid').value,
       call_id: $('call-id').value.trim(),
       reason_code: $('reason').value,
@@ -447,6 +451,7 @@
     });
     submit.disabled = false;
     submit.textContent = 'Afficher la synthèse';
+    $('ins').readOnly = false;
     // The card was pulled (or the page cleared) while the answer was on its way: it is
     // not shown, and its grant is ended.
     if (asked !== state.cleared) {
@@ -454,7 +459,7 @@
       return;
     }
     if (answer.status === 201) {
-      showSummary(answer.data);
+      showSummary(answer.data, ins);
       return;
     }
     message(refusal(answer));
@@ -468,7 +473,8 @@
     centre_15: 'ACCÈS CENTRE 15 (RÉGULATION)',
   };
 
-  function showSummary(delivered) {
+  // `ins`: the identifier the access asked for, shown with whom the document names.
+  function showSummary(delivered, ins) {
     state.grant = { id: delivered.grant.id, ends: Date.now() + delivered.grant.seconds_left * 1000 };
     const banner = $('grant-banner');
     banner.replaceChildren(
@@ -493,7 +499,7 @@
     } else {
       stale.hidden = true;
     }
-    $('summary').replaceChildren(...renderSummary(delivered.summary, delivered.grant.id));
+    $('summary').replaceChildren(whose(delivered.summary, ins), ...renderSummary(delivered.summary, delivered.grant.id));
     show('summary');
     const allergies = document.querySelector('#summary .allergies h2');
     if (allergies) allergies.focus();
@@ -537,6 +543,10 @@
     // A day alone (a birth date) is that day wherever the workstation is: `new Date`
     // would read it as UTC midnight, the day before west of Greenwich.
     const day = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text);
+    // A day that does not exist (30 February) would roll over into one that does: shown
+    // as written, never as another date.
+    const written = day || hl7;
+    if (written && !calendarDay(Number(written[1]), Number(written[2]), Number(written[3]))) return text;
     let date;
     if (day) {
       date = new Date(Number(day[1]), Number(day[2]) - 1, Number(day[3]));
@@ -555,6 +565,11 @@
     return date.toLocaleDateString('fr-FR', { day: 'numeric', month: 'long', year: 'numeric' });
   }
 
+  function calendarDay(year, month, dayOfMonth) {
+    const t = new Date(Date.UTC(year, month - 1, dayOfMonth));
+    return t.getUTCFullYear() === year && t.getUTCMonth() === month - 1 && t.getUTCDate() === dayOfMonth;
+  }
+
   // A date as precise as the document wrote it: 2015, 03/2015, 17/03/2015.
   function shortDate(text) {
     if (!text) return null;
@@ -571,6 +586,21 @@
     'LDL-EES': 'lettre de liaison d\u2019entrée',
     HR: 'historique des remboursements',
   };
+
+  const GENDER_TEXT = { male: 'homme', female: 'femme', other: 'autre', unknown: 'sexe inconnu' };
+
+  // Whose summary this is, first: the identifier asked for and the patient the document
+  // names, so that a summary is never read as another patient's.
+  function whose(summary, ins) {
+    const patient = summary.patient_in_document || {};
+    const facts = [
+      patient.names && patient.names.length ? patient.names.join(' / ') : 'patient non nommé dans le document',
+      patient.birth_date ? 'né(e) le ' + frenchDate(patient.birth_date) : null,
+      GENDER_TEXT[patient.gender] || null,
+      ins ? 'INS demandé ' + ins : null,
+    ].filter(Boolean);
+    return element('p', 'patient', 'Patient : ' + facts.join(' · '));
+  }
 
   const grantPath = (grantId) => '/api/v1/grants/' + encodeURIComponent(grantId);
 
@@ -762,6 +792,13 @@
     return 'statut : ' + (ITEM_STATUS[value] || value);
   }
 
+  // FHIR's criticality codes (the CDA reader maps HL7's onto them); a PCC severity comes
+  // as written.
+  const CRITICALITY_TEXT = {
+    low: 'criticité faible',
+    'unable-to-assess': 'criticité non évaluable',
+  };
+
   const ALLERGY_STATUS = {
     none_known: ['none-known', 'Aucune allergie connue (déclaré dans le dossier).'],
     not_recorded: ['not-recorded', 'Allergies non renseignées : absence d\u2019information, pas absence d\u2019allergie.'],
@@ -793,9 +830,15 @@
       for (const a of unlisted) list.append(allergyItem(a, true));
       block.append(list);
     } else if (allergies.status !== 'conflicting') {
+      // Not recorded above a text (or beside entries that could not be read): what is
+      // missing is the structure, maybe not the information; never "absence
+      // d'information" above a text that names an allergy.
+      const textOnly = allergies.status === 'not_recorded' && (allergies.narrative || allergies.unreadable_entries > 0);
       const [kind, text] = unstructured
         ? ['not-recorded', 'Document non structuré : les allergies ne peuvent pas en être extraites. Lisez le document ci-dessous.']
-        : ALLERGY_STATUS[allergies.status] || ['not-recorded', 'Allergies : information indisponible.'];
+        : textOnly
+          ? ['not-recorded', 'Allergies non structurées dans le document : lisez le texte ci-dessous, ne pas conclure à leur absence.']
+          : ALLERGY_STATUS[allergies.status] || ['not-recorded', 'Allergies : information indisponible.'];
       block.append(element('p', 'status ' + kind, text));
     }
     block.append(...sectionNotes(allergies));
@@ -806,15 +849,20 @@
   function allergyItem(a, unlisted) {
     const item = element('li');
     item.append(element('strong', null, a.substance));
-    if (a.criticality === 'high') item.append(element('span', 'critical', 'CRITICITÉ HAUTE'));
+    // Spaces between the parts: a screen reader reads "Pénicilline, criticité haute".
+    if (a.criticality === 'high') item.append(document.createTextNode(' '), element('span', 'critical', 'CRITICITÉ HAUTE'));
     const more = [];
+    // Every other criticality or severity is shown as the document gives it.
+    const criticality = CRITICALITY_TEXT[a.criticality];
+    if (a.criticality && a.criticality !== 'high') more.push(criticality || 'gravité : ' + a.criticality);
     if (a.kind === 'intolerance') more.push('intolérance');
+    else if (a.kind && a.kind !== 'allergy') more.push(a.kind);
     if (a.reactions && a.reactions.length) more.push(a.reactions.join(' ; '));
     if (a.verification_status === 'unconfirmed') more.push('non confirmée');
     const status = statusWord(a.clinical_status);
     if (status) more.push(status);
     if (more.length) item.append(document.createTextNode(' — ' + more.join(' — ')));
-    if (unlisted) item.append(element('span', 'unlisted', 'non listée dans la section allergies du document'));
+    if (unlisted) item.append(document.createTextNode(' '), element('span', 'unlisted', 'non listée dans la section allergies du document'));
     return item;
   }
 
