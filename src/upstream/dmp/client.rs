@@ -596,7 +596,7 @@ impl DmpClient {
             .iter()
             .map(|d| (d.repository_unique_id.clone(), d.unique_id.clone()))
             .collect();
-        let retrieved = self
+        let mut retrieved = self
             .exchange(
                 access,
                 "repository",
@@ -617,6 +617,13 @@ impl DmpClient {
             &retrieved.errors,
             retrieved.documents.is_empty(),
         )?;
+        // Only what was asked for, from the repository it was asked of: anything else the
+        // answer holds is not read, and not named in the access's record as retrieved.
+        retrieved.documents.retain(|d| {
+            requests
+                .iter()
+                .any(|(repository, id)| *repository == d.repository_unique_id && *id == d.unique_id)
+        });
         Ok(retrieved)
     }
 

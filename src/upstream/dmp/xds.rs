@@ -337,7 +337,7 @@ fn read_entry(object: Node<'_, '_>, i: usize) -> Result<DocumentEntry, DmpError>
             ))
         })?;
     for (name, id) in [("uniqueId", unique_id), ("repositoryUniqueId", repository)] {
-        check_id_length(id, || format!("document {i} of the list: {name}"))?;
+        check_id(id, || format!("document {i} of the list: {name}"))?;
     }
     let authors = classifications
         .iter()
@@ -369,8 +369,26 @@ fn read_entry(object: Node<'_, '_>, i: usize) -> Result<DocumentEntry, DmpError>
 /// hostile answer's huge id is refused here as malformed rather than failing the record.
 const MAX_ID_CHARS: usize = 256;
 
-fn check_id_length(id: &str, what: impl FnOnce() -> String) -> Result<(), DmpError> {
-    if id.len() > MAX_ID_CHARS {
+/// Checks a document or repository id: bounded, and an OID or OID^extension of ASCII
+/// letters, digits and `.^-_:` only. The ids go into the access's audit record
+/// (`retrieved=<id>`, space-separated): a space or `=` in one would write a document the
+/// record never sent.
+fn check_id(id: &str, what: impl FnOnce() -> String) -> Result<(), DmpError> {
+    let what = what();
+    check_length(id, || what.clone())?;
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".^-_:".contains(&b))
+    {
+        return Err(DmpError::Answer(format!(
+            "{what} holds characters an id does not"
+        )));
+    }
+    Ok(())
+}
+
+fn check_length(value: &str, what: impl FnOnce() -> String) -> Result<(), DmpError> {
+    if value.len() > MAX_ID_CHARS {
         return Err(DmpError::Answer(format!(
             "{} is longer than {MAX_ID_CHARS} characters",
             what()
@@ -441,7 +459,12 @@ pub fn read_retrieved(
                 .filter(|v| !v.is_empty())
                 .map(str::to_owned)
                 .ok_or_else(|| DmpError::Answer(format!("document {i} returned has no {name}")))?;
-            check_id_length(&value, || format!("document {i} returned: {name}"))?;
+            let what = || format!("document {i} returned: {name}");
+            if name == "mimeType" {
+                check_length(&value, what)?;
+            } else {
+                check_id(&value, what)?;
+            }
             Ok(value)
         };
         let document = answer
@@ -546,4 +569,25 @@ pub fn read_retrieve_request(request: Node<'_, '_>) -> Vec<(String, String)> {
 pub fn found_from_envelope(xml: &str) -> Result<Found, DmpError> {
     let doc = soap::parse(xml)?;
     read_found(soap::body(&doc)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_id;
+
+    #[test]
+    fn ids_are_oids_or_oids_with_an_extension() {
+        let what = || "id".to_owned();
+        assert!(check_id("1.2.250.1.999.1.1", what).is_ok());
+        assert!(check_id("1.2.250.1.213.1.1.9^doc-42_a:b", what).is_ok());
+        for forged in [
+            "1.2.3 retrieved=9.9.9",
+            "1.2.3\tx",
+            "1.2.3=",
+            "1.2.3\u{a0}",
+            &"1".repeat(300),
+        ] {
+            assert!(check_id(forged, what).is_err(), "{forged}");
+        }
+    }
 }
