@@ -397,9 +397,13 @@
     message('');
     const mode = document.querySelector('input[name="mode"]:checked').value;
     const text = $('reason-text').value.trim();
+    const asked = state.cleared;
     const answer = await api('POST', '/api/v1/patients/search', {
       traits, access_mode: mode, call_id: callId, reason_code: reason, reason_text: text || null,
     });
+    // The card was pulled (or the page cleared) while the answer was on its way: the
+    // identities it holds are not written into the page for the next physician.
+    if (asked !== state.cleared) return;
     const out = $('candidates');
     if (answer.status !== 200) {
       out.replaceChildren();
