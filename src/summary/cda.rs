@@ -870,18 +870,7 @@ impl Reader {
         if self.stray_allergies.is_empty() && self.stray_statements.is_empty() {
             return section;
         }
-        let held = section.get_or_insert_with(|| Section {
-            status: SectionStatus::NotRecorded,
-            basis: "section absent (48765-2)".into(),
-            title: None,
-            items: Vec::new(),
-            unlisted_items: Vec::new(),
-            statements: Vec::new(),
-            unreadable_entries: 0,
-            duplicate_entries: 0,
-            other_person_entries: 0,
-            narrative: None,
-        });
+        let held = section.get_or_insert_with(|| absent("48765-2"));
         held.statements.append(&mut self.stray_statements);
         // The same entry written again elsewhere (a vigilance section repeating the
         // allergies) is shown once; one that differs in anything is shown as written.
@@ -917,20 +906,6 @@ impl Reader {
         document: DocumentInfo,
         patient: Option<DocumentPatient>,
     ) -> CriticalSummary {
-        fn absent<T>(what: &str) -> Section<T> {
-            Section {
-                status: SectionStatus::NotRecorded,
-                basis: format!("section absent ({what})"),
-                title: None,
-                items: Vec::new(),
-                unlisted_items: Vec::new(),
-                statements: Vec::new(),
-                unreadable_entries: 0,
-                duplicate_entries: 0,
-                other_person_entries: 0,
-                narrative: None,
-            }
-        }
         CriticalSummary {
             document,
             patient_in_document: patient,
@@ -956,6 +931,22 @@ impl Reader {
             },
             warnings: self.warnings,
         }
+    }
+}
+
+/// A section the document does not have (`what`: its code).
+fn absent<T>(what: &str) -> Section<T> {
+    Section {
+        status: SectionStatus::NotRecorded,
+        basis: format!("section absent ({what})"),
+        title: None,
+        items: Vec::new(),
+        unlisted_items: Vec::new(),
+        statements: Vec::new(),
+        unreadable_entries: 0,
+        duplicate_entries: 0,
+        other_person_entries: 0,
+        narrative: None,
     }
 }
 
