@@ -478,6 +478,14 @@ fn dmp_inspect_reads_the_patient_answers() {
         assert_eq!(code, 0, "{err}");
         assert!(out.contains(check), "{out}");
     }
+    // Found, and no patient named: refused, never read as an open, unopposed record.
+    let start = td02.find("<subject1").unwrap();
+    let end = td02.find("</subject1>").unwrap() + "</subject1>".len();
+    let file = dir.path().join("nobody.xml");
+    std::fs::write(&file, format!("{}{}", &td02[..start], &td02[end..])).unwrap();
+    let (code, _, err) = inspect(&file);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("names no patient"), "{err}");
     let refused = td02.replace(
         "<acknowledgement typeCode=\"AA\">",
         "<acknowledgement typeCode=\"AE\"><acknowledgementDetail typeCode=\"E\"><code code=\"DMPAccessDenied\"/><text>SYNTHETIQUE</text></acknowledgementDetail>",

@@ -353,6 +353,13 @@ pub fn read_existence(answer: Node<'_, '_>) -> Result<Existence, DmpError> {
         control,
         &["subject", "registrationEvent", "subject1", "patient"],
     );
+    // "Found" with no patient says nothing of closure or oppositions: never read as an
+    // open, unopposed record.
+    if found && patient.is_none() {
+        return Err(DmpError::Answer(
+            "the answer says found and names no patient".into(),
+        ));
+    }
     let closed = patient
         .and_then(|p| child(p, "statusCode"))
         .and_then(|s| s.attribute("code"))
