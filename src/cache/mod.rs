@@ -67,8 +67,10 @@ mod defaults {
 pub const FORMAT_VERSION: u64 = 1;
 
 const FORMAT_KEY: &[u8] = b"samu-gateway:format_version";
-/// Present only between a clean stop and the next start (`start_run`, `mark_clean_stop`).
-const CLEAN_STOP_KEY: &[u8] = b"samu-gateway:stopped_cleanly";
+/// A file in the cache directory, present only between a clean stop and the next start
+/// (`start_run`, `mark_clean_stop`): a file fsync'd with its directory, since sled's own
+/// writes are not durable enough to say so.
+const CLEAN_STOP_FILE: &str = "stopped-cleanly";
 /// sled's default page cache is 1 GiB; the cache holds a few hours of summaries.
 const PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -112,6 +114,7 @@ pub enum CacheError {
 #[derive(Debug)]
 pub struct SummaryCache {
     db: sled::Db,
+    path: PathBuf,
 }
 
 impl SummaryCache {
@@ -122,7 +125,10 @@ impl SummaryCache {
             .cache_capacity(PAGE_CACHE_BYTES)
             .open()
             .map_err(|e| open_error(path, e))?;
-        let cache = Self { db };
+        let cache = Self {
+            db,
+            path: path.to_owned(),
+        };
         match cache.format_version()? {
             Some(FORMAT_VERSION) => Ok(cache),
             Some(found) => Err(CacheError::UnknownFormat {
@@ -188,16 +194,35 @@ impl SummaryCache {
     /// before may be back. Copies cost an upstream call; a refused one served costs the
     /// patient's will. Returns how many were deleted.
     pub fn start_run(&self) -> Result<u64, CacheError> {
-        let clean = self.db.remove(CLEAN_STOP_KEY).map_err(storage)?.is_some();
-        let deleted = if clean { 0 } else { self.purge(|_| true)? };
-        self.flush()?;
+        let marker = self.path.join(CLEAN_STOP_FILE);
+        let deleted = match std::fs::remove_file(&marker) {
+            Ok(()) => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let deleted = self.purge(|_| true)?;
+                self.flush()?;
+                deleted
+            }
+            Err(e) => return Err(file_error(&marker, &e)),
+        };
+        // The marker's removal is on disk before anything of this run is cached.
+        self.sync_dir()?;
         Ok(deleted)
     }
 
-    /// The run stops cleanly: every removal has been written out.
+    /// The run stops cleanly: every removal has been written out, then the marker is.
     pub fn mark_clean_stop(&self) -> Result<(), CacheError> {
-        self.db.insert(CLEAN_STOP_KEY, &[1]).map_err(storage)?;
-        self.flush()
+        self.flush()?;
+        let marker = self.path.join(CLEAN_STOP_FILE);
+        std::fs::File::create(&marker)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| file_error(&marker, &e))?;
+        self.sync_dir()
+    }
+
+    fn sync_dir(&self) -> Result<(), CacheError> {
+        std::fs::File::open(&self.path)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| file_error(&self.path, &e))
     }
 
     /// Writes buffered pages out (best effort: see the module note on durability).
@@ -214,6 +239,10 @@ impl SummaryCache {
         })?;
         Ok(Some(u64::from_be_bytes(bytes)))
     }
+}
+
+fn file_error(path: &Path, e: &std::io::Error) -> CacheError {
+    CacheError::Storage(format!("{}: {e}", path.display()))
 }
 
 fn storage(e: sled::Error) -> CacheError {

@@ -633,6 +633,17 @@ impl SealedSummaries {
     /// asked. The other copies are found by opening each entry: refusals are rare and the
     /// cache small. Returns how many other copies went.
     pub fn remove_patient(&self, ins: &Ins) -> Result<usize, CacheError> {
+        // Any failure on the way may leave a refused copy: the cache then serves nothing
+        // more in this run.
+        let removed = self.remove_patient_copies(ins);
+        if removed.is_err() {
+            self.disabled
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        removed
+    }
+
+    fn remove_patient_copies(&self, ins: &Ins) -> Result<usize, CacheError> {
         let key = self.key(ins);
         let patient = self
             .tree
@@ -655,16 +666,11 @@ impl SealedSummaries {
             }
         }
         let mut removed = 0;
-        let outcome = others.iter().try_for_each(|(other, value)| {
+        for (other, value) in &others {
             removed += usize::from(remove_if_unchanged(&self.tree, other, value)?);
-            Ok::<_, CacheError>(())
-        });
-        let flushed = outcome.and_then(|()| self.tree.flush().map(drop).map_err(super::storage));
-        if flushed.is_err() {
-            self.disabled
-                .store(true, std::sync::atomic::Ordering::Release);
         }
-        flushed.map(|()| removed)
+        self.tree.flush().map_err(super::storage)?;
+        Ok(removed)
     }
 
     /// Makes removals fail, as a full or failing disk would.

@@ -281,6 +281,12 @@
     const asked = state.cleared;
     const answer = await api('GET', '/api/v1/case');
     if (asked !== state.cleared || answer.status !== 200 || state.case) return;
+    // An answer older than the sending the desk's events last announced (a corrected case
+    // overtook it): asked again, never shown.
+    if (state.caseVersion !== undefined && answer.data.version < state.caseVersion) {
+      loadCase();
+      return;
+    }
     const c = answer.data;
     state.case = c;
     const head = ['N° ' + c.case_id, c.motive_label, c.priority ? 'priorité ' + c.priority : null]
@@ -591,7 +597,11 @@
     HR: 'historique des remboursements',
   };
 
-  const GENDER_TEXT = { male: 'homme', female: 'femme', other: 'autre', unknown: 'sexe inconnu' };
+  // FHIR's codes, and HL7 v3's (a CDA document's administrativeGenderCode).
+  const GENDER_TEXT = {
+    male: 'homme', female: 'femme', other: 'autre', unknown: 'sexe inconnu',
+    M: 'homme', F: 'femme', U: 'sexe inconnu', UN: 'sexe inconnu',
+  };
 
   // Whose summary this is, first: the identifier asked for and the patient the document
   // names, so that a summary is never read as another patient's.
@@ -837,12 +847,14 @@
       // Not recorded above a text (or beside entries that could not be read): what is
       // missing is the structure, maybe not the information; never "absence
       // d'information" above a text that names an allergy.
-      const textOnly = allergies.status === 'not_recorded' && (allergies.narrative || allergies.unreadable_entries > 0);
+      const notRecorded = allergies.status === 'not_recorded';
       const [kind, text] = unstructured
         ? ['not-recorded', 'Document non structuré : les allergies ne peuvent pas en être extraites. Lisez le document ci-dessous.']
-        : textOnly
+        : notRecorded && allergies.narrative
           ? ['not-recorded', 'Allergies non structurées dans le document : lisez le texte ci-dessous, ne pas conclure à leur absence.']
-          : ALLERGY_STATUS[allergies.status] || ['not-recorded', 'Allergies : information indisponible.'];
+          : notRecorded && allergies.unreadable_entries > 0
+            ? ['not-recorded', 'Entrées d\u2019allergie illisibles dans le document : ne pas conclure à leur absence.']
+            : ALLERGY_STATUS[allergies.status] || ['not-recorded', 'Allergies : information indisponible.'];
       block.append(element('p', 'status ' + kind, text));
     }
     block.append(...sectionNotes(allergies));
@@ -968,6 +980,7 @@
       // The regulation software closed or replaced the case shown (maybe by the same
       // case sent again, corrected): it leaves the page; the desk's current one is
       // fetched as the desk is shown again.
+      state.caseVersion = signal.case_version === null ? undefined : signal.case_version;
       if (state.case && (state.case.case_id !== (signal.case || null) || state.case.version !== signal.case_version)) clearCase();
       refreshDesk();
     });
