@@ -44,7 +44,9 @@ pub enum XmlError {
 /// Parses `text`: well-formed, no DTD, at most `nodes_limit` nodes, within the bounds
 /// above.
 pub fn parse(text: &str, nodes_limit: u32) -> Result<Document<'_>, XmlError> {
-    check_bounds(text)?;
+    // Attributes are not nodes, and each costs roxmltree more memory than its text: a
+    // flat document of many-attribute elements is bounded by the same number.
+    check_bounds(text, usize::try_from(nodes_limit).unwrap_or(usize::MAX))?;
     let options = ParsingOptions {
         allow_dtd: false,
         nodes_limit,
@@ -88,8 +90,9 @@ fn reader_error(e: &quick_xml::Error) -> String {
 /// The linear pass: counts attributes and namespace declarations per element, in scope
 /// and in all. quick-xml reads attributes without its own duplicate check, which is
 /// itself quadratic; roxmltree makes that check afterwards, within the bounds.
-fn check_bounds(text: &str) -> Result<(), XmlError> {
+fn check_bounds(text: &str, attributes_limit: usize) -> Result<(), XmlError> {
     let mut reader = quick_xml::Reader::from_str(text);
+    let mut all_attributes = 0usize;
     // Declarations per open element, to know how many are in scope.
     let mut open: Vec<usize> = Vec::new();
     let (mut in_scope, mut total) = (0usize, 0usize);
@@ -134,6 +137,10 @@ fn check_bounds(text: &str) -> Result<(), XmlError> {
                 attributes += 1;
                 if attributes > MAX_ATTRIBUTES {
                     return Err(too_complex("too many attributes on one element"));
+                }
+                all_attributes += 1;
+                if all_attributes > attributes_limit {
+                    return Err(too_complex("too many attributes"));
                 }
             }
         }
@@ -210,6 +217,16 @@ mod tests {
             .collect();
         let all = refused(&format!("<r>{children}</r>"));
         assert!(all.ends_with(": too many namespace declarations"), "{all}");
+        // Attributes in all, bounded like the nodes: many elements of many attributes
+        // each (each element within its own bound).
+        let flat: String = (0..20).map(|_| element_with(10, "")).collect();
+        let flat = format!("<r>{}</r>", flat.replace("<r", "<e"));
+        parse(&flat, 200).unwrap();
+        let attributes = parse(&flat, 199).unwrap_err().to_string();
+        assert!(
+            attributes.ends_with(": too many attributes"),
+            "{attributes}"
+        );
         // A DTD, and text that is not XML.
         assert!(refused("<!DOCTYPE r [<!ENTITY e \"x\">]><r>&e;</r>").contains("DTD"));
         assert!(matches!(
