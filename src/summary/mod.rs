@@ -406,6 +406,14 @@ pub struct ListedDocument {
     /// What the summary took from it: `summary` (allergies, treatments, problems and
     /// the other sections), `dispensations`; empty when nothing.
     pub used_for: Vec<String>,
+    /// Hidden from the patient (`INVISIBLE_PATIENT`: not yet told, as after a diagnosis
+    /// announced in consultation): what it says is not for the caller or the patient.
+    #[serde(default)]
+    pub hidden_from_patient: bool,
+    /// Masked from professionals (`MASQUE_PS`), readable in this access's mode because the
+    /// patient allowed it.
+    #[serde(default)]
+    pub masked: bool,
 }
 
 redacted_debug!(ListedDocument);

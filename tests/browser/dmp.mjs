@@ -68,8 +68,11 @@ try {
   const headers = await response.allHeaders();
   check(response.status() === 200 && headers['content-type'] === 'application/pdf', `${response.status()} ${headers['content-type']}`);
   check(headers['content-security-policy'].includes("object-src 'self'"), headers['content-security-policy']);
-  for (const other of ctx.pages()) if (other !== page) await other.close();
+  check(ctx.pages().length === 2, 'the PDF in a tab of its own');
+  // Closing the access closes the document's tab with the rest of the patient's data.
   await closeSummary(page);
+  for (let i = 0; i < 50 && ctx.pages().length > 1; i += 1) await page.waitForTimeout(100);
+  check(ctx.pages().length === 1, 'the PDF tab closed with the access');
   check(errors.length === 0, `no script error: ${errors.join(' | ')}`);
 } finally {
   await browser.close();

@@ -108,6 +108,14 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
     let glass = access(AccessMode::BrisDeGlace, Some(&patient));
     let summary = gateway.summary(&found[0].id, &glass).await.unwrap();
     assert_eq!(summary.documents.len(), 3);
+    // The masked VSM says it is, for the page to say it is read with the patient's leave.
+    let masked: Vec<(&str, bool)> = summary
+        .documents
+        .iter()
+        .map(|d| (d.unique_id.as_str(), d.masked))
+        .collect();
+    assert!(masked.contains(&("1.2.250.1.999.1.2", true)), "{masked:?}");
+    assert!(masked.contains(&("1.2.250.1.999.1.1", false)), "{masked:?}");
     assert_eq!(summary.document.template.as_deref(), Some("IPS-FR"));
 
     // A listed document opened on its own: TD3.1 again (still listed for this patient in

@@ -13,6 +13,8 @@
   const state = {
     desk: null, grant: null, countdown: null, formReady: false, pinpadFor: null, cleared: 0,
     case: null, caseSearched: false,
+    // Tabs the page opened on a patient's document (a PDF): closed with the patient data.
+    tabs: [],
   };
 
   // ---- Screens ----------------------------------------------------------------------
@@ -26,6 +28,7 @@
   // Removes every patient datum from the page: called at session end, grant end, close.
   function clearPatientData() {
     state.cleared += 1;
+    for (const tab of state.tabs.splice(0)) tab.close();
     state.grant = null;
     if (state.countdown) clearInterval(state.countdown);
     state.countdown = null;
@@ -634,6 +637,12 @@
     // or only scanned) may still hold what it lacks, so the physician is told they exist.
     const others = opened ? [] : (summary.documents || [])
       .filter((d) => SYNTHESIS_TYPES.includes(d.type_code) && !d.used_for.length);
+    // A source the patient has not been shown (a diagnosis not yet announced): its
+    // content is not for the caller, who may be the patient or a relative.
+    if (!opened && (summary.documents || []).some((d) => d.used_for.length && d.hidden_from_patient)) {
+      parts.push(element('p', 'note hidden-from-patient',
+        'Document source non visible par le patient : ne pas en révéler le contenu à l\u2019appelant.'));
+    }
     if (others.length) {
       parts.push(element('p', 'note other-syntheses', others.length === 1
         ? 'Le dossier contient une autre synthèse, non reprise ici : voir « Documents du dossier » ci-dessous.'
@@ -711,6 +720,8 @@
       d.creation_time ? 'du ' + frenchDate(d.creation_time, 'utc') : null,
       d.authors && d.authors.length ? 'par ' + d.authors.join(', ') : null,
       d.structured ? null : 'non structuré (PDF ou texte)',
+      d.hidden_from_patient ? 'NON VISIBLE PAR LE PATIENT' : null,
+      d.masked ? 'masqué aux professionnels, lisible ici avec l\u2019accord du patient' : null,
     ].filter(Boolean).join(' — ');
   }
 
@@ -778,7 +789,14 @@
       const link = element('a', 'open-document', 'Ouvrir le document PDF (' + Math.max(1, Math.round(body.size / 1024)) + ' ko)');
       link.href = pdfHref;
       link.target = '_blank';
-      link.rel = 'noopener noreferrer';
+      // Opened by the page, which keeps the tab's handle: the tab closes with the rest of
+      // the patient's data (card pulled, logout, access closed), never left to the next
+      // physician at the desk. Same origin, under the PDF's own CSP (no script).
+      link.addEventListener('click', (event) => {
+        event.preventDefault();
+        const tab = window.open(pdfHref, '_blank');
+        if (tab) state.tabs.push(tab);
+      });
       block.append(link);
     } else if (body.by_reference) {
       block.append(element('p', 'status', 'Le contenu n\u2019est pas joint au document : consultez-le dans le DMP.'));

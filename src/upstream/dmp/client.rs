@@ -787,7 +787,14 @@ fn listed(d: &DocumentEntry, used_for: Vec<String>) -> ListedDocument {
         authors: d.authors.clone(),
         structured: is_structured(d),
         used_for,
+        hidden_from_patient: has_code(d, "INVISIBLE_PATIENT"),
+        masked: has_code(d, "MASQUE_PS"),
     }
+}
+
+/// Whether the entry carries confidentiality code `code` (docs/dmp.md, the entry's fields).
+fn has_code(d: &DocumentEntry, code: &str) -> bool {
+    d.confidentiality.iter().any(|c| c.code == code)
 }
 
 /// For the access's audit record: each transaction with its assertion id, then every
