@@ -236,8 +236,9 @@ fn element_by_id<'a, 'i>(doc: &'a Document<'i>, id: &str) -> Result<Node<'a, 'i>
     Ok(first)
 }
 
-/// A document with its signature in place but no signature value yet.
-#[derive(Debug, Clone)]
+/// A document with its signature in place but no signature value yet. Its `Debug` shows
+/// nothing of the document (an assertion names the patient and the professional).
+#[derive(Clone)]
 pub struct Unsigned {
     xml: String,
     /// Where the signature value goes in `xml`.
@@ -245,6 +246,8 @@ pub struct Unsigned {
     to_sign: Vec<u8>,
     certificate: Vec<u8>,
 }
+
+redacted_debug!(Unsigned);
 
 impl Unsigned {
     /// Prepares an enveloped signature of the element whose `ID` is `id` in

@@ -57,10 +57,7 @@ pub async fn split(
     let mut attachments = HashMap::new();
     let mut count = 0;
     loop {
-        let field = multipart
-            .next_field()
-            .await
-            .map_err(|e| DmpError::Answer(format!("multipart answer: {e}")))?;
+        let field = multipart.next_field().await.map_err(multipart_error)?;
         let Some(field) = field else { break };
         count += 1;
         if count > max_parts {
@@ -73,11 +70,7 @@ pub async fn split(
             .get("content-id")
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().trim_matches(|c| c == '<' || c == '>').to_owned());
-        let bytes = field
-            .bytes()
-            .await
-            .map_err(|e| DmpError::Answer(format!("multipart answer: {e}")))?
-            .to_vec();
+        let bytes = field.bytes().await.map_err(multipart_error)?.to_vec();
         let is_root = match (start, &id) {
             (Some(start), Some(id)) => start == id,
             (Some(_), None) => false,
@@ -86,7 +79,13 @@ pub async fn split(
         if is_root && root.is_none() {
             root = Some(bytes);
         } else if let Some(id) = id {
-            attachments.insert(id, bytes);
+            // Two parts under one name: which one a reference means is the sender's
+            // secret, so neither is read.
+            if attachments.insert(id, bytes).is_some() {
+                return Err(DmpError::Answer(
+                    "the multipart answer names two parts alike".into(),
+                ));
+            }
         }
     }
     let root =
@@ -97,6 +96,27 @@ pub async fn split(
         envelope,
         attachments,
     })
+}
+
+/// multer's error, without what it quotes (a header or field name is the peer's choice,
+/// and the text goes to logs): its kind only.
+fn multipart_error(e: multer::Error) -> DmpError {
+    use multer::Error as E;
+    let what = match e {
+        E::UnknownField { .. } => "an unexpected part",
+        E::IncompleteFieldData { .. } => "a part cut short",
+        E::IncompleteHeaders => "a part's headers cut short",
+        E::ReadHeaderFailed(_) | E::DecodeHeaderName { .. } | E::DecodeHeaderValue { .. } => {
+            "a part's headers unreadable"
+        }
+        E::IncompleteStream => "the answer cut short",
+        E::FieldSizeExceeded { .. } | E::StreamSizeExceeded { .. } => "a part too large",
+        E::StreamReadFailed(_) => "the answer could not be read",
+        E::LockFailure => "internal lock failure",
+        E::NoMultipart | E::DecodeContentType(_) | E::NoBoundary => "not a multipart answer",
+        _ => "malformed multipart",
+    };
+    DmpError::Answer(format!("multipart answer: {what}"))
 }
 
 #[cfg(test)]
@@ -127,6 +147,27 @@ mod tests {
                 .await
                 .is_err()
         );
+        // Two parts under one Content-ID: neither is read.
+        let twice = body.replace(
+            "--uuid:b1--",
+            "--uuid:b1\r\nContent-Type: text/xml\r\nContent-ID: <doc1@x>\r\n\r\n<Other/>\r\n--uuid:b1--",
+        );
+        let err = split(twice.into_bytes(), &boundary, start.as_deref(), 8)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("two parts alike"), "{err}");
+        // A part cut short: its kind, never a header it quotes.
+        let cut = split(
+            b"--uuid:b1\r\nContent-ID: <r@x>\r\nX-Secret-185057800608491: v\r\n".to_vec(),
+            &boundary,
+            None,
+            8,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(!cut.contains("185057800608491"), "{cut}");
         assert!(boundary_err("multipart/form-data; boundary=x").contains("multipart/related"));
         assert!(boundary_err("application/soap+xml").contains("multipart/related"));
     }
