@@ -285,12 +285,15 @@ pub(crate) fn parse(body: &[u8]) -> Result<HubCase, CaseError> {
             return Err(CaseError::Envelope("distributionID is empty"));
         }
         let sender = short(&envelope.sender_id, "senderID")?;
-        let mut cases = envelope
-            .content
-            .into_iter()
-            .map(|c| c.json_content.embedded_json_content.message)
-            .filter(|m| m.create_case_health.is_some());
-        let message = cases.next().ok_or(CaseError::Envelope(
+        let mut cases = envelope.content.into_iter().filter_map(|c| {
+            let Bare {
+                kind,
+                status,
+                create_case_health,
+            } = c.json_content.embedded_json_content.message;
+            create_case_health.map(|wire| (kind, status, wire))
+        });
+        let (kind, status, wire) = cases.next().ok_or(CaseError::Envelope(
             "no createCaseHealth message in content",
         ))?;
         if cases.next().is_some() {
@@ -300,22 +303,13 @@ pub(crate) fn parse(body: &[u8]) -> Result<HubCase, CaseError> {
         }
         // The message's own header takes the envelope's values: a message whose header
         // says otherwise (a drill in a real envelope) is not guessed at.
-        if message
-            .kind
-            .as_deref()
-            .is_some_and(|k| k != envelope.distribution_kind)
-            || message
-                .status
-                .as_deref()
-                .is_some_and(|s| s != envelope.distribution_status)
+        if kind.is_some_and(|k| k != envelope.distribution_kind)
+            || status.is_some_and(|s| s != envelope.distribution_status)
         {
             return Err(CaseError::Envelope(
                 "the message's kind or status is not the envelope's",
             ));
         }
-        let wire = message.create_case_health.ok_or(CaseError::Envelope(
-            "no createCaseHealth message in content",
-        ))?;
         (wire, Some(sender), exercise)
     } else {
         let bare: Bare = typed(value, "message")?;

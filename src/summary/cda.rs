@@ -533,16 +533,10 @@ struct Reader {
 
 fn section_shell<T>(node: Node<'_, '_>) -> Section<T> {
     Section {
-        status: SectionStatus::NotRecorded,
         basis: "no entries".into(),
         title: child(node, "title").map(text_of).and_then(non_empty),
-        items: Vec::new(),
-        unlisted_items: Vec::new(),
-        statements: Vec::new(),
-        unreadable_entries: 0,
-        duplicate_entries: 0,
-        other_person_entries: 0,
         narrative: child(node, "text").and_then(narrative),
+        ..absent("")
     }
 }
 
