@@ -4,8 +4,13 @@
 //    asked for before a clearing).
 // 2. The event stream breaks (the gateway stops) while a summary is shown: the page can no
 //    longer learn of a pulled card, so it hides the summary at once.
-// Started by tests/suite/browser.rs, which acts on SLOW_UPSTREAM, FAST_UPSTREAM, REMOVE, INSERT
-// and GATEWAY_DOWN. Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, INS.
+// 3. The gateway comes back (a new process, a new CSRF key): the page logs in and opens a
+//    summary without being reloaded, and follows the desk again (a card pulled hides it).
+// Throughout, the event stream was first refused (503, as a proxy or a starting gateway
+// answers): the browser gives up on such a stream, so the page must open it again, or a
+// pulled card would go unnoticed.
+// Started by tests/suite/browser.rs, which acts on SLOW_UPSTREAM, FAST_UPSTREAM, REMOVE, INSERT,
+// GATEWAY_DOWN and GATEWAY_UP. Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, INS.
 
 import { ask, check, context, env, fillAccessForm, finish, launch } from './common.mjs';
 
@@ -14,7 +19,21 @@ const browser = await launch();
 const result = {};
 try {
   const page = await (await context(browser, gateway)).newPage();
+  const events = '**/api/v1/desk/events';
+  let refused = 0;
+  await page.route(events, (route) => {
+    refused += 1;
+    route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"unavailable"}' });
+  });
   await page.goto(gateway + '/');
+  for (let i = 0; refused === 0; i += 1) {
+    check(i < 100, 'the page asked for its event stream');
+    await page.waitForTimeout(50);
+  }
+  const reopened = page.waitForResponse((r) => r.url().endsWith('/api/v1/desk/events') && r.status() === 200,
+    { timeout: 10000 });
+  await page.unroute(events);
+  await reopened;
   async function login() {
     await page.locator('#pin').waitFor({ state: 'visible' });
     await page.keyboard.type('1234');
@@ -28,7 +47,8 @@ try {
   await fillAccessForm(page, env('INS'), 'CRRA-2026-000043');
   await page.keyboard.press('Enter');
   await ask('REMOVE');
-  await page.locator('#screen-card').waitFor({ state: 'visible' });
+  // Told by the event stream (the page's own check of the desk is every 30 s).
+  await page.locator('#screen-card').waitFor({ state: 'visible', timeout: 5000 });
   await page.waitForTimeout(2500); // past the slowed answer
   check(await page.locator('#summary').evaluate((s) => s.childElementCount === 0), 'the late answer is not shown');
   check(!(await patientText()), 'no patient datum after the card left');
@@ -47,6 +67,23 @@ try {
   result.hiddenMs = Date.now() - down;
   check((await page.locator('#message').textContent()).includes('masquée par sécurité'), 'the page says why');
   check(!(await patientText()), 'no patient datum left');
+  check(await page.locator('#link-state').isVisible(), 'the page says its link to the gateway is down');
+
+  await ask('GATEWAY_UP');
+  // A new process has no card session: the page finds it again and asks for the PIN,
+  // without being reloaded (and with the new process's CSRF token).
+  await page.locator('#link-state').waitFor({ state: 'hidden', timeout: 20000 });
+  await login();
+  await fillAccessForm(page, env('INS'), 'CRRA-2026-000045');
+  await page.keyboard.press('Enter');
+  await page.locator('#summary .allergies').waitFor({ state: 'visible', timeout: 10000 });
+  result.shownAfterRestart = true;
+  await ask('REMOVE');
+  const pulled = Date.now();
+  await page.waitForFunction(() => document.querySelector('#summary').childElementCount === 0,
+    null, { timeout: 5000, polling: 10 });
+  result.hiddenAfterRestartMs = Date.now() - pulled;
+  check(!(await patientText()), 'no patient datum after the card left');
 } finally {
   await browser.close();
 }

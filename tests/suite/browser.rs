@@ -505,7 +505,8 @@ async fn defective_documents_show_their_state_in_the_block_concerned() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_page_drops_a_late_answer_and_hides_the_summary_without_its_event_stream() {
+async fn the_page_drops_a_late_answer_hides_the_summary_without_its_event_stream_and_finds_a_restarted_gateway()
+ {
     let pcscd = Pcscd::start(1);
     let mut card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
     let card_dir = card.dir.clone();
@@ -514,7 +515,7 @@ async fn the_page_drops_a_late_answer_and_hides_the_summary_without_its_event_st
         1,
         &fixture("penicillin-allergy-high-criticality.json"),
     )]);
-    let gateway = centre_gateway(&pcscd, &card, &upstream, "");
+    let mut gateway = centre_gateway(&pcscd, &card, &upstream, "");
     let env = script_env(&gateway, DESK_A, vec![("INS", nir(1))]);
     let runtime = tokio::runtime::Handle::current();
     let result = tokio::task::block_in_place(|| {
@@ -527,6 +528,19 @@ async fn the_page_drops_a_late_answer_and_hides_the_summary_without_its_event_st
                 "REMOVE" => card.remove(),
                 "INSERT" => card = VirtualCard::insert_from(&pcscd, 0, &card_dir, &[]),
                 "GATEWAY_DOWN" => gateway.terminate(),
+                // Started again on the same ports and state: a new process, with a new
+                // CSRF key, that the page must find again on its own.
+                "GATEWAY_UP" => {
+                    gateway.wait(std::time::Duration::from_secs(30));
+                    let listen = gateway.listen_env();
+                    let reader = pcscd.env();
+                    let env: Vec<(&str, &str)> = listen
+                        .iter()
+                        .chain([&reader])
+                        .map(|(k, v)| (*k, v.as_str()))
+                        .collect();
+                    gateway.crash_and_restart(&env);
+                }
                 _ => return false,
             }
             true
@@ -534,6 +548,14 @@ async fn the_page_drops_a_late_answer_and_hides_the_summary_without_its_event_st
     });
     assert_eq!(result["lateAnswerDropped"], true, "{result}");
     assert!(result["hiddenMs"].as_u64().unwrap() < 5000, "{result}");
+    assert_eq!(result["shownAfterRestart"], true, "{result}");
+    assert!(
+        result["hiddenAfterRestartMs"].as_u64().unwrap() < 5000,
+        "{result}"
+    );
+    // The trail is read with the gateway stopped.
+    gateway.terminate();
+    gateway.wait(std::time::Duration::from_secs(30));
     // The late answer's grant was ended by the page, or with the session.
     let (_, stopped, _) = support::run(
         &gateway.config,

@@ -13,6 +13,10 @@
   const state = {
     desk: null, grant: null, countdown: null, formReady: false, pinpadFor: null, cleared: 0,
     case: null, caseSearched: false,
+    // following: the desk's event stream is open and has told the desk's state (data is
+    // shown only while it is); onFollowing: who waits for it; accessOnItsWay: an access
+    // was asked for and its answer has not come.
+    following: false, onFollowing: [], accessOnItsWay: false,
     // Tabs the page opened on a patient's document (a PDF): closed with the patient data.
     tabs: [],
   };
@@ -454,6 +458,7 @@
     // The patient asked for stays the one on the form until the answer comes: a number
     // corrected meanwhile would sit beside another patient's summary.
     $('ins').readOnly = true;
+    state.accessOnItsWay = true;
     const answer = await api('POST', '/api/v1/break-glass', {
       ins,
       ins_oid: $('ins-oid').value,
@@ -462,11 +467,21 @@
       reason_text: text || null,
       access_mode: document.querySelector('input[name="mode"]:checked').value,
     });
+    state.accessOnItsWay = false;
     submit.disabled = false;
     submit.textContent = 'Afficher la synthèse';
     $('ins').readOnly = false;
-    // The card was pulled (or the page cleared) while the answer was on its way: it is
-    // not shown, and its grant is ended.
+    // A summary is shown only while the event stream would tell of a pulled card: if it
+    // is not back within a few seconds, the summary is not shown and its grant is ended.
+    // Once back, its first event has said whether the session is still the one the
+    // access was asked under (if not, the page was cleared: below).
+    if (answer.status === 201 && asked === state.cleared && !(await following(5000))) {
+      await api('DELETE', '/api/v1/grants/' + encodeURIComponent(answer.data.grant.id));
+      message('Liaison avec le serveur interrompue : la demande a été abandonnée par sécurité. Recommencez-la.');
+      return;
+    }
+    // The card was pulled (or the page cleared, or the event stream broke) while the
+    // answer was on its way: it is not shown, and its grant is ended.
     if (asked !== state.cleared) {
       if (answer.status === 201) await api('DELETE', '/api/v1/grants/' + encodeURIComponent(answer.data.grant.id));
       return;
@@ -972,15 +987,35 @@
 
   // ---- Following the desk -----------------------------------------------------------
 
+  // Waits before opening the stream again, after the browser gave up on it: doubles from
+  // one second up to fifteen, back to one once it opens.
+  let reopenDelay = 1000;
+
   function follow() {
     const events = new EventSource('/api/v1/desk/events');
-    // Without the event stream a pulled card would go unnoticed: fail closed. The browser
-    // reconnects on its own, and the first event then restores the desk's state.
+    events.addEventListener('open', () => {
+      reopenDelay = 1000;
+    });
+    // Without the event stream a pulled card would go unnoticed: fail closed. An access on
+    // its way is dropped too (its answer would be shown with nothing to hide it).
     events.addEventListener('error', () => {
-      if (!state.grant) return;
-      clearPatientData();
-      show('patient');
-      message('Liaison avec le serveur interrompue : la synthèse a été masquée par sécurité. Recommencez la demande.');
+      state.following = false;
+      $('link-state').hidden = false;
+      if (state.grant) {
+        clearPatientData();
+        show('patient');
+        message('Liaison avec le serveur interrompue : la synthèse a été masquée par sécurité. Recommencez la demande.');
+      } else if (state.accessOnItsWay) {
+        state.cleared += 1;
+        message('Liaison avec le serveur interrompue : la demande a été abandonnée par sécurité. Recommencez-la.');
+      }
+      // The browser reconnects on its own after a network error, and the first event then
+      // restores the desk's state. After an answer other than 200 (a gateway stopping or
+      // starting, a proxy's error page) it gives up for good: the page opens it again.
+      if (events.readyState === EventSource.CLOSED) {
+        setTimeout(follow, reopenDelay);
+        reopenDelay = Math.min(reopenDelay * 2, 15000);
+      }
     });
     events.addEventListener('desk', (event) => {
       let signal = {};
@@ -1000,7 +1035,30 @@
       // fetched as the desk is shown again.
       state.caseVersion = signal.case_version === null ? undefined : signal.case_version;
       if (state.case && (state.case.case_id !== (signal.case || null) || state.case.version !== signal.case_version)) clearCase();
+      // The stream's first event is the desk's state: from here a change is seen.
+      if (!state.following) {
+        state.following = true;
+        $('link-state').hidden = true;
+        for (const waiting of state.onFollowing.splice(0)) waiting();
+      }
       refreshDesk();
+    });
+  }
+
+  // Whether the event stream tells the desk's changes, waiting up to `ms` for it to be
+  // back (the browser tries again every few seconds after a network error).
+  function following(ms) {
+    if (state.following) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const back = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        state.onFollowing = state.onFollowing.filter((w) => w !== back);
+        resolve(false);
+      }, ms);
+      state.onFollowing.push(back);
     });
   }
 

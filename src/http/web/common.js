@@ -8,6 +8,18 @@ window.samuPage = (() => {
   let csrf = '';
 
   async function api(method, path, body) {
+    const answer = await send(method, path, body);
+    // The token is the gateway process's: after a restart every change is refused until
+    // the page fetches the new one. The refusal comes before anything is done, so the
+    // request is sent once more with it.
+    if (answer.status === 403 && answer.data && answer.data.error === 'csrf_refused') {
+      await fetchToken();
+      return send(method, path, body);
+    }
+    return answer;
+  }
+
+  async function send(method, path, body) {
     const headers = { accept: 'application/json' };
     const options = { method, headers, credentials: 'same-origin', cache: 'no-store' };
     if (body !== undefined) {
@@ -28,7 +40,7 @@ window.samuPage = (() => {
 
   // Fetches this page's CSRF token (readable by this origin only).
   async function fetchToken() {
-    const answer = await api('GET', '/api/v1/csrf-token');
+    const answer = await send('GET', '/api/v1/csrf-token');
     csrf = (answer.data && answer.data.token) || '';
   }
 

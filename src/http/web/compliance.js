@@ -140,14 +140,24 @@
     const format = $('export-format').value;
     const button = $('export');
     button.disabled = true;
+    const ask = () => fetch('/api/v1/compliance/export', {
+      method: 'POST',
+      credentials: 'same-origin',
+      cache: 'no-store',
+      headers: { 'content-type': 'application/json', 'x-csrf-token': window.samuPage.csrfToken() },
+      body: JSON.stringify({ format }),
+    });
     try {
-      const response = await fetch('/api/v1/compliance/export', {
-        method: 'POST',
-        credentials: 'same-origin',
-        cache: 'no-store',
-        headers: { 'content-type': 'application/json', 'x-csrf-token': window.samuPage.csrfToken() },
-        body: JSON.stringify({ format }),
-      });
+      let response = await ask();
+      // A token from before a gateway restart: fetched again, and asked once more (as api()).
+      if (response.status === 403) {
+        let code = null;
+        try { code = (await response.clone().json()).error; } catch (_) { code = null; }
+        if (code === 'csrf_refused') {
+          await fetchToken();
+          response = await ask();
+        }
+      }
       if (!response.ok) {
         message('Export refusé (' + response.status + ').');
         return;
