@@ -43,12 +43,30 @@ await page.locator('#ins-check.ok').waitFor();
 await page.keyboard.press('Enter');
 await page.locator('#screen-summary .allergies').waitFor({ state: 'visible' });
 const allergies = await page.locator('#summary .allergies').innerText();
+// The countdown is not read out every second; the opening of the access is said once.
+check(await page.locator('#grant-banner .time-left').evaluate((e) => !e.closest('[role=status],[role=alert],[aria-live]')),
+  'the countdown is in no live region');
+check((await page.locator('#grant-said').textContent()).startsWith('Accès ouvert pour'), 'the access opening is said');
 await page.screenshot({ path: `${shots}/case-summary.png`, fullPage: true });
 
 // Closing the access brings the case back; the regulation software closing it takes it
 // off the page.
 await closeSummary(page);
 await page.locator('#case').waitFor({ state: 'visible' });
+// The physician picks the reason, then goes on to type an INS while the case's patient is
+// searched for (held back here): the answer does not take the focus from the field.
+await page.locator('#reason').focus();
+await page.route('**/api/v1/patients/search', async (route) => {
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await route.continue();
+});
+await page.keyboard.press('ArrowDown');
+await page.locator('#ins').focus();
+await page.keyboard.type('1');
+await page.locator('#case-candidates-0 button').first().waitFor({ state: 'visible' });
+check(await page.evaluate(() => document.activeElement.id) === 'ins', 'typing keeps the focus');
+await page.locator('#ins').fill('');
+await page.unroute('**/api/v1/patients/search');
 // The regulation software sends the same case again, corrected (same id): the page shows
 // the new sending, not the one it had.
 await ask('RESEND');

@@ -84,6 +84,31 @@ try {
     null, { timeout: 5000, polling: 10 });
   result.hiddenAfterRestartMs = Date.now() - pulled;
   check(!(await patientText()), 'no patient datum after the card left');
+
+  // Answers about the desk can cross: the one the login asked for (a session) is held
+  // back until after the card was pulled; the page must not show that session again.
+  await ask('INSERT');
+  let held = 0;
+  let armed = false;
+  await page.route('**/api/v1/desk', async (route) => {
+    if (!armed || held > 0) return route.continue();
+    held += 1;
+    const response = await route.fetch();
+    await new Promise((resolve) => setTimeout(resolve, 4000));
+    await route.fulfill({ response });
+  });
+  await page.locator('#pin').waitFor({ state: 'visible' });
+  await page.keyboard.type('1234');
+  armed = true; // the first answer asked after the PIN: the session
+  await page.keyboard.press('Enter');
+  await page.locator('#screen-patient').waitFor({ state: 'visible' });
+  check(held === 1, 'an answer about the desk was held back');
+  await ask('REMOVE');
+  await page.locator('#screen-card').waitFor({ state: 'visible', timeout: 5000 });
+  await page.waitForTimeout(4500); // past the held answer
+  check(await page.locator('#screen-card').isVisible(), 'the card screen stays after an older answer');
+  check(await page.locator('#session-bar').isHidden(), 'no session shown after the card left');
+  result.olderDeskAnswerDropped = true;
 } finally {
   await browser.close();
 }

@@ -549,6 +549,7 @@ async fn the_page_drops_a_late_answer_hides_the_summary_without_its_event_stream
     assert_eq!(result["lateAnswerDropped"], true, "{result}");
     assert!(result["hiddenMs"].as_u64().unwrap() < 5000, "{result}");
     assert_eq!(result["shownAfterRestart"], true, "{result}");
+    assert_eq!(result["olderDeskAnswerDropped"], true, "{result}");
     assert!(
         result["hiddenAfterRestartMs"].as_u64().unwrap() < 5000,
         "{result}"

@@ -17,6 +17,8 @@
     // shown only while it is); onFollowing: who waits for it; accessOnItsWay: an access
     // was asked for and its answer has not come.
     following: false, onFollowing: [], accessOnItsWay: false,
+    // deskAsked: how many times the desk was asked for (the last answer asked wins).
+    deskAsked: 0,
     // Tabs the page opened on a patient's document (a PDF): closed with the patient data.
     tabs: [],
   };
@@ -38,6 +40,7 @@
     state.countdown = null;
     $('summary').replaceChildren();
     $('grant-banner').replaceChildren();
+    $('grant-said').textContent = '';
     $('stale-banner').replaceChildren();
     $('stale-banner').hidden = true;
     $('access-form').reset();
@@ -61,7 +64,11 @@
   // ---- Desk, card and session -------------------------------------------------------
 
   async function refreshDesk() {
+    // Asked from the events, the periodic check and a login, answers can cross: only the
+    // last one asked is shown (an older one could show a session the card has left).
+    const asked = ++state.deskAsked;
     const answer = await api('GET', '/api/v1/desk');
+    if (asked !== state.deskAsked) return;
     if (answer.status !== 200) {
       show('card');
       $('card-title').textContent = 'Poste non reconnu';
@@ -334,9 +341,16 @@
     if (searchable && !$('reason').value && idle) $('reason').focus();
   }
 
+  // Whether the focus may move to what an answer brought: only if it is still where it
+  // was when the question was asked (a physician who went on typing keeps their place).
+  function focusUnmoved(from) {
+    return document.activeElement === from || document.activeElement === document.body;
+  }
+
   async function searchCase() {
     state.caseSearched = true;
     const asked = state.cleared;
+    const from = document.activeElement;
     const shown = state.case;
     const mode = document.querySelector('input[name="mode"]:checked').value;
     const text = $('reason-text').value.trim();
@@ -358,7 +372,7 @@
       renderCandidates(out, answer.data.candidates);
       first = first || out.querySelector('button:not([disabled])');
     }
-    if (first) first.focus();
+    if (first && focusUnmoved(from)) first.focus();
   }
 
   // The candidates a search found, each a button that fills the identification.
@@ -411,6 +425,7 @@
     const mode = document.querySelector('input[name="mode"]:checked').value;
     const text = $('reason-text').value.trim();
     const asked = state.cleared;
+    const from = document.activeElement;
     const answer = await api('POST', '/api/v1/patients/search', {
       traits, access_mode: mode, call_id: callId, reason_code: reason, reason_text: text || null,
     });
@@ -425,7 +440,7 @@
     }
     renderCandidates(out, answer.data.candidates);
     const first = out.querySelector('button:not([disabled])');
-    if (first) first.focus();
+    if (first && focusUnmoved(from)) first.focus();
   }
 
   function chooseCandidate(candidate) {
@@ -503,13 +518,19 @@
 
   // `ins`: the identifier the access asked for, shown with whom the document names.
   function showSummary(delivered, ins) {
-    state.grant = { id: delivered.grant.id, ends: Date.now() + delivered.grant.seconds_left * 1000 };
+    // warned: the minute-left notice was said (never for a grant that opens with less).
+    state.grant = {
+      id: delivered.grant.id,
+      ends: Date.now() + delivered.grant.seconds_left * 1000,
+      warned: delivered.grant.seconds_left <= 60,
+    };
     const banner = $('grant-banner');
     banner.replaceChildren(
       element('span', null, MODE_TEXT[delivered.grant.access_mode] || 'ACCÈS'),
       document.createTextNode(' · appel ' + delivered.grant.call_id + ' · '),
       element('span', 'time-left'),
     );
+    $('grant-said').textContent = 'Accès ouvert pour ' + Math.max(1, Math.round(delivered.grant.seconds_left / 60)) + ' min.';
     tick();
     state.countdown = setInterval(tick, 1000);
     const stale = $('stale-banner');
@@ -538,6 +559,11 @@
     const left = Math.max(0, Math.round((state.grant.ends - Date.now()) / 1000));
     const out = document.querySelector('#grant-banner .time-left');
     if (out) out.textContent = 'reste ' + Math.floor(left / 60) + ' min ' + String(left % 60).padStart(2, '0') + ' s';
+    // Said once, a minute before the summary leaves the screen.
+    if (left <= 60 && left > 0 && !state.grant.warned) {
+      state.grant.warned = true;
+      $('grant-said').textContent = 'Il reste une minute avant la fin de l\u2019accès.';
+    }
     if (left === 0) {
       clearPatientData();
       show('patient');
