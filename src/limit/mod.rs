@@ -1,16 +1,24 @@
 //! Rate limits on patient data access (governor): per professional, per desk, for the whole
 //! gateway, and on patient searches. Each is a rate, not a count per clock hour: "N per
 //! hour" allows N at once (a multi-victim call) and one more every 3600/N s as they free
-//! up, so at most 2N−1 in any one hour (the README's configuration table says so). A
+//! up, so at most 2N−1 in any one hour (the README's configuration table says so). An
+//! access passes all three access limits or spends none: each step is taken back when a
+//! later one refuses (governor's state store, kept where it can be read and put back). A
 //! refusal says which limit and when to retry. Keyed
 //! state is pruned on schedule, so memory does not grow with the number of professionals
 //! who ever logged in.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::{KeyedStateStore, ShrinkableKeyedStateStore};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
 /// `[limits]`.
@@ -109,10 +117,130 @@ impl Limited {
 
 /// The gateway's limiters.
 pub(crate) struct Limits {
-    professional: DefaultKeyedRateLimiter<String>,
-    desk: DefaultKeyedRateLimiter<String>,
-    global: DefaultDirectRateLimiter,
+    professional: Undoable,
+    desk: Undoable,
+    /// Keyed too (one key, [`GATEWAY`]), so that its step can be taken back like the others.
+    global: Undoable,
     search: DefaultKeyedRateLimiter<String>,
+    /// Taken for a whole access check: between a step and its undoing no other access may
+    /// move these limiters.
+    access_turn: Mutex<()>,
+}
+
+/// The global limiter's one key.
+const GATEWAY: &str = "";
+
+/// A keyed limiter whose last step for a key can be taken back.
+struct Undoable {
+    limiter: RateLimiter<
+        String,
+        UndoableStore,
+        DefaultClock,
+        NoOpMiddleware<<DefaultClock as Clock>::Instant>,
+    >,
+    /// The limiter's own state (shared): read before a step, put back to undo it.
+    state: UndoableStore,
+}
+
+impl Undoable {
+    fn new(quota: Quota) -> Self {
+        let state = UndoableStore::default();
+        Self {
+            limiter: RateLimiter::new(quota, state.clone(), DefaultClock::default()),
+            state,
+        }
+    }
+
+    /// One step for `key`; on success, what undoes it.
+    fn step(&self, key: &str, scope: Scope) -> Result<Step<'_>, Limited> {
+        let before = self.state.get(key);
+        keyed_check(&self.limiter, key, scope)?;
+        Ok(Step {
+            state: &self.state,
+            key: key.to_owned(),
+            before,
+        })
+    }
+
+    fn prune(&self) -> usize {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+        self.limiter.len()
+    }
+}
+
+/// A step taken, and what the key's state was before it.
+struct Step<'a> {
+    state: &'a UndoableStore,
+    key: String,
+    before: Option<Nanos>,
+}
+
+impl Step<'_> {
+    fn undo(self) {
+        self.state.put_back(&self.key, self.before);
+    }
+}
+
+/// Theoretical arrival times by key, as governor's own `HashMap` store keeps them, plus a
+/// way to read one and put it back.
+#[derive(Clone, Default)]
+struct UndoableStore(Arc<Mutex<HashMap<String, Nanos>>>);
+
+impl UndoableStore {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Nanos>> {
+        // A panic while holding it cannot leave a half-written entry (one insert or remove).
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, key: &str) -> Option<Nanos> {
+        self.map().get(key).copied()
+    }
+
+    fn put_back(&self, key: &str, before: Option<Nanos>) {
+        let mut map = self.map();
+        match before {
+            Some(state) => {
+                map.insert(key.to_owned(), state);
+            }
+            None => {
+                map.remove(key);
+            }
+        }
+    }
+}
+
+impl StateStore for UndoableStore {
+    type Key = String;
+
+    fn measure_and_replace<T, F, E>(&self, key: &String, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut map = self.map();
+        let (outcome, state) = f(map.get(key).copied())?;
+        map.insert(key.clone(), state);
+        Ok(outcome)
+    }
+}
+
+impl ShrinkableKeyedStateStore<String> for UndoableStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        // As governor's stores: a state at or below `drop_below` is a full bucket.
+        self.map().retain(|_, state| *state > drop_below);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.map().shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map().is_empty()
+    }
 }
 
 fn per_hour(n: u32) -> Quota {
@@ -124,41 +252,64 @@ impl Limits {
     pub(crate) fn new(config: &LimitsConfig) -> Self {
         let global = NonZeroU32::new(config.global_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         Self {
-            professional: RateLimiter::keyed(per_hour(config.per_professional_per_hour)),
-            desk: RateLimiter::keyed(per_hour(config.per_desk_per_hour)),
-            global: RateLimiter::direct(Quota::per_minute(global)),
+            professional: Undoable::new(per_hour(config.per_professional_per_hour)),
+            desk: Undoable::new(per_hour(config.per_desk_per_hour)),
+            global: Undoable::new(Quota::per_minute(global)),
             search: RateLimiter::keyed(per_hour(config.searches_per_professional_per_hour)),
+            access_turn: Mutex::new(()),
         }
     }
 
-    /// One patient access by `professional` (idNat) at `desk`. Checked narrowest first, so
-    /// a refused professional does not consume the desk's or the gateway's allowance.
+    /// One patient access by `professional` (idNat) at `desk`: all three limits allow it,
+    /// or none is spent. A professional refused by the desk's or the gateway's limit (a
+    /// mass-casualty call: every desk asking at once) keeps their own allowance for when
+    /// those free up.
     pub(crate) fn access(&self, professional: &str, desk: &str) -> Result<(), Limited> {
-        keyed(&self.professional, professional, Scope::Professional)?;
-        keyed(&self.desk, desk, Scope::Desk)?;
-        self.global.check().map_err(|not_until| Limited {
-            scope: Scope::Global,
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-        })
+        let _turn = self
+            .access_turn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let by_professional = self.professional.step(professional, Scope::Professional)?;
+        let by_desk = match self.desk.step(desk, Scope::Desk) {
+            Ok(step) => step,
+            Err(refused) => {
+                by_professional.undo();
+                return Err(refused);
+            }
+        };
+        if let Err(refused) = self.global.step(GATEWAY, Scope::Global) {
+            by_desk.undo();
+            by_professional.undo();
+            return Err(refused);
+        }
+        Ok(())
     }
 
     /// One patient search by `professional`.
     pub(crate) fn search(&self, professional: &str) -> Result<(), Limited> {
-        keyed(&self.search, professional, Scope::Search)
+        keyed_check(&self.search, professional, Scope::Search)
     }
 
-    /// Forgets keys whose limits are back to full; returns how many keys remain.
+    /// Forgets keys whose limits are back to full; returns how many keys remain (the
+    /// gateway-wide one included while it is not full).
     pub(crate) fn prune(&self) -> usize {
-        for limiter in [&self.professional, &self.desk, &self.search] {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
-        self.professional.len() + self.desk.len() + self.search.len()
+        let _turn = self
+            .access_turn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.search.retain_recent();
+        self.search.shrink_to_fit();
+        self.professional.prune() + self.desk.prune() + self.global.prune() + self.search.len()
     }
 }
 
-fn keyed(
-    limiter: &DefaultKeyedRateLimiter<String>,
+fn keyed_check<S: KeyedStateStore<String>>(
+    limiter: &RateLimiter<
+        String,
+        S,
+        DefaultClock,
+        NoOpMiddleware<<DefaultClock as Clock>::Instant>,
+    >,
     key: &str,
     scope: Scope,
 ) -> Result<(), Limited> {
@@ -213,6 +364,31 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_access_spends_no_allowance() {
+        let limits = Limits::new(&tight());
+        // The desk's three, the gateway's four per minute nearly spent.
+        for p in ["p1", "p2", "p3"] {
+            limits.access(p, "d1").unwrap();
+        }
+        let before = limits.professional.state.get("p1");
+        // Refused by the desk: p1's own step is taken back, p4's never kept.
+        assert_eq!(limits.access("p4", "d1").unwrap_err().scope, Scope::Desk);
+        assert_eq!(limits.professional.state.get("p4"), None);
+        assert_eq!(limits.access("p1", "d1").unwrap_err().scope, Scope::Desk);
+        assert_eq!(limits.professional.state.get("p1"), before);
+        // The gateway's fourth, then its refusal: neither p5 nor desk d3 spent anything.
+        limits.access("p4", "d2").unwrap();
+        let desk_before = limits.desk.state.get("d2");
+        assert_eq!(limits.access("p5", "d3").unwrap_err().scope, Scope::Global);
+        assert_eq!(limits.professional.state.get("p5"), None);
+        assert_eq!(limits.desk.state.get("d3"), None);
+        assert_eq!(limits.access("p4", "d2").unwrap_err().scope, Scope::Global);
+        assert_eq!(limits.desk.state.get("d2"), desk_before);
+        // p2 still has its second access: only the gateway's limit stands in its way.
+        assert_eq!(limits.access("p2", "d2").unwrap_err().scope, Scope::Global);
+    }
+
+    #[test]
     fn keys_of_idle_professionals_are_pruned() {
         let limits = Limits::new(&LimitsConfig {
             per_professional_per_hour: 3600 * 1000,
@@ -224,9 +400,13 @@ mod tests {
             limits.access(&format!("p{i}"), &format!("d{i}")).unwrap();
             limits.search(&format!("p{i}")).unwrap();
         }
-        assert!(limits.professional.len() >= 500);
+        assert!(limits.professional.limiter.len() >= 500);
         std::thread::sleep(Duration::from_millis(20));
-        // At one access per millisecond, 20 ms later every key is back to full.
-        assert_eq!(limits.prune(), 0);
+        // At one access per millisecond, 20 ms later every key is back to full; the
+        // gateway's one key (500 accesses at 1 ms each) is not yet, and stays.
+        limits.prune();
+        assert_eq!(limits.professional.limiter.len(), 0);
+        assert_eq!(limits.desk.limiter.len(), 0);
+        assert_eq!(limits.search.len(), 0);
     }
 }
