@@ -454,11 +454,12 @@ pub struct Record {
     pub seq: u64,
     /// The node (gateway) that wrote it.
     pub node: String,
-    /// The store's epoch: 0 until the store is first restored from a backup, then the Unix
-    /// milliseconds of the restore (strictly increasing along the chain). A record is
-    /// identified by (node, epoch, seq): after a restore, sequence numbers the lost copy
-    /// already used are used again, on a new epoch. Absent from records of epoch 0, so
-    /// those keep the form they always had.
+    /// The store's epoch: the Unix milliseconds of the store's creation (0 for stores
+    /// created before stores had their own), then of each restore from a backup (strictly
+    /// increasing along the chain). A record is identified by (node, epoch, seq): after a
+    /// restore, or in a store created again on the same node, sequence numbers already
+    /// used are used again, on a new epoch. Absent from records of epoch 0, so those keep
+    /// the form they always had.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub epoch: u64,
     /// UTC wall-clock time, RFC 3339 with milliseconds.

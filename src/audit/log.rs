@@ -505,6 +505,11 @@ impl Writer {
             )));
         }
         let last_checkpoint = checkpoints.keys().next_back().copied().unwrap_or(0);
+        if last_checkpoint > head_seq {
+            return Err(integrity(format!(
+                "checkpoint {last_checkpoint} signs a record the store no longer has (it ends at {head_seq}): its tail was removed"
+            )));
+        }
         check_tail(&txn, &checkpoints, last_checkpoint, pruned)
             .map_err(|e| integrity(e.to_string()))?;
         let epoch = store::meta(&txn, Meta::Epoch)?.unwrap_or(0);
@@ -898,7 +903,8 @@ impl Writer {
     }
 
     fn checkpoint_due(&self, new_head: u64) -> bool {
-        new_head - self.checkpointed_seq >= self.settings.checkpoint_every_records
+        // `resume` refuses a checkpoint beyond the head, so this never saturates.
+        new_head.saturating_sub(self.checkpointed_seq) >= self.settings.checkpoint_every_records
             || self.checkpointed_at.elapsed() >= self.settings.checkpoint_every
     }
 

@@ -651,7 +651,15 @@ async fn a_restored_backup_continues_on_a_new_epoch_and_reuses_no_record_identit
         &[],
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("up to seq 12 (epoch 0)"), "{stdout}");
+    // A store's first epoch is its creation time (Unix ms), not 0: a store created again
+    // on this node never reuses an identity its predecessor shipped.
+    let first_epoch: u64 = stdout
+        .split("up to seq 12 (epoch ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no epoch in: {stdout}"));
+    assert!(first_epoch > 1_700_000_000_000, "{stdout}");
     assert!(stdout.contains("verified intact"), "{stdout}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -677,7 +685,7 @@ async fn a_restored_backup_continues_on_a_new_epoch_and_reuses_no_record_identit
     while !rsyslog
         .received()
         .iter()
-        .any(|l| identity(l).0 == 0 && identity(l).1 == 15)
+        .any(|l| identity(l).0 == first_epoch && identity(l).1 == 15)
     {
         assert!(
             std::time::Instant::now() < deadline,
@@ -744,7 +752,8 @@ async fn a_restored_backup_continues_on_a_new_epoch_and_reuses_no_record_identit
     let deadline = std::time::Instant::now() + PATIENCE;
     let received = loop {
         let received: Vec<_> = rsyslog.received().iter().map(|l| identity(l)).collect();
-        if received.iter().filter(|r| r.0 != 0).count() >= 3 || std::time::Instant::now() > deadline
+        if received.iter().filter(|r| r.0 != first_epoch).count() >= 3
+            || std::time::Instant::now() > deadline
         {
             break received;
         }
@@ -755,6 +764,7 @@ async fn a_restored_backup_continues_on_a_new_epoch_and_reuses_no_record_identit
     let epochs: std::collections::BTreeSet<u64> = received.iter().map(|r| r.0).collect();
     assert_eq!(epochs.len(), 2, "two epochs: {epochs:?}");
     let epoch = *epochs.iter().next_back().unwrap();
+    assert_eq!(*epochs.iter().next().unwrap(), first_epoch);
     assert!(
         epoch > 1_700_000_000_000,
         "an epoch is the restore's Unix ms: {epoch}"
@@ -762,15 +772,18 @@ async fn a_restored_backup_continues_on_a_new_epoch_and_reuses_no_record_identit
     // Sequence numbers 13 to 15 exist twice, as different records the repository keeps apart.
     for seq in 13..=15 {
         let old = by_identity
-            .get(&(0, seq))
-            .unwrap_or_else(|| panic!("(0, {seq}) lost"));
+            .get(&(first_epoch, seq))
+            .unwrap_or_else(|| panic!("({first_epoch}, {seq}) lost"));
         let new = by_identity
             .get(&(epoch, seq))
             .unwrap_or_else(|| panic!("({epoch}, {seq}) not shipped"));
         assert_ne!(old.3, new.3, "seq {seq}: two different records");
     }
     // The new epoch chains onto the backup's last record, and starts with an alert.
-    assert_eq!(by_identity[&(epoch, 13)].2, by_identity[&(0, 12)].3);
+    assert_eq!(
+        by_identity[&(epoch, 13)].2,
+        by_identity[&(first_epoch, 12)].3
+    );
     assert!(
         by_identity[&(epoch, 13)].4,
         "trail_restored is shipped as an alert"
@@ -788,7 +801,9 @@ async fn a_restored_backup_continues_on_a_new_epoch_and_reuses_no_record_identit
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("audit trail intact"), "{stdout}");
     assert!(
-        stdout.contains(&format!("epoch 0 from seq 1, epoch {epoch} from seq 13")),
+        stdout.contains(&format!(
+            "epoch {first_epoch} from seq 1, epoch {epoch} from seq 13"
+        )),
         "{stdout}"
     );
     let (_, listed, _) = support::run(
@@ -797,7 +812,9 @@ async fn a_restored_backup_continues_on_a_new_epoch_and_reuses_no_record_identit
         &[],
     );
     assert!(
-        listed.contains("previous_epoch=0 backup_head=12 backup_taken="),
+        listed.contains(&format!(
+            "previous_epoch={first_epoch} backup_head=12 backup_taken="
+        )),
         "{listed}"
     );
 }

@@ -617,6 +617,23 @@ fn writer_refuses_to_continue_a_damaged_or_rolled_back_store() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("tail was removed"), "{err}");
+    // The same, with the store's own count of records lowered to match: the last
+    // checkpoint still signs record 12 (this start used to be accepted, and the writer's
+    // first checkpoint then underflowed).
+    let hidden = trail.tampered(|records, _| {
+        records.remove(&12);
+    });
+    tamper_meta(&hidden, "head_seq", 11);
+    let err = AuditLog::start(
+        Arc::new(AuditStore::open(&hidden).unwrap()),
+        signer(),
+        settings(5),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("checkpoint 12 signs a record"),
+        "{err}"
+    );
 
     // Record 12 is covered by the checkpoint `close()` signed: start-up checks that tail.
     let modified = trail.tampered(|records, _| {
@@ -635,6 +652,59 @@ fn writer_refuses_to_continue_a_damaged_or_rolled_back_store() {
     let store = AuditStore::open(&trail.path()).unwrap();
     let err = AuditLog::start(Arc::new(store), signer(), settings(5)).unwrap_err();
     assert!(err.to_string().contains("fork"), "{err}");
+}
+
+/// A store created again on the same node (a purge and reinstall, a lost disk with no
+/// backup) starts a new epoch: its records never take the identities (node, epoch, seq)
+/// the lost store's records had, which repositories deduplicate on.
+#[test]
+fn a_store_created_again_never_reuses_a_record_identity() {
+    let first = Trail::new(3, 5);
+    let identities = |path: &Path| -> Vec<(u64, u64)> {
+        let db = redb::Database::open(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let epoch = txn
+            .open_table(META)
+            .unwrap()
+            .get("epoch")
+            .unwrap()
+            .map(|v| v.value());
+        let records = txn.open_table(RECORDS).unwrap();
+        records
+            .iter()
+            .unwrap()
+            .map(|entry| {
+                let record: serde_json::Value =
+                    serde_json::from_slice(entry.unwrap().1.value()).unwrap();
+                let in_record = record["epoch"].as_u64().unwrap_or(0);
+                assert_eq!(
+                    Some(in_record),
+                    epoch,
+                    "the record carries the store's epoch"
+                );
+                (in_record, record["seq"].as_u64().unwrap())
+            })
+            .collect()
+    };
+    let before = identities(&first.path());
+    assert!(before[0].0 > 1_700_000_000_000, "{before:?}");
+    // Everything of the first store gone, on the same node.
+    let store = AuditStore::open(&first.path()).unwrap();
+    let journal = store.journal_path();
+    drop(store);
+    std::fs::remove_file(first.path()).unwrap();
+    let _ = std::fs::remove_file(journal);
+    std::thread::sleep(Duration::from_millis(5));
+    let log = first.open(5);
+    for i in 1..=3 {
+        let _receipt = log.append_blocking(access(i, 10)).unwrap();
+    }
+    log.close().unwrap();
+    let after = identities(&first.path());
+    assert_eq!(after.len(), 3);
+    for identity in &after {
+        assert!(!before.contains(identity), "{identity:?} used twice");
+    }
 }
 
 #[test]
