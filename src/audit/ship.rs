@@ -385,10 +385,32 @@ fn next_batch(
 ) -> Result<(Vec<Vec<u8>>, u64, usize), AuditError> {
     let txn = store.snapshot()?;
     let mut out = Vec::new();
-    let (mut last, mut count) = (cursor, 0);
+    // A repository added after a prune starts where the store does now.
+    let pruned = store::meta(&txn, store::Meta::PrunedThrough)?.unwrap_or(0);
+    let (mut last, mut count) = (cursor.max(pruned), 0);
     let mut unshippable = None;
-    store::for_each_record(&txn, cursor + 1, |seq, bytes| {
+    store::for_each_record(&txn, last + 1, |seq, bytes| {
+        // Sequence numbers are gap-free, and nothing after a cursor or the pruned point
+        // is ever pruned: a hole is damage (`audit verify` names it). Moving past it
+        // would count the missing record delivered.
+        if seq != last + 1 {
+            unshippable = Some((
+                last + 1,
+                format!("it is missing from the store (the next record present is {seq})"),
+            ));
+            return ControlFlow::Break(());
+        }
         match serde_json::from_slice::<Record>(bytes) {
+            Ok(record) if record.seq != seq => {
+                unshippable = Some((
+                    seq,
+                    format!(
+                        "it is stored under {seq} but says it is record {}",
+                        record.seq
+                    ),
+                ));
+                return ControlFlow::Break(());
+            }
             Ok(record) => {
                 let hash = crate::encoding::hex(&super::chain::hash(bytes));
                 let message = message(&record, &hash, framing);
@@ -873,6 +895,32 @@ mod tests {
             ..limits
         };
         assert_eq!(next_batch(&store, 0, framing, exact).unwrap().2, 2);
+
+        // A hole (record 6 missing), and a record stored under another number: the
+        // records before go, then shipping stops (before, both were passed over).
+        let mislabelled = store::NewRecord {
+            seq: 8,
+            ..record(9)
+        };
+        store
+            .commit(&[record(5), record(7), mislabelled], &[])
+            .unwrap();
+        let (_, last, count) = next_batch(&store, 4, framing, limits).unwrap();
+        assert_eq!((last, count), (5, 1));
+        let stopped = next_batch(&store, 5, framing, limits).unwrap_err();
+        assert!(
+            matches!(&stopped, AuditError::Unshippable { seq: 6, why } if why.contains("missing")),
+            "{stopped}"
+        );
+        let stopped = next_batch(&store, 7, framing, limits).unwrap_err();
+        assert!(
+            matches!(&stopped, AuditError::Unshippable { seq: 8, why } if why.contains("says it is record 9")),
+            "{stopped}"
+        );
+        // A repository added after a prune (its cursor 0) starts after the pruned point.
+        store.set_meta(store::Meta::PrunedThrough, 4).unwrap();
+        let (_, last, count) = next_batch(&store, 0, framing, limits).unwrap();
+        assert_eq!((last, count), (5, 1));
     }
 
     #[test]
