@@ -13,8 +13,9 @@ pub const MAX_RESPONSE: usize = 64 * 1024;
 /// GET RESPONSE rounds at most: a card answering `61xx` forever must not hang a login.
 const MAX_GET_RESPONSE: usize = 64;
 
-/// A command APDU.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A command APDU. Its `Debug` gives the data's length, not the data: a VERIFY's is the
+/// PIN block.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Command {
     /// Class byte.
     pub cla: u8,
@@ -28,6 +29,19 @@ pub struct Command {
     pub data: Vec<u8>,
     /// Expected response length: `None` for none, `Some(n)` with 1 ≤ n ≤ 65536.
     pub le: Option<usize>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Command")
+            .field("cla", &self.cla)
+            .field("ins", &self.ins)
+            .field("p1", &self.p1)
+            .field("p2", &self.p2)
+            .field("data_len", &self.data.len())
+            .field("le", &self.le)
+            .finish()
+    }
 }
 
 /// A VERIFY's data is the PIN block: every command's data is wiped when it goes.
@@ -183,7 +197,10 @@ impl Response {
 pub fn check_status(sw: u16) -> Result<(), CardError> {
     match sw {
         0x9000 => Ok(()),
-        0x63C0..=0x63CF => Err(CardError::WrongPin {
+        // No try left: the attempt that got this answer blocked the PIN (many IAS cards
+        // say so rather than 6983, which comes on the attempt after).
+        0x63C0 => Err(CardError::PinBlocked),
+        0x63C1..=0x63CF => Err(CardError::WrongPin {
             tries_left: (sw & 0x0F) as u8,
         }),
         0x6983 => Err(CardError::PinBlocked),
@@ -300,6 +317,7 @@ mod tests {
             Err(CardError::WrongPin { tries_left: 2 })
         );
         assert_eq!(check_status(0x6983), Err(CardError::PinBlocked));
+        assert_eq!(check_status(0x63C0), Err(CardError::PinBlocked));
         assert_eq!(
             check_status(0x6982),
             Err(CardError::SecurityStatusNotSatisfied)
@@ -307,6 +325,18 @@ mod tests {
         assert_eq!(check_status(0x6A82), Err(CardError::FileNotFound));
         assert_eq!(check_status(0x9000), Ok(()));
         assert_eq!(check_status(0x6F00), Err(CardError::Status(0x6F00)));
+    }
+
+    #[test]
+    fn a_command_never_prints_its_data() {
+        let verify =
+            Command::new(0x00, 0x20, 0x00, 0x01).with_data(b"4711\xff\xff\xff\xff".to_vec());
+        let printed = format!("{verify:?}");
+        assert!(printed.contains("data_len: 8"), "{printed}");
+        assert!(
+            !printed.contains("52, 55") && !printed.contains("4711"),
+            "{printed}"
+        );
     }
 
     /// Answers from a script, recording what was sent.

@@ -267,12 +267,17 @@ pub fn verify_pin(
     pin: &Pin,
 ) -> Result<(), CardError> {
     let block = profile.pin_block(pin);
-    exchange(
+    match exchange(
         card,
         &Command::new(0x00, 0x20, 0x00, profile.pin_reference).with_data(block.to_vec()),
     )?
     .into_data()
-    .map(drop)
+    {
+        Ok(_) => Ok(()),
+        // To a VERIFY, "verification failed" without a counter is a wrong PIN.
+        Err(CardError::Status(0x6300)) => Err(CardError::WrongPinTriesUnknown),
+        Err(other) => Err(other),
+    }
 }
 
 /// VERIFY with the PIN typed on the reader's own keypad: the PIN never reaches software.
@@ -354,4 +359,37 @@ pub(crate) fn rsa_public_key(certificate_der: &[u8]) -> Result<Vec<u8>, CardErro
         ));
     }
     Ok(spki.subject_public_key.data.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers every command with one status word.
+    struct Answering(u16);
+
+    impl Transport for Answering {
+        fn transmit(&mut self, _apdu: &[u8]) -> Result<Vec<u8>, CardError> {
+            Ok(self.0.to_be_bytes().to_vec())
+        }
+    }
+
+    /// What a card's answer to a VERIFY means for the physician (and the record).
+    #[test]
+    fn verify_answers_map_to_what_happened_to_the_pin() {
+        let profile = CardProfile::default();
+        let pin = Pin::new("1234").unwrap();
+        let verify = |sw| verify_pin(&mut Answering(sw), &profile, &pin);
+        assert_eq!(verify(0x9000), Ok(()));
+        assert_eq!(verify(0x63C2), Err(CardError::WrongPin { tries_left: 2 }));
+        // The attempt that used the last try blocked the card.
+        assert_eq!(verify(0x63C0), Err(CardError::PinBlocked));
+        assert_eq!(verify(0x6983), Err(CardError::PinBlocked));
+        // A card without a counter: a wrong PIN all the same.
+        assert_eq!(verify(0x6300), Err(CardError::WrongPinTriesUnknown));
+        assert_eq!(
+            pin_tries_left(&mut Answering(0x63C0), &profile),
+            Ok(Some(0))
+        );
+    }
 }

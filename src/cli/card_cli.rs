@@ -188,8 +188,12 @@ fn probe_token(
 
 fn probe(reader: &str) -> Result<ExitCode, Failure> {
     let mut card = PcscCard::connect(reader).context("cannot reach the card")?;
-    let der = read_certificate(&mut card, &CardProfile::default())
-        .context("cannot read the card's certificate")?;
+    // In a transaction (the gateway's commands do not interleave with these), and left
+    // without a reset: a reset would end the verified PIN of the physician whose session
+    // the gateway holds on this card.
+    let der = card.in_transaction(|card| read_certificate(card, &CardProfile::default()));
+    card.leave();
+    let der = der.context("cannot read the card's certificate")?;
     print_holder(reader, &der)?;
     Ok(ExitCode::SUCCESS)
 }

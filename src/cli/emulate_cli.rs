@@ -267,7 +267,7 @@ fn emulate(
     let mut backoff = Duration::from_millis(100);
     loop {
         out!("virtual card of {id_nat}: inserting into vpcd port {port}");
-        match vpcd::serve(card, port, delay) {
+        match vpcd::serve(card, port, delay, &mut || out!("card reset by the reader")) {
             Ok(()) => {
                 out!("vpcd closed the connection; reinserting");
                 backoff = Duration::from_millis(100);

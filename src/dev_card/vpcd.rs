@@ -19,8 +19,15 @@ pub(crate) const CPS3_ATR: [u8; 17] = [
 ];
 
 /// Inserts `card` into the vpcd reader listening on `127.0.0.1:port` and serves it until
-/// vpcd closes the connection. Returns how the session ended.
-pub(crate) fn serve(card: &mut EmulatedCard, port: u16, delay: Duration) -> Result<(), CardError> {
+/// vpcd closes the connection. Returns how the session ended. `on_reset` is told of each
+/// reset the reader asks for (a program disconnecting with a reset: what ends every other
+/// connection's verified PIN).
+pub(crate) fn serve(
+    card: &mut EmulatedCard,
+    port: u16,
+    delay: Duration,
+    on_reset: &mut dyn FnMut(),
+) -> Result<(), CardError> {
     let io = |e: std::io::Error| CardError::Transport(format!("vpcd on port {port}: {e}"));
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(io)?;
     // vpcd writes length and body separately with Nagle on: without these every APDU
@@ -40,8 +47,13 @@ pub(crate) fn serve(card: &mut EmulatedCard, port: u16, delay: Duration) -> Resu
         let _ = stream.set_quickack(true);
         stream.read_exact(&mut frame).map_err(io)?;
         let answer = match frame.as_slice() {
-            [0x00] | [0x01] | [0x02] => {
+            [0x00] | [0x01] => {
                 card.power_cycle();
+                continue;
+            }
+            [0x02] => {
+                card.power_cycle();
+                on_reset();
                 continue;
             }
             [0x04] => CPS3_ATR.to_vec(),

@@ -72,7 +72,7 @@ fn readers_are_listed_and_insertion_and_removal_are_seen() {
 #[test]
 fn probe_reads_whose_card_it_is_without_a_pin() {
     let pcscd = Pcscd::start(1);
-    let _card = VirtualCard::insert(
+    let inserted = VirtualCard::insert(
         &pcscd,
         0,
         &[
@@ -85,11 +85,17 @@ fn probe_reads_whose_card_it_is_without_a_pin() {
         ],
     );
     wait_card(&pcscd, READER, true);
+    let resets = |c: &VirtualCard| c.said.all().matches("card reset by the reader").count();
+    let before = resets(&inserted);
     let (code, stdout, stderr) = card(&pcscd, &["probe", "--reader", READER]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("idNat (CN): 810001234567"), "{stdout}");
     assert!(stdout.contains("name:       Paul SAMU"), "{stdout}");
     assert!(stdout.contains("(valid now)"), "{stdout}");
+    // A probe leaves the card as it was: a reset would end the verified PIN of a
+    // physician's session on it. (The emulator says each reset as it happens.)
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(resets(&inserted), before, "{}", inserted.said.all());
 }
 
 #[test]

@@ -164,6 +164,8 @@ pub(crate) struct VirtualCard {
     child: Child,
     /// Its CA (`card-ca.pem`), certificate and CRL (`card-ca.crl`).
     pub dir: PathBuf,
+    /// What the emulator says (its insertions, the resets the reader asked for).
+    pub said: super::Lines,
 }
 
 impl VirtualCard {
@@ -179,7 +181,7 @@ impl VirtualCard {
     /// Inserts the card saved in `dir` by an earlier insertion (same key and certificate).
     pub(crate) fn insert_from(pcscd: &Pcscd, desk: usize, dir: &Path, extra: &[&str]) -> Self {
         let (key, value) = pcscd.env();
-        let child = Command::new(super::BIN)
+        let mut child = Command::new(super::BIN)
             .args([
                 "card",
                 "emulate",
@@ -190,10 +192,14 @@ impl VirtualCard {
             .arg(dir)
             .args(extra)
             .env(key, value)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let said = super::Lines::default();
+        if let Some(out) = child.stdout.take() {
+            said.follow(out);
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         while !dir.join("card-ca.crl").exists() {
             assert!(
@@ -205,6 +211,7 @@ impl VirtualCard {
         Self {
             child,
             dir: dir.to_owned(),
+            said,
         }
     }
 
