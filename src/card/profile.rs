@@ -78,6 +78,42 @@ impl Default for CardProfile {
 }
 
 impl CardProfile {
+    /// What is wrong with this profile, as `(key, problem)` with keys relative to
+    /// `[cards.profile]`; `pinpad` when a desk types PINs on its reader. Checked before
+    /// the service starts: a bad identifier would otherwise fail every card insertion.
+    pub fn problems(&self, pinpad: bool) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let mut note = |key, result: Result<(), CardError>| {
+            if let Err(CardError::Profile(why)) = result {
+                out.push((key, why));
+            }
+        };
+        note("aid", self.aid_bytes().map(drop));
+        note("certificate_file", self.certificate_fid().map(drop));
+        note(
+            "signature_certificate_file",
+            self.signature_certificate_fid().map(drop),
+        );
+        if self.pin_block_length > 64 {
+            out.push((
+                "pin_block_length",
+                format!("{} is over 64 bytes", self.pin_block_length),
+            ));
+        } else if pinpad && !(8..=15).contains(&self.pin_block_length) {
+            // A PIN-pad reader fills a block of fixed size (up to 8 digits, padded): a
+            // shorter block here would make the keypad's VERIFY differ from the keyboard's,
+            // and the card would count a right PIN as wrong.
+            out.push((
+                "pin_block_length",
+                format!(
+                    "{} does not suit a PIN-pad desk: its reader fills a padded block of 8 to 15 bytes",
+                    self.pin_block_length
+                ),
+            ));
+        }
+        out
+    }
+
     /// The AID bytes.
     pub fn aid_bytes(&self) -> Result<Vec<u8>, CardError> {
         decode_hex(&self.aid)

@@ -501,6 +501,54 @@ fn the_crl_schedule_is_bounded() {
     assert!(lines[1].starts_with("cards.trust.crl_max_age_hours: 0 is out of range"));
 }
 
+/// The card profile is checked before the service starts: a typo in an identifier, or a
+/// PIN block a PIN-pad reader cannot fill, would fail every login at every insertion.
+#[test]
+fn the_card_profile_is_checked_before_the_service_starts() {
+    let f = Fixture::new();
+    let problems = |desk_extra: &str, profile: &str| {
+        let text = f.toml(&format!("{TWO_DESKS}{desk_extra}"))
+            + &format!(
+                "\n[cards]\n\n[cards.trust]\nanchors = [\"{0}\"]\ncrls = [\"{0}\"]\n\n[cards.profile]\n{profile}",
+                f.path("ca.pem")
+            );
+        match f.load(&text, &[]) {
+            Ok(_) => Vec::new(),
+            Err(e) => problem_lines(e)
+                .into_iter()
+                .filter(|l| l.starts_with("cards.profile."))
+                .collect(),
+        }
+    };
+    assert!(problems("", "").is_empty(), "{:?}", problems("", ""));
+    let lines = problems(
+        "",
+        "aid = \"zz\"\ncertificate_file = \"D02\"\nsignature_certificate_file = \"D0030\"\n",
+    );
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].starts_with("cards.profile.aid: aid 'zz' is not 5 to 16 hex bytes"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("cards.profile.certificate_file:"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[2].starts_with("cards.profile.signature_certificate_file:"),
+        "{lines:?}"
+    );
+    // No padding suits a keyboard desk, not a PIN-pad one.
+    assert!(problems("", "pin_block_length = 0\n").is_empty());
+    let lines = problems("pin_entry = \"pinpad\"\n", "pin_block_length = 0\n");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("does not suit a PIN-pad desk"),
+        "{lines:?}"
+    );
+    assert!(problems("pin_entry = \"pinpad\"\n", "").is_empty());
+}
+
 /// `configtest` on the PKCS#11 backend: no module, a module file that is missing or does
 /// not load, PKCS#11 settings without the backend; each named by its key.
 #[test]

@@ -192,6 +192,16 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
             720,
         );
         check_pkcs11(config, cards, &mut out);
+        let pinpad = config
+            .desks
+            .iter()
+            .any(|d| d.pin_entry == crate::session::settings::PinEntry::Pinpad);
+        // The PKCS#11 backend finds keys by label and lets the module pad the PIN.
+        if cards.backend == crate::card::backend::BackendKind::Apdu {
+            for (key, why) in cards.profile.problems(pinpad) {
+                out.push(ConfigProblem::new(format!("cards.profile.{key}"), why));
+            }
+        }
     }
     check_log(config, &mut out);
     check_desks(&config.desks, &mut out);
