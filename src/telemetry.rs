@@ -125,7 +125,7 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Prioritised<M> {
 /// Whether stderr is journald's stream: `JOURNAL_STREAM` (`DEVICE:INODE`, set by systemd)
 /// names the very file stderr is. A child that inherited the variable but not the stream
 /// (stderr redirected) does not match.
-fn stderr_is_journal() -> bool {
+pub(crate) fn stderr_is_journal() -> bool {
     std::env::var("JOURNAL_STREAM").is_ok_and(|named| names_stderr(&named))
 }
 

@@ -205,17 +205,24 @@ pub fn main() -> ExitCode {
             };
         }
     };
+    // Under systemd these lines go to the journal, often before logging is set up (a
+    // configuration `serve` refuses): marked as errors, `journalctl -p err` shows them.
+    let error = if crate::telemetry::stderr_is_journal() {
+        "<3>"
+    } else {
+        ""
+    };
     match run(cli) {
         Ok(code) => code,
         Err(Failure::Usage(lines)) => {
             for line in lines {
-                eprintln!("configuration error: {line}");
+                eprintln!("{error}configuration error: {line}");
             }
             ExitCode::from(EXIT_USAGE)
         }
         Err(Failure::Runtime(e)) => {
             tracing::error!(error = format!("{e:#}"), "exiting on failure");
-            eprintln!("error: {e:#}");
+            eprintln!("{error}error: {e:#}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }
@@ -232,7 +239,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::DevUpstream(options) => dev_cli::dev_upstream(options),
         #[cfg(feature = "dev-tools")]
         Command::DevDmp(options) => dev_cli::dev_dmp(options),
-        Command::Serve => serve(Prepared::load(&cli.config)?),
+        Command::Serve => serve(Prepared::load(&cli.config).map_err(serve_refusal)?),
         #[cfg(feature = "dev-tools")]
         Command::Demo {
             dir,
@@ -274,6 +281,26 @@ pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
+}
+
+/// Why `serve` does not start. A revocation list is data a timer refreshes, not
+/// configuration: one that cannot be read at this moment (being rewritten, cut short) is a
+/// failure systemd retries (exit 1), not a configuration it must never restart on (64).
+/// `configtest` still reports it as a problem.
+fn serve_refusal(e: ConfigError) -> Failure {
+    let revocation =
+        |key: &str| key.starts_with("tls.workstation_crls") || key.starts_with("cards.trust.crls");
+    match &e {
+        ConfigError::Invalid(problems)
+            if !problems.is_empty() && problems.iter().all(|p| revocation(&p.key)) =>
+        {
+            Failure::Runtime(anyhow::anyhow!(
+                "a revocation list cannot be used (the service is restarted to try again): {}",
+                e.lines().join("; ")
+            ))
+        }
+        _ => e.into(),
+    }
 }
 
 fn serve(prepared: Prepared) -> Result<ExitCode, Failure> {

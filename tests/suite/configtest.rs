@@ -140,6 +140,37 @@ fn certificate_file_with_garbage() {
     case.refuses(&path, "tls.server_cert:");
 }
 
+/// A revocation list cut short (a refresh job rewriting it in place) is a problem for
+/// `configtest` (64), but for `serve` a failure systemd retries (1): the unit never
+/// restarts on 64, and the list will be whole again in a moment.
+#[test]
+fn a_revocation_list_cut_short_is_retried_by_serve_not_a_configuration_error() {
+    let case = Case::new();
+    let path = case.config("", "");
+    let crl = case.dir.path().join("workstations.crl");
+    std::fs::write(&crl, "-----BEGIN X509 CRL-----\nMIIB\n").unwrap();
+    let anchor = format!("workstation_ca = \"{}\"", case.pki.workstation_ca.display());
+    case.rewrite(
+        &path,
+        &anchor,
+        &format!("{anchor}\nworkstation_crls = [\"{}\"]", crl.display()),
+    );
+    let (code, _, stderr) = run(&path, &["configtest"], &[]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("tls.workstation_crls[0]"), "{stderr}");
+    let (code, _, stderr) = run(&path, &["serve"], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("a revocation list cannot be used")
+            && stderr.contains("tls.workstation_crls[0]"),
+        "{stderr}"
+    );
+    assert!(
+        !case.dir.path().join("state").exists(),
+        "serve created its state before refusing"
+    );
+}
+
 #[test]
 fn duplicate_desk_id() {
     let case = Case::new();

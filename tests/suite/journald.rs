@@ -134,3 +134,35 @@ fn outside_journald_lines_are_plain_json() {
         let _: Value = serde_json::from_str(&line).unwrap();
     }
 }
+
+/// A configuration `serve` refuses is written before logging starts: under journald its
+/// lines are errors all the same, so `journalctl -u samu-gateway -p err` names the problem.
+#[test]
+fn under_journald_a_refused_configuration_is_written_as_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::Pki::new(dir.path());
+    let config = support::write_config(dir.path(), &pki, "", "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[limits]\nper_hour_typo = 3\n")).unwrap();
+    let log = dir.path().join("stderr.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let named = std::fs::metadata(&log).unwrap();
+    let status = Command::new(support::BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("JOURNAL_STREAM", format!("{}:{}", named.dev(), named.ino()))
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(64));
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(!written.is_empty());
+    for line in written.lines() {
+        assert!(line.starts_with("<3>configuration error: "), "{written}");
+    }
+    assert!(written.contains("per_hour_typo"), "{written}");
+}
