@@ -370,6 +370,7 @@ impl Config {
         })?;
         check_toml_syntax(path, &text)?;
         let mut env: std::collections::HashMap<String, String> = env.into_iter().collect();
+        check_env_sections(&text, &env)?;
         // Lists given in the environment are comma-separated; taken out here, as the
         // `config` crate splits lists only when it also turns every number-like string
         // into a number and back ("3.0" into "3", "007" into "7"). Numbers and booleans
@@ -438,6 +439,46 @@ impl Config {
 
 /// Parses the raw text first so that syntax errors name a line and column on one line
 /// (the `config` crate's own message spans several lines with a source excerpt).
+/// Sections whose presence switches a feature on: the file says whether they are there.
+const OPTIONAL_SECTIONS: [&str; 5] = ["cards", "integration", "roster", "upstream", "dmp"];
+
+/// An environment override sets values; it never brings in a section the file lacks
+/// (the `config` crate would build one from a single variable, e.g. a fleet-wide
+/// `SAMU_GATEWAY__ROSTER__GRACE_MINUTES` switching roster enforcement on with no roster).
+fn check_env_sections(
+    text: &str,
+    env: &std::collections::HashMap<String, String>,
+) -> Result<(), ConfigError> {
+    let Ok(file) = text.parse::<toml::Table>() else {
+        return Ok(());
+    };
+    let problems: Vec<ConfigProblem> = OPTIONAL_SECTIONS
+        .iter()
+        .filter(|section| !file.contains_key(**section))
+        .filter_map(|section| {
+            let prefix = format!("{ENV_PREFIX}__{}__", section.to_uppercase());
+            let mut names: Vec<&str> = env
+                .keys()
+                .filter(|name| name.starts_with(&prefix))
+                .map(String::as_str)
+                .collect();
+            names.sort_unstable();
+            let first = names.first()?;
+            Some(ConfigProblem::new(
+                *section,
+                format!(
+                    "{first} sets a key of [{section}], which the file does not have: the environment overrides values and never switches a section on; add [{section}] to the file, or unset the variable"
+                ),
+            ))
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
+}
+
 fn check_toml_syntax(path: &Path, text: &str) -> Result<(), ConfigError> {
     let Err(err) = text.parse::<toml::Table>() else {
         return Ok(());

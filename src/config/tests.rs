@@ -501,6 +501,29 @@ fn the_crl_schedule_is_bounded() {
     assert!(lines[1].starts_with("cards.trust.crl_max_age_hours: 0 is out of range"));
 }
 
+/// An environment variable never switches on a section the file lacks: a fleet-wide
+/// roster setting on a gateway without a roster would refuse every login.
+#[test]
+fn the_environment_never_brings_in_a_section() {
+    let f = Fixture::new();
+    let text = f.toml(TWO_DESKS);
+    let err = f
+        .load(&text, &[("SAMU_GATEWAY__ROSTER__GRACE_MINUTES", "15")])
+        .unwrap_err();
+    let lines = problem_lines(err);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("roster: SAMU_GATEWAY__ROSTER__GRACE_MINUTES sets a key of [roster], which the file does not have"),
+        "{lines:?}"
+    );
+    // A section the file has is overridden as before.
+    let text = f.toml(TWO_DESKS) + "\n[limits]\nper_desk_per_hour = 10\n";
+    let config = f
+        .load(&text, &[("SAMU_GATEWAY__LIMITS__PER_DESK_PER_HOUR", "20")])
+        .unwrap();
+    assert_eq!(config.limits.per_desk_per_hour, 20);
+}
+
 /// The card profile is checked before the service starts: a typo in an identifier, or a
 /// PIN block a PIN-pad reader cannot fill, would fail every login at every insertion.
 #[test]
