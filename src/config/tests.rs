@@ -471,6 +471,28 @@ fn dmp_modes_ask_for_the_structure_certificate_only_when_it_is_used() {
     let indirect = f.toml(TWO_DESKS) + &dmp("INDIRECTE_RENFORCEE");
     let lines = problem_lines(f.load(&indirect, &[]).unwrap_err());
     assert!(structure(&lines), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.starts_with("dmp: ")), "{lines:?}");
+    // A [dmp] section nothing uses: no [upstream], so no record service at all.
+    let unused = f.toml(TWO_DESKS)
+        + &dmp("INDIRECTE_RENFORCEE").replace("\n[upstream]\nprotocol = \"dmp\"\n", "");
+    let lines = problem_lines(f.load(&unused, &[]).unwrap_err());
+    assert!(
+        lines.iter().any(|l| l
+            .starts_with("dmp: a [dmp] section is used only with [upstream] protocol = \"dmp\"")),
+        "{lines:?}"
+    );
+}
+
+/// A threshold of 0 patients per hour would page the compliance team at every access.
+#[test]
+fn the_many_patients_alert_needs_a_threshold() {
+    let f = Fixture::new();
+    let text = f.toml(TWO_DESKS) + "\n[compliance]\nmax_patients_per_hour = 0\n";
+    let lines = problem_lines(f.load(&text, &[]).unwrap_err());
+    assert_eq!(
+        lines,
+        ["compliance.max_patients_per_hour: 0 would raise an alert at every access: at least 1"]
+    );
 }
 
 /// The CRL schedule is bounded: a refresh period whose reload arithmetic would overflow

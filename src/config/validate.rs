@@ -71,6 +71,25 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
         Some(upstream) => check_upstream(upstream, &mut out),
         None => {}
     }
+    // A [dmp] section nothing would use: the gateway would run against no record service,
+    // or against another protocol's, while its operator believes it speaks to the DMP.
+    if config.dmp.is_some()
+        && !config
+            .upstream
+            .as_ref()
+            .is_some_and(|u| u.protocol == crate::upstream::Protocol::Dmp)
+    {
+        out.push(ConfigProblem::new(
+            "dmp",
+            "a [dmp] section is used only with [upstream] protocol = \"dmp\": add that, or remove [dmp]",
+        ));
+    }
+    if config.compliance.max_patients_per_hour == 0 {
+        out.push(ConfigProblem::new(
+            "compliance.max_patients_per_hour",
+            "0 would raise an alert at every access: at least 1",
+        ));
+    }
     if let Some(dmp) = &config.dmp {
         out.extend(dmp.problems());
         check_readable_file(&mut out, "dmp.server_ca", &dmp.server_ca);
