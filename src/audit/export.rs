@@ -102,6 +102,13 @@ impl FilterSpec {
         {
             return Err(("outcome", "is success, refused or failed".into()));
         }
+        // An INS is 15 letters and digits (Corsica's 2A/2B): nothing else is one, and what
+        // an officer looks up is named on the record of their search.
+        if let Some(ins) = &self.patient
+            && !(ins.len() == 15 && ins.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            return Err(("patient", "is not an INS (15 characters)".into()));
+        }
         Ok(Filter {
             since_ms: time("since", &self.since)?,
             until_ms: time("until", &self.until)?,

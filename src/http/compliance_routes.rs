@@ -81,7 +81,7 @@ pub(super) async fn pending(
 ) -> Result<Json<PendingAnswer>, ApiError> {
     let accesses = read_trail(&state, review::pending).await?;
     let detail = format!("pending accesses={}", accesses.len());
-    record_use(&state, &officer, detail, None).await?;
+    record_use(&state, &officer, detail, LookedUp::default()).await?;
     Ok(Json(PendingAnswer { accesses }))
 }
 
@@ -199,7 +199,7 @@ pub(super) async fn report(
     })
     .await?;
     let detail = format!("report since={since} flags={}", flags.len());
-    record_use(&state, &officer, detail, None).await?;
+    record_use(&state, &officer, detail, LookedUp::default()).await?;
     Ok(Json(ReportAnswer { flags }))
 }
 
@@ -423,7 +423,11 @@ pub(super) async fn access_trail(
         .records
         .iter()
         .find_map(|r| r.record.event.patient.clone());
-    record_use(&state, &officer, format!("trail of {seq}"), patient).await?;
+    let looked_up = LookedUp {
+        patient,
+        candidates: Vec::new(),
+    };
+    record_use(&state, &officer, format!("trail of {seq}"), looked_up).await?;
     Ok(Json(trail))
 }
 
@@ -455,21 +459,48 @@ async fn read_trail<T: Send + 'static>(
     })
 }
 
+/// Whom an officer's use of the trail concerned, for its record.
+#[derive(Default)]
+struct LookedUp {
+    /// The patient, as the trail names them.
+    patient: Option<PatientRef>,
+    /// An INS the trail does not know, under each OID an INS may have (the filter gives the
+    /// number only): a probe for someone never handled is recorded as surely as a hit.
+    candidates: Vec<PatientRef>,
+}
+
 /// The patient an officer looked up by INS, as the matching records name it.
 fn looked_up<'a>(
     filter: &Filter,
     mut records: impl Iterator<Item = &'a crate::audit::Record>,
-) -> Option<PatientRef> {
-    let ins = filter.patient.as_deref()?;
+) -> LookedUp {
+    let Some(ins) = filter.patient.as_deref() else {
+        return LookedUp::default();
+    };
     // Where the filter matched it: the record's patient, or among a search's candidates.
-    records.find_map(|r| {
+    let patient = records.find_map(|r| {
         r.event
             .patient
             .iter()
             .chain(&r.event.candidates)
             .find(|p| p.ins == ins)
             .cloned()
-    })
+    });
+    let candidates = if patient.is_some() {
+        Vec::new()
+    } else {
+        crate::patient::INS_OIDS
+            .iter()
+            .map(|oid| PatientRef {
+                ins: ins.to_owned(),
+                oid: (*oid).to_owned(),
+            })
+            .collect()
+    };
+    LookedUp {
+        patient,
+        candidates,
+    }
 }
 
 /// Records that `officer` read the trail; the answer waits for it.
@@ -477,11 +508,12 @@ async fn record_use(
     state: &AppState,
     officer: &Officer,
     detail: String,
-    patient: Option<PatientRef>,
+    looked_up: LookedUp,
 ) -> Result<(), ApiError> {
     let event = Event {
         actor: Some(officer.actor()),
-        patient,
+        patient: looked_up.patient,
+        candidates: looked_up.candidates,
         detail: Some(detail),
         ..Event::new(EventKind::AuditLogUsed, Outcome::Success)
     };

@@ -337,6 +337,36 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
     }
     let unknown = post(&officer, "/api/v1/compliance/search", json!({"filtre": {}})).await;
     assert!(unknown.status().is_client_error());
+    let not_an_ins = json!({"filter": {"patient": "x".repeat(5000)}});
+    let response = post(&officer, "/api/v1/compliance/search", not_an_ins).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // An INS the trail does not know: nothing found, and the search's record names the
+    // INS looked up all the same (a probe for someone never handled leaves its trace),
+    // so a later search for it finds that record.
+    let never = json!({"filter": {"patient": "185057800608436"}});
+    let page: Value = post(&officer, "/api/v1/compliance/search", never.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["records"].as_array().unwrap().len(), 0, "{page}");
+    let page: Value = post(&officer, "/api/v1/compliance/search", never)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let found = page["records"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{page}");
+    assert_eq!(found[0]["record"]["kind"], "audit_log_used");
+    assert!(
+        found[0]["record"]["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["ins"] == "185057800608436" && c["oid"] == "1.2.250.1.213.1.4.8"),
+        "{page}"
+    );
 
     // An access's trail: the login that opened the session, start, read, stop, decision;
     // not the other access's records, nor a later read of the same patient.
@@ -431,6 +461,8 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
             "search filters=patient,after results=2",
             "search filters=patient,after results=2",
             "search filters=desk,kind results=2",
+            "search filters=patient results=0",
+            "search filters=patient results=1",
             "trail of 2",
             "export format=jsonl filters=none",
             "export format=csv filters=kind",
@@ -440,16 +472,19 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
     );
     assert!(uses.iter().all(|u| u["actor"]["name"] == "poste-x"));
     assert_eq!(uses[0]["patient"]["ins"], "269054958815781");
-    assert_eq!(uses[4]["patient"]["ins"], "269054958815781");
+    // "trail of 2" names the access's patient.
+    assert_eq!(uses[6]["patient"]["ins"], "269054958815781");
     assert!(uses[3].get("patient").is_none());
+    // The INS nobody on the trail has: named among the search's candidates, no patient.
+    assert!(uses[4].get("patient").is_none());
+    assert_eq!(uses[4]["candidates"][0]["ins"], "185057800608436");
 
     // The officer's reads (a patient looked up by INS, exports) left no INS in the logs.
     let logs = gateway.stderr.all();
     assert!(logs.contains("compliance"), "the requests were logged");
-    assert!(
-        !logs.contains("269054958815781"),
-        "an INS leaked into the logs"
-    );
+    for ins in ["269054958815781", "185057800608436"] {
+        assert!(!logs.contains(ins), "an INS leaked into the logs");
+    }
 }
 
 /// An officer who looks a patient up finds them also among a search's candidates (a
