@@ -175,15 +175,22 @@ pub fn visit(
     mut f: impl FnMut(Selected) -> ControlFlow<()>,
 ) -> Result<u64, AuditError> {
     let mut examined = 0u64;
-    let mut keep = |bytes: &[u8]| -> ControlFlow<()> {
+    let mut damaged = None;
+    let mut keep = |seq: u64, bytes: &[u8]| -> ControlFlow<()> {
         examined += 1;
-        match serde_json::from_slice::<Record>(bytes) {
+        match super::event::read_record(seq, bytes) {
             Ok(record) if matches(filter, &record) => f(Selected {
                 bytes: bytes.to_vec(),
                 hash: hex(&chain::hash(bytes)),
                 record,
             }),
-            _ => ControlFlow::Continue(()),
+            Ok(_) => ControlFlow::Continue(()),
+            // Whether it matches cannot be told: an export or a search going on without it
+            // would look whole.
+            Err(e) => {
+                damaged = Some(e);
+                ControlFlow::Break(())
+            }
         }
     };
     let from = filter.after_seq.map_or(0, |a| a.saturating_add(1));
@@ -191,15 +198,15 @@ pub fn visit(
         Some(seqs) => {
             for seq in seqs.range(from..) {
                 if let Some(bytes) = store::record(txn, *seq)?
-                    && keep(&bytes).is_break()
+                    && keep(*seq, &bytes).is_break()
                 {
                     break;
                 }
             }
         }
-        None => store::for_each_record(txn, from, |_, bytes| keep(bytes))?,
+        None => store::for_each_record(txn, from, &mut keep)?,
     }
-    Ok(examined)
+    damaged.map_or(Ok(examined), Err)
 }
 
 /// The intersection of what the indexed filters allow, or `None` when none applies.

@@ -114,6 +114,17 @@ pub enum AuditError {
         /// Why (never its content).
         why: String,
     },
+    /// A stored record does not read: a read of the trail that meets it stops there rather
+    /// than leave it out (an export with a silent hole, a review queue missing an access).
+    #[error(
+        "audit record {seq} {why}; this read stops before it (`samu-gateway audit verify` names the damage)"
+    )]
+    Damaged {
+        /// Its sequence number.
+        seq: u64,
+        /// Why (never its content).
+        why: String,
+    },
     /// The record could not be serialized or exceeds the size limit: it is not written.
     #[error("audit record refused: {0}")]
     Serialize(String),

@@ -85,14 +85,23 @@ pub fn report(
         .map_err(ReportError::CallIdPattern)?;
     let txn = store.snapshot()?;
     let mut scan = Scan::default();
-    store::for_each_record(&txn, 0, |_, bytes| {
-        if let Ok(record) = serde_json::from_slice::<Record>(bytes)
-            && let Some(at) = crate::clock::parse_time(&record.time)
-        {
+    let mut damaged = None;
+    store::for_each_record(&txn, 0, |seq, bytes| {
+        let record = match super::event::read_record(seq, bytes) {
+            Ok(record) => record,
+            Err(e) => {
+                damaged = Some(e);
+                return ControlFlow::Break(());
+            }
+        };
+        if let Some(at) = crate::clock::parse_time(&record.time) {
             scan.visit(&record, at, since_ms, pattern.as_ref(), shifts);
         }
         ControlFlow::Continue(())
     })?;
+    if let Some(e) = damaged {
+        return Err(e.into());
+    }
     Ok(scan.flags(thresholds))
 }
 

@@ -69,9 +69,15 @@ pub fn pending(store: &impl ReadStore) -> Result<Vec<BreakGlassAccess>, AuditErr
     let txn = store.snapshot()?;
     let mut started: Vec<BreakGlassAccess> = Vec::new();
     let mut decisions: HashMap<u64, Decision> = HashMap::new();
-    store::for_each_record(&txn, 0, |_, bytes| {
-        let Ok(record) = serde_json::from_slice::<Record>(bytes) else {
-            return ControlFlow::Continue(());
+    let mut damaged = None;
+    store::for_each_record(&txn, 0, |seq, bytes| {
+        // One left out could be an access never reviewed.
+        let record = match super::event::read_record(seq, bytes) {
+            Ok(record) => record,
+            Err(e) => {
+                damaged = Some(e);
+                return ControlFlow::Break(());
+            }
         };
         let event = &record.event;
         match (event.kind, &event.outcome) {
@@ -87,6 +93,9 @@ pub fn pending(store: &impl ReadStore) -> Result<Vec<BreakGlassAccess>, AuditErr
         }
         ControlFlow::Continue(())
     })?;
+    if let Some(e) = damaged {
+        return Err(e);
+    }
     Ok(started
         .into_iter()
         .map(|mut access| {
@@ -162,9 +171,7 @@ pub fn trail(store: &impl ReadStore, seq: u64) -> Result<Option<AccessTrail>, Au
     let Some(bytes) = store::record(&txn, seq)? else {
         return Ok(None);
     };
-    let Ok(start) = serde_json::from_slice::<Record>(&bytes) else {
-        return Ok(None);
-    };
+    let start = super::event::read_record(seq, &bytes)?;
     if start.event.kind != EventKind::BreakGlassStarted || start.event.outcome != Outcome::Success {
         return Ok(None);
     }
@@ -172,9 +179,14 @@ pub fn trail(store: &impl ReadStore, seq: u64) -> Result<Option<AccessTrail>, Au
     let mut records: Vec<TrailRecord> = session_login(&txn, &start)?.into_iter().collect();
     records.push(TrailRecord::new(seq, &bytes, start.clone()));
     let mut open = true;
+    let mut damaged = None;
     store::for_each_record(&txn, seq + 1, |at, bytes| {
-        let Ok(record) = serde_json::from_slice::<Record>(bytes) else {
-            return ControlFlow::Continue(());
+        let record = match super::event::read_record(at, bytes) {
+            Ok(record) => record,
+            Err(e) => {
+                damaged = Some(e);
+                return ControlFlow::Break(());
+            }
         };
         let event = &record.event;
         let belongs = match event.kind {
@@ -199,6 +211,9 @@ pub fn trail(store: &impl ReadStore, seq: u64) -> Result<Option<AccessTrail>, Au
         }
         ControlFlow::Continue(())
     })?;
+    if let Some(e) = damaged {
+        return Err(e);
+    }
     Ok(Some(AccessTrail { access, records }))
 }
 

@@ -455,7 +455,18 @@ async fn read_trail<T: Send + 'static>(
     .map_err(|_| audit_unavailable())?
     .map_err(|e| {
         tracing::error!(error = %e, "cannot read the trail for compliance");
-        audit_unavailable()
+        match e {
+            // Said as such: an incident for the centre, not a moment's unavailability.
+            AuditError::Damaged { seq, .. } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "trail_damaged",
+                format!("audit record {seq} does not read; run samu-gateway audit verify"),
+                format!(
+                    "Le journal d'audit contient un enregistrement illisible (n° {seq}) : la lecture s'arrête avant lui. Prévenez l'informatique du centre (audit verify)."
+                ),
+            ),
+            _ => audit_unavailable(),
+        }
     })
 }
 

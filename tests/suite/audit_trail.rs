@@ -707,6 +707,33 @@ fn a_store_created_again_never_reuses_a_record_identity() {
     }
 }
 
+/// A damaged record stops every read of the trail that meets it, naming it, instead of
+/// being left out: an export with a silent hole (whose verification would then blame a
+/// deletion), a review queue missing an access.
+#[test]
+fn a_damaged_record_stops_exports_and_reviews_instead_of_being_left_out() {
+    let trail = Trail::new(8, 100);
+    let damaged = trail.tampered(|records, _| {
+        records.insert(5, b"{\"v\":1,\"seq\":5,".to_vec());
+    });
+    let reader = AuditReader::open(&damaged).unwrap();
+    let mut out = Vec::new();
+    let err = export::export(
+        &reader.snapshot().unwrap(),
+        &Filter::default(),
+        export::Format::Jsonl,
+        &mut out,
+    )
+    .unwrap_err();
+    assert!(matches!(err, AuditError::Damaged { seq: 5, .. }), "{err}");
+    assert!(err.to_string().contains("audit verify"), "{err}");
+    let err = samu_gateway::audit::review::pending(&reader).unwrap_err();
+    assert!(matches!(err, AuditError::Damaged { seq: 5, .. }), "{err}");
+    // A read that stops before it is unaffected.
+    let first = export::select(&reader.snapshot().unwrap(), &Filter::default(), Some(4)).unwrap();
+    assert_eq!(first.records.len(), 4);
+}
+
 #[test]
 fn oversized_record_is_refused_and_uses_no_sequence_number() {
     let trail = Trail::new(3, 100);
