@@ -13,9 +13,9 @@
   const state = {
     desk: null, grant: null, countdown: null, formReady: false, pinpadFor: null, cleared: 0,
     case: null, caseSearched: false,
-    // following: the desk's event stream is open and has told the desk's state (data is
-    // shown only while it is); onFollowing: who waits for it; accessOnItsWay: an access
-    // was asked for and its answer has not come.
+    // following: the desk's event stream is open and has told the desk's state (a summary
+    // or a case is shown only while it is; both leave when it breaks); onFollowing: who
+    // waits for it; accessOnItsWay: an access was asked for and its answer has not come.
     following: false, onFollowing: [], accessOnItsWay: false,
     // deskAsked: how many times the desk was asked for (the last answer asked wins).
     deskAsked: 0,
@@ -292,9 +292,12 @@
   }
 
   async function loadCase() {
+    // Without the event stream a pulled card would leave the case's patients on screen:
+    // the case waits for it (its first event loads it).
+    if (!state.following) return;
     const asked = state.cleared;
     const answer = await api('GET', '/api/v1/case');
-    if (asked !== state.cleared || answer.status !== 200 || state.case) return;
+    if (asked !== state.cleared || !state.following || answer.status !== 200 || state.case) return;
     // An answer older than the sending the desk's events last announced (a corrected case
     // overtook it): asked again, never shown.
     if (state.caseVersion !== undefined && answer.data.version < state.caseVersion) {
@@ -483,14 +486,16 @@
       access_mode: document.querySelector('input[name="mode"]:checked').value,
     });
     state.accessOnItsWay = false;
-    submit.disabled = false;
-    submit.textContent = 'Afficher la synthèse';
-    $('ins').readOnly = false;
     // A summary is shown only while the event stream would tell of a pulled card: if it
     // is not back within a few seconds, the summary is not shown and its grant is ended.
     // Once back, its first event has said whether the session is still the one the
-    // access was asked under (if not, the page was cleared: below).
-    if (answer.status === 201 && asked === state.cleared && !(await following(5000))) {
+    // access was asked under (if not, the page was cleared: below). The form stays
+    // locked meanwhile: a second Enter would be a second access.
+    const unfollowed = answer.status === 201 && asked === state.cleared && !(await following(5000));
+    submit.disabled = false;
+    submit.textContent = 'Afficher la synthèse';
+    $('ins').readOnly = false;
+    if (unfollowed) {
       await api('DELETE', '/api/v1/grants/' + encodeURIComponent(answer.data.grant.id));
       message('Liaison avec le serveur interrompue : la demande a été abandonnée par sécurité. Recommencez-la.');
       return;
@@ -518,6 +523,8 @@
 
   // `ins`: the identifier the access asked for, shown with whom the document names.
   function showSummary(delivered, ins) {
+    // Never two countdowns: the one of a summary shown before goes with it.
+    if (state.countdown) clearInterval(state.countdown);
     // warned: the minute-left notice was said (never for a grant that opens with less).
     state.grant = {
       id: delivered.grant.id,
@@ -1016,6 +1023,7 @@
   // Waits before opening the stream again, after the browser gave up on it: doubles from
   // one second up to fifteen, back to one once it opens.
   let reopenDelay = 1000;
+  const LINK_DOWN = 'Liaison avec le serveur interrompue : reconnexion en cours. Aucune donnée patient ne s\u2019affiche d\u2019ici là.';
 
   function follow() {
     const events = new EventSource('/api/v1/desk/events');
@@ -1026,14 +1034,24 @@
     // its way is dropped too (its answer would be shown with nothing to hide it).
     events.addEventListener('error', () => {
       state.following = false;
+      // Written as it appears, so that screen readers announce it.
+      $('link-state').textContent = LINK_DOWN;
       $('link-state').hidden = false;
       if (state.grant) {
         clearPatientData();
         show('patient');
         message('Liaison avec le serveur interrompue : la synthèse a été masquée par sécurité. Recommencez la demande.');
-      } else if (state.accessOnItsWay) {
-        state.cleared += 1;
-        message('Liaison avec le serveur interrompue : la demande a été abandonnée par sécurité. Recommencez-la.');
+      } else {
+        // The case's patients and a search's candidates are patient data too; the case
+        // comes back with the stream.
+        if (state.accessOnItsWay) {
+          message('Liaison avec le serveur interrompue : la demande a été abandonnée par sécurité. Recommencez-la.');
+        }
+        if (state.accessOnItsWay || state.case || $('candidates').childElementCount) {
+          state.cleared += 1;
+          clearCase();
+          $('candidates').replaceChildren();
+        }
       }
       // The browser reconnects on its own after a network error, and the first event then
       // restores the desk's state. After an answer other than 200 (a gateway stopping or
@@ -1065,6 +1083,7 @@
       if (!state.following) {
         state.following = true;
         $('link-state').hidden = true;
+        $('link-state').textContent = '';
         for (const waiting of state.onFollowing.splice(0)) waiting();
       }
       refreshDesk();

@@ -173,7 +173,8 @@
       setTimeout(() => URL.revokeObjectURL(link.href), 10000);
       message('');
     } catch (_) {
-      message('Serveur injoignable.');
+      // Also when the file was cut short: a damaged record stops an export under way.
+      message('Export interrompu ou serveur injoignable : aucun fichier enregistré. Si cela se reproduit, prévenez l\u2019informatique du centre (journal d\u2019audit).');
     } finally {
       button.disabled = false;
     }
