@@ -253,11 +253,17 @@ fn log_alerts(alerts: &[Event]) {
 
 /// Feeds the last hour into `watch`; returns the head and the alerts it raises that are
 /// not on the trail yet.
+///
+/// Whether a record crossed a threshold depends on the hour before it, so the hour before
+/// the last one is fed first, raising nothing: each record of the last hour then meets the
+/// window it met when it was written, and an alert raised then (on the trail) is known by
+/// the same record, not raised again one record later.
 fn replay(store: &AuditStore, watch: &mut Watch) -> Result<(u64, Vec<Event>), AuditError> {
     let txn = store.snapshot()?;
     let head = store::meta(&txn, store::Meta::HeadSeq)?.unwrap_or(0);
     let now = crate::clock::now().1;
-    let recent = store::time_range(&txn, now.saturating_sub(HOUR_MS), u64::MAX)?;
+    let since = now.saturating_sub(HOUR_MS);
+    let recent = store::time_range(&txn, since.saturating_sub(HOUR_MS), u64::MAX)?;
     let mut raised: Vec<Event> = Vec::new();
     let mut recorded: HashSet<(AlertKind, u64)> = HashSet::new();
     for seq in recent.into_iter().filter(|s| *s <= head) {
@@ -270,7 +276,10 @@ fn replay(store: &AuditStore, watch: &mut Watch) -> Result<(u64, Vec<Event>), Au
             recorded.extend(key(alert));
         }
         if let Some(at) = crate::clock::parse_time(&record.time) {
-            raised.extend(watch.observe(&record, at));
+            let alerts = watch.observe(&record, at);
+            if at >= since {
+                raised.extend(alerts);
+            }
         }
     }
     raised.retain(|e| {
@@ -453,6 +462,52 @@ mod tests {
                 (a.kind, a.records)
             })
             .collect()
+    }
+
+    /// A restart within the hour of an alert: the replay meets the crossing at the record
+    /// it was raised on (on the trail), not one record later as a new alert. Before, the
+    /// replay began an hour back, lost the first patient, and paged again.
+    #[test]
+    fn a_restart_raises_no_alert_the_trail_already_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.redb")).unwrap();
+        let minute = 60_000;
+        let t0 = crate::clock::now().1 - 64 * minute;
+        let at = |ms: u64| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap()
+        };
+        let mut live = Watch::new(&thresholds(2, 3), None);
+        let mut records = Vec::new();
+        for (seq, patient, offset) in [(1, 1, 0), (2, 2, 5), (3, 3, 10)] {
+            let mut r = start(seq, "A", patient);
+            r.time = crate::clock::format_time(at(t0 + offset * minute)).0;
+            records.push((r, t0 + offset * minute));
+        }
+        let alerts: Vec<Event> = records
+            .iter()
+            .flat_map(|(r, ms)| live.observe(r, *ms))
+            .collect();
+        assert_eq!(kinds(&alerts), [(AlertKind::ManyPatients, vec![1, 2, 3])]);
+        let mut alert = record(4, alerts[0].clone());
+        alert.time = crate::clock::format_time(at(t0 + 10 * minute)).0;
+        records.push((alert, t0 + 10 * minute));
+        let mut fourth = start(5, "A", 4);
+        fourth.time = crate::clock::format_time(at(t0 + 20 * minute)).0;
+        records.push((fourth, t0 + 20 * minute));
+        let stored: Vec<store::NewRecord> = records
+            .iter()
+            .map(|(r, ms)| store::NewRecord {
+                seq: r.seq,
+                bytes: serde_json::to_vec(r).unwrap(),
+                time_ms: *ms,
+                keys: Vec::new(),
+            })
+            .collect();
+        store.commit(&stored, &[]).unwrap();
+        let mut restarted = Watch::new(&thresholds(2, 3), None);
+        let (head, raised) = replay(&store, &mut restarted).unwrap();
+        assert_eq!(head, 5);
+        assert!(raised.is_empty(), "raised again: {:?}", kinds(&raised));
     }
 
     #[test]
