@@ -199,6 +199,13 @@ pub async fn run(
 ) -> Result<Drain, ServiceError> {
     let limits = prepared.limits();
     let addr = prepared.listen;
+    // Said when the lists were read, but before logging started: said again now.
+    if let Some(policy) = prepared.tls.stale_crls() {
+        tracing::error!(
+            ?policy,
+            "a workstation CRL is past its next update: publish a fresh one"
+        );
+    }
     let stores = Arc::new(Stores::open(&prepared.config.storage.state_dir)?);
     tracing::info!(state_dir = %stores.dir().display(), "stores open");
     match stores.cache.start_run() {
@@ -293,6 +300,7 @@ pub async fn run(
             receivers: prepared.receivers.clone(),
             ship_alert_seconds: prepared.config.audit.ship_alert_seconds,
             thresholds: prepared.config.compliance.thresholds(),
+            tls: Some(prepared.tls.clone()),
         },
     );
     let app = api::router(state.clone());

@@ -48,6 +48,8 @@ pub(crate) struct Oversight {
     pub ship_alert_seconds: u64,
     /// The anomaly report's thresholds.
     pub thresholds: crate::audit::report::Thresholds,
+    /// The listener's TLS, whose workstation CRLs readiness watches.
+    pub tls: Option<tls::ServerTls>,
 }
 
 /// What serves the desks: card login, break-glass access and the cases the regulation
@@ -80,6 +82,7 @@ struct Shared {
     receivers: Vec<Arc<crate::audit::ship::Receiver>>,
     ship_alert_seconds: u64,
     thresholds: crate::audit::report::Thresholds,
+    tls: Option<tls::ServerTls>,
     draining: AtomicBool,
     drain_started: tokio::sync::Notify,
     csrf: csrf::Csrf,
@@ -114,6 +117,7 @@ impl AppState {
             receivers: oversight.receivers,
             ship_alert_seconds: oversight.ship_alert_seconds,
             thresholds: oversight.thresholds,
+            tls: oversight.tls,
             draining: AtomicBool::new(false),
             drain_started: tokio::sync::Notify::new(),
             csrf: csrf::Csrf::new(),
@@ -134,6 +138,19 @@ impl AppState {
     /// The anomaly report's thresholds.
     pub(crate) fn thresholds(&self) -> &crate::audit::report::Thresholds {
         &self.0.thresholds
+    }
+
+    /// Whether a workstation CRL in force is past its next update, and the policy for it.
+    pub(crate) fn stale_workstation_crls(&self) -> Option<crate::card::trust::StaleCrlPolicy> {
+        self.0.tls.as_ref().and_then(tls::ServerTls::stale_crls)
+    }
+
+    /// Whether workstation CRLs are configured (readiness then reports on them).
+    pub(crate) fn checks_workstation_crls(&self) -> bool {
+        self.0
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.crl_refresh().is_some())
     }
 
     /// Whether audit repositories are configured.

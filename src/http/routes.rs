@@ -79,9 +79,11 @@ pub(super) async fn healthz() -> Json<Alive> {
 /// Readiness answer.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(super) struct Readiness {
-    /// `ready`, `degraded` (serving; audit shipping lags), `not_ready` or `shutting_down`.
+    /// `ready`, `degraded` (serving; audit shipping lags, or a stale workstation CRL is
+    /// accepted), `not_ready` or `shutting_down`.
     pub status: &'static str,
-    /// Each check and its result (`ok`, `failed`, or `degraded` for audit shipping).
+    /// Each check and its result (`ok`, `failed`, or `degraded` for audit shipping and a
+    /// stale workstation CRL accepted; a stale one refused is `failed`).
     pub checks: Vec<Check>,
     /// Each audit repository: what it has not confirmed yet.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -113,8 +115,10 @@ pub(super) struct Check {
 }
 
 /// Readiness: configuration loaded, both stores answering, pcscd reachable (when card login
-/// is configured); 503 while shutting down. `degraded` (still 200) when an audit receiver's
-/// oldest unshipped record is older than `audit.ship_alert_seconds`.
+/// is configured), no workstation CRL past its next update under `refuse` (every desk would
+/// be refused); 503 while shutting down. `degraded` (still 200) when an audit receiver's
+/// oldest unshipped record is older than `audit.ship_alert_seconds`, or a stale workstation
+/// CRL is accepted (`accept_and_flag`).
 /// On the public listener it needs a workstation certificate; on the management listener,
 /// nothing.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
@@ -156,6 +160,26 @@ pub(super) async fn readyz(
             status: verdict(up),
         });
     }
+    // A stale workstation CRL under `refuse` fails every desk's handshake while the
+    // process itself is fine: readiness is where monitoring sees it.
+    let stale_crls = state.stale_workstation_crls();
+    if let Some(policy) = stale_crls {
+        tracing::error!(
+            ?policy,
+            "readiness: a workstation CRL is past its next update: publish a fresh one"
+        );
+    }
+    let crls_refuse = stale_crls == Some(crate::card::trust::StaleCrlPolicy::Refuse);
+    if state.checks_workstation_crls() {
+        checks.push(Check {
+            name: "workstation_crls",
+            status: match stale_crls {
+                None => "ok",
+                Some(crate::card::trust::StaleCrlPolicy::Refuse) => "failed",
+                Some(crate::card::trust::StaleCrlPolicy::AcceptAndFlag) => "degraded",
+            },
+        });
+    }
     // A shipping backlog does not stop the service (records wait on disk) but must be seen.
     let lagging = state.lagging_receivers();
     if !lagging.is_empty() {
@@ -169,8 +193,8 @@ pub(super) async fn readyz(
     }
     let status = if state.is_draining() {
         "shutting_down"
-    } else if audit.is_ok() && cache.is_ok() && readers != Some(false) {
-        if lagging.is_empty() {
+    } else if audit.is_ok() && cache.is_ok() && readers != Some(false) && !crls_refuse {
+        if lagging.is_empty() && stale_crls.is_none() {
             "ready"
         } else {
             "degraded"

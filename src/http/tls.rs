@@ -3,6 +3,7 @@
 //! `/healthz` works without one; the desk extractor refuses API calls that lack one).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustls::RootCertStore;
@@ -24,6 +25,8 @@ pub struct ServerTls {
     /// The leaf certificate, pinned by the local health probe.
     pub leaf: CertificateDer<'static>,
     material: Arc<Material>,
+    /// A workstation CRL in force is past its next update (as of its last reading).
+    stale: Arc<AtomicBool>,
 }
 
 /// What the configuration is rebuilt from.
@@ -69,12 +72,22 @@ impl ServerTls {
             stale: cfg.workstation_stale_crl,
             refresh: std::time::Duration::from_secs(cfg.workstation_crl_refresh_secs.max(1)),
         };
-        let config = material.build().map_err(|p| vec![p])?;
+        let (config, stale) = material.build().map_err(|p| vec![p])?;
         Ok(Self {
             current: Arc::new(RwLock::new(config)),
             leaf,
             material: Arc::new(material),
+            stale: Arc::new(AtomicBool::new(stale)),
         })
+    }
+
+    /// Whether a workstation CRL in force is past its next update, and if so what the
+    /// policy does with it (`Refuse`: every desk's handshake fails until a fresh list is
+    /// published).
+    pub fn stale_crls(&self) -> Option<StaleCrlPolicy> {
+        self.stale
+            .load(Ordering::Relaxed)
+            .then_some(self.material.stale)
     }
 
     /// The configuration for a handshake starting now.
@@ -93,7 +106,8 @@ impl ServerTls {
 
     /// Rereads the workstation CRLs; on failure the lists in force stay.
     pub fn reload_crls(&self) -> Result<(), ConfigProblem> {
-        let fresh = self.material.build()?;
+        let (fresh, stale) = self.material.build()?;
+        self.stale.store(stale, Ordering::Relaxed);
         *self
             .current
             .write()
@@ -103,7 +117,8 @@ impl ServerTls {
 }
 
 impl Material {
-    fn build(&self) -> Result<Arc<rustls::ServerConfig>, ConfigProblem> {
+    /// The configuration, and whether a CRL in it is past its next update.
+    fn build(&self) -> Result<(Arc<rustls::ServerConfig>, bool), ConfigProblem> {
         build_server_config(
             self.chain.clone(),
             self.key.clone_key(),
@@ -148,11 +163,13 @@ fn build_server_config(
     roots: RootCertStore,
     crl_paths: &[std::path::PathBuf],
     policy: StaleCrlPolicy,
-) -> Result<Arc<rustls::ServerConfig>, ConfigProblem> {
+) -> Result<(Arc<rustls::ServerConfig>, bool), ConfigProblem> {
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .allow_unauthenticated();
+    let mut any_stale = false;
     if !crl_paths.is_empty() {
         let (crls, stale) = load_crls(crl_paths)?;
+        any_stale = stale;
         if stale {
             tracing::error!(
                 policy = ?policy,
@@ -184,7 +201,7 @@ fn build_server_config(
             )
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), any_stale))
 }
 
 fn load_key(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<PrivateKeyDer<'static>> {

@@ -342,8 +342,17 @@ async fn reload_crls(trust: Arc<CardTrust>) {
     interval.tick().await;
     loop {
         interval.tick().await;
-        if let Err(e) = trust.reload_crls() {
-            tracing::error!(error = %e, "CRL reload failed; the previous CRLs stay in force");
+        // Files read and parsed twice (the IGC-Santé's lists run to megabytes): off the
+        // async workers, which serve the desks meanwhile.
+        let reloading = trust.clone();
+        match tokio::task::spawn_blocking(move || reloading.reload_crls()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "CRL reload failed; the previous CRLs stay in force");
+            }
+            Err(_) => {
+                tracing::error!("CRL reload did not finish; the previous CRLs stay in force");
+            }
         }
     }
 }

@@ -683,6 +683,23 @@ async fn revoked_workstation_certificates_fail_the_handshake() {
                 .contains("past its next update"))
             .is_some()
     );
+    // Monitoring sees it: the process is fine, but no desk can connect.
+    let readiness = || {
+        let url = gateway.management_url("/readyz");
+        let client = gateway.client(None);
+        async move {
+            let (status, body) = support::get_json(&client, &url).await;
+            let status = status.as_u16();
+            let check = body["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == "workstation_crls")
+                .map(|c| c["status"].as_str().unwrap().to_owned());
+            (status, check)
+        }
+    };
+    assert_eq!(readiness().await, (503, Some("failed".to_owned())));
     // A fresh one again: accepted.
     publish(&gateway.pki, &[], 7);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -690,4 +707,5 @@ async fn revoked_workstation_certificates_fail_the_handshake() {
         assert!(Instant::now() < deadline, "desk A never accepted again");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_eq!(readiness().await, (200, Some("ok".to_owned())));
 }
