@@ -436,8 +436,6 @@ fn is_zero(value: &u64) -> bool {
     *value == 0
 }
 
-/// Why stored bytes are not a record, by position only (a tampered record, or one of
-/// another build, may hold an INS where serde's message would quote it).
 /// Record `seq` read from `bytes`, or the `Damaged` error that names it.
 pub(crate) fn read_record(seq: u64, bytes: &[u8]) -> Result<Record, super::AuditError> {
     serde_json::from_slice(bytes).map_err(|e| super::AuditError::Damaged {
@@ -446,6 +444,8 @@ pub(crate) fn read_record(seq: u64, bytes: &[u8]) -> Result<Record, super::Audit
     })
 }
 
+/// Why stored bytes are not a record, by position only (a tampered record, or one of
+/// another build, may hold an INS where serde's message would quote it).
 pub(crate) fn unreadable_record(e: &serde_json::Error) -> String {
     format!(
         "does not parse as a record ({})",

@@ -172,6 +172,27 @@ pub fn select(
 pub fn visit(
     txn: &ReadTransaction,
     filter: &Filter,
+    f: impl FnMut(Selected) -> ControlFlow<()>,
+) -> Result<u64, AuditError> {
+    visit_records(txn, filter, None, f)
+}
+
+/// As [`visit`], but a damaged record is passed over and its sequence number pushed on
+/// `damaged`: for reads that must go on whatever they meet (start-up's own bookkeeping,
+/// which would otherwise keep the gateway from starting), and say what they passed over.
+pub fn visit_past_damage(
+    txn: &ReadTransaction,
+    filter: &Filter,
+    damaged: &mut Vec<u64>,
+    f: impl FnMut(Selected) -> ControlFlow<()>,
+) -> Result<u64, AuditError> {
+    visit_records(txn, filter, Some(damaged), f)
+}
+
+fn visit_records(
+    txn: &ReadTransaction,
+    filter: &Filter,
+    mut passed_over: Option<&mut Vec<u64>>,
     mut f: impl FnMut(Selected) -> ControlFlow<()>,
 ) -> Result<u64, AuditError> {
     let mut examined = 0u64;
@@ -185,6 +206,12 @@ pub fn visit(
                 record,
             }),
             Ok(_) => ControlFlow::Continue(()),
+            Err(_) if passed_over.is_some() => {
+                if let Some(list) = passed_over.as_mut() {
+                    list.push(seq);
+                }
+                ControlFlow::Continue(())
+            }
             // Whether it matches cannot be told: an export or a search going on without it
             // would look whole.
             Err(e) => {
@@ -592,8 +619,15 @@ fn csv_field(value: &str) -> String {
 /// Verifies the whole trail held in a store (live or stopped).
 pub fn verify_store(store: &impl ReadStore, trusted: &TrustedKeys) -> Result<Report, AuditError> {
     let txn = store.snapshot()?;
+    // Records a repository was sent are records the store had: a store ending before
+    // them was cut short, even if its own count was lowered to match.
+    let shipped = store::highest_shipped(&txn)?;
+    let head_seq = match store::meta(&txn, Meta::HeadSeq)? {
+        Some(head) => Some(head.max(shipped)),
+        None => (shipped > 0).then_some(shipped),
+    };
     let expect = Expect {
-        head_seq: store::meta(&txn, Meta::HeadSeq)?,
+        head_seq,
         pruned_through: store::meta(&txn, Meta::PrunedThrough)?.unwrap_or(0),
     };
     let mut verifier = Verifier::new(trusted, expect, store::checkpoints(&txn)?);

@@ -43,7 +43,10 @@ pub fn unended_accesses(
     };
     // Started accesses by what identifies them on the record; a stop ends the oldest.
     let mut open: HashMap<String, Vec<(u64, Event)>> = HashMap::new();
-    export::visit(&txn, &filter, |selected| {
+    // A damaged record must not keep the gateway from starting: it is passed over (and
+    // named), and `audit verify` says the rest.
+    let mut damaged = Vec::new();
+    export::visit_past_damage(&txn, &filter, &mut damaged, |selected| {
         let record = selected.record;
         let event = record.event;
         match (event.kind, &event.outcome) {
@@ -63,6 +66,12 @@ pub fn unended_accesses(
         }
         ControlFlow::Continue(())
     })?;
+    if !damaged.is_empty() {
+        tracing::error!(
+            records = ?damaged,
+            "audit records do not read: an access they started or stopped may be closed wrongly at start; run samu-gateway audit verify"
+        );
+    }
     let mut owed: Vec<(u64, Event)> = open.into_values().flatten().collect();
     owed.sort_by_key(|(seq, _)| *seq);
     Ok(owed

@@ -123,7 +123,8 @@ pub enum Meta {
     ShippedUpTo,
     /// Records up to this sequence were pruned; the checkpoint at it anchors the chain.
     PrunedThrough,
-    /// The epoch new records are written in (0 until the first restore).
+    /// The epoch new records are written in: the store's creation time (Unix ms; absent,
+    /// so 0, in stores created before stores had their own), then each restore's.
     Epoch,
     /// Set only in a copy made by [`backup`]: the last sequence number it holds. The writer
     /// that opens such a copy starts a new epoch before anything else, and clears it.
@@ -710,6 +711,23 @@ pub fn receiver_cursor(txn: &ReadTransaction, receiver: &str) -> Result<u64, Aud
         .get(format!("shipped_to:{receiver}").as_str())
         .map_err(storage)?
         .map_or(0, |v| v.value()))
+}
+
+/// The furthest any repository was told it has the trail: the highest of every
+/// repository's cursor and the shipped-up-to mark (0: nothing shipped).
+pub fn highest_shipped(txn: &ReadTransaction) -> Result<u64, AuditError> {
+    let Some(table) = open_existing(txn, META)? else {
+        return Ok(0);
+    };
+    let mut highest = 0;
+    for entry in table.iter().map_err(storage)? {
+        let (key, value) = entry.map_err(storage)?;
+        let key = key.value();
+        if key.starts_with("shipped_to:") || key == Meta::ShippedUpTo.key() {
+            highest = highest.max(value.value());
+        }
+    }
+    Ok(highest)
 }
 
 /// Calls `visit` with every record from `from` on, in sequence order, until it breaks.

@@ -153,6 +153,8 @@ pub fn outcome(answer: &[u8]) -> Result<(), CardError> {
         0x6B80 => Err(CardError::PinPadUnavailable(
             "the reader refused the PIN verify template".into(),
         )),
+        // As for a PIN typed at the keyboard (profile::verify_pin).
+        0x6300 => Err(CardError::WrongPinTriesUnknown),
         sw => super::apdu::check_status(sw),
     }
 }
@@ -205,6 +207,8 @@ mod tests {
             Err(CardError::WrongPin { tries_left: 2 })
         );
         assert_eq!(outcome(&[0x69, 0x83]), Err(CardError::PinBlocked));
+        assert_eq!(outcome(&[0x63, 0xC0]), Err(CardError::PinBlocked));
+        assert_eq!(outcome(&[0x63, 0x00]), Err(CardError::WrongPinTriesUnknown));
         assert_eq!(outcome(&[0x64, 0x00]), Err(CardError::PinPadTimeout));
         assert_eq!(outcome(&[0x64, 0x01]), Err(CardError::PinPadCancelled));
         assert!(matches!(outcome(&[0x90]), Err(CardError::Malformed(_))));

@@ -239,7 +239,11 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::DevUpstream(options) => dev_cli::dev_upstream(options),
         #[cfg(feature = "dev-tools")]
         Command::DevDmp(options) => dev_cli::dev_dmp(options),
-        Command::Serve => serve(Prepared::load(&cli.config).map_err(serve_refusal)?),
+        Command::Serve => {
+            let config = Config::load(&cli.config)?;
+            let lists = revocation_lists(&config);
+            serve(Prepared::from_config(config).map_err(|e| serve_refusal(e, &lists))?)
+        }
         #[cfg(feature = "dev-tools")]
         Command::Demo {
             dir,
@@ -283,16 +287,33 @@ pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The revocation list files the configuration names (workstation and card), or `None`
+/// when a list it needs is empty.
+fn revocation_lists(config: &Config) -> Option<Vec<std::path::PathBuf>> {
+    let mut files = config.tls.workstation_crls.clone();
+    if let Some(cards) = &config.cards {
+        if cards.trust.crls.is_empty() {
+            return None;
+        }
+        files.extend(cards.trust.crls.iter().cloned());
+    }
+    Some(files)
+}
+
 /// Why `serve` does not start. A revocation list is data a timer refreshes, not
-/// configuration: one that cannot be read at this moment (being rewritten, cut short) is a
-/// failure systemd retries (exit 1), not a configuration it must never restart on (64).
-/// `configtest` still reports it as a problem.
-fn serve_refusal(e: ConfigError) -> Failure {
+/// configuration: one that is there but cannot be used at this moment (being rewritten, cut
+/// short) is a failure systemd retries (exit 1), not a configuration it must never restart
+/// on (64). A list missing, or none given, is the configuration's (64). `configtest`
+/// reports both as problems.
+fn serve_refusal(e: ConfigError, lists: &Option<Vec<std::path::PathBuf>>) -> Failure {
     let revocation =
         |key: &str| key.starts_with("tls.workstation_crls") || key.starts_with("cards.trust.crls");
+    let all_there = lists
+        .as_ref()
+        .is_some_and(|files| files.iter().all(|f| f.is_file()));
     match &e {
         ConfigError::Invalid(problems)
-            if !problems.is_empty() && problems.iter().all(|p| revocation(&p.key)) =>
+            if all_there && !problems.is_empty() && problems.iter().all(|p| revocation(&p.key)) =>
         {
             Failure::Runtime(anyhow::anyhow!(
                 "a revocation list cannot be used (the service is restarted to try again): {}",
@@ -342,6 +363,18 @@ fn configtest(path: &std::path::Path) -> Result<ExitCode, Failure> {
         config.server.listen,
         config.storage.state_dir.display(),
     );
+    // Data, not configuration, so not a refusal; but under `refuse` no desk can connect.
+    if let Some(policy) = prepared.tls.stale_crls() {
+        out!(
+            "WARNING: a workstation CRL is past its next update ({}): publish a fresh one",
+            match policy {
+                crate::card::trust::StaleCrlPolicy::Refuse =>
+                    "workstation_stale_crl = \"refuse\": every desk's connection is refused until then",
+                crate::card::trust::StaleCrlPolicy::AcceptAndFlag =>
+                    "workstation_stale_crl = \"accept_and_flag\": desks connect, revocation unchecked",
+            }
+        );
+    }
     // Say where `credential:NAME` keys were read, so that a check from a shell is known to
     // be the check of what the unit will load.
     if config.to_toml().is_ok_and(|t| t.contains("\"credential:")) {

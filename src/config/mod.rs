@@ -437,8 +437,6 @@ impl Config {
     }
 }
 
-/// Parses the raw text first so that syntax errors name a line and column on one line
-/// (the `config` crate's own message spans several lines with a source excerpt).
 /// Sections whose presence switches a feature on: the file says whether they are there.
 const OPTIONAL_SECTIONS: [&str; 5] = ["cards", "integration", "roster", "upstream", "dmp"];
 
@@ -456,10 +454,11 @@ fn check_env_sections(
         .iter()
         .filter(|section| !file.contains_key(**section))
         .filter_map(|section| {
+            // The `config` crate matches names whatever their case.
             let prefix = format!("{ENV_PREFIX}__{}__", section.to_uppercase());
             let mut names: Vec<&str> = env
                 .keys()
-                .filter(|name| name.starts_with(&prefix))
+                .filter(|name| name.to_uppercase().starts_with(&prefix))
                 .map(String::as_str)
                 .collect();
             names.sort_unstable();
@@ -479,6 +478,8 @@ fn check_env_sections(
     }
 }
 
+/// Parses the raw text first so that syntax errors name a line and column on one line
+/// (the `config` crate's own message spans several lines with a source excerpt).
 fn check_toml_syntax(path: &Path, text: &str) -> Result<(), ConfigError> {
     let Err(err) = text.parse::<toml::Table>() else {
         return Ok(());

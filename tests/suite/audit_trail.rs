@@ -283,6 +283,39 @@ fn truncated_tail_after_the_last_checkpoint_is_named() {
     );
 }
 
+/// The tail removed with the store's own count lowered to match: the records a
+/// repository was sent still say how far the trail went.
+#[test]
+fn a_tail_a_repository_received_is_missed_even_with_the_count_lowered() {
+    let trail = Trail::new(25, 10);
+    let copy = trail.tampered(|records, _| {
+        records.retain(|k, _| *k <= 22);
+    });
+    tamper_meta(&copy, "head_seq", 22);
+    tamper_meta(&copy, "shipped_to:repository-1", 24);
+    assert!(
+        trail.verify(&copy).contains(&Finding::TruncatedTail {
+            last: 22,
+            expected: 25
+        }),
+        "the last checkpoint (25) says so first"
+    );
+    // Below the last checkpoint, only the repository's cursor tells.
+    let copy = trail.tampered(|records, checkpoints| {
+        records.retain(|k, _| *k <= 20);
+        checkpoints.retain(|k, _| *k <= 20);
+    });
+    tamper_meta(&copy, "head_seq", 20);
+    tamper_meta(&copy, "shipped_to:repository-1", 23);
+    assert_eq!(
+        trail.verify(&copy),
+        vec![Finding::TruncatedTail {
+            last: 20,
+            expected: 23
+        }]
+    );
+}
+
 #[test]
 fn truncation_past_a_checkpoint_is_named() {
     let trail = Trail::new(25, 10);
@@ -729,6 +762,11 @@ fn a_damaged_record_stops_exports_and_reviews_instead_of_being_left_out() {
     assert!(err.to_string().contains("audit verify"), "{err}");
     let err = samu_gateway::audit::review::pending(&reader).unwrap_err();
     assert!(matches!(err, AuditError::Damaged { seq: 5, .. }), "{err}");
+    // Start-up's own read (accesses a crash left open) goes on past it: a damaged record
+    // must not keep the gateway from starting.
+    assert!(
+        samu_gateway::audit::recover::unended_accesses(&reader, Duration::from_secs(3600)).is_ok()
+    );
     // A read that stops before it is unaffected.
     let first = export::select(&reader.snapshot().unwrap(), &Filter::default(), Some(4)).unwrap();
     assert_eq!(first.records.len(), 4);

@@ -94,7 +94,7 @@ fn probe_reads_whose_card_it_is_without_a_pin() {
     assert!(stdout.contains("(valid now)"), "{stdout}");
     // A probe leaves the card as it was: a reset would end the verified PIN of a
     // physician's session on it. (The emulator says each reset as it happens.)
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::thread::sleep(std::time::Duration::from_millis(1000));
     assert_eq!(resets(&inserted), before, "{}", inserted.said.all());
 }
 

@@ -169,6 +169,33 @@ fn a_revocation_list_cut_short_is_retried_by_serve_not_a_configuration_error() {
         !case.dir.path().join("state").exists(),
         "serve created its state before refusing"
     );
+    // A list that is not there at all is the configuration's mistake (a typo in its
+    // path): restarting cannot fix it.
+    std::fs::remove_file(&crl).unwrap();
+    case.refuses(&path, "tls.workstation_crls[0]");
+}
+
+/// A workstation CRL past its next update is data, not configuration: configtest passes
+/// but says that under `refuse` no desk can connect.
+#[test]
+fn a_stale_workstation_crl_is_a_warning_from_configtest() {
+    let case = Case::new();
+    let path = case.config("", "");
+    let crl = case.dir.path().join("workstations.crl");
+    std::fs::write(&crl, case.pki.workstations.crl(&[], 3, -1).unwrap()).unwrap();
+    let anchor = format!("workstation_ca = \"{}\"", case.pki.workstation_ca.display());
+    case.rewrite(
+        &path,
+        &anchor,
+        &format!("{anchor}\nworkstation_crls = [\"{}\"]", crl.display()),
+    );
+    let (code, stdout, stderr) = run(&path, &["configtest"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("WARNING: a workstation CRL is past its next update")
+            && stdout.contains("every desk's connection is refused"),
+        "{stdout}"
+    );
 }
 
 #[test]
