@@ -649,6 +649,26 @@ fn the_pkcs11_backend_needs_a_module_that_loads() {
                 && l.contains("cannot load")),
         "{lines:?}"
     );
+    // A module others may write is code they could run in the gateway: not even loaded.
+    let writable = f.path("writable-module.so");
+    std::fs::copy(f.path("ca.pem"), &writable).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&writable, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let lines = problems(
+        &format!("backend = \"pkcs11\"\npkcs11_module = \"{writable}\"\n"),
+        "",
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("cards.pkcs11_module: ")
+            && l.contains("is writable by its group or by others")),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("cannot load")),
+        "{lines:?}"
+    );
     let lines = problems(
         &format!("pkcs11_module = \"{}\"\n", f.path("ca.pem")),
         "pkcs11_token = \"CPS3v3-X\"\n",

@@ -242,6 +242,7 @@ fn check_pkcs11(
         )),
         (BackendKind::Pkcs11, Some(module)) => {
             if check_readable_file(out, "cards.pkcs11_module", module)
+                && check_not_writable_by_others(out, "cards.pkcs11_module", module)
                 && let Err(e) =
                     crate::card::pkcs11::Pkcs11Module::load(module).and_then(|m| m.close())
             {
@@ -675,6 +676,35 @@ fn check_readable_file(out: &mut Vec<ConfigProblem>, key: &str, path: &Path) -> 
     };
     out.push(ConfigProblem::new(key, reason));
     false
+}
+
+/// Code the gateway loads into the process that holds every key (a PKCS#11 module): a file
+/// others may write, or in a directory others may write, would let them run theirs there.
+/// Checked before it is loaded, even by `configtest`.
+fn check_not_writable_by_others(out: &mut Vec<ConfigProblem>, key: &str, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let writable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.mode() & 0o022 != 0);
+    let directory = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let culprit = if writable(path) {
+        Some(path)
+    } else {
+        // A sticky directory (/tmp) still lets others rename over nothing of ours, but
+        // they could plant the file before it exists: refused all the same.
+        directory.filter(|d| writable(d))
+    };
+    match culprit {
+        None => true,
+        Some(culprit) => {
+            out.push(ConfigProblem::new(
+                key,
+                format!(
+                    "{} is writable by its group or by others: only its owner (root) may write the code loaded into the gateway",
+                    culprit.display()
+                ),
+            ));
+            false
+        }
+    }
 }
 
 fn check_storage(config: &Config, out: &mut Vec<ConfigProblem>) {
