@@ -104,9 +104,7 @@ pub(crate) fn login_apdu(
     expected: &[u8],
 ) -> Result<Vec<u8>, CardError> {
     if read_certificate(card, profile)? != expected {
-        return Err(CardError::Certificate(
-            "the card in the reader changed".into(),
-        ));
+        return Err(CardError::CardChanged);
     }
     let signature_certificate = read_signature_certificate(card, profile)?;
     match pin {
@@ -254,9 +252,7 @@ impl CardBackend for Pkcs11Backend {
     ) -> Result<Box<dyn HeldCard>, CardError> {
         let token = self.token(reader)?;
         if token.authentication_certificate != expected {
-            return Err(CardError::Certificate(
-                "the card in the reader changed".into(),
-            ));
+            return Err(CardError::CardChanged);
         }
         // A token with a protected authentication path reads the PIN on the reader's own
         // keypad (the module asks it): a PIN typed at the workstation is not used then.
@@ -321,5 +317,29 @@ impl HeldCard for HeldToken {
 impl Drop for HeldToken {
     fn drop(&mut self) {
         self.token.logout();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::profile::Pin;
+
+    /// A card swapped between the desk's reading and the PIN: said as such (the physician
+    /// starts again with the card in the reader), and no PIN reaches the other card.
+    #[test]
+    fn a_card_swapped_before_the_pin_is_said_to_have_changed() {
+        let profile = CardProfile::default();
+        let (mut card, shown) = crate::dev_card::emulator::test_card(profile.clone());
+        let mut other = shown.clone();
+        if let Some(last) = other.last_mut() {
+            *last ^= 0xFF;
+        }
+        let pin = PinSource::Typed(Pin::new("1234").unwrap());
+        let refused = login_apdu(&mut card, &profile, &pin, &other).unwrap_err();
+        assert_eq!(refused, CardError::CardChanged);
+        assert!(refused.message_fr().contains("La carte a changé"));
+        // No try was spent on the card in the reader: the right PIN still opens it.
+        assert!(login_apdu(&mut card, &profile, &pin, &shown).is_ok());
     }
 }

@@ -79,6 +79,10 @@ pub enum CardError {
     /// The card's certificate could not be read or parsed.
     #[error("card certificate unusable: {0}")]
     Certificate(String),
+    /// The card in the reader is not the one whose certificate the desk showed (swapped
+    /// between the reading and the PIN).
+    #[error("the card in the reader changed")]
+    CardChanged,
     /// The card's signature over the challenge does not verify with its certificate.
     #[error("the card's signature does not match its certificate")]
     SignatureMismatch,
@@ -117,6 +121,7 @@ impl CardError {
             Self::Module(_) => "Le logiciel de lecture des cartes (module PKCS#11) ne répond pas. Contactez l'informatique du centre.".into(),
             Self::PinBlocked => "Carte bloquée : trop de codes erronés. Utilisez le code de déblocage ou une autre carte.".into(),
             Self::SignatureMismatch | Self::Certificate(_) => "Carte non reconnue : son certificat n'est pas valide.".into(),
+            Self::CardChanged => "La carte a changé pendant la connexion : recommencez avec la carte présente dans le lecteur.".into(),
             Self::Transport(_) => "Lecteur de carte injoignable. Vérifiez la carte et le lecteur.".into(),
             Self::PinPadUnavailable(_) => "Ce lecteur ne permet pas la saisie du code sur son clavier. Contactez l'informatique du centre.".into(),
             Self::PinPadTimeout => "Délai dépassé : saisissez votre code sur le lecteur puis validez.".into(),

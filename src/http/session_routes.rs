@@ -406,6 +406,13 @@ fn login_error(e: LoginError) -> ApiError {
                 e.message_fr(),
             )
         }
+        // Not a fault of the card: the physician starts again with the one in the reader.
+        LoginError::Card(e @ CardError::CardChanged) => ApiError::new(
+            StatusCode::CONFLICT,
+            "card_changed",
+            e.to_string(),
+            e.message_fr(),
+        ),
         LoginError::Card(e @ CardError::SignatureMismatch) => ApiError::new(
             StatusCode::FORBIDDEN,
             "signature_mismatch",

@@ -327,7 +327,9 @@ impl Drop for HeldCard<'_> {
 fn card_reason(e: &CardError) -> &'static str {
     match e {
         CardError::Transport(_) => "reader_error",
-        CardError::Certificate(_) => "card_changed",
+        CardError::CardChanged => "card_changed",
+        CardError::Certificate(_) => "certificate_unusable",
+        CardError::WrongParameters(_) | CardError::Status(_) => "card_refused_command",
         CardError::Malformed(_) => "malformed_answer",
         CardError::PinPadUnavailable(_) => "pin_pad_unavailable",
         CardError::Module(_) => "card_module_failed",
