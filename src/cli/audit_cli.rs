@@ -86,6 +86,10 @@ pub(super) enum AuditCommand {
         /// The backup file to create.
         #[arg(long)]
         output: PathBuf,
+        /// A key the trail's older checkpoints were signed with (hex, or a file holding
+        /// it), trusted besides the configured one; repeatable (after a key rotation).
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
     },
     /// Put a backup made by `audit backup` in place of the store, keeping the replaced store
     /// beside it; the trail continues on a new epoch. Needs the service stopped.
@@ -93,6 +97,11 @@ pub(super) enum AuditCommand {
         /// The backup file.
         #[arg(long)]
         input: PathBuf,
+        /// A key the backup's older checkpoints were signed with (hex, or a file holding
+        /// it), trusted besides the configured one; repeatable (after a key rotation, or a
+        /// key lost with the disk and replaced).
+        #[arg(long = "public-key")]
+        public_keys: Vec<String>,
     },
 }
 
@@ -273,8 +282,11 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Prune => prune(config_path),
-        AuditCommand::Backup { output } => backup(config_path, &output),
-        AuditCommand::Restore { input } => restore(config_path, &input),
+        AuditCommand::Backup {
+            output,
+            public_keys,
+        } => backup(config_path, &output, &public_keys),
+        AuditCommand::Restore { input, public_keys } => restore(config_path, &input, &public_keys),
     }
 }
 
@@ -335,6 +347,19 @@ fn trusted_keys(
             Err(e) => return Err(e.into()),
         };
         let signer = configured_signer(&config)?;
+        trusted
+            .add_hex(signer.public_key_hex())
+            .context("configured key")?;
+    }
+    Ok(trusted)
+}
+
+/// The configured signing key's and those given: a trail kept across a key rotation
+/// carries checkpoints signed by the earlier key.
+fn configured_and_given(config_path: &Path, given: &[String]) -> Result<TrustedKeys, Failure> {
+    let mut trusted = trusted_keys(config_path, given, false)?;
+    if !given.is_empty() {
+        let signer = configured_signer(&Config::read(config_path)?)?;
         trusted
             .add_hex(signer.public_key_hex())
             .context("configured key")?;
@@ -445,9 +470,9 @@ fn prune(config_path: &Path) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn backup(config_path: &Path, output: &Path) -> Result<ExitCode, Failure> {
+fn backup(config_path: &Path, output: &Path, older_keys: &[String]) -> Result<ExitCode, Failure> {
     let config = Config::read(config_path)?;
-    let trusted = trusted_keys(config_path, &[], false)?;
+    let trusted = configured_and_given(config_path, older_keys)?;
     let source = AuditReader::open_recovering(&config.storage.state_dir.join(AUDIT_FILE))
         .context("cannot open the audit store")?;
     let copied = crate::audit::store::backup(&source, output, crate::clock::now().1)
@@ -484,15 +509,12 @@ fn backup(config_path: &Path, output: &Path) -> Result<ExitCode, Failure> {
 /// Checks the backup, moves the current store aside (never deleting it), installs a copy of
 /// the backup durably with the replaced store's owner, and opens it once so that the new
 /// epoch is recorded and signed before the service starts.
-fn restore(config_path: &Path, input: &Path) -> Result<ExitCode, Failure> {
+fn restore(config_path: &Path, input: &Path, older_keys: &[String]) -> Result<ExitCode, Failure> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
     let config = Config::read(config_path)?;
     let signer = configured_signer(&config)?;
-    let mut trusted = TrustedKeys::default();
-    trusted
-        .add_hex(signer.public_key_hex())
-        .context("configured key")?;
+    let trusted = configured_and_given(config_path, older_keys)?;
     let backup = AuditReader::open(input)
         .with_context(|| format!("cannot open the backup {}", input.display()))?;
     let marked = crate::audit::store::meta(
@@ -511,7 +533,7 @@ fn restore(config_path: &Path, input: &Path) -> Result<ExitCode, Failure> {
     if !report.is_intact() {
         let findings: Vec<String> = report.findings.iter().map(ToString::to_string).collect();
         return Err(anyhow::anyhow!(
-            "the backup {} does not verify against the configured signing key: {}",
+            "the backup {} does not verify against the configured signing key (and those given with --public-key): {}",
             input.display(),
             findings.join("; ")
         )

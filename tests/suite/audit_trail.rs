@@ -772,6 +772,68 @@ fn a_damaged_record_stops_exports_and_reviews_instead_of_being_left_out() {
     assert_eq!(first.records.len(), 4);
 }
 
+/// After a key rotation the trail's older checkpoints are the earlier key's: backup and
+/// restore take that key besides the configured one (before, neither could succeed, on
+/// the very day a restore is needed).
+#[test]
+fn backup_and_restore_trust_an_earlier_key_given_to_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::Pki::new(dir.path());
+    let config = support::write_config(dir.path(), &pki, "", "");
+    support::write_trail(
+        dir.path(),
+        &pki.audit_key,
+        (1..=5).map(|i| access(i, 3)).collect(),
+    );
+    let earlier = Signer::load(&pki.audit_key)
+        .unwrap()
+        .public_key_hex()
+        .to_owned();
+    // The configured key is now another one.
+    std::fs::remove_file(&pki.audit_key).unwrap();
+    let _ = std::fs::remove_file(pki.audit_key.with_extension("pem.pub"));
+    Signer::generate(&pki.audit_key).unwrap();
+    let backup = dir.path().join("audit-backup.redb");
+    let backup_arg = backup.to_str().unwrap();
+    let (code, _, stderr) =
+        support::run(&config, &["audit", "backup", "--output", backup_arg], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("does NOT verify"), "{stderr}");
+    std::fs::remove_file(&backup).unwrap();
+    let (code, stdout, stderr) = support::run(
+        &config,
+        &[
+            "audit",
+            "backup",
+            "--output",
+            backup_arg,
+            "--public-key",
+            &earlier,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("verified intact"), "{stdout}");
+    let (code, _, stderr) =
+        support::run(&config, &["audit", "restore", "--input", backup_arg], &[]);
+    assert_ne!(code, 0, "{stderr}");
+    assert!(stderr.contains("--public-key"), "{stderr}");
+    let (code, stdout, stderr) = support::run(
+        &config,
+        &[
+            "audit",
+            "restore",
+            "--input",
+            backup_arg,
+            "--public-key",
+            &earlier,
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("records up to seq 5"), "{stdout}");
+}
+
 #[test]
 fn oversized_record_is_refused_and_uses_no_sequence_number() {
     let trail = Trail::new(3, 100);
