@@ -444,6 +444,25 @@ pub(crate) fn read_record(seq: u64, bytes: &[u8]) -> Result<Record, super::Audit
     })
 }
 
+/// Calls `visit` with every record from `from` on, read, with its stored bytes, until it
+/// breaks; a record that does not read stops the walk with its `Damaged` error (a read of
+/// the trail never leaves one out).
+pub(crate) fn for_each_read_record(
+    txn: &redb::ReadTransaction,
+    from: u64,
+    mut visit: impl FnMut(u64, &[u8], Record) -> std::ops::ControlFlow<()>,
+) -> Result<(), super::AuditError> {
+    let mut damaged = None;
+    super::store::for_each_record(txn, from, |seq, bytes| match read_record(seq, bytes) {
+        Ok(record) => visit(seq, bytes, record),
+        Err(e) => {
+            damaged = Some(e);
+            std::ops::ControlFlow::Break(())
+        }
+    })?;
+    damaged.map_or(Ok(()), Err)
+}
+
 /// Why stored bytes are not a record, by position only (a tampered record, or one of
 /// another build, may hold an INS where serde's message would quote it).
 pub(crate) fn unreadable_record(e: &serde_json::Error) -> String {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AuditError;
 use super::event::{DataSource, EventKind, Outcome, Record};
-use super::store::{self, ReadStore};
+use super::store::ReadStore;
 
 /// What counts as an anomaly (`[compliance]`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -85,23 +85,12 @@ pub fn report(
         .map_err(ReportError::CallIdPattern)?;
     let txn = store.snapshot()?;
     let mut scan = Scan::default();
-    let mut damaged = None;
-    store::for_each_record(&txn, 0, |seq, bytes| {
-        let record = match super::event::read_record(seq, bytes) {
-            Ok(record) => record,
-            Err(e) => {
-                damaged = Some(e);
-                return ControlFlow::Break(());
-            }
-        };
+    super::event::for_each_read_record(&txn, 0, |_, _, record| {
         if let Some(at) = crate::clock::parse_time(&record.time) {
             scan.visit(&record, at, since_ms, pattern.as_ref(), shifts);
         }
         ControlFlow::Continue(())
     })?;
-    if let Some(e) = damaged {
-        return Err(e.into());
-    }
     Ok(scan.flags(thresholds))
 }
 

@@ -69,16 +69,8 @@ pub fn pending(store: &impl ReadStore) -> Result<Vec<BreakGlassAccess>, AuditErr
     let txn = store.snapshot()?;
     let mut started: Vec<BreakGlassAccess> = Vec::new();
     let mut decisions: HashMap<u64, Decision> = HashMap::new();
-    let mut damaged = None;
-    store::for_each_record(&txn, 0, |seq, bytes| {
-        // One left out could be an access never reviewed.
-        let record = match super::event::read_record(seq, bytes) {
-            Ok(record) => record,
-            Err(e) => {
-                damaged = Some(e);
-                return ControlFlow::Break(());
-            }
-        };
+    // One left out could be an access never reviewed.
+    super::event::for_each_read_record(&txn, 0, |_, _, record| {
         let event = &record.event;
         match (event.kind, &event.outcome) {
             (EventKind::BreakGlassStarted, Outcome::Success) => {
@@ -93,9 +85,6 @@ pub fn pending(store: &impl ReadStore) -> Result<Vec<BreakGlassAccess>, AuditErr
         }
         ControlFlow::Continue(())
     })?;
-    if let Some(e) = damaged {
-        return Err(e);
-    }
     Ok(started
         .into_iter()
         .map(|mut access| {
@@ -179,15 +168,7 @@ pub fn trail(store: &impl ReadStore, seq: u64) -> Result<Option<AccessTrail>, Au
     let mut records: Vec<TrailRecord> = session_login(&txn, &start)?.into_iter().collect();
     records.push(TrailRecord::new(seq, &bytes, start.clone()));
     let mut open = true;
-    let mut damaged = None;
-    store::for_each_record(&txn, seq + 1, |at, bytes| {
-        let record = match super::event::read_record(at, bytes) {
-            Ok(record) => record,
-            Err(e) => {
-                damaged = Some(e);
-                return ControlFlow::Break(());
-            }
-        };
+    super::event::for_each_read_record(&txn, seq + 1, |at, bytes, record| {
         let event = &record.event;
         let belongs = match event.kind {
             EventKind::PatientRecordRead | EventKind::BreakGlassStopped => {
@@ -211,9 +192,6 @@ pub fn trail(store: &impl ReadStore, seq: u64) -> Result<Option<AccessTrail>, Au
         }
         ControlFlow::Continue(())
     })?;
-    if let Some(e) = damaged {
-        return Err(e);
-    }
     Ok(Some(AccessTrail { access, records }))
 }
 
