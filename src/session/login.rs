@@ -112,7 +112,7 @@ impl CardLogin {
         };
         sessions.release_cards_with(worker.clone());
         tokio::spawn(super::run(sessions.clone(), trust.clone(), inbox));
-        tokio::spawn(reload_crls(trust.clone()));
+        tokio::spawn(reload_crls(trust.clone(), sessions.clone()));
         tokio::spawn(super::reap(
             sessions.clone(),
             config.expiry(),
@@ -339,7 +339,10 @@ fn card_reason(e: &CardError) -> &'static str {
     }
 }
 
-async fn reload_crls(trust: Arc<CardTrust>) {
+/// Rereads the card CRLs on schedule; a card revoked since its login ends its session (a
+/// session lasts up to `session_max_hours`: the login's check alone would leave a revoked
+/// card working that long).
+async fn reload_crls(trust: Arc<CardTrust>, sessions: Sessions) {
     let mut interval = tokio::time::interval(trust.refresh_interval());
     interval.tick().await;
     loop {
@@ -348,7 +351,17 @@ async fn reload_crls(trust: Arc<CardTrust>) {
         // async workers, which serve the desks meanwhile.
         let reloading = trust.clone();
         match tokio::task::spawn_blocking(move || reloading.reload_crls()).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                let revoked = |certificate: &[u8]| {
+                    matches!(
+                        trust.verify(certificate, SystemTime::now()),
+                        Err(crate::card::trust::TrustError::Revoked)
+                    )
+                };
+                if let Err(e) = sessions.end_revoked(revoked).await {
+                    tracing::error!(error = %e, "cannot record the end of a revoked card's session");
+                }
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "CRL reload failed; the previous CRLs stay in force");
             }

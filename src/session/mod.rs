@@ -453,6 +453,35 @@ impl Sessions {
         Ok(ended)
     }
 
+    /// Ends (and records) every session whose card certificate `revoked` says is revoked
+    /// now (the card CRLs were reread); returns how many. A list grown stale ends nothing:
+    /// a physician mid-call is not logged out because a list was not republished in time.
+    pub(crate) async fn end_revoked(
+        &self,
+        revoked: impl Fn(&[u8]) -> bool,
+    ) -> Result<usize, AuditError> {
+        let due: Vec<(String, u64)> = match self.slots.lock() {
+            Ok(slots) => slots
+                .iter()
+                .filter(|(_, slot)| slot.session.is_some())
+                .filter(|(_, slot)| slot.certificate.as_deref().is_some_and(&revoked))
+                .map(|(desk, slot)| (desk.clone(), slot.sessions_opened))
+                .collect(),
+            Err(_) => return Ok(0),
+        };
+        let mut ended = 0;
+        for (desk, epoch) in due {
+            if self
+                .end_matching(&desk, Some(epoch), "certificate_revoked")
+                .await?
+            {
+                tracing::warn!(desk = %desk, "session ended: its card certificate is revoked");
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
     /// From now on, a session past `expiry` or its shift in `roster` is refused at once
     /// (set once, by the reaper; later calls change nothing).
     pub(crate) fn enforce(&self, expiry: Expiry, roster: Option<Arc<roster::Roster>>) {

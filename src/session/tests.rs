@@ -505,3 +505,20 @@ async fn an_expiry_ends_only_the_session_it_judged() {
     );
     assert!(sessions.authenticate("regul-1", &second.token).is_none());
 }
+
+/// A card revoked after its login: the reread CRLs end its session (recorded), a card not
+/// revoked keeps its session.
+#[tokio::test]
+async fn a_card_revoked_since_its_login_ends_its_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = audit(dir.path());
+    let sessions = Sessions::new(&[desk()], audit.clone());
+    let session = opened(&sessions, &audit).await;
+    // Another card's revocation, or a list that only grew stale: nothing ends.
+    assert_eq!(sessions.end_revoked(|c| c == [9, 9, 9]).await.unwrap(), 0);
+    assert!(sessions.authenticate("regul-1", &session.token).is_some());
+    // This card's (its certificate, as read at insertion, is [1, 2, 3]).
+    assert_eq!(sessions.end_revoked(|c| c == [1, 2, 3]).await.unwrap(), 1);
+    assert!(sessions.authenticate("regul-1", &session.token).is_none());
+    assert!(sessions.view("regul-1").unwrap().1.is_none());
+}
