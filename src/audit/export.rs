@@ -6,7 +6,6 @@
 //! bytes (so hashes recompute), and a closing line (`{"end":…}`). CSV and FHIR exports carry
 //! seq, prev and hash, to be matched against a verified JSONL export.
 
-use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 use std::ops::ControlFlow;
 
@@ -142,13 +141,14 @@ redacted_debug!(Selected);
 pub struct Selection {
     /// Matching records in sequence order.
     pub records: Vec<Selected>,
-    /// Records read: with an indexed filter, only the index's candidates.
+    /// Records read: with an indexed filter, only those its index lists (from the page's
+    /// start on, until the page is full).
     pub examined: u64,
 }
 
-/// Selects records. Indexed filters (patient, professional, desk, call, time) narrow the
-/// candidates before any record is read, so a lookup by patient costs that patient's
-/// records, not the whole log.
+/// Selects records. One indexed filter (patient, call, professional or desk, the first
+/// given in that order; else the time range) names the records read, so a lookup by
+/// patient costs that patient's records, not the whole log, and a page costs its own.
 pub fn select(
     txn: &ReadTransaction,
     filter: &Filter,
@@ -221,49 +221,43 @@ fn visit_records(
         }
     };
     let from = filter.after_seq.map_or(0, |a| a.saturating_add(1));
-    match candidates(txn, filter)? {
-        Some(seqs) => {
-            for seq in seqs.range(from..) {
-                if let Some(bytes) = store::record(txn, *seq)?
-                    && keep(*seq, &bytes).is_break()
-                {
-                    break;
-                }
-            }
-        }
-        None => store::for_each_record(txn, from, &mut keep)?,
-    }
-    damaged.map_or(Ok(examined), Err)
-}
-
-/// The intersection of what the indexed filters allow, or `None` when none applies.
-fn candidates(txn: &ReadTransaction, filter: &Filter) -> Result<Option<BTreeSet<u64>>, AuditError> {
-    let mut set: Option<BTreeSet<u64>> = None;
-    let mut narrow = |seqs: Vec<u64>| {
-        let seqs: BTreeSet<u64> = seqs.into_iter().collect();
-        set = Some(match set.take() {
-            None => seqs,
-            Some(current) => current.intersection(&seqs).copied().collect(),
-        });
-    };
-    for (index, key) in [
+    // One index drives the walk, the narrowest a filter names; `matches` checks the rest.
+    // Walked lazily from `from`, a page costs the records it reads, however long the list
+    // (building the intersection of every index first made each page cost them all).
+    let driver = [
         (Index::Patient, &filter.patient),
+        (Index::Call, &filter.call),
         (Index::Professional, &filter.professional),
         (Index::Desk, &filter.desk),
-        (Index::Call, &filter.call),
-    ] {
-        if let Some(key) = key {
-            narrow(store::index_lookup(txn, index, key)?);
-        }
-    }
-    if filter.since_ms.is_some() || filter.until_ms.is_some() {
-        narrow(store::time_range(
+    ]
+    .into_iter()
+    .find_map(|(index, key)| key.as_deref().map(|key| (index, key)));
+    if let Some((index, key)) = driver {
+        store::index_walk(txn, index, key, from, |seq| {
+            Ok(match store::record(txn, seq)? {
+                Some(bytes) => keep(seq, &bytes),
+                None => ControlFlow::Continue(()),
+            })
+        })?;
+    } else if filter.since_ms.is_some() || filter.until_ms.is_some() {
+        let mut seqs = store::time_range(
             txn,
             filter.since_ms.unwrap_or(0),
             filter.until_ms.unwrap_or(u64::MAX),
-        )?);
+        )?;
+        seqs.sort_unstable();
+        seqs.dedup();
+        for seq in seqs.into_iter().filter(|s| *s >= from) {
+            if let Some(bytes) = store::record(txn, seq)?
+                && keep(seq, &bytes).is_break()
+            {
+                break;
+            }
+        }
+    } else {
+        store::for_each_record(txn, from, &mut keep)?;
     }
-    Ok(set)
+    damaged.map_or(Ok(examined), Err)
 }
 
 fn matches(filter: &Filter, record: &Record) -> bool {

@@ -783,6 +783,53 @@ pub fn index_lookup(
     Ok(out)
 }
 
+/// Calls `visit` with each sequence number at or after `from` that the index holds for
+/// `key`, in order, until it breaks: reads only the posting blocks it needs, so a page of
+/// a long list (a desk's two million records) costs that page, not the list.
+pub fn index_walk(
+    txn: &ReadTransaction,
+    index: Index,
+    key: &str,
+    from: u64,
+    mut visit: impl FnMut(u64) -> Result<ControlFlow<()>, AuditError>,
+) -> Result<(), AuditError> {
+    let Some(table) = open_existing(txn, index.table())? else {
+        for seq in legacy_lookup(txn, index, key)? {
+            if seq >= from && visit(seq)?.is_break() {
+                break;
+            }
+        }
+        return Ok(());
+    };
+    // Blocks are keyed by their first number and never overlap: the one `from` falls in
+    // starts at or before it.
+    let start = match table
+        .range((key, 0)..=(key, from))
+        .map_err(storage)?
+        .next_back()
+    {
+        Some(entry) => entry.map_err(storage)?.0.value().1,
+        None => from,
+    };
+    let mut last = None;
+    for entry in table
+        .range((key, start)..=(key, u64::MAX))
+        .map_err(storage)?
+    {
+        for seq in decode_block(index, entry.map_err(storage)?.1.value())? {
+            // In order, once each (what `index_lookup` sorts for, a damaged store aside).
+            if seq < from || last.is_some_and(|l| seq <= l) {
+                continue;
+            }
+            last = Some(seq);
+            if visit(seq)?.is_break() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// [`index_lookup`] on a version 1 store, read by another process before its upgrade.
 fn legacy_lookup(txn: &ReadTransaction, index: Index, key: &str) -> Result<Vec<u64>, AuditError> {
     let table = match txn.open_multimap_table(index.legacy_table()) {
