@@ -460,17 +460,20 @@ impl Sessions {
         &self,
         revoked: impl Fn(&[u8]) -> bool,
     ) -> Result<usize, AuditError> {
-        let due: Vec<(String, u64)> = match self.slots.lock() {
+        // Copied out first: a chain check is not done under the desks' lock.
+        let open: Vec<(String, u64, Vec<u8>)> = match self.slots.lock() {
             Ok(slots) => slots
                 .iter()
                 .filter(|(_, slot)| slot.session.is_some())
-                .filter(|(_, slot)| slot.certificate.as_deref().is_some_and(&revoked))
-                .map(|(desk, slot)| (desk.clone(), slot.sessions_opened))
+                .filter_map(|(desk, slot)| {
+                    let certificate = slot.certificate.clone()?;
+                    Some((desk.clone(), slot.sessions_opened, certificate))
+                })
                 .collect(),
             Err(_) => return Ok(0),
         };
         let mut ended = 0;
-        for (desk, epoch) in due {
+        for (desk, epoch, _) in open.into_iter().filter(|(_, _, c)| revoked(c)) {
             if self
                 .end_matching(&desk, Some(epoch), "certificate_revoked")
                 .await?
