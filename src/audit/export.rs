@@ -146,9 +146,9 @@ pub struct Selection {
     pub examined: u64,
 }
 
-/// Selects records. One indexed filter (patient, call, professional or desk, the first
-/// given in that order; else the time range) names the records read, so a lookup by
-/// patient costs that patient's records, not the whole log, and a page costs its own.
+/// Selects records. One indexed filter names the records read (a patient or a call, else
+/// the time range, else a professional or a desk), so a lookup by patient costs that
+/// patient's records, not the whole log, and a page of a list costs its own.
 pub fn select(
     txn: &ReadTransaction,
     filter: &Filter,
@@ -221,25 +221,34 @@ fn visit_records(
         }
     };
     let from = filter.after_seq.map_or(0, |a| a.saturating_add(1));
-    // One index drives the walk, the narrowest a filter names; `matches` checks the rest.
-    // Walked lazily from `from`, a page costs the records it reads, however long the list
-    // (building the intersection of every index first made each page cost them all).
-    let driver = [
+    // One index drives the walk; `matches` checks the rest. A patient's or a call's list is
+    // short and walked lazily from `from`, so a page costs the records it reads (building
+    // the intersection of every index first made each page cost them all). A time range
+    // comes before a professional's or a desk's list, which can hold millions (a desk's
+    // January reads January's records, not the desk's whole history).
+    let narrow = [
         (Index::Patient, &filter.patient),
         (Index::Call, &filter.call),
+    ];
+    let broad = [
         (Index::Professional, &filter.professional),
         (Index::Desk, &filter.desk),
-    ]
-    .into_iter()
-    .find_map(|(index, key)| key.as_deref().map(|key| (index, key)));
+    ];
+    let timed = filter.since_ms.is_some() || filter.until_ms.is_some();
+    let pick = |list: &[(Index, &Option<String>)]| {
+        list.iter()
+            .find_map(|(index, key)| key.as_deref().map(|key| (*index, key.to_owned())))
+    };
+    let driver = pick(&narrow).or_else(|| if timed { None } else { pick(&broad) });
     if let Some((index, key)) = driver {
+        let key = key.as_str();
         store::index_walk(txn, index, key, from, |seq| {
             Ok(match store::record(txn, seq)? {
                 Some(bytes) => keep(seq, &bytes),
                 None => ControlFlow::Continue(()),
             })
         })?;
-    } else if filter.since_ms.is_some() || filter.until_ms.is_some() {
+    } else if timed {
         let mut seqs = store::time_range(
             txn,
             filter.since_ms.unwrap_or(0),

@@ -482,7 +482,7 @@ fn backup(config_path: &Path, output: &Path, older_keys: &[String]) -> Result<Ex
     let report = export::verify_store(&copy, &trusted).context("cannot verify the backup")?;
     if !report.is_intact() {
         eprintln!(
-            "backup written to {} but it does NOT verify ({} problem(s)); the store itself needs `audit verify`:",
+            "backup written to {} but it does NOT verify ({} problem(s)); after a key rotation, give the earlier public key with --public-key; otherwise the store itself needs `audit verify`:",
             output.display(),
             report.findings.len()
         );

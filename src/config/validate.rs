@@ -698,7 +698,7 @@ fn check_not_writable_by_others(out: &mut Vec<ConfigProblem>, key: &str, path: &
             out.push(ConfigProblem::new(
                 key,
                 format!(
-                    "{} is writable by its group or by others: only its owner (root) may write the code loaded into the gateway",
+                    "{} is writable by its group or by others: only its owner may write the code loaded into the gateway (install it as root, mode 0644 in a 0755 directory)",
                     culprit.display()
                 ),
             ));

@@ -460,14 +460,18 @@ impl Sessions {
         &self,
         revoked: impl Fn(&[u8]) -> bool,
     ) -> Result<usize, AuditError> {
-        // Copied out first: a chain check is not done under the desks' lock.
+        // Copied out first: a chain check is not done under the desks' lock. Only the
+        // certificate the session opened with is judged: after a pcscd outage the reader
+        // may hold another card (its own revocation is not this session's).
         let open: Vec<(String, u64, Vec<u8>)> = match self.slots.lock() {
             Ok(slots) => slots
                 .iter()
-                .filter(|(_, slot)| slot.session.is_some())
                 .filter_map(|(desk, slot)| {
+                    let session = slot.session.as_ref()?;
                     let certificate = slot.certificate.clone()?;
-                    Some((desk.clone(), slot.sessions_opened, certificate))
+                    (crate::encoding::hex(&crate::encoding::sha256(&certificate))
+                        == session.professional.certificate_sha256)
+                        .then(|| (desk.clone(), slot.sessions_opened, certificate))
                 })
                 .collect(),
             Err(_) => return Ok(0),

@@ -514,8 +514,25 @@ async fn a_card_revoked_since_its_login_ends_its_session() {
     let audit = audit(dir.path());
     let sessions = Sessions::new(&[desk()], audit.clone());
     let session = opened(&sessions, &audit).await;
+    // The session opened with the card read at insertion ([1, 2, 3]).
+    sessions
+        .update("regul-1", |s| {
+            if let Some(open) = s.session.as_mut() {
+                open.professional.certificate_sha256 =
+                    crate::encoding::hex(&crate::encoding::sha256(&[1, 2, 3]));
+            }
+        })
+        .unwrap();
     // Another card's revocation, or a list that only grew stale: nothing ends.
     assert_eq!(sessions.end_revoked(|c| c == [9, 9, 9]).await.unwrap(), 0);
+    // Another card in the reader (after a pcscd outage), revoked: not this session's.
+    sessions
+        .update("regul-1", |s| s.certificate = Some(vec![9, 9, 9]))
+        .unwrap();
+    assert_eq!(sessions.end_revoked(|c| c == [9, 9, 9]).await.unwrap(), 0);
+    sessions
+        .update("regul-1", |s| s.certificate = Some(vec![1, 2, 3]))
+        .unwrap();
     assert!(sessions.authenticate("regul-1", &session.token).is_some());
     // This card's (its certificate, as read at insertion, is [1, 2, 3]).
     assert_eq!(sessions.end_revoked(|c| c == [1, 2, 3]).await.unwrap(), 1);

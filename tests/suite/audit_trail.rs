@@ -1051,7 +1051,12 @@ fn lookups_by_patient_and_professional_read_only_their_records() {
         ..both.clone()
     };
     let page = export::select(&txn, &after, Some(10)).unwrap();
-    assert_eq!(page.records.len(), 10);
+    let expected: Vec<u64> = selection.records[50..60]
+        .iter()
+        .map(|s| s.record.seq)
+        .collect();
+    let got: Vec<u64> = page.records.iter().map(|s| s.record.seq).collect();
+    assert_eq!(got, expected, "the ten that follow, in order");
     assert!(page.examined <= 20, "{}", page.examined);
     let by_call = Filter {
         call: Some("call-1234".into()),
