@@ -235,13 +235,12 @@ fn visit_records(
         (Index::Desk, &filter.desk),
     ];
     let timed = filter.since_ms.is_some() || filter.until_ms.is_some();
-    let pick = |list: &[(Index, &Option<String>)]| {
+    fn pick<'a>(list: &[(Index, &'a Option<String>)]) -> Option<(Index, &'a str)> {
         list.iter()
-            .find_map(|(index, key)| key.as_deref().map(|key| (*index, key.to_owned())))
-    };
+            .find_map(|(index, key)| key.as_deref().map(|key| (*index, key)))
+    }
     let driver = pick(&narrow).or_else(|| if timed { None } else { pick(&broad) });
     if let Some((index, key)) = driver {
-        let key = key.as_str();
         store::index_walk(txn, index, key, from, |seq| {
             Ok(match store::record(txn, seq)? {
                 Some(bytes) => keep(seq, &bytes),

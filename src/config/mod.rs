@@ -368,9 +368,9 @@ impl Config {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        check_toml_syntax(path, &text)?;
+        let file = check_toml_syntax(path, &text)?;
         let mut env: std::collections::HashMap<String, String> = env.into_iter().collect();
-        check_env_sections(&text, &env)?;
+        check_env_sections(&file, &env)?;
         // Lists given in the environment are comma-separated; taken out here, as the
         // `config` crate splits lists only when it also turns every number-like string
         // into a number and back ("3.0" into "3", "007" into "7"). Numbers and booleans
@@ -444,12 +444,9 @@ const OPTIONAL_SECTIONS: [&str; 5] = ["cards", "integration", "roster", "upstrea
 /// (the `config` crate would build one from a single variable, e.g. a fleet-wide
 /// `SAMU_GATEWAY__ROSTER__GRACE_MINUTES` switching roster enforcement on with no roster).
 fn check_env_sections(
-    text: &str,
+    file: &toml::Table,
     env: &std::collections::HashMap<String, String>,
 ) -> Result<(), ConfigError> {
-    let Ok(file) = text.parse::<toml::Table>() else {
-        return Ok(());
-    };
     let problems: Vec<ConfigProblem> = OPTIONAL_SECTIONS
         .iter()
         .filter(|section| !file.contains_key(**section))
@@ -480,9 +477,10 @@ fn check_env_sections(
 
 /// Parses the raw text first so that syntax errors name a line and column on one line
 /// (the `config` crate's own message spans several lines with a source excerpt).
-fn check_toml_syntax(path: &Path, text: &str) -> Result<(), ConfigError> {
-    let Err(err) = text.parse::<toml::Table>() else {
-        return Ok(());
+fn check_toml_syntax(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
+    let err = match text.parse::<toml::Table>() {
+        Ok(table) => return Ok(table),
+        Err(err) => err,
     };
     let offset = err.span().map_or(0, |span| span.start);
     let before = &text[..offset.min(text.len())];
