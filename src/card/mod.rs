@@ -106,6 +106,13 @@ pub enum CardError {
     /// last one and the lock).
     #[error("wrong PIN")]
     WrongPinTriesUnknown,
+    /// The card did not finish the login within its deadline (a card or reader that
+    /// stopped answering).
+    #[error("the card did not answer within {seconds} s")]
+    Unresponsive {
+        /// The deadline it missed.
+        seconds: u64,
+    },
     /// The PKCS#11 module is missing, does not load, or fails.
     #[error("PKCS#11 module: {0}")]
     Module(String),
@@ -126,6 +133,7 @@ impl CardError {
             Self::PinPadUnavailable(_) => "Ce lecteur ne permet pas la saisie du code sur son clavier. Contactez l'informatique du centre.".into(),
             Self::PinPadTimeout => "Délai dépassé : saisissez votre code sur le lecteur puis validez.".into(),
             Self::PinPadCancelled => "Saisie du code annulée sur le lecteur.".into(),
+            Self::Unresponsive { .. } => "La carte ne répond pas. Retirez-la, réinsérez-la et recommencez ; si cela se reproduit, essayez un autre lecteur.".into(),
             Self::NoSession => "Votre session carte est terminée : reconnectez-vous avec votre carte.".into(),
             _ => "La carte n'a pas répondu comme attendu. Retirez-la et réinsérez-la.".into(),
         }

@@ -14,7 +14,10 @@
 //! A login runs on a thread of its own with its own context and connection to the card: a
 //! PIN typed on a PIN-pad reader can take half a minute, during which removals at every
 //! desk must still be seen within 500 ms. The login sequence runs inside a PC/SC
-//! transaction, so two logins at one desk never interleave their APDUs.
+//! transaction, so two logins at one desk never interleave their APDUs. Its caller waits
+//! at most the login timeout ([`LOGIN_TIMEOUT`], configurable): a card that stops answering
+//! leaves its thread blocked until the card leaves, but the desk gets its answer and a
+//! login that completes after its caller left closes what it opened.
 //!
 //! A successful login keeps that connection open for the session, on its thread: the
 //! card's PIN-verified state lives as long as the card is not reset, and the session's
@@ -44,6 +47,12 @@ const POLL: Duration = Duration::from_millis(200);
 /// How long a new card may take to give its certificate and PIN tries; past it the card is
 /// reported unreadable (a later answer is dropped).
 pub const INSPECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a login may wait on the card by default (its reading, the PIN's check, the
+/// challenge's signature; a PIN typed on the reader's keypad has its entry time on top).
+/// Past it the physician is told the card does not answer, and the desk is free again: a
+/// card that stops answering mid-login must not hold the desk until it is pulled.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What the worker observes.
 #[derive(Debug)]
@@ -248,9 +257,10 @@ impl Sessions {
     }
 }
 
-/// Handle for running logins on the desks' cards, and signatures in their sessions.
+/// Handle for running logins on the desks' cards, and signatures in their sessions; the
+/// duration is how long a login may wait on its card ([`LOGIN_TIMEOUT`] by default).
 #[derive(Clone)]
-pub struct CardWorker(Worker);
+pub struct CardWorker(Worker, Duration);
 
 #[derive(Clone)]
 enum Worker {
@@ -283,7 +293,10 @@ impl CardWorker {
         std::thread::Builder::new()
             .name("card-worker".into())
             .spawn(move || monitor.run())?;
-        Ok(Self(Worker::Readers(backend, Sessions::default())))
+        Ok(Self(
+            Worker::Readers(backend, Sessions::default()),
+            LOGIN_TIMEOUT,
+        ))
     }
 
     /// A worker whose one reader holds an in-process virtual card (the demo's): the card is
@@ -327,16 +340,23 @@ impl CardWorker {
                                     request.reader
                                 )))
                             };
-                            let _ = request.reply.send(outcome.map(|signature| {
-                                let held = HeldSession::new(
-                                    request.expected_certificate.clone(),
-                                    signature,
-                                    profile.signature,
-                                );
-                                let id = held.0.id;
-                                session = Some(held);
-                                id
-                            }));
+                            match outcome {
+                                Ok(signature) => {
+                                    let held = HeldSession::new(
+                                        request.expected_certificate.clone(),
+                                        signature,
+                                        profile.signature,
+                                    );
+                                    // Kept only if the login's caller is still there (it
+                                    // gives up at its deadline).
+                                    if request.reply.send(Ok(held.0.id)).is_ok() {
+                                        session = Some(held);
+                                    }
+                                }
+                                Err(e) => {
+                                    let _ = request.reply.send(Err(e));
+                                }
+                            }
                         }
                         VirtualRequest::Held(Held::Sign(request), _) => {
                             let outcome = match &session {
@@ -361,11 +381,20 @@ impl CardWorker {
                     }
                 }
             })?;
-        Ok(Self(Worker::Virtual(requests)))
+        Ok(Self(Worker::Virtual(requests), LOGIN_TIMEOUT))
+    }
+
+    /// This worker, its logins waiting at most `timeout` on their card (beyond the PIN
+    /// pad's own entry time).
+    pub fn with_login_timeout(self, timeout: Duration) -> Self {
+        Self(self.0, timeout)
     }
 
     /// Runs the login sequence on the card in `reader`; the held session's id, which the
-    /// accesses made for this login name when they sign ([`Self::sign`]).
+    /// accesses made for this login name when they sign ([`Self::sign`]). A card that
+    /// has not finished within the login timeout (plus the PIN pad's entry time) is
+    /// [`CardError::Unresponsive`]; if it finishes later, the session it opened is closed
+    /// at once (nobody is there to hold it).
     pub async fn login(
         &self,
         reader: String,
@@ -373,6 +402,12 @@ impl CardWorker {
         expected_certificate: Vec<u8>,
     ) -> Result<u64, CardError> {
         let stopped = |_| CardError::Transport("the card worker stopped".into());
+        let deadline = match pin {
+            PinSource::Typed(_) => self.1,
+            PinSource::PinPad => {
+                self.1 + Duration::from_secs(super::pinpad::ENTRY_TIMEOUT_SECS.into())
+            }
+        };
         let (reply, answer) = oneshot::channel();
         let request = LoginRequest {
             reader,
@@ -400,7 +435,14 @@ impl CardWorker {
                 .send(VirtualRequest::Login(request))
                 .map_err(|_| CardError::Transport("the card worker stopped".into()))?,
         }
-        answer.await.map_err(stopped)?
+        // Dropping `answer` at the deadline is what tells the login's thread that nobody
+        // waits any more (`hold_session`, the virtual card's loop).
+        match tokio::time::timeout(deadline, answer).await {
+            Ok(outcome) => outcome.map_err(stopped)?,
+            Err(_) => Err(CardError::Unresponsive {
+                seconds: deadline.as_secs(),
+            }),
+        }
     }
 
     /// Has the card logged in at `reader` sign `message` with `key` (RSA, SHA-256: PKCS#1
@@ -538,10 +580,10 @@ fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRe
     if let Ok(mut all) = sessions.held.lock() {
         all.insert(request.reader.clone(), held);
     }
-    if request.reply.send(Ok(session.id)).is_err() {
-        return;
-    }
-    for message in inbox {
+    // A caller gone (past its deadline) leaves the loop at once: the session is forgotten
+    // below and the card closed.
+    let inbox = request.reply.send(Ok(session.id)).is_ok().then_some(inbox);
+    for message in inbox.into_iter().flatten() {
         match message {
             Held::Sign(sign) => {
                 let outcome = if sign.session.is_some_and(|id| id != session.id) {

@@ -96,6 +96,8 @@ pub(super) enum FaultArg {
     Garbage,
     /// Signs with a key that is not its certificate's.
     WrongKey,
+    /// Never answers a PIN check (VERIFY): a card that stops answering mid-login.
+    SilentOnVerify,
 }
 
 /// Creates the virtual card (CA, certificate, CRL in `--dir`), or reuses the card saved
@@ -113,6 +115,7 @@ pub(super) fn emulate_card(args: EmulateArgs) -> Result<ExitCode, Failure> {
     card.set_fault(match args.fault {
         FaultArg::None | FaultArg::WrongKey => Fault::None,
         FaultArg::Garbage => Fault::Garbage,
+        FaultArg::SilentOnVerify => Fault::SilentOnVerify,
     });
     emulate(
         &mut card,

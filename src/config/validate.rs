@@ -179,6 +179,15 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
             1,
             1_000,
         );
+        // Under 2 s a sound card's signature can miss it; over two minutes a physician
+        // mid-call has long given up on the screen.
+        check_range(
+            &mut out,
+            "cards.login_timeout_secs",
+            cards.login_timeout_secs,
+            2,
+            120,
+        );
         check_range(
             &mut out,
             "cards.session_idle_minutes",

@@ -130,6 +130,10 @@ pub(crate) enum Fault {
     None,
     /// Answers every command with bytes that are not a valid response.
     Garbage,
+    /// Never answers a PIN check (a VERIFY carrying a PIN): a card that stops answering
+    /// mid-login. [`EmulatedCard::process`]
+    /// gives no bytes at all for it; the reader link then stays silent.
+    SilentOnVerify,
 }
 
 /// A virtual CPS card.
@@ -204,6 +208,10 @@ impl EmulatedCard {
         let Ok(command) = Command::decode(apdu) else {
             return vec![0x67, 0x00];
         };
+        // A VERIFY without data only asks the tries left: the desk still reads the card.
+        if self.fault == Fault::SilentOnVerify && command.ins == 0x20 && !command.data.is_empty() {
+            return Vec::new();
+        }
         let result = match (command.ins, command.p1, command.p2) {
             (0xA4, 0x04, _) => self.select_application(&command),
             (0xA4, 0x02, _) => self.select_file(&command),
@@ -703,5 +711,68 @@ mod tests {
             ),
             Err(CardError::NoSession)
         ));
+    }
+
+    /// A card that stops answering mid-login: the login gives up at its deadline with a
+    /// clear error, and when the card answers after all, the session it opened is not
+    /// kept (nobody waits for it); the next login works.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_login_past_its_deadline_is_refused_and_leaves_no_session() {
+        use crate::card::worker::{CardWorker, PinSource};
+        /// The card, its first VERIFY held until the gate opens.
+        struct Stalling {
+            card: EmulatedCard,
+            gate: std::sync::mpsc::Receiver<()>,
+        }
+        impl Transport for Stalling {
+            fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, CardError> {
+                if apdu.get(1) == Some(&0x20) {
+                    let _ = self.gate.recv();
+                }
+                Ok(self.card.process(apdu))
+            }
+        }
+        let profile = CardProfile::default();
+        let (card, auth) = card(profile.clone());
+        let (open, gate) = std::sync::mpsc::channel();
+        let (events, _inbox) = tokio::sync::mpsc::unbounded_channel();
+        let deadline = std::time::Duration::from_millis(300);
+        let worker = CardWorker::start_virtual(
+            "R0".into(),
+            Box::new(Stalling { card, gate }),
+            profile,
+            events,
+        )
+        .unwrap()
+        .with_login_timeout(deadline);
+        let login = || {
+            worker.login(
+                "R0".into(),
+                PinSource::Typed(Pin::new("1234").unwrap()),
+                auth.clone(),
+            )
+        };
+        let started = std::time::Instant::now();
+        let outcome = login().await;
+        assert!(
+            matches!(outcome, Err(CardError::Unresponsive { .. })),
+            "{outcome:?}"
+        );
+        assert!(started.elapsed() < deadline * 10, "{:?}", started.elapsed());
+        assert!(
+            CardError::Unresponsive { seconds: 20 }
+                .message_fr()
+                .contains("ne répond pas")
+        );
+        // The card answers at last (and from now on at once): the late login opened
+        // nothing.
+        open.send(()).unwrap();
+        drop(open);
+        assert!(matches!(
+            worker.session("R0").await,
+            Err(CardError::NoSession)
+        ));
+        let held = login().await.unwrap();
+        assert_eq!(worker.session("R0").await.unwrap().id, held);
     }
 }

@@ -65,6 +65,13 @@ pub(crate) fn serve(
                 card.process(apdu)
             }
         };
+        // A card that does not answer (the silent fault): nothing is sent back, and the
+        // link stays open until vpcd or the emulator's end closes it.
+        if answer.is_empty() {
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+            return Ok(());
+        }
         let length = u16::try_from(answer.len())
             .map_err(|_| CardError::Encoding("answer longer than 65535 bytes".into()))?;
         let mut out = length.to_be_bytes().to_vec();

@@ -439,6 +439,12 @@ fn login_error(e: LoginError) -> ApiError {
                 e.message_fr(),
             )
         }
+        LoginError::Card(e @ CardError::Unresponsive { .. }) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "card_unresponsive",
+            e.to_string(),
+            e.message_fr(),
+        ),
         LoginError::Card(e) => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "card_error",

@@ -110,6 +110,7 @@ impl CardLogin {
                 events,
             )?,
         };
+        let worker = worker.with_login_timeout(Duration::from_secs(config.login_timeout_secs));
         sessions.release_cards_with(worker.clone());
         tokio::spawn(super::run(sessions.clone(), trust.clone(), inbox));
         tokio::spawn(reload_crls(trust.clone(), sessions.clone()));
@@ -335,6 +336,7 @@ fn card_reason(e: &CardError) -> &'static str {
         CardError::Module(_) => "card_module_failed",
         CardError::PinPadTimeout => "pin_entry_timeout",
         CardError::PinPadCancelled => "pin_entry_cancelled",
+        CardError::Unresponsive { .. } => "card_unresponsive",
         _ => "card_error",
     }
 }

@@ -17,6 +17,11 @@ pub struct CardsConfig {
     /// PIN attempts allowed per desk per minute (beyond the card's own 3 tries).
     #[serde(default = "defaults::pin_attempts_per_minute")]
     pub pin_attempts_per_minute: u32,
+    /// How long a login may wait on the card, in seconds (its reading, the PIN's check,
+    /// the challenge's signature); a PIN typed on the reader's keypad has its 30 s of entry
+    /// on top. Past it the physician is told the card does not answer.
+    #[serde(default = "defaults::login_timeout_secs")]
+    pub login_timeout_secs: u64,
     /// Professions (subject `title` of the card certificate, code or label) that may
     /// open a session; empty allows every profession.
     #[serde(default = "defaults::allowed_professions")]
@@ -48,6 +53,7 @@ impl CardsConfig {
             profile: crate::card::profile::CardProfile::default(),
             trust,
             pin_attempts_per_minute: defaults::pin_attempts_per_minute(),
+            login_timeout_secs: defaults::login_timeout_secs(),
             allowed_professions: defaults::allowed_professions(),
             session_idle_minutes: defaults::session_idle_minutes(),
             session_max_hours: defaults::session_max_hours(),
@@ -105,6 +111,9 @@ pub enum PinEntry {
 mod defaults {
     pub(super) fn pin_attempts_per_minute() -> u32 {
         5
+    }
+    pub(super) fn login_timeout_secs() -> u64 {
+        crate::card::worker::LOGIN_TIMEOUT.as_secs()
     }
     /// Physicians: code `10` and its label, since which of the two real CPS certificates
     /// carry in `title` is still to be confirmed (see `card::profile`).

@@ -503,3 +503,36 @@ async fn a_slow_card_at_one_desk_never_delays_a_removal_at_another() {
     let view = wait_card_state_at(&gateway, DESK_B, "refused").await;
     assert_eq!(view["card"]["code"], "unreadable", "{view}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_card_that_stops_answering_mid_login_is_given_up_and_frees_its_desk() {
+    let pcscd = Pcscd::start(1);
+    let mut card = VirtualCard::insert(&pcscd, 0, &["--fault", "silent-on-verify"]);
+    let gateway = gateway_with_desk_b(&pcscd, &card, "[cards]\nlogin_timeout_secs = 2", "");
+    wait_card_state(&gateway, "present").await;
+    // The card reads, then never answers the PIN's check: the physician is told so at the
+    // deadline, not left waiting.
+    let started = Instant::now();
+    let (status, body) = login(&gateway, DESK_A, "1234").await;
+    let waited = started.elapsed();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body["error"], "card_unresponsive", "{body}");
+    assert!(
+        body["message_fr"]
+            .as_str()
+            .unwrap()
+            .contains("ne répond pas"),
+        "{body}"
+    );
+    assert!(waited < Duration::from_secs(10), "waited {waited:?}");
+    eprintln!("a silent card given up after {} ms", waited.as_millis());
+    assert!(audit(&gateway, &["--kind", "user_login"]).contains("reason=card_unresponsive"));
+    // The silent card leaves; a sound one (the same card, answering) logs in at that desk.
+    let dir = card.dir.clone();
+    card.remove();
+    wait_card_state(&gateway, "no_card").await;
+    let _card = VirtualCard::insert_from(&pcscd, 0, &dir, &[]);
+    wait_card_state(&gateway, "present").await;
+    let (status, session) = login(&gateway, DESK_A, "1234").await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+}
