@@ -21,13 +21,14 @@ use crate::state::AUDIT_FILE;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum AuditCommand {
-    /// Check the whole chain and every checkpoint signature; exit 1 naming what is wrong.
+    /// Check the whole chain and every checkpoint signature; exit 2 naming what is wrong
+    /// (1: it could not be checked).
     Verify {
         /// Verify this JSONL export instead of the configured store.
         #[arg(long)]
         file: Option<PathBuf>,
         /// Trusted public key (hex, or a file holding it); repeatable. Default: the
-        /// configured signing key's.
+        /// configured signing key's; given, only those are trusted.
         #[arg(long = "public-key")]
         public_keys: Vec<String>,
     },
@@ -367,6 +368,11 @@ fn configured_and_given(config_path: &Path, given: &[String]) -> Result<TrustedK
     Ok(trusted)
 }
 
+/// `audit verify`'s verdict that the trail was checked and is not intact, apart from 1
+/// (it could not be checked: a file missing, unreadable, a store that does not open), so
+/// that a script tells a tampered trail from a wrong path.
+const EXIT_NOT_INTACT: u8 = 2;
+
 fn verify(
     config_path: &Path,
     file: Option<&Path>,
@@ -426,7 +432,7 @@ fn verify(
         "({} record(s) read, seq {range}, last checkpoint at {last})",
         report.records
     );
-    Ok(ExitCode::from(EXIT_RUNTIME))
+    Ok(ExitCode::from(EXIT_NOT_INTACT))
 }
 
 fn prune(config_path: &Path) -> Result<ExitCode, Failure> {

@@ -533,8 +533,23 @@ fn cli_verify_names_the_problem_and_exits_1() {
         &["audit", "verify", "--public-key", &public_key],
         &[],
     );
-    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert_eq!(code, 2, "not intact: {stdout}{stderr}");
     assert!(stdout.contains("record 9 was deleted"), "{stdout}");
+    // A trail that could not be checked is another answer than one that failed it.
+    let (code, stdout, stderr) = support::run(
+        &config,
+        &[
+            "audit",
+            "verify",
+            "--file",
+            "/nonexistent/export.jsonl",
+            "--public-key",
+            &public_key,
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "could not verify: {stdout}{stderr}");
+    assert!(stderr.contains("cannot verify the file"), "{stderr}");
 }
 
 /// An auditor with an export and the public key, on a machine with no gateway
