@@ -868,10 +868,16 @@ fn decode_block(index: Index, bytes: &[u8]) -> Result<Vec<u64>, AuditError> {
         .collect())
 }
 
-/// Sequence numbers of records whose time is within `[from_ms, to_ms]`, ascending by time.
-pub fn time_range(txn: &ReadTransaction, from_ms: u64, to_ms: u64) -> Result<Vec<u64>, AuditError> {
+/// Sequence numbers of records whose time is within `[from_ms, to_ms]`, ascending by time;
+/// `None` for a store without the time index (version 1, read by another process before
+/// the service upgraded it), which only a walk of every record can answer.
+pub fn time_range(
+    txn: &ReadTransaction,
+    from_ms: u64,
+    to_ms: u64,
+) -> Result<Option<Vec<u64>>, AuditError> {
     let Some(table) = open_existing(txn, BY_TIME)? else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let mut out = Vec::new();
     for entry in table
@@ -880,7 +886,7 @@ pub fn time_range(txn: &ReadTransaction, from_ms: u64, to_ms: u64) -> Result<Vec
     {
         out.push(entry.map_err(storage)?.0.value().1);
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// What [`backup`] copied.
@@ -1171,7 +1177,7 @@ mod tests {
         let txn = reader.snapshot().unwrap();
         assert_eq!(last_record(&txn).unwrap().map(|r| r.0), Some(2));
         assert_eq!(index_lookup(&txn, Index::Patient, "p").unwrap(), vec![1, 2]);
-        assert_eq!(time_range(&txn, 2, 10).unwrap(), vec![2]);
+        assert_eq!(time_range(&txn, 2, 10).unwrap(), Some(vec![2]));
         assert!(
             AuditStore::open(&path).is_err(),
             "a second writer must be refused"
@@ -1281,7 +1287,7 @@ mod tests {
         );
         assert_eq!(blocks(&txn, Index::Desk), vec![("d".to_owned(), 3, 3)]);
         assert_eq!(record(&txn, 2).unwrap(), None);
-        assert_eq!(time_range(&txn, 0, 10).unwrap(), vec![3, 4, 5]);
+        assert_eq!(time_range(&txn, 0, 10).unwrap(), Some(vec![3, 4, 5]));
     }
 
     #[test]

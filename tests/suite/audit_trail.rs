@@ -785,6 +785,27 @@ fn a_damaged_record_stops_exports_and_reviews_instead_of_being_left_out() {
     // A read that stops before it is unaffected.
     let first = export::select(&reader.snapshot().unwrap(), &Filter::default(), Some(4)).unwrap();
     assert_eq!(first.records.len(), 4);
+    // The anomaly report reads its window and the 7 days before through the time index:
+    // from the start of time it meets the damaged record; on a window after every record
+    // it reads none (it used to walk the whole trail whatever the window).
+    use samu_gateway::audit::report::{Thresholds, report};
+    let thresholds = Thresholds {
+        max_patients_per_hour: 3,
+        pin_failures: 3,
+        call_id_pattern: None,
+    };
+    let err = report(&reader, 0, &thresholds, None).unwrap_err();
+    assert!(err.to_string().contains("record 5"), "{err}");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let later = now_ms + 8 * 24 * 3_600_000;
+    assert!(
+        report(&reader, later, &thresholds, None)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// After a key rotation the trail's older checkpoints are the earlier key's: backup and
