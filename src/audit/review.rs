@@ -3,7 +3,7 @@
 //! keeps an access on the list; "justified" and "unjustified" close it. Only audit metadata
 //! is shown: who, which patient (INS), when, for which call, why; never clinical content.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
 use serde::Serialize;
@@ -66,43 +66,89 @@ impl BreakGlassAccess {
 
 /// Every access still to review, oldest first.
 pub fn pending(store: &impl ReadStore) -> Result<Vec<BreakGlassAccess>, AuditError> {
-    let txn = store.snapshot()?;
-    let mut started: Vec<BreakGlassAccess> = Vec::new();
-    let mut decisions: HashMap<u64, Decision> = HashMap::new();
-    // One left out could be an access never reviewed.
-    super::event::for_each_read_record(&txn, 0, |_, _, record| {
-        let event = &record.event;
-        match (event.kind, &event.outcome) {
-            (EventKind::BreakGlassStarted, Outcome::Success) => {
-                started.push(BreakGlassAccess::of(&record));
-            }
-            (EventKind::AccessReviewed, Outcome::Success) => {
-                if let Some(review) = &event.review {
-                    decisions.insert(review.of, review.decision);
+    ReviewQueue::default().refresh(store)
+}
+
+/// The accesses still to review, kept up to date by reading only the records appended
+/// since the last look: the compliance page asks for it often, and reading the whole trail
+/// each time cost years of records per look. Holds the open accesses only (what a look
+/// answers anyway); a closed one a later "to investigate" opens again is read back.
+#[derive(Default)]
+pub struct ReviewQueue {
+    /// The first record not read yet.
+    next: u64,
+    /// Open accesses by their start's sequence number (so, oldest first).
+    open: BTreeMap<u64, BreakGlassAccess>,
+}
+
+impl ReviewQueue {
+    /// Reads the records appended since the last call (all of them the first time) and
+    /// answers every access still to review, oldest first. A damaged record stops the
+    /// reading there, as every read of the trail does (one left out could be an access
+    /// never reviewed); the records before it are not read again.
+    pub fn refresh(&mut self, store: &impl ReadStore) -> Result<Vec<BreakGlassAccess>, AuditError> {
+        let txn = store.snapshot()?;
+        let mut next = self.next;
+        let mut failed = None;
+        let read = super::event::for_each_read_record(&txn, next, |seq, _, record| {
+            let event = &record.event;
+            match (event.kind, &event.outcome, &event.review) {
+                (EventKind::BreakGlassStarted, Outcome::Success, _) => {
+                    self.open.insert(seq, BreakGlassAccess::of(&record));
                 }
+                (EventKind::AccessReviewed, Outcome::Success, Some(review)) => {
+                    let decision = review.decision;
+                    let still_open = decision == Decision::ToInvestigate;
+                    if !still_open {
+                        self.open.remove(&review.of);
+                    } else if let Some(access) = self.open.get_mut(&review.of) {
+                        access.last_decision = Some(decision);
+                    } else {
+                        // Closed earlier, open again: its start is read back.
+                        match reviewable_start(&txn, review.of) {
+                            Ok(Some(mut access)) => {
+                                access.last_decision = Some(decision);
+                                self.open.insert(review.of, access);
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                failed = Some(e);
+                                return ControlFlow::Break(());
+                            }
+                        }
+                    }
+                }
+                _ => {}
             }
-            _ => {}
-        }
-        ControlFlow::Continue(())
-    })?;
-    Ok(started
-        .into_iter()
-        .map(|mut access| {
-            access.last_decision = decisions.get(&access.seq).copied();
-            access
-        })
-        .filter(|a| a.last_decision.is_none_or(|d| d == Decision::ToInvestigate))
-        .collect())
+            // Only once the record is taken in: a read stopped here starts again with it.
+            next = seq + 1;
+            ControlFlow::Continue(())
+        });
+        self.next = next;
+        read?;
+        failed.map_or(Ok(()), Err)?;
+        Ok(self.open.values().cloned().collect())
+    }
+}
+
+/// The access record `seq` started, when it is a successful break-glass start.
+fn reviewable_start(
+    txn: &redb::ReadTransaction,
+    seq: u64,
+) -> Result<Option<BreakGlassAccess>, AuditError> {
+    let Some(bytes) = store::record(txn, seq)? else {
+        return Ok(None);
+    };
+    let start = super::event::read_record(seq, &bytes)?;
+    Ok((start.event.kind == EventKind::BreakGlassStarted
+        && start.event.outcome == Outcome::Success)
+        .then(|| BreakGlassAccess::of(&start)))
 }
 
 /// Whether `seq` is a successful break-glass start (what a decision may name).
 pub fn is_reviewable(store: &impl ReadStore, seq: u64) -> Result<bool, AuditError> {
     let txn = store.snapshot()?;
-    Ok(store::record(&txn, seq)?
-        .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
-        .is_some_and(|r| {
-            r.event.kind == EventKind::BreakGlassStarted && r.event.outcome == Outcome::Success
-        }))
+    Ok(reviewable_start(&txn, seq)?.is_some())
 }
 
 /// One stored record with its hash, as compliance reads it.

@@ -79,7 +79,17 @@ pub(super) async fn pending(
     State(state): State<AppState>,
     officer: Officer,
 ) -> Result<Json<PendingAnswer>, ApiError> {
-    let accesses = read_trail(&state, review::pending).await?;
+    let queue = state.review_queue();
+    let accesses = read_trail(&state, move |store| {
+        // A panic elsewhere while it was held may have left it half updated: start over.
+        let mut queue = queue.lock().unwrap_or_else(|poisoned| {
+            let mut queue = poisoned.into_inner();
+            *queue = review::ReviewQueue::default();
+            queue
+        });
+        queue.refresh(store)
+    })
+    .await?;
     let detail = format!("pending accesses={}", accesses.len());
     record_use(&state, &officer, detail, LookedUp::default()).await?;
     Ok(Json(PendingAnswer { accesses }))

@@ -87,6 +87,8 @@ struct Shared {
     drain_started: tokio::sync::Notify,
     csrf: csrf::Csrf,
     requests: middleware::InFlight,
+    /// The compliance review queue, read forward from where the last look stopped.
+    review_queue: Arc<std::sync::Mutex<crate::audit::review::ReviewQueue>>,
 }
 
 impl AppState {
@@ -122,12 +124,18 @@ impl AppState {
             drain_started: tokio::sync::Notify::new(),
             csrf: csrf::Csrf::new(),
             requests: middleware::InFlight::default(),
+            review_queue: Arc::default(),
         }))
     }
 
     /// The requests running, whether or not their client is still there.
     pub(crate) fn requests(&self) -> &middleware::InFlight {
         &self.0.requests
+    }
+
+    /// The compliance review queue.
+    pub(crate) fn review_queue(&self) -> Arc<std::sync::Mutex<crate::audit::review::ReviewQueue>> {
+        self.0.review_queue.clone()
     }
 
     /// The pages' CSRF token key.

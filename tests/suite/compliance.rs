@@ -150,6 +150,27 @@ async fn officers_review_break_glass_accesses_and_nobody_else_can() {
     assert_eq!(code, 0, "{stderr}");
     assert!(out.contains("2 access(es) to review"), "{out}");
 
+    // The page's queue reads on from where it stopped: an access closed earlier and put
+    // back under investigation is on it again, in its place; one closed now leaves it.
+    let (status, _) = review(&officer, json!({"seq": 1, "decision": "to_investigate"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = review(&officer, json!({"seq": 4, "decision": "unjustified"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, body) = pending(officer.clone()).await;
+    let left: Vec<(u64, Value)> = body["accesses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["seq"].as_u64().unwrap(), a["last_decision"].clone()))
+        .collect();
+    assert_eq!(
+        left,
+        [(1, json!("to_investigate")), (2, json!("to_investigate"))]
+    );
+    assert_eq!(body["accesses"][0]["call_id"], "CRRA-1");
+    let (_, out, _) = support::run(&gateway.config, &["audit", "pending"], &[]);
+    assert!(out.contains("2 access(es) to review"), "{out}");
+
     // Officers reach no patient data.
     let response = officer
         .post(gateway.url("/api/v1/break-glass"))
