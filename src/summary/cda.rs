@@ -225,8 +225,10 @@ const DOCUMENT_TEMPLATES: &[(&str, Shape)] = &[
 /// absence, `no-allergy-info` that nothing is known (docs/summary.md).
 const ABSENT_OR_UNKNOWN: &str = "2.16.840.1.113883.5.1150.1";
 
-/// What an entry coded in [`ABSENT_OR_UNKNOWN`] says: an absence (`true`) or that nothing
-/// is known (`false`), in its words.
+/// What an entry (or one observation of it) coded in [`ABSENT_OR_UNKNOWN`] says: an
+/// absence (`true`) or that nothing is known (`false`), in its words. Asked of each
+/// observation of a concern act, not of the act: "no known food allergy" next to a
+/// penicillin allergy in one concern must not take the penicillin with it.
 fn absent_or_unknown(entry: Node<'_, '_>) -> Option<(bool, String)> {
     let code = entry
         .descendants()
@@ -734,20 +736,27 @@ impl Reader {
         let mut section = section_shell::<T>(node);
         let (mut absent, mut reads) = (false, 0);
         for (i, entry) in entries.iter().enumerate() {
-            // "No known medications" names no medicine: a statement, never an item.
-            if let Some((absence, said)) = absent_or_unknown(*entry) {
-                absent |= absence;
-                section.statements.push(said);
-                reads += 1;
-                continue;
-            }
             let found = expand(*entry);
             if found.is_empty() {
                 reads += 1;
-                self.unreadable_entry(&mut section, path, i);
+                match absent_or_unknown(*entry) {
+                    Some((absence, said)) => {
+                        absent |= absence;
+                        section.statements.push(said);
+                    }
+                    None => self.unreadable_entry(&mut section, path, i),
+                }
             }
             for one in found {
                 reads += 1;
+                // "No known medications" names no medicine: a statement, never an item.
+                // Asked of each observation: a concern grouping a statement and a problem
+                // keeps the problem.
+                if let Some((absence, said)) = absent_or_unknown(one) {
+                    absent |= absence;
+                    section.statements.push(said);
+                    continue;
+                }
                 match read(one) {
                     Some(item) => section.items.push(item),
                     None => self.unreadable_entry(&mut section, path, i),
@@ -1010,16 +1019,25 @@ fn observations<'a, 'i>(entry: Node<'a, 'i>) -> Vec<Node<'a, 'i>> {
 /// What an allergy entry says: one read per observation (a concern act may hold several),
 /// `None` for each that cannot be read.
 fn allergies(entry: Node<'_, '_>) -> Vec<Option<Read<Allergy>>> {
-    match absent_or_unknown(entry) {
-        Some((true, said)) => return vec![Some(Read::Absent(said))],
-        Some((false, said)) => return vec![Some(Read::Noted(said))],
-        None => {}
-    }
+    let stated = |node| {
+        absent_or_unknown(node).map(|(absent, said)| {
+            if absent {
+                Read::Absent(said)
+            } else {
+                Read::Noted(said)
+            }
+        })
+    };
     let observations = observations(entry);
     if observations.is_empty() {
-        return vec![None];
+        return vec![stated(entry)];
     }
-    observations.into_iter().map(allergy).collect()
+    // Each observation for itself: one coded "no known food allergy" says nothing of the
+    // penicillin allergy grouped with it.
+    observations
+        .into_iter()
+        .map(|one| stated(one).or_else(|| allergy(one)))
+        .collect()
 }
 
 fn allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
@@ -1047,14 +1065,23 @@ fn allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
             .and_then(words)
             .unwrap_or_else(|| "absence d'allergie".into());
         // Without an agent, what is denied is the value: allergy as such, or one kind.
+        // Without a coded value, the observation's own type says it: only "allergy"
+        // (ALG) denies them all; "drug allergy" (DALG), a food or an environmental one,
+        // an intolerance, or an assertion naming nothing leave the others unknown.
         return Some(match value.and_then(|v| v.attribute("code")) {
-            Some(denied) if !GENERAL_ALLERGY.contains(&denied) && denied != NO_KNOWN_ALLERGY => {
+            Some(denied) if GENERAL_ALLERGY.contains(&denied) || denied == NO_KNOWN_ALLERGY => {
+                Read::Absent(format!("absence : {said}"))
+            }
+            Some(denied) => {
                 let kind = value
                     .and_then(words)
                     .unwrap_or_else(|| format!("code {denied}"));
                 Read::Noted(format!("absence : {kind}"))
             }
-            _ => Read::Absent(format!("absence : {said}")),
+            None if code.and_then(|c| c.attribute("code")) == Some("ALG") => {
+                Read::Absent(format!("absence : {said}"))
+            }
+            None => Read::Noted(format!("absence : {said}")),
         });
     }
     if stated_absent {

@@ -652,6 +652,34 @@ fn partial_denials_grouped_concerns_and_unreadable_entries_never_hide_an_allergy
     assert_eq!(s.allergies.status, SectionStatus::Conflicting);
     assert_eq!(s.allergies.unreadable_entries, 1);
 
+    // One concern grouping "no known allergies" (IPS code) and a penicillin allergy: the
+    // allergy is shown and the section is conflicting (the code was once looked for in the
+    // whole concern, and its statement replaced both observations).
+    let grouped = format!(
+        "<observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"no-known-allergies\" codeSystem=\"2.16.840.1.113883.5.1150.1\" displayName=\"Pas d'allergie connue\"/></observation></entryRelationship><entryRelationship typeCode=\"SUBJ\">{}",
+        allergy("764146007", Some("Pénicilline"))
+    );
+    let s = with(&grouped);
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
+    assert_eq!(names(&s.allergies.items, |a| &a.substance), ["Pénicilline"]);
+    // "No known food allergies" grouped with it: the allergy is shown, nothing settled.
+    let s = with(&grouped.replace("no-known-allergies", "no-known-food-allergies"));
+    assert_eq!(s.allergies.status, SectionStatus::Recorded);
+    assert_eq!(names(&s.allergies.items, |a| &a.substance), ["Pénicilline"]);
+    // A negated "drug allergy" type with no value and no agent: food and latex stay
+    // unknown, so a statement, never "no known allergies"; only the type "allergy" (ALG)
+    // denies them all.
+    let typed = |kind: &str| {
+        format!(
+            "<observation classCode=\"OBS\" moodCode=\"EVN\" negationInd=\"true\"><code code=\"{kind}\" codeSystem=\"2.16.840.1.113883.5.4\" displayName=\"Type {kind}\"/><participant typeCode=\"CSM\"><participantRole><playingEntity><code nullFlavor=\"NA\"/></playingEntity></participantRole></participant></observation>"
+        )
+    };
+    let s = with(&typed("DALG"));
+    assert_eq!(s.allergies.status, SectionStatus::NotRecorded);
+    assert_eq!(s.allergies.statements, ["absence : Type DALG"]);
+    let s = with(&typed("ALG"));
+    assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
+
     // A problem concern grouping two problems: both read.
     let problems = fixture.replace(
         "<entry><organizer classCode=\"CLUSTER\" moodCode=\"EVN\"/></entry>",
