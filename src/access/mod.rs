@@ -28,7 +28,7 @@ use crate::audit::{
     Actor, AuditError, AuditLog, CallContext, DataSource, Event, EventKind, Outcome, PatientRef,
     Receipt,
 };
-use crate::cache::sealed::{CachedSummary, Entry, Hit, SealedSummaries};
+use crate::cache::sealed::{CachedSummary, ComposedFor, Entry, Hit, SealedSummaries};
 use crate::card::trust::Professional;
 use crate::limit::{Limited, Limits};
 use crate::patient::{Candidate, Ins, InsPolicy, PatientError, Traits};
@@ -1072,6 +1072,11 @@ impl BreakGlass {
                 return None;
             }
         };
+        // Composed for another mode (or profession), it may hold a document the patient
+        // masked from this one, or lack one this mode shows: asked again.
+        if hit.entry.composed_for != Some(composed_for(professional, mode)) {
+            return None;
+        }
         let lifetimes = cache.lifetimes();
         let cleared = hit
             .entry
@@ -1224,7 +1229,7 @@ impl BreakGlass {
         let asked_at = self.cache_generation();
         // The read's record names every exchange, the patient's resolution first.
         let (patient, summary) = self.upstream.patient_summary(ins, &access).await?;
-        let mut entry = Entry::new(patient.id, summary);
+        let mut entry = Entry::new(patient.id, summary, composed_for(professional, mode));
         if let Some(cache) = &self.cache {
             // Read, merged and written under the lock a refusal takes to remove a copy:
             // a refusal heard while this answer was on its way (an opposition, a closure)
@@ -1251,6 +1256,14 @@ impl BreakGlass {
             }
         }
         Ok(entry)
+    }
+}
+
+/// Whom the record service composes a summary for when `professional` asks in `mode`.
+fn composed_for(professional: &Professional, mode: AccessMode) -> ComposedFor {
+    ComposedFor {
+        mode,
+        profession: professional.title.clone(),
     }
 }
 

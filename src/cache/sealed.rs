@@ -184,6 +184,21 @@ pub struct Entry {
     /// fetch refreshes the copy, never someone else's clearance).
     #[serde(default)]
     pub cleared: Vec<Clearance>,
+    /// The access mode and profession the record service composed this summary for: the
+    /// DMP lists a document the patient masked only in the modes they allow, and by
+    /// profession, so a copy fetched in one mode is never served in another (`None`:
+    /// an entry from an earlier build, served to nobody).
+    #[serde(default)]
+    pub composed_for: Option<ComposedFor>,
+}
+
+/// Whom the record service composed a summary for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ComposedFor {
+    /// The access mode.
+    pub mode: AccessMode,
+    /// The professional's profession, as their card certificate says it.
+    pub profession: Option<String>,
 }
 
 /// The patient's record-service id never prints; the summary shows as counts.
@@ -192,6 +207,7 @@ impl std::fmt::Debug for Entry {
         f.debug_struct("Entry")
             .field("summary", &self.summary)
             .field("cleared", &self.cleared)
+            .field("composed_for", &self.composed_for)
             .finish_non_exhaustive()
     }
 }
@@ -208,12 +224,13 @@ pub struct Clearance {
 }
 
 impl Entry {
-    /// An entry cleared for nobody yet.
-    pub fn new(patient_id: String, summary: CriticalSummary) -> Self {
+    /// An entry cleared for nobody yet, composed for `composed_for`.
+    pub fn new(patient_id: String, summary: CriticalSummary, composed_for: ComposedFor) -> Self {
         Self {
             patient_id,
             summary: summary.into(),
             cleared: Vec::new(),
+            composed_for: Some(composed_for),
         }
     }
 
@@ -249,6 +266,8 @@ struct OpenedJson {
     summary: Box<CriticalSummary>,
     #[serde(default)]
     cleared: Vec<Clearance>,
+    #[serde(default)]
+    composed_for: Option<ComposedFor>,
 }
 
 /// What a version 2 entry holds beside its summary, marked with the run sealing it.
@@ -257,6 +276,8 @@ struct Meta<'a> {
     #[serde(borrow)]
     patient_id: std::borrow::Cow<'a, str>,
     cleared: std::borrow::Cow<'a, [Clearance]>,
+    #[serde(default)]
+    composed_for: Option<ComposedFor>,
     sealed_by: u64,
     /// Whether the summary holds an unstructured document's content (trusted only from
     /// this run, like the JSON itself).
@@ -457,6 +478,7 @@ impl SealedSummaries {
             serde_json::to_vec(&Meta {
                 patient_id: entry.patient_id.as_str().into(),
                 cleared: entry.cleared.as_slice().into(),
+                composed_for: entry.composed_for.clone(),
                 sealed_by: self.run,
                 has_content: entry.summary.has_content(),
             })
@@ -579,6 +601,7 @@ impl SealedSummaries {
                 patient_id: opened.patient_id,
                 summary: CachedSummary::Parsed(opened.summary),
                 cleared: opened.cleared,
+                composed_for: opened.composed_for,
             });
         }
         let (meta_len, rest) = plain.split_first_chunk::<4>()?;
@@ -597,6 +620,7 @@ impl SealedSummaries {
             patient_id: meta.patient_id.into_owned(),
             summary,
             cleared: meta.cleared.into_owned(),
+            composed_for: meta.composed_for,
         })
     }
 
@@ -764,7 +788,7 @@ mod tests {
             br#"{"resourceType": "Bundle", "type": "searchset", "entry": []}"#,
         )
         .unwrap();
-        let mut entry = Entry::new("p".into(), summary);
+        let mut entry = Entry::new("p".into(), summary, composed());
         entry.clear("810001", AccessMode::BrisDeGlace, 1_000);
         entry.clear("810002", AccessMode::Centre15, 5_000);
         assert_eq!(
@@ -815,7 +839,15 @@ mod tests {
         Entry::new(
             "p-minimal".into(),
             crate::summary::extract(&bundle).unwrap(),
+            composed(),
         )
+    }
+
+    fn composed() -> ComposedFor {
+        ComposedFor {
+            mode: AccessMode::BrisDeGlace,
+            profession: Some("10".into()),
+        }
     }
 
     fn store(dir: &Path) -> (super::super::SummaryCache, MasterKey) {
@@ -946,7 +978,10 @@ mod tests {
             content: Some("JVBERi0xLjQK".into()),
         });
         sealed
-            .put(&ins(), &Entry::new("p-minimal".into(), summary.clone()))
+            .put(
+                &ins(),
+                &Entry::new("p-minimal".into(), summary.clone(), composed()),
+            )
             .unwrap();
         let hit = sealed.get(&ins()).unwrap().unwrap();
         assert!(matches!(

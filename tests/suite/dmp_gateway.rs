@@ -338,46 +338,72 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
 /// An opposition heard while opening a listed document removes the patient's cached copy,
 /// as one heard while fetching the summary does: the next access asks the DMP again
 /// instead of serving the copy as fresh.
-#[tokio::test(flavor = "multi_thread")]
-async fn an_opposition_heard_on_a_listed_document_drops_the_cached_copy() {
-    let pcscd = Pcscd::start(1);
-    let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
-    let documents = tempfile::tempdir().unwrap();
-    let dmp = DevDmp::start(
-        patients(),
-        documents.path(),
-        &[card.dir.join("card-ca.pem").as_path()],
-    );
-    let keys = tempfile::tempdir().unwrap();
-    let key = keys.path().join("cache.key");
-    std::fs::write(&key, "ab".repeat(32)).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let gateway = dmp_gateway_with(
-        &pcscd,
-        &card,
-        &dmp,
-        "",
-        &[("SAMU_GATEWAY__CACHE__MASTER_KEY", key.to_str().unwrap())],
-    );
-    let token = gateway.login_desk_a().await;
-    let desk = gateway.client(Some(crate::support::DESK_A));
-    let reads = || {
+/// A gateway on the DMP path with a summary cache, its card logged in at desk A.
+struct Cached {
+    gateway: crate::support::Gateway,
+    dmp: DevDmp,
+    token: String,
+    desk: reqwest::Client,
+    _held: (Pcscd, VirtualCard, tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Cached {
+    async fn start() -> Self {
+        let pcscd = Pcscd::start(1);
+        let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+        let documents = tempfile::tempdir().unwrap();
+        let dmp = DevDmp::start(
+            patients(),
+            documents.path(),
+            &[card.dir.join("card-ca.pem").as_path()],
+        );
+        let keys = tempfile::tempdir().unwrap();
+        let key = keys.path().join("cache.key");
+        std::fs::write(&key, "ab".repeat(32)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let gateway = dmp_gateway_with(
+            &pcscd,
+            &card,
+            &dmp,
+            "",
+            &[("SAMU_GATEWAY__CACHE__MASTER_KEY", key.to_str().unwrap())],
+        );
+        let token = gateway.login_desk_a().await;
+        let desk = gateway.client(Some(crate::support::DESK_A));
+        Self {
+            gateway,
+            dmp,
+            token,
+            desk,
+            _held: (pcscd, card, documents, keys),
+        }
+    }
+
+    /// The patient reads on the trail, oldest first.
+    fn reads(&self) -> Vec<Value> {
         let (_, trail, _) = crate::support::run(
-            &gateway.config,
+            &self.gateway.config,
             &["audit", "list", "--json", "--kind", "patient_record_read"],
             &[],
         );
         trail
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .collect::<Vec<_>>()
-    };
+            .collect()
+    }
+}
 
-    let answer = break_glass(&desk, &gateway, &token, INS, "centre_15").await;
+#[tokio::test(flavor = "multi_thread")]
+async fn an_opposition_heard_on_a_listed_document_drops_the_cached_copy() {
+    let cached = Cached::start().await;
+    let (gateway, dmp, token, desk) = (&cached.gateway, &cached.dmp, &cached.token, &cached.desk);
+    let reads = || cached.reads();
+
+    let answer = break_glass(desk, gateway, token, INS, "centre_15").await;
     assert_eq!(answer.status(), StatusCode::CREATED);
     // Cached: a second access in the same mode is served from the copy.
-    let again = break_glass(&desk, &gateway, &token, INS, "centre_15").await;
+    let again = break_glass(desk, gateway, token, INS, "centre_15").await;
     assert_eq!(again.status(), StatusCode::CREATED);
     let grant = again.json::<Value>().await.unwrap()["grant"]["id"]
         .as_str()
@@ -392,7 +418,7 @@ async fn an_opposition_heard_on_a_listed_document_drops_the_cached_copy() {
         .get(gateway.url(&format!(
             "/api/v1/grants/{grant}/documents/1.2.250.1.999.1.3"
         )))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .send()
         .await
         .unwrap();
@@ -400,11 +426,42 @@ async fn an_opposition_heard_on_a_listed_document_drops_the_cached_copy() {
     dmp.fault(json!({"kind": "none"})).await;
 
     // The copy is gone: this access asks the DMP (which now answers normally).
-    let after = break_glass(&desk, &gateway, &token, INS, "centre_15").await;
+    let after = break_glass(desk, gateway, token, INS, "centre_15").await;
     assert_eq!(after.status(), StatusCode::CREATED);
     let last = detail(reads().last().unwrap());
     assert!(
         last.contains("dmp=") && !last.contains("age_seconds="),
         "{last}"
+    );
+}
+
+/// The DMP lists a document the patient masked only in the modes they allow: a copy
+/// fetched in break-glass (masked VSM listed) is never served in regulation, nor the
+/// reverse, however fresh the professional's clearance in that mode.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_fetched_in_one_access_mode_is_never_served_in_another() {
+    let cached = Cached::start().await;
+    let (gateway, token, desk) = (&cached.gateway, &cached.token, &cached.desk);
+    let documents = |body: &Value| body["summary"]["documents"].as_array().map_or(0, Vec::len);
+    let mut seen = Vec::new();
+    for mode in ["centre_15", "bris_de_glace", "centre_15", "centre_15"] {
+        let answer = break_glass(desk, gateway, token, INS, mode).await;
+        assert_eq!(answer.status(), StatusCode::CREATED, "{mode}");
+        let body: Value = answer.json().await.unwrap();
+        let detail = cached.reads().last().unwrap()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        seen.push((mode, documents(&body), detail.starts_with("age_seconds=")));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("centre_15", 2, false),
+            ("bris_de_glace", 3, false),
+            // Cleared in regulation a moment ago, but the copy is break-glass's: asked again.
+            ("centre_15", 2, false),
+            ("centre_15", 2, true),
+        ]
     );
 }
