@@ -26,10 +26,15 @@ const MAX_DEPTH: usize = 128;
 /// Codes, dates and names: no attribute of a real document comes near (content, a PDF
 /// included, is element text).
 const MAX_ATTRIBUTE_BYTES: usize = 64 * 1024;
-/// Far above the largest real summary (a few thousand entries).
-const MAX_NODES: u32 = 4_000_000;
+/// Far above the largest real summary (a few thousand entries, tens of thousands of
+/// nodes), and low enough that a hostile document's tree stays under ~80 MB (a node or an
+/// attribute costs roxmltree 70 to 80 bytes): a few desks at once must not exhaust the
+/// service's memory.
+const MAX_NODES: u32 = 500_000;
 /// The INS OIDs share this prefix (docs/domain.md §4).
 const INS_ROOT_PREFIX: &str = "1.2.250.1.213.1.4.";
+/// Unreadable entries named in the warnings; the rest are counted.
+const MAX_NAMED_UNREADABLE: usize = 50;
 /// SNOMED CT "no known allergy", as IPS-FR states an explicit absence.
 const NO_KNOWN_ALLERGY: &str = "716186003";
 
@@ -861,9 +866,13 @@ impl Reader {
     fn unreadable_entry<T>(&mut self, section: &mut Section<T>, path: &str, i: usize) {
         section.unreadable_entries += 1;
         self.unreadable += 1;
-        self.warnings.push(format!(
-            "{path}/entry[{i}]: not a readable entry of its section"
-        ));
+        // Named up to a point, then only counted: a hostile document's millions of empty
+        // entries, each named by a long path, would otherwise fill memory.
+        if self.unreadable <= MAX_NAMED_UNREADABLE {
+            self.warnings.push(format!(
+                "{path}/entry[{i}]: not a readable entry of its section"
+            ));
+        }
     }
 
     /// The allergies, with those found in other sections: listed, and the section
@@ -877,9 +886,12 @@ impl Reader {
         held.statements.append(&mut self.stray_statements);
         // The same entry written again elsewhere (a vigilance section repeating the
         // allergies) is shown once; one that differs in anything is shown as written.
+        // A set, not a search of the list per item: a hostile document can write
+        // thousands of allergies outside the section.
         let mut found = 0;
+        let mut shown: std::collections::HashSet<Allergy> = held.items.iter().cloned().collect();
         for item in std::mem::take(&mut self.stray_allergies) {
-            if !held.items.contains(&item) {
+            if shown.insert(item.clone()) {
                 held.items.push(item);
                 found += 1;
             }
@@ -932,7 +944,16 @@ impl Reader {
                 bad_attachments: self.bad_attachments,
                 ..DocumentDefects::default()
             },
-            warnings: self.warnings,
+            warnings: {
+                let mut warnings = self.warnings;
+                if self.unreadable > MAX_NAMED_UNREADABLE {
+                    warnings.push(format!(
+                        "… and {} more unreadable entries",
+                        self.unreadable - MAX_NAMED_UNREADABLE
+                    ));
+                }
+                warnings
+            },
         }
     }
 }

@@ -272,7 +272,7 @@ pub struct Section<T> {
 }
 
 /// A code as the source wrote it.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 pub struct Code {
     /// Code system URI (or OID URN).
     pub system: Option<String>,
@@ -283,7 +283,7 @@ pub struct Code {
 }
 
 /// An allergy or intolerance.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq, Hash, utoipa::ToSchema)]
 pub struct Allergy {
     /// The substance, in the source's words.
     pub substance: String,

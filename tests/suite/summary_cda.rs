@@ -692,6 +692,30 @@ fn partial_denials_grouped_concerns_and_unreadable_entries_never_hide_an_allergy
     );
 }
 
+/// A document of thousands of unreadable entries names the first 50 and counts the rest
+/// (each named by its section's path, they would fill memory), and the same allergy
+/// written again and again outside the allergy section is shown once.
+#[test]
+fn unreadable_entries_are_named_up_to_a_point_and_repeated_allergies_shown_once() {
+    let fixture = String::from_utf8(cda("absence-stated-sections-not-asked.xml")).unwrap();
+    const EMPTY: &str = "<entry><organizer classCode=\"CLUSTER\" moodCode=\"EVN\"/></entry>";
+    assert!(fixture.contains(EMPTY));
+    let s = summary::extract(fixture.replace(EMPTY, &EMPTY.repeat(3000)).as_bytes()).unwrap();
+    assert_eq!(s.defects.unreadable_entries, 3000);
+    assert!(s.warnings.len() <= 55, "{} warnings", s.warnings.len());
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w == "… and 2950 more unreadable entries"),
+        "{:?}",
+        s.warnings
+    );
+    // The problem list repeats one allergy concern 2,000 times.
+    let allergy = "<entry><observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"ALG\" codeSystem=\"2.16.840.1.113883.5.4\"/><participant typeCode=\"CSM\"><participantRole><playingEntity><code code=\"764146007\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Pénicilline\"/></playingEntity></participantRole></participant></observation></entry>";
+    let s = summary::extract(fixture.replace(EMPTY, &allergy.repeat(2000)).as_bytes()).unwrap();
+    assert_eq!(names(&s.allergies.items, |a| &a.substance), ["Pénicilline"]);
+}
+
 /// An allergy written in another section (a problem list's allergy concern, known by its
 /// PCC template or by its intolerance type alone) joins the allergies: beside "no known
 /// allergies" the section is conflicting, never « aucune allergie connue ».

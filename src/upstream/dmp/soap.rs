@@ -21,8 +21,9 @@ pub const WSSE: &str =
     "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd";
 const ANONYMOUS: &str = "http://www.w3.org/2005/08/addressing/anonymous";
 /// Nodes an answer may hold: a document list of a few hundred entries has tens of
-/// thousands; a retrieved CDA travels as a separate MIME part or as one text node.
-const MAX_NODES: u32 = 2_000_000;
+/// thousands; a retrieved CDA travels as a separate MIME part or as one text node. The
+/// bound keeps a hostile answer's tree under ~80 MB.
+const MAX_NODES: u32 = 500_000;
 
 /// What the header of one request says.
 #[derive(Debug, Clone, Copy)]
