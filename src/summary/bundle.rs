@@ -112,6 +112,11 @@ pub struct Index<'a> {
     /// (claimants times references). Positions, not resources, so that the index stays
     /// covariant in its lifetime.
     resolved: RefCell<HashMap<Resolution, Vec<usize>>>,
+    /// Contained resources by their owner's address, then by id: their positions in the
+    /// owner's `contained`. Built once per owner: a resource with 100,000 contained ones
+    /// and as many `#` references to them costs a pass, not a pass per reference. Ids
+    /// are owned for the same reason as above.
+    contained_ids: RefCell<HashMap<usize, HashMap<String, Vec<usize>>>>,
     /// Entries claiming the identity (fullUrl, or type and id without a fullUrl) of an
     /// earlier entry in the same version: the bundle is defective.
     pub duplicates: usize,
@@ -127,6 +132,7 @@ impl<'a> Index<'a> {
             unnamed: HashMap::new(),
             by_address: HashMap::new(),
             resolved: RefCell::default(),
+            contained_ids: RefCell::default(),
             duplicates: 0,
         };
         for entry in entries {
@@ -179,18 +185,32 @@ impl<'a> Index<'a> {
         contained: Option<&'a Object>,
     ) -> Target<'a> {
         if let Some(local) = reference.strip_prefix('#') {
-            let found: Vec<&'a Object> = contained
+            let all: &'a [Value] = contained
                 .and_then(|c| c.get("contained"))
                 .and_then(Value::as_array)
-                .map(|all| {
-                    all.iter()
-                        .filter_map(Value::as_object)
-                        .filter(|r| r.get("id").and_then(Value::as_str) == Some(local))
-                        .collect()
-                })
-                .unwrap_or_default();
+                .map_or(&[], Vec::as_slice);
             // Keyed by the owner's address and the id (a `#` never names a version).
             let owner = contained.map_or(0, |c| std::ptr::from_ref(c) as usize);
+            let positions = self
+                .contained_ids
+                .borrow_mut()
+                .entry(owner)
+                .or_insert_with(|| {
+                    let mut ids: HashMap<String, Vec<usize>> = HashMap::new();
+                    for (at, resource) in all.iter().enumerate() {
+                        if let Some(id) = resource.get("id").and_then(Value::as_str) {
+                            ids.entry(id.to_owned()).or_default().push(at);
+                        }
+                    }
+                    ids
+                })
+                .get(local)
+                .cloned()
+                .unwrap_or_default();
+            let found: Vec<&'a Object> = positions
+                .iter()
+                .filter_map(|&at| all.get(at).and_then(Value::as_object))
+                .collect();
             return self.distinct(owner, Some(format!("#{local}")), found);
         }
         let (unversioned, version) = split_version(reference);
@@ -365,6 +385,40 @@ mod tests {
             index.full_url_of(index.entries[2].resource),
             Some("http://srv/fhir/Medication/m2")
         );
+    }
+
+    /// Contained resources are indexed once per owner, with the same answers as a search
+    /// of the list each time (which a resource with 100,000 of them and as many
+    /// references made quadratic).
+    #[test]
+    fn contained_resources_are_indexed_once_per_owner() {
+        let entries = json!([
+            {"resource": {"resourceType": "Composition", "id": "c", "contained": [
+                {"resourceType": "AllergyIntolerance", "id": "a", "code": {"text": "latex"}},
+                {"resourceType": "AllergyIntolerance", "id": "b"},
+                "not a resource",
+                {"resourceType": "AllergyIntolerance", "id": "a", "code": {"text": "penicillin"}}
+            ]}},
+            {"resource": {"resourceType": "Condition", "id": "d", "contained": [
+                {"resourceType": "Medication", "id": "a"}
+            ]}}
+        ]);
+        let index = Index::new(entries.as_array().unwrap());
+        let (first, second) = (index.entries[0].resource, index.entries[1].resource);
+        for _ in 0..3 {
+            let target = index.resolve("#a", None, Some(first));
+            assert!(matches!(target, Target::Ambiguous(_)), "{target:?}");
+            assert_eq!(id_of(&target), ["a", "a"]);
+            assert_eq!(id_of(&index.resolve("#b", None, Some(first))), ["b"]);
+            assert!(matches!(
+                index.resolve("#z", None, Some(first)),
+                Target::Missing
+            ));
+            // Another owner's "a" is its own.
+            assert_eq!(id_of(&index.resolve("#a", None, Some(second))), ["a"]);
+        }
+        assert!(matches!(index.resolve("#a", None, None), Target::Missing));
+        assert_eq!(index.contained_ids.borrow().len(), 3, "two owners and none");
     }
 
     #[test]
