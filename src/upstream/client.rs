@@ -220,8 +220,10 @@ fn backoff(attempt: u32) -> Duration {
 /// Candidates a search answer may list (the DMP client has the same bound).
 const MAX_CANDIDATES: usize = 100;
 
-/// The patients of a searchset Bundle.
-fn candidates(body: &[u8]) -> Result<Vec<Candidate>, UpstreamError> {
+/// The patients of a searchset Bundle; with `carrying` (`OID|value`), only those that carry
+/// that INS: a server that ignores or loosens the `identifier` parameter (FHIR lets it)
+/// must not turn an INS look-up into another patient's record.
+fn candidates(body: &[u8], carrying: Option<&str>) -> Result<Vec<Candidate>, UpstreamError> {
     let value =
         summary::syntax::parse(body).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
     if value.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
@@ -233,11 +235,20 @@ fn candidates(body: &[u8]) -> Result<Vec<Candidate>, UpstreamError> {
         .get("entry")
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
-    let patients: Vec<&serde_json::Map<String, Value>> = entries
+    let listed = entries
         .iter()
         .filter_map(|e| e.get("resource")?.as_object())
-        .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Patient"))
-        .collect();
+        .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Patient"));
+    let (patients, others): (Vec<_>, Vec<_>) = listed.partition(|r| {
+        carrying.is_none_or(|token| summary::ins_identifiers(r).iter().any(|t| t == token))
+    });
+    if !others.is_empty() {
+        // Counts only: what the others carry is health data.
+        tracing::warn!(
+            left_out = others.len(),
+            "the record service answered an INS look-up with patients not carrying that INS; they were left out"
+        );
+    }
     // As the DMP path: a physician cannot choose among more, and each candidate shown is
     // named in the search's audit record.
     if patients.len() > MAX_CANDIDATES {
@@ -251,7 +262,7 @@ fn candidates(body: &[u8]) -> Result<Vec<Candidate>, UpstreamError> {
             let id = r.get("id")?.as_str()?;
             let ins = summary::ins_identifiers(r)
                 .into_iter()
-                .next()
+                .find(|t| carrying.is_none_or(|token| t == token))
                 .and_then(|token| {
                     let (oid, value) = token.split_once('|')?;
                     Some(CandidateIns {
@@ -285,7 +296,8 @@ impl RecordService for FhirClient {
     ) -> BoxFuture<'a, Result<Vec<Candidate>, UpstreamError>> {
         Box::pin(async move {
             let request = self.search_request(vec![("identifier", ins.fhir_token())]);
-            candidates(&self.call(access, request).await?)
+            let carrying = format!("{}|{}", ins.oid(), ins.as_str());
+            candidates(&self.call(access, request).await?, Some(&carrying))
         })
     }
 
@@ -306,7 +318,7 @@ impl RecordService for FhirClient {
             if let Some(place) = &traits.birthplace {
                 form.push(("birthplace", place.clone()));
             }
-            candidates(&self.call(access, self.search_request(form)).await?)
+            candidates(&self.call(access, self.search_request(form)).await?, None)
         })
     }
 
@@ -366,13 +378,46 @@ mod tests {
     #[test]
     fn a_search_answer_lists_at_most_the_bound() {
         assert_eq!(
-            candidates(&bundle(MAX_CANDIDATES)).unwrap().len(),
+            candidates(&bundle(MAX_CANDIDATES), None).unwrap().len(),
             MAX_CANDIDATES
         );
-        let refused = candidates(&bundle(MAX_CANDIDATES + 1)).unwrap_err();
+        let refused = candidates(&bundle(MAX_CANDIDATES + 1), None).unwrap_err();
         assert!(
             refused.to_string().contains("more than 100 candidates"),
             "{refused}"
         );
+    }
+
+    /// An INS look-up answered with patients that do not carry that INS (a server that
+    /// ignored the parameter) finds none of them: never another patient's record.
+    #[test]
+    fn an_ins_look_up_keeps_only_the_patients_carrying_that_ins() {
+        let identifier = |oid: &str, value: &str| serde_json::json!({"system": format!("urn:oid:{oid}"), "value": value});
+        let body = serde_json::to_vec(&serde_json::json!({
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [
+                {"resource": {"resourceType": "Patient", "id": "no-ins"}},
+                {"resource": {"resourceType": "Patient", "id": "other", "identifier": [
+                    identifier("1.2.250.1.213.1.4.8", "285017512345612")]}},
+                {"resource": {"resourceType": "Patient", "id": "same-number-other-oid", "identifier": [
+                    identifier("1.2.250.1.213.1.4.9", "185057800608436")]}},
+                {"resource": {"resourceType": "Patient", "id": "asked", "identifier": [
+                    identifier("1.2.250.1.213.1.4.9", "285017512345612"),
+                    identifier("1.2.250.1.213.1.4.8", "185057800608436")]}}
+            ]
+        }))
+        .unwrap();
+        let found = candidates(&body, Some("1.2.250.1.213.1.4.8|185057800608436")).unwrap();
+        let ids: Vec<&str> = found.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["asked"]);
+        // The INS shown is the one asked for, not the first the patient carries.
+        let ins = found[0].ins.as_ref().unwrap();
+        assert_eq!(
+            (ins.oid.as_str(), ins.value.as_str()),
+            ("1.2.250.1.213.1.4.8", "185057800608436")
+        );
+        // A search by traits keeps every patient.
+        assert_eq!(candidates(&body, None).unwrap().len(), 4);
     }
 }
