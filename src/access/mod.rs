@@ -1114,8 +1114,10 @@ impl BreakGlass {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Drops the patient's cached copies after an answer that withdraws them (a refusal,
+    /// no summary document any more, an INS naming several patients).
     fn forget_on_refusal(&self, ins: &Ins, e: &UpstreamError) {
-        let Some(cache) = self.cache.as_ref().filter(|_| e.is_refusal()) else {
+        let Some(cache) = self.cache.as_ref().filter(|_| e.withdraws_copy()) else {
             return;
         };
         // Under the write lock, with the generation moved on: a fetch that asked before
@@ -1164,7 +1166,7 @@ impl BreakGlass {
                 age: Duration::ZERO,
                 stale_because: None,
             }),
-            Err(e) if e.is_refusal() => {
+            Err(e) if e.withdraws_copy() => {
                 self.forget_on_refusal(ins, &e);
                 Err(e)
             }
@@ -1506,6 +1508,15 @@ mod tests {
         upstream.release.notify_one();
         assert_eq!(third.await.unwrap().unwrap(), "p-1");
         assert!(cache.get(&ins).unwrap().is_some());
+
+        // An outage keeps the copy (it is what a stale copy is for); the record service
+        // saying it holds no summary now (a document withdrawn), or that the INS names
+        // several patients, withdraws it as a refusal does.
+        access.forget_on_refusal(&ins, &UpstreamError::Unavailable("down".into()));
+        assert!(cache.get(&ins).unwrap().is_some());
+        access.forget_on_refusal(&ins, &UpstreamError::NoSummaryDocument);
+        assert!(cache.get(&ins).unwrap().is_none());
+        assert!(UpstreamError::Ambiguous(2).withdraws_copy());
     }
 
     #[test]

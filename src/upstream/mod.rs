@@ -209,6 +209,14 @@ impl UpstreamError {
                 | Self::RecordClosed
         )
     }
+
+    /// Whether the answer withdraws what a cached copy of the patient's summary shows: a
+    /// refusal, or the record service saying it holds no summary document now (one filed
+    /// in the wrong record, withdrawn) or that the INS no longer names one patient. Served
+    /// later as "stale", the copy would show what the service no longer stands by.
+    pub fn withdraws_copy(&self) -> bool {
+        self.is_refusal() || matches!(self, Self::NoSummaryDocument | Self::Ambiguous(_))
+    }
 }
 
 /// The record service as callers see it.

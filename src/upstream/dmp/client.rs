@@ -868,7 +868,9 @@ fn opposition_code(mode: AccessMode) -> &'static str {
 /// The outcome a registry's (or repository's) answer says: an error code the gateway
 /// knows, wherever it is listed; a `Failure`, whatever it lists (an empty list from a
 /// failed query is not "no summary document"); an error (not a warning) when nothing
-/// came back. A `PartialSuccess` with documents is used, and said (`compose_from`).
+/// came back, or a `PartialSuccess` with nothing (part of the answer is missing: what is
+/// missing may be the summary). A `PartialSuccess` with documents is used, and said
+/// (`compose_from`).
 fn registry_outcome(
     status: xds::Status,
     errors: &[RegistryError],
@@ -897,6 +899,9 @@ fn registry_outcome(
             "the DMP answered {}",
             e.code
         ))),
+        (xds::Status::PartialSuccess, None) if nothing => Err(UpstreamError::Unavailable(
+            "the DMP answered PartialSuccess with nothing".into(),
+        )),
         _ => Ok(()),
     }
 }
@@ -1121,6 +1126,13 @@ mod tests {
             registry_outcome(PartialSuccess, &[error("E", "Error")], false),
             Ok(())
         );
+        // Part of an answer that holds nothing: not "no summary document".
+        for warnings in [&[][..], &[error("W1", "Warning")][..]] {
+            assert!(matches!(
+                registry_outcome(PartialSuccess, warnings, true),
+                Err(UpstreamError::Unavailable(_))
+            ));
+        }
     }
 
     async fn login(worker: &CardWorker, auth: &[u8]) -> u64 {
