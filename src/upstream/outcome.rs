@@ -12,7 +12,10 @@
 //! | service unavailable | 502, 503, 504 (also 408, 429) | `transient` | — |
 //!
 //! A 403 without a known code is read as a refusal of the assertion, never as an
-//! opposition (an opposition must be stated). Successful answers are `200` with
+//! opposition (an opposition must be stated). Likewise a 404 or a 410 without its code is
+//! not "no record" or "record closed", which tell the physician there is nothing to see
+//! and delete the patient's cached copy: a wrong base path or a proxy's page says 404 too.
+//! It is read as the service not answering. Successful answers are `200` with
 //! `Content-Type: application/fhir+json` (`application/json` tolerated).
 
 use serde_json::{Value, json};
@@ -72,8 +75,11 @@ pub fn classify(status: u16, body: &[u8], mode: AccessMode) -> UpstreamError {
     match (status, detail.as_deref()) {
         (403, Some(code::PATIENT_OPPOSED)) => UpstreamError::PatientOpposed(mode),
         (403, Some(code::PROFESSIONAL_BLOCKED)) => UpstreamError::ProfessionalBlocked,
-        (404, _) => UpstreamError::NoRecord,
-        (410, _) => UpstreamError::RecordClosed,
+        (404, Some(code::NO_RECORD)) => UpstreamError::NoRecord,
+        (410, Some(code::RECORD_CLOSED)) => UpstreamError::RecordClosed,
+        (404 | 410, _) => UpstreamError::Unavailable(format!(
+            "HTTP {status} without its outcome code (a wrong address, or a proxy's page?)"
+        )),
         (401 | 403, Some(other)) => UpstreamError::AssertionRefused(safe(other)),
         (401 | 403, None) => UpstreamError::AssertionRefused(format!("HTTP {status}")),
         (408 | 429 | 500..=599, _) => UpstreamError::Unavailable(format!("HTTP {status}")),
@@ -105,7 +111,22 @@ mod tests {
             classify(403, &body(code::PROFESSIONAL_BLOCKED), mode),
             UpstreamError::ProfessionalBlocked
         );
-        assert_eq!(classify(404, b"", mode), UpstreamError::NoRecord);
+        assert_eq!(
+            classify(404, &body(code::NO_RECORD), mode),
+            UpstreamError::NoRecord
+        );
+        // A bare 404 or 410 (a wrong path, a proxy, an unknown operation) says nothing of
+        // the record.
+        for status in [404, 410] {
+            assert!(matches!(
+                classify(status, b"<html>Not Found</html>", mode),
+                UpstreamError::Unavailable(_)
+            ));
+            assert!(matches!(
+                classify(status, &body("unknown-operation"), mode),
+                UpstreamError::Unavailable(_)
+            ));
+        }
         assert_eq!(
             classify(410, &body(code::RECORD_CLOSED), mode),
             UpstreamError::RecordClosed
