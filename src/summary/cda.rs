@@ -234,25 +234,18 @@ const ABSENT_OR_UNKNOWN: &str = "2.16.840.1.113883.5.1150.1";
 /// absence (`true`) or that nothing is known (`false`), in its words. Asked of each
 /// observation of a concern act, not of the act: "no known food allergy" next to a
 /// penicillin allergy in one concern must not take the penicillin with it.
-fn absent_or_unknown(entry: Node<'_, '_>) -> Option<(bool, String)> {
+///
+/// An absence counts only for the section's own `topic` (the suffix of its IPS code:
+/// `allergies`, `medications`…): "no known problems" filed among the medications, or "no
+/// known food allergies" (one kind), is a statement, never "none known".
+fn absent_or_unknown(entry: Node<'_, '_>, topic: &str) -> Option<(bool, String)> {
     let code = entry
         .descendants()
         .find(|n| n.is_element() && n.attribute("codeSystem") == Some(ABSENT_OR_UNKNOWN))?;
     let value = code.attribute("code")?;
     let said = words(code).unwrap_or_else(|| value.to_owned());
-    Some((
-        value.starts_with("no-known-") && !PARTIAL_NO_KNOWN.contains(&value),
-        said,
-    ))
+    Some((value.strip_prefix("no-known-") == Some(topic), said))
 }
-
-/// IPS "no known" codes that deny one kind of allergy only: the others stay unknown, so
-/// they are statements, never "no known allergies".
-const PARTIAL_NO_KNOWN: [&str; 3] = [
-    "no-known-medication-allergies",
-    "no-known-food-allergies",
-    "no-known-environmental-allergies",
-];
 
 /// SNOMED CT findings whose denial, in a negated allergy observation without an agent,
 /// denies allergy as such ("allergy to substance", "propensity to adverse reactions");
@@ -632,43 +625,43 @@ impl Reader {
             }
             Some(code) => match self.shape.meaning(code) {
                 Meaning::Medications => {
-                    let read = self.plain(node, path, &entries, medication);
+                    let read = self.plain((node, path, "medications"), &entries, medication);
                     merge(&mut self.medications, read);
                 }
                 Meaning::Dispensations => {
-                    let read = self.plain(node, path, &entries, dispensation);
+                    let read = self.plain((node, path, "medications"), &entries, dispensation);
                     merge(&mut self.dispensations, read);
                 }
                 Meaning::Problems => {
-                    let read = self.each_observation(node, path, &entries, problem);
+                    let read = self.each_observation((node, path, "problems"), &entries, problem);
                     merge(&mut self.problems, read);
                 }
                 Meaning::PastProblems => {
-                    let read = self.each_observation(node, path, &entries, problem);
+                    let read = self.each_observation((node, path, "problems"), &entries, problem);
                     merge(&mut self.past_problems, read);
                 }
                 Meaning::Procedures => {
-                    let read = self.plain(node, path, &entries, procedure);
+                    let read = self.plain((node, path, "procedures"), &entries, procedure);
                     merge(&mut self.procedures, read);
                 }
                 Meaning::Immunizations => {
-                    let read = self.plain(node, path, &entries, immunization);
+                    let read = self.plain((node, path, "immunizations"), &entries, immunization);
                     merge(&mut self.immunizations, read);
                 }
                 Meaning::Devices => {
-                    let read = self.plain(node, path, &entries, device);
+                    let read = self.plain((node, path, "devices"), &entries, device);
                     merge(&mut self.devices, read);
                 }
                 Meaning::Pregnancy => {
-                    let read = self.plain(node, path, &entries, observed);
+                    let read = self.plain((node, path, ""), &entries, observed);
                     merge(&mut self.pregnancy, read);
                 }
                 Meaning::AdvanceDirectives => {
-                    let read = self.plain(node, path, &entries, observed);
+                    let read = self.plain((node, path, ""), &entries, observed);
                     merge(&mut self.advance_directives, read);
                 }
                 Meaning::Vigilance => {
-                    let read = self.plain(node, path, &entries, observed);
+                    let read = self.plain((node, path, ""), &entries, observed);
                     merge(&mut self.vigilance, read);
                 }
                 Meaning::Other => self.other(node, Some(code), entries.len()),
@@ -708,32 +701,29 @@ impl Reader {
     /// may also state an absence), one read per entry.
     fn plain<T>(
         &mut self,
-        node: Node<'_, '_>,
-        path: &str,
+        (node, path, topic): (Node<'_, '_>, &str, &str),
         entries: &[Node<'_, '_>],
         read: fn(Node<'_, '_>) -> Option<T>,
     ) -> Section<T> {
-        self.read_section(node, path, entries, read, |entry| vec![entry])
+        self.read_section((node, path, topic), entries, read, |entry| vec![entry])
     }
 
     /// [`Self::plain`] for sections whose entries may be concern acts grouping several
     /// observations (problems): each observation is an item, or unreadable.
     fn each_observation<T>(
         &mut self,
-        node: Node<'_, '_>,
-        path: &str,
+        (node, path, topic): (Node<'_, '_>, &str, &str),
         entries: &[Node<'_, '_>],
         read: fn(Node<'_, '_>) -> Option<T>,
     ) -> Section<T> {
-        self.read_section(node, path, entries, read, observations)
+        self.read_section((node, path, topic), entries, read, observations)
     }
 
     /// Reads each of what `expand` finds in an entry (the entry itself, or its
     /// observations); an entry where it finds nothing is unreadable.
     fn read_section<'a, 'i, T>(
         &mut self,
-        node: Node<'a, 'i>,
-        path: &str,
+        (node, path, topic): (Node<'a, 'i>, &str, &str),
         entries: &[Node<'a, 'i>],
         read: fn(Node<'_, '_>) -> Option<T>,
         expand: fn(Node<'a, 'i>) -> Vec<Node<'a, 'i>>,
@@ -744,7 +734,7 @@ impl Reader {
             let found = expand(*entry);
             if found.is_empty() {
                 reads += 1;
-                match absent_or_unknown(*entry) {
+                match absent_or_unknown(*entry, topic) {
                     Some((absence, said)) => {
                         absent |= absence;
                         section.statements.push(said);
@@ -757,7 +747,7 @@ impl Reader {
                 // "No known medications" names no medicine: a statement, never an item.
                 // Asked of each observation: a concern grouping a statement and a problem
                 // keeps the problem.
-                if let Some((absence, said)) = absent_or_unknown(one) {
+                if let Some((absence, said)) = absent_or_unknown(one, topic) {
                     absent |= absence;
                     section.statements.push(said);
                     continue;
@@ -1041,7 +1031,7 @@ fn observations<'a, 'i>(entry: Node<'a, 'i>) -> Vec<Node<'a, 'i>> {
 /// `None` for each that cannot be read.
 fn allergies(entry: Node<'_, '_>) -> Vec<Option<Read<Allergy>>> {
     let stated = |node| {
-        absent_or_unknown(node).map(|(absent, said)| {
+        absent_or_unknown(node, "allergies").map(|(absent, said)| {
             if absent {
                 Read::Absent(said)
             } else {

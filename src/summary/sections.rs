@@ -891,9 +891,14 @@ fn party_name(index: &Index, resource: &Object, from: Option<&str>) -> Option<St
 // ----- entries -----
 
 /// The concept in `field` named, or why the entry yields no item: a negation, or no name.
-fn named<T>(r: &Object, field: &str, missing: &str) -> Result<(String, Vec<Code>), Read<T>> {
+fn named<T>(
+    r: &Object,
+    field: &str,
+    missing: &str,
+    topic: Topic,
+) -> Result<(String, Vec<Code>), Read<T>> {
     let concept = r.get(field);
-    if let Some(negation) = concept.and_then(negation) {
+    if let Some(negation) = concept.and_then(|c| negation(c, topic)) {
         return Err(negation);
     }
     let name = concept
@@ -916,7 +921,12 @@ fn allergy(_context: &mut Context, r: &Object) -> Read<Allergy> {
     {
         return read;
     }
-    let (substance, codes) = match named(r, "code", "an allergy without a substance") {
+    let (substance, codes) = match named(
+        r,
+        "code",
+        "an allergy without a substance",
+        Topic::Allergies,
+    ) {
         Ok(named) => named,
         Err(read) => return read,
     };
@@ -1009,7 +1019,7 @@ fn medication(context: &mut Context, r: &Object) -> Read<Medication> {
         }
         (None, None) => None,
     };
-    if let Some(negation) = concept.and_then(negation) {
+    if let Some(negation) = concept.and_then(|c| negation(c, Topic::Medications)) {
         return negation;
     }
     let Some(name) = concept.and_then(concept_name) else {
@@ -1064,7 +1074,12 @@ fn problem(_context: &mut Context, r: &Object) -> Read<Problem> {
     if let Some(read) = expect_type(r, &["Condition"]).or_else(|| skipped_verification(r)) {
         return read;
     }
-    let (name, codes) = match named(r, "code", "a problem without a description") {
+    let (name, codes) = match named(
+        r,
+        "code",
+        "a problem without a description",
+        Topic::Problems,
+    ) {
         Ok(named) => named,
         Err(read) => return read,
     };
@@ -1082,7 +1097,12 @@ fn procedure(_context: &mut Context, r: &Object) -> Read<Procedure> {
     if let Some(read) = expect_type(r, &["Procedure"]).or_else(|| not_done(r)) {
         return read;
     }
-    let (name, codes) = match named(r, "code", "a procedure without a description") {
+    let (name, codes) = match named(
+        r,
+        "code",
+        "a procedure without a description",
+        Topic::Procedures,
+    ) {
         Ok(named) => named,
         Err(read) => return read,
     };
@@ -1098,7 +1118,12 @@ fn immunization(_context: &mut Context, r: &Object) -> Read<Immunization> {
     if let Some(read) = expect_type(r, &["Immunization"]).or_else(|| not_done(r)) {
         return read;
     }
-    let (vaccine, codes) = match named(r, "vaccineCode", "an immunization without a vaccine") {
+    let (vaccine, codes) = match named(
+        r,
+        "vaccineCode",
+        "an immunization without a vaccine",
+        Topic::Immunizations,
+    ) {
         Ok(named) => named,
         Err(read) => return read,
     };
@@ -1146,7 +1171,7 @@ fn device(context: &mut Context, r: &Object) -> Read<Device> {
     let mut codes = Vec::new();
     for device in devices {
         let concept = device.get("type");
-        if let Some(negation) = concept.and_then(negation) {
+        if let Some(negation) = concept.and_then(|c| negation(c, Topic::Devices)) {
             return negation;
         }
         if let Some(name) =
@@ -1213,8 +1238,37 @@ fn skipped_verification<T>(r: &Object) -> Option<Read<T>> {
     }
 }
 
-/// "No known …" and "no information about …" codes and phrases.
-fn negation<T>(concept: &Value) -> Option<Read<T>> {
+/// What a section is about, for its "no known …" statements: each denies its own topic
+/// only ("no current problems" filed among the allergies says nothing of allergies).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Topic {
+    Allergies,
+    Medications,
+    Problems,
+    Procedures,
+    Immunizations,
+    Devices,
+}
+
+impl Topic {
+    /// The topic an IPS `no-known-…` code's suffix denies as a whole.
+    fn of_ips(what: &str) -> Option<Self> {
+        Some(match what {
+            "allergies" => Self::Allergies,
+            "medications" => Self::Medications,
+            "problems" => Self::Problems,
+            "procedures" => Self::Procedures,
+            "immunizations" => Self::Immunizations,
+            "devices" => Self::Devices,
+            _ => return None,
+        })
+    }
+}
+
+/// "No known …" and "no information about …" codes and phrases, in an entry of a
+/// section about `topic`: a "no known" denies the section only when it is about that
+/// section's topic; about another one, or one kind only, it is a statement.
+fn negation<T>(concept: &Value, topic: Topic) -> Option<Read<T>> {
     let codes = codings(concept);
     for coding in &codes {
         let (Some(system), Some(code)) = (coding.system.as_deref(), coding.code.as_deref()) else {
@@ -1234,15 +1288,7 @@ fn negation<T>(concept: &Value) -> Option<Read<T>> {
                 });
             }
             if let Some(what) = code.strip_prefix("no-known-") {
-                let general = matches!(
-                    what,
-                    "allergies"
-                        | "medications"
-                        | "problems"
-                        | "procedures"
-                        | "immunizations"
-                        | "devices"
-                );
+                let general = Topic::of_ips(what) == Some(topic);
                 return Some(Read::NoneKnown {
                     general,
                     text: label(),
@@ -1251,11 +1297,17 @@ fn negation<T>(concept: &Value) -> Option<Read<T>> {
             }
         }
         if system == SNOMED {
-            let general = match code {
-                "716186003" | "160245001" | "787481004" => true,
-                "409137002" | "429625007" | "428607008" | "1003774007" | "1003776009" => false,
+            let denied = match code {
+                "716186003" => Some(Topic::Allergies),
+                "787481004" => Some(Topic::Medications),
+                "160245001" => Some(Topic::Problems),
+                "787480003" => Some(Topic::Procedures),
+                "787482006" => Some(Topic::Immunizations),
+                "787483001" => Some(Topic::Devices),
+                "409137002" | "429625007" | "428607008" | "1003774007" | "1003776009" => None,
                 _ => continue,
             };
+            let general = denied == Some(topic);
             return Some(Read::NoneKnown {
                 general,
                 text: label(),
@@ -1269,19 +1321,20 @@ fn negation<T>(concept: &Value) -> Option<Read<T>> {
             .and_then(Value::as_str)?
             .trim()
             .to_lowercase();
-        let general = match phrase.as_str() {
-            "no known allergies"
-            | "no known allergy"
-            | "aucune allergie connue"
-            | "no known current medications"
+        let denied = match phrase.as_str() {
+            "no known allergies" | "no known allergy" | "aucune allergie connue" => {
+                Some(Topic::Allergies)
+            }
+            "no known current medications"
             | "no known medications"
-            | "aucun traitement en cours"
-            | "no known current problems or disability"
+            | "aucun traitement en cours" => Some(Topic::Medications),
+            "no known current problems or disability"
             | "no known problems"
-            | "aucun antécédent connu" => true,
-            "no known drug allergies" | "nkda" | "no known food allergies" => false,
+            | "aucun antécédent connu" => Some(Topic::Problems),
+            "no known drug allergies" | "nkda" | "no known food allergies" => None,
             _ => return None,
         };
+        let general = denied == Some(topic);
         return Some(Read::NoneKnown {
             general,
             text: concept.get("text")?.as_str()?.trim().to_owned(),

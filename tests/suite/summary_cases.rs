@@ -509,6 +509,40 @@ fn none_known_beside_another_persons_allergy_is_conflicting() {
     );
 }
 
+/// A "no known …" statement denies its own section only: "no current problems" or "no
+/// known medications" filed among the allergies is a statement there, never « aucune
+/// allergie connue ».
+#[test]
+fn a_no_known_statement_about_another_section_never_settles_the_allergies() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ips/no-known-allergies.json");
+    let original: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let with = |coding: Value| {
+        let mut bundle = original.clone();
+        let mut changed = 0;
+        for entry in bundle["entry"].as_array_mut().unwrap() {
+            if entry["resource"]["resourceType"] == "AllergyIntolerance" {
+                entry["resource"]["code"] = serde_json::json!({"coding": [coding.clone()]});
+                changed += 1;
+            }
+        }
+        assert_eq!(changed, 1);
+        summary::extract(&serde_json::to_vec(&bundle).unwrap()).unwrap()
+    };
+    let own = with(
+        serde_json::json!({"system": "http://snomed.info/sct", "code": "716186003", "display": "No known allergy"}),
+    );
+    assert_eq!(own.allergies.status, SectionStatus::NoneKnown);
+    for other in [
+        serde_json::json!({"system": "http://snomed.info/sct", "code": "160245001", "display": "No current problems or disability"}),
+        serde_json::json!({"system": "http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips", "code": "no-known-medications", "display": "No known medications"}),
+    ] {
+        let s = with(other.clone());
+        assert_eq!(s.allergies.status, SectionStatus::NotRecorded, "{other}");
+        assert_eq!(s.allergies.statements.len(), 1, "{other}");
+    }
+}
+
 /// A search set that says it continues (a `next` link) was read one page only: an entry on
 /// a page not read may contradict a statement of absence, so no section says "none
 /// known", and the summary says it may be partial.

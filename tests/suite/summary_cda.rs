@@ -679,6 +679,12 @@ fn partial_denials_grouped_concerns_and_unreadable_entries_never_hide_an_allergy
     assert_eq!(s.allergies.statements, ["absence : Type DALG"]);
     let s = with(&typed("ALG"));
     assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
+    // "No known problems" filed among the allergies denies no allergy.
+    let s = with(
+        "<observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"no-known-problems\" codeSystem=\"2.16.840.1.113883.5.1150.1\" displayName=\"Pas de problème connu\"/></observation>",
+    );
+    assert_eq!(s.allergies.status, SectionStatus::NotRecorded);
+    assert_eq!(s.allergies.statements, ["Pas de problème connu"]);
 
     // A problem concern grouping two problems: both read.
     let problems = fixture.replace(
