@@ -718,7 +718,7 @@ impl BreakGlass {
                 if !e.is_refusal() {
                     tracing::warn!(error = %e, "record service failed on a listed document");
                 }
-                self.forget_on_refusal(&grant.ins, &e);
+                self.forget_on_refusal(&grant.ins, &e, grant.mode);
                 self.record(Event {
                     detail: Some(format!("opened={unique_id}")),
                     ..event(failure_outcome(&e))
@@ -906,7 +906,7 @@ impl BreakGlass {
             }
             Err(e) => {
                 if let Some(ins) = &ins {
-                    self.forget_on_refusal(ins, e);
+                    self.forget_on_refusal(ins, e, mode);
                 }
                 event.outcome = failure_outcome(e);
             }
@@ -1114,12 +1114,24 @@ impl BreakGlass {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Drops the patient's cached copies after an answer that withdraws them (a refusal,
-    /// no summary document any more, an INS naming several patients).
-    fn forget_on_refusal(&self, ins: &Ins, e: &UpstreamError) {
+    /// Drops the patient's cached copies after an answer in `mode` that withdraws them (a
+    /// refusal, no summary document any more, an INS naming several patients).
+    fn forget_on_refusal(&self, ins: &Ins, e: &UpstreamError, mode: AccessMode) {
         let Some(cache) = self.cache.as_ref().filter(|_| e.withdraws_copy()) else {
             return;
         };
+        // "No summary document" answers for one mode (a document the patient masked from
+        // it is not listed): a copy composed for another mode stands.
+        if matches!(e, UpstreamError::NoSummaryDocument)
+            && let Ok(Some(hit)) = cache.get(ins)
+            && hit
+                .entry
+                .composed_for
+                .as_ref()
+                .is_some_and(|c| c.mode != mode)
+        {
+            return;
+        }
         // Under the write lock, with the generation moved on: a fetch that asked before
         // this refusal was heard cannot put its copy back afterwards (`fetch_once`).
         let mut generation = self
@@ -1167,7 +1179,7 @@ impl BreakGlass {
                 stale_because: None,
             }),
             Err(e) if e.withdraws_copy() => {
-                self.forget_on_refusal(ins, &e);
+                self.forget_on_refusal(ins, &e, mode);
                 Err(e)
             }
             Err(e) if StaleBecause::of(&e).is_some() => {
@@ -1489,7 +1501,11 @@ mod tests {
         // A refusal lands while a second fetch waits for its answer.
         let second = fetch(AccessMode::BrisDeGlace);
         upstream.asked.notified().await;
-        access.forget_on_refusal(&ins, &UpstreamError::PatientOpposed(AccessMode::Centre15));
+        access.forget_on_refusal(
+            &ins,
+            &UpstreamError::PatientOpposed(AccessMode::Centre15),
+            AccessMode::Centre15,
+        );
         assert!(cache.get(&ins).unwrap().is_none());
         upstream.release.notify_one();
         assert_eq!(
@@ -1512,9 +1528,18 @@ mod tests {
         // An outage keeps the copy (it is what a stale copy is for); the record service
         // saying it holds no summary now (a document withdrawn), or that the INS names
         // several patients, withdraws it as a refusal does.
-        access.forget_on_refusal(&ins, &UpstreamError::Unavailable("down".into()));
+        let (centre_15, bris_de_glace) = (AccessMode::Centre15, AccessMode::BrisDeGlace);
+        access.forget_on_refusal(
+            &ins,
+            &UpstreamError::Unavailable("down".into()),
+            bris_de_glace,
+        );
         assert!(cache.get(&ins).unwrap().is_some());
-        access.forget_on_refusal(&ins, &UpstreamError::NoSummaryDocument);
+        // "No summary document" is one mode's answer (a document masked from regulation is
+        // not listed there): it leaves the break-glass copy alone.
+        access.forget_on_refusal(&ins, &UpstreamError::NoSummaryDocument, centre_15);
+        assert!(cache.get(&ins).unwrap().is_some());
+        access.forget_on_refusal(&ins, &UpstreamError::NoSummaryDocument, bris_de_glace);
         assert!(cache.get(&ins).unwrap().is_none());
         assert!(UpstreamError::Ambiguous(2).withdraws_copy());
     }

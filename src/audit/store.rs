@@ -869,8 +869,8 @@ fn decode_block(index: Index, bytes: &[u8]) -> Result<Vec<u64>, AuditError> {
 }
 
 /// Sequence numbers of records whose time is within `[from_ms, to_ms]`, ascending by time;
-/// `None` for a store without the time index (version 1, read by another process before
-/// the service upgraded it), which only a walk of every record can answer.
+/// `None` when the store has no time index table (every store writes one with its first
+/// record; a store never written to has none), which a walk of every record answers.
 pub fn time_range(
     txn: &ReadTransaction,
     from_ms: u64,

@@ -50,8 +50,9 @@ pub const INSPECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a login may wait on the card by default (its reading, the PIN's check, the
 /// challenge's signature; a PIN typed on the reader's keypad has its entry time on top).
-/// Past it the physician is told the card does not answer, and the desk is free again: a
-/// card that stops answering mid-login must not hold the desk until it is pulled.
+/// Past it the physician is told the card does not answer (and to pull it, which frees the
+/// reader its login thread still holds): a card that stops answering mid-login must not
+/// hold the physician's request until it is pulled.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What the worker observes.

@@ -192,6 +192,15 @@ impl CardLogin {
             target.holder.clone(),
         );
         let who = actor(&holder, desk);
+        let failed = |e: &CardError| Event {
+            actor: Some(who.clone()),
+            ..Event::new(
+                EventKind::UserLogin,
+                Outcome::Failed {
+                    reason: card_reason(e).into(),
+                },
+            )
+        };
         let refused = |reason: &str, detail: Option<String>| Event {
             actor: Some(who.clone()),
             detail,
@@ -237,15 +246,21 @@ impl CardLogin {
                         refused("pin_blocked", None)
                     }
                     CardError::SignatureMismatch => refused("signature_mismatch", None),
-                    other => Event {
-                        actor: Some(who.clone()),
-                        ..Event::new(
-                            EventKind::UserLogin,
-                            Outcome::Failed {
-                                reason: card_reason(other).into(),
-                            },
-                        )
-                    },
+                    unanswered @ CardError::Unresponsive { .. } => {
+                        // The PIN may still reach the card after the deadline, and a wrong
+                        // one spends a try the desk would not know of: the next login
+                        // counts one try fewer (at least one, so the last try still asks
+                        // for its confirmation rather than being taken for blocked).
+                        if let Some(tries) = target.pin_tries_left {
+                            self.sessions.record_tries(
+                                &desk.id,
+                                target.insertion,
+                                tries.saturating_sub(1).max(1),
+                            );
+                        }
+                        failed(unanswered)
+                    }
+                    other => failed(other),
                 };
                 let _recorded = self.audit.append(event).await?;
                 return Err(e.into());

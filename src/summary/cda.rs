@@ -1089,7 +1089,10 @@ fn allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
                     .unwrap_or_else(|| format!("code {denied}"));
                 Read::Noted(format!("absence : {kind}"))
             }
-            None if code.and_then(|c| c.attribute("code")) == Some("ALG") => {
+            None if code
+                .and_then(|c| c.attribute("code"))
+                .is_some_and(|c| c == "ALG" || GENERAL_ALLERGY.contains(&c)) =>
+            {
                 Read::Absent(format!("absence : {said}"))
             }
             None => Read::Noted(format!("absence : {said}")),

@@ -509,7 +509,8 @@ async fn a_card_that_stops_answering_mid_login_is_given_up_and_frees_its_desk() 
     let pcscd = Pcscd::start(1);
     let mut card = VirtualCard::insert(&pcscd, 0, &["--fault", "silent-on-verify"]);
     let gateway = gateway_with_desk_b(&pcscd, &card, "[cards]\nlogin_timeout_secs = 2", "");
-    wait_card_state(&gateway, "present").await;
+    let view = wait_card_state(&gateway, "present").await;
+    assert_eq!(view["card"]["pin_tries_left"], 3, "{view}");
     // The card reads, then never answers the PIN's check: the physician is told so at the
     // deadline, not left waiting.
     let started = Instant::now();
@@ -527,6 +528,8 @@ async fn a_card_that_stops_answering_mid_login_is_given_up_and_frees_its_desk() 
     assert!(waited < Duration::from_secs(10), "waited {waited:?}");
     eprintln!("a silent card given up after {} ms", waited.as_millis());
     assert!(audit(&gateway, &["--kind", "user_login"]).contains("reason=card_unresponsive"));
+    // The PIN may yet reach the card and spend a try: the desk counts one fewer.
+    assert_eq!(desk(&gateway, DESK_A).await["card"]["pin_tries_left"], 2);
     // The silent card leaves; a sound one (the same card, answering) logs in at that desk.
     let dir = card.dir.clone();
     card.remove();

@@ -677,8 +677,10 @@ fn partial_denials_grouped_concerns_and_unreadable_entries_never_hide_an_allergy
     let s = with(&typed("DALG"));
     assert_eq!(s.allergies.status, SectionStatus::NotRecorded);
     assert_eq!(s.allergies.statements, ["absence : Type DALG"]);
-    let s = with(&typed("ALG"));
-    assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
+    for general in ["ALG", "419199007"] {
+        let s = with(&typed(general));
+        assert_eq!(s.allergies.status, SectionStatus::NoneKnown, "{general}");
+    }
     // "No known problems" filed among the allergies denies no allergy.
     let s = with(
         "<observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"no-known-problems\" codeSystem=\"2.16.840.1.113883.5.1150.1\" displayName=\"Pas de problème connu\"/></observation>",

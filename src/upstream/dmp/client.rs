@@ -666,6 +666,12 @@ impl DmpClient {
         );
         let chosen: Vec<&DocumentEntry> = synthesis.into_iter().chain(history).collect();
         if chosen.is_empty() {
+            // Part of the answer is missing, and it may be the synthesis: not a fact.
+            if found.status == xds::Status::PartialSuccess {
+                return Err(UpstreamError::Unavailable(
+                    "the DMP answered PartialSuccess without a summary document".into(),
+                ));
+            }
             return Err(UpstreamError::NoSummaryDocument);
         }
         let mut retrieved = self.retrieve(access, &chosen, &mut trail).await?;
