@@ -82,6 +82,15 @@ pub enum CardEvent {
         /// The configured readers plugged in.
         plugged: Vec<String>,
     },
+    /// The card session held at `reader` ended on its own: its card failed a signature
+    /// (reset by another program, a reader glitch) while still in the reader. Whoever
+    /// logged in with it has nothing left to sign with.
+    SessionLost {
+        /// The reader.
+        reader: String,
+        /// The session's id ([`HeldSession::id`]).
+        session: u64,
+    },
 }
 
 /// Where the PIN comes from.
@@ -233,6 +242,8 @@ enum VirtualRequest {
 struct Sessions {
     held: std::sync::Arc<std::sync::Mutex<HashMap<String, mpsc::Sender<Held>>>>,
     locks: std::sync::Arc<std::sync::Mutex<HashMap<String, std::sync::Arc<std::sync::Mutex<()>>>>>,
+    /// Where a session ending on its own is told.
+    events: Option<tokio_mpsc::UnboundedSender<CardEvent>>,
 }
 
 impl Sessions {
@@ -280,6 +291,10 @@ impl CardWorker {
         events: tokio_mpsc::UnboundedSender<CardEvent>,
     ) -> std::io::Result<Self> {
         let (inspected, readings) = mpsc::channel();
+        let sessions = Sessions {
+            events: Some(events.clone()),
+            ..Sessions::default()
+        };
         let monitor = Monitor {
             readers,
             backend: backend.clone(),
@@ -294,10 +309,7 @@ impl CardWorker {
         std::thread::Builder::new()
             .name("card-worker".into())
             .spawn(move || monitor.run())?;
-        Ok(Self(
-            Worker::Readers(backend, Sessions::default()),
-            LOGIN_TIMEOUT,
-        ))
+        Ok(Self(Worker::Readers(backend, sessions), LOGIN_TIMEOUT))
     }
 
     /// A worker whose one reader holds an in-process virtual card (the demo's): the card is
@@ -584,6 +596,7 @@ fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRe
     // A caller gone (past its deadline) leaves the loop at once: the session is forgotten
     // below and the card closed.
     let inbox = request.reply.send(Ok(session.id)).is_ok().then_some(inbox);
+    let mut lost = false;
     for message in inbox.into_iter().flatten() {
         match message {
             Held::Sign(sign) => {
@@ -592,9 +605,9 @@ fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRe
                 } else {
                     card.sign(sign.key, &sign.message)
                 };
-                let failed = matches!(outcome, Err(CardError::Transport(_)));
+                lost = matches!(outcome, Err(CardError::Transport(_)));
                 sign.reply.send(outcome);
-                if failed {
+                if lost {
                     break;
                 }
             }
@@ -614,6 +627,13 @@ fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRe
             .is_some_and(|s| s.send(Held::Ping).is_err())
     {
         all.remove(&request.reader);
+    }
+    // The desk's session learns it now, not at its next access.
+    if lost && let Some(events) = &sessions.events {
+        let _ = events.send(CardEvent::SessionLost {
+            reader: request.reader.clone(),
+            session: session.id,
+        });
     }
 }
 
@@ -835,5 +855,70 @@ impl Monitor {
                 let _ = self.events.send(CardEvent::Removed { reader });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::card::backend::HeldCard;
+
+    /// Cards that log in, then fail every signature as a reset card does.
+    struct Resetting;
+
+    struct ResetCard;
+
+    impl HeldCard for ResetCard {
+        fn signature_certificate(&self) -> Vec<u8> {
+            Vec::new()
+        }
+        fn sign(&mut self, _: CardKey, _: &[u8]) -> Result<Vec<u8>, CardError> {
+            Err(CardError::Transport("the card was reset".into()))
+        }
+    }
+
+    impl CardBackend for Resetting {
+        fn inspect(&self, _: &str) -> Inspection {
+            (Err(CardError::Transport("not asked".into())), None)
+        }
+        fn login(&self, _: &str, _: &PinSource, _: &[u8]) -> Result<Box<dyn HeldCard>, CardError> {
+            Ok(Box::new(ResetCard))
+        }
+        fn authentication_scheme(&self) -> SignatureScheme {
+            SignatureScheme::Pkcs1Sha256
+        }
+    }
+
+    /// A held session whose card fails a signature ends, and says so on the worker's
+    /// events (the desk's session ends with it), naming its reader and id.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_session_whose_card_fails_a_signature_is_said_lost() {
+        let (events, mut inbox) = tokio_mpsc::unbounded_channel();
+        // No pcscd here: the monitor only reports it unavailable meanwhile.
+        let worker =
+            CardWorker::start(vec!["R0".into()], std::sync::Arc::new(Resetting), events).unwrap();
+        let pin = PinSource::Typed(Pin::new("1234").unwrap());
+        let id = worker.login("R0".into(), pin, vec![1]).await.unwrap();
+        let signed = worker
+            .sign("R0", CardKey::Signature, Some(id), b"vihf".to_vec())
+            .await;
+        assert!(matches!(signed, Err(CardError::Transport(_))), "{signed:?}");
+        let lost = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match inbox.recv().await {
+                    Some(CardEvent::SessionLost { reader, session }) => break (reader, session),
+                    Some(_) => {}
+                    None => panic!("the worker stopped"),
+                }
+            }
+        })
+        .await
+        .expect("the lost session is told");
+        assert_eq!(lost, ("R0".to_owned(), id));
+        // Nothing more signs there.
+        assert!(matches!(
+            worker.session("R0").await,
+            Err(CardError::NoSession)
+        ));
     }
 }

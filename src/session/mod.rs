@@ -489,6 +489,31 @@ impl Sessions {
         Ok(ended)
     }
 
+    /// Ends (and records) the session at `reader`'s desk whose card session `session` ended
+    /// on its own (its card failed a signature): the page says so now, rather than at the
+    /// next access. A later session at that desk, on another card session, stays.
+    async fn card_session_lost(&self, reader: &str, session: u64) -> Result<(), AuditError> {
+        let Some(desk) = self.desk_of(reader) else {
+            return Ok(());
+        };
+        let epoch = self
+            .with_slot(&desk.id, |s| {
+                s.session
+                    .as_ref()
+                    .filter(|open| open.card_session == session)
+                    .map(|_| s.sessions_opened)
+            })
+            .flatten();
+        if let Some(epoch) = epoch
+            && self
+                .end_matching(&desk.id, Some(epoch), "card_session_lost")
+                .await?
+        {
+            tracing::warn!(desk = %desk.id, "session ended: its card stopped answering");
+        }
+        Ok(())
+    }
+
     /// From now on, a session past `expiry` or its shift in `roster` is refused at once
     /// (set once, by the reaper; later calls change nothing).
     pub(crate) fn enforce(&self, expiry: Expiry, roster: Option<Arc<roster::Roster>>) {
@@ -552,6 +577,9 @@ impl Sessions {
                     .await
             }
             CardEvent::Removed { reader } => self.removed(&reader).await,
+            CardEvent::SessionLost { reader, session } => {
+                self.card_session_lost(&reader, session).await
+            }
             // Logged once by `run`; here, this reader's part.
             CardEvent::PcscUnavailable(_) => {
                 self.set_at(at, CardState::ReaderUnavailable);
@@ -848,7 +876,9 @@ pub(crate) async fn run(
     }
     while let Some(event) = events.recv().await {
         match event {
-            CardEvent::Inserted { ref reader, .. } | CardEvent::Removed { ref reader } => {
+            CardEvent::Inserted { ref reader, .. }
+            | CardEvent::Removed { ref reader }
+            | CardEvent::SessionLost { ref reader, .. } => {
                 // A reader no desk uses: nothing to do.
                 if let Some(queue) = queues.get(reader) {
                     let _ = queue.send(event);

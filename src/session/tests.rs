@@ -539,3 +539,34 @@ async fn a_card_revoked_since_its_login_ends_its_session() {
     assert!(sessions.authenticate("regul-1", &session.token).is_none());
     assert!(sessions.view("regul-1").unwrap().1.is_none());
 }
+
+/// A card session that ends on its own (its card failed a signature) ends the desk's
+/// session it belongs to, recorded, and no other.
+#[tokio::test]
+async fn a_card_session_lost_ends_its_desk_session_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = audit(dir.path());
+    let sessions = Sessions::new(&[desk()], audit.clone());
+    let session = opened(&sessions, &audit).await;
+    let reader = desk().reader;
+    // Another card session's end (an earlier login's), or another reader's: nothing.
+    sessions.card_session_lost(&reader, 2).await.unwrap();
+    sessions.card_session_lost("elsewhere", 1).await.unwrap();
+    assert!(sessions.authenticate("regul-1", &session.token).is_some());
+    // Its own.
+    sessions.card_session_lost(&reader, 1).await.unwrap();
+    assert!(sessions.authenticate("regul-1", &session.token).is_none());
+    let reader = crate::audit::AuditReader::open(&dir.path().join("audit.redb")).unwrap();
+    let txn = crate::audit::store::ReadStore::snapshot(&reader).unwrap();
+    let logout = crate::audit::export::Filter {
+        kind: Some(EventKind::UserLogout),
+        ..Default::default()
+    };
+    let ends: Vec<Option<String>> = crate::audit::export::select(&txn, &logout, None)
+        .unwrap()
+        .records
+        .into_iter()
+        .map(|r| r.record.event.detail)
+        .collect();
+    assert_eq!(ends, [Some("card_session_lost".to_owned())]);
+}
