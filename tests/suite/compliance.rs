@@ -129,14 +129,20 @@ async fn officers_review_break_glass_accesses_and_nobody_else_can() {
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
+    // What the queue holds: each access's start and last decision.
+    let left = |body: &Value| -> Vec<(u64, Value)> {
+        body["accesses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["seq"].as_u64().unwrap(), a["last_decision"].clone()))
+            .collect()
+    };
     let (_, body) = pending(officer.clone()).await;
-    let left: Vec<(u64, Value)> = body["accesses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| (a["seq"].as_u64().unwrap(), a["last_decision"].clone()))
-        .collect();
-    assert_eq!(left, [(2, json!("to_investigate")), (4, Value::Null)]);
+    assert_eq!(
+        left(&body),
+        [(2, json!("to_investigate")), (4, Value::Null)]
+    );
 
     // The decisions are audit records; the command line sees the same list.
     let (_, listed, _) = support::run(
@@ -157,14 +163,8 @@ async fn officers_review_break_glass_accesses_and_nobody_else_can() {
     let (status, _) = review(&officer, json!({"seq": 4, "decision": "unjustified"})).await;
     assert_eq!(status, StatusCode::CREATED);
     let (_, body) = pending(officer.clone()).await;
-    let left: Vec<(u64, Value)> = body["accesses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| (a["seq"].as_u64().unwrap(), a["last_decision"].clone()))
-        .collect();
     assert_eq!(
-        left,
+        left(&body),
         [(1, json!("to_investigate")), (2, json!("to_investigate"))]
     );
     assert_eq!(body["accesses"][0]["call_id"], "CRRA-1");
