@@ -55,6 +55,62 @@ pub fn parse(text: &str, nodes_limit: u32) -> Result<Document<'_>, XmlError> {
     Document::parse_with_options(text, options).map_err(|e| XmlError::Malformed(tree_error(&e)))
 }
 
+/// Texts from this size on take a turn ([`turn`]).
+const LARGE_TEXT_BYTES: usize = 1 << 20;
+/// Large texts parsed (and their trees held) at once.
+const LARGE_AT_ONCE: usize = 2;
+
+/// Large texts being parsed or read now, and the wait for a turn.
+static LARGE: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+thread_local! {
+    /// Whether this thread holds a turn: a reading that parses a second text within the
+    /// first (a document inside an answer) goes on without waiting for itself.
+    static HOLDS_TURN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A turn to parse a large text and read its tree, given back when dropped, on the thread
+/// that took it (its flag is that thread's: not `Send`).
+pub struct Turn(bool, std::marker::PhantomData<*const ()>);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if self.0 {
+            HOLDS_TURN.with(|held| held.set(false));
+            let (count, freed) = &LARGE;
+            let mut count = count
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *count = count.saturating_sub(1);
+            freed.notify_one();
+        }
+    }
+}
+
+/// Waits for a turn before parsing a text of `len` bytes, when it is large: a tree costs
+/// 70 to 80 bytes per node or attribute, so a hostile 16 MiB document's can reach about
+/// 80 MB, and several desks at once must not take the service past its memory limit. A
+/// small text, or a thread that already holds a turn, goes on at once. Call it on a
+/// blocking thread (it waits), and keep the turn while the tree lives.
+pub fn turn(len: usize) -> Turn {
+    if len < LARGE_TEXT_BYTES || HOLDS_TURN.with(std::cell::Cell::get) {
+        return Turn(false, std::marker::PhantomData);
+    }
+    let (count, freed) = &LARGE;
+    let mut count = count
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    while *count >= LARGE_AT_ONCE {
+        count = freed
+            .wait(count)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+    *count += 1;
+    HOLDS_TURN.with(|held| held.set(true));
+    Turn(true, std::marker::PhantomData)
+}
+
 /// roxmltree's error, without the names it quotes: a document's element, prefix and
 /// entity names are its author's choice, and the text goes to logs.
 fn tree_error(e: &roxmltree::Error) -> String {
@@ -267,5 +323,45 @@ mod tests {
         ));
         let declarations = element_with(100_000, "xmlns:");
         assert!(parse(&declarations, 4_000_000).is_err());
+    }
+
+    /// Two large texts are parsed at once, a third waits for a turn to be given back;
+    /// small texts, and a thread already holding a turn, never wait.
+    #[test]
+    fn large_texts_take_turns() {
+        let first = turn(LARGE_TEXT_BYTES);
+        // The same thread again (a document read within an answer): at once.
+        let nested = turn(LARGE_TEXT_BYTES);
+        assert!(!nested.0);
+        // Another thread takes the second turn and keeps it until told.
+        let (took, taken) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let second = std::thread::spawn(move || {
+            let turn = turn(LARGE_TEXT_BYTES);
+            took.send(turn.0).unwrap();
+            let _ = released.recv();
+        });
+        assert!(taken.recv().unwrap());
+        let (got, waiting) = std::sync::mpsc::channel();
+        let third = std::thread::spawn(move || {
+            let turn = turn(LARGE_TEXT_BYTES);
+            got.send(()).unwrap();
+            drop(turn);
+        });
+        // A small text goes on meanwhile.
+        assert!(!turn(LARGE_TEXT_BYTES - 1).0);
+        assert!(
+            waiting
+                .recv_timeout(std::time::Duration::from_millis(200))
+                .is_err()
+        );
+        drop(nested);
+        drop(first);
+        waiting
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a turn given back is taken");
+        third.join().unwrap();
+        release.send(()).unwrap();
+        second.join().unwrap();
     }
 }

@@ -51,6 +51,8 @@ pub(super) fn looks_like_xml(bytes: &[u8]) -> bool {
 pub(super) fn extract(bytes: &[u8]) -> Result<CriticalSummary, SummaryError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| SummaryError::Xml(format!("not UTF-8 at byte {}", e.valid_up_to())))?;
+    // Held until the summary is read and the tree dropped.
+    let _turn = crate::xml::turn(text.len());
     let document =
         crate::xml::parse(text, MAX_NODES).map_err(|e| SummaryError::Xml(e.to_string()))?;
     check_depth(document.root())?;

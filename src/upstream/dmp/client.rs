@@ -416,6 +416,8 @@ impl DmpClient {
         // other requests nor keeps the access's deadline from answering the physician.
         // Parsed once, for the fault and for `read`.
         tokio::task::spawn_blocking(move || {
+            // Held until the answer is read and its tree dropped.
+            let _turn = crate::xml::turn(xml.len());
             let doc = soap::parse(&xml).map_err(malformed)?;
             // A fault comes with 500 (or 400): read it before judging the status.
             let body = soap::body(&doc).map_err(outcome)?;
