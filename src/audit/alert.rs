@@ -263,9 +263,7 @@ fn replay(store: &AuditStore, watch: &mut Watch) -> Result<(u64, Vec<Event>), Au
     let head = store::meta(&txn, store::Meta::HeadSeq)?.unwrap_or(0);
     let now = crate::clock::now().1;
     let since = now.saturating_sub(HOUR_MS);
-    // The service's own store, upgraded when it opened: it has the time index.
-    let recent =
-        store::time_range(&txn, since.saturating_sub(HOUR_MS), u64::MAX)?.unwrap_or_default();
+    let recent = store::time_range(&txn, since.saturating_sub(HOUR_MS), u64::MAX)?;
     let mut raised: Vec<Event> = Vec::new();
     let mut recorded: HashSet<(AlertKind, u64)> = HashSet::new();
     for seq in recent.into_iter().filter(|s| *s <= head) {

@@ -247,17 +247,12 @@ fn visit_records(
                 None => ControlFlow::Continue(()),
             })
         })?;
-    } else if let Some(mut seqs) = timed
-        .then(|| {
-            store::time_range(
-                txn,
-                filter.since_ms.unwrap_or(0),
-                filter.until_ms.unwrap_or(u64::MAX),
-            )
-        })
-        .transpose()?
-        .flatten()
-    {
+    } else if timed {
+        let mut seqs = store::time_range(
+            txn,
+            filter.since_ms.unwrap_or(0),
+            filter.until_ms.unwrap_or(u64::MAX),
+        )?;
         seqs.sort_unstable();
         seqs.dedup();
         for seq in seqs.into_iter().filter(|s| *s >= from) {

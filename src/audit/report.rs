@@ -3,7 +3,6 @@
 //! for shifts), so it runs on a live gateway's trail or an old copy alike.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::ControlFlow;
 
 use serde::{Deserialize, Serialize};
 
@@ -85,28 +84,19 @@ pub fn report(
         .map_err(ReportError::CallIdPattern)?;
     let txn = store.snapshot()?;
     let mut scan = Scan::default();
-    let mut visit = |record: Record| {
-        if let Some(at) = crate::clock::parse_time(&record.time) {
-            scan.visit(&record, at, since_ms, pattern.as_ref(), shifts);
-        }
-    };
     // Only the window and the 7 days before it count: the time index names their records,
     // so a report on the last day reads eight days, not years of trail. In sequence order,
     // as the flags list their records.
-    match store::time_range(&txn, since_ms.saturating_sub(TRAILING_MS), u64::MAX)? {
-        Some(mut seqs) => {
-            seqs.sort_unstable();
-            seqs.dedup();
-            for seq in seqs {
-                if let Some(bytes) = store::record(&txn, seq)? {
-                    visit(super::event::read_record(seq, &bytes)?);
-                }
+    let mut seqs = store::time_range(&txn, since_ms.saturating_sub(TRAILING_MS), u64::MAX)?;
+    seqs.sort_unstable();
+    seqs.dedup();
+    for seq in seqs {
+        if let Some(bytes) = store::record(&txn, seq)? {
+            let record = super::event::read_record(seq, &bytes)?;
+            if let Some(at) = crate::clock::parse_time(&record.time) {
+                scan.visit(&record, at, since_ms, pattern.as_ref(), shifts);
             }
         }
-        None => super::event::for_each_read_record(&txn, 0, |_, _, record| {
-            visit(record);
-            ControlFlow::Continue(())
-        })?,
     }
     Ok(scan.flags(thresholds))
 }

@@ -868,16 +868,12 @@ fn decode_block(index: Index, bytes: &[u8]) -> Result<Vec<u64>, AuditError> {
         .collect())
 }
 
-/// Sequence numbers of records whose time is within `[from_ms, to_ms]`, ascending by time;
-/// `None` when the store has no time index table (every store writes one with its first
-/// record; a store never written to has none), which a walk of every record answers.
-pub fn time_range(
-    txn: &ReadTransaction,
-    from_ms: u64,
-    to_ms: u64,
-) -> Result<Option<Vec<u64>>, AuditError> {
+/// Sequence numbers of records whose time is within `[from_ms, to_ms]`, ascending by time.
+/// Every write of records writes the time index in the same transaction: a store without
+/// the table holds no record.
+pub fn time_range(txn: &ReadTransaction, from_ms: u64, to_ms: u64) -> Result<Vec<u64>, AuditError> {
     let Some(table) = open_existing(txn, BY_TIME)? else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for entry in table
@@ -886,7 +882,7 @@ pub fn time_range(
     {
         out.push(entry.map_err(storage)?.0.value().1);
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// What [`backup`] copied.
@@ -1177,7 +1173,7 @@ mod tests {
         let txn = reader.snapshot().unwrap();
         assert_eq!(last_record(&txn).unwrap().map(|r| r.0), Some(2));
         assert_eq!(index_lookup(&txn, Index::Patient, "p").unwrap(), vec![1, 2]);
-        assert_eq!(time_range(&txn, 2, 10).unwrap(), Some(vec![2]));
+        assert_eq!(time_range(&txn, 2, 10).unwrap(), vec![2]);
         assert!(
             AuditStore::open(&path).is_err(),
             "a second writer must be refused"
@@ -1287,7 +1283,7 @@ mod tests {
         );
         assert_eq!(blocks(&txn, Index::Desk), vec![("d".to_owned(), 3, 3)]);
         assert_eq!(record(&txn, 2).unwrap(), None);
-        assert_eq!(time_range(&txn, 0, 10).unwrap(), Some(vec![3, 4, 5]));
+        assert_eq!(time_range(&txn, 0, 10).unwrap(), vec![3, 4, 5]);
     }
 
     #[test]
