@@ -61,6 +61,10 @@ pub enum ServiceError {
     /// The summary cache could not be emptied after a run that did not stop cleanly.
     #[error("the summary cache cannot be reset after an unclean stop: {0}")]
     CacheReset(crate::cache::CacheError),
+    /// A step of the stop failed (each is logged with its reason): the service stopped,
+    /// but not cleanly, and says so to its supervisor.
+    #[error("the stop was not clean: {}", .0.join("; "))]
+    UncleanStop(Vec<&'static str>),
 }
 
 /// A configuration that passed every check, with its TLS material loaded.
@@ -365,7 +369,7 @@ pub async fn run(
         access.end_all("gateway_stopped").await;
     }
     api::case_routes::end_all(&state).await;
-    finish(drain, audit, &stores).await;
+    finish(drain, audit, &stores).await?;
     tracing::info!(notice = true, "stopped");
     Ok(drain)
 }
@@ -402,7 +406,11 @@ async fn start_audit(
 }
 
 /// After the drain: record the stop, close the trail (final checkpoint), flush the cache.
-async fn finish(drain: Drain, audit: Arc<AuditLog>, stores: &Stores) {
+/// Every step is tried; a failed one makes the stop unclean, so that `serve` exits with
+/// an error and systemd shows the unit failed instead of a clean stop (the journal keeps
+/// what was durable; the next start recovers from it and the cache is emptied).
+async fn finish(drain: Drain, audit: Arc<AuditLog>, stores: &Stores) -> Result<(), ServiceError> {
+    let mut failed = Vec::new();
     let how = match drain {
         Drain::Complete => {
             tracing::info!("all in-flight requests finished");
@@ -416,17 +424,28 @@ async fn finish(drain: Drain, audit: Arc<AuditLog>, stores: &Stores) {
     let stopped = Event::new(EventKind::ServiceStopped, Outcome::Success).with_detail(how);
     if let Err(e) = audit.append(stopped).await {
         tracing::error!(error = %e, "cannot record the service stop");
+        failed.push("the service stop was not recorded");
     }
-    match tokio::task::spawn_blocking(move || audit.close()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "closing the audit trail failed"),
-        Err(e) => tracing::error!(error = %e, "closing the audit trail failed"),
+    let closed = match tokio::task::spawn_blocking(move || audit.close()).await {
+        Ok(closed) => closed.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = closed {
+        tracing::error!(error = %e, "closing the audit trail failed");
+        failed.push("the audit trail's final checkpoint was not written");
     }
     if let Err(e) = stores.cache.mark_clean_stop() {
         tracing::error!(error = %e, "marking the cache's clean stop failed (its copies will be deleted at the next start)");
+        failed.push("the cache's clean stop was not marked");
     }
     if let Err(e) = stores.flush() {
         tracing::error!(error = %e, "flushing stores at shutdown failed");
+        failed.push("the stores were not flushed");
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(ServiceError::UncleanStop(failed))
     }
 }
 
@@ -794,4 +813,48 @@ async fn self_check(
         .await
         .map_err(|e| SelfCheckFailure::Stores(format!("store check task failed: {e}")))?
         .map_err(|e| SelfCheckFailure::Stores(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn started(dir: &Path, key: &str) -> (Stores, Arc<AuditLog>) {
+        let stores = Stores::open(&dir.join("state")).unwrap();
+        let signer = Signer::generate(&dir.join(key)).unwrap();
+        let settings = crate::audit::Settings {
+            node: "test".into(),
+            batch_max_records: 64,
+            batch_max_wait: Duration::ZERO,
+            checkpoint_every_records: 1000,
+            checkpoint_every: Duration::from_secs(3600),
+        };
+        let audit = AuditLog::start(stores.audit.clone(), signer, settings).unwrap();
+        (stores, Arc::new(audit))
+    }
+
+    /// A stop whose record and final checkpoint cannot be written is not a clean stop:
+    /// `serve` must fail on it, not exit 0 as if the trail had been closed.
+    #[tokio::test]
+    async fn a_stop_that_cannot_close_the_trail_is_unclean() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stores, audit) = started(dir.path(), "first");
+        finish(Drain::Complete, audit, &stores).await.unwrap();
+        drop(stores);
+
+        let (stores, audit) = started(dir.path(), "second");
+        // The trail closed under the stop's feet (as a writer that failed does).
+        audit.close().unwrap();
+        let Err(ServiceError::UncleanStop(failed)) = finish(Drain::Complete, audit, &stores).await
+        else {
+            panic!("a stop that wrote nothing was called clean");
+        };
+        assert_eq!(
+            failed,
+            [
+                "the service stop was not recorded",
+                "the audit trail's final checkpoint was not written"
+            ]
+        );
+    }
 }
