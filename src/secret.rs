@@ -45,6 +45,16 @@ pub enum SecretError {
         /// The mode.
         mode: u32,
     },
+    /// Group-readable by a group that is neither root's nor the service's.
+    #[error(
+        "file {path} is readable by group {gid}, which is neither root's nor the service's ({SERVICE_GROUP}); chgrp it or make it 0600"
+    )]
+    ForeignGroup {
+        /// The file.
+        path: String,
+        /// The file's group.
+        gid: u32,
+    },
     /// Not the key it should be.
     #[error("{path}: {reason}")]
     NotAKey {
@@ -128,23 +138,32 @@ impl From<PathBuf> for SecretPath {
     }
 }
 
+/// The group the unit runs the service as (systemd/samu-gateway.sysusers).
+const SERVICE_GROUP: &str = "samu-gateway";
+
 /// A private key must be readable by its owner and at most its group, and writable by
-/// nobody else: anyone who can read it can impersonate the gateway.
+/// nobody else: anyone who can read it can impersonate the gateway. A group that may read
+/// it must be one that is meant to: root's, the service's, or the group this process runs
+/// as (an administrator's own choice); a key left 0640 in `users` or `adm` is readable by
+/// every login on the appliance.
 pub(crate) fn check_key_file_mode(path: &Path) -> Result<(), SecretError> {
-    let mode = std::fs::metadata(path)
-        .map_err(|e| SecretError::Unreadable {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?
-        .permissions()
-        .mode()
-        & 0o777;
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).map_err(|e| SecretError::Unreadable {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let mode = metadata.permissions().mode() & 0o777;
     let what = if mode & 0o004 != 0 {
         "world-readable"
     } else if mode & 0o003 != 0 {
         "accessible to other users"
     } else if mode & 0o020 != 0 {
         "group-writable"
+    } else if mode & 0o040 != 0 && !trusted_group(metadata.gid()) {
+        return Err(SecretError::ForeignGroup {
+            path: path.display().to_string(),
+            gid: metadata.gid(),
+        });
     } else {
         return Ok(());
     };
@@ -152,6 +171,27 @@ pub(crate) fn check_key_file_mode(path: &Path) -> Result<(), SecretError> {
         path: path.display().to_string(),
         what,
         mode,
+    })
+}
+
+/// Whether members of `gid` may read a key: root's group, the group this process runs as,
+/// or the service's group as the system's group file names it (the unit's group is a local
+/// system group: systemd-sysusers writes it there).
+fn trusted_group(gid: u32) -> bool {
+    gid == 0
+        || gid == rustix::process::getegid().as_raw()
+        || gid == rustix::process::getgid().as_raw()
+        || std::fs::read_to_string("/etc/group")
+            .is_ok_and(|groups| group_id(&groups, SERVICE_GROUP) == Some(gid))
+}
+
+/// The id of the group `name` in a group file's text (`name:password:gid:members`).
+fn group_id(groups: &str, name: &str) -> Option<u32> {
+    groups.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        (fields.next()? == name)
+            .then(|| fields.nth(1)?.trim().parse().ok())
+            .flatten()
     })
 }
 
@@ -192,4 +232,57 @@ pub(crate) fn load_ed25519(path: &Path) -> Result<Ed25519KeyPair, SecretError> {
     };
     Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8.secret_pkcs8_der())
         .map_err(|e| not_a_key(format!("not an Ed25519 key: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_is_found_by_its_name_only() {
+        let groups = "root:x:0:\nusers:x:100:\nsamu-gateway-old:x:998:\nsamu-gateway:x:999:\n";
+        assert_eq!(group_id(groups, "samu-gateway"), Some(999));
+        assert_eq!(group_id(groups, "root"), Some(0));
+        assert_eq!(group_id(groups, "samu"), None);
+        assert_eq!(
+            group_id("samu-gateway:x:not-a-number:\n", "samu-gateway"),
+            None
+        );
+        assert_eq!(group_id("samu-gateway\n", "samu-gateway"), None);
+    }
+
+    /// A 0640 key whose group is some other group is readable by that group's members.
+    /// Giving a file away takes root (CI runs as root); elsewhere the test says it skips.
+    #[test]
+    fn a_key_readable_by_a_foreign_group_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, "not read").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        // The process's own group is trusted.
+        check_key_file_mode(&key).unwrap();
+        // A gid no group file names, neither root's nor this process's.
+        let foreign = 48_879;
+        let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+        assert_ne!(group_id(&groups, SERVICE_GROUP), Some(foreign));
+        if std::os::unix::fs::chown(&key, None, Some(foreign)).is_err() {
+            eprintln!("SKIPPED: giving a file to another group takes root");
+            return;
+        }
+        assert_eq!(
+            check_key_file_mode(&key),
+            Err(SecretError::ForeignGroup {
+                path: key.display().to_string(),
+                gid: foreign
+            })
+        );
+        // Readable by its owner alone, its group does not matter.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        check_key_file_mode(&key).unwrap();
+        // Root's group may read it.
+        std::os::unix::fs::chown(&key, None, Some(0)).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        check_key_file_mode(&key).unwrap();
+    }
 }
