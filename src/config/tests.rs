@@ -660,15 +660,30 @@ fn the_pkcs11_backend_needs_a_module_that_loads() {
         &format!("backend = \"pkcs11\"\npkcs11_module = \"{writable}\"\n"),
         "",
     );
-    assert!(
-        lines.iter().any(|l| l.starts_with("cards.pkcs11_module: ")
-            && l.contains("is writable by its group or by others")),
-        "{lines:?}"
-    );
-    assert!(
-        !lines.iter().any(|l| l.contains("cannot load")),
-        "{lines:?}"
-    );
+    let refused = |lines: &[String]| {
+        lines.iter().any(|l| {
+            l.starts_with("cards.pkcs11_module: ")
+                && l.contains("is owned by another user or writable by its group or by others")
+        }) && !lines.iter().any(|l| l.contains("cannot load"))
+    };
+    assert!(refused(&lines), "{lines:?}");
+    // A module another user owns is theirs to rewrite, whatever its mode. Giving a file
+    // away takes root (CI runs as root); elsewhere this part says it skips.
+    let owned = f.path("owned-module.so");
+    std::fs::copy(f.path("ca.pem"), &owned).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&owned, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    if std::os::unix::fs::chown(&owned, Some(48_879), None).is_ok() {
+        let lines = problems(
+            &format!("backend = \"pkcs11\"\npkcs11_module = \"{owned}\"\n"),
+            "",
+        );
+        assert!(refused(&lines), "{lines:?}");
+    } else {
+        eprintln!("SKIPPED: giving a module to another user takes root");
+    }
     let lines = problems(
         &format!("pkcs11_module = \"{}\"\n", f.path("ca.pem")),
         "pkcs11_token = \"CPS3v3-X\"\n",

@@ -690,9 +690,14 @@ fn check_readable_file(out: &mut Vec<ConfigProblem>, key: &str, path: &Path) -> 
 /// Code the gateway loads into the process that holds every key (a PKCS#11 module): a file
 /// others may write, or in a directory others may write, would let them run theirs there.
 /// Checked before it is loaded, even by `configtest`.
+/// The owner counts too: a module, or its directory, owned by another user is theirs to
+/// rewrite whatever its mode; only root or the user the check runs as may own them.
 fn check_not_writable_by_others(out: &mut Vec<ConfigProblem>, key: &str, path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let writable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.mode() & 0o022 != 0);
+    let me = rustix::process::geteuid().as_raw();
+    let writable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.mode() & 0o022 != 0 || (m.uid() != 0 && m.uid() != me))
+    };
     let directory = path.parent().filter(|d| !d.as_os_str().is_empty());
     let culprit = if writable(path) {
         Some(path)
@@ -707,7 +712,7 @@ fn check_not_writable_by_others(out: &mut Vec<ConfigProblem>, key: &str, path: &
             out.push(ConfigProblem::new(
                 key,
                 format!(
-                    "{} is writable by its group or by others: only its owner may write the code loaded into the gateway (install it as root, mode 0644 in a 0755 directory)",
+                    "{} is owned by another user or writable by its group or by others: only root may write the code loaded into the gateway (install it as root, mode 0644 in a 0755 directory)",
                     culprit.display()
                 ),
             ));
