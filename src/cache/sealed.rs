@@ -5,11 +5,16 @@
 //!   INS never reaches the disk, and without the master key one cannot even test whether
 //!   a given patient is cached.
 //! - Each entry is sealed with AES-256-GCM under its own random key; that key is wrapped
-//!   (AES-256-GCM) by the master key. Both seals authenticate the tree key and the fetch
-//!   time, so an entry cannot be moved to another patient or made to look fresher.
+//!   (AES-256-GCM) by a wrapping key derived from the master key, as the index key is, so
+//!   the master key itself serves one primitive only. Both seals authenticate the entry's
+//!   version, the tree key and the fetch time, so an entry cannot be moved to another
+//!   patient, made to look fresher or read as another format. Entries of versions 1 and
+//!   2, from earlier builds, were wrapped by the master key itself without the version in
+//!   the authenticated data; they still open (an upgrade keeps the copies that serve when
+//!   the record service is down) and age out within the maximum stale age.
 //! - Layout: `version | fetched_at_ms (8, BE) | wrap nonce (12) | wrapped key (48) |
 //!   nonce (12) | ciphertext`. The fetch time is in clear so the purge needs no key.
-//! - Plaintext, version 2: `meta length (4, BE) | meta JSON | summary JSON`. The meta (the
+//! - Plaintext, versions 2 and 3: `meta length (4, BE) | meta JSON | summary JSON`. The meta (the
 //!   patient's record-service id, the clearances, the run that sealed it) is read; the
 //!   summary is reached by its offset, never scanned. Version 1, from earlier builds, is the
 //!   whole entry as one JSON object; it still opens, so an upgrade keeps the copies that
@@ -39,8 +44,12 @@ use crate::summary::CriticalSummary;
 
 /// Entries whose plaintext is one JSON object (builds before the framed plaintext).
 const VERSION_JSON: u8 = 1;
-/// Entries whose plaintext is framed: meta, then the summary at a known offset.
-const VERSION: u8 = 2;
+/// Entries whose plaintext is framed: meta, then the summary at a known offset; wrapped
+/// by the master key itself, version outside the authenticated data (earlier builds).
+const VERSION_FRAMED: u8 = 2;
+/// Framed as version 2; the data key is wrapped by a key derived from the master key for
+/// that alone, and the version byte is authenticated with the tree key and fetch time.
+const VERSION: u8 = 3;
 const HEADER: usize = 1 + 8;
 /// How far in the future a fetch time may be (clocks of one machine, read a moment
 /// apart); beyond, the wall clock stepped back and the entry's age cannot be known.
@@ -383,7 +392,11 @@ impl Drop for MasterKey {
 /// Sealed summaries in a sled tree.
 pub struct SealedSummaries {
     tree: sled::Tree,
+    /// Wraps data keys of entries up to version 2 (only opened now).
     master: LessSafeKey,
+    /// Wraps data keys: derived from the master key, which then serves in one primitive
+    /// only (HMAC), as the index key is derived too.
+    wrap: LessSafeKey,
     index: hmac::Key,
     lifetimes: Lifetimes,
     clock: fn() -> u64,
@@ -414,9 +427,13 @@ impl SealedSummaries {
             .map_err(|_| CacheError::Storage("unusable master key".into()))?;
         let derive = hmac::Key::new(hmac::HMAC_SHA256, &master.0);
         let index_key = hmac::sign(&derive, b"samu-gateway cache index key v1");
+        let wrap_key = hmac::sign(&derive, b"samu-gateway cache wrapping key v3");
+        let wrap = UnboundKey::new(&AES_256_GCM, wrap_key.as_ref())
+            .map_err(|_| CacheError::Storage("unusable wrapping key".into()))?;
         Ok(Self {
             tree,
             master: LessSafeKey::new(wrapping),
+            wrap: LessSafeKey::new(wrap),
             index: hmac::Key::new(hmac::HMAC_SHA256, index_key.as_ref()),
             lifetimes,
             clock: wall_ms,
@@ -495,8 +512,26 @@ impl SealedSummaries {
         Ok(())
     }
 
-    /// Seals `plain` under a new data key, wrapped by the master key; both seals
-    /// authenticate the tree key and the fetch time.
+    /// The key that wraps the data key of an entry of `version`, and what both seals of
+    /// it authenticate. `None` for a version this build does not know.
+    fn sealing(&self, version: u8, key: &[u8], fetched_at: u64) -> Option<(&LessSafeKey, Vec<u8>)> {
+        let mut aad = Vec::with_capacity(1 + key.len() + 8);
+        let wrapping = match version {
+            VERSION_JSON | VERSION_FRAMED => &self.master,
+            VERSION => {
+                aad.push(version);
+                &self.wrap
+            }
+            _ => return None,
+        };
+        aad.extend_from_slice(key);
+        aad.extend_from_slice(&fetched_at.to_be_bytes());
+        Some((wrapping, aad))
+    }
+
+    /// Seals `plain` under a new data key, wrapped by the wrapping key of `version`; both
+    /// seals authenticate what `sealing` says (the tree key and the fetch time, and since
+    /// version 3 the version).
     fn seal(
         &self,
         key: &[u8],
@@ -506,11 +541,13 @@ impl SealedSummaries {
     ) -> Result<Vec<u8>, CacheError> {
         let mut data_key = zeroize::Zeroizing::new([0u8; 32]);
         crate::random::fill(data_key.as_mut()).map_err(|e| CacheError::Storage(e.to_string()))?;
-        let aad = aad(key, fetched_at);
+        let (wrapping, aad) = self
+            .sealing(version, key, fetched_at)
+            .ok_or_else(|| CacheError::Storage(format!("unknown entry version {version}")))?;
         let seal_error = |_| CacheError::Storage("sealing failed".into());
         let wrap_nonce = self.nonce()?;
         let mut wrapped = data_key.to_vec();
-        self.master
+        wrapping
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(wrap_nonce),
                 Aad::from(&aad),
@@ -572,14 +609,13 @@ impl SealedSummaries {
     }
 
     fn open(&self, key: &[u8], at: u64, value: &[u8]) -> Option<Entry> {
-        let aad = aad(key, at);
+        let (wrapping, aad) = self.sealing(*value.first()?, key, at)?;
         let rest = value.get(HEADER..)?;
         let (wrap_nonce, rest) = rest.split_at_checked(NONCE_LEN)?;
         let (wrapped, rest) = rest.split_at_checked(WRAPPED)?;
         let (nonce, body) = rest.split_at_checked(NONCE_LEN)?;
         let mut data_key = zeroize::Zeroizing::new(wrapped.to_vec());
-        let data_key = self
-            .master
+        let data_key = wrapping
             .open_in_place(
                 Nonce::try_assume_unique_for_key(wrap_nonce).ok()?,
                 Aad::from(&aad),
@@ -721,14 +757,12 @@ impl SealedSummaries {
     }
 }
 
-fn aad(key: &[u8], fetched_at: u64) -> Vec<u8> {
-    let mut aad = key.to_vec();
-    aad.extend_from_slice(&fetched_at.to_be_bytes());
-    aad
-}
-
 fn fetched_at(value: &[u8]) -> Option<u64> {
-    matches!(value.first(), Some(&(VERSION_JSON | VERSION))).then_some(())?;
+    matches!(
+        value.first(),
+        Some(&(VERSION_JSON | VERSION_FRAMED | VERSION))
+    )
+    .then_some(())?;
     let bytes: [u8; 8] = value.get(1..HEADER)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes))
 }
@@ -1191,6 +1225,62 @@ mod tests {
         tree.insert(&key, sealed.seal(&key, at, VERSION, &plain).unwrap())
             .unwrap();
         assert!(sealed.get(&ins()).unwrap().is_none());
+    }
+
+    /// Version 2 entries (framed, wrapped by the master key itself) still open after an
+    /// upgrade; no entry opens under another version's label, in either direction.
+    #[test]
+    fn an_entry_an_earlier_build_wrapped_with_the_master_key_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, master) = store(dir.path());
+        let sealed = cache.sealed(&master, LIFETIMES).unwrap();
+        let mut entry = entry();
+        entry.clear("810001", AccessMode::BrisDeGlace, 1_000);
+        sealed.put(&ins(), &entry).unwrap();
+        let key = sealed.key(&ins());
+        let tree = cache.summaries_tree().unwrap();
+        let current = tree.get(&key).unwrap().unwrap().to_vec();
+        assert_eq!(current[0], VERSION);
+        // The same plaintext as version 2 sealed it: opened with the master key.
+        let at = fetched_at(&current).unwrap();
+        let plain = {
+            let (wrapping, aad) = sealed.sealing(VERSION, &key, at).unwrap();
+            let rest = &current[HEADER..];
+            let (wrap_nonce, rest) = rest.split_at(NONCE_LEN);
+            let (wrapped, rest) = rest.split_at(WRAPPED);
+            let (nonce, body) = rest.split_at(NONCE_LEN);
+            let mut data_key = wrapped.to_vec();
+            let data_key = wrapping
+                .open_in_place(
+                    Nonce::try_assume_unique_for_key(wrap_nonce).unwrap(),
+                    Aad::from(&aad),
+                    &mut data_key,
+                )
+                .unwrap();
+            let opening = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, data_key).unwrap());
+            let mut body = body.to_vec();
+            let plain = opening
+                .open_in_place(
+                    Nonce::try_assume_unique_for_key(nonce).unwrap(),
+                    Aad::from(&aad),
+                    &mut body,
+                )
+                .unwrap()
+                .to_vec();
+            plain
+        };
+        let old = sealed.seal(&key, at, VERSION_FRAMED, &plain).unwrap();
+        tree.insert(&key, old.clone()).unwrap();
+        let hit = sealed.get(&ins()).unwrap().unwrap();
+        assert_eq!(json(&hit.entry), json(&entry));
+        // The wrapping differs: the master key does not open a version 3 entry, nor the
+        // derived key a version 2 one, whatever the label says.
+        for (value, label) in [(old, VERSION), (current, VERSION_FRAMED)] {
+            let mut relabelled = value;
+            relabelled[0] = label;
+            tree.insert(&key, relabelled).unwrap();
+            assert!(sealed.get(&ins()).unwrap().is_none(), "opened as {label}");
+        }
     }
 
     #[test]
