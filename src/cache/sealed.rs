@@ -1259,15 +1259,14 @@ mod tests {
                 .unwrap();
             let opening = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, data_key).unwrap());
             let mut body = body.to_vec();
-            let plain = opening
+            opening
                 .open_in_place(
                     Nonce::try_assume_unique_for_key(nonce).unwrap(),
                     Aad::from(&aad),
                     &mut body,
                 )
                 .unwrap()
-                .to_vec();
-            plain
+                .to_vec()
         };
         let old = sealed.seal(&key, at, VERSION_FRAMED, &plain).unwrap();
         tree.insert(&key, old.clone()).unwrap();
