@@ -40,6 +40,8 @@ use crate::secret::SecretPath;
 /// ACKs. The answers are read while the round is written (`relp::Session::send`), so a
 /// round of any size cannot deadlock on full socket buffers.
 const BATCH: usize = 4096;
+/// The smallest batch a slow link is given (see [`batch_after`]).
+const MIN_BATCH: usize = 16;
 /// How long an idle shipper waits for a commit notice before looking anyway.
 const IDLE: Duration = Duration::from_millis(500);
 /// How long after a batch the connection is watched for the receiver closing it (a
@@ -496,6 +498,13 @@ async fn ship(
     // its last record and its bytes. The next batch starts after it; the cursor waits.
     let mut unsettled: Option<(u64, usize)> = None;
     let mut backoff = Duration::from_secs(1);
+    // Records per batch now: a link too slow for a full batch within the deadline gets
+    // smaller ones (`batch_after`).
+    let mut batch = BATCH;
+    let limits = |batch| Limits {
+        records: batch,
+        ..receiver.limits()
+    };
     // The batch after the one in flight, formatted meanwhile: (its cursor, the work).
     let mut ahead: Option<(u64, Prepared)> = None;
     let commits = log.commits();
@@ -524,13 +533,13 @@ async fn ship(
         let cursor = unsettled.map_or(stored, |(through, _)| through.max(stored));
         let prepared = match ahead.take() {
             Some((from, next)) if from == cursor => next,
-            _ => prepare(&store, cursor, receiver.framing(), receiver.limits()),
+            _ => prepare(&store, cursor, receiver.framing(), limits(batch)),
         };
-        let batch = prepared
+        let prepared = prepared
             .await
             .unwrap_or_else(|e| Err(AuditError::Storage(format!("shipping batch: {e}"))));
-        let (messages, last, count) = match batch {
-            Ok(batch) => batch,
+        let (messages, last, count) = match prepared {
+            Ok(prepared) => prepared,
             Err(e) => {
                 // The batch before this one still counts once watched: records that went
                 // before one that cannot go are not held back with it.
@@ -580,16 +589,26 @@ async fn ship(
         };
         // A full batch means a backlog: format the next one while this one travels, and
         // let that one be this one's watch.
-        let more = count >= BATCH;
+        let more = count >= batch;
         if more {
             ahead = Some((
                 last,
-                prepare(&store, last, receiver.framing(), receiver.limits()),
+                prepare(&store, last, receiver.framing(), limits(batch)),
             ));
         }
         let sent: usize = messages.iter().map(Vec::len).sum();
         receiver.set_unconfirmed(sent + unsettled.map_or(0, |(_, bytes)| bytes));
-        match link.deliver(&messages, !more).await {
+        let delivered = link.deliver(&messages, !more).await;
+        let resized = batch_after(batch, delivered.as_ref().err());
+        if resized < batch {
+            tracing::warn!(
+                receiver = receiver.name(),
+                records = resized,
+                "the repository did not take a batch within the delivery deadline: smaller batches"
+            );
+        }
+        batch = resized;
+        match delivered {
             Ok(link) => {
                 // Confirmed: this batch (watched, or confirmed by the repository itself),
                 // or, for a syslog/TLS batch left unwatched, the one before it.
@@ -620,6 +639,25 @@ async fn ship(
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
+    }
+}
+
+/// The records per batch after one of `batch` was delivered, or failed with `failure`.
+/// A batch must get through within [`DELIVERY_DEADLINE`], whole (a RELP round keeps none
+/// of its answers when it fails): over a link too slow for a full batch of large
+/// messages, a backlog would be sent again and again and never drain. So a batch that
+/// ran out of time halves the next, down to [`MIN_BATCH`]; each delivered batch doubles
+/// it back up to [`BATCH`]. Other failures (a refused handshake, a closed connection)
+/// say nothing of the link's speed and leave it.
+fn batch_after(batch: usize, failure: Option<&ShipError>) -> usize {
+    match failure {
+        None => batch.saturating_mul(2).min(BATCH),
+        Some(
+            ShipError::WriteTimeout(_)
+            | ShipError::Unacknowledged { .. }
+            | ShipError::RelpAckTimeout(_),
+        ) => (batch / 2).max(MIN_BATCH),
+        Some(_) => batch,
     }
 }
 
@@ -829,6 +867,38 @@ fn advance(
 mod tests {
     use super::*;
     use crate::audit::Event;
+
+    /// A slow link gets smaller batches until one gets through in time, then full ones
+    /// again; failures that say nothing of its speed leave the size alone.
+    #[test]
+    fn a_batch_that_ran_out_of_time_halves_the_next() {
+        let timeout = ShipError::RelpAckTimeout(10);
+        let mut batch = BATCH;
+        let mut sizes = Vec::new();
+        for _ in 0..10 {
+            batch = batch_after(batch, Some(&timeout));
+            sizes.push(batch);
+        }
+        assert_eq!(sizes, [2048, 1024, 512, 256, 128, 64, 32, 16, 16, 16]);
+        for slow in [
+            ShipError::WriteTimeout(10),
+            ShipError::Unacknowledged {
+                pending: 1,
+                secs: 10,
+            },
+        ] {
+            assert_eq!(batch_after(BATCH, Some(&slow)), BATCH / 2);
+        }
+        assert_eq!(batch_after(256, Some(&ShipError::Closed)), 256);
+        assert_eq!(batch_after(256, Some(&ShipError::ConnectTimeout)), 256);
+        let mut grown = Vec::new();
+        while batch < BATCH {
+            batch = batch_after(batch, None);
+            grown.push(batch);
+        }
+        assert_eq!(grown, [32, 64, 128, 256, 512, 1024, 2048, 4096]);
+        assert_eq!(batch_after(BATCH, None), BATCH);
+    }
 
     /// A damaged stored record, or one the repository would cut short, is never counted
     /// delivered: the records before it go, then shipping stops there (before, a damaged
