@@ -466,15 +466,50 @@ fn prepare(store: &Arc<AuditStore>, cursor: u64, framing: Framing, limits: Limit
     tokio::task::spawn_blocking(move || next_batch(&store, cursor, framing, limits))
 }
 
-/// Size and age of the backlog after `cursor`.
+/// Size and age of the backlog after `cursor` (or after the pruned point, where a
+/// repository added after a prune starts).
+///
+/// The age is the oldest unconfirmed record's. When that record is damaged or missing,
+/// shipping stops before it (`next_batch`), and this is when the age must keep growing
+/// so that readiness and the backlog alerts say so: the first readable record after it
+/// (a few are tried) is younger, so its age is a lower bound; with none, the last one
+/// confirmed, older, stands in. Reading 0 there hid a stopped repository for good.
 fn backlog_after(store: &AuditStore, cursor: u64) -> Result<(u64, u64), AuditError> {
+    /// Records tried past a damaged one for a time.
+    const TRIED: usize = 64;
+    #[derive(serde::Deserialize)]
+    struct Stamped<'a> {
+        #[serde(borrow)]
+        time: std::borrow::Cow<'a, str>,
+    }
+    let time_of = |bytes: &[u8]| {
+        serde_json::from_slice::<Stamped<'_>>(bytes)
+            .ok()
+            .and_then(|r| crate::clock::parse_time(&r.time))
+    };
     let txn = store.snapshot()?;
     let head = store::meta(&txn, store::Meta::HeadSeq)?.unwrap_or(0);
-    let oldest = store::record(&txn, cursor + 1)?
-        .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
-        .and_then(|r| crate::clock::parse_time(&r.time))
-        .map_or(0, |at| crate::clock::now().1.saturating_sub(at) / 1000);
-    Ok((head.saturating_sub(cursor), oldest))
+    let pruned = store::meta(&txn, store::Meta::PrunedThrough)?.unwrap_or(0);
+    let from = cursor.max(pruned);
+    if head <= from {
+        return Ok((0, 0));
+    }
+    let mut at = None;
+    let mut tried = 0;
+    store::for_each_record(&txn, from + 1, |_, bytes| {
+        at = time_of(bytes);
+        tried += 1;
+        if at.is_some() || tried >= TRIED {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    if at.is_none() {
+        at = store::record(&txn, from)?.and_then(|bytes| time_of(&bytes));
+    }
+    let oldest = at.map_or(0, |at| crate::clock::now().1.saturating_sub(at) / 1000);
+    Ok((head - from, oldest))
 }
 
 /// Ships to every receiver until the process ends.
@@ -948,6 +983,11 @@ mod tests {
             matches!(&stopped, AuditError::Unshippable { seq: 3, why } if why.starts_with("it is unreadable")),
             "{stopped}"
         );
+        // Stopped there, the backlog keeps its age (the records are from 2026-11-23):
+        // it was read as 0, and readiness and the backlog alerts never said so.
+        let (records, oldest) = backlog_after(&store, 2).unwrap();
+        assert_eq!(records, 2);
+        assert!(oldest > 86_400, "{oldest}");
         // A message longer than the repository keeps whole is not sent either: the
         // repository would store it cut short and acknowledge it.
         let size = messages[0].len();
@@ -982,6 +1022,9 @@ mod tests {
             matches!(&stopped, AuditError::Unshippable { seq: 6, why } if why.contains("missing")),
             "{stopped}"
         );
+        let (records, oldest) = backlog_after(&store, 5).unwrap();
+        assert_eq!(records, 3);
+        assert!(oldest > 86_400, "{oldest}");
         let stopped = next_batch(&store, 7, framing, limits).unwrap_err();
         assert!(
             matches!(&stopped, AuditError::Unshippable { seq: 8, why } if why.contains("says it is record 9")),
@@ -991,6 +1034,8 @@ mod tests {
         store.set_meta(store::Meta::PrunedThrough, 4).unwrap();
         let (_, last, count) = next_batch(&store, 0, framing, limits).unwrap();
         assert_eq!((last, count), (5, 1));
+        // Its backlog counts the records it will get, not the pruned ones.
+        assert_eq!(backlog_after(&store, 0).unwrap().0, 4);
     }
 
     #[test]
