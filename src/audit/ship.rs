@@ -353,7 +353,7 @@ fn message(record: &Record, hash: &str, framing: Framing) -> Vec<u8> {
         sd_value(&record.node),
         record.epoch,
         record.seq,
-        record.prev,
+        sd_value(&record.prev),
         hash,
     );
     message.into_bytes()
@@ -411,6 +411,14 @@ fn next_batch(
                         record.seq
                     ),
                 ));
+                return ControlFlow::Break(());
+            }
+            // The time is the syslog header's TIMESTAMP: a space in it would shift every
+            // field after it. The writer writes RFC 3339; anything else is damage.
+            Ok(record)
+                if record.time.is_empty() || !record.time.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                unshippable = Some((seq, "its time is not a timestamp".to_owned()));
                 return ControlFlow::Break(());
             }
             Ok(record) => {
@@ -1036,6 +1044,40 @@ mod tests {
         assert_eq!((last, count), (5, 1));
         // Its backlog counts the records it will get, not the pruned ones.
         assert_eq!(backlog_after(&store, 0).unwrap().0, 4);
+
+        // A stored record whose chain fields were tampered with cannot rewrite the
+        // message's header or structured data: `prev` is escaped, a time with a space is
+        // damage.
+        let with = |seq, change: &dyn Fn(&mut serde_json::Value)| {
+            let mut fields: serde_json::Value = serde_json::from_slice(&record(seq).bytes).unwrap();
+            change(&mut fields);
+            store::NewRecord {
+                bytes: serde_json::to_vec(&fields).unwrap(),
+                ..record(seq)
+            }
+        };
+        let forged = "x\"] [samu@32473 seq=\"1\"";
+        store
+            .commit(
+                &[
+                    with(9, &|r| r["prev"] = forged.into()),
+                    with(10, &|r| r["time"] = "2026-11-23 10:00:00Z".into()),
+                ],
+                &[],
+            )
+            .unwrap();
+        let (messages, last, _) = next_batch(&store, 8, framing, limits).unwrap();
+        assert_eq!(last, 9);
+        let message = String::from_utf8(messages[0].clone()).unwrap();
+        assert!(
+            message.contains(r#" prev="x\"\] [samu@32473 seq=\"1\"" hash="#),
+            "{message}"
+        );
+        let stopped = next_batch(&store, 9, framing, limits).unwrap_err();
+        assert!(
+            matches!(&stopped, AuditError::Unshippable { seq: 10, why } if why.contains("time")),
+            "{stopped}"
+        );
     }
 
     #[test]
