@@ -132,7 +132,7 @@ impl Metrics {
         );
         registry.register(
             "http_connections_closed_by_gateway",
-            "Connections the gateway closed or refused: idle (no request within the deadline) or over the per-address cap",
+            "Connections the gateway closed or refused: idle (no request within the deadline), stalled (an answer that did not move), over the cap of connections without a certificate, or over the per-address cap",
             connections_closed.clone(),
         );
         registry.register(
@@ -241,7 +241,8 @@ impl Metrics {
         self.handshake_failures.inc();
     }
 
-    /// Counts one connection the gateway closed (`idle`) or refused (`per_address_cap`).
+    /// Counts one connection the gateway closed (`idle`, `stalled`, `anonymous_cap`) or
+    /// refused (`per_address_cap`).
     pub(crate) fn observe_connection_closed(&self, reason: &'static str) {
         self.connections_closed
             .get_or_create(&ClosedLabels { reason })

@@ -9,6 +9,15 @@
 //! desk's event stream counts as in flight until its body ends). HTTP/2 connections are
 //! pinged, and their concurrent streams bounded. So silent connections, anonymous or not,
 //! cannot hold the listener.
+//!
+//! Two more bounds hold against a peer that talks just enough (a request now and then, or
+//! an HTTP/2 client that opens a zero flow-control window so that an answer never
+//! leaves): connections without a client certificate may take half of the slots at most,
+//! so certificate holders always have the other half; and a request in flight whose
+//! answer has not moved (no frame sent) for [`stall_timeout`] closes its connection.
+//! Handshake failures and refusals are logged at most once per [`LOG_EVERY`], with how
+//! many were not, so a flood of them cannot push the gateway's own errors out of the
+//! journal's rate limit; the metrics count every one.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -31,6 +40,45 @@ use tower::ServiceExt;
 use super::Metrics;
 use super::identity::DeskDirectory;
 use super::tls::ServerTls;
+
+/// How often a refused connection is logged, at most (the rest are counted in the line).
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a request in flight may go without its answer moving before its connection is
+/// closed: past the longest legitimate wait for a first frame (a PIN-pad login, 150 s at
+/// most with `cards.login_timeout_secs`), and never below the idle timeout. The desk's
+/// event stream sends a keep-alive every 15 s and exports stream their chunks, so long
+/// answers that move are not cut.
+pub(crate) fn stall_timeout(idle: Duration) -> Duration {
+    idle.max(Duration::from_secs(180))
+}
+
+/// Lines of one kind logged at most once per [`LOG_EVERY`]; the others are counted.
+#[derive(Default)]
+struct Throttled {
+    /// Seconds since `UNIX_EPOCH` of the last line, and what was left out since.
+    state: Mutex<(u64, u64)>,
+}
+
+impl Throttled {
+    /// `Some(left out since the last line)` when a line may be written now.
+    fn allow(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.0 != 0 && now < state.0.saturating_add(LOG_EVERY.as_secs()) {
+            state.1 += 1;
+            return None;
+        }
+        let left_out = state.1;
+        *state = (now, 0);
+        Some(left_out)
+    }
+}
 
 /// Connection limits of the listener.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +116,10 @@ pub(crate) struct Connections {
     http: Arc<Builder<TokioExecutor>>,
     handshake_timeout: Duration,
     idle_timeout: Duration,
+    /// Slots connections without a client certificate may hold (half of them).
+    anonymous: Arc<Semaphore>,
+    refused_handshakes: Arc<Throttled>,
+    refused_connections: Arc<Throttled>,
 }
 
 impl Connections {
@@ -97,6 +149,16 @@ impl Connections {
             http: Arc::new(http),
             handshake_timeout: limits.handshake_timeout,
             idle_timeout: limits.idle_timeout,
+            anonymous: Arc::new(Semaphore::new((limits.max_connections / 2).max(1))),
+            refused_handshakes: Arc::default(),
+            refused_connections: Arc::default(),
+        }
+    }
+
+    /// Logs a refused connection, unless one was logged in the last [`LOG_EVERY`].
+    fn log_refusal(throttle: &Throttled, remote: SocketAddr, what: &str) {
+        if let Some(left_out) = throttle.allow() {
+            tracing::info!(peer = %remote, left_out, "{what}");
         }
     }
 
@@ -107,12 +169,18 @@ impl Connections {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 self.metrics.observe_handshake_failure();
-                tracing::info!(peer = %remote, error = %e, "TLS handshake refused");
+                if let Some(left_out) = self.refused_handshakes.allow() {
+                    tracing::info!(peer = %remote, error = %e, left_out, "TLS handshake refused (left_out: others since the last such line)");
+                }
                 return;
             }
             Err(_) => {
                 self.metrics.observe_handshake_failure();
-                tracing::info!(peer = %remote, "TLS handshake timed out");
+                Self::log_refusal(
+                    &self.refused_handshakes,
+                    remote,
+                    "TLS handshake timed out (left_out: others since the last such line)",
+                );
                 return;
             }
         };
@@ -123,6 +191,22 @@ impl Connections {
                 .and_then(|chain| chain.first()),
             remote.ip(),
         );
+        // Held for the connection's life; certificate holders need none.
+        let _anonymous_slot = match peer {
+            super::identity::Peer::Anonymous => match self.anonymous.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    self.metrics.observe_connection_closed("anonymous_cap");
+                    Self::log_refusal(
+                        &self.refused_connections,
+                        remote,
+                        "connection closed: half of the slots are taken by connections without a client certificate (left_out: others since the last such line)",
+                    );
+                    return;
+                }
+            },
+            _ => None,
+        };
         let app = self.app.clone();
         let activity = Activity::new();
         let tracked = activity.clone();
@@ -138,7 +222,8 @@ impl Connections {
                 // In flight until the body has been sent (or dropped), not just the head.
                 Ok::<_, std::convert::Infallible>(response.map(|body| {
                     axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
-                        let _in_flight = &busy;
+                        // The answer moves (see `stall_timeout`).
+                        busy.0.touch();
                         frame
                     }))
                 }))
@@ -149,14 +234,18 @@ impl Connections {
             .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
             .into_owned();
         self.metrics.add_connections(1);
-        let idle = activity.idle(self.handshake_timeout, self.idle_timeout);
+        let idle = activity.idle(
+            self.handshake_timeout,
+            self.idle_timeout,
+            stall_timeout(self.idle_timeout),
+        );
         tokio::select! {
             ended = watcher.watch(connection) => if let Err(e) = ended {
                 tracing::debug!(peer = %remote, error = %e, "connection ended with an error");
             },
-            () = idle => {
-                self.metrics.observe_connection_closed("idle");
-                tracing::debug!(peer = %remote, "idle connection closed");
+            why = idle => {
+                self.metrics.observe_connection_closed(why);
+                tracing::debug!(peer = %remote, why, "connection closed");
             }
         }
         self.metrics.add_connections(-1);
@@ -169,7 +258,7 @@ struct Activity(Arc<ActivityState>);
 
 struct ActivityState {
     in_flight: AtomicUsize,
-    /// Milliseconds since `opened` at the last request start or end.
+    /// Milliseconds since `opened` at the last request start or end, or answer frame.
     last: AtomicU64,
     /// Whether any request has started.
     started: AtomicUsize,
@@ -208,27 +297,31 @@ impl Activity {
         Busy(self.clone())
     }
 
-    /// Resolves when the connection has been idle too long: no request head within
-    /// `first` of accept, or no request in flight for `idle`.
-    async fn idle(&self, first: Duration, idle: Duration) {
+    /// Resolves, saying why, when the connection has been idle too long: no request head
+    /// within `first` of accept, or no request in flight for `idle` ("idle"); or requests
+    /// in flight whose answers have not moved for `stall` ("stalled").
+    async fn idle(&self, first: Duration, idle: Duration, stall: Duration) -> &'static str {
         loop {
             let state = &self.0;
-            let allowed = if state.started.load(Ordering::Acquire) == 0 {
+            let busy = state.in_flight.load(Ordering::Acquire) > 0;
+            let allowed = if busy {
+                stall
+            } else if state.started.load(Ordering::Acquire) == 0 {
                 first
             } else {
                 idle
             };
             let last = Duration::from_millis(state.last.load(Ordering::Acquire));
             let deadline = state.opened + last + allowed;
-            if state.in_flight.load(Ordering::Acquire) == 0
-                && tokio::time::Instant::now() >= deadline
-            {
-                return;
+            if tokio::time::Instant::now() >= deadline {
+                return if busy { "stalled" } else { "idle" };
             }
-            // Busy connections are looked at again after a full period; quiet ones at
-            // their deadline.
-            let next = if state.in_flight.load(Ordering::Acquire) > 0 {
-                tokio::time::Instant::now() + allowed
+            // Looked at again at the deadline, or sooner when the connection may have gone
+            // quiet meanwhile (a request ending makes the shorter idle deadline count).
+            let next = if busy {
+                deadline.min(
+                    tokio::time::Instant::now() + idle.min(first).max(Duration::from_millis(100)),
+                )
             } else {
                 deadline
             };
@@ -313,7 +406,11 @@ pub(crate) async fn serve(
             connections
                 .metrics
                 .observe_connection_closed("per_address_cap");
-            tracing::info!(peer = %remote, "connection refused: too many from this address");
+            Connections::log_refusal(
+                &connections.refused_connections,
+                remote,
+                "connection refused: too many from this address (left_out: others since the last such line)",
+            );
             drop(tcp);
             continue;
         };
@@ -388,5 +485,63 @@ pub(crate) async fn serve_management(
             let _ = tokio::time::timeout(deadline, connection).await;
             drop(slot);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request in flight keeps its connection while its answer moves; one whose answer
+    /// stops moving (an HTTP/2 client that opened no flow-control window) loses it.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_whose_answer_does_not_move_closes_its_connection() {
+        let (first, idle) = (Duration::from_secs(2), Duration::from_secs(4));
+        let stall = stall_timeout(idle);
+        assert_eq!(stall, Duration::from_secs(180));
+        let activity = Activity::new();
+        let busy = activity.begin();
+        let watch = activity.idle(first, idle, stall);
+        tokio::pin!(watch);
+        // A frame every 100 s: 500 s in flight, never closed.
+        for _ in 0..5 {
+            let waited = tokio::time::timeout(Duration::from_secs(100), &mut watch).await;
+            assert!(waited.is_err(), "closed while its answer moved");
+            busy.0.touch();
+        }
+        let stopped = tokio::time::Instant::now();
+        assert_eq!(watch.await, "stalled");
+        let waited = stopped.elapsed();
+        assert!(
+            waited >= stall && waited < stall + Duration::from_secs(5),
+            "{waited:?}"
+        );
+        // Once the request ends, the idle deadline applies again.
+        drop(busy);
+        let ended = tokio::time::Instant::now();
+        assert_eq!(activity.idle(first, idle, stall).await, "idle");
+        let waited = ended.elapsed();
+        assert!(
+            waited >= idle && waited < idle + Duration::from_secs(1),
+            "{waited:?}"
+        );
+        // A long setting of the idle timeout is never cut shorter by the stall bound.
+        assert_eq!(
+            stall_timeout(Duration::from_secs(600)),
+            Duration::from_secs(600)
+        );
+    }
+
+    #[test]
+    fn refusals_are_logged_once_per_period_and_the_rest_counted() {
+        let throttle = Throttled::default();
+        assert_eq!(throttle.allow(), Some(0));
+        for _ in 0..5 {
+            assert_eq!(throttle.allow(), None);
+        }
+        // As if the last line were a period old.
+        throttle.state.lock().unwrap().0 -= LOG_EVERY.as_secs();
+        assert_eq!(throttle.allow(), Some(5));
+        assert_eq!(throttle.allow(), None);
     }
 }

@@ -125,7 +125,8 @@ async fn silent_connections_cannot_hold_the_listener_while_a_desk_breaks_glass()
     };
     assert!(refused, "a 9th connection from one address is refused");
 
-    // Two more addresses fill every one of the 24 slots with silent connections.
+    // Two more addresses try to fill every one of the 24 slots with silent connections;
+    // without a certificate they hold 12 at most (the others are closed at once).
     for n in [3, 4] {
         for i in 0..8 {
             if let Some(stream) = silent(&gateway, attacker(n), i % 2 == 1).await {
@@ -187,6 +188,63 @@ async fn silent_connections_cannot_hold_the_listener_while_a_desk_breaks_glass()
         metrics.contains(r#"samu_gateway_http_connections_closed_by_gateway_total{reason="idle"}"#)
             && metrics.contains(r#"reason="per_address_cap""#),
         "{metrics}"
+    );
+}
+
+/// Connections without a client certificate hold half of the slots at most: past that,
+/// each is closed right after its handshake, and a desk still gets a slot. (Before, a
+/// peer that sent a request now and then, or stalled an HTTP/2 answer, held every slot
+/// from eight addresses.)
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_without_a_certificate_hold_half_of_the_slots_at_most() {
+    let gateway = Gateway::start_with(LIMITS, |_| String::new());
+    let mut held = Vec::new();
+    for n in [2, 3] {
+        for _ in 0..6 {
+            let stream = silent(&gateway, attacker(n), false).await;
+            held.push(stream.expect("within the caps"));
+        }
+    }
+    // 12 of 24: the next one is closed well before its first-request deadline (2 s).
+    let opened = Instant::now();
+    let mut over = silent(&gateway, attacker(4), false)
+        .await
+        .expect("the handshake itself completes");
+    assert!(
+        closed_within(&mut over, Duration::from_millis(1500)).await,
+        "a 13th connection without a certificate is kept"
+    );
+    eprintln!(
+        "13th anonymous connection closed after {:?}",
+        opened.elapsed()
+    );
+    // The 12 are still open (their deadline has not come), yet a desk is served.
+    let desk = gateway.client(Some(DESK_A));
+    let health = desk.get(gateway.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let manager = gateway.client(None);
+    let metrics = manager
+        .get(gateway.management_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"samu_gateway_http_connections_closed_by_gateway_total{reason="anonymous_cap"} 1"#
+        ),
+        "{metrics}"
+    );
+    // Once they are gone (first-request deadline), the slots are free again.
+    for stream in &mut held {
+        assert!(closed_within(stream, Duration::from_secs(4)).await);
+    }
+    let mut again = silent(&gateway, attacker(4), false).await.unwrap();
+    assert!(
+        !closed_within(&mut again, Duration::from_millis(500)).await,
+        "a slot freed is not given back"
     );
 }
 
