@@ -132,7 +132,7 @@ impl Metrics {
         );
         registry.register(
             "http_connections_closed_by_gateway",
-            "Connections the gateway closed or refused: idle (no request within the deadline), stalled (an answer that did not move), over the cap of connections without a certificate, or over the per-address cap",
+            "Connections the gateway closed or refused: idle (no request within the deadline), stalled (an answer that did not move), over the cap of connections without a certificate, a client certificate revoked or expired since the handshake, or over the per-address cap",
             connections_closed.clone(),
         );
         registry.register(

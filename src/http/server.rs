@@ -184,13 +184,13 @@ impl Connections {
                 return;
             }
         };
-        let peer = self.desks.attribute(
-            tls.get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first()),
-            remote.ip(),
-        );
+        let chain: Vec<rustls::pki_types::CertificateDer<'static>> = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
+            .unwrap_or_default();
+        let peer = self.desks.attribute(chain.first(), remote.ip());
         // Held for the connection's life; certificate holders need none.
         let _anonymous_slot = match peer {
             super::identity::Peer::Anonymous => match self.anonymous.clone().try_acquire_owned() {
@@ -239,16 +239,51 @@ impl Connections {
             self.idle_timeout,
             stall_timeout(self.idle_timeout),
         );
+        let untrusted = no_longer_trusted(self.tls.clone(), chain);
         tokio::select! {
             ended = watcher.watch(connection) => if let Err(e) = ended {
                 tracing::debug!(peer = %remote, error = %e, "connection ended with an error");
             },
+            why = untrusted => {
+                self.metrics.observe_connection_closed("certificate_no_longer_valid");
+                tracing::warn!(peer = %remote, reason = %why, "an open connection's client certificate no longer verifies (revoked or expired since its handshake): connection closed");
+            }
             why = idle => {
                 self.metrics.observe_connection_closed(why);
                 tracing::debug!(peer = %remote, why, "connection closed");
             }
         }
         self.metrics.add_connections(-1);
+    }
+}
+
+/// How often an open connection's certificate is checked again without a CRL reread (a
+/// certificate expires on its own).
+const RECHECK: Duration = Duration::from_secs(300);
+
+/// Resolves, with the reason, once `chain` (a connection's client certificate, checked at
+/// its handshake) no longer verifies: checked again after each reread of the workstation
+/// CRLs and every [`RECHECK`]. Attribution is once per connection, so without this a
+/// certificate revoked or expired since its handshake kept working for as long as its
+/// connection stayed open (a desk's event stream keeps one open all shift). Never resolves
+/// for a connection without a certificate.
+async fn no_longer_trusted(
+    tls: ServerTls,
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+) -> String {
+    if chain.is_empty() {
+        return std::future::pending().await;
+    }
+    let mut reloads = tls.reloads();
+    loop {
+        // The sender lives as long as the listener's TLS, so `changed` failing is not
+        // expected; if it did, the periodic check goes on rather than spin.
+        if let Ok(Err(_)) = tokio::time::timeout(RECHECK, reloads.changed()).await {
+            tokio::time::sleep(RECHECK).await;
+        }
+        if let Err(why) = tls.still_trusted(&chain) {
+            return why;
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 
 use crate::card::trust::StaleCrlPolicy;
 use crate::http::TlsConfig;
@@ -18,16 +19,22 @@ use crate::tls::{VERSIONS, load_certs, provider};
 
 /// The listener's TLS configuration and the leaf certificate it presents. The workstation
 /// CRLs are reread on [`ServerTls::reload_crls`]: each handshake takes the configuration in
-/// force when it starts.
+/// force when it starts, and connections already open are told ([`ServerTls::reloads`])
+/// so that they check their certificate again.
 #[derive(Clone)]
 pub struct ServerTls {
-    current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
+    current: Arc<RwLock<InForce>>,
+    /// Counts successful rereads.
+    reloaded: Arc<tokio::sync::watch::Sender<u64>>,
     /// The leaf certificate, pinned by the local health probe.
     pub leaf: CertificateDer<'static>,
     material: Arc<Material>,
     /// A workstation CRL in force is past its next update (as of its last reading).
     stale: Arc<AtomicBool>,
 }
+
+/// The configuration in force and the client verifier inside it.
+type InForce = (Arc<rustls::ServerConfig>, Arc<dyn ClientCertVerifier>);
 
 /// What the configuration is rebuilt from.
 struct Material {
@@ -75,6 +82,7 @@ impl ServerTls {
         let (config, stale) = material.build().map_err(|p| vec![p])?;
         Ok(Self {
             current: Arc::new(RwLock::new(config)),
+            reloaded: Arc::new(tokio::sync::watch::Sender::new(0)),
             leaf,
             material: Arc::new(material),
             stale: Arc::new(AtomicBool::new(stale)),
@@ -92,11 +100,33 @@ impl ServerTls {
 
     /// The configuration for a handshake starting now.
     pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.in_force().0
+    }
+
+    fn in_force(&self) -> InForce {
         // A poisoned lock only means a reload panicked mid-swap: the value is whole.
         self.current
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Changes after each successful reread of the CRLs.
+    pub(crate) fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloaded.subscribe()
+    }
+
+    /// Whether a client chain that passed its handshake still verifies now, under the lists
+    /// in force (revoked since, or expired, it does not): the reason when it does not.
+    pub(crate) fn still_trusted(&self, chain: &[CertificateDer<'static>]) -> Result<(), String> {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return Ok(());
+        };
+        self.in_force()
+            .1
+            .verify_client_cert(leaf, intermediates, rustls::pki_types::UnixTime::now())
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// How often the workstation CRLs are reread; `None` without CRLs.
@@ -112,13 +142,14 @@ impl ServerTls {
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        self.reloaded.send_modify(|count| *count += 1);
         Ok(())
     }
 }
 
 impl Material {
     /// The configuration, and whether a CRL in it is past its next update.
-    fn build(&self) -> Result<(Arc<rustls::ServerConfig>, bool), ConfigProblem> {
+    fn build(&self) -> Result<(InForce, bool), ConfigProblem> {
         build_server_config(
             self.chain.clone(),
             self.key.clone_key(),
@@ -163,7 +194,7 @@ fn build_server_config(
     roots: RootCertStore,
     crl_paths: &[std::path::PathBuf],
     policy: StaleCrlPolicy,
-) -> Result<(Arc<rustls::ServerConfig>, bool), ConfigProblem> {
+) -> Result<(InForce, bool), ConfigProblem> {
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .allow_unauthenticated();
     let mut any_stale = false;
@@ -192,7 +223,7 @@ fn build_server_config(
         .map_err(|e| {
             ConfigProblem::new("tls", format!("TLS versions rejected by the provider: {e}"))
         })?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_single_cert(chain, key)
         .map_err(|e| {
             ConfigProblem::new(
@@ -201,7 +232,7 @@ fn build_server_config(
             )
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((Arc::new(config), any_stale))
+    Ok(((Arc::new(config), verifier), any_stale))
 }
 
 fn load_key(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<PrivateKeyDer<'static>> {

@@ -723,6 +723,10 @@ async fn revoked_workstation_certificates_fail_the_handshake() {
     };
     assert_eq!(desk(DESK_A).await.unwrap(), 200);
     assert!(desk(support::DESK_B).await.is_err(), "desk B is revoked");
+    // A connection desk A keeps open (the client's pool keeps it for the next request).
+    let held = gateway.client(Some(DESK_A));
+    let ask = || held.get(gateway.url("/api/v1/desk")).send();
+    assert_eq!(ask().await.unwrap().status(), 200);
     // Revoking desk A too takes effect at the next reread, without a restart.
     publish(&gateway.pki, &[desk_a.clone(), desk_b.clone()], 7);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -730,6 +734,19 @@ async fn revoked_workstation_certificates_fail_the_handshake() {
         assert!(Instant::now() < deadline, "desk A still accepted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Its open connection was closed too: the next request needs a new handshake, refused.
+    // (Before, attribution held for the connection's life: 200.)
+    assert!(
+        gateway
+            .stderr
+            .wait_for(Duration::from_secs(5), |l| l
+                .contains("client certificate no longer verifies"))
+            .is_some()
+    );
+    assert!(
+        ask().await.is_err(),
+        "desk A's open connection still served"
+    );
     // A list past its next update vouches for nobody: refused under `refuse`.
     publish(&gateway.pki, &[], -1);
     tokio::time::sleep(Duration::from_millis(2500)).await;
