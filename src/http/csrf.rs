@@ -7,6 +7,14 @@
 //! marked `Sec-Fetch-Site: cross-site`, is refused. Other clients (the regulation software,
 //! curl) send neither and keep working with their client certificate; the session cookie
 //! is `SameSite=Strict` on top.
+//!
+//! Reads of the API are refused too when the browser says another site asked
+//! (`Sec-Fetch-Site: cross-site` or `same-site`): a client certificate is presented to
+//! whatever page makes the browser ask, and some reads are recorded (a compliance officer
+//! reading an access's trail, the pending list or the report is `audit_log_used`), so an
+//! `<img>` on any page the officer opens would write forged evidence into the trail and
+//! start whole-trail reads. The pages and assets themselves stay reachable (a link from
+//! the intranet opens the page).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -85,6 +93,13 @@ fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
+/// Whether the browser says a page of another origin made this request.
+fn from_another_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| matches!(v.as_bytes(), b"cross-site" | b"same-site"))
+}
+
 /// Middleware: refuses a browser's state-changing request without the caller's token.
 pub(crate) async fn protect(
     State(state): State<AppState>,
@@ -92,6 +107,15 @@ pub(crate) async fn protect(
     next: Next,
 ) -> Response {
     let headers = request.headers();
+    if request.uri().path().starts_with("/api/") && from_another_site(headers) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_refused",
+            "the API answers no request another site's page made",
+            "Action refusée : rechargez la page de la passerelle elle-même et recommencez.",
+        )
+        .into_response();
+    }
     if changes_state(request.method()) && from_browser(headers) {
         let cross_site = headers
             .get("sec-fetch-site")

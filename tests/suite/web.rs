@@ -141,4 +141,33 @@ async fn a_browser_request_changing_state_needs_the_token_of_its_own_desk() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    // But no API read is answered to another site's page (an <img> on a page the officer
+    // opens would have the trail record reads nobody made); the page itself opens.
+    for site in ["cross-site", "same-site"] {
+        let response = client
+            .get(gateway.url("/api/v1/desk"))
+            .header("sec-fetch-site", site)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{site}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "csrf_refused", "{site}");
+        let page = client
+            .get(gateway.url("/"))
+            .header("sec-fetch-site", site)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), StatusCode::OK, "{site}");
+    }
+    for own in ["same-origin", "none"] {
+        let response = client
+            .get(gateway.url("/api/v1/desk"))
+            .header("sec-fetch-site", own)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{own}");
+    }
 }
