@@ -140,6 +140,26 @@ fn names_stderr(named: &str) -> bool {
     rustix::fs::fstat(std::io::stderr()).is_ok_and(|st| st.st_dev == dev && st.st_ino == ino)
 }
 
+/// Replaces the standard panic message, which quotes the panic's payload (a slicing
+/// panic quotes the string it sliced, a failed `expect` its error, which may hold a
+/// document's text or a name), with the thread and the source location only. The request
+/// middleware still turns a handler's panic into a 500; this is what reaches the journal.
+pub(crate) fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        let at = info.location().map_or_else(
+            || "an unknown location".to_owned(),
+            |l| format!("{}:{}:{}", l.file(), l.line(), l.column()),
+        );
+        // <2>: critical, under journald (see `priority`).
+        let prefix = if stderr_is_journal() { "<2>" } else { "" };
+        eprintln!(
+            "{prefix}panic in thread '{thread}' at {at} (its message is not shown: it may quote patient data)"
+        );
+    }));
+}
+
 /// Installs the global subscriber.
 pub(crate) fn init(log: &LogConfig) -> Result<(), TelemetryError> {
     let filter = EnvFilter::builder()

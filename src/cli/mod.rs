@@ -194,6 +194,7 @@ impl From<ConfigError> for Failure {
 
 /// Parses the command line, runs the command, returns the process exit code.
 pub fn main() -> ExitCode {
+    crate::telemetry::install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

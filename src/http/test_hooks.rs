@@ -1,5 +1,6 @@
 //! Routes that exist only in builds with the `test-hooks` feature (never in a package):
-//! the lifecycle tests need a request that stays in flight while SIGTERM arrives.
+//! the lifecycle tests need a request that stays in flight while SIGTERM arrives, and the
+//! log hygiene test a handler that panics on patient text.
 
 use std::time::Duration;
 
@@ -21,6 +22,19 @@ async fn slow(Query(delay): Query<Delay>) -> String {
     format!("slept {} ms", delay.ms)
 }
 
+/// Panics with the text it is given, as a bug on a document's text would.
+async fn panic(Query(text): Query<Text>) -> String {
+    let quoted = text.text;
+    panic!("test hook: {quoted}")
+}
+
+#[derive(Deserialize)]
+struct Text {
+    text: String,
+}
+
 pub(super) fn router() -> Router<AppState> {
-    Router::new().route("/test-hooks/slow", get(slow))
+    Router::new()
+        .route("/test-hooks/slow", get(slow))
+        .route("/test-hooks/panic", get(panic))
 }

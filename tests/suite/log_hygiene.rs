@@ -50,6 +50,23 @@ async fn patient_identifiers_never_reach_logs_or_metrics() {
         }
         client.get(gateway.url(url)).send().await.unwrap();
     }
+    // A handler that panics on patient text (a bug on a document's text would): the
+    // journal gets where, not what.
+    let response = client
+        .get(gateway.url(&format!("/test-hooks/panic?text={NAME}-{INS}-{CLINICAL}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    assert!(
+        gateway
+            .stderr
+            .wait_for(Duration::from_secs(5), |l| l.contains("panic in thread")
+                && l.contains("test_hooks.rs"))
+            .is_some(),
+        "{}",
+        gateway.stderr.all()
+    );
     let (_, metrics) = support::get_text(&client, &gateway.url("/metrics")).await;
 
     // The requests were logged (so this test can fail), only without what they carried.
