@@ -53,6 +53,7 @@ pub(super) struct LoginBody {
 pub(super) async fn open_session(
     State(state): State<AppState>,
     caller: CallingDesk,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Response {
     let Some(cards) = state.cards() else {
@@ -69,8 +70,15 @@ pub(super) async fn open_session(
                 "{SESSION_COOKIE}={}; HttpOnly; Secure; SameSite=Strict; Path=/",
                 session.token
             );
-            let mut response =
-                (StatusCode::CREATED, Json(SessionAnswer::from(&session))).into_response();
+            // A browser has the cookie, which its page's script cannot read; the token in
+            // the body is for other clients (the same rule as the CSRF check's).
+            let browser =
+                headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site");
+            let answer = SessionAnswer {
+                token: (!browser).then(|| session.token.clone()),
+                session: session.clone(),
+            };
+            let mut response = (StatusCode::CREATED, Json(answer)).into_response();
             if let Ok(value) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
             }
@@ -107,21 +115,14 @@ fn pin_source(entry: PinEntry, body: LoginBody) -> Result<PinSource, ApiError> {
     }
 }
 
-/// The session as answered to its desk (token included once, at login).
+/// The session as answered to its desk: the token once, at login, and not to a browser
+/// (its `HttpOnly` cookie carries it out of the page's script's reach).
 #[derive(serde::Serialize, utoipa::ToSchema)]
 struct SessionAnswer {
-    token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
     #[serde(flatten)]
     session: Session,
-}
-
-impl From<&Session> for SessionAnswer {
-    fn from(session: &Session) -> Self {
-        Self {
-            token: session.token.clone(),
-            session: session.clone(),
-        }
-    }
 }
 
 /// The session this desk's token opens.
@@ -150,7 +151,7 @@ pub(super) async fn close_session(
     State(state): State<AppState>,
     caller: CallingDesk,
     headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let cards = state.cards().ok_or_else(unavailable)?;
     let token = token(&headers).ok_or_else(no_session)?;
     cards
@@ -162,7 +163,14 @@ pub(super) async fn close_session(
         .end(&caller.desk.id, "logout")
         .await
         .map_err(|_| audit_unavailable())?;
-    Ok(StatusCode::NO_CONTENT)
+    // The browser forgets the cookie too (its session is over either way).
+    let expired =
+        format!("{SESSION_COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0");
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(value) = HeaderValue::from_str(&expired) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(response)
 }
 
 /// How many shifts the roster now holds.

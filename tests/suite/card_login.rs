@@ -165,6 +165,52 @@ async fn good_login_opens_a_session_bound_to_the_desk_and_removal_ends_it() {
     }
 }
 
+/// A browser's login answers the session in an `HttpOnly` cookie only: the token is not in
+/// the body, where the page's script could read it. Logging out expires the cookie.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_gets_its_session_token_only_in_the_cookie() {
+    let (_pcscd, _card, gateway) = desk_with_card(&[], "", "present").await;
+    let client = gateway.client(Some(DESK_A));
+    let (_, csrf) = support::get_json(&client, &gateway.url("/api/v1/csrf-token")).await;
+    let csrf = csrf["token"].as_str().unwrap().to_owned();
+    let response = client
+        .post(gateway.url("/api/v1/session"))
+        .header("sec-fetch-site", "same-origin")
+        .header("x-csrf-token", &csrf)
+        .json(&json!({ "pin": "1234" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    let body: Value = response.json().await.unwrap();
+    assert!(body.get("token").is_none(), "{body}");
+    assert_eq!(body["professional"]["surname"], "URGENTISTE");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let current = client
+        .get(gateway.url("/api/v1/session"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(current.status(), StatusCode::OK);
+    let logout = client
+        .delete(gateway.url("/api/v1/session"))
+        .header("sec-fetch-site", "same-origin")
+        .header("x-csrf-token", &csrf)
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let expired = logout.headers()["set-cookie"].to_str().unwrap();
+    assert!(expired.contains("Max-Age=0"), "{expired}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_pins_show_tries_left_then_block_the_card() {
     let (_pcscd, _card, gateway) = desk_with_card(&[], "", "present").await;
