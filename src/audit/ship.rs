@@ -389,6 +389,15 @@ fn next_batch(
     let mut out = Vec::new();
     // A repository added after a prune starts where the store does now.
     let pruned = store::meta(&txn, store::Meta::PrunedThrough)?.unwrap_or(0);
+    if cursor > 0 && cursor < pruned {
+        // It had a cursor, so it was configured before and removed while the prune ran:
+        // the records between are gone from the appliance and it never got them.
+        tracing::warn!(
+            cursor,
+            pruned,
+            "a repository's cursor is before the pruned point: the records between were pruned before it received them (it was removed from the configuration while they were pruned); it resumes after them"
+        );
+    }
     let (mut last, mut count) = (cursor.max(pruned), 0);
     let mut unshippable = None;
     store::for_each_record(&txn, last + 1, |seq, bytes| {
