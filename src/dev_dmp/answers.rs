@@ -44,12 +44,13 @@ fn envelope(action: &str, body: impl FnOnce(&mut W) -> Io) -> String {
     String::from_utf8(w.into_inner()).unwrap_or_default()
 }
 
-/// A SOAP 1.2 fault: `Sender`, the DMP's code as subcode, a French reason.
-pub(super) fn fault(code: &str, reason: &str) -> String {
+/// A SOAP 1.2 fault: `side` (`Sender`: the request; `Receiver`: the service itself), the
+/// DMP's code as subcode, a French reason.
+pub(super) fn fault(side: &str, code: &str, reason: &str) -> String {
     envelope("http://www.w3.org/2005/08/addressing/soap/fault", |w| {
         w.create_element("soap:Fault").write_inner_content(|w| {
             w.create_element("soap:Code").write_inner_content(|w| {
-                text(w, "soap:Value", "soap:Sender")?;
+                text(w, "soap:Value", &format!("soap:{side}"))?;
                 w.create_element("soap:Subcode")
                     .write_inner_content(|w| text(w, "soap:Value", &format!("soap:{code}")))?;
                 Ok(())

@@ -160,6 +160,10 @@ pub(crate) enum DmpFault {
     SoapFault {
         /// The subcode.
         code: String,
+        /// The fault is the service's own (`env:Receiver`), not the request's
+        /// (`env:Sender`, the default).
+        #[serde(default)]
+        receiver: bool,
     },
     /// This HTTP status with an HTML body.
     Status {
@@ -312,7 +316,7 @@ fn fault(state: &DevState, code: &str, reason: &str) -> Response {
     state.refused.fetch_add(1, Ordering::Relaxed);
     soap_response(
         StatusCode::INTERNAL_SERVER_ERROR,
-        answers::fault(code, reason),
+        answers::fault("Sender", code, reason),
     )
 }
 
@@ -338,7 +342,14 @@ async fn soap(
     match injected {
         DmpFault::None | DmpFault::Withhold { .. } => {}
         DmpFault::Latency { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
-        DmpFault::SoapFault { code } => return fault(&state, &code, "Erreur injectée"),
+        DmpFault::SoapFault { code, receiver } => {
+            state.refused.fetch_add(1, Ordering::Relaxed);
+            let side = if receiver { "Receiver" } else { "Sender" };
+            return soap_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                answers::fault(side, &code, "Erreur injectée"),
+            );
+        }
         DmpFault::Status { status } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
             return (

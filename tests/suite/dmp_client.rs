@@ -217,13 +217,24 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
         UpstreamError::AssertionRefused("DMPInvalidAuthentication".into())
     );
 
-    // Faults: a DMP fault code, an unavailable service, the deadline.
-    dmp.fault(json!({"kind": "soap_fault", "code": "DMPInternalError"}))
+    // Faults: a DMP fault code, an unavailable service, the deadline. An unknown code
+    // the DMP puts on itself (Receiver) is an outage; on the request (Sender), a refusal
+    // that no stale copy may stand in for.
+    dmp.fault(json!({"kind": "soap_fault", "code": "DMPInternalError", "receiver": true}))
         .await;
     assert!(matches!(
         gateway.find_by_ins(&patient, &regulation).await.unwrap_err(),
         UpstreamError::Unavailable(why) if why.contains("DMPInternalError")
     ));
+    dmp.fault(json!({"kind": "soap_fault", "code": "DMPAccesRestreint"}))
+        .await;
+    assert_eq!(
+        gateway
+            .find_by_ins(&patient, &regulation)
+            .await
+            .unwrap_err(),
+        UpstreamError::AssertionRefused("DMPAccesRestreint".into())
+    );
     dmp.fault(json!({"kind": "status", "status": 503})).await;
     assert!(matches!(
         gateway

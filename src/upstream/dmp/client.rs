@@ -928,6 +928,12 @@ fn outcome(e: DmpError) -> UpstreamError {
             {
                 UpstreamError::AssertionRefused(code.to_owned())
             }
+            // A code this gateway does not know. A fault the DMP puts on the request
+            // (`Sender`) is a refusal of it: it may be a restriction on this access (an
+            // opposition under a new code), so no copy is served in its place. One it puts
+            // on itself (`Receiver`) is an outage, where a copy may serve
+            // (docs/dmp.md, "Faults").
+            code if fault.code == "Sender" => UpstreamError::AssertionRefused(code.to_owned()),
             code => UpstreamError::Unavailable(format!("DMP fault {code}")),
         },
         DmpError::Refused { code } => UpstreamError::AssertionRefused(code),
