@@ -12,12 +12,13 @@
 //!
 //! Two more bounds hold against a peer that talks just enough (a request now and then, or
 //! an HTTP/2 client that opens a zero flow-control window so that an answer never
-//! leaves): connections without a client certificate may take half of the slots at most,
-//! so certificate holders always have the other half; and a request in flight whose
-//! answer has not moved (no frame sent) for [`stall_timeout`] closes its connection.
-//! Handshake failures and refusals are logged at most once per [`LOG_EVERY`], with how
-//! many were not, so a flood of them cannot push the gateway's own errors out of the
-//! journal's rate limit; the metrics count every one.
+//! leaves): connections without a client certificate, once past their handshake, may
+//! hold half of the slots at most (the appliance's own probes excepted), so they cannot
+//! hold the other half; and a request in flight whose answer has not moved (no frame sent)
+//! for [`stall_timeout`] closes its connection. Handshake failures and refusals are logged
+//! once per [`LOG_EVERY`] per source address and reason, and [`LOG_LINES`] in all, with
+//! how many were not, so a flood of them cannot push the gateway's own errors out of the
+//! journal's rate limit while one desk's refusal still shows; the metrics count every one.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -41,8 +42,14 @@ use super::Metrics;
 use super::identity::DeskDirectory;
 use super::tls::ServerTls;
 
-/// How often a refused connection is logged, at most (the rest are counted in the line).
+/// How often a refusal of one kind from one address is logged, at most (the rest are
+/// counted in the next line).
 const LOG_EVERY: Duration = Duration::from_secs(10);
+/// Refusal lines per [`LOG_EVERY`] in all, far below journald's default rate limit
+/// (10,000 lines per 30 s per service).
+const LOG_LINES: u32 = 100;
+/// Addresses and reasons remembered for the throttle, at most.
+const LOG_TRACKED: usize = 4096;
 
 /// How long a request in flight may go without its answer moving before its connection is
 /// closed: past the longest legitimate wait for a first frame (a PIN-pad login, 150 s at
@@ -53,29 +60,54 @@ pub(crate) fn stall_timeout(idle: Duration) -> Duration {
     idle.max(Duration::from_secs(180))
 }
 
-/// Lines of one kind logged at most once per [`LOG_EVERY`]; the others are counted.
+/// Refusal lines, throttled per source address and reason, and in all.
 #[derive(Default)]
 struct Throttled {
-    /// Seconds since `UNIX_EPOCH` of the last line, and what was left out since.
-    state: Mutex<(u64, u64)>,
+    state: Mutex<ThrottleState>,
+}
+
+#[derive(Default)]
+struct ThrottleState {
+    /// Per address and reason: when its last line was written, and what was left out
+    /// since.
+    last: HashMap<(IpAddr, String), (tokio::time::Instant, u64)>,
+    /// The current period's start and the lines written in it.
+    period: Option<(tokio::time::Instant, u32)>,
 }
 
 impl Throttled {
-    /// `Some(left out since the last line)` when a line may be written now.
-    fn allow(&self) -> Option<u64> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+    /// `Some(left out since this address's last line for this reason)` when a line may be
+    /// written now.
+    fn allow(&self, ip: IpAddr, reason: &str) -> Option<u64> {
+        let now = tokio::time::Instant::now();
         let mut state = self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if state.0 != 0 && now < state.0.saturating_add(LOG_EVERY.as_secs()) {
-            state.1 += 1;
+        let key = (ip, reason.to_owned());
+        if let Some((at, left_out)) = state.last.get_mut(&key)
+            && now.duration_since(*at) < LOG_EVERY
+        {
+            *left_out += 1;
             return None;
         }
-        let left_out = state.1;
-        *state = (now, 0);
+        let (start, lines) = match state.period {
+            Some((start, lines)) if now.duration_since(start) < LOG_EVERY => (start, lines),
+            _ => (now, 0),
+        };
+        if lines >= LOG_LINES {
+            return None;
+        }
+        state.period = Some((start, lines + 1));
+        if state.last.len() >= LOG_TRACKED {
+            state
+                .last
+                .retain(|_, (at, _)| now.duration_since(*at) < LOG_EVERY);
+        }
+        let left_out = state.last.remove(&key).map_or(0, |(_, left_out)| left_out);
+        if state.last.len() < LOG_TRACKED {
+            state.last.insert(key, (now, 0));
+        }
         Some(left_out)
     }
 }
@@ -155,9 +187,9 @@ impl Connections {
         }
     }
 
-    /// Logs a refused connection, unless one was logged in the last [`LOG_EVERY`].
+    /// Logs a refused connection, unless the throttle says not now.
     fn log_refusal(throttle: &Throttled, remote: SocketAddr, what: &str) {
-        if let Some(left_out) = throttle.allow() {
+        if let Some(left_out) = throttle.allow(remote.ip(), what) {
             tracing::info!(peer = %remote, left_out, "{what}");
         }
     }
@@ -169,8 +201,9 @@ impl Connections {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 self.metrics.observe_handshake_failure();
-                if let Some(left_out) = self.refused_handshakes.allow() {
-                    tracing::info!(peer = %remote, error = %e, left_out, "TLS handshake refused (left_out: others since the last such line)");
+                let error = e.to_string();
+                if let Some(left_out) = self.refused_handshakes.allow(remote.ip(), &error) {
+                    tracing::info!(peer = %remote, error, left_out, "TLS handshake refused (left_out: the same refusals from this address since its last such line)");
                 }
                 return;
             }
@@ -179,7 +212,7 @@ impl Connections {
                 Self::log_refusal(
                     &self.refused_handshakes,
                     remote,
-                    "TLS handshake timed out (left_out: others since the last such line)",
+                    "TLS handshake timed out (left_out: the same from this address since its last such line)",
                 );
                 return;
             }
@@ -191,20 +224,29 @@ impl Connections {
             .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
             .unwrap_or_default();
         let peer = self.desks.attribute(chain.first(), remote.ip());
-        // Held for the connection's life; certificate holders need none.
+        // Held for the connection's life; certificate holders need none, nor the
+        // appliance's own probes (`healthcheck` connects from the listener's own address;
+        // no LAN peer can).
+        let own = tls
+            .get_ref()
+            .0
+            .local_addr()
+            .is_ok_and(|local| local.ip() == remote.ip());
         let _anonymous_slot = match peer {
-            super::identity::Peer::Anonymous => match self.anonymous.clone().try_acquire_owned() {
-                Ok(slot) => Some(slot),
-                Err(_) => {
-                    self.metrics.observe_connection_closed("anonymous_cap");
-                    Self::log_refusal(
-                        &self.refused_connections,
-                        remote,
-                        "connection closed: half of the slots are taken by connections without a client certificate (left_out: others since the last such line)",
-                    );
-                    return;
+            super::identity::Peer::Anonymous if !own => {
+                match self.anonymous.clone().try_acquire_owned() {
+                    Ok(slot) => Some(slot),
+                    Err(_) => {
+                        self.metrics.observe_connection_closed("anonymous_cap");
+                        Self::log_refusal(
+                            &self.refused_connections,
+                            remote,
+                            "connection closed: half of the slots are taken by connections without a client certificate (left_out: the same from this address since its last such line)",
+                        );
+                        return;
+                    }
                 }
-            },
+            }
             _ => None,
         };
         let app = self.app.clone();
@@ -223,7 +265,7 @@ impl Connections {
                 Ok::<_, std::convert::Infallible>(response.map(|body| {
                     axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
                         // The answer moves (see `stall_timeout`).
-                        busy.0.touch();
+                        busy.moved();
                         frame
                     }))
                 }))
@@ -275,6 +317,11 @@ async fn no_longer_trusted(
         return std::future::pending().await;
     }
     let mut reloads = tls.reloads();
+    // Checked at once as well: a reread between the handshake and the subscription would
+    // not be seen as a change, and a resumed TLS session skips the verifier altogether.
+    if let Err(why) = tls.still_trusted(&chain) {
+        return why;
+    }
     loop {
         // The sender lives as long as the listener's TLS, so `changed` failing is not
         // expected; if it did, the periodic check goes on rather than spin.
@@ -292,68 +339,109 @@ async fn no_longer_trusted(
 struct Activity(Arc<ActivityState>);
 
 struct ActivityState {
-    in_flight: AtomicUsize,
     /// Milliseconds since `opened` at the last request start or end, or answer frame.
     last: AtomicU64,
     /// Whether any request has started.
     started: AtomicUsize,
+    /// Each request in flight: milliseconds since `opened` when its answer last moved
+    /// (its start, or its last frame). Judged one by one, so that a client cannot keep a
+    /// stuck answer alive by starting other requests on the same connection.
+    requests: Mutex<Vec<Arc<AtomicU64>>>,
     opened: tokio::time::Instant,
 }
 
 /// One request in flight; its end is recorded when dropped.
-struct Busy(Activity);
+struct Busy {
+    activity: Activity,
+    moved: Arc<AtomicU64>,
+}
+
+impl Busy {
+    /// Its answer moved (a frame went out).
+    fn moved(&self) {
+        let now = self.activity.now_ms();
+        self.moved.store(now, Ordering::Release);
+        self.activity.0.last.store(now, Ordering::Release);
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let state = &self.activity.0;
+        state
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|r| !Arc::ptr_eq(r, &self.moved));
+        self.activity.touch();
     }
 }
 
 impl Activity {
     fn new() -> Self {
         Self(Arc::new(ActivityState {
-            in_flight: AtomicUsize::new(0),
             last: AtomicU64::new(0),
             started: AtomicUsize::new(0),
+            requests: Mutex::new(Vec::new()),
             opened: tokio::time::Instant::now(),
         }))
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn touch(&self) {
-        let now = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.0.last.store(now, Ordering::Release);
+        self.0.last.store(self.now_ms(), Ordering::Release);
     }
 
     fn begin(&self) -> Busy {
-        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
+        let moved = Arc::new(AtomicU64::new(self.now_ms()));
+        self.0
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(moved.clone());
         self.0.started.store(1, Ordering::Release);
         self.touch();
-        Busy(self.clone())
+        Busy {
+            activity: self.clone(),
+            moved,
+        }
+    }
+
+    /// When the answer that has gone longest without moving last moved (ms since opened).
+    fn stuck_since(&self) -> Option<u64> {
+        self.0
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|r| r.load(Ordering::Acquire))
+            .min()
     }
 
     /// Resolves, saying why, when the connection has been idle too long: no request head
-    /// within `first` of accept, or no request in flight for `idle` ("idle"); or requests
-    /// in flight whose answers have not moved for `stall` ("stalled").
+    /// within `first` of accept, or no request in flight for `idle` ("idle"); or a request
+    /// in flight whose answer has not moved for `stall` ("stalled").
     async fn idle(&self, first: Duration, idle: Duration, stall: Duration) -> &'static str {
         loop {
             let state = &self.0;
-            let busy = state.in_flight.load(Ordering::Acquire) > 0;
-            let allowed = if busy {
-                stall
-            } else if state.started.load(Ordering::Acquire) == 0 {
-                first
-            } else {
-                idle
+            let stuck = self.stuck_since();
+            let (since, allowed) = match stuck {
+                Some(since) => (since, stall),
+                None if state.started.load(Ordering::Acquire) == 0 => {
+                    (state.last.load(Ordering::Acquire), first)
+                }
+                None => (state.last.load(Ordering::Acquire), idle),
             };
-            let last = Duration::from_millis(state.last.load(Ordering::Acquire));
-            let deadline = state.opened + last + allowed;
+            let deadline = state.opened + Duration::from_millis(since) + allowed;
             if tokio::time::Instant::now() >= deadline {
-                return if busy { "stalled" } else { "idle" };
+                return if stuck.is_some() { "stalled" } else { "idle" };
             }
             // Looked at again at the deadline, or sooner when the connection may have gone
             // quiet meanwhile (a request ending makes the shorter idle deadline count).
-            let next = if busy {
+            let next = if stuck.is_some() {
                 deadline.min(
                     tokio::time::Instant::now() + idle.min(first).max(Duration::from_millis(100)),
                 )
@@ -444,7 +532,7 @@ pub(crate) async fn serve(
             Connections::log_refusal(
                 &connections.refused_connections,
                 remote,
-                "connection refused: too many from this address (left_out: others since the last such line)",
+                "connection refused: too many from this address (left_out: the same since its last such line)",
             );
             drop(tcp);
             continue;
@@ -542,7 +630,7 @@ mod tests {
         for _ in 0..5 {
             let waited = tokio::time::timeout(Duration::from_secs(100), &mut watch).await;
             assert!(waited.is_err(), "closed while its answer moved");
-            busy.0.touch();
+            busy.moved();
         }
         let stopped = tokio::time::Instant::now();
         assert_eq!(watch.await, "stalled");
@@ -567,16 +655,60 @@ mod tests {
         );
     }
 
-    #[test]
-    fn refusals_are_logged_once_per_period_and_the_rest_counted() {
+    /// One line per address and reason per period, the repeats counted in the next; a
+    /// desk's own refusal still shows during a flood from elsewhere, up to the cap in all.
+    #[tokio::test(start_paused = true)]
+    async fn refusals_are_logged_once_per_address_and_reason_and_the_rest_counted() {
         let throttle = Throttled::default();
-        assert_eq!(throttle.allow(), Some(0));
+        let (flood, desk) = ("10.0.0.9".parse().unwrap(), "10.0.0.1".parse().unwrap());
+        assert_eq!(throttle.allow(flood, "UnknownIssuer"), Some(0));
         for _ in 0..5 {
-            assert_eq!(throttle.allow(), None);
+            assert_eq!(throttle.allow(flood, "UnknownIssuer"), None);
         }
-        // As if the last line were a period old.
-        throttle.state.lock().unwrap().0 -= LOG_EVERY.as_secs();
-        assert_eq!(throttle.allow(), Some(5));
-        assert_eq!(throttle.allow(), None);
+        // Another reason from the same address, and the desk's own, are written.
+        assert_eq!(throttle.allow(flood, "timed out"), Some(0));
+        assert_eq!(throttle.allow(desk, "Expired"), Some(0));
+        assert_eq!(throttle.allow(desk, "Revoked"), Some(0));
+        tokio::time::advance(LOG_EVERY).await;
+        assert_eq!(throttle.allow(flood, "UnknownIssuer"), Some(5));
+        assert_eq!(throttle.allow(flood, "UnknownIssuer"), None);
+        // Past LOG_LINES lines in a period (many addresses), nothing more is written.
+        tokio::time::advance(LOG_EVERY).await;
+        let written = (0..=255u8)
+            .flat_map(|a| (0..=1u8).map(move |b| IpAddr::from([10, 1, a, b])))
+            .filter(|ip| throttle.allow(*ip, "UnknownIssuer").is_some())
+            .count();
+        assert_eq!(written, LOG_LINES as usize);
+        tokio::time::advance(LOG_EVERY).await;
+        assert_eq!(throttle.allow(desk, "Expired"), Some(0));
+    }
+
+    /// A request whose answer is stuck closes its connection even while the client keeps
+    /// starting and ending other requests on it (HTTP/2).
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_answer_is_judged_on_its_own() {
+        let (first, idle) = (Duration::from_secs(2), Duration::from_secs(4));
+        let stall = stall_timeout(idle);
+        let activity = Activity::new();
+        let _stuck = activity.begin();
+        let watch = activity.idle(first, idle, stall);
+        tokio::pin!(watch);
+        let started = tokio::time::Instant::now();
+        let closed = loop {
+            tokio::select! {
+                why = &mut watch => break why,
+                () = tokio::time::sleep(Duration::from_secs(30)) => {
+                    let other = activity.begin();
+                    other.moved();
+                    drop(other);
+                }
+            }
+        };
+        assert_eq!(closed, "stalled");
+        let waited = started.elapsed();
+        assert!(
+            waited >= stall && waited < stall + Duration::from_secs(5),
+            "{waited:?}"
+        );
     }
 }
