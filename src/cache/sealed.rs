@@ -1200,9 +1200,15 @@ mod tests {
         old["has_content"] = serde_json::json!(false);
         let key = sealed.key(&ins());
         let at = sealed.now_ms();
-        let value = sealed
-            .seal(&key, at, VERSION_JSON, &serde_json::to_vec(&old).unwrap())
-            .unwrap();
+        let mut aad = key.clone();
+        aad.extend_from_slice(&at.to_be_bytes());
+        let value = legacy_seal(
+            &master.0,
+            &aad,
+            at,
+            VERSION_JSON,
+            &serde_json::to_vec(&old).unwrap(),
+        );
         let tree = cache.summaries_tree().unwrap();
         tree.insert(&key, value.clone()).unwrap();
         // Counted and kept by the key-less maintenance, then opened and parsed.
@@ -1211,9 +1217,10 @@ mod tests {
         let hit = sealed.get(&ins()).unwrap().unwrap();
         assert!(matches!(hit.entry.summary, CachedSummary::Parsed(_)));
         assert_eq!(json(&hit.entry), json(&entry));
-        // Relabelled as the framed version, it does not open, and is removed.
+        // Relabelled as the framed version (same key, same authenticated data), it does not
+        // open, and is removed.
         let mut relabelled = value;
-        relabelled[0] = VERSION;
+        relabelled[0] = VERSION_FRAMED;
         tree.insert(&key, relabelled).unwrap();
         assert!(sealed.get(&ins()).unwrap().is_none());
         assert_eq!(sealed.stats().unwrap().entries, 0);
@@ -1241,34 +1248,20 @@ mod tests {
         let tree = cache.summaries_tree().unwrap();
         let current = tree.get(&key).unwrap().unwrap().to_vec();
         assert_eq!(current[0], VERSION);
-        // The same plaintext as version 2 sealed it: opened with the master key.
+        // Opened here without this module's code, as the format says: version 3 wraps
+        // with HMAC(master, label) and authenticates version, tree key and fetch time.
         let at = fetched_at(&current).unwrap();
-        let plain = {
-            let (wrapping, aad) = sealed.sealing(VERSION, &key, at).unwrap();
-            let rest = &current[HEADER..];
-            let (wrap_nonce, rest) = rest.split_at(NONCE_LEN);
-            let (wrapped, rest) = rest.split_at(WRAPPED);
-            let (nonce, body) = rest.split_at(NONCE_LEN);
-            let mut data_key = wrapped.to_vec();
-            let data_key = wrapping
-                .open_in_place(
-                    Nonce::try_assume_unique_for_key(wrap_nonce).unwrap(),
-                    Aad::from(&aad),
-                    &mut data_key,
-                )
-                .unwrap();
-            let opening = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, data_key).unwrap());
-            let mut body = body.to_vec();
-            opening
-                .open_in_place(
-                    Nonce::try_assume_unique_for_key(nonce).unwrap(),
-                    Aad::from(&aad),
-                    &mut body,
-                )
-                .unwrap()
-                .to_vec()
-        };
-        let old = sealed.seal(&key, at, VERSION_FRAMED, &plain).unwrap();
+        let derive = hmac::Key::new(hmac::HMAC_SHA256, &master.0);
+        let wrap = hmac::sign(&derive, b"samu-gateway cache wrapping key v3");
+        let mut aad = vec![VERSION];
+        aad.extend_from_slice(&key);
+        aad.extend_from_slice(&at.to_be_bytes());
+        let plain = legacy_open(wrap.as_ref(), &aad, &current);
+        // Version 2 as earlier builds sealed it: the master key itself, no version in the
+        // authenticated data.
+        let mut old_aad = key.clone();
+        old_aad.extend_from_slice(&at.to_be_bytes());
+        let old = legacy_seal(&master.0, &old_aad, at, VERSION_FRAMED, &plain);
         tree.insert(&key, old.clone()).unwrap();
         let hit = sealed.get(&ins()).unwrap().unwrap();
         assert_eq!(json(&hit.entry), json(&entry));
@@ -1280,6 +1273,52 @@ mod tests {
             tree.insert(&key, relabelled).unwrap();
             assert!(sealed.get(&ins()).unwrap().is_none(), "opened as {label}");
         }
+    }
+
+    /// Seals as the format describes, with this test's own code: `wrapping` wraps a fresh
+    /// data key, both seals authenticate `aad`.
+    fn legacy_seal(wrapping: &[u8], aad: &[u8], at: u64, version: u8, plain: &[u8]) -> Vec<u8> {
+        let seal = |key: &[u8], nonce: [u8; NONCE_LEN], data: &mut Vec<u8>| {
+            LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).unwrap())
+                .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), data)
+                .unwrap();
+        };
+        let data_key = [7u8; 32];
+        let mut wrapped = data_key.to_vec();
+        seal(wrapping, [1; NONCE_LEN], &mut wrapped);
+        let mut body = plain.to_vec();
+        seal(&data_key, [2; NONCE_LEN], &mut body);
+        let mut value = vec![version];
+        value.extend_from_slice(&at.to_be_bytes());
+        value.extend_from_slice(&[1; NONCE_LEN]);
+        value.extend_from_slice(&wrapped);
+        value.extend_from_slice(&[2; NONCE_LEN]);
+        value.extend_from_slice(&body);
+        value
+    }
+
+    /// Opens what `legacy_seal` describes.
+    fn legacy_open(wrapping: &[u8], aad: &[u8], value: &[u8]) -> Vec<u8> {
+        let open = |key: &[u8], nonce: &[u8], data: &mut Vec<u8>| {
+            let plain = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).unwrap())
+                .open_in_place(
+                    Nonce::try_assume_unique_for_key(nonce).unwrap(),
+                    Aad::from(aad),
+                    data,
+                )
+                .unwrap()
+                .len();
+            data.truncate(plain);
+        };
+        let rest = &value[HEADER..];
+        let (wrap_nonce, rest) = rest.split_at(NONCE_LEN);
+        let (wrapped, rest) = rest.split_at(WRAPPED);
+        let (nonce, body) = rest.split_at(NONCE_LEN);
+        let mut data_key = wrapped.to_vec();
+        open(wrapping, wrap_nonce, &mut data_key);
+        let mut body = body.to_vec();
+        open(&data_key, nonce, &mut body);
+        body
     }
 
     #[test]
