@@ -389,15 +389,6 @@ fn next_batch(
     let mut out = Vec::new();
     // A repository added after a prune starts where the store does now.
     let pruned = store::meta(&txn, store::Meta::PrunedThrough)?.unwrap_or(0);
-    if cursor > 0 && cursor < pruned {
-        // It had a cursor, so it was configured before and removed while the prune ran:
-        // the records between are gone from the appliance and it never got them.
-        tracing::warn!(
-            cursor,
-            pruned,
-            "a repository's cursor is before the pruned point: the records between were pruned before it received them (it was removed from the configuration while they were pruned); it resumes after them"
-        );
-    }
     let (mut last, mut count) = (cursor.max(pruned), 0);
     let mut unshippable = None;
     store::for_each_record(&txn, last + 1, |seq, bytes| {
@@ -560,6 +551,24 @@ async fn ship(
     // The batch after the one in flight, formatted meanwhile: (its cursor, the work).
     let mut ahead: Option<(u64, Prepared)> = None;
     let commits = log.commits();
+    // A cursor before the pruned point: the repository had one, so it was configured
+    // before, and removed while the records between were pruned; they are gone from the
+    // appliance and it never got them. Said once; it resumes after them (`next_batch`).
+    if let Ok(txn) = store.snapshot()
+        && let (Ok(cursor), Ok(Some(pruned))) = (
+            store::receiver_cursor(&txn, receiver.name()),
+            store::meta(&txn, store::Meta::PrunedThrough),
+        )
+        && cursor > 0
+        && cursor < pruned
+    {
+        tracing::warn!(
+            receiver = receiver.name(),
+            cursor,
+            pruned,
+            "this repository's cursor is before the pruned point: the records between were pruned while it was not configured, and it never received them; it resumes after them"
+        );
+    }
     loop {
         // Registered before reading, so a commit made meanwhile is not missed.
         let committed = commits.notified();
