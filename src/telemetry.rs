@@ -152,11 +152,25 @@ pub(crate) fn install_panic_hook() {
             || "an unknown location".to_owned(),
             |l| format!("{}:{}:{}", l.file(), l.line(), l.column()),
         );
-        // <2>: critical, under journald (see `priority`).
-        let prefix = if stderr_is_journal() { "<2>" } else { "" };
-        eprintln!(
-            "{prefix}panic in thread '{thread}' at {at} (its message is not shown: it may quote patient data)"
-        );
+        // Function names only, no data: shown when RUST_BACKTRACE asks, as usual.
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
+            .then(|| backtrace.to_string());
+        if tracing::dispatcher::has_been_set() {
+            // In the log's own format (JSON by default), at error priority.
+            tracing::error!(
+                thread,
+                location = at,
+                backtrace,
+                "panic (its message is not shown: it may quote patient data)"
+            );
+        } else {
+            let prefix = if stderr_is_journal() { "<3>" } else { "" };
+            eprintln!(
+                "{prefix}panic in thread '{thread}' at {at} (its message is not shown: it may quote patient data){}",
+                backtrace.map(|b| format!("\n{b}")).unwrap_or_default()
+            );
+        }
     }));
 }
 
