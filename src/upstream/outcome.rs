@@ -77,12 +77,18 @@ pub fn classify(status: u16, body: &[u8], mode: AccessMode) -> UpstreamError {
         (403, Some(code::PROFESSIONAL_BLOCKED)) => UpstreamError::ProfessionalBlocked,
         (404, Some(code::NO_RECORD)) => UpstreamError::NoRecord,
         (410, Some(code::RECORD_CLOSED)) => UpstreamError::RecordClosed,
-        (404 | 410, _) => UpstreamError::Unavailable(format!(
+        // Neither the fact "no record" (it deletes the copy) nor an outage (a copy would
+        // stand in for what may be a refusal): the request refused, for centre IT.
+        (404 | 410, _) => UpstreamError::AssertionRefused(format!(
             "HTTP {status} without its outcome code (a wrong address, or a proxy's page?)"
         )),
         (401 | 403, Some(other)) => UpstreamError::AssertionRefused(safe(other)),
         (401 | 403, None) => UpstreamError::AssertionRefused(format!("HTTP {status}")),
         (408 | 429 | 500..=599, _) => UpstreamError::Unavailable(format!("HTTP {status}")),
+        // Any other 4xx (400, 409, 422, 451…) refuses this request: no copy in its place.
+        (400..=499, _) => {
+            UpstreamError::AssertionRefused(format!("unexpected HTTP status {status}"))
+        }
         (other, _) => UpstreamError::Malformed(format!("unexpected HTTP status {other}")),
     }
 }
@@ -116,14 +122,21 @@ mod tests {
             UpstreamError::NoRecord
         );
         // A bare 404 or 410 (a wrong path, a proxy, an unknown operation) says nothing of
-        // the record.
-        for status in [404, 410] {
+        // the record; nor is it an outage a cached copy could stand in for. Nor any other
+        // 4xx (a 451 may well be a refusal of this access).
+        for status in [404, 410, 400, 409, 422, 451] {
             assert!(matches!(
                 classify(status, b"<html>Not Found</html>", mode),
-                UpstreamError::Unavailable(_)
+                UpstreamError::AssertionRefused(why) if why.contains(&status.to_string())
             ));
             assert!(matches!(
                 classify(status, &body("unknown-operation"), mode),
+                UpstreamError::AssertionRefused(_)
+            ));
+        }
+        for status in [408, 429] {
+            assert!(matches!(
+                classify(status, b"", mode),
                 UpstreamError::Unavailable(_)
             ));
         }

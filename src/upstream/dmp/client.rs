@@ -899,18 +899,40 @@ fn registry_outcome(
     }
     let error = errors.iter().find(|e| e.severity != "Warning");
     match (status, error) {
-        (xds::Status::Failure, error) => Err(UpstreamError::Unavailable(format!(
-            "the DMP answered Failure ({})",
-            error.map_or("no error listed", |e| e.code.as_str())
-        ))),
-        (_, Some(e)) if nothing => Err(UpstreamError::Unavailable(format!(
-            "the DMP answered {}",
-            e.code
-        ))),
+        (xds::Status::Failure, None) => Err(UpstreamError::Unavailable(
+            "the DMP answered Failure (no error listed)".into(),
+        )),
+        (xds::Status::Failure, Some(e)) => Err(unserved(&e.code)),
+        (_, Some(e)) if nothing => Err(unserved(&e.code)),
         (xds::Status::PartialSuccess, None) if nothing => Err(UpstreamError::Unavailable(
             "the DMP answered PartialSuccess with nothing".into(),
         )),
         _ => Ok(()),
+    }
+}
+
+/// The XDS codes that say the registry or repository could not serve now (busy, out of
+/// resources, not available, an internal error): an outage, where a recent copy may serve.
+const OUTAGE_CODES: [&str; 8] = [
+    "XDSRegistryBusy",
+    "XDSRegistryError",
+    "XDSRegistryNotAvailable",
+    "XDSRegistryOutOfResources",
+    "XDSRepositoryBusy",
+    "XDSRepositoryError",
+    "XDSRepositoryNotAvailable",
+    "XDSRepositoryOutOfResources",
+];
+
+/// A registry or repository error that left nothing to use. An outage code is
+/// unavailability; any other (an access refused, `DMPAccessDenied`, a code not known here:
+/// the DMP's catalogue is not public) refuses this request, and no cached copy may be
+/// served in its place: it may be a restriction on this access (docs/dmp.md, "Faults").
+fn unserved(code: &str) -> UpstreamError {
+    if OUTAGE_CODES.contains(&code) {
+        UpstreamError::Unavailable(format!("the DMP answered {code}"))
+    } else {
+        UpstreamError::AssertionRefused(code.to_owned())
     }
 }
 
@@ -1135,6 +1157,22 @@ mod tests {
             ),
             Err(UpstreamError::RecordClosed)
         );
+        // A refusal, or a code not known here, in the list: refused, no copy served in its
+        // place (it was unavailability, and a stale copy stood in for the refusal).
+        for (status, code) in [
+            (Failure, "DMPAccessDenied"),
+            (Failure, "DMPAccesRestreint"),
+            (PartialSuccess, "XDSDocumentUniqueIdError"),
+        ] {
+            assert_eq!(
+                registry_outcome(status, &[error(code, "Error")], true),
+                Err(UpstreamError::AssertionRefused(code.into()))
+            );
+        }
+        assert!(matches!(
+            registry_outcome(Failure, &[error("XDSRepositoryBusy", "Error")], true),
+            Err(UpstreamError::Unavailable(why)) if why.contains("XDSRepositoryBusy")
+        ));
         assert_eq!(registry_outcome(Success, &[], true), Ok(()));
         assert_eq!(
             registry_outcome(PartialSuccess, &[error("E", "Error")], false),
