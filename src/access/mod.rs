@@ -879,14 +879,14 @@ impl BreakGlass {
         match &found {
             // Every identity released is named, so `audit list --patient` finds the search.
             Ok(candidates) => {
-                event.candidates = candidates
-                    .iter()
-                    .filter_map(|c| c.ins.as_ref())
-                    .map(|ins| PatientRef {
-                        ins: ins.value.clone(),
-                        oid: ins.oid.clone(),
-                    })
-                    .collect();
+                let (named, without_ins) = released_identities(candidates);
+                event.candidates = named;
+                if let Some(ids) = without_ins {
+                    event.detail = Some(match event.detail.take() {
+                        Some(traits) => format!("{traits} {ids}"),
+                        None => ids,
+                    });
+                }
                 // How the record service answered (its transaction and assertion id), as
                 // a read records it: what lets this search be matched to the service's
                 // own log. The candidates of one answer share it: named once.
@@ -1352,6 +1352,49 @@ fn patient_ref(ins: &Ins) -> PatientRef {
     }
 }
 
+/// Who a search's answer names, for its audit record: the candidates' INS, and for those
+/// the record service holds without one, their ids there (`without_ins=a,b`), so that
+/// every identity released is named somewhere a compliance officer can follow (the ids
+/// are the service's, bounded and reduced to the characters a FHIR id may hold).
+fn released_identities(candidates: &[Candidate]) -> (Vec<PatientRef>, Option<String>) {
+    /// Ids named, at most (a search answers a handful).
+    const NAMED: usize = 20;
+    let named = candidates
+        .iter()
+        .filter_map(|c| c.ins.as_ref())
+        .map(|ins| PatientRef {
+            ins: ins.value.clone(),
+            oid: ins.oid.clone(),
+        })
+        .collect();
+    let without: Vec<&Candidate> = candidates.iter().filter(|c| c.ins.is_none()).collect();
+    if without.is_empty() {
+        return (named, None);
+    }
+    let mut ids: Vec<String> = without
+        .iter()
+        .take(NAMED)
+        .map(|c| {
+            // FHIR ids are [A-Za-z0-9.-]{1,64}; anything else from a peer is replaced, so
+            // the detail keeps its shape (digits are kept: the record names patients).
+            c.id.chars()
+                .take(64)
+                .map(|ch| {
+                    if ch.is_ascii_alphanumeric() || ch == '.' || ch == '-' {
+                        ch
+                    } else {
+                        '-'
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect();
+    if without.len() > NAMED {
+        ids.push(format!("+{}", without.len() - NAMED));
+    }
+    (named, Some(format!("without_ins={}", ids.join(","))))
+}
+
 /// What a traits search looked for, for the audit record.
 fn traits_detail(traits: &Traits) -> String {
     format!(
@@ -1426,6 +1469,40 @@ mod tests {
                 Ok((patient, penicillin()))
             })
         }
+    }
+
+    /// A search's answer names every identity it releases: by INS, or by the record
+    /// service's id for a patient it holds without one (before, such a candidate's names
+    /// and birth date went to the desk with nothing on the record saying who it was).
+    #[test]
+    fn every_identity_a_search_releases_is_named() {
+        let candidate = |id: &str, ins: Option<&str>| Candidate {
+            id: id.into(),
+            names: vec!["X".into()],
+            birth_date: None,
+            gender: None,
+            birthplace: None,
+            has_ins: ins.is_some(),
+            ins: ins.map(|value| crate::patient::CandidateIns {
+                value: value.into(),
+                oid: crate::patient::OID_NIR.into(),
+            }),
+            match_percent: None,
+            provenance: Vec::new(),
+        };
+        let (named, without) = released_identities(&[
+            candidate("p1", Some("269054958815780")),
+            candidate("p2", None),
+            candidate("p 3\n", None),
+        ]);
+        assert_eq!(named.len(), 1);
+        assert_eq!(named[0].ins, "269054958815780");
+        assert_eq!(without.as_deref(), Some("without_ins=p2,p-3-"));
+        let many: Vec<Candidate> = (0..25).map(|i| candidate(&format!("q{i}"), None)).collect();
+        let (_, without) = released_identities(&many);
+        let without = without.unwrap();
+        assert!(without.ends_with(",q19,+5"), "{without}");
+        assert_eq!(released_identities(&[candidate("p1", Some("1"))]).1, None);
     }
 
     fn penicillin() -> CriticalSummary {
