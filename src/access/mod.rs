@@ -351,6 +351,10 @@ pub(crate) struct BreakGlass {
     /// and counts the refusals that removed a copy: a fetch caches its answer only if no
     /// refusal was heard since it asked.
     cache_writes: Mutex<u64>,
+    /// Set by `end_all` at stop, under the grants' lock: an access completing after it
+    /// keeps no grant and records its end at once (else it would stay open in the trail
+    /// until the next start).
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// What the physician's form offers: reasons, grant length, identifier kinds.
@@ -419,6 +423,7 @@ impl BreakGlass {
             grants: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             cache_writes: Mutex::new(0),
+            closing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -486,7 +491,7 @@ impl BreakGlass {
             let receipt = self
                 .record_release(who, vec![started, read_event(read, &fetched)])
                 .await?;
-            let grant = self.open_grant(grant_id, who, ins, call, mode);
+            let grant = self.open_grant(grant_id, who, ins, call, mode).await?;
             return Ok(deliver(grant, fetched, receipt));
         }
         self.record(started).await?;
@@ -507,7 +512,7 @@ impl BreakGlass {
         let receipt = self
             .record_release(who, vec![read_event(read, &fetched)])
             .await?;
-        let grant = self.open_grant(grant_id, who, ins, call, mode);
+        let grant = self.open_grant(grant_id, who, ins, call, mode).await?;
         Ok(deliver(grant, fetched, receipt))
     }
 
@@ -558,14 +563,16 @@ impl BreakGlass {
         grants.remove(&id)
     }
 
-    fn open_grant(
+    /// Keeps the grant of an access whose read was recorded; once the gateway is stopping
+    /// (`end_all` ran), records its end instead.
+    async fn open_grant(
         &self,
         id: String,
         who: &Actorship<'_>,
         ins: Ins,
         call: CallContext,
         mode: AccessMode,
-    ) -> GrantView {
+    ) -> Result<GrantView, AuditError> {
         let grant = Grant::new(
             id,
             who,
@@ -575,10 +582,17 @@ impl BreakGlass {
             Duration::from_secs(self.config.grant_minutes.max(1) * 60),
         );
         let view = grant.view();
-        if let Ok(mut grants) = self.grants.lock() {
-            grants.insert(grant.id.clone(), grant);
+        let unkept = match self.grants.lock() {
+            Ok(mut grants) if !self.closing.load(std::sync::atomic::Ordering::Acquire) => {
+                grants.insert(grant.id.clone(), grant);
+                None
+            }
+            _ => Some(grant),
+        };
+        if let Some(grant) = unkept {
+            self.record(stop_event(&grant, "gateway_stopped")).await?;
         }
-        view
+        Ok(view)
     }
 
     /// Re-reads the summary of grant `id` for the same desk and session.
@@ -984,7 +998,12 @@ impl BreakGlass {
         let ids: Vec<String> = self
             .grants
             .lock()
-            .map(|g| g.keys().cloned().collect())
+            .map(|g| {
+                // Under the lock: a grant is either in the list taken here or never kept.
+                self.closing
+                    .store(true, std::sync::atomic::Ordering::Release);
+                g.keys().cloned().collect()
+            })
             .unwrap_or_default();
         for id in ids {
             if let Err(e) = self.end(&id, reason).await {
@@ -1469,6 +1488,87 @@ mod tests {
                 Ok((patient, penicillin()))
             })
         }
+    }
+
+    /// An access that completes after `end_all` (the gateway stopping) keeps no grant and
+    /// records its end at once; before, it stayed open on the trail until the next start.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_access_completing_after_the_stop_began_records_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::audit::AuditStore::open(&dir.path().join("a.redb")).unwrap());
+        let settings = crate::audit::Settings {
+            node: "test".into(),
+            batch_max_records: 16,
+            batch_max_wait: Duration::ZERO,
+            checkpoint_every_records: 100,
+            checkpoint_every: Duration::from_secs(3600),
+        };
+        let signer = crate::audit::Signer::generate(&dir.path().join("k")).unwrap();
+        let audit = Arc::new(AuditLog::start(store.clone(), signer, settings).unwrap());
+        let upstream = Arc::new(Held {
+            asked: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+        });
+        let access = BreakGlass::new(
+            audit.clone(),
+            upstream,
+            None,
+            Arc::new(Limits::new(&Default::default())),
+            BreakGlassConfig::default(),
+            InsPolicy::default(),
+        );
+        let desk = DeskConfig {
+            id: "desk-a".into(),
+            name: "Régulation 1".into(),
+            reader: "R0".into(),
+            workstation_cn: "poste-1".into(),
+            workstation_sha256: None,
+            pin_entry: Default::default(),
+            pkcs11_token: None,
+        };
+        let professional = Professional::for_tests();
+        let who = Actorship {
+            desk: &desk,
+            professional: &professional,
+            session: "s".into(),
+            card_session: 1,
+        };
+        let ins = || {
+            Ins::parse(
+                "269054958815780",
+                crate::patient::OID_NIR,
+                InsPolicy::default(),
+            )
+            .unwrap()
+        };
+        let call = || CallContext {
+            call_id: "CRRA-1".into(),
+            reason_code: Some("inconscient".into()),
+            justification: None,
+        };
+        access
+            .open_grant("g1".into(), &who, ins(), call(), AccessMode::BrisDeGlace)
+            .await
+            .unwrap();
+        access.end_all("gateway_stopped").await;
+        access
+            .open_grant("g2".into(), &who, ins(), call(), AccessMode::BrisDeGlace)
+            .await
+            .unwrap();
+        assert!(access.grants.lock().unwrap().is_empty());
+        audit.close().unwrap();
+        use crate::audit::store::ReadStore as _;
+        let txn = store.snapshot().unwrap();
+        let mut ends = 0;
+        crate::audit::store::for_each_record(&txn, 1, |_, bytes| {
+            let text = String::from_utf8_lossy(bytes);
+            if text.contains("break_glass_stopped") && text.contains("ended: gateway_stopped") {
+                ends += 1;
+            }
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(ends, 2, "g1 ended by end_all, g2 at once");
     }
 
     /// A search's answer names every identity it releases: by INS, or by the record
