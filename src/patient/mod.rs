@@ -95,7 +95,7 @@ impl Ins {
         };
         let number: String = value
             .chars()
-            .filter(|c| !c.is_whitespace())
+            .filter(|c| !c.is_whitespace() && !invisible(*c))
             .map(|c| c.to_ascii_uppercase())
             .collect();
         check_nir(&number)?;
@@ -121,6 +121,17 @@ impl Ins {
     pub fn fhir_token(&self) -> String {
         format!("urn:oid:{}|{}", self.oid, self.number)
     }
+}
+
+/// Characters that print as nothing and come along when an INS is copied from a document,
+/// a web page or a message (zero-width spaces and joiners, the soft hyphen, direction
+/// marks, the byte-order mark): ignored as spaces are, rather than refused as a 16th
+/// character the physician cannot see.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
+    )
 }
 
 /// Checks a 15-character NIR/NIA: characters, first digit, key.
@@ -316,6 +327,18 @@ mod tests {
         assert!(Ins::parse(&upper, OID_NIA, STRICT).is_ok());
         // Months 20-42 and 50+ exist: not rejected.
         assert!(Ins::parse(&with_key("1855099123456"), OID_NIR, STRICT).is_ok());
+        // Copied with characters that print as nothing: read as typed (they were
+        // refused as a 16th character the physician could not see).
+        for invisible in ['\u{200B}', '\u{2060}', '\u{00AD}', '\u{FEFF}', '\u{200E}'] {
+            let pasted = format!("{invisible}2 69 05 49 588{invisible} 157 80");
+            let ins = Ins::parse(&pasted, OID_NIR, STRICT).unwrap();
+            assert_eq!(ins.as_str(), "269054958815780");
+        }
+        // Another character is still named by its place.
+        assert_eq!(
+            Ins::parse("2690549588157\u{00B7}80", OID_NIR, STRICT),
+            Err(PatientError::Length(16))
+        );
     }
 
     #[test]

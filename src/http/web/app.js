@@ -232,7 +232,9 @@
   // INS (NIR or NIA): 13 characters (Corsica: 2A / 2B in the department) and a key,
   // 97 - (number mod 97), with 2A read as 19 and 2B as 18.
   function insCheck(raw) {
-    const value = raw.replace(/\s+/g, '').toUpperCase();
+    // Spaces, and characters that print as nothing when an INS is pasted (zero-width
+    // spaces and joiners, soft hyphen, direction marks, BOM): the server ignores the same.
+    const value = raw.replace(/[\s\u00AD\u200B-\u200F\u202A-\u202E\u2060-\u2064\uFEFF]+/g, '').toUpperCase();
     if (!value) return { value, state: 'empty' };
     if (value.length < 15) return { value, state: 'short' };
     if (!/^[0-9]{5}([0-9]{2}|2A|2B)[0-9]{8}$/.test(value)) return { value, state: 'bad' };
