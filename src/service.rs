@@ -822,13 +822,7 @@ mod tests {
     fn started(dir: &Path, key: &str) -> (Stores, Arc<AuditLog>) {
         let stores = Stores::open(&dir.join("state")).unwrap();
         let signer = Signer::generate(&dir.join(key)).unwrap();
-        let settings = crate::audit::Settings {
-            node: "test".into(),
-            batch_max_records: 64,
-            batch_max_wait: Duration::ZERO,
-            checkpoint_every_records: 1000,
-            checkpoint_every: Duration::from_secs(3600),
-        };
+        let settings = crate::audit::Settings::for_tests();
         let audit = AuditLog::start(stores.audit.clone(), signer, settings).unwrap();
         (stores, Arc::new(audit))
     }

@@ -1495,16 +1495,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn an_access_completing_after_the_stop_began_records_its_end() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(crate::audit::AuditStore::open(&dir.path().join("a.redb")).unwrap());
-        let settings = crate::audit::Settings {
-            node: "test".into(),
-            batch_max_records: 16,
-            batch_max_wait: Duration::ZERO,
-            checkpoint_every_records: 100,
-            checkpoint_every: Duration::from_secs(3600),
-        };
-        let signer = crate::audit::Signer::generate(&dir.path().join("k")).unwrap();
-        let audit = Arc::new(AuditLog::start(store.clone(), signer, settings).unwrap());
+        let (store, audit) = AuditLog::for_tests(dir.path());
         let upstream = Arc::new(Held {
             asked: tokio::sync::Notify::new(),
             release: tokio::sync::Notify::new(),
@@ -1620,16 +1611,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_refusal_heard_during_a_fetch_keeps_its_answer_out_of_the_cache() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(crate::audit::AuditStore::open(&dir.path().join("a.redb")).unwrap());
-        let settings = crate::audit::Settings {
-            node: "test".into(),
-            batch_max_records: 16,
-            batch_max_wait: Duration::ZERO,
-            checkpoint_every_records: 100,
-            checkpoint_every: Duration::from_secs(3600),
-        };
-        let signer = crate::audit::Signer::generate(&dir.path().join("k")).unwrap();
-        let audit = Arc::new(AuditLog::start(store, signer, settings).unwrap());
+        let (_, audit) = AuditLog::for_tests(dir.path());
         let key = dir.path().join("cache.key");
         crate::cache::sealed::MasterKey::generate(&key).unwrap();
         let master = crate::cache::sealed::MasterKey::load(&key).unwrap();

@@ -1112,6 +1112,31 @@ pub fn index_keys(event: &Event) -> Vec<(Index, String)> {
     keys
 }
 
+/// What other modules' tests start an audit log with.
+#[cfg(test)]
+impl Settings {
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            node: "test".into(),
+            batch_max_records: 64,
+            batch_max_wait: Duration::ZERO,
+            checkpoint_every_records: 1000,
+            checkpoint_every: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[cfg(test)]
+impl AuditLog {
+    /// A log on a new store in `dir`, its signing key made there too.
+    pub(crate) fn for_tests(dir: &std::path::Path) -> (Arc<AuditStore>, Arc<Self>) {
+        let store = Arc::new(AuditStore::open(&dir.join("audit.redb")).unwrap());
+        let signer = Signer::generate(&dir.join("audit-signing.key")).unwrap();
+        let log = Self::start(store.clone(), signer, Settings::for_tests()).unwrap();
+        (store, Arc::new(log))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -428,18 +428,7 @@ mod tests {
     #[test]
     fn audit_disk_timings_render_as_histograms() {
         let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(
-            crate::audit::AuditStore::open(&dir.path().join("audit.redb")).unwrap(),
-        );
-        let signer = crate::audit::Signer::generate(&dir.path().join("key")).unwrap();
-        let settings = crate::audit::Settings {
-            node: "test".into(),
-            batch_max_records: 64,
-            batch_max_wait: Duration::ZERO,
-            checkpoint_every_records: 1000,
-            checkpoint_every: Duration::from_secs(3600),
-        };
-        let log = crate::audit::AuditLog::start(store, signer, settings).unwrap();
+        let (_, log) = crate::audit::AuditLog::for_tests(dir.path());
         let metrics = Metrics::new().with_audit_disk(log.disk_times());
         let count = |text: &str, family: &str| {
             let series = format!("samu_gateway_{family}_count ");
