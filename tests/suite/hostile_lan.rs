@@ -176,14 +176,7 @@ async fn silent_connections_cannot_hold_the_listener_while_a_desk_breaks_glass()
             "a silent connection is still open"
         );
     }
-    let metrics = manager
-        .get(gateway.management_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = support::get_text(&manager, &gateway.management_url("/metrics")).await;
     assert!(
         metrics.contains(r#"samu_gateway_http_connections_closed_by_gateway_total{reason="idle"}"#)
             && metrics.contains(r#"reason="per_address_cap""#),
@@ -228,14 +221,7 @@ async fn connections_without_a_certificate_hold_half_of_the_slots_at_most() {
     let health = own.get(gateway.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let manager = gateway.client(None);
-    let metrics = manager
-        .get(gateway.management_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = support::get_text(&manager, &gateway.management_url("/metrics")).await;
     assert!(
         metrics.contains(
             r#"samu_gateway_http_connections_closed_by_gateway_total{reason="anonymous_cap"} 1"#
