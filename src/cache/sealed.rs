@@ -507,7 +507,7 @@ impl SealedSummaries {
         plain.extend_from_slice(&meta_len.to_be_bytes());
         plain.extend_from_slice(&meta);
         entry.summary.write_json(&mut plain).map_err(unwritable)?;
-        let value = self.seal(&key, fetched_at, VERSION, &plain)?;
+        let value = self.seal(&key, fetched_at, &plain)?;
         self.tree.insert(key, value).map_err(super::storage)?;
         Ok(())
     }
@@ -529,21 +529,15 @@ impl SealedSummaries {
         Some((wrapping, aad))
     }
 
-    /// Seals `plain` under a new data key, wrapped by the wrapping key of `version`; both
-    /// seals authenticate what `sealing` says (the tree key and the fetch time, and since
-    /// version 3 the version).
-    fn seal(
-        &self,
-        key: &[u8],
-        fetched_at: u64,
-        version: u8,
-        plain: &[u8],
-    ) -> Result<Vec<u8>, CacheError> {
+    /// Seals `plain` as a current-version entry under a new data key, wrapped by the
+    /// derived wrapping key; both seals authenticate what `sealing` says (the version, the
+    /// tree key and the fetch time). Earlier versions are only ever opened.
+    fn seal(&self, key: &[u8], fetched_at: u64, plain: &[u8]) -> Result<Vec<u8>, CacheError> {
         let mut data_key = zeroize::Zeroizing::new([0u8; 32]);
         crate::random::fill(data_key.as_mut()).map_err(|e| CacheError::Storage(e.to_string()))?;
         let (wrapping, aad) = self
-            .sealing(version, key, fetched_at)
-            .ok_or_else(|| CacheError::Storage(format!("unknown entry version {version}")))?;
+            .sealing(VERSION, key, fetched_at)
+            .ok_or_else(|| CacheError::Storage("unknown entry version".into()))?;
         let seal_error = |_| CacheError::Storage("sealing failed".into());
         let wrap_nonce = self.nonce()?;
         let mut wrapped = data_key.to_vec();
@@ -566,7 +560,7 @@ impl SealedSummaries {
             )
             .map_err(seal_error)?;
         let mut value = Vec::with_capacity(HEADER + 12 + WRAPPED + 12 + body.len());
-        value.push(version);
+        value.push(VERSION);
         value.extend_from_slice(&fetched_at.to_be_bytes());
         value.extend_from_slice(&wrap_nonce);
         value.extend_from_slice(&wrapped);
@@ -1229,7 +1223,7 @@ mod tests {
         plain.extend_from_slice(
             br#"{"patient_id":"p","cleared":[],"sealed_by":1,"has_content":false}{}"#,
         );
-        tree.insert(&key, sealed.seal(&key, at, VERSION, &plain).unwrap())
+        tree.insert(&key, sealed.seal(&key, at, &plain).unwrap())
             .unwrap();
         assert!(sealed.get(&ins()).unwrap().is_none());
     }

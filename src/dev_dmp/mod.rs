@@ -312,11 +312,12 @@ fn soap_response(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn fault(state: &DevState, code: &str, reason: &str) -> Response {
+/// A SOAP fault on `side` (`Sender`: the request's; `Receiver`: the service's own).
+fn fault(state: &DevState, side: &str, code: &str, reason: &str) -> Response {
     state.refused.fetch_add(1, Ordering::Relaxed);
     soap_response(
         StatusCode::INTERNAL_SERVER_ERROR,
-        answers::fault("Sender", code, reason),
+        answers::fault(side, code, reason),
     )
 }
 
@@ -343,12 +344,8 @@ async fn soap(
         DmpFault::None | DmpFault::Withhold { .. } => {}
         DmpFault::Latency { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
         DmpFault::SoapFault { code, receiver } => {
-            state.refused.fetch_add(1, Ordering::Relaxed);
             let side = if receiver { "Receiver" } else { "Sender" };
-            return soap_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                answers::fault(side, &code, "Erreur injectée"),
-            );
+            return fault(&state, side, &code, "Erreur injectée");
         }
         DmpFault::Status { status } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -371,15 +368,20 @@ async fn soap(
         }
     }
     if body.len() > MAX_REQUEST {
-        return fault(&state, "DMPRequestTooLarge", "Requête trop volumineuse");
+        return fault(
+            &state,
+            "Sender",
+            "DMPRequestTooLarge",
+            "Requête trop volumineuse",
+        );
     }
     let Ok(text) = std::str::from_utf8(&body) else {
-        return fault(&state, "DMPMalformedRequest", "Requête illisible");
+        return fault(&state, "Sender", "DMPMalformedRequest", "Requête illisible");
     };
     let client = client.as_ref().map(|Extension(c)| c.0.as_slice());
     match checks::handle(&state, &service, text, client) {
         Ok(answer) => answer,
-        Err(refusal) => fault(&state, refusal.code, refusal.reason),
+        Err(refusal) => fault(&state, "Sender", refusal.code, refusal.reason),
     }
 }
 
