@@ -290,6 +290,7 @@ pub(super) fn record_service(
                 title: title.into(),
                 author: Some("Sophie DEMO-TRAITANTE".into()),
                 masked: false,
+                filed_under: None,
             });
         }
         record.push(DmpPatient {

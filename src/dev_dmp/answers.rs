@@ -397,7 +397,9 @@ pub(super) fn found(
                                         &[],
                                     )?;
                                     let patient_id =
-                                        format!("{}^^^&{}&ISO^NH", patient.ins, patient.ins_oid);
+                                        d.meta.filed_under.clone().unwrap_or_else(|| {
+                                            format!("{}^^^&{}&ISO^NH", patient.ins, patient.ins_oid)
+                                        });
                                     for (scheme, value) in [
                                         (
                                             "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427",

@@ -73,6 +73,11 @@ pub(crate) struct DmpDocument {
     /// Masked from professionals (`MASQUE_PS`).
     #[serde(default)]
     pub masked: bool,
+    /// The patient id the registry lists it under (`XDSDocumentEntry.patientId`, a CX);
+    /// default: its patient's. Another patient's stands in for a registry that mixes
+    /// records up.
+    #[serde(default)]
+    pub filed_under: Option<String>,
 }
 
 /// One patient of the stand-in.

@@ -502,6 +502,8 @@ fn patient(root: Node<'_, '_>) -> Option<DocumentPatient> {
             .and_then(|p| child(p, "administrativeGenderCode"))
             .and_then(|g| g.attribute("code").map(str::to_owned)),
         ins,
+        // Set once the summary is read (`extract`).
+        no_ins: false,
     })
 }
 

@@ -219,6 +219,11 @@ pub struct DocumentPatient {
     /// for; never sent to the screen.
     #[serde(skip)]
     pub ins: Vec<String>,
+    /// The document names no INS of its patient: that it is this patient's rests on the
+    /// record service's filing alone, so the page asks the physician to check the traits
+    /// with the caller. Absent (false) in copies cached before it was read.
+    #[serde(default)]
+    pub no_ins: bool,
 }
 
 /// What a section establishes.
@@ -467,6 +472,15 @@ pub struct OtherSection {
 
 /// The critical summary of the bundle in `bytes`, or why there is none.
 pub fn extract(bytes: &[u8]) -> Result<CriticalSummary, SummaryError> {
+    let mut summary = read(bytes)?;
+    if let Some(patient) = &mut summary.patient_in_document {
+        patient.no_ins = patient.ins.is_empty();
+    }
+    Ok(summary)
+}
+
+/// The summary of a CDA document or a FHIR bundle.
+fn read(bytes: &[u8]) -> Result<CriticalSummary, SummaryError> {
     if bytes.len() > MAX_BUNDLE_BYTES {
         return Err(SummaryError::TooLarge(format!(
             "{} bytes, the limit is {MAX_BUNDLE_BYTES}",
@@ -564,5 +578,37 @@ impl std::fmt::Debug for CriticalSummary {
             .field("past_problems", &self.past_problems)
             .field("procedures", &self.procedures)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A document naming no INS of its patient is said to (the page asks for the traits
+    /// to be checked); one naming an INS is not, whichever INS it is (the record service's
+    /// client refuses another patient's).
+    #[test]
+    fn a_document_naming_no_ins_is_flagged() {
+        let cda = |ids: &str| {
+            format!(
+                "<ClinicalDocument xmlns=\"urn:hl7-org:v3\"><code code=\"11488-4\"/>\
+                 <recordTarget><patientRole>{ids}<patient><name>Camille SYNTHETIQUE</name></patient></patientRole></recordTarget>\
+                 <component><nonXMLBody><text mediaType=\"text/plain\">Rien.</text></nonXMLBody></component></ClinicalDocument>"
+            )
+        };
+        let no_ins = |xml: String| {
+            extract(xml.as_bytes())
+                .unwrap()
+                .patient_in_document
+                .map(|p| p.no_ins)
+        };
+        let ins = "<id root=\"1.2.250.1.213.1.4.8\" extension=\"180017500000134\"/>";
+        let local = "<id root=\"1.2.250.1.999.7\" extension=\"IPP-42\"/>";
+        assert_eq!(no_ins(cda(ins)), Some(false));
+        assert_eq!(no_ins(cda(&format!("{local}{ins}"))), Some(false));
+        // A local id is not an INS.
+        assert_eq!(no_ins(cda(local)), Some(true));
+        assert_eq!(no_ins(cda("")), Some(true));
     }
 }

@@ -154,6 +154,8 @@ fn traits(resource: &Object) -> DocumentPatient {
         birth_date: text(resource, "birthDate"),
         gender: text(resource, "gender"),
         ins: ins_identifiers(resource),
+        // Set once the summary is read (`extract`), after the subject's Patients merged.
+        no_ins: false,
     }
 }
 
@@ -278,6 +280,7 @@ mod tests {
             birth_date: birth.map(str::to_owned),
             gender: gender.map(str::to_owned),
             ins: ins.iter().map(|i| (*i).to_owned()).collect(),
+            no_ins: false,
         }
     }
 

@@ -5,7 +5,8 @@
 // CONFLICT_INS (a shared fullUrl: "no known allergies" then penicillin, plus a dangling
 // entry), FAMILY_INS (family members' entries), UNLISTED_INS ("none known" listed, a
 // peanut allergy not listed), VERSIONED_INS (a missing version in the problem list),
-// CONTRADICTION_INS ("none known" and "no information").
+// CONTRADICTION_INS ("none known" and "no information"), NO_INS_INS (the document names
+// no INS of its patient).
 
 import { ALLERGIES, accessible, check, closeSummary, context, env, finish, launch, openSummary, setup, unlock } from './common.mjs';
 
@@ -92,6 +93,16 @@ try {
   allergies = blocks[ALLERGIES];
   check(allergies.includes('Statut allergique inconnu') && !allergies.includes('Aucune allergie connue'), allergies);
   check(allergies.includes('« No information about allergies »'), allergies);
+  check(await page.locator('#summary .no-ins').count() === 0, 'a document naming the INS asks for no check');
+  await close();
+
+  // A document naming no INS: the physician is asked to check the identity with the
+  // caller, beside the traits the document gives.
+  await open(env('NO_INS_INS'));
+  const noIns = await page.locator('#summary .no-ins').textContent();
+  check(noIns.includes('ne porte pas l\u2019INS') && noIns.includes('date de naissance'), `identity check asked: ${noIns}`);
+  result.noIns = noIns;
+  await page.screenshot({ path: `${shots}/5c-document-sans-ins.png`, fullPage: true });
   await close();
 
   check(errors.length === 0, `no script error: ${errors.join(' | ')}`);

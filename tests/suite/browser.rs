@@ -479,6 +479,19 @@ async fn defective_documents_show_their_state_in_the_block_concerned() {
         let bundle = own_bundle(dir, name, serial, |_| {});
         patients.push(patient(&format!("d{}", serial - 20), serial, &bundle));
     }
+    // A document naming no INS of its patient (only its record ties it to the patient).
+    let no_ins_dir = tempfile::tempdir().unwrap();
+    let no_ins = own_bundle(no_ins_dir.path(), "versioned-references.json", 26, |b| {
+        for entry in b["entry"].as_array_mut().unwrap() {
+            if entry["fullUrl"] == "urn:uuid:patient-1" {
+                entry["resource"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("identifier");
+            }
+        }
+    });
+    patients.push(patient("d6", 26, &no_ins));
     let upstream = DevUpstream::start(patients);
     let gateway = centre_gateway(&pcscd, &card, &upstream, "");
     let env = script_env(
@@ -490,6 +503,7 @@ async fn defective_documents_show_their_state_in_the_block_concerned() {
             ("UNLISTED_INS", nir(23)),
             ("VERSIONED_INS", nir(24)),
             ("CONTRADICTION_INS", nir(25)),
+            ("NO_INS_INS", nir(26)),
         ],
     );
     let result = tokio::task::block_in_place(|| {

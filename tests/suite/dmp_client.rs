@@ -320,3 +320,61 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
     assert!(started.elapsed() < std::time::Duration::from_millis(1_400));
     dmp.fault(json!({"kind": "none"})).await;
 }
+
+/// A registry that files a document under another patient is refused whole, even when the
+/// document itself names no INS to give it away; a document naming no INS, filed under the
+/// patient asked for, is read and said to name none (the page asks for the traits to be
+/// checked with the caller).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_document_filed_under_another_patient_is_refused_and_one_naming_no_ins_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = SoftCard::new(dir.path(), "card", "810002813839");
+    let source = std::fs::read_to_string(crate::support::dmp::cda(
+        "ips-fr-allergy-treatment-problem.xml",
+    ))
+    .unwrap();
+    let ins_id = format!("<id root=\"{TEST_OID}\" extension=\"{INS}\"/>");
+    assert!(source.contains(&ins_id), "the fixture names its INS");
+    let no_ins = dir.path().join("ips-fr-without-ins.xml");
+    std::fs::write(&no_ins, source.replace(&ins_id, "")).unwrap();
+    let document = |unique_id: &str, filed_under: Option<String>| {
+        json!({"file": no_ins, "unique_id": unique_id, "type_code": "60591-5",
+               "type_scheme": "2.16.840.1.113883.6.1", "format_code": "urn:ihe:pcc:ips:2020",
+               "creation_time": "20261120090000", "title": "Synthèse médicale",
+               "filed_under": filed_under})
+    };
+    let patients = json!([
+        {"ins": INS, "ins_oid": TEST_OID, "family": "SYNTHETIQUE", "given": ["Camille"],
+         "birth_date": "1980-01-17", "gender": "F",
+         "documents": [document("1.2.250.1.999.2.1", None)]},
+        {"ins": OTHER_INS, "ins_oid": TEST_OID, "family": "SYNTHETIQUE", "given": ["Camilla"],
+         "birth_date": "1980-01-17", "gender": "F",
+         "documents": [document("1.2.250.1.999.2.2", Some(format!("{INS}^^^&{TEST_OID}&ISO^NH")))]}
+    ]);
+    let dmp = DevDmp::start(patients, dir.path(), &[card.ca.as_path()]);
+    let gateway = client(&dmp, &card, &card.sign_key, &card.sign_cert, 4_000);
+    let professional = crate::support::physician();
+    let access = |patient| Access {
+        mode: AccessMode::Centre15,
+        professional: &professional,
+        patient: Some(patient),
+        card: None,
+    };
+
+    let patient = ins(INS);
+    let (_, summary) = gateway
+        .patient_summary(&patient, &access(&patient))
+        .await
+        .unwrap();
+    assert_eq!(summary.allergies.items[0].substance, "Pénicilline");
+    let named = summary
+        .patient_in_document
+        .expect("the document names its patient");
+    assert!(named.no_ins, "a document without an INS is flagged");
+
+    let other = ins(OTHER_INS);
+    assert!(matches!(
+        gateway.patient_summary(&other, &access(&other)).await.unwrap_err(),
+        UpstreamError::Malformed(why) if why.contains("another patient")
+    ));
+}

@@ -557,7 +557,7 @@
     } else {
       stale.hidden = true;
     }
-    $('summary').replaceChildren(whose(delivered.summary, ins), ...renderSummary(delivered.summary, delivered.grant.id));
+    $('summary').replaceChildren(...whose(delivered.summary, ins), ...renderSummary(delivered.summary, delivered.grant.id));
     show('summary');
     const allergies = document.querySelector('#summary .allergies h2');
     if (allergies) allergies.focus();
@@ -666,7 +666,11 @@
       GENDER_TEXT[patient.gender] || null,
       ins ? 'INS demandé ' + ins : null,
     ].filter(Boolean);
-    return element('p', 'patient', 'Patient : ' + facts.join(' · '));
+    const named = element('p', 'patient', 'Patient : ' + facts.join(' · '));
+    // Nothing in the document itself ties it to the INS: only the record it was filed in.
+    if (!patient.no_ins) return [named];
+    return [named, element('p', 'partial no-ins',
+      'Le document ne porte pas l\u2019INS du patient : vérifiez avec l\u2019appelant le nom, le prénom et la date de naissance avant de vous y fier.')];
   }
 
   const grantPath = (grantId) => '/api/v1/grants/' + encodeURIComponent(grantId);

@@ -574,6 +574,7 @@ impl DmpClient {
             )
             .await?;
         registry_outcome(found.status, &found.errors, found.documents.is_empty())?;
+        same_patient_listed(&found.documents, ins)?;
         Ok(found)
     }
 
@@ -782,6 +783,24 @@ impl DmpClient {
         summary.provenance = provenance(trail, &retrieved.documents);
         Ok(summary)
     }
+}
+
+/// An entry the registry files under another patient than the one asked for is a registry
+/// that mixes records up: nothing of its answer is shown (the CDA's own check does not
+/// catch a document that names no INS). An entry without a patient id is the patient's,
+/// since the query asked for that patient's documents only.
+fn same_patient_listed(documents: &[DocumentEntry], ins: &Ins) -> Result<(), UpstreamError> {
+    let foreign = documents.iter().any(|d| {
+        d.patient_id
+            .as_ref()
+            .is_some_and(|(id, oid)| id != ins.as_str() || oid != ins.oid())
+    });
+    if foreign {
+        return Err(UpstreamError::Malformed(
+            "the registry listed a document filed under another patient".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// How a registry entry is listed on the page.
@@ -1071,6 +1090,40 @@ mod tests {
             title: None,
             authors: Vec::new(),
             mime_type: None,
+            patient_id: None,
+        }
+    }
+
+    /// Entries filed under the patient asked for, or naming no patient, are kept; one
+    /// filed under another identifier or another OID refuses the whole answer.
+    #[test]
+    fn an_entry_filed_under_another_patient_refuses_the_answer() {
+        let ins = Ins::parse(
+            "180017500000134",
+            crate::patient::OID_NIR,
+            crate::patient::InsPolicy::default(),
+        )
+        .unwrap();
+        let filed = |patient: Option<(&str, &str)>| DocumentEntry {
+            patient_id: patient.map(|(id, oid)| (id.to_owned(), oid.to_owned())),
+            ..entry("1.2.250.1.999.1.1", "60591-5", "urn:ihe:pcc:ips:2020", None)
+        };
+        let own = filed(Some(("180017500000134", crate::patient::OID_NIR)));
+        let unnamed = filed(None);
+        assert!(same_patient_listed(&[own.clone(), unnamed.clone()], &ins).is_ok());
+        for foreign in [
+            ("280017500000181", crate::patient::OID_NIR),
+            ("180017500000134", crate::patient::OID_NIA),
+            ("180017500000134", ""),
+        ] {
+            let answer = [own.clone(), filed(Some(foreign)), unnamed.clone()];
+            assert!(
+                matches!(
+                    same_patient_listed(&answer, &ins),
+                    Err(UpstreamError::Malformed(m)) if m.contains("another patient")
+                ),
+                "{foreign:?}"
+            );
         }
     }
 

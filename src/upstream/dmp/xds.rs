@@ -30,6 +30,7 @@ const FORMAT_CODE: &str = "urn:uuid:a09d5840-386c-46f2-b5ad-9c3699a4309d";
 const CONFIDENTIALITY_CODE: &str = "urn:uuid:f4f85eac-e6cb-4883-b524-f2705394840f";
 const AUTHOR: &str = "urn:uuid:93606bcf-9494-43ec-9b4e-a7748d1a838d";
 const UNIQUE_ID: &str = "urn:uuid:2e82c1f6-a085-4c72-9da3-8640a32e42ab";
+const PATIENT_ID: &str = "urn:uuid:58a6f841-87b3-4a3e-92fd-a8ffeff98427";
 /// Most documents a search may list: a record has tens to hundreds.
 const MAX_ENTRIES: usize = 5_000;
 /// Most documents one retrieval asks for.
@@ -71,6 +72,10 @@ pub struct DocumentEntry {
     pub authors: Vec<String>,
     /// `mimeType`.
     pub mime_type: Option<String>,
+    /// The patient the registry files it under (`XDSDocumentEntry.patientId`), as
+    /// (identifier, assigning authority's OID), when the entry says; never serialised.
+    #[serde(skip)]
+    pub patient_id: Option<(String, String)>,
 }
 
 redacted_debug!(DocumentEntry);
@@ -317,15 +322,7 @@ fn read_entry(object: Node<'_, '_>, i: usize) -> Result<DocumentEntry, DmpError>
             })
             .collect()
     };
-    let unique_id = object
-        .children()
-        .find(|n| {
-            n.has_tag_name((RIM, "ExternalIdentifier"))
-                && n.attribute("identificationScheme") == Some(UNIQUE_ID)
-        })
-        .and_then(|n| n.attribute("value"))
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+    let unique_id = external_id(object, UNIQUE_ID)
         .ok_or_else(|| DmpError::Answer(format!("document {i} of the list has no uniqueId")))?;
     let repository = slot_values(object, "repositoryUniqueId")
         .first()
@@ -361,7 +358,36 @@ fn read_entry(object: Node<'_, '_>, i: usize) -> Result<DocumentEntry, DmpError>
         title: localized(object, "Name"),
         authors,
         mime_type: object.attribute("mimeType").map(str::to_owned),
+        patient_id: external_id(object, PATIENT_ID).map(patient_of),
     })
+}
+
+/// The value of `object`'s external identifier under `scheme`, trimmed, if not empty.
+fn external_id<'a>(object: Node<'a, '_>, scheme: &str) -> Option<&'a str> {
+    object
+        .children()
+        .find(|n| {
+            n.has_tag_name((RIM, "ExternalIdentifier"))
+                && n.attribute("identificationScheme") == Some(scheme)
+        })
+        .and_then(|n| n.attribute("value"))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// A CX (`id^^^&OID&ISO^type`) as (id, OID); the OID is empty when the value names no
+/// assigning authority, which matches no patient asked for.
+fn patient_of(cx: &str) -> (String, String) {
+    let mut parts = cx.split('^');
+    let id = parts.next().unwrap_or_default().trim().to_owned();
+    let authority = parts.nth(2).unwrap_or_default();
+    let oid = authority
+        .split('&')
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    (id, oid)
 }
 
 /// Longest id accepted in an answer (an OID, with an extension for a uniqueId, is under a
@@ -573,7 +599,26 @@ pub fn found_from_envelope(xml: &str) -> Result<Found, DmpError> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_id;
+    use super::{check_id, patient_of};
+
+    #[test]
+    fn an_entry_patient_id_is_read_as_id_and_authority() {
+        let read = |cx: &str| patient_of(cx);
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        assert_eq!(
+            read("180017500000134^^^&1.2.250.1.213.1.4.8&ISO^NH"),
+            pair("180017500000134", "1.2.250.1.213.1.4.8")
+        );
+        // Without the identifier type, and with spaces around.
+        assert_eq!(
+            read(" 180017500000134^^^&1.2.250.1.213.1.4.10&ISO"),
+            pair("180017500000134", "1.2.250.1.213.1.4.10")
+        );
+        // No assigning authority: an empty OID, which no INS has.
+        assert_eq!(read("180017500000134"), pair("180017500000134", ""));
+        assert_eq!(read("180017500000134^^^"), pair("180017500000134", ""));
+        assert_eq!(read(""), pair("", ""));
+    }
 
     #[test]
     fn ids_are_oids_or_oids_with_an_extension() {
