@@ -83,9 +83,9 @@ impl Grant {
         }
     }
 
-    /// Ends before `other` (so it started before it: grants last alike).
-    pub(crate) fn ends_before(&self, other: &Grant) -> bool {
-        self.ends < other.ends
+    /// When it ends (the earlier, the older: grants last alike).
+    pub(crate) fn ends(&self) -> tokio::time::Instant {
+        self.ends
     }
 
     /// Past its end time.

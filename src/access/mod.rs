@@ -524,7 +524,11 @@ impl BreakGlass {
         who: &Actorship<'_>,
         events: Vec<Event>,
     ) -> Result<Receipt, AuditError> {
-        let superseded = self.take_superseded(who);
+        let limit = self.config.open_grants_per_session.max(1);
+        let superseded = match self.grants.lock() {
+            Ok(mut grants) => take_oldest(&mut grants, who, limit - 1, None),
+            Err(_) => Vec::new(),
+        };
         let batch = superseded
             .iter()
             .map(|grant| stop_event(grant, "superseded"))
@@ -534,33 +538,15 @@ impl BreakGlass {
             // The read's receipt (the last) releases the data.
             Ok(mut receipts) => receipts.pop().ok_or(AuditError::Closed),
             Err(e) => {
-                // Nothing was recorded: the oldest grant stays open.
-                if let (Some(grant), Ok(mut grants)) = (superseded, self.grants.lock()) {
-                    grants.insert(grant.id.clone(), grant);
+                // Nothing was recorded: the oldest grants stay open.
+                if let Ok(mut grants) = self.grants.lock() {
+                    for grant in superseded {
+                        grants.insert(grant.id.clone(), grant);
+                    }
                 }
                 Err(e)
             }
         }
-    }
-
-    /// Takes out the session's oldest grant when the session holds as many as it may.
-    fn take_superseded(&self, who: &Actorship<'_>) -> Option<Grant> {
-        let mut grants = self.grants.lock().ok()?;
-        let mut held = 0;
-        let mut oldest: Option<&Grant> = None;
-        for grant in grants.values() {
-            if grant.desk == who.desk.id && grant.session == who.session {
-                held += 1;
-                if oldest.is_none_or(|o| grant.ends_before(o)) {
-                    oldest = Some(grant);
-                }
-            }
-        }
-        if held < self.config.open_grants_per_session.max(1) {
-            return None;
-        }
-        let id = oldest?.id.clone();
-        grants.remove(&id)
     }
 
     /// Keeps the grant of an access whose read was recorded; once the gateway is stopping
@@ -582,15 +568,23 @@ impl BreakGlass {
             Duration::from_secs(self.config.grant_minutes.max(1) * 60),
         );
         let view = grant.view();
-        let unkept = match self.grants.lock() {
+        let limit = self.config.open_grants_per_session.max(1);
+        let (unkept, superseded) = match self.grants.lock() {
             Ok(mut grants) if !self.closing.load(std::sync::atomic::Ordering::Acquire) => {
-                grants.insert(grant.id.clone(), grant);
-                None
+                let id = grant.id.clone();
+                grants.insert(id.clone(), grant);
+                // Concurrent starts in one session each made room for one grant before
+                // their reads were recorded: together they may have filled it past the
+                // limit, so the oldest others go now.
+                (None, take_oldest(&mut grants, who, limit, Some(&id)))
             }
-            _ => Some(grant),
+            _ => (Some(grant), Vec::new()),
         };
         if let Some(grant) = unkept {
             self.record(stop_event(&grant, "gateway_stopped")).await?;
+        }
+        for grant in &superseded {
+            self.record(stop_event(grant, "superseded")).await?;
         }
         Ok(view)
     }
@@ -1353,6 +1347,27 @@ fn deliver(grant: GrantView, fetched: Fetched, _proof: Receipt) -> Delivered {
 }
 
 /// The record of a grant's end.
+/// Takes out the oldest grants of `who`'s session (never `keep_id`) until it holds `keep`
+/// at most.
+fn take_oldest(
+    grants: &mut HashMap<String, Grant>,
+    who: &Actorship<'_>,
+    keep: usize,
+    keep_id: Option<&str>,
+) -> Vec<Grant> {
+    let mut held: Vec<&Grant> = grants
+        .values()
+        .filter(|g| g.desk == who.desk.id && g.session == who.session)
+        .collect();
+    let Some(excess) = held.len().checked_sub(keep).filter(|n| *n > 0) else {
+        return Vec::new();
+    };
+    held.retain(|g| Some(g.id.as_str()) != keep_id);
+    held.sort_by_key(|g| g.ends());
+    let ids: Vec<String> = held.iter().take(excess).map(|g| g.id.clone()).collect();
+    ids.iter().filter_map(|id| grants.remove(id)).collect()
+}
+
 fn stop_event(grant: &Grant, reason: &str) -> Event {
     Event {
         actor: Some(grant.actor.clone()),
@@ -1490,6 +1505,99 @@ mod tests {
         }
     }
 
+    fn desk() -> DeskConfig {
+        DeskConfig {
+            id: "desk-a".into(),
+            name: "Régulation 1".into(),
+            reader: "R0".into(),
+            workstation_cn: "poste-1".into(),
+            workstation_sha256: None,
+            pin_entry: Default::default(),
+            pkcs11_token: None,
+        }
+    }
+
+    fn ins() -> Ins {
+        Ins::parse(
+            "269054958815780",
+            crate::patient::OID_NIR,
+            InsPolicy::default(),
+        )
+        .unwrap()
+    }
+
+    fn call() -> CallContext {
+        CallContext {
+            call_id: "CRRA-1".into(),
+            reason_code: Some("inconscient".into()),
+            justification: None,
+        }
+    }
+
+    /// The texts of the trail's records.
+    fn trail(store: &crate::audit::store::AuditStore) -> Vec<String> {
+        use crate::audit::store::ReadStore as _;
+        let txn = store.snapshot().unwrap();
+        let mut records = Vec::new();
+        crate::audit::store::for_each_record(&txn, 1, |_, bytes| {
+            records.push(String::from_utf8_lossy(bytes).into_owned());
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        records
+    }
+
+    /// Two starts in one full session, each making room for its grant before either is
+    /// kept (their reads recorded concurrently): the session still ends with no more than
+    /// `open_grants_per_session`, the oldest ending as superseded.
+    #[tokio::test]
+    async fn concurrent_starts_keep_the_session_within_its_grants() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, audit) = AuditLog::for_tests(dir.path());
+        let access = BreakGlass::new(
+            audit.clone(),
+            Arc::new(Held {
+                asked: tokio::sync::Notify::new(),
+                release: tokio::sync::Notify::new(),
+            }),
+            None,
+            Arc::new(Limits::new(&Default::default())),
+            BreakGlassConfig {
+                open_grants_per_session: 2,
+                ..BreakGlassConfig::default()
+            },
+            InsPolicy::default(),
+        );
+        let desk = desk();
+        let professional = Professional::for_tests();
+        let who = Actorship {
+            desk: &desk,
+            professional: &professional,
+            session: "s".into(),
+            card_session: 1,
+        };
+        let open = |id: &'static str| {
+            access.open_grant(id.into(), &who, ins(), call(), AccessMode::BrisDeGlace)
+        };
+        open("g1").await.unwrap();
+        open("g2").await.unwrap();
+        let read = || Event::new(EventKind::PatientRecordRead, Outcome::Success);
+        // Both make room before either grant is kept: only g1 goes here.
+        let _first = access.record_release(&who, vec![read()]).await.unwrap();
+        let _second = access.record_release(&who, vec![read()]).await.unwrap();
+        open("g3").await.unwrap();
+        open("g4").await.unwrap();
+        let mut held: Vec<String> = access.grants.lock().unwrap().keys().cloned().collect();
+        held.sort();
+        assert_eq!(held, ["g3", "g4"]);
+        audit.close().unwrap();
+        let superseded = trail(&store)
+            .iter()
+            .filter(|r| r.contains("break_glass_stopped") && r.contains("ended: superseded"))
+            .count();
+        assert_eq!(superseded, 2, "g1 and g2 end on the trail");
+    }
+
     /// An access that completes after `end_all` (the gateway stopping) keeps no grant and
     /// records its end at once; before, it stayed open on the trail until the next start.
     #[tokio::test(flavor = "multi_thread")]
@@ -1508,34 +1616,13 @@ mod tests {
             BreakGlassConfig::default(),
             InsPolicy::default(),
         );
-        let desk = DeskConfig {
-            id: "desk-a".into(),
-            name: "Régulation 1".into(),
-            reader: "R0".into(),
-            workstation_cn: "poste-1".into(),
-            workstation_sha256: None,
-            pin_entry: Default::default(),
-            pkcs11_token: None,
-        };
+        let desk = desk();
         let professional = Professional::for_tests();
         let who = Actorship {
             desk: &desk,
             professional: &professional,
             session: "s".into(),
             card_session: 1,
-        };
-        let ins = || {
-            Ins::parse(
-                "269054958815780",
-                crate::patient::OID_NIR,
-                InsPolicy::default(),
-            )
-            .unwrap()
-        };
-        let call = || CallContext {
-            call_id: "CRRA-1".into(),
-            reason_code: Some("inconscient".into()),
-            justification: None,
         };
         access
             .open_grant("g1".into(), &who, ins(), call(), AccessMode::BrisDeGlace)
@@ -1548,17 +1635,10 @@ mod tests {
             .unwrap();
         assert!(access.grants.lock().unwrap().is_empty());
         audit.close().unwrap();
-        use crate::audit::store::ReadStore as _;
-        let txn = store.snapshot().unwrap();
-        let mut ends = 0;
-        crate::audit::store::for_each_record(&txn, 1, |_, bytes| {
-            let text = String::from_utf8_lossy(bytes);
-            if text.contains("break_glass_stopped") && text.contains("ended: gateway_stopped") {
-                ends += 1;
-            }
-            std::ops::ControlFlow::Continue(())
-        })
-        .unwrap();
+        let ends = trail(&store)
+            .iter()
+            .filter(|r| r.contains("break_glass_stopped") && r.contains("ended: gateway_stopped"))
+            .count();
         assert_eq!(ends, 2, "g1 ended by end_all, g2 at once");
     }
 
