@@ -842,8 +842,9 @@ impl BreakGlass {
         let (ins, searched) = match (&request.ins, &request.traits) {
             (Some(ins), None) => (Some(self.ins(ins, request.ins_oid.as_deref())?), None),
             (None, Some(traits)) => {
+                let traits = traits.clone().composed();
                 traits.validate(time::OffsetDateTime::now_utc().date())?;
-                (None, Some(traits.clone()))
+                (None, Some(traits))
             }
             _ => {
                 return Err(AccessError::Invalid {

@@ -214,6 +214,28 @@ impl std::fmt::Debug for Traits {
 }
 
 impl Traits {
+    /// The traits with their names as the record services write them: composed (NFC),
+    /// typographic apostrophes and no-break spaces as plain ones. A name pasted from a
+    /// document or typed on some systems comes decomposed (an accent as a mark of its
+    /// own, which is no letter) or with a curly apostrophe: refused as holding other
+    /// characters, or searched as another name, the patient would not be found.
+    pub fn composed(mut self) -> Self {
+        fn compose(name: &str) -> String {
+            icu_normalizer::ComposingNormalizerBorrowed::new_nfc()
+                .normalize(name)
+                .chars()
+                .map(|c| match c {
+                    '\u{2018}' | '\u{2019}' | '\u{02BC}' => '\'',
+                    '\u{00A0}' | '\u{202F}' => ' ',
+                    c => c,
+                })
+                .collect()
+        }
+        self.birth_name = compose(&self.birth_name);
+        self.first_names = compose(&self.first_names);
+        self
+    }
+
     /// Checks the traits are complete and well formed; `today` bounds the birth date.
     pub fn validate(&self, today: time::Date) -> Result<(), PatientError> {
         let bad = |why: &str| Err(PatientError::Traits(why.into()));
@@ -401,6 +423,28 @@ mod tests {
         traits.birthplace = Some("7505".into());
         assert!(traits.validate(today).is_err());
         assert_eq!(format!("{traits:?}"), "Traits(****)");
+    }
+
+    /// A name typed decomposed or with a curly apostrophe reads as the same name
+    /// composed, and passes the checks it failed.
+    #[test]
+    fn names_are_composed_before_they_are_checked() {
+        let today = time::macros::date!(2026 - 12 - 01);
+        let traits = Traits {
+            birth_name: "D\u{2019}HE\u{301}RAULT\u{a0}LE\u{300}VE".into(),
+            first_names: "Ame\u{301}lie-Noe\u{308}l".into(),
+            birth_date: "1962-03-04".into(),
+            sex: Sex::F,
+            birthplace: None,
+        };
+        assert!(
+            traits.validate(today).is_err(),
+            "a bare combining mark is no letter"
+        );
+        let composed = traits.composed();
+        assert_eq!(composed.birth_name, "D'H\u{c9}RAULT L\u{c8}VE");
+        assert_eq!(composed.first_names, "Am\u{e9}lie-No\u{eb}l");
+        assert!(composed.validate(today).is_ok());
     }
 
     proptest::proptest! {

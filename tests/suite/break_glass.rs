@@ -763,6 +763,22 @@ async fn search_by_traits_returns_candidates_and_records_what_was_searched() {
         &[],
     );
     assert_eq!(by_patient.lines().count(), 1, "{by_patient}");
+    // A pasted decomposed accent (a mark of its own, no letter) reads as the composed
+    // letter: the patient is found; before, a 400.
+    let pasted = centre
+        .send(
+            client
+                .post(centre.gateway.url("/api/v1/patients/search"))
+                .json(&json!({
+                    "traits": {"birth_name": support::upstream::family(3),
+                               "first_names": "Camille Ame\u{301}lie",
+                               "birth_date": "1980-01-17", "sex": "f"},
+                    "call_id": "CRRA-2026-001235", "reason_code": "inconscient"
+                })),
+        )
+        .await;
+    assert_eq!(pasted.status, StatusCode::OK, "{}", pasted.body);
+    assert_eq!(pasted.body["candidates"][0]["id"], "p3", "{}", pasted.body);
     let bad = centre
         .send(client.post(centre.gateway.url("/api/v1/patients/search")).json(&json!({
             "traits": {"birth_name": "", "first_names": "Camille", "birth_date": "1980-01-17", "sex": "f"},

@@ -406,8 +406,10 @@
 
   async function searchTraits() {
     const traits = {
-      birth_name: $('birth-name').value.trim(),
-      first_names: $('first-names').value.trim(),
+      // Composed (NFC), as the record services write names: a pasted decomposed accent
+      // is otherwise no letter (the server composes them too).
+      birth_name: $('birth-name').value.normalize('NFC').trim(),
+      first_names: $('first-names').value.normalize('NFC').trim(),
       birth_date: $('birth-date').value,
       sex: $('sex').value,
     };
