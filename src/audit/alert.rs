@@ -1,10 +1,10 @@
 //! Real-time alerts: the first anomalies of the report, seen as they happen.
 //!
 //! A task follows the trail as records are committed and raises a `security_alert`
-//! record when a break-glass access starts outside its professional's shift, when a
-//! professional opens more distinct patients within the last hour than
-//! `compliance.max_patients_per_hour`, and when a desk reaches `compliance.pin_failures`
-//! PIN failures within ten minutes. An alert is an ordinary audit record (chained, signed,
+//! record when a break-glass access starts or a patient search releases identities outside
+//! its professional's shift, when a professional opens more distinct patients within the
+//! last hour than `compliance.max_patients_per_hour`, and when a desk reaches
+//! `compliance.pin_failures` PIN failures within ten minutes. An alert is an ordinary audit record (chained, signed,
 //! durable), so it cannot be lost either, and the shippers send it with syslog severity 1
 //! (alert) so that the repository's side can page someone. It names the professional or
 //! the desk and the records behind it, never a patient.
@@ -78,6 +78,11 @@ impl Watch {
                 alerts.extend(self.outside_shift(record, at_ms));
                 alerts.extend(self.many_patients(record, at_ms));
             }
+            // A search releases identities (names, birth dates, INS): off duty, it is as
+            // much to explain as an access.
+            EventKind::PatientSearch if success => {
+                alerts.extend(self.outside_shift(record, at_ms));
+            }
             EventKind::UserLogin if reason == "wrong_pin" || reason == "pin_blocked" => {
                 alerts.extend(self.pin_failure(record, at_ms));
             }
@@ -94,7 +99,7 @@ impl Watch {
                 record,
                 AlertKind::OutsideShift,
                 vec![record.seq],
-                format!("break-glass by {who} outside their shift"),
+                format!("{} by {who} outside their shift", what(record)),
             )
         })
     }
@@ -155,6 +160,14 @@ impl Watch {
                 ),
             )
         })
+    }
+}
+
+/// What `record` did, in an alert's or a flag's words.
+fn what(record: &Record) -> &'static str {
+    match record.event.kind {
+        EventKind::PatientSearch => "patient search",
+        _ => "break-glass",
     }
 }
 
@@ -304,7 +317,11 @@ struct Watched {
 
 impl Watched {
     /// The kinds [`Watch::observe`] acts on.
-    const KINDS: [EventKind; 2] = [EventKind::BreakGlassStarted, EventKind::UserLogin];
+    const KINDS: [EventKind; 3] = [
+        EventKind::BreakGlassStarted,
+        EventKind::PatientSearch,
+        EventKind::UserLogin,
+    ];
 
     fn new() -> Self {
         let needles = Self::KINDS
@@ -359,7 +376,7 @@ fn read_after(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::event::PatientRef;
+    use crate::audit::event::{AccessMode, PatientRef};
 
     const T0: u64 = 1_800_000_000_000;
 
@@ -422,6 +439,8 @@ mod tests {
         let start = start(1, "810001", 1);
         assert!(watched.record(&bytes(&start)).is_some());
         assert!(watched.record(&bytes(&wrong_pin(2, "desk-a"))).is_some());
+        let search = record(2, Event::new(EventKind::PatientSearch, Outcome::Success));
+        assert!(watched.record(&bytes(&search)).is_some());
         for kind in [
             EventKind::BreakGlassStopped,
             EventKind::SecurityAlert,
@@ -622,6 +641,49 @@ mod tests {
         // Without a roster nobody is outside a shift.
         let mut open = Watch::new(&thresholds(10, 3), None);
         assert!(open.observe(&start(1, "off-duty", 1), T0).is_empty());
+    }
+
+    /// A patient search off duty is raised as a break-glass start is; a refused one (it
+    /// released nothing) is not.
+    #[test]
+    fn a_patient_search_outside_a_shift_fires() {
+        let mut watch = Watch::new(&thresholds(10, 3), Some(Arc::new(DayShift)));
+        let search = |seq, who: &str, outcome| {
+            record(
+                seq,
+                Event {
+                    actor: actor(who, "desk-a"),
+                    access_mode: Some(AccessMode::BrisDeGlace),
+                    ..Event::new(EventKind::PatientSearch, outcome)
+                },
+            )
+        };
+        assert!(
+            watch
+                .observe(&search(1, "on-duty", Outcome::Success), T0)
+                .is_empty()
+        );
+        let alerts = watch.observe(&search(2, "off-duty", Outcome::Success), T0);
+        assert_eq!(kinds(&alerts), [(AlertKind::OutsideShift, vec![2])]);
+        assert_eq!(
+            alerts[0].detail.as_deref(),
+            Some("patient search by off-duty outside their shift")
+        );
+        let refused = Outcome::Refused {
+            reason: "rate_limited:search".into(),
+        };
+        assert!(
+            watch
+                .observe(&search(3, "off-duty", refused), T0)
+                .is_empty()
+        );
+        // Searches open no patient: they do not count towards many_patients.
+        let mut strict = Watch::new(&thresholds(0, 3), None);
+        assert!(
+            strict
+                .observe(&search(4, "A", Outcome::Success), T0)
+                .is_empty()
+        );
     }
 
     #[test]

@@ -180,6 +180,17 @@ impl Scan {
                     .or_default()
                     .push((at, record.seq));
             }
+            EventKind::PatientSearch if success => {
+                if let Some(who) = &who
+                    && shifts.is_some_and(|s| !s.on_duty(who, at))
+                {
+                    self.flags.push(Flag {
+                        kind: "outside_shift",
+                        description: format!("patient search by {who} outside their shift"),
+                        records: vec![record.seq],
+                    });
+                }
+            }
             EventKind::UserLogin if success && event.detail.as_deref() == Some("crl_stale") => {
                 self.stale_crl.push(record.seq);
             }
@@ -280,6 +291,67 @@ impl Scan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::event::{Actor, Event};
+
+    struct NobodyOnDuty;
+    impl Shifts for NobodyOnDuty {
+        fn on_duty(&self, _: &str, _: u64) -> bool {
+            false
+        }
+    }
+
+    /// A patient search off duty is flagged as a break-glass start is; a refused one
+    /// released nothing and is not.
+    #[test]
+    fn a_patient_search_outside_a_shift_is_flagged() {
+        let search = |seq, outcome| Record {
+            v: 1,
+            seq,
+            node: "gw".into(),
+            epoch: 0,
+            time: String::new(),
+            run: "r".into(),
+            mono_ns: seq,
+            prev: String::new(),
+            event: Event {
+                actor: Some(Actor {
+                    id_nat: Some("810002813839".into()),
+                    ..Actor::default()
+                }),
+                ..Event::new(EventKind::PatientSearch, outcome)
+            },
+        };
+        let mut scan = Scan::default();
+        let at = 1_000 * HOUR_MS;
+        scan.visit(
+            &search(1, Outcome::Success),
+            at,
+            0,
+            None,
+            Some(&NobodyOnDuty),
+        );
+        let refused = Outcome::Refused {
+            reason: "rate_limited:search".into(),
+        };
+        scan.visit(&search(2, refused), at, 0, None, Some(&NobodyOnDuty));
+        let flags = scan.flags(&Thresholds {
+            max_patients_per_hour: 0,
+            pin_failures: 3,
+            call_id_pattern: None,
+        });
+        let found: Vec<(&str, &str, Vec<u64>)> = flags
+            .iter()
+            .map(|f| (f.kind, f.description.as_str(), f.records.clone()))
+            .collect();
+        assert_eq!(
+            found,
+            [(
+                "outside_shift",
+                "patient search by 810002813839 outside their shift",
+                vec![1]
+            )]
+        );
+    }
 
     #[test]
     fn since_takes_hours_or_a_time_and_refuses_what_overflows() {
