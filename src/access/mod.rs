@@ -1298,21 +1298,21 @@ fn composed_for(professional: &Professional, mode: AccessMode) -> ComposedFor {
 /// The read of `fetched`: `read` completed with its source (and age, for copies).
 fn read_event(read: Event, fetched: &Fetched) -> Event {
     // From the record service: how it was obtained (the DMP's transactions, assertion
-    // ids and documents); from a copy: its age.
+    // ids and documents); from a copy: its age, and how the fetch it keeps was obtained
+    // (`copy_of=`, comma-separated: the ids hold no comma or space), which matches the
+    // copy to the fetch's own record.
+    let provenance = &fetched.entry.provenance;
     let detail = if fetched.source == Source::Upstream {
-        match &fetched.entry.summary {
-            CachedSummary::Parsed(summary) => {
-                (!summary.provenance.is_empty()).then(|| summary.provenance.join(" "))
-            }
-            // Not reached: what comes from the record service is parsed.
-            CachedSummary::Sealed { .. } => None,
-        }
+        (!provenance.is_empty()).then(|| provenance.join(" "))
     } else {
-        let age = format!("age_seconds={}", fetched.age.as_secs());
-        Some(match fetched.stale_because {
-            Some(why) => format!("{age} stale_because={}", why.as_str()),
-            None => age,
-        })
+        let mut detail = format!("age_seconds={}", fetched.age.as_secs());
+        if let Some(why) = fetched.stale_because {
+            detail.push_str(&format!(" stale_because={}", why.as_str()));
+        }
+        if !provenance.is_empty() {
+            detail.push_str(&format!(" copy_of={}", provenance.join(",")));
+        }
+        Some(detail)
     };
     Event {
         source: Some(fetched.source.into()),

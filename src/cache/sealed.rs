@@ -199,6 +199,12 @@ pub struct Entry {
     /// an entry from an earlier build, served to nobody).
     #[serde(default)]
     pub composed_for: Option<ComposedFor>,
+    /// How the record service's answer was obtained (the fetch's transactions with their
+    /// assertion ids, the documents retrieved): a read of the copy names it, so that the
+    /// read can be matched to the fetch and to the record service's own log. Empty for an
+    /// entry sealed by an earlier build.
+    #[serde(default)]
+    pub provenance: Vec<String>,
 }
 
 /// Whom the record service composed a summary for.
@@ -237,6 +243,7 @@ impl Entry {
     pub fn new(patient_id: String, summary: CriticalSummary, composed_for: ComposedFor) -> Self {
         Self {
             patient_id,
+            provenance: summary.provenance.clone(),
             summary: summary.into(),
             cleared: Vec::new(),
             composed_for: Some(composed_for),
@@ -288,6 +295,9 @@ struct Meta<'a> {
     #[serde(default)]
     composed_for: Option<ComposedFor>,
     sealed_by: u64,
+    /// The fetch's provenance (absent from entries sealed before it was kept).
+    #[serde(default)]
+    provenance: std::borrow::Cow<'a, [String]>,
     /// Whether the summary holds an unstructured document's content (trusted only from
     /// this run, like the JSON itself).
     has_content: bool,
@@ -497,6 +507,7 @@ impl SealedSummaries {
                 cleared: entry.cleared.as_slice().into(),
                 composed_for: entry.composed_for.clone(),
                 sealed_by: self.run,
+                provenance: entry.provenance.as_slice().into(),
                 has_content: entry.summary.has_content(),
             })
             .map_err(unwritable)?,
@@ -632,6 +643,7 @@ impl SealedSummaries {
                 summary: CachedSummary::Parsed(opened.summary),
                 cleared: opened.cleared,
                 composed_for: opened.composed_for,
+                provenance: Vec::new(),
             });
         }
         let (meta_len, rest) = plain.split_first_chunk::<4>()?;
@@ -651,6 +663,7 @@ impl SealedSummaries {
             summary,
             cleared: meta.cleared.into_owned(),
             composed_for: meta.composed_for,
+            provenance: meta.provenance.into_owned(),
         })
     }
 
@@ -864,11 +877,15 @@ mod tests {
                 .join("tests/fixtures/ips/penicillin-allergy-high-criticality.json"),
         )
         .unwrap();
-        Entry::new(
-            "p-minimal".into(),
-            crate::summary::extract(&bundle).unwrap(),
-            composed(),
-        )
+        let mut summary = crate::summary::extract(&bundle).unwrap();
+        // Kept beside the summary (which never serialises it), sealed with it.
+        summary.provenance = vec![
+            "dmp=registry:_a1".into(),
+            "retrieved=1.2.250.1.999.1.1".into(),
+        ];
+        let entry = Entry::new("p-minimal".into(), summary, composed());
+        assert_eq!(entry.provenance.len(), 2);
+        entry
     }
 
     fn composed() -> ComposedFor {
@@ -1187,9 +1204,12 @@ mod tests {
         let sealed = cache.sealed(&master, LIFETIMES).unwrap();
         let mut entry = entry();
         entry.clear("810001", AccessMode::BrisDeGlace, 1_000);
+        // Those builds kept no provenance.
+        entry.provenance.clear();
         // What builds before the framed plaintext sealed: the entry as one object, marked
         // with their run.
         let mut old = json(&entry);
+        old.as_object_mut().unwrap().remove("provenance");
         old["sealed_by"] = serde_json::json!(7);
         old["has_content"] = serde_json::json!(false);
         let key = sealed.key(&ins());

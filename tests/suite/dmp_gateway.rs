@@ -410,7 +410,23 @@ async fn an_opposition_heard_on_a_listed_document_drops_the_cached_copy() {
         .unwrap()
         .to_owned();
     let detail = |read: &Value| read["detail"].as_str().unwrap_or_default().to_owned();
-    assert!(detail(reads().last().unwrap()).starts_with("age_seconds="));
+    let all = reads();
+    let (fetch, copy) = (detail(&all[all.len() - 2]), detail(&all[all.len() - 1]));
+    assert!(copy.starts_with("age_seconds="), "{copy}");
+    // The copy's read names the fetch it keeps: the same exchanges and documents, so the
+    // two records (and the DMP's own log) can be matched.
+    let fetched: Vec<&str> = fetch
+        .split(' ')
+        .filter(|t| t.starts_with("dmp=") || t.starts_with("retrieved="))
+        .collect();
+    assert!(
+        fetched.iter().any(|t| t.starts_with("retrieved=")),
+        "{fetch}"
+    );
+    assert!(
+        copy.ends_with(&format!(" copy_of={}", fetched.join(","))),
+        "{fetch} / {copy}"
+    );
 
     dmp.fault(json!({"kind": "soap_fault", "code": "OPPOSITION_ACCES_URGENCE"}))
         .await;
