@@ -612,6 +612,32 @@ fn spawn_monitoring(
     if let Some(cards) = &config.cards {
         crls.extend(cards.trust.crls.iter().map(|path| ("cards", path.clone())));
     }
+    match (&config.upstream, &config.dmp) {
+        (Some(upstream), Some(dmp)) if upstream.protocol == Protocol::Dmp => {
+            crls.extend(
+                dmp.server_crls
+                    .iter()
+                    .map(|p| ("record_service", p.clone())),
+            );
+        }
+        (Some(upstream), _) => {
+            crls.extend(
+                upstream
+                    .server_crls
+                    .iter()
+                    .map(|p| ("record_service", p.clone())),
+            );
+        }
+        (None, _) => {}
+    }
+    for receiver in &config.audit.receivers {
+        crls.extend(
+            receiver
+                .crls
+                .iter()
+                .map(|p| ("audit_repositories", p.clone())),
+        );
+    }
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(5));
         for round in 0u64.. {

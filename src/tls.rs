@@ -1,15 +1,20 @@
 //! TLS building blocks every TLS user of the crate shares: the ring provider, the protocol
-//! versions, PEM certificate loading, and the client configurations (mutual TLS to the
-//! record service and the audit repositories, a pinned one for the local health probe).
-//! A leaf: it uses only [`crate::problem`] and [`crate::secret`].
+//! versions, PEM certificate and CRL loading, the verification of the servers the gateway
+//! connects to (with their CRLs, reread as they change), and the client configurations
+//! (mutual TLS to the record service and the audit repositories, a pinned one for the local
+//! health probe). A leaf: it uses only [`crate::problem`] and [`crate::secret`].
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::problem::ConfigProblem;
@@ -108,12 +113,223 @@ pub(crate) fn root_store(
     roots
 }
 
+/// The CRLs in `paths` (PEM or DER; problems reported as `key[i]`), and whether any is
+/// past its next update.
+pub(crate) fn load_crls(
+    paths: &[PathBuf],
+    key: &str,
+) -> Result<(Vec<CertificateRevocationListDer<'static>>, bool), ConfigProblem> {
+    let mut lists = Vec::new();
+    let mut stale = false;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for (i, path) in paths.iter().enumerate() {
+        let key = format!("{key}[{i}]");
+        let bytes = std::fs::read(path)
+            .map_err(|e| ConfigProblem::new(&key, format!("{}: {e}", path.display())))?;
+        let der = if bytes.starts_with(b"-----BEGIN") {
+            CertificateRevocationListDer::from_pem_slice(&bytes).map_err(|e| {
+                ConfigProblem::new(&key, format!("{}: not a PEM CRL: {e}", path.display()))
+            })?
+        } else {
+            CertificateRevocationListDer::from(bytes)
+        };
+        let (_, parsed) = x509_parser::parse_x509_crl(der.as_ref())
+            .map_err(|e| ConfigProblem::new(&key, format!("{}: not a CRL: {e}", path.display())))?;
+        stale |= parsed
+            .next_update()
+            .is_some_and(|next| next.timestamp() < now);
+        lists.push(der);
+    }
+    Ok((lists, stale))
+}
+
+/// How often a [`ServerTrust`]'s CRL files are looked at again (their size and time).
+const CRL_RECHECK: Duration = Duration::from_secs(300);
+
+/// Verifies the certificate of a server the gateway connects to (the record service, an
+/// audit repository): it must chain to the configured anchors and, when CRL files are
+/// configured, not be revoked by them. The files are looked at again at a handshake at
+/// most every five minutes and reread when they changed, so that a centre's CRL refresh
+/// (a timer replacing the files) takes effect without a restart; a reread that fails
+/// keeps the lists in force, and says so. Handshakes are rare (connections are pooled),
+/// and a server CA's CRL is small: the reread is done in the handshake. Only the server's
+/// own certificate is checked for revocation, so the lists must include its issuer's; a
+/// list past its next update is still used (the record service stays reachable), and the
+/// monitoring shows its dates.
+pub(crate) struct ServerTrust {
+    roots: Arc<RootCertStore>,
+    crls: Vec<PathBuf>,
+    /// The configuration key the CRLs are reported under.
+    key: String,
+    recheck: Duration,
+    state: RwLock<Loaded>,
+}
+
+/// The verifier in force, when the files were last looked at, and what they were then.
+struct Loaded {
+    verifier: Arc<WebPkiServerVerifier>,
+    checked: Instant,
+    stamps: Vec<Option<(SystemTime, u64)>>,
+}
+
+impl std::fmt::Debug for ServerTrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTrust")
+            .field("crls", &self.crls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerTrust {
+    /// Trust in `roots`, with the CRLs in `crls` (reported under `key`) when there are any.
+    pub(crate) fn new(
+        roots: RootCertStore,
+        crls: &[PathBuf],
+        key: &str,
+    ) -> Result<Arc<Self>, ConfigProblem> {
+        let roots = Arc::new(roots);
+        let stamps = stamps(crls);
+        let verifier = build_verifier(&roots, crls, key)?;
+        Ok(Arc::new(Self {
+            roots,
+            crls: crls.to_vec(),
+            key: key.to_owned(),
+            recheck: CRL_RECHECK,
+            state: RwLock::new(Loaded {
+                verifier,
+                checked: Instant::now(),
+                stamps,
+            }),
+        }))
+    }
+
+    /// The same, looking at the files at every handshake (tests).
+    #[cfg(test)]
+    fn rechecking_always(mut self: Arc<Self>) -> Arc<Self> {
+        if let Some(this) = Arc::get_mut(&mut self) {
+            this.recheck = Duration::ZERO;
+        }
+        self
+    }
+
+    /// The verifier in force, after rereading the CRLs if they changed since last looked at.
+    fn current(&self) -> Arc<WebPkiServerVerifier> {
+        // A poisoned lock only means a reread panicked mid-swap: the value is whole.
+        {
+            let loaded = self
+                .state
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if self.crls.is_empty() || loaded.checked.elapsed() < self.recheck {
+                return loaded.verifier.clone();
+            }
+        }
+        let now = stamps(&self.crls);
+        let mut loaded = self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        loaded.checked = Instant::now();
+        // The stamps change only with a successful reread: a failed one is tried (and
+        // said) again at the next look.
+        if now != loaded.stamps {
+            match build_verifier(&self.roots, &self.crls, &self.key) {
+                Ok(verifier) => {
+                    tracing::info!(key = %self.key, "CRLs reread");
+                    loaded.verifier = verifier;
+                    loaded.stamps = now;
+                }
+                Err(problem) => {
+                    tracing::error!(
+                        key = %problem.key,
+                        reason = %problem.reason,
+                        "cannot reread a CRL: the lists in force stay"
+                    );
+                }
+            }
+        }
+        loaded.verifier.clone()
+    }
+}
+
+/// Each file's modification time and size, `None` when it cannot be read.
+fn stamps(paths: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    paths
+        .iter()
+        .map(|p| {
+            let meta = std::fs::metadata(p).ok()?;
+            Some((meta.modified().ok()?, meta.len()))
+        })
+        .collect()
+}
+
+fn build_verifier(
+    roots: &Arc<RootCertStore>,
+    crls: &[PathBuf],
+    key: &str,
+) -> Result<Arc<WebPkiServerVerifier>, ConfigProblem> {
+    let mut builder = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider());
+    if !crls.is_empty() {
+        let (lists, stale) = load_crls(crls, key)?;
+        if stale {
+            tracing::warn!(%key, "a CRL is past its next update: publish a fresh one");
+        }
+        builder = builder.with_crls(lists).only_check_end_entity_revocation();
+    }
+    builder
+        .build()
+        .map_err(|e| ConfigProblem::new(key, format!("unusable trust anchors: {e}")))
+}
+
+impl ServerCertVerifier for ServerTrust {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.current().verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.current().supported_verify_schemes()
+    }
+}
+
 /// Where a mutual-TLS client's files are, and the configuration key each is reported under.
 pub(crate) struct MutualClient<'a> {
     /// Key prefix of the problems, e.g. `upstream` or `audit.receivers[0]`.
     pub section: &'a str,
     /// `(key name, path)` of the CA the server must chain to.
     pub ca: (&'a str, &'a Path),
+    /// `(key name, paths)` of the CRLs the server's certificate is checked against.
+    pub crls: (&'a str, &'a [PathBuf]),
     /// `(key name, path)` of our certificate chain.
     pub cert: (&'a str, &'a Path),
     /// `(key name, secret)` of its private key.
@@ -148,6 +364,9 @@ pub(crate) fn mutual_client_config(
     if chain.is_empty() || roots.is_empty() {
         return None;
     }
+    let trust = ServerTrust::new(roots, files.crls.1, &key_of(files.crls.0))
+        .map_err(|problem| problems.push(problem))
+        .ok()?;
     rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
         .map_err(|e| {
@@ -157,7 +376,8 @@ pub(crate) fn mutual_client_config(
             ))
         })
         .ok()?
-        .with_root_certificates(Arc::new(roots))
+        .dangerous()
+        .with_custom_certificate_verifier(trust)
         .with_client_auth_cert(chain, private)
         .map_err(|e| {
             problems.push(ConfigProblem::new(
@@ -249,5 +469,68 @@ impl ServerCertVerifier for PinnedServer {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev_pki::{Authority, write_file};
+
+    fn serial(der: &CertificateDer<'_>) -> Vec<u8> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        cert.raw_serial().to_vec()
+    }
+
+    /// A server certificate its CRL revokes is refused; a CRL replaced on disk is taken
+    /// at the next look, and a file that no longer reads keeps the lists in force.
+    #[test]
+    fn server_certificates_are_checked_against_crls_reread_as_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::new("test record service CA").unwrap();
+        let server = ca.issue_server(&["localhost"]).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
+            .unwrap();
+        let crl = dir.path().join("server-ca.crl");
+        write_file(&crl, &ca.crl(&[], 0, 7).unwrap(), 0o644).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let verify = |trust: &ServerTrust| {
+            trust.verify_server_cert(&server.der, &[], &name, &[], UnixTime::now())
+        };
+
+        let trust = ServerTrust::new(
+            roots.clone(),
+            std::slice::from_ref(&crl),
+            "upstream.server_crls",
+        )
+        .unwrap()
+        .rechecking_always();
+        assert!(verify(&trust).is_ok());
+        // Revoked: refused at the next handshake, without a restart.
+        write_file(&crl, &ca.crl(&[serial(&server.der)], 0, 7).unwrap(), 0o644).unwrap();
+        assert!(matches!(
+            verify(&trust),
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked
+            ))
+        ));
+        // A CRL file that no longer parses: the lists in force stay (still revoked).
+        std::fs::write(&crl, b"not a CRL").unwrap();
+        assert!(verify(&trust).is_err());
+        // Without CRLs, the anchors alone decide; another CA's server is refused.
+        let plain = ServerTrust::new(roots.clone(), &[], "upstream.server_crls").unwrap();
+        assert!(verify(&plain).is_ok());
+        let stranger = Authority::new("another CA").unwrap();
+        let foreign = stranger.issue_server(&["localhost"]).unwrap();
+        assert!(
+            plain
+                .verify_server_cert(&foreign.der, &[], &name, &[], UnixTime::now())
+                .is_err()
+        );
+        // A CRL that does not parse is a configuration problem, named by its key.
+        let problem = ServerTrust::new(roots, &[crl], "dmp.server_crls").unwrap_err();
+        assert_eq!(problem.key, "dmp.server_crls[0]");
     }
 }

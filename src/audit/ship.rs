@@ -92,6 +92,10 @@ pub struct ReceiverConfig {
     pub server_name: Option<String>,
     /// PEM CA the receiver's certificate chains to.
     pub ca: PathBuf,
+    /// CRLs (PEM or DER) the receiver's certificate is checked against; they must include
+    /// its issuer's. Reread when they change (looked at every five minutes at most).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crls: Vec<PathBuf>,
     /// The gateway's client certificate (PEM chain).
     pub client_cert: PathBuf,
     /// Its key (file or `credential:NAME`).
@@ -203,6 +207,7 @@ impl Receiver {
         let files = crate::tls::MutualClient {
             section: &section,
             ca: ("ca", &config.ca),
+            crls: ("crls", &config.crls),
             cert: ("client_cert", &config.client_cert),
             key: ("client_key", &config.client_key),
         };

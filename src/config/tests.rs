@@ -832,3 +832,22 @@ fn a_management_port_the_public_listener_holds_is_refused() {
         assert_eq!(named, refused, "{listen} and {management}");
     }
 }
+
+/// A CRL the record service's certificate is to be checked against must read as one:
+/// `configtest` names the entry, before anything binds.
+#[test]
+fn server_crls_that_are_not_crls_are_named() {
+    let f = Fixture::new();
+    let text = f.toml(TWO_DESKS)
+        + &format!(
+            "\n[upstream]\nprotocol = \"dmp\"\n\n[dmp]\nbase_url = \"https://dmp.example\"\nserver_ca = \"{ca}\"\nserver_crls = [\"{ca}\"]\nspecialty = \"SM26\"\nhomologation_number = \"H-1\"\n",
+            ca = f.path("ca.pem")
+        );
+    let lines = problem_lines(f.load(&text, &[]).unwrap_err());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("dmp.server_crls[0]") && l.contains("not a")),
+        "{lines:?}"
+    );
+}

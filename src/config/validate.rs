@@ -93,6 +93,7 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
     if let Some(dmp) = &config.dmp {
         out.extend(dmp.problems());
         check_readable_file(&mut out, "dmp.server_ca", &dmp.server_ca);
+        check_crl_files(&mut out, "dmp.server_crls", &dmp.server_crls);
         if let Some(cert) = &dmp.structure_cert {
             check_readable_file(&mut out, "dmp.structure_cert", cert);
         }
@@ -493,6 +494,7 @@ fn check_upstream(upstream: &crate::upstream::UpstreamConfig, out: &mut Vec<Conf
         )),
     }
     check_readable_file(out, "upstream.server_ca", &upstream.server_ca);
+    check_crl_files(out, "upstream.server_crls", &upstream.server_crls);
     check_readable_file(out, "upstream.client_cert", &upstream.client_cert);
     check_private_key(out, "upstream.client_key", &upstream.client_key);
     check_private_key(out, "upstream.assertion_key", &upstream.assertion_key);
@@ -624,6 +626,7 @@ fn check_audit(config: &Config, out: &mut Vec<ConfigProblem>) {
             ));
         }
         check_readable_file(out, &key("ca"), &receiver.ca);
+        check_crl_files(out, &key("crls"), &receiver.crls);
         check_readable_file(out, &key("client_cert"), &receiver.client_cert);
         check_private_key(out, &key("client_key"), &receiver.client_key);
     }
@@ -674,6 +677,14 @@ fn check_audit(config: &Config, out: &mut Vec<ConfigProblem>) {
 }
 
 /// Pushes a problem and returns false unless `path` is a readable regular file.
+/// Each of `paths` is a readable CRL (PEM or DER); the first that is not is reported as
+/// `key[i]`.
+fn check_crl_files(out: &mut Vec<ConfigProblem>, key: &str, paths: &[std::path::PathBuf]) {
+    if let Err(problem) = crate::tls::load_crls(paths, key) {
+        out.push(problem);
+    }
+}
+
 fn check_readable_file(out: &mut Vec<ConfigProblem>, key: &str, path: &Path) -> bool {
     let reason = match std::fs::metadata(path) {
         Err(e) => format!("file {} cannot be read: {e}", path.display()),

@@ -73,7 +73,8 @@ struct CertificateLabels {
     certificate: &'static str,
 }
 
-/// A CRL: whose (`cards` or `workstations`) and its file name.
+/// A CRL: whose (`cards`, `workstations`, `record_service` or `audit_repositories`) and its
+/// file name.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CrlLabels {
     source: &'static str,

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 
@@ -160,34 +160,6 @@ impl Material {
     }
 }
 
-/// The workstation CRLs (PEM or DER), and whether any is past its next update.
-fn load_crls(
-    paths: &[std::path::PathBuf],
-) -> Result<(Vec<CertificateRevocationListDer<'static>>, bool), ConfigProblem> {
-    let mut lists = Vec::new();
-    let mut stale = false;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    for (i, path) in paths.iter().enumerate() {
-        let key = format!("tls.workstation_crls[{i}]");
-        let bytes = std::fs::read(path)
-            .map_err(|e| ConfigProblem::new(&key, format!("{}: {e}", path.display())))?;
-        let der = if bytes.starts_with(b"-----BEGIN") {
-            CertificateRevocationListDer::from_pem_slice(&bytes).map_err(|e| {
-                ConfigProblem::new(&key, format!("{}: not a PEM CRL: {e}", path.display()))
-            })?
-        } else {
-            CertificateRevocationListDer::from(bytes)
-        };
-        let (_, parsed) = x509_parser::parse_x509_crl(der.as_ref())
-            .map_err(|e| ConfigProblem::new(&key, format!("{}: not a CRL: {e}", path.display())))?;
-        stale |= parsed
-            .next_update()
-            .is_some_and(|next| next.timestamp() < now);
-        lists.push(der);
-    }
-    Ok((lists, stale))
-}
-
 fn build_server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
@@ -199,7 +171,7 @@ fn build_server_config(
         .allow_unauthenticated();
     let mut any_stale = false;
     if !crl_paths.is_empty() {
-        let (crls, stale) = load_crls(crl_paths)?;
+        let (crls, stale) = crate::tls::load_crls(crl_paths, "tls.workstation_crls")?;
         any_stale = stale;
         if stale {
             tracing::error!(

@@ -353,6 +353,7 @@ fn tls_config(
     let files = crate::tls::MutualClient {
         section: "upstream",
         ca: ("server_ca", &cfg.server_ca),
+        crls: ("server_crls", &cfg.server_crls),
         cert: ("client_cert", &cfg.client_cert),
         key: ("client_key", &cfg.client_key),
     };

@@ -399,6 +399,10 @@ pub struct UpstreamConfig {
     /// PEM CA certificate(s) the record service's certificate must chain to.
     #[serde(default)]
     pub server_ca: PathBuf,
+    /// CRLs (PEM or DER) the record service's certificate is checked against; they must include
+    /// its issuer's. Reread when they change (looked at every five minutes at most).
+    #[serde(default)]
+    pub server_crls: Vec<PathBuf>,
     /// PEM certificate chain of the centre's structure certificate (client auth).
     #[serde(default)]
     pub client_cert: PathBuf,

@@ -40,8 +40,20 @@ fn client(
     signer_cert: &Path,
     total_ms: u64,
 ) -> DmpClient {
+    client_with(dmp, card, signer, signer_cert, total_ms, "")
+}
+
+/// The same, `extra` added to its `[dmp]` section.
+fn client_with(
+    dmp: &DevDmp,
+    card: &SoftCard,
+    signer: &Path,
+    signer_cert: &Path,
+    total_ms: u64,
+    extra: &str,
+) -> DmpClient {
     let config: DmpConfig = toml::from_str(&format!(
-        "base_url = \"{}\"\nserver_ca = \"{}\"\nstructure_cert = \"{}\"\nstructure_key = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-1\"\ntotal_timeout_ms = {total_ms}\n",
+        "base_url = \"{}\"\nserver_ca = \"{}\"\nstructure_cert = \"{}\"\nstructure_key = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-1\"\ntotal_timeout_ms = {total_ms}\n{extra}",
         dmp.url,
         dmp.ca.display(),
         card.auth_cert.display(),
@@ -377,4 +389,52 @@ async fn a_document_filed_under_another_patient_is_refused_and_one_naming_no_ins
         gateway.patient_summary(&other, &access(&other)).await.unwrap_err(),
         UpstreamError::Malformed(why) if why.contains("another patient")
     ));
+}
+
+/// With CRLs configured, a DMP whose certificate they revoke is not talked to (no
+/// assertion, no INS sent); the same DMP under CRLs that do not revoke it answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dmp_whose_certificate_is_revoked_is_not_talked_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let card = SoftCard::new(dir.path(), "card", "810002813839");
+    let dmp = DevDmp::start(patients(), dir.path(), &[card.ca.as_path()]);
+    let professional = crate::support::physician();
+    let patient = ins(INS);
+    let access = Access {
+        mode: AccessMode::Centre15,
+        professional: &professional,
+        patient: Some(&patient),
+        card: None,
+    };
+    let with_crl = |file: &str| {
+        let crl = dmp.dir.join(file);
+        assert!(crl.exists(), "{}", crl.display());
+        client_with(
+            &dmp,
+            &card,
+            &card.sign_key,
+            &card.sign_cert,
+            4_000,
+            &format!("server_crls = [\"{}\"]\n", crl.display()),
+        )
+    };
+    let found = with_crl("dmp-ca.crl")
+        .find_by_ins(&patient, &access)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    let before = dmp.stats().await["requests"].clone();
+    let refused = with_crl("dmp-ca-revoking.crl")
+        .find_by_ins(&patient, &access)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, UpstreamError::Unavailable(why) if why.contains("Revoked")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        dmp.stats().await["requests"],
+        before,
+        "nothing reached the DMP"
+    );
 }

@@ -628,9 +628,10 @@ pub(crate) fn mutate(bytes: &mut Vec<u8>, edits: Vec<(proptest::sample::Index, u
     }
 }
 
-/// A stand-in record service's PKI in `dir`: its CA (`{name}-ca.pem`), its server pair
-/// (`{name}.pem`/`.key`), the structure CA (`structure-ca.pem`) and the gateway's
-/// structure certificate (`structure.pem`/`.key`).
+/// A stand-in record service's PKI in `dir`: its CA (`{name}-ca.pem`) and the CA's CRLs
+/// (`{name}-ca.crl`, revoking nothing; `{name}-ca-revoking.crl`, revoking the stand-in's
+/// certificate), its server pair (`{name}.pem`/`.key`), the structure CA
+/// (`structure-ca.pem`) and the gateway's structure certificate (`structure.pem`/`.key`).
 pub(crate) struct StandInPki {
     pub ca: PathBuf,
     pub cert: PathBuf,
@@ -646,12 +647,15 @@ pub(crate) fn stand_in_pki(dir: &Path, name: &str) -> StandInPki {
     let record_ca = Authority::new(&format!("test {name} CA")).unwrap();
     let ca = dir.join(format!("{name}-ca.pem"));
     write_file(&ca, record_ca.cert_pem(), 0o644).unwrap();
-    let (cert, key) = write_pair(
-        dir,
-        name,
-        &record_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap(),
-    )
-    .unwrap();
+    let server = record_ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+    let (cert, key) = write_pair(dir, name, &server).unwrap();
+    // The CA's CRLs: one revoking nothing, one revoking the stand-in's certificate.
+    let (_, parsed) = x509_parser::parse_x509_certificate(server.der.as_ref()).unwrap();
+    let serial = parsed.raw_serial().to_vec();
+    for (file, revoked) in [("ca.crl", vec![]), ("ca-revoking.crl", vec![serial])] {
+        let crl = record_ca.crl(&revoked, 0, 7).unwrap();
+        write_file(&dir.join(format!("{name}-{file}")), &crl, 0o644).unwrap();
+    }
     let structures = Authority::new("test structure CA").unwrap();
     let structure_ca = dir.join("structure-ca.pem");
     write_file(&structure_ca, structures.cert_pem(), 0o644).unwrap();

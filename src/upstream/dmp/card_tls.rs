@@ -11,7 +11,7 @@ use std::time::Duration;
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::CertificateDer;
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
-use rustls::{RootCertStore, SignatureAlgorithm, SignatureScheme};
+use rustls::{SignatureAlgorithm, SignatureScheme};
 
 use super::DmpError;
 use crate::card::profile::SignatureScheme as CardScheme;
@@ -29,15 +29,15 @@ const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12
 
 /// The HTTP clients of the card sessions, by reader.
 pub(super) struct CardTransport {
-    roots: Arc<RootCertStore>,
+    trust: Arc<crate::tls::ServerTrust>,
     connect_timeout_ms: u64,
     clients: Arc<Mutex<HashMap<String, (u64, reqwest::Client)>>>,
 }
 
 impl CardTransport {
-    pub(super) fn new(roots: RootCertStore, connect_timeout_ms: u64) -> Self {
+    pub(super) fn new(trust: Arc<crate::tls::ServerTrust>, connect_timeout_ms: u64) -> Self {
         Self {
-            roots: Arc::new(roots),
+            trust,
             connect_timeout_ms,
             clients: Arc::default(),
         }
@@ -107,7 +107,8 @@ impl CardTransport {
         let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
             .with_protocol_versions(VERSIONS)
             .map_err(|e| DmpError::Signer(format!("TLS versions: {e}")))?
-            .with_root_certificates(self.roots.clone())
+            .dangerous()
+            .with_custom_certificate_verifier(self.trust.clone())
             .with_client_cert_resolver(Arc::new(resolver));
         crate::upstream::http_client(tls, self.connect_timeout_ms, "dmp").map_err(|problems| {
             DmpError::Signer(

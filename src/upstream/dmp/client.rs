@@ -247,6 +247,7 @@ impl DmpClient {
         let files = crate::tls::MutualClient {
             section: "dmp",
             ca: ("server_ca", &cfg.server_ca),
+            crls: ("server_crls", &cfg.server_crls),
             cert: ("structure_cert", cert),
             key: ("structure_key", key),
         };
@@ -277,9 +278,11 @@ impl DmpClient {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let trust = crate::tls::ServerTrust::new(roots, &cfg.server_crls, "dmp.server_crls")
+            .map_err(|problem| vec![problem])?;
         let transport = Transport::Card(
             card.clone(),
-            CardTransport::new(roots, cfg.connect_timeout_ms),
+            CardTransport::new(trust, cfg.connect_timeout_ms),
         );
         Ok(Self::with_transport(cfg, structure_id, card, transport))
     }
@@ -1264,7 +1267,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let trust = Arc::new(crate::dev_card::emulator::test_trust(dir.path()));
         let signer = CardVihfSigner::new(worker.clone(), trust);
-        let transport = CardTransport::new(rustls::RootCertStore::empty(), 1000);
+        // Never used to connect here: any anchor will do.
+        let mut roots = rustls::RootCertStore::empty();
+        let anchor = crate::dev_pki::Authority::new("unused DMP CA").unwrap();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(
+                ::pem::parse(anchor.cert_pem()).unwrap().into_contents(),
+            ))
+            .unwrap();
+        let trust = crate::tls::ServerTrust::new(roots, &[], "dmp.server_crls").unwrap();
+        let transport = CardTransport::new(trust, 1000);
         let professional = Professional::for_tests();
         let access = |held| Access {
             mode: AccessMode::Centre15,

@@ -96,6 +96,10 @@ pub struct DmpConfig {
     pub base_url: String,
     /// PEM CA certificate(s) the DMP's certificate must chain to.
     pub server_ca: PathBuf,
+    /// CRLs (PEM or DER) the DMP's certificate is checked against; they must include
+    /// its issuer's. Reread when they change (looked at every five minutes at most).
+    #[serde(default)]
+    pub server_crls: Vec<PathBuf>,
     /// `DIRECTE` (cards sign), `INDIRECTE` or `INDIRECTE_RENFORCEE` (the structure's
     /// certificate signs).
     #[serde(default)]
