@@ -240,13 +240,37 @@ const ABSENT_OR_UNKNOWN: &str = "2.16.840.1.113883.5.1150.1";
 /// An absence counts only for the section's own `topic` (the suffix of its IPS code:
 /// `allergies`, `medications`…): "no known problems" filed among the medications, or "no
 /// known food allergies" (one kind), is a statement, never "none known".
+///
+/// Only the statement's own codes count, not those of statements nested in it
+/// (`entryRelationship`): a penicillin allergy carrying a nested "no known food allergy"
+/// is a penicillin allergy.
 fn absent_or_unknown(entry: Node<'_, '_>, topic: &str) -> Option<(bool, String)> {
-    let code = entry
-        .descendants()
-        .find(|n| n.is_element() && n.attribute("codeSystem") == Some(ABSENT_OR_UNKNOWN))?;
-    let value = code.attribute("code")?;
-    let said = words(code).unwrap_or_else(|| value.to_owned());
-    Some((value.strip_prefix("no-known-") == Some(topic), said))
+    stated_code(entry).map(|(value, said)| (value.strip_prefix("no-known-") == Some(topic), said))
+}
+
+/// The absent-or-unknown code `node` states itself (outside the statements nested in
+/// it), and its words.
+fn stated_code(node: Node<'_, '_>) -> Option<(String, String)> {
+    let mut pending = vec![node];
+    while let Some(at) = pending.pop() {
+        if at.is_element() && at.attribute("codeSystem") == Some(ABSENT_OR_UNKNOWN) {
+            let value = at.attribute("code")?;
+            return Some((
+                value.to_owned(),
+                words(at).unwrap_or_else(|| value.to_owned()),
+            ));
+        }
+        // Reversed so that the first child is looked at first (document order).
+        let nested = |n: &Node<'_, '_>| n.is_element() && is(n, "entryRelationship");
+        pending.extend(
+            at.children()
+                .filter(|n| !nested(n))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev(),
+        );
+    }
+    None
 }
 
 /// SNOMED CT findings whose denial, in a negated allergy observation without an agent,
@@ -302,10 +326,28 @@ fn children<'a, 'i: 'a>(node: Node<'a, 'i>, name: &'a str) -> impl Iterator<Item
 }
 
 /// Text content of an element and its descendants, whitespace collapsed.
+/// Most bytes kept of one element's words (a name, a title, an original text), then `…`.
+/// Statements nested inside another's original text would otherwise each copy the whole
+/// text below them: memory in depth × size for a hostile document.
+const MAX_WORDS_BYTES: usize = 4096;
+
 fn text_of(node: Node<'_, '_>) -> String {
     let mut out = String::new();
     for piece in node.descendants().filter(Node::is_text) {
         for word in piece.text().unwrap_or("").split_whitespace() {
+            let room = MAX_WORDS_BYTES.saturating_sub(out.len() + usize::from(!out.is_empty()));
+            if word.len() > room {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                let mut end = room.min(word.len());
+                while !word.is_char_boundary(end) {
+                    end -= 1;
+                }
+                out.push_str(&word[..end]);
+                out.push('…');
+                return out;
+            }
             if !out.is_empty() {
                 out.push(' ');
             }
@@ -495,9 +537,12 @@ fn patient(root: Node<'_, '_>) -> Option<DocumentPatient> {
         .collect();
     Some(DocumentPatient {
         names,
+        // The date only: a time and offset on a birth date would move it to another day
+        // once shown in the workstation's time zone.
         birth_date: person
             .and_then(|p| child(p, "birthTime"))
-            .and_then(|b| b.attribute("value").map(str::to_owned)),
+            .and_then(|b| b.attribute("value"))
+            .map(|v| v.trim().chars().take(8).collect()),
         gender: person
             .and_then(|p| child(p, "administrativeGenderCode"))
             .and_then(|g| g.attribute("code").map(str::to_owned)),
@@ -515,6 +560,12 @@ struct Reader {
     /// Entries and statements of absence over every allergy-like section read so far.
     allergy_entries: usize,
     allergies_absent: bool,
+    /// An allergy section said nothing is known (`no-allergy-info`, a `nullFlavor`).
+    allergies_no_information: bool,
+    /// An allergy section holds text and no entry: what it says cannot be read.
+    allergy_text_only: bool,
+    /// Allergy observations outside the allergy section that could not be read.
+    stray_unreadable: usize,
     /// Allergies written in other sections (a problem list's allergy concern): they join
     /// the allergies when the document is finished, wherever its allergy section is.
     stray_allergies: Vec<Allergy>,
@@ -600,13 +651,28 @@ impl Reader {
             // Adverse drug effects are what a physician about to prescribe must see with the
             // allergies: one section, in document order.
             Some("48765-2" | "44939-7") => {
-                let mut section = self
-                    .allergies
-                    .take()
-                    .unwrap_or_else(|| section_shell::<Allergy>(node));
-                if section.narrative.is_none() {
-                    section.narrative = child(node, "text").and_then(narrative);
+                // Every allergy section's text, in document order (appended in place, as
+                // `merge` does): the second's may be the only word of an allergy.
+                let mut section = match self.allergies.take() {
+                    Some(mut held) => {
+                        match (&mut held.narrative, child(node, "text").and_then(narrative)) {
+                            (Some(text), Some(more)) => {
+                                text.push('\n');
+                                text.push_str(&more);
+                            }
+                            (text @ None, more) => *text = more,
+                            (Some(_), None) => {}
+                        }
+                        held
+                    }
+                    None => section_shell::<Allergy>(node),
+                };
+                if entries.is_empty() && child(node, "text").and_then(narrative).is_some() {
+                    self.allergy_text_only = true;
                 }
+                // A section marked as without information (`nullFlavor`) says nothing is
+                // known, like a `no-allergy-info` entry.
+                self.allergies_no_information |= null_flavor.is_some();
                 let mut absent = false;
                 for (i, entry) in entries.iter().enumerate() {
                     for read in allergies(*entry) {
@@ -618,6 +684,10 @@ impl Reader {
                                 section.statements.push(statement);
                             }
                             Some(Read::Noted(statement)) => section.statements.push(statement),
+                            Some(Read::NoInformation(statement)) => {
+                                self.allergies_no_information = true;
+                                section.statements.push(statement);
+                            }
                             None => self.unreadable_entry(&mut section, path, i),
                         }
                     }
@@ -683,10 +753,14 @@ impl Reader {
             for observation in entry.descendants().filter(is_allergy_observation) {
                 match allergy(observation) {
                     Some(Read::Item(item)) => self.stray_allergies.push(item),
-                    Some(Read::Noted(said)) => self.stray_statements.push(said),
-                    // A denial outside the allergy section decides nothing about it; an
-                    // unreadable one is counted where its own section reads it.
-                    Some(Read::Absent(_)) | None => {}
+                    Some(Read::Noted(said) | Read::NoInformation(said)) => {
+                        self.stray_statements.push(said);
+                    }
+                    // A denial outside the allergy section decides nothing about it.
+                    Some(Read::Absent(_)) => {}
+                    // An allergy the reader cannot name is still an allergy: the section
+                    // must not say « aucune allergie connue » (`allergies`).
+                    None => self.stray_unreadable += 1,
                 }
             }
         }
@@ -873,6 +947,48 @@ impl Reader {
     /// recorded, or conflicting beside a statement of absence.
     fn allergies(&mut self) -> Option<Section<Allergy>> {
         let mut section = self.allergies.take();
+        // "None known" stands only if nothing else in the allergy sections speaks against
+        // it: a statement that nothing is known (the FHIR reader's rule too), or a section
+        // of text only, whose words the reader cannot weigh (the page shows the text of a
+        // conflicting section).
+        if let Some(held) = section.as_mut()
+            && held.status == SectionStatus::NoneKnown
+        {
+            if self.allergies_no_information {
+                held.status = SectionStatus::Conflicting;
+                held.basis = "a statement of absence and one that nothing is known".into();
+            } else if self.allergy_text_only {
+                held.status = SectionStatus::Conflicting;
+                held.basis =
+                    "a statement of absence next to an allergy section of text only".into();
+            }
+        }
+        if self.stray_unreadable > 0 {
+            let held = section.get_or_insert_with(|| absent("48765-2"));
+            held.unreadable_entries += self.stray_unreadable;
+            self.warnings.push(format!(
+                "{} allergy entr{} outside the allergy section could not be read",
+                self.stray_unreadable,
+                if self.stray_unreadable == 1 {
+                    "y"
+                } else {
+                    "ies"
+                }
+            ));
+            match held.status {
+                SectionStatus::NoneKnown => {
+                    held.status = SectionStatus::Conflicting;
+                    held.basis =
+                        "a statement of absence next to an unreadable allergy in another section"
+                            .into();
+                }
+                SectionStatus::NotRecorded => {
+                    held.status = SectionStatus::Unreadable;
+                    held.basis = "an allergy entry in another section could not be read".into();
+                }
+                _ => {}
+            }
+        }
         if self.stray_allergies.is_empty() && self.stray_statements.is_empty() {
             return section;
         }
@@ -974,6 +1090,9 @@ enum Read<T> {
     Absent(String),
     /// A statement worth showing that establishes nothing about the section as a whole.
     Noted(String),
+    /// A statement that nothing is known of the section's kind (IPS `no-allergy-info`):
+    /// next to a "none known", the section says two things.
+    NoInformation(String),
 }
 
 /// Allergy and intolerance observation templates: IHE PCC's (which the French profiles
@@ -1035,12 +1154,10 @@ fn observations<'a, 'i>(entry: Node<'a, 'i>) -> Vec<Node<'a, 'i>> {
 /// `None` for each that cannot be read.
 fn allergies(entry: Node<'_, '_>) -> Vec<Option<Read<Allergy>>> {
     let stated = |node| {
-        absent_or_unknown(node, "allergies").map(|(absent, said)| {
-            if absent {
-                Read::Absent(said)
-            } else {
-                Read::Noted(said)
-            }
+        stated_code(node).map(|(value, said)| match value.as_str() {
+            "no-known-allergies" => Read::Absent(said),
+            "no-allergy-info" => Read::NoInformation(said),
+            _ => Read::Noted(said),
         })
     };
     let observations = observations(entry);
@@ -1108,8 +1225,20 @@ fn allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
             .unwrap_or_else(|| "absence d'allergie".into());
         return Some(Read::Absent(said));
     }
-    let agent = agent?;
-    let substance = words(agent)?;
+    // The agent by its words, else by its code; without an agent, what the value says
+    // ("allergy to penicillin"): an allergy the document names at all is shown.
+    let agent = agent.filter(|a| a.attribute("nullFlavor").is_none() || words(*a).is_some());
+    let named_value = value.filter(|v| v.attribute("nullFlavor").is_none());
+    let (substance, coded) = match agent {
+        Some(agent) => (
+            words(agent).or_else(|| agent.attribute("code").map(|c| format!("code {c}")))?,
+            agent,
+        ),
+        None => {
+            let value = named_value?;
+            (words(value)?, value)
+        }
+    };
     let related = |code: &str| {
         children(observation, "entryRelationship")
             .filter_map(|r| child(r, "observation"))
@@ -1140,7 +1269,7 @@ fn allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
         .collect();
     Some(Read::Item(Allergy {
         substance,
-        codes: codes(agent),
+        codes: codes(coded),
         criticality,
         kind: code
             .and_then(|c| c.attribute("displayName"))
@@ -1445,6 +1574,24 @@ mod tests {
             .as_bytes(),
         )
         .unwrap()
+    }
+
+    /// An element's words stop at a bound, on a character boundary, marked as cut.
+    #[test]
+    fn words_are_bounded() {
+        let long = "é".repeat(MAX_WORDS_BYTES);
+        let xml =
+            format!("<originalText xmlns=\"urn:hl7-org:v3\">court {long} suite</originalText>");
+        let doc = Document::parse(&xml).unwrap();
+        let text = text_of(doc.root_element());
+        assert!(
+            text.starts_with("court éé") && text.ends_with('…'),
+            "{}",
+            &text[..20]
+        );
+        assert!(text.len() <= MAX_WORDS_BYTES + '…'.len_utf8());
+        let doc = Document::parse("<t xmlns=\"urn:hl7-org:v3\"> a  b\n<x>c</x> </t>").unwrap();
+        assert_eq!(text_of(doc.root_element()), "a b c");
     }
 
     #[test]

@@ -642,15 +642,22 @@ fn partial_denials_grouped_concerns_and_unreadable_entries_never_hide_an_allergy
         ["Pénicilline", "Latex"]
     );
 
-    // "No known allergies" beside an allergy entry that cannot be read: conflicting,
-    // never "none known".
+    // "No known allergies" beside an allergy entry that cannot be read (no agent, no
+    // value): conflicting, never "none known".
     let unreadable = format!(
         "{DENIAL}</entryRelationship><entryRelationship typeCode=\"SUBJ\">{}",
-        allergy("J01CA04", None)
+        "<observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"ASSERTION\" codeSystem=\"2.16.840.1.113883.5.4\"/></observation>"
     );
     let s = with(&unreadable);
     assert_eq!(s.allergies.status, SectionStatus::Conflicting);
     assert_eq!(s.allergies.unreadable_entries, 1);
+    // An agent coded without a name is shown by its code, never left unread.
+    let s = with(&allergy("J01CA04", None));
+    assert_eq!(s.allergies.status, SectionStatus::Recorded);
+    assert_eq!(
+        names(&s.allergies.items, |a| &a.substance),
+        ["code J01CA04"]
+    );
 
     // One concern grouping "no known allergies" (IPS code) and a penicillin allergy: the
     // allergy is shown and the section is conflicting (the code was once looked for in the
@@ -766,4 +773,91 @@ fn an_allergy_written_outside_the_allergy_section_is_never_hidden() {
     // A problem that is not an allergy leaves the allergies as they were.
     let s = summary::extract(fixture.as_bytes()).unwrap();
     assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
+}
+
+/// Allergy information the reader once lost or let a "none known" stand over (found by a
+/// review of the reader): each of these fails with the earlier reader.
+#[test]
+fn no_known_allergies_never_stands_over_what_else_the_document_says() {
+    let fixture = String::from_utf8(cda("absence-stated-sections-not-asked.xml")).unwrap();
+    let with = |from: &str, to: &str| {
+        assert!(fixture.contains(from), "{from}");
+        summary::extract(fixture.replace(from, to).as_bytes()).unwrap()
+    };
+    const ALLERGY_SECTION_END: &str = "</entry>\n        </section>\n      </component>\n      <component>\n        <section nullFlavor=\"NASK\">";
+    const PROBLEM_ENTRY: &str =
+        "<entry><organizer classCode=\"CLUSTER\" moodCode=\"EVN\"/></entry>";
+    const DENIED: &str = "code=\"419199007\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Allergie à une substance\"/>";
+    let penicillin = |nested: &str| {
+        format!(
+            "<entry><observation classCode=\"OBS\" moodCode=\"EVN\"><templateId root=\"2.16.840.1.113883.10.20.1.18\"/><code code=\"ASSERTION\" codeSystem=\"2.16.840.1.113883.5.4\"/><value xsi:type=\"CD\" code=\"91936005\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Allergie à la pénicilline\"/>{nested}</observation></entry>"
+        )
+    };
+
+    // Filed among the problems, named by its value only (no agent), next to "no known
+    // allergies": shown, and the allergies conflicting.
+    let s = with(PROBLEM_ENTRY, &penicillin(""));
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
+    assert_eq!(
+        names(&s.allergies.items, |a| &a.substance),
+        ["Allergie à la pénicilline"]
+    );
+    // One that names nothing at all: counted, and "none known" does not stand.
+    let nameless = "<entry><observation classCode=\"OBS\" moodCode=\"EVN\"><templateId root=\"2.16.840.1.113883.10.20.1.18\"/><code code=\"ASSERTION\" codeSystem=\"2.16.840.1.113883.5.4\"/></observation></entry>";
+    let s = with(PROBLEM_ENTRY, nameless);
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
+    assert_eq!(s.allergies.unreadable_entries, 1);
+
+    // A penicillin allergy carrying a nested "no known food allergy": an allergy, not a
+    // statement.
+    let nested = "<entryRelationship typeCode=\"SUBJ\"><observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"no-known-food-allergies\" codeSystem=\"2.16.840.1.113883.5.1150.1\" displayName=\"Pas d'allergie alimentaire connue\"/></observation></entryRelationship>";
+    let s = with(
+        ALLERGY_SECTION_END,
+        &format!(
+            "</entry>{}\n        </section>\n      </component>\n      <component>\n        <section nullFlavor=\"NASK\">",
+            penicillin(nested)
+        ),
+    );
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
+    assert_eq!(
+        names(&s.allergies.items, |a| &a.substance),
+        ["Allergie à la pénicilline"]
+    );
+
+    // "No known allergies" next to "nothing known of allergies": conflicting, as the FHIR
+    // reader says.
+    let no_info = "<entry><observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"no-allergy-info\" codeSystem=\"2.16.840.1.113883.5.1150.1\" displayName=\"Pas d'information sur les allergies\"/></observation></entry>";
+    let s = with(
+        ALLERGY_SECTION_END,
+        &format!(
+            "</entry>{no_info}\n        </section>\n      </component>\n      <component>\n        <section nullFlavor=\"NASK\">"
+        ),
+    );
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
+
+    // A second allergy section of text only: its text is kept after the first's, and the
+    // section is conflicting (the page shows the text of a conflicting section).
+    let text_only = "</section></component><component><section><code code=\"44939-7\" codeSystem=\"2.16.840.1.113883.6.1\"/><text>Anaphylaxie à l'amoxicilline en 2019</text></section></component><component><section nullFlavor=\"NASK\">";
+    let s = with(
+        "</section>\n      </component>\n      <component>\n        <section nullFlavor=\"NASK\">",
+        text_only,
+    );
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
+    assert_eq!(
+        s.allergies.narrative.as_deref(),
+        Some("Absence d'allergie connue\nAnaphylaxie à l'amoxicilline en 2019")
+    );
+    // The fixture as written still says "none known".
+    let s = with(DENIED, DENIED);
+    assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
+
+    // A birth time with an hour and an offset is read as its date.
+    let s = with(
+        "</patientRole>",
+        "<patient><birthTime value=\"195003120030+0400\"/></patient></patientRole>",
+    );
+    assert_eq!(
+        s.patient_in_document.unwrap().birth_date.as_deref(),
+        Some("19500312")
+    );
 }
