@@ -149,7 +149,9 @@ impl CardProfile {
 
     /// The PIN block VERIFY sends.
     pub fn pin_block(&self, pin: &Pin) -> Zeroizing<Vec<u8>> {
-        let mut block = Zeroizing::new(pin.0.to_vec());
+        // Sized once: growing it would leave an unwiped copy of the PIN behind.
+        let mut block = Zeroizing::new(Vec::with_capacity(pin.0.len().max(self.pin_block_length)));
+        block.extend_from_slice(&pin.0);
         while block.len() < self.pin_block_length {
             block.push(self.pin_padding);
         }

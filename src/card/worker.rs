@@ -564,26 +564,34 @@ impl CardWorker {
 /// same connection (or PKCS#11 session) until it is ended, replaced, or the card fails
 /// (removed).
 fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRequest) {
+    let LoginRequest {
+        reader,
+        pin,
+        expected_certificate,
+        reply,
+    } = request;
     // Held until this function returns, after the card (declared later) is dropped: the
     // next login at this reader starts only then.
-    let lock = sessions.lock_of(&request.reader);
+    let lock = sessions.lock_of(&reader);
     let _turn = lock.lock();
     // Whoever asked may have given up while the previous session at this reader ended:
     // their PIN is not sent.
-    if request.reply.is_closed() {
+    if reply.is_closed() {
         return;
     }
-    let login = backend.login(&request.reader, &request.pin, &request.expected_certificate);
+    let login = backend.login(&reader, &pin, &expected_certificate);
+    // Wiped now (`Pin` zeroizes on drop), not when the session ends hours later.
+    drop(pin);
     let mut card = match login {
         Ok(card) => card,
         Err(e) => {
-            let _ = request.reply.send(Err(e));
+            let _ = reply.send(Err(e));
             return;
         }
     };
     // Dropped when this function returns: the holders of the session learn it ended.
     let (mut session, _alive) = HeldSession::new(
-        request.expected_certificate.clone(),
+        expected_certificate.clone(),
         card.signature_certificate(),
         backend.authentication_scheme(),
     );
@@ -591,11 +599,11 @@ fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRe
     session.specialty = card.specialty();
     let (held, inbox) = mpsc::channel();
     if let Ok(mut all) = sessions.held.lock() {
-        all.insert(request.reader.clone(), held);
+        all.insert(reader.clone(), held);
     }
     // A caller gone (past its deadline) leaves the loop at once: the session is forgotten
     // below and the card closed.
-    let inbox = request.reply.send(Ok(session.id)).is_ok().then_some(inbox);
+    let inbox = reply.send(Ok(session.id)).is_ok().then_some(inbox);
     let mut lost = false;
     for message in inbox.into_iter().flatten() {
         match message {
@@ -611,8 +619,8 @@ fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRe
                     break;
                 }
             }
-            Held::Session(reply) => {
-                let _ = reply.send(session.clone());
+            Held::Session(asked) => {
+                let _ = asked.send(session.clone());
             }
             Held::Ping => {}
             Held::End => break,
@@ -623,15 +631,15 @@ fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRe
     // no-op.
     if let Ok(mut all) = sessions.held.lock()
         && all
-            .get(&request.reader)
+            .get(&reader)
             .is_some_and(|s| s.send(Held::Ping).is_err())
     {
-        all.remove(&request.reader);
+        all.remove(&reader);
     }
     // The desk's session learns it now, not at its next access.
     if lost && let Some(events) = &sessions.events {
         let _ = events.send(CardEvent::SessionLost {
-            reader: request.reader.clone(),
+            reader: reader.clone(),
             session: session.id,
         });
     }
@@ -771,7 +779,17 @@ impl Monitor {
     /// Watches the configured readers that exist now (a configured reader that is not
     /// plugged in must not stop the others from being watched), keeping known states.
     fn rebuild(&mut self, context: &pcsc::Context, states: &mut Vec<pcsc::ReaderState>) {
-        let plugged = context.list_readers_owned().unwrap_or_default();
+        let plugged = match context.list_readers_owned() {
+            Ok(plugged) => plugged,
+            Err(pcsc::Error::NoReadersAvailable) => Vec::new(),
+            // A listing that failed says nothing of the readers: taken as "all unplugged",
+            // it would end every desk's session. The states stay as they were; a lost
+            // pcscd shows in the wait for changes.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the card readers: states kept");
+                return;
+            }
+        };
         let Some(pnp) = states.pop() else { return };
         let wanted: Vec<CString> = self
             .readers

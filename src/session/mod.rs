@@ -373,6 +373,11 @@ impl Sessions {
             (same_card && s.session.is_none()).then(|| {
                 s.session = Some(session.clone());
                 s.sessions_opened += 1;
+                // The right PIN resets the card's try counter: the page must not keep
+                // warning of a last try at the next login with this card.
+                if let CardState::Present { pin_tries_left, .. } = &mut s.card {
+                    *pin_tries_left = None;
+                }
             })
         })??;
         Some(session)

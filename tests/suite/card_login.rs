@@ -211,6 +211,29 @@ async fn a_browser_gets_its_session_token_only_in_the_cookie() {
     assert!(expired.contains("Max-Age=0"), "{expired}");
 }
 
+/// The right PIN resets the card's counter: after a wrong PIN, a login and a logout, the
+/// desk no longer counts the spent try (it would later ask to confirm a "last try" the card
+/// does not have).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_successful_login_forgets_the_tries_spent_before_it() {
+    let (_pcscd, _card, gateway) = desk_with_card(&[], "", "present").await;
+    let (status, _) = login(&gateway, DESK_A, "0000").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(desk(&gateway, DESK_A).await["card"]["pin_tries_left"], 2);
+    let (status, session) = login(&gateway, DESK_A, "1234").await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let logout = gateway
+        .client(Some(DESK_A))
+        .delete(gateway.url("/api/v1/session"))
+        .bearer_auth(session["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let view = desk(&gateway, DESK_A).await;
+    assert_ne!(view["card"]["pin_tries_left"], 2, "{view}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_pins_show_tries_left_then_block_the_card() {
     let (_pcscd, _card, gateway) = desk_with_card(&[], "", "present").await;
