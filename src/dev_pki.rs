@@ -175,6 +175,18 @@ impl Authority {
         self.issue_card_key(holder, key, validity_days, true)
     }
 
+    /// A card authentication certificate for a public key whose private half is elsewhere
+    /// (one rcgen cannot hold, such as an earlier card generation's RSA 1024 key).
+    pub fn issue_card_for(
+        &self,
+        holder: &CardHolder,
+        public_key: &impl rcgen::PublicKeyData,
+        validity_days: (i64, i64),
+    ) -> Result<CertificateDer<'static>, PkiError> {
+        let params = card_params(holder, validity_days, false)?;
+        Ok(params.signed_by(public_key, &self.issuer)?.der().clone())
+    }
+
     fn issue_card_key(
         &self,
         holder: &CardHolder,
@@ -182,28 +194,7 @@ impl Authority {
         validity_days: (i64, i64),
         signature: bool,
     ) -> Result<Issued, PkiError> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        let dn = &mut params.distinguished_name;
-        dn.push(DnType::CommonName, holder.id_nat.as_str());
-        dn.push(
-            DnType::CustomDnType(vec![2, 5, 4, 42]),
-            holder.given_name.as_str(),
-        );
-        dn.push(
-            DnType::CustomDnType(vec![2, 5, 4, 4]),
-            holder.surname.as_str(),
-        );
-        if let Some(profession) = &holder.profession {
-            dn.push(DnType::CustomDnType(vec![2, 5, 4, 12]), profession.as_str());
-        }
-        dn.push(DnType::OrganizationName, "samu-gateway test CPS");
-        if signature {
-            params.key_usages = vec![KeyUsagePurpose::ContentCommitment];
-        } else {
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        }
-        set_validity(&mut params, validity_days.0, validity_days.1);
+        let params = card_params(holder, validity_days, signature)?;
         let cert = params.signed_by(key, &self.issuer)?;
         Ok(Issued {
             der: cert.der().clone(),
@@ -249,6 +240,37 @@ impl Authority {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// A CPS-like card certificate's parameters (see `Authority::issue_card`).
+fn card_params(
+    holder: &CardHolder,
+    validity_days: (i64, i64),
+    signature: bool,
+) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    let dn = &mut params.distinguished_name;
+    dn.push(DnType::CommonName, holder.id_nat.as_str());
+    dn.push(
+        DnType::CustomDnType(vec![2, 5, 4, 42]),
+        holder.given_name.as_str(),
+    );
+    dn.push(
+        DnType::CustomDnType(vec![2, 5, 4, 4]),
+        holder.surname.as_str(),
+    );
+    if let Some(profession) = &holder.profession {
+        dn.push(DnType::CustomDnType(vec![2, 5, 4, 12]), profession.as_str());
+    }
+    dn.push(DnType::OrganizationName, "samu-gateway test CPS");
+    if signature {
+        params.key_usages = vec![KeyUsagePurpose::ContentCommitment];
+    } else {
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    }
+    set_validity(&mut params, validity_days.0, validity_days.1);
+    Ok(params)
 }
 
 fn set_validity(params: &mut CertificateParams, from_days: i64, to_days: i64) {

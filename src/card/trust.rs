@@ -124,10 +124,21 @@ pub enum TrustError {
         /// The configured limit.
         limit_hours: u64,
     },
+    /// Its RSA key is shorter than the gateway can check a signature of (an earlier card
+    /// generation's 1024 bits): refused at insertion, before any PIN is sent, rather than
+    /// failing the login's proof of possession as if the card were forged.
+    #[error("card key too short: {bits} bits (at least {MIN_RSA_BITS})")]
+    KeyTooShort {
+        /// Its length.
+        bits: usize,
+    },
     /// Any other chain error from webpki.
     #[error("card certificate rejected: {0}")]
     Other(String),
 }
+
+/// The shortest RSA key whose signatures the gateway checks (ring's bound).
+pub const MIN_RSA_BITS: usize = 2048;
 
 impl TrustError {
     /// The physician's screen message.
@@ -140,6 +151,9 @@ impl TrustError {
             }
             Self::StaleCrl { .. } | Self::RevocationUnknown => {
                 "Vérification de la carte impossible (liste de révocation périmée). Contactez l'informatique du centre."
+            }
+            Self::KeyTooShort { .. } => {
+                "Carte d'ancienne génération (clé trop courte), non prise en charge : utilisez une carte CPS récente."
             }
             _ => "Carte non reconnue : son certificat n'est pas valide.",
         }
@@ -491,6 +505,13 @@ impl webpki::ExtendedKeyUsageValidator for AnyPurpose {
 fn identity(certificate: &[u8], usage: Use) -> Result<Professional, TrustError> {
     let (_, cert) = x509_parser::parse_x509_certificate(certificate)
         .map_err(|e| TrustError::Unreadable(e.to_string()))?;
+    if let Ok(x509_parser::public_key::PublicKey::RSA(rsa)) = cert.public_key().parsed()
+        && rsa.key_size() < MIN_RSA_BITS
+    {
+        return Err(TrustError::KeyTooShort {
+            bits: rsa.key_size(),
+        });
+    }
     if let Ok(Some(key_usage)) = cert.key_usage() {
         let bits = &key_usage.value;
         match usage {

@@ -797,6 +797,7 @@ fn trust_code(e: &crate::card::trust::TrustError) -> &'static str {
         StaleCrl { .. } => "stale_crl",
         RevocationUnknown => "revocation_unknown",
         Usage(_) => "wrong_usage",
+        KeyTooShort { .. } => "key_too_short",
         Unreadable(_) => "unreadable",
         Config { .. } | Other(_) => "rejected",
     }

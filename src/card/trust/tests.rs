@@ -293,3 +293,50 @@ fn professions_match_by_code_or_label_and_an_empty_list_allows_all() {
     professional.title = None;
     assert!(!professional.profession_allowed(&allowed));
 }
+
+/// A card of an earlier generation (RSA 1024) is refused at insertion with its own code
+/// and message, before any PIN: its login's proof of possession could not be checked, and
+/// would read as a forged card.
+#[test]
+fn a_card_key_shorter_than_2048_bits_is_refused_by_name() {
+    use rsa::pkcs1::EncodeRsaPublicKey as _;
+    /// An RSA public key rcgen can certify (it holds no RSA key under 2048 bits itself).
+    struct Short(Vec<u8>);
+    impl rcgen::PublicKeyData for Short {
+        fn der_bytes(&self) -> &[u8] {
+            &self.0
+        }
+        fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+            &rcgen::PKCS_RSA_SHA256
+        }
+    }
+    let pki = Pki::new();
+    let trust = pki
+        .trust(vec![pki.crl("crl.pem", &[], 0)], StaleCrlPolicy::Refuse)
+        .unwrap();
+    let short = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
+    let public = Short(short.to_public_key().to_pkcs1_der().unwrap().into_vec());
+    let card = pki
+        .root
+        .issue_card_for(
+            &CardHolder::physician("810002813839", "Jeanne", "URGENTISTE"),
+            &public,
+            (-1, 365),
+        )
+        .unwrap();
+    assert_eq!(
+        trust.verify(&card, SystemTime::now()),
+        Err(TrustError::KeyTooShort { bits: 1024 })
+    );
+    assert!(
+        TrustError::KeyTooShort { bits: 1024 }
+            .message_fr()
+            .contains("ancienne génération")
+    );
+    // An ECDSA card (the test PKI's) passes: the bound is on RSA keys.
+    assert!(
+        trust
+            .verify(&pki.card((-1, 365)), SystemTime::now())
+            .is_ok()
+    );
+}
