@@ -378,6 +378,10 @@ async fn reload_crls(trust: Arc<CardTrust>, sessions: Sessions) {
                 if let Err(e) = sessions.end_revoked(revoked).await {
                     tracing::error!(error = %e, "cannot record the end of a revoked card's session");
                 }
+                let verify = |certificate: &[u8]| trust.verify(certificate, SystemTime::now());
+                if let Err(e) = sessions.recheck_refused(verify).await {
+                    tracing::error!(error = %e, "cannot record a card accepted after a CRL reread");
+                }
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "CRL reload failed; the previous CRLs stay in force");

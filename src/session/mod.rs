@@ -494,6 +494,58 @@ impl Sessions {
         Ok(ended)
     }
 
+    /// Judges again, with `verify` (the CRLs were reread), the cards refused because their
+    /// revocation could not be vouched for (a stale or missing CRL): one that passes now
+    /// is present (its acceptance recorded), without being pulled and inserted again;
+    /// returns how many. The card's try counter, not known here, shows as unknown.
+    pub(crate) async fn recheck_refused(
+        &self,
+        verify: impl Fn(&[u8]) -> Result<crate::card::trust::Verified, crate::card::trust::TrustError>,
+    ) -> Result<usize, AuditError> {
+        let refused: Vec<(DeskConfig, u64, Vec<u8>)> = match self.slots.lock() {
+            Ok(slots) => slots
+                .values()
+                .filter(|s| {
+                    matches!(&s.card, CardState::Refused { code, .. }
+                        if code == "stale_crl" || code == "revocation_unknown")
+                })
+                .filter_map(|s| Some((s.desk.clone(), s.insertion, s.certificate.clone()?)))
+                .collect(),
+            Err(_) => return Ok(0),
+        };
+        let mut accepted = 0;
+        for (desk, insertion, certificate) in refused {
+            let Ok(verified) = verify(&certificate) else {
+                continue;
+            };
+            let same_card = self.with_slot(&desk.id, |s| s.insertion == insertion);
+            if same_card != Some(true) {
+                continue;
+            }
+            let event = Event {
+                actor: Some(actor(&verified.professional, &desk)),
+                detail: Some("accepted after a CRL reread".into()),
+                ..Event::new(EventKind::CardInserted, Outcome::Success)
+            };
+            let _recorded = self.audit.append(event).await?;
+            // The same card still: another insertion since is judged on its own.
+            let now_present = self.update(&desk.id, |s| {
+                (s.insertion == insertion).then(|| {
+                    s.card = CardState::Present {
+                        holder: verified.professional.clone(),
+                        pin_blocked: false,
+                        pin_tries_left: None,
+                    };
+                })
+            });
+            if now_present.flatten().is_some() {
+                tracing::info!(desk = %desk.id, "card accepted after a CRL reread");
+                accepted += 1;
+            }
+        }
+        Ok(accepted)
+    }
+
     /// Ends (and records) the session at `reader`'s desk whose card session `session` ended
     /// on its own (its card failed a signature): the page says so now, rather than at the
     /// next access. A later session at that desk, on another card session, stays.
@@ -639,13 +691,16 @@ impl Sessions {
         let Some(desk) = self.desk_of(reader) else {
             return Ok(());
         };
+        // A card refused only because revocation cannot be vouched for now keeps its
+        // certificate: the next CRL reread judges it again (`recheck_refused`).
         let verdict = certificate
-            .map_err(|e| ("unreadable".to_owned(), e.message_fr()))
-            .and_then(|der| {
-                trust
-                    .verify(&der, SystemTime::now())
-                    .map(|v| (der, v))
-                    .map_err(|e| (trust_code(&e).to_owned(), e.message_fr().to_owned()))
+            .map_err(|e| ("unreadable".to_owned(), e.message_fr(), None))
+            .and_then(|der| match trust.verify(&der, SystemTime::now()) {
+                Ok(verified) => Ok((der, verified)),
+                Err(e) => {
+                    let kept = rejudged_later(&e).then_some(der);
+                    Err((trust_code(&e).to_owned(), e.message_fr().to_owned(), kept))
+                }
             });
         let (state, cert, event) = match verdict {
             Ok((der, verified)) => (
@@ -661,12 +716,12 @@ impl Sessions {
                     ..Event::new(EventKind::CardInserted, Outcome::Success)
                 },
             ),
-            Err((code, message_fr)) => (
+            Err((code, message_fr, kept)) => (
                 CardState::Refused {
                     code: code.clone(),
                     message_fr,
                 },
-                None,
+                kept,
                 Event {
                     actor: Some(Actor {
                         desk: Some(desk.id.clone()),
@@ -785,6 +840,13 @@ pub(crate) fn actor(professional: &Professional, desk: &DeskConfig) -> Actor {
         workstation_sha256: None,
         workstation: Some(desk.workstation_cn.clone()),
     }
+}
+
+/// Whether a card refused for `e` may be accepted without being inserted again: its CRLs
+/// were stale or missing, which a reread can mend.
+fn rejudged_later(e: &crate::card::trust::TrustError) -> bool {
+    use crate::card::trust::TrustError::{RevocationUnknown, StaleCrl};
+    matches!(e, StaleCrl { .. } | RevocationUnknown)
 }
 
 fn trust_code(e: &crate::card::trust::TrustError) -> &'static str {

@@ -570,3 +570,54 @@ async fn a_card_session_lost_ends_its_desk_session_only() {
         .collect();
     assert_eq!(ends, [Some("card_session_lost".to_owned())]);
 }
+
+/// A card refused because its revocation could not be vouched for is judged again after a
+/// CRL reread, and is present (recorded) if it passes, without being inserted again; a
+/// card refused for another reason, or one still failing, stays refused.
+#[tokio::test]
+async fn a_card_refused_for_a_stale_crl_is_accepted_after_a_reread() {
+    use crate::card::trust::{TrustError, Verified};
+    let dir = tempfile::tempdir().unwrap();
+    let audit = audit(dir.path());
+    let sessions = Sessions::new(&[desk()], audit.clone());
+    let refuse = |code: &str| {
+        let code = code.to_owned();
+        sessions
+            .update("regul-1", move |s| {
+                s.card = CardState::Refused {
+                    code,
+                    message_fr: "…".into(),
+                };
+                s.certificate = Some(vec![1, 2, 3]);
+                s.insertion += 1;
+            })
+            .unwrap();
+    };
+    let passes = |_: &[u8]| {
+        Ok(Verified {
+            professional: professional(),
+            crl_stale: false,
+        })
+    };
+    let still_stale = |_: &[u8]| {
+        Err(TrustError::StaleCrl {
+            age_hours: 50,
+            limit_hours: 48,
+        })
+    };
+    let present = || {
+        matches!(
+            sessions.with_slot("regul-1", |s| s.card.clone()),
+            Some(CardState::Present { .. })
+        )
+    };
+    refuse("revoked");
+    assert_eq!(sessions.recheck_refused(passes).await.unwrap(), 0);
+    assert!(!present());
+    refuse("stale_crl");
+    assert_eq!(sessions.recheck_refused(still_stale).await.unwrap(), 0);
+    assert!(!present());
+    assert_eq!(sessions.recheck_refused(passes).await.unwrap(), 1);
+    assert!(present());
+    assert!(sessions.begin_login("regul-1").is_ok());
+}
