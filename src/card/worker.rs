@@ -613,7 +613,12 @@ fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRe
                 } else {
                     card.sign(sign.key, &sign.message)
                 };
-                lost = matches!(outcome, Err(CardError::Transport(_)));
+                // A card that no longer holds the login's PIN state (reset by another
+                // program, a token logged out) signs nothing more in this session either.
+                lost = matches!(
+                    outcome,
+                    Err(CardError::Transport(_) | CardError::SecurityStatusNotSatisfied)
+                );
                 sign.reply.send(outcome);
                 if lost {
                     break;
@@ -881,17 +886,26 @@ mod tests {
     use super::*;
     use crate::card::backend::HeldCard;
 
-    /// Cards that log in, then fail every signature as a reset card does.
-    struct Resetting;
+    /// Cards that log in, then fail every signature as a reset card does (the link
+    /// fails), or as one that lost its PIN state does (`6982`, a token logged out).
+    struct Resetting {
+        logged_out: bool,
+    }
 
-    struct ResetCard;
+    struct ResetCard {
+        logged_out: bool,
+    }
 
     impl HeldCard for ResetCard {
         fn signature_certificate(&self) -> Vec<u8> {
             Vec::new()
         }
         fn sign(&mut self, _: CardKey, _: &[u8]) -> Result<Vec<u8>, CardError> {
-            Err(CardError::Transport("the card was reset".into()))
+            Err(if self.logged_out {
+                CardError::SecurityStatusNotSatisfied
+            } else {
+                CardError::Transport("the card was reset".into())
+            })
         }
     }
 
@@ -900,7 +914,9 @@ mod tests {
             (Err(CardError::Transport("not asked".into())), None)
         }
         fn login(&self, _: &str, _: &PinSource, _: &[u8]) -> Result<Box<dyn HeldCard>, CardError> {
-            Ok(Box::new(ResetCard))
+            Ok(Box::new(ResetCard {
+                logged_out: self.logged_out,
+            }))
         }
         fn authentication_scheme(&self) -> SignatureScheme {
             SignatureScheme::Pkcs1Sha256
@@ -911,16 +927,28 @@ mod tests {
     /// events (the desk's session ends with it), naming its reader and id.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_session_whose_card_fails_a_signature_is_said_lost() {
+        for logged_out in [false, true] {
+            said_lost(Resetting { logged_out }).await;
+        }
+    }
+
+    async fn said_lost(backend: Resetting) {
         let (events, mut inbox) = tokio_mpsc::unbounded_channel();
         // No pcscd here: the monitor only reports it unavailable meanwhile.
         let worker =
-            CardWorker::start(vec!["R0".into()], std::sync::Arc::new(Resetting), events).unwrap();
+            CardWorker::start(vec!["R0".into()], std::sync::Arc::new(backend), events).unwrap();
         let pin = PinSource::Typed(Pin::new("1234").unwrap());
         let id = worker.login("R0".into(), pin, vec![1]).await.unwrap();
         let signed = worker
             .sign("R0", CardKey::Signature, Some(id), b"vihf".to_vec())
             .await;
-        assert!(matches!(signed, Err(CardError::Transport(_))), "{signed:?}");
+        assert!(
+            matches!(
+                signed,
+                Err(CardError::Transport(_) | CardError::SecurityStatusNotSatisfied)
+            ),
+            "{signed:?}"
+        );
         let lost = tokio::time::timeout(Duration::from_secs(5), async {
             loop {
                 match inbox.recv().await {
