@@ -75,5 +75,16 @@ check((await page.locator('#case-head').innerText()).includes(caseId), 'the same
 await ask('CLOSE');
 await page.locator('#case').waitFor({ state: 'hidden' });
 check((await page.locator('#case-patients').innerText()) === '', 'the case\'s patients left the page');
+// A drill: shown as one, and its patients are not searched for, whatever the reason.
+let searches = 0;
+page.on('request', (request) => { if (request.url().includes('/api/v1/patients/search')) searches += 1; });
+await ask('EXERCISE');
+await page.locator('#case').waitFor({ state: 'visible' });
+check((await page.locator('#case-head').innerText()).includes('EXERCICE'), 'the drill is marked');
+check((await page.locator('#case-hint').innerText()).includes('aucune recherche'), 'the drill says it searches nothing');
+await page.locator('#reason').selectOption({ index: 1 });
+await page.waitForTimeout(500);
+check(searches === 0, `a drill searched the national record ${searches} time(s)`);
+await ask('CLOSE');
 await browser.close();
 finish({ allergies });

@@ -201,6 +201,9 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
     let case_id = "fr.health.samu690.DRFR156902612040009";
     let case = support::hub::one_patient_case(case_id, &family(1));
     let corrected = support::hub::one_patient_case(case_id, "CORRIGE");
+    let mut drill = support::hub::one_patient_case("fr.health.samu690.DRFR156902612040010", &family(1));
+    drill["kind"] = "Report".into();
+    drill["status"] = "Exercise".into();
     let env = script_env(&gateway, DESK_A, vec![("CASE_ID", case_id.to_owned())]);
     let runtime = tokio::runtime::Handle::current();
     let result = tokio::task::block_in_place(|| {
@@ -209,6 +212,7 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
             let (request, expected) = match command {
                 "CASE" => (integration.post(url).json(&case), 201),
                 "RESEND" => (integration.post(url).json(&corrected), 201),
+                "EXERCISE" => (integration.post(url).json(&drill), 201),
                 "CLOSE" => (integration.delete(url), 204),
                 _ => return false,
             };

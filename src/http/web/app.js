@@ -225,8 +225,9 @@
     const option = $('reason').selectedOptions[0];
     const needsText = Boolean(option && option.dataset.textRequired === 'yes');
     $('reason-text-required').hidden = !needsText;
-    // The physician's reason justifies the search for the case's patients.
-    if (state.case && !state.caseSearched && option && option.value && !needsText) searchCase();
+    // The physician's reason justifies the search for the case's patients; a drill's
+    // never searches the national record on its own.
+    if (state.case && !state.case.exercise && !state.caseSearched && option && option.value && !needsText) searchCase();
   }
 
   // INS (NIR or NIA): 13 characters (Corsica: 2A / 2B in the department) and a key,
@@ -333,10 +334,14 @@
       return item;
     });
     $('case-patients').replaceChildren(...items);
-    const searchable = c.patients.some(caseTraits);
-    $('case-hint').textContent = searchable
-      ? 'Choisissez le motif de l’accès : les patients correspondants s’afficheront ici.'
-      : '';
+    // A drill's patients are not looked for in the national record: real people may bear
+    // a drill's made-up traits, and a drill justifies no access.
+    const searchable = !c.exercise && c.patients.some(caseTraits);
+    $('case-hint').textContent = c.exercise
+      ? 'Exercice : aucune recherche n’est faite dans le dossier national pour ce dossier.'
+      : searchable
+        ? 'Choisissez le motif de l’accès : les patients correspondants s’afficheront ici.'
+        : '';
     if (!$('call-id').value.trim()) $('call-id').value = c.case_id;
     $('case').hidden = false;
     // The focus moves to the reason only from an untouched form: a physician already typing
