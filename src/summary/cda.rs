@@ -688,6 +688,7 @@ impl Reader {
                                 self.allergies_no_information = true;
                                 section.statements.push(statement);
                             }
+                            Some(Read::OtherPerson) => section.other_person_entries += 1,
                             None => self.unreadable_entry(&mut section, path, i),
                         }
                     }
@@ -751,13 +752,18 @@ impl Reader {
     fn stray(&mut self, entries: &[Node<'_, '_>]) {
         for entry in entries {
             for observation in entry.descendants().filter(is_allergy_observation) {
+                // A family member's allergy (a family history) is theirs: its own section
+                // reads it.
+                if about_someone_else(observation, *entry) {
+                    continue;
+                }
                 match allergy(observation) {
                     Some(Read::Item(item)) => self.stray_allergies.push(item),
                     Some(Read::Noted(said) | Read::NoInformation(said)) => {
                         self.stray_statements.push(said);
                     }
                     // A denial outside the allergy section decides nothing about it.
-                    Some(Read::Absent(_)) => {}
+                    Some(Read::Absent(_) | Read::OtherPerson) => {}
                     // An allergy the reader cannot name is still an allergy: the section
                     // must not say « aucune allergie connue » (`allergies`).
                     None => self.stray_unreadable += 1,
@@ -957,6 +963,12 @@ impl Reader {
             if self.allergies_no_information {
                 held.status = SectionStatus::Conflicting;
                 held.basis = "a statement of absence and one that nothing is known".into();
+            } else if held.other_person_entries > 0 {
+                // As the FHIR reader rules: if that judgement was wrong, they are the
+                // patient's, and "none known" would hide them.
+                held.status = SectionStatus::Conflicting;
+                held.basis =
+                    "a statement of absence and entries left out as another person's".into();
             } else if self.allergy_text_only {
                 held.status = SectionStatus::Conflicting;
                 held.basis =
@@ -1093,6 +1105,27 @@ enum Read<T> {
     /// A statement that nothing is known of the section's kind (IPS `no-allergy-info`):
     /// next to a "none known", the section says two things.
     NoInformation(String),
+    /// About someone other than the patient (a `relatedSubject`): left out, counted.
+    OtherPerson,
+}
+
+/// Whether `node`, or a statement it sits in up to `top`, is about someone other than the
+/// patient: its `subject` names a `relatedSubject` (a family member).
+fn about_someone_else(node: Node<'_, '_>, top: Node<'_, '_>) -> bool {
+    let mut at = Some(node);
+    while let Some(n) = at {
+        if child(n, "subject")
+            .and_then(|s| child(s, "relatedSubject"))
+            .is_some()
+        {
+            return true;
+        }
+        if n == top {
+            break;
+        }
+        at = n.parent();
+    }
+    false
 }
 
 /// Allergy and intolerance observation templates: IHE PCC's (which the French profiles
@@ -1168,7 +1201,12 @@ fn allergies(entry: Node<'_, '_>) -> Vec<Option<Read<Allergy>>> {
     // penicillin allergy grouped with it.
     observations
         .into_iter()
-        .map(|one| stated(one).or_else(|| allergy(one)))
+        .map(|one| {
+            if about_someone_else(one, entry) {
+                return Some(Read::OtherPerson);
+            }
+            stated(one).or_else(|| allergy(one))
+        })
         .collect()
 }
 

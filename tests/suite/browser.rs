@@ -201,7 +201,8 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
     let case_id = "fr.health.samu690.DRFR156902612040009";
     let case = support::hub::one_patient_case(case_id, &family(1));
     let corrected = support::hub::one_patient_case(case_id, "CORRIGE");
-    let mut drill = support::hub::one_patient_case("fr.health.samu690.DRFR156902612040010", &family(1));
+    let mut drill =
+        support::hub::one_patient_case("fr.health.samu690.DRFR156902612040010", &family(1));
     drill["kind"] = "Report".into();
     drill["status"] = "Exercise".into();
     let env = script_env(&gateway, DESK_A, vec![("CASE_ID", case_id.to_owned())]);

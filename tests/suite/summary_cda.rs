@@ -851,6 +851,38 @@ fn no_known_allergies_never_stands_over_what_else_the_document_says() {
     let s = with(DENIED, DENIED);
     assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
 
+    // A family member's allergy, in a family history (an organizer whose subject is a
+    // relatedSubject): not the patient's, "none known" stands.
+    let mother = |inner: &str| {
+        format!(
+            "<entry><organizer classCode=\"CLUSTER\" moodCode=\"EVN\"><subject><relatedSubject classCode=\"PRS\"><code code=\"MTH\" codeSystem=\"2.16.840.1.113883.5.111\"/></relatedSubject></subject><component>{inner}</component></organizer></entry>"
+        )
+    };
+    let observation = penicillin("")
+        .trim_start_matches("<entry>")
+        .trim_end_matches("</entry>")
+        .to_owned();
+    let s = with(PROBLEM_ENTRY, &mother(&observation));
+    assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
+    assert!(s.allergies.items.is_empty());
+    // One in the allergy section whose own subject is the mother: left out, counted, and
+    // "none known" does not stand (if that judgement were wrong, it would hide the
+    // patient's allergy).
+    let hers = penicillin("").replacen(
+        "moodCode=\"EVN\">",
+        "moodCode=\"EVN\"><subject><relatedSubject classCode=\"PRS\"><code code=\"MTH\" codeSystem=\"2.16.840.1.113883.5.111\"/></relatedSubject></subject>",
+        1,
+    );
+    let s = with(
+        ALLERGY_SECTION_END,
+        &format!(
+            "</entry>{hers}\n        </section>\n      </component>\n      <component>\n        <section nullFlavor=\"NASK\">"
+        ),
+    );
+    assert_eq!(s.allergies.other_person_entries, 1);
+    assert!(s.allergies.items.is_empty());
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
+
     // A birth time with an hour and an offset is read as its date.
     let s = with(
         "</patientRole>",
