@@ -1238,24 +1238,27 @@ fn allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
         // Without a coded value, the observation's own type says it: only "allergy"
         // (ALG) denies them all; "drug allergy" (DALG), a food or an environmental one,
         // an intolerance, or an assertion naming nothing leave the others unknown.
-        return Some(match value.and_then(|v| v.attribute("code")) {
-            Some(denied) if GENERAL_ALLERGY.contains(&denied) || denied == NO_KNOWN_ALLERGY => {
-                Read::Absent(format!("absence : {said}"))
+        return match value.and_then(|v| v.attribute("code")) {
+            // Denying "no known allergy" says there is one, unnamed: read as neither, so
+            // that the section is unreadable, or conflicting beside a "none known".
+            Some(NO_KNOWN_ALLERGY) => None,
+            Some(denied) if GENERAL_ALLERGY.contains(&denied) => {
+                Some(Read::Absent(format!("absence : {said}")))
             }
             Some(denied) => {
                 let kind = value
                     .and_then(words)
                     .unwrap_or_else(|| format!("code {denied}"));
-                Read::Noted(format!("absence : {kind}"))
+                Some(Read::Noted(format!("absence : {kind}")))
             }
             None if code
                 .and_then(|c| c.attribute("code"))
                 .is_some_and(|c| c == "ALG" || GENERAL_ALLERGY.contains(&c)) =>
             {
-                Read::Absent(format!("absence : {said}"))
+                Some(Read::Absent(format!("absence : {said}")))
             }
-            None => Read::Noted(format!("absence : {said}")),
-        });
+            None => Some(Read::Noted(format!("absence : {said}"))),
+        };
     }
     if stated_absent {
         let said = code

@@ -850,6 +850,13 @@ fn no_known_allergies_never_stands_over_what_else_the_document_says() {
     // The fixture as written still says "none known".
     let s = with(DENIED, DENIED);
     assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
+    // Its negation denying "no known allergy" says there is one: never "none known".
+    let s = with(
+        DENIED,
+        "code=\"716186003\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Pas d'allergie connue\"/>",
+    );
+    assert_eq!(s.allergies.status, SectionStatus::Unreadable);
+    assert_eq!(s.allergies.unreadable_entries, 1);
 
     // A family member's allergy, in a family history (an organizer whose subject is a
     // relatedSubject): not the patient's, "none known" stands.
