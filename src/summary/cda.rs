@@ -325,12 +325,13 @@ fn children<'a, 'i: 'a>(node: Node<'a, 'i>, name: &'a str) -> impl Iterator<Item
     node.children().filter(move |c| is(c, name))
 }
 
-/// Text content of an element and its descendants, whitespace collapsed.
 /// Most bytes kept of one element's words (a name, a title, an original text), then `…`.
 /// Statements nested inside another's original text would otherwise each copy the whole
 /// text below them: memory in depth × size for a hostile document.
 const MAX_WORDS_BYTES: usize = 4096;
 
+/// Text content of an element and its descendants, whitespace collapsed, at most
+/// [`MAX_WORDS_BYTES`].
 fn text_of(node: Node<'_, '_>) -> String {
     let mut out = String::new();
     for piece in node.descendants().filter(Node::is_text) {
@@ -757,7 +758,7 @@ impl Reader {
                 if about_someone_else(observation, *entry) {
                     continue;
                 }
-                match allergy(observation) {
+                match read_allergy(observation) {
                     Some(Read::Item(item)) => self.stray_allergies.push(item),
                     Some(Read::Noted(said) | Read::NoInformation(said)) => {
                         self.stray_statements.push(said);
@@ -1186,13 +1187,6 @@ fn observations<'a, 'i>(entry: Node<'a, 'i>) -> Vec<Node<'a, 'i>> {
 /// What an allergy entry says: one read per observation (a concern act may hold several),
 /// `None` for each that cannot be read.
 fn allergies(entry: Node<'_, '_>) -> Vec<Option<Read<Allergy>>> {
-    let stated = |node| {
-        stated_code(node).map(|(value, said)| match value.as_str() {
-            "no-known-allergies" => Read::Absent(said),
-            "no-allergy-info" => Read::NoInformation(said),
-            _ => Read::Noted(said),
-        })
-    };
     let observations = observations(entry);
     if observations.is_empty() {
         return vec![stated(entry)];
@@ -1205,9 +1199,26 @@ fn allergies(entry: Node<'_, '_>) -> Vec<Option<Read<Allergy>>> {
             if about_someone_else(one, entry) {
                 return Some(Read::OtherPerson);
             }
-            stated(one).or_else(|| allergy(one))
+            read_allergy(one)
         })
         .collect()
+}
+
+/// What an allergy observation (or an entry without one) states of allergies in the IPS
+/// absent-or-unknown codes, if it does.
+fn stated(node: Node<'_, '_>) -> Option<Read<Allergy>> {
+    stated_code(node).map(|(value, said)| match value.as_str() {
+        "no-known-allergies" => Read::Absent(said),
+        "no-allergy-info" => Read::NoInformation(said),
+        _ => Read::Noted(said),
+    })
+}
+
+/// One allergy observation: a statement in the absent-or-unknown codes, else an allergy
+/// (or a denial); wherever it is filed, so that a "no known allergies" outside the allergy
+/// section is never taken for an allergy named by its value.
+fn read_allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
+    stated(observation).or_else(|| allergy(observation))
 }
 
 fn allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
@@ -1238,9 +1249,14 @@ fn allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
         // Without a coded value, the observation's own type says it: only "allergy"
         // (ALG) denies them all; "drug allergy" (DALG), a food or an environmental one,
         // an intolerance, or an assertion naming nothing leave the others unknown.
+        // Denying "no known allergy" (as the value, or as the code with no value) says
+        // there is one, unnamed: read as neither, so that the section is unreadable, or
+        // conflicting beside a "none known".
+        let own_code = code.and_then(|c| c.attribute("code"));
+        if value.is_none() && own_code == Some(NO_KNOWN_ALLERGY) {
+            return None;
+        }
         return match value.and_then(|v| v.attribute("code")) {
-            // Denying "no known allergy" says there is one, unnamed: read as neither, so
-            // that the section is unreadable, or conflicting beside a "none known".
             Some(NO_KNOWN_ALLERGY) => None,
             Some(denied) if GENERAL_ALLERGY.contains(&denied) => {
                 Some(Read::Absent(format!("absence : {said}")))

@@ -850,6 +850,25 @@ fn no_known_allergies_never_stands_over_what_else_the_document_says() {
     // The fixture as written still says "none known".
     let s = with(DENIED, DENIED);
     assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
+    // An IPS "no known allergies" (or "no information") filed among the problems is a
+    // statement, never an allergy named by its value.
+    for (code, name) in [
+        ("no-known-allergies", "Pas d'allergie connue"),
+        ("no-allergy-info", "Pas d'information"),
+    ] {
+        let stray = format!(
+            "<entry><observation classCode=\"OBS\" moodCode=\"EVN\"><templateId root=\"2.16.840.1.113883.10.22.4.1\"/><code code=\"ASSERTION\" codeSystem=\"2.16.840.1.113883.5.4\"/><value xsi:type=\"CD\" code=\"{code}\" codeSystem=\"2.16.840.1.113883.5.1150.1\" displayName=\"{name}\"/></observation></entry>"
+        );
+        let s = with(PROBLEM_ENTRY, &stray);
+        assert!(s.allergies.items.is_empty(), "{code}");
+        assert_eq!(s.allergies.status, SectionStatus::NoneKnown, "{code}");
+    }
+    // A negated observation whose code (no value) is "no known allergy": never "none known".
+    let s = with(
+        ALLERGY_SECTION_END,
+        "</entry><entry><observation classCode=\"OBS\" moodCode=\"EVN\" negationInd=\"true\"><code code=\"716186003\" codeSystem=\"2.16.840.1.113883.6.96\"/></observation></entry>\n        </section>\n      </component>\n      <component>\n        <section nullFlavor=\"NASK\">",
+    );
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
     // Its negation denying "no known allergy" says there is one: never "none known".
     let s = with(
         DENIED,
