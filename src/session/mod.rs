@@ -150,6 +150,9 @@ struct DeskSlot {
     reader_plugged: bool,
     /// A login is under way here ([`LoginTurn`]).
     login_in_progress: bool,
+    /// The PIN tries a refused card reported at insertion, for when a CRL reread accepts
+    /// it (`recheck_refused`): the last-try safeguard must still know them.
+    refused_tries: Option<u8>,
 }
 
 /// A login under way at a desk: while it lives, no other login starts there. Two PINs
@@ -229,6 +232,7 @@ impl Sessions {
                         session: None,
                         insertion: 0,
                         sessions_opened: 0,
+                        refused_tries: None,
                         reader_plugged: false,
                         login_in_progress: false,
                     },
@@ -496,25 +500,28 @@ impl Sessions {
 
     /// Judges again, with `verify` (the CRLs were reread), the cards refused because their
     /// revocation could not be vouched for (a stale or missing CRL): one that passes now
-    /// is present (its acceptance recorded), without being pulled and inserted again;
-    /// returns how many. The card's try counter, not known here, shows as unknown.
+    /// is present (its acceptance recorded), with the PIN tries it reported at insertion,
+    /// without being pulled and inserted again; returns how many.
     pub(crate) async fn recheck_refused(
         &self,
         verify: impl Fn(&[u8]) -> Result<crate::card::trust::Verified, crate::card::trust::TrustError>,
     ) -> Result<usize, AuditError> {
-        let refused: Vec<(DeskConfig, u64, Vec<u8>)> = match self.slots.lock() {
+        let refused: Vec<(DeskConfig, u64, Vec<u8>, Option<u8>)> = match self.slots.lock() {
             Ok(slots) => slots
                 .values()
                 .filter(|s| {
                     matches!(&s.card, CardState::Refused { code, .. }
                         if code == "stale_crl" || code == "revocation_unknown")
                 })
-                .filter_map(|s| Some((s.desk.clone(), s.insertion, s.certificate.clone()?)))
+                .filter_map(|s| {
+                    let certificate = s.certificate.clone()?;
+                    Some((s.desk.clone(), s.insertion, certificate, s.refused_tries))
+                })
                 .collect(),
             Err(_) => return Ok(0),
         };
         let mut accepted = 0;
-        for (desk, insertion, certificate) in refused {
+        for (desk, insertion, certificate, pin_tries_left) in refused {
             let Ok(verified) = verify(&certificate) else {
                 continue;
             };
@@ -531,10 +538,12 @@ impl Sessions {
             // The same card still: another insertion since is judged on its own.
             let now_present = self.update(&desk.id, |s| {
                 (s.insertion == insertion).then(|| {
+                    // The tries the card reported at insertion: the last-try safeguard
+                    // (and a blocked card) must hold as if it had been accepted then.
                     s.card = CardState::Present {
                         holder: verified.professional.clone(),
-                        pin_blocked: false,
-                        pin_tries_left: None,
+                        pin_blocked: pin_tries_left == Some(0),
+                        pin_tries_left,
                     };
                 })
             });
@@ -737,6 +746,7 @@ impl Sessions {
             s.card = state;
             s.certificate = cert;
             s.insertion += 1;
+            s.refused_tries = pin_tries_left;
         });
         Ok(())
     }

@@ -82,6 +82,7 @@ await ask('EXERCISE');
 await page.locator('#case').waitFor({ state: 'visible' });
 check((await page.locator('#case-head').innerText()).includes('EXERCICE'), 'the drill is marked');
 check((await page.locator('#case-hint').innerText()).includes('aucune recherche'), 'the drill says it searches nothing');
+check((await page.locator('#call-id').inputValue()) === '', 'the drill\'s id is not offered as the call\'s');
 await page.locator('#reason').selectOption({ index: 1 });
 await page.waitForTimeout(500);
 check(searches === 0, `a drill searched the national record ${searches} time(s)`);

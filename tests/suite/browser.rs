@@ -294,6 +294,11 @@ async fn the_case_path_works_on_the_national_records_protocol_too() {
     assert!(strict.is_object(), "{corrected}");
     strict["birthName"] = json!("CORRIGE");
     let corrected = serde_json::to_vec(&corrected).unwrap();
+    // The same case as a drill (case.mjs's EXERCISE).
+    let mut drill: Value = serde_json::from_slice(&case).unwrap();
+    drill["kind"] = json!("Report");
+    drill["status"] = json!("Exercise");
+    let drill = serde_json::to_vec(&drill).unwrap();
     let case_url = format!("{url}/api/v1/desks/{}/case", text(&integration["desk"]));
     let runtime = tokio::runtime::Handle::current();
     let result = tokio::task::block_in_place(|| {
@@ -311,6 +316,13 @@ async fn the_case_path_works_on_the_national_records_protocol_too() {
                         .post(&case_url)
                         .header("content-type", "application/json")
                         .body(corrected.clone()),
+                    201,
+                ),
+                "EXERCISE" => (
+                    regulation
+                        .post(&case_url)
+                        .header("content-type", "application/json")
+                        .body(drill.clone()),
                     201,
                 ),
                 "CLOSE" => (regulation.delete(&case_url), 204),

@@ -53,6 +53,8 @@
 
   // Removes the case from the page (it was closed or replaced, or the session ended).
   function clearCase() {
+    // The case's id filled in for it goes with it: the next call is not recorded under it.
+    if (state.case && $('call-id').value.trim() === state.case.case_id) $('call-id').value = '';
     state.case = null;
     state.caseSearched = false;
     $('case').hidden = true;
@@ -342,7 +344,8 @@
       : searchable
         ? 'Choisissez le motif de l’accès : les patients correspondants s’afficheront ici.'
         : '';
-    if (!$('call-id').value.trim()) $('call-id').value = c.case_id;
+    // A drill justifies no access: its id is not offered as the call's.
+    if (!c.exercise && !$('call-id').value.trim()) $('call-id').value = c.case_id;
     $('case').hidden = false;
     // The focus moves to the reason only from an untouched form: a physician already typing
     // an INS keeps their place.
@@ -674,9 +677,10 @@
       ins ? 'INS demandé ' + ins : null,
     ].filter(Boolean);
     const named = element('p', 'patient', 'Patient : ' + facts.join(' · '));
-    // Nothing in the document itself ties it to the INS: only the record it was filed in.
-    if (!patient.no_ins) return [named];
-    return [named, element('p', 'partial no-ins',
+    // Nothing in the document itself ties it to the INS (it names none, or names no
+    // patient at all): only the record it was filed in.
+    if (summary.patient_in_document && !patient.no_ins) return [named];
+    return [named, element('p', 'no-ins',
       'Le document ne porte pas l\u2019INS du patient : vérifiez avec l\u2019appelant le nom, le prénom et la date de naissance avant de vous y fier.')];
   }
 
@@ -828,7 +832,8 @@
     close.type = 'button';
     close.addEventListener('click', () => panel.replaceChildren());
     const apart = element('p', 'note', 'Document consulté à part : son contenu n\u2019est pas intégré à la synthèse ci-dessus.');
-    panel.replaceChildren(heading, apart, ...renderSummary(answer.data.summary, grantId, d.unique_id), close);
+    panel.replaceChildren(heading, apart, ...whose(answer.data.summary, null),
+      ...renderSummary(answer.data.summary, grantId, d.unique_id), close);
     heading.focus();
   }
 
