@@ -583,8 +583,21 @@ impl BreakGlass {
         if let Some(grant) = unkept {
             self.record(stop_event(&grant, "gateway_stopped")).await?;
         }
-        for grant in &superseded {
-            self.record(stop_event(grant, "superseded")).await?;
+        if !superseded.is_empty() {
+            let ends = superseded
+                .iter()
+                .map(|grant| stop_event(grant, "superseded"))
+                .collect();
+            // Together, or none: unrecorded, the grants stay open (as `record_release`
+            // leaves them), rather than gone from memory and open on the trail.
+            if let Err(e) = self.audit.append_all(ends).await {
+                if let Ok(mut grants) = self.grants.lock() {
+                    for grant in superseded {
+                        grants.insert(grant.id.clone(), grant);
+                    }
+                }
+                return Err(e);
+            }
         }
         Ok(view)
     }
@@ -1347,7 +1360,6 @@ fn deliver(grant: GrantView, fetched: Fetched, _proof: Receipt) -> Delivered {
     }
 }
 
-/// The record of a grant's end.
 /// Takes out the oldest grants of `who`'s session (never `keep_id`) until it holds `keep`
 /// at most.
 fn take_oldest(
@@ -1369,6 +1381,7 @@ fn take_oldest(
     ids.iter().filter_map(|id| grants.remove(id)).collect()
 }
 
+/// The record of a grant's end.
 fn stop_event(grant: &Grant, reason: &str) -> Event {
     Event {
         actor: Some(grant.actor.clone()),

@@ -479,8 +479,8 @@ impl TokenSession {
                 .map_err(card_error)?
                 .first()
                 .copied()
-                .ok_or(CardError::SecurityStatusNotSatisfied)?,
-            None => return Err(CardError::SecurityStatusNotSatisfied),
+                .ok_or_else(|| self.key_missing())?,
+            None => return Err(self.key_missing()),
         };
         let signed = self
             .session
@@ -490,6 +490,17 @@ impl TokenSession {
             .verify(message, &signed)
             .map_err(|_| CardError::SignatureMismatch)?;
         Ok(signed)
+    }
+
+    /// Why a private key is not found: the token no longer holds the login (private
+    /// keys are visible only after it: the held session is lost), or it has no such key
+    /// (a token or configuration fault, which ending the session would not mend).
+    fn key_missing(&self) -> CardError {
+        use cryptoki::session::SessionState;
+        match self.session.get_session_info().map(|i| i.session_state()) {
+            Ok(SessionState::RoUser | SessionState::RwUser) => CardError::ReferencedDataNotFound,
+            _ => CardError::SecurityStatusNotSatisfied,
+        }
     }
 
     /// The holder's practice situations the token shows (`CPS_ACTIVITY_01_PS` …

@@ -700,16 +700,21 @@ impl Monitor {
             pcsc::PNP_NOTIFICATION(),
             pcsc::State::UNAWARE,
         )];
-        self.rebuild(context, &mut states);
+        // A rebuild whose reader listing failed is tried again at each poll until one
+        // succeeds: the plug event that asked for it has been taken already.
+        let mut rebuild_due = !self.rebuild(context, &mut states);
         loop {
             if self.events.is_closed() {
                 return "shutting down".into();
             }
             match context.get_status_change(POLL, &mut states) {
                 Ok(()) => {
-                    if self.report(&mut states) {
-                        self.rebuild(context, &mut states);
+                    if self.report(&mut states) || rebuild_due {
+                        rebuild_due = !self.rebuild(context, &mut states);
                     }
+                }
+                Err(pcsc::Error::Timeout) if rebuild_due => {
+                    rebuild_due = !self.rebuild(context, &mut states);
                 }
                 Err(pcsc::Error::Timeout) => {}
                 Err(e) => return e.to_string(),
@@ -782,8 +787,9 @@ impl Monitor {
     }
 
     /// Watches the configured readers that exist now (a configured reader that is not
-    /// plugged in must not stop the others from being watched), keeping known states.
-    fn rebuild(&mut self, context: &pcsc::Context, states: &mut Vec<pcsc::ReaderState>) {
+    /// plugged in must not stop the others from being watched), keeping known states;
+    /// false when the readers could not be listed (nothing changed).
+    fn rebuild(&mut self, context: &pcsc::Context, states: &mut Vec<pcsc::ReaderState>) -> bool {
         let plugged = match context.list_readers_owned() {
             Ok(plugged) => plugged,
             Err(pcsc::Error::NoReadersAvailable) => Vec::new(),
@@ -792,10 +798,12 @@ impl Monitor {
             // pcscd shows in the wait for changes.
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list the card readers: states kept");
-                return;
+                return false;
             }
         };
-        let Some(pnp) = states.pop() else { return };
+        let Some(pnp) = states.pop() else {
+            return true;
+        };
         let wanted: Vec<CString> = self
             .readers
             .iter()
@@ -830,6 +838,7 @@ impl Monitor {
             }
         }
         states.push(pnp);
+        true
     }
 
     /// Turns state changes into events; true when the set of readers changed.

@@ -676,7 +676,6 @@ fn check_audit(config: &Config, out: &mut Vec<ConfigProblem>) {
     check_range(out, "audit.retention_days", audit.retention_days, 1, 3_650);
 }
 
-/// Pushes a problem and returns false unless `path` is a readable regular file.
 /// Each of `paths` is a readable CRL (PEM or DER); the first that is not is reported as
 /// `key[i]`.
 fn check_crl_files(out: &mut Vec<ConfigProblem>, key: &str, paths: &[std::path::PathBuf]) {
@@ -685,6 +684,7 @@ fn check_crl_files(out: &mut Vec<ConfigProblem>, key: &str, paths: &[std::path::
     }
 }
 
+/// Pushes a problem and returns false unless `path` is a readable regular file.
 fn check_readable_file(out: &mut Vec<ConfigProblem>, key: &str, path: &Path) -> bool {
     let reason = match std::fs::metadata(path) {
         Err(e) => format!("file {} cannot be read: {e}", path.display()),
