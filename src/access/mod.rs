@@ -1531,6 +1531,16 @@ mod tests {
         }
     }
 
+    /// `professional` at `desk`, in session `s`.
+    fn actorship<'a>(desk: &'a DeskConfig, professional: &'a Professional) -> Actorship<'a> {
+        Actorship {
+            desk,
+            professional,
+            session: "s".into(),
+            card_session: 1,
+        }
+    }
+
     fn ins() -> Ins {
         Ins::parse(
             "269054958815780",
@@ -1584,12 +1594,7 @@ mod tests {
         );
         let desk = desk();
         let professional = Professional::for_tests();
-        let who = Actorship {
-            desk: &desk,
-            professional: &professional,
-            session: "s".into(),
-            card_session: 1,
-        };
+        let who = actorship(&desk, &professional);
         let open = |id: &'static str| {
             access.open_grant(id.into(), &who, ins(), call(), AccessMode::BrisDeGlace)
         };
@@ -1632,12 +1637,7 @@ mod tests {
         );
         let desk = desk();
         let professional = Professional::for_tests();
-        let who = Actorship {
-            desk: &desk,
-            professional: &professional,
-            session: "s".into(),
-            card_session: 1,
-        };
+        let who = actorship(&desk, &professional);
         access
             .open_grant("g1".into(), &who, ins(), call(), AccessMode::BrisDeGlace)
             .await
