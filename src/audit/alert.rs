@@ -381,17 +381,7 @@ mod tests {
     const T0: u64 = 1_800_000_000_000;
 
     fn record(seq: u64, event: Event) -> Record {
-        Record {
-            v: 1,
-            seq,
-            node: "gw".into(),
-            epoch: 0,
-            time: String::new(),
-            run: "r".into(),
-            mono_ns: seq,
-            prev: String::new(),
-            event,
-        }
+        Record::for_tests(seq, event)
     }
 
     fn actor(id_nat: &str, desk: &str) -> Option<Actor> {

@@ -582,6 +582,24 @@ pub(crate) fn retrieved_documents(detail: Option<&str>) -> impl Iterator<Item = 
 }
 
 #[cfg(test)]
+impl Record {
+    /// Record `seq` of `event`, with made-up chain fields, for other modules' tests.
+    pub(crate) fn for_tests(seq: u64, event: Event) -> Self {
+        Self {
+            v: 1,
+            seq,
+            node: "gw".into(),
+            epoch: 0,
+            time: String::new(),
+            run: "r".into(),
+            mono_ns: seq,
+            prev: String::new(),
+            event,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -304,22 +304,17 @@ mod tests {
     /// released nothing and is not.
     #[test]
     fn a_patient_search_outside_a_shift_is_flagged() {
-        let search = |seq, outcome| Record {
-            v: 1,
-            seq,
-            node: "gw".into(),
-            epoch: 0,
-            time: String::new(),
-            run: "r".into(),
-            mono_ns: seq,
-            prev: String::new(),
-            event: Event {
-                actor: Some(Actor {
-                    id_nat: Some("810002813839".into()),
-                    ..Actor::default()
-                }),
-                ..Event::new(EventKind::PatientSearch, outcome)
-            },
+        let search = |seq, outcome| {
+            Record::for_tests(
+                seq,
+                Event {
+                    actor: Some(Actor {
+                        id_nat: Some("810002813839".into()),
+                        ..Actor::default()
+                    }),
+                    ..Event::new(EventKind::PatientSearch, outcome)
+                },
+            )
         };
         let mut scan = Scan::default();
         let at = 1_000 * HOUR_MS;

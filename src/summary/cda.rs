@@ -652,25 +652,19 @@ impl Reader {
             // Adverse drug effects are what a physician about to prescribe must see with the
             // allergies: one section, in document order.
             Some("48765-2" | "44939-7") => {
-                // Every allergy section's text, in document order (appended in place, as
-                // `merge` does): the second's may be the only word of an allergy.
-                let mut section = match self.allergies.take() {
-                    Some(mut held) => {
-                        match (&mut held.narrative, child(node, "text").and_then(narrative)) {
-                            (Some(text), Some(more)) => {
-                                text.push('\n');
-                                text.push_str(&more);
-                            }
-                            (text @ None, more) => *text = more,
-                            (Some(_), None) => {}
-                        }
-                        held
-                    }
-                    None => section_shell::<Allergy>(node),
-                };
-                if entries.is_empty() && child(node, "text").and_then(narrative).is_some() {
+                let shell = section_shell::<Allergy>(node);
+                if entries.is_empty() && shell.narrative.is_some() {
                     self.allergy_text_only = true;
                 }
+                // Every allergy section's text, in document order: the second's may be the
+                // only word of an allergy.
+                let mut section = match self.allergies.take() {
+                    Some(mut held) => {
+                        append_narrative(&mut held.narrative, shell.narrative);
+                        held
+                    }
+                    None => shell,
+                };
                 // A section marked as without information (`nullFlavor`) says nothing is
                 // known, like a `no-allergy-info` entry.
                 self.allergies_no_information |= null_flavor.is_some();
@@ -1427,6 +1421,20 @@ fn procedure(entry: Node<'_, '_>) -> Option<Procedure> {
 /// `read` added to what `slot` already holds: a document may split one kind over several
 /// sections (a VSM's treatments and long-term treatment). Items from both are kept; an
 /// item next to a statement of absence makes the whole conflicting.
+/// Appends a section's text to what is held, on a line of its own. In place: a copy of
+/// what is held for each section merged would be quadratic in a document of many
+/// same-coded sections.
+fn append_narrative(held: &mut Option<String>, more: Option<String>) {
+    match (held, more) {
+        (Some(held), Some(more)) => {
+            held.push('\n');
+            held.push_str(&more);
+        }
+        (held @ None, more) => *held = more,
+        (Some(_), None) => {}
+    }
+}
+
 fn merge<T>(slot: &mut Option<Section<T>>, read: Section<T>) {
     let Some(held) = slot else {
         *slot = Some(read);
@@ -1452,16 +1460,7 @@ fn merge<T>(slot: &mut Option<Section<T>>, read: Section<T>) {
     held.items.extend(read.items);
     held.statements.extend(read.statements);
     held.unreadable_entries += read.unreadable_entries;
-    // Appended in place: a copy of what is held for each section merged would be
-    // quadratic in a document of many same-coded sections.
-    match (&mut held.narrative, read.narrative) {
-        (Some(held), Some(more)) => {
-            held.push('\n');
-            held.push_str(&more);
-        }
-        (held @ None, more) => *held = more,
-        (Some(_), None) => {}
-    }
+    append_narrative(&mut held.narrative, read.narrative);
     if held.title.is_none() {
         held.title = read.title;
     }
