@@ -41,8 +41,42 @@ pub(crate) struct Ended {
     pub desk: String,
     /// The case's Hub id.
     pub case_id: String,
-    /// `closed`, `replaced` or `expired`.
+    /// `closed`, `replaced`, `expired` or `gateway_stopped`.
     pub reason: &'static str,
+}
+
+impl Ended {
+    /// `held`'s end at `desk` for `reason`.
+    fn of(desk: &str, held: &HeldCase, reason: &'static str) -> Self {
+        Self {
+            desk: desk.to_owned(),
+            case_id: held.case.case_id.clone(),
+            reason,
+        }
+    }
+
+    /// `held`'s end when another case takes its desk: one that lapsed before the reaper
+    /// came by ended by time, not by the new one.
+    fn replaced(desk: &str, held: &HeldCase) -> Self {
+        let reason = if held.ends <= Instant::now() {
+            "expired"
+        } else {
+            "replaced"
+        };
+        Self::of(desk, held, reason)
+    }
+}
+
+/// What a close found at the desk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Closing {
+    /// The case was closed, its end on the record.
+    Closed(Ended),
+    /// The desk held no case (or it had lapsed: the reaper records that one).
+    NoCase,
+    /// The desk holds another case than the one named: a close retried after the next
+    /// case arrived must not close it.
+    OtherCase,
 }
 
 /// Every desk's current case.
@@ -71,10 +105,110 @@ impl CaseBoard {
         }
     }
 
-    /// The regulation software's turn to change the board: a request records what it
-    /// does, then does it, before the next one begins.
-    pub(crate) async fn intake(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.intake.lock().await
+    /// Puts `case` at `desk` once `record` has recorded it, with the end of the case it
+    /// replaces (given to `record`). If `record` fails, the board is unchanged: no desk
+    /// shows a case whose arrival, or whose predecessor's end, is not on the record.
+    ///
+    /// Every change that ends a case goes through the intake's turn, from its record to
+    /// the change: two cases sent at once reach the desk in the order they are on the
+    /// record, and the case `record` is told of is the one the put replaces.
+    pub(crate) async fn put_recorded<E, Fut>(
+        &self,
+        desk: &str,
+        case: HubCase,
+        record: impl FnOnce(Option<Ended>) -> Fut,
+    ) -> Result<(), E>
+    where
+        Fut: Future<Output = Result<(), E>>,
+    {
+        let _turn = self.intake.lock().await;
+        let replacing = self.with_cases(|cases| cases.get(desk).map(|h| Ended::replaced(desk, h)));
+        record(replacing).await?;
+        self.put(desk, case);
+        Ok(())
+    }
+
+    /// Closes the desk's case, if it is `expected` (when named), once `record` has
+    /// recorded its end; if `record` fails, the case stays at the desk.
+    pub(crate) async fn close_recorded<E, Fut>(
+        &self,
+        desk: &str,
+        expected: Option<&str>,
+        record: impl FnOnce(Ended) -> Fut,
+    ) -> Result<Closing, E>
+    where
+        Fut: Future<Output = Result<(), E>>,
+    {
+        let _turn = self.intake.lock().await;
+        let closing = self.with_cases(|cases| match cases.get(desk) {
+            None => Closing::NoCase,
+            Some(held) if held.ends <= Instant::now() => Closing::NoCase,
+            Some(held) if expected.is_some_and(|id| id != held.case.case_id) => Closing::OtherCase,
+            Some(held) => Closing::Closed(Ended::of(desk, held, "closed")),
+        });
+        let Closing::Closed(ended) = &closing else {
+            return Ok(closing);
+        };
+        record(ended.clone()).await?;
+        // The turn was held since: the desk still holds that case (a lapse since does not
+        // matter, its end is recorded as a close).
+        self.update(|cases| (cases.remove(desk), true));
+        Ok(closing)
+    }
+
+    /// Removes the cases that lapsed once `record` has recorded their ends; if `record`
+    /// fails, they stay (shown to no one) for the next round to record.
+    pub(crate) async fn reap_recorded<E, Fut>(
+        &self,
+        record: impl FnOnce(Vec<Ended>) -> Fut,
+    ) -> Result<usize, E>
+    where
+        Fut: Future<Output = Result<(), E>>,
+    {
+        let _turn = self.intake.lock().await;
+        let now = Instant::now();
+        let lapsed: Vec<Ended> = self.with_cases(|cases| {
+            cases
+                .iter()
+                .filter(|(_, held)| held.ends <= now)
+                .map(|(desk, held)| Ended::of(desk, held, "expired"))
+                .collect()
+        });
+        if lapsed.is_empty() {
+            return Ok(0);
+        }
+        record(lapsed.clone()).await?;
+        self.update(|cases| {
+            for ended in &lapsed {
+                cases.remove(&ended.desk);
+            }
+            ((), true)
+        });
+        Ok(lapsed.len())
+    }
+
+    /// Ends every case still held (the service is stopping), giving their ends to
+    /// `record`: they end whether or not it succeeds, as the board is not kept.
+    pub(crate) async fn drain_recorded<E, Fut>(
+        &self,
+        record: impl FnOnce(Vec<Ended>) -> Fut,
+    ) -> Result<usize, E>
+    where
+        Fut: Future<Output = Result<(), E>>,
+    {
+        let _turn = self.intake.lock().await;
+        let ended = self.drain();
+        let count = ended.len();
+        if count > 0 {
+            record(ended).await?;
+        }
+        Ok(count)
+    }
+
+    /// Reads the cases (a poisoned lock still holds a consistent map: every change is one
+    /// insert or remove).
+    fn with_cases<T>(&self, f: impl FnOnce(&HashMap<String, HeldCase>) -> T) -> T {
+        f(&self.cases.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Changes to any desk's case, as they happen.
@@ -95,8 +229,9 @@ impl CaseBoard {
         result
     }
 
-    /// Puts `case` at `desk`; returns the case it replaced, if any.
-    pub(crate) fn put(&self, desk: &str, case: HubCase) -> Option<Ended> {
+    /// Puts `case` at `desk`; returns the case it replaced, if any. Only through
+    /// `put_recorded`, but for tests.
+    fn put(&self, desk: &str, case: HubCase) -> Option<Ended> {
         let held = HeldCase {
             case,
             received_at: crate::clock::now().0,
@@ -108,16 +243,9 @@ impl CaseBoard {
             ends: Instant::now() + self.lifetime,
         };
         self.update(|cases| {
-            // One that lapsed before the reaper came by ended by time, not by this one.
-            let replaced = cases.insert(desk.to_owned(), held).map(|old| Ended {
-                desk: desk.to_owned(),
-                reason: if old.ends <= Instant::now() {
-                    "expired"
-                } else {
-                    "replaced"
-                },
-                case_id: old.case.case_id,
-            });
+            let replaced = cases
+                .insert(desk.to_owned(), held)
+                .map(|old| Ended::replaced(desk, &old));
             (replaced, true)
         })
     }
@@ -152,59 +280,8 @@ impl CaseBoard {
             .map(|held| (held.case.case_id.clone(), held.version))
     }
 
-    /// Ends the desk's case, if it is `expected` (when named): `Ok(None)` when the desk
-    /// held none (or it had lapsed: the reaper records that one), `Err` with the id it
-    /// holds when that is another case (a close retried after the next case arrived
-    /// must not close it).
-    pub(crate) fn close(
-        &self,
-        desk: &str,
-        expected: Option<&str>,
-    ) -> Result<Option<Ended>, String> {
-        self.update(|cases| {
-            match cases.get(desk) {
-                Some(held) if held.ends <= Instant::now() => return (Ok(None), false),
-                Some(held) if expected.is_some_and(|id| id != held.case.case_id) => {
-                    return (Err(held.case.case_id.clone()), false);
-                }
-                _ => {}
-            }
-            let closed = cases.remove(desk).map(|held| Ended {
-                desk: desk.to_owned(),
-                case_id: held.case.case_id,
-                reason: "closed",
-            });
-            let changed = closed.is_some();
-            (Ok(closed), changed)
-        })
-    }
-
-    /// Removes and returns the cases that lapsed.
-    pub(crate) fn reap(&self) -> Vec<Ended> {
-        let now = Instant::now();
-        self.update(|cases| {
-            let lapsed: Vec<String> = cases
-                .iter()
-                .filter(|(_, held)| held.ends <= now)
-                .map(|(desk, _)| desk.clone())
-                .collect();
-            let ended: Vec<Ended> = lapsed
-                .into_iter()
-                .filter_map(|desk| {
-                    cases.remove(&desk).map(|held| Ended {
-                        desk,
-                        case_id: held.case.case_id,
-                        reason: "expired",
-                    })
-                })
-                .collect();
-            let changed = !ended.is_empty();
-            (ended, changed)
-        })
-    }
-
     /// Every case still held (the service is stopping: each end is recorded).
-    pub(crate) fn drain(&self) -> Vec<Ended> {
+    fn drain(&self) -> Vec<Ended> {
         self.update(|cases| {
             let ended: Vec<Ended> = cases
                 .drain()
@@ -274,64 +351,148 @@ mod tests {
         );
     }
 
+    /// A recorder that notes what it is given and succeeds, or fails when `fail`.
+    #[derive(Default)]
+    struct Trail {
+        ends: Mutex<Vec<Ended>>,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl Trail {
+        async fn record(&self, ends: impl IntoIterator<Item = Ended>) -> Result<(), &'static str> {
+            if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err("the trail cannot record");
+            }
+            self.ends.lock().unwrap().extend(ends);
+            Ok(())
+        }
+
+        fn failing(&self, fail: bool) {
+            self.fail.store(fail, std::sync::atomic::Ordering::Relaxed);
+        }
+
+        fn take(&self) -> Vec<(String, &'static str)> {
+            let ends = std::mem::take(&mut *self.ends.lock().unwrap());
+            ends.into_iter().map(|e| (e.case_id, e.reason)).collect()
+        }
+    }
+
+    fn ends(list: &[(&str, &'static str)]) -> Vec<(String, &'static str)> {
+        list.iter().map(|(id, r)| ((*id).to_owned(), *r)).collect()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_desk_holds_one_case_until_closed_replaced_or_lapsed() {
         let board = CaseBoard::new(Duration::from_secs(60));
+        let trail = Trail::default();
         let mut changes = board.subscribe();
-        assert_eq!(board.put("regul-1", case("fr.health.samu770.A")), None);
+        let put = |desk: &'static str, id: &'static str| {
+            board.put_recorded(desk, case(id), |e| trail.record(e))
+        };
+        put("regul-1", "fr.health.samu770.A").await.unwrap();
+        assert!(trail.take().is_empty(), "nothing replaced");
         assert!(changes.has_changed().unwrap(), "pages hear of a new case");
         assert_eq!(
             board.case_id("regul-1").map(|(id, _)| id).as_deref(),
             Some("fr.health.samu770.A")
         );
-        let replaced = board.put("regul-1", case("fr.health.samu770.B")).unwrap();
-        assert_eq!(
-            (replaced.case_id.as_str(), replaced.reason),
-            ("fr.health.samu770.A", "replaced")
-        );
+        put("regul-1", "fr.health.samu770.B").await.unwrap();
+        assert_eq!(trail.take(), ends(&[("fr.health.samu770.A", "replaced")]));
         assert_eq!(
             board.get("regul-1").unwrap().case.case_id,
             "fr.health.samu770.B"
         );
         assert!(board.get("regul-2").is_none());
         changes.mark_unchanged();
+        let close = |desk: &'static str, expected: Option<&'static str>| {
+            board.close_recorded(desk, expected, |e| trail.record([e]))
+        };
         // A close naming the case the desk no longer holds (retried after B arrived)
         // changes nothing.
         assert_eq!(
-            board.close("regul-1", Some("fr.health.samu770.A")),
-            Err("fr.health.samu770.B".to_owned())
+            close("regul-1", Some("fr.health.samu770.A")).await,
+            Ok(Closing::OtherCase)
         );
         assert!(!changes.has_changed().unwrap());
         assert!(board.get("regul-1").is_some());
-        let closed = board
-            .close("regul-1", Some("fr.health.samu770.B"))
-            .unwrap()
-            .unwrap();
-        assert_eq!(closed.reason, "closed");
+        assert!(trail.take().is_empty());
+        assert!(matches!(
+            close("regul-1", Some("fr.health.samu770.B")).await,
+            Ok(Closing::Closed(_))
+        ));
+        assert_eq!(trail.take(), ends(&[("fr.health.samu770.B", "closed")]));
         assert!(
             changes.has_changed().unwrap(),
             "pages hear of a closed case"
         );
         changes.mark_unchanged();
-        assert_eq!(board.close("regul-1", None), Ok(None));
+        assert_eq!(close("regul-1", None).await, Ok(Closing::NoCase));
         assert!(
             !changes.has_changed().unwrap(),
             "nothing closed, nothing to hear"
         );
 
-        board.put("regul-2", case("fr.health.samu770.C"));
+        put("regul-2", "fr.health.samu770.C").await.unwrap();
+        let reap = || board.reap_recorded(|e| trail.record(e));
         tokio::time::advance(Duration::from_secs(59)).await;
         assert!(board.get("regul-2").is_some());
-        assert!(board.reap().is_empty());
+        assert_eq!(reap().await, Ok(0));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(board.get("regul-2").is_none(), "lapsed cases are not shown");
-        assert!(
-            board.close("regul-2", None) == Ok(None),
+        assert_eq!(
+            close("regul-2", None).await,
+            Ok(Closing::NoCase),
             "the reaper records a lapse"
         );
-        let reaped = board.reap();
-        assert_eq!(reaped.len(), 1);
-        assert_eq!(reaped[0].reason, "expired");
-        assert!(board.reap().is_empty());
+        assert_eq!(reap().await, Ok(1));
+        assert_eq!(trail.take(), ends(&[("fr.health.samu770.C", "expired")]));
+        assert_eq!(reap().await, Ok(0));
+
+        // A lapsed case the reaper has not yet come by, replaced: it expired.
+        put("regul-3", "fr.health.samu770.D").await.unwrap();
+        tokio::time::advance(Duration::from_secs(61)).await;
+        put("regul-3", "fr.health.samu770.E").await.unwrap();
+        assert_eq!(trail.take(), ends(&[("fr.health.samu770.D", "expired")]));
+        assert_eq!(board.drain_recorded(|e| trail.record(e)).await, Ok(1));
+        assert_eq!(
+            trail.take(),
+            ends(&[("fr.health.samu770.E", "gateway_stopped")])
+        );
+    }
+
+    /// When the trail cannot record, no case changes: the new case is not shown, the one
+    /// it would replace stays, a close leaves the case, a lapsed case waits for the next
+    /// round. Before, the change was made and only its record was missing.
+    #[tokio::test(start_paused = true)]
+    async fn nothing_changes_at_a_desk_unless_its_record_is_made() {
+        let board = CaseBoard::new(Duration::from_secs(60));
+        let trail = Trail::default();
+        board
+            .put_recorded("regul-1", case("fr.health.samu770.A"), |e| trail.record(e))
+            .await
+            .unwrap();
+        let changes = board.subscribe();
+        trail.failing(true);
+        let refused = board
+            .put_recorded("regul-1", case("fr.health.samu770.B"), |e| trail.record(e))
+            .await;
+        assert!(refused.is_err());
+        assert_eq!(
+            board.get("regul-1").unwrap().case.case_id,
+            "fr.health.samu770.A",
+            "the case whose end is not recorded stays"
+        );
+        let refused = board
+            .close_recorded("regul-1", None, |e| trail.record([e]))
+            .await;
+        assert!(refused.is_err());
+        assert!(board.get("regul-1").is_some(), "not closed");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(board.reap_recorded(|e| trail.record(e)).await.is_err());
+        assert!(!changes.has_changed().unwrap(), "pages heard of nothing");
+        trail.failing(false);
+        assert_eq!(board.reap_recorded(|e| trail.record(e)).await, Ok(1));
+        assert_eq!(trail.take(), ends(&[("fr.health.samu770.A", "expired")]));
+        assert!(changes.has_changed().unwrap());
     }
 }

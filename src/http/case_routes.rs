@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::extract::{Params, Segment};
 use super::identity::Peer;
 use crate::audit::{Actor, Event, EventKind, Outcome};
-use crate::case::board::{CaseBoard, Ended, HeldCase};
+use crate::case::board::{CaseBoard, Closing, Ended, HeldCase};
 use crate::case::hub::{self, Sex};
 
 /// The regulation software, by its integration certificate (`integration.cn`),
@@ -112,9 +112,14 @@ fn configured_desk(state: &AppState, desk: &str) -> Result<String, ApiError> {
 }
 
 async fn record(state: &AppState, event: Event) -> Result<(), ApiError> {
+    record_all(state, vec![event]).await
+}
+
+/// Records `events` in one commit: all or none.
+async fn record_all(state: &AppState, events: Vec<Event>) -> Result<(), ApiError> {
     state
         .audit()
-        .append(event)
+        .append_all(events)
         .await
         .map(drop)
         .map_err(|_| super::session_routes::audit_unavailable())
@@ -198,24 +203,23 @@ pub(super) async fn post_case(
         }
     };
     let (case_id, patients) = (case.case_id.clone(), case.patients.len());
-    // From its record to the change, this request's turn: two cases sent at once reach
-    // the desk in the order they are on the record.
-    let _turn = sender.board.intake().await;
-    // On the record before any desk shows it.
-    record(
-        &state,
-        Event {
-            actor: Some(sender.actor(&desk)),
-            ..Event::new(EventKind::CaseReceived, Outcome::Success).with_detail(format!(
-                "case {case_id}; desk {desk}; patients {patients}{}",
-                if case.exercise { "; exercise" } else { "" }
-            ))
-        },
-    )
-    .await?;
-    if let Some(replaced) = sender.board.put(&desk, case) {
-        record(&state, ended_event(Some(sender.actor(&desk)), &replaced)).await?;
-    }
+    let received = Event {
+        actor: Some(sender.actor(&desk)),
+        ..Event::new(EventKind::CaseReceived, Outcome::Success).with_detail(format!(
+            "case {case_id}; desk {desk}; patients {patients}{}",
+            if case.exercise { "; exercise" } else { "" }
+        ))
+    };
+    // On the record, with the end of the case it replaces, in one commit before any desk
+    // shows it: if that fails, the desk keeps its case.
+    sender
+        .board
+        .put_recorded(&desk, case, |replaced| {
+            let mut events = vec![received];
+            events.extend(replaced.map(|r| ended_event(Some(sender.actor(&desk)), &r)));
+            record_all(&state, events)
+        })
+        .await?;
     let expires_in_seconds = sender.board.get(&desk).map_or(0, |h| h.seconds_left());
     Ok((
         StatusCode::CREATED,
@@ -252,29 +256,29 @@ pub(super) async fn delete_case(
     Params(query): Params<CloseQuery>,
 ) -> Result<StatusCode, ApiError> {
     let desk = configured_desk(&state, &desk)?;
-    let _turn = sender.board.intake().await;
-    let ended = match sender.board.close(&desk, query.case_id.as_deref()) {
-        Ok(Some(ended)) => ended,
-        Ok(None) => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no_case",
-                "the desk holds no case",
-                "Aucune affaire en cours à ce poste.",
-            ));
-        }
+    // The case stays at the desk unless its end is on the record.
+    let closing = sender
+        .board
+        .close_recorded(&desk, query.case_id.as_deref(), |ended| {
+            record(&state, ended_event(Some(sender.actor(&desk)), &ended))
+        })
+        .await?;
+    match closing {
+        Closing::Closed(_) => Ok(StatusCode::NO_CONTENT),
+        Closing::NoCase => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_case",
+            "the desk holds no case",
+            "Aucune affaire en cours à ce poste.",
+        )),
         // The id it holds is the caller's own data: not echoed, the caller knows it.
-        Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "case_mismatch",
-                "the desk holds another case than the one named: nothing closed",
-                "Cette affaire n'est plus celle du poste : rien n'a été fermé.",
-            ));
-        }
-    };
-    record(&state, ended_event(Some(sender.actor(&desk)), &ended)).await?;
-    Ok(StatusCode::NO_CONTENT)
+        Closing::OtherCase => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "case_mismatch",
+            "the desk holds another case than the one named: nothing closed",
+            "Cette affaire n'est plus celle du poste : rien n'a été fermé.",
+        )),
+    }
 }
 
 /// A case as the physician's page shows it.
@@ -422,20 +426,30 @@ pub(super) async fn get_case(
         .into_response()
 }
 
-/// Records the end of every case that lapsed (the service's reaper calls it).
+/// Records the end of every case that lapsed (the service's reaper calls it); those
+/// whose end cannot be recorded wait for the next round.
 pub(crate) async fn reap(state: &AppState) {
-    record_ends(state, state.cases().reap()).await;
+    let reaped = state
+        .cases()
+        .reap_recorded(|ended| record_ends(state, ended))
+        .await;
+    if let Err(e) = reaped {
+        tracing::error!(error = %e, "cannot record the end of lapsed cases: kept for the next round");
+    }
 }
 
 /// Records the end of every case still held (the service is stopping).
 pub(crate) async fn end_all(state: &AppState) {
-    record_ends(state, state.cases().drain()).await;
+    let ended = state
+        .cases()
+        .drain_recorded(|ended| record_ends(state, ended))
+        .await;
+    if let Err(e) = ended {
+        tracing::error!(error = %e, "cannot record the end of the cases held at stop");
+    }
 }
 
-async fn record_ends(state: &AppState, ended: Vec<Ended>) {
-    for ended in ended {
-        if let Err(e) = state.audit().append(ended_event(None, &ended)).await {
-            tracing::error!(error = %e, "cannot record the end of a case");
-        }
-    }
+async fn record_ends(state: &AppState, ended: Vec<Ended>) -> Result<(), crate::audit::AuditError> {
+    let events = ended.iter().map(|e| ended_event(None, e)).collect();
+    state.audit().append_all(events).await.map(drop)
 }
