@@ -7,7 +7,8 @@
 // "RESEND" (it sends it again, its patient's birth name corrected to CORRIGE), "CLOSE"
 // (it closes it).
 // Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, SHOTS, CASE_ID; MATCH_SHOWN=1 when the
-// record service says how well each candidate matches (the national record does).
+// record service says how well each candidate matches (the national record does); CASE_NIR
+// when the case gives its patient a NIR.
 
 import { accessible, ask, check, closeSummary, context, env, finish, launch, setup, unlock } from './common.mjs';
 
@@ -67,6 +68,19 @@ await page.locator('#case-candidates-0 button').first().waitFor({ state: 'visibl
 check(await page.evaluate(() => document.activeElement.id) === 'ins', 'typing keeps the focus');
 await page.locator('#ins').fill('');
 await page.unroute('**/api/v1/patients/search');
+// A NIR the caller gave (CASE_NIR, when the case carries one) is shown as unverified and
+// reaches the INS field only when the physician asks.
+const nir = process.env.CASE_NIR;
+if (nir) {
+  const line = page.locator('#case-patients .case-nir');
+  const said = await line.innerText();
+  check(said.includes(nir) && said.includes('non vérifié'), `the NIR is shown as unverified: ${said}`);
+  check(await page.locator('#ins').inputValue() === '', 'the NIR is not put in the INS field unasked');
+  await line.locator('button').click();
+  check(await page.locator('#ins').inputValue() === nir, 'the NIR is copied on request');
+  await page.locator('#ins-check.ok').waitFor();
+  await page.locator('#ins').fill('');
+}
 // The regulation software sends the same case again, corrected (same id): the page shows
 // the new sending, not the one it had.
 await ask('RESEND');

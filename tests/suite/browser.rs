@@ -199,13 +199,20 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
     // The regulation software: the case comes once the physician is logged in.
     let integration = gateway.client(Some(support::UNMAPPED));
     let case_id = "fr.health.samu690.DRFR156902612040009";
-    let case = support::hub::one_patient_case(case_id, &family(1));
+    let mut case = support::hub::one_patient_case(case_id, &family(1));
+    // The caller read out the patient's NIR: a hint the page shows as unverified.
+    case["createCaseHealth"]["patient"][0]["administrativeFile"] =
+        json!({"externalId": [{"source": "NIR", "value": nir(1)}]});
     let corrected = support::hub::one_patient_case(case_id, "CORRIGE");
     let mut drill =
         support::hub::one_patient_case("fr.health.samu690.DRFR156902612040010", &family(1));
     drill["kind"] = "Report".into();
     drill["status"] = "Exercise".into();
-    let env = script_env(&gateway, DESK_A, vec![("CASE_ID", case_id.to_owned())]);
+    let env = script_env(
+        &gateway,
+        DESK_A,
+        vec![("CASE_ID", case_id.to_owned()), ("CASE_NIR", nir(1))],
+    );
     let runtime = tokio::runtime::Handle::current();
     let result = tokio::task::block_in_place(|| {
         run_script(&browser_dir().join("case.mjs"), &env, |command| {

@@ -326,6 +326,21 @@
         .concat(p.notes.map((n) => ['Note', n]))
         .filter(([, text]) => text);
       for (const [label, text] of said) item.append(element('p', 'case-said', label + ' : ' + text));
+      // A NIR someone said or read during the call: no identity check stands behind it, so
+      // it is shown as such and only copied into the INS field when the physician asks; the
+      // access then shows the record's identity to compare with the caller's words.
+      if (p.nir_unverified) {
+        const nir = element('p', 'case-nir', 'NIR donné à l’appel, non vérifié : ' + p.nir_unverified + ' ');
+        const use = element('button', null, 'Reporter dans le champ INS');
+        use.type = 'button';
+        use.addEventListener('click', () => {
+          $('ins').value = p.nir_unverified;
+          showInsCheck();
+          $('ins').focus();
+        });
+        nir.append(use);
+        item.append(nir);
+      }
       if (!caseTraits(p)) {
         item.append(element('p', 'hint', 'Traits incomplets : identifiez ce patient par son INS.'));
       }
