@@ -255,6 +255,16 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
             .unwrap_err(),
         UpstreamError::Unavailable(_)
     ));
+    // The DMP's front end refusing with its own page (no SOAP fault): a refusal, which no
+    // stale copy may stand in for, not an outage.
+    dmp.fault(json!({"kind": "status", "status": 403})).await;
+    assert!(matches!(
+        gateway
+            .find_by_ins(&patient, &regulation)
+            .await
+            .unwrap_err(),
+        UpstreamError::AssertionRefused(why) if why.contains("403")
+    ));
     dmp.fault(json!({"kind": "garbage"})).await;
     assert!(matches!(
         gateway
@@ -291,15 +301,19 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
     );
     dmp.fault(json!({"kind": "none"})).await;
 
-    // The synthesis listed but not returned (the reimbursement history was): refused as
-    // malformed, never answered with the history standing in for the summary, which would
-    // say "allergies not recorded" of a record that holds them.
+    // The synthesis listed but not returned (the reimbursement history was): never
+    // answered with the history standing in for the summary, which would say "allergies
+    // not recorded" of a record that holds them. The repository's error says why (a
+    // masked document may be answered as unknown): a refusal, no copy in its place.
     dmp.fault(json!({"kind": "withhold", "unique_id": "1.2.250.1.999.1.1"}))
         .await;
-    assert!(matches!(
-        gateway.patient_summary(&patient, &regulation).await.unwrap_err(),
-        UpstreamError::Malformed(why) if why.contains("synthesis")
-    ));
+    assert_eq!(
+        gateway
+            .patient_summary(&patient, &regulation)
+            .await
+            .unwrap_err(),
+        UpstreamError::AssertionRefused("XDSDocumentUniqueIdError".into())
+    );
     // The history listed but not returned: the summary comes, and says its dispensations
     // are left out (the page says the summary may be partial).
     dmp.fault(json!({"kind": "withhold", "unique_id": "1.2.250.1.999.1.3"}))

@@ -411,7 +411,7 @@ impl DmpClient {
                     soap::token(&content_type)
                 ))
             } else {
-                UpstreamError::Unavailable(format!("HTTP {status}"))
+                without_fault(status)
             });
         };
         // Parsing and reading take CPU in proportion to the answer (up to max_body_bytes):
@@ -425,7 +425,7 @@ impl DmpClient {
             // A fault comes with 500 (or 400): read it before judging the status.
             let body = soap::body(&doc).map_err(outcome)?;
             if status != 200 {
-                return Err(UpstreamError::Unavailable(format!("HTTP {status}")));
+                return Err(without_fault(status));
             }
             read(body, attachments).map_err(outcome)
         })
@@ -706,8 +706,9 @@ impl DmpClient {
             // reimbursement history: that would say "allergies not recorded" of a record
             // that holds them.
             (None, Some(_)) if synthesis.is_some() => {
-                return Err(UpstreamError::Malformed(
-                    "the synthesis the record lists was not returned".into(),
+                return Err(not_returned(
+                    &retrieved.errors,
+                    "the synthesis the record lists",
                 ));
             }
             (None, Some(bytes)) => {
@@ -715,8 +716,9 @@ impl DmpClient {
                 (read(bytes).await?, None)
             }
             (None, None) => {
-                return Err(UpstreamError::Malformed(
-                    "the documents asked for were not returned".into(),
+                return Err(not_returned(
+                    &retrieved.errors,
+                    "none of the documents asked for",
                 ));
             }
         };
@@ -779,7 +781,7 @@ impl DmpClient {
             .iter_mut()
             .find(|d| d.unique_id == unique_id)
             .map(|d| std::mem::take(&mut d.bytes))
-            .ok_or(UpstreamError::DocumentNotListed)?;
+            .ok_or_else(|| not_returned(&retrieved.errors, "the document asked for"))?;
         let mut summary = super::super::extract_off_runtime(bytes).await?;
         super::super::check_same_patient(&summary, Some(ins))?;
         summary.documents = vec![listed(entry, Vec::new())];
@@ -915,7 +917,17 @@ fn registry_outcome(
                 return Err(UpstreamError::PatientOpposed(AccessMode::BrisDeGlace));
             }
             "DMPClosed" => return Err(UpstreamError::RecordClosed),
-            "XDSUnknownPatientId" => return Err(UpstreamError::NoRecord),
+            // The one code that deletes cached copies: only as an error that left nothing
+            // (a warning beside the patient's documents is no such fact).
+            "XDSUnknownPatientId" if e.severity != "Warning" => {
+                return Err(if nothing {
+                    UpstreamError::NoRecord
+                } else {
+                    UpstreamError::Malformed(
+                        "the DMP listed documents and said the patient is unknown".into(),
+                    )
+                });
+            }
             _ => {}
         }
     }
@@ -930,6 +942,30 @@ fn registry_outcome(
             "the DMP answered PartialSuccess with nothing".into(),
         )),
         _ => Ok(()),
+    }
+}
+
+/// Why `what` was not returned: the repository's error, when it listed one (a code that
+/// is not an outage refuses the request and no copy stands in: a repository may answer
+/// a document masked from this access as unknown), else an answer that lacks what it
+/// should hold.
+fn not_returned(errors: &[RegistryError], what: &str) -> UpstreamError {
+    match errors.iter().find(|e| e.severity != "Warning") {
+        Some(e) => unserved(&e.code),
+        None => UpstreamError::Malformed(format!("{what} was not returned")),
+    }
+}
+
+/// A status other than 200 that came without a SOAP fault (a front end's or proxy's own
+/// page), read as the FHIR client reads one without its outcome (`outcome::classify`): an
+/// outage only for 408, 429 and 5xx; any other 4xx (401, 403: the DMP's front end refusing
+/// this professional or this access) refuses the request, and no cached copy is served in
+/// its place.
+fn without_fault(status: u16) -> UpstreamError {
+    match status {
+        408 | 429 | 500..=599 => UpstreamError::Unavailable(format!("HTTP {status}")),
+        400..=499 => UpstreamError::AssertionRefused(format!("HTTP {status} without a SOAP fault")),
+        other => UpstreamError::Malformed(format!("unexpected HTTP status {other}")),
     }
 }
 
@@ -1234,6 +1270,22 @@ mod tests {
             registry_outcome(PartialSuccess, &[error("E", "Error")], false),
             Ok(())
         );
+        // "Unknown patient" deletes cached copies: only as an error that left nothing. As
+        // a warning beside documents it changes nothing; as an error beside them, the
+        // answer contradicts itself.
+        let unknown = |severity| [error("XDSUnknownPatientId", severity)];
+        assert_eq!(
+            registry_outcome(Failure, &unknown("Error"), true),
+            Err(UpstreamError::NoRecord)
+        );
+        assert_eq!(
+            registry_outcome(PartialSuccess, &unknown("Warning"), false),
+            Ok(())
+        );
+        assert!(matches!(
+            registry_outcome(PartialSuccess, &unknown("Error"), false),
+            Err(UpstreamError::Malformed(why)) if why.contains("unknown")
+        ));
         // Part of an answer that holds nothing: not "no summary document".
         for warnings in [&[][..], &[error("W1", "Warning")][..]] {
             assert!(matches!(
@@ -1241,6 +1293,47 @@ mod tests {
                 Err(UpstreamError::Unavailable(_))
             ));
         }
+    }
+
+    /// Documents asked for and not returned take the repository's own error: a refusal
+    /// (no copy in its place) or an outage; with none listed, the answer lacks them.
+    #[test]
+    fn what_was_not_returned_takes_the_repositorys_error() {
+        let error = |code: &str, severity: &str| RegistryError {
+            code: code.into(),
+            severity: severity.into(),
+        };
+        assert_eq!(
+            not_returned(&[error("DMPAccessDenied", "Error")], "the synthesis"),
+            UpstreamError::AssertionRefused("DMPAccessDenied".into())
+        );
+        assert!(matches!(
+            not_returned(&[error("XDSRepositoryBusy", "Error")], "the synthesis"),
+            UpstreamError::Unavailable(_)
+        ));
+        assert!(matches!(
+            not_returned(&[error("W1", "Warning")], "the synthesis"),
+            UpstreamError::Malformed(why) if why == "the synthesis was not returned"
+        ));
+    }
+
+    /// A status without a SOAP fault: an outage only for 408, 429 and 5xx; a front end's
+    /// 401 or 403 refuses the request (no copy stands in for it).
+    #[test]
+    fn a_status_without_a_fault_is_an_outage_only_when_it_says_so() {
+        for status in [408, 429, 500, 502, 503] {
+            assert!(
+                matches!(without_fault(status), UpstreamError::Unavailable(_)),
+                "{status}"
+            );
+        }
+        for status in [400, 401, 403, 404, 451] {
+            assert!(
+                matches!(without_fault(status), UpstreamError::AssertionRefused(_)),
+                "{status}"
+            );
+        }
+        assert!(matches!(without_fault(302), UpstreamError::Malformed(_)));
     }
 
     async fn login(worker: &CardWorker, auth: &[u8]) -> u64 {
