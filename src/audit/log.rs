@@ -498,7 +498,9 @@ impl Writer {
                 "the store recorded {marked} records but the last one present is {head_seq}: its tail was removed"
             )));
         }
-        let shipped = store::meta(&txn, Meta::ShippedUpTo)?.unwrap_or(0);
+        // The furthest any repository received (not the slowest's cursor): every record
+        // a repository holds must stay the one it holds.
+        let shipped = store::highest_shipped(&txn)?;
         if shipped > head_seq {
             return Err(integrity(format!(
                 "records up to {shipped} were shipped but the store ends at {head_seq}: it was rolled back, and continuing would fork the chain"

@@ -40,6 +40,11 @@ use crate::secret::SecretPath;
 /// ACKs. The answers are read while the round is written (`relp::Session::send`), so a
 /// round of any size cannot deadlock on full socket buffers.
 const BATCH: usize = 4096;
+/// A batch also ends once its messages reach this many bytes. A backlog is held up to
+/// three times over (the batch in flight, the next one formatted meanwhile, the framed
+/// copy written): records of the usual size (under 1 KiB) fill 4,096 well before it, but
+/// records near a raised `max_message_bytes` (up to 4 MiB) would make each copy gigabytes.
+const BATCH_BYTES: usize = 8 << 20;
 /// The smallest batch a slow link is given (see [`batch_after`]).
 const MIN_BATCH: usize = 16;
 /// How long an idle shipper waits for a commit notice before looking anyway.
@@ -146,6 +151,8 @@ pub struct Framing {
 struct Limits {
     records: usize,
     message_bytes: usize,
+    /// The batch ends once its messages reach this many bytes (at least one record goes).
+    batch_bytes: usize,
 }
 
 /// Backlog of one receiver, for metrics and readiness.
@@ -183,6 +190,7 @@ impl Receiver {
         Limits {
             records: BATCH,
             message_bytes: self.config.max_message_bytes,
+            batch_bytes: BATCH_BYTES,
         }
     }
 
@@ -394,7 +402,7 @@ fn next_batch(
     let mut out = Vec::new();
     // A repository added after a prune starts where the store does now.
     let pruned = store::meta(&txn, store::Meta::PrunedThrough)?.unwrap_or(0);
-    let (mut last, mut count) = (cursor.max(pruned), 0);
+    let (mut last, mut count, mut size) = (cursor.max(pruned), 0, 0usize);
     let mut unshippable = None;
     store::for_each_record(&txn, last + 1, |seq, bytes| {
         // Sequence numbers are gap-free, and nothing after a cursor or the pruned point
@@ -443,6 +451,7 @@ fn next_batch(
                     ));
                     return ControlFlow::Break(());
                 }
+                size = size.saturating_add(message.len());
                 out.push(message);
             }
             // The writer stores only records it serialised itself, so this is damage
@@ -458,7 +467,7 @@ fn next_batch(
         }
         last = seq;
         count += 1;
-        if count >= limits.records {
+        if count >= limits.records || size >= limits.batch_bytes {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -1006,6 +1015,7 @@ mod tests {
         let limits = Limits {
             records: 10,
             message_bytes: 8192,
+            batch_bytes: BATCH_BYTES,
         };
         let (messages, last, count) = next_batch(&store, 0, framing, limits).unwrap();
         assert_eq!((messages.len(), last, count), (2, 2, 2));
@@ -1036,6 +1046,14 @@ mod tests {
             ..limits
         };
         assert_eq!(next_batch(&store, 0, framing, exact).unwrap().2, 2);
+        // A batch ends at its byte budget, whatever its count: at least one record goes.
+        for (budget, records) in [(1, 1), (size, 1), (size + 1, 2)] {
+            let bounded = Limits {
+                batch_bytes: budget,
+                ..limits
+            };
+            assert_eq!(next_batch(&store, 0, framing, bounded).unwrap().2, records);
+        }
 
         // A hole (record 6 missing), and a record stored under another number: the
         // records before go, then shipping stops (before, both were passed over).

@@ -299,8 +299,10 @@ pub struct Verifier {
     next_expected: u64,
     max_seen: u64,
     matched_checkpoints: HashSet<u64>,
-    /// The furthest `through` of the `trail_pruned` records seen.
-    recorded_prune: u64,
+    /// The checkpoints whose signature verified with a trusted key.
+    signed_checkpoints: HashSet<u64>,
+    /// The `trail_pruned` records seen, as (seq, through).
+    prunes: Vec<(u64, u64)>,
     report: Report,
     expect: Expect,
 }
@@ -314,11 +316,15 @@ impl Verifier {
     ) -> Self {
         let mut report = Report::default();
         let mut checkpoints = BTreeMap::new();
+        let mut signed_checkpoints = HashSet::new();
         for (at, bytes) in raw_checkpoints {
             match serde_json::from_slice::<Checkpoint>(&bytes) {
                 Ok(c) => {
                     match c.verify(trusted) {
-                        Ok(()) => report.checkpoints_verified += 1,
+                        Ok(()) => {
+                            report.checkpoints_verified += 1;
+                            signed_checkpoints.insert(c.seq);
+                        }
                         Err(SignatureProblem::BadSignature) => report
                             .findings
                             .push(Finding::BadSignature { checkpoint: c.seq }),
@@ -353,10 +359,12 @@ impl Verifier {
             window,
             pending_links: BTreeMap::new(),
             gaps: BTreeMap::new(),
-            next_expected: anchor + 1,
+            // Saturating: a hostile container may say any u64.
+            next_expected: anchor.saturating_add(1),
             max_seen: anchor,
             matched_checkpoints: HashSet::new(),
-            recorded_prune: 0,
+            signed_checkpoints,
+            prunes: Vec::new(),
             report,
             expect,
         }
@@ -380,7 +388,7 @@ impl Verifier {
             return;
         };
         if let Some(through) = prunes_through {
-            self.recorded_prune = self.recorded_prune.max(through);
+            self.prunes.push((seq, through));
         }
         self.check_epoch(seq, epoch, restores);
         self.report.range = Some(match self.report.range {
@@ -434,7 +442,7 @@ impl Verifier {
             self.gaps.insert(self.next_expected, seq - 1);
         }
         self.max_seen = self.max_seen.max(seq);
-        self.next_expected = self.next_expected.max(seq + 1);
+        self.next_expected = self.next_expected.max(seq.saturating_add(1));
     }
 
     fn fill_gap(&mut self, seq: u64) {
@@ -485,14 +493,37 @@ impl Verifier {
     /// Finishes: gaps become deletions, unmatched checkpoints and short tails are named.
     pub fn finish(mut self) -> Report {
         let through = self.expect.pruned_through;
-        if through > 0 && self.recorded_prune < through {
+        // A prune is recorded only by a `trail_pruned` record that a signed checkpoint
+        // matching the records covers (the writer signs one right after it): one appended
+        // at the tail by whoever cut the trail's head would vouch for its own deletion.
+        let covered = self
+            .matched_checkpoints
+            .intersection(&self.signed_checkpoints)
+            .max()
+            .copied();
+        let recorded_prune = self
+            .prunes
+            .iter()
+            .filter(|(seq, _)| covered.is_some_and(|c| *seq <= c))
+            .map(|(_, through)| *through)
+            .max()
+            .unwrap_or(0);
+        if through > 0 && recorded_prune < through {
             self.report
                 .findings
                 .push(Finding::UnrecordedPrune { through });
         }
-        for (from, to) in std::mem::take(&mut self.gaps) {
+        let gaps = std::mem::take(&mut self.gaps);
+        for (&from, &to) in &gaps {
             self.report.findings.push(Finding::Deleted { from, to });
         }
+        // Looked up in the gaps (sorted), not in the findings: a container of many
+        // checkpoints inside one gap would otherwise take quadratic time.
+        let deleted = |seq: u64| {
+            gaps.range(..=seq)
+                .next_back()
+                .is_some_and(|(_, &to)| seq <= to)
+        };
         let last = self.max_seen;
         for &seq in self.checkpoints.keys() {
             if seq > last {
@@ -500,7 +531,7 @@ impl Verifier {
                     last,
                     expected: seq,
                 });
-            } else if !self.matched_checkpoints.contains(&seq) && !self.is_deleted(seq) {
+            } else if !self.matched_checkpoints.contains(&seq) && !deleted(seq) {
                 self.report
                     .findings
                     .push(Finding::CheckpointMismatch { checkpoint: seq });
@@ -520,13 +551,6 @@ impl Verifier {
             });
         }
         self.report
-    }
-
-    fn is_deleted(&self, seq: u64) -> bool {
-        self.report
-            .findings
-            .iter()
-            .any(|f| matches!(f, Finding::Deleted { from, to } if (*from..=*to).contains(&seq)))
     }
 }
 
@@ -565,6 +589,32 @@ pub(super) mod tests {
             verifier.apply(digest(&bytes));
         }
         verifier.finish()
+    }
+
+    /// A container may say any u64: the top of the range is a finding, never an
+    /// overflow (release builds check overflow, so it was a panic of `audit verify`).
+    #[test]
+    fn sequence_numbers_at_the_top_of_the_range_never_overflow() {
+        let expect = Expect {
+            head_seq: Some(u64::MAX),
+            pruned_through: u64::MAX,
+        };
+        let mut verifier = Verifier::new(&TrustedKeys::default(), expect, []);
+        let mut record: serde_json::Value =
+            serde_json::from_slice(&trail(&[(0, SEARCH)])[0]).unwrap();
+        record["seq"] = u64::MAX.into();
+        verifier.apply(digest(&serde_json::to_vec(&record).unwrap()));
+        record["seq"] = (u64::MAX - 5).into();
+        verifier.apply(digest(&serde_json::to_vec(&record).unwrap()));
+        let report = verifier.finish();
+        assert!(!report.is_intact());
+        assert!(
+            report
+                .findings
+                .contains(&Finding::MissingAnchor { seq: u64::MAX }),
+            "{:?}",
+            report.findings
+        );
     }
 
     const SEARCH: EventKind = EventKind::PatientSearch;

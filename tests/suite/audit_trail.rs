@@ -696,6 +696,14 @@ fn writer_refuses_to_continue_a_damaged_or_rolled_back_store() {
     .unwrap_err();
     assert!(matches!(err, AuditError::Integrity { .. }), "{err}");
 
+    // One repository's cursor past the end (the slowest's, which the shared cursor
+    // follows, is not): that repository holds records the store would write again.
+    let ahead = trail.tampered(|_, _| {});
+    tamper_meta(&ahead, "shipped_to:repository-2", 50);
+    let store = AuditStore::open(&ahead).unwrap();
+    let err = AuditLog::start(Arc::new(store), signer(), settings(5)).unwrap_err();
+    assert!(err.to_string().contains("fork"), "{err}");
+
     tamper_meta(&trail.path(), "shipped_up_to", 50);
     let store = AuditStore::open(&trail.path()).unwrap();
     let err = AuditLog::start(Arc::new(store), signer(), settings(5)).unwrap_err();
@@ -1180,6 +1188,34 @@ fn a_prefix_deleted_without_its_prune_record_is_named() {
         findings[0].to_string().contains("deleted, not pruned"),
         "{}",
         findings[0]
+    );
+}
+
+/// The same deletion, with a `trail_pruned` record forged at the tail to vouch for it:
+/// no signed checkpoint covers that record (a real prune signs one right after it), so it
+/// records nothing. Before, any `trail_pruned` record anywhere satisfied the check.
+#[test]
+fn a_prune_record_forged_at_the_tail_vouches_for_nothing() {
+    let trail = Trail::new(35, 10);
+    let copy = trail.tampered(|records, checkpoints| {
+        records.retain(|seq, _| *seq > 20);
+        checkpoints.retain(|seq, _| *seq >= 20);
+        let last = records[&35].clone();
+        let digest = ring::digest::digest(&ring::digest::SHA256, &last);
+        let prev: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let forged = edit_record(&last, |v| {
+            v["seq"] = 36.into();
+            v["kind"] = "trail_pruned".into();
+            v["detail"] = "through=20".into();
+            v["prev"] = prev.into();
+        });
+        records.insert(36, forged);
+    });
+    tamper_meta(&copy, "pruned_through", 20);
+    tamper_meta(&copy, "head_seq", 36);
+    assert_eq!(
+        trail.verify(&copy),
+        vec![Finding::UnrecordedPrune { through: 20 }]
     );
 }
 
