@@ -47,9 +47,18 @@ const CHECKPOINT: u8 = 2;
 /// A frame larger than this is corruption, not a record (records are capped at 64 KiB).
 const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
 
-/// The journal that goes with the redb file at `store`.
-pub(super) fn path_for(store: &Path) -> PathBuf {
-    store.with_extension("journal")
+/// The journal that goes with the redb file at `store`: `audit.redb` has `audit.journal`.
+/// A file not named `.redb` keeps its whole name (`audit.2026-12-01` has
+/// `audit.2026-12-01.journal`): replacing its last extension would name the live store's
+/// journal beside it, and a backup read there would wait on the service's frames.
+pub(crate) fn path_for(store: &Path) -> PathBuf {
+    if store.extension().is_some_and(|e| e == "redb") {
+        store.with_extension("journal")
+    } else {
+        let mut name = store.as_os_str().to_owned();
+        name.push(".journal");
+        PathBuf::from(name)
+    }
 }
 
 /// One frame's content.
@@ -627,6 +636,24 @@ pub(super) mod faults {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The live store's journal keeps its name; a backup named without `.redb` beside it
+    /// never shares it.
+    #[test]
+    fn each_store_file_has_its_own_journal() {
+        assert_eq!(
+            path_for(Path::new("/var/lib/samu-gateway/audit.redb")),
+            Path::new("/var/lib/samu-gateway/audit.journal")
+        );
+        assert_eq!(
+            path_for(Path::new("/var/lib/samu-gateway/audit.2026-12-01")),
+            Path::new("/var/lib/samu-gateway/audit.2026-12-01.journal")
+        );
+        assert_eq!(
+            path_for(Path::new("/srv/backup/audit-2026-12-01.redb")),
+            Path::new("/srv/backup/audit-2026-12-01.journal")
+        );
+    }
 
     fn record(seq: u64) -> Entry {
         Entry::Record(NewRecord {

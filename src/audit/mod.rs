@@ -22,6 +22,8 @@ pub mod event;
 pub mod export;
 pub mod fhir;
 mod journal;
+/// The journal file that goes with a store file (the CLI moves both together).
+pub(crate) use journal::path_for as journal_path;
 pub mod log;
 mod outq;
 pub mod recover;

@@ -594,7 +594,7 @@ fn restore(config_path: &Path, input: &Path, older_keys: &[String]) -> Result<Ex
             .with_context(|| format!("cannot move the current store to {}", aside.display()))?;
     }
     // The replaced store's journal goes with it: the backup must not take in its frames.
-    let journal = target.with_extension("journal");
+    let journal = crate::audit::journal_path(&target);
     if journal.exists() {
         let journal_aside = aside.with_file_name(format!(
             "{}.replaced-{replaced_at}",
@@ -622,7 +622,7 @@ fn restore(config_path: &Path, input: &Path, older_keys: &[String]) -> Result<Ex
     log.close().context("cannot close the audit trail")?;
     // Starting the new epoch, as root, created the journal: the service's user must be
     // able to open every audit file, or the service cannot start.
-    for file in [target.clone(), target.with_extension("journal")] {
+    for file in [target.clone(), crate::audit::journal_path(&target)] {
         if file.exists() {
             std::os::unix::fs::chown(&file, Some(owner.0), Some(owner.1))
                 .with_context(|| format!("cannot give {} to the store's owner", file.display()))?;
