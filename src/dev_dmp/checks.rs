@@ -406,22 +406,33 @@ fn retrieve(state: &DevState, body: Node<'_, '_>, granted: &Granted) -> Result<R
         .collect();
     let mut documents = Vec::new();
     let mut errors = Vec::new();
-    let withheld = match state.fault.lock().map(|f| f.clone()) {
-        Ok(super::DmpFault::Withhold { unique_id }) => Some(unique_id),
+    let fault = state.fault.lock().map(|f| f.clone()).unwrap_or_default();
+    let withheld = match &fault {
+        super::DmpFault::Withhold { unique_id } => Some(unique_id),
         _ => None,
     };
     for unique_id in &requests {
-        if withheld.as_ref() == Some(unique_id) {
+        if withheld == Some(unique_id) {
             errors.push("XDSDocumentUniqueIdError");
             continue;
         }
         // Another patient's document, or a masked one this mode may not read, does not
         // exist for this request.
         match visible(&patient, granted.mode).find(|d| &d.unique_id == unique_id) {
-            Some(d) => documents.push(d),
+            Some(d) => {
+                let mut d = d.clone();
+                if let super::DmpFault::Substitute { unique_id, with } = &fault
+                    && *unique_id == d.unique_id
+                    && let Some(other) = patient.documents.iter().find(|o| o.unique_id == *with)
+                {
+                    d.bytes = other.bytes.clone();
+                }
+                documents.push(d);
+            }
             None => errors.push("XDSDocumentUniqueIdError"),
         }
     }
+    let documents: Vec<&super::LoadedDocument> = documents.iter().collect();
     let (content_type, body) = answers::retrieved(&documents, &errors);
     Ok(multipart(content_type, body))
 }

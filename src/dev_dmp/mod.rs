@@ -185,6 +185,14 @@ pub(crate) enum DmpFault {
         /// Its unique id.
         unique_id: String,
     },
+    /// Retrievals answer this document with another one's bytes (a repository that mixes
+    /// documents up), the others as usual.
+    Substitute {
+        /// The document asked for.
+        unique_id: String,
+        /// The document whose bytes are returned in its place.
+        with: String,
+    },
 }
 
 #[derive(Clone)]
@@ -346,7 +354,7 @@ async fn soap(
     }
     let injected = state.fault.lock().map(|f| f.clone()).unwrap_or_default();
     match injected {
-        DmpFault::None | DmpFault::Withhold { .. } => {}
+        DmpFault::None | DmpFault::Withhold { .. } | DmpFault::Substitute { .. } => {}
         DmpFault::Latency { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
         DmpFault::SoapFault { code, receiver } => {
             let side = if receiver { "Receiver" } else { "Sender" };

@@ -331,6 +331,17 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
         "{:?}",
         summary.warnings
     );
+    // The repository returns the reimbursement history's bytes in the synthesis's place (a
+    // valid CDA about the same patient): refused, never read as the summary.
+    dmp.fault(
+        json!({"kind": "substitute", "unique_id": "1.2.250.1.999.1.1",
+                     "with": "1.2.250.1.999.1.3"}),
+    )
+    .await;
+    assert!(matches!(
+        gateway.patient_summary(&patient, &regulation).await.unwrap_err(),
+        UpstreamError::Malformed(why) if why.contains("differs from its registry entry")
+    ));
     dmp.fault(json!({"kind": "none"})).await;
 
     let hurried = client(&dmp, &card, key, cert, 600);
@@ -347,10 +358,11 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
     dmp.fault(json!({"kind": "none"})).await;
 }
 
-/// A registry that files a document under another patient is refused whole, even when the
-/// document itself names no INS to give it away; a document naming no INS, filed under the
-/// patient asked for, is read and said to name none (the page asks for the traits to be
-/// checked with the caller).
+/// A document the registry files under another patient identifier is read only if it names
+/// the INS asked for itself (a patient's INS may change, and the record keeps the documents
+/// filed under the earlier one): one naming no INS is refused, as a registry mixing records
+/// up would show it. A document naming no INS, filed under the patient asked for, is read
+/// and said to name none (the page asks for the traits to be checked with the caller).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_document_filed_under_another_patient_is_refused_and_one_naming_no_ins_is_flagged() {
     let dir = tempfile::tempdir().unwrap();
@@ -363,19 +375,35 @@ async fn a_document_filed_under_another_patient_is_refused_and_one_naming_no_ins
     assert!(source.contains(&ins_id), "the fixture names its INS");
     let no_ins = dir.path().join("ips-fr-without-ins.xml");
     std::fs::write(&no_ins, source.replace(&ins_id, "")).unwrap();
-    let document = |unique_id: &str, filed_under: Option<String>| {
-        json!({"file": no_ins, "unique_id": unique_id, "type_code": "60591-5",
+    let renamed = crate::support::upstream::nir(77);
+    let named = dir.path().join("ips-fr-renamed.xml");
+    std::fs::write(
+        &named,
+        source.replace(
+            &ins_id,
+            &format!("<id root=\"{TEST_OID}\" extension=\"{renamed}\"/>"),
+        ),
+    )
+    .unwrap();
+    let document_in = |file: &Path, unique_id: &str, filed_under: Option<String>| {
+        json!({"file": file, "unique_id": unique_id, "type_code": "60591-5",
                "type_scheme": "2.16.840.1.113883.6.1", "format_code": "urn:ihe:pcc:ips:2020",
                "creation_time": "20261120090000", "title": "Synthèse médicale",
                "filed_under": filed_under})
     };
+    let document = |unique_id: &str, filed_under| document_in(&no_ins, unique_id, filed_under);
     let patients = json!([
         {"ins": INS, "ins_oid": TEST_OID, "family": "SYNTHETIQUE", "given": ["Camille"],
          "birth_date": "1980-01-17", "gender": "F",
          "documents": [document("1.2.250.1.999.2.1", None)]},
         {"ins": OTHER_INS, "ins_oid": TEST_OID, "family": "SYNTHETIQUE", "given": ["Camilla"],
          "birth_date": "1980-01-17", "gender": "F",
-         "documents": [document("1.2.250.1.999.2.2", Some(format!("{INS}^^^&{TEST_OID}&ISO^NH")))]}
+         "documents": [document("1.2.250.1.999.2.2", Some(format!("{INS}^^^&{TEST_OID}&ISO^NH")))]},
+        // Filed under the patient's earlier identifier (an NIA), naming the INS asked for.
+        {"ins": renamed, "ins_oid": TEST_OID, "family": "SYNTHETIQUE", "given": ["Camille"],
+         "birth_date": "1980-01-17", "gender": "F",
+         "documents": [document_in(&named, "1.2.250.1.999.2.3",
+             Some(format!("{}^^^&1.2.250.1.213.1.4.9&ISO^NH", crate::support::upstream::nir(78))))]}
     ]);
     let dmp = DevDmp::start(patients, dir.path(), &[card.ca.as_path()]);
     let gateway = client(&dmp, &card, &card.sign_key, &card.sign_cert, 4_000);
@@ -403,6 +431,14 @@ async fn a_document_filed_under_another_patient_is_refused_and_one_naming_no_ins
         gateway.patient_summary(&other, &access(&other)).await.unwrap_err(),
         UpstreamError::Malformed(why) if why.contains("another patient")
     ));
+
+    let renamed = ins(&renamed);
+    let (_, summary) = gateway
+        .patient_summary(&renamed, &access(&renamed))
+        .await
+        .unwrap();
+    assert_eq!(summary.allergies.items[0].substance, "Pénicilline");
+    assert!(!summary.patient_in_document.unwrap().no_ins);
 }
 
 /// With CRLs configured, a DMP whose certificate they revoke is not talked to (no

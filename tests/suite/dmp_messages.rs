@@ -270,6 +270,15 @@ fn dmp_inspect_reads_a_document_list_an_mtom_retrieval_and_a_fault() {
         retrieved["sha256"],
         samu_gateway::encoding::hex(&samu_gateway::encoding::sha256(cda))
     );
+    // The registry entry's size and SHA-1 (written in capitals there) are what was
+    // retrieved.
+    assert_eq!(documents[0]["size"], cda.len());
+    let sha1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, cda);
+    assert_eq!(
+        documents[0]["hash"],
+        samu_gateway::encoding::hex(sha1.as_ref())
+    );
+    assert_eq!(documents[1]["hash"], Value::Null);
 
     let (code, out, err) = inspect(&fixture("fault-invalid-signature.xml"));
     assert_eq!(code, 0, "{err}");

@@ -577,7 +577,6 @@ impl DmpClient {
             )
             .await?;
         registry_outcome(found.status, &found.errors, found.documents.is_empty())?;
-        same_patient_listed(&found.documents, ins)?;
         Ok(found)
     }
 
@@ -602,6 +601,9 @@ impl DmpClient {
             .iter()
             .map(|d| (d.repository_unique_id.clone(), d.unique_id.clone()))
             .collect();
+        // Checked where the answer is read (off the async workers: hashing takes time in
+        // proportion to the documents).
+        let listed: Vec<DocumentEntry> = entries.iter().map(|d| (*d).clone()).collect();
         let mut retrieved = self
             .exchange(
                 access,
@@ -609,12 +611,21 @@ impl DmpClient {
                 xds::RETRIEVE_ACTION,
                 xds::retrieve_body(&requests),
                 trail,
-                |body, attachments| {
+                move |body, attachments| {
                     // Each part is taken, not copied: one part named by every document of
                     // the answer would otherwise be copied that many times. A second
                     // reference finds it gone.
                     let parts = std::cell::RefCell::new(attachments);
-                    xds::read_retrieved(body, &|id| parts.borrow_mut().remove(id))
+                    let retrieved = xds::read_retrieved(body, &|id| parts.borrow_mut().remove(id))?;
+                    for document in &retrieved.documents {
+                        if let Some(entry) = listed.iter().find(|e| {
+                            e.unique_id == document.unique_id
+                                && e.repository_unique_id == document.repository_unique_id
+                        }) {
+                            as_listed(document, entry)?;
+                        }
+                    }
+                    Ok(retrieved)
                 },
             )
             .await?;
@@ -691,16 +702,20 @@ impl DmpClient {
                 .map(|d| std::mem::take(&mut d.bytes))
         };
         let (synthesis_bytes, history_bytes) = (take(synthesis), take(history));
-        let read = |bytes: Vec<u8>| async move {
-            let summary = super::super::extract_off_runtime(bytes).await?;
-            super::super::check_same_patient(&summary, Some(ins))?;
-            Ok::<_, UpstreamError>(summary)
+        let read = |bytes: Vec<u8>, entry: Option<&DocumentEntry>| {
+            let filed_elsewhere = entry.is_some_and(|e| filed_elsewhere(e, ins));
+            async move {
+                let summary = super::super::extract_off_runtime(bytes).await?;
+                super::super::check_same_patient(&summary, Some(ins))?;
+                tied_to_patient(summary.patient_in_document.as_ref(), filed_elsewhere)?;
+                Ok::<_, UpstreamError>(summary)
+            }
         };
         let mut used = Vec::new();
         let (mut summary, history_bytes) = match (synthesis_bytes, history_bytes) {
             (Some(bytes), history_bytes) => {
                 used.push((synthesis.map(|d| d.unique_id.clone()), "summary"));
-                (read(bytes).await?, history_bytes)
+                (read(bytes, synthesis).await?, history_bytes)
             }
             // A synthesis the record lists but did not return is not replaced by the
             // reimbursement history: that would say "allergies not recorded" of a record
@@ -713,7 +728,7 @@ impl DmpClient {
             }
             (None, Some(bytes)) => {
                 used.push((history.map(|d| d.unique_id.clone()), "summary"));
-                (read(bytes).await?, None)
+                (read(bytes, history).await?, None)
             }
             (None, None) => {
                 return Err(not_returned(
@@ -735,7 +750,7 @@ impl DmpClient {
             );
         }
         if let Some(bytes) = history_bytes {
-            let history_summary = read(bytes).await?;
+            let history_summary = read(bytes, history).await?;
             if summary.dispensations.is_none() {
                 summary.dispensations = history_summary.dispensations;
                 summary.warnings.extend(history_summary.warnings);
@@ -784,25 +799,77 @@ impl DmpClient {
             .ok_or_else(|| not_returned(&retrieved.errors, "the document asked for"))?;
         let mut summary = super::super::extract_off_runtime(bytes).await?;
         super::super::check_same_patient(&summary, Some(ins))?;
+        tied_to_patient(
+            summary.patient_in_document.as_ref(),
+            filed_elsewhere(entry, ins),
+        )?;
         summary.documents = vec![listed(entry, Vec::new())];
         summary.provenance = provenance(trail, &retrieved.documents);
         Ok(summary)
     }
 }
 
-/// An entry the registry files under another patient than the one asked for is a registry
-/// that mixes records up: nothing of its answer is shown (the CDA's own check does not
-/// catch a document that names no INS). An entry without a patient id is the patient's,
-/// since the query asked for that patient's documents only.
-fn same_patient_listed(documents: &[DocumentEntry], ins: &Ins) -> Result<(), UpstreamError> {
-    let foreign = documents.iter().any(|d| {
-        d.patient_id
-            .as_ref()
-            .is_some_and(|(id, oid)| id != ins.as_str() || oid != ins.oid())
-    });
-    if foreign {
+/// A document retrieved is the one the registry lists: its size, its SHA-1 and its media
+/// type, when the entry gives them. A truncated, substituted or re-encoded document is
+/// never read as the patient's summary.
+fn as_listed(document: &xds::RetrievedDocument, entry: &DocumentEntry) -> Result<(), DmpError> {
+    let differs = |what: &str| {
+        Err(DmpError::Answer(format!(
+            "a document returned differs from its registry entry ({what})"
+        )))
+    };
+    if entry
+        .size
+        .is_some_and(|size| size != document.bytes.len() as u64)
+    {
+        return differs("size");
+    }
+    if let Some(hash) = &entry.hash {
+        let actual = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &document.bytes);
+        if crate::encoding::hex(actual.as_ref()) != *hash {
+            return differs("hash");
+        }
+    }
+    // The media type itself: parameters (a charset) may be written on one side only.
+    let media = |m: &str| {
+        m.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    };
+    if let Some(mime) = &entry.mime_type
+        && media(mime) != media(&document.mime_type)
+    {
+        return differs("media type");
+    }
+    Ok(())
+}
+
+/// Whether the registry files `entry` under another patient identifier than the one asked
+/// for (another identifier, or another or no assigning authority). An entry with no
+/// patient id is the patient's, since the query named that patient.
+fn filed_elsewhere(entry: &DocumentEntry, ins: &Ins) -> bool {
+    entry
+        .patient_id
+        .as_ref()
+        .is_some_and(|(id, oid)| id != ins.as_str() || oid != ins.oid())
+}
+
+/// A document the registry files under another identifier is not refused for that alone:
+/// a patient's INS may change, and the record then lists documents filed under the earlier
+/// one (docs/dmp.md, "Finding and retrieving documents"). It is read only if it names the
+/// INS asked for itself (`check_same_patient` has refused one naming another): one naming
+/// no INS cannot be tied to this patient, and a registry that mixes records up would
+/// otherwise show another patient's document.
+fn tied_to_patient(
+    patient: Option<&crate::summary::DocumentPatient>,
+    filed_elsewhere: bool,
+) -> Result<(), UpstreamError> {
+    let names_an_ins = patient.is_some_and(|p| !p.ins.is_empty());
+    if filed_elsewhere && !names_an_ins {
         return Err(UpstreamError::Malformed(
-            "the registry listed a document filed under another patient".into(),
+            "a document the registry files under another patient identifier names no INS: it cannot be tied to the patient asked for".into(),
         ));
     }
     Ok(())
@@ -863,8 +930,11 @@ fn written(d: &DocumentEntry) -> Option<&str> {
         .filter(|t| t.len() >= 4 && t.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// The most recent approved entry (a deprecated one was replaced).
 fn newest<'a>(documents: impl Iterator<Item = &'a DocumentEntry>) -> Option<&'a DocumentEntry> {
-    documents.max_by(|a, b| written(a).cmp(&written(b)))
+    documents
+        .filter(|d| d.approved)
+        .max_by(|a, b| written(a).cmp(&written(b)))
 }
 
 /// The most recent structured synthesis, whatever its kind (the kind's preference only
@@ -873,7 +943,7 @@ fn newest<'a>(documents: impl Iterator<Item = &'a DocumentEntry>) -> Option<&'a 
 /// ago says nothing of last week's treatment or allergy (docs/dmp.md, "The summary").
 fn choose_synthesis(documents: &[DocumentEntry]) -> Option<&DocumentEntry> {
     let ranked = || {
-        documents.iter().filter_map(|d| {
+        documents.iter().filter(|d| d.approved).filter_map(|d| {
             let rank = SYNTHESES.iter().position(|kind| type_of(d) == Some(kind))?;
             Some((d, rank))
         })
@@ -1129,14 +1199,18 @@ mod tests {
             title: None,
             authors: Vec::new(),
             mime_type: None,
+            hash: None,
+            size: None,
+            approved: true,
             patient_id: None,
         }
     }
 
-    /// Entries filed under the patient asked for, or naming no patient, are kept; one
-    /// filed under another identifier or another OID refuses the whole answer.
+    /// An entry filed under another identifier or another OID is filed elsewhere (one
+    /// naming no patient is the patient's); a document filed elsewhere is read only if
+    /// it names an INS (`check_same_patient` has made sure it is the one asked for).
     #[test]
-    fn an_entry_filed_under_another_patient_refuses_the_answer() {
+    fn a_document_filed_elsewhere_must_name_the_patient_itself() {
         let ins = Ins::parse(
             "180017500000134",
             crate::patient::OID_NIR,
@@ -1147,22 +1221,34 @@ mod tests {
             patient_id: patient.map(|(id, oid)| (id.to_owned(), oid.to_owned())),
             ..entry("1.2.250.1.999.1.1", "60591-5", "urn:ihe:pcc:ips:2020", None)
         };
-        let own = filed(Some(("180017500000134", crate::patient::OID_NIR)));
-        let unnamed = filed(None);
-        assert!(same_patient_listed(&[own.clone(), unnamed.clone()], &ins).is_ok());
+        assert!(!filed_elsewhere(
+            &filed(Some(("180017500000134", crate::patient::OID_NIR))),
+            &ins
+        ));
+        assert!(!filed_elsewhere(&filed(None), &ins));
         for foreign in [
             ("280017500000181", crate::patient::OID_NIR),
             ("180017500000134", crate::patient::OID_NIA),
             ("180017500000134", ""),
         ] {
-            let answer = [own.clone(), filed(Some(foreign)), unnamed.clone()];
-            assert!(
-                matches!(
-                    same_patient_listed(&answer, &ins),
-                    Err(UpstreamError::Malformed(m)) if m.contains("another patient")
-                ),
-                "{foreign:?}"
-            );
+            assert!(filed_elsewhere(&filed(Some(foreign)), &ins), "{foreign:?}");
+        }
+        let patient = |ins: Vec<String>| crate::summary::DocumentPatient {
+            names: vec!["SYNTHETIQUE Camille".into()],
+            birth_date: None,
+            gender: None,
+            no_ins: ins.is_empty(),
+            ins,
+        };
+        let named = patient(vec![format!("{}|{}", ins.oid(), ins.as_str())]);
+        assert!(tied_to_patient(Some(&named), true).is_ok());
+        let unnamed = patient(Vec::new());
+        for untied in [Some(&unnamed), None] {
+            assert!(tied_to_patient(untied, false).is_ok());
+            assert!(matches!(
+                tied_to_patient(untied, true),
+                Err(UpstreamError::Malformed(m)) if m.contains("another patient")
+            ));
         }
     }
 
@@ -1293,6 +1379,36 @@ mod tests {
                 Err(UpstreamError::Unavailable(_))
             ));
         }
+    }
+
+    /// What is retrieved must be what the registry lists: its size, its SHA-1, its media
+    /// type (parameters aside); what the entry does not give is not checked.
+    #[test]
+    fn a_document_retrieved_must_be_the_one_listed() {
+        let bytes = b"<ClinicalDocument/>".to_vec();
+        let sha1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &bytes);
+        let listed = DocumentEntry {
+            size: Some(bytes.len() as u64),
+            hash: Some(crate::encoding::hex(sha1.as_ref())),
+            mime_type: Some("text/xml".into()),
+            ..entry("1.2.250.1.999.1.1", "60591-5", "urn:ihe:pcc:ips:2020", None)
+        };
+        let returned = |bytes: &[u8], mime: &str| xds::RetrievedDocument {
+            unique_id: "1.2.250.1.999.1.1".into(),
+            repository_unique_id: "1.2.250.1.999".into(),
+            mime_type: mime.into(),
+            bytes: bytes.to_vec(),
+        };
+        assert!(as_listed(&returned(&bytes, "text/xml"), &listed).is_ok());
+        assert!(as_listed(&returned(&bytes, "TEXT/XML; charset=UTF-8"), &listed).is_ok());
+        let differs = |document: xds::RetrievedDocument, entry: &DocumentEntry| {
+            as_listed(&document, entry).unwrap_err().to_string()
+        };
+        assert!(differs(returned(b"<ClinicalDocument/", "text/xml"), &listed).contains("size"));
+        assert!(differs(returned(b"<ClinicalDocumenT/>", "text/xml"), &listed).contains("hash"));
+        assert!(differs(returned(&bytes, "application/pdf"), &listed).contains("media type"));
+        let bare = entry("1.2.250.1.999.1.1", "60591-5", "urn:ihe:pcc:ips:2020", None);
+        assert!(as_listed(&returned(b"anything", "application/pdf"), &bare).is_ok());
     }
 
     /// Documents asked for and not returned take the repository's own error: a refusal

@@ -72,6 +72,15 @@ pub struct DocumentEntry {
     pub authors: Vec<String>,
     /// `mimeType`.
     pub mime_type: Option<String>,
+    /// The document's SHA-1 (`hash` slot, lowercase hex), which what is retrieved must
+    /// have.
+    pub hash: Option<String>,
+    /// The document's size in bytes (`size` slot), which what is retrieved must have.
+    pub size: Option<u64>,
+    /// Listed as approved (or with no status): a deprecated entry (replaced by a newer
+    /// version) is listed by a registry that ignored the query's status filter, and is
+    /// never chosen as the summary.
+    pub approved: bool,
     /// The patient the registry files it under (`XDSDocumentEntry.patientId`), as
     /// (identifier, assigning authority's OID), when the entry says; never serialised.
     #[serde(skip)]
@@ -336,6 +345,36 @@ fn read_entry(object: Node<'_, '_>, i: usize) -> Result<DocumentEntry, DmpError>
     for (name, id) in [("uniqueId", unique_id), ("repositoryUniqueId", repository)] {
         check_id(id, || format!("document {i} of the list: {name}"))?;
     }
+    let single = |name: &str| match slot_values(object, name).as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(*one)),
+        _ => Err(DmpError::Answer(format!(
+            "document {i} of the list has more than one {name}"
+        ))),
+    };
+    let hash = single("hash")?
+        .map(|h| {
+            if h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                Ok(h.to_ascii_lowercase())
+            } else {
+                Err(DmpError::Answer(format!(
+                    "document {i} of the list: its hash is not a SHA-1"
+                )))
+            }
+        })
+        .transpose()?;
+    let size = single("size")?
+        .map(|n| {
+            n.parse::<u64>().map_err(|_| {
+                DmpError::Answer(format!(
+                    "document {i} of the list: its size is not a number"
+                ))
+            })
+        })
+        .transpose()?;
+    let approved = object
+        .attribute("status")
+        .is_none_or(|s| s == "urn:oasis:names:tc:ebxml-regrep:StatusType:Approved");
     let authors = classifications
         .iter()
         .filter(|c| c.attribute("classificationScheme") == Some(AUTHOR))
@@ -358,6 +397,9 @@ fn read_entry(object: Node<'_, '_>, i: usize) -> Result<DocumentEntry, DmpError>
         title: localized(object, "Name"),
         authors,
         mime_type: object.attribute("mimeType").map(str::to_owned),
+        hash,
+        size,
+        approved,
         patient_id: external_id(object, PATIENT_ID).map(patient_of),
     })
 }
@@ -518,12 +560,23 @@ pub fn read_retrieved(
             None => crate::xmldsig::base64_text(document)
                 .ok_or_else(|| DmpError::Answer(format!("document {i}: not base64")))?,
         };
-        documents.push(RetrievedDocument {
+        let document = RetrievedDocument {
             unique_id: field("DocumentUniqueId")?,
             repository_unique_id: field("RepositoryUniqueId")?,
             mime_type: field("mimeType")?,
             bytes,
-        });
+        };
+        // Two answers for one document, maybe with different bytes: which is the
+        // document is not for the gateway to guess (at most MAX_RETRIEVE: no quadratic).
+        if documents.iter().any(|d: &RetrievedDocument| {
+            d.unique_id == document.unique_id
+                && d.repository_unique_id == document.repository_unique_id
+        }) {
+            return Err(DmpError::Answer(format!(
+                "document {i} returned was returned before"
+            )));
+        }
+        documents.push(document);
     }
     Ok(Retrieved {
         status: status(registry)?,
@@ -599,7 +652,93 @@ pub fn found_from_envelope(xml: &str) -> Result<Found, DmpError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_id, patient_of};
+    use super::{check_id, found_from_envelope, patient_of};
+
+    fn td31() -> String {
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/dmp/td31-answer.xml"
+        ))
+        .unwrap()
+    }
+
+    /// Two answers for one document (maybe with different bytes) refuse the retrieval:
+    /// which is the document is not for the gateway to guess.
+    #[test]
+    fn a_document_returned_twice_is_refused() {
+        let answer = |bodies: &[&str]| {
+            let responses: String = bodies
+                .iter()
+                .map(|b| {
+                    format!(
+                        "<xdsb:DocumentResponse><xdsb:RepositoryUniqueId>1.2.3</xdsb:RepositoryUniqueId>\
+                         <xdsb:DocumentUniqueId>1.2.3.4</xdsb:DocumentUniqueId>\
+                         <xdsb:mimeType>text/xml</xdsb:mimeType><xdsb:Document>{b}</xdsb:Document>\
+                         </xdsb:DocumentResponse>"
+                    )
+                })
+                .collect();
+            format!(
+                "<xdsb:RetrieveDocumentSetResponse xmlns:xdsb=\"{}\" xmlns:rs=\"{}\">\
+                 <rs:RegistryResponse status=\"urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success\"/>\
+                 {responses}</xdsb:RetrieveDocumentSetResponse>",
+                super::XDSB,
+                super::RS
+            )
+        };
+        let read = |xml: String| {
+            let doc = roxmltree::Document::parse(&xml).unwrap();
+            super::read_retrieved(doc.root_element(), &|_| None).map(|r| r.documents.len())
+        };
+        // "<a></a>" and "<b></b>", base64.
+        assert_eq!(read(answer(&["PGE+PC9hPg=="])).unwrap(), 1);
+        let err = read(answer(&["PGE+PC9hPg==", "PGI+PC9iPg=="])).unwrap_err();
+        assert!(err.to_string().contains("returned before"), "{err}");
+    }
+
+    /// An entry's size, SHA-1 and status are read; one that cannot be what it says is
+    /// refused, not read as having none.
+    #[test]
+    fn an_entrys_size_hash_and_status_are_read() {
+        let text = td31();
+        let found = found_from_envelope(&text).unwrap();
+        let first = &found.documents[0];
+        assert_eq!(first.size, Some(641));
+        assert_eq!(
+            first.hash.as_deref(),
+            Some("63ca9b4bfb1cac63711c6c67b64e15a134b16420")
+        );
+        assert!(found.documents.iter().all(|d| d.approved));
+        let deprecated = text.replacen("StatusType:Approved", "StatusType:Deprecated", 1);
+        let found = found_from_envelope(&deprecated).unwrap();
+        assert!(!found.documents[0].approved);
+        assert!(found.documents[1].approved);
+        let size = "<rim:Value>641</rim:Value>";
+        let hash = "<rim:Value>63CA9B4BFB1CAC63711C6C67B64E15A134B16420</rim:Value>";
+        for (from, to, why) in [
+            (
+                size,
+                "<rim:Value>641 octets</rim:Value>",
+                "size is not a number",
+            ),
+            (size, "<rim:Value>-1</rim:Value>", "size is not a number"),
+            (
+                size,
+                "<rim:Value>1</rim:Value><rim:Value>2</rim:Value>",
+                "more than one size",
+            ),
+            (
+                hash,
+                "<rim:Value>63CA9B4B</rim:Value>",
+                "hash is not a SHA-1",
+            ),
+            (hash, &hash.replace("63CA", "ZZCA"), "hash is not a SHA-1"),
+        ] {
+            assert!(text.contains(from));
+            let err = found_from_envelope(&text.replacen(from, to, 1)).unwrap_err();
+            assert!(err.to_string().contains(why), "{to}: {err}");
+        }
+    }
 
     #[test]
     fn an_entry_patient_id_is_read_as_id_and_authority() {
