@@ -247,7 +247,15 @@ fn existence(state: &DevState, body: Node<'_, '_>, granted: &Granted) -> Result<
     ) else {
         return refuse("DMPMalformedRequest", "Identifiant du patient absent");
     };
-    let patient = patient_named(state, granted, &format!("{ins}^^^&{root}&ISO^NH"))?;
+    let mut patient = patient_named(state, granted, &format!("{ins}^^^&{root}&ISO^NH"))?;
+    // A mix-up on the way: the answer about another patient of the stand-in.
+    if let Ok(super::DmpFault::ExistenceAbout { ins }) = state.fault.lock().map(|f| f.clone()) {
+        patient = state
+            .patients
+            .read()
+            .ok()
+            .and_then(|all| all.iter().find(|p| p.patient.ins == ins).cloned());
+    }
     Ok(xml(answers::existence(
         patient.as_ref().map(|p| &p.patient),
     )))

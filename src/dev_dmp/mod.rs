@@ -185,6 +185,12 @@ pub(crate) enum DmpFault {
         /// Its unique id.
         unique_id: String,
     },
+    /// Tests of existence answer about this patient, whoever was asked for (a mix-up on
+    /// the way).
+    ExistenceAbout {
+        /// The INS of the patient the answers are about.
+        ins: String,
+    },
     /// Retrievals answer this document with another one's bytes (a repository that mixes
     /// documents up), the others as usual.
     Substitute {
@@ -354,7 +360,10 @@ async fn soap(
     }
     let injected = state.fault.lock().map(|f| f.clone()).unwrap_or_default();
     match injected {
-        DmpFault::None | DmpFault::Withhold { .. } | DmpFault::Substitute { .. } => {}
+        DmpFault::None
+        | DmpFault::Withhold { .. }
+        | DmpFault::Substitute { .. }
+        | DmpFault::ExistenceAbout { .. } => {}
         DmpFault::Latency { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
         DmpFault::SoapFault { code, receiver } => {
             let side = if receiver { "Receiver" } else { "Sender" };

@@ -147,6 +147,10 @@ async fn dev_dmp_answers_an_accepted_assertion_and_refuses_like_the_dmp() {
     let existence = hl7v3::read_existence(soap::body(&doc).unwrap()).unwrap();
     assert!(existence.found && !existence.closed);
     assert!(existence.oppositions.is_empty());
+    // Who it is about is read (and never printed).
+    assert!(existence.about.include(TEST_OID, INS));
+    assert!(!existence.about.include(TEST_OID, OTHER_INS));
+    assert!(!format!("{existence:?}").contains(INS));
     let other = signer.vihf(
         AccessMode::Centre15,
         AuthenticationMode::Directe,

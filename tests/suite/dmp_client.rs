@@ -265,6 +265,19 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
             .unwrap_err(),
         UpstreamError::AssertionRefused(why) if why.contains("403")
     ));
+    // A test of existence for the patient who opposed regulation access, answered about
+    // another patient (whose record is open and not opposed), says nothing of this one's:
+    // refused, never "record exists, not opposed".
+    dmp.fault(json!({"kind": "existence_about", "ins": INS}))
+        .await;
+    let opposed = ins(OTHER_INS);
+    assert!(matches!(
+        gateway
+            .find_by_ins(&opposed, &access(AccessMode::Centre15, Some(&opposed)))
+            .await
+            .unwrap_err(),
+        UpstreamError::Malformed(why) if why.contains("another patient")
+    ));
     dmp.fault(json!({"kind": "garbage"})).await;
     assert!(matches!(
         gateway

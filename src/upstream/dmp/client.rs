@@ -487,6 +487,13 @@ impl DmpClient {
         if !existence.found {
             return Ok(Vec::new());
         }
+        // An answer about another patient (a mix-up on the way, a proxy answering the
+        // wrong request) says nothing of this one's record, closure or oppositions.
+        if !existence.about.include(ins.oid(), ins.as_str()) {
+            return Err(UpstreamError::Malformed(
+                "the test of existence answered about another patient".into(),
+            ));
+        }
         if existence.closed {
             return Err(UpstreamError::RecordClosed);
         }

@@ -309,6 +309,24 @@ pub struct Existence {
     /// The oppositions the patient expressed (`OPPOSITION_ACCES_URGENCE`,
     /// `OPPOSITION_BRIS_DE_GLACE`) when the answer lists them.
     pub oppositions: Vec<String>,
+    /// Who the answer is about: the patient's ids, which must include the INS asked for.
+    #[serde(skip)]
+    pub about: PatientIds,
+}
+
+/// A patient's ids as an answer gives them, `(root, extension)`: INS, so never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct PatientIds(pub Vec<(String, String)>);
+
+redacted_debug!(PatientIds);
+
+impl PatientIds {
+    /// Whether `value` under `oid` is among them.
+    pub fn include(&self, oid: &str, value: &str) -> bool {
+        self.0
+            .iter()
+            .any(|(root, extension)| root == oid && extension == value)
+    }
 }
 
 /// The opposition flags set to true among `patient`'s administrative observations.
@@ -384,12 +402,26 @@ pub fn read_existence(answer: Node<'_, '_>) -> Result<Existence, DmpError> {
             _ => {}
         }
     }
+    let about = PatientIds(
+        patient
+            .into_iter()
+            .flat_map(|p| p.children().filter(|n| n.has_tag_name((HL7, "id"))))
+            .take(8)
+            .filter_map(|id| {
+                Some((
+                    id.attribute("root")?.trim().to_owned(),
+                    id.attribute("extension")?.trim().to_owned(),
+                ))
+            })
+            .collect(),
+    );
     Ok(Existence {
         found,
         closed,
         authorisation,
         treating_physician,
         oppositions: patient.map(oppositions).unwrap_or_default(),
+        about,
     })
 }
 
