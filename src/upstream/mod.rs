@@ -279,10 +279,52 @@ pub trait RecordService: Send + Sync {
 pub(crate) async fn extract_off_runtime(
     bytes: Vec<u8>,
 ) -> Result<crate::summary::CriticalSummary, UpstreamError> {
-    tokio::task::spawn_blocking(move || crate::summary::extract(&bytes))
-        .await
-        .map_err(|_| UpstreamError::Unavailable("reading the document stopped".into()))?
-        .map_err(|e| UpstreamError::Malformed(e.to_string()))
+    off_runtime("reading the document stopped", move |_| {
+        crate::summary::extract(&bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))
+    })
+    .await
+}
+
+/// Set once nobody waits for a piece of blocking work any more (its future was dropped:
+/// the access's deadline passed, the request ended).
+#[derive(Clone, Default)]
+pub(crate) struct Abandoned(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Abandoned {
+    /// An error once nobody waits: work not begun yet is skipped, so that an answer
+    /// nobody will read is not parsed (on two cores, physicians retrying against slow or
+    /// large answers would otherwise pile up parses of answers already given up on).
+    pub(crate) fn check(&self) -> Result<(), UpstreamError> {
+        if self.0.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(UpstreamError::Unavailable(
+                "nobody waits for this answer any more".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs `work` on tokio's blocking threads, giving it what says whether anyone still
+/// waits (checked before it starts, and by `work` after any wait of its own); `stopped`
+/// is the error when the work panicked.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    stopped: &str,
+    work: impl FnOnce(&Abandoned) -> Result<T, UpstreamError> + Send + 'static,
+) -> Result<T, UpstreamError> {
+    struct SetOnDrop(Abandoned);
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            (self.0).0.store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+    let abandoned = Abandoned::default();
+    let _waiting = SetOnDrop(abandoned.clone());
+    tokio::task::spawn_blocking(move || {
+        abandoned.check()?;
+        work(&abandoned)
+    })
+    .await
+    .map_err(|_| UpstreamError::Unavailable(stopped.into()))?
 }
 
 /// A document whose Patient carries INS identifiers, none of them the one asked for, is
@@ -465,6 +507,33 @@ mod defaults {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Work whose waiter was dropped (the deadline passed) is told so when it looks;
+    /// work that was waited for to the end never is.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn blocking_work_nobody_waits_for_is_told_so() {
+        for given_up in [true, false] {
+            let (go, wait) = std::sync::mpsc::channel::<()>();
+            let (seen, told) = std::sync::mpsc::channel();
+            let work = off_runtime("stopped", move |abandoned| {
+                wait.recv().ok();
+                seen.send(abandoned.check().is_err()).ok();
+                Ok(())
+            });
+            if given_up {
+                let waited = tokio::time::timeout(std::time::Duration::from_millis(50), work);
+                assert!(waited.await.is_err());
+                go.send(()).unwrap();
+            } else {
+                go.send(()).unwrap();
+                work.await.unwrap();
+            }
+            let abandoned = told
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap();
+            assert_eq!(abandoned, given_up);
+        }
+    }
 
     /// One row per outcome: the API code, the audit reason and the message come from the
     /// same place, so the desk's answer and the trail cannot drift apart.

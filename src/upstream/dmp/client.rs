@@ -418,9 +418,12 @@ impl DmpClient {
         // off the async workers, so that a large or hostile answer neither stalls the
         // other requests nor keeps the access's deadline from answering the physician.
         // Parsed once, for the fault and for `read`.
-        tokio::task::spawn_blocking(move || {
+        crate::upstream::off_runtime("reading the answer stopped", move |abandoned| {
             // Held until the answer is read and its tree dropped.
             let _turn = crate::xml::turn(xml.len());
+            // Waiting for the turn may outlast the access's deadline: then nobody would
+            // read what a parse found.
+            abandoned.check()?;
             let doc = soap::parse(&xml).map_err(malformed)?;
             // A fault comes with 500 (or 400): read it before judging the status.
             let body = soap::body(&doc).map_err(outcome)?;
@@ -430,7 +433,6 @@ impl DmpClient {
             read(body, attachments).map_err(outcome)
         })
         .await
-        .map_err(|_| UpstreamError::Unavailable("reading the answer stopped".into()))?
     }
 
     fn transmission_ids() -> Result<(String, String, String), UpstreamError> {
