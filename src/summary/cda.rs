@@ -99,7 +99,7 @@ pub(super) fn extract(bytes: &[u8]) -> Result<CriticalSummary, SummaryError> {
     } else {
         "cda"
     };
-    let mut summary = reader.finish(header(root, kind, shape), patient(root));
+    let mut summary = reader.finish(header(root, kind, shape), patient(root)?);
     if content.is_some() {
         for basis in [
             &mut summary.allergies.basis,
@@ -520,23 +520,41 @@ fn header(root: Node<'_, '_>, kind: &str, shape: Shape) -> DocumentInfo {
     }
 }
 
-fn patient(root: Node<'_, '_>) -> Option<DocumentPatient> {
-    let role = child(root, "recordTarget").and_then(|r| child(r, "patientRole"))?;
-    let ins = children(role, "id")
-        .filter_map(|id| {
-            let oid = id.attribute("root")?;
-            let value = id.attribute("extension")?;
-            oid.starts_with(INS_ROOT_PREFIX)
-                .then(|| format!("{oid}|{value}"))
-        })
+/// The document's patient: its `recordTarget`. Several are accepted only when they are one
+/// person, each naming the same INS (the first is read); otherwise the summary could be
+/// any of theirs, and the document is refused.
+fn patient(root: Node<'_, '_>) -> Result<Option<DocumentPatient>, SummaryError> {
+    let roles: Vec<Node<'_, '_>> = children(root, "recordTarget")
+        .filter_map(|r| child(r, "patientRole"))
+        .take(100)
         .collect();
+    let ins_of = |role: Node<'_, '_>| -> Vec<String> {
+        let mut ins: Vec<String> = children(role, "id")
+            .filter_map(|id| {
+                let oid = id.attribute("root")?;
+                let value = id.attribute("extension")?;
+                oid.starts_with(INS_ROOT_PREFIX)
+                    .then(|| format!("{oid}|{value}"))
+            })
+            .collect();
+        ins.sort();
+        ins.dedup();
+        ins
+    };
+    let Some(&role) = roles.first() else {
+        return Ok(None);
+    };
+    let ins = ins_of(role);
+    if roles.len() > 1 && (ins.is_empty() || roles[1..].iter().any(|r| ins_of(*r) != ins)) {
+        return Err(SummaryError::SeveralRecordTargets(roles.len()));
+    }
     let person = child(role, "patient");
     let names = person
         .into_iter()
         .flat_map(|p| children(p, "name"))
         .filter_map(|n| non_empty(text_of(n)))
         .collect();
-    Some(DocumentPatient {
+    Ok(Some(DocumentPatient {
         names,
         // The date only: a time and offset on a birth date would move it to another day
         // once shown in the workstation's time zone.
@@ -550,7 +568,7 @@ fn patient(root: Node<'_, '_>) -> Option<DocumentPatient> {
         ins,
         // Set once the summary is read (`extract`).
         no_ins: false,
-    })
+    }))
 }
 
 /// What the sections of one document yield.

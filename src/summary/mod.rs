@@ -67,13 +67,19 @@ pub enum SummaryError {
         "the document's subject cannot be determined: it holds {0} Patient resources that disagree on who the patient is, and no Composition subject names one of them"
     )]
     ConflictingPatients(usize),
+    /// A CDA document with several `recordTarget`s that are not one person (the same INS):
+    /// which patient it is about cannot be determined.
+    #[error(
+        "the document's subject cannot be determined: it names {0} patients (recordTarget) that are not one person by their INS"
+    )]
+    SeveralRecordTargets(usize),
 }
 
 impl SummaryError {
     /// The message for the physician's screen, in French.
     pub fn message_fr(&self) -> &'static str {
         match self {
-            Self::ConflictingPatients(_) => {
+            Self::ConflictingPatients(_) | Self::SeveralRecordTargets(_) => {
                 "Document refusé : il décrit plusieurs patients différents."
             }
             _ => "Le dossier a renvoyé un document illisible. Aucune donnée n'est affichée.",

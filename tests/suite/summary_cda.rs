@@ -919,3 +919,46 @@ fn no_known_allergies_never_stands_over_what_else_the_document_says() {
         Some("19500312")
     );
 }
+
+/// A document naming several patients (`recordTarget`) is about one of them only if they
+/// are one person by their INS; otherwise which one is unknown, and it is refused (before,
+/// the first was taken, and the document's INS check passed on it alone).
+#[test]
+fn several_record_targets_are_one_person_or_the_document_is_refused() {
+    let source = String::from_utf8(cda("ips-fr-allergy-treatment-problem.xml")).unwrap();
+    let start = source.find("<recordTarget>").unwrap();
+    let end = source.find("</recordTarget>").unwrap() + "</recordTarget>".len();
+    let target = &source[start..end];
+    let with = |second: &str| {
+        summary::extract(
+            source
+                .replacen(target, &format!("{target}{second}"), 1)
+                .as_bytes(),
+        )
+    };
+    // The same person twice: read.
+    let twice = with(target).unwrap();
+    assert_eq!(
+        twice.patient_in_document.unwrap().ins,
+        ["1.2.250.1.213.1.4.10|180017500000134"]
+    );
+    let someone_else = target
+        .replace("180017500000134", "280017500000181")
+        .replace("Camille", "Dominique");
+    let unnamed = target.replace(
+        "<id root=\"1.2.250.1.213.1.4.10\" extension=\"180017500000134\"/>",
+        "",
+    );
+    for second in [someone_else.as_str(), unnamed.as_str()] {
+        let refused = with(second).unwrap_err();
+        assert!(
+            matches!(refused, SummaryError::SeveralRecordTargets(2)),
+            "{refused}"
+        );
+        assert!(!refused.to_string().contains("Dominique"));
+        assert_eq!(
+            refused.message_fr(),
+            "Document refusé : il décrit plusieurs patients différents."
+        );
+    }
+}
