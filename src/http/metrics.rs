@@ -242,7 +242,7 @@ impl Metrics {
         self.handshake_failures.inc();
     }
 
-    /// Counts one connection the gateway closed (`idle`, `stalled`, `anonymous_cap`) or
+    /// Counts one connection the gateway closed (`idle`, `stalled`, `anonymous_cap`, `handshake_cap`) or
     /// refused (`per_address_cap`).
     pub(crate) fn observe_connection_closed(&self, reason: &'static str) {
         self.connections_closed

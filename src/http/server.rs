@@ -150,6 +150,8 @@ pub(crate) struct Connections {
     idle_timeout: Duration,
     /// Slots connections without a client certificate may hold (half of them).
     anonymous: Arc<Semaphore>,
+    /// Connections whose TLS handshake is under way (a quarter of the slots at most).
+    handshakes: Arc<Handshakes>,
     refused_handshakes: Arc<Throttled>,
     refused_connections: Arc<Throttled>,
 }
@@ -182,6 +184,7 @@ impl Connections {
             handshake_timeout: limits.handshake_timeout,
             idle_timeout: limits.idle_timeout,
             anonymous: Arc::new(Semaphore::new((limits.max_connections / 2).max(1))),
+            handshakes: Arc::new(Handshakes::new((limits.max_connections / 4).max(1))),
             refused_handshakes: Arc::default(),
             refused_connections: Arc::default(),
         }
@@ -197,7 +200,22 @@ impl Connections {
     async fn handle(self, tcp: TcpStream, remote: SocketAddr, watcher: Watcher) {
         let _ = tcp.set_nodelay(true);
         let acceptor = TlsAcceptor::from(self.tls.config());
-        let tls = match tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp)).await {
+        let (pending, evicted) = self.handshakes.begin();
+        let handshake = tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp));
+        let handshake = tokio::select! {
+            done = handshake => done,
+            _ = evicted => {
+                self.metrics.observe_connection_closed("handshake_cap");
+                Self::log_refusal(
+                    &self.refused_connections,
+                    remote,
+                    "connection closed before its TLS handshake ended: a newer connection needed the slot (left_out: the same from this address since its last such line)",
+                );
+                return;
+            }
+        };
+        drop(pending);
+        let tls = match handshake {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 self.metrics.observe_handshake_failure();
@@ -491,6 +509,85 @@ impl Drop for Counted {
                 open.remove(&self.1);
             }
         }
+    }
+}
+
+/// The connections whose TLS handshake is under way. Nothing tells a desk's connection
+/// from a hostile one before its handshake, and one that sends nothing holds its slot
+/// until the handshake deadline: a few addresses reconnecting would hold every slot, and
+/// desks would wait in the kernel's backlog. So these hold a quarter of the slots at most
+/// (with the half anonymous connections may hold, a quarter stays for desks); past that,
+/// a new connection closes the oldest still in its handshake. A desk's handshake takes
+/// milliseconds: it is never the oldest for long.
+pub(crate) struct Handshakes {
+    capacity: usize,
+    /// By order of arrival: each one's sender, fired to close it.
+    pending: std::sync::Mutex<(
+        u64,
+        std::collections::BTreeMap<u64, tokio::sync::oneshot::Sender<()>>,
+    )>,
+}
+
+/// A handshake under way, until dropped.
+pub(crate) struct PendingHandshake {
+    handshakes: Arc<Handshakes>,
+    id: u64,
+}
+
+impl Drop for PendingHandshake {
+    fn drop(&mut self) {
+        self.handshakes.lock().1.remove(&self.id);
+    }
+}
+
+impl Handshakes {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            pending: std::sync::Mutex::new((0, std::collections::BTreeMap::new())),
+        }
+    }
+
+    /// A poisoned lock still holds a whole map: every change is one insert or remove.
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        (
+            u64,
+            std::collections::BTreeMap<u64, tokio::sync::oneshot::Sender<()>>,
+        ),
+    > {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a handshake starting now, closing the oldest when all are taken: the
+    /// guard, and what resolves if a newer one closes this one.
+    pub(crate) fn begin(
+        self: &Arc<Self>,
+    ) -> (PendingHandshake, tokio::sync::oneshot::Receiver<()>) {
+        let (close, closed) = tokio::sync::oneshot::channel();
+        let mut pending = self.lock();
+        while pending.1.len() >= self.capacity {
+            match pending.1.pop_first() {
+                // The oldest's task ends its handshake when it hears of it.
+                Some((_, oldest)) => drop(oldest.send(())),
+                None => break,
+            }
+        }
+        let id = pending.0;
+        pending.0 = pending.0.wrapping_add(1);
+        pending.1.insert(id, close);
+        drop(pending);
+        (
+            PendingHandshake {
+                handshakes: self.clone(),
+                id,
+            },
+            closed,
+        )
     }
 }
 

@@ -184,6 +184,39 @@ async fn silent_connections_cannot_hold_the_listener_while_a_desk_breaks_glass()
     );
 }
 
+/// Connections that never start their TLS handshake hold a quarter of the slots at most:
+/// a new one closes the oldest still waiting, so a desk's handshake (milliseconds) gets
+/// through. Before, 24 silent TCP connections from three addresses held all 24 slots until
+/// their handshake deadline (2 s), and the desk waited in the kernel's backlog.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_that_never_start_their_handshake_cannot_hold_the_listener() {
+    let gateway = Gateway::start_with(LIMITS, |_| String::new());
+    let mut held = Vec::new();
+    for n in [2, 3, 4] {
+        for _ in 0..8 {
+            let socket = TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::new(attacker(n), 0)).unwrap();
+            held.push(socket.connect(gateway.addr).await.unwrap());
+        }
+    }
+    // Accepted by now (the gateway accepts as fast as it can).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let desk = gateway.client(Some(DESK_A));
+    let health = tokio::time::timeout(
+        Duration::from_millis(1500),
+        desk.get(gateway.url("/healthz")).send(),
+    )
+    .await;
+    assert!(
+        matches!(&health, Ok(Ok(answer)) if answer.status() == 200),
+        "the desk was not served while silent connections waited: {health:?}"
+    );
+    let manager = gateway.client(None);
+    let (_, metrics) = support::get_text(&manager, &gateway.management_url("/metrics")).await;
+    assert!(metrics.contains(r#"reason="handshake_cap""#), "{metrics}");
+    drop(held);
+}
+
 /// Connections without a client certificate hold half of the slots at most: past that,
 /// each is closed right after its handshake, and a desk still gets a slot. (Before, a
 /// peer that sent a request now and then, or stalled an HTTP/2 answer, held every slot
