@@ -118,10 +118,9 @@ pub(crate) fn root_store(
 pub(crate) fn load_crls(
     paths: &[PathBuf],
     key: &str,
-) -> Result<(Vec<CertificateRevocationListDer<'static>>, bool), ConfigProblem> {
+) -> Result<(Vec<CertificateRevocationListDer<'static>>, CrlsDue), ConfigProblem> {
     let mut lists = Vec::new();
-    let mut stale = false;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut due = CrlsDue(None);
     for (i, path) in paths.iter().enumerate() {
         let key = format!("{key}[{i}]");
         let bytes = std::fs::read(path)
@@ -135,12 +134,26 @@ pub(crate) fn load_crls(
         };
         let (_, parsed) = x509_parser::parse_x509_crl(der.as_ref())
             .map_err(|e| ConfigProblem::new(&key, format!("{}: not a CRL: {e}", path.display())))?;
-        stale |= parsed
-            .next_update()
-            .is_some_and(|next| next.timestamp() < now);
+        if let Some(next) = parsed.next_update() {
+            let next = next.timestamp();
+            due.0 = Some(due.0.map_or(next, |d: i64| d.min(next)));
+        }
         lists.push(der);
     }
-    Ok((lists, stale))
+    Ok((lists, due))
+}
+
+/// The earliest next update of a set of CRLs (Unix seconds), when one says it: from then
+/// on a list is past its next update, whether or not the files are read again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CrlsDue(pub Option<i64>);
+
+impl CrlsDue {
+    /// Whether a list is past its next update now.
+    pub(crate) fn stale(self) -> bool {
+        self.0
+            .is_some_and(|next| next < time::OffsetDateTime::now_utc().unix_timestamp())
+    }
 }
 
 /// How often a [`ServerTrust`]'s CRL files are looked at again (their size and time).
@@ -270,8 +283,8 @@ fn build_verifier(
 ) -> Result<Arc<WebPkiServerVerifier>, ConfigProblem> {
     let mut builder = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider());
     if !crls.is_empty() {
-        let (lists, stale) = load_crls(crls, key)?;
-        if stale {
+        let (lists, due) = load_crls(crls, key)?;
+        if due.stale() {
             tracing::warn!(%key, "a CRL is past its next update: publish a fresh one");
         }
         builder = builder.with_crls(lists).only_check_end_entity_revocation();
@@ -476,6 +489,31 @@ impl ServerCertVerifier for PinnedServer {
 mod tests {
     use super::*;
     use crate::dev_pki::{Authority, write_file};
+
+    /// Lists are stale from their earliest next update on, judged when asked (the
+    /// readiness asks at each probe), not when the files were read: a list read fresh
+    /// becomes stale by the clock alone. The earliest of several lists counts.
+    #[test]
+    fn crls_are_stale_once_their_earliest_next_update_passes() {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        assert!(!CrlsDue(None).stale());
+        assert!(!CrlsDue(Some(now + 3600)).stale());
+        assert!(CrlsDue(Some(now - 1)).stale());
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::new("CRL Test CA").unwrap();
+        let paths: Vec<PathBuf> = [("soon.crl", 1), ("later.crl", 30)]
+            .iter()
+            .map(|(name, days)| {
+                let path = dir.path().join(name);
+                write_file(&path, &ca.crl(&[], 1, *days).unwrap(), 0o644).unwrap();
+                path
+            })
+            .collect();
+        let (lists, due) = load_crls(&paths, "crls").unwrap();
+        assert_eq!(lists.len(), 2);
+        let due = due.0.unwrap();
+        assert!((now + 86_300..=now + 86_500).contains(&due), "{due}");
+    }
 
     fn serial(der: &CertificateDer<'_>) -> Vec<u8> {
         let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();

@@ -3,7 +3,7 @@
 //! `/healthz` works without one; the desk extractor refuses API calls that lack one).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rustls::RootCertStore;
@@ -29,8 +29,10 @@ pub struct ServerTls {
     /// The leaf certificate, pinned by the local health probe.
     pub leaf: CertificateDer<'static>,
     material: Arc<Material>,
-    /// A workstation CRL in force is past its next update (as of its last reading).
-    stale: Arc<AtomicBool>,
+    /// The earliest next update of the workstation CRLs in force (Unix seconds,
+    /// `i64::MAX` without one): a list becomes stale when that passes, not when it is
+    /// next read (a failed reread would otherwise keep it "fresh" forever).
+    due: Arc<AtomicI64>,
 }
 
 /// The configuration in force and the client verifier inside it.
@@ -79,13 +81,13 @@ impl ServerTls {
             stale: cfg.workstation_stale_crl,
             refresh: std::time::Duration::from_secs(cfg.workstation_crl_refresh_secs.max(1)),
         };
-        let (config, stale) = material.build().map_err(|p| vec![p])?;
+        let (config, due) = material.build().map_err(|p| vec![p])?;
         Ok(Self {
             current: Arc::new(RwLock::new(config)),
             reloaded: Arc::new(tokio::sync::watch::Sender::new(0)),
             leaf,
             material: Arc::new(material),
-            stale: Arc::new(AtomicBool::new(stale)),
+            due: Arc::new(AtomicI64::new(due.0.unwrap_or(i64::MAX))),
         })
     }
 
@@ -93,8 +95,9 @@ impl ServerTls {
     /// policy does with it (`Refuse`: every desk's handshake fails until a fresh list is
     /// published).
     pub fn stale_crls(&self) -> Option<StaleCrlPolicy> {
-        self.stale
-            .load(Ordering::Relaxed)
+        let due = self.due.load(Ordering::Relaxed);
+        crate::tls::CrlsDue((due != i64::MAX).then_some(due))
+            .stale()
             .then_some(self.material.stale)
     }
 
@@ -136,8 +139,8 @@ impl ServerTls {
 
     /// Rereads the workstation CRLs; on failure the lists in force stay.
     pub fn reload_crls(&self) -> Result<(), ConfigProblem> {
-        let (fresh, stale) = self.material.build()?;
-        self.stale.store(stale, Ordering::Relaxed);
+        let (fresh, due) = self.material.build()?;
+        self.due.store(due.0.unwrap_or(i64::MAX), Ordering::Relaxed);
         *self
             .current
             .write()
@@ -148,8 +151,8 @@ impl ServerTls {
 }
 
 impl Material {
-    /// The configuration, and whether a CRL in it is past its next update.
-    fn build(&self) -> Result<(InForce, bool), ConfigProblem> {
+    /// The configuration, and when a CRL in it is next due.
+    fn build(&self) -> Result<(InForce, crate::tls::CrlsDue), ConfigProblem> {
         build_server_config(
             self.chain.clone(),
             self.key.clone_key(),
@@ -166,14 +169,14 @@ fn build_server_config(
     roots: RootCertStore,
     crl_paths: &[std::path::PathBuf],
     policy: StaleCrlPolicy,
-) -> Result<(InForce, bool), ConfigProblem> {
+) -> Result<(InForce, crate::tls::CrlsDue), ConfigProblem> {
     let mut builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .allow_unauthenticated();
-    let mut any_stale = false;
+    let mut due = crate::tls::CrlsDue(None);
     if !crl_paths.is_empty() {
-        let (crls, stale) = crate::tls::load_crls(crl_paths, "tls.workstation_crls")?;
-        any_stale = stale;
-        if stale {
+        let (crls, crls_due) = crate::tls::load_crls(crl_paths, "tls.workstation_crls")?;
+        due = crls_due;
+        if due.stale() {
             tracing::error!(
                 policy = ?policy,
                 "a workstation CRL is past its next update: publish a fresh one"
@@ -204,7 +207,7 @@ fn build_server_config(
             )
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(((Arc::new(config), verifier), any_stale))
+    Ok(((Arc::new(config), verifier), due))
 }
 
 fn load_key(path: &Path, problems: &mut Vec<ConfigProblem>) -> Option<PrivateKeyDer<'static>> {
