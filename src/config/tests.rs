@@ -158,6 +158,42 @@ fn world_readable_key_is_refused_with_mode_and_expectation() {
     assert_eq!(lines, vec![expected]);
 }
 
+/// A cache master key file that is not a key is refused before anything binds (the
+/// service would otherwise run without its cache, with a warning only); a missing file
+/// still only disables the cache.
+#[test]
+fn a_cache_master_key_that_is_not_a_key_is_refused() {
+    let f = Fixture::new();
+    let key = f.dir.path().join("cache.key");
+    let with_key = format!(
+        "{}\n[cache]\nmaster_key = \"{}\"\n",
+        f.toml(TWO_DESKS),
+        key.display()
+    );
+    f.load(&with_key, &[]).unwrap();
+    for (text, ok) in [
+        ("zz\n", false),
+        (&*"ab".repeat(31), false),
+        (&*"ab".repeat(32), true),
+    ] {
+        std::fs::write(&key, text).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        match f.load(&with_key, &[]) {
+            Ok(_) => assert!(ok, "{text} accepted"),
+            Err(e) => {
+                assert!(!ok, "{text} refused");
+                let lines = problem_lines(e);
+                assert_eq!(lines.len(), 1, "{lines:?}");
+                assert!(
+                    lines[0].starts_with("cache.master_key: ")
+                        && lines[0].ends_with("expected 64 hex characters (32 bytes)"),
+                    "{lines:?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn group_readable_key_is_accepted() {
     let f = Fixture::new();

@@ -468,13 +468,20 @@ fn check_access(config: &Config, out: &mut Vec<ConfigProblem>) {
         3600,
     );
     // A missing master key file is not a problem (the cache is then disabled, with a
-    // warning); a key file others can read is.
+    // warning); a key file others can read is, and so is one that is not a key (the
+    // cache would be disabled only once the service runs, the listeners bound). One this
+    // user cannot read (an operator's command) is left to the service's own start.
     if let Some(key) = &cache.master_key
         && let Ok(path) = key.resolve()
         && path.exists()
-        && let Err(reason) = check_key_file_mode(&path)
     {
-        out.push(ConfigProblem::new("cache.master_key", reason));
+        if let Err(reason) = check_key_file_mode(&path) {
+            out.push(ConfigProblem::new("cache.master_key", reason));
+        } else if let Err(e @ crate::cache::sealed::MasterKeyError::Malformed(_)) =
+            crate::cache::sealed::MasterKey::load(&path)
+        {
+            out.push(ConfigProblem::new("cache.master_key", e.to_string()));
+        }
     }
 }
 
