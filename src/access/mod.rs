@@ -845,12 +845,15 @@ impl BreakGlass {
     }
 
     /// Searches the record service; recorded (what was searched, not what came back) and
-    /// rate-limited.
+    /// rate-limited. `still_open` says whether the session the search is for is still
+    /// open once the answer came: if not, the candidates are not released (`None`), and
+    /// the record says so instead of saying they reached the physician.
     pub(crate) async fn search(
         &self,
         who: &Actorship<'_>,
         request: PatientSearchRequest,
-    ) -> Result<Vec<Candidate>, AccessError> {
+        still_open: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<Option<Vec<Candidate>>, AccessError> {
         let mode = request.access_mode.unwrap_or(AccessMode::Centre15);
         let (ins, searched) = match (&request.ins, &request.traits) {
             (Some(ins), None) => (Some(self.ins(ins, request.ins_oid.as_deref())?), None),
@@ -925,6 +928,13 @@ impl BreakGlass {
                         None => joined,
                     });
                 }
+                // The card was pulled while the record service answered: the service
+                // released these identities to the gateway, which keeps them.
+                if !still_open() {
+                    event.outcome = Outcome::Failed {
+                        reason: "session_ended_before_release".into(),
+                    };
+                }
             }
             Err(e) => {
                 if let Some(ins) = &ins {
@@ -933,8 +943,10 @@ impl BreakGlass {
                 event.outcome = failure_outcome(e);
             }
         }
+        let released = event.outcome == Outcome::Success;
         self.record(event).await?;
-        Ok(found?)
+        let found = found?;
+        Ok(released.then_some(found))
     }
 
     /// Ends grant `id` at the physician's request (same desk and session).
@@ -1147,6 +1159,15 @@ impl BreakGlass {
         let Some(cache) = self.cache.as_ref().filter(|_| e.withdraws_copy()) else {
             return;
         };
+        // Under the write lock, with the generation moved on: a fetch that asked before
+        // this answer was heard cannot put its copy back afterwards (`fetch_once`), not
+        // even when a copy composed for another mode stands (below): it would replace
+        // that copy with one of this mode, which the answer withdraws.
+        let mut generation = self
+            .cache_writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *generation += 1;
         // "No summary document" answers for one mode (a document the patient masked from
         // it is not listed): a copy composed for another mode stands.
         if matches!(e, UpstreamError::NoSummaryDocument)
@@ -1159,13 +1180,6 @@ impl BreakGlass {
         {
             return;
         }
-        // Under the write lock, with the generation moved on: a fetch that asked before
-        // this refusal was heard cannot put its copy back afterwards (`fetch_once`).
-        let mut generation = self
-            .cache_writes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *generation += 1;
         match cache.remove_patient(ins) {
             Ok(0) => {}
             Ok(others) => {
@@ -1795,6 +1809,29 @@ mod tests {
         access.forget_on_refusal(&ins, &UpstreamError::NoSummaryDocument, bris_de_glace);
         assert!(cache.get(&ins).unwrap().is_none());
         assert!(UpstreamError::Ambiguous(2).withdraws_copy());
+        // A refusal the gateway cannot name (DMPAccessDenied) withdraws it too.
+        assert!(UpstreamError::AssertionRefused("DMPAccessDenied".into()).withdraws_copy());
+
+        // "No summary document" for regulation heard while a regulation fetch waits: the
+        // break-glass copy stands, and the fetch does not replace it with a regulation
+        // copy the answer withdraws (before, the generation moved only when a copy went).
+        let break_glass = fetch(AccessMode::BrisDeGlace);
+        upstream.asked.notified().await;
+        upstream.release.notify_one();
+        break_glass.await.unwrap().unwrap();
+        let regulation = fetch(AccessMode::Centre15);
+        upstream.asked.notified().await;
+        access.forget_on_refusal(&ins, &UpstreamError::NoSummaryDocument, centre_15);
+        upstream.release.notify_one();
+        regulation.await.unwrap().unwrap();
+        let kept = cache
+            .get(&ins)
+            .unwrap()
+            .expect("the break-glass copy stands");
+        assert_eq!(
+            kept.entry.composed_for.as_ref().map(|c| c.mode),
+            Some(AccessMode::BrisDeGlace)
+        );
     }
 
     #[test]

@@ -331,17 +331,19 @@ pub(super) async fn search(
     acting: Acting,
     JsonBody(request): JsonBody<PatientSearchRequest>,
 ) -> Response {
+    let still_open = || acting.still_open();
     let result = match acting.access() {
-        Ok(access) => access.search(&acting.who(), request).await.map_err(refusal),
+        Ok(access) => access
+            .search(&acting.who(), request, &still_open)
+            .await
+            .map_err(refusal),
         Err(e) => Err(e),
     };
-    // Candidates identify patients: none leave once the card is gone.
-    let result = result.and_then(|c| {
-        if acting.still_open() {
-            Ok(c)
-        } else {
-            Err(no_session())
-        }
+    // Candidates identify patients: none leave once the card is gone (checked when the
+    // answer came, on the record, and again now).
+    let result = result.and_then(|c| match c {
+        Some(c) if acting.still_open() => Ok(c),
+        _ => Err(no_session()),
     });
     no_store(result.map(|candidates| Json(PatientSearchAnswer { candidates }).into_response()))
 }

@@ -211,11 +211,19 @@ impl UpstreamError {
     }
 
     /// Whether the answer withdraws what a cached copy of the patient's summary shows: a
-    /// refusal, or the record service saying it holds no summary document now (one filed
-    /// in the wrong record, withdrawn) or that the INS no longer names one patient. Served
+    /// refusal, named or not, or the record service saying it holds no summary document
+    /// now (one filed in the wrong record, withdrawn) or that the INS no longer names one
+    /// patient. Served
     /// later as "stale", the copy would show what the service no longer stands by.
     pub fn withdraws_copy(&self) -> bool {
-        self.is_refusal() || matches!(self, Self::NoSummaryDocument | Self::Ambiguous(_))
+        self.is_refusal()
+            // A refusal of this access the gateway cannot name (`DMPAccessDenied`, a code
+            // it does not know, a front end's 403): it may be a restriction on the
+            // patient's record, so the copy is not served afterwards either.
+            || matches!(
+                self,
+                Self::NoSummaryDocument | Self::Ambiguous(_) | Self::AssertionRefused(_)
+            )
     }
 }
 

@@ -1147,4 +1147,13 @@ async fn a_card_pulled_while_the_record_service_answers_releases_nothing() {
         "ended: session_ended_before_release",
         "{stopped:?}"
     );
+    // The search is on the record as not released (it said success, as if the
+    // identities had reached the physician).
+    let searches = centre.audit(Some("patient_search"));
+    let last = searches.last().unwrap();
+    assert_eq!(last["outcome"]["status"], "failed", "{last}");
+    assert_eq!(
+        last["outcome"]["reason"], "session_ended_before_release",
+        "{last}"
+    );
 }
