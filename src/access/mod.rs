@@ -199,7 +199,9 @@ impl StaleBecause {
         match e {
             UpstreamError::Unavailable(_) => Some(Self::Unavailable),
             UpstreamError::TimedOut(_) => Some(Self::TimedOut),
-            UpstreamError::Malformed(_) => Some(Self::Unreadable),
+            // The service answered about someone else: its answer is unusable, and a copy
+            // of this patient from before, labelled with its age, may serve.
+            UpstreamError::Malformed(_) | UpstreamError::WrongPatient(_) => Some(Self::Unreadable),
             _ => None,
         }
     }

@@ -92,6 +92,11 @@ pub enum UpstreamError {
     /// unreadable document).
     #[error("record service answer unusable: {0}")]
     Malformed(String),
+    /// An answer about another patient than the one asked for, or about several: a
+    /// document naming another INS or several patients, a test of existence about
+    /// someone else. Nothing of it is shown.
+    #[error("record service answered about another patient: {0}")]
+    WrongPatient(String),
 }
 
 /// How one outcome of the record service is answered (see [`UpstreamError::answer`]).
@@ -189,6 +194,12 @@ impl UpstreamError {
                 "upstream_malformed",
                 "upstream_malformed".into(),
                 "Le service du dossier a renvoyé une réponse illisible. Aucune donnée n'est affichée.",
+            ),
+            Self::WrongPatient(_) => row(
+                502,
+                "upstream_wrong_patient",
+                "upstream_wrong_patient".into(),
+                "Le service du dossier a renvoyé les données d'un autre patient, ou de plusieurs : rien n'en est affiché. Vérifiez l'identité du patient ; si cela se répète, prévenez l'informatique du centre.",
             ),
         }
     }
@@ -288,7 +299,13 @@ pub(crate) async fn extract_off_runtime(
     bytes: Vec<u8>,
 ) -> Result<crate::summary::CriticalSummary, UpstreamError> {
     off_runtime("reading the document stopped", move |_| {
-        crate::summary::extract(&bytes).map_err(|e| UpstreamError::Malformed(e.to_string()))
+        crate::summary::extract(&bytes).map_err(|e| match e {
+            crate::summary::SummaryError::ConflictingPatients(_)
+            | crate::summary::SummaryError::SeveralRecordTargets(_) => {
+                UpstreamError::WrongPatient(e.to_string())
+            }
+            other => UpstreamError::Malformed(other.to_string()),
+        })
     })
     .await
 }
@@ -348,7 +365,7 @@ pub(crate) fn check_same_patient(
     if patient.ins.is_empty() || patient.ins.contains(&wanted) {
         Ok(())
     } else {
-        Err(UpstreamError::Malformed(
+        Err(UpstreamError::WrongPatient(
             "the document is about another patient (INS differs)".into(),
         ))
     }
@@ -515,6 +532,25 @@ mod defaults {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer about another patient (or several) is its own outcome: a 502 with its
+    /// own code and French message, not "unreadable"; it withdraws no copy (the record
+    /// service answered wrongly, not about this patient's record).
+    #[test]
+    fn an_answer_about_another_patient_says_so() {
+        let e = UpstreamError::WrongPatient("the document is about another patient".into());
+        let answer = e.answer();
+        assert_eq!(
+            (answer.status, answer.code),
+            (502, "upstream_wrong_patient")
+        );
+        assert!(
+            answer.message_fr.contains("autre patient"),
+            "{}",
+            answer.message_fr
+        );
+        assert!(!e.is_refusal() && !e.withdraws_copy());
+    }
 
     /// Work whose waiter was dropped (the deadline passed) is told so when it looks;
     /// work that was waited for to the end never is.

@@ -48,6 +48,12 @@ fn patients(dir: &std::path::Path) -> Vec<Value> {
             &own_cda(dir, "ips-fr-allergy-treatment-problem.xml", 7),
         ),
         patient("p8", 8, &own_cda(dir, "level-1-pdf.xml", 8)),
+        // Filed under patient 9, about patient 10 (its document names 10's INS).
+        patient("p9", 9, &{
+            let elsewhere = dir.join("elsewhere");
+            std::fs::create_dir_all(&elsewhere).unwrap();
+            own_cda(&elsewhere, "ips-fr-allergy-treatment-problem.xml", 10)
+        }),
     ]
 }
 
@@ -977,6 +983,28 @@ async fn every_upstream_fault_is_a_clear_french_message_an_audit_record_and_no_h
         let last = centre.audit(Some("patient_record_read"));
         assert_eq!(last.last().unwrap()["outcome"]["reason"], reason, "{fault}");
     }
+}
+
+/// A document about another patient than the one asked for is its own answer: a French
+/// message saying so (not "illisible"), its own reason on the record, nothing of it shown.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_document_about_another_patient_is_said_to_be_so() {
+    let centre = centre("").await;
+    let answer = centre.break_glass(request(9, "bris_de_glace")).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.body);
+    assert_eq!(
+        answer.body["error"], "upstream_wrong_patient",
+        "{}",
+        answer.body
+    );
+    let message = answer.body["message_fr"].as_str().unwrap();
+    assert!(message.contains("autre patient"), "{message}");
+    assert!(answer.body.get("summary").is_none());
+    let read = centre.audit(Some("patient_record_read"));
+    assert_eq!(
+        read.last().unwrap()["outcome"]["reason"],
+        "upstream_wrong_patient"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

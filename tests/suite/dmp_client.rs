@@ -276,7 +276,7 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
             .find_by_ins(&opposed, &access(AccessMode::Centre15, Some(&opposed)))
             .await
             .unwrap_err(),
-        UpstreamError::Malformed(why) if why.contains("another patient")
+        UpstreamError::WrongPatient(why) if why.contains("another patient")
     ));
     dmp.fault(json!({"kind": "garbage"})).await;
     assert!(matches!(
@@ -442,7 +442,7 @@ async fn a_document_filed_under_another_patient_is_refused_and_one_naming_no_ins
     let other = ins(OTHER_INS);
     assert!(matches!(
         gateway.patient_summary(&other, &access(&other)).await.unwrap_err(),
-        UpstreamError::Malformed(why) if why.contains("another patient")
+        UpstreamError::WrongPatient(why) if why.contains("another patient")
     ));
 
     let renamed = ins(&renamed);

@@ -492,7 +492,7 @@ impl DmpClient {
         // An answer about another patient (a mix-up on the way, a proxy answering the
         // wrong request) says nothing of this one's record, closure or oppositions.
         if !existence.about.include(ins.oid(), ins.as_str()) {
-            return Err(UpstreamError::Malformed(
+            return Err(UpstreamError::WrongPatient(
                 "the test of existence answered about another patient".into(),
             ));
         }
@@ -877,7 +877,7 @@ fn tied_to_patient(
 ) -> Result<(), UpstreamError> {
     let names_an_ins = patient.is_some_and(|p| !p.ins.is_empty());
     if filed_elsewhere && !names_an_ins {
-        return Err(UpstreamError::Malformed(
+        return Err(UpstreamError::WrongPatient(
             "a document the registry files under another patient identifier names no INS: it cannot be tied to the patient asked for".into(),
         ));
     }
@@ -1256,7 +1256,7 @@ mod tests {
             assert!(tied_to_patient(untied, false).is_ok());
             assert!(matches!(
                 tied_to_patient(untied, true),
-                Err(UpstreamError::Malformed(m)) if m.contains("another patient")
+                Err(UpstreamError::WrongPatient(m)) if m.contains("another patient")
             ));
         }
     }
