@@ -134,6 +134,12 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// SHA-1 of `bytes`, lowercase hex: only where a peer's format names it (an XDS
+/// registry's document `hash`), never for the gateway's own integrity.
+pub fn sha1_hex(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, bytes).as_ref())
+}
+
 /// SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);

@@ -474,14 +474,12 @@ fn check_access(config: &Config, out: &mut Vec<ConfigProblem>) {
     if let Some(key) = &cache.master_key
         && let Ok(path) = key.resolve()
         && path.exists()
+        && let Err(
+            e @ (crate::cache::sealed::MasterKeyError::Secret(_)
+            | crate::cache::sealed::MasterKeyError::Malformed(_)),
+        ) = crate::cache::sealed::MasterKey::load(&path)
     {
-        if let Err(reason) = check_key_file_mode(&path) {
-            out.push(ConfigProblem::new("cache.master_key", reason));
-        } else if let Err(e @ crate::cache::sealed::MasterKeyError::Malformed(_)) =
-            crate::cache::sealed::MasterKey::load(&path)
-        {
-            out.push(ConfigProblem::new("cache.master_key", e.to_string()));
-        }
+        out.push(ConfigProblem::new("cache.master_key", e.to_string()));
     }
 }
 

@@ -344,11 +344,7 @@ pub(super) fn found(
                                     slot(w, "creationTime", &d.meta.creation_time)?;
                                     slot(w, "repositoryUniqueId", REPOSITORY)?;
                                     // What retrieval must return: the gateway checks both.
-                                    let sha1 = ring::digest::digest(
-                                        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
-                                        &d.bytes,
-                                    );
-                                    slot(w, "hash", &crate::encoding::hex(sha1.as_ref()))?;
+                                    slot(w, "hash", &crate::encoding::sha1_hex(&d.bytes))?;
                                     slot(w, "size", &d.bytes.len().to_string())?;
                                     w.create_element("rim:Name").write_inner_content(|w| {
                                         w.create_element("rim:LocalizedString")

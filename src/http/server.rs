@@ -519,7 +519,7 @@ impl Drop for Counted {
 /// (with the half anonymous connections may hold, a quarter stays for desks); past that,
 /// a new connection closes the oldest still in its handshake. A desk's handshake takes
 /// milliseconds: it is never the oldest for long.
-pub(crate) struct Handshakes {
+struct Handshakes {
     capacity: usize,
     /// By order of arrival: each one's sender, fired to close it.
     pending: std::sync::Mutex<(
@@ -529,7 +529,7 @@ pub(crate) struct Handshakes {
 }
 
 /// A handshake under way, until dropped.
-pub(crate) struct PendingHandshake {
+struct PendingHandshake {
     handshakes: Arc<Handshakes>,
     id: u64,
 }
@@ -541,7 +541,7 @@ impl Drop for PendingHandshake {
 }
 
 impl Handshakes {
-    pub(crate) fn new(capacity: usize) -> Self {
+    fn new(capacity: usize) -> Self {
         Self {
             capacity,
             pending: std::sync::Mutex::new((0, std::collections::BTreeMap::new())),
@@ -565,9 +565,7 @@ impl Handshakes {
 
     /// Registers a handshake starting now, closing the oldest when all are taken: the
     /// guard, and what resolves if a newer one closes this one.
-    pub(crate) fn begin(
-        self: &Arc<Self>,
-    ) -> (PendingHandshake, tokio::sync::oneshot::Receiver<()>) {
+    fn begin(self: &Arc<Self>) -> (PendingHandshake, tokio::sync::oneshot::Receiver<()>) {
         let (close, closed) = tokio::sync::oneshot::channel();
         let mut pending = self.lock();
         while pending.1.len() >= self.capacity {

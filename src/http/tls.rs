@@ -95,8 +95,8 @@ impl ServerTls {
     /// policy does with it (`Refuse`: every desk's handshake fails until a fresh list is
     /// published).
     pub fn stale_crls(&self) -> Option<StaleCrlPolicy> {
-        let due = self.due.load(Ordering::Relaxed);
-        crate::tls::CrlsDue((due != i64::MAX).then_some(due))
+        // `i64::MAX` (no list says a date) is never past.
+        crate::tls::CrlsDue(Some(self.due.load(Ordering::Relaxed)))
             .stale()
             .then_some(self.material.stale)
     }

@@ -833,11 +833,12 @@ fn as_listed(document: &xds::RetrievedDocument, entry: &DocumentEntry) -> Result
     {
         return differs("size");
     }
-    if let Some(hash) = &entry.hash {
-        let actual = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &document.bytes);
-        if crate::encoding::hex(actual.as_ref()) != *hash {
-            return differs("hash");
-        }
+    if entry
+        .hash
+        .as_ref()
+        .is_some_and(|hash| crate::encoding::sha1_hex(&document.bytes) != *hash)
+    {
+        return differs("hash");
     }
     // The media type itself: parameters (a charset) may be written on one side only.
     let media = |m: &str| {
