@@ -312,9 +312,29 @@ pub async fn run(
     let reaping = state.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(1));
+        let mut failing = crate::telemetry::Repeating::every(Duration::from_secs(60));
         loop {
             every.tick().await;
-            api::case_routes::reap(&reaping).await;
+            let now = std::time::Instant::now();
+            match api::case_routes::reap(&reaping).await {
+                Ok(_) => {
+                    if let Some(lasted) = failing.succeeded(now) {
+                        tracing::info!(
+                            lasted_secs = lasted.as_secs(),
+                            "the end of lapsed cases is recorded again"
+                        );
+                    }
+                }
+                Err(e) => {
+                    if let crate::telemetry::Repeat::Log { unlogged } = failing.failed(now) {
+                        tracing::error!(
+                            error = %e,
+                            failed_rounds_unlogged = unlogged,
+                            "cannot record the end of lapsed cases: kept for the next round"
+                        );
+                    }
+                }
+            }
         }
     });
     let (management_stop, management_stopped) = tokio::sync::oneshot::channel::<()>();

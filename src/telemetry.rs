@@ -197,9 +197,94 @@ pub(crate) fn init(log: &LogConfig) -> Result<(), TelemetryError> {
     installed.map_err(|e| TelemetryError::AlreadyInitialised(e.to_string()))
 }
 
+/// How often a failure that repeats on every round of a periodic task is logged again:
+/// the first failure at once, then at most once per `every` while it lasts, and its end
+/// once. A task that runs every second against a store that has failed would otherwise
+/// write a line per second until something restarts the service.
+#[derive(Debug)]
+pub(crate) struct Repeating {
+    every: std::time::Duration,
+    /// Since when the failure lasts, and when it was last logged.
+    failing: Option<(std::time::Instant, std::time::Instant)>,
+    /// Rounds that failed since the last line.
+    unlogged: u64,
+}
+
+/// What to log of a round's failure.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Repeat {
+    /// Log it: the first failure, or the first since `every`; the rounds that failed
+    /// since the last line without one.
+    Log { unlogged: u64 },
+    /// Already said recently.
+    Quiet,
+}
+
+impl Repeating {
+    pub(crate) fn every(every: std::time::Duration) -> Self {
+        Self {
+            every,
+            failing: None,
+            unlogged: 0,
+        }
+    }
+
+    /// A round failed at `now`.
+    pub(crate) fn failed(&mut self, now: std::time::Instant) -> Repeat {
+        match &mut self.failing {
+            Some((_, logged)) if now.saturating_duration_since(*logged) < self.every => {
+                self.unlogged = self.unlogged.saturating_add(1);
+                Repeat::Quiet
+            }
+            Some((_, logged)) => {
+                *logged = now;
+                Repeat::Log {
+                    unlogged: std::mem::take(&mut self.unlogged),
+                }
+            }
+            None => {
+                self.failing = Some((now, now));
+                Repeat::Log { unlogged: 0 }
+            }
+        }
+    }
+
+    /// A round succeeded at `now`: how long the failure lasted, if one did.
+    pub(crate) fn succeeded(&mut self, now: std::time::Instant) -> Option<std::time::Duration> {
+        self.unlogged = 0;
+        self.failing
+            .take()
+            .map(|(since, _)| now.saturating_duration_since(since))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeating_failure_is_logged_once_per_period_and_its_end_once() {
+        let start = std::time::Instant::now();
+        let at = |s: u64| start + std::time::Duration::from_secs(s);
+        let mut repeating = Repeating::every(std::time::Duration::from_secs(60));
+        assert_eq!(repeating.succeeded(at(0)), None, "nothing failed");
+        assert_eq!(repeating.failed(at(1)), Repeat::Log { unlogged: 0 });
+        for s in 2..61 {
+            assert_eq!(repeating.failed(at(s)), Repeat::Quiet, "second {s}");
+        }
+        assert_eq!(repeating.failed(at(61)), Repeat::Log { unlogged: 59 });
+        assert_eq!(repeating.failed(at(62)), Repeat::Quiet);
+        assert_eq!(
+            repeating.succeeded(at(70)),
+            Some(std::time::Duration::from_secs(69))
+        );
+        assert_eq!(repeating.succeeded(at(71)), None, "its end is said once");
+        assert_eq!(
+            repeating.failed(at(72)),
+            Repeat::Log { unlogged: 0 },
+            "a new failure is said at once"
+        );
+    }
     use std::sync::{Arc, Mutex};
 
     /// Collects what the subscriber writes.

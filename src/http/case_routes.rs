@@ -426,16 +426,13 @@ pub(super) async fn get_case(
         .into_response()
 }
 
-/// Records the end of every case that lapsed (the service's reaper calls it); those
-/// whose end cannot be recorded wait for the next round.
-pub(crate) async fn reap(state: &AppState) {
-    let reaped = state
+/// Records the end of every case that lapsed (the service's reaper calls it, and logs
+/// its failures); those whose end cannot be recorded wait for the next round.
+pub(crate) async fn reap(state: &AppState) -> Result<usize, crate::audit::AuditError> {
+    state
         .cases()
         .reap_recorded(|ended| record_ends(state, ended))
-        .await;
-    if let Err(e) = reaped {
-        tracing::error!(error = %e, "cannot record the end of lapsed cases: kept for the next round");
-    }
+        .await
 }
 
 /// Records the end of every case still held (the service is stopping).
