@@ -41,12 +41,17 @@ pub trait CardBackend: Send + Sync {
     fn inspect(&self, reader: &str) -> Inspection;
     /// Checks that the card in `reader` still carries `expected` (the authentication
     /// certificate seen at insertion), verifies the PIN, proves possession of the key:
-    /// the card, held for the session.
+    /// the card, held for the session. Unless `last_try_confirmed`, the card's tries are
+    /// read again just before the PIN and a card with one left gets no PIN
+    /// ([`CardError::LastTryUnconfirmed`]): the count the desk read at insertion may be
+    /// out of date (a login that timed out and reached the card later, a token that does
+    /// not count its tries, another program).
     fn login(
         &self,
         reader: &str,
         pin: &PinSource,
         expected: &[u8],
+        last_try_confirmed: bool,
     ) -> Result<Box<dyn HeldCard>, CardError>;
     /// How the authentication key signs.
     fn authentication_scheme(&self) -> SignatureScheme;
@@ -102,17 +107,32 @@ pub(crate) fn login_apdu(
     profile: &CardProfile,
     pin: &PinSource,
     expected: &[u8],
+    last_try_confirmed: bool,
 ) -> Result<Vec<u8>, CardError> {
     if read_certificate(card, profile)? != expected {
         return Err(CardError::CardChanged);
     }
     let signature_certificate = read_signature_certificate(card, profile)?;
+    if !last_try_confirmed {
+        refuse_last_try(pin_tries_left(card, profile)?)?;
+    }
     match pin {
         PinSource::Typed(pin) => verify_pin(card, profile, pin)?,
         PinSource::PinPad => verify_pin_on_pad(card, profile)?,
     }
     prove_possession(card, profile, expected)?;
     Ok(signature_certificate)
+}
+
+/// What the tries a card reports just before its PIN leave of an unconfirmed login: none
+/// left is a blocked card, one left needs the confirmation; a card that does not say
+/// gets its PIN (as a card whose count was unknown at insertion always did).
+fn refuse_last_try(tries_left: Option<u8>) -> Result<(), CardError> {
+    match tries_left {
+        Some(0) => Err(CardError::PinBlocked),
+        Some(1) => Err(CardError::LastTryUnconfirmed),
+        _ => Ok(()),
+    }
 }
 
 /// Signs over APDUs with the key `key` of a logged-in card.
@@ -153,10 +173,12 @@ impl CardBackend for ApduBackend {
         reader: &str,
         pin: &PinSource,
         expected: &[u8],
+        last_try_confirmed: bool,
     ) -> Result<Box<dyn HeldCard>, CardError> {
         let mut card = PcscCard::connect(reader)?;
-        let signature_certificate =
-            card.in_transaction(|card| login_apdu(card, &self.profile, pin, expected))?;
+        let signature_certificate = card.in_transaction(|card| {
+            login_apdu(card, &self.profile, pin, expected, last_try_confirmed)
+        })?;
         Ok(Box::new(HeldApdu {
             card,
             profile: self.profile.clone(),
@@ -249,10 +271,16 @@ impl CardBackend for Pkcs11Backend {
         reader: &str,
         pin: &PinSource,
         expected: &[u8],
+        last_try_confirmed: bool,
     ) -> Result<Box<dyn HeldCard>, CardError> {
         let token = self.token(reader)?;
         if token.authentication_certificate != expected {
             return Err(CardError::CardChanged);
+        }
+        // A module that cannot give the token's flags now gets the PIN, as one whose
+        // count was unknown at insertion always did.
+        if !last_try_confirmed {
+            refuse_last_try(self.module.pin_tries_left(token.slot()).ok().flatten())?;
         }
         // A token with a protected authentication path reads the PIN on the reader's own
         // keypad (the module asks it): a PIN typed at the workstation is not used then.
@@ -336,10 +364,45 @@ mod tests {
             *last ^= 0xFF;
         }
         let pin = PinSource::Typed(Pin::new("1234").unwrap());
-        let refused = login_apdu(&mut card, &profile, &pin, &other).unwrap_err();
+        let refused = login_apdu(&mut card, &profile, &pin, &other, false).unwrap_err();
         assert_eq!(refused, CardError::CardChanged);
         assert!(refused.message_fr().contains("La carte a changé"));
         // No try was spent on the card in the reader: the right PIN still opens it.
-        assert!(login_apdu(&mut card, &profile, &pin, &shown).is_ok());
+        assert!(login_apdu(&mut card, &profile, &pin, &shown, false).is_ok());
+    }
+
+    /// The card's own count decides, read just before the PIN: a card down to its last
+    /// try (however the desk's count went stale) gets no PIN until the login confirms.
+    #[test]
+    fn an_unconfirmed_login_sends_no_pin_to_a_card_on_its_last_try() {
+        let profile = CardProfile::default();
+        let (mut card, shown) = crate::dev_card::emulator::test_card(profile.clone());
+        let (right, wrong) = (
+            PinSource::Typed(Pin::new("1234").unwrap()),
+            PinSource::Typed(Pin::new("9999").unwrap()),
+        );
+        for left in [2, 1] {
+            assert_eq!(
+                login_apdu(&mut card, &profile, &wrong, &shown, false).unwrap_err(),
+                CardError::WrongPin { tries_left: left }
+            );
+        }
+        for pin in [&wrong, &right] {
+            assert_eq!(
+                login_apdu(&mut card, &profile, pin, &shown, false).unwrap_err(),
+                CardError::LastTryUnconfirmed
+            );
+        }
+        assert_eq!(card.tries_left(), 1, "no PIN reached the card");
+        assert!(login_apdu(&mut card, &profile, &right, &shown, true).is_ok());
+        assert_eq!(card.tries_left(), 3);
+    }
+
+    #[test]
+    fn the_tries_a_card_reports_before_the_pin_decide_an_unconfirmed_login() {
+        assert_eq!(refuse_last_try(Some(0)), Err(CardError::PinBlocked));
+        assert_eq!(refuse_last_try(Some(1)), Err(CardError::LastTryUnconfirmed));
+        assert_eq!(refuse_last_try(Some(2)), Ok(()));
+        assert_eq!(refuse_last_try(None), Ok(()));
     }
 }

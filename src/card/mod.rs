@@ -116,6 +116,10 @@ pub enum CardError {
     /// The PKCS#11 module is missing, does not load, or fails.
     #[error("PKCS#11 module: {0}")]
     Module(String),
+    /// The card said, just before its PIN was to be sent, that one try is left, and the
+    /// login did not confirm spending it: no PIN was sent.
+    #[error("the card has one PIN try left and spending it was not confirmed")]
+    LastTryUnconfirmed,
 }
 
 impl CardError {
@@ -135,6 +139,7 @@ impl CardError {
             Self::PinPadCancelled => "Saisie du code annulée sur le lecteur.".into(),
             Self::Unresponsive { .. } => "La carte ne répond pas. Retirez-la, réinsérez-la et recommencez ; si cela se reproduit, essayez un autre lecteur.".into(),
             Self::NoSession => "Votre session carte est terminée : reconnectez-vous avec votre carte.".into(),
+            Self::LastTryUnconfirmed => "Dernier essai avant blocage de la carte : confirmez pour l'utiliser.".into(),
             _ => "La carte n'a pas répondu comme attendu. Retirez-la et réinsérez-la.".into(),
         }
     }

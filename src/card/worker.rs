@@ -110,6 +110,8 @@ pub struct LoginRequest {
     pub pin: PinSource,
     /// The certificate the card must still carry (a swapped card fails).
     pub expected_certificate: Vec<u8>,
+    /// The physician confirmed spending the card's last try (see [`CardBackend::login`]).
+    pub last_try_confirmed: bool,
     /// Where the outcome goes: the held session's id ([`HeldSession::id`]), which binds
     /// what is later signed to this login.
     pub reply: oneshot::Sender<Result<u64, CardError>>,
@@ -346,6 +348,7 @@ impl CardWorker {
                                     &profile,
                                     &request.pin,
                                     &request.expected_certificate,
+                                    request.last_try_confirmed,
                                 )
                             } else {
                                 Err(CardError::Transport(format!(
@@ -413,6 +416,7 @@ impl CardWorker {
         reader: String,
         pin: PinSource,
         expected_certificate: Vec<u8>,
+        last_try_confirmed: bool,
     ) -> Result<u64, CardError> {
         let stopped = |_| CardError::Transport("the card worker stopped".into());
         let deadline = match pin {
@@ -426,6 +430,7 @@ impl CardWorker {
             reader,
             pin,
             expected_certificate,
+            last_try_confirmed,
             reply,
         };
         match &self.0 {
@@ -568,6 +573,7 @@ fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRe
         reader,
         pin,
         expected_certificate,
+        last_try_confirmed,
         reply,
     } = request;
     // Held until this function returns, after the card (declared later) is dropped: the
@@ -579,7 +585,7 @@ fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRe
     if reply.is_closed() {
         return;
     }
-    let login = backend.login(&reader, &pin, &expected_certificate);
+    let login = backend.login(&reader, &pin, &expected_certificate, last_try_confirmed);
     // Wiped now (`Pin` zeroizes on drop), not when the session ends hours later.
     drop(pin);
     let mut card = match login {
@@ -922,7 +928,13 @@ mod tests {
         fn inspect(&self, _: &str) -> Inspection {
             (Err(CardError::Transport("not asked".into())), None)
         }
-        fn login(&self, _: &str, _: &PinSource, _: &[u8]) -> Result<Box<dyn HeldCard>, CardError> {
+        fn login(
+            &self,
+            _: &str,
+            _: &PinSource,
+            _: &[u8],
+            _: bool,
+        ) -> Result<Box<dyn HeldCard>, CardError> {
             Ok(Box::new(ResetCard {
                 logged_out: self.logged_out,
             }))
@@ -947,7 +959,10 @@ mod tests {
         let worker =
             CardWorker::start(vec!["R0".into()], std::sync::Arc::new(backend), events).unwrap();
         let pin = PinSource::Typed(Pin::new("1234").unwrap());
-        let id = worker.login("R0".into(), pin, vec![1]).await.unwrap();
+        let id = worker
+            .login("R0".into(), pin, vec![1], false)
+            .await
+            .unwrap();
         let signed = worker
             .sign("R0", CardKey::Signature, Some(id), b"vihf".to_vec())
             .await;

@@ -650,6 +650,7 @@ mod tests {
                 "R0".into(),
                 crate::card::worker::PinSource::Typed(Pin::new("1234").unwrap()),
                 auth.clone(),
+                false,
             )
             .await
             .unwrap();
@@ -752,6 +753,7 @@ mod tests {
                 "R0".into(),
                 PinSource::Typed(Pin::new("1234").unwrap()),
                 auth.clone(),
+                false,
             )
         };
         let started = std::time::Instant::now();

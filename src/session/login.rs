@@ -229,7 +229,7 @@ impl CardLogin {
         }
         let card_session = match self
             .worker
-            .login(reader.clone(), pin, certificate.clone())
+            .login(reader.clone(), pin, certificate.clone(), last_try_confirmed)
             .await
         {
             Ok(held) => held,
@@ -240,7 +240,23 @@ impl CardLogin {
                             .record_tries(&desk.id, target.insertion, *tries_left);
                         refused("wrong_pin", Some(format!("tries_left={tries_left}")))
                     }
-                    CardError::WrongPinTriesUnknown => refused("wrong_pin", None),
+                    CardError::WrongPinTriesUnknown => {
+                        // One try fewer than the desk knew, if it knew (at least one: the
+                        // card says when it is blocked).
+                        if let Some(tries) = target.pin_tries_left {
+                            self.sessions.record_tries(
+                                &desk.id,
+                                target.insertion,
+                                tries.saturating_sub(1).max(1),
+                            );
+                        }
+                        refused("wrong_pin", None)
+                    }
+                    CardError::LastTryUnconfirmed => {
+                        // The card's own count, read before the PIN: the page now asks.
+                        self.sessions.record_tries(&desk.id, target.insertion, 1);
+                        refused("last_try_unconfirmed", None)
+                    }
                     CardError::PinBlocked => {
                         self.sessions.mark_blocked(&desk.id, target.insertion);
                         refused("pin_blocked", None)
@@ -263,7 +279,10 @@ impl CardLogin {
                     other => failed(other),
                 };
                 let _recorded = self.audit.append(event).await?;
-                return Err(e.into());
+                return Err(match e {
+                    CardError::LastTryUnconfirmed => LoginError::LastTryUnconfirmed,
+                    other => other.into(),
+                });
             }
         };
         // From here the card is PIN-verified and held: any way out but an opened session
@@ -412,6 +431,7 @@ mod tests {
                 "R0".into(),
                 PinSource::Typed(Pin::new("1234").unwrap()),
                 auth.clone(),
+                false,
             )
         };
         for kept in [false, true] {

@@ -493,6 +493,59 @@ async fn wrong_pins_count_down_as_the_token_reports_and_a_blocked_token_stays_bl
     assert!(trail.contains("pin_blocked"), "{trail}");
 }
 
+/// The desk's count of tries goes stale: a token that does not say its count after one
+/// wrong PIN, then a wrong PIN that reaches it after the login's deadline. The card's own
+/// count, read just before the next PIN, decides: no PIN reaches a card on its last try
+/// unless the physician confirms, and the desk then says it is the last try. Before, the
+/// third PIN went out unconfirmed and blocked the card.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_card_on_its_last_try_gets_no_unconfirmed_pin_however_stale_the_desk_count() {
+    let (_parts, gateway) = lockout_gateway(
+        "",
+        &[
+            ("PKCS11_LOCKOUT_SLOW_PIN", "9998"),
+            ("SAMU_GATEWAY__CARDS__LOGIN_TIMEOUT_SECS", "2"),
+        ],
+    );
+    let (status, body) = first_login(&gateway, "9999").await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = login(&gateway, crate::support::DESK_B, "9998").await;
+    assert_eq!(status, reqwest::StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body["error"], "card_unresponsive", "{body}");
+    let desk = || async {
+        crate::support::get_json(
+            &gateway.client(Some(crate::support::DESK_B)),
+            &gateway.url("/api/v1/desk"),
+        )
+        .await
+        .1
+    };
+    let before = desk().await;
+    assert_ne!(before["card"]["pin_tries_left"], 1, "{before}");
+    // Waits at the reader for the late login, which spends the card's second try.
+    let (status, body) = login(&gateway, crate::support::DESK_B, "9997").await;
+    assert_eq!(status, reqwest::StatusCode::PRECONDITION_REQUIRED, "{body}");
+    assert_eq!(body["error"], "last_try_unconfirmed", "{body}");
+    let after = desk().await;
+    assert_eq!(after["card"]["pin_tries_left"], 1, "{after}");
+    assert_eq!(after["card"]["pin_blocked"], false, "{after}");
+    // The card still has its last try: the right PIN, confirmed, opens the session.
+    let response = gateway
+        .client(Some(crate::support::DESK_B))
+        .post(gateway.url("/api/v1/session"))
+        .json(&serde_json::json!({ "pin": PIN, "last_try_confirmed": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    let (_, trail, _) = run(
+        &gateway.config,
+        &["audit", "list", "--json", "--kind", "user_login"],
+        &[],
+    );
+    assert!(trail.contains("last_try_unconfirmed"), "{trail}");
+}
+
 /// A token that reads the PIN on the reader (protected authentication path), at a PIN-pad
 /// desk: the login carries no PIN, the module asks the reader (here the lockout module's
 /// stand-in keypad), and the session opens; no PIN crossed the gateway.

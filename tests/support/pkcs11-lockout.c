@@ -5,7 +5,9 @@
  * card's module does (count low after one wrong try, final try after two, locked).
  * With PKCS11_LOCKOUT_PINPAD set, the token says it reads the PIN on the reader
  * (protected authentication path) and a C_Login without a PIN uses that value, as if
- * typed on the reader's keypad.
+ * typed on the reader's keypad. With PKCS11_LOCKOUT_SLOW_PIN set, a C_Login with that PIN
+ * waits three seconds first (a card slow to answer: the login's deadline passes, and the
+ * PIN reaches the card all the same).
  * Built by the test harness (tests/support/softhsm.rs) with gcc; never shipped.
  *
  * Only the function list's layout is needed (PKCS#11 2.40: a version, then 68 function
@@ -14,6 +16,7 @@
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef unsigned long CK_RV;
 typedef unsigned long CK_ULONG;
@@ -76,6 +79,10 @@ static CK_RV login(CK_ULONG session, CK_ULONG user, unsigned char *pin, CK_ULONG
     if (pin == NULL && pad != NULL) {
         pin = (unsigned char *)pad;
         length = strlen(pad);
+    }
+    const char *slow = getenv("PKCS11_LOCKOUT_SLOW_PIN");
+    if (slow != NULL && pin != NULL && length == strlen(slow) && memcmp(pin, slow, length) == 0) {
+        sleep(3);
     }
     CK_RV rv = ((login_fn)target->functions[LOGIN])(session, user, pin, length);
     if (user == CKU_USER) {

@@ -1468,6 +1468,7 @@ mod tests {
                 "R0".into(),
                 PinSource::Typed(Pin::new("1234").unwrap()),
                 auth.to_vec(),
+                false,
             )
             .await
             .unwrap()
