@@ -33,6 +33,25 @@ pub struct Entry<'a> {
     version: Option<&'a str>,
 }
 
+impl<'a> Entry<'a> {
+    /// What makes two entries versions of one resource: the same type and unversioned
+    /// fullUrl, or, for entries without a fullUrl, the same type and id. Ids alone are not
+    /// identities: entries under `urn:uuid:` fullUrls may share one, and bundles reuse an
+    /// id across types.
+    pub fn identity(&self) -> Option<(&'a str, Option<&'a str>, &'a str)> {
+        let kind = self.resource.get("resourceType").and_then(Value::as_str)?;
+        match self.full_url {
+            Some(url) => Some((kind, Some(split_version(url).0), "")),
+            None => Some((kind, None, self.resource.get("id").and_then(Value::as_str)?)),
+        }
+    }
+
+    /// Its version as a number, when it is one (FHIR servers count versions up from 1).
+    pub fn version_number(&self) -> Option<u64> {
+        self.version.and_then(|v| v.parse().ok())
+    }
+}
+
 /// What a reference points to.
 pub enum Target<'a> {
     /// Exactly one resource (identical copies count as one).

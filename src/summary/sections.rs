@@ -4,7 +4,7 @@
 //! identity kept, entries about another person left out), then judged (each entry read,
 //! the status following the honesty rules of `docs/summary.md`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
@@ -38,6 +38,7 @@ const MODELLED: [&str; 8] = [
     PREGNANCY,
 ];
 
+const LOINC: &str = "http://loinc.org";
 const IPS_ABSENT: &str = "http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips";
 const SNOMED: &str = "http://snomed.info/sct";
 /// Most warnings listed; the rest are counted.
@@ -48,6 +49,10 @@ struct RawSection<'a> {
     title: Option<String>,
     code: Option<String>,
     references: Vec<&'a str>,
+    /// Entries the section lists without a reference the document can resolve (an
+    /// identifier or a display only, a reference that is not text, an `entry` that is not
+    /// a list): unreadable, never passed over.
+    unusable: usize,
     /// Resources found directly (search sets without a Composition).
     resources: Vec<&'a Object>,
     empty_reason: Option<String>,
@@ -374,7 +379,7 @@ fn assemble<'a>(
         .map(|s| OtherSection {
             title: s.title.clone(),
             code: s.code.clone(),
-            entries: s.references.len() + s.resources.len(),
+            entries: s.references.len() + s.resources.len() + s.unusable,
             narrative: s.narrative.clone(),
         })
         .collect();
@@ -410,6 +415,7 @@ fn merge<'a>(context: &mut Context, raw: &[RawSection<'a>], code: &str) -> Optio
         title: first.title.clone(),
         code: first.code.clone(),
         references: first.references.clone(),
+        unusable: first.unusable,
         resources: first.resources.clone(),
         empty_reason: first.empty_reason.clone(),
         narrative: first.narrative.clone(),
@@ -419,6 +425,7 @@ fn merge<'a>(context: &mut Context, raw: &[RawSection<'a>], code: &str) -> Optio
     for more in same {
         count += 1;
         merged.references.extend(&more.references);
+        merged.unusable += more.unusable;
         merged.resources.extend(&more.resources);
         merged.empty_reason = merged.empty_reason.or_else(|| more.empty_reason.clone());
         // Appended in place: copying what is held for each section would be quadratic.
@@ -487,6 +494,13 @@ fn gather<'a>(
     for resource in &raw.resources {
         gathered.consider(context, resource, what);
     }
+    if raw.unusable > 0 {
+        gathered.unreadable += raw.unusable;
+        context.warn(format!(
+            "{what} section: {} entries without a reference to a resource of the document (an identifier or a display only, or not a reference)",
+            raw.unusable
+        ));
+    }
     let mut seen = HashSet::new();
     for reference in &raw.references {
         if !seen.insert(*reference) {
@@ -534,22 +548,42 @@ fn allergy_section<'a>(
     let mut gathered = raw
         .map(|r| gather(context, r, from, contained, what))
         .unwrap_or_default();
-    // Other versions of a listed allergy are that allergy's history, not another one.
-    let listed_ids: HashSet<&str> = context
-        .index
-        .entries
-        .iter()
-        .filter(|e| gathered.reached.contains(&std::ptr::from_ref(e.resource)))
-        .filter_map(|e| e.resource.get("id").and_then(Value::as_str))
-        .collect();
+    // An allergy the section lists stands for its copies and its earlier versions (its
+    // history), and for nothing else: an allergy of another identity, or a later version
+    // than the one listed, is shown apart. Copies are told by their serialisation.
+    let mut listed: HashMap<_, (HashSet<String>, Option<u64>)> = HashMap::new();
+    for entry in context.index.of_type(what) {
+        if let (true, Some(identity)) = (
+            gathered
+                .reached
+                .contains(&std::ptr::from_ref(entry.resource)),
+            entry.identity(),
+        ) {
+            let (copies, latest) = listed.entry(identity).or_default();
+            copies.insert(serde_json::to_string(entry.resource).unwrap_or_default());
+            *latest = (*latest).max(entry.version_number());
+        }
+    }
     let mut unlisted = Vec::new();
     for entry in context.index.of_type(what) {
-        let id = entry.resource.get("id").and_then(Value::as_str);
         if gathered
             .reached
             .contains(&std::ptr::from_ref(entry.resource))
-            || id.is_some_and(|id| listed_ids.contains(id))
         {
+            continue;
+        }
+        let history = entry
+            .identity()
+            .and_then(|identity| listed.get(&identity))
+            .is_some_and(|(copies, latest)| {
+                let earlier = entry
+                    .version_number()
+                    .zip(*latest)
+                    .is_some_and(|(version, latest)| version < latest);
+                earlier
+                    || copies.contains(&serde_json::to_string(entry.resource).unwrap_or_default())
+            });
+        if history {
             continue;
         }
         match context.subject.whose(context.index, entry.resource) {
@@ -726,20 +760,23 @@ fn composition_sections(composition: &Object) -> Vec<RawSection<'_>> {
             .and_then(|t| t.get("div"))
             .and_then(Value::as_str)
             .map(narrative::read);
+        let (references, unusable) = match section.get("entry") {
+            None => (Vec::new(), 0),
+            Some(Value::Array(entries)) => {
+                let references: Vec<&str> = entries
+                    .iter()
+                    .filter_map(|r| r.get("reference")?.as_str())
+                    .collect();
+                let unusable = entries.len() - references.len();
+                (references, unusable)
+            }
+            Some(_) => (Vec::new(), 1),
+        };
         out.push(RawSection {
             title: text(section, "title"),
-            code: section
-                .get("code")
-                .and_then(|c| codings(c).into_iter().find_map(|c| c.code)),
-            references: section
-                .get("entry")
-                .and_then(Value::as_array)
-                .map(|e| {
-                    e.iter()
-                        .filter_map(|r| r.get("reference")?.as_str())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            code: section.get("code").and_then(section_code),
+            references,
+            unusable,
             resources: Vec::new(),
             empty_reason: section
                 .get("emptyReason")
@@ -760,6 +797,7 @@ fn sections_by_type<'a>(index: &'a Index<'a>) -> Vec<RawSection<'a>> {
         title: Some(title.into()),
         code: Some(code.into()),
         references: Vec::new(),
+        unusable: 0,
         resources,
         empty_reason: None,
         narrative: None,
@@ -1359,6 +1397,27 @@ fn codings(concept: &Value) -> Vec<Code> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A section's code: its LOINC coding's, else a coding naming a modelled section, else
+/// its first coding's. The LOINC code is what names the section (the IPS codes its
+/// sections in LOINC); a local coding listed before it must not turn the medication
+/// section into an unmodelled one.
+fn section_code(concept: &Value) -> Option<String> {
+    let codes = codings(concept);
+    let loinc = codes
+        .iter()
+        .filter(|c| c.system.as_deref() == Some(LOINC))
+        .find_map(|c| c.code.clone());
+    loinc
+        .or_else(|| {
+            codes
+                .iter()
+                .filter_map(|c| c.code.as_deref())
+                .find(|code| MODELLED.contains(code))
+                .map(str::to_owned)
+        })
+        .or_else(|| codes.into_iter().find_map(|c| c.code))
 }
 
 /// The words for a concept: its text, else a coding's display, else a system and code.

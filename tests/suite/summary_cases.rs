@@ -142,6 +142,143 @@ fn an_allergy_the_section_does_not_list_beats_its_none_known_statement() {
     assert_eq!(s.allergies.statements, ["No known allergy (situation)"]);
 }
 
+/// The unlisted-allergy bundle, its two allergies changed by `change` (the listed "no
+/// known allergy" first, the unlisted peanut allergy second) and its section's reference
+/// set to `listed`.
+fn unlisted_case(listed: &str, change: impl Fn(usize, &mut Value)) -> CriticalSummary {
+    let mut bundle: Value = serde_json::from_slice(
+        &std::fs::read(case_path("none-known-listed-allergy-unlisted.json")).unwrap(),
+    )
+    .unwrap();
+    let entries = bundle["entry"].as_array_mut().unwrap();
+    let mut n = 0;
+    for entry in entries.iter_mut() {
+        if entry["resource"]["resourceType"] == "AllergyIntolerance" {
+            change(n, entry);
+            n += 1;
+        }
+        if entry["resource"]["resourceType"] == "Composition" {
+            entry["resource"]["section"][0]["entry"][0]["reference"] = listed.into();
+        }
+    }
+    assert_eq!(n, 2);
+    summary::extract(&serde_json::to_vec(&bundle).unwrap()).unwrap()
+}
+
+/// Only a listed allergy's copies and earlier versions are its history. Two allergies
+/// sharing a bare id under different fullUrls (legal under `urn:uuid:`) are two
+/// allergies, and a later version than the one listed is shown. Before, any allergy with
+/// a listed allergy's id was skipped: the peanut allergy vanished behind "no known
+/// allergy".
+#[test]
+fn only_a_listed_allergys_copies_and_earlier_versions_are_its_history() {
+    let s = unlisted_case("urn:uuid:nka", |_, entry| {
+        entry["resource"]["id"] = "allergy".into();
+    });
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
+    assert_eq!(
+        substances(&s.allergies.unlisted_items),
+        [("Allergy to peanut", Some("high"))]
+    );
+
+    let versioned = |n: usize, entry: &mut Value| {
+        let version = n + 1;
+        entry["fullUrl"] =
+            format!("http://srv/fhir/AllergyIntolerance/a/_history/{version}").into();
+        entry["resource"]["id"] = "a".into();
+        entry["resource"]["meta"] = serde_json::json!({ "versionId": version.to_string() });
+    };
+    // Version 1 listed: version 2, the peanut allergy, is later, not history.
+    let s = unlisted_case("http://srv/fhir/AllergyIntolerance/a/_history/1", versioned);
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
+    assert_eq!(
+        substances(&s.allergies.unlisted_items),
+        [("Allergy to peanut", Some("high"))]
+    );
+    // Version 2 listed: version 1 is its history.
+    let s = unlisted_case("http://srv/fhir/AllergyIntolerance/a/_history/2", versioned);
+    assert_eq!(s.allergies.status, SectionStatus::Recorded);
+    assert_eq!(
+        substances(&s.allergies.items),
+        [("Allergy to peanut", Some("high"))]
+    );
+    assert!(s.allergies.unlisted_items.is_empty());
+    // A copy of the listed allergy (a second entry under its fullUrl) is that allergy.
+    let s = unlisted_case("urn:uuid:nka", |n, entry| {
+        if n == 1 {
+            entry["resource"] = serde_json::json!({"resourceType": "AllergyIntolerance", "id": "nka", "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "code": "active"}]}, "code": {"coding": [{"system": "http://snomed.info/sct", "code": "716186003", "display": "No known allergy (situation)"}]}, "patient": {"reference": "urn:uuid:patient-1"}});
+            entry["fullUrl"] = "urn:uuid:nka".into();
+        }
+    });
+    assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
+    assert!(
+        !s.warnings.iter().any(|w| w.contains("not listed")),
+        "{:?}",
+        s.warnings
+    );
+}
+
+/// The unlisted-allergy bundle without its unlisted allergy, `change`d.
+fn listed_only_case(change: impl FnOnce(&mut Value)) -> CriticalSummary {
+    let mut bundle: Value = serde_json::from_slice(
+        &std::fs::read(case_path("none-known-listed-allergy-unlisted.json")).unwrap(),
+    )
+    .unwrap();
+    bundle["entry"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e["fullUrl"] != "urn:uuid:peanut");
+    change(&mut bundle);
+    summary::extract(&serde_json::to_vec(&bundle).unwrap()).unwrap()
+}
+
+/// A section entry the document cannot resolve to a resource (an identifier and a
+/// display only, or an `entry` that is not a list) is unreadable: "no known allergy"
+/// beside it is not the section's word. Before, such entries were passed over and the
+/// section read "aucune allergie connue".
+#[test]
+fn a_section_entry_without_a_reference_is_unreadable_not_passed_over() {
+    let s = listed_only_case(|_| {});
+    assert_eq!(s.allergies.status, SectionStatus::NoneKnown, "the control");
+    let s = listed_only_case(|bundle| {
+        bundle["entry"][0]["resource"]["section"][0]["entry"] = serde_json::json!([
+            {"reference": "urn:uuid:nka"},
+            {"identifier": {"system": "urn:oid:1.2.250.1.999", "value": "A1"}, "display": "Allergie"}
+        ]);
+    });
+    assert_eq!(s.allergies.status, SectionStatus::Unreadable);
+    assert_eq!(s.allergies.unreadable_entries, 1);
+    assert!(
+        s.warnings.iter().any(|w| w.contains("without a reference")),
+        "{:?}",
+        s.warnings
+    );
+    let s = listed_only_case(|bundle| {
+        bundle["entry"][0]["resource"]["section"][0]["entry"] =
+            serde_json::json!({"reference": "urn:uuid:nka"});
+    });
+    assert_eq!(s.allergies.status, SectionStatus::Unreadable);
+}
+
+/// A section is named by its LOINC coding wherever it stands among its codings: a local
+/// coding listed first does not make the medication section an unmodelled one.
+#[test]
+fn a_section_is_named_by_its_loinc_coding_wherever_it_stands() {
+    let s = listed_only_case(|bundle| {
+        bundle["entry"][0]["resource"]["section"][1]["code"]["coding"] = serde_json::json!([
+            {"system": "urn:oid:1.2.250.1.999.1", "code": "TRT"},
+            {"system": "http://loinc.org", "code": "10160-0"}
+        ]);
+    });
+    assert_eq!(s.medications.basis, "emptyReason unavailable");
+    assert!(
+        s.other_sections
+            .iter()
+            .all(|o| o.code.as_deref() != Some("TRT")),
+        "read as an unmodelled section"
+    );
+}
+
 #[test]
 fn family_members_entries_are_left_out_and_counted_not_merged_nor_refused() {
     let s = accepted("family-members-as-extra-patients.json");
