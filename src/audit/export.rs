@@ -837,6 +837,18 @@ pub fn verify_file(path: &std::path::Path, trusted: &TrustedKeys) -> Result<Repo
     if !ended {
         report.findings.push(super::verify::Finding::ExportCutShort);
     }
+    // An export's checkpoints are lines anyone can delete: a record no signature covers
+    // proves nothing (a pruned prefix is covered by its anchor, checked above).
+    if let Some((first, last)) = report.range {
+        let from = report
+            .signed_through
+            .map_or(first, |s| s.saturating_add(1).max(first));
+        if from <= last {
+            report
+                .findings
+                .push(super::verify::Finding::Unsigned { from, to: last });
+        }
+    }
     Ok(report)
 }
 

@@ -115,6 +115,7 @@ enum Msg {
         Vec<String>,
         mpsc::Sender<Result<PruneReport, AuditError>>,
     ),
+    Checkpoint(mpsc::Sender<Result<(), AuditError>>),
     Close(mpsc::Sender<Result<(), AuditError>>),
 }
 
@@ -238,6 +239,13 @@ impl AuditLog {
         repositories: Vec<String>,
     ) -> Result<PruneReport, AuditError> {
         self.control(|reply| Msg::Prune(cutoff_ms, repositories, reply))
+    }
+
+    /// Signs a checkpoint of the chain's head now, unless one already signs it: an export
+    /// taken after it has every record under a signature (blocking: call it off the
+    /// async workers).
+    pub fn checkpoint(&self) -> Result<(), AuditError> {
+        self.control(Msg::Checkpoint)
     }
 
     /// Signs a final checkpoint and stops the writer; later appends fail with `Closed`.
@@ -753,6 +761,10 @@ impl Writer {
             }
             Msg::Prune(cutoff_ms, repositories, reply) => {
                 let _ = reply.send(self.prune(cutoff_ms, &repositories));
+                false
+            }
+            Msg::Checkpoint(reply) => {
+                let _ = reply.send(self.checkpoint_now());
                 false
             }
             Msg::Close(reply) => {

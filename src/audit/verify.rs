@@ -101,6 +101,16 @@ pub enum Finding {
     },
     /// An export file ends without its closing line: it was cut short.
     ExportCutShort,
+    /// Records of an export file that no trusted checkpoint matching the records signs:
+    /// whoever removed the checkpoints could have forged them. (A live store's tail after
+    /// its last checkpoint is not a finding: the writer signs it within
+    /// `audit.checkpoint_every_secs`.)
+    Unsigned {
+        /// First record without a signature.
+        from: u64,
+        /// Last one.
+        to: u64,
+    },
 }
 
 impl fmt::Display for Finding {
@@ -165,6 +175,10 @@ impl fmt::Display for Finding {
                 f,
                 "the export file was cut short: its closing line is missing"
             ),
+            Self::Unsigned { from, to } => write!(
+                f,
+                "records {from} to {to} are under no trusted checkpoint signature: they cannot be told from forged ones (export through the compliance API, which signs a checkpoint first, or after the service signed its next one)"
+            ),
         }
     }
 }
@@ -180,6 +194,9 @@ pub struct Report {
     pub range: Option<(u64, u64)>,
     /// The last checkpoint.
     pub last_checkpoint: Option<u64>,
+    /// The last record a trusted checkpoint that matches the records signs (the records
+    /// up to it are under a signature).
+    pub signed_through: Option<u64>,
     /// Each epoch the trail holds and its first sequence number here, in order: more than
     /// one when the store was restored from a backup (docs/audit.md).
     pub epochs: Vec<(u64, u64)>,
@@ -501,6 +518,7 @@ impl Verifier {
             .intersection(&self.signed_checkpoints)
             .max()
             .copied();
+        self.report.signed_through = covered;
         let recorded_prune = self
             .prunes
             .iter()

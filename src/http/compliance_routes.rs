@@ -324,6 +324,17 @@ pub(super) async fn export(
         export::describe(&filter)
     );
     record_use(&state, &officer, detail, patient).await?;
+    // Signed up to the export's own record: a whole-trail export then verifies with no
+    // record outside a signature (records after the last checkpoint could not be told
+    // from forged ones).
+    let signing = state.clone();
+    tokio::task::spawn_blocking(move || signing.audit().checkpoint())
+        .await
+        .map_err(|_| audit_unavailable())?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot sign a checkpoint before an export");
+            audit_unavailable()
+        })?;
     let name = format!(
         "attachment; filename=\"audit-{}.{}\"",
         crate::clock::now().0.replace([':', '.'], ""),
@@ -344,8 +355,9 @@ pub(super) async fn export(
 }
 
 /// The export, written on a blocking thread in 64 KiB chunks as the client takes them: a
-/// trail of any length never sits in memory. A failure mid-way cuts the body (the JSONL
-/// form then lacks its closing line, so a truncated file never verifies).
+/// trail of any length never sits in memory. A failure mid-way cuts the body: the stream
+/// ends in an error, so the client sees a broken transfer, never a clean end (the JSONL
+/// form also lacks its closing line, so a truncated file never verifies).
 fn stream_export(
     store: Arc<AuditStore>,
     filter: Filter,
@@ -357,6 +369,11 @@ fn stream_export(
         runtime: tokio::runtime::Handle::current(),
         stalled: EXPORT_STALLED,
     };
+    // Set once the whole export is written: the body ends cleanly only then. The error
+    // sent on failure may find no room (a stalled client), so its absence must not read
+    // as success.
+    let complete = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let completed = complete.clone();
     tokio::task::spawn_blocking(move || {
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, sender);
         let written = store
@@ -373,10 +390,31 @@ fn stream_export(
             drop(out.into_parts());
             tracing::error!(error = %e, "compliance export cut short");
             let _ = tx.try_send(Err(std::io::Error::other("export failed")));
+        } else {
+            completed.store(true, std::sync::atomic::Ordering::Release);
         }
     });
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+    ended_by_its_writer(rx, complete)
+}
+
+/// The chunks `rx` receives, then an error unless the writer said `complete` before it
+/// hung up (a writer that failed, panicked or was cut short).
+fn ended_by_its_writer(
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    complete: Arc<std::sync::atomic::AtomicBool>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::unfold(Some(rx), move |rx| {
+        let complete = complete.clone();
+        async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(Err(e)) => Some((Err(e), None)),
+                Some(item) => Some((item, Some(rx))),
+                // Every sender is gone: the writer has returned, and said how it ended.
+                None if complete.load(std::sync::atomic::Ordering::Acquire) => None,
+                None => Some((Err(std::io::Error::other("export cut short")), None)),
+            }
+        }
     })
 }
 
@@ -575,5 +613,31 @@ mod tests {
             sender.write_all(b"third").unwrap_err().kind()
         });
         assert_eq!(gone.await.unwrap(), std::io::ErrorKind::BrokenPipe);
+    }
+
+    /// A body ends cleanly only when its writer said it wrote everything: a writer that
+    /// hung up otherwise (its error lost to a full channel, as after a stall) ends the
+    /// body in an error, so the client never takes a cut export for a whole one.
+    #[tokio::test]
+    async fn an_export_ends_cleanly_only_when_its_writer_completed() {
+        use futures_util::StreamExt as _;
+        for complete in [false, true] {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tx.send(Ok(Bytes::from_static(b"rows"))).await.unwrap();
+            drop(tx);
+            let flag = Arc::new(std::sync::atomic::AtomicBool::new(complete));
+            let items: Vec<_> = ended_by_its_writer(rx, flag).collect().await;
+            assert_eq!(items.len(), if complete { 1 } else { 2 }, "{complete}");
+            assert_eq!(&items[0].as_ref().unwrap()[..], b"rows");
+            assert_eq!(items.get(1).is_some_and(Result::is_err), !complete);
+        }
+        // The writer's own error ends the body at once.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(Err(std::io::Error::other("failed"))).await.unwrap();
+        tx.send(Ok(Bytes::from_static(b"never"))).await.unwrap();
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let items: Vec<_> = ended_by_its_writer(rx, flag).collect().await;
+        assert_eq!(items.len(), 1);
+        assert!(items[0].is_err());
     }
 }

@@ -509,7 +509,50 @@ fn exported_file_verifies_and_its_tampering_is_named() {
                 expected: 30,
             },
             Finding::ExportCutShort,
+            // Checkpoint 30 signs a record the file lacks: 21 to 28 are under none.
+            Finding::Unsigned { from: 21, to: 28 },
         ],
+    );
+}
+
+/// An export's checkpoints are lines anyone can delete: records no trusted checkpoint
+/// signs are named, so a file whose checkpoints were stripped, then edited at will, never
+/// verifies. Before, the last record (which no later record links) could be rewritten
+/// once its checkpoint line was gone, and the file read "intact, 0 signatures".
+#[test]
+fn an_export_whose_checkpoints_were_removed_does_not_verify() {
+    let trail = Trail::new(30, 10);
+    let file = trail.export_jsonl();
+    let lines: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let check = |keep: &dyn Fn(&str) -> bool, expected: Vec<Finding>| {
+        let edited: Vec<String> = lines
+            .iter()
+            .filter(|l| keep(l))
+            .map(|l| {
+                if l.starts_with("{\"v\":1,\"seq\":30,") {
+                    l.replace("call-30\"", "forged\"")
+                } else {
+                    l.clone()
+                }
+            })
+            .collect();
+        let path = trail.dir.path().join("stripped.jsonl");
+        std::fs::write(&path, edited.join("\n") + "\n").unwrap();
+        let report = export::verify_file(&path, &trail.trusted).unwrap();
+        assert_eq!(report.findings, expected);
+    };
+    let checkpoint = |l: &str| l.starts_with("{\"checkpoint\":");
+    check(
+        &|l| !checkpoint(l),
+        vec![Finding::Unsigned { from: 1, to: 30 }],
+    );
+    check(
+        &|l| !(checkpoint(l) && l.contains("\"seq\":30")),
+        vec![Finding::Unsigned { from: 21, to: 30 }],
     );
 }
 
