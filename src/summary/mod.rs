@@ -325,7 +325,8 @@ pub struct Medication {
     pub codes: Vec<Code>,
     /// Dosage as text.
     pub dosage: Vec<String>,
-    /// Status (`active`, `completed`, …).
+    /// Status (`active`, `completed`, …); `do-not-perform` for an order not to give the
+    /// product (`doNotPerform`), whatever the order's own status.
     pub status: Option<String>,
     /// `MedicationStatement` or `MedicationRequest`.
     pub source: String,

@@ -39,6 +39,8 @@ const MODELLED: [&str; 8] = [
 ];
 
 const LOINC: &str = "http://loinc.org";
+/// The status of a medication order not to give its product (`doNotPerform`).
+const DO_NOT_PERFORM: &str = "do-not-perform";
 const IPS_ABSENT: &str = "http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips";
 const SNOMED: &str = "http://snomed.info/sct";
 /// Most warnings listed; the rest are counted.
@@ -1081,9 +1083,16 @@ fn medication_item(r: &Object, name: String, codes: Vec<Code>) -> Medication {
         dosage: dosages
             .map(|d| d.iter().filter_map(dosage).collect())
             .unwrap_or_default(),
-        status: text(r, "status"),
+        // An order not to give the product is no treatment: its status says so, whatever
+        // the order's own status (an active "do not give" order).
+        status: if r.get("doNotPerform").and_then(Value::as_bool) == Some(true) {
+            Some(DO_NOT_PERFORM.to_owned())
+        } else {
+            text(r, "status")
+        },
         source: text(r, "resourceType").unwrap_or_default(),
-        period: when(r, "effective").or_else(|| text(r, "authoredOn")),
+        period: when(r, "effective")
+            .or_else(|| text(r, "authoredOn").filter(|d| validate::is_date_time(d))),
     }
 }
 
@@ -1177,6 +1186,9 @@ fn device(context: &mut Context, r: &Object) -> Read<Device> {
     if let Some(read) = expect_type(r, &["DeviceUseStatement", "Device"]) {
         return read;
     }
+    if matches!(text(r, "status").as_deref(), Some("entered-in-error")) {
+        return Read::Skipped("entered in error".into());
+    }
     let devices: Vec<&Object> = if text(r, "resourceType").as_deref() == Some("Device") {
         vec![r]
     } else {
@@ -1232,6 +1244,10 @@ fn observation(_context: &mut Context, r: &Object) -> Read<Observation> {
     if let Some(read) = expect_type(r, &["Observation"]) {
         return read;
     }
+    // Not a finding about the patient: withdrawn, or never made.
+    if let Some(status @ ("entered-in-error" | "cancelled")) = text(r, "status").as_deref() {
+        return Read::Skipped(format!("observation {status}"));
+    }
     let Some(name) = r.get("code").and_then(concept_name) else {
         return Read::Unreadable("an observation without a code".into());
     };
@@ -1245,7 +1261,7 @@ fn observation(_context: &mut Context, r: &Object) -> Read<Observation> {
                 .and_then(Value::as_bool)
                 .map(|b| b.to_string())
         })
-        .or_else(|| text(r, "valueDateTime"));
+        .or_else(|| text(r, "valueDateTime").filter(|d| validate::is_date_time(d)));
     Read::Item(Observation {
         name,
         value,

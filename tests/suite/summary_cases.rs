@@ -260,6 +260,56 @@ fn a_section_entry_without_a_reference_is_unreadable_not_passed_over() {
     assert_eq!(s.allergies.status, SectionStatus::Unreadable);
 }
 
+/// Entries that are no fact or no treatment never read as one: an order not to give a
+/// product is shown as such, not as a current treatment; a withdrawn or cancelled
+/// observation and a device entered in error are left out; a date written another way
+/// than FHIR's is not shown as a date. Before, "do not give amoxicillin" was listed among
+/// the current treatments and a withdrawn "pregnant" was shown.
+#[test]
+fn orders_not_to_give_and_withdrawn_entries_never_read_as_current() {
+    let s = listed_only_case(|bundle| {
+        let entries = bundle["entry"].as_array_mut().unwrap();
+        let subject = serde_json::json!({"reference": "urn:uuid:patient-1"});
+        entries.push(serde_json::json!({"fullUrl": "urn:uuid:mr", "resource": {
+            "resourceType": "MedicationRequest", "id": "mr", "status": "active",
+            "intent": "order", "doNotPerform": true, "subject": subject,
+            "medicationCodeableConcept": {"text": "Amoxicilline"},
+            "authoredOn": "05/12/2024"}}));
+        entries.push(serde_json::json!({"fullUrl": "urn:uuid:obs", "resource": {
+            "resourceType": "Observation", "id": "obs", "status": "entered-in-error",
+            "code": {"text": "Grossesse"}, "subject": subject,
+            "valueCodeableConcept": {"text": "Enceinte"}}}));
+        entries.push(serde_json::json!({"fullUrl": "urn:uuid:dev", "resource": {
+            "resourceType": "DeviceUseStatement", "id": "dev", "status": "entered-in-error",
+            "subject": subject, "device": {"reference": "urn:uuid:pacemaker"}}}));
+        entries.push(
+            serde_json::json!({"fullUrl": "urn:uuid:pacemaker", "resource": {
+            "resourceType": "Device", "id": "pacemaker", "type": {"text": "Stimulateur"}}}),
+        );
+        let sections = entries[0]["resource"]["section"].as_array_mut().unwrap();
+        let medications = sections[1].as_object_mut().unwrap();
+        medications.remove("emptyReason");
+        medications.insert(
+            "entry".into(),
+            serde_json::json!([{"reference": "urn:uuid:mr"}]),
+        );
+        let loinc = |code: &str, reference: &str| {
+            serde_json::json!({
+            "title": code, "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "entry": [{"reference": reference}]})
+        };
+        sections.push(loinc("10162-6", "urn:uuid:obs"));
+        sections.push(loinc("46264-8", "urn:uuid:dev"));
+    });
+    let amoxicillin = &s.medications.items[0];
+    assert_eq!(amoxicillin.name, "Amoxicilline");
+    assert_eq!(amoxicillin.status.as_deref(), Some("do-not-perform"));
+    assert_eq!(amoxicillin.period, None, "a malformed date");
+    let pregnancy = s.pregnancy.as_ref().unwrap();
+    assert!(pregnancy.items.is_empty());
+    assert!(s.devices.as_ref().unwrap().items.is_empty());
+}
+
 /// A section is named by its LOINC coding wherever it stands among its codings: a local
 /// coding listed first does not make the medication section an unmodelled one.
 #[test]

@@ -898,6 +898,7 @@
     completed: 'terminé', stopped: 'ARRÊTÉ', 'on-hold': 'suspendu', suspended: 'suspendu',
     'not-taken': 'NON PRIS', intended: 'prévu, pas encore pris', aborted: 'interrompu',
     cancelled: 'annulé', unknown: 'statut inconnu', inactive: 'inactif', resolved: 'résolu',
+    'do-not-perform': 'NE PAS ADMINISTRER',
     remission: 'en rémission', recurrence: 'récidive', relapse: 'rechute',
   };
   function statusWord(value) {
