@@ -43,6 +43,11 @@ const LOINC: &str = "http://loinc.org";
 const DO_NOT_PERFORM: &str = "do-not-perform";
 const IPS_ABSENT: &str = "http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips";
 const SNOMED: &str = "http://snomed.info/sct";
+/// Most resources one reference may name in an item (several claiming one identity): a
+/// hostile bundle where thousands claim the product of thousands of statements would
+/// otherwise have each statement copy every claimant's names and codes. Past it the entry
+/// is unreadable (a product or device) or its names are cut (an author).
+const MAX_CLAIMANTS: usize = 16;
 /// Most warnings listed; the rest are counted.
 const MAX_WARNINGS: usize = 50;
 
@@ -884,12 +889,26 @@ fn document_info(
 /// The names of every resource a reference may mean (several, " / "-joined, when the
 /// document is defective: none is picked).
 fn names_of(index: &Index, target: &Target, from: Option<&str>) -> Option<String> {
-    let names: Vec<String> = target
-        .candidates()
-        .iter()
-        .filter_map(|r| party_name(index, r, from))
-        .collect();
-    (!names.is_empty()).then(|| names.join(" / "))
+    joined_names(
+        target.candidates().len(),
+        target
+            .candidates()
+            .iter()
+            .filter_map(|r| party_name(index, r, from)),
+    )
+}
+
+/// The first [`MAX_CLAIMANTS`] of `names` (of `claimants` resources), joined; "…" says
+/// some were left out.
+fn joined_names(claimants: usize, names: impl Iterator<Item = String>) -> Option<String> {
+    let mut names: Vec<String> = names.take(MAX_CLAIMANTS).collect();
+    if names.is_empty() {
+        return None;
+    }
+    if claimants > MAX_CLAIMANTS {
+        names.push("…".to_owned());
+    }
+    Some(names.join(" / "))
 }
 
 /// The name of a Practitioner, Organization, PractitionerRole (its practitioner, else its
@@ -907,15 +926,16 @@ fn party_name(index: &Index, resource: &Object, from: Option<&str>) -> Option<St
                 .and_then(Value::as_str)
                 .and_then(|r| {
                     let target = index.resolve(r, from, Some(resource));
-                    let names: Vec<String> = target
-                        .candidates()
-                        .iter()
-                        .filter(|r| {
-                            text(**r, "resourceType").as_deref() != Some("PractitionerRole")
-                        })
-                        .filter_map(|r| party_name(index, r, from))
-                        .collect();
-                    (!names.is_empty()).then(|| names.join(" / "))
+                    joined_names(
+                        target.candidates().len(),
+                        target
+                            .candidates()
+                            .iter()
+                            .filter(|r| {
+                                text(**r, "resourceType").as_deref() != Some("PractitionerRole")
+                            })
+                            .filter_map(|r| party_name(index, r, from)),
+                    )
                 });
             named.or_else(|| text(field, "display"))
         }),
@@ -1027,6 +1047,13 @@ fn medication(context: &mut Context, r: &Object) -> Read<Medication> {
             match target {
                 Some(Target::Found(product)) if product.get("code").is_some() => {
                     product.get("code")
+                }
+                Some(Target::Ambiguous(all)) if all.len() > MAX_CLAIMANTS => {
+                    context.ambiguous += 1;
+                    return Read::Unreadable(format!(
+                        "a medication reference claimed by {} different products",
+                        all.len()
+                    ));
                 }
                 Some(Target::Ambiguous(all)) => {
                     // Several products claim the reference: all are named, none picked.
@@ -1216,6 +1243,12 @@ fn device(context: &mut Context, r: &Object) -> Read<Device> {
     }
     if devices.len() > 1 {
         context.ambiguous += 1;
+    }
+    if devices.len() > MAX_CLAIMANTS {
+        return Read::Unreadable(format!(
+            "a device reference claimed by {} different devices",
+            devices.len()
+        ));
     }
     let mut names = Vec::new();
     let mut codes = Vec::new();

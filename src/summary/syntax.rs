@@ -8,10 +8,26 @@
 //! gateway and the sender's own viewer). A leading UTF-8 byte-order mark is accepted, as
 //! the reference validator accepts it; other leading bytes are named.
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::cell::Cell;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::SummaryError;
+
+/// What the parsed document may take in memory, estimated as it is built: ten times the
+/// largest bundle accepted. A parsed value weighs far more than its text (an object is a
+/// tree node of some 600 bytes, `{"a":0}` is 7 bytes), so a hostile document of small
+/// objects within the size limit would otherwise take gigabytes; real bundles weigh 4 to
+/// 8 times their text.
+const MAX_PARSED_BYTES: usize = 10 * super::MAX_BUNDLE_BYTES;
+const TOO_HEAVY: &str = "the document holds too many objects and arrays to be read";
+/// Estimated weights: an object's first tree node, each of its properties (key and
+/// value), an array, each of its items.
+const OBJECT_BYTES: usize = 640;
+const PROPERTY_BYTES: usize = 56;
+const ARRAY_BYTES: usize = 24;
+const ITEM_BYTES: usize = 32;
 
 const DUPLICATE_KEY: &str = "a property name appears twice in one object (FHIR JSON forbids it)";
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -27,12 +43,24 @@ pub fn parse(bytes: &[u8]) -> Result<Value, SummaryError> {
         column: 0,
         defect: "the file is not UTF-8 text".into(),
     })?;
-    serde_json::from_str::<Strict>(text)
-        .map(|strict| strict.0)
-        .map_err(|e| SummaryError::Syntax {
-            line: e.line(),
-            column: e.column(),
-            defect: defect(text, &e),
+    let budget = Cell::new(MAX_PARSED_BYTES);
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    Strict(&budget)
+        .deserialize(&mut deserializer)
+        .and_then(|value| deserializer.end().map(|()| value))
+        .map_err(|e| {
+            if e.to_string().starts_with(TOO_HEAVY) {
+                return SummaryError::TooLarge(format!(
+                    "{TOO_HEAVY} (more than {} MiB once parsed, line {})",
+                    MAX_PARSED_BYTES >> 20,
+                    e.line()
+                ));
+            }
+            SummaryError::Syntax {
+                line: e.line(),
+                column: e.column(),
+                defect: defect(text, &e),
+            }
         })
 }
 
@@ -85,17 +113,32 @@ fn leading(bytes: &[u8]) -> Option<SummaryError> {
 
 /// A JSON value read like `serde_json::Value`, except that an object naming one property
 /// twice is an error instead of "the last one wins".
-struct Strict(Value);
+/// A value, read strictly, its estimated weight taken from the budget.
+#[derive(Clone, Copy)]
+struct Strict<'b>(&'b Cell<usize>);
 
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(Strict)
+impl<'de> DeserializeSeed<'de> for Strict<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(StrictVisitor(self.0))
     }
 }
 
-struct StrictVisitor;
+/// Takes `bytes` from `budget`, or fails once it is spent.
+fn spend<E: de::Error>(budget: &Cell<usize>, bytes: usize) -> Result<(), E> {
+    match budget.get().checked_sub(bytes) {
+        Some(left) => {
+            budget.set(left);
+            Ok(())
+        }
+        None => Err(E::custom(TOO_HEAVY)),
+    }
+}
 
-impl<'de> Visitor<'de> for StrictVisitor {
+struct StrictVisitor<'b>(&'b Cell<usize>);
+
+impl<'de> Visitor<'de> for StrictVisitor<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -118,11 +161,13 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Value::from(v))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        spend(self.0, v.len())?;
         Ok(Value::String(v.to_owned()))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        spend(self.0, v.len())?;
         Ok(Value::String(v))
     }
 
@@ -131,17 +176,21 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        spend(self.0, ARRAY_BYTES)?;
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-        while let Some(Strict(item)) = seq.next_element()? {
+        while let Some(item) = seq.next_element_seed(Strict(self.0))? {
+            spend(self.0, ITEM_BYTES)?;
             items.push(item);
         }
         Ok(Value::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        spend(self.0, OBJECT_BYTES)?;
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            let Strict(value) = map.next_value()?;
+            spend(self.0, PROPERTY_BYTES + key.len())?;
+            let value = map.next_value_seed(Strict(self.0))?;
             if object.insert(key, value).is_some() {
                 return Err(de::Error::custom(DUPLICATE_KEY));
             }
@@ -247,6 +296,22 @@ fn defect(text: &str, e: &serde_json::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A document of tiny objects weighs many times its text once parsed: it is refused
+    /// as too large once its estimate passes the budget, instead of taking gigabytes.
+    /// The same number of items as numbers (light) still parses.
+    #[test]
+    fn a_document_heavier_than_its_text_is_refused_before_it_fills_memory() {
+        let items = 300_000;
+        let heavy = format!("{{\"entry\":[{}{{\"a\":0}}]}}", "{\"a\":0},".repeat(items));
+        assert!(heavy.len() < super::super::MAX_BUNDLE_BYTES);
+        match parse(heavy.as_bytes()) {
+            Err(SummaryError::TooLarge(why)) => assert!(why.contains("too many objects"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let light = format!("{{\"entry\":[{}0]}}", "0,".repeat(items));
+        assert!(parse(light.as_bytes()).is_ok());
+    }
 
     fn defect_of(text: &str) -> (usize, usize, String) {
         match parse(text.as_bytes()) {

@@ -310,6 +310,47 @@ fn orders_not_to_give_and_withdrawn_entries_never_read_as_current() {
     assert!(s.devices.as_ref().unwrap().items.is_empty());
 }
 
+/// A product claimed by more resources than an item may name is unreadable, not named
+/// after each of them in every statement (a hostile bundle's thousands of claimants,
+/// copied into thousands of statements, would fill memory); a few claimants are all
+/// named, none picked.
+#[test]
+fn a_product_claimed_by_too_many_resources_is_unreadable_not_copied_into_each_statement() {
+    let with_claimants = |claimants: usize| {
+        listed_only_case(|bundle| {
+            let entries = bundle["entry"].as_array_mut().unwrap();
+            for n in 0..claimants {
+                entries.push(
+                    serde_json::json!({"fullUrl": "urn:uuid:product", "resource": {
+                    "resourceType": "Medication", "id": format!("m{n}"),
+                    "code": {"text": format!("Produit {n}")}}}),
+                );
+            }
+            entries.push(serde_json::json!({"fullUrl": "urn:uuid:ms", "resource": {
+                "resourceType": "MedicationStatement", "id": "ms", "status": "active",
+                "subject": {"reference": "urn:uuid:patient-1"},
+                "medicationReference": {"reference": "urn:uuid:product"}}}));
+            let medications = entries[0]["resource"]["section"][1]
+                .as_object_mut()
+                .unwrap();
+            medications.remove("emptyReason");
+            medications.insert(
+                "entry".into(),
+                serde_json::json!([{"reference": "urn:uuid:ms"}]),
+            );
+        })
+    };
+    let few = with_claimants(3);
+    assert_eq!(
+        few.medications.items[0].name,
+        "Produit 0 / Produit 1 / Produit 2"
+    );
+    let many = with_claimants(40);
+    assert!(many.medications.items.is_empty());
+    assert_eq!(many.medications.status, SectionStatus::Unreadable);
+    assert_eq!(many.medications.unreadable_entries, 1);
+}
+
 /// A section is named by its LOINC coding wherever it stands among its codings: a local
 /// coding listed first does not make the medication section an unmodelled one.
 #[test]
