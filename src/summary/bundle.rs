@@ -249,7 +249,10 @@ impl<'a> Index<'a> {
         if let Some(target) = pick(self.by_full_url.get(unversioned).map(|c| &c.entries)) {
             return target;
         }
-        let relative = type_and_id(unversioned);
+        // Only a relative reference is read against a base or by type and id: an absolute
+        // one names a resource on its own server, and another server's `Medication/20` is
+        // not this bundle's.
+        let relative = type_and_id(unversioned).filter(|_| !is_absolute(unversioned));
         if let Some((kind, id)) = relative {
             if let Some(base) = from.and_then(restful_base) {
                 let absolute = format!("{base}{kind}/{id}");
@@ -325,6 +328,17 @@ fn distinct_positions(found: &[&Object]) -> Vec<usize> {
         .filter(|(_, resource)| seen.insert(serde_json::to_string(resource).unwrap_or_default()))
         .map(|(i, _)| i)
         .collect()
+}
+
+/// A reference with a scheme (`http:`, `https:`, `urn:`…), as opposed to `Type/id`.
+fn is_absolute(reference: &str) -> bool {
+    reference.split_once(':').is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && !scheme.contains('/')
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    })
 }
 
 /// `(reference without version, version)` for `…/_history/N`.
@@ -404,6 +418,38 @@ mod tests {
             index.full_url_of(index.entries[2].resource),
             Some("http://srv/fhir/Medication/m2")
         );
+    }
+
+    /// An absolute reference names its own server's resource: one on another server
+    /// resolves to nothing here, never to this bundle's resource of the same type and id.
+    #[test]
+    fn an_absolute_reference_to_another_server_is_not_read_by_type_and_id() {
+        let entries = json!([
+            {"fullUrl": "http://srv/fhir/Medication/20", "resource": {"resourceType": "Medication", "id": "20"}},
+            {"fullUrl": "urn:uuid:x", "resource": {"resourceType": "Medication", "id": "21"}}
+        ]);
+        let index = Index::new(entries.as_array().unwrap());
+        let from = Some("http://srv/fhir/MedicationStatement/1");
+        for elsewhere in ["http://other/fhir/Medication/20", "urn:x:Medication/21"] {
+            assert!(
+                matches!(index.resolve(elsewhere, from, None), Target::Missing),
+                "{elsewhere}"
+            );
+        }
+        assert!(matches!(
+            index.resolve("http://srv/fhir/Medication/20", from, None),
+            Target::Found(_)
+        ));
+        assert!(matches!(
+            index.resolve("Medication/20", from, None),
+            Target::Found(_)
+        ));
+        assert!(matches!(
+            index.resolve("Medication/21", from, None),
+            Target::Found(_)
+        ));
+        assert!(is_absolute("urn:uuid:1") && is_absolute("https://a/b"));
+        assert!(!is_absolute("Medication/2") && !is_absolute("Medication/a:b"));
     }
 
     /// Contained resources are indexed once per owner, with the same answers as a search
