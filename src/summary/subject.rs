@@ -160,14 +160,26 @@ fn traits(resource: &Object) -> DocumentPatient {
 }
 
 /// Whether two Patients contradict each other on INS, birth date, gender or every name.
-/// Traits one of them lacks do not count: a bare Patient contradicts nobody. The same
+/// One INS in common is one person whatever else differs. Traits one of them lacks (or
+/// gives malformed) do not count: a bare Patient contradicts nobody. The same
 /// person written two ways is not two people: a date is compared as precisely as both
 /// give it (1950 and 1950-03-12 agree), only male and female contradict each other, and
 /// names agree when they share a word ("DUPONT Jean" and "Jean Dupont"). Wrongly judged "another person", a patient's allergy would be
 /// left out: the judgement leans the other way.
 fn disagree(a: &DocumentPatient, b: &DocumentPatient) -> bool {
+    // One INS in common is one person, whatever else differs (a mistyped date, a gender
+    // recorded otherwise): the INS is the identity the record service files under.
+    if a.ins.iter().any(|i| b.ins.contains(i)) {
+        return false;
+    }
+    // A date that is not a FHIR date (counted as a defect) says nothing to compare.
+    let valid = |date: &Option<String>| {
+        date.as_deref()
+            .filter(|d| super::validate::is_date_time(d))
+            .map(str::to_owned)
+    };
     let dates_differ = matches!(
-        (&a.birth_date, &b.birth_date),
+        (valid(&a.birth_date), valid(&b.birth_date)),
         (Some(a), Some(b)) if !a.starts_with(b.as_str()) && !b.starts_with(a.as_str())
     );
     fn sexed(gender: &Option<String>) -> Option<&str> {
@@ -292,6 +304,10 @@ mod tests {
             patient(&["DUPONT Jean"], Some("1950"), Some("unknown"), &[]),
             patient(&["Jean Dupont"], Some("1950-03"), None, &["a|1"]),
             patient(&[], None, Some("other"), &[]),
+            // One INS in common: one person, though the date was mistyped.
+            patient(&["Jean DUPONT"], Some("1951-03-12"), Some("male"), &["a|1"]),
+            // A date that is not a date contradicts nothing.
+            patient(&["Jean DUPONT"], Some("12/03/1951"), None, &[]),
         ] {
             assert!(!disagree(&full, &same), "{:?}", same.names);
             assert!(!disagree(&same, &full), "{:?}", same.names);
