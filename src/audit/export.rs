@@ -102,8 +102,16 @@ impl FilterSpec {
             return Err(("outcome", "is success, refused or failed".into()));
         }
         // An INS is 15 letters and digits (Corsica's 2A/2B): nothing else is one, and what
-        // an officer looks up is named on the record of their search.
-        if let Some(ins) = &self.patient
+        // an officer looks up is named on the record of their search. Written as records
+        // hold it (capitals, no spaces): `2a` typed in lower case must find the records
+        // of `2A`, not answer that the patient was never accessed.
+        let patient = self.patient.as_ref().map(|ins| {
+            ins.chars()
+                .filter(|c| !c.is_whitespace())
+                .collect::<String>()
+                .to_ascii_uppercase()
+        });
+        if let Some(ins) = &patient
             && !(ins.len() == 15 && ins.bytes().all(|b| b.is_ascii_alphanumeric()))
         {
             return Err(("patient", "is not an INS (15 characters)".into()));
@@ -112,7 +120,7 @@ impl FilterSpec {
             since_ms: time("since", &self.since)?,
             until_ms: time("until", &self.until)?,
             professional: self.professional.clone(),
-            patient: self.patient.clone(),
+            patient,
             desk: self.desk.clone(),
             call: self.call.clone(),
             kind: self.kind,
@@ -911,8 +919,34 @@ fn skip_line(reader: &mut impl BufRead) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_LINE_BYTES, csv_field, for_each_line};
+    use super::{FilterSpec, MAX_LINE_BYTES, csv_field, for_each_line};
     use std::ops::ControlFlow;
+
+    /// An INS looked up is read as records hold it: capitals, no spaces.
+    #[test]
+    fn an_ins_filter_is_read_as_records_hold_it() {
+        let spec = |ins: &str| FilterSpec {
+            patient: Some(ins.into()),
+            ..FilterSpec::default()
+        };
+        for typed in [
+            "2a0175000000134",
+            "2A 01 75 000 000 134",
+            " 2A0175000000134",
+        ] {
+            assert_eq!(
+                spec(typed)
+                    .to_filter()
+                    .ok()
+                    .and_then(|f| f.patient)
+                    .as_deref(),
+                Some("2A0175000000134"),
+                "{typed}"
+            );
+        }
+        assert!(spec("2A01750000001").to_filter().is_err());
+        assert!(spec("2A01750000001-4").to_filter().is_err());
+    }
 
     #[test]
     fn lines_are_read_without_their_ends_and_an_overlong_one_is_skipped() {

@@ -37,7 +37,9 @@
 
   function visible() {
     const text = $('filter-text').value.trim().toLowerCase();
-    const since = $('filter-since').value ? new Date($('filter-since').value).getTime() : null;
+    // Midnight where the officer is: a bare date would be read as midnight UTC, and the
+    // accesses of the night's first hours in France would drop out of the list.
+    const since = $('filter-since').value ? new Date($('filter-since').value + 'T00:00').getTime() : null;
     const decision = $('filter-decision').value;
     return state.accesses.filter((a) => {
       const haystack = [a.name, a.professional, a.desk, a.call_id].join(' ').toLowerCase();
