@@ -2,7 +2,7 @@
 //! flag with the records that support it. Computed from the records alone (and the roster
 //! for shifts), so it runs on a live gateway's trail or an old copy alike.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +14,8 @@ use super::store::{self, ReadStore};
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
-    /// More distinct patients than this per professional in one clock hour is flagged.
+    /// More distinct patients than this per professional within any hour (a sliding
+    /// window, as the real-time alert counts) is flagged.
     pub max_patients_per_hour: usize,
     /// This many PIN failures on one desk within ten minutes is flagged.
     pub pin_failures: usize,
@@ -104,8 +105,8 @@ pub fn report(
 #[derive(Default)]
 struct Scan {
     flags: Vec<Flag>,
-    /// (professional, hour) → patients and records.
-    patients: BTreeMap<(String, u64), (BTreeSet<String>, Vec<u64>)>,
+    /// professional → (time, patient, seq) of each break-glass start.
+    patients: BTreeMap<String, Vec<(u64, String, u64)>>,
     /// desk → (time, seq) of PIN failures.
     pin_failures: BTreeMap<String, Vec<(u64, u64)>>,
     refused: Vec<u64>,
@@ -143,12 +144,11 @@ impl Scan {
                     .or_default()
                     .push(record.seq);
                 if let (Some(who), Some(patient)) = (&who, &event.patient) {
-                    let slot = self
-                        .patients
-                        .entry((who.clone(), at / HOUR_MS))
-                        .or_default();
-                    slot.0.insert(patient.ins.clone());
-                    slot.1.push(record.seq);
+                    self.patients.entry(who.clone()).or_default().push((
+                        at,
+                        patient.ins.clone(),
+                        record.seq,
+                    ));
                     if shifts.is_some_and(|s| !s.on_duty(who, at)) {
                         self.flags.push(Flag {
                             kind: "outside_shift",
@@ -209,35 +209,28 @@ impl Scan {
     }
 
     fn flags(mut self, thresholds: &Thresholds) -> Vec<Flag> {
-        for ((who, _), (patients, records)) in &self.patients {
-            if patients.len() > thresholds.max_patients_per_hour {
+        for (who, opened) in &mut self.patients {
+            let most = thresholds.max_patients_per_hour;
+            for (patients, records) in bursts(opened, HOUR_MS, |n| n > most) {
                 self.flags.push(Flag {
                     kind: "many_patients",
                     description: format!(
-                        "{who} opened {} patients within one hour (threshold {})",
-                        patients.len(),
-                        thresholds.max_patients_per_hour
+                        "{who} opened {patients} patients within one hour (threshold {most})"
                     ),
-                    records: records.clone(),
+                    records,
                 });
             }
         }
         for (desk, failures) in &self.pin_failures {
-            let worst = failures
-                .iter()
-                .map(|(at, _)| {
-                    failures
-                        .iter()
-                        .filter(|(t, _)| *t >= *at && *t < at + PIN_WINDOW_MS)
-                        .count()
-                })
-                .max()
-                .unwrap_or(0);
-            if worst >= thresholds.pin_failures.max(1) {
+            // Each failure is its own key: the window counts them all.
+            let mut keyed: Vec<(u64, u64, u64)> =
+                failures.iter().map(|&(at, seq)| (at, seq, seq)).collect();
+            let least = thresholds.pin_failures.max(1);
+            for (worst, records) in bursts(&mut keyed, PIN_WINDOW_MS, |n| n >= least) {
                 self.flags.push(Flag {
                     kind: "pin_failures",
                     description: format!("{worst} PIN failures within ten minutes at desk {desk}"),
-                    records: failures.iter().map(|(_, seq)| *seq).collect(),
+                    records,
                 });
             }
         }
@@ -288,10 +281,80 @@ impl Scan {
     }
 }
 
+/// The bursts in `events` (time, key, seq): the runs of windows of `window` ms (sliding,
+/// each ending at an event) whose distinct keys `exceed` the threshold, each with the most
+/// distinct keys one of its windows held and the records of its windows, in order. A
+/// burst across a clock hour's edge is one burst; linear in the events (two pointers).
+fn bursts<K: Eq + std::hash::Hash + Clone>(
+    events: &mut [(u64, K, u64)],
+    window: u64,
+    exceed: impl Fn(usize) -> bool,
+) -> Vec<(usize, Vec<u64>)> {
+    events.sort_by_key(|&(at, _, seq)| (at, seq));
+    let mut found = Vec::new();
+    let mut counts: HashMap<K, usize> = HashMap::new();
+    let mut left = 0;
+    // The burst under way: its most keys, its records, and the next event not yet in it.
+    let mut current: Option<(usize, Vec<u64>, usize)> = None;
+    for right in 0..events.len() {
+        *counts.entry(events[right].1.clone()).or_default() += 1;
+        while events[left].0.saturating_add(window) <= events[right].0 {
+            if let Some(n) = counts.get_mut(&events[left].1) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&events[left].1);
+                }
+            }
+            left += 1;
+        }
+        if exceed(counts.len()) {
+            let (most, records, next) = current.get_or_insert((0, Vec::new(), left));
+            *most = (*most).max(counts.len());
+            let from = (*next).max(left);
+            records.extend(events[from..=right].iter().map(|&(_, _, seq)| seq));
+            *next = right + 1;
+        } else if let Some((most, records, _)) = current.take() {
+            found.push((most, records));
+        }
+    }
+    if let Some((most, records, _)) = current.take() {
+        found.push((most, records));
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::audit::event::{Actor, Event};
+
+    /// A burst across a clock hour's edge is found, as the real-time alert finds it:
+    /// ten patients from 10:50 to 10:59 and ten more to 11:10 are twenty within an hour.
+    /// Before, each clock hour held ten and nothing was flagged.
+    #[test]
+    fn patients_are_counted_in_a_sliding_hour_across_the_clock_hour() {
+        let minute = 60_000;
+        let base = 1_000 * HOUR_MS;
+        let mut opened: Vec<(u64, String, u64)> = (0..20u64)
+            .map(|i| (base - 10 * minute + i * minute, format!("ins-{i}"), i + 1))
+            .collect();
+        let found = bursts(&mut opened, HOUR_MS, |n| n > 10);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, 20);
+        assert_eq!(found[0].1, (1..=20).collect::<Vec<u64>>());
+        // The same patient again and again is one patient.
+        let mut again: Vec<(u64, String, u64)> =
+            (0..20u64).map(|i| (base + i, "ins".into(), i)).collect();
+        assert!(bursts(&mut again, HOUR_MS, |n| n > 10).is_empty());
+        // Two bursts hours apart are two flags, each with its own records only.
+        let mut apart: Vec<(u64, u64, u64)> = (0..3u64)
+            .map(|i| (base + i, i, i))
+            .chain((0..3u64).map(|i| (base + 5 * HOUR_MS + i, 10 + i, 10 + i)))
+            .chain(std::iter::once((base + 9 * HOUR_MS, 99, 99)))
+            .collect();
+        let found = bursts(&mut apart, PIN_WINDOW_MS, |n| n >= 3);
+        assert_eq!(found, [(3, vec![0, 1, 2]), (3, vec![10, 11, 12])]);
+    }
 
     struct NobodyOnDuty;
     impl Shifts for NobodyOnDuty {
