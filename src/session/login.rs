@@ -59,7 +59,15 @@ pub(crate) struct CardLogin {
     roster: Option<Arc<Roster>>,
     allowed_professions: Vec<String>,
     expiry: super::Expiry,
+    /// When each desk last had each refusal made before the card recorded: repeated
+    /// ones within [`REFUSALS_COALESCED`] are recorded once (a script retrying must not
+    /// flood the trail). Keyed by configured desks and a fixed set of reasons: bounded.
+    refusals_recorded:
+        std::sync::Mutex<std::collections::HashMap<(String, &'static str), std::time::Instant>>,
 }
+
+/// How long a desk's repeated refusal of one kind (before the card) is recorded once.
+const REFUSALS_COALESCED: Duration = Duration::from_secs(60);
 
 /// The way `config` reaches the desks' cards.
 fn backend(
@@ -131,7 +139,48 @@ impl CardLogin {
             roster,
             allowed_professions: config.allowed_professions.clone(),
             expiry: config.expiry(),
+            refusals_recorded: std::sync::Mutex::default(),
         })
+    }
+
+    /// Records a login refused before any PIN reached the card (`reason`, by `who`),
+    /// once per desk and reason within [`REFUSALS_COALESCED`]; `refusal` is returned
+    /// either way, unless the record could not be made.
+    async fn refused_before_the_card(
+        &self,
+        who: crate::audit::Actor,
+        reason: &'static str,
+        refusal: LoginError,
+    ) -> Result<Session, LoginError> {
+        let desk = who.desk.clone().unwrap_or_default();
+        let now = std::time::Instant::now();
+        let due = match self.refusals_recorded.lock() {
+            Ok(mut recorded) => match recorded.get(&(desk.clone(), reason)) {
+                Some(at) if now.duration_since(*at) < REFUSALS_COALESCED => false,
+                _ => {
+                    recorded.insert((desk, reason), now);
+                    true
+                }
+            },
+            Err(_) => true,
+        };
+        if due {
+            let event = Event {
+                actor: Some(who),
+                detail: Some(format!(
+                    "before_card repeats_within_{}s_recorded_once",
+                    REFUSALS_COALESCED.as_secs()
+                )),
+                ..Event::new(
+                    EventKind::UserLogin,
+                    Outcome::Refused {
+                        reason: reason.into(),
+                    },
+                )
+            };
+            let _recorded = self.audit.append(event).await?;
+        }
+        Err(refusal)
     }
 
     /// The card worker: its card sessions sign for the logged-in professionals.
@@ -170,21 +219,42 @@ impl CardLogin {
         let desk = &desk;
         // Held until this function returns: no other login at this desk meanwhile, so the
         // tries left read here are still the card's when its PIN is sent.
-        let (target, _turn) = self
-            .sessions
-            .begin_login(&desk.id)
-            .map_err(LoginError::Refused)?;
+        let (target, _turn) = match self.sessions.begin_login(&desk.id) {
+            Ok(begun) => begun,
+            Err(refusal) => {
+                let at_desk = crate::audit::Actor {
+                    desk: Some(desk.id.clone()),
+                    workstation: Some(desk.workstation_cn.clone()),
+                    ..crate::audit::Actor::default()
+                };
+                return self
+                    .refused_before_the_card(at_desk, refusal.code(), LoginError::Refused(refusal))
+                    .await;
+            }
+        };
         // A remote client (or a script retrying) must never block a physician's card: the
         // last try needs the page's explicit confirmation. Refused before the rate limit,
         // which counts only attempts that may reach the card.
         if target.pin_tries_left == Some(1) && !last_try_confirmed {
-            return Err(LoginError::LastTryUnconfirmed);
+            return self
+                .refused_before_the_card(
+                    actor(&target.holder, desk),
+                    "last_try_unconfirmed",
+                    LoginError::LastTryUnconfirmed,
+                )
+                .await;
         }
         if let Err(not_until) = self.limiter.check_key(&desk.id) {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
             ));
-            return Err(LoginError::RateLimited(wait));
+            return self
+                .refused_before_the_card(
+                    actor(&target.holder, desk),
+                    "rate_limited",
+                    LoginError::RateLimited(wait),
+                )
+                .await;
         }
         let (reader, certificate, holder) = (
             target.reader.clone(),

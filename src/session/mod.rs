@@ -804,6 +804,21 @@ pub(crate) enum LoginRefusal {
     LoginInProgress,
 }
 
+impl LoginRefusal {
+    /// The reason code its record carries.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            Self::NoCard => "no_card",
+            Self::ReaderUnavailable => "reader_unavailable",
+            Self::CardRefused(_) => "card_not_trusted",
+            Self::PinBlocked => "pin_already_blocked",
+            Self::SessionOpen => "session_open",
+            Self::CardRemoved => "card_removed",
+            Self::LoginInProgress => "login_in_progress",
+        }
+    }
+}
+
 /// The card at `s`'s desk, if one can log in (see [`Sessions::begin_login`]).
 fn login_target(s: &DeskSlot) -> Result<LoginTarget, LoginRefusal> {
     match (&s.card, &s.certificate) {

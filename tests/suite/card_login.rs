@@ -292,6 +292,18 @@ async fn wrong_pins_show_tries_left_then_block_the_card() {
         trail.contains("reason=wrong_pin") && trail.contains("reason=pin_blocked"),
         "{trail}"
     );
+    // Refusals before the card are on record too, a desk's repeats within a minute once:
+    // the three unconfirmed last tries are one record, the blocked card's retry another.
+    assert_eq!(
+        trail.matches("reason=last_try_unconfirmed").count(),
+        1,
+        "{trail}"
+    );
+    assert_eq!(
+        trail.matches("reason=pin_already_blocked").count(),
+        1,
+        "{trail}"
+    );
 }
 
 /// A card the gateway must refuse at insertion, with the code the desk shows.
