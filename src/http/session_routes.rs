@@ -256,6 +256,8 @@ pub(super) async fn put_roster(
             "Tableau de garde refusé : un créneau est invalide.",
         )
     })?;
+    // One replacement at a time, recorded in the order they take effect.
+    let turn = roster.turn().await;
     // On the record before it is in force: who may log in changes here.
     let event = crate::audit::Event::new(
         crate::audit::EventKind::ConfigurationLoaded,
@@ -270,7 +272,21 @@ pub(super) async fn put_roster(
         .append(event)
         .await
         .map_err(|_| audit_unavailable())?;
-    let shifts = match roster.replace(checked) {
+    // Files and fsyncs: off the async workers (the turn, kept to the end, holds the next
+    // replacement back meanwhile).
+    let saving = roster.clone();
+    let (saved, _turn) =
+        tokio::task::spawn_blocking(move || (saving.replace(&turn, checked), turn))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "roster_not_saved",
+                    "the roster could not be saved; the previous one stays in force",
+                    "Tableau de garde non enregistré : l'ancien reste en vigueur.",
+                )
+            })?;
+    let shifts = match saved {
         Ok(shifts) => shifts,
         Err(e) => {
             tracing::error!(error = %e, "the roster could not be saved; the previous one stays in force");

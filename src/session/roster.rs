@@ -78,7 +78,14 @@ pub(crate) struct Roster {
     path: PathBuf,
     grace_ms: u64,
     shifts: RwLock<Vec<Parsed>>,
+    /// One replacement at a time, from its record to its file and its shifts in force:
+    /// two at once shared one temporary file (one's rename put the other's half-written
+    /// file in place) and could leave in force another roster than the trail's last.
+    replacing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
+
+/// The turn to replace the roster ([`Roster::turn`]).
+pub(crate) type Turn = tokio::sync::OwnedMutexGuard<()>;
 
 impl Roster {
     /// Loads `path` if it exists (an empty roster otherwise: nobody is on duty). A file that
@@ -90,6 +97,7 @@ impl Roster {
             path: path.to_owned(),
             grace_ms: grace_minutes * 60_000,
             shifts: RwLock::new(Vec::new()),
+            replacing: std::sync::Arc::default(),
         };
         let previous = roster.previous();
         let loaded = match roster.read(path) {
@@ -146,10 +154,16 @@ impl Roster {
         })
     }
 
+    /// The turn to replace the roster: held from the replacement's record to its end, so
+    /// that replacements are recorded in the order they take effect.
+    pub(crate) async fn turn(&self) -> Turn {
+        self.replacing.clone().lock_owned().await
+    }
+
     /// Saves a checked roster durably (temporary file, fsync, the current one kept as
     /// `roster.json.prev`, rename, fsync of the directory), then puts it in force; the
-    /// caller records the replacement first.
-    pub(crate) fn replace(&self, checked: Checked) -> Result<usize, RosterError> {
+    /// caller holds [`Self::turn`] and records the replacement first.
+    pub(crate) fn replace(&self, _turn: &Turn, checked: Checked) -> Result<usize, RosterError> {
         use std::io::Write as _;
         let tmp = self.path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
@@ -251,7 +265,13 @@ mod tests {
         let document = RosterDocument {
             shifts: vec![shift("2026-11-23T08:00:00Z", "2026-11-23T20:00:00Z")],
         };
-        assert_eq!(roster.replace(roster.check(&document).unwrap()).unwrap(), 1);
+        let turn = roster.replacing.clone().try_lock_owned().unwrap();
+        assert_eq!(
+            roster
+                .replace(&turn, roster.check(&document).unwrap())
+                .unwrap(),
+            1
+        );
         let at = |t: &str| roster.on_duty("810002813839", parse_time(t).unwrap());
         assert!(
             at("2026-11-23T07:50:00Z") && at("2026-11-23T12:00:00Z") && at("2026-11-23T20:10:00Z")
@@ -261,6 +281,54 @@ mod tests {
         // Saved: a restart finds it.
         let reloaded = Roster::load(&dir.path().join("roster.json"), 15).unwrap();
         assert!(reloaded.on_duty("810002813839", parse_time("2026-11-23T12:00:00Z").unwrap()));
+    }
+
+    /// Replacements from many threads at once, each under its turn: every one saves, and
+    /// the file on disk and the shifts in force are the same roster at the end. (Without
+    /// the turn, two shared one temporary file: a rename failed, or put the other's
+    /// half-written file in place.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_replacements_each_save_and_leave_one_roster() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roster.json");
+        let roster = std::sync::Arc::new(Roster::load(&path, 0).unwrap());
+        let tasks: Vec<_> = (0..8u64)
+            .map(|n| {
+                let roster = roster.clone();
+                tokio::spawn(async move {
+                    for round in 0..10u64 {
+                        let hour = (n * 10 + round) % 24;
+                        let document = RosterDocument {
+                            shifts: vec![shift(
+                                &format!("2026-11-23T{hour:02}:00:00Z"),
+                                &format!("2026-11-23T{hour:02}:30:00Z"),
+                            )],
+                        };
+                        let checked = roster.check(&document).unwrap();
+                        let turn = roster.turn().await;
+                        let saving = roster.clone();
+                        tokio::task::spawn_blocking(move || saving.replace(&turn, checked))
+                            .await
+                            .unwrap()
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let reloaded = Roster::load(&path, 0).unwrap();
+        let in_force = |r: &Roster| {
+            r.shifts
+                .read()
+                .unwrap()
+                .iter()
+                .map(|s| s.start_ms)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(in_force(&reloaded), in_force(&roster));
+        assert!(!dir.path().join("roster.json.tmp").exists());
     }
 
     #[test]
@@ -293,8 +361,13 @@ mod tests {
         let second = RosterDocument {
             shifts: vec![shift("2026-11-24T08:00:00Z", "2026-11-24T20:00:00Z")],
         };
-        roster.replace(roster.check(&first).unwrap()).unwrap();
-        roster.replace(roster.check(&second).unwrap()).unwrap();
+        let turn = roster.replacing.clone().try_lock_owned().unwrap();
+        roster
+            .replace(&turn, roster.check(&first).unwrap())
+            .unwrap();
+        roster
+            .replace(&turn, roster.check(&second).unwrap())
+            .unwrap();
         assert!(!dir.path().join("roster.json.tmp").exists());
         let on = |r: &Roster, t: &str| r.on_duty("810002813839", parse_time(t).unwrap());
         // The current file torn: the previous roster is in force, not an error.
@@ -311,10 +384,10 @@ mod tests {
         // A replacement keeps a whole roster.json at every step: after it, the new one is
         // in force and the one before is the previous.
         previous_only
-            .replace(previous_only.check(&second).unwrap())
+            .replace(&turn, previous_only.check(&second).unwrap())
             .unwrap();
         previous_only
-            .replace(previous_only.check(&first).unwrap())
+            .replace(&turn, previous_only.check(&first).unwrap())
             .unwrap();
         let reloaded = Roster::load(&path, 0).unwrap();
         assert!(on(&reloaded, "2026-11-23T12:00:00Z"));
