@@ -387,10 +387,21 @@ impl Sessions {
         Some(session)
     }
 
-    /// SHA-256 (hex) of the token of `desk`'s session, if one is open: what grants bind to.
+    /// SHA-256 (hex) of the token of `desk`'s session, if one is open and not past its
+    /// idle time, maximum or shift: what grants bind to. An access checks it before its
+    /// data leaves, and the grant reaper ends grants by it: a session the session reaper
+    /// has not yet come by (up to 10 s) releases nothing more.
     pub(crate) fn token_hash(&self, desk: &str) -> Option<String> {
+        let now = tokio::time::Instant::now();
         self.with_slot(desk, |s| {
-            s.session.as_ref().map(|session| token_hash(&session.token))
+            s.session
+                .as_ref()
+                .filter(|session| {
+                    !self.limits.get().is_some_and(|l| {
+                        expiry_reason(session, l.expiry, l.roster.as_deref(), now).is_some()
+                    })
+                })
+                .map(|session| token_hash(&session.token))
         })
         .flatten()
     }

@@ -233,6 +233,7 @@ async fn a_session_past_its_limits_is_refused_before_the_reaper_ends_it() {
     let session = opened(&sessions, &audit).await;
     tokio::time::advance(EXPIRY.idle - Duration::from_secs(1)).await;
     assert!(sessions.authenticate("regul-1", &session.token).is_some());
+    assert!(sessions.token_hash("regul-1").is_some());
     tokio::time::advance(EXPIRY.idle + Duration::from_secs(1)).await;
     assert!(sessions.authenticate("regul-1", &session.token).is_none());
     assert!(
@@ -240,6 +241,8 @@ async fn a_session_past_its_limits_is_refused_before_the_reaper_ends_it() {
             .authenticate_quietly("regul-1", &session.token)
             .is_none()
     );
+    // What an access checks before its data leaves, and what grants are ended by.
+    assert!(sessions.token_hash("regul-1").is_none());
     assert_eq!(
         sessions.expire(EXPIRY, None).await.unwrap(),
         1,
