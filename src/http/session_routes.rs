@@ -158,11 +158,13 @@ pub(super) async fn close_session(
         .sessions
         .authenticate(&caller.desk.id, &token)
         .ok_or_else(no_session)?;
-    cards
-        .sessions
-        .end(&caller.desk.id, "logout")
-        .await
-        .map_err(|_| audit_unavailable())?;
+    // The session ends before its record is written (ending it is the safe side): when
+    // the record fails, the session is over all the same, and saying "refused" would
+    // send the physician back to a session that no longer exists. The failure is logged;
+    // the trail's writer, unhealthy, has the service restarted.
+    if let Err(e) = cards.sessions.end(&caller.desk.id, "logout").await {
+        tracing::error!(error = %e, desk = %caller.desk.id, "a logout could not be recorded; the session is ended all the same");
+    }
     // The browser forgets the cookie too (its session is over either way).
     let expired =
         format!("{SESSION_COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0");

@@ -783,15 +783,17 @@ impl Sessions {
             }),
             ..Event::new(EventKind::CardRemoved, Outcome::Success)
         };
-        let _recorded = self.audit.append(removed).await?;
+        // One commit: the removal and the session's end are on record together, or
+        // neither (a failed first append no longer leaves the logout unattempted).
+        let mut events = vec![removed];
         if let Some(professional) = holder {
             tracing::info!(desk = %desk.id, "session ended: card removed");
-            let logout = Event {
+            events.push(Event {
                 actor: Some(actor(&professional, &desk)),
                 ..Event::new(EventKind::UserLogout, Outcome::Success).with_detail("card_removed")
-            };
-            let _recorded = self.audit.append(logout).await?;
+            });
         }
+        let _recorded = self.audit.append_all(events).await?;
         Ok(())
     }
 }
