@@ -101,6 +101,10 @@ pub struct PruneReport {
     pub through: Option<u64>,
     /// Records deleted.
     pub records: u64,
+    /// The first break-glass access not yet reviewed (or under investigation), which the
+    /// prune stopped before: the trail of an access a compliance officer has still to
+    /// look at is never deleted.
+    pub held_by_review: Option<u64>,
 }
 
 /// Appends answer on tokio channels (awaited by request handlers); control messages answer
@@ -964,6 +968,12 @@ impl Writer {
         };
         let pruned = store::meta(&txn, Meta::PrunedThrough)?.unwrap_or(0);
         let checkpoints = store::checkpoints(&txn)?;
+        // Whole-trail read, as `audit pending` does: prunes are rare, and a decision on an
+        // old access may be anywhere later in the trail.
+        let held_by_review = super::review::pending(&*self.store)?
+            .iter()
+            .map(|access| access.seq)
+            .min();
         let mut doomed = Vec::new();
         let mut through = None;
         let mut segment = Vec::new();
@@ -976,7 +986,7 @@ impl Writer {
                 return ControlFlow::Break(());
             };
             let time_ms = crate::clock::parse_time(&record.time).unwrap_or(u64::MAX);
-            if seq > shipped || time_ms > cutoff_ms {
+            if seq > shipped || time_ms > cutoff_ms || held_by_review.is_some_and(|h| seq >= h) {
                 return ControlFlow::Break(());
             }
             segment.push(store::Pruned {
@@ -998,7 +1008,10 @@ impl Writer {
         }
         drop(txn);
         let Some(through) = through else {
-            return Ok(PruneReport::default());
+            return Ok(PruneReport {
+                held_by_review,
+                ..PruneReport::default()
+            });
         };
         let confirmed = if repositories.is_empty() {
             "-".to_owned()
@@ -1024,6 +1037,7 @@ impl Writer {
         Ok(PruneReport {
             through: Some(through),
             records: doomed.len() as u64,
+            held_by_review,
         })
     }
 }

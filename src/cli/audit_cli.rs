@@ -473,6 +473,11 @@ fn prune(config_path: &Path) -> Result<ExitCode, Failure> {
             config.audit.retention_days
         ),
     }
+    if let Some(seq) = report.held_by_review {
+        out!(
+            "the break-glass access of record {seq} is not reviewed yet (or under investigation): nothing from it on is pruned until a decision closes it (audit pending)"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1213,6 +1213,50 @@ fn pruning_keeps_unshipped_records_and_leaves_a_verifiable_trail() {
     trail.open(10).close().unwrap();
 }
 
+/// Retention never deletes an access a compliance officer has still to look at: the
+/// prune stops before the first break-glass start not yet reviewed (or under
+/// investigation), and goes further once a decision closes it. Before, it went by age
+/// and shipping only, and the access vanished from the pending list.
+#[test]
+fn pruning_stops_before_an_access_not_yet_reviewed() {
+    use samu_gateway::audit::{Decision, Review};
+    let trail = Trail::new(0, 10);
+    let log = trail.open(10);
+    for i in 1..=25 {
+        let event = if i == 5 {
+            Event {
+                kind: EventKind::BreakGlassStarted,
+                ..access(i, 3)
+            }
+        } else {
+            access(i, 3)
+        };
+        let _receipt = log.append_blocking(event).unwrap();
+    }
+    log.mark_shipped(25).unwrap();
+    let far_future = u64::MAX / 2;
+    let report = log.prune(far_future, Vec::new()).unwrap();
+    assert_eq!((report.through, report.held_by_review), (None, Some(5)));
+    let decide = |decision| Event {
+        review: Some(Review {
+            of: 5,
+            decision,
+            comment: String::new(),
+        }),
+        ..Event::new(EventKind::AccessReviewed, Outcome::Success)
+    };
+    // Under investigation: still held.
+    let _receipt = log
+        .append_blocking(decide(Decision::ToInvestigate))
+        .unwrap();
+    assert_eq!(log.prune(far_future, Vec::new()).unwrap().through, None);
+    let _receipt = log.append_blocking(decide(Decision::Justified)).unwrap();
+    log.mark_shipped(27).unwrap();
+    let report = log.prune(far_future, Vec::new()).unwrap();
+    assert_eq!((report.through, report.held_by_review), (Some(20), None));
+    log.close().unwrap();
+}
+
 /// Deleting a prefix up to a checkpoint and claiming it pruned, without the signed record
 /// a real prune appends: the verifier names it.
 #[test]
