@@ -163,6 +163,12 @@ pub fn select(
     limit: Option<usize>,
 ) -> Result<Selection, AuditError> {
     let limit = limit.unwrap_or(usize::MAX);
+    if limit == 0 {
+        return Ok(Selection {
+            records: Vec::new(),
+            examined: 0,
+        });
+    }
     let mut records = Vec::new();
     let examined = visit(txn, filter, |selected| {
         records.push(selected);

@@ -94,17 +94,27 @@ const MAX_MESSAGE_BYTES: u64 = 64 * 1024 * 1024;
 fn inspect(file: &Path, json: bool) -> Result<ExitCode, Failure> {
     use std::io::Read as _;
     let mut bytes = Vec::new();
+    // One byte past the limit tells a message that is too large from one that fits: a
+    // truncated message would be inspected as if it were whole.
     if file.as_os_str() == "-" {
         std::io::stdin()
-            .take(MAX_MESSAGE_BYTES)
+            .take(MAX_MESSAGE_BYTES + 1)
             .read_to_end(&mut bytes)
             .context("cannot read stdin")?;
     } else {
         std::fs::File::open(file)
             .with_context(|| format!("cannot open {}", file.display()))?
-            .take(MAX_MESSAGE_BYTES)
+            .take(MAX_MESSAGE_BYTES + 1)
             .read_to_end(&mut bytes)
             .with_context(|| format!("cannot read {}", file.display()))?;
+    }
+    if bytes.len() as u64 > MAX_MESSAGE_BYTES {
+        return Err(anyhow::anyhow!(
+            "{} is larger than {} MiB: not a record service message this gateway would read",
+            file.display(),
+            MAX_MESSAGE_BYTES >> 20
+        )
+        .into());
     }
     let inspected = super::runtime()?.block_on(crate::upstream::dmp::inspect::inspect(bytes));
     let inspected = match inspected {
@@ -223,14 +233,14 @@ fn sign(config_path: &Path, command: DmpCommand) -> Result<ExitCode, Failure> {
     // gateway's other credentials.
     let config = Config::read(config_path)?;
     let dmp = config.dmp.as_ref().ok_or_else(|| {
-        Failure::Usage(vec![format!(
+        Failure::Configuration(vec![format!(
             "{}: no [dmp] section: the assertion's fields come from it",
             config_path.display()
         )])
     })?;
     let problems: Vec<String> = dmp.problems().into_iter().map(|p| p.to_string()).collect();
     if !problems.is_empty() {
-        return Err(Failure::Usage(problems));
+        return Err(Failure::Configuration(problems));
     }
     let ins = Ins::parse(
         &ins,

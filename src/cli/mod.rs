@@ -176,7 +176,10 @@ enum Command {
 }
 
 pub(crate) enum Failure {
+    /// A command-line argument is wrong: each line names it.
     Usage(Vec<String>),
+    /// The configuration is: each line names the key.
+    Configuration(Vec<String>),
     Runtime(anyhow::Error),
 }
 
@@ -188,7 +191,7 @@ impl From<anyhow::Error> for Failure {
 
 impl From<ConfigError> for Failure {
     fn from(e: ConfigError) -> Self {
-        Self::Usage(e.lines())
+        Self::Configuration(e.lines())
     }
 }
 
@@ -215,9 +218,15 @@ pub fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(code) => code,
-        Err(Failure::Usage(lines)) => {
+        Err(Failure::Configuration(lines)) => {
             for line in lines {
                 eprintln!("{error}configuration error: {line}");
+            }
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(Failure::Usage(lines)) => {
+            for line in lines {
+                eprintln!("{error}usage error: {line}");
             }
             ExitCode::from(EXIT_USAGE)
         }

@@ -1144,6 +1144,13 @@ fn lookups_by_patient_and_professional_read_only_their_records() {
         .collect();
     let got: Vec<u64> = page.records.iter().map(|s| s.record.seq).collect();
     assert_eq!(got, expected, "the ten that follow, in order");
+    // A page of none is none (it was one).
+    assert!(
+        export::select(&txn, &after, Some(0))
+            .unwrap()
+            .records
+            .is_empty()
+    );
     assert!(page.examined <= 20, "{}", page.examined);
     let by_call = Filter {
         call: Some("call-1234".into()),
