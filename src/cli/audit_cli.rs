@@ -256,24 +256,45 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
                 Some(path) => {
                     // Owner-only and never over an existing file: an export holds patients'
                     // identities, and a mistyped path must not truncate anything (the live
-                    // store included), as `audit backup`.
-                    use std::os::unix::fs::OpenOptionsExt as _;
-                    let mut file = std::io::BufWriter::new(
-                        std::fs::OpenOptions::new()
-                            .write(true)
-                            .create_new(true)
-                            .mode(0o600)
-                            .open(path)
-                            .with_context(|| {
-                                format!(
-                                    "cannot create {} (an export never replaces an existing file)",
-                                    path.display()
-                                )
-                            })?,
-                    );
+                    // store included), as `audit backup`. Written beside it under a
+                    // temporary name (0600), made durable, then linked into place: the
+                    // name never holds a partial export (a failure or a crash leaves
+                    // nothing under it; a CSV cut short cannot be told from a whole one).
+                    let refused = || {
+                        format!(
+                            "cannot create {} (an export never replaces an existing file)",
+                            path.display()
+                        )
+                    };
+                    if path.symlink_metadata().is_ok() {
+                        return Err(anyhow::anyhow!("{}: it exists", refused()).into());
+                    }
+                    let dir = match path.parent() {
+                        Some(dir) if !dir.as_os_str().is_empty() => dir,
+                        _ => Path::new("."),
+                    };
+                    let temporary = tempfile::Builder::new()
+                        .prefix(".audit-export-")
+                        .tempfile_in(dir)
+                        .with_context(refused)?;
+                    let mut file = std::io::BufWriter::new(temporary);
                     let count = export::export(&txn, &filter, format, &mut file)
                         .context("export failed")?;
-                    file.flush().context("cannot write the export")?;
+                    let temporary = file
+                        .into_inner()
+                        .map_err(|e| e.into_error())
+                        .context("cannot write the export")?;
+                    temporary
+                        .as_file()
+                        .sync_all()
+                        .context("cannot write the export")?;
+                    temporary
+                        .persist_noclobber(path)
+                        .map_err(|e| e.error)
+                        .with_context(refused)?;
+                    std::fs::File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .with_context(|| format!("cannot make {} durable", path.display()))?;
                     count
                 }
                 None => export::export(&txn, &filter, format, &mut super::Stdout::lock())

@@ -322,4 +322,11 @@ fn an_export_file_is_owner_only_and_never_overwritten() {
     assert_ne!(code, 0);
     assert!(stderr.contains("never replaces"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "kept");
+    // Written under a temporary name, then linked into place: none is left behind.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with(".audit-export-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
