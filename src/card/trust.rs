@@ -221,24 +221,25 @@ pub struct Verified {
 }
 
 struct Crls {
-    /// Parsed once at load; every verification borrows them.
+    /// Parsed once at load, newest first (by `thisUpdate`); every verification borrows
+    /// them. The order matters: the path check reads, of an issuer's lists, only the
+    /// first, so an old copy left before the new one would hide a revocation the new one
+    /// lists.
     lists: Vec<CertRevocationList<'static>>,
     /// Unix seconds of each list's `thisUpdate`, in the same order.
     this_update: Vec<u64>,
 }
 
 impl Crls {
-    /// The oldest `thisUpdate` among the lists issued by one of `issuers` (DER names): how
-    /// old what vouches for a card is. Every issuer has one (unknown status is refused);
-    /// several for one issuer (an old copy left beside the new) count at their oldest.
-    fn oldest_for(&self, issuers: &[&[u8]]) -> u64 {
+    /// The `thisUpdate` of the list that vouches for a card of `issuer` (DER name): its
+    /// issuer's newest, the one revocation was checked against. Every issuer has one
+    /// (unknown status is refused).
+    fn used_for(&self, issuer: &[u8]) -> u64 {
         self.lists
             .iter()
             .zip(&self.this_update)
-            .filter(|(list, _)| issuers.contains(&list.issuer()))
-            .map(|(_, at)| *at)
-            .min()
-            .unwrap_or(0)
+            .find(|(list, _)| list.issuer() == issuer)
+            .map_or(0, |(_, at)| *at)
     }
 }
 
@@ -371,7 +372,7 @@ impl CardTrust {
         // against them, their age is not held to `crl_max_age_hours`.
         let issuer = path.end_entity().issuer();
         let professional = identity(certificate, usage)?;
-        let crl_stale = self.is_stale(crls.oldest_for(&[issuer]), seconds.as_secs())?;
+        let crl_stale = self.is_stale(crls.used_for(issuer), seconds.as_secs())?;
         Ok(Verified {
             professional,
             crl_stale,
@@ -448,36 +449,48 @@ fn load_crls(paths: &[PathBuf]) -> Result<Crls, TrustError> {
             reason: "at least one CRL is required: revocation must be checked".into(),
         });
     }
-    let mut lists = Vec::new();
-    let mut this_update = Vec::new();
+    let mut dated = Vec::new();
     for path in paths {
-        let der = read_crl(path, key)?;
-        let (_, parsed) = x509_parser::parse_x509_crl(&der).map_err(|e| TrustError::Config {
-            key,
-            reason: format!("{}: not a CRL: {e}", path.display()),
-        })?;
-        this_update.push(u64::try_from(parsed.last_update().timestamp()).unwrap_or(0));
-        let owned = OwnedCertRevocationList::from_der(&der).map_err(|e| TrustError::Config {
-            key,
-            reason: format!("{}: {e}", path.display()),
-        })?;
-        lists.push(CertRevocationList::from(owned));
+        for der in read_crl(path, key)? {
+            let (_, parsed) =
+                x509_parser::parse_x509_crl(&der).map_err(|e| TrustError::Config {
+                    key,
+                    reason: format!("{}: not a CRL: {e}", path.display()),
+                })?;
+            let this_update = u64::try_from(parsed.last_update().timestamp()).unwrap_or(0);
+            let owned =
+                OwnedCertRevocationList::from_der(&der).map_err(|e| TrustError::Config {
+                    key,
+                    reason: format!("{}: {e}", path.display()),
+                })?;
+            dated.push((this_update, CertRevocationList::from(owned)));
+        }
     }
+    // Newest first (stable: lists of one date keep the configured order).
+    dated.sort_by_key(|(this_update, _)| std::cmp::Reverse(*this_update));
+    let (this_update, lists) = dated.into_iter().unzip();
     Ok(Crls { lists, this_update })
 }
 
-fn read_crl(path: &Path, key: &'static str) -> Result<Vec<u8>, TrustError> {
+/// The lists a file holds: one in DER, one or more in PEM (a bundle of authorities'
+/// lists is read whole, not only its first).
+fn read_crl(path: &Path, key: &'static str) -> Result<Vec<Vec<u8>>, TrustError> {
     let unusable = |e: &dyn std::fmt::Display| TrustError::Config {
         key,
         reason: format!("{}: {e}", path.display()),
     };
     let bytes = std::fs::read(path).map_err(|e| unusable(&e))?;
     if bytes.starts_with(b"-----BEGIN") {
-        CertificateRevocationListDer::from_pem_slice(&bytes)
-            .map(|d| d.as_ref().to_vec())
-            .map_err(|e| unusable(&e))
+        let lists = CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .map(|d| d.map(|d| d.as_ref().to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| unusable(&e))?;
+        if lists.is_empty() {
+            return Err(unusable(&"no CRL in this PEM file"));
+        }
+        Ok(lists)
     } else {
-        Ok(bytes)
+        Ok(vec![bytes])
     }
 }
 

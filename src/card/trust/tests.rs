@@ -191,8 +191,9 @@ fn stale_crl_is_refused_or_flagged_as_configured() {
     assert!(flag.verify(&card, SystemTime::now()).unwrap().crl_stale);
 }
 
-/// Freshness is that of the CRLs covering the card's own chain: another authority's fresh
-/// list vouches for nothing about it, and an old copy left beside a new one counts.
+/// Freshness is that of the CRL covering the card's own chain: another authority's fresh
+/// list vouches for nothing about it; of an issuer's lists, the newest is the one that
+/// checks the card (an old copy left beside it neither hides a revocation nor ages it).
 #[test]
 fn stale_crl_is_judged_on_the_cards_own_issuer() {
     let (a, b) = (Pki::named("A test root"), Pki::named("B test root"));
@@ -217,13 +218,55 @@ fn stale_crl_is_judged_on_the_cards_own_issuer() {
         Err(TrustError::StaleCrl { .. })
     ));
     assert!(!mixed.verify(&card_b, SystemTime::now()).unwrap().crl_stale);
-    let doubled = trust(vec![fresh_a.clone(), old_a, fresh_b.clone()]);
-    assert!(matches!(
-        doubled.verify(&card_a, SystemTime::now()),
-        Err(TrustError::StaleCrl { .. })
-    ));
+    for doubled in [
+        trust(vec![fresh_a.clone(), old_a.clone(), fresh_b.clone()]),
+        trust(vec![old_a.clone(), fresh_a.clone(), fresh_b.clone()]),
+    ] {
+        assert!(
+            !doubled
+                .verify(&card_a, SystemTime::now())
+                .unwrap()
+                .crl_stale
+        );
+    }
     let fresh = trust(vec![fresh_a, fresh_b]);
     assert!(!fresh.verify(&card_a, SystemTime::now()).unwrap().crl_stale);
+}
+
+/// A card the issuer's newest list revokes is refused whatever the order of the lists
+/// configured, under both policies; and a PEM bundle holding several lists is read whole.
+/// Before, only the first list of an issuer was read: an older copy listed first, which
+/// predates the revocation, let the revoked card in.
+#[test]
+fn the_newest_list_of_an_issuer_decides_whatever_the_order() {
+    let pki = Pki::new();
+    let card = pki.card((-30, 365));
+    let old = pki.crl("old.pem", &[], 1);
+    let new = pki.crl("new.pem", &[&card], 0);
+    for policy in [StaleCrlPolicy::Refuse, StaleCrlPolicy::AcceptAndFlag] {
+        for crls in [
+            vec![old.clone(), new.clone()],
+            vec![new.clone(), old.clone()],
+        ] {
+            let trust = pki.trust(crls, policy).unwrap();
+            assert_eq!(
+                trust.verify(&card, SystemTime::now()),
+                Err(TrustError::Revoked)
+            );
+        }
+    }
+    let bundle = pki.dir.path().join("bundle.pem");
+    let text = format!(
+        "{}{}",
+        std::fs::read_to_string(&old).unwrap(),
+        std::fs::read_to_string(&new).unwrap()
+    );
+    std::fs::write(&bundle, text).unwrap();
+    let trust = pki.trust(vec![bundle], StaleCrlPolicy::Refuse).unwrap();
+    assert_eq!(
+        trust.verify(&card, SystemTime::now()),
+        Err(TrustError::Revoked)
+    );
 }
 
 #[test]
