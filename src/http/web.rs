@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 
@@ -111,7 +111,8 @@ struct DeskSignal {
 }
 
 /// The desk's changes as server-sent events (`event: desk`, data `{"session": bool,
-/// "epoch": n, "card": state}`), the current state first; a keep-alive comment every 15 s.
+/// "epoch": n, "card": state}`), the current state first; `event: beat` after 10 s without
+/// a change ([`BEAT`]).
 /// A page clears patient data when `session` is false or `epoch` is not the one it showed
 /// data under.
 #[utoipa::path(get, path = "/api/v1/desk/events", tag = "desk",
@@ -140,6 +141,10 @@ pub(super) async fn desk_events(
                     changed = changed => changed?,
                     case = cases.changed() => case.ok()?,
                     () = state.draining() => return None,
+                    () = tokio::time::sleep(BEAT) => {
+                        let beat = Event::default().event("beat").data("1");
+                        return Some((Ok(beat), (state, desk, changes, cases, false)));
+                    }
                 }
             }
             let signal = signal(&state, &desk);
@@ -150,8 +155,14 @@ pub(super) async fn desk_events(
             Some((Ok(event), (state, desk, changes, cases, false)))
         },
     );
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Sse::new(stream)
 }
+
+/// How often a quiet desk stream says it is alive: an event the page sees (a comment
+/// would keep proxies from closing the stream, but scripts never see one). The page
+/// takes a stream silent for 2.5 beats for a lost one (a gateway frozen or a link whose
+/// state a firewall dropped, with no reset to say so) and hides patient data.
+const BEAT: Duration = Duration::from_secs(10);
 
 fn signal(state: &AppState, desk: &str) -> DeskSignal {
     let view = state.cards().and_then(|c| c.sessions.view(desk));

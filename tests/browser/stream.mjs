@@ -9,8 +9,10 @@
 // Throughout, the event stream was first refused (503, as a proxy or a starting gateway
 // answers): the browser gives up on such a stream, so the page must open it again, or a
 // pulled card would go unnoticed.
+// 4. The gateway freezes (the stream stays open and silent): the page takes a stream
+//    silent for 25 s (2.5 of the gateway's beats) for a lost one and hides the summary.
 // Started by tests/suite/browser.rs, which acts on SLOW_UPSTREAM, FAST_UPSTREAM, REMOVE, INSERT,
-// GATEWAY_DOWN and GATEWAY_UP. Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, INS.
+// GATEWAY_DOWN, GATEWAY_UP, GATEWAY_FREEZE and GATEWAY_THAW. Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, INS.
 
 import { ask, check, context, env, fillAccessForm, finish, launch } from './common.mjs';
 
@@ -109,6 +111,26 @@ try {
   check(await page.locator('#screen-card').isVisible(), 'the card screen stays after an older answer');
   check(await page.locator('#session-bar').isHidden(), 'no session shown after the card left');
   result.olderDeskAnswerDropped = true;
+
+  // The gateway freezes (its connections stay open and say nothing more, as after a
+  // firewall dropped the link's state without a reset): the page takes the silent stream
+  // for a lost one and hides the summary.
+  await ask('INSERT');
+  await login();
+  await fillAccessForm(page, env('INS'), 'CRRA-2026-000046');
+  await page.keyboard.press('Enter');
+  await page.locator('#summary .allergies').waitFor({ state: 'visible', timeout: 10000 });
+  await ask('GATEWAY_FREEZE');
+  const frozen = Date.now();
+  try {
+    await page.waitForFunction(() => document.querySelector('#summary').childElementCount === 0,
+      null, { timeout: 45000, polling: 100 });
+    result.hiddenWhenSilentMs = Date.now() - frozen;
+    check(!(await patientText()), 'no patient datum left on a silent link');
+    check(await page.locator('#link-state').isVisible(), 'the page says its link to the gateway is down');
+  } finally {
+    await ask('GATEWAY_THAW');
+  }
 } finally {
   await browser.close();
 }

@@ -566,6 +566,9 @@ async fn the_page_drops_a_late_answer_hides_the_summary_without_its_event_stream
                 "REMOVE" => card.remove(),
                 "INSERT" => card = VirtualCard::insert_from(&pcscd, 0, &card_dir, &[]),
                 "GATEWAY_DOWN" => gateway.terminate(),
+                // Its connections stay open and say nothing more.
+                "GATEWAY_FREEZE" => support::signal(gateway.pid(), "STOP"),
+                "GATEWAY_THAW" => support::signal(gateway.pid(), "CONT"),
                 // Started again on the same ports and state: a new process, with a new
                 // CSRF key, that the page must find again on its own.
                 "GATEWAY_UP" => {
@@ -590,6 +593,11 @@ async fn the_page_drops_a_late_answer_hides_the_summary_without_its_event_stream
     assert_eq!(result["olderDeskAnswerDropped"], true, "{result}");
     assert!(
         result["hiddenAfterRestartMs"].as_u64().unwrap() < 5000,
+        "{result}"
+    );
+    // Within the page's 25 s of silence (plus the last beat's 10 s at most).
+    assert!(
+        result["hiddenWhenSilentMs"].as_u64().unwrap() < 36_000,
         "{result}"
     );
     // The trail is read with the gateway stopped.

@@ -1059,69 +1059,105 @@
   let reopenDelay = 1000;
   const LINK_DOWN = 'Liaison avec le serveur interrompue : reconnexion en cours. Aucune donnée patient ne s\u2019affiche d\u2019ici là.';
 
+  // The gateway says something at least every 10 s (a `beat` when nothing changes): a
+  // stream silent for longer than this is lost, though the browser still holds it open (a
+  // frozen gateway, a link whose state a firewall dropped without a reset).
+  const SILENT_MS = 25000;
+
   function follow() {
     const events = new EventSource('/api/v1/desk/events');
+    let silence = null;
+    let done = false;
+    // Closed by the page: treated as lost, and opened again (once).
+    const giveUp = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(silence);
+      events.close();
+      lost(events);
+    };
+    // Armed again by everything the stream says, and while the browser reconnects.
+    const heard = () => {
+      clearTimeout(silence);
+      silence = setTimeout(giveUp, SILENT_MS);
+    };
     events.addEventListener('open', () => {
       reopenDelay = 1000;
+      heard();
     });
-    // Without the event stream a pulled card would go unnoticed: fail closed. An access on
-    // its way is dropped too (its answer would be shown with nothing to hide it).
+    events.addEventListener('beat', heard);
     events.addEventListener('error', () => {
-      state.following = false;
-      // Written as it appears, so that screen readers announce it.
-      $('link-state').textContent = LINK_DOWN;
-      $('link-state').hidden = false;
-      if (state.grant) {
-        clearPatientData();
-        show('patient');
-        message('Liaison avec le serveur interrompue : la synthèse a été masquée par sécurité. Recommencez la demande.');
-      } else {
-        // The case's patients and a search's candidates are patient data too; the case
-        // comes back with the stream.
-        if (state.accessOnItsWay) {
-          message('Liaison avec le serveur interrompue : la demande a été abandonnée par sécurité. Recommencez-la.');
-        }
-        if (state.accessOnItsWay || state.case || $('candidates').childElementCount) {
-          state.cleared += 1;
-          clearCase();
-          $('candidates').replaceChildren();
-        }
-      }
-      // The browser reconnects on its own after a network error, and the first event then
-      // restores the desk's state. After an answer other than 200 (a gateway stopping or
-      // starting, a proxy's error page) it gives up for good: the page opens it again.
       if (events.readyState === EventSource.CLOSED) {
-        setTimeout(follow, reopenDelay);
-        reopenDelay = Math.min(reopenDelay * 2, 15000);
+        giveUp();
+      } else {
+        heard();
+        lost(events);
       }
     });
     events.addEventListener('desk', (event) => {
-      let signal = {};
-      try { signal = JSON.parse(event.data); } catch (_) { signal = {}; }
-      // Session over, or another session than the one the data was shown under (a quick
-      // card swap whose two changes reached the page as one event): patient data leaves
-      // the page now, before anything else happens.
-      const otherSession = state.epoch !== undefined && signal.epoch !== state.epoch;
-      if (!signal.session || otherSession) clearPatientData();
-      if (signal.session && otherSession) {
-        show('patient');
-        message('Une autre session a commencé sur ce poste : la synthèse précédente a été masquée.');
-      }
-      state.epoch = signal.session ? signal.epoch : undefined;
-      // The regulation software closed or replaced the case shown (maybe by the same
-      // case sent again, corrected): it leaves the page; the desk's current one is
-      // fetched as the desk is shown again.
-      state.caseVersion = signal.case_version === null ? undefined : signal.case_version;
-      if (state.case && (state.case.case_id !== (signal.case || null) || state.case.version !== signal.case_version)) clearCase();
-      // The stream's first event is the desk's state: from here a change is seen.
-      if (!state.following) {
-        state.following = true;
-        $('link-state').hidden = true;
-        $('link-state').textContent = '';
-        for (const waiting of state.onFollowing.splice(0)) waiting();
-      }
-      refreshDesk();
+      heard();
+      deskChanged(event);
     });
+  }
+
+  // Without the event stream a pulled card would go unnoticed: fail closed. An access on
+  // its way is dropped too (its answer would be shown with nothing to hide it).
+  function lost(events) {
+    state.following = false;
+    // Written as it appears, so that screen readers announce it.
+    $('link-state').textContent = LINK_DOWN;
+    $('link-state').hidden = false;
+    if (state.grant) {
+      clearPatientData();
+      show('patient');
+      message('Liaison avec le serveur interrompue : la synthèse a été masquée par sécurité. Recommencez la demande.');
+    } else {
+      // The case's patients and a search's candidates are patient data too; the case
+      // comes back with the stream.
+      if (state.accessOnItsWay) {
+        message('Liaison avec le serveur interrompue : la demande a été abandonnée par sécurité. Recommencez-la.');
+      }
+      if (state.accessOnItsWay || state.case || $('candidates').childElementCount) {
+        state.cleared += 1;
+        clearCase();
+        $('candidates').replaceChildren();
+      }
+    }
+    // The browser reconnects on its own after a network error, and the first event then
+    // restores the desk's state. After an answer other than 200 (a gateway stopping or
+    // starting, a proxy's error page) it gives up for good: the page opens it again.
+    if (events.readyState === EventSource.CLOSED) {
+      setTimeout(follow, reopenDelay);
+      reopenDelay = Math.min(reopenDelay * 2, 15000);
+    }
+  }
+
+  function deskChanged(event) {
+    let signal = {};
+    try { signal = JSON.parse(event.data); } catch (_) { signal = {}; }
+    // Session over, or another session than the one the data was shown under (a quick
+    // card swap whose two changes reached the page as one event): patient data leaves
+    // the page now, before anything else happens.
+    const otherSession = state.epoch !== undefined && signal.epoch !== state.epoch;
+    if (!signal.session || otherSession) clearPatientData();
+    if (signal.session && otherSession) {
+      show('patient');
+      message('Une autre session a commencé sur ce poste : la synthèse précédente a été masquée.');
+    }
+    state.epoch = signal.session ? signal.epoch : undefined;
+    // The regulation software closed or replaced the case shown (maybe by the same
+    // case sent again, corrected): it leaves the page; the desk's current one is
+    // fetched as the desk is shown again.
+    state.caseVersion = signal.case_version === null ? undefined : signal.case_version;
+    if (state.case && (state.case.case_id !== (signal.case || null) || state.case.version !== signal.case_version)) clearCase();
+    // The stream's first event is the desk's state: from here a change is seen.
+    if (!state.following) {
+      state.following = true;
+      $('link-state').hidden = true;
+      $('link-state').textContent = '';
+      for (const waiting of state.onFollowing.splice(0)) waiting();
+    }
+    refreshDesk();
   }
 
   // Whether the event stream tells the desk's changes, waiting up to `ms` for it to be

@@ -27,6 +27,10 @@ window.samuPage = (() => {
       options.body = JSON.stringify(body);
     }
     if (method !== 'GET') headers['x-csrf-token'] = csrf;
+    // A gateway that stopped answering (frozen, a link silently dropped) must not leave a
+    // request waiting for ever: past a minute (longer than any access takes) it is
+    // unreachable, as a refused connection is.
+    if (window.AbortSignal && AbortSignal.timeout) options.signal = AbortSignal.timeout(60000);
     let response;
     try {
       response = await fetch(path, options);
