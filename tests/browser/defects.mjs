@@ -98,7 +98,11 @@ try {
 
   // A document naming no INS: the physician is asked to check the identity with the
   // caller, beside the traits the document gives.
-  await open(env('NO_INS_INS'));
+  blocks = await open(env('NO_INS_INS'));
+  // Statuses that change what an entry means are shown with it.
+  check(blocks['Problèmes actifs'].includes('diagnostic provisoire'), blocks['Problèmes actifs']);
+  check(blocks['Actes et interventions'].includes('ARRÊTÉ'), blocks['Actes et interventions']);
+  check(blocks['Traitements en cours'].includes('NE PAS ADMINISTRER'), blocks['Traitements en cours']);
   const noIns = await page.locator('#summary .no-ins').textContent();
   check(noIns.includes('ne porte pas l\u2019INS') && noIns.includes('date de naissance'), `identity check asked: ${noIns}`);
   result.noIns = noIns;

@@ -503,10 +503,13 @@ async fn defective_documents_show_their_state_in_the_block_concerned() {
         let bundle = own_bundle(dir, name, serial, |_| {});
         patients.push(patient(&format!("d{}", serial - 20), serial, &bundle));
     }
-    // A document naming no INS of its patient (only its record ties it to the patient).
+    // A document naming no INS of its patient (only its record ties it to the patient),
+    // with entries whose status must show: a provisional diagnosis, a stopped procedure,
+    // an order not to give a product.
     let no_ins_dir = tempfile::tempdir().unwrap();
     let no_ins = own_bundle(no_ins_dir.path(), "versioned-references.json", 26, |b| {
-        for entry in b["entry"].as_array_mut().unwrap() {
+        let entries = b["entry"].as_array_mut().unwrap();
+        for entry in entries.iter_mut() {
             if entry["fullUrl"] == "urn:uuid:patient-1" {
                 entry["resource"]
                     .as_object_mut()
@@ -514,6 +517,35 @@ async fn defective_documents_show_their_state_in_the_block_concerned() {
                     .remove("identifier");
             }
         }
+        let subject = json!({"reference": "urn:uuid:patient-1"});
+        entries.push(json!({"fullUrl": "urn:uuid:provisional", "resource": {
+            "resourceType": "Condition", "id": "provisional", "subject": subject,
+            "verificationStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "provisional"}]},
+            "code": {"text": "Embolie pulmonaire"}}}));
+        entries.push(json!({"fullUrl": "urn:uuid:procedure", "resource": {
+            "resourceType": "Procedure", "id": "procedure", "status": "stopped",
+            "subject": subject, "code": {"text": "Chimiothérapie"}}}));
+        entries.push(json!({"fullUrl": "urn:uuid:order", "resource": {
+            "resourceType": "MedicationRequest", "id": "order", "status": "active",
+            "intent": "order", "doNotPerform": true, "subject": subject,
+            "medicationCodeableConcept": {"text": "Amoxicilline"}}}));
+        let sections = entries[0]["resource"]["section"].as_array_mut().unwrap();
+        for section in sections.iter_mut() {
+            match section["code"]["coding"][0]["code"].as_str() {
+                Some("11450-4") => section["entry"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"reference": "urn:uuid:provisional"})),
+                Some("10160-0") => {
+                    let section = section.as_object_mut().unwrap();
+                    section.remove("emptyReason");
+                    section.insert("entry".into(), json!([{"reference": "urn:uuid:order"}]));
+                }
+                _ => {}
+            }
+        }
+        sections.push(json!({"title": "Actes", "code": {"coding": [{"system": "http://loinc.org", "code": "47519-4"}]},
+            "entry": [{"reference": "urn:uuid:procedure"}]}));
     });
     patients.push(patient("d6", 26, &no_ins));
     let upstream = DevUpstream::start(patients);

@@ -757,8 +757,7 @@
     }
     parts.push(section('Problèmes actifs', summary.problems, problemText));
     parts.push(section('Antécédents', summary.past_problems, problemText));
-    parts.push(section('Actes et interventions', summary.procedures, (p) =>
-      [p.name, shortDate(p.performed)].filter(Boolean).join(' — ')));
+    parts.push(section('Actes et interventions', summary.procedures, procedureText));
     if (summary.advance_directives) {
       parts.push(section('Directives anticipées', summary.advance_directives, observationText));
     }
@@ -773,6 +772,8 @@
       const block = element('section', 'section');
       block.append(element('h2', null, other.title || 'Autre section'));
       if (other.narrative) block.append(element('p', 'narrative', other.narrative));
+      // Entries the page does not show must not read as an empty section.
+      else if (other.entries) block.append(element('p', 'note', other.entries + ' entrée(s) non affichée(s) ici : consultez le document.'));
       parts.push(block);
     }
     if (!opened && summary.documents && summary.documents.length) parts.push(documentsSection(summary.documents, grantId));
@@ -887,9 +888,22 @@
     return block;
   }
 
+  // A diagnosis the author has not confirmed must not read as an established problem.
+  const VERIFICATION = {
+    provisional: 'diagnostic provisoire', differential: 'diagnostic différentiel',
+    unconfirmed: 'non confirmé',
+  };
+
   function problemText(p) {
-    return [p.name, p.onset ? 'depuis ' + shortDate(p.onset) : null, statusWord(p.clinical_status)]
+    return [p.name, p.onset ? 'depuis ' + shortDate(p.onset) : null, statusWord(p.clinical_status),
+      VERIFICATION[p.verification_status] || null]
       .filter(Boolean).join(' — ');
+  }
+
+  // A procedure is shown as done only when it was: one under way, planned or stopped says so.
+  function procedureText(p) {
+    const status = p.status && p.status !== 'completed' ? statusWord(p.status) : null;
+    return [p.name, shortDate(p.performed), status].filter(Boolean).join(' — ');
   }
 
   // An item's status when it is not plainly current: a stopped treatment or a resolved
@@ -898,6 +912,7 @@
     completed: 'terminé', stopped: 'ARRÊTÉ', 'on-hold': 'suspendu', suspended: 'suspendu',
     'not-taken': 'NON PRIS', intended: 'prévu, pas encore pris', aborted: 'interrompu',
     cancelled: 'annulé', unknown: 'statut inconnu', inactive: 'inactif', resolved: 'résolu',
+    'in-progress': 'en cours', preparation: 'en préparation',
     'do-not-perform': 'NE PAS ADMINISTRER',
     remission: 'en rémission', recurrence: 'récidive', relapse: 'rechute',
   };
