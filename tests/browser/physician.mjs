@@ -88,8 +88,34 @@ try {
   await page.keyboard.type('CRRA-2026-000042');
   await page.keyboard.press('Tab');
   await page.keyboard.press('ArrowDown');
+  // Two searches cross: the first (a mistyped birth date, nobody found) is answered
+  // last; the candidates shown stay the corrected search's.
+  let releaseFirst = null;
+  let searches = 0;
+  const searchRoute = '**/api/v1/patients/search';
+  await page.route(searchRoute, async (route) => {
+    searches += 1;
+    if (searches > 1) return route.continue();
+    const response = await route.fetch();
+    await new Promise((resolve) => { releaseFirst = resolve; });
+    return route.fulfill({ response });
+  });
+  await page.locator('#birth-date').fill('1981-01-17');
   await page.locator('#birth-date').focus();
   await page.keyboard.press('Enter');
+  for (let i = 0; releaseFirst === null; i += 1) {
+    check(i < 200, 'the first search was sent');
+    await page.waitForTimeout(25);
+  }
+  await page.locator('#birth-date').fill('1980-01-17');
+  await page.locator('#birth-date').focus();
+  await page.keyboard.press('Enter');
+  await page.locator('#candidates button:not([disabled])').first().waitFor();
+  releaseFirst();
+  await page.waitForTimeout(500);
+  check(await page.locator('#candidates button:not([disabled])').count() > 0,
+    'a search answered late does not replace a later one');
+  await page.unroute(searchRoute);
   const candidate = page.locator('#candidates button:not([disabled])').first();
   await candidate.waitFor();
   check(await candidate.evaluate((b) => b === document.activeElement), 'the first candidate has the focus');

@@ -17,8 +17,13 @@
     // or a case is shown only while it is; both leave when it breaks); onFollowing: who
     // waits for it; accessOnItsWay: an access was asked for and its answer has not come.
     following: false, onFollowing: [], accessOnItsWay: false,
-    // deskAsked: how many times the desk was asked for (the last answer asked wins).
-    deskAsked: 0,
+    // deskAsked: how many times the desk was asked for (the last answer asked wins);
+    // searches, documentsAsked: the same for trait searches and a listed document.
+    deskAsked: 0, searches: 0, documentsAsked: 0,
+    // insFromCase: the INS filled in from the case's candidates (leaves with the case).
+    insFromCase: null,
+    // caseId: the case the desk's events last announced (none: null).
+    caseId: null,
     // Tabs the page opened on a patient's document (a PDF): closed with the patient data.
     tabs: [],
   };
@@ -55,6 +60,14 @@
   function clearCase() {
     // The case's id filled in for it goes with it: the next call is not recorded under it.
     if (state.case && $('call-id').value.trim() === state.case.case_id) $('call-id').value = '';
+    // So does an INS chosen among the case's candidates: the case corrected or closed, it
+    // may be another patient's.
+    if (state.insFromCase && $('ins').value === state.insFromCase) {
+      $('ins').value = '';
+      $('ins-check').textContent = '';
+      $('ins-check').className = 'check';
+    }
+    state.insFromCase = null;
     state.case = null;
     state.caseSearched = false;
     $('case').hidden = true;
@@ -72,6 +85,9 @@
     const answer = await api('GET', '/api/v1/desk');
     if (asked !== state.deskAsked) return;
     if (answer.status !== 200) {
+      // Fail closed: the card screen never hides patient data still held (a grant whose
+      // countdown would later reset the form, a summary shown again by the next answer).
+      clearPatientData();
       show('card');
       $('card-title').textContent = 'Poste non reconnu';
       $('card-detail').textContent = refusal(answer);
@@ -303,6 +319,9 @@
     const asked = state.cleared;
     const answer = await api('GET', '/api/v1/case');
     if (asked !== state.cleared || !state.following || answer.status !== 200 || state.case) return;
+    // Only the case the desk's events last announced: an answer made before the case was
+    // closed (or replaced by another) is not shown.
+    if (answer.data.case_id !== state.caseId) return;
     // An answer older than the sending the desk's events last announced (a corrected case
     // overtook it): asked again, never shown.
     if (state.caseVersion !== undefined && answer.data.version < state.caseVersion) {
@@ -375,6 +394,10 @@
     return document.activeElement === from || document.activeElement === document.body;
   }
 
+  // A search answered while the desk's stream is down is not shown: the page could not
+  // learn of a card pulled meanwhile.
+  const SEARCH_DROPPED = 'Liaison avec le serveur interrompue : la recherche a été abandonnée par sécurité. Recommencez-la.';
+
   async function searchCase() {
     state.caseSearched = true;
     const asked = state.cleared;
@@ -390,21 +413,26 @@
         traits, access_mode: mode, call_id: $('call-id').value.trim(), reason_code: $('reason').value,
         reason_text: text || null,
       });
-      // The page was cleared, or the case closed or replaced, meanwhile: nothing to show.
+      // The page was cleared, or the case closed or replaced, meanwhile: nothing to show;
+      // nor while the desk's stream is down (a pulled card would go unnoticed).
       if (asked !== state.cleared || state.case !== shown) return;
+      if (!state.following) {
+        message(SEARCH_DROPPED);
+        return;
+      }
       const out = $('case-candidates-' + i);
       if (answer.status !== 200) {
         out.replaceChildren(element('p', 'status', refusal(answer)));
         continue;
       }
-      renderCandidates(out, answer.data.candidates);
+      renderCandidates(out, answer.data.candidates, true);
       first = first || out.querySelector('button:not([disabled])');
     }
     if (first && focusUnmoved(from)) first.focus();
   }
 
   // The candidates a search found, each a button that fills the identification.
-  function renderCandidates(out, candidates) {
+  function renderCandidates(out, candidates, fromCase) {
     if (!candidates.length) {
       out.replaceChildren(element('p', 'status', 'Aucun patient trouvé avec ces traits.'));
       return;
@@ -420,7 +448,7 @@
       const choose = element('button', null, c.ins ? label : label + ' — sans INS qualifié : accès impossible');
       choose.type = 'button';
       choose.disabled = !c.ins;
-      choose.addEventListener('click', () => chooseCandidate(c));
+      choose.addEventListener('click', () => chooseCandidate(c, fromCase));
       item.append(choose);
       list.append(item);
     }
@@ -455,13 +483,19 @@
     const mode = document.querySelector('input[name="mode"]:checked').value;
     const text = $('reason-text').value.trim();
     const asked = state.cleared;
+    const search = ++state.searches;
     const from = document.activeElement;
     const answer = await api('POST', '/api/v1/patients/search', {
       traits, access_mode: mode, call_id: callId, reason_code: reason, reason_text: text || null,
     });
     // The card was pulled (or the page cleared) while the answer was on its way: the
-    // identities it holds are not written into the page for the next physician.
-    if (asked !== state.cleared) return;
+    // identities it holds are not written into the page for the next physician. A later
+    // search (traits corrected) wins over this one, whichever answers last.
+    if (asked !== state.cleared || search !== state.searches) return;
+    if (!state.following) {
+      message(SEARCH_DROPPED);
+      return;
+    }
     const out = $('candidates');
     if (answer.status !== 200) {
       out.replaceChildren();
@@ -473,8 +507,9 @@
     if (first && focusUnmoved(from)) first.focus();
   }
 
-  function chooseCandidate(candidate) {
+  function chooseCandidate(candidate, fromCase) {
     $('ins').value = candidate.ins.value;
+    state.insFromCase = fromCase ? candidate.ins.value : null;
     const oid = $('ins-oid');
     if ([...oid.options].some((o) => o.value === candidate.ins.oid)) oid.value = candidate.ins.oid;
     showInsCheck();
@@ -661,6 +696,12 @@
   // A date as precise as the document wrote it: 2015, 03/2015, 17/03/2015.
   function shortDate(text) {
     if (!text) return null;
+    // A time with its zone is a moment: its day is the one where the physician is (a
+    // procedure at 23:30 UTC was the next day in France).
+    if (/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}.*(Z|[+-]\d{2}:\d{2})$/.test(text)) {
+      const moment = new Date(text);
+      if (!Number.isNaN(moment.getTime())) return moment.toLocaleDateString('fr-FR');
+    }
     const m = /^(\d{4})(?:-?(\d{2}))?(?:-?(\d{2}))?/.exec(text);
     if (!m) return text;
     return [m[3], m[2], m[1]].filter(Boolean).join('/');
@@ -835,9 +876,12 @@
 
   async function openListed(d, grantId, panel) {
     panel.replaceChildren(element('p', 'status', 'Lecture du document dans le dossier…'));
+    const asked = ++state.documentsAsked;
     const answer = await api('GET', grantPath(grantId) + '/documents/' + encodeURIComponent(d.unique_id));
-    // The access ended (or another began) meanwhile: nothing of it is shown.
+    // The access ended (or another began) meanwhile: nothing of it is shown. Nor when
+    // another document was asked for since: its answer, not this one, fills the panel.
     if (!state.grant || state.grant.id !== grantId || !panel.isConnected) return;
+    if (asked !== state.documentsAsked) return;
     if (answer.status !== 200) {
       panel.replaceChildren(element('p', 'error', refusal(answer)));
       return;
@@ -1164,6 +1208,7 @@
     // case sent again, corrected): it leaves the page; the desk's current one is
     // fetched as the desk is shown again.
     state.caseVersion = signal.case_version === null ? undefined : signal.case_version;
+    state.caseId = signal.case || null;
     if (state.case && (state.case.case_id !== (signal.case || null) || state.case.version !== signal.case_version)) clearCase();
     // The stream's first event is the desk's state: from here a change is seen.
     if (!state.following) {

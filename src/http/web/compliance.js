@@ -5,7 +5,7 @@
 
 (() => {
   const { $, api, fetchToken, message, element } = window.samuPage;
-  const state = { accesses: [], open: null };
+  const state = { accesses: [], open: null, asked: null };
 
   function when(text) {
     const date = new Date(text);
@@ -81,7 +81,11 @@
   }
 
   async function openAccess(seq) {
+    // The last access clicked is the one shown (and decided on): an earlier click's
+    // answer arriving later must not take its place under the decision form.
+    state.asked = seq;
     const answer = await api('GET', '/api/v1/compliance/accesses/' + encodeURIComponent(seq));
+    if (state.asked !== seq) return;
     if (answer.status !== 200) {
       message((answer.data && answer.data.message_fr) || 'Accès introuvable.');
       return;
