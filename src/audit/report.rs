@@ -1,6 +1,9 @@
 //! The anomaly report: patterns in the trail a compliance officer should look at, each
-//! flag with the records that support it. Computed from the records alone (and the roster
-//! for shifts), so it runs on a live gateway's trail or an old copy alike.
+//! flag with the records that support it. Computed from the records alone, so it runs on
+//! a live gateway's trail or an old copy alike. Shifts are the exception that proves it:
+//! the roster is replaced whole and keeps no history, so an access is judged against the
+//! roster in force when it happened, by the real-time alert the trail holds
+//! (`security_alert`, `outside_shift`), never against today's roster.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -75,7 +78,6 @@ pub fn report(
     store: &impl ReadStore,
     since_ms: u64,
     thresholds: &Thresholds,
-    shifts: Option<&dyn Shifts>,
 ) -> Result<Vec<Flag>, ReportError> {
     let pattern = thresholds
         .call_id_pattern
@@ -95,7 +97,7 @@ pub fn report(
         if let Some(bytes) = store::record(&txn, seq)? {
             let record = super::event::read_record(seq, &bytes)?;
             if let Some(at) = crate::clock::parse_time(&record.time) {
-                scan.visit(&record, at, since_ms, pattern.as_ref(), shifts);
+                scan.visit(&record, at, since_ms, pattern.as_ref());
             }
         }
     }
@@ -118,14 +120,7 @@ struct Scan {
 }
 
 impl Scan {
-    fn visit(
-        &mut self,
-        record: &Record,
-        at: u64,
-        since: u64,
-        pattern: Option<&regex::Regex>,
-        shifts: Option<&dyn Shifts>,
-    ) {
+    fn visit(&mut self, record: &Record, at: u64, since: u64, pattern: Option<&regex::Regex>) {
         let event = &record.event;
         let success = event.outcome == Outcome::Success;
         let started = event.kind == EventKind::BreakGlassStarted && success;
@@ -149,13 +144,6 @@ impl Scan {
                         patient.ins.clone(),
                         record.seq,
                     ));
-                    if shifts.is_some_and(|s| !s.on_duty(who, at)) {
-                        self.flags.push(Flag {
-                            kind: "outside_shift",
-                            description: format!("break-glass by {who} outside their shift"),
-                            records: vec![record.seq],
-                        });
-                    }
                 }
                 if let (Some(pattern), Some(call)) = (pattern, &event.call)
                     && !pattern.is_match(&call.call_id)
@@ -180,14 +168,22 @@ impl Scan {
                     .or_default()
                     .push((at, record.seq));
             }
-            EventKind::PatientSearch if success => {
-                if let Some(who) = &who
-                    && shifts.is_some_and(|s| !s.on_duty(who, at))
+            // Judged when it happened, against the roster then in force.
+            EventKind::SecurityAlert => {
+                if let Some(alert) = event
+                    .alert
+                    .as_ref()
+                    .filter(|a| a.kind == super::event::AlertKind::OutsideShift)
                 {
                     self.flags.push(Flag {
                         kind: "outside_shift",
-                        description: format!("patient search by {who} outside their shift"),
-                        records: vec![record.seq],
+                        description: event.detail.clone().unwrap_or_else(|| {
+                            format!(
+                                "access by {} outside their shift",
+                                who.as_deref().unwrap_or("?")
+                            )
+                        }),
+                        records: alert.records.clone(),
                     });
                 }
             }
@@ -356,56 +352,61 @@ mod tests {
         assert_eq!(found, [(3, vec![0, 1, 2]), (3, vec![10, 11, 12])]);
     }
 
-    struct NobodyOnDuty;
-    impl Shifts for NobodyOnDuty {
-        fn on_duty(&self, _: &str, _: u64) -> bool {
-            false
-        }
-    }
-
-    /// A patient search off duty is flagged as a break-glass start is; a refused one
-    /// released nothing and is not.
+    /// Off-duty accesses are the ones the trail's real-time alerts judged so, against the
+    /// roster in force then: the report does not judge them again against today's roster
+    /// (replaced whole since, it would flag every earlier shift's accesses, or hide one).
     #[test]
-    fn a_patient_search_outside_a_shift_is_flagged() {
-        let search = |seq, outcome| {
-            Record::for_tests(
-                seq,
-                Event {
-                    actor: Some(Actor {
-                        id_nat: Some("810002813839".into()),
-                        ..Actor::default()
-                    }),
-                    ..Event::new(EventKind::PatientSearch, outcome)
-                },
-            )
+    fn outside_shift_is_what_the_alerts_judged_when_it_happened() {
+        let who = || {
+            Some(Actor {
+                id_nat: Some("810002813839".into()),
+                ..Actor::default()
+            })
         };
-        let mut scan = Scan::default();
-        let at = 1_000 * HOUR_MS;
-        scan.visit(
-            &search(1, Outcome::Success),
-            at,
-            0,
-            None,
-            Some(&NobodyOnDuty),
+        let search = Record::for_tests(
+            1,
+            Event {
+                actor: who(),
+                ..Event::new(EventKind::PatientSearch, Outcome::Success)
+            },
         );
-        let refused = Outcome::Refused {
-            reason: "rate_limited:search".into(),
-        };
-        scan.visit(&search(2, refused), at, 0, None, Some(&NobodyOnDuty));
-        let flags = scan.flags(&Thresholds {
-            max_patients_per_hour: 0,
+        let alert = Record::for_tests(
+            2,
+            Event {
+                actor: who(),
+                alert: Some(crate::audit::event::Alert {
+                    kind: crate::audit::event::AlertKind::OutsideShift,
+                    records: vec![1],
+                }),
+                ..Event::new(EventKind::SecurityAlert, Outcome::Success)
+                    .with_detail("patient search by 810002813839 outside their shift")
+            },
+        );
+        let thresholds = Thresholds {
+            max_patients_per_hour: 10,
             pin_failures: 3,
             call_id_pattern: None,
-        });
-        let found: Vec<(&str, &str, Vec<u64>)> = flags
-            .iter()
-            .map(|f| (f.kind, f.description.as_str(), f.records.clone()))
+        };
+        let at = 1_000 * HOUR_MS;
+        let mut scan = Scan::default();
+        scan.visit(&search, at, 0, None);
+        assert!(
+            scan.flags(&thresholds).is_empty(),
+            "no alert: not judged off duty"
+        );
+        let mut scan = Scan::default();
+        scan.visit(&search, at, 0, None);
+        scan.visit(&alert, at, 0, None);
+        let found: Vec<(&str, String, Vec<u64>)> = scan
+            .flags(&thresholds)
+            .into_iter()
+            .map(|f| (f.kind, f.description, f.records))
             .collect();
         assert_eq!(
             found,
             [(
                 "outside_shift",
-                "patient search by 810002813839 outside their shift",
+                "patient search by 810002813839 outside their shift".to_owned(),
                 vec![1]
             )]
         );

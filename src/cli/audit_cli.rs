@@ -141,27 +141,10 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
         AuditCommand::Report { since, json } => {
             let config = crate::config::Config::load(config_path)?;
             let since_ms = parse_since(&since)?;
-            let roster = match &config.roster {
-                Some(r) => Some(
-                    crate::session::roster::Roster::load(
-                        &config.storage.state_dir.join("roster.json"),
-                        r.grace_minutes,
-                    )
-                    .map_err(|e| anyhow::anyhow!("cannot read the roster: {e}"))?,
-                ),
-                None => None,
-            };
             let reader = reader(config_path)?;
-            let shifts = roster
-                .as_ref()
-                .map(|r| r as &dyn crate::audit::report::Shifts);
-            let flags = crate::audit::report::report(
-                &reader,
-                since_ms,
-                &config.compliance.thresholds(),
-                shifts,
-            )
-            .map_err(anyhow::Error::msg)?;
+            let flags =
+                crate::audit::report::report(&reader, since_ms, &config.compliance.thresholds())
+                    .map_err(anyhow::Error::msg)?;
             if json {
                 out!(
                     "{}",

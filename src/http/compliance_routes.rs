@@ -195,14 +195,10 @@ pub(super) async fn report(
             "Période invalide.",
         )
     })?;
-    let roster = state.cards().and_then(|c| c.shared_roster());
     let thresholds = state.thresholds().clone();
     // A scan of the whole trail: off the async workers, like every other read here.
     let flags = read_trail(&state, move |store| {
-        let shifts = roster
-            .as_deref()
-            .map(|r| r as &dyn crate::audit::report::Shifts);
-        crate::audit::report::report(store, since_ms, &thresholds, shifts).map_err(|e| match e {
+        crate::audit::report::report(store, since_ms, &thresholds).map_err(|e| match e {
             crate::audit::report::ReportError::Audit(e) => e,
             other => crate::audit::AuditError::Storage(other.to_string()),
         })

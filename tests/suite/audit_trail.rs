@@ -845,18 +845,14 @@ fn a_damaged_record_stops_exports_and_reviews_instead_of_being_left_out() {
         pin_failures: 3,
         call_id_pattern: None,
     };
-    let err = report(&reader, 0, &thresholds, None).unwrap_err();
+    let err = report(&reader, 0, &thresholds).unwrap_err();
     assert!(err.to_string().contains("record 5"), "{err}");
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
     let later = now_ms + 8 * 24 * 3_600_000;
-    assert!(
-        report(&reader, later, &thresholds, None)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(report(&reader, later, &thresholds).unwrap().is_empty());
 }
 
 /// After a key rotation the trail's older checkpoints are the earlier key's: backup and
