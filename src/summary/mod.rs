@@ -227,9 +227,14 @@ pub struct DocumentPatient {
     pub ins: Vec<String>,
     /// The document names no INS of its patient: that it is this patient's rests on the
     /// record service's filing alone, so the page asks the physician to check the traits
-    /// with the caller. Absent (false) in copies cached before it was read.
-    #[serde(default)]
+    /// with the caller. Absent in copies cached before it was read: taken as true there
+    /// (the check is asked for rather than silently dropped).
+    #[serde(default = "unknown_is_unchecked")]
     pub no_ins: bool,
+}
+
+fn unknown_is_unchecked() -> bool {
+    true
 }
 
 /// What a section establishes.

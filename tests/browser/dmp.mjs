@@ -71,10 +71,15 @@ try {
   check(response.status() === 200 && headers['content-type'] === 'application/pdf', `${response.status()} ${headers['content-type']}`);
   check(headers['content-security-policy'].includes("object-src 'self'"), headers['content-security-policy']);
   check(tab !== page && !tab.isClosed(), 'the PDF in a tab of its own');
-  // Closing the access closes the document's tab with the rest of the patient's data.
+  // A middle click opens it as the page's own tab too (the browser's would outlive it).
+  const middleTab = ctx.waitForEvent('page');
+  await link.click({ button: 'middle' });
+  const middle = await middleTab;
+  // Closing the access closes the document's tabs with the rest of the patient's data.
   await closeSummary(page);
-  for (let i = 0; i < 50 && !tab.isClosed(); i += 1) await page.waitForTimeout(100);
+  for (let i = 0; i < 50 && !(tab.isClosed() && middle.isClosed()); i += 1) await page.waitForTimeout(100);
   check(tab.isClosed(), 'the PDF tab closed with the access');
+  check(middle.isClosed(), 'the tab a middle click opened closed with the access');
   check(errors.length === 0, `no script error: ${errors.join(' | ')}`);
 } finally {
   await browser.close();

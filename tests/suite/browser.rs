@@ -748,7 +748,8 @@ async fn the_page_on_the_dmp_path_lists_the_record_documents_and_opens_the_other
         "{result}"
     );
     // Each opening is a read of the record naming the document, before it was shown:
-    // the letter, the scanned letter's listing, then its PDF in the tab.
+    // the letter, the scanned letter's listing, then its PDF in the tab, and again in the
+    // tab a middle click opened.
     let (_, trail, _) = support::run(
         &gateway.config,
         &["audit", "list", "--json", "--kind", "patient_record_read"],
@@ -763,6 +764,7 @@ async fn the_page_on_the_dmp_path_lists_the_record_documents_and_opens_the_other
         opened,
         [
             "1.2.250.1.999.1.4",
+            "1.2.250.1.999.1.5",
             "1.2.250.1.999.1.5",
             "1.2.250.1.999.1.5"
         ],

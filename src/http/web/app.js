@@ -918,11 +918,19 @@
       // Opened by the page, which keeps the tab's handle: the tab closes with the rest of
       // the patient's data (card pulled, logout, access closed), never left to the next
       // physician at the desk. Same origin, under the PDF's own CSP (no script).
-      link.addEventListener('click', (event) => {
+      const openTab = (event) => {
         event.preventDefault();
         const tab = window.open(pdfHref, '_blank');
         if (tab) state.tabs.push(tab);
+      };
+      link.addEventListener('click', openTab);
+      // A middle click opens it the same way; the context menu and a drag, which would
+      // open a tab the page cannot close, are not offered.
+      link.addEventListener('auxclick', (event) => {
+        if (event.button === 1) openTab(event);
       });
+      link.addEventListener('contextmenu', (event) => event.preventDefault());
+      link.addEventListener('dragstart', (event) => event.preventDefault());
       block.append(link);
     } else if (body.by_reference) {
       block.append(element('p', 'status', 'Le contenu n\u2019est pas joint au document : consultez-le dans le DMP.'));
@@ -1238,6 +1246,11 @@
   }
 
   async function start() {
+    // The page going away (reloaded, closed) closes the document tabs it opened: reloaded,
+    // it would no longer know them.
+    window.addEventListener('pagehide', () => {
+      for (const tab of state.tabs.splice(0)) tab.close();
+    });
     $('pin-form').addEventListener('submit', (event) => {
       event.preventDefault();
       const pin = $('pin').value;
