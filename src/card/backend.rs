@@ -294,6 +294,14 @@ impl CardBackend for Pkcs11Backend {
                 token.login(&self.module, None)?
             }
             PinSource::Typed(pin) => token.login(&self.module, Some(pin))?,
+            // A login without a PIN means "read it on the reader" only to a token that
+            // says it can; to another, what it does is the module's guess (an error, or
+            // an empty PIN spending a try).
+            PinSource::PinPad if !pad => {
+                return Err(CardError::PinPadUnavailable(
+                    "the PKCS#11 token does not read the PIN on its reader (no protected authentication path)".into(),
+                ));
+            }
             PinSource::PinPad => token.login(&self.module, None)?,
         }
         token.prove_possession(self.settings.scheme)?;
