@@ -214,11 +214,20 @@ fn read_certificate_file(card: &mut dyn Transport, fid: [u8; 2]) -> Result<Vec<u
     .into_data()?;
     let mut der = Vec::new();
     loop {
+        // P1's top bit would name a short file id: offsets stop below 32 KiB.
         let offset = u16::try_from(der.len())
-            .map_err(|_| CardError::Certificate("certificate larger than 64 KiB".into()))?;
+            .ok()
+            .filter(|o| *o < 0x8000)
+            .ok_or_else(|| CardError::Certificate("certificate larger than 32 KiB".into()))?;
         let [hi, lo] = offset.to_be_bytes();
-        let chunk = exchange(card, &Command::new(0x00, 0xB0, hi, lo).with_le(256))?.into_data()?;
-        let done = chunk.len() < 256;
+        // Once the certificate's length is known, only what is left of it is asked for: a
+        // file sized exactly to it would answer a read past its end with an error (or a
+        // warning with the rest), and the card would be refused at every insertion.
+        let asked =
+            der_length(&der).map_or(256, |total| total.saturating_sub(der.len()).clamp(1, 256));
+        let chunk =
+            exchange(card, &Command::new(0x00, 0xB0, hi, lo).with_le(asked))?.into_data()?;
+        let done = chunk.len() < asked;
         der.extend_from_slice(&chunk);
         if let Some(total) = der_length(&der)
             && der.len() >= total
@@ -410,6 +419,51 @@ mod tests {
         fn transmit(&mut self, _apdu: &[u8]) -> Result<Vec<u8>, CardError> {
             Ok(self.0.to_be_bytes().to_vec())
         }
+    }
+
+    /// A card whose certificate file is exactly the certificate's size, and which refuses
+    /// to read past its end (`6B00` from beyond it, `6282` with the rest when asked for
+    /// more than is left), as ISO 7816-4 lets a card do.
+    struct SizedFile(Vec<u8>);
+
+    impl Transport for SizedFile {
+        fn transmit(&mut self, apdu: &[u8]) -> Result<Vec<u8>, CardError> {
+            if apdu[1] == 0xA4 {
+                return Ok(vec![0x90, 0x00]);
+            }
+            let offset = usize::from(u16::from_be_bytes([apdu[2], apdu[3]]));
+            let asked = match apdu[4] {
+                0 => 256,
+                n => usize::from(n),
+            };
+            let Some(rest) = self.0.get(offset..).filter(|r| !r.is_empty()) else {
+                return Ok(vec![0x6B, 0x00]);
+            };
+            let mut answer = rest[..asked.min(rest.len())].to_vec();
+            answer.extend_from_slice(if asked > rest.len() {
+                &[0x62, 0x82]
+            } else {
+                &[0x90, 0x00]
+            });
+            Ok(answer)
+        }
+    }
+
+    /// The certificate is read whole from a file sized exactly to it: its last read asks
+    /// for what is left, never past the end. Before, the last read asked for 256 bytes and
+    /// such a card was refused at every insertion.
+    #[test]
+    fn a_certificate_file_sized_to_the_certificate_is_read_whole() {
+        let (_, certificate) = crate::dev_card::emulator::test_card(CardProfile::default());
+        assert!(
+            certificate.len() % 256 != 0,
+            "a last read shorter than 256 bytes"
+        );
+        let mut card = SizedFile(certificate.clone());
+        assert_eq!(
+            read_certificate_file(&mut card, [0xC0, 0x00]).unwrap(),
+            certificate
+        );
     }
 
     /// What a card's answer to a VERIFY means for the physician (and the record).
