@@ -319,6 +319,22 @@ impl CardTrust {
         now: SystemTime,
     ) -> Result<Verified, TrustError> {
         let verified = self.check(certificate, now, AnyPurpose, Use::Signature)?;
+        // The login certificate is never the signature one: a profile or labels that
+        // point at it would have the VIHF signed with the authentication key.
+        let for_login = x509_parser::parse_x509_certificate(certificate)
+            .ok()
+            .and_then(|(_, cert)| {
+                cert.extended_key_usage()
+                    .ok()
+                    .flatten()
+                    .map(|e| e.value.client_auth)
+            })
+            .unwrap_or(false);
+        if for_login {
+            return Err(TrustError::Usage(
+                "the signature certificate is a login certificate (client authentication): check the card profile's signature certificate and key, or the PKCS#11 labels".into(),
+            ));
+        }
         if verified.professional.id_nat != holder {
             return Err(TrustError::Usage(
                 "the signature certificate names another holder than the card's login".into(),

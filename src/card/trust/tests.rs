@@ -144,6 +144,11 @@ fn a_signature_certificate_signs_only_for_its_own_holder_and_authority() {
         trust.verify_signature(&foreign, "810002813839", now),
         Err(TrustError::UnknownIssuer)
     );
+    // The login certificate never stands for the signature one.
+    assert!(matches!(
+        trust.verify_signature(&pki.card((-1, 365)), "810002813839", now),
+        Err(TrustError::Usage(_))
+    ));
 }
 
 #[test]
