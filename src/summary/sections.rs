@@ -91,7 +91,10 @@ enum Read<T> {
 struct Context<'a> {
     index: &'a Index<'a>,
     subject: Subject<'a>,
+    /// The first [`MAX_WARNINGS`] warnings; the others are only counted (`unlisted`), so a
+    /// hostile document's millions of defects never sit in memory as text.
     warnings: Vec<String>,
+    unlisted_warnings: usize,
     defects: DocumentDefects,
     /// References inside entries (a statement's medication, a device) that several
     /// different resources claim; the section being read adds them to its own count.
@@ -100,7 +103,11 @@ struct Context<'a> {
 
 impl Context<'_> {
     fn warn(&mut self, warning: String) {
-        self.warnings.push(warning);
+        if self.warnings.len() < MAX_WARNINGS {
+            self.warnings.push(warning);
+        } else {
+            self.unlisted_warnings = self.unlisted_warnings.saturating_add(1);
+        }
     }
 }
 
@@ -131,6 +138,7 @@ pub(super) fn from_bundle(root: &Object) -> Result<CriticalSummary, SummaryError
         index: &index,
         subject: found.subject,
         warnings: Vec::new(),
+        unlisted_warnings: 0,
         defects: DocumentDefects::default(),
         ambiguous: 0,
     };
@@ -197,12 +205,9 @@ pub(super) fn from_bundle(root: &Object) -> Result<CriticalSummary, SummaryError
                 .into(),
         );
     }
-    let total = context.warnings.len();
-    if total > MAX_WARNINGS {
-        context.warnings.truncate(MAX_WARNINGS);
-        context
-            .warnings
-            .push(format!("… and {} more warnings", total - MAX_WARNINGS));
+    if context.unlisted_warnings > 0 {
+        let more = context.unlisted_warnings;
+        context.warnings.push(format!("… and {more} more warnings"));
     }
     summary.warnings = context.warnings;
     summary.defects = context.defects;

@@ -351,6 +351,26 @@ fn a_product_claimed_by_too_many_resources_is_unreadable_not_copied_into_each_st
     assert_eq!(many.medications.unreadable_entries, 1);
 }
 
+/// Warnings past the first 50 are counted, not kept: a document with thousands of
+/// defects says how many more there are without holding each one's text.
+#[test]
+fn warnings_past_the_first_fifty_are_counted() {
+    let s = listed_only_case(|bundle| {
+        let entries = bundle["entry"].as_array_mut().unwrap();
+        for n in 0..200 {
+            entries.push(serde_json::json!({"fullUrl": format!("urn:uuid:bad-{n}"),
+                "resource": {"resourceType": "Basic", "id": "not a legal id!"}}));
+        }
+    });
+    assert_eq!(s.warnings.len(), 51, "{:?}", s.warnings.last());
+    let last = s.warnings.last().unwrap();
+    assert!(
+        last.starts_with("… and ") && last.ends_with(" more warnings"),
+        "{last}"
+    );
+    assert!(s.defects.invalid_entries >= 200);
+}
+
 /// A section is named by its LOINC coding wherever it stands among its codings: a local
 /// coding listed first does not make the medication section an unmodelled one.
 #[test]
