@@ -383,6 +383,7 @@ mod tests {
         assert!(on(&previous_only, "2026-11-23T12:00:00Z"));
         // A replacement keeps a whole roster.json at every step: after it, the new one is
         // in force and the one before is the previous.
+        let turn = previous_only.replacing.clone().try_lock_owned().unwrap();
         previous_only
             .replace(&turn, previous_only.check(&second).unwrap())
             .unwrap();

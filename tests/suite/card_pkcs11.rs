@@ -548,42 +548,44 @@ async fn a_card_on_its_last_try_gets_no_unconfirmed_pin_however_stale_the_desk_c
 
 /// A token that reads the PIN on the reader (protected authentication path), at a PIN-pad
 /// desk: the login carries no PIN, the module asks the reader (here the lockout module's
-/// stand-in keypad), and the session opens; no PIN crossed the gateway.
+/// stand-in keypad), and the session opens; no PIN crossed the gateway. A token that does
+/// not read it there is said to have no keypad.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_reading_the_pin_on_the_reader_logs_in_without_a_pin_from_the_desk() {
     // A PIN-pad desk whose token does not read the PIN on its reader: said so, and no
     // login without a PIN is tried on it (what a module does then is its guess).
     {
         let (_parts, gateway) = lockout_gateway("pin_entry = \"pinpad\"\n", &[]);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let response = gateway
-                .client(Some(crate::support::DESK_B))
-                .post(gateway.url("/api/v1/session"))
-                .json(&serde_json::json!({}))
-                .send()
-                .await
-                .unwrap();
-            let status = response.status();
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
-            if status != reqwest::StatusCode::CONFLICT {
-                assert!(
-                    body["message_fr"]
-                        .as_str()
-                        .unwrap_or("")
-                        .contains("clavier"),
-                    "{status} {body}"
-                );
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "{body}");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        let (status, body) = pinpad_login(&gateway).await;
+        assert!(
+            body["message_fr"]
+                .as_str()
+                .unwrap_or("")
+                .contains("clavier"),
+            "{status} {body}"
+        );
     }
     let (_parts, gateway) = lockout_gateway(
         "pin_entry = \"pinpad\"\n",
         &[("PKCS11_LOCKOUT_PINPAD", PIN)],
     );
+    let (status, body) = pinpad_login(&gateway).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    let desk = crate::support::get_json(
+        &gateway.client(Some(crate::support::DESK_B)),
+        &gateway.url("/api/v1/desk"),
+    )
+    .await
+    .1;
+    assert_eq!(desk["desk"]["pin_entry"], "pinpad", "{desk}");
+    assert_eq!(desk["state"], "session_open", "{desk}");
+}
+
+/// A login without a PIN at desk B (a PIN-pad desk) once its card is seen there: (status,
+/// body) of the first answer that is not "no card yet".
+async fn pinpad_login(
+    gateway: &crate::support::Gateway,
+) -> (reqwest::StatusCode, serde_json::Value) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let response = gateway
@@ -595,19 +597,10 @@ async fn a_token_reading_the_pin_on_the_reader_logs_in_without_a_pin_from_the_de
             .unwrap();
         let status = response.status();
         let body: serde_json::Value = response.json().await.unwrap_or_default();
-        if status == reqwest::StatusCode::CREATED {
-            break;
+        if status != reqwest::StatusCode::CONFLICT {
+            return (status, body);
         }
-        assert_eq!(status, reqwest::StatusCode::CONFLICT, "{body}");
         assert!(std::time::Instant::now() < deadline, "{body}");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let desk = crate::support::get_json(
-        &gateway.client(Some(crate::support::DESK_B)),
-        &gateway.url("/api/v1/desk"),
-    )
-    .await
-    .1;
-    assert_eq!(desk["desk"]["pin_entry"], "pinpad", "{desk}");
-    assert_eq!(desk["state"], "session_open", "{desk}");
 }
