@@ -579,7 +579,22 @@ fn hold_session(backend: &dyn CardBackend, sessions: &Sessions, request: LoginRe
     // Held until this function returns, after the card (declared later) is dropped: the
     // next login at this reader starts only then.
     let lock = sessions.lock_of(&reader);
-    let _turn = lock.lock();
+    // Waited for in short steps, not blocked on: a previous session stuck on its card
+    // (a signature that never returns) may hold the reader for long, and the PIN this
+    // request carries must go (wiped on drop) once whoever asked has given up, not when
+    // that card is pulled.
+    let _turn = loop {
+        match lock.try_lock() {
+            Ok(turn) => break turn,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => break poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                if reply.is_closed() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
     // Whoever asked may have given up while the previous session at this reader ended:
     // their PIN is not sent.
     if reply.is_closed() {
