@@ -393,17 +393,33 @@ impl TokenSession {
     /// `C_Login` as the user with `pin`; `None` when the token reads the PIN on the
     /// reader's own keypad (protected authentication path: the PIN never reaches
     /// software).
+    ///
+    /// A token already logged in (the login is the application's, shared by all its
+    /// sessions on the token: one this process still holds) is logged out and the PIN
+    /// given again, so the PIN is always checked by the token: taking "already logged
+    /// in" as a login let any PIN open a session on a token held by another.
     pub fn login(&self, module: &Pkcs11Module, pin: Option<&Pin>) -> Result<(), CardError> {
-        let outcome = match pin {
+        let attempt = || match pin {
             Some(pin) => {
                 let raw = RawAuthPin::new(Box::new(pin.digits().to_vec()));
                 self.session.login_with_raw(UserType::User, &raw)
             }
             None => self.session.login(UserType::User, None),
         };
+        let outcome = match attempt() {
+            Err(Pkcs11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                // Its error only says no login was left to end.
+                let _ = self.session.logout();
+                attempt()
+            }
+            outcome => outcome,
+        };
         match outcome {
             Ok(()) => Ok(()),
-            Err(Pkcs11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+            Err(Pkcs11Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Err(CardError::Transport(
+                "the PKCS#11 token stays logged in after a logout: the PIN cannot be checked"
+                    .into(),
+            )),
             Err(Pkcs11Error::Pkcs11(RvError::PinIncorrect, _)) => Err(module.wrong_pin(self.slot)),
             Err(e) => Err(card_error(e)),
         }

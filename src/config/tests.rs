@@ -234,6 +234,29 @@ fn every_problem_is_reported_at_once() {
     );
 }
 
+/// Two desks on one PKCS#11 token would share its login.
+#[test]
+fn a_token_label_belongs_to_one_desk() {
+    let f = Fixture::new();
+    let desks = TWO_DESKS.replace(
+        "workstation_cn = \"poste-1\"\n",
+        "workstation_cn = \"poste-1\"\npkcs11_token = \"CPS3v3-X\"\n",
+    );
+    let desks = desks.replace(
+        "workstation_cn = \"poste-2\"\n",
+        "workstation_cn = \"poste-2\"\npkcs11_token = \"CPS3v3-X\"\n",
+    );
+    assert_eq!(desks.matches("pkcs11_token").count(), 2, "{desks}");
+    let lines = problem_lines(f.load(&f.toml(&desks), &[]).unwrap_err());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("desks[1].pkcs11_token:")
+                && l.contains("already mapped to desks[0]")),
+        "{lines:?}"
+    );
+}
+
 #[test]
 fn no_desk_is_a_problem() {
     let f = Fixture::new();

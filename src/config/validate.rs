@@ -772,6 +772,7 @@ fn check_desks(desks: &[DeskConfig], out: &mut Vec<ConfigProblem>) {
     let mut readers = HashMap::new();
     let mut cns = HashMap::new();
     let mut pins = HashMap::new();
+    let mut tokens = HashMap::new();
     for (i, desk) in desks.iter().enumerate() {
         let key = |field: &str| format!("desks[{i}].{field}");
         if !is_desk_id(&desk.id) {
@@ -802,6 +803,11 @@ fn check_desks(desks: &[DeskConfig], out: &mut Vec<ConfigProblem>) {
             "workstation_cn",
             "workstation certificate",
         );
+        // Two desks on one token would share its login: a session at one desk would be
+        // the other desk's card.
+        if let Some(token) = &desk.pkcs11_token {
+            check_unique(out, &mut tokens, token, i, "pkcs11_token", "token");
+        }
         if let Some(pin) = &desk.workstation_sha256 {
             match parse_sha256(pin) {
                 Ok(bytes) => check_unique(

@@ -546,6 +546,20 @@ async fn a_card_on_its_last_try_gets_no_unconfirmed_pin_however_stale_the_desk_c
     assert!(trail.contains("last_try_unconfirmed"), "{trail}");
 }
 
+/// A token already logged in (another session of the process holding it): the gateway
+/// logs it out and gives the PIN again, so a wrong PIN is refused and the right one
+/// opens the session. Before, "already logged in" was taken as a login: any PIN opened
+/// a session.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_already_logged_in_still_checks_the_pin() {
+    let (_parts, gateway) = lockout_gateway("", &[("PKCS11_LOCKOUT_HELD", "1")]);
+    let (status, body) = first_login(&gateway, "9999").await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["message_fr"], "Code erroné.", "{body}");
+    let (status, body) = login(&gateway, crate::support::DESK_B, PIN).await;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+}
+
 /// A token that reads the PIN on the reader (protected authentication path), at a PIN-pad
 /// desk: the login carries no PIN, the module asks the reader (here the lockout module's
 /// stand-in keypad), and the session opens; no PIN crossed the gateway. A token that does

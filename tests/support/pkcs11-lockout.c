@@ -7,7 +7,9 @@
  * (protected authentication path) and a C_Login without a PIN uses that value, as if
  * typed on the reader's keypad. With PKCS11_LOCKOUT_SLOW_PIN set, a C_Login with that PIN
  * waits three seconds first (a card slow to answer: the login's deadline passes, and the
- * PIN reaches the card all the same).
+ * PIN reaches the card all the same). With PKCS11_LOCKOUT_HELD set, the token starts
+ * logged in, as when another session of the process holds it: C_Login answers
+ * CKR_USER_ALREADY_LOGGED_IN, whatever the PIN, until a C_Logout.
  * Built by the test harness (tests/support/softhsm.rs) with gcc; never shipped.
  *
  * Only the function list's layout is needed (PKCS#11 2.40: a version, then 68 function
@@ -24,10 +26,12 @@ typedef unsigned long CK_ULONG;
 #define FUNCTIONS 68
 #define GET_TOKEN_INFO 6
 #define LOGIN 18
+#define LOGOUT 19
 #define CKR_OK 0x0UL
 #define CKR_GENERAL_ERROR 0x5UL
 #define CKR_PIN_INCORRECT 0xA0UL
 #define CKR_PIN_LOCKED 0xA4UL
+#define CKR_USER_ALREADY_LOGGED_IN 0x100UL
 #define CKU_USER 1UL
 #define CKF_USER_PIN_COUNT_LOW 0x10000UL
 #define CKF_USER_PIN_FINAL_TRY 0x20000UL
@@ -44,10 +48,13 @@ struct function_list {
 typedef CK_RV (*get_function_list_fn)(struct function_list **);
 typedef CK_RV (*get_token_info_fn)(CK_ULONG, void *);
 typedef CK_RV (*login_fn)(CK_ULONG, CK_ULONG, unsigned char *, CK_ULONG);
+typedef CK_RV (*logout_fn)(CK_ULONG);
 
 static struct function_list wrapped;
 static struct function_list *target;
 static int wrong_in_a_row;
+/* -1 until the first C_Login reads PKCS11_LOCKOUT_HELD. */
+static int held = -1;
 
 static CK_RV get_token_info(CK_ULONG slot, void *info) {
     CK_RV rv = ((get_token_info_fn)target->functions[GET_TOKEN_INFO])(slot, info);
@@ -72,6 +79,12 @@ static CK_RV get_token_info(CK_ULONG slot, void *info) {
 }
 
 static CK_RV login(CK_ULONG session, CK_ULONG user, unsigned char *pin, CK_ULONG length) {
+    if (held < 0) {
+        held = getenv("PKCS11_LOCKOUT_HELD") != NULL;
+    }
+    if (held) {
+        return CKR_USER_ALREADY_LOGGED_IN;
+    }
     if (user == CKU_USER && wrong_in_a_row >= 3) {
         return CKR_PIN_LOCKED;
     }
@@ -98,6 +111,11 @@ static CK_RV login(CK_ULONG session, CK_ULONG user, unsigned char *pin, CK_ULONG
     return rv;
 }
 
+static CK_RV logout(CK_ULONG session) {
+    held = 0;
+    return ((logout_fn)target->functions[LOGOUT])(session);
+}
+
 CK_RV C_GetFunctionList(struct function_list **list) {
     if (target == NULL) {
         const char *path = getenv("PKCS11_LOCKOUT_TARGET");
@@ -110,6 +128,7 @@ CK_RV C_GetFunctionList(struct function_list **list) {
         memcpy(&wrapped, target, sizeof wrapped);
         wrapped.functions[GET_TOKEN_INFO] = (void *)get_token_info;
         wrapped.functions[LOGIN] = (void *)login;
+        wrapped.functions[LOGOUT] = (void *)logout;
         /* The list's own C_GetFunctionList entry is this one. */
         wrapped.functions[3] = (void *)C_GetFunctionList;
     }
