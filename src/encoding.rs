@@ -41,6 +41,22 @@ pub fn peer_token(value: &str, max_chars: usize, also: &str, other: Option<char>
     out
 }
 
+/// Whether `c` prints as nothing or changes how the text around it prints: the soft
+/// hyphen, zero-width spaces and joiners, direction marks, embeddings, overrides and
+/// isolates, word joiners and invisible operators, the byte-order mark.
+pub fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
 /// Where `e` found a JSON text wrong, and what kind of wrong, never what it read there:
 /// serde_json's own message quotes the offending value (`invalid type: string "…"`),
 /// which in a stored record or a peer's document may be an INS or clinical text.

@@ -41,7 +41,8 @@ pub(crate) struct Ended {
     pub desk: String,
     /// The case's Hub id.
     pub case_id: String,
-    /// `closed`, `replaced`, `expired` or `gateway_stopped`.
+    /// `closed`, `replaced`, `moved` (the case was sent to another desk), `expired` or
+    /// `gateway_stopped`.
     pub reason: &'static str,
 }
 
@@ -79,11 +80,58 @@ pub(crate) enum Closing {
     OtherCase,
 }
 
+/// Why a sending of a case was not put at its desk (docs/case.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// A later sending of the same case is held, at this desk or another: this one is a
+    /// late retry or overtook nothing.
+    Stale,
+    /// The case was closed at this desk, and this sending does not say it was sent after
+    /// the close: a late retry would bring a closed case back.
+    Closed,
+}
+
+impl Refusal {
+    /// The API's error code.
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            Self::Stale => "case_stale",
+            Self::Closed => "case_closed",
+        }
+    }
+}
+
+/// What a put does, given to its record before it is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Intake {
+    /// The case goes to the desk; these cases end (the one the desk held, and the same
+    /// case held at other desks: one desk handles a case).
+    Put(Vec<Ended>),
+    /// Nothing changes.
+    Refused(Refusal),
+}
+
+/// A case closed at a desk, remembered for a case's lifetime.
+#[derive(Debug)]
+struct ClosedCase {
+    desk: String,
+    case_id: String,
+    /// When it was closed (the gateway's clock).
+    at: time::OffsetDateTime,
+    forgotten: Instant,
+}
+
+/// Most closes remembered (one per put at most: the regulation software's own pace).
+const MAX_CLOSED: usize = 4096;
+
 /// Every desk's current case.
 #[derive(Debug)]
 pub(crate) struct CaseBoard {
     lifetime: Duration,
     cases: Mutex<HashMap<String, HeldCase>>,
+    /// Cases closed lately, so that a late sending does not bring one back. Changed only
+    /// in the intake's turn.
+    closed: Mutex<Vec<ClosedCase>>,
     /// The last version given (`HeldCase::version`).
     versions: std::sync::atomic::AtomicU64,
     /// Held by the regulation software's requests from their record to their change:
@@ -99,41 +147,108 @@ impl CaseBoard {
         Self {
             lifetime,
             cases: Mutex::new(HashMap::new()),
+            closed: Mutex::new(Vec::new()),
             versions: std::sync::atomic::AtomicU64::new(0),
             intake: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::Sender::new(0),
         }
     }
 
-    /// Puts `case` at `desk` once `record` has recorded it, with the end of the case it
-    /// replaces (given to `record`). If `record` fails, the board is unchanged: no desk
-    /// shows a case whose arrival, or whose predecessor's end, is not on the record.
+    /// Puts `case` at `desk` once `record` has recorded what the put does: the ends of
+    /// the case it replaces and of the same case held at other desks, or its refusal. If
+    /// `record` fails, the board is unchanged: no desk shows a case whose arrival, or
+    /// whose predecessor's end, is not on the record.
+    ///
+    /// Refused: a sending older (by its `sentAt`) than one of the same case held, and a
+    /// sending of a case closed at this desk that does not say it was sent after the close.
+    /// A sending without `sentAt` cannot be ordered: it is taken as the latest.
     ///
     /// Every change that ends a case goes through the intake's turn, from its record to
     /// the change: two cases sent at once reach the desk in the order they are on the
-    /// record, and the case `record` is told of is the one the put replaces.
+    /// record, and the cases `record` is told of are the ones the put ends.
     pub(crate) async fn put_recorded<E, Fut>(
         &self,
         desk: &str,
         case: HubCase,
-        record: impl FnOnce(Option<Ended>) -> Fut,
-    ) -> Result<(), E>
+        record: impl FnOnce(Intake) -> Fut,
+    ) -> Result<Result<(), Refusal>, E>
     where
         Fut: Future<Output = Result<(), E>>,
     {
         let _turn = self.intake.lock().await;
-        let replacing = self.with_cases(|cases| cases.get(desk).map(|h| Ended::replaced(desk, h)));
-        record(replacing).await?;
-        self.put(desk, case);
-        Ok(())
+        let now = Instant::now();
+        if let Some(refusal) = self.refusal(desk, &case, now) {
+            record(Intake::Refused(refusal)).await?;
+            return Ok(Err(refusal));
+        }
+        let ends = self.with_cases(|cases| {
+            let mut ends: Vec<Ended> = cases
+                .get(desk)
+                .map(|h| Ended::replaced(desk, h))
+                .into_iter()
+                .collect();
+            ends.extend(
+                cases
+                    .iter()
+                    .filter(|(at, held)| {
+                        at.as_str() != desk && held.case.case_id == case.case_id && held.ends > now
+                    })
+                    .map(|(at, held)| Ended::of(at, held, "moved")),
+            );
+            ends
+        });
+        let moved: Vec<String> = ends
+            .iter()
+            .filter(|e| e.reason == "moved")
+            .map(|e| e.desk.clone())
+            .collect();
+        record(Intake::Put(ends)).await?;
+        // Sent again after its close: the case is open again at this desk.
+        self.closed_cases()
+            .retain(|c| !(c.desk == desk && c.case_id == case.case_id));
+        self.place(desk, case, &moved);
+        Ok(Ok(()))
     }
 
-    /// Closes the desk's case, if it is `expected` (when named), once `record` has
+    /// Why `case` may not go to `desk` now, if it may not.
+    fn refusal(&self, desk: &str, case: &HubCase, now: Instant) -> Option<Refusal> {
+        let closed_before = self.closed_cases().iter().any(|c| {
+            c.desk == desk
+                && c.case_id == case.case_id
+                && c.forgotten > now
+                && case.sent_at.is_none_or(|sent| sent <= c.at)
+        });
+        if closed_before {
+            return Some(Refusal::Closed);
+        }
+        let newer_held = self.with_cases(|cases| {
+            cases.values().any(|held| {
+                held.ends > now
+                    && held.case.case_id == case.case_id
+                    && matches!(
+                        (held.case.sent_at, case.sent_at),
+                        (Some(held), Some(sent)) if sent < held
+                    )
+            })
+        });
+        newer_held.then_some(Refusal::Stale)
+    }
+
+    /// The closes remembered, those forgotten dropped (a poisoned lock still holds a
+    /// consistent list: every change is one push or retain).
+    fn closed_cases(&self) -> std::sync::MutexGuard<'_, Vec<ClosedCase>> {
+        let mut closed = self.closed.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        closed.retain(|c| c.forgotten > now);
+        closed
+    }
+
+    /// Closes the desk's case, if it is `expected`, once `record` has
     /// recorded its end; if `record` fails, the case stays at the desk.
     pub(crate) async fn close_recorded<E, Fut>(
         &self,
         desk: &str,
-        expected: Option<&str>,
+        expected: &str,
         record: impl FnOnce(Ended) -> Fut,
     ) -> Result<Closing, E>
     where
@@ -143,7 +258,7 @@ impl CaseBoard {
         let closing = self.with_cases(|cases| match cases.get(desk) {
             None => Closing::NoCase,
             Some(held) if held.ends <= Instant::now() => Closing::NoCase,
-            Some(held) if expected.is_some_and(|id| id != held.case.case_id) => Closing::OtherCase,
+            Some(held) if expected != held.case.case_id => Closing::OtherCase,
             Some(held) => Closing::Closed(Ended::of(desk, held, "closed")),
         });
         let Closing::Closed(ended) = &closing else {
@@ -153,6 +268,17 @@ impl CaseBoard {
         // The turn was held since: the desk still holds that case (a lapse since does not
         // matter, its end is recorded as a close).
         self.update(|cases| (cases.remove(desk), true));
+        let mut closed = self.closed_cases();
+        if closed.len() >= MAX_CLOSED {
+            closed.remove(0);
+        }
+        closed.push(ClosedCase {
+            desk: desk.to_owned(),
+            case_id: ended.case_id.clone(),
+            at: time::OffsetDateTime::now_utc(),
+            forgotten: Instant::now() + self.lifetime,
+        });
+        drop(closed);
         Ok(closing)
     }
 
@@ -231,7 +357,14 @@ impl CaseBoard {
 
     /// Puts `case` at `desk`; returns the case it replaced, if any. Only through
     /// `put_recorded`, but for tests.
+    #[cfg(test)]
     fn put(&self, desk: &str, case: HubCase) -> Option<Ended> {
+        self.place(desk, case, &[])
+    }
+
+    /// Puts `case` at `desk` and removes it from the desks in `moved`, in one change;
+    /// returns the case it replaced at `desk`, if any.
+    fn place(&self, desk: &str, case: HubCase, moved: &[String]) -> Option<Ended> {
         let held = HeldCase {
             case,
             received_at: crate::clock::now().0,
@@ -243,6 +376,9 @@ impl CaseBoard {
             ends: Instant::now() + self.lifetime,
         };
         self.update(|cases| {
+            for other in moved {
+                cases.remove(other);
+            }
             let replaced = cases
                 .insert(desk.to_owned(), held)
                 .map(|old| Ended::replaced(desk, &old));
@@ -308,6 +444,7 @@ mod tests {
             created: "2026-12-04T10:00:00+01:00".into(),
             exercise: false,
             sender: None,
+            sent_at: None,
             motive: None,
             priority: None,
             patients: Vec::new(),
@@ -371,6 +508,14 @@ mod tests {
             self.fail.store(fail, std::sync::atomic::Ordering::Relaxed);
         }
 
+        /// Records what a put does: its ends, or nothing for a refusal.
+        async fn intake(&self, intake: Intake) -> Result<(), &'static str> {
+            match intake {
+                Intake::Put(ends) => self.record(ends).await,
+                Intake::Refused(_) => self.record([]).await,
+            }
+        }
+
         fn take(&self) -> Vec<(String, &'static str)> {
             let ends = std::mem::take(&mut *self.ends.lock().unwrap());
             ends.into_iter().map(|e| (e.case_id, e.reason)).collect()
@@ -386,8 +531,12 @@ mod tests {
         let board = CaseBoard::new(Duration::from_secs(60));
         let trail = Trail::default();
         let mut changes = board.subscribe();
-        let put = |desk: &'static str, id: &'static str| {
-            board.put_recorded(desk, case(id), |e| trail.record(e))
+        let (board, trail) = (&board, &trail);
+        let put = |desk: &'static str, id: &'static str| async move {
+            board
+                .put_recorded(desk, case(id), |e| trail.intake(e))
+                .await
+                .map(|put| put.unwrap())
         };
         put("regul-1", "fr.health.samu770.A").await.unwrap();
         assert!(trail.take().is_empty(), "nothing replaced");
@@ -404,20 +553,20 @@ mod tests {
         );
         assert!(board.get("regul-2").is_none());
         changes.mark_unchanged();
-        let close = |desk: &'static str, expected: Option<&'static str>| {
+        let close = |desk: &'static str, expected: &'static str| {
             board.close_recorded(desk, expected, |e| trail.record([e]))
         };
         // A close naming the case the desk no longer holds (retried after B arrived)
         // changes nothing.
         assert_eq!(
-            close("regul-1", Some("fr.health.samu770.A")).await,
+            close("regul-1", "fr.health.samu770.A").await,
             Ok(Closing::OtherCase)
         );
         assert!(!changes.has_changed().unwrap());
         assert!(board.get("regul-1").is_some());
         assert!(trail.take().is_empty());
         assert!(matches!(
-            close("regul-1", Some("fr.health.samu770.B")).await,
+            close("regul-1", "fr.health.samu770.B").await,
             Ok(Closing::Closed(_))
         ));
         assert_eq!(trail.take(), ends(&[("fr.health.samu770.B", "closed")]));
@@ -426,7 +575,10 @@ mod tests {
             "pages hear of a closed case"
         );
         changes.mark_unchanged();
-        assert_eq!(close("regul-1", None).await, Ok(Closing::NoCase));
+        assert_eq!(
+            close("regul-1", "fr.health.samu770.B").await,
+            Ok(Closing::NoCase)
+        );
         assert!(
             !changes.has_changed().unwrap(),
             "nothing closed, nothing to hear"
@@ -440,7 +592,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(board.get("regul-2").is_none(), "lapsed cases are not shown");
         assert_eq!(
-            close("regul-2", None).await,
+            close("regul-2", "fr.health.samu770.C").await,
             Ok(Closing::NoCase),
             "the reaper records a lapse"
         );
@@ -468,13 +620,14 @@ mod tests {
         let board = CaseBoard::new(Duration::from_secs(60));
         let trail = Trail::default();
         board
-            .put_recorded("regul-1", case("fr.health.samu770.A"), |e| trail.record(e))
+            .put_recorded("regul-1", case("fr.health.samu770.A"), |e| trail.intake(e))
             .await
+            .unwrap()
             .unwrap();
         let changes = board.subscribe();
         trail.failing(true);
         let refused = board
-            .put_recorded("regul-1", case("fr.health.samu770.B"), |e| trail.record(e))
+            .put_recorded("regul-1", case("fr.health.samu770.B"), |e| trail.intake(e))
             .await;
         assert!(refused.is_err());
         assert_eq!(
@@ -483,7 +636,7 @@ mod tests {
             "the case whose end is not recorded stays"
         );
         let refused = board
-            .close_recorded("regul-1", None, |e| trail.record([e]))
+            .close_recorded("regul-1", "fr.health.samu770.A", |e| trail.record([e]))
             .await;
         assert!(refused.is_err());
         assert!(board.get("regul-1").is_some(), "not closed");
@@ -494,5 +647,111 @@ mod tests {
         assert_eq!(board.reap_recorded(|e| trail.record(e)).await, Ok(1));
         assert_eq!(trail.take(), ends(&[("fr.health.samu770.A", "expired")]));
         assert!(changes.has_changed().unwrap());
+    }
+
+    fn sent(id: &str, at: &str) -> HubCase {
+        HubCase {
+            sent_at: Some(
+                time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                    .unwrap(),
+            ),
+            ..case(id)
+        }
+    }
+
+    /// Sendings of one case are taken in the order they were sent, whatever the order
+    /// they arrive in: an older one (a late retry, one that overtook) is refused and the
+    /// desk keeps the newer. A sending that does not say when it was sent cannot be
+    /// ordered and is taken. Before, whichever arrived last was shown as the latest.
+    #[tokio::test(start_paused = true)]
+    async fn an_older_sending_of_a_case_never_replaces_a_newer_one() {
+        let board = CaseBoard::new(Duration::from_secs(600));
+        let trail = Trail::default();
+        let put =
+            |desk: &'static str, case: HubCase| board.put_recorded(desk, case, |e| trail.intake(e));
+        let a = "fr.health.samu770.A";
+        assert_eq!(
+            put("regul-1", sent(a, "2026-12-04T10:05:00+01:00")).await,
+            Ok(Ok(()))
+        );
+        let newer = board.get("regul-1").unwrap().version;
+        // Sent at 10:00 (09:00 UTC is 10:00 in +01:00: the offsets are compared as
+        // instants).
+        assert_eq!(
+            put("regul-1", sent(a, "2026-12-04T09:00:00+00:00")).await,
+            Ok(Err(Refusal::Stale))
+        );
+        assert_eq!(board.get("regul-1").unwrap().version, newer);
+        // Nor at another desk while the newer is held.
+        assert_eq!(
+            put("regul-2", sent(a, "2026-12-04T10:01:00+01:00")).await,
+            Ok(Err(Refusal::Stale))
+        );
+        assert!(board.get("regul-2").is_none());
+        // A later one, and one without sentAt, are taken.
+        assert_eq!(
+            put("regul-1", sent(a, "2026-12-04T10:06:00+01:00")).await,
+            Ok(Ok(()))
+        );
+        assert_eq!(put("regul-1", case(a)).await, Ok(Ok(())));
+        assert!(trail.take().iter().all(|(_, reason)| *reason == "replaced"));
+        // Another case is not compared.
+        assert_eq!(
+            put(
+                "regul-1",
+                sent("fr.health.samu770.B", "2020-01-01T00:00:00+01:00")
+            )
+            .await,
+            Ok(Ok(()))
+        );
+    }
+
+    /// A case closed at a desk does not come back with a late sending: refused unless it
+    /// says it was sent after the close. A case sent to another desk leaves the first
+    /// (one desk handles a case), on the record as moved.
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_case_stays_closed_and_a_case_is_at_one_desk() {
+        let board = CaseBoard::new(Duration::from_secs(600));
+        let trail = Trail::default();
+        let put =
+            |desk: &'static str, case: HubCase| board.put_recorded(desk, case, |e| trail.intake(e));
+        let a = "fr.health.samu770.A";
+        assert_eq!(
+            put("regul-1", sent(a, "2026-12-04T10:05:00+01:00")).await,
+            Ok(Ok(()))
+        );
+        assert!(matches!(
+            board
+                .close_recorded("regul-1", a, |e| trail.record([e]))
+                .await,
+            Ok(Closing::Closed(_))
+        ));
+        assert_eq!(trail.take(), ends(&[(a, "closed")]));
+        for late in [sent(a, "2026-12-04T10:05:00+01:00"), case(a)] {
+            assert_eq!(put("regul-1", late).await, Ok(Err(Refusal::Closed)));
+            assert!(board.get("regul-1").is_none(), "a closed case came back");
+        }
+        // Another desk may take it (the case moved).
+        assert_eq!(put("regul-2", case(a)).await, Ok(Ok(())));
+        // Sent after the close: open again at the first desk, and gone from the second.
+        let after = time::OffsetDateTime::now_utc() + time::Duration::minutes(1);
+        let reopened = HubCase {
+            sent_at: Some(after),
+            ..case(a)
+        };
+        assert_eq!(put("regul-1", reopened).await, Ok(Ok(())));
+        assert_eq!(board.get("regul-1").unwrap().case.case_id, a);
+        assert!(board.get("regul-2").is_none(), "one desk handles a case");
+        assert_eq!(trail.take(), ends(&[(a, "moved")]));
+        // The close is forgotten after a case's lifetime.
+        assert!(matches!(
+            board
+                .close_recorded("regul-1", a, |e| trail.record([e]))
+                .await,
+            Ok(Closing::Closed(_))
+        ));
+        assert_eq!(put("regul-1", case(a)).await, Ok(Err(Refusal::Closed)));
+        tokio::time::advance(Duration::from_secs(601)).await;
+        assert_eq!(put("regul-1", case(a)).await, Ok(Ok(())));
     }
 }

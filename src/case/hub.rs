@@ -30,6 +30,10 @@ struct Envelope {
     sender_id: String,
     distribution_status: String,
     distribution_kind: String,
+    /// When the envelope was sent; the message's own `sentAt` comes first.
+    date_time_sent: Option<String>,
+    /// Past it, the sender itself says the message is out of date.
+    date_time_expires: Option<String>,
     content: Vec<Content>,
 }
 
@@ -58,6 +62,8 @@ struct Embedded {
 struct Bare {
     kind: Option<String>,
     status: Option<String>,
+    /// When the regulation software sent it: orders two sendings of one case.
+    sent_at: Option<String>,
     create_case_health: Option<WireCase>,
 }
 
@@ -115,7 +121,15 @@ struct Coded {
 #[derive(Deserialize)]
 struct Details {
     priority: Option<String>,
+    status: Option<String>,
 }
+
+/// The Hub's case statuses (`qualification.details.status`), and those that say the case
+/// is over in the regulation software: such a case is not put at a desk as a live one.
+const CASE_STATUSES: [&str; 7] = [
+    "PROGRAM", "ACTIF", "ACHEVE", "VALIDE", "CLOTURE", "CLASSE", "ARCHIVE",
+];
+const CLOSED_STATUSES: [&str; 3] = ["CLOTURE", "CLASSE", "ARCHIVE"];
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -213,6 +227,10 @@ pub(crate) struct HubCase {
     pub exercise: bool,
     /// The envelope's sender, when it came in one.
     pub sender: Option<String>,
+    /// When the regulation software sent this sending of the case (the message's
+    /// `sentAt`, else its envelope's `dateTimeSent`), when it says: the board refuses a
+    /// sending older than the one it holds (docs/case.md).
+    pub sent_at: Option<time::OffsetDateTime>,
     /// The health motive (`M01.02`, label).
     pub motive: Option<(String, String)>,
     /// `P0` to `P3`, or `NR`.
@@ -274,7 +292,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<HubCase, CaseError> {
         return Err(CaseError::Envelope("the message is not a JSON object"));
     }
     let is_envelope = value.get("distributionID").is_some() || value.get("content").is_some();
-    let (wire, sender, exercise) = if is_envelope {
+    let (wire, sender, exercise, sent_at) = if is_envelope {
         let envelope: Envelope = typed(value, "envelope")?;
         let exercise = exercise_of(
             &envelope.distribution_kind,
@@ -285,15 +303,29 @@ pub(crate) fn parse(body: &[u8]) -> Result<HubCase, CaseError> {
             return Err(CaseError::Envelope("distributionID is empty"));
         }
         let sender = short(&envelope.sender_id, "senderID")?;
+        if let Some(expires) = &envelope.date_time_expires {
+            let expires = instant(expires, "dateTimeExpires")?;
+            if expires <= time::OffsetDateTime::now_utc() {
+                return Err(CaseError::Envelope(
+                    "the envelope expired (dateTimeExpires has passed)",
+                ));
+            }
+        }
+        let envelope_sent = envelope
+            .date_time_sent
+            .as_deref()
+            .map(|t| instant(t, "dateTimeSent"))
+            .transpose()?;
         let mut cases = envelope.content.into_iter().filter_map(|c| {
             let Bare {
                 kind,
                 status,
+                sent_at,
                 create_case_health,
             } = c.json_content.embedded_json_content.message;
-            create_case_health.map(|wire| (kind, status, wire))
+            create_case_health.map(|wire| (kind, status, sent_at, wire))
         });
-        let (kind, status, wire) = cases.next().ok_or(CaseError::Envelope(
+        let (kind, status, sent_at, wire) = cases.next().ok_or(CaseError::Envelope(
             "no createCaseHealth message in content",
         ))?;
         if cases.next().is_some() {
@@ -310,7 +342,11 @@ pub(crate) fn parse(body: &[u8]) -> Result<HubCase, CaseError> {
                 "the message's kind or status is not the envelope's",
             ));
         }
-        (wire, Some(sender), exercise)
+        let sent_at = match sent_at {
+            Some(sent) => Some(header_sent_at(&sent)?),
+            None => envelope_sent,
+        };
+        (wire, Some(sender), exercise, sent_at)
     } else {
         let bare: Bare = typed(value, "message")?;
         // A bare message with its RC-DE header: its kind and status decide as an
@@ -324,12 +360,32 @@ pub(crate) fn parse(body: &[u8]) -> Result<HubCase, CaseError> {
                 false,
             )?,
         };
+        let sent_at = bare.sent_at.as_deref().map(header_sent_at).transpose()?;
         let wire = bare.create_case_health.ok_or(CaseError::Envelope(
             "neither an EDXL-DE envelope nor a createCaseHealth message",
         ))?;
-        (wire, None, exercise)
+        (wire, None, exercise, sent_at)
     };
-    check(wire, sender, exercise)
+    let mut case = check(wire, sender, exercise)?;
+    case.sent_at = sent_at;
+    Ok(case)
+}
+
+/// The message header's `sentAt`: the Hub's date and time with its offset.
+fn header_sent_at(value: &str) -> Result<time::OffsetDateTime, CaseError> {
+    if !hub_datetime(value) {
+        return Err(field(
+            "sentAt",
+            "is not a date and time with its offset (YYYY-MM-DDThh:mm:ss+hh:mm)",
+        ));
+    }
+    instant(value, "sentAt")
+}
+
+/// An envelope's date-time (RFC 3339).
+fn instant(value: &str, name: &str) -> Result<time::OffsetDateTime, CaseError> {
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| field(name, "is not a date and time (RFC 3339)"))
 }
 
 /// Deserialises `value`, naming the failing field without its value.
@@ -373,6 +429,12 @@ fn bounded(value: &str, name: &str, limit: usize) -> Result<String, CaseError> {
         .any(|c| c.is_control() && c != '\n' && c != '\t')
     {
         return Err(field(name, "holds control characters"));
+    }
+    // A direction override turns the rest of the line around on the page (a birth date
+    // read backwards); a zero-width character makes a name that looks right miss in a
+    // search.
+    if value.chars().any(crate::encoding::invisible) {
+        return Err(field(name, "holds invisible formatting characters"));
     }
     Ok(value.trim().to_owned())
 }
@@ -510,7 +572,25 @@ fn check(wire: WireCase, sender: Option<String>, exercise: bool) -> Result<HubCa
         }
         None => None,
     };
-    let priority = match wire.qualification.details.and_then(|d| d.priority) {
+    let (priority, status) = match wire.qualification.details {
+        Some(d) => (d.priority, d.status),
+        None => (None, None),
+    };
+    if let Some(status) = status {
+        if !CASE_STATUSES.contains(&status.as_str()) {
+            return Err(field(
+                "createCaseHealth.qualification.details.status",
+                "is not one of the Hub's case statuses",
+            ));
+        }
+        if CLOSED_STATUSES.contains(&status.as_str()) {
+            return Err(field(
+                "createCaseHealth.qualification.details.status",
+                "says the case is over (CLOTURE, CLASSE or ARCHIVE): close it at the desk instead",
+            ));
+        }
+    }
+    let priority = match priority {
         Some(p) if ["P0", "P1", "P2", "P3", "NR"].contains(&p.as_str()) => Some(p),
         Some(_) => {
             return Err(field(
@@ -638,6 +718,7 @@ fn check(wire: WireCase, sender: Option<String>, exercise: bool) -> Result<HubCa
         created: wire.creation,
         exercise,
         sender,
+        sent_at: None,
         motive,
         priority,
         patients,

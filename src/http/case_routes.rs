@@ -17,7 +17,7 @@ use super::error::ApiError;
 use super::extract::{Params, Segment};
 use super::identity::Peer;
 use crate::audit::{Actor, Event, EventKind, Outcome};
-use crate::case::board::{CaseBoard, Closing, Ended, HeldCase};
+use crate::case::board::{CaseBoard, Closing, Ended, HeldCase, Intake, Refusal};
 use crate::case::hub::{self, Sex};
 
 /// The regulation software, by its integration certificate (`integration.cn`),
@@ -144,6 +144,7 @@ fn ended_event(sender_actor: Option<Actor>, ended: &Ended) -> Event {
               (status = 400, description = "Not an RS-EDA create-case message (the field is named, not its value)", body = ApiError),
               (status = 403, description = "Not the integration certificate", body = ApiError),
               (status = 404, description = "No such desk", body = ApiError),
+              (status = 409, description = "A later sending of the case is held (`case_stale`), or the case was closed at this desk and this sending is not from after the close (`case_closed`): nothing changed", body = ApiError),
               (status = 413, description = "Message too large", body = ApiError),
               (status = 415, description = "Not sent as application/json", body = ApiError),
               (status = 503, description = "Case intake not configured, or the audit trail cannot record", body = ApiError)))]
@@ -210,16 +211,54 @@ pub(super) async fn post_case(
             if case.exercise { "; exercise" } else { "" }
         ))
     };
-    // On the record, with the end of the case it replaces, in one commit before any desk
-    // shows it: if that fails, the desk keeps its case.
-    sender
+    let refused_event = |refusal: Refusal| Event {
+        actor: Some(sender.actor(&desk)),
+        ..Event::new(
+            EventKind::CaseReceived,
+            Outcome::Refused {
+                reason: refusal.code().into(),
+            },
+        )
+        .with_detail(format!("case {case_id}; desk {desk}"))
+    };
+    // On the record, with the ends of the cases it replaces (or its refusal), in one commit
+    // before any desk shows it: if that fails, the board is unchanged.
+    let put = sender
         .board
-        .put_recorded(&desk, case, |replaced| {
-            let mut events = vec![received];
-            events.extend(replaced.map(|r| ended_event(Some(sender.actor(&desk)), &r)));
+        .put_recorded(&desk, case, |intake| {
+            let events = match intake {
+                Intake::Put(ends) => {
+                    let mut events = vec![received];
+                    events.extend(
+                        ends.iter()
+                            .map(|r| ended_event(Some(sender.actor(&desk)), r)),
+                    );
+                    events
+                }
+                Intake::Refused(refusal) => vec![refused_event(refusal)],
+            };
             record_all(&state, events)
         })
         .await?;
+    match put {
+        Ok(()) => {}
+        Err(Refusal::Stale) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "case_stale",
+                "a later sending of this case (by its sentAt) is held: nothing changed",
+                "Affaire refusée : une version plus récente est déjà au poste.",
+            ));
+        }
+        Err(Refusal::Closed) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "case_closed",
+                "this case was closed at this desk and this sending does not say it was sent after the close (sentAt): nothing changed",
+                "Affaire refusée : elle a été fermée à ce poste.",
+            ));
+        }
+    }
     let expires_in_seconds = sender.board.get(&desk).map_or(0, |h| h.seconds_left());
     Ok((
         StatusCode::CREATED,
@@ -236,8 +275,9 @@ pub(super) async fn post_case(
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CloseQuery {
-    /// The Hub id of the case to close; when given and the desk holds another case, nothing
-    /// is closed (409): a close retried after the next case arrived must not close that one.
+    /// The Hub id of the case to close (required); when the desk holds another case,
+    /// nothing is closed (409): a close retried after the next case arrived must not close
+    /// that one.
     case_id: Option<String>,
 }
 
@@ -245,6 +285,7 @@ pub(super) struct CloseQuery {
 #[utoipa::path(delete, path = "/api/v1/desks/{desk}/case", tag = "cases",
     params(("desk" = String, Path, description = "The desk's configured id"), CloseQuery),
     responses((status = 204, description = "Closed"),
+              (status = 400, description = "The case is not named (`case_id_required`)", body = ApiError),
               (status = 403, description = "Not the integration certificate", body = ApiError),
               (status = 404, description = "No such desk, or it holds no case", body = ApiError),
               (status = 409, description = "The desk holds another case than the one named (`case_mismatch`): nothing closed", body = ApiError),
@@ -256,10 +297,20 @@ pub(super) async fn delete_case(
     Params(query): Params<CloseQuery>,
 ) -> Result<StatusCode, ApiError> {
     let desk = configured_desk(&state, &desk)?;
+    // A close that does not name its case, retried after the next case arrived, would
+    // close that one.
+    let Some(case_id) = query.case_id else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "case_id_required",
+            "name the case to close: ?case_id=…",
+            "Fermeture refusée : l'affaire n'est pas nommée.",
+        ));
+    };
     // The case stays at the desk unless its end is on the record.
     let closing = sender
         .board
-        .close_recorded(&desk, query.case_id.as_deref(), |ended| {
+        .close_recorded(&desk, &case_id, |ended| {
             record(&state, ended_event(Some(sender.actor(&desk)), &ended))
         })
         .await?;

@@ -123,16 +123,10 @@ impl Ins {
     }
 }
 
-/// Characters that print as nothing and come along when an INS is copied from a document,
-/// a web page or a message (zero-width spaces and joiners, the soft hyphen, direction
-/// marks, the byte-order mark): ignored as spaces are, rather than refused as a 16th
-/// character the physician cannot see.
-fn invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
-    )
-}
+// Characters that print as nothing come along when an INS is copied from a document, a
+// web page or a message: ignored as spaces are, rather than refused as a 16th character
+// the physician cannot see.
+use crate::encoding::invisible;
 
 /// Checks a 15-character NIR/NIA: characters, first digit, key.
 fn check_nir(number: &str) -> Result<(), PatientError> {

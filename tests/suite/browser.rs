@@ -213,15 +213,21 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
         DESK_A,
         vec![("CASE_ID", case_id.to_owned()), ("CASE_NIR", nir(1))],
     );
+    let drill_id = "fr.health.samu690.DRFR156902612040010";
     let runtime = tokio::runtime::Handle::current();
+    // The case the desk holds, which a close names.
+    let mut held = case_id;
     let result = tokio::task::block_in_place(|| {
         run_script(&browser_dir().join("case.mjs"), &env, |command| {
             let url = gateway.url("/api/v1/desks/desk-a/case");
             let (request, expected) = match command {
                 "CASE" => (integration.post(url).json(&case), 201),
                 "RESEND" => (integration.post(url).json(&corrected), 201),
-                "EXERCISE" => (integration.post(url).json(&drill), 201),
-                "CLOSE" => (integration.delete(url), 204),
+                "EXERCISE" => {
+                    held = drill_id;
+                    (integration.post(url).json(&drill), 201)
+                }
+                "CLOSE" => (integration.delete(format!("{url}?case_id={held}")), 204),
                 _ => return false,
             };
             let answer = runtime.block_on(request.send()).unwrap();
@@ -301,13 +307,17 @@ async fn the_case_path_works_on_the_national_records_protocol_too() {
     assert!(strict.is_object(), "{corrected}");
     strict["birthName"] = json!("CORRIGE");
     let corrected = serde_json::to_vec(&corrected).unwrap();
-    // The same case as a drill (case.mjs's EXERCISE).
+    // The same patients as a drill (case.mjs's EXERCISE), under a case id of its own: the
+    // real case, once closed, is not sent again.
     let mut drill: Value = serde_json::from_slice(&case).unwrap();
     drill["kind"] = json!("Report");
     drill["status"] = json!("Exercise");
+    let drill_id = format!("{case_id}9");
+    drill["createCaseHealth"]["caseId"] = json!(drill_id);
     let drill = serde_json::to_vec(&drill).unwrap();
     let case_url = format!("{url}/api/v1/desks/{}/case", text(&integration["desk"]));
     let runtime = tokio::runtime::Handle::current();
+    let mut held = case_id.clone();
     let result = tokio::task::block_in_place(|| {
         run_script(&browser_dir().join("case.mjs"), &env, |command| {
             let (request, expected) = match command {
@@ -325,14 +335,17 @@ async fn the_case_path_works_on_the_national_records_protocol_too() {
                         .body(corrected.clone()),
                     201,
                 ),
-                "EXERCISE" => (
-                    regulation
-                        .post(&case_url)
-                        .header("content-type", "application/json")
-                        .body(drill.clone()),
-                    201,
-                ),
-                "CLOSE" => (regulation.delete(&case_url), 204),
+                "EXERCISE" => {
+                    held.clone_from(&drill_id);
+                    (
+                        regulation
+                            .post(&case_url)
+                            .header("content-type", "application/json")
+                            .body(drill.clone()),
+                        201,
+                    )
+                }
+                "CLOSE" => (regulation.delete(format!("{case_url}?case_id={held}")), 204),
                 _ => return false,
             };
             let answer = runtime.block_on(request.send()).unwrap();

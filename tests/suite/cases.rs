@@ -207,7 +207,20 @@ async fn the_regulation_software_puts_a_case_at_a_desk_and_its_physician_reads_i
         StatusCode::NO_CONTENT
     );
     assert_eq!(read(&gateway, &token).await.0, StatusCode::NO_CONTENT);
+    // A close must name its case: retried after the next case arrived, an unnamed one
+    // would close that one.
     let (status, body) = close(&gateway, UNMAPPED, "desk-a").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("case_id_required"))
+    );
+    let (status, body) = close_named(
+        &gateway,
+        UNMAPPED,
+        "desk-a",
+        "?case_id=fr.health.samu690.DRFR156902612040002",
+    )
+    .await;
     assert_eq!(
         (status, body["error"].as_str()),
         (StatusCode::NOT_FOUND, Some("no_case"))
@@ -268,6 +281,28 @@ async fn the_regulation_software_puts_a_case_at_a_desk_and_its_physician_reads_i
         assert!(!trail.contains(secret), "{secret} on the record");
         assert!(!logs.contains(secret), "{secret} in the logs");
     }
+
+    // The closed case sent again late (a retry of its sending): refused, on the record,
+    // and the desk shows nothing. Before, it came back for another two hours.
+    let (status, body) = send(
+        &gateway,
+        UNMAPPED,
+        "desk-a",
+        serde_json::to_vec(&second).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::CONFLICT, Some("case_closed")),
+        "{body}"
+    );
+    assert_eq!(read(&gateway, &token).await.0, StatusCode::NO_CONTENT);
+    let refused = audit(&gateway, "case_received");
+    assert_eq!(
+        refused.last().unwrap()["outcome"]["reason"],
+        "case_closed",
+        "{refused:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -444,7 +479,7 @@ async fn every_published_rs_eda_example_is_taken_bare_and_enveloped() {
             "distributionID": "fr.health.samu690_lrm-0001",
             "senderID": "fr.health.samu690",
             "dateTimeSent": "2026-12-04T09:13:00+01:00",
-            "dateTimeExpires": "2026-12-05T09:13:00+01:00",
+            "dateTimeExpires": "2099-12-31T09:13:00+01:00",
             "distributionStatus": "Actual",
             "distributionKind": "Report",
             "descriptor": {"language": "fr-FR", "explicitAddress": {

@@ -23,7 +23,7 @@ fn enveloped(message: &serde_json::Value, kind: &str, status: &str) -> Vec<u8> {
         "distributionID": "fr.health.samu690_lrm-7f3e",
         "senderID": "fr.health.samu690",
         "dateTimeSent": "2026-12-04T09:13:00+01:00",
-        "dateTimeExpires": "2026-12-05T09:13:00+01:00",
+        "dateTimeExpires": "2099-12-31T09:13:00+01:00",
         "distributionStatus": status,
         "distributionKind": kind,
         "descriptor": {"language": "fr-FR", "explicitAddress": {"explicitAddressScheme": "hubex", "explicitAddressValue": "fr.health.samu690"}},
@@ -305,4 +305,90 @@ fn the_messages_own_kind_and_status_are_read() {
             .unwrap()
             .exercise
     );
+}
+
+/// When a sending was sent: the message's own `sentAt`, else the envelope's
+/// `dateTimeSent`; an envelope past its `dateTimeExpires` is out of date by its sender's
+/// own word; malformed times are named.
+#[test]
+fn a_sendings_time_is_read_and_an_expired_envelope_refused() {
+    let at = |text: &str| {
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    let body = enveloped(&own(), "Report", "Actual");
+    assert_eq!(
+        parse(&body).unwrap().sent_at,
+        Some(at("2026-12-04T09:13:00+01:00"))
+    );
+    let mut envelope: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let message = "/content/0/jsonContent/embeddedJsonContent/message";
+    *envelope.pointer_mut(&format!("{message}/sentAt")).unwrap() =
+        serde_json::json!("2026-12-04T09:14:00+01:00");
+    let case = parse(&serde_json::to_vec(&envelope).unwrap()).unwrap();
+    assert_eq!(case.sent_at, Some(at("2026-12-04T09:14:00+01:00")));
+    envelope
+        .pointer_mut(message)
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove("sentAt");
+    let case = parse(&serde_json::to_vec(&envelope).unwrap()).unwrap();
+    assert_eq!(case.sent_at, Some(at("2026-12-04T09:13:00+01:00")));
+    assert_eq!(parse(OWN.as_bytes()).unwrap().sent_at, None);
+
+    envelope["dateTimeExpires"] = serde_json::json!("2026-01-01T00:00:00+01:00");
+    let refused = parse(&serde_json::to_vec(&envelope).unwrap()).unwrap_err();
+    assert!(refused.to_string().contains("expired"), "{refused}");
+    envelope["dateTimeExpires"] = serde_json::json!("tomorrow");
+    let refused = parse(&serde_json::to_vec(&envelope).unwrap()).unwrap_err();
+    assert!(refused.to_string().contains("dateTimeExpires"), "{refused}");
+    let mut bare = own();
+    bare["sentAt"] = serde_json::json!("2026-12-04T09:13:00Z");
+    let refused = parse(&serde_json::to_vec(&bare).unwrap()).unwrap_err();
+    assert!(refused.to_string().starts_with("sentAt"), "{refused}");
+}
+
+/// A case the regulation software says is over is not put at a desk as a live one, and a
+/// status outside the Hub's list is named.
+#[test]
+fn a_case_over_in_the_regulation_software_is_refused() {
+    for (status, accepted) in [
+        ("ACTIF", true),
+        ("ACHEVE", true),
+        ("CLOTURE", false),
+        ("CLASSE", false),
+        ("ARCHIVE", false),
+        ("FERME", false),
+    ] {
+        let mut message = own();
+        message["createCaseHealth"]["qualification"]["details"]["status"] =
+            serde_json::json!(status);
+        let read = parse(&serde_json::to_vec(&message).unwrap());
+        assert_eq!(read.is_ok(), accepted, "{status}: {read:?}");
+        if let Err(e) = read {
+            assert!(
+                e.to_string()
+                    .starts_with("createCaseHealth.qualification.details.status"),
+                "{e}"
+            );
+        }
+    }
+}
+
+/// A direction override turns the rest of a line around on the page; a zero-width
+/// character makes a name that looks right miss in a search: both refused, named.
+#[test]
+fn invisible_formatting_characters_are_refused() {
+    for invisible in ['\u{202E}', '\u{2067}', '\u{200B}', '\u{FEFF}'] {
+        let mut message = own();
+        message["createCaseHealth"]["patient"][0]["identity"]["strictFeatures"]["birthName"] =
+            serde_json::json!(format!("FICTIF{invisible}"));
+        let refused = parse(&serde_json::to_vec(&message).unwrap()).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("patient[0].identity.strictFeatures.birthName: holds invisible"),
+            "{refused}"
+        );
+    }
 }
