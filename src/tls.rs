@@ -40,22 +40,50 @@ pub(crate) fn earliest_not_after(path: &Path) -> Option<i64> {
 }
 
 /// `thisUpdate` and `nextUpdate` (Unix seconds) of the CRL in `path` (PEM or DER), for
-/// monitoring; `None` when it cannot be read or parsed.
+/// monitoring; `None` when it cannot be read or parsed. Of a file holding several lists,
+/// the dates of the list due first among each authority's newest.
 pub(crate) fn crl_dates(path: &Path) -> Option<(i64, Option<i64>)> {
-    let bytes = std::fs::read(path).ok()?;
-    let der = if bytes.starts_with(b"-----BEGIN") {
-        rustls::pki_types::CertificateRevocationListDer::from_pem_slice(&bytes)
-            .ok()?
-            .as_ref()
-            .to_vec()
-    } else {
-        bytes
-    };
-    let (_, crl) = x509_parser::parse_x509_crl(&der).ok()?;
-    Some((
-        crl.last_update().timestamp(),
-        crl.next_update().map(|t| t.timestamp()),
-    ))
+    let lists = crls_in(&std::fs::read(path).ok()?).ok()?;
+    let mut dates = Vec::new();
+    for der in &lists {
+        let (_, crl) = x509_parser::parse_x509_crl(der.as_ref()).ok()?;
+        dates.push((
+            crl.issuer().as_raw().to_vec(),
+            crl.last_update().timestamp(),
+            crl.next_update().map(|t| t.timestamp()),
+        ));
+    }
+    in_force(dates)
+        .into_iter()
+        .min_by_key(|(_, next)| next.unwrap_or(i64::MAX))
+}
+
+/// Of lists given as (issuer, thisUpdate, nextUpdate), each issuer's newest: its dates.
+fn in_force(lists: Vec<(Vec<u8>, i64, Option<i64>)>) -> Vec<(i64, Option<i64>)> {
+    let mut newest: std::collections::HashMap<Vec<u8>, (i64, Option<i64>)> =
+        std::collections::HashMap::new();
+    for (issuer, this, next) in lists {
+        let slot = newest.entry(issuer).or_insert((this, next));
+        if this > slot.0 {
+            *slot = (this, next);
+        }
+    }
+    newest.into_values().collect()
+}
+
+/// The CRLs a file holds: one in DER, one or more in PEM (a bundle of authorities' lists,
+/// as web servers take them, is read whole, not only its first list).
+fn crls_in(bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    if !bytes.starts_with(b"-----BEGIN") {
+        return Ok(vec![CertificateRevocationListDer::from(bytes.to_vec())]);
+    }
+    let lists = CertificateRevocationListDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM CRL: {e}"))?;
+    if lists.is_empty() {
+        return Err("no CRL in this PEM file".to_owned());
+    }
+    Ok(lists)
 }
 
 /// TLS 1.3 and 1.2, nothing older.
@@ -113,34 +141,45 @@ pub(crate) fn root_store(
     roots
 }
 
-/// The CRLs in `paths` (PEM or DER; problems reported as `key[i]`), and whether any is
-/// past its next update.
+/// The CRLs in `paths` (PEM, one or more lists per file, or DER; problems reported as
+/// `key[i]`), newest first, and when the first of them in force is past its next update.
+///
+/// Newest first because a verifier takes the first list of a certificate's issuer it
+/// finds: an older copy listed first, from before a revocation, would let the revoked
+/// certificate in. Only each issuer's newest list is in force for `CrlsDue`.
 pub(crate) fn load_crls(
     paths: &[PathBuf],
     key: &str,
 ) -> Result<(Vec<CertificateRevocationListDer<'static>>, CrlsDue), ConfigProblem> {
     let mut lists = Vec::new();
-    let mut due = CrlsDue(None);
+    let mut dates = Vec::new();
     for (i, path) in paths.iter().enumerate() {
         let key = format!("{key}[{i}]");
         let bytes = std::fs::read(path)
             .map_err(|e| ConfigProblem::new(&key, format!("{}: {e}", path.display())))?;
-        let der = if bytes.starts_with(b"-----BEGIN") {
-            CertificateRevocationListDer::from_pem_slice(&bytes).map_err(|e| {
-                ConfigProblem::new(&key, format!("{}: not a PEM CRL: {e}", path.display()))
-            })?
-        } else {
-            CertificateRevocationListDer::from(bytes)
+        let unusable = |e: &dyn std::fmt::Display| {
+            ConfigProblem::new(&key, format!("{}: {e}", path.display()))
         };
-        let (_, parsed) = x509_parser::parse_x509_crl(der.as_ref())
-            .map_err(|e| ConfigProblem::new(&key, format!("{}: not a CRL: {e}", path.display())))?;
-        if let Some(next) = parsed.next_update() {
-            let next = next.timestamp();
-            due.0 = Some(due.0.map_or(next, |d: i64| d.min(next)));
+        for der in crls_in(&bytes).map_err(|e| unusable(&e))? {
+            let (_, parsed) = x509_parser::parse_x509_crl(der.as_ref())
+                .map_err(|e| unusable(&format!("not a CRL: {e}")))?;
+            let this = parsed.last_update().timestamp();
+            dates.push((
+                parsed.issuer().as_raw().to_vec(),
+                this,
+                parsed.next_update().map(|t| t.timestamp()),
+            ));
+            lists.push((this, der));
         }
-        lists.push(der);
     }
-    Ok((lists, due))
+    lists.sort_by_key(|(this, _)| std::cmp::Reverse(*this));
+    let due = CrlsDue(
+        in_force(dates)
+            .into_iter()
+            .filter_map(|(_, next)| next)
+            .min(),
+    );
+    Ok((lists.into_iter().map(|(_, der)| der).collect(), due))
 }
 
 /// The earliest next update of a set of CRLs (Unix seconds), when one says it: from then
@@ -513,6 +552,52 @@ mod tests {
         assert_eq!(lists.len(), 2);
         let due = due.0.unwrap();
         assert!((now + 86_300..=now + 86_500).contains(&due), "{due}");
+    }
+
+    /// A PEM file holding several lists is read whole (a bundle of authorities' lists, as
+    /// web servers take them), newest first: a verifier takes the first list of an issuer,
+    /// and an older copy before a revocation let the revoked certificate in. Only each
+    /// issuer's newest list counts for staleness and monitoring. Before, only the file's
+    /// first list was read.
+    #[test]
+    fn every_list_of_a_bundle_counts_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::new("test record service CA").unwrap();
+        let server = ca.issue_server(&["localhost"]).unwrap();
+        let other = Authority::new("another CA").unwrap();
+        let bundle = dir.path().join("bundle.pem");
+        // The other authority's list first, then an old copy (past its next update)
+        // before the revocation, then the current one revoking the server.
+        let text = [
+            other.crl(&[], 0, 30).unwrap(),
+            ca.crl(&[], 10, -1).unwrap(),
+            ca.crl(&[serial(&server.der)], 0, 7).unwrap(),
+        ]
+        .concat();
+        write_file(&bundle, &text, 0o644).unwrap();
+        let (lists, due) = load_crls(std::slice::from_ref(&bundle), "crls").unwrap();
+        assert_eq!(lists.len(), 3);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        assert!(!due.stale(), "the old copy is not in force");
+        assert!(
+            (now + 6 * 86_400..=now + 8 * 86_400).contains(&due.0.unwrap()),
+            "{due:?}"
+        );
+        let (_, next) = crl_dates(&bundle).unwrap();
+        assert_eq!(next, due.0);
+
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.cert_pem().as_bytes()).unwrap())
+            .unwrap();
+        let trust = ServerTrust::new(roots, &[bundle], "upstream.server_crls").unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        assert!(matches!(
+            trust.verify_server_cert(&server.der, &[], &name, &[], UnixTime::now()),
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked
+            ))
+        ));
     }
 
     fn serial(der: &CertificateDer<'_>) -> Vec<u8> {
