@@ -18,9 +18,12 @@ pub struct Failures {
 }
 
 impl Failures {
-    /// Counts `outcome` when it is the record service's failure.
+    /// Counts `outcome` when it is the record service's failure (a request the gateway
+    /// could not send is not).
     fn observe<T>(&self, outcome: &Result<T, UpstreamError>) {
-        if let Err(e) = outcome {
+        if let Err(e) = outcome
+            && !matches!(e, UpstreamError::NotSent(_))
+        {
             let answer = e.answer();
             if answer.status >= 500 {
                 *self
@@ -125,6 +128,8 @@ mod tests {
         // The patient's choices and a record that does not exist are answers, not failures.
         failures.observe::<()>(&Err(UpstreamError::NoRecord));
         failures.observe::<()>(&Err(UpstreamError::ProfessionalBlocked));
+        // Nor a request the gateway could not sign: the service was not asked.
+        failures.observe::<()>(&Err(UpstreamError::NotSent("card".into())));
         failures.observe(&Ok(()));
         let totals = failures.totals();
         let timeout = UpstreamError::TimedOut(1).answer().code;

@@ -92,6 +92,12 @@ pub enum UpstreamError {
     /// unreadable document).
     #[error("record service answer unusable: {0}")]
     Malformed(String),
+    /// The gateway could not make its request: the card did not sign it (its session
+    /// ended, it did not answer, its signature certificate is refused) or it could not be
+    /// written. The record service was not asked, so this says nothing of the patient's
+    /// record: no copy is withdrawn, and it is not the service's failure.
+    #[error("the request was not sent: {0}")]
+    NotSent(String),
     /// An answer about another patient than the one asked for, or about several: a
     /// document naming another INS or several patients, a test of existence about
     /// someone else. Nothing of it is shown.
@@ -176,6 +182,12 @@ impl UpstreamError {
                 "upstream_refused_gateway",
                 "assertion_refused".into(),
                 "Le service du dossier a refusé l'accès de la passerelle. Contactez l'informatique du centre.",
+            ),
+            Self::NotSent(_) => row(
+                503,
+                "request_not_sent",
+                "request_not_sent".into(),
+                "La demande n'a pas pu être signée par la carte (carte retirée, muette ou refusée) : rien n'a été demandé au service du dossier. Vérifiez la carte et réessayez ; si cela se répète, prévenez l'informatique du centre.",
             ),
             Self::Unavailable(_) => row(
                 503,
@@ -591,6 +603,7 @@ mod tests {
             UpstreamError::RecordClosed,
             UpstreamError::Ambiguous(2),
             UpstreamError::AssertionRefused("x".into()),
+            UpstreamError::NotSent("x".into()),
             UpstreamError::Unavailable("x".into()),
             UpstreamError::TimedOut(1),
             UpstreamError::Malformed("x".into()),

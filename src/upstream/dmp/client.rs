@@ -1106,8 +1106,10 @@ fn malformed(e: DmpError) -> UpstreamError {
     UpstreamError::Malformed(e.to_string())
 }
 
+/// A failure before anything was sent: the service refused nothing (a refusal would
+/// withdraw the patient's cached copies and blame the service).
 fn internal(e: DmpError) -> UpstreamError {
-    UpstreamError::AssertionRefused(format!("cannot sign or write the request: {e}"))
+    UpstreamError::NotSent(format!("cannot sign or write the request: {e}"))
 }
 
 /// A random UUID (version 4), for message and query ids.
@@ -1419,6 +1421,20 @@ mod tests {
         assert!(differs(returned(&bytes, "application/pdf"), &listed).contains("media type"));
         let bare = entry("1.2.250.1.999.1.1", "60591-5", "urn:ihe:pcc:ips:2020", None);
         assert!(as_listed(&returned(b"anything", "application/pdf"), &bare).is_ok());
+    }
+
+    /// A request the card could not sign (its session ended, it did not answer, its
+    /// certificate refused) was never sent: not a refusal by the service, so the patient's
+    /// cached copies stay and the physician is told it is the card. Before, it read as the
+    /// DMP refusing the gateway, and every copy of the patient was deleted.
+    #[test]
+    fn a_request_the_card_could_not_sign_is_not_a_refusal() {
+        let e = internal(ended_card_session());
+        assert!(matches!(e, UpstreamError::NotSent(_)), "{e:?}");
+        assert!(!e.is_refusal() && !e.withdraws_copy());
+        let answer = e.answer();
+        assert_eq!((answer.status, answer.code), (503, "request_not_sent"));
+        assert!(answer.message_fr.contains("carte"), "{}", answer.message_fr);
     }
 
     /// Documents asked for and not returned take the repository's own error: a refusal
