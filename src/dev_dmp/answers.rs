@@ -25,8 +25,24 @@ fn text(w: &mut W, name: &str, value: &str) -> Io {
     Ok(())
 }
 
-/// An envelope whose header says `action` and whose body `body` writes.
+thread_local! {
+    /// The request being answered (its `wsa:MessageID`), which every envelope written
+    /// meanwhile names in `wsa:RelatesTo`.
+    static RELATES_TO: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `answer` (synchronous) with its envelopes naming `request` as the one answered.
+pub(super) fn answering<T>(request: Option<String>, answer: impl FnOnce() -> T) -> T {
+    RELATES_TO.with(|r| *r.borrow_mut() = request);
+    let answered = answer();
+    RELATES_TO.with(|r| *r.borrow_mut() = None);
+    answered
+}
+
+/// An envelope whose header says `action` (and the request it answers) and whose body
+/// `body` writes.
 fn envelope(action: &str, body: impl FnOnce(&mut W) -> Io) -> String {
+    let relates_to = RELATES_TO.with(|r| r.borrow().clone());
     let mut w = Writer::new(Vec::new());
     let _ = w
         .create_element("soap:Envelope")
@@ -36,6 +52,11 @@ fn envelope(action: &str, body: impl FnOnce(&mut W) -> Io) -> String {
                 w.create_element("Action")
                     .with_attribute(("xmlns", WSA))
                     .write_text_content(BytesText::new(action))?;
+                if let Some(id) = &relates_to {
+                    w.create_element("RelatesTo")
+                        .with_attribute(("xmlns", WSA))
+                        .write_text_content(BytesText::new(id))?;
+                }
                 Ok(())
             })?;
             w.create_element("soap:Body").write_inner_content(body)?;

@@ -38,6 +38,16 @@ struct Granted {
     patient: Option<String>,
 }
 
+/// The request's `wsa:MessageID`, which the answer names in `wsa:RelatesTo`.
+pub(super) fn message_id(text: &str) -> Option<String> {
+    let doc = soap::parse(text).ok()?;
+    let header = doc
+        .root_element()
+        .children()
+        .find(|n| n.has_tag_name((SOAP, "Header")))?;
+    soap::child_text(header, soap::WSA, "MessageID").map(str::to_owned)
+}
+
 /// Checks the request `text` to `service`, received over a TLS connection authenticated
 /// by `client` (its certificate, DER), and answers it.
 pub(super) fn handle(

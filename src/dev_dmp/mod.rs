@@ -191,6 +191,9 @@ pub(crate) enum DmpFault {
         /// The INS of the patient the answers are about.
         ins: String,
     },
+    /// Answers name another request in `wsa:RelatesTo` (a proxy that crossed two
+    /// requests' answers).
+    Unrelated,
     /// Retrievals answer this document with another one's bytes (a repository that mixes
     /// documents up), the others as usual.
     Substitute {
@@ -363,7 +366,8 @@ async fn soap(
         DmpFault::None
         | DmpFault::Withhold { .. }
         | DmpFault::Substitute { .. }
-        | DmpFault::ExistenceAbout { .. } => {}
+        | DmpFault::ExistenceAbout { .. }
+        | DmpFault::Unrelated => {}
         DmpFault::Latency { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
         DmpFault::SoapFault { code, receiver } => {
             let side = if receiver { "Receiver" } else { "Sender" };
@@ -401,10 +405,17 @@ async fn soap(
         return fault(&state, "Sender", "DMPMalformedRequest", "Requête illisible");
     };
     let client = client.as_ref().map(|Extension(c)| c.0.as_slice());
-    match checks::handle(&state, &service, text, client) {
-        Ok(answer) => answer,
-        Err(refusal) => fault(&state, "Sender", refusal.code, refusal.reason),
-    }
+    let relates_to = if matches!(injected, DmpFault::Unrelated) {
+        Some("urn:uuid:00000000-0000-4000-8000-000000000000".to_owned())
+    } else {
+        checks::message_id(text)
+    };
+    answers::answering(relates_to, || {
+        match checks::handle(&state, &service, text, client) {
+            Ok(answer) => answer,
+            Err(refusal) => fault(&state, "Sender", refusal.code, refusal.reason),
+        }
+    })
 }
 
 async fn set_fault(State(state): State<Arc<DevState>>, Json(new): Json<DmpFault>) -> StatusCode {

@@ -278,6 +278,19 @@ async fn the_dmp_client_composes_the_summary_and_maps_every_refusal() {
             .unwrap_err(),
         UpstreamError::WrongPatient(why) if why.contains("another patient")
     ));
+    // Another request's answer (a proxy that crossed two): nothing of it is read, even
+    // a "no record" (which would delete the patient's copies), and the patient asked for
+    // is not said to have none.
+    dmp.fault(json!({"kind": "unrelated"})).await;
+    for asked in [&patient, &unknown] {
+        assert!(matches!(
+            gateway
+                .find_by_ins(asked, &access(AccessMode::Centre15, Some(asked)))
+                .await
+                .unwrap_err(),
+            UpstreamError::Malformed(why) if why.contains("another request")
+        ));
+    }
     dmp.fault(json!({"kind": "garbage"})).await;
     assert!(matches!(
         gateway

@@ -425,6 +425,10 @@ impl DmpClient {
             // read what a parse found.
             abandoned.check()?;
             let doc = soap::parse(&xml).map_err(malformed)?;
+            // Another request's answer (a proxy or a pool that crossed two) says nothing
+            // of this patient: its "not found" would tell the physician there is no record
+            // and delete the patient's copies.
+            soap::check_relates_to(&doc, &message_id).map_err(malformed)?;
             // A fault comes with 500 (or 400): read it before judging the status.
             let body = soap::body(&doc).map_err(outcome)?;
             if status != 200 {

@@ -182,6 +182,31 @@ pub fn token(value: &str) -> String {
     crate::encoding::peer_token(value, 64, "_.-:", Some('?'))
 }
 
+/// The request an answer says it answers: its header's `wsa:RelatesTo`, if it has one.
+pub fn relates_to<'a>(doc: &'a Document<'_>) -> Option<&'a str> {
+    let header = soap_child(doc.root_element(), "Header")?;
+    child_text(header, WSA, "RelatesTo")
+}
+
+/// Whether an answer is the one to the request `message_id`: an answer naming another
+/// request is refused, and so is one naming none unless it is a fault (a front end's
+/// fault may carry no addressing; a fault shows nothing of a patient).
+pub fn check_relates_to(doc: &Document<'_>, message_id: &str) -> Result<(), DmpError> {
+    let fault = soap_child(doc.root_element(), "Body")
+        .and_then(|b| b.children().find(Node::is_element))
+        .is_some_and(|first| first.has_tag_name((SOAP, "Fault")));
+    match relates_to(doc) {
+        Some(id) if id == message_id => Ok(()),
+        Some(_) => Err(DmpError::Answer(
+            "the answer relates to another request (wsa:RelatesTo)".into(),
+        )),
+        None if fault => Ok(()),
+        None => Err(DmpError::Answer(
+            "the answer does not say which request it answers (no wsa:RelatesTo)".into(),
+        )),
+    }
+}
+
 /// The text of the one child `name` in namespace `ns` of `node`, trimmed.
 pub fn child_text<'a>(node: Node<'a, '_>, ns: &str, name: &str) -> Option<&'a str> {
     node.children()
