@@ -17,6 +17,12 @@ pub enum SecretError {
     /// `credential:NAME` with an empty name or a path in it.
     #[error("invalid credential name '{0}'")]
     CredentialName(String),
+    /// Neither an absolute path nor `credential:NAME`: maybe the key itself pasted in the
+    /// configuration, so the value is never repeated.
+    #[error(
+        "is neither an absolute file path nor credential:NAME (the value is not repeated: a key is never written in the configuration, it goes in a file)"
+    )]
+    NotAPath,
     /// `credential:NAME` that neither systemd's credentials nor the credential store hold.
     #[error("'{name}': no such credential in {looked} (put the key file there as {file})")]
     NoSuchCredential {
@@ -55,6 +61,17 @@ pub enum SecretError {
         /// The file's group.
         gid: u32,
     },
+    /// Owned by another user than root or this process's: theirs to read or replace,
+    /// whatever its mode.
+    #[error(
+        "file {path} is owned by user {uid}, neither root nor the user running this check; chown it to root"
+    )]
+    ForeignOwner {
+        /// The file.
+        path: String,
+        /// The file's owner.
+        uid: u32,
+    },
     /// Not the key it should be.
     #[error("{path}: {reason}")]
     NotAKey {
@@ -92,9 +109,21 @@ impl SecretPath {
     /// systemd made of the store's file (`gateway_NAME`), or one a `LoadCredential=NAME:…`
     /// line of the administrator's own named `NAME`. From a shell it is the store's file
     /// itself, so `configtest` reads what the unit will load.
+    ///
+    /// A plain path must be absolute: the unit runs from `/`, so a relative one that
+    /// `configtest` found from `/etc/samu-gateway` would not be found. A value that looks
+    /// like a key rather than a path (a PEM block, a long run of hex digits) is refused
+    /// without being repeated: the error would carry the key to the journal.
     pub fn resolve(&self) -> Result<PathBuf, SecretError> {
         let Some(name) = self.0.strip_prefix(CREDENTIAL_PREFIX) else {
-            return Ok(PathBuf::from(&self.0));
+            let value = self.0.as_str();
+            let key_like = value.contains('\n')
+                || value.contains("-----BEGIN")
+                || (value.len() >= 32 && value.bytes().all(|b| b.is_ascii_hexdigit()));
+            if key_like || !Path::new(value).is_absolute() {
+                return Err(SecretError::NotAPath);
+            }
+            return Ok(PathBuf::from(value));
         };
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
             return Err(SecretError::CredentialName(name.to_owned()));
@@ -141,8 +170,9 @@ impl From<PathBuf> for SecretPath {
 /// The group the unit runs the service as (systemd/samu-gateway.sysusers).
 const SERVICE_GROUP: &str = "samu-gateway";
 
-/// A private key must be readable by its owner and at most its group, and writable by
-/// nobody else: anyone who can read it can impersonate the gateway. A group that may read
+/// A private key must be owned by root or the user running (another owner may read it
+/// or put their own key in its place), readable by its owner and at most its group, and
+/// writable by nobody else: anyone who can read it can impersonate the gateway. A group that may read
 /// it must be one that is meant to: root's, the service's, or the group this process runs
 /// as (an administrator's own choice); a key left 0640 in `users` or `adm` is readable by
 /// every login on the appliance.
@@ -152,6 +182,13 @@ pub(crate) fn check_key_file_mode(path: &Path) -> Result<(), SecretError> {
         path: path.display().to_string(),
         reason: e.to_string(),
     })?;
+    let owner = metadata.uid();
+    if owner != 0 && owner != rustix::process::geteuid().as_raw() {
+        return Err(SecretError::ForeignOwner {
+            path: path.display().to_string(),
+            uid: owner,
+        });
+    }
     let mode = metadata.permissions().mode() & 0o777;
     let what = if mode & 0o004 != 0 {
         "world-readable"
@@ -284,5 +321,15 @@ mod tests {
         std::os::unix::fs::chown(&key, None, Some(0)).unwrap();
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
         check_key_file_mode(&key).unwrap();
+        // Another user's key, however private its mode, is theirs to read or replace.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&key, Some(foreign), None).unwrap();
+        assert_eq!(
+            check_key_file_mode(&key),
+            Err(SecretError::ForeignOwner {
+                path: key.display().to_string(),
+                uid: foreign
+            })
+        );
     }
 }

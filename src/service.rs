@@ -232,6 +232,9 @@ pub async fn run(
     );
     let mut terminate = signal(SignalKind::terminate()).map_err(ServiceError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(ServiceError::Signals)?;
+    // SIGHUP's default ends the process at once: no drain, no stop on the record, and
+    // systemd's Restart=on-failure takes it as a clean exit. Nothing is reloaded on it.
+    let mut hangup = signal(SignalKind::hangup()).map_err(ServiceError::Signals)?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServiceError::Bind { addr, source })?;
@@ -365,9 +368,14 @@ pub async fn run(
     spawn_crl_reload(prepared.tls.clone());
 
     let stop = async {
-        let name = tokio::select! {
-            _ = terminate.recv() => "SIGTERM",
-            _ = interrupt.recv() => "SIGINT",
+        let name = loop {
+            tokio::select! {
+                _ = terminate.recv() => break "SIGTERM",
+                _ = interrupt.recv() => break "SIGINT",
+                _ = hangup.recv() => tracing::warn!(
+                    "SIGHUP ignored: the gateway does not reload its configuration; restart the unit to apply a change"
+                ),
+            }
         };
         tracing::info!(notice = true, signal = name, "shutdown requested");
         state.start_draining();

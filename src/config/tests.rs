@@ -303,6 +303,47 @@ fn credential_names_are_checked_and_plain_paths_pass_through() {
     assert_eq!(SecretPath("/k".into()).resolve().unwrap(), Path::new("/k"));
 }
 
+/// A key pasted into the configuration instead of its file's path is refused, and its
+/// value never repeated (the problem goes to the terminal and the journal); a relative
+/// path too (the unit runs from `/`). Before, the value was taken as a path and echoed
+/// whole in "file … cannot be read", and configtest said nothing of a master key.
+#[test]
+fn a_key_written_in_the_configuration_is_refused_unrepeated() {
+    let f = Fixture::new();
+    let hex = "3f9a".repeat(16);
+    let pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n-----END PRIVATE KEY-----";
+    for (key, value) in [
+        ("cache.master_key", hex.as_str()),
+        ("tls.server_key", pem),
+        ("tls.server_key", "keys/server.key"),
+    ] {
+        let text = f.toml(TWO_DESKS);
+        let text = if key == "cache.master_key" {
+            text.replace(
+                "[storage]",
+                &format!("[cache]\nmaster_key = \"{value}\"\n\n[storage]"),
+            )
+        } else {
+            let configured = format!("server_key = \"{}\"", f.path("server.key"));
+            assert!(text.contains(&configured), "{text}");
+            text.replace(&configured, &format!("server_key = '''{value}'''"))
+        };
+        let lines = problem_lines(f.load(&text, &[]).unwrap_err());
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{key}: is neither an absolute file path"))),
+            "{key}: {lines:?}"
+        );
+        for line in &lines {
+            assert!(
+                !line.contains("3f9a3f9a") && !line.contains("MC4CAQAw"),
+                "{line}"
+            );
+        }
+    }
+}
+
 #[test]
 fn sha256_parser_never_panics_on_odd_input() {
     for text in [

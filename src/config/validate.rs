@@ -472,6 +472,11 @@ fn check_access(config: &Config, out: &mut Vec<ConfigProblem>) {
     // cache would be disabled only once the service runs, the listeners bound). One this
     // user cannot read (an operator's command) is left to the service's own start.
     if let Some(key) = &cache.master_key
+        && let Err(e @ crate::secret::SecretError::NotAPath) = key.resolve()
+    {
+        out.push(ConfigProblem::new("cache.master_key", e.to_string()));
+    }
+    if let Some(key) = &cache.master_key
         && let Ok(path) = key.resolve()
         && path.exists()
         && let Err(

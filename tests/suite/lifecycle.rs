@@ -216,3 +216,33 @@ fn a_command_whose_reader_went_away_ends_quietly() {
         assert!(!stderr.contains("error"), "{args:?}: {stderr}");
     }
 }
+
+/// SIGHUP (an administrator's "reload" habit) is said to change nothing, and the gateway
+/// goes on serving; a SIGTERM afterwards still stops it cleanly. Before, SIGHUP's default
+/// ended the process at once: no drain, no stop on the record, and systemd took the exit
+/// as clean and did not restart it.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_changes_nothing_and_the_gateway_keeps_serving() {
+    let mut gateway = Gateway::start();
+    support::signal(gateway.pid(), "HUP");
+    let said = gateway
+        .stderr
+        .wait_for(EXIT, |l| l.contains("SIGHUP ignored"));
+    assert!(said.is_some(), "{}", gateway.stderr.all());
+    let health = gateway
+        .client(None)
+        .get(gateway.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(health, reqwest::StatusCode::OK);
+    gateway.terminate();
+    assert_eq!(
+        gateway.wait(EXIT).code(),
+        Some(0),
+        "{}",
+        gateway.stderr.all()
+    );
+    assert!(gateway.stderr.all().contains(r#""message":"stopped""#));
+}
