@@ -432,12 +432,17 @@ fn only<'a, 'i>(parent: Node<'a, 'i>, name: &str) -> Result<Node<'a, 'i>, XmlDsi
 }
 
 /// An element's base64 text (line breaks and spaces allowed, as signers and MTOM-less
-/// answers wrap it), or `None` when it is not base64.
+/// answers wrap it), or `None` when it is not base64. Text only: a comment or an element
+/// inside would split it, and reading its first piece alone would truncate the value
+/// (`AAAA<!--x-->BBBB` read as `AAAA`).
 pub fn base64_text(node: Node<'_, '_>) -> Option<Vec<u8>> {
+    if node.children().any(|c| !c.is_text()) {
+        return None;
+    }
     let text: String = node
-        .text()
-        .unwrap_or_default()
-        .chars()
+        .children()
+        .filter_map(|c| c.text())
+        .flat_map(str::chars)
         .filter(|c| !c.is_ascii_whitespace())
         .collect();
     base64::engine::general_purpose::STANDARD.decode(text).ok()
@@ -457,6 +462,24 @@ pub fn parse_signed(xml: &str) -> Result<Document<'_>, XmlDsigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Base64 split by a comment or an element is refused, not read up to the split (a
+    /// document truncated there); wrapped text and CDATA read whole.
+    #[test]
+    fn base64_is_read_whole_or_not_at_all() {
+        let read = |xml: &str| {
+            let doc = roxmltree::Document::parse(xml).unwrap();
+            base64_text(doc.root_element())
+        };
+        assert_eq!(read("<d>QUFB\n QkJC</d>"), Some(b"AAABBB".to_vec()));
+        assert_eq!(
+            read("<d>QUFB<![CDATA[QkJC]]></d>"),
+            Some(b"AAABBB".to_vec())
+        );
+        assert_eq!(read("<d>QUFB<!--x-->QkJC</d>"), None);
+        assert_eq!(read("<d>QUFB<x/>QkJC</d>"), None);
+        assert_eq!(read("<d>QUFB<?pi?></d>"), None);
+    }
 
     fn c14n(xml: &str) -> String {
         let doc = parse(xml).unwrap();

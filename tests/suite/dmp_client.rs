@@ -418,6 +418,25 @@ async fn a_document_filed_under_another_patient_is_refused_and_one_naming_no_ins
                "filed_under": filed_under})
     };
     let document = |unique_id: &str, filed_under| document_in(&no_ins, unique_id, filed_under);
+    // A synthesis naming its INS beside a reimbursement history naming none.
+    let history_source =
+        std::fs::read_to_string(crate::support::dmp::cda("hr-reimbursement-history.xml")).unwrap();
+    assert!(
+        history_source.contains(&ins_id),
+        "the history names its INS"
+    );
+    let history_no_ins = dir.path().join("history-without-ins.xml");
+    std::fs::write(&history_no_ins, history_source.replace(&ins_id, "")).unwrap();
+    let beside = crate::support::upstream::nir(79);
+    let beside_synthesis = dir.path().join("ips-fr-beside.xml");
+    std::fs::write(
+        &beside_synthesis,
+        source.replace(
+            &ins_id,
+            &format!("<id root=\"{TEST_OID}\" extension=\"{beside}\"/>"),
+        ),
+    )
+    .unwrap();
     let patients = json!([
         {"ins": INS, "ins_oid": TEST_OID, "family": "SYNTHETIQUE", "given": ["Camille"],
          "birth_date": "1980-01-17", "gender": "F",
@@ -429,7 +448,13 @@ async fn a_document_filed_under_another_patient_is_refused_and_one_naming_no_ins
         {"ins": renamed, "ins_oid": TEST_OID, "family": "SYNTHETIQUE", "given": ["Camille"],
          "birth_date": "1980-01-17", "gender": "F",
          "documents": [document_in(&named, "1.2.250.1.999.2.3",
-             Some(format!("{}^^^&1.2.250.1.213.1.4.9&ISO^NH", crate::support::upstream::nir(78))))]}
+             Some(format!("{}^^^&1.2.250.1.213.1.4.9&ISO^NH", crate::support::upstream::nir(78))))]},
+        {"ins": beside, "ins_oid": TEST_OID, "family": "SYNTHETIQUE", "given": ["Camille"],
+         "birth_date": "1980-01-17", "gender": "F",
+         "documents": [document_in(&beside_synthesis, "1.2.250.1.999.2.4", None),
+            {"file": history_no_ins, "unique_id": "1.2.250.1.999.2.5",
+             "type_code": "REMB", "type_scheme": "1.2.250.1.213.1.1.4.12", "format_code": "urn:asip:ci-sis:hr:2019",
+             "creation_time": "20261101000000", "title": "Historique des remboursements"}]}
     ]);
     let dmp = DevDmp::start(patients, dir.path(), &[card.ca.as_path()]);
     let gateway = client(&dmp, &card, &card.sign_key, &card.sign_cert, 4_000);
@@ -465,6 +490,25 @@ async fn a_document_filed_under_another_patient_is_refused_and_one_naming_no_ins
         .unwrap();
     assert_eq!(summary.allergies.items[0].substance, "Pénicilline");
     assert!(!summary.patient_in_document.unwrap().no_ins);
+
+    // The history's dispensations are shown beside a synthesis naming the INS, and the
+    // summary says they rest on the record's filing alone (the synthesis's INS does not
+    // vouch for them). Before, nothing said so.
+    let beside = ins(&beside);
+    let (_, summary) = gateway
+        .patient_summary(&beside, &access(&beside))
+        .await
+        .unwrap();
+    assert!(!summary.patient_in_document.as_ref().unwrap().no_ins);
+    assert!(summary.dispensations.is_some());
+    assert!(
+        summary
+            .warnings
+            .iter()
+            .any(|w| w.contains("reimbursement history names no INS")),
+        "{:?}",
+        summary.warnings
+    );
 }
 
 /// With CRLs configured, a DMP whose certificate they revoke is not talked to (no

@@ -765,6 +765,18 @@ impl DmpClient {
         if let Some(bytes) = history_bytes {
             let history_summary = read(bytes, history).await?;
             if summary.dispensations.is_none() {
+                // The synthesis's INS does not vouch for another document: a history naming
+                // none is the patient's by the record's filing alone, as a synthesis naming
+                // none would be said to be.
+                if history_summary
+                    .patient_in_document
+                    .as_ref()
+                    .is_none_or(|p| p.ins.is_empty())
+                {
+                    summary.warnings.push(
+                        "the reimbursement history names no INS: its dispensations are the patient's by the record's filing alone; check the patient's identity".into(),
+                    );
+                }
                 summary.dispensations = history_summary.dispensations;
                 summary.warnings.extend(history_summary.warnings);
                 used.push((history.map(|d| d.unique_id.clone()), "dispensations"));
@@ -822,26 +834,25 @@ impl DmpClient {
     }
 }
 
-/// A document retrieved is the one the registry lists: its size, its SHA-1 and its media
-/// type, when the entry gives them. A truncated, substituted or re-encoded document is
-/// never read as the patient's summary.
+/// A document retrieved is the one the registry lists: its size and its SHA-1 (which an
+/// entry for a stable document must give: one without them proves nothing of the bytes),
+/// and its media type when the entry gives it. A truncated, substituted or re-encoded
+/// document is never read as the patient's summary.
 fn as_listed(document: &xds::RetrievedDocument, entry: &DocumentEntry) -> Result<(), DmpError> {
     let differs = |what: &str| {
         Err(DmpError::Answer(format!(
             "a document returned differs from its registry entry ({what})"
         )))
     };
-    if entry
-        .size
-        .is_some_and(|size| size != document.bytes.len() as u64)
-    {
+    let (Some(size), Some(hash)) = (entry.size, entry.hash.as_ref()) else {
+        return Err(DmpError::Answer(
+            "the registry entry gives no size or hash to check its document against".into(),
+        ));
+    };
+    if size != document.bytes.len() as u64 {
         return differs("size");
     }
-    if entry
-        .hash
-        .as_ref()
-        .is_some_and(|hash| crate::encoding::sha1_hex(&document.bytes) != *hash)
-    {
+    if crate::encoding::sha1_hex(&document.bytes) != *hash {
         return differs("hash");
     }
     // The media type itself: parameters (a charset) may be written on one side only.
@@ -1398,7 +1409,8 @@ mod tests {
     }
 
     /// What is retrieved must be what the registry lists: its size, its SHA-1, its media
-    /// type (parameters aside); what the entry does not give is not checked.
+    /// type (parameters aside); an entry without size or hash proves nothing of the
+    /// bytes, and its document is not read (it was, unchecked).
     #[test]
     fn a_document_retrieved_must_be_the_one_listed() {
         let bytes = b"<ClinicalDocument/>".to_vec();
@@ -1424,7 +1436,14 @@ mod tests {
         assert!(differs(returned(b"<ClinicalDocumenT/>", "text/xml"), &listed).contains("hash"));
         assert!(differs(returned(&bytes, "application/pdf"), &listed).contains("media type"));
         let bare = entry("1.2.250.1.999.1.1", "60591-5", "urn:ihe:pcc:ips:2020", None);
-        assert!(as_listed(&returned(b"anything", "application/pdf"), &bare).is_ok());
+        assert!(
+            differs(returned(b"anything", "application/pdf"), &bare).contains("no size or hash")
+        );
+        let no_type = DocumentEntry {
+            mime_type: None,
+            ..listed.clone()
+        };
+        assert!(as_listed(&returned(&bytes, "application/pdf"), &no_type).is_ok());
     }
 
     /// A request the card could not sign (its session ended, it did not answer, its
