@@ -473,8 +473,9 @@ impl DemoSetup {
              reason, then the patient it finds, Enter.{sent}:\n\
              \n  {integration} {json} --data-binary @{case} {case_url}\n\
              \n   \
-             and close it with:\n\
-             \n  {integration} -X DELETE {case_url}\n\
+             and close it (naming it: a close retried later must not close the next case)\n   \
+             with:\n\
+             \n  {integration} -X DELETE '{case_url}?case_id={case_id}'\n\
              \n\
              Liveness answers anyone: curl --cacert {ca} {url}/healthz\n\
              \n\
@@ -491,6 +492,7 @@ impl DemoSetup {
             oid = first.map_or("", |p| p.ins_oid.as_str()),
             case = self.integration.case.display(),
             case_desk = self.integration.desk,
+            case_id = self.integration.case_id,
         )
     }
 }
