@@ -136,6 +136,12 @@ pub(crate) struct Flags {
 }
 
 /// Shared state of the handlers.
+/// Assertion ids seen, and the same in the order seen with their expiry.
+type SeenAssertions = (
+    std::collections::HashSet<String>,
+    std::collections::VecDeque<(u64, String)>,
+);
+
 struct DevState {
     patients: std::sync::RwLock<Vec<Loaded>>,
     trusted: Vec<Vec<u8>>,
@@ -143,6 +149,10 @@ struct DevState {
     summaries: AtomicU64,
     searches: AtomicU64,
     refused_assertions: AtomicU64,
+    /// Assertion ids seen, and in the order seen with when each expires (assertions live
+    /// one minute: the oldest go first): a replayed assertion is refused, as a record
+    /// service does.
+    seen: Mutex<SeenAssertions>,
 }
 
 /// A running dev upstream.
@@ -225,6 +235,7 @@ fn load_state(options: &DevUpstreamOptions) -> Result<DevState, DevUpstreamError
         summaries: AtomicU64::new(0),
         searches: AtomicU64::new(0),
         refused_assertions: AtomicU64::new(0),
+        seen: Mutex::default(),
     })
 }
 
@@ -395,6 +406,26 @@ fn authorize(state: &DevState, headers: &HeaderMap) -> Result<Claims, Box<Respon
         Some(token) => assertion::verify(token, &state.trusted, now).map_err(|e| e.to_string()),
         None => Err("no access assertion".to_owned()),
     };
+    let verdict = verdict.and_then(|claims| {
+        let mut seen = state
+            .seen
+            .lock()
+            .map_err(|_| "replay list poisoned".to_owned())?;
+        let (ids, order) = &mut *seen;
+        while order
+            .front()
+            .is_some_and(|(expires, _)| expires + assertion::CLOCK_SKEW_SECS < now)
+        {
+            if let Some((_, id)) = order.pop_front() {
+                ids.remove(&id);
+            }
+        }
+        if !ids.insert(claims.jti.clone()) {
+            return Err("assertion replayed (its jti was seen)".to_owned());
+        }
+        order.push_back((claims.exp, claims.jti.clone()));
+        Ok(claims)
+    });
     verdict.map_err(|why| {
         state.refused_assertions.fetch_add(1, Ordering::Relaxed);
         Box::new(refusal(
@@ -411,10 +442,26 @@ async fn search(
     headers: HeaderMap,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    if let Err(refused) = authorize(&state, &headers) {
-        return *refused;
-    }
+    let claims = match authorize(&state, &headers) {
+        Ok(claims) => claims,
+        Err(refused) => return *refused,
+    };
     state.searches.fetch_add(1, Ordering::Relaxed);
+    // An INS look-up's assertion names that patient, as a summary's does.
+    if let Some((_, identifier)) = form.iter().find(|(k, _)| k == "identifier") {
+        let named = identifier
+            .strip_prefix("urn:oid:")
+            .and_then(|token| token.split_once('|'))
+            .map(|(oid, ins)| format!("{ins}^^^&{oid}&ISO^NH"));
+        if named.is_none() || claims.resource_id != named {
+            return refusal(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                code::ASSERTION_PATIENT_MISMATCH,
+                "the assertion does not name the patient looked up",
+            );
+        }
+    }
     if let Some(faulted) = faults::apply(&state.fault).await {
         return faulted;
     }

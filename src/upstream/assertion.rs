@@ -82,6 +82,10 @@ pub enum AssertionError {
     /// Expired or issued in the future.
     #[error("assertion outside its validity")]
     Expired,
+    /// Valid for longer than an assertion may be: a long-lived token is a credential
+    /// anyone who copies it may use.
+    #[error("assertion valid for longer than {LIFETIME_SECS} s")]
+    TooLong,
     /// A required attribute is missing or empty.
     #[error("assertion lacks the required attribute '{0}'")]
     Missing(&'static str),
@@ -176,6 +180,9 @@ pub fn verify(token: &str, trusted: &[Vec<u8>], now: u64) -> Result<Claims, Asse
     if claims.exp < now || claims.iat > now + CLOCK_SKEW_SECS || claims.exp <= claims.iat {
         return Err(AssertionError::Expired);
     }
+    if claims.exp - claims.iat > LIFETIME_SECS + CLOCK_SKEW_SECS {
+        return Err(AssertionError::TooLong);
+    }
     let required = [
         ("subject_id", &claims.subject_id),
         ("subject_nameid", &claims.subject_nameid),
@@ -263,6 +270,17 @@ mod tests {
                 Err(AssertionError::Malformed(_))
             ));
         }
+        // Signed, current, and valid for a day: refused (before, any lifetime passed).
+        let mut long = claims(1000);
+        long.exp = long.iat + 86_400;
+        assert_eq!(
+            verify(
+                &signer.sign(&long).unwrap(),
+                std::slice::from_ref(&key),
+                1010
+            ),
+            Err(AssertionError::TooLong)
+        );
         let mut missing = claims(1000);
         missing.role = None;
         let token = signer.sign(&missing).unwrap();

@@ -220,34 +220,121 @@ fn backoff(attempt: u32) -> Duration {
 /// Candidates a search answer may list (the DMP client has the same bound).
 const MAX_CANDIDATES: usize = 100;
 
+/// Whether `id` may name a patient in a request path: a FHIR id, and not one of dots only
+/// (`..` would make `Patient/../$summary` a call on the whole server).
+fn usable_id(id: &str) -> bool {
+    summary::validate::legal_id(id) && !id.bytes().all(|b| b == b'.')
+}
+
+/// Whether a Patient is one the service keeps: not `active: false`, not replaced by
+/// another (a merged record: its successor holds what was added since).
+fn current(patient: &serde_json::Map<String, Value>) -> bool {
+    let replaced = patient
+        .get("link")
+        .and_then(Value::as_array)
+        .is_some_and(|links| {
+            links
+                .iter()
+                .any(|l| l.get("type").and_then(Value::as_str) == Some("replaced-by"))
+        });
+    patient.get("active").and_then(Value::as_bool) != Some(false) && !replaced
+}
+
 /// The patients of a searchset Bundle; with `carrying` (`OID|value`), only those that carry
 /// that INS: a server that ignores or loosens the `identifier` parameter (FHIR lets it)
 /// must not turn an INS look-up into another patient's record.
+///
+/// Nothing is picked from a part of the answer: a paged answer (a `next` link, or a
+/// `total` above the patients listed), a search outcome saying it failed, or a patient
+/// without a usable id is unreadable, since a candidate left out may be the second patient
+/// carrying the INS, or the right one among namesakes. Inactive and merged patients are
+/// left out; an INS look-up answered only with such patients, or only with patients not
+/// carrying the INS, is not "no record" (which would delete the patient's copies).
 fn candidates(body: &[u8], carrying: Option<&str>) -> Result<Vec<Candidate>, UpstreamError> {
+    let unreadable = |why: &str| Err(UpstreamError::Malformed(why.to_owned()));
     let value =
         summary::syntax::parse(body).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
     if value.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
-        return Err(UpstreamError::Malformed(
-            "a search answer that is not a Bundle".into(),
-        ));
+        return unreadable("a search answer that is not a Bundle");
+    }
+    let paged = value
+        .get("link")
+        .and_then(Value::as_array)
+        .is_some_and(|links| {
+            links
+                .iter()
+                .any(|l| l.get("relation").and_then(Value::as_str) == Some("next"))
+        });
+    if paged {
+        return unreadable(
+            "the search answer is paged: patients past its first page were not seen",
+        );
     }
     let entries = value
         .get("entry")
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice);
-    let listed = entries
+    let mode = |e: &Value| {
+        e.get("search")
+            .and_then(|s| s.get("mode"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let failed = entries.iter().any(|e| {
+        mode(e).as_deref() == Some("outcome")
+            && e.get("resource")
+                .and_then(|r| r.get("issue"))
+                .and_then(Value::as_array)
+                .is_some_and(|issues| {
+                    issues.iter().any(|i| {
+                        matches!(
+                            i.get("severity").and_then(Value::as_str),
+                            Some("error" | "fatal")
+                        )
+                    })
+                })
+    });
+    if failed {
+        return unreadable(
+            "the search answer says the search failed in part (an outcome with an error)",
+        );
+    }
+    // Patients the search matched (an entry without a mode is one); included ones are
+    // context, not candidates.
+    let matched: Vec<&serde_json::Map<String, Value>> = entries
         .iter()
+        .filter(|e| mode(e).is_none_or(|m| m == "match"))
         .filter_map(|e| e.get("resource")?.as_object())
-        .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Patient"));
-    let (patients, others): (Vec<_>, Vec<_>) = listed.partition(|r| {
+        .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Patient"))
+        .collect();
+    if value
+        .get("total")
+        .and_then(Value::as_u64)
+        .is_some_and(|total| total > matched.len() as u64)
+    {
+        return unreadable("the search answer counts more patients than it lists");
+    }
+    let (listed, stale): (Vec<_>, Vec<_>) = matched.into_iter().partition(|r| current(r));
+    let (patients, others): (Vec<_>, Vec<_>) = listed.into_iter().partition(|r| {
         carrying.is_none_or(|token| summary::ins_identifiers(r).iter().any(|t| t == token))
     });
-    if !others.is_empty() {
+    if !others.is_empty() || !stale.is_empty() {
         // Counts only: what the others carry is health data.
         tracing::warn!(
-            left_out = others.len(),
-            "the record service answered an INS look-up with patients not carrying that INS; they were left out"
+            not_carrying = others.len(),
+            inactive_or_merged = stale.len(),
+            "the record service answered with patients left out (not carrying the INS asked for, inactive or merged)"
         );
+    }
+    if carrying.is_some() && patients.is_empty() {
+        if !others.is_empty() {
+            return Err(UpstreamError::WrongPatient(
+                "the INS look-up answered other patients only".into(),
+            ));
+        }
+        if !stale.is_empty() {
+            return unreadable("the INS look-up answered inactive or merged patient records only");
+        }
     }
     // As the DMP path: a physician cannot choose among more, and each candidate shown is
     // named in the search's audit record.
@@ -255,6 +342,13 @@ fn candidates(body: &[u8], carrying: Option<&str>) -> Result<Vec<Candidate>, Ups
         return Err(UpstreamError::Malformed(format!(
             "more than {MAX_CANDIDATES} candidates"
         )));
+    }
+    if patients.iter().any(|r| {
+        r.get("id")
+            .and_then(Value::as_str)
+            .is_none_or(|id| !usable_id(id))
+    }) {
+        return unreadable("a patient of the search answer has no usable id");
     }
     Ok(patients
         .into_iter()
@@ -270,7 +364,7 @@ fn candidates(body: &[u8], carrying: Option<&str>) -> Result<Vec<Candidate>, Ups
                         oid: oid.to_owned(),
                     })
                 });
-            summary::validate::legal_id(id).then(|| Candidate {
+            usable_id(id).then(|| Candidate {
                 id: id.to_owned(),
                 names: summary::human_names(r),
                 birth_date: r
@@ -328,7 +422,7 @@ impl RecordService for FhirClient {
         access: &'a Access<'a>,
     ) -> BoxFuture<'a, Result<CriticalSummary, UpstreamError>> {
         Box::pin(async move {
-            if !summary::validate::legal_id(id) {
+            if !usable_id(id) {
                 return Err(UpstreamError::NoRecord);
             }
             let url = format!("{}/Patient/{id}/$summary", self.base);
@@ -420,5 +514,143 @@ mod tests {
         );
         // A search by traits keeps every patient.
         assert_eq!(candidates(&body, None).unwrap().len(), 4);
+    }
+
+    fn searchset(entries: serde_json::Value, extra: serde_json::Value) -> Vec<u8> {
+        let mut bundle = serde_json::json!({
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": entries,
+        });
+        if let (Some(bundle), Some(extra)) = (bundle.as_object_mut(), extra.as_object()) {
+            bundle.extend(extra.clone());
+        }
+        serde_json::to_vec(&bundle).unwrap()
+    }
+
+    const ASKED: &str = "1.2.250.1.213.1.4.8|185057800608436";
+
+    fn patient(id: serde_json::Value, carrying: bool) -> serde_json::Value {
+        let mut patient = serde_json::json!({"resourceType": "Patient", "id": id});
+        if carrying {
+            patient["identifier"] = serde_json::json!([
+                {"system": "urn:oid:1.2.250.1.213.1.4.8", "value": "185057800608436"}]);
+        }
+        serde_json::json!({"resource": patient})
+    }
+
+    /// An INS look-up answered only with other patients is the service answering wrongly,
+    /// not "no record" (which deletes the patient's copies and tells the physician there
+    /// is none). Before, it read as no record.
+    #[test]
+    fn an_ins_look_up_answered_with_other_patients_only_is_not_no_record() {
+        let body = searchset(
+            serde_json::json!([patient("other".into(), false)]),
+            serde_json::json!({}),
+        );
+        assert!(matches!(
+            candidates(&body, Some(ASKED)),
+            Err(UpstreamError::WrongPatient(_))
+        ));
+        // An answer listing nobody is "no record".
+        let empty = searchset(serde_json::json!([]), serde_json::json!({"total": 0}));
+        assert!(candidates(&empty, Some(ASKED)).unwrap().is_empty());
+    }
+
+    /// Nothing is picked from part of an answer: a second patient carrying the INS without
+    /// a usable id, on a next page, or counted in `total` and not listed, or a search
+    /// outcome saying it failed. Before, the one patient left was taken as the only one.
+    #[test]
+    fn nothing_is_picked_from_part_of_an_answer() {
+        let two = serde_json::json!([
+            patient("a".into(), true),
+            patient(serde_json::Value::Null, true)
+        ]);
+        for second in [
+            patient(serde_json::Value::Null, true),
+            patient("p_2".into(), true),
+            patient("..".into(), true),
+            patient("x".repeat(65).into(), true),
+        ] {
+            let body = searchset(
+                serde_json::json!([patient("a".into(), true), second]),
+                serde_json::json!({}),
+            );
+            assert!(
+                matches!(
+                    candidates(&body, Some(ASKED)),
+                    Err(UpstreamError::Malformed(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        let one = serde_json::json!([patient("a".into(), true)]);
+        for extra in [
+            serde_json::json!({"total": 2}),
+            serde_json::json!({"link": [{"relation": "next", "url": "https://service/Patient?page=2"}]}),
+        ] {
+            let body = searchset(one.clone(), extra);
+            assert!(matches!(
+                candidates(&body, Some(ASKED)),
+                Err(UpstreamError::Malformed(_))
+            ));
+            assert!(matches!(
+                candidates(&body, None),
+                Err(UpstreamError::Malformed(_))
+            ));
+        }
+        let failed = searchset(
+            serde_json::json!([
+                patient("a".into(), true),
+                {"search": {"mode": "outcome"}, "resource": {"resourceType": "OperationOutcome",
+                    "issue": [{"severity": "error", "code": "too-costly"}]}}
+            ]),
+            serde_json::json!({}),
+        );
+        assert!(matches!(
+            candidates(&failed, None),
+            Err(UpstreamError::Malformed(_))
+        ));
+        // A warning outcome and an included patient do not count against the answer.
+        let fine = searchset(
+            serde_json::json!([
+                patient("a".into(), true),
+                {"search": {"mode": "outcome"}, "resource": {"resourceType": "OperationOutcome",
+                    "issue": [{"severity": "warning", "code": "informational"}]}},
+                {"search": {"mode": "include"}, "resource": {"resourceType": "Patient", "id": "b"}}
+            ]),
+            serde_json::json!({"total": 1, "link": [{"relation": "self", "url": "https://service/Patient"}]}),
+        );
+        assert_eq!(candidates(&fine, Some(ASKED)).unwrap().len(), 1);
+        assert!(candidates(&searchset(two, serde_json::json!({})), None).is_err());
+    }
+
+    /// Inactive and merged patient records are left out: the surviving record holds what
+    /// was added since. An INS found only on such records is not read as found, nor as no
+    /// record.
+    #[test]
+    fn inactive_and_merged_patients_are_left_out() {
+        let mut inactive = patient("old".into(), true);
+        inactive["resource"]["active"] = false.into();
+        let mut merged = patient("merged".into(), true);
+        merged["resource"]["link"] = serde_json::json!([
+            {"type": "replaced-by", "other": {"reference": "Patient/new"}}]);
+        let both = searchset(
+            serde_json::json!([
+                inactive.clone(),
+                merged.clone(),
+                patient("new".into(), true)
+            ]),
+            serde_json::json!({}),
+        );
+        let found = candidates(&both, Some(ASKED)).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, "new");
+        let only_old = searchset(serde_json::json!([inactive, merged]), serde_json::json!({}));
+        assert!(matches!(
+            candidates(&only_old, Some(ASKED)),
+            Err(UpstreamError::Malformed(why)) if why.contains("inactive or merged")
+        ));
     }
 }

@@ -309,11 +309,56 @@ async fn missing_forged_incomplete_or_misdirected_assertions_are_refused() {
             "assertion-patient-mismatch".into()
         ))
     );
+    // An INS look-up whose assertion names another patient, as a record service refuses
+    // it (before, the stand-in took any assertion for a search).
+    let other = ins(2);
+    let misdirected = Access {
+        mode: AccessMode::Centre15,
+        professional: &crate::support::physician(),
+        patient: Some(&other),
+        card: None,
+    };
+    assert_eq!(
+        client.find_by_ins(&known, &misdirected).await.unwrap_err(),
+        UpstreamError::AssertionRefused("assertion-patient-mismatch".into())
+    );
+    // The same assertion sent twice: the second is a replay, refused.
+    let signer = samu_gateway::upstream::assertion::AssertionSigner::load(
+        &upstream.dir.join("assertion.key"),
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = signer
+        .sign(&samu_gateway::upstream::assertion::Claims {
+            iss: "samu-gateway/1750000000".into(),
+            aud: upstream.url.clone(),
+            iat: now,
+            exp: now + samu_gateway::upstream::assertion::LIFETIME_SECS,
+            jti: samu_gateway::upstream::assertion::new_jti().unwrap(),
+            purpose_of_use: AccessMode::Centre15,
+            subject_id: "Jeanne URGENTISTE".into(),
+            subject_nameid: "810002813839".into(),
+            role: Some("10".into()),
+            specialty: None,
+            structure_id: "1750000000".into(),
+            activity_sector: "SA01".into(),
+            resource_id: Some(known.resource_id()),
+            lps_name: "samu-gateway".into(),
+            lps_version: "test".into(),
+            auth_mode: "DIRECTE".into(),
+        })
+        .unwrap();
+    let send = || upstream.raw_client().get(&url).bearer_auth(&token).send();
+    assert_eq!(send().await.unwrap().status(), 200);
+    assert_eq!(send().await.unwrap().status(), 401);
     assert!(
         upstream.stats().await["refused_assertions"]
             .as_u64()
             .unwrap()
-            >= 2
+            >= 3
     );
 }
 
