@@ -58,9 +58,6 @@ pub enum ServiceError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
-    /// The summary cache could not be emptied after a run that did not stop cleanly.
-    #[error("the summary cache cannot be reset after an unclean stop: {0}")]
-    CacheReset(crate::cache::CacheError),
     /// A step of the stop failed (each is logged with its reason): the service stopped,
     /// but not cleanly, and says so to its supervisor.
     #[error("the stop was not clean: {}", .0.join("; "))]
@@ -195,6 +192,44 @@ impl Prepared {
     }
 }
 
+/// Files the service holds open beside its connections: stores, logs, card readers, the
+/// record service's and repositories' pools, the management listener, its probes.
+const RESERVED_FILES: u64 = 512;
+
+/// Whether `max_connections` fit in the process's open-file limit, raised first to its
+/// hard limit (the unit's `LimitNOFILE=`; the soft one is only a default). Past it, peers
+/// holding connections would leave no descriptor for the management listener and the
+/// watchdog's probe: systemd would kill the service, ending every session.
+pub fn file_budget(max_connections: usize) -> Result<(), ConfigProblem> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let soft = match (limit.current, limit.maximum) {
+        (None, _) => return Ok(()),
+        (Some(current), Some(maximum)) if current < maximum => {
+            let raised = Rlimit {
+                current: Some(maximum),
+                maximum: Some(maximum),
+            };
+            if setrlimit(Resource::Nofile, raised).is_ok() {
+                maximum
+            } else {
+                current
+            }
+        }
+        (Some(current), _) => current,
+    };
+    let needed = max_connections as u64 + RESERVED_FILES;
+    if needed > soft {
+        return Err(ConfigProblem::new(
+            "server.max_connections",
+            format!(
+                "{max_connections} connections and {RESERVED_FILES} other open files need {needed} file descriptors; the process may open {soft} (the unit's LimitNOFILE=): lower it or raise the limit"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Runs until SIGTERM or SIGINT. `on_bound` is called once the listener is bound and the
 /// stores are open (the demo writes its `demo.json` there).
 pub async fn run(
@@ -210,17 +245,17 @@ pub async fn run(
             "a workstation CRL is past its next update: publish a fresh one"
         );
     }
-    let stores = Arc::new(Stores::open(&prepared.config.storage.state_dir)?);
+    let stores = Stores::open(&prepared.config.storage.state_dir)?;
     tracing::info!(state_dir = %stores.dir().display(), "stores open");
-    match stores.cache.start_run() {
-        Ok(0) => {}
-        Ok(deleted) => tracing::warn!(
+    // Nothing read from the cache can be trusted: it is emptied, or removed.
+    let (stores, deleted) = stores.start_cache_run()?;
+    if deleted > 0 {
+        tracing::warn!(
             deleted,
             "the previous run did not stop cleanly: its cached summaries are deleted (a removal after a refusal may not have reached the disk)"
-        ),
-        // Nothing read from the cache can be trusted: served from no copy at all.
-        Err(e) => return Err(ServiceError::CacheReset(e)),
+        );
     }
+    let stores = Arc::new(stores);
     let audit = start_audit(&stores, prepared.signer, &prepared.config).await?;
     if prepared.receivers.is_empty() {
         tracing::warn!("no [[audit.receivers]]: the trail stays on this appliance only");
@@ -694,12 +729,26 @@ fn spawn_monitoring(
                         (*role, earliest)
                     })
                     .collect();
+                let name = |path: &std::path::PathBuf| {
+                    path.file_name()
+                        .map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+                };
                 let dates: Vec<_> = crls
                     .iter()
                     .map(|(source, path)| {
-                        let file = path
-                            .file_name()
-                            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+                        // A file's name, unless another of the source's files has the same
+                        // name (one authority's ca.crl beside another's): then its path,
+                        // or the two would be one series and a stale list would hide.
+                        let shared = crls
+                            .iter()
+                            .filter(|(s, p)| s == source && name(p) == name(path))
+                            .count()
+                            > 1;
+                        let file = if shared {
+                            path.display().to_string()
+                        } else {
+                            name(path)
+                        };
                         (*source, file, crate::tls::crl_dates(path))
                     })
                     .collect();
@@ -820,8 +869,13 @@ fn spawn_watchdog(
         "systemd watchdog enabled"
     );
     Some(tokio::spawn(async move {
+        // Every `period` from the start, however long a check took: a sleep after each
+        // check would space the pings by the check's time too.
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
         loop {
-            tokio::time::sleep(period).await;
+            ticks.tick().await;
             match self_check(&probe, &stores, &audit).await {
                 Ok(()) => notify(&[NotifyState::Watchdog]),
                 Err(reason) => {
@@ -872,6 +926,22 @@ async fn self_check(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// More connections than the process may open files for is refused before anything
+    /// binds (peers would starve the management listener and the watchdog's probe); a
+    /// number within it passes.
+    #[test]
+    fn connections_beyond_the_open_file_limit_are_refused() {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        let Some(hard) = limit.maximum else {
+            eprintln!("SKIPPED: this process has no open-file limit");
+            return;
+        };
+        let problem = file_budget(usize::try_from(hard).unwrap()).unwrap_err();
+        assert_eq!(problem.key, "server.max_connections");
+        assert!(problem.reason.contains("LimitNOFILE"), "{problem}");
+        assert!(file_budget(16).is_ok());
+    }
 
     fn started(dir: &Path, key: &str) -> (Stores, Arc<AuditLog>) {
         let stores = Stores::open(&dir.join("state")).unwrap();

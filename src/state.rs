@@ -105,6 +105,44 @@ impl Stores {
         })
     }
 
+    /// A service run begins for the cache ([`SummaryCache::start_run`]: after a run that
+    /// did not stop cleanly, every copy is deleted); how many copies went. A cache that
+    /// cannot even be emptied is removed and started again empty, as one that does not
+    /// open: its copies were to go anyway, and the gateway must not stay down for it.
+    pub(crate) fn start_cache_run(self) -> Result<(Self, u64), StateError> {
+        let failure = match self.cache.start_run() {
+            Ok(deleted) => return Ok((self, deleted)),
+            Err(e) => e,
+        };
+        tracing::warn!(error = %failure, "the summary cache cannot be emptied after an unclean stop: removed and started empty");
+        let Self {
+            audit,
+            cache,
+            dir,
+            _lock,
+        } = self;
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StateError::Directory { path, source }
+        };
+        let cache_dir = dir.join(CACHE_DIR);
+        // Its database lets go of its files before they go.
+        drop(cache);
+        std::fs::remove_dir_all(&cache_dir).map_err(io(&cache_dir))?;
+        let cache = SummaryCache::open(&cache_dir)?;
+        let deleted = cache.start_run()?;
+        hand_to_owner(&dir).map_err(io(&dir))?;
+        Ok((
+            Self {
+                audit,
+                cache,
+                dir,
+                _lock,
+            },
+            deleted,
+        ))
+    }
+
     /// The state directory.
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
@@ -198,6 +236,26 @@ fn unit_hint(source: &std::io::Error) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cache that cannot be emptied after an unclean stop (here its clean-stop marker is
+    /// a directory, so it can be neither removed nor told absent) is removed and started
+    /// empty; the audit trail is untouched. Before, the service refused to start, and
+    /// systemd restarted it into the same refusal.
+    #[test]
+    fn a_cache_that_cannot_be_emptied_starts_again_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Stores::open(dir.path()).unwrap();
+        let marker = dir.path().join(CACHE_DIR).join("stopped-cleanly");
+        std::fs::create_dir_all(marker.join("inside")).unwrap();
+        assert!(stores.cache.start_run().is_err());
+        let (stores, deleted) = stores.start_cache_run().unwrap();
+        assert_eq!(deleted, 0);
+        assert!(!marker.exists());
+        stores.check().unwrap();
+        stores.cache.mark_clean_stop().unwrap();
+        let (_, deleted) = stores.start_cache_run().unwrap();
+        assert_eq!(deleted, 0);
+    }
 
     #[test]
     fn second_opener_is_refused_while_the_first_holds_the_directory() {

@@ -115,6 +115,8 @@ pub enum CacheError {
 pub struct SummaryCache {
     db: sled::Db,
     path: PathBuf,
+    /// Set by the sealed summaries when a removal failed in this run.
+    removal_failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SummaryCache {
@@ -128,6 +130,7 @@ impl SummaryCache {
         let cache = Self {
             db,
             path: path.to_owned(),
+            removal_failed: std::sync::Arc::default(),
         };
         match cache.format_version()? {
             Some(FORMAT_VERSION) => Ok(cache),
@@ -152,7 +155,7 @@ impl SummaryCache {
         master: &sealed::MasterKey,
         lifetimes: sealed::Lifetimes,
     ) -> Result<sealed::SealedSummaries, CacheError> {
-        sealed::SealedSummaries::new(&self.db, master, lifetimes)
+        sealed::SealedSummaries::new(&self.db, master, lifetimes, self.removal_failed.clone())
     }
 
     /// Counts the cached summaries without opening them (no key needed).
@@ -209,9 +212,19 @@ impl SummaryCache {
         Ok(deleted)
     }
 
-    /// The run stops cleanly: every removal has been written out, then the marker is.
+    /// The run stops cleanly: every removal has been written out, then the marker is. Not
+    /// after a removal failed in this run: a refused patient's copy may still be there, and
+    /// the next start must delete every copy (an error says so).
     pub fn mark_clean_stop(&self) -> Result<(), CacheError> {
         self.flush()?;
+        if self
+            .removal_failed
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(CacheError::Storage(
+                "a copy could not be removed in this run: no clean stop is marked, so the next start deletes every copy".into(),
+            ));
+        }
         let marker = self.path.join(CLEAN_STOP_FILE);
         std::fs::File::create(&marker)
             .and_then(|f| f.sync_all())

@@ -414,8 +414,9 @@ pub struct SealedSummaries {
     /// another build) can have used it.
     run: u64,
     /// Set when a removal failed: a refused patient's copy may still be there, so nothing
-    /// is served or written for the rest of the run.
-    disabled: std::sync::atomic::AtomicBool,
+    /// is served or written for the rest of the run, and the run's stop is not marked
+    /// clean (the next start deletes every copy). Shared with the [`super::SummaryCache`].
+    disabled: std::sync::Arc<std::sync::atomic::AtomicBool>,
     #[cfg(test)]
     fail_removals: std::sync::atomic::AtomicBool,
 }
@@ -426,11 +427,13 @@ fn wall_ms() -> u64 {
 }
 
 impl SealedSummaries {
-    /// Opens the tree in `db` with `master`.
-    pub fn new(
+    /// Opens the tree in `db` with `master`; `disabled` is the run's flag for a failed
+    /// removal.
+    pub(super) fn new(
         db: &sled::Db,
         master: &MasterKey,
         lifetimes: Lifetimes,
+        disabled: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<Self, CacheError> {
         let tree = db.open_tree(TREE).map_err(super::storage)?;
         let wrapping = UnboundKey::new(&AES_256_GCM, &master.0)
@@ -452,7 +455,7 @@ impl SealedSummaries {
                 crate::random::fill(&mut run).map_err(|e| CacheError::Storage(e.to_string()))?;
                 u64::from_le_bytes(run)
             },
-            disabled: std::sync::atomic::AtomicBool::new(false),
+            disabled,
             #[cfg(test)]
             fail_removals: std::sync::atomic::AtomicBool::new(false),
         })
@@ -712,13 +715,13 @@ impl SealedSummaries {
 
     fn remove_patient_copies(&self, ins: &Ins) -> Result<usize, CacheError> {
         let key = self.key(ins);
-        let patient = self
-            .tree
-            .get(&key)
-            .map_err(super::storage)?
+        // Read before the removal (it names the patient), but removed whatever the read
+        // gives: a failed read must not keep the refused copy.
+        let read = self.tree.get(&key).map_err(super::storage);
+        self.remove(ins)?;
+        let patient = read?
             .and_then(|value| self.open(&key, fetched_at(&value)?, &value))
             .map(|entry| entry.patient_id);
-        self.remove(ins)?;
         let Some(patient) = patient else {
             return Ok(0);
         };
@@ -1063,6 +1066,10 @@ mod tests {
         assert!(sealed.remove(&ins()).is_err());
         assert!(sealed.get(&ins()).unwrap().is_none());
         assert!(sealed.put(&ins(), &entry()).is_err());
+        // Nor is the run's stop marked clean: the next start deletes every copy, the one
+        // not removed too. Before, a clean stop kept it for the next run to serve.
+        assert!(cache.mark_clean_stop().is_err());
+        assert_eq!(cache.start_run().unwrap(), 1);
     }
 
     /// A refusal heard under one identifier removes the patient's copies under every
