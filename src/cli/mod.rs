@@ -335,6 +335,9 @@ fn serve_refusal(e: ConfigError, lists: &Option<Vec<std::path::PathBuf>>) -> Fai
 }
 
 fn serve(prepared: Prepared) -> Result<ExitCode, Failure> {
+    // Checked here, not by `configtest`: a shell's limit is not the unit's.
+    service::file_budget(prepared.config.server.max_connections)
+        .map_err(|problem| Failure::Configuration(vec![problem.to_string()]))?;
     telemetry::init(&prepared.config.log).context("cannot start logging")?;
     runtime()?
         .block_on(service::run(prepared, |_| {}))

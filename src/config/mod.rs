@@ -437,6 +437,9 @@ impl Config {
     }
 }
 
+/// The gateway's own variables beside the overrides.
+const OWN_VARIABLES: [&str; 2] = ["SAMU_GATEWAY_CONFIG", "SAMU_GATEWAY_CREDENTIAL_STORE"];
+
 /// Sections whose presence switches a feature on: the file says whether they are there.
 const OPTIONAL_SECTIONS: [&str; 5] = ["cards", "integration", "roster", "upstream", "dmp"];
 
@@ -447,6 +450,28 @@ fn check_env_sections(
     file: &toml::Table,
     env: &std::collections::HashMap<String, String>,
 ) -> Result<(), ConfigError> {
+    // A variable of the gateway's that is neither an override (`SAMU_GATEWAY__…`, two
+    // underscores) nor one of its own settings is a misspelt override: the `config` crate
+    // would pass over it, and the setting meant would silently not apply.
+    let mut misspelt: Vec<&str> = env
+        .keys()
+        .filter(|name| {
+            let upper = name.to_uppercase();
+            upper.starts_with(&format!("{ENV_PREFIX}_"))
+                && !upper.starts_with(&format!("{ENV_PREFIX}__"))
+                && !OWN_VARIABLES.contains(&upper.as_str())
+        })
+        .map(String::as_str)
+        .collect();
+    misspelt.sort_unstable();
+    if let Some(first) = misspelt.first() {
+        return Err(ConfigError::Invalid(vec![ConfigProblem::new(
+            "environment",
+            format!(
+                "{first} is not an override: overrides are {ENV_PREFIX}__SECTION__KEY (two underscores after {ENV_PREFIX}); the setting it meant was not applied"
+            ),
+        )]));
+    }
     let problems: Vec<ConfigProblem> = OPTIONAL_SECTIONS
         .iter()
         .filter(|section| !file.contains_key(**section))

@@ -107,6 +107,32 @@ fn environment_overrides_file_values() {
     assert_eq!(config.log.format, LogFormat::Human);
 }
 
+/// A misspelt override (one underscore after the prefix) is refused, not passed over with
+/// its setting silently unapplied; the gateway's own variables pass.
+#[test]
+fn a_misspelt_override_is_refused() {
+    let f = Fixture::new();
+    let err = f
+        .load(
+            &f.toml(TWO_DESKS),
+            &[("SAMU_GATEWAY_SERVER__LISTEN", "127.0.0.1:9443")],
+        )
+        .unwrap_err();
+    let lines = problem_lines(err);
+    assert!(
+        lines[0].starts_with("environment: SAMU_GATEWAY_SERVER__LISTEN is not an override"),
+        "{lines:?}"
+    );
+    f.load(
+        &f.toml(TWO_DESKS),
+        &[
+            ("SAMU_GATEWAY_CONFIG", "/etc/samu-gateway/gateway.toml"),
+            ("SAMU_GATEWAY_CREDENTIAL_STORE", "/tmp/store"),
+        ],
+    )
+    .unwrap();
+}
+
 #[test]
 fn unknown_key_is_named() {
     let f = Fixture::new();

@@ -508,6 +508,19 @@ fn dmp_inspect_reads_the_patient_answers() {
         "{err}"
     );
     assert!(!err.contains("SYNTHETIQUE"), "{err}");
+    // A search whose query failed (QE) under an accepted message: an error, not "nobody
+    // matches" (before, it read as no candidate).
+    let td05 = std::fs::read_to_string(fixture("td05-answer.xml")).unwrap();
+    let failed = td05.replace(
+        "<queryResponseCode code=\"OK\"/>",
+        "<queryResponseCode code=\"QE\"/>",
+    );
+    assert_ne!(failed, td05);
+    let file = dir.path().join("query-error.xml");
+    std::fs::write(&file, failed).unwrap();
+    let (code, _, err) = inspect(&file);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("query response code QE"), "{err}");
 }
 
 /// The project's saved DMP messages, every one `dmp inspect` reads.

@@ -461,6 +461,17 @@ pub fn read_search(
     acknowledged(answer)?;
     let control = child(answer, "controlActProcess")
         .ok_or_else(|| DmpError::Answer("the answer has no controlActProcess".into()))?;
+    // A query error under an accepted message (`QE`, `AE`) is no "nobody matches": the
+    // physician would look for the patient elsewhere, or give up.
+    match path(control, &["queryAck", "queryResponseCode"]).and_then(|c| c.attribute("code")) {
+        Some("OK" | "NF") => {}
+        other => {
+            return Err(DmpError::Answer(format!(
+                "query response code {}",
+                token(other.unwrap_or("(none)"))
+            )));
+        }
+    }
     let mut out = Vec::new();
     for subject in control
         .children()
