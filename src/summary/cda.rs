@@ -31,8 +31,9 @@ const MAX_ATTRIBUTE_BYTES: usize = 64 * 1024;
 /// attribute costs roxmltree 70 to 80 bytes): a few desks at once must not exhaust the
 /// service's memory.
 const MAX_NODES: u32 = 500_000;
-/// The INS OIDs share this prefix (docs/domain.md §4).
-const INS_ROOT_PREFIX: &str = "1.2.250.1.213.1.4.";
+/// The INS OIDs (docs/domain.md §4). Others of their arc (the INS-C, `…4.2`, of older
+/// documents) are no INS: a document naming only one is read as naming none.
+const INS_ROOTS: [&str; 4] = crate::patient::INS_OIDS;
 /// Unreadable entries named in the warnings; the rest are counted.
 const MAX_NAMED_UNREADABLE: usize = 50;
 /// SNOMED CT "no known allergy", as IPS-FR states an explicit absence.
@@ -248,10 +249,31 @@ fn absent_or_unknown(entry: Node<'_, '_>, topic: &str) -> Option<(bool, String)>
     stated_code(entry).map(|(value, said)| (value.strip_prefix("no-known-") == Some(topic), said))
 }
 
+/// Clinical statements: one nested in another is a statement of its own.
+const STATEMENTS: [&str; 9] = [
+    "observation",
+    "act",
+    "organizer",
+    "substanceAdministration",
+    "supply",
+    "procedure",
+    "encounter",
+    "observationMedia",
+    "regionOfInterest",
+];
+
 /// The absent-or-unknown code `node` states itself (outside the statements nested in
-/// it), and its words.
+/// it: `entryRelationship`, an organizer's `component`, any statement inside), and its
+/// words; an entry stands for the statement it holds. Walking only the statement's own
+/// elements keeps each look linear: a chain of nested observations is not walked again
+/// from each of them.
 fn stated_code(node: Node<'_, '_>) -> Option<(String, String)> {
-    let mut pending = vec![node];
+    let start = if is(&node, "entry") {
+        node.children().find(Node::is_element)?
+    } else {
+        node
+    };
+    let mut pending = vec![start];
     while let Some(at) = pending.pop() {
         if at.is_element() && at.attribute("codeSystem") == Some(ABSENT_OR_UNKNOWN) {
             let value = at.attribute("code")?;
@@ -261,7 +283,12 @@ fn stated_code(node: Node<'_, '_>) -> Option<(String, String)> {
             ));
         }
         // Reversed so that the first child is looked at first (document order).
-        let nested = |n: &Node<'_, '_>| n.is_element() && is(n, "entryRelationship");
+        let nested = |n: &Node<'_, '_>| {
+            n.is_element()
+                && (is(n, "entryRelationship")
+                    || is(n, "component")
+                    || STATEMENTS.contains(&n.tag_name().name()))
+        };
         pending.extend(
             at.children()
                 .filter(|n| !nested(n))
@@ -533,8 +560,7 @@ fn patient(root: Node<'_, '_>) -> Result<Option<DocumentPatient>, SummaryError> 
             .filter_map(|id| {
                 let oid = id.attribute("root")?;
                 let value = id.attribute("extension")?;
-                oid.starts_with(INS_ROOT_PREFIX)
-                    .then(|| format!("{oid}|{value}"))
+                INS_ROOTS.contains(&oid).then(|| format!("{oid}|{value}"))
             })
             .collect();
         ins.sort();
@@ -773,7 +799,11 @@ impl Reader {
                 match read_allergy(observation) {
                     Some(Read::Item(item)) => self.stray_allergies.push(item),
                     Some(Read::Noted(said) | Read::NoInformation(said)) => {
-                        self.stray_statements.push(said);
+                        if self.stray_statements.len() < MAX_NAMED_UNREADABLE
+                            && !self.stray_statements.contains(&said)
+                        {
+                            self.stray_statements.push(said);
+                        }
                     }
                     // A denial outside the allergy section decides nothing about it.
                     Some(Read::Absent(_) | Read::OtherPerson) => {}
@@ -1189,6 +1219,12 @@ fn observations<'a, 'i>(entry: Node<'a, 'i>) -> Vec<Node<'a, 'i>> {
     if let Some(direct) = child(entry, "observation") {
         return vec![direct];
     }
+    // An organizer (a cluster) groups its observations as components.
+    if let Some(organizer) = child(entry, "organizer") {
+        return children(organizer, "component")
+            .filter_map(|c| child(c, "observation"))
+            .collect();
+    }
     child(entry, "act")
         .into_iter()
         .flat_map(|act| children(act, "entryRelationship"))
@@ -1230,7 +1266,39 @@ fn stated(node: Node<'_, '_>) -> Option<Read<Allergy>> {
 /// (or a denial); wherever it is filed, so that a "no known allergies" outside the allergy
 /// section is never taken for an allergy named by its value.
 fn read_allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
+    // A substance named as the agent is an allergy, whatever "no known allergies" code
+    // stands beside it: the statement cannot take the named substance with it.
+    if observation.attribute("negationInd") != Some("true")
+        && agent_words(observation).is_some()
+        && let Some(item @ Read::Item(_)) = allergy(observation)
+    {
+        return Some(item);
+    }
     stated(observation).or_else(|| allergy(observation))
+}
+
+/// The observation's agent (`participant/participantRole/playingEntity`) and what names
+/// it: its code's words, else the code itself, else the entity's `name` (a free-text
+/// substance is written with a code whose `nullFlavor` says it is not coded).
+fn agent_words<'a, 'i>(observation: Node<'a, 'i>) -> Option<(Node<'a, 'i>, String)> {
+    let entity = child(observation, "participant")
+        .and_then(|p| child(p, "participantRole"))
+        .and_then(|r| child(r, "playingEntity"))?;
+    let code = child(entity, "code");
+    let named = code.and_then(|c| {
+        words(c).or_else(|| {
+            c.attribute("nullFlavor")
+                .is_none()
+                .then(|| c.attribute("code").map(|v| format!("code {v}")))
+                .flatten()
+        })
+    });
+    let name = || child(entity, "name").map(text_of).and_then(non_empty);
+    match (code, named.or_else(name)) {
+        (_, None) => None,
+        (Some(code), Some(said)) => Some((code, said)),
+        (None, Some(said)) => Some((entity, said)),
+    }
 }
 
 fn allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
@@ -1241,16 +1309,10 @@ fn allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
         .iter()
         .flatten()
         .any(|c| c.attribute("code") == Some(NO_KNOWN_ALLERGY));
-    let agent = child(observation, "participant")
-        .and_then(|p| child(p, "participantRole"))
-        .and_then(|r| child(r, "playingEntity"))
-        .and_then(|e| child(e, "code"));
-    if negated && let Some(agent) = agent.filter(|a| a.attribute("nullFlavor").is_none()) {
-        // "Not allergic to X" (X named or only coded) says nothing of the other
+    let agent = agent_words(observation);
+    if negated && let Some((_, what)) = &agent {
+        // "Not allergic to X" (X named, coded, or in free text) says nothing of the other
         // substances: noted, never read as "no known allergies".
-        let what = words(agent)
-            .or_else(|| agent.attribute("code").map(|c| format!("code {c}")))
-            .unwrap_or_else(|| "une substance".into());
         return Some(Read::Noted(format!("absence d'allergie à : {what}")));
     }
     if negated {
@@ -1294,15 +1356,12 @@ fn allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
             .unwrap_or_else(|| "absence d'allergie".into());
         return Some(Read::Absent(said));
     }
-    // The agent by its words, else by its code; without an agent, what the value says
-    // ("allergy to penicillin"): an allergy the document names at all is shown.
-    let agent = agent.filter(|a| a.attribute("nullFlavor").is_none() || words(*a).is_some());
+    // The agent by its words, else by its code, else by its name; without an agent, what
+    // the value says ("allergy to penicillin"): an allergy the document names at all is
+    // shown.
     let named_value = value.filter(|v| v.attribute("nullFlavor").is_none());
     let (substance, coded) = match agent {
-        Some(agent) => (
-            words(agent).or_else(|| agent.attribute("code").map(|c| format!("code {c}")))?,
-            agent,
-        ),
+        Some((coded, said)) => (said, coded),
         None => {
             let value = named_value?;
             (words(value)?, value)
@@ -1366,6 +1425,23 @@ fn medication(entry: Node<'_, '_>) -> Option<Medication> {
     let period = children(administration, "effectiveTime")
         .find_map(|t| child(t, "low").and_then(|l| l.attribute("value")))
         .map(str::to_owned);
+    let ended = children(administration, "effectiveTime")
+        .find_map(|t| child(t, "high").and_then(|h| h.attribute("value")))
+        .is_some_and(before_today);
+    // The CI-SIS and IHE PCC treatment entries fix `statusCode` to `completed` (the
+    // statement is complete, not the treatment): it never says a treatment stopped. A
+    // treatment is stopped when its period ended (`high` before today); an order not to
+    // give it (`negationInd`) says so, whatever its status.
+    let status = if administration.attribute("negationInd") == Some("true") {
+        Some("do-not-perform".to_owned())
+    } else if ended {
+        Some("completed".to_owned())
+    } else {
+        child(administration, "statusCode")
+            .and_then(|s| s.attribute("code"))
+            .filter(|code| *code != "completed")
+            .map(str::to_owned)
+    };
     let dosage = child(administration, "doseQuantity")
         .map(|d| {
             // UCUM writes a unit that is a thing as an annotation: {comprimé}.
@@ -1388,12 +1464,29 @@ fn medication(entry: Node<'_, '_>) -> Option<Medication> {
         name,
         codes: code.map(codes).unwrap_or_default(),
         dosage,
-        status: child(administration, "statusCode")
-            .and_then(|s| s.attribute("code"))
-            .map(str::to_owned),
+        status,
         source: "substanceAdministration".into(),
         period,
     })
+}
+
+/// Whether an HL7 time (`YYYYMMDD…`, or a shorter `YYYY[MM]`) is before today (UTC).
+fn before_today(value: &str) -> bool {
+    let digits: String = value
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .take(8)
+        .collect();
+    if digits.len() < 4 {
+        return false;
+    }
+    let today: String = crate::clock::now()
+        .0
+        .chars()
+        .filter(char::is_ascii_digit)
+        .take(8)
+        .collect();
+    digits.as_str() < &today[..digits.len().min(today.len())]
 }
 
 fn problem(observation: Node<'_, '_>) -> Option<Problem> {
@@ -1402,6 +1495,12 @@ fn problem(observation: Node<'_, '_>) -> Option<Problem> {
             .is_none_or(|t| t.ends_with("CD") || t.ends_with("CE"))
     })?;
     let name = words(value)?;
+    // "No diabetes" is not diabetes: said as an absence, never listed as the problem.
+    let name = if observation.attribute("negationInd") == Some("true") {
+        format!("absence : {name}")
+    } else {
+        name
+    };
     let time = child(observation, "effectiveTime");
     let at = |edge: &str| {
         time.and_then(|t| child(t, edge))

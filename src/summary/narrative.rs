@@ -38,6 +38,7 @@ pub fn to_text(xhtml: &str) -> String {
 pub fn read(xhtml: &str) -> Narrative {
     let mut out = String::new();
     let mut declaration = false;
+    let mut cut = false;
     let mut rest = xhtml;
     while let Some(open) = rest.find('<') {
         push_text(&mut out, &rest[..open]);
@@ -72,15 +73,19 @@ pub fn read(xhtml: &str) -> Narrative {
             }
         };
         if out.len() > MAX_CHARS * 4 {
+            cut = !rest.trim().is_empty();
             rest = "";
             break;
         }
     }
     push_text(&mut out, rest);
-    Narrative {
-        text: tidy(&out),
-        declaration,
+    let mut text = tidy(&out);
+    // Stopped before its end (a long or padded text: what came after may be the allergy
+    // line): said, never shown as the whole text.
+    if cut && !text.ends_with('…') {
+        text.push('…');
     }
+    Narrative { text, declaration }
 }
 
 /// Whether `text` holds something that looks like markup (`<b`, `</`, `<!`, `<?`): a human
@@ -228,6 +233,20 @@ fn tidy(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A text padded past the reading bound (empty cells, here) stops there, and says so:
+    /// what came after may be the allergy line. Before, it ended silently (here, empty).
+    #[test]
+    fn a_text_cut_short_says_so() {
+        let padded = format!(
+            "<div>{}<p>Allergie pénicilline</p></div>",
+            "<tr><td></td></tr>".repeat(27_000)
+        );
+        let text = to_text(&padded);
+        assert!(text.ends_with('…'), "{:?}", &text[..text.len().min(80)]);
+        let whole = to_text("<div><p>Allergie pénicilline</p></div>");
+        assert_eq!(whole, "Allergie pénicilline");
+    }
 
     #[test]
     fn markup_scripts_and_entities_become_plain_text() {

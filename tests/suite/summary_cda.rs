@@ -962,3 +962,162 @@ fn several_record_targets_are_one_person_or_the_document_is_refused() {
         );
     }
 }
+
+/// The allergy section of the fixture that states "no known allergy", its entry replaced
+/// by `entry` (whole: `<entry>…</entry>`).
+fn allergy_entry(entry: &str) -> summary::CriticalSummary {
+    let fixture = String::from_utf8(cda("absence-stated-sections-not-asked.xml")).unwrap();
+    let start = fixture.find("<entry>").unwrap();
+    let end = fixture.find("</entry>").unwrap() + "</entry>".len();
+    let document = format!("{}{entry}{}", &fixture[..start], &fixture[end..]);
+    summary::extract(document.as_bytes()).unwrap()
+}
+
+/// "Not allergic to latex" written as CI-SIS writes a free-text substance (a code with a
+/// nullFlavor and its words, or the entity's name) is a noted absence, never « aucune
+/// allergie connue »; a substance written so, not denied, is an allergy named by its
+/// words. Before, the denial fell through to its value ("allergy to a substance") and
+/// read as no known allergies, and the allergy was unreadable.
+#[test]
+fn a_substance_in_free_text_is_named_denied_or_not() {
+    let observation = |negated: bool, agent: &str| {
+        format!(
+            "<entry><observation classCode=\"OBS\" moodCode=\"EVN\"{}><code code=\"ASSERTION\" codeSystem=\"2.16.840.1.113883.5.4\"/><value xsi:type=\"CD\" code=\"419199007\" codeSystem=\"2.16.840.1.113883.6.96\"/><participant typeCode=\"CSM\"><participantRole><playingEntity>{agent}</playingEntity></participantRole></participant></observation></entry>",
+            if negated { " negationInd=\"true\"" } else { "" }
+        )
+    };
+    for agent in [
+        "<code nullFlavor=\"OTH\"><originalText>Latex</originalText></code>",
+        "<code nullFlavor=\"OTH\"/><name>Latex</name>",
+    ] {
+        let s = allergy_entry(&observation(true, agent));
+        assert_eq!(s.allergies.status, SectionStatus::NotRecorded, "{agent}");
+        assert_eq!(s.allergies.statements, ["absence d'allergie à : Latex"]);
+        let s = allergy_entry(&observation(false, agent));
+        assert_eq!(s.allergies.status, SectionStatus::Recorded, "{agent}");
+        assert_eq!(s.allergies.items[0].substance, "Latex");
+    }
+}
+
+/// An organizer grouping "no known allergies" with a penicillin allergy shows the
+/// penicillin (the two conflict); an observation naming amoxicillin as its agent beside a
+/// "no known allergies" value is an amoxicillin allergy. Before, the first absence code
+/// found in the entry hid both.
+#[test]
+fn a_no_known_allergy_code_never_hides_an_allergy_in_the_same_entry() {
+    let s = allergy_entry(
+        "<entry><organizer classCode=\"CLUSTER\" moodCode=\"EVN\"><statusCode code=\"completed\"/>\
+         <component><observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"no-known-allergies\" codeSystem=\"2.16.840.1.113883.5.1150.1\" displayName=\"Aucune allergie connue\"/></observation></component>\
+         <component><observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"DALG\" codeSystem=\"2.16.840.1.113883.5.4\"/><participant typeCode=\"CSM\"><participantRole><playingEntity><code code=\"764146007\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Pénicilline\"/></playingEntity></participantRole></participant></observation></component>\
+         </organizer></entry>",
+    );
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
+    assert_eq!(s.allergies.items[0].substance, "Pénicilline");
+    let s = allergy_entry(
+        "<entry><observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"ASSERTION\" codeSystem=\"2.16.840.1.113883.5.4\"/><value xsi:type=\"CD\" code=\"no-known-allergies\" codeSystem=\"2.16.840.1.113883.5.1150.1\"/><participant typeCode=\"CSM\"><participantRole><playingEntity><code code=\"372687004\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Amoxicilline\"/></playingEntity></participantRole></participant></observation></entry>",
+    );
+    assert_ne!(s.allergies.status, SectionStatus::NoneKnown);
+    assert_eq!(
+        names(&s.allergies.items, |a| &a.substance),
+        ["Amoxicilline"]
+    );
+}
+
+/// A treatment entry's `statusCode` is fixed to `completed` by the CI-SIS and IHE PCC
+/// profiles: it never says the treatment stopped. A period ended before today does; an
+/// order not to give it says so. Before, every treatment written to the profile read
+/// « statut : terminé », and an ended one with no status read as current.
+#[test]
+fn a_treatment_is_stopped_by_its_period_not_by_its_statement_status() {
+    let fixture = String::from_utf8(cda("ips-fr-allergy-treatment-problem.xml")).unwrap();
+    let active = "<statusCode code=\"active\"/>\n              <effectiveTime xsi:type=\"IVL_TS\"><low value=\"20240301\"/></effectiveTime>";
+    assert!(fixture.contains(active), "the fixture's treatment");
+    let status = |replacement: &str| {
+        let s = summary::extract(fixture.replace(active, replacement).as_bytes()).unwrap();
+        assert_eq!(
+            s.medications.items[0].name,
+            "ELIQUIS 5 mg, comprimé pelliculé"
+        );
+        s.medications.items[0].status.clone()
+    };
+    assert_eq!(
+        status(
+            "<statusCode code=\"completed\"/><effectiveTime xsi:type=\"IVL_TS\"><low value=\"20240301\"/></effectiveTime>"
+        ),
+        None
+    );
+    assert_eq!(
+        status("<statusCode code=\"completed\"/><effectiveTime xsi:type=\"IVL_TS\"><low value=\"20240301\"/><high value=\"20240615\"/></effectiveTime>").as_deref(),
+        Some("completed")
+    );
+    assert_eq!(
+        status("<statusCode code=\"active\"/><effectiveTime xsi:type=\"IVL_TS\"><low value=\"20240301\"/><high value=\"20990101\"/></effectiveTime>").as_deref(),
+        Some("active")
+    );
+    let negated = fixture.replace(
+        "<substanceAdministration classCode=\"SBADM\" moodCode=\"EVN\">",
+        "<substanceAdministration classCode=\"SBADM\" moodCode=\"INT\" negationInd=\"true\">",
+    );
+    let s = summary::extract(negated.as_bytes()).unwrap();
+    assert_eq!(
+        s.medications.items[0].status.as_deref(),
+        Some("do-not-perform")
+    );
+}
+
+/// "No diabetes" is said as an absence, never listed as diabetes; an older document's
+/// INS-C (an OID of the INS arc that is no INS) is no INS: the document names none, and is
+/// not refused as another patient's.
+#[test]
+fn a_denied_problem_and_an_ins_c_are_not_read_as_what_they_deny() {
+    let fixture = String::from_utf8(cda("ips-fr-allergy-treatment-problem.xml")).unwrap();
+    let s = summary::extract(fixture.as_bytes()).unwrap();
+    let problem = s.problems.items[0].name.clone();
+    let denied = fixture.replacen(
+        "<observation classCode=\"OBS\" moodCode=\"EVN\">",
+        "<observation classCode=\"OBS\" moodCode=\"EVN\" negationInd=\"true\">",
+        usize::MAX,
+    );
+    let s = summary::extract(denied.as_bytes()).unwrap();
+    assert_eq!(s.problems.items[0].name, format!("absence : {problem}"));
+
+    let ins_c = fixture.replace(
+        "<id root=\"1.2.250.1.213.1.4.10\" extension=\"180017500000134\"/>",
+        "<id root=\"1.2.250.1.213.1.4.2\" extension=\"0123456789012345678901\"/>",
+    );
+    assert_ne!(ins_c, fixture);
+    let s = summary::extract(ins_c.as_bytes()).unwrap();
+    let patient = s.patient_in_document.unwrap();
+    assert!(
+        patient.ins.is_empty() && patient.no_ins,
+        "{:?}",
+        patient.ins
+    );
+}
+
+/// Allergy observations nested in one another, the innermost stating "no known food
+/// allergies" in a long label, many times over in a problem section: each observation is
+/// read for itself (an absence code inside a nested one is that one's), so the statement
+/// is read once per chain and kept once. Before, each ancestor took the inner label again
+/// (about 120 copies of 64 KiB per chain), growing the summary past a gigabyte for a
+/// 16 MiB document.
+#[test]
+fn nested_allergy_observations_are_each_read_once() {
+    let fixture = String::from_utf8(cda("ips-fr-allergy-treatment-problem.xml")).unwrap();
+    let label = "x".repeat(60_000);
+    let open = "<observation classCode=\"OBS\" moodCode=\"EVN\"><templateId root=\"1.3.6.1.4.1.19376.1.5.3.1.4.6\"/>";
+    let chain = format!(
+        "<entry>{}<observation classCode=\"OBS\" moodCode=\"EVN\"><templateId root=\"1.3.6.1.4.1.19376.1.5.3.1.4.6\"/><code code=\"no-known-food-allergies\" codeSystem=\"2.16.840.1.113883.5.1150.1\" displayName=\"{label}\"/></observation>{}</entry>",
+        open.repeat(100),
+        "</observation>".repeat(100)
+    );
+    let problems = "<title>Problèmes actifs</title>";
+    let document = fixture.replace(problems, &format!("{problems}{}", chain.repeat(20)));
+    let s = summary::extract(document.as_bytes()).unwrap();
+    assert!(
+        s.allergies.statements.len() <= 2,
+        "{} statements",
+        s.allergies.statements.len()
+    );
+    assert_eq!(s.allergies.items[0].substance, "Pénicilline");
+}
