@@ -30,7 +30,8 @@
 //! Leaves, which use nothing else from the crate: [`access_mode`] (the national access
 //! modes), [`encoding`] (hex, SHA-256, JSON error positions, printable peer names), [`clock`] (record time), [`secret`] (secret file
 //! paths, key file permissions, Ed25519 and RSA keys), [`problem`] (a configuration problem at a
-//! key), [`xml`] (XML from peers: DTDs refused, nodes, attributes and namespaces bounded).
+//! key), [`xml`] (XML from peers: DTDs refused, nodes, attributes and namespaces bounded),
+//! [`ins_oid`] (the OIDs an INS is issued under).
 //! Just above them: [`random`] (ids, tokens and keys from the kernel, one failure
 //! policy), [`tls`] (the ring provider, certificate loading, mutual-TLS client
 //! configurations) and [`xmldsig`] (enveloped XML signatures of the DMP's profile:
@@ -67,6 +68,7 @@ pub(crate) mod case;
 pub mod cli;
 pub(crate) mod clock;
 pub(crate) mod config;
+pub(crate) mod ins_oid;
 // Development tools (the demo, the virtual card, the stand-in record services and their
 // throwaway PKI): the `dev-tools` feature, default on, off in the Debian package.
 #[cfg(feature = "dev-tools")]

@@ -8,16 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// INS-NIR.
-pub const OID_NIR: &str = "1.2.250.1.213.1.4.8";
-/// INS-NIA.
-pub const OID_NIA: &str = "1.2.250.1.213.1.4.9";
-/// INS-NIR, test.
-pub const OID_NIR_TEST: &str = "1.2.250.1.213.1.4.10";
-/// INS-NIR, demo.
-pub const OID_NIR_DEMO: &str = "1.2.250.1.213.1.4.11";
-/// Every OID an INS may be issued under (production, test and demo).
-pub const INS_OIDS: [&str; 4] = [OID_NIR, OID_NIA, OID_NIR_TEST, OID_NIR_DEMO];
+pub use crate::ins_oid::{INS_OIDS, OID_NIA, OID_NIR, OID_NIR_DEMO, OID_NIR_TEST};
 
 /// Why a patient identification is refused. Never carries the identifier itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

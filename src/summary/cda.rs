@@ -33,9 +33,13 @@ const MAX_ATTRIBUTE_BYTES: usize = 64 * 1024;
 const MAX_NODES: u32 = 500_000;
 /// The INS OIDs (docs/domain.md §4). Others of their arc (the INS-C, `…4.2`, of older
 /// documents) are no INS: a document naming only one is read as naming none.
-const INS_ROOTS: [&str; 4] = crate::patient::INS_OIDS;
+const INS_ROOTS: [&str; 4] = crate::ins_oid::INS_OIDS;
 /// Unreadable entries named in the warnings; the rest are counted.
 const MAX_NAMED_UNREADABLE: usize = 50;
+/// LOINC, which names sections.
+const LOINC: &str = "2.16.840.1.113883.6.1";
+/// SNOMED CT.
+const SNOMED: &str = "2.16.840.1.113883.6.96";
 /// SNOMED CT "no known allergy", as IPS-FR states an explicit absence.
 const NO_KNOWN_ALLERGY: &str = "716186003";
 
@@ -669,7 +673,7 @@ fn judge<T>(section: &mut Section<T>, entries: usize, absent: bool, null_flavor:
 
 impl Reader {
     fn section(&mut self, node: Node<'_, '_>, path: &str) {
-        let code = child(node, "code").and_then(|c| c.attribute("code"));
+        let code = section_code(node);
         // Sections that only wrap others (as a VSM does) are read through.
         let mut nested = 0;
         for (i, inner) in children(node, "component")
@@ -682,7 +686,10 @@ impl Reader {
         let entries: Vec<Node<'_, '_>> = children(node, "entry").collect();
         let null_flavor = node.attribute("nullFlavor");
         let own_text = child(node, "text").and_then(narrative);
-        if nested > 0 && entries.is_empty() && null_flavor.is_none() {
+        // An allergy section is never only a wrapper: its own text is about allergies, and
+        // must weigh against a "none known" elsewhere.
+        let allergy_section = matches!(code, Some("48765-2" | "44939-7"));
+        if nested > 0 && entries.is_empty() && null_flavor.is_none() && !allergy_section {
             // A wrapper: its own text, if any, is kept; it claims nothing of its own.
             if own_text.is_some() {
                 self.other(node, code, 0);
@@ -1190,6 +1197,33 @@ const INTOLERANCE_TYPES: (&str, [&str; 13]) = (
     ],
 );
 
+/// SNOMED CT allergy and intolerance types an observation's code may name (allergy to a
+/// substance, drug, food; propensity to adverse reactions, to a drug, to food; drug
+/// intolerance).
+const SNOMED_ALLERGY_TYPES: [&str; 7] = [
+    "419199007",
+    "416098002",
+    "414285001",
+    "420134006",
+    "419511003",
+    "418471000",
+    "59037007",
+];
+
+/// A section's LOINC code: its `code`'s, or a LOINC translation's when the code is in
+/// another system (a local code with its LOINC beside it).
+fn section_code<'a>(section: Node<'a, '_>) -> Option<&'a str> {
+    let code = child(section, "code")?;
+    let loinc = |c: &Node<'_, '_>| c.attribute("codeSystem") == Some(LOINC);
+    if code.attribute("codeSystem").is_none() || loinc(&code) {
+        return code.attribute("code");
+    }
+    children(code, "translation")
+        .find(loinc)
+        .and_then(|t| t.attribute("code"))
+        .or_else(|| code.attribute("code"))
+}
+
 /// Whether `node` is an allergy or intolerance observation, by its template or its code.
 fn is_allergy_observation(node: &Node<'_, '_>) -> bool {
     if !is(node, "observation") {
@@ -1202,9 +1236,12 @@ fn is_allergy_observation(node: &Node<'_, '_>) -> bool {
     let (system, types) = INTOLERANCE_TYPES;
     templated
         || child(*node, "code").is_some_and(|c| {
-            c.attribute("codeSystem") == Some(system)
-                && c.attribute("code")
-                    .is_some_and(|code| types.contains(&code))
+            let code = c.attribute("code").unwrap_or_default();
+            match c.attribute("codeSystem") {
+                Some(s) if s == system => types.contains(&code),
+                Some(SNOMED) => SNOMED_ALLERGY_TYPES.contains(&code),
+                _ => false,
+            }
         })
 }
 

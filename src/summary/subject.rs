@@ -205,7 +205,8 @@ fn disagree(a: &DocumentPatient, b: &DocumentPatient) -> bool {
         || names_differ
 }
 
-/// `OID|value` of every INS identifier (NIR, NIA, test, demo OIDs) of a Patient.
+/// `OID|value` of every INS identifier (NIR, NIA, test, demo OIDs) of a Patient; another
+/// OID of their arc (an INS-C) is no INS.
 pub fn ins_identifiers(resource: &Object) -> Vec<String> {
     resource
         .get("identifier")
@@ -215,8 +216,8 @@ pub fn ins_identifiers(resource: &Object) -> Vec<String> {
                 .filter_map(|id| {
                     let system = id.get("system")?.as_str()?.trim_start_matches("urn:oid:");
                     let value = id.get("value")?.as_str()?;
-                    system
-                        .starts_with("1.2.250.1.213.1.4.")
+                    crate::ins_oid::INS_OIDS
+                        .contains(&system)
                         .then(|| format!("{system}|{value}"))
                 })
                 .collect()

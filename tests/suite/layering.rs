@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
         "access_mode",
         "clock",
         "encoding",
+        "ins_oid",
         "problem",
         "secret",
         "xml",

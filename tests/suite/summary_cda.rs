@@ -1121,3 +1121,46 @@ fn nested_allergy_observations_are_each_read_once() {
     );
     assert_eq!(s.allergies.items[0].substance, "Pénicilline");
 }
+
+/// Where allergies are written is read as they are: an allergy section holding only text
+/// and a sub-section is an allergy section, not a wrapper (its text weighs against "none
+/// known"); a section coded locally with its LOINC as a translation is the section its
+/// LOINC names; an observation typed "drug allergy" in SNOMED CT among the problems is an
+/// allergy. Before, each left « aucune allergie connue » standing.
+#[test]
+fn allergies_are_found_by_their_section_and_type_however_written() {
+    let fixture = String::from_utf8(cda("absence-stated-sections-not-asked.xml")).unwrap();
+    assert_eq!(
+        summary::extract(fixture.as_bytes())
+            .unwrap()
+            .allergies
+            .status,
+        SectionStatus::NoneKnown
+    );
+    let with = |old: &str, new: &str| {
+        assert!(fixture.contains(old), "{old}");
+        summary::extract(fixture.replacen(old, new, 1).as_bytes()).unwrap()
+    };
+    let problems = "<entry><organizer classCode=\"CLUSTER\" moodCode=\"EVN\"/></entry>";
+    let s = with(
+        problems,
+        "<component><section><code code=\"44939-7\" codeSystem=\"2.16.840.1.113883.6.1\"/><title>Effets indésirables</title><text>Choc anaphylactique à la pénicilline</text><component><section><code code=\"X-LOCAL\" codeSystem=\"1.2.250.1.999\"/><title>Local</title><text>x</text></section></component></section></component>",
+    );
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
+
+    let s = with(
+        "<code code=\"48765-2\" codeSystem=\"2.16.840.1.113883.6.1\"/>",
+        "<code code=\"ALLERG\" codeSystem=\"1.2.250.1.999\"><translation code=\"48765-2\" codeSystem=\"2.16.840.1.113883.6.1\"/></code>",
+    );
+    assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
+
+    let s = with(
+        problems,
+        "<entry><observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"416098002\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Allergie médicamenteuse\"/><value xsi:type=\"CD\" code=\"372687004\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Amoxicilline\"/></observation></entry>",
+    );
+    assert_eq!(s.allergies.status, SectionStatus::Conflicting);
+    assert_eq!(
+        names(&s.allergies.items, |a| &a.substance),
+        ["Amoxicilline"]
+    );
+}
