@@ -164,18 +164,37 @@ pub(super) async fn run_to_completion(
     request: Request,
     next: Next,
 ) -> Response {
+    // Answers made here never went through `observe` (refused before it, or its future
+    // died with the handler): counted and given the same headers, so that a 5xx rate
+    // alert sees them and a browser gets no sniffable, cacheable page.
+    let started = Instant::now();
+    let method = method_label(request.method());
+    let answered_here = |mut response: Response| {
+        state.metrics().observe_request(
+            RequestLabels {
+                route: "(before routing)".to_owned(),
+                method,
+                status: response.status().as_u16(),
+            },
+            started.elapsed(),
+        );
+        secure(response.headers_mut());
+        response
+    };
     // Counted, so that a stop waits for the ones whose clients left (the drain no longer
     // sees them) before it closes the audit log; and bounded, since a reset stream no
     // longer holds one of its connection's stream slots.
     let Some(running) = state.requests().enter() else {
-        return super::ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many requests are running",
-            "La passerelle est surchargée : réessayez dans un instant.",
-        )
-        .with_retry_after(1)
-        .into_response();
+        return answered_here(
+            super::ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many requests are running",
+                "La passerelle est surchargée : réessayez dans un instant.",
+            )
+            .with_retry_after(1)
+            .into_response(),
+        );
     };
     let run = async move {
         let response = next.run(request).await;
@@ -191,13 +210,15 @@ pub(super) async fn run_to_completion(
                 "was cancelled"
             };
             tracing::error!("a request handler {how}");
-            super::error::ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the request failed inside the gateway",
-                "La demande a échoué dans la passerelle ; réessayez. Si cela se reproduit, prévenez l'informatique du centre.",
+            answered_here(
+                super::error::ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the request failed inside the gateway",
+                    "La demande a échoué dans la passerelle ; réessayez. Si cela se reproduit, prévenez l'informatique du centre.",
+                )
+                .into_response(),
             )
-            .into_response()
         }
     }
 }
@@ -247,7 +268,16 @@ pub(super) async fn observe(
         },
         elapsed,
     );
-    let headers = response.headers_mut();
+    secure(response.headers_mut());
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// The headers every answer carries: not stored, not framed, not sniffed, no referrer,
+/// the pages' content security policy.
+fn secure(headers: &mut axum::http::HeaderMap) {
     headers
         .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -266,10 +296,6 @@ pub(super) async fn observe(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
-    response
 }
 
 /// Bounded label values: arbitrary methods must not create new metric series.

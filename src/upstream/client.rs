@@ -416,6 +416,20 @@ impl RecordService for FhirClient {
         })
     }
 
+    /// Both calls and the reading under one deadline: each call's own would let an
+    /// access take twice `total_timeout_ms`, and the physician wait that long.
+    fn patient_summary<'a>(
+        &'a self,
+        ins: &'a Ins,
+        access: &'a Access<'a>,
+    ) -> BoxFuture<'a, Result<(Candidate, CriticalSummary), UpstreamError>> {
+        Box::pin(async move {
+            tokio::time::timeout(self.total, super::resolve_then_summary(self, ins, access))
+                .await
+                .unwrap_or(Err(UpstreamError::TimedOut(self.total.as_millis() as u64)))
+        })
+    }
+
     fn summary<'a>(
         &'a self,
         id: &'a str,

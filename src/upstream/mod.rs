@@ -281,14 +281,7 @@ pub trait RecordService: Send + Sync {
         ins: &'a Ins,
         access: &'a Access<'a>,
     ) -> BoxFuture<'a, Result<(Candidate, CriticalSummary), UpstreamError>> {
-        Box::pin(async move {
-            let patient = only_one(self.find_by_ins(ins, access).await?)?;
-            let mut summary = self.summary(&patient.id, access).await?;
-            let mut provenance = patient.provenance.clone();
-            provenance.append(&mut summary.provenance);
-            summary.provenance = provenance;
-            Ok((patient, summary))
-        })
+        Box::pin(resolve_then_summary(self, ins, access))
     }
 
     /// One document of the access's patient's record, by the unique id the summary
@@ -444,6 +437,21 @@ pub(crate) fn http_client(
                 format!("cannot build the client: {e}"),
             )]
         })
+}
+
+/// The patient carrying `ins`, then their summary, one after the other
+/// ([`RecordService::patient_summary`]'s way unless a service knows better).
+pub async fn resolve_then_summary<S: RecordService + ?Sized>(
+    service: &S,
+    ins: &Ins,
+    access: &Access<'_>,
+) -> Result<(Candidate, CriticalSummary), UpstreamError> {
+    let patient = only_one(service.find_by_ins(ins, access).await?)?;
+    let mut summary = service.summary(&patient.id, access).await?;
+    let mut provenance = patient.provenance.clone();
+    provenance.append(&mut summary.provenance);
+    summary.provenance = provenance;
+    Ok((patient, summary))
 }
 
 /// The one patient carrying `ins`: never a pick among several.

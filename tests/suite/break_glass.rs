@@ -1139,11 +1139,12 @@ async fn stopping_the_gateway_ends_open_grants_on_the_record() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_card_pulled_while_the_record_service_answers_releases_nothing() {
-    // Neither a summary nor search candidates (they identify patients).
+    // Neither a summary nor search candidates (they identify patients). Each call 700 ms
+    // late: the access's two calls fit its 2 s deadline, the card is pulled before.
     let mut centre = centre("").await;
     centre
         .upstream
-        .fault(json!({"kind": "latency", "ms": 1500}))
+        .fault(json!({"kind": "latency", "ms": 700}))
         .await;
     let client = centre.gateway.client(Some(DESK_A));
     let request = client

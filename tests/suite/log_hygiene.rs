@@ -58,6 +58,12 @@ async fn patient_identifiers_never_reach_logs_or_metrics() {
         .await
         .unwrap();
     assert_eq!(response.status(), 500);
+    // Answered with the same headers as any other, and counted (a 5xx rate alert sees it).
+    assert_eq!(
+        response.headers().get("x-content-type-options").unwrap(),
+        "nosniff"
+    );
+    assert_eq!(response.headers().get("cache-control").unwrap(), "no-store");
     assert!(
         gateway
             .stderr
@@ -70,6 +76,14 @@ async fn patient_identifiers_never_reach_logs_or_metrics() {
         gateway.stderr.all()
     );
     let (_, metrics) = support::get_text(&client, &gateway.url("/metrics")).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("samu_gateway_http_requests_total")
+                && l.contains("route=\"(before routing)\"")
+                && l.contains("status=\"500\"")),
+        "{metrics}"
+    );
 
     // The requests were logged (so this test can fail), only without what they carried.
     let logged = gateway

@@ -433,6 +433,25 @@ async fn every_injected_fault_is_a_typed_outcome_within_the_deadline() {
         assert!(took < bound, "{fault}: took {took:?}");
     }
 
+    // An access's look-up and summary share one deadline: each 1 s late, the two would
+    // take 2 s within their own deadlines; the access times out at 1.5 s instead.
+    upstream.fault(json!({"kind": "latency", "ms": 1000})).await;
+    let (known, professional) = (ins(1), crate::support::physician());
+    let access = Access {
+        mode: AccessMode::Centre15,
+        professional: &professional,
+        patient: Some(&known),
+        card: None,
+    };
+    let started = Instant::now();
+    let outcome = client.patient_summary(&known, &access).await;
+    assert!(
+        matches!(outcome, Err(UpstreamError::TimedOut(1500))),
+        "{:?}",
+        outcome.map(drop)
+    );
+    assert!(started.elapsed() < deadline + Duration::from_millis(400));
+
     // 503 is retried (bounded), 500 is not.
     upstream
         .fault(json!({"kind": "status", "status": 503}))

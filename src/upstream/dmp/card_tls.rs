@@ -110,7 +110,13 @@ impl CardTransport {
             .dangerous()
             .with_custom_certificate_verifier(self.trust.clone())
             .with_client_cert_resolver(Arc::new(resolver));
-        crate::upstream::http_client(tls, self.connect_timeout_ms, "dmp").map_err(|problems| {
+        // The connect timeout covers the handshake, in which the card signs: a card a
+        // second slow must not read as the DMP unreachable (the access's own deadline
+        // still bounds the whole).
+        let connect_ms = self
+            .connect_timeout_ms
+            .saturating_add(u64::try_from(SIGN_WITHIN.as_millis()).unwrap_or(u64::MAX));
+        crate::upstream::http_client(tls, connect_ms, "dmp").map_err(|problems| {
             DmpError::Signer(
                 problems
                     .first()
