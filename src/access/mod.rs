@@ -199,9 +199,10 @@ impl StaleBecause {
         match e {
             UpstreamError::Unavailable(_) => Some(Self::Unavailable),
             UpstreamError::TimedOut(_) => Some(Self::TimedOut),
-            // The service answered about someone else: its answer is unusable, and a copy
-            // of this patient from before, labelled with its age, may serve.
-            UpstreamError::Malformed(_) | UpstreamError::WrongPatient(_) => Some(Self::Unreadable),
+            UpstreamError::Malformed(_) => Some(Self::Unreadable),
+            // An answer about someone else is an identity conflict, not an outage: no copy
+            // stands in for it (it would read "unreadable", and the physician would never
+            // be told to check the patient's identity); the access stops and says so.
             _ => None,
         }
     }
@@ -319,6 +320,10 @@ pub(crate) enum AccessError {
     /// No such grant for this desk and session (or it ended).
     #[error("no such grant for this session")]
     NoGrant,
+    /// The session ended (the card was pulled) while the record service answered:
+    /// nothing was released, and the record says so.
+    #[error("the session ended before the summary could be released")]
+    SessionEnded,
     /// The grant's document has no PDF to open (it is structured, or its content is not
     /// a readable PDF).
     #[error("the document of this grant has no PDF to open")]
@@ -467,10 +472,16 @@ impl BreakGlass {
     }
 
     /// Starts an access: see the module documentation for the order of steps.
+    ///
+    /// `still_open` says whether the session is still open just before the release is
+    /// recorded: if the card was pulled meanwhile, the read is recorded as failed
+    /// (`session_ended_before_release`) with the access's end, and nothing leaves; the
+    /// trail never says a summary was read that no one saw.
     pub(crate) async fn start(
         &self,
         who: &Actorship<'_>,
         request: BreakGlassRequest,
+        still_open: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<Delivered, AccessError> {
         let (ins, call) = self.validate(&request)?;
         let mode = request.access_mode;
@@ -489,7 +500,25 @@ impl BreakGlass {
         let read = event(EventKind::PatientRecordRead, Outcome::Success);
         // A fresh copy this professional may see: nothing is asked of anyone else, so the
         // access and its read are recorded together (one fsync) before release.
+        let unreleased = |read: Event| {
+            let outcome = Outcome::Failed {
+                reason: "session_ended_before_release".into(),
+            };
+            vec![
+                Event { outcome, ..read },
+                Event {
+                    detail: Some("ended: session_ended_before_release".into()),
+                    ..event(EventKind::BreakGlassStopped, Outcome::Success)
+                },
+            ]
+        };
         if let Some(fetched) = self.fresh_hit(&ins, who.professional, mode) {
+            if !still_open() {
+                let mut events = vec![started];
+                events.extend(unreleased(read_event(read, &fetched)));
+                self.audit.append_all(events).await?;
+                return Err(AccessError::SessionEnded);
+            }
             let receipt = self
                 .record_release(who, vec![started, read_event(read, &fetched)])
                 .await?;
@@ -511,6 +540,13 @@ impl BreakGlass {
                 return Err(e.into());
             }
         };
+        // The card was pulled while the record service answered.
+        if !still_open() {
+            self.audit
+                .append_all(unreleased(read_event(read, &fetched)))
+                .await?;
+            return Err(AccessError::SessionEnded);
+        }
         let receipt = self
             .record_release(who, vec![read_event(read, &fetched)])
             .await?;
@@ -1478,6 +1514,23 @@ fn traits_detail(traits: &Traits) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An answer about another patient is an identity conflict, never an outage a copy
+    /// may stand in for: the physician is told to check the identity (before, a copy was
+    /// served as "unreadable", and the warning never shown). A request never sent is no
+    /// outage either.
+    #[test]
+    fn an_answer_about_another_patient_is_never_covered_by_a_copy() {
+        assert_eq!(
+            StaleBecause::of(&UpstreamError::WrongPatient("x".into())),
+            None
+        );
+        assert_eq!(StaleBecause::of(&UpstreamError::NotSent("x".into())), None);
+        assert_eq!(
+            StaleBecause::of(&UpstreamError::Malformed("x".into())),
+            Some(StaleBecause::Unreadable)
+        );
+    }
 
     /// A record service whose summary answers only once released: the answer of a fetch
     /// still on its way while the test does something else.

@@ -154,10 +154,14 @@ pub(super) async fn break_glass(
     JsonBody(request): JsonBody<BreakGlassRequest>,
 ) -> Response {
     let result = match acting.access() {
-        Ok(access) => match access.start(&acting.who(), request).await {
-            Ok(delivered) => acting.release(access, delivered).await,
-            Err(e) => Err(refusal(e)),
-        },
+        Ok(access) => {
+            let still_open = || acting.still_open();
+            match access.start(&acting.who(), request, &still_open).await {
+                // Checked again once recorded: the card may have left in between.
+                Ok(delivered) => acting.release(access, delivered).await,
+                Err(e) => Err(refusal(e)),
+            }
+        }
         Err(e) => Err(e),
     };
     no_store(result.map(|d| released(StatusCode::CREATED, &d)))
@@ -431,6 +435,7 @@ fn refusal(e: AccessError) -> ApiError {
             "the document of this grant has no PDF to open",
             "Ce document n'a pas de fichier PDF à ouvrir.",
         ),
+        AccessError::SessionEnded => no_session(),
         AccessError::NoGrant => ApiError::new(
             StatusCode::NOT_FOUND,
             "no_grant",

@@ -1185,4 +1185,12 @@ async fn a_card_pulled_while_the_record_service_answers_releases_nothing() {
         last["outcome"]["reason"], "session_ended_before_release",
         "{last}"
     );
+    // And so is the summary's read: nothing reached anyone (it said success).
+    let reads = centre.audit(Some("patient_record_read"));
+    let last = reads.last().unwrap();
+    assert_eq!(last["outcome"]["status"], "failed", "{last}");
+    assert_eq!(
+        last["outcome"]["reason"], "session_ended_before_release",
+        "{last}"
+    );
 }
