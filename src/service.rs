@@ -99,12 +99,18 @@ impl Prepared {
         Self::from_config(Config::load(path)?)
     }
 
-    /// Checks an in-memory configuration the same way.
+    /// Checks an in-memory configuration the same way. Every file is loaded even when an
+    /// earlier one failed, and every problem is reported at once: a broken server
+    /// certificate does not hide a broken card anchor until the next run.
     pub fn from_config(config: Config) -> Result<Self, ConfigError> {
         config.validate()?;
         let listen = config.listen_addr()?;
         let management = config.management_addr()?;
-        let tls = ServerTls::load(&config.tls).map_err(ConfigError::Invalid)?;
+        let mut problems = Vec::new();
+        let tls = kept(
+            ServerTls::load(&config.tls).map_err(ConfigError::Invalid),
+            &mut problems,
+        );
         let desks = DeskDirectory::new(&config.desks).with_roles(crate::http::Roles::new(
             &config.compliance.officer_cns,
             &config.compliance.officer_sha256,
@@ -113,42 +119,63 @@ impl Prepared {
                 .as_ref()
                 .map(|i| (i.cn.as_str(), i.sha256.as_deref())),
         ));
-        let signer = load_signer(&config)?;
-        let card_trust = config
-            .cards
-            .as_ref()
-            .map(|cards| CardTrust::load(cards.trust.clone()))
-            .transpose()
-            .map_err(|e| match e {
-                TrustError::Config { key, reason } => {
-                    ConfigError::Invalid(vec![ConfigProblem::new(key, reason)])
-                }
-                other => {
-                    ConfigError::Invalid(vec![ConfigProblem::new("cards.trust", other.to_string())])
-                }
-            })?;
+        let signer = kept(load_signer(&config), &mut problems);
+        let card_trust = kept(
+            config
+                .cards
+                .as_ref()
+                .map(|cards| CardTrust::load(cards.trust.clone()))
+                .transpose()
+                .map_err(|e| match e {
+                    TrustError::Config { key, reason } => {
+                        ConfigError::Invalid(vec![ConfigProblem::new(key, reason)])
+                    }
+                    other => ConfigError::Invalid(vec![ConfigProblem::new(
+                        "cards.trust",
+                        other.to_string(),
+                    )]),
+                }),
+            &mut problems,
+        );
         let mut card_signer = None;
-        let upstream = match (&config.upstream, &config.dmp) {
-            (Some(upstream), Some(dmp)) if upstream.protocol == Protocol::Dmp => {
-                let client = match dmp.authentication_mode {
-                    AuthenticationMode::Directe => {
-                        let signer = Arc::new(CardVihfSigner::unbound());
-                        card_signer = Some(signer.clone());
-                        DmpClient::with_card(dmp, &config.centre.structure_id, signer)
-                    }
-                    _ => {
-                        let signer: Arc<dyn VihfSigner> = Arc::new(load_structure_signer(dmp)?);
-                        DmpClient::new(dmp, &config.centre.structure_id, signer)
-                    }
-                };
-                Some(Arc::new(client.map_err(ConfigError::Invalid)?)
-                    as Arc<dyn crate::upstream::RecordService>)
+        let mut record_service = || -> Result<_, ConfigError> {
+            Ok(match (&config.upstream, &config.dmp) {
+                (Some(upstream), Some(dmp)) if upstream.protocol == Protocol::Dmp => {
+                    let client = match dmp.authentication_mode {
+                        AuthenticationMode::Directe => {
+                            let signer = Arc::new(CardVihfSigner::unbound());
+                            card_signer = Some(signer.clone());
+                            DmpClient::with_card(dmp, &config.centre.structure_id, signer)
+                        }
+                        _ => {
+                            let signer: Arc<dyn VihfSigner> = Arc::new(load_structure_signer(dmp)?);
+                            DmpClient::new(dmp, &config.centre.structure_id, signer)
+                        }
+                    };
+                    Some(Arc::new(client.map_err(ConfigError::Invalid)?)
+                        as Arc<dyn crate::upstream::RecordService>)
+                }
+                (Some(upstream), _) => Some(Arc::new(
+                    FhirClient::new(upstream, &config.centre.structure_id)
+                        .map_err(ConfigError::Invalid)?,
+                )
+                    as Arc<dyn crate::upstream::RecordService>),
+                (None, _) => None,
+            })
+        };
+        let upstream = kept(record_service(), &mut problems);
+        let mut receivers = Vec::new();
+        for (at, receiver) in config.audit.receivers.iter().enumerate() {
+            let loaded = crate::audit::ship::Receiver::new(receiver.clone(), at)
+                .map_err(ConfigError::Invalid);
+            if let Some(loaded) = kept(loaded, &mut problems) {
+                receivers.push(Arc::new(loaded));
             }
-            (Some(upstream), _) => Some(Arc::new(
-                FhirClient::new(upstream, &config.centre.structure_id)
-                    .map_err(ConfigError::Invalid)?,
-            ) as Arc<dyn crate::upstream::RecordService>),
-            (None, _) => None,
+        }
+        let (Some(tls), Some(signer), Some(card_trust), Some(upstream), true) =
+            (tls, signer, card_trust, upstream, problems.is_empty())
+        else {
+            return Err(ConfigError::Invalid(problems));
         };
         let record_service_failures = Arc::new(crate::upstream::failures::Failures::default());
         let upstream = upstream.map(|inner| {
@@ -157,12 +184,6 @@ impl Prepared {
                 record_service_failures.clone(),
             )) as Arc<dyn crate::upstream::RecordService>
         });
-        let mut receivers = Vec::new();
-        for (at, receiver) in config.audit.receivers.iter().enumerate() {
-            let loaded = crate::audit::ship::Receiver::new(receiver.clone(), at)
-                .map_err(ConfigError::Invalid)?;
-            receivers.push(Arc::new(loaded));
-        }
         Ok(Self {
             config,
             listen,
@@ -188,6 +209,21 @@ impl Prepared {
             max_connections_per_address: server.max_connections_per_address,
             max_streams: server.max_streams_per_connection,
             shutdown_grace: Duration::from_secs(server.shutdown_grace_secs),
+        }
+    }
+}
+
+/// `result`'s value, or `None` with its problems added to `problems`.
+fn kept<T>(result: Result<T, ConfigError>, problems: &mut Vec<ConfigProblem>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(ConfigError::Invalid(mut found)) => {
+            problems.append(&mut found);
+            None
+        }
+        Err(other) => {
+            problems.push(ConfigProblem::new("configuration", other.to_string()));
+            None
         }
     }
 }

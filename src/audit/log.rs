@@ -524,7 +524,7 @@ impl Writer {
                 "checkpoint {last_checkpoint} signs a record the store no longer has (it ends at {head_seq}): its tail was removed"
             )));
         }
-        check_tail(&txn, &checkpoints, last_checkpoint, pruned)
+        check_tail(&txn, &checkpoints, last_checkpoint, pruned, head_seq)
             .map_err(|e| integrity(e.to_string()))?;
         let epoch = store::meta(&txn, Meta::Epoch)?.unwrap_or(0);
         let run = crate::random::hex_id::<8>().map_err(|e| AuditError::Storage(e.to_string()))?;
@@ -1054,6 +1054,9 @@ enum TailDefect {
     /// A record after it does not link up.
     #[error("the chain is broken at record {0} after the last checkpoint")]
     BrokenAt(u64),
+    /// A record after it is missing.
+    #[error("record {0} is missing after the last checkpoint")]
+    Missing(u64),
     /// The records cannot be read.
     #[error("the records cannot be read: {0}")]
     Unreadable(String),
@@ -1066,6 +1069,7 @@ fn check_tail(
     checkpoints: &std::collections::BTreeMap<u64, Vec<u8>>,
     last_checkpoint: u64,
     pruned: u64,
+    head_seq: u64,
 ) -> Result<(), TailDefect> {
     let mut expected: Option<Hash> = None;
     if let Some(bytes) = checkpoints.get(&last_checkpoint) {
@@ -1084,13 +1088,28 @@ fn check_tail(
     } else {
         pruned + 1
     };
+    // The first record of a trail nothing was pruned from links to the genesis.
+    if expected.is_none() && from == 1 {
+        expected = Some(chain::GENESIS);
+    }
+    // Every record from `from` to the head is there, in order: a deleted one (the one the
+    // last checkpoint signs, the first of the trail, any after) is a hole the writer must
+    // not continue past, even when the next one links up to what came before it.
+    let mut next = from;
     let mut problem = None;
     store::for_each_record(txn, from, |seq, bytes| {
+        if seq != next {
+            problem = Some(TailDefect::Missing(next));
+            return ControlFlow::Break(());
+        }
+        next = seq + 1;
         let hash = chain::hash(bytes);
         let record = serde_json::from_slice::<Record>(bytes);
         let ok = match (&record, expected) {
             (Err(_), _) => false,
-            (Ok(r), Some(want)) if seq == last_checkpoint => hash == want && r.seq == seq,
+            (Ok(r), Some(want)) if seq == last_checkpoint && last_checkpoint > pruned => {
+                hash == want && r.seq == seq
+            }
             (Ok(r), Some(want)) => chain::parse_hash(&r.prev) == Some(want) && r.seq == seq,
             (Ok(r), None) => r.seq == seq,
         };
@@ -1102,6 +1121,9 @@ fn check_tail(
         ControlFlow::Continue(())
     })
     .map_err(|e| TailDefect::Unreadable(e.to_string()))?;
+    if problem.is_none() && head_seq >= from && next != head_seq + 1 {
+        problem = Some(TailDefect::Missing(next));
+    }
     problem.map_or(Ok(()), Err)
 }
 
@@ -1210,6 +1232,41 @@ mod tests {
         let report = crate::audit::export::verify_store(&reader, &trusted).unwrap();
         assert!(report.is_intact(), "{:?}", report.findings);
         assert_eq!(report.range, Some(range));
+    }
+
+    /// A record deleted after the last checkpoint (the one it signs, or the first of a
+    /// trail that has none) is a hole start-up refuses to continue past, though the next
+    /// record links up to what came before it. Before, the tail check began at the first
+    /// record present and took the hole for the start.
+    #[test]
+    fn a_record_missing_after_the_last_checkpoint_is_a_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, log) = start_with(dir.path(), 3);
+        for seq in 1..=7 {
+            assert_eq!(log.append_blocking(event()).unwrap().seq(), seq);
+        }
+        log.close().unwrap();
+        let txn = store.snapshot().unwrap();
+        let mut checkpoints = store::checkpoints(&txn).unwrap();
+        // As if the service had stopped before its last checkpoint.
+        let last = *checkpoints.keys().rev().find(|seq| **seq < 7).unwrap();
+        checkpoints.retain(|seq, _| *seq <= last);
+        check_tail(&txn, &checkpoints, last, 0, 7).unwrap();
+        check_tail(&txn, &Default::default(), 0, 0, 7).unwrap();
+        drop(txn);
+        store.remove_record_for_tests(last);
+        let txn = store.snapshot().unwrap();
+        assert!(matches!(
+            check_tail(&txn, &checkpoints, last, 0, 7),
+            Err(TailDefect::Missing(seq)) if seq == last
+        ));
+        drop(txn);
+        store.remove_record_for_tests(1);
+        let txn = store.snapshot().unwrap();
+        assert!(matches!(
+            check_tail(&txn, &Default::default(), 0, 0, 7),
+            Err(TailDefect::Missing(1))
+        ));
     }
 
     /// A journal that cannot be written (or synced) refuses the batch, gives no receipt,

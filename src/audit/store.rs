@@ -312,6 +312,15 @@ impl AuditStore {
         }
     }
 
+    /// Deletes record `seq` as someone with write access to the file could (its indexes
+    /// left as they are): for the tests of what start-up and verification notice.
+    #[cfg(test)]
+    pub(crate) fn remove_record_for_tests(&self, seq: u64) {
+        let txn = self.db.begin_write().unwrap();
+        txn.open_table(RECORDS).unwrap().remove(seq).unwrap();
+        txn.commit().unwrap();
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -249,8 +249,20 @@ const ABSENT_OR_UNKNOWN: &str = "2.16.840.1.113883.5.1150.1";
 /// Only the statement's own codes count, not those of statements nested in it
 /// (`entryRelationship`): a penicillin allergy carrying a nested "no known food allergy"
 /// is a penicillin allergy.
-fn absent_or_unknown(entry: Node<'_, '_>, topic: &str) -> Option<(bool, String)> {
-    stated_code(entry).map(|(value, said)| (value.strip_prefix("no-known-") == Some(topic), said))
+fn absent_or_unknown(entry: Node<'_, '_>, topic: &str) -> Option<Stated> {
+    stated_code(entry).map(|(value, said)| Stated {
+        absence: value.strip_prefix("no-known-") == Some(topic),
+        no_information: value.starts_with("no-") && value.ends_with("-info"),
+        said,
+    })
+}
+
+/// What an absent-or-unknown code states: an absence of the section's topic, that
+/// nothing is known (`no-…-info`), and its words.
+struct Stated {
+    absence: bool,
+    no_information: bool,
+    said: String,
 }
 
 /// Clinical statements: one nested in another is a statement of its own.
@@ -863,15 +875,16 @@ impl Reader {
         expand: fn(Node<'a, 'i>) -> Vec<Node<'a, 'i>>,
     ) -> Section<T> {
         let mut section = section_shell::<T>(node);
-        let (mut absent, mut reads) = (false, 0);
+        let (mut absent, mut no_information, mut reads) = (false, false, 0);
         for (i, entry) in entries.iter().enumerate() {
             let found = expand(*entry);
             if found.is_empty() {
                 reads += 1;
                 match absent_or_unknown(*entry, topic) {
-                    Some((absence, said)) => {
-                        absent |= absence;
-                        section.statements.push(said);
+                    Some(stated) => {
+                        absent |= stated.absence;
+                        no_information |= stated.no_information;
+                        section.statements.push(stated.said);
                     }
                     None => self.unreadable_entry(&mut section, path, i),
                 }
@@ -881,9 +894,10 @@ impl Reader {
                 // "No known medications" names no medicine: a statement, never an item.
                 // Asked of each observation: a concern grouping a statement and a problem
                 // keeps the problem.
-                if let Some((absence, said)) = absent_or_unknown(one, topic) {
-                    absent |= absence;
-                    section.statements.push(said);
+                if let Some(stated) = absent_or_unknown(one, topic) {
+                    absent |= stated.absence;
+                    no_information |= stated.no_information;
+                    section.statements.push(stated.said);
                     continue;
                 }
                 match read(one) {
@@ -893,6 +907,11 @@ impl Reader {
             }
         }
         judge(&mut section, reads, absent, node.attribute("nullFlavor"));
+        // "None known" beside "no information" says two things (docs/summary.md).
+        if section.status == SectionStatus::NoneKnown && no_information {
+            section.status = SectionStatus::Conflicting;
+            section.basis = "a statement of absence next to one that nothing is known".into();
+        }
         section
     }
 
@@ -1595,8 +1614,13 @@ fn merge<T>(slot: &mut Option<Section<T>>, read: Section<T>) {
         return;
     };
     use SectionStatus::{Conflicting, NoneKnown, NotRecorded, Recorded, Unreadable};
+    // As within one section (`judge`): an entry that could not be read may be exactly
+    // what the absence denies.
+    let unreadable_beside_absence = (held.status == NoneKnown && read.unreadable_entries > 0)
+        || (read.status == NoneKnown && held.unreadable_entries > 0);
     let status = match (held.status, read.status) {
         (Conflicting, _) | (_, Conflicting) => Conflicting,
+        _ if unreadable_beside_absence => Conflicting,
         (Recorded, NoneKnown) | (NoneKnown, Recorded) => Conflicting,
         (Recorded, _) | (_, Recorded) => Recorded,
         (NoneKnown, _) | (_, NoneKnown) => NoneKnown,
@@ -1866,6 +1890,22 @@ mod tests {
             section(SectionStatus::Unreadable, vec![], vec![]),
         );
         assert_eq!(slot.unwrap().status, SectionStatus::Unreadable);
+        // "None known" in one section and an entry unreadable in another: conflicting, as
+        // in one section (before, "none known" stood).
+        for order in [false, true] {
+            let mut unreadable = section(SectionStatus::Unreadable, vec![], vec![]);
+            unreadable.unreadable_entries = 1;
+            let none = section(SectionStatus::NoneKnown, vec![], vec!["aucun"]);
+            let (first, second) = if order {
+                (unreadable, none)
+            } else {
+                (none, unreadable)
+            };
+            let mut slot = None;
+            merge(&mut slot, first);
+            merge(&mut slot, second);
+            assert_eq!(slot.unwrap().status, SectionStatus::Conflicting);
+        }
     }
 
     #[test]

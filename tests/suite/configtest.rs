@@ -140,6 +140,25 @@ fn certificate_file_with_garbage() {
     case.refuses(&path, "tls.server_cert:");
 }
 
+/// Files that only loading finds wrong (a certificate that does not parse, a signing key
+/// that is no key) are all reported in one run: before, the first stage to fail hid the
+/// others until the next run.
+#[test]
+fn every_file_problem_is_reported_at_once() {
+    let case = Case::new();
+    let path = case.config("", "");
+    std::fs::write(
+        &case.pki.server_cert,
+        "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(&case.pki.audit_key, "not a key").unwrap();
+    let (code, _, stderr) = run(&path, &["configtest"], &[]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("tls.server_cert:"), "{stderr}");
+    assert!(stderr.contains("audit.signing_key:"), "{stderr}");
+}
+
 /// A revocation list cut short (a refresh job rewriting it in place) is a problem for
 /// `configtest` (64), but for `serve` a failure systemd retries (1): the unit never
 /// restarts on 64, and the list will be whole again in a moment.

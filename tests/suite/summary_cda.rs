@@ -1164,3 +1164,35 @@ fn allergies_are_found_by_their_section_and_type_however_written() {
         ["Amoxicilline"]
     );
 }
+
+/// "No known medications" beside "no information on medications" in one section says two
+/// things: conflicting, never « aucun traitement connu » (before, the absence stood).
+#[test]
+fn none_known_beside_no_information_is_conflicting() {
+    let fixture = String::from_utf8(cda("ips-fr-allergy-treatment-problem.xml")).unwrap();
+    let section = fixture.find("code=\"10160-0\"").unwrap();
+    let start = section + fixture[section..].find("<entry>").unwrap();
+    let end = start + fixture[start..].find("</entry>").unwrap() + "</entry>".len();
+    let stated = |code: &str| {
+        format!(
+            "<entry><substanceAdministration classCode=\"SBADM\" moodCode=\"EVN\"><consumable><manufacturedProduct><manufacturedMaterial><code code=\"{code}\" codeSystem=\"2.16.840.1.113883.5.1150.1\"/></manufacturedMaterial></manufacturedProduct></consumable></substanceAdministration></entry>"
+        )
+    };
+    let only_none = format!(
+        "{}{}{}",
+        &fixture[..start],
+        stated("no-known-medications"),
+        &fixture[end..]
+    );
+    let s = summary::extract(only_none.as_bytes()).unwrap();
+    assert_eq!(s.medications.status, SectionStatus::NoneKnown);
+    let both = format!(
+        "{}{}{}{}",
+        &fixture[..start],
+        stated("no-known-medications"),
+        stated("no-medication-info"),
+        &fixture[end..]
+    );
+    let s = summary::extract(both.as_bytes()).unwrap();
+    assert_eq!(s.medications.status, SectionStatus::Conflicting);
+}
