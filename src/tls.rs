@@ -73,7 +73,7 @@ fn in_force(lists: Vec<(Vec<u8>, i64, Option<i64>)>) -> Vec<(i64, Option<i64>)> 
 
 /// The CRLs a file holds: one in DER, one or more in PEM (a bundle of authorities' lists,
 /// as web servers take them, is read whole, not only its first list).
-fn crls_in(bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+pub(crate) fn crls_in(bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
     if !bytes.starts_with(b"-----BEGIN") {
         return Ok(vec![CertificateRevocationListDer::from(bytes.to_vec())]);
     }

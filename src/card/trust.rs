@@ -14,7 +14,7 @@ use std::sync::RwLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime};
+use rustls::pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use serde::{Deserialize, Serialize};
 use webpki::{
     CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, OwnedCertRevocationList,
@@ -496,18 +496,9 @@ fn read_crl(path: &Path, key: &'static str) -> Result<Vec<Vec<u8>>, TrustError> 
         reason: format!("{}: {e}", path.display()),
     };
     let bytes = std::fs::read(path).map_err(|e| unusable(&e))?;
-    if bytes.starts_with(b"-----BEGIN") {
-        let lists = CertificateRevocationListDer::pem_slice_iter(&bytes)
-            .map(|d| d.map(|d| d.as_ref().to_vec()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| unusable(&e))?;
-        if lists.is_empty() {
-            return Err(unusable(&"no CRL in this PEM file"));
-        }
-        Ok(lists)
-    } else {
-        Ok(vec![bytes])
-    }
+    crate::tls::crls_in(&bytes)
+        .map(|lists| lists.iter().map(|d| d.as_ref().to_vec()).collect())
+        .map_err(|e| unusable(&e))
 }
 
 /// What a card certificate is checked for.

@@ -24,6 +24,15 @@ impl Case {
         write_config(self.dir.path(), &self.pki, server, extra)
     }
 
+    /// Overwrites the server certificate with a PEM block that does not parse.
+    fn garble_server_certificate(&self) {
+        std::fs::write(
+            &self.pki.server_cert,
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+    }
+
     fn rewrite(&self, path: &Path, from: &str, to: &str) {
         let text = std::fs::read_to_string(path).unwrap();
         assert!(text.contains(from), "{from} not in config");
@@ -132,11 +141,7 @@ fn key_of_another_certificate() {
 fn certificate_file_with_garbage() {
     let case = Case::new();
     let path = case.config("", "");
-    std::fs::write(
-        &case.pki.server_cert,
-        "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
-    )
-    .unwrap();
+    case.garble_server_certificate();
     case.refuses(&path, "tls.server_cert:");
 }
 
@@ -147,11 +152,7 @@ fn certificate_file_with_garbage() {
 fn every_file_problem_is_reported_at_once() {
     let case = Case::new();
     let path = case.config("", "");
-    std::fs::write(
-        &case.pki.server_cert,
-        "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
-    )
-    .unwrap();
+    case.garble_server_certificate();
     std::fs::write(&case.pki.audit_key, "not a key").unwrap();
     let (code, _, stderr) = run(&path, &["configtest"], &[]);
     assert_eq!(code, 64, "{stderr}");
