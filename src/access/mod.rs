@@ -640,13 +640,15 @@ impl BreakGlass {
         Ok(view)
     }
 
-    /// Re-reads the summary of grant `id` for the same desk and session.
+    /// Re-reads the summary of grant `id` for the same desk and session. `still_open`
+    /// is asked once the record service answered, as for [`Self::start`].
     pub(crate) async fn reread(
         &self,
         who: &Actorship<'_>,
         id: &str,
+        still_open: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<Delivered, AccessError> {
-        let (grant, fetched, read) = self.read_under(who, id).await?;
+        let (grant, fetched, read) = self.read_under(who, id, still_open).await?;
         let receipt = self.audit.append(read).await?;
         Ok(deliver(grant.view(), fetched, receipt))
     }
@@ -657,8 +659,9 @@ impl BreakGlass {
         &self,
         who: &Actorship<'_>,
         id: &str,
+        still_open: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<Vec<u8>, AccessError> {
-        let (_grant, fetched, read) = self.read_under(who, id).await?;
+        let (_grant, fetched, read) = self.read_under(who, id, still_open).await?;
         let pdf = match fetched.entry.summary.parsed() {
             Ok(summary) => summary.pdf(),
             Err(e) => {
@@ -706,8 +709,9 @@ impl BreakGlass {
         who: &Actorship<'_>,
         id: &str,
         unique_id: &str,
+        still_open: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<Delivered, AccessError> {
-        let (grant, summary, read) = self.read_listed(who, id, unique_id).await?;
+        let (grant, summary, read) = self.read_listed(who, id, unique_id, still_open).await?;
         let receipt = self.audit.append(read).await?;
         Ok(released(
             Delivered {
@@ -729,8 +733,9 @@ impl BreakGlass {
         who: &Actorship<'_>,
         id: &str,
         unique_id: &str,
+        still_open: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<Vec<u8>, AccessError> {
-        let (_grant, summary, read) = self.read_listed(who, id, unique_id).await?;
+        let (_grant, summary, read) = self.read_listed(who, id, unique_id, still_open).await?;
         self.release_pdf(read, summary.pdf()).await
     }
 
@@ -742,6 +747,7 @@ impl BreakGlass {
         who: &Actorship<'_>,
         id: &str,
         unique_id: &str,
+        still_open: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<(Grant, CriticalSummary, Event), AccessError> {
         // An XDS unique id is an OID, optionally with an extension after `^`.
         if unique_id.is_empty()
@@ -809,6 +815,9 @@ impl BreakGlass {
             detail: Some(detail),
             ..event(Outcome::Success)
         };
+        if !still_open() {
+            return Err(self.ended_unreleased(id, read).await?);
+        }
         Ok((grant, summary, read))
     }
 
@@ -818,6 +827,7 @@ impl BreakGlass {
         &self,
         who: &Actorship<'_>,
         id: &str,
+        still_open: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<(Grant, Fetched, Event), AccessError> {
         let grant = self.grant_for(who, id).ok_or(AccessError::NoGrant)?;
         let event = |kind, outcome| Event {
@@ -860,7 +870,39 @@ impl BreakGlass {
             event(EventKind::PatientRecordRead, Outcome::Success),
             &fetched,
         );
+        if !still_open() {
+            return Err(self.ended_unreleased(id, read).await?);
+        }
         Ok((grant, fetched, read))
+    }
+
+    /// The card left while the record service answered a read under grant `id`: `read`
+    /// goes on record as failed (`session_ended_before_release`) together with the
+    /// grant's end, and nothing is released. The trail never says a document was read
+    /// that no one saw.
+    async fn ended_unreleased(&self, id: &str, read: Event) -> Result<AccessError, AuditError> {
+        let grant = self.grants.lock().ok().and_then(|mut g| g.remove(id));
+        let failed = Event {
+            outcome: Outcome::Failed {
+                reason: "session_ended_before_release".into(),
+            },
+            ..read
+        };
+        let events = std::iter::once(failed)
+            .chain(
+                grant
+                    .iter()
+                    .map(|grant| stop_event(grant, "session_ended_before_release")),
+            )
+            .collect();
+        if let Err(e) = self.audit.append_all(events).await {
+            // Nothing was recorded: the grant stays for the reaper to end on record.
+            if let (Some(grant), Ok(mut grants)) = (grant, self.grants.lock()) {
+                grants.insert(grant.id.clone(), grant);
+            }
+            return Err(e);
+        }
+        Ok(AccessError::SessionEnded)
     }
 
     /// Checks the access limits; a refusal is recorded as `refused(outcome)`.
@@ -1723,6 +1765,72 @@ mod tests {
             .filter(|r| r.contains("break_glass_stopped") && r.contains("ended: gateway_stopped"))
             .count();
         assert_eq!(ends, 2, "g1 ended by end_all, g2 at once");
+    }
+
+    /// A card pulled while the record service answered a re-read, a PDF or a listed
+    /// document: the read is on record as failed with the grant's end, and nothing is
+    /// released (before, the read was recorded as a success and the route refused after).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_read_under_a_grant_the_card_left_meanwhile_is_recorded_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, audit) = AuditLog::for_tests(dir.path());
+        let upstream = Arc::new(Held {
+            asked: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+        });
+        let access = BreakGlass::new(
+            audit.clone(),
+            upstream.clone(),
+            None,
+            Arc::new(Limits::new(&Default::default())),
+            BreakGlassConfig::default(),
+            InsPolicy::default(),
+        );
+        let desk = desk();
+        let professional = Professional::for_tests();
+        let who = actorship(&desk, &professional);
+        let open = |id: &'static str| {
+            access.open_grant(id.into(), &who, ins(), call(), AccessMode::BrisDeGlace)
+        };
+        open("g1").await.unwrap();
+        open("g2").await.unwrap();
+        let (gone, here) = (|| false, || true);
+        upstream.release.notify_one();
+        assert!(matches!(
+            access.reread(&who, "g1", &gone).await,
+            Err(AccessError::SessionEnded)
+        ));
+        upstream.release.notify_one();
+        assert!(matches!(
+            access.document(&who, "g2", &gone).await,
+            Err(AccessError::SessionEnded)
+        ));
+        assert!(access.grants.lock().unwrap().is_empty());
+        // With the session open, a re-read releases as before.
+        open("g3").await.unwrap();
+        upstream.release.notify_one();
+        assert!(access.reread(&who, "g3", &here).await.is_ok());
+        audit.close().unwrap();
+        let trail = trail(&store);
+        let unreleased = trail
+            .iter()
+            .filter(|r| {
+                r.contains("patient_record_read")
+                    && r.contains("\"failed\"")
+                    && r.contains("session_ended_before_release")
+            })
+            .count();
+        assert_eq!(unreleased, 2, "{trail:#?}");
+        let ended = trail
+            .iter()
+            .filter(|r| r.contains("ended: session_ended_before_release"))
+            .count();
+        assert_eq!(ended, 2, "{trail:#?}");
+        let released = trail
+            .iter()
+            .filter(|r| r.contains("patient_record_read") && r.contains("\"success\""))
+            .count();
+        assert_eq!(released, 1, "{trail:#?}");
     }
 
     /// A search's answer names every identity it releases: by INS, or by the record

@@ -177,7 +177,10 @@ pub(super) async fn break_glass(
               (status = 503, description = "Record service unavailable and no usable copy", body = ApiError)))]
 pub(super) async fn reread(acting: Acting, Segment(grant_id): Segment<String>) -> Response {
     let result = match acting.access() {
-        Ok(access) => match access.reread(&acting.who(), &grant_id).await {
+        Ok(access) => match access
+            .reread(&acting.who(), &grant_id, &|| acting.still_open())
+            .await
+        {
             Ok(delivered) => acting.release(access, delivered).await,
             Err(e) => Err(refusal(e)),
         },
@@ -204,7 +207,10 @@ const PDF_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; object-src 'self'
               (status = 503, description = "Record service unavailable and no usable copy", body = ApiError)))]
 pub(super) async fn document(acting: Acting, Segment(grant_id): Segment<String>) -> Response {
     let result = match acting.access() {
-        Ok(access) => match access.document(&acting.who(), &grant_id).await {
+        Ok(access) => match access
+            .document(&acting.who(), &grant_id, &|| acting.still_open())
+            .await
+        {
             Ok(_) if !acting.still_open() => {
                 Err(ended_before_release(access, &acting, &grant_id).await)
             }
@@ -234,7 +240,9 @@ pub(super) async fn listed_document(
 ) -> Response {
     let result = match acting.access() {
         Ok(access) => match access
-            .listed_document(&acting.who(), &grant_id, &unique_id)
+            .listed_document(&acting.who(), &grant_id, &unique_id, &|| {
+                acting.still_open()
+            })
             .await
         {
             Ok(delivered) => acting.release(access, delivered).await,
@@ -262,7 +270,9 @@ pub(super) async fn listed_document_pdf(
 ) -> Response {
     let result = match acting.access() {
         Ok(access) => match access
-            .listed_document_pdf(&acting.who(), &grant_id, &unique_id)
+            .listed_document_pdf(&acting.who(), &grant_id, &unique_id, &|| {
+                acting.still_open()
+            })
             .await
         {
             Ok(_) if !acting.still_open() => {

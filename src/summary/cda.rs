@@ -1423,12 +1423,20 @@ fn allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
             (words(value)?, value)
         }
     };
-    let related = |code: &str| {
-        children(observation, "entryRelationship")
-            .filter_map(|r| child(r, "observation"))
-            .find(|o| child(*o, "code").and_then(|c| c.attribute("code")) == Some(code))
-            .and_then(|o| child(o, "value"))
-    };
+    let related = |code: &str| related_value(observation, code);
+    let verification_status = verification_status(observation);
+    // A refuted allergy ("not allergic to X after all") or one entered in error is no
+    // allergy: a note, like a denied one, never an item the physician would avoid a drug
+    // for, nor one that contradicts a "none known" (the FHIR reader leaves them out).
+    match verification_status.as_deref() {
+        Some("refuted") => return Some(Read::Noted(format!("allergie réfutée : {substance}"))),
+        Some("entered-in-error") => {
+            return Some(Read::Noted(format!(
+                "allergie annulée (saisie par erreur) : {substance}"
+            )));
+        }
+        _ => {}
+    }
     // LOINC 82606-5 is the criticality observation of IPS-FR allergies (HL7 v3
     // criticality codes, mapped onto FHIR's so that the page flags a high one the same
     // way); SEV the PCC severity, shown as written.
@@ -1459,14 +1467,60 @@ fn allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
             .and_then(|c| c.attribute("displayName"))
             .map(str::to_owned),
         categories: Vec::new(),
-        clinical_status: None,
-        verification_status: None,
+        clinical_status: clinical_status(observation),
+        verification_status,
         reactions,
         onset: child(observation, "effectiveTime")
             .and_then(|t| child(t, "low"))
             .and_then(|l| l.attribute("value"))
             .map(str::to_owned),
     }))
+}
+
+/// The value of the observation coded `code` related to `observation` (its
+/// `entryRelationship`s): a status, a criticality, a certainty.
+fn related_value<'a, 'i>(observation: Node<'a, 'i>, code: &str) -> Option<Node<'a, 'i>> {
+    children(observation, "entryRelationship")
+        .filter_map(|r| child(r, "observation"))
+        .find(|o| child(*o, "code").and_then(|c| c.attribute("code")) == Some(code))
+        .and_then(|o| child(o, "value"))
+}
+
+/// The clinical status of an allergy or a problem (LOINC 33999-4, "statut du problème"),
+/// in FHIR's words so that the page says « résolu » or « inactif » the same way for both
+/// readers: the CI-SIS writes FHIR's codes, IHE PCC SNOMED CT's. Another value is shown
+/// as written.
+fn clinical_status(observation: Node<'_, '_>) -> Option<String> {
+    let value = related_value(observation, "33999-4")?;
+    let code = value.attribute("code");
+    let known = match code {
+        Some("55561003") => Some("active"),
+        Some("73425007") => Some("inactive"),
+        Some("413322009") => Some("resolved"),
+        Some(
+            word @ ("active" | "inactive" | "resolved" | "recurrence" | "relapse" | "remission"),
+        ) => Some(word),
+        _ => None,
+    };
+    known.map(str::to_owned).or_else(|| {
+        words(value).or_else(|| code.map(|c| crate::encoding::peer_token(c, 40, "-._", None)))
+    })
+}
+
+/// The certainty of an allergy or a problem (LOINC 66455-7, "certitude", in FHIR's
+/// verification codes; IHE's `uncertaintyCode` `U` says unconfirmed).
+fn verification_status(observation: Node<'_, '_>) -> Option<String> {
+    let stated = related_value(observation, "66455-7")
+        .and_then(|v| v.attribute("code"))
+        .and_then(|code| match code {
+            "unconfirmed" | "provisional" | "differential" | "confirmed" | "refuted"
+            | "entered-in-error" => Some(code.to_owned()),
+            _ => None,
+        });
+    stated.or_else(|| {
+        (child(observation, "uncertaintyCode").and_then(|c| c.attribute("code")) == Some("U"))
+            .then(|| "unconfirmed".to_owned())
+    })
 }
 
 fn medication(entry: Node<'_, '_>) -> Option<Medication> {
@@ -1566,8 +1620,8 @@ fn problem(observation: Node<'_, '_>) -> Option<Problem> {
     Some(Problem {
         name,
         codes: codes(value),
-        clinical_status: None,
-        verification_status: None,
+        clinical_status: clinical_status(observation),
+        verification_status: verification_status(observation),
         onset: at("low"),
         abatement: at("high"),
     })

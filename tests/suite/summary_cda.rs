@@ -1196,3 +1196,87 @@ fn none_known_beside_no_information_is_conflicting() {
     let s = summary::extract(both.as_bytes()).unwrap();
     assert_eq!(s.medications.status, SectionStatus::Conflicting);
 }
+
+/// An allergy's or a problem's clinical status (33999-4, CI-SIS in FHIR's codes, IHE PCC
+/// in SNOMED CT's) and certainty (66455-7) are read: a resolved allergy says so, an
+/// unconfirmed one too, and a refuted one (or one entered in error) is a note, never an
+/// allergy nor a contradiction of « aucune allergie connue ». Before, each read as a
+/// current, confirmed allergy.
+#[test]
+fn an_allergy_or_a_problem_says_its_status_and_a_refuted_allergy_is_none() {
+    let qualified = |related: &str| {
+        format!(
+            "<entry><observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"DALG\" codeSystem=\"2.16.840.1.113883.5.4\"/><participant typeCode=\"CSM\"><participantRole><playingEntity><code code=\"764146007\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Pénicilline\"/></playingEntity></participantRole></participant>{related}</observation></entry>"
+        )
+    };
+    let status = |code: &str, system: &str| {
+        format!(
+            "<entryRelationship typeCode=\"REFR\"><observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"33999-4\" codeSystem=\"2.16.840.1.113883.6.1\"/><statusCode code=\"completed\"/><value xsi:type=\"CE\" code=\"{code}\" codeSystem=\"{system}\"/></observation></entryRelationship>"
+        )
+    };
+    let certainty = |code: &str| {
+        format!(
+            "<entryRelationship typeCode=\"SUBJ\"><observation classCode=\"OBS\" moodCode=\"EVN\"><code code=\"66455-7\" codeSystem=\"2.16.840.1.113883.6.1\"/><statusCode code=\"completed\"/><value xsi:type=\"CD\" code=\"{code}\" codeSystem=\"2.16.840.1.113883.4.642.4.1075\"/></observation></entryRelationship>"
+        )
+    };
+    let fhir = "2.16.840.1.113883.4.642.4.1373";
+    let snomed = "2.16.840.1.113883.6.96";
+    for (related, clinical) in [
+        (status("resolved", fhir), "resolved"),
+        (status("413322009", snomed), "resolved"),
+        (status("73425007", snomed), "inactive"),
+        (status("active", fhir), "active"),
+    ] {
+        let s = allergy_entry(&qualified(&related));
+        assert_eq!(s.allergies.status, SectionStatus::Recorded);
+        let allergy = &s.allergies.items[0];
+        assert_eq!(allergy.clinical_status.as_deref(), Some(clinical));
+    }
+    let s = allergy_entry(&qualified(&certainty("unconfirmed")));
+    assert_eq!(
+        s.allergies.items[0].verification_status.as_deref(),
+        Some("unconfirmed")
+    );
+    for (code, said) in [
+        ("refuted", "allergie réfutée : Pénicilline"),
+        (
+            "entered-in-error",
+            "allergie annulée (saisie par erreur) : Pénicilline",
+        ),
+    ] {
+        let s = allergy_entry(&qualified(&certainty(code)));
+        assert!(s.allergies.items.is_empty(), "{code}");
+        assert_eq!(s.allergies.statements, [said]);
+        assert_ne!(s.allergies.status, SectionStatus::Recorded);
+    }
+    // Beside a "no known allergies", a refuted allergy does not contradict it.
+    let fixture = String::from_utf8(cda("absence-stated-sections-not-asked.xml")).unwrap();
+    let start = fixture.find("<entry>").unwrap();
+    let document = format!(
+        "{}{}{}",
+        &fixture[..start],
+        qualified(&certainty("refuted")),
+        &fixture[start..]
+    );
+    let s = summary::extract(document.as_bytes()).unwrap();
+    assert_eq!(s.allergies.status, SectionStatus::NoneKnown);
+
+    // A problem's status and certainty, read the same way.
+    let fixture = String::from_utf8(cda("ips-fr-allergy-treatment-problem.xml")).unwrap();
+    let open = "<observation classCode=\"OBS\" moodCode=\"EVN\">";
+    let problem_at = fixture[..fixture.find("code=\"I48\"").unwrap()]
+        .rfind(open)
+        .unwrap();
+    let close = problem_at + fixture[problem_at..].find("</observation>").unwrap();
+    let document = format!(
+        "{}{}{}{}",
+        &fixture[..close],
+        status("413322009", snomed),
+        certainty("provisional"),
+        &fixture[close..]
+    );
+    let s = summary::extract(document.as_bytes()).unwrap();
+    let problem = &s.problems.items[0];
+    assert_eq!(problem.clinical_status.as_deref(), Some("resolved"));
+    assert_eq!(problem.verification_status.as_deref(), Some("provisional"));
+}

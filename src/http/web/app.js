@@ -943,7 +943,7 @@
   // A diagnosis the author has not confirmed must not read as an established problem.
   const VERIFICATION = {
     provisional: 'diagnostic provisoire', differential: 'diagnostic différentiel',
-    unconfirmed: 'non confirmé',
+    unconfirmed: 'non confirmé', refuted: 'RÉFUTÉ', 'entered-in-error': 'saisi par erreur',
   };
 
   function problemText(p) {
