@@ -396,14 +396,27 @@ fn refusal(status: StatusCode, issue: &str, detail: &str, diagnostics: &str) -> 
 }
 
 /// The verified claims of the request's assertion, or the 401 answer.
-fn authorize(state: &DevState, headers: &HeaderMap) -> Result<Claims, Box<Response>> {
+fn authorize(
+    state: &DevState,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+) -> Result<Claims, Box<Response>> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let now = crate::clock::now().1 / 1000;
     let verdict = match token {
-        Some(token) => assertion::verify(token, &state.trusted, now).map_err(|e| e.to_string()),
+        // The stand-in answers as the authority it was reached by (HTTP/2 names it in the
+        // request's URI, HTTP/1.1 in `Host`).
+        Some(token) => {
+            let authority = uri
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
+                .unwrap_or_default();
+            assertion::verify(token, &state.trusted, authority, now).map_err(|e| e.to_string())
+        }
         None => Err("no access assertion".to_owned()),
     };
     let verdict = verdict.and_then(|claims| {
@@ -440,9 +453,10 @@ fn authorize(state: &DevState, headers: &HeaderMap) -> Result<Claims, Box<Respon
 async fn search(
     State(state): State<Arc<DevState>>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     Form(form): Form<Vec<(String, String)>>,
 ) -> Response {
-    let claims = match authorize(&state, &headers) {
+    let claims = match authorize(&state, &headers, &uri) {
         Ok(claims) => claims,
         Err(refused) => return *refused,
     };
@@ -525,9 +539,10 @@ fn patient_resource(p: &DevPatient) -> Value {
 async fn summary(
     State(state): State<Arc<DevState>>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     UrlPath(id): UrlPath<String>,
 ) -> Response {
-    let claims = match authorize(&state, &headers) {
+    let claims = match authorize(&state, &headers, &uri) {
         Ok(claims) => claims,
         Err(refused) => return *refused,
     };

@@ -89,6 +89,9 @@ pub enum AssertionError {
     /// A required attribute is missing or empty.
     #[error("assertion lacks the required attribute '{0}'")]
     Missing(&'static str),
+    /// Made for another service (`aud`).
+    #[error("assertion made for another audience")]
+    Audience,
 }
 
 /// The gateway's assertion key.
@@ -139,8 +142,15 @@ pub fn new_jti() -> Result<String, crate::random::RandomUnavailable> {
 }
 
 /// Checks `token`'s signature against `trusted` public keys (raw 32-byte Ed25519), its
-/// validity at `now` (Unix seconds) and its required attributes; returns its claims.
-pub fn verify(token: &str, trusted: &[Vec<u8>], now: u64) -> Result<Claims, AssertionError> {
+/// audience (`aud` must be a URL of `authority`, the `host:port` the receiver answers
+/// as: an assertion made for another service is not a credential here), its validity at
+/// `now` (Unix seconds) and its required attributes; returns its claims.
+pub fn verify(
+    token: &str,
+    trusted: &[Vec<u8>],
+    authority: &str,
+    now: u64,
+) -> Result<Claims, AssertionError> {
     let malformed = |why: &str| AssertionError::Malformed(why.into());
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(signature), None) =
@@ -177,6 +187,9 @@ pub fn verify(token: &str, trusted: &[Vec<u8>], now: u64) -> Result<Claims, Asse
                 crate::encoding::json_error_position(&e)
             ))
         })?;
+    if !addressed_to(&claims.aud, authority) {
+        return Err(AssertionError::Audience);
+    }
     if claims.exp < now || claims.iat > now + CLOCK_SKEW_SECS || claims.exp <= claims.iat {
         return Err(AssertionError::Expired);
     }
@@ -199,6 +212,18 @@ pub fn verify(token: &str, trusted: &[Vec<u8>], now: u64) -> Result<Claims, Asse
         return Err(AssertionError::Missing("role"));
     }
     Ok(claims)
+}
+
+/// Whether URL `aud` names `authority` (`host[:port]`, compared without case).
+fn addressed_to(aud: &str, authority: &str) -> bool {
+    let Some((scheme, rest)) = aud.split_once("://") else {
+        return false;
+    };
+    let named = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    matches!(scheme, "https" | "http")
+        && !authority.is_empty()
+        && !named.contains('@')
+        && named.eq_ignore_ascii_case(authority)
 }
 
 #[cfg(test)]
@@ -241,7 +266,7 @@ mod tests {
         let key = crate::encoding::decode_hex(&signer.public_key_hex()).unwrap();
         let token = signer.sign(&claims(1000)).unwrap();
         assert_eq!(
-            verify(&token, std::slice::from_ref(&key), 1010).unwrap(),
+            verify(&token, std::slice::from_ref(&key), AUD, 1010).unwrap(),
             claims_with_jti(&token)
         );
         // Tampered payload (purpose of use changed), wrong key, expired, garbage.
@@ -251,22 +276,22 @@ mod tests {
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
         let tampered = format!("{}.{payload}.{}", parts[0], parts[2]);
         assert_eq!(
-            verify(&tampered, std::slice::from_ref(&key), 1010),
+            verify(&tampered, std::slice::from_ref(&key), AUD, 1010),
             Err(AssertionError::Signature)
         );
         let (_other_dir, other) = self::signer();
         let other_key = crate::encoding::decode_hex(&other.public_key_hex()).unwrap();
         assert_eq!(
-            verify(&token, &[other_key], 1010),
+            verify(&token, &[other_key], AUD, 1010),
             Err(AssertionError::Signature)
         );
         assert_eq!(
-            verify(&token, std::slice::from_ref(&key), 2000),
+            verify(&token, std::slice::from_ref(&key), AUD, 2000),
             Err(AssertionError::Expired)
         );
         for garbage in ["", "a.b", "a.b.c.d", "!!.!!.!!"] {
             assert!(matches!(
-                verify(garbage, std::slice::from_ref(&key), 1010),
+                verify(garbage, std::slice::from_ref(&key), AUD, 1010),
                 Err(AssertionError::Malformed(_))
             ));
         }
@@ -277,6 +302,7 @@ mod tests {
             verify(
                 &signer.sign(&long).unwrap(),
                 std::slice::from_ref(&key),
+                AUD,
                 1010
             ),
             Err(AssertionError::TooLong)
@@ -285,10 +311,47 @@ mod tests {
         missing.role = None;
         let token = signer.sign(&missing).unwrap();
         assert_eq!(
-            verify(&token, &[key], 1010),
+            verify(&token, &[key], AUD, 1010),
             Err(AssertionError::Missing("role"))
         );
     }
+
+    /// Made for another service: refused, however well signed.
+    #[test]
+    fn an_assertion_for_another_audience_is_refused() {
+        let (_dir, signer) = self::signer();
+        let key = crate::encoding::decode_hex(&signer.public_key_hex()).unwrap();
+        let token = signer.sign(&claims(1000)).unwrap();
+        assert!(verify(&token, std::slice::from_ref(&key), "RECORD.example", 1010).is_ok());
+        for other in ["other.example", "record.example:8443", ""] {
+            assert_eq!(
+                verify(&token, std::slice::from_ref(&key), other, 1010),
+                Err(AssertionError::Audience),
+                "{other}"
+            );
+        }
+        for aud in [
+            "https://record.example.evil/fhir",
+            "https://x@record.example/fhir",
+            "record.example",
+            "ftp://record.example/",
+        ] {
+            let mut claims = claims(1000);
+            claims.aud = aud.into();
+            let token = signer.sign(&claims).unwrap();
+            assert_eq!(
+                verify(&token, std::slice::from_ref(&key), AUD, 1010),
+                Err(AssertionError::Audience),
+                "{aud}"
+            );
+        }
+        let mut claims = claims(1000);
+        claims.aud = "https://record.example/fhir?x=1".into();
+        let token = signer.sign(&claims).unwrap();
+        assert!(verify(&token, &[key], AUD, 1010).is_ok());
+    }
+
+    const AUD: &str = "record.example";
 
     fn claims_with_jti(token: &str) -> Claims {
         let payload = token.split('.').nth(1).unwrap();
@@ -298,7 +361,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn arbitrary_tokens_never_panic(token in ".{0,300}") {
-            let _ = verify(&token, &[vec![0u8; 32]], 0);
+            let _ = verify(&token, &[vec![0u8; 32]], AUD, 0);
         }
     }
 }
