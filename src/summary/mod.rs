@@ -431,6 +431,14 @@ pub struct ListedDocument {
     /// patient allowed it.
     #[serde(default)]
     pub masked: bool,
+    /// Deprecated in the registry (replaced by a newer version): the registry was asked
+    /// for current documents only, and listed it all the same.
+    #[serde(default)]
+    pub replaced: bool,
+    /// Filed under a patient identifier other than the INS asked for (an earlier one, or
+    /// a filing error): its title and authors may be another patient's.
+    #[serde(default)]
+    pub filed_elsewhere: bool,
 }
 
 redacted_debug!(ListedDocument);

@@ -844,6 +844,8 @@
       d.structured ? null : 'non structuré (PDF ou texte)',
       d.hidden_from_patient ? 'NON VISIBLE PAR LE PATIENT' : null,
       d.masked ? 'masqué aux professionnels, lisible ici avec l\u2019accord du patient' : null,
+      d.replaced ? 'REMPLACÉ par une version plus récente' : null,
+      d.filed_elsewhere ? 'CLASSÉ SOUS UN AUTRE IDENTIFIANT PATIENT : vérifier l\u2019identité' : null,
     ].filter(Boolean).join(' — ');
   }
 

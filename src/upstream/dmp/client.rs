@@ -642,7 +642,7 @@ impl DmpClient {
                 },
             )
             .await?;
-        registry_outcome(
+        retrieval_outcome(
             retrieved.status,
             &retrieved.errors,
             retrieved.documents.is_empty(),
@@ -708,10 +708,16 @@ impl DmpClient {
         // Moved to the reading (off the async workers), not copied.
         let mut take = |entry: Option<&DocumentEntry>| {
             let entry = entry?;
+            // By id and repository: a hostile list giving two entries one id in two
+            // repositories must not have one's bytes read as the other's.
             retrieved
                 .documents
                 .iter_mut()
-                .find(|d| d.unique_id == entry.unique_id && !d.bytes.is_empty())
+                .find(|d| {
+                    d.unique_id == entry.unique_id
+                        && d.repository_unique_id == entry.repository_unique_id
+                        && !d.bytes.is_empty()
+                })
                 .map(|d| std::mem::take(&mut d.bytes))
         };
         let (synthesis_bytes, history_bytes) = (take(synthesis), take(history));
@@ -756,6 +762,12 @@ impl DmpClient {
             summary.warnings.push(
                 "the DMP listed the record's documents in part (PartialSuccess): a newer document may be missing".into(),
             );
+        } else if found.errors.iter().any(|e| e.severity != "Warning") {
+            // Success, with an error listed beside the documents: the answer contradicts
+            // itself, and the list may be the incomplete one.
+            summary.warnings.push(
+                "the DMP listed the record's documents with an error: a newer document may be missing".into(),
+            );
         }
         if history.is_some() && history_bytes.is_none() && synthesis.is_some() {
             summary.warnings.push(
@@ -791,7 +803,7 @@ impl DmpClient {
                     .filter(|(id, _)| id.as_deref() == Some(d.unique_id.as_str()))
                     .map(|(_, what)| (*what).to_owned())
                     .collect();
-                listed(d, used_for)
+                listed(d, used_for, filed_elsewhere(d, ins))
             })
             .collect();
         summary.provenance = provenance(trail, &retrieved.documents);
@@ -819,7 +831,9 @@ impl DmpClient {
         let bytes = retrieved
             .documents
             .iter_mut()
-            .find(|d| d.unique_id == unique_id)
+            .find(|d| {
+                d.unique_id == unique_id && d.repository_unique_id == entry.repository_unique_id
+            })
             .map(|d| std::mem::take(&mut d.bytes))
             .ok_or_else(|| not_returned(&retrieved.errors, "the document asked for"))?;
         let mut summary = super::super::extract_off_runtime(bytes).await?;
@@ -828,7 +842,7 @@ impl DmpClient {
             summary.patient_in_document.as_ref(),
             filed_elsewhere(entry, ins),
         )?;
-        summary.documents = vec![listed(entry, Vec::new())];
+        summary.documents = vec![listed(entry, Vec::new(), filed_elsewhere(entry, ins))];
         summary.provenance = provenance(trail, &retrieved.documents);
         Ok(summary)
     }
@@ -901,8 +915,10 @@ fn tied_to_patient(
 }
 
 /// How a registry entry is listed on the page.
-fn listed(d: &DocumentEntry, used_for: Vec<String>) -> ListedDocument {
+fn listed(d: &DocumentEntry, used_for: Vec<String>, filed_elsewhere: bool) -> ListedDocument {
     ListedDocument {
+        replaced: !d.approved,
+        filed_elsewhere,
         unique_id: d.unique_id.clone(),
         type_code: d.type_code.as_ref().map(|c| c.code.clone()),
         type_display: d.type_code.as_ref().and_then(|c| c.display.clone()),
@@ -1037,6 +1053,24 @@ fn registry_outcome(
             "the DMP answered PartialSuccess with nothing".into(),
         )),
         _ => Ok(()),
+    }
+}
+
+/// The outcome of a repository's answer: as a registry's, except "unknown patient". The
+/// registry has just listed this patient's documents: a repository saying otherwise
+/// contradicts it, which is no fact that the record does not exist (that would withdraw
+/// the patient's cached copies and tell the physician there is no record).
+fn retrieval_outcome(
+    status: xds::Status,
+    errors: &[RegistryError],
+    nothing: bool,
+) -> Result<(), UpstreamError> {
+    match registry_outcome(status, errors, nothing) {
+        Err(UpstreamError::NoRecord) => Err(UpstreamError::Malformed(
+            "the repository said the patient is unknown after the registry listed their documents"
+                .into(),
+        )),
+        other => other,
     }
 }
 
@@ -1399,6 +1433,13 @@ mod tests {
             registry_outcome(PartialSuccess, &unknown("Error"), false),
             Err(UpstreamError::Malformed(why)) if why.contains("unknown")
         ));
+        // From the repository, once the registry listed the patient's documents: the
+        // answer contradicts the listing, and withdraws nothing.
+        assert!(matches!(
+            retrieval_outcome(Failure, &unknown("Error"), true),
+            Err(UpstreamError::Malformed(why)) if why.contains("repository")
+        ));
+        assert_eq!(retrieval_outcome(Success, &[], false), Ok(()));
         // Part of an answer that holds nothing: not "no summary document".
         for warnings in [&[][..], &[error("W1", "Warning")][..]] {
             assert!(matches!(

@@ -84,7 +84,8 @@ pub async fn inspect(bytes: Vec<u8>) -> Result<Inspection, DmpError> {
             .next()
             .map(|line| String::from_utf8_lossy(line).trim().to_owned())
             .unwrap_or_default();
-        let boundary = first.trim_start_matches("--").to_owned();
+        // One `--` only: a boundary may itself start with dashes (`----=_Part_0`).
+        let boundary = first.strip_prefix("--").unwrap_or(&first).to_owned();
         let parts = mtom::split(bytes, &boundary, None, MAX_PARTS).await?;
         (parts.envelope, parts.attachments)
     } else {

@@ -54,6 +54,7 @@ pub async fn split(
         multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(size));
     let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
     let mut root = None;
+    let mut root_id = None;
     let mut attachments = HashMap::new();
     let mut count = 0;
     loop {
@@ -78,10 +79,11 @@ pub async fn split(
         };
         if is_root && root.is_none() {
             root = Some(bytes);
+            root_id = id;
         } else if let Some(id) = id {
-            // Two parts under one name: which one a reference means is the sender's
-            // secret, so neither is read.
-            if attachments.insert(id, bytes).is_some() {
+            // Two parts under one name (the root's too): which one a reference means is
+            // the sender's secret, so neither is read.
+            if root_id.as_ref() == Some(&id) || attachments.insert(id, bytes).is_some() {
                 return Err(DmpError::Answer(
                     "the multipart answer names two parts alike".into(),
                 ));
@@ -153,6 +155,16 @@ mod tests {
             "--uuid:b1\r\nContent-Type: text/xml\r\nContent-ID: <doc1@x>\r\n\r\n<Other/>\r\n--uuid:b1--",
         );
         let err = split(twice.into_bytes(), &boundary, start.as_deref(), 8)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("two parts alike"), "{err}");
+        // A part named as the root: which one a reference means is as unclear.
+        let twin = body.replace(
+            "--uuid:b1--",
+            "--uuid:b1\r\nContent-Type: text/xml\r\nContent-ID: <root@x>\r\n\r\n<Other/>\r\n--uuid:b1--",
+        );
+        let err = split(twin.into_bytes(), &boundary, start.as_deref(), 8)
             .await
             .unwrap_err()
             .to_string();

@@ -226,10 +226,15 @@ fn status(node: Node<'_, '_>) -> Result<Status, DmpError> {
     }
 }
 
+/// Distinct errors and distinct warnings kept of an answer, each: the list is bounded,
+/// and warnings listed first never crowd out an error (an opposition) listed after them.
+const MAX_REGISTRY_ERRORS: usize = 100;
+
 fn registry_errors(node: Node<'_, '_>) -> Vec<RegistryError> {
-    node.descendants()
+    let (mut kept, mut warnings, mut errors) = (Vec::new(), 0, 0);
+    let listed = node
+        .descendants()
         .filter(|n| n.has_tag_name((RS, "RegistryError")))
-        .take(100)
         .map(|e| RegistryError {
             code: token(e.attribute("errorCode").unwrap_or_default()),
             severity: token(
@@ -239,8 +244,22 @@ fn registry_errors(node: Node<'_, '_>) -> Vec<RegistryError> {
                     .next()
                     .unwrap_or_default(),
             ),
-        })
-        .collect()
+        });
+    for error in listed {
+        let count = if error.severity == "Warning" {
+            &mut warnings
+        } else {
+            &mut errors
+        };
+        if *count < MAX_REGISTRY_ERRORS && !kept.contains(&error) {
+            *count += 1;
+            kept.push(error);
+        }
+        if warnings == MAX_REGISTRY_ERRORS && errors == MAX_REGISTRY_ERRORS {
+            break;
+        }
+    }
+    kept
 }
 
 /// The answer to FindDocuments: the entries, the status and the errors listed.
@@ -270,9 +289,19 @@ pub fn read_found(response: Node<'_, '_>) -> Result<Found, DmpError> {
         .children()
         .filter(|n| n.has_tag_name((RIM, "RegistryObjectList")))
         .flat_map(|list| list.children())
-        .filter(|n| n.has_tag_name((RIM, "ExtrinsicObject")))
+        .filter(|n| n.is_element())
         .enumerate()
     {
+        // References only (`ObjectRef`: the registry did not return the entries asked
+        // for) or anything else: an entry not read may be the synthesis, so the list is
+        // not taken as the record's documents (an empty one would say "no summary
+        // document" and withdraw the copies).
+        if !object.has_tag_name((RIM, "ExtrinsicObject")) {
+            return Err(DmpError::Answer(format!(
+                "the document list holds a {} where a document entry was expected",
+                token(object.tag_name().name())
+            )));
+        }
         if i == MAX_ENTRIES {
             return Err(DmpError::Answer(format!(
                 "more than {MAX_ENTRIES} documents listed"
@@ -311,7 +340,7 @@ fn localized(node: Node<'_, '_>, element: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn read_entry(object: Node<'_, '_>, i: usize) -> Result<DocumentEntry, DmpError> {
+fn read_entry<'a>(object: Node<'a, '_>, i: usize) -> Result<DocumentEntry, DmpError> {
     let classifications: Vec<Node<'_, '_>> = object
         .children()
         .filter(|n| n.has_tag_name((RIM, "Classification")))
@@ -331,11 +360,19 @@ fn read_entry(object: Node<'_, '_>, i: usize) -> Result<DocumentEntry, DmpError>
             })
             .collect()
     };
-    let unique_id = external_id(object, UNIQUE_ID)
+    // One value each: of two, which one the registry means is its secret (a first
+    // patient id naming the patient asked for would hide a second naming another).
+    let one = |name: &str, values: Vec<&'a str>| match values.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(*one)),
+        _ => Err(DmpError::Answer(format!(
+            "document {i} of the list has more than one {name}"
+        ))),
+    };
+    let single = |name: &str| one(name, slot_values(object, name));
+    let unique_id = one("uniqueId", external_ids(object, UNIQUE_ID))?
         .ok_or_else(|| DmpError::Answer(format!("document {i} of the list has no uniqueId")))?;
-    let repository = slot_values(object, "repositoryUniqueId")
-        .first()
-        .copied()
+    let repository = single("repositoryUniqueId")?
         .filter(|v| !v.is_empty())
         .ok_or_else(|| {
             DmpError::Answer(format!(
@@ -345,13 +382,8 @@ fn read_entry(object: Node<'_, '_>, i: usize) -> Result<DocumentEntry, DmpError>
     for (name, id) in [("uniqueId", unique_id), ("repositoryUniqueId", repository)] {
         check_id(id, || format!("document {i} of the list: {name}"))?;
     }
-    let single = |name: &str| match slot_values(object, name).as_slice() {
-        [] => Ok(None),
-        [one] => Ok(Some(*one)),
-        _ => Err(DmpError::Answer(format!(
-            "document {i} of the list has more than one {name}"
-        ))),
-    };
+    let patient_id = one("patientId", external_ids(object, PATIENT_ID))?;
+    let creation_time = single("creationTime")?;
     let hash = single("hash")?
         .map(|h| {
             if h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -388,9 +420,7 @@ fn read_entry(object: Node<'_, '_>, i: usize) -> Result<DocumentEntry, DmpError>
         class_code: coded(CLASS_CODE).into_iter().next(),
         format_code: coded(FORMAT_CODE).into_iter().next(),
         confidentiality: coded(CONFIDENTIALITY_CODE),
-        creation_time: slot_values(object, "creationTime")
-            .first()
-            .map(|s| (*s).to_owned()),
+        creation_time: creation_time.map(str::to_owned),
         service_start_time: slot_values(object, "serviceStartTime")
             .first()
             .map(|s| (*s).to_owned()),
@@ -400,21 +430,22 @@ fn read_entry(object: Node<'_, '_>, i: usize) -> Result<DocumentEntry, DmpError>
         hash,
         size,
         approved,
-        patient_id: external_id(object, PATIENT_ID).map(patient_of),
+        patient_id: patient_id.map(patient_of),
     })
 }
 
-/// The value of `object`'s external identifier under `scheme`, trimmed, if not empty.
-fn external_id<'a>(object: Node<'a, '_>, scheme: &str) -> Option<&'a str> {
+/// The values of `object`'s external identifiers under `scheme`, trimmed, not empty.
+fn external_ids<'a>(object: Node<'a, '_>, scheme: &str) -> Vec<&'a str> {
     object
         .children()
-        .find(|n| {
+        .filter(|n| {
             n.has_tag_name((RIM, "ExternalIdentifier"))
                 && n.attribute("identificationScheme") == Some(scheme)
         })
-        .and_then(|n| n.attribute("value"))
+        .filter_map(|n| n.attribute("value"))
         .map(str::trim)
         .filter(|v| !v.is_empty())
+        .collect()
 }
 
 /// A CX (`id^^^&OID&ISO^type`) as (id, OID); the OID is empty when the value names no
@@ -738,6 +769,74 @@ mod tests {
             let err = found_from_envelope(&text.replacen(from, to, 1)).unwrap_err();
             assert!(err.to_string().contains(why), "{to}: {err}");
         }
+    }
+
+    /// References instead of entries (`ObjectRef`), or anything but an entry, in the
+    /// list: refused, never read as a list without the synthesis (which withdrew the
+    /// patient's copies). An id, a patient id, a repository or a creation time given
+    /// twice: refused (the first was read, hiding a second patient id).
+    #[test]
+    fn a_list_of_references_or_an_entry_saying_two_things_is_refused() {
+        let text = td31();
+        let list = "<rim:RegistryObjectList>";
+        assert!(text.contains(list));
+        let with_ref = text.replacen(
+            list,
+            "<rim:RegistryObjectList><rim:ObjectRef id=\"urn:uuid:1\"/>",
+            1,
+        );
+        let err = found_from_envelope(&with_ref).unwrap_err().to_string();
+        assert!(err.contains("ObjectRef"), "{err}");
+        let found = found_from_envelope(&text).unwrap();
+        let patient = "<rim:ExternalIdentifier";
+        let first = text.find(patient).unwrap();
+        let end = first
+            + text[first..].find("</rim:ExternalIdentifier>").unwrap()
+            + "</rim:ExternalIdentifier>".len();
+        let identifier = &text[first..end];
+        let twice = format!("{}{identifier}{}", &text[..end], &text[end..]);
+        let err = found_from_envelope(&twice).unwrap_err().to_string();
+        assert!(err.contains("more than one"), "{err}");
+        let created = "name=\"creationTime\"><rim:ValueList><rim:Value>";
+        assert!(text.contains(created));
+        let err = found_from_envelope(&text.replacen(
+            created,
+            "name=\"creationTime\"><rim:ValueList><rim:Value>20990101</rim:Value><rim:Value>",
+            1,
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("more than one creationTime"), "{err}");
+        assert!(!found.documents.is_empty());
+    }
+
+    /// Warnings listed first never crowd an error out of the kept list: an opposition
+    /// after a hundred warnings is still seen.
+    #[test]
+    fn an_error_after_many_warnings_is_kept() {
+        let warnings: String = (0..300)
+            .map(|i| {
+                format!(
+                    "<rs:RegistryError errorCode=\"W{i}\" severity=\"urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Warning\"/>"
+                )
+            })
+            .collect();
+        let xml = format!(
+            "<q:AdhocQueryResponse xmlns:q=\"{}\" xmlns:rs=\"{}\" status=\"urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Failure\"><rs:RegistryErrorList>{warnings}\
+             <rs:RegistryError errorCode=\"OPPOSITION_ACCES_URGENCE\" severity=\"urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Error\"/>\
+             <rs:RegistryError errorCode=\"OPPOSITION_ACCES_URGENCE\" severity=\"urn:oasis:names:tc:ebxml-regrep:ErrorSeverityType:Error\"/>\
+             </rs:RegistryErrorList></q:AdhocQueryResponse>",
+            super::QUERY,
+            super::RS
+        );
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let found = super::read_found(doc.root_element()).unwrap();
+        assert_eq!(found.errors.len(), super::MAX_REGISTRY_ERRORS + 1);
+        assert_eq!(
+            found.errors.last().unwrap().code,
+            "OPPOSITION_ACCES_URGENCE",
+            "kept once"
+        );
     }
 
     #[test]
