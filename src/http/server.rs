@@ -200,7 +200,7 @@ impl Connections {
     async fn handle(self, tcp: TcpStream, remote: SocketAddr, watcher: Watcher) {
         let _ = tcp.set_nodelay(true);
         let acceptor = TlsAcceptor::from(self.tls.config());
-        let (pending, evicted) = self.handshakes.begin();
+        let (pending, evicted) = self.handshakes.begin(source(remote.ip()));
         let handshake = tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp));
         let handshake = tokio::select! {
             done = handshake => done,
@@ -241,6 +241,15 @@ impl Connections {
             .peer_certificates()
             .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
             .unwrap_or_default();
+        // Before any request is read: a resumed TLS session skips the verifier, and a
+        // check racing the connection (as `no_longer_trusted` does later) would let the
+        // requests sent with the handshake run first (a case posted, a PIN try spent).
+        if let Err(why) = self.tls.still_trusted(&chain) {
+            self.metrics
+                .observe_connection_closed("certificate_no_longer_valid");
+            tracing::warn!(peer = %remote, reason = %why, "a client certificate that no longer verifies (revoked or expired since the TLS session began): connection closed before any request");
+            return;
+        }
         let peer = self.desks.attribute(chain.first(), remote.ip());
         // Held for the connection's life; certificate holders need none, nor the
         // appliance's own probes (`healthcheck` connects from the listener's own address;
@@ -517,15 +526,45 @@ impl Drop for Counted {
 /// until the handshake deadline: a few addresses reconnecting would hold every slot, and
 /// desks would wait in the kernel's backlog. So these hold a quarter of the slots at most
 /// (with the half anonymous connections may hold, a quarter stays for desks); past that,
-/// a new connection closes the oldest still in its handshake. A desk's handshake takes
-/// milliseconds: it is never the oldest for long.
+/// a new connection closes the oldest handshake of the source with the most under way.
+/// The source flooding the pool loses its own; a desk's handshake (which may wait on a
+/// TPM-held key or the browser's certificate dialog) is closed only when its workstation
+/// holds as many as the flooder.
 struct Handshakes {
     capacity: usize,
-    /// By order of arrival: each one's sender, fired to close it.
-    pending: std::sync::Mutex<(
-        u64,
-        std::collections::BTreeMap<u64, tokio::sync::oneshot::Sender<()>>,
-    )>,
+    pending: std::sync::Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    next: u64,
+    /// By order of arrival: each one's source and sender, fired to close it.
+    by_id: std::collections::BTreeMap<u64, (IpAddr, tokio::sync::oneshot::Sender<()>)>,
+    /// Each source's handshakes, oldest first (at most `max_connections_per_address`).
+    by_source: HashMap<IpAddr, std::collections::VecDeque<u64>>,
+}
+
+impl Pending {
+    fn remove(&mut self, id: u64) -> Option<tokio::sync::oneshot::Sender<()>> {
+        let (source, close) = self.by_id.remove(&id)?;
+        if let Some(ids) = self.by_source.get_mut(&source) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_source.remove(&source);
+            }
+        }
+        Some(close)
+    }
+
+    /// The oldest handshake of the source holding the most (the oldest first among
+    /// equals).
+    fn to_close(&self) -> Option<u64> {
+        self.by_source
+            .values()
+            .filter_map(|ids| Some((ids.len(), *ids.front()?)))
+            .max_by(|(a, a_id), (b, b_id)| a.cmp(b).then(b_id.cmp(a_id)))
+            .map(|(_, id)| id)
+    }
 }
 
 /// A handshake under way, until dropped.
@@ -536,7 +575,7 @@ struct PendingHandshake {
 
 impl Drop for PendingHandshake {
     fn drop(&mut self) {
-        self.handshakes.lock().1.remove(&self.id);
+        self.handshakes.lock().remove(self.id);
     }
 }
 
@@ -544,40 +583,38 @@ impl Handshakes {
     fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            pending: std::sync::Mutex::new((0, std::collections::BTreeMap::new())),
+            pending: std::sync::Mutex::new(Pending::default()),
         }
     }
 
-    /// A poisoned lock still holds a whole map: every change is one insert or remove.
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        (
-            u64,
-            std::collections::BTreeMap<u64, tokio::sync::oneshot::Sender<()>>,
-        ),
-    > {
+    /// A poisoned lock still holds whole maps: each change is made under the lock by
+    /// code that does not panic.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Registers a handshake starting now, closing the oldest when all are taken: the
-    /// guard, and what resolves if a newer one closes this one.
-    fn begin(self: &Arc<Self>) -> (PendingHandshake, tokio::sync::oneshot::Receiver<()>) {
+    /// Registers a handshake from `source` starting now, closing one when all are taken
+    /// (see the type): the guard, and what resolves if a newer one closes this one.
+    fn begin(
+        self: &Arc<Self>,
+        source: IpAddr,
+    ) -> (PendingHandshake, tokio::sync::oneshot::Receiver<()>) {
         let (close, closed) = tokio::sync::oneshot::channel();
         let mut pending = self.lock();
-        while pending.1.len() >= self.capacity {
-            match pending.1.pop_first() {
-                // The oldest's task ends its handshake when it hears of it.
-                Some((_, oldest)) => drop(oldest.send(())),
-                None => break,
+        while pending.by_id.len() >= self.capacity {
+            let Some(id) = pending.to_close() else { break };
+            // Its task ends its handshake when it hears of it (or has just ended it: then
+            // there is no one to tell).
+            if let Some(oldest) = pending.remove(id) {
+                let _ = oldest.send(());
             }
         }
-        let id = pending.0;
-        pending.0 = pending.0.wrapping_add(1);
-        pending.1.insert(id, close);
+        let id = pending.next;
+        pending.next = pending.next.wrapping_add(1);
+        pending.by_id.insert(id, (source, close));
+        pending.by_source.entry(source).or_default().push_back(id);
         drop(pending);
         (
             PendingHandshake {
@@ -586,6 +623,23 @@ impl Handshakes {
             },
             closed,
         )
+    }
+}
+
+/// The source a connection is counted under: an IPv4 address (an IPv4-mapped IPv6 one
+/// taken back to it), or an IPv6 /64, which one host holds whole (a per-address cap
+/// counting each of its addresses apart would cap nothing).
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut segments = v6.segments();
+                segments[4..].fill(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(segments))
+            }
+        },
     }
 }
 
@@ -619,7 +673,8 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let Some(counted) = per_address.admit(remote.ip(), limits.max_connections_per_address)
+        let Some(counted) =
+            per_address.admit(source(remote.ip()), limits.max_connections_per_address)
         else {
             connections
                 .metrics
@@ -709,6 +764,53 @@ pub(crate) async fn serve_management(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With every handshake slot taken, a newcomer closes the oldest handshake of the
+    /// source holding the most: a flooder from two addresses reconnecting without end
+    /// closes its own, never a desk's slow handshake (before, the oldest overall went,
+    /// which was the desk's once it waited on its certificate dialog).
+    #[test]
+    fn a_full_handshake_pool_closes_the_flooders_own() {
+        let pool = Arc::new(Handshakes::new(4));
+        let desk = IpAddr::from([10, 0, 0, 5]);
+        let (flood_a, flood_b) = (IpAddr::from([10, 0, 0, 66]), IpAddr::from([10, 0, 0, 67]));
+        let (_desk_guard, mut desk_closed) = pool.begin(desk);
+        let mut held = Vec::new();
+        for _ in 0..200 {
+            for flooder in [flood_a, flood_b] {
+                held.push(pool.begin(flooder));
+                assert!(
+                    desk_closed.try_recv().is_err(),
+                    "the desk's handshake closed"
+                );
+            }
+        }
+        assert_eq!(pool.lock().by_id.len(), 4);
+        // The flooders' own oldest were told to close.
+        let (_, first_closed) = &mut held[0];
+        assert!(first_closed.try_recv().is_ok());
+        // Guards dropped: nothing left counted.
+        drop(held);
+        drop(_desk_guard);
+        let pending = pool.lock();
+        assert!(pending.by_id.is_empty() && pending.by_source.is_empty());
+    }
+
+    /// One IPv6 host holds its whole /64; an IPv4-mapped address is its IPv4 one.
+    #[test]
+    fn connections_are_counted_by_ipv4_address_or_ipv6_slash_64() {
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            source(v6("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            source(v6("2001:db8:1:2::1"))
+        );
+        assert_ne!(source(v6("2001:db8:1:2::1")), source(v6("2001:db8:1:3::1")));
+        assert_eq!(source(v6("::ffff:10.0.0.5")), IpAddr::from([10, 0, 0, 5]));
+        assert_eq!(
+            source(IpAddr::from([10, 0, 0, 5])),
+            IpAddr::from([10, 0, 0, 5])
+        );
+    }
 
     /// A request in flight keeps its connection while its answer moves; one whose answer
     /// stops moving (an HTTP/2 client that opened no flow-control window) loses it.
