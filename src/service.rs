@@ -468,6 +468,10 @@ pub async fn run(
         access.end_all("gateway_stopped").await;
     }
     api::case_routes::end_all(&state).await;
+    // Desk sessions too, after their grants: every login on the record has its logout.
+    if let Some(cards) = state.cards() {
+        cards.sessions.end_all("gateway_stopped").await;
+    }
     finish(drain, audit, &stores).await?;
     tracing::info!(notice = true, "stopped");
     Ok(drain)
@@ -484,13 +488,27 @@ async fn start_audit(
         signer,
         config.audit.settings(),
     )?);
-    // Accesses a crash left open get their end record first, before anything of this run.
+    // Accesses and desk sessions a crash left open get their end record first, before
+    // anything of this run.
     let longest_grant = Duration::from_secs(config.break_glass.grant_minutes.max(1) * 60);
     let owed = crate::audit::recover::unended_accesses(stores.audit.as_ref(), longest_grant)?;
     if !owed.is_empty() {
         tracing::warn!(
             accesses = owed.len(),
             "accesses left open by the previous run: recording their end"
+        );
+        let _recorded = audit.append_all(owed).await?;
+    }
+    // Without cards now, the previous run may have had them: as long as any may last.
+    let longest_session = config.cards.as_ref().map_or(
+        Duration::from_secs(crate::session::CardsConfig::LONGEST_SESSION_HOURS * 3600),
+        |cards| cards.expiry().max,
+    );
+    let owed = crate::audit::recover::unended_sessions(stores.audit.as_ref(), longest_session)?;
+    if !owed.is_empty() {
+        tracing::warn!(
+            sessions = owed.len(),
+            "desk sessions left open by the previous run: recording their logout"
         );
         let _recorded = audit.append_all(owed).await?;
     }

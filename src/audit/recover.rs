@@ -1,12 +1,14 @@
-//! What a crash left open. Grants live in memory: a clean stop records the end of each
-//! (`ended: gateway_stopped`), a crash records nothing. At the next start, before the
-//! listener opens, the accesses the trail shows started and never stopped get their end
-//! record (`ended: gateway_restarted`), so every access on the record has an end.
+//! What a crash left open. Grants and desk sessions live in memory: a clean stop records
+//! the end of each (`ended: gateway_stopped`, a logout `gateway_stopped`), a crash records
+//! nothing. At the next start, before the listener opens, the accesses the trail shows
+//! started and never stopped get their end record (`ended: gateway_restarted`), and the
+//! logins never followed by a logout at their desk get their logout (`gateway_restarted`),
+//! so every access and every session on the record has an end.
 //!
 //! Only the trail's tail is read: a grant lasts `break_glass.grant_minutes` at most, so
 //! accesses started more than twice that (plus a margin) before the trail's last record
 //! were over before the crash (and a grant the reaper had not yet ended is within the
-//! window anyway).
+//! window anyway); a session lasts `cards.session_max_hours` at most.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -26,20 +28,8 @@ pub fn unended_accesses(
     longest_grant: Duration,
 ) -> Result<Vec<Event>, AuditError> {
     let txn = store.snapshot()?;
-    let Some((_, bytes)) = super::store::last_record(&txn)? else {
+    let Some(filter) = tail(&txn, longest_grant * 2 + MARGIN)? else {
         return Ok(Vec::new());
-    };
-    let last: super::Record = serde_json::from_slice(&bytes).map_err(|e| {
-        AuditError::Storage(format!(
-            "the last record {}",
-            super::event::unreadable_record(&e)
-        ))
-    })?;
-    let last_ms = crate::clock::parse_time(&last.time).unwrap_or(0);
-    let window = (longest_grant * 2 + MARGIN).as_millis();
-    let filter = Filter {
-        since_ms: Some(last_ms.saturating_sub(u64::try_from(window).unwrap_or(u64::MAX))),
-        ..Filter::default()
     };
     // Started accesses by what identifies them on the record; a stop ends the oldest.
     let mut open: HashMap<String, Vec<(u64, Event)>> = HashMap::new();
@@ -85,6 +75,74 @@ pub fn unended_accesses(
             ..Event::new(EventKind::BreakGlassStopped, Outcome::Success)
         })
         .collect())
+}
+
+/// The logouts owed to desk sessions opened within `longest_session` (plus a margin)
+/// before the trail's last record and never ended: per desk, a login not followed by a
+/// logout there (a desk holds one session at a time), in the order they opened.
+pub fn unended_sessions(
+    store: &impl ReadStore,
+    longest_session: Duration,
+) -> Result<Vec<Event>, AuditError> {
+    let txn = store.snapshot()?;
+    let Some(filter) = tail(&txn, longest_session + MARGIN)? else {
+        return Ok(Vec::new());
+    };
+    let mut open: HashMap<String, (u64, Event)> = HashMap::new();
+    let mut damaged = Vec::new();
+    export::visit_past_damage(&txn, &filter, &mut damaged, |selected| {
+        let record = selected.record;
+        let event = record.event;
+        let desk = event
+            .actor
+            .as_ref()
+            .and_then(|a| a.desk.clone())
+            .unwrap_or_default();
+        match (event.kind, &event.outcome) {
+            (EventKind::UserLogin, Outcome::Success) => {
+                open.insert(desk, (record.seq, event));
+            }
+            (EventKind::UserLogout, _) => {
+                open.remove(&desk);
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    })?;
+    if !damaged.is_empty() {
+        tracing::error!(
+            records = ?damaged,
+            "audit records do not read: a session they opened or ended may be closed wrongly at start; run samu-gateway audit verify"
+        );
+    }
+    let mut owed: Vec<(u64, Event)> = open.into_values().collect();
+    owed.sort_by_key(|(seq, _)| *seq);
+    Ok(owed
+        .into_iter()
+        .map(|(_, login)| Event {
+            actor: login.actor,
+            ..Event::new(EventKind::UserLogout, Outcome::Success).with_detail("gateway_restarted")
+        })
+        .collect())
+}
+
+/// The records within `span` before the trail's last one; `None` for an empty trail.
+fn tail(txn: &redb::ReadTransaction, span: Duration) -> Result<Option<Filter>, AuditError> {
+    let Some((_, bytes)) = super::store::last_record(txn)? else {
+        return Ok(None);
+    };
+    let last: super::Record = serde_json::from_slice(&bytes).map_err(|e| {
+        AuditError::Storage(format!(
+            "the last record {}",
+            super::event::unreadable_record(&e)
+        ))
+    })?;
+    let last_ms = crate::clock::parse_time(&last.time).unwrap_or(0);
+    let window = span.as_millis();
+    Ok(Some(Filter {
+        since_ms: Some(last_ms.saturating_sub(u64::try_from(window).unwrap_or(u64::MAX))),
+        ..Filter::default()
+    }))
 }
 
 /// Professional, desk, patient, call and mode: what pairs an access's start and stop.

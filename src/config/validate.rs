@@ -201,7 +201,7 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
             "cards.session_max_hours",
             cards.session_max_hours,
             1,
-            48,
+            crate::session::CardsConfig::LONGEST_SESSION_HOURS,
         );
         // A CRL may be reloaded from every minute to once a week (past a week it would
         // outlive its own freshness), and be considered fresh for at most 30 days: each

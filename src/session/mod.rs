@@ -463,14 +463,22 @@ impl Sessions {
                 .collect(),
             Err(_) => return Ok(0),
         };
-        let mut ended = 0;
+        // Every due session is ended: one end that cannot be recorded does not keep the
+        // others open (the first failure is returned once all were tried).
+        let (mut ended, mut failed) = (0, None);
         for (desk, epoch, reason) in due {
-            if self.end_matching(&desk, Some(epoch), reason).await? {
-                tracing::info!(desk = %desk, reason, "session expired");
-                ended += 1;
+            match self.end_matching(&desk, Some(epoch), reason).await {
+                Ok(true) => {
+                    tracing::info!(desk = %desk, reason, "session expired");
+                    ended += 1;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
         }
-        Ok(ended)
+        failed.map_or(Ok(ended), Err)
     }
 
     /// Ends (and records) every session whose card certificate `revoked` says is revoked
@@ -496,17 +504,24 @@ impl Sessions {
                 .collect(),
             Err(_) => return Ok(0),
         };
-        let mut ended = 0;
+        // As for `expire`: every revoked card's session ends, whatever one record does.
+        let (mut ended, mut failed) = (0, None);
         for (desk, epoch, _) in open.into_iter().filter(|(_, _, c)| revoked(c)) {
-            if self
+            match self
                 .end_matching(&desk, Some(epoch), "certificate_revoked")
-                .await?
+                .await
             {
-                tracing::warn!(desk = %desk, "session ended: its card certificate is revoked");
-                ended += 1;
+                Ok(true) => {
+                    tracing::warn!(desk = %desk, "session ended: its card certificate is revoked");
+                    ended += 1;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
         }
-        Ok(ended)
+        failed.map_or(Ok(ended), Err)
     }
 
     /// Judges again, with `verify` (the CRLs were reread), the cards refused because their
@@ -595,6 +610,25 @@ impl Sessions {
     /// (set once, by the reaper; later calls change nothing).
     pub(crate) fn enforce(&self, expiry: Expiry, roster: Option<Arc<roster::Roster>>) {
         let _ = self.limits.set(Limits { expiry, roster });
+    }
+
+    /// Ends every open session (the gateway is stopping), recording each logout; one
+    /// that cannot be recorded is logged, and the next start records it
+    /// (`audit::recover`).
+    pub(crate) async fn end_all(&self, reason: &str) {
+        let desks: Vec<String> = match self.slots.lock() {
+            Ok(slots) => slots
+                .iter()
+                .filter(|(_, slot)| slot.session.is_some())
+                .map(|(desk, _)| desk.clone())
+                .collect(),
+            Err(_) => return,
+        };
+        for desk in desks {
+            if let Err(e) = self.end_matching(&desk, None, reason).await {
+                tracing::error!(desk = %desk, error = %e, "cannot record the end of a session");
+            }
+        }
     }
 
     /// Ends the session of `desk` (logout), recording why.

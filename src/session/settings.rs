@@ -63,6 +63,9 @@ impl CardsConfig {
         }
     }
 
+    /// The longest `session_max_hours` accepted (a day and night shift, twice).
+    pub const LONGEST_SESSION_HOURS: u64 = 48;
+
     /// When sessions end on their own.
     pub fn expiry(&self) -> crate::session::Expiry {
         crate::session::Expiry {

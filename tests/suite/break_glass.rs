@@ -661,8 +661,15 @@ async fn a_crash_during_an_open_grant_gets_its_end_recorded_at_the_next_start() 
         .rposition(|r| r["kind"] == "configuration_loaded")
         .unwrap();
     assert!(end < started, "the end comes before the new run's records");
+    // The desk's session, open at the crash, gets its logout at the start too (before,
+    // the login had none).
+    let logouts = centre.audit(Some("user_logout"));
+    assert_eq!(logouts.len(), 1, "{logouts:?}");
+    assert_eq!(logouts[0]["detail"], "gateway_restarted");
+    assert_eq!(logouts[0]["actor"]["desk"], "desk-a");
     // A second restart owes nothing more.
     centre.gateway.crash_and_restart(&[(env.0, env.1.as_str())]);
+    assert_eq!(centre.audit(Some("user_logout")).len(), 1);
     let again = centre.audit(Some("break_glass_stopped"));
     assert_eq!(
         again
@@ -1135,6 +1142,12 @@ async fn stopping_the_gateway_ends_open_grants_on_the_record() {
         ended < service,
         "grants end before the service stops: {kinds:?}"
     );
+    // The desk's session too, after its grant (before, the login had no logout).
+    let logouts = centre.audit(Some("user_logout"));
+    assert_eq!(logouts.len(), 1, "{logouts:?}");
+    assert_eq!(logouts[0]["detail"], "gateway_stopped");
+    let logout = kinds.iter().position(|k| k == "user_logout").unwrap();
+    assert!(ended < logout && logout < service, "{kinds:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
