@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, Params};
 use super::identity::Peer;
 use super::routes::CallingDesk;
 use crate::card::CardError;
@@ -234,16 +234,30 @@ pub(super) fn integration_cn(peer: Option<&Peer>) -> Option<String> {
     }
 }
 
+/// How a roster replacement is to be taken.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RosterQuery {
+    /// Replace even when the new roster is empty or ends open desk sessions (a physician
+    /// taken off duty on purpose); without it, such a roster is refused (409).
+    force: Option<bool>,
+}
+
 /// Replaces the on-duty roster. Only the regulation software's integration certificate
-/// (`integration.cn`) may call it.
+/// (`integration.cn`) may call it. A roster that is empty, or that leaves a professional
+/// with an open desk session without a shift now, is refused unless `force=true`: a
+/// partial export (next week only, a time zone slip) would log every desk out mid-call.
 #[utoipa::path(put, path = "/api/v1/roster", tag = "roster", request_body = crate::session::roster::RosterDocument,
+    params(RosterQuery),
     responses((status = 200, description = "Roster replaced", body = RosterAnswer),
               (status = 400, description = "A shift is malformed; nothing changed", body = ApiError),
               (status = 403, description = "Not the integration certificate", body = ApiError),
+              (status = 409, description = "Empty (`roster_empty`), or it would end open sessions (`roster_ends_sessions`); nothing changed (send `force=true` to replace all the same)", body = ApiError),
               (status = 503, description = "No roster configured", body = ApiError)))]
 pub(super) async fn put_roster(
     State(state): State<AppState>,
     integration: Integration,
+    Params(query): Params<RosterQuery>,
     JsonBody(document): JsonBody<crate::session::roster::RosterDocument>,
 ) -> Result<Json<RosterAnswer>, ApiError> {
     let Integration {
@@ -260,14 +274,72 @@ pub(super) async fn put_roster(
     })?;
     // One replacement at a time, recorded in the order they take effect.
     let turn = roster.turn().await;
-    // On the record before it is in force: who may log in changes here.
+    if query.force != Some(true) {
+        let now_ms = crate::clock::now().1;
+        let ending = state.cards().map_or(0, |cards| {
+            cards
+                .sessions
+                .open_professionals()
+                .iter()
+                .filter(|id_nat| !roster.on_duty_under(&checked, id_nat, now_ms))
+                .count()
+        });
+        let refusal = if checked.len() == 0 {
+            Some((
+                "roster_empty",
+                "the roster holds no shift: nobody could log in".to_owned(),
+                "Tableau de garde refusé : il ne contient aucun créneau. Renvoyer avec force=true pour l'appliquer.".to_owned(),
+            ))
+        } else if ending > 0 {
+            Some((
+                "roster_ends_sessions",
+                format!(
+                    "the roster leaves {ending} open session(s) without a shift now: they would end"
+                ),
+                format!(
+                    "Tableau de garde refusé : il mettrait fin à {ending} session(s) ouverte(s). Renvoyer avec force=true pour l'appliquer."
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((code, message, message_fr)) = refusal {
+            let refused = crate::audit::Event::new(
+                crate::audit::EventKind::ConfigurationLoaded,
+                crate::audit::Outcome::Refused {
+                    reason: code.into(),
+                },
+            )
+            .with_detail(format!(
+                "roster not replaced: {} shift(s) by {integration_cn}",
+                checked.len()
+            ));
+            if let Err(e) = state.audit().append(refused).await {
+                tracing::error!(error = %e, "cannot record a refused roster");
+            }
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                code,
+                message,
+                message_fr,
+            ));
+        }
+    }
+    // On the record before it is in force: who may log in changes here, and which roster
+    // it is (its digest).
     let event = crate::audit::Event::new(
         crate::audit::EventKind::ConfigurationLoaded,
         crate::audit::Outcome::Success,
     )
     .with_detail(format!(
-        "roster replaced: {} shift(s) by {integration_cn}",
-        checked.len()
+        "roster replaced: {} shift(s) by {integration_cn}{} sha256:{}",
+        checked.len(),
+        if query.force == Some(true) {
+            " (forced)"
+        } else {
+            ""
+        },
+        checked.sha256()
     ));
     let _recorded = state
         .audit()

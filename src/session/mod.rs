@@ -391,6 +391,18 @@ impl Sessions {
     /// idle time, maximum or shift: what grants bind to. An access checks it before its
     /// data leaves, and the grant reaper ends grants by it: a session the session reaper
     /// has not yet come by (up to 10 s) releases nothing more.
+    /// The idNat of every professional holding an open session.
+    pub(crate) fn open_professionals(&self) -> Vec<String> {
+        match self.slots.lock() {
+            Ok(slots) => slots
+                .values()
+                .filter_map(|slot| slot.session.as_ref())
+                .map(|session| session.professional.id_nat.clone())
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
     pub(crate) fn token_hash(&self, desk: &str) -> Option<String> {
         let now = tokio::time::Instant::now();
         self.with_slot(desk, |s| {

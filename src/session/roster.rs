@@ -71,6 +71,12 @@ impl Checked {
     pub(crate) fn len(&self) -> usize {
         self.shifts.len()
     }
+
+    /// SHA-256 of the roster as it is saved, hex: the trail names which roster took
+    /// effect (the file keeps only the last).
+    pub(crate) fn sha256(&self) -> String {
+        crate::encoding::hex(&crate::encoding::sha256(self.text.as_bytes()))
+    }
 }
 
 /// The roster in force.
@@ -199,12 +205,21 @@ impl Roster {
         let Ok(shifts) = self.shifts.read() else {
             return false;
         };
-        shifts.iter().any(|s| {
-            s.id_nat == id_nat
-                && s.start_ms.saturating_sub(self.grace_ms) <= now_ms
-                && now_ms <= s.end_ms.saturating_add(self.grace_ms)
-        })
+        covers(&shifts, id_nat, now_ms, self.grace_ms)
     }
+
+    /// Whether `id_nat` would be on duty at `now_ms` under `checked`, once in force.
+    pub(crate) fn on_duty_under(&self, checked: &Checked, id_nat: &str, now_ms: u64) -> bool {
+        covers(&checked.shifts, id_nat, now_ms, self.grace_ms)
+    }
+}
+
+fn covers(shifts: &[Parsed], id_nat: &str, now_ms: u64, grace_ms: u64) -> bool {
+    shifts.iter().any(|s| {
+        s.id_nat == id_nat
+            && s.start_ms.saturating_sub(grace_ms) <= now_ms
+            && now_ms <= s.end_ms.saturating_add(grace_ms)
+    })
 }
 
 fn parse(document: &RosterDocument) -> Result<Vec<Parsed>, RosterError> {

@@ -487,7 +487,62 @@ async fn only_a_professional_on_duty_may_log_in_and_only_the_integration_certifi
     // The refusal cost no PIN try: the right PIN now opens the session.
     let (status, body) = login(&gateway, DESK_A, "1234").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert!(audit(&gateway, &["--kind", "configuration_loaded"]).contains("configuration_loaded"));
+    let loaded = audit(&gateway, &["--kind", "configuration_loaded", "--json"]);
+    assert!(
+        loaded.contains("roster replaced: 1 shift(s)") && loaded.contains("sha256:"),
+        "{loaded}"
+    );
+
+    // A roster that would log the physician out mid-call (a partial export naming someone
+    // else, or none at all) is refused, and the session stays; on purpose, it is taken.
+    let someone_else = json!({"shifts": [{
+        "id_nat": "899700000001",
+        "start": (now - time::Duration::hours(1)).format(format).unwrap(),
+        "end": (now + time::Duration::hours(8)).format(format).unwrap(),
+    }]});
+    let put_answer = |path: &'static str, body: Value| {
+        let request = gateway
+            .client(Some(support::UNMAPPED))
+            .put(gateway.url(path))
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = put_answer("/api/v1/roster", someone_else.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "roster_ends_sessions");
+    assert!(
+        body["message_fr"].as_str().unwrap().contains("1 session"),
+        "{body}"
+    );
+    let (status, body) = put_answer("/api/v1/roster", json!({"shifts": []})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "roster_empty");
+    assert!(
+        !desk(&gateway, DESK_A).await["session"].is_null(),
+        "still open"
+    );
+    assert!(
+        audit(&gateway, &["--kind", "configuration_loaded"])
+            .contains("reason=roster_ends_sessions")
+    );
+    let (status, body) = put_answer("/api/v1/roster?force=true", someone_else).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(audit(&gateway, &["--kind", "configuration_loaded", "--json"]).contains("(forced)"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !desk(&gateway, DESK_A).await["session"].is_null() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session outlived its forced roster"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
