@@ -29,6 +29,8 @@ try {
   check(source.includes('Jeanne TRAITANTE') && source.includes('synthèse médicale (IPS-FR)'), `header: ${source}`);
   check(blocks[ALLERGIES].includes('Pénicilline') && blocks[ALLERGIES].includes('CRITICITÉ HAUTE'), blocks[ALLERGIES]);
   check(blocks[ALLERGIES].includes('Urticaire'), `reaction: ${blocks[ALLERGIES]}`);
+  // The section's own text too, though every entry read: it may name what they do not.
+  check(blocks[ALLERGIES].includes('Texte de la section dans le document'), `text: ${blocks[ALLERGIES]}`);
   check(blocks['Traitements en cours'].includes('ELIQUIS 5 mg'), blocks['Traitements en cours']);
   check(blocks['Problèmes actifs'].includes('Fibrillation et flutter auriculaires'), blocks['Problèmes actifs']);
   // Points of vigilance held only as text: the text, and no "not recorded" above it.

@@ -89,7 +89,10 @@
       // countdown would later reset the form, a summary shown again by the next answer).
       clearPatientData();
       show('card');
-      $('card-title').textContent = 'Poste non reconnu';
+      // Only a refusal says the workstation is not a desk: a gateway out of reach (0) or
+      // failing (5xx) says nothing of it.
+      $('card-title').textContent = answer.status === 0 || answer.status >= 500
+        ? 'Serveur injoignable' : 'Poste non reconnu';
       $('card-detail').textContent = refusal(answer);
       // A compliance officer's certificate is no desk: their page is elsewhere.
       $('compliance-link').hidden = answer.status !== 403;
@@ -206,7 +209,9 @@
 
   async function login(body) {
     message('');
-    const answer = await api('POST', '/api/v1/session', body);
+    // Longer than the longest login the gateway allows (120 s of card, 30 s of PIN pad):
+    // a page giving up first would miss the session cookie of a login that succeeded.
+    const answer = await api('POST', '/api/v1/session', body, 180000);
     $('pin').value = '';
     if (answer.status === 201) {
       await refreshDesk();
@@ -658,6 +663,9 @@
     const partial = /^(\d{4})(?:-?(\d{2}))?$/.exec(text);
     if (partial) {
       if (!partial[2]) return partial[1];
+      // A month out of range is shown as written, never rolled over ("195013" is no
+      // January 1951).
+      if (Number(partial[2]) < 1 || Number(partial[2]) > 12) return text;
       const month = new Date(Number(partial[1]), Number(partial[2]) - 1, 1);
       if (Number.isNaN(month.getTime())) return text;
       return month.toLocaleDateString('fr-FR', { month: 'long', year: 'numeric' });
@@ -1027,8 +1035,19 @@
       block.append(element('p', 'status ' + kind, text));
     }
     block.append(...sectionNotes(allergies));
-    block.append(...fallbackText(allergies));
+    // The allergy section's own text is always shown: coded entries saying "none known",
+    // or one allergy, may sit beside a text naming another, which no reader can weigh.
+    const fallback = fallbackText(allergies);
+    block.append(...(fallback.length ? fallback : sectionText(allergies)));
     return block;
+  }
+
+  function sectionText(data) {
+    if (!data.narrative) return [];
+    const block = element('div', 'fallback');
+    block.append(element('p', 'note', 'Texte de la section dans le document (à lire aussi : il peut en dire plus que les entrées) :'));
+    block.append(element('p', 'narrative', data.narrative));
+    return [block];
   }
 
   function allergyItem(a, unlisted) {
@@ -1253,6 +1272,13 @@
     window.addEventListener('pagehide', () => {
       for (const tab of state.tabs.splice(0)) tab.close();
     });
+    // A page the browser brings back from its back/forward cache would show its old
+    // summary until the next event: it starts again from the desk's state instead.
+    window.addEventListener('pageshow', (event) => {
+      if (!event.persisted) return;
+      clearPatientData();
+      refreshDesk();
+    });
     $('pin-form').addEventListener('submit', (event) => {
       event.preventDefault();
       const pin = $('pin').value;
@@ -1290,7 +1316,9 @@
     $('close-access').addEventListener('click', closeAccess);
     await fetchToken();
     await refreshDesk();
-    follow();
+    // A workstation that is no desk (a compliance officer's) has no stream to follow:
+    // it would be refused every few seconds for ever.
+    if (state.desk) follow();
     // The session's time left, kept current while one is open.
     setInterval(() => {
       if (state.desk && state.desk.session) refreshDesk();

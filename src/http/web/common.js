@@ -7,19 +7,20 @@ window.samuPage = (() => {
   const $ = (id) => document.getElementById(id);
   let csrf = '';
 
-  async function api(method, path, body) {
-    const answer = await send(method, path, body);
+  // `waitMs`: how long before the gateway counts as unreachable (see `send`).
+  async function api(method, path, body, waitMs) {
+    const answer = await send(method, path, body, waitMs);
     // The token is the gateway process's: after a restart every change is refused until
     // the page fetches the new one. The refusal comes before anything is done, so the
     // request is sent once more with it.
     if (answer.status === 403 && answer.data && answer.data.error === 'csrf_refused') {
       await fetchToken();
-      return send(method, path, body);
+      return send(method, path, body, waitMs);
     }
     return answer;
   }
 
-  async function send(method, path, body) {
+  async function send(method, path, body, waitMs) {
     const headers = { accept: 'application/json' };
     const options = { method, headers, credentials: 'same-origin', cache: 'no-store' };
     if (body !== undefined) {
@@ -29,8 +30,9 @@ window.samuPage = (() => {
     if (method !== 'GET') headers['x-csrf-token'] = csrf;
     // A gateway that stopped answering (frozen, a link silently dropped) must not leave a
     // request waiting for ever: past a minute (longer than any access takes) it is
-    // unreachable, as a refused connection is.
-    if (window.AbortSignal && AbortSignal.timeout) options.signal = AbortSignal.timeout(60000);
+    // unreachable, as a refused connection is. A card login waits longer (its caller
+    // says so): it may take `cards.login_timeout_secs` plus the time to type on a PIN pad.
+    if (window.AbortSignal && AbortSignal.timeout) options.signal = AbortSignal.timeout(waitMs || 60000);
     let response;
     try {
       response = await fetch(path, options);

@@ -126,11 +126,20 @@
       message('Choisissez une décision.');
       return;
     }
-    const answer = await api('POST', '/api/v1/compliance/reviews', {
-      seq: state.open,
-      decision: chosen.value,
-      comment: $('comment').value,
-    });
+    // One decision per click: a second click while the first is on its way would record
+    // two reviews.
+    const submit = event.target.querySelector('button[type="submit"], button:not([type])');
+    if (submit) submit.disabled = true;
+    let answer;
+    try {
+      answer = await api('POST', '/api/v1/compliance/reviews', {
+        seq: state.open,
+        decision: chosen.value,
+        comment: $('comment').value,
+      });
+    } finally {
+      if (submit) submit.disabled = false;
+    }
     if (answer.status !== 201) {
       message((answer.data && answer.data.message_fr) || 'Décision non enregistrée.');
       return;
@@ -165,7 +174,9 @@
         }
       }
       if (!response.ok) {
-        message('Export refusé (' + response.status + ').');
+        let said = null;
+        try { said = (await response.json()).message_fr; } catch (_) { said = null; }
+        message(said || 'Export refusé (' + response.status + ').');
         return;
       }
       const disposition = response.headers.get('content-disposition') || '';
