@@ -28,8 +28,9 @@ pub(super) const SESSION_COOKIE: &str = "samu_session";
 /// the PIN on its keypad; the request then waits up to 30 s for the physician to type it).
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct LoginBody {
-    /// The card's PIN (4 to 8 digits), at keyboard desks only. Wiped from memory after use,
-    /// never logged.
+    /// The card's PIN (4 to 8 digits), at keyboard desks only. Never logged; this copy is
+    /// wiped from memory after use (the request's raw bytes, read before parsing, are
+    /// freed, not wiped).
     #[schema(value_type = Option<String>)]
     #[serde(default)]
     pub pin: Option<zeroize::Zeroizing<String>>,

@@ -59,11 +59,10 @@ pub(crate) struct CardLogin {
     roster: Option<Arc<Roster>>,
     allowed_professions: Vec<String>,
     expiry: super::Expiry,
-    /// When each desk last had each refusal made before the card recorded: repeated
-    /// ones within [`REFUSALS_COALESCED`] are recorded once (a script retrying must not
-    /// flood the trail). Keyed by configured desks and a fixed set of reasons: bounded.
-    refusals_recorded:
-        std::sync::Mutex<std::collections::HashMap<(String, &'static str), std::time::Instant>>,
+    /// When each desk last had each refusal made before the card recorded, per card
+    /// holder: repeated ones within [`REFUSALS_COALESCED`] are recorded once (a script
+    /// retrying must not flood the trail). Bounded by [`MAX_REFUSALS_TRACKED`].
+    refusals_recorded: std::sync::Mutex<RefusalsRecorded>,
 }
 
 /// How long a desk's repeated refusal of one kind (before the card) is recorded once.
@@ -91,6 +90,13 @@ fn backend(
         _ => Arc::new(ApduBackend::new(config.profile.clone())),
     })
 }
+
+/// When each (desk, card holder, reason) refusal was last recorded.
+type RefusalsRecorded =
+    std::collections::HashMap<(String, String, &'static str), std::time::Instant>;
+
+/// Refusal keys kept before those past their window are swept.
+const MAX_REFUSALS_TRACKED: usize = 1024;
 
 impl CardLogin {
     /// Starts the card worker on the desks' readers (or, for the demo, on an in-process
@@ -144,21 +150,34 @@ impl CardLogin {
     }
 
     /// Records a login refused before any PIN reached the card (`reason`, by `who`),
-    /// once per desk and reason within [`REFUSALS_COALESCED`]; `refusal` is returned
-    /// either way, unless the record could not be made.
+    /// once per desk, card holder and reason within [`REFUSALS_COALESCED`] (another
+    /// physician refused at the same desk is named too); `refusal` is returned either
+    /// way, unless the record could not be made.
     async fn refused_before_the_card(
         &self,
         who: crate::audit::Actor,
         reason: &'static str,
         refusal: LoginError,
     ) -> Result<Session, LoginError> {
-        let desk = who.desk.clone().unwrap_or_default();
+        let key = (
+            who.desk.clone().unwrap_or_default(),
+            who.id_nat.clone().unwrap_or_default(),
+            reason,
+        );
         let now = std::time::Instant::now();
         let due = match self.refusals_recorded.lock() {
-            Ok(mut recorded) => match recorded.get(&(desk.clone(), reason)) {
+            Ok(mut recorded) => match recorded.get(&key) {
                 Some(at) if now.duration_since(*at) < REFUSALS_COALESCED => false,
                 _ => {
-                    recorded.insert((desk, reason), now);
+                    // Bounded: a stream of cards must not grow it for ever; entries
+                    // past their window are swept once it is full, and while it stays
+                    // full a refusal is recorded each time (never left out).
+                    if recorded.len() >= MAX_REFUSALS_TRACKED {
+                        recorded.retain(|_, at| now.duration_since(*at) < REFUSALS_COALESCED);
+                    }
+                    if recorded.len() < MAX_REFUSALS_TRACKED {
+                        recorded.insert(key, now);
+                    }
                     true
                 }
             },

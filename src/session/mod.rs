@@ -759,13 +759,21 @@ impl Sessions {
         };
         // A card refused only because revocation cannot be vouched for now keeps its
         // certificate: the next CRL reread judges it again (`recheck_refused`).
+        // A refused card is named on the record by its certificate's SHA-256 (a revoked
+        // card presented is a security event: whose card it was must be findable).
         let verdict = certificate
-            .map_err(|e| ("unreadable".to_owned(), e.message_fr(), None))
+            .map_err(|e| ("unreadable".to_owned(), e.message_fr(), None, None))
             .and_then(|der| match trust.verify(&der, SystemTime::now()) {
                 Ok(verified) => Ok((der, verified)),
                 Err(e) => {
+                    let digest = crate::encoding::hex(&crate::encoding::sha256(&der));
                     let kept = rejudged_later(&e).then_some(der);
-                    Err((trust_code(&e).to_owned(), e.message_fr().to_owned(), kept))
+                    Err((
+                        trust_code(&e).to_owned(),
+                        e.message_fr().to_owned(),
+                        kept,
+                        Some(digest),
+                    ))
                 }
             });
         let (state, cert, event) = match verdict {
@@ -782,7 +790,7 @@ impl Sessions {
                     ..Event::new(EventKind::CardInserted, Outcome::Success)
                 },
             ),
-            Err((code, message_fr, kept)) => (
+            Err((code, message_fr, kept, digest)) => (
                 CardState::Refused {
                     code: code.clone(),
                     message_fr,
@@ -794,6 +802,7 @@ impl Sessions {
                         workstation: Some(desk.workstation_cn.clone()),
                         ..Actor::default()
                     }),
+                    detail: digest.map(|d| format!("certificate_sha256={d}")),
                     ..Event::new(EventKind::CardInserted, Outcome::Refused { reason: code })
                 },
             ),

@@ -317,6 +317,21 @@ async fn refused_card(emulate: &[&str], trust: &str, code: &str) {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let trail = audit(&gateway, &["--kind", "card_inserted"]);
     assert!(trail.contains(&format!("reason={code}")), "{trail}");
+    // Whose card it was: its certificate's SHA-256 (before, the desk alone).
+    let trail = audit(&gateway, &["--kind", "card_inserted", "--json"]);
+    let digest = certificate_digest(&trail);
+    assert_eq!(digest.len(), 64, "{trail}");
+}
+
+/// The hex after `certificate_sha256=` in `trail`.
+fn certificate_digest(trail: &str) -> String {
+    trail
+        .split("certificate_sha256=")
+        .nth(1)
+        .unwrap_or_default()
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
