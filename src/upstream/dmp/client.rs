@@ -964,11 +964,29 @@ fn is_structured(d: &DocumentEntry) -> bool {
 }
 
 /// When a document was written, comparable across entries: `creationTime` is UTC digits
-/// (`YYYY[MM[DD[hh[mm[ss]]]]]`), compared as text; a missing or garbled one sorts oldest.
+/// (`YYYY[MM[DD[hh[mm[ss]]]]]`), compared as text. A missing one, or one that is no
+/// such time (an odd length, a 13th month, an offset the format does not allow) or lies
+/// more than a day ahead, sorts oldest: a date of 9999 would otherwise always pass for
+/// the newest synthesis and hide last week's.
 fn written(d: &DocumentEntry) -> Option<&str> {
-    d.creation_time
-        .as_deref()
-        .filter(|t| t.len() >= 4 && t.bytes().all(|b| b.is_ascii_digit()))
+    let t = d.creation_time.as_deref()?;
+    let field = |at: usize, range: std::ops::RangeInclusive<u32>| {
+        t.get(at..at + 2)
+            .is_none_or(|f| f.parse::<u32>().is_ok_and(|v| range.contains(&v)))
+    };
+    let shaped = matches!(t.len(), 4 | 6 | 8 | 10 | 12 | 14)
+        && t.bytes().all(|b| b.is_ascii_digit())
+        && field(4, 1..=12)
+        && field(6, 1..=31)
+        && field(8, 0..=23)
+        && field(10, 0..=59)
+        && field(12, 0..=60);
+    let latest = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
+        .format(time::macros::format_description!(
+            "[year][month][day][hour][minute][second]"
+        ))
+        .unwrap_or_default();
+    (shaped && latest.get(..t.len()).is_some_and(|bound| t <= bound)).then_some(t)
 }
 
 /// The most recent approved entry (a deprecated one was replaced).
@@ -1316,6 +1334,40 @@ mod tests {
     /// Recency before kind: last week's DLU beats a 2019 IPS-FR; the kind only breaks a
     /// tie; structured beats a newer PDF; a garbled date sorts oldest; the history is
     /// never the synthesis.
+    /// A creation time that is no UTC `YYYY[MM[DD[hh[mm[ss]]]]]`, or lies more than a day
+    /// ahead, sorts oldest: a synthesis dated 9999 never hides last week's (it did).
+    #[test]
+    fn an_impossible_or_future_creation_time_sorts_oldest() {
+        const IPS: &str = "urn:ihe:pcc:ips:2020";
+        let recent = entry("recent", "60591-5", IPS, Some("20261128"));
+        for bad in [
+            "99991231",
+            "20241",
+            "20261301",
+            "20261100",
+            "20261128250000",
+            "20261128100000+0100",
+        ] {
+            let other = entry("bad", "60591-5", IPS, Some(bad));
+            assert_eq!(written(&other), None, "{bad}");
+            assert_eq!(
+                choose_synthesis(&[other, recent.clone()]).map(|d| d.unique_id.as_str()),
+                Some("recent"),
+                "{bad}"
+            );
+        }
+        for good in [
+            "2024",
+            "202406",
+            "20240612",
+            "2024061210",
+            "202406121030",
+            "20240612103059",
+        ] {
+            assert_eq!(written(&entry("x", "60591-5", IPS, Some(good))), Some(good));
+        }
+    }
+
     #[test]
     fn the_synthesis_is_the_most_recent_structured_one() {
         const IPS: &str = "urn:ihe:pcc:ips:2020";
