@@ -432,7 +432,8 @@ pub async fn run(
     let started = Event::new(EventKind::ServiceStarted, Outcome::Success)
         .with_detail(format!("samu-gateway {version} on {local}"));
     let _recorded = audit.append(started).await?;
-    tracing::info!(notice = true, addr = %local, management = %management_local, desks = prepared.config.desks.len(), "listening");
+    // The version too: after an upgrade, the journal says which build started.
+    tracing::info!(notice = true, version = env!("CARGO_PKG_VERSION"), addr = %local, management = %management_local, desks = prepared.config.desks.len(), "listening");
     on_bound(local);
     notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
     let watchdog = spawn_watchdog(management_local, stores.clone(), audit.clone());

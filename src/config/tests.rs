@@ -870,7 +870,7 @@ fn the_default_node_is_the_host_name_from_uname() {
     assert_eq!(super::host_name(), expected.trim());
 }
 
-/// The grace after SIGTERM stays within what the unit's TimeoutStopSec (30 s) leaves for
+/// The grace after SIGTERM stays within what the unit's TimeoutStopSec (45 s) leaves for
 /// the stop's own audit records.
 #[test]
 fn the_shutdown_grace_fits_the_units_stop_timeout() {

@@ -335,7 +335,7 @@ fn check_server(config: &Config, out: &mut Vec<ConfigProblem>) {
             }
         }
     }
-    // The unit's TimeoutStopSec (30 s) must cover the grace and then the stop's own
+    // The unit's TimeoutStopSec (45 s) must cover the grace and then the stop's own
     // records (each open grant's end, service_stopped, the final checkpoint): past it,
     // systemd kills the process before they are written.
     check_range(
