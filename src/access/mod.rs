@@ -496,6 +496,11 @@ impl BreakGlass {
             .await?;
         // Drawn before anything is recorded: a grant that cannot exist is refused up front.
         let grant_id = crate::random::hex_id::<16>().map_err(AccessError::Unavailable)?;
+        // Every record of this access from here on names its grant.
+        let event = |kind, outcome| Event {
+            grant: Some(grant_id.clone()),
+            ..event(kind, outcome)
+        };
         let started = event(EventKind::BreakGlassStarted, Outcome::Success);
         let read = event(EventKind::PatientRecordRead, Outcome::Success);
         // A fresh copy this professional may see: nothing is asked of anyone else, so the
@@ -768,6 +773,7 @@ impl BreakGlass {
             patient: Some(patient_ref(&grant.ins)),
             call: Some(grant.call.clone()),
             access_mode: Some(grant.mode),
+            grant: Some(grant.id.clone()),
             ..Event::new(EventKind::PatientRecordRead, outcome)
         };
         self.within_limits(who, event).await?;
@@ -835,6 +841,7 @@ impl BreakGlass {
             patient: Some(patient_ref(&grant.ins)),
             call: Some(grant.call.clone()),
             access_mode: Some(grant.mode),
+            grant: Some(grant.id.clone()),
             ..Event::new(kind, outcome)
         };
         self.within_limits(who, |outcome| event(EventKind::PatientRecordRead, outcome))
@@ -1482,6 +1489,7 @@ fn stop_event(grant: &Grant, reason: &str) -> Event {
         patient: Some(patient_ref(&grant.ins)),
         call: Some(grant.call.clone()),
         access_mode: Some(grant.mode),
+        grant: Some(grant.id.clone()),
         detail: Some(format!("ended: {reason}")),
         ..Event::new(EventKind::BreakGlassStopped, Outcome::Success)
     }
@@ -1630,6 +1638,29 @@ mod tests {
         }
     }
 
+    fn held() -> Arc<Held> {
+        Arc::new(Held {
+            asked: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Access over `upstream` with no cache and default limits.
+    fn access_over(
+        audit: Arc<AuditLog>,
+        upstream: Arc<Held>,
+        config: BreakGlassConfig,
+    ) -> BreakGlass {
+        BreakGlass::new(
+            audit,
+            upstream,
+            None,
+            Arc::new(Limits::new(&Default::default())),
+            config,
+            InsPolicy::default(),
+        )
+    }
+
     fn desk() -> DeskConfig {
         DeskConfig {
             id: "desk-a".into(),
@@ -1689,19 +1720,13 @@ mod tests {
     async fn concurrent_starts_keep_the_session_within_its_grants() {
         let dir = tempfile::tempdir().unwrap();
         let (store, audit) = AuditLog::for_tests(dir.path());
-        let access = BreakGlass::new(
+        let access = access_over(
             audit.clone(),
-            Arc::new(Held {
-                asked: tokio::sync::Notify::new(),
-                release: tokio::sync::Notify::new(),
-            }),
-            None,
-            Arc::new(Limits::new(&Default::default())),
+            held(),
             BreakGlassConfig {
                 open_grants_per_session: 2,
                 ..BreakGlassConfig::default()
             },
-            InsPolicy::default(),
         );
         let desk = desk();
         let professional = Professional::for_tests();
@@ -1734,18 +1759,7 @@ mod tests {
     async fn an_access_completing_after_the_stop_began_records_its_end() {
         let dir = tempfile::tempdir().unwrap();
         let (store, audit) = AuditLog::for_tests(dir.path());
-        let upstream = Arc::new(Held {
-            asked: tokio::sync::Notify::new(),
-            release: tokio::sync::Notify::new(),
-        });
-        let access = BreakGlass::new(
-            audit.clone(),
-            upstream,
-            None,
-            Arc::new(Limits::new(&Default::default())),
-            BreakGlassConfig::default(),
-            InsPolicy::default(),
-        );
+        let access = access_over(audit.clone(), held(), BreakGlassConfig::default());
         let desk = desk();
         let professional = Professional::for_tests();
         let who = actorship(&desk, &professional);
@@ -1774,18 +1788,8 @@ mod tests {
     async fn a_read_under_a_grant_the_card_left_meanwhile_is_recorded_failed() {
         let dir = tempfile::tempdir().unwrap();
         let (store, audit) = AuditLog::for_tests(dir.path());
-        let upstream = Arc::new(Held {
-            asked: tokio::sync::Notify::new(),
-            release: tokio::sync::Notify::new(),
-        });
-        let access = BreakGlass::new(
-            audit.clone(),
-            upstream.clone(),
-            None,
-            Arc::new(Limits::new(&Default::default())),
-            BreakGlassConfig::default(),
-            InsPolicy::default(),
-        );
+        let upstream = held();
+        let access = access_over(audit.clone(), upstream.clone(), BreakGlassConfig::default());
         let desk = desk();
         let professional = Professional::for_tests();
         let who = actorship(&desk, &professional);
@@ -1891,10 +1895,7 @@ mod tests {
             db.sealed(&master, crate::cache::CacheConfig::default().lifetimes())
                 .unwrap(),
         );
-        let upstream = Arc::new(Held {
-            asked: tokio::sync::Notify::new(),
-            release: tokio::sync::Notify::new(),
-        });
+        let upstream = held();
         let access = Arc::new(BreakGlass::new(
             audit,
             upstream.clone(),

@@ -393,6 +393,12 @@ pub struct Event {
     /// The access mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_mode: Option<AccessMode>,
+    /// The access's grant (its random id), on a break-glass start, each read under it and
+    /// its stop: what ties them together on the record. Two accesses of one professional
+    /// at one desk to one patient for one call are two grants (absent from records
+    /// written before it was, which are tied by professional, desk, patient and call).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
     /// Where released data came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<DataSource>,
@@ -418,6 +424,7 @@ impl Event {
             candidates: Vec::new(),
             call: None,
             access_mode: None,
+            grant: None,
             source: None,
             detail: None,
             review: None,

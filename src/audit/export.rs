@@ -41,6 +41,11 @@ pub struct Filter {
     pub outcome: Option<String>,
     /// Only records after this sequence number (paging).
     pub after_seq: Option<u64>,
+    /// No record after this sequence number: where a whole-trail export stops, at the
+    /// checkpoint signed for it (records appended meanwhile, under no signature yet,
+    /// made the file fail its own verification). Not a narrowing: an export bounded so
+    /// is still whole up to its end, and its header's `head_seq` says where that is.
+    pub through_seq: Option<u64>,
 }
 
 // Holds patient data (INS, names, clinical or free text): never printed.
@@ -126,6 +131,7 @@ impl FilterSpec {
             kind: self.kind,
             outcome: self.outcome.clone(),
             after_seq: self.after,
+            through_seq: None,
         })
     }
 }
@@ -211,7 +217,11 @@ fn visit_records(
 ) -> Result<u64, AuditError> {
     let mut examined = 0u64;
     let mut damaged = None;
+    let through = filter.through_seq.unwrap_or(u64::MAX);
     let mut keep = |seq: u64, bytes: &[u8]| -> ControlFlow<()> {
+        if seq > through {
+            return ControlFlow::Break(());
+        }
         examined += 1;
         match super::event::read_record(seq, bytes) {
             Ok(record) if matches(filter, &record) => f(Selected {
@@ -505,10 +515,11 @@ fn jsonl_header(
         ControlFlow::Break(())
     })
     .map_err(std::io::Error::other)?;
+    let head = store::meta(txn, Meta::HeadSeq).ok().flatten().unwrap_or(0);
     let header = Header {
         v: 1,
         node,
-        head_seq: store::meta(txn, Meta::HeadSeq).ok().flatten().unwrap_or(0),
+        head_seq: filter.through_seq.map_or(head, |through| through.min(head)),
         pruned_through: store::meta(txn, Meta::PrunedThrough)
             .ok()
             .flatten()
@@ -517,9 +528,12 @@ fn jsonl_header(
         filtered: !is_unfiltered(filter),
     };
     writeln!(out, "{}", serde_json::json!({ "export": header }))?;
+    // The checkpoints over what the file holds (a later one signs records it leaves out).
+    let through = filter.through_seq.unwrap_or(u64::MAX);
     for bytes in store::checkpoints(txn)
         .map_err(std::io::Error::other)?
-        .values()
+        .range(..=through)
+        .map(|(_, bytes)| bytes)
     {
         out.write_all(b"{\"checkpoint\":")?;
         out.write_all(bytes)?;
@@ -550,7 +564,8 @@ pub fn describe(filter: &Filter) -> String {
     }
 }
 
-fn is_unfiltered(filter: &Filter) -> bool {
+/// Whether `filter` selects the whole trail (up to `through_seq`, if set).
+pub fn is_unfiltered(filter: &Filter) -> bool {
     matches!(
         filter,
         Filter {
@@ -562,7 +577,8 @@ fn is_unfiltered(filter: &Filter) -> bool {
             call: None,
             kind: None,
             outcome: None,
-            after_seq: None
+            after_seq: None,
+            through_seq: _,
         }
     )
 }
@@ -990,6 +1006,61 @@ mod tests {
         })
         .unwrap();
         assert_eq!(count, 1);
+    }
+
+    /// A whole-trail export bounded at its checkpoint (`through_seq`) holds the records
+    /// that checkpoint signs, says so in its header, and verifies intact; unbounded, the
+    /// records appended after the checkpoint are under no signature and it does not (the
+    /// API's export signed a checkpoint, then took its snapshot: a record appended in
+    /// between made the officer's file fail its own verification).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_export_bounded_at_its_checkpoint_verifies_whole() {
+        use crate::audit::store::ReadStore as _;
+        use crate::audit::{AuditLog, Event, EventKind, Outcome, Signer, TrustedKeys};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, audit) = AuditLog::for_tests(dir.path());
+        let event = || Event::new(EventKind::UserLogin, Outcome::Success);
+        for _ in 0..3 {
+            let _receipt = audit.append(event()).await.unwrap();
+        }
+        audit.checkpoint().unwrap();
+        let signed = {
+            let txn = store.snapshot().unwrap();
+            *super::store::checkpoints(&txn)
+                .unwrap()
+                .keys()
+                .last()
+                .unwrap()
+        };
+        for _ in 0..2 {
+            let _receipt = audit.append(event()).await.unwrap();
+        }
+        let mut trusted = TrustedKeys::default();
+        trusted
+            .add_hex(
+                Signer::load(&dir.path().join("audit-signing.key"))
+                    .unwrap()
+                    .public_key_hex(),
+            )
+            .unwrap();
+        let verified = |through: Option<u64>| {
+            let filter = super::Filter {
+                through_seq: through,
+                ..super::Filter::default()
+            };
+            let path = dir.path().join(format!("export-{through:?}.jsonl"));
+            let mut file = std::fs::File::create(&path).unwrap();
+            let txn = store.settled_snapshot().unwrap();
+            let written = super::export(&txn, &filter, super::Format::Jsonl, &mut file).unwrap();
+            (written, super::verify_file(&path, &trusted).unwrap())
+        };
+        let (written, report) = verified(Some(signed));
+        assert_eq!(written, signed);
+        assert!(report.is_intact(), "{:?}", report.findings);
+        assert_eq!(report.range, Some((1, signed)));
+        let (written, report) = verified(None);
+        assert_eq!(written, signed + 2);
+        assert!(!report.is_intact(), "an unsigned tail is no proof");
     }
 
     /// The parallel verification finds what applying each record in order finds, even with

@@ -27,23 +27,15 @@ pub fn unended_accesses(
     store: &impl ReadStore,
     longest_grant: Duration,
 ) -> Result<Vec<Event>, AuditError> {
-    let txn = store.snapshot()?;
-    let Some(filter) = tail(&txn, longest_grant * 2 + MARGIN)? else {
-        return Ok(Vec::new());
-    };
     // Started accesses by what identifies them on the record; a stop ends the oldest.
     let mut open: HashMap<String, Vec<(u64, Event)>> = HashMap::new();
-    // A damaged record must not keep the gateway from starting: it is passed over (and
-    // named), and `audit verify` says the rest.
-    let mut damaged = Vec::new();
-    export::visit_past_damage(&txn, &filter, &mut damaged, |selected| {
-        let record = selected.record;
-        let event = record.event;
-        match (event.kind, &event.outcome) {
+    visit_tail(
+        store,
+        longest_grant * 2 + MARGIN,
+        "an access",
+        |seq, event| match (event.kind, &event.outcome) {
             (EventKind::BreakGlassStarted, Outcome::Success) => {
-                open.entry(key(&event))
-                    .or_default()
-                    .push((record.seq, event));
+                open.entry(key(&event)).or_default().push((seq, event));
             }
             (EventKind::BreakGlassStopped, _) => {
                 if let Some(started) = open.get_mut(&key(&event))
@@ -53,15 +45,8 @@ pub fn unended_accesses(
                 }
             }
             _ => {}
-        }
-        ControlFlow::Continue(())
-    })?;
-    if !damaged.is_empty() {
-        tracing::error!(
-            records = ?damaged,
-            "audit records do not read: an access they started or stopped may be closed wrongly at start; run samu-gateway audit verify"
-        );
-    }
+        },
+    )?;
     let mut owed: Vec<(u64, Event)> = open.into_values().flatten().collect();
     owed.sort_by_key(|(seq, _)| *seq);
     Ok(owed
@@ -71,6 +56,7 @@ pub fn unended_accesses(
             patient: started.patient,
             call: started.call,
             access_mode: started.access_mode,
+            grant: started.grant,
             detail: Some("ended: gateway_restarted".into()),
             ..Event::new(EventKind::BreakGlassStopped, Outcome::Success)
         })
@@ -84,37 +70,28 @@ pub fn unended_sessions(
     store: &impl ReadStore,
     longest_session: Duration,
 ) -> Result<Vec<Event>, AuditError> {
-    let txn = store.snapshot()?;
-    let Some(filter) = tail(&txn, longest_session + MARGIN)? else {
-        return Ok(Vec::new());
-    };
     let mut open: HashMap<String, (u64, Event)> = HashMap::new();
-    let mut damaged = Vec::new();
-    export::visit_past_damage(&txn, &filter, &mut damaged, |selected| {
-        let record = selected.record;
-        let event = record.event;
-        let desk = event
-            .actor
-            .as_ref()
-            .and_then(|a| a.desk.clone())
-            .unwrap_or_default();
-        match (event.kind, &event.outcome) {
-            (EventKind::UserLogin, Outcome::Success) => {
-                open.insert(desk, (record.seq, event));
+    visit_tail(
+        store,
+        longest_session + MARGIN,
+        "a session",
+        |seq, event| {
+            let desk = event
+                .actor
+                .as_ref()
+                .and_then(|a| a.desk.clone())
+                .unwrap_or_default();
+            match (event.kind, &event.outcome) {
+                (EventKind::UserLogin, Outcome::Success) => {
+                    open.insert(desk, (seq, event));
+                }
+                (EventKind::UserLogout, _) => {
+                    open.remove(&desk);
+                }
+                _ => {}
             }
-            (EventKind::UserLogout, _) => {
-                open.remove(&desk);
-            }
-            _ => {}
-        }
-        ControlFlow::Continue(())
-    })?;
-    if !damaged.is_empty() {
-        tracing::error!(
-            records = ?damaged,
-            "audit records do not read: a session they opened or ended may be closed wrongly at start; run samu-gateway audit verify"
-        );
-    }
+        },
+    )?;
     let mut owed: Vec<(u64, Event)> = open.into_values().collect();
     owed.sort_by_key(|(seq, _)| *seq);
     Ok(owed
@@ -124,6 +101,33 @@ pub fn unended_sessions(
             ..Event::new(EventKind::UserLogout, Outcome::Success).with_detail("gateway_restarted")
         })
         .collect())
+}
+
+/// Visits (seq, event) of every record within `span` before the trail's last one, in
+/// order. A damaged record must not keep the gateway from starting: it is passed over and
+/// named (`what` it may have opened or ended is said), and `audit verify` says the rest.
+fn visit_tail(
+    store: &impl ReadStore,
+    span: Duration,
+    what: &str,
+    mut visit: impl FnMut(u64, Event),
+) -> Result<(), AuditError> {
+    let txn = store.snapshot()?;
+    let Some(filter) = tail(&txn, span)? else {
+        return Ok(());
+    };
+    let mut damaged = Vec::new();
+    export::visit_past_damage(&txn, &filter, &mut damaged, |selected| {
+        visit(selected.record.seq, selected.record.event);
+        ControlFlow::Continue(())
+    })?;
+    if !damaged.is_empty() {
+        tracing::error!(
+            records = ?damaged,
+            "audit records do not read: {what} they opened or ended may be closed wrongly at start; run samu-gateway audit verify"
+        );
+    }
+    Ok(())
 }
 
 /// The records within `span` before the trail's last one; `None` for an empty trail.
@@ -145,8 +149,12 @@ fn tail(txn: &redb::ReadTransaction, span: Duration) -> Result<Option<Filter>, A
     }))
 }
 
-/// Professional, desk, patient, call and mode: what pairs an access's start and stop.
+/// What pairs an access's start and stop: its grant; for records written before grants
+/// were named, professional, desk, patient, call and mode.
 fn key(event: &Event) -> String {
+    if let Some(grant) = &event.grant {
+        return format!("grant\u{0}{grant}");
+    }
     let actor = event.actor.clone().unwrap_or_default();
     format!(
         "{}\u{0}{}\u{0}{}\u{0}{}\u{0}{:?}",

@@ -241,9 +241,24 @@ pub fn trail(store: &impl ReadStore, seq: u64) -> Result<Option<AccessTrail>, Au
     Ok(Some(AccessTrail { access, records }))
 }
 
-/// Whether `record` is about the same access as `start`: same professional, desk, patient
-/// and call.
+/// Whether the access started by record `seq` has its stop on the record: until then,
+/// reads may still follow, and a closing decision would leave them unreviewed.
+pub fn has_ended(store: &impl ReadStore, seq: u64) -> Result<bool, AuditError> {
+    Ok(trail(store, seq)?.is_some_and(|trail| {
+        trail
+            .records
+            .iter()
+            .any(|r| r.record.event.kind == EventKind::BreakGlassStopped)
+    }))
+}
+
+/// Whether `record` is about the same access as `start`: the same grant when both name
+/// theirs; for records written before grants were named, the same professional, desk,
+/// patient and call.
 fn same_access(start: &Record, record: &Record) -> bool {
+    if let (Some(a), Some(b)) = (&start.event.grant, &record.event.grant) {
+        return a == b;
+    }
     let key = |r: &Record| {
         let e = &r.event;
         (

@@ -120,7 +120,8 @@ pub(super) struct ReviewAnswer {
     responses((status = 201, description = "Decision recorded", body = ReviewAnswer),
               (status = 400, description = "Comment too long", body = ApiError),
               (status = 403, description = "Not a compliance officer's certificate", body = ApiError),
-              (status = 404, description = "No break-glass access with this sequence number", body = ApiError)))]
+              (status = 404, description = "No break-glass access with this sequence number", body = ApiError),
+              (status = 409, description = "A closing decision on an access that has not ended (`access_still_open`)", body = ApiError)))]
 pub(super) async fn review(
     State(state): State<AppState>,
     officer: Officer,
@@ -138,6 +139,21 @@ pub(super) async fn review(
     let reviewable = read_trail(&state, move |store| review::is_reviewable(store, seq)).await?;
     if !reviewable {
         return Err(no_such_access());
+    }
+    // A closing decision on an access still running would take it off the list while
+    // reads may follow under its grant (for up to `break_glass.grant_minutes`): those
+    // would be reviewed by no one. "To investigate" keeps it on the list, so it may come
+    // at any time.
+    if request.decision != Decision::ToInvestigate {
+        let ended = read_trail(&state, move |store| review::has_ended(store, seq)).await?;
+        if !ended {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "access_still_open",
+                "the access has not ended: a closing decision waits for its end (reads may follow under its grant)",
+                "Accès encore en cours : décidez une fois qu'il est terminé (d'autres lectures peuvent suivre). « À examiner » reste possible.",
+            ));
+        }
     }
     let event = Event {
         actor: Some(officer.actor()),
@@ -300,7 +316,7 @@ pub(super) async fn export(
     officer: Officer,
     JsonBody(request): JsonBody<ExportRequest>,
 ) -> Result<Response, ApiError> {
-    let filter = to_filter(&request.filter)?;
+    let mut filter = to_filter(&request.filter)?;
     let format = request.format;
     let selecting = filter.clone();
     // The patient an officer looked up is named on the record of the export, which is
@@ -331,6 +347,21 @@ pub(super) async fn export(
             tracing::error!(error = %e, "cannot sign a checkpoint before an export");
             audit_unavailable()
         })?;
+    // A whole-trail export ends at the last checkpoint, read right after signing it (one
+    // signed meanwhile only moves the end forward, still under a signature): records
+    // appended after it are under no signature yet, and the file would fail its own
+    // verification; they are in the next export.
+    if export::is_unfiltered(&filter) {
+        let signed = read_trail(&state, |store| {
+            let txn = store.snapshot()?;
+            Ok(crate::audit::store::checkpoints(&txn)?
+                .keys()
+                .last()
+                .copied())
+        })
+        .await?;
+        filter.through_seq = signed;
+    }
     let name = format!(
         "attachment; filename=\"audit-{}.{}\"",
         crate::clock::now().0.replace([':', '.'], ""),

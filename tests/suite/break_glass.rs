@@ -1207,3 +1207,44 @@ async fn a_card_pulled_while_the_record_service_answers_releases_nothing() {
         "{last}"
     );
 }
+
+/// A closing decision waits for the access's end: while its grant runs, reads may follow,
+/// and an access decided "justified" at minute 10 left its later reads to no one. "To
+/// investigate" keeps it on the list, so it may come at any time.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_access_is_decided_once_it_has_ended() {
+    let centre = centre("\n[compliance]\nofficer_cns = [\"poste-x\"]\n").await;
+    let access = centre.break_glass(request(1, "bris_de_glace")).await;
+    assert_eq!(access.status, StatusCode::CREATED, "{}", access.body);
+    let grant = access.body["grant"]["id"].as_str().unwrap().to_owned();
+    let start = centre.audit(Some("break_glass_started"))[0]["seq"]
+        .as_u64()
+        .unwrap();
+    let officer = centre.gateway.client(Some(support::UNMAPPED));
+    let decide = |decision: &str| {
+        let request = officer
+            .post(centre.gateway.url("/api/v1/compliance/reviews"))
+            .json(&json!({"seq": start, "decision": decision}));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, body) = decide("justified").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "access_still_open");
+    assert_eq!(decide("to_investigate").await.0, StatusCode::CREATED);
+    // The grant's own records name it.
+    let read = centre.audit(Some("patient_record_read"));
+    assert_eq!(read.last().unwrap()["grant"], grant.as_str());
+    let client = centre.gateway.client(Some(DESK_A));
+    let ended = centre
+        .send(client.delete(centre.gateway.url(&format!("/api/v1/grants/{grant}"))))
+        .await;
+    assert_eq!(ended.status, StatusCode::NO_CONTENT);
+    assert_eq!(decide("justified").await.0, StatusCode::CREATED);
+}

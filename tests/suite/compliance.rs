@@ -66,6 +66,16 @@ fn uses_of_the_trail(gateway: &support::Gateway) -> Vec<Value> {
         .collect()
 }
 
+/// The seqs of the records an answer lists (`records[].seq`).
+fn seqs(body: &Value) -> Vec<u64> {
+    body["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect()
+}
+
 const OFFICER_CONFIG: &str = "\n[compliance]\nofficer_cns = [\"poste-x\"]\n";
 
 #[tokio::test(flavor = "multi_thread")]
@@ -296,14 +306,6 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
     let post = |client: &reqwest::Client, path: &str, body: Value| {
         let request = client.post(gateway.url(path)).json(&body);
         async move { request.send().await.unwrap() }
-    };
-    let seqs = |body: &Value| -> Vec<u64> {
-        body["records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["seq"].as_u64().unwrap())
-            .collect()
     };
 
     // Search by patient (in the body: no INS in a URL), one page at a time.
@@ -545,4 +547,40 @@ async fn a_look_up_that_matches_a_search_candidate_names_the_patient() {
     for used in &uses {
         assert_eq!(used["patient"]["ins"], "269054958815784", "{used}");
     }
+}
+
+/// Two accesses of one professional at one desk to one patient for one call (a double
+/// click, or Centre 15 then break-glass) are two grants: each trail holds its own reads and
+/// stop. Before, records were tied by professional, desk, patient and call: the first
+/// access's trail took the second's reads and ended at the second's stop, so its own later
+/// reads were in no trail.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_access_trail_is_its_own_grants_even_for_the_same_patient_and_call() {
+    let granted = |kind, grant: &str, outcome| Event {
+        grant: Some(grant.into()),
+        ..of_access(kind, 5, outcome)
+    };
+    let stopped = |grant: &str| Event {
+        detail: Some("ended: closed".into()),
+        ..granted(EventKind::BreakGlassStopped, grant, Outcome::Success)
+    };
+    let gateway = support::launch_on_trail(
+        vec![
+            granted(EventKind::BreakGlassStarted, "g1", Outcome::Success),
+            granted(EventKind::BreakGlassStarted, "g2", Outcome::Success),
+            granted(EventKind::PatientRecordRead, "g1", Outcome::Success),
+            stopped("g2"),
+            granted(EventKind::PatientRecordRead, "g1", Outcome::Success),
+            stopped("g1"),
+        ],
+        OFFICER_CONFIG,
+    );
+    let officer = gateway.client(Some(UNMAPPED));
+    let (status, first) =
+        support::get_json(&officer, &gateway.url("/api/v1/compliance/accesses/1")).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(seqs(&first), [1, 3, 5, 6]);
+    let (_, second) =
+        support::get_json(&officer, &gateway.url("/api/v1/compliance/accesses/2")).await;
+    assert_eq!(seqs(&second), [2, 4]);
 }
