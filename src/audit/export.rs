@@ -648,8 +648,48 @@ fn csv_field(value: &str) -> String {
     }
 }
 
-/// Verifies the whole trail held in a store (live or stopped).
+/// How much of a store's tail its writer may leave unsigned: it signs a checkpoint once
+/// `checkpoint_every_records` records or `checkpoint_every` have passed, checked after each
+/// batch (a crash may leave the last batch unsigned).
+#[derive(Debug, Clone, Copy)]
+pub struct UnsignedTail {
+    /// Records after the last checkpoint, at most.
+    pub records: u64,
+    /// Time between the first of them and the last record, at most.
+    pub span: std::time::Duration,
+}
+
+impl UnsignedTail {
+    /// The bound of a writer running with `settings`, with a margin for clock steps.
+    pub fn of(settings: &super::Settings) -> Self {
+        Self {
+            records: settings
+                .checkpoint_every_records
+                .saturating_add(u64::try_from(settings.batch_max_records).unwrap_or(u64::MAX)),
+            span: settings.checkpoint_every + std::time::Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// Verifies the whole trail held in a store (live or stopped), whatever its unsigned tail
+/// (tests of other properties; `audit verify`, `backup` and `restore` bound it:
+/// [`verify_store_within`]).
 pub fn verify_store(store: &impl ReadStore, trusted: &TrustedKeys) -> Result<Report, AuditError> {
+    let any = UnsignedTail {
+        records: u64::MAX,
+        span: std::time::Duration::MAX,
+    };
+    verify_store_within(store, trusted, any)
+}
+
+/// Verifies the whole trail held in a store (live or stopped). A tail after the last
+/// checkpoint longer than `tail` is a finding (`Unsigned`): a writer never leaves one, so
+/// it says checkpoints were removed (the records they signed could be forged).
+pub fn verify_store_within(
+    store: &impl ReadStore,
+    trusted: &TrustedKeys,
+    tail: UnsignedTail,
+) -> Result<Report, AuditError> {
     let txn = store.snapshot()?;
     // Records a repository was sent are records the store had: a store ending before
     // them was cut short, even if its own count was lowered to match.
@@ -666,7 +706,32 @@ pub fn verify_store(store: &impl ReadStore, trusted: &TrustedKeys) -> Result<Rep
     verify_records(&mut verifier, |record| {
         store::for_each_record(&txn, 0, |_, bytes| record(bytes))
     })?;
-    Ok(verifier.finish())
+    let mut report = verifier.finish();
+    if let Some((first, last)) = report.range {
+        let from = report
+            .signed_through
+            .map_or(first, |s| s.saturating_add(1).max(first));
+        if from <= last {
+            let time_of = |seq: u64| {
+                store::record(&txn, seq)
+                    .ok()
+                    .flatten()
+                    .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
+                    .and_then(|record| crate::clock::parse_time(&record.time))
+            };
+            let span_ms = match (time_of(from), time_of(last)) {
+                (Some(a), Some(b)) => b.saturating_sub(a),
+                _ => 0,
+            };
+            let longest_ms = u64::try_from(tail.span.as_millis()).unwrap_or(u64::MAX);
+            if last - from + 1 > tail.records || span_ms > longest_ms {
+                report
+                    .findings
+                    .push(super::verify::Finding::Unsigned { from, to: last });
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// Runs `verifier` over the records `read` hands over, in order. This thread reads, in

@@ -144,6 +144,10 @@ impl AuditLog {
         let failed = Arc::new(AtomicBool::new(false));
         let mut writer = Writer::resume(store, signer, settings, failed.clone())?;
         writer.begin_epoch_if_restored()?;
+        // A tail a crash left unsigned (checked whole by `resume`) is signed now, before
+        // anything of this run: a store's unsigned tail stays within what a running writer
+        // leaves (`export::UnsignedTail`), so a longer one says checkpoints were removed.
+        writer.checkpoint_now()?;
         let commits = Arc::new(tokio::sync::Notify::new());
         let public_key = writer.signer.public_key_hex().to_owned();
         let disk_times = DiskTimes::default();
@@ -1223,13 +1227,76 @@ mod tests {
         Event::new(EventKind::UserLogin, Outcome::Success)
     }
 
+    /// A store whose checkpoints were removed: its whole trail is an unsigned tail, longer
+    /// than a writer leaves, and verification says so (it said "intact"). A crash's tail is
+    /// signed at the next start, before anything else.
+    #[test]
+    fn a_store_without_its_checkpoints_does_not_verify_and_a_crash_tail_is_signed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let trusted = || {
+            let mut trusted = TrustedKeys::default();
+            trusted
+                .add_hex(
+                    Signer::load(&dir.path().join("k"))
+                        .unwrap()
+                        .public_key_hex(),
+                )
+                .unwrap();
+            trusted
+        };
+        let verify = |tail: crate::audit::export::UnsignedTail| {
+            let reader = crate::audit::AuditReader::open(&dir.path().join("audit.redb")).unwrap();
+            crate::audit::export::verify_store_within(&reader, &trusted(), tail).unwrap()
+        };
+        let short = crate::audit::export::UnsignedTail {
+            records: 2,
+            span: Duration::from_secs(3600),
+        };
+        {
+            let (store, log) = start(dir.path());
+            for _ in 0..5 {
+                let _receipt = log.append_blocking(event()).unwrap();
+            }
+            log.close().unwrap();
+            drop(log);
+            assert!(verify(short).is_intact());
+            store.remove_checkpoints_for_tests();
+        }
+        let report = verify(short);
+        assert!(
+            report.findings.iter().any(|f| matches!(
+                f,
+                super::super::verify::Finding::Unsigned { from: 1, to: 5 }
+            )),
+            "{:?}",
+            report.findings
+        );
+        // Within what a writer leaves: no finding (a live store's tail).
+        assert!(
+            verify(crate::audit::export::UnsignedTail {
+                records: 5,
+                ..short
+            })
+            .is_intact()
+        );
+        // The next start signs the tail at once.
+        let (_store, log) = start(dir.path());
+        drop(log);
+        assert!(verify(short).is_intact());
+    }
+
     fn intact(dir: &std::path::Path, range: (u64, u64)) {
         let mut trusted = TrustedKeys::default();
         trusted
             .add_hex(Signer::load(&dir.join("k")).unwrap().public_key_hex())
             .unwrap();
         let reader = crate::audit::AuditReader::open(&dir.join("audit.redb")).unwrap();
-        let report = crate::audit::export::verify_store(&reader, &trusted).unwrap();
+        let report = crate::audit::export::verify_store_within(
+            &reader,
+            &trusted,
+            crate::audit::export::UnsignedTail::of(&Settings::for_tests()),
+        )
+        .unwrap();
         assert!(report.is_intact(), "{:?}", report.findings);
         assert_eq!(report.range, Some(range));
     }

@@ -321,6 +321,28 @@ impl AuditStore {
         txn.commit().unwrap();
     }
 
+    /// Deletes every checkpoint as someone with write access to the file could: for the
+    /// tests of what verification notices.
+    #[cfg(test)]
+    pub(crate) fn remove_checkpoints_for_tests(&self) {
+        let txn = self.db.begin_write().unwrap();
+        let seqs: Vec<u64> = {
+            let table = txn.open_table(CHECKPOINTS).unwrap();
+            table
+                .iter()
+                .unwrap()
+                .map(|e| e.unwrap().0.value())
+                .collect()
+        };
+        {
+            let mut table = txn.open_table(CHECKPOINTS).unwrap();
+            for seq in seqs {
+                table.remove(seq).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

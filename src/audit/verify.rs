@@ -101,10 +101,11 @@ pub enum Finding {
     },
     /// An export file ends without its closing line: it was cut short.
     ExportCutShort,
-    /// Records of an export file that no trusted checkpoint matching the records signs:
-    /// whoever removed the checkpoints could have forged them. (A live store's tail after
-    /// its last checkpoint is not a finding: the writer signs it within
-    /// `audit.checkpoint_every_secs`.)
+    /// Records that no trusted checkpoint matching the records signs: whoever removed the
+    /// checkpoints could have forged them. Every such record of an export file; of a
+    /// store, a tail longer than its writer leaves unsigned (it signs within
+    /// `audit.checkpoint_every_records` and `audit.checkpoint_every_secs`: a live or
+    /// crashed store's short tail is not a finding).
     Unsigned {
         /// First record without a signature.
         from: u64,
@@ -177,7 +178,7 @@ impl fmt::Display for Finding {
             ),
             Self::Unsigned { from, to } => write!(
                 f,
-                "records {from} to {to} are under no trusted checkpoint signature: they cannot be told from forged ones (export through the compliance API, which signs a checkpoint first, or after the service signed its next one)"
+                "records {from} to {to} are under no trusted checkpoint signature: they cannot be told from forged ones (a store's writer signs within audit.checkpoint_every_records and audit.checkpoint_every_secs; export through the compliance API, which signs a checkpoint first, or after the service signed its next one)"
             ),
         }
     }

@@ -295,6 +295,11 @@ pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode,
     }
 }
 
+/// What the configured writer leaves unsigned at most (see `export::UnsignedTail`).
+fn unsigned_tail(config: &Config) -> export::UnsignedTail {
+    export::UnsignedTail::of(&config.audit.settings())
+}
+
 fn store_path(config_path: &Path) -> Result<PathBuf, Failure> {
     Ok(Config::read(config_path)?
         .storage
@@ -389,12 +394,14 @@ fn verify(
             export::verify_file(file, &trusted).context("cannot verify the file")?,
         ),
         None => {
-            let path = store_path(config_path)?;
+            let config = Config::read(config_path)?;
+            let path = config.storage.state_dir.join(AUDIT_FILE);
             let reader =
                 AuditReader::open_recovering(&path).context("cannot open the audit store")?;
             (
                 path.display().to_string(),
-                export::verify_store(&reader, &trusted).context("cannot verify the store")?,
+                export::verify_store_within(&reader, &trusted, unsigned_tail(&config))
+                    .context("cannot verify the store")?,
             )
         }
     };
@@ -494,7 +501,8 @@ fn backup(config_path: &Path, output: &Path, older_keys: &[String]) -> Result<Ex
         .context("backup failed")?;
     // A backup that does not verify is no backup: say so now, not on the day it is needed.
     let copy = AuditReader::open(output).context("cannot reopen the backup")?;
-    let report = export::verify_store(&copy, &trusted).context("cannot verify the backup")?;
+    let report = export::verify_store_within(&copy, &trusted, unsigned_tail(&config))
+        .context("cannot verify the backup")?;
     if !report.is_intact() {
         eprintln!(
             "backup written to {} but it does NOT verify ({} problem(s)); after a key rotation, give the earlier public key with --public-key; otherwise the store itself needs `audit verify`:",
@@ -544,7 +552,8 @@ fn restore(config_path: &Path, input: &Path, older_keys: &[String]) -> Result<Ex
         )
         .into());
     }
-    let report = export::verify_store(&backup, &trusted).context("cannot verify the backup")?;
+    let report = export::verify_store_within(&backup, &trusted, unsigned_tail(&config))
+        .context("cannot verify the backup")?;
     if !report.is_intact() {
         let findings: Vec<String> = report.findings.iter().map(ToString::to_string).collect();
         return Err(anyhow::anyhow!(
@@ -637,9 +646,10 @@ fn restore(config_path: &Path, input: &Path, older_keys: &[String]) -> Result<Ex
                 .with_context(|| format!("cannot give {} to the store's owner", file.display()))?;
         }
     }
-    let epochs = export::verify_store(
+    let epochs = export::verify_store_within(
         &AuditReader::open(&target).context("cannot reopen the restored store")?,
         &trusted,
+        unsigned_tail(&config),
     )
     .context("cannot verify the restored store")?
     .epochs;
