@@ -281,6 +281,29 @@ pub async fn run(
             "a workstation CRL is past its next update: publish a fresh one"
         );
     }
+    // Bound first (nothing is served before READY=1): a port taken or an address not up
+    // fails the start before anything is written, so a unit restarting on it does not add
+    // a record to the trail at each attempt.
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServiceError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServiceError::Bind { addr, source })?;
+    let management_addr = prepared.management;
+    let management =
+        TcpListener::bind(management_addr)
+            .await
+            .map_err(|source| ServiceError::Bind {
+                addr: management_addr,
+                source,
+            })?;
+    let management_local = management
+        .local_addr()
+        .map_err(|source| ServiceError::Bind {
+            addr: management_addr,
+            source,
+        })?;
     let stores = Stores::open(&prepared.config.storage.state_dir)?;
     tracing::info!(state_dir = %stores.dir().display(), "stores open");
     // Nothing read from the cache can be trusted: it is emptied, or removed.
@@ -306,26 +329,6 @@ pub async fn run(
     // SIGHUP's default ends the process at once: no drain, no stop on the record, and
     // systemd's Restart=on-failure takes it as a clean exit. Nothing is reloaded on it.
     let mut hangup = signal(SignalKind::hangup()).map_err(ServiceError::Signals)?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServiceError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| ServiceError::Bind { addr, source })?;
-    let management_addr = prepared.management;
-    let management =
-        TcpListener::bind(management_addr)
-            .await
-            .map_err(|source| ServiceError::Bind {
-                addr: management_addr,
-                source,
-            })?;
-    let management_local = management
-        .local_addr()
-        .map_err(|source| ServiceError::Bind {
-            addr: management_addr,
-            source,
-        })?;
 
     let metrics = Arc::new(Metrics::new().with_audit_disk(audit.disk_times()));
     let cards = start_cards(

@@ -106,6 +106,29 @@ fn second_gateway_on_the_same_state_directory_is_refused() {
     assert_eq!(code, 0, "{stdout}");
 }
 
+/// A listening address already taken fails the start before the stores open: a unit
+/// restarting on it adds nothing to the trail at each attempt (before, each one recorded
+/// its configuration load, then failed to bind).
+#[test]
+fn a_port_taken_fails_the_start_before_anything_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let config = write_config(dir.path(), &pki, "", "");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, stderr) = run(
+        &config,
+        &["serve"],
+        &[("SAMU_GATEWAY__SERVER__LISTEN", addr.as_str())],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&addr), "{stderr}");
+    assert!(
+        !dir.path().join("state/audit.redb").exists(),
+        "nothing written before the bind"
+    );
+}
+
 #[test]
 fn unreadable_audit_store_is_refused_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
