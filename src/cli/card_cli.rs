@@ -70,8 +70,25 @@ fn configured_pkcs11(
     Some((cards.pkcs11_module.clone()?, tokens))
 }
 
+/// The card profile and PKCS#11 labels of `config`'s `[cards]` (what the gateway reads the
+/// cards with), else the defaults: a probe that read the card otherwise would prove
+/// nothing of the configured profile.
+fn configured_reading(
+    config: &std::path::Path,
+) -> (
+    crate::card::profile::CardProfile,
+    crate::card::pkcs11::Pkcs11Labels,
+) {
+    crate::config::Config::read(config)
+        .ok()
+        .and_then(|c| c.cards)
+        .map(|cards| (cards.profile, cards.pkcs11_labels))
+        .unwrap_or_default()
+}
+
 pub(super) fn run(config: &std::path::Path, command: CardCommand) -> Result<ExitCode, Failure> {
     let configured = || configured_pkcs11(config);
+    let (profile, labels) = configured_reading(config);
     match command {
         CardCommand::List { pkcs11_module } => {
             let pkcs11_module = pkcs11_module.or_else(|| configured().map(|(module, _)| module));
@@ -101,16 +118,19 @@ pub(super) fn run(config: &std::path::Path, command: CardCommand) -> Result<Exit
             reader,
             pkcs11_module: Some(module),
             token,
-        } => probe_token(&reader, &module, token.as_deref()),
+        } => probe_token(&reader, &module, token.as_deref(), &labels),
         CardCommand::Probe {
             reader,
             pkcs11_module: None,
             ..
         } => match configured() {
-            Some((module, tokens)) => {
-                probe_token(&reader, &module, tokens.get(&reader).map(String::as_str))
-            }
-            None => probe(&reader),
+            Some((module, tokens)) => probe_token(
+                &reader,
+                &module,
+                tokens.get(&reader).map(String::as_str),
+                &labels,
+            ),
+            None => probe(&reader, &profile),
         },
         #[cfg(feature = "dev-tools")]
         CardCommand::Emulate(args) => emulate_card(args),
@@ -157,13 +177,14 @@ fn probe_token(
     reader: &str,
     path: &std::path::Path,
     token: Option<&str>,
+    labels: &crate::card::pkcs11::Pkcs11Labels,
 ) -> Result<ExitCode, Failure> {
     let module = Pkcs11Module::load(path).map_err(anyhow::Error::from)?;
     let slot = module
         .slot_for(reader, token)
         .context("no card for this reader in the module")?;
     let session = module
-        .open(slot, &crate::card::pkcs11::Pkcs11Labels::default())
+        .open(slot, labels)
         .context("cannot read the card's certificates")?;
     print_holder(reader, &session.authentication_certificate)?;
     out!(
@@ -186,12 +207,12 @@ fn probe_token(
     Ok(ExitCode::SUCCESS)
 }
 
-fn probe(reader: &str) -> Result<ExitCode, Failure> {
+fn probe(reader: &str, profile: &CardProfile) -> Result<ExitCode, Failure> {
     let mut card = PcscCard::connect(reader).context("cannot reach the card")?;
     // In a transaction (the gateway's commands do not interleave with these), and left
     // without a reset: a reset would end the verified PIN of the physician whose session
     // the gateway holds on this card.
-    let der = card.in_transaction(|card| read_certificate(card, &CardProfile::default()));
+    let der = card.in_transaction(|card| read_certificate(card, profile));
     card.leave();
     let der = der.context("cannot read the card's certificate")?;
     print_holder(reader, &der)?;

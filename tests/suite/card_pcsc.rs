@@ -153,3 +153,34 @@ async fn several_programs_reading_one_card_never_interleave_their_commands() {
         gateway.login_desk_a().await;
     }
 }
+
+/// `card probe` reads the card as the gateway is configured to (`[cards.profile]`): a
+/// profile naming another certificate file fails the probe as it would fail logins.
+/// Before, the probe read with the default profile and passed.
+#[test]
+fn probe_reads_the_card_with_the_configured_profile() {
+    let pcscd = Pcscd::start(1);
+    let inserted = VirtualCard::insert(&pcscd, 0, &[]);
+    wait_card(&pcscd, READER, true);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::Pki::new(dir.path());
+    let configured = |file: &str| {
+        support::write_config(
+            dir.path(),
+            &pki,
+            "",
+            &format!(
+                "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n\n[cards.profile]\ncertificate_file = \"{file}\"\n",
+                inserted.dir.join("card-ca.pem").display(),
+                inserted.dir.join("card-ca.crl").display()
+            ),
+        )
+    };
+    let (key, value) = pcscd.env();
+    let env = [(key, value.as_str())];
+    let probe = ["card", "probe", "--reader", READER];
+    let (code, stdout, stderr) = support::run(&configured("D002"), &probe, &env);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr) = support::run(&configured("D00F"), &probe, &env);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+}
