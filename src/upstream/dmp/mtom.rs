@@ -71,7 +71,23 @@ pub async fn split(
             .get("content-id")
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().trim_matches(|c| c == '<' || c == '>').to_owned());
-        let bytes = field.bytes().await.map_err(multipart_error)?.to_vec();
+        // A part sent base64 or quoted-printable would fail its hash check unexplained:
+        // refused by name (MTOM sends binary).
+        let encoding = field
+            .headers()
+            .get("content-transfer-encoding")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase());
+        if encoding
+            .as_deref()
+            .is_some_and(|e| !matches!(e, "binary" | "8bit" | "7bit"))
+        {
+            return Err(DmpError::Answer(
+                "a multipart part is not sent as binary (Content-Transfer-Encoding)".into(),
+            ));
+        }
+        // Taken over without a copy when multer holds the only reference.
+        let bytes = Vec::from(field.bytes().await.map_err(multipart_error)?);
         let is_root = match (start, &id) {
             (Some(start), Some(id)) => start == id,
             (Some(_), None) => false,
@@ -159,6 +175,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("two parts alike"), "{err}");
+        // A part in base64: refused by name, not left to fail its hash check.
+        let encoded = body.replace(
+            "Content-Transfer-Encoding: binary",
+            "Content-Transfer-Encoding: base64",
+        );
+        let err = split(encoded.into_bytes(), &boundary, start.as_deref(), 8)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Content-Transfer-Encoding"), "{err}");
         // A part named as the root: which one a reference means is as unclear.
         let twin = body.replace(
             "--uuid:b1--",
