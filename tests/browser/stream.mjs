@@ -131,6 +131,10 @@ try {
   } finally {
     await ask('GATEWAY_THAW');
   }
+  // The link back, the page ends on the record the grant whose summary it masked.
+  await page.locator('#link-state').waitFor({ state: 'hidden', timeout: 30000 });
+  await page.waitForTimeout(1500);
+  result.linkBack = true;
 } finally {
   await browser.close();
 }

@@ -658,6 +658,22 @@ async fn the_page_drops_a_late_answer_hides_the_summary_without_its_event_stream
         !stopped.trim().is_empty(),
         "the dropped access is closed on the record"
     );
+    // The access masked while the gateway was silent is ended by the page once the link is
+    // back, not left open until the stop (before: `ended: gateway_stopped`).
+    assert_eq!(result["linkBack"], true, "{result}");
+    let (_, stopped, _) = support::run(
+        &gateway.config,
+        &["audit", "list", "--kind", "break_glass_stopped", "--json"],
+        &[],
+    );
+    let masked: Vec<&str> = stopped
+        .lines()
+        .filter(|l| l.contains("CRRA-2026-000046"))
+        .collect();
+    assert!(
+        masked.len() == 1 && masked[0].contains("\"ended: closed\""),
+        "{masked:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -13,6 +13,8 @@
   const state = {
     desk: null, grant: null, countdown: null, formReady: false, pinpadFor: null, cleared: 0,
     case: null, caseSearched: false,
+    // Grants masked while the link was down, to end once it is back.
+    unended: [],
     // following: the desk's event stream is open and has told the desk's state (a summary
     // or a case is shown only while it is; both leave when it breaks); onFollowing: who
     // waits for it; accessOnItsWay: an access was asked for and its answer has not come.
@@ -248,9 +250,11 @@
     const option = $('reason').selectedOptions[0];
     const needsText = Boolean(option && option.dataset.textRequired === 'yes');
     $('reason-text-required').hidden = !needsText;
-    // The physician's reason justifies the search for the case's patients; a drill's
-    // never searches the national record on its own.
-    if (state.case && !state.case.exercise && !state.caseSearched && option && option.value && !needsText) searchCase();
+    // The physician's reason justifies the search for the case's patients (with its
+    // written detail when the reason needs one: the search then starts once it is
+    // typed); a drill's never searches the national record on its own.
+    const justified = !needsText || $('reason-text').value.trim() !== '';
+    if (state.case && !state.case.exercise && !state.caseSearched && option && option.value && justified) searchCase();
   }
 
   // INS (NIR or NIA): 13 characters (Corsica: 2A / 2B in the department) and a key,
@@ -428,6 +432,9 @@
       const out = $('case-candidates-' + i);
       if (answer.status !== 200) {
         out.replaceChildren(element('p', 'status', refusal(answer)));
+        // Asked again at the next change of the reason or its detail: a refusal (a
+        // limit, the record service down) must not end the search for the whole case.
+        state.caseSearched = false;
         continue;
       }
       renderCandidates(out, answer.data.candidates, true);
@@ -1172,6 +1179,7 @@
     events.addEventListener('open', () => {
       reopenDelay = 1000;
       heard();
+      endMaskedGrants();
     });
     events.addEventListener('beat', heard);
     events.addEventListener('error', () => {
@@ -1188,6 +1196,16 @@
     });
   }
 
+  // Grants whose summary the page masked while the link was down, ended now (one the
+  // session already ended answers 404: nothing left to do). Kept for the next link if the
+  // gateway cannot be reached yet.
+  async function endMaskedGrants() {
+    for (const id of state.unended.splice(0)) {
+      const answer = await api('DELETE', '/api/v1/grants/' + encodeURIComponent(id));
+      if (answer.status === 0 || answer.status >= 500) state.unended.push(id);
+    }
+  }
+
   // Without the event stream a pulled card would go unnoticed: fail closed. An access on
   // its way is dropped too (its answer would be shown with nothing to hide it).
   function lost(events) {
@@ -1196,6 +1214,9 @@
     $('link-state').textContent = LINK_DOWN;
     $('link-state').hidden = false;
     if (state.grant) {
+      // Ended on the record once the link is back: masked here, it must not stay open
+      // there until it expires.
+      state.unended.push(state.grant.id);
       clearPatientData();
       show('patient');
       message('Liaison avec le serveur interrompue : la synthèse a été masquée par sécurité. Recommencez la demande.');
@@ -1312,6 +1333,7 @@
       }
     });
     $('reason').addEventListener('change', reasonChanged);
+    $('reason-text').addEventListener('change', reasonChanged);
     $('access-form').addEventListener('submit', requestAccess);
     $('close-access').addEventListener('click', closeAccess);
     await fetchToken();
