@@ -494,27 +494,29 @@ async fn start_audit(
     )?);
     // Accesses and desk sessions a crash left open get their end record first, before
     // anything of this run.
+    // Both read before either is recorded: each window runs back from the previous
+    // run's last record (the ends recorded here would move it to now).
     let longest_grant = Duration::from_secs(config.break_glass.grant_minutes.max(1) * 60);
-    let owed = crate::audit::recover::unended_accesses(stores.audit.as_ref(), longest_grant)?;
-    if !owed.is_empty() {
-        tracing::warn!(
-            accesses = owed.len(),
-            "accesses left open by the previous run: recording their end"
-        );
-        let _recorded = audit.append_all(owed).await?;
-    }
+    let accesses = crate::audit::recover::unended_accesses(stores.audit.as_ref(), longest_grant)?;
     // Without cards now, the previous run may have had them: as long as any may last.
     let longest_session = config.cards.as_ref().map_or(
         Duration::from_secs(crate::session::CardsConfig::LONGEST_SESSION_HOURS * 3600),
         |cards| cards.expiry().max,
     );
-    let owed = crate::audit::recover::unended_sessions(stores.audit.as_ref(), longest_session)?;
-    if !owed.is_empty() {
+    let sessions = crate::audit::recover::unended_sessions(stores.audit.as_ref(), longest_session)?;
+    if !accesses.is_empty() {
         tracing::warn!(
-            sessions = owed.len(),
+            accesses = accesses.len(),
+            "accesses left open by the previous run: recording their end"
+        );
+        let _recorded = audit.append_all(accesses).await?;
+    }
+    if !sessions.is_empty() {
+        tracing::warn!(
+            sessions = sessions.len(),
             "desk sessions left open by the previous run: recording their logout"
         );
-        let _recorded = audit.append_all(owed).await?;
+        let _recorded = audit.append_all(sessions).await?;
     }
     let digest = config
         .to_toml()

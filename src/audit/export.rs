@@ -660,6 +660,24 @@ pub struct UnsignedTail {
 }
 
 impl UnsignedTail {
+    /// Whether records `from` to `last` of `txn`, under no signature, are more (or span
+    /// longer) than this bound.
+    pub(super) fn exceeded_by(&self, txn: &ReadTransaction, from: u64, last: u64) -> bool {
+        let time_of = |seq: u64| {
+            store::record(txn, seq)
+                .ok()
+                .flatten()
+                .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
+                .and_then(|record| crate::clock::parse_time(&record.time))
+        };
+        let span_ms = match (time_of(from), time_of(last)) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        };
+        let longest_ms = u64::try_from(self.span.as_millis()).unwrap_or(u64::MAX);
+        last.saturating_sub(from).saturating_add(1) > self.records || span_ms > longest_ms
+    }
+
     /// The bound of a writer running with `settings`, with a margin for clock steps.
     pub fn of(settings: &super::Settings) -> Self {
         Self {
@@ -711,24 +729,10 @@ pub fn verify_store_within(
         let from = report
             .signed_through
             .map_or(first, |s| s.saturating_add(1).max(first));
-        if from <= last {
-            let time_of = |seq: u64| {
-                store::record(&txn, seq)
-                    .ok()
-                    .flatten()
-                    .and_then(|bytes| serde_json::from_slice::<Record>(&bytes).ok())
-                    .and_then(|record| crate::clock::parse_time(&record.time))
-            };
-            let span_ms = match (time_of(from), time_of(last)) {
-                (Some(a), Some(b)) => b.saturating_sub(a),
-                _ => 0,
-            };
-            let longest_ms = u64::try_from(tail.span.as_millis()).unwrap_or(u64::MAX);
-            if last - from + 1 > tail.records || span_ms > longest_ms {
-                report
-                    .findings
-                    .push(super::verify::Finding::Unsigned { from, to: last });
-            }
+        if from <= last && tail.exceeded_by(&txn, from, last) {
+            report
+                .findings
+                .push(super::verify::Finding::Unsigned { from, to: last });
         }
     }
     Ok(report)

@@ -530,6 +530,18 @@ impl Writer {
         }
         check_tail(&txn, &checkpoints, last_checkpoint, pruned, head_seq)
             .map_err(|e| integrity(e.to_string()))?;
+        // A crash leaves at most what a running writer leaves unsigned; more says the
+        // checkpoints were removed (and the records they signed may be forged). Signing it
+        // now would pass it off as genuine: the start is refused, for a person to judge.
+        let signed = last_checkpoint.max(pruned);
+        if head_seq > signed
+            && super::export::UnsignedTail::of(&settings).exceeded_by(&txn, signed + 1, head_seq)
+        {
+            return Err(integrity(format!(
+                "records {} to {head_seq} are under no checkpoint signature, more than this writer ever leaves: checkpoints were removed (run samu-gateway audit verify; restore from a backup), or audit.checkpoint_every_records / checkpoint_every_secs was lowered since the last run (set it back for one start)",
+                signed + 1
+            )));
+        }
         let epoch = store::meta(&txn, Meta::Epoch)?.unwrap_or(0);
         let run = crate::random::hex_id::<8>().map_err(|e| AuditError::Storage(e.to_string()))?;
         Ok(Self {
@@ -1228,10 +1240,10 @@ mod tests {
     }
 
     /// A store whose checkpoints were removed: its whole trail is an unsigned tail, longer
-    /// than a writer leaves, and verification says so (it said "intact"). A crash's tail is
-    /// signed at the next start, before anything else.
+    /// than a writer leaves, and verification says so (it said "intact"); a start refuses
+    /// to sign over it. A tail as short as a crash leaves is signed at the next start.
     #[test]
-    fn a_store_without_its_checkpoints_does_not_verify_and_a_crash_tail_is_signed_at_start() {
+    fn a_store_without_its_checkpoints_does_not_verify_nor_get_signed_at_start() {
         let dir = tempfile::tempdir().unwrap();
         let trusted = || {
             let mut trusted = TrustedKeys::default();
@@ -1252,16 +1264,16 @@ mod tests {
             records: 2,
             span: Duration::from_secs(3600),
         };
-        {
+        let write = |records: usize| {
             let (store, log) = start(dir.path());
-            for _ in 0..5 {
+            for _ in 0..records {
                 let _receipt = log.append_blocking(event()).unwrap();
             }
             log.close().unwrap();
             drop(log);
-            assert!(verify(short).is_intact());
             store.remove_checkpoints_for_tests();
-        }
+        };
+        write(5);
         let report = verify(short);
         assert!(
             report.findings.iter().any(|f| matches!(
@@ -1271,7 +1283,7 @@ mod tests {
             "{:?}",
             report.findings
         );
-        // Within what a writer leaves: no finding (a live store's tail).
+        // Within what a writer leaves: no finding (a live store's tail, a crash's).
         assert!(
             verify(crate::audit::export::UnsignedTail {
                 records: 5,
@@ -1279,10 +1291,35 @@ mod tests {
             })
             .is_intact()
         );
-        // The next start signs the tail at once.
-        let (_store, log) = start(dir.path());
-        drop(log);
+        // So the next start signs it.
+        let (store, log) = start(dir.path());
+        log.close().unwrap();
+        drop((log, store));
         assert!(verify(short).is_intact());
+        // Past what a writer leaves (more than checkpoint_every_records and a batch: 10 +
+        // 64), the start is refused rather than sign it.
+        write(100);
+        let store = Arc::new(AuditStore::open(&dir.path().join("audit.redb")).unwrap());
+        let settings = Settings {
+            node: "test".into(),
+            batch_max_records: 64,
+            batch_max_wait: Duration::ZERO,
+            checkpoint_every_records: 10,
+            checkpoint_every: Duration::from_secs(60),
+        };
+        let Err(refused) = AuditLog::start(
+            store,
+            Signer::load(&dir.path().join("k")).unwrap(),
+            settings,
+        ) else {
+            panic!("a start over removed checkpoints is refused");
+        };
+        assert!(
+            refused
+                .to_string()
+                .contains("under no checkpoint signature"),
+            "{refused}"
+        );
     }
 
     fn intact(dir: &std::path::Path, range: (u64, u64)) {

@@ -217,8 +217,12 @@ pub fn trail(store: &impl ReadStore, seq: u64) -> Result<Option<AccessTrail>, Au
     super::event::for_each_read_record(&txn, seq + 1, |at, bytes, record| {
         let event = &record.event;
         let belongs = match event.kind {
+            // Tied by grant, a read recorded after its access's stop (the gap between a
+            // read's last check and its record) is still the access's; by the older tuple,
+            // the stop closes the access to what follows.
             EventKind::PatientRecordRead | EventKind::BreakGlassStopped => {
-                open && same_access(&start, &record)
+                let by_grant = start.event.grant.is_some() && event.grant.is_some();
+                (open || by_grant) && same_access(&start, &record)
             }
             EventKind::AccessReviewed => event.review.as_ref().is_some_and(|r| r.of == seq),
             EventKind::SecurityAlert => event

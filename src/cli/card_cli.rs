@@ -79,16 +79,26 @@ fn configured_reading(
     crate::card::profile::CardProfile,
     crate::card::pkcs11::Pkcs11Labels,
 ) {
-    crate::config::Config::read(config)
-        .ok()
-        .and_then(|c| c.cards)
-        .map(|cards| (cards.profile, cards.pkcs11_labels))
-        .unwrap_or_default()
+    match crate::config::Config::read(config) {
+        Ok(read) => read
+            .cards
+            .map(|cards| (cards.profile, cards.pkcs11_labels))
+            .unwrap_or_default(),
+        // Said, so that a probe passing on the defaults is not taken for a check of the
+        // configured profile.
+        Err(e) => {
+            eprintln!(
+                "note: the configuration was not read ({e}): the card is read with the default profile and labels"
+            );
+            Default::default()
+        }
+    }
 }
 
 pub(super) fn run(config: &std::path::Path, command: CardCommand) -> Result<ExitCode, Failure> {
     let configured = || configured_pkcs11(config);
-    let (profile, labels) = configured_reading(config);
+    // Read for a probe only (it may say it could not read the configuration).
+    let reading = || configured_reading(config);
     match command {
         CardCommand::List { pkcs11_module } => {
             let pkcs11_module = pkcs11_module.or_else(|| configured().map(|(module, _)| module));
@@ -118,7 +128,7 @@ pub(super) fn run(config: &std::path::Path, command: CardCommand) -> Result<Exit
             reader,
             pkcs11_module: Some(module),
             token,
-        } => probe_token(&reader, &module, token.as_deref(), &labels),
+        } => probe_token(&reader, &module, token.as_deref(), &reading().1),
         CardCommand::Probe {
             reader,
             pkcs11_module: None,
@@ -128,9 +138,9 @@ pub(super) fn run(config: &std::path::Path, command: CardCommand) -> Result<Exit
                 &reader,
                 &module,
                 tokens.get(&reader).map(String::as_str),
-                &labels,
+                &reading().1,
             ),
-            None => probe(&reader, &profile),
+            None => probe(&reader, &reading().0),
         },
         #[cfg(feature = "dev-tools")]
         CardCommand::Emulate(args) => emulate_card(args),

@@ -387,10 +387,6 @@ impl Sessions {
         Some(session)
     }
 
-    /// SHA-256 (hex) of the token of `desk`'s session, if one is open and not past its
-    /// idle time, maximum or shift: what grants bind to. An access checks it before its
-    /// data leaves, and the grant reaper ends grants by it: a session the session reaper
-    /// has not yet come by (up to 10 s) releases nothing more.
     /// The idNat of every professional holding an open session.
     pub(crate) fn open_professionals(&self) -> Vec<String> {
         match self.slots.lock() {
@@ -403,6 +399,10 @@ impl Sessions {
         }
     }
 
+    /// SHA-256 (hex) of the token of `desk`'s session, if one is open and not past its
+    /// idle time, maximum or shift: what grants bind to. An access checks it before its
+    /// data leaves, and the grant reaper ends grants by it: a session the session reaper
+    /// has not yet come by (up to 10 s) releases nothing more.
     pub(crate) fn token_hash(&self, desk: &str) -> Option<String> {
         let now = tokio::time::Instant::now();
         self.with_slot(desk, |s| {

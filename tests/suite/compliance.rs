@@ -572,6 +572,9 @@ async fn each_access_trail_is_its_own_grants_even_for_the_same_patient_and_call(
             stopped("g2"),
             granted(EventKind::PatientRecordRead, "g1", Outcome::Success),
             stopped("g1"),
+            // Recorded after its stop (between a read's last check and its record): still
+            // the access's own.
+            granted(EventKind::PatientRecordRead, "g1", Outcome::Success),
         ],
         OFFICER_CONFIG,
     );
@@ -579,7 +582,7 @@ async fn each_access_trail_is_its_own_grants_even_for_the_same_patient_and_call(
     let (status, first) =
         support::get_json(&officer, &gateway.url("/api/v1/compliance/accesses/1")).await;
     assert_eq!(status, StatusCode::OK, "{first}");
-    assert_eq!(seqs(&first), [1, 3, 5, 6]);
+    assert_eq!(seqs(&first), [1, 3, 5, 6, 7]);
     let (_, second) =
         support::get_json(&officer, &gateway.url("/api/v1/compliance/accesses/2")).await;
     assert_eq!(seqs(&second), [2, 4]);

@@ -12,7 +12,7 @@
   // data like the rest); caseSearched: its candidates were asked for.
   const state = {
     desk: null, grant: null, countdown: null, formReady: false, pinpadFor: null, cleared: 0,
-    case: null, caseSearched: false,
+    case: null, caseSearched: false, caseFound: new Set(),
     // Grants masked while the link was down, to end once it is back.
     unended: [],
     // following: the desk's event stream is open and has told the desk's state (a summary
@@ -72,6 +72,7 @@
     state.insFromCase = null;
     state.case = null;
     state.caseSearched = false;
+    state.caseFound = new Set();
     $('case').hidden = true;
     $('case-head').replaceChildren();
     $('case-hint').replaceChildren();
@@ -86,6 +87,7 @@
     const asked = ++state.deskAsked;
     const answer = await api('GET', '/api/v1/desk');
     if (asked !== state.deskAsked) return;
+    state.deskStatus = answer.status;
     if (answer.status !== 200) {
       // Fail closed: the card screen never hides patient data still held (a grant whose
       // countdown would later reset the form, a summary shown again by the next answer).
@@ -339,6 +341,8 @@
     }
     const c = answer.data;
     state.case = c;
+    // Its patients' answer blocks are drawn anew below: none holds an answer yet.
+    state.caseFound = new Set();
     const head = ['N° ' + c.case_id, c.motive_label, c.priority ? 'priorité ' + c.priority : null]
       .filter(Boolean).join(' · ');
     $('case-head').replaceChildren(
@@ -417,7 +421,9 @@
     let first = null;
     for (const [i, p] of shown.patients.entries()) {
       const traits = caseTraits(p);
-      if (!traits) continue;
+      // Asked again only for those a refusal left without an answer (each search is on
+      // the record and counts against the limits).
+      if (!traits || state.caseFound.has(i)) continue;
       const answer = await api('POST', '/api/v1/patients/search', {
         traits, access_mode: mode, call_id: $('call-id').value.trim(), reason_code: $('reason').value,
         reason_text: text || null,
@@ -437,6 +443,7 @@
         state.caseSearched = false;
         continue;
       }
+      state.caseFound.add(i);
       renderCandidates(out, answer.data.candidates, true);
       first = first || out.querySelector('button:not([disabled])');
     }
@@ -570,14 +577,14 @@
     submit.textContent = 'Afficher la synthèse';
     $('ins').readOnly = false;
     if (unfollowed) {
-      await api('DELETE', '/api/v1/grants/' + encodeURIComponent(answer.data.grant.id));
+      await endGrant(answer.data.grant.id);
       message('Liaison avec le serveur interrompue : la demande a été abandonnée par sécurité. Recommencez-la.');
       return;
     }
     // The card was pulled (or the page cleared, or the event stream broke) while the
     // answer was on its way: it is not shown, and its grant is ended.
     if (asked !== state.cleared) {
-      if (answer.status === 201) await api('DELETE', '/api/v1/grants/' + encodeURIComponent(answer.data.grant.id));
+      if (answer.status === 201) await endGrant(answer.data.grant.id);
       return;
     }
     if (answer.status === 201) {
@@ -1196,14 +1203,17 @@
     });
   }
 
-  // Grants whose summary the page masked while the link was down, ended now (one the
-  // session already ended answers 404: nothing left to do). Kept for the next link if the
-  // gateway cannot be reached yet.
+  // Ends a grant the page no longer shows; one the gateway cannot be reached for is kept
+  // and ended once the link is back (one the session already ended answers 404: nothing
+  // left to do).
+  async function endGrant(id) {
+    const answer = await api('DELETE', '/api/v1/grants/' + encodeURIComponent(id));
+    if (answer.status === 0 || answer.status >= 500) state.unended.push(id);
+  }
+
+  // Grants whose summary the page masked while the link was down, ended now.
   async function endMaskedGrants() {
-    for (const id of state.unended.splice(0)) {
-      const answer = await api('DELETE', '/api/v1/grants/' + encodeURIComponent(id));
-      if (answer.status === 0 || answer.status >= 500) state.unended.push(id);
-    }
+    for (const id of state.unended.splice(0)) await endGrant(id);
   }
 
   // Without the event stream a pulled card would go unnoticed: fail closed. An access on
@@ -1297,8 +1307,9 @@
     // summary until the next event: it starts again from the desk's state instead.
     window.addEventListener('pageshow', (event) => {
       if (!event.persisted) return;
+      if (state.grant) state.unended.push(state.grant.id);
       clearPatientData();
-      refreshDesk();
+      refreshDesk().then(endMaskedGrants);
     });
     $('pin-form').addEventListener('submit', (event) => {
       event.preventDefault();
@@ -1336,15 +1347,21 @@
     $('reason-text').addEventListener('change', reasonChanged);
     $('access-form').addEventListener('submit', requestAccess);
     $('close-access').addEventListener('click', closeAccess);
-    await fetchToken();
-    await refreshDesk();
-    // A workstation that is no desk (a compliance officer's) has no stream to follow:
-    // it would be refused every few seconds for ever.
-    if (state.desk) follow();
+    await begin();
     // The session's time left, kept current while one is open.
     setInterval(() => {
       if (state.desk && state.desk.session) refreshDesk();
     }, 30000);
+  }
+
+  // The desk is asked until it answers (a page loaded while the gateway starts, or before
+  // the appliance booted), then followed. A workstation that is no desk (403: a compliance
+  // officer's) stops there: its stream would be refused every few seconds for ever.
+  async function begin() {
+    await fetchToken();
+    await refreshDesk();
+    if (state.desk) follow();
+    else if (state.deskStatus !== 403) setTimeout(begin, 5000);
   }
 
   document.addEventListener('DOMContentLoaded', start);

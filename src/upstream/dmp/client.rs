@@ -1331,9 +1331,6 @@ mod tests {
         }
     }
 
-    /// Recency before kind: last week's DLU beats a 2019 IPS-FR; the kind only breaks a
-    /// tie; structured beats a newer PDF; a garbled date sorts oldest; the history is
-    /// never the synthesis.
     /// A creation time that is no UTC `YYYY[MM[DD[hh[mm[ss]]]]]`, or lies more than a day
     /// ahead, sorts oldest: a synthesis dated 9999 never hides last week's (it did).
     #[test]
@@ -1368,6 +1365,9 @@ mod tests {
         }
     }
 
+    /// Recency before kind: last week's DLU beats a 2019 IPS-FR; the kind only breaks a
+    /// tie; structured beats a newer PDF; a garbled date sorts oldest; the history is
+    /// never the synthesis.
     #[test]
     fn the_synthesis_is_the_most_recent_structured_one() {
         const IPS: &str = "urn:ihe:pcc:ips:2020";
