@@ -607,6 +607,17 @@ fn dmp_modes_ask_for_the_structure_certificate_only_when_it_is_used() {
             .starts_with("dmp: a [dmp] section is used only with [upstream] protocol = \"dmp\"")),
         "{lines:?}"
     );
+    // A connection allowed longer than the whole exchange could never be waited for.
+    let slow = f.toml(TWO_DESKS)
+        + &dmp("DIRECTE")
+        + "connect_timeout_ms = 5000\ntotal_timeout_ms = 2000\n";
+    let lines = problem_lines(f.load(&slow, &[]).unwrap_err());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("dmp.connect_timeout_ms: must not exceed")),
+        "{lines:?}"
+    );
 }
 
 /// A threshold of 0 patients per hour would page the compliance team at every access.

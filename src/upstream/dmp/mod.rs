@@ -236,6 +236,14 @@ impl DmpConfig {
                 "must be between 500 and 30000",
             ));
         }
+        // An access's calls share the total: a connection allowed longer than it could never
+        // be waited for (the `[upstream]` section refuses the same).
+        if self.connect_timeout_ms > self.total_timeout_ms {
+            out.push(ConfigProblem::new(
+                "dmp.connect_timeout_ms",
+                "must not exceed dmp.total_timeout_ms",
+            ));
+        }
         if self.document_types.is_empty()
             || self.document_types.iter().any(|t| {
                 t.split_once("^^")
