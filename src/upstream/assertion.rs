@@ -15,7 +15,7 @@
 //! | `activity_sector` | `Secteur_Activite` |
 //! | `resource_id` | `urn:oasis:names:tc:xacml:2.0:resource:resource-id` (`{INS}^^^&{OID}&ISO^NH`; absent for a search by traits) |
 //! | `lps_name`, `lps_version` | `LPS_Nom`, `LPS_Version` |
-//! | `auth_mode` | `Authentification_Mode` (`DIRECTE`: the professional's own CPS card) |
+//! | `auth_mode` | `Authentification_Mode`: `INDIRECTE_RENFORCEE` (signed by the gateway's key for a professional its card authenticated at the desk; `DIRECTE` is for an assertion the card itself signs) |
 //! | `iss`, `aud`, `iat`, `exp`, `jti` | the assertion's issuer, audience, validity (60 s) and id (SAML `Issuer`, `Audience`, `Conditions`, `ID`) |
 
 use base64::Engine;

@@ -100,7 +100,10 @@ impl FhirClient {
             resource_id: access.patient.map(Ins::resource_id),
             lps_name: "samu-gateway".into(),
             lps_version: env!("CARGO_PKG_VERSION").into(),
-            auth_mode: "DIRECTE".into(),
+            // Signed by the gateway's key for a professional its own card authenticated
+            // at the desk: the structure's assertion, the card checked locally (what the
+            // DMP calls INDIRECTE_RENFORCEE); DIRECTE would claim the card signed it.
+            auth_mode: "INDIRECTE_RENFORCEE".into(),
         };
         self.signer.sign(&claims).map_err(|e| {
             UpstreamError::AssertionRefused(format!("cannot encode the assertion: {e}"))
