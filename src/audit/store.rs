@@ -354,6 +354,15 @@ impl AuditStore {
     }
 
     /// Blocks (off the async workers: up to seconds) until redb holds every record
+    /// written so far; false when it still lags after the wait (a read now would miss
+    /// the last records). True for a store no writer follows.
+    pub fn wait_settled(&self) -> bool {
+        self.progress
+            .get()
+            .is_none_or(|progress| progress.wait_settled(SETTLE_WAIT))
+    }
+
+    /// Blocks (off the async workers: up to seconds) until redb holds every record
     /// written so far, then takes a snapshot: it shows every record that has a receipt.
     pub fn settled_snapshot(&self) -> Result<ReadTransaction, AuditError> {
         if let Some(progress) = self.progress.get()

@@ -521,14 +521,18 @@ async fn read_trail<T: Send + 'static>(
     read: impl FnOnce(&AuditStore) -> Result<T, AuditError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let store = state.stores().audit.clone();
-    tokio::task::spawn_blocking(move || {
-        // The accesses just made must be there: wait for the index to take them in.
-        drop(store.settled_snapshot()?);
-        read(&store)
+    let read = tokio::task::spawn_blocking(move || {
+        // The accesses just made must be there: wait for the index to take them in. An
+        // index still behind after the wait would give a list or a trail without the last
+        // accesses, looking whole: refused instead.
+        if !store.wait_settled() {
+            return Ok(None);
+        }
+        read(&store).map(Some)
     })
     .await
-    .map_err(|_| audit_unavailable())?
-    .map_err(|e| {
+    .map_err(|_| audit_unavailable())?;
+    let read = read.map_err(|e| {
         tracing::error!(error = %e, "cannot read the trail for compliance");
         match e {
             // Said as such: an incident for the centre, not a moment's unavailability.
@@ -542,6 +546,15 @@ async fn read_trail<T: Send + 'static>(
             ),
             _ => audit_unavailable(),
         }
+    })?;
+    read.ok_or_else(|| {
+        tracing::warn!("the audit index lags the journal: a compliance read is refused rather than miss the last records");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "trail_catching_up",
+            "the audit index is still taking in the last records; try again in a few seconds",
+            "Le journal d'audit termine d'enregistrer les derniers accès : réessayez dans quelques secondes.",
+        )
     })
 }
 
