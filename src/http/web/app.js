@@ -1151,7 +1151,7 @@
     $('ins').focus();
     // The desk's case, if the regulation software still holds one there, comes back.
     loadCase();
-    if (grant) await api('DELETE', '/api/v1/grants/' + encodeURIComponent(grant.id));
+    if (grant) await endGrant(grant.id);
   }
 
   // ---- Following the desk -----------------------------------------------------------
