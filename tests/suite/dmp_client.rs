@@ -53,11 +53,13 @@ fn client_with(
     extra: &str,
 ) -> DmpClient {
     let config: DmpConfig = toml::from_str(&format!(
-        "base_url = \"{}\"\nserver_ca = \"{}\"\nstructure_cert = \"{}\"\nstructure_key = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-1\"\ntotal_timeout_ms = {total_ms}\n{extra}",
+        "base_url = \"{}\"\nserver_ca = \"{}\"\nstructure_cert = \"{}\"\nstructure_key = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-1\"\ntotal_timeout_ms = {total_ms}\nconnect_timeout_ms = {}\n{extra}",
         dmp.url,
         dmp.ca.display(),
         card.auth_cert.display(),
         card.auth_key.display(),
+        // A connection is never allowed longer than the whole exchange (configtest).
+        total_ms.min(1_000),
     ))
     .unwrap();
     assert!(config.problems().is_empty(), "{:?}", config.problems());
