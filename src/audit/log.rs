@@ -119,7 +119,7 @@ enum Msg {
         Vec<String>,
         mpsc::Sender<Result<PruneReport, AuditError>>,
     ),
-    Checkpoint(mpsc::Sender<Result<(), AuditError>>),
+    Checkpoint(mpsc::Sender<Result<u64, AuditError>>),
     Close(mpsc::Sender<Result<(), AuditError>>),
 }
 
@@ -251,8 +251,8 @@ impl AuditLog {
 
     /// Signs a checkpoint of the chain's head now, unless one already signs it: an export
     /// taken after it has every record under a signature (blocking: call it off the
-    /// async workers).
-    pub fn checkpoint(&self) -> Result<(), AuditError> {
+    /// async workers). Returns the sequence number the trail is signed through.
+    pub fn checkpoint(&self) -> Result<u64, AuditError> {
         self.control(Msg::Checkpoint)
     }
 
@@ -784,7 +784,7 @@ impl Writer {
                 false
             }
             Msg::Checkpoint(reply) => {
-                let _ = reply.send(self.checkpoint_now());
+                let _ = reply.send(self.checkpoint_now().map(|()| self.checkpointed_seq));
                 false
             }
             Msg::Close(reply) => {

@@ -340,27 +340,18 @@ pub(super) async fn export(
     // record outside a signature (records after the last checkpoint could not be told
     // from forged ones).
     let signing = state.clone();
-    tokio::task::spawn_blocking(move || signing.audit().checkpoint())
+    let signed = tokio::task::spawn_blocking(move || signing.audit().checkpoint())
         .await
         .map_err(|_| audit_unavailable())?
         .map_err(|e| {
             tracing::error!(error = %e, "cannot sign a checkpoint before an export");
             audit_unavailable()
         })?;
-    // A whole-trail export ends at the last checkpoint, read right after signing it (one
-    // signed meanwhile only moves the end forward, still under a signature): records
-    // appended after it are under no signature yet, and the file would fail its own
-    // verification; they are in the next export.
+    // A whole-trail export ends at that checkpoint: records appended after it are under
+    // no signature yet, and the file would fail its own verification; they are in the
+    // next export.
     if export::is_unfiltered(&filter) {
-        let signed = read_trail(&state, |store| {
-            let txn = store.snapshot()?;
-            Ok(crate::audit::store::checkpoints(&txn)?
-                .keys()
-                .last()
-                .copied())
-        })
-        .await?;
-        filter.through_seq = signed;
+        filter.through_seq = Some(signed);
     }
     let name = format!(
         "attachment; filename=\"audit-{}.{}\"",
