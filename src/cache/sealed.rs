@@ -205,6 +205,12 @@ pub struct Entry {
     /// entry sealed by an earlier build.
     #[serde(default)]
     pub provenance: Vec<String>,
+    /// The INS (`OID|value`) the answers know the patient by: the one the copy is cached
+    /// under and those its document names (an NIA beside the NIR). A refusal under any of
+    /// them drops the copy (`remove_patient`). Empty for an entry sealed by an earlier
+    /// build. INS, so never printed.
+    #[serde(skip)]
+    pub identities: Vec<String>,
 }
 
 /// Whom the record service composed a summary for.
@@ -243,6 +249,11 @@ impl Entry {
     pub fn new(patient_id: String, summary: CriticalSummary, composed_for: ComposedFor) -> Self {
         Self {
             patient_id,
+            identities: summary
+                .patient_in_document
+                .as_ref()
+                .map(|p| p.ins.clone())
+                .unwrap_or_default(),
             provenance: summary.provenance.clone(),
             summary: summary.into(),
             cleared: Vec::new(),
@@ -298,6 +309,9 @@ struct Meta<'a> {
     /// The fetch's provenance (absent from entries sealed before it was kept).
     #[serde(default)]
     provenance: std::borrow::Cow<'a, [String]>,
+    /// [`Entry::identities`] (absent from entries sealed before they were kept).
+    #[serde(default)]
+    identities: std::borrow::Cow<'a, [String]>,
     /// Whether the summary holds an unstructured document's content (trusted only from
     /// this run, like the JSON itself).
     has_content: bool,
@@ -478,8 +492,7 @@ impl SealedSummaries {
     }
 
     fn key(&self, ins: &Ins) -> Vec<u8> {
-        let message = format!("{}|{}", ins.oid(), ins.as_str());
-        hmac::sign(&self.index, message.as_bytes())
+        hmac::sign(&self.index, identity(ins).as_bytes())
             .as_ref()
             .to_vec()
     }
@@ -504,6 +517,10 @@ impl SealedSummaries {
         let key = self.key(ins);
         let fetched_at = (self.clock)();
         let unwritable = |e: serde_json::Error| CacheError::Storage(e.to_string());
+        let mut identities = entry.identities.clone();
+        identities.push(identity(ins));
+        identities.sort();
+        identities.dedup();
         let meta = zeroize::Zeroizing::new(
             serde_json::to_vec(&Meta {
                 patient_id: entry.patient_id.as_str().into(),
@@ -511,6 +528,7 @@ impl SealedSummaries {
                 composed_for: entry.composed_for.clone(),
                 sealed_by: self.run,
                 provenance: entry.provenance.as_slice().into(),
+                identities: identities.as_slice().into(),
                 has_content: entry.summary.has_content(),
             })
             .map_err(unwritable)?,
@@ -647,6 +665,7 @@ impl SealedSummaries {
                 cleared: opened.cleared,
                 composed_for: opened.composed_for,
                 provenance: Vec::new(),
+                identities: Vec::new(),
             });
         }
         let (meta_len, rest) = plain.split_first_chunk::<4>()?;
@@ -667,6 +686,7 @@ impl SealedSummaries {
             cleared: meta.cleared.into_owned(),
             composed_for: meta.composed_for,
             provenance: meta.provenance.into_owned(),
+            identities: meta.identities.into_owned(),
         })
     }
 
@@ -697,11 +717,14 @@ impl SealedSummaries {
         removed
     }
 
-    /// Forgets `ins` as [`Self::remove`] does, and every other copy of the same patient
-    /// in the record service (the same `patient_id`, cached under another identifier:
-    /// an NIA before the NIR): a refusal is about the patient, whichever identifier
-    /// asked. The other copies are found by opening each entry: refusals are rare and the
-    /// cache small. Returns how many other copies went.
+    /// Forgets `ins` as [`Self::remove`] does, and every other copy of the same patient,
+    /// cached under another identifier (an NIA before the NIR): a refusal is about the
+    /// patient, whichever identifier asked. A copy is the same patient's when it names
+    /// the refused INS among its identities, shares one with the refused copy, or has the
+    /// refused copy's `patient_id` (the FHIR service's id; the DMP's is the INS asked
+    /// for, so its copies are tied by identities). Whether or not `ins` had a copy, every
+    /// entry is opened to look: refusals are rare and the cache small. Returns how many
+    /// other copies went.
     pub fn remove_patient(&self, ins: &Ins) -> Result<usize, CacheError> {
         // Any failure on the way may leave a refused copy: the cache then serves nothing
         // more in this run.
@@ -719,18 +742,22 @@ impl SealedSummaries {
         // gives: a failed read must not keep the refused copy.
         let read = self.tree.get(&key).map_err(super::storage);
         self.remove(ins)?;
-        let patient = read?
-            .and_then(|value| self.open(&key, fetched_at(&value)?, &value))
-            .map(|entry| entry.patient_id);
-        let Some(patient) = patient else {
-            return Ok(0);
-        };
+        let refused = read?.and_then(|value| self.open(&key, fetched_at(&value)?, &value));
+        let mut names: std::collections::HashSet<String> = refused
+            .as_ref()
+            .map(|entry| entry.identities.iter().cloned().collect())
+            .unwrap_or_default();
+        names.insert(identity(ins));
+        let patient = refused.map(|entry| entry.patient_id);
         let mut others = Vec::new();
         for item in self.tree.iter() {
             let (other, value) = item.map_err(super::storage)?;
             let same = fetched_at(&value)
                 .and_then(|at| self.open(&other, at, &value))
-                .is_some_and(|entry| entry.patient_id == patient);
+                .is_some_and(|entry| {
+                    patient.as_ref() == Some(&entry.patient_id)
+                        || entry.identities.iter().any(|i| names.contains(i))
+                });
             if same {
                 others.push((other, value));
             }
@@ -765,6 +792,11 @@ impl SealedSummaries {
     pub fn stats(&self) -> Result<Stats, CacheError> {
         stats(&self.tree, (self.clock)())
     }
+}
+
+/// `OID|value`: how an INS is named in an entry's identities (and keyed, under HMAC).
+fn identity(ins: &Ins) -> String {
+    format!("{}|{}", ins.oid(), ins.as_str())
 }
 
 fn fetched_at(value: &[u8]) -> Option<u64> {
@@ -1103,6 +1135,62 @@ mod tests {
         assert!(sealed.get(&someone_else).unwrap().is_some());
         // Nothing cached under the identifier refused: nothing known to link.
         assert_eq!(sealed.remove_patient(&ins()).unwrap(), 0);
+    }
+
+    /// The DMP's copies carry the INS asked for as their patient id, so an NIA copy and an
+    /// NIR copy of one person are tied only by the INS their documents name: a refusal
+    /// under either drops both, whether or not the refused INS had a copy of its own.
+    #[test]
+    fn a_refusal_reaches_copies_tied_by_the_ins_their_documents_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, master) = store(dir.path());
+        let sealed = cache.sealed(&master, LIFETIMES).unwrap();
+        let nir = ins();
+        let nia = Ins::parse(
+            "185057800608491",
+            crate::patient::OID_NIA,
+            InsPolicy::default(),
+        )
+        .unwrap();
+        let stranger = Ins::parse(
+            "285057800600028",
+            crate::patient::OID_NIR,
+            InsPolicy::default(),
+        )
+        .unwrap();
+        let dmp_copy = |asked: &Ins, named: &[&Ins]| {
+            let mut entry = entry();
+            entry.patient_id = identity(asked);
+            entry.identities = named.iter().map(|i| identity(i)).collect();
+            entry
+        };
+        // Read under the NIA, its document naming the NIR too; nothing under the NIR.
+        sealed.put(&nia, &dmp_copy(&nia, &[&nir, &nia])).unwrap();
+        sealed
+            .put(&stranger, &dmp_copy(&stranger, &[&stranger]))
+            .unwrap();
+        assert_eq!(sealed.remove_patient(&nir).unwrap(), 1);
+        assert!(
+            sealed.get(&nia).unwrap().is_none(),
+            "the NIA copy outlived a refusal under the NIR"
+        );
+        assert!(sealed.get(&stranger).unwrap().is_some());
+
+        // The NIR copy names both; the NIA copy, read earlier, names only the NIA: the
+        // refused copy's identities reach it.
+        sealed.put(&nir, &dmp_copy(&nir, &[&nir, &nia])).unwrap();
+        sealed.put(&nia, &dmp_copy(&nia, &[&nia])).unwrap();
+        assert_eq!(sealed.remove_patient(&nir).unwrap(), 1);
+        assert!(sealed.get(&nia).unwrap().is_none());
+
+        // The INS a copy is cached under is among its identities without being named.
+        sealed.put(&nia, &dmp_copy(&nia, &[])).unwrap();
+        let opened = sealed.get(&nia).unwrap().unwrap();
+        assert_eq!(opened.entry.identities, vec![identity(&nia)]);
+        // A copy tied by nothing stays: an NIR refused says nothing of an unrelated NIA.
+        assert_eq!(sealed.remove_patient(&nir).unwrap(), 0);
+        assert!(sealed.get(&nia).unwrap().is_some());
+        assert!(!format!("{:?}", opened.entry).contains("185057800608491"));
     }
 
     /// Expiry deletes the expired value only: a copy written since stays.

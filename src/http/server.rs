@@ -302,7 +302,8 @@ impl Connections {
             .http
             .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
             .into_owned();
-        self.metrics.add_connections(1);
+        // Counted down however this future ends, dropped at shutdown included.
+        let _open = OpenConnection::count(&self.metrics);
         let idle = activity.idle(
             self.handshake_timeout,
             self.idle_timeout,
@@ -322,7 +323,22 @@ impl Connections {
                 tracing::debug!(peer = %remote, why, "connection closed");
             }
         }
-        self.metrics.add_connections(-1);
+    }
+}
+
+/// One open connection in the gauge, from its handshake to its end.
+struct OpenConnection<'a>(&'a Metrics);
+
+impl<'a> OpenConnection<'a> {
+    fn count(metrics: &'a Metrics) -> Self {
+        metrics.add_connections(1);
+        Self(metrics)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.add_connections(-1);
     }
 }
 

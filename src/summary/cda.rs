@@ -31,9 +31,6 @@ const MAX_ATTRIBUTE_BYTES: usize = 64 * 1024;
 /// attribute costs roxmltree 70 to 80 bytes): a few desks at once must not exhaust the
 /// service's memory.
 const MAX_NODES: u32 = 500_000;
-/// The INS OIDs (docs/domain.md §4). Others of their arc (the INS-C, `…4.2`, of older
-/// documents) are no INS: a document naming only one is read as naming none.
-const INS_ROOTS: [&str; 4] = crate::ins_oid::INS_OIDS;
 /// Unreadable entries named in the warnings; the rest are counted.
 const MAX_NAMED_UNREADABLE: usize = 50;
 /// LOINC, which names sections.
@@ -565,7 +562,9 @@ fn header(root: Node<'_, '_>, kind: &str, shape: Shape) -> DocumentInfo {
 
 /// The document's patient: its `recordTarget`. Several are accepted only when they are one
 /// person, each naming the same INS (the first is read); otherwise the summary could be
-/// any of theirs, and the document is refused.
+/// any of theirs, and the document is refused. Only ids under an INS OID (docs/domain.md
+/// §4) are INS: others of their arc (the INS-C, `…4.2`, of older documents) are not, and
+/// a document naming only one is read as naming none.
 fn patient(root: Node<'_, '_>) -> Result<Option<DocumentPatient>, SummaryError> {
     let roles: Vec<Node<'_, '_>> = children(root, "recordTarget")
         .filter_map(|r| child(r, "patientRole"))
@@ -574,9 +573,7 @@ fn patient(root: Node<'_, '_>) -> Result<Option<DocumentPatient>, SummaryError> 
     let ins_of = |role: Node<'_, '_>| -> Vec<String> {
         let mut ins: Vec<String> = children(role, "id")
             .filter_map(|id| {
-                let oid = id.attribute("root")?;
-                let value = id.attribute("extension")?;
-                INS_ROOTS.contains(&oid).then(|| format!("{oid}|{value}"))
+                super::subject::ins_identifier(id.attribute("root")?, id.attribute("extension")?)
             })
             .collect();
         ins.sort();

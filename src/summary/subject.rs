@@ -214,15 +214,32 @@ pub fn ins_identifiers(resource: &Object) -> Vec<String> {
         .map(|ids| {
             ids.iter()
                 .filter_map(|id| {
-                    let system = id.get("system")?.as_str()?.trim_start_matches("urn:oid:");
-                    let value = id.get("value")?.as_str()?;
-                    crate::ins_oid::INS_OIDS
-                        .contains(&system)
-                        .then(|| format!("{system}|{value}"))
+                    ins_identifier(id.get("system")?.as_str()?, id.get("value")?.as_str()?)
                 })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `OID|value` of an identifier `value` under `root` (a CDA `id`, a FHIR `identifier`'s
+/// system) if `root` is an INS OID, in the form an INS asked for takes (`patient::Ins`):
+/// spaces and invisible characters dropped, `2a` read as `2A`, a `urn:oid:` prefix
+/// dropped. Compared raw, a document naming another patient's INS with a space in its
+/// root would name "no INS" and pass the same-patient check, and a patient's own
+/// document writing their NIR in groups would be refused as another's. `None` for
+/// another root or an empty value.
+pub(super) fn ins_identifier(root: &str, value: &str) -> Option<String> {
+    let plain = |text: &str| -> String {
+        text.chars()
+            .filter(|c| !c.is_whitespace() && !crate::encoding::invisible(*c))
+            .map(|c| c.to_ascii_uppercase())
+            .collect()
+    };
+    let root = plain(root);
+    let root = root.strip_prefix("URN:OID:").unwrap_or(&root);
+    let oid = crate::ins_oid::INS_OIDS.iter().find(|oid| **oid == root)?;
+    let value = plain(value);
+    (!value.is_empty()).then(|| format!("{oid}|{value}"))
 }
 
 /// The names of a Patient or Practitioner, as written (text, else given names and family);

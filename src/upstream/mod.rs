@@ -572,6 +572,49 @@ mod tests {
         assert!(!e.is_refusal() && !e.withdraws_copy());
     }
 
+    /// A CDA's `recordTarget` ids are compared in the form an INS asked for takes: a root
+    /// with a space or a `urn:oid:` prefix still names an INS (another patient's document
+    /// is refused, not shown as "names no INS"), and the patient's own NIR written in
+    /// groups or with a lowercase Corsican department is theirs.
+    #[test]
+    fn a_documents_ins_is_compared_as_the_ins_asked_for() {
+        let cda = |root: &str, extension: &str| {
+            let xml = format!(
+                "<ClinicalDocument xmlns=\"urn:hl7-org:v3\"><code code=\"60591-5\"/>\
+                 <recordTarget><patientRole><id root=\"{root}\" extension=\"{extension}\"/>\
+                 <patient><name><family>X</family></name></patient></patientRole></recordTarget>\
+                 <component><structuredBody/></component></ClinicalDocument>"
+            );
+            crate::summary::extract(xml.as_bytes()).unwrap()
+        };
+        let policy = crate::patient::InsPolicy::default();
+        let asked = Ins::parse("269054958815780", crate::patient::OID_NIR, policy).unwrap();
+        let other = "285057800600028";
+        for root in [
+            " 1.2.250.1.213.1.4.8",
+            "urn:oid:1.2.250.1.213.1.4.8",
+            "1.2.250.1.213.1.4.8\u{200B}",
+        ] {
+            let found = cda(root, other);
+            assert!(
+                matches!(
+                    check_same_patient(&found, Some(&asked)),
+                    Err(UpstreamError::WrongPatient(_))
+                ),
+                "another patient's document under root {root:?} passed"
+            );
+        }
+        for own in ["2 69 05 49 588 157 80", " 269054958815780 "] {
+            assert!(check_same_patient(&cda("1.2.250.1.213.1.4.8", own), Some(&asked)).is_ok());
+        }
+        let corsican = Ins::parse("1 80 01 2A 123 456 20", crate::patient::OID_NIR, policy);
+        let found = cda("1.2.250.1.213.1.4.8", "180012a12345620");
+        assert!(check_same_patient(&found, Some(&corsican.unwrap())).is_ok());
+        // Another OID of the arc (an INS-C) is no INS: the document names none.
+        let found = cda("1.2.250.1.213.1.4.2", other);
+        assert!(found.patient_in_document.as_ref().unwrap().ins.is_empty());
+    }
+
     /// Work whose waiter was dropped (the deadline passed) is told so when it looks;
     /// work that was waited for to the end never is.
     #[tokio::test(flavor = "multi_thread")]
