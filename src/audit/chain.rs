@@ -91,16 +91,21 @@ pub enum SignatureProblem {
 pub struct TrustedKeys(Vec<Vec<u8>>);
 
 impl TrustedKeys {
-    /// Adds a public key given as hex (64 digits for Ed25519).
+    /// Adds a public key given as hex (64 digits for Ed25519). The refusal never repeats
+    /// the text: it may be a private key given by mistake.
     pub fn add_hex(&mut self, text: &str) -> Result<(), AuditError> {
-        let key = decode_hex(text.trim())
-            .filter(|k| k.len() == 32)
-            .ok_or_else(|| {
-                AuditError::Key(format!(
-                    "'{}' is not an Ed25519 public key (64 hex digits)",
-                    text.trim()
-                ))
-            })?;
+        let text = text.trim();
+        if text.contains("PRIVATE KEY") {
+            return Err(AuditError::Key(
+                "this is a private key, not a public one: give the public key (the `.pub` file `audit keygen` wrote beside it, or its 64 hex digits)".into(),
+            ));
+        }
+        let key = decode_hex(text).filter(|k| k.len() == 32).ok_or_else(|| {
+            AuditError::Key(format!(
+                "not an Ed25519 public key (64 hex digits; {} characters given)",
+                text.chars().count()
+            ))
+        })?;
         self.0.push(key);
         Ok(())
     }

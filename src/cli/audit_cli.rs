@@ -114,9 +114,28 @@ fn to_filter(spec: &FilterSpec) -> Result<Filter, Failure> {
 pub(super) fn run(config_path: &Path, command: AuditCommand) -> Result<ExitCode, Failure> {
     match command {
         AuditCommand::Keygen { out } => {
-            let signer = Signer::generate(&out).context("cannot create the key")?;
+            // Both checked before either is written: the `.pub` of a key being rotated out
+            // is what verifies the checkpoints it signed.
             let public = PathBuf::from(format!("{}.pub", out.display()));
-            std::fs::write(&public, format!("{}\n", signer.public_key_hex()))
+            for path in [&out, &public] {
+                if path.symlink_metadata().is_ok() {
+                    return Err(Failure::Usage(vec![format!(
+                        "{} exists: move it away first (an earlier key's public half verifies the checkpoints it signed)",
+                        path.display()
+                    )]));
+                }
+            }
+            let signer = Signer::generate(&out).context("cannot create the key")?;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&public)
+                .and_then(|mut file| {
+                    std::io::Write::write_all(
+                        &mut file,
+                        format!("{}\n", signer.public_key_hex()).as_bytes(),
+                    )
+                })
                 .with_context(|| format!("cannot write {}", public.display()))?;
             out!("created {} (key id {})", out.display(), signer.key_id());
             out!(
@@ -339,6 +358,10 @@ fn trusted_keys(
     for key in given {
         let text = if Path::new(key).is_file() {
             std::fs::read_to_string(key).with_context(|| format!("cannot read {key}"))?
+        } else if key.contains('/') || key.ends_with(".pub") {
+            return Err(Failure::Usage(vec![format!(
+                "--public-key: no such file: {key}"
+            )]));
         } else {
             key.clone()
         };

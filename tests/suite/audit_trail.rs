@@ -631,6 +631,65 @@ fn an_export_verifies_offline_with_only_the_public_key() {
     assert!(stdout.contains("audit trail intact"), "{stdout}");
 }
 
+/// The signing key passed where its public half belongs is named as such and never
+/// printed (the refusal used to quote the file); a mistyped path says so; `audit keygen`
+/// never overwrites a `.pub` left by an earlier key.
+#[test]
+fn key_files_given_by_mistake_are_named_and_never_printed() {
+    let trail = Trail::new(3, 5);
+    let file = trail.export_jsonl();
+    let nowhere = trail.dir.path().join("no-such-gateway.toml");
+    let file_arg = file.to_str().unwrap();
+    let private = std::fs::read_to_string(&trail.key).unwrap();
+    let body = private.lines().nth(1).unwrap().to_owned();
+    let verify = |key: &str| {
+        support::run(
+            &nowhere,
+            &["audit", "verify", "--file", file_arg, "--public-key", key],
+            &[],
+        )
+    };
+    let (code, stdout, stderr) = verify(trail.key.to_str().unwrap());
+    assert_eq!(code, 64, "{stdout}{stderr}");
+    assert!(stderr.contains("this is a private key"), "{stderr}");
+    assert!(
+        !stderr.contains(&body) && !stdout.contains(&body),
+        "the private key was printed: {stderr}"
+    );
+    let missing = trail.dir.path().join("audit-signing.key.pub");
+    let (code, _, stderr) = verify(missing.to_str().unwrap());
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("no such file"), "{stderr}");
+
+    let out = trail.dir.path().join("rotated.key");
+    let public = trail.dir.path().join("rotated.key.pub");
+    std::fs::write(&public, "earlier key's public half\n").unwrap();
+    let (code, _, stderr) = support::run(
+        &nowhere,
+        &["audit", "keygen", "--out", out.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("exists"), "{stderr}");
+    assert!(
+        !out.exists(),
+        "a key was created beside a .pub it did not write"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&public).unwrap(),
+        "earlier key's public half\n"
+    );
+    std::fs::remove_file(&public).unwrap();
+    let (code, stdout, stderr) = support::run(
+        &nowhere,
+        &["audit", "keygen", "--out", out.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let written = std::fs::read_to_string(&public).unwrap();
+    assert_eq!(written.trim().len(), 64, "{written}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appenders_get_gap_free_durable_receipts() {
     let trail = Trail::new(0, 100);
