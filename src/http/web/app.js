@@ -22,7 +22,8 @@
     // deskAsked: how many times the desk was asked for (the last answer asked wins);
     // searches, documentsAsked: the same for trait searches and a listed document.
     deskAsked: 0, searches: 0, documentsAsked: 0,
-    // insFromCase: the INS filled in from the case's candidates (leaves with the case).
+    // insFromCase: the INS filled in from the case (a candidate's, or its NIR copied;
+    // leaves with the case).
     insFromCase: null,
     // caseId: the case the desk's events last announced (none: null).
     caseId: null,
@@ -62,9 +63,10 @@
   function clearCase() {
     // The case's id filled in for it goes with it: the next call is not recorded under it.
     if (state.case && $('call-id').value.trim() === state.case.case_id) $('call-id').value = '';
-    // So does an INS chosen among the case's candidates: the case corrected or closed, it
-    // may be another patient's.
-    if (state.insFromCase && $('ins').value === state.insFromCase) {
+    // So does an INS chosen among the case's candidates or copied from its NIR: the case
+    // corrected or closed, it may be another patient's (compared as typed: spacing aside).
+    const bare = (v) => v.replace(/\s+/g, '').toUpperCase();
+    if (state.insFromCase && bare($('ins').value) === bare(state.insFromCase)) {
       $('ins').value = '';
       $('ins-check').textContent = '';
       $('ins-check').className = 'check';
@@ -367,6 +369,7 @@
         use.type = 'button';
         use.addEventListener('click', () => {
           $('ins').value = p.nir_unverified;
+          state.insFromCase = p.nir_unverified;
           showInsCheck();
           $('ins').focus();
         });
