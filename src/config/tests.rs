@@ -329,6 +329,37 @@ fn credential_names_are_checked_and_plain_paths_pass_through() {
     assert_eq!(SecretPath("/k".into()).resolve().unwrap(), Path::new("/k"));
 }
 
+/// Every file the configuration names is given by an absolute path: a relative one that
+/// exists where `configtest` runs (here, the crate's directory) would be looked for from `/`
+/// by the unit. Before, only keys and the state directory were checked.
+#[test]
+fn relative_file_paths_are_refused_wherever_the_check_runs() {
+    let f = Fixture::new();
+    assert!(
+        Path::new("Cargo.toml").is_file(),
+        "the tests run from the crate's directory"
+    );
+    let configured = format!("server_cert = \"{}\"", f.path("server.pem"));
+    let text = f
+        .toml(TWO_DESKS)
+        .replace(&configured, "server_cert = \"Cargo.toml\"")
+        + &format!(
+            "\n[cards]\n\n[cards.trust]\nanchors = [\"{}\", \"Cargo.toml\"]\ncrls = [\"{}\"]\n",
+            f.path("ca.pem"),
+            f.path("ca.pem")
+        );
+    let lines = problem_lines(f.load(&text, &[]).unwrap_err());
+    for key in ["tls.server_cert", "cards.trust.anchors[1]"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{key}: 'Cargo.toml' must be an absolute path"))),
+            "{key}: {lines:?}"
+        );
+    }
+    assert_eq!(lines.len(), 2, "{lines:?}");
+}
+
 /// A key pasted into the configuration instead of its file's path is refused, and its
 /// value never repeated (the problem goes to the terminal and the journal); a relative
 /// path too (the unit runs from `/`). Before, the value was taken as a path and echoed

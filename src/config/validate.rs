@@ -102,6 +102,20 @@ pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
         }
     }
     check_access(config, &mut out);
+    // Loaded after validation (`CardTrust::load`), where a relative path would be read
+    // from the working directory too.
+    if let Some(cards) = &config.cards {
+        let trust = &cards.trust;
+        for (name, paths) in [
+            ("anchors", &trust.anchors),
+            ("intermediates", &trust.intermediates),
+            ("crls", &trust.crls),
+        ] {
+            for (i, path) in paths.iter().enumerate() {
+                check_absolute(&mut out, &format!("cards.trust.{name}[{i}]"), path);
+            }
+        }
+    }
     if let Some(pattern) = &config.compliance.call_id_pattern
         && let Err(e) = regex::Regex::new(pattern)
     {
@@ -689,13 +703,42 @@ fn check_audit(config: &Config, out: &mut Vec<ConfigProblem>) {
 /// Each of `paths` is a readable CRL (PEM or DER); the first that is not is reported as
 /// `key[i]`.
 fn check_crl_files(out: &mut Vec<ConfigProblem>, key: &str, paths: &[std::path::PathBuf]) {
+    let relative = paths
+        .iter()
+        .enumerate()
+        .filter(|(i, path)| !check_absolute(out, &format!("{key}[{i}]"), path))
+        .count();
+    if relative > 0 {
+        return;
+    }
     if let Err(problem) = crate::tls::load_crls(paths, key) {
         out.push(problem);
     }
 }
 
-/// Pushes a problem and returns false unless `path` is a readable regular file.
+/// Pushes a problem and returns false unless `path` is absolute. A relative path would
+/// be read from wherever `configtest` was started, and from `/` by the unit: the check
+/// would pass on a file the service then cannot find.
+fn check_absolute(out: &mut Vec<ConfigProblem>, key: &str, path: &Path) -> bool {
+    if path.is_absolute() {
+        return true;
+    }
+    out.push(ConfigProblem::new(
+        key,
+        format!(
+            "'{}' must be an absolute path (the service runs from /)",
+            path.display()
+        ),
+    ));
+    false
+}
+
+/// Pushes a problem and returns false unless `path` is an absolute path to a readable
+/// regular file.
 fn check_readable_file(out: &mut Vec<ConfigProblem>, key: &str, path: &Path) -> bool {
+    if !check_absolute(out, key, path) {
+        return false;
+    }
     let reason = match std::fs::metadata(path) {
         Err(e) => format!("file {} cannot be read: {e}", path.display()),
         Ok(meta) if !meta.is_file() => format!("{} is not a regular file", path.display()),
