@@ -78,7 +78,7 @@ pub fn prepare(
 ) -> Result<UnsignedVihf, DmpError> {
     let (_, certificate) = x509_parser::parse_x509_certificate(signer_certificate)
         .map_err(|e| DmpError::Signer(format!("the signing certificate cannot be read: {e}")))?;
-    let issuer = certificate.subject().to_string();
+    let issuer = subject_name(certificate.subject())?;
     let xml = assertion_xml(settings, subject, &issuer, id, now_ms)?;
     // The signature goes right after the Issuer, where the SAML schema wants it. The
     // Issuer's text is escaped: its end tag occurs once.
@@ -89,6 +89,97 @@ pub fn prepare(
     let (before, after) = xml.split_at(split);
     crate::xmldsig::Unsigned::prepare(before, after, id, signer_certificate)
         .map_err(|e| DmpError::Vihf(e.to_string()))
+}
+
+/// Short names RFC 4514 gives attribute types; others are written as their OID.
+const SHORT_NAMES: [(&str, &str); 9] = [
+    ("2.5.4.3", "CN"),
+    ("2.5.4.7", "L"),
+    ("2.5.4.8", "ST"),
+    ("2.5.4.10", "O"),
+    ("2.5.4.11", "OU"),
+    ("2.5.4.6", "C"),
+    ("2.5.4.9", "STREET"),
+    ("0.9.2342.19200300.100.1.25", "DC"),
+    ("0.9.2342.19200300.100.1.1", "UID"),
+];
+
+/// The signing certificate's subject as the `Issuer`'s `X509SubjectName` format says
+/// (SAML core §8.3.3, XML-DSig: the RFC 4514 string): the most specific part first, `,`
+/// between parts and `+` within one, special characters escaped, types without a short
+/// name as their OID with the value's DER in hex. x509-parser's display is none of these
+/// (certificate order, `, `, no escaping), and writes an error's text for a string type it
+/// does not read. docs/dmp.md, "The VIHF assertion".
+fn subject_name(name: &x509_parser::x509::X509Name<'_>) -> Result<String, DmpError> {
+    let unwritable = || {
+        DmpError::Signer(
+            "the signing certificate's subject has a value that cannot be written as a name".into(),
+        )
+    };
+    let mut parts = Vec::new();
+    for rdn in name.iter_rdn() {
+        let mut values = Vec::new();
+        for attribute in rdn.iter() {
+            let oid = attribute.attr_type().to_id_string();
+            let short = SHORT_NAMES.iter().find(|(o, _)| *o == oid).map(|(_, n)| *n);
+            values.push(match (short, attribute.as_str()) {
+                (Some(short), Ok(text)) => format!("{short}={}", escape_name_value(text)),
+                _ => {
+                    let value = attribute.attr_value();
+                    let tag = value.tag().0;
+                    if value.header.class() != x509_parser::der_parser::asn1_rs::Class::Universal
+                        || tag >= 31
+                    {
+                        return Err(unwritable());
+                    }
+                    let constructed = if value.header.is_constructed() {
+                        0x20
+                    } else {
+                        0
+                    };
+                    let mut der = vec![u8::try_from(tag).map_err(|_| unwritable())? | constructed];
+                    let length = value.data.len();
+                    if length < 0x80 {
+                        der.push(u8::try_from(length).map_err(|_| unwritable())?);
+                    } else {
+                        let bytes = length.to_be_bytes();
+                        let first = bytes
+                            .iter()
+                            .position(|b| *b != 0)
+                            .unwrap_or(bytes.len() - 1);
+                        der.push(
+                            0x80 | u8::try_from(bytes.len() - first).map_err(|_| unwritable())?,
+                        );
+                        der.extend_from_slice(&bytes[first..]);
+                    }
+                    der.extend_from_slice(value.data);
+                    format!("{oid}=#{}", crate::encoding::hex(&der))
+                }
+            });
+        }
+        parts.push(values.join("+"));
+    }
+    parts.reverse();
+    Ok(parts.join(","))
+}
+
+/// An attribute value escaped as RFC 4514 §2.4 says.
+fn escape_name_value(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let last = text.chars().count().saturating_sub(1);
+    for (i, c) in text.chars().enumerate() {
+        match c {
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            '\0' => out.push_str("\\00"),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 fn instant(ms: u64) -> String {
@@ -396,6 +487,26 @@ mod tests {
             authentication_mode: AuthenticationMode::Directe,
             lifetime_secs: 300,
         }
+    }
+
+    /// The `Issuer` is the signer's subject as RFC 4514 writes it: most specific first,
+    /// commas escaped, a type without a short name as its OID and DER.
+    #[test]
+    fn the_issuer_is_the_subject_in_rfc_4514_form() {
+        let mut params = rcgen::CertificateParams::default();
+        let mut dn = rcgen::DistinguishedName::new();
+        dn.push(rcgen::DnType::CountryName, "FR");
+        dn.push(rcgen::DnType::OrganizationName, "CH Saint-Denis, SAMU 93");
+        dn.push(rcgen::DnType::CustomDnType(vec![2, 5, 4, 97]), "SIRET12345");
+        dn.push(rcgen::DnType::CommonName, " #Régulation");
+        params.distinguished_name = dn;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        let (_, certificate) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert_eq!(
+            subject_name(certificate.subject()).unwrap(),
+            "CN=\\ #Régulation,2.5.4.97=#0c0a53495245543132333435,O=CH Saint-Denis\\, SAMU 93,C=FR"
+        );
     }
 
     #[test]
