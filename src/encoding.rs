@@ -57,6 +57,15 @@ pub fn invisible(c: char) -> bool {
     )
 }
 
+/// An identifier as copied from anywhere, bare: spaces and invisible characters dropped,
+/// ASCII letters in capitals (an INS's `2a` is `2A`, an OID's `urn:oid:` is `URN:OID:`).
+pub fn bare_identifier(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_whitespace() && !invisible(*c))
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
 /// Where `e` found a JSON text wrong, and what kind of wrong, never what it read there:
 /// serde_json's own message quotes the offending value (`invalid type: string "…"`),
 /// which in a stored record or a peer's document may be an INS or clinical text.

@@ -84,11 +84,7 @@ impl Ins {
             OID_NIR_TEST | OID_NIR_DEMO => return Err(PatientError::TestOid),
             _ => return Err(PatientError::UnknownOid),
         };
-        let number: String = value
-            .chars()
-            .filter(|c| !c.is_whitespace() && !invisible(*c))
-            .map(|c| c.to_ascii_uppercase())
-            .collect();
+        let number = bare_identifier(value);
         check_nir(&number)?;
         Ok(Self { number, oid })
     }
@@ -117,7 +113,7 @@ impl Ins {
 // Characters that print as nothing come along when an INS is copied from a document, a
 // web page or a message: ignored as spaces are, rather than refused as a 16th character
 // the physician cannot see.
-use crate::encoding::invisible;
+use crate::encoding::bare_identifier;
 
 /// Checks a 15-character NIR/NIA: characters, first digit, key.
 fn check_nir(number: &str) -> Result<(), PatientError> {

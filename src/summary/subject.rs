@@ -229,12 +229,7 @@ pub fn ins_identifiers(resource: &Object) -> Vec<String> {
 /// document writing their NIR in groups would be refused as another's. `None` for
 /// another root or an empty value.
 pub(super) fn ins_identifier(root: &str, value: &str) -> Option<String> {
-    let plain = |text: &str| -> String {
-        text.chars()
-            .filter(|c| !c.is_whitespace() && !crate::encoding::invisible(*c))
-            .map(|c| c.to_ascii_uppercase())
-            .collect()
-    };
+    let plain = crate::encoding::bare_identifier;
     let root = plain(root);
     let root = root.strip_prefix("URN:OID:").unwrap_or(&root);
     let oid = crate::ins_oid::INS_OIDS.iter().find(|oid| **oid == root)?;
