@@ -305,20 +305,44 @@ impl CardTrust {
             KeyUsage::client_auth(),
             Use::Authentication,
         )
+        .map(|(verified, _)| verified)
+    }
+
+    /// The chain a TLS client presents with the authentication `certificate`: the
+    /// certificate, then the intermediates of its path to an anchor, issuer first. A peer
+    /// that trusts only the root (IGC-Santé's, say) cannot find the card's issuer
+    /// otherwise (docs/dmp.md, "Transport"). Checked as at login: a certificate that
+    /// could not log in now has no chain.
+    pub fn authentication_chain(
+        &self,
+        certificate: &[u8],
+        now: SystemTime,
+    ) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+        self.check(
+            certificate,
+            now,
+            KeyUsage::client_auth(),
+            Use::Authentication,
+        )
+        .map(|(_, intermediates)| {
+            std::iter::once(CertificateDer::from(certificate.to_vec()))
+                .chain(intermediates)
+                .collect()
+        })
     }
 
     /// Decides whether `certificate`, the signature certificate a logged-in card holds,
     /// can sign for `holder` (idNat) at time `now`: issued under the same anchors, not
     /// revoked, a signing key, and naming the same holder as the card's authentication
     /// certificate. A card whose two certificates name two people, or whose signature
-    /// certificate comes from elsewhere, signs nothing (docs/cards.md).
+    /// certificate comes from elsewhere, signs nothing (docs/domain.md §3).
     pub fn verify_signature(
         &self,
         certificate: &[u8],
         holder: &str,
         now: SystemTime,
     ) -> Result<Verified, TrustError> {
-        let verified = self.check(certificate, now, AnyPurpose, Use::Signature)?;
+        let (verified, _) = self.check(certificate, now, AnyPurpose, Use::Signature)?;
         // The login certificate is never the signature one: a profile or labels that
         // point at it would have the VIHF signed with the authentication key.
         let for_login = x509_parser::parse_x509_certificate(certificate)
@@ -349,7 +373,7 @@ impl CardTrust {
         now: SystemTime,
         purpose: impl webpki::ExtendedKeyUsageValidator,
         usage: Use,
-    ) -> Result<Verified, TrustError> {
+    ) -> Result<(Verified, Vec<CertificateDer<'static>>), TrustError> {
         let der = CertificateDer::from(certificate);
         let end_entity =
             EndEntityCert::try_from(&der).map_err(|e| TrustError::Unreadable(e.to_string()))?;
@@ -389,10 +413,17 @@ impl CardTrust {
         let issuer = path.end_entity().issuer();
         let professional = identity(certificate, usage)?;
         let crl_stale = self.is_stale(crls.used_for(issuer), seconds.as_secs())?;
-        Ok(Verified {
-            professional,
-            crl_stale,
-        })
+        let intermediates = path
+            .intermediate_certificates()
+            .map(|cert| cert.der().into_owned())
+            .collect();
+        Ok((
+            Verified {
+                professional,
+                crl_stale,
+            },
+            intermediates,
+        ))
     }
 
     fn is_stale(&self, this_update: u64, now: u64) -> Result<bool, TrustError> {

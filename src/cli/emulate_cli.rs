@@ -86,6 +86,12 @@ pub(super) struct CardArgs {
     /// Date the CRL this many days back (a stale CRL).
     #[arg(long, default_value_t = 0)]
     crl_age_days: i64,
+    /// Issue the card from an intermediate authority under the CA, as IGC-Santé does:
+    /// `card-intermediate.pem` and its CRL `card-intermediate.crl` (the one that lists the
+    /// card when `--revoked`, dated by `--crl-age-days`) are written too, and
+    /// `card-ca.crl` is then the root's own list.
+    #[arg(long)]
+    intermediate: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -227,9 +233,19 @@ fn new_identity(args: &CardArgs) -> Result<CardIdentity, Failure> {
     let dir = &args.dir;
     let ca = Authority::new("samu-gateway virtual CPS CA").context("cannot create the CA")?;
     write_file(&dir.join("card-ca.pem"), ca.cert_pem(), 0o644).context("cannot write the CA")?;
+    let issuer = if args.intermediate {
+        let issuer = ca
+            .intermediate("samu-gateway virtual CPS personnes CA")
+            .context("cannot create the intermediate CA")?;
+        write_file(&dir.join("card-intermediate.pem"), issuer.cert_pem(), 0o644)
+            .context("cannot write the intermediate CA")?;
+        Some(issuer)
+    } else {
+        None
+    };
     let validity = if args.expired { (-30, -1) } else { (-1, 365) };
-    let identity =
-        CardIdentity::generate(&ca, &holder(args), validity).context("cannot create the card")?;
+    let identity = CardIdentity::generate(issuer.as_ref().unwrap_or(&ca), &holder(args), validity)
+        .context("cannot create the card")?;
     let (auth_key, sign_key) = identity.key_pems().context("cannot save the card keys")?;
     for (name, der, key) in [
         ("card", &identity.certificate_der, &auth_key),
@@ -246,9 +262,19 @@ fn new_identity(args: &CardArgs) -> Result<CardIdentity, Failure> {
     } else {
         Vec::new()
     };
-    let crl = ca
-        .crl(&serials, args.crl_age_days, 7)
-        .context("cannot issue the CRL")?;
+    let crl = match &issuer {
+        Some(issuer) => {
+            let own = issuer
+                .crl(&serials, args.crl_age_days, 7)
+                .context("cannot issue the intermediate's CRL")?;
+            write_file(&dir.join("card-intermediate.crl"), &own, 0o644)
+                .context("cannot write the intermediate's CRL")?;
+            ca.crl(&[], 0, 7).context("cannot issue the CRL")?
+        }
+        None => ca
+            .crl(&serials, args.crl_age_days, 7)
+            .context("cannot issue the CRL")?,
+    };
     // Written last: its presence tells scripts (and later runs) the card's files are complete.
     write_file(&dir.join("card-ca.crl"), &crl, 0o644).context("cannot write the CRL")?;
     Ok(identity)

@@ -41,6 +41,39 @@ async fn break_glass(
         .unwrap()
 }
 
+/// A card issued by an intermediate authority, as IGC-Santé's cards are, reaches a DMP
+/// that trusts only the root: the gateway sends the intermediate after the card's
+/// certificate in the handshake. Before, it sent the card's certificate alone, and every
+/// `DIRECTE` access failed against such a front end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_card_under_an_intermediate_authority_reaches_a_dmp_trusting_only_the_root() {
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &["--intermediate"]);
+    let documents = tempfile::tempdir().unwrap();
+    let dmp = DevDmp::start_trusting(
+        patients(),
+        documents.path(),
+        &[card.dir.join("card-ca.pem").as_path()],
+        &[card.dir.join("card-intermediate.pem").as_path()],
+    );
+    let gateway = dmp_gateway_with(&pcscd, &card, &dmp, "", &[]);
+    let token = gateway.login_desk_a().await;
+    let desk = gateway.client(Some(crate::support::DESK_A));
+    let answer = break_glass(&desk, &gateway, &token, INS, "centre_15").await;
+    assert_eq!(
+        answer.status(),
+        StatusCode::CREATED,
+        "{}",
+        gateway.stderr.all()
+    );
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(
+        body["summary"]["allergies"]["items"][0]["substance"],
+        "Pénicilline"
+    );
+    assert!(dmp.connections_of("810002813839").await >= 1);
+}
+
 /// The VIHF of a request dev-dmp recorded, verified by xmlsec1 with `certificate`.
 fn xmlsec1_verifies_recorded(request: &Path, certificate: &Path) -> bool {
     crate::support::dmp::xmlsec1_verifies_recorded(request, certificate).0

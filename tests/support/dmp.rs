@@ -195,6 +195,17 @@ impl DevDmp {
     /// the VIHF signers `signers` (PEM files: CAs or certificates, trusted for the cards'
     /// TLS connections too) and the structure's CA, recording requests.
     pub(crate) fn start(patients: serde_json::Value, documents: &Path, signers: &[&Path]) -> Self {
+        Self::start_trusting(patients, documents, signers, signers)
+    }
+
+    /// The same, the cards' TLS connections trusted through `client_cas` alone and the
+    /// VIHF signers through `signers` alone.
+    pub(crate) fn start_trusting(
+        patients: serde_json::Value,
+        documents: &Path,
+        client_cas: &[&Path],
+        signers: &[&Path],
+    ) -> Self {
         use rustls::pki_types::pem::PemObject as _;
         let temp = tempfile::tempdir().unwrap();
         let dir = temp.path().to_path_buf();
@@ -230,7 +241,9 @@ impl DevDmp {
             .arg(dir.join("requests"));
         for signer in signers {
             command.arg("--signer-ca").arg(signer);
-            command.arg("--client-ca").arg(signer);
+        }
+        for ca in client_cas {
+            command.arg("--client-ca").arg(ca);
         }
         let (child, url) = super::spawn_stand_in(command, "dev-dmp");
         Self {
@@ -390,10 +403,25 @@ pub(crate) fn dmp_gateway_with(
 ) -> super::Gateway {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
+    // A card issued by an intermediate (`card emulate --intermediate`) logs in with it
+    // configured, and the intermediate's own list.
+    let (intermediate, intermediate_crl) = (
+        card.dir.join("card-intermediate.pem"),
+        card.dir.join("card-intermediate.crl"),
+    );
+    let trust = if intermediate.exists() {
+        format!(
+            "intermediates = [\"{}\"]\ncrls = [\"{}\", \"{}\"]",
+            intermediate.display(),
+            card.dir.join("card-ca.crl").display(),
+            intermediate_crl.display(),
+        )
+    } else {
+        format!("crls = [\"{}\"]", card.dir.join("card-ca.crl").display())
+    };
     let extra = format!(
-        "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n\n[upstream]\nprotocol = \"dmp\"\naccept_test_ins = true\n\n[dmp]\nbase_url = \"{}\"\nserver_ca = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-HOMOLOGATION-1\"\n",
+        "\n[cards.trust]\nanchors = [\"{}\"]\n{trust}\n\n[upstream]\nprotocol = \"dmp\"\naccept_test_ins = true\n\n[dmp]\nbase_url = \"{}\"\nserver_ca = \"{}\"\nspecialty = \"SM26\"\nhomologation_number = \"TEST-HOMOLOGATION-1\"\n",
         card.dir.join("card-ca.pem").display(),
-        card.dir.join("card-ca.crl").display(),
         dmp.url,
         dmp.ca.display(),
     ) + extra;

@@ -238,6 +238,72 @@ fn stale_crl_is_judged_on_the_cards_own_issuer() {
     assert!(!fresh.verify(&card_a, SystemTime::now()).unwrap().crl_stale);
 }
 
+/// A card issued by an intermediate (as IGC-Santé's are) logs in when the intermediate is
+/// configured, and its TLS chain carries that intermediate after the card's certificate:
+/// a peer trusting only the root needs it. A card issued by the root has no other link;
+/// a card that could not log in has no chain.
+#[test]
+fn the_tls_chain_of_a_card_holds_the_intermediates_of_its_path() {
+    let pki = Pki::new();
+    let intermediate = pki.root.intermediate("IGC-Santé test personnes").unwrap();
+    let intermediate_pem = pki.dir.path().join("intermediate.pem");
+    write_file(&intermediate_pem, intermediate.cert_pem(), 0o644).unwrap();
+    let intermediate_crl = pki.dir.path().join("intermediate.crl");
+    write_file(
+        &intermediate_crl,
+        &intermediate.crl(&[], 0, 7).unwrap(),
+        0o644,
+    )
+    .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let card = intermediate
+        .issue_card(
+            &CardHolder::physician("810002813839", "Jeanne", "URGENTISTE"),
+            &key,
+            (-1, 365),
+        )
+        .unwrap()
+        .der
+        .to_vec();
+    let load = |intermediates: Vec<PathBuf>| {
+        CardTrust::load(TrustConfig {
+            anchors: vec![pki.dir.path().join("root.pem")],
+            intermediates,
+            crls: vec![pki.crl("root.crl", &[], 0), intermediate_crl.clone()],
+            crl_max_age_hours: 48,
+            stale_crl: StaleCrlPolicy::Refuse,
+            crl_refresh_minutes: 60,
+        })
+        .unwrap()
+    };
+    let now = SystemTime::now();
+    let trust = load(vec![intermediate_pem]);
+    trust.verify(&card, now).unwrap();
+    let chain = trust.authentication_chain(&card, now).unwrap();
+    let intermediate_der =
+        CertificateDer::from_pem_slice(intermediate.cert_pem().as_bytes()).unwrap();
+    assert_eq!(
+        chain,
+        [CertificateDer::from(card.clone()), intermediate_der]
+    );
+
+    let direct = pki.card((-1, 365));
+    assert_eq!(
+        trust.authentication_chain(&direct, now).unwrap(),
+        [CertificateDer::from(direct)]
+    );
+    // Without the intermediate configured, the card is nobody's.
+    let without = load(vec![]);
+    assert!(matches!(
+        without.authentication_chain(&card, now),
+        Err(TrustError::UnknownIssuer)
+    ));
+    assert!(matches!(
+        trust.authentication_chain(&pki.card((-30, -1)), now),
+        Err(TrustError::Expired)
+    ));
+}
+
 /// A card the issuer's newest list revokes is refused whatever the order of the lists
 /// configured, under both policies; and a PEM bundle holding several lists is read whole.
 /// Before, only the first list of an issuer was read: an older copy listed first, which

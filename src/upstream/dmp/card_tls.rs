@@ -1,5 +1,6 @@
 //! TLS to the DMP in `DIRECTE` mode: the client certificate is the professional's card
-//! authentication certificate and the handshake's signature is made by the card, through
+//! authentication certificate, sent with the intermediates of its path to the card
+//! anchors, and the handshake's signature is made by the card, through
 //! the card session held since the login (docs/dmp.md, "Transport"). Each card session
 //! gets its own HTTP client, hence its own pooled connections: they are used for that
 //! session's accesses only, and dropped (closed) when the session ends.
@@ -9,12 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::client::ResolvesClientCert;
-use rustls::pki_types::CertificateDer;
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
 use rustls::{SignatureAlgorithm, SignatureScheme};
 
 use super::DmpError;
 use crate::card::profile::SignatureScheme as CardScheme;
+use crate::card::trust::CardTrust;
 use crate::card::worker::{CardKey, CardWorker, HeldSession};
 use crate::upstream::CardSession;
 
@@ -43,11 +44,12 @@ impl CardTransport {
         }
     }
 
-    /// The client of `card`'s session, built at its first access; refused once another
-    /// session is held at its reader.
+    /// The client of `card`'s session, built at its first access (its chain found in
+    /// `trust`); refused once another session is held at its reader.
     pub(super) async fn client(
         &self,
         worker: &CardWorker,
+        trust: &CardTrust,
         card: CardSession<'_>,
     ) -> Result<reqwest::Client, DmpError> {
         let reader = card.reader;
@@ -66,7 +68,7 @@ impl CardTransport {
         {
             return Ok(client.clone());
         }
-        let client = self.build(worker, reader, &session)?;
+        let client = self.build(worker, trust, reader, &session)?;
         // The previous session's client, if any, goes: its connections close.
         clients.insert(reader.to_owned(), (session.id, client.clone()));
         drop(clients);
@@ -85,9 +87,22 @@ impl CardTransport {
     fn build(
         &self,
         worker: &CardWorker,
+        trust: &CardTrust,
         reader: &str,
         session: &HeldSession,
     ) -> Result<reqwest::Client, DmpError> {
+        // The certificate alone would do for a peer that holds the card's issuer; the
+        // DMP's front end is only known to trust IGC-Santé's roots.
+        let chain = trust
+            .authentication_chain(
+                &session.authentication_certificate,
+                std::time::SystemTime::now(),
+            )
+            .map_err(|e| {
+                DmpError::Signer(format!(
+                    "the card's authentication certificate is refused: {e}"
+                ))
+            })?;
         let scheme = match session.authentication_scheme {
             CardScheme::Pkcs1Sha256 => SignatureScheme::RSA_PKCS1_SHA256,
             CardScheme::PssSha256 => SignatureScheme::RSA_PSS_SHA256,
@@ -98,12 +113,7 @@ impl CardTransport {
             session: session.id,
             scheme,
         };
-        let resolver = CardCertificate(Arc::new(CertifiedKey::new(
-            vec![CertificateDer::from(
-                session.authentication_certificate.clone(),
-            )],
-            Arc::new(key),
-        )));
+        let resolver = CardCertificate(Arc::new(CertifiedKey::new(chain, Arc::new(key))));
         let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
             .with_protocol_versions(VERSIONS)
             .map_err(|e| DmpError::Signer(format!("TLS versions: {e}")))?

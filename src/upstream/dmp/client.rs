@@ -310,7 +310,9 @@ impl DmpClient {
         match &self.transport {
             Transport::Structure(http) => Ok(http.clone()),
             Transport::Card(card, sessions) => {
-                sessions.client(card.worker()?, card_session(access)?).await
+                sessions
+                    .client(card.worker()?, card.trust()?, card_session(access)?)
+                    .await
             }
         }
     }
@@ -1617,8 +1619,8 @@ mod tests {
         let worker =
             CardWorker::start_virtual("R0".into(), Box::new(card), profile, events).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let trust = Arc::new(crate::dev_card::emulator::test_trust(dir.path()));
-        let signer = CardVihfSigner::new(worker.clone(), trust);
+        let cards = Arc::new(crate::dev_card::emulator::test_trust(dir.path()));
+        let signer = CardVihfSigner::new(worker.clone(), cards.clone());
         // Never used to connect here: any anchor will do.
         let mut roots = rustls::RootCertStore::empty();
         let anchor = crate::dev_pki::Authority::new("unused DMP CA").unwrap();
@@ -1648,7 +1650,7 @@ mod tests {
                 .is_empty()
         );
         transport
-            .client(&worker, access(first).card.unwrap())
+            .client(&worker, &cards, access(first).card.unwrap())
             .await
             .unwrap();
 
@@ -1668,7 +1670,7 @@ mod tests {
         );
         assert_eq!(
             transport
-                .client(&worker, access(first).card.unwrap())
+                .client(&worker, &cards, access(first).card.unwrap())
                 .await
                 .unwrap_err(),
             ended
