@@ -502,7 +502,10 @@ fn hub_datetime(value: &str) -> bool {
             .is_ok()
 }
 
-/// `YYYY-MM-DD`, a real date.
+/// `YYYY-MM-DD`, a real date, or one whose day, or month and day, are `00`: unknown, as
+/// the registers write the birth dates of people whose civil record lacks them
+/// (docs/case.md, "Birth dates"). A case with such a patient is received whole; the page
+/// shows the date as partial and offers no traits search on it.
 fn birth_date(value: &str) -> bool {
     let b = value.as_bytes();
     if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
@@ -517,6 +520,16 @@ fn birth_date(value: &str) -> bool {
     let (Some(year), Some(month), Some(day)) = (number(0..4), number(5..7), number(8..10)) else {
         return false;
     };
+    if year == 0 {
+        return false;
+    }
+    match (month, day) {
+        (0, 0) => return true,
+        // A day known without its month says nothing that can be checked or shown.
+        (0, _) => return false,
+        (1..=12, 0) => return true,
+        _ => {}
+    }
     let month = u8::try_from(month)
         .ok()
         .and_then(|m| time::Month::try_from(m).ok());

@@ -4,7 +4,8 @@
 // PIN, then "reason, candidate, Enter".
 // The case arrives while the physician is logged in: the page shows it without a reload.
 // Protocol with tests/suite/browser.rs: "CASE" (the regulation software sends the case),
-// "RESEND" (it sends it again, its patient's birth name corrected to CORRIGE), "CLOSE"
+// "RESEND" (it sends it again, its patient's birth name corrected to CORRIGE and birth date
+// to 1958-00-00, day and month unknown), "CLOSE"
 // (it closes it).
 // Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, SHOTS, CASE_ID; MATCH_SHOWN=1 when the
 // record service says how well each candidate matches (the national record does); CASE_NIR
@@ -86,6 +87,12 @@ if (nir) {
 await ask('RESEND');
 await page.locator('#case-patients', { hasText: 'CORRIGE' }).waitFor();
 check((await page.locator('#case-head').innerText()).includes(caseId), 'the same case, corrected');
+// Its birth date now has an unknown day and month: shown as a year, never as a day, and
+// not searched for (a guessed day would find someone else).
+const corrected = await page.locator('#case-patients li').first().innerText();
+check(corrected.includes('né(e) en 1958, jour et mois inconnus') && !corrected.includes('né(e) le'),
+  `a partial birth date is shown as partial: ${corrected}`);
+check(corrected.includes('Traits incomplets'), `a partial birth date is not searched on: ${corrected}`);
 await ask('CLOSE');
 await page.locator('#case').waitFor({ state: 'hidden' });
 check((await page.locator('#case-patients').innerText()) === '', 'the case\'s patients left the page');

@@ -126,6 +126,22 @@ fn an_envelope_says_whether_it_is_a_drill_and_must_carry_one_new_case() {
 
 /// Each change breaks the message at one place; the error names the place and never
 /// repeats the value.
+/// A birth date whose day, or month and day, are unknown (`00`, as the Hub's pattern
+/// allows and the registers write them) is kept as sent: before, the whole case was
+/// refused, and with it every other patient of the call.
+#[test]
+fn a_birth_date_with_unknown_parts_is_received_as_sent() {
+    for date in ["1958-00-00", "1958-03-00", "2024-02-29"] {
+        let mut message = own();
+        *message["createCaseHealth"]
+            .pointer_mut("/patient/0/identity/strictFeatures/birthDate")
+            .unwrap() = serde_json::json!(date);
+        let case = parse(&serde_json::to_vec(&message).unwrap()).unwrap();
+        assert_eq!(case.patients[0].birth_date.as_deref(), Some(date));
+        assert_eq!(case.patients.len(), 2);
+    }
+}
+
 #[test]
 fn malformed_messages_name_the_field_and_never_the_value() {
     let cases: Vec<(&str, serde_json::Value, &str)> = vec![
@@ -164,6 +180,21 @@ fn malformed_messages_name_the_field_and_never_the_value() {
         (
             "/patient/0/identity/strictFeatures/birthDate",
             serde_json::json!("1958-02-30"),
+            "birthDate",
+        ),
+        (
+            "/patient/0/identity/strictFeatures/birthDate",
+            serde_json::json!("1958-13-00"),
+            "birthDate",
+        ),
+        (
+            "/patient/0/identity/strictFeatures/birthDate",
+            serde_json::json!("1958-00-14"),
+            "birthDate",
+        ),
+        (
+            "/patient/0/identity/strictFeatures/birthDate",
+            serde_json::json!("0000-00-00"),
             "birthDate",
         ),
         (

@@ -319,9 +319,12 @@
   const HUB_SEX_TEXT = { F: 'femme', M: 'homme', O: 'autre', UN: 'sexe inconnu' };
 
   // The traits a search needs, from what the regulation software sent; null if incomplete.
+  // A birth date with an unknown day or month (00) is incomplete: a guessed day would find
+  // someone else.
   function caseTraits(p) {
     const birthName = p.birth_name || p.last_name;
-    if (!birthName || !p.first_name || !p.birth_date || !p.sex) return null;
+    if (!birthName || !p.first_name || !p.sex) return null;
+    if (!/^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$/.test(p.birth_date || '')) return null;
     return { birth_name: birthName, first_names: p.first_name, birth_date: p.birth_date, sex: HUB_SEX[p.sex] };
   }
 
@@ -353,7 +356,7 @@
     const items = c.patients.map((p, i) => {
       const item = element('li');
       const who = [p.birth_name || p.last_name, p.first_name].filter(Boolean).join(' ') || 'Identité inconnue';
-      const facts = [p.sex ? HUB_SEX_TEXT[p.sex] : null, p.birth_date ? 'né(e) le ' + frenchDate(p.birth_date) : null]
+      const facts = [p.sex ? HUB_SEX_TEXT[p.sex] : null, birthText(p.birth_date)]
         .filter(Boolean).join(', ');
       item.append(element('p', 'case-who', facts ? who + ' — ' + facts : who));
       const said = [['Antécédents (dits à l’appel)', p.history], ['Traitements (dits à l’appel)', p.treatment]]
@@ -465,7 +468,7 @@
       // How well the record service says the candidate matches (the DMP does): a weak
       // match must not look like a sure one.
       const match = Number.isInteger(c.match_percent) ? 'correspondance ' + c.match_percent + ' %' : null;
-      const label = [c.names.join(' / '), c.birth_date ? 'né(e) le ' + frenchDate(c.birth_date) : null,
+      const label = [c.names.join(' / '), birthText(c.birth_date),
         SEX_TEXT[c.gender] || null, match].filter(Boolean).join(' — ');
       const choose = element('button', null, c.ins ? label : label + ' — sans INS qualifié : accès impossible');
       choose.type = 'button';
@@ -713,6 +716,25 @@
     return date.toLocaleDateString('fr-FR', { day: 'numeric', month: 'long', year: 'numeric' });
   }
 
+  // A birth date in words, as precise as it was written: a day ("né(e) le 14 mars 1958"),
+  // else a month or a year that says what is unknown. FHIR writes a partial date short
+  // (1958, 1958-03), CDA too (1958, 195803); the Hub and the registers write an unknown
+  // part as 00 (docs/case.md, "Birth dates"). A partial date is never shown as a day.
+  function birthText(text) {
+    if (!text) return null;
+    const parts = /^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$/.exec(text) || /^(\d{4})(?:(\d{2})(\d{2})?)?$/.exec(text);
+    if (!parts) return 'né(e) le ' + frenchDate(text);
+    const [, year, month = '00', day = '00'] = parts;
+    if (month === '00') {
+      return day === '00' ? 'né(e) en ' + year + ', jour et mois inconnus' : 'né(e) : ' + text;
+    }
+    if (day === '00') {
+      const shown = frenchDate(year + '-' + month);
+      return shown === year + '-' + month ? 'né(e) : ' + text : 'né(e) en ' + shown + ', jour inconnu';
+    }
+    return 'né(e) le ' + frenchDate(text);
+  }
+
   function calendarDay(year, month, dayOfMonth) {
     const t = new Date(Date.UTC(year, month - 1, dayOfMonth));
     return t.getUTCFullYear() === year && t.getUTCMonth() === month - 1 && t.getUTCDate() === dayOfMonth;
@@ -753,7 +775,7 @@
     const patient = summary.patient_in_document || {};
     const facts = [
       patient.names && patient.names.length ? patient.names.join(' / ') : 'patient non nommé dans le document',
-      patient.birth_date ? 'né(e) le ' + frenchDate(patient.birth_date) : null,
+      birthText(patient.birth_date),
       GENDER_TEXT[patient.gender] || null,
       ins ? 'INS demandé ' + ins : null,
     ].filter(Boolean);
