@@ -168,7 +168,7 @@ impl From<PathBuf> for SecretPath {
 }
 
 /// The group the unit runs the service as (systemd/samu-gateway.sysusers).
-const SERVICE_GROUP: &str = "samu-gateway";
+pub(crate) const SERVICE_GROUP: &str = "samu-gateway";
 
 /// A private key must be owned by root or the user running (another owner may read it
 /// or put their own key in its place), readable by its owner and at most its group, and

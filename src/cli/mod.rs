@@ -121,8 +121,15 @@ enum Command {
         #[arg(long)]
         case: bool,
     },
-    /// Check the configuration and every file it names; bind and open nothing.
-    Configtest,
+    /// Check the configuration and every file it names; bind and open nothing. Run as
+    /// root, also check that the service user can read each file and write in the state
+    /// directory.
+    Configtest {
+        /// The user the unit runs the service as, whose access a check run as root
+        /// verifies; empty: not checked (a gateway not run by the packaged unit).
+        #[arg(long, env = "SAMU_GATEWAY_SERVICE_USER", default_value = crate::config::SERVICE_USER)]
+        service_user: String,
+    },
     /// Ask the running gateway for /healthz and /readyz; exit 0 only if both answer 200.
     Healthcheck {
         /// Seconds to wait for each answer.
@@ -261,7 +268,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             upstream,
             case,
         } => dev_cli::run_demo(dir, port, upstream, case),
-        Command::Configtest => configtest(&cli.config),
+        Command::Configtest { service_user } => configtest(&cli.config, &service_user),
         Command::Healthcheck { timeout_secs } => {
             healthcheck(&cli.config, Duration::from_secs(timeout_secs))
         }
@@ -365,9 +372,22 @@ fn manual(out: &std::path::Path) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn configtest(path: &std::path::Path) -> Result<ExitCode, Failure> {
+fn configtest(path: &std::path::Path, service_user: &str) -> Result<ExitCode, Failure> {
     let prepared = Prepared::load(path)?;
     let config = &prepared.config;
+    // Root reads every file: what passes here may still be closed to the service.
+    let as_root = rustix::process::geteuid().is_root();
+    let checked_as = if !as_root || service_user.is_empty() {
+        None
+    } else if let Some(user) = crate::config::ServiceUser::lookup(service_user) {
+        config.check_service_user(path, &user)?;
+        Some(user.name)
+    } else {
+        out!(
+            "note: no user {service_user} on this system: the files were checked as root reads them, not as the service will"
+        );
+        None
+    };
     out!(
         "configuration OK: {} (centre {}, {} desk(s), listen {}, state {})",
         path.display(),
@@ -376,6 +396,9 @@ fn configtest(path: &std::path::Path) -> Result<ExitCode, Failure> {
         config.server.listen,
         config.storage.state_dir.display(),
     );
+    if let Some(name) = checked_as {
+        out!("files: readable by the service user {name}, state directory writable by it");
+    }
     // Data, not configuration, so not a refusal; but under `refuse` no desk can connect.
     if let Some(policy) = prepared.tls.stale_crls() {
         out!(

@@ -4,6 +4,7 @@
 //!
 //! Nothing here binds a socket or opens a store: `configtest` runs exactly this code.
 
+mod service_user;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,8 @@ use crate::problem::ConfigProblem;
 use crate::secret::SecretPath;
 use crate::session::{CardsConfig, DeskConfig};
 use crate::telemetry::LogConfig;
+
+pub(crate) use service_user::{SERVICE_USER, ServiceUser};
 
 /// Where `serve` and the other subcommands look for the file unless told otherwise.
 pub(crate) const DEFAULT_PATH: &str = "/etc/samu-gateway/gateway.toml";
@@ -417,6 +420,22 @@ impl Config {
         }
     }
 
+    /// Whether `user` (the one the unit runs the service as) can read the configuration
+    /// file `source`, every file it names, and write in its state directory; for
+    /// `configtest` run as root, which reads everything. Every problem together.
+    pub(crate) fn check_service_user(
+        &self,
+        source: &Path,
+        user: &ServiceUser,
+    ) -> Result<(), ConfigError> {
+        let problems = service_user::problems(self, source, user);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
     /// The management listen address; valid once [`Config::validate`] has passed.
     pub fn management_addr(&self) -> Result<std::net::SocketAddr, ConfigError> {
         validate::parse_listen(&self.server.management_listen).map_err(|reason| {
@@ -438,7 +457,11 @@ impl Config {
 }
 
 /// The gateway's own variables beside the overrides.
-const OWN_VARIABLES: [&str; 2] = ["SAMU_GATEWAY_CONFIG", "SAMU_GATEWAY_CREDENTIAL_STORE"];
+const OWN_VARIABLES: [&str; 3] = [
+    "SAMU_GATEWAY_CONFIG",
+    "SAMU_GATEWAY_CREDENTIAL_STORE",
+    "SAMU_GATEWAY_SERVICE_USER",
+];
 
 /// Sections whose presence switches a feature on: the file says whether they are there.
 const OPTIONAL_SECTIONS: [&str; 5] = ["cards", "integration", "roster", "upstream", "dmp"];

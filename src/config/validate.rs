@@ -1,9 +1,10 @@
 //! Whole-configuration checks. Each check appends [`ConfigProblem`]s instead of returning early,
 //! so that an engineer fixing a file sees everything wrong with it in one `configtest`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::Config;
 use crate::encoding::{hex, parse_sha256};
@@ -41,6 +42,31 @@ fn check_integration(
             "the regulation software's roster and cases are for desks' card sessions: add a [cards] section",
         ));
     }
+}
+
+thread_local! {
+    /// The files the checks met (key, path), while [`files_named`] asks for them. Noted
+    /// where every path is checked ([`check_absolute`]), so that a file a new section
+    /// names is on the list without anyone having to add it.
+    static NAMED: RefCell<Option<Vec<(String, PathBuf)>>> = const { RefCell::new(None) };
+}
+
+fn note_file(key: &str, path: &Path) {
+    NAMED.with(|named| {
+        if let Some(files) = named.borrow_mut().as_mut() {
+            files.push((key.to_owned(), path.to_owned()));
+        }
+    });
+}
+
+/// Every file the configuration names (its key, its absolute path), as the checks meet
+/// them: certificates, keys, CRLs, anchors, the PKCS#11 module, the cache's master key.
+pub(super) fn files_named(config: &Config) -> Vec<(String, PathBuf)> {
+    NAMED.with(|named| *named.borrow_mut() = Some(Vec::new()));
+    let _ = problems(config);
+    NAMED
+        .with(|named| named.borrow_mut().take())
+        .unwrap_or_default()
 }
 
 pub(super) fn problems(config: &Config) -> Vec<ConfigProblem> {
@@ -492,6 +518,11 @@ fn check_access(config: &Config, out: &mut Vec<ConfigProblem>) {
     }
     if let Some(key) = &cache.master_key
         && let Ok(path) = key.resolve()
+    {
+        note_file("cache.master_key", &path);
+    }
+    if let Some(key) = &cache.master_key
+        && let Ok(path) = key.resolve()
         && path.exists()
         && let Err(
             e @ (crate::cache::sealed::MasterKeyError::Secret(_)
@@ -721,6 +752,7 @@ fn check_crl_files(out: &mut Vec<ConfigProblem>, key: &str, paths: &[std::path::
 /// would pass on a file the service then cannot find.
 fn check_absolute(out: &mut Vec<ConfigProblem>, key: &str, path: &Path) -> bool {
     if path.is_absolute() {
+        note_file(key, path);
         return true;
     }
     out.push(ConfigProblem::new(

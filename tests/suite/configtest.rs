@@ -320,6 +320,7 @@ fn config_path_from_the_environment() {
     let out = std::process::Command::new(support::BIN)
         .arg("configtest")
         .env("SAMU_GATEWAY_CONFIG", &path)
+        .env("SAMU_GATEWAY_SERVICE_USER", "")
         .output()
         .unwrap();
     assert_eq!(
@@ -468,4 +469,86 @@ fn credentials_are_read_where_the_unit_loads_them() {
         support::wait_child(&mut child, std::time::Duration::from_secs(30)).code(),
         Some(0)
     );
+}
+
+/// Run as root, `configtest` also checks the files as the service user opens them: root
+/// reads everything, so a key left `0600 root` or a certificate in a private directory
+/// passed, and the service then stopped at its start. Here the user is `nobody`: first
+/// every file is behind the private temporary directory; opened up, the keys (root's,
+/// 0600) and the state directory (root's) remain, each named with its key.
+#[test]
+fn configtest_checks_files_as_the_service_user() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED configtest_checks_files_as_the_service_user: needs root");
+        return;
+    }
+    let case = Case::new();
+    let path = case.config("", "");
+    std::fs::set_permissions(case.dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let as_nobody = [("SAMU_GATEWAY_SERVICE_USER", "nobody")];
+    let (code, _, stderr) = run(&path, &["configtest"], &as_nobody);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("configuration error: configuration file: the service runs as nobody, which cannot reach")
+            && stderr.contains("configuration error: tls.server_cert: the service runs as nobody, which cannot reach"),
+        "{stderr}"
+    );
+
+    // Opened up: the directories, the configuration and the certificates.
+    for entry in walk(case.dir.path()) {
+        let mode = if entry.is_dir() {
+            0o755
+        } else if entry.extension().is_some_and(|e| e == "key") {
+            continue;
+        } else {
+            0o644
+        };
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::set_permissions(case.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(case.dir.path().join("state")).unwrap();
+    let (code, _, stderr) = run(&path, &["configtest"], &as_nobody);
+    assert_eq!(code, 64, "{stderr}");
+    for key in ["tls.server_key", "audit.signing_key", "storage.state_dir"] {
+        assert!(
+            stderr.contains(&format!(
+                "configuration error: {key}: the service runs as nobody, which cannot"
+            )),
+            "{key} not named in:\n{stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains("tls.server_cert") && !stderr.contains("configuration file"),
+        "{stderr}"
+    );
+    for line in stderr.lines() {
+        assert!(line.starts_with("configuration error: "), "{line}");
+    }
+    // The check is that of the service's user: without one, root's reading passes.
+    let (code, stdout, stderr) = run(&path, &["configtest"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("service user"), "{stdout}");
+    let (code, stdout, _) = run(
+        &path,
+        &["configtest"],
+        &[("SAMU_GATEWAY_SERVICE_USER", "no-such-user-here")],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("note: no user no-such-user-here on this system"),
+        "{stdout}"
+    );
+}
+
+/// Every file and directory under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
 }
