@@ -9,6 +9,7 @@
 //! recursion on hostile depth), and is checked against the reference implementation,
 //! `xmlsec1`, in `tests/suite/dmp_vihf.rs` both ways.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
@@ -55,8 +56,12 @@ fn parse(xml: &str) -> Result<Document<'_>, XmlDsigError> {
 pub fn exclusive_c14n(apex: Node<'_, '_>, omit: Option<NodeId>) -> Vec<u8> {
     let source = apex.document().input_text();
     let mut out = String::new();
-    // Per open element: the namespace declarations it rendered (prefix, URI).
-    let mut rendered: Vec<Vec<(&str, &str)>> = Vec::new();
+    // Per open element: the prefixes it rendered a declaration for; per prefix, the URIs
+    // the open elements rendered for it, innermost last. The element's own check reads
+    // the last one, in constant time: a scan of every open level per element would be
+    // quadratic in a hostile document's depth.
+    let mut rendered: Vec<Vec<&str>> = Vec::new();
+    let mut in_force: Rendered<'_> = HashMap::new();
     // An explicit stack rather than recursion: depth is the document's to choose.
     enum Step<'a, 'i> {
         Open(Node<'a, 'i>),
@@ -67,8 +72,15 @@ pub fn exclusive_c14n(apex: Node<'_, '_>, omit: Option<NodeId>) -> Vec<u8> {
         match step {
             Step::Open(node) if Some(node.id()) == omit => {}
             Step::Open(node) if node.is_element() => {
-                let declared = open_element(&mut out, source, node, &rendered);
-                rendered.push(declared);
+                let declared = open_element(&mut out, source, node, &in_force);
+                let prefixes = declared
+                    .into_iter()
+                    .map(|(prefix, uri)| {
+                        in_force.entry(prefix).or_default().push(uri);
+                        prefix
+                    })
+                    .collect();
+                rendered.push(prefixes);
                 stack.push(Step::Close(node));
                 let children: Vec<_> = node.children().collect();
                 stack.extend(children.into_iter().rev().map(Step::Open));
@@ -87,7 +99,11 @@ pub fn exclusive_c14n(apex: Node<'_, '_>, omit: Option<NodeId>) -> Vec<u8> {
                 }
             }
             Step::Close(node) => {
-                rendered.pop();
+                for prefix in rendered.pop().unwrap_or_default() {
+                    if let Some(uris) = in_force.get_mut(prefix) {
+                        uris.pop();
+                    }
+                }
                 out.push_str("</");
                 out.push_str(qname(source, node));
                 out.push('>');
@@ -96,6 +112,9 @@ pub fn exclusive_c14n(apex: Node<'_, '_>, omit: Option<NodeId>) -> Vec<u8> {
     }
     out.into_bytes()
 }
+
+/// Per prefix, the URIs the open output elements declared for it, innermost last.
+type Rendered<'a> = HashMap<&'a str, Vec<&'a str>>;
 
 /// The element's name as written (with its prefix), read from the source: roxmltree
 /// keeps the resolved namespace, canonical XML needs the prefix too.
@@ -119,7 +138,7 @@ fn open_element<'a>(
     out: &mut String,
     source: &'a str,
     node: Node<'a, 'a>,
-    rendered: &[Vec<(&'a str, &'a str)>],
+    rendered: &Rendered<'a>,
 ) -> Vec<(&'a str, &'a str)> {
     let name = qname(source, node);
     let in_scope = |prefix: &str| -> &'a str {
@@ -144,14 +163,7 @@ fn open_element<'a>(
     }
     used.sort_unstable();
     used.dedup();
-    let last_rendered = |prefix: &str| {
-        rendered
-            .iter()
-            .rev()
-            .flat_map(|level| level.iter())
-            .find(|(p, _)| *p == prefix)
-            .map(|(_, uri)| *uri)
-    };
+    let last_rendered = |prefix: &str| rendered.get(prefix).and_then(|uris| uris.last().copied());
     let mut declared = Vec::new();
     out.push('<');
     out.push_str(name);
@@ -525,6 +537,21 @@ mod tests {
         assert_eq!(
             String::from_utf8(exclusive_c14n(s, None)).unwrap(),
             "<ds:S xmlns:ds=\"urn:ds\" xmlns:o=\"urn:o\" o:x=\"1\"><ds:T></ds:T></ds:S>"
+        );
+    }
+
+    /// A prefix bound again below, then left: inside, the new binding is declared; after
+    /// its element closes, the outer one is in force again and is not declared twice.
+    /// The same with the default namespace undone (`xmlns=""`) and restored.
+    #[test]
+    fn a_prefix_rebound_below_is_in_force_again_once_its_element_closes() {
+        assert_eq!(
+            c14n("<a xmlns:p=\"u1\"><p:b><c xmlns:p=\"u2\"><p:d/></c><p:e/></p:b></a>"),
+            "<a><p:b xmlns:p=\"u1\"><c><p:d xmlns:p=\"u2\"></p:d></c><p:e></p:e></p:b></a>"
+        );
+        assert_eq!(
+            c14n("<a xmlns=\"u1\"><b xmlns=\"\"><c/></b><d/></a>"),
+            "<a xmlns=\"u1\"><b xmlns=\"\"><c></c></b><d></d></a>"
         );
     }
 
