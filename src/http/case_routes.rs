@@ -371,7 +371,9 @@ pub(super) struct CasePatientView {
     pub last_name: Option<String>,
     /// First name as said.
     pub first_name: Option<String>,
-    /// Birth date (`YYYY-MM-DD`).
+    /// Birth date as sent: `YYYY-MM-DD`, the Hub's pattern, whose day, or month and day,
+    /// may be `00` (unknown) and which may name no day at all (docs/case.md, "Birth
+    /// dates"): to be shown as written, never searched on unless it is a day.
     pub birth_date: Option<String>,
     /// `M`, `F`, `O` or `UN`.
     pub sex: Option<Sex>,

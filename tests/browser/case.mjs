@@ -5,7 +5,8 @@
 // The case arrives while the physician is logged in: the page shows it without a reload.
 // Protocol with tests/suite/browser.rs: "CASE" (the regulation software sends the case),
 // "RESEND" (it sends it again, its patient's birth name corrected to CORRIGE and birth date
-// to 1958-00-00, day and month unknown), "CLOSE"
+// to 1958-00-00, day and month unknown, with a second patient INVALIDE born "1958-02-30"),
+// "CLOSE"
 // (it closes it).
 // Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, SHOTS, CASE_ID; MATCH_SHOWN=1 when the
 // record service says how well each candidate matches (the national record does); CASE_NIR
@@ -93,6 +94,10 @@ const corrected = await page.locator('#case-patients li').first().innerText();
 check(corrected.includes('né(e) en 1958, jour et mois inconnus') && !corrected.includes('né(e) le'),
   `a partial birth date is shown as partial: ${corrected}`);
 check(corrected.includes('Traits incomplets'), `a partial birth date is not searched on: ${corrected}`);
+const invalid = await page.locator('#case-patients li', { hasText: 'INVALIDE' }).innerText();
+check(invalid.includes('date de naissance transmise non valide : 1958-02-30') && !invalid.includes('né(e) le'),
+  `a birth date naming no day is shown as not valid: ${invalid}`);
+check(invalid.includes('Traits incomplets'), `a birth date naming no day is not searched on: ${invalid}`);
 await ask('CLOSE');
 await page.locator('#case').waitFor({ state: 'hidden' });
 check((await page.locator('#case-patients').innerText()) === '', 'the case\'s patients left the page');

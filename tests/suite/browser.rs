@@ -203,10 +203,9 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
     // The caller read out the patient's NIR: a hint the page shows as unverified.
     case["createCaseHealth"]["patient"][0]["administrativeFile"] =
         json!({"externalId": [{"source": "NIR", "value": nir(1)}]});
-    // Corrected, its birth date now with unknown day and month (case.mjs's RESEND).
-    let mut corrected = support::hub::one_patient_case(case_id, "CORRIGE");
-    corrected["createCaseHealth"]["patient"][0]["identity"]["strictFeatures"]["birthDate"] =
-        json!("1958-00-00");
+    // Corrected, with birth dates the page must not show as days (case.mjs's RESEND).
+    let mut corrected = support::hub::one_patient_case(case_id, "CAMILLE");
+    support::hub::resent_with_unusable_birth_dates(&mut corrected);
     let mut drill =
         support::hub::one_patient_case("fr.health.samu690.DRFR156902612040010", &family(1));
     drill["kind"] = "Report".into();
@@ -304,13 +303,14 @@ async fn the_case_path_works_on_the_national_records_protocol_too() {
         )),
     );
     let case = pem(&integration["case"]);
-    // The same case, its first patient's birth name corrected and birth date now with
-    // unknown day and month (case.mjs's RESEND).
+    // The same case, corrected, with birth dates the page must not show as days
+    // (case.mjs's RESEND).
     let mut corrected: Value = serde_json::from_slice(&case).unwrap();
-    let strict = &mut corrected["createCaseHealth"]["patient"][0]["identity"]["strictFeatures"];
-    assert!(strict.is_object(), "{corrected}");
-    strict["birthName"] = json!("CORRIGE");
-    strict["birthDate"] = json!("1958-00-00");
+    assert!(
+        corrected["createCaseHealth"]["patient"][0]["identity"]["strictFeatures"].is_object(),
+        "{corrected}"
+    );
+    support::hub::resent_with_unusable_birth_dates(&mut corrected);
     let corrected = serde_json::to_vec(&corrected).unwrap();
     // The same patients as a drill (case.mjs's EXERCISE), under a case id of its own: the
     // real case, once closed, is not sent again.

@@ -41,3 +41,23 @@ pub(crate) fn one_patient_case(case_id: &str, birth_name: &str) -> Value {
         }]
     }})
 }
+
+/// Corrects `case` as case.mjs's RESEND expects: its first patient's birth name becomes
+/// CORRIGE and birth date `1958-00-00` (day and month unknown), and a second patient,
+/// INVALIDE, comes with a birth date the Hub's pattern allows but that names no day
+/// (`1958-02-30`).
+pub(crate) fn resent_with_unusable_birth_dates(case: &mut Value) {
+    let patients = case["createCaseHealth"]["patient"]
+        .as_array_mut()
+        .expect("a case with patients");
+    let first = &mut patients[0];
+    let strict = &mut first["identity"]["strictFeatures"];
+    strict["birthName"] = json!("CORRIGE");
+    strict["birthDate"] = json!("1958-00-00");
+    let mut second = first.clone();
+    let id = format!("{}9", second["patientId"].as_str().unwrap_or_default());
+    second["patientId"] = json!(id);
+    second["identity"]["strictFeatures"]["birthName"] = json!("INVALIDE");
+    second["identity"]["strictFeatures"]["birthDate"] = json!("1958-02-30");
+    patients.push(second);
+}

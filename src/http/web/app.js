@@ -319,12 +319,13 @@
   const HUB_SEX_TEXT = { F: 'femme', M: 'homme', O: 'autre', UN: 'sexe inconnu' };
 
   // The traits a search needs, from what the regulation software sent; null if incomplete.
-  // A birth date with an unknown day or month (00) is incomplete: a guessed day would find
-  // someone else.
+  // A birth date with an unknown day or month (00), or one that names no day, is
+  // incomplete: a guessed day would find someone else.
   function caseTraits(p) {
     const birthName = p.birth_name || p.last_name;
     if (!birthName || !p.first_name || !p.sex) return null;
-    if (!/^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$/.test(p.birth_date || '')) return null;
+    const day = /^(\d{4})-(\d{2})-(\d{2})$/.exec(p.birth_date || '');
+    if (!day || day[1] === '0000' || !calendarDay(Number(day[1]), Number(day[2]), Number(day[3]))) return null;
     return { birth_name: birthName, first_names: p.first_name, birth_date: p.birth_date, sex: HUB_SEX[p.sex] };
   }
 
@@ -719,20 +720,24 @@
   // A birth date in words, as precise as it was written: a day ("né(e) le 14 mars 1958"),
   // else a month or a year that says what is unknown. FHIR writes a partial date short
   // (1958, 1958-03), CDA too (1958, 195803); the Hub and the registers write an unknown
-  // part as 00 (docs/case.md, "Birth dates"). A partial date is never shown as a day.
+  // part as 00 (docs/case.md, "Birth dates"). A partial date is never shown as a day, and
+  // one that names no day (1958-13-00, 1958-02-30) is shown as written, said not valid.
   function birthText(text) {
     if (!text) return null;
-    const parts = /^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$/.exec(text) || /^(\d{4})(?:(\d{2})(\d{2})?)?$/.exec(text);
-    if (!parts) return 'né(e) le ' + frenchDate(text);
+    const written = String(text).trim();
+    const parts = /^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$/.exec(written)
+      || /^(\d{4})(?:(\d{2})(\d{2})?)?$/.exec(written)
+      // HL7 with a time: the day is what is shown.
+      || /^(\d{4})(\d{2})(\d{2})\d{2,6}(?:\.\d+)?(?:[+-]\d{4})?$/.exec(written);
+    const invalid = 'date de naissance transmise non valide : ' + written;
+    if (!parts) return invalid;
     const [, year, month = '00', day = '00'] = parts;
-    if (month === '00') {
-      return day === '00' ? 'né(e) en ' + year + ', jour et mois inconnus' : 'né(e) : ' + text;
-    }
-    if (day === '00') {
-      const shown = frenchDate(year + '-' + month);
-      return shown === year + '-' + month ? 'né(e) : ' + text : 'né(e) en ' + shown + ', jour inconnu';
-    }
-    return 'né(e) le ' + frenchDate(text);
+    if (year === '0000') return month === '00' && day === '00' ? 'date de naissance inconnue' : invalid;
+    if (month === '00') return day === '00' ? 'né(e) en ' + year + ', jour et mois inconnus' : invalid;
+    if (Number(month) > 12) return invalid;
+    if (day === '00') return 'né(e) en ' + frenchDate(year + '-' + month) + ', jour inconnu';
+    if (!calendarDay(Number(year), Number(month), Number(day))) return invalid;
+    return 'né(e) le ' + frenchDate(year + '-' + month + '-' + day);
   }
 
   function calendarDay(year, month, dayOfMonth) {
