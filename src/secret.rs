@@ -105,6 +105,12 @@ const STORE_ENV: &str = "SAMU_GATEWAY_CREDENTIAL_STORE";
 pub struct SecretPath(pub String);
 
 impl SecretPath {
+    /// Whether it names a credential (systemd reads it for the service) rather than a
+    /// file the service opens itself.
+    pub fn is_credential(&self) -> bool {
+        self.0.starts_with(CREDENTIAL_PREFIX)
+    }
+
     /// The file to read. Under systemd (`$CREDENTIALS_DIRECTORY` set) it is the credential
     /// systemd made of the store's file (`gateway_NAME`), or one a `LoadCredential=NAME:…`
     /// line of the administrator's own named `NAME`. From a shell it is the store's file

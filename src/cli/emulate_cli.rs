@@ -89,7 +89,8 @@ pub(super) struct CardArgs {
     /// Issue the card from an intermediate authority under the CA, as IGC-Santé does:
     /// `card-intermediate.pem` and its CRL `card-intermediate.crl` (the one that lists the
     /// card when `--revoked`, dated by `--crl-age-days`) are written too, and
-    /// `card-ca.crl` is then the root's own list.
+    /// `card-ca.crl` is then the root's own list. Only for a new card: a card saved in
+    /// `--dir` keeps the chain it was made with.
     #[arg(long)]
     intermediate: bool,
 }

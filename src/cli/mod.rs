@@ -380,7 +380,11 @@ fn configtest(path: &std::path::Path, service_user: &str) -> Result<ExitCode, Fa
     let checked_as = if !as_root || service_user.is_empty() {
         None
     } else if let Some(user) = crate::config::ServiceUser::lookup(service_user) {
-        config.check_service_user(path, &user)?;
+        let (verdict, warnings) = config.check_service_user(path, &user);
+        for warning in warnings {
+            out!("WARNING: {warning}");
+        }
+        verdict?;
         Some(user.name)
     } else {
         out!(

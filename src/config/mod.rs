@@ -422,18 +422,20 @@ impl Config {
 
     /// Whether `user` (the one the unit runs the service as) can read the configuration
     /// file `source`, every file it names, and write in its state directory; for
-    /// `configtest` run as root, which reads everything. Every problem together.
+    /// `configtest` run as root, which reads everything. Every problem together; what
+    /// depends on the unit as installed comes back as warnings.
     pub(crate) fn check_service_user(
         &self,
         source: &Path,
         user: &ServiceUser,
-    ) -> Result<(), ConfigError> {
-        let problems = service_user::problems(self, source, user);
-        if problems.is_empty() {
+    ) -> (Result<(), ConfigError>, Vec<ConfigProblem>) {
+        let found = service_user::check(self, source, user);
+        let verdict = if found.problems.is_empty() {
             Ok(())
         } else {
-            Err(ConfigError::Invalid(problems))
-        }
+            Err(ConfigError::Invalid(found.problems))
+        };
+        (verdict, found.warnings)
     }
 
     /// The management listen address; valid once [`Config::validate`] has passed.

@@ -4,8 +4,13 @@
 //! directory, passed the check and then stopped the service at its start. Run as root,
 //! `configtest` therefore also checks each file as the service user would open it: the
 //! file's mode bits for that user, and the search bit of every directory on the way.
-//! POSIX ACLs are not read: a file only an ACL opens to the user is reported (the mode
-//! bits are what `ls -l` shows the engineer who fixes it).
+//! What the check cannot judge it leaves alone rather than refuse a configuration the
+//! service may well run with (`configtest` decides whether an upgrade restarts it): a
+//! file or directory with a POSIX ACL, groups a unit drop-in adds
+//! (`SupplementaryGroups=`, not read), the unit's own state directory (systemd creates it
+//! and gives it to the user at start). What the unit hides (`ProtectHome=`,
+//! `PrivateTmp=`, the read-only system under `ProtectSystem=strict`) is said as a warning:
+//! a drop-in may have changed it.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -15,6 +20,12 @@ use crate::problem::ConfigProblem;
 
 /// The user the unit runs the service as (systemd/samu-gateway.sysusers).
 pub(crate) const SERVICE_USER: &str = "samu-gateway";
+
+/// The unit's `StateDirectory=`: systemd creates it and gives it to the user at start.
+const UNIT_STATE_DIR: &str = "/var/lib/samu-gateway";
+
+/// What the unit hides from the service (`ProtectHome=yes`, `PrivateTmp=yes`).
+const HIDDEN_BY_THE_UNIT: [&str; 5] = ["/home", "/root", "/run/user", "/tmp", "/var/tmp"];
 
 /// A local user, as `/etc/passwd` and `/etc/group` name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,21 +97,34 @@ impl ServiceUser {
         granted & want == want
     }
 
-    /// The first directory above `path` this user cannot pass through.
+    /// The first directory above `path` this user cannot pass through; `None` too when
+    /// one on the way has an ACL (not judged).
     fn blocked_at(&self, path: &Path) -> Option<PathBuf> {
-        path.ancestors().skip(1).find_map(|dir| {
-            let meta = std::fs::metadata(dir).ok()?;
-            (!self.may(&meta, Want::Search)).then(|| dir.to_owned())
-        })
+        for dir in path.ancestors().skip(1) {
+            let Ok(meta) = std::fs::metadata(dir) else {
+                continue;
+            };
+            if has_acl(dir) {
+                return None;
+            }
+            if !self.may(&meta, Want::Search) {
+                return Some(dir.to_owned());
+            }
+        }
+        None
     }
 
-    /// Why this user cannot `want` `path`, if it cannot.
+    /// Why this user cannot `want` `path`, if it cannot (a path that does not exist is
+    /// the other checks' to report).
     fn refusal(&self, path: &Path, want: Want) -> Option<String> {
-        // Links resolved: what the service opens is where the link leads, through the
-        // directories of that place.
+        // Through the directories of the path as written, and, links resolved, of the
+        // place where it leads: the service goes through both.
         let real = std::fs::canonicalize(path).ok()?;
         let meta = std::fs::metadata(&real).ok()?;
-        if let Some(dir) = self.blocked_at(&real) {
+        if has_acl(&real) {
+            return None;
+        }
+        if let Some(dir) = self.blocked_at(path).or_else(|| self.blocked_at(&real)) {
             let dir_meta = std::fs::metadata(&dir).ok()?;
             return Some(format!(
                 "the service runs as {}, which cannot reach {}: the directory {} (owner uid {}, group gid {}, mode {:04o}) does not let it through",
@@ -136,28 +160,77 @@ impl ServiceUser {
     }
 }
 
+/// Whether `path` carries a POSIX access ACL (its mode bits then do not say it all).
+fn has_acl(path: &Path) -> bool {
+    rustix::fs::getxattr_query(path, "system.posix_acl_access").is_ok_and(|size| size > 0)
+}
+
+/// What the check found: problems the service would stop on, and warnings of what
+/// depends on the unit as installed.
+#[derive(Debug, Default)]
+pub(crate) struct Findings {
+    /// Files the user cannot read, a state directory it cannot write in.
+    pub problems: Vec<ConfigProblem>,
+    /// What the unit, unless a drop-in changed it, would hide or keep read-only; a cache
+    /// key the service could not read (the cache then runs disabled).
+    pub warnings: Vec<ConfigProblem>,
+}
+
 /// What `user` could not use of what `config`, read from `source`, names: the
-/// configuration file itself, every file read by the service (those of the credential
-/// store are read by systemd, as root), and the state directory, where it writes.
-pub(crate) fn problems(config: &Config, source: &Path, user: &ServiceUser) -> Vec<ConfigProblem> {
-    let store = PathBuf::from(crate::secret::credential_store());
-    let systemd = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
-    let mut out = Vec::new();
+/// configuration file itself, every file the service opens (not the credentials, which
+/// systemd reads for it), and the state directory, where it writes.
+pub(crate) fn check(config: &Config, source: &Path, user: &ServiceUser) -> Findings {
+    let mut found = Findings::default();
     let files = std::iter::once(("configuration file".to_owned(), source.to_owned()))
         .chain(super::validate::files_named(config));
     for (key, path) in files {
-        if path.starts_with(&store) || systemd.as_ref().is_some_and(|d| path.starts_with(d)) {
-            continue;
+        if let Some(hidden) = HIDDEN_BY_THE_UNIT.iter().find(|h| path.starts_with(h)) {
+            found.warnings.push(ConfigProblem::new(
+                key.clone(),
+                format!(
+                    "{} is under {hidden}, which the unit hides from the service (ProtectHome=, PrivateTmp=): move it, e.g. under /etc/samu-gateway",
+                    path.display()
+                ),
+            ));
         }
         if let Some(reason) = user.refusal(&path, Want::Read) {
-            out.push(ConfigProblem::new(key, reason));
+            // Without its key the cache runs disabled, with a warning: not a refusal.
+            let list = if key == "cache.master_key" {
+                &mut found.warnings
+            } else {
+                &mut found.problems
+            };
+            list.push(ConfigProblem::new(key, reason));
         }
     }
     let state = &config.storage.state_dir;
-    if let Some(reason) = user.refusal(state, Want::ReadWriteSearch) {
-        out.push(ConfigProblem::new("storage.state_dir", reason));
+    if state != Path::new(UNIT_STATE_DIR) {
+        found.warnings.push(ConfigProblem::new(
+            "storage.state_dir",
+            format!(
+                "{} is not the unit's state directory ({UNIT_STATE_DIR}): under ProtectSystem=strict the service can write there only if a drop-in adds it with ReadWritePaths=",
+                state.display()
+            ),
+        ));
+        // Where it would be made, if it is not there yet.
+        let existing = state.ancestors().find(|dir| dir.exists());
+        let reason = match existing {
+            Some(dir) if dir == state => user.refusal(state, Want::ReadWriteSearch),
+            Some(dir) => user.refusal(dir, Want::ReadWriteSearch).map(|why| {
+                format!(
+                    "{} does not exist and cannot be made: {why}",
+                    state.display()
+                )
+            }),
+            None => None,
+        };
+        if let Some(reason) = reason {
+            found
+                .problems
+                .push(ConfigProblem::new("storage.state_dir", reason));
+        }
     }
-    out
+    found
 }
 
 #[cfg(test)]

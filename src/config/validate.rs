@@ -47,8 +47,17 @@ fn check_integration(
 thread_local! {
     /// The files the checks met (key, path), while [`files_named`] asks for them. Noted
     /// where every path is checked ([`check_absolute`]), so that a file a new section
-    /// names is on the list without anyone having to add it.
+    /// names is on the list without anyone having to add it. A key given as
+    /// `credential:NAME` is not: systemd reads it, as root, and hands the service a copy.
     static NAMED: RefCell<Option<Vec<(String, PathBuf)>>> = const { RefCell::new(None) };
+}
+
+/// `check` without noting the files it meets.
+fn unnoted<T>(check: impl FnOnce() -> T) -> T {
+    let noting = NAMED.with(|named| named.borrow_mut().take());
+    let result = check();
+    NAMED.with(|named| *named.borrow_mut() = noting);
+    result
 }
 
 fn note_file(key: &str, path: &Path) {
@@ -60,7 +69,9 @@ fn note_file(key: &str, path: &Path) {
 }
 
 /// Every file the configuration names (its key, its absolute path), as the checks meet
-/// them: certificates, keys, CRLs, anchors, the PKCS#11 module, the cache's master key.
+/// them: certificates, keys, CRLs, anchors, the PKCS#11 module, the cache's master key;
+/// not the credentials systemd reads for the service. The checks run again for this
+/// (they load nothing they keep: the PKCS#11 module is loaded and let go).
 pub(super) fn files_named(config: &Config) -> Vec<(String, PathBuf)> {
     NAMED.with(|named| *named.borrow_mut() = Some(Vec::new()));
     let _ = problems(config);
@@ -517,6 +528,7 @@ fn check_access(config: &Config, out: &mut Vec<ConfigProblem>) {
         out.push(ConfigProblem::new("cache.master_key", e.to_string()));
     }
     if let Some(key) = &cache.master_key
+        && !key.is_credential()
         && let Ok(path) = key.resolve()
     {
         note_file("cache.master_key", &path);
@@ -619,9 +631,12 @@ fn check_private_key(out: &mut Vec<ConfigProblem>, key: &str, secret: &SecretPat
     match secret.resolve() {
         Err(reason) => out.push(ConfigProblem::new(key, reason)),
         Ok(path) => {
-            if check_readable_file(out, key, &path)
-                && let Err(reason) = check_key_file_mode(&path)
-            {
+            let readable = if secret.is_credential() {
+                unnoted(|| check_readable_file(out, key, &path))
+            } else {
+                check_readable_file(out, key, &path)
+            };
+            if readable && let Err(reason) = check_key_file_mode(&path) {
                 out.push(ConfigProblem::new(key, reason));
             }
         }

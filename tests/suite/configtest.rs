@@ -524,6 +524,49 @@ fn configtest_checks_files_as_the_service_user() {
     for line in stderr.lines() {
         assert!(line.starts_with("configuration error: "), "{line}");
     }
+    // What depends on the unit as installed is a warning: files under /tmp (which the
+    // unit's PrivateTmp= hides), a state directory other than the unit's.
+    assert!(
+        stdout_of(&path, &as_nobody).contains("WARNING: tls.server_cert: ")
+            && stdout_of(&path, &as_nobody).contains("which the unit hides from the service"),
+    );
+    assert!(stdout_of(&path, &as_nobody).contains("WARNING: storage.state_dir: "));
+
+    // A key the unit hands over as a credential is systemd's to read (as root): not
+    // judged. The same file named by its path in the store (0700 root) is the service's
+    // to open, and it cannot.
+    let store = case.dir.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::copy(&case.pki.server_key, store.join("server.key")).unwrap();
+    std::fs::set_permissions(
+        store.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let written = format!("server_key = \"{}\"", case.pki.server_key.display());
+    case.rewrite(&path, &written, "server_key = \"credential:server.key\"");
+    let with_store = [
+        ("SAMU_GATEWAY_SERVICE_USER", "nobody"),
+        ("SAMU_GATEWAY_CREDENTIAL_STORE", store.to_str().unwrap()),
+    ];
+    let (code, _, stderr) = run(&path, &["configtest"], &with_store);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(!stderr.contains("tls.server_key"), "{stderr}");
+    assert!(stderr.contains("audit.signing_key"), "{stderr}");
+    case.rewrite(
+        &path,
+        "server_key = \"credential:server.key\"",
+        &format!("server_key = \"{}\"", store.join("server.key").display()),
+    );
+    let (_, _, stderr) = run(&path, &["configtest"], &with_store);
+    assert!(
+        stderr.contains(
+            "configuration error: tls.server_key: the service runs as nobody, which cannot reach"
+        ),
+        "{stderr}"
+    );
+
     // The check is that of the service's user: without one, root's reading passes.
     let (code, stdout, stderr) = run(&path, &["configtest"], &[]);
     assert_eq!(code, 0, "{stderr}");
@@ -538,6 +581,11 @@ fn configtest_checks_files_as_the_service_user() {
         stdout.contains("note: no user no-such-user-here on this system"),
         "{stdout}"
     );
+}
+
+/// What `configtest` prints on its standard output with `env`.
+fn stdout_of(path: &Path, env: &[(&str, &str)]) -> String {
+    run(path, &["configtest"], env).1
 }
 
 /// Every file and directory under `dir`.
