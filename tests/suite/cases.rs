@@ -346,7 +346,7 @@ async fn only_the_integration_sends_cases_and_bad_messages_are_refused_without_e
     // A malformed message: the field is named, the value is not repeated.
     let mut bad: Value = serde_json::from_str(OWN).unwrap();
     bad["createCaseHealth"]["patient"][0]["identity"]["strictFeatures"]["birthDate"] =
-        json!("1958-02-30");
+        json!("14/02/1958");
     let (status, refused) = send(
         &gateway,
         UNMAPPED,
