@@ -73,16 +73,7 @@ pub struct Authority {
 impl Authority {
     /// A self-signed root CA valid from yesterday for ten years.
     pub fn new(common_name: &str) -> Result<Self, PkiError> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "samu-gateway demo");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        set_validity(&mut params, -1, 3650);
+        let params = authority_params(common_name, BasicConstraints::Unconstrained, 3650)?;
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         Ok(Self {
@@ -95,16 +86,7 @@ impl Authority {
     /// card issued by it chains to this root only through it, as IGC-Santé's cards do
     /// (docs/domain.md §3).
     pub fn intermediate(&self, common_name: &str) -> Result<Self, PkiError> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "samu-gateway demo");
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        set_validity(&mut params, -1, 1825);
+        let params = authority_params(common_name, BasicConstraints::Constrained(0), 1825)?;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Self {
@@ -262,6 +244,26 @@ impl Authority {
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// An authority's parameters: named `common_name`, signing certificates and CRLs, valid
+/// from yesterday for `days`.
+fn authority_params(
+    common_name: &str,
+    constraints: BasicConstraints,
+    days: i64,
+) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "samu-gateway demo");
+    params.is_ca = IsCa::Ca(constraints);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    set_validity(&mut params, -1, days);
+    Ok(params)
 }
 
 /// A CPS-like card certificate's parameters (see `Authority::issue_card`).

@@ -59,19 +59,24 @@ async fn a_card_under_an_intermediate_authority_reaches_a_dmp_trusting_only_the_
     let gateway = dmp_gateway_with(&pcscd, &card, &dmp, "", &[]);
     let token = gateway.login_desk_a().await;
     let desk = gateway.client(Some(crate::support::DESK_A));
-    let answer = break_glass(&desk, &gateway, &token, INS, "centre_15").await;
+    let body = opened(&desk, &gateway, &token).await;
+    assert_eq!(
+        body["summary"]["allergies"]["items"][0]["substance"],
+        "Pénicilline"
+    );
+    assert!(dmp.connections_of("810002813839").await >= 1);
+}
+
+/// A break-glass access to the test patient in regulation, opened (201): its answer.
+async fn opened(desk: &reqwest::Client, gateway: &crate::support::Gateway, token: &str) -> Value {
+    let answer = break_glass(desk, gateway, token, INS, "centre_15").await;
     assert_eq!(
         answer.status(),
         StatusCode::CREATED,
         "{}",
         gateway.stderr.all()
     );
-    let body: Value = answer.json().await.unwrap();
-    assert_eq!(
-        body["summary"]["allergies"]["items"][0]["substance"],
-        "Pénicilline"
-    );
-    assert!(dmp.connections_of("810002813839").await >= 1);
+    answer.json().await.unwrap()
 }
 
 /// The VIHF of a request dev-dmp recorded, verified by xmlsec1 with `certificate`.
@@ -95,14 +100,7 @@ async fn break_glass_over_the_dmp_signed_by_the_card() {
     let desk = gateway.client(Some(crate::support::DESK_A));
 
     // Break-glass in regulation: the IPS-FR's allergy, the history's dispensations.
-    let answer = break_glass(&desk, &gateway, &token, INS, "centre_15").await;
-    assert_eq!(
-        answer.status(),
-        StatusCode::CREATED,
-        "{}",
-        gateway.stderr.all()
-    );
-    let body: Value = answer.json().await.unwrap();
+    let body = opened(&desk, &gateway, &token).await;
     let grant = body["grant"]["id"].as_str().unwrap().to_owned();
     let summary = &body["summary"];
     assert_eq!(summary["document"]["template"], "IPS-FR", "{summary}");
