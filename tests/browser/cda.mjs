@@ -46,7 +46,9 @@ try {
   const dispensed = blocks['Délivrances récentes (remboursements)'];
   check(dispensed && dispensed.includes('ce n\u2019est pas le traitement en cours'), `dispensations: ${dispensed}`);
   check(/délivré le \d{2}\/\d{2}\/\d{4}/.test(dispensed), `dates: ${dispensed}`);
-  check(!blocks['Traitements en cours'].includes(dispensed.split('\n')[2] || '\u0000'), 'not listed as treatment');
+  // The fixture's first dispensed drug: listed as dispensed, never as a current treatment.
+  check(dispensed.includes('METFORMINE 1000 mg'), `the dispensed drug: ${dispensed}`);
+  check(!blocks['Traitements en cours'].includes('METFORMINE'), `not listed as treatment: ${blocks['Traitements en cours']}`);
   result.hr = dispensed;
   await close();
 

@@ -48,7 +48,8 @@ try {
   await ask('SLOW_UPSTREAM');
   await fillAccessForm(page, env('INS'), 'CRRA-2026-000043');
   await page.keyboard.press('Enter');
-  await ask('REMOVE');
+  // Pulled once the access is on the record and its answer under way (slowed).
+  await ask('REMOVE_DURING_ACCESS');
   // Told by the event stream (the page's own check of the desk is every 30 s).
   await page.locator('#screen-card').waitFor({ state: 'visible', timeout: 5000 });
   await page.waitForTimeout(2500); // past the slowed answer

@@ -172,7 +172,7 @@ impl Centre {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn break_glass_releases_the_summary_after_the_durable_record_then_grants_rereads() {
-    let centre = centre("").await;
+    let mut centre = centre("").await;
     let answer = centre.break_glass(request(1, "bris_de_glace")).await;
     assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
     assert_eq!(answer.cache_control.as_deref(), Some("no-store"));
@@ -254,7 +254,7 @@ async fn break_glass_releases_the_summary_after_the_durable_record_then_grants_r
     assert_eq!(stopped[0]["detail"], "ended: closed");
 
     // Nothing identifying reached the gateway's logs.
-    let logs = centre.gateway.stderr.all();
+    let logs = centre.gateway.logs_once_stopped();
     assert!(
         !logs.contains(&nir(1)) && !logs.contains("enicillin"),
         "leak in logs"
@@ -266,7 +266,7 @@ async fn break_glass_releases_the_summary_after_the_durable_record_then_grants_r
 /// leaves, never inside the summary's JSON.
 #[tokio::test(flavor = "multi_thread")]
 async fn cda_documents_are_summarised_and_a_level_1_pdf_is_served_under_its_grant_and_audited() {
-    let centre = centre("").await;
+    let mut centre = centre("").await;
     let answer = centre.break_glass(request(7, "centre_15")).await;
     assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
     let summary = &answer.body["summary"];
@@ -369,7 +369,7 @@ async fn cda_documents_are_summarised_and_a_level_1_pdf_is_served_under_its_gran
         centre.audit(Some("patient_record_read")).len(),
         reads_before + 1
     );
-    let logs = centre.gateway.stderr.all();
+    let logs = centre.gateway.logs_once_stopped();
     assert!(
         !logs.contains(&nir(8)) && !logs.contains("GENERALISTE"),
         "leak in logs"
@@ -739,7 +739,7 @@ async fn rate_limits_refuse_with_retry_after_and_an_audit_record() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn search_by_traits_returns_candidates_and_records_what_was_searched() {
-    let centre = centre("").await;
+    let mut centre = centre("").await;
     let client = centre.gateway.client(Some(DESK_A));
     let answer = centre
         .send(
@@ -818,7 +818,7 @@ async fn search_by_traits_returns_candidates_and_records_what_was_searched() {
     assert_eq!(centre.upstream.stats().await, before);
 
     // A logged-in physician's searches left neither the traits nor the INS in the logs.
-    let logs = centre.gateway.stderr.all();
+    let logs = centre.gateway.logs_once_stopped();
     assert!(logs.contains("patients/search"), "the requests were logged");
     for secret in [support::upstream::family(3), nir(3), "1980-01-17".into()] {
         assert!(!logs.contains(&secret), "{secret} leaked into the logs");
@@ -924,15 +924,17 @@ async fn pulling_the_card_ends_the_grant_and_the_cache_is_unreadable_at_rest() {
     }
     assert_eq!(centre.reread(&grant).await.status, StatusCode::UNAUTHORIZED);
 
-    // The sealed cache: neither the INS nor the allergy can be read in the sled files.
-    let cache = centre.gateway.dir.path().join("state/cache");
-    let mut bytes = Vec::new();
-    for entry in std::fs::read_dir(&cache).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            bytes.extend(std::fs::read(path).unwrap());
-        }
-    }
+    // The sealed cache: neither the INS nor the allergy can be read in any of sled's files
+    // (its blobs too), read once the gateway has stopped and sled has written everything.
+    centre.gateway.terminate();
+    centre.gateway.wait(Duration::from_secs(30));
+    let bytes = all_bytes(&centre.gateway.dir.path().join("state/cache"));
+    // What was read is the copy: the cache holds it.
+    let (code, stats, err) =
+        support::run(&centre.gateway.config, &["cache", "stats", "--json"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let stats: Value = serde_json::from_str(stats.trim()).unwrap();
+    assert!(stats["entries"].as_u64().unwrap() >= 1, "{stats}");
     for needle in [
         nir(1).as_bytes(),
         b"enicillin".as_slice(),
@@ -943,6 +945,20 @@ async fn pulling_the_card_ends_the_grant_and_the_cache_is_unreadable_at_rest() {
             "readable at rest"
         );
     }
+}
+
+/// Every file's bytes under `dir`, its subdirectories' too.
+fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(all_bytes(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -614,6 +614,19 @@ async fn the_page_drops_a_late_answer_hides_the_summary_without_its_event_stream
                 }
                 "FAST_UPSTREAM" => runtime.block_on(upstream.fault(json!({"kind": "none"}))),
                 "REMOVE" => card.remove(),
+                "REMOVE_DURING_ACCESS" => {
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                    while calls_records(&gateway.config, "break_glass_started", "CRRA-2026-000043")
+                        .is_empty()
+                    {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "the access never started"
+                        );
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    card.remove();
+                }
                 "INSERT" => card = VirtualCard::insert_from(&pcscd, 0, &card_dir, &[]),
                 "GATEWAY_DOWN" => gateway.terminate(),
                 // Its connections stay open and say nothing more.
@@ -653,15 +666,22 @@ async fn the_page_drops_a_late_answer_hides_the_summary_without_its_event_stream
     // The trail is read with the gateway stopped.
     gateway.terminate();
     gateway.wait(std::time::Duration::from_secs(30));
-    // The late answer's grant was ended by the page, or with the session.
-    let (_, stopped, _) = support::run(
-        &gateway.config,
-        &["audit", "list", "--kind", "break_glass_stopped"],
-        &[],
+    // The late answer's access (call 000043) was opened on the record and closed there,
+    // and its read released nothing: the card was pulled while it was under way.
+    let stopped = calls_records(&gateway.config, "break_glass_stopped", "CRRA-2026-000043");
+    assert_eq!(
+        calls_records(&gateway.config, "break_glass_started", "CRRA-2026-000043").len(),
+        1
     );
-    assert!(
-        !stopped.trim().is_empty(),
+    assert_eq!(
+        stopped.len(),
+        1,
         "the dropped access is closed on the record"
+    );
+    let reads = calls_records(&gateway.config, "patient_record_read", "CRRA-2026-000043");
+    assert!(
+        reads.len() == 1 && !reads[0].contains("\"status\":\"success\""),
+        "the dropped access released its read: {reads:?}"
     );
     // The access masked while the gateway was silent is ended by the page once the link is
     // back, not left open until the stop (before: `ended: gateway_stopped`).
@@ -679,6 +699,20 @@ async fn the_page_drops_a_late_answer_hides_the_summary_without_its_event_stream
         masked.len() == 1 && masked[0].contains("\"ended: closed\""),
         "{masked:?}"
     );
+}
+
+/// The trail's `kind` records of call `call`, as JSON lines.
+fn calls_records(config: &Path, kind: &str, call: &str) -> Vec<String> {
+    let (_, lines, _) = support::run(
+        config,
+        &["audit", "list", "--json", "--kind", kind, "--call", call],
+        &[],
+    );
+    lines
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

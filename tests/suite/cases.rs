@@ -96,7 +96,7 @@ fn audit(gateway: &Gateway, kind: &str) -> Vec<Value> {
 async fn the_regulation_software_puts_a_case_at_a_desk_and_its_physician_reads_it() {
     // No [roster]: the physician logged in without one, and the integration certificate
     // sends cases all the same; it is told there is no roster to replace.
-    let (_pcscd, _card, gateway, token) = centre("").await;
+    let (_pcscd, _card, mut gateway, token) = centre("").await;
     assert_eq!(read(&gateway, &token).await.0, StatusCode::NO_CONTENT);
     let roster = gateway
         .client(Some(UNMAPPED))
@@ -268,18 +268,8 @@ async fn the_regulation_software_puts_a_case_at_a_desk_and_its_physician_reads_i
     );
     assert_eq!(shown[0]["actor"]["desk"], "desk-a");
     let trail = support::run(&gateway.config, &["audit", "list", "--json"], &[]).1;
-    let logs = gateway.stderr.all();
-    for secret in [
-        "FICTIF",
-        "FICTIVE",
-        "Odile",
-        "1958-03-14",
-        "258037512345678",
-        "Insuffisance",
-        "Anticoagulant",
-    ] {
+    for secret in SECRETS_OF_OWN {
         assert!(!trail.contains(secret), "{secret} on the record");
-        assert!(!logs.contains(secret), "{secret} in the logs");
     }
 
     // The closed case sent again late (a retry of its sending): refused, on the record,
@@ -303,11 +293,28 @@ async fn the_regulation_software_puts_a_case_at_a_desk_and_its_physician_reads_i
         "case_closed",
         "{refused:?}"
     );
+    let logs = gateway.logs_once_stopped();
+    assert!(logs.contains("/case"), "the requests were logged");
+    for secret in SECRETS_OF_OWN {
+        assert!(!logs.contains(secret), "{secret} in the logs");
+    }
 }
+
+/// What the project's RS-EDA message says of its patients: none of it may reach the trail
+/// or the logs.
+const SECRETS_OF_OWN: [&str; 7] = [
+    "FICTIF",
+    "FICTIVE",
+    "Odile",
+    "1958-03-14",
+    "258037512345678",
+    "Insuffisance",
+    "Anticoagulant",
+];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_integration_sends_cases_and_bad_messages_are_refused_without_echo() {
-    let (_pcscd, _card, gateway, _token) = centre("").await;
+    let (_pcscd, _card, mut gateway, _token) = centre("").await;
     let body = OWN.as_bytes().to_vec();
     // A desk's workstation, and no certificate at all.
     let (status, refused) = send(&gateway, DESK_A, "desk-a", body.clone()).await;
@@ -399,7 +406,9 @@ async fn only_the_integration_sends_cases_and_bad_messages_are_refused_without_e
         assert_eq!(record["outcome"]["reason"], "case_invalid");
         assert_eq!(record["detail"], "desk desk-a");
     }
-    assert!(!gateway.stderr.all().contains("FICTIF"));
+    let logs = gateway.logs_once_stopped();
+    assert!(logs.contains("/case"), "the requests were logged");
+    assert!(!logs.contains("FICTIF"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -301,7 +301,7 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
         of_access(EventKind::PatientRecordRead, 1, Outcome::Success), // 7: a later access's
         of_access(EventKind::BreakGlassStopped, 2, Outcome::Success), // 8
     ];
-    let gateway = support::launch_on_trail(events, OFFICER_CONFIG);
+    let mut gateway = support::launch_on_trail(events, OFFICER_CONFIG);
     let officer = gateway.client(Some(UNMAPPED));
     let post = |client: &reqwest::Client, path: &str, body: Value| {
         let request = client.post(gateway.url(path)).json(&body);
@@ -503,7 +503,7 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
     assert_eq!(uses[4]["candidates"][0]["ins"], "185057800608436");
 
     // The officer's reads (a patient looked up by INS, exports) left no INS in the logs.
-    let logs = gateway.stderr.all();
+    let logs = gateway.logs_once_stopped();
     assert!(logs.contains("compliance"), "the requests were logged");
     for ins in ["269054958815781", "185057800608436"] {
         assert!(!logs.contains(ins), "an INS leaked into the logs");

@@ -479,7 +479,7 @@ fn credentials_are_read_where_the_unit_loads_them() {
 #[test]
 fn configtest_checks_files_as_the_service_user() {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("SKIPPED configtest_checks_files_as_the_service_user: needs root");
+        support::skipped("configtest: not root, the check as the service user is not run");
         return;
     }
     let case = Case::new();

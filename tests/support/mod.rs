@@ -452,6 +452,15 @@ impl Gateway {
         signal(self.child.id(), "TERM");
     }
 
+    /// Its whole log, once stopped: a log read while it runs may not hold yet the lines of
+    /// the last requests (a thread of ours collects them), and a check that a secret is
+    /// not in it would then pass on a log cut short.
+    pub(crate) fn logs_once_stopped(&mut self) -> String {
+        self.terminate();
+        self.wait(Duration::from_secs(30));
+        self.stderr.all()
+    }
+
     /// Waits for the process to exit and for its output to be fully captured.
     pub(crate) fn wait(&mut self, timeout: Duration) -> ExitStatus {
         let status = wait_child(&mut self.child, timeout);
