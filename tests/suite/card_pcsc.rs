@@ -136,10 +136,12 @@ fn probing_an_empty_or_unknown_reader_says_so() {
 /// Several programs reading one card at once (three gateways here, as the benches run;
 /// a gateway and `card probe` in a centre): every sequence (the reading at insertion, a
 /// login, a signature) runs in a PC/SC transaction, so none sees its commands
-/// interleaved with another's, and each gateway logs in.
+/// interleaved with another's. Once each gateway has read the card, the three log in at
+/// the same moment, one attempt each, then open an access at the same moment (each
+/// signing its VIHF and TLS handshake with the card): every one succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn several_programs_reading_one_card_never_interleave_their_commands() {
-    use support::dmp::{DevDmp, dmp_gateway, patients};
+    use support::dmp::{DevDmp, INS, TEST_OID, dmp_gateway, patients};
     let pcscd = Pcscd::start(1);
     let card = VirtualCard::insert(&pcscd, 0, &[]);
     let documents = tempfile::tempdir().unwrap();
@@ -150,8 +152,57 @@ async fn several_programs_reading_one_card_never_interleave_their_commands() {
     );
     let gateways: Vec<_> = (0..3).map(|_| dmp_gateway(&pcscd, &card, &dmp)).collect();
     for gateway in &gateways {
-        gateway.login_desk_a().await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, desk) = support::get_json(
+                &gateway.client(Some(support::DESK_A)),
+                &gateway.url("/api/v1/desk"),
+            )
+            .await;
+            if desk["card"]["state"] == "present" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the card was never read: {desk}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
+    let logins = gateways.iter().map(|gateway| async move {
+        let response = gateway
+            .client(Some(support::DESK_A))
+            .post(gateway.url("/api/v1/session"))
+            .json(&serde_json::json!({"pin": "1234"}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    });
+    let tokens = futures_util::future::join_all(logins).await;
+    let accesses = gateways
+        .iter()
+        .zip(&tokens)
+        .map(|(gateway, token)| async move {
+            let response = gateway
+                .client(Some(support::DESK_A))
+                .post(gateway.url("/api/v1/break-glass"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({
+                    "ins": INS,
+                    "ins_oid": TEST_OID,
+                    "call_id": "CRRA-2026-001818",
+                    "reason_code": "inconscient",
+                    "access_mode": "centre_15",
+                }))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            assert_eq!(status, 201, "{body}");
+        });
+    futures_util::future::join_all(accesses).await;
 }
 
 /// `card probe` reads the card as the gateway is configured to (`[cards.profile]`): a
