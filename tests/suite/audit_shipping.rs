@@ -6,7 +6,7 @@
 use crate::support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use samu_gateway::audit::{Event, EventKind, Outcome};
 use support::rsyslog::Rsyslog;
@@ -537,19 +537,26 @@ async fn nothing_counts_as_shipped_to_a_mute_repository(relp: bool) {
     let (receiver, connected) = mute_repository(dir.path(), relp).await;
     let config = write_config(dir.path(), &pki, "", &receiver);
     let gateway = Gateway::launch(dir, pki, config, &[]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        connected.load(std::sync::atomic::Ordering::SeqCst),
-        "the gateway connected"
-    );
+    // Once the gateway has connected and has a batch under way (readiness says what the
+    // repository has not confirmed, records and bytes), none of it counts as shipped. A
+    // gateway that counted a batch shipped once written would have moved its cursor by
+    // then.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let (_, ready) =
+            support::get_json(&gateway.client(None), &gateway.management_url("/readyz")).await;
+        let connected = connected.load(std::sync::atomic::Ordering::SeqCst);
+        if connected && ready["repositories"][0]["unconfirmed_records"].as_u64() >= Some(5) {
+            break ready;
+        }
+        assert!(Instant::now() < deadline, "no batch under way: {ready}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(
         cursor(&gateway, "mute"),
         0,
         "records counted shipped though the repository acknowledged none"
     );
-    // Readiness says what the repository has not confirmed, records and bytes.
-    let (_, ready) =
-        support::get_json(&gateway.client(None), &gateway.management_url("/readyz")).await;
     let repository = &ready["repositories"][0];
     assert_eq!(repository["name"], "mute", "{ready}");
     assert_eq!(
