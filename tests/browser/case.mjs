@@ -6,8 +6,8 @@
 // Protocol with tests/suite/browser.rs: "CASE" (the regulation software sends the case),
 // "RESEND" (it sends it again, its patient's birth name corrected to CORRIGE and birth date
 // to 1958-00-00, day and month unknown, with a second patient INVALIDE born "1958-02-30"),
-// "CLOSE"
-// (it closes it).
+// "CLOSE" (it closes it), "EXERCISE" (a drill), "LATE_CASE" (a case of another call, once
+// the reason is chosen).
 // Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, SHOTS, CASE_ID; MATCH_SHOWN=1 when the
 // record service says how well each candidate matches (the national record does); CASE_NIR
 // when the case gives its patient a NIR.
@@ -38,6 +38,8 @@ const candidate = page.locator('#case-candidates-0 button:not([disabled])').firs
 await candidate.waitFor({ state: 'visible' });
 check(await candidate.evaluate((b) => b === document.activeElement), 'the candidate has the focus');
 const offered = await candidate.innerText();
+// The candidate's sex in words, whichever code the record service used (FHIR's, the DMP's).
+check(/ — (femme|homme) /.test(offered + ' '), `the candidate's sex is said: ${offered}`);
 if (process.env.MATCH_SHOWN === '1') {
   check(/correspondance \d+ %/.test(offered), `the candidate says how well it matches: ${offered}`);
 }
@@ -115,6 +117,15 @@ check((await page.locator('#call-id').inputValue()) === '', 'the drill\'s id is 
 await page.locator('#reason').selectOption({ index: 1 });
 await page.waitForTimeout(500);
 check(searches === 0, `a drill searched the national record ${searches} time(s)`);
+await ask('CLOSE');
+// A real case comes once the reason is chosen: its patient is searched for under that
+// reason at once; before, nothing happened until the reason was chosen again, under a
+// hint saying to choose it.
+await ask('LATE_CASE');
+await page.locator('#case-candidates-0 button:not([disabled])').first().waitFor({ state: 'visible' });
+check(searches === 1, `the late case's patient searched ${searches} time(s)`);
+check((await page.locator('#case-hint').innerText()).includes('recherchés pour le motif choisi'),
+  `the hint says the search is done: ${await page.locator('#case-hint').innerText()}`);
 await ask('CLOSE');
 await browser.close();
 finish({ allergies });

@@ -32,6 +32,9 @@ try {
   // The section's own text too, though every entry read: it may name what they do not.
   check(blocks[ALLERGIES].includes('Texte de la section dans le document'), `text: ${blocks[ALLERGIES]}`);
   check(blocks['Traitements en cours'].includes('ELIQUIS 5 mg'), blocks['Traitements en cours']);
+  // The section's text beside its coded entries, as the allergies': it may name a drug the
+  // entries leave out.
+  check(blocks['Traitements en cours'].includes('Apixaban 5 mg matin et soir'), `treatments text: ${blocks['Traitements en cours']}`);
   check(blocks['Problèmes actifs'].includes('Fibrillation et flutter auriculaires'), blocks['Problèmes actifs']);
   // Points of vigilance held only as text: the text, and no "not recorded" above it.
   const vigilance = blocks['Points de vigilance'];

@@ -216,6 +216,10 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
         vec![("CASE_ID", case_id.to_owned()), ("CASE_NIR", nir(1))],
     );
     let drill_id = "fr.health.samu690.DRFR156902612040010";
+    // A case of another call, come once the physician's reason is chosen (case.mjs's
+    // LATE_CASE).
+    let late_id = "fr.health.samu690.DRFR156902612040011";
+    let late = support::hub::one_patient_case(late_id, &family(1));
     let runtime = tokio::runtime::Handle::current();
     // The case the desk holds, which a close names.
     let mut held = case_id;
@@ -228,6 +232,10 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
                 "EXERCISE" => {
                     held = drill_id;
                     (integration.post(url).json(&drill), 201)
+                }
+                "LATE_CASE" => {
+                    held = late_id;
+                    (integration.post(url).json(&late), 201)
                 }
                 "CLOSE" => (integration.delete(format!("{url}?case_id={held}")), 204),
                 _ => return false,
@@ -318,6 +326,12 @@ async fn the_case_path_works_on_the_national_records_protocol_too() {
     drill["kind"] = json!("Report");
     drill["status"] = json!("Exercise");
     let drill_id = format!("{case_id}9");
+    // A case of another call, come once the physician's reason is chosen (case.mjs's
+    // LATE_CASE).
+    let mut late: Value = serde_json::from_slice(&case).unwrap();
+    let late_id = format!("{case_id}8");
+    late["createCaseHealth"]["caseId"] = json!(late_id);
+    let late = serde_json::to_vec(&late).unwrap();
     drill["createCaseHealth"]["caseId"] = json!(drill_id);
     let drill = serde_json::to_vec(&drill).unwrap();
     let case_url = format!("{url}/api/v1/desks/{}/case", text(&integration["desk"]));
@@ -347,6 +361,16 @@ async fn the_case_path_works_on_the_national_records_protocol_too() {
                             .post(&case_url)
                             .header("content-type", "application/json")
                             .body(drill.clone()),
+                        201,
+                    )
+                }
+                "LATE_CASE" => {
+                    held.clone_from(&late_id);
+                    (
+                        regulation
+                            .post(&case_url)
+                            .header("content-type", "application/json")
+                            .body(late.clone()),
                         201,
                     )
                 }

@@ -93,6 +93,9 @@
     if (answer.status !== 200) {
       // Fail closed: the card screen never hides patient data still held (a grant whose
       // countdown would later reset the form, a summary shown again by the next answer).
+      // A grant masked so is ended on the record once the gateway answers again, as one
+      // masked for a lost stream is: it must not stay open there until it expires.
+      if (state.grant) state.unended.push(state.grant.id);
       clearPatientData();
       show('card');
       // Only a refusal says the workstation is not a desk: a gateway out of reach (0) or
@@ -105,6 +108,8 @@
       return;
     }
     renderDesk(answer.data);
+    // The gateway answers again: grants masked meanwhile are ended now.
+    if (state.unended.length) endMaskedGrants();
   }
 
   function renderDesk(desk) {
@@ -311,8 +316,6 @@
     if (open) $('birth-name').focus();
   }
 
-  const SEX_TEXT = { female: 'F', male: 'M', other: 'I', unknown: '?' };
-
   // ---- The case the regulation software sent: its patients, identified by their traits --
 
   const HUB_SEX = { F: 'f', M: 'm', O: 'i', UN: 'i' };
@@ -406,6 +409,14 @@
     const idle = document.activeElement === document.body ||
       (document.activeElement === $('ins') && !$('ins').value.trim());
     if (searchable && !$('reason').value && idle) $('reason').focus();
+    // A case that comes once the reason is chosen (or comes back corrected after its
+    // search) is searched for under that reason, when the call is the case's: the
+    // physician has nothing to choose again, and no hint says "choose" beside a reason
+    // already chosen.
+    if (searchable && $('reason').value && $('call-id').value.trim() === c.case_id) {
+      reasonChanged();
+      if (state.caseSearched) $('case-hint').textContent = 'Patients du dossier recherchés pour le motif choisi.';
+    }
   }
 
   // Whether the focus may move to what an answer brought: only if it is still where it
@@ -469,8 +480,12 @@
       // How well the record service says the candidate matches (the DMP does): a weak
       // match must not look like a sure one.
       const match = Number.isInteger(c.match_percent) ? 'correspondance ' + c.match_percent + ' %' : null;
+      // Sex in words whichever service said it (FHIR's female, the DMP's F), and the
+      // birthplace when given: what tells two namesakes born the same day apart.
       const label = [c.names.join(' / '), birthText(c.birth_date),
-        SEX_TEXT[c.gender] || null, match].filter(Boolean).join(' — ');
+        GENDER_TEXT[c.gender] || (c.gender ? 'sexe : ' + c.gender : null),
+        c.birthplace ? 'lieu de naissance (INSEE) ' + c.birthplace : null,
+        match].filter(Boolean).join(' — ');
       const choose = element('button', null, c.ins ? label : label + ' — sans INS qualifié : accès impossible');
       choose.type = 'button';
       choose.disabled = !c.ins;
@@ -1158,7 +1173,11 @@
       block.append(element('p', 'status', SECTION_STATUS[data.status] || 'Non renseigné.'));
     }
     block.append(...sectionNotes(data));
-    block.append(...fallbackText(data));
+    // The section's own text is shown beside its entries, as the allergies' is: coded
+    // treatments may leave out one the text names (an anticoagulant), or a coded "none"
+    // sit beside a text naming one.
+    const fallback = fallbackText(data);
+    block.append(...(fallback.length ? fallback : sectionText(data)));
     return block;
   }
 
