@@ -278,6 +278,9 @@ pub(super) struct DeskView {
     pub card: Option<crate::session::CardState>,
     /// The open session, if any.
     pub session: Option<crate::session::Session>,
+    /// Which session it is (its number at this desk, as the desk's events say it): a
+    /// page showing patient data under another one clears it, whichever news came first.
+    pub session_epoch: Option<u64>,
     /// Seconds until that session ends on its own (idle timeout or maximum duration; a
     /// shift end in the roster can come sooner).
     pub session_seconds_left: Option<u64>,
@@ -332,6 +335,9 @@ pub(super) async fn desk(State(state): State<AppState>, caller: CallingDesk) -> 
             .map(|(s, cards)| cards.seconds_left(s)),
         card,
         session,
+        session_epoch: state
+            .cards()
+            .and_then(|cards| cards.sessions.session_epoch(&caller.desk.id)),
         break_glass: state.access().map(|a| a.form()),
     })
 }

@@ -113,6 +113,15 @@
   }
 
   function renderDesk(desk) {
+    // The desk names another session than the one the page shows data under (its event
+    // not come yet, or the stream silent): the data leaves now, as for the event.
+    if (state.epoch !== undefined && desk.session_epoch != null && desk.session_epoch !== state.epoch) {
+      if (state.grant) state.unended.push(state.grant.id);
+      clearPatientData();
+      state.epoch = desk.session_epoch;
+      show('patient');
+      message('Une autre session a commencé sur ce poste : la synthèse précédente a été masquée.');
+    }
     state.desk = desk;
     $('centre').textContent = desk.centre.name;
     $('desk-name').textContent = desk.desk.name;
@@ -549,10 +558,16 @@
   }
 
   function chooseCandidate(candidate, fromCase) {
+    const oid = $('ins-oid');
+    // An identifier of a type this desk does not offer is not filled in under another
+    // type (an NIA sent as an NIR names someone else, or no one).
+    if (![...oid.options].some((o) => o.value === candidate.ins.oid)) {
+      message('Ce patient est identifié par un type d’INS que ce poste ne propose pas : accès impossible par ce choix.');
+      return;
+    }
     $('ins').value = candidate.ins.value;
     state.insFromCase = fromCase ? candidate.ins.value : null;
-    const oid = $('ins-oid');
-    if ([...oid.options].some((o) => o.value === candidate.ins.oid)) oid.value = candidate.ins.oid;
+    oid.value = candidate.ins.oid;
     showInsCheck();
     $('candidates').replaceChildren();
     $('traits').hidden = true;
