@@ -1142,6 +1142,7 @@ impl Reader {
                 }
                 warnings
             },
+            notices: Vec::new(),
         }
     }
 }

@@ -143,6 +143,23 @@ pub struct CriticalSummary {
     /// What could not be read or looked wrong, described for centre IT (English, never a
     /// value from the document); shown with the summary.
     pub warnings: Vec<String>,
+    /// What the physician must be told in so many words, beside the count of `warnings`:
+    /// the page says each in French, by the block it concerns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<Notice>,
+}
+
+/// A finding about the summary's sources that changes how it is read.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Notice {
+    /// The record's documents were listed in part: a newer synthesis may be missing.
+    ListingPartial,
+    /// The reimbursement history the record lists was not returned: no dispensations.
+    DispensationsLeftOut,
+    /// The reimbursement history names no INS: its dispensations are the patient's by the
+    /// record's filing alone.
+    DispensationsUnverifiedIdentity,
 }
 
 /// Defects of one document, counted. Each is also described in `warnings`.

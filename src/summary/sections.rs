@@ -415,6 +415,7 @@ fn assemble<'a>(
         provenance: Vec::new(),
         defects: DocumentDefects::default(),
         warnings: Vec::new(),
+        notices: Vec::new(),
     }
 }
 

@@ -511,6 +511,11 @@ async fn a_document_filed_under_another_patient_is_refused_and_one_naming_no_ins
         "{:?}",
         summary.warnings
     );
+    // And tells the physician, in so many words (the page says it in the block).
+    assert_eq!(
+        summary.notices,
+        [samu_gateway::summary::Notice::DispensationsUnverifiedIdentity]
+    );
 }
 
 /// With CRLs configured, a DMP whose certificate they revoke is not talked to (no

@@ -851,6 +851,16 @@
         ? 'Le dossier contient une autre synthèse, non reprise ici : voir « Documents du dossier » ci-dessous.'
         : 'Le dossier contient ' + others.length + ' autres synthèses, non reprises ici : voir « Documents du dossier » ci-dessous.'));
     }
+    // What changes how the summary is read is said in so many words.
+    const notices = summary.notices || [];
+    if (notices.includes('listing_partial')) {
+      parts.push(element('p', 'partial', 'Attention : le DMP n’a listé qu’une partie des documents du dossier ; ' +
+        'une synthèse plus récente peut manquer.'));
+    }
+    if (notices.includes('dispensations_left_out')) {
+      parts.push(element('p', 'partial', 'Attention : l’historique des remboursements du dossier n’a pas été transmis ; ' +
+        'les médicaments délivrés ne sont pas affichés.'));
+    }
     // The reader's findings are technical (English); the physician needs to know the
     // summary may be partial, not the details.
     if (summary.warnings && summary.warnings.length && !summary.unstructured) {
@@ -876,6 +886,10 @@
       block.classList.add('dispensations');
       block.querySelector('h2').after(element('p', 'note',
         'Médicaments délivrés en pharmacie d\u2019après l\u2019Assurance maladie : ce n\u2019est pas le traitement en cours.'));
+      if (notices.includes('dispensations_unverified_identity')) {
+        block.querySelector('h2').after(element('p', 'partial',
+          'Historique sans INS : ces délivrances sont rattachées au patient par le seul classement du dossier ; vérifiez l\u2019identité.'));
+      }
       parts.push(block);
     }
     parts.push(section('Problèmes actifs', summary.problems, problemText));

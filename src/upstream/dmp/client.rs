@@ -21,7 +21,7 @@ use crate::card::trust::CardTrust;
 use crate::card::worker::CardKey;
 use crate::patient::{Candidate, CandidateIns, INS_OIDS, Ins, Traits};
 use crate::problem::ConfigProblem;
-use crate::summary::{CriticalSummary, ListedDocument};
+use crate::summary::{CriticalSummary, ListedDocument, Notice};
 use crate::upstream::{Access, AccessMode, BoxFuture, CardSession, RecordService, UpstreamError};
 
 /// The parts of a MIME answer besides its envelope, by Content-ID.
@@ -764,17 +764,20 @@ impl DmpClient {
             summary.warnings.push(
                 "the DMP listed the record's documents in part (PartialSuccess): a newer document may be missing".into(),
             );
+            summary.notices.push(Notice::ListingPartial);
         } else if found.errors.iter().any(|e| e.severity != "Warning") {
             // Success, with an error listed beside the documents: the answer contradicts
             // itself, and the list may be the incomplete one.
             summary.warnings.push(
                 "the DMP listed the record's documents with an error: a newer document may be missing".into(),
             );
+            summary.notices.push(Notice::ListingPartial);
         }
         if history.is_some() && history_bytes.is_none() && synthesis.is_some() {
             summary.warnings.push(
                 "the reimbursement history the record lists was not returned: dispensations left out".into(),
             );
+            summary.notices.push(Notice::DispensationsLeftOut);
         }
         if let Some(bytes) = history_bytes {
             let history_summary = read(bytes, history).await?;
@@ -790,6 +793,9 @@ impl DmpClient {
                     summary.warnings.push(
                         "the reimbursement history names no INS: its dispensations are the patient's by the record's filing alone; check the patient's identity".into(),
                     );
+                    summary
+                        .notices
+                        .push(Notice::DispensationsUnverifiedIdentity);
                 }
                 summary.dispensations = history_summary.dispensations;
                 summary.warnings.extend(history_summary.warnings);
