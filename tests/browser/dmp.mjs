@@ -23,6 +23,8 @@ try {
   check(blocks[ALLERGIES].includes('Pénicilline') && blocks[ALLERGIES].includes('CRITICITÉ HAUTE'), blocks[ALLERGIES]);
   const dispensed = blocks['Délivrances récentes (remboursements)'];
   check(dispensed && dispensed.includes('ce n\u2019est pas le traitement en cours'), `dispensations: ${dispensed}`);
+  // The history names no INS (the test's): said in its block, with what to do.
+  check(dispensed.includes('Historique sans INS') && dispensed.includes('vérifiez l\u2019identité'), `unverified dispensations: ${dispensed}`);
   const documents = blocks['Documents du dossier'];
   check(documents && documents.includes('Synthèse médicale') && documents.includes('source de cette synthèse'), `documents: ${documents}`);
   check(documents.includes('Historique des remboursements') && documents.includes('source des délivrances'), `documents: ${documents}`);

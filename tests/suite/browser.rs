@@ -817,6 +817,18 @@ async fn the_page_on_the_dmp_path_lists_the_record_documents_and_opens_the_other
     // listed, not used, opened from the page.
     let mut patients = patients();
     let listed = patients[0]["documents"].as_array_mut().unwrap();
+    // The reimbursement history names no INS: its dispensations are the patient's by the
+    // record's filing alone, which the page says in their block.
+    let history = documents.path().join("history-without-ins.xml");
+    let source = std::fs::read_to_string(cda("hr-reimbursement-history.xml")).unwrap();
+    let ins_id = format!("<id root=\"1.2.250.1.213.1.4.10\" extension=\"{INS}\"/>");
+    assert!(source.contains(&ins_id));
+    std::fs::write(&history, source.replace(&ins_id, "")).unwrap();
+    for document in listed.iter_mut() {
+        if document["type_code"] == "REMB" {
+            document["file"] = json!(history);
+        }
+    }
     listed.push(json!({"file": cda("ldl-ses-discharge.xml"), "unique_id": "1.2.250.1.999.1.4",
         "type_code": "11490-0", "type_scheme": "2.16.840.1.113883.6.1", "format_code": "urn:hl7-org:sdwg:ldl-ses:2019",
         "creation_time": "20261118233000", "title": "Lettre de liaison de sortie", "author": "Hugo CARDIOLOGUE"}));
