@@ -4,7 +4,7 @@
 // PIN, then "reason, candidate, Enter".
 // The case arrives while the physician is logged in: the page shows it without a reload.
 // Protocol with tests/suite/browser.rs: "CASE" (the regulation software sends the case),
-// "RESEND" (it sends it again, its patient's birth name corrected to CORRIGE and birth date
+// "REVISE" (it sends it again, its patient's treatment revised), "RESEND" (it sends it again, its patient's birth name corrected to CORRIGE and birth date
 // to 1958-00-00, day and month unknown, with a second patient INVALIDE born "1958-02-30"),
 // "CLOSE" (it closes it), "EXERCISE" (a drill), "LATE_CASE" (a case of another call, once
 // the reason is chosen).
@@ -45,8 +45,25 @@ if (process.env.MATCH_SHOWN === '1') {
 }
 await page.keyboard.press('Enter');
 await page.locator('#ins-check.ok').waitFor();
+// The regulation software revises the case while the access is on its way (held here):
+// the summary comes, with a word to check it is the call's patient.
+let releaseAccess = null;
+await page.route('**/api/v1/break-glass', async (route) => {
+  await new Promise((resolve) => { releaseAccess = resolve; });
+  await route.continue();
+});
 await page.keyboard.press('Enter');
+for (let i = 0; releaseAccess === null; i += 1) {
+  check(i < 200, 'the access was sent');
+  await page.waitForTimeout(25);
+}
+await ask('REVISE');
+await page.locator('#case-patients', { hasText: 'Traitement révisé' }).waitFor();
+releaseAccess();
 await page.locator('#screen-summary .allergies').waitFor({ state: 'visible' });
+await page.unrouteAll({ behavior: 'wait' });
+const revisedWord = await page.locator('#message').innerText();
+check(revisedWord.includes('corrigé ou clos pendant la demande'), `the revised case is said beside the summary: ${revisedWord}`);
 const allergies = await page.locator('#summary .allergies').innerText();
 // The countdown is not read out every second; the opening of the access is said once.
 check(await page.locator('#grant-banner .time-left').evaluate((e) => !e.closest('[role=status],[role=alert],[aria-live]')),

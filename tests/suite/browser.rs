@@ -203,6 +203,8 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
     // The caller read out the patient's NIR: a hint the page shows as unverified.
     case["createCaseHealth"]["patient"][0]["administrativeFile"] =
         json!({"externalId": [{"source": "NIR", "value": nir(1)}]});
+    // Revised while the access is on its way (case.mjs's REVISE).
+    let revised = support::hub::revised(&case);
     // Corrected, with birth dates the page must not show as days (case.mjs's RESEND).
     let mut corrected = support::hub::one_patient_case(case_id, "CAMILLE");
     support::hub::resent_with_unusable_birth_dates(&mut corrected);
@@ -229,6 +231,7 @@ async fn a_case_from_the_regulation_software_takes_the_physician_to_the_allergie
             let (request, expected) = match command {
                 "CASE" => (integration.post(url).json(&case), 201),
                 "RESEND" => (integration.post(url).json(&corrected), 201),
+                "REVISE" => (integration.post(url).json(&revised), 201),
                 "EXERCISE" => {
                     held = drill_id;
                     (integration.post(url).json(&drill), 201)
@@ -311,6 +314,11 @@ async fn the_case_path_works_on_the_national_records_protocol_too() {
         )),
     );
     let case = pem(&integration["case"]);
+    // Revised while the access is on its way (case.mjs's REVISE).
+    let revised = serde_json::to_vec(&support::hub::revised(
+        &serde_json::from_slice(&case).unwrap(),
+    ))
+    .unwrap();
     // The same case, corrected, with birth dates the page must not show as days
     // (case.mjs's RESEND).
     let mut corrected: Value = serde_json::from_slice(&case).unwrap();
@@ -352,6 +360,13 @@ async fn the_case_path_works_on_the_national_records_protocol_too() {
                         .post(&case_url)
                         .header("content-type", "application/json")
                         .body(corrected.clone()),
+                    201,
+                ),
+                "REVISE" => (
+                    regulation
+                        .post(&case_url)
+                        .header("content-type", "application/json")
+                        .body(revised.clone()),
                     201,
                 ),
                 "EXERCISE" => {

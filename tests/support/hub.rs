@@ -61,3 +61,11 @@ pub(crate) fn resent_with_unusable_birth_dates(case: &mut Value) {
     second["identity"]["strictFeatures"]["birthDate"] = json!("1958-02-30");
     patients.push(second);
 }
+
+/// `case` sent again revised as case.mjs's REVISE expects: the same patients, its first
+/// one's treatment as said now "Traitement révisé".
+pub(crate) fn revised(case: &Value) -> Value {
+    let mut revised = case.clone();
+    revised["createCaseHealth"]["patient"][0]["detail"] = json!({"treatment": "Traitement révisé"});
+    revised
+}

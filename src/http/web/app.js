@@ -591,6 +591,11 @@
     const text = $('reason-text').value.trim();
     const asked = state.cleared;
     const ins = insCheck($('ins').value).value;
+    // The case the INS was taken from, if it was (a candidate of its search, its NIR):
+    // the regulation software correcting or closing it meanwhile may mean another patient.
+    const bare = (v) => v.replace(/\s+/g, '').toUpperCase();
+    const sending = (c) => (c ? c.case_id + '#' + c.version : null);
+    const fromCase = state.insFromCase && state.case && bare(ins) === bare(state.insFromCase) ? sending(state.case) : null;
     // The patient asked for stays the one on the form until the answer comes: a number
     // corrected meanwhile would sit beside another patient's summary.
     $('ins').readOnly = true;
@@ -626,6 +631,9 @@
     }
     if (answer.status === 201) {
       showSummary(answer.data, ins);
+      if (fromCase && sending(state.case) !== fromCase) {
+        message('Le dossier de régulation a été corrigé ou clos pendant la demande : vérifiez que ce patient est bien celui de l\u2019appel.');
+      }
       return;
     }
     message(refusal(answer));
