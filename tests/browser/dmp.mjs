@@ -25,6 +25,8 @@ try {
   check(dispensed && dispensed.includes('ce n\u2019est pas le traitement en cours'), `dispensations: ${dispensed}`);
   // The history names no INS (the test's): said in its block, with what to do.
   check(dispensed.includes('Historique sans INS') && dispensed.includes('vérifiez l\u2019identité'), `unverified dispensations: ${dispensed}`);
+  // Handed out at 23:15 UTC on the 11th: the 12th in Paris.
+  check(dispensed.includes('PARACÉTAMOL 1 g, comprimé — délivré le 12/10/2026'), `a dispensation's day: ${dispensed}`);
   const documents = blocks['Documents du dossier'];
   check(documents && documents.includes('Synthèse médicale') && documents.includes('source de cette synthèse'), `documents: ${documents}`);
   check(documents.includes('Historique des remboursements') && documents.includes('source des délivrances'), `documents: ${documents}`);

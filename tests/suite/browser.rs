@@ -838,7 +838,16 @@ async fn the_page_on_the_dmp_path_lists_the_record_documents_and_opens_the_other
     let source = std::fs::read_to_string(cda("hr-reimbursement-history.xml")).unwrap();
     let ins_id = format!("<id root=\"1.2.250.1.213.1.4.10\" extension=\"{INS}\"/>");
     assert!(source.contains(&ins_id));
-    std::fs::write(&history, source.replace(&ins_id, "")).unwrap();
+    // A dispensation written at 23:15 UTC on the 11th: the 12th in Paris.
+    let late = "<time value=\"20261012\"/>";
+    assert!(source.contains(late));
+    std::fs::write(
+        &history,
+        source
+            .replace(&ins_id, "")
+            .replace(late, "<time value=\"20261011231500+0000\"/>"),
+    )
+    .unwrap();
     for document in listed.iter_mut() {
         if document["type_code"] == "REMB" {
             document["file"] = json!(history);

@@ -792,6 +792,17 @@
       const moment = new Date(text);
       if (!Number.isNaN(moment.getTime())) return moment.toLocaleDateString('fr-FR');
     }
+    // The same for HL7's form (a CDA's 20261011231500+0000).
+    const hl7 = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})?(?:\.\d+)?([+-])(\d{2})(\d{2})$/.exec(text);
+    if (hl7) {
+      const [, year, month, day, hour, minute, second, sign, zoneHours, zoneMinutes] = hl7;
+      const offset = (sign === '-' ? -1 : 1) * (Number(zoneHours) * 60 + Number(zoneMinutes));
+      const moment = new Date(Date.UTC(Number(year), Number(month) - 1, Number(day), Number(hour),
+        Number(minute), Number(second || 0)) - offset * 60000);
+      if (calendarDay(Number(year), Number(month), Number(day)) && !Number.isNaN(moment.getTime())) {
+        return moment.toLocaleDateString('fr-FR');
+      }
+    }
     const m = /^(\d{4})(?:-?(\d{2}))?(?:-?(\d{2}))?/.exec(text);
     if (!m) return text;
     return [m[3], m[2], m[1]].filter(Boolean).join('/');
