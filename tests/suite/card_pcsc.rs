@@ -167,41 +167,29 @@ async fn several_programs_reading_one_card_never_interleave_their_commands() {
         }
     }
     let logins = gateways.iter().map(|gateway| async move {
-        let response = gateway
-            .client(Some(support::DESK_A))
-            .post(gateway.url("/api/v1/session"))
-            .json(&serde_json::json!({"pin": "1234"}))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let (status, body) = gateway
+            .post_desk_a("/api/v1/session", None, &serde_json::json!({"pin": "1234"}))
+            .await;
         assert_eq!(status, 201, "{body}");
         body["token"].as_str().unwrap().to_owned()
     });
     let tokens = futures_util::future::join_all(logins).await;
-    let accesses = gateways
-        .iter()
-        .zip(&tokens)
-        .map(|(gateway, token)| async move {
-            let response = gateway
-                .client(Some(support::DESK_A))
-                .post(gateway.url("/api/v1/break-glass"))
-                .bearer_auth(token)
-                .json(&serde_json::json!({
-                    "ins": INS,
-                    "ins_oid": TEST_OID,
-                    "call_id": "CRRA-2026-001818",
-                    "reason_code": "inconscient",
-                    "access_mode": "centre_15",
-                }))
-                .send()
-                .await
-                .unwrap();
-            let status = response.status();
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let request = serde_json::json!({
+        "ins": INS,
+        "ins_oid": TEST_OID,
+        "call_id": "CRRA-2026-001818",
+        "reason_code": "inconscient",
+        "access_mode": "centre_15",
+    });
+    let accesses = gateways.iter().zip(&tokens).map(|(gateway, token)| {
+        let request = &request;
+        async move {
+            let (status, body) = gateway
+                .post_desk_a("/api/v1/break-glass", Some(token), request)
+                .await;
             assert_eq!(status, 201, "{body}");
-        });
+        }
+    });
     futures_util::future::join_all(accesses).await;
 }
 

@@ -419,15 +419,9 @@ impl Gateway {
     pub(crate) async fn login_desk_a(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let response = self
-                .client(Some(DESK_A))
-                .post(self.url("/api/v1/session"))
-                .json(&serde_json::json!({"pin": "1234"}))
-                .send()
-                .await
-                .unwrap();
-            let status = response.status();
-            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let (status, body) = self
+                .post_desk_a("/api/v1/session", None, &serde_json::json!({"pin": "1234"}))
+                .await;
             if status == 201 {
                 return body["token"].as_str().unwrap().to_owned();
             }
@@ -437,6 +431,23 @@ impl Gateway {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// `POST path` from desk A's workstation, under session `token` when given: the
+    /// answer's status and JSON body.
+    pub(crate) async fn post_desk_a(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut request = self.client(Some(DESK_A)).post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or_default())
     }
 
     pub(crate) fn client(&self, identity: Option<&str>) -> reqwest::Client {
