@@ -116,11 +116,16 @@
     // The desk names another session than the one the page shows data under (its event
     // not come yet, or the stream silent): the data leaves now, as for the event.
     if (state.epoch !== undefined && desk.session_epoch != null && desk.session_epoch !== state.epoch) {
+      // Said only when a summary was there to mask (a login after a pull whose event is
+      // late has nothing to hide).
+      const masked = Boolean(state.grant) || !$('screen-summary').hidden;
       if (state.grant) state.unended.push(state.grant.id);
       clearPatientData();
       state.epoch = desk.session_epoch;
-      show('patient');
-      message('Une autre session a commencé sur ce poste : la synthèse précédente a été masquée.');
+      if (masked) {
+        show('patient');
+        message('Une autre session a commencé sur ce poste : la synthèse précédente a été masquée.');
+      }
     }
     state.desk = desk;
     $('centre').textContent = desk.centre.name;
