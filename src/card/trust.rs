@@ -304,6 +304,7 @@ impl CardTrust {
             now,
             KeyUsage::client_auth(),
             Use::Authentication,
+            false,
         )
         .map(|(verified, _)| verified)
     }
@@ -323,6 +324,7 @@ impl CardTrust {
             now,
             KeyUsage::client_auth(),
             Use::Authentication,
+            true,
         )
         .map(|(_, intermediates)| {
             std::iter::once(CertificateDer::from(certificate.to_vec()))
@@ -342,7 +344,7 @@ impl CardTrust {
         holder: &str,
         now: SystemTime,
     ) -> Result<Verified, TrustError> {
-        let (verified, _) = self.check(certificate, now, AnyPurpose, Use::Signature)?;
+        let (verified, _) = self.check(certificate, now, AnyPurpose, Use::Signature, false)?;
         // The login certificate is never the signature one: a profile or labels that
         // point at it would have the VIHF signed with the authentication key.
         let for_login = x509_parser::parse_x509_certificate(certificate)
@@ -373,6 +375,7 @@ impl CardTrust {
         now: SystemTime,
         purpose: impl webpki::ExtendedKeyUsageValidator,
         usage: Use,
+        keep_chain: bool,
     ) -> Result<(Verified, Vec<CertificateDer<'static>>), TrustError> {
         let der = CertificateDer::from(certificate);
         let end_entity =
@@ -413,10 +416,15 @@ impl CardTrust {
         let issuer = path.end_entity().issuer();
         let professional = identity(certificate, usage)?;
         let crl_stale = self.is_stale(crls.used_for(issuer), seconds.as_secs())?;
-        let intermediates = path
-            .intermediate_certificates()
-            .map(|cert| cert.der().into_owned())
-            .collect();
+        // Copied only for the one caller that sends them: a login and each access's
+        // signature check (per request) need the verdict alone.
+        let intermediates = if keep_chain {
+            path.intermediate_certificates()
+                .map(|cert| cert.der().into_owned())
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok((
             Verified {
                 professional,

@@ -59,13 +59,15 @@
     clearCase();
   }
 
+  // An INS as typed, spacing and case aside: what says two are the same number.
+  const bare = (v) => v.replace(/\s+/g, '').toUpperCase();
+
   // Removes the case from the page (it was closed or replaced, or the session ended).
   function clearCase() {
     // The case's id filled in for it goes with it: the next call is not recorded under it.
     if (state.case && $('call-id').value.trim() === state.case.case_id) $('call-id').value = '';
     // So does an INS chosen among the case's candidates or copied from its NIR: the case
     // corrected or closed, it may be another patient's (compared as typed: spacing aside).
-    const bare = (v) => v.replace(/\s+/g, '').toUpperCase();
     if (state.insFromCase && bare($('ins').value) === bare(state.insFromCase)) {
       $('ins').value = '';
       $('ins-check').textContent = '';
@@ -82,6 +84,8 @@
   }
 
   // ---- Desk, card and session -------------------------------------------------------
+
+  const OTHER_SESSION = 'Une autre session a commencé sur ce poste : la synthèse précédente a été masquée.';
 
   async function refreshDesk() {
     // Asked from the events, the periodic check and a login, answers can cross: only the
@@ -124,7 +128,7 @@
       state.epoch = desk.session_epoch;
       if (masked) {
         show('patient');
-        message('Une autre session a commencé sur ce poste : la synthèse précédente a été masquée.');
+        message(OTHER_SESSION);
       }
     }
     state.desk = desk;
@@ -598,7 +602,6 @@
     const ins = insCheck($('ins').value).value;
     // The case the INS was taken from, if it was (a candidate of its search, its NIR):
     // the regulation software correcting or closing it meanwhile may mean another patient.
-    const bare = (v) => v.replace(/\s+/g, '').toUpperCase();
     const sending = (c) => (c ? c.case_id + '#' + c.version : null);
     const fromCase = state.insFromCase && state.case && bare(ins) === bare(state.insFromCase) ? sending(state.case) : null;
     // The patient asked for stays the one on the form until the answer comes: a number
@@ -1363,7 +1366,7 @@
     if (!signal.session || otherSession) clearPatientData();
     if (signal.session && otherSession) {
       show('patient');
-      message('Une autre session a commencé sur ce poste : la synthèse précédente a été masquée.');
+      message(OTHER_SESSION);
     }
     state.epoch = signal.session ? signal.epoch : undefined;
     // The regulation software closed or replaced the case shown (maybe by the same
