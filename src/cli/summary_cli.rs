@@ -255,5 +255,8 @@ fn section<T>(out: &mut String, name: &str, section: &Section<T>, line: impl Fn(
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             out.push_str(&format!("  | {line}\n"));
         }
+        if section.narrative_cut {
+            out.push_str("  ! text cut at 20,000 characters: the rest is not shown\n");
+        }
     }
 }

@@ -17,6 +17,7 @@ use super::{
     Allergy, Code, CriticalSummary, Device, Dispensation, DocumentDefects, DocumentInfo,
     DocumentPatient, Immunization, Medication, Observation, OtherSection, Problem, Procedure,
     Section, SectionStatus, SummaryError, Unstructured,
+    narrative::{self, Narrative},
 };
 
 const HL7: &str = "urn:hl7-org:v3";
@@ -400,8 +401,8 @@ fn text_of(node: Node<'_, '_>) -> String {
 
 /// A section's narrative block as text: paragraphs, list items and table rows on lines of
 /// their own, cells separated by " | ", every other element (`content`, `linkHtml`…) as
-/// its words. One pass over the block.
-fn narrative(text: Node<'_, '_>) -> Option<String> {
+/// its words. One pass over the block. Bounded as a FHIR narrative is, and marked when cut.
+fn narrative(text: Node<'_, '_>) -> Option<Narrative> {
     enum Edge<'a, 'i> {
         Open(Node<'a, 'i>),
         Close(Node<'a, 'i>),
@@ -461,7 +462,12 @@ fn narrative(text: Node<'_, '_>) -> Option<String> {
     if !rest.is_empty() {
         lines.push(rest.to_owned());
     }
-    non_empty(lines.join("\n"))
+    let (text, cut) = narrative::bound(non_empty(lines.join("\n"))?);
+    Some(Narrative {
+        text,
+        declaration: false,
+        cut,
+    })
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -645,10 +651,12 @@ struct Reader {
 }
 
 fn section_shell<T>(node: Node<'_, '_>) -> Section<T> {
+    let text = child(node, "text").and_then(narrative);
     Section {
         basis: "no entries".into(),
         title: child(node, "title").map(text_of).and_then(non_empty),
-        narrative: child(node, "text").and_then(narrative),
+        narrative_cut: text.as_ref().is_some_and(|t| t.cut),
+        narrative: text.map(|t| t.text),
         ..absent("")
     }
 }
@@ -721,6 +729,7 @@ impl Reader {
                 let mut section = match self.allergies.take() {
                     Some(mut held) => {
                         append_narrative(&mut held.narrative, shell.narrative);
+                        held.narrative_cut |= shell.narrative_cut;
                         held
                     }
                     None => shell,
@@ -832,11 +841,13 @@ impl Reader {
     }
 
     fn other(&mut self, node: Node<'_, '_>, code: Option<&str>, entries: usize) {
+        let text = child(node, "text").and_then(narrative);
         self.other_sections.push(OtherSection {
             title: child(node, "title").map(text_of).and_then(non_empty),
             code: code.map(str::to_owned),
             entries,
-            narrative: child(node, "text").and_then(narrative),
+            narrative_cut: text.as_ref().is_some_and(|t| t.cut),
+            narrative: text.map(|t| t.text),
         });
     }
 
@@ -1160,6 +1171,7 @@ fn absent<T>(what: &str) -> Section<T> {
         duplicate_entries: 0,
         other_person_entries: 0,
         narrative: None,
+        narrative_cut: false,
     }
 }
 
@@ -1691,6 +1703,7 @@ fn merge<T>(slot: &mut Option<Section<T>>, read: Section<T>) {
     held.statements.extend(read.statements);
     held.unreadable_entries += read.unreadable_entries;
     append_narrative(&mut held.narrative, read.narrative);
+    held.narrative_cut |= read.narrative_cut;
     if held.title.is_none() {
         held.title = read.title;
     }
@@ -1886,12 +1899,27 @@ mod tests {
             <table><thead><tr><th>Quoi</th><th>Quand</th></tr></thead><tbody><tr><td>Pose de <linkHtml href=\"#x\">stent</linkHtml></td><td/><td>2019</td></tr></tbody></table>\
             <list><item>un</item><item>deux<br/>trois</item></list>fin</text>";
         let doc = Document::parse(xml).unwrap();
+        let read = narrative(doc.root_element()).unwrap();
         assert_eq!(
-            narrative(doc.root_element()).as_deref(),
-            Some("Vit seule.\nQuoi | Quand\nPose de stent | | 2019\nun\ndeux\ntrois\nfin")
+            read.text,
+            "Vit seule.\nQuoi | Quand\nPose de stent | | 2019\nun\ndeux\ntrois\nfin"
         );
+        assert!(!read.cut);
         let empty = Document::parse("<text xmlns=\"urn:hl7-org:v3\"> <br/> </text>").unwrap();
-        assert_eq!(narrative(empty.root_element()), None);
+        assert!(narrative(empty.root_element()).is_none());
+    }
+
+    /// A narrative block past the bound is cut as a FHIR narrative is, and says so: before,
+    /// a CDA text was kept whole whatever its size, and a cut FHIR one only ended with `…`.
+    #[test]
+    fn a_long_narrative_block_is_cut_and_marked() {
+        let xml = format!(
+            "<text xmlns=\"urn:hl7-org:v3\"><paragraph>{}</paragraph><paragraph>Allergie pénicilline</paragraph></text>",
+            "mot ".repeat(6_000)
+        );
+        let doc = Document::parse(&xml).unwrap();
+        let read = narrative(doc.root_element()).unwrap();
+        assert!(read.cut && read.text.ends_with('…') && !read.text.contains("Allergie"));
     }
 
     #[test]
@@ -1907,6 +1935,7 @@ mod tests {
             duplicate_entries: 0,
             other_person_entries: 0,
             narrative: Some("a".into()),
+            narrative_cut: false,
         };
         let mut slot = None;
         merge(
@@ -1920,6 +1949,13 @@ mod tests {
         let held = slot.as_ref().unwrap();
         assert_eq!(held.status, SectionStatus::Recorded);
         assert_eq!(held.narrative.as_deref(), Some("a\na"));
+        assert!(!held.narrative_cut);
+        // One cut text among those merged: the whole is marked.
+        let mut cut = section(SectionStatus::NotRecorded, vec![], vec![]);
+        cut.narrative_cut = true;
+        let mut marked = slot.clone();
+        merge(&mut marked, cut);
+        assert!(marked.is_some_and(|held| held.narrative_cut));
         merge(
             &mut slot,
             section(SectionStatus::NoneKnown, vec![], vec!["aucun"]),

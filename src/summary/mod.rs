@@ -302,6 +302,10 @@ pub struct Section<T> {
     pub other_person_entries: usize,
     /// The section's narrative as plain text.
     pub narrative: Option<String>,
+    /// The narrative was longer than the gateway keeps: it ends with `…` and the rest is
+    /// not shown (`docs/summary.md`, §5).
+    #[serde(default)]
+    pub narrative_cut: bool,
 }
 
 /// A code as the source wrote it.
@@ -505,6 +509,10 @@ pub struct OtherSection {
     pub entries: usize,
     /// Narrative as plain text.
     pub narrative: Option<String>,
+    /// The narrative was longer than the gateway keeps: it ends with `…` and the rest is
+    /// not shown.
+    #[serde(default)]
+    pub narrative_cut: bool,
 }
 
 /// The critical summary of the bundle in `bytes`, or why there is none.

@@ -21,6 +21,9 @@ pub struct Narrative {
     /// The markup held a declaration (`<!DOCTYPE`, `<!ENTITY`…): never legal in a FHIR
     /// narrative, ignored here (no entity is ever expanded), counted as a defect.
     pub declaration: bool,
+    /// The text was longer than the bound: what is kept ends with `…`, and the rest,
+    /// which may be the allergy line, is not shown (`docs/summary.md`, §5).
+    pub cut: bool,
 }
 
 // Holds patient data (INS, names, clinical or free text): never printed.
@@ -79,13 +82,29 @@ pub fn read(xhtml: &str) -> Narrative {
         }
     }
     push_text(&mut out, rest);
-    let mut text = tidy(&out);
+    let (mut text, bounded) = bound(tidy(&out));
     // Stopped before its end (a long or padded text: what came after may be the allergy
     // line): said, never shown as the whole text.
     if cut && !text.ends_with('…') {
         text.push('…');
     }
-    Narrative { text, declaration }
+    Narrative {
+        text,
+        declaration,
+        cut: cut || bounded,
+    }
+}
+
+/// `text` within the bound, and whether it had to be cut: then it ends with `…`.
+pub fn bound(mut text: String) -> (String, bool) {
+    match text.char_indices().nth(MAX_CHARS) {
+        Some((at, _)) => {
+            text.truncate(at);
+            text.push('…');
+            (text, true)
+        }
+        None => (text, false),
+    }
 }
 
 /// Whether `text` holds something that looks like markup (`<b`, `</`, `<!`, `<?`): a human
@@ -214,7 +233,7 @@ fn entity(name: &str) -> Option<char> {
     }
 }
 
-/// One space between words, no blank lines, bounded length.
+/// One space between words, no blank lines.
 fn tidy(text: &str) -> String {
     let lines: Vec<String> = text
         .lines()
@@ -222,12 +241,7 @@ fn tidy(text: &str) -> String {
         .map(|l| l.trim_matches(|c| c == '|' || c == ' ').to_owned())
         .filter(|l| !l.is_empty())
         .collect();
-    let mut joined = lines.join("\n");
-    if joined.chars().count() > MAX_CHARS {
-        joined = joined.chars().take(MAX_CHARS).collect();
-        joined.push('…');
-    }
-    joined
+    lines.join("\n")
 }
 
 #[cfg(test)]
@@ -242,10 +256,32 @@ mod tests {
             "<div>{}<p>Allergie pénicilline</p></div>",
             "<tr><td></td></tr>".repeat(27_000)
         );
-        let text = to_text(&padded);
-        assert!(text.ends_with('…'), "{:?}", &text[..text.len().min(80)]);
-        let whole = to_text("<div><p>Allergie pénicilline</p></div>");
-        assert_eq!(whole, "Allergie pénicilline");
+        let cut = read(&padded);
+        assert!(
+            cut.cut && cut.text.ends_with('…'),
+            "{:?}",
+            &cut.text[..cut.text.len().min(80)]
+        );
+        let whole = read("<div><p>Allergie pénicilline</p></div>");
+        assert_eq!(whole.text, "Allergie pénicilline");
+        assert!(!whole.cut);
+    }
+
+    /// A text longer than the bound keeps its first characters, ends with `…` and says it
+    /// was cut; one exactly at the bound is whole.
+    #[test]
+    fn a_long_text_is_cut_at_the_bound_on_a_character() {
+        let at_bound = "é".repeat(MAX_CHARS);
+        assert_eq!(bound(at_bound.clone()), (at_bound.clone(), false));
+        let (text, cut) = bound(format!("{at_bound}Allergie"));
+        assert!(cut);
+        assert_eq!(text, format!("{at_bound}…"));
+        let long = read(&format!(
+            "<p>{}</p><p>Allergie pénicilline</p>",
+            "mot ".repeat(6_000)
+        ));
+        assert!(long.cut && long.text.ends_with('…') && !long.text.contains("Allergie"));
+        assert_eq!(long.text.chars().count(), MAX_CHARS + 1);
     }
 
     #[test]

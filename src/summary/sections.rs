@@ -64,6 +64,8 @@ struct RawSection<'a> {
     resources: Vec<&'a Object>,
     empty_reason: Option<String>,
     narrative: Option<String>,
+    /// The narrative was cut at the bound.
+    narrative_cut: bool,
     /// The narrative held a declaration (DOCTYPE, ENTITY).
     declaration: bool,
 }
@@ -393,6 +395,7 @@ fn assemble<'a>(
             code: s.code.clone(),
             entries: s.references.len() + s.resources.len() + s.unusable,
             narrative: s.narrative.clone(),
+            narrative_cut: s.narrative_cut,
         })
         .collect();
     CriticalSummary {
@@ -432,6 +435,7 @@ fn merge<'a>(context: &mut Context, raw: &[RawSection<'a>], code: &str) -> Optio
         resources: first.resources.clone(),
         empty_reason: first.empty_reason.clone(),
         narrative: first.narrative.clone(),
+        narrative_cut: first.narrative_cut,
         declaration: first.declaration,
     };
     let mut count = 1;
@@ -441,6 +445,7 @@ fn merge<'a>(context: &mut Context, raw: &[RawSection<'a>], code: &str) -> Optio
         merged.unusable += more.unusable;
         merged.resources.extend(&more.resources);
         merged.empty_reason = merged.empty_reason.or_else(|| more.empty_reason.clone());
+        merged.narrative_cut |= more.narrative_cut;
         // Appended in place: copying what is held for each section would be quadratic.
         match (&mut merged.narrative, &more.narrative) {
             (Some(held), Some(text)) => {
@@ -751,6 +756,7 @@ fn judge<T>(
         duplicate_entries: duplicates,
         other_person_entries: gathered.other_person,
         narrative: raw.and_then(|r| r.narrative.clone()),
+        narrative_cut: raw.is_some_and(|r| r.narrative_cut),
     }
 }
 
@@ -798,6 +804,7 @@ fn composition_sections(composition: &Object) -> Vec<RawSection<'_>> {
                 .as_ref()
                 .map(|n| n.text.clone())
                 .filter(|t| !t.is_empty()),
+            narrative_cut: narrative.as_ref().is_some_and(|n| n.cut),
             declaration: narrative.is_some_and(|n| n.declaration),
         });
     }
@@ -814,6 +821,7 @@ fn sections_by_type<'a>(index: &'a Index<'a>) -> Vec<RawSection<'a>> {
         resources,
         empty_reason: None,
         narrative: None,
+        narrative_cut: false,
         declaration: false,
     };
     let of = |kinds: &[&str]| -> Vec<&'a Object> {

@@ -4,7 +4,8 @@
 // level 1): the text inline, the PDF opened in the browser's own viewer under the grant.
 // Started by tests/suite/browser.rs with the gateway, the virtual card and the dev
 // upstream. Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, SHOTS, and one INS per
-// document: CDA_INS, HR_INS, PDF_INS, TEXT_INS.
+// document: CDA_INS, HR_INS, PDF_INS, TEXT_INS, LONG_INS (the IPS-FR with a vigilance text
+// too long to keep whole).
 
 import { ALLERGIES, accessible, check, closeSummary, context, env, finish, launch, openSummary, setup, unlock } from './common.mjs';
 
@@ -39,9 +40,18 @@ try {
   // Points of vigilance held only as text: the text, and no "not recorded" above it.
   const vigilance = blocks['Points de vigilance'];
   check(vigilance.includes('Patiente sous anticoagulant') && !vigilance.includes('Non renseigné'), vigilance);
+  check(!Object.values(blocks).some((b) => b.includes('Texte coupé')), 'no text cut in the IPS-FR');
   result.cda = blocks[ALLERGIES];
   await page.screenshot({ path: `${shots}/9-synthese-cda.png`, fullPage: true });
   await accessible(page, 'CDA summary');
+  await close();
+
+  // A text too long to keep whole: its beginning, then a warning that the rest (here, an
+  // allergy) is not shown; a long text ending in « … » reads as whole.
+  blocks = await open(env('LONG_INS'));
+  const long = blocks['Points de vigilance'];
+  check(long.includes('Antécédent ancien sans suite.') && !long.includes('latex'), `long text: ${long.slice(0, 200)}`);
+  check(long.includes('Texte coupé') && long.includes('La suite n\u2019est pas affichée'), `cut warning: ${long.slice(-400)}`);
   await close();
 
   // A reimbursement history: what pharmacies dispensed, with dates, never the treatment.

@@ -793,7 +793,25 @@ async fn cda_documents_and_a_level_1_pdf_reach_the_page() {
     ]
     .iter()
     .map(|(serial, name)| patient(&format!("c{serial}"), *serial, &own_cda(dir, name, *serial)))
-    .collect();
+    .collect::<Vec<_>>();
+    // The IPS-FR again, its points of vigilance a text too long to keep whole, an allergy
+    // at its end.
+    let long = dir.join("long-text.xml");
+    // Its own folder: the IPS-FR of serial 31 keeps its name.
+    let copy = dir.join("long");
+    std::fs::create_dir(&copy).unwrap();
+    let fixture =
+        std::fs::read_to_string(own_cda(&copy, "ips-fr-allergy-treatment-problem.xml", 35))
+            .unwrap();
+    let text = format!(
+        "<text><paragraph>{}</paragraph><paragraph>Allergie au latex</paragraph></text>",
+        "Antécédent ancien sans suite. ".repeat(1_000)
+    );
+    let document = fixture.replacen("<text>Patiente sous anticoagulant</text>", &text, 1);
+    assert_ne!(document, fixture, "the fixture's vigilance text moved");
+    std::fs::write(&long, document).unwrap();
+    let mut patients = patients;
+    patients.push(patient("c35", 35, &long));
     let upstream = DevUpstream::start(patients);
     let gateway = centre_gateway(&pcscd, &card, &upstream, "");
     let env = script_env(
@@ -804,6 +822,7 @@ async fn cda_documents_and_a_level_1_pdf_reach_the_page() {
             ("HR_INS", nir(32)),
             ("PDF_INS", nir(33)),
             ("TEXT_INS", nir(34)),
+            ("LONG_INS", nir(35)),
         ],
     );
     let result =

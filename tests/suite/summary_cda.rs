@@ -582,6 +582,47 @@ fn summary_show_names_the_format_and_kind_of_a_cda_document() {
     assert!(!text.contains("JVBERi0"), "{text}");
 }
 
+/// A section's text too long to keep whole is cut and says so, to the API, the page's
+/// data and `summary show`: the rest, left out, may be the allergy line. Before, the text
+/// of a CDA section was kept whatever its size, and a cut FHIR one only ended with `…`.
+#[test]
+fn a_section_text_too_long_to_keep_is_cut_and_says_so() {
+    let fixture = String::from_utf8(cda("ips-fr-allergy-treatment-problem.xml")).unwrap();
+    let long = format!(
+        "<text><paragraph>{}</paragraph><paragraph>Allergie au latex</paragraph></text>",
+        "Antécédent ancien sans suite. ".repeat(1_000)
+    );
+    let document = fixture.replacen("<text>Patiente sous anticoagulant</text>", &long, 1);
+    assert_ne!(document, fixture, "the fixture's vigilance text moved");
+    let summary = summary::extract(document.as_bytes()).unwrap();
+    let vigilance = summary.vigilance.as_ref().unwrap();
+    assert!(vigilance.narrative_cut);
+    let text = vigilance.narrative.as_deref().unwrap();
+    assert!(text.ends_with('…') && !text.contains("latex"));
+    assert_eq!(text.chars().count(), 20_001);
+    let json = serde_json::to_value(&summary).unwrap();
+    assert_eq!(json["vigilance"]["narrative_cut"], true);
+    assert_eq!(json["allergies"]["narrative_cut"], false);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("long.xml");
+    std::fs::write(&file, &document).unwrap();
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["summary", "show"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("…\n  ! text cut at 20,000 characters: the rest is not shown\n"),
+        "{:?}",
+        text.lines()
+            .filter(|l| !l.starts_with("  |"))
+            .collect::<Vec<_>>()
+    );
+}
+
 /// What a CDA allergy section denies is read for what it is: one kind of allergy denied
 /// is a statement, never "no known allergies"; a concern grouping several allergies (or
 /// problems) gives each; an absence beside an entry that cannot be read is never settled.

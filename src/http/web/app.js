@@ -935,7 +935,7 @@
     for (const other of summary.other_sections || []) {
       const block = element('section', 'section');
       block.append(element('h2', null, other.title || 'Autre section'));
-      if (other.narrative) block.append(element('p', 'narrative', other.narrative));
+      if (other.narrative) block.append(...narrativeText(other));
       // Entries the page does not show must not read as an empty section.
       else if (other.entries) block.append(element('p', 'note', other.entries + ' entrée(s) non affichée(s) ici : consultez le document.'));
       parts.push(block);
@@ -1161,8 +1161,19 @@
     if (!data.narrative) return [];
     const block = element('div', 'fallback');
     block.append(element('p', 'note', 'Texte de la section dans le document (à lire aussi : il peut en dire plus que les entrées) :'));
-    block.append(element('p', 'narrative', data.narrative));
+    block.append(...narrativeText(data));
     return [block];
+  }
+
+  // A section's text, and when the gateway had to cut it, a warning under it: the part left
+  // out may name an allergy, and a long text ending in « … » reads as whole.
+  function narrativeText(data) {
+    const parts = [element('p', 'narrative', data.narrative)];
+    if (data.narrative_cut) {
+      parts.push(element('p', 'status conflicting narrative-cut',
+        'Texte coupé : trop long pour être affiché en entier (plus de 20 000 caractères). La suite n\u2019est pas affichée et peut contenir une information importante.'));
+    }
+    return parts;
   }
 
   function allergyItem(a, unlisted) {
@@ -1245,7 +1256,7 @@
     if (!data.narrative || (!partial && data.status !== 'not_recorded' && data.status !== 'unreadable')) return [];
     const block = element('div', 'fallback');
     block.append(element('p', 'note', 'Texte de la section dans le document (non structuré) :'));
-    block.append(element('p', 'narrative', data.narrative));
+    block.append(...narrativeText(data));
     return [block];
   }
 
