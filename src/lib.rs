@@ -20,6 +20,7 @@
 //! | [`summary`] | IPS bundle → critical summary, with explicit "none known" / "not recorded" and defects named |
 //! | [`cache`]   | the summary cache in sled: sealed entries, expiry, purge (disposable) |
 //! | [`access`]  | break-glass access: order of steps, grants, single-flight, stale policy |
+//! | [`case`]    | cases from the regulation software (the Hub's RS-EDA): read, bounded, held per desk |
 //! | [`limit`]   | rate limits (governor) per professional, desk, gateway and search |
 //! | [`state`]   | the state directory: its exclusive lock and both stores |
 //! | [`service`] | lifecycle: prepare (= `configtest`), run, systemd notify and watchdog, signals |

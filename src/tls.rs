@@ -2,7 +2,8 @@
 //! versions, PEM certificate and CRL loading, the verification of the servers the gateway
 //! connects to (with their CRLs, reread as they change), and the client configurations
 //! (mutual TLS to the record service and the audit repositories, a pinned one for the local
-//! health probe). A leaf: it uses only [`crate::problem`] and [`crate::secret`].
+//! health probe). One layer above the leaves: it uses only [`crate::problem`] and
+//! [`crate::secret`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};

@@ -301,7 +301,7 @@ impl AuditStore {
                 // A new store (first install, or one recreated after a purge or a lost
                 // disk) starts its own epoch, the Unix time in ms, so that its records
                 // never share an identity (node, epoch, seq) with those an earlier store
-                // on this node wrote and shipped (docs/audit.md, "Record identity"). Set
+                // on this node wrote and shipped (docs/audit.md, "A record's identity"). Set
                 // before the format: a store with a format and no epoch is an old one.
                 let (_, now_ms) = crate::clock::now();
                 store.set_meta(Meta::Epoch, now_ms.max(1))?;

@@ -3,7 +3,7 @@
 //! a PIN with a tries counter that blocks at 0, and fault modes.
 //!
 //! This module runs the card in-process (as an [`apdu::Transport`](crate::card::apdu::Transport));
-//! plugging it into a real pcscd through vsmartcard-vpcd comes with the PC/SC work.
+//! `vpcd.rs` plugs it into a real pcscd through vsmartcard-vpcd.
 
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use rsa::rand_core::OsRng;

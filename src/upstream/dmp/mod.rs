@@ -1,7 +1,8 @@
 //! The national shared record (DMP) as professionals' software reaches it: SOAP 1.2 /
 //! IHE XDS.b, every request carrying a VIHF assertion signed with XML-DSig
-//! (docs/dmp.md). This part builds and signs the assertion ([`vihf`]) and owns the
-//! `[dmp]` configuration section; the transactions follow (issue 18).
+//! (docs/dmp.md). This module owns the `[dmp]` configuration section and the signers;
+//! the assertion is [`vihf`]'s, the messages [`hl7v3`]'s (TD0.2, TD0.5) and [`xds`]'s
+//! (TD3.1, TD3.2), the transactions over card or structure TLS [`client`]'s.
 
 mod card_tls;
 pub mod client;
