@@ -32,7 +32,7 @@
 //! modes), [`encoding`] (hex, SHA-256, JSON error positions, printable peer names), [`clock`] (record time), [`secret`] (secret file
 //! paths, key file permissions, Ed25519 and RSA keys), [`problem`] (a configuration problem at a
 //! key), [`xml`] (XML from peers: DTDs refused, nodes, attributes and namespaces bounded),
-//! [`ins_oid`] (the OIDs an INS is issued under).
+//! [`ins_oid`] (the OIDs an INS is issued under), [`build`] (which build this binary is).
 //! Just above them: [`random`] (ids, tokens and keys from the kernel, one failure
 //! policy), [`tls`] (the ring provider, certificate loading, mutual-TLS client
 //! configurations) and [`xmldsig`] (enveloped XML signatures of the DMP's profile:
@@ -63,6 +63,7 @@ macro_rules! redacted_debug {
 pub(crate) mod access;
 pub(crate) mod access_mode;
 pub mod audit;
+pub(crate) mod build;
 pub mod cache;
 pub mod card;
 pub(crate) mod case;

@@ -431,12 +431,12 @@ pub async fn run(
         metrics,
         &limits,
     );
-    let version = env!("CARGO_PKG_VERSION");
+    let version = crate::build::describe();
     let started = Event::new(EventKind::ServiceStarted, Outcome::Success)
         .with_detail(format!("samu-gateway {version} on {local}"));
     let _recorded = audit.append(started).await?;
-    // The version too: after an upgrade, the journal says which build started.
-    tracing::info!(notice = true, version = env!("CARGO_PKG_VERSION"), addr = %local, management = %management_local, desks = prepared.config.desks.len(), "listening");
+    // The version and build too: after an upgrade, the journal says which build started.
+    tracing::info!(notice = true, version = %version, addr = %local, management = %management_local, desks = prepared.config.desks.len(), "listening");
     on_bound(local);
     notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
     let watchdog = spawn_watchdog(management_local, stores.clone(), audit.clone());

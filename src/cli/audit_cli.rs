@@ -347,7 +347,7 @@ fn configured_signer(config: &Config) -> Result<Signer, Failure> {
 }
 
 /// The keys checkpoints must be signed with: those given, else the configured signing
-/// key's. An auditor verifying an export away from the appliance has no configuration:
+/// key's and the earlier ones the configuration lists. An auditor verifying an export away from the appliance has no configuration:
 /// the refusal then says what to pass.
 fn trusted_keys(
     config_path: &Path,
@@ -379,23 +379,35 @@ fn trusted_keys(
             }
             Err(e) => return Err(e.into()),
         };
-        let signer = configured_signer(&config)?;
-        trusted
-            .add_hex(signer.public_key_hex())
-            .context("configured key")?;
+        add_configured(&config, &mut trusted)?;
     }
     Ok(trusted)
 }
 
-/// The configured signing key's and those given: a trail kept across a key rotation
-/// carries checkpoints signed by the earlier key.
+/// The configured signing key's public half, and the earlier keys the configuration lists
+/// (`audit.earlier_public_keys`: a trail kept across a rotation).
+fn add_configured(config: &Config, trusted: &mut TrustedKeys) -> Result<(), Failure> {
+    let signer = configured_signer(config)?;
+    trusted
+        .add_hex(signer.public_key_hex())
+        .context("configured key")?;
+    for path in &config.audit.earlier_public_keys {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!("audit.earlier_public_keys: cannot read {}", path.display())
+        })?;
+        trusted
+            .add_hex(&text)
+            .with_context(|| format!("audit.earlier_public_keys: {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The configured signing key's, the earlier ones the configuration lists, and those
+/// given: a trail kept across a key rotation carries checkpoints signed by the earlier key.
 fn configured_and_given(config_path: &Path, given: &[String]) -> Result<TrustedKeys, Failure> {
     let mut trusted = trusted_keys(config_path, given, false)?;
     if !given.is_empty() {
-        let signer = configured_signer(&Config::read(config_path)?)?;
-        trusted
-            .add_hex(signer.public_key_hex())
-            .context("configured key")?;
+        add_configured(&Config::read(config_path)?, &mut trusted)?;
     }
     Ok(trusted)
 }

@@ -274,7 +274,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Manual { out } => manual(&out),
         Command::Version => {
-            out!("samu-gateway {}", env!("CARGO_PKG_VERSION"));
+            out!("samu-gateway {}", crate::build::describe());
             out!("tls: rustls (ring provider), TLS 1.2 and 1.3");
             out!(
                 "development tools (demo, card emulator, stand-in record services): {}",

@@ -183,6 +183,13 @@ pub struct AuditConfig {
     /// PKCS#8 PEM Ed25519 key signing checkpoints (mode 0600/0640 at most), or
     /// `credential:NAME`. Create one with `samu-gateway audit keygen`.
     pub signing_key: SecretPath,
+    /// Files holding the public keys (hex, as `audit keygen` writes `KEY.pub`) of earlier
+    /// signing keys whose checkpoints the trail still holds after a rotation: the `audit`
+    /// commands (`verify` without `--public-key`, `backup`, `restore`, the package's backup
+    /// before an upgrade) trust them beside the configured key. The service never reads
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_public_keys: Vec<std::path::PathBuf>,
     /// Node id written in every record; default: the host name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
@@ -215,6 +222,7 @@ impl AuditConfig {
     pub fn with_key(signing_key: SecretPath) -> Self {
         Self {
             signing_key,
+            earlier_public_keys: Vec::new(),
             node_id: None,
             batch_max_records: defaults::batch_max_records(),
             batch_max_wait_ms: defaults::batch_max_wait_ms(),

@@ -32,6 +32,8 @@ struct ClosedLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
+    /// The stamped build id (`crate::build`), empty for an unstamped build.
+    build: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -113,7 +115,8 @@ impl Metrics {
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION"),
+                version: crate::build::VERSION,
+                build: crate::build::ID.unwrap_or(""),
             })
             .set(1);
         registry.register(

@@ -974,6 +974,42 @@ fn backup_and_restore_trust_an_earlier_key_given_to_them() {
     );
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("records up to seq 5"), "{stdout}");
+
+    // Listed in the configuration, the earlier key is trusted with no option: the
+    // package's backup before an upgrade, which can pass none, succeeds.
+    let (code, _, stderr) = support::run(&config, &["audit", "verify"], &[]);
+    assert_eq!(code, 2, "{stderr}");
+    let earlier_file = dir.path().join("audit-2026.key.pub");
+    std::fs::write(&earlier_file, format!("{earlier}\n")).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let listed = text.replacen(
+        "node_id = \"gateway-test\"",
+        &format!(
+            "node_id = \"gateway-test\"\nearlier_public_keys = [\"{}\"]",
+            earlier_file.display()
+        ),
+        1,
+    );
+    assert_ne!(listed, text);
+    std::fs::write(&config, listed).unwrap();
+    let (code, stdout, stderr) = support::run(&config, &["audit", "verify"], &[]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let again = dir.path().join("audit-backup-2.redb");
+    let (code, stdout, stderr) = support::run(
+        &config,
+        &["audit", "backup", "--output", again.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("verified intact"), "{stdout}");
+    // configtest checks that each listed file is a public key.
+    std::fs::write(&earlier_file, "not a key\n").unwrap();
+    let (code, stdout, stderr) = support::run(&config, &["configtest"], &[]);
+    assert_eq!(code, 64, "{stdout}{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains("audit.earlier_public_keys[0]"),
+        "{stdout}{stderr}"
+    );
 }
 
 #[test]

@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
     // Leaves: helpers and vocabulary, using nothing else from the crate.
     &[
         "access_mode",
+        "build",
         "clock",
         "encoding",
         "ins_oid",
