@@ -439,7 +439,12 @@ pub fn export(
     Ok(written)
 }
 
-const CSV_HEADER: &str = "seq,time,node,kind,outcome,reason,desk,professional,professional_name,patient_ins,patient_oid,call_id,reason_code,access_mode,source,prev,hash";
+/// The columns an officer reads a record by in a spreadsheet: after a restore, `epoch` tells
+/// two records of one seq apart; `grant` ties an access's records together; `candidates`
+/// (INS, space-separated) finds the searches that returned a patient; a decision says which
+/// access (`review_of`) and what. The free texts (a justification, a comment) are in the
+/// JSONL export only.
+const CSV_HEADER: &str = "seq,time,node,epoch,kind,outcome,reason,desk,professional,professional_name,patient_ins,patient_oid,candidates,call_id,reason_code,access_mode,source,grant,detail,review_of,decision,alert,alert_records,prev,hash";
 
 /// What comes before the records: the JSONL header and checkpoints, the CSV header row,
 /// the opening of the FHIR Bundle.
@@ -590,10 +595,12 @@ fn csv_row(s: &Selected) -> String {
     let actor = e.actor.clone().unwrap_or_default();
     let mode = e.access_mode.map(code).unwrap_or_default();
     let source = e.source.map(code).unwrap_or_default();
+    let joined = |items: Vec<String>| items.join(" ");
     let fields = [
         r.seq.to_string(),
         r.time.clone(),
         r.node.clone(),
+        r.epoch.to_string(),
         e.kind.as_str().to_owned(),
         e.outcome.status().to_owned(),
         e.outcome.reason().unwrap_or_default().to_owned(),
@@ -608,6 +615,7 @@ fn csv_row(s: &Selected) -> String {
             .as_ref()
             .map(|p| p.oid.clone())
             .unwrap_or_default(),
+        joined(e.candidates.iter().map(|p| p.ins.clone()).collect()),
         e.call
             .as_ref()
             .map(|c| c.call_id.clone())
@@ -618,6 +626,26 @@ fn csv_row(s: &Selected) -> String {
             .unwrap_or_default(),
         mode,
         source,
+        e.grant.clone().unwrap_or_default(),
+        e.detail.clone().unwrap_or_default(),
+        e.review
+            .as_ref()
+            .map(|v| v.of.to_string())
+            .unwrap_or_default(),
+        e.review
+            .as_ref()
+            .map(|v| code(v.decision))
+            .unwrap_or_default(),
+        e.alert
+            .as_ref()
+            .map(|a| a.kind.as_str().to_owned())
+            .unwrap_or_default(),
+        joined(
+            e.alert
+                .as_ref()
+                .map(|a| a.records.iter().map(u64::to_string).collect())
+                .unwrap_or_default(),
+        ),
         r.prev.clone(),
         s.hash.clone(),
     ];
@@ -1188,5 +1216,72 @@ mod tests {
         assert_eq!(csv_field("say \"x\""), "\"say \"\"x\"\"\"");
         assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
         assert_eq!(csv_field("-12"), "-12");
+    }
+
+    /// A row carries what an officer reads a record by: its epoch (two records of one seq
+    /// after a restore), the grant, the candidates of a search, a decision and which access
+    /// it is on, an alert and its records; one cell per header column.
+    #[test]
+    fn a_csv_row_says_which_access_what_was_decided_and_who_was_found() {
+        use super::super::event::{Alert, AlertKind, Decision, PatientRef, Review};
+        use super::super::{Event, EventKind, Outcome, Record};
+        let row = |event: Event| {
+            let record = Record {
+                v: 1,
+                seq: 7,
+                node: "gw".into(),
+                epoch: 1_700_000_000_000,
+                time: "2026-12-07T10:00:00.000Z".into(),
+                run: "r".into(),
+                mono_ns: 1,
+                prev: "0".repeat(64),
+                event,
+            };
+            let row = super::csv_row(&super::Selected {
+                bytes: Vec::new(),
+                record,
+                hash: "h".into(),
+            });
+            let header: Vec<&str> = super::CSV_HEADER.split(',').collect();
+            let cells: Vec<String> = row.split(',').map(str::to_owned).collect();
+            assert_eq!(cells.len(), header.len(), "{row}");
+            move |column: &str| cells[header.iter().position(|c| *c == column).unwrap()].clone()
+        };
+        let reviewed = row(Event {
+            review: Some(Review {
+                of: 3,
+                decision: Decision::Unjustified,
+                comment: "free text".into(),
+            }),
+            grant: Some("g-1".into()),
+            ..Event::new(EventKind::AccessReviewed, Outcome::Success)
+        });
+        assert_eq!(reviewed("epoch"), "1700000000000");
+        assert_eq!(reviewed("review_of"), "3");
+        assert_eq!(reviewed("decision"), "unjustified");
+        assert_eq!(reviewed("grant"), "g-1");
+        let search = row(Event {
+            candidates: vec![
+                PatientRef {
+                    ins: "1".into(),
+                    oid: "o".into(),
+                },
+                PatientRef {
+                    ins: "2".into(),
+                    oid: "o".into(),
+                },
+            ],
+            ..Event::new(EventKind::PatientSearch, Outcome::Success)
+        });
+        assert_eq!(search("candidates"), "1 2");
+        let alert = row(Event {
+            alert: Some(Alert {
+                kind: AlertKind::ManyPatients,
+                records: vec![4, 5],
+            }),
+            ..Event::new(EventKind::SecurityAlert, Outcome::Success)
+        });
+        assert_eq!(alert("alert"), "many_patients");
+        assert_eq!(alert("alert_records"), "4 5");
     }
 }

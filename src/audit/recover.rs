@@ -130,17 +130,33 @@ fn visit_tail(
     Ok(())
 }
 
-/// The records within `span` before the trail's last one; `None` for an empty trail.
+/// The records within `span` before the trail's last one; `None` for an empty trail. A
+/// restore's `trail_restored` record, which the writer that opened the restored copy wrote
+/// just now, is passed over: the window runs back from the backup's last record, where the
+/// accesses it left open are (before, it ran back from now, and an access open in a backup
+/// restored hours later never got its end: no closing decision was ever possible on it).
 fn tail(txn: &redb::ReadTransaction, span: Duration) -> Result<Option<Filter>, AuditError> {
-    let Some((_, bytes)) = super::store::last_record(txn)? else {
+    let Some((mut seq, mut bytes)) = super::store::last_record(txn)? else {
         return Ok(None);
     };
-    let last: super::Record = serde_json::from_slice(&bytes).map_err(|e| {
-        AuditError::Storage(format!(
-            "the last record {}",
-            super::event::unreadable_record(&e)
-        ))
-    })?;
+    let last = loop {
+        let record: super::Record = serde_json::from_slice(&bytes).map_err(|e| {
+            AuditError::Storage(format!(
+                "the last record {}",
+                super::event::unreadable_record(&e)
+            ))
+        })?;
+        if record.event.kind != EventKind::TrailRestored || seq <= 1 {
+            break record;
+        }
+        match super::store::record(txn, seq - 1)? {
+            Some(earlier) => {
+                seq -= 1;
+                bytes = earlier;
+            }
+            None => break record,
+        }
+    };
     let last_ms = crate::clock::parse_time(&last.time).unwrap_or(0);
     let window = span.as_millis();
     Ok(Some(Filter {
@@ -164,4 +180,61 @@ fn key(event: &Event) -> String {
         event.call.as_ref().map_or("", |c| c.call_id.as_str()),
         event.access_mode
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::store::{AuditStore, NewRecord};
+    use crate::audit::{Record, event};
+
+    fn record(seq: u64, ms: u64, event: Event) -> NewRecord {
+        let time =
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
+        let record = Record {
+            v: event::RECORD_VERSION,
+            seq,
+            node: "gw".into(),
+            epoch: 0,
+            time: crate::clock::format_time(time).0,
+            run: "run".into(),
+            mono_ns: seq,
+            prev: "0".repeat(64),
+            event,
+        };
+        NewRecord {
+            seq,
+            bytes: serde_json::to_vec(&record).unwrap(),
+            time_ms: ms,
+            keys: Vec::new(),
+        }
+    }
+
+    /// An access open when a backup was taken, restored three hours later: it gets its
+    /// end at the start, as after a crash. Before, the window ran back from the restore's
+    /// own record, and the access stayed open for ever.
+    #[test]
+    fn an_access_open_in_a_restored_backup_gets_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.redb")).unwrap();
+        let t0 = crate::clock::now().1 - 4 * 3_600_000;
+        let started = Event {
+            grant: Some("g1".into()),
+            ..Event::new(EventKind::BreakGlassStarted, Outcome::Success)
+        };
+        let restored = Event::new(EventKind::TrailRestored, Outcome::Success);
+        store
+            .commit(
+                &[
+                    record(1, t0, started),
+                    record(2, t0 + 3 * 3_600_000, restored),
+                ],
+                &[],
+            )
+            .unwrap();
+        let owed = unended_accesses(&store, Duration::from_secs(15 * 60)).unwrap();
+        assert_eq!(owed.len(), 1);
+        assert_eq!(owed[0].grant.as_deref(), Some("g1"));
+        assert_eq!(owed[0].detail.as_deref(), Some("ended: gateway_restarted"));
+    }
 }

@@ -48,6 +48,18 @@ try {
   await page.locator('#detail').waitFor({ state: 'hidden' });
   await page.waitForFunction(() => document.querySelectorAll('#accesses tbody tr').length === 1);
   result.left = await rows.count();
+  // « À investiguer » keeps the other access in the list; its trail says who decided.
+  await page.locator('#accesses tbody tr').first().getByRole('button').click();
+  await page.locator('#detail').waitFor({ state: 'visible' });
+  await page.getByLabel('À investiguer', { exact: true }).check();
+  await page.locator('#comment').fill('Appel à réécouter.');
+  await page.getByRole('button', { name: 'Enregistrer la décision' }).click();
+  await page.locator('#detail').waitFor({ state: 'hidden' });
+  await page.locator('#accesses tbody tr').first().getByRole('button').click();
+  await page.locator('#detail').waitFor({ state: 'visible' });
+  await page.waitForFunction(() => document.querySelector('#trail').textContent.includes('À investiguer'));
+  const decided = await page.locator('#trail').textContent();
+  check(decided.includes('À investiguer par poste-x : Appel à réécouter.'), `who decided: ${decided}`);
   check(errors.length === 0, `no script error: ${errors.join(' | ')}`);
 } finally {
   await browser.close();

@@ -437,8 +437,17 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
     let response = post(&officer, "/api/v1/compliance/export", csv).await;
     assert_eq!(response.status(), StatusCode::OK);
     let text = response.text().await.unwrap();
-    assert!(text.starts_with("seq,time,node,kind"), "{text}");
+    assert!(text.starts_with("seq,time,node,epoch,kind"), "{text}");
     assert_eq!(text.lines().count(), 3, "header and two starts: {text}");
+    // Each row names its store's epoch, which tells two records of one seq apart after a
+    // restore; one cell per column.
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let epoch = header.iter().position(|c| *c == "epoch").unwrap();
+    for row in text.lines().skip(1) {
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!(cells.len(), header.len(), "{row}");
+        assert!(cells[epoch].parse::<u64>().is_ok_and(|e| e > 0), "{row}");
+    }
     // FHIR: one Bundle of AuditEvents, valid JSON even when nothing matches.
     for (filter, entries) in [
         (json!({"kind": "break_glass_started"}), 2),

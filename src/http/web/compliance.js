@@ -27,6 +27,11 @@
   async function load() {
     const answer = await api('GET', '/api/v1/compliance/pending');
     if (answer.status !== 200) {
+      // The list shown before is not kept beside the error: after a decision it would
+      // still show the access just decided as to review.
+      state.accesses = [];
+      document.querySelector('#accesses tbody').replaceChildren();
+      $('count').textContent = 'Liste des accès à revoir indisponible.';
       message((answer.data && answer.data.message_fr) || 'Accès refusé.');
       return;
     }
@@ -109,7 +114,11 @@
       const outcome = record.outcome.status === 'success' ? '' :
         ' — ' + (record.outcome.status === 'refused' ? 'refusé' : 'échec') + ' (' + record.outcome.reason + ')';
       const extra = [record.detail, record.source ? 'source : ' + record.source : null,
-        record.review ? DECISIONS[record.review.decision] + (record.review.comment ? ' : ' + record.review.comment : '') : null]
+        // Who decided, beside what: a later decision replaces an earlier one, and the
+        // trail must say whose each was.
+        record.review ? DECISIONS[record.review.decision] +
+          (record.actor && record.actor.name ? ' par ' + record.actor.name : '') +
+          (record.review.comment ? ' : ' + record.review.comment : '') : null]
         .filter(Boolean).join(' · ');
       return element('li', null, when(record.time) + ' · n° ' + r.seq + ' · ' +
         (KINDS[record.kind] || record.kind) + outcome + (extra ? ' · ' + extra : ''));
