@@ -391,15 +391,38 @@ fn add_configured(config: &Config, trusted: &mut TrustedKeys) -> Result<(), Fail
     trusted
         .add_hex(signer.public_key_hex())
         .context("configured key")?;
-    for path in &config.audit.earlier_public_keys {
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!("audit.earlier_public_keys: cannot read {}", path.display())
-        })?;
-        trusted
-            .add_hex(&text)
-            .with_context(|| format!("audit.earlier_public_keys: {}", path.display()))?;
-    }
+    add_earlier(config, trusted)?;
     Ok(())
+}
+
+/// The earlier keys `audit.earlier_public_keys` lists, each read and parsed. `configtest`
+/// checks them so; `serve` does not, since the service never reads them.
+pub(super) fn add_earlier(config: &Config, trusted: &mut TrustedKeys) -> Result<(), ConfigError> {
+    let problems: Vec<ConfigProblem> = config
+        .audit
+        .earlier_public_keys
+        .iter()
+        .enumerate()
+        .filter_map(|(i, path)| {
+            let read = std::fs::read_to_string(path)
+                .map_err(|e| format!("{} cannot be read: {e}", path.display()))
+                .and_then(|text| {
+                    trusted.add_hex(&text).map_err(|e| {
+                        format!(
+                            "{} is not a public key as `samu-gateway audit public-key` prints it: {e}",
+                            path.display()
+                        )
+                    })
+                });
+            read.err()
+                .map(|reason| ConfigProblem::new(format!("audit.earlier_public_keys[{i}]"), reason))
+        })
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
 }
 
 /// The configured signing key's, the earlier ones the configuration lists, and those

@@ -375,6 +375,8 @@ fn manual(out: &std::path::Path) -> Result<ExitCode, Failure> {
 fn configtest(path: &std::path::Path, service_user: &str) -> Result<ExitCode, Failure> {
     let prepared = Prepared::load(path)?;
     let config = &prepared.config;
+    // Read by the `audit` commands only: checked here, not by `serve`.
+    audit_cli::add_earlier(config, &mut crate::audit::TrustedKeys::default())?;
     // Root reads every file: what passes here may still be closed to the service.
     let as_root = rustix::process::geteuid().is_root();
     let checked_as = if !as_root || service_user.is_empty() {

@@ -256,7 +256,7 @@ fn section<T>(out: &mut String, name: &str, section: &Section<T>, line: impl Fn(
             out.push_str(&format!("  | {line}\n"));
         }
         if section.narrative_cut {
-            out.push_str("  ! text cut at 20,000 characters: the rest is not shown\n");
+            out.push_str("  ! text cut: too long to keep whole, the rest is not shown\n");
         }
     }
 }

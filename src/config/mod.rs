@@ -186,8 +186,8 @@ pub struct AuditConfig {
     /// Files holding the public keys (hex, as `audit keygen` writes `KEY.pub`) of earlier
     /// signing keys whose checkpoints the trail still holds after a rotation: the `audit`
     /// commands (`verify` without `--public-key`, `backup`, `restore`, the package's backup
-    /// before an upgrade) trust them beside the configured key. The service never reads
-    /// them.
+    /// before an upgrade) trust them beside the configured key; `configtest` reads them too.
+    /// The service never does: its validation checks only that the paths are absolute.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier_public_keys: Vec<std::path::PathBuf>,
     /// Node id written in every record; default: the host name.

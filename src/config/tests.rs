@@ -1019,3 +1019,28 @@ fn server_crls_that_are_not_crls_are_named() {
         "{lines:?}"
     );
 }
+
+/// Earlier public keys are read by the `audit` commands and `configtest`, never by the
+/// service: a listed file the service could not read (a `.pub` left in the root-only
+/// credential store, or deleted after pruning) must not keep it from starting. A path
+/// that is not absolute is refused all the same.
+#[test]
+fn earlier_public_keys_are_not_the_service_s_to_read() {
+    let f = Fixture::new();
+    let with = |path: &str| {
+        f.toml(TWO_DESKS).replacen(
+            "[audit]\n",
+            &format!("[audit]\nearlier_public_keys = [\"{path}\"]\n"),
+            1,
+        )
+    };
+    let config = f.load(&with(&f.path("gone.pub")), &[]).unwrap();
+    assert_eq!(config.audit.earlier_public_keys.len(), 1);
+    let lines = problem_lines(f.load(&with("gone.pub"), &[]).unwrap_err());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("audit.earlier_public_keys[0]") && l.contains("absolute")),
+        "{lines:?}"
+    );
+}

@@ -302,8 +302,9 @@ pub struct Section<T> {
     pub other_person_entries: usize,
     /// The section's narrative as plain text.
     pub narrative: Option<String>,
-    /// The narrative was longer than the gateway keeps: it ends with `…` and the rest is
-    /// not shown (`docs/summary.md`, §5).
+    /// The narrative was longer than the gateway keeps: the cut text (or, in sections
+    /// merged, one of the texts) ends with `…`, and the rest is not shown
+    /// (`docs/summary.md`, §5).
     #[serde(default)]
     pub narrative_cut: bool,
 }
@@ -510,7 +511,7 @@ pub struct OtherSection {
     /// Narrative as plain text.
     pub narrative: Option<String>,
     /// The narrative was longer than the gateway keeps: it ends with `…` and the rest is
-    /// not shown.
+    /// not shown (`docs/summary.md`, §5).
     #[serde(default)]
     pub narrative_cut: bool,
 }

@@ -76,7 +76,7 @@ pub fn read(xhtml: &str) -> Narrative {
             }
         };
         if out.len() > MAX_CHARS * 4 {
-            cut = !rest.trim().is_empty();
+            cut = holds_text(rest);
             rest = "";
             break;
         }
@@ -105,6 +105,23 @@ pub fn bound(mut text: String) -> (String, bool) {
         }
         None => (text, false),
     }
+}
+
+/// Whether any text is left in `rest` outside its tags (closing tags alone lose nothing).
+/// Text inside a dropped element counts: erring on the side of saying a text was cut.
+fn holds_text(rest: &str) -> bool {
+    let mut in_tag = false;
+    rest.chars().any(|c| match c {
+        '<' => {
+            in_tag = true;
+            false
+        }
+        '>' => {
+            in_tag = false;
+            false
+        }
+        c => !in_tag && !c.is_whitespace(),
+    })
 }
 
 /// Whether `text` holds something that looks like markup (`<b`, `</`, `<!`, `<?`): a human
@@ -265,6 +282,16 @@ mod tests {
         let whole = read("<div><p>Allergie pénicilline</p></div>");
         assert_eq!(whole.text, "Allergie pénicilline");
         assert!(!whole.cut);
+        // Padding followed only by closing tags loses nothing: not said to be cut.
+        let closed = read(&format!(
+            "<div><p>Allergie pénicilline</p>{}</div>\n</body>",
+            "<tr><td></td></tr>".repeat(27_000)
+        ));
+        assert!(
+            !closed.cut,
+            "{:?}",
+            &closed.text[..closed.text.len().min(80)]
+        );
     }
 
     /// A text longer than the bound keeps its first characters, ends with `…` and says it

@@ -232,6 +232,44 @@ fn listed_only_case(change: impl FnOnce(&mut Value)) -> CriticalSummary {
     summary::extract(&serde_json::to_vec(&bundle).unwrap()).unwrap()
 }
 
+/// A section's narrative too long to keep whole is cut and says so through the whole
+/// FHIR read: alone, and read together with a second section of the same code whose text
+/// is short (the flag is the merged section's). Before, a cut FHIR text only ended with `…`.
+#[test]
+fn a_fhir_section_text_too_long_to_keep_is_cut_and_says_so() {
+    let long = format!(
+        "<div xmlns=\"http://www.w3.org/1999/xhtml\"><p>{}</p><p>Allergie au latex</p></div>",
+        "Antécédent ancien sans suite. ".repeat(1_000)
+    );
+    for second in [false, true] {
+        let s = listed_only_case(|bundle| {
+            for entry in bundle["entry"].as_array_mut().unwrap() {
+                if entry["resource"]["resourceType"] != "Composition" {
+                    continue;
+                }
+                let sections = entry["resource"]["section"].as_array_mut().unwrap();
+                sections[0]["text"] = serde_json::json!({"status": "generated", "div": long});
+                if second {
+                    let mut short = sections[0].clone();
+                    short["text"]["div"] =
+                        "<div xmlns=\"http://www.w3.org/1999/xhtml\">Court</div>".into();
+                    short["entry"] = serde_json::json!([]);
+                    sections.push(short);
+                }
+            }
+        });
+        assert!(s.allergies.narrative_cut, "second section: {second}");
+        let text = s.allergies.narrative.as_deref().unwrap();
+        assert!(
+            text.contains('…') && !text.contains("latex"),
+            "second section: {second}"
+        );
+        assert_eq!(text.ends_with("Court"), second);
+    }
+    // The fixture's own short text is whole.
+    assert!(!listed_only_case(|_| {}).allergies.narrative_cut);
+}
+
 /// A section entry the document cannot resolve to a resource (an identifier and a
 /// display only, or an `entry` that is not a list) is unreadable: "no known allergy"
 /// beside it is not the section's word. Before, such entries were passed over and the

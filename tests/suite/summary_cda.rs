@@ -615,7 +615,7 @@ fn a_section_text_too_long_to_keep_is_cut_and_says_so() {
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.contains("…\n  ! text cut at 20,000 characters: the rest is not shown\n"),
+        text.contains("…\n  ! text cut: too long to keep whole, the rest is not shown\n"),
         "{:?}",
         text.lines()
             .filter(|l| !l.starts_with("  |"))

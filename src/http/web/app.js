@@ -1171,7 +1171,7 @@
     const parts = [element('p', 'narrative', data.narrative)];
     if (data.narrative_cut) {
       parts.push(element('p', 'status conflicting narrative-cut',
-        'Texte coupé : trop long pour être affiché en entier (plus de 20 000 caractères). La suite n\u2019est pas affichée et peut contenir une information importante.'));
+        'Texte coupé : trop long pour être affiché en entier. La suite n\u2019est pas affichée et peut contenir une information importante.'));
     }
     return parts;
   }
