@@ -287,7 +287,7 @@ mod tests {
 
     /// Opens `path` once the previous handle's flusher thread has let go of the lock: sled
     /// releases it a moment after the last `Db` is dropped, later on a loaded machine.
-    fn reopen(path: &Path) -> Result<SummaryCache, CacheError> {
+    pub(super) fn reopen(path: &Path) -> Result<SummaryCache, CacheError> {
         for _ in 0..100 {
             match SummaryCache::open(path) {
                 Err(CacheError::Locked { .. }) => {

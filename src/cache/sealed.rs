@@ -935,7 +935,9 @@ mod tests {
         if !key_path.exists() {
             MasterKey::generate(&key_path).unwrap();
         }
-        let cache = super::super::SummaryCache::open(&dir.join("cache")).unwrap();
+        // Reopened as a test reopens a store: sled lets go of the lock a moment after the
+        // last handle is dropped (a CI run failed on it, `Locked`).
+        let cache = super::super::tests::reopen(&dir.join("cache")).unwrap();
         (cache, MasterKey::load(&key_path).unwrap())
     }
 
