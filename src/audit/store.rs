@@ -364,11 +364,13 @@ impl AuditStore {
 
     /// Blocks (off the async workers: up to seconds) until redb holds every record
     /// written so far, then takes a snapshot: it shows every record that has a receipt.
+    /// An error when redb still lags after the wait: a read then would miss the last
+    /// records and look whole.
     pub fn settled_snapshot(&self) -> Result<ReadTransaction, AuditError> {
-        if let Some(progress) = self.progress.get()
-            && !progress.wait_settled(SETTLE_WAIT)
-        {
-            tracing::warn!("the audit index lags the journal; this read may miss its last records");
+        if !self.wait_settled() {
+            return Err(AuditError::Storage(
+                "the audit index lags the journal: a read now would miss its last records".into(),
+            ));
         }
         self.snapshot()
     }

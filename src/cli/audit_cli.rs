@@ -347,8 +347,8 @@ fn configured_signer(config: &Config) -> Result<Signer, Failure> {
 }
 
 /// The keys checkpoints must be signed with: those given, else the configured signing
-/// key's and the earlier ones the configuration lists. An auditor verifying an export away from the appliance has no configuration:
-/// the refusal then says what to pass.
+/// key's and the earlier ones the configuration lists. An auditor verifying an export
+/// away from the appliance has no configuration: the refusal then says what to pass.
 fn trusted_keys(
     config_path: &Path,
     given: &[String],

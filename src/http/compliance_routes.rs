@@ -396,15 +396,9 @@ fn stream_export(
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, sender);
         // An export that would miss the last records must not end as if whole (nor a
         // whole-trail one stop before the checkpoint it was signed to): the index lagging
-        // past the wait fails it, as it fails an access's trail.
-        let snapshot = if store.wait_settled() {
-            store.snapshot()
-        } else {
-            Err(AuditError::Storage(
-                "the audit index lags the journal: the export would miss its last records".into(),
-            ))
-        };
-        let written = snapshot
+        // past the wait fails it (`settled_snapshot`), as it fails an access's trail.
+        let written = store
+            .settled_snapshot()
             .and_then(|txn| export::export(&txn, &filter, format, &mut out))
             .and_then(|n| {
                 out.flush()
