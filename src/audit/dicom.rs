@@ -231,6 +231,9 @@ fn record_object(xml: &mut String, record: &Record, hash: &str) {
             super::Decision::Unjustified => "unjustified",
         };
         xml.push_str(&detail("decision", decision));
+        if let Some(replaces) = review.replaces {
+            xml.push_str(&detail("replaces", &replaces.to_string()));
+        }
         if !review.comment.is_empty() {
             xml.push_str(&detail("comment", &review.comment));
         }

@@ -312,6 +312,11 @@ pub struct Review {
     /// The officer's comment.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub comment: String,
+    /// The access's latest decision this one replaces (its record's sequence number),
+    /// when it had one: a decision is taken knowing the one before it, so a second
+    /// officer's never overwrites a first's unseen. Absent on records written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<u64>,
 }
 
 /// Review decisions.
@@ -573,6 +578,7 @@ impl std::fmt::Debug for Review {
         f.debug_struct("Review")
             .field("of", &self.of)
             .field("decision", &self.decision)
+            .field("replaces", &self.replaces)
             .finish_non_exhaustive()
     }
 }

@@ -442,9 +442,9 @@ pub fn export(
 /// The columns an officer reads a record by in a spreadsheet: after a restore, `epoch` tells
 /// two records of one seq apart; `grant` ties an access's records together; `candidates`
 /// (INS, space-separated) finds the searches that returned a patient; a decision says which
-/// access (`review_of`) and what. The free texts (a justification, a comment) are in the
+/// access (`review_of`), what, and which earlier decision it replaces. The free texts (a justification, a comment) are in the
 /// JSONL export only.
-const CSV_HEADER: &str = "seq,time,node,epoch,kind,outcome,reason,desk,professional,professional_name,patient_ins,patient_oid,candidates,call_id,reason_code,access_mode,source,grant,detail,review_of,decision,alert,alert_records,prev,hash";
+const CSV_HEADER: &str = "seq,time,node,epoch,kind,outcome,reason,desk,professional,professional_name,patient_ins,patient_oid,candidates,call_id,reason_code,access_mode,source,grant,detail,review_of,decision,replaces,alert,alert_records,prev,hash";
 
 /// What comes before the records: the JSONL header and checkpoints, the CSV header row,
 /// the opening of the FHIR Bundle.
@@ -635,6 +635,11 @@ fn csv_row(s: &Selected) -> String {
         e.review
             .as_ref()
             .map(|v| code(v.decision))
+            .unwrap_or_default(),
+        e.review
+            .as_ref()
+            .and_then(|v| v.replaces)
+            .map(|r| r.to_string())
             .unwrap_or_default(),
         e.alert
             .as_ref()
@@ -1252,6 +1257,7 @@ mod tests {
                 of: 3,
                 decision: Decision::Unjustified,
                 comment: "free text".into(),
+                replaces: Some(7),
             }),
             grant: Some("g-1".into()),
             ..Event::new(EventKind::AccessReviewed, Outcome::Success)
@@ -1259,6 +1265,7 @@ mod tests {
         assert_eq!(reviewed("epoch"), "1700000000000");
         assert_eq!(reviewed("review_of"), "3");
         assert_eq!(reviewed("decision"), "unjustified");
+        assert_eq!(reviewed("replaces"), "7");
         assert_eq!(reviewed("grant"), "g-1");
         let search = row(Event {
             candidates: vec![

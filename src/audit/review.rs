@@ -37,6 +37,11 @@ pub struct BreakGlassAccess {
     pub access_mode: Option<AccessMode>,
     /// The latest decision, if any (`to_investigate` keeps it pending).
     pub last_decision: Option<Decision>,
+    /// The sequence number of the latest decision's record: what a next decision names
+    /// as the one it replaces (`replaces`).
+    pub last_decision_seq: Option<u64>,
+    /// Who took the latest decision (the officer's certificate name).
+    pub last_decided_by: Option<String>,
 }
 
 // Holds patient data (INS, names, clinical or free text): never printed.
@@ -60,6 +65,17 @@ impl BreakGlassAccess {
             justification: call.and_then(|c| c.justification.clone()),
             access_mode: event.access_mode,
             last_decision: None,
+            last_decision_seq: None,
+            last_decided_by: None,
+        }
+    }
+
+    /// Takes `record`, a successful decision on this access, as its latest.
+    fn decided(&mut self, record: &Record) {
+        if let Some(review) = &record.event.review {
+            self.last_decision = Some(review.decision);
+            self.last_decision_seq = Some(record.seq);
+            self.last_decided_by = record.event.actor.as_ref().and_then(|a| a.name.clone());
         }
     }
 }
@@ -102,12 +118,12 @@ impl ReviewQueue {
                     if !still_open {
                         self.open.remove(&review.of);
                     } else if let Some(access) = self.open.get_mut(&review.of) {
-                        access.last_decision = Some(decision);
+                        access.decided(&record);
                     } else {
                         // Closed earlier, open again: its start is read back.
                         match reviewable_start(&txn, review.of) {
                             Ok(Some(mut access)) => {
-                                access.last_decision = Some(decision);
+                                access.decided(&record);
                                 self.open.insert(review.of, access);
                             }
                             Ok(None) => {}
@@ -143,12 +159,6 @@ fn reviewable_start(
     Ok((start.event.kind == EventKind::BreakGlassStarted
         && start.event.outcome == Outcome::Success)
         .then(|| BreakGlassAccess::of(&start)))
-}
-
-/// Whether `seq` is a successful break-glass start (what a decision may name).
-pub fn is_reviewable(store: &impl ReadStore, seq: u64) -> Result<bool, AuditError> {
-    let txn = store.snapshot()?;
-    Ok(reviewable_start(&txn, seq)?.is_some())
 }
 
 /// One stored record with its hash, as compliance reads it.
@@ -235,8 +245,8 @@ pub fn trail(store: &impl ReadStore, seq: u64) -> Result<Option<AccessTrail>, Au
             if event.kind == EventKind::BreakGlassStopped {
                 open = false;
             }
-            if let (Some(review), Outcome::Success) = (&event.review, &event.outcome) {
-                access.last_decision = Some(review.decision);
+            if event.review.is_some() && event.outcome == Outcome::Success {
+                access.decided(&record);
             }
             records.push(TrailRecord::new(at, bytes, record));
         }
@@ -245,15 +255,14 @@ pub fn trail(store: &impl ReadStore, seq: u64) -> Result<Option<AccessTrail>, Au
     Ok(Some(AccessTrail { access, records }))
 }
 
-/// Whether the access started by record `seq` has its stop on the record: until then,
-/// reads may still follow, and a closing decision would leave them unreviewed.
-pub fn has_ended(store: &impl ReadStore, seq: u64) -> Result<bool, AuditError> {
-    Ok(trail(store, seq)?.is_some_and(|trail| {
-        trail
-            .records
+impl AccessTrail {
+    /// Whether the access has its stop on the record: until then, reads may still
+    /// follow, and a closing decision would leave them unreviewed.
+    pub fn has_ended(&self) -> bool {
+        self.records
             .iter()
             .any(|r| r.record.event.kind == EventKind::BreakGlassStopped)
-    }))
+    }
 }
 
 /// Whether `record` is about the same access as `start`: the same grant when both name

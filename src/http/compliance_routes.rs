@@ -106,6 +106,11 @@ pub(super) struct ReviewRequest {
     /// Why (up to 2000 characters).
     #[serde(default)]
     pub comment: String,
+    /// The access's latest decision this one replaces (its `last_decision_seq`), when it
+    /// has one. A decision names the one it was taken against: one recorded meanwhile by
+    /// another officer is read before it is replaced (409 otherwise).
+    #[serde(default)]
+    pub replaces: Option<u64>,
 }
 
 /// The record of a decision.
@@ -121,7 +126,7 @@ pub(super) struct ReviewAnswer {
               (status = 400, description = "Comment too long", body = ApiError),
               (status = 403, description = "Not a compliance officer's certificate", body = ApiError),
               (status = 404, description = "No break-glass access with this sequence number", body = ApiError),
-              (status = 409, description = "A closing decision on an access that has not ended (`access_still_open`)", body = ApiError)))]
+              (status = 409, description = "`replaces` is not the access's latest decision (`already_decided` when absent, `decision_changed` otherwise), or a closing decision on an access that has not ended (`access_still_open`)", body = ApiError)))]
 pub(super) async fn review(
     State(state): State<AppState>,
     officer: Officer,
@@ -136,24 +141,27 @@ pub(super) async fn review(
         ));
     }
     let seq = request.seq;
-    let reviewable = read_trail(&state, move |store| review::is_reviewable(store, seq)).await?;
-    if !reviewable {
+    // One decision at a time, from its check to its record: two officers deciding on one
+    // access at once would both pass the check below, and the second would replace the
+    // first's unseen. The read waits for the index, so it sees every decision recorded.
+    let _one_at_a_time = state.decisions().lock().await;
+    let Some(trail) = read_trail(&state, move |store| review::trail(store, seq)).await? else {
         return Err(no_such_access());
+    };
+    if request.replaces != trail.access.last_decision_seq {
+        return Err(not_the_latest_decision(&trail.access, request.replaces));
     }
     // A closing decision on an access still running would take it off the list while
     // reads may follow under its grant (for up to `break_glass.grant_minutes`): those
     // would be reviewed by no one. "To investigate" keeps it on the list, so it may come
     // at any time.
-    if request.decision != Decision::ToInvestigate {
-        let ended = read_trail(&state, move |store| review::has_ended(store, seq)).await?;
-        if !ended {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "access_still_open",
-                "the access has not ended: a closing decision waits for its end (reads may follow under its grant)",
-                "Accès encore en cours : décidez une fois qu'il est terminé (d'autres lectures peuvent suivre). « À examiner » reste possible.",
-            ));
-        }
+    if request.decision != Decision::ToInvestigate && !trail.has_ended() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "access_still_open",
+            "the access has not ended: a closing decision waits for its end (reads may follow under its grant)",
+            "Accès encore en cours : décidez une fois qu'il est terminé (d'autres lectures peuvent suivre). « À investiguer » reste possible.",
+        ));
     }
     let event = Event {
         actor: Some(officer.actor()),
@@ -161,6 +169,7 @@ pub(super) async fn review(
             of: request.seq,
             decision: request.decision,
             comment: request.comment,
+            replaces: request.replaces,
         }),
         ..Event::new(EventKind::AccessReviewed, Outcome::Success)
     };
@@ -498,6 +507,44 @@ pub(super) async fn access_trail(
     };
     record_use(&state, &officer, format!("trail of {seq}"), looked_up).await?;
     Ok(Json(trail))
+}
+
+/// The answer to a decision not taken against the access's latest one.
+fn not_the_latest_decision(access: &BreakGlassAccess, named: Option<u64>) -> ApiError {
+    let (Some(latest), Some(decision)) = (access.last_decision_seq, access.last_decision) else {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "decision_changed",
+            "the access has no decision to replace: send the decision without `replaces`",
+            "La décision que vous pensiez remplacer n'est pas celle de cet accès. Rouvrez l'accès et décidez à nouveau.",
+        );
+    };
+    let who = access.last_decided_by.as_deref().unwrap_or("?");
+    let (en, fr) = match decision {
+        Decision::Justified => ("justified", "Justifié"),
+        Decision::ToInvestigate => ("to_investigate", "À investiguer"),
+        Decision::Unjustified => ("unjustified", "Injustifié"),
+    };
+    let (code, said) = match named {
+        None => (
+            "already_decided",
+            "the access already has a decision".to_owned(),
+        ),
+        Some(named) => (
+            "decision_changed",
+            format!("record {named} is not the access's latest decision"),
+        ),
+    };
+    ApiError::new(
+        StatusCode::CONFLICT,
+        code,
+        format!(
+            "{said} (record {latest}, {en} by {who}): read it, then name it in `replaces` to replace it"
+        ),
+        format!(
+            "Une décision a été enregistrée sur cet accès entre-temps : « {fr} » par {who} (n° {latest}). Relisez-la ; enregistrer la vôtre la remplacera."
+        ),
+    )
 }
 
 fn no_such_access() -> ApiError {

@@ -89,6 +89,8 @@ struct Shared {
     requests: middleware::InFlight,
     /// The compliance review queue, read forward from where the last look stopped.
     review_queue: Arc<std::sync::Mutex<crate::audit::review::ReviewQueue>>,
+    /// Held by a compliance decision from its check to its record.
+    decisions: tokio::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -125,6 +127,7 @@ impl AppState {
             csrf: csrf::Csrf::new(),
             requests: middleware::InFlight::default(),
             review_queue: Arc::default(),
+            decisions: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -136,6 +139,11 @@ impl AppState {
     /// The compliance review queue.
     pub(crate) fn review_queue(&self) -> Arc<std::sync::Mutex<crate::audit::review::ReviewQueue>> {
         self.0.review_queue.clone()
+    }
+
+    /// Taken by a compliance decision from its check to its record (one at a time).
+    pub(crate) fn decisions(&self) -> &tokio::sync::Mutex<()> {
+        &self.0.decisions
     }
 
     /// The pages' CSRF token key.

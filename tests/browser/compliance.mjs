@@ -60,6 +60,44 @@ try {
   await page.waitForFunction(() => document.querySelector('#trail').textContent.includes('À investiguer'));
   const decided = await page.locator('#trail').textContent();
   check(decided.includes('À investiguer par poste-x : Appel à réécouter.'), `who decided: ${decided}`);
+  // A decision on an access already decided says it replaces that one.
+  const hint = await page.locator('#replaces').textContent();
+  check(await page.locator('#replaces').isVisible() && hint.includes('« À investiguer » par poste-x'), `the hint: ${hint}`);
+
+  // Another officer decides meanwhile: this page's decision is not recorded over theirs
+  // unseen. Theirs is shown, what was typed is kept, and a second click replaces it.
+  await page.evaluate(async () => {
+    const { api } = window.samuPage;
+    const access = (await api('GET', '/api/v1/compliance/pending')).data.accesses[0];
+    const answer = await api('POST', '/api/v1/compliance/reviews', {
+      seq: access.seq, decision: 'to_investigate', comment: 'Second avis demandé.', replaces: access.last_decision_seq,
+    });
+    if (answer.status !== 201) throw new Error('the other decision: ' + answer.status);
+  });
+  await page.getByLabel('Injustifié', { exact: true }).check();
+  await page.locator('#comment').fill('Aucun appel ne correspond.');
+  await page.getByRole('button', { name: 'Enregistrer la décision' }).click();
+  await page.waitForFunction(() => document.querySelector('#message').textContent.includes('entre-temps'));
+  check(await page.locator('#detail').isVisible(), 'the access stays shown');
+  await page.waitForFunction(() => document.querySelector('#trail').textContent.includes('Second avis demandé.'));
+  check(await page.getByLabel('Injustifié', { exact: true }).isChecked(), 'the choice is kept');
+  check((await page.locator('#comment').inputValue()) === 'Aucun appel ne correspond.', 'the comment is kept');
+  await page.getByRole('button', { name: 'Enregistrer la décision' }).click();
+  await page.locator('#detail').waitFor({ state: 'hidden' });
+  await page.waitForFunction(() => document.querySelectorAll('#accesses tbody tr').length === 0);
+
+  // The recent decisions, newest first, find a closed access again; the replaced ones say so.
+  const decisions = page.locator('#decisions tbody tr');
+  await page.waitForFunction(() => document.querySelectorAll('#decisions tbody tr').length === 4);
+  const newest = await decisions.first().textContent();
+  check(newest.includes('Injustifié') && newest.includes('Aucun appel ne correspond.'), `newest: ${newest}`);
+  const listed = await page.locator('#decisions tbody').textContent();
+  check((listed.match(/remplacée par n°/g) || []).length === 2, `replaced ones: ${listed}`);
+  await decisions.filter({ hasText: 'Justifié' }).filter({ hasNotText: 'Injustifié' }).getByRole('button').click();
+  await page.locator('#detail').waitFor({ state: 'visible' });
+  await page.waitForFunction(() => document.querySelector('#detail-facts').textContent.includes('« Justifié » par poste-x'));
+  check(await page.locator('#replaces').isVisible(), 'a closed access may have its decision replaced');
+  await accessible(page, 'compliance decisions');
   check(errors.length === 0, `no script error: ${errors.join(' | ')}`);
 } finally {
   await browser.close();

@@ -47,6 +47,7 @@ fn event(kind: EventKind, outcome: Outcome) -> Event {
             of: 3,
             decision: Decision::ToInvestigate,
             comment: "appel <non> retrouvé & à revoir".into(),
+            replaces: Some(2),
         }),
         alert: (kind == EventKind::SecurityAlert).then(|| Alert {
             kind: AlertKind::ManyPatients,

@@ -1340,6 +1340,7 @@ fn pruning_stops_before_an_access_not_yet_reviewed() {
             of: 5,
             decision,
             comment: String::new(),
+            replaces: None,
         }),
         ..Event::new(EventKind::AccessReviewed, Outcome::Success)
     };

@@ -1237,10 +1237,10 @@ async fn an_access_is_decided_once_it_has_ended() {
         .as_u64()
         .unwrap();
     let officer = centre.gateway.client(Some(support::UNMAPPED));
-    let decide = |decision: &str| {
+    let decide = |decision: &str, replaces: Option<u64>| {
         let request = officer
             .post(centre.gateway.url("/api/v1/compliance/reviews"))
-            .json(&json!({"seq": start, "decision": decision}));
+            .json(&json!({"seq": start, "decision": decision, "replaces": replaces}));
         async move {
             let response = request.send().await.unwrap();
             let status = response.status();
@@ -1250,10 +1250,12 @@ async fn an_access_is_decided_once_it_has_ended() {
             )
         }
     };
-    let (status, body) = decide("justified").await;
+    let (status, body) = decide("justified", None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"], "access_still_open");
-    assert_eq!(decide("to_investigate").await.0, StatusCode::CREATED);
+    let (status, body) = decide("to_investigate", None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let investigated = body["recorded"].as_u64();
     // The grant's own records name it.
     let read = centre.audit(Some("patient_record_read"));
     assert_eq!(read.last().unwrap()["grant"], grant.as_str());
@@ -1262,5 +1264,8 @@ async fn an_access_is_decided_once_it_has_ended() {
         .send(client.delete(centre.gateway.url(&format!("/api/v1/grants/{grant}"))))
         .await;
     assert_eq!(ended.status, StatusCode::NO_CONTENT);
-    assert_eq!(decide("justified").await.0, StatusCode::CREATED);
+    assert_eq!(
+        decide("justified", investigated).await.0,
+        StatusCode::CREATED
+    );
 }

@@ -126,9 +126,11 @@ async fn officers_review_break_glass_accesses_and_nobody_else_can() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
-    assert!(answer["recorded"].as_u64().unwrap() > 5);
-    let (status, _) = review(&officer, json!({"seq": 2, "decision": "to_investigate"})).await;
+    let justified = answer["recorded"].as_u64().unwrap();
+    assert!(justified > 5);
+    let (status, answer) = review(&officer, json!({"seq": 2, "decision": "to_investigate"})).await;
     assert_eq!(status, StatusCode::CREATED);
+    let investigated = answer["recorded"].as_u64().unwrap();
     // Not a successful start: nothing to review there.
     let (status, body) = review(&officer, json!({"seq": 3, "decision": "unjustified"})).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
@@ -153,6 +155,11 @@ async fn officers_review_break_glass_accesses_and_nobody_else_can() {
         left(&body),
         [(2, json!("to_investigate")), (4, Value::Null)]
     );
+    // Each names its latest decision's record and who took it: what a next decision
+    // replaces.
+    assert_eq!(body["accesses"][0]["last_decision_seq"], investigated);
+    assert_eq!(body["accesses"][0]["last_decided_by"], "poste-x");
+    assert_eq!(body["accesses"][1]["last_decision_seq"], Value::Null);
 
     // The decisions are audit records; the command line sees the same list.
     let (_, listed, _) = support::run(
@@ -166,10 +173,32 @@ async fn officers_review_break_glass_accesses_and_nobody_else_can() {
     assert_eq!(code, 0, "{stderr}");
     assert!(out.contains("2 access(es) to review"), "{out}");
 
+    // A decision on an access already decided names the decision it replaces: without
+    // it, or naming another record, it is refused and says which decision stands.
+    let (status, body) = review(&officer, json!({"seq": 1, "decision": "to_investigate"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "already_decided");
+    let said = body["message_fr"].as_str().unwrap();
+    assert!(said.contains("« Justifié » par poste-x"), "{said}");
+    assert!(said.contains(&format!("n° {justified}")), "{said}");
+    for named in [json!(investigated), json!(justified + 1000)] {
+        let asked = json!({"seq": 1, "decision": "unjustified", "replaces": named});
+        let (status, body) = review(&officer, asked).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["error"], "decision_changed");
+    }
+    // Naming one on an access never decided is refused too: it was read elsewhere.
+    let asked = json!({"seq": 4, "decision": "to_investigate", "replaces": justified});
+    let (status, body) = review(&officer, asked).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "decision_changed");
+
     // The page's queue reads on from where it stopped: an access closed earlier and put
     // back under investigation is on it again, in its place; one closed now leaves it.
-    let (status, _) = review(&officer, json!({"seq": 1, "decision": "to_investigate"})).await;
-    assert_eq!(status, StatusCode::CREATED);
+    let asked = json!({"seq": 1, "decision": "to_investigate", "replaces": justified});
+    let (status, answer) = review(&officer, asked).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let reopened = answer["recorded"].as_u64().unwrap();
     let (status, _) = review(&officer, json!({"seq": 4, "decision": "unjustified"})).await;
     assert_eq!(status, StatusCode::CREATED);
     let (_, body) = pending(officer.clone()).await;
@@ -180,6 +209,47 @@ async fn officers_review_break_glass_accesses_and_nobody_else_can() {
     assert_eq!(body["accesses"][0]["call_id"], "CRRA-1");
     let (_, out, _) = support::run(&gateway.config, &["audit", "pending"], &[]);
     assert!(out.contains("2 access(es) to review"), "{out}");
+    // The replacing decision says so on the trail.
+    let (status, trail) =
+        support::get_json(&officer, &gateway.url("/api/v1/compliance/accesses/1")).await;
+    assert_eq!(status, StatusCode::OK, "{trail}");
+    let last = trail["records"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["seq"], reopened);
+    assert_eq!(last["record"]["review"]["replaces"], justified);
+    assert_eq!(trail["access"]["last_decision_seq"], reopened);
+
+    // Two officers deciding at once against the same decision: one is recorded, the
+    // others are told a decision came in between (none replaces another unseen).
+    let racing = (0..6).map(|i| {
+        let decision = if i % 2 == 0 {
+            "justified"
+        } else {
+            "unjustified"
+        };
+        review(
+            &officer,
+            json!({"seq": 2, "decision": decision, "replaces": investigated}),
+        )
+    });
+    let statuses: Vec<StatusCode> = futures_util::future::join_all(racing)
+        .await
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
 
     // Officers reach no patient data.
     let response = officer

@@ -5,7 +5,9 @@
 
 (() => {
   const { $, api, fetchToken, message, element } = window.samuPage;
-  const state = { accesses: [], open: null, asked: null };
+  // `replaces`: the open access's latest decision, which a decision taken now replaces.
+  // `decisionsAsked`: the latest reading of the decisions, the only one shown.
+  const state = { accesses: [], open: null, asked: null, replaces: null, decisionsAsked: 0 };
 
   function when(text) {
     const date = new Date(text);
@@ -85,7 +87,15 @@
       : rows.length + ' accès affichés sur ' + total + ' à revoir';
   }
 
-  async function openAccess(seq) {
+  // Who took a decision and its record's number, after what it was.
+  function decidedBy(decision, who, seq) {
+    return '« ' + (DECISIONS[decision] || decision) + ' »' + (who ? ' par ' + who : '') +
+      (seq !== null && seq !== undefined ? ' (n° ' + seq + ')' : '');
+  }
+
+  // `kept`: the decision and comment typed before, put back when the access is shown again
+  // because another decision came in meanwhile.
+  async function openAccess(seq, kept) {
     // The last access clicked is the one shown (and decided on): an earlier click's
     // answer arriving later must not take its place under the decision form.
     state.asked = seq;
@@ -105,7 +115,9 @@
       ['Appel', access.call_id],
       ['Motif', [access.reason_code, access.justification].filter(Boolean).join(' : ')],
       ['Mode', MODES[access.access_mode] || access.access_mode],
-      ['Dernière décision', DECISIONS[access.last_decision] || 'aucune'],
+      ['Dernière décision', access.last_decision
+        ? decidedBy(access.last_decision, access.last_decided_by, access.last_decision_seq)
+        : 'aucune'],
     ];
     $('detail-facts').replaceChildren(...facts.flatMap(([term, value]) =>
       [element('dt', null, term), element('dd', null, value || '—')]));
@@ -124,6 +136,19 @@
         (KINDS[record.kind] || record.kind) + outcome + (extra ? ' · ' + extra : ''));
     }));
     $('review-form').reset();
+    state.replaces = access.last_decision_seq ?? null;
+    // Said before it is done: a decision on an access already decided replaces that one
+    // (both stay on the trail).
+    $('replaces').hidden = state.replaces === null;
+    $('replaces').textContent = state.replaces === null ? '' :
+      'Votre décision remplacera la dernière, ' +
+      decidedBy(access.last_decision, access.last_decided_by, access.last_decision_seq) +
+      ', qui reste dans la trace.';
+    if (kept) {
+      const again = document.querySelector('input[name="decision"][value="' + kept.decision + '"]');
+      if (again) again.checked = true;
+      $('comment').value = kept.comment;
+    }
     $('detail').hidden = false;
     $('detail-title').focus();
   }
@@ -145,9 +170,18 @@
         seq: state.open,
         decision: chosen.value,
         comment: $('comment').value,
+        replaces: state.replaces,
       });
     } finally {
       if (submit) submit.disabled = false;
+    }
+    const error = answer.data && answer.data.error;
+    if (answer.status === 409 && (error === 'already_decided' || error === 'decision_changed')) {
+      // Another officer decided meanwhile: their decision is shown before this one may
+      // replace it, with what was typed kept.
+      await openAccess(state.open, { decision: chosen.value, comment: $('comment').value });
+      message(answer.data.message_fr);
+      return;
     }
     if (answer.status !== 201) {
       message((answer.data && answer.data.message_fr) || 'Décision non enregistrée.');
@@ -156,7 +190,78 @@
     message('');
     $('detail').hidden = true;
     await load();
+    await loadDecisions();
     $('filter-text').focus();
+  }
+
+  // The decisions since the chosen day (the last seven days without one), newest first,
+  // so that an access already closed can be found, read again and its decision replaced.
+  // Read page by page through the trail's search; past five pages, the officer is asked
+  // for a later day rather than shown a list missing its newest decisions.
+  async function loadDecisions() {
+    // A reading started earlier (another day chosen since) must not replace this one.
+    state.decisionsAsked += 1;
+    const asked = state.decisionsAsked;
+    const day = $('filter-since').value;
+    const since = day ? new Date(day + 'T00:00') : new Date(Date.now() - 7 * 86400000);
+    const found = [];
+    let after = null;
+    let more = false;
+    for (let pages = 0; ; pages += 1) {
+      if (pages === 5) {
+        more = true;
+        break;
+      }
+      const filter = { kind: 'access_reviewed', outcome: 'success', since: since.toISOString() };
+      if (after !== null) filter.after = after;
+      const answer = await api('POST', '/api/v1/compliance/search', { filter, limit: 1000 });
+      if (asked !== state.decisionsAsked) return;
+      if (answer.status !== 200) {
+        document.querySelector('#decisions tbody').replaceChildren();
+        $('decisions-count').textContent = 'Décisions récentes indisponibles.';
+        return;
+      }
+      found.push(...answer.data.records);
+      after = answer.data.next_after ?? null;
+      if (after === null) break;
+    }
+    if (more) {
+      document.querySelector('#decisions tbody').replaceChildren();
+      $('decisions-count').textContent = 'Trop de décisions depuis cette date : choisissez un jour plus récent.';
+      return;
+    }
+    const replaced = new Map();
+    for (const r of found) {
+      const review = r.record.review;
+      if (review && review.replaces !== undefined && review.replaces !== null) replaced.set(review.replaces, r.seq);
+    }
+    const rows = found.slice().reverse().map((r) => {
+      const record = r.record;
+      const review = record.review || {};
+      const row = element('tr');
+      const later = replaced.get(r.seq);
+      const cells = [
+        when(record.time),
+        (DECISIONS[review.decision] || review.decision) +
+          (later !== undefined ? ' (remplacée par n° ' + later + ')' : ''),
+        record.actor && record.actor.name,
+        'n° ' + review.of,
+        review.comment,
+      ];
+      for (const text of cells) row.append(element('td', null, text || '—'));
+      const action = element('td');
+      const open = element('button', 'small', 'Examiner');
+      open.type = 'button';
+      open.setAttribute('aria-label', 'Examiner l\u2019accès n° ' + review.of);
+      open.addEventListener('click', () => openAccess(review.of));
+      action.append(open);
+      row.append(action);
+      return row;
+    });
+    document.querySelector('#decisions tbody').replaceChildren(...rows);
+    $('decisions-count').textContent = found.length === 0
+      ? 'Aucune décision sur cette période.'
+      : found.length + ' décision' + (found.length > 1 ? 's' : '') + ' sur cette période';
   }
 
   // The whole trail as a file (the gateway records the export before sending it).
@@ -210,11 +315,13 @@
     for (const id of ['filter-text', 'filter-since', 'filter-decision']) {
       $(id).addEventListener('input', render);
     }
+    $('filter-since').addEventListener('change', loadDecisions);
     $('filters').addEventListener('submit', (event) => event.preventDefault());
     $('review-form').addEventListener('submit', decide);
     $('export').addEventListener('click', exportTrail);
     await fetchToken();
     await load();
+    await loadDecisions();
   }
 
   document.addEventListener('DOMContentLoaded', start);
