@@ -10,7 +10,8 @@ const { gateway, shots } = setup();
 const browser = await launch();
 const result = {};
 try {
-  const page = await (await context(browser, gateway, { viewport: { width: 1280, height: 900 } })).newPage();
+  // A centre's workstation in France, whatever zone the test machine is in.
+  const page = await (await context(browser, gateway, { viewport: { width: 1280, height: 900 }, timezoneId: 'Europe/Paris' })).newPage();
   const errors = [];
   page.on('pageerror', (error) => errors.push(String(error)));
   // An officer who opens the desks' page is pointed to their own.
@@ -21,6 +22,9 @@ try {
   const rows = page.locator('#accesses tbody tr');
   await rows.first().waitFor();
   check((await rows.count()) === 2, 'two accesses to review');
+  // The times are the workstation's, and the page says which zone that is.
+  const zone = await page.locator('#zone').textContent();
+  check(zone.includes('Europe/Paris') && /UTC\+0[12]:00/.test(zone), `the zone: ${zone}`);
 
   // Filters narrow the list without another request.
   await page.locator('#filter-text').fill('CRRA-2');

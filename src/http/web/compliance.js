@@ -311,7 +311,21 @@
     }
   }
 
+  // The times shown are the workstation's; exports and the trail are in UTC. Said on the
+  // page, with the offset of the day, so a time compared with an export or with another
+  // centre's is not read an hour off.
+  function sayZone() {
+    const offset = -new Date().getTimezoneOffset();
+    const pad = (n) => String(Math.floor(n)).padStart(2, '0');
+    const utc = 'UTC' + (offset < 0 ? '−' : '+') + pad(Math.abs(offset) / 60) + ':' + pad(Math.abs(offset) % 60);
+    let name = null;
+    try { name = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (_) { name = null; }
+    $('zone').textContent = 'Heures affichées à l\u2019heure de ce poste (' +
+      (name ? name + ', ' : '') + utc + ' aujourd\u2019hui) ; les exports sont en UTC.';
+  }
+
   async function start() {
+    sayZone();
     for (const id of ['filter-text', 'filter-since', 'filter-decision']) {
       $(id).addEventListener('input', render);
     }
