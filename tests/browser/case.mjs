@@ -12,7 +12,7 @@
 // record service says how well each candidate matches (the national record does); CASE_NIR
 // when the case gives its patient a NIR.
 
-import { accessible, ask, check, closeSummary, context, env, finish, launch, setup, unlock } from './common.mjs';
+import { accessible, ask, check, closeSummary, context, countCalls, env, finish, launch, setup, unlock } from './common.mjs';
 
 const { gateway, shots } = setup();
 const caseId = env('CASE_ID');
@@ -76,15 +76,25 @@ await page.screenshot({ path: `${shots}/case-summary.png`, fullPage: true });
 await closeSummary(page);
 await page.locator('#case').waitFor({ state: 'visible' });
 // The physician picks the reason, then goes on to type an INS while the case's patient is
-// searched for (held back here): the answer does not take the focus from the field.
+// searched for (held back here until the INS is typed, however slow the machine): the
+// answer does not take the focus from the field.
 await page.locator('#reason').focus();
+let searchSent = false;
+let releaseSearch = null;
+const searchHeld = new Promise((resolve) => { releaseSearch = resolve; });
 await page.route('**/api/v1/patients/search', async (route) => {
-  await new Promise((resolve) => setTimeout(resolve, 1500));
+  searchSent = true;
+  await searchHeld;
   await route.continue();
 });
 await page.keyboard.press('ArrowDown');
+for (let i = 0; !searchSent; i += 1) {
+  check(i < 200, 'the case\'s search was sent');
+  await page.waitForTimeout(25);
+}
 await page.locator('#ins').focus();
 await page.keyboard.type('1');
+releaseSearch();
 await page.locator('#case-candidates-0 button').first().waitFor({ state: 'visible' });
 check(await page.evaluate(() => document.activeElement.id) === 'ins', 'typing keeps the focus');
 await page.locator('#ins').fill('');
@@ -124,15 +134,17 @@ check((await page.locator('#case-patients').innerText()) === '', 'the case\'s pa
 // beside this patient's INS, one Enter from opening it under the wrong call.
 check(await page.locator('#ins').inputValue() === '', 'a NIR copied from the case outlived it');
 // A drill: shown as one, and its patients are not searched for, whatever the reason.
-let searches = 0;
-page.on('request', (request) => { if (request.url().includes('/api/v1/patients/search')) searches += 1; });
+// Counted in the page: a search would be asked in the change handler itself.
+const searchCalls = await countCalls(page, '/api/v1/patients/search');
 await ask('EXERCISE');
 await page.locator('#case').waitFor({ state: 'visible' });
 check((await page.locator('#case-head').innerText()).includes('EXERCICE'), 'the drill is marked');
 check((await page.locator('#case-hint').innerText()).includes('aucune recherche'), 'the drill says it searches nothing');
 check((await page.locator('#call-id').inputValue()) === '', 'the drill\'s id is not offered as the call\'s');
+// selectOption dispatches the change event, and the page's handler (which would ask for
+// the search at once) has run, before it returns: the count is final here.
 await page.locator('#reason').selectOption({ index: 1 });
-await page.waitForTimeout(500);
+let searches = await searchCalls.asked();
 check(searches === 0, `a drill searched the national record ${searches} time(s)`);
 await ask('CLOSE');
 // A real case comes once the reason is chosen: its patient is searched for under that
@@ -140,6 +152,7 @@ await ask('CLOSE');
 // hint saying to choose it.
 await ask('LATE_CASE');
 await page.locator('#case-candidates-0 button:not([disabled])').first().waitFor({ state: 'visible' });
+searches = await searchCalls.asked();
 check(searches === 1, `the late case's patient searched ${searches} time(s)`);
 check((await page.locator('#case-hint').innerText()).includes('recherchés pour le motif choisi'),
   `the hint says the search is done: ${await page.locator('#case-hint').innerText()}`);

@@ -120,3 +120,40 @@ export async function closeSummary(page) {
   await page.keyboard.press('Enter');
   await page.locator('#screen-patient').waitFor({ state: 'visible' });
 }
+
+// Counts, inside the page, its script's calls to `path` (as it writes it: '/api/v1/desk')
+// and the answers to them it has read, by wrapping window.fetch through the DevTools
+// protocol (the page's own code is unchanged). Unlike Playwright's request events, which
+// reach this script later, `asked` is current as soon as the page's handlers have run;
+// `settled` proves the page has handled every answer so far, even one it drops without a
+// trace in the DOM. Install before the calls to count; a reload removes it.
+export async function countCalls(page, path) {
+  await page.evaluate((path) => {
+    const counts = { asked: 0, read: 0 };
+    window.__calls = window.__calls || {};
+    window.__calls[path] = counts;
+    const original = window.fetch;
+    window.fetch = (input, init) => {
+      if (String(input) !== path) return original(input, init);
+      counts.asked += 1;
+      return original(input, init).then((response) => {
+        const json = response.json;
+        // Counted before the page's code after `await response.json()` runs; it runs in
+        // the same turn, so a poll that sees the count sees what that code did.
+        response.json = function () { return json.call(this).finally(() => { counts.read += 1; }); };
+        return response;
+      }, (error) => {
+        counts.read += 1;
+        throw error;
+      });
+    };
+  }, path);
+  return {
+    asked: () => page.evaluate((path) => window.__calls[path].asked, path),
+    // Waits until at least `least` calls were made and every answer to them was read.
+    settled: (least = 0, timeout = 30000) => page.waitForFunction(([path, least]) => {
+      const counts = window.__calls[path];
+      return counts.asked >= least && counts.read >= counts.asked;
+    }, [path, least], { timeout }),
+  };
+}

@@ -8,7 +8,7 @@
 // CONTRADICTION_INS ("none known" and "no information"), NO_INS_INS (the document names
 // no INS of its patient).
 
-import { ALLERGIES, accessible, check, closeSummary, context, env, finish, launch, openSummary, setup, unlock } from './common.mjs';
+import { ALLERGIES, accessible, check, closeSummary, context, countCalls, env, finish, launch, openSummary, setup, unlock } from './common.mjs';
 
 const { gateway, shots } = setup();
 const browser = await launch();
@@ -54,8 +54,11 @@ try {
     const data = JSON.stringify({ ...last, epoch: last.epoch + shift });
     window.__deskSource.dispatchEvent(new MessageEvent('desk', { data }));
   }, epochShift);
+  // The event makes the page ask the desk again: the check waits until it has handled
+  // that answer (which leaves no trace when the session is the same).
+  const deskCalls = await countCalls(page, '/api/v1/desk');
   await replay(0);
-  await page.waitForTimeout(300);
+  await deskCalls.settled(1);
   check(await page.locator('#summary').evaluate((s) => s.childElementCount > 0), 'same session: the summary stays');
   await replay(1);
   await page.waitForFunction(() => document.querySelector('#summary').childElementCount === 0, null, { timeout: 2000 });

@@ -9,7 +9,7 @@
 // Centre 15 access), SHOTS (where screenshots go).
 // Prints one JSON line starting with RESULT, and exits non-zero on the first failure.
 
-import { accessible, ask, check, context, env, fillAccessForm, finish, launch, setup } from './common.mjs';
+import { accessible, ask, check, context, countCalls, env, fillAccessForm, finish, launch, setup } from './common.mjs';
 
 const { gateway, shots } = setup();
 
@@ -92,6 +92,7 @@ try {
   // last; the candidates shown stay the corrected search's.
   let releaseFirst = null;
   let searches = 0;
+  const searchCalls = await countCalls(page, '/api/v1/patients/search');
   const searchRoute = '**/api/v1/patients/search';
   await page.route(searchRoute, async (route) => {
     searches += 1;
@@ -112,7 +113,9 @@ try {
   await page.keyboard.press('Enter');
   await page.locator('#candidates button:not([disabled])').first().waitFor();
   releaseFirst();
-  await page.waitForTimeout(500);
+  // The page has read both answers, the late one included (it leaves no trace when
+  // dropped): only then can the check below catch it replacing the candidates.
+  await searchCalls.settled(2);
   check(await page.locator('#candidates button:not([disabled])').count() > 0,
     'a search answered late does not replace a later one');
   await page.unroute(searchRoute);

@@ -14,7 +14,7 @@
 // Started by tests/suite/browser.rs, which acts on SLOW_UPSTREAM, FAST_UPSTREAM, REMOVE, INSERT,
 // GATEWAY_DOWN, GATEWAY_UP, GATEWAY_FREEZE and GATEWAY_THAW. Environment: GATEWAY, CLIENT_CERT, CLIENT_KEY, INS.
 
-import { ask, check, context, env, fillAccessForm, finish, launch } from './common.mjs';
+import { ask, check, context, countCalls, env, fillAccessForm, finish, launch } from './common.mjs';
 
 const gateway = env('GATEWAY');
 const browser = await launch();
@@ -47,12 +47,16 @@ try {
   await login();
   await ask('SLOW_UPSTREAM');
   await fillAccessForm(page, env('INS'), 'CRRA-2026-000043');
+  const lateAnswer = page.waitForResponse((r) => r.url().endsWith('/api/v1/break-glass'));
   await page.keyboard.press('Enter');
   // Pulled once the access is on the record and its answer under way (slowed).
   await ask('REMOVE_DURING_ACCESS');
   // Told by the event stream (the page's own check of the desk is every 30 s).
   await page.locator('#screen-card').waitFor({ state: 'visible', timeout: 5000 });
-  await page.waitForTimeout(2500); // past the slowed answer
+  // The slowed answer has come and the page is done with it: it enables the access
+  // button again only then, in the same turn where it would show a summary.
+  await lateAnswer;
+  await page.waitForFunction(() => !document.querySelector('#access-submit').disabled);
   check(await page.locator('#summary').evaluate((s) => s.childElementCount === 0), 'the late answer is not shown');
   check(!(await patientText()), 'no patient datum after the card left');
   result.lateAnswerDropped = true;
@@ -91,14 +95,28 @@ try {
   // Answers about the desk can cross: the one the login asked for (a session) is held
   // back until after the card was pulled; the page must not show that session again.
   await ask('INSERT');
+  const deskCalls = await countCalls(page, '/api/v1/desk');
   let held = 0;
   let armed = false;
+  // Held until the card has left (below); 10 s at most, should the login wait for this
+  // very answer (the answers then did not cross, and the check below says so).
+  let cardLeft = false;
+  let releasedAfterRemoval = false;
+  let releaseHeld = null;
+  const heldBack = new Promise((resolve) => { releaseHeld = resolve; });
+  let heldGiven = null;
+  const heldAnswered = new Promise((resolve) => { heldGiven = resolve; });
   await page.route('**/api/v1/desk', async (route) => {
     if (!armed || held > 0) return route.continue();
     held += 1;
-    const response = await route.fetch();
-    await new Promise((resolve) => setTimeout(resolve, 4000));
-    await route.fulfill({ response });
+    try {
+      const response = await route.fetch();
+      await Promise.race([heldBack, new Promise((resolve) => setTimeout(resolve, 10000))]);
+      releasedAfterRemoval = cardLeft;
+      await route.fulfill({ response });
+    } finally {
+      heldGiven();
+    }
   });
   await page.locator('#pin').waitFor({ state: 'visible' });
   await page.keyboard.type('1234');
@@ -108,7 +126,12 @@ try {
   check(held === 1, 'an answer about the desk was held back');
   await ask('REMOVE');
   await page.locator('#screen-card').waitFor({ state: 'visible', timeout: 5000 });
-  await page.waitForTimeout(4500); // past the held answer
+  cardLeft = true;
+  releaseHeld();
+  await heldAnswered;
+  check(releasedAfterRemoval, 'the held answer about the desk was given after the card left');
+  // The page has read every answer about the desk, the held one included.
+  await deskCalls.settled(1);
   check(await page.locator('#screen-card').isVisible(), 'the card screen stays after an older answer');
   check(await page.locator('#session-bar').isHidden(), 'no session shown after the card left');
   result.olderDeskAnswerDropped = true;
@@ -119,8 +142,15 @@ try {
   await ask('INSERT');
   await login();
   await fillAccessForm(page, env('INS'), 'CRRA-2026-000046');
+  const access = page.waitForResponse((r) => r.url().endsWith('/api/v1/break-glass'));
   await page.keyboard.press('Enter');
   await page.locator('#summary .allergies').waitFor({ state: 'visible', timeout: 10000 });
+  const grantPath = '/api/v1/grants/' + encodeURIComponent((await (await access).json()).grant.id);
+  // Its end on the record, which the page asks for once the link is back (below); a
+  // failed attempt (5xx) is asked again by the page.
+  const grantEnded = page.waitForResponse((r) => r.request().method() === 'DELETE' &&
+    new URL(r.url()).pathname === grantPath && r.status() < 500, { timeout: 120000 });
+  grantEnded.catch(() => {}); // awaited below: a failure before then must not surface as unhandled
   await ask('GATEWAY_FREEZE');
   const frozen = Date.now();
   try {
@@ -134,7 +164,8 @@ try {
   }
   // The link back, the page ends on the record the grant whose summary it masked.
   await page.locator('#link-state').waitFor({ state: 'hidden', timeout: 30000 });
-  await page.waitForTimeout(1500);
+  const ended = await grantEnded;
+  check(ended.status() === 204, `the masked grant is ended on the record: ${ended.status()}`);
   result.linkBack = true;
 } finally {
   await browser.close();
