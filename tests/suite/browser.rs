@@ -86,6 +86,11 @@ fn centre_gateway(
     upstream: &DevUpstream,
     cache: &str,
 ) -> Gateway {
+    centre_gateway_on(pcscd, card, &upstream.toml_section(), cache)
+}
+
+/// As [`centre_gateway`], with the `[upstream]` section given.
+fn centre_gateway_on(pcscd: &Pcscd, card: &VirtualCard, upstream: &str, cache: &str) -> Gateway {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path());
     let master = dir.path().join("cache.key");
@@ -94,7 +99,7 @@ fn centre_gateway(
         "\n[cards.trust]\nanchors = [\"{}\"]\ncrls = [\"{}\"]\n{}\n[cache]\nmaster_key = \"{}\"\n{cache}",
         card.dir.join("card-ca.pem").display(),
         card.dir.join("card-ca.crl").display(),
-        upstream.toml_section(),
+        upstream,
         master.display(),
     );
     let config = write_config(dir.path(), &pki, "", &extra);
@@ -752,6 +757,28 @@ fn calls_records(config: &Path, kind: &str, call: &str) -> Vec<String> {
         .filter(|l| !l.trim().is_empty())
         .map(str::to_owned)
         .collect()
+}
+
+/// A gateway that refuses test identifiers offers none, and the record service answers a
+/// search with a patient under one: choosing them must not fill the INS in under a type
+/// the desk offers (an identifier sent under another type names someone else, or no one).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_candidate_under_an_identifier_type_the_desk_does_not_offer_is_not_filled_in() {
+    let pcscd = Pcscd::start(1);
+    let card = VirtualCard::insert(&pcscd, 0, &["--id-nat", "810002813839"]);
+    let upstream = DevUpstream::start(vec![patient(
+        "p1",
+        1,
+        &fixture("penicillin-allergy-high-criticality.json"),
+    )]);
+    let section = upstream.toml_section();
+    assert!(section.contains("accept_test_ins = true"), "{section}");
+    let refusing = section.replace("accept_test_ins = true", "accept_test_ins = false");
+    let gateway = centre_gateway_on(&pcscd, &card, &refusing, "");
+    let env = script_env(&gateway, DESK_A, vec![("FAMILY", family(1))]);
+    let result =
+        tokio::task::block_in_place(|| run_script(&browser_dir().join("oid.mjs"), &env, |_| false));
+    assert_eq!(result["refused"], true, "{result}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
