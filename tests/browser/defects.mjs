@@ -66,6 +66,7 @@ try {
   await page.locator('#screen-patient').waitFor({ state: 'visible' });
 
   // Family members: their entries left out, counted in the blocks concerned.
+  const granted = page.waitForResponse((r) => r.url().endsWith('/api/v1/break-glass'));
   blocks = await open(env('FAMILY_INS'));
   allergies = blocks[ALLERGIES];
   check(allergies.includes('2 entrée(s) concernant une autre personne ignorée(s)'), `excluded allergies: ${allergies}`);
@@ -74,7 +75,39 @@ try {
     `excluded problem: ${blocks['Problèmes actifs']}`);
   check(!blocks['Problèmes actifs'].includes('Diabète'), 'the mother\u2019s problem is not shown');
   result.family = allergies;
-  await close();
+
+  // The gateway fails an answer about the desk for a moment: the summary leaves the screen
+  // (fail closed), and the grant it was shown under is ended on the record once the
+  // gateway answers again, not left open there until it expires.
+  const grantPath = '/api/v1/grants/' + encodeURIComponent((await (await granted).json()).grant.id);
+  // The desk's own session announced again (the events replayed above carry a shifted
+  // one, which would clear the page as another session, not as a failed answer).
+  const epoch = await page.evaluate(async () => (await (await fetch('/api/v1/desk')).json()).session_epoch);
+  check(Number.isInteger(epoch), `the desk names its session: ${epoch}`);
+  const announce = () => page.evaluate((epoch) => {
+    const last = window.__deskEvents[window.__deskEvents.length - 1];
+    window.__deskSource.dispatchEvent(new MessageEvent('desk', { data: JSON.stringify({ ...last, epoch }) }));
+  }, epoch);
+  const ends = await countCalls(page, grantPath);
+  await page.route('**/api/v1/desk', (route) => route.fulfill({
+    status: 503,
+    contentType: 'application/json',
+    body: JSON.stringify({ error: 'unavailable', message: 'unavailable', message_fr: 'Service momentanément indisponible.' }),
+  }));
+  const failing = await countCalls(page, '/api/v1/desk');
+  await announce();
+  await failing.settled(1);
+  await page.locator('#screen-card').waitFor({ state: 'visible' });
+  check(await page.locator('#summary').evaluate((s) => s.childElementCount === 0), 'a failed answer about the desk masks the summary');
+  check((await page.locator('#card-title').textContent()) === 'Serveur injoignable', 'the card screen says the server is out of reach');
+  check(await ends.asked() === 0, 'the grant is not ended while the gateway fails');
+  await page.unroute('**/api/v1/desk');
+  const ended = page.waitForResponse((r) => r.request().method() === 'DELETE' && new URL(r.url()).pathname === grantPath);
+  await announce();
+  check((await ended).status() === 204, 'the masked grant is ended on the record once the gateway answers');
+  await page.locator('#screen-patient').waitFor({ state: 'visible' });
+  check(await page.locator('#summary').evaluate((s) => s.childElementCount === 0), 'the summary does not come back');
+  result.maskedGrantEnded = true;
 
   // An allergy the section does not list, next to its "none known": shown, marked.
   blocks = await open(env('UNLISTED_INS'));
