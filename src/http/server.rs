@@ -6,7 +6,8 @@
 //! A connection holds a slot only while it is used: from accept, its first request head
 //! must arrive within the handshake deadline, and once no request is in flight it is
 //! closed after the idle timeout (HTTP/1 and HTTP/2 alike; a streamed answer such as the
-//! desk's event stream counts as in flight until its body ends). HTTP/2 connections are
+//! desk's event stream counts as in flight until its body ends), as HTTP closes: a GOAWAY
+//! for HTTP/2, TLS's close_notify, within [`IDLE_CLOSE_GRACE`]. HTTP/2 connections are
 //! pinged, and their concurrent streams bounded. So silent connections, anonymous or not,
 //! cannot hold the listener.
 //!
@@ -31,7 +32,6 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -145,7 +145,11 @@ pub(crate) struct Connections {
     desks: Arc<DeskDirectory>,
     app: Router,
     metrics: Arc<Metrics>,
-    http: Arc<Builder<TokioExecutor>>,
+    /// By the protocol TLS negotiated (ALPN): HTTP/1.1, HTTP/2, or either (read from the
+    /// first bytes) for a client that named none. A connection whose protocol is known
+    /// is HTTP from its start, so it can be closed as HTTP closes even before its first
+    /// request (one still sniffing its first bytes was only dropped).
+    http: Arc<[Builder<TokioExecutor>; 3]>,
     handshake_timeout: Duration,
     idle_timeout: Duration,
     /// Slots connections without a client certificate may hold (half of them).
@@ -180,7 +184,7 @@ impl Connections {
             desks,
             app,
             metrics,
-            http: Arc::new(http),
+            http: Arc::new([http.clone().http1_only(), http.clone().http2_only(), http]),
             handshake_timeout: limits.handshake_timeout,
             idle_timeout: limits.idle_timeout,
             anonymous: Arc::new(Semaphore::new((limits.max_connections / 2).max(1))),
@@ -197,7 +201,7 @@ impl Connections {
         }
     }
 
-    async fn handle(self, tcp: TcpStream, remote: SocketAddr, watcher: Watcher) {
+    async fn handle(self, tcp: TcpStream, remote: SocketAddr, mut drain: DrainSignal) {
         let _ = tcp.set_nodelay(true);
         let acceptor = TlsAcceptor::from(self.tls.config());
         let (pending, evicted) = self.handshakes.begin(source(remote.ip()));
@@ -298,8 +302,12 @@ impl Connections {
                 }))
             }
         });
-        let connection = self
-            .http
+        let http = match tls.get_ref().1.alpn_protocol() {
+            Some(b"http/1.1") => &self.http[0],
+            Some(b"h2") => &self.http[1],
+            _ => &self.http[2],
+        };
+        let connection = http
             .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
             .into_owned();
         // Counted down however this future ends, dropped at shutdown included.
@@ -310,19 +318,72 @@ impl Connections {
             stall_timeout(self.idle_timeout),
         );
         let untrusted = no_longer_trusted(self.tls.clone(), chain);
-        tokio::select! {
-            ended = watcher.watch(connection) => if let Err(e) = ended {
-                tracing::debug!(peer = %remote, error = %e, "connection ended with an error");
-            },
+        tokio::pin!(connection);
+        // How long a graceful close may take: the drain's own deadline bounds it; an idle
+        // connection's is short (a client answers the close's PING within a round trip),
+        // so a silent peer holds its slot barely longer than before.
+        let grace = tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(peer = %remote, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = drain.stopping() => None,
+            // Dropped at once: nothing more goes to a certificate that no longer verifies.
             why = untrusted => {
                 self.metrics.observe_connection_closed("certificate_no_longer_valid");
                 tracing::warn!(peer = %remote, reason = %why, "an open connection's client certificate no longer verifies (revoked or expired since its handshake): connection closed");
+                return;
             }
             why = idle => {
                 self.metrics.observe_connection_closed(why);
                 tracing::debug!(peer = %remote, why, "connection closed");
+                // A stalled answer would hold a graceful close as long: dropped at once.
+                if why == "stalled" {
+                    return;
+                }
+                Some(IDLE_CLOSE_GRACE.min(self.handshake_timeout))
             }
+        };
+        // Closed as HTTP closes: an HTTP/2 client is sent a GOAWAY (it then knows which
+        // requests were not taken, and sends the next on a new connection instead of
+        // failing it), HTTP/1 ends after the request in progress, and TLS ends with its
+        // close_notify. Dropping the connection said none of it.
+        connection.as_mut().graceful_shutdown();
+        let ended = match grace {
+            None => connection.await,
+            Some(limit) => match tokio::time::timeout(limit, connection).await {
+                Ok(ended) => ended,
+                // A peer that does not take part in the close (a GOAWAY's PING never
+                // acknowledged) is dropped.
+                Err(_) => return,
+            },
+        };
+        if let Err(e) = ended {
+            tracing::debug!(peer = %remote, error = %e, "connection ended with an error");
         }
+    }
+}
+
+/// How long an idle connection's graceful close may take before it is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The drain's word to the open connections. Each connection's task holds one until it
+/// ends, so the drain knows when the last has ([`tokio::sync::watch::Sender::closed`]).
+#[derive(Clone)]
+pub(crate) struct DrainSignal(tokio::sync::watch::Receiver<bool>);
+
+impl DrainSignal {
+    /// The drain's sender (`true`: close) and the signal connections hold.
+    fn new() -> (tokio::sync::watch::Sender<bool>, Self) {
+        let (stop, signal) = tokio::sync::watch::channel(false);
+        (stop, Self(signal))
+    }
+
+    /// Resolves once the drain has begun (or its sender is gone).
+    async fn stopping(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
     }
 }
 
@@ -661,7 +722,7 @@ pub(crate) async fn serve(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) -> Drain {
-    let graceful = GracefulShutdown::new();
+    let (stop, signal) = DrainSignal::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_address = PerAddress::default();
     tokio::pin!(shutdown);
@@ -698,7 +759,7 @@ pub(crate) async fn serve(
             drop(tcp);
             continue;
         };
-        let task = connections.clone().handle(tcp, remote, graceful.watcher());
+        let task = connections.clone().handle(tcp, remote, signal.clone());
         tokio::spawn(async move {
             task.await;
             drop(counted);
@@ -710,7 +771,10 @@ pub(crate) async fn serve(
         grace_secs = limits.shutdown_grace.as_secs(),
         "listener closed; draining in-flight requests"
     );
-    match tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await {
+    drop(signal);
+    let _ = stop.send(true);
+    // Every connection holds a signal until its task ends: closed once the last has.
+    match tokio::time::timeout(limits.shutdown_grace, stop.closed()).await {
         Ok(()) => Drain::Complete,
         Err(_) => Drain::TimedOut,
     }

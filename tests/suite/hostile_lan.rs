@@ -284,14 +284,66 @@ async fn an_http2_connection_idle_after_its_requests_is_closed() {
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
     drop(response);
-    // Closed by the gateway after 4 s without a request in flight (not by this client).
-    let _ = tokio::time::timeout(Duration::from_secs(10), ended)
+    // Closed by the gateway after 4 s without a request in flight (not by this client),
+    // cleanly: a GOAWAY, then TLS's close_notify (idle_connections_are_closed_with_…).
+    let ended = tokio::time::timeout(Duration::from_secs(10), ended)
         .await
         .expect("the idle HTTP/2 connection is closed by the gateway");
+    assert!(
+        matches!(ended, Ok(Ok(()))),
+        "the connection did not end cleanly: {ended:?}"
+    );
     let lived = opened.elapsed();
     assert!(
         lived >= Duration::from_secs(3) && lived < Duration::from_secs(9),
         "closed after {lived:?}"
+    );
+}
+
+/// A connection the gateway closes for idleness is closed cleanly: an HTTP/2 client is
+/// told by a GOAWAY frame (so it knows no request of its was dropped, and opens a new
+/// connection for the next instead of seeing an error), and TLS ends with its close_notify
+/// (a plain TCP close reads as a truncation attack). Before, the connection was dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_are_closed_with_a_goaway_and_a_close_notify() {
+    let gateway = Gateway::start_with(LIMITS, |_| String::new());
+    // Until the gateway closes it: every byte it sent, and whether TLS ended cleanly.
+    async fn until_closed(stream: &mut TlsStream<TcpStream>) -> (Vec<u8>, Result<(), String>) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+                Err(_) => panic!("the idle connection is still open after 10 s"),
+                Ok(Ok(0)) => return (got, Ok(())),
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Ok(Err(e)) => return (got, Err(e.to_string())),
+            }
+        }
+    }
+    // A silent HTTP/2 peer never answers the PING that completes a graceful close: it is
+    // told by the GOAWAY, then dropped.
+    let mut h2 = silent(&gateway, attacker(7), true).await.unwrap();
+    let (sent, _) = until_closed(&mut h2).await;
+    // The server's frames: 9-byte headers (length, type, flags, stream), then payloads.
+    let mut kinds = Vec::new();
+    let mut at = 0;
+    while at + 9 <= sent.len() {
+        let length = usize::from(sent[at]) << 16
+            | usize::from(sent[at + 1]) << 8
+            | usize::from(sent[at + 2]);
+        kinds.push(sent[at + 3]);
+        at += 9 + length;
+    }
+    assert!(
+        kinds.contains(&0x7),
+        "no GOAWAY before the close: frame types {kinds:?}"
+    );
+    let mut h1 = silent(&gateway, attacker(8), false).await.unwrap();
+    let (_, ended) = until_closed(&mut h1).await;
+    assert_eq!(
+        ended,
+        Ok(()),
+        "HTTP/1.1: TLS ended without its close_notify"
     );
 }
 
