@@ -1546,6 +1546,8 @@ fn released_identities(candidates: &[Candidate]) -> (Vec<PatientRef>, Option<Str
 }
 
 /// What a traits search looked for, for the audit record.
+/// The `traits:` prefix is what the CSV export knows such a detail by, to leave it out
+/// (`audit::export`).
 fn traits_detail(traits: &Traits) -> String {
     format!(
         "traits: birth_name={} first_names={} birth_date={} sex={:?}{}",

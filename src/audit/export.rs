@@ -442,8 +442,9 @@ pub fn export(
 /// The columns an officer reads a record by in a spreadsheet: after a restore, `epoch` tells
 /// two records of one seq apart; `grant` ties an access's records together; `candidates`
 /// (INS, space-separated) finds the searches that returned a patient; a decision says which
-/// access (`review_of`), what, and which earlier decision it replaces. The free texts (a justification, a comment) are in the
-/// JSONL export only.
+/// access (`review_of`), what, and which earlier decision it replaces. The free texts (a
+/// justification, a comment) and the identity traits a search was made with (names, birth
+/// date: [`csv_detail`]) are in the JSONL export only: a spreadsheet travels further.
 const CSV_HEADER: &str = "seq,time,node,epoch,kind,outcome,reason,desk,professional,professional_name,patient_ins,patient_oid,candidates,call_id,reason_code,access_mode,source,grant,detail,review_of,decision,replaces,alert,alert_records,prev,hash";
 
 /// What comes before the records: the JSONL header and checkpoints, the CSV header row,
@@ -589,6 +590,15 @@ pub fn is_unfiltered(filter: &Filter) -> bool {
 }
 
 /// One CSV row (the columns of `CSV_HEADER`).
+/// A record's `detail` for the CSV export: a search by identity traits says only that it
+/// was one (its traits, a patient's names and birth date, stay in the JSONL export).
+fn csv_detail(e: &super::Event) -> String {
+    match e.detail.as_deref() {
+        Some(detail) if detail.starts_with("traits:") => "traits (in the JSONL export)".into(),
+        detail => detail.unwrap_or_default().to_owned(),
+    }
+}
+
 fn csv_row(s: &Selected) -> String {
     let r = &s.record;
     let e = &r.event;
@@ -627,7 +637,7 @@ fn csv_row(s: &Selected) -> String {
         mode,
         source,
         e.grant.clone().unwrap_or_default(),
-        e.detail.clone().unwrap_or_default(),
+        csv_detail(e),
         e.review
             .as_ref()
             .map(|v| v.of.to_string())
@@ -1278,9 +1288,15 @@ mod tests {
                     oid: "o".into(),
                 },
             ],
+            detail: Some(
+                "traits: birth_name=DUPONT first_names=Camille birth_date=1980-01-17 sex=Female"
+                    .into(),
+            ),
             ..Event::new(EventKind::PatientSearch, Outcome::Success)
         });
         assert_eq!(search("candidates"), "1 2");
+        // The traits a search was made with stay out of the spreadsheet.
+        assert_eq!(search("detail"), "traits (in the JSONL export)");
         let alert = row(Event {
             alert: Some(Alert {
                 kind: AlertKind::ManyPatients,

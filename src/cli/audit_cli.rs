@@ -29,7 +29,9 @@ pub(super) enum AuditCommand {
         file: Option<PathBuf>,
         /// Trusted public key (hex, or a file holding it); repeatable. Default: the
         /// configured signing key's; given, only those are trusted.
-        #[arg(long = "public-key")]
+        // A value starting with '-' (PEM text pasted by mistake) is taken as the value, so
+        // the refusal never quotes it (clap's "unexpected argument" error would).
+        #[arg(long = "public-key", allow_hyphen_values = true)]
         public_keys: Vec<String>,
     },
     /// Anomalies since a time: outside shift, many patients, PIN failures, refusals by
@@ -89,7 +91,9 @@ pub(super) enum AuditCommand {
         output: PathBuf,
         /// A key the trail's older checkpoints were signed with (hex, or a file holding
         /// it), trusted besides the configured one; repeatable (after a key rotation).
-        #[arg(long = "public-key")]
+        // A value starting with '-' (PEM text pasted by mistake) is taken as the value, so
+        // the refusal never quotes it (clap's "unexpected argument" error would).
+        #[arg(long = "public-key", allow_hyphen_values = true)]
         public_keys: Vec<String>,
     },
     /// Put a backup made by `audit backup` in place of the store, keeping the replaced store
@@ -101,7 +105,9 @@ pub(super) enum AuditCommand {
         /// A key the backup's older checkpoints were signed with (hex, or a file holding
         /// it), trusted besides the configured one; repeatable (after a key rotation, or a
         /// key lost with the disk and replaced).
-        #[arg(long = "public-key")]
+        // A value starting with '-' (PEM text pasted by mistake) is taken as the value, so
+        // the refusal never quotes it (clap's "unexpected argument" error would).
+        #[arg(long = "public-key", allow_hyphen_values = true)]
         public_keys: Vec<String>,
     },
 }
@@ -358,6 +364,12 @@ fn trusted_keys(
     for key in given {
         let text = if Path::new(key).is_file() {
             std::fs::read_to_string(key).with_context(|| format!("cannot read {key}"))?
+        } else if key.contains("-----") || key.contains('\n') {
+            // Key text given in place of a path or hex (PEM's base64 holds '/'): never
+            // repeated, since it may be a private key pasted by mistake.
+            return Err(Failure::Usage(vec![
+                "--public-key: takes a file or the key in hex (as `samu-gateway audit public-key` prints it), not PEM text: the text given is not repeated here".into(),
+            ]));
         } else if key.contains('/') || key.ends_with(".pub") {
             return Err(Failure::Usage(vec![format!(
                 "--public-key: no such file: {key}"

@@ -656,6 +656,15 @@ fn key_files_given_by_mistake_are_named_and_never_printed() {
         !stderr.contains(&body) && !stdout.contains(&body),
         "the private key was printed: {stderr}"
     );
+    // The key's text itself, pasted in place of a path (its base64 may hold a '/', which
+    // read as a mistyped path and was quoted back whole).
+    let (code, stdout, stderr) = verify(&private);
+    assert_eq!(code, 64, "{stdout}{stderr}");
+    assert!(stderr.contains("not PEM text"), "{stderr}");
+    assert!(
+        !stderr.contains(&body) && !stdout.contains(&body),
+        "the pasted private key was printed: {stderr}"
+    );
     let missing = trail.dir.path().join("audit-signing.key.pub");
     let (code, _, stderr) = verify(missing.to_str().unwrap());
     assert_eq!(code, 64, "{stderr}");
