@@ -222,6 +222,7 @@ async fn follow(
             }
         }
     };
+    let raised = missed.len();
     if !missed.is_empty() {
         tracing::warn!(
             alerts = missed.len(),
@@ -230,6 +231,11 @@ async fn follow(
         log_alerts(&missed);
         let _receipts = log.append_all(missed).await?;
     }
+    // Says alerts are live (centre IT's check after a start), and what the replay raised.
+    tracing::info!(
+        raised,
+        "real-time alerts follow the trail (the last hour replayed)"
+    );
     loop {
         let notified = committed.notified();
         tokio::pin!(notified);

@@ -210,7 +210,12 @@ async fn a_receiver_refusing_the_certificate_gets_nothing_and_it_is_an_error() {
             .wait_for(PATIENCE, |l| l.contains("audit shipping failed"))
             .is_some()
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Refused again on its retry (not a moment's failure): still nothing taken.
+    assert!(
+        gateway
+            .stderr
+            .wait_for_count(PATIENCE, 2, |l| l.contains("audit shipping failed"))
+    );
     assert!(rsyslog.received().is_empty(), "{:?}", rsyslog.received());
 }
 
@@ -227,7 +232,12 @@ async fn a_receiver_refusing_the_certificate_during_a_backlog_drain_gets_nothing
             .wait_for(PATIENCE, |l| l.contains("audit shipping failed"))
             .is_some()
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Refused again on its retry, the backlog's batches written meanwhile: still nothing.
+    assert!(
+        gateway
+            .stderr
+            .wait_for_count(PATIENCE, 2, |l| l.contains("audit shipping failed"))
+    );
     assert!(
         rsyslog.received().is_empty(),
         "{:?}",
@@ -428,13 +438,26 @@ async fn an_alert_the_last_run_did_not_record_is_raised_at_start_once() {
     assert!(seq > 11, "after the records behind it");
     assert!(body.contains("<AuditMessage>"), "DICOM payload by default");
     assert!(!body.contains("269054958815700"), "no patient in an alert");
+    let first = gateway
+        .stderr
+        .wait_for(PATIENCE, |l| {
+            l.contains("real-time alerts follow the trail")
+        })
+        .expect("the alerts follow the trail");
+    assert!(first.contains(r#""raised":1"#), "{first}");
     // Restarted, the gateway finds the alert on the trail and does not raise it again.
     gateway.terminate();
     assert!(gateway.wait(Duration::from_secs(20)).success());
-    let (mut again, _, _) = support::spawn(&gateway.config, &["serve"], &[]);
+    let (mut again, _, stderr) = support::spawn(&gateway.config, &["serve"], &[]);
+    // Its replay of the last hour is over: it says what it raised (nothing).
+    let replayed = stderr
+        .wait_for(PATIENCE, |l| {
+            l.contains("real-time alerts follow the trail")
+        })
+        .expect("the restarted gateway's alerts follow the trail");
+    assert!(replayed.contains(r#""raised":0"#), "{replayed}");
     // service_stopped, then the new run's configuration_loaded and service_started.
     let lines = tokio::task::block_in_place(|| rsyslog.wait_for(28, PATIENCE));
-    tokio::time::sleep(Duration::from_secs(1)).await;
     // Delivery is at least once: count alerts after dedupe by sequence number.
     let alerts: Vec<String> = rsyslog
         .received()
