@@ -161,6 +161,85 @@ fn reviewable_start(
         .then(|| BreakGlassAccess::of(&start)))
 }
 
+/// A restore of the trail from a backup, as the trail records it: the records written
+/// after the backup was taken and before the restore are not in this trail (they stay in
+/// the store the restore set aside, on the appliance).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Restore {
+    /// Sequence number of its `trail_restored` record.
+    pub seq: u64,
+    /// When the backup was put back (UTC).
+    pub time: String,
+    /// The last record the backup held.
+    pub backup_head: Option<u64>,
+    /// When the backup was taken (UTC).
+    pub backup_taken: Option<String>,
+}
+
+/// Every restore the trail records, latest first. Each starts an epoch (docs/audit.md),
+/// and epochs only move forward with the sequence number, so each epoch's first record is
+/// found by bisection: a few reads per restore, however long the trail.
+pub fn restores(store: &impl ReadStore) -> Result<Vec<Restore>, AuditError> {
+    /// Far more than any appliance's life holds: a bound on the walk, not a limit met.
+    const MOST: usize = 10_000;
+    let txn = store.snapshot()?;
+    let Some((last, _)) = store::last_record(&txn)? else {
+        return Ok(Vec::new());
+    };
+    // Older records may have been pruned: the trail starts at its first one kept.
+    let mut first = last;
+    store::for_each_record(&txn, 0, |seq, _| {
+        first = seq;
+        ControlFlow::Break(())
+    })?;
+    let read = |seq: u64| -> Result<Record, AuditError> {
+        let bytes = store::record(&txn, seq)?.ok_or_else(|| AuditError::Damaged {
+            seq,
+            why: "a record missing inside the trail".into(),
+        })?;
+        super::event::read_record(seq, &bytes)
+    };
+    let mut found = Vec::new();
+    let mut top = last;
+    while found.len() < MOST {
+        let epoch = read(top)?.epoch;
+        // The first record of `epoch` in [first, top].
+        let (mut low, mut high) = (first, top);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if read(middle)?.epoch >= epoch {
+                high = middle;
+            } else {
+                low = middle + 1;
+            }
+        }
+        let start = read(low)?;
+        if start.event.kind != EventKind::TrailRestored {
+            break;
+        }
+        let field = |name: &str| {
+            start.event.detail.as_deref().and_then(|detail| {
+                detail
+                    .split_whitespace()
+                    .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                    .map(str::to_owned)
+            })
+        };
+        found.push(Restore {
+            seq: low,
+            time: start.time.clone(),
+            backup_head: field("backup_head").and_then(|h| h.parse().ok()),
+            backup_taken: field("backup_taken"),
+        });
+        // The trail kept starts with this restore: what came before it was pruned.
+        if low <= first {
+            break;
+        }
+        top = low - 1;
+    }
+    Ok(found)
+}
+
 /// One stored record with its hash, as compliance reads it.
 #[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct TrailRecord {
@@ -312,4 +391,81 @@ fn session_login(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::store::{AuditStore, NewRecord};
+    use crate::audit::{Event, event};
+
+    fn record(seq: u64, epoch: u64, event: Event) -> NewRecord {
+        let record = Record {
+            v: event::RECORD_VERSION,
+            seq,
+            node: "gw".into(),
+            epoch,
+            time: format!("2026-12-07T10:00:{:02}.000Z", seq % 60),
+            run: "run".into(),
+            mono_ns: seq,
+            prev: "0".repeat(64),
+            event,
+        };
+        NewRecord {
+            seq,
+            bytes: serde_json::to_vec(&record).unwrap(),
+            time_ms: 1_800_000_000_000 + seq,
+            keys: Vec::new(),
+        }
+    }
+
+    fn restored(head: u64) -> Event {
+        Event::new(EventKind::TrailRestored, Outcome::Success).with_detail(format!(
+            "previous_epoch=1 backup_head={head} backup_taken=2026-12-06T08:00:00.000Z"
+        ))
+    }
+
+    /// Two restores in a long trail, each found by its epoch; none in a trail that never
+    /// had one; one whose records before were pruned is still said.
+    #[test]
+    fn every_restore_is_found_latest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.redb")).unwrap();
+        let login = || Event::new(EventKind::UserLogin, Outcome::Success);
+        let mut records: Vec<NewRecord> = (1..=500).map(|s| record(s, 10, login())).collect();
+        assert!(restores(&store).unwrap().is_empty(), "an empty trail");
+        store.commit(&records, &[]).unwrap();
+        assert!(restores(&store).unwrap().is_empty(), "never restored");
+        records = vec![record(501, 20, restored(420))];
+        records.extend((502..=900).map(|s| record(s, 20, login())));
+        records.push(record(901, 30, restored(777)));
+        records.extend((902..=903).map(|s| record(s, 30, login())));
+        store.commit(&records, &[]).unwrap();
+        let found = restores(&store).unwrap();
+        assert_eq!(
+            found
+                .iter()
+                .map(|r| (r.seq, r.backup_head))
+                .collect::<Vec<_>>(),
+            [(901, Some(777)), (501, Some(420))]
+        );
+        assert_eq!(
+            found[0].backup_taken.as_deref(),
+            Some("2026-12-06T08:00:00.000Z")
+        );
+        assert_eq!(found[0].time, "2026-12-07T10:00:01.000Z");
+    }
+
+    #[test]
+    fn a_restore_whose_earlier_records_were_pruned_is_still_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.redb")).unwrap();
+        let login = Event::new(EventKind::UserLogin, Outcome::Success);
+        store
+            .commit(&[record(40, 20, restored(39)), record(41, 20, login)], &[])
+            .unwrap();
+        let found = restores(&store).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].seq, 40);
+    }
 }

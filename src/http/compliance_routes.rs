@@ -69,6 +69,9 @@ impl FromRequestParts<AppState> for Officer {
 pub(super) struct PendingAnswer {
     /// Oldest first.
     pub accesses: Vec<BreakGlassAccess>,
+    /// The restores of the trail from a backup, latest first: the records written between
+    /// each backup and its restore are not in this trail, and a review should know it.
+    pub restores: Vec<review::Restore>,
 }
 
 /// Lists the break-glass accesses still to review, oldest first.
@@ -80,19 +83,19 @@ pub(super) async fn pending(
     officer: Officer,
 ) -> Result<Json<PendingAnswer>, ApiError> {
     let queue = state.review_queue();
-    let accesses = read_trail(&state, move |store| {
+    let (accesses, restores) = read_trail(&state, move |store| {
         // A panic elsewhere while it was held may have left it half updated: start over.
         let mut queue = queue.lock().unwrap_or_else(|poisoned| {
             let mut queue = poisoned.into_inner();
             *queue = review::ReviewQueue::default();
             queue
         });
-        queue.refresh(store)
+        Ok((queue.refresh(store)?, review::restores(store)?))
     })
     .await?;
     let detail = format!("pending accesses={}", accesses.len());
     record_use(&state, &officer, detail, LookedUp::default()).await?;
-    Ok(Json(PendingAnswer { accesses }))
+    Ok(Json(PendingAnswer { accesses, restores }))
 }
 
 /// A decision on one access.

@@ -25,6 +25,10 @@ try {
   // The times are the workstation's, and the page says which zone that is.
   const zone = await page.locator('#zone').textContent();
   check(zone.includes('Europe/Paris') && /UTC\+0[12]:00/.test(zone), `the zone: ${zone}`);
+  // The trail was restored once (tests/suite/browser.rs): said, with what it lacks.
+  const restored = await page.locator('#restores').textContent();
+  check(await page.locator('#restores').isVisible() && restored.includes('restaurée depuis une sauvegarde') &&
+    restored.includes('jusqu\u2019à l\u2019enregistrement n° 3'), `the restore: ${restored}`);
 
   // Filters narrow the list without another request.
   await page.locator('#filter-text').fill('CRRA-2');

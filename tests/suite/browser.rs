@@ -438,7 +438,27 @@ async fn compliance_officers_review_accesses_in_their_own_view() {
             ..Event::new(EventKind::BreakGlassStarted, Outcome::Success)
         });
     }
-    let gateway = support::launch_on_trail(events, "\n[compliance]\nofficer_cns = [\"poste-x\"]\n");
+    // The trail was restored from a backup once (taken after those records): the page says
+    // so, since the records written between the backup and the restore are not there.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    support::write_trail(dir.path(), &pki.audit_key, events);
+    let config = write_config(
+        dir.path(),
+        &pki,
+        "",
+        "\n[compliance]\nofficer_cns = [\"poste-x\"]\n",
+    );
+    let backup = dir.path().join("trail.backup");
+    let backup_arg = backup.to_str().unwrap();
+    for step in [
+        ["audit", "backup", "--output", backup_arg],
+        ["audit", "restore", "--input", backup_arg],
+    ] {
+        let (code, stdout, stderr) = support::run(&config, &step, &[]);
+        assert_eq!(code, 0, "{step:?}: {stdout}{stderr}");
+    }
+    let gateway = Gateway::launch(dir, pki, config, &[]);
     let export = gateway.dir.path().join("downloaded.jsonl");
     let env = script_env(
         &gateway,

@@ -39,7 +39,23 @@
     }
     message('');
     state.accesses = answer.data.accesses;
+    sayRestores(answer.data.restores || []);
     render();
+  }
+
+  // A restored trail lacks the records written between its backup and its restore: a
+  // review that does not know it could take an absence on the trail for an absence of
+  // accesses.
+  function sayRestores(restores) {
+    const banner = $('restores');
+    banner.hidden = restores.length === 0;
+    banner.textContent = restores.length === 0 ? '' :
+      'Cette trace a été restaurée depuis une sauvegarde ' +
+      restores.map((r) => 'le ' + when(r.time) +
+        (r.backup_taken ? ' (sauvegarde du ' + when(r.backup_taken) + ')' : '') +
+        (r.backup_head ? ', jusqu\u2019à l\u2019enregistrement n° ' + r.backup_head : '')).join(' ; ') +
+      '. Les enregistrements écrits entre la sauvegarde et la restauration ne sont pas ici : ' +
+      'l\u2019informatique du centre les garde dans l\u2019ancien magasin mis de côté sur l\u2019appliance.';
   }
 
   function visible() {
