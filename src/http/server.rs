@@ -170,9 +170,12 @@ impl Connections {
         limits: &ConnectionLimits,
     ) -> Self {
         let mut http = Builder::new(TokioExecutor::new());
+        // A head that never starts is the activity tracker's to close (gracefully, with
+        // TLS's close_notify); hyper's own deadline, which just drops the connection, is
+        // for a head begun and never finished, so it comes a moment later.
         http.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.handshake_timeout);
+            .header_read_timeout(limits.handshake_timeout + IDLE_CLOSE_GRACE);
         // A peer that stops answering pings is gone: its streams are cut.
         http.http2()
             .timer(TokioTimer::new())
@@ -208,6 +211,8 @@ impl Connections {
         let handshake = tokio::time::timeout(self.handshake_timeout, acceptor.accept(tcp));
         let handshake = tokio::select! {
             done = handshake => done,
+            // No request can be under way yet: a handshake would only hold the drain.
+            () = drain.stopping() => return,
             _ = evicted => {
                 self.metrics.observe_connection_closed("handshake_cap");
                 Self::log_refusal(
@@ -319,23 +324,22 @@ impl Connections {
         );
         let untrusted = no_longer_trusted(self.tls.clone(), chain);
         tokio::pin!(connection);
-        // How long a graceful close may take: the drain's own deadline bounds it; an idle
-        // connection's is short (a client answers the close's PING within a round trip),
-        // so a silent peer holds its slot barely longer than before.
-        let grace = tokio::select! {
+        tokio::pin!(untrusted);
+        let revoked = |why: &dyn std::fmt::Display| {
+            self.metrics
+                .observe_connection_closed("certificate_no_longer_valid");
+            tracing::warn!(peer = %remote, reason = %why, "an open connection's client certificate no longer verifies (revoked or expired since its handshake): connection closed");
+        };
+        tokio::select! {
             ended = connection.as_mut() => {
                 if let Err(e) = ended {
                     tracing::debug!(peer = %remote, error = %e, "connection ended with an error");
                 }
                 return;
             }
-            () = drain.stopping() => None,
+            () = drain.stopping() => {}
             // Dropped at once: nothing more goes to a certificate that no longer verifies.
-            why = untrusted => {
-                self.metrics.observe_connection_closed("certificate_no_longer_valid");
-                tracing::warn!(peer = %remote, reason = %why, "an open connection's client certificate no longer verifies (revoked or expired since its handshake): connection closed");
-                return;
-            }
+            why = &mut untrusted => return revoked(&why),
             why = idle => {
                 self.metrics.observe_connection_closed(why);
                 tracing::debug!(peer = %remote, why, "connection closed");
@@ -343,25 +347,27 @@ impl Connections {
                 if why == "stalled" {
                     return;
                 }
-                Some(IDLE_CLOSE_GRACE.min(self.handshake_timeout))
             }
-        };
+        }
         // Closed as HTTP closes: an HTTP/2 client is sent a GOAWAY (it then knows which
         // requests were not taken, and sends the next on a new connection instead of
         // failing it), HTTP/1 ends after the request in progress, and TLS ends with its
         // close_notify. Dropping the connection said none of it.
         connection.as_mut().graceful_shutdown();
-        let ended = match grace {
-            None => connection.await,
-            Some(limit) => match tokio::time::timeout(limit, connection).await {
-                Ok(ended) => ended,
-                // A peer that does not take part in the close (a GOAWAY's PING never
-                // acknowledged) is dropped.
-                Err(_) => return,
+        // The close takes as long as the requests it lets finish keep moving (HTTP/2 takes
+        // streams opened during its PING's round trip: cut, their answers would be lost
+        // though the client is told they were taken), then IDLE_CLOSE_GRACE: a peer that
+        // does not take part (the PING never answered, a vanished laptop) is dropped then,
+        // not held until the drain's end. The drain's own deadline bounds it all.
+        activity.touch();
+        let grace = IDLE_CLOSE_GRACE.min(self.handshake_timeout);
+        let closing = activity.idle(grace, grace, stall_timeout(self.idle_timeout));
+        tokio::select! {
+            ended = connection => if let Err(e) = ended {
+                tracing::debug!(peer = %remote, error = %e, "connection ended with an error");
             },
-        };
-        if let Err(e) = ended {
-            tracing::debug!(peer = %remote, error = %e, "connection ended with an error");
+            _ = closing => {}
+            why = untrusted => revoked(&why),
         }
     }
 }

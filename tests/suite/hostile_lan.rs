@@ -347,6 +347,61 @@ async fn idle_connections_are_closed_with_a_goaway_and_a_close_notify() {
     );
 }
 
+/// A peer that vanished after its request (a laptop asleep: its HTTP/2 connection open,
+/// nothing answered any more) does not hold the stop: the drain's GOAWAY goes unanswered,
+/// and the connection is dropped a moment later, not at the drain's deadline (10 s here).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vanished_http2_peer_does_not_hold_the_drain() {
+    let mut gateway = Gateway::start_with(&format!("{LIMITS}shutdown_grace_secs = 10\n"), |_| {
+        String::new()
+    });
+    let mut tls = silent(&gateway, attacker(9), true).await.unwrap();
+    // GET /healthz on stream 1, its header block in HPACK without Huffman: :method GET
+    // and :scheme https from the static table, :authority and :path as literals.
+    let authority = gateway.addr.ip().to_string();
+    let mut block = vec![0x82, 0x87, 0x01, u8::try_from(authority.len()).unwrap()];
+    block.extend_from_slice(authority.as_bytes());
+    block.extend_from_slice(&[0x04, 8]);
+    block.extend_from_slice(b"/healthz");
+    let length = u32::try_from(block.len()).unwrap().to_be_bytes();
+    let mut frame = vec![length[1], length[2], length[3], 0x1, 0x5, 0, 0, 0, 1];
+    frame.extend_from_slice(&block);
+    tls.write_all(&frame).await.unwrap();
+    tls.flush().await.unwrap();
+    // Until the answer's HEADERS frame (type 1) on stream 1; then silence.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let answered = loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        got.extend_from_slice(&buf[..n]);
+        let mut at = 0;
+        let mut headers = false;
+        while at + 9 <= got.len() {
+            let length = usize::from(got[at]) << 16
+                | usize::from(got[at + 1]) << 8
+                | usize::from(got[at + 2]);
+            headers |= got[at + 3] == 0x1 && got[at + 5..at + 9] == [0, 0, 0, 1];
+            at += 9 + length;
+        }
+        if headers {
+            break true;
+        }
+    };
+    assert!(answered);
+    let stopping = Instant::now();
+    gateway.terminate();
+    assert_eq!(gateway.wait(Duration::from_secs(20)).code(), Some(0));
+    let took = stopping.elapsed();
+    let logs = gateway.stderr.all();
+    assert!(!logs.contains("grace period over"), "{logs}");
+    assert!(took < Duration::from_millis(3500), "the stop took {took:?}");
+    drop(tls);
+}
+
 #[tokio::test]
 async fn anonymous_peers_see_neither_metrics_nor_readiness_details() {
     let gateway = Gateway::start();
