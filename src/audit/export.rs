@@ -589,7 +589,6 @@ pub fn is_unfiltered(filter: &Filter) -> bool {
     )
 }
 
-/// One CSV row (the columns of `CSV_HEADER`).
 /// A record's `detail` for the CSV export: a search by identity traits says only that it
 /// was one (its traits, a patient's names and birth date, stay in the JSONL export).
 fn csv_detail(e: &super::Event) -> String {
@@ -599,6 +598,7 @@ fn csv_detail(e: &super::Event) -> String {
     }
 }
 
+/// One CSV row (the columns of `CSV_HEADER`).
 fn csv_row(s: &Selected) -> String {
     let r = &s.record;
     let e = &r.event;

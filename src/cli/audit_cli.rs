@@ -364,16 +364,22 @@ fn trusted_keys(
     for key in given {
         let text = if Path::new(key).is_file() {
             std::fs::read_to_string(key).with_context(|| format!("cannot read {key}"))?
-        } else if key.contains("-----") || key.contains('\n') {
-            // Key text given in place of a path or hex (PEM's base64 holds '/'): never
-            // repeated, since it may be a private key pasted by mistake.
+        } else if !key.chars().all(|c| c.is_ascii_hexdigit()) {
+            // Neither a file nor hex. A path is quoted back (a typing mistake to see); any
+            // other text is not, since it may be a key pasted by mistake (PEM's base64
+            // holds '/' too, so a '/' alone does not make a path).
+            let path_like =
+                (key.starts_with('/') || key.starts_with("./") || key.starts_with("../"))
+                    && !key.contains(char::is_whitespace)
+                    && !key.contains('+')
+                    && !key.contains('=');
             return Err(Failure::Usage(vec![
-                "--public-key: takes a file or the key in hex (as `samu-gateway audit public-key` prints it), not PEM text: the text given is not repeated here".into(),
+                if path_like || key.ends_with(".pub") {
+                    format!("--public-key: no such file: {key}")
+                } else {
+                    "--public-key: neither a file nor a key in hex (as `samu-gateway audit public-key` prints it); the text given is not repeated here, as it may be a key".into()
+                },
             ]));
-        } else if key.contains('/') || key.ends_with(".pub") {
-            return Err(Failure::Usage(vec![format!(
-                "--public-key: no such file: {key}"
-            )]));
         } else {
             key.clone()
         };

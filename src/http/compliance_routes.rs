@@ -144,10 +144,11 @@ pub(super) async fn review(
         ));
     }
     let seq = request.seq;
-    // One decision at a time, from its check to its record: two officers deciding on one
-    // access at once would both pass the check below, and the second would replace the
-    // first's unseen. The read waits for the index, so it sees every decision recorded.
-    let _one_at_a_time = state.decisions().lock().await;
+    // One decision at a time on an access, from its check to its record: two officers
+    // deciding on it at once would both pass the check below, and the second would
+    // replace the first's unseen. The read waits for the index, so it sees every
+    // decision recorded.
+    let _one_at_a_time = state.decisions(seq).lock().await;
     let Some(trail) = read_trail(&state, move |store| review::trail(store, seq)).await? else {
         return Err(no_such_access());
     };

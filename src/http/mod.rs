@@ -89,8 +89,11 @@ struct Shared {
     requests: middleware::InFlight,
     /// The compliance review queue, read forward from where the last look stopped.
     review_queue: Arc<std::sync::Mutex<crate::audit::review::ReviewQueue>>,
-    /// Held by a compliance decision from its check to its record.
-    decisions: tokio::sync::Mutex<()>,
+    /// Held by a compliance decision from its check to its record, one per access's
+    /// stripe (its sequence number modulo their count): decisions on one access are taken
+    /// one at a time; one on an old access, whose check reads the trail from it on, does
+    /// not hold up the others'.
+    decisions: [tokio::sync::Mutex<()>; 16],
 }
 
 impl AppState {
@@ -127,7 +130,7 @@ impl AppState {
             csrf: csrf::Csrf::new(),
             requests: middleware::InFlight::default(),
             review_queue: Arc::default(),
-            decisions: tokio::sync::Mutex::new(()),
+            decisions: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
         }))
     }
 
@@ -141,9 +144,11 @@ impl AppState {
         self.0.review_queue.clone()
     }
 
-    /// Taken by a compliance decision from its check to its record (one at a time).
-    pub(crate) fn decisions(&self) -> &tokio::sync::Mutex<()> {
-        &self.0.decisions
+    /// Taken by a compliance decision on access `seq` from its check to its record.
+    pub(crate) fn decisions(&self, seq: u64) -> &tokio::sync::Mutex<()> {
+        let stripes = self.0.decisions.len() as u64;
+        // The remainder is below the array's length, so it fits and indexes it.
+        &self.0.decisions[usize::try_from(seq % stripes).unwrap_or(0)]
     }
 
     /// The pages' CSRF token key.

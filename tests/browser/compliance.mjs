@@ -106,6 +106,27 @@ try {
   await page.waitForFunction(() => document.querySelector('#detail-facts').textContent.includes('« Justifié » par poste-x'));
   check(await page.locator('#replaces').isVisible(), 'a closed access may have its decision replaced');
   await accessible(page, 'compliance decisions');
+
+  // A decision on its way while the officer opens another access: its answer neither
+  // hides the access now shown nor fills it with what was typed for the first.
+  const firstTitle = await page.locator('#detail-title').textContent();
+  let releaseDecision = null;
+  const held = new Promise((resolve) => { releaseDecision = resolve; });
+  await page.route('**/api/v1/compliance/reviews', async (route) => { await held; await route.continue(); });
+  await page.getByLabel('À investiguer', { exact: true }).check();
+  await page.locator('#comment').fill('Réexamen demandé.');
+  const recorded = page.waitForResponse((r) => r.url().endsWith('/api/v1/compliance/reviews'));
+  await page.getByRole('button', { name: 'Enregistrer la décision' }).click();
+  await decisions.filter({ hasText: 'Aucun appel ne correspond.' }).getByRole('button').click();
+  await page.waitForFunction((before) => document.querySelector('#detail-title').textContent !== before, firstTitle);
+  const otherTitle = await page.locator('#detail-title').textContent();
+  releaseDecision();
+  check((await recorded).status() === 201, 'the first access\u2019s decision is recorded');
+  await page.waitForFunction(() => document.querySelectorAll('#accesses tbody tr').length === 1);
+  check(await page.locator('#detail').isVisible(), 'the access opened since stays shown');
+  check((await page.locator('#detail-title').textContent()) === otherTitle, 'it is still the one opened since');
+  check((await page.locator('#comment').inputValue()) === '', 'nothing typed for the first is carried over');
+  await page.unroute('**/api/v1/compliance/reviews');
   check(errors.length === 0, `no script error: ${errors.join(' | ')}`);
 } finally {
   await browser.close();

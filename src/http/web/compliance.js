@@ -110,16 +110,16 @@
   }
 
   // `kept`: the decision and comment typed before, put back when the access is shown again
-  // because another decision came in meanwhile.
+  // because another decision came in meanwhile. Whether the access is now shown.
   async function openAccess(seq, kept) {
     // The last access clicked is the one shown (and decided on): an earlier click's
     // answer arriving later must not take its place under the decision form.
     state.asked = seq;
     const answer = await api('GET', '/api/v1/compliance/accesses/' + encodeURIComponent(seq));
-    if (state.asked !== seq) return;
+    if (state.asked !== seq) return false;
     if (answer.status !== 200) {
       message((answer.data && answer.data.message_fr) || 'Accès introuvable.');
-      return;
+      return false;
     }
     state.open = seq;
     const access = answer.data.access;
@@ -167,6 +167,7 @@
     }
     $('detail').hidden = false;
     $('detail-title').focus();
+    return true;
   }
 
   async function decide(event) {
@@ -180,23 +181,33 @@
     // two reviews.
     const submit = event.target.querySelector('button[type="submit"], button:not([type])');
     if (submit) submit.disabled = true;
+    // What this decision is about, as the officer saw it: another access may be opened
+    // while it is on its way (the answer can take seconds).
+    const seq = state.open;
+    const typed = { decision: chosen.value, comment: $('comment').value };
     let answer;
     try {
       answer = await api('POST', '/api/v1/compliance/reviews', {
-        seq: state.open,
-        decision: chosen.value,
-        comment: $('comment').value,
+        seq,
+        decision: typed.decision,
+        comment: typed.comment,
         replaces: state.replaces,
       });
     } finally {
       if (submit) submit.disabled = false;
     }
+    const shown = state.asked === seq;
     const error = answer.data && answer.data.error;
     if (answer.status === 409 && (error === 'already_decided' || error === 'decision_changed')) {
       // Another officer decided meanwhile: their decision is shown before this one may
-      // replace it, with what was typed kept.
-      await openAccess(state.open, { decision: chosen.value, comment: $('comment').value });
-      message(answer.data.message_fr);
+      // replace it, with what was typed kept (on this access only: never carried over
+      // to another one opened since). Said once it is shown: otherwise the reopening's
+      // own error stands.
+      if (!shown) {
+        message('Décision non enregistrée sur l\u2019accès n° ' + seq + ' : une autre décision a été prise entre-temps. Rouvrez-le pour la lire.');
+      } else if (await openAccess(seq, typed)) {
+        message(answer.data.message_fr);
+      }
       return;
     }
     if (answer.status !== 201) {
@@ -204,7 +215,7 @@
       return;
     }
     message('');
-    $('detail').hidden = true;
+    if (shown) $('detail').hidden = true;
     await load();
     await loadDecisions();
     $('filter-text').focus();
@@ -220,6 +231,13 @@
     const asked = state.decisionsAsked;
     const day = $('filter-since').value;
     const since = day ? new Date(day + 'T00:00') : new Date(Date.now() - 7 * 86400000);
+    // A date the browser takes but no time can be made of (a year past 9999): said, and
+    // the previous period's list not left under it.
+    if (Number.isNaN(since.getTime()) || since.getUTCFullYear() > 9999) {
+      document.querySelector('#decisions tbody').replaceChildren();
+      $('decisions-count').textContent = 'Date invalide : choisissez un autre jour.';
+      return;
+    }
     const found = [];
     let after = null;
     let more = false;
@@ -345,7 +363,13 @@
     for (const id of ['filter-text', 'filter-since', 'filter-decision']) {
       $(id).addEventListener('input', render);
     }
-    $('filter-since').addEventListener('change', loadDecisions);
+    // Each reading is recorded on the trail: a date stepped through with the arrow keys
+    // is read once it settles, not at each step.
+    let settling = null;
+    $('filter-since').addEventListener('change', () => {
+      clearTimeout(settling);
+      settling = setTimeout(loadDecisions, 500);
+    });
     $('filters').addEventListener('submit', (event) => event.preventDefault());
     $('review-form').addEventListener('submit', decide);
     $('export').addEventListener('click', exportTrail);
