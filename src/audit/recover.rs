@@ -186,28 +186,9 @@ fn key(event: &Event) -> String {
 mod tests {
     use super::*;
     use crate::audit::store::{AuditStore, NewRecord};
-    use crate::audit::{Record, event};
 
     fn record(seq: u64, ms: u64, event: Event) -> NewRecord {
-        let time =
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap();
-        let record = Record {
-            v: event::RECORD_VERSION,
-            seq,
-            node: "gw".into(),
-            epoch: 0,
-            time: crate::clock::format_time(time).0,
-            run: "run".into(),
-            mono_ns: seq,
-            prev: "0".repeat(64),
-            event,
-        };
-        NewRecord {
-            seq,
-            bytes: serde_json::to_vec(&record).unwrap(),
-            time_ms: ms,
-            keys: Vec::new(),
-        }
+        super::super::store::test_record(seq, 0, ms, event)
     }
 
     /// An access open when a backup was taken, restored three hours later: it gets its

@@ -396,27 +396,14 @@ fn session_login(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::Event;
     use crate::audit::store::{AuditStore, NewRecord};
-    use crate::audit::{Event, event};
+
+    /// 2026-12-07T10:00:00Z, then a second per record.
+    const T0: u64 = 1_796_637_600_000;
 
     fn record(seq: u64, epoch: u64, event: Event) -> NewRecord {
-        let record = Record {
-            v: event::RECORD_VERSION,
-            seq,
-            node: "gw".into(),
-            epoch,
-            time: format!("2026-12-07T10:00:{:02}.000Z", seq % 60),
-            run: "run".into(),
-            mono_ns: seq,
-            prev: "0".repeat(64),
-            event,
-        };
-        NewRecord {
-            seq,
-            bytes: serde_json::to_vec(&record).unwrap(),
-            time_ms: 1_800_000_000_000 + seq,
-            keys: Vec::new(),
-        }
+        store::test_record(seq, epoch, T0 + seq * 1000, event)
     }
 
     fn restored(head: u64) -> Event {
@@ -453,7 +440,7 @@ mod tests {
             found[0].backup_taken.as_deref(),
             Some("2026-12-06T08:00:00.000Z")
         );
-        assert_eq!(found[0].time, "2026-12-07T10:00:01.000Z");
+        assert_eq!(found[0].time, "2026-12-07T10:15:01.000Z");
     }
 
     #[test]

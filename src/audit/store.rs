@@ -725,6 +725,31 @@ pub fn meta(txn: &ReadTransaction, key: Meta) -> Result<Option<u64>, AuditError>
     Ok(table.get(key.key()).map_err(storage)?.map(|v| v.value()))
 }
 
+/// A stored record as a writer would store it, for tests reading the store directly:
+/// `seq` in `epoch`, written at `ms` (Unix), its chain fields placeholders.
+#[cfg(test)]
+pub(crate) fn test_record(seq: u64, epoch: u64, ms: u64, event: super::Event) -> NewRecord {
+    let time = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .expect("a test time within range");
+    let record = super::Record {
+        v: super::event::RECORD_VERSION,
+        seq,
+        node: "gw".into(),
+        epoch,
+        time: crate::clock::format_time(time).0,
+        run: "run".into(),
+        mono_ns: seq,
+        prev: "0".repeat(64),
+        event,
+    };
+    NewRecord {
+        seq,
+        bytes: serde_json::to_vec(&record).expect("a record serializes"),
+        time_ms: ms,
+        keys: Vec::new(),
+    }
+}
+
 /// The record with the highest sequence number.
 pub fn last_record(txn: &ReadTransaction) -> Result<Option<(u64, Vec<u8>)>, AuditError> {
     let Some(table) = open_existing(txn, RECORDS)? else {

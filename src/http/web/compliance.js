@@ -74,9 +74,22 @@
     });
   }
 
+  // A table row of `cells`, then the button that opens access `seq`.
+  function accessRow(cells, seq) {
+    const row = element('tr');
+    for (const text of cells) row.append(element('td', null, text || '—'));
+    const action = element('td');
+    const open = element('button', 'small', 'Examiner');
+    open.type = 'button';
+    open.setAttribute('aria-label', 'Examiner l\u2019accès n° ' + seq);
+    open.addEventListener('click', () => openAccess(seq));
+    action.append(open);
+    row.append(action);
+    return row;
+  }
+
   function render() {
     const rows = visible().map((a) => {
-      const row = element('tr');
       const cells = [
         when(a.time),
         [a.name, a.professional].filter(Boolean).join(' · '),
@@ -86,15 +99,7 @@
         MODES[a.access_mode] || a.access_mode,
         DECISIONS[a.last_decision] || 'À revoir',
       ];
-      for (const text of cells) row.append(element('td', null, text || '—'));
-      const action = element('td');
-      const open = element('button', 'small', 'Examiner');
-      open.type = 'button';
-      open.setAttribute('aria-label', 'Examiner l\u2019accès n° ' + a.seq);
-      open.addEventListener('click', () => openAccess(a.seq));
-      action.append(open);
-      row.append(action);
-      return row;
+      return accessRow(cells, a.seq);
     });
     document.querySelector('#accesses tbody').replaceChildren(...rows);
     const total = state.accesses.length;
@@ -272,7 +277,6 @@
     const rows = found.slice().reverse().map((r) => {
       const record = r.record;
       const review = record.review || {};
-      const row = element('tr');
       const later = replaced.get(r.seq);
       const cells = [
         when(record.time),
@@ -282,15 +286,7 @@
         'n° ' + review.of,
         review.comment,
       ];
-      for (const text of cells) row.append(element('td', null, text || '—'));
-      const action = element('td');
-      const open = element('button', 'small', 'Examiner');
-      open.type = 'button';
-      open.setAttribute('aria-label', 'Examiner l\u2019accès n° ' + review.of);
-      open.addEventListener('click', () => openAccess(review.of));
-      action.append(open);
-      row.append(action);
-      return row;
+      return accessRow(cells, review.of);
     });
     document.querySelector('#decisions tbody').replaceChildren(...rows);
     $('decisions-count').textContent = found.length === 0
