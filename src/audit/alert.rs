@@ -225,7 +225,7 @@ async fn follow(
     let raised = missed.len();
     if !missed.is_empty() {
         tracing::warn!(
-            alerts = missed.len(),
+            alerts = raised,
             "raising alerts the previous run did not record"
         );
         log_alerts(&missed);

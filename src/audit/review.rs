@@ -113,9 +113,7 @@ impl ReviewQueue {
                     self.open.insert(seq, BreakGlassAccess::of(&record));
                 }
                 (EventKind::AccessReviewed, Outcome::Success, Some(review)) => {
-                    let decision = review.decision;
-                    let still_open = decision == Decision::ToInvestigate;
-                    if !still_open {
+                    if review.decision != Decision::ToInvestigate {
                         self.open.remove(&review.of);
                     } else if let Some(access) = self.open.get_mut(&review.of) {
                         access.decided(&record);

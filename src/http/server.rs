@@ -145,11 +145,7 @@ pub(crate) struct Connections {
     desks: Arc<DeskDirectory>,
     app: Router,
     metrics: Arc<Metrics>,
-    /// By the protocol TLS negotiated (ALPN): HTTP/1.1, HTTP/2, or either (read from the
-    /// first bytes) for a client that named none. A connection whose protocol is known
-    /// is HTTP from its start, so it can be closed as HTTP closes even before its first
-    /// request (one still sniffing its first bytes was only dropped).
-    http: Arc<[Builder<TokioExecutor>; 3]>,
+    http: Arc<Protocols>,
     handshake_timeout: Duration,
     idle_timeout: Duration,
     /// Slots connections without a client certificate may hold (half of them).
@@ -187,7 +183,11 @@ impl Connections {
             desks,
             app,
             metrics,
-            http: Arc::new([http.clone().http1_only(), http.clone().http2_only(), http]),
+            http: Arc::new(Protocols {
+                http1: http.clone().http1_only(),
+                http2: http.clone().http2_only(),
+                either: http,
+            }),
             handshake_timeout: limits.handshake_timeout,
             idle_timeout: limits.idle_timeout,
             anonymous: Arc::new(Semaphore::new((limits.max_connections / 2).max(1))),
@@ -308,9 +308,9 @@ impl Connections {
             }
         });
         let http = match tls.get_ref().1.alpn_protocol() {
-            Some(b"http/1.1") => &self.http[0],
-            Some(b"h2") => &self.http[1],
-            _ => &self.http[2],
+            Some(b"http/1.1") => &self.http.http1,
+            Some(b"h2") => &self.http.http2,
+            _ => &self.http.either,
         };
         let connection = http
             .serve_connection(TokioIo::new(tls), TowerToHyperService::new(service))
@@ -370,6 +370,16 @@ impl Connections {
             why = untrusted => revoked(&why),
         }
     }
+}
+
+/// The connection handlers, by the protocol TLS negotiated (ALPN). A connection whose
+/// protocol is known is HTTP from its start, so it can be closed as HTTP closes even before
+/// its first request (one still reading its first bytes to tell was only dropped).
+struct Protocols {
+    http1: Builder<TokioExecutor>,
+    http2: Builder<TokioExecutor>,
+    /// For a client that named none: told by the first bytes.
+    either: Builder<TokioExecutor>,
 }
 
 /// How long an idle connection's graceful close may take before it is dropped.

@@ -300,6 +300,24 @@ async fn an_http2_connection_idle_after_its_requests_is_closed() {
     );
 }
 
+/// The (type, stream) of each HTTP/2 frame whose 9-byte header `bytes` hold (length,
+/// type, flags, stream id, then the payload), in order.
+fn h2_frames(bytes: &[u8]) -> Vec<(u8, u32)> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at + 9 <= bytes.len() {
+        let length = usize::from(bytes[at]) << 16
+            | usize::from(bytes[at + 1]) << 8
+            | usize::from(bytes[at + 2]);
+        let stream =
+            u32::from_be_bytes([bytes[at + 5], bytes[at + 6], bytes[at + 7], bytes[at + 8]])
+                & 0x7fff_ffff;
+        frames.push((bytes[at + 3], stream));
+        at += 9 + length;
+    }
+    frames
+}
+
 /// A connection the gateway closes for idleness is closed cleanly: an HTTP/2 client is
 /// told by a GOAWAY frame (so it knows no request of its was dropped, and opens a new
 /// connection for the next instead of seeing an error), and TLS ends with its close_notify
@@ -324,16 +342,7 @@ async fn idle_connections_are_closed_with_a_goaway_and_a_close_notify() {
     // told by the GOAWAY, then dropped.
     let mut h2 = silent(&gateway, attacker(7), true).await.unwrap();
     let (sent, _) = until_closed(&mut h2).await;
-    // The server's frames: 9-byte headers (length, type, flags, stream), then payloads.
-    let mut kinds = Vec::new();
-    let mut at = 0;
-    while at + 9 <= sent.len() {
-        let length = usize::from(sent[at]) << 16
-            | usize::from(sent[at + 1]) << 8
-            | usize::from(sent[at + 2]);
-        kinds.push(sent[at + 3]);
-        at += 9 + length;
-    }
+    let kinds: Vec<u8> = h2_frames(&sent).iter().map(|(kind, _)| *kind).collect();
     assert!(
         kinds.contains(&0x7),
         "no GOAWAY before the close: frame types {kinds:?}"
@@ -378,16 +387,7 @@ async fn a_vanished_http2_peer_does_not_hold_the_drain() {
             .unwrap();
         assert!(n > 0, "closed before answering");
         got.extend_from_slice(&buf[..n]);
-        let mut at = 0;
-        let mut headers = false;
-        while at + 9 <= got.len() {
-            let length = usize::from(got[at]) << 16
-                | usize::from(got[at + 1]) << 8
-                | usize::from(got[at + 2]);
-            headers |= got[at + 3] == 0x1 && got[at + 5..at + 9] == [0, 0, 0, 1];
-            at += 9 + length;
-        }
-        if headers {
+        if h2_frames(&got).contains(&(0x1, 1)) {
             break true;
         }
     };
