@@ -448,6 +448,23 @@ fn is_zero(value: &u64) -> bool {
     *value == 0
 }
 
+/// The keys `event` is indexed under in [`Index::Subject`](super::store::Index::Subject):
+/// the access a decision is on, the records an alert names, each once; an alert naming
+/// more than [`SUBJECTS_MAX`](super::store::SUBJECTS_MAX) records is indexed under
+/// [`MANY_SUBJECTS`](super::store::MANY_SUBJECTS) instead.
+pub(crate) fn subject_keys(event: &Event) -> Vec<String> {
+    let mut seqs: Vec<u64> = event.review.iter().map(|review| review.of).collect();
+    if let Some(alert) = &event.alert {
+        seqs.extend(&alert.records);
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    if seqs.len() > super::store::SUBJECTS_MAX {
+        return vec![super::store::MANY_SUBJECTS.to_owned()];
+    }
+    seqs.iter().map(u64::to_string).collect()
+}
+
 /// Record `seq` read from `bytes`, or the `Damaged` error that names it.
 pub(crate) fn read_record(seq: u64, bytes: &[u8]) -> Result<Record, super::AuditError> {
     serde_json::from_slice(bytes).map_err(|e| super::AuditError::Damaged {

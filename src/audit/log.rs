@@ -1175,6 +1175,11 @@ pub fn index_keys(event: &Event) -> Vec<(Index, String)> {
     if let Some(call) = &event.call {
         keys.push((Index::Call, call.call_id.clone()));
     }
+    keys.extend(
+        super::event::subject_keys(event)
+            .into_iter()
+            .map(|key| (Index::Subject, key)),
+    );
     keys
 }
 

@@ -297,39 +297,113 @@ pub fn trail(store: &impl ReadStore, seq: u64) -> Result<Option<AccessTrail>, Au
     if start.event.kind != EventKind::BreakGlassStarted || start.event.outcome != Outcome::Success {
         return Ok(None);
     }
-    let mut access = BreakGlassAccess::of(&start);
-    let mut records: Vec<TrailRecord> = session_login(&txn, &start)?.into_iter().collect();
-    records.push(TrailRecord::new(seq, &bytes, start.clone()));
-    let mut open = true;
-    super::event::for_each_read_record(&txn, seq + 1, |at, bytes, record| {
-        let event = &record.event;
+    let mut found = TrailBuilder {
+        access: BreakGlassAccess::of(&start),
+        records: session_login(&txn, &start)?.into_iter().collect(),
+        open: true,
+        start,
+    };
+    found
+        .records
+        .push(TrailRecord::new(seq, &bytes, found.start.clone()));
+    match candidates(&txn, &found.start)? {
+        Some(seqs) => {
+            for at in seqs {
+                let bytes = store::record(&txn, at)?.ok_or_else(|| AuditError::Damaged {
+                    seq: at,
+                    why: "indexed, but missing from the trail".into(),
+                })?;
+                let record = super::event::read_record(at, &bytes)?;
+                found.take(at, &bytes, record);
+            }
+        }
+        None => super::event::for_each_read_record(&txn, seq + 1, |at, bytes, record| {
+            found.take(at, bytes, record);
+            ControlFlow::Continue(())
+        })?,
+    }
+    Ok(Some(AccessTrail {
+        access: found.access,
+        records: found.records,
+    }))
+}
+
+/// The records after `start` that may belong to its access, ascending, through the
+/// indexes: the patient's (its reads and its stop name the patient), and the subject's
+/// (decisions and alerts name the access). `None` when the store cannot answer so (not
+/// upgraded yet, or a start without a patient): the caller then reads every record after.
+/// Either way [`TrailBuilder::take`] decides, so both readings give one trail.
+fn candidates(txn: &redb::ReadTransaction, start: &Record) -> Result<Option<Vec<u64>>, AuditError> {
+    let Some(patient) = &start.event.patient else {
+        return Ok(None);
+    };
+    if !store::subjects_indexed(txn)? {
+        return Ok(None);
+    }
+    let mut seqs = Vec::new();
+    let mut keep = |at: u64| {
+        seqs.push(at);
+        Ok(ControlFlow::Continue(()))
+    };
+    let after = start.seq + 1;
+    store::index_walk(txn, store::Index::Patient, &patient.ins, after, &mut keep)?;
+    store::index_walk(
+        txn,
+        store::Index::Subject,
+        &start.seq.to_string(),
+        after,
+        &mut keep,
+    )?;
+    store::index_walk(
+        txn,
+        store::Index::Subject,
+        store::MANY_SUBJECTS,
+        after,
+        &mut keep,
+    )?;
+    seqs.sort_unstable();
+    seqs.dedup();
+    Ok(Some(seqs))
+}
+
+/// An access's trail as its records are read, in sequence order.
+struct TrailBuilder {
+    start: Record,
+    access: BreakGlassAccess,
+    records: Vec<TrailRecord>,
+    /// No stop read yet.
+    open: bool,
+}
+
+impl TrailBuilder {
+    /// Takes `record` (at `at`) into the trail when it is about the access.
+    fn take(&mut self, at: u64, bytes: &[u8], record: Record) {
+        let (start, event) = (&self.start, &record.event);
         let belongs = match event.kind {
             // Tied by grant, a read recorded after its access's stop (the gap between a
             // read's last check and its record) is still the access's; by the older tuple,
             // the stop closes the access to what follows.
             EventKind::PatientRecordRead | EventKind::BreakGlassStopped => {
                 let by_grant = start.event.grant.is_some() && event.grant.is_some();
-                (open || by_grant) && same_access(&start, &record)
+                (self.open || by_grant) && same_access(start, &record)
             }
-            EventKind::AccessReviewed => event.review.as_ref().is_some_and(|r| r.of == seq),
+            EventKind::AccessReviewed => event.review.as_ref().is_some_and(|r| r.of == start.seq),
             EventKind::SecurityAlert => event
                 .alert
                 .as_ref()
-                .is_some_and(|a| a.records.contains(&seq)),
+                .is_some_and(|a| a.records.contains(&start.seq)),
             _ => false,
         };
         if belongs {
             if event.kind == EventKind::BreakGlassStopped {
-                open = false;
+                self.open = false;
             }
             if event.review.is_some() && event.outcome == Outcome::Success {
-                access.decided(&record);
+                self.access.decided(&record);
             }
-            records.push(TrailRecord::new(at, bytes, record));
+            self.records.push(TrailRecord::new(at, bytes, record));
         }
-        ControlFlow::Continue(())
-    })?;
-    Ok(Some(AccessTrail { access, records }))
+    }
 }
 
 impl AccessTrail {
@@ -372,23 +446,25 @@ fn session_login(
     ) else {
         return Ok(None);
     };
-    let seqs = store::index_lookup(txn, store::Index::Desk, desk)?;
-    for at in seqs.into_iter().rev().filter(|s| *s < start.seq) {
+    let mut login = None;
+    store::index_walk_back(txn, store::Index::Desk, desk, start.seq, |at| {
         let Some(bytes) = store::record(txn, at)? else {
-            continue;
+            return Ok(ControlFlow::Continue(()));
         };
         let Ok(record) = serde_json::from_slice::<Record>(&bytes) else {
-            continue;
+            return Ok(ControlFlow::Continue(()));
         };
         let event = &record.event;
         if event.kind == EventKind::UserLogin
             && event.outcome == Outcome::Success
             && event.actor.as_ref().and_then(|a| a.id_nat.as_deref()) == Some(who)
         {
-            return Ok(Some(TrailRecord::new(at, &bytes, record)));
+            login = Some(TrailRecord::new(at, &bytes, record));
+            return Ok(ControlFlow::Break(()));
         }
-    }
-    Ok(None)
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(login)
 }
 
 #[cfg(test)]
@@ -402,6 +478,139 @@ mod tests {
 
     fn record(seq: u64, epoch: u64, event: Event) -> NewRecord {
         store::test_record(seq, epoch, T0 + seq * 1000, event)
+    }
+
+    /// An event of Dr A at desk d1 on patient `ins`, for call c1, under `grant`.
+    fn about(kind: EventKind, ins: &str, grant: Option<&str>) -> Event {
+        use crate::audit::event::{Actor, CallContext, PatientRef};
+        Event {
+            actor: Some(Actor {
+                id_nat: Some("810000000001".into()),
+                name: Some("Dr A".into()),
+                desk: Some("d1".into()),
+                ..Actor::default()
+            }),
+            patient: Some(PatientRef {
+                ins: ins.into(),
+                oid: "1.2.250.1.213.1.4.8".into(),
+            }),
+            call: Some(CallContext {
+                call_id: "c1".into(),
+                reason_code: None,
+                justification: None,
+            }),
+            grant: grant.map(str::to_owned),
+            ..Event::new(kind, Outcome::Success)
+        }
+    }
+
+    fn decision(of: u64, decision: Decision) -> Event {
+        Event {
+            review: Some(crate::audit::event::Review {
+                of,
+                decision,
+                comment: String::new(),
+                replaces: None,
+            }),
+            ..Event::new(EventKind::AccessReviewed, Outcome::Success)
+        }
+    }
+
+    /// Two accesses to one patient (the first with a read after its stop, by grant), a
+    /// login, another patient, an alert and decisions between them.
+    fn two_accesses() -> Vec<NewRecord> {
+        use crate::audit::event::{Alert, AlertKind};
+        const P: &str = "185057800000042";
+        const Q: &str = "285057800000043";
+        let login = || Event {
+            patient: None,
+            call: None,
+            ..about(EventKind::UserLogin, P, None)
+        };
+        let alert = Event {
+            alert: Some(Alert {
+                kind: AlertKind::OutsideShift,
+                records: vec![3],
+            }),
+            ..Event::new(EventKind::SecurityAlert, Outcome::Success)
+        };
+        [
+            login(),
+            about(EventKind::PatientSearch, P, None),
+            about(EventKind::BreakGlassStarted, P, Some("g1")),
+            about(EventKind::PatientRecordRead, P, Some("g1")),
+            alert,
+            about(EventKind::BreakGlassStarted, Q, Some("g2")),
+            about(EventKind::BreakGlassStopped, P, Some("g1")),
+            about(EventKind::PatientRecordRead, P, Some("g1")),
+            decision(3, Decision::ToInvestigate),
+            login(),
+            about(EventKind::BreakGlassStarted, P, Some("g3")),
+            about(EventKind::PatientRecordRead, P, Some("g3")),
+            decision(11, Decision::Justified),
+            decision(3, Decision::Unjustified),
+        ]
+        .into_iter()
+        .zip(1..)
+        .map(|(event, seq)| record(seq, 10, event))
+        .collect()
+    }
+
+    fn seqs(trail: &AccessTrail) -> Vec<u64> {
+        trail.records.iter().map(|r| r.seq).collect()
+    }
+
+    /// Read through the indexes or record by record (a store not upgraded yet), an
+    /// access's trail is the same: its login, start, reads (the one after its stop too),
+    /// stop, alert and decisions, and nothing of the patient's next access.
+    #[test]
+    fn an_access_trail_is_the_same_through_the_indexes_and_record_by_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.redb")).unwrap();
+        store.commit(&two_accesses(), &[]).unwrap();
+        assert!(store::subjects_indexed(&store.snapshot().unwrap()).unwrap());
+        let indexed = trail(&store, 3).unwrap().unwrap();
+        assert_eq!(seqs(&indexed), [1, 3, 4, 5, 7, 8, 9, 14]);
+        assert_eq!(indexed.access.last_decision, Some(Decision::Unjustified));
+        assert_eq!(indexed.access.last_decision_seq, Some(14));
+        assert!(indexed.has_ended());
+        let later = trail(&store, 11).unwrap().unwrap();
+        assert_eq!(seqs(&later), [10, 11, 12, 13]);
+        assert!(!later.has_ended());
+
+        store.set_meta(store::Meta::FormatVersion, 2).unwrap();
+        assert!(!store::subjects_indexed(&store.snapshot().unwrap()).unwrap());
+        let scanned = trail(&store, 3).unwrap().unwrap();
+        assert_eq!(seqs(&scanned), seqs(&indexed));
+        assert_eq!(scanned.access.last_decision_seq, Some(14));
+        assert_eq!(seqs(&trail(&store, 11).unwrap().unwrap()), seqs(&later));
+    }
+
+    /// The trail of an old access reads what its indexes name, not the trail after it:
+    /// records after it that do not even parse (none of them its own) are never read.
+    #[test]
+    fn an_old_access_trail_reads_only_its_own_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.redb")).unwrap();
+        let mut records = two_accesses();
+        records.extend((15..=1000).map(|seq| NewRecord {
+            seq,
+            bytes: b"not a record".to_vec(),
+            time_ms: T0 + seq * 1000,
+            keys: Vec::new(),
+        }));
+        records.push(record(1001, 10, decision(3, Decision::Justified)));
+        store.commit(&records, &[]).unwrap();
+        let found = trail(&store, 3).unwrap().unwrap();
+        assert_eq!(seqs(&found), [1, 3, 4, 5, 7, 8, 9, 14, 1001]);
+        assert_eq!(found.access.last_decision, Some(Decision::Justified));
+
+        // Read record by record, the first of them stops the reading, as it must there.
+        store.set_meta(store::Meta::FormatVersion, 2).unwrap();
+        assert!(matches!(
+            trail(&store, 3),
+            Err(AuditError::Damaged { seq: 15, .. })
+        ));
     }
 
     fn restored(head: u64) -> Event {

@@ -25,11 +25,25 @@ const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Version of the gateway's own layout inside the redb file. A file written by a newer
 /// gateway is refused rather than misread; one written by an older gateway is upgraded by
-/// the first writable open (version 1 kept its indexes as multimaps: [`upgrade_indexes`]).
-pub const FORMAT_VERSION: u64 = 2;
+/// the first writable open (version 1 kept its indexes as multimaps: [`upgrade_indexes`];
+/// version 2 had no subject index: [`index_subjects`]).
+pub const FORMAT_VERSION: u64 = 3;
 
 /// The layout whose indexes were redb multimaps, one entry per record and key.
 const FORMAT_MULTIMAP_INDEXES: u64 = 1;
+
+/// The layout with posting blocks but no [`Index::Subject`]: its decisions and alerts are
+/// found only by reading the trail.
+const FORMAT_WITHOUT_SUBJECTS: u64 = 2;
+
+/// The subject key an alert naming more records than [`SUBJECTS_MAX`] is indexed under,
+/// instead of one key per record: a reader looking for an alert about a record reads these
+/// few alerts too.
+pub const MANY_SUBJECTS: &str = "many";
+
+/// Most subject keys one record is indexed under: a journal frame holds at most 65,535
+/// keys, and an alert about a professional's hour of accesses could name more.
+pub const SUBJECTS_MAX: usize = 256;
 
 /// Most sequence numbers one posting block holds: bounds a block's size (8 bytes each) when
 /// an old store's long lists are cut into blocks.
@@ -58,14 +72,19 @@ pub enum Index {
     Desk,
     /// Emergency call id.
     Call,
+    /// The records a record is about, by sequence number in decimal: the access a decision
+    /// is on, the records an alert names (or [`MANY_SUBJECTS`]). How an access's trail
+    /// finds its decisions and alerts without reading every record after it.
+    Subject,
 }
 
 impl Index {
-    const ALL: [Index; 4] = [
+    const ALL: [Index; 5] = [
         Index::Patient,
         Index::Professional,
         Index::Desk,
         Index::Call,
+        Index::Subject,
     ];
 
     /// Its tag in a journal frame.
@@ -75,6 +94,7 @@ impl Index {
             Self::Professional => 2,
             Self::Desk => 3,
             Self::Call => 4,
+            Self::Subject => 5,
         }
     }
 
@@ -88,6 +108,7 @@ impl Index {
             Self::Professional => TableDefinition::new("postings_professional"),
             Self::Desk => TableDefinition::new("postings_desk"),
             Self::Call => TableDefinition::new("postings_call"),
+            Self::Subject => TableDefinition::new("postings_subject"),
         }
     }
 
@@ -98,16 +119,18 @@ impl Index {
             Self::Professional => "professional",
             Self::Desk => "desk",
             Self::Call => "call",
+            Self::Subject => "subject",
         }
     }
 
-    /// Where format version 1 kept it.
-    fn legacy_table(self) -> MultimapTableDefinition<'static, &'static str, u64> {
+    /// Where format version 1 kept it (it had no subject index).
+    fn legacy_table(self) -> Option<MultimapTableDefinition<'static, &'static str, u64>> {
         match self {
-            Self::Patient => MultimapTableDefinition::new("index_patient"),
-            Self::Professional => MultimapTableDefinition::new("index_professional"),
-            Self::Desk => MultimapTableDefinition::new("index_desk"),
-            Self::Call => MultimapTableDefinition::new("index_call"),
+            Self::Patient => Some(MultimapTableDefinition::new("index_patient")),
+            Self::Professional => Some(MultimapTableDefinition::new("index_professional")),
+            Self::Desk => Some(MultimapTableDefinition::new("index_desk")),
+            Self::Call => Some(MultimapTableDefinition::new("index_call")),
+            Self::Subject => None,
         }
     }
 }
@@ -285,10 +308,19 @@ impl AuditStore {
                 store.take_in_journal()?;
                 Ok(store)
             }
+            // The journal first: an older gateway's frames carry no subject keys, so the
+            // records they hold must be in the store when it is read for them.
+            Some(FORMAT_WITHOUT_SUBJECTS) => {
+                drop(txn);
+                store.take_in_journal()?;
+                store.index_subjects()?;
+                Ok(store)
+            }
             Some(FORMAT_MULTIMAP_INDEXES) => {
                 drop(txn);
                 store.upgrade_indexes()?;
                 store.take_in_journal()?;
+                store.index_subjects()?;
                 Ok(store)
             }
             Some(found) => Err(AuditError::UnknownFormat {
@@ -607,11 +639,12 @@ impl AuditStore {
         let started = std::time::Instant::now();
         let mut entries = 0u64;
         let txn = self.db.begin_write().map_err(storage)?;
-        for index in Index::ALL {
+        for (index, legacy) in Index::ALL
+            .into_iter()
+            .filter_map(|index| Some((index, index.legacy_table()?)))
+        {
             {
-                let legacy = txn
-                    .open_multimap_table(index.legacy_table())
-                    .map_err(storage)?;
+                let legacy = txn.open_multimap_table(legacy).map_err(storage)?;
                 let mut postings = txn.open_table(index.table()).map_err(storage)?;
                 let mut seqs = Vec::new();
                 for entry in legacy.iter().map_err(storage)? {
@@ -629,23 +662,101 @@ impl AuditStore {
                     }
                 }
             }
-            txn.delete_multimap_table(index.legacy_table())
-                .map_err(storage)?;
+            txn.delete_multimap_table(legacy).map_err(storage)?;
         }
         txn.open_table(META)
             .map_err(storage)?
-            .insert(Meta::FormatVersion.key(), FORMAT_VERSION)
+            .insert(Meta::FormatVersion.key(), FORMAT_WITHOUT_SUBJECTS)
             .map_err(storage)?;
         txn.commit().map_err(storage)?;
         tracing::info!(
             from = FORMAT_MULTIMAP_INDEXES,
-            to = FORMAT_VERSION,
+            to = FORMAT_WITHOUT_SUBJECTS,
             entries,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "audit store layout upgraded: index entries rewritten as posting blocks"
         );
         Ok(())
     }
+}
+
+impl AuditStore {
+    /// Builds format version 2's missing subject index from the records, in one
+    /// transaction with the new version stamp. Only decisions and alerts have subjects:
+    /// a record whose bytes cannot hold either kind (see [`may_have_subjects`]) is not
+    /// parsed. A record that does not parse is passed over and counted: it is the
+    /// verification's to report, and refusing to start on it would stop every access.
+    fn index_subjects(&self) -> Result<(), AuditError> {
+        let started = std::time::Instant::now();
+        let mut keys: Vec<(String, u64)> = Vec::new();
+        let mut unreadable = 0u64;
+        let txn = self.db.begin_write().map_err(storage)?;
+        {
+            let records = txn.open_table(RECORDS).map_err(storage)?;
+            for entry in records.iter().map_err(storage)? {
+                let (seq, bytes) = entry.map_err(storage)?;
+                let (seq, bytes) = (seq.value(), bytes.value());
+                if !may_have_subjects(bytes) {
+                    continue;
+                }
+                match super::event::read_record(seq, bytes) {
+                    Ok(record) => keys.extend(
+                        super::event::subject_keys(&record.event)
+                            .into_iter()
+                            .map(|key| (key, seq)),
+                    ),
+                    Err(_) => unreadable += 1,
+                }
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            let mut postings = txn.open_table(Index::Subject.table()).map_err(storage)?;
+            for group in keys.chunk_by(|a, b| a.0 == b.0) {
+                for chunk in group.chunks(BLOCK_MAX_SEQS) {
+                    let block = encode_block(chunk.iter().map(|(_, seq)| *seq));
+                    postings
+                        .insert((chunk[0].0.as_str(), chunk[0].1), block.as_slice())
+                        .map_err(storage)?;
+                }
+            }
+            txn.open_table(META)
+                .map_err(storage)?
+                .insert(Meta::FormatVersion.key(), FORMAT_VERSION)
+                .map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        if unreadable > 0 {
+            tracing::warn!(
+                unreadable,
+                "audit store upgrade passed over records that do not parse; `audit verify` names them"
+            );
+        }
+        tracing::info!(
+            from = FORMAT_WITHOUT_SUBJECTS,
+            to = FORMAT_VERSION,
+            entries = keys.len() as u64,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "audit store layout upgraded: decisions and alerts indexed by the records they are about"
+        );
+        Ok(())
+    }
+}
+
+/// Whether stored `bytes` may be a decision or an alert; false only when they cannot. The
+/// writer stores compact JSON, where a record's kind reads `"kind":"<kind>"`; bytes that
+/// are not text at all are said to (they are parsed, and fail as the damage they are).
+fn may_have_subjects(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).map_or(true, |text| {
+        text.contains("\"kind\":\"access_reviewed\"")
+            || text.contains("\"kind\":\"security_alert\"")
+    })
+}
+
+/// Whether the store's subject index is whole: written since format version 3, and every
+/// earlier decision and alert indexed by the upgrade. A store not upgraded yet (read by
+/// another process, before the service's writable open) must be read record by record.
+pub fn subjects_indexed(txn: &ReadTransaction) -> Result<bool, AuditError> {
+    Ok(meta(txn, Meta::FormatVersion)? == Some(FORMAT_VERSION))
 }
 
 impl AuditReader {
@@ -676,10 +787,10 @@ impl AuditReader {
             .open_read_only(path)
             .map_err(|e| open_error(path, e))?;
         let reader = Self { db };
-        // A version 1 store is read as it is (see [`index_lookup`]): a read-only open must
+        // A version 1 store is read as it is (see [`index_walk`]): a read-only open must
         // not rewrite the evidence; the next writable open upgrades it.
         match meta(&reader.snapshot()?, Meta::FormatVersion)? {
-            Some(FORMAT_VERSION | FORMAT_MULTIMAP_INDEXES) | None => {
+            Some(FORMAT_VERSION | FORMAT_WITHOUT_SUBJECTS | FORMAT_MULTIMAP_INDEXES) | None => {
                 reader.wait_for_journal(path)?;
                 Ok(reader)
             }
@@ -746,7 +857,8 @@ pub(crate) fn test_record(seq: u64, epoch: u64, ms: u64, event: super::Event) ->
         seq,
         bytes: serde_json::to_vec(&record).expect("a record serializes"),
         time_ms: ms,
-        keys: Vec::new(),
+        // As the writer indexes it.
+        keys: super::log::index_keys(&record.event),
     }
 }
 
@@ -828,8 +940,10 @@ pub fn checkpoints(txn: &ReadTransaction) -> Result<BTreeMap<u64, Vec<u8>>, Audi
     Ok(out)
 }
 
-/// Sequence numbers an index holds for `key`, ascending.
-pub fn index_lookup(
+/// Sequence numbers an index holds for `key`, ascending: the whole list at once, which
+/// the tests compare; readers walk it ([`index_walk`], [`index_walk_back`]).
+#[cfg(test)]
+pub(crate) fn index_lookup(
     txn: &ReadTransaction,
     index: Index,
     key: &str,
@@ -884,7 +998,7 @@ pub fn index_walk(
         .map_err(storage)?
     {
         for seq in decode_block(index, entry.map_err(storage)?.1.value())? {
-            // In order, once each (what `index_lookup` sorts for, a damaged store aside).
+            // In order, once each, whatever a damaged store says.
             if seq < from || last.is_some_and(|l| seq <= l) {
                 continue;
             }
@@ -897,9 +1011,51 @@ pub fn index_walk(
     Ok(())
 }
 
-/// [`index_lookup`] on a version 1 store, read by another process before its upgrade.
+/// Calls `visit` with each sequence number before `before` that the index holds for `key`,
+/// latest first, until it breaks: reads only the posting blocks it needs, from the end (a
+/// desk's latest login before an access is near it, not among the desk's first records).
+pub fn index_walk_back(
+    txn: &ReadTransaction,
+    index: Index,
+    key: &str,
+    before: u64,
+    mut visit: impl FnMut(u64) -> Result<ControlFlow<()>, AuditError>,
+) -> Result<(), AuditError> {
+    let Some(table) = open_existing(txn, index.table())? else {
+        for seq in legacy_lookup(txn, index, key)?.into_iter().rev() {
+            if seq < before && visit(seq)?.is_break() {
+                break;
+            }
+        }
+        return Ok(());
+    };
+    let mut last = None;
+    // A block keyed before `before` may hold numbers at or after it: they are passed over.
+    for entry in table.range((key, 0)..(key, before)).map_err(storage)?.rev() {
+        for seq in decode_block(index, entry.map_err(storage)?.1.value())?
+            .into_iter()
+            .rev()
+        {
+            // Descending, once each, whatever a damaged store says.
+            if seq >= before || last.is_some_and(|l| seq >= l) {
+                continue;
+            }
+            last = Some(seq);
+            if visit(seq)?.is_break() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A key's sequence numbers on a version 1 store, read by another process before its
+/// upgrade.
 fn legacy_lookup(txn: &ReadTransaction, index: Index, key: &str) -> Result<Vec<u64>, AuditError> {
-    let table = match txn.open_multimap_table(index.legacy_table()) {
+    let Some(legacy) = index.legacy_table() else {
+        return Ok(Vec::new());
+    };
+    let table = match txn.open_multimap_table(legacy) {
         Ok(table) => table,
         Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
         Err(e) => return Err(storage(e)),
@@ -1086,14 +1242,15 @@ fn copy_snapshot(
             // A version 1 source is copied as it is, stamp included; the copy is upgraded
             // when it is restored (opened for writing).
             use redb::ReadableMultimapTable;
-            let table = match from.open_multimap_table(index.legacy_table()) {
+            let Some(legacy) = index.legacy_table() else {
+                continue;
+            };
+            let table = match from.open_multimap_table(legacy) {
                 Ok(table) => table,
                 Err(TableError::TableDoesNotExist(_)) => continue,
                 Err(e) => return Err(storage(e)),
             };
-            let mut out = txn
-                .open_multimap_table(index.legacy_table())
-                .map_err(storage)?;
+            let mut out = txn.open_multimap_table(legacy).map_err(storage)?;
             for entry in table.iter().map_err(storage)? {
                 let (k, values) = entry.map_err(storage)?;
                 for value in values {
@@ -1389,7 +1546,7 @@ mod tests {
                 .unwrap();
             let mut records = txn.open_table(RECORDS).unwrap();
             let mut patients = txn
-                .open_multimap_table(Index::Patient.legacy_table())
+                .open_multimap_table(Index::Patient.legacy_table().unwrap())
                 .unwrap();
             for seq in 1..=patient_records {
                 records.insert(seq, b"x".as_slice()).unwrap();
@@ -1399,12 +1556,191 @@ mod tests {
                 .insert(patient_records + 1, b"x".as_slice())
                 .unwrap();
             patients.insert("q", patient_records + 1).unwrap();
-            txn.open_multimap_table(Index::Desk.legacy_table())
+            txn.open_multimap_table(Index::Desk.legacy_table().unwrap())
                 .unwrap()
                 .insert("d", 1)
                 .unwrap();
         }
         txn.commit().unwrap();
+    }
+
+    /// A decision on access 1 and alerts naming it, as an older gateway wrote them: no
+    /// subject keys.
+    fn without_subjects(seq: u64, event: super::super::Event) -> NewRecord {
+        let mut record = test_record(seq, 1, seq, event);
+        record.keys.retain(|(index, _)| *index != Index::Subject);
+        record
+    }
+
+    fn decision_on(of: u64) -> super::super::Event {
+        use super::super::event::{Decision, EventKind, Outcome, Review};
+        super::super::Event {
+            review: Some(Review {
+                of,
+                decision: Decision::Justified,
+                comment: String::new(),
+                replaces: None,
+            }),
+            ..super::super::Event::new(EventKind::AccessReviewed, Outcome::Success)
+        }
+    }
+
+    fn alert_on(records: Vec<u64>) -> super::super::Event {
+        use super::super::event::{Alert, AlertKind, EventKind, Outcome};
+        super::super::Event {
+            alert: Some(Alert {
+                kind: AlertKind::ManyPatients,
+                records,
+            }),
+            ..super::super::Event::new(EventKind::SecurityAlert, Outcome::Success)
+        }
+    }
+
+    #[test]
+    fn the_writer_indexes_what_a_decision_or_an_alert_is_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.redb")).unwrap();
+        let many: Vec<u64> = (1..=SUBJECTS_MAX as u64 + 1).collect();
+        store
+            .commit(
+                &[
+                    test_record(400, 1, 400, decision_on(7)),
+                    test_record(401, 1, 401, alert_on(vec![7, 9, 7])),
+                    test_record(402, 1, 402, alert_on(many)),
+                ],
+                &[],
+            )
+            .unwrap();
+        let txn = store.snapshot().unwrap();
+        assert_eq!(
+            index_lookup(&txn, Index::Subject, "7").unwrap(),
+            vec![400, 401]
+        );
+        assert_eq!(index_lookup(&txn, Index::Subject, "9").unwrap(), vec![401]);
+        assert_eq!(
+            index_lookup(&txn, Index::Subject, MANY_SUBJECTS).unwrap(),
+            vec![402]
+        );
+        assert_eq!(
+            index_lookup(&txn, Index::Subject, "1").unwrap(),
+            Vec::<u64>::new(),
+            "an alert naming too many records is under one key, not one per record"
+        );
+        assert!(subjects_indexed(&txn).unwrap());
+    }
+
+    /// A version 2 store (an older gateway's) gets its subject index from its records,
+    /// those its journal still held included, on the first writable open; a reader before
+    /// that sees it as not indexed.
+    #[test]
+    fn a_version_2_store_is_indexed_by_subject_on_the_first_writable_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.redb");
+        let many: Vec<u64> = (1..=SUBJECTS_MAX as u64 + 1).collect();
+        let store = AuditStore::open(&path).unwrap();
+        store
+            .commit(
+                &[
+                    without_subjects(1, decision_on(0)),
+                    without_subjects(2, decision_on(1)),
+                    without_subjects(3, alert_on(vec![1, 2])),
+                    without_subjects(4, alert_on(many)),
+                    NewRecord {
+                        seq: 5,
+                        bytes: vec![0xff, 0xfe],
+                        time_ms: 5,
+                        keys: Vec::new(),
+                    },
+                ],
+                &[],
+            )
+            .unwrap();
+        store
+            .set_meta(Meta::FormatVersion, FORMAT_WITHOUT_SUBJECTS)
+            .unwrap();
+        drop(store);
+        let reader = AuditReader::open(&path).unwrap();
+        assert!(!subjects_indexed(&reader.snapshot().unwrap()).unwrap());
+        drop(reader);
+        // The older gateway stopped with a decision still in its journal only.
+        let mut sixth = without_subjects(6, decision_on(1));
+        let mut record: super::super::Record = serde_json::from_slice(&sixth.bytes).unwrap();
+        record.prev = crate::encoding::hex(&super::super::chain::hash(&[0xff, 0xfe]));
+        sixth.bytes = serde_json::to_vec(&record).unwrap();
+        let mut journal = journal::Journal::open(&journal::path_for(&path)).unwrap();
+        journal.append(&[Entry::Record(sixth)]).unwrap();
+        journal.syncer().unwrap().sync().unwrap();
+        drop(journal);
+
+        let store = AuditStore::open(&path).unwrap();
+        let txn = store.snapshot().unwrap();
+        assert!(subjects_indexed(&txn).unwrap());
+        assert_eq!(
+            meta(&txn, Meta::FormatVersion).unwrap(),
+            Some(FORMAT_VERSION)
+        );
+        assert_eq!(
+            index_lookup(&txn, Index::Subject, "1").unwrap(),
+            vec![2, 3, 6]
+        );
+        assert_eq!(index_lookup(&txn, Index::Subject, "0").unwrap(), vec![1]);
+        assert_eq!(index_lookup(&txn, Index::Subject, "2").unwrap(), vec![3]);
+        assert_eq!(
+            index_lookup(&txn, Index::Subject, MANY_SUBJECTS).unwrap(),
+            vec![4]
+        );
+        drop(txn);
+        drop(store);
+        // Opened again, nothing is indexed twice.
+        let store = AuditStore::open(&path).unwrap();
+        assert_eq!(
+            blocks(&store.snapshot().unwrap(), Index::Subject)
+                .iter()
+                .map(|(key, first, len)| (key.as_str(), *first, *len))
+                .collect::<Vec<_>>(),
+            vec![("0", 1, 1), ("1", 2, 3), ("2", 3, 1), ("many", 4, 1)]
+        );
+    }
+
+    #[test]
+    fn a_walk_back_reads_the_latest_first_across_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.redb")).unwrap();
+        store
+            .commit(
+                &(1..=4)
+                    .map(|s| record_with(s, "p", "d"))
+                    .collect::<Vec<_>>(),
+                &[],
+            )
+            .unwrap();
+        store
+            .commit(
+                &(5..=7)
+                    .map(|s| record_with(s, "p", "d"))
+                    .collect::<Vec<_>>(),
+                &[],
+            )
+            .unwrap();
+        let txn = store.snapshot().unwrap();
+        let walk = |before: u64, most: usize| {
+            let mut seen = Vec::new();
+            index_walk_back(&txn, Index::Patient, "p", before, |seq| {
+                seen.push(seq);
+                Ok(if seen.len() == most {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                })
+            })
+            .unwrap();
+            seen
+        };
+        assert_eq!(walk(100, usize::MAX), vec![7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(walk(6, usize::MAX), vec![5, 4, 3, 2, 1]);
+        assert_eq!(walk(3, usize::MAX), vec![2, 1], "inside a block");
+        assert_eq!(walk(7, 3), vec![6, 5, 4], "stops when told");
+        assert_eq!(walk(1, usize::MAX), Vec::<u64>::new());
     }
 
     #[test]
@@ -1449,7 +1785,7 @@ mod tests {
             ]
         );
         assert!(matches!(
-            txn.open_multimap_table(Index::Patient.legacy_table()),
+            txn.open_multimap_table(Index::Patient.legacy_table().unwrap()),
             Err(TableError::TableDoesNotExist(_))
         ));
         drop(txn);
