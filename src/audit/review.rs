@@ -329,8 +329,10 @@ pub fn trail(store: &impl ReadStore, seq: u64) -> Result<Option<AccessTrail>, Au
 }
 
 /// The records after `start` that may belong to its access, ascending, through the
-/// indexes: the patient's (its reads and its stop name the patient), and the subject's
-/// (decisions and alerts name the access). `None` when the store cannot answer so (not
+/// indexes: the patient's (its reads and its stop name the patient: every writer of an
+/// access's records names it), and the subject's (decisions and alerts name the access;
+/// alerts about many records are under one key, and so are the records the upgrade could
+/// not read, any of which may be a decision). `None` when the store cannot answer so (not
 /// upgraded yet, or a start without a patient): the caller then reads every record after.
 /// Either way [`TrailBuilder::take`] decides, so both readings give one trail.
 fn candidates(txn: &redb::ReadTransaction, start: &Record) -> Result<Option<Vec<u64>>, AuditError> {
@@ -354,13 +356,10 @@ fn candidates(txn: &redb::ReadTransaction, start: &Record) -> Result<Option<Vec<
         after,
         &mut keep,
     )?;
-    store::index_walk(
-        txn,
-        store::Index::Subject,
-        store::MANY_SUBJECTS,
-        after,
-        &mut keep,
-    )?;
+    // Alerts about many records, and the records the upgrade to version 3 could not read.
+    for key in [store::MANY_SUBJECTS, store::UNREADABLE_SUBJECTS] {
+        store::index_walk(txn, store::Index::Subject, key, after, &mut keep)?;
+    }
     seqs.sort_unstable();
     seqs.dedup();
     Ok(Some(seqs))
@@ -611,6 +610,41 @@ mod tests {
             trail(&store, 3),
             Err(AuditError::Damaged { seq: 15, .. })
         ));
+    }
+
+    /// A record the upgrade from version 2 could not read may have been a decision on any
+    /// access before it: their trails stop there, as the reading of the whole trail did.
+    #[test]
+    fn a_record_the_upgrade_could_not_read_stops_the_trails_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.redb");
+        let store = AuditStore::open(&path).unwrap();
+        let mut records = two_accesses();
+        records.push(NewRecord {
+            seq: 15,
+            bytes: br#"{"event":{"kind":"access_reviewe"#.to_vec(),
+            time_ms: T0 + 15_000,
+            keys: Vec::new(),
+        });
+        for record in &mut records {
+            record
+                .keys
+                .retain(|(index, _)| *index != store::Index::Subject);
+        }
+        store.commit(&records, &[]).unwrap();
+        store.set_meta(store::Meta::FormatVersion, 2).unwrap();
+        drop(store);
+        let store = AuditStore::open(&path).unwrap();
+        assert!(store::subjects_indexed(&store.snapshot().unwrap()).unwrap());
+        for access in [3, 11] {
+            assert!(
+                matches!(
+                    trail(&store, access),
+                    Err(AuditError::Damaged { seq: 15, .. })
+                ),
+                "access {access}"
+            );
+        }
     }
 
     fn restored(head: u64) -> Event {

@@ -41,6 +41,11 @@ const FORMAT_WITHOUT_SUBJECTS: u64 = 2;
 /// few alerts too.
 pub const MANY_SUBJECTS: &str = "many";
 
+/// The subject key the upgrade to version 3 indexes a record it cannot read under: what
+/// it is about cannot be told, so every access before it reads it, and its trail stops
+/// there as a read of the whole trail would.
+pub const UNREADABLE_SUBJECTS: &str = "unreadable";
+
 /// Most subject keys one record is indexed under: a journal frame holds at most 65,535
 /// keys, and an alert about a professional's hour of accesses could name more.
 pub const SUBJECTS_MAX: usize = 256;
@@ -683,9 +688,10 @@ impl AuditStore {
 impl AuditStore {
     /// Builds format version 2's missing subject index from the records, in one
     /// transaction with the new version stamp. Only decisions and alerts have subjects:
-    /// a record whose bytes cannot hold either kind (see [`may_have_subjects`]) is not
-    /// parsed. A record that does not parse is passed over and counted: it is the
-    /// verification's to report, and refusing to start on it would stop every access.
+    /// a record whose bytes say it is of another kind (see [`may_have_subjects`]) is not
+    /// parsed. A record that does not parse is indexed under [`UNREADABLE_SUBJECTS`] and
+    /// counted in a warning: refusing to start on it would stop every access, and leaving
+    /// it out would let an access's trail look whole without a decision it may hold.
     fn index_subjects(&self) -> Result<(), AuditError> {
         let started = std::time::Instant::now();
         let mut keys: Vec<(String, u64)> = Vec::new();
@@ -705,7 +711,10 @@ impl AuditStore {
                             .into_iter()
                             .map(|key| (key, seq)),
                     ),
-                    Err(_) => unreadable += 1,
+                    Err(_) => {
+                        unreadable += 1;
+                        keys.push((UNREADABLE_SUBJECTS.to_owned(), seq));
+                    }
                 }
             }
             keys.sort_unstable();
@@ -728,7 +737,7 @@ impl AuditStore {
         if unreadable > 0 {
             tracing::warn!(
                 unreadable,
-                "audit store upgrade passed over records that do not parse; `audit verify` names them"
+                "audit store upgrade met records that do not parse: the trails of the accesses before them stop there; `audit verify` names them"
             );
         }
         tracing::info!(
@@ -742,14 +751,30 @@ impl AuditStore {
     }
 }
 
-/// Whether stored `bytes` may be a decision or an alert; false only when they cannot. The
-/// writer stores compact JSON, where a record's kind reads `"kind":"<kind>"`; bytes that
-/// are not text at all are said to (they are parsed, and fail as the damage they are).
+/// Whether stored `bytes` may be a decision or an alert; false only when they say plainly
+/// they are a record of another kind. The writer stores compact JSON, where a record's
+/// kind reads `"kind":"<kind>"` (no string value can hold that sequence: its quotes would
+/// be escaped). Bytes naming no kind a record has, or not text at all, may be a damaged
+/// decision: they are parsed, and fail as the damage they are.
 fn may_have_subjects(bytes: &[u8]) -> bool {
-    std::str::from_utf8(bytes).map_or(true, |text| {
-        text.contains("\"kind\":\"access_reviewed\"")
-            || text.contains("\"kind\":\"security_alert\"")
-    })
+    use super::event::EventKind;
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return true;
+    };
+    let mut another = false;
+    for (at, needle) in text.match_indices("\"kind\":\"") {
+        let name = text[at + needle.len()..]
+            .split('"')
+            .next()
+            .unwrap_or_default();
+        match EventKind::ALL.iter().find(|kind| kind.as_str() == name) {
+            Some(EventKind::AccessReviewed | EventKind::SecurityAlert) => return true,
+            Some(_) => another = true,
+            // A nested object's own `kind` (an alert's), or damage.
+            None => {}
+        }
+    }
+    !another
 }
 
 /// Whether the store's subject index is whole: written since format version 3, and every
@@ -1698,8 +1723,34 @@ mod tests {
                 .iter()
                 .map(|(key, first, len)| (key.as_str(), *first, *len))
                 .collect::<Vec<_>>(),
-            vec![("0", 1, 1), ("1", 2, 3), ("2", 3, 1), ("many", 4, 1)]
+            vec![
+                ("0", 1, 1),
+                ("1", 2, 3),
+                ("2", 3, 1),
+                ("many", 4, 1),
+                (UNREADABLE_SUBJECTS, 5, 1)
+            ]
         );
+    }
+
+    #[test]
+    fn only_records_that_say_they_are_of_another_kind_are_not_parsed_by_the_upgrade() {
+        let kind = |k: &str| format!(r#"{{"seq":1,"event":{{"kind":"{k}","outcome":"success"}}}}"#);
+        assert!(may_have_subjects(kind("access_reviewed").as_bytes()));
+        assert!(may_have_subjects(kind("security_alert").as_bytes()));
+        assert!(!may_have_subjects(kind("patient_record_read").as_bytes()));
+        // An alert's own kind comes after the record's.
+        assert!(may_have_subjects(
+            br#"{"event":{"kind":"security_alert","alert":{"kind":"many_patients"}}}"#
+        ));
+        // Damage where the kind was, or no kind at all: it may have been a decision.
+        assert!(may_have_subjects(kind("access_reviewee").as_bytes()));
+        assert!(may_have_subjects(b"{}"));
+        assert!(may_have_subjects(&[0xff, 0xfe]));
+        // A kind's name inside a string value is not a kind.
+        assert!(!may_have_subjects(
+            br#"{"event":{"kind":"user_login","detail":"\"kind\":\"access_reviewed\""}}"#
+        ));
     }
 
     #[test]
