@@ -33,6 +33,9 @@ use crate::audit::{
 /// A caller holding a compliance officer's certificate.
 pub(super) struct Officer {
     cn: String,
+    /// SHA-256 of its certificate: a download ticket serves only the certificate that
+    /// asked for it.
+    sha256: String,
 }
 
 impl Officer {
@@ -52,6 +55,7 @@ impl FromRequestParts<AppState> for Officer {
         match parts.extensions.get::<Peer>() {
             Some(Peer::Unmapped(w)) if w.role == Some(super::Role::Officer) => Ok(Self {
                 cn: w.cn.clone().unwrap_or_default(),
+                sha256: w.sha256.clone(),
             }),
             Some(Peer::Anonymous) | None => Err(ApiError::certificate_required()),
             Some(_) => Err(ApiError::new(
@@ -329,12 +333,109 @@ pub(super) async fn export(
     officer: Officer,
     JsonBody(request): JsonBody<ExportRequest>,
 ) -> Result<Response, ApiError> {
+    let prepared = prepare_export(&state, &officer, request).await?;
+    Ok(export_response(&state, prepared))
+}
+
+/// Where the browser fetches an export it was given a ticket for.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(super) struct DownloadOffer {
+    /// The export's one-use link (`GET`, by the same certificate, within a minute).
+    pub href: String,
+}
+
+/// Records an export and gives a one-use link to it, for the page to hand to the
+/// browser's own download (which writes the file to disk as it comes; read by the page's
+/// script, the whole file sat in memory first). Same body as `/api/v1/compliance/export`.
+#[utoipa::path(post, path = "/api/v1/compliance/downloads", tag = "compliance", request_body = ExportRequest,
+    responses((status = 201, description = "The export is recorded; its link", body = DownloadOffer),
+              (status = 400, description = "Invalid filter", body = ApiError),
+              (status = 403, description = "Not a compliance officer's certificate", body = ApiError),
+              (status = 503, description = "Too many exports waiting for their fetch", body = ApiError)))]
+pub(super) async fn offer_download(
+    State(state): State<AppState>,
+    officer: Officer,
+    JsonBody(request): JsonBody<ExportRequest>,
+) -> Result<(StatusCode, Json<DownloadOffer>), ApiError> {
+    // Before the export is recorded: a record for an export no one could fetch would be
+    // evidence of nothing.
+    if !state.downloads().has_room(std::time::Instant::now()) {
+        return Err(downloads_full());
+    }
+    let prepared = prepare_export(&state, &officer, request).await?;
+    let token = state
+        .downloads()
+        .give(std::time::Instant::now(), &officer.sha256, prepared)
+        .map_err(|e| match e {
+            super::downloads::TicketError::Full => downloads_full(),
+            super::downloads::TicketError::NoRandom => {
+                tracing::error!("no random bytes for a download ticket");
+                audit_unavailable()
+            }
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(DownloadOffer {
+            href: format!("/api/v1/compliance/downloads/{token}"),
+        }),
+    ))
+}
+
+fn downloads_full() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "downloads_full",
+        "too many exports are waiting for their fetch; try again in a minute",
+        "Trop d'exports en attente de téléchargement : réessayez dans une minute.",
+    )
+}
+
+/// The export a ticket from `/api/v1/compliance/downloads` stands for, once.
+#[utoipa::path(get, path = "/api/v1/compliance/downloads/{ticket}", tag = "compliance",
+    params(("ticket" = String, Path, description = "The ticket the export's offer gave")),
+    responses((status = 200, description = "The export, as an attachment"),
+              (status = 403, description = "Not a compliance officer's certificate", body = ApiError),
+              (status = 404, description = "No such ticket for this certificate: unknown, already used or expired", body = ApiError)))]
+pub(super) async fn download(
+    State(state): State<AppState>,
+    officer: Officer,
+    Segment(ticket): Segment<String>,
+) -> Result<Response, ApiError> {
+    let prepared = state
+        .downloads()
+        .take(std::time::Instant::now(), &ticket, &officer.sha256)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_such_download",
+                "no export waits under this link for this certificate (used, expired or unknown)",
+                "Ce lien d'export n'est plus valable : relancez l'export depuis la page.",
+            )
+        })?;
+    Ok(export_response(&state, prepared))
+}
+
+/// An export recorded on the trail, ready to be written.
+pub(super) struct PreparedExport {
+    filter: Filter,
+    format: Format,
+    /// The `Content-Disposition` that names the file.
+    disposition: String,
+}
+
+/// Records the export `request` asks for (durable before the first byte of it leaves)
+/// and signs the trail up to that record.
+async fn prepare_export(
+    state: &AppState,
+    officer: &Officer,
+    request: ExportRequest,
+) -> Result<PreparedExport, ApiError> {
     let mut filter = to_filter(&request.filter)?;
     let format = request.format;
     let selecting = filter.clone();
     // The patient an officer looked up is named on the record of the export, which is
     // durable before the first byte leaves.
-    let patient = read_trail(&state, move |store| {
+    let patient = read_trail(state, move |store| {
         let txn = store.snapshot()?;
         let first = export::select(&txn, &selecting, Some(1))?;
         Ok(looked_up(
@@ -348,7 +449,7 @@ pub(super) async fn export(
         format.name(),
         export::describe(&filter)
     );
-    record_use(&state, &officer, detail, patient).await?;
+    record_use(state, officer, detail, patient).await?;
     // Signed up to the export's own record: a whole-trail export then verifies with no
     // record outside a signature (records after the last checkpoint could not be told
     // from forged ones).
@@ -366,11 +467,25 @@ pub(super) async fn export(
     if export::is_unfiltered(&filter) {
         filter.through_seq = Some(signed);
     }
-    let name = format!(
+    let disposition = format!(
         "attachment; filename=\"audit-{}.{}\"",
         crate::clock::now().0.replace([':', '.'], ""),
         format.extension()
     );
+    Ok(PreparedExport {
+        filter,
+        format,
+        disposition,
+    })
+}
+
+/// The prepared export as a streamed attachment.
+fn export_response(state: &AppState, prepared: PreparedExport) -> Response {
+    let PreparedExport {
+        filter,
+        format,
+        disposition,
+    } = prepared;
     let mut response =
         Body::from_stream(stream_export(state.stores().audit.clone(), filter, format))
             .into_response();
@@ -379,10 +494,10 @@ pub(super) async fn export(
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.media_type()),
     );
-    if let Ok(value) = HeaderValue::from_str(&name) {
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
-    Ok(response)
+    response
 }
 
 /// The export, written on a blocking thread in 64 KiB chunks as the client takes them: a

@@ -7,6 +7,7 @@ mod access_routes;
 pub(crate) mod case_routes;
 mod compliance_routes;
 pub(crate) mod csrf;
+mod downloads;
 pub(crate) mod error;
 mod extract;
 pub(crate) mod identity;
@@ -94,6 +95,8 @@ struct Shared {
     /// one at a time; one on an old access, whose check reads the trail from it on, does
     /// not hold up the others'.
     decisions: [tokio::sync::Mutex<()>; 16],
+    /// Exports recorded and waiting for the browser to fetch them.
+    downloads: downloads::Tickets<compliance_routes::PreparedExport>,
 }
 
 impl AppState {
@@ -131,12 +134,18 @@ impl AppState {
             requests: middleware::InFlight::default(),
             review_queue: Arc::default(),
             decisions: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
+            downloads: downloads::Tickets::default(),
         }))
     }
 
     /// The requests running, whether or not their client is still there.
     pub(crate) fn requests(&self) -> &middleware::InFlight {
         &self.0.requests
+    }
+
+    /// Exports waiting for the browser to fetch them.
+    fn downloads(&self) -> &downloads::Tickets<compliance_routes::PreparedExport> {
+        &self.0.downloads
     }
 
     /// The compliance review queue.
@@ -353,6 +362,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(compliance_routes::report))
         .routes(routes!(compliance_routes::search))
         .routes(routes!(compliance_routes::export))
+        .routes(routes!(compliance_routes::offer_download))
+        .routes(routes!(compliance_routes::download))
         .routes(routes!(compliance_routes::access_trail))
         .routes(routes!(routes::openapi_json))
         .routes(routes!(web::index))

@@ -49,6 +49,9 @@ try {
     page.locator('#export').click(),
   ]);
   check(download.suggestedFilename().endsWith('.jsonl'), `file name: ${download.suggestedFilename()}`);
+  // The browser's own download fetched it from its one-use link (not a blob the page
+  // filled in memory).
+  check(/\/api\/v1\/compliance\/downloads\/[0-9a-f]{32}$/.test(download.url()), `downloaded from: ${download.url()}`);
   await download.saveAs(env('EXPORT'));
   await page.getByLabel('Justifié', { exact: true }).check();
   await page.locator('#comment').fill('Arrêt cardio-respiratoire, appel vérifié.');

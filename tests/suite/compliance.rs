@@ -538,11 +538,44 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
         }
     }
 
-    // Desks reach none of it.
+    // The page's way: the export is recorded, then its one-use link is fetched by the
+    // browser's own download (the same certificate only), which writes it as it comes.
     let desk = gateway.client(Some(DESK_A));
+    let response = post(
+        &officer,
+        "/api/v1/compliance/downloads",
+        json!({"format": "jsonl"}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let offer: Value = response.json().await.unwrap();
+    let href = offer["href"].as_str().unwrap().to_owned();
+    assert!(href.starts_with("/api/v1/compliance/downloads/"), "{href}");
+    let fetch = |client: &reqwest::Client| client.get(gateway.url(&href)).send();
+    assert_eq!(fetch(&desk).await.unwrap().status(), StatusCode::FORBIDDEN);
+    let response = fetch(&officer).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let disposition = response.headers()["content-disposition"].to_str().unwrap();
+    assert!(disposition.ends_with(".jsonl\""), "{disposition}");
+    let downloaded = gateway.dir.path().join("downloaded.jsonl");
+    std::fs::write(&downloaded, response.bytes().await.unwrap()).unwrap();
+    let (code, out, stderr) = support::run(
+        &gateway.config,
+        &["audit", "verify", "--file", downloaded.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{stderr}");
+    let again = fetch(&officer).await.unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_FOUND, "one use");
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["error"], "no_such_download");
+
+    // Desks reach none of it.
     for (path, body) in [
         ("/api/v1/compliance/search", json!({})),
         ("/api/v1/compliance/export", json!({"format": "csv"})),
+        ("/api/v1/compliance/downloads", json!({"format": "csv"})),
     ] {
         assert_eq!(
             post(&desk, path, body).await.status(),
@@ -570,6 +603,7 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
             "export format=csv filters=kind",
             "export format=fhir filters=kind",
             "export format=fhir filters=call",
+            "export format=jsonl filters=none",
         ]
     );
     assert!(uses.iter().all(|u| u["actor"]["name"] == "poste-x"));

@@ -502,7 +502,7 @@ fn resident_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-const BODY_ROUTES: [(&str, &str); 7] = [
+const BODY_ROUTES: [(&str, &str); 8] = [
     ("PUT", "/api/v1/roster"),
     ("POST", "/api/v1/session"),
     ("POST", "/api/v1/break-glass"),
@@ -510,6 +510,7 @@ const BODY_ROUTES: [(&str, &str); 7] = [
     ("POST", "/api/v1/compliance/reviews"),
     ("POST", "/api/v1/compliance/search"),
     ("POST", "/api/v1/compliance/export"),
+    ("POST", "/api/v1/compliance/downloads"),
 ];
 
 #[tokio::test(flavor = "multi_thread")]
@@ -698,6 +699,10 @@ const EXPECTED: &[(&str, [u16; 5])] = &[
         "GET /api/v1/compliance/accesses/{seq}",
         [403, 403, 403, 400, 403],
     ),
+    (
+        "GET /api/v1/compliance/downloads/{ticket}",
+        [403, 403, 403, 404, 403],
+    ),
     ("GET /api/v1/compliance/pending", [403, 403, 403, 200, 403]),
     ("GET /api/v1/compliance/report", [403, 403, 403, 200, 403]),
     ("GET /api/v1/case", [403, 403, 503, 403, 403]),
@@ -732,6 +737,10 @@ const EXPECTED: &[(&str, [u16; 5])] = &[
     ("GET /metrics", [403, 200, 200, 200, 200]),
     ("GET /readyz", [403, 200, 200, 200, 200]),
     ("POST /api/v1/break-glass", [403, 403, 503, 403, 403]),
+    (
+        "POST /api/v1/compliance/downloads",
+        [403, 403, 403, 415, 403],
+    ),
     ("POST /api/v1/compliance/export", [403, 403, 403, 415, 403]),
     ("POST /api/v1/desks/{desk}/case", [403, 503, 403, 503, 503]),
     ("POST /api/v1/compliance/reviews", [403, 403, 403, 415, 403]),
@@ -769,6 +778,7 @@ async fn every_route_answers_each_kind_of_caller_as_expected() {
             let concrete = path
                 .replace("{grant_id}", "0123456789abcdef0123456789abcdef")
                 .replace("{seq}", "not-a-number")
+                .replace("{ticket}", "0123456789abcdef0123456789abcdef")
                 .replace("{unique_id}", "1.2.250.1.999.1.1");
             for (client, want) in clients.iter().zip(expected) {
                 let request = client.request(

@@ -294,12 +294,16 @@
       : found.length + ' décision' + (found.length > 1 ? 's' : '') + ' sur cette période';
   }
 
-  // The whole trail as a file (the gateway records the export before sending it).
+  // The whole trail as a file. The gateway records the export, then gives a one-use
+  // link to it that the browser's own download follows: the file goes to disk as it
+  // comes (read here into a blob, a year's trail filled the tab's memory first), and a
+  // transfer cut short (a damaged record stops an export under way) is a failed download
+  // in the browser's list, never a whole-looking file.
   async function exportTrail() {
     const format = $('export-format').value;
     const button = $('export');
     button.disabled = true;
-    const ask = () => fetch('/api/v1/compliance/export', {
+    const ask = () => fetch('/api/v1/compliance/downloads', {
       method: 'POST',
       credentials: 'same-origin',
       cache: 'no-store',
@@ -317,25 +321,23 @@
           response = await ask();
         }
       }
-      if (!response.ok) {
-        let said = null;
-        try { said = (await response.json()).message_fr; } catch (_) { said = null; }
-        message(said || 'Export refusé (' + response.status + ').');
+      let answer = null;
+      try { answer = await response.json(); } catch (_) { answer = null; }
+      if (!response.ok || !answer || typeof answer.href !== 'string') {
+        message((answer && answer.message_fr) || 'Export refusé (' + response.status + ').');
         return;
       }
-      const disposition = response.headers.get('content-disposition') || '';
-      const name = (disposition.match(/filename="([^"]+)"/) || [])[1] || 'audit.' + format;
       const link = element('a');
-      link.href = URL.createObjectURL(await response.blob());
-      link.download = name;
+      link.href = answer.href;
+      // The gateway names the file (Content-Disposition).
+      link.download = '';
       document.body.append(link);
       link.click();
       link.remove();
-      setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+      // The browser's download list shows its progress, and a failure as such.
       message('');
     } catch (_) {
-      // Also when the file was cut short: a damaged record stops an export under way.
-      message('Export interrompu ou serveur injoignable : aucun fichier enregistré. Si cela se reproduit, prévenez l\u2019informatique du centre (journal d\u2019audit).');
+      message('Export impossible : serveur injoignable. Si cela se reproduit, prévenez l\u2019informatique du centre.');
     } finally {
       button.disabled = false;
     }
