@@ -351,21 +351,17 @@ pub(super) struct DownloadOffer {
     responses((status = 201, description = "The export is recorded; its link", body = DownloadOffer),
               (status = 400, description = "Invalid filter", body = ApiError),
               (status = 403, description = "Not a compliance officer's certificate", body = ApiError),
-              (status = 503, description = "Too many exports waiting for their fetch", body = ApiError)))]
+              (status = 503, description = "Too many exports waiting for their fetch (`downloads_full`), or the trail unavailable or catching up", body = ApiError)))]
 pub(super) async fn offer_download(
     State(state): State<AppState>,
     officer: Officer,
     JsonBody(request): JsonBody<ExportRequest>,
 ) -> Result<(StatusCode, Json<DownloadOffer>), ApiError> {
-    // Before the export is recorded: a record for an export no one could fetch would be
-    // evidence of nothing.
-    if !state.downloads().has_room(std::time::Instant::now()) {
-        return Err(downloads_full());
-    }
-    let prepared = prepare_export(&state, &officer, request).await?;
+    // Reserved before the export is recorded: a record for an export no one could fetch
+    // would be evidence of nothing.
     let token = state
         .downloads()
-        .give(std::time::Instant::now(), &officer.sha256, prepared)
+        .reserve(std::time::Instant::now(), &officer.sha256)
         .map_err(|e| match e {
             super::downloads::TicketError::Full => downloads_full(),
             super::downloads::TicketError::NoRandom => {
@@ -373,6 +369,13 @@ pub(super) async fn offer_download(
                 audit_unavailable()
             }
         })?;
+    match prepare_export(&state, &officer, request).await {
+        Ok(prepared) => state.downloads().fill(&token, prepared),
+        Err(e) => {
+            state.downloads().release(&token);
+            return Err(e);
+        }
+    }
     Ok((
         StatusCode::CREATED,
         Json(DownloadOffer {
@@ -385,7 +388,7 @@ fn downloads_full() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "downloads_full",
-        "too many exports are waiting for their fetch; try again in a minute",
+        "too many exports are waiting for their fetch (4 per certificate, 32 in all); try again in a minute",
         "Trop d'exports en attente de téléchargement : réessayez dans une minute.",
     )
 }
@@ -399,19 +402,31 @@ fn downloads_full() -> ApiError {
 pub(super) async fn download(
     State(state): State<AppState>,
     officer: Officer,
+    method: axum::http::Method,
     Segment(ticket): Segment<String>,
 ) -> Result<Response, ApiError> {
+    let no_such_download = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_download",
+            "no export waits under this link for this certificate (used, expired or unknown)",
+            "Ce lien d'export n'est plus valable : relancez l'export depuis la page.",
+        )
+    };
+    let now = std::time::Instant::now();
+    // Axum answers HEAD with this handler: a look (a download manager's) must not spend
+    // the one fetch.
+    if method == axum::http::Method::HEAD {
+        return if state.downloads().holds(now, &ticket, &officer.sha256) {
+            Ok(StatusCode::OK.into_response())
+        } else {
+            Err(no_such_download())
+        };
+    }
     let prepared = state
         .downloads()
-        .take(std::time::Instant::now(), &ticket, &officer.sha256)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "no_such_download",
-                "no export waits under this link for this certificate (used, expired or unknown)",
-                "Ce lien d'export n'est plus valable : relancez l'export depuis la page.",
-            )
-        })?;
+        .take(now, &ticket, &officer.sha256)
+        .ok_or_else(no_such_download)?;
     Ok(export_response(&state, prepared))
 }
 

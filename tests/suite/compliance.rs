@@ -78,6 +78,50 @@ fn seqs(body: &Value) -> Vec<u64> {
 
 const OFFICER_CONFIG: &str = "\n[compliance]\nofficer_cns = [\"poste-x\"]\n";
 
+/// A download link serves the certificate that asked for it, once: another officer's
+/// fetch, and a `HEAD`, leave it where it is. Each certificate has its own share of the
+/// links that may wait.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_download_link_serves_only_the_officer_who_asked_once() {
+    let gateway = support::launch_on_trail(
+        trail(),
+        "\n[compliance]\nofficer_cns = [\"poste-x\", \"poste-inconnu\"]\n",
+    );
+    let (first, second) = (
+        gateway.client(Some(UNMAPPED)),
+        gateway.client(Some(support::STRANGER)),
+    );
+    let offer = |client: &reqwest::Client| {
+        let request = client
+            .post(gateway.url("/api/v1/compliance/downloads"))
+            .json(&json!({"format": "csv"}));
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = offer(&first).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let url = gateway.url(body["href"].as_str().unwrap());
+    let other = second.get(&url).send().await.unwrap();
+    assert_eq!(other.status(), StatusCode::NOT_FOUND, "another officer's");
+    let look = first.head(&url).send().await.unwrap();
+    assert_eq!(look.status(), StatusCode::OK);
+    let response = first.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.text().await.unwrap().starts_with("seq,time,node"));
+    assert_eq!(first.head(&url).send().await.unwrap().status(), 404);
+
+    // Four waiting are the first officer's share; the second still has theirs.
+    for _ in 0..4 {
+        assert_eq!(offer(&first).await.0, StatusCode::CREATED);
+    }
+    let (status, body) = offer(&first).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "downloads_full");
+    assert_eq!(offer(&second).await.0, StatusCode::CREATED);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn officers_review_break_glass_accesses_and_nobody_else_can() {
     let gateway = support::launch_on_trail(trail(), OFFICER_CONFIG);
