@@ -8,7 +8,7 @@
 //! - verification speed over 1,000,000 records;
 //! - indexed lookups over them, and the trail of the access that came first (through the
 //!   indexes, against a read of every record after it, which is what it cost before the
-//!   subject index).
+//!   subject index), and the review queue's first look over them.
 //!
 //! Pass `--quick` for a short smoke run (fewer records, shorter phases).
 
@@ -289,11 +289,22 @@ fn main() {
         None,
     )
     .expect("select");
+    let every_record = t.elapsed();
     println!(
         "trail of the first access ({} records, its decision {} records later): {} through the indexes; reading every record after it: {}",
         trail.records.len(),
         every.examined,
         ms(indexed),
+        ms(every_record),
+    );
+    // The compliance page's first look after a start: starts and decisions parsed, the
+    // rest told apart by their kind.
+    let t = Instant::now();
+    let pending = review::pending(&reader).expect("pending");
+    println!(
+        "review queue's first look over {} records: {} ({} accesses to review)",
+        every.examined,
         ms(t.elapsed()),
+        pending.len(),
     );
 }

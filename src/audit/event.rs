@@ -465,6 +465,33 @@ pub(crate) fn subject_keys(event: &Event) -> Vec<String> {
     seqs.iter().map(u64::to_string).collect()
 }
 
+/// Whether stored `bytes` may be a record of one of `kinds`, told without parsing them
+/// (most reads of the whole trail want a few kinds, and parsing a record scans all of
+/// it): false only when they say plainly they are a record of another kind. The writer
+/// stores compact JSON, where a record's kind reads `"kind":"<kind>"` (no string value can
+/// hold that sequence: its quotes would be escaped). Bytes naming no kind a record has, or
+/// not text at all, may be a damaged record of `kinds`: true, so that they are parsed and
+/// fail as the damage they are.
+pub(crate) fn may_be_of(bytes: &[u8], kinds: &[EventKind]) -> bool {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return true;
+    };
+    let mut another = false;
+    for (at, needle) in text.match_indices("\"kind\":\"") {
+        let name = text[at + needle.len()..]
+            .split('"')
+            .next()
+            .unwrap_or_default();
+        match EventKind::ALL.iter().find(|kind| kind.as_str() == name) {
+            Some(kind) if kinds.contains(kind) => return true,
+            Some(_) => another = true,
+            // A nested object's own `kind` (an alert's), or damage.
+            None => {}
+        }
+    }
+    !another
+}
+
 /// Record `seq` read from `bytes`, or the `Damaged` error that names it.
 pub(crate) fn read_record(seq: u64, bytes: &[u8]) -> Result<Record, super::AuditError> {
     serde_json::from_slice(bytes).map_err(|e| super::AuditError::Damaged {
@@ -632,6 +659,38 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_records_that_say_they_are_of_another_kind_are_told_apart_unparsed() {
+        const SUBJECTS: [EventKind; 2] = [EventKind::AccessReviewed, EventKind::SecurityAlert];
+        let of = |bytes: &[u8]| may_be_of(bytes, &SUBJECTS);
+        let kind = |k: &str| format!(r#"{{"seq":1,"event":{{"kind":"{k}","outcome":"success"}}}}"#);
+        assert!(of(kind("access_reviewed").as_bytes()));
+        assert!(of(kind("security_alert").as_bytes()));
+        assert!(!of(kind("patient_record_read").as_bytes()));
+        // An alert's own kind comes after the record's.
+        assert!(of(
+            br#"{"event":{"kind":"security_alert","alert":{"kind":"many_patients"}}}"#
+        ));
+        // Damage where the kind was, or no kind at all: it may have been one of them.
+        assert!(of(kind("access_reviewee").as_bytes()));
+        assert!(of(b"{}"));
+        assert!(of(&[0xff, 0xfe]));
+        // A kind's name inside a string value is not a kind.
+        assert!(!of(
+            br#"{"event":{"kind":"user_login","detail":"\"kind\":\"access_reviewed\""}}"#
+        ));
+        // Every kind a record is written with is told by its bytes.
+        for kind in EventKind::ALL {
+            let bytes =
+                serde_json::to_vec(&Record::for_tests(1, Event::new(kind, Outcome::Success)))
+                    .unwrap();
+            assert!(may_be_of(&bytes, &[kind]), "{kind:?}");
+            let others: Vec<EventKind> =
+                EventKind::ALL.into_iter().filter(|k| *k != kind).collect();
+            assert!(!may_be_of(&bytes, &others), "{kind:?}");
+        }
+    }
 
     /// A stored record that does not parse is named by position: serde's own message
     /// would quote the value (here an INS where a number belongs).

@@ -688,7 +688,7 @@ impl AuditStore {
 impl AuditStore {
     /// Builds format version 2's missing subject index from the records, in one
     /// transaction with the new version stamp. Only decisions and alerts have subjects:
-    /// a record whose bytes say it is of another kind (see [`may_have_subjects`]) is not
+    /// a record whose bytes say it is of another kind (see [`super::event::may_be_of`]) is not
     /// parsed. A record that does not parse is indexed under [`UNREADABLE_SUBJECTS`] and
     /// counted in a warning: refusing to start on it would stop every access, and leaving
     /// it out would let an access's trail look whole without a decision it may hold.
@@ -702,7 +702,13 @@ impl AuditStore {
             for entry in records.iter().map_err(storage)? {
                 let (seq, bytes) = entry.map_err(storage)?;
                 let (seq, bytes) = (seq.value(), bytes.value());
-                if !may_have_subjects(bytes) {
+                if !super::event::may_be_of(
+                    bytes,
+                    &[
+                        super::event::EventKind::AccessReviewed,
+                        super::event::EventKind::SecurityAlert,
+                    ],
+                ) {
                     continue;
                 }
                 match super::event::read_record(seq, bytes) {
@@ -749,32 +755,6 @@ impl AuditStore {
         );
         Ok(())
     }
-}
-
-/// Whether stored `bytes` may be a decision or an alert; false only when they say plainly
-/// they are a record of another kind. The writer stores compact JSON, where a record's
-/// kind reads `"kind":"<kind>"` (no string value can hold that sequence: its quotes would
-/// be escaped). Bytes naming no kind a record has, or not text at all, may be a damaged
-/// decision: they are parsed, and fail as the damage they are.
-fn may_have_subjects(bytes: &[u8]) -> bool {
-    use super::event::EventKind;
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        return true;
-    };
-    let mut another = false;
-    for (at, needle) in text.match_indices("\"kind\":\"") {
-        let name = text[at + needle.len()..]
-            .split('"')
-            .next()
-            .unwrap_or_default();
-        match EventKind::ALL.iter().find(|kind| kind.as_str() == name) {
-            Some(EventKind::AccessReviewed | EventKind::SecurityAlert) => return true,
-            Some(_) => another = true,
-            // A nested object's own `kind` (an alert's), or damage.
-            None => {}
-        }
-    }
-    !another
 }
 
 /// Whether the store's subject index is whole: written since format version 3, and every
@@ -1731,26 +1711,6 @@ mod tests {
                 (UNREADABLE_SUBJECTS, 5, 1)
             ]
         );
-    }
-
-    #[test]
-    fn only_records_that_say_they_are_of_another_kind_are_not_parsed_by_the_upgrade() {
-        let kind = |k: &str| format!(r#"{{"seq":1,"event":{{"kind":"{k}","outcome":"success"}}}}"#);
-        assert!(may_have_subjects(kind("access_reviewed").as_bytes()));
-        assert!(may_have_subjects(kind("security_alert").as_bytes()));
-        assert!(!may_have_subjects(kind("patient_record_read").as_bytes()));
-        // An alert's own kind comes after the record's.
-        assert!(may_have_subjects(
-            br#"{"event":{"kind":"security_alert","alert":{"kind":"many_patients"}}}"#
-        ));
-        // Damage where the kind was, or no kind at all: it may have been a decision.
-        assert!(may_have_subjects(kind("access_reviewee").as_bytes()));
-        assert!(may_have_subjects(b"{}"));
-        assert!(may_have_subjects(&[0xff, 0xfe]));
-        // A kind's name inside a string value is not a kind.
-        assert!(!may_have_subjects(
-            br#"{"event":{"kind":"user_login","detail":"\"kind\":\"access_reviewed\""}}"#
-        ));
     }
 
     #[test]
