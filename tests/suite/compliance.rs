@@ -76,6 +76,25 @@ fn seqs(body: &Value) -> Vec<u64> {
         .collect()
 }
 
+/// `response` is an unfiltered JSONL export, named as one, that `audit verify --file`
+/// verifies with the trail's public key.
+async fn verifies_offline(gateway: &support::Gateway, response: reqwest::Response, file: &str) {
+    let disposition = response.headers()["content-disposition"].to_str().unwrap();
+    assert!(
+        disposition.starts_with("attachment; filename=\"audit-"),
+        "{disposition}"
+    );
+    assert!(disposition.ends_with(".jsonl\""), "{disposition}");
+    let path = gateway.dir.path().join(file);
+    std::fs::write(&path, response.bytes().await.unwrap()).unwrap();
+    let (code, out, stderr) = support::run(
+        &gateway.config,
+        &["audit", "verify", "--file", path.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{stderr}");
+}
+
 const OFFICER_CONFIG: &str = "\n[compliance]\nofficer_cns = [\"poste-x\"]\n";
 
 /// A download link serves the certificate that asked for it, once: another officer's
@@ -533,20 +552,7 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
     .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/x-ndjson");
-    let disposition = response.headers()["content-disposition"].to_str().unwrap();
-    assert!(
-        disposition.starts_with("attachment; filename=\"audit-"),
-        "{disposition}"
-    );
-    assert!(disposition.ends_with(".jsonl\""), "{disposition}");
-    let export = gateway.dir.path().join("export.jsonl");
-    std::fs::write(&export, response.bytes().await.unwrap()).unwrap();
-    let (code, out, stderr) = support::run(
-        &gateway.config,
-        &["audit", "verify", "--file", export.to_str().unwrap()],
-        &[],
-    );
-    assert_eq!(code, 0, "{out}{stderr}");
+    verifies_offline(&gateway, response, "export.jsonl").await;
     let csv = json!({"format": "csv", "filter": {"kind": "break_glass_started"}});
     let response = post(&officer, "/api/v1/compliance/export", csv).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -600,16 +606,7 @@ async fn officers_search_export_and_follow_an_access_and_each_read_is_recorded()
     let response = fetch(&officer).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/x-ndjson");
-    let disposition = response.headers()["content-disposition"].to_str().unwrap();
-    assert!(disposition.ends_with(".jsonl\""), "{disposition}");
-    let downloaded = gateway.dir.path().join("downloaded.jsonl");
-    std::fs::write(&downloaded, response.bytes().await.unwrap()).unwrap();
-    let (code, out, stderr) = support::run(
-        &gateway.config,
-        &["audit", "verify", "--file", downloaded.to_str().unwrap()],
-        &[],
-    );
-    assert_eq!(code, 0, "{out}{stderr}");
+    verifies_offline(&gateway, response, "downloaded.jsonl").await;
     let again = fetch(&officer).await.unwrap();
     assert_eq!(again.status(), StatusCode::NOT_FOUND, "one use");
     let body: Value = again.json().await.unwrap();
