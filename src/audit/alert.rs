@@ -311,15 +311,11 @@ fn replay(store: &AuditStore, watch: &mut Watch) -> Result<(u64, Vec<Event>), Au
 }
 
 /// Picks out the records the windows watch without parsing the others, most records:
-/// parsing even one field of a record scans all of it.
-///
-/// The writer stores records as compact JSON (`serde_json::to_vec`), where a record's own
-/// kind reads `"kind":"<kind>"`. No string value can hold that sequence (its quotes would be
-/// escaped), but a nested object's `kind` could, so a record that has it is parsed whole
-/// and its kind checked again.
-struct Watched {
-    needles: Vec<String>,
-}
+/// parsing even one field of a record scans all of it. Their kind is read from their bytes
+/// ([`super::event::may_be_of`]); a nested object's `kind` could name a watched one, so a
+/// candidate is parsed whole and its kind checked again. A record that does not parse is
+/// passed over: the follower must go on (verification reports the damage).
+struct Watched;
 
 impl Watched {
     /// The kinds [`Watch::observe`] acts on.
@@ -330,21 +326,12 @@ impl Watched {
     ];
 
     fn new() -> Self {
-        let needles = Self::KINDS
-            .iter()
-            .filter_map(|kind| serde_json::to_string(kind).ok())
-            .map(|kind| format!("\"kind\":{kind}"))
-            .collect();
-        Self { needles }
+        Self
     }
 
-    /// Whether `bytes` may be a watched record; false only when it cannot be.
+    /// Whether `bytes` may be a watched record; false only when they say they are not.
     fn may_hold(&self, bytes: &[u8]) -> bool {
-        std::str::from_utf8(bytes).is_ok_and(|text| {
-            self.needles
-                .iter()
-                .any(|needle| text.contains(needle.as_str()))
-        })
+        super::event::may_be_of(bytes, &Self::KINDS)
     }
 
     /// The record in `bytes`, if it is one the windows watch.
@@ -458,7 +445,7 @@ mod tests {
         let nested = serde_json::to_vec(&nested).unwrap();
         assert!(watched.may_hold(&nested));
         assert!(watched.record(&nested).is_none());
-        assert!(!watched.may_hold(b"\xff\xfe not a record"));
+        assert!(watched.record(b"\xff\xfe not a record").is_none());
     }
 
     fn thresholds(patients: usize, pins: usize) -> Thresholds {
