@@ -15,6 +15,58 @@ use support::pcsc::{Pcscd, VirtualCard};
 use support::upstream::{DevUpstream, family, nir, own_bundle, own_cda, patient};
 use support::{DESK_A, Gateway, Pki, write_config};
 
+/// An export the gateway cuts short (a damaged record in the trail) is a failed download
+/// in the browser's list: the page hands the export's link to the browser's own download,
+/// which sees the transfer break.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_export_cut_short_is_a_failed_download_in_the_browser() {
+    use redb::{ReadableDatabase, TableDefinition};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path());
+    let login = || {
+        samu_gateway::audit::Event::new(
+            samu_gateway::audit::EventKind::UserLogin,
+            samu_gateway::audit::Outcome::Success,
+        )
+    };
+    support::write_trail(
+        dir.path(),
+        &pki.audit_key,
+        (0..40).map(|_| login()).collect(),
+    );
+    // Record 20's bytes as a damaged disk could leave them.
+    let db = redb::Database::create(dir.path().join("state/audit.redb")).unwrap();
+    let records: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+    assert!(
+        db.begin_read()
+            .unwrap()
+            .open_table(records)
+            .unwrap()
+            .get(20)
+            .unwrap()
+            .is_some()
+    );
+    let txn = db.begin_write().unwrap();
+    txn.open_table(records)
+        .unwrap()
+        .insert(20, b"{\"v\":1,\"seq\":20,".as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+    drop(db);
+    let config = write_config(
+        dir.path(),
+        &pki,
+        "",
+        "\n[compliance]\nofficer_cns = [\"poste-x\"]\n",
+    );
+    let gateway = Gateway::launch(dir, pki, config, &[]);
+    let env = script_env(&gateway, support::UNMAPPED, vec![]);
+    let result = tokio::task::block_in_place(|| {
+        run_script(&browser_dir().join("export-cut.mjs"), &env, |_| false)
+    });
+    assert!(result["failure"].is_string(), "{result}");
+}
+
 fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
