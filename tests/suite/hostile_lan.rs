@@ -136,13 +136,31 @@ async fn silent_connections_cannot_hold_the_listener_while_a_desk_breaks_glass()
     }
     let saturated = Instant::now();
 
-    // The management listener (the watchdog's and centre IT's) answers at once.
+    // The management listener (the watchdog's and centre IT's) answers while the public
+    // one is saturated: some silent connection is still open when it has answered (the
+    // gateway drops each at its own deadline, the last about 4 s on, so an answer that
+    // waited for the public slots to free would come after every one was closed; checked
+    // by answering 4.5 s late). Said by the gateway's deadlines, not by a time this
+    // machine must meet: a bound of 1 s failed once under the whole suite's load (the
+    // answer after 1.08 s).
     let manager = gateway.client(None);
-    let (status, body) = support::get_json(&manager, &gateway.management_url("/readyz")).await;
+    let (status, body) = tokio::time::timeout(
+        Duration::from_secs(30),
+        support::get_json(&manager, &gateway.management_url("/readyz")),
+    )
+    .await
+    .expect("the management listener answers");
     assert_eq!(status, 200, "{body}");
+    let mut still_held = false;
+    for stream in &mut held {
+        if !closed_within(stream, Duration::from_millis(5)).await {
+            still_held = true;
+            break;
+        }
+    }
     assert!(
-        saturated.elapsed() < Duration::from_secs(1),
-        "management answered after {:?}",
+        still_held,
+        "management answered only after every silent connection was dropped ({:?})",
         saturated.elapsed()
     );
 
