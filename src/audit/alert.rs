@@ -206,7 +206,6 @@ async fn follow(
     mut watch: Watch,
 ) -> Result<(), AuditError> {
     let committed = log.commits();
-    let watched = Watched::new();
     let (mut cursor, missed) = loop {
         match replay(&store, &mut watch) {
             Ok(replayed) => break replayed,
@@ -240,7 +239,7 @@ async fn follow(
         let notified = committed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (alerts, last) = match read_after(&store, cursor, &watched, &mut watch) {
+        let (alerts, last) = match read_after(&store, cursor, &mut watch) {
             Ok(read) => read,
             // A failing store also fails readiness; the follower retries, it does not stop.
             Err(e) => {
@@ -310,53 +309,44 @@ fn replay(store: &AuditStore, watch: &mut Watch) -> Result<(u64, Vec<Event>), Au
     Ok((head, raised))
 }
 
-/// Picks out the records the windows watch without parsing the others, most records:
-/// parsing even one field of a record scans all of it. Their kind is read from their bytes
-/// ([`super::event::may_be_of`]); a nested object's `kind` could name a watched one, so a
-/// candidate is parsed whole and its kind checked again. A record that does not parse is
-/// passed over: the follower must go on (verification reports the damage).
-struct Watched;
+/// The kinds [`Watch::observe`] acts on.
+const WATCHED: [EventKind; 3] = [
+    EventKind::BreakGlassStarted,
+    EventKind::PatientSearch,
+    EventKind::UserLogin,
+];
 
-impl Watched {
-    /// The kinds [`Watch::observe`] acts on.
-    const KINDS: [EventKind; 3] = [
-        EventKind::BreakGlassStarted,
-        EventKind::PatientSearch,
-        EventKind::UserLogin,
-    ];
+/// Whether `bytes` may be a watched record; false only when they say they are not. Their
+/// kind is read from their bytes ([`super::event::may_be_of`]): parsing even one field of
+/// a record scans all of it, and most records are not watched.
+fn may_be_watched(bytes: &[u8]) -> bool {
+    super::event::may_be_of(bytes, &WATCHED)
+}
 
-    fn new() -> Self {
-        Self
+/// The record in `bytes`, if it is one the windows watch. A nested object's `kind` could
+/// name a watched one, so a candidate is parsed whole and its kind checked again. A record
+/// that does not parse is passed over: the follower must go on (verification reports the
+/// damage).
+fn watched_record(bytes: &[u8]) -> Option<Record> {
+    if !may_be_watched(bytes) {
+        return None;
     }
-
-    /// Whether `bytes` may be a watched record; false only when they say they are not.
-    fn may_hold(&self, bytes: &[u8]) -> bool {
-        super::event::may_be_of(bytes, &Self::KINDS)
-    }
-
-    /// The record in `bytes`, if it is one the windows watch.
-    fn record(&self, bytes: &[u8]) -> Option<Record> {
-        if !self.may_hold(bytes) {
-            return None;
-        }
-        serde_json::from_slice::<Record>(bytes)
-            .ok()
-            .filter(|record| Self::KINDS.contains(&record.event.kind))
-    }
+    serde_json::from_slice::<Record>(bytes)
+        .ok()
+        .filter(|record| WATCHED.contains(&record.event.kind))
 }
 
 /// Feeds the records after `cursor` into `watch`: the alerts, and the new cursor.
 fn read_after(
     store: &AuditStore,
     cursor: u64,
-    watched: &Watched,
     watch: &mut Watch,
 ) -> Result<(Vec<Event>, u64), AuditError> {
     let txn = store.snapshot()?;
     let (mut alerts, mut last) = (Vec::new(), cursor);
     store::for_each_record(&txn, cursor + 1, |seq, bytes| {
         last = seq;
-        if let Some(record) = watched.record(bytes)
+        if let Some(record) = watched_record(bytes)
             && let Some(at) = crate::clock::parse_time(&record.time)
         {
             alerts.extend(watch.observe(&record, at));
@@ -416,21 +406,20 @@ mod tests {
 
     #[test]
     fn only_watched_kinds_are_parsed_and_text_that_mimics_one_is_not_taken_for_it() {
-        let watched = Watched::new();
         let bytes = |record: &Record| serde_json::to_vec(record).unwrap();
         // As the writer stores them: compact JSON.
         let start = start(1, "810001", 1);
-        assert!(watched.record(&bytes(&start)).is_some());
-        assert!(watched.record(&bytes(&wrong_pin(2, "desk-a"))).is_some());
+        assert!(watched_record(&bytes(&start)).is_some());
+        assert!(watched_record(&bytes(&wrong_pin(2, "desk-a"))).is_some());
         let search = record(2, Event::new(EventKind::PatientSearch, Outcome::Success));
-        assert!(watched.record(&bytes(&search)).is_some());
+        assert!(watched_record(&bytes(&search)).is_some());
         for kind in [
             EventKind::BreakGlassStopped,
             EventKind::SecurityAlert,
             EventKind::UserLogout,
         ] {
             let other = record(3, Event::new(kind, Outcome::Success));
-            assert!(!watched.may_hold(&bytes(&other)), "{kind:?}");
+            assert!(!may_be_watched(&bytes(&other)), "{kind:?}");
         }
         // The text inside a string value: escaped, so not even a candidate.
         let mimic = record(
@@ -438,14 +427,14 @@ mod tests {
             Event::new(EventKind::PatientRecordRead, Outcome::Success)
                 .with_detail(r#"x","kind":"break_glass_started"#),
         );
-        assert!(!watched.may_hold(&bytes(&mimic)));
+        assert!(!may_be_watched(&bytes(&mimic)));
         // In a nested object: a candidate, parsed whole, and not taken for one.
         let mut nested = serde_json::to_value(&mimic).unwrap();
         nested["extra"] = serde_json::json!({"kind": "break_glass_started"});
         let nested = serde_json::to_vec(&nested).unwrap();
-        assert!(watched.may_hold(&nested));
-        assert!(watched.record(&nested).is_none());
-        assert!(watched.record(b"\xff\xfe not a record").is_none());
+        assert!(may_be_watched(&nested));
+        assert!(watched_record(&nested).is_none());
+        assert!(watched_record(b"\xff\xfe not a record").is_none());
     }
 
     fn thresholds(patients: usize, pins: usize) -> Thresholds {
