@@ -371,7 +371,12 @@ async fn soap(
         DmpFault::Latency { ms } => tokio::time::sleep(Duration::from_millis(ms)).await,
         DmpFault::SoapFault { code, receiver } => {
             let side = if receiver { "Receiver" } else { "Sender" };
-            return fault(&state, side, &code, "Erreur injectée");
+            // Addressed as the DMP addresses its faults: the gateway reads an opposition or
+            // a closure only from a fault that names its request.
+            let relates_to = std::str::from_utf8(&body).ok().and_then(checks::message_id);
+            return answers::answering(relates_to, || {
+                fault(&state, side, &code, "Erreur injectée")
+            });
         }
         DmpFault::Status { status } => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);

@@ -426,17 +426,7 @@ impl DmpClient {
             // Waiting for the turn may outlast the access's deadline: then nobody would
             // read what a parse found.
             abandoned.check()?;
-            let doc = soap::parse(&xml).map_err(malformed)?;
-            // Another request's answer (a proxy or a pool that crossed two) says nothing
-            // of this patient: its "not found" would tell the physician there is no record
-            // and delete the patient's copies.
-            soap::check_relates_to(&doc, &message_id).map_err(malformed)?;
-            // A fault comes with 500 (or 400): read it before judging the status.
-            let body = soap::body(&doc).map_err(outcome)?;
-            if status != 200 {
-                return Err(without_fault(status));
-            }
-            read(body, attachments).map_err(outcome)
+            read_answer(&xml, attachments, &message_id, status, read)
         })
         .await
     }
@@ -492,25 +482,8 @@ impl DmpClient {
                 |body, _| hl7v3::read_existence(body),
             )
             .await?;
-        if !existence.found {
+        if !existence_outcome(&existence, ins, access.mode)? {
             return Ok(Vec::new());
-        }
-        // An answer about another patient (a mix-up on the way, a proxy answering the
-        // wrong request) says nothing of this one's record, closure or oppositions.
-        if !existence.about.include(ins.oid(), ins.as_str()) {
-            return Err(UpstreamError::WrongPatient(
-                "the test of existence answered about another patient".into(),
-            ));
-        }
-        if existence.closed {
-            return Err(UpstreamError::RecordClosed);
-        }
-        if existence
-            .oppositions
-            .iter()
-            .any(|o| o == opposition_code(access.mode))
-        {
-            return Err(UpstreamError::PatientOpposed(access.mode));
         }
         Ok(vec![Candidate {
             id: format!("{}|{}", ins.oid(), ins.as_str()),
@@ -673,7 +646,8 @@ impl DmpClient {
             self.find(ins, access, &mut trail)
         );
         let patient = super::super::only_one(existence?)?;
-        let mut summary = self.compose_from(ins, access, found?, trail).await?;
+        let found = listing_after_existence(found)?;
+        let mut summary = self.compose_from(ins, access, found, trail).await?;
         // The read's record names every exchange, the test of existence first.
         let mut provenance = patient.provenance.clone();
         provenance.append(&mut summary.provenance);
@@ -829,11 +803,7 @@ impl DmpClient {
     ) -> Result<CriticalSummary, UpstreamError> {
         let mut trail = Vec::new();
         let found = self.find(ins, access, &mut trail).await?;
-        let entry = found
-            .documents
-            .iter()
-            .find(|d| d.unique_id == unique_id)
-            .ok_or(UpstreamError::DocumentNotListed)?;
+        let entry = listed_entry(&found, unique_id)?;
         let mut retrieved = self.retrieve(access, &[entry], &mut trail).await?;
         // Moved to the reading (off the async workers), not copied.
         let bytes = retrieved
@@ -1027,6 +997,41 @@ fn choose_synthesis(documents: &[DocumentEntry]) -> Option<&DocumentEntry> {
     best(true).or_else(|| best(false))
 }
 
+/// What a test of existence says of the record of `ins` for an access in `mode`: found
+/// (`true`), not found, or the refusal it states.
+fn existence_outcome(
+    existence: &hl7v3::Existence,
+    ins: &Ins,
+    mode: AccessMode,
+) -> Result<bool, UpstreamError> {
+    if !existence.found {
+        return Ok(false);
+    }
+    // Several patients answering one INS: whose closure and oppositions hold is not for
+    // the gateway to guess (the first one's were read, the others' ignored).
+    if existence.patients > 1 {
+        return Err(UpstreamError::Ambiguous(existence.patients));
+    }
+    // An answer about another patient (a mix-up on the way, a proxy answering the wrong
+    // request) says nothing of this one's record, closure or oppositions.
+    if !existence.about.include(ins.oid(), ins.as_str()) {
+        return Err(UpstreamError::WrongPatient(
+            "the test of existence answered about another patient".into(),
+        ));
+    }
+    if existence.closed {
+        return Err(UpstreamError::RecordClosed);
+    }
+    if existence
+        .oppositions
+        .iter()
+        .any(|o| o == opposition_code(mode))
+    {
+        return Err(UpstreamError::PatientOpposed(mode));
+    }
+    Ok(true)
+}
+
 fn opposition_code(mode: AccessMode) -> &'static str {
     match mode {
         AccessMode::Centre15 => "OPPOSITION_ACCES_URGENCE",
@@ -1100,6 +1105,38 @@ fn retrieval_outcome(
     }
 }
 
+/// The registry's listing once the test of existence has found the patient's record, open
+/// and not opposed: "unknown patient" then contradicts it, which is no fact that the
+/// record does not exist (that would withdraw the patient's cached copies and tell the
+/// physician there is no record).
+fn listing_after_existence(
+    found: Result<xds::Found, UpstreamError>,
+) -> Result<xds::Found, UpstreamError> {
+    found.map_err(|e| match e {
+        UpstreamError::NoRecord => UpstreamError::Malformed(
+            "the registry said the patient is unknown after the test of existence found their record"
+                .into(),
+        ),
+        other => other,
+    })
+}
+
+/// The entry of document `unique_id` in the listing `found`. Absent from a complete list,
+/// it is not (or no longer) accessible to this access; absent from a `PartialSuccess`,
+/// nothing is known of it: part of the list is missing, and it may be that part.
+fn listed_entry<'a>(
+    found: &'a xds::Found,
+    unique_id: &str,
+) -> Result<&'a DocumentEntry, UpstreamError> {
+    match found.documents.iter().find(|d| d.unique_id == unique_id) {
+        Some(entry) => Ok(entry),
+        None if found.status == xds::Status::PartialSuccess => Err(UpstreamError::Unavailable(
+            "the DMP answered PartialSuccess without the document asked for".into(),
+        )),
+        None => Err(UpstreamError::DocumentNotListed),
+    }
+}
+
 /// Why `what` was not returned: the repository's error, when it listed one (a code that
 /// is not an outage refuses the request and no copy stands in: a repository may answer
 /// a document masked from this access as unknown), else an answer that lacks what it
@@ -1147,6 +1184,57 @@ fn unserved(code: &str) -> UpstreamError {
     } else {
         UpstreamError::AssertionRefused(code.to_owned())
     }
+}
+
+/// Reads the answer `xml` (its other MIME parts in `attachments`), which came with HTTP
+/// `status`, to the request `message_id`: the fault it holds, or what `read` makes of its
+/// body.
+fn read_answer<T>(
+    xml: &str,
+    attachments: Attachments,
+    message_id: &str,
+    status: u16,
+    read: impl FnOnce(roxmltree::Node<'_, '_>, Attachments) -> Result<T, DmpError>,
+) -> Result<T, UpstreamError> {
+    let doc = soap::parse(xml).map_err(malformed)?;
+    // Another request's answer (a proxy or a pool that crossed two) says nothing of this
+    // patient: its "not found" would tell the physician there is no record and delete the
+    // patient's copies.
+    let addressed = soap::check_relates_to(&doc, message_id).map_err(malformed)?;
+    // A fault comes with 500 (or 400): read it before judging the status.
+    let body = soap::body(&doc).map_err(|e| match addressed {
+        soap::Addressed::ToThisRequest => outcome(e),
+        soap::Addressed::ToNoRequest => unaddressed_outcome(e),
+    })?;
+    if status != 200 {
+        return Err(without_fault(status));
+    }
+    read(body, attachments).map_err(outcome)
+}
+
+/// Fault codes that state a fact about a patient: their oppositions, their record closed.
+const PATIENT_FACTS: [&str; 3] = [
+    "OPPOSITION_ACCES_URGENCE",
+    "OPPOSITION_BRIS_DE_GLACE",
+    "DMPClosed",
+];
+
+/// The outcome of a fault that names no request (no `wsa:RelatesTo`). It may be another
+/// request's answer, crossed by a proxy or a pool: its opposition or closed record would
+/// tell the physician this patient opposed, or their record is closed. Such a code refuses
+/// this request instead (no cached copy is served in its place: the opposition may be
+/// real, and unavailability would let a stale copy stand in for it). Any other code says
+/// nothing of a patient and keeps its meaning.
+fn unaddressed_outcome(e: DmpError) -> UpstreamError {
+    if let DmpError::Fault(fault) = &e {
+        let code = fault.most_specific();
+        if PATIENT_FACTS.contains(&code) {
+            return UpstreamError::AssertionRefused(format!(
+                "{code} in a fault that names no request"
+            ));
+        }
+    }
+    outcome(e)
 }
 
 /// The gateway's outcome for a DMP error.
@@ -1580,6 +1668,171 @@ mod tests {
         assert!(matches!(
             not_returned(&[error("W1", "Warning")], "the synthesis"),
             UpstreamError::Malformed(why) if why == "the synthesis was not returned"
+        ));
+    }
+
+    /// A fault that names no request may be another request's, crossed by a proxy or a
+    /// pool: its opposition or closed record refuses this request (no copy in its place),
+    /// never tells the physician this patient opposed or their record is closed (it did).
+    /// Addressed to this request, it says so as before; other codes keep their meaning.
+    #[test]
+    fn a_fault_naming_no_request_states_nothing_of_the_patient() {
+        let fault = |relates_to: &str, side: &str, code: &str| {
+            format!(
+                "<env:Envelope xmlns:env=\"{}\" xmlns:wsa=\"{}\"><env:Header>{relates_to}</env:Header><env:Body><env:Fault>\
+                 <env:Code><env:Value>env:{side}</env:Value><env:Subcode><env:Value>{code}</env:Value></env:Subcode></env:Code>\
+                 <env:Reason><env:Text xml:lang=\"fr\">Refus</env:Text></env:Reason></env:Fault></env:Body></env:Envelope>",
+                soap::SOAP,
+                soap::WSA
+            )
+        };
+        let ours = "<wsa:RelatesTo>urn:uuid:1</wsa:RelatesTo>";
+        let read = |xml: String| {
+            read_answer(&xml, Attachments::default(), "urn:uuid:1", 500, |_, _| {
+                Ok(())
+            })
+        };
+        assert_eq!(
+            read(fault(ours, "Sender", "DMPClosed")),
+            Err(UpstreamError::RecordClosed)
+        );
+        assert_eq!(
+            read(fault(ours, "Sender", "OPPOSITION_BRIS_DE_GLACE")),
+            Err(UpstreamError::PatientOpposed(AccessMode::BrisDeGlace))
+        );
+        for code in [
+            "DMPClosed",
+            "OPPOSITION_ACCES_URGENCE",
+            "OPPOSITION_BRIS_DE_GLACE",
+        ] {
+            assert_eq!(
+                read(fault("", "Sender", code)),
+                Err(UpstreamError::AssertionRefused(format!(
+                    "{code} in a fault that names no request"
+                )))
+            );
+        }
+        assert_eq!(
+            read(fault("", "Sender", "DMPInvalidSignature")),
+            Err(UpstreamError::AssertionRefused(
+                "DMPInvalidSignature".into()
+            ))
+        );
+        assert!(matches!(
+            read(fault("", "Receiver", "DMPInternalError")),
+            Err(UpstreamError::Unavailable(why)) if why.contains("DMPInternalError")
+        ));
+        // Naming another request: unreadable, whatever it says.
+        assert!(matches!(
+            read(fault(
+                "<wsa:RelatesTo>urn:uuid:2</wsa:RelatesTo>",
+                "Sender",
+                "DMPClosed"
+            )),
+            Err(UpstreamError::Malformed(_))
+        ));
+    }
+
+    /// Several patients answering one INS in a test of existence: ambiguous, whatever the
+    /// first one's closure or oppositions (only the first's were read).
+    #[test]
+    fn several_patients_answering_a_test_of_existence_are_ambiguous() {
+        let ins = Ins::parse(
+            "180017500000134",
+            crate::patient::OID_NIR,
+            crate::patient::InsPolicy::default(),
+        )
+        .unwrap();
+        let existence = |patients: usize, closed: bool| hl7v3::Existence {
+            found: true,
+            closed,
+            authorisation: None,
+            treating_physician: None,
+            oppositions: Vec::new(),
+            about: hl7v3::PatientIds(vec![(ins.oid().to_owned(), ins.as_str().to_owned())]),
+            patients,
+        };
+        let mode = AccessMode::Centre15;
+        assert_eq!(
+            existence_outcome(&existence(1, false), &ins, mode),
+            Ok(true)
+        );
+        assert_eq!(
+            existence_outcome(&existence(1, true), &ins, mode),
+            Err(UpstreamError::RecordClosed)
+        );
+        for closed in [false, true] {
+            assert_eq!(
+                existence_outcome(&existence(2, closed), &ins, mode),
+                Err(UpstreamError::Ambiguous(2))
+            );
+        }
+        let not_found = hl7v3::Existence {
+            found: false,
+            about: hl7v3::PatientIds::default(),
+            ..existence(0, false)
+        };
+        assert_eq!(existence_outcome(&not_found, &ins, mode), Ok(false));
+    }
+
+    /// Break-glass: once the test of existence found the record open and not opposed, the
+    /// registry's "unknown patient" contradicts it: malformed, not "no record" (which
+    /// withdrew the patient's copies). Any other outcome is the registry's own.
+    #[test]
+    fn unknown_to_the_registry_after_the_record_was_found_is_no_fact() {
+        use xds::Status::{Failure, Success};
+        let unknown = [RegistryError {
+            code: "XDSUnknownPatientId".into(),
+            severity: "Error".into(),
+        }];
+        let listing = || {
+            registry_outcome(Failure, &unknown, true).map(|()| xds::Found {
+                status: Failure,
+                documents: Vec::new(),
+                errors: unknown.to_vec(),
+            })
+        };
+        assert_eq!(listing(), Err(UpstreamError::NoRecord));
+        assert!(matches!(
+            listing_after_existence(listing()),
+            Err(UpstreamError::Malformed(why)) if why.contains("test of existence found their record")
+        ));
+        let opposed: Result<xds::Found, UpstreamError> =
+            Err(UpstreamError::PatientOpposed(AccessMode::BrisDeGlace));
+        assert_eq!(listing_after_existence(opposed.clone()), opposed);
+        let found = xds::Found {
+            status: Success,
+            documents: vec![entry("1", "60591-5", "urn:ihe:pcc:ips:2020", None)],
+            errors: Vec::new(),
+        };
+        assert_eq!(listing_after_existence(Ok(found.clone())), Ok(found));
+    }
+
+    /// A document absent from a `PartialSuccess` list is not known to be unlisted (part of
+    /// the list is missing): unavailable, not "not or no longer accessible" (it was). From
+    /// a complete list, it is unlisted.
+    #[test]
+    fn a_document_missing_from_a_partial_list_is_not_said_unlisted() {
+        use xds::Status::{PartialSuccess, Success};
+        let listed = entry("1.2.250.1.999.1.1", "60591-5", "urn:ihe:pcc:ips:2020", None);
+        let found = |status| xds::Found {
+            status,
+            documents: vec![listed.clone()],
+            errors: Vec::new(),
+        };
+        for status in [Success, PartialSuccess] {
+            assert_eq!(
+                listed_entry(&found(status), "1.2.250.1.999.1.1"),
+                Ok(&listed)
+            );
+        }
+        assert_eq!(
+            listed_entry(&found(Success), "1.2.250.1.999.1.9"),
+            Err(UpstreamError::DocumentNotListed)
+        );
+        assert!(matches!(
+            listed_entry(&found(PartialSuccess), "1.2.250.1.999.1.9"),
+            Err(UpstreamError::Unavailable(why)) if why.contains("PartialSuccess")
         ));
     }
 

@@ -263,14 +263,51 @@ fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
     node.children().find(|n| n.has_tag_name((HL7, name)))
 }
 
-fn path<'a, 'i>(node: Node<'a, 'i>, names: &[&str]) -> Option<Node<'a, 'i>> {
-    names.iter().try_fold(node, |at, name| child(at, name))
+/// The one child `name` of `node`, if there is one. Two are refused: which one the DMP
+/// means is not for the gateway to guess (the first was read, hiding a second
+/// acknowledgement's refusal or a second status's closure).
+fn only_child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Result<Option<Node<'a, 'i>>, DmpError> {
+    let mut found = node.children().filter(|n| n.has_tag_name((HL7, name)));
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(DmpError::Answer(format!(
+            "the answer has more than one {name} in a {}",
+            token(node.tag_name().name())
+        )));
+    }
+    Ok(first)
+}
+
+/// The children `name` of `node`.
+fn children<'a, 'i>(node: Node<'a, 'i>, name: &'static str) -> impl Iterator<Item = Node<'a, 'i>> {
+    node.children().filter(move |n| n.has_tag_name((HL7, name)))
+}
+
+/// Every patient an answer names (`subject/registrationEvent/subject1/patient`, however
+/// many of each level there are).
+fn patients<'a, 'i>(control: Node<'a, 'i>) -> impl Iterator<Item = Node<'a, 'i>> {
+    children(control, "subject")
+        .flat_map(|s| children(s, "registrationEvent"))
+        .flat_map(|e| children(e, "subject1"))
+        .flat_map(|s| children(s, "patient"))
+}
+
+/// The `queryAck` of `control` and its `queryResponseCode`'s code, each given once at most.
+fn query_ack<'a, 'i>(
+    control: Node<'a, 'i>,
+) -> Result<(Option<Node<'a, 'i>>, Option<&'a str>), DmpError> {
+    let ack = only_child(control, "queryAck")?;
+    let code = match ack {
+        Some(ack) => only_child(ack, "queryResponseCode")?.and_then(|c| c.attribute("code")),
+        None => None,
+    };
+    Ok((ack, code))
 }
 
 /// The acknowledgement: `AA` or the refusal with its detail codes. The DMP writes the
 /// type as an attribute (TD0.2) or as a child element (TD0.5).
 fn acknowledged(message: Node<'_, '_>) -> Result<(), DmpError> {
-    let ack = child(message, "acknowledgement")
+    let ack = only_child(message, "acknowledgement")?
         .ok_or_else(|| DmpError::Answer("the answer has no acknowledgement".into()))?;
     let type_code = ack
         .attribute("typeCode")
@@ -312,6 +349,10 @@ pub struct Existence {
     /// Who the answer is about: the patient's ids, which must include the INS asked for.
     #[serde(skip)]
     pub about: PatientIds,
+    /// How many patients the answer names: one INS names one patient; of several, the
+    /// first's closure and oppositions are the ones read, and nothing says they are the
+    /// ones that hold.
+    pub patients: usize,
 }
 
 /// A patient's ids as an answer gives them, `(root, extension)`: INS, so never printed.
@@ -356,27 +397,28 @@ pub fn read_existence(answer: Node<'_, '_>) -> Result<Existence, DmpError> {
     acknowledged(answer)?;
     let control = child(answer, "controlActProcess")
         .ok_or_else(|| DmpError::Answer("the answer has no controlActProcess".into()))?;
-    let found =
-        match path(control, &["queryAck", "queryResponseCode"]).and_then(|c| c.attribute("code")) {
-            Some("OK") => true,
-            Some("NF") => false,
-            other => {
-                return Err(DmpError::Answer(format!(
-                    "query response code {}",
-                    token(other.unwrap_or("(none)"))
-                )));
-            }
-        };
-    let patient = path(
-        control,
-        &["subject", "registrationEvent", "subject1", "patient"],
-    );
+    let found = match query_ack(control)?.1 {
+        Some("OK") => true,
+        Some("NF") => false,
+        other => {
+            return Err(DmpError::Answer(format!(
+                "query response code {}",
+                token(other.unwrap_or("(none)"))
+            )));
+        }
+    };
+    let named: Vec<Node<'_, '_>> = patients(control).collect();
+    let patient = named.first().copied();
     // "Found" with no patient says nothing of closure or oppositions: never read as an
     // open, unopposed record.
     if found && patient.is_none() {
         return Err(DmpError::Answer(
             "the answer says found and names no patient".into(),
         ));
+    }
+    // A patient both open and closed is neither.
+    for p in &named {
+        only_child(*p, "statusCode")?;
     }
     let closed = patient
         .and_then(|p| child(p, "statusCode"))
@@ -422,6 +464,7 @@ pub fn read_existence(answer: Node<'_, '_>) -> Result<Existence, DmpError> {
         treating_physician,
         oppositions: patient.map(oppositions).unwrap_or_default(),
         about,
+        patients: named.len(),
     })
 }
 
@@ -463,7 +506,8 @@ pub fn read_search(
         .ok_or_else(|| DmpError::Answer("the answer has no controlActProcess".into()))?;
     // A query error under an accepted message (`QE`, `AE`) is no "nobody matches": the
     // physician would look for the patient elsewhere, or give up.
-    match path(control, &["queryAck", "queryResponseCode"]).and_then(|c| c.attribute("code")) {
+    let (ack, code) = query_ack(control)?;
+    match code {
         Some("OK" | "NF") => {}
         other => {
             return Err(DmpError::Answer(format!(
@@ -473,18 +517,12 @@ pub fn read_search(
         }
     }
     let mut out = Vec::new();
-    for subject in control
-        .children()
-        .filter(|n| n.has_tag_name((HL7, "subject")))
-    {
+    for patient in patients(control) {
         if out.len() == MAX_CANDIDATES {
             return Err(DmpError::Answer(format!(
                 "more than {MAX_CANDIDATES} candidates"
             )));
         }
-        let Some(patient) = path(subject, &["registrationEvent", "subject1", "patient"]) else {
-            continue;
-        };
         let ins = patient
             .children()
             .filter(|n| n.has_tag_name((HL7, "id")))
@@ -540,7 +578,51 @@ pub fn read_search(
             oppositions: oppositions(patient),
         });
     }
+    if let Some(ack) = ack {
+        whole_answer(ack, out.len())?;
+    }
     Ok(out)
+}
+
+/// Refuses a search answer that is a first page: the DMP says more candidates remain
+/// (`resultRemainingQuantity`, `resultTotalQuantity` above what the answer names, a
+/// continuation awaited), or that it holds more than it names (`resultCurrentQuantity`).
+/// Shown as the whole answer, it would hide the patient among those left out, and the
+/// physician would pick a namesake. A quantity not given is not read as any.
+fn whole_answer(ack: Node<'_, '_>, read: usize) -> Result<(), DmpError> {
+    let quantity = |name: &str| -> Result<Option<u64>, DmpError> {
+        let Some(q) = only_child(ack, name)? else {
+            return Ok(None);
+        };
+        let value = q.attribute("value").map(str::trim).unwrap_or_default();
+        // Digits only: `parse` would take a sign.
+        match value.parse::<u64>() {
+            Ok(n) if value.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(n)),
+            _ => Err(DmpError::Answer(format!(
+                "{name} is not a non-negative integer"
+            ))),
+        }
+    };
+    let total = quantity("resultTotalQuantity")?;
+    let current = quantity("resultCurrentQuantity")?;
+    let remaining = quantity("resultRemainingQuantity")?;
+    let waiting = only_child(ack, "statusCode")?.and_then(|s| s.attribute("code"))
+        == Some("waitContinuedQueryResponse");
+    let read = read as u64;
+    let first_page = waiting
+        || remaining.is_some_and(|r| r > 0)
+        || total.is_some_and(|t| t > read || current.is_some_and(|c| t > c));
+    if first_page {
+        return Err(DmpError::Answer(format!(
+            "the answer is a first page of {read} candidates; refine the search"
+        )));
+    }
+    if let Some(current) = current.filter(|c| *c > read) {
+        return Err(DmpError::Answer(format!(
+            "the answer says it holds {current} candidates and names {read}"
+        )));
+    }
+    Ok(())
 }
 
 /// A candidate's birth date as the physician needs it to tell two namesakes apart: the
@@ -562,7 +644,191 @@ fn birth_day(value: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::birth_day;
+    use super::super::soap;
+    use super::{Existence, SearchCandidate, birth_day, read_existence, read_search};
+    use crate::upstream::dmp::DmpError;
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/tests/fixtures/dmp/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    fn existence(xml: &str) -> Result<Existence, DmpError> {
+        let doc = soap::parse(xml)?;
+        read_existence(soap::body(&doc)?)
+    }
+
+    fn search(xml: &str) -> Result<Vec<SearchCandidate>, DmpError> {
+        let doc = soap::parse(xml)?;
+        read_search(soap::body(&doc)?, &crate::patient::INS_OIDS)
+    }
+
+    /// `text` with `from` (which it must hold) replaced once by `to`.
+    fn edited(text: &str, from: &str, to: &str) -> String {
+        assert!(text.contains(from), "{from}");
+        text.replacen(from, to, 1)
+    }
+
+    /// Two patient blocks answering one test of existence are both counted (the second's
+    /// closure and oppositions were ignored); one is one.
+    #[test]
+    fn every_patient_an_existence_answer_names_is_counted() {
+        let td02 = fixture("td02-answer.xml");
+        assert_eq!(existence(&td02).unwrap().patients, 1);
+        let start = td02.find("<subject typeCode").unwrap();
+        let end = td02.find("</subject>").unwrap() + "</subject>".len();
+        let closed = td02[start..end].replace(
+            "<statusCode code=\"active\"/>",
+            "<statusCode code=\"terminated\"/>",
+        );
+        let twice = format!("{}{closed}{}", &td02[..end], &td02[end..]);
+        let read = existence(&twice).unwrap();
+        assert_eq!(read.patients, 2);
+        // A second patient in the same subject is one more too.
+        let patient = "<patient classCode=\"PAT\">";
+        let nested = edited(
+            &td02,
+            patient,
+            &format!(
+                "<patient classCode=\"PAT\"><statusCode code=\"terminated\"/></patient>{patient}"
+            ),
+        );
+        assert_eq!(existence(&nested).unwrap().patients, 2);
+    }
+
+    /// A patient with two status codes, an answer with two acknowledgements, two query
+    /// acknowledgements or two response codes: refused, not read by the first (which hid
+    /// a closure, a refusal, a "not found").
+    #[test]
+    fn what_a_patient_answer_says_twice_is_refused() {
+        let td02 = fixture("td02-answer.xml");
+        let td05 = fixture("td05-answer.xml");
+        let td02_read: fn(&str) -> Result<(), DmpError> = |xml| existence(xml).map(|_| ());
+        let td05_read: fn(&str) -> Result<(), DmpError> = |xml| search(xml).map(|_| ());
+        for ((text, read), from, to, why) in [
+            (
+                (&td02, td02_read),
+                "<statusCode code=\"active\"/>",
+                "<statusCode code=\"active\"/><statusCode code=\"terminated\"/>",
+                "more than one statusCode",
+            ),
+            (
+                (&td02, td02_read),
+                "</acknowledgement>",
+                "</acknowledgement><acknowledgement typeCode=\"AE\"/>",
+                "more than one acknowledgement",
+            ),
+            (
+                (&td02, td02_read),
+                "<queryResponseCode code=\"OK\"/>",
+                "<queryResponseCode code=\"OK\"/><queryResponseCode code=\"NF\"/>",
+                "more than one queryResponseCode",
+            ),
+            (
+                (&td02, td02_read),
+                "</queryAck>",
+                "</queryAck><queryAck><queryResponseCode code=\"NF\"/></queryAck>",
+                "more than one queryAck",
+            ),
+            (
+                (&td05, td05_read),
+                "</acknowledgement>",
+                "</acknowledgement><acknowledgement><typeCode code=\"AE\"/></acknowledgement>",
+                "more than one acknowledgement",
+            ),
+            (
+                (&td05, td05_read),
+                "<queryResponseCode code=\"OK\"/>",
+                "<queryResponseCode code=\"OK\"/><queryResponseCode code=\"QE\"/>",
+                "more than one queryResponseCode",
+            ),
+            (
+                (&td05, td05_read),
+                "</queryAck>",
+                "</queryAck><queryAck><queryResponseCode code=\"QE\"/></queryAck>",
+                "more than one queryAck",
+            ),
+        ] {
+            let err = read(&edited(text, from, to)).unwrap_err();
+            assert!(
+                matches!(&err, DmpError::Answer(m) if m.contains(why)),
+                "{to}: {err}"
+            );
+        }
+        assert!(existence(&td02).is_ok());
+        assert!(search(&td05).is_ok());
+    }
+
+    /// A search answer that says more candidates remain, or that it holds more than it
+    /// names, is refused as a first page (it was shown as the whole answer); quantities
+    /// not given, or that agree with what is named, are accepted; one that is no
+    /// non-negative integer is refused.
+    #[test]
+    fn a_first_page_of_candidates_is_not_the_whole_answer() {
+        let td05 = fixture("td05-answer.xml");
+        let total = "<resultTotalQuantity value=\"2\"/>";
+        assert_eq!(search(&td05).unwrap().len(), 2);
+        for accepted in [
+            "",
+            "<resultTotalQuantity value=\"2\"/><resultCurrentQuantity value=\"2\"/><resultRemainingQuantity value=\"0\"/>",
+            "<statusCode code=\"deliveredResponse\"/><resultTotalQuantity value=\"2\"/>",
+        ] {
+            assert_eq!(
+                search(&edited(&td05, total, accepted)).unwrap().len(),
+                2,
+                "{accepted}"
+            );
+        }
+        for (to, why) in [
+            ("<resultTotalQuantity value=\"5\"/>", "first page of 2"),
+            (
+                "<resultTotalQuantity value=\"2\"/><resultRemainingQuantity value=\"3\"/>",
+                "first page of 2",
+            ),
+            ("<resultRemainingQuantity value=\"1\"/>", "first page of 2"),
+            (
+                "<resultTotalQuantity value=\"2\"/><resultCurrentQuantity value=\"1\"/>",
+                "first page of 2",
+            ),
+            (
+                "<statusCode code=\"waitContinuedQueryResponse\"/>",
+                "first page of 2",
+            ),
+            ("<resultCurrentQuantity value=\"3\"/>", "holds 3 candidates"),
+            (
+                "<resultTotalQuantity value=\"-1\"/>",
+                "not a non-negative integer",
+            ),
+            (
+                "<resultTotalQuantity value=\"deux\"/>",
+                "not a non-negative integer",
+            ),
+            ("<resultRemainingQuantity/>", "not a non-negative integer"),
+            (
+                "<resultTotalQuantity value=\"2\"/><resultTotalQuantity value=\"3\"/>",
+                "more than one resultTotalQuantity",
+            ),
+        ] {
+            let err = search(&edited(&td05, total, to)).unwrap_err();
+            assert!(
+                matches!(&err, DmpError::Answer(m) if m.contains(why)),
+                "{to}: {err}"
+            );
+        }
+        // Nobody matches: nothing remains.
+        let start = td05.find("<subject typeCode").unwrap();
+        let end = td05.rfind("</subject>").unwrap() + "</subject>".len();
+        let nobody = format!("{}{}", &td05[..start], &td05[end..])
+            .replace(
+                "<queryResponseCode code=\"OK\"/>",
+                "<queryResponseCode code=\"NF\"/>",
+            )
+            .replace(total, "<resultTotalQuantity value=\"0\"/>");
+        assert!(search(&nobody).unwrap().is_empty());
+    }
 
     #[test]
     fn a_birth_time_gives_its_day_or_nothing() {

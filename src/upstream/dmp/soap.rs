@@ -188,19 +188,30 @@ pub fn relates_to<'a>(doc: &'a Document<'_>) -> Option<&'a str> {
     child_text(header, WSA, "RelatesTo")
 }
 
+/// To whom an answer says it is addressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addressed {
+    /// Its `wsa:RelatesTo` names the request it answers.
+    ToThisRequest,
+    /// A fault naming no request: a front end's fault may carry no addressing, but it may
+    /// as well be another request's, crossed on the way. What it says of a patient (an
+    /// opposition, a closed record) is not known to be about this one.
+    ToNoRequest,
+}
+
 /// Whether an answer is the one to the request `message_id`: an answer naming another
-/// request is refused, and so is one naming none unless it is a fault (a front end's
-/// fault may carry no addressing; a fault shows nothing of a patient).
-pub fn check_relates_to(doc: &Document<'_>, message_id: &str) -> Result<(), DmpError> {
+/// request is refused, and so is one naming none unless it is a fault, which is read
+/// but said to be unaddressed ([`Addressed::ToNoRequest`]).
+pub fn check_relates_to(doc: &Document<'_>, message_id: &str) -> Result<Addressed, DmpError> {
     let fault = soap_child(doc.root_element(), "Body")
         .and_then(|b| b.children().find(Node::is_element))
         .is_some_and(|first| first.has_tag_name((SOAP, "Fault")));
     match relates_to(doc) {
-        Some(id) if id == message_id => Ok(()),
+        Some(id) if id == message_id => Ok(Addressed::ToThisRequest),
         Some(_) => Err(DmpError::Answer(
             "the answer relates to another request (wsa:RelatesTo)".into(),
         )),
-        None if fault => Ok(()),
+        None if fault => Ok(Addressed::ToNoRequest),
         None => Err(DmpError::Answer(
             "the answer does not say which request it answers (no wsa:RelatesTo)".into(),
         )),
@@ -257,6 +268,28 @@ mod tests {
         let shown = DmpError::Fault(fault.clone()).to_string();
         assert!(!shown.contains("DUPONT"), "{shown}");
         assert!(!format!("{fault:?}").contains("DUPONT"));
+    }
+
+    /// A fault naming no request is read, and said to be unaddressed (it was read as this
+    /// request's, and its "patient opposed" as a fact about this patient); one naming
+    /// this request is addressed; a success naming none, or an answer naming another
+    /// request, is refused.
+    #[test]
+    fn an_answer_says_whether_it_is_addressed_to_this_request() {
+        let answer = |header: &str, body: &str| {
+            format!(
+                "<env:Envelope xmlns:env=\"{SOAP}\" xmlns:wsa=\"{WSA}\"><env:Header>{header}</env:Header><env:Body>{body}</env:Body></env:Envelope>"
+            )
+        };
+        let fault = "<env:Fault><env:Code><env:Value>env:Sender</env:Value><env:Subcode><env:Value>DMPClosed</env:Value></env:Subcode></env:Code></env:Fault>";
+        let ours = "<wsa:RelatesTo>urn:uuid:1</wsa:RelatesTo>";
+        let theirs = "<wsa:RelatesTo>urn:uuid:2</wsa:RelatesTo>";
+        let check = |xml: String| check_relates_to(&parse(&xml).unwrap(), "urn:uuid:1");
+        assert_eq!(check(answer(ours, fault)), Ok(Addressed::ToThisRequest));
+        assert_eq!(check(answer("", fault)), Ok(Addressed::ToNoRequest));
+        assert_eq!(check(answer(ours, "<x/>")), Ok(Addressed::ToThisRequest));
+        assert!(check(answer("", "<x/>")).is_err());
+        assert!(check(answer(theirs, fault)).is_err());
     }
 
     #[test]

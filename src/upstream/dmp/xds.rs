@@ -370,6 +370,23 @@ fn read_entry<'a>(object: Node<'a, '_>, i: usize) -> Result<DocumentEntry, DmpEr
         ))),
     };
     let single = |name: &str| one(name, slot_values(object, name));
+    // One type, class and format: of two, the first was read (a PDF's format hiding
+    // behind a structured one, a history's type behind a synthesis').
+    let one_coded = |name: &str, scheme: &str| {
+        let classified = classifications
+            .iter()
+            .filter(|c| c.attribute("classificationScheme") == Some(scheme))
+            .count();
+        if classified > 1 {
+            return Err(DmpError::Answer(format!(
+                "document {i} of the list has more than one {name}"
+            )));
+        }
+        Ok(coded(scheme).into_iter().next())
+    };
+    let type_code = one_coded("typeCode", TYPE_CODE)?;
+    let class_code = one_coded("classCode", CLASS_CODE)?;
+    let format_code = one_coded("formatCode", FORMAT_CODE)?;
     let unique_id = one("uniqueId", external_ids(object, UNIQUE_ID))?
         .ok_or_else(|| DmpError::Answer(format!("document {i} of the list has no uniqueId")))?;
     let repository = single("repositoryUniqueId")?
@@ -416,9 +433,9 @@ fn read_entry<'a>(object: Node<'a, '_>, i: usize) -> Result<DocumentEntry, DmpEr
     Ok(DocumentEntry {
         unique_id: unique_id.to_owned(),
         repository_unique_id: repository.to_owned(),
-        type_code: coded(TYPE_CODE).into_iter().next(),
-        class_code: coded(CLASS_CODE).into_iter().next(),
-        format_code: coded(FORMAT_CODE).into_iter().next(),
+        type_code,
+        class_code,
+        format_code,
         confidentiality: coded(CONFIDENTIALITY_CODE),
         creation_time: creation_time.map(str::to_owned),
         service_start_time: slot_values(object, "serviceStartTime")
@@ -538,10 +555,19 @@ pub fn read_retrieved(
             token(response.tag_name().name())
         )));
     }
-    let registry = response
+    // One status and one error list: of two, the first was read (a `Success` hiding a
+    // `Failure` and its refusal after it).
+    let mut registries = response
         .children()
-        .find(|n| n.has_tag_name((RS, "RegistryResponse")))
+        .filter(|n| n.has_tag_name((RS, "RegistryResponse")));
+    let registry = registries
+        .next()
         .ok_or_else(|| DmpError::Answer("no RegistryResponse in the answer".into()))?;
+    if registries.next().is_some() {
+        return Err(DmpError::Answer(
+            "more than one RegistryResponse in the answer".into(),
+        ));
+    }
     let mut documents = Vec::new();
     for (i, answer) in response
         .children()
@@ -808,6 +834,76 @@ mod tests {
         .to_string();
         assert!(err.contains("more than one creationTime"), "{err}");
         assert!(!found.documents.is_empty());
+    }
+
+    /// Two `RegistryResponse`s in a retrieval's answer: refused, not read by the first (a
+    /// `Success` hid the `Failure` after it).
+    #[test]
+    fn a_retrieval_answer_with_two_statuses_is_refused() {
+        let answer = |statuses: &[&str]| {
+            let registries: String = statuses
+                .iter()
+                .map(|s| {
+                    format!(
+                        "<rs:RegistryResponse status=\"urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:{s}\"/>"
+                    )
+                })
+                .collect();
+            format!(
+                "<xdsb:RetrieveDocumentSetResponse xmlns:xdsb=\"{}\" xmlns:rs=\"{}\">{registries}\
+                 </xdsb:RetrieveDocumentSetResponse>",
+                super::XDSB,
+                super::RS
+            )
+        };
+        let read = |xml: String| {
+            let doc = roxmltree::Document::parse(&xml).unwrap();
+            super::read_retrieved(doc.root_element(), &|_| None).map(|r| r.status)
+        };
+        assert_eq!(read(answer(&["Success"])).unwrap(), super::Status::Success);
+        let err = read(answer(&["Success", "Failure"])).unwrap_err();
+        assert!(
+            err.to_string().contains("more than one RegistryResponse"),
+            "{err}"
+        );
+        let err = read(answer(&[])).unwrap_err();
+        assert!(err.to_string().contains("no RegistryResponse"), "{err}");
+    }
+
+    /// An entry with two classifications under the type, class or format scheme: refused,
+    /// not read by the first (which one the registry means is its secret).
+    #[test]
+    fn an_entry_with_two_types_classes_or_formats_is_refused() {
+        let text = td31();
+        let first = "<rim:Classification id=\"urn:uuid:c2\"";
+        assert!(text.contains(first));
+        for (scheme, name) in [
+            (super::TYPE_CODE, "typeCode"),
+            (super::CLASS_CODE, "classCode"),
+            (super::FORMAT_CODE, "formatCode"),
+        ] {
+            let another = format!(
+                "<rim:Classification classificationScheme=\"{scheme}\" nodeRepresentation=\"REMB\"/>{first}"
+            );
+            let err = found_from_envelope(&text.replacen(first, &another, 1))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("document 0 of the list has more than one {name}")),
+                "{err}"
+            );
+        }
+        let found = found_from_envelope(&text).unwrap();
+        let code = |c: &Option<super::Coded>| c.as_ref().map(|c| c.code.clone());
+        assert_eq!(
+            code(&found.documents[0].type_code).as_deref(),
+            Some("60591-5")
+        );
+        assert_eq!(code(&found.documents[0].class_code).as_deref(), Some("60"));
+        assert_eq!(
+            code(&found.documents[0].format_code).as_deref(),
+            Some("urn:ihe:pcc:ips:2020")
+        );
     }
 
     /// Warnings listed first never crowd an error out of the kept list: an opposition
