@@ -8,9 +8,15 @@
 //! entries with one fullUrl, two versions of one resource under an unversioned reference)
 //! every candidate is returned and the caller shows them all. A versioned reference
 //! (`…/_history/N`) resolves only to that version. See `docs/summary.md`.
+//!
+//! Claimants are told apart once, when the bundle is indexed, and every reference to
+//! them is handed the same shared list: references are not bounded by [`MAX_ENTRIES`],
+//! and a hostile section's 190,000 references written differently to one identity that
+//! 10,000 entries claim (`1/AllergyIntolerance/x`, `2/AllergyIntolerance/x`…) would
+//! otherwise each gather the claimants again (~2×10⁹ steps).
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use serde_json::{Map, Value};
 
@@ -19,9 +25,9 @@ pub const MAX_ENTRIES: usize = 20_000;
 
 type Object = Map<String, Value>;
 
-/// A claimant list's (or a contained list's owner's) address, and the version (or `#id`)
-/// asked for.
-type Resolution = (usize, Option<String>);
+/// Different resources claiming one identity, in document order, identical copies kept
+/// once: the index's own list, shared with every reference to the identity.
+type Shared<'a> = Rc<[&'a Object]>;
 
 /// One entry: its fullUrl and resource.
 pub struct Entry<'a> {
@@ -57,8 +63,10 @@ pub enum Target<'a> {
     /// Exactly one resource (identical copies count as one).
     Found(&'a Object),
     /// Several different resources claim the identity: the document is defective, and
-    /// each of them must be considered.
-    Ambiguous(Vec<&'a Object>),
+    /// each of them must be considered. The list is the index's own, shared: every
+    /// reference to the identity, however written, is handed the same one (at no cost),
+    /// so a caller can tell a list it has already read by its address.
+    Ambiguous(Rc<[&'a Object]>),
     /// A versioned reference whose version the document does not hold (other versions
     /// of the resource may be there: they are not that version).
     VersionMissing,
@@ -83,7 +91,7 @@ impl<'a> Target<'a> {
     pub fn candidates(&self) -> &[&'a Object] {
         match self {
             Self::Found(one) => std::slice::from_ref(one),
-            Self::Ambiguous(all) => all,
+            Self::Ambiguous(all) => &all[..],
             Self::VersionMissing | Self::Missing => &[],
         }
     }
@@ -96,6 +104,11 @@ struct Claims<'a> {
     entries: Vec<usize>,
     unversioned: usize,
     versions: HashSet<&'a str>,
+    /// With several entries, once the bundle is indexed ([`Claims::tell_apart`]): the
+    /// different resources among them all (for a reference naming no version)…
+    any_version: Option<Shared<'a>>,
+    /// …and among those of each version the entries hold.
+    by_version: HashMap<&'a str, Shared<'a>>,
 }
 
 impl<'a> Claims<'a> {
@@ -111,31 +124,81 @@ impl<'a> Claims<'a> {
         self.entries.push(at);
         duplicate
     }
+
+    /// Tells the claimants apart (`entries` are the index's): identical copies are one
+    /// resource. Done once, when the bundle is indexed: each claimant is serialised once,
+    /// for its list and for its version's.
+    fn tell_apart(&mut self, entries: &[Entry<'a>]) {
+        if self.entries.len() < 2 {
+            return;
+        }
+        let claimants: Vec<(&'a Object, Option<&'a str>, String)> = self
+            .entries
+            .iter()
+            .map(|&at| {
+                let entry = &entries[at];
+                let text = serde_json::to_string(entry.resource).unwrap_or_default();
+                (entry.resource, entry.version, text)
+            })
+            .collect();
+        self.any_version = Some(distinct(
+            claimants
+                .iter()
+                .map(|(resource, _, text)| (*resource, text.as_str())),
+        ));
+        let mut versions: HashMap<&'a str, Vec<(&'a Object, &str)>> = HashMap::new();
+        for (resource, version, text) in &claimants {
+            if let Some(version) = *version {
+                versions
+                    .entry(version)
+                    .or_default()
+                    .push((*resource, text.as_str()));
+            }
+        }
+        self.by_version = versions
+            .into_iter()
+            .map(|(version, group)| (version, distinct(group)))
+            .collect();
+    }
+
+    /// What a reference to the identity means in `version` (`None`: any version), when
+    /// an entry holds it in that version: the list told apart above, handed out again.
+    fn target(&self, entries: &[Entry<'a>], version: Option<&str>) -> Option<Target<'a>> {
+        if let [at] = self.entries.as_slice() {
+            // One claimant: nothing to tell apart.
+            let entry = &entries[*at];
+            return (version.is_none() || entry.version == version)
+                .then_some(Target::Found(entry.resource));
+        }
+        let all = match version {
+            None => self.any_version.as_ref(),
+            Some(version) => self.by_version.get(version),
+        };
+        all.map(shared)
+    }
 }
 
 /// The entries of a bundle, indexed.
 pub struct Index<'a> {
     /// Every entry with a resource, in order.
     pub entries: Vec<Entry<'a>>,
-    /// Unversioned fullUrl → entries.
+    /// Unversioned fullUrl → entries, told apart.
     by_full_url: HashMap<&'a str, Claims<'a>>,
-    by_type_id: HashMap<(&'a str, &'a str), Vec<usize>>,
-    /// Type and id → entries without a fullUrl (whose identity is their type and id).
+    /// Type and id → entries whatever their fullUrl, told apart (only their entries and
+    /// lists are kept: the duplicates are counted by fullUrl, or in `unnamed`).
+    by_type_id: HashMap<(&'a str, &'a str), Claims<'a>>,
+    /// Type and id → entries without a fullUrl (whose identity is their type and id), to
+    /// count duplicates; not told apart (references are resolved through the others).
     unnamed: HashMap<(&'a str, &'a str), Claims<'a>>,
     /// Resource address → entry, for a resource's own fullUrl.
     by_address: HashMap<*const Object, usize>,
-    /// Resolutions already made: which of the candidates are distinct, by claimant list
-    /// (its address) and version, or by contained list (its owner's address) and local
-    /// id. Telling identical claimants apart serialises each of them, which a hostile
-    /// bundle would otherwise have done for every reference to a much-claimed identity
-    /// (claimants times references). Positions, not resources, so that the index stays
-    /// covariant in its lifetime.
-    resolved: RefCell<HashMap<Resolution, Vec<usize>>>,
-    /// Contained resources by their owner's address, then by id: their positions in the
-    /// owner's `contained`. Built once per owner: a resource with 100,000 contained ones
-    /// and as many `#` references to them costs a pass, not a pass per reference. Ids
-    /// are owned for the same reason as above.
-    contained_ids: RefCell<HashMap<usize, HashMap<String, Vec<usize>>>>,
+    /// Contained resources by their owner's address, then by id: the different ones
+    /// claiming the id. Built with the index for every resource that may own some (see
+    /// [`index_contained`]): a resource with 100,000 contained ones and as many `#`
+    /// references to them costs a pass, not a pass per reference. Nothing is filled in
+    /// later: there is no interior mutability, so the index stays covariant in its
+    /// lifetime (callers shorten it to resolve against a resource they borrow).
+    contained: HashMap<usize, HashMap<&'a str, Shared<'a>>>,
     /// Entries claiming the identity (fullUrl, or type and id without a fullUrl) of an
     /// earlier entry in the same version: the bundle is defective.
     pub duplicates: usize,
@@ -150,8 +213,7 @@ impl<'a> Index<'a> {
             by_type_id: HashMap::new(),
             unnamed: HashMap::new(),
             by_address: HashMap::new(),
-            resolved: RefCell::default(),
-            contained_ids: RefCell::default(),
+            contained: HashMap::new(),
             duplicates: 0,
         };
         for entry in entries {
@@ -183,7 +245,7 @@ impl<'a> Index<'a> {
             };
             index.duplicates += usize::from(duplicate);
             if let Some(key) = type_id {
-                index.by_type_id.entry(key).or_default().push(at);
+                index.by_type_id.entry(key).or_default().entries.push(at);
             }
             index.by_address.insert(std::ptr::from_ref(resource), at);
             index.entries.push(Entry {
@@ -192,6 +254,16 @@ impl<'a> Index<'a> {
                 version,
             });
         }
+        // Claimants told apart once, for every reference to them.
+        let entries = &index.entries;
+        for claims in index
+            .by_full_url
+            .values_mut()
+            .chain(index.by_type_id.values_mut())
+        {
+            claims.tell_apart(entries);
+        }
+        index.contained = index_contained(&index.entries);
         index
     }
 
@@ -204,49 +276,22 @@ impl<'a> Index<'a> {
         contained: Option<&'a Object>,
     ) -> Target<'a> {
         if let Some(local) = reference.strip_prefix('#') {
-            let all: &'a [Value] = contained
-                .and_then(|c| c.get("contained"))
-                .and_then(Value::as_array)
-                .map_or(&[], Vec::as_slice);
-            // Keyed by the owner's address and the id (a `#` never names a version).
+            // By the owner's address and the id (a `#` never names a version).
             let owner = contained.map_or(0, |c| std::ptr::from_ref(c) as usize);
-            let positions = self
-                .contained_ids
-                .borrow_mut()
-                .entry(owner)
-                .or_insert_with(|| {
-                    let mut ids: HashMap<String, Vec<usize>> = HashMap::new();
-                    for (at, resource) in all.iter().enumerate() {
-                        if let Some(id) = resource.get("id").and_then(Value::as_str) {
-                            ids.entry(id.to_owned()).or_default().push(at);
-                        }
-                    }
-                    ids
-                })
-                .get(local)
-                .cloned()
-                .unwrap_or_default();
-            let found: Vec<&'a Object> = positions
-                .iter()
-                .filter_map(|&at| all.get(at).and_then(Value::as_object))
-                .collect();
-            return self.distinct(owner, Some(format!("#{local}")), found);
+            return self
+                .contained
+                .get(&owner)
+                .and_then(|ids| ids.get(local))
+                .map_or(Target::Missing, shared);
         }
         let (unversioned, version) = split_version(reference);
         let mut any_version = false;
-        let mut pick = |list: Option<&Vec<usize>>| -> Option<Target<'a>> {
-            let list = list.filter(|l| !l.is_empty())?;
+        let mut pick = |claims: Option<&Claims<'a>>| -> Option<Target<'a>> {
+            let claims = claims.filter(|c| !c.entries.is_empty())?;
             any_version = true;
-            let found: Vec<&'a Object> = list
-                .iter()
-                .map(|&at| &self.entries[at])
-                .filter(|e| version.is_none() || e.version == version)
-                .map(|e| e.resource)
-                .collect();
-            let key = std::ptr::from_ref(list) as usize;
-            (!found.is_empty()).then(|| self.distinct(key, version.map(str::to_owned), found))
+            claims.target(&self.entries, version)
         };
-        if let Some(target) = pick(self.by_full_url.get(unversioned).map(|c| &c.entries)) {
+        if let Some(target) = pick(self.by_full_url.get(unversioned)) {
             return target;
         }
         // Only a relative reference is read against a base or by type and id: an absolute
@@ -256,9 +301,7 @@ impl<'a> Index<'a> {
         if let Some((kind, id)) = relative {
             if let Some(base) = from.and_then(restful_base) {
                 let absolute = format!("{base}{kind}/{id}");
-                if let Some(target) =
-                    pick(self.by_full_url.get(absolute.as_str()).map(|c| &c.entries))
-                {
+                if let Some(target) = pick(self.by_full_url.get(absolute.as_str())) {
                     return target;
                 }
             }
@@ -280,35 +323,6 @@ impl<'a> Index<'a> {
             .filter(move |e| e.resource.get("resourceType").and_then(Value::as_str) == Some(kind))
     }
 
-    /// [`distinct`], remembered under `(list, qualifier)`: `found` is the same for the
-    /// same key, so its distinct positions are too.
-    fn distinct(
-        &self,
-        list: usize,
-        qualifier: Option<String>,
-        found: Vec<&'a Object>,
-    ) -> Target<'a> {
-        if found.len() == 1 {
-            return Target::Found(found[0]);
-        }
-        let key = (list, qualifier);
-        let known = self.resolved.borrow().get(&key).cloned();
-        let kept = match known {
-            Some(kept) => kept,
-            None => {
-                let kept = distinct_positions(&found);
-                self.resolved.borrow_mut().insert(key, kept.clone());
-                kept
-            }
-        };
-        let kept: Vec<&'a Object> = kept.iter().filter_map(|&i| found.get(i).copied()).collect();
-        match kept.len() {
-            0 => Target::Missing,
-            1 => Target::Found(kept[0]),
-            _ => Target::Ambiguous(kept),
-        }
-    }
-
     /// The fullUrl of the entry holding `resource` (by identity).
     pub fn full_url_of(&self, resource: &Object) -> Option<&'a str> {
         self.by_address
@@ -317,17 +331,65 @@ impl<'a> Index<'a> {
     }
 }
 
-/// Identical copies are one resource; different ones are all kept, in document order:
-/// the positions in `found` of the first of each. Copies are told by their serialisation
-/// (keys sorted), so thousands of claimants cost their size, not their number squared.
-fn distinct_positions(found: &[&Object]) -> Vec<usize> {
-    let mut seen = HashSet::with_capacity(found.len());
-    found
+/// The contained resources of every resource in `entries`, and of theirs (hostile
+/// documents nest them, whatever FHIR's dom-2 says; a reference may be resolved against
+/// any of them), by owner address and id, told apart.
+fn index_contained<'a>(entries: &[Entry<'a>]) -> HashMap<usize, HashMap<&'a str, Shared<'a>>> {
+    let mut index: HashMap<usize, HashMap<&'a str, Shared<'a>>> = HashMap::new();
+    let mut owners: Vec<&'a Object> = entries.iter().map(|e| e.resource).collect();
+    while let Some(owner) = owners.pop() {
+        let Some(all) = owner.get("contained").and_then(Value::as_array) else {
+            continue;
+        };
+        let mut ids: HashMap<&'a str, Vec<&'a Object>> = HashMap::new();
+        for resource in all.iter().filter_map(Value::as_object) {
+            owners.push(resource);
+            if let Some(id) = resource.get("id").and_then(Value::as_str) {
+                ids.entry(id).or_default().push(resource);
+            }
+        }
+        let ids: HashMap<&'a str, Shared<'a>> = ids
+            .into_iter()
+            .map(|(id, found)| (id, distinct_resources(&found)))
+            .collect();
+        index.insert(std::ptr::from_ref(owner) as usize, ids);
+    }
+    index
+}
+
+/// The different resources among `found`, in document order. Copies are told by their
+/// serialisation (keys sorted), so thousands of claimants cost their size, not their
+/// number squared.
+fn distinct_resources<'a>(found: &[&'a Object]) -> Shared<'a> {
+    if found.len() < 2 {
+        return found.into();
+    }
+    let texts: Vec<String> = found
         .iter()
-        .enumerate()
-        .filter(|(_, resource)| seen.insert(serde_json::to_string(resource).unwrap_or_default()))
-        .map(|(i, _)| i)
+        .map(|resource| serde_json::to_string(resource).unwrap_or_default())
+        .collect();
+    distinct(found.iter().copied().zip(texts.iter().map(String::as_str)))
+}
+
+/// Of resources and their serialisations, the first resource of each serialisation, in
+/// order: identical copies are one resource; different ones are all kept.
+fn distinct<'a, 's>(claimants: impl IntoIterator<Item = (&'a Object, &'s str)>) -> Shared<'a> {
+    let mut seen = HashSet::new();
+    claimants
+        .into_iter()
+        .filter(|(_, text)| seen.insert(*text))
+        .map(|(resource, _)| resource)
         .collect()
+}
+
+/// The target a list of different resources makes: its one resource, or the list itself,
+/// shared.
+fn shared<'a>(all: &Shared<'a>) -> Target<'a> {
+    match &all[..] {
+        [] => Target::Missing,
+        [one] => Target::Found(one),
+        _ => Target::Ambiguous(Rc::clone(all)),
+    }
 }
 
 /// A reference with a scheme (`http:`, `https:`, `urn:`…), as opposed to `Type/id`.
@@ -452,9 +514,9 @@ mod tests {
         assert!(!is_absolute("Medication/2") && !is_absolute("Medication/a:b"));
     }
 
-    /// Contained resources are indexed once per owner, with the same answers as a search
-    /// of the list each time (which a resource with 100,000 of them and as many
-    /// references made quadratic).
+    /// Contained resources are indexed once per owner, with the bundle, with the same
+    /// answers as a search of the list each time (which a resource with 100,000 of them
+    /// and as many references made quadratic).
     #[test]
     fn contained_resources_are_indexed_once_per_owner() {
         let entries = json!([
@@ -483,7 +545,15 @@ mod tests {
             assert_eq!(id_of(&index.resolve("#a", None, Some(second))), ["a"]);
         }
         assert!(matches!(index.resolve("#a", None, None), Target::Missing));
-        assert_eq!(index.contained_ids.borrow().len(), 3, "two owners and none");
+        assert_eq!(index.contained.len(), 2, "the two owners");
+        // Each `#a` is handed the one list, not a copy.
+        let (Target::Ambiguous(one), Target::Ambiguous(again)) = (
+            index.resolve("#a", None, Some(first)),
+            index.resolve("#a", None, Some(first)),
+        ) else {
+            panic!("two claimants")
+        };
+        assert!(Rc::ptr_eq(&one, &again));
     }
 
     #[test]
@@ -505,15 +575,57 @@ mod tests {
             Target::Found(_)
         ));
         // Claimants are told apart once per identity, however often it is referred to
-        // (each time would serialise every claimant again), with the same answers.
+        // (each time would serialise every claimant again), with the same answers: the
+        // same list, handed out again.
+        let Target::Ambiguous(first) = index.resolve("urn:uuid:a", None, None) else {
+            panic!("two claimants")
+        };
         for _ in 0..3 {
-            assert_eq!(id_of(&index.resolve("urn:uuid:a", None, None)), ["x", "y"]);
+            let Target::Ambiguous(again) = index.resolve("urn:uuid:a", None, None) else {
+                panic!("two claimants")
+            };
+            assert!(Rc::ptr_eq(&first, &again));
             assert!(matches!(
                 index.resolve("urn:uuid:b", None, None),
                 Target::Found(_)
             ));
         }
-        assert_eq!(index.resolved.borrow().len(), 2);
+    }
+
+    /// References written differently to one identity (`0/AllergyIntolerance/x`,
+    /// `1/AllergyIntolerance/x`…: each is its own text, all end in the same type and id)
+    /// are each handed the one list of its claimants, never a list gathered anew: that
+    /// was claimants times references (~2×10⁹ steps for a hostile bundle's 10,000
+    /// claimants and a section's 190,000 references, which no entry limit bounds). The
+    /// same for a version the claimants hold, and for one they do not.
+    #[test]
+    fn references_written_differently_to_one_identity_share_its_claimants() {
+        let claimants = 2_000;
+        let entries: Vec<Value> = (0..claimants)
+            .map(|i| {
+                json!({"resource": {"resourceType": "AllergyIntolerance", "id": "x",
+                    "meta": {"versionId": (i % 2).to_string()}, "code": {"text": format!("substance {i}")}}})
+            })
+            .collect();
+        let index = Index::new(&entries);
+        let list = |reference: &str| match index.resolve(reference, None, None) {
+            Target::Ambiguous(all) => all,
+            other => panic!("{other:?}"),
+        };
+        let all = list("AllergyIntolerance/x");
+        assert_eq!(all.len(), claimants);
+        let second = list("AllergyIntolerance/x/_history/1");
+        assert_eq!(second.len(), claimants / 2);
+        for i in 0..20_000 {
+            let again = list(&format!("{i}/AllergyIntolerance/x"));
+            assert!(Rc::ptr_eq(&all, &again), "the one list, not a copy");
+            let again = list(&format!("{i}/AllergyIntolerance/x/_history/1"));
+            assert!(Rc::ptr_eq(&second, &again));
+            assert!(matches!(
+                index.resolve(&format!("{i}/AllergyIntolerance/x/_history/9"), None, None),
+                Target::VersionMissing
+            ));
+        }
     }
 
     #[test]

@@ -255,6 +255,17 @@ fn absent_or_unknown(entry: Node<'_, '_>, topic: &str) -> Option<Stated> {
     })
 }
 
+/// Whether the statement `node` is (or, for an `entry`, the statement it holds) is
+/// negated (`negationInd="true"`).
+fn negated(node: Node<'_, '_>) -> bool {
+    let statement = if is(&node, "entry") {
+        node.children().find(Node::is_element)
+    } else {
+        Some(node)
+    };
+    statement.is_some_and(|s| s.attribute("negationInd") == Some("true"))
+}
+
 /// What an absent-or-unknown code states: an absence of the section's topic, that
 /// nothing is known (`no-…-info`), and its words.
 struct Stated {
@@ -572,9 +583,10 @@ fn header(root: Node<'_, '_>, kind: &str, shape: Shape) -> DocumentInfo {
 /// §4) are INS: others of their arc (the INS-C, `…4.2`, of older documents) are not, and
 /// a document naming only one is read as naming none.
 fn patient(root: Node<'_, '_>) -> Result<Option<DocumentPatient>, SummaryError> {
+    // Every one is compared (in time linear in the document, which the parser bounds):
+    // a cap would let the one naming another patient hide past it.
     let roles: Vec<Node<'_, '_>> = children(root, "recordTarget")
         .filter_map(|r| child(r, "patientRole"))
-        .take(100)
         .collect();
     let ins_of = |role: Node<'_, '_>| -> Vec<String> {
         let mut ins: Vec<String> = children(role, "id")
@@ -888,7 +900,7 @@ impl Reader {
             let found = expand(*entry);
             if found.is_empty() {
                 reads += 1;
-                match absent_or_unknown(*entry, topic) {
+                match absent_or_unknown(*entry, topic).filter(|_| !negated(*entry)) {
                     Some(stated) => {
                         absent |= stated.absence;
                         no_information |= stated.no_information;
@@ -899,10 +911,27 @@ impl Reader {
             }
             for one in found {
                 reads += 1;
+                // A family member's problem or treatment (a `relatedSubject`) is theirs:
+                // left out and counted, as the allergies' are.
+                let statement = if is(&one, "entry") {
+                    one.children().find(Node::is_element).unwrap_or(one)
+                } else {
+                    one
+                };
+                if about_someone_else(statement, *entry) {
+                    section.other_person_entries += 1;
+                    continue;
+                }
                 // "No known medications" names no medicine: a statement, never an item.
                 // Asked of each observation: a concern grouping a statement and a problem
                 // keeps the problem.
                 if let Some(stated) = absent_or_unknown(one, topic) {
+                    // Denying a statement of absence or of no information (`negationInd`)
+                    // says neither: the entry is unreadable.
+                    if negated(one) {
+                        self.unreadable_entry(&mut section, path, i);
+                        continue;
+                    }
                     absent |= stated.absence;
                     no_information |= stated.no_information;
                     section.statements.push(stated.said);
@@ -919,6 +948,12 @@ impl Reader {
         if section.status == SectionStatus::NoneKnown && no_information {
             section.status = SectionStatus::Conflicting;
             section.basis = "a statement of absence next to one that nothing is known".into();
+        } else if section.status == SectionStatus::NoneKnown && section.other_person_entries > 0 {
+            // As for the allergies: if that judgement was wrong, they are the patient's,
+            // and "none known" would hide them.
+            section.status = SectionStatus::Conflicting;
+            section.basis =
+                "a statement of absence and entries left out as another person's".into();
         }
         section
     }
@@ -1303,7 +1338,7 @@ fn observations<'a, 'i>(entry: Node<'a, 'i>) -> Vec<Node<'a, 'i>> {
 fn allergies(entry: Node<'_, '_>) -> Vec<Option<Read<Allergy>>> {
     let observations = observations(entry);
     if observations.is_empty() {
-        return vec![stated(entry)];
+        return vec![stated(entry).filter(|_| !negated(entry))];
     }
     // Each observation for itself: one coded "no known food allergy" says nothing of the
     // penicillin allergy grouped with it.
@@ -1332,6 +1367,12 @@ fn stated(node: Node<'_, '_>) -> Option<Read<Allergy>> {
 /// (or a denial); wherever it is filed, so that a "no known allergies" outside the allergy
 /// section is never taken for an allergy named by its value.
 fn read_allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
+    // Denying a statement of absence ("not: no known allergies") says there is one,
+    // unnamed; denying "no information" says nothing either way: neither may stand as
+    // what it denies.
+    if negated(observation) && stated(observation).is_some() {
+        return None;
+    }
     // A substance named as the agent is an allergy, whatever "no known allergies" code
     // stands beside it: the statement cannot take the named substance with it.
     if observation.attribute("negationInd") != Some("true")
@@ -1416,7 +1457,9 @@ fn allergy(observation: Node<'_, '_>) -> Option<Read<Allergy>> {
             None => Some(Read::Noted(format!("absence : {said}"))),
         };
     }
-    if stated_absent {
+    // A substance named as the agent makes this an allergy to it, whatever "no known
+    // allergy" code stands beside it (docs/summary.md): read on below, by the agent.
+    if stated_absent && agent.is_none() {
         let said = code
             .and_then(words)
             .unwrap_or_else(|| "absence d'allergie".into());
@@ -1682,9 +1725,15 @@ fn merge<T>(slot: &mut Option<Section<T>>, read: Section<T>) {
     // what the absence denies.
     let unreadable_beside_absence = (held.status == NoneKnown && read.unreadable_entries > 0)
         || (read.status == NoneKnown && held.unreadable_entries > 0);
+    // A section "not recorded" that holds statements said that nothing is known
+    // (`no-…-info`): beside "none known" in another section of the same kind, the two say
+    // two things, as they would in one section (`read_section`).
+    let said_nothing_known = |s: &Section<T>| s.status == NotRecorded && !s.statements.is_empty();
+    let no_information_beside_absence = (held.status == NoneKnown && said_nothing_known(&read))
+        || (read.status == NoneKnown && said_nothing_known(held));
     let status = match (held.status, read.status) {
         (Conflicting, _) | (_, Conflicting) => Conflicting,
-        _ if unreadable_beside_absence => Conflicting,
+        _ if unreadable_beside_absence || no_information_beside_absence => Conflicting,
         (Recorded, NoneKnown) | (NoneKnown, Recorded) => Conflicting,
         (Recorded, _) | (_, Recorded) => Recorded,
         (NoneKnown, _) | (_, NoneKnown) => NoneKnown,
@@ -1694,6 +1743,8 @@ fn merge<T>(slot: &mut Option<Section<T>>, read: Section<T>) {
     if status != held.status {
         held.basis = if status == read.status {
             read.basis
+        } else if no_information_beside_absence {
+            "a statement of absence in one section, one that nothing is known in another".into()
         } else {
             "items in one section, a statement of absence in another".into()
         };

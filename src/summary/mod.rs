@@ -212,9 +212,11 @@ pub struct DocumentInfo {
     pub type_code: Option<Code>,
     /// Composition title.
     pub title: Option<String>,
-    /// Composition date (when the summary was written).
+    /// Composition date (when the summary was written), only when it is a FHIR dateTime
+    /// (a malformed one is left out, with a warning); a CDA document's `effectiveTime`.
     pub date: Option<String>,
-    /// Bundle timestamp (when it was assembled).
+    /// Bundle timestamp (when the bundle was assembled, which a `$summary` made on
+    /// request says is now): never the document's date.
     pub timestamp: Option<String>,
     /// Authors, by name.
     pub authors: Vec<String>,

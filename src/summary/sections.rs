@@ -62,7 +62,10 @@ struct RawSection<'a> {
     unusable: usize,
     /// Resources found directly (search sets without a Composition).
     resources: Vec<&'a Object>,
-    empty_reason: Option<String>,
+    /// Why the section (or each of the same-coded sections read with it) is empty: every
+    /// distinct reason, so that "none known" in one and "unavailable" in another both
+    /// count (`judge`); a few at most.
+    empty_reasons: Vec<String>,
     narrative: Option<String>,
     /// The narrative was cut at the bound.
     narrative_cut: bool,
@@ -162,6 +165,7 @@ pub(super) fn from_bundle(root: &Object) -> Result<CriticalSummary, SummaryError
                 composition.full_url,
                 &bundle_type,
             );
+            check_section_lists(&mut context, composition.resource);
             (document, composition_sections(composition.resource))
         }
         None => {
@@ -313,6 +317,39 @@ fn check_entries(context: &mut Context) {
     }
 }
 
+/// Sections the Composition holds in a form that cannot be read: a `section` that is not
+/// a list (some serialisers write a lone section as an object), the Composition's or a
+/// section's own, and a section that is not an object. What they hold is not read, and
+/// without a word the medications would show as "not recorded" with no defect
+/// signalled. Never read as a one-element list either: the document is malformed, and a
+/// guess at what its author meant is no reading of it. Counted with the unreadable
+/// entries (as an `entry` that is not a list is) and described, so that the page shows
+/// the summary as partial.
+fn check_section_lists(context: &mut Context, composition: &Object) {
+    let mut unreadable = 0usize;
+    let mut holders = vec![composition];
+    while let Some(holder) = holders.pop() {
+        match holder.get("section") {
+            None => {}
+            Some(Value::Array(sections)) => {
+                for section in sections {
+                    match section.as_object() {
+                        Some(section) => holders.push(section),
+                        None => unreadable += 1,
+                    }
+                }
+            }
+            Some(_) => unreadable += 1,
+        }
+    }
+    if unreadable > 0 {
+        context.defects.unreadable_entries += unreadable;
+        context.warn(format!(
+            "{unreadable} Composition sections cannot be read ('section' not a list, or a section not an object): what they hold is not shown"
+        ));
+    }
+}
+
 fn assemble<'a>(
     context: &mut Context<'a>,
     raw: Vec<RawSection<'a>>,
@@ -422,6 +459,10 @@ fn assemble<'a>(
     }
 }
 
+/// The distinct empty reasons kept for the sections of one code: "nilknown" and any
+/// other are all `judge` tells apart; a hostile document's thousands are not kept.
+const MAX_EMPTY_REASONS: usize = 4;
+
 /// The sections coded `code`, read together: a document listing allergies in two
 /// sections of the same code has them all shown.
 fn merge<'a>(context: &mut Context, raw: &[RawSection<'a>], code: &str) -> Option<RawSection<'a>> {
@@ -433,7 +474,7 @@ fn merge<'a>(context: &mut Context, raw: &[RawSection<'a>], code: &str) -> Optio
         references: first.references.clone(),
         unusable: first.unusable,
         resources: first.resources.clone(),
-        empty_reason: first.empty_reason.clone(),
+        empty_reasons: first.empty_reasons.clone(),
         narrative: first.narrative.clone(),
         narrative_cut: first.narrative_cut,
         declaration: first.declaration,
@@ -444,7 +485,13 @@ fn merge<'a>(context: &mut Context, raw: &[RawSection<'a>], code: &str) -> Optio
         merged.references.extend(&more.references);
         merged.unusable += more.unusable;
         merged.resources.extend(&more.resources);
-        merged.empty_reason = merged.empty_reason.or_else(|| more.empty_reason.clone());
+        for reason in &more.empty_reasons {
+            // "nilknown" always: it is the one that must meet the others.
+            let room = merged.empty_reasons.len() < MAX_EMPTY_REASONS || reason == "nilknown";
+            if room && !merged.empty_reasons.contains(reason) {
+                merged.empty_reasons.push(reason.clone());
+            }
+        }
         merged.narrative_cut |= more.narrative_cut;
         // Appended in place: copying what is held for each section would be quadratic.
         match (&mut merged.narrative, &more.narrative) {
@@ -520,6 +567,13 @@ fn gather<'a>(
         ));
     }
     let mut seen = HashSet::new();
+    // Claimant lists already read, by address (the index hands out one shared list per
+    // identity): references written differently (`1/AllergyIntolerance/x`,
+    // `2/AllergyIntolerance/x`…) may mean the same claimants, and reading them again for
+    // each would be claimants times references. References are not bounded by the entry
+    // limit. A later one is the same entry listed again (warnings past the first
+    // `MAX_WARNINGS` are only counted).
+    let mut read_lists: HashSet<*const ()> = HashSet::new();
     for reference in &raw.references {
         if !seen.insert(*reference) {
             context.warn(format!("{what} section lists the same entry twice"));
@@ -528,12 +582,16 @@ fn gather<'a>(
         match context.index.resolve(reference, from, contained) {
             Target::Found(resource) => gathered.consider(context, resource, what),
             Target::Ambiguous(all) => {
+                if !read_lists.insert(all.as_ptr().cast::<()>()) {
+                    context.warn(format!("{what} section lists the same entry twice"));
+                    continue;
+                }
                 gathered.duplicates += 1;
                 context.warn(format!(
                     "{what} section: {} different resources claim one entry reference: all are shown",
                     all.len()
                 ));
-                for resource in all {
+                for &resource in all.iter() {
                     gathered.consider(context, resource, what);
                 }
             }
@@ -693,14 +751,12 @@ fn judge<T>(
             )),
         }
     }
-    match raw.and_then(|r| r.empty_reason.as_deref()) {
-        Some("nilknown") => {
+    for reason in raw.map_or(&[][..], |r| r.empty_reasons.as_slice()) {
+        if reason == "nilknown" {
             none_known.get_or_insert_with(|| "emptyReason nilknown".to_owned());
-        }
-        Some(reason) => {
+        } else {
             no_information.get_or_insert_with(|| format!("emptyReason {reason}"));
         }
-        None => {}
     }
     let listed_items = !items.is_empty();
     let any_items = listed_items || !unlisted_items.is_empty();
@@ -797,9 +853,11 @@ fn composition_sections(composition: &Object) -> Vec<RawSection<'_>> {
             references,
             unusable,
             resources: Vec::new(),
-            empty_reason: section
+            empty_reasons: section
                 .get("emptyReason")
-                .and_then(|c| codings(c).into_iter().find_map(|c| c.code)),
+                .and_then(|c| codings(c).into_iter().find_map(|c| c.code))
+                .into_iter()
+                .collect(),
             narrative: narrative
                 .as_ref()
                 .map(|n| n.text.clone())
@@ -819,7 +877,7 @@ fn sections_by_type<'a>(index: &'a Index<'a>) -> Vec<RawSection<'a>> {
         references: Vec::new(),
         unusable: 0,
         resources,
-        empty_reason: None,
+        empty_reasons: Vec::new(),
         narrative: None,
         narrative_cut: false,
         declaration: false,
@@ -880,9 +938,21 @@ fn document_info(
     if authors.is_empty() {
         context.warn("the document names no readable author".into());
     }
-    let date = text(composition, "date");
-    if date.is_none() {
+    // A date that is not a FHIR dateTime is never passed on as one: the page would read
+    // "01/02/2024" as 2 January. The document is then undated (its defect is counted with
+    // the entry's, by `check_entries`); the bundle's timestamp, when it was assembled, is
+    // no stand-in.
+    let written = composition.get("date");
+    let date = written
+        .and_then(Value::as_str)
+        .filter(|d| validate::is_date_time(d))
+        .map(str::to_owned);
+    if written.is_none() {
         context.warn("the document has no date".into());
+    } else if date.is_none() {
+        context.warn(
+            "the document's date (Composition.date) is not a FHIR dateTime: not shown".into(),
+        );
     }
     DocumentInfo {
         bundle_type: bundle_type.into(),
@@ -1366,11 +1436,41 @@ impl Topic {
     }
 }
 
+/// The SNOMED CT codes [`negation`] reads as statements that there is none.
+const NEGATING_SNOMED: [&str; 11] = [
+    "716186003",
+    "787481004",
+    "160245001",
+    "787480003",
+    "787482006",
+    "787483001",
+    "409137002",
+    "429625007",
+    "428607008",
+    "1003774007",
+    "1003776009",
+];
+
 /// "No known …" and "no information about …" codes and phrases, in an entry of a
 /// section about `topic`: a "no known" denies the section only when it is about that
 /// section's topic; about another one, or one kind only, it is a statement.
 fn negation<T>(concept: &Value, topic: Topic) -> Option<Read<T>> {
     let codes = codings(concept);
+    // A concept's codings are one meaning in several systems: "no known allergy" coded
+    // beside a code that names something (a substance, a drug) says two things. Neither
+    // may stand: read as "none known", the named allergy would be hidden.
+    let negating = |c: &Code| match (c.system.as_deref(), c.code.as_deref()) {
+        (Some(IPS_ABSENT), Some(code)) => code.starts_with("no-"),
+        (Some(SNOMED), Some(code)) => NEGATING_SNOMED.contains(&code),
+        // The same value without its system repeats the statement; it names nothing.
+        (None, Some(code)) => NEGATING_SNOMED.contains(&code) || code.starts_with("no-"),
+        _ => false,
+    };
+    if codes.iter().any(negating) && codes.iter().any(|c| c.code.is_some() && !negating(c)) {
+        return Some(Read::Unreadable(
+            "a 'no known' code beside a code naming something".into(),
+        ));
+    }
     for coding in &codes {
         let (Some(system), Some(code)) = (coding.system.as_deref(), coding.code.as_deref()) else {
             continue;
@@ -1587,5 +1687,145 @@ impl Get for Object {
 impl Get for Value {
     fn field(&self, name: &str) -> Option<&Value> {
         self.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The summary of a document bundle (with a timestamp): a Composition about
+    /// `urn:uuid:p`, dated, authored and titled, with `changes` written over it (a null
+    /// removes the element), that Patient, and `entries`.
+    fn summary_of(changes: Value, entries: Vec<Value>) -> CriticalSummary {
+        let mut composition = json!({"resourceType": "Composition", "status": "final",
+            "type": {"text": "summary"}, "date": "2026-11-20", "author": [{"display": "x"}],
+            "title": "t", "subject": {"reference": "urn:uuid:p"}});
+        if let (Some(held), Value::Object(changes)) = (composition.as_object_mut(), changes) {
+            for (key, value) in changes {
+                if value.is_null() {
+                    held.remove(&key);
+                } else {
+                    held.insert(key, value);
+                }
+            }
+        }
+        let mut all = vec![
+            json!({"fullUrl": "urn:uuid:c", "resource": composition}),
+            json!({"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient"}}),
+        ];
+        all.extend(entries);
+        let bundle = json!({"resourceType": "Bundle", "type": "document",
+            "timestamp": "2026-11-21T10:00:00+01:00", "entry": all});
+        from_bundle(bundle.as_object().unwrap()).unwrap()
+    }
+
+    fn coded(code: &str) -> Value {
+        json!({"coding": [{"system": LOINC, "code": code}]})
+    }
+
+    /// References written differently (`0/AllergyIntolerance/x`, `1/…`) to one identity
+    /// that thousands of different entries claim: the claimants are read once, the
+    /// reference is counted once as claimed by several, and the others as the same entry
+    /// listed again. Reading the claimants again for each reference (as each was counted
+    /// again) cost claimants times references: ~2×10⁹ steps for 10,000 claimants and
+    /// 190,000 references, which no entry limit bounds.
+    #[test]
+    fn references_to_one_claimed_identity_read_its_claimants_once() {
+        let (claimants, references) = (2_000, 20_000);
+        let allergies = (0..claimants)
+            .map(|i| {
+                json!({"resource": {"resourceType": "AllergyIntolerance", "id": "x",
+                    "code": {"text": format!("substance {i}")}, "patient": {"reference": "urn:uuid:p"}}})
+            })
+            .collect();
+        let listed: Vec<Value> = (0..references)
+            .map(|i| json!({"reference": format!("{i}/AllergyIntolerance/x")}))
+            .collect();
+        let s = summary_of(
+            json!({"section": [{"code": coded(ALLERGIES), "entry": listed}]}),
+            allergies,
+        );
+        assert_eq!(s.allergies.status, SectionStatus::Recorded);
+        assert_eq!(s.allergies.items.len(), claimants);
+        assert!(s.allergies.unlisted_items.is_empty());
+        assert_eq!(s.allergies.unreadable_entries, 0);
+        // One reference claimed by several resources, not 20,000.
+        assert_eq!(s.allergies.duplicate_entries, 1);
+        assert_eq!(s.defects.duplicate_entries, claimants - 1);
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.contains("lists the same entry twice")),
+            "{:?}",
+            s.warnings
+        );
+    }
+
+    /// A `section` written as one object (as some single-element serialisers do) is no
+    /// list: what it holds is not read, and the summary says it is partial (a defect and
+    /// a warning) instead of showing the medications as "not recorded" without a word.
+    #[test]
+    fn a_section_that_is_not_a_list_is_a_defect_not_silence() {
+        let medication = json!({"fullUrl": "urn:uuid:m", "resource": {"resourceType": "MedicationStatement",
+            "status": "active", "medicationCodeableConcept": {"text": "warfarine"},
+            "subject": {"reference": "urn:uuid:p"}}});
+        let section = json!({"code": coded(MEDICATIONS), "entry": [{"reference": "urn:uuid:m"}]});
+        let said = |s: &CriticalSummary| s.warnings.iter().any(|w| w.contains("not a list"));
+        let s = summary_of(
+            json!({"section": section.clone()}),
+            vec![medication.clone()],
+        );
+        // Never read as a one-element list…
+        assert!(s.medications.items.is_empty());
+        // …but counted and said.
+        assert_eq!(s.defects.unreadable_entries, 1);
+        assert!(said(&s), "{:?}", s.warnings);
+        // The same one level down, and for a section that is not an object.
+        let wrapped = json!({"section": [{"title": "w", "section": section.clone()}, "a section"]});
+        let s = summary_of(wrapped, vec![medication.clone()]);
+        assert!(s.medications.items.is_empty());
+        assert_eq!(s.defects.unreadable_entries, 2);
+        assert!(said(&s), "{:?}", s.warnings);
+        // A list is read as ever.
+        let s = summary_of(json!({"section": [section]}), vec![medication]);
+        assert_eq!(s.medications.items.len(), 1);
+        assert_eq!(s.defects.unreadable_entries, 0);
+        assert!(!said(&s), "{:?}", s.warnings);
+    }
+
+    /// The document's date is passed on only when it is a FHIR dateTime ("01/02/2024"
+    /// would read as 2 January on the page), and the bundle's timestamp (when it was
+    /// assembled) never stands in for it.
+    #[test]
+    fn the_document_date_is_a_fhir_date_or_none() {
+        let malformed = [
+            json!("01/02/2024"),
+            json!("2024-1-2"),
+            json!("20240102"),
+            json!(""),
+            json!(20240102),
+        ];
+        for written in malformed {
+            let s = summary_of(json!({"date": written.clone()}), Vec::new());
+            assert_eq!(s.document.date, None, "{written}");
+            assert!(s.document.timestamp.is_some());
+            assert!(
+                s.warnings
+                    .iter()
+                    .any(|w| w.contains("Composition.date") && w.contains("not shown")),
+                "{written}: {:?}",
+                s.warnings
+            );
+        }
+        for written in ["2024", "2024-02", "2024-02-01", "2024-02-01T10:00:00+01:00"] {
+            let s = summary_of(json!({"date": written}), Vec::new());
+            assert_eq!(s.document.date.as_deref(), Some(written));
+            assert!(!s.warnings.iter().any(|w| w.contains("Composition.date")));
+        }
+        let s = summary_of(json!({"date": null}), Vec::new());
+        assert_eq!(s.document.date, None);
+        assert!(s.warnings.iter().any(|w| w == "the document has no date"));
     }
 }

@@ -93,10 +93,20 @@ pub(super) fn find<'a>(
     let mut same: HashSet<*const Object> = HashSet::from([std::ptr::from_ref(*anchor)]);
     let mut patient = anchor_traits.clone();
     let mut known: HashSet<String> = patient.ins.iter().cloned().collect();
+    // Everything the joined Patients say, to compare each newcomer with: a Patient that
+    // agrees with a bare anchor may still contradict one joined before it, and two
+    // people joined as one would pass the patient check for either and mix their entries.
+    let mut joined = anchor_traits.clone();
     for (resource, other) in patients.iter().chain(named.iter()) {
-        if disagree(anchor_traits, other) || !same.insert(std::ptr::from_ref(*resource)) {
+        let address = std::ptr::from_ref(*resource);
+        if disagree(anchor_traits, other) || same.contains(&address) {
             continue;
         }
+        if disagree(&joined, other) {
+            return Err(SummaryError::ConflictingPatients(patients.len()));
+        }
+        same.insert(address);
+        absorb(&mut joined, other);
         for ins in &other.ins {
             if known.insert(ins.clone()) {
                 patient.ins.push(ins.clone());
@@ -143,6 +153,39 @@ impl Subject<'_> {
             Whose::Subject
         } else {
             Whose::Other
+        }
+    }
+}
+
+/// The names [`absorb`] keeps to compare with: enough for the same person written in a
+/// few ways; a hostile bundle's thousands of names would make each comparison long.
+const MAX_JOINED_NAMES: usize = 16;
+
+/// Adds to `joined` what `other` says that it did not: its INS, a more precise birth date,
+/// a gender, its names (a few). A date is kept only if it agrees with the one held, which
+/// [`disagree`] has just checked.
+fn absorb(joined: &mut DocumentPatient, other: &DocumentPatient) {
+    for ins in &other.ins {
+        if !joined.ins.contains(ins) {
+            joined.ins.push(ins.clone());
+        }
+    }
+    let valid = |date: &Option<String>| {
+        date.as_deref()
+            .filter(|d| super::validate::is_date_time(d))
+            .map(str::to_owned)
+    };
+    if let Some(date) = valid(&other.birth_date)
+        && valid(&joined.birth_date).is_none_or(|held| date.len() > held.len())
+    {
+        joined.birth_date = Some(date);
+    }
+    if !matches!(joined.gender.as_deref(), Some("male" | "female")) && other.gender.is_some() {
+        joined.gender.clone_from(&other.gender);
+    }
+    for name in &other.names {
+        if joined.names.len() < MAX_JOINED_NAMES && !joined.names.contains(name) {
+            joined.names.push(name.clone());
         }
     }
 }

@@ -861,3 +861,129 @@ fn a_search_set_with_unread_pages_never_says_none_known() {
         page.warnings
     );
 }
+
+/// The no-known-allergies bundle with its AllergyIntolerance's `code` set to `code`.
+fn allergy_code(code: Value) -> CriticalSummary {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ips/no-known-allergies.json");
+    let mut bundle: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    for entry in bundle["entry"].as_array_mut().unwrap() {
+        if entry["resource"]["resourceType"] == "AllergyIntolerance" {
+            entry["resource"]["code"] = code.clone();
+        }
+    }
+    summary::extract(&serde_json::to_vec(&bundle).unwrap()).unwrap()
+}
+
+/// "No known allergy" coded beside a code that names a substance says two things: never
+/// « aucune allergie connue ». The same statement coded twice (SNOMED CT and the IPS code,
+/// or its value repeated without a system) still stands. Before, the first "no known" code
+/// decided, and the amoxicillin code beside it was never read.
+#[test]
+fn a_no_known_allergy_code_beside_a_named_substance_never_reads_none_known() {
+    let nka = serde_json::json!({"system": "http://snomed.info/sct", "code": "716186003", "display": "No known allergy"});
+    let amoxicillin = serde_json::json!({"system": "http://www.whocc.no/atc", "code": "J01CA04", "display": "amoxicillin"});
+    for coding in [
+        vec![nka.clone(), amoxicillin.clone()],
+        vec![amoxicillin.clone(), nka.clone()],
+    ] {
+        let s = allergy_code(serde_json::json!({ "coding": coding }));
+        assert_ne!(s.allergies.status, SectionStatus::NoneKnown, "{coding:?}");
+        assert_eq!(s.allergies.status, SectionStatus::Unreadable, "{coding:?}");
+        assert_eq!(s.allergies.unreadable_entries, 1);
+    }
+    for coding in [
+        vec![
+            nka.clone(),
+            serde_json::json!({"system": "http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips", "code": "no-known-allergies"}),
+        ],
+        vec![nka.clone(), serde_json::json!({"code": "716186003"})],
+    ] {
+        let s = allergy_code(serde_json::json!({ "coding": coding }));
+        assert_eq!(s.allergies.status, SectionStatus::NoneKnown, "{coding:?}");
+    }
+}
+
+/// Two allergy sections, one empty because none is known (`nilknown`), the other because
+/// the information is unavailable: the two say two things. Before, the first section's
+/// reason was kept and the second's dropped: « aucune allergie connue ».
+#[test]
+fn none_known_in_one_section_and_unavailable_in_another_is_conflicting() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ips/no-known-allergies.json");
+    let original: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let with = |reasons: [&str; 2]| {
+        let mut bundle = original.clone();
+        for entry in bundle["entry"].as_array_mut().unwrap() {
+            if entry["resource"]["resourceType"] == "Composition" {
+                let sections = entry["resource"]["section"].as_array_mut().unwrap();
+                let allergies = sections
+                    .iter()
+                    .position(|s| s["code"]["coding"][0]["code"] == "48765-2")
+                    .unwrap();
+                let mut first = sections[allergies].clone();
+                first.as_object_mut().unwrap().remove("entry");
+                let mut second = first.clone();
+                first["emptyReason"] = serde_json::json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/list-empty-reason", "code": reasons[0]}]});
+                second["emptyReason"] = serde_json::json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/list-empty-reason", "code": reasons[1]}]});
+                sections[allergies] = first;
+                sections.insert(allergies + 1, second);
+            }
+        }
+        summary::extract(&serde_json::to_vec(&bundle).unwrap()).unwrap()
+    };
+    for reasons in [["nilknown", "unavailable"], ["unavailable", "nilknown"]] {
+        let s = with(reasons);
+        assert_eq!(
+            s.allergies.status,
+            SectionStatus::Conflicting,
+            "{reasons:?}"
+        );
+    }
+    assert_eq!(
+        with(["nilknown", "nilknown"]).allergies.status,
+        SectionStatus::NoneKnown
+    );
+}
+
+/// A bare Patient named by the Composition, and two Patients that each agree with it but
+/// not with each other (two INS, two birth dates): the subject cannot be determined, and
+/// the document is refused. Before, both joined the subject: the document passed the
+/// patient check for either INS, and the second person's allergy was shown as the
+/// patient's.
+#[test]
+fn two_people_never_join_a_bare_subject_as_one() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ips/no-known-allergies.json");
+    let original: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let with = |second_ins: &str, second_birth: &str| {
+        let mut bundle = original.clone();
+        let entries = bundle["entry"].as_array_mut().unwrap();
+        for entry in entries.iter_mut() {
+            if entry["resource"]["resourceType"] == "Patient" {
+                entry["resource"] = serde_json::json!({"resourceType": "Patient", "id": "patient"});
+            }
+        }
+        let person = |id: &str, ins: &str, birth: &str| {
+            serde_json::json!({"fullUrl": format!("urn:uuid:{id}"), "resource": {
+                "resourceType": "Patient", "id": id,
+                "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.10", "value": ins}],
+                "birthDate": birth
+            }})
+        };
+        entries.push(person("pa", "180017500000134", "1950-01-01"));
+        entries.push(person("pb", second_ins, second_birth));
+        summary::extract(&serde_json::to_vec(&bundle).unwrap())
+    };
+    let refused = with("280017500000181", "1990-01-01").unwrap_err();
+    assert!(
+        matches!(refused, SummaryError::ConflictingPatients(_)),
+        "{refused}"
+    );
+    // The same person written twice joins as before.
+    let s = with("180017500000134", "1950").unwrap();
+    assert_eq!(
+        s.patient_in_document.unwrap().ins,
+        ["1.2.250.1.213.1.4.10|180017500000134"]
+    );
+}

@@ -1321,3 +1321,138 @@ fn an_allergy_or_a_problem_says_its_status_and_a_refuted_allergy_is_none() {
     assert_eq!(problem.clinical_status.as_deref(), Some("resolved"));
     assert_eq!(problem.verification_status.as_deref(), Some("provisional"));
 }
+
+/// An observation naming amoxicillin as its agent beside SNOMED CT's "no known allergy"
+/// (716186003) as its value is an amoxicillin allergy, in the allergy section as in any
+/// other. Before, the SNOMED code was read before the agent: « aucune allergie connue » in
+/// the allergy section, and nothing at all from another section.
+#[test]
+fn a_named_agent_beside_the_snomed_no_known_allergy_code_is_an_allergy() {
+    let entry = "<entry><observation classCode=\"OBS\" moodCode=\"EVN\"><templateId root=\"1.3.6.1.4.1.19376.1.5.3.1.4.6\"/><code code=\"ASSERTION\" codeSystem=\"2.16.840.1.113883.5.4\"/><value xsi:type=\"CD\" code=\"716186003\" codeSystem=\"2.16.840.1.113883.6.96\"/><participant typeCode=\"CSM\"><participantRole><playingEntity><code code=\"372687004\" codeSystem=\"2.16.840.1.113883.6.96\" displayName=\"Amoxicilline\"/></playingEntity></participantRole></participant></observation></entry>";
+    let s = allergy_entry(entry);
+    assert_eq!(s.allergies.status, SectionStatus::Recorded);
+    assert_eq!(
+        names(&s.allergies.items, |a| &a.substance),
+        ["Amoxicilline"]
+    );
+    // The same observation filed among the problems joins the allergies.
+    let fixture = String::from_utf8(cda("ips-fr-allergy-treatment-problem.xml")).unwrap();
+    let section = fixture.find("code=\"11450-4\"").unwrap();
+    let start = section + fixture[section..].find("<entry>").unwrap();
+    let end = start + fixture[start..].find("</entry>").unwrap() + "</entry>".len();
+    let moved = format!("{}{entry}{}", &fixture[..start], &fixture[end..]);
+    let s = summary::extract(moved.as_bytes()).unwrap();
+    assert!(
+        names(&s.allergies.items, |a| &a.substance).contains(&"Amoxicilline"),
+        "{:?}",
+        names(&s.allergies.items, |a| &a.substance)
+    );
+    assert_ne!(s.allergies.status, SectionStatus::NoneKnown);
+}
+
+/// Denying a statement of absence ("not: no known allergies", "not: no known
+/// medications", in the IPS codes) says there is one, unnamed: the entry is unreadable,
+/// never « aucune allergie connue » nor « aucun traitement connu ». Before, the code was
+/// read and the negation ignored.
+#[test]
+fn a_denied_statement_of_absence_is_unreadable_not_an_absence() {
+    let s = allergy_entry(
+        "<entry><observation classCode=\"OBS\" moodCode=\"EVN\" negationInd=\"true\"><code code=\"ASSERTION\" codeSystem=\"2.16.840.1.113883.5.4\"/><value xsi:type=\"CD\" code=\"no-known-allergies\" codeSystem=\"2.16.840.1.113883.5.1150.1\"/></observation></entry>",
+    );
+    assert_eq!(s.allergies.status, SectionStatus::Unreadable);
+    assert!(s.allergies.items.is_empty());
+
+    let fixture = String::from_utf8(cda("ips-fr-allergy-treatment-problem.xml")).unwrap();
+    let section = fixture.find("code=\"10160-0\"").unwrap();
+    let start = section + fixture[section..].find("<entry>").unwrap();
+    let end = start + fixture[start..].find("</entry>").unwrap() + "</entry>".len();
+    let denied = format!(
+        "{}<entry><substanceAdministration classCode=\"SBADM\" moodCode=\"EVN\" negationInd=\"true\"><consumable><manufacturedProduct><manufacturedMaterial><code code=\"no-known-medications\" codeSystem=\"2.16.840.1.113883.5.1150.1\"/></manufacturedMaterial></manufacturedProduct></consumable></substanceAdministration></entry>{}",
+        &fixture[..start],
+        &fixture[end..]
+    );
+    let s = summary::extract(denied.as_bytes()).unwrap();
+    assert_eq!(s.medications.status, SectionStatus::Unreadable);
+}
+
+/// "No known medications" in one section and "no information on medications" in another
+/// of the same kind say two things, as they would in one section. Before, the merge of
+/// the two sections kept « aucun connu ».
+#[test]
+fn none_known_in_one_section_and_no_information_in_another_is_conflicting() {
+    let fixture = String::from_utf8(cda("ips-fr-allergy-treatment-problem.xml")).unwrap();
+    let code = fixture.find("code=\"10160-0\"").unwrap();
+    let start = fixture[..code].rfind("<section>").unwrap();
+    let end = code + fixture[code..].find("</section>").unwrap() + "</section>".len();
+    let with = |entry: &str| {
+        let section = &fixture[start..end];
+        let e_start = section.find("<entry>").unwrap();
+        let e_end = section.find("</entry>").unwrap() + "</entry>".len();
+        format!(
+            "{}<entry><substanceAdministration classCode=\"SBADM\" moodCode=\"EVN\"><consumable><manufacturedProduct><manufacturedMaterial><code code=\"{entry}\" codeSystem=\"2.16.840.1.113883.5.1150.1\"/></manufacturedMaterial></manufacturedProduct></consumable></substanceAdministration></entry>{}",
+            &section[..e_start],
+            &section[e_end..]
+        )
+    };
+    let document = |first: &str, second: &str| {
+        format!(
+            "{}{}</component><component>{}{}",
+            &fixture[..start],
+            with(first),
+            with(second),
+            &fixture[end..]
+        )
+    };
+    for (first, second) in [
+        ("no-known-medications", "no-medication-info"),
+        ("no-medication-info", "no-known-medications"),
+    ] {
+        let s = summary::extract(document(first, second).as_bytes()).unwrap();
+        assert_eq!(
+            s.medications.status,
+            SectionStatus::Conflicting,
+            "{first} then {second}"
+        );
+    }
+    let s = summary::extract(document("no-known-medications", "no-known-medications").as_bytes())
+        .unwrap();
+    assert_eq!(s.medications.status, SectionStatus::NoneKnown);
+}
+
+/// A problem recorded about a family member (its `subject` names a `relatedSubject`) is
+/// theirs: left out of the patient's problems and counted, as a family member's allergy
+/// is. Before, the mother's atrial fibrillation was listed as the patient's.
+#[test]
+fn a_family_members_problem_is_never_the_patients() {
+    let fixture = String::from_utf8(cda("ips-fr-allergy-treatment-problem.xml")).unwrap();
+    let s = summary::extract(fixture.as_bytes()).unwrap();
+    assert_eq!(s.problems.items.len(), 1);
+    let problem = "displayName=\"Fibrillation et flutter auriculaires\"/>";
+    assert_eq!(fixture.matches(problem).count(), 1);
+    let mothers = fixture.replacen(
+        problem,
+        &format!("{problem}<subject><relatedSubject classCode=\"PRS\"><code code=\"MTH\" codeSystem=\"2.16.840.1.113883.5.111\"/></relatedSubject></subject>"),
+        1,
+    );
+    let s = summary::extract(mothers.as_bytes()).unwrap();
+    assert!(s.problems.items.is_empty());
+    assert_eq!(s.problems.other_person_entries, 1);
+}
+
+/// A document naming the same patient in a hundred `recordTarget`s and another patient in
+/// the hundred and first is about two people: refused. Before, only the first hundred
+/// were compared.
+#[test]
+fn every_record_target_is_compared() {
+    let source = String::from_utf8(cda("ips-fr-allergy-treatment-problem.xml")).unwrap();
+    let start = source.find("<recordTarget>").unwrap();
+    let end = source.find("</recordTarget>").unwrap() + "</recordTarget>".len();
+    let target = &source[start..end];
+    let someone_else = target.replace("180017500000134", "280017500000181");
+    let targets = format!("{}{someone_else}", target.repeat(100));
+    let refused = summary::extract(source.replacen(target, &targets, 1).as_bytes()).unwrap_err();
+    assert!(
+        matches!(refused, SummaryError::SeveralRecordTargets(101)),
+        "{refused}"
+    );
+}

@@ -720,46 +720,50 @@
     return Math.round(seconds / 86400) + ' jours';
   }
 
-  // ISO dates, and HL7 v3 ones (CDA: 20261120, 20261120100000+0100), in words.
+  // ISO dates (FHIR's: 2026, 2026-11, 2026-11-20, 2026-11-20T10:00:00+01:00), and HL7 v3
+  // ones (CDA: 20261120, 20261120100000+0100), in words; nothing else. `new Date(text)`
+  // reads whatever it can ("01/02/2024" as 2 January): a date in any other shape, or one
+  // that does not exist, is shown as written and said not understood, never as a date.
   // `zoneless`: how a time written without its zone is read. The national record's
   // registry dates are UTC ('utc'); a document's own times without a zone are taken as
   // written. A time with its zone (HL7 `+0100`, ISO) is shown as the day it was here.
   function frenchDate(text, zoneless) {
     if (!text) return null;
+    const written = String(text);
+    const notUnderstood = '« ' + (written.length > 64 ? written.slice(0, 64) + '…' : written) +
+      ' » (date non reconnue)';
     // A year, or a year and month, stays as precise as written: never "1 janvier".
-    const partial = /^(\d{4})(?:-?(\d{2}))?$/.exec(text);
+    const partial = /^(\d{4})(?:-?(\d{2}))?$/.exec(written);
     if (partial) {
       if (!partial[2]) return partial[1];
-      // A month out of range is shown as written, never rolled over ("195013" is no
-      // January 1951).
-      if (Number(partial[2]) < 1 || Number(partial[2]) > 12) return text;
+      // A month out of range is never rolled over ("195013" is no January 1951).
+      if (Number(partial[2]) < 1 || Number(partial[2]) > 12) return notUnderstood;
       const month = new Date(Number(partial[1]), Number(partial[2]) - 1, 1);
-      if (Number.isNaN(month.getTime())) return text;
+      if (Number.isNaN(month.getTime())) return notUnderstood;
       return month.toLocaleDateString('fr-FR', { month: 'long', year: 'numeric' });
     }
-    const hl7 = /^(\d{4})(\d{2})(\d{2})(?:(\d{2})(\d{2})(\d{2})?)?(?:\.\d+)?(?:([+-])(\d{2})(\d{2}))?/.exec(text);
-    // A day alone (a birth date) is that day wherever the workstation is: `new Date`
-    // would read it as UTC midnight, the day before west of Greenwich.
-    const day = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text);
-    // A day that does not exist (30 February) would roll over into one that does: shown
-    // as written, never as another date.
-    const written = day || hl7;
-    if (written && !calendarDay(Number(written[1]), Number(written[2]), Number(written[3]))) return text;
-    let date;
-    if (day) {
-      date = new Date(Number(day[1]), Number(day[2]) - 1, Number(day[3]));
-    } else if (!hl7) {
-      date = new Date(text);
-    } else {
-      const [, year, month, day, hour, minute, second, sign, zoneHours, zoneMinutes] = hl7;
-      const offset = sign
-        ? (sign === '-' ? -1 : 1) * (Number(zoneHours) * 60 + Number(zoneMinutes))
+    // A day, then its time and zone when written, in either shape.
+    const parts = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$/.exec(written)
+      || /^(\d{4})(\d{2})(\d{2})(?:(\d{2})(?:(\d{2})(\d{2})?)?)?(?:\.\d+)?([+-]\d{4})?$/.exec(written);
+    if (!parts) return notUnderstood;
+    const [, year, month, day, hour, minute = '00', second = '00', zone] = parts;
+    const zoneParts = zone && zone !== 'Z' ? /^([+-])(\d{2}):?(\d{2})$/.exec(zone) : null;
+    // A day or a time that does not exist (30 February, 25:00, +25:00) would roll over
+    // into one that does: not understood, never shown as another date.
+    if (!calendarDay(Number(year), Number(month), Number(day))) return notUnderstood;
+    if (hour !== undefined && (Number(hour) > 23 || Number(minute) > 59 || Number(second) > 60)) return notUnderstood;
+    if (zoneParts && (Number(zoneParts[2]) > 14 || Number(zoneParts[3]) > 59)) return notUnderstood;
+    const offset = zone === 'Z' ? 0
+      : zoneParts ? (zoneParts[1] === '-' ? -1 : 1) * (Number(zoneParts[2]) * 60 + Number(zoneParts[3]))
         : zoneless === 'utc' ? 0 : null;
-      date = hour !== undefined && offset !== null
-        ? new Date(Date.UTC(Number(year), Number(month) - 1, Number(day), Number(hour), Number(minute), Number(second || 0)) - offset * 60000)
-        : new Date(Number(year), Number(month) - 1, Number(day));
-    }
-    if (Number.isNaN(date.getTime())) return text;
+    // A day alone (a birth date), or a time whose zone is not known, is that day wherever
+    // the workstation is: read as UTC midnight, it would be the day before west of
+    // Greenwich.
+    const date = hour !== undefined && offset !== null
+      ? new Date(Date.UTC(Number(year), Number(month) - 1, Number(day), Number(hour), Number(minute),
+        Number(second)) - offset * 60000)
+      : new Date(Number(year), Number(month) - 1, Number(day));
+    if (Number.isNaN(date.getTime())) return notUnderstood;
     return date.toLocaleDateString('fr-FR', { day: 'numeric', month: 'long', year: 'numeric' });
   }
 
@@ -858,7 +862,15 @@
     const parts = [];
     const doc = summary.document || {};
     const kind = doc.title || TEMPLATE_TEXT[doc.template] || 'Document';
-    const source = [kind + ' du ' + (frenchDate(doc.date || doc.timestamp) || 'date inconnue')];
+    // The document's own date only. A bundle's timestamp says when the bundle was put
+    // together (a `$summary` made on request says "now"): shown as the document's date,
+    // old data would look fresh. Beside an undated document it is said for what it is.
+    const written = frenchDate(doc.date);
+    const source = [kind + (written ? ' du ' + written : ', date inconnue')];
+    if (!doc.date && doc.timestamp) {
+      source.push('assemblé le ' + frenchDate(doc.timestamp) +
+        ' pour l\u2019envoi : ce n\u2019est pas la date des informations');
+    }
     if (doc.authors && doc.authors.length) source.push('auteur : ' + doc.authors.join(', '));
     if (doc.custodian) source.push(doc.custodian);
     if (doc.format === 'cda' && TEMPLATE_TEXT[doc.template] && doc.title) source.push(TEMPLATE_TEXT[doc.template]);
