@@ -307,6 +307,8 @@ impl CardWorker {
             pending: HashMap::new(),
             inspected,
             readings,
+            pnp_aside: None,
+            listed: None,
         };
         std::thread::Builder::new()
             .name("card-worker".into())
@@ -684,6 +686,45 @@ struct Monitor {
     pending: HashMap<String, (u64, std::time::Instant)>,
     inspected: mpsc::Sender<(String, u64, Inspection)>,
     readings: mpsc::Receiver<(String, u64, Inspection)>,
+    /// pcscd's plug-and-play pseudo-reader, kept out of the wait while the readers fill it
+    /// (`arrange`): the readers are then listed again at each poll instead.
+    pnp_aside: Option<pcsc::ReaderState>,
+    /// The readers pcscd listed at the last rebuild: while the pseudo-reader is aside, a
+    /// listing like the last changes nothing.
+    listed: Option<Vec<CString>>,
+}
+
+/// The most reader states one `get_status_change` takes: pcsc-lite refuses more
+/// (`PCSCLITE_MAX_READERS_CONTEXTS`, which also bounds the readers pcscd holds).
+const MAX_WAITED: usize = 16;
+
+/// Puts the watched readers' states in `states` (those in `wanted`, keeping known ones),
+/// then pcscd's plug-and-play pseudo-reader last when it fits within [`MAX_WAITED`], else
+/// in `aside`: with 16 readers plugged, a wait on 17 states would fail at once, again and
+/// again, and no desk would ever see its card.
+fn arrange(
+    states: &mut Vec<pcsc::ReaderState>,
+    aside: &mut Option<pcsc::ReaderState>,
+    wanted: &[CString],
+) {
+    let pnp = states
+        .iter()
+        .position(|s| s.name() == pcsc::PNP_NOTIFICATION())
+        .map(|at| states.remove(at))
+        .or_else(|| aside.take());
+    states.retain(|s| wanted.iter().any(|w| w.as_c_str() == s.name()));
+    for name in wanted.iter().take(MAX_WAITED) {
+        if !states.iter().any(|s| s.name() == name.as_c_str()) {
+            states.push(pcsc::ReaderState::new(name.clone(), pcsc::State::UNAWARE));
+        }
+    }
+    if let Some(pnp) = pnp {
+        if states.len() < MAX_WAITED {
+            states.push(pnp);
+        } else {
+            *aside = Some(pnp);
+        }
+    }
 }
 
 impl Monitor {
@@ -721,6 +762,9 @@ impl Monitor {
             pcsc::PNP_NOTIFICATION(),
             pcsc::State::UNAWARE,
         )];
+        // A new context: what the last one listed or set aside is not this one's.
+        self.pnp_aside = None;
+        self.listed = None;
         // A rebuild whose reader listing failed is tried again at each poll until one
         // succeeds: the plug event that asked for it has been taken already.
         let mut rebuild_due = !self.rebuild(context, &mut states);
@@ -730,11 +774,13 @@ impl Monitor {
             }
             match context.get_status_change(POLL, &mut states) {
                 Ok(()) => {
-                    if self.report(&mut states) || rebuild_due {
+                    if self.report(&mut states) || rebuild_due || self.pnp_aside.is_some() {
                         rebuild_due = !self.rebuild(context, &mut states);
                     }
                 }
-                Err(pcsc::Error::Timeout) if rebuild_due => {
+                // Without the plug-and-play pseudo-reader in the wait, a reader plugged or
+                // unplugged shows only in the listing.
+                Err(pcsc::Error::Timeout) if rebuild_due || self.pnp_aside.is_some() => {
                     rebuild_due = !self.rebuild(context, &mut states);
                 }
                 Err(pcsc::Error::Timeout) => {}
@@ -822,20 +868,23 @@ impl Monitor {
                 return false;
             }
         };
-        let Some(pnp) = states.pop() else {
+        if self.pnp_aside.is_some() && self.listed.as_ref() == Some(&plugged) {
             return true;
-        };
+        }
         let wanted: Vec<CString> = self
             .readers
             .iter()
             .filter_map(|r| CString::new(r.as_str()).ok())
             .filter(|r| plugged.contains(r))
             .collect();
-        states.retain(|s| wanted.iter().any(|w| w.as_c_str() == s.name()));
-        for name in wanted {
-            if !states.iter().any(|s| s.name() == name.as_c_str()) {
-                states.push(pcsc::ReaderState::new(name, pcsc::State::UNAWARE));
-            }
+        self.listed = Some(plugged.clone());
+        let pnp_was_aside = self.pnp_aside.is_some();
+        arrange(states, &mut self.pnp_aside, &wanted);
+        if self.pnp_aside.is_some() && !pnp_was_aside {
+            tracing::info!(
+                readers = wanted.len(),
+                "as many card readers as one wait can watch: plugged readers are listed again at each poll"
+            );
         }
         let unplugged: Vec<String> = self
             .readers
@@ -858,7 +907,6 @@ impl Monitor {
                 self.removed(reader);
             }
         }
-        states.push(pnp);
         true
     }
 
@@ -915,6 +963,56 @@ impl Monitor {
 mod tests {
     use super::*;
     use crate::card::backend::HeldCard;
+
+    fn names(states: &[pcsc::ReaderState]) -> Vec<String> {
+        states
+            .iter()
+            .map(|s| s.name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn readers(n: usize) -> Vec<CString> {
+        (0..n)
+            .map(|i| CString::new(format!("Reader {i:02}")).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn one_wait_never_holds_more_states_than_pcsc_lite_takes() {
+        let pnp = pcsc::PNP_NOTIFICATION().to_string_lossy().into_owned();
+        let mut states = vec![pcsc::ReaderState::new(
+            pcsc::PNP_NOTIFICATION(),
+            pcsc::State::UNAWARE,
+        )];
+        let mut aside = None;
+        // Fifteen readers and the pseudo-reader: sixteen states, the pseudo-reader last.
+        arrange(&mut states, &mut aside, &readers(15));
+        assert_eq!(states.len(), 16);
+        assert_eq!(names(&states).last(), Some(&pnp));
+        assert!(aside.is_none());
+        // Sixteen readers: the pseudo-reader is set aside, not a seventeenth state.
+        arrange(&mut states, &mut aside, &readers(16));
+        assert_eq!(states.len(), MAX_WAITED);
+        assert!(!names(&states).contains(&pnp));
+        assert!(aside.is_some());
+        // More configured and plugged than one wait takes (pcscd holds no more than
+        // sixteen, but the list comes from it): still sixteen.
+        arrange(&mut states, &mut aside, &readers(20));
+        assert_eq!(states.len(), MAX_WAITED);
+        // A reader unplugged: the pseudo-reader comes back, last, the same state.
+        arrange(&mut states, &mut aside, &readers(12));
+        assert_eq!(states.len(), 13);
+        assert_eq!(names(&states).last(), Some(&pnp));
+        assert!(aside.is_none());
+        assert_eq!(names(&states)[..12], names_of(&readers(12))[..]);
+    }
+
+    fn names_of(readers: &[CString]) -> Vec<String> {
+        readers
+            .iter()
+            .map(|r| r.to_string_lossy().into_owned())
+            .collect()
+    }
 
     /// Cards that log in, then fail every signature as a reset card does (the link
     /// fails), or as one that lost its PIN state does (`6982`, a token logged out).
