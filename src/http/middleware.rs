@@ -33,6 +33,26 @@ pub(super) const MAX_CASE_BODY: usize = crate::case::hub::MAX_MESSAGE_BYTES;
 /// A request body must have arrived whole within this.
 pub(super) const BODY_DEADLINE: Duration = Duration::from_secs(10);
 
+/// The one API path that answers `HEAD` for itself: the one-use download link, whose
+/// handler tells a look from a fetch (`compliance_routes::download`).
+const HEAD_ANSWERED_BY: &str = "/api/v1/compliance/downloads/";
+
+/// Refuses `HEAD` on the API (405), but where the handler tells it apart. Axum answers a
+/// `HEAD` with the `GET` handler and drops the body: on a patient read (a grant's summary
+/// again, a document, its PDF) or a case's first showing, the handler would record a
+/// release nobody saw, and spend a step of the limits; on a compliance read, record a
+/// read that showed nothing.
+pub(super) async fn refuse_head(request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if request.method() == Method::HEAD
+        && path.starts_with("/api/")
+        && !path.starts_with(HEAD_ANSWERED_BY)
+    {
+        return super::routes::method_not_allowed().await.into_response();
+    }
+    next.run(request).await
+}
+
 /// Buffers a certificate holder's request body under [`MAX_BODY`] (or, for the
 /// integration's roster and cases, [`MAX_ROSTER_BODY`], [`MAX_CASE_BODY`]) and
 /// [`BODY_DEADLINE`], refusing it with 413 or 408 otherwise;

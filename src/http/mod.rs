@@ -415,6 +415,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn(middleware::bounded_body))
+        .layer(axum::middleware::from_fn(middleware::refuse_head))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             csrf::protect,

@@ -221,6 +221,20 @@ async fn break_glass_releases_the_summary_after_the_durable_record_then_grants_r
     assert_eq!(centre.audit(Some("patient_record_read")).len(), 2);
     assert_eq!(centre.upstream.stats().await["summaries"], 1);
 
+    // A HEAD would run the read and drop its body: a release on record that nobody saw.
+    // Refused, and nothing recorded (before: 200 and a third read on record).
+    let look = centre
+        .send(
+            centre.gateway.client(Some(DESK_A)).head(
+                centre
+                    .gateway
+                    .url(&format!("/api/v1/grants/{grant}/summary")),
+            ),
+        )
+        .await;
+    assert_eq!(look.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(centre.audit(Some("patient_record_read")).len(), 2);
+
     // Another desk (another workstation) cannot use the grant, nor can a made-up id.
     let other = centre.gateway.client(Some(DESK_B));
     let url = centre
