@@ -830,6 +830,15 @@ fn spawn_monitoring(
 /// The sealed cache, or `None` (with a warning) when the master key is absent or unusable:
 /// the service then works without a cache.
 fn open_cache(config: &Config, stores: &Stores) -> Option<Arc<SealedSummaries>> {
+    let cache = open_sealed(config, stores);
+    if cache.is_none() {
+        // Copies an earlier run sealed cannot be withdrawn in this one.
+        stores.cache.run_without_key();
+    }
+    cache
+}
+
+fn open_sealed(config: &Config, stores: &Stores) -> Option<Arc<SealedSummaries>> {
     let Some(key) = &config.cache.master_key else {
         tracing::warn!("no cache.master_key: the summary cache is disabled");
         return None;

@@ -117,6 +117,8 @@ pub struct SummaryCache {
     path: PathBuf,
     /// Set by the sealed summaries when a removal failed in this run.
     removal_failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Set when this run has no usable key ([`SummaryCache::run_without_key`]).
+    keyless: std::sync::atomic::AtomicBool,
 }
 
 impl SummaryCache {
@@ -131,6 +133,7 @@ impl SummaryCache {
             db,
             path: path.to_owned(),
             removal_failed: std::sync::Arc::default(),
+            keyless: std::sync::atomic::AtomicBool::new(false),
         };
         match cache.format_version()? {
             Some(FORMAT_VERSION) => Ok(cache),
@@ -212,11 +215,25 @@ impl SummaryCache {
         Ok(deleted)
     }
 
+    /// This run has no usable key: the copies an earlier run sealed cannot be found to be
+    /// removed when a patient opposes, is blocked or their record closes. Its stop is then
+    /// never marked clean, so the next start with the key deletes every copy instead of
+    /// serving one this run could not withdraw (docs/cache.md).
+    pub fn run_without_key(&self) {
+        self.keyless
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// The run stops cleanly: every removal has been written out, then the marker is. Not
     /// after a removal failed in this run: a refused patient's copy may still be there, and
-    /// the next start must delete every copy (an error says so).
+    /// the next start must delete every copy (an error says so). Not after a run without
+    /// the key either ([`SummaryCache::run_without_key`]), which is no failure: nothing is
+    /// marked, and the next start deletes every copy.
     pub fn mark_clean_stop(&self) -> Result<(), CacheError> {
         self.flush()?;
+        if self.keyless.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
         if self
             .removal_failed
             .load(std::sync::atomic::Ordering::Acquire)
@@ -324,6 +341,36 @@ mod tests {
             assert_eq!(entries(&cache), 1);
             // This run ends without marking its stop (killed).
             cache.flush().unwrap();
+        }
+        let cache = reopen(&path).unwrap();
+        assert_eq!(cache.start_run().unwrap(), 1);
+        assert_eq!(entries(&cache), 0);
+    }
+
+    /// A run without the key cannot withdraw the copies an earlier run sealed (it cannot
+    /// find them by patient): its stop is not marked clean, so the next run with the key
+    /// starts with none. Before, a refusal in the keyless run removed nothing, the stop was
+    /// marked clean, and the next run served the refused patient's copy.
+    #[test]
+    fn a_run_without_the_key_leaves_no_copy_to_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        let entries = |cache: &SummaryCache| sealed::tree(&cache.db).unwrap().len();
+        {
+            let cache = SummaryCache::open(&path).unwrap();
+            cache.start_run().unwrap();
+            sealed::tree(&cache.db)
+                .unwrap()
+                .insert(b"k", &[2u8; 16][..])
+                .unwrap();
+            cache.mark_clean_stop().unwrap();
+        }
+        {
+            let cache = reopen(&path).unwrap();
+            assert_eq!(cache.start_run().unwrap(), 0);
+            cache.run_without_key();
+            cache.mark_clean_stop().unwrap();
+            assert_eq!(entries(&cache), 1, "kept while keyless, expiring by age");
         }
         let cache = reopen(&path).unwrap();
         assert_eq!(cache.start_run().unwrap(), 1);

@@ -56,6 +56,9 @@ const HEADER: usize = 1 + 8;
 const CLOCK_SKEW_MS: u64 = 60_000;
 const WRAPPED: usize = 32 + 16;
 const TREE: &str = "summaries";
+/// Where the store notes which key sealed its copies (an HMAC under the key, which says
+/// nothing of it).
+const KEY_MARK: &[u8] = b"samu-gateway:key_mark";
 
 /// How long entries live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,6 +456,17 @@ impl SealedSummaries {
         let wrapping = UnboundKey::new(&AES_256_GCM, &master.0)
             .map_err(|_| CacheError::Storage("unusable master key".into()))?;
         let derive = hmac::Key::new(hmac::HMAC_SHA256, &master.0);
+        // Copies sealed under another key cannot be found by patient, so a refusal in this
+        // run could not withdraw them, and a later run under their key would serve them
+        // (a key rotated, then rotated back): they go now. A store without the mark (an
+        // earlier build's) is emptied once.
+        let mark = hmac::sign(&derive, b"samu-gateway cache key mark v1");
+        if db.get(KEY_MARK).map_err(super::storage)?.as_deref() != Some(mark.as_ref()) {
+            purge(&tree, |_| true)?;
+            tree.flush().map_err(super::storage)?;
+            db.insert(KEY_MARK, mark.as_ref()).map_err(super::storage)?;
+            db.flush().map_err(super::storage)?;
+        }
         let index_key = hmac::sign(&derive, b"samu-gateway cache index key v1");
         let wrap_key = hmac::sign(&derive, b"samu-gateway cache wrapping key v3");
         let wrap = UnboundKey::new(&AES_256_GCM, wrap_key.as_ref())
@@ -959,6 +973,32 @@ mod tests {
         haystack.windows(needle.len()).any(|w| w == needle)
     }
 
+    /// Copies sealed under one key are gone once the store is opened under another, and
+    /// stay gone when the first key comes back: a run under the other key could not have
+    /// withdrawn them on a refusal. Opened again under the same key, they stay.
+    #[test]
+    fn copies_sealed_under_another_key_are_never_served_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, first) = store(dir.path());
+        let other_path = dir.path().join("other.key");
+        MasterKey::generate(&other_path).unwrap();
+        let other = MasterKey::load(&other_path).unwrap();
+        let sealed = cache.sealed(&first, LIFETIMES).unwrap();
+        sealed.put(&ins(), &entry()).unwrap();
+        drop(sealed);
+        let sealed = cache.sealed(&first, LIFETIMES).unwrap();
+        assert!(
+            sealed.get(&ins()).unwrap().is_some(),
+            "the same key keeps them"
+        );
+        drop(sealed);
+        let sealed = cache.sealed(&other, LIFETIMES).unwrap();
+        assert_eq!(cache.summaries_tree().unwrap().len(), 0);
+        drop(sealed);
+        let sealed = cache.sealed(&first, LIFETIMES).unwrap();
+        assert!(sealed.get(&ins()).unwrap().is_none());
+    }
+
     #[test]
     fn neither_the_ins_nor_the_allergy_is_readable_in_the_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -1282,15 +1322,15 @@ mod tests {
         younger[8] ^= 1;
         tree.insert(&key, younger).unwrap();
         assert!(sealed.get(&ins()).unwrap().is_none());
-        // Another master key cannot open (nor even find) it.
+        // Another master key cannot open (nor even find) it; the store opened under it
+        // deletes it (`copies_sealed_under_another_key_are_never_served_again`).
         sealed.put(&ins(), &entry()).unwrap();
+        assert!(sealed.get(&ins()).unwrap().is_some());
         let other_dir = tempfile::tempdir().unwrap();
         MasterKey::generate(&other_dir.path().join("k")).unwrap();
         let other = MasterKey::load(&other_dir.path().join("k")).unwrap();
         let foreign = cache.sealed(&other, LIFETIMES).unwrap();
         assert!(foreign.get(&ins()).unwrap().is_none());
-        assert!(sealed.get(&ins()).unwrap().is_some());
-        sealed.remove(&ins()).unwrap();
         assert!(sealed.get(&ins()).unwrap().is_none());
     }
 
