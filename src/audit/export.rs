@@ -915,6 +915,7 @@ pub fn verify_file(path: &std::path::Path, trusted: &TrustedKeys) -> Result<Repo
     };
     let mut expect = Expect::default();
     let mut checkpoints = Vec::new();
+    let (mut checkpoint_bytes, mut too_many_checkpoints) = (0usize, false);
     let mut ended = false;
     let mut header_seen = false;
     let mut filtered = false;
@@ -938,7 +939,17 @@ pub fn verify_file(path: &std::path::Path, trusted: &TrustedKeys) -> Result<Repo
                 header_seen = true;
             }
         } else if let Some(rest) = line.strip_prefix(b"{\"checkpoint\":") {
-            checkpoints.push((n, rest.strip_suffix(b"}").unwrap_or(rest).to_vec()));
+            // Held for the whole verification: a checkpoint is a few hundred bytes, and a
+            // hostile file's long ones are cut (then unreadable, a finding) and counted, so
+            // that they cannot fill memory.
+            let rest = rest.strip_suffix(b"}").unwrap_or(rest);
+            let kept = &rest[..rest.len().min(MAX_CHECKPOINT_BYTES)];
+            checkpoint_bytes = checkpoint_bytes.saturating_add(kept.len());
+            if checkpoint_bytes > MAX_CHECKPOINTS_BYTES {
+                too_many_checkpoints = true;
+                return ControlFlow::Break(());
+            }
+            checkpoints.push((n, kept.to_vec()));
         } else if line.starts_with(b"{\"end\":") {
             ended = true;
         }
@@ -950,6 +961,15 @@ pub fn verify_file(path: &std::path::Path, trusted: &TrustedKeys) -> Result<Repo
             path: path.to_owned(),
             reason: "a filtered export cannot be verified as a whole trail; export without filters"
                 .into(),
+        });
+    }
+    if too_many_checkpoints {
+        return Err(AuditError::Unreadable {
+            path: path.to_owned(),
+            reason: format!(
+                "more than {} MiB of checkpoints: no trail this gateway writes holds so many",
+                MAX_CHECKPOINTS_BYTES >> 20
+            ),
         });
     }
     if !header_seen {
@@ -997,6 +1017,11 @@ pub fn verify_file(path: &std::path::Path, trusted: &TrustedKeys) -> Result<Repo
 /// The longest line of an export read whole: four times the largest record, which is also
 /// far more than a checkpoint or the header takes.
 const MAX_LINE_BYTES: usize = 4 * super::log::MAX_RECORD_BYTES;
+/// A checkpoint line's JSON is a few hundred bytes; more is kept only this far.
+const MAX_CHECKPOINT_BYTES: usize = 16 * 1024;
+/// The checkpoints of an export, all held while it is verified: about a million at the
+/// size the gateway writes them, a checkpoint per thousand records or more.
+const MAX_CHECKPOINTS_BYTES: usize = 512 * 1024 * 1024;
 
 /// Calls `visit` with each line of `reader`, without its line end (`\n` or `\r\n`). A line
 /// longer than [`MAX_LINE_BYTES`] is passed as `None` and read past in bounded steps: a

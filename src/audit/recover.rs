@@ -130,11 +130,13 @@ fn visit_tail(
     Ok(())
 }
 
-/// The records within `span` before the trail's last one; `None` for an empty trail. A
-/// restore's `trail_restored` record, which the writer that opened the restored copy wrote
-/// just now, is passed over: the window runs back from the backup's last record, where the
-/// accesses it left open are (before, it ran back from now, and an access open in a backup
-/// restored hours later never got its end: no closing decision was ever possible on it).
+/// The records within `span` before the trail's last one; `None` for an empty trail. The
+/// records the trail's maintenance writes while the service is stopped are passed over: a
+/// restore's `trail_restored` (the writer that opened the restored copy wrote it just now)
+/// and a prune's `trail_pruned`. The window runs back from the previous run's last record,
+/// where the accesses it left open are (before, it ran back from the restore or the
+/// prune, and an access open hours earlier never got its end: no closing decision was
+/// ever possible on it, and retention stopped at it for good).
 fn tail(txn: &redb::ReadTransaction, span: Duration) -> Result<Option<Filter>, AuditError> {
     let Some((mut seq, mut bytes)) = super::store::last_record(txn)? else {
         return Ok(None);
@@ -146,7 +148,11 @@ fn tail(txn: &redb::ReadTransaction, span: Duration) -> Result<Option<Filter>, A
                 super::event::unreadable_record(&e)
             ))
         })?;
-        if record.event.kind != EventKind::TrailRestored || seq <= 1 {
+        let maintenance = matches!(
+            record.event.kind,
+            EventKind::TrailRestored | EventKind::TrailPruned
+        );
+        if !maintenance || seq <= 1 {
             break record;
         }
         match super::store::record(txn, seq - 1)? {
@@ -217,5 +223,42 @@ mod tests {
         assert_eq!(owed.len(), 1);
         assert_eq!(owed[0].grant.as_deref(), Some("g1"));
         assert_eq!(owed[0].detail.as_deref(), Some("ended: gateway_restarted"));
+    }
+
+    /// `audit prune` run while the service is stopped, hours after a crash left an access
+    /// and a session open: their ends are still recorded at the next start. Before, the
+    /// window ran back from the prune's record, and both stayed open for good.
+    #[test]
+    fn an_access_open_before_a_prune_gets_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.redb")).unwrap();
+        let t0 = crate::clock::now().1 - 20 * 3_600_000;
+        let login = Event {
+            actor: Some(super::super::event::Actor {
+                desk: Some("desk-1".into()),
+                ..Default::default()
+            }),
+            ..Event::new(EventKind::UserLogin, Outcome::Success)
+        };
+        let started = Event {
+            grant: Some("g1".into()),
+            ..Event::new(EventKind::BreakGlassStarted, Outcome::Success)
+        };
+        let pruned = Event::new(EventKind::TrailPruned, Outcome::Success).with_detail("through=0");
+        store
+            .commit(
+                &[
+                    record(1, t0, login),
+                    record(2, t0 + 60_000, started),
+                    record(3, t0 + 13 * 3_600_000, pruned),
+                ],
+                &[],
+            )
+            .unwrap();
+        let owed = unended_accesses(&store, Duration::from_secs(15 * 60)).unwrap();
+        assert_eq!(owed.len(), 1);
+        assert_eq!(owed[0].grant.as_deref(), Some("g1"));
+        let sessions = unended_sessions(&store, Duration::from_secs(12 * 3600)).unwrap();
+        assert_eq!(sessions.len(), 1);
     }
 }

@@ -605,30 +605,29 @@ fn backup(config_path: &Path, output: &Path, older_keys: &[String]) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-/// Checks the backup, moves the current store aside (never deleting it), installs a copy of
-/// the backup durably with the replaced store's owner, and opens it once so that the new
-/// epoch is recorded and signed before the service starts.
-fn restore(config_path: &Path, input: &Path, older_keys: &[String]) -> Result<ExitCode, Failure> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-
-    let config = Config::read(config_path)?;
-    let signer = configured_signer(&config)?;
-    let trusted = configured_and_given(config_path, older_keys)?;
-    let backup = AuditReader::open(input)
+/// The sequence number a backup's marker gives, once the copy `partial` of the backup
+/// `input` is shown to be one made by `audit backup` that verifies against `trusted`.
+fn check_backup(
+    partial: &Path,
+    input: &Path,
+    trusted: &TrustedKeys,
+    config: &Config,
+) -> Result<u64, Failure> {
+    let backup = AuditReader::open(partial)
         .with_context(|| format!("cannot open the backup {}", input.display()))?;
     let marked = crate::audit::store::meta(
         &backup.snapshot().context("cannot read the backup")?,
         crate::audit::store::Meta::BackupHead,
     )
     .context("cannot read the backup")?;
-    if marked.is_none() {
+    let Some(marked) = marked else {
         return Err(anyhow::anyhow!(
             "{} is not a backup made by `samu-gateway audit backup`: putting it in place would reuse record identities the repositories already hold",
             input.display()
         )
         .into());
-    }
-    let report = export::verify_store_within(&backup, &trusted, unsigned_tail(&config))
+    };
+    let report = export::verify_store_within(&backup, trusted, unsigned_tail(config))
         .context("cannot verify the backup")?;
     if !report.is_intact() {
         let findings: Vec<String> = report.findings.iter().map(ToString::to_string).collect();
@@ -639,8 +638,18 @@ fn restore(config_path: &Path, input: &Path, older_keys: &[String]) -> Result<Ex
         )
         .into());
     }
-    drop(backup);
+    Ok(marked)
+}
 
+/// Checks the backup, moves the current store aside (never deleting it), installs a copy of
+/// the backup durably with the replaced store's owner, and opens it once so that the new
+/// epoch is recorded and signed before the service starts.
+fn restore(config_path: &Path, input: &Path, older_keys: &[String]) -> Result<ExitCode, Failure> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+    let config = Config::read(config_path)?;
+    let signer = configured_signer(&config)?;
+    let trusted = configured_and_given(config_path, older_keys)?;
     let state = &config.storage.state_dir;
     let target = state.join(AUDIT_FILE);
     // The service's user owns the store (or, when the disk was lost, the state directory);
@@ -665,6 +674,8 @@ fn restore(config_path: &Path, input: &Path, older_keys: &[String]) -> Result<Ex
     } else {
         None
     };
+    // The copy is what is checked, then installed: checking the backup and copying it
+    // after would install whatever the file had become in between, unchecked.
     let partial = state.join(format!("{AUDIT_FILE}.restoring"));
     let _ = std::fs::remove_file(&partial);
     {
@@ -679,6 +690,14 @@ fn restore(config_path: &Path, input: &Path, older_keys: &[String]) -> Result<Ex
         std::io::copy(&mut from, &mut to).context("cannot copy the backup")?;
         to.sync_all().context("cannot sync the copy")?;
     }
+    let marked = match check_backup(&partial, input, &trusted, &config) {
+        Ok(marked) => marked,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+
     std::os::unix::fs::chown(&partial, Some(owner.0), Some(owner.1))
         .with_context(|| format!("cannot give {} to the store's owner", partial.display()))?;
     let replaced_at = crate::clock::now().1;
@@ -722,18 +741,31 @@ fn restore(config_path: &Path, input: &Path, older_keys: &[String]) -> Result<Ex
                 .with_context(|| format!("cannot give {} to the store's owner", file.display()))?;
         }
     }
-    let epochs = export::verify_store_within(
+    let installed = export::verify_store_within(
         &AuditReader::open(&target).context("cannot reopen the restored store")?,
         &trusted,
         unsigned_tail(&config),
     )
-    .context("cannot verify the restored store")?
-    .epochs;
+    .context("cannot verify the restored store")?;
+    if !installed.is_intact() {
+        let findings: Vec<String> = installed.findings.iter().map(ToString::to_string).collect();
+        let kept = if aside.exists() {
+            format!("; the replaced store is kept at {}", aside.display())
+        } else {
+            String::new()
+        };
+        return Err(anyhow::anyhow!(
+            "the restored store {} does not verify: {}{kept}",
+            target.display(),
+            findings.join("; ")
+        )
+        .into());
+    }
     out!(
         "restored {} (records up to seq {}); the trail continues on epoch {}",
         input.display(),
-        marked.unwrap_or(0),
-        epochs.last().map_or(0, |e| e.0)
+        marked,
+        installed.epochs.last().map_or(0, |e| e.0)
     );
     if aside.exists() {
         out!(
