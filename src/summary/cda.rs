@@ -944,6 +944,11 @@ impl Reader {
             }
         }
         judge(&mut section, reads, absent, node.attribute("nullFlavor"));
+        if section.status == SectionStatus::NotRecorded && no_information {
+            // Said so, for `merge`: another section of the kind saying "none known" beside
+            // it says two things.
+            section.basis = NOTHING_KNOWN.into();
+        }
         // "None known" beside "no information" says two things (docs/summary.md).
         if section.status == SectionStatus::NoneKnown && no_information {
             section.status = SectionStatus::Conflicting;
@@ -1715,6 +1720,9 @@ fn append_narrative(held: &mut Option<String>, more: Option<String>) {
     }
 }
 
+/// The basis of a section not recorded because it says that nothing is known.
+const NOTHING_KNOWN: &str = "a statement that nothing is known";
+
 fn merge<T>(slot: &mut Option<Section<T>>, read: Section<T>) {
     let Some(held) = slot else {
         *slot = Some(read);
@@ -1725,15 +1733,24 @@ fn merge<T>(slot: &mut Option<Section<T>>, read: Section<T>) {
     // what the absence denies.
     let unreadable_beside_absence = (held.status == NoneKnown && read.unreadable_entries > 0)
         || (read.status == NoneKnown && held.unreadable_entries > 0);
-    // A section "not recorded" that holds statements said that nothing is known
-    // (`no-…-info`): beside "none known" in another section of the same kind, the two say
-    // two things, as they would in one section (`read_section`).
-    let said_nothing_known = |s: &Section<T>| s.status == NotRecorded && !s.statements.is_empty();
+    // A section "not recorded" because it says that nothing is known (`no-…-info`): beside
+    // "none known" in another section of the same kind, the two say two things, as they
+    // would in one section (`read_section`).
+    let said_nothing_known = |s: &Section<T>| s.status == NotRecorded && s.basis == NOTHING_KNOWN;
     let no_information_beside_absence = (held.status == NoneKnown && said_nothing_known(&read))
         || (read.status == NoneKnown && said_nothing_known(held));
+    // Entries left out as another person's: if that judgement was wrong, they are the
+    // patient's, and "none known" would hide them (as within one section).
+    let others_beside_absence = (held.status == NoneKnown && read.other_person_entries > 0)
+        || (read.status == NoneKnown && held.other_person_entries > 0);
     let status = match (held.status, read.status) {
         (Conflicting, _) | (_, Conflicting) => Conflicting,
-        _ if unreadable_beside_absence || no_information_beside_absence => Conflicting,
+        _ if unreadable_beside_absence
+            || no_information_beside_absence
+            || others_beside_absence =>
+        {
+            Conflicting
+        }
         (Recorded, NoneKnown) | (NoneKnown, Recorded) => Conflicting,
         (Recorded, _) | (_, Recorded) => Recorded,
         (NoneKnown, _) | (_, NoneKnown) => NoneKnown,
@@ -1745,6 +1762,8 @@ fn merge<T>(slot: &mut Option<Section<T>>, read: Section<T>) {
             read.basis
         } else if no_information_beside_absence {
             "a statement of absence in one section, one that nothing is known in another".into()
+        } else if others_beside_absence {
+            "a statement of absence and entries left out as another person's".into()
         } else {
             "items in one section, a statement of absence in another".into()
         };
@@ -1753,6 +1772,7 @@ fn merge<T>(slot: &mut Option<Section<T>>, read: Section<T>) {
     held.items.extend(read.items);
     held.statements.extend(read.statements);
     held.unreadable_entries += read.unreadable_entries;
+    held.other_person_entries += read.other_person_entries;
     append_narrative(&mut held.narrative, read.narrative);
     held.narrative_cut |= read.narrative_cut;
     if held.title.is_none() {

@@ -1436,6 +1436,21 @@ impl Topic {
     }
 }
 
+/// SNOMED CT's system written as its OID.
+const SNOMED_OID: &str = "urn:oid:2.16.840.1.113883.6.96";
+
+/// Code systems that name substances or drugs: beside a "no known" code, one of theirs
+/// names what the statement would hide (ATC, UNII, RxNorm, the French CIS; SNOMED CT's
+/// own codes apart from the statements count too, in [`negation`]).
+const NAMING_SYSTEMS: [&str; 6] = [
+    "http://www.whocc.no/atc",
+    "urn:oid:2.16.840.1.113883.6.73",
+    "http://fdasis.nlm.nih.gov",
+    "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "urn:oid:2.16.840.1.113883.6.88",
+    "urn:oid:1.2.250.1.213.2.3.1",
+];
+
 /// The SNOMED CT codes [`negation`] reads as statements that there is none.
 const NEGATING_SNOMED: [&str; 11] = [
     "716186003",
@@ -1461,12 +1476,17 @@ fn negation<T>(concept: &Value, topic: Topic) -> Option<Read<T>> {
     // may stand: read as "none known", the named allergy would be hidden.
     let negating = |c: &Code| match (c.system.as_deref(), c.code.as_deref()) {
         (Some(IPS_ABSENT), Some(code)) => code.starts_with("no-"),
-        (Some(SNOMED), Some(code)) => NEGATING_SNOMED.contains(&code),
-        // The same value without its system repeats the statement; it names nothing.
-        (None, Some(code)) => NEGATING_SNOMED.contains(&code) || code.starts_with("no-"),
+        (Some(SNOMED | SNOMED_OID), Some(code)) => NEGATING_SNOMED.contains(&code),
         _ => false,
     };
-    if codes.iter().any(negating) && codes.iter().any(|c| c.code.is_some() && !negating(c)) {
+    // Only a system that names substances, drugs or findings says which: a local code
+    // ("NKA" under a hospital's own system) may be the same statement written its way.
+    let naming = |c: &Code| match (c.system.as_deref(), c.code.as_deref()) {
+        (Some(SNOMED | SNOMED_OID), Some(code)) => !NEGATING_SNOMED.contains(&code),
+        (Some(system), Some(_)) => NAMING_SYSTEMS.contains(&system),
+        _ => false,
+    };
+    if codes.iter().any(negating) && codes.iter().any(naming) {
         return Some(Read::Unreadable(
             "a 'no known' code beside a code naming something".into(),
         ));

@@ -93,20 +93,31 @@ pub(super) fn find<'a>(
     let mut same: HashSet<*const Object> = HashSet::from([std::ptr::from_ref(*anchor)]);
     let mut patient = anchor_traits.clone();
     let mut known: HashSet<String> = patient.ins.iter().cloned().collect();
-    // Everything the joined Patients say, to compare each newcomer with: a Patient that
-    // agrees with a bare anchor may still contradict one joined before it, and two
-    // people joined as one would pass the patient check for either and mix their entries.
-    let mut joined = anchor_traits.clone();
+    // The INS each joined Patient names (each distinct set once): a Patient that agrees
+    // with a bare anchor may still name an INS that shares nothing with one joined before
+    // it. Two people joined as one would pass the patient check for either INS
+    // (`upstream::check_same_patient`) and mix their entries: the subject cannot be
+    // determined. Other traits stay judged against the anchor only, as leniently as
+    // `disagree` says: a document refused shows the physician nothing at all.
+    let mut named_ins: Vec<&[String]> = Vec::new();
+    if !anchor_traits.ins.is_empty() {
+        named_ins.push(&anchor_traits.ins);
+    }
     for (resource, other) in patients.iter().chain(named.iter()) {
         let address = std::ptr::from_ref(*resource);
         if disagree(anchor_traits, other) || same.contains(&address) {
             continue;
         }
-        if disagree(&joined, other) {
-            return Err(SummaryError::ConflictingPatients(patients.len()));
+        if !other.ins.is_empty() && !named_ins.contains(&other.ins.as_slice()) {
+            let apart = named_ins
+                .iter()
+                .any(|held| !held.iter().any(|i| other.ins.contains(i)));
+            if apart || named_ins.len() == MAX_INS_SETS {
+                return Err(SummaryError::ConflictingPatients(patients.len()));
+            }
+            named_ins.push(&other.ins);
         }
         same.insert(address);
-        absorb(&mut joined, other);
         for ins in &other.ins {
             if known.insert(ins.clone()) {
                 patient.ins.push(ins.clone());
@@ -157,38 +168,10 @@ impl Subject<'_> {
     }
 }
 
-/// The names [`absorb`] keeps to compare with: enough for the same person written in a
-/// few ways; a hostile bundle's thousands of names would make each comparison long.
-const MAX_JOINED_NAMES: usize = 16;
-
-/// Adds to `joined` what `other` says that it did not: its INS, a more precise birth date,
-/// a gender, its names (a few). A date is kept only if it agrees with the one held, which
-/// [`disagree`] has just checked.
-fn absorb(joined: &mut DocumentPatient, other: &DocumentPatient) {
-    for ins in &other.ins {
-        if !joined.ins.contains(ins) {
-            joined.ins.push(ins.clone());
-        }
-    }
-    let valid = |date: &Option<String>| {
-        date.as_deref()
-            .filter(|d| super::validate::is_date_time(d))
-            .map(str::to_owned)
-    };
-    if let Some(date) = valid(&other.birth_date)
-        && valid(&joined.birth_date).is_none_or(|held| date.len() > held.len())
-    {
-        joined.birth_date = Some(date);
-    }
-    if !matches!(joined.gender.as_deref(), Some("male" | "female")) && other.gender.is_some() {
-        joined.gender.clone_from(&other.gender);
-    }
-    for name in &other.names {
-        if joined.names.len() < MAX_JOINED_NAMES && !joined.names.contains(name) {
-            joined.names.push(name.clone());
-        }
-    }
-}
+/// The distinct sets of INS the Patients joined as the subject may name: a patient's
+/// resources name one INS (two when the NIR and the NIA are both given), written a few
+/// ways at most; a hostile bundle's thousands would make each comparison long.
+const MAX_INS_SETS: usize = 16;
 
 /// The traits a Patient resource gives.
 fn traits(resource: &Object) -> DocumentPatient {

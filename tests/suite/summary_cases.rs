@@ -898,6 +898,11 @@ fn a_no_known_allergy_code_beside_a_named_substance_never_reads_none_known() {
             serde_json::json!({"system": "http://hl7.org/fhir/uv/ips/CodeSystem/absent-unknown-uv-ips", "code": "no-known-allergies"}),
         ],
         vec![nka.clone(), serde_json::json!({"code": "716186003"})],
+        // A hospital's own code for the same statement names nothing.
+        vec![
+            nka.clone(),
+            serde_json::json!({"system": "https://hopital.example/codes", "code": "NKA", "display": "Pas d'allergie connue"}),
+        ],
     ] {
         let s = allergy_code(serde_json::json!({ "coding": coding }));
         assert_eq!(s.allergies.status, SectionStatus::NoneKnown, "{coding:?}");
@@ -986,4 +991,25 @@ fn two_people_never_join_a_bare_subject_as_one() {
         s.patient_in_document.unwrap().ins,
         ["1.2.250.1.213.1.4.10|180017500000134"]
     );
+    // Only INS that share nothing refuse it: the same INS with another birth date (a
+    // typo), or a Patient without an INS, is judged against the subject alone, in either
+    // order, as before.
+    assert!(with("180017500000134", "1960-01-01").is_ok());
+    let mut bundle = original.clone();
+    let entries = bundle["entry"].as_array_mut().unwrap();
+    for entry in entries.iter_mut() {
+        if entry["resource"]["resourceType"] == "Patient" {
+            entry["resource"] = serde_json::json!({"resourceType": "Patient", "id": "patient", "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.10", "value": "180017500000134"}]});
+        }
+    }
+    entries.push(serde_json::json!({"fullUrl": "urn:uuid:p2", "resource": {"resourceType": "Patient", "id": "p2", "identifier": [{"system": "urn:oid:1.2.250.1.213.1.4.10", "value": "180017500000134"}], "birthDate": "1960-01-01"}}));
+    entries.push(serde_json::json!({"fullUrl": "urn:uuid:p3", "resource": {"resourceType": "Patient", "id": "p3", "birthDate": "1950-03-12"}}));
+    assert!(summary::extract(&serde_json::to_vec(&bundle).unwrap()).is_ok());
+    entries_reversed(&mut bundle);
+    assert!(summary::extract(&serde_json::to_vec(&bundle).unwrap()).is_ok());
+}
+
+/// The bundle's entries in the reverse order.
+fn entries_reversed(bundle: &mut Value) {
+    bundle["entry"].as_array_mut().unwrap().reverse();
 }

@@ -1439,6 +1439,41 @@ fn a_family_members_problem_is_never_the_patients() {
     assert_eq!(s.problems.other_person_entries, 1);
 }
 
+/// "No known medications" in one section and, in another of the kind, only a family
+/// member's treatment: the treatment is left out and counted, and "none known" beside it
+/// is conflicting, as within one section. Before, the merge dropped the count and kept
+/// « aucun connu ».
+#[test]
+fn none_known_beside_another_persons_entry_in_a_second_section_is_conflicting() {
+    let fixture = String::from_utf8(cda("ips-fr-allergy-treatment-problem.xml")).unwrap();
+    let code = fixture.find("code=\"10160-0\"").unwrap();
+    let start = fixture[..code].rfind("<section>").unwrap();
+    let end = code + fixture[code..].find("</section>").unwrap() + "</section>".len();
+    let section = &fixture[start..end];
+    let e_start = section.find("<entry>").unwrap();
+    let e_end = section.find("</entry>").unwrap() + "</entry>".len();
+    let none = format!(
+        "{}<entry><substanceAdministration classCode=\"SBADM\" moodCode=\"EVN\"><consumable><manufacturedProduct><manufacturedMaterial><code code=\"no-known-medications\" codeSystem=\"2.16.840.1.113883.5.1150.1\"/></manufacturedMaterial></manufacturedProduct></consumable></substanceAdministration></entry>{}",
+        &section[..e_start],
+        &section[e_end..]
+    );
+    let theirs = section.replacen(
+        "</consumable>",
+        "</consumable><subject><relatedSubject classCode=\"PRS\"><code code=\"MTH\" codeSystem=\"2.16.840.1.113883.5.111\"/></relatedSubject></subject>",
+        1,
+    );
+    assert_ne!(theirs, section);
+    let document = format!(
+        "{}{none}</component><component>{theirs}{}",
+        &fixture[..start],
+        &fixture[end..]
+    );
+    let s = summary::extract(document.as_bytes()).unwrap();
+    assert_eq!(s.medications.status, SectionStatus::Conflicting);
+    assert!(s.medications.items.is_empty());
+    assert_eq!(s.medications.other_person_entries, 1);
+}
+
 /// A document naming the same patient in a hundred `recordTarget`s and another patient in
 /// the hundred and first is about two people: refused. Before, only the first hundred
 /// were compared.
