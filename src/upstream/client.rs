@@ -255,6 +255,12 @@ fn current(patient: &serde_json::Map<String, Value>) -> bool {
 /// carrying the INS, is not "no record" (which would delete the patient's copies).
 fn candidates(body: &[u8], carrying: Option<&str>) -> Result<Vec<Candidate>, UpstreamError> {
     let unreadable = |why: &str| Err(UpstreamError::Malformed(why.to_owned()));
+    // Part of a search by traits: the physician narrows the search. Part of an INS look-up
+    // is unreadable (a second patient carrying the INS may be past it).
+    let partial = |why: &str| match carrying {
+        None => Err(UpstreamError::TooManyCandidates(why.to_owned())),
+        Some(_) => unreadable(why),
+    };
     let value =
         summary::syntax::parse(body).map_err(|e| UpstreamError::Malformed(e.to_string()))?;
     if value.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
@@ -269,9 +275,7 @@ fn candidates(body: &[u8], carrying: Option<&str>) -> Result<Vec<Candidate>, Ups
                 .any(|l| l.get("relation").and_then(Value::as_str) == Some("next"))
         });
     if paged {
-        return unreadable(
-            "the search answer is paged: patients past its first page were not seen",
-        );
+        return partial("the search answer is paged: patients past its first page were not seen");
     }
     let entries = value
         .get("entry")
@@ -315,7 +319,7 @@ fn candidates(body: &[u8], carrying: Option<&str>) -> Result<Vec<Candidate>, Ups
         .and_then(Value::as_u64)
         .is_some_and(|total| total > matched.len() as u64)
     {
-        return unreadable("the search answer counts more patients than it lists");
+        return partial("the search answer counts more patients than it lists");
     }
     let (listed, stale): (Vec<_>, Vec<_>) = matched.into_iter().partition(|r| current(r));
     let (patients, others): (Vec<_>, Vec<_>) = listed.into_iter().partition(|r| {
@@ -342,9 +346,7 @@ fn candidates(body: &[u8], carrying: Option<&str>) -> Result<Vec<Candidate>, Ups
     // As the DMP path: a physician cannot choose among more, and each candidate shown is
     // named in the search's audit record.
     if patients.len() > MAX_CANDIDATES {
-        return Err(UpstreamError::Malformed(format!(
-            "more than {MAX_CANDIDATES} candidates"
-        )));
+        return partial(&format!("more than {MAX_CANDIDATES} candidates"));
     }
     if patients.iter().any(|r| {
         r.get("id")
@@ -498,6 +500,12 @@ mod tests {
             refused.to_string().contains("more than 100 candidates"),
             "{refused}"
         );
+        // The physician is asked to narrow the search (it read as an unusable answer).
+        assert!(
+            matches!(refused, UpstreamError::TooManyCandidates(_)),
+            "{refused:?}"
+        );
+        assert_eq!(refused.answer().status, 422);
     }
 
     /// An INS look-up answered with patients that do not carry that INS (a server that
@@ -612,9 +620,10 @@ mod tests {
                 candidates(&body, Some(ASKED)),
                 Err(UpstreamError::Malformed(_))
             ));
+            // A search by traits: the physician is asked to narrow it.
             assert!(matches!(
                 candidates(&body, None),
-                Err(UpstreamError::Malformed(_))
+                Err(UpstreamError::TooManyCandidates(_))
             ));
         }
         let failed = searchset(

@@ -98,6 +98,11 @@ pub enum UpstreamError {
     /// record: no copy is withdrawn, and it is not the service's failure.
     #[error("the request was not sent: {0}")]
     NotSent(String),
+    /// A search by identity traits answered with only part of its candidates (a first
+    /// page, or more than the gateway reads): none is shown, since the one left out may be
+    /// the patient; the physician is asked to narrow the search.
+    #[error("the record service's search answer is partial: {0}")]
+    TooManyCandidates(String),
     /// An answer about another patient than the one asked for, or about several: a
     /// document naming another INS or several patients, a test of existence about
     /// someone else. Nothing of it is shown.
@@ -206,6 +211,12 @@ impl UpstreamError {
                 "upstream_malformed",
                 "upstream_malformed".into(),
                 "Le service du dossier a renvoyé une réponse illisible. Aucune donnée n'est affichée.",
+            ),
+            Self::TooManyCandidates(_) => row(
+                422,
+                "too_many_candidates",
+                "too_many_candidates".into(),
+                "Trop de patients correspondent à cette recherche pour les afficher tous : précisez-la (date et lieu de naissance, sexe, prénoms) ou recherchez par INS.",
             ),
             Self::WrongPatient(_) => row(
                 502,

@@ -1261,6 +1261,7 @@ fn outcome(e: DmpError) -> UpstreamError {
         },
         DmpError::Refused { code } => UpstreamError::AssertionRefused(code),
         DmpError::Answer(why) => UpstreamError::Malformed(why),
+        DmpError::Partial(why) => UpstreamError::TooManyCandidates(why),
         other => UpstreamError::Unavailable(other.to_string()),
     }
 }

@@ -519,7 +519,7 @@ pub fn read_search(
     let mut out = Vec::new();
     for patient in patients(control) {
         if out.len() == MAX_CANDIDATES {
-            return Err(DmpError::Answer(format!(
+            return Err(DmpError::Partial(format!(
                 "more than {MAX_CANDIDATES} candidates"
             )));
         }
@@ -613,7 +613,7 @@ fn whole_answer(ack: Node<'_, '_>, read: usize) -> Result<(), DmpError> {
         || remaining.is_some_and(|r| r > 0)
         || total.is_some_and(|t| t > read || current.is_some_and(|c| t > c));
     if first_page {
-        return Err(DmpError::Answer(format!(
+        return Err(DmpError::Partial(format!(
             "the answer is a first page of {read} candidates; refine the search"
         )));
     }
@@ -813,8 +813,15 @@ mod tests {
             ),
         ] {
             let err = search(&edited(&td05, total, to)).unwrap_err();
+            // A first page is partial (the physician is asked to narrow the search); a
+            // contradiction or a malformed quantity is unusable.
+            let partial = why.starts_with("first page");
             assert!(
-                matches!(&err, DmpError::Answer(m) if m.contains(why)),
+                match &err {
+                    DmpError::Partial(m) => partial && m.contains(why),
+                    DmpError::Answer(m) => !partial && m.contains(why),
+                    _ => false,
+                },
                 "{to}: {err}"
             );
         }

@@ -38,6 +38,10 @@ pub enum DmpError {
     /// content).
     #[error("DMP answer unusable: {0}")]
     Answer(String),
+    /// A search answer holding only part of its candidates (a first page, or more than are
+    /// read): its defect, never its content.
+    #[error("DMP search answer partial: {0}")]
+    Partial(String),
     /// An HL7 v3 acknowledgement other than "accepted", with its detail codes.
     #[error("the DMP refused the request ({code})")]
     Refused {
