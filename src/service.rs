@@ -311,7 +311,7 @@ pub async fn run(
     if deleted > 0 {
         tracing::warn!(
             deleted,
-            "the previous run did not stop cleanly: its cached summaries are deleted (a removal after a refusal may not have reached the disk)"
+            "the previous run did not stop cleanly, or ran without the cache key: its cached summaries are deleted (a removal after a refusal may not have reached the disk, or could not be made)"
         );
     }
     let stores = Arc::new(stores);

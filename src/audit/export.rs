@@ -944,7 +944,9 @@ pub fn verify_file(path: &std::path::Path, trusted: &TrustedKeys) -> Result<Repo
             // that they cannot fill memory.
             let rest = rest.strip_suffix(b"}").unwrap_or(rest);
             let kept = &rest[..rest.len().min(MAX_CHECKPOINT_BYTES)];
-            checkpoint_bytes = checkpoint_bytes.saturating_add(kept.len());
+            // What holding it costs, an empty one included.
+            checkpoint_bytes =
+                checkpoint_bytes.saturating_add(kept.len() + std::mem::size_of::<(u64, Vec<u8>)>());
             if checkpoint_bytes > MAX_CHECKPOINTS_BYTES {
                 too_many_checkpoints = true;
                 return ControlFlow::Break(());

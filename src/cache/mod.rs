@@ -218,7 +218,7 @@ impl SummaryCache {
     /// This run has no usable key: the copies an earlier run sealed cannot be found to be
     /// removed when a patient opposes, is blocked or their record closes. Its stop is then
     /// never marked clean, so the next start with the key deletes every copy instead of
-    /// serving one this run could not withdraw (docs/cache.md).
+    /// serving one this run could not withdraw (ARCHITECTURE.md, "Invariants").
     pub fn run_without_key(&self) {
         self.keyless
             .store(true, std::sync::atomic::Ordering::Release);

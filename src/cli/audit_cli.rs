@@ -605,6 +605,17 @@ fn backup(config_path: &Path, output: &Path, older_keys: &[String]) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
+/// A file removed when dropped, unless taken out first.
+struct Removed(Option<PathBuf>);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// The sequence number a backup's marker gives, once the copy `partial` of the backup
 /// `input` is shown to be one made by `audit backup` that verifies against `trusted`.
 fn check_backup(
@@ -678,6 +689,9 @@ fn restore(config_path: &Path, input: &Path, older_keys: &[String]) -> Result<Ex
     // after would install whatever the file had become in between, unchecked.
     let partial = state.join(format!("{AUDIT_FILE}.restoring"));
     let _ = std::fs::remove_file(&partial);
+    // Removed on every way out until it is installed: a copy of a wrong or huge file must
+    // not stay on the state directory's disk.
+    let mut copy = Removed(Some(partial.clone()));
     {
         let mut from = std::fs::File::open(input)
             .with_context(|| format!("cannot read {}", input.display()))?;
@@ -690,13 +704,7 @@ fn restore(config_path: &Path, input: &Path, older_keys: &[String]) -> Result<Ex
         std::io::copy(&mut from, &mut to).context("cannot copy the backup")?;
         to.sync_all().context("cannot sync the copy")?;
     }
-    let marked = match check_backup(&partial, input, &trusted, &config) {
-        Ok(marked) => marked,
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(e);
-        }
-    };
+    let marked = check_backup(&partial, input, &trusted, &config)?;
 
     std::os::unix::fs::chown(&partial, Some(owner.0), Some(owner.1))
         .with_context(|| format!("cannot give {} to the store's owner", partial.display()))?;
@@ -724,6 +732,7 @@ fn restore(config_path: &Path, input: &Path, older_keys: &[String]) -> Result<Ex
     }
     std::fs::rename(&partial, &target)
         .with_context(|| format!("cannot install {}", target.display()))?;
+    copy.0 = None;
     std::fs::File::open(state)
         .and_then(|d| d.sync_all())
         .with_context(|| format!("cannot sync {}", state.display()))?;

@@ -251,9 +251,10 @@ impl CardLogin {
                     .await;
             }
         };
-        // A remote client (or a script retrying) must never block a physician's card: the
-        // last try needs the page's explicit confirmation. Refused before the rate limit,
-        // which counts only attempts that may reach the card.
+        // A page or a script retrying must never block a physician's card by mistake: the
+        // last try needs the page's explicit confirmation (a client sending it itself can;
+        // README, "Security"). Refused before the rate limit, which counts only attempts
+        // that may reach the card.
         if target.pin_tries_left == Some(1) && !last_try_confirmed {
             return self
                 .refused_before_the_card(
