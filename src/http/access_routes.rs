@@ -339,6 +339,7 @@ pub(super) async fn close(acting: Acting, Segment(grant_id): Segment<String>) ->
     responses((status = 200, description = "Candidates to choose from", body = PatientSearchAnswer),
               (status = 400, description = "Invalid INS or traits", body = ApiError),
               (status = 401, description = "No open session at this desk", body = ApiError),
+              (status = 422, description = "The record service answered a search by traits only in part (`too_many_candidates`): narrow it", body = ApiError),
               (status = 429, description = "Search rate limit (Retry-After)", body = ApiError),
               (status = 503, description = "Record service unavailable", body = ApiError)))]
 pub(super) async fn search(
