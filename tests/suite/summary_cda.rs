@@ -1375,31 +1375,39 @@ fn a_denied_statement_of_absence_is_unreadable_not_an_absence() {
     assert_eq!(s.medications.status, SectionStatus::Unreadable);
 }
 
+/// Where the `<section>` coded `code` of `fixture` starts and ends.
+fn section_bounds(fixture: &str, code: &str) -> (usize, usize) {
+    let at = fixture.find(&format!("code=\"{code}\"")).unwrap();
+    let start = fixture[..at].rfind("<section>").unwrap();
+    let end = at + fixture[at..].find("</section>").unwrap() + "</section>".len();
+    (start, end)
+}
+
+/// `section` with its first entry replaced by a treatment entry stating IPS `code`.
+fn stating(section: &str, code: &str) -> String {
+    let start = section.find("<entry>").unwrap();
+    let end = section.find("</entry>").unwrap() + "</entry>".len();
+    format!(
+        "{}<entry><substanceAdministration classCode=\"SBADM\" moodCode=\"EVN\"><consumable><manufacturedProduct><manufacturedMaterial><code code=\"{code}\" codeSystem=\"2.16.840.1.113883.5.1150.1\"/></manufacturedMaterial></manufacturedProduct></consumable></substanceAdministration></entry>{}",
+        &section[..start],
+        &section[end..]
+    )
+}
+
 /// "No known medications" in one section and "no information on medications" in another
 /// of the same kind say two things, as they would in one section. Before, the merge of
 /// the two sections kept « aucun connu ».
 #[test]
 fn none_known_in_one_section_and_no_information_in_another_is_conflicting() {
     let fixture = String::from_utf8(cda("ips-fr-allergy-treatment-problem.xml")).unwrap();
-    let code = fixture.find("code=\"10160-0\"").unwrap();
-    let start = fixture[..code].rfind("<section>").unwrap();
-    let end = code + fixture[code..].find("</section>").unwrap() + "</section>".len();
-    let with = |entry: &str| {
-        let section = &fixture[start..end];
-        let e_start = section.find("<entry>").unwrap();
-        let e_end = section.find("</entry>").unwrap() + "</entry>".len();
-        format!(
-            "{}<entry><substanceAdministration classCode=\"SBADM\" moodCode=\"EVN\"><consumable><manufacturedProduct><manufacturedMaterial><code code=\"{entry}\" codeSystem=\"2.16.840.1.113883.5.1150.1\"/></manufacturedMaterial></manufacturedProduct></consumable></substanceAdministration></entry>{}",
-            &section[..e_start],
-            &section[e_end..]
-        )
-    };
+    let (start, end) = section_bounds(&fixture, "10160-0");
+    let section = &fixture[start..end];
     let document = |first: &str, second: &str| {
         format!(
             "{}{}</component><component>{}{}",
             &fixture[..start],
-            with(first),
-            with(second),
+            stating(section, first),
+            stating(section, second),
             &fixture[end..]
         )
     };
@@ -1446,17 +1454,9 @@ fn a_family_members_problem_is_never_the_patients() {
 #[test]
 fn none_known_beside_another_persons_entry_in_a_second_section_is_conflicting() {
     let fixture = String::from_utf8(cda("ips-fr-allergy-treatment-problem.xml")).unwrap();
-    let code = fixture.find("code=\"10160-0\"").unwrap();
-    let start = fixture[..code].rfind("<section>").unwrap();
-    let end = code + fixture[code..].find("</section>").unwrap() + "</section>".len();
+    let (start, end) = section_bounds(&fixture, "10160-0");
     let section = &fixture[start..end];
-    let e_start = section.find("<entry>").unwrap();
-    let e_end = section.find("</entry>").unwrap() + "</entry>".len();
-    let none = format!(
-        "{}<entry><substanceAdministration classCode=\"SBADM\" moodCode=\"EVN\"><consumable><manufacturedProduct><manufacturedMaterial><code code=\"no-known-medications\" codeSystem=\"2.16.840.1.113883.5.1150.1\"/></manufacturedMaterial></manufacturedProduct></consumable></substanceAdministration></entry>{}",
-        &section[..e_start],
-        &section[e_end..]
-    );
+    let none = stating(section, "no-known-medications");
     let theirs = section.replacen(
         "</consumable>",
         "</consumable><subject><relatedSubject classCode=\"PRS\"><code code=\"MTH\" codeSystem=\"2.16.840.1.113883.5.111\"/></relatedSubject></subject>",
