@@ -579,6 +579,30 @@ pub fn read_retrieved(
                 "more than {MAX_RETRIEVE} documents returned"
             )));
         }
+        // One of each: of two ids, two media types or two documents, which one the
+        // repository means is its secret (the first of two ids could be checked against
+        // the listing while the second names what the bytes are).
+        let once = |name: &str| {
+            if answer
+                .children()
+                .filter(|n| n.has_tag_name((XDSB, name)))
+                .nth(1)
+                .is_some()
+            {
+                return Err(DmpError::Answer(format!(
+                    "document {i} returned has more than one {name}"
+                )));
+            }
+            Ok(())
+        };
+        for name in [
+            "DocumentUniqueId",
+            "RepositoryUniqueId",
+            "mimeType",
+            "Document",
+        ] {
+            once(name)?;
+        }
         let field = |name: &str| {
             let value = child_text(answer, XDSB, name)
                 .filter(|v| !v.is_empty())
@@ -868,6 +892,47 @@ mod tests {
         );
         let err = read(answer(&[])).unwrap_err();
         assert!(err.to_string().contains("no RegistryResponse"), "{err}");
+    }
+
+    /// A returned document giving two ids, two media types or two documents: refused, not
+    /// read by the first.
+    #[test]
+    fn a_returned_document_saying_a_field_twice_is_refused() {
+        let response = |extra: &str| {
+            format!(
+                "<xdsb:RetrieveDocumentSetResponse xmlns:xdsb=\"{x}\" xmlns:rs=\"{r}\">\
+                 <rs:RegistryResponse status=\"urn:oasis:names:tc:ebxml-regrep:ResponseStatusType:Success\"/>\
+                 <xdsb:DocumentResponse><xdsb:RepositoryUniqueId>1.2.3</xdsb:RepositoryUniqueId>\
+                 <xdsb:DocumentUniqueId>1.2.3.4</xdsb:DocumentUniqueId>{extra}\
+                 <xdsb:mimeType>text/xml</xdsb:mimeType><xdsb:Document>PGEvPg==</xdsb:Document>\
+                 </xdsb:DocumentResponse></xdsb:RetrieveDocumentSetResponse>",
+                x = super::XDSB,
+                r = super::RS
+            )
+        };
+        let read = |xml: String| {
+            let doc = roxmltree::Document::parse(&xml).unwrap();
+            super::read_retrieved(doc.root_element(), &|_| None).map(|r| r.documents.len())
+        };
+        assert_eq!(read(response("")).unwrap(), 1);
+        for (extra, name) in [
+            (
+                "<xdsb:DocumentUniqueId>9.9.9</xdsb:DocumentUniqueId>",
+                "DocumentUniqueId",
+            ),
+            (
+                "<xdsb:RepositoryUniqueId>9.9</xdsb:RepositoryUniqueId>",
+                "RepositoryUniqueId",
+            ),
+            ("<xdsb:mimeType>application/pdf</xdsb:mimeType>", "mimeType"),
+            ("<xdsb:Document>PGIvPg==</xdsb:Document>", "Document"),
+        ] {
+            let err = read(response(extra)).unwrap_err();
+            assert!(
+                err.to_string().contains(&format!("more than one {name}")),
+                "{extra}: {err}"
+            );
+        }
     }
 
     /// An entry with two classifications under the type, class or format scheme: refused,
