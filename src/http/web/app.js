@@ -730,8 +730,7 @@
   function frenchDate(text, zoneless) {
     if (!text) return null;
     const written = String(text);
-    const notUnderstood = '« ' + (written.length > 64 ? written.slice(0, 64) + '…' : written) +
-      ' » (date non reconnue)';
+    const notUnderstood = unrecognisedDate(written);
     // A year, or a year and month, stays as precise as written: never "1 janvier".
     const partial = /^(\d{4})(?:-?(\d{2}))?$/.exec(written);
     if (partial) {
@@ -815,9 +814,22 @@
         return moment.toLocaleDateString('fr-FR');
       }
     }
-    const m = /^(\d{4})(?:-?(\d{2}))?(?:-?(\d{2}))?/.exec(text);
-    if (!m) return text;
+    // A day, a month or a year, with a time but no zone at most: that day as written.
+    // Anything else is shown as written and said not understood, never read in part
+    // ("2024-01-02junk" is no 2 January, "2024-13-45" no date at all).
+    const m = /^(\d{4})(?:-?(\d{2})(?:-?(\d{2}))?)?(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?|\d{4}(?:\d{2})?(?:\.\d+)?)?$/.exec(String(text));
+    const month = m && m[2] ? Number(m[2]) : null;
+    if (!m || (month !== null && (month < 1 || month > 12))
+      || (m[3] && !calendarDay(Number(m[1]), month, Number(m[3])))) {
+      return unrecognisedDate(text);
+    }
     return [m[3], m[2], m[1]].filter(Boolean).join('/');
+  }
+
+  // A date the page cannot read, shown as written (cut) and said so: never as a date.
+  function unrecognisedDate(text) {
+    const written = String(text);
+    return '« ' + (written.length > 64 ? written.slice(0, 64) + '…' : written) + ' » (date non reconnue)';
   }
 
   const TEMPLATE_TEXT = {
