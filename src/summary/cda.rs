@@ -258,12 +258,16 @@ fn absent_or_unknown(entry: Node<'_, '_>, topic: &str) -> Option<Stated> {
 /// Whether the statement `node` is (or, for an `entry`, the statement it holds) is
 /// negated (`negationInd="true"`).
 fn negated(node: Node<'_, '_>) -> bool {
-    let statement = if is(&node, "entry") {
+    statement_of(node).is_some_and(|s| s.attribute("negationInd") == Some("true"))
+}
+
+/// The statement `node` is, or, for an `entry`, the one it holds (none if it is empty).
+fn statement_of<'a, 'i>(node: Node<'a, 'i>) -> Option<Node<'a, 'i>> {
+    if is(&node, "entry") {
         node.children().find(Node::is_element)
     } else {
         Some(node)
-    };
-    statement.is_some_and(|s| s.attribute("negationInd") == Some("true"))
+    }
 }
 
 /// What an absent-or-unknown code states: an absence of the section's topic, that
@@ -293,11 +297,7 @@ const STATEMENTS: [&str; 9] = [
 /// elements keeps each look linear: a chain of nested observations is not walked again
 /// from each of them.
 fn stated_code(node: Node<'_, '_>) -> Option<(String, String)> {
-    let start = if is(&node, "entry") {
-        node.children().find(Node::is_element)?
-    } else {
-        node
-    };
+    let start = statement_of(node)?;
     let mut pending = vec![start];
     while let Some(at) = pending.pop() {
         if at.is_element() && at.attribute("codeSystem") == Some(ABSENT_OR_UNKNOWN) {
@@ -913,12 +913,7 @@ impl Reader {
                 reads += 1;
                 // A family member's problem or treatment (a `relatedSubject`) is theirs:
                 // left out and counted, as the allergies' are.
-                let statement = if is(&one, "entry") {
-                    one.children().find(Node::is_element).unwrap_or(one)
-                } else {
-                    one
-                };
-                if about_someone_else(statement, *entry) {
+                if about_someone_else(statement_of(one).unwrap_or(one), *entry) {
                     section.other_person_entries += 1;
                     continue;
                 }

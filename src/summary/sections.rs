@@ -1451,20 +1451,29 @@ const NAMING_SYSTEMS: [&str; 6] = [
     "urn:oid:1.2.250.1.213.2.3.1",
 ];
 
-/// The SNOMED CT codes [`negation`] reads as statements that there is none.
-const NEGATING_SNOMED: [&str; 11] = [
-    "716186003",
-    "787481004",
-    "160245001",
-    "787480003",
-    "787482006",
-    "787483001",
-    "409137002",
-    "429625007",
-    "428607008",
-    "1003774007",
-    "1003776009",
+/// The SNOMED CT codes [`negation`] reads as statements that there is none, with the
+/// topic each denies as a whole (`None`: one kind only, such as "no known drug allergy").
+const SNOMED_NEGATIONS: [(&str, Option<Topic>); 11] = [
+    ("716186003", Some(Topic::Allergies)),
+    ("787481004", Some(Topic::Medications)),
+    ("160245001", Some(Topic::Problems)),
+    ("787480003", Some(Topic::Procedures)),
+    ("787482006", Some(Topic::Immunizations)),
+    ("787483001", Some(Topic::Devices)),
+    ("409137002", None),
+    ("429625007", None),
+    ("428607008", None),
+    ("1003774007", None),
+    ("1003776009", None),
 ];
+
+/// What SNOMED CT `code` denies, if it is one of [`SNOMED_NEGATIONS`].
+fn snomed_negation(code: &str) -> Option<Option<Topic>> {
+    SNOMED_NEGATIONS
+        .iter()
+        .find(|(negating, _)| *negating == code)
+        .map(|(_, topic)| *topic)
+}
 
 /// "No known …" and "no information about …" codes and phrases, in an entry of a
 /// section about `topic`: a "no known" denies the section only when it is about that
@@ -1476,13 +1485,13 @@ fn negation<T>(concept: &Value, topic: Topic) -> Option<Read<T>> {
     // may stand: read as "none known", the named allergy would be hidden.
     let negating = |c: &Code| match (c.system.as_deref(), c.code.as_deref()) {
         (Some(IPS_ABSENT), Some(code)) => code.starts_with("no-"),
-        (Some(SNOMED | SNOMED_OID), Some(code)) => NEGATING_SNOMED.contains(&code),
+        (Some(SNOMED | SNOMED_OID), Some(code)) => snomed_negation(code).is_some(),
         _ => false,
     };
     // Only a system that names substances, drugs or findings says which: a local code
     // ("NKA" under a hospital's own system) may be the same statement written its way.
     let naming = |c: &Code| match (c.system.as_deref(), c.code.as_deref()) {
-        (Some(SNOMED | SNOMED_OID), Some(code)) => !NEGATING_SNOMED.contains(&code),
+        (Some(SNOMED | SNOMED_OID), Some(code)) => snomed_negation(code).is_none(),
         (Some(system), Some(_)) => NAMING_SYSTEMS.contains(&system),
         _ => false,
     };
@@ -1518,15 +1527,8 @@ fn negation<T>(concept: &Value, topic: Topic) -> Option<Read<T>> {
             }
         }
         if system == SNOMED {
-            let denied = match code {
-                "716186003" => Some(Topic::Allergies),
-                "787481004" => Some(Topic::Medications),
-                "160245001" => Some(Topic::Problems),
-                "787480003" => Some(Topic::Procedures),
-                "787482006" => Some(Topic::Immunizations),
-                "787483001" => Some(Topic::Devices),
-                "409137002" | "429625007" | "428607008" | "1003774007" | "1003776009" => None,
-                _ => continue,
+            let Some(denied) = snomed_negation(code) else {
+                continue;
             };
             let general = denied == Some(topic);
             return Some(Read::NoneKnown {
